@@ -1,0 +1,18 @@
+//! Devices that the VMM emulates for its guests.
+//!
+//! Everything here is pure device logic behind the small [`bus::BusDevice`]
+//! trait: a device sees reads and writes at an offset inside its own range and
+//! never touches KVM. The VMM maps devices onto the port-I/O and MMIO buses and
+//! routes vCPU exits to them.
+//!
+//! * [`legacy`]: the few platform devices an x86 Linux guest expects (serial
+//!   console, i8042 reset line, ACPI power registers, a boot timer).
+//! * [`power`]: the guest's own power requests (poweroff, reboot, suspend) as
+//!   events for the VMM to decide on.
+
+pub mod bus;
+pub mod legacy;
+pub mod power;
+
+pub use bus::{Bus, BusDevice, BusError};
+pub use power::{PowerEvent, PowerEventSink};

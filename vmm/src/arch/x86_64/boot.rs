@@ -1,0 +1,364 @@
+//! Guest memory layout, kernel/initrd loading and the Linux zero page.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+
+use linux_loader::cmdline::Cmdline;
+use linux_loader::loader::bootparam::{boot_e820_entry, boot_params, setup_header};
+use linux_loader::loader::{BzImage, Elf, KernelLoader};
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
+
+use super::layout::{
+    ACPI_AREA_END, CMDLINE_MAX_SIZE, CMDLINE_START, EBDA_START, HIMEM_START, MMIO_GAP_END,
+    MMIO_GAP_START, ZERO_PAGE_START,
+};
+
+/// Errors loading the kernel or initrd, or writing boot parameters.
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    /// The kernel file is neither an ELF vmlinux nor a bzImage.
+    #[error("kernel is not a valid ELF vmlinux or bzImage: {0}")]
+    KernelFormat(linux_loader::loader::Error),
+    /// Reading a boot file failed.
+    #[error("cannot read {what}: {source}")]
+    Read {
+        /// Which file.
+        what: &'static str,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The initrd does not fit below the kernel's highest allowed address.
+    #[error("initrd of {size} bytes does not fit in guest memory; give the VM more memory (--mem)")]
+    InitrdTooLarge {
+        /// Size of the initrd.
+        size: u64,
+    },
+    /// The kernel command line is invalid or too long.
+    #[error("invalid kernel command line: {0}")]
+    Cmdline(linux_loader::cmdline::Error),
+    /// Writing boot structures into guest memory failed.
+    #[error("cannot write {what} into guest memory")]
+    Write {
+        /// Which structure.
+        what: &'static str,
+    },
+}
+
+/// Bootloader id in `type_of_loader`: "undefined".
+const KERNEL_LOADER_OTHER: u8 = 0xff;
+const KERNEL_BOOT_FLAG_MAGIC: u16 = 0xaa55;
+const KERNEL_HDR_MAGIC: u32 = 0x5372_6448;
+const KERNEL_MIN_ALIGNMENT_BYTES: u32 = 0x100_0000;
+/// Offset of the 64-bit entry point from the load address of a bzImage.
+const BZIMAGE_64BIT_ENTRY_OFFSET: u64 = 0x200;
+const E820_RAM: u32 = 1;
+const E820_RESERVED: u32 = 2;
+
+/// Guest RAM ranges for `mem_size` bytes: RAM from 0 up to the 32-bit MMIO
+/// gap, and the rest above 4 GiB.
+pub fn guest_memory_ranges(mem_size: u64) -> Vec<(GuestAddress, usize)> {
+    if mem_size <= MMIO_GAP_START {
+        vec![(GuestAddress(0), mem_size as usize)]
+    } else {
+        vec![
+            (GuestAddress(0), MMIO_GAP_START as usize),
+            (
+                GuestAddress(MMIO_GAP_END),
+                (mem_size - MMIO_GAP_START) as usize,
+            ),
+        ]
+    }
+}
+
+/// What loading the kernel produced.
+pub struct LoadedKernel {
+    /// Where the vCPU starts (the kernel's 64-bit entry point).
+    pub entry: GuestAddress,
+    /// The bzImage setup header, to be copied into the zero page.
+    pub setup_header: Option<setup_header>,
+}
+
+/// Loads an ELF vmlinux or a bzImage into guest memory.
+pub fn load_kernel<M: GuestMemoryBackend>(
+    mem: &M,
+    kernel: &mut File,
+) -> Result<LoadedKernel, BootError> {
+    let mut magic = [0u8; 4];
+    kernel
+        .seek(SeekFrom::Start(0))
+        .and_then(|_| kernel.read_exact(&mut magic))
+        .and_then(|_| kernel.seek(SeekFrom::Start(0)))
+        .map_err(|source| BootError::Read {
+            what: "kernel",
+            source,
+        })?;
+    if magic == *b"\x7fELF" {
+        let result = Elf::load(mem, None, kernel, Some(GuestAddress(HIMEM_START)))
+            .map_err(BootError::KernelFormat)?;
+        Ok(LoadedKernel {
+            entry: result.kernel_load,
+            setup_header: None,
+        })
+    } else {
+        let result = BzImage::load(mem, None, kernel, Some(GuestAddress(HIMEM_START)))
+            .map_err(BootError::KernelFormat)?;
+        Ok(LoadedKernel {
+            entry: result
+                .kernel_load
+                .unchecked_add(BZIMAGE_64BIT_ENTRY_OFFSET),
+            setup_header: result.setup_header,
+        })
+    }
+}
+
+/// Where an initrd was placed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InitrdRegion {
+    /// Guest address of the first byte.
+    pub addr: GuestAddress,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// Copies the initrd to the top of low memory (below the MMIO gap and the
+/// kernel's `initrd_addr_max`), page aligned.
+pub fn load_initrd<M: GuestMemoryBackend>(
+    mem: &M,
+    initrd: &mut File,
+    initrd_addr_max: u64,
+) -> Result<InitrdRegion, BootError> {
+    let read_err = |source| BootError::Read {
+        what: "initrd",
+        source,
+    };
+    let size = initrd.metadata().map_err(read_err)?.len();
+    let low_mem_end = mem
+        .find_region(GuestAddress(0))
+        .map(|r| r.len())
+        .unwrap_or(0);
+    let top = low_mem_end.min(initrd_addr_max.saturating_add(1));
+    let addr = top
+        .checked_sub(size)
+        .map(|a| a & !0xfff)
+        .filter(|&a| a >= HIMEM_START)
+        .ok_or(BootError::InitrdTooLarge { size })?;
+    mem.read_exact_volatile_from(GuestAddress(addr), initrd, size as usize)
+        .map_err(|_| BootError::Write { what: "initrd" })?;
+    Ok(InitrdRegion {
+        addr: GuestAddress(addr),
+        size,
+    })
+}
+
+/// Builds the command line: the VMM's defaults, then the user's parameters.
+pub fn build_cmdline(default_args: &str, user_params: &[String]) -> Result<Cmdline, BootError> {
+    let mut cmdline = Cmdline::new(CMDLINE_MAX_SIZE).map_err(BootError::Cmdline)?;
+    cmdline
+        .insert_str(default_args)
+        .map_err(BootError::Cmdline)?;
+    for p in user_params {
+        cmdline.insert_str(p).map_err(BootError::Cmdline)?;
+    }
+    Ok(cmdline)
+}
+
+/// Writes the command line and the zero page (setup header, e820 map, initrd,
+/// RSDP pointer).
+pub fn setup_zero_page<M: GuestMemoryBackend>(
+    mem: &M,
+    cmdline: &Cmdline,
+    kernel: &LoadedKernel,
+    initrd: Option<InitrdRegion>,
+    rsdp: GuestAddress,
+) -> Result<(), BootError> {
+    linux_loader::loader::load_cmdline(mem, GuestAddress(CMDLINE_START), cmdline)
+        .map_err(|_| BootError::Write {
+            what: "command line",
+        })?;
+    let cmdline_len = cmdline
+        .as_cstring()
+        .map_err(BootError::Cmdline)?
+        .as_bytes()
+        .len();
+
+    let mut params = boot_params::default();
+    match kernel.setup_header {
+        Some(hdr) => params.hdr = hdr,
+        None => {
+            params.hdr.boot_flag = KERNEL_BOOT_FLAG_MAGIC;
+            params.hdr.header = KERNEL_HDR_MAGIC;
+            params.hdr.kernel_alignment = KERNEL_MIN_ALIGNMENT_BYTES;
+        }
+    }
+    params.hdr.type_of_loader = KERNEL_LOADER_OTHER;
+    params.hdr.cmd_line_ptr = CMDLINE_START as u32;
+    params.hdr.cmdline_size = cmdline_len as u32;
+    if let Some(initrd) = initrd {
+        params.hdr.ramdisk_image = initrd.addr.raw_value() as u32;
+        params.hdr.ramdisk_size = initrd.size as u32;
+    }
+    params.acpi_rsdp_addr = rsdp.raw_value();
+
+    let mut e820 = vec![
+        (0, EBDA_START, E820_RAM),
+        (EBDA_START, HIMEM_START - EBDA_START, E820_RESERVED),
+    ];
+    debug_assert!(ACPI_AREA_END <= HIMEM_START);
+    for region in mem.iter() {
+        let start = region.start_addr().raw_value().max(HIMEM_START);
+        let end = region.start_addr().raw_value() + region.len();
+        if end > start {
+            e820.push((start, end - start, E820_RAM));
+        }
+    }
+    for (i, (addr, size, type_)) in e820.iter().enumerate() {
+        params.e820_table[i] = boot_e820_entry {
+            addr: *addr,
+            size: *size,
+            r#type: *type_,
+        };
+    }
+    params.e820_entries = e820.len() as u8;
+
+    mem.write_obj(params, GuestAddress(ZERO_PAGE_START))
+        .map_err(|_| BootError::Write { what: "zero page" })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use vm_memory::GuestMemoryMmap;
+
+    fn mem(size: u64) -> GuestMemoryMmap {
+        GuestMemoryMmap::from_ranges(&guest_memory_ranges(size)).unwrap()
+    }
+
+    #[test]
+    fn memory_splits_around_the_mmio_gap() {
+        assert_eq!(
+            guest_memory_ranges(256 << 20),
+            vec![(GuestAddress(0), 256 << 20)]
+        );
+        let big = guest_memory_ranges(4 << 30);
+        assert_eq!(big[0], (GuestAddress(0), MMIO_GAP_START as usize));
+        assert_eq!(
+            big[1],
+            (GuestAddress(MMIO_GAP_END), ((4u64 << 30) - MMIO_GAP_START) as usize)
+        );
+    }
+
+    #[test]
+    fn cmdline_appends_user_params_and_rejects_overlong() {
+        let c = build_cmdline("console=ttyS0", &["quiet".into(), "a=b".into()]).unwrap();
+        assert_eq!(c.as_cstring().unwrap().to_str().unwrap(), "console=ttyS0 quiet a=b");
+        let long = "x".repeat(CMDLINE_MAX_SIZE);
+        assert!(matches!(
+            build_cmdline("console=ttyS0", &[long]),
+            Err(BootError::Cmdline(_))
+        ));
+    }
+
+    #[test]
+    fn rejects_a_kernel_that_is_neither_elf_nor_bzimage() {
+        let m = mem(64 << 20);
+        let mut f = tempfile();
+        f.write_all(&[0u8; 4096]).unwrap();
+        assert!(matches!(load_kernel(&m, &mut f), Err(BootError::KernelFormat(_))));
+    }
+
+    #[test]
+    fn loads_a_minimal_bzimage_with_64bit_entry() {
+        // A synthetic bzImage: one setup sector plus the boot sector, header
+        // magic, protocol 2.15, loaded high, followed by a payload.
+        let mut image = vec![0u8; 1024 + 4096];
+        image[0x1f1] = 1; // setup_sects
+        image[0x1fe..0x200].copy_from_slice(&0xaa55u16.to_le_bytes());
+        image[0x202..0x206].copy_from_slice(&KERNEL_HDR_MAGIC.to_le_bytes());
+        image[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes());
+        image[0x211] = 0x1; // loadflags: LOADED_HIGH
+        image[0x214..0x218].copy_from_slice(&(HIMEM_START as u32).to_le_bytes());
+        image[1024..1028].copy_from_slice(b"KERN");
+        let mut f = tempfile();
+        f.write_all(&image).unwrap();
+        let m = mem(64 << 20);
+        let k = load_kernel(&m, &mut f).unwrap();
+        assert_eq!(k.entry, GuestAddress(HIMEM_START + 0x200));
+        let mut payload = [0u8; 4];
+        m.read_slice(&mut payload, GuestAddress(HIMEM_START)).unwrap();
+        assert_eq!(&payload, b"KERN");
+    }
+
+    #[test]
+    fn initrd_goes_to_the_top_of_low_memory_page_aligned() {
+        let m = mem(64 << 20);
+        let mut f = tempfile();
+        f.write_all(&[7u8; 5000]).unwrap();
+        f.seek(SeekFrom::Start(0)).unwrap();
+        let r = load_initrd(&m, &mut f, 0x7fff_ffff).unwrap();
+        assert_eq!(r.size, 5000);
+        assert_eq!(r.addr.raw_value() % 4096, 0);
+        assert!(r.addr.raw_value() + 5000 <= 64 << 20);
+        let b: u8 = m.read_obj(r.addr.unchecked_add(4999)).unwrap();
+        assert_eq!(b, 7);
+    }
+
+    #[test]
+    fn initrd_larger_than_memory_is_a_clear_error() {
+        let m = mem(4 << 20);
+        let mut f = tempfile();
+        f.set_len(8 << 20).unwrap();
+        assert!(matches!(
+            load_initrd(&m, &mut f, 0x7fff_ffff),
+            Err(BootError::InitrdTooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn zero_page_has_e820_cmdline_initrd_and_rsdp() {
+        let m = mem(128 << 20);
+        let cmdline = build_cmdline("console=ttyS0", &[]).unwrap();
+        let kernel = LoadedKernel {
+            entry: GuestAddress(HIMEM_START),
+            setup_header: None,
+        };
+        let initrd = InitrdRegion {
+            addr: GuestAddress(0x400_0000),
+            size: 1234,
+        };
+        setup_zero_page(&m, &cmdline, &kernel, Some(initrd), GuestAddress(0xe0000)).unwrap();
+        let p: boot_params = m.read_obj(GuestAddress(ZERO_PAGE_START)).unwrap();
+        assert_eq!({ p.hdr.cmd_line_ptr }, CMDLINE_START as u32);
+        assert_eq!({ p.hdr.cmdline_size }, 13);
+        assert_eq!({ p.hdr.ramdisk_image }, 0x400_0000);
+        assert_eq!({ p.hdr.ramdisk_size }, 1234);
+        assert_eq!({ p.hdr.type_of_loader }, KERNEL_LOADER_OTHER);
+        assert_eq!({ p.acpi_rsdp_addr }, 0xe0000);
+        assert_eq!(p.e820_entries, 3);
+        let ram_hi = p.e820_table[2];
+        assert_eq!(
+            ({ ram_hi.addr }, { ram_hi.size }, { ram_hi.r#type }),
+            (HIMEM_START, (128 << 20) - HIMEM_START, E820_RAM)
+        );
+        let mut cl = [0u8; 14];
+        m.read_slice(&mut cl, GuestAddress(CMDLINE_START)).unwrap();
+        assert_eq!(&cl, b"console=ttyS0\0");
+    }
+
+    fn tempfile() -> File {
+        let path = std::env::temp_dir().join(format!(
+            "vmm-boot-test-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let f = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        std::fs::remove_file(&path).unwrap();
+        f
+    }
+}

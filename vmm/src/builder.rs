@@ -1,0 +1,229 @@
+//! Assembles a VM from a [`VmConfig`], in one readable recipe:
+//! KVM → memory → kernel/initrd → ACPI → zero page → devices → vCPUs.
+
+use std::fs::File;
+use std::io::Write;
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use devices::legacy::acpi_pm::ACPI_PM_RANGE_LEN;
+use devices::legacy::i8042::I8042_RANGE_LEN;
+use devices::legacy::{AcpiPmDevice, BootTimer, I8042Device, SerialDevice};
+use devices::{Bus, BusError, PowerEventSink};
+use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::arch::x86_64::{self as arch, layout};
+use crate::config::{SerialOutput, VmConfig};
+use crate::runner::VmEvent;
+use crate::vstate::kvm::{open_kvm, KvmError};
+use crate::vstate::vcpu::{Vcpu, VcpuCrash, VcpuError};
+use crate::vstate::vm::{Vm, VmError};
+
+/// Kernel parameters every guest gets, before the user's `--params`.
+pub const DEFAULT_CMDLINE: &str = "console=ttyS0 panic=-1 pci=off";
+
+/// Errors assembling the VM.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// KVM is missing or unusable.
+    #[error(transparent)]
+    Kvm(#[from] KvmError),
+    /// Creating the VM or its memory failed.
+    #[error(transparent)]
+    Vm(#[from] VmError),
+    /// Opening a boot file failed.
+    #[error("cannot open {path}: {source}")]
+    Open {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Loading the kernel or initrd or writing the zero page failed.
+    #[error(transparent)]
+    Boot(#[from] arch::boot::BootError),
+    /// Building ACPI tables failed.
+    #[error(transparent)]
+    Acpi(#[from] arch::acpi::AcpiError),
+    /// Creating the serial output failed.
+    #[error("cannot create serial output {path}: {source}")]
+    SerialOutput {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Creating an eventfd or registering an irqfd failed.
+    #[error("cannot wire the {what} interrupt: {source}")]
+    Irq {
+        /// Which device.
+        what: &'static str,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Two devices were given overlapping ranges (a VMM bug).
+    #[error("device layout: {0}")]
+    Bus(#[from] BusError),
+    /// Reading supported CPUID failed.
+    #[error("cannot read supported CPUID: {0}")]
+    Cpuid(kvm_ioctls::Error),
+    /// Creating a vCPU failed.
+    #[error(transparent)]
+    Vcpu(#[from] VcpuError),
+    /// Configuring a vCPU failed.
+    #[error("cannot configure vCPU {id}: {source}")]
+    VcpuSetup {
+        /// vCPU index.
+        id: u8,
+        /// The error.
+        source: arch::VcpuSetupError,
+    },
+}
+
+/// A fully built VM, ready to run.
+pub struct BuiltVm {
+    /// The VM; it owns guest memory and must outlive the vCPUs.
+    pub vm: Vm,
+    /// Configured vCPUs, not yet running.
+    pub vcpus: Vec<Vcpu>,
+    /// The serial console, for feeding host input.
+    pub serial: Arc<Mutex<SerialDevice>>,
+    /// The ACPI power registers, to report wake-up after a suspend.
+    pub acpi_pm: Arc<Mutex<AcpiPmDevice>>,
+    /// Whether host stdin should be fed to the serial console.
+    pub serial_reads_stdin: bool,
+}
+
+fn serial_output(config: &VmConfig) -> Result<Box<dyn Write + Send>, BuildError> {
+    Ok(match &config.serial.output {
+        SerialOutput::Stdout => Box::new(std::io::stdout()),
+        SerialOutput::Sink => Box::new(std::io::sink()),
+        SerialOutput::File(path) => {
+            Box::new(
+                File::create(path).map_err(|source| BuildError::SerialOutput {
+                    path: path.display().to_string(),
+                    source,
+                })?,
+            )
+        }
+    })
+}
+
+fn open(path: &std::path::Path) -> Result<File, BuildError> {
+    File::open(path).map_err(|source| BuildError::Open {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// Builds the VM described by `config`. Guest power requests and vCPU
+/// failures are delivered to `events`; `start` is the VMM's start time.
+pub fn build_vm(
+    config: &VmConfig,
+    start: Instant,
+    events: Sender<VmEvent>,
+) -> Result<BuiltVm, BuildError> {
+    // KVM and guest memory.
+    let kvm = open_kvm()?;
+    let vm = Vm::new(
+        &kvm,
+        &arch::boot::guest_memory_ranges(config.mem_mib << 20),
+    )?;
+    let mem = vm.memory();
+
+    // Kernel, initrd, ACPI and the zero page.
+    let kernel = arch::boot::load_kernel(mem, &mut open(&config.kernel)?)?;
+    let initrd = match &config.initrd {
+        Some(path) => {
+            let max = kernel
+                .setup_header
+                .map_or(0x7fff_ffff, |h| u64::from(h.initrd_addr_max));
+            Some(arch::boot::load_initrd(mem, &mut open(path)?, max)?)
+        }
+        None => None,
+    };
+    let rsdp = arch::acpi::setup_acpi_tables(mem, config.cpus)?;
+    let cmdline = arch::boot::build_cmdline(DEFAULT_CMDLINE, &config.params)?;
+    arch::boot::setup_zero_page(mem, &cmdline, &kernel, initrd, rsdp)?;
+
+    // Legacy devices on the port I/O bus.
+    let power_events = events.clone();
+    let power = PowerEventSink::new(move |event| {
+        // The receiver only goes away when the VMM is already exiting.
+        let _ = power_events.send(VmEvent::Power(event));
+    });
+    let irq_err = |what| move |source| BuildError::Irq { what, source };
+    let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(irq_err("serial"))?;
+    vm.fd()
+        .register_irqfd(&serial_irq, layout::SERIAL_IRQ)
+        .map_err(|e| irq_err("serial")(std::io::Error::from_raw_os_error(e.errno())))?;
+    let serial = Arc::new(Mutex::new(SerialDevice::new(
+        serial_irq,
+        serial_output(config)?,
+    )));
+    let acpi_pm = Arc::new(Mutex::new(AcpiPmDevice::new(
+        power.clone(),
+        layout::ACPI_SLP_TYP_S5,
+        layout::ACPI_SLP_TYP_S3,
+        layout::ACPI_RESET_VALUE,
+    )));
+    let mut pio = Bus::new();
+    pio.insert(serial.clone(), u64::from(layout::SERIAL_PORT_BASE), 8)?;
+    pio.insert(
+        Arc::new(Mutex::new(I8042Device::new(power.clone()))),
+        u64::from(layout::I8042_DATA_PORT),
+        I8042_RANGE_LEN,
+    )?;
+    pio.insert(
+        acpi_pm.clone(),
+        u64::from(layout::ACPI_SLEEP_CONTROL_PORT),
+        ACPI_PM_RANGE_LEN,
+    )?;
+    pio.insert(
+        Arc::new(Mutex::new(BootTimer::new(start, layout::BOOT_TIMER_MAGIC))),
+        u64::from(layout::BOOT_TIMER_PORT),
+        1,
+    )?;
+    let mmio = Bus::new();
+
+    // vCPUs.
+    let supported_cpuid = kvm
+        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+        .map_err(BuildError::Cpuid)?;
+    let crash_events = events;
+    let on_crash: Arc<dyn Fn(VcpuCrash) + Send + Sync> = Arc::new(move |event| {
+        let _ = crash_events.send(VmEvent::Vcpu(event));
+    });
+    let mut vcpus = Vec::with_capacity(usize::from(config.cpus));
+    for id in 0..config.cpus {
+        let fd = vm
+            .fd()
+            .create_vcpu(u64::from(id))
+            .map_err(|source| VcpuError::Setup {
+                id,
+                what: "KVM_CREATE_VCPU",
+                source,
+            })?;
+        arch::configure_vcpu(&fd, mem, &supported_cpuid, id, config.cpus, kernel.entry)
+            .map_err(|source| BuildError::VcpuSetup { id, source })?;
+        vcpus.push(Vcpu {
+            id,
+            fd,
+            pio: pio.clone(),
+            mmio: mmio.clone(),
+            power: power.clone(),
+            on_crash: on_crash.clone(),
+            start,
+        });
+    }
+
+    Ok(BuiltVm {
+        vm,
+        vcpus,
+        serial,
+        acpi_pm,
+        serial_reads_stdin: config.serial.output == SerialOutput::Stdout,
+    })
+}

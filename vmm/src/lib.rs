@@ -1,0 +1,17 @@
+//! A crosvm-style KVM virtual machine monitor.
+//!
+//! The crate is a library with a thin binary (`src/main.rs`) on top:
+//!
+//! * [`config`]: the user's VM description, validated before KVM is touched.
+//! * [`builder`]: assembles a VM in one readable recipe.
+//! * [`runner`]: runs it and reports why it ended.
+//! * [`vstate`]: KVM wrappers (VM, vCPU threads, `/dev/kvm` checks).
+//! * [`arch`]: per-architecture memory map, boot protocol, ACPI, registers.
+//! * [`control`]: the control socket and its client.
+
+pub mod arch;
+pub mod builder;
+pub mod config;
+pub mod control;
+pub mod runner;
+pub mod vstate;

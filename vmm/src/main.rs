@@ -1,0 +1,127 @@
+//! `vmm`: command-line entry point.
+//!
+//! `vmm run [-c|--cpus N] [-m|--mem MiB] [-i|--initrd PATH] [-p|--params STR]...
+//! [--serial type=stdout|file|sink[,path=FILE]] [-s|--socket PATH] KERNEL`
+//! follows crosvm's spelling so launchers carry over.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::mpsc::channel;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use vmm::config::{host_mem_mib, RawVmConfig, SerialConfig};
+use vmm::control::{self, ControlRequest};
+use vmm::runner::ExitReason;
+
+/// Exit code for invalid arguments or set-up failures (before the guest ran).
+const EXIT_SETUP_FAILED: u8 = 1;
+
+#[derive(Parser)]
+#[command(name = "vmm", version, about = "A crosvm-style KVM virtual machine monitor")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Boot a Linux kernel in a new VM and run it until it powers off.
+    ///
+    /// Exit status: 0 guest poweroff or `vmm stop`; 32 guest reboot (start it
+    /// again to reboot); 33 VM crash; 1 bad arguments or set-up failure.
+    /// The last line on stderr is `vmm: exit reason: <reason>`.
+    Run(RunArgs),
+    /// Ask a running VMM to stop its VM (through its --socket).
+    Stop {
+        /// The VMM's control socket.
+        socket: PathBuf,
+    },
+    /// Print whether a VMM is running (through its --socket).
+    Status {
+        /// The VMM's control socket.
+        socket: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Number of vCPUs (1-254); the guest sees this many CPUs.
+    #[arg(short = 'c', long = "cpus", default_value_t = 1)]
+    cpus: u64,
+    /// Guest memory in MiB.
+    #[arg(short = 'm', long = "mem", default_value_t = 256)]
+    mem: u64,
+    /// Initial ramdisk (initramfs) to load next to the kernel.
+    #[arg(short = 'i', long = "initrd")]
+    initrd: Option<PathBuf>,
+    /// Extra kernel command-line parameters; repeatable, appended in order
+    /// after the defaults "console=ttyS0 panic=-1 pci=off".
+    #[arg(short = 'p', long = "params")]
+    params: Vec<String>,
+    /// Serial console (COM1, ttyS0): type=stdout (default; input from stdin),
+    /// type=file,path=FILE, or type=sink.
+    #[arg(long = "serial", default_value = "type=stdout")]
+    serial: SerialConfig,
+    /// Control socket to create (see `vmm stop` / `vmm status`).
+    #[arg(short = 's', long = "socket")]
+    socket: Option<PathBuf>,
+    /// Kernel image: bzImage or ELF vmlinux (64-bit entry).
+    kernel: PathBuf,
+}
+
+fn run(args: RunArgs, start: Instant) -> anyhow::Result<ExitReason> {
+    let config = RawVmConfig {
+        kernel: args.kernel,
+        initrd: args.initrd,
+        cpus: args.cpus,
+        mem_mib: args.mem,
+        params: args.params,
+        serial: args.serial,
+        socket: args.socket,
+    }
+    .validate(host_mem_mib())?;
+    let (events_tx, events_rx) = channel();
+    let built = vmm::builder::build_vm(&config, start, events_tx.clone())?;
+    if let Some(socket) = &config.socket {
+        control::serve(socket, events_tx)?;
+    }
+    let reason = vmm::runner::run(built, events_rx).context("cannot run vCPUs")?;
+    if let Some(socket) = &config.socket {
+        let _ = std::fs::remove_file(socket);
+    }
+    Ok(reason)
+}
+
+fn main() -> ExitCode {
+    let start = Instant::now();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("VMM_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run(args, start).map(|reason| {
+            eprintln!("vmm: exit reason: {reason}");
+            ExitCode::from(reason.exit_code() as u8)
+        }),
+        Command::Stop { socket } => control::send(&socket, ControlRequest::Stop).map(|answer| {
+            println!("{answer}");
+            ExitCode::SUCCESS
+        }).map_err(Into::into),
+        Command::Status { socket } => {
+            control::send(&socket, ControlRequest::Status).map(|answer| {
+                println!("{answer}");
+                ExitCode::SUCCESS
+            }).map_err(Into::into)
+        }
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("error: {e:#}");
+        ExitCode::from(EXIT_SETUP_FAILED)
+    })
+}

@@ -1,0 +1,209 @@
+//! vCPU threads: run KVM_RUN, route port I/O and MMIO exits to the buses, and
+//! turn the guest's final power steps into events.
+//!
+//! ```text
+//!            spawn()                 KVM_RUN exits
+//!   Created ─────────► Running ◄──────────────────┐
+//!                        │  │  I/O / MMIO ─► bus ──┘
+//!                        │  └─ shutdown/system event ─► VmEvent::Power
+//!         stop flag +    │
+//!         kick signal ───┴─► Stopped (thread returns)
+//! ```
+//!
+//! A vCPU blocked in the kernel (a halted guest CPU) is woken by a real-time
+//! signal whose handler sets `kvm_run.immediate_exit`, so a kick can never be
+//! lost between checking the stop flag and entering KVM_RUN.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use devices::{Bus, PowerEvent, PowerEventSink};
+use kvm_bindings::{kvm_run, KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN};
+use kvm_ioctls::{VcpuExit, VcpuFd};
+use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
+
+/// Errors setting up or running vCPUs.
+#[derive(Debug, thiserror::Error)]
+pub enum VcpuError {
+    /// Creating or configuring the vCPU failed.
+    #[error("cannot set up vCPU {id}: {what}: {source}")]
+    Setup {
+        /// vCPU index.
+        id: u8,
+        /// Which step failed.
+        what: &'static str,
+        /// The KVM error.
+        source: kvm_ioctls::Error,
+    },
+    /// Installing the kick signal handler failed.
+    #[error("cannot install the vCPU kick signal handler: {0}")]
+    Signal(vmm_sys_util::errno::Error),
+    /// Spawning the vCPU thread failed.
+    #[error("cannot spawn the vCPU thread: {0}")]
+    Spawn(std::io::Error),
+}
+
+/// A vCPU hit an error the guest cannot recover from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VcpuCrash {
+    /// vCPU index.
+    pub id: u8,
+    /// What happened.
+    pub reason: String,
+}
+
+thread_local! {
+    /// The running vCPU's `kvm_run` page, for the kick signal handler.
+    static KVM_RUN: Cell<*mut kvm_run> = const { Cell::new(std::ptr::null_mut()) };
+}
+
+/// The real-time signal used to kick vCPUs out of KVM_RUN.
+pub fn kick_signal() -> libc::c_int {
+    SIGRTMIN()
+}
+
+extern "C" fn handle_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    let run = KVM_RUN.with(Cell::get);
+    if !run.is_null() {
+        // SAFETY: the pointer is set by this thread to its own vCPU's mmapped
+        // kvm_run page and cleared before the vCPU is dropped; writing a byte
+        // with a volatile store is async-signal-safe.
+        unsafe { std::ptr::addr_of_mut!((*run).immediate_exit).write_volatile(1) };
+    }
+}
+
+/// Installs the kick handler; call once before spawning vCPUs.
+pub fn install_kick_handler() -> Result<(), VcpuError> {
+    register_signal_handler(kick_signal(), handle_kick).map_err(VcpuError::Signal)
+}
+
+/// Everything a vCPU thread needs.
+pub struct Vcpu {
+    /// vCPU index (also its APIC ID).
+    pub id: u8,
+    /// The configured KVM vCPU.
+    pub fd: VcpuFd,
+    /// Port I/O devices.
+    pub pio: Bus,
+    /// MMIO devices.
+    pub mmio: Bus,
+    /// Where guest power steps that KVM reports (triple fault, system
+    /// events) are delivered.
+    pub power: PowerEventSink,
+    /// Called once if the vCPU fails.
+    pub on_crash: Arc<dyn Fn(VcpuCrash) + Send + Sync>,
+    /// VMM start, for the first-entry log line.
+    pub start: Instant,
+}
+
+/// A running vCPU thread.
+pub struct VcpuHandle {
+    thread: JoinHandle<()>,
+    stop: Arc<AtomicBool>,
+}
+
+impl VcpuHandle {
+    /// Asks the vCPU to leave the guest and end its thread.
+    pub fn request_stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Err(e) = self.thread.kill(kick_signal()) {
+            tracing::warn!("cannot kick vCPU thread: {e}");
+        }
+    }
+
+    /// Waits for the thread to end.
+    pub fn join(self) {
+        if self.thread.join().is_err() {
+            tracing::error!("a vCPU thread panicked");
+        }
+    }
+}
+
+impl Vcpu {
+    /// Starts the vCPU's thread.
+    pub fn spawn(self) -> Result<VcpuHandle, VcpuError> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread_stop = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("vcpu{}", self.id))
+            .spawn(move || self.run(&thread_stop))
+            .map_err(VcpuError::Spawn)?;
+        Ok(VcpuHandle { thread, stop })
+    }
+
+    fn run(mut self, stop: &AtomicBool) {
+        KVM_RUN.with(|p| p.set(self.fd.get_kvm_run()));
+        if self.id == 0 {
+            tracing::info!(
+                "vcpu0: entering guest after {} us",
+                self.start.elapsed().as_micros()
+            );
+        }
+        while !stop.load(Ordering::SeqCst) {
+            if let Err(reason) = self.run_once() {
+                (self.on_crash)(VcpuCrash {
+                    id: self.id,
+                    reason,
+                });
+                break;
+            }
+        }
+        KVM_RUN.with(|p| p.set(std::ptr::null_mut()));
+    }
+
+    /// Runs the guest until one exit is handled; `Err` means the VM is dead.
+    fn run_once(&mut self) -> Result<(), String> {
+        match self.fd.run() {
+            Ok(exit) => match exit {
+                VcpuExit::IoIn(port, data) => {
+                    if !self.pio.read(u64::from(port), data) {
+                        data.fill(0xff);
+                    }
+                }
+                VcpuExit::IoOut(port, data) => {
+                    self.pio.write(u64::from(port), data);
+                }
+                VcpuExit::MmioRead(addr, data) => {
+                    if !self.mmio.read(addr, data) {
+                        data.fill(0);
+                    }
+                }
+                VcpuExit::MmioWrite(addr, data) => {
+                    self.mmio.write(addr, data);
+                }
+                VcpuExit::Shutdown => {
+                    // A triple fault: what a PC does is reset.
+                    tracing::info!("vcpu{}: triple fault", self.id);
+                    self.power.send(PowerEvent::Reboot);
+                }
+                VcpuExit::SystemEvent(kind, _) => match kind {
+                    KVM_SYSTEM_EVENT_SHUTDOWN => self.power.send(PowerEvent::Poweroff),
+                    KVM_SYSTEM_EVENT_RESET => self.power.send(PowerEvent::Reboot),
+                    KVM_SYSTEM_EVENT_CRASH => return Err("guest reported a crash".into()),
+                    other => return Err(format!("unknown KVM system event {other}")),
+                },
+                VcpuExit::Hlt => {
+                    // With the in-kernel irqchip HLT never reaches userspace;
+                    // if it does, nothing can wake this vCPU again.
+                    return Err("guest halted with interrupts disabled".into());
+                }
+                VcpuExit::FailEntry(reason, cpu) => {
+                    return Err(format!(
+                        "KVM_EXIT_FAIL_ENTRY: hardware reason {reason:#x} on cpu {cpu}"
+                    ));
+                }
+                VcpuExit::InternalError => return Err("KVM_EXIT_INTERNAL_ERROR".into()),
+                other => return Err(format!("unexpected vCPU exit {other:?}")),
+            },
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                // Kicked: clear the flag and let the caller check `stop`.
+                self.fd.set_kvm_immediate_exit(0);
+            }
+            Err(e) => return Err(format!("KVM_RUN failed: {e}")),
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,88 @@
+//! The KVM VM: guest memory, in-kernel interrupt controllers and PIT.
+
+use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, KVM_PIT_SPEAKER_DUMMY};
+use kvm_ioctls::{Kvm, VmFd};
+use vm_memory::{Address, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+
+/// Errors creating the VM.
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    /// KVM_CREATE_VM failed.
+    #[error("cannot create the KVM VM: {0}")]
+    Create(kvm_ioctls::Error),
+    /// Allocating guest memory failed.
+    #[error("cannot allocate {mib} MiB of guest memory: {source}")]
+    Memory {
+        /// Requested size.
+        mib: u64,
+        /// The allocation error.
+        source: vm_memory::mmap::FromRangesError,
+    },
+    /// Registering guest memory with KVM failed.
+    #[error("cannot register guest memory with KVM: {0}")]
+    RegisterMemory(kvm_ioctls::Error),
+    /// Setting up the in-kernel irqchip, PIT or TSS failed.
+    #[error("cannot set up {what}: {source}")]
+    Setup {
+        /// Which step failed.
+        what: &'static str,
+        /// The KVM error.
+        source: kvm_ioctls::Error,
+    },
+}
+
+/// Where KVM puts the real-mode TSS on Intel (three pages below 4 GiB, inside
+/// the MMIO gap so no RAM is lost).
+const KVM_TSS_ADDRESS: usize = 0xfffb_d000;
+
+/// A VM with its guest memory registered.
+pub struct Vm {
+    fd: VmFd,
+    memory: GuestMemoryMmap,
+}
+
+impl Vm {
+    /// Creates the VM, its x86 interrupt controllers and PIT, and registers
+    /// RAM at `ranges`.
+    pub fn new(kvm: &Kvm, ranges: &[(vm_memory::GuestAddress, usize)]) -> Result<Self, VmError> {
+        let fd = kvm.create_vm().map_err(VmError::Create)?;
+        let setup = |what| move |source| VmError::Setup { what, source };
+        fd.set_tss_address(KVM_TSS_ADDRESS)
+            .map_err(setup("the TSS address"))?;
+        fd.create_irq_chip().map_err(setup("the in-kernel irqchip"))?;
+        let pit = kvm_pit_config {
+            flags: KVM_PIT_SPEAKER_DUMMY,
+            ..Default::default()
+        };
+        fd.create_pit2(pit).map_err(setup("the in-kernel PIT"))?;
+
+        let mib = ranges.iter().map(|r| r.1 as u64).sum::<u64>() >> 20;
+        let memory =
+            GuestMemoryMmap::from_ranges(ranges).map_err(|source| VmError::Memory { mib, source })?;
+        for (slot, region) in memory.iter().enumerate() {
+            let region_desc = kvm_userspace_memory_region {
+                slot: slot as u32,
+                guest_phys_addr: region.start_addr().raw_value(),
+                memory_size: region.len(),
+                userspace_addr: region.as_ptr() as u64,
+                flags: 0,
+            };
+            // SAFETY: the region is a live mmap owned by `memory`, which this
+            // struct keeps alive for as long as the VM fd exists, and slots do
+            // not overlap because `from_ranges` rejects overlapping ranges.
+            unsafe { fd.set_user_memory_region(region_desc) }
+                .map_err(VmError::RegisterMemory)?;
+        }
+        Ok(Self { fd, memory })
+    }
+
+    /// The KVM VM file descriptor.
+    pub fn fd(&self) -> &VmFd {
+        &self.fd
+    }
+
+    /// Guest memory.
+    pub fn memory(&self) -> &GuestMemoryMmap {
+        &self.memory
+    }
+}
