@@ -1,0 +1,539 @@
+//! Boots the nested test host and collects per-scenario results.
+//!
+//! The test host is `qemu-system-x86_64 -accel tcg -cpu max -smp 1` running a
+//! Debian kernel and an initramfs built by `cargo xtask images`. Its `/init`
+//! loads the KVM modules, prints `VMSTACK-TESTHOST-READY`, then runs each
+//! scenario named in `th.scenarios=a,b,c` wrapped in
+//! `@@BEGIN <name>` / `@@END <name> rc=<exit code>` console lines, and powers off.
+//!
+//! [`run`] starts QEMU with a hard timeout (the process is killed on expiry),
+//! writes the whole console to a log file, optionally echoes it live, and
+//! [`parse_sections`] turns the console into [`ScenarioResult`]s.
+
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Console line printed by the test host's `/init` once `/dev/kvm` is usable.
+pub const READY_MARKER: &str = "VMSTACK-TESTHOST-READY";
+/// Console line printed by the test host's `/init` after the last scenario.
+pub const DONE_MARKER: &str = "VMSTACK-TESTHOST-DONE";
+/// Prefix of the line that opens a scenario section.
+pub const BEGIN_PREFIX: &str = "@@BEGIN ";
+/// Prefix of the line that closes a scenario section.
+pub const END_PREFIX: &str = "@@END ";
+/// File name of the test host kernel inside an images directory.
+pub const TESTHOST_KERNEL: &str = "testhost-vmlinuz";
+/// File name of the test host initramfs inside an images directory.
+pub const TESTHOST_INITRD: &str = "testhost-initramfs.cpio.gz";
+/// File name of the build manifest inside an images directory.
+pub const MANIFEST: &str = "manifest.json";
+/// Per-scenario timeout enforced inside the test host unless configured otherwise.
+pub const DEFAULT_SCENARIO_TIMEOUT: Duration = Duration::from_secs(120);
+/// Number of console lines shown in failure reports.
+pub const REPORT_TAIL_LINES: usize = 200;
+
+/// Errors of the test host runner.
+#[derive(Debug, thiserror::Error)]
+pub enum TestHostError {
+    /// A required image file is missing.
+    #[error(
+        "test host image {path} not found: run `cargo xtask test` (or `cargo xtask images`) first"
+    )]
+    MissingImage {
+        /// The missing file.
+        path: PathBuf,
+    },
+    /// QEMU could not be started.
+    #[error(
+        "cannot start {program}: {source} (install qemu-system-x86, or run `cargo xtask test`)"
+    )]
+    Spawn {
+        /// The program that failed to start.
+        program: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// An I/O error on the console log or while supervising QEMU.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+/// Configuration of one test host boot.
+#[derive(Debug, Clone)]
+pub struct TestHostConfig {
+    /// QEMU binary (default `qemu-system-x86_64`).
+    pub qemu: PathBuf,
+    /// Test host kernel (bzImage).
+    pub kernel: PathBuf,
+    /// Test host initramfs.
+    pub initrd: PathBuf,
+    /// Build manifest printed at the start of the run, if present.
+    pub manifest: Option<PathBuf>,
+    /// Scenarios to run, in order (`th.scenarios=`).
+    pub scenarios: Vec<String>,
+    /// Timeout of each scenario inside the test host (`th.timeout=`).
+    pub scenario_timeout: Duration,
+    /// Hard timeout of the whole QEMU process; it is killed on expiry.
+    pub timeout: Duration,
+    /// Memory of the outer machine in MiB.
+    pub memory_mib: u32,
+    /// Extra kernel command line words for the outer kernel.
+    pub extra_append: Vec<String>,
+    /// Where the full console is written.
+    pub log_path: PathBuf,
+    /// Echo the console live to this process's stdout.
+    pub stream: bool,
+}
+
+impl TestHostConfig {
+    /// Configuration for the images in `images_dir` (as built by `cargo xtask images`),
+    /// logging to a file in `log_dir` named after the scenarios.
+    ///
+    /// The hard timeout allows 60 s of outer boot plus each scenario's timeout.
+    pub fn from_images_dir(
+        images_dir: &Path,
+        scenarios: &[&str],
+        log_dir: &Path,
+    ) -> Result<Self, TestHostError> {
+        let kernel = images_dir.join(TESTHOST_KERNEL);
+        let initrd = images_dir.join(TESTHOST_INITRD);
+        for path in [&kernel, &initrd] {
+            if !path.is_file() {
+                return Err(TestHostError::MissingImage { path: path.clone() });
+            }
+        }
+        let manifest = images_dir.join(MANIFEST);
+        let scenario_timeout = DEFAULT_SCENARIO_TIMEOUT;
+        let n = u32::try_from(scenarios.len()).unwrap_or(u32::MAX);
+        let timeout = Duration::from_secs(60) + (scenario_timeout + Duration::from_secs(10)) * n;
+        let log_name = format!("testhost-{}.log", sanitize(&scenarios.join("+")));
+        Ok(Self {
+            qemu: PathBuf::from("qemu-system-x86_64"),
+            kernel,
+            initrd,
+            manifest: manifest.is_file().then_some(manifest),
+            scenarios: scenarios.iter().map(|s| s.to_string()).collect(),
+            scenario_timeout,
+            timeout,
+            memory_mib: 2048,
+            extra_append: Vec::new(),
+            log_path: log_dir.join(log_name),
+            stream: false,
+        })
+    }
+
+    /// The outer kernel command line.
+    pub fn append(&self) -> String {
+        let mut append = format!(
+            "console=ttyS0 panic=-1 th.scenarios={} th.timeout={}",
+            self.scenarios.join(","),
+            self.scenario_timeout.as_secs().max(1)
+        );
+        for word in &self.extra_append {
+            append.push(' ');
+            append.push_str(word);
+        }
+        append
+    }
+
+    /// The QEMU command that boots the test host (one vCPU: `-smp 2` soft-locked once).
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.qemu);
+        cmd.args(["-accel", "tcg", "-cpu", "max", "-smp", "1", "-m"])
+            .arg(self.memory_mib.to_string())
+            .args(["-nographic", "-no-reboot", "-kernel"])
+            .arg(&self.kernel)
+            .arg("-initrd")
+            .arg(&self.initrd)
+            .arg("-append")
+            .arg(self.append());
+        cmd
+    }
+}
+
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '+' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Output of one scenario, taken from between its `@@BEGIN`/`@@END` lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScenarioResult {
+    /// Scenario name.
+    pub name: String,
+    /// Console lines between the markers, joined with `\n`.
+    pub output: String,
+    /// Exit code from the `@@END` line; `None` if the section never ended.
+    pub rc: Option<i32>,
+}
+
+impl ScenarioResult {
+    /// Whether the scenario's output contains `needle`.
+    pub fn contains(&self, needle: &str) -> bool {
+        self.output.contains(needle)
+    }
+}
+
+/// Result of one test host boot.
+#[derive(Debug, Clone)]
+pub struct TestHostRun {
+    /// The whole console (stdout of QEMU, `\r` removed), followed by QEMU's stderr if any.
+    pub console: String,
+    /// File holding the full console.
+    pub log_path: PathBuf,
+    /// Wall time from start to exit.
+    pub elapsed: Duration,
+    /// Whether the hard timeout expired and QEMU was killed.
+    pub timed_out: bool,
+    /// QEMU's exit status (after a kill, the kill's status).
+    pub status: Option<ExitStatus>,
+    /// Scenario sections in console order.
+    pub sections: Vec<ScenarioResult>,
+}
+
+impl TestHostRun {
+    /// The section of scenario `name`, if it was started.
+    pub fn scenario(&self, name: &str) -> Option<&ScenarioResult> {
+        self.sections.iter().find(|s| s.name == name)
+    }
+
+    /// Whether the test host reached `VMSTACK-TESTHOST-READY`.
+    pub fn ready(&self) -> bool {
+        self.console.lines().any(|l| l.contains(READY_MARKER))
+    }
+
+    /// The last `n` console lines.
+    pub fn console_tail(&self, n: usize) -> String {
+        let lines: Vec<&str> = self.console.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    /// A failure report: `what`, run facts, the last [`REPORT_TAIL_LINES`]
+    /// console lines and the path of the full log.
+    pub fn failure_report(&self, what: &str) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "test host failure: {what}");
+        let _ = writeln!(
+            out,
+            "  elapsed {:.1} s, timed out: {}, qemu status: {}, ready marker: {}",
+            self.elapsed.as_secs_f64(),
+            self.timed_out,
+            self.status
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "unknown".into()),
+            self.ready()
+        );
+        let _ = writeln!(
+            out,
+            "----- last {REPORT_TAIL_LINES} lines of the outer console -----"
+        );
+        let _ = writeln!(out, "{}", self.console_tail(REPORT_TAIL_LINES));
+        let _ = writeln!(out, "----- end of console tail -----");
+        let _ = writeln!(out, "full console log: {}", self.log_path.display());
+        out
+    }
+}
+
+/// Splits a console into `@@BEGIN name` / `@@END name rc=N` sections.
+///
+/// Markers are found anywhere in a line (a kernel message may share the line).
+/// A section opened but never closed (timeout, crash, a new `@@BEGIN`) gets `rc: None`.
+pub fn parse_sections(console: &str) -> Vec<ScenarioResult> {
+    let mut done = Vec::new();
+    let mut open: Option<(String, Vec<&str>)> = None;
+    for raw in console.lines() {
+        let line = raw.trim_end_matches('\r');
+        if let Some(pos) = line.find(BEGIN_PREFIX) {
+            if let Some((name, lines)) = open.take() {
+                done.push(ScenarioResult {
+                    name,
+                    output: lines.join("\n"),
+                    rc: None,
+                });
+            }
+            let name = line[pos + BEGIN_PREFIX.len()..].trim().to_string();
+            open = Some((name, Vec::new()));
+            continue;
+        }
+        if let Some(pos) = line.find(END_PREFIX) {
+            let rest = line[pos + END_PREFIX.len()..].trim();
+            let mut words = rest.split_whitespace();
+            let name = words.next().unwrap_or_default();
+            let rc = words
+                .find_map(|w| w.strip_prefix("rc="))
+                .and_then(|v| v.parse::<i32>().ok());
+            if let Some((open_name, lines)) = open.take() {
+                if open_name == name {
+                    done.push(ScenarioResult {
+                        name: open_name,
+                        output: lines.join("\n"),
+                        rc,
+                    });
+                    continue;
+                }
+                open = Some((open_name, lines));
+            }
+        }
+        if let Some((_, lines)) = open.as_mut() {
+            lines.push(line);
+        }
+    }
+    if let Some((name, lines)) = open {
+        done.push(ScenarioResult {
+            name,
+            output: lines.join("\n"),
+            rc: None,
+        });
+    }
+    done
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> TestHostError {
+    let what = what.into();
+    move |source| TestHostError::Io { what, source }
+}
+
+/// Copies `reader` into `sink`, the log file and (optionally) stdout, line by line.
+fn pump(
+    reader: impl Read + Send + 'static,
+    sink: Arc<Mutex<Vec<u8>>>,
+    log: Arc<Mutex<File>>,
+    stream: bool,
+) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(reader);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match reader.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            let clean: Vec<u8> = buf.iter().copied().filter(|&b| b != b'\r').collect();
+            if let Ok(mut log) = log.lock() {
+                let _ = log.write_all(&clean);
+                let _ = log.flush();
+            }
+            if stream {
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(&clean);
+                let _ = out.flush();
+            }
+            if let Ok(mut sink) = sink.lock() {
+                sink.extend_from_slice(&clean);
+            }
+        }
+    })
+}
+
+fn wait_with_timeout(
+    child: &mut Child,
+    timeout: Duration,
+) -> Result<(Option<ExitStatus>, bool), TestHostError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().map_err(io_err("waiting for qemu"))? {
+            return Ok((Some(status), false));
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let status = child.wait().ok();
+            return Ok((status, true));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Boots the test host described by `cfg` and waits for it (at most `cfg.timeout`).
+///
+/// A timeout is not an error: the returned run has `timed_out` set and whatever
+/// console was captured. Errors are only for failing to start QEMU or to write the log.
+pub fn run(cfg: &TestHostConfig) -> Result<TestHostRun, TestHostError> {
+    if let Some(dir) = cfg.log_path.parent() {
+        std::fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
+    }
+    let log = File::create(&cfg.log_path)
+        .map_err(io_err(format!("creating {}", cfg.log_path.display())))?;
+    let log = Arc::new(Mutex::new(log));
+
+    let mut header = String::new();
+    let cmd = cfg.command();
+    let _ = writeln!(header, "testhost: {cmd:?}");
+    if let Some(manifest) = &cfg.manifest {
+        match std::fs::read_to_string(manifest) {
+            Ok(text) => {
+                let _ = writeln!(header, "testhost: images manifest {}:", manifest.display());
+                let _ = writeln!(header, "{}", text.trim_end());
+            }
+            Err(e) => {
+                let _ = writeln!(header, "testhost: cannot read {}: {e}", manifest.display());
+            }
+        }
+    }
+    let _ = writeln!(header, "testhost: console log {}", cfg.log_path.display());
+    eprint!("{header}");
+    if let Ok(mut log) = log.lock() {
+        log.write_all(header.as_bytes())
+            .map_err(io_err(format!("writing {}", cfg.log_path.display())))?;
+    }
+
+    let start = Instant::now();
+    let mut cmd = cfg.command();
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|source| TestHostError::Spawn {
+        program: cfg.qemu.display().to_string(),
+        source,
+    })?;
+    let console = Arc::new(Mutex::new(Vec::new()));
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let mut pumps = Vec::new();
+    if let Some(out) = child.stdout.take() {
+        pumps.push(pump(out, console.clone(), log.clone(), cfg.stream));
+    }
+    if let Some(err) = child.stderr.take() {
+        pumps.push(pump(err, errors.clone(), log.clone(), cfg.stream));
+    }
+    let (status, timed_out) = wait_with_timeout(&mut child, cfg.timeout)?;
+    for p in pumps {
+        let _ = p.join();
+    }
+    let elapsed = start.elapsed();
+
+    let mut text = console
+        .lock()
+        .map(|c| String::from_utf8_lossy(&c).into_owned())
+        .unwrap_or_default();
+    if let Ok(errors) = errors.lock() {
+        if !errors.is_empty() {
+            text.push_str("\n[qemu stderr]\n");
+            text.push_str(&String::from_utf8_lossy(&errors));
+        }
+    }
+    let trailer = format!(
+        "\ntesthost: finished in {:.1} s, timed out: {timed_out}, status: {}\n",
+        elapsed.as_secs_f64(),
+        status
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "unknown".into())
+    );
+    if let Ok(mut log) = log.lock() {
+        let _ = log.write_all(trailer.as_bytes());
+    }
+    if timed_out {
+        text.push_str(&format!(
+            "\n[testhost: killed after the {} s hard timeout]\n",
+            cfg.timeout.as_secs()
+        ));
+    }
+    let sections = parse_sections(&text);
+    Ok(TestHostRun {
+        console: text,
+        log_path: cfg.log_path.clone(),
+        elapsed,
+        timed_out,
+        status,
+        sections,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_sections_and_rc() {
+        let console =
+            "boot noise\r\n@@BEGIN a\r\nhello\nvmm: exit reason: poweroff\n@@END a rc=0\n\
+                       between\n@@BEGIN b\nx\n[  3.1] kernel msg @@END b rc=32\n";
+        let s = parse_sections(console);
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].name, "a");
+        assert_eq!(s[0].rc, Some(0));
+        assert_eq!(s[0].output, "hello\nvmm: exit reason: poweroff");
+        assert_eq!(s[1].name, "b");
+        assert_eq!(s[1].rc, Some(32));
+        assert_eq!(s[1].output, "x");
+    }
+
+    #[test]
+    fn unterminated_sections_have_no_rc() {
+        let s = parse_sections("@@BEGIN a\none\n@@BEGIN b\ntwo\n");
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].rc, None);
+        assert_eq!(s[0].output, "one");
+        assert_eq!(s[1].rc, None);
+        assert_eq!(s[1].output, "two");
+    }
+
+    #[test]
+    fn mismatched_end_is_kept_as_output() {
+        let s = parse_sections("@@BEGIN a\n@@END b rc=1\n@@END a rc=3\n");
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].rc, Some(3));
+        assert_eq!(s[0].output, "@@END b rc=1");
+    }
+
+    #[test]
+    fn append_and_tail() {
+        let dir = std::env::temp_dir();
+        let cfg = TestHostConfig {
+            qemu: "q".into(),
+            kernel: "k".into(),
+            initrd: "i".into(),
+            manifest: None,
+            scenarios: vec!["boot-poweroff".into(), "boot-reboot".into()],
+            scenario_timeout: Duration::from_secs(90),
+            timeout: Duration::from_secs(1),
+            memory_mib: 2048,
+            extra_append: vec!["quiet".into()],
+            log_path: dir.join("x.log"),
+            stream: false,
+        };
+        assert_eq!(
+            cfg.append(),
+            "console=ttyS0 panic=-1 th.scenarios=boot-poweroff,boot-reboot th.timeout=90 quiet"
+        );
+        let run = TestHostRun {
+            console: "1\n2\n3\n".into(),
+            log_path: dir.join("x.log"),
+            elapsed: Duration::from_secs(1),
+            timed_out: true,
+            status: None,
+            sections: vec![],
+        };
+        assert_eq!(run.console_tail(2), "2\n3");
+        let report = run.failure_report("boom");
+        assert!(
+            report.contains("boom")
+                && report.contains("x.log")
+                && report.contains("timed out: true")
+        );
+    }
+
+    #[test]
+    fn missing_images_are_reported() {
+        let dir = std::env::temp_dir().join("vmstack-no-such-images");
+        let err = TestHostConfig::from_images_dir(&dir, &["a"], &dir).unwrap_err();
+        assert!(err.to_string().contains("cargo xtask test"));
+    }
+}

@@ -1,0 +1,430 @@
+//! `cargo xtask images`: guest and test-host images for x86_64, from Debian packages.
+//!
+//! Outputs in `target/images/x86_64/`:
+//! - `guest-vmlinuz`, `guest-initramfs.cpio.gz`: what the VMM boots;
+//! - `testhost-vmlinuz`, `testhost-initramfs.cpio.gz`: the nested test host, which
+//!   carries the KVM modules, `/bin/vmm` and the guest images under `/guest/`;
+//! - `manifest.json`: exact packages, kernel release, VMM binary and output checksums.
+//!
+//! Each output is rebuilt only when the hash of its inputs (recorded in a
+//! `.<output>.inputs` stamp next to it) changes.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{anyhow, bail, Context, Result};
+use sha2::{Digest, Sha256};
+
+use crate::cpio::Archive;
+use crate::lock::{self, Inputs, LockedPackage};
+use crate::modules::{self, ModuleTree};
+use crate::paths;
+use crate::util::{self, step, warning};
+
+/// Bump to force a rebuild of all outputs when the builder itself changes.
+const BUILDER_VERSION: &str = "1";
+
+/// Guest kernel output name.
+pub const GUEST_KERNEL: &str = "guest-vmlinuz";
+/// Guest initramfs output name.
+pub const GUEST_INITRD: &str = "guest-initramfs.cpio.gz";
+
+/// Paths of the built images.
+#[derive(Debug, Clone)]
+pub struct Images {
+    /// Output directory.
+    pub dir: PathBuf,
+    /// Guest kernel (bzImage).
+    pub guest_kernel: PathBuf,
+    /// Guest initramfs.
+    pub guest_initrd: PathBuf,
+}
+
+/// Unpacks `debs` with `dpkg -x` into one root under the cache (reused while the
+/// set of .deb checksums is the same).
+fn unpack(cache: &Path, group: &str, debs: &[(&LockedPackage, &Path)]) -> Result<PathBuf> {
+    let mut h = Sha256::new();
+    let mut shas: Vec<&str> = debs.iter().map(|(p, _)| p.sha256.as_str()).collect();
+    shas.sort_unstable();
+    for s in shas {
+        h.update(s.as_bytes());
+    }
+    let key = util::hex(&h.finalize());
+    let roots = cache.join("roots");
+    let dir = roots.join(format!("{group}-{}", &key[..16]));
+    let marker = dir.join(".vmstack-unpacked");
+    if marker.is_file() {
+        step!("unpacked {group} root up to date ({})", dir.display());
+        return Ok(dir);
+    }
+    let tmp = roots.join(format!("{group}-{}.partial", &key[..16]));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp)
+            .with_context(|| format!("cannot remove {}", tmp.display()))?;
+    }
+    std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    for (p, deb) in debs {
+        step!("unpack {} {} (dpkg -x)", p.name, p.version);
+        util::run(Command::new("dpkg").arg("-x").arg(deb).arg(&tmp))?;
+    }
+    std::fs::write(tmp.join(".vmstack-unpacked"), key.as_bytes())?;
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)
+            .with_context(|| format!("cannot remove {}", dir.display()))?;
+    }
+    std::fs::rename(&tmp, &dir)
+        .with_context(|| format!("cannot rename {} to {}", tmp.display(), dir.display()))?;
+    // Drop roots of older package sets of the same group.
+    if let Ok(entries) = std::fs::read_dir(&roots) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&format!("{group}-")) && e.path() != dir {
+                step!("removing old unpacked root {}", e.path().display());
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    Ok(dir)
+}
+
+/// Hash of a prebuilts directory: relative paths, executable bits and contents.
+fn hash_tree(h: &mut Sha256, dir: &Path) -> Result<()> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).with_context(|| format!("cannot read {}", d.display()))? {
+            let e = e?;
+            if e.file_type()?.is_dir() {
+                stack.push(e.path());
+            } else {
+                files.push(e.path());
+            }
+        }
+    }
+    files.sort();
+    for f in files {
+        h.update(
+            f.strip_prefix(dir)
+                .unwrap_or(&f)
+                .to_string_lossy()
+                .as_bytes(),
+        );
+        h.update([0]);
+        h.update(std::fs::read(&f).with_context(|| format!("cannot read {}", f.display()))?);
+        h.update([0]);
+    }
+    Ok(())
+}
+
+/// Whether `out` exists and was built from `key`.
+fn up_to_date(out: &Path, key: &str) -> bool {
+    out.is_file() && std::fs::read_to_string(stamp_path(out)).ok().as_deref() == Some(key)
+}
+
+fn stamp_path(out: &Path) -> PathBuf {
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    out.with_file_name(format!(".{name}.inputs"))
+}
+
+fn write_stamp(out: &Path, key: &str) -> Result<()> {
+    util::write_atomic(&stamp_path(out), key.as_bytes())
+}
+
+/// Directories, busybox and `/dev/console` common to both initramfs images.
+fn base_layout(a: &mut Archive, busybox_root: &Path) -> Result<()> {
+    for d in [
+        "bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "run", "etc", "root",
+    ] {
+        a.dir(d, 0o755)?;
+    }
+    a.dir("tmp", 0o1777)?;
+    let busybox = busybox_root.join("bin/busybox");
+    a.file_from("bin/busybox", 0o755, &busybox)?;
+    a.symlink("bin/sh", "busybox")?;
+    // The kernel opens /dev/console for init before anything is mounted.
+    a.char_dev("dev/console", 0o600, 5, 1)?;
+    a.char_dev("dev/null", 0o666, 1, 3)?;
+    Ok(())
+}
+
+/// Adds `/init` and `scenarios/*.sh` from `src` (`prebuilts/guest` or `prebuilts/testhost`).
+fn add_scripts(a: &mut Archive, src: &Path) -> Result<()> {
+    a.file_from("init", 0o755, &src.join("init"))?;
+    let dir = src.join("scenarios");
+    let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .with_context(|| format!("cannot read {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "sh"))
+        .collect();
+    names.sort();
+    for p in names {
+        let name = p
+            .file_name()
+            .ok_or_else(|| anyhow!("bad scenario path {}", p.display()))?
+            .to_string_lossy()
+            .into_owned();
+        a.file_from(&format!("scenarios/{name}"), 0o755, &p)?;
+    }
+    Ok(())
+}
+
+/// Adds the modules named in `list` (+ dependencies), decompressed, with
+/// `modules.dep` and the load order in `etc/vmstack/modules.load`.
+fn add_modules(
+    a: &mut Archive,
+    tree: &ModuleTree,
+    release: &str,
+    list: &[String],
+) -> Result<usize> {
+    if list.is_empty() {
+        return Ok(0);
+    }
+    let mods = tree.resolve(list)?;
+    let names: Vec<&str> = mods.iter().map(|m| m.name.as_str()).collect();
+    step!("  modules (load order): {}", names.join(" "));
+    let mut load = String::new();
+    for m in &mods {
+        a.file(
+            &format!("lib/modules/{release}/{}", m.rel_path),
+            0o644,
+            m.data.clone(),
+        )?;
+        load.push_str(&m.rel_path);
+        load.push('\n');
+    }
+    a.file(
+        &format!("lib/modules/{release}/modules.dep"),
+        0o644,
+        modules::modules_dep(&mods).into_bytes(),
+    )?;
+    a.file("etc/vmstack/modules.load", 0o644, load.into_bytes())?;
+    Ok(mods.len())
+}
+
+fn modules_dir(root: &Path, release: &str) -> Result<PathBuf> {
+    for base in ["lib/modules", "usr/lib/modules"] {
+        let d = root.join(base).join(release);
+        if d.is_dir() {
+            return Ok(d);
+        }
+    }
+    bail!("no lib/modules/{release} in {}", root.display())
+}
+
+/// Copies `src` to `dst` unless `dst` already has the same content hash.
+fn copy_if_changed(src: &Path, dst: &Path, sha: &str) -> Result<()> {
+    if up_to_date(dst, sha) {
+        step!("up to date: {}", dst.display());
+        return Ok(());
+    }
+    step!("copy {} -> {}", src.display(), dst.display());
+    std::fs::copy(src, dst)
+        .with_context(|| format!("cannot copy {} to {}", src.display(), dst.display()))?;
+    write_stamp(dst, sha)
+}
+
+/// Picks the VMM binary for the test host; `None` (with a warning) if there is none.
+fn vmm_binary(explicit: Option<&Path>) -> Result<Option<(PathBuf, String)>> {
+    let path = match explicit {
+        Some(p) if !p.is_file() => bail!("VMM binary {} does not exist", p.display()),
+        Some(p) => p.to_path_buf(),
+        None => {
+            let p = paths::vmm_musl_binary();
+            if !p.is_file() {
+                warning!(
+                    "no VMM binary at {}: the test host will have no /bin/vmm and every scenario \
+                     will fail (build it with `cargo build --release --target {} -p vmm`, or run \
+                     `cargo xtask test`)",
+                    p.display(),
+                    paths::MUSL_TARGET
+                );
+                return Ok(None);
+            }
+            p
+        }
+    };
+    let data = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    if modules::elf_is_dynamic(&data).with_context(|| format!("{}", path.display()))? {
+        bail!(
+            "{} is dynamically linked; the test host has no libc (build with --target {})",
+            path.display(),
+            paths::MUSL_TARGET
+        );
+    }
+    Ok(Some((path, util::sha256_bytes(&data))))
+}
+
+/// Builds all x86_64 images; `vmm` overrides the VMM binary put into the test host.
+pub fn build_x86_64(vmm: Option<&Path>) -> Result<Images> {
+    let started = std::time::Instant::now();
+    let cache = paths::cache_dir();
+    let prebuilts = paths::prebuilts();
+    let out = paths::images_x86_64();
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    step!(
+        "images: cache {}, output {}",
+        cache.display(),
+        out.display()
+    );
+
+    let inputs: Inputs = lock::ensure_inputs(&prebuilts.join("x86_64.lock"), &cache)?;
+    let lock = &inputs.lock;
+    let release = lock.kernel.release.clone();
+    let image_pkg = lock.role(lock::ROLE_IMAGE)?.clone();
+    let busybox_pkg = lock.role(lock::ROLE_BUSYBOX)?.clone();
+    step!(
+        "kernel {release}: {} {} sha256 {}",
+        image_pkg.name,
+        image_pkg.version,
+        image_pkg.sha256
+    );
+
+    let kroot = unpack(
+        &cache,
+        lock::GROUP_KERNEL,
+        &inputs.group_debs(lock::GROUP_KERNEL),
+    )?;
+    let broot = unpack(
+        &cache,
+        lock::GROUP_BUSYBOX,
+        &inputs.group_debs(lock::GROUP_BUSYBOX),
+    )?;
+    let vmlinuz = kroot.join(format!("boot/vmlinuz-{release}"));
+    if !vmlinuz.is_file() {
+        bail!("{} missing from {}", vmlinuz.display(), image_pkg.name);
+    }
+    let moddir = modules_dir(&kroot, &release)?;
+    let tree = ModuleTree::open(&moddir)?;
+
+    // Kernels: the guest and the test host run the same Debian kernel.
+    let guest_kernel = out.join(GUEST_KERNEL);
+    let testhost_kernel = out.join(vmstack_tests::testhost::TESTHOST_KERNEL);
+    let kernel_key = format!("{BUILDER_VERSION} {}", image_pkg.sha256);
+    copy_if_changed(&vmlinuz, &guest_kernel, &kernel_key)?;
+    copy_if_changed(&vmlinuz, &testhost_kernel, &kernel_key)?;
+
+    // Guest initramfs.
+    let guest_src = prebuilts.join("guest");
+    let guest_modules = modules::read_list(&guest_src.join("modules.list"))?;
+    let guest_initrd = out.join(GUEST_INITRD);
+    let mut h = Sha256::new();
+    h.update(format!(
+        "{BUILDER_VERSION} {} {}",
+        busybox_pkg.sha256, image_pkg.sha256
+    ));
+    hash_tree(&mut h, &guest_src)?;
+    let guest_key = util::hex(&h.finalize());
+    if up_to_date(&guest_initrd, &guest_key) {
+        step!("up to date: {}", guest_initrd.display());
+    } else {
+        step!("build {}", guest_initrd.display());
+        let mut a = Archive::new();
+        base_layout(&mut a, &broot)?;
+        add_scripts(&mut a, &guest_src)?;
+        add_modules(&mut a, &tree, &release, &guest_modules)?;
+        let size = a.write_gz(&guest_initrd)?;
+        step!("  {} entries, {}", a.len(), util::human(size));
+        write_stamp(&guest_initrd, &guest_key)?;
+    }
+    let guest_initrd_sha = util::sha256_file(&guest_initrd)?;
+
+    // Test host initramfs.
+    let vmm = vmm_binary(vmm)?;
+    let th_src = prebuilts.join("testhost");
+    let th_modules = modules::read_list(&th_src.join("modules.list"))?;
+    let th_initrd = out.join(vmstack_tests::testhost::TESTHOST_INITRD);
+    let mut h = Sha256::new();
+    h.update(format!(
+        "{BUILDER_VERSION} {} {} {guest_initrd_sha} vmm={}",
+        busybox_pkg.sha256,
+        image_pkg.sha256,
+        vmm.as_ref().map(|(_, s)| s.as_str()).unwrap_or("none")
+    ));
+    hash_tree(&mut h, &th_src)?;
+    let th_key = util::hex(&h.finalize());
+    let mut build_info = format!(
+        "kernel {release} ({} {})\n",
+        image_pkg.name, image_pkg.version
+    );
+    build_info.push_str(&format!("busybox {}\n", busybox_pkg.version));
+    match &vmm {
+        Some((p, sha)) => build_info.push_str(&format!("vmm {} sha256 {sha}\n", p.display())),
+        None => build_info.push_str("vmm MISSING\n"),
+    }
+    if up_to_date(&th_initrd, &th_key) {
+        step!("up to date: {}", th_initrd.display());
+    } else {
+        step!("build {}", th_initrd.display());
+        let mut a = Archive::new();
+        base_layout(&mut a, &broot)?;
+        add_scripts(&mut a, &th_src)?;
+        add_modules(&mut a, &tree, &release, &th_modules)?;
+        a.file_from("guest/vmlinuz", 0o644, &guest_kernel)?;
+        a.file_from("guest/initramfs.cpio.gz", 0o644, &guest_initrd)?;
+        if let Some((p, _)) = &vmm {
+            a.file_from("bin/vmm", 0o755, p)?;
+        }
+        a.file(
+            "etc/vmstack/build-info",
+            0o644,
+            build_info.clone().into_bytes(),
+        )?;
+        let size = a.write_gz(&th_initrd)?;
+        step!("  {} entries, {}", a.len(), util::human(size));
+        write_stamp(&th_initrd, &th_key)?;
+    }
+
+    // Manifest.
+    let file_info = |p: &Path| -> Result<serde_json::Value> {
+        let size = std::fs::metadata(p)
+            .with_context(|| format!("cannot stat {}", p.display()))?
+            .len();
+        Ok(serde_json::json!({ "sha256": util::sha256_file(p)?, "size": size }))
+    };
+    let manifest = serde_json::json!({
+        "arch": "x86_64",
+        "kernel": {
+            "release": release,
+            "package": image_pkg.name,
+            "version": image_pkg.version,
+            "sha256": image_pkg.sha256,
+            "meta_package": lock.kernel.meta_package,
+            "meta_version": lock.kernel.meta_version,
+            "suite": lock.kernel.suite,
+        },
+        "packages": lock.packages.iter().map(|p| serde_json::json!({
+            "name": p.name, "version": p.version, "sha256": p.sha256,
+            "filename": p.filename, "role": p.role,
+        })).collect::<Vec<_>>(),
+        "vmm": vmm.as_ref().map(|(p, sha)| serde_json::json!({
+            "path": p.display().to_string(), "sha256": sha,
+        })),
+        "guest_modules": guest_modules,
+        "testhost_modules": th_modules,
+        "outputs": {
+            GUEST_KERNEL: file_info(&guest_kernel)?,
+            GUEST_INITRD: file_info(&guest_initrd)?,
+            vmstack_tests::testhost::TESTHOST_KERNEL: file_info(&testhost_kernel)?,
+            vmstack_tests::testhost::TESTHOST_INITRD: file_info(&th_initrd)?,
+        },
+    });
+    let manifest_path = out.join(vmstack_tests::testhost::MANIFEST);
+    let text = serde_json::to_string_pretty(&manifest)? + "\n";
+    if std::fs::read_to_string(&manifest_path).ok().as_deref() != Some(text.as_str()) {
+        util::write_atomic(&manifest_path, text.as_bytes())?;
+    }
+    step!(
+        "images ready in {} ({:.1} s); manifest {}",
+        out.display(),
+        started.elapsed().as_secs_f64(),
+        manifest_path.display()
+    );
+    Ok(Images {
+        dir: out,
+        guest_kernel,
+        guest_initrd,
+    })
+}

@@ -1,0 +1,424 @@
+//! `prebuilts/x86_64.lock`: the exact Debian packages the images are built from,
+//! and how they are resolved, downloaded and verified.
+//!
+//! Two groups of packages:
+//! - `kernel`: resolved through the meta package `linux-image-amd64` in
+//!   bookworm-backports: the image it depends on, plus the matching
+//!   `linux-headers-<release>`, its `-common` and `linux-kbuild-*` packages;
+//! - `busybox`: `busybox-static` from bookworm.
+//!
+//! If the lock exists, its exact versions are used. If a locked version can no
+//! longer be found (backports move on) after a fresh `apt-get update`, the group is
+//! re-resolved, a warning is printed and the lock is rewritten.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::apt::{self, Apt, PkgInfo};
+use crate::util::{self, step, warning};
+
+/// Meta package that selects the kernel.
+pub const KERNEL_META: &str = "linux-image-amd64";
+/// Suite the kernel meta package is taken from.
+pub const KERNEL_SUITE: &str = "bookworm-backports";
+/// Busybox package.
+pub const BUSYBOX: &str = "busybox-static";
+/// Suite busybox is taken from.
+pub const BUSYBOX_SUITE: &str = "bookworm";
+
+/// Group name of the kernel packages.
+pub const GROUP_KERNEL: &str = "kernel";
+/// Group name of the busybox package.
+pub const GROUP_BUSYBOX: &str = "busybox";
+
+/// Role of the kernel image package.
+pub const ROLE_IMAGE: &str = "kernel-image";
+/// Role of the busybox package.
+pub const ROLE_BUSYBOX: &str = "busybox";
+
+/// Lists are considered fresh enough for a new resolution for this long.
+const LISTS_MAX_AGE: Duration = Duration::from_secs(3600);
+
+const HEADER: &str = "\
+# Exact Debian packages the x86_64 guest and test-host images are built from.
+# Written by `cargo xtask images` (see docs/testing.md). Edit only to pin or
+# to force a re-resolution (delete a group's entries, or the whole file).
+";
+
+/// How the kernel was resolved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelInfo {
+    /// Meta package (`linux-image-amd64`).
+    pub meta_package: String,
+    /// Version of the meta package at resolution time.
+    pub meta_version: String,
+    /// Suite of the meta package.
+    pub suite: String,
+    /// Kernel release (`uname -r`), e.g. `6.12.95+deb12-amd64`.
+    pub release: String,
+}
+
+/// One locked input package.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockedPackage {
+    /// Group the package belongs to (`kernel`, `busybox`).
+    pub group: String,
+    /// What the package is used for.
+    pub role: String,
+    /// Package name.
+    pub name: String,
+    /// Exact version.
+    pub version: String,
+    /// SHA256 of the .deb (from the Packages index).
+    pub sha256: String,
+    /// Pool path of the .deb.
+    pub filename: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+impl LockedPackage {
+    fn from_info(group: &str, role: &str, p: &PkgInfo) -> Self {
+        Self {
+            group: group.into(),
+            role: role.into(),
+            name: p.name.clone(),
+            version: p.version.clone(),
+            sha256: p.sha256.clone(),
+            filename: p.filename.clone(),
+            size: p.size,
+        }
+    }
+
+    fn info(&self) -> PkgInfo {
+        PkgInfo {
+            name: self.name.clone(),
+            version: self.version.clone(),
+            sha256: self.sha256.clone(),
+            filename: self.filename.clone(),
+            size: self.size,
+            depends: String::new(),
+        }
+    }
+
+    /// File name of the .deb in the download cache.
+    pub fn deb_name(&self) -> String {
+        Path::new(&self.filename)
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_else(|| format!("{}_{}.deb", self.name, self.version))
+    }
+}
+
+/// Contents of `prebuilts/x86_64.lock`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lock {
+    /// How the kernel was resolved.
+    pub kernel: KernelInfo,
+    /// All input packages.
+    #[serde(rename = "package")]
+    pub packages: Vec<LockedPackage>,
+}
+
+impl Lock {
+    /// Reads a lock file; `None` if it does not exist.
+    pub fn read(path: &Path) -> Result<Option<Self>> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        };
+        let lock =
+            toml::from_str(&text).with_context(|| format!("cannot parse {}", path.display()))?;
+        Ok(Some(lock))
+    }
+
+    /// Serializes the lock with its header comment.
+    pub fn render(&self) -> Result<String> {
+        Ok(format!("{HEADER}\n{}", toml::to_string_pretty(self)?))
+    }
+
+    /// Packages of `group`.
+    pub fn group(&self, group: &str) -> Vec<&LockedPackage> {
+        self.packages.iter().filter(|p| p.group == group).collect()
+    }
+
+    /// The package with `role`.
+    pub fn role(&self, role: &str) -> Result<&LockedPackage> {
+        self.packages
+            .iter()
+            .find(|p| p.role == role)
+            .ok_or_else(|| anyhow!("lock has no package with role {role}"))
+    }
+}
+
+/// Locked inputs with their verified .debs in the download cache.
+pub struct Inputs {
+    /// The lock in effect.
+    pub lock: Lock,
+    /// Verified .deb per package name.
+    pub debs: Vec<(LockedPackage, PathBuf)>,
+}
+
+impl Inputs {
+    /// Verified .debs of `group`.
+    pub fn group_debs(&self, group: &str) -> Vec<(&LockedPackage, &Path)> {
+        self.debs
+            .iter()
+            .filter(|(p, _)| p.group == group)
+            .map(|(p, d)| (p, d.as_path()))
+            .collect()
+    }
+}
+
+/// Picks the version of `name` in `suite`.
+fn version_in_suite(apt: &Apt, name: &str, suite: &str) -> Result<PkgInfo> {
+    let versions = apt.madison(name)?;
+    let Some((version, _)) = versions.iter().find(|(_, s)| s == suite) else {
+        bail!("{name} not found in {suite} (apt-cache madison {name}: {versions:?})");
+    };
+    apt.show(name, Some(version))?
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow!("apt-cache show {name}={version} found nothing"))
+}
+
+/// Picks `name` at `version` if the index has it, else its highest version.
+fn exact_or_latest(apt: &Apt, name: &str, version: &str) -> Result<PkgInfo> {
+    if let Some(p) = apt.show(name, Some(version))?.into_iter().next() {
+        return Ok(p);
+    }
+    apt.show(name, None)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow!("package {name} not found in the package lists"))
+}
+
+/// Resolves the kernel group through the meta package.
+fn resolve_kernel(apt: &Apt) -> Result<(KernelInfo, Vec<LockedPackage>)> {
+    let meta = version_in_suite(apt, KERNEL_META, KERNEL_SUITE)?;
+    let image_name = apt::depends_names(&meta.depends)
+        .into_iter()
+        .find(|d| d.starts_with("linux-image-"))
+        .ok_or_else(|| anyhow!("{KERNEL_META} {} depends on no linux-image-*", meta.version))?;
+    let release = image_name
+        .strip_prefix("linux-image-")
+        .unwrap_or_default()
+        .to_string();
+    let image = exact_or_latest(apt, &image_name, &meta.version)?;
+    let headers = exact_or_latest(apt, &format!("linux-headers-{release}"), &image.version)?;
+    let deps = apt::depends_names(&headers.depends);
+    let common_name = deps
+        .iter()
+        .find(|d| d.starts_with("linux-headers-") && d.ends_with("-common"))
+        .ok_or_else(|| anyhow!("{} depends on no linux-headers-*-common", headers.name))?;
+    let kbuild_name = deps
+        .iter()
+        .find(|d| d.starts_with("linux-kbuild-"))
+        .ok_or_else(|| anyhow!("{} depends on no linux-kbuild-*", headers.name))?;
+    let common = exact_or_latest(apt, common_name, &image.version)?;
+    let kbuild = exact_or_latest(apt, kbuild_name, &image.version)?;
+    let kernel = KernelInfo {
+        meta_package: KERNEL_META.into(),
+        meta_version: meta.version.clone(),
+        suite: KERNEL_SUITE.into(),
+        release,
+    };
+    let g = GROUP_KERNEL;
+    Ok((
+        kernel,
+        vec![
+            LockedPackage::from_info(g, ROLE_IMAGE, &image),
+            LockedPackage::from_info(g, "kernel-headers", &headers),
+            LockedPackage::from_info(g, "kernel-headers-common", &common),
+            LockedPackage::from_info(g, "kernel-kbuild", &kbuild),
+        ],
+    ))
+}
+
+/// Resolves busybox.
+fn resolve_busybox(apt: &Apt) -> Result<Vec<LockedPackage>> {
+    let p = version_in_suite(apt, BUSYBOX, BUSYBOX_SUITE)?;
+    Ok(vec![LockedPackage::from_info(
+        GROUP_BUSYBOX,
+        ROLE_BUSYBOX,
+        &p,
+    )])
+}
+
+/// Whether a cached .deb exists with the locked checksum.
+fn cached(pkg: &LockedPackage, debs_dir: &Path) -> Result<Option<PathBuf>> {
+    let path = debs_dir.join(pkg.deb_name());
+    if !path.is_file() {
+        return Ok(None);
+    }
+    if util::sha256_file(&path)? == pkg.sha256 {
+        Ok(Some(path))
+    } else {
+        warning!(
+            "cached {} does not match the locked sha256; downloading again",
+            path.display()
+        );
+        Ok(None)
+    }
+}
+
+/// Checks that every locked package of a group is still in the index with the
+/// same checksum. `Ok(false)` if a version is gone; an error if a checksum changed.
+fn available(apt: &Apt, pkgs: &[LockedPackage]) -> Result<bool> {
+    for p in pkgs {
+        let Some(info) = apt.show(&p.name, Some(&p.version))?.into_iter().next() else {
+            return Ok(false);
+        };
+        if info.sha256 != p.sha256 {
+            bail!(
+                "{} {}: the Packages index says sha256 {}, the lock says {}; refusing to continue \
+                 (delete the entry from prebuilts/x86_64.lock to re-resolve)",
+                p.name,
+                p.version,
+                info.sha256,
+                p.sha256
+            );
+        }
+    }
+    Ok(true)
+}
+
+/// Makes sure every input is locked, downloaded and verified; updates the lock file
+/// when something had to be (re-)resolved.
+pub fn ensure_inputs(lock_path: &Path, cache: &Path) -> Result<Inputs> {
+    let old = Lock::read(lock_path)?;
+    let debs_dir = cache.join("debs");
+    let apt = Apt::new(&cache.join("apt"))?;
+
+    let mut kernel_info = old.as_ref().map(|l| l.kernel.clone());
+    let mut packages: Vec<LockedPackage> = Vec::new();
+    for group in [GROUP_KERNEL, GROUP_BUSYBOX] {
+        let locked: Vec<LockedPackage> = old
+            .as_ref()
+            .map(|l| l.group(group).into_iter().cloned().collect())
+            .unwrap_or_default();
+        let usable = if locked.is_empty() {
+            false
+        } else {
+            let mut all_cached = true;
+            for p in &locked {
+                if cached(p, &debs_dir)?.is_none() {
+                    all_cached = false;
+                }
+            }
+            if all_cached {
+                true
+            } else {
+                apt.ensure_lists(LISTS_MAX_AGE)?;
+                if available(&apt, &locked)? {
+                    true
+                } else if !apt.updated() {
+                    apt.update()?;
+                    available(&apt, &locked)?
+                } else {
+                    false
+                }
+            }
+        };
+        if usable {
+            packages.extend(locked);
+            continue;
+        }
+        if locked.is_empty() {
+            step!(
+                "resolving {group} packages (not in {})",
+                lock_path.display()
+            );
+        } else {
+            let list: Vec<String> = locked
+                .iter()
+                .map(|p| format!("{} {}", p.name, p.version))
+                .collect();
+            warning!(
+                "locked {group} packages are no longer downloadable ({}); re-resolving and updating {}",
+                list.join(", "),
+                lock_path.display()
+            );
+        }
+        if !apt.updated() {
+            apt.update()?;
+        }
+        if group == GROUP_KERNEL {
+            let (info, pkgs) = resolve_kernel(&apt)?;
+            step!(
+                "resolved {KERNEL_META} {} ({KERNEL_SUITE}) -> kernel {}",
+                info.meta_version,
+                info.release
+            );
+            kernel_info = Some(info);
+            packages.extend(pkgs);
+        } else {
+            packages.extend(resolve_busybox(&apt)?);
+        }
+    }
+    let kernel = kernel_info.ok_or_else(|| anyhow!("kernel group resolved without kernel info"))?;
+    let lock = Lock { kernel, packages };
+    if old.as_ref() != Some(&lock) {
+        util::write_atomic(lock_path, lock.render()?.as_bytes())?;
+        step!("wrote {}", lock_path.display());
+        for p in &lock.packages {
+            step!("  locked {} {} sha256 {}", p.name, p.version, p.sha256);
+        }
+    }
+
+    let mut debs = Vec::new();
+    for p in &lock.packages {
+        let path = match cached(p, &debs_dir)? {
+            Some(path) => {
+                step!("cached {} {} (sha256 ok)", p.name, p.version);
+                path
+            }
+            None => {
+                apt.ensure_lists(LISTS_MAX_AGE)?;
+                apt.download(&p.info(), &debs_dir)?
+            }
+        };
+        debs.push((p.clone(), path));
+    }
+    Ok(Inputs { lock, debs })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_roundtrip() {
+        let lock = Lock {
+            kernel: KernelInfo {
+                meta_package: KERNEL_META.into(),
+                meta_version: "6.12.95-1~bpo12+1".into(),
+                suite: KERNEL_SUITE.into(),
+                release: "6.12.95+deb12-amd64".into(),
+            },
+            packages: vec![LockedPackage {
+                group: GROUP_BUSYBOX.into(),
+                role: ROLE_BUSYBOX.into(),
+                name: BUSYBOX.into(),
+                version: "1:1.35.0-4+deb12u1+b1".into(),
+                sha256: "3d3f".into(),
+                filename: "pool/main/b/busybox/busybox-static_1.35.0-4+deb12u1+b1_amd64.deb".into(),
+                size: 928188,
+            }],
+        };
+        let text = lock.render().unwrap();
+        assert!(text.starts_with('#'));
+        assert!(text.contains("[[package]]"));
+        let back: Lock = toml::from_str(&text).unwrap();
+        assert_eq!(back, lock);
+        assert_eq!(
+            back.packages[0].deb_name(),
+            "busybox-static_1.35.0-4+deb12u1+b1_amd64.deb"
+        );
+        assert_eq!(back.role(ROLE_BUSYBOX).unwrap().size, 928188);
+    }
+}

@@ -1,0 +1,145 @@
+//! `cargo xtask test`, `demo` and `testhost`: build, then boot.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use vmstack_tests::testhost::{self, TestHostConfig};
+
+use crate::images::{self, Images};
+use crate::paths;
+use crate::setup;
+use crate::util::{self, step};
+
+/// Set-up, VMM build and images.
+fn prepare() -> Result<Images> {
+    setup::prepare_machine()?;
+    let vmm = setup::build_vmm()?;
+    images::build_x86_64(Some(&vmm))
+}
+
+/// `cargo xtask test`.
+pub fn test(nested_only: bool) -> Result<()> {
+    let started = Instant::now();
+    let images = prepare()?;
+    if !nested_only {
+        step!("run: cargo test --workspace (unit tests)");
+        util::run(setup::cargo().args(["test", "--workspace"])).context("unit tests failed")?;
+    }
+    step!("run: nested test host integration tests (tests/tests/boot_x86_64.rs)");
+    let nested = Instant::now();
+    util::run(
+        setup::cargo()
+            .args([
+                "test",
+                "-p",
+                "vmstack-tests",
+                "--test",
+                "boot_x86_64",
+                "--",
+                "--include-ignored",
+                "--nocapture",
+            ])
+            .env("VMSTACK_IMAGES", &images.dir),
+    )
+    .context("nested test host tests failed")?;
+    step!(
+        "all tests passed (nested {:.1} s, total {:.1} s)",
+        nested.elapsed().as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Boots the test host with `scenarios`, streaming the console; fails unless every
+/// scenario ended with rc=0.
+fn boot_streaming(images: &std::path::Path, scenarios: &[&str]) -> Result<()> {
+    let mut cfg = TestHostConfig::from_images_dir(images, scenarios, &vmstack_tests::log_dir())?;
+    cfg.stream = true;
+    let run = testhost::run(&cfg)?;
+    step!(
+        "test host finished in {:.1} s (timed out: {}); console log {}",
+        run.elapsed.as_secs_f64(),
+        run.timed_out,
+        run.log_path.display()
+    );
+    let mut failed = Vec::new();
+    for s in scenarios {
+        match run.scenario(s) {
+            Some(r) if r.rc == Some(0) => step!("scenario {s}: rc=0"),
+            Some(r) => {
+                step!("scenario {s}: rc={:?}", r.rc);
+                failed.push(*s);
+            }
+            None => {
+                step!("scenario {s}: no @@BEGIN/@@END section");
+                failed.push(*s);
+            }
+        }
+    }
+    if !failed.is_empty() {
+        bail!(
+            "scenario(s) {} failed; full console: {}",
+            failed.join(","),
+            run.log_path.display()
+        );
+    }
+    Ok(())
+}
+
+/// `cargo xtask testhost <scenarios>`.
+pub fn testhost(scenarios: &str, no_build: bool) -> Result<()> {
+    let dir = if no_build {
+        paths::images_x86_64()
+    } else {
+        prepare()?.dir
+    };
+    let list: Vec<&str> = scenarios.split(',').filter(|s| !s.is_empty()).collect();
+    boot_streaming(&dir, &list)
+}
+
+/// `cargo xtask demo [--direct]`.
+pub fn demo(direct: bool) -> Result<()> {
+    let images = prepare()?;
+    if !direct {
+        return boot_streaming(&images.dir, &["demo"]);
+    }
+    if std::path::Path::new("/sys/module/kvm_pvm").exists() {
+        step!(
+            "note: this machine's /dev/kvm is kvm_pvm, which cannot boot unmodified kernels; \
+             the VMM is expected to refuse (use `cargo xtask demo` for the nested test host)"
+        );
+    }
+    let vmm = paths::vmm_musl_binary();
+    let mut c = Command::new(&vmm);
+    c.args(["run", "--cpus", "2", "--mem", "256", "--initrd"])
+        .arg(&images.guest_initrd)
+        .args(["--params", "console=ttyS0 guest.scenario=demo"])
+        .arg(&images.guest_kernel)
+        .stdin(Stdio::null());
+    step!("run: {}", util::show(&c));
+    let mut child = c
+        .spawn()
+        .with_context(|| format!("cannot start {}", vmm.display()))?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(s) = child.try_wait()? {
+            break s;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("the VMM did not exit within 120 s and was killed");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    match status.code() {
+        Some(0) => {
+            step!("vmm exited 0 (guest powered off)");
+            Ok(())
+        }
+        Some(32) => bail!("vmm exited 32 (guest reset)"),
+        Some(33) => bail!("vmm exited 33 (guest crash)"),
+        _ => bail!("vmm failed ({status})"),
+    }
+}

@@ -1,0 +1,141 @@
+//! Machine set-up: Debian packages, the musl Rust target, the static VMM build.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use crate::paths;
+use crate::util::{self, step};
+
+/// Debian packages the nested tests need on the build machine.
+pub const HOST_PACKAGES: &[&str] = &[
+    "qemu-system-x86",
+    "busybox-static",
+    "cpio",
+    "musl-tools",
+    "xz-utils",
+];
+
+fn installed(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .output()
+        .map(|o| {
+            o.status.success()
+                && String::from_utf8_lossy(&o.stdout).trim() == "install ok installed"
+        })
+        .unwrap_or(false)
+}
+
+/// Command prefix for root actions: none as root, else `sudo` if available.
+fn privileged(program: &str) -> Result<Command> {
+    if util::is_root() {
+        Ok(Command::new(program))
+    } else if util::on_path("sudo") {
+        let mut c = Command::new("sudo");
+        c.arg(program);
+        Ok(c)
+    } else {
+        bail!("need root (or sudo) to run {program}")
+    }
+}
+
+/// Installs the missing [`HOST_PACKAGES`] with `apt-get` (after `apt-get update`).
+pub fn ensure_host_packages() -> Result<()> {
+    if !util::on_path("dpkg-query") {
+        bail!(
+            "this is not a Debian-like machine (no dpkg-query); install {} by hand",
+            HOST_PACKAGES.join(" ")
+        );
+    }
+    let missing: Vec<&str> = HOST_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !installed(p))
+        .collect();
+    if missing.is_empty() {
+        step!("host packages present: {}", HOST_PACKAGES.join(" "));
+        return Ok(());
+    }
+    step!("installing missing host packages: {}", missing.join(" "));
+    let mut update = privileged("apt-get")?;
+    update.args(["-q", "update"]);
+    step!("run: {}", util::show(&update));
+    util::run(&mut update)?;
+    let mut install = privileged("apt-get")?;
+    install
+        .args(["-q", "-y", "--no-install-recommends", "install"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive");
+    step!("run: {}", util::show(&install));
+    util::run(&mut install)?;
+    Ok(())
+}
+
+/// Adds the musl target with rustup if it is missing.
+pub fn ensure_musl_target() -> Result<()> {
+    let target = paths::MUSL_TARGET;
+    if util::on_path("rustup") {
+        let list = util::output(Command::new("rustup").args(["target", "list", "--installed"]))?;
+        if list.lines().any(|l| l.trim() == target) {
+            step!("rust target {target} present");
+            return Ok(());
+        }
+        step!("run: rustup target add {target}");
+        return util::run(Command::new("rustup").args(["target", "add", target]));
+    }
+    let sysroot = util::output(Command::new("rustc").args(["--print", "sysroot"]))?;
+    let dir = PathBuf::from(sysroot.trim())
+        .join("lib/rustlib")
+        .join(target);
+    if dir.is_dir() {
+        step!("rust target {target} present (no rustup)");
+        Ok(())
+    } else {
+        bail!("rust target {target} missing and rustup not found: install the target")
+    }
+}
+
+/// `cargo` as invoked by `cargo xtask`, in the workspace root.
+pub fn cargo() -> Command {
+    let program = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut c = Command::new(program);
+    c.current_dir(paths::workspace_root());
+    c
+}
+
+/// Builds the static VMM (`cargo build --release --target x86_64-unknown-linux-musl -p vmm`).
+pub fn build_vmm() -> Result<PathBuf> {
+    let mut c = cargo();
+    c.args([
+        "build",
+        "--release",
+        "--target",
+        paths::MUSL_TARGET,
+        "-p",
+        "vmm",
+    ]);
+    step!(
+        "run: cargo build --release --target {} -p vmm",
+        paths::MUSL_TARGET
+    );
+    let started = std::time::Instant::now();
+    util::run(&mut c).context("building the VMM failed")?;
+    let bin = paths::vmm_musl_binary();
+    if !bin.is_file() {
+        bail!("cargo built vmm but {} is missing", bin.display());
+    }
+    step!(
+        "built {} ({:.1} s)",
+        bin.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(bin)
+}
+
+/// Everything `test` and `demo` need before booting anything.
+pub fn prepare_machine() -> Result<()> {
+    ensure_host_packages()?;
+    ensure_musl_target()
+}
