@@ -306,6 +306,32 @@ pub fn parse_sections(console: &str) -> Vec<ScenarioResult> {
     done
 }
 
+/// Key facts of an images `manifest.json` (kernel release, package, version and
+/// sha256; VMM sha256), one `testhost:` line each.
+pub fn manifest_summary(text: &str) -> String {
+    let v: serde_json::Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) => return format!("testhost: unreadable manifest: {e}\n"),
+    };
+    let s = |p: &str| {
+        v.pointer(p)
+            .and_then(|x| x.as_str())
+            .unwrap_or("?")
+            .to_string()
+    };
+    let vmm = match v.get("vmm") {
+        Some(serde_json::Value::Null) | None => "MISSING".to_string(),
+        Some(_) => format!("sha256 {}", s("/vmm/sha256")),
+    };
+    format!(
+        "testhost: kernel {} ({} {} sha256 {})\ntesthost: vmm {vmm}\n",
+        s("/kernel/release"),
+        s("/kernel/package"),
+        s("/kernel/version"),
+        s("/kernel/sha256"),
+    )
+}
+
 fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> TestHostError {
     let what = what.into();
     move |source| TestHostError::Io { what, source }
@@ -378,11 +404,9 @@ pub fn run(cfg: &TestHostConfig) -> Result<TestHostRun, TestHostError> {
     let cmd = cfg.command();
     let _ = writeln!(header, "testhost: {cmd:?}");
     if let Some(manifest) = &cfg.manifest {
+        let _ = writeln!(header, "testhost: images manifest {}", manifest.display());
         match std::fs::read_to_string(manifest) {
-            Ok(text) => {
-                let _ = writeln!(header, "testhost: images manifest {}:", manifest.display());
-                let _ = writeln!(header, "{}", text.trim_end());
-            }
+            Ok(text) => header.push_str(&manifest_summary(&text)),
             Err(e) => {
                 let _ = writeln!(header, "testhost: cannot read {}: {e}", manifest.display());
             }
@@ -528,6 +552,16 @@ mod tests {
                 && report.contains("x.log")
                 && report.contains("timed out: true")
         );
+    }
+
+    #[test]
+    fn manifest_is_summarized() {
+        let m = r#"{"kernel":{"release":"6.12.95+deb12-amd64","package":"linux-image-x",
+                    "version":"1","sha256":"ab"},"vmm":null}"#;
+        let s = manifest_summary(m);
+        assert!(s.contains("kernel 6.12.95+deb12-amd64 (linux-image-x 1 sha256 ab)"));
+        assert!(s.contains("vmm MISSING"));
+        assert!(manifest_summary("nope").contains("unreadable"));
     }
 
     #[test]

@@ -45,7 +45,12 @@ pub struct Apt {
 impl Apt {
     /// Sets up (idempotently) the private apt tree under `root`.
     pub fn new(root: &Path) -> Result<Self> {
-        for d in ["lists/partial", "cache/archives/partial", "download", "empty"] {
+        for d in [
+            "lists/partial",
+            "cache/archives/partial",
+            "download",
+            "empty",
+        ] {
             let p = root.join(d);
             std::fs::create_dir_all(&p)
                 .with_context(|| format!("cannot create {}", p.display()))?;

@@ -110,8 +110,7 @@ impl Archive {
 
     /// Writes the archive in `newc` format.
     pub fn write_newc(&self, w: &mut impl Write) -> Result<()> {
-        let mut ino = 1u32;
-        for (path, entry) in &self.entries {
+        for (ino, (path, entry)) in (1u32..).zip(&self.entries) {
             let (mode, data, nlink, rmaj, rmin): (u32, &[u8], u32, u32, u32) = match entry {
                 Entry::Dir { mode } => (S_IFDIR | mode, &[], 2, 0, 0),
                 Entry::File { mode, data } => (S_IFREG | mode, data, 1, 0, 0),
@@ -121,7 +120,6 @@ impl Archive {
             write_header(w, ino, mode, nlink, data.len(), rmaj, rmin, path)?;
             w.write_all(data)?;
             pad(w, data.len())?;
-            ino += 1;
         }
         write_header(w, 0, 0, 1, 0, 0, 0, "TRAILER!!!")?;
         Ok(())

@@ -249,8 +249,8 @@ fn resolve_busybox(apt: &Apt) -> Result<Vec<LockedPackage>> {
     )])
 }
 
-/// Whether a cached .deb exists with the locked checksum.
-fn cached(pkg: &LockedPackage, debs_dir: &Path) -> Result<Option<PathBuf>> {
+/// Whether a cached .deb exists with the locked checksum (`warn`: say so if it does not match).
+fn cached(pkg: &LockedPackage, debs_dir: &Path, warn: bool) -> Result<Option<PathBuf>> {
     let path = debs_dir.join(pkg.deb_name());
     if !path.is_file() {
         return Ok(None);
@@ -258,10 +258,12 @@ fn cached(pkg: &LockedPackage, debs_dir: &Path) -> Result<Option<PathBuf>> {
     if util::sha256_file(&path)? == pkg.sha256 {
         Ok(Some(path))
     } else {
-        warning!(
-            "cached {} does not match the locked sha256; downloading again",
-            path.display()
-        );
+        if warn {
+            warning!(
+                "cached {} does not match the locked sha256; downloading again",
+                path.display()
+            );
+        }
         Ok(None)
     }
 }
@@ -306,7 +308,7 @@ pub fn ensure_inputs(lock_path: &Path, cache: &Path) -> Result<Inputs> {
         } else {
             let mut all_cached = true;
             for p in &locked {
-                if cached(p, &debs_dir)?.is_none() {
+                if cached(p, &debs_dir, false)?.is_none() {
                     all_cached = false;
                 }
             }
@@ -372,7 +374,7 @@ pub fn ensure_inputs(lock_path: &Path, cache: &Path) -> Result<Inputs> {
 
     let mut debs = Vec::new();
     for p in &lock.packages {
-        let path = match cached(p, &debs_dir)? {
+        let path = match cached(p, &debs_dir, true)? {
             Some(path) => {
                 step!("cached {} {} (sha256 ok)", p.name, p.version);
                 path

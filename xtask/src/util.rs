@@ -28,8 +28,13 @@ pub(crate) use warning;
 pub fn show(cmd: &Command) -> String {
     let mut s = cmd.get_program().to_string_lossy().into_owned();
     for a in cmd.get_args() {
+        let a = a.to_string_lossy();
         s.push(' ');
-        s.push_str(&a.to_string_lossy());
+        if a.is_empty() || a.contains(|c: char| c.is_whitespace() || c == '"' || c == '\'') {
+            s.push_str(&format!("'{}'", a.replace('\'', "'\\''")));
+        } else {
+            s.push_str(&a);
+        }
     }
     s
 }
