@@ -22,7 +22,10 @@ use crate::vstate::vcpu::{Vcpu, VcpuCrash, VcpuError};
 use crate::vstate::vm::{Vm, VmError};
 
 /// Kernel parameters every guest gets, before the user's `--params`.
-pub const DEFAULT_CMDLINE: &str = "console=ttyS0 panic=-1 pci=off";
+///
+/// `reboot=acpi`: with hardware-reduced ACPI Linux would otherwise pick an
+/// EFI reboot, which needs firmware this VMM does not have.
+pub const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=acpi panic=-1 pci=off";
 
 /// Errors assembling the VM.
 #[derive(Debug, thiserror::Error)]
@@ -127,10 +130,7 @@ pub fn build_vm(
 ) -> Result<BuiltVm, BuildError> {
     // KVM and guest memory.
     let kvm = open_kvm()?;
-    let vm = Vm::new(
-        &kvm,
-        &arch::boot::guest_memory_ranges(config.mem_mib << 20),
-    )?;
+    let vm = Vm::new(&kvm, &arch::boot::guest_memory_ranges(config.mem_mib << 20))?;
     let mem = vm.memory();
 
     // Kernel, initrd, ACPI and the zero page.
@@ -147,6 +147,7 @@ pub fn build_vm(
     let rsdp = arch::acpi::setup_acpi_tables(mem, config.cpus)?;
     let cmdline = arch::boot::build_cmdline(DEFAULT_CMDLINE, &config.params)?;
     arch::boot::setup_zero_page(mem, &cmdline, &kernel, initrd, rsdp)?;
+    arch::boot::setup_reset_vector(mem)?;
 
     // Legacy devices on the port I/O bus.
     let power_events = events.clone();

@@ -25,7 +25,9 @@ pub enum ConfigError {
     #[error("--mem {0} MiB is too small: use at least {min} MiB", min = MIN_MEM_MIB)]
     MemTooSmall(u64),
     /// More guest memory than the host has.
-    #[error("--mem {requested} MiB is more than this host's {host} MiB of RAM: use a smaller --mem")]
+    #[error(
+        "--mem {requested} MiB is more than this host's {host} MiB of RAM: use a smaller --mem"
+    )]
     MemTooLarge {
         /// Requested MiB.
         requested: u64,
@@ -182,7 +184,7 @@ pub fn host_mem_mib() -> u64 {
     }
     // SAFETY: sysinfo returned success, so the struct is initialised.
     let info = unsafe { info.assume_init() };
-    (info.totalram as u64).saturating_mul(u64::from(info.mem_unit)) >> 20
+    info.totalram.saturating_mul(u64::from(info.mem_unit)) >> 20
 }
 
 #[cfg(test)]
@@ -218,7 +220,14 @@ mod tests {
                 .output,
             SerialOutput::File("/tmp/x".into())
         );
-        for bad in ["", "type=file", "type=tty", "type=stdout,num=2", "stdout", "type=sink,x=1"] {
+        for bad in [
+            "",
+            "type=file",
+            "type=tty",
+            "type=stdout,num=2",
+            "stdout",
+            "type=sink,x=1",
+        ] {
             assert!(bad.parse::<SerialConfig>().is_err(), "{bad}");
         }
     }
@@ -245,8 +254,14 @@ mod tests {
             mem_mib: mem,
             ..raw(&k)
         };
-        assert!(matches!(with(0, 256).validate(1024), Err(ConfigError::Cpus { .. })));
-        assert!(matches!(with(255, 256).validate(1024), Err(ConfigError::Cpus { .. })));
+        assert!(matches!(
+            with(0, 256).validate(1024),
+            Err(ConfigError::Cpus { .. })
+        ));
+        assert!(matches!(
+            with(255, 256).validate(1024),
+            Err(ConfigError::Cpus { .. })
+        ));
         assert_eq!(with(1, 8).validate(1024), Err(ConfigError::MemTooSmall(8)));
         assert_eq!(
             with(1, 4096).validate(1024),

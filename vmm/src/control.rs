@@ -98,9 +98,7 @@ pub fn serve(path: &Path, events: Sender<VmEvent>) -> Result<(), ControlError> {
 fn handle(stream: UnixStream, events: &Sender<VmEvent>) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut line = String::new();
-    BufReader::new(&stream)
-        .take(256)
-        .read_line(&mut line)?;
+    BufReader::new(&stream).take(256).read_line(&mut line)?;
     let response = match ControlRequest::parse(&line) {
         Some(ControlRequest::Status) => "ok running".to_string(),
         Some(ControlRequest::Stop) => {

@@ -19,7 +19,11 @@ use vmm::runner::ExitReason;
 const EXIT_SETUP_FAILED: u8 = 1;
 
 #[derive(Parser)]
-#[command(name = "vmm", version, about = "A crosvm-style KVM virtual machine monitor")]
+#[command(
+    name = "vmm",
+    version,
+    about = "A crosvm-style KVM virtual machine monitor"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -57,7 +61,7 @@ struct RunArgs {
     #[arg(short = 'i', long = "initrd")]
     initrd: Option<PathBuf>,
     /// Extra kernel command-line parameters; repeatable, appended in order
-    /// after the defaults "console=ttyS0 panic=-1 pci=off".
+    /// after the defaults "console=ttyS0 reboot=acpi panic=-1 pci=off".
     #[arg(short = 'p', long = "params")]
     params: Vec<String>,
     /// Serial console (COM1, ttyS0): type=stdout (default; input from stdin),
@@ -109,16 +113,18 @@ fn main() -> ExitCode {
             eprintln!("vmm: exit reason: {reason}");
             ExitCode::from(reason.exit_code() as u8)
         }),
-        Command::Stop { socket } => control::send(&socket, ControlRequest::Stop).map(|answer| {
-            println!("{answer}");
-            ExitCode::SUCCESS
-        }).map_err(Into::into),
-        Command::Status { socket } => {
-            control::send(&socket, ControlRequest::Status).map(|answer| {
+        Command::Stop { socket } => control::send(&socket, ControlRequest::Stop)
+            .map(|answer| {
                 println!("{answer}");
                 ExitCode::SUCCESS
-            }).map_err(Into::into)
-        }
+            })
+            .map_err(Into::into),
+        Command::Status { socket } => control::send(&socket, ControlRequest::Status)
+            .map(|answer| {
+                println!("{answer}");
+                ExitCode::SUCCESS
+            })
+            .map_err(Into::into),
     };
     result.unwrap_or_else(|e| {
         eprintln!("error: {e:#}");

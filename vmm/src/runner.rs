@@ -10,7 +10,7 @@ use devices::legacy::SerialDevice;
 use devices::PowerEvent;
 
 use crate::builder::BuiltVm;
-use crate::vstate::vcpu::{install_kick_handler, VcpuError, VcpuCrash, VcpuHandle};
+use crate::vstate::vcpu::{install_kick_handler, VcpuCrash, VcpuError, VcpuHandle};
 
 /// Something the VMM's main loop must react to.
 #[derive(Debug)]
@@ -113,7 +113,9 @@ pub fn run(built: BuiltVm, events: Receiver<VmEvent>) -> Result<ExitReason, Vcpu
                 // Without an arbiter there is nobody to decide a sleep and
                 // nothing to wake the guest: report it woken at once, as a
                 // machine whose wake button is held down would.
-                tracing::info!("guest requested S3 suspend; no arbiter attached, waking it at once");
+                tracing::info!(
+                    "guest requested S3 suspend; no arbiter attached, waking it at once"
+                );
                 if let Ok(mut pm) = built.acpi_pm.lock() {
                     pm.set_woken();
                 }

@@ -21,7 +21,9 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use devices::{Bus, PowerEvent, PowerEventSink};
-use kvm_bindings::{kvm_run, KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN};
+use kvm_bindings::{
+    kvm_run, KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN,
+};
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
@@ -160,19 +162,25 @@ impl Vcpu {
             Ok(exit) => match exit {
                 VcpuExit::IoIn(port, data) => {
                     if !self.pio.read(u64::from(port), data) {
+                        tracing::trace!("vcpu{}: unhandled inb {port:#x}", self.id);
                         data.fill(0xff);
                     }
                 }
                 VcpuExit::IoOut(port, data) => {
-                    self.pio.write(u64::from(port), data);
+                    if !self.pio.write(u64::from(port), data) {
+                        tracing::trace!("vcpu{}: unhandled outb {port:#x} {data:02x?}", self.id);
+                    }
                 }
                 VcpuExit::MmioRead(addr, data) => {
                     if !self.mmio.read(addr, data) {
+                        tracing::trace!("vcpu{}: unhandled MMIO read {addr:#x}", self.id);
                         data.fill(0);
                     }
                 }
                 VcpuExit::MmioWrite(addr, data) => {
-                    self.mmio.write(addr, data);
+                    if !self.mmio.write(addr, data) {
+                        tracing::trace!("vcpu{}: unhandled MMIO write {addr:#x}", self.id);
+                    }
                 }
                 VcpuExit::Shutdown => {
                     // A triple fault: what a PC does is reset.

@@ -49,7 +49,8 @@ impl Vm {
         let setup = |what| move |source| VmError::Setup { what, source };
         fd.set_tss_address(KVM_TSS_ADDRESS)
             .map_err(setup("the TSS address"))?;
-        fd.create_irq_chip().map_err(setup("the in-kernel irqchip"))?;
+        fd.create_irq_chip()
+            .map_err(setup("the in-kernel irqchip"))?;
         let pit = kvm_pit_config {
             flags: KVM_PIT_SPEAKER_DUMMY,
             ..Default::default()
@@ -57,8 +58,8 @@ impl Vm {
         fd.create_pit2(pit).map_err(setup("the in-kernel PIT"))?;
 
         let mib = ranges.iter().map(|r| r.1 as u64).sum::<u64>() >> 20;
-        let memory =
-            GuestMemoryMmap::from_ranges(ranges).map_err(|source| VmError::Memory { mib, source })?;
+        let memory = GuestMemoryMmap::from_ranges(ranges)
+            .map_err(|source| VmError::Memory { mib, source })?;
         for (slot, region) in memory.iter().enumerate() {
             let region_desc = kvm_userspace_memory_region {
                 slot: slot as u32,
@@ -70,8 +71,7 @@ impl Vm {
             // SAFETY: the region is a live mmap owned by `memory`, which this
             // struct keeps alive for as long as the VM fd exists, and slots do
             // not overlap because `from_ranges` rejects overlapping ranges.
-            unsafe { fd.set_user_memory_region(region_desc) }
-                .map_err(VmError::RegisterMemory)?;
+            unsafe { fd.set_user_memory_region(region_desc) }.map_err(VmError::RegisterMemory)?;
         }
         Ok(Self { fd, memory })
     }

@@ -22,7 +22,9 @@
 //! lengths and checksums; the tests at the bottom decode the guest memory
 //! with hand-written field offsets taken from the ACPI 6.5 specification.
 
-use acpi_tables::aml::{Name, Package, Path};
+use acpi_tables::aml::{
+    Device, EISAName, Interrupt, Name, Package, Path, ResourceTemplate, Scope, IO, ZERO,
+};
 use acpi_tables::fadt::{FADTBuilder, Flags, FADT};
 use acpi_tables::gas::{AccessSize, AddressSpace, GAS};
 use acpi_tables::madt::{EnabledStatus, IoApic, ProcessorLocalApic};
@@ -35,6 +37,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryError};
 use super::layout::{
     ACPI_AREA_END, ACPI_RESET_PORT, ACPI_RESET_VALUE, ACPI_SLEEP_CONTROL_PORT,
     ACPI_SLEEP_STATUS_PORT, ACPI_SLP_TYP_S3, ACPI_SLP_TYP_S5, APIC_START, IOAPIC_START, RSDP_START,
+    SERIAL_IRQ, SERIAL_PORT_BASE,
 };
 
 /// Largest number of vCPUs the MADT describes.
@@ -200,10 +203,29 @@ fn sleep_state_aml(name: &str, slp_typ: u8, aml: &mut Vec<u8>) {
     Name::new(Path::new(name), &package).to_aml_bytes(aml);
 }
 
-/// The DSDT: only the `\_S5_` (soft off) and `\_S3_` (suspend to RAM)
-/// sleep states.
+/// `\_SB_.COM1`: the 16550 UART with its I/O ports and IRQ.
+///
+/// Hardware-reduced ACPI has no legacy PIC, so Linux maps no ISA IRQs by
+/// itself: the serial port gets its (edge, active-high) interrupt only
+/// because this device declares it. Without it the 8250 driver can print
+/// kernel messages by polling but user space output never leaves the guest.
+fn com1_aml(aml: &mut Vec<u8>) {
+    let hid = EISAName::new("PNP0501");
+    let hid_name = Name::new(Path::new("_HID"), &hid);
+    let uid = Name::new(Path::new("_UID"), &ZERO);
+    let io = IO::new(SERIAL_PORT_BASE, SERIAL_PORT_BASE, 1, 8);
+    let irq = Interrupt::new(true, true, false, false, SERIAL_IRQ);
+    let resources = ResourceTemplate::new(vec![&io, &irq]);
+    let crs = Name::new(Path::new("_CRS"), &resources);
+    let device = Device::new(Path::new("COM1"), vec![&hid_name, &uid, &crs]);
+    Scope::new(Path::new("\\_SB_"), vec![&device]).to_aml_bytes(aml);
+}
+
+/// The DSDT: the COM1 serial port and the `\_S5_` (soft off) and `\_S3_`
+/// (suspend to RAM) sleep states.
 fn build_dsdt() -> Sdt {
     let mut aml = Vec::new();
+    com1_aml(&mut aml);
     sleep_state_aml("_S5_", ACPI_SLP_TYP_S5, &mut aml);
     sleep_state_aml("_S3_", ACPI_SLP_TYP_S3, &mut aml);
 
@@ -462,9 +484,38 @@ mod tests {
         // The constants in the expected bytes are the layout's.
         assert_eq!((ACPI_SLP_TYP_S5, ACPI_SLP_TYP_S3), (5, 3));
         let aml = &dsdt[SDT_HEADER..];
-        assert_eq!(aml.len(), S5_AML.len() + S3_AML.len());
-        assert_eq!(&aml[..S5_AML.len()], S5_AML);
-        assert_eq!(&aml[S5_AML.len()..], S3_AML);
+        let sleep = &aml[aml.len() - S5_AML.len() - S3_AML.len()..];
+        assert_eq!(&sleep[..S5_AML.len()], S5_AML);
+        assert_eq!(&sleep[S5_AML.len()..], S3_AML);
+    }
+
+    fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+        haystack.windows(needle.len()).any(|w| w == needle)
+    }
+
+    #[test]
+    fn dsdt_declares_com1_with_its_ports_and_irq() {
+        let (_, tables) = setup(1);
+        let aml = &tables.dsdt.1[SDT_HEADER..];
+        assert_eq!(aml[0], 0x10, "starts with a Scope: {aml:02x?}");
+        assert!(contains(aml, b"_SB_"), "{aml:02x?}");
+        assert!(contains(aml, b"COM1"));
+        // _HID EISAID("PNP0501"), DWordPrefix + compressed id.
+        assert!(contains(
+            aml,
+            &[b'_', b'H', b'I', b'D', 0x0c, 0x41, 0xd0, 0x05, 0x01]
+        ));
+        // I/O port descriptor: decode16, 0x3f8..0x3f8, align 1, 8 ports.
+        assert!(contains(
+            aml,
+            &[0x47, 0x01, 0xf8, 0x03, 0xf8, 0x03, 0x01, 0x08]
+        ));
+        // Extended interrupt descriptor: consumer, edge, active high,
+        // exclusive, one interrupt: GSI 4.
+        assert!(contains(
+            aml,
+            &[0x89, 0x06, 0x00, 0x03, 0x01, 0x04, 0x00, 0x00, 0x00]
+        ));
     }
 
     /// Checks the MADT of `num_cpus` vCPUs.

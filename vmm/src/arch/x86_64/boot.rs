@@ -9,8 +9,8 @@ use linux_loader::loader::{BzImage, Elf, KernelLoader};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 
 use super::layout::{
-    ACPI_AREA_END, CMDLINE_MAX_SIZE, CMDLINE_START, EBDA_START, HIMEM_START, MMIO_GAP_END,
-    MMIO_GAP_START, ZERO_PAGE_START,
+    ACPI_AREA_END, ACPI_RESET_PORT, ACPI_RESET_VALUE, CMDLINE_MAX_SIZE, CMDLINE_START, EBDA_START,
+    HIMEM_START, MMIO_GAP_END, MMIO_GAP_START, RESET_VECTOR, ZERO_PAGE_START,
 };
 
 /// Errors loading the kernel or initrd, or writing boot parameters.
@@ -28,7 +28,9 @@ pub enum BootError {
         source: std::io::Error,
     },
     /// The initrd does not fit below the kernel's highest allowed address.
-    #[error("initrd of {size} bytes does not fit in guest memory; give the VM more memory (--mem)")]
+    #[error(
+        "initrd of {size} bytes does not fit in guest memory; give the VM more memory (--mem)"
+    )]
     InitrdTooLarge {
         /// Size of the initrd.
         size: u64,
@@ -43,6 +45,9 @@ pub enum BootError {
         what: &'static str,
     },
 }
+
+// The ACPI tables, the reset stub and the kernel must not overlap.
+const _: () = assert!(ACPI_AREA_END <= RESET_VECTOR && RESET_VECTOR + 9 <= HIMEM_START);
 
 /// Bootloader id in `type_of_loader`: "undefined".
 const KERNEL_LOADER_OTHER: u8 = 0xff;
@@ -103,9 +108,7 @@ pub fn load_kernel<M: GuestMemoryBackend>(
         let result = BzImage::load(mem, None, kernel, Some(GuestAddress(HIMEM_START)))
             .map_err(BootError::KernelFormat)?;
         Ok(LoadedKernel {
-            entry: result
-                .kernel_load
-                .unchecked_add(BZIMAGE_64BIT_ENTRY_OFFSET),
+            entry: result.kernel_load.unchecked_add(BZIMAGE_64BIT_ENTRY_OFFSET),
             setup_header: result.setup_header,
         })
     }
@@ -150,6 +153,35 @@ pub fn load_initrd<M: GuestMemoryBackend>(
     })
 }
 
+/// Real-mode code at the reset vector: `mov al, ACPI_RESET_VALUE;
+/// mov dx, ACPI_RESET_PORT; out dx, al; hlt; jmp $-1`.
+///
+/// There is no firmware, yet Linux falls back to a BIOS reboot (jumping to
+/// `f000:fff0`) when its other reset methods did not work; with this stub
+/// that path still ends in a reset request instead of executing zeros.
+pub fn reset_vector_stub() -> [u8; 9] {
+    let [port_lo, port_hi] = ACPI_RESET_PORT.to_le_bytes();
+    [
+        0xb0,
+        ACPI_RESET_VALUE,
+        0xba,
+        port_lo,
+        port_hi,
+        0xee,
+        0xf4,
+        0xeb,
+        0xfd,
+    ]
+}
+
+/// Writes [`reset_vector_stub`] at [`RESET_VECTOR`].
+pub fn setup_reset_vector<M: GuestMemoryBackend>(mem: &M) -> Result<(), BootError> {
+    mem.write_slice(&reset_vector_stub(), GuestAddress(RESET_VECTOR))
+        .map_err(|_| BootError::Write {
+            what: "reset vector",
+        })
+}
+
 /// Builds the command line: the VMM's defaults, then the user's parameters.
 pub fn build_cmdline(default_args: &str, user_params: &[String]) -> Result<Cmdline, BootError> {
     let mut cmdline = Cmdline::new(CMDLINE_MAX_SIZE).map_err(BootError::Cmdline)?;
@@ -171,10 +203,11 @@ pub fn setup_zero_page<M: GuestMemoryBackend>(
     initrd: Option<InitrdRegion>,
     rsdp: GuestAddress,
 ) -> Result<(), BootError> {
-    linux_loader::loader::load_cmdline(mem, GuestAddress(CMDLINE_START), cmdline)
-        .map_err(|_| BootError::Write {
+    linux_loader::loader::load_cmdline(mem, GuestAddress(CMDLINE_START), cmdline).map_err(
+        |_| BootError::Write {
             what: "command line",
-        })?;
+        },
+    )?;
     let cmdline_len = cmdline
         .as_cstring()
         .map_err(BootError::Cmdline)?
@@ -203,7 +236,6 @@ pub fn setup_zero_page<M: GuestMemoryBackend>(
         (0, EBDA_START, E820_RAM),
         (EBDA_START, HIMEM_START - EBDA_START, E820_RESERVED),
     ];
-    debug_assert!(ACPI_AREA_END <= HIMEM_START);
     for region in mem.iter() {
         let start = region.start_addr().raw_value().max(HIMEM_START);
         let end = region.start_addr().raw_value() + region.len();
@@ -244,14 +276,30 @@ mod tests {
         assert_eq!(big[0], (GuestAddress(0), MMIO_GAP_START as usize));
         assert_eq!(
             big[1],
-            (GuestAddress(MMIO_GAP_END), ((4u64 << 30) - MMIO_GAP_START) as usize)
+            (
+                GuestAddress(MMIO_GAP_END),
+                ((4u64 << 30) - MMIO_GAP_START) as usize
+            )
         );
+    }
+
+    #[test]
+    fn reset_vector_stub_writes_the_acpi_reset_register() {
+        let m = mem(2 << 20);
+        setup_reset_vector(&m).unwrap();
+        let mut code = [0u8; 9];
+        m.read_slice(&mut code, GuestAddress(RESET_VECTOR)).unwrap();
+        // mov al, 1; mov dx, 0x604; out dx, al; hlt; jmp back to hlt.
+        assert_eq!(code, [0xb0, 0x01, 0xba, 0x04, 0x06, 0xee, 0xf4, 0xeb, 0xfd]);
     }
 
     #[test]
     fn cmdline_appends_user_params_and_rejects_overlong() {
         let c = build_cmdline("console=ttyS0", &["quiet".into(), "a=b".into()]).unwrap();
-        assert_eq!(c.as_cstring().unwrap().to_str().unwrap(), "console=ttyS0 quiet a=b");
+        assert_eq!(
+            c.as_cstring().unwrap().to_str().unwrap(),
+            "console=ttyS0 quiet a=b"
+        );
         let long = "x".repeat(CMDLINE_MAX_SIZE);
         assert!(matches!(
             build_cmdline("console=ttyS0", &[long]),
@@ -264,7 +312,10 @@ mod tests {
         let m = mem(64 << 20);
         let mut f = tempfile();
         f.write_all(&[0u8; 4096]).unwrap();
-        assert!(matches!(load_kernel(&m, &mut f), Err(BootError::KernelFormat(_))));
+        assert!(matches!(
+            load_kernel(&m, &mut f),
+            Err(BootError::KernelFormat(_))
+        ));
     }
 
     #[test]
@@ -285,7 +336,8 @@ mod tests {
         let k = load_kernel(&m, &mut f).unwrap();
         assert_eq!(k.entry, GuestAddress(HIMEM_START + 0x200));
         let mut payload = [0u8; 4];
-        m.read_slice(&mut payload, GuestAddress(HIMEM_START)).unwrap();
+        m.read_slice(&mut payload, GuestAddress(HIMEM_START))
+            .unwrap();
         assert_eq!(&payload, b"KERN");
     }
 

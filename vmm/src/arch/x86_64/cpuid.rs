@@ -149,10 +149,7 @@ mod tests {
 
     #[test]
     fn bits_for_counts() {
-        assert_eq!(
-            [1, 2, 3, 4, 5, 255].map(bits_for),
-            [0, 1, 2, 2, 3, 8]
-        );
+        assert_eq!([1, 2, 3, 4, 5, 255].map(bits_for), [0, 1, 2, 2, 3, 8]);
     }
 
     #[test]

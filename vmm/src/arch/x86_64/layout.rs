@@ -11,6 +11,7 @@
 //! 0x0002_0000 | kernel command line       |
 //! 0x0009_fc00 | EBDA (reserved)           |
 //! 0x000e_0000 | RSDP + ACPI tables        |  (reserved in e820)
+//! 0x000f_fff0 | reset-vector stub         |  (reserved in e820)
 //! 0x0010_0000 | kernel (HIMEM_START)      |
 //!     ...     | RAM, initrd near the top  |
 //! 0xc000_0000 +---------------------------+  MMIO gap (1 GiB)
@@ -43,7 +44,10 @@ pub const EBDA_START: u64 = 0x9fc00;
 /// The RSDP lives here, inside the BIOS area Linux scans for it.
 pub const RSDP_START: u64 = 0xe0000;
 /// End (exclusive) of the area that holds the RSDP and all ACPI tables.
-pub const ACPI_AREA_END: u64 = 0x10_0000;
+pub const ACPI_AREA_END: u64 = 0xf_0000;
+/// The x86 reset vector (`f000:fff0`), where a BIOS reboot jumps. The VMM
+/// puts a tiny stub there that writes the ACPI reset register.
+pub const RESET_VECTOR: u64 = 0xf_fff0;
 /// Where the kernel is loaded (1 MiB).
 pub const HIMEM_START: u64 = 0x10_0000;
 /// Start of the 32-bit MMIO gap: no RAM between here and 4 GiB.

@@ -83,7 +83,8 @@ pub fn configure_vcpu(
         .map_err(kvm("KVM_SET_SREGS"))?;
     vcpu.set_regs(&regs::boot_regs(entry))
         .map_err(kvm("KVM_SET_REGS"))?;
-    vcpu.set_fpu(&regs::boot_fpu()).map_err(kvm("KVM_SET_FPU"))?;
+    vcpu.set_fpu(&regs::boot_fpu())
+        .map_err(kvm("KVM_SET_FPU"))?;
 
     let mut lapic = vcpu.get_lapic().map_err(kvm("KVM_GET_LAPIC"))?;
     set_apic_delivery_mode(&mut lapic.regs, APIC_LVT0, APIC_MODE_EXTINT);
