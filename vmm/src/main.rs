@@ -127,7 +127,23 @@ fn main() -> ExitCode {
             .map_err(Into::into),
     };
     result.unwrap_or_else(|e| {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", one_line(&e));
         ExitCode::from(EXIT_SETUP_FAILED)
     })
+}
+
+/// Joins an error and its causes into one line, skipping causes whose text
+/// the message before already contains (most of ours embed their source).
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&text);
+        }
+    }
+    line
 }
