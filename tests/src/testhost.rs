@@ -337,6 +337,31 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> TestHostErr
     move |source| TestHostError::Io { what, source }
 }
 
+/// Terminal control sequences SeaBIOS/QEMU print on the serial console (reset,
+/// line-wrap off, clear screen); echoed live they would garble the user's terminal.
+const TERMINAL_NOISE: &[&[u8]] = &[b"\x1bc", b"\x1b[?7l", b"\x1b[2J", b"\x1b[0m"];
+
+/// Removes `\r` and [`TERMINAL_NOISE`] from a console line.
+fn clean_line(line: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(line.len());
+    let mut i = 0;
+    'outer: while i < line.len() {
+        if line[i] == b'\r' {
+            i += 1;
+            continue;
+        }
+        for seq in TERMINAL_NOISE {
+            if line[i..].starts_with(seq) {
+                i += seq.len();
+                continue 'outer;
+            }
+        }
+        out.push(line[i]);
+        i += 1;
+    }
+    out
+}
+
 /// Copies `reader` into `sink`, the log file and (optionally) stdout, line by line.
 fn pump(
     reader: impl Read + Send + 'static,
@@ -353,7 +378,7 @@ fn pump(
                 Ok(0) | Err(_) => break,
                 Ok(_) => {}
             }
-            let clean: Vec<u8> = buf.iter().copied().filter(|&b| b != b'\r').collect();
+            let clean = clean_line(&buf);
             if let Ok(mut log) = log.lock() {
                 let _ = log.write_all(&clean);
                 let _ = log.flush();
@@ -497,6 +522,15 @@ mod tests {
         assert_eq!(s[1].name, "b");
         assert_eq!(s[1].rc, Some(32));
         assert_eq!(s[1].output, "x");
+    }
+
+    #[test]
+    fn console_noise_is_removed() {
+        assert_eq!(
+            clean_line(b"\x1bc\x1b[?7l\x1b[2JSeaBIOS\r\n"),
+            b"SeaBIOS\n".to_vec()
+        );
+        assert_eq!(clean_line(b"\x1b[32m INFO"), b"\x1b[32m INFO".to_vec());
     }
 
     #[test]
