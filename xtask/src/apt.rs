@@ -131,8 +131,17 @@ impl Apt {
             self.root.join("lists").display()
         );
         let mut c = self.cmd("apt-get");
-        c.args(["-q", "update"]);
-        util::run(&mut c).context("apt-get update of the private package lists failed")?;
+        // --error-on=any: a failed index download is an error, not a warning
+        // (else a network problem would look like packages gone from the archive).
+        c.args(["-q", "update", "--error-on=any"]);
+        util::run_as(&mut c, "apt-get update")
+            .context("apt-get update of the private package lists failed")?;
+        if self.lists_age().is_none() {
+            bail!(
+                "apt-get update left no package lists in {}",
+                self.root.join("lists").display()
+            );
+        }
         self.updated.set(true);
         Ok(())
     }
@@ -217,9 +226,9 @@ impl Apt {
             .arg(format!("{}={}", pkg.name, pkg.version))
             .current_dir(&work)
             .stdin(Stdio::null());
-        util::run(&mut c).with_context(|| {
+        util::run_as(&mut c, &format!("apt-get download {}={}", pkg.name, pkg.version)).with_context(|| {
             format!(
-                "download of {} {} failed (is the network up? try again, or delete the lock entry to re-resolve)",
+                "download of {} {} failed (network down? retry; or delete its lock entry to re-resolve)",
                 pkg.name, pkg.version
             )
         })?;

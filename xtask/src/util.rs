@@ -50,6 +50,17 @@ pub fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// Like [`run`], but names the command as `name` in the error (for long command lines).
+pub fn run_as(cmd: &mut Command, name: &str) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run `{name}`"))?;
+    if !status.success() {
+        bail!("`{name}` failed ({status})");
+    }
+    Ok(())
+}
+
 /// Runs `cmd` and returns its stdout; stderr is passed through.
 pub fn output(cmd: &mut Command) -> Result<String> {
     let out = cmd
