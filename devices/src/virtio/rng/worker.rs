@@ -1,0 +1,180 @@
+//! The virtio-rng worker thread: waits for queue kicks and fills buffers.
+
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+
+use virtio_queue::{Queue, QueueT};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::eventfd::EventFd;
+
+use super::MAX_BYTES_PER_REQUEST;
+use crate::virtio::{GuestMemoryMmap, Interrupt};
+
+/// What woke the worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Token {
+    Queue = 0,
+    Kill = 1,
+}
+
+impl Token {
+    fn from_data(data: u64) -> Option<Self> {
+        match data {
+            0 => Some(Token::Queue),
+            1 => Some(Token::Kill),
+            _ => None,
+        }
+    }
+}
+
+/// Everything the worker owns; returned when it stops.
+pub struct RngWorker {
+    mem: GuestMemoryMmap,
+    interrupt: Arc<Interrupt>,
+    queue: Queue,
+    queue_event: EventFd,
+    warned: bool,
+}
+
+impl RngWorker {
+    /// Creates a worker for an activated device.
+    pub fn new(
+        mem: GuestMemoryMmap,
+        interrupt: Arc<Interrupt>,
+        queue: Queue,
+        queue_event: EventFd,
+    ) -> Self {
+        Self {
+            mem,
+            interrupt,
+            queue,
+            queue_event,
+            warned: false,
+        }
+    }
+
+    /// Serves the queue until `kill` is signalled.
+    pub fn run(mut self, kill: EventFd) -> Self {
+        let epoll = match Epoll::new() {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!("virtio-rng: cannot create epoll: {e}");
+                return self;
+            }
+        };
+        for (fd, token) in [
+            (self.queue_event.as_raw_fd(), Token::Queue),
+            (kill.as_raw_fd(), Token::Kill),
+        ] {
+            let event = EpollEvent::new(EventSet::IN, token as u64);
+            if let Err(e) = epoll.ctl(ControlOperation::Add, fd, event) {
+                tracing::error!("virtio-rng: cannot watch eventfd: {e}");
+                return self;
+            }
+        }
+        // Buffers may have been posted before the worker started.
+        self.process_queue();
+        let mut events = vec![EpollEvent::default(); 2];
+        loop {
+            let n = match epoll.wait(-1, &mut events) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    tracing::error!("virtio-rng: epoll failed: {e}");
+                    return self;
+                }
+            };
+            for event in &events[..n] {
+                match Token::from_data(event.data()) {
+                    Some(Token::Queue) => {
+                        let _ = self.queue_event.read();
+                        self.process_queue();
+                    }
+                    Some(Token::Kill) => return self,
+                    None => {}
+                }
+            }
+        }
+    }
+
+    fn warn_once(&mut self, what: &str) {
+        if !self.warned {
+            self.warned = true;
+            tracing::warn!("virtio-rng: {what} (logged once)");
+        }
+    }
+
+    /// Fills every available chain; returns the number of chains used.
+    pub fn process_queue(&mut self) -> usize {
+        let mut used = 0;
+        let mem = self.mem.clone();
+        while let Some(chain) = self.queue.pop_descriptor_chain(&mem) {
+            let head = chain.head_index();
+            let mut written = 0usize;
+            for desc in chain {
+                if !desc.is_write_only() {
+                    self.warn_once("guest posted a read-only buffer");
+                    continue;
+                }
+                let room = MAX_BYTES_PER_REQUEST - written;
+                let len = (desc.len() as usize).min(room);
+                if len == 0 {
+                    continue;
+                }
+                match fill_random(&self.mem, desc.addr(), len) {
+                    Ok(()) => written += len,
+                    Err(e) => {
+                        self.warn_once(&format!("bad buffer: {e}"));
+                        break;
+                    }
+                }
+            }
+            if let Err(e) = self.queue.add_used(&self.mem, head, written as u32) {
+                self.warn_once(&format!("cannot publish used buffer: {e:?}"));
+            }
+            used += 1;
+        }
+        if used > 0 {
+            match self.queue.needs_notification(&self.mem) {
+                Ok(true) => self.interrupt.signal_used_queue(),
+                Ok(false) => {}
+                Err(_) => self.interrupt.signal_used_queue(),
+            }
+        }
+        used
+    }
+}
+
+/// Errors filling a guest buffer.
+#[derive(Debug, thiserror::Error)]
+enum FillError {
+    #[error("getrandom failed: {0}")]
+    Random(std::io::Error),
+    #[error("buffer at {0:#x} is outside guest memory")]
+    Memory(u64),
+}
+
+fn fill_random(mem: &GuestMemoryMmap, addr: GuestAddress, len: usize) -> Result<(), FillError> {
+    // Check the whole range first so that a straddling buffer gets nothing.
+    if !mem.check_range(addr, len) {
+        return Err(FillError::Memory(addr.0));
+    }
+    let mut buf = vec![0u8; len];
+    let mut filled = 0;
+    while filled < len {
+        // SAFETY: the pointer and length describe the unfilled tail of `buf`,
+        // which getrandom writes at most `len - filled` bytes into.
+        let n = unsafe { libc::getrandom(buf[filled..].as_mut_ptr().cast(), len - filled, 0) };
+        if n < 0 {
+            let err = std::io::Error::last_os_error();
+            if err.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(FillError::Random(err));
+        }
+        filled += n as usize;
+    }
+    mem.write_slice(&buf, addr)
+        .map_err(|_| FillError::Memory(addr.0))
+}
