@@ -463,8 +463,16 @@ pub fn run(cfg: &TestHostConfig) -> Result<TestHostRun, TestHostError> {
         pumps.push(pump(err, errors.clone(), log.clone(), cfg.stream));
     }
     let (status, timed_out) = wait_with_timeout(&mut child, cfg.timeout)?;
+    // QEMU has exited; its pipes close with it. Don't hang if something else
+    // still holds them: give the readers a few seconds, then go on.
+    let drain_deadline = Instant::now() + Duration::from_secs(5);
+    while pumps.iter().any(|p| !p.is_finished()) && Instant::now() < drain_deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     for p in pumps {
-        let _ = p.join();
+        if p.is_finished() {
+            let _ = p.join();
+        }
     }
     let elapsed = start.elapsed();
 
@@ -596,6 +604,45 @@ mod tests {
         assert!(s.contains("kernel 6.12.95+deb12-amd64 (linux-image-x 1 sha256 ab)"));
         assert!(s.contains("vmm MISSING"));
         assert!(manifest_summary("nope").contains("unreadable"));
+    }
+
+    /// A stand-in "QEMU" that ignores its arguments, prints a section and hangs:
+    /// the runner must kill it at the hard timeout and keep what it printed.
+    #[test]
+    fn hard_timeout_kills_and_keeps_console() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("vmstack-th-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fake = dir.join("fake-qemu");
+        std::fs::write(
+            &fake,
+            "#!/bin/sh\necho '@@BEGIN a'\necho partial\nexec sleep 30\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let cfg = TestHostConfig {
+            qemu: fake,
+            kernel: "k".into(),
+            initrd: "i".into(),
+            manifest: None,
+            scenarios: vec!["a".into()],
+            scenario_timeout: Duration::from_secs(1),
+            timeout: Duration::from_millis(1500),
+            memory_mib: 64,
+            extra_append: vec![],
+            log_path: dir.join("run.log"),
+            stream: false,
+        };
+        let run = run(&cfg).unwrap();
+        assert!(run.timed_out);
+        assert!(run.elapsed < Duration::from_secs(10));
+        let a = run.scenario("a").unwrap();
+        assert_eq!(a.rc, None);
+        assert!(a.contains("partial"));
+        let log = std::fs::read_to_string(dir.join("run.log")).unwrap();
+        assert!(log.contains("partial") && log.contains("timed out: true"));
+        assert!(run.failure_report("x").contains("run.log"));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
