@@ -10,8 +10,12 @@ use std::time::Instant;
 use devices::legacy::acpi_pm::ACPI_PM_RANGE_LEN;
 use devices::legacy::i8042::I8042_RANGE_LEN;
 use devices::legacy::{AcpiPmDevice, BootTimer, I8042Device, SerialDevice};
+use devices::virtio::mmio::{MmioTransport, MMIO_WINDOW_SIZE, NOTIFY_REG_OFFSET};
+use devices::virtio::rng::Rng;
+use devices::virtio::VirtioDevice;
 use devices::{Bus, BusError, PowerEventSink};
 use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
+use kvm_ioctls::IoEventAddress;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::arch::x86_64::{self as arch, layout};
@@ -63,6 +67,17 @@ pub enum BuildError {
     Irq {
         /// Which device.
         what: &'static str,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// More virtio devices than free interrupt lines.
+    #[error("too many virtio devices: at most {} fit", layout::IOAPIC_NUM_PINS - layout::VIRTIO_MMIO_GSI_START)]
+    TooManyDevices,
+    /// Wiring a virtio device's interrupt or notifications failed.
+    #[error("cannot wire virtio device (type {kind}): {source}")]
+    Virtio {
+        /// Virtio device type.
+        kind: u32,
         /// The error.
         source: std::io::Error,
     },
@@ -121,6 +136,59 @@ fn open(path: &std::path::Path) -> Result<File, BuildError> {
     })
 }
 
+/// Hands out virtio-mmio windows and GSIs, and remembers them for the DSDT.
+#[derive(Default)]
+struct VirtioSlots {
+    acpi: Vec<arch::acpi::VirtioMmioAcpi>,
+}
+
+impl VirtioSlots {
+    fn next(&mut self) -> Result<(u64, u32), BuildError> {
+        let index = self.acpi.len() as u32;
+        let gsi = layout::VIRTIO_MMIO_GSI_START + index;
+        if gsi >= layout::IOAPIC_NUM_PINS {
+            return Err(BuildError::TooManyDevices);
+        }
+        let base = layout::VIRTIO_MMIO_START + u64::from(index) * MMIO_WINDOW_SIZE;
+        self.acpi.push(arch::acpi::VirtioMmioAcpi {
+            base: base as u32,
+            size: MMIO_WINDOW_SIZE as u32,
+            gsi,
+        });
+        Ok((base, gsi))
+    }
+}
+
+/// Puts `device` behind a virtio-mmio transport: irqfd for its GSI, one
+/// ioeventfd per queue on `QueueNotify`, and its window on the MMIO bus.
+fn attach_virtio(
+    vm: &Vm,
+    mmio: &mut Bus,
+    slots: &mut VirtioSlots,
+    device: Box<dyn VirtioDevice>,
+) -> Result<(), BuildError> {
+    let kind = device.device_type();
+    let (base, gsi) = slots.next()?;
+    let wire_err = |source| BuildError::Virtio { kind, source };
+    let irqfd = EventFd::new(libc::EFD_NONBLOCK).map_err(wire_err)?;
+    vm.fd()
+        .register_irqfd(&irqfd, gsi)
+        .map_err(|e| wire_err(std::io::Error::from_raw_os_error(e.errno())))?;
+    let transport = MmioTransport::new(device, vm.memory().clone(), irqfd).map_err(wire_err)?;
+    for (index, event) in transport.queue_events().iter().enumerate() {
+        vm.fd()
+            .register_ioevent(
+                event,
+                &IoEventAddress::Mmio(base + NOTIFY_REG_OFFSET),
+                index as u32,
+            )
+            .map_err(|e| wire_err(std::io::Error::from_raw_os_error(e.errno())))?;
+    }
+    tracing::debug!("virtio device type {kind} at {base:#x}, GSI {gsi}");
+    mmio.insert(Arc::new(Mutex::new(transport)), base, MMIO_WINDOW_SIZE)?;
+    Ok(())
+}
+
 /// Builds the VM described by `config`. Guest power requests and vCPU
 /// failures are delivered to `events`; `start` is the VMM's start time.
 pub fn build_vm(
@@ -144,11 +212,6 @@ pub fn build_vm(
         }
         None => None,
     };
-    let rsdp = arch::acpi::setup_acpi_tables(mem, config.cpus)?;
-    let cmdline = arch::boot::build_cmdline(DEFAULT_CMDLINE, &config.params)?;
-    arch::boot::setup_zero_page(mem, &cmdline, &kernel, initrd, rsdp)?;
-    arch::boot::setup_reset_vector(mem)?;
-
     // Legacy devices on the port I/O bus.
     let power_events = events.clone();
     let power = PowerEventSink::new(move |event| {
@@ -187,7 +250,19 @@ pub fn build_vm(
         u64::from(layout::BOOT_TIMER_PORT),
         1,
     )?;
-    let mmio = Bus::new();
+
+    // Virtio devices on the MMIO bus, announced through ACPI.
+    let mut mmio = Bus::new();
+    let mut virtio_slots = VirtioSlots::default();
+    if config.rng {
+        attach_virtio(&vm, &mut mmio, &mut virtio_slots, Box::new(Rng::new()))?;
+    }
+
+    // ACPI and the zero page, now that every device is known.
+    let rsdp = arch::acpi::setup_acpi_tables(mem, config.cpus, &virtio_slots.acpi)?;
+    let cmdline = arch::boot::build_cmdline(DEFAULT_CMDLINE, &config.params)?;
+    arch::boot::setup_zero_page(mem, &cmdline, &kernel, initrd, rsdp)?;
+    arch::boot::setup_reset_vector(mem)?;
 
     // vCPUs.
     let supported_cpuid = kvm

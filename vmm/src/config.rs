@@ -114,6 +114,8 @@ pub struct VmConfig {
     pub serial: SerialConfig,
     /// Control socket path.
     pub socket: Option<PathBuf>,
+    /// Whether to add a virtio-rng device.
+    pub rng: bool,
 }
 
 /// Raw values from the command line, before validation.
@@ -133,6 +135,8 @@ pub struct RawVmConfig {
     pub serial: SerialConfig,
     /// Control socket path.
     pub socket: Option<PathBuf>,
+    /// Whether to add a virtio-rng device.
+    pub rng: bool,
 }
 
 impl RawVmConfig {
@@ -169,6 +173,7 @@ impl RawVmConfig {
             params: self.params,
             serial: self.serial,
             socket: self.socket,
+            rng: self.rng,
         })
     }
 }
@@ -200,6 +205,7 @@ mod tests {
             params: vec![],
             serial: SerialConfig::default(),
             socket: None,
+            rng: false,
         }
     }
 

@@ -71,6 +71,10 @@ struct RunArgs {
     /// Control socket to create (see `vmm stop` / `vmm status`).
     #[arg(short = 's', long = "socket")]
     socket: Option<PathBuf>,
+    /// Add a virtio-rng device fed by the host's getrandom(2); the guest's
+    /// virtio_rng driver serves it as /dev/hwrng.
+    #[arg(long = "rng")]
+    rng: bool,
     /// Kernel image: bzImage or ELF vmlinux (64-bit entry).
     kernel: PathBuf,
 }
@@ -84,6 +88,7 @@ fn run(args: RunArgs, start: Instant) -> anyhow::Result<ExitReason> {
         params: args.params,
         serial: args.serial,
         socket: args.socket,
+        rng: args.rng,
     }
     .validate(host_mem_mib())?;
     let (events_tx, events_rx) = channel();

@@ -23,7 +23,8 @@
 //! with hand-written field offsets taken from the ACPI 6.5 specification.
 
 use acpi_tables::aml::{
-    Device, EISAName, Interrupt, Name, Package, Path, ResourceTemplate, Scope, IO, ZERO,
+    Device, EISAName, Interrupt, Memory32Fixed, Name, Package, Path, ResourceTemplate, Scope, IO,
+    ZERO,
 };
 use acpi_tables::fadt::{FADTBuilder, Flags, FADT};
 use acpi_tables::gas::{AccessSize, AddressSpace, GAS};
@@ -110,7 +111,11 @@ pub enum AcpiError {
 /// [`AcpiError::TooManyCpus`] if `num_cpus` is 0 or above [`MAX_CPUS`],
 /// [`AcpiError::TablesTooLarge`] if the tables don't fit in the ACPI area and
 /// [`AcpiError::Write`] if `mem` doesn't cover the area.
-pub fn setup_acpi_tables<M: GuestMemory>(mem: &M, num_cpus: u8) -> Result<GuestAddress, AcpiError> {
+pub fn setup_acpi_tables<M: GuestMemory>(
+    mem: &M,
+    num_cpus: u8,
+    virtio_devices: &[VirtioMmioAcpi],
+) -> Result<GuestAddress, AcpiError> {
     if num_cpus == 0 || num_cpus > MAX_CPUS {
         return Err(AcpiError::TooManyCpus(num_cpus));
     }
@@ -122,7 +127,7 @@ pub fn setup_acpi_tables<M: GuestMemory>(mem: &M, num_cpus: u8) -> Result<GuestA
     let rsdp_addr = area.reserve(Rsdp::len())?;
     debug_assert_eq!(rsdp_addr.0, RSDP_START);
 
-    let dsdt = to_bytes(&build_dsdt());
+    let dsdt = to_bytes(&build_dsdt(virtio_devices));
     let dsdt_addr = area.reserve(dsdt.len())?;
 
     let madt = to_bytes(&build_madt(num_cpus));
@@ -221,11 +226,42 @@ fn com1_aml(aml: &mut Vec<u8>) {
     Scope::new(Path::new("\\_SB_"), vec![&device]).to_aml_bytes(aml);
 }
 
-/// The DSDT: the COM1 serial port and the `\_S5_` (soft off) and `\_S3_`
-/// (suspend to RAM) sleep states.
-fn build_dsdt() -> Sdt {
+/// A virtio-mmio device as the DSDT announces it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VirtioMmioAcpi {
+    /// Base of the device's MMIO window.
+    pub base: u32,
+    /// Size of the window.
+    pub size: u32,
+    /// The device's interrupt (an IOAPIC GSI, edge-triggered, active high).
+    pub gsi: u32,
+}
+
+/// `\_SB_.VRnn` devices with `_HID` "LNRO0005", which Linux's stock
+/// `virtio_mmio` driver binds to (its ACPI match), so no kernel command line
+/// is needed and, with hardware-reduced ACPI, the interrupt gets mapped.
+fn virtio_mmio_aml(devices: &[VirtioMmioAcpi], aml: &mut Vec<u8>) {
+    let hid = "LNRO0005";
+    for (i, dev) in devices.iter().enumerate() {
+        let hid_name = Name::new(Path::new("_HID"), &hid);
+        let uid_value = i as u32;
+        let uid = Name::new(Path::new("_UID"), &uid_value);
+        let window = Memory32Fixed::new(true, dev.base, dev.size);
+        let irq = Interrupt::new(true, true, false, false, dev.gsi);
+        let resources = ResourceTemplate::new(vec![&window, &irq]);
+        let crs = Name::new(Path::new("_CRS"), &resources);
+        let name = format!("VR{:02X}", i & 0xff);
+        let device = Device::new(Path::new(&name), vec![&hid_name, &uid, &crs]);
+        Scope::new(Path::new("\\_SB_"), vec![&device]).to_aml_bytes(aml);
+    }
+}
+
+/// The DSDT: the COM1 serial port, the virtio-mmio devices and the `\_S5_`
+/// (soft off) and `\_S3_` (suspend to RAM) sleep states.
+fn build_dsdt(virtio_devices: &[VirtioMmioAcpi]) -> Sdt {
     let mut aml = Vec::new();
     com1_aml(&mut aml);
+    virtio_mmio_aml(virtio_devices, &mut aml);
     sleep_state_aml("_S5_", ACPI_SLP_TYP_S5, &mut aml);
     sleep_state_aml("_S3_", ACPI_SLP_TYP_S3, &mut aml);
 
@@ -400,7 +436,7 @@ mod tests {
 
     fn setup(num_cpus: u8) -> (GuestMemoryMmap<()>, Tables) {
         let mem = guest_memory();
-        let rsdp_addr = setup_acpi_tables(&mem, num_cpus).unwrap();
+        let rsdp_addr = setup_acpi_tables(&mem, num_cpus, &[]).unwrap();
         assert_eq!(rsdp_addr, GuestAddress(RSDP_START));
 
         let rsdp = read(&mem, RSDP_START, RSDP_LEN);
@@ -494,6 +530,44 @@ mod tests {
     }
 
     #[test]
+    fn dsdt_declares_virtio_mmio_devices() {
+        let mem = guest_memory();
+        let devices = [
+            VirtioMmioAcpi {
+                base: 0xd000_0000,
+                size: 0x1000,
+                gsi: 5,
+            },
+            VirtioMmioAcpi {
+                base: 0xd000_1000,
+                size: 0x1000,
+                gsi: 6,
+            },
+        ];
+        setup_acpi_tables(&mem, 1, &devices).unwrap();
+        let xsdt_addr = u64::from_le_bytes(read(&mem, RSDP_START + 24, 8).try_into().unwrap());
+        let fadt_addr = u64::from(u32::from_le_bytes(
+            read(&mem, xsdt_addr + 36, 4).try_into().unwrap(),
+        ));
+        let dsdt_addr = u64::from_le_bytes(read(&mem, fadt_addr + 140, 8).try_into().unwrap());
+        let len = u32::from_le_bytes(read(&mem, dsdt_addr + 4, 4).try_into().unwrap());
+        let dsdt = read(&mem, dsdt_addr, len as usize);
+        assert_eq!(sum(&dsdt), 0, "DSDT checksum");
+        assert!(contains(&dsdt, b"VR00") && contains(&dsdt, b"VR01"));
+        assert!(contains(&dsdt, b"LNRO0005"));
+        // Memory32Fixed: read-write, base 0xd0001000, length 0x1000.
+        assert!(contains(
+            &dsdt,
+            &[0x86, 0x09, 0x00, 0x01, 0x00, 0x10, 0x00, 0xd0, 0x00, 0x10, 0x00, 0x00]
+        ));
+        // Extended interrupt, edge, active high: GSI 6.
+        assert!(contains(
+            &dsdt,
+            &[0x89, 0x06, 0x00, 0x03, 0x01, 0x06, 0x00, 0x00, 0x00]
+        ));
+    }
+
+    #[test]
     fn dsdt_declares_com1_with_its_ports_and_irq() {
         let (_, tables) = setup(1);
         let aml = &tables.dsdt.1[SDT_HEADER..];
@@ -572,7 +646,7 @@ mod tests {
         let mem = guest_memory();
         for n in [0, 255] {
             assert!(matches!(
-                setup_acpi_tables(&mem, n),
+                setup_acpi_tables(&mem, n, &[]),
                 Err(AcpiError::TooManyCpus(m)) if m == n
             ));
         }
@@ -582,7 +656,7 @@ mod tests {
     fn memory_not_covering_acpi_area() {
         let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x1000)]).unwrap();
         assert!(matches!(
-            setup_acpi_tables(&mem, 1),
+            setup_acpi_tables(&mem, 1, &[]),
             Err(AcpiError::Write(_))
         ));
     }

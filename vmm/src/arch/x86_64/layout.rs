@@ -56,6 +56,10 @@ pub const MMIO_GAP_START: u64 = 0xc000_0000;
 pub const MMIO_GAP_END: u64 = 0x1_0000_0000;
 /// First address handed to virtio-mmio devices.
 pub const VIRTIO_MMIO_START: u64 = 0xd000_0000;
+/// First GSI handed to virtio-mmio devices (0-4 are legacy: timer, COM1...).
+pub const VIRTIO_MMIO_GSI_START: u32 = 5;
+/// Number of pins on KVM's in-kernel IOAPIC (GSIs 0-23).
+pub const IOAPIC_NUM_PINS: u32 = 24;
 /// Address of the in-kernel IOAPIC.
 pub const IOAPIC_START: u64 = 0xfec0_0000;
 /// Address of the local APICs.
