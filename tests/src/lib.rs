@@ -5,6 +5,7 @@
 //! QEMU/TCG machine that has a real, nested KVM. [`testhost`] boots that machine,
 //! captures its console and splits it into per-scenario results.
 
+pub mod scenario;
 pub mod testhost;
 
 use std::path::PathBuf;

@@ -1,0 +1,101 @@
+//! Helpers for integration tests that share one test-host boot: run the
+//! scenarios once, then let each `#[test]` check its own section.
+
+use std::sync::OnceLock;
+
+use crate::testhost::{self, ScenarioResult, TestHostConfig, TestHostRun};
+
+/// One outer boot running `scenarios`, started by the first test that asks.
+pub struct SharedRun {
+    scenarios: &'static [&'static str],
+    run: OnceLock<Result<TestHostRun, String>>,
+}
+
+impl SharedRun {
+    /// A run of `scenarios` (names of `prebuilts/testhost/scenarios/*.sh`).
+    pub const fn new(scenarios: &'static [&'static str]) -> Self {
+        Self {
+            scenarios,
+            run: OnceLock::new(),
+        }
+    }
+
+    /// The finished run; panics (with the reason) if the test host could not
+    /// be booted.
+    pub fn get(&self) -> &TestHostRun {
+        let run = self.run.get_or_init(|| {
+            let images = crate::images_dir_x86_64();
+            let cfg = TestHostConfig::from_images_dir(&images, self.scenarios, &crate::log_dir())
+                .map_err(|e| e.to_string())?;
+            testhost::run(&cfg).map_err(|e| e.to_string())
+        });
+        match run {
+            Ok(run) => run,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// The section of scenario `name`, checked to have ended with `rc`.
+    pub fn section(&self, name: &str, rc: i32) -> Section<'_> {
+        let run = self.get();
+        let Some(result) = run.scenario(name) else {
+            panic!(
+                "{}",
+                run.failure_report(&format!("no @@BEGIN {name} section in the console"))
+            );
+        };
+        let section = Section { run, result };
+        if result.rc != Some(rc) {
+            section.fail(&format!("rc {:?}, expected {rc}", result.rc));
+        }
+        section
+    }
+}
+
+/// One scenario's output, with assertions that print the outer console on
+/// failure.
+pub struct Section<'a> {
+    /// The whole run.
+    pub run: &'a TestHostRun,
+    /// This scenario.
+    pub result: &'a ScenarioResult,
+}
+
+impl Section<'_> {
+    /// Fails the test with `why`, the scenario output and the console tail.
+    pub fn fail(&self, why: &str) -> ! {
+        panic!(
+            "{}",
+            self.run.failure_report(&format!(
+                "scenario {}: {why}; its output:\n{}",
+                self.result.name, self.result.output
+            ))
+        )
+    }
+
+    /// Asserts that the output contains `needle`.
+    pub fn expect(&self, needle: &str) -> &Self {
+        if !self.result.contains(needle) {
+            self.fail(&format!("{needle:?} not in its output"));
+        }
+        self
+    }
+
+    /// The value of the first `key=value` line in the output.
+    pub fn value(&self, key: &str) -> String {
+        let prefix = format!("{key}=");
+        self.result
+            .output
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(&prefix).map(str::to_string))
+            .unwrap_or_else(|| self.fail(&format!("no {key}= line")))
+    }
+
+    /// The value of `key=` parsed as a number.
+    pub fn number(&self, key: &str) -> u64 {
+        let v = self.value(key);
+        v.trim()
+            .parse()
+            .unwrap_or_else(|_| self.fail(&format!("{key}={v} is not a number")))
+    }
+}
