@@ -26,7 +26,7 @@ pub fn test(nested_only: bool) -> Result<()> {
         step!("run: cargo test --workspace (unit tests)");
         util::run(setup::cargo().args(["test", "--workspace"])).context("unit tests failed")?;
     }
-    step!("run: nested test host integration tests (tests/tests/boot_x86_64.rs)");
+    step!("run: nested test host integration tests (tests/tests/*.rs)");
     let nested = Instant::now();
     util::run(
         setup::cargo()
@@ -34,8 +34,7 @@ pub fn test(nested_only: bool) -> Result<()> {
                 "test",
                 "-p",
                 "vmstack-tests",
-                "--test",
-                "boot_x86_64",
+                "--tests",
                 "--",
                 "--include-ignored",
                 "--nocapture",
