@@ -16,20 +16,36 @@ pub fn workspace_root() -> PathBuf {
     manifest.parent().map(PathBuf::from).unwrap_or(manifest)
 }
 
-/// Default directory of the x86_64 images built by `cargo xtask images`
-/// (`<workspace>/target/images/x86_64`), overridden by `VMSTACK_IMAGES`.
-pub fn images_dir_x86_64() -> PathBuf {
-    match std::env::var_os("VMSTACK_IMAGES") {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => workspace_root().join("target/images/x86_64"),
+/// Cargo's target directory: `$CARGO_TARGET_DIR` (so parallel checkouts or
+/// developers can keep separate builds and images), else `<workspace>/target`.
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => {
+            let dir = PathBuf::from(dir);
+            if dir.is_absolute() {
+                dir
+            } else {
+                workspace_root().join(dir)
+            }
+        }
+        _ => workspace_root().join("target"),
     }
 }
 
-/// Directory for full console logs of test host runs (`<workspace>/target/testhost`),
+/// Default directory of the x86_64 images built by `cargo xtask images`
+/// (`<target dir>/images/x86_64`), overridden by `VMSTACK_IMAGES`.
+pub fn images_dir_x86_64() -> PathBuf {
+    match std::env::var_os("VMSTACK_IMAGES") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => target_dir().join("images/x86_64"),
+    }
+}
+
+/// Directory for full console logs of test host runs (`<target dir>/testhost`),
 /// overridden by `VMSTACK_LOG_DIR`.
 pub fn log_dir() -> PathBuf {
     match std::env::var_os("VMSTACK_LOG_DIR") {
         Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => workspace_root().join("target/testhost"),
+        _ => target_dir().join("testhost"),
     }
 }

@@ -27,9 +27,14 @@ pub fn prebuilts() -> PathBuf {
     workspace_root().join("prebuilts")
 }
 
-/// Output directory of the x86_64 images (`target/images/x86_64`).
+/// Cargo's target directory (honours `CARGO_TARGET_DIR`).
+pub fn target_dir() -> PathBuf {
+    vmstack_tests::target_dir()
+}
+
+/// Output directory of the x86_64 images (`<target dir>/images/x86_64`).
 pub fn images_x86_64() -> PathBuf {
-    workspace_root().join("target/images/x86_64")
+    target_dir().join("images/x86_64")
 }
 
 /// Musl target triple the VMM is built for.
@@ -37,8 +42,7 @@ pub const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
 
 /// The static VMM binary built by `cargo build --release --target x86_64-unknown-linux-musl -p vmm`.
 pub fn vmm_musl_binary() -> PathBuf {
-    workspace_root()
-        .join("target")
+    target_dir()
         .join(MUSL_TARGET)
         .join("release/vmm")
 }
