@@ -70,6 +70,9 @@ pub enum BuildError {
         /// The error.
         source: std::io::Error,
     },
+    /// An option whose device is not implemented yet.
+    #[error("{0} is not supported by this build yet")]
+    Unsupported(&'static str),
     /// More virtio devices than free interrupt lines.
     #[error("too many virtio devices: at most {} fit", layout::IOAPIC_NUM_PINS - layout::VIRTIO_MMIO_GSI_START)]
     TooManyDevices,
@@ -254,8 +257,21 @@ pub fn build_vm(
     // Virtio devices on the MMIO bus, announced through ACPI.
     let mut mmio = Bus::new();
     let mut virtio_slots = VirtioSlots::default();
-    if config.rng {
+    let devs = &config.devices;
+    if devs.rng {
         attach_virtio(&vm, &mut mmio, &mut virtio_slots, Box::new(Rng::new()))?;
+    }
+    // Device kinds whose implementation has not landed yet are refused, never
+    // silently dropped.
+    for (wanted, option) in [
+        (!devs.disks.is_empty(), "--disk/--rwdisk"),
+        (!devs.nets.is_empty(), "--net"),
+        (devs.vsock.is_some(), "--vsock"),
+        (devs.console.is_some(), "--console"),
+    ] {
+        if wanted {
+            return Err(BuildError::Unsupported(option));
+        }
     }
 
     // ACPI and the zero page, now that every device is known.

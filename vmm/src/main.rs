@@ -11,7 +11,10 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use vmm::config::{host_mem_mib, RawVmConfig, SerialConfig};
+use vmm::config::{
+    host_mem_mib, ConsoleConfig, DeviceConfig, DiskConfig, NetConfig, RawVmConfig, SerialConfig,
+    VsockConfig,
+};
 use vmm::control::{self, ControlRequest};
 use vmm::runner::ExitReason;
 
@@ -75,6 +78,22 @@ struct RunArgs {
     /// virtio_rng driver serves it as /dev/hwrng.
     #[arg(long = "rng")]
     rng: bool,
+    /// Read-only virtio-blk disk: PATH[,id=ID]; repeatable (vda, vdb, ...).
+    #[arg(long = "disk", value_parser = |s: &str| DiskConfig::parse(s, true))]
+    disk: Vec<DiskConfig>,
+    /// Read-write virtio-blk disk: PATH[,id=ID]; repeatable.
+    #[arg(long = "rwdisk", value_parser = |s: &str| DiskConfig::parse(s, false))]
+    rwdisk: Vec<DiskConfig>,
+    /// virtio-net on a host tap: tap=NAME[,mac=AA:BB:CC:DD:EE:FF]; repeatable.
+    #[arg(long = "net")]
+    net: Vec<NetConfig>,
+    /// virtio-vsock: cid=N,socket=PATH (host side: hybrid vsock over unix
+    /// sockets; see docs/vsock.md).
+    #[arg(long = "vsock")]
+    vsock: Option<VsockConfig>,
+    /// virtio-console (guest hvc0): type=stdout|sink, or type=file|unix,path=PATH.
+    #[arg(long = "console")]
+    console: Option<ConsoleConfig>,
     /// Kernel image: bzImage or ELF vmlinux (64-bit entry).
     kernel: PathBuf,
 }
@@ -88,7 +107,15 @@ fn run(args: RunArgs, start: Instant) -> anyhow::Result<ExitReason> {
         params: args.params,
         serial: args.serial,
         socket: args.socket,
-        rng: args.rng,
+        devices: DeviceConfig {
+            rng: args.rng,
+            // Disks keep command-line order within each flag; read-only ones
+            // come first.
+            disks: args.disk.into_iter().chain(args.rwdisk).collect(),
+            nets: args.net,
+            vsock: args.vsock,
+            console: args.console,
+        },
     }
     .validate(host_mem_mib())?;
     let (events_tx, events_rx) = channel();

@@ -1,8 +1,12 @@
 //! What the user asked for: the VM configuration, parsed and validated before
 //! anything touches KVM.
 
+mod devices;
+
 use std::path::PathBuf;
 use std::str::FromStr;
+
+pub use devices::{ConsoleConfig, DeviceConfig, DiskConfig, NetConfig, VsockConfig};
 
 /// Errors in the user's VM configuration. Each message says what to change.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -33,6 +37,19 @@ pub enum ConfigError {
         requested: u64,
         /// Host RAM in MiB.
         host: u64,
+    },
+    /// A disk image does not exist.
+    #[error("disk image {0} not found: check the --disk/--rwdisk path")]
+    DiskMissing(PathBuf),
+    /// A malformed device option.
+    #[error("invalid {option} '{value}': expected {expected}")]
+    Option {
+        /// The option, e.g. `--net`.
+        option: &'static str,
+        /// What was given.
+        value: String,
+        /// The accepted form.
+        expected: &'static str,
     },
     /// A malformed `--serial` option.
     #[error("invalid --serial '{0}': expected type=stdout|file|sink[,path=FILE][,num=1]")]
@@ -114,8 +131,8 @@ pub struct VmConfig {
     pub serial: SerialConfig,
     /// Control socket path.
     pub socket: Option<PathBuf>,
-    /// Whether to add a virtio-rng device.
-    pub rng: bool,
+    /// Virtio devices.
+    pub devices: DeviceConfig,
 }
 
 /// Raw values from the command line, before validation.
@@ -135,8 +152,8 @@ pub struct RawVmConfig {
     pub serial: SerialConfig,
     /// Control socket path.
     pub socket: Option<PathBuf>,
-    /// Whether to add a virtio-rng device.
-    pub rng: bool,
+    /// Virtio devices.
+    pub devices: DeviceConfig,
 }
 
 impl RawVmConfig {
@@ -165,6 +182,7 @@ impl RawVmConfig {
                 host: host_mem_mib,
             });
         }
+        self.devices.validate()?;
         Ok(VmConfig {
             kernel: self.kernel,
             initrd: self.initrd,
@@ -173,7 +191,7 @@ impl RawVmConfig {
             params: self.params,
             serial: self.serial,
             socket: self.socket,
-            rng: self.rng,
+            devices: self.devices,
         })
     }
 }
@@ -205,7 +223,7 @@ mod tests {
             params: vec![],
             serial: SerialConfig::default(),
             socket: None,
-            rng: false,
+            devices: DeviceConfig::default(),
         }
     }
 

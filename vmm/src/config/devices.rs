@@ -1,0 +1,291 @@
+//! Per-device options, in crosvm's spelling (`key=value,...`).
+//!
+//! Each option parses into a typed config here; the builder turns them into
+//! devices. Parse errors name the option and the expected form.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use super::ConfigError;
+
+/// All devices the user asked for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceConfig {
+    /// `--rng`: a virtio-rng device.
+    pub rng: bool,
+    /// `--disk` / `--rwdisk`, in order (the first is `/dev/vda`).
+    pub disks: Vec<DiskConfig>,
+    /// `--net`, in order.
+    pub nets: Vec<NetConfig>,
+    /// `--vsock`.
+    pub vsock: Option<VsockConfig>,
+    /// `--console`: a virtio-console (`hvc0`).
+    pub console: Option<ConsoleConfig>,
+}
+
+impl DeviceConfig {
+    /// Checks the options against the host (files exist, ...).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for disk in &self.disks {
+            if !disk.path.is_file() {
+                return Err(ConfigError::DiskMissing(disk.path.clone()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Splits `key=value,key=value` into pairs; a bare first item is returned
+/// under the key `""` (crosvm accepts `--disk PATH,ro=true`).
+fn pairs(s: &str) -> impl Iterator<Item = (&str, &str)> {
+    s.split(',')
+        .filter(|p| !p.is_empty())
+        .map(|p| p.split_once('=').unwrap_or(("", p)))
+}
+
+fn parse_bool(v: &str) -> Option<bool> {
+    match v {
+        "true" | "on" | "1" => Some(true),
+        "false" | "off" | "0" => Some(false),
+        _ => None,
+    }
+}
+
+/// A block device: `--disk PATH[,id=ID]` (read-only) or
+/// `--rwdisk PATH[,id=ID]` (read-write).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskConfig {
+    /// Raw image file.
+    pub path: PathBuf,
+    /// Whether the guest may only read.
+    pub read_only: bool,
+    /// Serial reported by `VIRTIO_BLK_T_GET_ID` (at most 20 bytes).
+    pub id: Option<String>,
+}
+
+impl DiskConfig {
+    /// Parses the value of `--disk` (`read_only = true`) or `--rwdisk`.
+    pub fn parse(s: &str, read_only: bool) -> Result<Self, ConfigError> {
+        let err = || ConfigError::Option {
+            option: if read_only { "--disk" } else { "--rwdisk" },
+            value: s.to_string(),
+            expected: "PATH[,id=ID] (id at most 20 bytes)",
+        };
+        let mut path = None;
+        let mut id = None;
+        for (key, value) in pairs(s) {
+            match key {
+                "" | "path" if path.is_none() => path = Some(PathBuf::from(value)),
+                "id" if value.len() <= 20 => id = Some(value.to_string()),
+                _ => return Err(err()),
+            }
+        }
+        Ok(Self {
+            path: path.ok_or_else(err)?,
+            read_only,
+            id,
+        })
+    }
+}
+
+/// A network card on a host tap device: `--net tap=NAME[,mac=AA:BB:..]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetConfig {
+    /// Tap interface name (created if missing and permitted).
+    pub tap: String,
+    /// Guest MAC address; a fixed locally administered one if absent.
+    pub mac: Option<[u8; 6]>,
+}
+
+fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = s.split(':');
+    for byte in &mut mac {
+        *byte = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
+impl FromStr for NetConfig {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = || ConfigError::Option {
+            option: "--net",
+            value: s.to_string(),
+            expected: "tap=NAME[,mac=AA:BB:CC:DD:EE:FF] (NAME at most 15 bytes)",
+        };
+        let mut tap = None;
+        let mut mac = None;
+        for (key, value) in pairs(s) {
+            match key {
+                "tap" if !value.is_empty() && value.len() <= 15 => tap = Some(value.to_string()),
+                "mac" => mac = Some(parse_mac(value).ok_or_else(err)?),
+                _ => return Err(err()),
+            }
+        }
+        Ok(Self {
+            tap: tap.ok_or_else(err)?,
+            mac,
+        })
+    }
+}
+
+/// A vsock device: `--vsock cid=N[,socket=PATH]`.
+///
+/// The host side is Firecracker's "hybrid vsock": host programs connect to
+/// the unix socket `PATH` and write `CONNECT <port>\n`; guest connections to
+/// host port P go to the unix socket `PATH_P`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VsockConfig {
+    /// Guest context id (3 or more; 0-2 are reserved).
+    pub cid: u64,
+    /// Host unix socket path.
+    pub socket: PathBuf,
+}
+
+impl FromStr for VsockConfig {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = || ConfigError::Option {
+            option: "--vsock",
+            value: s.to_string(),
+            expected: "cid=N,socket=PATH (N >= 3)",
+        };
+        let mut cid = None;
+        let mut socket = None;
+        for (key, value) in pairs(s) {
+            match key {
+                "cid" => cid = Some(value.parse::<u64>().map_err(|_| err())?),
+                "socket" | "uds_path" if !value.is_empty() => socket = Some(PathBuf::from(value)),
+                _ => return Err(err()),
+            }
+        }
+        let cid = cid
+            .filter(|&c| (3..u64::from(u32::MAX)).contains(&c))
+            .ok_or_else(err)?;
+        Ok(Self {
+            cid,
+            socket: socket.ok_or_else(err)?,
+        })
+    }
+}
+
+/// Where a virtio-console goes: `--console type=stdout|file|unix|sink[,path=..]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConsoleConfig {
+    /// The VMM's stdout, input from stdin (then the serial port gets no
+    /// stdin).
+    Stdout,
+    /// Output to a file.
+    File(PathBuf),
+    /// A unix stream socket the VMM listens on; one client at a time gets
+    /// the console.
+    Unix(PathBuf),
+    /// Discarded.
+    Sink,
+}
+
+impl FromStr for ConsoleConfig {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = || ConfigError::Option {
+            option: "--console",
+            value: s.to_string(),
+            expected: "type=stdout|sink or type=file|unix,path=PATH",
+        };
+        let mut kind = None;
+        let mut path = None;
+        let mut extra_ok = true;
+        for (key, value) in pairs(s) {
+            match key {
+                "type" => kind = Some(value),
+                "path" => path = Some(PathBuf::from(value)),
+                // crosvm's spelling; accepted when true.
+                "console" => extra_ok &= parse_bool(value).is_some(),
+                _ => return Err(err()),
+            }
+        }
+        if !extra_ok {
+            return Err(err());
+        }
+        match (kind.ok_or_else(err)?, path) {
+            ("stdout", None) => Ok(Self::Stdout),
+            ("sink", None) => Ok(Self::Sink),
+            ("file", Some(p)) => Ok(Self::File(p)),
+            ("unix", Some(p)) => Ok(Self::Unix(p)),
+            _ => Err(err()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disks() {
+        assert_eq!(
+            DiskConfig::parse("/a.img", true).unwrap(),
+            DiskConfig {
+                path: "/a.img".into(),
+                read_only: true,
+                id: None
+            }
+        );
+        let d = DiskConfig::parse("/b.img,id=root", false).unwrap();
+        assert_eq!((d.read_only, d.id.as_deref()), (false, Some("root")));
+        assert!(DiskConfig::parse("", false).is_err());
+        assert!(DiskConfig::parse("/a,id=123456789012345678901", false).is_err());
+        assert!(DiskConfig::parse("/a,bogus=1", false).is_err());
+    }
+
+    #[test]
+    fn nets() {
+        let n: NetConfig = "tap=vmtap0,mac=52:54:00:12:34:56".parse().unwrap();
+        assert_eq!(n.tap, "vmtap0");
+        assert_eq!(n.mac, Some([0x52, 0x54, 0, 0x12, 0x34, 0x56]));
+        for bad in [
+            "",
+            "tap=",
+            "mac=52:54:00:12:34:56",
+            "tap=x,mac=1:2:3",
+            "tap=a,mac=zz:0:0:0:0:0",
+            "tap=0123456789abcdef",
+        ] {
+            assert!(bad.parse::<NetConfig>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn vsock() {
+        let v: VsockConfig = "cid=3,socket=/tmp/v.sock".parse().unwrap();
+        assert_eq!((v.cid, v.socket), (3, PathBuf::from("/tmp/v.sock")));
+        for bad in ["cid=2,socket=/x", "cid=3", "socket=/x", "cid=x,socket=/x"] {
+            assert!(bad.parse::<VsockConfig>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn consoles() {
+        assert_eq!(
+            "type=stdout".parse::<ConsoleConfig>().unwrap(),
+            ConsoleConfig::Stdout
+        );
+        assert_eq!(
+            "type=unix,path=/tmp/c".parse::<ConsoleConfig>().unwrap(),
+            ConsoleConfig::Unix("/tmp/c".into())
+        );
+        for bad in [
+            "",
+            "type=file",
+            "type=unix",
+            "type=tty",
+            "type=sink,console=maybe",
+        ] {
+            assert!(bad.parse::<ConsoleConfig>().is_err(), "{bad}");
+        }
+    }
+}
