@@ -39,7 +39,7 @@ enum Command {
     /// Exit status: 0 guest poweroff or `vmm stop`; 32 guest reboot (start it
     /// again to reboot); 33 VM crash; 1 bad arguments or set-up failure.
     /// The last line on stderr is `vmm: exit reason: <reason>`.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Ask a running VMM to stop its VM (through its --socket).
     Stop {
         /// The VMM's control socket.
@@ -141,7 +141,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run(args) => run(args, start).map(|reason| {
+        Command::Run(args) => run(*args, start).map(|reason| {
             eprintln!("vmm: exit reason: {reason}");
             ExitCode::from(reason.exit_code() as u8)
         }),
