@@ -5,7 +5,8 @@
 //!   and the nested test-host integration tests.
 //! - `cargo xtask demo [--direct]`: boot the demo guest in the test host (or
 //!   directly on this machine's `/dev/kvm`).
-//! - `cargo xtask bench boot`: reserved (not implemented yet).
+//! - `cargo xtask bench boot [--runs N]`: boot time and memory overhead against
+//!   QEMU `-M microvm` in the test host (see `docs/benchmarks.md`).
 //!
 //! See `docs/testing.md`.
 
@@ -68,10 +69,13 @@ enum Cmd {
         #[arg(long)]
         no_build: bool,
     },
-    /// Benchmarks (reserved: not implemented yet).
+    /// Benchmarks: `boot` (our VMM vs QEMU -M microvm; see docs/benchmarks.md).
     Bench {
-        /// What to benchmark, e.g. `boot`.
+        /// What to benchmark: `boot`.
         what: String,
+        /// Boots per VMM (at least 5); the medians are reported.
+        #[arg(long, default_value_t = bench::MIN_RUNS)]
+        runs: u32,
     },
 }
 
@@ -85,7 +89,7 @@ fn main() {
             scenarios,
             no_build,
         } => run::testhost(&scenarios, no_build),
-        Cmd::Bench { what } => bench::bench(&what),
+        Cmd::Bench { what, runs } => bench::bench(&what, runs),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

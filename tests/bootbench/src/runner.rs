@@ -1,0 +1,297 @@
+//! One measured boot: spawn a VMM, follow the tracepoints, sample smaps, kill.
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use bootbench::record::Sample;
+use bootbench::{smaps, trace};
+
+use crate::tracefs::Instance;
+
+/// How often the trace buffers are polled.
+pub const POLL: Duration = Duration::from_millis(10);
+/// How many stderr lines of a VMM are kept for failure reports.
+const TAIL_LINES: usize = 30;
+
+/// A VMM command to measure.
+#[derive(Debug, Clone)]
+pub struct VmmCommand {
+    /// Record name ([`bootbench::record::OURS`] or [`bootbench::record::QEMU_MICROVM`]).
+    pub name: &'static str,
+    /// The program.
+    pub program: PathBuf,
+    /// Its arguments.
+    pub args: Vec<String>,
+}
+
+impl VmmCommand {
+    /// The command line as one string (for the records).
+    pub fn display(&self) -> String {
+        let mut s = self.program.display().to_string();
+        for a in &self.args {
+            s.push(' ');
+            if a.contains(' ') {
+                s.push('"');
+                s.push_str(a);
+                s.push('"');
+            } else {
+                s.push_str(a);
+            }
+        }
+        s
+    }
+}
+
+/// The two tracefs instances: first VM entry and boot-timer port write.
+pub struct Probes {
+    /// `kvm/kvm_entry`, overwrite off (the first entry survives a full buffer).
+    pub entry: Instance,
+    /// `kvm/kvm_pio` filtered on the boot-timer port.
+    pub pio: Instance,
+}
+
+/// A failed run: the error and the VMM's last stderr lines.
+#[derive(Debug)]
+pub struct RunError {
+    /// What went wrong.
+    pub error: anyhow::Error,
+    /// The last lines the VMM wrote to stderr.
+    pub stderr_tail: Vec<String>,
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds (the clock of tracefs' `mono` trace clock).
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
+}
+
+/// Reads `reader` line by line, keeping the last [`TAIL_LINES`].
+fn drain(reader: impl Read + Send + 'static, tail: Arc<Mutex<VecDeque<String>>>) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut r = BufReader::new(reader);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match r.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            let line = String::from_utf8_lossy(&buf).trim_end().to_string();
+            if let Ok(mut t) = tail.lock() {
+                if t.len() == TAIL_LINES {
+                    t.pop_front();
+                }
+                t.push_back(line);
+            }
+        }
+    })
+}
+
+/// The number before ` us` in a line of ours like
+/// `... vcpu0: entering guest after 1234 us`, as ms.
+fn self_reported_ms(lines: &[String], marker: &str) -> Option<f64> {
+    lines.iter().find_map(|l| {
+        let rest = &l[l.find(marker)? + marker.len()..];
+        let us: f64 = rest.split_whitespace().next()?.parse().ok()?;
+        Some(us / 1000.0)
+    })
+}
+
+fn signal(child: &Child, sig: libc::c_int) {
+    if let Ok(pid) = libc::pid_t::try_from(child.id()) {
+        // SAFETY: kill(2) has no memory-safety preconditions; the pid is our
+        // un-reaped child, so it cannot have been recycled.
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
+/// Boots `cmd` once and measures it (see the crate docs and `docs/benchmarks.md`).
+pub fn measure(
+    cmd: &VmmCommand,
+    run: u32,
+    probes: &Probes,
+    guest_mib: u64,
+    timeout: Duration,
+) -> Result<Sample, RunError> {
+    let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
+    let result = measure_inner(cmd, run, probes, guest_mib, timeout, &stderr_tail);
+    let tail: Vec<String> = stderr_tail
+        .lock()
+        .map(|t| t.iter().cloned().collect())
+        .unwrap_or_default();
+    match result {
+        Ok(mut sample) => {
+            if cmd.name == bootbench::record::OURS {
+                sample.self_first_entry_ms = self_reported_ms(&tail, "entering guest after ");
+                sample.self_init_ms = self_reported_ms(&tail, "guest init reached after ");
+            }
+            Ok(sample)
+        }
+        Err(error) => Err(RunError {
+            error,
+            stderr_tail: tail,
+        }),
+    }
+}
+
+fn measure_inner(
+    cmd: &VmmCommand,
+    run: u32,
+    probes: &Probes,
+    guest_mib: u64,
+    timeout: Duration,
+    stderr_tail: &Arc<Mutex<VecDeque<String>>>,
+) -> Result<Sample> {
+    for p in [&probes.entry, &probes.pio] {
+        p.set_enabled(false)?;
+        p.clear()?;
+        p.set_enabled(true)?;
+    }
+    let mut command = Command::new(&cmd.program);
+    command
+        .args(&cmd.args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+
+    let t0 = monotonic_ns();
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("cannot start {}", cmd.program.display()))?;
+    let mut drains = Vec::new();
+    if let Some(out) = child.stdout.take() {
+        drains.push(drain(out, Arc::new(Mutex::new(VecDeque::new()))));
+    }
+    if let Some(err) = child.stderr.take() {
+        drains.push(drain(err, stderr_tail.clone()));
+    }
+
+    let outcome = follow(&mut child, t0, probes, guest_mib, timeout);
+    // Whatever happened: the VMM goes away now (we don't rely on its poweroff path).
+    signal(&child, libc::SIGKILL);
+    let _ = child.wait();
+    for d in drains {
+        let _ = d.join();
+    }
+    for p in [&probes.entry, &probes.pio] {
+        let _ = p.set_enabled(false);
+    }
+    let (entry_ns, init_ns, mem) = outcome?;
+    let ms = |ns: u64| -> Result<f64> {
+        let d = ns
+            .checked_sub(t0)
+            .ok_or_else(|| anyhow!("trace event at {ns} ns precedes the spawn at {t0} ns"))?;
+        Ok(d as f64 / 1e6)
+    };
+    let sample = Sample {
+        vmm: cmd.name.to_string(),
+        run,
+        first_entry_ms: ms(entry_ns)?,
+        init_ms: ms(init_ns)?,
+        rss_total_kib: mem.total_rss_kib,
+        guest_rss_kib: mem.guest_rss_kib,
+        overhead_kib: mem.overhead_kib(),
+        overhead_file_kib: mem.overhead_file_kib,
+        overhead_thp_kib: mem.overhead_thp_kib,
+        self_first_entry_ms: None,
+        self_init_ms: None,
+    };
+    sample
+        .validate()
+        .map_err(|e| anyhow!("inconsistent measurement: {e}"))?;
+    Ok(sample)
+}
+
+/// Polls the probes until the boot-timer write; then freezes the VMM (SIGSTOP)
+/// and reads its smaps. Returns (first entry ns, boot timer ns, memory).
+fn follow(
+    child: &mut Child,
+    t0: u64,
+    probes: &Probes,
+    guest_mib: u64,
+    timeout: Duration,
+) -> Result<(u64, u64, smaps::MemoryUse)> {
+    let deadline = t0 + u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
+    let mut entry: Option<u64> = None;
+    loop {
+        std::thread::sleep(POLL);
+        if entry.is_none() {
+            entry = trace::first_event_ns(&probes.entry.read()?, "kvm_entry");
+            if entry.is_some() {
+                // Only the first entry matters; stop paying for the tracepoint.
+                probes.entry.set_enabled(false)?;
+            }
+        }
+        if let Some(init) = trace::first_event_ns(&probes.pio.read()?, "kvm_pio") {
+            signal(child, libc::SIGSTOP);
+            let path = format!("/proc/{}/smaps", child.id());
+            let text =
+                std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+            let maps = smaps::parse(&text).with_context(|| format!("parsing {path}"))?;
+            let mem = smaps::memory_use(&maps, guest_mib).with_context(|| {
+                format!("{path} at /init (did the VMM exit before it could be sampled?)")
+            })?;
+            if entry.is_none() {
+                entry = trace::first_event_ns(&probes.entry.read()?, "kvm_entry");
+            }
+            let entry = entry.ok_or_else(|| {
+                anyhow!("boot-timer write seen but no kvm_entry event was recorded")
+            })?;
+            return Ok((entry, init, mem));
+        }
+        if let Some(status) = child.try_wait().context("waiting for the VMM")? {
+            bail!(
+                "the VMM exited ({status}) before the guest's boot-timer write \
+                 (first VM entry {})",
+                if entry.is_some() { "seen" } else { "not seen" }
+            );
+        }
+        if monotonic_ns() > deadline {
+            bail!(
+                "no boot-timer write within {} s (first VM entry {}); killed",
+                timeout.as_secs(),
+                if entry.is_some() { "seen" } else { "not seen" }
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn self_reported_times() {
+        let lines = vec![
+            "2026 INFO vmm::vstate::vcpu: vcpu0: entering guest after 1500 us".to_string(),
+            "2026 INFO devices: boot-timer: guest init reached after 812345 us".to_string(),
+        ];
+        assert_eq!(self_reported_ms(&lines, "entering guest after "), Some(1.5));
+        assert_eq!(
+            self_reported_ms(&lines, "guest init reached after "),
+            Some(812.345)
+        );
+        assert_eq!(self_reported_ms(&lines, "nothing "), None);
+    }
+
+    #[test]
+    fn command_display_quotes_spaces() {
+        let c = VmmCommand {
+            name: "ours",
+            program: "/bin/vmm".into(),
+            args: vec!["run".into(), "--params".into(), "quiet a=b".into()],
+        };
+        assert_eq!(c.display(), "/bin/vmm run --params \"quiet a=b\"");
+    }
+}
