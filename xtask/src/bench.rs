@@ -486,6 +486,7 @@ fn boot(runs: u32) -> Result<()> {
         "samples": parsed.samples,
         "failures": parsed.failures,
         "console_log": run.log_path.display().to_string(),
+        "testhost_elapsed_s": run.elapsed.as_secs_f64(),
     });
     let out_dir = paths::workspace_root().join("target/bench");
     std::fs::create_dir_all(&out_dir)
@@ -509,6 +510,11 @@ fn boot(runs: u32) -> Result<()> {
     if let (Some(o), Some(q)) = (&ours, &qemu) {
         print!("{}", table(o, q, runs));
     }
+    println!(
+        "  test host run {:.1} s (timed out: {})",
+        run.elapsed.as_secs_f64(),
+        run.timed_out
+    );
     println!(
         "  all runs: {}; console: {}",
         json_path.display(),
