@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use devices::legacy::acpi_pm::ACPI_PM_RANGE_LEN;
 use devices::legacy::i8042::I8042_RANGE_LEN;
-use devices::legacy::{AcpiPmDevice, BootTimer, I8042Device, SerialDevice};
+use devices::legacy::{AcpiPmDevice, BootTimer, I8042Device, PowerButton, SerialDevice};
 use devices::virtio::mmio::{MmioTransport, MMIO_WINDOW_SIZE, NOTIFY_REG_OFFSET};
 use devices::virtio::rng::Rng;
 use devices::virtio::VirtioDevice;
@@ -113,6 +113,8 @@ pub struct BuiltVm {
     pub serial: Arc<Mutex<SerialDevice>>,
     /// The ACPI power registers, to report wake-up after a suspend.
     pub acpi_pm: Arc<Mutex<AcpiPmDevice>>,
+    /// The ACPI power button.
+    pub power_button: PowerButton,
     /// Whether host stdin should be fed to the serial console.
     pub serial_reads_stdin: bool,
 }
@@ -193,11 +195,13 @@ fn attach_virtio(
 }
 
 /// Builds the VM described by `config`. Guest power requests and vCPU
-/// failures are delivered to `events`; `start` is the VMM's start time.
+/// failures are delivered to `events`, tagged with `boot` (the how-many-th
+/// boot of this VM in the process); `start` is the VMM's start time.
 pub fn build_vm(
     config: &VmConfig,
     start: Instant,
     events: Sender<VmEvent>,
+    boot: u64,
 ) -> Result<BuiltVm, BuildError> {
     // KVM and guest memory.
     let kvm = open_kvm()?;
@@ -219,7 +223,7 @@ pub fn build_vm(
     let power_events = events.clone();
     let power = PowerEventSink::new(move |event| {
         // The receiver only goes away when the VMM is already exiting.
-        let _ = power_events.send(VmEvent::Power(event));
+        let _ = power_events.send(VmEvent::Power { boot, event });
     });
     let irq_err = |what| move |source| BuildError::Irq { what, source };
     let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(irq_err("serial"))?;
@@ -230,6 +234,11 @@ pub fn build_vm(
         serial_irq,
         serial_output(config)?,
     )));
+    let button_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(irq_err("power button"))?;
+    vm.fd()
+        .register_irqfd(&button_irq, layout::POWER_BUTTON_GSI)
+        .map_err(|e| irq_err("power button")(std::io::Error::from_raw_os_error(e.errno())))?;
+    let power_button = PowerButton::new(button_irq);
     let acpi_pm = Arc::new(Mutex::new(AcpiPmDevice::new(
         power.clone(),
         layout::ACPI_SLP_TYP_S5,
@@ -286,7 +295,7 @@ pub fn build_vm(
         .map_err(BuildError::Cpuid)?;
     let crash_events = events;
     let on_crash: Arc<dyn Fn(VcpuCrash) + Send + Sync> = Arc::new(move |event| {
-        let _ = crash_events.send(VmEvent::Vcpu(event));
+        let _ = crash_events.send(VmEvent::Vcpu { boot, crash: event });
     });
     let mut vcpus = Vec::with_capacity(usize::from(config.cpus));
     for id in 0..config.cpus {
@@ -316,6 +325,7 @@ pub fn build_vm(
         vcpus,
         serial,
         acpi_pm,
+        power_button,
         serial_reads_stdin: config.serial.output == SerialOutput::Stdout,
     })
 }

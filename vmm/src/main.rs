@@ -6,10 +6,8 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::mpsc::channel;
 use std::time::Instant;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 use vmm::config::{
     host_mem_mib, ConsoleConfig, DeviceConfig, DiskConfig, NetConfig, RawVmConfig, SerialConfig,
@@ -45,10 +43,43 @@ enum Command {
         /// The VMM's control socket.
         socket: PathBuf,
     },
-    /// Print whether a VMM is running (through its --socket).
+    /// Print a VMM's state (through its --socket).
     Status {
         /// The VMM's control socket.
         socket: PathBuf,
+    },
+    /// Park a VMM's vCPUs.
+    Pause {
+        /// The VMM's control socket.
+        socket: PathBuf,
+    },
+    /// Resume a paused, suspended or virtually-off VM.
+    Resume {
+        /// The VMM's control socket.
+        socket: PathBuf,
+    },
+    /// Press the guest's ACPI power button (a graceful shutdown request).
+    PowerButton {
+        /// The VMM's control socket.
+        socket: PathBuf,
+    },
+    /// Answer a held guest power request: allow, restart, hold or refuse.
+    Decide {
+        /// The VMM's control socket.
+        socket: PathBuf,
+        /// The request id from `event power-request id=N ...`.
+        id: u64,
+        /// allow | restart | hold | refuse.
+        decision: vmm::power::Decision,
+    },
+    /// Print the VMM's events as they happen (`--arbiter`: also become the
+    /// power arbiter, so guest power requests are held for `vmm decide`).
+    Events {
+        /// The VMM's control socket.
+        socket: PathBuf,
+        /// Attach as the power arbiter.
+        #[arg(long)]
+        arbiter: bool,
     },
 }
 
@@ -74,6 +105,12 @@ struct RunArgs {
     /// Control socket to create (see `vmm stop` / `vmm status`).
     #[arg(short = 's', long = "socket")]
     socket: Option<PathBuf>,
+    /// Hold the guest's own power requests (poweroff, reboot, suspend) for a
+    /// power arbiter on the control socket from the first boot (see
+    /// docs/vmm-control.md); without it they are held only once an arbiter
+    /// attaches.
+    #[arg(long = "power-arbiter", requires = "socket")]
+    power_arbiter: bool,
     /// Add a virtio-rng device fed by the host's getrandom(2); the guest's
     /// virtio_rng driver serves it as /dev/hwrng.
     #[arg(long = "rng")]
@@ -99,6 +136,7 @@ struct RunArgs {
 }
 
 fn run(args: RunArgs, start: Instant) -> anyhow::Result<ExitReason> {
+    let arbitrated = args.power_arbiter;
     let config = RawVmConfig {
         kernel: args.kernel,
         initrd: args.initrd,
@@ -118,16 +156,7 @@ fn run(args: RunArgs, start: Instant) -> anyhow::Result<ExitReason> {
         },
     }
     .validate(host_mem_mib())?;
-    let (events_tx, events_rx) = channel();
-    let built = vmm::builder::build_vm(&config, start, events_tx.clone())?;
-    if let Some(socket) = &config.socket {
-        control::serve(socket, events_tx)?;
-    }
-    let reason = vmm::runner::run(built, events_rx).context("cannot run vCPUs")?;
-    if let Some(socket) = &config.socket {
-        let _ = std::fs::remove_file(socket);
-    }
-    Ok(reason)
+    Ok(vmm::runner::run_vmm(&config, start, arbitrated)?)
 }
 
 fn main() -> ExitCode {
@@ -145,23 +174,33 @@ fn main() -> ExitCode {
             eprintln!("vmm: exit reason: {reason}");
             ExitCode::from(reason.exit_code() as u8)
         }),
-        Command::Stop { socket } => control::send(&socket, ControlRequest::Stop)
-            .map(|answer| {
-                println!("{answer}");
-                ExitCode::SUCCESS
-            })
-            .map_err(Into::into),
-        Command::Status { socket } => control::send(&socket, ControlRequest::Status)
-            .map(|answer| {
-                println!("{answer}");
-                ExitCode::SUCCESS
-            })
-            .map_err(Into::into),
+        Command::Stop { socket } => one_shot(&socket, ControlRequest::Stop),
+        Command::Status { socket } => one_shot(&socket, ControlRequest::Status),
+        Command::Pause { socket } => one_shot(&socket, ControlRequest::Pause),
+        Command::Resume { socket } => one_shot(&socket, ControlRequest::Resume),
+        Command::PowerButton { socket } => one_shot(&socket, ControlRequest::PowerButton),
+        Command::Decide {
+            socket,
+            id,
+            decision,
+        } => one_shot(&socket, ControlRequest::Decide(id, decision)),
+        Command::Events { socket, arbiter } => control::watch(&socket, arbiter, |line| {
+            println!("{line}");
+        })
+        .map(|()| ExitCode::SUCCESS)
+        .map_err(Into::into),
     };
     result.unwrap_or_else(|e| {
         eprintln!("error: {}", one_line(&e));
         ExitCode::from(EXIT_SETUP_FAILED)
     })
+}
+
+/// Sends one control request and prints the answer.
+fn one_shot(socket: &std::path::Path, request: ControlRequest) -> anyhow::Result<ExitCode> {
+    let answer = control::send(socket, request)?;
+    println!("{answer}");
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Joins an error and its causes into one line, skipping causes whose text

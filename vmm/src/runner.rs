@@ -1,29 +1,70 @@
-//! Runs a built VM until the guest powers off, reboots, crashes, or the
-//! control socket stops it, and reports why.
+//! Runs the VM until the guest powers off, crashes, or the control socket
+//! stops it: the VMM's event loop.
+//!
+//! Everything that can change the VM arrives as a [`VmEvent`] on one
+//! channel: guest power requests (from devices and vCPUs), vCPU crashes and
+//! control-socket requests. Power requests go through the pure
+//! [`PowerPolicy`], whose [`Action`]s the loop carries out. A restart
+//! (reboot decided by an arbiter, or resuming a virtually-off VM) builds a
+//! new VM in the same process, so the control socket and its subscribers
+//! stay; events from an earlier boot are ignored.
 
-use std::io::Read;
-use std::sync::mpsc::Receiver;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use devices::legacy::SerialDevice;
 use devices::PowerEvent;
 
-use crate::builder::BuiltVm;
+use crate::builder::{build_vm, BuildError, BuiltVm};
+use crate::config::VmConfig;
+use crate::control::{self, ControlError, ControlRequest};
+use crate::power::{Action, PowerPolicy};
 use crate::vstate::vcpu::{install_kick_handler, VcpuCrash, VcpuError, VcpuHandle};
 
-/// Something the VMM's main loop must react to.
+/// Something the VMM's event loop must react to.
 #[derive(Debug)]
 pub enum VmEvent {
-    /// The guest asked for a power transition.
-    Power(PowerEvent),
-    /// A vCPU failed.
-    Vcpu(VcpuCrash),
-    /// The control socket asked the VM to stop.
-    Stop,
+    /// The guest of boot number `boot` asked for a power transition.
+    Power {
+        /// Which boot of the VM sent it.
+        boot: u64,
+        /// The request.
+        event: PowerEvent,
+    },
+    /// A vCPU of boot number `boot` failed.
+    Vcpu {
+        /// Which boot of the VM sent it.
+        boot: u64,
+        /// What happened.
+        crash: VcpuCrash,
+    },
+    /// A control-socket request; the answer line goes to `reply`.
+    Control {
+        /// The request.
+        request: ControlRequest,
+        /// Where the response line goes.
+        reply: Sender<String>,
+    },
+    /// A control connection subscribes to events (as the arbiter or not).
+    Subscribe {
+        /// Connection id.
+        connection: u64,
+        /// Where to write the response and events.
+        stream: UnixStream,
+        /// Whether it becomes the power arbiter.
+        arbiter: bool,
+    },
+    /// A subscribed connection closed.
+    Unsubscribe {
+        /// Connection id.
+        connection: u64,
+    },
 }
 
-/// Why the VM ended; decides the process exit code.
+/// Why the VMM ended; decides the process exit code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExitReason {
     /// The guest powered off.
@@ -59,8 +100,25 @@ impl std::fmt::Display for ExitReason {
     }
 }
 
-/// Feeds host stdin to the serial console until EOF.
-fn spawn_stdin_reader(serial: Arc<Mutex<SerialDevice>>) {
+/// Errors that end the VMM before the guest could.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Building (or rebuilding) the VM failed.
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    /// Starting vCPUs failed.
+    #[error(transparent)]
+    Vcpu(#[from] VcpuError),
+    /// The control socket could not be created.
+    #[error(transparent)]
+    Control(#[from] ControlError),
+}
+
+/// The serial console host input currently goes to (it changes on restart).
+type SerialSlot = Arc<Mutex<Option<Arc<Mutex<SerialDevice>>>>>;
+
+/// Feeds host stdin to whichever serial console is current, until EOF.
+fn spawn_stdin_reader(slot: SerialSlot) {
     let spawned = std::thread::Builder::new()
         .name("serial-stdin".into())
         .spawn(move || {
@@ -72,9 +130,9 @@ fn spawn_stdin_reader(serial: Arc<Mutex<SerialDevice>>) {
                 }
                 let mut pending = &buf[..n];
                 while !pending.is_empty() {
+                    let serial = slot.lock().ok().and_then(|s| s.clone());
                     let taken = serial
-                        .lock()
-                        .map(|mut s| s.enqueue_input(pending))
+                        .and_then(|s| s.lock().ok().map(|mut s| s.enqueue_input(pending)))
                         .unwrap_or(pending.len());
                     pending = &pending[taken..];
                     if !pending.is_empty() {
@@ -89,54 +147,244 @@ fn spawn_stdin_reader(serial: Arc<Mutex<SerialDevice>>) {
     }
 }
 
-/// Runs `built` until it ends; `events` is the receiving side of the channel
-/// given to the builder.
-pub fn run(built: BuiltVm, events: Receiver<VmEvent>) -> Result<ExitReason, VcpuError> {
-    install_kick_handler()?;
-    if built.serial_reads_stdin {
-        spawn_stdin_reader(built.serial.clone());
-    }
-    let handles: Vec<VcpuHandle> = built
-        .vcpus
-        .into_iter()
-        .map(|vcpu| vcpu.spawn())
-        .collect::<Result<_, _>>()?;
+/// A control connection that receives events.
+struct Subscriber {
+    connection: u64,
+    stream: UnixStream,
+    arbiter: bool,
+}
 
+/// How one boot of the VM ended.
+enum BootOutcome {
+    Exit(ExitReason),
+    Restart,
+}
+
+/// The event loop's state across boots.
+struct Runner {
+    events_tx: Sender<VmEvent>,
+    events_rx: Receiver<VmEvent>,
+    policy: PowerPolicy,
+    subscribers: Vec<Subscriber>,
+    boot: u64,
+}
+
+/// Runs the VM described by `config` until it ends. With `arbitrated`,
+/// guest power requests are held for an arbiter from the first boot.
+pub fn run_vmm(
+    config: &VmConfig,
+    start: Instant,
+    arbitrated: bool,
+) -> Result<ExitReason, RunError> {
+    install_kick_handler()?;
+    let (events_tx, events_rx) = channel();
+    if let Some(socket) = &config.socket {
+        control::serve(socket, events_tx.clone())?;
+    }
+    let serial_slot: SerialSlot = Arc::default();
+    let mut runner = Runner {
+        events_tx,
+        events_rx,
+        policy: PowerPolicy::new(arbitrated),
+        subscribers: Vec::new(),
+        boot: 0,
+    };
+    let mut stdin_reader_started = false;
     let reason = loop {
-        let Ok(event) = events.recv() else {
-            break ExitReason::Crash("all event sources closed".into());
-        };
-        match event {
-            VmEvent::Power(PowerEvent::Poweroff) => break ExitReason::Poweroff,
-            VmEvent::Power(PowerEvent::Reboot) => break ExitReason::Reboot,
-            VmEvent::Power(PowerEvent::Suspend) => {
-                // Without an arbiter there is nobody to decide a sleep and
-                // nothing to wake the guest: report it woken at once, as a
-                // machine whose wake button is held down would.
-                tracing::info!(
-                    "guest requested S3 suspend; no arbiter attached, waking it at once"
-                );
-                if let Ok(mut pm) = built.acpi_pm.lock() {
-                    pm.set_woken();
-                }
+        runner.boot += 1;
+        let built = build_vm(config, start, runner.events_tx.clone(), runner.boot)?;
+        if built.serial_reads_stdin {
+            if let Ok(mut slot) = serial_slot.lock() {
+                *slot = Some(built.serial.clone());
             }
-            VmEvent::Vcpu(VcpuCrash { id, reason }) => {
-                break ExitReason::Crash(format!("vcpu{id}: {reason}"))
+            if !stdin_reader_started {
+                spawn_stdin_reader(serial_slot.clone());
+                stdin_reader_started = true;
             }
-            VmEvent::Stop => break ExitReason::Stopped,
+        }
+        if runner.boot > 1 {
+            let actions = runner.policy.restarted();
+            runner.publish_all(&actions);
+        }
+        match runner.run_boot(built)? {
+            BootOutcome::Exit(reason) => break reason,
+            BootOutcome::Restart => tracing::info!("restarting the VM"),
         }
     };
-
-    for handle in &handles {
-        handle.request_stop();
+    if let Some(socket) = &config.socket {
+        let _ = std::fs::remove_file(socket);
     }
-    for handle in handles {
-        handle.join();
-    }
-    // Guest memory (owned by `built.vm`) is released only after every vCPU
-    // thread has left KVM_RUN.
-    drop(built.vm);
     Ok(reason)
+}
+
+impl Runner {
+    /// Runs one boot of the VM until it exits or must restart.
+    fn run_boot(&mut self, built: BuiltVm) -> Result<BootOutcome, RunError> {
+        let handles: Vec<VcpuHandle> = built
+            .vcpus
+            .into_iter()
+            .map(|vcpu| vcpu.spawn())
+            .collect::<Result<_, _>>()?;
+        let vm = Booted {
+            handles,
+            acpi_pm: built.acpi_pm,
+            power_button: built.power_button,
+        };
+        let outcome = self.event_loop(&vm);
+        for handle in &vm.handles {
+            handle.request_stop();
+        }
+        for handle in vm.handles {
+            handle.join();
+        }
+        // Guest memory (owned by `built.vm`) is released only after every
+        // vCPU thread has left KVM_RUN.
+        drop(built.vm);
+        Ok(outcome)
+    }
+
+    fn event_loop(&mut self, vm: &Booted) -> BootOutcome {
+        loop {
+            let Ok(event) = self.events_rx.recv() else {
+                return BootOutcome::Exit(ExitReason::Crash("all event sources closed".into()));
+            };
+            let actions = match event {
+                VmEvent::Power { boot, event } if boot == self.boot => {
+                    self.policy.guest_request(event)
+                }
+                VmEvent::Vcpu { boot, crash } if boot == self.boot => {
+                    return BootOutcome::Exit(ExitReason::Crash(format!(
+                        "vcpu{}: {}",
+                        crash.id, crash.reason
+                    )));
+                }
+                VmEvent::Power { .. } | VmEvent::Vcpu { .. } => {
+                    tracing::debug!("ignoring an event from an earlier boot");
+                    continue;
+                }
+                VmEvent::Control { request, reply } => {
+                    let (answer, actions) = self.control(request, vm);
+                    let _ = reply.send(answer);
+                    actions
+                }
+                VmEvent::Subscribe {
+                    connection,
+                    mut stream,
+                    arbiter,
+                } => {
+                    let ok = if arbiter {
+                        "ok attached\n"
+                    } else {
+                        "ok subscribed\n"
+                    };
+                    if stream.write_all(ok.as_bytes()).is_err() {
+                        continue;
+                    }
+                    self.subscribers.push(Subscriber {
+                        connection,
+                        stream,
+                        arbiter,
+                    });
+                    if arbiter {
+                        tracing::info!("power arbiter attached (connection {connection})");
+                        self.policy.arbiter_attached()
+                    } else {
+                        continue;
+                    }
+                }
+                VmEvent::Unsubscribe { connection } => {
+                    self.subscribers.retain(|s| s.connection != connection);
+                    continue;
+                }
+            };
+            if let Some(outcome) = self.apply(&actions, vm) {
+                return outcome;
+            }
+        }
+    }
+
+    /// Answers a control request and returns the actions it causes.
+    fn control(&mut self, request: ControlRequest, vm: &Booted) -> (String, Vec<Action>) {
+        let result = match request {
+            ControlRequest::Status => {
+                let answer = format!(
+                    "ok state={} arbitrated={} pending={} boots={} arbiters={}",
+                    self.policy.state(),
+                    self.policy.arbitrated(),
+                    self.policy.pending().count(),
+                    self.boot,
+                    self.subscribers.iter().filter(|s| s.arbiter).count()
+                );
+                return (answer, Vec::new());
+            }
+            ControlRequest::Stop => {
+                return (
+                    "ok stopping".into(),
+                    vec![Action::Exit(ExitReason::Stopped)],
+                )
+            }
+            ControlRequest::PowerButton => {
+                vm.power_button.press();
+                return ("ok pressed".into(), Vec::new());
+            }
+            ControlRequest::Pause => self.policy.pause().map(|a| ("ok paused", a)),
+            ControlRequest::Resume => self.policy.resume().map(|a| ("ok resumed", a)),
+            ControlRequest::Decide(id, decision) => {
+                self.policy.decide(id, decision).map(|a| ("ok decided", a))
+            }
+            // Subscriptions never reach here (see control.rs).
+            ControlRequest::Attach | ControlRequest::Events => {
+                return ("error use a dedicated connection".into(), Vec::new())
+            }
+        };
+        match result {
+            Ok((answer, actions)) => (answer.into(), actions),
+            Err(e) => (format!("error {e}"), Vec::new()),
+        }
+    }
+
+    /// Carries out `actions`; returns how the boot ends, if it does.
+    fn apply(&mut self, actions: &[Action], vm: &Booted) -> Option<BootOutcome> {
+        for action in actions {
+            match action {
+                Action::Exit(reason) => return Some(BootOutcome::Exit(reason.clone())),
+                Action::Restart => return Some(BootOutcome::Restart),
+                Action::Pause => vm.handles.iter().for_each(VcpuHandle::pause),
+                Action::Resume => vm.handles.iter().for_each(VcpuHandle::resume),
+                Action::Wake => {
+                    if let Ok(mut pm) = vm.acpi_pm.lock() {
+                        pm.set_woken();
+                    }
+                    vm.handles.iter().for_each(VcpuHandle::resume);
+                }
+                Action::Publish(line) => self.publish(line),
+            }
+        }
+        None
+    }
+
+    fn publish_all(&mut self, actions: &[Action]) {
+        for action in actions {
+            if let Action::Publish(line) = action {
+                self.publish(line);
+            }
+        }
+    }
+
+    /// Writes an event line to every subscriber, dropping dead ones.
+    fn publish(&mut self, line: &str) {
+        tracing::info!("{line}");
+        let bytes = format!("{line}\n");
+        self.subscribers
+            .retain_mut(|s| s.stream.write_all(bytes.as_bytes()).is_ok());
+    }
+}
+
+/// What the event loop needs of a running boot.
+struct Booted {
+    handles: Vec<VcpuHandle>,
+    acpi_pm: Arc<Mutex<devices::legacy::AcpiPmDevice>>,
+    power_button: devices::legacy::PowerButton,
 }
 
 #[cfg(test)]

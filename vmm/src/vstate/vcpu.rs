@@ -6,7 +6,10 @@
 //!   Created ─────────► Running ◄──────────────────┐
 //!                        │  │  I/O / MMIO ─► bus ──┘
 //!                        │  └─ shutdown/system event ─► VmEvent::Power
-//!         stop flag +    │
+//!   pause(): state + kick│  resume()
+//!                        ▼     ▲
+//!                      Paused ─┘   (parked on a condvar, outside KVM_RUN)
+//!         stop(): state +│
 //!         kick signal ───┴─► Stopped (thread returns)
 //! ```
 //!
@@ -15,8 +18,7 @@
 //! lost between checking the stop flag and entering KVM_RUN.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -101,19 +103,109 @@ pub struct Vcpu {
     pub start: Instant,
 }
 
+/// What a vCPU thread should be doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunState {
+    /// Running the guest.
+    Running,
+    /// Parked outside KVM_RUN until resumed or stopped.
+    Paused,
+    /// Leaving its thread.
+    Stopped,
+}
+
+/// The run state shared between a vCPU thread and its handle.
+#[derive(Debug)]
+pub struct VcpuControl {
+    state: Mutex<(RunState, bool)>,
+    changed: Condvar,
+}
+
+impl VcpuControl {
+    fn new() -> Self {
+        Self {
+            state: Mutex::new((RunState::Running, false)),
+            changed: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (RunState, bool)> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set(&self, state: RunState) {
+        self.lock().0 = state;
+        self.changed.notify_all();
+    }
+
+    /// Called by the vCPU thread between exits: parks while paused and
+    /// returns `false` once the vCPU must stop.
+    fn wait_runnable(&self) -> bool {
+        let mut guard = self.lock();
+        loop {
+            match guard.0 {
+                RunState::Running => {
+                    guard.1 = false;
+                    return true;
+                }
+                RunState::Stopped => return false,
+                RunState::Paused => {
+                    if !guard.1 {
+                        guard.1 = true;
+                        self.changed.notify_all();
+                    }
+                    guard = self.changed.wait(guard).unwrap_or_else(|p| p.into_inner());
+                }
+            }
+        }
+    }
+
+    /// Waits until the thread has parked (after [`RunState::Paused`]) or
+    /// `timeout` passed; returns whether it parked.
+    fn wait_parked(&self, timeout: std::time::Duration) -> bool {
+        let guard = self.lock();
+        let (guard, _) = self
+            .changed
+            .wait_timeout_while(guard, timeout, |(state, parked)| {
+                *state == RunState::Paused && !*parked
+            })
+            .unwrap_or_else(|p| p.into_inner());
+        guard.1
+    }
+}
+
 /// A running vCPU thread.
 pub struct VcpuHandle {
     thread: JoinHandle<()>,
-    stop: Arc<AtomicBool>,
+    control: Arc<VcpuControl>,
 }
 
 impl VcpuHandle {
-    /// Asks the vCPU to leave the guest and end its thread.
-    pub fn request_stop(&self) {
-        self.stop.store(true, Ordering::SeqCst);
+    fn kick(&self) {
         if let Err(e) = self.thread.kill(kick_signal()) {
             tracing::warn!("cannot kick vCPU thread: {e}");
         }
+    }
+
+    /// Asks the vCPU to leave the guest and end its thread.
+    pub fn request_stop(&self) {
+        self.control.set(RunState::Stopped);
+        self.kick();
+    }
+
+    /// Takes the vCPU out of the guest and parks it; returns once it is
+    /// parked (or after a second, with a warning).
+    pub fn pause(&self) {
+        self.control.set(RunState::Paused);
+        self.kick();
+        if !self.control.wait_parked(std::time::Duration::from_secs(1)) {
+            tracing::warn!("a vCPU did not park within 1 s");
+        }
+    }
+
+    /// Lets a paused vCPU run the guest again.
+    pub fn resume(&self) {
+        self.control.set(RunState::Running);
     }
 
     /// Waits for the thread to end.
@@ -127,16 +219,16 @@ impl VcpuHandle {
 impl Vcpu {
     /// Starts the vCPU's thread.
     pub fn spawn(self) -> Result<VcpuHandle, VcpuError> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread_stop = stop.clone();
+        let control = Arc::new(VcpuControl::new());
+        let thread_control = control.clone();
         let thread = std::thread::Builder::new()
             .name(format!("vcpu{}", self.id))
-            .spawn(move || self.run(&thread_stop))
+            .spawn(move || self.run(&thread_control))
             .map_err(VcpuError::Spawn)?;
-        Ok(VcpuHandle { thread, stop })
+        Ok(VcpuHandle { thread, control })
     }
 
-    fn run(mut self, stop: &AtomicBool) {
+    fn run(mut self, control: &VcpuControl) {
         KVM_RUN.with(|p| p.set(self.fd.get_kvm_run()));
         if self.id == 0 {
             tracing::info!(
@@ -144,7 +236,7 @@ impl Vcpu {
                 self.start.elapsed().as_micros()
             );
         }
-        while !stop.load(Ordering::SeqCst) {
+        while control.wait_runnable() {
             if let Err(reason) = self.run_once() {
                 (self.on_crash)(VcpuCrash {
                     id: self.id,
@@ -213,5 +305,46 @@ impl Vcpu {
             Err(e) => return Err(format!("KVM_RUN failed: {e}")),
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn control_parks_resumes_and_stops() {
+        let control = Arc::new(VcpuControl::new());
+        let thread_control = control.clone();
+        let loops = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let thread_loops = loops.clone();
+        let t = std::thread::spawn(move || {
+            while thread_control.wait_runnable() {
+                thread_loops.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+        control.set(RunState::Paused);
+        assert!(control.wait_parked(Duration::from_secs(5)));
+        let parked_at = loops.load(std::sync::atomic::Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(loops.load(std::sync::atomic::Ordering::SeqCst), parked_at);
+        control.set(RunState::Running);
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(loops.load(std::sync::atomic::Ordering::SeqCst) > parked_at);
+        control.set(RunState::Stopped);
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn stop_wakes_a_parked_thread() {
+        let control = Arc::new(VcpuControl::new());
+        control.set(RunState::Paused);
+        let thread_control = control.clone();
+        let t = std::thread::spawn(move || thread_control.wait_runnable());
+        assert!(control.wait_parked(Duration::from_secs(5)));
+        control.set(RunState::Stopped);
+        assert!(!t.join().unwrap());
     }
 }

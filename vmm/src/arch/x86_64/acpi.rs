@@ -23,8 +23,8 @@
 //! with hand-written field offsets taken from the ACPI 6.5 specification.
 
 use acpi_tables::aml::{
-    Device, EISAName, Interrupt, Memory32Fixed, Name, Package, Path, ResourceTemplate, Scope, IO,
-    ZERO,
+    Device, EISAName, Interrupt, Memory32Fixed, Method, Name, Notify, Package, Path,
+    ResourceTemplate, Scope, IO, ZERO,
 };
 use acpi_tables::fadt::{FADTBuilder, Flags, FADT};
 use acpi_tables::gas::{AccessSize, AddressSpace, GAS};
@@ -37,8 +37,8 @@ use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryError};
 
 use super::layout::{
     ACPI_AREA_END, ACPI_RESET_PORT, ACPI_RESET_VALUE, ACPI_SLEEP_CONTROL_PORT,
-    ACPI_SLEEP_STATUS_PORT, ACPI_SLP_TYP_S3, ACPI_SLP_TYP_S5, APIC_START, IOAPIC_START, RSDP_START,
-    SERIAL_IRQ, SERIAL_PORT_BASE,
+    ACPI_SLEEP_STATUS_PORT, ACPI_SLP_TYP_S3, ACPI_SLP_TYP_S5, APIC_START, IOAPIC_START,
+    POWER_BUTTON_GSI, RSDP_START, SERIAL_IRQ, SERIAL_PORT_BASE,
 };
 
 /// Largest number of vCPUs the MADT describes.
@@ -256,11 +256,33 @@ fn virtio_mmio_aml(devices: &[VirtioMmioAcpi], aml: &mut Vec<u8>) {
     }
 }
 
-/// The DSDT: the COM1 serial port, the virtio-mmio devices and the `\_S5_`
+/// `\_SB_.PWRB` (power button, `PNP0C0C`) and `\_SB_.GED0` (Generic Event
+/// Device, `ACPI0013`) whose interrupt runs `_EVT`, which notifies PWRB with
+/// 0x80 ("pressed"): the hardware-reduced way to have a power button.
+fn power_button_aml(aml: &mut Vec<u8>) {
+    let pwrb_hid = EISAName::new("PNP0C0C");
+    let pwrb_hid_name = Name::new(Path::new("_HID"), &pwrb_hid);
+    let pwrb = Device::new(Path::new("PWRB"), vec![&pwrb_hid_name]);
+
+    let ged_hid = "ACPI0013";
+    let ged_hid_name = Name::new(Path::new("_HID"), &ged_hid);
+    let irq = Interrupt::new(true, true, false, false, POWER_BUTTON_GSI);
+    let resources = ResourceTemplate::new(vec![&irq]);
+    let crs = Name::new(Path::new("_CRS"), &resources);
+    let target = Path::new("\\_SB_.PWRB");
+    let pressed: u8 = 0x80;
+    let notify = Notify::new(&target, &pressed);
+    let evt = Method::new(Path::new("_EVT"), 1, true, vec![&notify]);
+    let ged = Device::new(Path::new("GED0"), vec![&ged_hid_name, &crs, &evt]);
+    Scope::new(Path::new("\\_SB_"), vec![&pwrb, &ged]).to_aml_bytes(aml);
+}
+
+/// The DSDT: the COM1 serial port, the power button, the virtio-mmio devices and the `\_S5_`
 /// (soft off) and `\_S3_` (suspend to RAM) sleep states.
 fn build_dsdt(virtio_devices: &[VirtioMmioAcpi]) -> Sdt {
     let mut aml = Vec::new();
     com1_aml(&mut aml);
+    power_button_aml(&mut aml);
     virtio_mmio_aml(virtio_devices, &mut aml);
     sleep_state_aml("_S5_", ACPI_SLP_TYP_S5, &mut aml);
     sleep_state_aml("_S3_", ACPI_SLP_TYP_S3, &mut aml);
@@ -527,6 +549,40 @@ mod tests {
 
     fn contains(haystack: &[u8], needle: &[u8]) -> bool {
         haystack.windows(needle.len()).any(|w| w == needle)
+    }
+
+    #[test]
+    fn dsdt_declares_the_power_button_behind_a_ged() {
+        let (_, tables) = setup(1);
+        let aml = &tables.dsdt.1[SDT_HEADER..];
+        assert!(contains(aml, b"PWRB") && contains(aml, b"GED0"));
+        assert!(contains(aml, b"ACPI0013"));
+        // _HID EISAID("PNP0C0C").
+        assert!(contains(
+            aml,
+            &[b'_', b'H', b'I', b'D', 0x0c, 0x41, 0xd0, 0x0c, 0x0c]
+        ));
+        // Method(_EVT, 1, Serialized) { Notify(\_SB_.PWRB, 0x80) }.
+        assert!(contains(aml, b"_EVT"));
+        assert!(contains(
+            aml,
+            &[0x86, b'\\', 0x2e, b'_', b'S', b'B', b'_', b'P', b'W', b'R', b'B', 0x0a, 0x80]
+        ));
+        // Its interrupt.
+        assert!(contains(
+            aml,
+            &[
+                0x89,
+                0x06,
+                0x00,
+                0x03,
+                0x01,
+                POWER_BUTTON_GSI as u8,
+                0x00,
+                0x00,
+                0x00
+            ]
+        ));
     }
 
     #[test]

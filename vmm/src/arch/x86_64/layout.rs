@@ -56,6 +56,8 @@ pub const MMIO_GAP_START: u64 = 0xc000_0000;
 pub const MMIO_GAP_END: u64 = 0x1_0000_0000;
 /// First address handed to virtio-mmio devices.
 pub const VIRTIO_MMIO_START: u64 = 0xd000_0000;
+/// GSI of the ACPI Generic Event Device that carries power-button presses.
+pub const POWER_BUTTON_GSI: u32 = 3;
 /// First GSI handed to virtio-mmio devices (0-4 are legacy: timer, COM1...).
 pub const VIRTIO_MMIO_GSI_START: u32 = 5;
 /// Number of pins on KVM's in-kernel IOAPIC (GSIs 0-23).
