@@ -10,6 +10,7 @@ use std::time::Instant;
 use devices::legacy::acpi_pm::ACPI_PM_RANGE_LEN;
 use devices::legacy::i8042::I8042_RANGE_LEN;
 use devices::legacy::{AcpiPmDevice, BootTimer, I8042Device, PowerButton, SerialDevice};
+use devices::virtio::block::{Block, DiskError};
 use devices::virtio::mmio::{MmioTransport, MMIO_WINDOW_SIZE, NOTIFY_REG_OFFSET};
 use devices::virtio::rng::Rng;
 use devices::virtio::VirtioDevice;
@@ -70,6 +71,9 @@ pub enum BuildError {
         /// The error.
         source: std::io::Error,
     },
+    /// A disk image cannot be used (missing, locked, badly sized, ...).
+    #[error(transparent)]
+    Disk(#[from] DiskError),
     /// An option whose device is not implemented yet.
     #[error("{0} is not supported by this build yet")]
     Unsupported(&'static str),
@@ -270,10 +274,14 @@ pub fn build_vm(
     if devs.rng {
         attach_virtio(&vm, &mut mmio, &mut virtio_slots, Box::new(Rng::new()))?;
     }
+    // Disks in configuration order: the first is /dev/vda.
+    for disk in &devs.disks {
+        let block = Block::open(&disk.path, disk.read_only, disk.id.as_deref())?;
+        attach_virtio(&vm, &mut mmio, &mut virtio_slots, Box::new(block))?;
+    }
     // Device kinds whose implementation has not landed yet are refused, never
     // silently dropped.
     for (wanted, option) in [
-        (!devs.disks.is_empty(), "--disk/--rwdisk"),
         (!devs.nets.is_empty(), "--net"),
         (devs.vsock.is_some(), "--vsock"),
         (devs.console.is_some(), "--console"),

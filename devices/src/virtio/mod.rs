@@ -19,6 +19,7 @@
 //! ioeventfd when the guest writes `QueueNotify`) and on a kill eventfd, and
 //! raises interrupts through [`Interrupt`] (an irqfd).
 
+pub mod block;
 pub mod mmio;
 pub mod rng;
 #[cfg(test)]

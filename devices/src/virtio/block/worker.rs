@@ -1,0 +1,303 @@
+//! The virtio-blk worker thread: waits for queue kicks, parses each chain
+//! and executes it against the image, synchronously and in order.
+
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+
+use virtio_bindings::virtio_blk::{VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK};
+use virtio_queue::desc::split::Descriptor;
+use virtio_queue::{Queue, QueueT};
+use vm_memory::Bytes;
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::eventfd::EventFd;
+
+use super::disk::DiskImage;
+use super::request::{self, Operation, SectorRange, Segment};
+use super::{SECTOR_SHIFT, SECTOR_SIZE};
+use crate::virtio::{GuestMemoryMmap, Interrupt};
+
+/// What woke the worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Token {
+    Queue = 0,
+    Kill = 1,
+}
+
+impl Token {
+    fn from_data(data: u64) -> Option<Self> {
+        match data {
+            0 => Some(Token::Queue),
+            1 => Some(Token::Kill),
+            _ => None,
+        }
+    }
+}
+
+/// Kinds of guest or host trouble, each logged once per worker.
+#[derive(Debug, Clone, Copy)]
+enum Problem {
+    DroppedChain = 0,
+    InvalidRequest = 1,
+    Unsupported = 2,
+    ReadOnly = 3,
+    HostIo = 4,
+    UsedRing = 5,
+    NoHolePunch = 6,
+}
+
+/// Everything the worker owns; returned when it stops.
+pub struct BlockWorker {
+    mem: GuestMemoryMmap,
+    interrupt: Arc<Interrupt>,
+    queue: Queue,
+    queue_event: EventFd,
+    disk: Arc<DiskImage>,
+    /// Reused for the descriptors of each chain.
+    descs: Vec<Descriptor>,
+    /// Bit per [`Problem`] already logged.
+    logged: u32,
+}
+
+impl BlockWorker {
+    /// Creates a worker for an activated device.
+    pub fn new(
+        mem: GuestMemoryMmap,
+        interrupt: Arc<Interrupt>,
+        queue: Queue,
+        queue_event: EventFd,
+        disk: Arc<DiskImage>,
+    ) -> Self {
+        Self {
+            mem,
+            interrupt,
+            queue,
+            queue_event,
+            disk,
+            descs: Vec::new(),
+            logged: 0,
+        }
+    }
+
+    /// Serves the queue until `kill` is signalled.
+    pub fn run(mut self, kill: EventFd) -> Self {
+        let epoll = match Epoll::new() {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!("virtio-blk: cannot create epoll: {e}");
+                return self;
+            }
+        };
+        for (fd, token) in [
+            (self.queue_event.as_raw_fd(), Token::Queue),
+            (kill.as_raw_fd(), Token::Kill),
+        ] {
+            let event = EpollEvent::new(EventSet::IN, token as u64);
+            if let Err(e) = epoll.ctl(ControlOperation::Add, fd, event) {
+                tracing::error!("virtio-blk: cannot watch eventfd: {e}");
+                return self;
+            }
+        }
+        // Requests may have been posted before the worker started.
+        self.process_queue();
+        let mut events = vec![EpollEvent::default(); 2];
+        loop {
+            let n = match epoll.wait(-1, &mut events) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    tracing::error!("virtio-blk: epoll failed: {e}");
+                    return self;
+                }
+            };
+            for event in &events[..n] {
+                match Token::from_data(event.data()) {
+                    Some(Token::Queue) => {
+                        let _ = self.queue_event.read();
+                        self.process_queue();
+                    }
+                    Some(Token::Kill) => return self,
+                    None => {}
+                }
+            }
+        }
+    }
+
+    fn log_once(&mut self, problem: Problem, what: std::fmt::Arguments<'_>) {
+        let bit = 1u32 << problem as u32;
+        if self.logged & bit == 0 {
+            self.logged |= bit;
+            tracing::warn!("virtio-blk: {what} (further such problems are not logged)");
+        }
+    }
+
+    /// Serves every available chain, with guest notifications suppressed
+    /// while it works; returns the number of chains used.
+    pub fn process_queue(&mut self) -> usize {
+        let mem = self.mem.clone();
+        let mut used = 0;
+        loop {
+            // Failing to touch the notification fields only costs extra
+            // kicks; serving goes on.
+            let _ = self.queue.disable_notification(&mem);
+            while let Some(chain) = self.queue.pop_descriptor_chain(&mem) {
+                let head = chain.head_index();
+                self.descs.clear();
+                self.descs.extend(chain);
+                let len = self.serve_chain();
+                if let Err(e) = self.queue.add_used(&mem, head, len) {
+                    self.log_once(
+                        Problem::UsedRing,
+                        format_args!("cannot return chain {head}: {e:?}"),
+                    );
+                }
+                used += 1;
+            }
+            match self.queue.enable_notification(&mem) {
+                // More arrived while notifications were off.
+                Ok(true) => continue,
+                Ok(false) => break,
+                Err(e) => {
+                    self.log_once(
+                        Problem::UsedRing,
+                        format_args!("cannot re-enable notifications: {e:?}"),
+                    );
+                    break;
+                }
+            }
+        }
+        if used > 0 && self.queue.needs_notification(&mem).unwrap_or(true) {
+            self.interrupt.signal_used_queue();
+        }
+        used
+    }
+
+    /// Serves the chain in `self.descs`; returns the used length (bytes
+    /// written into guest buffers, status byte included; 0 if dropped).
+    fn serve_chain(&mut self) -> u32 {
+        let req = match request::parse(&self.mem, &self.descs, self.disk.sectors()) {
+            Ok(req) => req,
+            Err(e) => {
+                self.log_once(
+                    Problem::DroppedChain,
+                    format_args!("dropped a chain (used length 0): {e}"),
+                );
+                return 0;
+            }
+        };
+        let (status, written) = match req.op {
+            Ok(op) => self.execute(op),
+            Err(rejection) => {
+                let problem = match rejection {
+                    request::Rejection::Invalid(_) => Problem::InvalidRequest,
+                    _ => Problem::Unsupported,
+                };
+                self.log_once(problem, format_args!("refused a request: {rejection}"));
+                (rejection.status(), 0)
+            }
+        };
+        // The status byte was checked to lie in guest memory.
+        match self.mem.write_obj(status, req.status) {
+            Ok(()) => written.saturating_add(1),
+            Err(e) => {
+                self.log_once(
+                    Problem::DroppedChain,
+                    format_args!("cannot write the status byte: {e}"),
+                );
+                0
+            }
+        }
+    }
+
+    /// Executes a valid request; returns the status and the number of data
+    /// bytes written into guest buffers.
+    fn execute(&mut self, op: Operation) -> (u8, u32) {
+        const OK: u8 = VIRTIO_BLK_S_OK as u8;
+        const IOERR: u8 = VIRTIO_BLK_S_IOERR as u8;
+        if op.modifies_disk() && self.disk.read_only() {
+            self.log_once(
+                Problem::ReadOnly,
+                format_args!("the guest tried to modify a read-only disk; answered IOERR"),
+            );
+            return (IOERR, 0);
+        }
+        let result = match op {
+            Operation::Read { sector, data } => {
+                let (done, result) =
+                    self.disk
+                        .read_to_guest(&self.mem, &data, sector << SECTOR_SHIFT);
+                // A chain never exceeds 4 GiB (the chain walker stops there).
+                let done = u32::try_from(done).unwrap_or(u32::MAX);
+                return match result {
+                    Ok(()) => (OK, done),
+                    Err(e) => {
+                        self.log_once(
+                            Problem::HostIo,
+                            format_args!("reading sector {sector} failed: {e}"),
+                        );
+                        (IOERR, done)
+                    }
+                };
+            }
+            Operation::Write { sector, data } => {
+                self.disk
+                    .write_from_guest(&self.mem, &data, sector << SECTOR_SHIFT)
+            }
+            Operation::Flush => {
+                if self.disk.read_only() {
+                    Ok(())
+                } else {
+                    self.disk.flush()
+                }
+            }
+            Operation::GetId { data } => return (OK, self.write_id(&data)),
+            Operation::Discard(ranges) => self.ranges(&ranges, false),
+            Operation::WriteZeroes(ranges) => self.ranges(&ranges, true),
+        };
+        match result {
+            Ok(()) => (OK, 0),
+            Err(e) => {
+                self.log_once(Problem::HostIo, format_args!("disk I/O failed: {e}"));
+                (IOERR, 0)
+            }
+        }
+    }
+
+    fn ranges(&mut self, ranges: &[SectorRange], write_zeroes: bool) -> std::io::Result<()> {
+        for r in ranges {
+            let offset = r.sector << SECTOR_SHIFT;
+            let len = u64::from(r.sectors) * SECTOR_SIZE;
+            if write_zeroes {
+                self.disk.write_zeroes(offset, len, r.unmap)?;
+            } else if !self.disk.discard(offset, len)? {
+                self.log_once(
+                    Problem::NoHolePunch,
+                    format_args!(
+                        "the image's file system cannot punch holes; discards are ignored"
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the serial into the guest buffers; returns the bytes written.
+    fn write_id(&mut self, data: &[Segment]) -> u32 {
+        let serial = *self.disk.serial();
+        let mut done = 0usize;
+        for seg in data {
+            if done == serial.len() {
+                break;
+            }
+            let n = (seg.len as usize).min(serial.len() - done);
+            if self
+                .mem
+                .write_slice(&serial[done..done + n], seg.addr)
+                .is_err()
+            {
+                break;
+            }
+            done += n;
+        }
+        done as u32
+    }
+}

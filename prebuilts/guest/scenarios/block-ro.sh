@@ -1,0 +1,15 @@
+#!/bin/sh
+# virtio-blk, read-only disk with id=: read its serial (GET_ID) and contents,
+# then try to write it. The driver marks the disk read-only
+# (VIRTIO_BLK_F_RO), so the write must fail; the VM keeps running and powers
+# off normally.
+echo "vda_ro=$(cat /sys/block/vda/ro)"
+echo "vda_serial=$(cat /sys/block/vda/serial)"
+echo "guest_ro_sha256=$(dd if=/dev/vda bs=1M 2>/dev/null | sha256sum | cut -d' ' -f1)"
+dd if=/dev/zero of=/dev/vda bs=4096 count=16 conv=fsync 2>/tmp/dd.err
+echo "ro_dd_rc=$?"
+echo "ro_dd_error=$(head -n 1 /tmp/dd.err)"
+sync
+echo "ro_sync_rc=$?"
+# Reads still work after the refused write.
+echo "guest_ro_sha256_after=$(dd if=/dev/vda bs=1M 2>/dev/null | sha256sum | cut -d' ' -f1)"
