@@ -13,6 +13,7 @@ use devices::legacy::{AcpiPmDevice, BootTimer, I8042Device, PowerButton, SerialD
 use devices::virtio::block::{Block, DiskError};
 use devices::virtio::mmio::{MmioTransport, MMIO_WINDOW_SIZE, NOTIFY_REG_OFFSET};
 use devices::virtio::rng::Rng;
+use devices::virtio::vsock::{Vsock, VsockError};
 use devices::virtio::VirtioDevice;
 use devices::{Bus, BusError, PowerEventSink};
 use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
@@ -74,6 +75,9 @@ pub enum BuildError {
     /// A disk image cannot be used (missing, locked, badly sized, ...).
     #[error(transparent)]
     Disk(#[from] DiskError),
+    /// The `--vsock` socket cannot be bound (in use, not a socket, ...).
+    #[error(transparent)]
+    Vsock(#[from] VsockError),
     /// An option whose device is not implemented yet.
     #[error("{0} is not supported by this build yet")]
     Unsupported(&'static str),
@@ -279,11 +283,15 @@ pub fn build_vm(
         let block = Block::open(&disk.path, disk.read_only, disk.id.as_deref())?;
         attach_virtio(&vm, &mut mmio, &mut virtio_slots, Box::new(block))?;
     }
+    // vsock: the host side listens on the given unix socket from now on.
+    if let Some(vsock) = &devs.vsock {
+        let device = Vsock::new(vsock.cid, &vsock.socket)?;
+        attach_virtio(&vm, &mut mmio, &mut virtio_slots, Box::new(device))?;
+    }
     // Device kinds whose implementation has not landed yet are refused, never
     // silently dropped.
     for (wanted, option) in [
         (!devs.nets.is_empty(), "--net"),
-        (devs.vsock.is_some(), "--vsock"),
         (devs.console.is_some(), "--console"),
     ] {
         if wanted {

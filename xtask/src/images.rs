@@ -19,6 +19,7 @@ use crate::cpio::Archive;
 use crate::lock::{self, Inputs, LockedPackage};
 use crate::modules::{self, ModuleTree};
 use crate::paths;
+use crate::setup;
 use crate::util::{self, step, warning};
 
 /// Bump to force a rebuild of all outputs when the builder itself changes.
@@ -257,6 +258,16 @@ fn vmm_binary(explicit: Option<&Path>) -> Result<Option<(PathBuf, String)>> {
     Ok(Some((path, util::sha256_bytes(&data))))
 }
 
+/// Builds the static guest tools and returns the binary and its sha256.
+fn guest_tools() -> Result<(PathBuf, String)> {
+    let path = setup::build_guest_tools()?;
+    let data = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    if modules::elf_is_dynamic(&data).with_context(|| format!("{}", path.display()))? {
+        bail!("{} is dynamically linked; the images have no libc", path.display());
+    }
+    Ok((path, util::sha256_bytes(&data)))
+}
+
 /// Builds all x86_64 images; `vmm` overrides the VMM binary put into the test host.
 pub fn build_x86_64(vmm: Option<&Path>) -> Result<Images> {
     let started = std::time::Instant::now();
@@ -309,10 +320,12 @@ pub fn build_x86_64(vmm: Option<&Path>) -> Result<Images> {
     // Guest initramfs.
     let guest_src = prebuilts.join("guest");
     let guest_modules = modules::read_list(&guest_src.join("modules.list"))?;
+    // Test programs for both images (/bin/vsock-test); their hash is an input.
+    let (tools, tools_sha) = guest_tools()?;
     let guest_initrd = out.join(GUEST_INITRD);
     let mut h = Sha256::new();
     h.update(format!(
-        "{BUILDER_VERSION} {} {}",
+        "{BUILDER_VERSION} {} {} tools={tools_sha}",
         busybox_pkg.sha256, image_pkg.sha256
     ));
     hash_tree(&mut h, &guest_src)?;
@@ -325,6 +338,7 @@ pub fn build_x86_64(vmm: Option<&Path>) -> Result<Images> {
         base_layout(&mut a, &broot)?;
         add_scripts(&mut a, &guest_src)?;
         add_modules(&mut a, &tree, &release, &guest_modules)?;
+        a.file_from("bin/vsock-test", 0o755, &tools)?;
         let size = a.write_gz(&guest_initrd)?;
         step!("  {} entries, {}", a.len(), util::human(size));
         write_stamp(&guest_initrd, &guest_key)?;
@@ -338,7 +352,7 @@ pub fn build_x86_64(vmm: Option<&Path>) -> Result<Images> {
     let th_initrd = out.join(vmstack_tests::testhost::TESTHOST_INITRD);
     let mut h = Sha256::new();
     h.update(format!(
-        "{BUILDER_VERSION} {} {} {guest_initrd_sha} vmm={}",
+        "{BUILDER_VERSION} {} {} {guest_initrd_sha} tools={tools_sha} vmm={}",
         busybox_pkg.sha256,
         image_pkg.sha256,
         vmm.as_ref().map(|(_, s)| s.as_str()).unwrap_or("none")
@@ -364,6 +378,7 @@ pub fn build_x86_64(vmm: Option<&Path>) -> Result<Images> {
         add_modules(&mut a, &tree, &release, &th_modules)?;
         a.file_from("guest/vmlinuz", 0o644, &guest_kernel)?;
         a.file_from("guest/initramfs.cpio.gz", 0o644, &guest_initrd)?;
+        a.file_from("bin/vsock-test", 0o755, &tools)?;
         if let Some((p, _)) = &vmm {
             a.file_from("bin/vmm", 0o755, p)?;
         }
@@ -402,6 +417,7 @@ pub fn build_x86_64(vmm: Option<&Path>) -> Result<Images> {
         "vmm": vmm.as_ref().map(|(p, sha)| serde_json::json!({
             "path": p.display().to_string(), "sha256": sha,
         })),
+        "guest_tools": { "path": tools.display().to_string(), "sha256": tools_sha },
         "guest_modules": guest_modules,
         "testhost_modules": th_modules,
         "outputs": {

@@ -46,3 +46,9 @@ pub fn vmm_musl_binary() -> PathBuf {
         .join(MUSL_TARGET)
         .join("release/vmm")
 }
+
+/// The static guest test tools (`vsock-test`), built by
+/// `cargo build --release --target x86_64-unknown-linux-musl -p guest-tools`.
+pub fn guest_tools_musl_binary() -> PathBuf {
+    target_dir().join(MUSL_TARGET).join("release/vsock-test")
+}

@@ -134,6 +134,31 @@ pub fn build_vmm() -> Result<PathBuf> {
     Ok(bin)
 }
 
+/// Builds the static guest test tools (`cargo build --release --target
+/// x86_64-unknown-linux-musl -p guest-tools`); they go into both initramfs
+/// images as `/bin/vsock-test`.
+pub fn build_guest_tools() -> Result<PathBuf> {
+    let mut c = cargo();
+    c.args([
+        "build",
+        "--release",
+        "--target",
+        paths::MUSL_TARGET,
+        "-p",
+        "guest-tools",
+    ]);
+    step!(
+        "run: cargo build --release --target {} -p guest-tools",
+        paths::MUSL_TARGET
+    );
+    util::run(&mut c).context("building the guest tools failed")?;
+    let bin = paths::guest_tools_musl_binary();
+    if !bin.is_file() {
+        bail!("cargo built guest-tools but {} is missing", bin.display());
+    }
+    Ok(bin)
+}
+
 /// Everything `test` and `demo` need before booting anything.
 pub fn prepare_machine() -> Result<()> {
     ensure_host_packages()?;

@@ -22,6 +22,7 @@
 pub mod block;
 pub mod mmio;
 pub mod rng;
+pub mod vsock;
 #[cfg(test)]
 pub mod test_utils;
 

@@ -1,0 +1,675 @@
+//! The virtio-vsock device: configuration, the hybrid listening socket and
+//! lifecycle.
+
+use std::io;
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+
+use virtio_queue::{Queue, QueueT};
+
+use super::muxer::Muxer;
+use super::worker::VsockWorker;
+use super::{NUM_QUEUES, QUEUE_SIZE};
+use crate::virtio::{
+    device_type, read_config_bytes, ActivateContext, ActivateError, VirtioDevice, WorkerThread,
+};
+
+/// Errors creating the device.
+#[derive(Debug, thiserror::Error)]
+pub enum VsockError {
+    /// Another process listens on the socket path.
+    #[error("vsock socket {0} is in use by another process")]
+    InUse(PathBuf),
+    /// The path exists and is not a socket.
+    #[error("vsock socket path {0} exists and is not a socket; remove it or pick another")]
+    NotSocket(PathBuf),
+    /// Binding the listening socket failed.
+    #[error("cannot listen on vsock socket {path}: {source}")]
+    Bind {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+}
+
+/// Device state: the worker exists only while the driver runs the device.
+enum State {
+    Inactive,
+    Active(WorkerThread<VsockWorker>),
+}
+
+/// A virtio-vsock device with its host side on unix sockets.
+pub struct Vsock {
+    cid: u64,
+    path: PathBuf,
+    listener: UnixListener,
+    config: [u8; 8],
+    state: State,
+}
+
+/// Binds `path`, replacing a stale socket file nobody listens on.
+fn bind(path: &Path) -> Result<UnixListener, VsockError> {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(VsockError::NotSocket(path.to_path_buf()));
+        }
+        if UnixStream::connect(path).is_ok() {
+            return Err(VsockError::InUse(path.to_path_buf()));
+        }
+        let _ = std::fs::remove_file(path);
+    }
+    UnixListener::bind(path).map_err(|source| VsockError::Bind {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+impl Vsock {
+    /// A device for guest context id `cid` whose host side listens on
+    /// `path` (guest connections to host port P go to `path_P`).
+    pub fn new(cid: u64, path: &Path) -> Result<Self, VsockError> {
+        let listener = bind(path)?;
+        Ok(Self {
+            cid,
+            path: path.to_path_buf(),
+            listener,
+            config: cid.to_le_bytes(),
+            state: State::Inactive,
+        })
+    }
+
+    /// The guest's context id.
+    pub fn cid(&self) -> u64 {
+        self.cid
+    }
+}
+
+impl Drop for Vsock {
+    fn drop(&mut self) {
+        self.reset();
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl VirtioDevice for Vsock {
+    fn device_type(&self) -> u32 {
+        device_type::VSOCK
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &[QUEUE_SIZE; NUM_QUEUES]
+    }
+
+    fn features(&self) -> u64 {
+        // Stream sockets only (VIRTIO_VSOCK_F_SEQPACKET not offered).
+        0
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        read_config_bytes(&self.config, offset, data);
+    }
+
+    fn activate(&mut self, ctx: ActivateContext) -> Result<(), ActivateError> {
+        let ActivateContext {
+            mem,
+            interrupt,
+            queues,
+            queue_events,
+            ..
+        } = ctx;
+        let got = queues.len();
+        let queues: [Queue; NUM_QUEUES] =
+            queues.try_into().map_err(|_| ActivateError::QueueCount {
+                expected: NUM_QUEUES,
+                got,
+            })?;
+        if queue_events.len() != NUM_QUEUES {
+            return Err(ActivateError::QueueCount {
+                expected: NUM_QUEUES,
+                got: queue_events.len(),
+            });
+        }
+        for (i, q) in queues.iter().enumerate().take(2) {
+            if !q.ready() {
+                return Err(ActivateError::QueueNotReady(i));
+            }
+        }
+        let listener = self.listener.try_clone().map_err(ActivateError::Worker)?;
+        let muxer = Muxer::new(mem.clone(), self.cid, self.path.clone(), listener)
+            .map_err(ActivateError::Worker)?;
+        let worker = VsockWorker::new(mem, interrupt, queues, queue_events, muxer);
+        let thread = WorkerThread::start("v_vsock", move |kill| worker.run(kill))
+            .map_err(ActivateError::Worker)?;
+        self.state = State::Active(thread);
+        Ok(())
+    }
+
+    fn reset(&mut self) {
+        if let State::Active(thread) = std::mem::replace(&mut self.state, State::Inactive) {
+            // Dropping the worker closes every connection's host socket.
+            thread.stop();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+
+    use vm_memory::{Bytes, GuestAddress};
+
+    use super::*;
+    use crate::virtio::test_utils::{guest_memory, DeviceHarness, DATA_START, VRING_DESC_F_WRITE};
+    use crate::virtio::vsock::packet::{op, Header, SHUTDOWN_BOTH, SHUTDOWN_SEND, TYPE_STREAM};
+    use crate::virtio::vsock::{unix, CONN_BUF_ALLOC, EVQ, FIRST_LOCAL_PORT, HDR_LEN, RXQ, TXQ};
+    use crate::virtio::GuestMemoryMmap;
+
+    const CID: u64 = 3;
+    const RX_BASE: u64 = DATA_START;
+    const RX_SLOT: u64 = 0x2000;
+    const RX_BUF: u32 = 4096 + HDR_LEN as u32;
+    const TX_BASE: u64 = DATA_START + 0x40_0000;
+    const TX_SLOT: u64 = 0x2000;
+
+    /// A temporary directory removed on drop.
+    struct TestDir(PathBuf);
+
+    impl TestDir {
+        fn new(name: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!("vsock-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            Self(dir)
+        }
+        fn sock(&self) -> PathBuf {
+            self.0.join("v.sock")
+        }
+    }
+
+    impl Drop for TestDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// The guest driver's side: posts RX buffers, sends TX packets, reads
+    /// what the device delivered.
+    struct Guest<'a> {
+        h: DeviceHarness<'a>,
+        rx_posted: u16,
+        rx_seen: u16,
+        tx_sent: u16,
+    }
+
+    fn hdr(op: u16, src_port: u32, dst_port: u32) -> Header {
+        Header {
+            src_cid: CID,
+            dst_cid: 2,
+            src_port,
+            dst_port,
+            len: 0,
+            type_: TYPE_STREAM,
+            op,
+            flags: 0,
+            buf_alloc: CONN_BUF_ALLOC,
+            fwd_cnt: 0,
+        }
+    }
+
+    impl<'a> Guest<'a> {
+        fn new(mem: &'a GuestMemoryMmap, dev: &mut Vsock) -> Self {
+            Self {
+                h: DeviceHarness::activate(mem, dev, 256),
+                rx_posted: 0,
+                rx_seen: 0,
+                tx_sent: 0,
+            }
+        }
+
+        fn post_rx(&mut self, n: u16) {
+            for _ in 0..n {
+                let i = self.rx_posted;
+                self.h.add_chain(
+                    RXQ,
+                    i,
+                    &[(RX_BASE + u64::from(i) * RX_SLOT, RX_BUF, VRING_DESC_F_WRITE)],
+                );
+                self.rx_posted += 1;
+            }
+        }
+
+        /// Sends a raw chain on TX and waits until the device used it.
+        fn send_raw(&mut self, descs: &[(u64, u32, u16)]) {
+            let i = self.tx_sent;
+            self.h.add_chain(TXQ, i, descs);
+            self.tx_sent += 1;
+            self.h.wait_used(TXQ, self.tx_sent);
+        }
+
+        fn send(&mut self, mut h: Header, payload: &[u8]) {
+            let addr = TX_BASE + u64::from(self.tx_sent) * TX_SLOT;
+            h.len = payload.len() as u32;
+            self.h
+                .mem
+                .write_slice(&h.to_bytes(), GuestAddress(addr))
+                .unwrap();
+            self.h
+                .mem
+                .write_slice(payload, GuestAddress(addr + HDR_LEN as u64))
+                .unwrap();
+            self.send_raw(&[(addr, (HDR_LEN + payload.len()) as u32, 0)]);
+        }
+
+        /// The next packet the device delivered.
+        fn recv(&mut self) -> (Header, Vec<u8>) {
+            self.rx_seen += 1;
+            self.h.wait_used(RXQ, self.rx_seen);
+            let (id, len) = self.h.used_elem(RXQ, self.rx_seen - 1);
+            let addr = RX_BASE + u64::from(id) * RX_SLOT;
+            assert!(len as usize >= HDR_LEN, "used length {len}");
+            let raw: [u8; HDR_LEN] = self.h.read(addr, HDR_LEN).try_into().unwrap();
+            let h = Header::from_bytes(&raw);
+            assert_eq!(h.len as usize, len as usize - HDR_LEN);
+            let payload = self.h.read(addr + HDR_LEN as u64, h.len as usize);
+            (h, payload)
+        }
+
+        /// Asserts that nothing is delivered for a while.
+        fn no_rx(&self) {
+            std::thread::sleep(Duration::from_millis(100));
+            let used = self.h.queues[RXQ].used().idx().load();
+            assert_eq!(used, self.rx_seen, "unexpected RX packet");
+        }
+    }
+
+    fn read_line(s: &mut UnixStream) -> String {
+        let mut line = Vec::new();
+        let mut b = [0u8; 1];
+        while s.read(&mut b).unwrap() == 1 {
+            line.push(b[0]);
+            if b[0] == b'\n' {
+                break;
+            }
+        }
+        String::from_utf8(line).unwrap()
+    }
+
+    fn accept(l: &UnixListener) -> UnixStream {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        l.set_nonblocking(true).unwrap();
+        loop {
+            match l.accept() {
+                Ok((s, _)) => {
+                    s.set_nonblocking(false).unwrap();
+                    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                    return s;
+                }
+                Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(1)),
+                Err(e) => panic!("no connection: {e}"),
+            }
+        }
+    }
+
+    #[test]
+    fn config_space_holds_the_guest_cid() {
+        let dir = TestDir::new("config");
+        let dev = Vsock::new(0x1_0000_0003, &dir.sock()).unwrap();
+        assert_eq!(dev.device_type(), 19);
+        assert_eq!(dev.queue_max_sizes().len(), 3);
+        let mut b = [0u8; 8];
+        dev.read_config(0, &mut b);
+        assert_eq!(u64::from_le_bytes(b), 0x1_0000_0003);
+        let mut b = [0u8; 4];
+        dev.read_config(4, &mut b);
+        assert_eq!(u32::from_le_bytes(b), 1);
+    }
+
+    #[test]
+    fn socket_path_checks() {
+        let dir = TestDir::new("paths");
+        let dev = Vsock::new(CID, &dir.sock()).unwrap();
+        assert!(matches!(
+            Vsock::new(CID, &dir.sock()),
+            Err(VsockError::InUse(_))
+        ));
+        drop(dev);
+        assert!(!dir.sock().exists(), "socket removed on drop");
+        // A stale socket nobody listens on is replaced.
+        drop(UnixListener::bind(dir.sock()).unwrap());
+        assert!(Vsock::new(CID, &dir.sock()).is_ok());
+        let file = dir.0.join("file");
+        std::fs::write(&file, b"x").unwrap();
+        assert!(matches!(
+            Vsock::new(CID, &file),
+            Err(VsockError::NotSocket(_))
+        ));
+    }
+
+    #[test]
+    fn guest_to_host_stream_both_directions_and_clean_close() {
+        let dir = TestDir::new("g2h");
+        let host = UnixListener::bind(unix::port_path(&dir.sock(), 5000)).unwrap();
+        let mem = guest_memory();
+        let mut dev = Vsock::new(CID, &dir.sock()).unwrap();
+        let mut g = Guest::new(&mem, &mut dev);
+        g.post_rx(16);
+        g.send(hdr(op::REQUEST, 1234, 5000), &[]);
+        let (r, _) = g.recv();
+        assert_eq!(
+            (r.op, r.src_cid, r.dst_cid, r.src_port, r.dst_port),
+            (op::RESPONSE, 2, CID, 5000, 1234)
+        );
+        assert_eq!(r.buf_alloc, CONN_BUF_ALLOC);
+        let mut s = accept(&host);
+        // Guest to host.
+        g.send(hdr(op::RW, 1234, 5000), b"hello host");
+        let mut buf = [0u8; 10];
+        s.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"hello host");
+        // Host to guest.
+        s.write_all(b"hello guest").unwrap();
+        let (d, payload) = g.recv();
+        assert_eq!((d.op, d.src_port, d.dst_port), (op::RW, 5000, 1234));
+        assert_eq!(payload, b"hello guest");
+        assert_eq!(d.fwd_cnt, 10, "our fwd_cnt counts forwarded guest bytes");
+        // Guest half-close: the host reads EOF but may still send.
+        g.send(
+            Header {
+                flags: SHUTDOWN_SEND,
+                ..hdr(op::SHUTDOWN, 1234, 5000)
+            },
+            &[],
+        );
+        assert_eq!(s.read(&mut buf).unwrap(), 0, "host sees EOF");
+        s.write_all(b"bye").unwrap();
+        assert_eq!(g.recv().1, b"bye");
+        // Guest close: RST back, host socket closed.
+        g.send(
+            Header {
+                flags: SHUTDOWN_BOTH,
+                ..hdr(op::SHUTDOWN, 1234, 5000)
+            },
+            &[],
+        );
+        let (rst, _) = g.recv();
+        assert_eq!((rst.op, rst.src_port, rst.dst_port), (op::RST, 5000, 1234));
+        // The connection is gone: more data is answered with RST.
+        g.send(hdr(op::RW, 1234, 5000), b"late");
+        assert_eq!(g.recv().0.op, op::RST);
+        dev.reset();
+    }
+
+    #[test]
+    fn guest_connect_without_listener_is_reset() {
+        let dir = TestDir::new("refused");
+        let mem = guest_memory();
+        let mut dev = Vsock::new(CID, &dir.sock()).unwrap();
+        let mut g = Guest::new(&mem, &mut dev);
+        g.post_rx(4);
+        g.send(hdr(op::REQUEST, 1000, 5001), &[]);
+        let (r, _) = g.recv();
+        assert_eq!(
+            (r.op, r.src_cid, r.dst_cid, r.src_port, r.dst_port),
+            (op::RST, 2, CID, 5001, 1000)
+        );
+        dev.reset();
+    }
+
+    #[test]
+    fn host_connect_handshake_and_refusal() {
+        let dir = TestDir::new("h2g");
+        let mem = guest_memory();
+        let mut dev = Vsock::new(CID, &dir.sock()).unwrap();
+        let mut g = Guest::new(&mem, &mut dev);
+        g.post_rx(16);
+        let mut s = UnixStream::connect(dir.sock()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        // The line and early data in one write: data waits for the guest.
+        s.write_all(b"CONNECT 6000\nearly").unwrap();
+        let (req, _) = g.recv();
+        assert_eq!(
+            (req.op, req.dst_port, req.dst_cid),
+            (op::REQUEST, 6000, CID)
+        );
+        assert!(req.src_port >= FIRST_LOCAL_PORT);
+        let mut resp = hdr(op::RESPONSE, 6000, req.src_port);
+        resp.buf_alloc = 4096;
+        g.send(resp, &[]);
+        assert_eq!(read_line(&mut s), format!("OK {}\n", req.src_port));
+        let (d, payload) = g.recv();
+        assert_eq!((d.op, payload.as_slice()), (op::RW, &b"early"[..]));
+        // Host closes: SHUTDOWN with both flags, then the guest's RST ends it.
+        drop(s);
+        let (sd, _) = g.recv();
+        assert_eq!((sd.op, sd.flags), (op::SHUTDOWN, SHUTDOWN_BOTH));
+        g.send(hdr(op::RST, 6000, req.src_port), &[]);
+        g.no_rx();
+
+        // Refusal: the host socket closes without a reply.
+        let mut s = UnixStream::connect(dir.sock()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"CONNECT 6001\n").unwrap();
+        let (req2, _) = g.recv();
+        assert_eq!(req2.op, op::REQUEST);
+        assert_ne!(req2.src_port, req.src_port, "fresh local port");
+        g.send(hdr(op::RST, 6001, req2.src_port), &[]);
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty(), "no OK line: {rest:?}");
+
+        // A bad line is just closed.
+        let mut s = UnixStream::connect(dir.sock()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"HELLO\n").unwrap();
+        let mut rest = Vec::new();
+        // Closed with the line unread: EOF or ECONNRESET, never a reply.
+        match s.read_to_end(&mut rest) {
+            Ok(_) => assert!(rest.is_empty()),
+            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset),
+        }
+        g.no_rx();
+        dev.reset();
+    }
+
+    #[test]
+    fn host_half_close_and_guest_credit_limit() {
+        let dir = TestDir::new("credit");
+        let host = UnixListener::bind(unix::port_path(&dir.sock(), 5000)).unwrap();
+        let mem = guest_memory();
+        let mut dev = Vsock::new(CID, &dir.sock()).unwrap();
+        let mut g = Guest::new(&mem, &mut dev);
+        g.post_rx(32);
+        let mut req = hdr(op::REQUEST, 1234, 5000);
+        req.buf_alloc = 5000;
+        g.send(req, &[]);
+        assert_eq!(g.recv().0.op, op::RESPONSE);
+        let mut s = accept(&host);
+        s.write_all(&[7u8; 8192]).unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        // 5000 bytes of credit: 4096 + 904, then a credit request.
+        let (a, pa) = g.recv();
+        let (b, pb) = g.recv();
+        assert_eq!((a.op, b.op), (op::RW, op::RW));
+        assert_eq!(pa.len() + pb.len(), 5000);
+        assert_eq!(g.recv().0.op, op::CREDIT_REQUEST);
+        g.no_rx();
+        // The guest consumed everything: the rest, then SHUTDOWN(SEND) for
+        // the host's half-close.
+        let mut upd = hdr(op::CREDIT_UPDATE, 1234, 5000);
+        upd.buf_alloc = 5000;
+        upd.fwd_cnt = 5000;
+        g.send(upd, &[]);
+        let (c, pc) = g.recv();
+        assert_eq!((c.op, pc.len()), (op::RW, 3192));
+        assert!(pc.iter().all(|&b| b == 7));
+        let (sd, _) = g.recv();
+        assert_eq!((sd.op, sd.flags), (op::SHUTDOWN, SHUTDOWN_SEND));
+        // The guest can still send after the host's half-close.
+        g.send(hdr(op::RW, 1234, 5000), b"reply");
+        let mut buf = [0u8; 5];
+        s.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"reply");
+        dev.reset();
+    }
+
+    #[test]
+    fn guest_stream_gets_credit_updates() {
+        let dir = TestDir::new("updates");
+        let host = UnixListener::bind(unix::port_path(&dir.sock(), 5000)).unwrap();
+        let mem = guest_memory();
+        let mut dev = Vsock::new(CID, &dir.sock()).unwrap();
+        let mut g = Guest::new(&mem, &mut dev);
+        g.post_rx(8);
+        g.send(hdr(op::REQUEST, 1, 5000), &[]);
+        assert_eq!(g.recv().0.op, op::RESPONSE);
+        let mut s = accept(&host);
+        // Half our buffer in 4 KiB packets: one CREDIT_UPDATE.
+        let chunk = [1u8; 4096];
+        for _ in 0..(CONN_BUF_ALLOC as usize / 2 / 4096) {
+            g.send(hdr(op::RW, 1, 5000), &chunk);
+        }
+        let (u, _) = g.recv();
+        assert_eq!((u.op, u.fwd_cnt), (op::CREDIT_UPDATE, CONN_BUF_ALLOC / 2));
+        let mut got = vec![0u8; CONN_BUF_ALLOC as usize / 2];
+        s.read_exact(&mut got).unwrap();
+        // Explicit credit requests are answered too.
+        g.send(hdr(op::CREDIT_REQUEST, 1, 5000), &[]);
+        assert_eq!(g.recv().0.op, op::CREDIT_UPDATE);
+        dev.reset();
+    }
+
+    #[test]
+    fn hostile_tx_packets_are_dropped_or_reset_and_the_device_keeps_serving() {
+        let dir = TestDir::new("hostile-tx");
+        let _host = UnixListener::bind(unix::port_path(&dir.sock(), 5000)).unwrap();
+        let mem = guest_memory();
+        let mut dev = Vsock::new(CID, &dir.sock()).unwrap();
+        let mut g = Guest::new(&mem, &mut dev);
+        g.post_rx(32);
+        // Wrong source cid: dropped silently.
+        let mut h = hdr(op::REQUEST, 1, 5000);
+        h.src_cid = 7;
+        g.send(h, &[]);
+        g.no_rx();
+        // Wrong destination cid: refused.
+        let mut h = hdr(op::REQUEST, 1, 5000);
+        h.dst_cid = 9;
+        g.send(h, &[]);
+        let (r, _) = g.recv();
+        assert_eq!((r.op, r.src_cid, r.dst_port), (op::RST, 9, 1));
+        // SEQPACKET is not offered: refused.
+        let mut h = hdr(op::REQUEST, 1, 5000);
+        h.type_ = 2;
+        g.send(h, &[]);
+        assert_eq!(g.recv().0.op, op::RST);
+        // Data for an unknown connection: RST.
+        g.send(hdr(op::RW, 2, 5000), b"x");
+        assert_eq!(g.recv().0.op, op::RST);
+        // An RST for an unknown connection: nothing.
+        g.send(hdr(op::RST, 2, 5000), &[]);
+        g.no_rx();
+        // Header cut short, device-writable header, out-of-memory address,
+        // zero-length chain.
+        let a = TX_BASE + 0x10_0000;
+        g.send_raw(&[(a, 20, 0)]);
+        g.send_raw(&[(a, 64, VRING_DESC_F_WRITE)]);
+        g.send_raw(&[(1 << 40, 64, 0)]);
+        g.send_raw(&[(a, 0, 0)]);
+        g.no_rx();
+        // Establish a connection, then break it with len beyond the chain.
+        g.send(hdr(op::REQUEST, 3, 5000), &[]);
+        assert_eq!(g.recv().0.op, op::RESPONSE);
+        let mut h = hdr(op::RW, 3, 5000);
+        h.len = 100;
+        mem.write_slice(&h.to_bytes(), GuestAddress(a)).unwrap();
+        g.send_raw(&[(a, HDR_LEN as u32 + 10, 0)]);
+        let (r, _) = g.recv();
+        assert_eq!((r.op, r.dst_port), (op::RST, 3));
+        // Oversize packet on another connection.
+        g.send(hdr(op::REQUEST, 4, 5000), &[]);
+        assert_eq!(g.recv().0.op, op::RESPONSE);
+        let mut h = hdr(op::RW, 4, 5000);
+        h.len = 1 << 20;
+        mem.write_slice(&h.to_bytes(), GuestAddress(a)).unwrap();
+        g.send_raw(&[(a, HDR_LEN as u32 + (1 << 20), 0)]);
+        assert_eq!(g.recv().0.op, op::RST);
+        // A guest ignoring our credit is reset.
+        g.send(hdr(op::REQUEST, 5, 5000), &[]);
+        assert_eq!(g.recv().0.op, op::RESPONSE);
+        // Nobody reads the host side; the socket buffer fills, then our
+        // 256 KiB buffer; beyond that the connection is reset.
+        let chunk = vec![0u8; 64 * 1024];
+        let mut reset = false;
+        for _ in 0..64 {
+            let mut h = hdr(op::RW, 5, 5000);
+            h.len = chunk.len() as u32;
+            mem.write_slice(&h.to_bytes(), GuestAddress(a)).unwrap();
+            mem.write_slice(&chunk, GuestAddress(a + HDR_LEN as u64))
+                .unwrap();
+            g.send_raw(&[(a, (HDR_LEN + chunk.len()) as u32, 0)]);
+            let used = g.h.queues[RXQ].used().idx().load();
+            if used > g.rx_seen {
+                let (p, _) = g.recv();
+                if p.op == op::RST {
+                    reset = true;
+                    break;
+                }
+            }
+        }
+        assert!(reset, "credit violation must reset");
+        // Still serving.
+        g.send(hdr(op::REQUEST, 6, 5000), &[]);
+        assert_eq!(g.recv().0.op, op::RESPONSE);
+        dev.reset();
+    }
+
+    #[test]
+    fn bad_rx_buffers_are_skipped() {
+        let dir = TestDir::new("hostile-rx");
+        let mem = guest_memory();
+        let mut dev = Vsock::new(CID, &dir.sock()).unwrap();
+        let mut g = Guest::new(&mem, &mut dev);
+        // Read-only, too short, outside memory; then a good one.
+        g.h.add_chain(RXQ, 0, &[(RX_BASE, RX_BUF, 0)]);
+        g.h.add_chain(RXQ, 1, &[(RX_BASE + RX_SLOT, 20, VRING_DESC_F_WRITE)]);
+        g.h.add_chain(RXQ, 2, &[(1 << 40, RX_BUF, VRING_DESC_F_WRITE)]);
+        g.rx_posted = 3;
+        g.send(hdr(op::REQUEST, 1000, 5001), &[]);
+        g.h.wait_used(RXQ, 3);
+        for i in 0..3 {
+            assert_eq!(g.h.used_elem(RXQ, i).1, 0, "bad buffer {i} gets length 0");
+        }
+        assert_eq!(
+            g.h.read(RX_BASE, 8),
+            vec![0; 8],
+            "read-only buffer untouched"
+        );
+        g.rx_seen = 3;
+        g.post_rx(1);
+        let (r, _) = g.recv();
+        assert_eq!(r.op, op::RST, "the pending packet went to the good buffer");
+        dev.reset();
+    }
+
+    #[test]
+    fn event_queue_is_left_alone_and_reset_allows_reactivation() {
+        let dir = TestDir::new("reset");
+        let mem = guest_memory();
+        let mut dev = Vsock::new(CID, &dir.sock()).unwrap();
+        {
+            let g = Guest::new(&mem, &mut dev);
+            g.h.add_chain(EVQ, 0, &[(RX_BASE, 8, VRING_DESC_F_WRITE)]);
+            std::thread::sleep(Duration::from_millis(50));
+            assert_eq!(g.h.queues[EVQ].used().idx().load(), 0);
+        }
+        dev.reset();
+        let mut g = Guest::new(&mem, &mut dev);
+        g.post_rx(2);
+        g.send(hdr(op::REQUEST, 1, 5001), &[]);
+        assert_eq!(g.recv().0.op, op::RST);
+        dev.reset();
+    }
+}

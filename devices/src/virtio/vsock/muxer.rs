@@ -1,0 +1,938 @@
+//! The I/O shell around [`Connection`]: host sockets, the connection table,
+//! the RX scheduling and the TX dispatch.
+//!
+//! Host sockets are non-blocking and registered edge-triggered in the
+//! worker's epoll under typed [`Token`]s; the muxer remembers readiness
+//! (`readable`) and only reads when the guest has both an RX buffer and
+//! credit, so one slow connection never blocks the others. Payload moves
+//! between guest buffers and host sockets with one `read`/`write` per guest
+//! region; host bytes are copied into a per-connection buffer only when the
+//! host socket cannot take guest data right away.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use virtio_queue::{Queue, QueueOwnedT, QueueT};
+use vm_memory::{
+    Bytes, GuestAddress, GuestMemoryBackend, ReadVolatile, VolatileMemoryError, WriteVolatile,
+};
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+
+use super::connection::{Connection, GuestAction, State};
+use super::packet::{
+    op, Header, Region, RxBuffer, TxPacket, SHUTDOWN_BOTH, SHUTDOWN_SEND, TYPE_STREAM,
+};
+use super::unix::{self, ConnectLine, MAX_CONNECT_LINE};
+use super::{
+    CONN_BUF_ALLOC, FIRST_LOCAL_PORT, HDR_LEN, HOST_CID, MAX_CONNECTIONS, MAX_PKT_PAYLOAD,
+};
+use crate::virtio::GuestMemoryMmap;
+
+/// How long the guest has to answer a host `CONNECT` (`RESPONSE`/`RST`).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a host program has to send its `CONNECT` line.
+pub const CONNECT_LINE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a closing connection may linger (guest `RST` after our
+/// `SHUTDOWN`, or flushing to the host after the guest's) before we reset it.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most host sockets that have not sent their `CONNECT` line yet.
+const MAX_WAITING: usize = 128;
+/// `RST`s to unknown connections queued for the guest; TX processing pauses
+/// while this many wait for RX buffers.
+const MAX_RST_QUEUE: usize = 1024;
+
+/// What an epoll event is about. Encoded as `kind << 32 | id`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Token {
+    /// RX queue notification.
+    RxQueue,
+    /// TX queue notification.
+    TxQueue,
+    /// Event queue notification.
+    EventQueue,
+    /// The worker's kill eventfd.
+    Kill,
+    /// The hybrid listening socket.
+    Listener,
+    /// A host socket that has not sent its `CONNECT` line yet.
+    Waiting(u32),
+    /// A connection's host socket.
+    Conn(u32),
+}
+
+impl Token {
+    /// The epoll user data.
+    pub fn to_data(self) -> u64 {
+        let (kind, id) = match self {
+            Token::RxQueue => (0u64, 0u32),
+            Token::TxQueue => (1, 0),
+            Token::EventQueue => (2, 0),
+            Token::Kill => (3, 0),
+            Token::Listener => (4, 0),
+            Token::Waiting(id) => (5, id),
+            Token::Conn(id) => (6, id),
+        };
+        kind << 32 | u64::from(id)
+    }
+
+    /// Decodes epoll user data.
+    pub fn from_data(data: u64) -> Option<Self> {
+        let id = data as u32;
+        Some(match data >> 32 {
+            0 => Token::RxQueue,
+            1 => Token::TxQueue,
+            2 => Token::EventQueue,
+            3 => Token::Kill,
+            4 => Token::Listener,
+            5 => Token::Waiting(id),
+            6 => Token::Conn(id),
+            _ => return None,
+        })
+    }
+}
+
+/// A host socket that still has to say `CONNECT <port>`.
+struct Waiting {
+    stream: UnixStream,
+    deadline: Instant,
+}
+
+/// A connection: protocol state plus its host socket.
+struct Conn {
+    core: Connection,
+    stream: UnixStream,
+    /// Bytes for the host socket that it did not take yet.
+    tx_buf: Vec<u8>,
+    tx_off: usize,
+    /// Leading bytes of `tx_buf` that are ours (the `OK` line), not guest
+    /// payload (they do not count as forwarded).
+    tx_ctl: usize,
+    /// Host local port allocated for a host-initiated connection.
+    host_initiated: bool,
+    /// The host socket may have bytes (edge-triggered readiness).
+    readable: bool,
+    /// The host closed both directions.
+    hup: bool,
+    /// A read returned end of file.
+    eof: bool,
+    /// We shut down the host socket's write side.
+    write_shut: bool,
+    /// In the RX scheduling queue.
+    queued: bool,
+    deadline: Option<Instant>,
+}
+
+impl Conn {
+    fn new(core: Connection, stream: UnixStream) -> Self {
+        Self {
+            core,
+            stream,
+            tx_buf: Vec::new(),
+            tx_off: 0,
+            tx_ctl: 0,
+            host_initiated: false,
+            readable: false,
+            hup: false,
+            eof: false,
+            write_shut: false,
+            queued: false,
+            deadline: None,
+        }
+    }
+
+    /// Guest bytes accepted but not yet written to the host.
+    fn buffered(&self) -> usize {
+        self.tx_buf.len() - self.tx_off - self.tx_ctl
+    }
+
+    fn wants_data(&self) -> bool {
+        self.readable && !self.eof && self.core.may_send_data()
+    }
+
+    fn has_rx_work(&self) -> bool {
+        self.core.has_control() || (self.wants_data() && self.core.peer_free() > 0)
+    }
+
+    /// Writes buffered bytes to the host socket. Returns the guest bytes
+    /// written, or an error if the socket is broken.
+    fn flush(&mut self) -> io::Result<usize> {
+        let mut guest_bytes = 0;
+        while self.tx_off < self.tx_buf.len() {
+            match io::Write::write(&mut self.stream, &self.tx_buf[self.tx_off..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.tx_off += n;
+                    let ctl = n.min(self.tx_ctl);
+                    self.tx_ctl -= ctl;
+                    guest_bytes += n - ctl;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if self.tx_off == self.tx_buf.len() {
+            self.tx_buf.clear();
+            self.tx_off = 0;
+        } else if self.tx_off > self.tx_buf.len() / 2 {
+            self.tx_buf.drain(..self.tx_off);
+            self.tx_off = 0;
+        }
+        Ok(guest_bytes)
+    }
+}
+
+/// Kinds of guest misbehaviour, each logged once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Warn {
+    BadTx,
+    BadRx,
+    WrongSrcCid,
+    WrongDst,
+    ProtocolReset,
+    TooMany,
+}
+
+/// The muxer: every connection of one vsock device.
+pub struct Muxer {
+    mem: GuestMemoryMmap,
+    guest_cid: u64,
+    path: PathBuf,
+    listener: UnixListener,
+    epoll: Epoll,
+    conns: HashMap<u32, Conn>,
+    /// (host port, guest port) to connection id.
+    keys: HashMap<(u32, u32), u32>,
+    waiting: HashMap<u32, Waiting>,
+    next_id: u32,
+    next_local_port: u32,
+    rx_ready: VecDeque<u32>,
+    rst_queue: VecDeque<Header>,
+    warned: HashSet<Warn>,
+}
+
+/// Why a read into guest memory stopped.
+enum ReadResult {
+    Data(usize),
+    Eof,
+    WouldBlock,
+    Error(io::Error),
+}
+
+fn volatile_io_error(e: VolatileMemoryError) -> io::Error {
+    match e {
+        VolatileMemoryError::IOError(e) => e,
+        other => io::Error::other(other.to_string()),
+    }
+}
+
+impl Muxer {
+    /// A muxer serving `listener` (bound at `path`) for the guest `guest_cid`.
+    pub fn new(
+        mem: GuestMemoryMmap,
+        guest_cid: u64,
+        path: PathBuf,
+        listener: UnixListener,
+    ) -> io::Result<Self> {
+        listener.set_nonblocking(true)?;
+        let epoll = Epoll::new()?;
+        epoll.ctl(
+            ControlOperation::Add,
+            listener.as_raw_fd(),
+            EpollEvent::new(EventSet::IN, Token::Listener.to_data()),
+        )?;
+        Ok(Self {
+            mem,
+            guest_cid,
+            path,
+            listener,
+            epoll,
+            conns: HashMap::new(),
+            keys: HashMap::new(),
+            waiting: HashMap::new(),
+            next_id: 0,
+            next_local_port: FIRST_LOCAL_PORT,
+            rx_ready: VecDeque::new(),
+            rst_queue: VecDeque::new(),
+            warned: HashSet::new(),
+        })
+    }
+
+    /// The epoll instance the worker waits on.
+    pub fn epoll(&self) -> &Epoll {
+        &self.epoll
+    }
+
+    /// Number of open connections.
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    fn warn_once(&mut self, kind: Warn, detail: impl std::fmt::Display) {
+        if self.warned.insert(kind) {
+            tracing::warn!("virtio-vsock: {detail} (logged once)");
+        } else {
+            tracing::debug!("virtio-vsock: {detail}");
+        }
+    }
+
+    fn new_id(&mut self) -> u32 {
+        loop {
+            let id = self.next_id;
+            self.next_id = self.next_id.wrapping_add(1);
+            if !self.conns.contains_key(&id) && !self.waiting.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    fn conn_events() -> EventSet {
+        EventSet::IN | EventSet::OUT | EventSet::READ_HANG_UP | EventSet::EDGE_TRIGGERED
+    }
+
+    // ---------------------------------------------------------------- TX
+
+    /// Handles every packet the guest queued on TX. Returns whether any
+    /// chain was used.
+    pub fn process_tx(&mut self, txq: &mut Queue) -> bool {
+        let mem = self.mem.clone();
+        let mut used = false;
+        while self.rst_queue.len() < MAX_RST_QUEUE {
+            let Some(chain) = txq.pop_descriptor_chain(&mem) else {
+                break;
+            };
+            let head = chain.head_index();
+            match TxPacket::parse(&mem, chain) {
+                Ok(pkt) => self.handle_tx(&pkt.hdr, &pkt.payload),
+                Err((hdr, e)) => {
+                    self.warn_once(Warn::BadTx, format_args!("dropped TX packet: {e}"));
+                    if let Some(hdr) = hdr {
+                        self.reset_named(&hdr);
+                    }
+                }
+            }
+            if let Err(e) = txq.add_used(&mem, head, 0) {
+                self.warn_once(Warn::BadTx, format_args!("cannot return TX buffer: {e:?}"));
+            }
+            used = true;
+        }
+        used
+    }
+
+    /// A malformed packet with a readable header: reset the connection it
+    /// names, or answer `RST` if it names none.
+    fn reset_named(&mut self, hdr: &Header) {
+        if hdr.src_cid != self.guest_cid {
+            return;
+        }
+        match self.keys.get(&(hdr.dst_port, hdr.src_port)) {
+            Some(&id) => self.kill(id, true),
+            None if hdr.op != op::RST => self.rst_queue.push_back(hdr.reply(op::RST)),
+            None => {}
+        }
+    }
+
+    fn handle_tx(&mut self, hdr: &Header, payload: &[Region]) {
+        if hdr.src_cid != self.guest_cid {
+            let guest_cid = self.guest_cid;
+            self.warn_once(
+                Warn::WrongSrcCid,
+                format_args!(
+                    "dropped packet with source cid {} (guest is {})",
+                    hdr.src_cid, guest_cid
+                ),
+            );
+            return;
+        }
+        if hdr.dst_cid != HOST_CID || hdr.type_ != TYPE_STREAM {
+            self.warn_once(
+                Warn::WrongDst,
+                format_args!(
+                    "refused packet to cid {} type {} (only stream to the host, cid 2)",
+                    hdr.dst_cid, hdr.type_
+                ),
+            );
+            if hdr.op != op::RST {
+                self.rst_queue.push_back(hdr.reply(op::RST));
+            }
+            return;
+        }
+        let Some(&id) = self.keys.get(&(hdr.dst_port, hdr.src_port)) else {
+            match hdr.op {
+                op::REQUEST => self.guest_connect(hdr),
+                op::RST => {}
+                _ => self.rst_queue.push_back(hdr.reply(op::RST)),
+            }
+            return;
+        };
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        match conn.core.on_guest_packet(hdr, conn.buffered()) {
+            GuestAction::None | GuestAction::Shutdown(_) => {}
+            GuestAction::Established => {
+                conn.deadline = None;
+                let line = unix::ok_line(conn.core.local_port);
+                conn.tx_ctl += line.len();
+                conn.tx_buf.extend_from_slice(&line);
+                if let Err(e) = conn.flush() {
+                    tracing::debug!("virtio-vsock: host socket gone: {e}");
+                    self.kill(id, true);
+                    return;
+                }
+            }
+            GuestAction::Forward(_) => {
+                if let Err(e) = self.forward(id, payload) {
+                    tracing::debug!("virtio-vsock: host socket gone: {e}");
+                    self.kill(id, true);
+                    return;
+                }
+            }
+            GuestAction::Reset => {
+                self.warn_once(
+                    Warn::ProtocolReset,
+                    format_args!(
+                        "guest broke the protocol (op {} on port {}->{}): connection reset",
+                        hdr.op, hdr.src_port, hdr.dst_port
+                    ),
+                );
+                self.kill(id, true);
+                return;
+            }
+            GuestAction::Closed => {
+                self.kill(id, false);
+                return;
+            }
+        }
+        self.after_change(id);
+    }
+
+    /// Writes a guest payload to the host socket, straight from guest
+    /// memory; what the socket does not take is buffered.
+    fn forward(&mut self, id: u32, payload: &[Region]) -> io::Result<()> {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return Ok(());
+        };
+        let mut forwarded = 0;
+        for &(addr, len) in payload {
+            let mut done = 0;
+            if conn.tx_buf.len() == conn.tx_off {
+                if let Ok(slice) = self.mem.get_slice(addr, len) {
+                    match conn.stream.write_volatile(&slice) {
+                        Ok(n) => done = n,
+                        Err(VolatileMemoryError::IOError(e))
+                            if e.kind() == io::ErrorKind::WouldBlock
+                                || e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(volatile_io_error(e)),
+                    }
+                }
+            }
+            forwarded += done;
+            if done < len {
+                let old = conn.tx_buf.len();
+                conn.tx_buf.resize(old + len - done, 0);
+                self.mem
+                    .read_slice(&mut conn.tx_buf[old..], GuestAddress(addr.0 + done as u64))
+                    .map_err(|e| io::Error::other(e.to_string()))?;
+            }
+        }
+        conn.core.forwarded(forwarded);
+        Ok(())
+    }
+
+    /// The guest asked for host port `hdr.dst_port`: connect to `PATH_port`.
+    fn guest_connect(&mut self, hdr: &Header) {
+        if self.conns.len() >= MAX_CONNECTIONS {
+            self.warn_once(
+                Warn::TooMany,
+                format_args!("refused connection: {MAX_CONNECTIONS} connections open"),
+            );
+            self.rst_queue.push_back(hdr.reply(op::RST));
+            return;
+        }
+        let path = unix::port_path(&self.path, hdr.dst_port);
+        let stream = match unix::connect_nonblocking(&path) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(
+                    "virtio-vsock: guest port {} -> host port {}: {}: {e}; RST",
+                    hdr.src_port,
+                    hdr.dst_port,
+                    path.display()
+                );
+                self.rst_queue.push_back(hdr.reply(op::RST));
+                return;
+            }
+        };
+        let id = self.new_id();
+        if let Err(e) = self.epoll.ctl(
+            ControlOperation::Add,
+            stream.as_raw_fd(),
+            EpollEvent::new(Self::conn_events(), Token::Conn(id).to_data()),
+        ) {
+            tracing::warn!("virtio-vsock: cannot watch host socket: {e}");
+            self.rst_queue.push_back(hdr.reply(op::RST));
+            return;
+        }
+        let conn = Conn::new(Connection::peer_init(hdr, CONN_BUF_ALLOC), stream);
+        self.keys.insert((hdr.dst_port, hdr.src_port), id);
+        self.conns.insert(id, conn);
+        self.schedule(id);
+    }
+
+    // ---------------------------------------------------------------- RX
+
+    /// Fills RX buffers with queued packets and host data. Returns whether
+    /// any chain was used.
+    pub fn process_rx(&mut self, rxq: &mut Queue) -> bool {
+        let mem = self.mem.clone();
+        let mut used = false;
+        loop {
+            // What goes out next: an RST to an unknown connection, or the
+            // next scheduled connection.
+            let id = if self.rst_queue.is_empty() {
+                match self.next_scheduled() {
+                    Some(id) => Some(id),
+                    None => break,
+                }
+            } else {
+                None
+            };
+            let Some(chain) = rxq.pop_descriptor_chain(&mem) else {
+                if let Some(id) = id {
+                    self.rx_ready.push_front(id);
+                    if let Some(c) = self.conns.get_mut(&id) {
+                        c.queued = true;
+                    }
+                }
+                break;
+            };
+            let head = chain.head_index();
+            let buf = match RxBuffer::parse(&mem, chain) {
+                Ok(b) => b,
+                Err(e) => {
+                    self.warn_once(Warn::BadRx, format_args!("dropped RX buffer: {e}"));
+                    if let Err(e) = rxq.add_used(&mem, head, 0) {
+                        self.warn_once(Warn::BadRx, format_args!("cannot return RX buffer: {e:?}"));
+                    }
+                    used = true;
+                    if let Some(id) = id {
+                        self.schedule(id);
+                    }
+                    continue;
+                }
+            };
+            let len = match id {
+                None => {
+                    let Some(hdr) = self.rst_queue.pop_front() else {
+                        rxq.go_to_previous_position();
+                        break;
+                    };
+                    buf.write_header(&mem, &hdr).map(|()| HDR_LEN)
+                }
+                Some(id) => match self.fill_from_conn(id, &buf) {
+                    Some(r) => r,
+                    None => {
+                        // Nothing to send after all (spurious readiness).
+                        rxq.go_to_previous_position();
+                        continue;
+                    }
+                },
+            };
+            let len = match len {
+                Ok(len) => len,
+                Err(e) => {
+                    self.warn_once(Warn::BadRx, format_args!("dropped RX buffer: {e}"));
+                    0
+                }
+            };
+            if let Err(e) = rxq.add_used(&mem, head, len as u32) {
+                self.warn_once(Warn::BadRx, format_args!("cannot return RX buffer: {e:?}"));
+            }
+            used = true;
+        }
+        used
+    }
+
+    /// Pops scheduled connections until one still has something to send.
+    fn next_scheduled(&mut self) -> Option<u32> {
+        while let Some(id) = self.rx_ready.pop_front() {
+            if let Some(c) = self.conns.get_mut(&id) {
+                c.queued = false;
+                if c.has_rx_work() {
+                    return Some(id);
+                }
+            }
+        }
+        None
+    }
+
+    /// Puts connection `id`'s next packet into `buf`: a control packet, or
+    /// data read from the host socket straight into guest memory. `None`
+    /// if it had nothing after all (the buffer is given back).
+    fn fill_from_conn(
+        &mut self,
+        id: u32,
+        buf: &RxBuffer,
+    ) -> Option<Result<usize, super::packet::PacketError>> {
+        let conn = self.conns.get_mut(&id)?;
+        if let Some(hdr) = conn.core.next_control() {
+            let r = buf.write_header(&self.mem, &hdr).map(|()| HDR_LEN);
+            self.after_change(id);
+            return Some(r);
+        }
+        if !conn.wants_data() || conn.core.peer_free() == 0 {
+            self.after_change(id);
+            return None;
+        }
+        if buf.capacity() == 0 {
+            // A header-only buffer while data waits: unusable for data.
+            return Some(Err(super::packet::PacketError::TooShort(HDR_LEN)));
+        }
+        let max = buf
+            .capacity()
+            .min(conn.core.peer_free() as usize)
+            .min(MAX_PKT_PAYLOAD);
+        let result = read_into(&self.mem, &mut conn.stream, &buf.payload, max);
+        let r = match result {
+            ReadResult::Data(n) => {
+                let hdr = conn.core.data_header(n as u32);
+                Some(buf.write_header(&self.mem, &hdr).map(|()| HDR_LEN + n))
+            }
+            ReadResult::Eof => {
+                conn.eof = true;
+                conn.readable = false;
+                conn.core.host_eof(conn.hup);
+                conn.core
+                    .next_control()
+                    .map(|hdr| buf.write_header(&self.mem, &hdr).map(|()| HDR_LEN))
+            }
+            ReadResult::WouldBlock => {
+                conn.readable = false;
+                None
+            }
+            ReadResult::Error(e) => {
+                tracing::debug!("virtio-vsock: host socket read failed: {e}");
+                self.kill(id, true);
+                return None;
+            }
+        };
+        self.after_change(id);
+        r
+    }
+
+    /// Queues connection `id` for RX if it has something to send (and asks
+    /// the guest for credit if it has data but no credit).
+    fn schedule(&mut self, id: u32) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if c.wants_data() && c.core.peer_free() == 0 {
+            c.core.request_credit();
+        }
+        if !c.queued && c.has_rx_work() {
+            c.queued = true;
+            self.rx_ready.push_back(id);
+        }
+    }
+
+    /// Re-evaluates closing after anything changed, then reschedules.
+    fn after_change(&mut self, id: u32) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let peer = c.core.peer_shutdown();
+        if c.core.state() == State::Established {
+            // The host hung up and we will not read again: tell the guest.
+            if c.hup && (c.eof || !c.core.may_send_data()) {
+                c.core.host_eof(true);
+            }
+            // The guest will send no more: pass the EOF on once flushed.
+            if peer & SHUTDOWN_SEND != 0 && c.tx_buf.is_empty() && !c.write_shut {
+                c.write_shut = true;
+                let _ = c.stream.shutdown(std::net::Shutdown::Write);
+            }
+            if peer == SHUTDOWN_BOTH {
+                if c.tx_buf.is_empty() {
+                    // Guest done and everything delivered: close.
+                    self.kill(id, true);
+                    return;
+                }
+                c.deadline
+                    .get_or_insert_with(|| Instant::now() + CLOSE_TIMEOUT);
+            }
+            if c.core.local_shutdown() == SHUTDOWN_BOTH {
+                c.deadline
+                    .get_or_insert_with(|| Instant::now() + CLOSE_TIMEOUT);
+            }
+        }
+        self.schedule(id);
+    }
+
+    // ---------------------------------------------------------------- host
+
+    /// Accepts host connections on the hybrid socket.
+    pub fn accept(&mut self) {
+        loop {
+            let stream = match self.listener.accept() {
+                Ok((s, _)) => s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    tracing::warn!("virtio-vsock: accept failed: {e}");
+                    return;
+                }
+            };
+            if self.waiting.len() >= MAX_WAITING {
+                tracing::warn!(
+                    "virtio-vsock: too many host connections without CONNECT; closed one"
+                );
+                continue;
+            }
+            if let Err(e) = stream.set_nonblocking(true) {
+                tracing::warn!("virtio-vsock: {e}");
+                continue;
+            }
+            let id = self.new_id();
+            if let Err(e) = self.epoll.ctl(
+                ControlOperation::Add,
+                stream.as_raw_fd(),
+                EpollEvent::new(
+                    EventSet::IN | EventSet::READ_HANG_UP | EventSet::EDGE_TRIGGERED,
+                    Token::Waiting(id).to_data(),
+                ),
+            ) {
+                tracing::warn!("virtio-vsock: cannot watch host socket: {e}");
+                continue;
+            }
+            self.waiting.insert(
+                id,
+                Waiting {
+                    stream,
+                    deadline: Instant::now() + CONNECT_LINE_TIMEOUT,
+                },
+            );
+            self.waiting_event(id);
+        }
+    }
+
+    /// A host socket that owes its `CONNECT` line became readable.
+    pub fn waiting_event(&mut self, id: u32) {
+        let Some(w) = self.waiting.get(&id) else {
+            return;
+        };
+        let mut line = [0u8; MAX_CONNECT_LINE];
+        let n = match unix::peek(&w.stream, &mut line) {
+            Ok(0) => {
+                self.waiting.remove(&id);
+                return;
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(_) => {
+                self.waiting.remove(&id);
+                return;
+            }
+        };
+        match unix::parse_connect_line(&line[..n]) {
+            ConnectLine::Incomplete => {}
+            ConnectLine::Invalid => {
+                tracing::debug!("virtio-vsock: host sent no valid CONNECT line; closed");
+                self.waiting.remove(&id);
+            }
+            ConnectLine::Connect { port, len } => {
+                let Some(mut w) = self.waiting.remove(&id) else {
+                    return;
+                };
+                // Consume exactly the line; later bytes are stream data.
+                if io::Read::read_exact(&mut w.stream, &mut line[..len]).is_err() {
+                    return;
+                }
+                self.host_connect(id, w.stream, port);
+            }
+        }
+    }
+
+    /// The host asked for guest port `port`: send the guest a `REQUEST`.
+    fn host_connect(&mut self, id: u32, stream: UnixStream, port: u32) {
+        if self.conns.len() >= MAX_CONNECTIONS {
+            self.warn_once(
+                Warn::TooMany,
+                format_args!("refused host connection: {MAX_CONNECTIONS} connections open"),
+            );
+            return;
+        }
+        let local = loop {
+            let p = self.next_local_port;
+            self.next_local_port = p.checked_add(1).unwrap_or(FIRST_LOCAL_PORT);
+            if !self.keys.contains_key(&(p, port)) {
+                break p;
+            }
+        };
+        if let Err(e) = self.epoll.ctl(
+            ControlOperation::Modify,
+            stream.as_raw_fd(),
+            EpollEvent::new(Self::conn_events(), Token::Conn(id).to_data()),
+        ) {
+            tracing::warn!("virtio-vsock: cannot watch host socket: {e}");
+            return;
+        }
+        let mut conn = Conn::new(
+            Connection::local_init(local, port, self.guest_cid, CONN_BUF_ALLOC),
+            stream,
+        );
+        conn.host_initiated = true;
+        conn.readable = true;
+        conn.deadline = Some(Instant::now() + REQUEST_TIMEOUT);
+        self.keys.insert((local, port), id);
+        self.conns.insert(id, conn);
+        self.schedule(id);
+    }
+
+    /// Readiness on a connection's host socket.
+    pub fn conn_event(&mut self, id: u32, events: EventSet) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if events
+            .intersects(EventSet::IN | EventSet::READ_HANG_UP | EventSet::HANG_UP | EventSet::ERROR)
+        {
+            c.readable = true;
+        }
+        if events.intersects(EventSet::HANG_UP | EventSet::ERROR) {
+            c.hup = true;
+        }
+        if events.contains(EventSet::OUT) && !c.tx_buf.is_empty() {
+            match c.flush() {
+                Ok(n) => c.core.forwarded(n),
+                Err(e) => {
+                    tracing::debug!("virtio-vsock: host socket gone: {e}");
+                    self.kill(id, true);
+                    return;
+                }
+            }
+        }
+        self.after_change(id);
+    }
+
+    /// Closes connection `id`, telling the guest with `RST` if `rst`.
+    fn kill(&mut self, id: u32, rst: bool) {
+        if let Some(mut c) = self.conns.remove(&id) {
+            self.keys.remove(&(c.core.local_port, c.core.peer_port));
+            if rst {
+                self.rst_queue.push_back(c.core.rst());
+            }
+            tracing::debug!(
+                "virtio-vsock: closed host port {} <-> guest port {}{}",
+                c.core.local_port,
+                c.core.peer_port,
+                if c.host_initiated {
+                    " (host-initiated)"
+                } else {
+                    ""
+                }
+            );
+            // Dropping the stream closes it and removes it from epoll.
+        }
+    }
+
+    /// When the next deadline expires, if any.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let c = self.conns.values().filter_map(|c| c.deadline);
+        let w = self.waiting.values().map(|w| w.deadline);
+        c.chain(w).min()
+    }
+
+    /// Resets connections and drops host sockets whose deadline passed.
+    pub fn expire(&mut self, now: Instant) {
+        let late: Vec<u32> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.deadline.is_some_and(|d| d <= now))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in late {
+            tracing::debug!("virtio-vsock: connection timed out; RST");
+            self.kill(id, true);
+        }
+        self.waiting.retain(|_, w| w.deadline > now);
+    }
+}
+
+/// Reads from `stream` into the guest `regions`, at most `max` bytes.
+fn read_into(
+    mem: &GuestMemoryMmap,
+    stream: &mut UnixStream,
+    regions: &[Region],
+    max: usize,
+) -> ReadResult {
+    let mut total = 0;
+    for &(addr, len) in regions {
+        let want = len.min(max - total);
+        if want == 0 {
+            break;
+        }
+        let mut slice = match mem.get_slice(addr, want) {
+            Ok(s) => s,
+            Err(e) => {
+                if total > 0 {
+                    break;
+                }
+                return ReadResult::Error(io::Error::other(e.to_string()));
+            }
+        };
+        let n = loop {
+            match stream.read_volatile(&mut slice) {
+                Ok(n) => break n,
+                Err(VolatileMemoryError::IOError(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let e = volatile_io_error(e);
+                    if total > 0 {
+                        return ReadResult::Data(total);
+                    }
+                    if e.kind() == io::ErrorKind::WouldBlock {
+                        return ReadResult::WouldBlock;
+                    }
+                    return ReadResult::Error(e);
+                }
+            }
+        };
+        if n == 0 {
+            break;
+        }
+        total += n;
+        if n < want {
+            break;
+        }
+    }
+    if total == 0 {
+        ReadResult::Eof
+    } else {
+        ReadResult::Data(total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip() {
+        for t in [
+            Token::RxQueue,
+            Token::TxQueue,
+            Token::EventQueue,
+            Token::Kill,
+            Token::Listener,
+            Token::Waiting(7),
+            Token::Conn(u32::MAX),
+        ] {
+            assert_eq!(Token::from_data(t.to_data()), Some(t));
+        }
+        assert_eq!(Token::from_data(99 << 32), None);
+    }
+}

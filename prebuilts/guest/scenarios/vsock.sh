@@ -1,0 +1,23 @@
+#!/bin/sh
+# virtio-vsock through the stock vmw_vsock_virtio_transport driver
+# (guest.scenario=vsock); the test host side is prebuilts/testhost/scenarios/vsock.sh.
+# Order: guest->host stream, many guest->host connections, a refused guest
+# connect; then the guest listens for the host's stream and connections.
+MIB=${VSOCK_MIB:-100}
+for arg in $(cat /proc/cmdline); do
+    case "$arg" in
+        vsock.mib=*) MIB="${arg#vsock.mib=}" ;;
+    esac
+done
+ls /dev/vsock >/dev/null 2>&1 && echo "guest_dev_vsock=yes"
+
+timeout 300 vsock-test connect-vsock 2 5000 send "$MIB" --retry 20 --tag g2h_send
+timeout 120 vsock-test connect-vsock 2 5001 many 64 256 --retry 20 --tag g2h_many
+# Nothing listens on host port 5002: the connect must fail.
+timeout 30 vsock-test connect-vsock 2 5002 recv --tag g_refused
+
+timeout 300 vsock-test listen-vsock 6000 recv --tag h2g_recv > /tmp/h2g_recv 2>&1 &
+timeout 300 vsock-test listen-vsock 6001 echo --count 64 --tag h2g_many_srv > /tmp/h2g_many_srv 2>&1 &
+wait
+cat /tmp/h2g_recv /tmp/h2g_many_srv
+echo "guest_vsock_done=1"

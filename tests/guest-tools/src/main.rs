@@ -1,0 +1,765 @@
+//! `vsock-test`: stream tests over vsock, usable on both ends.
+//!
+//! In the guest it speaks `AF_VSOCK`; in the test host it speaks the VMM's
+//! hybrid unix-socket protocol (`CONNECT <port>\n` / `OK <port>\n`, and
+//! `PATH_<port>` listeners; see `docs/vsock.md`).
+//!
+//! ```text
+//! vsock-test listen-vsock PORT MODE [OPTIONS]
+//! vsock-test connect-vsock CID PORT MODE [OPTIONS]
+//! vsock-test listen-unix PATH MODE [OPTIONS]
+//! vsock-test connect-unix PATH PORT MODE [OPTIONS]
+//!
+//! MODE: send MIB     send MIB MiB of deterministic data, half-close, wait for EOF
+//!       recv         read until EOF
+//!       echo         write back everything until EOF
+//!       many K KIB   (connect only) K concurrent connections to an echo
+//!                    server, each sending KIB KiB and checking the echo
+//! OPTIONS: --tag NAME     prefix of the result lines (default: the mode)
+//!          --count N      (listen) serve N connections concurrently, then exit
+//!          --retry SECS   (connect) retry refused connections for SECS
+//!          --seed N       data seed for send (default 1)
+//! ```
+//!
+//! Results are `key=value` lines: `<tag>_bytes`, `<tag>_sum` (a 64-bit
+//! checksum of the stream), `<tag>_secs`, `<tag>_mibps`, and for errors
+//! `<tag>_error` (exit status 1).
+
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::process::ExitCode;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+/// Size of the I/O buffer.
+const CHUNK: usize = 64 * 1024;
+
+/// A connected stream socket of either family.
+struct Sock(OwnedFd);
+
+impl Read for Sock {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: `buf` is valid for writes of `buf.len()` bytes; the fd is
+        // owned.
+        let n = unsafe { libc::read(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+}
+
+impl Write for Sock {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        // SAFETY: `buf` is valid for reads of `buf.len()` bytes; the fd is
+        // owned. MSG_NOSIGNAL: a closed peer gives EPIPE, not SIGPIPE.
+        let n = unsafe {
+            libc::send(
+                self.0.as_raw_fd(),
+                buf.as_ptr().cast(),
+                buf.len(),
+                libc::MSG_NOSIGNAL,
+            )
+        };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Sock {
+    fn shutdown_write(&self) -> io::Result<()> {
+        // SAFETY: plain shutdown(2) on an owned fd.
+        if unsafe { libc::shutdown(self.0.as_raw_fd(), libc::SHUT_WR) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    fn try_clone(&self) -> io::Result<Sock> {
+        Ok(Sock(self.0.try_clone()?))
+    }
+}
+
+impl From<UnixStream> for Sock {
+    fn from(s: UnixStream) -> Self {
+        Sock(OwnedFd::from(s))
+    }
+}
+
+/// An error with the errno name when there is one (`ECONNRESET`, ...).
+fn err_name(e: &io::Error) -> String {
+    let name = match e.raw_os_error() {
+        Some(libc::ECONNRESET) => "ECONNRESET",
+        Some(libc::ECONNREFUSED) => "ECONNREFUSED",
+        Some(libc::ETIMEDOUT) => "ETIMEDOUT",
+        Some(libc::EPIPE) => "EPIPE",
+        Some(libc::ENOENT) => "ENOENT",
+        Some(libc::ENODEV) => "ENODEV",
+        _ => return e.to_string().replace(' ', "-"),
+    };
+    name.to_string()
+}
+
+// ------------------------------------------------------------ data
+
+/// Deterministic data: xorshift64* words.
+struct Gen(u64);
+
+impl Gen {
+    fn new(seed: u64) -> Self {
+        Gen(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+
+    fn fill(&mut self, buf: &mut [u8]) {
+        for w in buf.chunks_mut(8) {
+            let mut x = self.0;
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            self.0 = x;
+            let v = x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes();
+            w.copy_from_slice(&v[..w.len()]);
+        }
+    }
+}
+
+/// Order-sensitive 64-bit checksum over 8-byte words, independent of how
+/// the stream was chunked.
+#[derive(Clone)]
+struct Sum {
+    h: u64,
+    carry: [u8; 8],
+    carried: usize,
+    bytes: u64,
+}
+
+impl Sum {
+    fn new() -> Self {
+        Sum {
+            h: 0xcbf2_9ce4_8422_2325,
+            carry: [0; 8],
+            carried: 0,
+            bytes: 0,
+        }
+    }
+
+    fn word(&mut self, w: u64) {
+        self.h = (self.h ^ w)
+            .wrapping_mul(0x0000_0100_0000_01b3)
+            .rotate_left(23);
+    }
+
+    fn update(&mut self, mut data: &[u8]) {
+        self.bytes += data.len() as u64;
+        if self.carried > 0 {
+            let take = (8 - self.carried).min(data.len());
+            self.carry[self.carried..self.carried + take].copy_from_slice(&data[..take]);
+            self.carried += take;
+            data = &data[take..];
+            if self.carried < 8 {
+                return;
+            }
+            self.word(u64::from_le_bytes(self.carry));
+            self.carried = 0;
+        }
+        let mut words = data.chunks_exact(8);
+        for w in &mut words {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(w);
+            self.word(u64::from_le_bytes(b));
+        }
+        let rest = words.remainder();
+        self.carry[..rest.len()].copy_from_slice(rest);
+        self.carried = rest.len();
+    }
+
+    fn finish(&self) -> u64 {
+        let mut s = self.clone();
+        if s.carried > 0 {
+            let mut b = [0u8; 8];
+            b[..s.carried].copy_from_slice(&s.carry[..s.carried]);
+            s.word(u64::from_le_bytes(b));
+        }
+        s.h ^ s.bytes
+    }
+}
+
+// ------------------------------------------------------------ modes
+
+/// What one connection did.
+#[derive(Default)]
+struct Report {
+    bytes: u64,
+    sum: u64,
+    secs: f64,
+    peer_closed: bool,
+}
+
+/// Sends `total` bytes of `Gen(seed)` data, half-closes and waits for the
+/// peer to close.
+fn send(s: &mut Sock, total: u64, seed: u64) -> io::Result<Report> {
+    let start = Instant::now();
+    let mut gen = Gen::new(seed);
+    let mut sum = Sum::new();
+    let mut buf = vec![0u8; CHUNK];
+    let mut left = total;
+    while left > 0 {
+        let n = (left as usize).min(CHUNK);
+        gen.fill(&mut buf[..n]);
+        sum.update(&buf[..n]);
+        s.write_all(&buf[..n])?;
+        left -= n as u64;
+    }
+    s.shutdown_write()?;
+    // Clean close: the peer reads everything, then closes its side.
+    let mut extra = 0u64;
+    loop {
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        extra += n as u64;
+    }
+    if extra > 0 {
+        return Err(io::Error::other(format!(
+            "peer sent {extra} unexpected bytes"
+        )));
+    }
+    Ok(Report {
+        bytes: total,
+        sum: sum.finish(),
+        secs: start.elapsed().as_secs_f64(),
+        peer_closed: true,
+    })
+}
+
+/// Reads until EOF.
+fn recv(s: &mut Sock) -> io::Result<Report> {
+    let start = Instant::now();
+    let mut sum = Sum::new();
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        sum.update(&buf[..n]);
+    }
+    Ok(Report {
+        bytes: sum.bytes,
+        sum: sum.finish(),
+        secs: start.elapsed().as_secs_f64(),
+        peer_closed: true,
+    })
+}
+
+/// Writes back everything until EOF, then half-closes.
+fn echo(s: &mut Sock) -> io::Result<Report> {
+    let start = Instant::now();
+    let mut sum = Sum::new();
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        sum.update(&buf[..n]);
+        s.write_all(&buf[..n])?;
+    }
+    s.shutdown_write()?;
+    Ok(Report {
+        bytes: sum.bytes,
+        sum: sum.finish(),
+        secs: start.elapsed().as_secs_f64(),
+        peer_closed: true,
+    })
+}
+
+/// Sends `bytes` of `Gen(seed)` data on one thread while checking the echo
+/// on this one.
+fn echo_client(s: Sock, bytes: u64, seed: u64) -> io::Result<()> {
+    let mut w = s.try_clone()?;
+    let writer = std::thread::spawn(move || -> io::Result<u64> {
+        let r = send_only(&mut w, bytes, seed);
+        w.shutdown_write()?;
+        r
+    });
+    let mut r = s;
+    let got = recv(&mut r)?;
+    let want = writer
+        .join()
+        .map_err(|_| io::Error::other("writer panicked"))??;
+    if got.bytes != bytes || got.sum != want {
+        return Err(io::Error::other(format!(
+            "echo mismatch: {} bytes sum {:016x}, sent {bytes} sum {want:016x}",
+            got.bytes, got.sum
+        )));
+    }
+    Ok(())
+}
+
+/// Sends `total` bytes of data without closing; returns their checksum.
+fn send_only(s: &mut Sock, total: u64, seed: u64) -> io::Result<u64> {
+    let mut gen = Gen::new(seed);
+    let mut sum = Sum::new();
+    let mut buf = vec![0u8; CHUNK];
+    let mut left = total;
+    while left > 0 {
+        let n = (left as usize).min(16 * 1024);
+        gen.fill(&mut buf[..n]);
+        sum.update(&buf[..n]);
+        s.write_all(&buf[..n])?;
+        left -= n as u64;
+    }
+    Ok(sum.finish())
+}
+
+// ------------------------------------------------------------ sockets
+
+/// `AF_VSOCK` address.
+fn vsock_addr(cid: u32, port: u32) -> libc::sockaddr_vm {
+    // SAFETY: sockaddr_vm is plain old data; all-zero is valid.
+    let mut a: libc::sockaddr_vm = unsafe { std::mem::zeroed() };
+    a.svm_family = libc::AF_VSOCK as libc::sa_family_t;
+    a.svm_cid = cid;
+    a.svm_port = port;
+    a
+}
+
+fn vsock_socket() -> io::Result<OwnedFd> {
+    // SAFETY: plain socket(2); the result is checked.
+    let fd = unsafe { libc::socket(libc::AF_VSOCK, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd this function owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn vsock_connect(cid: u32, port: u32) -> io::Result<Sock> {
+    let fd = vsock_socket()?;
+    let a = vsock_addr(cid, port);
+    // SAFETY: `a` is an initialised sockaddr_vm of the given size.
+    let rc = unsafe {
+        libc::connect(
+            fd.as_raw_fd(),
+            std::ptr::addr_of!(a).cast(),
+            std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(Sock(fd))
+}
+
+/// A listening socket of either family.
+enum Listener {
+    Vsock(OwnedFd),
+    Unix(UnixListener),
+}
+
+impl Listener {
+    fn vsock(port: u32) -> io::Result<Self> {
+        let fd = vsock_socket()?;
+        let a = vsock_addr(libc::VMADDR_CID_ANY, port);
+        // SAFETY: `a` is an initialised sockaddr_vm of the given size.
+        let rc = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                std::ptr::addr_of!(a).cast(),
+                std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: listen(2) on an owned, bound socket.
+        if unsafe { libc::listen(fd.as_raw_fd(), 256) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Listener::Vsock(fd))
+    }
+
+    fn accept(&self) -> io::Result<Sock> {
+        match self {
+            Listener::Vsock(fd) => {
+                // SAFETY: accept4(2) without an address; the result is checked.
+                let c = unsafe {
+                    libc::accept4(
+                        fd.as_raw_fd(),
+                        std::ptr::null_mut(),
+                        std::ptr::null_mut(),
+                        libc::SOCK_CLOEXEC,
+                    )
+                };
+                if c < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // SAFETY: a fresh fd from accept4.
+                Ok(Sock(unsafe { OwnedFd::from_raw_fd(c) }))
+            }
+            Listener::Unix(l) => Ok(l.accept()?.0.into()),
+        }
+    }
+}
+
+/// The hybrid handshake: `CONNECT port` and the `OK` line.
+fn unix_connect(path: &str, port: u32) -> io::Result<Sock> {
+    let mut s = UnixStream::connect(path)?;
+    s.write_all(format!("CONNECT {port}\n").as_bytes())?;
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    loop {
+        match s.read(&mut b) {
+            Ok(0) => break,
+            Ok(_) => {
+                line.push(b[0]);
+                if b[0] == b'\n' || line.len() > 64 {
+                    break;
+                }
+            }
+            // The VMM may close with our bytes unread: a refusal too.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => break,
+            Err(e) => return Err(e),
+        }
+    }
+    let text = String::from_utf8_lossy(&line);
+    match text
+        .strip_prefix("OK ")
+        .map(|p| p.trim_end().parse::<u32>())
+    {
+        Some(Ok(_)) => Ok(s.into()),
+        _ if line.is_empty() => Err(io::Error::new(
+            io::ErrorKind::ConnectionRefused,
+            "closed-without-ok",
+        )),
+        _ => Err(io::Error::other(format!("bad-reply:{}", text.trim_end()))),
+    }
+}
+
+// ------------------------------------------------------------ main
+
+struct Opts {
+    tag: Option<String>,
+    count: usize,
+    retry: Duration,
+    seed: u64,
+}
+
+enum Mode {
+    Send(u64),
+    Recv,
+    Echo,
+    Many(usize, u64),
+}
+
+impl Mode {
+    fn name(&self) -> &'static str {
+        match self {
+            Mode::Send(_) => "send",
+            Mode::Recv => "recv",
+            Mode::Echo => "echo",
+            Mode::Many(..) => "many",
+        }
+    }
+}
+
+fn usage() -> ExitCode {
+    eprintln!(
+        "usage: vsock-test listen-vsock PORT | connect-vsock CID PORT | listen-unix PATH | \
+         connect-unix PATH PORT, then MODE (send MIB | recv | echo | many K KIB) \
+         [--tag NAME] [--count N] [--retry SECS] [--seed N]"
+    );
+    ExitCode::from(2)
+}
+
+fn parse_num<T: std::str::FromStr>(s: Option<&String>) -> Option<T> {
+    s?.parse().ok()
+}
+
+fn print_report(tag: &str, r: &Report) {
+    println!("{tag}_bytes={}", r.bytes);
+    println!("{tag}_sum={:016x}", r.sum);
+    println!("{tag}_secs={:.2}", r.secs);
+    let mib = r.bytes as f64 / (1024.0 * 1024.0);
+    if r.secs > 0.0 {
+        println!("{tag}_mibps={:.1}", mib / r.secs);
+    }
+    println!("{tag}_peer_closed={}", u8::from(r.peer_closed));
+}
+
+fn run_one(s: &mut Sock, mode: &Mode, seed: u64) -> io::Result<Report> {
+    match mode {
+        Mode::Send(mib) => send(s, mib * 1024 * 1024, seed),
+        Mode::Recv => recv(s),
+        Mode::Echo => echo(s),
+        Mode::Many(..) => Err(io::Error::other("many is a client mode")),
+    }
+}
+
+/// Connects with `connect`, retrying refusals until `retry` has passed.
+fn connect_retry(
+    connect: &(dyn Fn() -> io::Result<Sock> + Sync),
+    retry: Duration,
+) -> io::Result<Sock> {
+    let deadline = Instant::now() + retry;
+    loop {
+        match connect() {
+            Ok(s) => return Ok(s),
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn client(
+    connect: &(dyn Fn() -> io::Result<Sock> + Sync),
+    mode: &Mode,
+    opts: &Opts,
+    tag: &str,
+) -> io::Result<()> {
+    if let Mode::Many(k, kib) = *mode {
+        let start = Instant::now();
+        let barrier = Arc::new(Barrier::new(k));
+        let results: Vec<io::Result<()>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..k)
+                .map(|i| {
+                    let barrier = barrier.clone();
+                    scope.spawn(move || {
+                        let s = connect_retry(connect, opts.retry);
+                        // All connections are open before any data flows.
+                        barrier.wait();
+                        echo_client(s?, kib * 1024, opts.seed + i as u64)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(io::Error::other("panicked")))
+                })
+                .collect()
+        });
+        let failed: Vec<String> = results
+            .iter()
+            .filter_map(|r| r.as_ref().err().map(err_name))
+            .collect();
+        println!("{tag}_ok={}", k - failed.len());
+        println!("{tag}_failed={}", failed.len());
+        println!("{tag}_secs={:.2}", start.elapsed().as_secs_f64());
+        if let Some(first) = failed.first() {
+            println!("{tag}_error={first}");
+            return Err(io::Error::other("some connections failed"));
+        }
+        return Ok(());
+    }
+    let mut s = connect_retry(connect, opts.retry)?;
+    let r = run_one(&mut s, mode, opts.seed)?;
+    print_report(tag, &r);
+    Ok(())
+}
+
+fn server(l: Listener, mode: &Mode, opts: &Opts, tag: &str) -> io::Result<()> {
+    let count = opts.count.max(1);
+    let start = Instant::now();
+    let results: Vec<io::Result<Report>> = std::thread::scope(|scope| {
+        let mut handles = Vec::new();
+        for _ in 0..count {
+            match l.accept() {
+                Ok(mut s) => {
+                    handles.push(scope.spawn(move || run_one(&mut s, mode, opts.seed)));
+                }
+                Err(e) => {
+                    handles.push(scope.spawn(move || Err(e)));
+                    break;
+                }
+            }
+        }
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(io::Error::other("panicked")))
+            })
+            .collect()
+    });
+    let failed: Vec<String> = results
+        .iter()
+        .filter_map(|r| r.as_ref().err().map(err_name))
+        .collect();
+    if count == 1 {
+        match &results[0] {
+            Ok(r) => print_report(tag, r),
+            Err(e) => return Err(io::Error::new(e.kind(), err_name(e))),
+        }
+        return Ok(());
+    }
+    let bytes: u64 = results.iter().flatten().map(|r| r.bytes).sum();
+    println!("{tag}_conns={}", results.len() - failed.len());
+    println!("{tag}_failed={}", failed.len());
+    println!("{tag}_bytes={bytes}");
+    println!("{tag}_secs={:.2}", start.elapsed().as_secs_f64());
+    if let Some(first) = failed.first() {
+        println!("{tag}_error={first}");
+        return Err(io::Error::other("some connections failed"));
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(cmd) = args.first().map(String::as_str) else {
+        return usage();
+    };
+    let positional = match cmd {
+        "listen-vsock" | "listen-unix" => 1,
+        "connect-vsock" | "connect-unix" => 2,
+        _ => return usage(),
+    };
+    let target = &args[1..(1 + positional).min(args.len())];
+    let mut rest = args.iter().skip(1 + positional);
+    let mode = match rest.next().map(String::as_str) {
+        Some("send") => match parse_num(rest.next()) {
+            Some(m) => Mode::Send(m),
+            None => return usage(),
+        },
+        Some("recv") => Mode::Recv,
+        Some("echo") => Mode::Echo,
+        Some("many") => match (parse_num(rest.next()), parse_num(rest.next())) {
+            (Some(k), Some(kib)) if k > 0 => Mode::Many(k, kib),
+            _ => return usage(),
+        },
+        _ => return usage(),
+    };
+    let mut opts = Opts {
+        tag: None,
+        count: 1,
+        retry: Duration::ZERO,
+        seed: 1,
+    };
+    while let Some(flag) = rest.next() {
+        let v = rest.next();
+        match flag.as_str() {
+            "--tag" if v.is_some() => opts.tag = v.cloned(),
+            "--count" => match parse_num(v) {
+                Some(n) => opts.count = n,
+                None => return usage(),
+            },
+            "--retry" => match parse_num::<u64>(v) {
+                Some(s) => opts.retry = Duration::from_secs(s),
+                None => return usage(),
+            },
+            "--seed" => match parse_num(v) {
+                Some(s) => opts.seed = s,
+                None => return usage(),
+            },
+            _ => return usage(),
+        }
+    }
+    if target.len() != positional {
+        return usage();
+    }
+    let tag = opts.tag.clone().unwrap_or_else(|| mode.name().to_string());
+    let result = match cmd {
+        "listen-vsock" => match parse_num::<u32>(target.first()) {
+            Some(port) => Listener::vsock(port).and_then(|l| server(l, &mode, &opts, &tag)),
+            None => return usage(),
+        },
+        "listen-unix" => {
+            let path = &target[0];
+            let _ = std::fs::remove_file(path);
+            UnixListener::bind(path).and_then(|l| server(Listener::Unix(l), &mode, &opts, &tag))
+        }
+        "connect-vsock" => match (
+            parse_num::<u32>(target.first()),
+            parse_num::<u32>(target.get(1)),
+        ) {
+            (Some(cid), Some(port)) => client(&|| vsock_connect(cid, port), &mode, &opts, &tag),
+            _ => return usage(),
+        },
+        _ => match parse_num::<u32>(target.get(1)) {
+            Some(port) => {
+                let path = target[0].clone();
+                client(&move || unix_connect(&path, port), &mode, &opts, &tag)
+            }
+            None => return usage(),
+        },
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            println!("{tag}_error={}", err_name(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checksum_is_independent_of_chunking_and_order_sensitive() {
+        let mut data = vec![0u8; 100_003];
+        Gen::new(5).fill(&mut data);
+        let mut whole = Sum::new();
+        whole.update(&data);
+        let mut parts = Sum::new();
+        for c in data.chunks(7) {
+            parts.update(c);
+        }
+        assert_eq!(whole.finish(), parts.finish());
+        data.swap(0, 8);
+        let mut swapped = Sum::new();
+        swapped.update(&data);
+        assert_ne!(whole.finish(), swapped.finish());
+        // Seeds give different data.
+        let (mut a, mut b) = ([0u8; 16], [0u8; 16]);
+        Gen::new(1).fill(&mut a);
+        Gen::new(2).fill(&mut b);
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn hybrid_handshake_against_a_fake_vmm() {
+        let dir = std::env::temp_dir().join(format!("vsock-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s");
+        let l = UnixListener::bind(&path).unwrap();
+        let p = path.to_str().unwrap().to_string();
+        let t = std::thread::spawn(move || {
+            // First: accept; then refuse by closing.
+            let (mut a, _) = l.accept().unwrap();
+            let mut line = [0u8; 11];
+            a.read_exact(&mut line).unwrap();
+            assert_eq!(&line, b"CONNECT 77\n");
+            a.write_all(b"OK 1073741824\n").unwrap();
+            let mut s = Sock::from(a);
+            let r = echo(&mut s).unwrap();
+            assert_eq!(r.bytes, 4096);
+            let (mut b, _) = l.accept().unwrap();
+            b.read_exact(&mut line).unwrap();
+        });
+        let s = unix_connect(&p, 77).unwrap();
+        echo_client(s, 4096, 9).unwrap();
+        let e = unix_connect(&p, 77).err().unwrap();
+        assert_eq!(err_name(&e), "closed-without-ok");
+        t.join().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
