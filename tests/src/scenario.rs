@@ -2,12 +2,15 @@
 //! scenarios once, then let each `#[test]` check its own section.
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use crate::testhost::{self, ScenarioResult, TestHostConfig, TestHostRun};
 
 /// One outer boot running `scenarios`, started by the first test that asks.
 pub struct SharedRun {
     scenarios: &'static [&'static str],
+    /// Per-scenario timeout; `None`: the runner's default.
+    scenario_timeout: Option<Duration>,
     run: OnceLock<Result<TestHostRun, String>>,
 }
 
@@ -16,6 +19,20 @@ impl SharedRun {
     pub const fn new(scenarios: &'static [&'static str]) -> Self {
         Self {
             scenarios,
+            scenario_timeout: None,
+            run: OnceLock::new(),
+        }
+    }
+
+    /// Like [`Self::new`] for scenarios that need longer than the default
+    /// per-scenario timeout (the hard timeout grows accordingly).
+    pub const fn with_timeout(
+        scenarios: &'static [&'static str],
+        scenario_timeout: Duration,
+    ) -> Self {
+        Self {
+            scenarios,
+            scenario_timeout: Some(scenario_timeout),
             run: OnceLock::new(),
         }
     }
@@ -25,8 +42,14 @@ impl SharedRun {
     pub fn get(&self) -> &TestHostRun {
         let run = self.run.get_or_init(|| {
             let images = crate::images_dir_x86_64();
-            let cfg = TestHostConfig::from_images_dir(&images, self.scenarios, &crate::log_dir())
-                .map_err(|e| e.to_string())?;
+            let mut cfg =
+                TestHostConfig::from_images_dir(&images, self.scenarios, &crate::log_dir())
+                    .map_err(|e| e.to_string())?;
+            if let Some(t) = self.scenario_timeout {
+                cfg.scenario_timeout = t;
+                cfg.timeout = Duration::from_secs(60)
+                    + (t + Duration::from_secs(10)) * self.scenarios.len() as u32;
+            }
             testhost::run(&cfg).map_err(|e| e.to_string())
         });
         match run {

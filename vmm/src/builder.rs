@@ -12,6 +12,7 @@ use devices::legacy::i8042::I8042_RANGE_LEN;
 use devices::legacy::{AcpiPmDevice, BootTimer, I8042Device, PowerButton, SerialDevice};
 use devices::virtio::block::{Block, DiskError};
 use devices::virtio::mmio::{MmioTransport, MMIO_WINDOW_SIZE, NOTIFY_REG_OFFSET};
+use devices::virtio::net::{Net, Tap, TapError};
 use devices::virtio::rng::Rng;
 use devices::virtio::vsock::{Vsock, VsockError};
 use devices::virtio::VirtioDevice;
@@ -75,6 +76,9 @@ pub enum BuildError {
     /// A disk image cannot be used (missing, locked, badly sized, ...).
     #[error(transparent)]
     Disk(#[from] DiskError),
+    /// A `--net` tap cannot be opened (missing, no permission, busy, ...).
+    #[error(transparent)]
+    Tap(#[from] TapError),
     /// The `--vsock` socket cannot be bound (in use, not a socket, ...).
     #[error(transparent)]
     Vsock(#[from] VsockError),
@@ -147,6 +151,19 @@ fn open(path: &std::path::Path) -> Result<File, BuildError> {
         path: path.display().to_string(),
         source,
     })
+}
+
+/// The MAC address of the `index`-th `--net` without `mac=`: locally
+/// administered, unicast, 52:54:00:12:34:56 for the first card.
+fn default_mac(index: usize) -> [u8; 6] {
+    [
+        0x52,
+        0x54,
+        0x00,
+        0x12,
+        0x34,
+        0x56_u8.wrapping_add(index as u8),
+    ]
 }
 
 /// Hands out virtio-mmio windows and GSIs, and remembers them for the DSDT.
@@ -288,12 +305,20 @@ pub fn build_vm(
         let device = Vsock::new(vsock.cid, &vsock.socket)?;
         attach_virtio(&vm, &mut mmio, &mut virtio_slots, Box::new(device))?;
     }
+    // Network cards in configuration order: the first is eth0.
+    for (index, net) in devs.nets.iter().enumerate() {
+        let tap = Tap::open(&net.tap)?;
+        let mac = net.mac.unwrap_or_else(|| default_mac(index));
+        attach_virtio(
+            &vm,
+            &mut mmio,
+            &mut virtio_slots,
+            Box::new(Net::new(Box::new(tap), mac)),
+        )?;
+    }
     // Device kinds whose implementation has not landed yet are refused, never
     // silently dropped.
-    for (wanted, option) in [
-        (!devs.nets.is_empty(), "--net"),
-        (devs.console.is_some(), "--console"),
-    ] {
+    for (wanted, option) in [(devs.console.is_some(), "--console")] {
         if wanted {
             return Err(BuildError::Unsupported(option));
         }

@@ -21,6 +21,7 @@
 
 pub mod block;
 pub mod mmio;
+pub mod net;
 pub mod rng;
 pub mod vsock;
 #[cfg(test)]

@@ -1,0 +1,516 @@
+//! The virtio-net worker thread: moves frames between the backend (tap) and
+//! the guest's buffers.
+//!
+//! One epoll set: the backend fd (readable: a frame is queued), the receive
+//! and transmit queue kicks, and the kill eventfd. When the guest has no
+//! receive buffers the backend is taken out of the set until the guest posts
+//! more (its kick brings it back), so the thread sleeps instead of spinning
+//! and frames wait in the tap's queue, which drops beyond its length like a
+//! NIC's ring would.
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+
+use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::eventfd::EventFd;
+
+use super::iovec::{IoVecError, IoVecs};
+use super::tap::NetBackend;
+use super::{
+    check_tx_header, ETH_HLEN, F_GUEST_CSUM, MAX_FRAME_LEN, QUEUE_SIZE, VNET_HDR_LEN,
+    VNET_HDR_NUM_BUFFERS,
+};
+use crate::virtio::{GuestMemoryMmap, Interrupt};
+
+/// Most chains handled per wake-up and queue, so that one busy direction
+/// cannot starve the other or delay a kill.
+const BATCH: usize = QUEUE_SIZE as usize;
+
+/// What woke the worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Token {
+    RxQueue = 0,
+    TxQueue = 1,
+    Backend = 2,
+    Kill = 3,
+}
+
+impl Token {
+    fn from_data(data: u64) -> Option<Self> {
+        match data {
+            0 => Some(Token::RxQueue),
+            1 => Some(Token::TxQueue),
+            2 => Some(Token::Backend),
+            3 => Some(Token::Kill),
+            _ => None,
+        }
+    }
+}
+
+/// Why a chain or frame was dropped; each kind is logged once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DropReason {
+    RxReadOnly,
+    RxTooSmall,
+    RxBadBuffer,
+    RxTruncated,
+    RxBackend,
+    TxWritable,
+    TxBadBuffer,
+    TxSize,
+    TxHeader,
+    TxBackend,
+    UsedRing,
+}
+
+impl DropReason {
+    fn describe(self) -> &'static str {
+        match self {
+            DropReason::RxReadOnly => "receive chain with a device-readable descriptor",
+            DropReason::RxTooSmall => "receive chain too small for the virtio-net header",
+            DropReason::RxBadBuffer => "receive buffer outside guest memory or too fragmented",
+            DropReason::RxTruncated => "received frame larger than the guest buffer",
+            DropReason::RxBackend => "backend read failed",
+            DropReason::TxWritable => "transmit chain with a device-writable descriptor",
+            DropReason::TxBadBuffer => "transmit buffer outside guest memory or too fragmented",
+            DropReason::TxSize => {
+                "transmit frame shorter than an Ethernet header or larger than 64 KiB"
+            }
+            DropReason::TxHeader => "transmit header asks for an offload that was not negotiated",
+            DropReason::TxBackend => "backend write failed",
+            DropReason::UsedRing => "cannot publish a used buffer",
+        }
+    }
+}
+
+/// Frame counters of one activation.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct NetStats {
+    /// Frames delivered to the guest.
+    pub rx_frames: u64,
+    /// Bytes delivered to the guest (headers included).
+    pub rx_bytes: u64,
+    /// Receive chains returned unused or frames dropped.
+    pub rx_dropped: u64,
+    /// Frames sent to the backend.
+    pub tx_frames: u64,
+    /// Bytes sent to the backend (headers included).
+    pub tx_bytes: u64,
+    /// Transmit chains dropped.
+    pub tx_dropped: u64,
+}
+
+/// How a receive pass ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RxStatus {
+    /// The backend has no more frames; keep watching it.
+    BackendEmpty,
+    /// The guest has no more buffers (notifications are on); stop watching
+    /// the backend until the guest kicks the receive queue.
+    NoBuffers,
+    /// The batch limit was reached; the backend may still be readable.
+    Budget,
+}
+
+/// How a transmit pass ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxStatus {
+    /// Every posted chain was handled (or a self-kick is pending).
+    Done,
+    /// The backend has no room; the next frame stays queued until it is
+    /// writable.
+    Blocked,
+}
+
+/// Everything the worker owns; returned when it stops.
+pub struct NetWorker {
+    mem: GuestMemoryMmap,
+    interrupt: Arc<Interrupt>,
+    rx: Queue,
+    tx: Queue,
+    rx_event: EventFd,
+    tx_event: EventFd,
+    backend: Box<dyn NetBackend>,
+    acked_features: u64,
+    iovs: IoVecs,
+    warned: u32,
+    stats: NetStats,
+}
+
+impl NetWorker {
+    /// Creates a worker for an activated device.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        mem: GuestMemoryMmap,
+        interrupt: Arc<Interrupt>,
+        rx: Queue,
+        tx: Queue,
+        rx_event: EventFd,
+        tx_event: EventFd,
+        backend: Box<dyn NetBackend>,
+        acked_features: u64,
+    ) -> Self {
+        let iovs = IoVecs::new(mem.clone());
+        Self {
+            mem,
+            interrupt,
+            rx,
+            tx,
+            rx_event,
+            tx_event,
+            backend,
+            acked_features,
+            iovs,
+            warned: 0,
+            stats: NetStats::default(),
+        }
+    }
+
+    /// Gives the backend back (after the worker stopped).
+    pub fn into_backend(self) -> Box<dyn NetBackend> {
+        self.backend
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> NetStats {
+        self.stats
+    }
+
+    /// Serves both queues until `kill` is signalled.
+    pub fn run(mut self, kill: EventFd) -> Self {
+        let epoll = match Epoll::new() {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!("virtio-net: cannot create epoll: {e}");
+                return self;
+            }
+        };
+        for (fd, token) in [
+            (self.rx_event.as_raw_fd(), Token::RxQueue),
+            (self.tx_event.as_raw_fd(), Token::TxQueue),
+            (kill.as_raw_fd(), Token::Kill),
+        ] {
+            if let Err(e) = epoll.ctl(
+                ControlOperation::Add,
+                fd,
+                EpollEvent::new(EventSet::IN, token as u64),
+            ) {
+                tracing::error!("virtio-net: cannot watch eventfd: {e}");
+                return self;
+            }
+        }
+        let backend_fd = self.backend.as_raw_fd();
+        // What we want from the backend: IN while the guest has receive
+        // buffers, OUT while a transmit frame waits for room.
+        let mut watched = EventSet::empty();
+        let mut watch_backend = |want: EventSet| {
+            if want == watched {
+                return;
+            }
+            let event = EpollEvent::new(want, Token::Backend as u64);
+            let result = if want.is_empty() {
+                epoll.ctl(ControlOperation::Delete, backend_fd, event)
+            } else if watched.is_empty() {
+                epoll.ctl(ControlOperation::Add, backend_fd, event)
+            } else {
+                epoll.ctl(ControlOperation::Modify, backend_fd, event)
+            };
+            match result {
+                Ok(()) => watched = want,
+                Err(e) => tracing::error!("virtio-net: cannot watch the backend: {e}"),
+            }
+        };
+        let interest = |rx_wanted: bool, tx_blocked: bool| {
+            let mut set = EventSet::empty();
+            if rx_wanted {
+                set |= EventSet::IN;
+            }
+            if tx_blocked {
+                set |= EventSet::OUT;
+            }
+            set
+        };
+        // Chains may have been posted before the worker started.
+        let mut tx_blocked = self.process_tx() == TxStatus::Blocked;
+        let mut rx_wanted = self.process_rx() != RxStatus::NoBuffers;
+        let mut backend_gone = false;
+        watch_backend(interest(rx_wanted, tx_blocked));
+        let mut events = vec![EpollEvent::default(); 4];
+        loop {
+            let n = match epoll.wait(-1, &mut events) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    tracing::error!("virtio-net: epoll failed: {e}");
+                    return self;
+                }
+            };
+            for event in &events[..n] {
+                match Token::from_data(event.data()) {
+                    Some(Token::Kill) => {
+                        tracing::debug!("virtio-net: stopping, {:?}", self.stats);
+                        return self;
+                    }
+                    Some(Token::TxQueue) => {
+                        let _ = self.tx_event.read();
+                        if !tx_blocked {
+                            tx_blocked = self.process_tx() == TxStatus::Blocked;
+                        }
+                    }
+                    Some(Token::RxQueue) => {
+                        let _ = self.rx_event.read();
+                        rx_wanted = self.process_rx() != RxStatus::NoBuffers;
+                    }
+                    Some(Token::Backend) => {
+                        let set = event.event_set();
+                        if set.intersects(EventSet::HANG_UP | EventSet::ERROR)
+                            && !set.intersects(EventSet::IN | EventSet::OUT)
+                        {
+                            // Nothing more will come; stop watching rather
+                            // than spin. Frames sent from now on fail and
+                            // are dropped.
+                            tracing::error!("virtio-net: the backend hung up");
+                            backend_gone = true;
+                        }
+                        if set.contains(EventSet::OUT) && tx_blocked {
+                            tx_blocked = self.process_tx() == TxStatus::Blocked;
+                        }
+                        if set.contains(EventSet::IN) && rx_wanted {
+                            rx_wanted = self.process_rx() != RxStatus::NoBuffers;
+                        }
+                    }
+                    None => {}
+                }
+            }
+            if backend_gone {
+                watch_backend(EventSet::empty());
+            } else {
+                watch_backend(interest(rx_wanted, tx_blocked));
+            }
+        }
+    }
+
+    fn drop_chain(&mut self, why: DropReason) {
+        let bit = 1u32 << (why as u32);
+        if self.warned & bit == 0 {
+            self.warned |= bit;
+            tracing::warn!(
+                "virtio-net: dropped: {} (further drops of this kind are not logged)",
+                why.describe()
+            );
+        }
+    }
+
+    fn add_used(&mut self, queue: usize, head: u16, len: usize) {
+        let q = if queue == super::RX_QUEUE {
+            &mut self.rx
+        } else {
+            &mut self.tx
+        };
+        if q.add_used(&self.mem, head, len as u32).is_err() {
+            self.drop_chain(DropReason::UsedRing);
+        }
+    }
+
+    fn notify(&mut self, queue: usize) {
+        let q = if queue == super::RX_QUEUE {
+            &mut self.rx
+        } else {
+            &mut self.tx
+        };
+        // On a broken used ring, interrupt anyway: the driver will notice.
+        if q.needs_notification(&self.mem).unwrap_or(true) {
+            self.interrupt.signal_used_queue();
+        }
+    }
+
+    /// Moves frames from the backend into receive buffers until one side
+    /// runs out (or [`BATCH`] chains were used).
+    pub fn process_rx(&mut self) -> RxStatus {
+        let mut used = 0;
+        let status = loop {
+            if used == BATCH {
+                break RxStatus::Budget;
+            }
+            let Some(chain) = self.rx.pop_descriptor_chain(&self.mem) else {
+                // Out of buffers: ask for a kick, unless some arrived
+                // meanwhile.
+                match self.rx.enable_notification(&self.mem) {
+                    Ok(true) => continue,
+                    Ok(false) => break RxStatus::NoBuffers,
+                    Err(_) => {
+                        self.drop_chain(DropReason::UsedRing);
+                        break RxStatus::NoBuffers;
+                    }
+                }
+            };
+            let head = chain.head_index();
+            if let Err(why) = map_rx_chain(&mut self.iovs, chain) {
+                self.drop_chain(why);
+                self.stats.rx_dropped += 1;
+                self.add_used(super::RX_QUEUE, head, 0);
+                used += 1;
+                continue;
+            }
+            match self.backend.recv(&self.iovs) {
+                Ok(n) if n > self.iovs.len() => {
+                    // A NIC drops what does not fit; the driver sees a
+                    // zero-length (error) buffer and reposts it.
+                    self.drop_chain(DropReason::RxTruncated);
+                    self.stats.rx_dropped += 1;
+                    self.add_used(super::RX_QUEUE, head, 0);
+                }
+                Ok(n) => {
+                    self.fix_rx_header();
+                    self.stats.rx_frames += 1;
+                    self.stats.rx_bytes += n as u64;
+                    self.add_used(super::RX_QUEUE, head, n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.rx.go_to_previous_position();
+                    break RxStatus::BackendEmpty;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                    self.rx.go_to_previous_position();
+                    continue;
+                }
+                Err(e) => {
+                    tracing::debug!("virtio-net: backend read: {e}");
+                    self.drop_chain(DropReason::RxBackend);
+                    self.stats.rx_dropped += 1;
+                    self.add_used(super::RX_QUEUE, head, 0);
+                }
+            }
+            used += 1;
+        };
+        if used > 0 {
+            self.notify(super::RX_QUEUE);
+        }
+        if status != RxStatus::NoBuffers {
+            // While buffers last, the guest need not kick (no-op with
+            // EVENT_IDX, where the last enable_notification decides).
+            let _ = self.rx.disable_notification(&self.mem);
+        }
+        status
+    }
+
+    /// Header fix-ups the tap does not do: `num_buffers` is 1 (one chain per
+    /// frame without MRG_RXBUF) and, when the driver did not ack
+    /// GUEST_CSUM, no checksum flags.
+    fn fix_rx_header(&mut self) {
+        self.iovs
+            .write_at(VNET_HDR_NUM_BUFFERS, &1u16.to_le_bytes());
+        if self.acked_features & F_GUEST_CSUM == 0 {
+            self.iovs.write_at(0, &[0]);
+        }
+    }
+
+    /// Sends every posted transmit chain (at most [`BATCH`] per call; more
+    /// are picked up through a self-kick). A frame the backend has no room
+    /// for stays on the queue: [`TxStatus::Blocked`].
+    pub fn process_tx(&mut self) -> TxStatus {
+        let mut used = 0;
+        let mut status = TxStatus::Done;
+        'outer: loop {
+            let _ = self.tx.disable_notification(&self.mem);
+            while let Some(chain) = self.tx.pop_descriptor_chain(&self.mem) {
+                let head = chain.head_index();
+                match map_tx_chain(&mut self.iovs, chain, self.acked_features) {
+                    Ok(()) => match self.backend.send(&self.iovs) {
+                        Ok(n) => {
+                            self.stats.tx_frames += 1;
+                            self.stats.tx_bytes += n as u64;
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            // Like a full NIC ring: keep the frame, wait
+                            // until the backend is writable.
+                            self.tx.go_to_previous_position();
+                            status = TxStatus::Blocked;
+                            break 'outer;
+                        }
+                        Err(e) => {
+                            tracing::debug!("virtio-net: backend write: {e}");
+                            self.drop_chain(DropReason::TxBackend);
+                            self.stats.tx_dropped += 1;
+                        }
+                    },
+                    Err(why) => {
+                        self.drop_chain(why);
+                        self.stats.tx_dropped += 1;
+                    }
+                }
+                // The device writes nothing into transmit buffers.
+                self.add_used(super::TX_QUEUE, head, 0);
+                used += 1;
+                if used == BATCH {
+                    // Come back after the other events.
+                    let _ = self.tx_event.write(1);
+                    break 'outer;
+                }
+            }
+            match self.tx.enable_notification(&self.mem) {
+                Ok(true) => continue,
+                Ok(false) => break,
+                Err(_) => {
+                    self.drop_chain(DropReason::UsedRing);
+                    break;
+                }
+            }
+        }
+        if used > 0 {
+            self.notify(super::TX_QUEUE);
+        }
+        status
+    }
+}
+
+/// Maps a receive chain's buffers into `iovs`.
+fn map_rx_chain(
+    iovs: &mut IoVecs,
+    chain: DescriptorChain<&GuestMemoryMmap>,
+) -> Result<(), DropReason> {
+    iovs.clear();
+    for desc in chain {
+        if !desc.is_write_only() {
+            return Err(DropReason::RxReadOnly);
+        }
+        iovs.push(desc.addr(), desc.len() as usize)
+            .map_err(|_: IoVecError| DropReason::RxBadBuffer)?;
+    }
+    if iovs.len() < VNET_HDR_LEN {
+        return Err(DropReason::RxTooSmall);
+    }
+    Ok(())
+}
+
+/// Maps a transmit chain's buffers into `iovs` and checks the frame against
+/// the size limits and the negotiated offloads.
+fn map_tx_chain(
+    iovs: &mut IoVecs,
+    chain: DescriptorChain<&GuestMemoryMmap>,
+    acked_features: u64,
+) -> Result<(), DropReason> {
+    iovs.clear();
+    let mut total = 0usize;
+    for desc in chain {
+        if desc.is_write_only() {
+            return Err(DropReason::TxWritable);
+        }
+        total += desc.len() as usize;
+        if total > VNET_HDR_LEN + MAX_FRAME_LEN {
+            return Err(DropReason::TxSize);
+        }
+        iovs.push(desc.addr(), desc.len() as usize)
+            .map_err(|_: IoVecError| DropReason::TxBadBuffer)?;
+    }
+    if total < VNET_HDR_LEN + ETH_HLEN {
+        return Err(DropReason::TxSize);
+    }
+    let mut hdr = [0u8; VNET_HDR_LEN];
+    if iovs.read_at(0, &mut hdr) != VNET_HDR_LEN {
+        return Err(DropReason::TxBadBuffer);
+    }
+    check_tx_header(&hdr, acked_features).map_err(|_| DropReason::TxHeader)
+}

@@ -1,0 +1,57 @@
+#!/bin/sh
+# virtio-net through the stock virtio_net driver: eth0 192.168.100.2/24 on the
+# test host's tap (192.168.100.1), ping, then TCP both ways with sha256 on
+# both ends (see the test host's virtio-net scenario for the other side).
+HOST=192.168.100.1
+mib=100
+for arg in $(cat /proc/cmdline); do
+    case "$arg" in
+        net.mib=*) mib="${arg#net.mib=}" ;;
+    esac
+done
+uptime_s() { cut -d' ' -f1 /proc/uptime; }
+elapsed() { awk "BEGIN { printf \"%.1f\", $2 - $1 }"; }
+
+[ -e /sys/class/net/eth0 ] || { echo "net: no eth0"; exit 1; }
+echo "net_driver=$(basename "$(readlink /sys/class/net/eth0/device/driver)")"
+echo "net_mac=$(cat /sys/class/net/eth0/address)"
+echo "net_features=$(cat /sys/class/net/eth0/device/features)"
+ip addr add 192.168.100.2/24 dev eth0
+ip link set eth0 up
+
+# The host brings its end up while we boot; wait for it (at most ~30 s).
+n=0
+until ping -c 1 -W 1 "$HOST" >/dev/null 2>&1; do
+    n=$((n + 1))
+    [ "$n" -ge 30 ] && break
+done
+echo "net_ping_warmup=$n"
+ping -c 3 "$HOST"
+
+head -c 1048576 /dev/urandom > /tmp/chunk
+gen() {
+    i=0
+    while [ "$i" -lt "$mib" ]; do cat /tmp/chunk; i=$((i + 1)); done
+}
+echo "guest_tx_sha256=$(gen | sha256sum | cut -d' ' -f1)"
+
+t0=$(uptime_s)
+gen | timeout 600 nc "$HOST" 5001
+echo "net_g2h_rc=$?"
+grep eth0: /proc/net/dev | tr ':' ' ' | awk '{ print "net_after_g2h rx_packets=" $3 " tx_packets=" $11 }'
+t1=$(uptime_s)
+echo "net_g2h_mib=$mib"
+echo "net_g2h_seconds=$(elapsed "$t0" "$t1")"
+
+printf '#!/bin/sh\nexec sha256sum > /tmp/rx.sha\n' > /tmp/rx.sh
+chmod +x /tmp/rx.sh
+t0=$(uptime_s)
+timeout 600 nc "$HOST" 5002 -e /tmp/rx.sh
+echo "net_h2g_rc=$?"
+grep eth0: /proc/net/dev | tr ':' ' ' | awk '{ print "net_after_h2g rx_packets=" $3 " tx_packets=" $11 }'
+t1=$(uptime_s)
+echo "net_h2g_mib=$mib"
+echo "net_h2g_seconds=$(elapsed "$t0" "$t1")"
+[ -s /tmp/rx.sha ] && echo "guest_rx_sha256=$(cut -d' ' -f1 /tmp/rx.sha)"
+# /proc/net/dev: rx bytes packets errs drop ... tx bytes packets errs drop
+grep eth0: /proc/net/dev | tr ':' ' ' | awk '{ print "net_rx_bytes=" $2; print "net_rx_errors=" $4; print "net_tx_bytes=" $10; print "net_tx_errors=" $12 }'
