@@ -1,0 +1,473 @@
+//! Properties over random input sequences with random time steps.
+//!
+//! The driver plays a well-behaved shell: between two random inputs it sends
+//! a `Tick` at every announced timer that falls before the next input ("Ticks
+//! keep coming"). The inputs themselves are anything, including hostile ones
+//! (unknown guests, undefined VHAL values, requests from VMs that are off).
+//!
+//! Checked on every run:
+//! 1. cluster safety: while the vehicle is in use (and a cluster is
+//!    configured) there is no `SystemPowerOff`/`SystemSuspend`, no hard stop
+//!    or pause of a cluster, no `Allow` of a cluster's power request; and
+//!    while the system is up and the vehicle in use, the cluster is live (or
+//!    being restarted);
+//! 2. every `SHUTDOWN_PREPARE` ends (FINISHED, CANCEL_SHUTDOWN, ON after a
+//!    cancellation, a decision on the guest's request, a hard stop, or the VM
+//!    going away) no later than the deadline of the shutdown it was sent in;
+//! 3. every decision answers the record's own `GuestPowerRequest` (same guest
+//!    and id), every request of a known guest gets exactly one, an unknown
+//!    guest gets none;
+//! 4. the JSON-lines log verifies and replays to an equal arbiter with the
+//!    same outputs;
+//!
+//! plus housekeeping: every input but `Tick` leaves a log entry, timers are
+//! always in the future, no deadline is overdue after a step, and the
+//! handshake's deadlines never exceed the shutdown's.
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+use system_manager::{
+    ApPowerStateReq, Arbiter, Decision, GuestState, Input, LogRecord, LoggedInput, Millis, Output,
+    Policy, PowerRequestKind, Role, SystemState, VmExitReason, WakeReason,
+};
+
+const BASE: &str = r#"
+[system]
+shutdown_deadline_ms = 30000
+garage_mode_max_ms = 40000
+final_grace_ms = 5000
+postpone_watchdog_ms = 3000
+wake_hold_ms = 10000
+vm_exit_grace_ms = 1000
+"#;
+
+const GUESTS: &str = r#"
+[[guest]]
+name = "android"
+role = "android"
+
+[[guest]]
+name = "cluster"
+role = "cluster"
+shutdown_deadline_ms = 8000
+
+[[guest]]
+name = "other"
+role = "other"
+shutdown_deadline_ms = 6000
+"#;
+
+/// Three policies: power-off kind, suspend kind, and one without a cluster.
+fn policy(which: u8) -> Policy {
+    let text = match which % 3 {
+        0 => format!("{BASE}{GUESTS}"),
+        1 => format!("{BASE}shutdown_kind = \"suspend\"\n{GUESTS}"),
+        _ => format!(
+            "{BASE}{}",
+            GUESTS.replace(
+                "name = \"cluster\"\nrole = \"cluster\"",
+                "name = \"cluster\"\nrole = \"other\""
+            )
+        ),
+    };
+    match Policy::from_toml_str(&text) {
+        Ok(p) => p,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn guest() -> impl Strategy<Value = String> {
+    prop_oneof![
+        4 => Just("android"),
+        2 => Just("cluster"),
+        2 => Just("other"),
+        1 => Just("ghost"),
+    ]
+    .prop_map(String::from)
+}
+
+fn input() -> impl Strategy<Value = Input> {
+    let kind = prop_oneof![
+        Just(PowerRequestKind::Poweroff),
+        Just(PowerRequestKind::Reboot),
+        Just(PowerRequestKind::Suspend),
+    ];
+    let wake = prop_oneof![
+        Just(WakeReason::UserPowerOn),
+        Just(WakeReason::SystemUserDetection),
+        Just(WakeReason::SystemRemoteAccess),
+        Just(WakeReason::SystemEnterGarageMode),
+    ];
+    let exit = prop_oneof![
+        Just(VmExitReason::Poweroff),
+        Just(VmExitReason::Reset),
+        Just(VmExitReason::Crash),
+        Just(VmExitReason::Killed),
+    ];
+    // Mostly valid report values, sometimes garbage.
+    let value = prop_oneof![8 => 1i32..=10, 1 => any::<i32>()];
+    let param = prop_oneof![4 => 0i32..=6000, 1 => any::<i32>()];
+    prop_oneof![
+        4 => Just(Input::Tick),
+        2 => Just(Input::IgnitionOn),
+        2 => Just(Input::IgnitionOff),
+        2 => any::<bool>().prop_map(|in_use| Input::VehicleInUse { in_use }),
+        1 => wake.prop_map(|reason| Input::WakeRequest { reason }),
+        3 => (guest(), 0u64..50, kind).prop_map(|(guest, request_id, kind)| {
+            Input::GuestPowerRequest { guest, request_id, kind }
+        }),
+        6 => (guest(), value, param).prop_map(|(guest, value, param)| {
+            Input::ApPowerStateReport { guest, value, param }
+        }),
+        3 => guest().prop_map(|guest| Input::VmStarted { guest }),
+        1 => (guest(), exit).prop_map(|(guest, reason)| Input::VmExited { guest, reason }),
+        1 => guest().prop_map(|guest| Input::VmLost { guest }),
+    ]
+}
+
+fn steps() -> impl Strategy<Value = Vec<(u64, Input)>> {
+    let dt = prop_oneof![6 => 0u64..2_000, 2 => 0u64..10_000, 1 => 0u64..60_000];
+    prop::collection::vec((dt, input()), 1..150)
+}
+
+/// Runs the inputs through a shell that ticks at every timer, then keeps
+/// ticking until nothing is pending. Returns the log and the arbiter.
+fn drive(policy: Policy, steps: &[(u64, Input)]) -> (Vec<LogRecord>, Arbiter) {
+    let mut a = Arbiter::new(policy);
+    let mut log = Vec::new();
+    let mut t = 0u64;
+    let tick_until = |a: &mut Arbiter, log: &mut Vec<LogRecord>, limit: Option<u64>| {
+        for _ in 0..1000 {
+            match a.next_timer() {
+                Some(at) if limit.is_none_or(|l| at.as_millis() <= l) => {
+                    log.push(a.step(at, Input::Tick));
+                    assert!(
+                        a.next_timer().is_none_or(|n| n > at),
+                        "a tick at {at} did not consume its timer: {:?}",
+                        log.last()
+                    );
+                }
+                _ => return,
+            }
+        }
+        panic!("timers never ran out");
+    };
+    for (dt, input) in steps {
+        t = t.saturating_add(*dt);
+        tick_until(&mut a, &mut log, Some(t));
+        log.push(a.step(Millis(t), input.clone()));
+    }
+    tick_until(&mut a, &mut log, None);
+    (log, a)
+}
+
+fn check_cluster_safety(policy: &Policy, log: &[LogRecord], a: &Arbiter) {
+    if !policy.has_cluster() {
+        return;
+    }
+    let clusters: Vec<&str> = policy
+        .guests()
+        .iter()
+        .filter(|g| g.role == Role::Cluster)
+        .map(|g| g.name.as_str())
+        .collect();
+    let mut in_use = false;
+    let mut replay = Arbiter::new(policy.clone());
+    for rec in log {
+        if let Input::VehicleInUse { in_use: u } = rec.input {
+            in_use = u;
+        }
+        replay.handle(rec.at, rec.input.clone());
+        if !in_use {
+            continue;
+        }
+        for o in &rec.outputs {
+            let bad = match o {
+                Output::SystemPowerOff { .. } | Output::SystemSuspend { .. } => true,
+                Output::HardStopVm { guest, .. } | Output::PauseVm { guest, .. } => {
+                    clusters.contains(&guest.as_str())
+                }
+                Output::Decide {
+                    guest, decision, ..
+                } => *decision == Decision::Allow && clusters.contains(&guest.as_str()),
+                _ => false,
+            };
+            assert!(!bad, "vehicle in use, yet {o} in record {rec:?}");
+        }
+        if !replay.system().is_down() {
+            for c in &clusters {
+                let s = replay.guest(c).map(|g| g.state);
+                let up = s.is_some_and(|s| {
+                    s.is_live() || matches!(s, GuestState::Stopping { restart: true, .. })
+                });
+                assert!(
+                    up,
+                    "vehicle in use and system up, yet cluster {c} is {s:?} after {rec:?}"
+                );
+            }
+        }
+    }
+    assert_eq!(a.vehicle_in_use(), in_use);
+}
+
+fn check_prepares_end_by_deadline(log: &[LogRecord]) {
+    let mut open: BTreeMap<String, Millis> = BTreeMap::new();
+    for rec in log {
+        for (g, d) in &open {
+            assert!(
+                rec.at <= *d,
+                "SHUTDOWN_PREPARE to {g} still open at {} past its deadline {d}: {rec:?}",
+                rec.at
+            );
+        }
+        if let Input::VmExited { guest, .. } | Input::VmLost { guest } = &rec.input {
+            open.remove(guest);
+        }
+        for o in &rec.outputs {
+            match o {
+                Output::ApPowerStateReq {
+                    guest,
+                    state: ApPowerStateReq::ShutdownPrepare(_),
+                    ..
+                } => {
+                    let d = rec.system.shutdown_deadline().unwrap_or(rec.at);
+                    open.entry(guest.clone()).or_insert(d);
+                }
+                Output::ApPowerStateReq {
+                    guest,
+                    state:
+                        ApPowerStateReq::Finished
+                        | ApPowerStateReq::CancelShutdown
+                        | ApPowerStateReq::On,
+                    ..
+                }
+                | Output::HardStopVm { guest, .. }
+                | Output::Decide { guest, .. } => {
+                    open.remove(guest);
+                }
+                _ => {}
+            }
+        }
+    }
+    assert!(open.is_empty(), "prepares never ended: {open:?}");
+}
+
+fn check_decisions_answer_requests(policy: &Policy, log: &[LogRecord]) {
+    for rec in log {
+        let decisions: Vec<&Output> = rec
+            .outputs
+            .iter()
+            .filter(|o| matches!(o, Output::Decide { .. }))
+            .collect();
+        match &rec.input {
+            Input::GuestPowerRequest {
+                guest, request_id, ..
+            } => {
+                if policy.guest(guest).is_some() {
+                    assert_eq!(decisions.len(), 1, "one decision per request: {rec:?}");
+                    assert!(
+                        matches!(decisions[0], Output::Decide { guest: g, request_id: id, .. }
+                            if g == guest && id == request_id),
+                        "decision answers another request: {rec:?}"
+                    );
+                } else {
+                    assert!(
+                        decisions.is_empty(),
+                        "decision for an unknown guest: {rec:?}"
+                    );
+                    assert!(rec
+                        .outputs
+                        .iter()
+                        .any(|o| matches!(o, Output::Rejected { .. })));
+                }
+            }
+            _ => assert!(decisions.is_empty(), "decision without a request: {rec:?}"),
+        }
+    }
+}
+
+fn check_replay(policy: &Policy, log: &[LogRecord], a: &Arbiter) {
+    let text: String = log
+        .iter()
+        .map(|r| match r.to_json_line() {
+            Ok(l) => l + "\n",
+            Err(e) => panic!("{e}"),
+        })
+        .collect();
+    let parsed = match LogRecord::parse_log(&text) {
+        Ok(p) => p,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(parsed, log);
+    match Arbiter::verify(policy.clone(), &parsed) {
+        Ok(v) => assert_eq!(&v, a),
+        Err(e) => panic!("{e}"),
+    }
+    let inputs: Vec<LoggedInput> = parsed.iter().map(LogRecord::logged_input).collect();
+    let (r, outputs) = Arbiter::replay(policy.clone(), &inputs);
+    assert_eq!(&r, a);
+    let logged: Vec<Output> = log.iter().flat_map(|r| r.outputs.clone()).collect();
+    assert_eq!(outputs, logged);
+}
+
+fn check_housekeeping(policy: &Policy, log: &[LogRecord]) {
+    let mut replay = Arbiter::new(policy.clone());
+    for rec in log {
+        replay.handle(rec.at, rec.input.clone());
+        let now = replay.now();
+        if rec.input != Input::Tick {
+            assert!(!rec.outputs.is_empty(), "input left no trace: {rec:?}");
+        }
+        for o in &rec.outputs {
+            if let Output::SetTimer { at, .. } = o {
+                assert!(*at > now, "timer not in the future: {rec:?}");
+            }
+            assert!(!o.reason().is_empty(), "no reason: {o:?}");
+        }
+        let d = replay.system().shutdown_deadline();
+        for g in replay.guests() {
+            match g.state {
+                GuestState::Preparing { watchdog, .. } => {
+                    assert!(watchdog > now, "overdue watchdog: {g:?}");
+                    assert!(
+                        d.is_some_and(|d| watchdog <= d),
+                        "watchdog past deadline: {g:?}"
+                    );
+                }
+                GuestState::ShutdownStarted {
+                    deadline: Some(t), ..
+                } => {
+                    assert!(t > now, "overdue final deadline: {g:?}");
+                    if let Some(d) = d {
+                        assert!(t <= d, "final deadline past the shutdown's: {g:?}");
+                    }
+                }
+                GuestState::Stopping { grace, .. } => assert!(grace > now, "overdue: {g:?}"),
+                GuestState::Running | GuestState::Starting | GuestState::Restarting
+                    if d.is_some() =>
+                {
+                    assert!(
+                        g.release_at.is_none_or(|r| r > now),
+                        "overdue release: {g:?}"
+                    );
+                }
+                _ => {}
+            }
+        }
+        // The handshake is only running during a shutdown.
+        if matches!(replay.system(), SystemState::On) || replay.system().is_down() {
+            assert!(
+                !replay
+                    .guests()
+                    .iter()
+                    .any(|g| matches!(g.state, GuestState::Preparing { .. })),
+                "SHUTDOWN_PREPARE outside a shutdown: {rec:?}"
+            );
+        }
+    }
+}
+
+proptest! {
+    // PROPTEST_CASES overrides the default for a longer search.
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(384),
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn arbiter_properties(which in 0u8..3, steps in steps()) {
+        let p = policy(which);
+        let (log, a) = drive(p.clone(), &steps);
+        check_cluster_safety(&p, &log, &a);
+        check_prepares_end_by_deadline(&log);
+        check_decisions_answer_requests(&p, &log);
+        check_replay(&p, &log, &a);
+        check_housekeeping(&p, &log);
+    }
+
+    /// The same inputs at the same times give the same log, whatever
+    /// happened before in the process (no hidden state, no clock).
+    #[test]
+    fn handling_is_deterministic(which in 0u8..3, steps in steps()) {
+        let (a, _) = drive(policy(which), &steps);
+        let (b, _) = drive(policy(which), &steps);
+        prop_assert_eq!(a, b);
+    }
+}
+
+/// A sanity check that the random runs reach the interesting states at all
+/// (otherwise the properties above would hold vacuously).
+#[test]
+fn random_runs_reach_the_interesting_decisions() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::{Config, TestRunner};
+    let mut runner = TestRunner::new(Config::default());
+    let mut seen = BTreeMap::<&str, usize>::new();
+    let strategy = (0u8..3, steps());
+    for _ in 0..300 {
+        let (which, steps) = match strategy.new_tree(&mut runner) {
+            Ok(t) => t.current(),
+            Err(e) => panic!("{e}"),
+        };
+        let (log, _) = drive(policy(which), &steps);
+        for o in log.iter().flat_map(|r| &r.outputs) {
+            let key = match o {
+                Output::Decide {
+                    decision: Decision::Allow,
+                    ..
+                } => "allow",
+                Output::Decide {
+                    decision: Decision::RestartVm,
+                    ..
+                } => "restart",
+                Output::Decide {
+                    decision: Decision::HoldVirtuallyOff,
+                    ..
+                } => "hold",
+                Output::Decide {
+                    decision: Decision::Refuse,
+                    ..
+                } => "refuse",
+                Output::ApPowerStateReq {
+                    state: ApPowerStateReq::ShutdownPrepare(p),
+                    ..
+                } if !p.can_postpone() => "escalation",
+                Output::ApPowerStateReq {
+                    state: ApPowerStateReq::CancelShutdown,
+                    ..
+                } => "cancel",
+                Output::ApPowerStateReq {
+                    state: ApPowerStateReq::Finished,
+                    ..
+                } => "finished",
+                Output::HardStopVm { .. } => "hard stop",
+                Output::PauseVm { .. } => "pause",
+                Output::ResumeVm { .. } => "resume",
+                Output::SystemPowerOff { .. } => "power off",
+                Output::SystemSuspend { .. } => "suspend",
+                _ => continue,
+            };
+            *seen.entry(key).or_default() += 1;
+        }
+    }
+    for key in [
+        "allow",
+        "restart",
+        "hold",
+        "refuse",
+        "escalation",
+        "cancel",
+        "finished",
+        "hard stop",
+        "pause",
+        "resume",
+        "power off",
+        "suspend",
+    ] {
+        assert!(
+            seen.get(key).copied().unwrap_or(0) > 0,
+            "never saw {key}: {seen:?}"
+        );
+    }
+}
