@@ -86,7 +86,7 @@ pub enum BuildError {
     #[error("{0} is not supported by this build yet")]
     Unsupported(&'static str),
     /// More virtio devices than free interrupt lines.
-    #[error("too many virtio devices: at most {} fit", layout::IOAPIC_NUM_PINS - layout::VIRTIO_MMIO_GSI_START)]
+    #[error("too many virtio devices: at most {} fit", layout::POWER_BUTTON_GSI - layout::VIRTIO_MMIO_GSI_START)]
     TooManyDevices,
     /// Wiring a virtio device's interrupt or notifications failed.
     #[error("cannot wire virtio device (type {kind}): {source}")]
@@ -176,7 +176,7 @@ impl VirtioSlots {
     fn next(&mut self) -> Result<(u64, u32), BuildError> {
         let index = self.acpi.len() as u32;
         let gsi = layout::VIRTIO_MMIO_GSI_START + index;
-        if gsi >= layout::IOAPIC_NUM_PINS {
+        if gsi >= layout::POWER_BUTTON_GSI {
             return Err(BuildError::TooManyDevices);
         }
         let base = layout::VIRTIO_MMIO_START + u64::from(index) * MMIO_WINDOW_SIZE;

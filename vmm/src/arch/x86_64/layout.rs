@@ -57,7 +57,11 @@ pub const MMIO_GAP_END: u64 = 0x1_0000_0000;
 /// First address handed to virtio-mmio devices.
 pub const VIRTIO_MMIO_START: u64 = 0xd000_0000;
 /// GSI of the ACPI Generic Event Device that carries power-button presses.
-pub const POWER_BUTTON_GSI: u32 = 3;
+///
+/// Above 15 on purpose: KVM also routes GSIs 0-15 to its legacy PIC, and a
+/// press during early boot (before Linux programs the IOAPIC) would reach the
+/// guest through the unprogrammed PIC as a bogus exception vector.
+pub const POWER_BUTTON_GSI: u32 = 23;
 /// First GSI handed to virtio-mmio devices (0-4 are legacy: timer, COM1...).
 pub const VIRTIO_MMIO_GSI_START: u32 = 5;
 /// Number of pins on KVM's in-kernel IOAPIC (GSIs 0-23).
@@ -91,3 +95,9 @@ pub const ACPI_SLP_TYP_S3: u8 = 3;
 pub const BOOT_TIMER_PORT: u16 = 0x4f0;
 /// Value the guest writes to [`BOOT_TIMER_PORT`] (same as Firecracker's).
 pub const BOOT_TIMER_MAGIC: u8 = 123;
+
+// Virtio GSIs run from VIRTIO_MMIO_GSI_START up to (not including) the power
+// button's, which is the IOAPIC's last pin.
+const _: () = assert!(
+    VIRTIO_MMIO_GSI_START < POWER_BUTTON_GSI && POWER_BUTTON_GSI < IOAPIC_NUM_PINS
+);

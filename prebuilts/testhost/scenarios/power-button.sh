@@ -1,0 +1,15 @@
+#!/bin/sh
+# The host presses the guest's ACPI power button until the guest shuts down.
+S=/tmp/button.sock
+/bin/vmm run --cpus 2 --mem 256 --socket $S --initrd /guest/initramfs.cpio.gz \
+    --params "console=ttyS0 guest.scenario=button" /guest/vmlinuz 2>&1 &
+pid=$!
+presses=0
+while kill -0 $pid 2>/dev/null && [ $presses -lt 40 ]; do
+    sleep 2
+    vmm power-button $S >/dev/null 2>&1 && presses=$((presses + 1))
+done
+wait $pid
+rc=$?
+echo "presses=$presses"
+exit $rc
