@@ -3,6 +3,7 @@
 
 use std::fs::File;
 use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -11,6 +12,7 @@ use devices::legacy::acpi_pm::ACPI_PM_RANGE_LEN;
 use devices::legacy::i8042::I8042_RANGE_LEN;
 use devices::legacy::{AcpiPmDevice, BootTimer, I8042Device, PowerButton, SerialDevice};
 use devices::virtio::block::{Block, DiskError};
+use devices::virtio::console::{Console, ConsoleBackend};
 use devices::virtio::mmio::{MmioTransport, MMIO_WINDOW_SIZE, NOTIFY_REG_OFFSET};
 use devices::virtio::net::{Net, Tap, TapError};
 use devices::virtio::rng::Rng;
@@ -22,7 +24,7 @@ use kvm_ioctls::IoEventAddress;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::arch::x86_64::{self as arch, layout};
-use crate::config::{SerialOutput, VmConfig};
+use crate::config::{ConsoleConfig, SerialOutput, VmConfig};
 use crate::runner::VmEvent;
 use crate::vstate::kvm::{open_kvm, KvmError};
 use crate::vstate::vcpu::{Vcpu, VcpuCrash, VcpuError};
@@ -82,6 +84,14 @@ pub enum BuildError {
     /// The `--vsock` socket cannot be bound (in use, not a socket, ...).
     #[error(transparent)]
     Vsock(#[from] VsockError),
+    /// The `--console` host side cannot be set up (file, socket, stdin).
+    #[error("cannot set up the console on {what}: {source}")]
+    Console {
+        /// The file or socket path, or "stdin".
+        what: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
     /// An option whose device is not implemented yet.
     #[error("{0} is not supported by this build yet")]
     Unsupported(&'static str),
@@ -164,6 +174,66 @@ fn default_mac(index: usize) -> [u8; 6] {
         0x34,
         0x56_u8.wrapping_add(index as u8),
     ]
+}
+
+/// The virtio-console for `--console`, with its host side set up.
+///
+/// Every boot builds it again (a guest reboot is a new VM): a file is
+/// truncated on the first boot and appended to after, a unix socket is bound
+/// again (its client must reconnect), stdin is read on from where the
+/// previous boot stopped.
+fn console_device(config: &ConsoleConfig, boot: u64) -> Result<Console, BuildError> {
+    let err = |what: &std::path::Path| {
+        let what = what.display().to_string();
+        move |source| BuildError::Console { what, source }
+    };
+    Ok(match config {
+        ConsoleConfig::Stdout => {
+            let stdin = std::io::stdin()
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|source| BuildError::Console {
+                    what: "stdin".into(),
+                    source,
+                })?;
+            let console = Console::new(ConsoleBackend::stream(
+                File::from(stdin),
+                Box::new(std::io::stdout()),
+            ));
+            match terminal_size(std::io::stdout().as_fd()) {
+                Some((cols, rows)) => console.with_size(cols, rows),
+                None => console,
+            }
+        }
+        ConsoleConfig::Sink => Console::new(ConsoleBackend::output(Box::new(std::io::sink()))),
+        ConsoleConfig::File(path) => {
+            let file = if boot <= 1 {
+                File::create(path)
+            } else {
+                std::fs::OpenOptions::new()
+                    .append(true)
+                    .create(true)
+                    .open(path)
+            }
+            .map_err(err(path))?;
+            Console::new(ConsoleBackend::output(Box::new(file)))
+        }
+        ConsoleConfig::Unix(path) => Console::new(ConsoleBackend::unix(path).map_err(err(path))?),
+    })
+}
+
+/// The size of the terminal on `fd`, if it is one.
+fn terminal_size(fd: std::os::fd::BorrowedFd<'_>) -> Option<(u16, u16)> {
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one `winsize` into `ws`, which outlives the
+    // call; `fd` stays open for the duration of the borrow.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) };
+    (rc == 0 && ws.ws_col > 0 && ws.ws_row > 0).then_some((ws.ws_col, ws.ws_row))
 }
 
 /// Hands out virtio-mmio windows and GSIs, and remembers them for the DSDT.
@@ -316,12 +386,11 @@ pub fn build_vm(
             Box::new(Net::new(Box::new(tap), mac)),
         )?;
     }
-    // Device kinds whose implementation has not landed yet are refused, never
-    // silently dropped.
-    for (wanted, option) in [(devs.console.is_some(), "--console")] {
-        if wanted {
-            return Err(BuildError::Unsupported(option));
-        }
+    // The console (guest hvc0): its host side exists from now on, so a unix
+    // socket accepts clients before the guest runs.
+    if let Some(console) = &devs.console {
+        let device = console_device(console, boot)?;
+        attach_virtio(&vm, &mut mmio, &mut virtio_slots, Box::new(device))?;
     }
 
     // ACPI and the zero page, now that every device is known.
@@ -367,6 +436,9 @@ pub fn build_vm(
         serial,
         acpi_pm,
         power_button,
-        serial_reads_stdin: config.serial.output == SerialOutput::Stdout,
+        // Stdin goes to one device only: the console takes it when it is on
+        // stdout too.
+        serial_reads_stdin: config.serial.output == SerialOutput::Stdout
+            && devs.console != Some(ConsoleConfig::Stdout),
     })
 }

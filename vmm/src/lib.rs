@@ -8,12 +8,15 @@
 //! * [`vstate`]: KVM wrappers (VM, vCPU threads, `/dev/kvm` checks).
 //! * [`arch`]: per-architecture memory map, boot protocol, ACPI, registers.
 //! * [`control`]: the control socket and its client.
+//! * [`console_client`]: `vmm console`, a client for a unix-socket
+//!   virtio-console.
 //! * [`power`]: what happens to the guest's own power requests (plain VMM
 //!   or held for an arbiter).
 
 pub mod arch;
 pub mod builder;
 pub mod config;
+pub mod console_client;
 pub mod control;
 pub mod power;
 pub mod runner;

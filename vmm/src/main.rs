@@ -81,6 +81,13 @@ enum Command {
         #[arg(long)]
         arbiter: bool,
     },
+    /// Attach stdin/stdout to a VM's `--console type=unix,path=SOCKET`
+    /// (the guest's hvc0) until the VMM closes it; a newer client takes the
+    /// console over.
+    Console {
+        /// The console socket.
+        socket: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -189,6 +196,9 @@ fn main() -> ExitCode {
         })
         .map(|()| ExitCode::SUCCESS)
         .map_err(Into::into),
+        Command::Console { socket } => vmm::console_client::attach(&socket)
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(|e| anyhow::anyhow!("console socket {}: {e}", socket.display())),
     };
     result.unwrap_or_else(|e| {
         eprintln!("error: {}", one_line(&e));

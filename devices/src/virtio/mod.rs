@@ -20,6 +20,7 @@
 //! raises interrupts through [`Interrupt`] (an irqfd).
 
 pub mod block;
+pub mod console;
 pub mod mmio;
 pub mod net;
 pub mod rng;

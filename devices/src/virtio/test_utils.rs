@@ -163,6 +163,11 @@ impl<'a> DeviceHarness<'a> {
 
     /// Like [`Self::add_chain`] but with `(addr, len, flags, next)` exactly
     /// as given, for malformed chains (loops, bad links).
+    ///
+    /// Limit: at most `queue_size / 2 - 2` chains per queue and harness.
+    /// virtio-queue 0.18's mock places the used ring `queue_size` bytes
+    /// (not entries) after the avail ring, and never wraps the avail ring,
+    /// so later avail entries overwrite used elements.
     pub fn add_raw_chain(&self, q: usize, first: u16, descs: &[(u64, u32, u16, u16)]) {
         let raw: Vec<RawDescriptor> = descs
             .iter()
