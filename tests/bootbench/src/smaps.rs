@@ -3,7 +3,9 @@
 //!
 //! Guest RAM heuristic: both VMMs allocate guest memory as one anonymous,
 //! private mapping of the guest size (QEMU: its RAM block; ours: vm-memory's
-//! mmap). A mapping is counted as guest RAM when it is anonymous (inode 0, no
+//! mmap; when ours maps the kernel and initrd copy-on-write into it, the
+//! mapping is split and the guest RAM is the run of adjacent `rw-p` mappings
+//! that adds up to exactly the guest size). A mapping is counted as guest RAM when it is anonymous (inode 0, no
 //! path, or an `[anon:...]` name) and at least `guest size - 4 MiB` large
 //! ([`GUEST_SLACK_KIB`]). Nothing else in either VMM comes near that size
 //! (thread stacks are 8 MiB, glibc arenas reserve 64 MiB).
@@ -165,7 +167,39 @@ pub fn memory_use(maps: &[Mapping], guest_mib: u64) -> Result<MemoryUse, SmapsEr
     }
     let min_kib = (guest_mib * 1024).saturating_sub(GUEST_SLACK_KIB);
     let is_guest = |m: &Mapping| m.is_anonymous() && m.size_kib >= min_kib;
-    let (guest, other): (Vec<&Mapping>, Vec<&Mapping>) = maps.iter().partition(|m| is_guest(m));
+    let mut guest_range: Vec<bool> = maps.iter().map(is_guest).collect();
+    if !guest_range.contains(&true) {
+        // A VMM that maps boot files copy-on-write into guest RAM splits it
+        // into several adjacent private mappings: look for a run of
+        // adjacent `rw-p` mappings adding up to exactly the guest size.
+        let want = guest_mib * 1024;
+        'outer: for i in 0..maps.len() {
+            let mut total = 0;
+            for j in i..maps.len() {
+                let m = &maps[j];
+                let adjacent = j == i || maps[j - 1].end == m.start;
+                if !adjacent || m.perms != "rw-p" {
+                    break;
+                }
+                total += m.size_kib;
+                if total == want && j > i {
+                    guest_range[i..=j].iter_mut().for_each(|g| *g = true);
+                    break 'outer;
+                }
+                if total > want {
+                    break;
+                }
+            }
+        }
+    }
+    let pick = |want: bool| -> Vec<&Mapping> {
+        maps.iter()
+            .zip(&guest_range)
+            .filter(|(_, g)| **g == want)
+            .map(|(m, _)| m)
+            .collect()
+    };
+    let (guest, other) = (pick(true), pick(false));
     if guest.is_empty() {
         return Err(SmapsError::NoGuestMapping { min_kib });
     }
@@ -245,6 +279,31 @@ Rss:                  16 kB
             })
         );
         assert_eq!(memory_use(&[], 128), Err(SmapsError::Empty));
+    }
+
+    #[test]
+    fn guest_ram_split_by_file_mappings_is_found_by_exact_size() {
+        // 16 MiB guest: anon 1 MiB, kernel file 12 MiB, anon 3 MiB, then an
+        // unrelated adjacent anon 8 MiB mapping that must not be counted.
+        let text = "\
+7f0000000000-7f0000100000 rw-p 00000000 00:00 0 
+Size:               1024 kB
+Rss:                 100 kB
+7f0000100000-7f0000d00000 rw-p 00005000 00:12 77                         /guest/vmlinuz
+Size:              12288 kB
+Rss:                5000 kB
+7f0000d00000-7f0001000000 rw-p 00000000 00:00 0 
+Size:               3072 kB
+Rss:                 300 kB
+7f0001000000-7f0001800000 rw-p 00000000 00:00 0 
+Size:               8192 kB
+Rss:                  40 kB
+";
+        let m = memory_use(&parse(text).unwrap(), 16).unwrap();
+        assert_eq!(m.guest_mappings, 3);
+        assert_eq!(m.guest_size_kib, 16 * 1024);
+        assert_eq!(m.guest_rss_kib, 5400);
+        assert_eq!(m.overhead_kib(), 40);
     }
 
     #[test]

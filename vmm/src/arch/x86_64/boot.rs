@@ -6,7 +6,7 @@ use std::io::{Read, Seek, SeekFrom};
 use linux_loader::cmdline::Cmdline;
 use linux_loader::loader::bootparam::{boot_e820_entry, boot_params, setup_header};
 use linux_loader::loader::{BzImage, Elf, KernelLoader};
-use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
+use vm_memory::{Address, ByteValued, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 
 use super::layout::{
     ACPI_AREA_END, ACPI_RESET_PORT, ACPI_RESET_VALUE, CMDLINE_MAX_SIZE, CMDLINE_START, EBDA_START,
@@ -105,6 +105,9 @@ pub fn load_kernel<M: GuestMemoryBackend>(
             setup_header: None,
         })
     } else {
+        if let Some(loaded) = map_bzimage(mem, kernel) {
+            return Ok(loaded);
+        }
         let result = BzImage::load(mem, None, kernel, Some(GuestAddress(HIMEM_START)))
             .map_err(BootError::KernelFormat)?;
         Ok(LoadedKernel {
@@ -112,6 +115,111 @@ pub fn load_kernel<M: GuestMemoryBackend>(
             setup_header: result.setup_header,
         })
     }
+}
+
+const PAGE_SIZE: u64 = 4096;
+
+/// Maps `len` bytes of `file` at `offset` copy-on-write over guest memory at
+/// `addr` instead of copying them: the guest reads the host's page cache
+/// directly and only pages it writes get private copies. Returns false (and
+/// changes nothing) when the range is not page aligned or not inside one
+/// guest memory region; the caller then copies.
+///
+/// This is what makes "process start to first guest instruction" cheap: a
+/// 12 MB kernel is neither read nor zero-filled before the vCPU starts. The
+/// file must not be modified while the guest boots (a `MAP_PRIVATE` page not
+/// yet written by the guest may show later changes to the file).
+pub fn map_file_into_guest<M: GuestMemoryBackend>(
+    mem: &M,
+    addr: GuestAddress,
+    file: &File,
+    offset: u64,
+    len: u64,
+) -> bool {
+    if len == 0 || addr.0 % PAGE_SIZE != 0 || offset % PAGE_SIZE != 0 {
+        return false;
+    }
+    let Some(map_len) = len.checked_next_multiple_of(PAGE_SIZE) else {
+        return false;
+    };
+    let Some(region) = mem.find_region(addr) else {
+        return false;
+    };
+    let region_end = region.start_addr().raw_value() + region.len();
+    let (Ok(map_len_usize), Ok(file_offset)) =
+        (usize::try_from(map_len), libc::off_t::try_from(offset))
+    else {
+        return false;
+    };
+    if addr
+        .0
+        .checked_add(map_len)
+        .is_none_or(|end| end > region_end)
+    {
+        return false;
+    }
+    let Ok(host) = mem.get_host_address(addr) else {
+        return false;
+    };
+    // SAFETY: `host..host + map_len` lies inside one live guest memory
+    // mapping owned by `mem` (checked against the region bounds above), page
+    // aligned, and no vCPU runs yet, so replacing those pages with a private
+    // file mapping of the same size cannot pull memory from under anyone;
+    // KVM's MMU notifier sees the change. The mapping stays inside the
+    // region, so unmapping the region later also unmaps it.
+    let mapped = unsafe {
+        libc::mmap(
+            host.cast(),
+            map_len_usize,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_FIXED,
+            std::os::fd::AsRawFd::as_raw_fd(file),
+            file_offset,
+        )
+    };
+    if mapped == libc::MAP_FAILED {
+        tracing::debug!(
+            "mapping boot file failed ({}); copying instead",
+            std::io::Error::last_os_error()
+        );
+        return false;
+    }
+    true
+}
+
+/// Loads a bzImage by mapping its protected-mode payload at its load address
+/// (see [`map_file_into_guest`]); `None` if the image cannot be mapped that
+/// way (the caller falls back to copying, which also validates it fully).
+fn map_bzimage<M: GuestMemoryBackend>(mem: &M, kernel: &mut File) -> Option<LoadedKernel> {
+    let file_len = kernel.metadata().ok()?.len();
+    let mut hdr = setup_header::default();
+    kernel.seek(SeekFrom::Start(0x1f1)).ok()?;
+    kernel.read_exact(hdr.as_mut_slice()).ok()?;
+    kernel.seek(SeekFrom::Start(0)).ok()?;
+    // Same checks as the copying loader: "HdrS", protocol >= 2.00, loaded
+    // high, and a load address at or above 1 MiB.
+    if hdr.header != KERNEL_HDR_MAGIC
+        || hdr.version < 0x0200
+        || hdr.loadflags & 0x1 == 0
+        || u64::from(hdr.code32_start) < HIMEM_START
+    {
+        return None;
+    }
+    let setup_sects = if hdr.setup_sects == 0 {
+        4
+    } else {
+        u64::from(hdr.setup_sects)
+    };
+    let payload_offset = (setup_sects + 1) * 512;
+    let payload_len = file_len.checked_sub(payload_offset)?;
+    let load = GuestAddress(u64::from(hdr.code32_start));
+    if !map_file_into_guest(mem, load, kernel, payload_offset, payload_len) {
+        return None;
+    }
+    Some(LoadedKernel {
+        entry: load.unchecked_add(BZIMAGE_64BIT_ENTRY_OFFSET),
+        setup_header: Some(hdr),
+    })
 }
 
 /// Where an initrd was placed.
@@ -145,8 +253,11 @@ pub fn load_initrd<M: GuestMemoryBackend>(
         .map(|a| a & !0xfff)
         .filter(|&a| a >= HIMEM_START)
         .ok_or(BootError::InitrdTooLarge { size })?;
-    mem.read_exact_volatile_from(GuestAddress(addr), initrd, size as usize)
-        .map_err(|_| BootError::Write { what: "initrd" })?;
+    if !map_file_into_guest(mem, GuestAddress(addr), initrd, 0, size) {
+        initrd.seek(SeekFrom::Start(0)).map_err(read_err)?;
+        mem.read_exact_volatile_from(GuestAddress(addr), initrd, size as usize)
+            .map_err(|_| BootError::Write { what: "initrd" })?;
+    }
     Ok(InitrdRegion {
         addr: GuestAddress(addr),
         size,
@@ -339,6 +450,70 @@ mod tests {
         m.read_slice(&mut payload, GuestAddress(HIMEM_START))
             .unwrap();
         assert_eq!(&payload, b"KERN");
+    }
+
+    #[test]
+    fn page_aligned_bzimage_payload_is_mapped_copy_on_write() {
+        // setup_sects = 7: the payload starts at 4096, so it can be mapped.
+        let mut image = vec![0u8; 4096 + 3 * 4096 + 100];
+        image[0x1f1] = 7;
+        image[0x1fe..0x200].copy_from_slice(&0xaa55u16.to_le_bytes());
+        image[0x202..0x206].copy_from_slice(&KERNEL_HDR_MAGIC.to_le_bytes());
+        image[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes());
+        image[0x211] = 0x1;
+        image[0x214..0x218].copy_from_slice(&(HIMEM_START as u32).to_le_bytes());
+        image[4096..4100].copy_from_slice(b"KERN");
+        let last = image.len() - 1;
+        image[last] = 0x5a;
+        let mut f = tempfile();
+        f.write_all(&image).unwrap();
+        let m = mem(64 << 20);
+        let k = load_kernel(&m, &mut f).unwrap();
+        assert_eq!(k.entry, GuestAddress(HIMEM_START + 0x200));
+        assert_eq!(k.setup_header.map(|h| h.setup_sects), Some(7));
+        let mut payload = [0u8; 4];
+        m.read_slice(&mut payload, GuestAddress(HIMEM_START))
+            .unwrap();
+        assert_eq!(&payload, b"KERN");
+        let tail: u8 = m
+            .read_obj(GuestAddress(HIMEM_START + (last - 4096) as u64))
+            .unwrap();
+        assert_eq!(tail, 0x5a);
+        // Past the payload in its last page: zeros.
+        let after: u8 = m
+            .read_obj(GuestAddress(HIMEM_START + (last - 4096) as u64 + 1))
+            .unwrap();
+        assert_eq!(after, 0);
+        // Guest writes stay private: the file is unchanged.
+        m.write_slice(b"GUEST", GuestAddress(HIMEM_START)).unwrap();
+        let mut on_disk = [0u8; 4];
+        f.seek(SeekFrom::Start(4096)).unwrap();
+        f.read_exact(&mut on_disk).unwrap();
+        assert_eq!(&on_disk, b"KERN");
+    }
+
+    #[test]
+    fn mapping_refuses_unaligned_or_out_of_region_ranges() {
+        let m = mem(1 << 20);
+        let mut f = tempfile();
+        f.write_all(&[1u8; 8192]).unwrap();
+        assert!(!map_file_into_guest(&m, GuestAddress(0x1001), &f, 0, 10));
+        assert!(!map_file_into_guest(&m, GuestAddress(0x1000), &f, 10, 10));
+        assert!(!map_file_into_guest(&m, GuestAddress(0x1000), &f, 0, 0));
+        assert!(!map_file_into_guest(
+            &m,
+            GuestAddress((1 << 20) - 4096),
+            &f,
+            0,
+            8192
+        ));
+        assert!(map_file_into_guest(
+            &m,
+            GuestAddress((1 << 20) - 8192),
+            &f,
+            0,
+            8192
+        ));
     }
 
     #[test]
