@@ -163,6 +163,31 @@ fn open(path: &std::path::Path) -> Result<File, BuildError> {
     })
 }
 
+/// A handle on tap `name`. The first boot opens (or creates) it; the VMM
+/// keeps that handle for its whole life, so an in-process restart finds the
+/// same interface, still configured by the host, instead of a new one.
+fn open_tap(name: &str) -> Result<Tap, BuildError> {
+    static TAPS: Mutex<Vec<Tap>> = Mutex::new(Vec::new());
+    let mut taps = TAPS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(tap) = taps.iter().find(|t| t.name() == name) {
+        return tap.try_clone().map_err(|source| {
+            BuildError::Tap(TapError::Attach {
+                name: name.to_string(),
+                source,
+            })
+        });
+    }
+    let tap = Tap::open(name)?;
+    let kept = tap.try_clone().map_err(|source| {
+        BuildError::Tap(TapError::Attach {
+            name: name.to_string(),
+            source,
+        })
+    })?;
+    taps.push(kept);
+    Ok(tap)
+}
+
 /// The MAC address of the `index`-th `--net` without `mac=`: locally
 /// administered, unicast, 52:54:00:12:34:56 for the first card.
 fn default_mac(index: usize) -> [u8; 6] {
@@ -377,7 +402,7 @@ pub fn build_vm(
     }
     // Network cards in configuration order: the first is eth0.
     for (index, net) in devs.nets.iter().enumerate() {
-        let tap = Tap::open(&net.tap)?;
+        let tap = open_tap(&net.tap)?;
         let mac = net.mac.unwrap_or_else(|| default_mac(index));
         attach_virtio(
             &vm,

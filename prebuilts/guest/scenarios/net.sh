@@ -9,13 +9,17 @@ for arg in $(cat /proc/cmdline); do
         net.mib=*) mib="${arg#net.mib=}" ;;
     esac
 done
+# Kernel messages on the console could split our lines.
+dmesg -n 1
 uptime_s() { cut -d' ' -f1 /proc/uptime; }
 elapsed() { awk "BEGIN { printf \"%.1f\", $2 - $1 }"; }
+# Results are printed as they come and once more at the end, in one block.
+say() { echo "$*"; echo "$*" >> /tmp/results; }
 
 [ -e /sys/class/net/eth0 ] || { echo "net: no eth0"; exit 1; }
-echo "net_driver=$(basename "$(readlink /sys/class/net/eth0/device/driver)")"
-echo "net_mac=$(cat /sys/class/net/eth0/address)"
-echo "net_features=$(cat /sys/class/net/eth0/device/features)"
+say "net_driver=$(basename "$(readlink /sys/class/net/eth0/device/driver)")"
+say "net_mac=$(cat /sys/class/net/eth0/address)"
+say "net_features=$(cat /sys/class/net/eth0/device/features)"
 ip addr add 192.168.100.2/24 dev eth0
 ip link set eth0 up
 
@@ -25,33 +29,45 @@ until ping -c 1 -W 1 "$HOST" >/dev/null 2>&1; do
     n=$((n + 1))
     [ "$n" -ge 30 ] && break
 done
-echo "net_ping_warmup=$n"
-ping -c 3 "$HOST"
+say "net_ping_warmup=$n"
+ping -c 3 "$HOST" > /tmp/ping.out
+cat /tmp/ping.out
+say "net_ping_summary=$(grep 'packets transmitted' /tmp/ping.out)"
 
 head -c 1048576 /dev/urandom > /tmp/chunk
 gen() {
     i=0
     while [ "$i" -lt "$mib" ]; do cat /tmp/chunk; i=$((i + 1)); done
 }
-echo "guest_tx_sha256=$(gen | sha256sum | cut -d' ' -f1)"
+say "guest_tx_sha256=$(gen | sha256sum | cut -d' ' -f1)"
+
+# /proc/net/dev: iface: rx bytes packets errs drop fifo frame compressed
+# multicast, tx bytes packets errs ...
+counters() {
+    grep eth0: /proc/net/dev | tr ':' ' ' |
+        awk -v p="$1" '{ print p "_rx_bytes=" $2; print p "_rx_packets=" $3; print p "_rx_errors=" $4;
+                         print p "_tx_bytes=" $10; print p "_tx_packets=" $11; print p "_tx_errors=" $12 }'
+}
 
 t0=$(uptime_s)
 gen | timeout 600 nc "$HOST" 5001
-echo "net_g2h_rc=$?"
-grep eth0: /proc/net/dev | tr ':' ' ' | awk '{ print "net_after_g2h rx_packets=" $3 " tx_packets=" $11 }'
+say "net_g2h_rc=$?"
 t1=$(uptime_s)
-echo "net_g2h_mib=$mib"
-echo "net_g2h_seconds=$(elapsed "$t0" "$t1")"
+say "net_g2h_mib=$mib"
+say "net_g2h_seconds=$(elapsed "$t0" "$t1")"
+counters net_after_g2h >> /tmp/results
 
 printf '#!/bin/sh\nexec sha256sum > /tmp/rx.sha\n' > /tmp/rx.sh
 chmod +x /tmp/rx.sh
 t0=$(uptime_s)
 timeout 600 nc "$HOST" 5002 -e /tmp/rx.sh
-echo "net_h2g_rc=$?"
-grep eth0: /proc/net/dev | tr ':' ' ' | awk '{ print "net_after_h2g rx_packets=" $3 " tx_packets=" $11 }'
+say "net_h2g_rc=$?"
 t1=$(uptime_s)
-echo "net_h2g_mib=$mib"
-echo "net_h2g_seconds=$(elapsed "$t0" "$t1")"
-[ -s /tmp/rx.sha ] && echo "guest_rx_sha256=$(cut -d' ' -f1 /tmp/rx.sha)"
-# /proc/net/dev: rx bytes packets errs drop ... tx bytes packets errs drop
-grep eth0: /proc/net/dev | tr ':' ' ' | awk '{ print "net_rx_bytes=" $2; print "net_rx_errors=" $4; print "net_tx_bytes=" $10; print "net_tx_errors=" $12 }'
+say "net_h2g_mib=$mib"
+say "net_h2g_seconds=$(elapsed "$t0" "$t1")"
+[ -s /tmp/rx.sha ] && say "guest_rx_sha256=$(cut -d' ' -f1 /tmp/rx.sha)"
+counters net >> /tmp/results
+
+echo "--- net results ---"
+cat /tmp/results
+echo "--- end of net results ---"

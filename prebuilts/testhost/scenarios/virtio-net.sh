@@ -6,6 +6,9 @@
 #   host -> guest: port 5002, we send a 1 MiB random chunk NET_MIB times and
 #                  print the hash of what we send (host_tx_sha256=).
 # The guest prints its own side (guest_tx_sha256=, guest_rx_sha256=).
+# Quiet the kernel on the console for the run (it would split lines).
+read -r printk_level _ < /proc/sys/kernel/printk
+dmesg -n 1
 NET_MIB=100
 TAP=vmtap0
 uptime_s() { cut -d' ' -f1 /proc/uptime; }
@@ -52,4 +55,5 @@ cat /tmp/net-log
 echo "host_tx_sha256=$(cut -d' ' -f1 /tmp/net-tx.sha)"
 [ -s /tmp/net-rx.sha ] && echo "host_rx_sha256=$(cut -d' ' -f1 /tmp/net-rx.sha)"
 kill "$rx_pid" "$tx_pid" 2>/dev/null
+dmesg -n "$printk_level"
 exit "$rc"

@@ -161,6 +161,16 @@ impl Tap {
     pub fn name(&self) -> &str {
         &self.name
     }
+
+    /// Another handle on the same tap queue (a `dup`ed fd). A tap the VMM
+    /// created lives as long as any handle is open, so keeping one lets the
+    /// interface, and the host's configuration of it, outlive a device.
+    pub fn try_clone(&self) -> io::Result<Self> {
+        Ok(Self {
+            file: self.file.try_clone()?,
+            name: self.name.clone(),
+        })
+    }
 }
 
 impl AsRawFd for Tap {
@@ -264,6 +274,17 @@ mod tests {
                 tap.set_offload(TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)
                     .unwrap();
                 tap.set_offload(0).unwrap();
+                // A created tap lives while any handle is open.
+                let ifname = std::path::Path::new("/sys/class/net/vmstest0");
+                let clone = tap.try_clone().unwrap();
+                drop(tap);
+                assert!(ifname.exists());
+                drop(clone);
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+                while ifname.exists() && std::time::Instant::now() < deadline {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                assert!(!ifname.exists(), "tap still there after the last close");
             }
             Err(TapError::OpenTun(_) | TapError::Permission { .. } | TapError::Busy { .. }) => {}
             Err(e) => panic!("unexpected tap error: {e}"),
