@@ -11,7 +11,7 @@ use vmstack_tests::scenario::{Section, SharedRun};
 
 /// The transfers take about a minute under TCG; leave room.
 static RUN: SharedRun = SharedRun::with_timeout(
-    &["virtio-net", "virtio-net-restart"],
+    &["virtio-net", "virtio-net-restart", "virtio-net-errors"],
     Duration::from_secs(300),
 );
 
@@ -191,4 +191,15 @@ fn tap_survives_an_in_process_restart() {
             "tap interface changed: first={first} second={second}"
         ));
     }
+}
+
+#[test]
+#[ignore = "needs the nested test host: run `cargo xtask test`"]
+fn tap_errors_are_one_line_and_exit_1() {
+    let s = RUN.section("virtio-net-errors", 0);
+    s.expect("error: cannot attach tap lo (")
+        .expect("is it a tap device?")
+        .expect("error: tap vmtap2 is busy: another process has it open");
+    assert_eq!(number(&s, "rc_not_a_tap"), 1);
+    assert_eq!(number(&s, "rc_busy"), 1);
 }

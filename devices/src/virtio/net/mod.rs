@@ -19,6 +19,8 @@
 mod device;
 mod iovec;
 mod tap;
+#[cfg(test)]
+mod test_backend;
 mod worker;
 
 pub use device::Net;
