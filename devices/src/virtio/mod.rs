@@ -23,10 +23,11 @@ pub mod block;
 pub mod console;
 pub mod mmio;
 pub mod net;
+pub mod queue_worker;
 pub mod rng;
-pub mod vsock;
 #[cfg(test)]
 pub mod test_utils;
+pub mod vsock;
 
 use std::io;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -1,37 +1,19 @@
 //! The virtio-blk worker thread: waits for queue kicks, parses each chain
 //! and executes it against the image, synchronously and in order.
 
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
 use virtio_bindings::virtio_blk::{VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK};
 use virtio_queue::desc::split::Descriptor;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::Bytes;
-use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::disk::DiskImage;
 use super::request::{self, Operation, SectorRange, Segment};
 use super::{SECTOR_SHIFT, SECTOR_SIZE};
+use crate::virtio::queue_worker::{self, SingleQueueWorker};
 use crate::virtio::{GuestMemoryMmap, Interrupt};
-
-/// What woke the worker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Token {
-    Queue = 0,
-    Kill = 1,
-}
-
-impl Token {
-    fn from_data(data: u64) -> Option<Self> {
-        match data {
-            0 => Some(Token::Queue),
-            1 => Some(Token::Kill),
-            _ => None,
-        }
-    }
-}
 
 /// Kinds of guest or host trouble, each logged once per worker.
 #[derive(Debug, Clone, Copy)]
@@ -58,6 +40,18 @@ pub struct BlockWorker {
     logged: u32,
 }
 
+impl SingleQueueWorker for BlockWorker {
+    const NAME: &'static str = "virtio-blk";
+
+    fn queue_event(&self) -> &EventFd {
+        &self.queue_event
+    }
+
+    fn process_queue(&mut self) {
+        BlockWorker::process_queue(self);
+    }
+}
+
 impl BlockWorker {
     /// Creates a worker for an activated device.
     pub fn new(
@@ -79,47 +73,8 @@ impl BlockWorker {
     }
 
     /// Serves the queue until `kill` is signalled.
-    pub fn run(mut self, kill: EventFd) -> Self {
-        let epoll = match Epoll::new() {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::error!("virtio-blk: cannot create epoll: {e}");
-                return self;
-            }
-        };
-        for (fd, token) in [
-            (self.queue_event.as_raw_fd(), Token::Queue),
-            (kill.as_raw_fd(), Token::Kill),
-        ] {
-            let event = EpollEvent::new(EventSet::IN, token as u64);
-            if let Err(e) = epoll.ctl(ControlOperation::Add, fd, event) {
-                tracing::error!("virtio-blk: cannot watch eventfd: {e}");
-                return self;
-            }
-        }
-        // Requests may have been posted before the worker started.
-        self.process_queue();
-        let mut events = vec![EpollEvent::default(); 2];
-        loop {
-            let n = match epoll.wait(-1, &mut events) {
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    tracing::error!("virtio-blk: epoll failed: {e}");
-                    return self;
-                }
-            };
-            for event in &events[..n] {
-                match Token::from_data(event.data()) {
-                    Some(Token::Queue) => {
-                        let _ = self.queue_event.read();
-                        self.process_queue();
-                    }
-                    Some(Token::Kill) => return self,
-                    None => {}
-                }
-            }
-        }
+    pub fn run(self, kill: EventFd) -> Self {
+        queue_worker::serve(self, kill)
     }
 
     fn log_once(&mut self, problem: Problem, what: std::fmt::Arguments<'_>) {

@@ -1,32 +1,14 @@
 //! The virtio-rng worker thread: waits for queue kicks and fills buffers.
 
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
-use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::MAX_BYTES_PER_REQUEST;
+use crate::virtio::queue_worker::{self, SingleQueueWorker};
 use crate::virtio::{GuestMemoryMmap, Interrupt};
-
-/// What woke the worker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Token {
-    Queue = 0,
-    Kill = 1,
-}
-
-impl Token {
-    fn from_data(data: u64) -> Option<Self> {
-        match data {
-            0 => Some(Token::Queue),
-            1 => Some(Token::Kill),
-            _ => None,
-        }
-    }
-}
 
 /// Everything the worker owns; returned when it stops.
 pub struct RngWorker {
@@ -55,47 +37,8 @@ impl RngWorker {
     }
 
     /// Serves the queue until `kill` is signalled.
-    pub fn run(mut self, kill: EventFd) -> Self {
-        let epoll = match Epoll::new() {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::error!("virtio-rng: cannot create epoll: {e}");
-                return self;
-            }
-        };
-        for (fd, token) in [
-            (self.queue_event.as_raw_fd(), Token::Queue),
-            (kill.as_raw_fd(), Token::Kill),
-        ] {
-            let event = EpollEvent::new(EventSet::IN, token as u64);
-            if let Err(e) = epoll.ctl(ControlOperation::Add, fd, event) {
-                tracing::error!("virtio-rng: cannot watch eventfd: {e}");
-                return self;
-            }
-        }
-        // Buffers may have been posted before the worker started.
-        self.process_queue();
-        let mut events = vec![EpollEvent::default(); 2];
-        loop {
-            let n = match epoll.wait(-1, &mut events) {
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    tracing::error!("virtio-rng: epoll failed: {e}");
-                    return self;
-                }
-            };
-            for event in &events[..n] {
-                match Token::from_data(event.data()) {
-                    Some(Token::Queue) => {
-                        let _ = self.queue_event.read();
-                        self.process_queue();
-                    }
-                    Some(Token::Kill) => return self,
-                    None => {}
-                }
-            }
-        }
+    pub fn run(self, kill: EventFd) -> Self {
+        queue_worker::serve(self, kill)
     }
 
     fn warn_once(&mut self, what: &str) {
@@ -143,6 +86,18 @@ impl RngWorker {
             }
         }
         used
+    }
+}
+
+impl SingleQueueWorker for RngWorker {
+    const NAME: &'static str = "virtio-rng";
+
+    fn queue_event(&self) -> &EventFd {
+        &self.queue_event
+    }
+
+    fn process_queue(&mut self) {
+        RngWorker::process_queue(self);
     }
 }
 
