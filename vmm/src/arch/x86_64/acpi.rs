@@ -63,6 +63,11 @@ const MADT_REVISION: u8 = 5;
 
 /// FADT `IAPC_BOOT_ARCH` bit 2: no VGA hardware, don't probe for it.
 const IAPC_BOOT_ARCH_VGA_NOT_PRESENT: u16 = 1 << 2;
+/// FADT `IAPC_BOOT_ARCH` bit 5: no CMOS RTC. The VMM emulates none (the
+/// guest's wall clock comes from kvmclock); without this bit Linux probes
+/// ports 0x70/0x71, reads 0xff ("update in progress") and waits seconds for
+/// an RTC that never answers.
+const IAPC_BOOT_ARCH_CMOS_RTC_NOT_PRESENT: u16 = 1 << 5;
 /// FADT `SCI_INT`. Ignored in hardware-reduced mode (there is no SCI), but 9
 /// is what PC firmware reports.
 const SCI_INT: u16 = 9;
@@ -338,7 +343,8 @@ fn build_fadt(dsdt_addr: GuestAddress) -> FADT {
     fadt.dsdt = (dsdt_addr.0 as u32).into();
     fadt.x_dsdt = dsdt_addr.0.into();
     fadt.sci_int = SCI_INT.into();
-    fadt.iapc_boot_arch = IAPC_BOOT_ARCH_VGA_NOT_PRESENT.into();
+    fadt.iapc_boot_arch =
+        (IAPC_BOOT_ARCH_VGA_NOT_PRESENT | IAPC_BOOT_ARCH_CMOS_RTC_NOT_PRESENT).into();
     fadt.reset_reg = io_port_register(ACPI_RESET_PORT);
     fadt.reset_value = ACPI_RESET_VALUE;
     fadt.sleep_control_reg = io_port_register(ACPI_SLEEP_CONTROL_PORT);
@@ -520,6 +526,7 @@ mod tests {
         assert_ne!(flags & FADT_FLAG_HW_REDUCED_ACPI, 0);
         assert_ne!(flags & FADT_FLAG_RESET_REG_SUP, 0);
         assert_eq!(u16_at(fadt, FADT_IAPC_BOOT_ARCH) & (1 << 2), 1 << 2);
+        assert_eq!(u16_at(fadt, FADT_IAPC_BOOT_ARCH) & (1 << 5), 1 << 5, "no CMOS RTC");
 
         assert_io_register(fadt, FADT_RESET_REG, ACPI_RESET_PORT);
         assert_eq!(fadt[FADT_RESET_VALUE], ACPI_RESET_VALUE);
