@@ -31,6 +31,13 @@ mod worker;
 pub use device::Block;
 pub use disk::{DiskError, DiskImage};
 
+/// Entry points for the fuzz targets in `fuzz/` (not a stable API): the
+/// worker's queue processing without its thread and epoll loop.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use super::worker::BlockWorker;
+}
+
 /// Size of the request queue.
 pub const QUEUE_SIZE: u16 = 256;
 /// Bytes per sector: the unit of `capacity`, of request sectors and of

@@ -27,6 +27,13 @@ pub use device::Net;
 pub use iovec::{IoVecError, IoVecs, MAX_SEGMENTS};
 pub use tap::{NetBackend, Tap, TapError};
 
+/// Entry points for the fuzz targets in `fuzz/` (not a stable API): the
+/// worker's queue processing without its thread and epoll loop.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use super::worker::{NetWorker, RxStatus, TxStatus};
+}
+
 use virtio_bindings::virtio_net;
 
 use super::VIRTIO_RING_F_EVENT_IDX;

@@ -63,6 +63,7 @@ enum DropReason {
     TxHeader,
     TxBackend,
     UsedRing,
+    AvailIndex,
 }
 
 impl DropReason {
@@ -81,6 +82,9 @@ impl DropReason {
             DropReason::TxHeader => "transmit header asks for an offload that was not negotiated",
             DropReason::TxBackend => "backend write failed",
             DropReason::UsedRing => "cannot publish a used buffer",
+            DropReason::AvailIndex => {
+                "avail index more than a queue size ahead; waiting for the next kick"
+            }
         }
     }
 }
@@ -330,6 +334,8 @@ impl NetWorker {
     /// runs out (or [`BATCH`] chains were used).
     pub fn process_rx(&mut self) -> RxStatus {
         let mut used = 0;
+        // Chains used when notifications were last re-enabled.
+        let mut used_at_enable = None;
         let status = loop {
             if used == BATCH {
                 break RxStatus::Budget;
@@ -338,7 +344,16 @@ impl NetWorker {
                 // Out of buffers: ask for a kick, unless some arrived
                 // meanwhile.
                 match self.rx.enable_notification(&self.mem) {
-                    Ok(true) => continue,
+                    // "More" that cannot be popped (the avail index runs
+                    // more than a queue size ahead): stop, don't spin.
+                    Ok(true) if used_at_enable == Some(used) => {
+                        self.drop_chain(DropReason::AvailIndex);
+                        break RxStatus::NoBuffers;
+                    }
+                    Ok(true) => {
+                        used_at_enable = Some(used);
+                        continue;
+                    }
                     Ok(false) => break RxStatus::NoBuffers,
                     Err(_) => {
                         self.drop_chain(DropReason::UsedRing);
@@ -415,6 +430,7 @@ impl NetWorker {
         let mut status = TxStatus::Done;
         'outer: loop {
             let _ = self.tx.disable_notification(&self.mem);
+            let before = used;
             while let Some(chain) = self.tx.pop_descriptor_chain(&self.mem) {
                 let head = chain.head_index();
                 match map_tx_chain(&mut self.iovs, chain, self.acked_features) {
@@ -451,7 +467,13 @@ impl NetWorker {
                 }
             }
             match self.tx.enable_notification(&self.mem) {
-                Ok(true) => continue,
+                Ok(true) if used > before => continue,
+                // "More" that cannot be popped (the avail index runs more
+                // than a queue size ahead): stop, don't spin.
+                Ok(true) => {
+                    self.drop_chain(DropReason::AvailIndex);
+                    break;
+                }
                 Ok(false) => break,
                 Err(_) => {
                     self.drop_chain(DropReason::UsedRing);
@@ -611,5 +633,53 @@ mod tests {
         kill.write(1).unwrap();
         let worker = thread.join().unwrap();
         assert_eq!(worker.stats().rx_frames, 1);
+    }
+
+    /// Found by the `net` fuzz target: an avail index more than a queue
+    /// size ahead made `process_tx` and `process_rx` spin forever (nothing
+    /// to pop, yet `enable_notification` kept reporting more).
+    #[test]
+    fn avail_index_far_ahead_does_not_spin() {
+        let mem = guest_memory();
+        let rxq = MockSplitQueue::create(&mem, GuestAddress(0x10_0000), 16);
+        let txq = MockSplitQueue::create(&mem, GuestAddress(0x20_0000), 16);
+        let rx = rxq.create_queue::<Queue>().unwrap();
+        let tx = txq.create_queue::<Queue>().unwrap();
+        rxq.avail().idx().store(200);
+        txq.avail().idx().store(200);
+        let (backend, peer) = backend_pair();
+        peer.send(&[0u8; 100]);
+        let mut worker = NetWorker::new(
+            mem.clone(),
+            Arc::new(Interrupt::new(EventFd::new(libc::EFD_NONBLOCK).unwrap())),
+            rx,
+            tx,
+            EventFd::new(libc::EFD_NONBLOCK).unwrap(),
+            EventFd::new(libc::EFD_NONBLOCK).unwrap(),
+            backend,
+            OFFERED_FEATURES | VIRTIO_F_VERSION_1,
+        );
+        let (done, finished) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let _ = done.send((worker.process_tx(), worker.process_rx()));
+            worker
+        });
+        let (tx_status, rx_status) = finished
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the worker spun on a bad avail index");
+        assert_eq!(
+            (tx_status, rx_status),
+            (TxStatus::Done, RxStatus::NoBuffers)
+        );
+        let mut worker = thread.join().unwrap();
+
+        // Once the guest repairs its ring, the waiting frame is delivered.
+        rxq.avail().idx().store(0);
+        let desc = SplitDescriptor::new(DATA_START, 2048, VRING_DESC_F_WRITE, 0);
+        rxq.add_desc_chains(&[RawDescriptor::from(desc)], 0)
+            .unwrap();
+        worker.process_rx();
+        assert_eq!(worker.stats().rx_frames, 1);
+        drop(peer);
     }
 }

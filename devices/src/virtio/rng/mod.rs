@@ -9,6 +9,13 @@ mod worker;
 
 pub use device::Rng;
 
+/// Entry points for the fuzz targets in `fuzz/` (not a stable API): the
+/// worker's queue processing without its thread and epoll loop.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use super::worker::RngWorker;
+}
+
 /// Size of the request queue.
 pub const QUEUE_SIZE: u16 = 256;
 /// Most bytes one request may get; larger buffers are filled only this far
