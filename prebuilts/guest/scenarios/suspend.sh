@@ -1,8 +1,11 @@
 #!/bin/sh
 # Suspend to RAM (ACPI S3) through the kernel's normal path; the VMM holds
 # the sleep-register write until it is told to wake the guest.
-echo "mem_sleep=$(cat /sys/power/mem_sleep)"
-echo SUSPENDING
+# The markers before the suspend go through the kernel log, which reaches
+# the serial port synchronously: tty output still queued when the kernel
+# freezes tasks and suspends consoles would be lost.
+echo "mem_sleep=$(cat /sys/power/mem_sleep)" > /dev/kmsg
+echo SUSPENDING > /dev/kmsg
 echo mem > /sys/power/state
 echo "suspend_rc=$?"
 echo RESUMED
