@@ -83,6 +83,12 @@ fn read_only_disk_refuses_writes_and_stays_unchanged() {
     expect_eq(&s, "host_ro_sha256_after", &before);
     expect_eq(&s, "guest_ro_sha256", &before);
     expect_eq(&s, "guest_ro_sha256_after", &before);
+    // Even with the guest's block-layer read-only flag cleared and the page
+    // cache bypassed, the write fails and nothing changes.
+    if s.value("forced_dd_rc") == "0" {
+        s.fail("a forced direct write to the read-only disk succeeded");
+    }
+    expect_eq(&s, "guest_ro_sha256_forced", &before);
 }
 
 #[test]

@@ -13,3 +13,13 @@ sync
 echo "ro_sync_rc=$?"
 # Reads still work after the refused write.
 echo "guest_ro_sha256_after=$(dd if=/dev/vda bs=1M 2>/dev/null | sha256sum | cut -d' ' -f1)"
+# Try harder: clear the bdev read-only flag and bypass the page cache. Linux
+# still refuses (the disk itself is read-only because the device offered
+# VIRTIO_BLK_F_RO); had a write reached the device it would get
+# VIRTIO_BLK_S_IOERR (unit-tested). Either way nothing may change.
+blockdev --setrw /dev/vda 2>/tmp/setrw.err
+echo "setrw_rc=$? $(head -n 1 /tmp/setrw.err)"
+dd if=/dev/zero of=/dev/vda bs=4096 count=16 oflag=direct 2>/tmp/dd2.err
+echo "forced_dd_rc=$?"
+echo "forced_dd_error=$(head -n 1 /tmp/dd2.err)"
+echo "guest_ro_sha256_forced=$(dd if=/dev/vda bs=1M iflag=direct 2>/dev/null | sha256sum | cut -d' ' -f1)"
