@@ -5,8 +5,11 @@
 //! QEMU/TCG machine that has a real, nested KVM. [`testhost`] boots that machine,
 //! captures its console and splits it into per-scenario results.
 
+pub mod arch;
 pub mod scenario;
 pub mod testhost;
+
+pub use arch::Arch;
 
 use std::path::PathBuf;
 

@@ -5,9 +5,11 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::testhost::{self, ScenarioResult, TestHostConfig, TestHostRun};
+use crate::Arch;
 
 /// One outer boot running `scenarios`, started by the first test that asks.
 pub struct SharedRun {
+    arch: Arch,
     scenarios: &'static [&'static str],
     /// Per-scenario timeout; `None`: the runner's default.
     scenario_timeout: Option<Duration>,
@@ -18,6 +20,7 @@ impl SharedRun {
     /// A run of `scenarios` (names of `prebuilts/testhost/scenarios/*.sh`).
     pub const fn new(scenarios: &'static [&'static str]) -> Self {
         Self {
+            arch: Arch::X86_64,
             scenarios,
             scenario_timeout: None,
             run: OnceLock::new(),
@@ -31,6 +34,22 @@ impl SharedRun {
         scenario_timeout: Duration,
     ) -> Self {
         Self {
+            arch: Arch::X86_64,
+            scenarios,
+            scenario_timeout: Some(scenario_timeout),
+            run: OnceLock::new(),
+        }
+    }
+
+    /// A run of `scenarios` in the test host of `arch` (images from
+    /// [`Arch::images_dir`]), with a per-scenario timeout.
+    pub const fn for_arch(
+        arch: Arch,
+        scenarios: &'static [&'static str],
+        scenario_timeout: Duration,
+    ) -> Self {
+        Self {
+            arch,
             scenarios,
             scenario_timeout: Some(scenario_timeout),
             run: OnceLock::new(),
@@ -41,14 +60,18 @@ impl SharedRun {
     /// be booted.
     pub fn get(&self) -> &TestHostRun {
         let run = self.run.get_or_init(|| {
-            let images = crate::images_dir_x86_64();
+            let images = self.arch.images_dir();
             let mut cfg =
-                TestHostConfig::from_images_dir(&images, self.scenarios, &crate::log_dir())
+                TestHostConfig::for_arch(self.arch, &images, self.scenarios, &crate::log_dir())
                     .map_err(|e| e.to_string())?;
             if let Some(t) = self.scenario_timeout {
+                // Keep the outer boot allowance `for_arch` chose.
+                let per_scenario = cfg.scenario_timeout + Duration::from_secs(10);
+                let boot = cfg
+                    .timeout
+                    .saturating_sub(per_scenario * self.scenarios.len() as u32);
                 cfg.scenario_timeout = t;
-                cfg.timeout = Duration::from_secs(60)
-                    + (t + Duration::from_secs(10)) * self.scenarios.len() as u32;
+                cfg.timeout = boot + (t + Duration::from_secs(10)) * self.scenarios.len() as u32;
             }
             testhost::run(&cfg).map_err(|e| e.to_string())
         });

@@ -19,6 +19,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::Arch;
+
 /// Console line printed by the test host's `/init` once `/dev/kvm` is usable.
 pub const READY_MARKER: &str = "VMSTACK-TESTHOST-READY";
 /// Console line printed by the test host's `/init` after the last scenario.
@@ -72,6 +74,8 @@ pub enum TestHostError {
 /// Configuration of one test host boot.
 #[derive(Debug, Clone)]
 pub struct TestHostConfig {
+    /// Architecture of the test host (decides the QEMU machine and console).
+    pub arch: Arch,
     /// QEMU binary (default `qemu-system-x86_64`).
     pub qemu: PathBuf,
     /// Test host kernel (bzImage).
@@ -106,6 +110,18 @@ impl TestHostConfig {
         scenarios: &[&str],
         log_dir: &Path,
     ) -> Result<Self, TestHostError> {
+        Self::for_arch(Arch::X86_64, images_dir, scenarios, log_dir)
+    }
+
+    /// Like [`Self::from_images_dir`] for the test host of `arch`. The
+    /// aarch64 test host is slower (emulated EL2 + pKVM), so it gets 120 s
+    /// for its own boot and a `-aarch64` log name.
+    pub fn for_arch(
+        arch: Arch,
+        images_dir: &Path,
+        scenarios: &[&str],
+        log_dir: &Path,
+    ) -> Result<Self, TestHostError> {
         let kernel = images_dir.join(TESTHOST_KERNEL);
         let initrd = images_dir.join(TESTHOST_INITRD);
         for path in [&kernel, &initrd] {
@@ -116,17 +132,29 @@ impl TestHostConfig {
         let manifest = images_dir.join(MANIFEST);
         let scenario_timeout = DEFAULT_SCENARIO_TIMEOUT;
         let n = u32::try_from(scenarios.len()).unwrap_or(u32::MAX);
-        let timeout = Duration::from_secs(60) + (scenario_timeout + Duration::from_secs(10)) * n;
-        let log_name = format!("testhost-{}.log", sanitize(&scenarios.join("+")));
+        let boot = match arch {
+            Arch::X86_64 => Duration::from_secs(60),
+            Arch::Aarch64 => Duration::from_secs(120),
+        };
+        let timeout = boot + (scenario_timeout + Duration::from_secs(10)) * n;
+        let suffix = match arch {
+            Arch::X86_64 => "",
+            Arch::Aarch64 => "-aarch64",
+        };
+        let log_name = format!("testhost{suffix}-{}.log", sanitize(&scenarios.join("+")));
         Ok(Self {
-            qemu: PathBuf::from("qemu-system-x86_64"),
+            arch,
+            qemu: PathBuf::from(arch.qemu()),
             kernel,
             initrd,
             manifest: manifest.is_file().then_some(manifest),
             scenarios: scenarios.iter().map(|s| s.to_string()).collect(),
             scenario_timeout,
             timeout,
-            memory_mib: 2048,
+            memory_mib: match arch {
+                Arch::X86_64 => 2048,
+                Arch::Aarch64 => 1024,
+            },
             extra_append: Vec::new(),
             log_path: log_dir.join(log_name),
             stream: false,
@@ -135,8 +163,13 @@ impl TestHostConfig {
 
     /// The outer kernel command line.
     pub fn append(&self) -> String {
+        // arm64: the PL011 of `-M virt`, and KVM in protected mode (pKVM).
+        let console = match self.arch {
+            Arch::X86_64 => "console=ttyS0",
+            Arch::Aarch64 => "console=ttyAMA0 kvm-arm.mode=protected",
+        };
         let mut append = format!(
-            "console=ttyS0 panic=-1 th.scenarios={} th.timeout={}",
+            "{console} panic=-1 th.scenarios={} th.timeout={}",
             self.scenarios.join(","),
             self.scenario_timeout.as_secs().max(1)
         );
@@ -147,11 +180,28 @@ impl TestHostConfig {
         append
     }
 
-    /// The QEMU command that boots the test host (one vCPU: `-smp 2` soft-locked once).
+    /// The QEMU command that boots the test host (x86_64: one vCPU, `-smp 2`
+    /// soft-locked once; aarch64: `-M virt` with EL2 and a GICv3, two vCPUs as
+    /// verified in docs/arm64.md).
     pub fn command(&self) -> Command {
         let mut cmd = Command::new(&self.qemu);
-        cmd.args(["-accel", "tcg", "-cpu", "max", "-smp", "1", "-m"])
-            .arg(self.memory_mib.to_string())
+        match self.arch {
+            Arch::X86_64 => cmd.args(["-accel", "tcg", "-cpu", "max", "-smp", "1", "-m"]),
+            // pauth-impdef: a cheap pointer-authentication algorithm, much
+            // faster under TCG than the architected QARMA.
+            Arch::Aarch64 => cmd.args([
+                "-M",
+                "virt,virtualization=on,gic-version=3",
+                "-accel",
+                "tcg",
+                "-cpu",
+                "max,pauth-impdef=on",
+                "-smp",
+                "2",
+                "-m",
+            ]),
+        };
+        cmd.arg(self.memory_mib.to_string())
             .args(["-nographic", "-no-reboot", "-kernel"])
             .arg(&self.kernel)
             .arg("-initrd")
@@ -562,7 +612,8 @@ mod tests {
     #[test]
     fn append_and_tail() {
         let dir = std::env::temp_dir();
-        let cfg = TestHostConfig {
+        let mut cfg = TestHostConfig {
+            arch: Arch::X86_64,
             qemu: "q".into(),
             kernel: "k".into(),
             initrd: "i".into(),
@@ -579,6 +630,18 @@ mod tests {
             cfg.append(),
             "console=ttyS0 panic=-1 th.scenarios=boot-poweroff,boot-reboot th.timeout=90 quiet"
         );
+        cfg.arch = Arch::Aarch64;
+        assert!(cfg
+            .append()
+            .starts_with("console=ttyAMA0 kvm-arm.mode=protected panic=-1 th.scenarios="));
+        let args: Vec<String> = cfg
+            .command()
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert!(args
+            .iter()
+            .any(|a| a == "virt,virtualization=on,gic-version=3"));
         let run = TestHostRun {
             console: "1\n2\n3\n".into(),
             log_path: dir.join("x.log"),
@@ -621,6 +684,7 @@ mod tests {
         .unwrap();
         std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
         let cfg = TestHostConfig {
+            arch: Arch::X86_64,
             qemu: fake,
             kernel: "k".into(),
             initrd: "i".into(),

@@ -1,5 +1,10 @@
 //! Assembles a VM from a [`VmConfig`], in one readable recipe:
-//! KVM → memory → kernel/initrd → ACPI → zero page → devices → vCPUs.
+//! KVM → memory → platform (kernel/initrd, the architecture's own devices)
+//! → virtio devices → firmware tables and vCPUs.
+//!
+//! The platform steps are per architecture (`builder/x86_64.rs`: port I/O
+//! legacy devices, ACPI, zero page; `builder/aarch64.rs`: vGIC, UART on
+//! MMIO, device tree); everything else here is shared.
 
 use std::fs::File;
 use std::io::Write;
@@ -8,9 +13,7 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use devices::legacy::acpi_pm::ACPI_PM_RANGE_LEN;
-use devices::legacy::i8042::I8042_RANGE_LEN;
-use devices::legacy::{AcpiPmDevice, BootTimer, I8042Device, PowerButton, SerialDevice};
+use devices::legacy::{AcpiPmDevice, PowerButton, SerialDevice};
 use devices::virtio::block::{Block, DiskError};
 use devices::virtio::console::{Console, ConsoleBackend};
 use devices::virtio::mmio::{MmioTransport, MMIO_WINDOW_SIZE, NOTIFY_REG_OFFSET};
@@ -19,22 +22,37 @@ use devices::virtio::rng::Rng;
 use devices::virtio::vsock::{Vsock, VsockError};
 use devices::virtio::VirtioDevice;
 use devices::{Bus, BusError, PowerEventSink};
-use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
 use kvm_ioctls::IoEventAddress;
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::arch::x86_64::{self as arch, layout};
+use crate::arch::{self, current as arch_impl};
 use crate::config::{ConsoleConfig, SerialOutput, VmConfig};
 use crate::runner::VmEvent;
 use crate::vstate::kvm::{open_kvm, KvmError};
 use crate::vstate::vcpu::{Vcpu, VcpuCrash, VcpuError};
 use crate::vstate::vm::{Vm, VmError};
 
+#[cfg(target_arch = "aarch64")]
+mod aarch64;
+#[cfg(target_arch = "x86_64")]
+mod x86_64;
+
+#[cfg(target_arch = "aarch64")]
+use self::aarch64::Platform;
+#[cfg(target_arch = "aarch64")]
+pub use self::aarch64::DEFAULT_CMDLINE;
+#[cfg(target_arch = "x86_64")]
+use self::x86_64::Platform;
+
 /// Kernel parameters every guest gets, before the user's `--params`.
 ///
 /// `reboot=acpi`: with hardware-reduced ACPI Linux would otherwise pick an
 /// EFI reboot, which needs firmware this VMM does not have.
+#[cfg(target_arch = "x86_64")]
 pub const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=acpi panic=-1 pci=off";
+
+/// Called once if a vCPU fails.
+type OnCrash = Arc<dyn Fn(VcpuCrash) + Send + Sync>;
 
 /// Errors assembling the VM.
 #[derive(Debug, thiserror::Error)]
@@ -53,12 +71,14 @@ pub enum BuildError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// Loading the kernel or initrd or writing the zero page failed.
+    /// Loading the kernel or initrd or writing the zero page / device tree
+    /// failed.
     #[error(transparent)]
-    Boot(#[from] arch::boot::BootError),
+    Boot(#[from] arch_impl::boot::BootError),
     /// Building ACPI tables failed.
+    #[cfg(target_arch = "x86_64")]
     #[error(transparent)]
-    Acpi(#[from] arch::acpi::AcpiError),
+    Acpi(#[from] arch_impl::acpi::AcpiError),
     /// Creating the serial output failed.
     #[error("cannot create serial output {path}: {source}")]
     SerialOutput {
@@ -96,7 +116,7 @@ pub enum BuildError {
     #[error("{0} is not supported by this build yet")]
     Unsupported(&'static str),
     /// More virtio devices than free interrupt lines.
-    #[error("too many virtio devices: at most {} fit", layout::POWER_BUTTON_GSI - layout::VIRTIO_MMIO_GSI_START)]
+    #[error("too many virtio devices: at most {} fit", arch::VIRTIO_MMIO_GSIS.len())]
     TooManyDevices,
     /// Wiring a virtio device's interrupt or notifications failed.
     #[error("cannot wire virtio device (type {kind}): {source}")]
@@ -110,6 +130,7 @@ pub enum BuildError {
     #[error("device layout: {0}")]
     Bus(#[from] BusError),
     /// Reading supported CPUID failed.
+    #[cfg(target_arch = "x86_64")]
     #[error("cannot read supported CPUID: {0}")]
     Cpuid(kvm_ioctls::Error),
     /// Creating a vCPU failed.
@@ -121,7 +142,7 @@ pub enum BuildError {
         /// vCPU index.
         id: u8,
         /// The error.
-        source: arch::VcpuSetupError,
+        source: arch_impl::VcpuSetupError,
     },
 }
 
@@ -133,10 +154,11 @@ pub struct BuiltVm {
     pub vcpus: Vec<Vcpu>,
     /// The serial console, for feeding host input.
     pub serial: Arc<Mutex<SerialDevice>>,
-    /// The ACPI power registers, to report wake-up after a suspend.
-    pub acpi_pm: Arc<Mutex<AcpiPmDevice>>,
-    /// The ACPI power button.
-    pub power_button: PowerButton,
+    /// The ACPI power registers, to report wake-up after a suspend (x86;
+    /// an arm64 guest suspends through PSCI, woken in its vCPU).
+    pub acpi_pm: Option<Arc<Mutex<AcpiPmDevice>>>,
+    /// The ACPI power button (x86 only so far).
+    pub power_button: Option<PowerButton>,
     /// Whether host stdin should be fed to the serial console.
     pub serial_reads_stdin: bool,
 }
@@ -261,23 +283,32 @@ fn terminal_size(fd: std::os::fd::BorrowedFd<'_>) -> Option<(u16, u16)> {
     (rc == 0 && ws.ws_col > 0 && ws.ws_row > 0).then_some((ws.ws_col, ws.ws_row))
 }
 
-/// Hands out virtio-mmio windows and GSIs, and remembers them for the DSDT.
+/// One virtio-mmio device's window and interrupt line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct VirtioSlot {
+    base: u64,
+    size: u64,
+    gsi: u32,
+}
+
+/// Hands out virtio-mmio windows and GSIs, and remembers them for the
+/// firmware tables (DSDT on x86_64, device tree on aarch64).
 #[derive(Default)]
 struct VirtioSlots {
-    acpi: Vec<arch::acpi::VirtioMmioAcpi>,
+    slots: Vec<VirtioSlot>,
 }
 
 impl VirtioSlots {
     fn next(&mut self) -> Result<(u64, u32), BuildError> {
-        let index = self.acpi.len() as u32;
-        let gsi = layout::VIRTIO_MMIO_GSI_START + index;
-        if gsi >= layout::POWER_BUTTON_GSI {
+        let index = self.slots.len() as u32;
+        let gsi = arch::VIRTIO_MMIO_GSIS.start + index;
+        if !arch::VIRTIO_MMIO_GSIS.contains(&gsi) {
             return Err(BuildError::TooManyDevices);
         }
-        let base = layout::VIRTIO_MMIO_START + u64::from(index) * MMIO_WINDOW_SIZE;
-        self.acpi.push(arch::acpi::VirtioMmioAcpi {
-            base: base as u32,
-            size: MMIO_WINDOW_SIZE as u32,
+        let base = arch::VIRTIO_MMIO_START + u64::from(index) * MMIO_WINDOW_SIZE;
+        self.slots.push(VirtioSlot {
+            base,
+            size: MMIO_WINDOW_SIZE,
             gsi,
         });
         Ok((base, gsi))
@@ -325,66 +356,21 @@ pub fn build_vm(
 ) -> Result<BuiltVm, BuildError> {
     // KVM and guest memory.
     let kvm = open_kvm()?;
-    let vm = Vm::new(&kvm, &arch::boot::guest_memory_ranges(config.mem_mib << 20))?;
-    let mem = vm.memory();
-
-    // Kernel, initrd, ACPI and the zero page.
-    let kernel = arch::boot::load_kernel(mem, &mut open(&config.kernel)?)?;
-    let initrd = match &config.initrd {
-        Some(path) => {
-            let max = kernel
-                .setup_header
-                .map_or(0x7fff_ffff, |h| u64::from(h.initrd_addr_max));
-            Some(arch::boot::load_initrd(mem, &mut open(path)?, max)?)
-        }
-        None => None,
-    };
-    // Legacy devices on the port I/O bus.
+    let vm = Vm::new(
+        &kvm,
+        &arch_impl::boot::guest_memory_ranges(config.mem_mib << 20),
+    )?;
     let power_events = events.clone();
     let power = PowerEventSink::new(move |event| {
         // The receiver only goes away when the VMM is already exiting.
         let _ = power_events.send(VmEvent::Power { boot, event });
     });
-    let irq_err = |what| move |source| BuildError::Irq { what, source };
-    let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(irq_err("serial"))?;
-    vm.fd()
-        .register_irqfd(&serial_irq, layout::SERIAL_IRQ)
-        .map_err(|e| irq_err("serial")(std::io::Error::from_raw_os_error(e.errno())))?;
-    let serial = Arc::new(Mutex::new(SerialDevice::new(
-        serial_irq,
-        serial_output(config)?,
-    )));
-    let button_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(irq_err("power button"))?;
-    vm.fd()
-        .register_irqfd(&button_irq, layout::POWER_BUTTON_GSI)
-        .map_err(|e| irq_err("power button")(std::io::Error::from_raw_os_error(e.errno())))?;
-    let power_button = PowerButton::new(button_irq);
-    let acpi_pm = Arc::new(Mutex::new(AcpiPmDevice::new(
-        power.clone(),
-        layout::ACPI_SLP_TYP_S5,
-        layout::ACPI_SLP_TYP_S3,
-        layout::ACPI_RESET_VALUE,
-    )));
-    let mut pio = Bus::new();
-    pio.insert(serial.clone(), u64::from(layout::SERIAL_PORT_BASE), 8)?;
-    pio.insert(
-        Arc::new(Mutex::new(I8042Device::new(power.clone()))),
-        u64::from(layout::I8042_DATA_PORT),
-        I8042_RANGE_LEN,
-    )?;
-    pio.insert(
-        acpi_pm.clone(),
-        u64::from(layout::ACPI_SLEEP_CONTROL_PORT),
-        ACPI_PM_RANGE_LEN,
-    )?;
-    pio.insert(
-        Arc::new(Mutex::new(BootTimer::new(start, layout::BOOT_TIMER_MAGIC))),
-        u64::from(layout::BOOT_TIMER_PORT),
-        1,
-    )?;
 
-    // Virtio devices on the MMIO bus, announced through ACPI.
+    // Kernel, initrd and the platform's own devices.
     let mut mmio = Bus::new();
+    let platform = Platform::new(config, &kvm, &vm, &mut mmio, start, &power)?;
+
+    // Virtio devices on the MMIO bus, announced through ACPI / the device tree.
     let mut virtio_slots = VirtioSlots::default();
     let devs = &config.devices;
     if devs.rng {
@@ -418,52 +404,26 @@ pub fn build_vm(
         attach_virtio(&vm, &mut mmio, &mut virtio_slots, Box::new(device))?;
     }
 
-    // ACPI and the zero page, now that every device is known.
-    let rsdp = arch::acpi::setup_acpi_tables(mem, config.cpus, &virtio_slots.acpi)?;
-    let cmdline = arch::boot::build_cmdline(DEFAULT_CMDLINE, &config.params)?;
-    arch::boot::setup_zero_page(mem, &cmdline, &kernel, initrd, rsdp)?;
-    arch::boot::setup_reset_vector(mem)?;
-
-    // vCPUs.
-    let supported_cpuid = kvm
-        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-        .map_err(BuildError::Cpuid)?;
+    // Firmware tables (now that every device is known) and vCPUs.
     let crash_events = events;
-    let on_crash: Arc<dyn Fn(VcpuCrash) + Send + Sync> = Arc::new(move |event| {
+    let on_crash: OnCrash = Arc::new(move |event| {
         let _ = crash_events.send(VmEvent::Vcpu { boot, crash: event });
     });
-    let mut vcpus = Vec::with_capacity(usize::from(config.cpus));
-    for id in 0..config.cpus {
-        let fd = vm
-            .fd()
-            .create_vcpu(u64::from(id))
-            .map_err(|source| VcpuError::Setup {
-                id,
-                what: "KVM_CREATE_VCPU",
-                source,
-            })?;
-        arch::configure_vcpu(&fd, mem, &supported_cpuid, id, config.cpus, kernel.entry)
-            .map_err(|source| BuildError::VcpuSetup { id, source })?;
-        vcpus.push(Vcpu {
-            id,
-            fd,
-            pio: pio.clone(),
-            mmio: mmio.clone(),
-            power: power.clone(),
-            on_crash: on_crash.clone(),
-            start,
-        });
-    }
-
-    Ok(BuiltVm {
+    let built = platform.finish(
+        config,
+        &kvm,
         vm,
-        vcpus,
-        serial,
-        acpi_pm,
-        power_button,
+        mmio,
+        &virtio_slots.slots,
+        power,
+        on_crash,
+        start,
+    )?;
+    Ok(BuiltVm {
         // Stdin goes to one device only: the console takes it when it is on
         // stdout too.
         serial_reads_stdin: config.serial.output == SerialOutput::Stdout
             && devs.console != Some(ConsoleConfig::Stdout),
+        ..built
     })
 }

@@ -324,7 +324,13 @@ impl Runner {
                 )
             }
             ControlRequest::PowerButton => {
-                vm.power_button.press();
+                let Some(button) = &vm.power_button else {
+                    return (
+                        "error no power button on this architecture".into(),
+                        Vec::new(),
+                    );
+                };
+                button.press();
                 return ("ok pressed".into(), Vec::new());
             }
             ControlRequest::Pause => self.policy.pause().map(|a| ("ok paused", a)),
@@ -352,9 +358,12 @@ impl Runner {
                 Action::Pause => vm.handles.iter().for_each(VcpuHandle::pause),
                 Action::Resume => vm.handles.iter().for_each(VcpuHandle::resume),
                 Action::Wake => {
-                    if let Ok(mut pm) = vm.acpi_pm.lock() {
+                    // x86: the guest polls the ACPI wake status; arm64: the
+                    // vCPU asleep in PSCI SYSTEM_SUSPEND re-enters the guest.
+                    if let Some(Ok(mut pm)) = vm.acpi_pm.as_ref().map(|pm| pm.lock()) {
                         pm.set_woken();
                     }
+                    vm.handles.iter().for_each(VcpuHandle::wake);
                     vm.handles.iter().for_each(VcpuHandle::resume);
                 }
                 Action::Publish(line) => self.publish(line),
@@ -383,8 +392,8 @@ impl Runner {
 /// What the event loop needs of a running boot.
 struct Booted {
     handles: Vec<VcpuHandle>,
-    acpi_pm: Arc<Mutex<devices::legacy::AcpiPmDevice>>,
-    power_button: devices::legacy::PowerButton,
+    acpi_pm: Option<Arc<Mutex<devices::legacy::AcpiPmDevice>>>,
+    power_button: Option<devices::legacy::PowerButton>,
 }
 
 #[cfg(test)]

@@ -16,8 +16,6 @@ use crate::util::{self, step};
 pub const MIRROR: &str = "http://deb.debian.org/debian";
 /// Suites in the private `sources.list`.
 pub const SUITES: &[&str] = &["bookworm", "bookworm-backports"];
-/// Debian architecture of the x86_64 images.
-pub const ARCH: &str = "amd64";
 
 /// One version of a package from the Packages index (`apt-cache show`).
 #[derive(Debug, Clone)]
@@ -39,12 +37,16 @@ pub struct PkgInfo {
 /// The private apt configuration.
 pub struct Apt {
     root: PathBuf,
+    arch: String,
     updated: std::cell::Cell<bool>,
 }
 
 impl Apt {
-    /// Sets up (idempotently) the private apt tree under `root`.
-    pub fn new(root: &Path) -> Result<Self> {
+    /// Sets up (idempotently) the private apt tree under `root` for Debian
+    /// architecture `arch` (`amd64`, `arm64`). Each architecture has its own
+    /// `root` (its lists dir holds that architecture's indexes only); the
+    /// system's dpkg architectures are not touched.
+    pub fn new(root: &Path, arch: &str) -> Result<Self> {
         for d in [
             "lists/partial",
             "cache/archives/partial",
@@ -70,6 +72,7 @@ impl Apt {
         }
         Ok(Self {
             root: root.to_path_buf(),
+            arch: arch.to_string(),
             updated: std::cell::Cell::new(false),
         })
     }
@@ -87,8 +90,8 @@ impl Apt {
             format!("Dir::State::status={r}/status"),
             format!("Dir::Cache={r}/cache"),
             "Debug::NoLocking=1".into(),
-            format!("APT::Architecture={ARCH}"),
-            format!("APT::Architectures={ARCH}"),
+            format!("APT::Architecture={}", self.arch),
+            format!("APT::Architectures={}", self.arch),
             "Acquire::Languages=none".into(),
             // Only Packages indexes are needed (no AppStream metadata).
             "Acquire::IndexTargets::deb::DEP-11::DefaultEnabled=false".into(),

@@ -1,6 +1,7 @@
-//! `cargo xtask images`: guest and test-host images for x86_64, from Debian packages.
+//! `cargo xtask images [--arch aarch64]`: guest and test-host images for
+//! x86_64 or aarch64, from Debian packages (amd64 or arm64).
 //!
-//! Outputs in `target/images/x86_64/`:
+//! Outputs in `target/images/<arch>/`:
 //! - `guest-vmlinuz`, `guest-initramfs.cpio.gz`: what the VMM boots;
 //! - `testhost-vmlinuz`, `testhost-initramfs.cpio.gz`: the nested test host, which
 //!   carries the KVM modules, `/bin/vmm` and the guest images under `/guest/`;
@@ -18,7 +19,7 @@ use sha2::{Digest, Sha256};
 use crate::cpio::Archive;
 use crate::lock::{self, Inputs, LockedPackage};
 use crate::modules::{self, ModuleTree};
-use crate::paths;
+use crate::paths::{self, Arch};
 use crate::setup;
 use crate::util::{self, step, warning};
 
@@ -75,17 +76,25 @@ fn unpack(cache: &Path, group: &str, debs: &[(&LockedPackage, &Path)]) -> Result
     }
     std::fs::rename(&tmp, &dir)
         .with_context(|| format!("cannot rename {} to {}", tmp.display(), dir.display()))?;
-    // Drop roots of older package sets of the same group.
+    // Drop roots of older package sets of the same group (only
+    // `<group>-<16 hex>`: `kernel-arm64-...` is not an old `kernel` root).
     if let Ok(entries) = std::fs::read_dir(&roots) {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with(&format!("{group}-")) && e.path() != dir {
+            if is_root_of(&name, group) && e.path() != dir {
                 step!("removing old unpacked root {}", e.path().display());
                 let _ = std::fs::remove_dir_all(e.path());
             }
         }
     }
     Ok(dir)
+}
+
+/// Whether `name` is an unpacked root (`<group>-<16 hex digits>`) of `group`.
+fn is_root_of(name: &str, group: &str) -> bool {
+    name.strip_prefix(group)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .is_some_and(|key| key.len() == 16 && key.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// Hash of a prebuilts directory: relative paths, executable bits and contents.
@@ -228,19 +237,19 @@ fn copy_if_changed(src: &Path, dst: &Path, sha: &str) -> Result<()> {
 }
 
 /// Picks the VMM binary for the test host; `None` (with a warning) if there is none.
-fn vmm_binary(explicit: Option<&Path>) -> Result<Option<(PathBuf, String)>> {
+fn vmm_binary(explicit: Option<&Path>, arch: Arch) -> Result<Option<(PathBuf, String)>> {
+    let target = arch.musl_target();
     let path = match explicit {
         Some(p) if !p.is_file() => bail!("VMM binary {} does not exist", p.display()),
         Some(p) => p.to_path_buf(),
         None => {
-            let p = paths::vmm_musl_binary();
+            let p = paths::vmm_binary(arch);
             if !p.is_file() {
                 warning!(
                     "no VMM binary at {}: the test host will have no /bin/vmm and every scenario \
-                     will fail (build it with `cargo build --release --target {} -p vmm`, or run \
+                     will fail (build it with `cargo build --release --target {target} -p vmm`, or run \
                      `cargo xtask test`)",
                     p.display(),
-                    paths::MUSL_TARGET
                 );
                 return Ok(None);
             }
@@ -250,30 +259,71 @@ fn vmm_binary(explicit: Option<&Path>) -> Result<Option<(PathBuf, String)>> {
     let data = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
     if modules::elf_is_dynamic(&data).with_context(|| format!("{}", path.display()))? {
         bail!(
-            "{} is dynamically linked; the test host has no libc (build with --target {})",
+            "{} is dynamically linked; the test host has no libc (build with --target {target})",
             path.display(),
-            paths::MUSL_TARGET
         );
     }
     Ok(Some((path, util::sha256_bytes(&data))))
 }
 
+/// The module list of an image source dir for `arch`:
+/// `modules.<arch>.list` if it exists (the arm64 test host needs no KVM
+/// modules), else the shared `modules.list`.
+fn modules_list(src: &Path, arch: Arch) -> Result<Vec<String>> {
+    let own = src.join(format!("modules.{}.list", arch.name()));
+    if own.is_file() {
+        modules::read_list(&own)
+    } else {
+        modules::read_list(&src.join("modules.list"))
+    }
+}
+
+/// Checks that `kernel` is what the VMM of `arch` boots: an arm64 `Image`
+/// (magic `ARM\x64` at offset 0x38, as in Debian's arm64 `vmlinuz`, which is
+/// not compressed) or anything for x86_64 (a bzImage, checked by the VMM).
+fn check_kernel_format(kernel: &Path, arch: Arch) -> Result<()> {
+    if arch != Arch::Aarch64 {
+        return Ok(());
+    }
+    let mut head = [0u8; 64];
+    use std::io::Read;
+    std::fs::File::open(kernel)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .with_context(|| format!("cannot read {}", kernel.display()))?;
+    if &head[0x38..0x3c] != b"ARM\x64" {
+        bail!(
+            "{} is not an uncompressed arm64 Image (no ARM\\x64 magic at 0x38)",
+            kernel.display()
+        );
+    }
+    Ok(())
+}
+
 /// Builds the static guest tools and returns the binary and its sha256.
-fn guest_tools() -> Result<(PathBuf, String)> {
-    let path = setup::build_guest_tools()?;
+fn guest_tools(arch: Arch) -> Result<(PathBuf, String)> {
+    let path = setup::build_guest_tools(arch)?;
     let data = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
     if modules::elf_is_dynamic(&data).with_context(|| format!("{}", path.display()))? {
-        bail!("{} is dynamically linked; the images have no libc", path.display());
+        bail!(
+            "{} is dynamically linked; the images have no libc",
+            path.display()
+        );
     }
     Ok((path, util::sha256_bytes(&data)))
 }
 
 /// Builds all x86_64 images; `vmm` overrides the VMM binary put into the test host.
 pub fn build_x86_64(vmm: Option<&Path>) -> Result<Images> {
+    build(Arch::X86_64, vmm)
+}
+
+/// Builds all images of `arch`; `vmm` overrides the VMM binary put into the
+/// test host.
+pub fn build(arch: Arch, vmm: Option<&Path>) -> Result<Images> {
     let started = std::time::Instant::now();
     let cache = paths::cache_dir();
     let prebuilts = paths::prebuilts();
-    let out = paths::images_x86_64();
+    let out = paths::images_dir(arch);
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     step!(
         "images: cache {}, output {}",
@@ -281,7 +331,7 @@ pub fn build_x86_64(vmm: Option<&Path>) -> Result<Images> {
         out.display()
     );
 
-    let inputs: Inputs = lock::ensure_inputs(&prebuilts.join("x86_64.lock"), &cache)?;
+    let inputs: Inputs = lock::ensure_inputs(&paths::lock_file(arch), &cache, arch.debian())?;
     let lock = &inputs.lock;
     let release = lock.kernel.release.clone();
     let image_pkg = lock.role(lock::ROLE_IMAGE)?.clone();
@@ -293,20 +343,26 @@ pub fn build_x86_64(vmm: Option<&Path>) -> Result<Images> {
         image_pkg.sha256
     );
 
+    // Unpacked roots: `kernel-<hash>` for amd64 (as before), `kernel-arm64-<hash>`.
+    let root_name = |group: &str| match arch {
+        Arch::X86_64 => group.to_string(),
+        other => format!("{group}-{}", other.debian()),
+    };
     let kroot = unpack(
         &cache,
-        lock::GROUP_KERNEL,
+        &root_name(lock::GROUP_KERNEL),
         &inputs.group_debs(lock::GROUP_KERNEL),
     )?;
     let broot = unpack(
         &cache,
-        lock::GROUP_BUSYBOX,
+        &root_name(lock::GROUP_BUSYBOX),
         &inputs.group_debs(lock::GROUP_BUSYBOX),
     )?;
     let vmlinuz = kroot.join(format!("boot/vmlinuz-{release}"));
     if !vmlinuz.is_file() {
         bail!("{} missing from {}", vmlinuz.display(), image_pkg.name);
     }
+    check_kernel_format(&vmlinuz, arch)?;
     let moddir = modules_dir(&kroot, &release)?;
     let tree = ModuleTree::open(&moddir)?;
 
@@ -319,9 +375,9 @@ pub fn build_x86_64(vmm: Option<&Path>) -> Result<Images> {
 
     // Guest initramfs.
     let guest_src = prebuilts.join("guest");
-    let guest_modules = modules::read_list(&guest_src.join("modules.list"))?;
+    let guest_modules = modules_list(&guest_src, arch)?;
     // Test programs for both images (/bin/vsock-test); their hash is an input.
-    let (tools, tools_sha) = guest_tools()?;
+    let (tools, tools_sha) = guest_tools(arch)?;
     let guest_initrd = out.join(GUEST_INITRD);
     let mut h = Sha256::new();
     h.update(format!(
@@ -346,9 +402,9 @@ pub fn build_x86_64(vmm: Option<&Path>) -> Result<Images> {
     let guest_initrd_sha = util::sha256_file(&guest_initrd)?;
 
     // Test host initramfs.
-    let vmm = vmm_binary(vmm)?;
+    let vmm = vmm_binary(vmm, arch)?;
     let th_src = prebuilts.join("testhost");
-    let th_modules = modules::read_list(&th_src.join("modules.list"))?;
+    let th_modules = modules_list(&th_src, arch)?;
     let th_initrd = out.join(vmstack_tests::testhost::TESTHOST_INITRD);
     let mut h = Sha256::new();
     h.update(format!(
@@ -400,7 +456,7 @@ pub fn build_x86_64(vmm: Option<&Path>) -> Result<Images> {
         Ok(serde_json::json!({ "sha256": util::sha256_file(p)?, "size": size }))
     };
     let manifest = serde_json::json!({
-        "arch": "x86_64",
+        "arch": arch.name(),
         "kernel": {
             "release": release,
             "package": image_pkg.name,
@@ -443,4 +499,19 @@ pub fn build_x86_64(vmm: Option<&Path>) -> Result<Images> {
         guest_kernel,
         guest_initrd,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_root_of;
+
+    #[test]
+    fn old_roots_are_matched_per_group_only() {
+        assert!(is_root_of("kernel-10566b1dcd734956", "kernel"));
+        assert!(!is_root_of("kernel-arm64-10566b1dcd734956", "kernel"));
+        assert!(is_root_of("kernel-arm64-10566b1dcd734956", "kernel-arm64"));
+        assert!(!is_root_of("kernel-10566b1dcd734956", "kernel-arm64"));
+        assert!(!is_root_of("kernel-10566b1dcd734956.partial", "kernel"));
+        assert!(!is_root_of("busybox-10566b1dcd734956", "kernel"));
+    }
 }

@@ -1,8 +1,10 @@
-//! `prebuilts/x86_64.lock`: the exact Debian packages the images are built from,
-//! and how they are resolved, downloaded and verified.
+//! `prebuilts/<arch>.lock` (`x86_64.lock`, `aarch64.lock`): the exact Debian
+//! packages the images are built from, and how they are resolved, downloaded
+//! and verified.
 //!
 //! Two groups of packages:
-//! - `kernel`: resolved through the meta package `linux-image-amd64` in
+//! - `kernel`: resolved through the meta package `linux-image-<debian arch>`
+//!   (`linux-image-amd64`, `linux-image-arm64`) in
 //!   bookworm-backports: the image it depends on, plus the matching
 //!   `linux-headers-<release>`, its `-common` and `linux-kbuild-*` packages;
 //! - `busybox`: `busybox-static` from bookworm.
@@ -20,8 +22,10 @@ use serde::{Deserialize, Serialize};
 use crate::apt::{self, Apt, PkgInfo};
 use crate::util::{self, step, warning};
 
-/// Meta package that selects the kernel.
-pub const KERNEL_META: &str = "linux-image-amd64";
+/// Meta package that selects the kernel for Debian architecture `arch`.
+pub fn kernel_meta(arch: &str) -> String {
+    format!("linux-image-{arch}")
+}
 /// Suite the kernel meta package is taken from.
 pub const KERNEL_SUITE: &str = "bookworm-backports";
 /// Busybox package.
@@ -42,11 +46,23 @@ pub const ROLE_BUSYBOX: &str = "busybox";
 /// Lists are considered fresh enough for a new resolution for this long.
 const LISTS_MAX_AGE: Duration = Duration::from_secs(3600);
 
-const HEADER: &str = "\
-# Exact Debian packages the x86_64 guest and test-host images are built from.
+fn header(arch: &str) -> String {
+    format!(
+        "# Exact Debian packages the {arch} guest and test-host images are built from.
 # Written by `cargo xtask images` (see docs/testing.md). Edit only to pin or
 # to force a re-resolution (delete a group's entries, or the whole file).
-";
+"
+    )
+}
+
+/// The image architecture of a Debian architecture (for the lock header).
+fn arch_of(meta_package: &str) -> &str {
+    match meta_package.strip_prefix("linux-image-") {
+        Some("arm64") => "aarch64",
+        Some("amd64") | None => "x86_64",
+        Some(other) => other,
+    }
+}
 
 /// How the kernel was resolved.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -138,7 +154,11 @@ impl Lock {
 
     /// Serializes the lock with its header comment.
     pub fn render(&self) -> Result<String> {
-        Ok(format!("{HEADER}\n{}", toml::to_string_pretty(self)?))
+        Ok(format!(
+            "{}\n{}",
+            header(arch_of(&self.kernel.meta_package)),
+            toml::to_string_pretty(self)?
+        ))
     }
 
     /// Packages of `group`.
@@ -198,12 +218,12 @@ fn exact_or_latest(apt: &Apt, name: &str, version: &str) -> Result<PkgInfo> {
 }
 
 /// Resolves the kernel group through the meta package.
-fn resolve_kernel(apt: &Apt) -> Result<(KernelInfo, Vec<LockedPackage>)> {
-    let meta = version_in_suite(apt, KERNEL_META, KERNEL_SUITE)?;
+fn resolve_kernel(apt: &Apt, meta_name: &str) -> Result<(KernelInfo, Vec<LockedPackage>)> {
+    let meta = version_in_suite(apt, meta_name, KERNEL_SUITE)?;
     let image_name = apt::depends_names(&meta.depends)
         .into_iter()
         .find(|d| d.starts_with("linux-image-"))
-        .ok_or_else(|| anyhow!("{KERNEL_META} {} depends on no linux-image-*", meta.version))?;
+        .ok_or_else(|| anyhow!("{meta_name} {} depends on no linux-image-*", meta.version))?;
     let release = image_name
         .strip_prefix("linux-image-")
         .unwrap_or_default()
@@ -222,7 +242,7 @@ fn resolve_kernel(apt: &Apt) -> Result<(KernelInfo, Vec<LockedPackage>)> {
     let common = exact_or_latest(apt, common_name, &image.version)?;
     let kbuild = exact_or_latest(apt, kbuild_name, &image.version)?;
     let kernel = KernelInfo {
-        meta_package: KERNEL_META.into(),
+        meta_package: meta_name.into(),
         meta_version: meta.version.clone(),
         suite: KERNEL_SUITE.into(),
         release,
@@ -270,7 +290,7 @@ fn cached(pkg: &LockedPackage, debs_dir: &Path, warn: bool) -> Result<Option<Pat
 
 /// Checks that every locked package of a group is still in the index with the
 /// same checksum. `Ok(false)` if a version is gone; an error if a checksum changed.
-fn available(apt: &Apt, pkgs: &[LockedPackage]) -> Result<bool> {
+fn available(apt: &Apt, pkgs: &[LockedPackage], lock_path: &Path) -> Result<bool> {
     for p in pkgs {
         let Some(info) = apt.show(&p.name, Some(&p.version))?.into_iter().next() else {
             return Ok(false);
@@ -278,23 +298,32 @@ fn available(apt: &Apt, pkgs: &[LockedPackage]) -> Result<bool> {
         if info.sha256 != p.sha256 {
             bail!(
                 "{} {}: the Packages index says sha256 {}, the lock says {}; refusing to continue \
-                 (delete the entry from prebuilts/x86_64.lock to re-resolve)",
+                 (delete the entry from {} to re-resolve)",
                 p.name,
                 p.version,
                 info.sha256,
-                p.sha256
+                p.sha256,
+                lock_path.display()
             );
         }
     }
     Ok(true)
 }
 
-/// Makes sure every input is locked, downloaded and verified; updates the lock file
-/// when something had to be (re-)resolved.
-pub fn ensure_inputs(lock_path: &Path, cache: &Path) -> Result<Inputs> {
+/// Makes sure every input for Debian architecture `arch` is locked,
+/// downloaded and verified; updates the lock file when something had to be
+/// (re-)resolved. amd64 keeps the private apt tree `apt/`, other
+/// architectures get `apt-<arch>/` (own lists).
+pub fn ensure_inputs(lock_path: &Path, cache: &Path, arch: &str) -> Result<Inputs> {
     let old = Lock::read(lock_path)?;
     let debs_dir = cache.join("debs");
-    let apt = Apt::new(&cache.join("apt"))?;
+    let apt_root = if arch == "amd64" {
+        cache.join("apt")
+    } else {
+        cache.join(format!("apt-{arch}"))
+    };
+    let apt = Apt::new(&apt_root, arch)?;
+    let meta_name = kernel_meta(arch);
 
     let mut kernel_info = old.as_ref().map(|l| l.kernel.clone());
     let mut packages: Vec<LockedPackage> = Vec::new();
@@ -316,11 +345,11 @@ pub fn ensure_inputs(lock_path: &Path, cache: &Path) -> Result<Inputs> {
                 true
             } else {
                 apt.ensure_lists(LISTS_MAX_AGE)?;
-                if available(&apt, &locked)? {
+                if available(&apt, &locked, lock_path)? {
                     true
                 } else if !apt.updated() {
                     apt.update()?;
-                    available(&apt, &locked)?
+                    available(&apt, &locked, lock_path)?
                 } else {
                     false
                 }
@@ -350,9 +379,9 @@ pub fn ensure_inputs(lock_path: &Path, cache: &Path) -> Result<Inputs> {
             apt.update()?;
         }
         if group == GROUP_KERNEL {
-            let (info, pkgs) = resolve_kernel(&apt)?;
+            let (info, pkgs) = resolve_kernel(&apt, &meta_name)?;
             step!(
-                "resolved {KERNEL_META} {} ({KERNEL_SUITE}) -> kernel {}",
+                "resolved {meta_name} {} ({KERNEL_SUITE}) -> kernel {}",
                 info.meta_version,
                 info.release
             );
@@ -397,7 +426,7 @@ mod tests {
     fn lock_roundtrip() {
         let lock = Lock {
             kernel: KernelInfo {
-                meta_package: KERNEL_META.into(),
+                meta_package: kernel_meta("amd64"),
                 meta_version: "6.12.95-1~bpo12+1".into(),
                 suite: KERNEL_SUITE.into(),
                 release: "6.12.95+deb12-amd64".into(),
@@ -413,7 +442,13 @@ mod tests {
             }],
         };
         let text = lock.render().unwrap();
-        assert!(text.starts_with('#'));
+        assert!(text.starts_with("# Exact Debian packages the x86_64 guest"));
+        let mut arm = lock.clone();
+        arm.kernel.meta_package = kernel_meta("arm64");
+        assert!(arm
+            .render()
+            .unwrap()
+            .starts_with("# Exact Debian packages the aarch64 guest"));
         assert!(text.contains("[[package]]"));
         let back: Lock = toml::from_str(&text).unwrap();
         assert_eq!(back, lock);

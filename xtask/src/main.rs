@@ -1,8 +1,10 @@
 //! `cargo xtask`: project automation.
 //!
-//! - `cargo xtask images`: build guest and test-host images from Debian packages.
-//! - `cargo xtask test`: set up a fresh machine, build everything, run unit tests
-//!   and the nested test-host integration tests.
+//! - `cargo xtask images [--arch aarch64]`: build guest and test-host images
+//!   from Debian packages.
+//! - `cargo xtask test [--all-arch]`: set up a fresh machine, build everything
+//!   (x86_64 and aarch64), run unit tests and the nested test-host integration
+//!   tests (x86_64 and the arm64 pKVM subset; `--all-arch`: all arm64 tests).
 //! - `cargo xtask demo [--direct]`: boot the demo guest in the test host (or
 //!   directly on this machine's `/dev/kvm`).
 //! - `cargo xtask bench boot [--runs N]`: boot time and memory overhead against
@@ -40,13 +42,17 @@ struct Cli {
 /// Sub-commands.
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Build the x86_64 guest and test-host images from Debian packages
+    /// Build the guest and test-host images from Debian packages
     /// (uses whatever musl VMM binary exists; does not build it).
     Images {
         /// VMM binary to put into the test host (default:
-        /// target/x86_64-unknown-linux-musl/release/vmm if it exists).
+        /// target/<arch>-unknown-linux-musl/release/vmm if it exists).
         #[arg(long)]
         vmm: Option<PathBuf>,
+        /// Architecture: x86_64 (default) or aarch64 (Debian arm64 packages,
+        /// pKVM test host).
+        #[arg(long, default_value = "x86_64")]
+        arch: paths::Arch,
     },
     /// Install tools if missing, build the VMM and images, run the unit tests
     /// and the nested test-host integration tests.
@@ -54,6 +60,10 @@ enum Cmd {
         /// Skip `cargo test --workspace` (unit tests) and run only the nested tests.
         #[arg(long)]
         nested_only: bool,
+        /// Also run the slow `all_arch_*` nested tests (the device tests
+        /// repeated in the arm64 pKVM test host).
+        #[arg(long)]
+        all_arch: bool,
     },
     /// Boot the `demo` guest scenario in the test host, streaming its console.
     Demo {
@@ -68,6 +78,9 @@ enum Cmd {
         /// Do not build the VMM and images first.
         #[arg(long)]
         no_build: bool,
+        /// Test host architecture: x86_64 (default) or aarch64 (pKVM).
+        #[arg(long, default_value = "x86_64")]
+        arch: paths::Arch,
     },
     /// Benchmarks: `boot` (our VMM vs QEMU -M microvm; see docs/benchmarks.md).
     Bench {
@@ -82,13 +95,17 @@ enum Cmd {
 fn main() {
     let cli = Cli::parse();
     let result: Result<()> = match cli.command {
-        Cmd::Images { vmm } => images::build_x86_64(vmm.as_deref()).map(|_| ()),
-        Cmd::Test { nested_only } => run::test(nested_only),
+        Cmd::Images { vmm, arch } => images::build(arch, vmm.as_deref()).map(|_| ()),
+        Cmd::Test {
+            nested_only,
+            all_arch,
+        } => run::test(nested_only, all_arch),
         Cmd::Demo { direct } => run::demo(direct),
         Cmd::Testhost {
             scenarios,
             no_build,
-        } => run::testhost(&scenarios, no_build),
+            arch,
+        } => run::testhost(&scenarios, no_build, arch),
         Cmd::Bench { what, runs } => bench::bench(&what, runs),
     };
     if let Err(e) = result {

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+pub use vmstack_tests::Arch;
+
 /// Root of the workspace (parent of the xtask crate).
 pub fn workspace_root() -> PathBuf {
     vmstack_tests::workspace_root()
@@ -33,6 +35,7 @@ pub fn target_dir() -> PathBuf {
 }
 
 /// Output directory of the x86_64 images (`<target dir>/images/x86_64`).
+#[allow(dead_code)]
 pub fn images_x86_64() -> PathBuf {
     target_dir().join("images/x86_64")
 }
@@ -47,8 +50,25 @@ pub fn vmm_musl_binary() -> PathBuf {
         .join("release/vmm")
 }
 
-/// The static guest test tools (`vsock-test`), built by
-/// `cargo build --release --target x86_64-unknown-linux-musl -p guest-tools`.
-pub fn guest_tools_musl_binary() -> PathBuf {
-    target_dir().join(MUSL_TARGET).join("release/vsock-test")
+/// Output directory of the images of `arch` (`<target dir>/images/<arch>`).
+pub fn images_dir(arch: Arch) -> PathBuf {
+    target_dir().join("images").join(arch.name())
+}
+
+/// The static VMM binary of `arch`
+/// (`cargo build --release --target <arch>-unknown-linux-musl -p vmm`).
+pub fn vmm_binary(arch: Arch) -> PathBuf {
+    target_dir().join(arch.musl_target()).join("release/vmm")
+}
+
+/// The static guest test tools (`vsock-test`) of `arch`.
+pub fn guest_tools_binary(arch: Arch) -> PathBuf {
+    target_dir()
+        .join(arch.musl_target())
+        .join("release/vsock-test")
+}
+
+/// The lock file of `arch`'s images (`prebuilts/<arch>.lock`).
+pub fn lock_file(arch: Arch) -> PathBuf {
+    prebuilts().join(format!("{}.lock", arch.name()))
 }

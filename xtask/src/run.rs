@@ -7,40 +7,56 @@ use anyhow::{bail, Context, Result};
 use vmstack_tests::testhost::{self, TestHostConfig};
 
 use crate::images::{self, Images};
-use crate::paths;
+use crate::paths::{self, Arch};
 use crate::setup;
 use crate::util::{self, step};
 
 /// Set-up, VMM build and images.
 fn prepare() -> Result<Images> {
-    setup::prepare_machine()?;
-    let vmm = setup::build_vmm()?;
-    images::build_x86_64(Some(&vmm))
+    prepare_for(Arch::X86_64)
 }
 
-/// `cargo xtask test`.
-pub fn test(nested_only: bool) -> Result<()> {
+/// Set-up, VMM build and images for `arch`.
+fn prepare_for(arch: Arch) -> Result<Images> {
+    setup::prepare_machine_for(arch)?;
+    let vmm = setup::build_vmm_for(arch)?;
+    images::build(arch, Some(&vmm))
+}
+
+/// Prefix of nested tests that only `cargo xtask test --all-arch` runs (the
+/// slow arm64 repeats of the x86 device tests); see docs/arm64.md.
+pub const ALL_ARCH_PREFIX: &str = "all_arch_";
+
+/// `cargo xtask test [--all-arch]`: both architectures' VMMs and images,
+/// then every test file; without `--all-arch` the `all_arch_*` tests are
+/// skipped.
+pub fn test(nested_only: bool, all_arch: bool) -> Result<()> {
     let started = Instant::now();
     let images = prepare()?;
+    let arm64_images = prepare_for(Arch::Aarch64)?;
     if !nested_only {
         step!("run: cargo test --workspace (unit tests)");
         util::run(setup::cargo().args(["test", "--workspace"])).context("unit tests failed")?;
     }
     step!("run: nested test host integration tests (tests/tests/*.rs)");
     let nested = Instant::now();
-    util::run(
-        setup::cargo()
-            .args([
-                "test",
-                "-p",
-                "vmstack-tests",
-                "--tests",
-                "--",
-                "--include-ignored",
-                "--nocapture",
-            ])
-            .env("VMSTACK_IMAGES", &images.dir),
-    )
+    let mut c = setup::cargo();
+    c.args([
+        "test",
+        "-p",
+        "vmstack-tests",
+        "--tests",
+        "--",
+        "--include-ignored",
+        "--nocapture",
+    ])
+    .env("VMSTACK_IMAGES", &images.dir)
+    .env("VMSTACK_IMAGES_AARCH64", &arm64_images.dir);
+    if !all_arch {
+        step!("skipping {ALL_ARCH_PREFIX}* tests (run them with --all-arch)");
+        c.args(["--skip", ALL_ARCH_PREFIX]);
+    }
+    util::run(&mut c)
     .context("nested test host tests failed")?;
     step!(
         "all tests passed (nested {:.1} s, total {:.1} s)",
@@ -52,8 +68,8 @@ pub fn test(nested_only: bool) -> Result<()> {
 
 /// Boots the test host with `scenarios`, streaming the console; fails unless every
 /// scenario ended with rc=0.
-fn boot_streaming(images: &std::path::Path, scenarios: &[&str]) -> Result<()> {
-    let mut cfg = TestHostConfig::from_images_dir(images, scenarios, &vmstack_tests::log_dir())?;
+fn boot_streaming(images: &std::path::Path, scenarios: &[&str], arch: Arch) -> Result<()> {
+    let mut cfg = TestHostConfig::for_arch(arch, images, scenarios, &vmstack_tests::log_dir())?;
     cfg.stream = true;
     let run = testhost::run(&cfg)?;
     step!(
@@ -87,21 +103,21 @@ fn boot_streaming(images: &std::path::Path, scenarios: &[&str]) -> Result<()> {
 }
 
 /// `cargo xtask testhost <scenarios>`.
-pub fn testhost(scenarios: &str, no_build: bool) -> Result<()> {
+pub fn testhost(scenarios: &str, no_build: bool, arch: Arch) -> Result<()> {
     let dir = if no_build {
-        paths::images_x86_64()
+        paths::images_dir(arch)
     } else {
-        prepare()?.dir
+        prepare_for(arch)?.dir
     };
     let list: Vec<&str> = scenarios.split(',').filter(|s| !s.is_empty()).collect();
-    boot_streaming(&dir, &list)
+    boot_streaming(&dir, &list, arch)
 }
 
 /// `cargo xtask demo [--direct]`.
 pub fn demo(direct: bool) -> Result<()> {
     let images = prepare()?;
     if !direct {
-        return boot_streaming(&images.dir, &["demo"]);
+        return boot_streaming(&images.dir, &["demo"], Arch::X86_64);
     }
     if std::path::Path::new("/sys/module/kvm_pvm").exists() {
         step!(

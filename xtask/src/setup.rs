@@ -5,7 +5,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-use crate::paths;
+use crate::paths::{self, Arch};
 use crate::util::{self, step};
 
 /// Debian packages the nested tests need on the build machine.
@@ -16,6 +16,11 @@ pub const HOST_PACKAGES: &[&str] = &[
     "musl-tools",
     "xz-utils",
 ];
+
+/// Extra Debian packages the aarch64 images and tests need: the test host's
+/// emulator and the cross linker of the static aarch64 VMM
+/// (`.cargo/config.toml` names `aarch64-linux-gnu-gcc` as its linker).
+pub const AARCH64_HOST_PACKAGES: &[&str] = &["qemu-system-arm", "gcc-aarch64-linux-gnu"];
 
 fn installed(pkg: &str) -> bool {
     Command::new("dpkg-query")
@@ -43,19 +48,20 @@ fn privileged(program: &str) -> Result<Command> {
 
 /// Installs the missing [`HOST_PACKAGES`] with `apt-get` (after `apt-get update`).
 pub fn ensure_host_packages() -> Result<()> {
+    ensure_packages(HOST_PACKAGES)
+}
+
+/// Installs the missing `packages` with `apt-get` (after `apt-get update`).
+pub fn ensure_packages(packages: &[&str]) -> Result<()> {
     if !util::on_path("dpkg-query") {
         bail!(
             "this is not a Debian-like machine (no dpkg-query); install {} by hand",
-            HOST_PACKAGES.join(" ")
+            packages.join(" ")
         );
     }
-    let missing: Vec<&str> = HOST_PACKAGES
-        .iter()
-        .copied()
-        .filter(|p| !installed(p))
-        .collect();
+    let missing: Vec<&str> = packages.iter().copied().filter(|p| !installed(p)).collect();
     if missing.is_empty() {
-        step!("host packages present: {}", HOST_PACKAGES.join(" "));
+        step!("host packages present: {}", packages.join(" "));
         return Ok(());
     }
     step!("installing missing host packages: {}", missing.join(" "));
@@ -75,7 +81,11 @@ pub fn ensure_host_packages() -> Result<()> {
 
 /// Adds the musl target with rustup if it is missing.
 pub fn ensure_musl_target() -> Result<()> {
-    let target = paths::MUSL_TARGET;
+    ensure_rust_target(paths::MUSL_TARGET)
+}
+
+/// Adds Rust target `target` with rustup if it is missing.
+pub fn ensure_rust_target(target: &str) -> Result<()> {
     if util::on_path("rustup") {
         let list = util::output(Command::new("rustup").args(["target", "list", "--installed"]))?;
         if list.lines().any(|l| l.trim() == target) {
@@ -107,22 +117,20 @@ pub fn cargo() -> Command {
 
 /// Builds the static VMM (`cargo build --release --target x86_64-unknown-linux-musl -p vmm`).
 pub fn build_vmm() -> Result<PathBuf> {
+    build_vmm_for(Arch::X86_64)
+}
+
+/// Builds the static VMM of `arch` (`cargo build --release --target
+/// <arch>-unknown-linux-musl -p vmm`; aarch64 is cross-linked by
+/// `aarch64-linux-gnu-gcc`, see `.cargo/config.toml`).
+pub fn build_vmm_for(arch: Arch) -> Result<PathBuf> {
+    let target = arch.musl_target();
     let mut c = cargo();
-    c.args([
-        "build",
-        "--release",
-        "--target",
-        paths::MUSL_TARGET,
-        "-p",
-        "vmm",
-    ]);
-    step!(
-        "run: cargo build --release --target {} -p vmm",
-        paths::MUSL_TARGET
-    );
+    c.args(["build", "--release", "--target", target, "-p", "vmm"]);
+    step!("run: cargo build --release --target {target} -p vmm");
     let started = std::time::Instant::now();
     util::run(&mut c).context("building the VMM failed")?;
-    let bin = paths::vmm_musl_binary();
+    let bin = paths::vmm_binary(arch);
     if !bin.is_file() {
         bail!("cargo built vmm but {} is missing", bin.display());
     }
@@ -137,22 +145,20 @@ pub fn build_vmm() -> Result<PathBuf> {
 /// Builds the static guest test tools (`cargo build --release --target
 /// x86_64-unknown-linux-musl -p guest-tools`); they go into both initramfs
 /// images as `/bin/vsock-test`.
-pub fn build_guest_tools() -> Result<PathBuf> {
+pub fn build_guest_tools(arch: Arch) -> Result<PathBuf> {
+    let target = arch.musl_target();
     let mut c = cargo();
     c.args([
         "build",
         "--release",
         "--target",
-        paths::MUSL_TARGET,
+        target,
         "-p",
         "guest-tools",
     ]);
-    step!(
-        "run: cargo build --release --target {} -p guest-tools",
-        paths::MUSL_TARGET
-    );
+    step!("run: cargo build --release --target {target} -p guest-tools");
     util::run(&mut c).context("building the guest tools failed")?;
-    let bin = paths::guest_tools_musl_binary();
+    let bin = paths::guest_tools_binary(arch);
     if !bin.is_file() {
         bail!("cargo built guest-tools but {} is missing", bin.display());
     }
@@ -163,4 +169,15 @@ pub fn build_guest_tools() -> Result<PathBuf> {
 pub fn prepare_machine() -> Result<()> {
     ensure_host_packages()?;
     ensure_musl_target()
+}
+
+/// [`prepare_machine`] plus what `arch`'s images and test host need (for
+/// aarch64: `qemu-system-arm`, the cross linker and the Rust target).
+pub fn prepare_machine_for(arch: Arch) -> Result<()> {
+    prepare_machine()?;
+    if arch == Arch::Aarch64 {
+        ensure_packages(AARCH64_HOST_PACKAGES)?;
+        ensure_rust_target(arch.musl_target())?;
+    }
+    Ok(())
 }

@@ -7,5 +7,8 @@
 echo "mem_sleep=$(cat /sys/power/mem_sleep)" > /dev/kmsg
 echo SUSPENDING > /dev/kmsg
 echo mem > /sys/power/state
-echo "suspend_rc=$?"
-echo RESUMED
+# After the wake-up too: /init powers off right after this script, and tty
+# output the UART has not drained by then is lost (seen on arm64, where the
+# emulated UART interrupt path is slow).
+echo "suspend_rc=$?" > /dev/kmsg
+echo RESUMED > /dev/kmsg

@@ -13,6 +13,12 @@
 //!         kick signal ───┴─► Stopped (thread returns)
 //! ```
 //!
+//! On aarch64 a guest's PSCI SYSTEM_SUSPEND (`KVM_SYSTEM_EVENT_SUSPEND`)
+//! becomes [`PowerEvent::Suspend`]; the calling vCPU then stays out of the
+//! guest (asleep, like parked) until [`VcpuHandle::wake`], and re-enters at
+//! the entry point the guest passed to SYSTEM_SUSPEND. (x86 guests suspend
+//! through the ACPI sleep registers instead and keep running while held.)
+//!
 //! A vCPU blocked in the kernel (a halted guest CPU) is woken by a real-time
 //! signal whose handler sets `kvm_run.immediate_exit`, so a kick can never be
 //! lost between checking the stop flag and entering KVM_RUN.
@@ -23,6 +29,8 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use devices::{Bus, PowerEvent, PowerEventSink};
+#[cfg(target_arch = "aarch64")]
+use kvm_bindings::KVM_SYSTEM_EVENT_SUSPEND;
 use kvm_bindings::{
     kvm_run, KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN,
 };
@@ -101,6 +109,19 @@ pub struct Vcpu {
     pub on_crash: Arc<dyn Fn(VcpuCrash) + Send + Sync>,
     /// VMM start, for the first-entry log line.
     pub start: Instant,
+    /// The `KVM_ARM_VCPU_INIT` argument, to reset the vCPU when it wakes
+    /// from PSCI SYSTEM_SUSPEND.
+    #[cfg(target_arch = "aarch64")]
+    pub init: kvm_bindings::kvm_vcpu_init,
+}
+
+/// Where a vCPU that called PSCI SYSTEM_SUSPEND re-enters the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SuspendPoint {
+    /// The guest's resume entry point (PSCI `entry_point_address`).
+    pub entry: u64,
+    /// Handed back to the guest in x0 (PSCI `context_id`).
+    pub context: u64,
 }
 
 /// What a vCPU thread should be doing.
@@ -114,49 +135,76 @@ pub enum RunState {
     Stopped,
 }
 
+#[derive(Debug)]
+struct ControlState {
+    run: RunState,
+    /// The thread saw `Paused` and is parked.
+    parked: bool,
+    /// How many wake-ups from suspend were requested so far.
+    wakes: u64,
+}
+
 /// The run state shared between a vCPU thread and its handle.
 #[derive(Debug)]
 pub struct VcpuControl {
-    state: Mutex<(RunState, bool)>,
+    state: Mutex<ControlState>,
     changed: Condvar,
 }
 
 impl VcpuControl {
     fn new() -> Self {
         Self {
-            state: Mutex::new((RunState::Running, false)),
+            state: Mutex::new(ControlState {
+                run: RunState::Running,
+                parked: false,
+                wakes: 0,
+            }),
             changed: Condvar::new(),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, (RunState, bool)> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ControlState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn set(&self, state: RunState) {
-        self.lock().0 = state;
+        self.lock().run = state;
         self.changed.notify_all();
     }
 
-    /// Called by the vCPU thread between exits: parks while paused and
+    /// Wake-ups requested so far; a vCPU going to sleep remembers this.
+    fn wakes(&self) -> u64 {
+        self.lock().wakes
+    }
+
+    /// Requests a wake-up of a vCPU asleep in suspend.
+    fn wake(&self) {
+        self.lock().wakes += 1;
+        self.changed.notify_all();
+    }
+
+    /// Called by the vCPU thread between exits: parks while paused (and,
+    /// with `asleep_since = Some(n)`, until a wake-up after the `n`-th) and
     /// returns `false` once the vCPU must stop.
-    fn wait_runnable(&self) -> bool {
+    fn wait_runnable(&self, asleep_since: Option<u64>) -> bool {
         let mut guard = self.lock();
         loop {
-            match guard.0 {
-                RunState::Running => {
-                    guard.1 = false;
+            let asleep = asleep_since == Some(guard.wakes);
+            match guard.run {
+                RunState::Stopped => return false,
+                RunState::Running if !asleep => {
+                    guard.parked = false;
                     return true;
                 }
-                RunState::Stopped => return false,
+                RunState::Running => {}
                 RunState::Paused => {
-                    if !guard.1 {
-                        guard.1 = true;
+                    if !guard.parked {
+                        guard.parked = true;
                         self.changed.notify_all();
                     }
-                    guard = self.changed.wait(guard).unwrap_or_else(|p| p.into_inner());
                 }
             }
+            guard = self.changed.wait(guard).unwrap_or_else(|p| p.into_inner());
         }
     }
 
@@ -166,11 +214,9 @@ impl VcpuControl {
         let guard = self.lock();
         let (guard, _) = self
             .changed
-            .wait_timeout_while(guard, timeout, |(state, parked)| {
-                *state == RunState::Paused && !*parked
-            })
+            .wait_timeout_while(guard, timeout, |s| s.run == RunState::Paused && !s.parked)
             .unwrap_or_else(|p| p.into_inner());
-        guard.1
+        guard.parked
     }
 }
 
@@ -208,6 +254,13 @@ impl VcpuHandle {
         self.control.set(RunState::Running);
     }
 
+    /// Wakes the vCPU if it is asleep in PSCI SYSTEM_SUSPEND: it re-enters
+    /// the guest at its resume entry point (once also resumed, if paused).
+    /// A vCPU that is not asleep ignores it.
+    pub fn wake(&self) {
+        self.control.wake();
+    }
+
     /// Waits for the thread to end.
     pub fn join(self) {
         if self.thread.join().is_err() {
@@ -236,20 +289,65 @@ impl Vcpu {
                 self.start.elapsed().as_micros()
             );
         }
-        while control.wait_runnable() {
-            if let Err(reason) = self.run_once() {
-                (self.on_crash)(VcpuCrash {
-                    id: self.id,
-                    reason,
-                });
-                break;
+        // Set while the guest sleeps in SYSTEM_SUSPEND: the wake-up count
+        // at the time, and where to re-enter.
+        let mut asleep: Option<(u64, SuspendPoint)> = None;
+        while control.wait_runnable(asleep.map(|(wakes, _)| wakes)) {
+            let result = match asleep.take() {
+                Some((_, point)) => self.enter_resume_point(point),
+                None => Ok(()),
+            };
+            let result = result.and_then(|()| self.run_once());
+            match result {
+                Ok(None) => {}
+                Ok(Some(point)) => {
+                    tracing::info!(
+                        "vcpu{}: guest suspended (resume at {:#x})",
+                        self.id,
+                        point.entry
+                    );
+                    // Read the count before announcing the suspend, so a
+                    // wake-up decided right away is not missed.
+                    asleep = Some((control.wakes(), point));
+                    self.power.send(PowerEvent::Suspend);
+                }
+                Err(reason) => {
+                    (self.on_crash)(VcpuCrash {
+                        id: self.id,
+                        reason,
+                    });
+                    break;
+                }
             }
         }
         KVM_RUN.with(|p| p.set(std::ptr::null_mut()));
     }
 
-    /// Runs the guest until one exit is handled; `Err` means the VM is dead.
-    fn run_once(&mut self) -> Result<(), String> {
+    /// Puts the vCPU at the guest's resume entry point after a suspend.
+    #[cfg(target_arch = "aarch64")]
+    fn enter_resume_point(&self, point: SuspendPoint) -> Result<(), String> {
+        tracing::info!("vcpu{}: waking the guest at {:#x}", self.id, point.entry);
+        crate::arch::aarch64::kvm::wake_at(&self.fd, &self.init, point.entry, point.context)
+            .map_err(|e| format!("cannot wake from suspend: {e}"))
+    }
+
+    /// x86 guests never sleep in a vCPU (ACPI S3 is a register write).
+    #[cfg(not(target_arch = "aarch64"))]
+    fn enter_resume_point(&self, _point: SuspendPoint) -> Result<(), String> {
+        Err("no suspend resume point on this architecture".into())
+    }
+
+    /// The arguments of the guest's PSCI SYSTEM_SUSPEND call.
+    #[cfg(target_arch = "aarch64")]
+    fn suspend_point(&self) -> Result<SuspendPoint, String> {
+        crate::arch::aarch64::kvm::suspend_args(&self.fd)
+            .map(|(entry, context)| SuspendPoint { entry, context })
+            .map_err(|e| format!("cannot read the SYSTEM_SUSPEND arguments: {e}"))
+    }
+
+    /// Runs the guest until one exit is handled; `Err` means the VM is dead,
+    /// `Ok(Some(_))` that the guest suspended (PSCI SYSTEM_SUSPEND).
+    fn run_once(&mut self) -> Result<Option<SuspendPoint>, String> {
         match self.fd.run() {
             Ok(exit) => match exit {
                 VcpuExit::IoIn(port, data) => {
@@ -282,6 +380,8 @@ impl Vcpu {
                 VcpuExit::SystemEvent(kind, _) => match kind {
                     KVM_SYSTEM_EVENT_SHUTDOWN => self.power.send(PowerEvent::Poweroff),
                     KVM_SYSTEM_EVENT_RESET => self.power.send(PowerEvent::Reboot),
+                    #[cfg(target_arch = "aarch64")]
+                    KVM_SYSTEM_EVENT_SUSPEND => return self.suspend_point().map(Some),
                     KVM_SYSTEM_EVENT_CRASH => return Err("guest reported a crash".into()),
                     other => return Err(format!("unknown KVM system event {other}")),
                 },
@@ -304,7 +404,7 @@ impl Vcpu {
             }
             Err(e) => return Err(format!("KVM_RUN failed: {e}")),
         }
-        Ok(())
+        Ok(None)
     }
 }
 
@@ -320,7 +420,7 @@ mod tests {
         let loops = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let thread_loops = loops.clone();
         let t = std::thread::spawn(move || {
-            while thread_control.wait_runnable() {
+            while thread_control.wait_runnable(None) {
                 thread_loops.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 std::thread::sleep(Duration::from_millis(1));
             }
@@ -342,8 +442,41 @@ mod tests {
         let control = Arc::new(VcpuControl::new());
         control.set(RunState::Paused);
         let thread_control = control.clone();
-        let t = std::thread::spawn(move || thread_control.wait_runnable());
+        let t = std::thread::spawn(move || thread_control.wait_runnable(None));
         assert!(control.wait_parked(Duration::from_secs(5)));
+        control.set(RunState::Stopped);
+        assert!(!t.join().unwrap());
+    }
+
+    #[test]
+    fn asleep_vcpu_waits_for_a_wake_even_when_running() {
+        let control = Arc::new(VcpuControl::new());
+        let slept_at = control.wakes();
+        let thread_control = control.clone();
+        let t = std::thread::spawn(move || thread_control.wait_runnable(Some(slept_at)));
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(!t.is_finished(), "an asleep vCPU must not run");
+        // Pause and resume do not wake it; a pause while asleep still parks.
+        control.set(RunState::Paused);
+        assert!(control.wait_parked(Duration::from_secs(5)));
+        control.set(RunState::Running);
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(!t.is_finished());
+        control.wake();
+        assert!(t.join().unwrap());
+        // A wake that came before the wait is not lost.
+        let control = VcpuControl::new();
+        let slept_at = control.wakes();
+        control.wake();
+        assert!(control.wait_runnable(Some(slept_at)));
+    }
+
+    #[test]
+    fn stop_ends_an_asleep_vcpu() {
+        let control = Arc::new(VcpuControl::new());
+        let thread_control = control.clone();
+        let t = std::thread::spawn(move || thread_control.wait_runnable(Some(0)));
+        std::thread::sleep(Duration::from_millis(10));
         control.set(RunState::Stopped);
         assert!(!t.join().unwrap());
     }

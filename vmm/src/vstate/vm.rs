@@ -1,6 +1,10 @@
-//! The KVM VM: guest memory, in-kernel interrupt controllers and PIT.
+//! The KVM VM: guest memory, and on x86_64 the in-kernel interrupt
+//! controllers and PIT (aarch64 creates its GIC after the vCPUs, in
+//! `arch::aarch64::kvm`).
 
-use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, KVM_PIT_SPEAKER_DUMMY};
+use kvm_bindings::kvm_userspace_memory_region;
+#[cfg(target_arch = "x86_64")]
+use kvm_bindings::{kvm_pit_config, KVM_PIT_SPEAKER_DUMMY};
 use kvm_ioctls::{Kvm, VmFd};
 use vm_memory::{Address, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
@@ -33,6 +37,7 @@ pub enum VmError {
 
 /// Where KVM puts the real-mode TSS on Intel (three pages below 4 GiB, inside
 /// the MMIO gap so no RAM is lost).
+#[cfg(target_arch = "x86_64")]
 const KVM_TSS_ADDRESS: usize = 0xfffb_d000;
 
 /// A VM with its guest memory registered.
@@ -42,20 +47,23 @@ pub struct Vm {
 }
 
 impl Vm {
-    /// Creates the VM, its x86 interrupt controllers and PIT, and registers
-    /// RAM at `ranges`.
+    /// Creates the VM (on x86_64 with its interrupt controllers and PIT)
+    /// and registers RAM at `ranges`.
     pub fn new(kvm: &Kvm, ranges: &[(vm_memory::GuestAddress, usize)]) -> Result<Self, VmError> {
         let fd = kvm.create_vm().map_err(VmError::Create)?;
-        let setup = |what| move |source| VmError::Setup { what, source };
-        fd.set_tss_address(KVM_TSS_ADDRESS)
-            .map_err(setup("the TSS address"))?;
-        fd.create_irq_chip()
-            .map_err(setup("the in-kernel irqchip"))?;
-        let pit = kvm_pit_config {
-            flags: KVM_PIT_SPEAKER_DUMMY,
-            ..Default::default()
-        };
-        fd.create_pit2(pit).map_err(setup("the in-kernel PIT"))?;
+        #[cfg(target_arch = "x86_64")]
+        {
+            let setup = |what| move |source| VmError::Setup { what, source };
+            fd.set_tss_address(KVM_TSS_ADDRESS)
+                .map_err(setup("the TSS address"))?;
+            fd.create_irq_chip()
+                .map_err(setup("the in-kernel irqchip"))?;
+            let pit = kvm_pit_config {
+                flags: KVM_PIT_SPEAKER_DUMMY,
+                ..Default::default()
+            };
+            fd.create_pit2(pit).map_err(setup("the in-kernel PIT"))?;
+        }
 
         let mib = ranges.iter().map(|r| r.1 as u64).sum::<u64>() >> 20;
         let memory = GuestMemoryMmap::from_ranges(ranges)

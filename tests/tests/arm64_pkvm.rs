@@ -1,0 +1,93 @@
+//! The VMM on arm64: inside the aarch64 test host (QEMU/TCG `-M
+//! virt,virtualization=on`, Debian arm64 kernel with
+//! `kvm-arm.mode=protected`) our static aarch64 VMM boots the Debian arm64
+//! guest on pKVM. One outer boot runs the scenarios shared with x86_64
+//! (same scripts, same assertions): boot + poweroff, boot + reboot, and the
+//! held suspend (PSCI SYSTEM_SUSPEND instead of ACPI S3).
+//!
+//! `#[ignore]`d like every nested test; `cargo xtask test` builds the
+//! aarch64 VMM and images and runs them. By hand:
+//! `cargo xtask images --arch aarch64` (with the VMM built by
+//! `cargo build --release --target aarch64-unknown-linux-musl -p vmm`), then
+//! `cargo test -p vmstack-tests --test arm64_pkvm -- --include-ignored`.
+
+use std::time::Duration;
+
+use vmstack_tests::scenario::SharedRun;
+use vmstack_tests::Arch;
+
+/// Each inner arm64 boot takes ~30 s under nested emulation.
+static RUN: SharedRun = SharedRun::for_arch(
+    Arch::Aarch64,
+    &["boot-poweroff", "boot-reboot", "suspend"],
+    Duration::from_secs(180),
+);
+
+#[test]
+#[ignore = "needs the nested test host: run `cargo xtask test`"]
+fn host_runs_kvm_in_protected_mode() {
+    let run = RUN.get();
+    // 6.12 says "hVHE" on CPUs with VHE (QEMU's -cpu max), "nVHE" otherwise.
+    let protected = run.console.lines().any(|l| {
+        l.contains("kvm [")
+            && (l.contains("Protected nVHE mode initialized successfully")
+                || l.contains("Protected hVHE mode initialized successfully"))
+    });
+    if !protected {
+        panic!(
+            "{}",
+            run.failure_report("the arm64 test host did not report pKVM (protected mode) in dmesg")
+        );
+    }
+    assert!(run.console.contains("kvm-arm.mode=protected"));
+}
+
+#[test]
+#[ignore = "needs the nested test host: run `cargo xtask test`"]
+fn poweroff_is_a_psci_system_off() {
+    let s = RUN.section("boot-poweroff", 0);
+    s.expect("Machine model: linux,dummy-virt")
+        .expect("psci: PSCIv1.1 detected in firmware.")
+        .expect("ttyS0 at MMIO 0x9000000")
+        .expect("boot-timer: guest init reached after")
+        .expect("VMSTACK-GUEST-INIT-OK")
+        .expect("nproc=2")
+        .expect("guest power request: poweroff")
+        .expect("vmm: exit reason: poweroff");
+}
+
+#[test]
+#[ignore = "needs the nested test host: run `cargo xtask test`"]
+fn reboot_is_a_psci_system_reset() {
+    RUN.section("boot-reboot", 32)
+        .expect("VMSTACK-GUEST-INIT-OK")
+        .expect("guest power request: reboot")
+        .expect("vmm: exit reason: reboot");
+}
+
+#[test]
+#[ignore = "needs the nested test host: run `cargo xtask test`"]
+fn system_suspend_is_held_until_resume_and_wakes_at_the_entry_point() {
+    let s = RUN.section("suspend", 0);
+    s.expect("mem_sleep=s2idle [deep]")
+        .expect("SUSPENDING")
+        .expect("guest suspended (resume at")
+        .expect("event power-request id=1 kind=suspend")
+        .expect("status: state=suspended")
+        .expect("resume: resumed")
+        .expect("waking the guest at")
+        .expect("suspend_rc=0")
+        .expect("RESUMED")
+        .expect("vmm: exit reason: poweroff");
+    let out = &s.result.output;
+    let (Some(held), Some(resumed), Some(back)) = (
+        out.find("status: state=suspended"),
+        out.find("resuming-now"),
+        out.find("RESUMED"),
+    ) else {
+        s.fail("markers missing");
+    };
+    if !(held < resumed && resumed < back) {
+        s.fail("the guest resumed before the VMM was told to wake it");
+    }
+}

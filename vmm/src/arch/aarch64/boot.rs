@@ -1,0 +1,317 @@
+//! arm64 boot: guest RAM, the `Image` header, where kernel, initrd and
+//! device tree go, and the kernel command line.
+//!
+//! The boot protocol (Documentation/arch/arm64/booting.rst): the kernel
+//! `Image` is loaded `text_offset` bytes above a 2 MiB aligned base, the
+//! primary vCPU enters its first byte with `x0` = the device tree's address,
+//! MMU off, interrupts masked, at EL1. The initrd is announced in the device
+//! tree's `/chosen` node.
+
+use linux_loader::cmdline::Cmdline;
+use vm_memory::GuestAddress;
+
+use super::layout::{FDT_MAX_SIZE, KERNEL_ALIGN, PAGE_SIZE, RAM_START};
+
+/// Largest kernel command line accepted (arm64 `COMMAND_LINE_SIZE`).
+pub const CMDLINE_MAX_SIZE: usize = 2048;
+/// `ARM\x64`, little endian, at offset 0x38 of an arm64 `Image`.
+pub const IMAGE_MAGIC: u32 = 0x644d_5241;
+/// Size of the arm64 `Image` header.
+pub const IMAGE_HEADER_SIZE: usize = 64;
+
+/// Errors loading the kernel or initrd, or writing the device tree.
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    /// The kernel file is not an arm64 `Image`.
+    #[error("kernel is not an arm64 Image: {0}")]
+    KernelFormat(&'static str),
+    /// linux-loader refused the kernel.
+    #[cfg(target_arch = "aarch64")]
+    #[error("cannot load the kernel Image: {0}")]
+    KernelLoad(linux_loader::loader::Error),
+    /// Reading a boot file failed.
+    #[error("cannot read {what}: {source}")]
+    Read {
+        /// Which file.
+        what: &'static str,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Kernel, initrd and device tree do not fit into guest RAM.
+    #[error("kernel ({kernel} bytes) and initrd ({initrd} bytes) do not fit in {mem} bytes of guest memory; give the VM more memory (--mem)")]
+    TooLarge {
+        /// Bytes the kernel occupies once running (`image_size`).
+        kernel: u64,
+        /// Size of the initrd.
+        initrd: u64,
+        /// Guest RAM.
+        mem: u64,
+    },
+    /// The kernel command line is invalid or too long.
+    #[error("invalid kernel command line: {0}")]
+    Cmdline(linux_loader::cmdline::Error),
+    /// Building the device tree failed.
+    #[error("cannot build the device tree: {0}")]
+    Fdt(#[from] vm_fdt::Error),
+    /// The device tree is larger than the 2 MiB the kernel accepts.
+    #[error("device tree of {0} bytes exceeds 2 MiB")]
+    FdtTooLarge(usize),
+    /// Writing into guest memory failed.
+    #[error("cannot write {what} into guest memory")]
+    Write {
+        /// Which structure.
+        what: &'static str,
+    },
+}
+
+/// Guest RAM for `mem_size` bytes: one range from [`RAM_START`].
+pub fn guest_memory_ranges(mem_size: u64) -> Vec<(GuestAddress, usize)> {
+    vec![(GuestAddress(RAM_START), mem_size as usize)]
+}
+
+/// The fields of an arm64 `Image` header the loader needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageHeader {
+    /// Offset of the image above its 2 MiB aligned load base.
+    pub text_offset: u64,
+    /// Bytes the kernel occupies once running (including its BSS).
+    pub image_size: u64,
+}
+
+fn le_u64(bytes: &[u8], at: usize) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_le_bytes(b)
+}
+
+/// Parses the first [`IMAGE_HEADER_SIZE`] bytes of an arm64 `Image`.
+/// `file_size` stands in for `image_size` on pre-3.17 kernels, which leave
+/// it 0 (their `text_offset` is then 0x80000 by convention).
+pub fn parse_image_header(bytes: &[u8], file_size: u64) -> Result<ImageHeader, BootError> {
+    if bytes.len() < IMAGE_HEADER_SIZE {
+        return Err(BootError::KernelFormat(
+            "shorter than the 64-byte Image header",
+        ));
+    }
+    let mut magic = [0u8; 4];
+    magic.copy_from_slice(&bytes[0x38..0x3c]);
+    if u32::from_le_bytes(magic) != IMAGE_MAGIC {
+        return Err(BootError::KernelFormat(
+            "no ARM\\x64 magic at offset 0x38 (a compressed vmlinuz.gz or an EFI zboot image?)",
+        ));
+    }
+    let image_size = le_u64(bytes, 0x10);
+    if image_size == 0 {
+        return Ok(ImageHeader {
+            text_offset: 0x8_0000,
+            image_size: file_size,
+        });
+    }
+    let text_offset = le_u64(bytes, 0x08);
+    if text_offset >= KERNEL_ALIGN {
+        return Err(BootError::KernelFormat("implausible text_offset"));
+    }
+    Ok(ImageHeader {
+        text_offset,
+        image_size: image_size.max(file_size),
+    })
+}
+
+/// Where the boot pieces go in guest RAM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BootPlan {
+    /// Load address of the `Image` (also the entry point).
+    pub kernel: u64,
+    /// Start and size of the initrd, if any.
+    pub initrd: Option<(u64, u64)>,
+    /// Address of the device tree (8-byte aligned; the last 2 MiB of RAM).
+    pub fdt: u64,
+}
+
+const fn align_down(x: u64, align: u64) -> u64 {
+    x & !(align - 1)
+}
+
+/// Places the kernel at the start of RAM, the device tree in the last
+/// 2 MiB block and the initrd (page aligned) right below it.
+pub fn plan(
+    mem_size: u64,
+    header: ImageHeader,
+    initrd_size: Option<u64>,
+) -> Result<BootPlan, BootError> {
+    let too_large = || BootError::TooLarge {
+        kernel: header.image_size,
+        initrd: initrd_size.unwrap_or(0),
+        mem: mem_size,
+    };
+    let kernel = RAM_START + header.text_offset;
+    let kernel_end = kernel
+        .checked_add(header.image_size)
+        .ok_or_else(too_large)?;
+    let ram_end = RAM_START.checked_add(mem_size).ok_or_else(too_large)?;
+    let fdt = align_down(
+        ram_end.checked_sub(FDT_MAX_SIZE).ok_or_else(too_large)?,
+        KERNEL_ALIGN,
+    );
+    if fdt < kernel_end {
+        return Err(too_large());
+    }
+    let initrd = match initrd_size {
+        None => None,
+        Some(size) => {
+            let start = align_down(fdt.checked_sub(size).ok_or_else(too_large)?, PAGE_SIZE);
+            if start < kernel_end {
+                return Err(too_large());
+            }
+            Some((start, size))
+        }
+    };
+    Ok(BootPlan {
+        kernel,
+        initrd,
+        fdt,
+    })
+}
+
+/// The kernel command line: `default_args`, then the user's parameters.
+pub fn build_cmdline(default_args: &str, user_params: &[String]) -> Result<Cmdline, BootError> {
+    let mut cmdline = Cmdline::new(CMDLINE_MAX_SIZE).map_err(BootError::Cmdline)?;
+    cmdline
+        .insert_str(default_args)
+        .map_err(BootError::Cmdline)?;
+    for p in user_params {
+        cmdline.insert_str(p).map_err(BootError::Cmdline)?;
+    }
+    Ok(cmdline)
+}
+
+#[cfg(target_arch = "aarch64")]
+mod load {
+    use std::fs::File;
+    use std::io::{Read, Seek, SeekFrom};
+
+    use linux_loader::loader::{KernelLoader, PE};
+    use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+    use super::{parse_image_header, plan, BootError, BootPlan, IMAGE_HEADER_SIZE};
+    use crate::arch::aarch64::layout::RAM_START;
+
+    fn read_err(what: &'static str) -> impl FnOnce(std::io::Error) -> BootError {
+        move |source| BootError::Read { what, source }
+    }
+
+    /// Reads the `Image` header, plans the layout and loads kernel and
+    /// initrd into guest memory.
+    pub fn load_kernel_and_initrd(
+        mem: &GuestMemoryMmap,
+        mem_size: u64,
+        kernel: &mut File,
+        initrd: Option<&mut File>,
+    ) -> Result<BootPlan, BootError> {
+        let kernel_size = kernel.metadata().map_err(read_err("kernel"))?.len();
+        let mut head = [0u8; IMAGE_HEADER_SIZE];
+        kernel
+            .seek(SeekFrom::Start(0))
+            .and_then(|_| kernel.read_exact(&mut head))
+            .map_err(read_err("kernel"))?;
+        let header = parse_image_header(&head, kernel_size)?;
+        let initrd_size = match &initrd {
+            Some(f) => Some(f.metadata().map_err(read_err("initrd"))?.len()),
+            None => None,
+        };
+        let plan = plan(mem_size, header, initrd_size)?;
+        let loaded = PE::load(mem, Some(GuestAddress(RAM_START)), kernel, None)
+            .map_err(BootError::KernelLoad)?;
+        debug_assert_eq!(loaded.kernel_load.0, plan.kernel);
+        if let (Some(file), Some((start, size))) = (initrd, plan.initrd) {
+            file.seek(SeekFrom::Start(0)).map_err(read_err("initrd"))?;
+            mem.read_exact_volatile_from(GuestAddress(start), file, size as usize)
+                .map_err(|_| BootError::Write { what: "initrd" })?;
+        }
+        Ok(plan)
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+pub use load::load_kernel_and_initrd;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(text_offset: u64, image_size: u64) -> Vec<u8> {
+        let mut h = vec![0u8; IMAGE_HEADER_SIZE];
+        h[0x08..0x10].copy_from_slice(&text_offset.to_le_bytes());
+        h[0x10..0x18].copy_from_slice(&image_size.to_le_bytes());
+        h[0x38..0x3c].copy_from_slice(b"ARM\x64");
+        h
+    }
+
+    #[test]
+    fn image_header_is_parsed_and_checked() {
+        let h = parse_image_header(&header(0, 40 << 20), 30 << 20).unwrap();
+        assert_eq!(
+            h,
+            ImageHeader {
+                text_offset: 0,
+                image_size: 40 << 20
+            }
+        );
+        // Old kernels: image_size 0 means text_offset 0x80000 and file size.
+        let old = parse_image_header(&header(0x1234, 0), 7 << 20).unwrap();
+        assert_eq!(old.text_offset, 0x8_0000);
+        assert_eq!(old.image_size, 7 << 20);
+        let mut bad = header(0, 1 << 20);
+        bad[0x38] = b'X';
+        assert!(matches!(
+            parse_image_header(&bad, 1 << 20),
+            Err(BootError::KernelFormat(_))
+        ));
+        assert!(parse_image_header(&bad[..10], 10).is_err());
+        assert!(parse_image_header(&header(KERNEL_ALIGN, 1 << 20), 1 << 20).is_err());
+    }
+
+    #[test]
+    fn plan_puts_fdt_last_and_initrd_below_it() {
+        let h = ImageHeader {
+            text_offset: 0,
+            image_size: 40 << 20,
+        };
+        let p = plan(256 << 20, h, Some(3 << 20 | 123)).unwrap();
+        assert_eq!(p.kernel, RAM_START);
+        assert_eq!(p.fdt, RAM_START + (254 << 20));
+        let (start, size) = p.initrd.unwrap();
+        assert_eq!(size, 3 << 20 | 123);
+        assert_eq!(start % PAGE_SIZE, 0);
+        assert!(start + size <= p.fdt);
+        assert!(start >= p.kernel + h.image_size);
+        // An odd memory size still gets a 2 MiB aligned FDT slot inside RAM.
+        let odd = plan(255 << 20, h, None).unwrap();
+        assert_eq!(odd.fdt % KERNEL_ALIGN, 0);
+        assert!(odd.fdt + FDT_MAX_SIZE <= RAM_START + (255 << 20));
+        assert_eq!(odd.initrd, None);
+    }
+
+    #[test]
+    fn plan_refuses_what_does_not_fit() {
+        let h = ImageHeader {
+            text_offset: 0,
+            image_size: 40 << 20,
+        };
+        assert!(matches!(
+            plan(64 << 20, h, Some(30 << 20)),
+            Err(BootError::TooLarge { .. })
+        ));
+        assert!(plan(1 << 20, h, None).is_err());
+        assert!(plan(64 << 20, h, Some(u64::MAX)).is_err());
+    }
+
+    #[test]
+    fn cmdline_joins_defaults_and_params() {
+        let c = build_cmdline("console=ttyS0", &["a=1".into(), "b".into()]).unwrap();
+        assert_eq!(
+            c.as_cstring().unwrap().to_str().unwrap(),
+            "console=ttyS0 a=1 b"
+        );
+    }
+}

@@ -1,0 +1,174 @@
+//! The aarch64 half of the recipe: vCPUs and the in-kernel GICv3 first (so
+//! device irqfds land on an initialized vGIC), kernel `Image` and initrd,
+//! the UART and boot timer on MMIO; after the virtio devices, the device
+//! tree and the boot vCPU's registers.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use devices::legacy::{BootTimer, SerialDevice};
+use devices::{Bus, PowerEventSink};
+use kvm_bindings::kvm_vcpu_init;
+use kvm_ioctls::{DeviceFd, Kvm, VcpuFd};
+use vm_memory::{Bytes, GuestAddress};
+use vmm_sys_util::eventfd::EventFd;
+
+use super::{open, serial_output, BuildError, BuiltVm, OnCrash, VirtioSlot};
+use crate::arch::aarch64::{self as arch, layout};
+use crate::config::VmConfig;
+use crate::vstate::vcpu::{Vcpu, VcpuError};
+use crate::vstate::vm::Vm;
+
+/// Kernel parameters every arm64 guest gets, before the user's `--params`
+/// (the UART is the 8250 driver's ttyS0, as on x86).
+pub const DEFAULT_CMDLINE: &str = "console=ttyS0 panic=-1";
+
+/// What the platform set up before the virtio devices.
+pub(super) struct Platform {
+    vcpus: Vec<(VcpuFd, kvm_vcpu_init)>,
+    /// Kept open for the VM's lifetime.
+    _gic: DeviceFd,
+    plan: arch::boot::BootPlan,
+    serial: Arc<Mutex<SerialDevice>>,
+}
+
+impl Platform {
+    /// Creates vCPUs and the vGIC, enables PSCI SYSTEM_SUSPEND, loads kernel
+    /// and initrd, and puts the UART and boot timer on `mmio`.
+    pub(super) fn new(
+        config: &VmConfig,
+        _kvm: &Kvm,
+        vm: &Vm,
+        mmio: &mut Bus,
+        start: Instant,
+        _power: &PowerEventSink,
+    ) -> Result<Self, BuildError> {
+        if config.cpus > layout::MAX_CPUS {
+            return Err(BuildError::Unsupported(
+                "more vCPUs than GIC redistributors fit (aarch64: at most 123)",
+            ));
+        }
+        let mut vcpus = Vec::with_capacity(usize::from(config.cpus));
+        for id in 0..config.cpus {
+            let fd = vm
+                .fd()
+                .create_vcpu(u64::from(id))
+                .map_err(|source| VcpuError::Setup {
+                    id,
+                    what: "KVM_CREATE_VCPU",
+                    source,
+                })?;
+            let kvi = arch::kvm::vcpu_init(vm.fd(), id)
+                .map_err(|source| BuildError::VcpuSetup { id, source })?;
+            fd.vcpu_init(&kvi).map_err(|source| VcpuError::Setup {
+                id,
+                what: "KVM_ARM_VCPU_INIT",
+                source,
+            })?;
+            vcpus.push((fd, kvi));
+        }
+        let gic = arch::kvm::create_gic(vm.fd(), config.cpus)
+            .map_err(|source| BuildError::VcpuSetup { id: 0, source })?;
+        arch::kvm::enable_system_suspend(vm.fd());
+
+        let mem_size = config.mem_mib << 20;
+        let mut initrd = match &config.initrd {
+            Some(path) => Some(open(path)?),
+            None => None,
+        };
+        let plan = arch::boot::load_kernel_and_initrd(
+            vm.memory(),
+            mem_size,
+            &mut open(&config.kernel)?,
+            initrd.as_mut(),
+        )?;
+
+        let irq_err = |what| move |source| BuildError::Irq { what, source };
+        let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(irq_err("serial"))?;
+        vm.fd()
+            .register_irqfd(&serial_irq, layout::SERIAL_SPI)
+            .map_err(|e| irq_err("serial")(std::io::Error::from_raw_os_error(e.errno())))?;
+        let serial = Arc::new(Mutex::new(SerialDevice::new(
+            serial_irq,
+            serial_output(config)?,
+        )));
+        mmio.insert(serial.clone(), layout::SERIAL_BASE, layout::SERIAL_SIZE)?;
+        mmio.insert(
+            Arc::new(Mutex::new(BootTimer::new(start, layout::BOOT_TIMER_MAGIC))),
+            layout::BOOT_TIMER_BASE,
+            1,
+        )?;
+        Ok(Self {
+            vcpus,
+            _gic: gic,
+            plan,
+            serial,
+        })
+    }
+
+    /// Writes the device tree (announcing `virtio`) and points the boot
+    /// vCPU at the kernel.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn finish(
+        self,
+        config: &VmConfig,
+        _kvm: &Kvm,
+        vm: Vm,
+        mmio: Bus,
+        virtio: &[VirtioSlot],
+        power: PowerEventSink,
+        on_crash: OnCrash,
+        start: Instant,
+    ) -> Result<BuiltVm, BuildError> {
+        let cmdline = arch::boot::build_cmdline(DEFAULT_CMDLINE, &config.params)?;
+        let cmdline = cmdline
+            .as_cstring()
+            .map_err(arch::boot::BootError::Cmdline)?;
+        let fdt_devices: Vec<arch::fdt::VirtioMmioFdt> = virtio
+            .iter()
+            .map(|slot| arch::fdt::VirtioMmioFdt {
+                base: slot.base,
+                size: slot.size,
+                spi: slot.gsi,
+            })
+            .collect();
+        let blob = arch::fdt::create_fdt(&arch::fdt::FdtConfig {
+            num_cpus: config.cpus,
+            mem_size: config.mem_mib << 20,
+            cmdline: &cmdline.to_string_lossy(),
+            initrd: self.plan.initrd,
+            virtio: &fdt_devices,
+        })?;
+        vm.memory()
+            .write_slice(&blob, GuestAddress(self.plan.fdt))
+            .map_err(|_| arch::boot::BootError::Write {
+                what: "device tree",
+            })?;
+
+        let mut vcpus = Vec::with_capacity(self.vcpus.len());
+        for (id, (fd, init)) in (0u8..).zip(self.vcpus) {
+            if id == 0 {
+                arch::kvm::set_boot_regs(&fd, self.plan.kernel, self.plan.fdt)
+                    .map_err(|source| BuildError::VcpuSetup { id, source })?;
+            }
+            vcpus.push(Vcpu {
+                id,
+                fd,
+                pio: Bus::new(),
+                mmio: mmio.clone(),
+                power: power.clone(),
+                on_crash: on_crash.clone(),
+                start,
+                init,
+            });
+        }
+        Ok(BuiltVm {
+            vm,
+            vcpus,
+            serial: self.serial,
+            acpi_pm: None,
+            power_button: None,
+            serial_reads_stdin: false,
+        })
+    }
+}

@@ -1,0 +1,170 @@
+//! The x86_64 half of the recipe: kernel and initrd, the legacy devices on
+//! port I/O (COM1, i8042, ACPI power registers, boot timer, power button),
+//! then ACPI tables, the zero page and the vCPUs.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use devices::legacy::acpi_pm::ACPI_PM_RANGE_LEN;
+use devices::legacy::i8042::I8042_RANGE_LEN;
+use devices::legacy::{AcpiPmDevice, BootTimer, I8042Device, PowerButton, SerialDevice};
+use devices::{Bus, PowerEventSink};
+use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
+use kvm_ioctls::Kvm;
+use vmm_sys_util::eventfd::EventFd;
+
+use super::{open, serial_output, BuildError, BuiltVm, OnCrash, VirtioSlot, DEFAULT_CMDLINE};
+use crate::arch::x86_64::{self as arch, layout};
+use crate::config::VmConfig;
+use crate::vstate::vcpu::{Vcpu, VcpuError};
+use crate::vstate::vm::Vm;
+
+/// What the platform set up before the virtio devices.
+pub(super) struct Platform {
+    kernel: arch::boot::LoadedKernel,
+    initrd: Option<arch::boot::InitrdRegion>,
+    pio: Bus,
+    serial: Arc<Mutex<SerialDevice>>,
+    acpi_pm: Arc<Mutex<AcpiPmDevice>>,
+    power_button: PowerButton,
+}
+
+impl Platform {
+    /// Loads kernel and initrd and puts the legacy devices on port I/O.
+    pub(super) fn new(
+        config: &VmConfig,
+        _kvm: &Kvm,
+        vm: &Vm,
+        _mmio: &mut Bus,
+        start: Instant,
+        power: &PowerEventSink,
+    ) -> Result<Self, BuildError> {
+        let mem = vm.memory();
+        let kernel = arch::boot::load_kernel(mem, &mut open(&config.kernel)?)?;
+        let initrd = match &config.initrd {
+            Some(path) => {
+                let max = kernel
+                    .setup_header
+                    .map_or(0x7fff_ffff, |h| u64::from(h.initrd_addr_max));
+                Some(arch::boot::load_initrd(mem, &mut open(path)?, max)?)
+            }
+            None => None,
+        };
+        // Legacy devices on the port I/O bus.
+        let irq_err = |what| move |source| BuildError::Irq { what, source };
+        let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(irq_err("serial"))?;
+        vm.fd()
+            .register_irqfd(&serial_irq, layout::SERIAL_IRQ)
+            .map_err(|e| irq_err("serial")(std::io::Error::from_raw_os_error(e.errno())))?;
+        let serial = Arc::new(Mutex::new(SerialDevice::new(
+            serial_irq,
+            serial_output(config)?,
+        )));
+        let button_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(irq_err("power button"))?;
+        vm.fd()
+            .register_irqfd(&button_irq, layout::POWER_BUTTON_GSI)
+            .map_err(|e| irq_err("power button")(std::io::Error::from_raw_os_error(e.errno())))?;
+        let power_button = PowerButton::new(button_irq);
+        let acpi_pm = Arc::new(Mutex::new(AcpiPmDevice::new(
+            power.clone(),
+            layout::ACPI_SLP_TYP_S5,
+            layout::ACPI_SLP_TYP_S3,
+            layout::ACPI_RESET_VALUE,
+        )));
+        let mut pio = Bus::new();
+        pio.insert(serial.clone(), u64::from(layout::SERIAL_PORT_BASE), 8)?;
+        pio.insert(
+            Arc::new(Mutex::new(I8042Device::new(power.clone()))),
+            u64::from(layout::I8042_DATA_PORT),
+            I8042_RANGE_LEN,
+        )?;
+        pio.insert(
+            acpi_pm.clone(),
+            u64::from(layout::ACPI_SLEEP_CONTROL_PORT),
+            ACPI_PM_RANGE_LEN,
+        )?;
+        pio.insert(
+            Arc::new(Mutex::new(BootTimer::new(start, layout::BOOT_TIMER_MAGIC))),
+            u64::from(layout::BOOT_TIMER_PORT),
+            1,
+        )?;
+        Ok(Self {
+            kernel,
+            initrd,
+            pio,
+            serial,
+            acpi_pm,
+            power_button,
+        })
+    }
+
+    /// ACPI tables (announcing `virtio`), the zero page, the reset vector
+    /// and the vCPUs.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn finish(
+        self,
+        config: &VmConfig,
+        kvm: &Kvm,
+        vm: Vm,
+        mmio: Bus,
+        virtio: &[VirtioSlot],
+        power: PowerEventSink,
+        on_crash: OnCrash,
+        start: Instant,
+    ) -> Result<BuiltVm, BuildError> {
+        let mem = vm.memory();
+        let acpi_devices: Vec<arch::acpi::VirtioMmioAcpi> = virtio
+            .iter()
+            .map(|slot| arch::acpi::VirtioMmioAcpi {
+                base: slot.base as u32,
+                size: slot.size as u32,
+                gsi: slot.gsi,
+            })
+            .collect();
+        let rsdp = arch::acpi::setup_acpi_tables(mem, config.cpus, &acpi_devices)?;
+        let cmdline = arch::boot::build_cmdline(DEFAULT_CMDLINE, &config.params)?;
+        arch::boot::setup_zero_page(mem, &cmdline, &self.kernel, self.initrd, rsdp)?;
+        arch::boot::setup_reset_vector(mem)?;
+
+        let supported_cpuid = kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(BuildError::Cpuid)?;
+        let mut vcpus = Vec::with_capacity(usize::from(config.cpus));
+        for id in 0..config.cpus {
+            let fd = vm
+                .fd()
+                .create_vcpu(u64::from(id))
+                .map_err(|source| VcpuError::Setup {
+                    id,
+                    what: "KVM_CREATE_VCPU",
+                    source,
+                })?;
+            arch::configure_vcpu(
+                &fd,
+                mem,
+                &supported_cpuid,
+                id,
+                config.cpus,
+                self.kernel.entry,
+            )
+            .map_err(|source| BuildError::VcpuSetup { id, source })?;
+            vcpus.push(Vcpu {
+                id,
+                fd,
+                pio: self.pio.clone(),
+                mmio: mmio.clone(),
+                power: power.clone(),
+                on_crash: on_crash.clone(),
+                start,
+            });
+        }
+        Ok(BuiltVm {
+            vm,
+            vcpus,
+            serial: self.serial,
+            acpi_pm: Some(self.acpi_pm),
+            power_button: Some(self.power_button),
+            serial_reads_stdin: false,
+        })
+    }
+}
