@@ -9,12 +9,15 @@
 //!   directly on this machine's `/dev/kvm`).
 //! - `cargo xtask bench boot [--runs N]`: boot time and memory overhead against
 //!   QEMU `-M microvm` in the test host (see `docs/benchmarks.md`).
+//! - `cargo xtask fuzz [TARGET] [--runs N]`: build the cargo-fuzz targets in
+//!   `fuzz/` with nightly and run them (see `docs/fuzzing.md`).
 //!
 //! See `docs/testing.md`.
 
 mod apt;
 mod bench;
 mod cpio;
+mod fuzz;
 mod images;
 mod lock;
 mod modules;
@@ -90,6 +93,18 @@ enum Cmd {
         #[arg(long, default_value_t = bench::MIN_RUNS)]
         runs: u32,
     },
+    /// Fuzz the device parsers and the virtio-mmio transport (cargo-fuzz,
+    /// nightly; see docs/fuzzing.md).
+    Fuzz {
+        /// One target (block, vsock, net, rng, console, mmio); default all.
+        target: Option<String>,
+        /// Executions per target (the acceptance run uses 1000000).
+        #[arg(long, default_value_t = fuzz::SMOKE_RUNS)]
+        runs: u64,
+        /// Time guard per target in seconds (default: runs / 1000, at least 120).
+        #[arg(long)]
+        max_time: Option<u64>,
+    },
 }
 
 fn main() {
@@ -107,6 +122,11 @@ fn main() {
             arch,
         } => run::testhost(&scenarios, no_build, arch),
         Cmd::Bench { what, runs } => bench::bench(&what, runs),
+        Cmd::Fuzz {
+            target,
+            runs,
+            max_time,
+        } => fuzz::fuzz(target.as_deref(), runs, max_time),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -33,6 +33,14 @@ mod worker;
 pub use backend::ConsoleBackend;
 pub use device::Console;
 
+/// Entry points for the fuzz targets in `fuzz/` (not a stable API): the
+/// worker's queue processing without its thread and epoll loop.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use super::backend::InputQueue;
+    pub use super::worker::{ConsoleWorker, Port};
+}
+
 /// Size of each queue.
 pub const QUEUE_SIZE: u16 = 128;
 /// Index of the receive queue (host to guest).

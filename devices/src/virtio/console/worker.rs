@@ -177,6 +177,12 @@ impl ConsoleWorker {
         self.port
     }
 
+    /// The host-side state, for the fuzz targets (not a stable API).
+    #[doc(hidden)]
+    pub fn port_mut(&mut self) -> &mut Port {
+        &mut self.port
+    }
+
     /// Serves the queues and the backend until `kill` is signalled.
     pub fn run(mut self, kill: EventFd) -> Self {
         let epoll = match Epoll::new() {
