@@ -155,6 +155,30 @@ pub struct GuestPolicy {
     /// Start the VM again if it exits or its VMM is lost while it should be
     /// running. Default true.
     pub restart_on_failure: bool,
+    /// Where the daemon finds the guest's VMM and Android side. The arbiter
+    /// never looks at it; it lives here so that one file describes a system.
+    pub vmm: VmmLink,
+}
+
+/// Default [`VmmLink::vhal_port`]: the guest's vsock port of the VHAL
+/// power channel.
+pub const DEFAULT_VHAL_PORT: u32 = 4100;
+
+/// How the daemon (`sysmgr`) reaches one guest. Only validated here; the
+/// arbiter core does not use it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VmmLink {
+    /// The VMM's control socket (`vmm run --socket`). `sysmgr run` needs it.
+    pub control_socket: Option<String>,
+    /// The VMM's hybrid vsock socket (`vmm run --vsock cid=N,socket=PATH`),
+    /// over which the VHAL power channel runs. Android guest only.
+    pub vsock_socket: Option<String>,
+    /// The guest's vsock port of the VHAL power channel.
+    pub vhal_port: u32,
+    /// The command line `StartVm` runs (program and arguments). Without it
+    /// the VMM is started by someone else and `StartVm` only waits for its
+    /// control socket.
+    pub launch: Option<Vec<String>>,
 }
 
 /// A validated policy. Only [`Policy::from_toml_str`] makes one, so every
@@ -250,6 +274,10 @@ struct RawGuest {
     role: Spanned<String>,
     shutdown_deadline_ms: Option<Spanned<u64>>,
     restart_on_failure: Option<bool>,
+    control_socket: Option<Spanned<String>>,
+    vsock_socket: Option<Spanned<String>>,
+    vhal_port: Option<Spanned<u32>>,
+    launch: Option<Spanned<Vec<String>>>,
 }
 
 /// Validation context: the text, for turning spans into locations.
@@ -441,14 +469,71 @@ impl Policy {
             } else {
                 Some(deadline)
             };
+            let vmm = Self::link_from(c, g, n, role)?;
             guests.push(GuestPolicy {
                 name: name.to_string(),
                 role,
                 shutdown_deadline_ms,
                 restart_on_failure: g.restart_on_failure.unwrap_or(true),
+                vmm,
             });
         }
         Ok(guests)
+    }
+
+    /// The daemon's fields of guest `n` (1-based): non-empty paths, a
+    /// non-empty launch command, vsock only for the android guest.
+    fn link_from(
+        c: &Checker<'_>,
+        g: &RawGuest,
+        n: usize,
+        role: Role,
+    ) -> Result<VmmLink, PolicyError> {
+        let path = |v: &Option<Spanned<String>>, field: &str| match v {
+            Some(p) if p.get_ref().trim().is_empty() => Err(c.invalid(
+                Some(p.span()),
+                &format!("guest[{n}].{field}"),
+                "must not be empty".to_string(),
+            )),
+            Some(p) => Ok(Some(p.get_ref().clone())),
+            None => Ok(None),
+        };
+        let control_socket = path(&g.control_socket, "control_socket")?;
+        let vsock_socket = path(&g.vsock_socket, "vsock_socket")?;
+        if let (Some(v), true) = (&g.vsock_socket, role != Role::Android) {
+            return Err(c.invalid(
+                Some(v.span()),
+                &format!("guest[{n}].vsock_socket"),
+                format!("only the android guest has a VHAL channel (this guest is {role})"),
+            ));
+        }
+        if let (Some(p), None) = (&g.vhal_port, &g.vsock_socket) {
+            return Err(c.invalid(
+                Some(p.span()),
+                &format!("guest[{n}].vhal_port"),
+                "needs vsock_socket (the channel runs over the VMM's vsock)".to_string(),
+            ));
+        }
+        let launch = match &g.launch {
+            Some(l) if l.get_ref().first().is_none_or(|p| p.trim().is_empty()) => {
+                return Err(c.invalid(
+                    Some(l.span()),
+                    &format!("guest[{n}].launch"),
+                    "must name a program (e.g. [\"/bin/vmm\", \"run\", ...])".to_string(),
+                ))
+            }
+            Some(l) => Some(l.get_ref().clone()),
+            None => None,
+        };
+        Ok(VmmLink {
+            control_socket,
+            vsock_socket,
+            vhal_port: g
+                .vhal_port
+                .as_ref()
+                .map_or(DEFAULT_VHAL_PORT, |p| *p.get_ref()),
+            launch,
+        })
     }
 
     /// The system-wide deadlines.
@@ -664,6 +749,47 @@ restart_on_failure = false
         assert_eq!(
             e,
             "policy line 2, column 8: guest[1].name: must not be empty"
+        );
+    }
+
+    #[test]
+    fn daemon_fields_are_checked_but_optional() {
+        let p = Policy::from_toml_str(
+            "[[guest]]\nname = \"a\"\nrole = \"android\"\ncontrol_socket = \"/run/a.sock\"\nvsock_socket = \"/run/a.vsock\"\nlaunch = [\"/bin/vmm\", \"run\"]\n[[guest]]\nname = \"c\"\nrole = \"cluster\"\n",
+        )
+        .expect("valid");
+        let a = &p.guests()[0].vmm;
+        assert_eq!(a.control_socket.as_deref(), Some("/run/a.sock"));
+        assert_eq!(a.vsock_socket.as_deref(), Some("/run/a.vsock"));
+        assert_eq!(a.vhal_port, DEFAULT_VHAL_PORT);
+        assert_eq!(a.launch.as_deref().map(<[String]>::len), Some(2));
+        assert_eq!(
+            p.guests()[1].vmm,
+            VmmLink {
+                vhal_port: DEFAULT_VHAL_PORT,
+                ..VmmLink::default()
+            }
+        );
+
+        let e = err("[[guest]]\nname = \"c\"\nrole = \"cluster\"\nvsock_socket = \"/x\"\n");
+        assert_eq!(
+            e,
+            "policy line 4, column 16: guest[1].vsock_socket: only the android guest has a VHAL channel (this guest is cluster)"
+        );
+        let e = err("[[guest]]\nname = \"a\"\nrole = \"android\"\nvhal_port = 5\n");
+        assert!(
+            e.starts_with("policy line 4, column 13: guest[1].vhal_port: needs vsock_socket"),
+            "{e}"
+        );
+        let e = err("[[guest]]\nname = \"a\"\nrole = \"other\"\nlaunch = []\n");
+        assert!(
+            e.starts_with("policy line 4, column 10: guest[1].launch: must name a program"),
+            "{e}"
+        );
+        let e = err("[[guest]]\nname = \"a\"\nrole = \"other\"\ncontrol_socket = \"\"\n");
+        assert!(
+            e.starts_with("policy line 4, column 18: guest[1].control_socket: must not be empty"),
+            "{e}"
         );
     }
 

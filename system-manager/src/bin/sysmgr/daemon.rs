@@ -1,0 +1,811 @@
+//! `sysmgr run`: the daemon around the arbiter core.
+//!
+//! One task (this module's [`Daemon`]) owns the [`Arbiter`] and is its only
+//! caller. Every fact arrives as an [`Event`] on one channel: VMM lines and
+//! disconnections, VHAL reports, MCU messages, status queries. A fact that
+//! is an arbiter input is stamped with the clock, handled, **appended to the
+//! decision log and fsynced**, and only then are the outputs carried out.
+//!
+//! After a restart (even `kill -9`) the daemon replays and verifies the
+//! log, attaches to the VMMs again (they re-publish their state and pending
+//! requests), re-sends a logged decision the VMM has not received, repairs
+//! a pause/resume/stop that was logged but not delivered, sends the MCU its
+//! last command and the Android guest its current `AP_POWER_STATE_REQ`, and
+//! carries on with the pending timer.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde_json::json;
+use system_manager::{
+    Arbiter, GuestState, Hold, Input, LogRecord, Output, Policy, PowerRequestKind, SystemState,
+    VmExitReason, WakeReason,
+};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::sync::oneshot;
+
+use crate::mcu::McuReport;
+use crate::proto::mcu::{mcu_to_soc, McuToSoc, PowerOff, PowerOn, SocToMcu, Suspend};
+use crate::store::{self, Clock, Decided, DecisionLog, StateDir};
+use crate::vhal::{VhalCmd, VhalConfig, VhalReport};
+use crate::vmm::{ExitInfo, VmmCmd, VmmConfig, VmmReport};
+
+/// Everything the core loop reacts to.
+#[derive(Debug)]
+pub enum Event {
+    /// From guest `idx`'s VMM link.
+    Vmm(usize, VmmReport),
+    /// From guest `idx`'s VHAL channel.
+    Vhal(usize, VhalReport),
+    /// From the MCU link.
+    Mcu(McuReport),
+    /// An input the daemon derived itself.
+    Input(Input),
+    /// `status` on the daemon's control socket.
+    Status(oneshot::Sender<serde_json::Value>),
+}
+
+/// What the daemon knows about one guest's VMM and channel.
+struct GuestLink {
+    name: String,
+    vmm: UnboundedSender<VmmCmd>,
+    vhal: Option<UnboundedSender<VhalCmd>>,
+    attached: bool,
+    /// The VMM's last `event state` word.
+    vmm_state: Option<String>,
+    /// The next state event is the first after an attach.
+    fresh: bool,
+    pid: Option<u32>,
+    stop_sent: bool,
+    allowed: bool,
+    vhal_wanted: bool,
+    vhal_connected: bool,
+}
+
+/// The `sysmgr run` options.
+pub struct RunArgs {
+    /// Policy file.
+    pub policy: PathBuf,
+    /// State directory.
+    pub state_dir: PathBuf,
+    /// MCU socket.
+    pub mcu_socket: PathBuf,
+}
+
+/// Reads and validates the policy; errors are one line.
+pub fn load_policy(path: &std::path::Path) -> Result<Policy> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read policy {}", path.display()))?;
+    let policy =
+        Policy::from_toml_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    for (n, g) in policy.guests().iter().enumerate() {
+        if g.vmm.control_socket.is_none() {
+            bail!(
+                "{}: guest[{}] `{}`: no control_socket: sysmgr needs the VMM's control socket (vmm run --socket)",
+                path.display(),
+                n + 1,
+                g.name
+            );
+        }
+    }
+    Ok(policy)
+}
+
+/// The core loop's state.
+pub struct Daemon {
+    arbiter: Arbiter,
+    log: DecisionLog,
+    decided: Decided,
+    clock: Clock,
+    links: Vec<GuestLink>,
+    mcu: UnboundedSender<SocToMcu>,
+    mcu_connected: bool,
+    /// A power-off for the MCU that waits until every VMM is gone.
+    held_poweroff: Option<(SocToMcu, tokio::time::Instant)>,
+    events: UnboundedSender<Event>,
+    started_at: u64,
+}
+
+fn system_word(s: &SystemState) -> String {
+    s.to_string()
+}
+
+impl Daemon {
+    /// Loads the state, starts the links and returns the daemon and its
+    /// event receiver.
+    pub fn start(args: &RunArgs) -> Result<(Daemon, UnboundedReceiver<Event>)> {
+        let policy = load_policy(&args.policy)?;
+        store::ensure_dir(&args.state_dir)?;
+        let dir = StateDir(args.state_dir.clone());
+        let records = dir.read_log()?;
+        let arbiter = Arbiter::verify(policy.clone(), &records).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: {e}: the log does not replay under this policy and arbiter; move it away to start afresh",
+                dir.log().display()
+            )
+        })?;
+        let decided = Decided::from_log(&records);
+        let last = records.last().map(|r| r.at).unwrap_or_default();
+        let clock = Clock::open(&dir, last)?;
+        if records.is_empty() {
+            tracing::info!("fresh start: system {}", arbiter.system());
+        } else {
+            tracing::info!(
+                "resumed from {} logged inputs (last at {last}, now {}): system {}",
+                records.len(),
+                clock.now(),
+                arbiter.system()
+            );
+        }
+        let log = DecisionLog::open(&dir)?;
+        let (tx, rx) = unbounded_channel();
+
+        let (mcu_tx, mcu_rx) = unbounded_channel();
+        let etx = tx.clone();
+        let mcu_socket = args.mcu_socket.clone();
+        tokio::spawn(async move {
+            crate::mcu::run(mcu_socket, mcu_rx, move |r| {
+                let _ = etx.send(Event::Mcu(r));
+            })
+            .await
+        });
+
+        let mut links = Vec::new();
+        for (idx, g) in policy.guests().iter().enumerate() {
+            let (vtx, vrx) = unbounded_channel();
+            let cfg = VmmConfig {
+                guest: g.name.clone(),
+                socket: PathBuf::from(g.vmm.control_socket.clone().unwrap_or_default()),
+                launch: g.vmm.launch.clone(),
+                log: dir.vmm_log(&g.name),
+                pid_file: dir.pid_file(&g.name),
+            };
+            let etx = tx.clone();
+            tokio::spawn(async move {
+                crate::vmm::run(cfg, vrx, move |r| {
+                    let _ = etx.send(Event::Vmm(idx, r));
+                })
+                .await
+            });
+            let vhal = g.vmm.vsock_socket.as_ref().map(|sock| {
+                let (htx, hrx) = unbounded_channel();
+                let cfg = VhalConfig {
+                    guest: g.name.clone(),
+                    socket: PathBuf::from(sock),
+                    port: g.vmm.vhal_port,
+                };
+                let etx = tx.clone();
+                tokio::spawn(async move {
+                    crate::vhal::run(cfg, hrx, move |r| {
+                        let _ = etx.send(Event::Vhal(idx, r));
+                    })
+                    .await
+                });
+                htx
+            });
+            links.push(GuestLink {
+                name: g.name.clone(),
+                vmm: vtx,
+                vhal,
+                attached: false,
+                vmm_state: None,
+                fresh: false,
+                pid: None,
+                stop_sent: false,
+                allowed: false,
+                vhal_wanted: false,
+                vhal_connected: false,
+            });
+        }
+
+        let mut d = Daemon {
+            arbiter,
+            log,
+            decided,
+            clock,
+            links,
+            mcu: mcu_tx,
+            mcu_connected: false,
+            held_poweroff: None,
+            events: tx,
+            started_at: store::boottime_ms(),
+        };
+        d.resume_links();
+        Ok((d, rx))
+    }
+
+    /// After start-up: attach to every VMM (launch one still being started),
+    /// and restore the state-like outputs (MCU command, VHAL request).
+    fn resume_links(&mut self) {
+        for (i, g) in self.arbiter.guests().iter().enumerate() {
+            let cmd = if g.state == GuestState::Starting {
+                VmmCmd::Start
+            } else {
+                VmmCmd::Attach
+            };
+            let _ = self.links[i].vmm.send(cmd);
+            if let (Some(v), Some(req)) = (&self.links[i].vhal, g.vhal_req) {
+                let _ = v.send(VhalCmd::Req(req.vhal()));
+            }
+        }
+        let last = match self.arbiter.system() {
+            SystemState::Off => None,
+            SystemState::PoweringOff => {
+                Some(mcu_cmd_off(None, "resumed: the system is powering off"))
+            }
+            SystemState::Suspended => {
+                Some(mcu_cmd_suspend(None, "resumed: the system is suspended"))
+            }
+            _ => Some(mcu_cmd_on("resumed: the system is on")),
+        };
+        if let Some(c) = last {
+            let _ = self.mcu.send(c);
+        }
+    }
+
+    /// Runs until the event channel closes (never, in practice).
+    pub async fn run(mut self, mut rx: UnboundedReceiver<Event>) -> Result<()> {
+        loop {
+            let due = self.arbiter.next_timer().map(|at| {
+                let now = self.clock.now();
+                Duration::from_millis(at.as_millis().saturating_sub(now.as_millis()))
+            });
+            let held = self.held_poweroff.as_ref().map(|(_, t)| *t);
+            tokio::select! {
+                ev = rx.recv() => match ev {
+                    Some(ev) => self.on_event(ev)?,
+                    None => return Ok(()),
+                },
+                _ = tokio::time::sleep(due.unwrap_or_default()), if due.is_some() => {
+                    self.feed(Input::Tick)?;
+                }
+                _ = tokio::time::sleep_until(held.unwrap_or_else(tokio::time::Instant::now)), if held.is_some() => {
+                    tracing::warn!("VMMs still attached after the power-off wait; killing them and powering off");
+                    for l in &self.links {
+                        if l.attached {
+                            let _ = l.vmm.send(VmmCmd::Stop);
+                        }
+                    }
+                    self.release_poweroff(true);
+                }
+            }
+        }
+    }
+
+    /// Hands one input to the arbiter, logs the record durably, then carries
+    /// out its outputs.
+    fn feed(&mut self, input: Input) -> Result<()> {
+        let now = self.clock.now();
+        let record = self.arbiter.step(now, input);
+        // Nothing is done before the record is on disk: a crash after this
+        // point replays it; before it, the input is re-derived from the
+        // VMMs, the MCU and the guest.
+        self.log.append(&record).context("decision log")?;
+        self.decided.note(&record.input, &record.outputs);
+        print_record(&record);
+        for o in &record.outputs {
+            self.execute(o);
+        }
+        self.update_vhal_wants();
+        Ok(())
+    }
+
+    fn idx(&self, guest: &str) -> Option<usize> {
+        self.links.iter().position(|l| l.name == guest)
+    }
+
+    fn send_vmm(&self, i: usize, line: String) {
+        let _ = self.links[i].vmm.send(VmmCmd::Send(line));
+    }
+
+    fn execute(&mut self, o: &Output) {
+        let i = o.guest().and_then(|g| self.idx(g));
+        match (o, i) {
+            (Output::ApPowerStateReq { state, .. }, Some(i)) => {
+                if let Some(v) = &self.links[i].vhal {
+                    let _ = v.send(VhalCmd::Req(state.vhal()));
+                }
+            }
+            (
+                Output::Decide {
+                    request_id,
+                    decision,
+                    ..
+                },
+                Some(i),
+            ) => {
+                if *decision == system_manager::Decision::Allow {
+                    self.links[i].allowed = true;
+                }
+                self.send_vmm(
+                    i,
+                    format!("decide {request_id} {}", store::vmm_word(*decision)),
+                );
+            }
+            (Output::PauseVm { .. }, Some(i)) => self.send_vmm(i, "pause".into()),
+            (Output::ResumeVm { .. }, Some(i)) => self.send_vmm(i, "resume".into()),
+            (Output::HardStopVm { .. }, Some(i)) => {
+                self.links[i].stop_sent = true;
+                let _ = self.links[i].vmm.send(VmmCmd::Stop);
+            }
+            (Output::StartVm { guest, .. }, Some(i)) => {
+                let l = &mut self.links[i];
+                l.stop_sent = false;
+                l.allowed = false;
+                if l.attached && l.vmm_state.as_deref() == Some("running") {
+                    // Already there (started outside the daemon): say so.
+                    let _ = self.events.send(Event::Input(Input::VmStarted {
+                        guest: guest.clone(),
+                    }));
+                } else {
+                    let _ = l.vmm.send(VmmCmd::Start);
+                }
+            }
+            (Output::SystemOn { reason }, _) => {
+                self.held_poweroff = None;
+                let _ = self.mcu.send(mcu_cmd_on(reason));
+            }
+            (
+                Output::SystemSuspend {
+                    wake_after_s,
+                    reason,
+                },
+                _,
+            ) => {
+                let _ = self.mcu.send(mcu_cmd_suspend(*wake_after_s, reason));
+            }
+            (
+                Output::SystemPowerOff {
+                    wake_after_s,
+                    reason,
+                },
+                _,
+            ) => {
+                let cmd = mcu_cmd_off(*wake_after_s, reason);
+                self.held_poweroff =
+                    Some((cmd, tokio::time::Instant::now() + Duration::from_secs(10)));
+                self.release_poweroff(false);
+            }
+            _ => {}
+        }
+    }
+
+    /// Sends the held power-off to the MCU once no VMM is attached (or
+    /// anyway, when `force`).
+    fn release_poweroff(&mut self, force: bool) {
+        if self.held_poweroff.is_none() {
+            return;
+        }
+        let waiting: Vec<&str> = self
+            .links
+            .iter()
+            .filter(|l| l.attached)
+            .map(|l| l.name.as_str())
+            .collect();
+        if !waiting.is_empty() && !force {
+            tracing::info!(
+                "power-off for the MCU waits until these VMMs are gone: {}",
+                waiting.join(", ")
+            );
+            return;
+        }
+        if let Some((cmd, _)) = self.held_poweroff.take() {
+            let _ = self.mcu.send(cmd);
+        }
+    }
+
+    fn update_vhal_wants(&mut self) {
+        for (i, g) in self.arbiter.guests().iter().enumerate() {
+            let l = &mut self.links[i];
+            let want = l.attached && g.state.is_live();
+            if let Some(v) = &l.vhal {
+                if want != l.vhal_wanted {
+                    l.vhal_wanted = want;
+                    let _ = v.send(VhalCmd::Want(want));
+                }
+            }
+        }
+    }
+
+    fn guest_state(&self, i: usize) -> GuestState {
+        self.arbiter.guests()[i].state
+    }
+
+    fn on_event(&mut self, ev: Event) -> Result<()> {
+        match ev {
+            Event::Input(input) => self.feed(input)?,
+            Event::Status(reply) => {
+                let _ = reply.send(self.status());
+            }
+            Event::Vmm(i, r) => self.on_vmm(i, r)?,
+            Event::Vhal(i, r) => match r {
+                VhalReport::Connected => self.links[i].vhal_connected = true,
+                VhalReport::Disconnected => self.links[i].vhal_connected = false,
+                VhalReport::Report(value, param) => {
+                    let guest = self.links[i].name.clone();
+                    self.feed(Input::ApPowerStateReport {
+                        guest,
+                        value,
+                        param,
+                    })?;
+                }
+                VhalReport::Garbage(l) => {
+                    tracing::warn!(
+                        "{}: VHAL channel: not a report, ignored: {l:?}",
+                        self.links[i].name
+                    )
+                }
+            },
+            Event::Mcu(r) => self.on_mcu(r)?,
+        }
+        Ok(())
+    }
+
+    fn on_mcu(&mut self, r: McuReport) -> Result<()> {
+        let m: McuToSoc = match r {
+            McuReport::Connected => {
+                tracing::info!("MCU: connected");
+                self.mcu_connected = true;
+                return Ok(());
+            }
+            McuReport::Disconnected => {
+                tracing::warn!("MCU: link down");
+                self.mcu_connected = false;
+                return Ok(());
+            }
+            McuReport::Malformed(why) => {
+                tracing::warn!("MCU: malformed message: {why}");
+                return Ok(());
+            }
+            McuReport::Message(m) => m,
+        };
+        match m.signal {
+            Some(mcu_to_soc::Signal::State(s)) => {
+                tracing::info!(
+                    "MCU: vehicle state: ignition {}, in use {}",
+                    onoff(s.ignition_on),
+                    s.vehicle_in_use
+                );
+                if s.ignition_on != self.arbiter.ignition_on() {
+                    self.feed(if s.ignition_on {
+                        Input::IgnitionOn
+                    } else {
+                        Input::IgnitionOff
+                    })?;
+                }
+                if s.vehicle_in_use != self.arbiter.vehicle_in_use() {
+                    self.feed(Input::VehicleInUse {
+                        in_use: s.vehicle_in_use,
+                    })?;
+                }
+            }
+            Some(mcu_to_soc::Signal::Ignition(ig)) => self.feed(if ig.on {
+                Input::IgnitionOn
+            } else {
+                Input::IgnitionOff
+            })?,
+            Some(mcu_to_soc::Signal::VehicleInUse(u)) => {
+                self.feed(Input::VehicleInUse { in_use: u.in_use })?
+            }
+            Some(mcu_to_soc::Signal::Wake(w)) => match WakeReason::from_vhal(w.reason.value()) {
+                Ok(reason) => self.feed(Input::WakeRequest { reason })?,
+                Err(e) => tracing::warn!("MCU: wake request ignored: {e}"),
+            },
+            None => tracing::warn!("MCU: message without a signal (unknown field?); ignored"),
+        }
+        Ok(())
+    }
+
+    fn on_vmm(&mut self, i: usize, r: VmmReport) -> Result<()> {
+        let name = self.links[i].name.clone();
+        match r {
+            VmmReport::Attached { pid } => {
+                tracing::info!(
+                    "{name}: attached to its VMM{}",
+                    pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+                );
+                let l = &mut self.links[i];
+                l.attached = true;
+                l.fresh = true;
+                l.pid = pid;
+                self.update_vhal_wants();
+            }
+            VmmReport::Line(line) => self.on_vmm_line(i, &line)?,
+            VmmReport::Absent => {
+                if self.guest_state(i) != GuestState::Off {
+                    tracing::warn!("{name}: no VMM on its control socket");
+                    let input = self.gone_input(i, None);
+                    self.feed(input)?;
+                }
+            }
+            VmmReport::Gone { exit } => {
+                tracing::info!(
+                    "{name}: VMM gone{}",
+                    exit.map(|e| format!(" ({e:?})")).unwrap_or_default()
+                );
+                let l = &mut self.links[i];
+                l.attached = false;
+                l.vmm_state = None;
+                l.pid = None;
+                let input = self.gone_input(i, exit);
+                self.feed(input)?;
+                self.release_poweroff(false);
+            }
+            VmmReport::StartFailed { why, exit } => {
+                tracing::error!("{name}: cannot start the VM: {why}");
+                self.links[i].attached = false;
+                let reason = match exit {
+                    Some(_) => VmExitReason::Crash,
+                    None => VmExitReason::Crash,
+                };
+                if self.guest_state(i) != GuestState::Off {
+                    self.feed(Input::VmExited {
+                        guest: name,
+                        reason,
+                    })?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The input for a VMM that went away.
+    fn gone_input(&self, i: usize, exit: Option<ExitInfo>) -> Input {
+        let l = &self.links[i];
+        let guest = l.name.clone();
+        let reason = match exit {
+            Some(ExitInfo { code: Some(0), .. }) if l.allowed && !l.stop_sent => {
+                VmExitReason::Poweroff
+            }
+            Some(ExitInfo { code: Some(0), .. }) => VmExitReason::Killed,
+            Some(ExitInfo { code: Some(32), .. }) => VmExitReason::Reset,
+            Some(ExitInfo {
+                signal: Some(_), ..
+            }) if l.stop_sent => VmExitReason::Killed,
+            Some(_) => VmExitReason::Crash,
+            None if l.stop_sent => VmExitReason::Killed,
+            None if l.allowed => VmExitReason::Poweroff,
+            None => return Input::VmLost { guest },
+        };
+        Input::VmExited { guest, reason }
+    }
+
+    fn on_vmm_line(&mut self, i: usize, line: &str) -> Result<()> {
+        let name = self.links[i].name.clone();
+        if let Some(state) = line.strip_prefix("event state ") {
+            let state = state.trim().to_string();
+            tracing::info!("{name}: VMM state {state}");
+            self.links[i].vmm_state = Some(state.clone());
+            if std::mem::take(&mut self.links[i].fresh) {
+                self.reconcile(i, &state);
+            }
+            let s = self.guest_state(i);
+            if state == "running"
+                && matches!(
+                    s,
+                    GuestState::Starting | GuestState::Restarting | GuestState::Off
+                )
+            {
+                self.feed(Input::VmStarted { guest: name })?;
+            }
+        } else if let Some(rest) = line.strip_prefix("event power-request ") {
+            let mut id = None;
+            let mut kind = None;
+            for w in rest.split_whitespace() {
+                if let Some(v) = w.strip_prefix("id=") {
+                    id = v.parse::<u64>().ok();
+                } else if let Some(v) = w.strip_prefix("kind=") {
+                    kind = match v {
+                        "poweroff" => Some(PowerRequestKind::Poweroff),
+                        "reboot" => Some(PowerRequestKind::Reboot),
+                        "suspend" => Some(PowerRequestKind::Suspend),
+                        _ => None,
+                    };
+                }
+            }
+            let (Some(request_id), Some(kind)) = (id, kind) else {
+                tracing::warn!("{name}: malformed power request from the VMM: {line:?}");
+                return Ok(());
+            };
+            if let Some(d) = self.decided.get(&name, request_id) {
+                tracing::info!(
+                    "{name}: request {request_id} was decided before the restart ({d}); sending it again"
+                );
+                if d == system_manager::Decision::Allow {
+                    self.links[i].allowed = true;
+                }
+                self.send_vmm(i, format!("decide {request_id} {}", store::vmm_word(d)));
+            } else {
+                self.feed(Input::GuestPowerRequest {
+                    guest: name,
+                    request_id,
+                    kind,
+                })?;
+            }
+        } else if let Some(err) = line.strip_prefix("error") {
+            tracing::warn!("{name}: VMM answered: error{err}");
+        } else if line.starts_with("ok") {
+            tracing::debug!("{name}: VMM answered: {line}");
+        } else {
+            tracing::warn!("{name}: unexpected line from the VMM: {line:?}");
+        }
+        Ok(())
+    }
+
+    /// Repairs a command that was logged but not delivered before the
+    /// daemon died: the arbiter's view wins over the VMM's.
+    fn reconcile(&mut self, i: usize, vmm_state: &str) {
+        let name = self.links[i].name.clone();
+        let paused = matches!(vmm_state, "paused" | "virtually-off" | "suspended");
+        match self.guest_state(i) {
+            GuestState::VirtuallyOff { hold: Hold::Paused } if vmm_state == "running" => {
+                tracing::info!("{name}: should be paused; pausing");
+                self.send_vmm(i, "pause".into());
+            }
+            GuestState::Running
+            | GuestState::Preparing { .. }
+            | GuestState::ShutdownStarted { .. }
+                if paused =>
+            {
+                tracing::info!("{name}: should be running but the VMM is {vmm_state}; resuming");
+                self.send_vmm(i, "resume".into());
+            }
+            GuestState::Stopping { .. } => {
+                tracing::info!("{name}: should be stopping; stopping");
+                self.links[i].stop_sent = true;
+                let _ = self.links[i].vmm.send(VmmCmd::Stop);
+            }
+            _ => {}
+        }
+    }
+
+    /// The daemon's view for `sysmgr status`.
+    fn status(&self) -> serde_json::Value {
+        let a = &self.arbiter;
+        let guests: Vec<_> = a
+            .guests()
+            .iter()
+            .zip(&self.links)
+            .map(|(g, l)| {
+                json!({
+                    "name": g.name,
+                    "role": g.role.to_string(),
+                    "state": g.state.to_string(),
+                    "vhal_req": g.vhal_req.map(|r| r.to_string()),
+                    "release_at": g.release_at.map(|t| t.as_millis()),
+                    "vmm": {
+                        "attached": l.attached,
+                        "state": l.vmm_state,
+                        "pid": l.pid,
+                    },
+                    "vhal_connected": l.vhal.as_ref().map(|_| l.vhal_connected),
+                })
+            })
+            .collect();
+        json!({
+            "daemon_pid": std::process::id(),
+            "uptime_ms": store::boottime_ms().saturating_sub(self.started_at),
+            "now": self.clock.now().as_millis(),
+            "inputs": a.inputs_handled(),
+            "system": system_word(a.system()),
+            "ignition_on": a.ignition_on(),
+            "vehicle_in_use": a.vehicle_in_use(),
+            "next_timer": a.next_timer().map(|t| t.as_millis()),
+            "mcu_connected": self.mcu_connected,
+            "guests": guests,
+        })
+    }
+}
+
+fn onoff(b: bool) -> &'static str {
+    if b {
+        "on"
+    } else {
+        "off"
+    }
+}
+
+fn mcu_cmd_on(reason: &str) -> SocToMcu {
+    let mut c = SocToMcu::new();
+    c.set_power_on(PowerOn::new());
+    c.reason = reason.to_string();
+    c
+}
+
+fn mcu_cmd_off(wake_after_s: Option<u32>, reason: &str) -> SocToMcu {
+    let mut c = SocToMcu::new();
+    c.set_power_off(PowerOff {
+        wake_after_s: wake_after_s.unwrap_or(0),
+        ..Default::default()
+    });
+    c.reason = reason.to_string();
+    c
+}
+
+fn mcu_cmd_suspend(wake_after_s: Option<u32>, reason: &str) -> SocToMcu {
+    let mut c = SocToMcu::new();
+    c.set_suspend(Suspend {
+        wake_after_s: wake_after_s.unwrap_or(0),
+        ..Default::default()
+    });
+    c.reason = reason.to_string();
+    c
+}
+
+/// The journal: one line per input, one indented line per output.
+fn print_record(r: &LogRecord) {
+    tracing::info!("#{} {} {} -> system {}", r.seq, r.at, r.input, r.system);
+    for o in &r.outputs {
+        if !matches!(o, Output::SetTimer { .. }) {
+            tracing::info!("    {o}");
+        }
+    }
+}
+
+/// Binds the daemon's control socket; refuses when another daemon answers
+/// there (two daemons on one state directory would corrupt the log).
+async fn bind_control(path: &std::path::Path) -> Result<tokio::net::UnixListener> {
+    if path.exists() {
+        if tokio::net::UnixStream::connect(path).await.is_ok() {
+            bail!(
+                "another sysmgr is running on this state directory ({} answers)",
+                path.display()
+            );
+        }
+        let _ = std::fs::remove_file(path);
+    }
+    tokio::net::UnixListener::bind(path)
+        .with_context(|| format!("cannot create {}", path.display()))
+}
+
+/// Serves `status` on the daemon's control socket.
+fn serve_control(listener: tokio::net::UnixListener, events: UnboundedSender<Event>) {
+    use tokio::io::AsyncWriteExt;
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let events = events.clone();
+            tokio::spawn(async move {
+                let (r, mut w) = stream.into_split();
+                let mut lines = crate::lines::LineReader::new(r, 64);
+                while let Ok(line) = lines.next_line().await {
+                    let answer = match line.trim() {
+                        "status" => {
+                            let (tx, rx) = oneshot::channel();
+                            if events.send(Event::Status(tx)).is_err() {
+                                break;
+                            }
+                            match rx.await {
+                                Ok(v) => v.to_string(),
+                                Err(_) => break,
+                            }
+                        }
+                        other => {
+                            json!({"error": format!("unknown request {other:?} (try status)")})
+                                .to_string()
+                        }
+                    };
+                    if w.write_all(format!("{answer}\n").as_bytes()).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+}
+
+/// `sysmgr run`.
+pub async fn run(args: RunArgs) -> Result<()> {
+    load_policy(&args.policy)?;
+    store::ensure_dir(&args.state_dir)?;
+    let listener = bind_control(&StateDir(args.state_dir.clone()).socket()).await?;
+    let (daemon, rx) = Daemon::start(&args)?;
+    serve_control(listener, daemon.events.clone());
+    tracing::info!(
+        "sysmgr running: policy {}, state {}, MCU {}",
+        args.policy.display(),
+        args.state_dir.display(),
+        args.mcu_socket.display()
+    );
+    daemon.run(rx).await
+}

@@ -1,0 +1,136 @@
+//! `sysmgr`: the system-manager daemon, its CLI and an MCU simulator.
+//!
+//! ```text
+//! sysmgr run --policy FILE --state-dir DIR --mcu-socket PATH
+//! sysmgr status --state-dir DIR [--policy FILE]
+//! sysmgr events --state-dir DIR [--last N] [--guest NAME] [--timers]
+//! sysmgr mcu --socket PATH [--script FILE]
+//! ```
+//!
+//! The daemon owns the pure arbiter core (`system_manager::Arbiter`) and
+//! connects it to the VMM control sockets, the MCU (protobuf over a unix
+//! socket) and the Android guest's VHAL power channel (over vsock). See
+//! `docs/system-manager.md`.
+
+mod cli;
+mod daemon;
+mod lines;
+mod mcu;
+mod mcu_sim;
+mod proto;
+mod store;
+mod vhal;
+mod vmm;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "sysmgr",
+    about = "System manager: the hypervisor's power arbiter"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the daemon.
+    Run {
+        /// The policy (TOML; see docs/system-manager.md).
+        #[arg(long)]
+        policy: PathBuf,
+        /// Where the decision log and the daemon's socket live.
+        #[arg(long)]
+        state_dir: PathBuf,
+        /// The MCU's unix socket (the daemon connects to it).
+        #[arg(long)]
+        mcu_socket: PathBuf,
+    },
+    /// Show the system and guest states.
+    Status {
+        /// The daemon's state directory.
+        #[arg(long)]
+        state_dir: PathBuf,
+        /// Replay the log with this policy when no daemon runs.
+        #[arg(long)]
+        policy: Option<PathBuf>,
+    },
+    /// Show the decision log.
+    Events {
+        /// The daemon's state directory.
+        #[arg(long)]
+        state_dir: PathBuf,
+        /// Only the last N inputs.
+        #[arg(long)]
+        last: Option<usize>,
+        /// Only inputs and outputs about this guest.
+        #[arg(long)]
+        guest: Option<String>,
+        /// Also show timer settings.
+        #[arg(long)]
+        timers: bool,
+    },
+    /// Simulate the vehicle's MCU (listens on the MCU socket).
+    Mcu {
+        /// The socket to listen on.
+        #[arg(long)]
+        socket: PathBuf,
+        /// Commands to run before reading standard input.
+        #[arg(long)]
+        script: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SYSMGR_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.cmd {
+        Cmd::Run {
+            policy,
+            state_dir,
+            mcu_socket,
+        } => runtime().and_then(|rt| {
+            rt.block_on(daemon::run(daemon::RunArgs {
+                policy,
+                state_dir,
+                mcu_socket,
+            }))
+        }),
+        Cmd::Status { state_dir, policy } => {
+            cli::status(&state_dir, policy.as_deref()).map(|t| print!("{t}"))
+        }
+        Cmd::Events {
+            state_dir,
+            last,
+            guest,
+            timers,
+        } => cli::events(&state_dir, last, guest.as_deref(), timers).map(|t| print!("{t}")),
+        Cmd::Mcu { socket, script } => {
+            runtime().and_then(|rt| rt.block_on(mcu_sim::run(socket, script)))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sysmgr: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}

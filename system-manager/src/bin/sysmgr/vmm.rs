@@ -1,0 +1,339 @@
+//! One guest's VMM link: launches the VMM (if the policy has a `launch`
+//! command), connects to its control socket, `attach`es as the power
+//! arbiter and relays lines both ways.
+//!
+//! The task reports to the daemon's core loop ([`VmmReport`]) and takes
+//! commands from it ([`VmmCmd`]). It never interprets events; the core does.
+//! A VMM is started in its own process group with its output appended to
+//! `<state-dir>/<guest>.vmm.log`, so it outlives a crash of the daemon and
+//! a restarted daemon attaches to it again.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::unix::OwnedWriteHalf;
+use tokio::net::UnixStream;
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::time::{sleep, timeout, Instant};
+
+use crate::lines::LineReader;
+
+/// Longest line accepted from a VMM.
+const MAX_LINE: usize = 1024;
+/// How long `Start` waits for a VMM's control socket.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a `stop` may take before the VMM process is killed.
+const STOP_KILL_AFTER: Duration = Duration::from_secs(5);
+
+/// A command from the core.
+#[derive(Debug)]
+pub enum VmmCmd {
+    /// Attach to a running VMM, or launch one and attach.
+    Start,
+    /// Attach if a VMM is there (daemon start-up); [`VmmReport::Absent`]
+    /// if not.
+    Attach,
+    /// Send one request line (`decide 3 allow`, `pause`, ...).
+    Send(String),
+    /// Send `stop`, and kill the process if it is still there after a while.
+    Stop,
+}
+
+/// How a launched VMM process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExitInfo {
+    /// Exit code, if it exited.
+    pub code: Option<i32>,
+    /// Signal, if it was killed.
+    pub signal: Option<i32>,
+}
+
+/// What the link tells the core.
+#[derive(Debug)]
+pub enum VmmReport {
+    /// Attached (`ok attached` received); events follow.
+    Attached {
+        /// Pid of the VMM, if the daemon knows it.
+        pid: Option<u32>,
+    },
+    /// An event or response line.
+    Line(String),
+    /// `Attach` found no VMM.
+    Absent,
+    /// The connection closed: the VMM is gone. `exit` is known for a VMM
+    /// this daemon process launched.
+    Gone {
+        /// How the process ended.
+        exit: Option<ExitInfo>,
+    },
+    /// `Start` failed (launch failed, or no control socket in time).
+    StartFailed {
+        /// Why.
+        why: String,
+        /// How the process ended, if it did.
+        exit: Option<ExitInfo>,
+    },
+}
+
+/// Where a guest's VMM is.
+#[derive(Clone, Debug)]
+pub struct VmmConfig {
+    /// Guest name (for messages).
+    pub guest: String,
+    /// The control socket.
+    pub socket: PathBuf,
+    /// The launch command, if the daemon starts the VMM.
+    pub launch: Option<Vec<String>>,
+    /// Output file of a launched VMM.
+    pub log: PathBuf,
+    /// Pid file of a launched VMM.
+    pub pid_file: PathBuf,
+}
+
+/// Runs the link until the command channel closes.
+pub async fn run(cfg: VmmConfig, mut cmds: UnboundedReceiver<VmmCmd>, report: impl Fn(VmmReport)) {
+    let mut child: Option<Child> = None;
+    let mut failures: u32 = 0;
+    while let Some(cmd) = cmds.recv().await {
+        let mut queued = Vec::new();
+        let stream = match cmd {
+            VmmCmd::Send(line) => {
+                tracing::warn!("{}: no VMM attached; `{line}` not sent", cfg.guest);
+                continue;
+            }
+            VmmCmd::Stop => {
+                kill_pid(&cfg, child.as_ref());
+                continue;
+            }
+            VmmCmd::Attach => match attach(&cfg).await {
+                Ok(s) => s,
+                Err(_) => {
+                    report(VmmReport::Absent);
+                    continue;
+                }
+            },
+            VmmCmd::Start => {
+                if failures > 0 {
+                    // Crash-loop brake: 1 s, 2 s, 4 s, ... at most 30 s.
+                    let backoff =
+                        Duration::from_secs(1 << failures.min(5)).min(Duration::from_secs(30));
+                    tracing::warn!(
+                        "{}: start attempt {} in {backoff:?}",
+                        cfg.guest,
+                        failures + 1
+                    );
+                    sleep(backoff).await;
+                }
+                match start(&cfg, &mut child, &mut cmds, &mut queued).await {
+                    Ok(s) => s,
+                    Err(why) => {
+                        failures += 1;
+                        let exit = reap(&mut child, Duration::from_millis(500)).await;
+                        report(VmmReport::StartFailed { why, exit });
+                        continue;
+                    }
+                }
+            }
+        };
+        failures = 0;
+        let pid = child
+            .as_ref()
+            .and_then(Child::id)
+            .or_else(|| read_pid(&cfg));
+        report(VmmReport::Attached { pid });
+        let (read, mut write) = stream.into_split();
+        let mut lines = LineReader::new(read, MAX_LINE);
+        for line in queued {
+            send(&mut write, &line, &cfg.guest).await;
+        }
+        let mut kill_at: Option<Instant> = None;
+        loop {
+            tokio::select! {
+                line = lines.next_line() => match line {
+                    Ok(l) => report(VmmReport::Line(l)),
+                    Err(e) => {
+                        tracing::debug!("{}: control connection ended ({e:?})", cfg.guest);
+                        break;
+                    }
+                },
+                cmd = cmds.recv() => match cmd {
+                    None => return,
+                    Some(VmmCmd::Send(l)) => send(&mut write, &l, &cfg.guest).await,
+                    Some(VmmCmd::Stop) => {
+                        send(&mut write, "stop", &cfg.guest).await;
+                        kill_at = Some(Instant::now() + STOP_KILL_AFTER);
+                    }
+                    Some(VmmCmd::Start | VmmCmd::Attach) => {
+                        tracing::debug!("{}: already attached", cfg.guest);
+                    }
+                },
+                _ = tokio::time::sleep_until(kill_at.unwrap_or_else(Instant::now)), if kill_at.is_some() => {
+                    tracing::warn!("{}: VMM did not stop in {STOP_KILL_AFTER:?}; killing it", cfg.guest);
+                    kill_pid(&cfg, child.as_ref());
+                    kill_at = None;
+                }
+            }
+        }
+        let exit = reap(&mut child, Duration::from_secs(3)).await;
+        let _ = std::fs::remove_file(&cfg.pid_file);
+        report(VmmReport::Gone { exit });
+    }
+}
+
+async fn send(write: &mut OwnedWriteHalf, line: &str, guest: &str) {
+    tracing::debug!("{guest}: -> {line}");
+    if let Err(e) = write.write_all(format!("{line}\n").as_bytes()).await {
+        tracing::warn!("{guest}: cannot send `{line}` to the VMM: {e}");
+    }
+}
+
+/// Connects and sends `attach`; the first line must be `ok attached`.
+async fn attach(cfg: &VmmConfig) -> Result<UnixStream, String> {
+    let mut s = UnixStream::connect(&cfg.socket)
+        .await
+        .map_err(|e| format!("cannot connect to {}: {e}", cfg.socket.display()))?;
+    s.write_all(b"attach\n")
+        .await
+        .map_err(|e| format!("cannot attach: {e}"))?;
+    // Read the answer byte by byte so no event line is swallowed.
+    let mut answer = Vec::new();
+    let read = async {
+        let mut b = [0u8; 1];
+        loop {
+            use tokio::io::AsyncReadExt;
+            match s.read(&mut b).await {
+                Ok(1) if b[0] == b'\n' => return Ok(()),
+                Ok(1) if answer.len() < MAX_LINE => answer.push(b[0]),
+                Ok(_) => return Err("connection closed".to_string()),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    };
+    timeout(Duration::from_secs(5), read)
+        .await
+        .map_err(|_| "no answer to attach".to_string())??;
+    let answer = String::from_utf8_lossy(&answer);
+    if answer.trim() != "ok attached" {
+        return Err(format!("attach refused: {}", answer.trim()));
+    }
+    Ok(s)
+}
+
+/// Attaches to the guest's VMM, launching it first if there is none and
+/// the policy says how. Commands that arrive meanwhile are queued.
+async fn start(
+    cfg: &VmmConfig,
+    child: &mut Option<Child>,
+    cmds: &mut UnboundedReceiver<VmmCmd>,
+    queued: &mut Vec<String>,
+) -> Result<UnixStream, String> {
+    if let Ok(s) = attach(cfg).await {
+        return Ok(s);
+    }
+    let running = matches!(child.as_mut().map(Child::try_wait), Some(Ok(None)));
+    match (&cfg.launch, running) {
+        (Some(argv), false) => {
+            *child = Some(launch(cfg, argv)?);
+        }
+        (Some(_), true) => {}
+        (None, _) => tracing::info!(
+            "{}: no launch command; waiting for a VMM on {}",
+            cfg.guest,
+            cfg.socket.display()
+        ),
+    }
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if let Ok(s) = attach(cfg).await {
+            return Ok(s);
+        }
+        if let Some(c) = child.as_mut() {
+            if let Ok(Some(status)) = c.try_wait() {
+                return Err(format!(
+                    "the VMM exited before it could be attached ({status})"
+                ));
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "no VMM answered on {} within {START_TIMEOUT:?}",
+                cfg.socket.display()
+            ));
+        }
+        tokio::select! {
+            _ = sleep(Duration::from_millis(100)) => {}
+            cmd = cmds.recv() => match cmd {
+                Some(VmmCmd::Send(l)) => queued.push(l),
+                Some(VmmCmd::Stop) => queued.push("stop".into()),
+                Some(VmmCmd::Start | VmmCmd::Attach) => {}
+                None => return Err("daemon shutting down".into()),
+            }
+        }
+    }
+}
+
+fn launch(cfg: &VmmConfig, argv: &[String]) -> Result<Child, String> {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&cfg.log)
+        .map_err(|e| format!("cannot open {}: {e}", cfg.log.display()))?;
+    let err = out
+        .try_clone()
+        .map_err(|e| format!("cannot open {}: {e}", cfg.log.display()))?;
+    let (program, args) = argv
+        .split_first()
+        .ok_or_else(|| "empty launch command".to_string())?;
+    let child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        // Its own process group: a signal to the daemon's group (Ctrl-C,
+        // kill -9 of the daemon) does not take the VMs with it.
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("cannot launch {program}: {e}"))?;
+    if let Some(pid) = child.id() {
+        let _ = std::fs::write(&cfg.pid_file, format!("{pid}\n"));
+        tracing::info!("{}: launched VMM pid {pid} ({program})", cfg.guest);
+    }
+    Ok(child)
+}
+
+fn read_pid(cfg: &VmmConfig) -> Option<u32> {
+    std::fs::read_to_string(&cfg.pid_file)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+}
+
+/// SIGKILL to the launched VMM (this daemon's child, or the pid file of an
+/// earlier daemon's).
+fn kill_pid(cfg: &VmmConfig, child: Option<&Child>) {
+    let Some(pid) = child.and_then(Child::id).or_else(|| read_pid(cfg)) else {
+        tracing::warn!("{}: no pid known; cannot kill the VMM", cfg.guest);
+        return;
+    };
+    let Ok(pid) = i32::try_from(pid) else { return };
+    // SAFETY: kill(2) with a pid read from our own child or pid file and a
+    // constant signal; no memory is involved.
+    let rc = unsafe { libc::kill(pid, libc::SIGKILL) };
+    if rc == 0 {
+        tracing::warn!("{}: killed VMM pid {pid}", cfg.guest);
+    }
+}
+
+/// Waits (at most `wait`) for a launched child to end and takes its status.
+async fn reap(child: &mut Option<Child>, wait: Duration) -> Option<ExitInfo> {
+    use std::os::unix::process::ExitStatusExt;
+    let c = child.as_mut()?;
+    let status = timeout(wait, c.wait()).await.ok()?.ok()?;
+    *child = None;
+    Some(ExitInfo {
+        code: status.code(),
+        signal: status.signal(),
+    })
+}

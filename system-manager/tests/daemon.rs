@@ -1,0 +1,694 @@
+//! The `sysmgr` daemon end to end on the host, without VMs: fake VMMs that
+//! speak the VMM control protocol (`vmm/src/control.rs`) in-process, a fake
+//! Android guest behind a fake hybrid-vsock socket, and the real MCU
+//! simulator (`sysmgr mcu`) and daemon binaries.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const SYSMGR: &str = env!("CARGO_BIN_EXE_sysmgr");
+
+fn tmpdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("sysmgr-it-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn wait_until(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < end {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+// ------------------------------------------------------------ fake VMM
+
+#[derive(Default)]
+struct VmmState {
+    state: String,
+    pending: BTreeMap<u64, String>,
+    next_id: u64,
+    received: Vec<String>,
+    writer: Option<UnixStream>,
+    alive: bool,
+    /// Simulates a lost answer: `decide` is acknowledged but not applied.
+    drop_decides: bool,
+    boots: u32,
+}
+
+/// A VMM control socket: `attach`, `decide`, `pause`, `resume`, `stop`,
+/// `status`, with the VMM's event lines.
+#[derive(Clone)]
+struct FakeVmm {
+    path: PathBuf,
+    s: Arc<Mutex<VmmState>>,
+}
+
+impl FakeVmm {
+    fn start(path: &Path) -> FakeVmm {
+        let _ = std::fs::remove_file(path);
+        let listener = UnixListener::bind(path).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let s = Arc::new(Mutex::new(VmmState {
+            state: "running".into(),
+            next_id: 1,
+            alive: true,
+            boots: 1,
+            ..Default::default()
+        }));
+        let fake = FakeVmm {
+            path: path.to_path_buf(),
+            s,
+        };
+        let f = fake.clone();
+        std::thread::spawn(move || loop {
+            if !f.s.lock().unwrap().alive {
+                return;
+            }
+            match listener.accept() {
+                Ok((stream, _)) => {
+                    stream.set_nonblocking(false).unwrap();
+                    let f2 = f.clone();
+                    std::thread::spawn(move || f2.serve(stream));
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        });
+        fake
+    }
+
+    fn publish(st: &mut VmmState, line: &str) {
+        if let Some(w) = st.writer.as_mut() {
+            let _ = w.write_all(format!("{line}\n").as_bytes());
+        }
+    }
+
+    fn set_state(st: &mut VmmState, state: &str) {
+        st.state = state.to_string();
+        Self::publish(st, &format!("event state {state}"));
+    }
+
+    fn exit(st: &mut VmmState, path: &Path) {
+        st.alive = false;
+        if let Some(w) = st.writer.take() {
+            let _ = w.shutdown(std::net::Shutdown::Both);
+        }
+        let _ = std::fs::remove_file(path);
+    }
+
+    fn serve(&self, stream: UnixStream) {
+        let mut w = stream.try_clone().unwrap();
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { return };
+            let mut st = self.s.lock().unwrap();
+            if !st.alive {
+                return;
+            }
+            st.received.push(line.clone());
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words.as_slice() {
+                ["attach"] => {
+                    let _ = w.write_all(b"ok attached\n");
+                    st.writer = Some(w.try_clone().unwrap());
+                    let state = st.state.clone();
+                    Self::publish(&mut st, &format!("event state {state}"));
+                    let pending: Vec<_> = st.pending.iter().map(|(i, k)| (*i, k.clone())).collect();
+                    for (id, kind) in pending {
+                        Self::publish(&mut st, &format!("event power-request id={id} kind={kind}"));
+                    }
+                }
+                ["status"] => {
+                    let _ = w.write_all(format!("ok state={}\n", st.state).as_bytes());
+                }
+                ["decide", id, d] => {
+                    let id: u64 = id.parse().unwrap();
+                    let _ = w.write_all(b"ok decided\n");
+                    if st.drop_decides {
+                        continue;
+                    }
+                    let kind = st.pending.remove(&id).expect("decided a pending request");
+                    match (*d, kind.as_str()) {
+                        ("allow", "poweroff") => return Self::exit(&mut st, &self.path),
+                        ("allow", "reboot") | ("restart", _) => {
+                            st.boots += 1;
+                            st.pending.clear();
+                            Self::set_state(&mut st, "running");
+                        }
+                        ("allow", "suspend") => Self::set_state(&mut st, "suspended"),
+                        ("hold", _) => Self::set_state(&mut st, "virtually-off"),
+                        ("refuse", _) => {}
+                        other => panic!("bad decision {other:?}"),
+                    }
+                }
+                ["pause"] => {
+                    let _ = w.write_all(b"ok paused\n");
+                    Self::set_state(&mut st, "paused");
+                }
+                ["resume"] => {
+                    let _ = w.write_all(b"ok resumed\n");
+                    if st.state == "virtually-off" {
+                        st.boots += 1;
+                        st.pending.clear();
+                    }
+                    Self::set_state(&mut st, "running");
+                }
+                ["stop"] => {
+                    let _ = w.write_all(b"ok stopping\n");
+                    return Self::exit(&mut st, &self.path);
+                }
+                _ => {
+                    let _ = w.write_all(b"error unknown request\n");
+                }
+            }
+        }
+    }
+
+    /// The guest's kernel makes its final power step.
+    fn request(&self, kind: &str) -> u64 {
+        let mut st = self.s.lock().unwrap();
+        let id = st.next_id;
+        st.next_id += 1;
+        st.pending.insert(id, kind.to_string());
+        Self::publish(&mut st, &format!("event power-request id={id} kind={kind}"));
+        id
+    }
+
+    fn received(&self) -> Vec<String> {
+        self.s.lock().unwrap().received.clone()
+    }
+
+    fn got(&self, line: &str) -> bool {
+        self.received().iter().any(|l| l == line)
+    }
+
+    fn alive(&self) -> bool {
+        self.s.lock().unwrap().alive
+    }
+
+    fn attached(&self) -> bool {
+        self.s.lock().unwrap().writer.is_some()
+    }
+
+    /// The VMM process disappears (crash, kill).
+    fn vanish(&self) {
+        let mut st = self.s.lock().unwrap();
+        Self::exit(&mut st, &self.path);
+    }
+}
+
+// ------------------------------------------------------------ fake Android
+
+/// The guest end of the VHAL channel behind a fake hybrid-vsock socket.
+struct FakeAndroid {
+    conns: std::sync::mpsc::Receiver<UnixStream>,
+    conn: Option<(BufReader<UnixStream>, UnixStream)>,
+}
+
+impl FakeAndroid {
+    fn start(path: &Path) -> FakeAndroid {
+        let _ = std::fs::remove_file(path);
+        let listener = UnixListener::bind(path).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for s in listener.incoming() {
+                let Ok(mut s) = s else { return };
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut line = String::new();
+                r.read_line(&mut line).unwrap();
+                assert_eq!(line, "CONNECT 4100\n");
+                s.write_all(b"OK 1073741824\n").unwrap();
+                if tx.send(s).is_err() {
+                    return;
+                }
+            }
+        });
+        FakeAndroid {
+            conns: rx,
+            conn: None,
+        }
+    }
+
+    fn accept(&mut self, secs: u64) {
+        let s = self
+            .conns
+            .recv_timeout(Duration::from_secs(secs))
+            .expect("the daemon connects to the VHAL channel");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        self.conn = Some((BufReader::new(s.try_clone().unwrap()), s));
+    }
+
+    fn send(&mut self, line: &str) {
+        let (_, w) = self.conn.as_mut().expect("connected");
+        w.write_all(format!("{line}\n").as_bytes()).unwrap();
+    }
+
+    fn expect_req(&mut self, want: &str) {
+        let (r, _) = self.conn.as_mut().expect("connected");
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), want);
+    }
+}
+
+// ------------------------------------------------------------ processes
+
+struct Proc {
+    child: Child,
+    out: PathBuf,
+}
+
+impl Proc {
+    fn text(&self) -> String {
+        std::fs::read_to_string(&self.out).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Mcu {
+    p: Proc,
+    stdin: ChildStdin,
+}
+
+impl Mcu {
+    fn start(dir: &Path) -> Mcu {
+        let out = dir.join("mcu.out");
+        let mut child = Command::new(SYSMGR)
+            .args(["mcu", "--socket"])
+            .arg(dir.join("mcu.sock"))
+            .stdin(Stdio::piped())
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let m = Mcu {
+            p: Proc { child, out },
+            stdin,
+        };
+        wait_until("the MCU simulator to listen", 10, || {
+            m.p.text().contains("listening")
+        });
+        m
+    }
+
+    fn cmd(&mut self, line: &str) {
+        self.stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .unwrap();
+    }
+
+    fn count(&self, needle: &str) -> usize {
+        self.p.text().matches(needle).count()
+    }
+}
+
+fn daemon(dir: &Path) -> Proc {
+    let out = dir.join(format!(
+        "sysmgr-{}.err",
+        std::fs::read_dir(dir).unwrap().count()
+    ));
+    let child = Command::new(SYSMGR)
+        .args(["run", "--policy"])
+        .arg(dir.join("policy.toml"))
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .arg("--mcu-socket")
+        .arg(dir.join("mcu.sock"))
+        .env("SYSMGR_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&out).unwrap())
+        .spawn()
+        .unwrap();
+    let p = Proc { child, out };
+    let sock = dir.join("state/sysmgr.sock");
+    wait_until("the daemon's control socket", 10, || {
+        UnixStream::connect(&sock).is_ok()
+    });
+    p
+}
+
+fn sysmgr(args: &[&str]) -> (bool, String, String) {
+    let o = Command::new(SYSMGR).args(args).output().unwrap();
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn write_policy(dir: &Path, extra_system: &str, cluster_deadline: u64) {
+    let d = dir.display();
+    std::fs::write(
+        dir.join("policy.toml"),
+        format!(
+            r#"[system]
+shutdown_deadline_ms = 20000
+final_grace_ms = 3000
+vm_exit_grace_ms = 2000
+{extra_system}
+
+[[guest]]
+name = "android"
+role = "android"
+control_socket = "{d}/android.ctl"
+vsock_socket = "{d}/android.vsock"
+
+[[guest]]
+name = "cluster"
+role = "cluster"
+shutdown_deadline_ms = {cluster_deadline}
+control_socket = "{d}/cluster.ctl"
+"#
+        ),
+    )
+    .unwrap();
+}
+
+fn log_lines(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("state/decisions.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn status(dir: &Path) -> String {
+    let (ok, out, err) = sysmgr(&[
+        "status",
+        "--state-dir",
+        dir.join("state").to_str().unwrap(),
+        "--policy",
+        dir.join("policy.toml").to_str().unwrap(),
+    ]);
+    assert!(ok, "status failed: {err}");
+    out
+}
+
+/// Guest rows of a status table whose STATE column is `running`.
+fn running_guests(status: &str) -> usize {
+    status
+        .lines()
+        .filter(|l| l.split_whitespace().nth(2) == Some("running"))
+        .count()
+}
+
+/// Brings both guests up with the ignition and the VHAL handshake. The
+/// policy has no launch commands, so the daemon waits for VMMs started by
+/// someone else: the fakes appear after `StartVm`.
+fn boot(dir: &Path, mcu: &mut Mcu, android: &mut FakeAndroid) -> (FakeVmm, FakeVmm) {
+    mcu.cmd("ignition on");
+    wait_until("StartVm", 10, || {
+        log_lines(dir).iter().any(|l| l.contains("start_vm"))
+    });
+    let av = FakeVmm::start(&dir.join("android.ctl"));
+    let cv = FakeVmm::start(&dir.join("cluster.ctl"));
+    wait_until("both VMMs attached", 10, || av.attached() && cv.attached());
+    android.accept(10);
+    android.send("AP_POWER_STATE_REPORT 1 0");
+    android.expect_req("AP_POWER_STATE_REQ 0 0");
+    let mut last = String::new();
+    let end = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < end {
+        last = status(dir);
+        if running_guests(&last) == 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(running_guests(&last), 2, "{last}");
+    (av, cv)
+}
+
+#[test]
+fn ignition_off_handshake_then_cluster_deadline_then_power_off() {
+    let dir = tmpdir("a");
+    write_policy(&dir, "", 1500);
+    let mut android = FakeAndroid::start(&dir.join("android.vsock"));
+    let mut mcu = Mcu::start(&dir);
+    let d = daemon(&dir);
+    let (av, cv) = boot(&dir, &mut mcu, &mut android);
+    assert_eq!(mcu.count("<- POWER_ON"), 1, "{}", mcu.p.text());
+
+    mcu.cmd("ignition off");
+    android.expect_req("AP_POWER_STATE_REQ 1 3"); // SHUTDOWN_PREPARE(SHUTDOWN_ONLY)
+    android.send("AP_POWER_STATE_REPORT 4 5000");
+    android.send("AP_POWER_STATE_REPORT 4 5000");
+    android.send("AP_POWER_STATE_REPORT 5 0"); // SHUTDOWN_START
+    std::thread::sleep(Duration::from_millis(200));
+    let id = av.request("poweroff");
+    wait_until("android's poweroff allowed", 10, || !av.alive());
+    assert!(av.got(&format!("decide {id} allow")), "{:?}", av.received());
+    android.expect_req("AP_POWER_STATE_REQ 3 0"); // FINISHED
+                                                  // The cluster runs until its own deadline (1.5 s after ignition off),
+                                                  // then is stopped; only then does the MCU hear the power-off.
+    assert!(cv.alive());
+    wait_until("cluster stopped", 10, || cv.got("stop"));
+    wait_until("MCU power-off", 10, || mcu.count("<- POWER_OFF") == 1);
+    assert!(!cv.alive());
+
+    let log = log_lines(&dir);
+    let text = log.join("\n");
+    assert_eq!(
+        text.matches("\"value\":4,\"param\":5000").count(),
+        2,
+        "{text}"
+    );
+    assert!(text.contains("cluster cluster's deadline"), "{text}");
+    let s = status(&dir);
+    assert!(s.contains("system: powering off"), "{s}");
+    let (ok, ev, _) = sysmgr(&["events", "--state-dir", dir.join("state").to_str().unwrap()]);
+    assert!(ok);
+    assert!(
+        ev.contains("android: request 1: allow (shutdown under way: allow android's poweroff)"),
+        "{ev}"
+    );
+    assert!(ev.contains("MCU: power off"), "{ev}");
+    drop(d);
+}
+
+#[test]
+fn kill_9_restart_loses_no_request_and_no_decision() {
+    let dir = tmpdir("e");
+    write_policy(&dir, "", 30000);
+    let mut android = FakeAndroid::start(&dir.join("android.vsock"));
+    let mut mcu = Mcu::start(&dir);
+    let mut d = daemon(&dir);
+    let (av, cv) = boot(&dir, &mut mcu, &mut android);
+    mcu.cmd("in-use yes");
+    wait_until("vehicle in use logged", 10, || {
+        log_lines(&dir).iter().any(|l| l.contains("vehicle_in_use"))
+    });
+
+    // 1. A request made while the daemon is dead is held by the VMM and
+    //    decided after the restart.
+    d.child.kill().unwrap();
+    d.child.wait().unwrap();
+    let before = log_lines(&dir).len();
+    let id = av.request("reboot");
+    let d2 = daemon(&dir);
+    wait_until("the re-published reboot decided", 10, || {
+        av.got(&format!("decide {id} restart"))
+    });
+    assert!(log_lines(&dir).len() > before);
+    wait_until("android running again", 10, || {
+        status(&dir).contains("android  android  running")
+    });
+
+    // 2. A decision logged but lost on the way is sent again from the log,
+    //    without a second input.
+    av.s.lock().unwrap().drop_decides = true;
+    let id = av.request("poweroff");
+    wait_until("the poweroff decided", 10, || {
+        av.got(&format!("decide {id} hold"))
+    });
+    let n = log_lines(&dir).len();
+    drop(d2); // kill -9 (Proc::drop kills with SIGKILL)
+    av.s.lock().unwrap().drop_decides = false;
+    let d3 = daemon(&dir);
+    wait_until("the logged hold re-sent", 10, || {
+        av.received()
+            .iter()
+            .filter(|l| **l == format!("decide {id} hold"))
+            .count()
+            == 2
+    });
+    wait_until("android virtually off", 10, || {
+        av.s.lock().unwrap().state == "virtually-off"
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let after: Vec<String> = log_lines(&dir)[n..].to_vec();
+    assert!(
+        after.iter().all(|l| !l.contains("guest_power_request")),
+        "the lost decision became a new input: {after:?}"
+    );
+    // The cluster was never touched, and the log still verifies.
+    assert!(
+        cv.received().iter().all(|l| l == "attach"),
+        "{:?}",
+        cv.received()
+    );
+    let s = status(&dir);
+    assert!(s.contains("virtually off (Poweroff)"), "{s}");
+    // Ignition on again brings android back (held -> resume).
+    mcu.cmd("ignition on");
+    wait_until("android resumed", 10, || av.got("resume"));
+    drop(d3);
+    let (ok, out, err) = sysmgr(&[
+        "status",
+        "--state-dir",
+        dir.join("state").to_str().unwrap(),
+        "--policy",
+        dir.join("policy.toml").to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("daemon: not running (state replayed from"),
+        "{out}"
+    );
+}
+
+#[test]
+fn bad_input_is_logged_and_the_daemon_keeps_running() {
+    let dir = tmpdir("bad");
+    write_policy(&dir, "", 30000);
+    let mut android = FakeAndroid::start(&dir.join("android.vsock"));
+    let mut mcu = Mcu::start(&dir);
+    let d = daemon(&dir);
+    let (_av, cv) = boot(&dir, &mut mcu, &mut android);
+
+    // Malformed protobuf: a frame that is no McuToSoc is skipped (the link
+    // stays), a broken length prefix resets the link (it comes back).
+    mcu.cmd("raw 03 0a ff ff");
+    mcu.cmd("in-use yes");
+    wait_until("in-use after the bad frame", 10, || {
+        log_lines(&dir).iter().any(|l| l.contains("vehicle_in_use"))
+    });
+    mcu.cmd("raw ff ff ff ff ff ff 01");
+    wait_until("the link reset and reconnected", 10, || {
+        mcu.count("SoC connected") >= 2
+    });
+    let err = d.text();
+    assert!(err.contains("MCU: malformed message"), "{err}");
+    assert!(err.contains("resetting the link"), "{err}");
+
+    // Hostile VHAL lines: garbage is ignored, an undefined value is
+    // rejected in the log, an endless line closes the channel (it is
+    // reopened).
+    android.send("hello there");
+    android.send("AP_POWER_STATE_REPORT 99 0");
+    wait_until("the undefined report rejected", 10, || {
+        log_lines(&dir)
+            .iter()
+            .any(|l| l.contains("unknown AP_POWER_STATE_REPORT value 99"))
+    });
+    android.send(&"x".repeat(200));
+    android.accept(10);
+    android.send("AP_POWER_STATE_REPORT 1 0");
+    android.expect_req("AP_POWER_STATE_REQ 0 0");
+    assert!(d.text().contains("not a report, ignored"));
+
+    // A VMM that disappears: VmLost, the daemon keeps running and, as the
+    // policy restarts failed guests, waits for the VM to come back.
+    cv.vanish();
+    wait_until("VmLost logged", 10, || {
+        log_lines(&dir)
+            .iter()
+            .any(|l| l.contains("\"type\":\"vm_lost\",\"guest\":\"cluster\""))
+    });
+    let cv2 = FakeVmm::start(&dir.join("cluster.ctl"));
+    wait_until("the new cluster VMM attached", 15, || cv2.attached());
+    wait_until("cluster running again", 10, || {
+        status(&dir).contains("cluster  cluster  running")
+    });
+    drop(d);
+
+    // A policy with an error: one line naming line, column and field.
+    std::fs::write(
+        dir.join("bad.toml"),
+        "[[guest]]\nname = \"a\"\nrole = \"master\"\n",
+    )
+    .unwrap();
+    let (ok, _, err) = sysmgr(&[
+        "run",
+        "--policy",
+        dir.join("bad.toml").to_str().unwrap(),
+        "--state-dir",
+        dir.join("state2").to_str().unwrap(),
+        "--mcu-socket",
+        dir.join("nomcu.sock").to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("policy line 3, column 8: guest[1].role: unknown role `master`"),
+        "{err}"
+    );
+    // A guest the daemon cannot reach.
+    std::fs::write(
+        dir.join("bad2.toml"),
+        "[[guest]]\nname = \"a\"\nrole = \"other\"\n",
+    )
+    .unwrap();
+    let (ok, _, err) = sysmgr(&[
+        "run",
+        "--policy",
+        dir.join("bad2.toml").to_str().unwrap(),
+        "--state-dir",
+        dir.join("state2").to_str().unwrap(),
+        "--mcu-socket",
+        dir.join("nomcu.sock").to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert!(err.contains("guest[1] `a`: no control_socket"), "{err}");
+}
+
+#[test]
+fn a_log_from_another_policy_is_refused() {
+    let dir = tmpdir("verify");
+    write_policy(&dir, "", 30000);
+    let mut android = FakeAndroid::start(&dir.join("android.vsock"));
+    let mut mcu = Mcu::start(&dir);
+    let d = daemon(&dir);
+    let _vmms = boot(&dir, &mut mcu, &mut android);
+    drop(d);
+    // The same guests in another order: the recorded StartVm commands no
+    // longer replay.
+    let text = std::fs::read_to_string(dir.join("policy.toml")).unwrap();
+    let at = text.find("[[guest]]\nname = \"cluster\"").unwrap();
+    let (head, cluster) = text.split_at(at);
+    let at = head.find("[[guest]]").unwrap();
+    let (system, android) = head.split_at(at);
+    std::fs::write(
+        dir.join("policy.toml"),
+        format!("{system}{cluster}\n{android}"),
+    )
+    .unwrap();
+    let _ = std::fs::remove_file(dir.join("state/sysmgr.sock"));
+    let (ok, _, err) = sysmgr(&[
+        "run",
+        "--policy",
+        dir.join("policy.toml").to_str().unwrap(),
+        "--state-dir",
+        dir.join("state").to_str().unwrap(),
+        "--mcu-socket",
+        dir.join("mcu.sock").to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert!(err.contains("does not replay under this policy"), "{err}");
+}
