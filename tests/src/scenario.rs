@@ -1,11 +1,14 @@
 //! Helpers for integration tests that share one test-host boot: run the
 //! scenarios once, then let each `#[test]` check its own section.
 
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use crate::testhost::{self, ScenarioResult, TestHostConfig, TestHostRun};
 use crate::Arch;
+
+/// Held while a test host runs: boots in one process happen one after the other.
+static BOOT_LOCK: Mutex<()> = Mutex::new(());
 
 /// One outer boot running `scenarios`, started by the first test that asks.
 pub struct SharedRun {
@@ -37,6 +40,22 @@ impl SharedRun {
             arch: Arch::X86_64,
             scenarios,
             scenario_timeout: Some(scenario_timeout),
+            run: OnceLock::new(),
+        }
+    }
+
+    /// A run of `scenarios` in the test host of `arch`: the x86_64 default
+    /// timeout, or 360 s per scenario on aarch64 (inner boots take ~30 s
+    /// there and device traffic is several times slower). Test files that
+    /// another file re-runs on arm64 use this with `crate::ARCH`.
+    pub const fn on(arch: Arch, scenarios: &'static [&'static str]) -> Self {
+        Self {
+            arch,
+            scenarios,
+            scenario_timeout: match arch {
+                Arch::X86_64 => None,
+                Arch::Aarch64 => Some(Duration::from_secs(360)),
+            },
             run: OnceLock::new(),
         }
     }
@@ -73,6 +92,10 @@ impl SharedRun {
                 cfg.scenario_timeout = t;
                 cfg.timeout = boot + (t + Duration::from_secs(10)) * self.scenarios.len() as u32;
             }
+            // One test host at a time per test binary (a binary with several
+            // shared runs, like arm64_virtio.rs, would otherwise boot them in
+            // parallel on the test threads).
+            let _one_at_a_time = BOOT_LOCK.lock().unwrap_or_else(|p| p.into_inner());
             testhost::run(&cfg).map_err(|e| e.to_string())
         });
         match run {

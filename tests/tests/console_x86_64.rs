@@ -4,8 +4,17 @@
 //! runs them.
 
 use vmstack_tests::scenario::{Section, SharedRun};
+use vmstack_tests::Arch;
 
-static RUN: SharedRun = SharedRun::new(&["console-file", "console-unix", "console-stdio"]);
+/// This file's test host. `arm64_virtio.rs` includes this file as a module
+/// and re-runs its tests on arm64 under its own `ARCH`.
+#[allow(dead_code)]
+const ARCH: Arch = Arch::X86_64;
+
+static RUN: SharedRun = SharedRun::on(
+    crate::ARCH,
+    &["console-file", "console-unix", "console-stdio"],
+);
 
 /// Checks that `key=` has the same value as `other_key=`.
 fn same(s: &Section<'_>, key: &str, other_key: &str) {

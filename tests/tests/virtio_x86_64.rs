@@ -3,8 +3,14 @@
 //! `#[ignore]`d like the boot tests: `cargo xtask test` runs them.
 
 use vmstack_tests::scenario::SharedRun;
+use vmstack_tests::Arch;
 
-static RUN: SharedRun = SharedRun::new(&["virtio-rng"]);
+/// This file's test host. `arm64_virtio.rs` includes this file as a module
+/// and re-runs its tests on arm64 under its own `ARCH`.
+#[allow(dead_code)]
+const ARCH: Arch = Arch::X86_64;
+
+static RUN: SharedRun = SharedRun::on(crate::ARCH, &["virtio-rng"]);
 
 #[test]
 #[ignore = "needs the nested test host: run `cargo xtask test`"]

@@ -6,8 +6,14 @@
 //! `#[ignore]`d like the other nested tests: `cargo xtask test` runs them.
 
 use vmstack_tests::scenario::{Section, SharedRun};
+use vmstack_tests::Arch;
 
-static RUN: SharedRun = SharedRun::new(&["vsock"]);
+/// This file's test host. `arm64_virtio.rs` includes this file as a module
+/// and re-runs its tests on arm64 under its own `ARCH`.
+#[allow(dead_code)]
+const ARCH: Arch = Arch::X86_64;
+
+static RUN: SharedRun = SharedRun::on(crate::ARCH, &["vsock"]);
 
 /// Bytes of each 100 MiB stream.
 const STREAM_BYTES: u64 = 100 * 1024 * 1024;
