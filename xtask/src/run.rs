@@ -37,6 +37,10 @@ pub fn test(nested_only: bool, all_arch: bool) -> Result<()> {
     if !nested_only {
         step!("run: cargo test --workspace (unit tests)");
         util::run(setup::cargo().args(["test", "--workspace"])).context("unit tests failed")?;
+        let target = Arch::Aarch64.musl_target();
+        step!("run: cargo test --target {target} -p vmm -p devices (aarch64 unit tests under qemu-aarch64-static)");
+        util::run(setup::cargo().args(["test", "--target", target, "-p", "vmm", "-p", "devices"]))
+            .context("aarch64 unit tests failed")?;
     }
     step!("run: nested test host integration tests (tests/tests/*.rs)");
     let nested = Instant::now();
@@ -56,8 +60,7 @@ pub fn test(nested_only: bool, all_arch: bool) -> Result<()> {
         step!("skipping {ALL_ARCH_PREFIX}* tests (run them with --all-arch)");
         c.args(["--skip", ALL_ARCH_PREFIX]);
     }
-    util::run(&mut c)
-    .context("nested test host tests failed")?;
+    util::run(&mut c).context("nested test host tests failed")?;
     step!(
         "all tests passed (nested {:.1} s, total {:.1} s)",
         nested.elapsed().as_secs_f64(),

@@ -18,9 +18,14 @@ pub const HOST_PACKAGES: &[&str] = &[
 ];
 
 /// Extra Debian packages the aarch64 images and tests need: the test host's
-/// emulator and the cross linker of the static aarch64 VMM
-/// (`.cargo/config.toml` names `aarch64-linux-gnu-gcc` as its linker).
-pub const AARCH64_HOST_PACKAGES: &[&str] = &["qemu-system-arm", "gcc-aarch64-linux-gnu"];
+/// emulator, the cross linker of the static aarch64 VMM and the user-mode
+/// emulator that runs its unit tests (`.cargo/config.toml` names
+/// `aarch64-linux-gnu-gcc` as linker and `qemu-aarch64-static` as runner).
+pub const AARCH64_HOST_PACKAGES: &[&str] = &[
+    "qemu-system-arm",
+    "gcc-aarch64-linux-gnu",
+    "qemu-user-static",
+];
 
 fn installed(pkg: &str) -> bool {
     Command::new("dpkg-query")
