@@ -136,6 +136,10 @@ pub enum BuildError {
     /// Creating a vCPU failed.
     #[error(transparent)]
     Vcpu(#[from] VcpuError),
+    /// Creating the in-kernel GICv3 failed (aarch64).
+    #[cfg(target_arch = "aarch64")]
+    #[error("cannot set up the GICv3: {0}")]
+    Gic(arch_impl::VcpuSetupError),
     /// Configuring a vCPU failed.
     #[error("cannot configure vCPU {id}: {source}")]
     VcpuSetup {

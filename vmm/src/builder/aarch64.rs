@@ -67,8 +67,7 @@ impl Platform {
             })?;
             vcpus.push((fd, kvi));
         }
-        let gic = arch::kvm::create_gic(vm.fd(), config.cpus)
-            .map_err(|source| BuildError::VcpuSetup { id: 0, source })?;
+        let gic = arch::kvm::create_gic(vm.fd(), config.cpus).map_err(BuildError::Gic)?;
         arch::kvm::enable_system_suspend(vm.fd());
 
         let mem_size = config.mem_mib << 20;
