@@ -2,8 +2,9 @@
 //! virt,virtualization=on`, Debian arm64 kernel with
 //! `kvm-arm.mode=protected`) our static aarch64 VMM boots the Debian arm64
 //! guest on pKVM. One outer boot runs the scenarios shared with x86_64
-//! (same scripts, same assertions): boot + poweroff, boot + reboot, and the
-//! held suspend (PSCI SYSTEM_SUSPEND instead of ACPI S3).
+//! (same scripts, same assertions): boot + poweroff, boot + reboot, a
+//! poweroff held by the arbiter then restarted in-process (new VM, vCPUs and
+//! vGIC), and the held suspend (PSCI SYSTEM_SUSPEND instead of ACPI S3).
 //!
 //! `#[ignore]`d like every nested test; `cargo xtask test` builds the
 //! aarch64 VMM and images and runs them. By hand:
@@ -19,7 +20,7 @@ use vmstack_tests::Arch;
 /// Each inner arm64 boot takes ~30 s under nested emulation.
 static RUN: SharedRun = SharedRun::for_arch(
     Arch::Aarch64,
-    &["boot-poweroff", "boot-reboot", "suspend"],
+    &["boot-poweroff", "boot-reboot", "arbiter", "suspend"],
     Duration::from_secs(180),
 );
 
@@ -63,6 +64,27 @@ fn reboot_is_a_psci_system_reset() {
         .expect("VMSTACK-GUEST-INIT-OK")
         .expect("guest power request: reboot")
         .expect("vmm: exit reason: reboot");
+}
+
+#[test]
+#[ignore = "needs the nested test host: run `cargo xtask test`"]
+fn held_poweroff_is_virtually_off_then_boots_again_on_resume() {
+    // The assertions of control_x86_64.rs for the same scenario.
+    let s = RUN.section("arbiter", 0);
+    s.expect("event power-request id=1 kind=poweroff")
+        .expect("decide-1: decided")
+        .expect("status: state=virtually-off arbitrated=true pending=0 boots=1")
+        .expect("status-after-2s: state=virtually-off")
+        .expect("resume: resumed")
+        .expect("restarting the VM")
+        .expect("event power-request id=2 kind=poweroff")
+        .expect("boots=2")
+        .expect("decide-2: decided")
+        .expect("vmm: exit reason: poweroff");
+    let inits = s.result.output.matches("VMSTACK-GUEST-INIT-OK").count();
+    if inits != 2 {
+        s.fail(&format!("guest booted {inits} times, expected 2"));
+    }
 }
 
 #[test]
