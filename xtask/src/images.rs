@@ -302,14 +302,24 @@ fn check_kernel_format(kernel: &Path, arch: Arch) -> Result<()> {
 /// Builds the static guest tools and returns the binary and its sha256.
 fn guest_tools(arch: Arch) -> Result<(PathBuf, String)> {
     let path = setup::build_guest_tools(arch)?;
-    let data = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    // `vhal-test` comes from the same package; both hashes are the input.
+    let mut sha = String::new();
+    for p in [path.clone(), path.with_file_name("vhal-test")] {
+        sha.push_str(&static_binary_sha(&p)?);
+    }
+    Ok((path, sha))
+}
+
+/// The sha256 of a static binary; refuses a dynamically linked one.
+fn static_binary_sha(path: &Path) -> Result<String> {
+    let data = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     if modules::elf_is_dynamic(&data).with_context(|| format!("{}", path.display()))? {
         bail!(
             "{} is dynamically linked; the images have no libc",
             path.display()
         );
     }
-    Ok((path, util::sha256_bytes(&data)))
+    Ok(util::sha256_bytes(&data))
 }
 
 /// Builds all x86_64 images; `vmm` overrides the VMM binary put into the test host.
@@ -395,6 +405,7 @@ pub fn build(arch: Arch, vmm: Option<&Path>) -> Result<Images> {
         add_scripts(&mut a, &guest_src)?;
         add_modules(&mut a, &tree, &release, &guest_modules)?;
         a.file_from("bin/vsock-test", 0o755, &tools)?;
+        a.file_from("bin/vhal-test", 0o755, &tools.with_file_name("vhal-test"))?;
         let size = a.write_gz(&guest_initrd)?;
         step!("  {} entries, {}", a.len(), util::human(size));
         write_stamp(&guest_initrd, &guest_key)?;
@@ -403,12 +414,15 @@ pub fn build(arch: Arch, vmm: Option<&Path>) -> Result<Images> {
 
     // Test host initramfs.
     let vmm = vmm_binary(vmm, arch)?;
+    // The system manager (/bin/sysmgr); its hash is an input.
+    let sysmgr = setup::build_sysmgr(arch)?;
+    let sysmgr_sha = static_binary_sha(&sysmgr)?;
     let th_src = prebuilts.join("testhost");
     let th_modules = modules_list(&th_src, arch)?;
     let th_initrd = out.join(vmstack_tests::testhost::TESTHOST_INITRD);
     let mut h = Sha256::new();
     h.update(format!(
-        "{BUILDER_VERSION} {} {} {guest_initrd_sha} tools={tools_sha} vmm={}",
+        "{BUILDER_VERSION} {} {} {guest_initrd_sha} tools={tools_sha} sysmgr={sysmgr_sha} vmm={}",
         busybox_pkg.sha256,
         image_pkg.sha256,
         vmm.as_ref().map(|(_, s)| s.as_str()).unwrap_or("none")
@@ -435,6 +449,8 @@ pub fn build(arch: Arch, vmm: Option<&Path>) -> Result<Images> {
         a.file_from("guest/vmlinuz", 0o644, &guest_kernel)?;
         a.file_from("guest/initramfs.cpio.gz", 0o644, &guest_initrd)?;
         a.file_from("bin/vsock-test", 0o755, &tools)?;
+        a.file_from("bin/vhal-test", 0o755, &tools.with_file_name("vhal-test"))?;
+        a.file_from("bin/sysmgr", 0o755, &sysmgr)?;
         if let Some((p, _)) = &vmm {
             a.file_from("bin/vmm", 0o755, p)?;
         }

@@ -170,6 +170,31 @@ pub fn build_guest_tools(arch: Arch) -> Result<PathBuf> {
     Ok(bin)
 }
 
+/// Builds the static system manager (`cargo build --release --target
+/// <arch>-unknown-linux-musl -p system-manager --bin sysmgr`); it goes into
+/// the test host as `/bin/sysmgr`.
+pub fn build_sysmgr(arch: Arch) -> Result<PathBuf> {
+    let target = arch.musl_target();
+    let mut c = cargo();
+    c.args([
+        "build",
+        "--release",
+        "--target",
+        target,
+        "-p",
+        "system-manager",
+        "--bin",
+        "sysmgr",
+    ]);
+    step!("run: cargo build --release --target {target} -p system-manager --bin sysmgr");
+    util::run(&mut c).context("building sysmgr failed")?;
+    let bin = paths::target_dir().join(target).join("release/sysmgr");
+    if !bin.is_file() {
+        bail!("cargo built sysmgr but {} is missing", bin.display());
+    }
+    Ok(bin)
+}
+
 /// Everything `test` and `demo` need before booting anything.
 pub fn prepare_machine() -> Result<()> {
     ensure_host_packages()?;

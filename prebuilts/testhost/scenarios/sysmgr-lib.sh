@@ -1,0 +1,100 @@
+# Shared by the sysmgr-* scenarios (sourced, not a scenario; set SCEN
+# first): a policy with an android-role and a cluster-role VMM (1 vCPU,
+# 192 MiB each) launched by sysmgr, the MCU simulator fed through a FIFO,
+# and wait helpers. Everything lives in /tmp/$SCEN.
+D=/tmp/$SCEN
+rm -rf $D
+S=$D/state
+A_CTL=$D/android.ctl
+A_VSOCK=$D/android.vsock
+C_CTL=$D/cluster.ctl
+mkdir -p $D
+
+# write_policy VHAL_SCRIPT
+write_policy() {
+    cat > $D/policy.toml <<POLICY
+[system]
+shutdown_deadline_ms = 60000
+postpone_watchdog_ms = 5000
+max_postpone_ms = 5000
+final_grace_ms = 8000
+vm_exit_grace_ms = 8000
+wake_hold_ms = 10000
+
+[[guest]]
+name = "android"
+role = "android"
+control_socket = "$A_CTL"
+vsock_socket = "$A_VSOCK"
+launch = ["/bin/vmm", "run", "--cpus", "1", "--mem", "192", "--socket", "$A_CTL", "--power-arbiter", "--vsock", "cid=3,socket=$A_VSOCK", "--initrd", "/guest/initramfs.cpio.gz", "--params", "console=ttyS0 guest.scenario=sysmgr-android vhal.script=$1", "/guest/vmlinuz"]
+
+[[guest]]
+name = "cluster"
+role = "cluster"
+shutdown_deadline_ms = 8000
+control_socket = "$C_CTL"
+launch = ["/bin/vmm", "run", "--cpus", "1", "--mem", "192", "--socket", "$C_CTL", "--power-arbiter", "--initrd", "/guest/initramfs.cpio.gz", "--params", "console=ttyS0 guest.scenario=sysmgr-cluster", "/guest/vmlinuz"]
+POLICY
+}
+
+T0=$(cut -d' ' -f1 /proc/uptime)
+t() { awk -v a="$T0" -v b="$(cut -d' ' -f1 /proc/uptime)" 'BEGIN{printf "%.1f", b-a}'; }
+step() { echo "step t=$(t)s: $*"; }
+
+start_mcu() {
+    mkfifo $D/mcu.in
+    sysmgr mcu --socket $D/mcu.sock < $D/mcu.in > $D/mcu.out 2>&1 &
+    MCU=$!
+    exec 3>$D/mcu.in
+}
+mcu() { echo "$*" >&3; step "mcu: $*"; }
+
+# start_sysmgr N: the daemon, output in $D/sysmgr-N.out
+start_sysmgr() {
+    sysmgr run --policy $D/policy.toml --state-dir $S --mcu-socket $D/mcu.sock \
+        > $D/sysmgr-$1.out 2>&1 &
+    SM=$!
+}
+
+# count FILE PATTERN
+count() { c=$(grep -c "$2" "$1" 2>/dev/null); echo "${c:-0}"; }
+
+# wait_for FILE PATTERN SECS [N]: until PATTERN occurs N (default 1) times.
+wait_for() {
+    n=${4:-1}
+    for i in $(seq "$3"); do
+        [ "$(count "$1" "$2")" -ge "$n" ] && return 0
+        sleep 1
+    done
+    echo "TIMEOUT after $3 s waiting for '$2' x$n in $1"
+    return 1
+}
+
+# wait_vmm SOCKET PATTERN SECS: until `vmm status` matches.
+wait_vmm() {
+    for i in $(seq "$3"); do
+        s=$(vmm status "$1" 2>/dev/null)
+        case "$s" in *"$2"*) echo "vmm status $(basename "$1"): $s"; return 0 ;; esac
+        sleep 1
+    done
+    echo "TIMEOUT waiting for vmm status '$2' on $1"
+    return 1
+}
+
+# finish: stop everything and print every log, each line prefixed.
+finish() {
+    step "end"
+    sysmgr status --state-dir $S --policy $D/policy.toml 2>&1
+    echo "---- sysmgr events"
+    sysmgr events --state-dir $S 2>&1
+    kill $SM 2>/dev/null
+    wait $SM 2>/dev/null
+    # The whole log (every daemon's records) replays and verifies.
+    sysmgr status --state-dir $S --policy $D/policy.toml 2>&1 | sed 's/^/final-status| /'
+    for s in $A_CTL $C_CTL; do vmm stop $s >/dev/null 2>&1; done
+    sleep 1
+    kill $MCU 2>/dev/null
+    for f in $D/mcu.out $D/sysmgr-*.out $S/android.vmm.log $S/cluster.vmm.log; do
+        [ -f "$f" ] && sed "s#^#$(basename "$f")| #" "$f"
+    done
+}

@@ -1,0 +1,57 @@
+#!/bin/sh
+# sysmgr with two VMs (tests/tests/sysmgr_x86_64.rs), one continuous drive:
+#  (b) android reboots while the vehicle is in use: only its VM restarts;
+#  (c) android powers off while the cluster needs the system: held
+#      virtually off; ignition off/on brings it back;
+#  (a) ignition off: SHUTDOWN_PREPARE, two postpones, SHUTDOWN_START,
+#      poweroff; the cluster until its own deadline; then POWER_OFF;
+#  (e) during (a), sysmgr is killed with -9 after the first postpone and
+#      restarted; the shutdown completes.
+SCEN=sysmgr
+. /scenarios/sysmgr-lib.sh
+write_policy postpone:5000,postpone:5000,start
+start_mcu
+start_sysmgr 1
+mcu in-use yes
+mcu ignition on
+wait_for $S/android.vmm.log "vhal: REQ ON" 180 || { finish; exit 1; }
+wait_for $S/cluster.vmm.log CLUSTER-UP 120 || { finish; exit 1; }
+step "both guests up"
+
+# (b)
+vhal-test send-line $A_VSOCK 4101 reboot --retry 30
+wait_for $S/android.vmm.log ANDROID-UP 180 2 || { finish; exit 1; }
+wait_for $S/android.vmm.log "vhal: channel connected" 120 2 || { finish; exit 1; }
+step "android rebooted"
+echo "b-android: $(vmm status $A_CTL)"
+echo "b-cluster: $(vmm status $C_CTL)"
+
+# (c)
+vhal-test send-line $A_VSOCK 4101 poweroff --retry 30
+wait_vmm $A_CTL state=virtually-off 120 || { finish; exit 1; }
+step "android held virtually off"
+echo "c-cluster: $(vmm status $C_CTL)"
+mcu ignition off
+sleep 3
+echo "c-held-android: $(vmm status $A_CTL)"
+sysmgr status --state-dir $S | sed 's/^/c-status| /'
+mcu ignition on
+wait_for $S/android.vmm.log ANDROID-UP 180 3 || { finish; exit 1; }
+wait_for $S/android.vmm.log "vhal: channel connected" 120 3 || { finish; exit 1; }
+step "android back"
+echo "c-android: $(vmm status $A_CTL)"
+
+# (a) + (e)
+mcu in-use no
+mcu ignition off
+wait_for $S/android.vmm.log "REPORT SHUTDOWN_POSTPONE" 120 1 || { finish; exit 1; }
+kill -9 $SM
+step "sysmgr killed with -9 (pid $SM)"
+start_sysmgr 2
+step "sysmgr restarted (pid $SM)"
+wait_for $D/mcu.out "<- POWER_OFF" 180 || { finish; exit 1; }
+step "system powered off"
+echo "a-android-vmm: $(vmm status $A_CTL 2>&1)"
+echo "a-cluster-vmm: $(vmm status $C_CTL 2>&1)"
+finish
+exit 0
