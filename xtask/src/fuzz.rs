@@ -135,8 +135,8 @@ pub fn fuzz(target: Option<&str>, runs: u64, max_time: Option<u64>) -> Result<()
     let max_time = max_time.unwrap_or_else(|| (runs / 1000).max(120));
     ensure_tools()?;
     step!(
-        "run: cargo +nightly fuzz build {} (in fuzz/)",
-        target.unwrap_or("")
+        "run: cargo +nightly fuzz build{} (in fuzz/)",
+        target.map(|t| format!(" {t}")).unwrap_or_default()
     );
     let mut build = nightly_cargo();
     build.args(["fuzz", "build"]);
