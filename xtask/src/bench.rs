@@ -55,7 +55,8 @@ const PER_BOOT: Duration = Duration::from_secs(120);
 pub fn bench(what: &str, runs: u32) -> Result<()> {
     match what {
         "boot" => boot(runs),
-        other => bail!("unknown benchmark {other:?} (known: boot)"),
+        "arbiter" => crate::bench_arbiter::arbiter(),
+        other => bail!("unknown benchmark {other:?} (known: boot, arbiter)"),
     }
 }
 

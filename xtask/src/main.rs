@@ -16,6 +16,7 @@
 
 mod apt;
 mod bench;
+mod bench_arbiter;
 mod cpio;
 mod fuzz;
 mod images;

@@ -5,6 +5,9 @@
 //! disconnections, VHAL reports, MCU messages, status queries. A fact that
 //! is an arbiter input is stamped with the clock, handled, **appended to the
 //! decision log and fsynced**, and only then are the outputs carried out.
+//! Events that are already queued are handled as one batch with one fsync
+//! (group commit): every record is still on disk before any of its outputs
+//! is carried out, and outputs keep the order of their inputs.
 //!
 //! After a restart (even `kill -9`) the daemon replays and verifies the
 //! log, attaches to the VMMs again (they re-publish their state and pending
@@ -105,7 +108,12 @@ pub struct Daemon {
     held_poweroff: Option<(SocToMcu, tokio::time::Instant)>,
     events: UnboundedSender<Event>,
     started_at: u64,
+    /// Records written but not yet synced; their outputs wait.
+    unsynced: Vec<LogRecord>,
 }
+
+/// Most events handled under one fsync.
+const MAX_BATCH: usize = 256;
 
 fn system_word(s: &SystemState) -> String {
     s.to_string()
@@ -210,6 +218,7 @@ impl Daemon {
             held_poweroff: None,
             events: tx,
             started_at: store::boottime_ms(),
+            unsynced: Vec::new(),
         };
         d.resume_links();
         Ok((d, rx))
@@ -254,11 +263,22 @@ impl Daemon {
             let held = self.held_poweroff.as_ref().map(|(_, t)| *t);
             tokio::select! {
                 ev = rx.recv() => match ev {
-                    Some(ev) => self.on_event(ev)?,
+                    Some(ev) => {
+                        self.on_event(ev)?;
+                        // Group commit: what is already queued shares the fsync.
+                        for _ in 1..MAX_BATCH {
+                            match rx.try_recv() {
+                                Ok(ev) => self.on_event(ev)?,
+                                Err(_) => break,
+                            }
+                        }
+                        self.commit()?;
+                    }
                     None => return Ok(()),
                 },
                 _ = tokio::time::sleep(due.unwrap_or_default()), if due.is_some() => {
                     self.feed(Input::Tick)?;
+                    self.commit()?;
                 }
                 _ = tokio::time::sleep_until(held.unwrap_or_else(tokio::time::Instant::now)), if held.is_some() => {
                     tracing::warn!("VMMs still attached after the power-off wait; killing them and powering off");
@@ -273,19 +293,31 @@ impl Daemon {
         }
     }
 
-    /// Hands one input to the arbiter, logs the record durably, then carries
-    /// out its outputs.
+    /// Hands one input to the arbiter and writes its record; the outputs
+    /// are carried out by [`Daemon::commit`].
     fn feed(&mut self, input: Input) -> Result<()> {
         let now = self.clock.now();
         let record = self.arbiter.step(now, input);
-        // Nothing is done before the record is on disk: a crash after this
-        // point replays it; before it, the input is re-derived from the
-        // VMMs, the MCU and the guest.
-        self.log.append(&record).context("decision log")?;
+        self.log.write(&record).context("decision log")?;
         self.decided.note(&record.input, &record.outputs);
-        print_record(&record);
-        for o in &record.outputs {
-            self.execute(o);
+        self.unsynced.push(record);
+        Ok(())
+    }
+
+    /// Makes the written records durable, then carries out their outputs in
+    /// order. Nothing is done before a record is on disk: a crash after the
+    /// sync replays it; before it, the input is re-derived from the VMMs,
+    /// the MCU and the guest.
+    fn commit(&mut self) -> Result<()> {
+        if self.unsynced.is_empty() {
+            return Ok(());
+        }
+        self.log.sync().context("decision log")?;
+        for record in std::mem::take(&mut self.unsynced) {
+            print_record(&record);
+            for o in &record.outputs {
+                self.execute(o);
+            }
         }
         self.update_vhal_wants();
         Ok(())

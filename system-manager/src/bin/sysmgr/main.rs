@@ -5,6 +5,7 @@
 //! sysmgr status --state-dir DIR [--policy FILE]
 //! sysmgr events --state-dir DIR [--last N] [--guest NAME] [--timers]
 //! sysmgr mcu --socket PATH [--script FILE]
+//! sysmgr bench [--guests 8] [--rate 1000] [--seconds 10] [--state-dir DIR]
 //! ```
 //!
 //! The daemon owns the pure arbiter core (`system_manager::Arbiter`) and
@@ -12,6 +13,7 @@
 //! socket) and the Android guest's VHAL power channel (over vsock). See
 //! `docs/system-manager.md`.
 
+mod bench;
 mod cli;
 mod daemon;
 mod lines;
@@ -84,6 +86,22 @@ enum Cmd {
         #[arg(long)]
         script: Option<PathBuf>,
     },
+    /// Measure request -> decision latency (`cargo xtask bench arbiter`).
+    Bench {
+        /// Simulated guests (fake VMMs).
+        #[arg(long, default_value_t = 8)]
+        guests: usize,
+        /// Power requests per second, over all guests.
+        #[arg(long, default_value_t = 1000)]
+        rate: u32,
+        /// How long to send.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Where the daemon writes its decision log (default: a fresh
+        /// directory under the temp dir).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -116,6 +134,12 @@ fn main() -> ExitCode {
             guest,
             timers,
         } => cli::events(&state_dir, last, guest.as_deref(), timers).map(|t| print!("{t}")),
+        Cmd::Bench {
+            guests,
+            rate,
+            seconds,
+            state_dir,
+        } => bench::run(guests, rate, seconds, state_dir),
         Cmd::Mcu { socket, script } => {
             runtime().and_then(|rt| rt.block_on(mcu_sim::run(socket, script)))
         }

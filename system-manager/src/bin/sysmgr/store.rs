@@ -100,15 +100,28 @@ impl DecisionLog {
     }
 
     /// Appends one record and waits until it is on disk.
+    #[cfg(test)]
     pub fn append(&mut self, record: &LogRecord) -> Result<()> {
+        self.write(record)?;
+        self.sync()
+    }
+
+    /// Writes one record (not yet durable: [`DecisionLog::sync`] makes it so).
+    pub fn write(&mut self, record: &LogRecord) -> Result<()> {
         let mut line = record
             .to_json_line()
             .context("cannot serialize a log record")?;
         line.push('\n');
         self.file
             .write_all(line.as_bytes())
-            .and_then(|()| self.file.sync_data())
             .with_context(|| format!("cannot write {}", self.path.display()))
+    }
+
+    /// Waits until every record written so far is on disk.
+    pub fn sync(&mut self) -> Result<()> {
+        self.file
+            .sync_data()
+            .with_context(|| format!("cannot sync {}", self.path.display()))
     }
 }
 
