@@ -343,8 +343,24 @@ fn daemon(dir: &Path) -> Proc {
     p
 }
 
+/// Runs `sysmgr ARGS` to completion (killed after 20 s: a `run` that
+/// should have refused to start must not hang the test).
 fn sysmgr(args: &[&str]) -> (bool, String, String) {
-    let o = Command::new(SYSMGR).args(args).output().unwrap();
+    let mut child = Command::new(SYSMGR)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let end = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > end {
+            let _ = child.kill();
+            panic!("sysmgr {args:?} did not finish in 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let o = child.wait_with_output().unwrap();
     (
         o.status.success(),
         String::from_utf8_lossy(&o.stdout).into_owned(),
