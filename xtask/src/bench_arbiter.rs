@@ -27,7 +27,15 @@ pub fn arbiter() -> Result<()> {
     .context("building sysmgr failed")?;
     let bin = paths::target_dir().join("release/sysmgr");
     let mut c = Command::new(bin);
-    c.args(["bench", "--guests", "8", "--rate", "1000", "--seconds", "10"]);
+    c.args([
+        "bench",
+        "--guests",
+        "8",
+        "--rate",
+        "1000",
+        "--seconds",
+        "10",
+    ]);
     step!("run: sysmgr bench --guests 8 --rate 1000 --seconds 10");
     util::run(&mut c)
 }

@@ -108,8 +108,7 @@ impl Channel {
         let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             if let Some(c) = conn.as_mut() {
-                if c
-                    .write_all(format!("AP_POWER_STATE_REPORT {value} {param}\n").as_bytes())
+                if c.write_all(format!("AP_POWER_STATE_REPORT {value} {param}\n").as_bytes())
                     .is_ok()
                 {
                     println!("vhal: REPORT {what}");
@@ -187,7 +186,10 @@ fn client(port: u32, steps: Vec<String>, step_ms: u64) -> io::Result<()> {
                 };
                 let name = REQ_NAMES.get(v).copied().unwrap_or("?");
                 if v == 1 {
-                    println!("vhal: REQ {name}({})", PARAM_NAMES.get(p).copied().unwrap_or("?"));
+                    println!(
+                        "vhal: REQ {name}({})",
+                        PARAM_NAMES.get(p).copied().unwrap_or("?")
+                    );
                 } else {
                     println!("vhal: REQ {name}");
                 }
@@ -265,9 +267,16 @@ fn main() -> ExitCode {
     let port = opt("--port").and_then(|p| p.parse().ok());
     let result = match (args.first().map(String::as_str), port) {
         (Some("client"), Some(port)) => {
-            let script = opt("--script").unwrap_or_else(|| "postpone:5000,postpone:5000,start".into());
-            let step_ms = opt("--step-ms").and_then(|s| s.parse().ok()).unwrap_or(2000);
-            client(port, script.split(',').map(str::to_string).collect(), step_ms)
+            let script =
+                opt("--script").unwrap_or_else(|| "postpone:5000,postpone:5000,start".into());
+            let step_ms = opt("--step-ms")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(2000);
+            client(
+                port,
+                script.split(',').map(str::to_string).collect(),
+                step_ms,
+            )
         }
         (Some("wait-line"), Some(port)) => wait_line(port),
         (Some("send-line"), _) => {
