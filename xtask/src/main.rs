@@ -16,6 +16,7 @@
 
 mod apt;
 mod bench;
+mod bench_arm64;
 mod bench_arbiter;
 mod cpio;
 mod fuzz;
@@ -93,6 +94,10 @@ enum Cmd {
         /// Boots per VMM (at least 5); the medians are reported.
         #[arg(long, default_value_t = bench::MIN_RUNS)]
         runs: u32,
+        /// Test host architecture: x86_64 (default) or aarch64 (`boot` only:
+        /// our VMM alone in the arm64 pKVM test host, see docs/arm64.md).
+        #[arg(long, default_value = "x86_64")]
+        arch: paths::Arch,
     },
     /// Fuzz the device parsers and the virtio-mmio transport (cargo-fuzz,
     /// nightly; see docs/fuzzing.md).
@@ -122,7 +127,13 @@ fn main() {
             no_build,
             arch,
         } => run::testhost(&scenarios, no_build, arch),
-        Cmd::Bench { what, runs } => bench::bench(&what, runs),
+        Cmd::Bench { what, runs, arch } => match (arch, what.as_str()) {
+            (paths::Arch::Aarch64, "boot") => bench_arm64::boot(runs),
+            (paths::Arch::Aarch64, other) => Err(anyhow::anyhow!(
+                "bench {other} has no aarch64 variant (aarch64: boot)"
+            )),
+            (paths::Arch::X86_64, _) => bench::bench(&what, runs),
+        },
         Cmd::Fuzz {
             target,
             runs,

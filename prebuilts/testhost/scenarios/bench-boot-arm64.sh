@@ -1,0 +1,54 @@
+#!/bin/sh
+# Boot benchmark in the arm64 pKVM test host (`cargo xtask bench boot --arch
+# aarch64`, see docs/arm64.md): N boots of our VMM, 1 vCPU / 128 MiB, quiet
+# guest that powers off right after /init. One line per boot:
+#   @@BENCH-ARM64 run=I entry_us=.. init_us=.. exit_ms=.. rss_kib=.. guest_kib=.. rc=..
+# entry_us, init_us: the VMM's own log lines, from its main() to the first
+#   KVM_RUN and to the guest's boot-timer write;
+# exit_ms: spawn to process exit, from /proc/uptime (10 ms resolution);
+# rss_kib, guest_kib: /proc/PID/smaps right after the boot-timer line showed
+#   up, with the VMM stopped (SIGSTOP): all Rss, and the Rss of the guest RAM
+#   mapping (the one of the guest memory size). Overhead = the difference.
+runs=5
+for arg in $(cat /proc/cmdline); do
+    case "$arg" in
+        bench.runs=*) runs="${arg#bench.runs=}" ;;
+    esac
+done
+mem=128
+up_ms() { awk '{ printf "%d", $1 * 1000 }' /proc/uptime; }
+i=1
+while [ "$i" -le "$runs" ]; do
+    log=/tmp/bench-vmm-$i.log
+    t0=$(up_ms)
+    /bin/vmm run --cpus 1 --mem $mem --serial type=sink --initrd /guest/initramfs.cpio.gz \
+        --params "quiet guest.scenario=poweroff" /guest/vmlinuz > "$log" 2>&1 &
+    pid=$!
+    rss=none
+    guest=none
+    n=0
+    while ! grep -q "guest init reached after" "$log"; do
+        kill -0 "$pid" 2>/dev/null || break
+        n=$((n + 1))
+        [ "$n" -gt 6000 ] && break
+        usleep 20000
+    done
+    if grep -q "guest init reached after" "$log" && kill -STOP "$pid" 2>/dev/null; then
+        set -- $(awk -v g=$((mem * 1024)) '
+            /^[0-9a-f]+-[0-9a-f]+ / { size = 0 }
+            /^Size:/ { size = $2 }
+            /^Rss:/ { total += $2; if (size == g) guest += $2 }
+            END { printf "%d %d\n", total, guest }' "/proc/$pid/smaps")
+        rss=$1
+        guest=$2
+        kill -CONT "$pid"
+    fi
+    wait "$pid"
+    rc=$?
+    t1=$(up_ms)
+    entry=$(sed -n 's/.*entering guest after \([0-9]*\) us.*/\1/p' "$log")
+    init=$(sed -n 's/.*guest init reached after \([0-9]*\) us.*/\1/p' "$log")
+    echo "@@BENCH-ARM64 run=$i entry_us=${entry:-none} init_us=${init:-none} exit_ms=$((t1 - t0)) rss_kib=$rss guest_kib=$guest rc=$rc"
+    [ "$rc" -eq 0 ] || tail -n 20 "$log"
+    i=$((i + 1))
+done
