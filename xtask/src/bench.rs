@@ -51,17 +51,22 @@ const SCENARIO: &str = "bench-boot";
 /// Per-boot timeout inside the test host (bootbench's default).
 const PER_BOOT: Duration = Duration::from_secs(120);
 
-/// Entry point of `cargo xtask bench <what> [--runs N]`.
-pub fn bench(what: &str, runs: u32) -> Result<()> {
+/// Entry point of `cargo xtask bench <what> [--runs N]` (`runs`: boots per
+/// VMM for `boot`, default [`MIN_RUNS`]; rounds for `devices`, default
+/// [`crate::bench_devices::DEFAULT_ROUNDS`]).
+pub fn bench(what: &str, runs: Option<u32>) -> Result<()> {
     match what {
-        "boot" => boot(runs),
+        "boot" => boot(runs.unwrap_or(MIN_RUNS)),
         "arbiter" => crate::bench_arbiter::arbiter(),
-        other => bail!("unknown benchmark {other:?} (known: boot, arbiter)"),
+        "devices" => {
+            crate::bench_devices::devices(runs.unwrap_or(crate::bench_devices::DEFAULT_ROUNDS))
+        }
+        other => bail!("unknown benchmark {other:?} (known: boot, devices, arbiter)"),
     }
 }
 
 /// Builds `bootbench` as a static musl binary.
-fn build_bootbench() -> Result<PathBuf> {
+pub(crate) fn build_bootbench() -> Result<PathBuf> {
     step!(
         "run: cargo build --release --target {} -p bootbench",
         paths::MUSL_TARGET
@@ -75,8 +80,7 @@ fn build_bootbench() -> Result<PathBuf> {
         "bootbench",
     ]))
     .context("building bootbench failed")?;
-    let bin = paths::workspace_root()
-        .join("target")
+    let bin = paths::target_dir()
         .join(paths::MUSL_TARGET)
         .join("release/bootbench");
     if !bin.is_file() {
@@ -133,7 +137,7 @@ fn add_host_file(a: &mut Archive, path: &str, mode: u32) -> Result<()> {
 }
 
 /// Version of an installed Debian package.
-fn dpkg_version(pkg: &str) -> Result<String> {
+pub(crate) fn dpkg_version(pkg: &str) -> Result<String> {
     Ok(
         util::output(Command::new("dpkg-query").args(["-W", "-f=${Version}", pkg]))?
             .trim()
@@ -142,7 +146,7 @@ fn dpkg_version(pkg: &str) -> Result<String> {
 }
 
 /// Writes `bench-extra.cpio.gz`: bootbench, QEMU + libraries + firmware, bench-info.
-fn build_extra(bootbench: &Path, out: &Path, info: &str) -> Result<()> {
+pub(crate) fn build_extra(bootbench: &Path, out: &Path, info: &str) -> Result<()> {
     let mut a = Archive::new();
     a.file_from("bin/bootbench", 0o755, bootbench)?;
     a.file_from(QEMU, 0o755, Path::new(QEMU))?;
@@ -168,7 +172,7 @@ fn build_extra(bootbench: &Path, out: &Path, info: &str) -> Result<()> {
 
 /// Writes `first` followed by `second` (4-byte aligned) to `out`: the kernel
 /// unpacks concatenated initramfs archives in order.
-fn concat(first: &Path, second: &Path, out: &Path) -> Result<()> {
+pub(crate) fn concat(first: &Path, second: &Path, out: &Path) -> Result<()> {
     let mut data =
         std::fs::read(first).with_context(|| format!("cannot read {}", first.display()))?;
     data.resize(data.len().next_multiple_of(4), 0);

@@ -9,6 +9,8 @@
 //!   directly on this machine's `/dev/kvm`).
 //! - `cargo xtask bench boot [--runs N]`: boot time and memory overhead against
 //!   QEMU `-M microvm` in the test host (see `docs/benchmarks.md`).
+//! - `cargo xtask bench devices [--runs N]`: virtio-blk, virtio-net and vsock
+//!   throughput against QEMU microvm and host-side peers in the test host.
 //! - `cargo xtask fuzz [TARGET] [--runs N]`: build the cargo-fuzz targets in
 //!   `fuzz/` with nightly and run them (see `docs/fuzzing.md`).
 //!
@@ -16,8 +18,9 @@
 
 mod apt;
 mod bench;
-mod bench_arm64;
 mod bench_arbiter;
+mod bench_arm64;
+mod bench_devices;
 mod cpio;
 mod fuzz;
 mod images;
@@ -87,13 +90,16 @@ enum Cmd {
         #[arg(long, default_value = "x86_64")]
         arch: paths::Arch,
     },
-    /// Benchmarks: `boot` (our VMM vs QEMU -M microvm; see docs/benchmarks.md).
+    /// Benchmarks: `boot` (our VMM vs QEMU -M microvm), `devices` (virtio
+    /// throughput vs QEMU microvm and host peers), `arbiter`; see
+    /// docs/benchmarks.md.
     Bench {
-        /// What to benchmark: `boot`.
+        /// What to benchmark: `boot`, `devices` or `arbiter`.
         what: String,
-        /// Boots per VMM (at least 5); the medians are reported.
-        #[arg(long, default_value_t = bench::MIN_RUNS)]
-        runs: u32,
+        /// `boot`: boots per VMM (at least 5, the default); `devices`:
+        /// rounds (default 3). The medians are reported.
+        #[arg(long)]
+        runs: Option<u32>,
         /// Test host architecture: x86_64 (default) or aarch64 (`boot` only:
         /// our VMM alone in the arm64 pKVM test host, see docs/arm64.md).
         #[arg(long, default_value = "x86_64")]
@@ -128,7 +134,7 @@ fn main() {
             arch,
         } => run::testhost(&scenarios, no_build, arch),
         Cmd::Bench { what, runs, arch } => match (arch, what.as_str()) {
-            (paths::Arch::Aarch64, "boot") => bench_arm64::boot(runs),
+            (paths::Arch::Aarch64, "boot") => bench_arm64::boot(runs.unwrap_or(bench::MIN_RUNS)),
             (paths::Arch::Aarch64, other) => Err(anyhow::anyhow!(
                 "bench {other} has no aarch64 variant (aarch64: boot)"
             )),

@@ -9,6 +9,9 @@
 //! vsock-test connect-vsock CID PORT MODE [OPTIONS]
 //! vsock-test listen-unix PATH MODE [OPTIONS]
 //! vsock-test connect-unix PATH PORT MODE [OPTIONS]
+//! vsock-test connect-unix-raw PATH MODE [OPTIONS]   (no CONNECT handshake:
+//!                                                  a plain unix stream, the
+//!                                                  baseline of the benchmarks)
 //!
 //! MODE: send MIB     send MIB MiB of deterministic data, half-close, wait for EOF
 //!       recv         read until EOF
@@ -477,7 +480,7 @@ impl Mode {
 fn usage() -> ExitCode {
     eprintln!(
         "usage: vsock-test listen-vsock PORT | connect-vsock CID PORT | listen-unix PATH | \
-         connect-unix PATH PORT, then MODE (send MIB | recv | echo | many K KIB) \
+         connect-unix PATH PORT | connect-unix-raw PATH, then MODE (send MIB | recv | echo | many K KIB) \
          [--tag NAME] [--count N] [--retry SECS] [--seed N]"
     );
     ExitCode::from(2)
@@ -626,7 +629,7 @@ fn main() -> ExitCode {
         return usage();
     };
     let positional = match cmd {
-        "listen-vsock" | "listen-unix" => 1,
+        "listen-vsock" | "listen-unix" | "connect-unix-raw" => 1,
         "connect-vsock" | "connect-unix" => 2,
         _ => return usage(),
     };
@@ -691,6 +694,15 @@ fn main() -> ExitCode {
             (Some(cid), Some(port)) => client(&|| vsock_connect(cid, port), &mode, &opts, &tag),
             _ => return usage(),
         },
+        "connect-unix-raw" => {
+            let path = target[0].clone();
+            client(
+                &move || UnixStream::connect(&path).map(Sock::from),
+                &mode,
+                &opts,
+                &tag,
+            )
+        }
         _ => match parse_num::<u32>(target.get(1)) {
             Some(port) => {
                 let path = target[0].clone();

@@ -1,0 +1,90 @@
+#!/bin/sh
+# Device benchmark, guest side (guest.scenario=bench-devices), the same script
+# under our VMM and under QEMU microvm; the test host side is
+# prebuilts/testhost/scenarios/bench-devices.sh, the driver
+# `cargo xtask bench devices` (docs/benchmarks.md).
+#
+# Kernel command line: bench.vmm=NAME (prefix of the result lines),
+# bench.blk_mib=N, bench.net_mib=N, bench.vsock_mib=N (0: skip).
+# Results: "@@BDEV <vmm>.<metric>=<value>" lines, MiB/s.
+#   blk: sequential write then read of /dev/vda with O_DIRECT, 1 MiB blocks;
+#   net: TCP with busybox nc to the test host's tap address, guest->host
+#        (port 5001) then host->guest (port 5002), timed here;
+#   vsock: guest->host to host port 5000 (the host's receiver reports),
+#          then host->guest on guest port 6000 (our receiver reports).
+HOST=192.168.100.1
+VMM=unknown
+BLK=0
+NET=0
+VS=0
+for arg in $(cat /proc/cmdline); do
+    case "$arg" in
+        bench.vmm=*) VMM="${arg#bench.vmm=}" ;;
+        bench.blk_mib=*) BLK="${arg#bench.blk_mib=}" ;;
+        bench.net_mib=*) NET="${arg#bench.net_mib=}" ;;
+        bench.vsock_mib=*) VS="${arg#bench.vsock_mib=}" ;;
+    esac
+done
+dmesg -n 1
+now() { cut -d' ' -f1 /proc/uptime; }
+# mibps MIB T0 T1
+mibps() { awk -v m="$1" -v a="$2" -v b="$3" 'BEGIN { d = b - a; if (d <= 0) d = 0.01; printf "%.1f", m / d }'; }
+res() { echo "@@BDEV $VMM.$1=$2"; }
+# dd_timed NAME MIB dd-args...: runs dd, reports MiB/s (or the failure).
+dd_timed() {
+    name=$1 mib=$2
+    shift 2
+    t0=$(now)
+    if dd "$@" bs=1M count="$mib" 2>/tmp/dd.err; then
+        t1=$(now)
+        res "$name" "$(mibps "$mib" "$t0" "$t1")"
+    else
+        res "${name}_error" "$(tail -n 1 /tmp/dd.err | tr ' ' '_')"
+    fi
+}
+
+if [ "$BLK" -gt 0 ]; then
+    if [ -b /dev/vda ]; then
+        res blk_size_mib "$(($(cat /sys/block/vda/size) / 2048))"
+        dd_timed blk_write_mibps "$BLK" if=/dev/zero of=/dev/vda oflag=direct
+        dd_timed blk_read_mibps "$BLK" if=/dev/vda of=/dev/null iflag=direct
+    else
+        res blk_error no_/dev/vda
+    fi
+fi
+
+if [ "$NET" -gt 0 ]; then
+    if ip addr add 192.168.100.2/24 dev eth0 2>/dev/null && ip link set eth0 up; then
+        # The host brings its end up while we boot; wait for it (~30 s).
+        n=0
+        until ping -c 1 -W 1 "$HOST" >/dev/null 2>&1; do
+            n=$((n + 1))
+            [ "$n" -ge 30 ] && break
+        done
+        printf '#!/bin/sh\nexec cat > /dev/null\n' > /tmp/sink.sh
+        chmod +x /tmp/sink.sh
+        t0=$(now)
+        if dd if=/dev/zero bs=64k count=$((NET * 16)) 2>/dev/null | timeout 300 nc "$HOST" 5001; then
+            res net_g2h_mibps "$(mibps "$NET" "$t0" "$(now)")"
+        else
+            res net_g2h_error nc_failed
+        fi
+        t0=$(now)
+        if timeout 300 nc "$HOST" 5002 -e /tmp/sink.sh; then
+            res net_h2g_mibps "$(mibps "$NET" "$t0" "$(now)")"
+        else
+            res net_h2g_error nc_failed
+        fi
+    else
+        res net_error no_eth0
+    fi
+fi
+
+if [ "$VS" -gt 0 ]; then
+    timeout 300 vsock-test connect-vsock 2 5000 send "$VS" --retry 20 --tag vs_g2h > /tmp/vs1 2>&1
+    timeout 300 vsock-test listen-vsock 6000 recv --tag vs_h2g > /tmp/vs2 2>&1
+    v=$(sed -n 's/^vs_h2g_mibps=//p' /tmp/vs2)
+    if [ -n "$v" ]; then res vsock_h2g_mibps "$v"; else res vsock_h2g_error "$(tr '\n ' '__' < /tmp/vs2)"; fi
+    grep -q '^vs_g2h_bytes=' /tmp/vs1 || res vsock_g2h_error "$(tr '\n ' '__' < /tmp/vs1)"
+fi
+res done 1
