@@ -2,7 +2,8 @@
 //! virt,virtualization=on`, Debian arm64 kernel with
 //! `kvm-arm.mode=protected`) our static aarch64 VMM boots the Debian arm64
 //! guest on pKVM. One outer boot runs the scenarios shared with x86_64
-//! (same scripts, same assertions): boot + poweroff, boot + reboot, a
+//! (same scripts, same assertions): boot + poweroff, boot + reboot, the
+//! power button (a `gpio-keys` key on a PL061 instead of ACPI), a
 //! poweroff held by the arbiter then restarted in-process (new VM, vCPUs and
 //! vGIC), and the held suspend (PSCI SYSTEM_SUSPEND instead of ACPI S3).
 //!
@@ -20,7 +21,13 @@ use vmstack_tests::Arch;
 /// Each inner arm64 boot takes ~30 s under nested emulation.
 static RUN: SharedRun = SharedRun::for_arch(
     Arch::Aarch64,
-    &["boot-poweroff", "boot-reboot", "arbiter", "suspend"],
+    &[
+        "boot-poweroff",
+        "boot-reboot",
+        "power-button",
+        "arbiter",
+        "suspend",
+    ],
     Duration::from_secs(180),
 );
 
@@ -64,6 +71,17 @@ fn reboot_is_a_psci_system_reset() {
         .expect("VMSTACK-GUEST-INIT-OK")
         .expect("guest power request: reboot")
         .expect("vmm: exit reason: reboot");
+}
+
+#[test]
+#[ignore = "needs the nested test host: run `cargo xtask test`"]
+fn power_button_shuts_the_guest_down_gracefully() {
+    // The assertions of control_x86_64.rs for the same scenario.
+    RUN.section("power-button", 0)
+        .expect("READY-FOR-BUTTON")
+        .expect("power button pressed")
+        .expect("GOT-POWER-KEY")
+        .expect("vmm: exit reason: poweroff");
 }
 
 #[test]

@@ -1,12 +1,13 @@
 //! The aarch64 half of the recipe: vCPUs and the in-kernel GICv3 first (so
 //! device irqfds land on an initialized vGIC), kernel `Image` and initrd,
-//! the UART and boot timer on MMIO; after the virtio devices, the device
-//! tree and the boot vCPU's registers.
+//! the UART, boot timer and power-key GPIO on MMIO; after the virtio
+//! devices, the device tree and the boot vCPU's registers.
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use devices::legacy::{BootTimer, SerialDevice};
+use devices::legacy::pl061::PL061_RANGE_LEN;
+use devices::legacy::{BootTimer, Pl061, PowerButton, SerialDevice};
 use devices::{Bus, PowerEventSink};
 use kvm_bindings::kvm_vcpu_init;
 use kvm_ioctls::{DeviceFd, Kvm, VcpuFd};
@@ -30,6 +31,34 @@ pub(super) struct Platform {
     _gic: DeviceFd,
     plan: arch::boot::BootPlan,
     serial: Arc<Mutex<SerialDevice>>,
+    power_button: PowerButton,
+}
+
+/// How long the power key stays down per press (gpio-keys debounces for
+/// 5 ms, then reads the line).
+const KEY_PRESS: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The power button: line [`layout::POWER_KEY_LINE`] of `gpio` goes high,
+/// and low again [`KEY_PRESS`] later (a key press and release).
+fn power_key(gpio: Arc<Mutex<Pl061>>) -> PowerButton {
+    PowerButton::with_action(move || {
+        let set = |gpio: &Mutex<Pl061>, high| {
+            if let Ok(mut g) = gpio.lock() {
+                g.set_input(layout::POWER_KEY_LINE, high);
+            }
+        };
+        set(&gpio, true);
+        let gpio = gpio.clone();
+        let released = std::thread::Builder::new()
+            .name("power-key".into())
+            .spawn(move || {
+                std::thread::sleep(KEY_PRESS);
+                set(&gpio, false);
+            });
+        if let Err(e) = released {
+            tracing::warn!("power key stays pressed: cannot spawn its release: {e}");
+        }
+    })
 }
 
 impl Platform {
@@ -97,11 +126,18 @@ impl Platform {
             layout::BOOT_TIMER_BASE,
             1,
         )?;
+        let gpio_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(irq_err("power key"))?;
+        vm.fd()
+            .register_irqfd(&gpio_irq, layout::GPIO_SPI)
+            .map_err(|e| irq_err("power key")(std::io::Error::from_raw_os_error(e.errno())))?;
+        let gpio = Arc::new(Mutex::new(Pl061::new(gpio_irq)));
+        mmio.insert(gpio.clone(), layout::GPIO_BASE, PL061_RANGE_LEN)?;
         Ok(Self {
             vcpus,
             _gic: gic,
             plan,
             serial,
+            power_button: power_key(gpio),
         })
     }
 
@@ -166,7 +202,7 @@ impl Platform {
             vcpus,
             serial: self.serial,
             acpi_pm: None,
-            power_button: None,
+            power_button: Some(self.power_button),
             serial_reads_stdin: false,
         })
     }

@@ -1,6 +1,7 @@
 //! The device tree an arm64 guest boots with: memory, CPUs (PSCI), the
-//! in-kernel GICv3, the architected timer, the UART, the virtio-mmio devices
-//! and `/chosen` (command line, initrd, console).
+//! in-kernel GICv3, the architected timer, the UART, the PL061 GPIO with the
+//! power key (`gpio-keys`, as on QEMU `virt`), the virtio-mmio devices and
+//! `/chosen` (command line, initrd, console).
 //!
 //! Interrupts are edge-triggered: devices raise them through irqfds, which
 //! KVM delivers as a pulse (a level-triggered line would drop back before
@@ -21,6 +22,12 @@ const IRQ_TYPE_EDGE_RISING: u32 = 1;
 const IRQ_TYPE_LEVEL_HIGH: u32 = 4;
 /// phandle of the GIC, the interrupt parent of everything.
 const GIC_PHANDLE: u32 = 1;
+/// phandle of the fixed clock the PL061 (an AMBA device) needs.
+const APB_CLOCK_PHANDLE: u32 = 2;
+/// phandle of the PL061.
+const GPIO_PHANDLE: u32 = 3;
+/// `linux,code` of the power key (`KEY_POWER`).
+const KEY_POWER: u32 = 116;
 /// Input clock of the 16550A (the PC's 1.8432 MHz; only divisors matter).
 const SERIAL_CLOCK_HZ: u32 = 1_843_200;
 
@@ -153,6 +160,42 @@ pub fn create_fdt(config: &FdtConfig<'_>) -> Result<Vec<u8>, BootError> {
     )?;
     fdt.end_node(uart)?;
 
+    // The power key: line POWER_KEY_LINE of a PL061, reported by gpio-keys.
+    let clock = fdt.begin_node("apb-pclk")?;
+    fdt.property_string("compatible", "fixed-clock")?;
+    fdt.property_u32("#clock-cells", 0)?;
+    fdt.property_u32("clock-frequency", 24_000_000)?;
+    fdt.property_string("clock-output-names", "clk24mhz")?;
+    fdt.property_phandle(APB_CLOCK_PHANDLE)?;
+    fdt.end_node(clock)?;
+    let gpio = fdt.begin_node(&format!("pl061@{:x}", layout::GPIO_BASE))?;
+    fdt.property_string_list(
+        "compatible",
+        vec!["arm,pl061".into(), "arm,primecell".into()],
+    )?;
+    fdt.property_array_u64("reg", &[layout::GPIO_BASE, layout::GPIO_SIZE])?;
+    fdt.property_array_u32(
+        "interrupts",
+        &irq(GIC_SPI, layout::GPIO_SPI, IRQ_TYPE_EDGE_RISING),
+    )?;
+    fdt.property_null("gpio-controller")?;
+    fdt.property_u32("#gpio-cells", 2)?;
+    fdt.property_u32("clocks", APB_CLOCK_PHANDLE)?;
+    fdt.property_string("clock-names", "apb_pclk")?;
+    fdt.property_phandle(GPIO_PHANDLE)?;
+    fdt.end_node(gpio)?;
+    let keys = fdt.begin_node("gpio-keys")?;
+    fdt.property_string("compatible", "gpio-keys")?;
+    let key = fdt.begin_node("poweroff")?;
+    fdt.property_string("label", "GPIO Key Poweroff")?;
+    fdt.property_u32("linux,code", KEY_POWER)?;
+    fdt.property_array_u32(
+        "gpios",
+        &[GPIO_PHANDLE, u32::from(layout::POWER_KEY_LINE), 0],
+    )?;
+    fdt.end_node(key)?;
+    fdt.end_node(keys)?;
+
     for dev in config.virtio {
         let node = fdt.begin_node(&format!("virtio_mmio@{:x}", dev.base))?;
         fdt.property_string("compatible", "virtio,mmio")?;
@@ -223,6 +266,10 @@ mod tests {
             b"hvc\0",
             b"linux,initrd-start\0",
             b"/uart@9000000\0",
+            b"pl061@9020000\0",
+            b"arm,pl061\0",
+            b"gpio-keys\0",
+            b"apb_pclk\0",
         ] {
             assert!(
                 find(&blob, name),

@@ -10,6 +10,7 @@
 //! 0x080a_0000 | GICv3 redistributors          |  128 KiB per vCPU
 //! 0x0900_0000 | 16550A UART (ns16550a)        |  SPI 1
 //! 0x0901_0000 | boot timer (one byte)         |
+//! 0x0902_0000 | PL061 GPIO (power key)        |  SPI 2
 //! 0x0a00_0000 | virtio-mmio devices, 4 KiB    |  SPI 16, 17, ...
 //! 0x8000_0000 +-------------------------------+  RAM
 //!             | kernel Image (2 MiB aligned)  |
@@ -34,6 +35,13 @@ pub const SERIAL_SIZE: u64 = 0x1000;
 pub const BOOT_TIMER_BASE: u64 = 0x0901_0000;
 /// Value the guest's `/init` writes to [`BOOT_TIMER_BASE`].
 pub const BOOT_TIMER_MAGIC: u8 = 123;
+/// Address of the PL061 GPIO controller whose line [`POWER_KEY_LINE`] is
+/// the guest's power key (`gpio-keys`, `KEY_POWER`).
+pub const GPIO_BASE: u64 = 0x0902_0000;
+/// Size of the PL061's MMIO window.
+pub const GPIO_SIZE: u64 = 0x1000;
+/// The GPIO line of the power key.
+pub const POWER_KEY_LINE: u8 = 3;
 /// First address handed to virtio-mmio devices.
 pub const VIRTIO_MMIO_START: u64 = 0x0a00_0000;
 /// Start of guest RAM.
@@ -52,6 +60,8 @@ pub const PAGE_SIZE: u64 = 0x1000;
 /// The UART's interrupt: SPI number (INTID 32 + this). With KVM's default
 /// routing an irqfd's GSI is the SPI number.
 pub const SERIAL_SPI: u32 = 1;
+/// The PL061's interrupt: SPI number.
+pub const GPIO_SPI: u32 = 2;
 /// SPI of the first virtio-mmio device; the next get the following ones.
 pub const VIRTIO_MMIO_SPI_START: u32 = 16;
 /// Interrupt lines the vGIC gets: 32 private (SGIs, PPIs) + 96 SPIs. A
@@ -70,4 +80,5 @@ pub const GIC_MAINTENANCE_PPI: u32 = 9;
 const _: () =
     assert!(VIRTIO_MMIO_SPI_START > SERIAL_SPI && VIRTIO_MMIO_SPI_START < VIRTIO_MMIO_SPI_END);
 const _: () = assert!(BOOT_TIMER_BASE >= SERIAL_BASE + SERIAL_SIZE);
-const _: () = assert!(VIRTIO_MMIO_START > BOOT_TIMER_BASE);
+const _: () = assert!(GPIO_BASE > BOOT_TIMER_BASE && VIRTIO_MMIO_START >= GPIO_BASE + GPIO_SIZE);
+const _: () = assert!(GPIO_SPI > SERIAL_SPI && GPIO_SPI < VIRTIO_MMIO_SPI_START);
