@@ -46,6 +46,8 @@ const PER_ROUND: Duration = Duration::from_secs(420);
 const RESULT: &str = "@@BDEV ";
 const INFO: &str = "@@BDEV-INFO ";
 const DONE: &str = "@@BDEV-DONE";
+/// Suffix of the guest vCPU busy percentages.
+const BUSY: &str = "_guest_busy_pct";
 
 /// One target: ours / peer must be at least `bound`.
 #[derive(Debug, Clone, Copy)]
@@ -256,12 +258,24 @@ pub fn table(v: &[Verdict], s: &BTreeMap<String, Summary>, rounds: u32) -> Strin
     }
     let _ = writeln!(t, "all measurements (median [min..max] MiB/s):");
     for (k, m) in s {
-        if k.ends_with(".done") || k.ends_with("size_mib") {
+        if k.ends_with(".done") || k.ends_with("size_mib") || k.ends_with(BUSY) {
             continue;
         }
         let _ = writeln!(
             t,
             "  {k:<28} {:>8.1} [{:.1}..{:.1}]",
+            m.median, m.min, m.max
+        );
+    }
+    let _ = writeln!(
+        t,
+        "guest vCPU busy during each transfer (median [min..max] %; ~100: the guest itself is the bottleneck):"
+    );
+    for (k, m) in s.iter().filter(|(k, _)| k.ends_with(BUSY)) {
+        let name = k.trim_end_matches(BUSY).trim_end_matches("_mibps");
+        let _ = writeln!(
+            t,
+            "  {name:<28} {:>8.0} [{:.0}..{:.0}]",
             m.median, m.min, m.max
         );
     }
@@ -416,6 +430,7 @@ mod tests {
                 ("ours.vsock_g2h_mibps", 20.0),
                 ("ours.vsock_h2g_mibps", 5.0),
                 ("ours.done", 1.0),
+                ("ours.blk_read_mibps_guest_busy_pct", 97.0),
                 ("qemu.blk_write_mibps", 200.0),
                 ("qemu.blk_read_mibps", 600.0),
                 ("qemu.net_g2h_mibps", 2.0),
@@ -450,6 +465,10 @@ mod tests {
         assert!(!by("net TCP host->guest vs QEMU").pass);
         let t = table(&v, &s, 3);
         assert!(t.contains("PASS") && t.contains("MISS") && t.contains("0.948"));
+        assert!(
+            t.contains("ours.blk_read") && t.contains("97 [97..97]"),
+            "{t}"
+        );
     }
 
     #[test]

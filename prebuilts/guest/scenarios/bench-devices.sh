@@ -30,14 +30,28 @@ now() { cut -d' ' -f1 /proc/uptime; }
 # mibps MIB T0 T1
 mibps() { awk -v m="$1" -v a="$2" -v b="$3" 'BEGIN { d = b - a; if (d <= 0) d = 0.01; printf "%.1f", m / d }'; }
 res() { echo "@@BDEV $VMM.$1=$2"; }
+# How busy the guest's vCPU was during a transfer (100 - idle - iowait, in
+# %, from /proc/stat): near 100 means the guest itself is the bottleneck,
+# low means it waits for the device or the host.
+cpu_snap() {
+    read -r _ u n s i w q sq st _ < /proc/stat
+    echo "$((u + n + s + q + sq + st)) $((i + w))"
+}
+busy() { # busy NAME "SNAP-BEFORE"
+    set -- "$1" $2 $(cpu_snap)
+    res "${1}_guest_busy_pct" "$(awk -v b0="$2" -v i0="$3" -v b1="$4" -v i1="$5" \
+        'BEGIN { d = (b1 - b0) + (i1 - i0); if (d <= 0) d = 1; printf "%.0f", 100 * (b1 - b0) / d }')"
+}
 # dd_timed NAME MIB dd-args...: runs dd, reports MiB/s (or the failure).
 dd_timed() {
     name=$1 mib=$2
     shift 2
+    c0=$(cpu_snap)
     t0=$(now)
     if dd "$@" bs=1M count="$mib" 2>/tmp/dd.err; then
         t1=$(now)
         res "$name" "$(mibps "$mib" "$t0" "$t1")"
+        busy "$name" "$c0"
     else
         res "${name}_error" "$(tail -n 1 /tmp/dd.err | tr ' ' '_')"
     fi
@@ -63,15 +77,19 @@ if [ "$NET" -gt 0 ]; then
         done
         printf '#!/bin/sh\nexec cat > /dev/null\n' > /tmp/sink.sh
         chmod +x /tmp/sink.sh
+        c0=$(cpu_snap)
         t0=$(now)
         if dd if=/dev/zero bs=64k count=$((NET * 16)) 2>/dev/null | timeout 300 nc "$HOST" 5001; then
             res net_g2h_mibps "$(mibps "$NET" "$t0" "$(now)")"
+            busy net_g2h_mibps "$c0"
         else
             res net_g2h_error nc_failed
         fi
+        c0=$(cpu_snap)
         t0=$(now)
         if timeout 300 nc "$HOST" 5002 -e /tmp/sink.sh; then
             res net_h2g_mibps "$(mibps "$NET" "$t0" "$(now)")"
+            busy net_h2g_mibps "$c0"
         else
             res net_h2g_error nc_failed
         fi
@@ -81,7 +99,9 @@ if [ "$NET" -gt 0 ]; then
 fi
 
 if [ "$VS" -gt 0 ]; then
+    c0=$(cpu_snap)
     timeout 300 vsock-test connect-vsock 2 5000 send "$VS" --retry 20 --tag vs_g2h > /tmp/vs1 2>&1
+    busy vsock_g2h_mibps "$c0"
     timeout 300 vsock-test listen-vsock 6000 recv --tag vs_h2g > /tmp/vs2 2>&1
     v=$(sed -n 's/^vs_h2g_mibps=//p' /tmp/vs2)
     if [ -n "$v" ]; then res vsock_h2g_mibps "$v"; else res vsock_h2g_error "$(tr '\n ' '__' < /tmp/vs2)"; fi
