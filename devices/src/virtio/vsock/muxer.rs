@@ -124,6 +124,9 @@ struct Conn {
     /// In the RX scheduling queue.
     queued: bool,
     deadline: Option<Instant>,
+    /// Guest bytes still buffered when the close deadline was last set: a
+    /// closing connection whose host reader keeps draining gets more time.
+    close_mark: Option<usize>,
 }
 
 impl Conn {
@@ -141,6 +144,7 @@ impl Conn {
             write_shut: false,
             queued: false,
             deadline: None,
+            close_mark: None,
         }
     }
 
@@ -662,8 +666,13 @@ impl Muxer {
                     self.kill(id, true);
                     return;
                 }
-                c.deadline
-                    .get_or_insert_with(|| Instant::now() + CLOSE_TIMEOUT);
+                // Wait for a slow host reader as long as it makes progress;
+                // reset the connection only after CLOSE_TIMEOUT without any.
+                let pending = c.buffered();
+                if c.close_mark != Some(pending) {
+                    c.close_mark = Some(pending);
+                    c.deadline = Some(Instant::now() + CLOSE_TIMEOUT);
+                }
             }
             if c.core.local_shutdown() == SHUTDOWN_BOTH {
                 c.deadline
