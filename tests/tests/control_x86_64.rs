@@ -13,6 +13,7 @@ fn power_button_shuts_the_guest_down_gracefully() {
     RUN.section("power-button", 0)
         .expect("READY-FOR-BUTTON")
         .expect("power button pressed")
+        .expect("key_type=1 key_code=116")
         .expect("GOT-POWER-KEY")
         .expect("vmm: exit reason: poweroff");
 }

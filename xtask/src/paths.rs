@@ -45,9 +45,7 @@ pub const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
 
 /// The static VMM binary built by `cargo build --release --target x86_64-unknown-linux-musl -p vmm`.
 pub fn vmm_musl_binary() -> PathBuf {
-    target_dir()
-        .join(MUSL_TARGET)
-        .join("release/vmm")
+    target_dir().join(MUSL_TARGET).join("release/vmm")
 }
 
 /// Output directory of the images of `arch` (`<target dir>/images/<arch>`).

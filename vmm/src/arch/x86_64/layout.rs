@@ -98,6 +98,5 @@ pub const BOOT_TIMER_MAGIC: u8 = 123;
 
 // Virtio GSIs run from VIRTIO_MMIO_GSI_START up to (not including) the power
 // button's, which is the IOAPIC's last pin.
-const _: () = assert!(
-    VIRTIO_MMIO_GSI_START < POWER_BUTTON_GSI && POWER_BUTTON_GSI < IOAPIC_NUM_PINS
-);
+const _: () =
+    assert!(VIRTIO_MMIO_GSI_START < POWER_BUTTON_GSI && POWER_BUTTON_GSI < IOAPIC_NUM_PINS);
