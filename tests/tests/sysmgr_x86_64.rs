@@ -38,7 +38,7 @@ fn events(s: &Section<'_>) -> String {
 
 #[test]
 #[ignore = "needs the nested test host: run `cargo xtask test`"]
-fn b_android_reboot_restarts_only_its_vm() {
+fn two_vm_b_android_reboot_restarts_only_its_vm() {
     let s = RUN.section("sysmgr", 0);
     s.expect("step t=")
         .expect("android: user runs reboot")
@@ -49,7 +49,7 @@ fn b_android_reboot_restarts_only_its_vm() {
 
 #[test]
 #[ignore = "needs the nested test host: run `cargo xtask test`"]
-fn c_android_poweroff_is_held_while_the_cluster_needs_the_system() {
+fn two_vm_c_android_poweroff_is_held_while_the_cluster_needs_the_system() {
     let s = RUN.section("sysmgr", 0);
     s.expect("android: user runs poweroff")
         .expect("hold virtually off (the system stays on (ignition on, vehicle in use)")
@@ -67,7 +67,7 @@ fn c_android_poweroff_is_held_while_the_cluster_needs_the_system() {
 
 #[test]
 #[ignore = "needs the nested test host: run `cargo xtask test`"]
-fn a_ignition_off_handshake_then_cluster_deadline_then_power_off() {
+fn two_vm_a_ignition_off_handshake_then_cluster_deadline_then_power_off() {
     let s = RUN.section("sysmgr", 0);
     let ev = events(&s);
     for needle in [
@@ -101,7 +101,7 @@ fn a_ignition_off_handshake_then_cluster_deadline_then_power_off() {
 
 #[test]
 #[ignore = "needs the nested test host: run `cargo xtask test`"]
-fn e_kill_9_of_sysmgr_mid_shutdown_then_restart_completes_it() {
+fn two_vm_e_kill_9_of_sysmgr_mid_shutdown_then_restart_completes_it() {
     let s = RUN.section("sysmgr", 0);
     s.expect("sysmgr killed with -9")
         .expect("sysmgr restarted")
@@ -134,7 +134,7 @@ fn e_kill_9_of_sysmgr_mid_shutdown_then_restart_completes_it() {
 
 #[test]
 #[ignore = "needs the nested test host: run `cargo xtask test`"]
-fn d_android_that_stops_postponing_is_escalated_and_hard_stopped() {
+fn two_vm_d_android_that_stops_postponing_is_escalated_and_hard_stopped() {
     let s = RUN.section("sysmgr-deadline", 0);
     let ev = events(&s);
     for needle in [
