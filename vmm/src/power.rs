@@ -14,7 +14,10 @@
 //! | `allow`   | VMM exits (0)       | VM restarts     | VM paused as "suspended" |
 //! | `restart` | VM restarts         | VM restarts     | VM restarts              |
 //! | `hold`    | paused "virtually off" | paused "virtually off" | paused "virtually off" |
-//! | `refuse`  | nothing (guest stays in its final state) | nothing | guest wakes at once |
+//! | `refuse`  | vCPUs run on (guest stays in its final state) | same | guest wakes at once |
+//!
+//! While a request waits for its decision the vCPUs are paused: the guest
+//! has taken its final step and would only poll the sleep-status register.
 //!
 //! `resume` brings a paused VM back: a plain pause continues, a suspended
 //! guest wakes (its sleep-register write returns, as on a machine that woke
@@ -176,7 +179,13 @@ impl PowerPolicy {
         let id = self.next_id;
         self.next_id += 1;
         self.pending.insert(id, event);
-        vec![Action::Publish(Self::request_line(id, event))]
+        // The guest has taken its final power step: nothing of it needs to
+        // run while the arbiter decides, and a vCPU left running would only
+        // spin on the sleep-status register (or in PSCI) on a host core.
+        vec![
+            Action::Pause,
+            Action::Publish(Self::request_line(id, event)),
+        ]
     }
 
     /// An arbiter attached: from now on requests are held; every pending
@@ -215,7 +224,7 @@ impl PowerPolicy {
                 self.set_state(VmState::VirtuallyOff, &mut actions);
             }
             (Decision::Refuse, PowerEvent::Suspend) => actions.push(Action::Wake),
-            (Decision::Refuse, _) => {}
+            (Decision::Refuse, _) => actions.push(Action::Resume),
         }
         Ok(actions)
     }
@@ -287,9 +296,10 @@ mod tests {
         let mut p = PowerPolicy::new(true);
         assert_eq!(
             p.guest_request(PowerEvent::Poweroff),
-            vec![Action::Publish(
-                "event power-request id=1 kind=poweroff".into()
-            )]
+            vec![
+                Action::Pause,
+                Action::Publish("event power-request id=1 kind=poweroff".into())
+            ]
         );
         assert_eq!(
             p.pending().collect::<Vec<_>>(),
@@ -340,7 +350,10 @@ mod tests {
         p.guest_request(PowerEvent::Suspend);
         assert_eq!(p.decide(4, Decision::Refuse).unwrap(), vec![Action::Wake]);
         p.guest_request(PowerEvent::Poweroff);
-        assert_eq!(p.decide(5, Decision::Refuse).unwrap(), vec![]);
+        assert_eq!(
+            p.decide(5, Decision::Refuse).unwrap(),
+            vec![Action::Resume]
+        );
         p.guest_request(PowerEvent::Suspend);
         assert_eq!(
             p.decide(6, Decision::Restart).unwrap(),
