@@ -163,9 +163,13 @@ impl TestHostConfig {
 
     /// The outer kernel command line.
     pub fn append(&self) -> String {
+        // x86_64: nested KVM without virtual GIF (kvm_amd.vgif=0, passed
+        // to insmod by the test host's /init): the emulated machine has
+        // frozen with every interrupt blocked while inner guests ran, and
+        // vGIF lets KVM leave GIF handling to the emulated CPU.
         // arm64: the PL011 of `-M virt`, and KVM in protected mode (pKVM).
         let console = match self.arch {
-            Arch::X86_64 => "console=ttyS0",
+            Arch::X86_64 => "console=ttyS0 kvm_amd.vgif=0",
             Arch::Aarch64 => "console=ttyAMA0 kvm-arm.mode=protected",
         };
         let mut append = format!(
@@ -628,7 +632,7 @@ mod tests {
         };
         assert_eq!(
             cfg.append(),
-            "console=ttyS0 panic=-1 th.scenarios=boot-poweroff,boot-reboot th.timeout=90 quiet"
+            "console=ttyS0 kvm_amd.vgif=0 panic=-1 th.scenarios=boot-poweroff,boot-reboot th.timeout=90 quiet"
         );
         cfg.arch = Arch::Aarch64;
         assert!(cfg
