@@ -350,10 +350,7 @@ mod tests {
         p.guest_request(PowerEvent::Suspend);
         assert_eq!(p.decide(4, Decision::Refuse).unwrap(), vec![Action::Wake]);
         p.guest_request(PowerEvent::Poweroff);
-        assert_eq!(
-            p.decide(5, Decision::Refuse).unwrap(),
-            vec![Action::Resume]
-        );
+        assert_eq!(p.decide(5, Decision::Refuse).unwrap(), vec![Action::Resume]);
         p.guest_request(PowerEvent::Suspend);
         assert_eq!(
             p.decide(6, Decision::Restart).unwrap(),

@@ -526,7 +526,11 @@ mod tests {
         assert_ne!(flags & FADT_FLAG_HW_REDUCED_ACPI, 0);
         assert_ne!(flags & FADT_FLAG_RESET_REG_SUP, 0);
         assert_eq!(u16_at(fadt, FADT_IAPC_BOOT_ARCH) & (1 << 2), 1 << 2);
-        assert_eq!(u16_at(fadt, FADT_IAPC_BOOT_ARCH) & (1 << 5), 1 << 5, "no CMOS RTC");
+        assert_eq!(
+            u16_at(fadt, FADT_IAPC_BOOT_ARCH) & (1 << 5),
+            1 << 5,
+            "no CMOS RTC"
+        );
 
         assert_io_register(fadt, FADT_RESET_REG, ACPI_RESET_PORT);
         assert_eq!(fadt[FADT_RESET_VALUE], ACPI_RESET_VALUE);
