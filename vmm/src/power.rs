@@ -224,7 +224,10 @@ impl PowerPolicy {
                 self.set_state(VmState::VirtuallyOff, &mut actions);
             }
             (Decision::Refuse, PowerEvent::Suspend) => actions.push(Action::Wake),
-            (Decision::Refuse, _) => actions.push(Action::Resume),
+            // The vCPUs paused for the request run on, unless the VM was
+            // paused from the control socket meanwhile.
+            (Decision::Refuse, _) if self.state == VmState::Running => actions.push(Action::Resume),
+            (Decision::Refuse, _) => {}
         }
         Ok(actions)
     }
@@ -351,9 +354,14 @@ mod tests {
         assert_eq!(p.decide(4, Decision::Refuse).unwrap(), vec![Action::Wake]);
         p.guest_request(PowerEvent::Poweroff);
         assert_eq!(p.decide(5, Decision::Refuse).unwrap(), vec![Action::Resume]);
+        // A VM paused by hand stays paused when a request is refused.
+        p.guest_request(PowerEvent::Reboot);
+        p.pause().unwrap();
+        assert_eq!(p.decide(6, Decision::Refuse).unwrap(), vec![]);
+        p.resume().unwrap();
         p.guest_request(PowerEvent::Suspend);
         assert_eq!(
-            p.decide(6, Decision::Restart).unwrap(),
+            p.decide(7, Decision::Restart).unwrap(),
             vec![Action::Restart]
         );
     }
