@@ -121,6 +121,10 @@ fn connections_to_nobody_are_refused_both_ways() {
 fn vmm_cleans_up_its_socket() {
     let s = section();
     s.expect("guest_vsock_done=1");
+    // The host's last step, an empty stream the guest waits for before it
+    // powers off: both ends saw it open and close cleanly.
+    assert_eq!(s.value("h_done_bytes"), "0");
+    assert_eq!(s.value("h_done_send_peer_closed"), "1");
     if s.result.contains("socket_left_behind=1") {
         s.fail("the VMM left its vsock socket behind");
     }

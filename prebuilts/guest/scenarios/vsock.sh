@@ -2,7 +2,8 @@
 # virtio-vsock through the stock vmw_vsock_virtio_transport driver
 # (guest.scenario=vsock); the test host side is prebuilts/testhost/scenarios/vsock.sh.
 # Order: guest->host stream, many guest->host connections, a refused guest
-# connect; then the guest listens for the host's stream and connections.
+# connect; then the guest listens for the host's stream and connections,
+# and for the host's "done" (port 6002) before it powers off.
 MIB=${VSOCK_MIB:-100}
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
@@ -19,5 +20,9 @@ timeout 30 vsock-test connect-vsock 2 5002 recv --tag g_refused
 timeout 300 vsock-test listen-vsock 6000 recv --tag h2g_recv > /tmp/h2g_recv 2>&1 &
 timeout 300 vsock-test listen-vsock 6001 echo --count 64 --tag h2g_many_srv > /tmp/h2g_many_srv 2>&1 &
 wait
-cat /tmp/h2g_recv /tmp/h2g_many_srv
+# Power off only when the host is done with us (its last step, after the
+# refused connect, is an empty stream to port 6002): the guest's end of the
+# test must not race the host's remaining checks.
+timeout 120 vsock-test listen-vsock 6002 recv --tag h_done > /tmp/h_done 2>&1
+cat /tmp/h2g_recv /tmp/h2g_many_srv /tmp/h_done
 echo "guest_vsock_done=1"

@@ -19,6 +19,8 @@ timeout 400 vsock-test connect-unix $S 6000 send $MIB --retry 300 --tag h2g_send
 timeout 120 vsock-test connect-unix $S 6001 many 64 256 --retry 60 --tag h2g_many > $T/4-h2g_many 2>&1
 # The guest is up and has no listener on 7000: closed without OK.
 timeout 30 vsock-test connect-unix $S 7000 recv --tag h_refused > $T/5-h_refused 2>&1
+# Done: the guest powers off once this empty stream ends.
+timeout 120 vsock-test connect-unix $S 6002 send 0 --retry 60 --tag h_done_send > $T/6-h_done 2>&1
 wait $vmm
 echo "vmm_rc=$?"
 echo "vsock_run_secs=$(awk -v a="$t0" -v b="$(cut -d' ' -f1 /proc/uptime)" 'BEGIN{print b-a}')"

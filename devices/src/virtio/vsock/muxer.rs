@@ -39,6 +39,9 @@ pub const CONNECT_LINE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a closing connection may linger (guest `RST` after our
 /// `SHUTDOWN`, or flushing to the host after the guest's) before we reset it.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a stopping device (VMM exit, VM restart, device reset) waits
+/// for host readers to take the guest bytes it has already acknowledged.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// Most host sockets that have not sent their `CONNECT` line yet.
 const MAX_WAITING: usize = 128;
 /// `RST`s to unknown connections queued for the guest; TX processing pauses
@@ -847,6 +850,72 @@ impl Muxer {
             );
             // Dropping the stream closes it and removes it from epoll.
         }
+    }
+
+    /// The device is stopping: forwards the packets the guest still queued
+    /// on TX, then writes every connection's buffered guest bytes to its
+    /// host socket, waiting at most `within` for slow host readers. The
+    /// guest saw these bytes consumed (used ring, `fwd_cnt`), so they are
+    /// delivered before the host sockets close (a reader sees the data,
+    /// then end of file). Returns the guest bytes that could not be
+    /// delivered in time (logged).
+    pub fn drain(&mut self, txq: &mut Queue, within: Duration) -> usize {
+        let deadline = Instant::now() + within;
+        // Nobody will read replies any more: let TX go on past the RST
+        // backlog.
+        loop {
+            self.rst_queue.clear();
+            if !self.process_tx(txq) {
+                break;
+            }
+        }
+        self.rst_queue.clear();
+        loop {
+            let mut pending: Vec<libc::pollfd> = Vec::new();
+            let mut broken = Vec::new();
+            for (&id, c) in &mut self.conns {
+                if c.tx_buf.is_empty() {
+                    continue;
+                }
+                match c.flush() {
+                    Ok(n) => c.core.forwarded(n),
+                    Err(e) => {
+                        tracing::debug!("virtio-vsock: host socket gone while draining: {e}");
+                        broken.push(id);
+                        continue;
+                    }
+                }
+                if !c.tx_buf.is_empty() {
+                    pending.push(libc::pollfd {
+                        fd: c.stream.as_raw_fd(),
+                        events: libc::POLLOUT,
+                        revents: 0,
+                    });
+                }
+            }
+            for id in broken {
+                self.kill(id, false);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if pending.is_empty() || left.is_zero() {
+                break;
+            }
+            let ms = i32::try_from(left.as_millis() + 1).unwrap_or(i32::MAX);
+            // SAFETY: `pending` is a valid array of initialised pollfds whose
+            // descriptors stay open (owned by `self.conns`) during the call.
+            let rc = unsafe { libc::poll(pending.as_mut_ptr(), pending.len() as libc::nfds_t, ms) };
+            if rc < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                break;
+            }
+        }
+        let lost: usize = self.conns.values().map(Conn::buffered).sum();
+        if lost > 0 {
+            tracing::warn!(
+                "virtio-vsock: stopping with {lost} guest bytes that host readers did not take within {} ms",
+                within.as_millis()
+            );
+        }
+        lost
     }
 
     /// When the next deadline expires, if any.

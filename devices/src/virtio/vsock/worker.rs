@@ -9,7 +9,7 @@ use virtio_queue::{Queue, QueueT};
 use vmm_sys_util::epoll::{ControlOperation, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
-use super::muxer::{Muxer, Token};
+use super::muxer::{Muxer, Token, DRAIN_TIMEOUT};
 use crate::virtio::{GuestMemoryMmap, Interrupt};
 
 /// Events handled per `epoll_wait`.
@@ -103,7 +103,10 @@ impl VsockWorker {
                     Token::EventQueue => {
                         let _ = self.queue_events[super::EVQ].read();
                     }
-                    Token::Kill => return self,
+                    Token::Kill => {
+                        self.muxer.drain(&mut self.txq, DRAIN_TIMEOUT);
+                        return self;
+                    }
                     Token::Listener => self.muxer.accept(),
                     Token::Waiting(id) => self.muxer.waiting_event(id),
                     Token::Conn(id) => self.muxer.conn_event(id, event.event_set()),
