@@ -48,6 +48,8 @@ const INFO: &str = "@@BDEV-INFO ";
 const DONE: &str = "@@BDEV-DONE";
 /// Suffix of the guest vCPU busy percentages.
 const BUSY: &str = "_guest_busy_pct";
+/// Suffix of the block requests-per-MiB lines (not MiB/s).
+const PER_MIB: &str = "_requests_per_mib";
 
 /// One target: ours / peer must be at least `bound`.
 #[derive(Debug, Clone, Copy)]
@@ -258,7 +260,12 @@ pub fn table(v: &[Verdict], s: &BTreeMap<String, Summary>, rounds: u32) -> Strin
     }
     let _ = writeln!(t, "all measurements (median [min..max] MiB/s):");
     for (k, m) in s {
-        if k.ends_with(".done") || k.ends_with("size_mib") || k.ends_with(BUSY) {
+        if k.ends_with(".done")
+            || k.ends_with("size_mib")
+            || k.ends_with(BUSY)
+            || k.ends_with(PER_MIB)
+            || k.contains(".blk_max_")
+        {
             continue;
         }
         let _ = writeln!(
@@ -276,6 +283,20 @@ pub fn table(v: &[Verdict], s: &BTreeMap<String, Summary>, rounds: u32) -> Strin
         let _ = writeln!(
             t,
             "  {name:<28} {:>8.0} [{:.0}..{:.0}]",
+            m.median, m.min, m.max
+        );
+    }
+    let _ = writeln!(
+        t,
+        "virtio-blk requests per MiB moved, and the guest queue limits (median [min..max]):"
+    );
+    for (k, m) in s
+        .iter()
+        .filter(|(k, _)| k.ends_with(PER_MIB) || k.contains(".blk_max_"))
+    {
+        let _ = writeln!(
+            t,
+            "  {k:<28} {:>8.2} [{:.2}..{:.2}]",
             m.median, m.min, m.max
         );
     }

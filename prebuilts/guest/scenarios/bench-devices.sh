@@ -57,11 +57,24 @@ dd_timed() {
     fi
 }
 
+# ios FIELD: requests completed on vda so far (/sys/block/vda/stat field 1
+# = reads, 5 = writes).
+ios() { set -- "$1" $(cat /sys/block/vda/stat); shift "$1"; echo "$1"; }
+# per_mib NAME FIELD BEFORE: the requests each MiB took, as the guest's
+# block layer split the 1 MiB O_DIRECT blocks for the device.
+per_mib() { res "$1_requests_per_mib" "$(awk -v a="$3" -v b="$(ios "$2")" -v m="$BLK" 'BEGIN { printf "%.2f", (b - a) / m }')"; }
+
 if [ "$BLK" -gt 0 ]; then
     if [ -b /dev/vda ]; then
         res blk_size_mib "$(($(cat /sys/block/vda/size) / 2048))"
+        res blk_max_sectors_kb "$(cat /sys/block/vda/queue/max_sectors_kb)"
+        res blk_max_segments "$(cat /sys/block/vda/queue/max_segments)"
+        w0=$(ios 5)
         dd_timed blk_write_mibps "$BLK" if=/dev/zero of=/dev/vda oflag=direct
+        per_mib blk_write 5 "$w0"
+        r0=$(ios 1)
         dd_timed blk_read_mibps "$BLK" if=/dev/vda of=/dev/null iflag=direct
+        per_mib blk_read 1 "$r0"
     else
         res blk_error no_/dev/vda
     fi
