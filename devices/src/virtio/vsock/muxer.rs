@@ -862,10 +862,11 @@ impl Muxer {
     pub fn drain(&mut self, txq: &mut Queue, within: Duration) -> usize {
         let deadline = Instant::now() + within;
         // Nobody will read replies any more: let TX go on past the RST
-        // backlog.
+        // backlog. Bounded by the deadline too: on a driver reset other
+        // vCPUs may still be adding chains.
         loop {
             self.rst_queue.clear();
-            if !self.process_tx(txq) {
+            if !self.process_tx(txq) || Instant::now() >= deadline {
                 break;
             }
         }
