@@ -857,9 +857,9 @@ impl Muxer {
     /// host socket, waiting at most `within` for slow host readers. The
     /// guest saw these bytes consumed (used ring, `fwd_cnt`), so they are
     /// delivered before the host sockets close (a reader sees the data,
-    /// then end of file). Returns the guest bytes that could not be
-    /// delivered in time (logged).
-    pub fn drain(&mut self, txq: &mut Queue, within: Duration) -> usize {
+    /// then end of file). Bytes a reader does not take in time are dropped
+    /// with a warning that counts them.
+    pub fn drain(&mut self, txq: &mut Queue, within: Duration) {
         let deadline = Instant::now() + within;
         // Nobody will read replies any more: let TX go on past the RST
         // backlog. Bounded by the deadline too: on a driver reset other
@@ -916,7 +916,6 @@ impl Muxer {
                 within.as_millis()
             );
         }
-        lost
     }
 
     /// When the next deadline expires, if any.
