@@ -33,6 +33,10 @@ pub const END_PREFIX: &str = "@@END ";
 pub const TESTHOST_KERNEL: &str = "testhost-vmlinuz";
 /// File name of the test host initramfs inside an images directory.
 pub const TESTHOST_INITRD: &str = "testhost-initramfs.cpio.gz";
+/// Directory (a symlink into the cache) inside an x86_64 images directory:
+/// the unpacked Debian package of the test host's QEMU (`prebuilts/x86_64.lock`,
+/// group `qemu`). Without it the system's `qemu-system-x86_64` is used.
+pub const TESTHOST_QEMU_DIR: &str = "testhost-qemu";
 /// File name of the build manifest inside an images directory.
 pub const MANIFEST: &str = "manifest.json";
 /// Per-scenario timeout enforced inside the test host unless configured otherwise.
@@ -76,8 +80,12 @@ pub enum TestHostError {
 pub struct TestHostConfig {
     /// Architecture of the test host (decides the QEMU machine and console).
     pub arch: Arch,
-    /// QEMU binary (default `qemu-system-x86_64`).
+    /// QEMU binary (the locked package's under [`TESTHOST_QEMU_DIR`] if the
+    /// images have it, else `qemu-system-x86_64` / `qemu-system-aarch64` from `PATH`).
     pub qemu: PathBuf,
+    /// Data directory searched first for firmware and option ROMs (`-L`): the
+    /// locked package's `usr/share/qemu`.
+    pub qemu_data: Option<PathBuf>,
     /// Test host kernel (bzImage).
     pub kernel: PathBuf,
     /// Test host initramfs.
@@ -142,9 +150,17 @@ impl TestHostConfig {
             Arch::Aarch64 => "-aarch64",
         };
         let log_name = format!("testhost{suffix}-{}.log", sanitize(&scenarios.join("+")));
+        let locked_qemu = images_dir.join(TESTHOST_QEMU_DIR);
+        let locked_bin = locked_qemu.join("usr/bin").join(arch.qemu());
+        let (qemu, qemu_data) = if arch == Arch::X86_64 && locked_bin.is_file() {
+            (locked_bin, Some(locked_qemu.join("usr/share/qemu")))
+        } else {
+            (PathBuf::from(arch.qemu()), None)
+        };
         Ok(Self {
             arch,
-            qemu: PathBuf::from(arch.qemu()),
+            qemu,
+            qemu_data,
             kernel,
             initrd,
             manifest: manifest.is_file().then_some(manifest),
@@ -189,6 +205,9 @@ impl TestHostConfig {
     /// verified in docs/arm64.md).
     pub fn command(&self) -> Command {
         let mut cmd = Command::new(&self.qemu);
+        if let Some(data) = &self.qemu_data {
+            cmd.arg("-L").arg(data);
+        }
         match self.arch {
             Arch::X86_64 => cmd.args(["-accel", "tcg", "-cpu", "max", "-smp", "1", "-m"]),
             // pauth-impdef: a cheap pointer-authentication algorithm, much
@@ -377,13 +396,22 @@ pub fn manifest_summary(text: &str) -> String {
         Some(serde_json::Value::Null) | None => "MISSING".to_string(),
         Some(_) => format!("sha256 {}", s("/vmm/sha256")),
     };
-    format!(
+    let mut out = format!(
         "testhost: kernel {} ({} {} sha256 {})\ntesthost: vmm {vmm}\n",
         s("/kernel/release"),
         s("/kernel/package"),
         s("/kernel/version"),
         s("/kernel/sha256"),
-    )
+    );
+    if v.get("testhost_qemu").is_some_and(|q| !q.is_null()) {
+        out.push_str(&format!(
+            "testhost: qemu {} {} sha256 {}\n",
+            s("/testhost_qemu/package"),
+            s("/testhost_qemu/version"),
+            s("/testhost_qemu/sha256"),
+        ));
+    }
+    out
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> TestHostError {
@@ -619,6 +647,7 @@ mod tests {
         let mut cfg = TestHostConfig {
             arch: Arch::X86_64,
             qemu: "q".into(),
+            qemu_data: None,
             kernel: "k".into(),
             initrd: "i".into(),
             manifest: None,
@@ -670,7 +699,35 @@ mod tests {
         let s = manifest_summary(m);
         assert!(s.contains("kernel 6.12.95+deb12-amd64 (linux-image-x 1 sha256 ab)"));
         assert!(s.contains("vmm MISSING"));
+        assert!(!s.contains("qemu"));
         assert!(manifest_summary("nope").contains("unreadable"));
+        let m = r#"{"kernel":{},"vmm":null,
+                    "testhost_qemu":{"package":"qemu-system-x86","version":"1:10","sha256":"cd"}}"#;
+        assert!(manifest_summary(m).contains("testhost: qemu qemu-system-x86 1:10 sha256 cd"));
+    }
+
+    /// Images with a `testhost-qemu` root boot with that QEMU and its data
+    /// directory; without one the `PATH` QEMU is used.
+    #[test]
+    fn locked_qemu_is_preferred() {
+        let dir = std::env::temp_dir().join(format!("vmstack-th-qemu-{}", std::process::id()));
+        let bin = dir.join(TESTHOST_QEMU_DIR).join("usr/bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        for f in [TESTHOST_KERNEL, TESTHOST_INITRD] {
+            std::fs::write(dir.join(f), b"").unwrap();
+        }
+        let cfg = TestHostConfig::from_images_dir(&dir, &["a"], &dir).unwrap();
+        assert_eq!(cfg.qemu, PathBuf::from("qemu-system-x86_64"));
+        assert!(cfg.qemu_data.is_none());
+        std::fs::write(bin.join("qemu-system-x86_64"), b"").unwrap();
+        let cfg = TestHostConfig::from_images_dir(&dir, &["a"], &dir).unwrap();
+        assert_eq!(cfg.qemu, bin.join("qemu-system-x86_64"));
+        let cmd = cfg.command();
+        let args: Vec<_> = cmd.get_args().collect();
+        let data = dir.join(TESTHOST_QEMU_DIR).join("usr/share/qemu");
+        assert_eq!(args[0], "-L");
+        assert_eq!(args[1], data.as_os_str());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// A stand-in "QEMU" that ignores its arguments, prints a section and hangs:
@@ -690,6 +747,7 @@ mod tests {
         let cfg = TestHostConfig {
             arch: Arch::X86_64,
             qemu: fake,
+            qemu_data: None,
             kernel: "k".into(),
             initrd: "i".into(),
             manifest: None,

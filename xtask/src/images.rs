@@ -90,6 +90,57 @@ fn unpack(cache: &Path, group: &str, debs: &[(&LockedPackage, &Path)]) -> Result
     Ok(dir)
 }
 
+/// Unpacks the locked QEMU packages and points `<out>/testhost-qemu` at the
+/// root (replacing an older link); checks that the binary starts. Returns the
+/// `qemu-system-x86` package.
+fn link_testhost_qemu(cache: &Path, out: &Path, inputs: &Inputs) -> Result<LockedPackage> {
+    let main = inputs
+        .lock
+        .group(lock::GROUP_QEMU)
+        .into_iter()
+        .find(|p| p.name == lock::QEMU_PACKAGES[0])
+        .cloned()
+        .ok_or_else(|| anyhow!("the x86_64 lock has no {} package", lock::QEMU_PACKAGES[0]))?;
+    let root = unpack(
+        cache,
+        lock::GROUP_QEMU,
+        &inputs.group_debs(lock::GROUP_QEMU),
+    )?;
+    let bin = root.join("usr/bin/qemu-system-x86_64");
+    let version = Command::new(&bin).arg("--version").output();
+    match version {
+        Ok(o) if o.status.success() => {
+            let text = String::from_utf8_lossy(&o.stdout);
+            step!(
+                "test host QEMU: {}",
+                text.lines().next().unwrap_or_default()
+            );
+        }
+        Ok(o) => bail!(
+            "{} --version failed ({}): {} (its shared libraries come from the system's \
+             qemu-system-x86: run `cargo xtask setup`)",
+            bin.display(),
+            o.status,
+            String::from_utf8_lossy(&o.stderr).trim()
+        ),
+        Err(e) => bail!("cannot run {}: {e}", bin.display()),
+    }
+    let link = out.join(vmstack_tests::testhost::TESTHOST_QEMU_DIR);
+    if std::fs::read_link(&link).ok().as_deref() != Some(root.as_path()) {
+        let tmp = out.join(format!(
+            "{}.tmp",
+            vmstack_tests::testhost::TESTHOST_QEMU_DIR
+        ));
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(&root, &tmp)
+            .with_context(|| format!("cannot create {}", tmp.display()))?;
+        std::fs::rename(&tmp, &link)
+            .with_context(|| format!("cannot rename {} to {}", tmp.display(), link.display()))?;
+        step!("linked {} -> {}", link.display(), root.display());
+    }
+    Ok(main)
+}
+
 /// Whether `name` is an unpacked root (`<group>-<16 hex digits>`) of `group`.
 fn is_root_of(name: &str, group: &str) -> bool {
     name.strip_prefix(group)
@@ -464,6 +515,13 @@ pub fn build(arch: Arch, vmm: Option<&Path>) -> Result<Images> {
         write_stamp(&th_initrd, &th_key)?;
     }
 
+    // The test host's QEMU (x86_64): its unpacked package, linked into the
+    // images directory where the test runner looks for it.
+    let testhost_qemu = match arch {
+        Arch::X86_64 => Some(link_testhost_qemu(&cache, &out, &inputs)?),
+        Arch::Aarch64 => None,
+    };
+
     // Manifest.
     let file_info = |p: &Path| -> Result<serde_json::Value> {
         let size = std::fs::metadata(p)
@@ -488,6 +546,9 @@ pub fn build(arch: Arch, vmm: Option<&Path>) -> Result<Images> {
         })).collect::<Vec<_>>(),
         "vmm": vmm.as_ref().map(|(p, sha)| serde_json::json!({
             "path": p.display().to_string(), "sha256": sha,
+        })),
+        "testhost_qemu": testhost_qemu.as_ref().map(|p| serde_json::json!({
+            "package": p.name, "version": p.version, "sha256": p.sha256,
         })),
         "guest_tools": { "path": tools.display().to_string(), "sha256": tools_sha },
         "guest_modules": guest_modules,

@@ -2,12 +2,17 @@
 //! packages the images are built from, and how they are resolved, downloaded
 //! and verified.
 //!
-//! Two groups of packages:
+//! Groups of packages:
 //! - `kernel`: resolved through the meta package `linux-image-<debian arch>`
 //!   (`linux-image-amd64`, `linux-image-arm64`) in
 //!   bookworm-backports: the image it depends on, plus the matching
 //!   `linux-headers-<release>`, its `-common` and `linux-kbuild-*` packages;
-//! - `busybox`: `busybox-static` from bookworm.
+//! - `busybox`: `busybox-static` from bookworm;
+//! - `qemu` (x86_64 lock only): the test host's emulator, `qemu-system-x86`
+//!   with the `qemu-system-common` and `qemu-system-data` of the same version
+//!   from bookworm-backports (bookworm's 7.2 mis-emulates nested SVM, see
+//!   docs/testing.md). It runs from its unpacked root on the build machine;
+//!   its shared libraries come from the system's own `qemu-system-x86`.
 //!
 //! If the lock exists, its exact versions are used. If a locked version can no
 //! longer be found (backports move on) after a fresh `apt-get update`, the group is
@@ -33,10 +38,17 @@ pub const BUSYBOX: &str = "busybox-static";
 /// Suite busybox is taken from.
 pub const BUSYBOX_SUITE: &str = "bookworm";
 
+/// Packages of the test host's QEMU, all at the version of the first.
+pub const QEMU_PACKAGES: &[&str] = &["qemu-system-x86", "qemu-system-common", "qemu-system-data"];
+/// Suite the test host's QEMU is taken from.
+pub const QEMU_SUITE: &str = "bookworm-backports";
+
 /// Group name of the kernel packages.
 pub const GROUP_KERNEL: &str = "kernel";
 /// Group name of the busybox package.
 pub const GROUP_BUSYBOX: &str = "busybox";
+/// Group name of the test host's QEMU packages (amd64 only).
+pub const GROUP_QEMU: &str = "qemu";
 
 /// Role of the kernel image package.
 pub const ROLE_IMAGE: &str = "kernel-image";
@@ -80,7 +92,7 @@ pub struct KernelInfo {
 /// One locked input package.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockedPackage {
-    /// Group the package belongs to (`kernel`, `busybox`).
+    /// Group the package belongs to (`kernel`, `busybox`, `qemu`).
     pub group: String,
     /// What the package is used for.
     pub role: String,
@@ -269,6 +281,35 @@ fn resolve_busybox(apt: &Apt) -> Result<Vec<LockedPackage>> {
     )])
 }
 
+/// Resolves the test host's QEMU: the packages of [`QEMU_PACKAGES`] at the
+/// version [`QEMU_SUITE`] has of the first.
+fn resolve_qemu(apt: &Apt) -> Result<Vec<LockedPackage>> {
+    let main = version_in_suite(apt, QEMU_PACKAGES[0], QEMU_SUITE)?;
+    let mut pkgs = vec![LockedPackage::from_info(
+        GROUP_QEMU,
+        QEMU_PACKAGES[0],
+        &main,
+    )];
+    for name in &QEMU_PACKAGES[1..] {
+        let p = apt
+            .show(name, Some(&main.version))?
+            .into_iter()
+            .next()
+            .ok_or_else(|| anyhow!("{name} {} not found in the package lists", main.version))?;
+        pkgs.push(LockedPackage::from_info(GROUP_QEMU, name, &p));
+    }
+    Ok(pkgs)
+}
+
+/// Groups locked for Debian architecture `arch`.
+fn groups(arch: &str) -> &'static [&'static str] {
+    if arch == "amd64" {
+        &[GROUP_KERNEL, GROUP_BUSYBOX, GROUP_QEMU]
+    } else {
+        &[GROUP_KERNEL, GROUP_BUSYBOX]
+    }
+}
+
 /// Whether a cached .deb exists with the locked checksum (`warn`: say so if it does not match).
 fn cached(pkg: &LockedPackage, debs_dir: &Path, warn: bool) -> Result<Option<PathBuf>> {
     let path = debs_dir.join(pkg.deb_name());
@@ -327,7 +368,7 @@ pub fn ensure_inputs(lock_path: &Path, cache: &Path, arch: &str) -> Result<Input
 
     let mut kernel_info = old.as_ref().map(|l| l.kernel.clone());
     let mut packages: Vec<LockedPackage> = Vec::new();
-    for group in [GROUP_KERNEL, GROUP_BUSYBOX] {
+    for &group in groups(arch) {
         let locked: Vec<LockedPackage> = old
             .as_ref()
             .map(|l| l.group(group).into_iter().cloned().collect())
@@ -386,6 +427,14 @@ pub fn ensure_inputs(lock_path: &Path, cache: &Path, arch: &str) -> Result<Input
                 info.release
             );
             kernel_info = Some(info);
+            packages.extend(pkgs);
+        } else if group == GROUP_QEMU {
+            let pkgs = resolve_qemu(&apt)?;
+            step!(
+                "resolved {} {} ({QEMU_SUITE})",
+                pkgs[0].name,
+                pkgs[0].version
+            );
             packages.extend(pkgs);
         } else {
             packages.extend(resolve_busybox(&apt)?);
