@@ -26,8 +26,6 @@ fn prepare_for(arch: Arch) -> Result<Images> {
 /// Prefix of nested tests that only `cargo xtask test --all-arch` runs (the
 /// slow arm64 repeats of the x86 device tests); see docs/arm64.md.
 pub const ALL_ARCH_PREFIX: &str = "all_arch_";
-/// Prefix of the two-VM system-manager tests, also only in `--all-arch`.
-pub const TWO_VM_PREFIX: &str = "two_vm_";
 
 /// `cargo xtask test [--all-arch]`: both architectures' VMMs and images,
 /// then every test file; without `--all-arch` the `all_arch_*` tests are
@@ -61,13 +59,6 @@ pub fn test(nested_only: bool, all_arch: bool) -> Result<()> {
     if !all_arch {
         step!("skipping {ALL_ARCH_PREFIX}* tests (run them with --all-arch)");
         c.args(["--skip", ALL_ARCH_PREFIX]);
-        // The two-VM sysmgr scenarios can freeze the emulated test host
-        // while both guests boot (no console, no timer, until the hard
-        // timeout): 2 of 4 runs without kvm_amd.vgif=0, 1 of 4 with it
-        // (docs/testing.md). They run only with --all-arch, so a freeze of
-        // the outer TCG machine cannot block a landing.
-        step!("skipping {TWO_VM_PREFIX}* tests (run them with --all-arch)");
-        c.args(["--skip", TWO_VM_PREFIX]);
     }
     util::run(&mut c).context("nested test host tests failed")?;
     step!(
