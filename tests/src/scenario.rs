@@ -10,6 +10,30 @@ use crate::Arch;
 /// Held while a test host runs: boots in one process happen one after the other.
 static BOOT_LOCK: Mutex<()> = Mutex::new(());
 
+/// Boots the test host; if the emulated machine froze (its heartbeat
+/// stopped: the outer emulator, not a scenario, stopped running), keeps that
+/// log as `<log>.froze.log` and boots it once more. A second freeze is
+/// returned like any other failed run. Each retry is announced on stderr and
+/// at the top of the console.
+fn run_retrying_a_freeze(cfg: &TestHostConfig) -> Result<TestHostRun, String> {
+    let first = testhost::run(cfg).map_err(|e| e.to_string())?;
+    if !first.froze {
+        return Ok(first);
+    }
+    let kept = cfg.log_path.with_extension("froze.log");
+    let _ = std::fs::rename(&cfg.log_path, &kept);
+    let note = format!(
+        "testhost: the test host froze after {:.0} s (no heartbeat; CPU state at the end of {}); \
+         booting it once more",
+        first.elapsed.as_secs_f64(),
+        kept.display()
+    );
+    eprintln!("{note}");
+    let mut second = testhost::run(cfg).map_err(|e| e.to_string())?;
+    second.console = format!("{note}\n{}", second.console);
+    Ok(second)
+}
+
 /// One outer boot running `scenarios`, started by the first test that asks.
 pub struct SharedRun {
     arch: Arch,
@@ -96,7 +120,7 @@ impl SharedRun {
             // shared runs, like arm64_virtio.rs, would otherwise boot them in
             // parallel on the test threads).
             let _one_at_a_time = BOOT_LOCK.lock().unwrap_or_else(|p| p.into_inner());
-            testhost::run(&cfg).map_err(|e| e.to_string())
+            run_retrying_a_freeze(&cfg)
         });
         match run {
             Ok(run) => run,

@@ -41,6 +41,9 @@ pub const TESTHOST_QEMU_DIR: &str = "testhost-qemu";
 pub const MANIFEST: &str = "manifest.json";
 /// Per-scenario timeout enforced inside the test host unless configured otherwise.
 pub const DEFAULT_SCENARIO_TIMEOUT: Duration = Duration::from_secs(120);
+/// The x86_64 test host is declared frozen when its heartbeat (a line every
+/// 5 s on its second serial port, `th.heartbeat=ttyS1`) stops for this long.
+pub const FREEZE_AFTER: Duration = Duration::from_secs(90);
 /// Number of console lines shown in failure reports.
 pub const REPORT_TAIL_LINES: usize = 200;
 
@@ -106,6 +109,10 @@ pub struct TestHostConfig {
     pub log_path: PathBuf,
     /// Echo the console live to this process's stdout.
     pub stream: bool,
+    /// Freeze watchdog (x86_64): the test host writes a heartbeat to its
+    /// second serial port; if it stops for this long, the runner dumps the
+    /// emulated CPU's state from the QEMU monitor and kills QEMU. `None`: off.
+    pub freeze_after: Option<Duration>,
 }
 
 impl TestHostConfig {
@@ -174,7 +181,30 @@ impl TestHostConfig {
             extra_append: Vec::new(),
             log_path: log_dir.join(log_name),
             stream: false,
+            freeze_after: match arch {
+                Arch::X86_64 => Some(FREEZE_AFTER),
+                Arch::Aarch64 => None,
+            },
         })
+    }
+
+    /// File the heartbeat serial port writes to (`<log>.heartbeat`).
+    pub fn heartbeat_path(&self) -> PathBuf {
+        self.log_path.with_extension("heartbeat")
+    }
+
+    /// Unix socket of the QEMU monitor, used after a freeze: in the temporary
+    /// directory (a socket path must stay under 108 bytes), named after this
+    /// process and the log.
+    pub fn monitor_path(&self) -> PathBuf {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.log_path.hash(&mut h);
+        std::env::temp_dir().join(format!(
+            "vmstack-monitor-{}-{:016x}",
+            std::process::id(),
+            h.finish()
+        ))
     }
 
     /// The outer kernel command line.
@@ -193,6 +223,9 @@ impl TestHostConfig {
             self.scenarios.join(","),
             self.scenario_timeout.as_secs().max(1)
         );
+        if self.freeze_after.is_some() {
+            append.push_str(" th.heartbeat=ttyS1");
+        }
         for word in &self.extra_append {
             append.push(' ');
             append.push_str(word);
@@ -224,8 +257,20 @@ impl TestHostConfig {
                 "-m",
             ]),
         };
-        cmd.arg(self.memory_mib.to_string())
-            .args(["-nographic", "-no-reboot", "-kernel"])
+        cmd.arg(self.memory_mib.to_string()).arg("-nographic");
+        if self.freeze_after.is_some() {
+            // ttyS0 stays the console (on stdio); ttyS1 carries the heartbeat.
+            let mut heartbeat = std::ffi::OsString::from("file:");
+            heartbeat.push(self.heartbeat_path());
+            let mut monitor = std::ffi::OsString::from("unix:");
+            monitor.push(self.monitor_path());
+            monitor.push(",server=on,wait=off");
+            cmd.args(["-serial", "stdio", "-serial"])
+                .arg(heartbeat)
+                .arg("-monitor")
+                .arg(monitor);
+        }
+        cmd.args(["-no-reboot", "-kernel"])
             .arg(&self.kernel)
             .arg("-initrd")
             .arg(&self.initrd)
@@ -276,6 +321,9 @@ pub struct TestHostRun {
     pub elapsed: Duration,
     /// Whether the hard timeout expired and QEMU was killed.
     pub timed_out: bool,
+    /// Whether the freeze watchdog fired (the heartbeat stopped; QEMU was
+    /// killed, the monitor's CPU state is at the end of `console`).
+    pub froze: bool,
     /// QEMU's exit status (after a kill, the kill's status).
     pub status: Option<ExitStatus>,
     /// Scenario sections in console order.
@@ -306,9 +354,10 @@ impl TestHostRun {
         let _ = writeln!(out, "test host failure: {what}");
         let _ = writeln!(
             out,
-            "  elapsed {:.1} s, timed out: {}, qemu status: {}, ready marker: {}",
+            "  elapsed {:.1} s, timed out: {}, froze: {}, qemu status: {}, ready marker: {}",
             self.elapsed.as_secs_f64(),
             self.timed_out,
+            self.froze,
             self.status
                 .map(|s| s.to_string())
                 .unwrap_or_else(|| "unknown".into()),
@@ -477,22 +526,77 @@ fn pump(
     })
 }
 
-fn wait_with_timeout(
-    child: &mut Child,
-    timeout: Duration,
-) -> Result<(Option<ExitStatus>, bool), TestHostError> {
-    let deadline = Instant::now() + timeout;
+/// How a supervised QEMU ended.
+enum Ending {
+    /// It exited by itself.
+    Exited(ExitStatus),
+    /// Killed at the hard timeout.
+    TimedOut(Option<ExitStatus>),
+    /// Killed by the freeze watchdog; the monitor's answers.
+    Froze(Option<ExitStatus>, String),
+}
+
+/// Waits for QEMU until it exits, the hard timeout passes, or (with
+/// `cfg.freeze_after`) its heartbeat file has not grown for that long once
+/// it had started.
+fn supervise(child: &mut Child, cfg: &TestHostConfig) -> Result<Ending, TestHostError> {
+    let deadline = Instant::now() + cfg.timeout;
+    let heartbeat = cfg.heartbeat_path();
+    let mut last_size = 0u64;
+    let mut last_change = Instant::now();
     loop {
         if let Some(status) = child.try_wait().map_err(io_err("waiting for qemu"))? {
-            return Ok((Some(status), false));
+            let _ = std::fs::remove_file(cfg.monitor_path());
+            return Ok(Ending::Exited(status));
         }
         if Instant::now() >= deadline {
             let _ = child.kill();
             let status = child.wait().ok();
-            return Ok((status, true));
+            let _ = std::fs::remove_file(cfg.monitor_path());
+            return Ok(Ending::TimedOut(status));
+        }
+        if let Some(limit) = cfg.freeze_after {
+            let size = std::fs::metadata(&heartbeat).map(|m| m.len()).unwrap_or(0);
+            if size != last_size {
+                last_size = size;
+                last_change = Instant::now();
+            } else if size > 0 && last_change.elapsed() >= limit {
+                let state = monitor_dump(&cfg.monitor_path());
+                let _ = child.kill();
+                let status = child.wait().ok();
+                let _ = std::fs::remove_file(cfg.monitor_path());
+                return Ok(Ending::Froze(status, state));
+            }
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Asks the QEMU monitor at `socket` for the emulated CPU's registers and
+/// local APIC (what a frozen test host was doing); errors become text.
+fn monitor_dump(socket: &Path) -> String {
+    use std::os::unix::net::UnixStream;
+    let mut out = String::new();
+    let mut stream = match UnixStream::connect(socket) {
+        Ok(s) => s,
+        Err(e) => return format!("cannot connect to the monitor {}: {e}\n", socket.display()),
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(1500)));
+    let mut buf = [0u8; 16384];
+    let mut read_some = |stream: &mut UnixStream, out: &mut String| loop {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.push_str(&String::from_utf8_lossy(&buf[..n])),
+        }
+    };
+    read_some(&mut stream, &mut out);
+    for command in ["info registers", "info lapic", "info pic"] {
+        if stream.write_all(format!("{command}\n").as_bytes()).is_err() {
+            break;
+        }
+        read_some(&mut stream, &mut out);
+    }
+    out.replace('\r', "")
 }
 
 /// Boots the test host described by `cfg` and waits for it (at most `cfg.timeout`).
@@ -544,7 +648,13 @@ pub fn run(cfg: &TestHostConfig) -> Result<TestHostRun, TestHostError> {
     if let Some(err) = child.stderr.take() {
         pumps.push(pump(err, errors.clone(), log.clone(), cfg.stream));
     }
-    let (status, timed_out) = wait_with_timeout(&mut child, cfg.timeout)?;
+    let _ = std::fs::remove_file(cfg.heartbeat_path());
+    let ending = supervise(&mut child, cfg)?;
+    let (status, timed_out, froze, monitor) = match ending {
+        Ending::Exited(s) => (Some(s), false, false, None),
+        Ending::TimedOut(s) => (s, true, false, None),
+        Ending::Froze(s, state) => (s, true, true, Some(state)),
+    };
     // QEMU has exited; its pipes close with it. Don't hang if something else
     // still holds them: give the readers a few seconds, then go on.
     let drain_deadline = Instant::now() + Duration::from_secs(5);
@@ -578,7 +688,17 @@ pub fn run(cfg: &TestHostConfig) -> Result<TestHostRun, TestHostError> {
     if let Ok(mut log) = log.lock() {
         let _ = log.write_all(trailer.as_bytes());
     }
-    if timed_out {
+    if let Some(state) = &monitor {
+        let note = format!(
+            "\n[testhost: frozen: no heartbeat for {} s; killed after {:.0} s; QEMU monitor:]\n{state}\n",
+            cfg.freeze_after.unwrap_or_default().as_secs(),
+            elapsed.as_secs_f64()
+        );
+        text.push_str(&note);
+        if let Ok(mut log) = log.lock() {
+            let _ = log.write_all(note.as_bytes());
+        }
+    } else if timed_out {
         text.push_str(&format!(
             "\n[testhost: killed after the {} s hard timeout]\n",
             cfg.timeout.as_secs()
@@ -590,6 +710,7 @@ pub fn run(cfg: &TestHostConfig) -> Result<TestHostRun, TestHostError> {
         log_path: cfg.log_path.clone(),
         elapsed,
         timed_out,
+        froze,
         status,
         sections,
     })
@@ -658,6 +779,7 @@ mod tests {
             extra_append: vec!["quiet".into()],
             log_path: dir.join("x.log"),
             stream: false,
+            freeze_after: None,
         };
         assert_eq!(
             cfg.append(),
@@ -680,6 +802,7 @@ mod tests {
             log_path: dir.join("x.log"),
             elapsed: Duration::from_secs(1),
             timed_out: true,
+            froze: false,
             status: None,
             sections: vec![],
         };
@@ -758,6 +881,7 @@ mod tests {
             extra_append: vec![],
             log_path: dir.join("run.log"),
             stream: false,
+            freeze_after: None,
         };
         let run = run(&cfg).unwrap();
         assert!(run.timed_out);
@@ -768,6 +892,48 @@ mod tests {
         let log = std::fs::read_to_string(dir.join("run.log")).unwrap();
         assert!(log.contains("partial") && log.contains("timed out: true"));
         assert!(run.failure_report("x").contains("run.log"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A stand-in "QEMU" that writes one heartbeat to its `file:` serial
+    /// port and hangs: the watchdog must declare it frozen long before the
+    /// hard timeout.
+    #[test]
+    fn stopped_heartbeat_is_a_freeze() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("vmstack-th-hb-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fake = dir.join("fake-qemu");
+        std::fs::write(
+            &fake,
+            "#!/bin/sh\nfor a; do case $a in file:*) hb=${a#file:} ;; esac; done\n\
+             echo 1.0 > \"$hb\"\necho '@@BEGIN a'\nexec sleep 30\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let cfg = TestHostConfig {
+            arch: Arch::X86_64,
+            qemu: fake,
+            qemu_data: None,
+            kernel: "k".into(),
+            initrd: "i".into(),
+            manifest: None,
+            scenarios: vec!["a".into()],
+            scenario_timeout: Duration::from_secs(1),
+            timeout: Duration::from_secs(25),
+            memory_mib: 64,
+            extra_append: vec![],
+            log_path: dir.join("run.log"),
+            stream: false,
+            freeze_after: Some(Duration::from_secs(1)),
+        };
+        assert!(cfg.append().contains("th.heartbeat=ttyS1"));
+        let run = run(&cfg).unwrap();
+        assert!(run.froze && run.timed_out);
+        assert!(run.elapsed < Duration::from_secs(10), "{:?}", run.elapsed);
+        assert!(run.console.contains("frozen: no heartbeat"));
+        assert!(run.console.contains("cannot connect to the monitor"));
+        assert!(run.failure_report("x").contains("froze: true"));
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -3,7 +3,8 @@
 # guest (guest.scenario=bench-devices) with a virtio-blk disk on the same
 # tmpfs image and a virtio-net card on a tap; ours also gets vsock. Peers
 # measured here in the same run: dd on the image itself, and vsock-test over
-# a plain unix socket pair. Needs the extra initramfs of `cargo xtask bench
+# a plain unix socket pair (vsock and the pair: `vsock-test --raw`, the
+# transport alone, no per-byte checksum work). Needs the extra initramfs of `cargo xtask bench
 # devices` (QEMU and its libraries); see docs/benchmarks.md.
 #
 # Kernel command line: bench.blk_mib=N bench.net_mib=N bench.vsock_mib=N
@@ -114,9 +115,9 @@ host_peers() {
     t0=$(now)
     dd if=$IMG of=/dev/null bs=1M count="$BLK" 2>/dev/null
     res host.blk_read_mibps "$(mibps "$BLK" "$t0" "$(now)")"
-    vsock-test listen-unix /tmp/bench-pair recv --tag up > $T/pair 2>&1 &
+    vsock-test listen-unix /tmp/bench-pair recv --raw --tag up > $T/pair 2>&1 &
     p=$!
-    vsock-test connect-unix-raw /tmp/bench-pair send "$VS" --retry 10 --tag up_send > /dev/null 2>&1
+    vsock-test connect-unix-raw /tmp/bench-pair send "$VS" --raw --retry 10 --tag up_send > /dev/null 2>&1
     wait $p
     v=$(sed -n 's/^up_mibps=//p' $T/pair)
     if [ -n "$v" ]; then res unix.pair_mibps "$v"; else res unix.pair_error "$(tr '\n ' '__' < $T/pair)"; fi
@@ -126,7 +127,7 @@ host_peers() {
 run_ours() {
     net_listeners
     rm -f "$S" "${S}_5000"
-    timeout 400 vsock-test listen-unix "${S}_5000" recv --tag g2h > $T/vs_g2h 2>&1 &
+    timeout 400 vsock-test listen-unix "${S}_5000" recv --raw --tag g2h > $T/vs_g2h 2>&1 &
     vs_rx=$!
     /bin/vmm run --cpus 1 --mem $MEM --rwdisk $IMG --net "tap=$TAP,mac=$MAC" \
         --vsock cid=3,socket=$S --initrd /guest/initramfs.cpio.gz \
@@ -135,7 +136,7 @@ run_ours() {
     cpu_sampler $vmm $T/cpu-ours &
     tap_up ours &
     # Host -> guest: retried until the guest listens (after its other tests).
-    timeout 400 vsock-test connect-unix $S 6000 send "$VS" --retry 380 --tag h2g_send > $T/vs_h2g 2>&1 &
+    timeout 400 vsock-test connect-unix $S 6000 send "$VS" --raw --retry 380 --tag h2g_send > $T/vs_h2g 2>&1 &
     vs_tx=$!
     wait $vmm
     rc=$?

@@ -22,6 +22,9 @@
 //!          --count N      (listen) serve N connections concurrently, then exit
 //!          --retry SECS   (connect) retry refused connections for SECS
 //!          --seed N       data seed for send (default 1)
+//!          --raw          (send, recv) transport only, for benchmarks: send
+//!                         repeats one 64 KiB block of the data, recv only
+//!                         counts bytes; no checksum (no `<tag>_sum` line)
 //! ```
 //!
 //! Results are `key=value` lines: `<tag>_bytes`, `<tag>_sum` (a 64-bit
@@ -202,23 +205,31 @@ impl Sum {
 #[derive(Default)]
 struct Report {
     bytes: u64,
-    sum: u64,
+    /// Checksum of the stream; `None` in raw mode.
+    sum: Option<u64>,
     secs: f64,
     peer_closed: bool,
 }
 
 /// Sends `total` bytes of `Gen(seed)` data, half-closes and waits for the
 /// peer to close.
-fn send(s: &mut Sock, total: u64, seed: u64) -> io::Result<Report> {
+/// `raw`: one block of that data, generated once and sent over and over,
+/// and no checksum.
+fn send(s: &mut Sock, total: u64, seed: u64, raw: bool) -> io::Result<Report> {
     let start = Instant::now();
     let mut gen = Gen::new(seed);
     let mut sum = Sum::new();
     let mut buf = vec![0u8; CHUNK];
+    if raw {
+        gen.fill(&mut buf);
+    }
     let mut left = total;
     while left > 0 {
         let n = (left as usize).min(CHUNK);
-        gen.fill(&mut buf[..n]);
-        sum.update(&buf[..n]);
+        if !raw {
+            gen.fill(&mut buf[..n]);
+            sum.update(&buf[..n]);
+        }
         s.write_all(&buf[..n])?;
         left -= n as u64;
     }
@@ -239,27 +250,31 @@ fn send(s: &mut Sock, total: u64, seed: u64) -> io::Result<Report> {
     }
     Ok(Report {
         bytes: total,
-        sum: sum.finish(),
+        sum: (!raw).then(|| sum.finish()),
         secs: start.elapsed().as_secs_f64(),
         peer_closed: true,
     })
 }
 
-/// Reads until EOF.
-fn recv(s: &mut Sock) -> io::Result<Report> {
+/// Reads until EOF (`raw`: counting bytes only, no checksum).
+fn recv(s: &mut Sock, raw: bool) -> io::Result<Report> {
     let start = Instant::now();
     let mut sum = Sum::new();
+    let mut bytes = 0u64;
     let mut buf = vec![0u8; CHUNK];
     loop {
         let n = s.read(&mut buf)?;
         if n == 0 {
             break;
         }
-        sum.update(&buf[..n]);
+        bytes += n as u64;
+        if !raw {
+            sum.update(&buf[..n]);
+        }
     }
     Ok(Report {
-        bytes: sum.bytes,
-        sum: sum.finish(),
+        bytes,
+        sum: (!raw).then(|| sum.finish()),
         secs: start.elapsed().as_secs_f64(),
         peer_closed: true,
     })
@@ -281,7 +296,7 @@ fn echo(s: &mut Sock) -> io::Result<Report> {
     s.shutdown_write()?;
     Ok(Report {
         bytes: sum.bytes,
-        sum: sum.finish(),
+        sum: Some(sum.finish()),
         secs: start.elapsed().as_secs_f64(),
         peer_closed: true,
     })
@@ -297,14 +312,15 @@ fn echo_client(s: Sock, bytes: u64, seed: u64) -> io::Result<()> {
         r
     });
     let mut r = s;
-    let got = recv(&mut r)?;
+    let got = recv(&mut r, false)?;
     let want = writer
         .join()
         .map_err(|_| io::Error::other("writer panicked"))??;
-    if got.bytes != bytes || got.sum != want {
+    if got.bytes != bytes || got.sum != Some(want) {
         return Err(io::Error::other(format!(
             "echo mismatch: {} bytes sum {:016x}, sent {bytes} sum {want:016x}",
-            got.bytes, got.sum
+            got.bytes,
+            got.sum.unwrap_or_default()
         )));
     }
     Ok(())
@@ -457,6 +473,7 @@ struct Opts {
     count: usize,
     retry: Duration,
     seed: u64,
+    raw: bool,
 }
 
 enum Mode {
@@ -481,7 +498,7 @@ fn usage() -> ExitCode {
     eprintln!(
         "usage: vsock-test listen-vsock PORT | connect-vsock CID PORT | listen-unix PATH | \
          connect-unix PATH PORT | connect-unix-raw PATH, then MODE (send MIB | recv | echo | many K KIB) \
-         [--tag NAME] [--count N] [--retry SECS] [--seed N]"
+         [--tag NAME] [--count N] [--retry SECS] [--seed N] [--raw]"
     );
     ExitCode::from(2)
 }
@@ -492,7 +509,9 @@ fn parse_num<T: std::str::FromStr>(s: Option<&String>) -> Option<T> {
 
 fn print_report(tag: &str, r: &Report) {
     println!("{tag}_bytes={}", r.bytes);
-    println!("{tag}_sum={:016x}", r.sum);
+    if let Some(sum) = r.sum {
+        println!("{tag}_sum={sum:016x}");
+    }
     println!("{tag}_secs={:.2}", r.secs);
     let mib = r.bytes as f64 / (1024.0 * 1024.0);
     if r.secs > 0.0 {
@@ -501,10 +520,10 @@ fn print_report(tag: &str, r: &Report) {
     println!("{tag}_peer_closed={}", u8::from(r.peer_closed));
 }
 
-fn run_one(s: &mut Sock, mode: &Mode, seed: u64) -> io::Result<Report> {
+fn run_one(s: &mut Sock, mode: &Mode, opts: &Opts) -> io::Result<Report> {
     match mode {
-        Mode::Send(mib) => send(s, mib * 1024 * 1024, seed),
-        Mode::Recv => recv(s),
+        Mode::Send(mib) => send(s, mib * 1024 * 1024, opts.seed, opts.raw),
+        Mode::Recv => recv(s, opts.raw),
         Mode::Echo => echo(s),
         Mode::Many(..) => Err(io::Error::other("many is a client mode")),
     }
@@ -571,7 +590,7 @@ fn client(
         return Ok(());
     }
     let mut s = connect_retry(connect, opts.retry)?;
-    let r = run_one(&mut s, mode, opts.seed)?;
+    let r = run_one(&mut s, mode, opts)?;
     print_report(tag, &r);
     Ok(())
 }
@@ -584,7 +603,7 @@ fn server(l: Listener, mode: &Mode, opts: &Opts, tag: &str) -> io::Result<()> {
         for _ in 0..count {
             match l.accept() {
                 Ok(mut s) => {
-                    handles.push(scope.spawn(move || run_one(&mut s, mode, opts.seed)));
+                    handles.push(scope.spawn(move || run_one(&mut s, mode, opts)));
                 }
                 Err(e) => {
                     handles.push(scope.spawn(move || Err(e)));
@@ -653,8 +672,13 @@ fn main() -> ExitCode {
         count: 1,
         retry: Duration::ZERO,
         seed: 1,
+        raw: false,
     };
     while let Some(flag) = rest.next() {
+        if flag == "--raw" {
+            opts.raw = true;
+            continue;
+        }
         let v = rest.next();
         match flag.as_str() {
             "--tag" if v.is_some() => opts.tag = v.cloned(),
@@ -673,7 +697,7 @@ fn main() -> ExitCode {
             _ => return usage(),
         }
     }
-    if target.len() != positional {
+    if target.len() != positional || (opts.raw && !matches!(mode, Mode::Send(_) | Mode::Recv)) {
         return usage();
     }
     let tag = opts.tag.clone().unwrap_or_else(|| mode.name().to_string());
