@@ -41,6 +41,13 @@ pub const TESTHOST_QEMU_DIR: &str = "testhost-qemu";
 pub const MANIFEST: &str = "manifest.json";
 /// Per-scenario timeout enforced inside the test host unless configured otherwise.
 pub const DEFAULT_SCENARIO_TIMEOUT: Duration = Duration::from_secs(120);
+/// CPU model of the x86_64 test host (`$VMSTACK_TESTHOST_CPU` overrides it):
+/// QEMU's `max` without ERMS and FSRM. With them Linux copies memory with
+/// `rep movsb`, which TCG emulates byte by byte: a tmpfs read ran at 371
+/// MiB/s with them and 1506 MiB/s without, a unix socket pair at 103 and
+/// 282 MiB/s (scenario `copy-speed`, docs/testing.md). Inner guests inherit
+/// the model through KVM's supported CPUID.
+pub const TESTHOST_CPU: &str = "max,-erms,-fsrm";
 /// The x86_64 test host is declared frozen when its heartbeat (a line every
 /// 5 s on its second serial port, `th.heartbeat=ttyS1`) stops for this long.
 pub const FREEZE_AFTER: Duration = Duration::from_secs(90);
@@ -242,7 +249,10 @@ impl TestHostConfig {
             cmd.arg("-L").arg(data);
         }
         match self.arch {
-            Arch::X86_64 => cmd.args(["-accel", "tcg", "-cpu", "max", "-smp", "1", "-m"]),
+            Arch::X86_64 => cmd
+                .args(["-accel", "tcg", "-cpu"])
+                .arg(std::env::var("VMSTACK_TESTHOST_CPU").unwrap_or_else(|_| TESTHOST_CPU.into()))
+                .args(["-smp", "1", "-m"]),
             // pauth-impdef: a cheap pointer-authentication algorithm, much
             // faster under TCG than the architected QARMA.
             Arch::Aarch64 => cmd.args([
