@@ -366,6 +366,8 @@ pub fn devices(rounds: u32) -> Result<()> {
             "kernel_release": m("/kernel/release"),
             "kernel_package": format!("{} {}", m("/kernel/package"), m("/kernel/version")),
             "vmm_sha256": m("/vmm/sha256"),
+            "testhost_qemu": format!("qemu-system-x86 {}", m("/testhost_qemu/version")),
+            "testhost_cpu": testhost_cpu(),
         },
         "info": parsed.info,
         "values": parsed.values,
@@ -389,9 +391,11 @@ pub fn devices(rounds: u32) -> Result<()> {
         "device benchmark: our VMM vs QEMU -M microvm and host peers, 1 vCPU / 256 MiB guests, nested KVM in the test host"
     );
     println!(
-        "  kernel {} ({}); qemu-system-x86 {qemu_pkg}; {}",
+        "  kernel {} ({}); peer QEMU qemu-system-x86 {qemu_pkg}; test host QEMU {} -cpu {}; {}",
         m("/kernel/release"),
         m("/kernel/version"),
+        m("/testhost_qemu/version"),
+        testhost_cpu(),
         parsed.info.get("sizes").map(String::as_str).unwrap_or("?")
     );
     print!("{}", table(&verdict_list, &sums, rounds));
@@ -430,6 +434,11 @@ pub fn devices(rounds: u32) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The test host's CPU model as the runner passes it to QEMU.
+fn testhost_cpu() -> String {
+    std::env::var("VMSTACK_TESTHOST_CPU").unwrap_or_else(|_| testhost::TESTHOST_CPU.into())
 }
 
 #[cfg(test)]
