@@ -645,6 +645,9 @@ pub fn run(cfg: &TestHostConfig) -> Result<TestHostRun, TestHostError> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    // Before QEMU opens it: an old heartbeat must not arm the watchdog, and
+    // removing it later would leave QEMU writing to an unlinked file.
+    let _ = std::fs::remove_file(cfg.heartbeat_path());
     let mut child = cmd.spawn().map_err(|source| TestHostError::Spawn {
         program: cfg.qemu.display().to_string(),
         source,
@@ -658,7 +661,6 @@ pub fn run(cfg: &TestHostConfig) -> Result<TestHostRun, TestHostError> {
     if let Some(err) = child.stderr.take() {
         pumps.push(pump(err, errors.clone(), log.clone(), cfg.stream));
     }
-    let _ = std::fs::remove_file(cfg.heartbeat_path());
     let ending = supervise(&mut child, cfg)?;
     let (status, timed_out, froze, monitor) = match ending {
         Ending::Exited(s) => (Some(s), false, false, None),
