@@ -599,14 +599,23 @@ fn monitor_dump(socket: &Path) -> String {
             Ok(n) => out.push_str(&String::from_utf8_lossy(&buf[..n])),
         }
     };
-    read_some(&mut stream, &mut out);
+    let mut greeting = String::new();
+    read_some(&mut stream, &mut greeting);
     for command in ["info registers", "info lapic", "info pic"] {
         if stream.write_all(format!("{command}\n").as_bytes()).is_err() {
             break;
         }
-        read_some(&mut stream, &mut out);
+        let mut answer = String::new();
+        read_some(&mut stream, &mut answer);
+        // Drop the monitor's line-editing echo (escape sequences) and prompts.
+        let _ = writeln!(out, "(qemu) {command}");
+        for line in answer.replace('\r', "").lines() {
+            if !line.contains('\x1b') && line.trim() != "(qemu)" {
+                let _ = writeln!(out, "{line}");
+            }
+        }
     }
-    out.replace('\r', "")
+    out
 }
 
 /// Boots the test host described by `cfg` and waits for it (at most `cfg.timeout`).
