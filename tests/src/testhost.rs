@@ -163,7 +163,7 @@ impl TestHostConfig {
             Arch::X86_64 => "",
             Arch::Aarch64 => "-aarch64",
         };
-        let log_name = format!("testhost{suffix}-{}.log", sanitize(&scenarios.join("+")));
+        let log_name = format!("testhost{suffix}-{}.log", log_stem(&scenarios.join("+")));
         let locked_qemu = images_dir.join(TESTHOST_QEMU_DIR);
         let locked_bin = locked_qemu.join("usr/bin").join(arch.qemu());
         let (qemu, qemu_data) = if arch == Arch::X86_64 && locked_bin.is_file() {
@@ -195,20 +195,25 @@ impl TestHostConfig {
         })
     }
 
-    /// File the heartbeat serial port writes to (`<log>.heartbeat`).
+    /// File the heartbeat serial port writes to.
     pub fn heartbeat_path(&self) -> PathBuf {
-        self.log_path.with_extension("heartbeat")
+        self.run_file("heartbeat")
     }
 
-    /// Unix socket of the QEMU monitor, used after a freeze: in the temporary
-    /// directory (a socket path must stay under 108 bytes), named after this
-    /// process and the log.
+    /// Unix socket of the QEMU monitor, used after a freeze.
     pub fn monitor_path(&self) -> PathBuf {
+        self.run_file("monitor")
+    }
+
+    /// `<tmp>/vmstack-<what>-<pid>-<hash of the log path>`: short (a socket
+    /// path must stay under 108 bytes, a file name under 255, and log names
+    /// grow with the scenario list) and without commas (QEMU options).
+    fn run_file(&self, what: &str) -> PathBuf {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
         self.log_path.hash(&mut h);
         std::env::temp_dir().join(format!(
-            "vmstack-monitor-{}-{:016x}",
+            "vmstack-{what}-{}-{:016x}",
             std::process::id(),
             h.finish()
         ))
@@ -288,6 +293,20 @@ impl TestHostConfig {
             .arg(self.append());
         cmd
     }
+}
+
+/// The scenario list as a file name part: sanitized, and for long lists
+/// (a file name has at most 255 bytes) cut to 120 characters plus a hash
+/// of the whole list.
+fn log_stem(list: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let clean = sanitize(list);
+    if clean.len() <= 160 {
+        return clean;
+    }
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    list.hash(&mut h);
+    format!("{}-{:016x}", &clean[..120], h.finish())
 }
 
 fn sanitize(s: &str) -> String {
@@ -557,12 +576,14 @@ fn supervise(child: &mut Child, cfg: &TestHostConfig) -> Result<Ending, TestHost
     loop {
         if let Some(status) = child.try_wait().map_err(io_err("waiting for qemu"))? {
             let _ = std::fs::remove_file(cfg.monitor_path());
+            let _ = std::fs::remove_file(cfg.heartbeat_path());
             return Ok(Ending::Exited(status));
         }
         if Instant::now() >= deadline {
             let _ = child.kill();
             let status = child.wait().ok();
             let _ = std::fs::remove_file(cfg.monitor_path());
+            let _ = std::fs::remove_file(cfg.heartbeat_path());
             return Ok(Ending::TimedOut(status));
         }
         if let Some(limit) = cfg.freeze_after {
@@ -575,6 +596,7 @@ fn supervise(child: &mut Child, cfg: &TestHostConfig) -> Result<Ending, TestHost
                 let _ = child.kill();
                 let status = child.wait().ok();
                 let _ = std::fs::remove_file(cfg.monitor_path());
+                let _ = std::fs::remove_file(cfg.heartbeat_path());
                 return Ok(Ending::Froze(status, state));
             }
         }
@@ -955,6 +977,25 @@ mod tests {
         assert!(run.console.contains("frozen: no heartbeat"));
         assert!(run.console.contains("cannot connect to the monitor"));
         assert!(run.failure_report("x").contains("froze: true"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn long_scenario_lists_get_short_file_names() {
+        let dir = std::env::temp_dir().join(format!("vmstack-th-long-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in [TESTHOST_KERNEL, TESTHOST_INITRD] {
+            std::fs::write(dir.join(f), b"").unwrap();
+        }
+        let list = ["sysmgr-deadline"; 20];
+        let cfg = TestHostConfig::from_images_dir(&dir, &list, &dir).unwrap();
+        let name = cfg.log_path.file_name().unwrap().len();
+        assert!(name < 200, "{name}");
+        let short = TestHostConfig::from_images_dir(&dir, &["a", "b"], &dir).unwrap();
+        assert!(short.log_path.ends_with("testhost-a+b.log"));
+        for p in [cfg.heartbeat_path(), cfg.monitor_path()] {
+            assert!(p.as_os_str().len() < 100 && !p.to_string_lossy().contains(','));
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 
