@@ -224,10 +224,14 @@ impl TestHostConfig {
         // x86_64: nested KVM without virtual GIF (kvm_amd.vgif=0, passed
         // to insmod by the test host's /init): the emulated machine has
         // frozen with every interrupt blocked while inner guests ran, and
-        // vGIF lets KVM leave GIF handling to the emulated CPU.
+        // vGIF lets KVM leave GIF handling to the emulated CPU. idle=poll:
+        // the freeze watchdog caught the emulated CPU halted (HLT=1, IF=1)
+        // with the LAPIC timer vector pending in IRR and deliverable, i.e.
+        // a wake-up QEMU lost; a test host that never halts cannot wait
+        // for one (docs/testing.md).
         // arm64: the PL011 of `-M virt`, and KVM in protected mode (pKVM).
         let console = match self.arch {
-            Arch::X86_64 => "console=ttyS0 kvm_amd.vgif=0",
+            Arch::X86_64 => "console=ttyS0 kvm_amd.vgif=0 idle=poll",
             Arch::Aarch64 => "console=ttyAMA0 kvm-arm.mode=protected",
         };
         let mut append = format!(
@@ -826,7 +830,7 @@ mod tests {
         };
         assert_eq!(
             cfg.append(),
-            "console=ttyS0 kvm_amd.vgif=0 panic=-1 th.scenarios=boot-poweroff,boot-reboot th.timeout=90 quiet"
+            "console=ttyS0 kvm_amd.vgif=0 idle=poll panic=-1 th.scenarios=boot-poweroff,boot-reboot th.timeout=90 quiet"
         );
         cfg.arch = Arch::Aarch64;
         assert!(cfg
