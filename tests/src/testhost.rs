@@ -900,19 +900,14 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    /// A stand-in "QEMU" that ignores its arguments, prints a section and hangs:
-    /// the runner must kill it at the hard timeout and keep what it printed.
-    #[test]
-    fn hard_timeout_kills_and_keeps_console() {
+    /// A configuration that boots `script` as a stand-in "QEMU" (in its own
+    /// temporary directory, returned for clean-up).
+    fn fake_qemu(tag: &str, script: &str, timeout: Duration) -> (PathBuf, TestHostConfig) {
         use std::os::unix::fs::PermissionsExt;
-        let dir = std::env::temp_dir().join(format!("vmstack-th-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("vmstack-th-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let fake = dir.join("fake-qemu");
-        std::fs::write(
-            &fake,
-            "#!/bin/sh\necho '@@BEGIN a'\necho partial\nexec sleep 30\n",
-        )
-        .unwrap();
+        std::fs::write(&fake, script).unwrap();
         std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
         let cfg = TestHostConfig {
             arch: Arch::X86_64,
@@ -923,15 +918,27 @@ mod tests {
             manifest: None,
             scenarios: vec!["a".into()],
             scenario_timeout: Duration::from_secs(1),
-            timeout: Duration::from_millis(1500),
+            timeout,
             memory_mib: 64,
             extra_append: vec![],
             log_path: dir.join("run.log"),
             stream: false,
             freeze_after: None,
         };
+        (dir, cfg)
+    }
+
+    /// A stand-in "QEMU" that ignores its arguments, prints a section and hangs:
+    /// the runner must kill it at the hard timeout and keep what it printed.
+    #[test]
+    fn hard_timeout_kills_and_keeps_console() {
+        let (dir, cfg) = fake_qemu(
+            "timeout",
+            "#!/bin/sh\necho '@@BEGIN a'\necho partial\nexec sleep 30\n",
+            Duration::from_millis(1500),
+        );
         let run = run(&cfg).unwrap();
-        assert!(run.timed_out);
+        assert!(run.timed_out && !run.froze);
         assert!(run.elapsed < Duration::from_secs(10));
         let a = run.scenario("a").unwrap();
         assert_eq!(a.rc, None);
@@ -947,33 +954,13 @@ mod tests {
     /// hard timeout.
     #[test]
     fn stopped_heartbeat_is_a_freeze() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = std::env::temp_dir().join(format!("vmstack-th-hb-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let fake = dir.join("fake-qemu");
-        std::fs::write(
-            &fake,
+        let (dir, mut cfg) = fake_qemu(
+            "hb",
             "#!/bin/sh\nfor a; do case $a in file:*) hb=${a#file:} ;; esac; done\n\
              echo 1.0 > \"$hb\"\necho '@@BEGIN a'\nexec sleep 30\n",
-        )
-        .unwrap();
-        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let cfg = TestHostConfig {
-            arch: Arch::X86_64,
-            qemu: fake,
-            qemu_data: None,
-            kernel: "k".into(),
-            initrd: "i".into(),
-            manifest: None,
-            scenarios: vec!["a".into()],
-            scenario_timeout: Duration::from_secs(1),
-            timeout: Duration::from_secs(25),
-            memory_mib: 64,
-            extra_append: vec![],
-            log_path: dir.join("run.log"),
-            stream: false,
-            freeze_after: Some(Duration::from_secs(1)),
-        };
+            Duration::from_secs(25),
+        );
+        cfg.freeze_after = Some(Duration::from_secs(1));
         assert!(cfg.append().contains("th.heartbeat=ttyS1"));
         let run = run(&cfg).unwrap();
         assert!(run.froze && run.timed_out);
