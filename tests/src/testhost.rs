@@ -579,15 +579,11 @@ fn supervise(child: &mut Child, cfg: &TestHostConfig) -> Result<Ending, TestHost
     let mut last_change = Instant::now();
     loop {
         if let Some(status) = child.try_wait().map_err(io_err("waiting for qemu"))? {
-            let _ = std::fs::remove_file(cfg.monitor_path());
-            let _ = std::fs::remove_file(cfg.heartbeat_path());
             return Ok(Ending::Exited(status));
         }
         if Instant::now() >= deadline {
             let _ = child.kill();
             let status = child.wait().ok();
-            let _ = std::fs::remove_file(cfg.monitor_path());
-            let _ = std::fs::remove_file(cfg.heartbeat_path());
             return Ok(Ending::TimedOut(status));
         }
         if let Some(limit) = cfg.freeze_after {
@@ -599,8 +595,6 @@ fn supervise(child: &mut Child, cfg: &TestHostConfig) -> Result<Ending, TestHost
                 let state = monitor_dump(&cfg.monitor_path());
                 let _ = child.kill();
                 let status = child.wait().ok();
-                let _ = std::fs::remove_file(cfg.monitor_path());
-                let _ = std::fs::remove_file(cfg.heartbeat_path());
                 return Ok(Ending::Froze(status, state));
             }
         }
@@ -696,7 +690,10 @@ pub fn run(cfg: &TestHostConfig) -> Result<TestHostRun, TestHostError> {
     if let Some(err) = child.stderr.take() {
         pumps.push(pump(err, errors.clone(), log.clone(), cfg.stream));
     }
-    let ending = supervise(&mut child, cfg)?;
+    let ending = supervise(&mut child, cfg);
+    let _ = std::fs::remove_file(cfg.monitor_path());
+    let _ = std::fs::remove_file(cfg.heartbeat_path());
+    let ending = ending?;
     let (status, timed_out, froze, monitor) = match ending {
         Ending::Exited(s) => (Some(s), false, false, None),
         Ending::TimedOut(s) => (s, true, false, None),
