@@ -80,15 +80,15 @@ pub struct DiskImage {
 const IOV_MAX: usize = 1024;
 
 /// Most iovecs one `pwritev` call gets. Linux's buffered write path
-/// (`generic_perform_write`, 6.10 and later, on file systems with large
-/// folios such as tmpfs and XFS) pre-faults the *whole rest* of the iovec
-/// range, up to its folio chunk (2 MiB and more), before copying each folio,
-/// which for small folios is one page: with a guest request's one iovec per
-/// 4 KiB page, a 1 MiB write makes ~33000 `fault_in_readable` calls. Capping
-/// each call at 16 iovecs bounds that to 16 per page; in the test host
-/// (6.12, tmpfs) 256 scattered 4 KiB pages went from 380 MiB/s as one call to
-/// 1225 MiB/s as 16-iovec calls (docs/benchmarks.md). Reads have no
-/// pre-fault and stay one call.
+/// (`generic_perform_write`) pre-faults the source before copying each
+/// folio; in 6.12 (the test host's kernel) on tmpfs the pre-fault spans the
+/// rest of the call's iovecs (up to the mapping's largest folio size) while
+/// the copy covers one page, so one call with an iovec per 4 KiB page costs
+/// a `fault_in_readable` per remaining iovec per page: quadratic in the
+/// iovecs of the call. A guest request brings one iovec per page. Measured
+/// in the test host, 1 MiB as 256 scattered 4 KiB iovecs: 380 MiB/s as one
+/// call, 1225 MiB/s as 16-iovec calls, 798 MiB/s as one call per iovec
+/// (docs/benchmarks.md). Reads have no pre-fault and stay one call.
 const WRITE_IOV_BATCH: usize = 16;
 
 /// Zeroes for the write-zeroes fallback.
