@@ -61,7 +61,10 @@ pub fn bench(what: &str, runs: Option<u32>) -> Result<()> {
         "devices" => {
             crate::bench_devices::devices(runs.unwrap_or(crate::bench_devices::DEFAULT_ROUNDS))
         }
-        other => bail!("unknown benchmark {other:?} (known: boot, devices, arbiter)"),
+        "devices-profile" => crate::profile_devices::devices_profile(),
+        other => bail!(
+            "unknown benchmark {other:?} (known: boot, devices, arbiter; devices-profile for a perf profile)"
+        ),
     }
 }
 
@@ -117,7 +120,7 @@ pub fn parse_ldd(text: &str) -> Result<Vec<String>> {
 
 /// Adds `path` (absolute) from this machine to `a`; a symlink is kept as a
 /// symlink and its target (resolved relative to the link) added as well.
-fn add_host_file(a: &mut Archive, path: &str, mode: u32) -> Result<()> {
+pub(crate) fn add_host_file(a: &mut Archive, path: &str, mode: u32) -> Result<()> {
     let meta = std::fs::symlink_metadata(path).with_context(|| format!("{path} is missing"))?;
     if meta.file_type().is_symlink() {
         let target = std::fs::read_link(path).with_context(|| format!("readlink {path}"))?;

@@ -11,6 +11,8 @@
 //!   QEMU `-M microvm` in the test host (see `docs/benchmarks.md`).
 //! - `cargo xtask bench devices [--runs N]`: virtio-blk, virtio-net and vsock
 //!   throughput against QEMU microvm and host-side peers in the test host.
+//! - `cargo xtask bench devices-profile`: where the time of those transfers
+//!   goes (`perf` in the test host; a debugging aid).
 //! - `cargo xtask fuzz [TARGET] [--runs N]`: build the cargo-fuzz targets in
 //!   `fuzz/` with nightly and run them (see `docs/fuzzing.md`).
 //!
@@ -27,6 +29,7 @@ mod images;
 mod lock;
 mod modules;
 mod paths;
+mod profile_devices;
 mod run;
 mod setup;
 mod util;
@@ -92,9 +95,10 @@ enum Cmd {
     },
     /// Benchmarks: `boot` (our VMM vs QEMU -M microvm), `devices` (virtio
     /// throughput vs QEMU microvm and host peers), `arbiter`; see
-    /// docs/benchmarks.md.
+    /// docs/benchmarks.md. `devices-profile`: a perf profile of our VMM's
+    /// blk and vsock transfers in the test host (debugging).
     Bench {
-        /// What to benchmark: `boot`, `devices` or `arbiter`.
+        /// What to benchmark: `boot`, `devices`, `arbiter` or `devices-profile`.
         what: String,
         /// `boot`: boots per VMM (at least 5, the default); `devices`:
         /// rounds (default 3). The medians are reported.
