@@ -12,6 +12,11 @@
 //! vsock-test connect-unix-raw PATH MODE [OPTIONS]   (no CONNECT handshake:
 //!                                                  a plain unix stream, the
 //!                                                  baseline of the benchmarks)
+//! vsock-test drain-stdout    waits until the terminal on stdout has sent
+//!                            everything written to it (`tcdrain`); the
+//!                            guest's init runs it before `poweroff -f`, which
+//!                            would otherwise drop what is still queued for
+//!                            the serial port
 //!
 //! MODE: send MIB     send MIB MiB of deterministic data, half-close, wait for EOF
 //!       recv         read until EOF
@@ -498,9 +503,22 @@ fn usage() -> ExitCode {
     eprintln!(
         "usage: vsock-test listen-vsock PORT | connect-vsock CID PORT | listen-unix PATH | \
          connect-unix PATH PORT | connect-unix-raw PATH, then MODE (send MIB | recv | echo | many K KIB) \
-         [--tag NAME] [--count N] [--retry SECS] [--seed N] [--raw]"
+         [--tag NAME] [--count N] [--retry SECS] [--seed N] [--raw]; or: vsock-test drain-stdout"
     );
     ExitCode::from(2)
+}
+
+/// `tcdrain(1)`: returns once the terminal on stdout has transmitted all
+/// output written to it (at once if stdout is not a terminal).
+fn drain_stdout() -> ExitCode {
+    // SAFETY: tcdrain only reads the descriptor number; fd 1 is ours.
+    let rc = unsafe { libc::tcdrain(1) };
+    if rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::ENOTTY) {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("drain-stdout: {}", io::Error::last_os_error());
+        ExitCode::from(1)
+    }
 }
 
 fn parse_num<T: std::str::FromStr>(s: Option<&String>) -> Option<T> {
@@ -647,6 +665,9 @@ fn main() -> ExitCode {
     let Some(cmd) = args.first().map(String::as_str) else {
         return usage();
     };
+    if cmd == "drain-stdout" {
+        return drain_stdout();
+    }
     let positional = match cmd {
         "listen-vsock" | "listen-unix" | "connect-unix-raw" => 1,
         "connect-vsock" | "connect-unix" => 2,
