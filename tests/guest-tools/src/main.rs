@@ -512,13 +512,15 @@ fn usage() -> ExitCode {
 /// output written to it (at once if stdout is not a terminal).
 fn drain_stdout() -> ExitCode {
     // SAFETY: tcdrain only reads the descriptor number; fd 1 is ours.
-    let rc = unsafe { libc::tcdrain(1) };
-    if rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::ENOTTY) {
-        ExitCode::SUCCESS
-    } else {
-        eprintln!("drain-stdout: {}", io::Error::last_os_error());
-        ExitCode::from(1)
+    if unsafe { libc::tcdrain(1) } == 0 {
+        return ExitCode::SUCCESS;
     }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::ENOTTY) {
+        return ExitCode::SUCCESS;
+    }
+    eprintln!("drain-stdout: {err}");
+    ExitCode::from(1)
 }
 
 fn parse_num<T: std::str::FromStr>(s: Option<&String>) -> Option<T> {
