@@ -34,11 +34,13 @@ use crate::util::{self, step};
 const SCENARIO: &str = "profile-devices";
 /// The profiler, from this machine's `linux-perf`.
 const PERF: &str = "/usr/bin/perf";
+/// The transfers the scenario profiles, in its order.
+const TRANSFERS: [&str; 4] = ["blk_write", "blk_read", "vsock_g2h", "vsock_h2g"];
 /// Test host time allowed for the scenario.
 const SCENARIO_TIMEOUT: Duration = Duration::from_secs(900);
 
 /// One transfer's samples, as `perf script` printed them.
-#[derive(Debug, Default, PartialEq)]
+#[derive(Debug)]
 pub struct Profile {
     /// Length of the transfer's window in seconds.
     pub window_s: f64,
@@ -216,10 +218,20 @@ pub fn devices_profile() -> Result<()> {
         .and_then(|f| f.parse::<f64>().ok())
         .context("no @@PROF-INFO freq= line")?;
     let transfers = parse_console(&section.output)?;
-    if transfers.is_empty() || !section.output.contains("@@PROF-DONE") {
+    if !section.output.contains("@@PROF-DONE") {
         bail!(
             "{}",
             run.failure_report("the profile scenario did not finish")
+        );
+    }
+    let missing: Vec<&str> = TRANSFERS
+        .into_iter()
+        .filter(|t| !transfers.iter().any(|(name, _, _)| name == t))
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "{}",
+            run.failure_report(&format!("no profile of {}", missing.join(", ")))
         );
     }
     let out_dir = paths::target_dir().join("bench");

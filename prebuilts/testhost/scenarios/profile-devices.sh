@@ -74,7 +74,11 @@ emit blk_read $T/blk.data "$(window $T/blk.console blk_read_mibps $BLK)"
 # guest -> host: the host receiver reports the rate; the guest's busy line
 # marks the end.
 g2h=$(sed -n 's/^g2h_mibps=//p' $T/vs_g2h)
-emit vsock_g2h $T/vsock.data "$(window $T/vsock.console vsock_g2h_mibps_guest_busy_pct $VS "$g2h")"
+if [ -n "$g2h" ]; then
+    emit vsock_g2h $T/vsock.data "$(window $T/vsock.console vsock_g2h_mibps_guest_busy_pct $VS "$g2h")"
+else
+    echo "profile-devices: no window for vsock_g2h (host receiver: $(tr '\n' ' ' < $T/vs_g2h))"
+fi
 emit vsock_h2g $T/vsock.data "$(window $T/vsock.console vsock_h2g_mibps $VS)"
 echo "@@PROF-DONE"
 dmesg -n "$printk_level"
