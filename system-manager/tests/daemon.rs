@@ -319,6 +319,11 @@ impl Mcu {
 }
 
 fn daemon(dir: &Path) -> Proc {
+    daemon_with(dir, &[])
+}
+
+/// The daemon with extra `sysmgr run` options.
+fn daemon_with(dir: &Path, extra: &[&str]) -> Proc {
     let out = dir.join(format!(
         "sysmgr-{}.err",
         std::fs::read_dir(dir).unwrap().count()
@@ -330,6 +335,7 @@ fn daemon(dir: &Path) -> Proc {
         .arg(dir.join("state"))
         .arg("--mcu-socket")
         .arg(dir.join("mcu.sock"))
+        .args(extra)
         .env("SYSMGR_LOG", "debug")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&out).unwrap())
@@ -453,11 +459,20 @@ fn boot(dir: &Path, mcu: &mut Mcu, android: &mut FakeAndroid) -> (FakeVmm, FakeV
 
 #[test]
 fn ignition_off_handshake_then_cluster_deadline_then_power_off() {
-    let dir = tmpdir("a");
+    ignition_off_scenario("a", &[]);
+}
+
+#[test]
+fn ignition_off_scenario_with_every_decision_fsynced() {
+    ignition_off_scenario("a-sync", &["--log-sync", "every-decision"]);
+}
+
+fn ignition_off_scenario(tag: &str, extra: &[&str]) {
+    let dir = tmpdir(tag);
     write_policy(&dir, "", 1500);
     let mut android = FakeAndroid::start(&dir.join("android.vsock"));
     let mut mcu = Mcu::start(&dir);
-    let d = daemon(&dir);
+    let d = daemon_with(&dir, extra);
     let (av, cv) = boot(&dir, &mut mcu, &mut android);
     assert_eq!(mcu.count("<- POWER_ON"), 1, "{}", mcu.p.text());
 

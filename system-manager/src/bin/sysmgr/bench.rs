@@ -2,13 +2,13 @@
 //!
 //! Starts `sysmgr run` as a child process with `guests` guests (role
 //! `other`), each behind an in-process fake VMM control socket that speaks
-//! the VMM protocol. The fakes send `event power-request id=N kind=reboot`
+//! the VMM protocol, once per `--log-sync` mode (the default first). The fakes send `event power-request id=N kind=reboot`
 //! at `rate` requests per second in total (round robin over the guests) and
 //! time each until its `decide N restart` arrives; a decided restart is
 //! answered with `event state running`, as a VMM does after rebooting the
-//! VM, so every request costs the daemon two logged (fsynced) inputs. The
-//! reference is the round trip of one line over a unix socket pair on the
-//! same machine.
+//! VM, so every request costs the daemon two logged inputs. The references
+//! are the round trip of one line over a unix socket pair on the same
+//! machine and a log-sized append + `fdatasync` in the state directory.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -19,6 +19,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+
+use crate::store::LogSync;
 
 /// Timestamps of the requests in flight, and the measured latencies.
 #[derive(Default)]
@@ -70,8 +72,8 @@ fn loopback(n: usize) -> Result<Vec<Duration>> {
     Ok(out)
 }
 
-/// Appending one log-sized record and `fdatasync`: the durability floor
-/// of every decision.
+/// Appending one log-sized record and `fdatasync`: what a batch waits for
+/// with `--log-sync every-decision`.
 fn fsync_times(dir: &Path, n: usize) -> Result<Vec<Duration>> {
     std::fs::create_dir_all(dir)?;
     let path = dir.join("fsync-probe");
@@ -100,7 +102,16 @@ impl Drop for Daemon {
     }
 }
 
-/// `sysmgr bench`.
+/// What one run of the daemon under load measured.
+struct Measured {
+    latencies: Vec<Duration>,
+    unanswered: usize,
+    sent_for: Duration,
+}
+
+/// `sysmgr bench`: the daemon as it runs by default (`--log-sync
+/// before-mcu`), then with `--log-sync every-decision`, each on its own
+/// fresh state directory, and the references.
 pub fn run(guests: usize, rate: u32, seconds: u64, state_dir: Option<PathBuf>) -> Result<()> {
     if guests == 0 || rate == 0 {
         bail!("--guests and --rate must be greater than 0");
@@ -109,12 +120,103 @@ pub fn run(guests: usize, rate: u32, seconds: u64, state_dir: Option<PathBuf>) -
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     let state = state_dir.unwrap_or_else(|| dir.join("state"));
-    if state.join(crate::store::LOG_FILE).exists() {
-        bail!(
-            "{} already has a decision log; give an empty --state-dir",
-            state.display()
+    let modes = [LogSync::BeforeMcu, LogSync::EveryDecision];
+    for mode in modes {
+        let s = state.join(mode_word(mode));
+        if s.join(crate::store::LOG_FILE).exists() {
+            bail!(
+                "{} already has a decision log; give an empty --state-dir",
+                s.display()
+            );
+        }
+    }
+    let mut results = Vec::new();
+    for mode in modes {
+        let sub = dir.join(mode_word(mode));
+        std::fs::create_dir_all(&sub)?;
+        let m = measure(
+            &sub,
+            &state.join(mode_word(mode)),
+            guests,
+            rate,
+            seconds,
+            mode,
+        )
+        .with_context(|| format!("with --log-sync {}", mode_word(mode)))?;
+        results.push((mode, m));
+    }
+    let mut lo = loopback(10_000)?;
+    lo.sort();
+    let mut fsync = fsync_times(&state, 1000)?;
+    fsync.sort();
+    let fs = fs_type(&state);
+    let total = u64::from(rate) * seconds;
+    println!("arbiter benchmark: {guests} guests, {rate} requests/s for {seconds} s ({total} requests per run), decision log on {} ({fs})", state.display());
+    println!();
+    let row = |name: &str, v: &[Duration]| {
+        println!(
+            "{:<46} {:>10} {:>10} {:>10} {:>8}",
+            name,
+            us(percentile(v, 0.5)),
+            us(percentile(v, 0.99)),
+            us(v.last().copied().unwrap_or_default()),
+            v.len()
+        );
+    };
+    println!(
+        "{:<46} {:>10} {:>10} {:>10} {:>8}",
+        "", "p50", "p99", "max", "n"
+    );
+    for (mode, m) in &results {
+        row(
+            &format!("request -> decision, --log-sync {}", mode_word(*mode)),
+            &m.latencies,
         );
     }
+    row("unix socket round trip (reference)", &lo);
+    row("300-byte append + fdatasync (reference)", &fsync);
+    println!();
+    for (mode, m) in &results {
+        println!(
+            "--log-sync {}: requests sent in {:.2} s, unanswered: {}",
+            mode_word(*mode),
+            m.sent_for.as_secs_f64(),
+            m.unanswered
+        );
+    }
+    let (_, default) = &results[0];
+    let p99 = percentile(&default.latencies, 0.99);
+    println!(
+        "target p99 <= 1 ms (the daemon's default, --log-sync before-mcu): {} (p99 {})",
+        if p99 <= Duration::from_millis(1) && default.unanswered == 0 {
+            "met"
+        } else {
+            "NOT met"
+        },
+        us(p99)
+    );
+    println!("each request is two decision-log records (request, restart done), written before the answer; before-mcu fsyncs them in a background thread (only commands to the MCU wait for it), every-decision fsyncs each batch of queued inputs before answering");
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+fn mode_word(mode: LogSync) -> &'static str {
+    match mode {
+        LogSync::BeforeMcu => "before-mcu",
+        LogSync::EveryDecision => "every-decision",
+    }
+}
+
+/// Starts the daemon with `mode` on `state`, its fake VMMs' sockets in
+/// `dir`, and times `rate * seconds` requests.
+fn measure(
+    dir: &Path,
+    state: &Path,
+    guests: usize,
+    rate: u32,
+    seconds: u64,
+    mode: LogSync,
+) -> Result<Measured> {
     let mut policy = String::from("[system]\nvm_exit_grace_ms = 60000\n");
     for i in 0..guests {
         policy.push_str(&format!(
@@ -135,9 +237,10 @@ pub fn run(guests: usize, rate: u32, seconds: u64, state_dir: Option<PathBuf>) -
             .args(["run", "--policy"])
             .arg(dir.join("policy.toml"))
             .arg("--state-dir")
-            .arg(&state)
+            .arg(state)
             .arg("--mcu-socket")
             .arg(dir.join("no-mcu.sock"))
+            .args(["--log-sync", mode_word(mode)])
             .env("SYSMGR_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -203,60 +306,16 @@ pub fn run(guests: usize, rate: u32, seconds: u64, state_dir: Option<PathBuf>) -
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    let (mut lat, missing) = {
+    let (mut latencies, unanswered) = {
         let b = book.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
         (b.latencies.clone(), b.sent.len())
     };
-    lat.sort();
-    let mut lo = loopback(10_000)?;
-    lo.sort();
-    let mut fsync = fsync_times(&state, 1000)?;
-    fsync.sort();
-    let fs = fs_type(&state);
-    println!("arbiter benchmark: {guests} guests, {rate} requests/s for {seconds} s ({total} requests sent in {:.2} s), decision log on {} ({fs})", sent_for.as_secs_f64(), state.display());
-    println!();
-    println!(
-        "{:<38} {:>10} {:>10} {:>10} {:>8}",
-        "", "p50", "p99", "max", "n"
-    );
-    println!(
-        "{:<38} {:>10} {:>10} {:>10} {:>8}",
-        "request -> decision (sysmgr)",
-        us(percentile(&lat, 0.5)),
-        us(percentile(&lat, 0.99)),
-        us(lat.last().copied().unwrap_or_default()),
-        lat.len()
-    );
-    println!(
-        "{:<38} {:>10} {:>10} {:>10} {:>8}",
-        "unix socket round trip (reference)",
-        us(percentile(&lo, 0.5)),
-        us(percentile(&lo, 0.99)),
-        us(lo.last().copied().unwrap_or_default()),
-        lo.len()
-    );
-    println!(
-        "{:<38} {:>10} {:>10} {:>10} {:>8}",
-        "300-byte append + fdatasync (floor)",
-        us(percentile(&fsync, 0.5)),
-        us(percentile(&fsync, 0.99)),
-        us(fsync.last().copied().unwrap_or_default()),
-        fsync.len()
-    );
-    println!();
-    let p99 = percentile(&lat, 0.99);
-    println!(
-        "target p99 <= 1 ms: {} (p99 {}); unanswered requests: {missing}",
-        if p99 <= Duration::from_millis(1) && missing == 0 {
-            "met"
-        } else {
-            "NOT met"
-        },
-        us(p99)
-    );
-    println!("each request is two decision-log records (request, restart done), fsynced before the answer (one fsync per batch of queued inputs)");
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(())
+    latencies.sort();
+    Ok(Measured {
+        latencies,
+        unanswered,
+        sent_for,
+    })
 }
 
 fn serve(

@@ -4,10 +4,12 @@
 //! caller. Every fact arrives as an [`Event`] on one channel: VMM lines and
 //! disconnections, VHAL reports, MCU messages, status queries. A fact that
 //! is an arbiter input is stamped with the clock, handled, **appended to the
-//! decision log and fsynced**, and only then are the outputs carried out.
-//! Events that are already queued are handled as one batch with one fsync
-//! (group commit): every record is still on disk before any of its outputs
-//! is carried out, and outputs keep the order of their inputs.
+//! decision log**, and only then are the outputs carried out, in the order
+//! of their inputs. Events that are already queued are handled as one
+//! batch. How the log reaches the disk is [`LogSync`]: by default a
+//! background thread `fdatasync`s each batch and only commands to the MCU
+//! wait for it; with `--log-sync every-decision` every batch is fsynced
+//! before any of its outputs (group commit).
 //!
 //! After a restart (even `kill -9`) the daemon replays and verifies the
 //! log, attaches to the VMMs again (they re-publish their state and pending
@@ -30,7 +32,7 @@ use tokio::sync::oneshot;
 
 use crate::mcu::McuReport;
 use crate::proto::mcu::{mcu_to_soc, McuToSoc, PowerOff, PowerOn, SocToMcu, Suspend};
-use crate::store::{self, Clock, Decided, DecisionLog, StateDir};
+use crate::store::{self, Clock, Decided, DecisionLog, LogSync, StateDir};
 use crate::vhal::{VhalCmd, VhalConfig, VhalReport};
 use crate::vmm::{ExitInfo, VmmCmd, VmmConfig, VmmReport};
 
@@ -74,6 +76,8 @@ pub struct RunArgs {
     pub state_dir: PathBuf,
     /// MCU socket.
     pub mcu_socket: PathBuf,
+    /// When the decision log is made durable.
+    pub log_sync: LogSync,
 }
 
 /// Reads and validates the policy; errors are one line.
@@ -108,11 +112,12 @@ pub struct Daemon {
     held_poweroff: Option<(SocToMcu, tokio::time::Instant)>,
     events: UnboundedSender<Event>,
     started_at: u64,
-    /// Records written but not yet synced; their outputs wait.
-    unsynced: Vec<LogRecord>,
+    /// Records written whose outputs are not carried out yet.
+    pending: Vec<LogRecord>,
+    log_sync: LogSync,
 }
 
-/// Most events handled under one fsync.
+/// Most events handled as one batch.
 const MAX_BATCH: usize = 256;
 
 fn system_word(s: &SystemState) -> String {
@@ -146,7 +151,10 @@ impl Daemon {
                 arbiter.system()
             );
         }
-        let log = DecisionLog::open(&dir)?;
+        let mut log = DecisionLog::open(&dir)?;
+        if args.log_sync == LogSync::BeforeMcu {
+            log.start_background_sync()?;
+        }
         let (tx, rx) = unbounded_channel();
 
         let (mcu_tx, mcu_rx) = unbounded_channel();
@@ -218,7 +226,8 @@ impl Daemon {
             held_poweroff: None,
             events: tx,
             started_at: store::boottime_ms(),
-            unsynced: Vec::new(),
+            pending: Vec::new(),
+            log_sync: args.log_sync,
         };
         d.resume_links();
         Ok((d, rx))
@@ -265,7 +274,8 @@ impl Daemon {
                 ev = rx.recv() => match ev {
                     Some(ev) => {
                         self.on_event(ev)?;
-                        // Group commit: what is already queued shares the fsync.
+                        // What is already queued is one batch (one fsync
+                        // with `every-decision`).
                         for _ in 1..MAX_BATCH {
                             match rx.try_recv() {
                                 Ok(ev) => self.on_event(ev)?,
@@ -300,22 +310,32 @@ impl Daemon {
         let record = self.arbiter.step(now, input);
         self.log.write(&record).context("decision log")?;
         self.decided.note(&record.input, &record.outputs);
-        self.unsynced.push(record);
+        self.pending.push(record);
         Ok(())
     }
 
-    /// Makes the written records durable, then carries out their outputs in
-    /// order. Nothing is done before a record is on disk: a crash after the
-    /// sync replays it; before it, the input is re-derived from the VMMs,
-    /// the MCU and the guest.
+    /// Carries out the written records' outputs in order, each once the
+    /// log is as durable as [`LogSync`] asks: nothing is done before its
+    /// record is in the log, so a daemon crash after the write replays it
+    /// and one before it re-derives the input from the VMMs, the MCU and
+    /// the guest.
     fn commit(&mut self) -> Result<()> {
-        if self.unsynced.is_empty() {
+        if self.pending.is_empty() {
             return Ok(());
         }
-        self.log.sync().context("decision log")?;
-        for record in std::mem::take(&mut self.unsynced) {
+        match self.log_sync {
+            LogSync::EveryDecision => self.log.sync(),
+            LogSync::BeforeMcu => self.log.sync_soon(),
+        }
+        .context("decision log")?;
+        for record in std::mem::take(&mut self.pending) {
             print_record(&record);
             for o in &record.outputs {
+                if self.log_sync.must_be_durable_first(o) {
+                    // Covers this record and every earlier one; a no-op
+                    // when they already are on disk.
+                    self.log.sync().context("decision log")?;
+                }
                 self.execute(o);
             }
         }

@@ -1,7 +1,7 @@
 //! `sysmgr`: the system-manager daemon, its CLI and an MCU simulator.
 //!
 //! ```text
-//! sysmgr run --policy FILE --state-dir DIR --mcu-socket PATH
+//! sysmgr run --policy FILE --state-dir DIR --mcu-socket PATH [--log-sync before-mcu|every-decision]
 //! sysmgr status --state-dir DIR [--policy FILE]
 //! sysmgr events --state-dir DIR [--last N] [--guest NAME] [--timers]
 //! sysmgr mcu --socket PATH [--script FILE]
@@ -52,6 +52,12 @@ enum Cmd {
         /// The MCU's unix socket (the daemon connects to it).
         #[arg(long)]
         mcu_socket: PathBuf,
+        /// When the decision log reaches the disk: `before-mcu` (every
+        /// record is written before its outputs and fsynced in the
+        /// background; commands to the MCU wait for the fsync) or
+        /// `every-decision` (every output waits for the fsync).
+        #[arg(long, value_enum, default_value_t = store::LogSync::BeforeMcu)]
+        log_sync: store::LogSync,
     },
     /// Show the system and guest states.
     Status {
@@ -118,11 +124,13 @@ fn main() -> ExitCode {
             policy,
             state_dir,
             mcu_socket,
+            log_sync,
         } => runtime().and_then(|rt| {
             rt.block_on(daemon::run(daemon::RunArgs {
                 policy,
                 state_dir,
                 mcu_socket,
+                log_sync,
             }))
         }),
         Cmd::Status { state_dir, policy } => {

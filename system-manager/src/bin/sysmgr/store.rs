@@ -3,7 +3,7 @@
 //!
 //! | file | what |
 //! |---|---|
-//! | `decisions.jsonl` | one [`LogRecord`] per handled input, fsynced before its outputs are carried out |
+//! | `decisions.jsonl` | one [`LogRecord`] per handled input, written before its outputs are carried out and made durable as [`LogSync`] says |
 //! | `clock.json` | the boot id and the `CLOCK_BOOTTIME` origin of the log's times |
 //! | `sysmgr.sock` | the daemon's own control socket (`sysmgr status`) |
 //! | `<guest>.vmm.log` | stdout/stderr of the VMMs the daemon launched |
@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
 
 use anyhow::{bail, Context, Result};
 use system_manager::{Decision, Input, LogRecord, Millis, Output};
@@ -80,10 +81,50 @@ impl StateDir {
     }
 }
 
+/// When the decision log reaches stable storage (`sysmgr run --log-sync`).
+///
+/// Either way a record is written to the log file (so a daemon that is
+/// killed, even with `kill -9`, finds it on restart, and any reader sees it)
+/// before any of its outputs is carried out. The modes differ in what
+/// waits for `fdatasync`, i.e. what survives a crash of the *host*.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogSync {
+    /// Outputs to this host's VMMs and guests go out once their record is
+    /// written; a background thread `fdatasync`s every batch at once; a
+    /// command to the MCU, the only party that outlives this host, waits
+    /// until its record and every earlier one is on disk. A host crash can
+    /// lose the records of the last moments, whose outputs went only to
+    /// VMMs and guests that the crash took down with it.
+    BeforeMcu,
+    /// Every output waits until its record is on disk (an `fdatasync` per
+    /// batch of queued inputs in the core loop's path).
+    EveryDecision,
+}
+
+impl LogSync {
+    /// Whether `output` may only be carried out once its record is durable.
+    pub fn must_be_durable_first(self, output: &Output) -> bool {
+        match self {
+            LogSync::EveryDecision => true,
+            LogSync::BeforeMcu => matches!(
+                output,
+                Output::SystemOn { .. }
+                    | Output::SystemSuspend { .. }
+                    | Output::SystemPowerOff { .. }
+            ),
+        }
+    }
+}
+
 /// The append-only decision log.
 pub struct DecisionLog {
     file: File,
     path: PathBuf,
+    /// Records written so far (this process).
+    written: u64,
+    /// Records known to be on disk (this process).
+    durable: u64,
+    background: Option<BackgroundSync>,
 }
 
 impl DecisionLog {
@@ -96,7 +137,29 @@ impl DecisionLog {
             .open(&path)
             .with_context(|| format!("cannot open {}", path.display()))?;
         file.seek(SeekFrom::End(0))?;
-        Ok(DecisionLog { file, path })
+        // A daemon killed with `--log-sync before-mcu` may have left records
+        // only in the page cache; this process acts on them (it re-sends the
+        // MCU its last command), so they go to disk first.
+        file.sync_data()
+            .with_context(|| format!("cannot sync {}", path.display()))?;
+        Ok(DecisionLog {
+            file,
+            path,
+            written: 0,
+            durable: 0,
+            background: None,
+        })
+    }
+
+    /// Starts a thread that `fdatasync`s what [`DecisionLog::sync_soon`]
+    /// asks for, off the caller's path.
+    pub fn start_background_sync(&mut self) -> Result<()> {
+        let file = self
+            .file
+            .try_clone()
+            .with_context(|| format!("cannot duplicate {}", self.path.display()))?;
+        self.background = Some(BackgroundSync::start(file, self.path.clone())?);
+        Ok(())
     }
 
     /// Appends one record and waits until it is on disk.
@@ -114,14 +177,155 @@ impl DecisionLog {
         line.push('\n');
         self.file
             .write_all(line.as_bytes())
-            .with_context(|| format!("cannot write {}", self.path.display()))
+            .with_context(|| format!("cannot write {}", self.path.display()))?;
+        self.written += 1;
+        Ok(())
     }
 
     /// Waits until every record written so far is on disk.
     pub fn sync(&mut self) -> Result<()> {
+        if self.durable() == self.written {
+            return Ok(());
+        }
+        if let Some(b) = &self.background {
+            b.check()?;
+        }
         self.file
             .sync_data()
-            .with_context(|| format!("cannot sync {}", self.path.display()))
+            .with_context(|| format!("cannot sync {}", self.path.display()))?;
+        self.durable = self.written;
+        Ok(())
+    }
+
+    /// Asks the background thread to make every record written so far
+    /// durable, without waiting; fails if an earlier background sync
+    /// failed. Without a background thread this is [`DecisionLog::sync`].
+    pub fn sync_soon(&mut self) -> Result<()> {
+        match &self.background {
+            Some(b) => {
+                b.check()?;
+                b.request(self.written);
+                Ok(())
+            }
+            None => self.sync(),
+        }
+    }
+
+    /// Records written by this process that are known to be on disk
+    /// (by either path).
+    pub fn durable(&self) -> u64 {
+        let bg = self.background.as_ref().map_or(0, BackgroundSync::done);
+        self.durable.max(bg)
+    }
+
+    /// Records written by this process.
+    #[cfg(test)]
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+}
+
+#[derive(Default)]
+struct SyncProgress {
+    /// Highest record count asked for.
+    wanted: u64,
+    /// Highest record count synced.
+    done: u64,
+    /// The first failure, reported to the core loop.
+    error: Option<String>,
+    quit: bool,
+}
+
+/// The thread behind [`LogSync::BeforeMcu`]: `fdatasync`s the log whenever
+/// records were written since its last sync, so a host crash loses at
+/// most the records of about one sync.
+struct BackgroundSync {
+    shared: Arc<(Mutex<SyncProgress>, Condvar)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl BackgroundSync {
+    fn start(file: File, path: PathBuf) -> Result<Self> {
+        let shared = Arc::new((Mutex::new(SyncProgress::default()), Condvar::new()));
+        let s = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("log-sync".into())
+            .spawn(move || Self::serve(&file, &path, &s))
+            .context("cannot start the decision log's sync thread")?;
+        Ok(BackgroundSync {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    fn serve(file: &File, path: &Path, shared: &(Mutex<SyncProgress>, Condvar)) {
+        let (lock, cv) = shared;
+        let Ok(mut p) = lock.lock() else { return };
+        loop {
+            while p.wanted == p.done && !p.quit {
+                p = match cv.wait(p) {
+                    Ok(p) => p,
+                    Err(_) => return,
+                };
+            }
+            if p.quit && p.wanted == p.done {
+                return;
+            }
+            let target = p.wanted;
+            drop(p);
+            let result = file.sync_data();
+            p = match lock.lock() {
+                Ok(p) => p,
+                Err(_) => return,
+            };
+            match result {
+                Ok(()) => p.done = p.done.max(target),
+                Err(e) => {
+                    // Stop: nothing written after a failed sync is known to
+                    // be durable; the core loop gets the error at its next
+                    // commit and the daemon exits.
+                    tracing::error!("cannot sync {}: {e}", path.display());
+                    p.error = Some(format!("cannot sync {}: {e}", path.display()));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn request(&self, written: u64) {
+        let (lock, cv) = &*self.shared;
+        if let Ok(mut p) = lock.lock() {
+            if written > p.wanted {
+                p.wanted = written;
+                cv.notify_one();
+            }
+        }
+    }
+
+    fn done(&self) -> u64 {
+        self.shared.0.lock().map_or(0, |p| p.done)
+    }
+
+    fn check(&self) -> Result<()> {
+        match self.shared.0.lock() {
+            Ok(p) => match &p.error {
+                Some(e) => bail!("{e}"),
+                None => Ok(()),
+            },
+            Err(_) => bail!("the decision log's sync thread panicked"),
+        }
+    }
+}
+
+impl Drop for BackgroundSync {
+    fn drop(&mut self) {
+        if let Ok(mut p) = self.shared.0.lock() {
+            p.quit = true;
+            self.shared.1.notify_one();
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
@@ -302,6 +506,74 @@ mod tests {
         std::fs::write(dir.log(), "garbage\n{}\n").unwrap();
         let e = dir.read_log().unwrap_err();
         assert!(format!("{e:#}").contains("decision log line 1"), "{e:#}");
+    }
+
+    #[test]
+    fn background_sync_catches_up_and_sync_waits() {
+        let dir = tmpdir("bgsync");
+        let policy =
+            Policy::from_toml_str("[[guest]]\nname = \"a\"\nrole = \"android\"\n").unwrap();
+        let mut a = Arbiter::new(policy.clone());
+        let mut log = DecisionLog::open(&dir).unwrap();
+        log.start_background_sync().unwrap();
+        for t in 1..=50 {
+            log.write(&a.step(Millis(t), Input::Tick)).unwrap();
+            log.sync_soon().unwrap();
+        }
+        assert_eq!(log.written(), 50);
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while log.durable() < 50 && std::time::Instant::now() < end {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!(log.durable(), 50, "the sync thread did not catch up");
+        // An explicit sync covers what was written after the last request.
+        log.write(&a.step(Millis(51), Input::IgnitionOn)).unwrap();
+        assert_eq!(log.durable(), 50);
+        log.sync().unwrap();
+        assert_eq!(log.durable(), 51);
+        drop(log);
+        // Written records are in the file whatever was synced.
+        assert_eq!(dir.read_log().unwrap().len(), 51);
+    }
+
+    #[test]
+    fn only_mcu_commands_wait_for_the_disk_by_default() {
+        let reason = String::new;
+        let mcu = [
+            Output::SystemOn { reason: reason() },
+            Output::SystemSuspend {
+                wake_after_s: None,
+                reason: reason(),
+            },
+            Output::SystemPowerOff {
+                wake_after_s: Some(60),
+                reason: reason(),
+            },
+        ];
+        let local = [
+            Output::Decide {
+                guest: "a".into(),
+                request_id: 1,
+                decision: Decision::Allow,
+                reason: reason(),
+            },
+            Output::PauseVm {
+                guest: "a".into(),
+                reason: reason(),
+            },
+            Output::HardStopVm {
+                guest: "a".into(),
+                reason: reason(),
+            },
+        ];
+        for o in &mcu {
+            assert!(LogSync::BeforeMcu.must_be_durable_first(o), "{o:?}");
+            assert!(LogSync::EveryDecision.must_be_durable_first(o), "{o:?}");
+        }
+        for o in &local {
+            assert!(!LogSync::BeforeMcu.must_be_durable_first(o), "{o:?}");
+            assert!(LogSync::EveryDecision.must_be_durable_first(o), "{o:?}");
+        }
     }
 
     #[test]
