@@ -484,11 +484,15 @@ mod tests {
         StateDir(d)
     }
 
+    /// A policy with one android-role guest named `a`.
+    fn one_android_guest() -> Policy {
+        Policy::from_toml_str("[[guest]]\nname = \"a\"\nrole = \"android\"\n").unwrap()
+    }
+
     #[test]
     fn log_survives_a_torn_last_line() {
         let dir = tmpdir("torn");
-        let policy =
-            Policy::from_toml_str("[[guest]]\nname = \"a\"\nrole = \"android\"\n").unwrap();
+        let policy = one_android_guest();
         let mut a = Arbiter::new(policy.clone());
         let mut log = DecisionLog::open(&dir).unwrap();
         log.append(&a.step(Millis(1), Input::IgnitionOn)).unwrap();
@@ -511,8 +515,7 @@ mod tests {
     #[test]
     fn background_sync_catches_up_and_sync_waits() {
         let dir = tmpdir("bgsync");
-        let policy =
-            Policy::from_toml_str("[[guest]]\nname = \"a\"\nrole = \"android\"\n").unwrap();
+        let policy = one_android_guest();
         let mut a = Arbiter::new(policy.clone());
         let mut log = DecisionLog::open(&dir).unwrap();
         log.start_background_sync().unwrap();
