@@ -25,6 +25,9 @@
 //! ```
 //!
 //! Every error names the line, column and field; see [`PolicyError`].
+//!
+//! (Over 800 lines: a third of the file is the tests, one per validation
+//! rule and error message, kept beside the rules they check.)
 
 use std::fmt;
 use std::ops::Range;
