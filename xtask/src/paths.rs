@@ -43,11 +43,6 @@ pub fn images_x86_64() -> PathBuf {
 /// Musl target triple the VMM is built for.
 pub const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
 
-/// The static VMM binary built by `cargo build --release --target x86_64-unknown-linux-musl -p vmm`.
-pub fn vmm_musl_binary() -> PathBuf {
-    target_dir().join(MUSL_TARGET).join("release/vmm")
-}
-
 /// Output directory of the images of `arch` (`<target dir>/images/<arch>`).
 pub fn images_dir(arch: Arch) -> PathBuf {
     target_dir().join("images").join(arch.name())
