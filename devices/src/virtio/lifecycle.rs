@@ -5,7 +5,7 @@
 //!
 //! ```text
 //!                     activate(ctx) ok: the queues pass the checks,
-//!                     the device's start() builds the worker (taking B),
+//!                     the device's closure builds the worker (taking B),
 //!                     its thread starts
 //!   ┌─────────────┐ ─────────────────────────────────────► ┌──────────────────┐
 //!   │ Inactive(B) │                                        │ Active(thread)   │
@@ -14,7 +14,7 @@
 //!     ▲       │       thread joined, B handed back                   │
 //!     └───────┘                                                      │ the worker
 //!   activate fails (queue count, a required queue not ready,         │ panicked
-//!   start() or register() error): stays Inactive, B kept;            ▼ (debug builds)
+//!   the closure or register() failed): stays Inactive, B kept;       ▼ (debug builds)
 //!   reset(): nothing to do                                   ┌──────────────────┐
 //!                                                            │ Broken: B lost,  │
 //!                                                            │ activate refused │
