@@ -67,7 +67,7 @@ impl TokenPayload for u32 {
 /// are units or carry one [`TokenPayload`] (`u32`, or another enum that
 /// implements it):
 ///
-/// ```ignore
+/// ```text
 /// event_token! {
 ///     /// What woke the worker.
 ///     pub enum Token {
