@@ -78,7 +78,12 @@ impl Style {
 
     /// `line` cut to the width (with `…` where it was cut).
     fn cut(self, line: &str) -> String {
-        match self.width {
+        self.cut_after(0, line)
+    }
+
+    /// `line` cut to fit after `used` columns already printed.
+    fn cut_after(self, used: usize, line: &str) -> String {
+        match self.width.map(|w| w.saturating_sub(used)) {
             Some(w) if line.chars().count() > w && w > 1 => {
                 let mut s: String = line.chars().take(w - 1).collect();
                 s.push('…');
@@ -156,11 +161,14 @@ pub fn live_line(line: &str, style: Style) -> Option<String> {
         "check" => {
             let f = fields(value, 3);
             let pass = f[0] == "PASS";
-            let text = style.cut(&format!(
-                "t={:>6}s  {}",
-                f.get(1).copied().unwrap_or_default(),
-                f.get(2).copied().unwrap_or_default()
-            ));
+            let text = style.cut_after(
+                8,
+                &format!(
+                    "t={:>6}s  {}",
+                    f.get(1).copied().unwrap_or_default(),
+                    f.get(2).copied().unwrap_or_default()
+                ),
+            );
             format!("   {} {text}", style.verdict(pass))
         }
         "wait" => {
@@ -350,8 +358,9 @@ impl Report {
             };
             let _ = writeln!(
                 out,
-                "{}",
-                style.cut(&format!(" {} {n}. {title}  [{span}]", style.verdict(pass)))
+                " {} {}",
+                style.verdict(pass),
+                style.cut_after(6, &format!("{n}. {title}  [{span}]"))
             );
             for c in &act.checks {
                 let mark = if c.pass { "✓" } else { "✗" };
