@@ -12,8 +12,9 @@
 //! trusty-test gatekeeper-check DEV --uid U --handle PATH   verify after a restart
 //! ```
 //!
-//! Results are `key=value` lines (`<tag>_...`); a failure prints
-//! `<tag>_error=...` and exits 1. Messages are built here from AOSP's
+//! Results are `key=value` lines (`<tag>_...`; gatekeeper's own error
+//! codes are `..._status`); a failure of the tool prints `<tag>_error=...`
+//! and exits 1. Messages are built here from AOSP's
 //! formats (gatekeeper_ipc.h, gatekeeper_messages.cpp, hwkey.h).
 
 use std::io;
@@ -30,13 +31,14 @@ fn strtol0(s: &str) -> (i64, &str) {
         Some(r) => (true, r),
         None => (false, s.strip_prefix('+').unwrap_or(s)),
     };
-    let (radix, digits) = if let Some(h) = body.strip_prefix("0x").or_else(|| body.strip_prefix("0X")) {
-        (16, h)
-    } else if body.starts_with('0') && body.len() > 1 {
-        (8, &body[1..])
-    } else {
-        (10, body)
-    };
+    let (radix, digits) =
+        if let Some(h) = body.strip_prefix("0x").or_else(|| body.strip_prefix("0X")) {
+            (16, h)
+        } else if body.starts_with('0') && body.len() > 1 {
+            (8, &body[1..])
+        } else {
+            (10, body)
+        };
     let end = digits
         .find(|c: char| !c.is_digit(radix))
         .unwrap_or(digits.len());
@@ -50,7 +52,9 @@ fn strtol0(s: &str) -> (i64, &str) {
 }
 
 fn errno() -> i32 {
-    io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
+    io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
 }
 
 /// libtrusty's `tipc_vsock_connect`.
@@ -238,9 +242,18 @@ fn gk_enroll(fd: &OwnedFd, uid: u32, pw: &[u8]) -> Result<(u32, Vec<u8>), String
 }
 
 /// VERIFY: (error, retry ms, auth token).
-fn gk_verify(fd: &OwnedFd, uid: u32, challenge: u64, handle: &[u8], pw: &[u8]) -> Result<(u32, u32, Vec<u8>), String> {
+fn gk_verify(
+    fd: &OwnedFd,
+    uid: u32,
+    challenge: u64,
+    handle: &[u8],
+    pw: &[u8],
+) -> Result<(u32, u32, Vec<u8>), String> {
     let hdr = [2u32.to_le_bytes(), 0u32.to_le_bytes(), uid.to_le_bytes()].concat();
-    let r = transact(fd, &[&hdr, &challenge.to_le_bytes(), &blob(handle), &blob(pw)])?;
+    let r = transact(
+        fd,
+        &[&hdr, &challenge.to_le_bytes(), &blob(handle), &blob(pw)],
+    )?;
     if u32_at(&r, 0)? != 3 {
         return Err(format!("verify answered cmd {}", u32_at(&r, 0)?));
     }
@@ -255,13 +268,28 @@ fn gk_verify(fd: &OwnedFd, uid: u32, challenge: u64, handle: &[u8], pw: &[u8]) -
 }
 
 fn cmd_echo(dev: &str, tag: &str) -> Result<(), String> {
-    let fd = tipc_connect(dev, "com.android.ipc-unittest.srv.echo").map_err(|e| format!("tipc_connect: errno {e}"))?;
+    let fd = tipc_connect(dev, "com.android.ipc-unittest.srv.echo")
+        .map_err(|e| format!("tipc_connect: errno {e}"))?;
     let mut ok = 0;
-    for (i, len) in [1usize, 16, 255, 1000, 2048, 3000, VIRTIO_VSOCK_MSG_SIZE_LIMIT].iter().enumerate() {
+    for (i, len) in [
+        1usize,
+        16,
+        255,
+        1000,
+        2048,
+        3000,
+        VIRTIO_VSOCK_MSG_SIZE_LIMIT,
+    ]
+    .iter()
+    .enumerate()
+    {
         let msg: Vec<u8> = (0..*len).map(|j| (j * 31 + i) as u8).collect();
         let back = transact(&fd, &[&msg])?;
         if back != msg {
-            return Err(format!("{len}-byte message came back as {} bytes, different", back.len()));
+            return Err(format!(
+                "{len}-byte message came back as {} bytes, different",
+                back.len()
+            ));
         }
         ok += 1;
     }
@@ -282,8 +310,12 @@ fn cmd_refused(dev: &str, port: &str, tag: &str) -> Result<(), String> {
 }
 
 fn cmd_hwkey(dev: &str, tag: &str) -> Result<(), String> {
-    let fd = tipc_connect(dev, "com.android.trusty.hwkey").map_err(|e| format!("tipc_connect: errno {e}"))?;
-    let hdr: Vec<u8> = [2u32, 77, 0, 0, 0].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let fd = tipc_connect(dev, "com.android.trusty.hwkey")
+        .map_err(|e| format!("tipc_connect: errno {e}"))?;
+    let hdr: Vec<u8> = [2u32, 77, 0, 0, 0]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
     let r = transact(&fd, &[&hdr, b"vmstack nested test seed 32 byte"])?;
     if u32_at(&r, 0)? != 3 || u32_at(&r, 4)? != 77 || u32_at(&r, 8)? != 0 {
         return Err(format!("derive failed: status {}", u32_at(&r, 8)?));
@@ -296,11 +328,11 @@ fn cmd_hwkey(dev: &str, tag: &str) -> Result<(), String> {
 fn cmd_gatekeeper(dev: &str, uid: u32, save: &str, tag: &str) -> Result<(), String> {
     let fd = tipc_connect(dev, GATEKEEPER).map_err(|e| format!("tipc_connect: errno {e}"))?;
     let (err, handle) = gk_enroll(&fd, uid, b"1234")?;
-    println!("{tag}_enroll_error={err}");
+    println!("{tag}_enroll_status={err}");
     println!("{tag}_handle_len={}", handle.len());
     let challenge = 0x1122_3344_5566_7788u64;
     let (err, _, token) = gk_verify(&fd, uid, challenge, &handle, b"1234")?;
-    println!("{tag}_verify_error={err}");
+    println!("{tag}_verify_status={err}");
     println!("{tag}_token_len={}", token.len());
     let challenge_ok = token.get(1..9) == Some(&challenge.to_le_bytes()[..]);
     println!("{tag}_token_challenge_ok={}", u8::from(challenge_ok));
@@ -313,10 +345,10 @@ fn cmd_gatekeeper(dev: &str, uid: u32, save: &str, tag: &str) -> Result<(), Stri
     }
     println!("{tag}_wrong_invalid={invalid}");
     let (err, ms, _) = gk_verify(&fd, uid, 0, &handle, b"0000")?;
-    println!("{tag}_fifth_wrong_error={err}");
+    println!("{tag}_fifth_wrong_status={err}");
     println!("{tag}_fifth_wrong_retry_ms={ms}");
     let (err, ms, _) = gk_verify(&fd, uid, 0, &handle, b"1234")?;
-    println!("{tag}_right_throttled_error={err}");
+    println!("{tag}_right_throttled_status={err}");
     println!("{tag}_right_throttled_retry_ms={ms}");
     std::fs::write(save, &handle).map_err(|e| format!("{save}: {e}"))?;
     Ok(())
@@ -326,7 +358,7 @@ fn cmd_gatekeeper_check(dev: &str, uid: u32, handle_path: &str, tag: &str) -> Re
     let handle = std::fs::read(handle_path).map_err(|e| format!("{handle_path}: {e}"))?;
     let fd = tipc_connect(dev, GATEKEEPER).map_err(|e| format!("tipc_connect: errno {e}"))?;
     let (err, ms, _) = gk_verify(&fd, uid, 0, &handle, b"1234")?;
-    println!("{tag}_error={err}");
+    println!("{tag}_status={err}");
     println!("{tag}_retry_ms={ms}");
     Ok(())
 }
