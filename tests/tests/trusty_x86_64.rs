@@ -49,7 +49,11 @@ fn gatekeeper_enroll_verify_wrong_password_and_throttle() {
     assert_eq!(s.number("gk_verify_status"), 0);
     assert_eq!(s.number("gk_token_len"), 69);
     assert_eq!(s.number("gk_token_challenge_ok"), 1);
-    assert_eq!(s.number("gk_wrong_invalid"), 4, "failures 1-4: ERROR_INVALID");
+    assert_eq!(
+        s.number("gk_wrong_invalid"),
+        4,
+        "failures 1-4: ERROR_INVALID"
+    );
     assert_eq!(s.number("gk_fifth_wrong_status"), 2, "the 5th: ERROR_RETRY");
     assert_eq!(s.number("gk_fifth_wrong_retry_ms"), 30_000);
     // The right password inside the window is not checked.
@@ -62,7 +66,11 @@ fn gatekeeper_enroll_verify_wrong_password_and_throttle() {
 #[ignore = "needs the nested test host: run `cargo xtask test`"]
 fn a_trustyd_restart_keeps_the_failure_record_and_the_device_secret() {
     let s = section();
-    assert_eq!(s.number("trustyd_first_rc"), 0, "SIGTERM ends trustyd cleanly");
+    assert_eq!(
+        s.number("trustyd_first_rc"),
+        0,
+        "SIGTERM ends trustyd cleanly"
+    );
     assert_eq!(s.number("trustyd_second_rc"), 0);
     if s.result.contains("trustyd_socket_left_behind=1") {
         s.fail("trustyd left its socket behind");
