@@ -1,8 +1,9 @@
 #!/bin/sh
 # The host presses the guest's ACPI power button until the guest shuts down.
+. /lib/vmstack.sh
 S=/tmp/button.sock
-/bin/vmm run --cpus 2 --mem 256 --socket $S --initrd /guest/initramfs.cpio.gz \
-    --params "console=ttyS0 guest.scenario=button" /guest/vmlinuz 2>&1 &
+run_vmm vmm --cpus 2 --mem 256 --socket $S --initrd /guest/initramfs.cpio.gz \
+    --params "console=ttyS0 guest.scenario=button" /guest/vmlinuz &
 pid=$!
 presses=0
 while kill -0 $pid 2>/dev/null && [ $presses -lt 40 ]; do
@@ -11,5 +12,5 @@ while kill -0 $pid 2>/dev/null && [ $presses -lt 40 ]; do
 done
 wait $pid
 rc=$?
-echo "presses=$presses"
+mark presses "$presses"
 exit $rc

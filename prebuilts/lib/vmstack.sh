@@ -1,0 +1,58 @@
+# Marker helpers shared by the guest and the test host scripts (sourced, as
+# /lib/vmstack.sh in both initramfs images). See docs/testing.md, "Markers".
+#
+# A marker is a console line `@@vmstack:<key>=<value>` (optionally after a
+# kernel log timestamp `[ 12.345678] `, for markers written to /dev/kmsg).
+# The nested tests (tests/src/marker.rs) look only at markers. What a guest
+# prints reaches the test host's console only through `guest_lines`, which
+# moves the guest's markers into the `<tag>.guest.` namespace and prefixes
+# every other guest line with `<tag>| `: a guest cannot print a marker of
+# the test host's scenario or of the VMM's log.
+
+# mark KEY VALUE...: prints the marker KEY=VALUE.
+mark() {
+    _k=$1
+    shift
+    echo "@@vmstack:$_k=$*"
+}
+
+# mark_lines KEY: every line of stdin as a KEY marker.
+mark_lines() {
+    sed "s/^/@@vmstack:$1=/"
+}
+
+# mark_kv [PREFIX]: stdin `key=value` lines (vsock-test, vhal-test) as
+# markers PREFIXkey=value; other lines are printed as they are.
+mark_kv() {
+    sed -E "s/^([A-Za-z0-9_.-]+=)/@@vmstack:$1\\1/"
+}
+
+# guest_lines TAG: a guest's console (stdin) on the test host's console:
+# its markers as TAG.guest.<key>, every other line after `TAG| `.
+guest_lines() {
+    sed -E -e "s/^(\\[[^]]*\\] )?@@vmstack:/@@vmstack:$1.guest./" -e t -e "s/^/$1| /"
+}
+
+# run_vmm TAG ARGS...: `/bin/vmm run ARGS` (under `timeout -s KILL
+# $VMM_TIMEOUT` if set), live on the console: the guest's serial output
+# (the VMM's stdout) through `guest_lines TAG`, each line of the VMM's log
+# (its stderr) as a TAG.log marker; then TAG.rc=<exit status>. Returns the
+# VMM's exit status.
+run_vmm() {
+    _tag=$1
+    shift
+    _fifo=/tmp/.vmm-$_tag-$$.log
+    rm -f "$_fifo" "$_fifo.rc"
+    mkfifo "$_fifo" || return 125
+    mark_lines "$_tag.log" < "$_fifo" &
+    _log=$!
+    {
+        ${VMM_TIMEOUT:+timeout -s KILL "$VMM_TIMEOUT"} /bin/vmm run "$@" 2> "$_fifo"
+        echo $? > "$_fifo.rc"
+    } | guest_lines "$_tag"
+    wait "$_log"
+    _rc=$(cat "$_fifo.rc" 2>/dev/null)
+    rm -f "$_fifo" "$_fifo.rc"
+    mark "$_tag.rc" "${_rc:=125}"
+    return "$_rc"
+}
