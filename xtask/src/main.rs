@@ -19,6 +19,7 @@
 //! See `docs/testing.md`.
 
 mod apt;
+mod apt_sources;
 mod bench;
 mod bench_arbiter;
 mod bench_arm64;
