@@ -146,16 +146,15 @@ impl Apt {
         // --error-on=any: a failed index download is an error, not a warning
         // (else a network problem would look like packages gone from the archive).
         c.args(["-q", "update", "--error-on=any"]);
-        util::run_as(&mut c, "apt-get update")
-            .with_context(|| {
-                format!(
-                    "apt-get update of the private package lists ({}) failed: does the mirror \
+        util::run_as(&mut c, "apt-get update").with_context(|| {
+            format!(
+                "apt-get update of the private package lists ({}) failed: does the mirror \
                      have {}? (set ${}=<URI of a Debian mirror> to use another)",
-                    self.root.join("sources.list").display(),
-                    SUITES.join(" and "),
-                    apt_sources::MIRROR_ENV
-                )
-            })?;
+                self.root.join("sources.list").display(),
+                SUITES.join(" and "),
+                apt_sources::MIRROR_ENV
+            )
+        })?;
         if self.lists_age().is_none() {
             bail!(
                 "apt-get update left no package lists in {}",

@@ -81,7 +81,10 @@ pub fn parse_one_line(text: &str) -> Vec<Source> {
     let mut out = Vec::new();
     for line in text.lines() {
         let line = line.split('#').next().unwrap_or("").trim();
-        let Some(rest) = line.strip_prefix("deb ").or_else(|| line.strip_prefix("deb\t")) else {
+        let Some(rest) = line
+            .strip_prefix("deb ")
+            .or_else(|| line.strip_prefix("deb\t"))
+        else {
             continue;
         };
         let rest = rest.trim_start();
@@ -185,8 +188,8 @@ fn is_debian_suite(suite: &str) -> bool {
 pub fn debian_mirrors(sources: &[Source]) -> Vec<Mirror> {
     let mut out: Vec<Mirror> = Vec::new();
     for s in sources {
-        let debian = s.suites.iter().any(|x| is_debian_suite(x))
-            && s.components.iter().any(|c| c == "main");
+        let debian =
+            s.suites.iter().any(|x| is_debian_suite(x)) && s.components.iter().any(|c| c == "main");
         let uri = s.uri.trim_end_matches('/');
         if debian && !out.iter().any(|m| m.uri == uri) {
             out.push(Mirror {
@@ -396,9 +399,16 @@ components: main
         assert_eq!(uris.first(), Some(&"http://mirror.example/debian"));
         assert_eq!(uris.last(), Some(&"http://last.example/debian"));
         assert!(!uris.iter().any(|u| u.contains("ignored")));
-        let o = mirrors(Some(" http://local.example/debian/  http://b.example/d "), &dir).unwrap();
+        let o = mirrors(
+            Some(" http://local.example/debian/  http://b.example/d "),
+            &dir,
+        )
+        .unwrap();
         assert_eq!(o.len(), 2);
-        assert_eq!(o[0].line("bookworm"), "deb http://local.example/debian bookworm main");
+        assert_eq!(
+            o[0].line("bookworm"),
+            "deb http://local.example/debian bookworm main"
+        );
         std::fs::remove_file(d.join("debian.sources")).unwrap();
         std::fs::remove_file(d.join("zz.list")).unwrap();
         let err = mirrors(None, &dir).unwrap_err().to_string();

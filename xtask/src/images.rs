@@ -299,7 +299,7 @@ fn vmm_binary(explicit: Option<&Path>, arch: Arch) -> Result<Option<(PathBuf, St
         Some(p) if !p.is_file() => bail!("VMM binary {} does not exist", p.display()),
         Some(p) => p.to_path_buf(),
         None => {
-            let p = paths::vmm_binary(arch);
+            let p = paths::static_binary(arch, "vmm");
             if !p.is_file() {
                 warning!(
                     "no VMM binary at {}: the test host will have no /bin/vmm and every scenario \
@@ -376,11 +376,6 @@ fn static_binary_sha(path: &Path) -> Result<String> {
         );
     }
     Ok(util::sha256_bytes(&data))
-}
-
-/// Builds all x86_64 images; `vmm` overrides the VMM binary put into the test host.
-pub fn build_x86_64(vmm: Option<&Path>) -> Result<Images> {
-    build(Arch::X86_64, vmm)
 }
 
 /// Builds all images of `arch`; `vmm` overrides the VMM binary put into the

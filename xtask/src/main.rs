@@ -24,6 +24,7 @@ mod bench;
 mod bench_arbiter;
 mod bench_arm64;
 mod bench_devices;
+mod bench_host;
 mod cpio;
 mod fuzz;
 mod images;

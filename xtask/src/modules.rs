@@ -272,7 +272,10 @@ mod tests {
     fn parses_own_binary() {
         let exe = std::env::current_exe().unwrap();
         let data = std::fs::read(exe).unwrap();
-        assert!(modinfo_depends(&data).is_err(), "no .modinfo in an executable");
+        assert!(
+            modinfo_depends(&data).is_err(),
+            "no .modinfo in an executable"
+        );
         // The test binary is linked dynamically (glibc target).
         assert!(elf_is_dynamic(&data).unwrap());
         assert!(elf_is_dynamic(b"nope").is_err());
