@@ -160,9 +160,12 @@ pub fn build_guest_tools(arch: Arch) -> Result<PathBuf> {
     build_static(arch, "guest-tools", "vsock-test")
 }
 
-/// The static system manager of `arch` (`/bin/sysmgr` of the test host).
+/// The static system manager and the MCU simulator of `arch` (the test
+/// host's `/bin/sysmgr` and `/bin/mcu-sim`); returns the `sysmgr` path
+/// (`mcu-sim` is beside it).
 pub fn build_sysmgr(arch: Arch) -> Result<PathBuf> {
-    build_static(arch, "system-manager", "sysmgr")
+    build_static(arch, "sysmgr", "mcu-sim")?;
+    build_static(arch, "sysmgr", "sysmgr")
 }
 
 /// Everything the images and test host of `arch` need before booting

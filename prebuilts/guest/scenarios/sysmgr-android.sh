@@ -1,5 +1,5 @@
 #!/bin/sh
-# The Android role under sysmgr (tests/tests/sysmgr_x86_64.rs): the VHAL
+# The Android role under sysmgr (tests/tests/sysmgr.rs): the VHAL
 # power client on vsock port 4100 (vhal-test client: it postpones, reports
 # SHUTDOWN_START and powers off as scripted by vhal.script= on the kernel
 # command line), and user actions from the test host on vsock port 4101

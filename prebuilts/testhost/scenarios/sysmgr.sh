@@ -1,5 +1,5 @@
 #!/bin/sh
-# sysmgr with two VMs (tests/tests/sysmgr_x86_64.rs), one continuous drive:
+# sysmgr with two VMs (tests/tests/sysmgr.rs), one continuous drive:
 #  (b) android reboots while the vehicle is in use: only its VM restarts;
 #  (c) android powers off while the cluster needs the system: held
 #      virtually off; ignition off/on brings it back;
