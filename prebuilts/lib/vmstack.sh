@@ -56,3 +56,16 @@ run_vmm() {
     mark "$_tag.rc" "${_rc:=125}"
     return "$_rc"
 }
+
+# wait_pending SOCKET PID: waits (at most 120 s) until the VMM at SOCKET
+# holds a guest power request for its arbiter, and marks its status line
+# as `pending`; fails if process PID (the VMM's run_vmm) ends first.
+wait_pending() {
+    for _i in $(seq 120); do
+        _s=$(vmm status "$1" 2>/dev/null)
+        case "$_s" in *pending=1*) mark pending "$_s"; return 0 ;; esac
+        kill -0 "$2" 2>/dev/null || return 1
+        sleep 1
+    done
+    return 1
+}

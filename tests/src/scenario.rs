@@ -276,11 +276,6 @@ impl<'a> Section<'a> {
         self
     }
 
-    /// The key of marker `key` of the guest of the VMM run as `tag`.
-    pub fn guest_key(tag: &str, key: &str) -> String {
-        format!("{tag}.guest.{key}")
-    }
-
     /// Asserts that a kernel log line (`[ seconds] ...`) of the section
     /// contains `needle`: only for checks whose point is a kernel message
     /// (see [`marker::is_kernel_message`]).

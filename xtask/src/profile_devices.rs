@@ -166,7 +166,6 @@ pub fn parse_console(console: &str) -> Result<Vec<(String, f64, String)>> {
 
 /// `cargo xtask bench devices-profile`.
 pub fn devices_profile() -> Result<()> {
-    setup::prepare_machine_for(Arch::X86_64)?;
     setup::ensure_packages(&["linux-perf"])?;
     let images = bench_host::prepare(Arch::X86_64)?;
     let mut extra = Extra::new();

@@ -19,8 +19,9 @@ pub fn prepare(arch: Arch) -> Result<Images> {
     images::build(arch, Some(&vmm))
 }
 
-/// Prefix of nested tests that only `cargo xtask test --all-arch` runs (the
-/// slow arm64 repeats of the x86 device tests); see docs/arm64.md.
+/// Prefix of the nested test modules that only `cargo xtask test
+/// --all-arch` runs (`all_arch_arm64::*`: the slow arm64 runs of the device
+/// tests); see docs/arm64.md.
 pub const ALL_ARCH_PREFIX: &str = "all_arch_";
 
 /// `cargo xtask test [--all-arch]`: both architectures' VMMs and images,

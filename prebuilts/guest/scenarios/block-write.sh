@@ -4,6 +4,7 @@
 # its sha256. The test host's block-rw-read boots a second VM that reads it
 # back. Also: discard a 1 MiB range written at 72 MiB (the host checks that
 # the image's last 16 MiB are zero again).
+. /lib/vmstack.sh
 mark vda_size_sectors "$(cat /sys/block/vda/size)"
 mark vda_ro "$(cat /sys/block/vda/ro)"
 mark vda_write_cache "$(cat /sys/block/vda/queue/write_cache)"

@@ -8,22 +8,12 @@ run_vmm vmm --cpus 1 --mem 256 --socket $S --power-arbiter \
     --initrd /guest/initramfs.cpio.gz \
     --params "console=ttyS0 guest.scenario=poweroff" /guest/vmlinuz &
 pid=$!
-# Waits until a power request is pending; marks the status line.
-wait_pending() {
-    for i in $(seq 120); do
-        s=$(vmm status $S 2>/dev/null)
-        case "$s" in *pending=1*) mark pending "$s"; return 0 ;; esac
-        kill -0 $pid 2>/dev/null || return 1
-        sleep 1
-    done
-    return 1
-}
-wait_pending || { echo "no power request held"; kill $pid; exit 1; }
+wait_pending $S $pid || { echo "no power request held"; kill $pid; exit 1; }
 mark decide-1 "$(vmm decide $S 1 hold)"
 mark status "$(vmm status $S)"
 sleep 2
 mark status-after-2s "$(vmm status $S)"
 mark resume "$(vmm resume $S)"
-wait_pending || { echo "no second power request"; kill $pid; exit 1; }
+wait_pending $S $pid || { echo "no second power request"; kill $pid; exit 1; }
 mark decide-2 "$(vmm decide $S 2 allow)"
 wait $pid

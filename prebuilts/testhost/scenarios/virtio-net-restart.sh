@@ -28,17 +28,9 @@ done
 ip addr add 192.168.100.1/24 dev "$TAP" && ip link set "$TAP" up || log "host: cannot configure $TAP"
 first=$(cat "/sys/class/net/$TAP/ifindex")
 
-wait_pending() {
-    for i in $(seq 120); do
-        case "$(vmm status $S 2>/dev/null)" in *pending=1*) return 0 ;; esac
-        kill -0 $pid 2>/dev/null || return 1
-        sleep 1
-    done
-    return 1
-}
-wait_pending || { log "host: no first power request"; kill $pid; }
+wait_pending $S $pid >> /tmp/net-restart.log || { log "host: no first power request"; kill $pid; }
 log_mark decide-1 "$(vmm decide $S 1 restart 2>&1)"
-wait_pending || { log "host: no second power request"; kill $pid; }
+wait_pending $S $pid >> /tmp/net-restart.log || { log "host: no second power request"; kill $pid; }
 second=$(cat "/sys/class/net/$TAP/ifindex" 2>/dev/null)
 log_mark tap_ifindex_first "$first"
 log_mark tap_ifindex_second "$second"
