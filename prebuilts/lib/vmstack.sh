@@ -16,9 +16,11 @@ mark() {
     echo "@@vmstack:$_k=$*"
 }
 
-# mark_lines KEY: every line of stdin as a KEY marker.
+# mark_lines KEY: every line of stdin as a KEY marker. (awk, flushed per
+# line: run_vmm's two writers may share a file, where sed would write
+# 4 KiB blocks that split lines.)
 mark_lines() {
-    sed "s/^/@@vmstack:$1=/"
+    awk -v key="$1" '{ print "@@vmstack:" key "=" $0; fflush() }'
 }
 
 # mark_kv [PREFIX]: stdin `key=value` lines (vsock-test, vhal-test) as
@@ -30,7 +32,10 @@ mark_kv() {
 # guest_lines TAG: a guest's console (stdin) on the test host's console:
 # its markers as TAG.guest.<key>, every other line after `TAG| `.
 guest_lines() {
-    sed -E -e "s/^(\\[[^]]*\\] )?@@vmstack:/@@vmstack:$1.guest./" -e t -e "s/^/$1| /"
+    awk -v tag="$1" '{
+        if (sub(/^(\[[^]]*\] )?@@vmstack:/, "@@vmstack:" tag ".guest.")) print; else print tag "| " $0
+        fflush()
+    }'
 }
 
 # run_vmm TAG ARGS...: `/bin/vmm run ARGS` (under `timeout -s KILL
