@@ -4,16 +4,13 @@
 //! `vmstack_tests::assert::control`). `#[ignore]`d like every nested test:
 //! `cargo xtask test` runs them.
 
-use std::time::Duration;
-
 use vmstack_tests::assert::control;
 use vmstack_tests::scenario::SharedRun;
 use vmstack_tests::Arch;
 
 vmstack_tests::nested_tests! {
     x86_64 => SharedRun::on(Arch::X86_64, control::SCENARIOS),
-    arm64 => SharedRun::on(Arch::Aarch64, control::SCENARIOS)
-        .scenario_timeout(Duration::from_secs(180));
+    arm64 => SharedRun::on(Arch::Aarch64, control::SCENARIOS);
     tests: {
         power_button_shuts_the_guest_down_gracefully =>
             control::power_button_shuts_the_guest_down_gracefully,
