@@ -5,8 +5,10 @@ S=/tmp/button.sock
 run_vmm vmm --cpus 2 --mem 256 --socket $S --initrd /guest/initramfs.cpio.gz \
     --params "console=ttyS0 guest.scenario=button" /guest/vmlinuz &
 pid=$!
+# Pressed every 2 s until the VMM exits (at most 150 times: a guest that
+# boots slowly, as on arm64 on a loaded machine, may take minutes).
 presses=0
-while kill -0 $pid 2>/dev/null && [ $presses -lt 40 ]; do
+while kill -0 $pid 2>/dev/null && [ $presses -lt 150 ]; do
     sleep 2
     vmm power-button $S >/dev/null 2>&1 && presses=$((presses + 1))
 done
