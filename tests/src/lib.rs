@@ -3,9 +3,14 @@
 //! This machine's `/dev/kvm` cannot boot unmodified Linux guests (see
 //! `docs/testing.md`), so end-to-end tests run the VMM inside an emulated
 //! QEMU/TCG machine that has a real, nested KVM. [`testhost`] boots that machine,
-//! captures its console and splits it into per-scenario results.
+//! captures its console and splits it into per-scenario results;
+//! [`scenario`] shares one boot between tests and reads a scenario's
+//! [`marker`] lines; [`assert`] holds each scenario's checks, written once
+//! and run by `tests/tests/*.rs` for every architecture.
 
 pub mod arch;
+pub mod assert;
+pub mod marker;
 pub mod scenario;
 pub mod testhost;
 
@@ -51,4 +56,47 @@ pub fn log_dir() -> PathBuf {
         Some(dir) if !dir.is_empty() => PathBuf::from(dir),
         _ => target_dir().join("testhost"),
     }
+}
+
+/// Nested tests: for each `module => shared run`, a module with one
+/// `#[test]` per `name => check`, each calling `check(&RUN)`. The tests are
+/// `#[ignore]`d (they need the nested test host); `cargo xtask test` runs
+/// them with `--include-ignored` (and skips the modules whose name starts
+/// with `all_arch_` unless given `--all-arch`).
+///
+/// ```ignore
+/// use vmstack_tests::assert::boot;
+/// use vmstack_tests::scenario::SharedRun;
+/// use vmstack_tests::Arch;
+///
+/// vmstack_tests::nested_tests! {
+///     x86_64 => SharedRun::on(Arch::X86_64, boot::SCENARIOS),
+///     arm64 => SharedRun::on(Arch::Aarch64, boot::SCENARIOS);
+///     tests: {
+///         poweroff => boot::poweroff,
+///     }
+/// }
+/// ```
+#[macro_export]
+macro_rules! nested_tests {
+    ($($module:ident => $run:expr),+ ; tests: $tests:tt) => {
+        $( $crate::nested_tests!(@module $module, $run, $tests); )+
+    };
+    (@module $module:ident, $run:expr, { $($name:ident => $check:path),* $(,)? }) => {
+        mod $module {
+            #[allow(unused_imports)]
+            use super::*;
+
+            /// The test host boot shared by this module's tests.
+            pub(crate) static RUN: $crate::scenario::SharedRun = $run;
+
+            $(
+                #[test]
+                #[ignore = "needs the nested test host: run `cargo xtask test`"]
+                fn $name() {
+                    $check(&RUN)
+                }
+            )*
+        }
+    };
 }

@@ -4,6 +4,7 @@
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
+use crate::marker::{self, Marker};
 use crate::testhost::{self, ScenarioResult, TestHostConfig, TestHostRun};
 use crate::Arch;
 
@@ -44,34 +45,10 @@ pub struct SharedRun {
 }
 
 impl SharedRun {
-    /// A run of `scenarios` (names of `prebuilts/testhost/scenarios/*.sh`).
-    pub const fn new(scenarios: &'static [&'static str]) -> Self {
-        Self {
-            arch: Arch::X86_64,
-            scenarios,
-            scenario_timeout: None,
-            run: OnceLock::new(),
-        }
-    }
-
-    /// Like [`Self::new`] for scenarios that need longer than the default
-    /// per-scenario timeout (the hard timeout grows accordingly).
-    pub const fn with_timeout(
-        scenarios: &'static [&'static str],
-        scenario_timeout: Duration,
-    ) -> Self {
-        Self {
-            arch: Arch::X86_64,
-            scenarios,
-            scenario_timeout: Some(scenario_timeout),
-            run: OnceLock::new(),
-        }
-    }
-
-    /// A run of `scenarios` in the test host of `arch`: the x86_64 default
-    /// timeout, or 360 s per scenario on aarch64 (inner boots take ~30 s
-    /// there and device traffic is several times slower). Test files that
-    /// another file re-runs on arm64 use this with `crate::ARCH`.
+    /// A run of `scenarios` (names of `prebuilts/testhost/scenarios/*.sh`)
+    /// in the test host of `arch`: the runner's default timeout per
+    /// scenario on x86_64, 360 s on aarch64 (inner boots take ~30 s there
+    /// and device traffic is several times slower).
     pub const fn on(arch: Arch, scenarios: &'static [&'static str]) -> Self {
         Self {
             arch,
@@ -84,19 +61,16 @@ impl SharedRun {
         }
     }
 
-    /// A run of `scenarios` in the test host of `arch` (images from
-    /// [`Arch::images_dir`]), with a per-scenario timeout.
-    pub const fn for_arch(
-        arch: Arch,
-        scenarios: &'static [&'static str],
-        scenario_timeout: Duration,
-    ) -> Self {
-        Self {
-            arch,
-            scenarios,
-            scenario_timeout: Some(scenario_timeout),
-            run: OnceLock::new(),
-        }
+    /// The same run with `timeout` per scenario (the hard timeout of the
+    /// whole boot grows accordingly).
+    pub const fn scenario_timeout(mut self, timeout: Duration) -> Self {
+        self.scenario_timeout = Some(timeout);
+        self
+    }
+
+    /// The architecture of the test host.
+    pub fn arch(&self) -> Arch {
+        self.arch
     }
 
     /// The finished run; panics (with the reason) if the test host could not
@@ -117,8 +91,8 @@ impl SharedRun {
                 cfg.timeout = boot + (t + Duration::from_secs(10)) * self.scenarios.len() as u32;
             }
             // One test host at a time per test binary (a binary with several
-            // shared runs, like arm64_virtio.rs, would otherwise boot them in
-            // parallel on the test threads).
+            // shared runs would otherwise boot them in parallel on the test
+            // threads).
             let _one_at_a_time = BOOT_LOCK.lock().unwrap_or_else(|p| p.into_inner());
             run_retrying_a_freeze(&cfg)
         });
@@ -137,7 +111,11 @@ impl SharedRun {
                 run.failure_report(&format!("no @@BEGIN {name} section in the console"))
             );
         };
-        let section = Section { run, result };
+        let section = Section {
+            run,
+            result,
+            arch: self.arch,
+        };
         if result.rc != Some(rc) {
             section.fail(&format!("rc {:?}, expected {rc}", result.rc));
         }
@@ -145,16 +123,18 @@ impl SharedRun {
     }
 }
 
-/// One scenario's output, with assertions that print the outer console on
-/// failure.
+/// One scenario's output, read through its markers ([`crate::marker`]),
+/// with assertions that print the outer console on failure.
 pub struct Section<'a> {
     /// The whole run.
     pub run: &'a TestHostRun,
     /// This scenario.
     pub result: &'a ScenarioResult,
+    /// The test host's architecture.
+    pub arch: Arch,
 }
 
-impl Section<'_> {
+impl<'a> Section<'a> {
     /// Fails the test with `why`, the scenario output and the console tail.
     pub fn fail(&self, why: &str) -> ! {
         panic!(
@@ -166,29 +146,148 @@ impl Section<'_> {
         )
     }
 
-    /// Asserts that the output contains `needle`.
-    pub fn expect(&self, needle: &str) -> &Self {
-        if !self.result.contains(needle) {
-            self.fail(&format!("{needle:?} not in its output"));
-        }
-        self
+    /// Every marker of the section, in order.
+    pub fn markers(&self) -> Vec<Marker<'a>> {
+        marker::parse(&self.result.output)
     }
 
-    /// The value of the first `key=value` line in the output.
-    pub fn value(&self, key: &str) -> String {
-        let prefix = format!("{key}=");
-        self.result
-            .output
-            .lines()
-            .find_map(|l| l.trim().strip_prefix(&prefix).map(str::to_string))
-            .unwrap_or_else(|| self.fail(&format!("no {key}= line")))
+    /// Every value of marker `key`, in order.
+    pub fn all(&self, key: &str) -> Vec<&'a str> {
+        self.markers()
+            .into_iter()
+            .filter(|m| m.key == key)
+            .map(|m| m.value)
+            .collect()
     }
 
-    /// The value of `key=` parsed as a number.
+    /// How many `key` markers there are.
+    pub fn count(&self, key: &str) -> usize {
+        self.all(key).len()
+    }
+
+    /// The value of the first `key` marker, if any.
+    pub fn get(&self, key: &str) -> Option<&'a str> {
+        self.all(key).first().copied()
+    }
+
+    /// The value of the first `key` marker; fails without one.
+    pub fn value(&self, key: &str) -> &'a str {
+        self.get(key)
+            .unwrap_or_else(|| self.fail(&format!("no {key} marker")))
+    }
+
+    /// The value of `key` as a number.
     pub fn number(&self, key: &str) -> u64 {
         let v = self.value(key);
         v.trim()
             .parse()
             .unwrap_or_else(|_| self.fail(&format!("{key}={v} is not a number")))
+    }
+
+    /// The value of `key`, checked to be a sha256 in hex.
+    pub fn sha256(&self, key: &str) -> &'a str {
+        let v = self.value(key);
+        if v.len() != 64 || !v.bytes().all(|b| b.is_ascii_hexdigit()) {
+            self.fail(&format!("{key}={v} is not a sha256"));
+        }
+        v
+    }
+
+    /// Asserts that the first `key` marker has the value `want`.
+    pub fn expect_eq(&self, key: &str, want: &str) -> &Self {
+        let got = self.value(key);
+        if got != want {
+            self.fail(&format!("{key}={got}, expected {want}"));
+        }
+        self
+    }
+
+    /// Asserts that some `key` marker's value contains `needle`.
+    pub fn expect_contains(&self, key: &str, needle: &str) -> &Self {
+        if self.position(key, needle).is_none() {
+            self.fail(&format!("no {key} marker containing {needle:?}"));
+        }
+        self
+    }
+
+    /// Asserts that there is no `key` marker.
+    pub fn expect_absent(&self, key: &str) -> &Self {
+        if let Some(v) = self.get(key) {
+            self.fail(&format!("unexpected {key}={v}"));
+        }
+        self
+    }
+
+    /// Asserts that there are exactly `n` `key` markers.
+    pub fn expect_count(&self, key: &str, n: usize) -> &Self {
+        let got = self.count(key);
+        if got != n {
+            self.fail(&format!("{got} {key} markers, expected {n}"));
+        }
+        self
+    }
+
+    /// Line of the first `key` marker whose value contains `needle`.
+    pub fn position(&self, key: &str, needle: &str) -> Option<usize> {
+        self.markers()
+            .into_iter()
+            .find(|m| m.key == key && m.value.contains(needle))
+            .map(|m| m.line)
+    }
+
+    /// Asserts that the markers `(key, needle)` appear in this order (each
+    /// the first `key` marker whose value contains `needle`).
+    pub fn expect_order(&self, order: &[(&str, &str)]) -> &Self {
+        let mut last: Option<(usize, &str, &str)> = None;
+        for &(key, needle) in order {
+            let Some(at) = self.position(key, needle) else {
+                self.fail(&format!("no {key} marker containing {needle:?}"));
+            };
+            if let Some((prev, pk, pn)) = last {
+                if at <= prev {
+                    self.fail(&format!(
+                        "{key} {needle:?} (line {at}) is not after {pk} {pn:?} (line {prev})"
+                    ));
+                }
+            }
+            last = Some((at, key, needle));
+        }
+        self
+    }
+
+    /// Asserts that the log of the VMM run as `tag` has a line containing
+    /// `needle`.
+    pub fn expect_log(&self, tag: &str, needle: &str) -> &Self {
+        self.expect_contains(&format!("{tag}.log"), needle)
+    }
+
+    /// Asserts that the VMM run as `tag` exited with `rc` and its last log
+    /// line is `vmm: exit reason: <reason>`.
+    pub fn expect_vmm_exit(&self, tag: &str, reason: &str, rc: i32) -> &Self {
+        self.expect_eq(&format!("{tag}.rc"), &rc.to_string());
+        let log = self.all(&format!("{tag}.log"));
+        let want = format!("vmm: exit reason: {reason}");
+        if log.last() != Some(&want.as_str()) {
+            self.fail(&format!(
+                "the last line of {tag}'s log is {:?}, expected {want:?}",
+                log.last()
+            ));
+        }
+        self
+    }
+
+    /// Asserts that a kernel log line (`[ seconds] ...`) of the section
+    /// contains `needle`: only for checks whose point is a kernel message
+    /// (see [`marker::is_kernel_message`]).
+    pub fn expect_kernel_message(&self, needle: &str) -> &Self {
+        if !self
+            .result
+            .output
+            .lines()
+            .any(|l| marker::is_kernel_message(l, needle))
+        {
+            self.fail(&format!("no kernel message containing {needle:?}"));
+        }
+        self
     }
 }

@@ -1,7 +1,9 @@
 //! A private apt setup under the cache directory.
 //!
 //! Own `sources.list`, package lists, archive cache and (empty) dpkg status, so the
-//! system's apt configuration and state are neither used for resolution nor changed.
+//! system's apt state is neither used for resolution nor changed. The Debian
+//! mirror(s) come from the machine's own apt sources ([`crate::apt_sources`];
+//! `$VMSTACK_DEBIAN_MIRROR` overrides them), with our suites.
 //! Works without root (no locking, no install): only `update`, `show` and `download`.
 
 use std::path::{Path, PathBuf};
@@ -10,11 +12,10 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 
+use crate::apt_sources;
 use crate::util::{self, step};
 
-/// Debian mirror used for all packages.
-pub const MIRROR: &str = "http://deb.debian.org/debian";
-/// Suites in the private `sources.list`.
+/// Suites in the private `sources.list` (on every mirror).
 pub const SUITES: &[&str] = &["bookworm", "bookworm-backports"];
 
 /// One version of a package from the Packages index (`apt-cache show`).
@@ -57,9 +58,17 @@ impl Apt {
             std::fs::create_dir_all(&p)
                 .with_context(|| format!("cannot create {}", p.display()))?;
         }
-        let mut sources = String::from("# written by cargo xtask (private apt setup)\n");
-        for suite in SUITES {
-            sources.push_str(&format!("deb {MIRROR} {suite} main\n"));
+        let override_uris = std::env::var(apt_sources::MIRROR_ENV).ok();
+        let mirrors = apt_sources::mirrors(override_uris.as_deref(), Path::new("/etc/apt"))?;
+        let mut sources = String::from(
+            "# written by cargo xtask (private apt setup): the Debian mirror(s) of\n\
+             # /etc/apt/sources.list{,.d} (or $VMSTACK_DEBIAN_MIRROR) with our suites\n",
+        );
+        for mirror in &mirrors {
+            for suite in SUITES {
+                sources.push_str(&mirror.line(suite));
+                sources.push('\n');
+            }
         }
         let list = root.join("sources.list");
         if std::fs::read_to_string(&list).ok().as_deref() != Some(sources.as_str()) {
@@ -137,8 +146,15 @@ impl Apt {
         // --error-on=any: a failed index download is an error, not a warning
         // (else a network problem would look like packages gone from the archive).
         c.args(["-q", "update", "--error-on=any"]);
-        util::run_as(&mut c, "apt-get update")
-            .context("apt-get update of the private package lists failed")?;
+        util::run_as(&mut c, "apt-get update").with_context(|| {
+            format!(
+                "apt-get update of the private package lists ({}) failed: does the mirror \
+                     have {}? (set ${}=<URI of a Debian mirror> to use another)",
+                self.root.join("sources.list").display(),
+                SUITES.join(" and "),
+                apt_sources::MIRROR_ENV
+            )
+        })?;
         if self.lists_age().is_none() {
             bail!(
                 "apt-get update left no package lists in {}",
@@ -193,7 +209,7 @@ impl Apt {
             if fields.len() < 3 || fields[0] != name {
                 continue;
             }
-            // "http://deb.debian.org/debian bookworm-backports/main amd64 Packages"
+            // "<mirror URI> bookworm-backports/main amd64 Packages"
             let suite = fields[2]
                 .split_whitespace()
                 .nth(1)

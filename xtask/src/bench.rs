@@ -1,13 +1,11 @@
 //! `cargo xtask bench boot [--runs N]`: boot time and memory overhead of our VMM
 //! against QEMU `-M microvm`, both measured in the same test host run.
 //!
-//! Steps: the same set-up as `cargo xtask test` (host packages, musl VMM,
-//! images); a static `bootbench` (tests/bootbench); an extra initramfs
-//! (`bench-extra.cpio.gz`) with `bootbench`, the machine's
-//! `qemu-system-x86_64`, its shared-library closure (from `ldd`) and the
-//! firmware it opens; the test host booted (one vCPU) from the concatenation
-//! of `testhost-initramfs.cpio.gz` and that archive, running the `bench-boot`
-//! scenario. `bootbench` prints one `@@BENCH {json}` line per boot; this module
+//! Steps (the runner in `bench_host.rs`): the same set-up as `cargo xtask
+//! test` (host packages, musl VMM, images); an extra initramfs with a static
+//! `bootbench` (tests/bootbench), the machine's `qemu-system-x86_64`, its
+//! shared-library closure (from `ldd`) and the firmware it opens; the test
+//! host booted (one vCPU) with it, running the `bench-boot` scenario. `bootbench` prints one `@@BENCH {json}` line per boot; this module
 //! parses them, prints medians and ratios with PASS/MISS against the targets,
 //! and writes everything to `target/bench/boot.json`.
 //!
@@ -15,18 +13,14 @@
 //! See `docs/benchmarks.md`.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use bootbench::record::{self, Failure, Record, Sample, OURS, QEMU_MICROVM};
 use bootbench::stats::{self, Summary};
-use vmstack_tests::testhost::{self, TestHostConfig};
 
-use crate::cpio::Archive;
-use crate::images;
-use crate::paths;
+use crate::bench_host::{self, Bench, Extra, Manifest};
+use crate::paths::{self, Arch};
 use crate::setup;
 use crate::util::{self, step};
 
@@ -68,121 +62,20 @@ pub fn bench(what: &str, runs: Option<u32>) -> Result<()> {
     }
 }
 
-/// Builds `bootbench` as a static musl binary.
-pub(crate) fn build_bootbench() -> Result<PathBuf> {
-    step!(
-        "run: cargo build --release --target {} -p bootbench",
-        paths::MUSL_TARGET
-    );
-    util::run(setup::cargo().args([
-        "build",
-        "--release",
-        "--target",
-        paths::MUSL_TARGET,
-        "-p",
-        "bootbench",
-    ]))
-    .context("building bootbench failed")?;
-    let bin = paths::target_dir()
-        .join(paths::MUSL_TARGET)
-        .join("release/bootbench");
-    if !bin.is_file() {
-        bail!("cargo built bootbench but {} is missing", bin.display());
-    }
-    Ok(bin)
-}
-
-/// The absolute paths of the shared objects in `ldd` output (the dynamic
-/// loader included, the vDSO skipped); an error for any `not found`.
-pub fn parse_ldd(text: &str) -> Result<Vec<String>> {
-    let mut out = Vec::new();
-    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        if line.contains("not found") {
-            bail!("ldd: {line}");
-        }
-        // "libz.so.1 => /lib/x86_64-linux-gnu/libz.so.1 (0x...)" or
-        // "/lib64/ld-linux-x86-64.so.2 (0x...)" or "linux-vdso.so.1 (0x...)".
-        let path = match line.split_once("=>") {
-            Some((_, rhs)) => rhs.split_whitespace().next(),
-            None => line.split_whitespace().next(),
-        };
-        if let Some(p) = path.filter(|p| p.starts_with('/')) {
-            if !out.iter().any(|o| o == p) {
-                out.push(p.to_string());
-            }
-        }
-    }
-    if out.is_empty() {
-        bail!("ldd printed no libraries");
-    }
-    Ok(out)
-}
-
-/// Adds `path` (absolute) from this machine to `a`; a symlink is kept as a
-/// symlink and its target (resolved relative to the link) added as well.
-pub(crate) fn add_host_file(a: &mut Archive, path: &str, mode: u32) -> Result<()> {
-    let meta = std::fs::symlink_metadata(path).with_context(|| format!("{path} is missing"))?;
-    if meta.file_type().is_symlink() {
-        let target = std::fs::read_link(path).with_context(|| format!("readlink {path}"))?;
-        let target_str = target.to_string_lossy().into_owned();
-        a.symlink(path, &target_str)?;
-        let resolved = if target.is_absolute() {
-            target
-        } else {
-            Path::new(path)
-                .parent()
-                .unwrap_or(Path::new("/"))
-                .join(target)
-        };
-        return add_host_file(a, &resolved.to_string_lossy(), mode);
-    }
-    a.file_from(path, mode, Path::new(path))
-}
-
-/// Version of an installed Debian package.
-pub(crate) fn dpkg_version(pkg: &str) -> Result<String> {
-    Ok(
-        util::output(Command::new("dpkg-query").args(["-W", "-f=${Version}", pkg]))?
-            .trim()
-            .to_string(),
-    )
-}
-
-/// Writes `bench-extra.cpio.gz`: bootbench, QEMU + libraries + firmware, bench-info.
-pub(crate) fn build_extra(bootbench: &Path, out: &Path, info: &str) -> Result<()> {
-    let mut a = Archive::new();
-    a.file_from("bin/bootbench", 0o755, bootbench)?;
-    a.file_from(QEMU, 0o755, Path::new(QEMU))?;
-    let ldd = util::output(Command::new("ldd").arg(QEMU))?;
-    let libs = parse_ldd(&ldd)?;
-    for lib in &libs {
-        add_host_file(&mut a, lib, 0o755)?;
-    }
+/// The extra initramfs of the benchmarks with a QEMU peer: a static
+/// `bootbench`, this machine's `qemu-system-x86_64` with its shared
+/// libraries and the firmware it opens, and `/etc/vmstack/bench-info`.
+pub(crate) fn qemu_peer_extra(info: &str) -> Result<Extra> {
+    let bootbench = setup::build_static(Arch::X86_64, "bootbench", "bootbench")?;
+    let mut extra = Extra::new();
+    extra.file_from("bin/bootbench", 0o755, &bootbench)?;
+    let libs = extra.host_program(QEMU)?;
     for fw in QEMU_FIRMWARE {
-        add_host_file(&mut a, fw, 0o644)?;
+        extra.host_file(fw, 0o644)?;
     }
-    a.file("etc/vmstack/bench-info", 0o644, info.as_bytes().to_vec())?;
-    let size = a.write_gz(out)?;
-    step!(
-        "built {} ({} shared objects, {} entries, {})",
-        out.display(),
-        libs.len(),
-        a.len(),
-        util::human(size)
-    );
-    Ok(())
-}
-
-/// Writes `first` followed by `second` (4-byte aligned) to `out`: the kernel
-/// unpacks concatenated initramfs archives in order.
-pub(crate) fn concat(first: &Path, second: &Path, out: &Path) -> Result<()> {
-    let mut data =
-        std::fs::read(first).with_context(|| format!("cannot read {}", first.display()))?;
-    data.resize(data.len().next_multiple_of(4), 0);
-    data.extend(
-        std::fs::read(second).with_context(|| format!("cannot read {}", second.display()))?,
-    );
-    util::write_atomic(out, &data)
+    extra.file("etc/vmstack/bench-info", 0o644, info.as_bytes().to_vec())?;
+    step!("QEMU peer: {QEMU} with {libs} shared objects");
+    Ok(extra)
 }
 
 /// The records of a bench-boot console, grouped.
@@ -414,64 +307,34 @@ fn boot(runs: u32) -> Result<()> {
     if runs < MIN_RUNS {
         bail!("--runs {runs}: at least {MIN_RUNS} runs per VMM are needed for a median");
     }
-    setup::prepare_machine()?;
-    let vmm = setup::build_vmm()?;
-    let images = images::build_x86_64(Some(&vmm))?;
-    let bootbench = build_bootbench()?;
-
-    let qemu_pkg = dpkg_version("qemu-system-x86")?;
-    let manifest_path = images.dir.join(testhost::MANIFEST);
-    let manifest: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(&manifest_path)
-            .with_context(|| format!("cannot read {}", manifest_path.display()))?,
-    )
-    .with_context(|| format!("cannot parse {}", manifest_path.display()))?;
-    let m = |p: &str| {
-        manifest
-            .pointer(p)
-            .and_then(|v| v.as_str())
-            .unwrap_or("?")
-            .to_string()
-    };
-    let versions = serde_json::json!({
-        "qemu_package": format!("qemu-system-x86 {qemu_pkg}"),
-        "kernel_release": m("/kernel/release"),
-        "kernel_package": format!("{} {}", m("/kernel/package"), m("/kernel/version")),
-        "kernel_sha256": m("/kernel/sha256"),
-        "vmm_sha256": m("/vmm/sha256"),
-        "bootbench_sha256": util::sha256_file(&bootbench)?,
-    });
+    let images = bench_host::prepare(Arch::X86_64)?;
+    let qemu_pkg = bench_host::dpkg_version("qemu-system-x86")?;
+    let m = Manifest::read(&images);
     let info = format!(
         "qemu-system-x86 {qemu_pkg}\nkernel {} ({} sha256 {})\n",
-        m("/kernel/release"),
-        m("/kernel/version"),
-        m("/kernel/sha256")
+        m.get("/kernel/release"),
+        m.get("/kernel/version"),
+        m.get("/kernel/sha256")
     );
-    step!(
-        "QEMU peer: qemu-system-x86 {qemu_pkg}; kernel {}",
-        m("/kernel/release")
-    );
+    let extra = qemu_peer_extra(&info)?;
+    let bootbench = paths::static_binary(Arch::X86_64, "bootbench");
+    let versions = serde_json::json!({
+        "qemu_package": format!("qemu-system-x86 {qemu_pkg}"),
+        "kernel_release": m.get("/kernel/release"),
+        "kernel_package": format!("{} {}", m.get("/kernel/package"), m.get("/kernel/version")),
+        "kernel_sha256": m.get("/kernel/sha256"),
+        "vmm_sha256": m.get("/vmm/sha256"),
+        "bootbench_sha256": util::sha256_file(&bootbench)?,
+    });
 
-    let extra = images.dir.join("bench-extra.cpio.gz");
-    build_extra(&bootbench, &extra, &info)?;
-    let initrd = images.dir.join("bench-initramfs.cpio.gz");
-    concat(&images.dir.join(testhost::TESTHOST_INITRD), &extra, &initrd)?;
-
-    let mut cfg =
-        TestHostConfig::from_images_dir(&images.dir, &[SCENARIO], &vmstack_tests::log_dir())?;
-    cfg.initrd = initrd;
-    cfg.extra_append = vec![format!("bench.runs={runs}")];
-    cfg.scenario_timeout =
-        (PER_BOOT + Duration::from_secs(10)) * 2 * runs + Duration::from_secs(60);
-    cfg.timeout = cfg.scenario_timeout + Duration::from_secs(120);
-    cfg.stream = true;
-    step!(
-        "booting the test host: {} boots of each VMM (timeout {} s); console {}",
-        runs,
-        cfg.timeout.as_secs(),
-        cfg.log_path.display()
-    );
-    let run = testhost::run(&cfg)?;
+    let bench = Bench {
+        arch: Arch::X86_64,
+        scenario: SCENARIO,
+        append: vec![format!("bench.runs={runs}")],
+        scenario_timeout: (PER_BOOT + Duration::from_secs(10)) * 2 * runs + Duration::from_secs(60),
+        stream: true,
+    };
+    let run = bench.boot(&images, Some(&extra))?;
     let section = run.scenario(SCENARIO);
     let parsed = parse_console(section.map(|s| s.output.as_str()).unwrap_or(""));
 
@@ -481,28 +344,20 @@ fn boot(runs: u32) -> Result<()> {
         (Some(o), Some(q)) => verdicts(o, q),
         _ => Vec::new(),
     };
-    let results = serde_json::json!({
-        "runs": runs,
-        "unix_time": std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
-        "versions": versions,
-        "setup": parsed.info,
-        "summary": { OURS: ours, QEMU_MICROVM: qemu },
-        "verdicts": verdict_list,
-        "samples": parsed.samples,
-        "failures": parsed.failures,
-        "console_log": run.log_path.display().to_string(),
-        "testhost_elapsed_s": run.elapsed.as_secs_f64(),
-    });
-    let out_dir = paths::workspace_root().join("target/bench");
-    std::fs::create_dir_all(&out_dir)
-        .with_context(|| format!("cannot create {}", out_dir.display()))?;
-    let json_path = out_dir.join("boot.json");
-    util::write_atomic(
-        &json_path,
-        (serde_json::to_string_pretty(&results)? + "\n").as_bytes(),
+    let json_path = bench_host::write_results(
+        "boot",
+        &serde_json::json!({
+            "runs": runs,
+            "unix_time": bench_host::unix_time(),
+            "versions": versions,
+            "setup": parsed.info,
+            "summary": { OURS: ours, QEMU_MICROVM: qemu },
+            "verdicts": verdict_list,
+            "samples": parsed.samples,
+            "failures": parsed.failures,
+            "console_log": run.log_path.display().to_string(),
+            "testhost_elapsed_s": run.elapsed.as_secs_f64(),
+        }),
     )?;
 
     println!();
@@ -511,9 +366,9 @@ fn boot(runs: u32) -> Result<()> {
     );
     println!(
         "  kernel {} ({} sha256 {}); qemu-system-x86 {qemu_pkg}",
-        m("/kernel/release"),
-        m("/kernel/version"),
-        m("/kernel/sha256")
+        m.get("/kernel/release"),
+        m.get("/kernel/version"),
+        m.get("/kernel/sha256")
     );
     if let (Some(o), Some(q)) = (&ours, &qemu) {
         print!("{}", table(o, q, runs));
@@ -529,12 +384,7 @@ fn boot(runs: u32) -> Result<()> {
         run.log_path.display()
     );
 
-    let Some(section) = section else {
-        bail!(
-            "{}",
-            run.failure_report(&format!("no @@BEGIN {SCENARIO} section"))
-        );
-    };
+    let section = bench_host::section(&run, SCENARIO)?;
     if let Err(e) = check_complete(&parsed, runs) {
         bail!(
             "{e:#}\n(scenario rc={:?}; console {})",
@@ -542,41 +392,12 @@ fn boot(runs: u32) -> Result<()> {
             run.log_path.display()
         );
     }
-    if section.rc != Some(0) {
-        bail!(
-            "scenario {SCENARIO} ended with rc={:?} although every run was measured; console {}",
-            section.rc,
-            run.log_path.display()
-        );
-    }
-    Ok(())
+    bench_host::check_rc(&run, section)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const LDD: &str = "\
-\tlinux-vdso.so.1 (0x00007ffc0a1f3000)
-\tlibz.so.1 => /lib/x86_64-linux-gnu/libz.so.1 (0x00007f544a0f4000)
-\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f5448db8000)
-\t/lib64/ld-linux-x86-64.so.2 (0x00007f544b3cc000)
-\tlibz.so.1 => /lib/x86_64-linux-gnu/libz.so.1 (0x00007f544a0f4000)
-";
-
-    #[test]
-    fn ldd_closure() {
-        assert_eq!(
-            parse_ldd(LDD).unwrap(),
-            vec![
-                "/lib/x86_64-linux-gnu/libz.so.1",
-                "/lib/x86_64-linux-gnu/libc.so.6",
-                "/lib64/ld-linux-x86-64.so.2"
-            ]
-        );
-        assert!(parse_ldd("\tlibfoo.so.1 => not found\n").is_err());
-        assert!(parse_ldd("\tstatically linked\n").is_err());
-    }
 
     fn sample(vmm: &str, run: u32, entry: f64, init: f64, overhead_kib: u64) -> Sample {
         Sample {

@@ -14,13 +14,11 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use bootbench::stats::{self, Summary};
-use vmstack_tests::testhost::{self, TestHostConfig};
 
 use crate::bench::MIN_RUNS;
-use crate::images;
-use crate::paths::{self, Arch};
-use crate::setup;
-use crate::util::{self, step};
+use crate::bench_host::{self, Bench};
+use crate::paths::Arch;
+use crate::util::step;
 
 /// Scenario in `prebuilts/testhost/scenarios/`.
 const SCENARIO: &str = "bench-boot-arm64";
@@ -114,25 +112,16 @@ pub fn boot(runs: u32) -> Result<()> {
     if runs < MIN_RUNS {
         bail!("--runs must be at least {MIN_RUNS} for a meaningful median");
     }
-    setup::prepare_machine_for(Arch::Aarch64)?;
-    let vmm = setup::build_vmm_for(Arch::Aarch64)?;
-    let images = images::build(Arch::Aarch64, Some(&vmm))?;
-    let mut cfg = TestHostConfig::for_arch(
-        Arch::Aarch64,
-        &images.dir,
-        &[SCENARIO],
-        &vmstack_tests::log_dir(),
-    )?;
-    cfg.scenario_timeout = PER_BOOT * runs;
-    cfg.timeout = Duration::from_secs(120) + cfg.scenario_timeout + Duration::from_secs(10);
-    cfg.extra_append = vec![format!("bench.runs={runs}")];
-    let run = testhost::run(&cfg)?;
-    let Some(section) = run.scenario(SCENARIO) else {
-        bail!(
-            "{}",
-            run.failure_report(&format!("no {SCENARIO} section in the console"))
-        );
+    let images = bench_host::prepare(Arch::Aarch64)?;
+    let bench = Bench {
+        arch: Arch::Aarch64,
+        scenario: SCENARIO,
+        append: vec![format!("bench.runs={runs}")],
+        scenario_timeout: PER_BOOT * runs,
+        stream: false,
     };
+    let run = bench.boot(&images, None)?;
+    let section = bench_host::section(&run, SCENARIO)?;
     let samples = parse_section(&section.output, runs)
         .with_context(|| format!("full console: {}", run.log_path.display()))?;
     let entry = summary(&samples, |s| s.entry_ms)?;
@@ -157,25 +146,20 @@ pub fn boot(runs: u32) -> Result<()> {
     ]
     .join("\n");
     println!("{table}");
-    let out = paths::target_dir().join("bench/boot-aarch64.json");
-    if let Some(dir) = out.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    let json = serde_json::json!({
-        "arch": "aarch64",
-        "runs": runs,
-        "test_host_seconds": run.elapsed.as_secs_f64(),
-        "console_log": run.log_path.display().to_string(),
-        "median_ms": { "first_entry": entry.median, "init": init.median, "exit": exit.median },
-        "median_mib": { "rss": rss.median, "overhead": overhead.median },
-        "samples": samples.iter().map(|s| serde_json::json!({
-            "run": s.run, "entry_ms": s.entry_ms, "init_ms": s.init_ms, "exit_ms": s.exit_ms,
-            "rss_kib": s.rss_kib, "guest_kib": s.guest_kib,
-        })).collect::<Vec<_>>(),
-    });
-    util::write_atomic(
-        &out,
-        (serde_json::to_string_pretty(&json)? + "\n").as_bytes(),
+    let out = bench_host::write_results(
+        "boot-aarch64",
+        &serde_json::json!({
+            "arch": "aarch64",
+            "runs": runs,
+            "test_host_seconds": run.elapsed.as_secs_f64(),
+            "console_log": run.log_path.display().to_string(),
+            "median_ms": { "first_entry": entry.median, "init": init.median, "exit": exit.median },
+            "median_mib": { "rss": rss.median, "overhead": overhead.median },
+            "samples": samples.iter().map(|s| serde_json::json!({
+                "run": s.run, "entry_ms": s.entry_ms, "init_ms": s.init_ms, "exit_ms": s.exit_ms,
+                "rss_kib": s.rss_kib, "guest_kib": s.guest_kib,
+            })).collect::<Vec<_>>(),
+        }),
     )?;
     step!(
         "test host run {:.1} s; results in {}",

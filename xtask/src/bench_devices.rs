@@ -1,8 +1,8 @@
 //! `cargo xtask bench devices [--runs N]`: virtio device throughput of our
 //! VMM against peers measured in the same test host run.
 //!
-//! The test host (booted as for `bench boot`, with QEMU and its libraries in
-//! an extra initramfs) runs the `bench-devices` scenario N rounds. Each
+//! The test host (booted by the runner in `bench_host.rs` as for `bench
+//! boot`, with QEMU and its libraries in an extra initramfs) runs the `bench-devices` scenario N rounds. Each
 //! round measures the peers in the test host (`dd` on the disk image, a
 //! plain unix socket pair with `vsock-test`), then boots the same guest
 //! (`guest.scenario=bench-devices`) under our VMM and under QEMU `-M
@@ -20,15 +20,14 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use bootbench::stats::{self, Summary};
-use vmstack_tests::testhost::{self, TestHostConfig};
+use vmstack_tests::testhost;
 
 use crate::bench;
-use crate::images;
-use crate::paths;
-use crate::setup;
-use crate::util::{self, step};
+use crate::bench_host::{self, Bench, Manifest};
+use crate::paths::Arch;
+use crate::util::step;
 
 /// Scenario in `prebuilts/testhost/scenarios/`.
 const SCENARIO: &str = "bench-devices";
@@ -308,82 +307,51 @@ pub fn devices(rounds: u32) -> Result<()> {
     if rounds == 0 {
         bail!("--runs 0: at least one round is needed");
     }
-    setup::prepare_machine()?;
-    let vmm = setup::build_vmm()?;
-    let images = images::build_x86_64(Some(&vmm))?;
-    let bootbench = bench::build_bootbench()?;
-    let qemu_pkg = bench::dpkg_version("qemu-system-x86")?;
-    let info = format!("qemu-system-x86 {qemu_pkg}\n");
-    let extra = images.dir.join("bench-extra.cpio.gz");
-    bench::build_extra(&bootbench, &extra, &info)?;
-    let initrd = images.dir.join("bench-initramfs.cpio.gz");
-    bench::concat(&images.dir.join(testhost::TESTHOST_INITRD), &extra, &initrd)?;
-
-    let mut cfg =
-        TestHostConfig::from_images_dir(&images.dir, &[SCENARIO], &vmstack_tests::log_dir())?;
-    cfg.initrd = initrd;
-    cfg.extra_append = vec![
-        format!("bench.rounds={rounds}"),
-        format!("bench.blk_mib={BLK_MIB}"),
-        format!("bench.net_mib={NET_MIB}"),
-        format!("bench.vsock_mib={VSOCK_MIB}"),
-    ];
-    cfg.scenario_timeout = PER_ROUND * rounds + Duration::from_secs(60);
-    cfg.timeout = cfg.scenario_timeout + Duration::from_secs(120);
-    cfg.stream = true;
-    step!(
-        "booting the test host: {rounds} round(s), blk {BLK_MIB} MiB, net {NET_MIB} MiB, vsock {VSOCK_MIB} MiB (timeout {} s); console {}",
-        cfg.timeout.as_secs(),
-        cfg.log_path.display()
-    );
-    let run = testhost::run(&cfg)?;
+    let images = bench_host::prepare(Arch::X86_64)?;
+    let qemu_pkg = bench_host::dpkg_version("qemu-system-x86")?;
+    let extra = bench::qemu_peer_extra(&format!("qemu-system-x86 {qemu_pkg}\n"))?;
+    let bench = Bench {
+        arch: Arch::X86_64,
+        scenario: SCENARIO,
+        append: vec![
+            format!("bench.rounds={rounds}"),
+            format!("bench.blk_mib={BLK_MIB}"),
+            format!("bench.net_mib={NET_MIB}"),
+            format!("bench.vsock_mib={VSOCK_MIB}"),
+        ],
+        scenario_timeout: PER_ROUND * rounds + Duration::from_secs(60),
+        stream: true,
+    };
+    step!("{rounds} round(s), blk {BLK_MIB} MiB, net {NET_MIB} MiB, vsock {VSOCK_MIB} MiB");
+    let run = bench.boot(&images, Some(&extra))?;
     let section = run.scenario(SCENARIO);
     let parsed = parse_console(section.map(|s| s.output.as_str()).unwrap_or(""));
     let sums = summaries(&parsed);
     let verdict_list = verdicts(&sums);
 
-    let manifest_path = images.dir.join(testhost::MANIFEST);
-    let manifest: serde_json::Value = std::fs::read_to_string(&manifest_path)
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or_default();
-    let m = |p: &str| {
-        manifest
-            .pointer(p)
-            .and_then(|v| v.as_str())
-            .unwrap_or("?")
-            .to_string()
-    };
-    let results = serde_json::json!({
-        "rounds": rounds,
-        "sizes_mib": { "blk": BLK_MIB, "net": NET_MIB, "vsock": VSOCK_MIB },
-        "unix_time": std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
-        "versions": {
-            "qemu_package": format!("qemu-system-x86 {qemu_pkg}"),
-            "kernel_release": m("/kernel/release"),
-            "kernel_package": format!("{} {}", m("/kernel/package"), m("/kernel/version")),
-            "vmm_sha256": m("/vmm/sha256"),
-            "testhost_qemu": format!("qemu-system-x86 {}", m("/testhost_qemu/version")),
-            "testhost_cpu": testhost_cpu(),
-        },
-        "info": parsed.info,
-        "values": parsed.values,
-        "summary": sums,
-        "verdicts": verdict_list,
-        "errors": parsed.errors,
-        "console_log": run.log_path.display().to_string(),
-        "testhost_elapsed_s": run.elapsed.as_secs_f64(),
-    });
-    let out_dir = paths::target_dir().join("bench");
-    std::fs::create_dir_all(&out_dir)
-        .with_context(|| format!("cannot create {}", out_dir.display()))?;
-    let json_path = out_dir.join("devices.json");
-    util::write_atomic(
-        &json_path,
-        (serde_json::to_string_pretty(&results)? + "\n").as_bytes(),
+    let m = Manifest::read(&images);
+    let json_path = bench_host::write_results(
+        "devices",
+        &serde_json::json!({
+            "rounds": rounds,
+            "sizes_mib": { "blk": BLK_MIB, "net": NET_MIB, "vsock": VSOCK_MIB },
+            "unix_time": bench_host::unix_time(),
+            "versions": {
+                "qemu_package": format!("qemu-system-x86 {qemu_pkg}"),
+                "kernel_release": m.get("/kernel/release"),
+                "kernel_package": format!("{} {}", m.get("/kernel/package"), m.get("/kernel/version")),
+                "vmm_sha256": m.get("/vmm/sha256"),
+                "testhost_qemu": format!("qemu-system-x86 {}", m.get("/testhost_qemu/version")),
+                "testhost_cpu": testhost_cpu(),
+            },
+            "info": parsed.info,
+            "values": parsed.values,
+            "summary": sums,
+            "verdicts": verdict_list,
+            "errors": parsed.errors,
+            "console_log": run.log_path.display().to_string(),
+            "testhost_elapsed_s": run.elapsed.as_secs_f64(),
+        }),
     )?;
 
     println!();
@@ -392,9 +360,9 @@ pub fn devices(rounds: u32) -> Result<()> {
     );
     println!(
         "  kernel {} ({}); peer QEMU qemu-system-x86 {qemu_pkg}; test host QEMU {} -cpu {}; {}",
-        m("/kernel/release"),
-        m("/kernel/version"),
-        m("/testhost_qemu/version"),
+        m.get("/kernel/release"),
+        m.get("/kernel/version"),
+        m.get("/testhost_qemu/version"),
         testhost_cpu(),
         parsed.info.get("sizes").map(String::as_str).unwrap_or("?")
     );
@@ -413,12 +381,7 @@ pub fn devices(rounds: u32) -> Result<()> {
         run.log_path.display()
     );
 
-    let Some(section) = section else {
-        bail!(
-            "{}",
-            run.failure_report(&format!("no @@BEGIN {SCENARIO} section"))
-        );
-    };
+    let section = bench_host::section(&run, SCENARIO)?;
     if let Err(e) = check_complete(&parsed, rounds) {
         bail!(
             "{e:#}\n(scenario rc={:?}; console {})",
@@ -426,14 +389,7 @@ pub fn devices(rounds: u32) -> Result<()> {
             run.log_path.display()
         );
     }
-    if section.rc != Some(0) {
-        bail!(
-            "scenario {SCENARIO} ended with rc={:?} although every value was measured; console {}",
-            section.rc,
-            run.log_path.display()
-        );
-    }
-    Ok(())
+    bench_host::check_rc(&run, section)
 }
 
 /// The test host's CPU model as the runner passes it to QEMU.

@@ -89,7 +89,7 @@ pub fn demo(direct: bool) -> Result<()> {
     if direct {
         bail!("{DIRECT_GONE}");
     }
-    let images = run::prepare()?;
+    let images = run::prepare(Arch::X86_64)?;
     step!(
         "demo: booting the nested test host (QEMU TCG, 1 vCPU); sysmgr, two VMs and the MCU \
          simulator run inside it. This takes a few minutes; the full console goes to {}",

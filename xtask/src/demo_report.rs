@@ -25,9 +25,6 @@ use system_manager::LogRecord;
 
 use crate::demo_log::{decision_lines, timing_lines, Parties};
 
-/// What every demo marker line starts with.
-const PREFIX: &str = "@@vmstack:demo.";
-
 /// What the test host prints when its nested KVM is ready.
 const READY: &str = "VMSTACK-TESTHOST-READY at ";
 
@@ -96,9 +93,8 @@ impl Style {
 
 /// The key (after `demo.`) and value of a demo marker line.
 fn marker(line: &str) -> Option<(&str, &str)> {
-    let rest = line.strip_prefix(PREFIX)?;
-    let (key, value) = rest.split_once('=')?;
-    Some((key, value.trim_end()))
+    let (key, value) = vmstack_tests::marker::parse_line(line)?;
+    Some((key.strip_prefix("demo.")?, value))
 }
 
 /// Splits `a|b|rest` into at most `n` fields (the last keeps its `|`s).

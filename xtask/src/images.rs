@@ -208,9 +208,14 @@ fn base_layout(a: &mut Archive, busybox_root: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Adds `/init` and `scenarios/*.sh` from `src` (`prebuilts/guest` or `prebuilts/testhost`).
+/// The marker helpers both images' scripts source as `/lib/vmstack.sh`.
+const SCRIPT_LIB: &str = "lib/vmstack.sh";
+
+/// Adds `/init` and `scenarios/*.sh` from `src` (`prebuilts/guest` or
+/// `prebuilts/testhost`) and `/lib/vmstack.sh` from `prebuilts/lib`.
 fn add_scripts(a: &mut Archive, src: &Path) -> Result<()> {
     a.file_from("init", 0o755, &src.join("init"))?;
+    a.file_from(SCRIPT_LIB, 0o644, &paths::prebuilts().join(SCRIPT_LIB))?;
     let dir = src.join("scenarios");
     let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)
         .with_context(|| format!("cannot read {}", dir.display()))?
@@ -291,7 +296,7 @@ fn vmm_binary(explicit: Option<&Path>, arch: Arch) -> Result<Option<(PathBuf, St
         Some(p) if !p.is_file() => bail!("VMM binary {} does not exist", p.display()),
         Some(p) => p.to_path_buf(),
         None => {
-            let p = paths::vmm_binary(arch);
+            let p = paths::static_binary(arch, "vmm");
             if !p.is_file() {
                 warning!(
                     "no VMM binary at {}: the test host will have no /bin/vmm and every scenario \
@@ -386,11 +391,6 @@ fn static_binary_sha(path: &Path) -> Result<String> {
     Ok(util::sha256_bytes(&data))
 }
 
-/// Builds all x86_64 images; `vmm` overrides the VMM binary put into the test host.
-pub fn build_x86_64(vmm: Option<&Path>) -> Result<Images> {
-    build(Arch::X86_64, vmm)
-}
-
 /// Builds all images of `arch`; `vmm` overrides the VMM binary put into the
 /// test host.
 pub fn build(arch: Arch, vmm: Option<&Path>) -> Result<Images> {
@@ -459,6 +459,7 @@ pub fn build(arch: Arch, vmm: Option<&Path>) -> Result<Images> {
         busybox_pkg.sha256, image_pkg.sha256
     ));
     hash_tree(&mut h, &guest_src)?;
+    hash_tree(&mut h, &prebuilts.join("lib"))?;
     let guest_key = util::hex(&h.finalize());
     if up_to_date(&guest_initrd, &guest_key) {
         step!("up to date: {}", guest_initrd.display());
@@ -500,6 +501,7 @@ pub fn build(arch: Arch, vmm: Option<&Path>) -> Result<Images> {
         vmm.as_ref().map(|(_, s)| s.as_str()).unwrap_or("none")
     ));
     hash_tree(&mut h, &th_src)?;
+    hash_tree(&mut h, &prebuilts.join("lib"))?;
     let th_key = util::hex(&h.finalize());
     let mut build_info = format!(
         "kernel {release} ({} {})\n",

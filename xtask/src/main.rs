@@ -20,10 +20,12 @@
 //! See `docs/testing.md`.
 
 mod apt;
+mod apt_sources;
 mod bench;
 mod bench_arbiter;
 mod bench_arm64;
 mod bench_devices;
+mod bench_host;
 mod cpio;
 mod demo;
 mod demo_log;

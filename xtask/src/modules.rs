@@ -1,8 +1,8 @@
 //! Kernel modules from an unpacked Debian kernel package.
 //!
 //! Debian kernel packages do not ship `modules.dep` (their postinst runs `depmod`),
-//! so dependencies are read from each module's `.modinfo` section (`depends=`),
-//! which is what `depmod` uses too. Modules are decompressed (`.ko.xz` with `xz`)
+//! so dependencies are read from each module's `.modinfo` section (`depends=`,
+//! read with the `object` crate), which is what `depmod` uses too. Modules are decompressed (`.ko.xz` with `xz`)
 //! for the initramfs, since busybox `insmod` cannot be counted on to read xz.
 
 use std::collections::{BTreeSet, HashMap};
@@ -179,67 +179,23 @@ pub fn modules_dep(modules: &[Module]) -> String {
     out
 }
 
-fn u16_at(d: &[u8], off: usize) -> Result<u16> {
-    let b = d
-        .get(off..off + 2)
-        .ok_or_else(|| anyhow!("truncated ELF"))?;
-    Ok(u16::from_le_bytes([b[0], b[1]]))
-}
-
-fn u32_at(d: &[u8], off: usize) -> Result<u32> {
-    let b = d
-        .get(off..off + 4)
-        .ok_or_else(|| anyhow!("truncated ELF"))?;
-    Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-}
-
-fn u64_at(d: &[u8], off: usize) -> Result<usize> {
-    let b = d
-        .get(off..off + 8)
-        .ok_or_else(|| anyhow!("truncated ELF"))?;
-    let mut a = [0u8; 8];
-    a.copy_from_slice(b);
-    usize::try_from(u64::from_le_bytes(a)).context("ELF offset too large")
-}
-
-fn check_elf64le(d: &[u8]) -> Result<()> {
-    if d.len() < 64 || &d[..4] != b"\x7fELF" || d[4] != 2 || d[5] != 1 {
-        bail!("not a 64-bit little-endian ELF file");
+/// Parses `data` as an ELF file (32 or 64 bit, either byte order).
+fn elf(data: &[u8]) -> Result<object::File<'_>> {
+    let file = object::File::parse(data).context("not an ELF file")?;
+    if file.format() != object::BinaryFormat::Elf {
+        bail!("not an ELF file ({:?})", file.format());
     }
-    Ok(())
-}
-
-/// Contents of the ELF section `name`.
-fn section<'a>(d: &'a [u8], name: &str) -> Result<Option<&'a [u8]>> {
-    check_elf64le(d)?;
-    let shoff = u64_at(d, 0x28)?;
-    let shentsize = usize::from(u16_at(d, 0x3a)?);
-    let shnum = usize::from(u16_at(d, 0x3c)?);
-    let shstrndx = usize::from(u16_at(d, 0x3e)?);
-    let sh = |i: usize| shoff + i * shentsize;
-    let strtab_off = u64_at(d, sh(shstrndx) + 24)?;
-    for i in 0..shnum {
-        let name_off = u32_at(d, sh(i))? as usize;
-        let start = strtab_off + name_off;
-        let end = d
-            .get(start..)
-            .and_then(|s| s.iter().position(|&b| b == 0))
-            .ok_or_else(|| anyhow!("bad section name"))?;
-        if &d[start..start + end] == name.as_bytes() {
-            let off = u64_at(d, sh(i) + 24)?;
-            let size = u64_at(d, sh(i) + 32)?;
-            return Ok(Some(
-                d.get(off..off + size)
-                    .ok_or_else(|| anyhow!("section {name} out of bounds"))?,
-            ));
-        }
-    }
-    Ok(None)
+    Ok(file)
 }
 
 /// `depends=` of a module's `.modinfo` section.
 pub fn modinfo_depends(module: &[u8]) -> Result<Vec<String>> {
-    let info = section(module, ".modinfo")?.ok_or_else(|| anyhow!("no .modinfo section"))?;
+    use object::{Object as _, ObjectSection as _};
+    let file = elf(module)?;
+    let section = file
+        .section_by_name(".modinfo")
+        .ok_or_else(|| anyhow!("no .modinfo section"))?;
+    let info = section.data().context("cannot read the .modinfo section")?;
     for kv in info.split(|&b| b == 0) {
         if let Some(v) = kv.strip_prefix(b"depends=") {
             return Ok(String::from_utf8_lossy(v)
@@ -253,17 +209,22 @@ pub fn modinfo_depends(module: &[u8]) -> Result<Vec<String>> {
 }
 
 /// Whether an ELF executable needs a dynamic loader (has `PT_INTERP`).
-pub fn elf_is_dynamic(d: &[u8]) -> Result<bool> {
-    check_elf64le(d)?;
-    let phoff = u64_at(d, 0x20)?;
-    let phentsize = usize::from(u16_at(d, 0x36)?);
-    let phnum = usize::from(u16_at(d, 0x38)?);
-    for i in 0..phnum {
-        if u32_at(d, phoff + i * phentsize)? == 3 {
-            return Ok(true);
-        }
+pub fn elf_is_dynamic(data: &[u8]) -> Result<bool> {
+    use object::read::elf::{ElfFile, FileHeader, ProgramHeader};
+    use object::{elf::PT_INTERP, Endianness};
+    fn has_interp<H: FileHeader<Endian = Endianness>>(data: &[u8]) -> Result<bool> {
+        let file = ElfFile::<H>::parse(data).context("bad ELF file")?;
+        let endian = file.endian();
+        Ok(file
+            .elf_program_headers()
+            .iter()
+            .any(|ph| ph.p_type(endian) == PT_INTERP))
     }
-    Ok(false)
+    match elf(data)? {
+        object::File::Elf32(_) => has_interp::<object::elf::FileHeader32<Endianness>>(data),
+        object::File::Elf64(_) => has_interp::<object::elf::FileHeader64<Endianness>>(data),
+        _ => bail!("not an ELF file"),
+    }
 }
 
 /// Reads the module list file `path` (one name per line, `#` comments); empty if absent.
@@ -285,14 +246,39 @@ pub fn read_list(path: &Path) -> Result<Vec<String>> {
 mod tests {
     use super::*;
 
+    /// A relocatable object with a `.modinfo` section, as a kernel
+    /// module has, written with `object` itself.
+    fn fake_module(modinfo: &[u8]) -> Vec<u8> {
+        use object::write::Object;
+        use object::{Architecture, BinaryFormat, Endianness, SectionKind};
+        let mut obj = Object::new(BinaryFormat::Elf, Architecture::X86_64, Endianness::Little);
+        let id = obj.add_section(Vec::new(), b".modinfo".to_vec(), SectionKind::ReadOnlyData);
+        obj.append_section_data(id, modinfo, 1);
+        obj.write().unwrap()
+    }
+
+    #[test]
+    fn reads_modinfo_depends() {
+        let m = fake_module(b"license=GPL\0depends=kvm,ccp\0vermagic=6.12\0");
+        assert_eq!(modinfo_depends(&m).unwrap(), vec!["kvm", "ccp"]);
+        let m = fake_module(b"license=GPL\0depends=\0");
+        assert!(modinfo_depends(&m).unwrap().is_empty());
+        let m = fake_module(b"license=GPL\0");
+        assert!(modinfo_depends(&m).unwrap().is_empty());
+        assert!(modinfo_depends(b"nope").is_err());
+    }
+
     #[test]
     fn parses_own_binary() {
         let exe = std::env::current_exe().unwrap();
         let data = std::fs::read(exe).unwrap();
-        assert!(section(&data, ".text").unwrap().is_some());
-        assert!(section(&data, ".modinfo").unwrap().is_none());
-        let _ = elf_is_dynamic(&data).unwrap();
-        assert!(check_elf64le(b"nope").is_err());
+        assert!(
+            modinfo_depends(&data).is_err(),
+            "no .modinfo in an executable"
+        );
+        // The test binary is linked dynamically (glibc target).
+        assert!(elf_is_dynamic(&data).unwrap());
+        assert!(elf_is_dynamic(b"nope").is_err());
     }
 
     #[test]

@@ -34,31 +34,17 @@ pub fn target_dir() -> PathBuf {
     vmstack_tests::target_dir()
 }
 
-/// Output directory of the x86_64 images (`<target dir>/images/x86_64`).
-#[allow(dead_code)]
-pub fn images_x86_64() -> PathBuf {
-    target_dir().join("images/x86_64")
-}
-
-/// Musl target triple the VMM is built for.
-pub const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
-
 /// Output directory of the images of `arch` (`<target dir>/images/<arch>`).
 pub fn images_dir(arch: Arch) -> PathBuf {
     target_dir().join("images").join(arch.name())
 }
 
-/// The static VMM binary of `arch`
-/// (`cargo build --release --target <arch>-unknown-linux-musl -p vmm`).
-pub fn vmm_binary(arch: Arch) -> PathBuf {
-    target_dir().join(arch.musl_target()).join("release/vmm")
-}
-
-/// The static guest test tools (`vsock-test`) of `arch`.
-pub fn guest_tools_binary(arch: Arch) -> PathBuf {
+/// A static binary built for `arch` (`<target dir>/<arch>-unknown-linux-musl/release/<bin>`).
+pub fn static_binary(arch: Arch, bin: &str) -> PathBuf {
     target_dir()
         .join(arch.musl_target())
-        .join("release/vsock-test")
+        .join("release")
+        .join(bin)
 }
 
 /// The lock file of `arch`'s images (`prebuilts/<arch>.lock`).

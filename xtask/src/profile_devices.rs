@@ -17,18 +17,14 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::Read as _;
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use vmstack_tests::testhost::{self, TestHostConfig};
 
-use crate::bench;
-use crate::cpio::Archive;
-use crate::images;
-use crate::paths;
+use crate::bench_host::{self, Bench, Extra};
+use crate::paths::{self, Arch};
 use crate::setup;
-use crate::util::{self, step};
+use crate::util;
 
 /// Scenario in `prebuilts/testhost/scenarios/`.
 const SCENARIO: &str = "profile-devices";
@@ -170,43 +166,19 @@ pub fn parse_console(console: &str) -> Result<Vec<(String, f64, String)>> {
 
 /// `cargo xtask bench devices-profile`.
 pub fn devices_profile() -> Result<()> {
-    setup::prepare_machine()?;
     setup::ensure_packages(&["linux-perf"])?;
-    let vmm = setup::build_vmm()?;
-    let images = images::build_x86_64(Some(&vmm))?;
-
-    let mut extra = Archive::new();
-    bench::add_host_file(&mut extra, PERF, 0o755)?;
-    let ldd = util::output(Command::new("ldd").arg(PERF))?;
-    for lib in bench::parse_ldd(&ldd)? {
-        bench::add_host_file(&mut extra, &lib, 0o755)?;
-    }
-    let extra_path = images.dir.join("profile-extra.cpio.gz");
-    extra.write_gz(&extra_path)?;
-    let initrd = images.dir.join("profile-initramfs.cpio.gz");
-    bench::concat(
-        &images.dir.join(testhost::TESTHOST_INITRD),
-        &extra_path,
-        &initrd,
-    )?;
-
-    let mut cfg =
-        TestHostConfig::from_images_dir(&images.dir, &[SCENARIO], &vmstack_tests::log_dir())?;
-    cfg.initrd = initrd;
-    cfg.scenario_timeout = SCENARIO_TIMEOUT;
-    cfg.timeout = SCENARIO_TIMEOUT + Duration::from_secs(120);
-    step!(
-        "booting the test host with perf (timeout {} s); console {}",
-        cfg.timeout.as_secs(),
-        cfg.log_path.display()
-    );
-    let run = testhost::run(&cfg)?;
-    let Some(section) = run.scenario(SCENARIO) else {
-        bail!(
-            "{}",
-            run.failure_report(&format!("no @@BEGIN {SCENARIO} section"))
-        );
+    let images = bench_host::prepare(Arch::X86_64)?;
+    let mut extra = Extra::new();
+    extra.host_program(PERF)?;
+    let bench = Bench {
+        arch: Arch::X86_64,
+        scenario: SCENARIO,
+        append: Vec::new(),
+        scenario_timeout: SCENARIO_TIMEOUT,
+        stream: false,
     };
+    let run = bench.boot(&images, Some(&extra))?;
+    let section = bench_host::section(&run, SCENARIO)?;
     let freq = section
         .output
         .lines()

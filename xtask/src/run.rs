@@ -10,20 +10,17 @@ use crate::paths::{self, Arch};
 use crate::setup;
 use crate::util::{self, step};
 
-/// Set-up, VMM build and images.
-pub fn prepare() -> Result<Images> {
-    prepare_for(Arch::X86_64)
-}
-
-/// Set-up, VMM build and images for `arch`.
-fn prepare_for(arch: Arch) -> Result<Images> {
+/// Set-up, the static VMM and the images of `arch` (what every command
+/// that boots a test host needs first).
+pub fn prepare(arch: Arch) -> Result<Images> {
     setup::prepare_machine_for(arch)?;
-    let vmm = setup::build_vmm_for(arch)?;
+    let vmm = setup::build_vmm(arch)?;
     images::build(arch, Some(&vmm))
 }
 
-/// Prefix of nested tests that only `cargo xtask test --all-arch` runs (the
-/// slow arm64 repeats of the x86 device tests); see docs/arm64.md.
+/// Prefix of the nested test modules that only `cargo xtask test
+/// --all-arch` runs (`all_arch_arm64::*`: the slow arm64 runs of the device
+/// tests); see docs/arm64.md.
 pub const ALL_ARCH_PREFIX: &str = "all_arch_";
 
 /// `cargo xtask test [--all-arch]`: both architectures' VMMs and images,
@@ -31,8 +28,8 @@ pub const ALL_ARCH_PREFIX: &str = "all_arch_";
 /// skipped.
 pub fn test(nested_only: bool, all_arch: bool) -> Result<()> {
     let started = Instant::now();
-    let images = prepare()?;
-    let arm64_images = prepare_for(Arch::Aarch64)?;
+    let images = prepare(Arch::X86_64)?;
+    let arm64_images = prepare(Arch::Aarch64)?;
     if !nested_only {
         step!("run: cargo test --workspace (unit tests)");
         util::run(setup::cargo().args(["test", "--workspace"])).context("unit tests failed")?;
@@ -109,7 +106,7 @@ pub fn testhost(scenarios: &str, no_build: bool, arch: Arch) -> Result<()> {
     let dir = if no_build {
         paths::images_dir(arch)
     } else {
-        prepare_for(arch)?.dir
+        prepare(arch)?.dir
     };
     let list: Vec<&str> = scenarios.split(',').filter(|s| !s.is_empty()).collect();
     boot_streaming(&dir, &list, arch)

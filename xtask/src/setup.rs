@@ -84,11 +84,6 @@ pub fn ensure_packages(packages: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// Adds the musl target with rustup if it is missing.
-pub fn ensure_musl_target() -> Result<()> {
-    ensure_rust_target(paths::MUSL_TARGET)
-}
-
 /// Adds Rust target `target` with rustup if it is missing.
 pub fn ensure_rust_target(target: &str) -> Result<()> {
     if util::on_path("rustup") {
@@ -120,121 +115,71 @@ pub fn cargo() -> Command {
     c
 }
 
-/// Builds the static VMM (`cargo build --release --target x86_64-unknown-linux-musl -p vmm`).
-pub fn build_vmm() -> Result<PathBuf> {
-    build_vmm_for(Arch::X86_64)
-}
-
-/// Builds the static VMM of `arch` (`cargo build --release --target
-/// <arch>-unknown-linux-musl -p vmm`; aarch64 is cross-linked by
-/// `aarch64-linux-gnu-gcc`, see `.cargo/config.toml`).
-pub fn build_vmm_for(arch: Arch) -> Result<PathBuf> {
+/// Builds `bin` of `package` as a static release binary for `arch`
+/// (`cargo build --release --target <arch>-unknown-linux-musl -p <package>
+/// --bin <bin>`; aarch64 is cross-linked by `aarch64-linux-gnu-gcc`, see
+/// `.cargo/config.toml`) and returns its path.
+pub fn build_static(arch: Arch, package: &str, bin: &str) -> Result<PathBuf> {
     let target = arch.musl_target();
     let mut c = cargo();
-    c.args(["build", "--release", "--target", target, "-p", "vmm"]);
-    step!("run: cargo build --release --target {target} -p vmm");
+    c.args([
+        "build",
+        "--release",
+        "--target",
+        target,
+        "-p",
+        package,
+        "--bin",
+        bin,
+    ]);
+    step!("run: {}", util::show(&c));
     let started = std::time::Instant::now();
-    util::run(&mut c).context("building the VMM failed")?;
-    let bin = paths::vmm_binary(arch);
-    if !bin.is_file() {
-        bail!("cargo built vmm but {} is missing", bin.display());
+    util::run(&mut c).with_context(|| format!("building {bin} ({package}, {target}) failed"))?;
+    let path = paths::static_binary(arch, bin);
+    if !path.is_file() {
+        bail!("cargo built {bin} but {} is missing", path.display());
     }
     step!(
         "built {} ({:.1} s)",
-        bin.display(),
+        path.display(),
         started.elapsed().as_secs_f64()
     );
-    Ok(bin)
+    Ok(path)
 }
 
-/// Builds the static guest test tools (`cargo build --release --target
-/// x86_64-unknown-linux-musl -p guest-tools`); they go into both initramfs
-/// images as `/bin/vsock-test`.
+/// The static VMM of `arch` (`/bin/vmm` of the test host).
+pub fn build_vmm(arch: Arch) -> Result<PathBuf> {
+    build_static(arch, "vmm", "vmm")
+}
+
+/// The static guest test tools of `arch` (`/bin/vsock-test`,
+/// `/bin/vhal-test` and `/bin/trusty-test` of both images); returns the
+/// `vsock-test` path (the others are beside it).
 pub fn build_guest_tools(arch: Arch) -> Result<PathBuf> {
-    let target = arch.musl_target();
-    let mut c = cargo();
-    c.args([
-        "build",
-        "--release",
-        "--target",
-        target,
-        "-p",
-        "guest-tools",
-    ]);
-    step!("run: cargo build --release --target {target} -p guest-tools");
-    util::run(&mut c).context("building the guest tools failed")?;
-    let bin = paths::guest_tools_binary(arch);
-    if !bin.is_file() {
-        bail!("cargo built guest-tools but {} is missing", bin.display());
-    }
-    Ok(bin)
+    build_static(arch, "guest-tools", "vhal-test")?;
+    build_static(arch, "guest-tools", "trusty-test")?;
+    build_static(arch, "guest-tools", "vsock-test")
 }
 
-/// Builds the static system manager and the MCU simulator (`cargo build
-/// --release --target <arch>-unknown-linux-musl -p sysmgr --bin sysmgr
-/// --bin mcu-sim`); they go into the test host as `/bin/sysmgr` and
-/// `/bin/mcu-sim`. Returns the path of `sysmgr`; `mcu-sim` is beside it.
+/// The static system manager and the MCU simulator of `arch` (the test
+/// host's `/bin/sysmgr` and `/bin/mcu-sim`); returns the `sysmgr` path
+/// (`mcu-sim` is beside it).
 pub fn build_sysmgr(arch: Arch) -> Result<PathBuf> {
-    let target = arch.musl_target();
-    let mut c = cargo();
-    c.args([
-        "build",
-        "--release",
-        "--target",
-        target,
-        "-p",
-        "sysmgr",
-        "--bin",
-        "sysmgr",
-        "--bin",
-        "mcu-sim",
-    ]);
-    step!("run: cargo build --release --target {target} -p sysmgr --bin sysmgr --bin mcu-sim");
-    util::run(&mut c).context("building sysmgr failed")?;
-    let bin = paths::target_dir().join(target).join("release/sysmgr");
-    for b in [bin.clone(), bin.with_file_name("mcu-sim")] {
-        if !b.is_file() {
-            bail!("cargo built sysmgr but {} is missing", b.display());
-        }
-    }
-    Ok(bin)
+    build_static(arch, "sysmgr", "mcu-sim")?;
+    build_static(arch, "sysmgr", "sysmgr")
 }
 
-/// Builds the static Trusty service (`cargo build --release --target
-/// <arch>-unknown-linux-musl -p trusty --bin trustyd`); it goes into the
-/// test host as `/bin/trustyd`.
+/// The static Trusty service of `arch` (the test host's `/bin/trustyd`).
 pub fn build_trustyd(arch: Arch) -> Result<PathBuf> {
-    let target = arch.musl_target();
-    let mut c = cargo();
-    c.args([
-        "build",
-        "--release",
-        "--target",
-        target,
-        "-p",
-        "trusty",
-        "--bin",
-        "trustyd",
-    ]);
-    step!("run: cargo build --release --target {target} -p trusty --bin trustyd");
-    util::run(&mut c).context("building trustyd failed")?;
-    let bin = paths::target_dir().join(target).join("release/trustyd");
-    if !bin.is_file() {
-        bail!("cargo built trustyd but {} is missing", bin.display());
-    }
-    Ok(bin)
+    build_static(arch, "trusty", "trustyd")
 }
 
-/// Everything `test` and `demo` need before booting anything.
-pub fn prepare_machine() -> Result<()> {
-    ensure_host_packages()?;
-    ensure_musl_target()
-}
-
-/// [`prepare_machine`] plus what `arch`'s images and test host need (for
-/// aarch64: `qemu-system-arm`, the cross linker and the Rust target).
+/// Everything the images and test host of `arch` need before booting
+/// anything: the host packages (for aarch64 also `qemu-system-arm`, the
+/// cross linker and the user-mode emulator) and the musl Rust target.
 pub fn prepare_machine_for(arch: Arch) -> Result<()> {
-    prepare_machine()?;
+    ensure_host_packages()?;
+    ensure_rust_target(Arch::X86_64.musl_target())?;
     if arch == Arch::Aarch64 {
         ensure_packages(AARCH64_HOST_PACKAGES)?;
         ensure_rust_target(arch.musl_target())?;

@@ -7,11 +7,12 @@
 # The host sends only after "hvc0-ready": without VIRTIO_CONSOLE_F_MULTIPORT
 # there is no "port open" message, and Linux's virtio_console drops input
 # that arrives before its hvc0 port is set up (see docs/devices.md).
+. /lib/vmstack.sh
 exec 3<>/dev/hvc0
 echo hvc0-ready >&3
 if read -t 60 -r line <&3; then
-    echo "hvc0-guest-got=$line" >&3
-    echo "serial-guest-got=$line" > /dev/ttyS0
+    mark hvc0_got "$line" >&3
+    mark serial_got "$line" > /dev/ttyS0
 else
-    echo "serial-guest-got=NOTHING (no line on hvc0 within 60 s)" > /dev/ttyS0
+    mark serial_got "NOTHING (no line on hvc0 within 60 s)" > /dev/ttyS0
 fi

@@ -1,6 +1,7 @@
 #!/bin/sh
 # virtio-net: bring up eth0 (192.168.100.2/24) and ping the test host's tap
 # (192.168.100.1); /init powers off afterwards. Used across restarts.
+. /lib/vmstack.sh
 HOST=192.168.100.1
 dmesg -n 1
 ip addr add 192.168.100.2/24 dev eth0
@@ -10,5 +11,7 @@ until ping -c 1 -W 1 "$HOST" >/dev/null 2>&1; do
     n=$((n + 1))
     [ "$n" -ge 30 ] && break
 done
-echo "net_ping_warmup=$n"
-ping -c 3 "$HOST"
+mark net_ping_warmup "$n"
+ping -c 3 "$HOST" > /tmp/ping.out
+cat /tmp/ping.out
+mark net_ping_summary "$(grep 'packets transmitted' /tmp/ping.out)"

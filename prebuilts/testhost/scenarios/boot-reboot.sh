@@ -1,4 +1,5 @@
 #!/bin/sh
 # Boot the guest (guest.scenario=reboot) with our VMM on the nested KVM.
-exec /bin/vmm run --cpus 2 --mem 256 --initrd /guest/initramfs.cpio.gz \
-    --params "console=ttyS0 guest.scenario=reboot" /guest/vmlinuz 2>&1
+. /lib/vmstack.sh
+run_vmm vmm --cpus 2 --mem 256 --initrd /guest/initramfs.cpio.gz \
+    --params "console=ttyS0 guest.scenario=reboot" /guest/vmlinuz

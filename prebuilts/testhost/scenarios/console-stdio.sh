@@ -3,6 +3,7 @@
 # stays ttyS0). Once the guest's "hvc0-ready" is on stdout, one line is piped
 # into the VMM: it must reach hvc0, not the serial port (which gets no stdin
 # while the console has it). The VMM's output is printed when it exits.
+. /lib/vmstack.sh
 out=/tmp/console-stdio.out
 rm -f "$out"
 (
@@ -12,9 +13,9 @@ rm -f "$out"
         i=$((i + 1))
     done
     echo VMSTACK-STDIN-TO-GUEST-0815
-) | timeout -s KILL 100 /bin/vmm run --cpus 1 --mem 256 \
+) | VMM_TIMEOUT=100 run_vmm vmm --cpus 1 --mem 256 \
     --initrd /guest/initramfs.cpio.gz --console type=stdout \
-    --params "guest.scenario=console-in" /guest/vmlinuz > "$out" 2>&1
+    --params "guest.scenario=console-in" /guest/vmlinuz > "$out"
 rc=$?
 cat "$out"
 exit $rc

@@ -2,16 +2,17 @@
 # virtio-console on a unix socket (guest: console-in, console=hvc0). A client
 # (`vmm console`) connects before the guest boots; once the guest's
 # "hvc0-ready" reached it, one line goes to the guest's /dev/hvc0. The
-# client's output (hvc0) is printed afterwards with a "hvc0-client: " prefix
-# (kernel log lines only counted).
+# client's output (hvc0) is shown afterwards through `guest_lines
+# hvc0-client` (kernel log lines only counted).
+. /lib/vmstack.sh
 sock=/tmp/hvc0.sock
 out=/tmp/hvc0-client.out
 in=/tmp/hvc0-client.in
 rm -f "$sock" "$out" "$in"
 mkfifo "$in"
-timeout -s KILL 100 /bin/vmm run --cpus 1 --mem 256 --initrd /guest/initramfs.cpio.gz \
+VMM_TIMEOUT=100 run_vmm vmm --cpus 1 --mem 256 --initrd /guest/initramfs.cpio.gz \
     --console "type=unix,path=$sock" \
-    --params "console=hvc0 guest.scenario=console-in" /guest/vmlinuz 2>&1 &
+    --params "console=hvc0 guest.scenario=console-in" /guest/vmlinuz &
 vmm=$!
 i=0
 while [ ! -S "$sock" ] && [ "$i" -lt 100 ]; do
@@ -32,8 +33,8 @@ exec 3>&-
 wait "$vmm"
 rc=$?
 wait "$client"
-echo "client_rc=$?"
-echo "hvc0_client_kernel_lines=$(grep -c '^\[' "$out")"
-tr -d '\r' < "$out" | grep -v '^\[' | sed 's/^/hvc0-client: /'
-[ -e "$sock" ] && echo "console-unix: $sock left behind"
+mark client_rc "$?"
+mark hvc0_client_kernel_lines "$(grep -c '^\[' "$out")"
+tr -d '\r' < "$out" | grep -v '^\[' | guest_lines hvc0-client
+[ -e "$sock" ] && mark socket_left_behind "$sock"
 exit $rc

@@ -23,10 +23,10 @@ SCEN=demo
 
 # ---- helpers ---------------------------------------------------------------
 
-# dm KEY VALUE: the marker demo.KEY=VALUE.
-dm() { echo "@@vmstack:demo.$1=$2"; }
+# dm KEY VALUE: the marker demo.KEY=VALUE (/lib/vmstack.sh).
+dm() { mark "demo.$1" "$2"; }
 # dm_lines KEY: every line of stdin as a demo.KEY marker.
-dm_lines() { sed "s/^/@@vmstack:demo.$1=/"; }
+dm_lines() { mark_lines "demo.$1"; }
 
 say() { dm say "$(t)|$*"; }
 # The library's steps (e.g. `mcu ignition off`) are things to say.
@@ -130,7 +130,7 @@ act_ignition_on() {
         launched || return 1
     check 300 "android booted: its VHAL client said WAIT_FOR_VHAL, got ON, confirmed ON" \
         logged "$VHAL_CONFIRMED_ON" || return 1
-    check 300 "cluster booted" console cluster CLUSTER-UP 1 || return 1
+    check 300 "cluster booted" console cluster @@vmstack:cluster=up 1 || return 1
     show_status
 }
 

@@ -9,7 +9,7 @@ start_mcu
 start_sysmgr 1
 mcu ignition on
 wait_for $S/android.vmm.log "vhal: REQ ON" 180 || { finish; exit 1; }
-wait_for $S/cluster.vmm.log CLUSTER-UP 120 || { finish; exit 1; }
+wait_for $S/cluster.vmm.log @@vmstack:cluster=up 120 || { finish; exit 1; }
 step "both guests up"
 mcu ignition off
 wait_for $S/android.vmm.log "SHUTDOWN_IMMEDIATELY" 60 || { finish; exit 1; }

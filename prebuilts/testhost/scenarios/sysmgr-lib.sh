@@ -1,7 +1,11 @@
 # Shared by the sysmgr-* scenarios (sourced, not a scenario; set SCEN
 # first): a policy with an android-role and a cluster-role VMM (1 vCPU,
 # 192 MiB each) launched by sysmgr, the MCU simulator fed through a FIFO,
-# and wait helpers. Everything lives in /tmp/$SCEN.
+# and wait helpers. Everything lives in /tmp/$SCEN. Results are markers
+# (/lib/vmstack.sh): `step`, the `sysmgr events` table as `events`, every
+# line of the daemons' and the MCU's output as `sysmgr-N` and `mcu`, the
+# guests' consoles through `guest_lines android|cluster`.
+. /lib/vmstack.sh
 D=/tmp/$SCEN
 rm -rf $D
 S=$D/state
@@ -39,7 +43,7 @@ POLICY
 
 T0=$(cut -d' ' -f1 /proc/uptime)
 t() { awk -v a="$T0" -v b="$(cut -d' ' -f1 /proc/uptime)" 'BEGIN{printf "%.1f", b-a}'; }
-step() { echo "step t=$(t)s: $*"; }
+step() { mark step "t=$(t)s: $*"; }
 
 start_mcu() {
     mkfifo $D/mcu.in
@@ -74,7 +78,7 @@ wait_for() {
 wait_vmm() {
     for i in $(seq "$3"); do
         s=$(vmm status "$1" 2>/dev/null)
-        case "$s" in *"$2"*) echo "vmm status $(basename "$1"): $s"; return 0 ;; esac
+        case "$s" in *"$2"*) mark "vmm-status-$(basename "$1")" "$s"; return 0 ;; esac
         sleep 1
     done
     echo "TIMEOUT waiting for vmm status '$2' on $1"
@@ -85,16 +89,20 @@ wait_vmm() {
 finish() {
     step "end"
     sysmgr status --state-dir $S --policy $D/policy.toml 2>&1
-    echo "---- sysmgr events"
-    sysmgr events --state-dir $S 2>&1
+    sysmgr events --state-dir $S 2>&1 | mark_lines events
     kill $SM 2>/dev/null
     wait $SM 2>/dev/null
     # The whole log (every daemon's records) replays and verifies.
-    sysmgr status --state-dir $S --policy $D/policy.toml 2>&1 | sed 's/^/final-status| /'
+    sysmgr status --state-dir $S --policy $D/policy.toml 2>&1 | mark_lines final-status
     for s in $A_CTL $C_CTL; do vmm stop $s >/dev/null 2>&1; done
     sleep 1
     kill $MCU 2>/dev/null
-    for f in $D/mcu.out $D/sysmgr-*.out $S/android.vmm.log $S/cluster.vmm.log; do
-        [ -f "$f" ] && sed "s#^#$(basename "$f")| #" "$f"
+    mark_lines mcu < $D/mcu.out
+    for f in $D/sysmgr-*.out; do
+        [ -f "$f" ] && mark_lines "$(basename "$f" .out)" < "$f"
+    done
+    # The VMMs' logs and their guests' consoles share one file each.
+    for g in android cluster; do
+        [ -f $S/$g.vmm.log ] && guest_lines $g < $S/$g.vmm.log
     done
 }

@@ -2,10 +2,11 @@
 # virtio-net over a tap (guest.scenario=net). The VMM creates vmtap0; once it
 # exists this script gives it 192.168.100.1/24 and brings it up. The guest
 # (192.168.100.2) pings us, then moves NET_MIB MiB each way over TCP:
-#   guest -> host: port 5001, we hash what arrives (host_rx_sha256=),
+#   guest -> host: port 5001, we hash what arrives (marker host_rx_sha256),
 #   host -> guest: port 5002, we send a 1 MiB random chunk NET_MIB times and
-#                  print the hash of what we send (host_tx_sha256=).
-# The guest prints its own side (guest_tx_sha256=, guest_rx_sha256=).
+#                  mark the hash of what we send (host_tx_sha256).
+# The guest marks its own side (guest_tx_sha256, guest_rx_sha256).
+. /lib/vmstack.sh
 # Quiet the kernel on the console for the run (it would split lines).
 read -r printk_level _ < /proc/sys/kernel/printk
 dmesg -n 1
@@ -29,9 +30,9 @@ rx_pid=$!
 gen | nc -l -p 5002 &
 tx_pid=$!
 
-/bin/vmm run --net "tap=$TAP,mac=52:54:00:12:34:56" --cpus 1 --mem 256 \
+run_vmm vmm --net "tap=$TAP,mac=52:54:00:12:34:56" --cpus 1 --mem 256 \
     --initrd /guest/initramfs.cpio.gz \
-    --params "console=ttyS0 guest.scenario=net net.mib=$NET_MIB" /guest/vmlinuz 2>&1 &
+    --params "console=ttyS0 guest.scenario=net net.mib=$NET_MIB" /guest/vmlinuz &
 vmm_pid=$!
 
 # The tap appears when the VMM has opened it; it must be up after that.
@@ -43,17 +44,17 @@ done
 # Our own lines are printed after the VMM exits: the guest console shares
 # this terminal and would interleave with them.
 if ip addr add 192.168.100.1/24 dev "$TAP" && ip link set "$TAP" up; then
-    echo "host: $TAP up at $(uptime_s) s" > /tmp/net-log
+    mark host_tap up > /tmp/net-log
 else
-    echo "host: cannot configure $TAP" > /tmp/net-log
+    mark host_tap "cannot configure $TAP" > /tmp/net-log
 fi
 gen | sha256sum > /tmp/net-tx.sha
 
 wait "$vmm_pid"
 rc=$?
 cat /tmp/net-log
-echo "host_tx_sha256=$(cut -d' ' -f1 /tmp/net-tx.sha)"
-[ -s /tmp/net-rx.sha ] && echo "host_rx_sha256=$(cut -d' ' -f1 /tmp/net-rx.sha)"
+mark host_tx_sha256 "$(cut -d' ' -f1 /tmp/net-tx.sha)"
+[ -s /tmp/net-rx.sha ] && mark host_rx_sha256 "$(cut -d' ' -f1 /tmp/net-rx.sha)"
 kill "$rx_pid" "$tx_pid" 2>/dev/null
 dmesg -n "$printk_level"
 exit "$rc"

@@ -1,0 +1,76 @@
+# Marker helpers shared by the guest and the test host scripts (sourced, as
+# /lib/vmstack.sh in both initramfs images). See docs/testing.md, "Markers".
+#
+# A marker is a console line `@@vmstack:<key>=<value>` (optionally after a
+# kernel log timestamp `[ 12.345678] `, for markers written to /dev/kmsg).
+# The nested tests (tests/src/marker.rs) look only at markers. What a guest
+# prints reaches the test host's console only through `guest_lines`, which
+# moves the guest's markers into the `<tag>.guest.` namespace and prefixes
+# every other guest line with `<tag>| `: a guest cannot print a marker of
+# the test host's scenario or of the VMM's log.
+
+# mark KEY VALUE...: prints the marker KEY=VALUE.
+mark() {
+    _k=$1
+    shift
+    echo "@@vmstack:$_k=$*"
+}
+
+# mark_lines KEY: every line of stdin as a KEY marker. (awk, flushed per
+# line: run_vmm's two writers may share a file, where sed would write
+# 4 KiB blocks that split lines.)
+mark_lines() {
+    awk -v key="$1" '{ print "@@vmstack:" key "=" $0; fflush() }'
+}
+
+# mark_kv [PREFIX]: stdin `key=value` lines (vsock-test, vhal-test) as
+# markers PREFIXkey=value; other lines are printed as they are.
+mark_kv() {
+    sed -E "s/^([A-Za-z0-9_.-]+=)/@@vmstack:$1\\1/"
+}
+
+# guest_lines TAG: a guest's console (stdin) on the test host's console:
+# its markers as TAG.guest.<key>, every other line after `TAG| `.
+guest_lines() {
+    awk -v tag="$1" '{
+        if (sub(/^(\[[^]]*\] )?@@vmstack:/, "@@vmstack:" tag ".guest.")) print; else print tag "| " $0
+        fflush()
+    }'
+}
+
+# run_vmm TAG ARGS...: `/bin/vmm run ARGS` (under `timeout -s KILL
+# $VMM_TIMEOUT` if set), live on the console: the guest's serial output
+# (the VMM's stdout) through `guest_lines TAG`, each line of the VMM's log
+# (its stderr) as a TAG.log marker; then TAG.rc=<exit status>. Returns the
+# VMM's exit status.
+run_vmm() {
+    _tag=$1
+    shift
+    _fifo=/tmp/.vmm-$_tag-$$.log
+    rm -f "$_fifo" "$_fifo.rc"
+    mkfifo "$_fifo" || return 125
+    mark_lines "$_tag.log" < "$_fifo" &
+    _log=$!
+    {
+        ${VMM_TIMEOUT:+timeout -s KILL "$VMM_TIMEOUT"} /bin/vmm run "$@" 2> "$_fifo"
+        echo $? > "$_fifo.rc"
+    } | guest_lines "$_tag"
+    wait "$_log"
+    _rc=$(cat "$_fifo.rc" 2>/dev/null)
+    rm -f "$_fifo" "$_fifo.rc"
+    mark "$_tag.rc" "${_rc:=125}"
+    return "$_rc"
+}
+
+# wait_pending SOCKET PID: waits (at most 120 s) until the VMM at SOCKET
+# holds a guest power request for its arbiter, and marks its status line
+# as `pending`; fails if process PID (the VMM's run_vmm) ends first.
+wait_pending() {
+    for _i in $(seq 120); do
+        _s=$(vmm status "$1" 2>/dev/null)
+        case "$_s" in *pending=1*) mark pending "$_s"; return 0 ;; esac
+        kill -0 "$2" 2>/dev/null || return 1
+        sleep 1
+    done
+    return 1
+}

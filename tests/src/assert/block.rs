@@ -1,0 +1,131 @@
+//! virtio-blk through the guest's stock `virtio_blk` driver (scenarios
+//! `block-rw-write`, `block-rw-read`, `block-ro`, `block-errors`).
+
+use super::{guest, VMM};
+use crate::scenario::{Section, SharedRun};
+
+/// The scenarios of one shared test host boot.
+pub const SCENARIOS: &[&str] = &[
+    "block-rw-write",
+    "block-rw-read",
+    "block-ro",
+    "block-errors",
+];
+
+/// sha256 of 64 MiB of zeroes: what an image the guest never wrote hashes to.
+const ZERO_64M_SHA256: &str = "3b6a07d0d404fab4e23b6d34bc6696a6a312dd92821332385e5af7c01c421351";
+
+fn booted_and_powered_off(s: &Section<'_>) {
+    s.expect_eq(&guest(VMM, "init"), "ok")
+        .expect_vmm_exit(VMM, "poweroff", 0);
+}
+
+/// A 64 MiB pattern written through a read-write disk (with flushes and a
+/// discard) is what the host and a second VM read back.
+pub fn rw_disk_keeps_a_64_mib_pattern_across_vmm_runs(run: &SharedRun) {
+    let w = run.section("block-rw-write", 0);
+    booted_and_powered_off(&w);
+    let g = |k: &str| guest(VMM, k);
+    w.expect_eq(&g("vda_size_sectors"), "163840")
+        .expect_eq(&g("vda_ro"), "0")
+        .expect_eq(&g("vda_write_cache"), "write back")
+        .expect_eq(&g("write_rc"), "0")
+        .expect_eq(&g("tail_write_rc"), "0")
+        .expect_eq(&g("discard_rc"), "0")
+        .expect_eq(&g("sync_rc"), "0");
+    // conv=fsync twice: the flushes reached the device and completed.
+    if w.number(&g("vda_flushes")) < 2 {
+        w.fail("fewer than 2 flushes completed");
+    }
+    if w.number(&g("vda_discards")) < 1 {
+        w.fail("no discard completed");
+    }
+    let written = w.sha256(&g("guest_pattern_sha256"));
+    if written == ZERO_64M_SHA256 {
+        w.fail("the pattern is all zeroes");
+    }
+
+    let r = run.section("block-rw-read", 0);
+    booted_and_powered_off(&r);
+    // Host-side truth, then what a fresh guest reads.
+    r.expect_eq("host_sha256_64m", written)
+        .expect_eq(&g("guest_read_sha256"), written)
+        .expect_eq("host_tail_zero", "yes")
+        .expect_eq(&g("vda_ro"), "1");
+}
+
+/// A read-only disk refuses writes, even forced ones, and stays unchanged.
+pub fn read_only_disk_refuses_writes_and_stays_unchanged(run: &SharedRun) {
+    let s = run.section("block-ro", 0);
+    booted_and_powered_off(&s);
+    let g = |k: &str| guest(VMM, k);
+    s.expect_eq(&g("vda_ro"), "1");
+    if s.value(&g("ro_dd_rc")) == "0" {
+        s.fail("dd to the read-only disk succeeded");
+    }
+    let error = s.value(&g("ro_dd_error"));
+    if !error.contains("/dev/vda") {
+        s.fail(&format!("no write error for /dev/vda printed: {error:?}"));
+    }
+    let before = s.sha256("host_ro_sha256_before");
+    s.expect_eq("host_ro_sha256_after", before)
+        .expect_eq(&g("guest_ro_sha256"), before)
+        .expect_eq(&g("guest_ro_sha256_after"), before);
+    // Even with the guest's block-layer read-only flag cleared and the page
+    // cache bypassed, the write fails and nothing changes.
+    if s.value(&g("forced_dd_rc")) == "0" {
+        s.fail("a forced direct write to the read-only disk succeeded");
+    }
+    s.expect_eq(&g("guest_ro_sha256_forced"), before);
+}
+
+/// GET_ID reports the serial given with `id=` or derived from the image.
+pub fn get_id_reports_the_serial(run: &SharedRun) {
+    // Given with id=, 20 bytes (the most GET_ID carries).
+    let ro = run.section("block-ro", 0);
+    ro.expect_eq(&guest(VMM, "vda_serial"), "vmstack-ro-disk-0001");
+    // Derived from the image's device and inode numbers.
+    let rw = run.section("block-rw-write", 0);
+    let expected = rw.value("host_expected_serial");
+    if expected.len() < 3 {
+        rw.fail(&format!("host_expected_serial={expected} is too short"));
+    }
+    rw.expect_eq(&guest(VMM, "vda_serial"), expected);
+}
+
+/// Images the VMM cannot use are refused with one `error:` line and exit
+/// status 1, and the VMM that holds the image runs on undisturbed.
+pub fn disk_setup_errors_are_one_line_and_say_what_to_do(run: &SharedRun) {
+    let s = run.section("block-errors", 0);
+    for (tag, error) in [
+        (
+            "locked_rw",
+            "error: disk image /tmp/block-locked.img is in use by another process",
+        ),
+        (
+            "locked_ro",
+            "error: disk image /tmp/block-locked.img is in use by another process",
+        ),
+        (
+            "tiny",
+            "error: disk image /tmp/block-tiny.img is 100 bytes, less than one 512-byte sector",
+        ),
+        (
+            "odd",
+            "error: disk image /tmp/block-odd.img is 3000 bytes, not a multiple of 512",
+        ),
+    ] {
+        s.expect_eq(&format!("{tag}.rc"), "1")
+            .expect_log(tag, error);
+        let errors = s
+            .all(&format!("{tag}.log"))
+            .iter()
+            .filter(|l| l.starts_with("error:"))
+            .count();
+        if errors != 1 {
+            s.fail(&format!("{tag}: {errors} error lines, expected 1"));
+        }
+    }
+    s.expect_eq(&guest("first", "init"), "ok")
+        .expect_vmm_exit("first", "poweroff", 0);
+}
