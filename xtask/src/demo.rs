@@ -114,10 +114,10 @@ pub fn demo(direct: bool) -> Result<()> {
         step!("console log: {}", run.log_path.display());
         return Ok(());
     }
-    if report.dumps.is_empty() {
-        print!("{}", run.failure_report("the demo scenario did not finish"));
-    } else {
+    if section.is_some() {
         print!("{}", report.failure_details(FAILURE_TAIL));
+    } else {
+        print!("{}", run.failure_report("the demo scenario did not start"));
     }
     bail!(
         "the demo did not behave as described: {}; full console: {}",

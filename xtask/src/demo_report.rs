@@ -13,12 +13,13 @@
 //! | `table` | a line of `sysmgr status` / `sysmgr events` | indented |
 //! | `act-end` | `N\|t\|PASS` or `FAIL` | - |
 //! | `log` | one decision-log record (JSON) | - |
-//! | `dump.<name>` | a line of a log, printed only after a failure | - |
 //! | `result` | `PASS` or `FAIL` | - |
 //!
 //! Times `t` are seconds on the arbiter's clock, like the decision log's.
+//! After a failure the scenario also prints the state, the decision log
+//! and every log (other markers and `<guest>| ` console lines): kept by
+//! source for [`Report::failure_details`].
 
-use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use system_manager::LogRecord;
@@ -220,8 +221,26 @@ pub struct Report {
     pub bad_records: Vec<String>,
     /// The scenario's own verdict (`PASS`/`FAIL`), if it got that far.
     pub result: Option<String>,
-    /// The logs printed after a failure, by name (`android`, `mcu`, ...).
-    pub dumps: BTreeMap<String, Vec<String>>,
+    /// Every other line of the section, by source, in first-seen order:
+    /// what the scenario prints after a failure (`status`, `events`,
+    /// `mcu`, `sysmgr-N`, `android` and `cluster` for a guest's console and
+    /// markers) and the test host's own kernel messages (`test host`).
+    pub logs: Vec<(String, Vec<String>)>,
+}
+
+/// Which log a line that is not a demo marker belongs to: a marker's first
+/// key part, a guest console's `<tag>| ` prefix, or the test host.
+fn source(line: &str) -> (String, String) {
+    if let Some((key, value)) = vmstack_tests::marker::parse_line(line) {
+        let name = key.split('.').next().unwrap_or(key);
+        return (name.to_string(), value.to_string());
+    }
+    match line.split_once("| ") {
+        Some((tag, rest)) if !tag.is_empty() && !tag.contains(' ') => {
+            (tag.to_string(), rest.to_string())
+        }
+        _ => ("test host".to_string(), line.to_string()),
+    }
 }
 
 fn secs(s: &str) -> f64 {
@@ -234,6 +253,11 @@ impl Report {
         let mut r = Report::default();
         for line in output.lines() {
             let Some((key, value)) = marker(line) else {
+                let (name, text) = source(line);
+                match r.logs.iter_mut().find(|(n, _)| *n == name) {
+                    Some((_, lines)) => lines.push(text),
+                    None => r.logs.push((name, vec![text])),
+                }
                 continue;
             };
             match key {
@@ -278,14 +302,7 @@ impl Report {
                     Err(e) => r.bad_records.push(format!("{e}: {value}")),
                 },
                 "result" => r.result = Some(value.to_string()),
-                _ => {
-                    if let Some(name) = key.strip_prefix("dump.") {
-                        r.dumps
-                            .entry(name.to_string())
-                            .or_default()
-                            .push(value.to_string());
-                    }
-                }
+                _ => {}
             }
         }
         r
@@ -426,10 +443,11 @@ impl Report {
     }
 
     /// After a failure: the last `tail` lines of each log the scenario
-    /// printed (guest consoles, the daemon's journal, the MCU).
+    /// printed (the state, the decision log, the guests' consoles, the
+    /// daemons' journals, the MCU, the test host's kernel).
     pub fn failure_details(&self, tail: usize) -> String {
         let mut out = String::new();
-        for (name, lines) in &self.dumps {
+        for (name, lines) in &self.logs {
             let skip = lines.len().saturating_sub(tail);
             let _ = writeln!(
                 out,
@@ -460,7 +478,7 @@ mod tests {
         );
         assert_eq!(live_line("android| vhal: REQ ON", p), None);
         assert_eq!(live_line("@@vmstack:demo.log={}", p), None);
-        assert_eq!(live_line("@@vmstack:demo.dump.android=x", p), None);
+        assert_eq!(live_line("@@vmstack:mcu=mcu: <- POWER_ON", p), None);
         assert_eq!(
             live_line("@@vmstack:demo.check=PASS|12.3|cluster booted", p).as_deref(),
             Some("   PASS t=  12.3s  cluster booted")
@@ -512,7 +530,9 @@ mod tests {
         let failed = format!(
             "{cut}\n@@vmstack:demo.act=4|90.0|Ignition on again\n\
              @@vmstack:demo.check=FAIL|390.0|android booted again (not within 300 s)\n\
-             @@vmstack:demo.act-end=4|390.0|FAIL\n@@vmstack:demo.dump.android=last words\n\
+             @@vmstack:demo.act-end=4|390.0|FAIL\n@@vmstack:events=SEQ  TIME\n\
+             @@vmstack:mcu=mcu: <- POWER_ON\nandroid| last words\n\
+             @@vmstack:android.guest.vhal=vhal: REQ ON\n[ 9.1] kvm: something\n\
              @@vmstack:demo.result=FAIL\n"
         );
         let r = Report::parse(&failed);
@@ -525,7 +545,15 @@ mod tests {
         assert!(p.iter().any(|l| l.contains("no decision log")), "{p:?}");
         assert!(!r.problems().is_empty());
         assert!(r.summary(Style::PLAIN, 1.0).contains("(not reached)"));
-        assert!(r.failure_details(10).contains("android| last words"));
+        let details = r.failure_details(10);
+        for needle in [
+            "----- events: last 1 of 1 lines -----\nevents| SEQ  TIME",
+            "mcu| mcu: <- POWER_ON",
+            "----- android: last 2 of 2 lines -----\nandroid| last words\nandroid| vhal: REQ ON",
+            "test host| [ 9.1] kvm: something",
+        ] {
+            assert!(details.contains(needle), "{needle:?} not in\n{details}");
+        }
     }
 
     #[test]

@@ -7,13 +7,15 @@
 # brings android back; at the end the driver leaves and the system powers
 # off.
 #
-# Output: only `@@vmstack:demo.*` markers, which xtask/src/demo.rs shows
-# live and turns into the summary (xtask/src/demo_report.rs): the plan,
-# then per act its header, what happens (`say`), its checks (`check`: PASS
-# or FAIL with the time) and the `sysmgr status` / `sysmgr events` tables;
-# at the end the decision log. The guests' consoles, the daemon's journal
-# and the MCU's output stay in files under /tmp/demo and are printed only
-# when a check fails. Times are on the arbiter's clock (t=0: sysmgr start).
+# Output: `@@vmstack:demo.*` markers (/lib/vmstack.sh), which
+# xtask/src/demo.rs shows live and turns into the summary
+# (xtask/src/demo_report.rs): the plan, then per act its header, what
+# happens (`say`), its checks (`check`: PASS or FAIL with the time) and
+# the `sysmgr status` / `sysmgr events` tables; at the end the decision
+# log. The guests' consoles, the daemons' journals and the MCU's output
+# stay in files under /tmp/demo; only when a check fails are they printed
+# (sysmgr-lib.sh's `dump_logs`), with the state and the whole decision log.
+# Times are on the arbiter's clock (t=0: sysmgr start).
 #
 # Adding a part (binder, a TEE call, adb): one `title_<name>=` line and one
 # `act_<name>` function below (actions, `say`s and `check`s; return
@@ -206,23 +208,14 @@ for a in $ACTS; do
 done
 
 if [ $result = FAIL ]; then
-    # What xtask shows on failure: the whole decision log as a table, the
-    # VMMs' state, and the tail of every log.
-    sysmgr status --state-dir $S 2>&1 | dm_lines dump.status
-    sysmgr events --state-dir $S 2>&1 | dm_lines dump.events
-    for g in android cluster; do
-        [ -f $S/$g.vmm.log ] && dm_lines "dump.$g" < $S/$g.vmm.log
-    done
-    [ -f $D/mcu.out ] && dm_lines dump.mcu < $D/mcu.out
-    for f in $D/sysmgr-*.out; do
-        [ -f "$f" ] && dm_lines "dump.$(basename "$f" .out)" < "$f"
-    done
+    # What xtask shows after a failure: the state, the whole decision log as
+    # a table, and (below) every log.
+    sysmgr status --state-dir $S 2>&1 | mark_lines status
+    sysmgr events --state-dir $S 2>&1 | mark_lines events
 fi
 # For the summary: every record of the decision log.
 [ -f $S/decisions.jsonl ] && dm_lines log < $S/decisions.jsonl
-kill $SM 2>/dev/null
-wait $SM 2>/dev/null
-for s in $A_CTL $C_CTL; do vmm stop $s >/dev/null 2>&1; done
-kill $MCU 2>/dev/null
+stop_all
+[ $result = FAIL ] && dump_logs
 dm result $result
 [ $result = PASS ]
