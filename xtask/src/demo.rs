@@ -98,26 +98,32 @@ pub fn demo(direct: bool) -> Result<()> {
     let run = boot(&images.dir)?;
     let section = run.scenario(SCENARIO);
     let report = Report::parse(section.map_or("", |s| s.output.as_str()));
-    let style = stdout_style();
-    print!("{}", report.summary(style, run.elapsed.as_secs_f64()));
     let rc = section.and_then(|s| s.rc);
     let mut problems = report.problems();
-    if rc != Some(0) {
-        problems.push(format!(
-            "the scenario ended with rc={rc:?} (137: killed at its timeout)"
-        ));
+    match rc {
+        Some(0) => {}
+        Some(137) => problems.push("the scenario was killed at its timeout (rc=137)".to_string()),
+        Some(n) => problems.push(format!("the scenario ended with rc={n}")),
+        None => problems.push("the scenario did not end".to_string()),
     }
     if run.timed_out {
         problems.push("the test host was killed at its hard timeout".to_string());
     }
+    if !problems.is_empty() {
+        // The logs first, so that the summary ends the screen.
+        if section.is_some() {
+            print!("{}", report.failure_details(FAILURE_TAIL));
+        } else {
+            print!("{}", run.failure_report("the demo scenario did not start"));
+        }
+    }
+    print!(
+        "{}",
+        report.summary(stdout_style(), run.elapsed.as_secs_f64())
+    );
     if problems.is_empty() {
         step!("console log: {}", run.log_path.display());
         return Ok(());
-    }
-    if section.is_some() {
-        print!("{}", report.failure_details(FAILURE_TAIL));
-    } else {
-        print!("{}", run.failure_report("the demo scenario did not start"));
     }
     bail!(
         "the demo did not behave as described: {}; full console: {}",

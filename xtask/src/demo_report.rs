@@ -232,8 +232,10 @@ pub struct Report {
 /// key part, a guest console's `<tag>| ` prefix, or the test host.
 fn source(line: &str) -> (String, String) {
     if let Some((key, value)) = vmstack_tests::marker::parse_line(line) {
-        let name = key.split('.').next().unwrap_or(key);
-        return (name.to_string(), value.to_string());
+        return match key.split_once('.') {
+            Some((name, rest)) => (name.to_string(), format!("{rest}={value}")),
+            None => (key.to_string(), value.to_string()),
+        };
     }
     match line.split_once("| ") {
         Some((tag, rest)) if !tag.is_empty() && !tag.contains(' ') => {
@@ -445,9 +447,18 @@ impl Report {
     /// After a failure: the last `tail` lines of each log the scenario
     /// printed (the state, the decision log, the guests' consoles, the
     /// daemons' journals, the MCU, the test host's kernel).
+    /// The state and the decision log first, the test host's kernel last.
     pub fn failure_details(&self, tail: usize) -> String {
+        let rank = |name: &str| match name {
+            "status" => 0,
+            "events" => 1,
+            "test host" => 3,
+            _ => 2,
+        };
+        let mut logs: Vec<&(String, Vec<String>)> = self.logs.iter().collect();
+        logs.sort_by_key(|(name, _)| rank(name));
         let mut out = String::new();
-        for (name, lines) in &self.logs {
+        for (name, lines) in logs {
             let skip = lines.len().saturating_sub(tail);
             let _ = writeln!(
                 out,
@@ -546,10 +557,17 @@ mod tests {
         assert!(!r.problems().is_empty());
         assert!(r.summary(Style::PLAIN, 1.0).contains("(not reached)"));
         let details = r.failure_details(10);
+        assert!(details.starts_with("----- events:"), "{details}");
+        assert!(
+            details
+                .trim_end()
+                .ends_with("test host| [ 9.1] kvm: something"),
+            "{details}"
+        );
         for needle in [
             "----- events: last 1 of 1 lines -----\nevents| SEQ  TIME",
             "mcu| mcu: <- POWER_ON",
-            "----- android: last 2 of 2 lines -----\nandroid| last words\nandroid| vhal: REQ ON",
+            "----- android: last 2 of 2 lines -----\nandroid| last words\nandroid| guest.vhal=vhal: REQ ON",
             "test host| [ 9.1] kvm: something",
         ] {
             assert!(details.contains(needle), "{needle:?} not in\n{details}");
