@@ -174,6 +174,12 @@ impl Section<'_> {
         self
     }
 
+    /// Fails unless the output contains the control-protocol line of
+    /// `event` (the VMM logs every event it publishes).
+    pub fn expect_event(&self, event: vmm_protocol::Event) -> &Self {
+        self.expect(&event.to_string())
+    }
+
     /// The value of the first `key=value` line in the output.
     pub fn value(&self, key: &str) -> String {
         let prefix = format!("{key}=");

@@ -15,6 +15,7 @@
 
 use std::time::Duration;
 
+use vmm_protocol::{Event, PowerRequestKind, Status, VmState, VmmExitCode};
 use vmstack_tests::scenario::SharedRun;
 use vmstack_tests::Arch;
 
@@ -67,7 +68,7 @@ fn poweroff_is_a_psci_system_off() {
 #[test]
 #[ignore = "needs the nested test host: run `cargo xtask test`"]
 fn reboot_is_a_psci_system_reset() {
-    RUN.section("boot-reboot", 32)
+    RUN.section("boot-reboot", VmmExitCode::Reset.code().into())
         .expect("VMSTACK-GUEST-INIT-OK")
         .expect("guest power request: reboot")
         .expect("vmm: exit reason: reboot");
@@ -89,16 +90,31 @@ fn power_button_shuts_the_guest_down_gracefully() {
 fn held_poweroff_is_virtually_off_then_boots_again_on_resume() {
     // The assertions of control_x86_64.rs for the same scenario.
     let s = RUN.section("arbiter", 0);
-    s.expect("event power-request id=1 kind=poweroff")
-        .expect("decide-1: decided")
-        .expect("status: state=virtually-off arbitrated=true pending=0 boots=1")
-        .expect("status-after-2s: state=virtually-off")
-        .expect("resume: resumed")
-        .expect("restarting the VM")
-        .expect("event power-request id=2 kind=poweroff")
-        .expect("boots=2")
-        .expect("decide-2: decided")
-        .expect("vmm: exit reason: poweroff");
+    s.expect_event(Event::PowerRequest {
+        id: 1,
+        kind: PowerRequestKind::Poweroff,
+    })
+    .expect("decide-1: decided")
+    .expect(&format!(
+        "status: {}",
+        Status {
+            state: VmState::VirtuallyOff,
+            arbitrated: true,
+            pending: 0,
+            boots: 1,
+            arbiters: 0,
+        }
+    ))
+    .expect("status-after-2s: state=virtually-off")
+    .expect("resume: resumed")
+    .expect("restarting the VM")
+    .expect_event(Event::PowerRequest {
+        id: 2,
+        kind: PowerRequestKind::Poweroff,
+    })
+    .expect("boots=2")
+    .expect("decide-2: decided")
+    .expect("vmm: exit reason: poweroff");
     let inits = s.result.output.matches("VMSTACK-GUEST-INIT-OK").count();
     if inits != 2 {
         s.fail(&format!("guest booted {inits} times, expected 2"));
@@ -112,7 +128,10 @@ fn system_suspend_is_held_until_resume_and_wakes_at_the_entry_point() {
     s.expect("mem_sleep=s2idle [deep]")
         .expect("SUSPENDING")
         .expect("guest suspended (resume at")
-        .expect("event power-request id=1 kind=suspend")
+        .expect_event(Event::PowerRequest {
+            id: 1,
+            kind: PowerRequestKind::Suspend,
+        })
         .expect("status: state=suspended")
         .expect("resume: resumed")
         .expect("waking the guest at")

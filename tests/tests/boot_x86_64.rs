@@ -9,6 +9,7 @@
 //! One outer boot runs the scenarios `boot-poweroff,boot-reboot` and is shared
 //! by all tests here.
 
+use vmm_protocol::VmmExitCode;
 use vmstack_tests::scenario::SharedRun;
 
 static RUN: SharedRun = SharedRun::new(&["boot-poweroff", "boot-reboot"]);
@@ -25,7 +26,7 @@ fn poweroff() {
 #[test]
 #[ignore = "needs the nested test host: run `cargo xtask test`"]
 fn reboot() {
-    RUN.section("boot-reboot", 32)
+    RUN.section("boot-reboot", VmmExitCode::Reset.code().into())
         .expect("VMSTACK-GUEST-INIT-OK")
         .expect("vmm: exit reason: reboot");
 }

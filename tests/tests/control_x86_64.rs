@@ -3,6 +3,7 @@
 //! resume-as-reboot, allow) and S3 suspend/resume. `#[ignore]`d like the
 //! other nested tests: `cargo xtask test` runs them.
 
+use vmm_protocol::{Event, PowerRequestKind, Status, VmState};
 use vmstack_tests::scenario::SharedRun;
 
 static RUN: SharedRun = SharedRun::new(&["power-button", "arbiter", "suspend"]);
@@ -22,16 +23,31 @@ fn power_button_shuts_the_guest_down_gracefully() {
 #[ignore = "needs the nested test host: run `cargo xtask test`"]
 fn held_poweroff_is_virtually_off_then_boots_again_on_resume() {
     let s = RUN.section("arbiter", 0);
-    s.expect("event power-request id=1 kind=poweroff")
-        .expect("decide-1: decided")
-        .expect("status: state=virtually-off arbitrated=true pending=0 boots=1")
-        .expect("status-after-2s: state=virtually-off")
-        .expect("resume: resumed")
-        .expect("restarting the VM")
-        .expect("event power-request id=2 kind=poweroff")
-        .expect("boots=2")
-        .expect("decide-2: decided")
-        .expect("vmm: exit reason: poweroff");
+    s.expect_event(Event::PowerRequest {
+        id: 1,
+        kind: PowerRequestKind::Poweroff,
+    })
+    .expect("decide-1: decided")
+    .expect(&format!(
+        "status: {}",
+        Status {
+            state: VmState::VirtuallyOff,
+            arbitrated: true,
+            pending: 0,
+            boots: 1,
+            arbiters: 0,
+        }
+    ))
+    .expect("status-after-2s: state=virtually-off")
+    .expect("resume: resumed")
+    .expect("restarting the VM")
+    .expect_event(Event::PowerRequest {
+        id: 2,
+        kind: PowerRequestKind::Poweroff,
+    })
+    .expect("boots=2")
+    .expect("decide-2: decided")
+    .expect("vmm: exit reason: poweroff");
     let inits = s.result.output.matches("VMSTACK-GUEST-INIT-OK").count();
     if inits != 2 {
         s.fail(&format!("guest booted {inits} times, expected 2"));
@@ -43,7 +59,10 @@ fn held_poweroff_is_virtually_off_then_boots_again_on_resume() {
 fn suspend_is_held_until_resume_and_the_guest_continues() {
     let s = RUN.section("suspend", 0);
     s.expect("SUSPENDING")
-        .expect("event power-request id=1 kind=suspend")
+        .expect_event(Event::PowerRequest {
+            id: 1,
+            kind: PowerRequestKind::Suspend,
+        })
         .expect("status: state=suspended")
         .expect("resume: resumed")
         .expect("suspend_rc=0")
