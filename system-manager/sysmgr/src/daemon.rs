@@ -24,18 +24,18 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 use system_manager::{
-    Arbiter, Decision, GuestState, Hold, Input, LogRecord, Output, Policy, SystemState,
-    VmExitReason, WakeReason,
+    Arbiter, Decision, GuestState, Input, LogRecord, Output, Policy, Repair, SystemState, VmmAsked,
+    WakeReason,
 };
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::sync::oneshot;
-use vmm_protocol::{Event as VmmEvent, Request, Response, ServerLine, VmState, VmmExitCode};
+use vmm_protocol::{Event as VmmEvent, Request, Response, ServerLine, VmState};
 
 use crate::mcu::McuReport;
 use crate::proto::mcu::{mcu_to_soc, McuToSoc, PowerOff, PowerOn, SocToMcu, Suspend};
 use crate::store::{self, Clock, Decided, DecisionLog, LogSync, StateDir};
 use crate::vhal::{VhalCmd, VhalConfig, VhalReport};
-use crate::vmm::{ExitInfo, VmmCmd, VmmConfig, VmmReport};
+use crate::vmm::{VmmCmd, VmmConfig, VmmReport};
 
 /// Everything the core loop reacts to.
 #[derive(Debug)]
@@ -58,13 +58,13 @@ struct GuestLink {
     vmm: UnboundedSender<VmmCmd>,
     vhal: Option<UnboundedSender<VhalCmd>>,
     attached: bool,
-    /// The VMM's last `event state`.
+    /// The VMM's last reported state (`event state`).
     vmm_state: Option<VmState>,
     /// The next state event is the first after an attach.
     fresh: bool,
     pid: Option<u32>,
-    stop_sent: bool,
-    allowed: bool,
+    /// What was asked of the VMM process since `StartVm`.
+    asked: VmmAsked,
     vhal_wanted: bool,
     vhal_connected: bool,
 }
@@ -209,8 +209,7 @@ impl Daemon {
                 vmm_state: None,
                 fresh: false,
                 pid: None,
-                stop_sent: false,
-                allowed: false,
+                asked: VmmAsked::default(),
                 vhal_wanted: false,
                 vhal_connected: false,
             });
@@ -369,7 +368,7 @@ impl Daemon {
                 Some(i),
             ) => {
                 if *decision == Decision::Allow {
-                    self.links[i].allowed = true;
+                    self.links[i].asked.allowed = true;
                 }
                 self.send_vmm(
                     i,
@@ -382,13 +381,12 @@ impl Daemon {
             (Output::PauseVm { .. }, Some(i)) => self.send_vmm(i, Request::Pause),
             (Output::ResumeVm { .. }, Some(i)) => self.send_vmm(i, Request::Resume),
             (Output::HardStopVm { .. }, Some(i)) => {
-                self.links[i].stop_sent = true;
+                self.links[i].asked.stop_sent = true;
                 let _ = self.links[i].vmm.send(VmmCmd::Stop);
             }
             (Output::StartVm { guest, .. }, Some(i)) => {
                 let l = &mut self.links[i];
-                l.stop_sent = false;
-                l.allowed = false;
+                l.asked = VmmAsked::default();
                 if l.attached && l.vmm_state == Some(VmState::Running) {
                     // Already there (started outside the daemon): say so.
                     let _ = self.events.send(Event::Input(Input::VmStarted {
@@ -419,8 +417,8 @@ impl Daemon {
                 _,
             ) => {
                 let cmd = mcu_cmd_off(*wake_after_s, reason);
-                self.held_poweroff =
-                    Some((cmd, tokio::time::Instant::now() + Duration::from_secs(10)));
+                let hold = Duration::from_millis(self.arbiter.policy().system().poweroff_hold_ms);
+                self.held_poweroff = Some((cmd, tokio::time::Instant::now() + hold));
                 self.release_poweroff(false);
             }
             _ => {}
@@ -571,7 +569,7 @@ impl Daemon {
             VmmReport::Absent => {
                 if self.guest_state(i) != GuestState::Off {
                     tracing::warn!("{name}: no VMM on its control socket");
-                    let input = self.gone_input(i, None);
+                    let input = system_manager::vm_gone_input(&name, None, self.links[i].asked);
                     self.feed(input)?;
                 }
             }
@@ -584,51 +582,19 @@ impl Daemon {
                 l.attached = false;
                 l.vmm_state = None;
                 l.pid = None;
-                let input = self.gone_input(i, exit);
+                let input = system_manager::vm_gone_input(&name, exit, l.asked);
                 self.feed(input)?;
                 self.release_poweroff(false);
             }
-            VmmReport::StartFailed { why, exit } => {
+            VmmReport::StartFailed { why, failure } => {
                 tracing::error!("{name}: cannot start the VM: {why}");
                 self.links[i].attached = false;
-                let reason = match exit {
-                    Some(_) => VmExitReason::Crash,
-                    None => VmExitReason::Crash,
-                };
                 if self.guest_state(i) != GuestState::Off {
-                    self.feed(Input::VmExited {
-                        guest: name,
-                        reason,
-                    })?;
+                    self.feed(system_manager::start_failed_input(&name, failure))?;
                 }
             }
         }
         Ok(())
-    }
-
-    /// The input for a VMM that went away.
-    fn gone_input(&self, i: usize, exit: Option<ExitInfo>) -> Input {
-        let l = &self.links[i];
-        let guest = l.name.clone();
-        let code = exit.and_then(|e| e.code).and_then(VmmExitCode::from_code);
-        let reason = match (exit, code) {
-            (Some(_), Some(VmmExitCode::PoweroffOrStop)) if l.allowed && !l.stop_sent => {
-                VmExitReason::Poweroff
-            }
-            (Some(_), Some(VmmExitCode::PoweroffOrStop)) => VmExitReason::Killed,
-            (Some(_), Some(VmmExitCode::Reset)) => VmExitReason::Reset,
-            (
-                Some(ExitInfo {
-                    signal: Some(_), ..
-                }),
-                _,
-            ) if l.stop_sent => VmExitReason::Killed,
-            (Some(_), _) => VmExitReason::Crash,
-            (None, _) if l.stop_sent => VmExitReason::Killed,
-            (None, _) if l.allowed => VmExitReason::Poweroff,
-            (None, _) => return Input::VmLost { guest },
-        };
-        Input::VmExited { guest, reason }
     }
 
     fn on_vmm_line(&mut self, i: usize, line: ServerLine) -> Result<()> {
@@ -656,7 +622,7 @@ impl Daemon {
                         "{name}: request {id} was decided before the restart ({decision}); sending it again"
                     );
                     if decision == Decision::Allow {
-                        self.links[i].allowed = true;
+                        self.links[i].asked.allowed = true;
                     }
                     self.send_vmm(i, Request::Decide { id, decision });
                 } else {
@@ -676,29 +642,25 @@ impl Daemon {
     }
 
     /// Repairs a command that was logged but not delivered before the
-    /// daemon died: the arbiter's view wins over the VMM's.
+    /// daemon died (decided by `system_manager::repair_after_attach`).
     fn reconcile(&mut self, i: usize, vmm_state: VmState) {
         let name = self.links[i].name.clone();
-        let paused = vmm_state != VmState::Running;
-        match self.guest_state(i) {
-            GuestState::VirtuallyOff { hold: Hold::Paused } if vmm_state == VmState::Running => {
+        let guest = self.guest_state(i);
+        match system_manager::repair_after_attach(guest, vmm_state) {
+            Some(Repair::Pause) => {
                 tracing::info!("{name}: should be paused; pausing");
                 self.send_vmm(i, Request::Pause);
             }
-            GuestState::Running
-            | GuestState::Preparing { .. }
-            | GuestState::ShutdownStarted { .. }
-                if paused =>
-            {
+            Some(Repair::Resume) => {
                 tracing::info!("{name}: should be running but the VMM is {vmm_state}; resuming");
                 self.send_vmm(i, Request::Resume);
             }
-            GuestState::Stopping { .. } => {
+            Some(Repair::Stop) => {
                 tracing::info!("{name}: should be stopping; stopping");
-                self.links[i].stop_sent = true;
+                self.links[i].asked.stop_sent = true;
                 let _ = self.links[i].vmm.send(VmmCmd::Stop);
             }
-            _ => {}
+            None => {}
         }
     }
 
