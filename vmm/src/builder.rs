@@ -83,13 +83,17 @@ trait Platform: Sized {
 
     /// Writes the firmware tables announcing the `virtio` devices and
     /// creates the vCPUs, ready to run.
-    fn finish(
-        self,
-        ctx: &BuildContext<'_>,
-        vm: Vm,
-        mmio: Bus,
-        virtio: &[VirtioSlot],
-    ) -> Result<BuiltVm, BuildError>;
+    fn finish(self, ctx: &BuildContext<'_>, machine: Machine) -> Result<BuiltVm, BuildError>;
+}
+
+/// The VM as the shared steps hand it to [`Platform::finish`].
+struct Machine {
+    /// The VM and its guest memory.
+    vm: Vm,
+    /// The MMIO bus, with every device on it.
+    mmio: Bus,
+    /// Where the virtio devices are, for the firmware tables.
+    virtio: Vec<VirtioSlot>,
 }
 
 /// Errors assembling the VM.
@@ -456,7 +460,12 @@ pub fn build_vm(
     }
 
     // Firmware tables (now that every device is known) and vCPUs.
-    let built = platform.finish(&ctx, vm, mmio, &virtio_slots.slots)?;
+    let machine = Machine {
+        vm,
+        mmio,
+        virtio: virtio_slots.slots,
+    };
+    let built = platform.finish(&ctx, machine)?;
     Ok(BuiltVm {
         // Stdin goes to one device only: the console takes it when it is on
         // stdout too.

@@ -33,6 +33,17 @@ pub enum Request {
 }
 
 impl Request {
+    /// Every request without arguments (all but `decide`).
+    pub const PLAIN: [Request; 7] = [
+        Request::Status,
+        Request::Stop,
+        Request::Pause,
+        Request::Resume,
+        Request::PowerButton,
+        Request::Attach,
+        Request::Events,
+    ];
+
     /// Whether the request turns its connection into an event subscription
     /// (`attach`, `events`).
     pub fn subscribes(self) -> bool {
@@ -63,17 +74,6 @@ impl fmt::Display for Request {
     }
 }
 
-/// Requests without arguments.
-const PLAIN: [Request; 7] = [
-    Request::Status,
-    Request::Stop,
-    Request::Pause,
-    Request::Resume,
-    Request::PowerButton,
-    Request::Attach,
-    Request::Events,
-];
-
 impl FromStr for Request {
     type Err = ParseError;
 
@@ -92,7 +92,7 @@ impl FromStr for Request {
                 decision: decision.parse()?,
             });
         }
-        match PLAIN.iter().find(|r| r.name() == first) {
+        match Request::PLAIN.iter().find(|r| r.name() == first) {
             Some(request) if args.is_empty() => Ok(*request),
             Some(request) => Err(ParseError::Usage(request.name())),
             None => Err(unknown()),
@@ -106,16 +106,20 @@ mod tests {
 
     #[test]
     fn requests_parse_and_format() {
-        for line in [
-            "status",
-            "stop",
-            "pause",
-            "resume",
-            "power-button",
-            "attach",
-            "events",
-            "decide 7 hold",
-        ] {
+        let spelled: Vec<String> = Request::PLAIN.iter().map(Request::to_string).collect();
+        assert_eq!(
+            spelled,
+            [
+                "status",
+                "stop",
+                "pause",
+                "resume",
+                "power-button",
+                "attach",
+                "events"
+            ]
+        );
+        for line in spelled.iter().map(String::as_str).chain(["decide 7 hold"]) {
             let request: Request = line.parse().unwrap();
             assert_eq!(request.to_string(), line);
         }

@@ -43,18 +43,18 @@ pub enum Answer {
     Subscribed,
 }
 
-/// Answers that are one word.
-const PLAIN: [Answer; 7] = [
-    Answer::Stopping,
-    Answer::Paused,
-    Answer::Resumed,
-    Answer::Pressed,
-    Answer::Decided,
-    Answer::Attached,
-    Answer::Subscribed,
-];
-
 impl Answer {
+    /// Every answer that is one word (all but a status).
+    pub const PLAIN: [Answer; 7] = [
+        Answer::Stopping,
+        Answer::Paused,
+        Answer::Resumed,
+        Answer::Pressed,
+        Answer::Decided,
+        Answer::Attached,
+        Answer::Subscribed,
+    ];
+
     /// The answer's word; `None` for a status (which is `key=value` words).
     pub fn word(self) -> Option<&'static str> {
         Some(match self {
@@ -191,7 +191,10 @@ impl FromStr for Answer {
             return s.parse().map(Answer::Status);
         }
         let words = words(s).ok_or(ParseError::TooManyWords)?;
-        match (PLAIN.iter().find(|a| a.word() == Some(first)), words.len()) {
+        match (
+            Answer::PLAIN.iter().find(|a| a.word() == Some(first)),
+            words.len(),
+        ) {
             (Some(answer), 1) => Ok(*answer),
             _ => Err(ParseError::UnknownWord {
                 what: "answer",
@@ -258,7 +261,7 @@ mod tests {
             "ok boots=3 arbiters=1 pending=2 arbitrated=true state=virtually-off".parse(),
             Ok(status)
         );
-        for answer in PLAIN {
+        for answer in Answer::PLAIN {
             let word = answer.word().unwrap();
             assert_eq!(format!("ok {word}").parse(), Ok(Response::Ok(answer)));
         }

@@ -13,7 +13,7 @@ use kvm_ioctls::{DeviceFd, VcpuFd};
 use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::eventfd::EventFd;
 
-use super::{open, serial_output, BuildContext, BuildError, BuiltVm, Platform, VirtioSlot};
+use super::{open, serial_output, BuildContext, BuildError, BuiltVm, Machine, Platform};
 use crate::arch::aarch64::{self as arch, layout};
 use crate::vstate::vcpu::{Vcpu, VcpuError};
 use crate::vstate::vm::Vm;
@@ -137,13 +137,8 @@ impl Platform for Arm64Platform {
 
     /// Writes the device tree (announcing `virtio`) and points the boot
     /// vCPU at the kernel.
-    fn finish(
-        self,
-        ctx: &BuildContext<'_>,
-        vm: Vm,
-        mmio: Bus,
-        virtio: &[VirtioSlot],
-    ) -> Result<BuiltVm, BuildError> {
+    fn finish(self, ctx: &BuildContext<'_>, machine: Machine) -> Result<BuiltVm, BuildError> {
+        let Machine { vm, mmio, virtio } = machine;
         let config = ctx.config;
         let cmdline = arch::boot::build_cmdline(Self::DEFAULT_CMDLINE, &config.params)?;
         let cmdline = cmdline

@@ -11,7 +11,7 @@ use devices::Bus;
 use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
 use vmm_sys_util::eventfd::EventFd;
 
-use super::{open, serial_output, BuildContext, BuildError, BuiltVm, Platform, VirtioSlot};
+use super::{open, serial_output, BuildContext, BuildError, BuiltVm, Machine, Platform};
 use crate::arch::x86_64::{self as arch, layout};
 use crate::vstate::vcpu::{Vcpu, VcpuError};
 use crate::vstate::vm::Vm;
@@ -100,13 +100,8 @@ impl Platform for X86Platform {
 
     /// ACPI tables (announcing `virtio`), the zero page, the reset vector
     /// and the vCPUs.
-    fn finish(
-        self,
-        ctx: &BuildContext<'_>,
-        vm: Vm,
-        mmio: Bus,
-        virtio: &[VirtioSlot],
-    ) -> Result<BuiltVm, BuildError> {
+    fn finish(self, ctx: &BuildContext<'_>, machine: Machine) -> Result<BuiltVm, BuildError> {
+        let Machine { vm, mmio, virtio } = machine;
         let config = ctx.config;
         let mem = vm.memory();
         let acpi_devices: Vec<arch::acpi::VirtioMmioAcpi> = virtio
