@@ -18,7 +18,20 @@ use crate::paths;
 use crate::util::{self, step};
 
 /// Every fuzz target (`fuzz/fuzz_targets/<name>.rs`).
-pub const TARGETS: &[&str] = &["block", "vsock", "net", "rng", "console", "mmio", "control"];
+pub const TARGETS: &[&str] = &[
+    "block",
+    "vsock",
+    "net",
+    "rng",
+    "console",
+    "mmio",
+    "trusty_framing",
+    "trusty_storage",
+    "trusty_gatekeeper",
+    "trusty_hwkey",
+    "trusty_tee",
+    "control",
+];
 /// Executions per target of the default smoke run.
 pub const SMOKE_RUNS: u64 = 5000;
 /// Per-input time limit: an input that runs longer is reported as a hang.
