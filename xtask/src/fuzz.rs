@@ -30,6 +30,7 @@ pub const TARGETS: &[&str] = &[
     "trusty_gatekeeper",
     "trusty_hwkey",
     "trusty_tee",
+    "control",
 ];
 /// Executions per target of the default smoke run.
 pub const SMOKE_RUNS: u64 = 5000;

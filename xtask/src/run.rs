@@ -4,6 +4,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use vmm_protocol::VmmExitCode;
 use vmstack_tests::testhost::{self, TestHostConfig};
 
 use crate::images::{self, Images};
@@ -148,13 +149,13 @@ pub fn demo(direct: bool) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    match status.code() {
-        Some(0) => {
+    match status.code().and_then(VmmExitCode::from_code) {
+        Some(VmmExitCode::PoweroffOrStop) => {
             step!("vmm exited 0 (guest powered off)");
             Ok(())
         }
-        Some(32) => bail!("vmm exited 32 (guest reset)"),
-        Some(33) => bail!("vmm exited 33 (guest crash)"),
+        Some(VmmExitCode::Reset) => bail!("vmm exited 32 (guest reset)"),
+        Some(VmmExitCode::Crash) => bail!("vmm exited 33 (guest crash)"),
         _ => bail!("vmm failed ({status})"),
     }
 }
