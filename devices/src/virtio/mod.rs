@@ -25,6 +25,7 @@ pub mod mmio;
 pub mod net;
 pub mod queue_worker;
 pub mod rng;
+pub mod tee;
 #[cfg(test)]
 pub mod test_utils;
 pub mod vsock;
