@@ -1,4 +1,4 @@
-//! The x86_64 virtio device tests (rng, block, vsock, console), re-run
+//! The x86_64 virtio device tests (rng, block, vsock, console, tee), re-run
 //! unchanged in the arm64 pKVM test host: each file is included as a module
 //! and its `SharedRun::on(crate::ARCH, ...)` picks up this file's `ARCH`.
 //! Same scenarios, same assertions; one outer arm64 boot per module.
@@ -25,3 +25,6 @@ mod all_arch_vsock;
 
 #[path = "console_x86_64.rs"]
 mod all_arch_console;
+
+#[path = "tee_x86_64.rs"]
+mod all_arch_tee;

@@ -46,10 +46,11 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// vmstack's values: 64 sessions, 256 regions of up to 512 frames
-    /// (2 MiB), memory references of up to 1 MiB.
+    /// vmstack's values: 32 sessions (what `trustyd` allows one device's
+    /// connection, `docs/trusty.md`), 256 regions of up to 512 frames
+    /// (2 MiB), memory references of up to 1 MiB (`trustyd`'s too).
     pub const DEFAULT: Limits = Limits {
-        max_sessions: 64,
+        max_sessions: 32,
         max_shm_regions: 256,
         max_shm_frames: 512,
         max_memref_size: 1 << 20,
@@ -93,7 +94,7 @@ mod tests {
     #[test]
     fn config_layout_is_four_le_u32() {
         let c = Limits::DEFAULT.config_bytes();
-        assert_eq!(&c[0..4], &64u32.to_le_bytes());
+        assert_eq!(&c[0..4], &32u32.to_le_bytes());
         assert_eq!(&c[4..8], &256u32.to_le_bytes());
         assert_eq!(&c[8..12], &512u32.to_le_bytes());
         assert_eq!(&c[12..16], &(1u32 << 20).to_le_bytes());
