@@ -3,8 +3,11 @@
 //! written in place) → the response written back, the way the device's
 //! worker will serve its queue.
 //!
-//! The guest lays out well-formed requests (structured, optionally with a
-//! byte flipped) next to raw bytes, then posts batches of chains. Nothing
+//! The guest posts well-formed requests (structured, optionally with a byte
+//! flipped, as well-linked chains with the request split over one or two
+//! descriptors and a response buffer of any size), interleaved with raw
+//! batches of chains over memory filled with those requests and raw bytes,
+//! so that registrations and memory references reach the table. Nothing
 //! may panic, hang or touch memory outside the guest's, and:
 //! * a response never exceeds the chain's device-writable bytes;
 //! * every registered frame is aligned, in guest RAM and off the queue;
@@ -30,7 +33,7 @@ use virtio_queue::QueueT;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 use vmstack_fuzz::{
     guest_memory, write_data, write_indirect, Batch, Desc, FuzzQueue, GuestMemoryMmap, RingSetup,
-    DATA_BASE, HIGH_SIZE, HIGH_START, MEM_SIZE,
+    DATA_BASE, F_WRITE, HIGH_SIZE, HIGH_START, MEM_SIZE,
 };
 
 /// A frame address for a registration.
@@ -65,11 +68,12 @@ impl Frame {
 enum FuzzParam {
     None,
     Value(u8, u64, u64, u64),
+    /// Bytes `[offset, offset + size % 8193)` of a registered region.
     MemRef {
         dir: u8,
         region: u8,
-        offset: u16,
-        size: u32,
+        offset: u8,
+        size: u16,
     },
     RawMemRef(u8, u64, u64, u64),
 }
@@ -98,9 +102,14 @@ enum FuzzRequest {
     },
     Cancel(u64),
     Register {
-        size: u32,
+        /// Offset of byte 0 in the first frame (mod 4096).
         offset: u16,
+        /// Bytes left unused in the last frame (so the size is consistent
+        /// with the frames).
+        shrink: u16,
         frames: Vec<Frame>,
+        /// Overrides the size (an inconsistent one).
+        size: Option<u64>,
         /// Overrides `num_frames` (a lying count).
         count: Option<u32>,
     },
@@ -117,16 +126,35 @@ struct Placed {
     flip: Option<(u16, u8)>,
 }
 
+/// One step of guest activity.
+#[derive(Arbitrary, Debug, Clone)]
+enum Step {
+    /// Writes the request and posts it as one chain: its bytes readable in
+    /// two descriptors split at `split` (one if `split` is past the end),
+    /// then a device-writable response buffer of `resp` bytes.
+    Post {
+        request: Placed,
+        split: u16,
+        resp: u16,
+    },
+    /// Writes the request only (for raw batches to find).
+    Place(Placed),
+    /// Raw guest activity on the queue.
+    Batch(Batch),
+}
+
 #[derive(Arbitrary, Debug)]
 struct Input {
     ring: RingSetup,
     /// Small limits reach the bounds quickly.
     small_limits: bool,
     data: Vec<u8>,
-    placed: Vec<Placed>,
     indirect: Vec<Desc>,
-    batches: Vec<Batch>,
+    steps: Vec<Step>,
 }
+
+/// Where posted requests' responses go.
+const RESPONSE_AT: u64 = DATA_BASE + 0x4_0000;
 
 /// Ids the table handed out, for memory references and unregistrations.
 fn pick(ids: &[u64], n: u8) -> u64 {
@@ -151,7 +179,7 @@ fn params(ps: &[FuzzParam; NUM_PARAMS], ids: &[u64]) -> [Param; NUM_PARAMS] {
             MemRef {
                 shm_id: pick(ids, region),
                 offset: u64::from(offset),
-                size: u64::from(size % (1 << 21)),
+                size: u64::from(size % 8193),
             },
         ),
         FuzzParam::RawMemRef(d, shm_id, offset, size) => Param::MemRef(
@@ -163,6 +191,20 @@ fn params(ps: &[FuzzParam; NUM_PARAMS], ids: &[u64]) -> [Param; NUM_PARAMS] {
             },
         ),
     })
+}
+
+/// Writes `p` into guest memory; returns its address and length.
+fn place(mem: &GuestMemoryMmap, p: &Placed, ids: &[u64]) -> (u64, u32) {
+    let mut raw = encode(p, ids);
+    if let Some((at, b)) = p.flip {
+        if let Some(x) = raw.get_mut(usize::from(at)) {
+            *x ^= b;
+        }
+    }
+    let at = DATA_BASE + u64::from(p.at);
+    let n = raw.len().min((MEM_SIZE - at) as usize);
+    let _ = mem.write_slice(&raw[..n], GuestAddress(at));
+    (at, n as u32)
 }
 
 fn encode(p: &Placed, ids: &[u64]) -> Vec<u8> {
@@ -189,15 +231,20 @@ fn encode(p: &Placed, ids: &[u64]) -> Vec<u8> {
         }),
         FuzzRequest::Cancel(id) => Request::Cancel { request_id: *id },
         FuzzRequest::Register {
-            size,
             offset,
+            shrink,
             frames,
+            size,
             count,
         } => {
+            let frames: Vec<u64> = frames.iter().take(600).map(|f| f.addr()).collect();
+            let offset = u64::from(*offset) % FRAME_SIZE;
+            let room = (frames.len() as u64 * FRAME_SIZE).saturating_sub(offset);
+            let fitting = room - u64::from(*shrink) % room.clamp(1, FRAME_SIZE);
             let mut raw = Request::ShmRegister(ShmRegistration {
-                size: u64::from(*size),
-                offset: u32::from(*offset),
-                frames: frames.iter().take(600).map(|f| f.addr()).collect(),
+                size: size.unwrap_or(fitting.max(1)),
+                offset: offset as u32,
+                frames,
             })
             .encode(p.request_id);
             if let Some(c) = count {
@@ -271,7 +318,8 @@ fn serve(
                     }
                     if dir.is_output() {
                         let out = vec![0xa5u8; m.size as usize];
-                        let n = shm::write_segments(mem, segs, &out).expect("checked segments write");
+                        let n =
+                            shm::write_segments(mem, segs, &out).expect("checked segments write");
                         assert_eq!(n as u64, m.size);
                     }
                 }
@@ -308,7 +356,10 @@ fn check_segments(mem: &GuestMemoryMmap, m: &MemRef, segs: &[Segment], frames: &
         let mut a = start;
         while a < end {
             let frame = a & !(FRAME_SIZE - 1);
-            assert!(frames.contains(&frame), "segment byte {a:#x} in an unregistered frame");
+            assert!(
+                frames.contains(&frame),
+                "segment byte {a:#x} in an unregistered frame"
+            );
             a = frame + FRAME_SIZE;
         }
     }
@@ -334,22 +385,29 @@ fuzz_target!(|input: Input| {
     let ranges = queue_ranges(&queue);
     assert!(HIGH_SIZE >= 16 * FRAME_SIZE);
     let mut descs = Vec::new();
-    for (i, batch) in input.batches.iter().take(16).enumerate() {
-        // Requests are written (again) before each batch with the ids the
-        // table has handed out so far.
+    for step in input.steps.iter().take(24) {
+        // Requests are encoded with the ids the table has handed out.
         let ids: Vec<u64> = frames_of.keys().copied().collect();
-        for p in input.placed.iter().skip(i).take(4) {
-            let mut raw = encode(p, &ids);
-            if let Some((at, b)) = p.flip {
-                if let Some(x) = raw.get_mut(usize::from(at)) {
-                    *x ^= b;
+        match step {
+            Step::Post {
+                request,
+                split,
+                resp,
+            } => {
+                let (at, len) = place(&mem, request, &ids);
+                let split = u32::from(*split);
+                let mut bufs = vec![(at, len.min(split), 0)];
+                if split < len {
+                    bufs.push((at + u64::from(split), len - split, 0));
                 }
+                bufs.push((RESPONSE_AT, u32::from(*resp), F_WRITE));
+                fq.add_chain(&mem, &bufs);
             }
-            let at = DATA_BASE + u64::from(p.at);
-            let n = raw.len().min((MEM_SIZE - at) as usize);
-            let _ = mem.write_slice(&raw[..n], GuestAddress(at));
+            Step::Place(p) => {
+                place(&mem, p, &ids);
+            }
+            Step::Batch(batch) => fq.apply(&mem, batch),
         }
-        fq.apply(&mem, batch);
         while let Some(chain) = queue.pop_descriptor_chain(&mem) {
             let head = chain.head_index();
             descs.clear();

@@ -18,7 +18,8 @@
 //! BPF tools.
 //!
 //! Each Kbuild sets `-Werror`, and any `warning` line in the build output
-//! (modpost's included) fails the build too. The result is checked:
+//! (modpost's included) fails the build too. The module is stripped of
+//! debug info (as `INSTALL_MOD_STRIP=1` does). The result is checked:
 //! `vermagic` names the kernel release, `depends=` is what the image's
 //! module resolver loads first.
 
@@ -40,7 +41,7 @@ use crate::util::{self, step};
 pub const MODULES: &[&str] = &["virtio_tee"];
 
 /// Bump to rebuild the modules when this builder changes.
-const BUILDER_VERSION: &str = "1";
+const BUILDER_VERSION: &str = "2";
 
 /// Where built modules go inside `lib/modules/<release>/`.
 const MODULE_DIR: &str = "extra";
@@ -51,9 +52,13 @@ const ROLE_KBUILD: &str = "kernel-kbuild";
 /// Builds every module of [`MODULES`] for `arch` against the kernel root
 /// `kroot` (the unpacked kernel group of `inputs`) of `release`.
 pub fn build(arch: Arch, kroot: &Path, release: &str, inputs: &Inputs) -> Result<Vec<Module>> {
-    let host_tools: &[&str] = match arch {
-        Arch::X86_64 => &["make", "gcc-12"],
-        Arch::Aarch64 => &["make", "gcc-aarch64-linux-gnu"],
+    // The compilers the headers' .kernelvariables name, and their strip.
+    let (host_tools, strip): (&[&str], _) = match arch {
+        Arch::X86_64 => (&["make", "gcc-12"], "x86_64-linux-gnu-strip"),
+        Arch::Aarch64 => (
+            &["make", "gcc-aarch64-linux-gnu"],
+            "aarch64-linux-gnu-strip",
+        ),
     };
     setup::ensure_packages(host_tools)?;
     let kbuild_pkg = inputs.lock.role(ROLE_KBUILD)?.clone();
@@ -76,7 +81,7 @@ pub fn build(arch: Arch, kroot: &Path, release: &str, inputs: &Inputs) -> Result
     key.update(&kbuild_pkg.version);
     MODULES
         .iter()
-        .map(|name| build_one(name, &work, &objtree, release, key.clone()))
+        .map(|name| build_one(name, &work, &objtree, release, strip, key.clone()))
         .collect()
 }
 
@@ -88,6 +93,7 @@ fn build_one(
     work: &Path,
     objtree: &Path,
     release: &str,
+    strip: &str,
     mut key: Sha256,
 ) -> Result<Module> {
     let src = paths::workspace_root().join("android/kernel").join(name);
@@ -138,6 +144,9 @@ fn build_one(
         if let Some(line) = log.lines().find(|l| l.to_lowercase().contains("warning")) {
             bail!("building kernel module {name} warned (warnings are errors): {line}\n{log}");
         }
+        // What `make modules_install INSTALL_MOD_STRIP=1` does: the debug
+        // info is most of the file.
+        util::run(Command::new(strip).arg("--strip-debug").arg(&ko))?;
         std::fs::write(&stamp, &key)?;
     } else {
         step!("kernel module {name} up to date ({})", ko.display());
