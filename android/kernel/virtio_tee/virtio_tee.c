@@ -617,7 +617,10 @@ static int vtee_shm_register(struct tee_context *ctx, struct tee_shm *shm,
 {
 	struct vtee_dev *vd = vtee_of(ctx);
 	const size_t per_page = PAGE_SIZE >> VIRTIO_TEE_FRAME_SHIFT;
-	unsigned long in_page = start & ~PAGE_MASK;
+	/* Byte 0 of the object in its first page: @start is page-aligned for
+	 * user memory (the subsystem keeps the offset in the tee_shm) and for
+	 * pool allocations (offset 0). */
+	unsigned long in_page = tee_shm_get_page_offset(shm);
 	size_t skip = in_page >> VIRTIO_TEE_FRAME_SHIFT;
 	u32 offset = in_page & (VIRTIO_TEE_FRAME_SIZE - 1);
 	struct virtio_tee_shm_register_resp *resp;
