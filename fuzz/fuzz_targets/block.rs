@@ -17,8 +17,7 @@ use devices::virtio::block::{DiskImage, QUEUE_SIZE};
 use libfuzzer_sys::fuzz_target;
 use vm_memory::{Bytes, GuestAddress};
 use vmstack_fuzz::{
-    eventfd, guest_memory, interrupt, scratch_dir, write_data, Batch, FuzzQueue, RingSetup,
-    DATA_BASE,
+    guest_memory, interrupt, scratch_dir, write_data, Batch, FuzzQueue, RingSetup, DATA_BASE,
 };
 
 /// A request header written at `DATA_BASE + at`.
@@ -107,7 +106,7 @@ fuzz_target!(|input: Input| {
     let path = image(1 + u64::from(input.sectors));
     let disk = DiskImage::open(&path, input.read_only, Some("fuzz")).expect("fuzz image opens");
     let (mut fq, queue) = FuzzQueue::new(&mem, 0, QUEUE_SIZE, &input.ring);
-    let mut worker = BlockWorker::new(mem.clone(), interrupt(), queue, eventfd(), Arc::new(disk));
+    let mut worker = BlockWorker::new(mem.clone(), interrupt(), queue, Arc::new(disk));
     for batch in input.batches.iter().take(16) {
         fq.apply(&mem, batch);
         worker.process_queue();

@@ -19,7 +19,7 @@ use devices::virtio::console::{
 };
 use libfuzzer_sys::fuzz_target;
 use vmstack_fuzz::{
-    eventfd, guest_memory, interrupt, write_data, write_indirect, Batch, Desc, FuzzQueue, RingSetup,
+    guest_memory, interrupt, write_data, write_indirect, Batch, Desc, FuzzQueue, RingSetup,
 };
 
 #[derive(Default)]
@@ -83,13 +83,7 @@ fuzz_target!(|input: Input| {
     };
     let (mut rxq, rx) = FuzzQueue::new(&mem, RX_QUEUE, QUEUE_SIZE, &input.rx_ring);
     let (mut txq, tx) = FuzzQueue::new(&mem, TX_QUEUE, QUEUE_SIZE, &input.tx_ring);
-    let mut worker = ConsoleWorker::new(
-        mem.clone(),
-        interrupt(),
-        [rx, tx],
-        [eventfd(), eventfd()],
-        port,
-    );
+    let mut worker = ConsoleWorker::new(mem.clone(), interrupt(), [rx, tx], port);
     let mut queued = 0usize;
     for op in input.ops.iter().take(32) {
         match op {

@@ -13,9 +13,7 @@ use devices::virtio::rng::fuzzing::RngWorker;
 use devices::virtio::rng::QUEUE_SIZE;
 use libfuzzer_sys::fuzz_target;
 use vm_memory::{Bytes, GuestAddress};
-use vmstack_fuzz::{
-    eventfd, guest_memory, interrupt, write_indirect, Batch, Desc, FuzzQueue, RingSetup,
-};
+use vmstack_fuzz::{guest_memory, interrupt, write_indirect, Batch, Desc, FuzzQueue, RingSetup};
 
 #[derive(Arbitrary, Debug)]
 struct Input {
@@ -28,7 +26,7 @@ fuzz_target!(|input: Input| {
     let mem = guest_memory();
     write_indirect(&mem, &input.indirect);
     let (mut fq, queue) = FuzzQueue::new(&mem, 0, QUEUE_SIZE, &input.ring);
-    let mut worker = RngWorker::new(mem.clone(), interrupt(), queue, eventfd());
+    let mut worker = RngWorker::new(mem.clone(), interrupt(), queue);
     let used_ring = fq.used_ring();
     let used_idx = |mem: &vmstack_fuzz::GuestMemoryMmap| -> u16 {
         mem.read_obj(GuestAddress(used_ring + 2))

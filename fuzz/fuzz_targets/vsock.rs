@@ -15,9 +15,10 @@
 //! - time passing (deadlines).
 //!
 //! After every action the target does what the worker does after a
-//! wake-up: dispatch the ready epoll events (accept, `CONNECT` lines, host
-//! socket readiness), expire deadlines, then process TX and RX until
-//! neither makes progress. Nothing may panic or hang.
+//! wake-up: dispatch the muxer's ready events (accept, `CONNECT` lines,
+//! host socket readiness) through `Muxer::on_event`, expire deadlines, then
+//! process TX and RX until neither makes progress. Nothing may panic or
+//! hang.
 
 #![no_main]
 
@@ -32,10 +33,10 @@ use devices::virtio::vsock::packet::{op, Header, TYPE_STREAM};
 use devices::virtio::vsock::{
     CONN_BUF_ALLOC, FIRST_LOCAL_PORT, HDR_LEN, HOST_CID, QUEUE_SIZE, RXQ, TXQ,
 };
+use devices::virtio::WaitContext;
 use libfuzzer_sys::fuzz_target;
 use virtio_queue::Queue;
 use vm_memory::{Bytes, GuestAddress};
-use vmm_sys_util::epoll::EpollEvent;
 use vmstack_fuzz::{
     guest_memory, scratch_dir, write_indirect, Batch, Desc, FuzzQueue, GuestMemoryMmap, RingSetup,
     DATA_BASE, F_WRITE, MEM_SIZE,
@@ -213,6 +214,8 @@ impl Arena {
 
 struct World {
     mem: GuestMemoryMmap,
+    /// The worker's wait context, as far as the muxer uses it.
+    ctx: WaitContext<Token>,
     muxer: Muxer,
     rxq: Queue,
     txq: Queue,
@@ -246,10 +249,13 @@ impl World {
             .map(|p| bind(&PathBuf::from(format!("{}_{p}", path.display()))))
             .collect();
         let muxer = Muxer::new(mem.clone(), GUEST_CID, path.clone(), listener).expect("muxer");
+        let ctx = WaitContext::new().expect("wait context");
+        muxer.register(&ctx).expect("listener watched");
         let (rx, rxq) = FuzzQueue::new(&mem, RXQ, QUEUE_SIZE, &input.rx_ring);
         let (tx, txq) = FuzzQueue::new(&mem, TXQ, QUEUE_SIZE, &input.tx_ring);
         Self {
             mem,
+            ctx,
             muxer,
             rxq,
             txq,
@@ -337,20 +343,13 @@ impl World {
 
     /// What the worker does after a wake-up.
     fn wake(&mut self) {
-        let mut events = vec![EpollEvent::default(); 32];
         // Edge-triggered sockets: one pass over what is ready now.
-        let n = self.muxer.epoll().wait(0, &mut events).unwrap_or(0);
-        for event in &events[..n] {
-            match Token::from_data(event.data()) {
-                Some(Token::Listener) => self.muxer.accept(),
-                Some(Token::Waiting(id)) => self.muxer.waiting_event(id),
-                Some(Token::Conn(id)) => self.muxer.conn_event(id, event.event_set()),
-                _ => {}
-            }
+        for (token, events) in self.ctx.ready_now().unwrap_or_default() {
+            self.muxer.on_event(&self.ctx, token, events);
         }
         self.muxer.expire(self.now);
         loop {
-            let tx = self.muxer.process_tx(&mut self.txq);
+            let tx = self.muxer.process_tx(&self.ctx, &mut self.txq);
             let rx = self.muxer.process_rx(&mut self.rxq);
             if !tx && !rx {
                 break;

@@ -4,26 +4,38 @@
 //! buffer in guest memory; virtqueues carry only descriptors (metadata), and
 //! devices read and write the guest's buffers in place.
 //!
+//! How a device runs, driven by the guest's writes to the transport's
+//! `Status` register ([`lifecycle`] has the full diagram with the failure
+//! paths):
+//!
 //! ```text
-//!                 guest writes Status |= DRIVER_OK
-//!   Inactive ─────────────────────────────────────────► Active(worker thread)
-//!      ▲                                                    │
-//!      └──────────── guest writes Status = 0 (reset) ───────┘
-//!                     worker stopped, resources returned
+//!             driver writes Status |= DRIVER_OK
+//!             (transport: FEATURES_OK set, every ready queue valid)
+//!   Inactive ───────────────────────────────────────────► Active
+//!   backend kept   VirtioDevice::activate → Lifecycle:     worker thread owns
+//!      ▲           queues checked, worker built,           queues + backend,
+//!      │           thread started (error: NEEDS_RESET)     runs event_loop
+//!      │                                                       │
+//!      └──────────── driver writes Status = 0 ────────────────┘
+//!                    VirtioDevice::reset → Lifecycle: kill event,
+//!                    thread joined, backend handed back
 //! ```
 //!
-//! A device implements [`VirtioDevice`]; [`mmio::MmioTransport`] exposes it to
-//! the guest, negotiates features, collects the queue layout and calls
-//! [`VirtioDevice::activate`], which starts the device's worker thread. The
-//! worker waits on one eventfd per queue (KVM signals it through an
-//! ioeventfd when the guest writes `QueueNotify`) and on a kill eventfd, and
-//! raises interrupts through [`Interrupt`] (an irqfd).
+//! A device implements [`VirtioDevice`] with a [`Lifecycle`] for `activate`
+//! and `reset`, and a [`Worker`] that [`event_loop`] runs on its own
+//! thread; [`mmio::MmioTransport`] exposes it to the guest and negotiates
+//! features. The worker waits on one eventfd per queue (KVM signals it
+//! through an ioeventfd when the guest writes `QueueNotify`), on a kill
+//! eventfd and on its own sources, and raises interrupts through
+//! [`Interrupt`] (an irqfd). `docs/devices.md` has the recipe for adding a
+//! device.
 
 pub mod block;
 pub mod console;
+pub mod event_loop;
+pub mod lifecycle;
 pub mod mmio;
 pub mod net;
-pub mod queue_worker;
 pub mod rng;
 pub mod tee;
 #[cfg(test)]
@@ -32,10 +44,12 @@ pub mod vsock;
 
 use std::io;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::thread::JoinHandle;
 
 use virtio_queue::Queue;
 use vmm_sys_util::eventfd::EventFd;
+
+pub use event_loop::{NoToken, WaitContext, Worker, WorkerThread};
+pub use lifecycle::{Activation, Lifecycle, StartError};
 
 /// Guest memory as every device sees it.
 pub type GuestMemoryMmap = vm_memory::GuestMemoryMmap<()>;
@@ -150,6 +164,9 @@ pub enum ActivateError {
     /// Starting the worker failed.
     #[error("cannot start the device worker: {0}")]
     Worker(io::Error),
+    /// An earlier worker panicked and took the device's backend with it.
+    #[error("the device's worker was lost earlier (it panicked); restart the VMM")]
+    WorkerLost,
 }
 
 /// A VIRTIO device, independent of its transport.
@@ -170,9 +187,11 @@ pub trait VirtioDevice: Send {
             data.len()
         );
     }
-    /// Starts serving the queues.
+    /// Starts serving the queues (the driver set `DRIVER_OK`). Devices
+    /// forward this to their [`Lifecycle`].
     fn activate(&mut self, ctx: ActivateContext) -> Result<(), ActivateError>;
     /// Stops serving (driver reset); the device must be activatable again.
+    /// Devices forward this to their [`Lifecycle`].
     fn reset(&mut self);
 }
 
@@ -185,48 +204,6 @@ pub fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
     if let Some(src) = config.get(offset..) {
         let n = src.len().min(data.len());
         data[..n].copy_from_slice(&src[..n]);
-    }
-}
-
-/// A device worker thread that owns its state and hands it back when
-/// stopped (crosvm's `WorkerThread`).
-pub struct WorkerThread<T: Send + 'static> {
-    kill: EventFd,
-    handle: Option<JoinHandle<T>>,
-}
-
-impl<T: Send + 'static> WorkerThread<T> {
-    /// Spawns `body`, which must return when its kill eventfd becomes
-    /// readable.
-    pub fn start(name: &str, body: impl FnOnce(EventFd) -> T + Send + 'static) -> io::Result<Self> {
-        let kill = EventFd::new(libc::EFD_NONBLOCK)?;
-        let worker_kill = kill.try_clone()?;
-        let handle = std::thread::Builder::new()
-            .name(name.to_string())
-            .spawn(move || body(worker_kill))?;
-        Ok(Self {
-            kill,
-            handle: Some(handle),
-        })
-    }
-
-    /// Stops the worker and returns what it owned (`None` if it panicked).
-    pub fn stop(mut self) -> Option<T> {
-        self.stop_inner()
-    }
-
-    fn stop_inner(&mut self) -> Option<T> {
-        let handle = self.handle.take()?;
-        if let Err(e) = self.kill.write(1) {
-            tracing::error!("cannot signal worker to stop: {e}");
-        }
-        handle.join().ok()
-    }
-}
-
-impl<T: Send + 'static> Drop for WorkerThread<T> {
-    fn drop(&mut self) {
-        self.stop_inner();
     }
 }
 
@@ -254,22 +231,5 @@ mod tests {
         assert_eq!(data, [0; 4]);
         read_config_bytes(&[1, 2, 3], u64::MAX, &mut data);
         assert_eq!(data, [0; 4]);
-    }
-
-    #[test]
-    fn worker_returns_its_state_on_stop() {
-        let worker = WorkerThread::start("test", |kill: EventFd| {
-            // Block until killed, then hand back a value.
-            let mut fds = [libc::pollfd {
-                fd: std::os::fd::AsRawFd::as_raw_fd(&kill),
-                events: libc::POLLIN,
-                revents: 0,
-            }];
-            // SAFETY: fds is a valid array of one pollfd for the call.
-            unsafe { libc::poll(fds.as_mut_ptr(), 1, -1) };
-            42
-        })
-        .unwrap();
-        assert_eq!(worker.stop(), Some(42));
     }
 }

@@ -1,13 +1,16 @@
 //! Shared test fakes for virtio devices: guest memory, a device that records
-//! its lifecycle, and a harness that activates a device on mock queues.
+//! its lifecycle, a driver-side harness that activates a device on mock
+//! queues, and the lifecycle tests every device runs
+//! ([`virtio_lifecycle_tests!`]).
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
 use virtio_queue::mock::MockSplitQueue;
-use virtio_queue::Queue;
+use virtio_queue::QueueT;
 use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -20,6 +23,8 @@ use super::{
 pub const VRING_DESC_F_NEXT: u16 = 1;
 /// Descriptor flag: the device writes this buffer.
 pub const VRING_DESC_F_WRITE: u16 = 2;
+/// Descriptor flag: the buffer is an indirect descriptor table.
+pub const VRING_DESC_F_INDIRECT: u16 = 4;
 
 /// Size of the guest memory used by device tests (16 MiB from 0).
 pub const TEST_MEM_SIZE: usize = 16 << 20;
@@ -81,7 +86,12 @@ impl VirtioDevice for RecordingDevice {
 }
 
 /// A driver-side harness: guest memory, one mock queue per device queue,
-/// and the device activated on them.
+/// their kick eventfds and the device's interrupt.
+///
+/// Limit: at most `queue_size / 2 - 1` chains per queue and harness.
+/// virtio-queue 0.18's mock places the used ring `queue_size` bytes (not
+/// entries) after the avail ring, and never wraps the avail ring, so later
+/// avail entries overwrite used elements.
 pub struct DeviceHarness<'a> {
     /// Guest memory.
     pub mem: &'a GuestMemoryMmap,
@@ -91,6 +101,9 @@ pub struct DeviceHarness<'a> {
     pub queue_events: Vec<EventFd>,
     /// The device's interrupt.
     pub interrupt: Arc<Interrupt>,
+    /// Next free descriptor slot per queue, for [`Self::post`].
+    cursors: Vec<Cell<u16>>,
+    queue_size: u16,
 }
 
 /// Where mock queue `i` lives in test memory.
@@ -102,43 +115,111 @@ fn queue_base(i: usize) -> GuestAddress {
 pub const DATA_START: u64 = 0x80_0000;
 
 impl<'a> DeviceHarness<'a> {
-    /// Activates `device` on fresh queues of size `queue_size`.
+    /// `count` fresh queues of size `queue_size` (at most 7 queues), not yet
+    /// handed to a device.
+    pub fn new(mem: &'a GuestMemoryMmap, count: usize, queue_size: u16) -> Self {
+        assert!(count <= 7, "queue rings would overlap the data area");
+        Self {
+            mem,
+            queues: (0..count)
+                .map(|i| MockSplitQueue::create(mem, queue_base(i), queue_size))
+                .collect(),
+            queue_events: (0..count)
+                .map(|_| EventFd::new(libc::EFD_NONBLOCK).expect("eventfd"))
+                .collect(),
+            interrupt: Arc::new(Interrupt::new(
+                EventFd::new(libc::EFD_NONBLOCK).expect("eventfd"),
+            )),
+            cursors: (0..count).map(|_| Cell::new(0)).collect(),
+            queue_size,
+        }
+    }
+
+    /// What the transport hands a device at `DRIVER_OK`: the mock queues
+    /// (ready), the kick eventfds, the interrupt and `acked_features`.
+    pub fn context(&self, acked_features: u64) -> ActivateContext {
+        ActivateContext {
+            mem: self.mem.clone(),
+            interrupt: self.interrupt.clone(),
+            queues: self
+                .queues
+                .iter()
+                .map(|q| q.create_queue().expect("mock queue"))
+                .collect(),
+            queue_events: self
+                .queue_events
+                .iter()
+                .map(|e| e.try_clone().expect("eventfd clone"))
+                .collect(),
+            acked_features,
+        }
+    }
+
+    /// Activates `device` on fresh queues of size `queue_size`, the driver
+    /// accepting every offered feature.
     pub fn activate(
         mem: &'a GuestMemoryMmap,
         device: &mut dyn VirtioDevice,
         queue_size: u16,
     ) -> Self {
-        let count = device.queue_max_sizes().len();
-        let queues: Vec<_> = (0..count)
-            .map(|i| MockSplitQueue::create(mem, queue_base(i), queue_size))
-            .collect();
-        let device_queues: Vec<Queue> = queues
-            .iter()
-            .map(|q| q.create_queue().expect("mock queue"))
-            .collect();
-        let queue_events: Vec<EventFd> = (0..count)
-            .map(|_| EventFd::new(libc::EFD_NONBLOCK).expect("eventfd"))
-            .collect();
-        let interrupt = Arc::new(Interrupt::new(
-            EventFd::new(libc::EFD_NONBLOCK).expect("eventfd"),
-        ));
+        let h = Self::new(mem, device.queue_max_sizes().len(), queue_size);
         device
-            .activate(ActivateContext {
-                mem: mem.clone(),
-                interrupt: interrupt.clone(),
-                queues: device_queues,
-                queue_events: queue_events
-                    .iter()
-                    .map(|e| e.try_clone().expect("eventfd clone"))
-                    .collect(),
-                acked_features: device.features() | VIRTIO_F_VERSION_1,
-            })
+            .activate(h.context(device.features() | VIRTIO_F_VERSION_1))
             .expect("activation");
-        Self {
-            mem,
-            queues,
-            queue_events,
-            interrupt,
+        h
+    }
+
+    /// Reserves `n` consecutive descriptor slots of queue `q` (for
+    /// [`Self::add_raw_chain`]); returns the first.
+    pub fn reserve(&self, q: usize, n: u16) -> u16 {
+        let first = self.cursors[q].get();
+        assert!(
+            first + n <= self.queue_size,
+            "queue {q} has no {n} free slots"
+        );
+        self.cursors[q].set(first + n);
+        first
+    }
+
+    /// Posts a chain of `(addr, len, flags)` descriptors on queue `q` in the
+    /// next free slots (see [`Self::add_chain`]); returns its head.
+    pub fn post(&self, q: usize, descs: &[(u64, u32, u16)]) -> u16 {
+        let head = self.reserve(q, descs.len() as u16);
+        self.add_chain(q, head, descs);
+        head
+    }
+
+    /// Publishes `head` on queue `q`'s avail ring as is (any value, e.g. one
+    /// beyond the queue) and kicks.
+    pub fn publish_head(&self, q: usize, head: u16) {
+        let avail = self.queues[q].avail();
+        let idx = avail.idx().load();
+        avail
+            .ring()
+            .ref_at(usize::from(idx % self.queue_size))
+            .expect("avail slot")
+            .store(head);
+        avail.idx().store(idx.wrapping_add(1));
+        self.queue_events[q].write(1).expect("kick");
+    }
+
+    /// Waits until the chain with head `head` comes back on queue `q` (or
+    /// panics after 5 s); returns its used length.
+    pub fn wait_for_head(&self, q: usize, head: u16) -> u32 {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let used = self.queues[q].used().idx().load();
+            if let Some((_, len)) = (0..used)
+                .map(|i| self.used_elem(q, i))
+                .find(|&(id, _)| id == u32::from(head))
+            {
+                return len;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "chain {head} never came back on queue {q}"
+            );
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 
@@ -163,11 +244,6 @@ impl<'a> DeviceHarness<'a> {
 
     /// Like [`Self::add_chain`] but with `(addr, len, flags, next)` exactly
     /// as given, for malformed chains (loops, bad links).
-    ///
-    /// Limit: at most `queue_size / 2 - 2` chains per queue and harness.
-    /// virtio-queue 0.18's mock places the used ring `queue_size` bytes
-    /// (not entries) after the avail ring, and never wraps the avail ring,
-    /// so later avail entries overwrite used elements.
     pub fn add_raw_chain(&self, q: usize, first: u16, descs: &[(u64, u32, u16, u16)]) {
         let raw: Vec<RawDescriptor> = descs
             .iter()
@@ -215,5 +291,235 @@ impl<'a> DeviceHarness<'a> {
             .read_slice(&mut buf, GuestAddress(addr))
             .expect("read guest memory");
         buf
+    }
+}
+
+/// What the shared lifecycle tests ([`virtio_lifecycle_tests!`]) need to
+/// know about a device.
+pub trait LifecycleTest: VirtioDevice + Sized {
+    /// What must live as long as the device (a temporary image, the other
+    /// end of its backend).
+    type Fixture;
+    /// Queues the driver may leave unset (the device never needs them).
+    const OPTIONAL_QUEUES: &'static [usize] = &[];
+    /// A fresh, inactive device.
+    fn create() -> (Self, Self::Fixture);
+    /// Whether the device's worker runs.
+    fn is_active(&self) -> bool;
+    /// Has the activated device serve one good request through `h` (with
+    /// [`DeviceHarness::post`]; the queues may hold chains the device has
+    /// not taken yet) and checks the answer. Data buffers go at
+    /// [`PROBE_AREA`].
+    fn assert_serves(fixture: &mut Self::Fixture, h: &DeviceHarness);
+}
+
+/// Where [`LifecycleTest::assert_serves`] puts its buffers.
+pub const PROBE_AREA: u64 = DATA_START + 0x40_0000;
+
+/// Declares the shared lifecycle tests for `$device` (which implements
+/// [`LifecycleTest`]) in a module `lifecycle`, like crosvm's
+/// `suspendable_virtio_tests!`: activation with missing or not-ready queues
+/// fails with a clear error and leaves the device usable; activate, reset
+/// and activate again works; a reset of an inactive device does nothing;
+/// hostile chains on every queue do not stop the device.
+macro_rules! virtio_lifecycle_tests {
+    ($device:ty) => {
+        mod lifecycle {
+            use super::*;
+            use $crate::virtio::test_utils::lifecycle_tests as tests;
+
+            #[test]
+            fn missing_queues_are_refused_clearly() {
+                tests::missing_queues_are_refused_clearly::<$device>();
+            }
+
+            #[test]
+            fn unready_queues_are_refused_clearly() {
+                tests::unready_queues_are_refused_clearly::<$device>();
+            }
+
+            #[test]
+            fn activate_reset_activate_serves() {
+                tests::activate_reset_activate_serves::<$device>();
+            }
+
+            #[test]
+            fn reset_of_an_inactive_device_does_nothing() {
+                tests::reset_of_an_inactive_device_does_nothing::<$device>();
+            }
+
+            #[test]
+            fn hostile_chains_on_every_queue_do_not_stop_the_device() {
+                tests::hostile_chains_on_every_queue_do_not_stop_the_device::<$device>();
+            }
+        }
+    };
+}
+pub(crate) use virtio_lifecycle_tests;
+
+/// The bodies of [`virtio_lifecycle_tests!`].
+pub mod lifecycle_tests {
+    use super::*;
+
+    /// Queue size of the lifecycle tests' harnesses.
+    const SIZE: u16 = 64;
+    /// Where hostile chains point (inside guest memory, apart from probes).
+    const HOSTILE: u64 = DATA_START + 0x60_0000;
+
+    fn acked<D: LifecycleTest>(device: &D) -> u64 {
+        device.features() | VIRTIO_F_VERSION_1
+    }
+
+    /// A good activation after failed ones: the device still serves.
+    fn serves_now<D: LifecycleTest>(device: &mut D, fixture: &mut D::Fixture) {
+        let mem = guest_memory();
+        let h = DeviceHarness::activate(&mem, device, SIZE);
+        assert!(device.is_active());
+        D::assert_serves(fixture, &h);
+        device.reset();
+        assert!(!device.is_active());
+    }
+
+    /// Too few or too many queues or kick eventfds.
+    pub fn missing_queues_are_refused_clearly<D: LifecycleTest>() {
+        let (mut device, mut fixture) = D::create();
+        let n = device.queue_max_sizes().len();
+        let mem = guest_memory();
+        let h = DeviceHarness::new(&mem, n, SIZE);
+        let extra = DeviceHarness::new(&mem, n + 1, SIZE);
+        let cases: [(&str, ActivateContext, usize); 4] = [
+            (
+                "one queue missing",
+                {
+                    let mut ctx = h.context(acked(&device));
+                    ctx.queues.pop();
+                    ctx.queue_events.pop();
+                    ctx
+                },
+                n - 1,
+            ),
+            (
+                "no queues",
+                {
+                    let mut ctx = h.context(acked(&device));
+                    ctx.queues.clear();
+                    ctx.queue_events.clear();
+                    ctx
+                },
+                0,
+            ),
+            (
+                "a kick eventfd missing",
+                {
+                    let mut ctx = h.context(acked(&device));
+                    ctx.queue_events.pop();
+                    ctx
+                },
+                n - 1,
+            ),
+            ("one queue too many", extra.context(acked(&device)), n + 1),
+        ];
+        for (what, ctx, got) in cases {
+            let e = device.activate(ctx).expect_err(what);
+            assert!(
+                matches!(e, ActivateError::QueueCount { expected, got: g } if expected == n && g == got),
+                "{what}: {e:?}"
+            );
+            assert_eq!(e.to_string(), format!("expected {n} queues, got {got}"));
+            assert!(!device.is_active(), "{what}");
+        }
+        serves_now(&mut device, &mut fixture);
+    }
+
+    /// Each queue in turn not ready: refused unless the device lists it as
+    /// optional.
+    pub fn unready_queues_are_refused_clearly<D: LifecycleTest>() {
+        let (mut device, mut fixture) = D::create();
+        let n = device.queue_max_sizes().len();
+        for index in 0..n {
+            let mem = guest_memory();
+            let h = DeviceHarness::new(&mem, n, SIZE);
+            let mut ctx = h.context(acked(&device));
+            ctx.queues[index].set_ready(false);
+            let result = device.activate(ctx);
+            if D::OPTIONAL_QUEUES.contains(&index) {
+                assert!(result.is_ok(), "optional queue {index}: {result:?}");
+                D::assert_serves(&mut fixture, &h);
+                device.reset();
+            } else {
+                let e = result.expect_err("activated with a queue not ready");
+                assert!(
+                    matches!(e, ActivateError::QueueNotReady(i) if i == index),
+                    "{e:?}"
+                );
+                assert_eq!(e.to_string(), format!("queue {index} is not ready"));
+            }
+            assert!(!device.is_active());
+        }
+        serves_now(&mut device, &mut fixture);
+    }
+
+    /// Two rounds of activate, serve, reset, each on fresh queues and
+    /// memory (as after a guest reboot); then a reset more.
+    pub fn activate_reset_activate_serves<D: LifecycleTest>() {
+        let (mut device, mut fixture) = D::create();
+        serves_now(&mut device, &mut fixture);
+        serves_now(&mut device, &mut fixture);
+        device.reset();
+        assert!(!device.is_active());
+    }
+
+    /// Resetting a device that never ran changes nothing.
+    pub fn reset_of_an_inactive_device_does_nothing<D: LifecycleTest>() {
+        let (mut device, mut fixture) = D::create();
+        device.reset();
+        device.reset();
+        assert!(!device.is_active());
+        serves_now(&mut device, &mut fixture);
+    }
+
+    /// Posts chains no device can serve on queue `q`: buffers outside guest
+    /// memory or straddling its end, zero and 4 GiB lengths (each both
+    /// device-readable and device-writable), a descriptor loop, a link
+    /// beyond the table, broken indirect tables and a head beyond the
+    /// queue.
+    pub fn post_hostile_chains(h: &DeviceHarness, q: usize) {
+        let end = TEST_MEM_SIZE as u64;
+        for flags in [0, VRING_DESC_F_WRITE] {
+            h.post(q, &[(end + 0x1000, 64, flags)]);
+            h.post(q, &[(end - 8, 64, flags)]);
+            h.post(q, &[(HOSTILE, 0, flags)]);
+            h.post(q, &[(HOSTILE, u32::MAX, flags)]);
+        }
+        let w_next = VRING_DESC_F_WRITE | VRING_DESC_F_NEXT;
+        let first = h.reserve(q, 2);
+        h.add_raw_chain(
+            q,
+            first,
+            &[
+                (HOSTILE, 8, w_next, first + 1),
+                (HOSTILE + 8, 8, w_next, first),
+            ],
+        );
+        let at = h.reserve(q, 1);
+        h.add_raw_chain(q, at, &[(HOSTILE, 8, VRING_DESC_F_NEXT, u16::MAX)]);
+        h.post(q, &[(end, 48, VRING_DESC_F_INDIRECT)]);
+        h.post(q, &[(HOSTILE, 40, VRING_DESC_F_INDIRECT)]);
+        h.publish_head(q, u16::MAX);
+    }
+
+    /// Hostile chains on every queue, then good requests.
+    pub fn hostile_chains_on_every_queue_do_not_stop_the_device<D: LifecycleTest>() {
+        let (mut device, mut fixture) = D::create();
+        let mem = guest_memory();
+        let h = DeviceHarness::activate(&mem, &mut device, SIZE);
+        for q in 0..h.queues.len() {
+            post_hostile_chains(&h, q);
+        }
+        D::assert_serves(&mut fixture, &h);
+        D::assert_serves(&mut fixture, &h);
+        assert!(device.is_active());
+        device.reset();
+        assert!(!device.is_active());
     }
 }

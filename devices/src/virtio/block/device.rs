@@ -8,7 +8,6 @@ use virtio_bindings::virtio_blk::{
     VIRTIO_BLK_F_SEG_MAX, VIRTIO_BLK_F_SIZE_MAX, VIRTIO_BLK_F_WRITE_ZEROES,
 };
 use virtio_bindings::virtio_ring::VIRTIO_RING_F_INDIRECT_DESC;
-use virtio_queue::QueueT;
 
 use super::disk::{DiskError, DiskImage};
 use super::worker::BlockWorker;
@@ -17,26 +16,20 @@ use super::{
     SEG_MAX, SIZE_MAX,
 };
 use crate::virtio::{
-    device_type, read_config_bytes, ActivateContext, ActivateError, VirtioDevice, WorkerThread,
-    VIRTIO_RING_F_EVENT_IDX,
+    device_type, read_config_bytes, ActivateContext, ActivateError, Activation, Lifecycle,
+    VirtioDevice, VIRTIO_RING_F_EVENT_IDX,
 };
 
 /// Bytes of `struct virtio_blk_config` this device fills (up to and
 /// including `write_zeroes_may_unmap` and its padding).
 const CONFIG_SIZE: usize = 60;
 
-/// Device state: the worker exists only while the driver runs the device.
-enum State {
-    Inactive,
-    Active(WorkerThread<BlockWorker>),
-}
-
 /// A virtio block device backed by a raw image file.
 pub struct Block {
     disk: Arc<DiskImage>,
     features: u64,
     config: [u8; CONFIG_SIZE],
-    state: State,
+    lifecycle: Lifecycle<BlockWorker>,
 }
 
 fn bit(b: u32) -> u64 {
@@ -68,7 +61,7 @@ impl Block {
             disk: Arc::new(disk),
             features,
             config,
-            state: State::Inactive,
+            lifecycle: Lifecycle::default(),
         }
     }
 
@@ -118,34 +111,15 @@ impl VirtioDevice for Block {
     }
 
     fn activate(&mut self, ctx: ActivateContext) -> Result<(), ActivateError> {
-        let ActivateContext {
-            mem,
-            interrupt,
-            queues,
-            queue_events,
-            acked_features,
-        } = ctx;
-        let got = queues.len();
-        let (Some(mut queue), Some(queue_event)) =
-            (queues.into_iter().next(), queue_events.into_iter().next())
-        else {
-            return Err(ActivateError::QueueCount { expected: 1, got });
-        };
-        if !queue.ready() {
-            return Err(ActivateError::QueueNotReady(0));
-        }
-        queue.set_event_idx(acked_features & VIRTIO_RING_F_EVENT_IDX != 0);
-        let worker = BlockWorker::new(mem, interrupt, queue, queue_event, self.disk.clone());
-        let thread = WorkerThread::start("v_blk", move |kill| worker.run(kill))
-            .map_err(ActivateError::Worker)?;
-        self.state = State::Active(thread);
-        Ok(())
+        let disk = self.disk.clone();
+        self.lifecycle.activate(ctx, |act: Activation<1>, ()| {
+            let [queue] = act.queues;
+            Ok(BlockWorker::new(act.mem, act.interrupt, queue, disk))
+        })
     }
 
     fn reset(&mut self) {
-        if let State::Active(thread) = std::mem::replace(&mut self.state, State::Inactive) {
-            thread.stop();
-        }
+        self.lifecycle.reset();
     }
 }
 
@@ -155,8 +129,8 @@ mod tests {
     use crate::virtio::block::disk::tests::TempImage;
     use crate::virtio::block::ID_BYTES;
     use crate::virtio::test_utils::{
-        guest_memory, DeviceHarness, DATA_START, TEST_MEM_SIZE, VRING_DESC_F_NEXT,
-        VRING_DESC_F_WRITE,
+        guest_memory, virtio_lifecycle_tests, DeviceHarness, LifecycleTest, DATA_START, PROBE_AREA,
+        TEST_MEM_SIZE, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE,
     };
     use crate::virtio::GuestMemoryMmap;
     use virtio_bindings::virtio_blk::{
@@ -271,6 +245,35 @@ mod tests {
             assert_eq!(self.data(512), pattern()[512..1024]);
         }
     }
+
+    impl LifecycleTest for Block {
+        type Fixture = TempImage;
+
+        fn create() -> (Self, TempImage) {
+            device(false, None)
+        }
+
+        fn is_active(&self) -> bool {
+            self.lifecycle.is_active()
+        }
+
+        /// Reads sector 2 through a three-part chain.
+        fn assert_serves(_image: &mut TempImage, h: &DeviceHarness) {
+            let (hdr, data, status) = (PROBE_AREA, PROBE_AREA + 0x1000, PROBE_AREA + 0x2000);
+            let mut header = [0u8; 16];
+            header[..4].copy_from_slice(&VIRTIO_BLK_T_IN.to_le_bytes());
+            header[8..].copy_from_slice(&2u64.to_le_bytes());
+            h.mem.write_slice(&header, GuestAddress(hdr)).unwrap();
+            h.mem.write_slice(&[0; 512], GuestAddress(data)).unwrap();
+            h.mem.write_obj(0xffu8, GuestAddress(status)).unwrap();
+            let head = h.post(0, &[(hdr, 16, 0), (data, 512, W), (status, 1, W)]);
+            assert_eq!(h.wait_for_head(0, head), 513);
+            assert_eq!(h.read(status, 1), [OK]);
+            assert_eq!(h.read(data, 512), pattern()[1024..1536]);
+        }
+    }
+
+    virtio_lifecycle_tests!(Block);
 
     fn config_u32(block: &Block, offset: u64) -> u32 {
         let mut b = [0u8; 4];

@@ -1,5 +1,5 @@
-//! The virtio-blk worker thread: waits for queue kicks, parses each chain
-//! and executes it against the image, synchronously and in order.
+//! The virtio-blk worker: on each kick, parses each chain and executes it
+//! against the image, synchronously and in order.
 
 use std::sync::Arc;
 
@@ -7,13 +7,12 @@ use virtio_bindings::virtio_blk::{VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK};
 use virtio_queue::desc::split::Descriptor;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::Bytes;
-use vmm_sys_util::eventfd::EventFd;
+use vmm_sys_util::epoll::EventSet;
 
 use super::disk::DiskImage;
 use super::request::{self, Operation, SectorRange, Segment};
 use super::{SECTOR_SHIFT, SECTOR_SIZE};
-use crate::virtio::queue_worker::{self, SingleQueueWorker};
-use crate::virtio::{GuestMemoryMmap, Interrupt};
+use crate::virtio::{GuestMemoryMmap, Interrupt, NoToken, WaitContext, Worker};
 
 /// Kinds of guest or host trouble, each logged once per worker.
 #[derive(Debug, Clone, Copy)]
@@ -32,7 +31,6 @@ pub struct BlockWorker {
     mem: GuestMemoryMmap,
     interrupt: Arc<Interrupt>,
     queue: Queue,
-    queue_event: EventFd,
     disk: Arc<DiskImage>,
     /// Reused for the descriptors of each chain.
     descs: Vec<Descriptor>,
@@ -40,16 +38,21 @@ pub struct BlockWorker {
     logged: u32,
 }
 
-impl SingleQueueWorker for BlockWorker {
+impl Worker for BlockWorker {
+    type Token = NoToken;
+    type Backend = ();
     const NAME: &'static str = "virtio-blk";
+    const THREAD_NAME: &'static str = "v_blk";
 
-    fn queue_event(&self) -> &EventFd {
-        &self.queue_event
+    fn on_queue(&mut self, _ctx: &WaitContext<NoToken>, _index: usize) {
+        self.process_queue();
     }
 
-    fn process_queue(&mut self) {
-        BlockWorker::process_queue(self);
+    fn on_event(&mut self, _ctx: &WaitContext<NoToken>, token: NoToken, _events: EventSet) {
+        match token {}
     }
+
+    fn into_backend(self) {}
 }
 
 impl BlockWorker {
@@ -58,23 +61,16 @@ impl BlockWorker {
         mem: GuestMemoryMmap,
         interrupt: Arc<Interrupt>,
         queue: Queue,
-        queue_event: EventFd,
         disk: Arc<DiskImage>,
     ) -> Self {
         Self {
             mem,
             interrupt,
             queue,
-            queue_event,
             disk,
             descs: Vec::new(),
             logged: 0,
         }
-    }
-
-    /// Serves the queue until `kill` is signalled.
-    pub fn run(self, kill: EventFd) -> Self {
-        queue_worker::serve(self, kill)
     }
 
     fn log_once(&mut self, problem: Problem, what: std::fmt::Arguments<'_>) {
@@ -290,9 +286,10 @@ mod tests {
         let mut queue = vq.create_queue::<Queue>().unwrap();
         queue.set_event_idx(true);
         vq.avail().idx().store(255);
-        let irq = Arc::new(Interrupt::new(EventFd::new(libc::EFD_NONBLOCK).unwrap()));
-        let evt = EventFd::new(libc::EFD_NONBLOCK).unwrap();
-        let mut worker = BlockWorker::new(mem.clone(), irq, queue, evt, disk);
+        let irq = Arc::new(Interrupt::new(
+            vmm_sys_util::eventfd::EventFd::new(libc::EFD_NONBLOCK).unwrap(),
+        ));
+        let mut worker = BlockWorker::new(mem.clone(), irq, queue, disk);
         let (done, finished) = std::sync::mpsc::channel();
         let worker = std::thread::spawn(move || {
             let used = worker.process_queue();

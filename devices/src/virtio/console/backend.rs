@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use vmm_sys_util::epoll::EventSet;
 
 use super::{MAX_CLIENT_BACKLOG, MAX_PENDING_INPUT};
+use crate::virtio::event_loop::event_token;
 
 /// How long accepting stays paused after an accept error other than "no
 /// connection pending" (e.g. out of file descriptors), so the worker does
@@ -230,15 +231,17 @@ impl ConsoleBackend {
     }
 }
 
-/// The descriptors a backend may want watched.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Source {
-    /// The input of a stream backend.
-    Input,
-    /// The listening socket of a unix backend.
-    Listener,
-    /// The connected client of a unix backend.
-    Client,
+event_token! {
+    /// The descriptors a backend may want watched: the console worker's
+    /// event tokens.
+    pub enum Source {
+        /// The input of a stream backend.
+        Input,
+        /// The listening socket of a unix backend.
+        Listener,
+        /// The connected client of a unix backend.
+        Client,
+    }
 }
 
 impl Source {

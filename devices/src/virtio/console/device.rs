@@ -1,27 +1,19 @@
-//! The virtio-console device: configuration space, lifecycle, activation.
-
-use virtio_queue::QueueT;
+//! The virtio-console device: configuration space, features, and how its
+//! worker starts.
 
 use super::backend::{ConsoleBackend, InputQueue};
 use super::worker::{ConsoleWorker, Port};
-use super::{QUEUE_SIZE, RX_QUEUE, TX_QUEUE, VIRTIO_CONSOLE_F_SIZE};
+use super::{QUEUE_SIZE, VIRTIO_CONSOLE_F_SIZE};
 use crate::virtio::{
-    device_type, read_config_bytes, ActivateContext, ActivateError, VirtioDevice, WorkerThread,
+    device_type, read_config_bytes, ActivateContext, ActivateError, Activation, Lifecycle,
+    VirtioDevice,
 };
 
-/// Device state. The host side (backend and undelivered input) lives in
-/// the [`Port`], which the worker owns while active and hands back on reset.
-enum State {
-    Inactive(Box<Port>),
-    Active(WorkerThread<ConsoleWorker>),
-    /// The worker was lost (it panicked or could not start) together with
-    /// the port; the device cannot be activated again.
-    Broken,
-}
-
-/// A virtio console with one port (`hvc0` in the guest).
+/// A virtio console with one port (`hvc0` in the guest). The host side
+/// (backend and undelivered input) lives in the [`Port`], which the worker
+/// owns while active and hands back on reset.
 pub struct Console {
-    state: State,
+    lifecycle: Lifecycle<ConsoleWorker>,
     /// Terminal size reported with `VIRTIO_CONSOLE_F_SIZE`, if known.
     size: Option<(u16, u16)>,
 }
@@ -30,7 +22,7 @@ impl Console {
     /// Creates an inactive console on `backend`.
     pub fn new(backend: ConsoleBackend) -> Self {
         Self {
-            state: State::Inactive(Box::new(Port {
+            lifecycle: Lifecycle::new(Box::new(Port {
                 backend,
                 pending: InputQueue::default(),
                 wakeups: 0,
@@ -44,21 +36,6 @@ impl Console {
     pub fn with_size(mut self, cols: u16, rows: u16) -> Self {
         self.size = Some((cols, rows));
         self
-    }
-
-    fn stop(&mut self) {
-        if !matches!(self.state, State::Active(_)) {
-            return;
-        }
-        if let State::Active(thread) = std::mem::replace(&mut self.state, State::Broken) {
-            self.state = match thread.stop() {
-                Some(worker) => State::Inactive(Box::new(worker.into_port())),
-                None => {
-                    tracing::error!("virtio-console: worker panicked; console lost");
-                    State::Broken
-                }
-            };
-        }
     }
 }
 
@@ -91,43 +68,18 @@ impl VirtioDevice for Console {
     }
 
     fn activate(&mut self, ctx: ActivateContext) -> Result<(), ActivateError> {
-        let ActivateContext {
-            mem,
-            interrupt,
-            queues,
-            queue_events,
-            ..
-        } = ctx;
-        let got = queues.len().min(queue_events.len());
-        let (Ok(queues), Ok(events)) =
-            (<[_; 2]>::try_from(queues), <[_; 2]>::try_from(queue_events))
-        else {
-            return Err(ActivateError::QueueCount { expected: 2, got });
-        };
-        for index in [RX_QUEUE, TX_QUEUE] {
-            if !queues[index].ready() {
-                return Err(ActivateError::QueueNotReady(index));
-            }
-        }
-        // A second activation without reset restarts the worker.
-        self.stop();
-        let port = match std::mem::replace(&mut self.state, State::Broken) {
-            State::Inactive(port) => *port,
-            State::Broken | State::Active(_) => {
-                return Err(ActivateError::Worker(std::io::Error::other(
-                    "the console's host side was lost with a failed worker",
-                )))
-            }
-        };
-        let worker = ConsoleWorker::new(mem, interrupt, queues, events, port);
-        let thread = WorkerThread::start("v_console", move |kill| worker.run(kill))
-            .map_err(ActivateError::Worker)?;
-        self.state = State::Active(thread);
-        Ok(())
+        self.lifecycle.activate(ctx, |act: Activation<2>, port| {
+            Ok(ConsoleWorker::new(
+                act.mem,
+                act.interrupt,
+                act.queues,
+                *port,
+            ))
+        })
     }
 
     fn reset(&mut self) {
-        self.stop();
+        self.lifecycle.reset();
     }
 }
 
@@ -142,10 +94,12 @@ mod tests {
 
     use super::*;
     use crate::virtio::console::test_support::{pipe, SharedBuf};
-    use crate::virtio::console::{MAX_CLIENT_BACKLOG, MAX_PENDING_INPUT, MAX_TX_CHAIN_BYTES};
+    use crate::virtio::console::{
+        MAX_CLIENT_BACKLOG, MAX_PENDING_INPUT, MAX_TX_CHAIN_BYTES, RX_QUEUE, TX_QUEUE,
+    };
     use crate::virtio::test_utils::{
-        guest_memory, DeviceHarness, DATA_START, TEST_MEM_SIZE, VRING_DESC_F_NEXT,
-        VRING_DESC_F_WRITE,
+        guest_memory, virtio_lifecycle_tests, DeviceHarness, LifecycleTest, DATA_START, PROBE_AREA,
+        TEST_MEM_SIZE, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE,
     };
     use crate::virtio::GuestMemoryMmap;
 
@@ -163,6 +117,31 @@ mod tests {
         let console = Console::new(ConsoleBackend::stream(input, Box::new(out.clone())));
         (console, out, feed)
     }
+
+    impl LifecycleTest for Console {
+        /// The output the test reads, and the input pipe's write end.
+        type Fixture = (SharedBuf, std::fs::File);
+
+        fn create() -> (Self, Self::Fixture) {
+            let (console, out, feed) = piped_console();
+            (console, (out, feed))
+        }
+
+        fn is_active(&self) -> bool {
+            self.lifecycle.is_active()
+        }
+
+        /// Writes one line; it must reach the backend.
+        fn assert_serves((out, _feed): &mut Self::Fixture, h: &DeviceHarness) {
+            let line = b"lifecycle probe\n";
+            put(h.mem, PROBE_AREA, line);
+            let head = h.post(TX, &[(PROBE_AREA, line.len() as u32, 0)]);
+            assert_eq!(h.wait_for_head(TX, head), 0);
+            assert!(out.contents().ends_with(line));
+        }
+    }
+
+    virtio_lifecycle_tests!(Console);
 
     #[test]
     fn config_space_and_features() {
@@ -303,9 +282,9 @@ mod tests {
     /// The worker's wakeup count, read by stopping it.
     fn wakeups(console: &mut Console) -> u64 {
         console.reset();
-        match &console.state {
-            State::Inactive(port) => port.wakeups,
-            _ => panic!("console not inactive after reset"),
+        match console.lifecycle.backend_mut() {
+            Some(port) => port.wakeups,
+            None => panic!("console not inactive after reset"),
         }
     }
 
@@ -323,7 +302,7 @@ mod tests {
         let n = wakeups(&mut console);
         assert!(n < 200, "worker woke {n} times while it could do nothing");
         // Unblock the writer: drain the pipe.
-        if let State::Inactive(port) = &mut console.state {
+        if let Some(port) = console.lifecycle.backend_mut() {
             assert_eq!(port.pending.len(), MAX_PENDING_INPUT);
         }
         drop(console);

@@ -1,51 +1,18 @@
-//! The virtio-console worker thread: moves guest output to the backend and
-//! host input into the guest's receive buffers.
+//! The virtio-console worker: moves guest output to the backend and host
+//! input into the guest's receive buffers. Its event sources besides the
+//! queue kicks are the backend's descriptors ([`Source`]), watched only
+//! while they could make progress.
 
-use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
+use std::time::Duration;
 
 use virtio_queue::{DescriptorChain, Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
-use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
-use vmm_sys_util::eventfd::EventFd;
+use vmm_sys_util::epoll::EventSet;
 
 use super::backend::{ConsoleBackend, InputQueue, Source, Watch};
-use super::MAX_TX_CHAIN_BYTES;
-use crate::virtio::{GuestMemoryMmap, Interrupt};
-
-/// What woke the worker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Token {
-    RxQueue,
-    TxQueue,
-    Kill,
-    Backend(Source),
-}
-
-impl Token {
-    fn to_data(self) -> u64 {
-        match self {
-            Token::RxQueue => 0,
-            Token::TxQueue => 1,
-            Token::Kill => 2,
-            Token::Backend(Source::Input) => 3,
-            Token::Backend(Source::Listener) => 4,
-            Token::Backend(Source::Client) => 5,
-        }
-    }
-
-    fn from_data(data: u64) -> Option<Self> {
-        Some(match data {
-            0 => Token::RxQueue,
-            1 => Token::TxQueue,
-            2 => Token::Kill,
-            3 => Token::Backend(Source::Input),
-            4 => Token::Backend(Source::Listener),
-            5 => Token::Backend(Source::Client),
-            _ => return None,
-        })
-    }
-}
+use super::{MAX_TX_CHAIN_BYTES, TX_QUEUE};
+use crate::virtio::{GuestMemoryMmap, Interrupt, WaitContext, Worker};
 
 /// The console's host-side state, kept across device resets.
 #[derive(Debug)]
@@ -84,57 +51,60 @@ pub struct ConsoleWorker {
     interrupt: Arc<Interrupt>,
     rx: Queue,
     tx: Queue,
-    rx_event: EventFd,
-    tx_event: EventFd,
     port: Port,
     warned: u8,
+    /// What is registered in the wait context for each backend source.
+    watched: [Option<Watch>; Source::ALL.len()],
 }
 
-/// The epoll set and what is registered in it for each backend source.
-struct Watcher {
-    epoll: Epoll,
-    current: [Option<Watch>; Source::ALL.len()],
-}
-
-impl Watcher {
-    fn add(&self, fd: RawFd, events: EventSet, token: Token) -> std::io::Result<()> {
-        self.epoll.ctl(
-            ControlOperation::Add,
-            fd,
-            EpollEvent::new(events, token.to_data()),
-        )
+impl ConsoleWorker {
+    /// Creates a worker for an activated device.
+    pub fn new(
+        mem: GuestMemoryMmap,
+        interrupt: Arc<Interrupt>,
+        queues: [Queue; 2],
+        port: Port,
+    ) -> Self {
+        let [rx, tx] = queues;
+        Self {
+            mem,
+            interrupt,
+            rx,
+            tx,
+            port,
+            warned: 0,
+            watched: [None; Source::ALL.len()],
+        }
     }
 
-    /// Brings the registrations in line with what `backend` wants now.
-    fn sync(&mut self, backend: &mut ConsoleBackend, want_input: bool) {
+    /// Brings the registrations in line with what the backend wants now.
+    fn sync_watches(&mut self, ctx: &WaitContext<Source>) {
+        let want_input = self.port.pending.room() > 0;
+        let backend = &mut self.port.backend;
         for (i, source) in Source::ALL.into_iter().enumerate() {
             let wanted = backend.watch(source, want_input);
-            let current = self.current[i];
+            let current = self.watched[i];
             if wanted == current {
                 continue;
             }
-            let token = Token::Backend(source);
             match (current, wanted) {
                 (Some(cur), Some(new)) if cur.fd == new.fd && cur.generation == new.generation => {
-                    let event = EpollEvent::new(new.events, token.to_data());
-                    if let Err(e) = self.epoll.ctl(ControlOperation::Modify, new.fd, event) {
+                    if let Err(e) = ctx.modify(&new.fd, new.events, source) {
                         tracing::warn!("virtio-console: cannot change a watch: {e}");
                         continue;
                     }
-                    self.current[i] = wanted;
+                    self.watched[i] = wanted;
                 }
                 _ => {
                     if let Some(cur) = current {
                         // Fails harmlessly if the descriptor was already
                         // closed (which removed it from the set).
-                        let _ =
-                            self.epoll
-                                .ctl(ControlOperation::Delete, cur.fd, EpollEvent::default());
-                        self.current[i] = None;
+                        let _ = ctx.delete(&cur.fd);
+                        self.watched[i] = None;
                     }
                     if let Some(new) = wanted {
-                        match self.add(new.fd, new.events, token) {
-                            Ok(()) => self.current[i] = Some(new),
+                        match ctx.add(&new.fd, new.events, source) {
+                            Ok(()) => self.watched[i] = Some(new),
                             Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
                                 backend.set_unpollable(source);
                             }
@@ -147,111 +117,11 @@ impl Watcher {
             }
         }
     }
-}
-
-impl ConsoleWorker {
-    /// Creates a worker for an activated device.
-    pub fn new(
-        mem: GuestMemoryMmap,
-        interrupt: Arc<Interrupt>,
-        queues: [Queue; 2],
-        events: [EventFd; 2],
-        port: Port,
-    ) -> Self {
-        let [rx, tx] = queues;
-        let [rx_event, tx_event] = events;
-        Self {
-            mem,
-            interrupt,
-            rx,
-            tx,
-            rx_event,
-            tx_event,
-            port,
-            warned: 0,
-        }
-    }
-
-    /// Gives back the host-side state.
-    pub fn into_port(self) -> Port {
-        self.port
-    }
 
     /// The host-side state, for the fuzz targets (not a stable API).
     #[doc(hidden)]
     pub fn port_mut(&mut self) -> &mut Port {
         &mut self.port
-    }
-
-    /// Serves the queues and the backend until `kill` is signalled.
-    pub fn run(mut self, kill: EventFd) -> Self {
-        let epoll = match Epoll::new() {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::error!("virtio-console: cannot create epoll: {e}");
-                return self;
-            }
-        };
-        let mut watcher = Watcher {
-            epoll,
-            current: [None; Source::ALL.len()],
-        };
-        for (fd, token) in [
-            (self.rx_event.as_raw_fd(), Token::RxQueue),
-            (self.tx_event.as_raw_fd(), Token::TxQueue),
-            (kill.as_raw_fd(), Token::Kill),
-        ] {
-            if let Err(e) = watcher.add(fd, EventSet::IN, token) {
-                tracing::error!("virtio-console: cannot watch eventfd: {e}");
-                return self;
-            }
-        }
-        // Buffers may have been posted before the worker started.
-        self.process_tx();
-        self.pump_input();
-        let mut events = vec![EpollEvent::default(); 8];
-        loop {
-            let want_input = self.port.pending.room() > 0;
-            watcher.sync(&mut self.port.backend, want_input);
-            let timeout = self
-                .port
-                .backend
-                .retry_after()
-                .map_or(-1, |d| i32::try_from(d.as_millis()).unwrap_or(i32::MAX));
-            let n = match watcher.epoll.wait(timeout, &mut events) {
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    tracing::error!("virtio-console: epoll failed: {e}");
-                    return self;
-                }
-            };
-            self.port.wakeups += 1;
-            if n == 0 {
-                self.port.backend.on_timeout();
-            }
-            for event in &events[..n] {
-                match Token::from_data(event.data()) {
-                    Some(Token::RxQueue) => {
-                        // Delivery happens below, after every event.
-                        let _ = self.rx_event.read();
-                    }
-                    Some(Token::TxQueue) => {
-                        let _ = self.tx_event.read();
-                        self.process_tx();
-                    }
-                    Some(Token::Kill) => return self,
-                    Some(Token::Backend(source)) => {
-                        let set = EventSet::from_bits_truncate(event.events());
-                        self.port
-                            .backend
-                            .on_ready(source, set, &mut self.port.pending);
-                    }
-                    None => {}
-                }
-            }
-            self.pump_input();
-        }
     }
 
     fn warn_once(&mut self, kind: Warn, what: &str) {
@@ -346,6 +216,44 @@ impl ConsoleWorker {
     }
 }
 
+impl Worker for ConsoleWorker {
+    type Token = Source;
+    type Backend = Box<Port>;
+    const NAME: &'static str = "virtio-console";
+    const THREAD_NAME: &'static str = "v_console";
+
+    fn on_queue(&mut self, _ctx: &WaitContext<Source>, index: usize) {
+        // Receive buffers are filled after the wake-up's events.
+        if index == TX_QUEUE {
+            self.process_tx();
+        }
+    }
+
+    fn on_event(&mut self, _ctx: &WaitContext<Source>, source: Source, events: EventSet) {
+        self.port
+            .backend
+            .on_ready(source, events, &mut self.port.pending);
+    }
+
+    fn on_timeout(&mut self, _ctx: &WaitContext<Source>) {
+        self.port.backend.on_timeout();
+    }
+
+    fn after_events(&mut self, ctx: &WaitContext<Source>) {
+        self.port.wakeups += 1;
+        self.pump_input();
+        self.sync_watches(ctx);
+    }
+
+    fn timeout(&self) -> Option<Duration> {
+        self.port.backend.retry_after()
+    }
+
+    fn into_backend(self) -> Box<Port> {
+        Box::new(self.port)
+    }
+}
+
 /// Reads a transmit chain (device-readable buffers only, all inside guest
 /// memory); returns its bytes (at most [`MAX_TX_CHAIN_BYTES`]) and whether
 /// it was longer.
@@ -420,25 +328,5 @@ fn check(mem: &GuestMemoryMmap, addr: GuestAddress, len: u32) -> Result<(), Chai
         Ok(())
     } else {
         Err(ChainError::OutOfRange { addr: addr.0, len })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tokens_round_trip() {
-        for token in [
-            Token::RxQueue,
-            Token::TxQueue,
-            Token::Kill,
-            Token::Backend(Source::Input),
-            Token::Backend(Source::Listener),
-            Token::Backend(Source::Client),
-        ] {
-            assert_eq!(Token::from_data(token.to_data()), Some(token));
-        }
-        assert_eq!(Token::from_data(99), None);
     }
 }

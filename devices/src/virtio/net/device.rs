@@ -1,28 +1,18 @@
-//! The virtio-net device: configuration space, feature negotiation,
-//! lifecycle.
-
-use std::io;
+//! The virtio-net device: configuration space, features, and how its
+//! worker starts (with the tap's offloads set from the acked features).
 
 use super::tap::NetBackend;
 use super::worker::NetWorker;
 use super::{tap_offload_flags, OFFERED_FEATURES, QUEUE_SIZE, RX_QUEUE, STATUS_LINK_UP, TX_QUEUE};
 use crate::virtio::{
-    device_type, read_config_bytes, ActivateContext, ActivateError, VirtioDevice, WorkerThread,
-    VIRTIO_RING_F_EVENT_IDX,
+    device_type, read_config_bytes, ActivateContext, ActivateError, Activation, Lifecycle,
+    StartError, VirtioDevice,
 };
 
-/// Device state: the backend belongs to the worker while the driver runs the
-/// device and comes back on reset.
-enum State {
-    Inactive(Box<dyn NetBackend>),
-    Active(WorkerThread<NetWorker>),
-    /// The worker panicked and took the backend with it.
-    Broken,
-}
-
-/// A virtio network card.
+/// A virtio network card. Its backend belongs to the worker while the
+/// driver runs the device and comes back on reset.
 pub struct Net {
-    state: State,
+    lifecycle: Lifecycle<NetWorker>,
     /// `struct virtio_net_config`: mac[6], status (le16).
     config: [u8; 8],
 }
@@ -34,7 +24,7 @@ impl Net {
         config[..6].copy_from_slice(&mac);
         config[6..].copy_from_slice(&STATUS_LINK_UP.to_le_bytes());
         Self {
-            state: State::Inactive(backend),
+            lifecycle: Lifecycle::new(backend),
             config,
         }
     }
@@ -58,92 +48,29 @@ impl VirtioDevice for Net {
     }
 
     fn activate(&mut self, ctx: ActivateContext) -> Result<(), ActivateError> {
-        let ActivateContext {
-            mem,
-            interrupt,
-            queues,
-            queue_events,
-            acked_features,
-        } = ctx;
-        if queues.len() != 2 || queue_events.len() != 2 {
-            return Err(ActivateError::QueueCount {
-                expected: 2,
-                got: queues.len().min(queue_events.len()),
-            });
-        }
-        for (i, q) in queues.iter().enumerate() {
-            if !virtio_queue::QueueT::ready(q) {
-                return Err(ActivateError::QueueNotReady(i));
-            }
-        }
-        let mut backend = match std::mem::replace(&mut self.state, State::Broken) {
-            State::Inactive(backend) => backend,
-            State::Active(thread) => {
-                // The transport resets before reactivating; be safe anyway.
-                match thread.stop() {
-                    Some(worker) => worker.into_backend(),
-                    None => return Err(lost_backend()),
+        self.lifecycle
+            .activate(ctx, |act: Activation<2>, mut backend| {
+                // The host may only send what the driver accepts.
+                let offload = tap_offload_flags(act.acked_features);
+                if let Err(e) = backend.set_offload(offload) {
+                    return Err(StartError::new(ActivateError::Worker(e), backend));
                 }
-            }
-            State::Broken => return Err(lost_backend()),
-        };
-        // The host may only send what the driver accepts.
-        if let Err(e) = backend.set_offload(tap_offload_flags(acked_features)) {
-            self.state = State::Inactive(backend);
-            return Err(ActivateError::Worker(e));
-        }
-        let event_idx = acked_features & VIRTIO_RING_F_EVENT_IDX != 0;
-        let mut queues = queues.into_iter();
-        let mut events = queue_events.into_iter();
-        let (Some(mut rx), Some(mut tx), Some(rx_event), Some(tx_event)) =
-            (queues.next(), queues.next(), events.next(), events.next())
-        else {
-            self.state = State::Inactive(backend);
-            return Err(ActivateError::QueueCount {
-                expected: 2,
-                got: 0,
-            });
-        };
-        virtio_queue::QueueT::set_event_idx(&mut rx, event_idx);
-        virtio_queue::QueueT::set_event_idx(&mut tx, event_idx);
-        debug_assert_eq!((RX_QUEUE, TX_QUEUE), (0, 1));
-        let worker = NetWorker::new(
-            mem,
-            interrupt,
-            rx,
-            tx,
-            rx_event,
-            tx_event,
-            backend,
-            acked_features,
-        );
-        let thread = WorkerThread::start("v_net", move |kill| worker.run(kill))
-            .map_err(ActivateError::Worker)?;
-        self.state = State::Active(thread);
-        Ok(())
+                debug_assert_eq!((RX_QUEUE, TX_QUEUE), (0, 1));
+                let [rx, tx] = act.queues;
+                Ok(NetWorker::new(
+                    act.mem,
+                    act.interrupt,
+                    rx,
+                    tx,
+                    backend,
+                    act.acked_features,
+                ))
+            })
     }
 
     fn reset(&mut self) {
-        if !matches!(self.state, State::Active(_)) {
-            return;
-        }
-        if let State::Active(thread) = std::mem::replace(&mut self.state, State::Broken) {
-            self.state = match thread.stop() {
-                Some(worker) => {
-                    tracing::debug!("virtio-net: reset, {:?}", worker.stats());
-                    State::Inactive(worker.into_backend())
-                }
-                None => {
-                    tracing::error!("virtio-net: the worker panicked; the device is unusable");
-                    State::Broken
-                }
-            };
-        }
+        self.lifecycle.reset();
     }
-}
-
-fn lost_backend() -> ActivateError {
-    ActivateError::Worker(io::Error::other("the network backend was lost"))
 }
 
 #[cfg(test)]
@@ -160,9 +87,10 @@ mod tests {
         HDR_GSO_TCPV4, MAX_FRAME_LEN, VNET_HDR_LEN,
     };
     use crate::virtio::test_utils::{
-        guest_memory, DeviceHarness, DATA_START, TEST_MEM_SIZE, VRING_DESC_F_NEXT,
-        VRING_DESC_F_WRITE,
+        guest_memory, virtio_lifecycle_tests, DeviceHarness, LifecycleTest, DATA_START, PROBE_AREA,
+        TEST_MEM_SIZE, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE,
     };
+    use crate::virtio::ActivateContext;
 
     const MAC: [u8; 6] = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
     const VRING_DESC_F_INDIRECT: u16 = 4;
@@ -186,6 +114,29 @@ mod tests {
     const QSIZE: u16 = 256;
     const SHORT: Duration = Duration::from_millis(200);
     const LONG: Duration = Duration::from_secs(5);
+
+    impl LifecycleTest for Net {
+        type Fixture = Peer;
+
+        fn create() -> (Self, Peer) {
+            new_net()
+        }
+
+        fn is_active(&self) -> bool {
+            self.lifecycle.is_active()
+        }
+
+        /// Sends one frame; it must reach the backend unchanged.
+        fn assert_serves(peer: &mut Peer, h: &DeviceHarness) {
+            let f = frame(0, 0, 60, 9);
+            h.mem.write_slice(&f, GuestAddress(PROBE_AREA)).unwrap();
+            let head = h.post(TX, &[(PROBE_AREA, f.len() as u32, 0)]);
+            assert_eq!(h.wait_for_head(TX, head), 0);
+            assert_eq!(peer.recv(LONG).as_deref(), Some(&f[..]));
+        }
+    }
+
+    virtio_lifecycle_tests!(Net);
 
     #[test]
     fn config_space_and_features() {

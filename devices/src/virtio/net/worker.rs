@@ -1,20 +1,18 @@
-//! The virtio-net worker thread: moves frames between the backend (tap) and
-//! the guest's buffers.
+//! The virtio-net worker: moves frames between the backend (tap) and the
+//! guest's buffers.
 //!
-//! One epoll set: the backend fd (readable: a frame is queued), the receive
-//! and transmit queue kicks, and the kill eventfd. When the guest has no
-//! receive buffers the backend is taken out of the set until the guest posts
-//! more (its kick brings it back), so the thread sleeps instead of spinning
-//! and frames wait in the tap's queue, which drops beyond its length like a
-//! NIC's ring would.
+//! Besides the queue kicks its event loop watches the backend fd (readable:
+//! a frame is queued; writable: room for a frame that waits). When the guest
+//! has no receive buffers the backend is taken out of the set until the
+//! guest posts more (its kick brings it back), so the thread sleeps instead
+//! of spinning and frames wait in the tap's queue, which drops beyond its
+//! length like a NIC's ring would.
 
 use std::io;
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
 use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
-use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
-use vmm_sys_util::eventfd::EventFd;
+use vmm_sys_util::epoll::EventSet;
 
 use super::iovec::{IoVecError, IoVecs};
 use super::tap::NetBackend;
@@ -22,30 +20,19 @@ use super::{
     check_tx_header, ETH_HLEN, F_GUEST_CSUM, MAX_FRAME_LEN, QUEUE_SIZE, VNET_HDR_LEN,
     VNET_HDR_NUM_BUFFERS,
 };
-use crate::virtio::{GuestMemoryMmap, Interrupt};
+use super::{RX_QUEUE, TX_QUEUE};
+use crate::virtio::event_loop::event_token;
+use crate::virtio::{GuestMemoryMmap, Interrupt, WaitContext, Worker};
 
 /// Most chains handled per wake-up and queue, so that one busy direction
 /// cannot starve the other or delay a kill.
 const BATCH: usize = QUEUE_SIZE as usize;
 
-/// What woke the worker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Token {
-    RxQueue = 0,
-    TxQueue = 1,
-    Backend = 2,
-    Kill = 3,
-}
-
-impl Token {
-    fn from_data(data: u64) -> Option<Self> {
-        match data {
-            0 => Some(Token::RxQueue),
-            1 => Some(Token::TxQueue),
-            2 => Some(Token::Backend),
-            3 => Some(Token::Kill),
-            _ => None,
-        }
+event_token! {
+    /// The worker's own event source.
+    pub enum Token {
+        /// The backend (tap) is readable or writable.
+        Backend,
     }
 }
 
@@ -121,8 +108,11 @@ pub enum RxStatus {
 /// How a transmit pass ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TxStatus {
-    /// Every posted chain was handled (or a self-kick is pending).
+    /// Every posted chain was handled.
     Done,
+    /// The batch limit was reached; more chains may wait (the worker kicks
+    /// the queue again to come back after the other events).
+    More,
     /// The backend has no room; the next frame stays queued until it is
     /// writable.
     Blocked,
@@ -134,25 +124,28 @@ pub struct NetWorker {
     interrupt: Arc<Interrupt>,
     rx: Queue,
     tx: Queue,
-    rx_event: EventFd,
-    tx_event: EventFd,
     backend: Box<dyn NetBackend>,
     acked_features: u64,
     iovs: IoVecs,
     warned: u32,
     stats: NetStats,
+    /// The guest has receive buffers: watch the backend for frames.
+    rx_wanted: bool,
+    /// A transmit frame waits for room: watch the backend for that.
+    tx_blocked: bool,
+    /// The backend hung up: stop watching it rather than spin.
+    backend_gone: bool,
+    /// What the backend is watched for now.
+    watched: EventSet,
 }
 
 impl NetWorker {
     /// Creates a worker for an activated device.
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         mem: GuestMemoryMmap,
         interrupt: Arc<Interrupt>,
         rx: Queue,
         tx: Queue,
-        rx_event: EventFd,
-        tx_event: EventFd,
         backend: Box<dyn NetBackend>,
         acked_features: u64,
     ) -> Self {
@@ -162,19 +155,16 @@ impl NetWorker {
             interrupt,
             rx,
             tx,
-            rx_event,
-            tx_event,
             backend,
             acked_features,
             iovs,
             warned: 0,
             stats: NetStats::default(),
+            rx_wanted: false,
+            tx_blocked: false,
+            backend_gone: false,
+            watched: EventSet::empty(),
         }
-    }
-
-    /// Gives the backend back (after the worker stopped).
-    pub fn into_backend(self) -> Box<dyn NetBackend> {
-        self.backend
     }
 
     /// Counters so far.
@@ -182,117 +172,46 @@ impl NetWorker {
         self.stats
     }
 
-    /// Serves both queues until `kill` is signalled.
-    pub fn run(mut self, kill: EventFd) -> Self {
-        let epoll = match Epoll::new() {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::error!("virtio-net: cannot create epoll: {e}");
-                return self;
+    /// Sends transmit chains unless a frame already waits for room.
+    fn serve_tx(&mut self, ctx: &WaitContext<Token>) {
+        if self.tx_blocked {
+            return;
+        }
+        match self.process_tx() {
+            TxStatus::Done => {}
+            // Come back after the other events.
+            TxStatus::More => ctx.kick_queue(TX_QUEUE),
+            TxStatus::Blocked => self.tx_blocked = true,
+        }
+    }
+
+    /// Brings the backend's registration in line with what the worker
+    /// wants from it: IN while the guest has receive buffers, OUT while a
+    /// transmit frame waits for room, nothing once it hung up.
+    fn watch_backend(&mut self, ctx: &WaitContext<Token>) {
+        let mut want = EventSet::empty();
+        if !self.backend_gone {
+            if self.rx_wanted {
+                want |= EventSet::IN;
             }
-        };
-        for (fd, token) in [
-            (self.rx_event.as_raw_fd(), Token::RxQueue),
-            (self.tx_event.as_raw_fd(), Token::TxQueue),
-            (kill.as_raw_fd(), Token::Kill),
-        ] {
-            if let Err(e) = epoll.ctl(
-                ControlOperation::Add,
-                fd,
-                EpollEvent::new(EventSet::IN, token as u64),
-            ) {
-                tracing::error!("virtio-net: cannot watch eventfd: {e}");
-                return self;
+            if self.tx_blocked {
+                want |= EventSet::OUT;
             }
         }
-        let backend_fd = self.backend.as_raw_fd();
-        // What we want from the backend: IN while the guest has receive
-        // buffers, OUT while a transmit frame waits for room.
-        let mut watched = EventSet::empty();
-        let mut watch_backend = |want: EventSet| {
-            if want == watched {
-                return;
-            }
-            let event = EpollEvent::new(want, Token::Backend as u64);
-            let result = if want.is_empty() {
-                epoll.ctl(ControlOperation::Delete, backend_fd, event)
-            } else if watched.is_empty() {
-                epoll.ctl(ControlOperation::Add, backend_fd, event)
-            } else {
-                epoll.ctl(ControlOperation::Modify, backend_fd, event)
-            };
-            match result {
-                Ok(()) => watched = want,
-                Err(e) => tracing::error!("virtio-net: cannot watch the backend: {e}"),
-            }
+        if want == self.watched {
+            return;
+        }
+        let fd = self.backend.as_raw_fd();
+        let result = if want.is_empty() {
+            ctx.delete(&fd)
+        } else if self.watched.is_empty() {
+            ctx.add(&fd, want, Token::Backend)
+        } else {
+            ctx.modify(&fd, want, Token::Backend)
         };
-        let interest = |rx_wanted: bool, tx_blocked: bool| {
-            let mut set = EventSet::empty();
-            if rx_wanted {
-                set |= EventSet::IN;
-            }
-            if tx_blocked {
-                set |= EventSet::OUT;
-            }
-            set
-        };
-        // Chains may have been posted before the worker started.
-        let mut tx_blocked = self.process_tx() == TxStatus::Blocked;
-        let mut rx_wanted = self.process_rx() != RxStatus::NoBuffers;
-        let mut backend_gone = false;
-        watch_backend(interest(rx_wanted, tx_blocked));
-        let mut events = vec![EpollEvent::default(); 4];
-        loop {
-            let n = match epoll.wait(-1, &mut events) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    tracing::error!("virtio-net: epoll failed: {e}");
-                    return self;
-                }
-            };
-            for event in &events[..n] {
-                match Token::from_data(event.data()) {
-                    Some(Token::Kill) => {
-                        tracing::debug!("virtio-net: stopping, {:?}", self.stats);
-                        return self;
-                    }
-                    Some(Token::TxQueue) => {
-                        let _ = self.tx_event.read();
-                        if !tx_blocked {
-                            tx_blocked = self.process_tx() == TxStatus::Blocked;
-                        }
-                    }
-                    Some(Token::RxQueue) => {
-                        let _ = self.rx_event.read();
-                        rx_wanted = self.process_rx() != RxStatus::NoBuffers;
-                    }
-                    Some(Token::Backend) => {
-                        let set = event.event_set();
-                        if set.intersects(EventSet::HANG_UP | EventSet::ERROR)
-                            && !set.intersects(EventSet::IN | EventSet::OUT)
-                        {
-                            // Nothing more will come; stop watching rather
-                            // than spin. Frames sent from now on fail and
-                            // are dropped.
-                            tracing::error!("virtio-net: the backend hung up");
-                            backend_gone = true;
-                        }
-                        if set.contains(EventSet::OUT) && tx_blocked {
-                            tx_blocked = self.process_tx() == TxStatus::Blocked;
-                        }
-                        if set.contains(EventSet::IN) && rx_wanted {
-                            rx_wanted = self.process_rx() != RxStatus::NoBuffers;
-                        }
-                    }
-                    None => {}
-                }
-            }
-            if backend_gone {
-                watch_backend(EventSet::empty());
-            } else {
-                watch_backend(interest(rx_wanted, tx_blocked));
-            }
+        match result {
+            Ok(()) => self.watched = want,
+            Err(e) => tracing::error!("virtio-net: cannot watch the backend: {e}"),
         }
     }
 
@@ -308,7 +227,7 @@ impl NetWorker {
     }
 
     fn add_used(&mut self, queue: usize, head: u16, len: usize) {
-        let q = if queue == super::RX_QUEUE {
+        let q = if queue == RX_QUEUE {
             &mut self.rx
         } else {
             &mut self.tx
@@ -319,7 +238,7 @@ impl NetWorker {
     }
 
     fn notify(&mut self, queue: usize) {
-        let q = if queue == super::RX_QUEUE {
+        let q = if queue == RX_QUEUE {
             &mut self.rx
         } else {
             &mut self.tx
@@ -365,7 +284,7 @@ impl NetWorker {
             if let Err(why) = map_rx_chain(&mut self.iovs, chain) {
                 self.drop_chain(why);
                 self.stats.rx_dropped += 1;
-                self.add_used(super::RX_QUEUE, head, 0);
+                self.add_used(RX_QUEUE, head, 0);
                 used += 1;
                 continue;
             }
@@ -375,13 +294,13 @@ impl NetWorker {
                     // zero-length (error) buffer and reposts it.
                     self.drop_chain(DropReason::RxTruncated);
                     self.stats.rx_dropped += 1;
-                    self.add_used(super::RX_QUEUE, head, 0);
+                    self.add_used(RX_QUEUE, head, 0);
                 }
                 Ok(n) => {
                     self.fix_rx_header();
                     self.stats.rx_frames += 1;
                     self.stats.rx_bytes += n as u64;
-                    self.add_used(super::RX_QUEUE, head, n);
+                    self.add_used(RX_QUEUE, head, n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.rx.go_to_previous_position();
@@ -395,13 +314,13 @@ impl NetWorker {
                     tracing::debug!("virtio-net: backend read: {e}");
                     self.drop_chain(DropReason::RxBackend);
                     self.stats.rx_dropped += 1;
-                    self.add_used(super::RX_QUEUE, head, 0);
+                    self.add_used(RX_QUEUE, head, 0);
                 }
             }
             used += 1;
         };
         if used > 0 {
-            self.notify(super::RX_QUEUE);
+            self.notify(RX_QUEUE);
         }
         if status != RxStatus::NoBuffers {
             // While buffers last, the guest need not kick (no-op with
@@ -422,9 +341,9 @@ impl NetWorker {
         }
     }
 
-    /// Sends every posted transmit chain (at most [`BATCH`] per call; more
-    /// are picked up through a self-kick). A frame the backend has no room
-    /// for stays on the queue: [`TxStatus::Blocked`].
+    /// Sends every posted transmit chain, at most [`BATCH`] per call
+    /// ([`TxStatus::More`] when it stopped there). A frame the backend has no
+    /// room for stays on the queue: [`TxStatus::Blocked`].
     pub fn process_tx(&mut self) -> TxStatus {
         let mut used = 0;
         let mut status = TxStatus::Done;
@@ -458,11 +377,10 @@ impl NetWorker {
                     }
                 }
                 // The device writes nothing into transmit buffers.
-                self.add_used(super::TX_QUEUE, head, 0);
+                self.add_used(TX_QUEUE, head, 0);
                 used += 1;
                 if used == BATCH {
-                    // Come back after the other events.
-                    let _ = self.tx_event.write(1);
+                    status = TxStatus::More;
                     break 'outer;
                 }
             }
@@ -482,9 +400,58 @@ impl NetWorker {
             }
         }
         if used > 0 {
-            self.notify(super::TX_QUEUE);
+            self.notify(TX_QUEUE);
         }
         status
+    }
+}
+
+impl Worker for NetWorker {
+    type Token = Token;
+    type Backend = Box<dyn NetBackend>;
+    const NAME: &'static str = "virtio-net";
+    const THREAD_NAME: &'static str = "v_net";
+
+    fn on_queue(&mut self, ctx: &WaitContext<Token>, index: usize) {
+        if index == RX_QUEUE {
+            self.rx_wanted = self.process_rx() != RxStatus::NoBuffers;
+        } else {
+            self.serve_tx(ctx);
+        }
+    }
+
+    fn on_event(&mut self, ctx: &WaitContext<Token>, token: Token, events: EventSet) {
+        match token {
+            Token::Backend => {
+                if events.intersects(EventSet::HANG_UP | EventSet::ERROR)
+                    && !events.intersects(EventSet::IN | EventSet::OUT)
+                {
+                    // Nothing more will come; stop watching rather than
+                    // spin. Frames sent from now on fail and are dropped.
+                    tracing::error!("virtio-net: the backend hung up");
+                    self.backend_gone = true;
+                }
+                if events.contains(EventSet::OUT) && self.tx_blocked {
+                    self.tx_blocked = false;
+                    self.serve_tx(ctx);
+                }
+                if events.contains(EventSet::IN) && self.rx_wanted {
+                    self.rx_wanted = self.process_rx() != RxStatus::NoBuffers;
+                }
+            }
+        }
+    }
+
+    fn after_events(&mut self, ctx: &WaitContext<Token>) {
+        self.watch_backend(ctx);
+    }
+
+    fn on_stop(&mut self, _ctx: &WaitContext<Token>) {
+        tracing::debug!("virtio-net: stopping, {:?}", self.stats);
+    }
+
+    fn into_backend(self) -> Box<dyn NetBackend> {
+        self.backend
     }
 }
 
@@ -544,8 +511,10 @@ mod tests {
     use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
     use virtio_queue::mock::MockSplitQueue;
     use vm_memory::GuestAddress;
+    use vmm_sys_util::eventfd::EventFd;
 
     use super::*;
+    use crate::virtio::event_loop;
     use crate::virtio::net::test_backend::backend_pair;
     use crate::virtio::net::OFFERED_FEATURES;
     use crate::virtio::test_utils::{guest_memory, DATA_START, VRING_DESC_F_WRITE};
@@ -600,17 +569,13 @@ mod tests {
             interrupt,
             rx,
             tx,
-            rx_kick.try_clone().unwrap(),
-            tx_kick.try_clone().unwrap(),
             backend,
             OFFERED_FEATURES | VIRTIO_F_VERSION_1,
         );
-        let kill = EventFd::new(libc::EFD_NONBLOCK).unwrap();
-        let worker_kill = kill.try_clone().unwrap();
-        let thread = std::thread::Builder::new()
-            .name("vnet-idle-test".into())
-            .spawn(move || worker.run(worker_kill))
-            .unwrap();
+        let kicks = vec![rx_kick.try_clone().unwrap(), tx_kick.try_clone().unwrap()];
+        let Ok(thread) = event_loop::start(worker, kicks, "vnet-idle-test") else {
+            panic!("worker did not start");
+        };
         let tid = find_thread("vnet-idle-test");
         std::thread::sleep(Duration::from_millis(100));
         let before = cpu_ticks(&tid);
@@ -630,8 +595,7 @@ mod tests {
         }
         let elem = rxq.used().ring().ref_at(0).unwrap().load();
         assert_eq!((elem.id(), elem.len()), (0, 100));
-        kill.write(1).unwrap();
-        let worker = thread.join().unwrap();
+        let worker = thread.stop().expect("worker handed back");
         assert_eq!(worker.stats().rx_frames, 1);
     }
 
@@ -654,8 +618,6 @@ mod tests {
             Arc::new(Interrupt::new(EventFd::new(libc::EFD_NONBLOCK).unwrap())),
             rx,
             tx,
-            EventFd::new(libc::EFD_NONBLOCK).unwrap(),
-            EventFd::new(libc::EFD_NONBLOCK).unwrap(),
             backend,
             OFFERED_FEATURES | VIRTIO_F_VERSION_1,
         );

@@ -1,18 +1,14 @@
-//! The virtio-rng device: lifecycle and activation.
+//! The virtio-rng device: what it offers and how its worker starts.
 
 use super::worker::RngWorker;
 use super::QUEUE_SIZE;
-use crate::virtio::{device_type, ActivateContext, ActivateError, VirtioDevice, WorkerThread};
-
-/// Device state: the worker exists only while the driver runs the device.
-enum State {
-    Inactive,
-    Active(WorkerThread<RngWorker>),
-}
+use crate::virtio::{
+    device_type, ActivateContext, ActivateError, Activation, Lifecycle, VirtioDevice,
+};
 
 /// A virtio entropy device.
 pub struct Rng {
-    state: State,
+    lifecycle: Lifecycle<RngWorker>,
 }
 
 impl Default for Rng {
@@ -25,7 +21,7 @@ impl Rng {
     /// Creates an inactive device.
     pub fn new() -> Self {
         Self {
-            state: State::Inactive,
+            lifecycle: Lifecycle::default(),
         }
     }
 }
@@ -49,43 +45,50 @@ impl VirtioDevice for Rng {
     }
 
     fn activate(&mut self, ctx: ActivateContext) -> Result<(), ActivateError> {
-        let ActivateContext {
-            mem,
-            interrupt,
-            queues,
-            queue_events,
-            ..
-        } = ctx;
-        let (Some(queue), Some(queue_event)) =
-            (queues.into_iter().next(), queue_events.into_iter().next())
-        else {
-            return Err(ActivateError::QueueCount {
-                expected: 1,
-                got: 0,
-            });
-        };
-        let worker = RngWorker::new(mem, interrupt, queue, queue_event);
-        let thread = WorkerThread::start("v_rng", move |kill| worker.run(kill))
-            .map_err(ActivateError::Worker)?;
-        self.state = State::Active(thread);
-        Ok(())
+        self.lifecycle.activate(ctx, |act: Activation<1>, ()| {
+            let [queue] = act.queues;
+            Ok(RngWorker::new(act.mem, act.interrupt, queue))
+        })
     }
 
     fn reset(&mut self) {
-        if let State::Active(thread) = std::mem::replace(&mut self.state, State::Inactive) {
-            thread.stop();
-        }
+        self.lifecycle.reset();
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use vm_memory::{Bytes, GuestAddress};
+
     use super::*;
     use crate::virtio::rng::MAX_BYTES_PER_REQUEST;
     use crate::virtio::test_utils::{
-        guest_memory, DeviceHarness, DATA_START, TEST_MEM_SIZE, VRING_DESC_F_NEXT,
-        VRING_DESC_F_WRITE,
+        guest_memory, virtio_lifecycle_tests, DeviceHarness, LifecycleTest, DATA_START, PROBE_AREA,
+        TEST_MEM_SIZE, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE,
     };
+
+    impl LifecycleTest for Rng {
+        type Fixture = ();
+
+        fn create() -> (Self, ()) {
+            (Rng::new(), ())
+        }
+
+        fn is_active(&self) -> bool {
+            self.lifecycle.is_active()
+        }
+
+        fn assert_serves(_fixture: &mut (), h: &DeviceHarness) {
+            h.mem
+                .write_slice(&[0; 64], GuestAddress(PROBE_AREA))
+                .unwrap();
+            let head = h.post(0, &[(PROBE_AREA, 64, VRING_DESC_F_WRITE)]);
+            assert_eq!(h.wait_for_head(0, head), 64);
+            assert!(h.read(PROBE_AREA, 64).iter().any(|&b| b != 0));
+        }
+    }
+
+    virtio_lifecycle_tests!(Rng);
 
     #[test]
     fn fills_writable_buffers_with_random_bytes() {

@@ -1,44 +1,31 @@
-//! The virtio-rng worker thread: waits for queue kicks and fills buffers.
+//! The virtio-rng worker: fills the buffers of each kick.
 
 use std::sync::Arc;
 
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
-use vmm_sys_util::eventfd::EventFd;
+use vmm_sys_util::epoll::EventSet;
 
 use super::MAX_BYTES_PER_REQUEST;
-use crate::virtio::queue_worker::{self, SingleQueueWorker};
-use crate::virtio::{GuestMemoryMmap, Interrupt};
+use crate::virtio::{GuestMemoryMmap, Interrupt, NoToken, WaitContext, Worker};
 
 /// Everything the worker owns; returned when it stops.
 pub struct RngWorker {
     mem: GuestMemoryMmap,
     interrupt: Arc<Interrupt>,
     queue: Queue,
-    queue_event: EventFd,
     warned: bool,
 }
 
 impl RngWorker {
     /// Creates a worker for an activated device.
-    pub fn new(
-        mem: GuestMemoryMmap,
-        interrupt: Arc<Interrupt>,
-        queue: Queue,
-        queue_event: EventFd,
-    ) -> Self {
+    pub fn new(mem: GuestMemoryMmap, interrupt: Arc<Interrupt>, queue: Queue) -> Self {
         Self {
             mem,
             interrupt,
             queue,
-            queue_event,
             warned: false,
         }
-    }
-
-    /// Serves the queue until `kill` is signalled.
-    pub fn run(self, kill: EventFd) -> Self {
-        queue_worker::serve(self, kill)
     }
 
     fn warn_once(&mut self, what: &str) {
@@ -89,16 +76,21 @@ impl RngWorker {
     }
 }
 
-impl SingleQueueWorker for RngWorker {
+impl Worker for RngWorker {
+    type Token = NoToken;
+    type Backend = ();
     const NAME: &'static str = "virtio-rng";
+    const THREAD_NAME: &'static str = "v_rng";
 
-    fn queue_event(&self) -> &EventFd {
-        &self.queue_event
+    fn on_queue(&mut self, _ctx: &WaitContext<NoToken>, _index: usize) {
+        self.process_queue();
     }
 
-    fn process_queue(&mut self) {
-        RngWorker::process_queue(self);
+    fn on_event(&mut self, _ctx: &WaitContext<NoToken>, token: NoToken, _events: EventSet) {
+        match token {}
     }
+
+    fn into_backend(self) {}
 }
 
 /// Errors filling a guest buffer.

@@ -1,18 +1,17 @@
 //! The virtio-vsock device: configuration, the hybrid listening socket and
-//! lifecycle.
+//! how its worker starts.
 
 use std::io;
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
-use virtio_queue::{Queue, QueueT};
-
 use super::muxer::Muxer;
 use super::worker::VsockWorker;
-use super::{NUM_QUEUES, QUEUE_SIZE};
+use super::{EVQ, NUM_QUEUES, QUEUE_SIZE};
 use crate::virtio::{
-    device_type, read_config_bytes, ActivateContext, ActivateError, VirtioDevice, WorkerThread,
+    device_type, read_config_bytes, ActivateContext, ActivateError, Activation, Lifecycle,
+    StartError, VirtioDevice,
 };
 
 /// Errors creating the device.
@@ -34,19 +33,13 @@ pub enum VsockError {
     },
 }
 
-/// Device state: the worker exists only while the driver runs the device.
-enum State {
-    Inactive,
-    Active(WorkerThread<VsockWorker>),
-}
-
 /// A virtio-vsock device with its host side on unix sockets.
 pub struct Vsock {
     cid: u64,
     path: PathBuf,
     listener: UnixListener,
     config: [u8; 8],
-    state: State,
+    lifecycle: Lifecycle<VsockWorker>,
 }
 
 /// Binds `path`, replacing a stale socket file nobody listens on.
@@ -76,7 +69,8 @@ impl Vsock {
             path: path.to_path_buf(),
             listener,
             config: cid.to_le_bytes(),
-            state: State::Inactive,
+            // The event queue is never used: this device sends no events.
+            lifecycle: Lifecycle::default().with_optional_queues_from(EVQ),
         })
     }
 
@@ -112,45 +106,21 @@ impl VirtioDevice for Vsock {
     }
 
     fn activate(&mut self, ctx: ActivateContext) -> Result<(), ActivateError> {
-        let ActivateContext {
-            mem,
-            interrupt,
-            queues,
-            queue_events,
-            ..
-        } = ctx;
-        let got = queues.len();
-        let queues: [Queue; NUM_QUEUES] =
-            queues.try_into().map_err(|_| ActivateError::QueueCount {
-                expected: NUM_QUEUES,
-                got,
-            })?;
-        if queue_events.len() != NUM_QUEUES {
-            return Err(ActivateError::QueueCount {
-                expected: NUM_QUEUES,
-                got: queue_events.len(),
-            });
-        }
-        for (i, q) in queues.iter().enumerate().take(2) {
-            if !q.ready() {
-                return Err(ActivateError::QueueNotReady(i));
-            }
-        }
-        let listener = self.listener.try_clone().map_err(ActivateError::Worker)?;
-        let muxer = Muxer::new(mem.clone(), self.cid, self.path.clone(), listener)
-            .map_err(ActivateError::Worker)?;
-        let worker = VsockWorker::new(mem, interrupt, queues, queue_events, muxer);
-        let thread = WorkerThread::start("v_vsock", move |kill| worker.run(kill))
-            .map_err(ActivateError::Worker)?;
-        self.state = State::Active(thread);
-        Ok(())
+        self.lifecycle
+            .activate(ctx, |act: Activation<NUM_QUEUES>, ()| {
+                let muxer = self.listener.try_clone().and_then(|listener| {
+                    Muxer::new(act.mem.clone(), self.cid, self.path.clone(), listener)
+                });
+                match muxer {
+                    Ok(muxer) => Ok(VsockWorker::new(act.mem, act.interrupt, act.queues, muxer)),
+                    Err(e) => Err(StartError::new(ActivateError::Worker(e), ())),
+                }
+            })
     }
 
     fn reset(&mut self) {
-        if let State::Active(thread) = std::mem::replace(&mut self.state, State::Inactive) {
-            // Dropping the worker closes every connection's host socket.
-            thread.stop();
-        }
+        // Dropping the worker closes every connection's host socket.
+        self.lifecycle.reset();
     }
 }
 
@@ -162,7 +132,10 @@ mod tests {
     use vm_memory::{Bytes, GuestAddress};
 
     use super::*;
-    use crate::virtio::test_utils::{guest_memory, DeviceHarness, DATA_START, VRING_DESC_F_WRITE};
+    use crate::virtio::test_utils::{
+        guest_memory, virtio_lifecycle_tests, DeviceHarness, LifecycleTest, DATA_START, PROBE_AREA,
+        VRING_DESC_F_WRITE,
+    };
     use crate::virtio::vsock::packet::{op, Header, SHUTDOWN_BOTH, SHUTDOWN_SEND, TYPE_STREAM};
     use crate::virtio::vsock::{unix, CONN_BUF_ALLOC, EVQ, FIRST_LOCAL_PORT, HDR_LEN, RXQ, TXQ};
     use crate::virtio::GuestMemoryMmap;
@@ -175,7 +148,7 @@ mod tests {
     const TX_SLOT: u64 = 0x2000;
 
     /// A temporary directory removed on drop.
-    struct TestDir(PathBuf);
+    pub struct TestDir(PathBuf);
 
     impl TestDir {
         fn new(name: &str) -> Self {
@@ -312,6 +285,59 @@ mod tests {
             }
         }
     }
+
+    impl LifecycleTest for Vsock {
+        type Fixture = TestDir;
+        const OPTIONAL_QUEUES: &'static [usize] = &[EVQ];
+
+        fn create() -> (Self, TestDir) {
+            static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let dir = TestDir::new(&format!("lifecycle-{n}"));
+            (Vsock::new(CID, &dir.sock()).unwrap(), dir)
+        }
+
+        fn is_active(&self) -> bool {
+            self.lifecycle.is_active()
+        }
+
+        /// Connects to a host port nobody listens on: the answer is an
+        /// `RST`. It goes to the first receive chain the device can use,
+        /// which may be an earlier odd one (a descriptor loop aliasing its
+        /// buffers is usable): then it asks again.
+        fn assert_serves(_dir: &mut TestDir, h: &DeviceHarness) {
+            let rx_buf = PROBE_AREA;
+            let rx = h.post(RXQ, &[(rx_buf, RX_BUF, VRING_DESC_F_WRITE)]);
+            for attempt in 0..8u32 {
+                let req = hdr(op::REQUEST, 4000 + attempt, 5999);
+                let at = PROBE_AREA + 0x2000 + u64::from(attempt) * 0x100;
+                h.mem
+                    .write_slice(&req.to_bytes(), GuestAddress(at))
+                    .unwrap();
+                let tx = h.post(TXQ, &[(at, HDR_LEN as u32, 0)]);
+                assert_eq!(h.wait_for_head(TXQ, tx), 0);
+                let deadline = Instant::now() + Duration::from_millis(500);
+                while Instant::now() < deadline {
+                    let used = h.queues[RXQ].used().idx().load();
+                    if let Some((_, len)) = (0..used)
+                        .map(|i| h.used_elem(RXQ, i))
+                        .find(|&(id, _)| id == u32::from(rx))
+                    {
+                        assert_eq!(len as usize, HDR_LEN);
+                        let raw: [u8; HDR_LEN] = h.read(rx_buf, HDR_LEN).try_into().unwrap();
+                        let r = Header::from_bytes(&raw);
+                        assert_eq!((r.op, r.src_port), (op::RST, 5999));
+                        assert!((4000..=4000 + attempt).contains(&r.dst_port));
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            panic!("no RST reached the good receive buffer");
+        }
+    }
+
+    virtio_lifecycle_tests!(Vsock);
 
     #[test]
     fn config_space_holds_the_guest_cid() {

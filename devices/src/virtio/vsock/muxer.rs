@@ -2,7 +2,7 @@
 //! the RX scheduling and the TX dispatch.
 //!
 //! Host sockets are non-blocking and registered edge-triggered in the
-//! worker's epoll under typed [`Token`]s; the muxer remembers readiness
+//! worker's [`WaitContext`] under typed [`Token`]s; the muxer remembers readiness
 //! (`readable`) and only reads when the guest has both an RX buffer and
 //! credit, so one slow connection never blocks the others. Payload moves
 //! between guest buffers and host sockets with one `read`/`write` per guest
@@ -20,7 +20,7 @@ use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::{
     Bytes, GuestAddress, GuestMemoryBackend, ReadVolatile, VolatileMemoryError, WriteVolatile,
 };
-use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::epoll::EventSet;
 
 use super::connection::{Connection, GuestAction, State};
 use super::packet::{
@@ -30,7 +30,8 @@ use super::unix::{self, ConnectLine, MAX_CONNECT_LINE};
 use super::{
     CONN_BUF_ALLOC, FIRST_LOCAL_PORT, HDR_LEN, HOST_CID, MAX_CONNECTIONS, MAX_PKT_PAYLOAD,
 };
-use crate::virtio::GuestMemoryMmap;
+use crate::virtio::event_loop::event_token;
+use crate::virtio::{GuestMemoryMmap, WaitContext};
 
 /// How long the guest has to answer a host `CONNECT` (`RESPONSE`/`RST`).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -48,53 +49,16 @@ const MAX_WAITING: usize = 128;
 /// while this many wait for RX buffers.
 const MAX_RST_QUEUE: usize = 1024;
 
-/// What an epoll event is about. Encoded as `kind << 32 | id`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Token {
-    /// RX queue notification.
-    RxQueue,
-    /// TX queue notification.
-    TxQueue,
-    /// Event queue notification.
-    EventQueue,
-    /// The worker's kill eventfd.
-    Kill,
-    /// The hybrid listening socket.
-    Listener,
-    /// A host socket that has not sent its `CONNECT` line yet.
-    Waiting(u32),
-    /// A connection's host socket.
-    Conn(u32),
-}
-
-impl Token {
-    /// The epoll user data.
-    pub fn to_data(self) -> u64 {
-        let (kind, id) = match self {
-            Token::RxQueue => (0u64, 0u32),
-            Token::TxQueue => (1, 0),
-            Token::EventQueue => (2, 0),
-            Token::Kill => (3, 0),
-            Token::Listener => (4, 0),
-            Token::Waiting(id) => (5, id),
-            Token::Conn(id) => (6, id),
-        };
-        kind << 32 | u64::from(id)
-    }
-
-    /// Decodes epoll user data.
-    pub fn from_data(data: u64) -> Option<Self> {
-        let id = data as u32;
-        Some(match data >> 32 {
-            0 => Token::RxQueue,
-            1 => Token::TxQueue,
-            2 => Token::EventQueue,
-            3 => Token::Kill,
-            4 => Token::Listener,
-            5 => Token::Waiting(id),
-            6 => Token::Conn(id),
-            _ => return None,
-        })
+event_token! {
+    /// The muxer's event sources in the worker's wait context (the queue
+    /// kicks and the kill event are the event loop's).
+    pub enum Token {
+        /// The hybrid listening socket.
+        Listener,
+        /// A host socket that has not sent its `CONNECT` line yet.
+        Waiting(u32),
+        /// A connection's host socket.
+        Conn(u32),
     }
 }
 
@@ -210,7 +174,6 @@ pub struct Muxer {
     guest_cid: u64,
     path: PathBuf,
     listener: UnixListener,
-    epoll: Epoll,
     conns: HashMap<u32, Conn>,
     /// (host port, guest port) to connection id.
     keys: HashMap<(u32, u32), u32>,
@@ -238,7 +201,9 @@ fn volatile_io_error(e: VolatileMemoryError) -> io::Error {
 }
 
 impl Muxer {
-    /// A muxer serving `listener` (bound at `path`) for the guest `guest_cid`.
+    /// A muxer serving `listener` (bound at `path`) for the guest
+    /// `guest_cid`; [`Self::register`] puts the listener into a wait
+    /// context.
     pub fn new(
         mem: GuestMemoryMmap,
         guest_cid: u64,
@@ -246,18 +211,11 @@ impl Muxer {
         listener: UnixListener,
     ) -> io::Result<Self> {
         listener.set_nonblocking(true)?;
-        let epoll = Epoll::new()?;
-        epoll.ctl(
-            ControlOperation::Add,
-            listener.as_raw_fd(),
-            EpollEvent::new(EventSet::IN, Token::Listener.to_data()),
-        )?;
         Ok(Self {
             mem,
             guest_cid,
             path,
             listener,
-            epoll,
             conns: HashMap::new(),
             keys: HashMap::new(),
             waiting: HashMap::new(),
@@ -269,9 +227,19 @@ impl Muxer {
         })
     }
 
-    /// The epoll instance the worker waits on.
-    pub fn epoll(&self) -> &Epoll {
-        &self.epoll
+    /// Watches the listening socket in `ctx` (level-triggered: host
+    /// connections made before are accepted at the first wait).
+    pub fn register(&self, ctx: &WaitContext<Token>) -> io::Result<()> {
+        ctx.add(&self.listener, EventSet::IN, Token::Listener)
+    }
+
+    /// Handles readiness of one of the muxer's sources.
+    pub fn on_event(&mut self, ctx: &WaitContext<Token>, token: Token, events: EventSet) {
+        match token {
+            Token::Listener => self.accept(ctx),
+            Token::Waiting(id) => self.waiting_event(ctx, id),
+            Token::Conn(id) => self.conn_event(id, events),
+        }
     }
 
     /// Number of open connections.
@@ -305,7 +273,7 @@ impl Muxer {
 
     /// Handles every packet the guest queued on TX. Returns whether any
     /// chain was used.
-    pub fn process_tx(&mut self, txq: &mut Queue) -> bool {
+    pub fn process_tx(&mut self, ctx: &WaitContext<Token>, txq: &mut Queue) -> bool {
         let mem = self.mem.clone();
         let mut used = false;
         while self.rst_queue.len() < MAX_RST_QUEUE {
@@ -314,7 +282,7 @@ impl Muxer {
             };
             let head = chain.head_index();
             match TxPacket::parse(&mem, chain) {
-                Ok(pkt) => self.handle_tx(&pkt.hdr, &pkt.payload),
+                Ok(pkt) => self.handle_tx(ctx, &pkt.hdr, &pkt.payload),
                 Err((hdr, e)) => {
                     self.warn_once(Warn::BadTx, format_args!("dropped TX packet: {e}"));
                     if let Some(hdr) = hdr {
@@ -343,7 +311,7 @@ impl Muxer {
         }
     }
 
-    fn handle_tx(&mut self, hdr: &Header, payload: &[Region]) {
+    fn handle_tx(&mut self, ctx: &WaitContext<Token>, hdr: &Header, payload: &[Region]) {
         if hdr.src_cid != self.guest_cid {
             let guest_cid = self.guest_cid;
             self.warn_once(
@@ -370,7 +338,7 @@ impl Muxer {
         }
         let Some(&id) = self.keys.get(&(hdr.dst_port, hdr.src_port)) else {
             match hdr.op {
-                op::REQUEST => self.guest_connect(hdr),
+                op::REQUEST => self.guest_connect(ctx, hdr),
                 op::RST => {}
                 _ => self.rst_queue.push_back(hdr.reply(op::RST)),
             }
@@ -452,7 +420,7 @@ impl Muxer {
     }
 
     /// The guest asked for host port `hdr.dst_port`: connect to `PATH_port`.
-    fn guest_connect(&mut self, hdr: &Header) {
+    fn guest_connect(&mut self, ctx: &WaitContext<Token>, hdr: &Header) {
         if self.conns.len() >= MAX_CONNECTIONS {
             self.warn_once(
                 Warn::TooMany,
@@ -476,11 +444,7 @@ impl Muxer {
             }
         };
         let id = self.new_id();
-        if let Err(e) = self.epoll.ctl(
-            ControlOperation::Add,
-            stream.as_raw_fd(),
-            EpollEvent::new(Self::conn_events(), Token::Conn(id).to_data()),
-        ) {
+        if let Err(e) = ctx.add(&stream, Self::conn_events(), Token::Conn(id)) {
             tracing::warn!("virtio-vsock: cannot watch host socket: {e}");
             self.rst_queue.push_back(hdr.reply(op::RST));
             return;
@@ -688,7 +652,7 @@ impl Muxer {
     // ---------------------------------------------------------------- host
 
     /// Accepts host connections on the hybrid socket.
-    pub fn accept(&mut self) {
+    pub fn accept(&mut self, ctx: &WaitContext<Token>) {
         loop {
             let stream = match self.listener.accept() {
                 Ok((s, _)) => s,
@@ -710,14 +674,8 @@ impl Muxer {
                 continue;
             }
             let id = self.new_id();
-            if let Err(e) = self.epoll.ctl(
-                ControlOperation::Add,
-                stream.as_raw_fd(),
-                EpollEvent::new(
-                    EventSet::IN | EventSet::READ_HANG_UP | EventSet::EDGE_TRIGGERED,
-                    Token::Waiting(id).to_data(),
-                ),
-            ) {
+            let events = EventSet::IN | EventSet::READ_HANG_UP | EventSet::EDGE_TRIGGERED;
+            if let Err(e) = ctx.add(&stream, events, Token::Waiting(id)) {
                 tracing::warn!("virtio-vsock: cannot watch host socket: {e}");
                 continue;
             }
@@ -728,12 +686,12 @@ impl Muxer {
                     deadline: Instant::now() + CONNECT_LINE_TIMEOUT,
                 },
             );
-            self.waiting_event(id);
+            self.waiting_event(ctx, id);
         }
     }
 
     /// A host socket that owes its `CONNECT` line became readable.
-    pub fn waiting_event(&mut self, id: u32) {
+    pub fn waiting_event(&mut self, ctx: &WaitContext<Token>, id: u32) {
         let Some(w) = self.waiting.get(&id) else {
             return;
         };
@@ -764,13 +722,13 @@ impl Muxer {
                 if io::Read::read_exact(&mut w.stream, &mut line[..len]).is_err() {
                     return;
                 }
-                self.host_connect(id, w.stream, port);
+                self.host_connect(ctx, id, w.stream, port);
             }
         }
     }
 
     /// The host asked for guest port `port`: send the guest a `REQUEST`.
-    fn host_connect(&mut self, id: u32, stream: UnixStream, port: u32) {
+    fn host_connect(&mut self, ctx: &WaitContext<Token>, id: u32, stream: UnixStream, port: u32) {
         if self.conns.len() >= MAX_CONNECTIONS {
             self.warn_once(
                 Warn::TooMany,
@@ -785,11 +743,7 @@ impl Muxer {
                 break p;
             }
         };
-        if let Err(e) = self.epoll.ctl(
-            ControlOperation::Modify,
-            stream.as_raw_fd(),
-            EpollEvent::new(Self::conn_events(), Token::Conn(id).to_data()),
-        ) {
+        if let Err(e) = ctx.modify(&stream, Self::conn_events(), Token::Conn(id)) {
             tracing::warn!("virtio-vsock: cannot watch host socket: {e}");
             return;
         }
@@ -859,14 +813,14 @@ impl Muxer {
     /// delivered before the host sockets close (a reader sees the data,
     /// then end of file). Bytes a reader does not take in time are dropped
     /// with a warning that counts them.
-    pub fn drain(&mut self, txq: &mut Queue, within: Duration) {
+    pub fn drain(&mut self, ctx: &WaitContext<Token>, txq: &mut Queue, within: Duration) {
         let deadline = Instant::now() + within;
         // Nobody will read replies any more: let TX go on past the RST
         // backlog. Bounded by the deadline too: on a driver reset other
         // vCPUs may still be adding chains.
         loop {
             self.rst_queue.clear();
-            if !self.process_tx(txq) || Instant::now() >= deadline {
+            if !self.process_tx(ctx, txq) || Instant::now() >= deadline {
                 break;
             }
         }
@@ -997,20 +951,13 @@ fn read_into(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::virtio::event_loop::EventToken;
 
     #[test]
     fn tokens_round_trip() {
-        for t in [
-            Token::RxQueue,
-            Token::TxQueue,
-            Token::EventQueue,
-            Token::Kill,
-            Token::Listener,
-            Token::Waiting(7),
-            Token::Conn(u32::MAX),
-        ] {
-            assert_eq!(Token::from_data(t.to_data()), Some(t));
+        for t in [Token::Listener, Token::Waiting(7), Token::Conn(u32::MAX)] {
+            assert_eq!(Token::from_raw(t.to_raw()), Some(t));
         }
-        assert_eq!(Token::from_data(99 << 32), None);
+        assert_eq!(Token::from_raw(99 << 32), None);
     }
 }

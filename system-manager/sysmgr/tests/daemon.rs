@@ -1,7 +1,7 @@
 //! The `sysmgr` daemon end to end on the host, without VMs: fake VMMs that
 //! speak the VMM control protocol (`vmm/src/control.rs`) in-process, a fake
 //! Android guest behind a fake hybrid-vsock socket, and the real MCU
-//! simulator (`sysmgr mcu`) and daemon binaries.
+//! simulator (`mcu-sim`) and daemon (`sysmgr`) binaries.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const SYSMGR: &str = env!("CARGO_BIN_EXE_sysmgr");
+const MCU_SIM: &str = env!("CARGO_BIN_EXE_mcu-sim");
 
 fn tmpdir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("sysmgr-it-{tag}-{}", std::process::id()));
@@ -43,6 +44,8 @@ struct VmmState {
     alive: bool,
     /// Simulates a lost answer: `decide` is acknowledged but not applied.
     drop_decides: bool,
+    /// Simulates a VMM that hangs on `stop`: acknowledged, nothing happens.
+    ignore_stop: bool,
     boots: u32,
 }
 
@@ -164,6 +167,9 @@ impl FakeVmm {
                 }
                 ["stop"] => {
                     let _ = w.write_all(b"ok stopping\n");
+                    if st.ignore_stop {
+                        continue;
+                    }
                     return Self::exit(&mut st, &self.path);
                 }
                 _ => {
@@ -288,8 +294,8 @@ struct Mcu {
 impl Mcu {
     fn start(dir: &Path) -> Mcu {
         let out = dir.join("mcu.out");
-        let mut child = Command::new(SYSMGR)
-            .args(["mcu", "--socket"])
+        let mut child = Command::new(MCU_SIM)
+            .arg("--socket")
             .arg(dir.join("mcu.sock"))
             .stdin(Stdio::piped())
             .stdout(std::fs::File::create(&out).unwrap())
@@ -511,6 +517,89 @@ fn ignition_off_scenario(tag: &str, extra: &[&str]) {
     );
     assert!(ev.contains("MCU: power off"), "{ev}");
     drop(d);
+}
+
+#[test]
+fn the_power_off_waits_for_the_vmms_at_most_poweroff_hold_ms() {
+    let dir = tmpdir("hold");
+    // Not the default 10 s: the MCU must hear the power-off well before.
+    write_policy(&dir, "poweroff_hold_ms = 1500", 1000);
+    let mut android = FakeAndroid::start(&dir.join("android.vsock"));
+    let mut mcu = Mcu::start(&dir);
+    let d = daemon(&dir);
+    let (av, cv) = boot(&dir, &mut mcu, &mut android);
+    // The cluster's VMM hangs on `stop` (and has no pid to kill).
+    cv.s.lock().unwrap().ignore_stop = true;
+
+    mcu.cmd("ignition off");
+    android.expect_req("AP_POWER_STATE_REQ 1 3");
+    android.send("AP_POWER_STATE_REPORT 5 0"); // SHUTDOWN_START
+    std::thread::sleep(Duration::from_millis(200));
+    av.request("poweroff");
+    wait_until("android's poweroff allowed", 10, || !av.alive());
+    // Cluster deadline -> stop (ignored) -> exit grace (2 s) -> the arbiter
+    // decides the power-off while the cluster's VMM is still attached.
+    wait_until("SystemPowerOff decided", 15, || {
+        log_lines(&dir)
+            .iter()
+            .any(|l| l.contains("\"cmd\":\"system_power_off\""))
+    });
+    let decided = Instant::now();
+    assert_eq!(mcu.count("<- POWER_OFF"), 0, "{}", mcu.p.text());
+    assert!(cv.attached());
+    wait_until("MCU power-off after the hold", 6, || {
+        mcu.count("<- POWER_OFF") == 1
+    });
+    let held = decided.elapsed();
+    assert!(held >= Duration::from_millis(1200), "held only {held:?}");
+    assert!(
+        d.text()
+            .contains("VMMs still attached after the power-off wait"),
+        "{}",
+        d.text()
+    );
+    // The hold ended with a second `stop` to the VMM that was still there.
+    wait_until("a second stop", 5, || {
+        cv.received().iter().filter(|l| *l == "stop").count() == 2
+    });
+    drop(d);
+}
+
+#[test]
+fn a_failed_start_is_a_crash_when_no_vmm_can_be_running() {
+    let dir = tmpdir("startfail");
+    let d = dir.display();
+    // `none` cannot be launched at all; `quits` exits before it answers.
+    std::fs::write(
+        dir.join("policy.toml"),
+        format!(
+            r#"[[guest]]
+name = "none"
+role = "other"
+control_socket = "{d}/none.ctl"
+launch = ["{d}/no-such-vmm"]
+
+[[guest]]
+name = "quits"
+role = "other"
+control_socket = "{d}/quits.ctl"
+launch = ["/bin/sh", "-c", "exit 3"]
+"#
+        ),
+    )
+    .unwrap();
+    let mut mcu = Mcu::start(&dir);
+    let p = daemon(&dir);
+    mcu.cmd("ignition on");
+    for guest in ["none", "quits"] {
+        let want = format!("\"type\":\"vm_exited\",\"guest\":\"{guest}\",\"reason\":\"crash\"");
+        wait_until(&format!("{guest}: VmExited(crash)"), 15, || {
+            log_lines(&dir).iter().any(|l| l.contains(&want))
+        });
+    }
+    let text = log_lines(&dir).join("\n");
+    assert!(!text.contains("vm_lost"), "{text}");
+    drop(p);
 }
 
 #[test]

@@ -1,0 +1,345 @@
+//! The device lifecycle, written once: every device keeps a [`Lifecycle`]
+//! and forwards [`VirtioDevice::activate`](super::VirtioDevice::activate)
+//! and [`VirtioDevice::reset`](super::VirtioDevice::reset) to it, saying
+//! only how its worker is built.
+//!
+//! ```text
+//!                     activate(ctx) ok: the queues pass the checks,
+//!                     the device's closure builds the worker (taking B),
+//!                     its thread starts
+//!   ┌─────────────┐ ─────────────────────────────────────► ┌──────────────────┐
+//!   │ Inactive(B) │                                        │ Active(thread)   │
+//!   │ B = backend │ ◄───────────────────────────────────── │ the worker owns B│
+//!   └─────────────┘   reset(): kill event, W::on_stop,     └──────────────────┘
+//!     ▲       │       thread joined, B handed back                   │
+//!     └───────┘                                                      │ the worker
+//!   activate fails (queue count, a required queue not ready,         │ panicked
+//!   the closure or register() failed): stays Inactive, B kept;       ▼ (debug builds)
+//!   reset(): nothing to do                                   ┌──────────────────┐
+//!                                                            │ Broken: B lost,  │
+//!                                                            │ activate refused │
+//!                                                            └──────────────────┘
+//! ```
+//!
+//! The queue checks are the same for every device: exactly one queue and
+//! one kick eventfd per entry of `queue_max_sizes`, every required queue
+//! ready (all of them unless the device marks trailing ones optional), and
+//! `VIRTIO_F_RING_EVENT_IDX` applied to every queue as negotiated.
+//! Activating an active device (the transport never does) stops its worker
+//! first.
+
+use std::sync::Arc;
+
+use virtio_queue::{Queue, QueueT};
+use vmm_sys_util::eventfd::EventFd;
+
+use super::event_loop::{self, Worker, WorkerThread};
+use super::{ActivateContext, ActivateError, GuestMemoryMmap, Interrupt, VIRTIO_RING_F_EVENT_IDX};
+
+/// What a device's worker is built from when the driver sets `DRIVER_OK`.
+pub struct Activation<const N: usize> {
+    /// Guest memory.
+    pub mem: GuestMemoryMmap,
+    /// The device's interrupt.
+    pub interrupt: Arc<Interrupt>,
+    /// The queues in index order, `EVENT_IDX` set as negotiated. Optional
+    /// queues may be not ready: check `ready()` before using one.
+    pub queues: [Queue; N],
+    /// Features the driver accepted.
+    pub acked_features: u64,
+}
+
+impl<const N: usize> Activation<N> {
+    /// Checks `ctx` against a device with `N` queues of which the first
+    /// `required` must be ready; returns the activation and the kick
+    /// eventfds.
+    fn check(ctx: ActivateContext, required: usize) -> Result<(Self, Vec<EventFd>), ActivateError> {
+        let ActivateContext {
+            mem,
+            interrupt,
+            mut queues,
+            queue_events,
+            acked_features,
+        } = ctx;
+        let got = queues.len().min(queue_events.len());
+        if queues.len() != N || queue_events.len() != N {
+            return Err(ActivateError::QueueCount { expected: N, got });
+        }
+        if let Some(index) = queues.iter().take(required).position(|q| !q.ready()) {
+            return Err(ActivateError::QueueNotReady(index));
+        }
+        let event_idx = acked_features & VIRTIO_RING_F_EVENT_IDX != 0;
+        for queue in &mut queues {
+            queue.set_event_idx(event_idx);
+        }
+        let queues = <[Queue; N]>::try_from(queues)
+            .map_err(|_| ActivateError::QueueCount { expected: N, got })?;
+        let activation = Self {
+            mem,
+            interrupt,
+            queues,
+            acked_features,
+        };
+        Ok((activation, queue_events))
+    }
+}
+
+/// A device's `start` failed; its backend comes back for the next try.
+pub struct StartError<B> {
+    /// Why.
+    pub error: ActivateError,
+    /// The backend `start` was given.
+    pub backend: B,
+}
+
+impl<B> StartError<B> {
+    /// `error`, giving `backend` back.
+    pub fn new(error: ActivateError, backend: B) -> Self {
+        Self { error, backend }
+    }
+}
+
+enum State<W: Worker> {
+    Inactive(W::Backend),
+    Active(WorkerThread<W>),
+    /// The worker panicked and took the backend with it.
+    Broken,
+}
+
+/// Where a device is in its lifecycle (see the module docs), and its
+/// worker thread while it runs.
+pub struct Lifecycle<W: Worker> {
+    state: State<W>,
+    /// Queues from this index on may be left unset by the driver.
+    first_optional: Option<usize>,
+}
+
+impl<W: Worker<Backend = ()>> Default for Lifecycle<W> {
+    fn default() -> Self {
+        Self::new(())
+    }
+}
+
+impl<W: Worker> Lifecycle<W> {
+    /// An inactive device holding `backend` until its first activation.
+    pub fn new(backend: W::Backend) -> Self {
+        Self {
+            state: State::Inactive(backend),
+            first_optional: None,
+        }
+    }
+
+    /// Lets the driver leave the queues from `index` on unset (the device
+    /// never needs them); by default every queue is required.
+    pub fn with_optional_queues_from(mut self, index: usize) -> Self {
+        self.first_optional = Some(index);
+        self
+    }
+
+    /// Whether the worker runs.
+    pub fn is_active(&self) -> bool {
+        matches!(self.state, State::Active(_))
+    }
+
+    /// The backend while the device is inactive.
+    pub fn backend_mut(&mut self) -> Option<&mut W::Backend> {
+        match &mut self.state {
+            State::Inactive(backend) => Some(backend),
+            State::Active(_) | State::Broken => None,
+        }
+    }
+
+    /// Activates the device: checks the queues, then `start` builds the
+    /// worker from the activation and the backend, and its thread starts.
+    /// On any error the device stays inactive with its backend.
+    pub fn activate<const N: usize>(
+        &mut self,
+        ctx: ActivateContext,
+        start: impl FnOnce(Activation<N>, W::Backend) -> Result<W, StartError<W::Backend>>,
+    ) -> Result<(), ActivateError> {
+        let required = self.first_optional.unwrap_or(N).min(N);
+        let (activation, queue_events) = Activation::<N>::check(ctx, required)?;
+        let backend = self.take_backend()?;
+        let worker = match start(activation, backend) {
+            Ok(worker) => worker,
+            Err(StartError { error, backend }) => {
+                self.state = State::Inactive(backend);
+                return Err(error);
+            }
+        };
+        match event_loop::start(worker, queue_events, W::THREAD_NAME) {
+            Ok(thread) => {
+                self.state = State::Active(thread);
+                Ok(())
+            }
+            Err((e, worker)) => {
+                self.state = State::Inactive(worker.into_backend());
+                Err(ActivateError::Worker(e))
+            }
+        }
+    }
+
+    /// Takes the backend for a new worker, stopping a running one first.
+    fn take_backend(&mut self) -> Result<W::Backend, ActivateError> {
+        match std::mem::replace(&mut self.state, State::Broken) {
+            State::Inactive(backend) => Ok(backend),
+            State::Active(thread) => match thread.stop() {
+                Some(worker) => Ok(worker.into_backend()),
+                None => Err(ActivateError::WorkerLost),
+            },
+            State::Broken => Err(ActivateError::WorkerLost),
+        }
+    }
+
+    /// Stops the worker (the driver reset the device) and keeps its
+    /// backend for the next activation; nothing to do when inactive.
+    pub fn reset(&mut self) {
+        if !self.is_active() {
+            return;
+        }
+        if let State::Active(thread) = std::mem::replace(&mut self.state, State::Broken) {
+            self.state = match thread.stop() {
+                Some(worker) => State::Inactive(worker.into_backend()),
+                None => {
+                    tracing::error!("{}: the worker panicked; the device is unusable", W::NAME);
+                    State::Broken
+                }
+            };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use vmm_sys_util::epoll::EventSet;
+
+    use super::*;
+    use crate::virtio::event_loop::{NoToken, WaitContext};
+    use crate::virtio::test_utils::{guest_memory, DeviceHarness};
+
+    /// A worker whose backend counts its workers.
+    struct Counting {
+        backend: Arc<AtomicUsize>,
+        /// Panic when the loop starts.
+        panic: bool,
+    }
+
+    impl Worker for Counting {
+        type Token = NoToken;
+        type Backend = Arc<AtomicUsize>;
+        const NAME: &'static str = "counting";
+        const THREAD_NAME: &'static str = "v_count";
+        fn on_queue(&mut self, _ctx: &WaitContext<NoToken>, _index: usize) {
+            assert!(!self.panic, "the test's way to panic the worker");
+        }
+        fn on_event(&mut self, _ctx: &WaitContext<NoToken>, token: NoToken, _: EventSet) {
+            match token {}
+        }
+        fn into_backend(self) -> Arc<AtomicUsize> {
+            self.backend
+        }
+    }
+
+    fn start(
+        _act: Activation<2>,
+        backend: Arc<AtomicUsize>,
+    ) -> Result<Counting, StartError<Arc<AtomicUsize>>> {
+        backend.fetch_add(1, Ordering::SeqCst);
+        Ok(Counting {
+            backend,
+            panic: false,
+        })
+    }
+
+    #[test]
+    fn checks_queues_before_touching_the_state() {
+        let mem = guest_memory();
+        let h = DeviceHarness::new(&mem, 2, 16);
+        let mut life = Lifecycle::<Counting>::new(Arc::default());
+        let mut ctx = h.context(0);
+        ctx.queues.pop();
+        let e = life.activate(ctx, start).unwrap_err();
+        assert_eq!(e.to_string(), "expected 2 queues, got 1");
+        let mut ctx = h.context(0);
+        ctx.queue_events.clear();
+        assert!(matches!(
+            life.activate(ctx, start),
+            Err(ActivateError::QueueCount {
+                expected: 2,
+                got: 0
+            })
+        ));
+        let mut ctx = h.context(0);
+        ctx.queues[1].set_ready(false);
+        let e = life.activate(ctx, start).unwrap_err();
+        assert_eq!(e.to_string(), "queue 1 is not ready");
+        // Optional queues may stay unset.
+        let mut life = life.with_optional_queues_from(1);
+        let mut ctx = h.context(0);
+        ctx.queues[1].set_ready(false);
+        life.activate(ctx, start).unwrap();
+        assert!(life.is_active());
+    }
+
+    #[test]
+    fn start_errors_keep_the_backend() {
+        let mem = guest_memory();
+        let h = DeviceHarness::new(&mem, 2, 16);
+        let backend = Arc::new(AtomicUsize::new(0));
+        let mut life = Lifecycle::<Counting>::new(backend.clone());
+        let e = life
+            .activate(h.context(0), |_act: Activation<2>, b| {
+                Err(StartError::new(
+                    ActivateError::Worker(std::io::Error::other("no")),
+                    b,
+                ))
+            })
+            .unwrap_err();
+        assert!(matches!(e, ActivateError::Worker(_)));
+        assert!(!life.is_active());
+        assert!(Arc::ptr_eq(life.backend_mut().unwrap(), &backend));
+        life.activate(h.context(0), start).unwrap();
+        assert_eq!(backend.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn reactivation_stops_the_running_worker_and_reuses_the_backend() {
+        let mem = guest_memory();
+        let h = DeviceHarness::new(&mem, 2, 16);
+        let backend = Arc::new(AtomicUsize::new(0));
+        let mut life = Lifecycle::<Counting>::new(backend.clone());
+        life.reset();
+        assert!(!life.is_active(), "reset of an inactive device");
+        life.activate(h.context(0), start).unwrap();
+        assert!(life.backend_mut().is_none());
+        life.activate(h.context(0), start).unwrap();
+        life.reset();
+        life.reset();
+        assert!(!life.is_active());
+        assert_eq!(backend.load(Ordering::SeqCst), 2);
+        assert_eq!(Arc::strong_count(&backend), 2, "one backend, handed back");
+    }
+
+    #[test]
+    fn a_panicked_worker_leaves_the_device_broken() {
+        let mem = guest_memory();
+        let h = DeviceHarness::new(&mem, 2, 16);
+        let mut life = Lifecycle::<Counting>::new(Arc::default());
+        life.activate(h.context(0), |_act: Activation<2>, backend| {
+            Ok(Counting {
+                backend,
+                panic: true,
+            })
+        })
+        .unwrap();
+        life.reset();
+        assert!(!life.is_active());
+        assert!(life.backend_mut().is_none());
+        assert!(matches!(
+            life.activate(h.context(0), start),
+            Err(ActivateError::WorkerLost)
+        ));
+    }
+}
