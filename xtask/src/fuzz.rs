@@ -18,7 +18,16 @@ use crate::paths;
 use crate::util::{self, step};
 
 /// Every fuzz target (`fuzz/fuzz_targets/<name>.rs`).
-pub const TARGETS: &[&str] = &["block", "vsock", "net", "rng", "console", "mmio", "tee"];
+pub const TARGETS: &[&str] = &[
+    "block",
+    "vsock",
+    "net",
+    "rng",
+    "console",
+    "mmio",
+    "tee",
+    "tee_parser",
+];
 /// Executions per target of the default smoke run.
 pub const SMOKE_RUNS: u64 = 5000;
 /// Per-input time limit: an input that runs longer is reported as a hang.

@@ -8,8 +8,8 @@
 //! only metadata (requests, responses, frame lists); the device allocates
 //! nothing in guest memory and keeps only bounded bookkeeping.
 //!
-//! What is here so far is the pure core, a function of guest memory and
-//! descriptors with no I/O, so that unit tests and a fuzz target drive it:
+//! The pure core is a function of guest memory and descriptors with no
+//! I/O, so that unit tests and a fuzz target drive it:
 //! * [`protocol`]: the wire structures, typed requests and responses and
 //!   their encodings;
 //! * [`chain`]: the request parser (descriptor chain → typed
@@ -18,11 +18,33 @@
 //! * [`shm`]: the table of registered shared-memory regions (frame checks
 //!   against guest RAM and the virtqueues, per-device bounds) and the
 //!   resolution of memory-reference parameters into guest segments.
+//!
+//! Around it: [`Tee`] (the device: one request queue of [`QUEUE_SIZE`],
+//! no feature bits, the [`Limits`] as configuration space) and its worker,
+//! which keeps the regions and sessions of one activation and forwards
+//! sessions, invokes, cancels and closes to the TEE service behind a
+//! [`TeeBackend`], completing requests in any order. Not yet in the VMM:
+//! the backend for `trustyd` (`trusty::tee`, not on main yet) and `--tee`.
 
+mod backend;
 pub mod chain;
 pub mod decode;
+mod device;
 pub mod protocol;
 pub mod shm;
+#[cfg(test)]
+mod test_backend;
+mod worker;
+
+pub use backend::{HostOp, HostParam, HostParamOut, HostReply, TeeBackend};
+pub use device::Tee;
+
+/// Entry points for the fuzz targets in `fuzz/` (not a stable API): the
+/// worker's queue processing without its thread and event loop.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use super::worker::TeeWorker;
+}
 
 /// Size of one frame of a shared-memory region: 4 KiB whatever the guest's
 /// page size.

@@ -239,6 +239,15 @@ impl Param {
         }
     }
 
+    /// Whether the TA writes the parameter (an output or in/out value or
+    /// memory reference).
+    pub fn is_output(&self) -> bool {
+        match self {
+            Param::None => false,
+            Param::Value(d, _) | Param::MemRef(d, _) => d.is_output(),
+        }
+    }
+
     /// `struct virtio_tee_param` (a `None` parameter is all zero).
     pub fn encode(&self) -> [u8; PARAM_SIZE] {
         let mut out = [0u8; PARAM_SIZE];
