@@ -27,6 +27,11 @@ pub const TARGETS: &[&str] = &[
     "mmio",
     "tee",
     "tee_parser",
+    "trusty_framing",
+    "trusty_storage",
+    "trusty_gatekeeper",
+    "trusty_hwkey",
+    "trusty_tee",
 ];
 /// Executions per target of the default smoke run.
 pub const SMOKE_RUNS: u64 = 5000;

@@ -363,13 +363,14 @@ fn check_kernel_format(kernel: &Path, arch: Arch) -> Result<()> {
 /// Builds the static guest tools and returns the binary and its sha256.
 fn guest_tools(arch: Arch) -> Result<(PathBuf, String)> {
     let path = setup::build_guest_tools(arch)?;
-    // `vhal-test` and `tee-test` come from the same package; all hashes are
-    // the input.
+    // `vhal-test`, `tee-test` and `trusty-test` come from the same
+    // package; all hashes are the input.
     let mut sha = String::new();
     for p in [
         path.clone(),
         path.with_file_name("vhal-test"),
         path.with_file_name("tee-test"),
+        path.with_file_name("trusty-test"),
     ] {
         sha.push_str(&static_binary_sha(&p)?);
     }
@@ -493,6 +494,11 @@ pub fn build(arch: Arch, vmm: Option<&Path>) -> Result<Images> {
         a.file_from("bin/vsock-test", 0o755, &tools)?;
         a.file_from("bin/vhal-test", 0o755, &tools.with_file_name("vhal-test"))?;
         a.file_from("bin/tee-test", 0o755, &tools.with_file_name("tee-test"))?;
+        a.file_from(
+            "bin/trusty-test",
+            0o755,
+            &tools.with_file_name("trusty-test"),
+        )?;
         if let Some(c) = &tee_client {
             c.add_to(&mut a)?;
         }
@@ -507,12 +513,15 @@ pub fn build(arch: Arch, vmm: Option<&Path>) -> Result<Images> {
     // The system manager (/bin/sysmgr) and the MCU simulator
     // (/bin/mcu-sim); their hashes are an input.
     let (sysmgr, sysmgr_sha) = sysmgr_binaries(arch)?;
+    // The Trusty service (/bin/trustyd); its hash is an input.
+    let trustyd = setup::build_trustyd(arch)?;
+    let trustyd_sha = static_binary_sha(&trustyd)?;
     let th_src = prebuilts.join("testhost");
     let th_modules = modules_list(&th_src, arch)?;
     let th_initrd = out.join(vmstack_tests::testhost::TESTHOST_INITRD);
     let mut h = Sha256::new();
     h.update(format!(
-        "{BUILDER_VERSION} {} {} {guest_initrd_sha} tools={tools_sha} sysmgr={sysmgr_sha} vmm={}",
+        "{BUILDER_VERSION} {} {} {guest_initrd_sha} tools={tools_sha} sysmgr={sysmgr_sha} trustyd={trustyd_sha} vmm={}",
         busybox_pkg.sha256,
         image_pkg.sha256,
         vmm.as_ref().map(|(_, s)| s.as_str()).unwrap_or("none")
@@ -542,6 +551,7 @@ pub fn build(arch: Arch, vmm: Option<&Path>) -> Result<Images> {
         a.file_from("bin/vhal-test", 0o755, &tools.with_file_name("vhal-test"))?;
         a.file_from("bin/sysmgr", 0o755, &sysmgr)?;
         a.file_from("bin/mcu-sim", 0o755, &sysmgr.with_file_name("mcu-sim"))?;
+        a.file_from("bin/trustyd", 0o755, &trustyd)?;
         if let Some((p, _)) = &vmm {
             a.file_from("bin/vmm", 0o755, p)?;
         }

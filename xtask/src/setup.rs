@@ -200,6 +200,31 @@ pub fn build_sysmgr(arch: Arch) -> Result<PathBuf> {
     Ok(bin)
 }
 
+/// Builds the static Trusty service (`cargo build --release --target
+/// <arch>-unknown-linux-musl -p trusty --bin trustyd`); it goes into the
+/// test host as `/bin/trustyd`.
+pub fn build_trustyd(arch: Arch) -> Result<PathBuf> {
+    let target = arch.musl_target();
+    let mut c = cargo();
+    c.args([
+        "build",
+        "--release",
+        "--target",
+        target,
+        "-p",
+        "trusty",
+        "--bin",
+        "trustyd",
+    ]);
+    step!("run: cargo build --release --target {target} -p trusty --bin trustyd");
+    util::run(&mut c).context("building trustyd failed")?;
+    let bin = paths::target_dir().join(target).join("release/trustyd");
+    if !bin.is_file() {
+        bail!("cargo built trustyd but {} is missing", bin.display());
+    }
+    Ok(bin)
+}
+
 /// Everything `test` and `demo` need before booting anything.
 pub fn prepare_machine() -> Result<()> {
     ensure_host_packages()?;

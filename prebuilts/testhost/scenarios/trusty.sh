@@ -1,0 +1,46 @@
+#!/bin/sh
+# trustyd next to our VMM (guest.scenario=trusty): the guest's libtrusty-
+# style client reaches trustyd over vsock; halfway through, the guest asks
+# (port 5999) for a trustyd restart, which must keep gatekeeper's failure
+# record and the device secret. Host-side results go to files and are
+# printed after the VMM exits, so they never interleave with the guest
+# console.
+S=/tmp/trusty.sock
+D=/tmp/trusty-state
+T=/tmp/trusty-host
+mkdir -p $T
+wait_socket() {
+    i=0
+    while [ ! -S "$1" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+    [ -S "$1" ] || echo "trustyd_no_socket=$1"
+}
+trustyd run --state-dir $D --guest g=$S > $T/1-trustyd-first.log 2>&1 &
+t1=$!
+wait_socket ${S}_1
+echo "trustyd_socket_mode=$(stat -c %a ${S}_1)"
+/bin/vmm run --cpus 1 --mem 256 --vsock cid=3,socket=$S --initrd /guest/initramfs.cpio.gz \
+    --params "console=ttyS0 guest.scenario=trusty" /guest/vmlinuz 2>&1 &
+vmm=$!
+# The guest's restart request, then the restart.
+timeout 240 vsock-test listen-unix ${S}_5999 recv --tag restart_req_host > $T/2-restart-req 2>&1
+kill $t1
+wait $t1
+echo "trustyd_first_rc=$?" > $T/0-host
+[ -e ${S}_1 ] && echo "trustyd_socket_left_behind=1" >> $T/0-host
+trustyd run --state-dir $D --guest g=$S > $T/3-trustyd-second.log 2>&1 &
+t2=$!
+wait_socket ${S}_1
+timeout 120 vsock-test connect-unix $S 6000 send 0 --retry 60 --tag restart_back_host > $T/4-restart-back 2>&1
+wait $vmm
+echo "vmm_rc=$?"
+kill $t2
+wait $t2
+echo "trustyd_second_rc=$?"
+echo "device_secret_mode=$(stat -c %a $D/device-secret)"
+echo "state_dir_mode=$(stat -c %a $D)"
+echo "gk_blobs=$(ls $D/guests/g/gk | grep -c blob)"
+for f in $T/*; do
+    echo "---- $f"
+    cat "$f"
+done
+exit 0

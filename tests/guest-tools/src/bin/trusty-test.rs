@@ -1,0 +1,429 @@
+//! `trusty-test`: a guest client of Trusty services built on AOSP
+//! libtrusty's API shape: `tipc_connect(dev_name, srv_name)` returns a
+//! file descriptor (here: `VSOCK:<cid>:<port>`, parsed and connected the
+//! way `system/core/trusty/libtrusty/trusty.c` does), then each message is
+//! one `writev` and each response one `read`.
+//!
+//! ```text
+//! trusty-test echo DEV [--tag T]                   echo messages of 1..3840 bytes
+//! trusty-test refused DEV PORT_NAME [--tag T]      tipc_connect must fail
+//! trusty-test hwkey DEV [--tag T]                  derive a key from a fixed seed
+//! trusty-test gatekeeper DEV --uid U --save PATH   enroll, verify, wrong x5 (throttle)
+//! trusty-test gatekeeper-check DEV --uid U --handle PATH   verify after a restart
+//! ```
+//!
+//! Results are `key=value` lines (`<tag>_...`; gatekeeper's own error
+//! codes are `..._status`); a failure of the tool prints `<tag>_error=...`
+//! and exits 1. Messages are built here from AOSP's
+//! formats (gatekeeper_ipc.h, gatekeeper_messages.cpp, hwkey.h).
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+/// `VIRTIO_VSOCK_MSG_SIZE_LIMIT` of libtrusty's tipc.h.
+const VIRTIO_VSOCK_MSG_SIZE_LIMIT: usize = 4096 - 256;
+
+/// C `strtol(s, &end, 0)` on the start of `s`: the value and the rest.
+fn strtol0(s: &str) -> (i64, &str) {
+    let (neg, body) = match s.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, s.strip_prefix('+').unwrap_or(s)),
+    };
+    let (radix, digits) =
+        if let Some(h) = body.strip_prefix("0x").or_else(|| body.strip_prefix("0X")) {
+            (16, h)
+        } else if body.starts_with('0') && body.len() > 1 {
+            (8, &body[1..])
+        } else {
+            (10, body)
+        };
+    let end = digits
+        .find(|c: char| !c.is_digit(radix))
+        .unwrap_or(digits.len());
+    if end == 0 {
+        // "0" alone (radix 8 with no more digits) is a zero; no digits at
+        // all is no number.
+        return if radix == 8 { (0, digits) } else { (0, s) };
+    }
+    let v = i64::from_str_radix(&digits[..end], radix).unwrap_or(i64::MAX);
+    (if neg { -v } else { v }, &digits[end..])
+}
+
+fn errno() -> i32 {
+    io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
+}
+
+/// libtrusty's `tipc_vsock_connect`.
+fn tipc_vsock_connect(type_cid_port: &str, srv_name: &str) -> Result<OwnedFd, i32> {
+    let (sock_type, cid_port) = if let Some(r) = type_cid_port.strip_prefix("STREAM:") {
+        (libc::SOCK_STREAM, r)
+    } else if let Some(r) = type_cid_port.strip_prefix("SEQPACKET:") {
+        (libc::SOCK_SEQPACKET, r)
+    } else {
+        (libc::SOCK_STREAM, type_cid_port)
+    };
+    let (cid, rest) = strtol0(cid_port);
+    let Some(port_str) = rest.strip_prefix(':') else {
+        return Err(libc::EINVAL);
+    };
+    let (port, end) = strtol0(port_str);
+    if !end.is_empty() {
+        return Err(libc::EINVAL);
+    }
+    // SAFETY: socket(2); the result is checked.
+    let fd = unsafe { libc::socket(libc::AF_VSOCK, sock_type | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(errno());
+    }
+    // SAFETY: a fresh fd owned from here on.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let timeout = libc::timeval {
+        tv_sec: 60,
+        tv_usec: 0,
+    };
+    // SAFETY: setsockopt with a timeval of the size given; failure is
+    // tolerated as libtrusty does.
+    unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::AF_VSOCK,
+            6, // SO_VM_SOCKETS_CONNECT_TIMEOUT (the old timeval option)
+            std::ptr::addr_of!(timeout).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    // SAFETY: sockaddr_vm is plain old data; zero is a valid value.
+    let mut sa: libc::sockaddr_vm = unsafe { std::mem::zeroed() };
+    sa.svm_family = libc::AF_VSOCK as libc::sa_family_t;
+    sa.svm_cid = cid as u32;
+    sa.svm_port = port as u32;
+    let mut retry = 10;
+    loop {
+        // SAFETY: `sa` is an initialised sockaddr_vm of the given size.
+        let rc = unsafe {
+            libc::connect(
+                fd.as_raw_fd(),
+                std::ptr::addr_of!(sa).cast(),
+                std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            break;
+        }
+        let e = errno();
+        if e == libc::EINTR {
+            continue;
+        }
+        retry -= 1;
+        if (e == libc::ENODEV || e == libc::ESOCKTNOSUPPORT) && retry > 0 {
+            std::thread::sleep(Duration::from_secs(1));
+            continue;
+        }
+        return Err(e);
+    }
+    // The bridge expects the port name as the first packet.
+    let n = write_all_once(&fd, srv_name.as_bytes())?;
+    if n != srv_name.len() {
+        return Err(libc::EIO);
+    }
+    // Current AOSP: one status byte before any message.
+    let mut status = [0u8; 1];
+    let n = read_once(&fd, &mut status)?;
+    if n != 1 {
+        return Err(libc::ECONNRESET);
+    }
+    Ok(fd)
+}
+
+/// libtrusty's `tipc_connect` (only the vsock form: there is no
+/// `/dev/trusty-ipc-dev0` in these guests).
+fn tipc_connect(dev_name: &str, srv_name: &str) -> Result<OwnedFd, i32> {
+    match dev_name.strip_prefix("VSOCK:") {
+        Some(rest) => tipc_vsock_connect(rest, srv_name),
+        None => Err(libc::ENOENT),
+    }
+}
+
+fn write_all_once(fd: &OwnedFd, buf: &[u8]) -> Result<usize, i32> {
+    loop {
+        // SAFETY: `buf` is valid for reads of its length.
+        let n = unsafe { libc::write(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        if errno() != libc::EINTR {
+            return Err(errno());
+        }
+    }
+}
+
+fn read_once(fd: &OwnedFd, buf: &mut [u8]) -> Result<usize, i32> {
+    loop {
+        // SAFETY: `buf` is valid for writes of its length.
+        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        if errno() != libc::EINTR {
+            return Err(errno());
+        }
+    }
+}
+
+/// libtrusty's `tipc_send` over vsock: one `writev` of the message parts.
+fn tipc_send(fd: &OwnedFd, parts: &[&[u8]]) -> Result<usize, i32> {
+    let iov: Vec<libc::iovec> = parts
+        .iter()
+        .map(|p| libc::iovec {
+            iov_base: p.as_ptr() as *mut libc::c_void,
+            iov_len: p.len(),
+        })
+        .collect();
+    loop {
+        // SAFETY: every iovec points into a live slice of its length.
+        let n = unsafe { libc::writev(fd.as_raw_fd(), iov.as_ptr(), iov.len() as libc::c_int) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        if errno() != libc::EINTR {
+            return Err(errno());
+        }
+    }
+}
+
+/// One message out, one message back.
+fn transact(fd: &OwnedFd, parts: &[&[u8]]) -> Result<Vec<u8>, String> {
+    tipc_send(fd, parts).map_err(|e| format!("send: errno {e}"))?;
+    let mut buf = vec![0u8; 4096];
+    let n = read_once(fd, &mut buf).map_err(|e| format!("read: errno {e}"))?;
+    if n == 0 {
+        return Err("the service closed the channel".into());
+    }
+    buf.truncate(n);
+    Ok(buf)
+}
+
+fn u32_at(b: &[u8], off: usize) -> Result<u32, String> {
+    b.get(off..off + 4)
+        .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+        .ok_or_else(|| format!("response of {} bytes too short", b.len()))
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+const GATEKEEPER: &str = "com.android.trusty.gatekeeper";
+
+fn blob(b: &[u8]) -> Vec<u8> {
+    let mut v = (b.len() as u32).to_le_bytes().to_vec();
+    v.extend_from_slice(b);
+    v
+}
+
+/// ENROLL: (error, handle).
+fn gk_enroll(fd: &OwnedFd, uid: u32, pw: &[u8]) -> Result<(u32, Vec<u8>), String> {
+    let hdr = [0u32.to_le_bytes(), 0u32.to_le_bytes(), uid.to_le_bytes()].concat();
+    let r = transact(fd, &[&hdr, &blob(pw), &blob(b""), &blob(b"")])?;
+    if u32_at(&r, 0)? != 1 {
+        return Err(format!("enroll answered cmd {}", u32_at(&r, 0)?));
+    }
+    let err = u32_at(&r, 4)?;
+    if err != 0 {
+        return Ok((err, Vec::new()));
+    }
+    let len = u32_at(&r, 12)? as usize;
+    let h = r.get(16..16 + len).ok_or("short handle")?.to_vec();
+    Ok((0, h))
+}
+
+/// VERIFY: (error, retry ms, auth token).
+fn gk_verify(
+    fd: &OwnedFd,
+    uid: u32,
+    challenge: u64,
+    handle: &[u8],
+    pw: &[u8],
+) -> Result<(u32, u32, Vec<u8>), String> {
+    let hdr = [2u32.to_le_bytes(), 0u32.to_le_bytes(), uid.to_le_bytes()].concat();
+    let r = transact(
+        fd,
+        &[&hdr, &challenge.to_le_bytes(), &blob(handle), &blob(pw)],
+    )?;
+    if u32_at(&r, 0)? != 3 {
+        return Err(format!("verify answered cmd {}", u32_at(&r, 0)?));
+    }
+    match u32_at(&r, 4)? {
+        0 => {
+            let len = u32_at(&r, 12)? as usize;
+            Ok((0, 0, r.get(16..16 + len).ok_or("short token")?.to_vec()))
+        }
+        2 => Ok((2, u32_at(&r, 12)?, Vec::new())),
+        e => Ok((e, 0, Vec::new())),
+    }
+}
+
+fn cmd_echo(dev: &str, tag: &str) -> Result<(), String> {
+    let fd = tipc_connect(dev, "com.android.ipc-unittest.srv.echo")
+        .map_err(|e| format!("tipc_connect: errno {e}"))?;
+    let mut ok = 0;
+    for (i, len) in [
+        1usize,
+        16,
+        255,
+        1000,
+        2048,
+        3000,
+        VIRTIO_VSOCK_MSG_SIZE_LIMIT,
+    ]
+    .iter()
+    .enumerate()
+    {
+        let msg: Vec<u8> = (0..*len).map(|j| (j * 31 + i) as u8).collect();
+        let back = transact(&fd, &[&msg])?;
+        if back != msg {
+            return Err(format!(
+                "{len}-byte message came back as {} bytes, different",
+                back.len()
+            ));
+        }
+        ok += 1;
+    }
+    println!("{tag}_messages_ok={ok}");
+    println!("{tag}_max_len={VIRTIO_VSOCK_MSG_SIZE_LIMIT}");
+    Ok(())
+}
+
+fn cmd_refused(dev: &str, port: &str, tag: &str) -> Result<(), String> {
+    match tipc_connect(dev, port) {
+        Ok(_) => Err(format!("tipc_connect to {port} succeeded")),
+        Err(e) => {
+            println!("{tag}_errno={e}");
+            println!("{tag}_refused=1");
+            Ok(())
+        }
+    }
+}
+
+fn cmd_hwkey(dev: &str, tag: &str) -> Result<(), String> {
+    let fd = tipc_connect(dev, "com.android.trusty.hwkey")
+        .map_err(|e| format!("tipc_connect: errno {e}"))?;
+    let hdr: Vec<u8> = [2u32, 77, 0, 0, 0]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let r = transact(&fd, &[&hdr, b"vmstack nested test seed 32 byte"])?;
+    if u32_at(&r, 0)? != 3 || u32_at(&r, 4)? != 77 || u32_at(&r, 8)? != 0 {
+        return Err(format!("derive failed: status {}", u32_at(&r, 8)?));
+    }
+    println!("{tag}_kdf_version={}", u32_at(&r, 12)?);
+    println!("{tag}_key={}", hex(&r[20..]));
+    Ok(())
+}
+
+fn cmd_gatekeeper(dev: &str, uid: u32, save: &str, tag: &str) -> Result<(), String> {
+    let fd = tipc_connect(dev, GATEKEEPER).map_err(|e| format!("tipc_connect: errno {e}"))?;
+    let (err, handle) = gk_enroll(&fd, uid, b"1234")?;
+    println!("{tag}_enroll_status={err}");
+    println!("{tag}_handle_len={}", handle.len());
+    let challenge = 0x1122_3344_5566_7788u64;
+    let (err, _, token) = gk_verify(&fd, uid, challenge, &handle, b"1234")?;
+    println!("{tag}_verify_status={err}");
+    println!("{tag}_token_len={}", token.len());
+    let challenge_ok = token.get(1..9) == Some(&challenge.to_le_bytes()[..]);
+    println!("{tag}_token_challenge_ok={}", u8::from(challenge_ok));
+    let mut invalid = 0;
+    for _ in 0..4 {
+        let (err, _, _) = gk_verify(&fd, uid, 0, &handle, b"0000")?;
+        if err == 1 {
+            invalid += 1;
+        }
+    }
+    println!("{tag}_wrong_invalid={invalid}");
+    let (err, ms, _) = gk_verify(&fd, uid, 0, &handle, b"0000")?;
+    println!("{tag}_fifth_wrong_status={err}");
+    println!("{tag}_fifth_wrong_retry_ms={ms}");
+    let (err, ms, _) = gk_verify(&fd, uid, 0, &handle, b"1234")?;
+    println!("{tag}_right_throttled_status={err}");
+    println!("{tag}_right_throttled_retry_ms={ms}");
+    std::fs::write(save, &handle).map_err(|e| format!("{save}: {e}"))?;
+    Ok(())
+}
+
+fn cmd_gatekeeper_check(dev: &str, uid: u32, handle_path: &str, tag: &str) -> Result<(), String> {
+    let handle = std::fs::read(handle_path).map_err(|e| format!("{handle_path}: {e}"))?;
+    let fd = tipc_connect(dev, GATEKEEPER).map_err(|e| format!("tipc_connect: errno {e}"))?;
+    let (err, ms, _) = gk_verify(&fd, uid, 0, &handle, b"1234")?;
+    println!("{tag}_status={err}");
+    println!("{tag}_retry_ms={ms}");
+    Ok(())
+}
+
+fn usage() -> ExitCode {
+    eprintln!(
+        "usage: trusty-test echo DEV | refused DEV PORT_NAME | hwkey DEV | gatekeeper DEV --uid U --save PATH | \
+         gatekeeper-check DEV --uid U --handle PATH  [--tag T]   (DEV: VSOCK:<cid>:<port>)"
+    );
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (Some(mode), Some(dev)) = (args.first(), args.get(1)) else {
+        return usage();
+    };
+    let opt = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let tag = opt("--tag").unwrap_or_else(|| mode.replace('-', "_"));
+    let uid = opt("--uid").and_then(|u| u.parse().ok()).unwrap_or(0u32);
+    let start = Instant::now();
+    let r = match mode.as_str() {
+        "echo" => cmd_echo(dev, &tag),
+        "refused" => match args.get(2) {
+            Some(p) => cmd_refused(dev, p, &tag),
+            None => return usage(),
+        },
+        "hwkey" => cmd_hwkey(dev, &tag),
+        "gatekeeper" => match opt("--save") {
+            Some(p) => cmd_gatekeeper(dev, uid, &p, &tag),
+            None => return usage(),
+        },
+        "gatekeeper-check" => match opt("--handle") {
+            Some(p) => cmd_gatekeeper_check(dev, uid, &p, &tag),
+            None => return usage(),
+        },
+        _ => return usage(),
+    };
+    println!("{tag}_secs={:.2}", start.elapsed().as_secs_f64());
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            println!("{tag}_error={e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strtol0;
+
+    #[test]
+    fn strtol_like_libc() {
+        assert_eq!(strtol0("2:1"), (2, ":1"));
+        assert_eq!(strtol0("0x10:5"), (16, ":5"));
+        assert_eq!(strtol0("010"), (8, ""));
+        assert_eq!(strtol0("0"), (0, ""));
+        assert_eq!(strtol0("0:1"), (0, ":1"));
+        assert_eq!(strtol0("x"), (0, "x"));
+        assert_eq!(strtol0("-3"), (-3, ""));
+    }
+}

@@ -1,0 +1,297 @@
+//! `trustyd run`: the state directory lock, the service, one listener
+//! thread per socket, one thread per connection, and a clean exit on
+//! SIGINT/SIGTERM (sockets removed).
+
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use trusty::ports::TaKind;
+use trusty::server::{self, bind_private, ConnLimit};
+use trusty::service::{is_valid_guest_name, BootClock, Guest, Service};
+
+/// vsock connections per guest at a time.
+const MAX_VSOCK_CONNECTIONS: usize = 32;
+/// TEE connections per guest at a time.
+const MAX_TEE_CONNECTIONS: usize = 4;
+
+/// One `--guest` argument.
+#[derive(Debug, Clone)]
+pub struct GuestSpec {
+    name: String,
+    vsock: Option<PathBuf>,
+    tee: Option<PathBuf>,
+}
+
+/// Parses `NAME=[VSOCK_SOCKET][,tee=TEE_SOCKET]`.
+pub fn parse_guest(s: &str) -> Result<GuestSpec, String> {
+    const USAGE: &str = "use NAME=VSOCK_SOCKET[,tee=TEE_SOCKET]";
+    let Some((name, rest)) = s.split_once('=') else {
+        return Err(format!("{s:?} has no '=': {USAGE}"));
+    };
+    if !is_valid_guest_name(name) {
+        return Err(format!(
+            "guest name {name:?}: use 1-64 characters of A-Z a-z 0-9 _ -"
+        ));
+    }
+    let mut spec = GuestSpec {
+        name: name.to_string(),
+        vsock: None,
+        tee: None,
+    };
+    for (i, part) in rest.split(',').enumerate() {
+        if let Some(p) = part.strip_prefix("tee=") {
+            if p.is_empty() || spec.tee.is_some() {
+                return Err(format!("{s:?}: one non-empty tee= path: {USAGE}"));
+            }
+            spec.tee = Some(PathBuf::from(p));
+        } else if i == 0 {
+            if !part.is_empty() {
+                spec.vsock = Some(PathBuf::from(part));
+            }
+        } else {
+            return Err(format!("{s:?}: unknown part {part:?}: {USAGE}"));
+        }
+    }
+    if spec.vsock.is_none() && spec.tee.is_none() {
+        return Err(format!("{s:?} names no socket: {USAGE}"));
+    }
+    Ok(spec)
+}
+
+/// A warning at most once a second (a guest that floods connections must
+/// not flood the log).
+struct RateLimited {
+    start: Instant,
+    last_ms: AtomicU64,
+}
+
+impl RateLimited {
+    fn new() -> Self {
+        RateLimited {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn ready(&self) -> bool {
+        let now = self.start.elapsed().as_millis() as u64 + 1000;
+        let last = self.last_ms.load(Ordering::Relaxed);
+        now >= last + 1000
+            && self
+                .last_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+}
+
+/// Takes the state directory's lock; held until the process exits.
+fn lock_state_dir(dir: &Path) -> Result<File> {
+    trusty::keys::create_private_dir(dir)
+        .with_context(|| format!("creating the state directory {}", dir.display()))?;
+    let path = dir.join("lock");
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    // SAFETY: flock on an fd this function owns; no memory is involved.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        bail!(
+            "another trustyd uses the state directory {} (stop it or pick another --state-dir)",
+            dir.display()
+        );
+    }
+    Ok(f)
+}
+
+/// SIGINT and SIGTERM, blocked in every thread and taken with sigwait.
+fn termination_signals() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data; sigemptyset initialises it.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid sigset_t for these calls.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+    }
+    set
+}
+
+fn spawn_acceptor(
+    listener: UnixListener,
+    guest: Arc<Guest>,
+    kind: &'static str,
+    limit: ConnLimit,
+    serve: impl Fn(std::os::unix::net::UnixStream, &Arc<Guest>) + Send + Sync + 'static,
+) -> Result<()> {
+    let serve = Arc::new(serve);
+    let name = format!("trusty-{kind}-{}", guest.name());
+    std::thread::Builder::new()
+        .name(name.clone())
+        .spawn(move || {
+            let warn = RateLimited::new();
+            for conn in listener.incoming() {
+                let stream = match conn {
+                    Ok(s) => s,
+                    Err(e) => {
+                        if warn.ready() {
+                            tracing::warn!(guest = guest.name(), kind, "accept: {e}");
+                        }
+                        std::thread::sleep(Duration::from_millis(50));
+                        continue;
+                    }
+                };
+                let Some(slot) = limit.acquire() else {
+                    if warn.ready() {
+                        tracing::warn!(
+                            guest = guest.name(),
+                            kind,
+                            "connection limit reached; closing new connections"
+                        );
+                    }
+                    continue;
+                };
+                let (g, serve) = (guest.clone(), serve.clone());
+                let spawned = std::thread::Builder::new()
+                    .name(name.clone())
+                    .spawn(move || {
+                        let _slot = slot;
+                        serve(stream, &g);
+                    });
+                if let Err(e) = spawned {
+                    tracing::warn!(
+                        guest = guest.name(),
+                        kind,
+                        "no thread for a connection: {e}"
+                    );
+                }
+            }
+        })
+        .context("spawning a listener thread")?;
+    Ok(())
+}
+
+/// Runs the daemon until SIGINT/SIGTERM.
+pub fn run(state_dir: &Path, guests: &[GuestSpec], vsock_port: u32) -> Result<()> {
+    // SAFETY: umask only changes this process's file creation mask.
+    unsafe { libc::umask(0o077) };
+    let mut names = HashSet::new();
+    let mut paths = HashSet::new();
+    for g in guests {
+        if !names.insert(g.name.clone()) {
+            bail!("guest {} is given twice: one --guest per guest", g.name);
+        }
+        for p in g.vsock.iter().chain(g.tee.iter()) {
+            if !paths.insert(p.clone()) {
+                bail!(
+                    "{} is given twice: every guest needs its own sockets",
+                    p.display()
+                );
+            }
+        }
+    }
+    let _lock = lock_state_dir(state_dir)?;
+    let service = Service::open(state_dir, Arc::new(BootClock)).map_err(anyhow::Error::new)?;
+
+    let set = termination_signals();
+    // SAFETY: blocks the signals in this thread; every thread spawned
+    // afterwards inherits the mask, so only sigwait below takes them.
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if rc != 0 {
+        bail!(
+            "blocking SIGINT/SIGTERM failed: {}",
+            std::io::Error::from_raw_os_error(rc)
+        );
+    }
+
+    let mut sockets = Vec::new();
+    for g in guests {
+        let guest = service.guest(&g.name).map_err(anyhow::Error::new)?;
+        if let Some(base) = &g.vsock {
+            let path = PathBuf::from(format!("{}_{vsock_port}", base.display()));
+            let l = bind_private(&path)
+                .with_context(|| format!("guest {}: vsock listener {}", g.name, path.display()))?;
+            sockets.push(path.clone());
+            let timing = server::vsock::VsockTiming::default();
+            spawn_acceptor(
+                l,
+                guest.clone(),
+                "vsock",
+                ConnLimit::new(MAX_VSOCK_CONNECTIONS),
+                move |s, g| match server::vsock::serve(s, g, &TaKind::ALL, &timing) {
+                    Ok(end) => tracing::debug!(guest = g.name(), "vsock connection ended: {end:?}"),
+                    Err(e) => tracing::debug!(guest = g.name(), "vsock connection: {e}"),
+                },
+            )?;
+            tracing::info!(guest = g.name, path = %path.display(), "libtrusty over vsock: ro.hardware.trusty_ipc_dev=VSOCK:2:{vsock_port}");
+        }
+        if let Some(path) = &g.tee {
+            let l = bind_private(path)
+                .with_context(|| format!("guest {}: TEE socket {}", g.name, path.display()))?;
+            sockets.push(path.clone());
+            spawn_acceptor(
+                l,
+                guest.clone(),
+                "tee",
+                ConnLimit::new(MAX_TEE_CONNECTIONS),
+                |s, g| {
+                    if let Err(e) = server::tee::serve(s, g, server::tee::TeeLimits::default()) {
+                        tracing::debug!(guest = g.name(), "tee connection: {e}");
+                    }
+                },
+            )?;
+            tracing::info!(guest = g.name, path = %path.display(), "host TEE socket");
+        }
+    }
+    tracing::info!(guests = guests.len(), state_dir = %state_dir.display(), "trustyd ready");
+
+    let mut sig: libc::c_int = 0;
+    // SAFETY: `set` and `sig` are valid for the call.
+    let rc = unsafe { libc::sigwait(&set, &mut sig) };
+    if rc != 0 {
+        bail!("sigwait failed: {}", std::io::Error::from_raw_os_error(rc));
+    }
+    tracing::info!(signal = sig, "stopping");
+    for p in sockets {
+        let _ = std::fs::remove_file(p);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guest_specs() {
+        let g = parse_guest("android=/run/vm.sock,tee=/run/tee.sock").unwrap();
+        assert_eq!(g.name, "android");
+        assert_eq!(g.vsock, Some(PathBuf::from("/run/vm.sock")));
+        assert_eq!(g.tee, Some(PathBuf::from("/run/tee.sock")));
+        let g = parse_guest("a=,tee=/t").unwrap();
+        assert_eq!((g.vsock, g.tee), (None, Some(PathBuf::from("/t"))));
+        let g = parse_guest("a=/v").unwrap();
+        assert_eq!(g.tee, None);
+        for bad in [
+            "a",
+            "a=",
+            "../a=/v",
+            "a=/v,x=1",
+            "a=/v,tee=",
+            "a=/v,tee=/t,tee=/u",
+        ] {
+            let e = parse_guest(bad).unwrap_err();
+            assert!(!e.contains('\n'), "one line: {e}");
+        }
+    }
+}

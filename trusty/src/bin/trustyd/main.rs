@@ -1,0 +1,74 @@
+//! `trustyd`: the host's Trusty service (`docs/trusty.md`).
+//!
+//! ```text
+//! trustyd run --state-dir DIR --guest NAME=[VSOCK_SOCKET][,tee=TEE_SOCKET] [--guest ...] [--vsock-port 1]
+//! trustyd uuids
+//! ```
+
+mod daemon;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "trustyd",
+    about = "The host's Trusty service: trusted apps for every guest"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the service.
+    Run {
+        /// Persistent state: device secret, storage, gatekeeper records.
+        #[arg(long)]
+        state_dir: PathBuf,
+        /// A guest: NAME=VSOCK_SOCKET (its VMM's --vsock socket= path;
+        /// trustyd listens on VSOCK_SOCKET_<port>), optionally
+        /// ,tee=TEE_SOCKET (its VMM's --tee socket). Repeatable.
+        #[arg(long = "guest", required = true, value_parser = daemon::parse_guest)]
+        guests: Vec<daemon::GuestSpec>,
+        /// The vsock port of the libtrusty listener (ro.hardware.trusty_ipc_dev=VSOCK:2:<port>).
+        #[arg(long, default_value_t = 1)]
+        vsock_port: u32,
+    },
+    /// Print the TA table: port name and GP UUID.
+    Uuids,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TRUSTYD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.cmd {
+        Cmd::Run {
+            state_dir,
+            guests,
+            vsock_port,
+        } => daemon::run(&state_dir, &guests, vsock_port),
+        Cmd::Uuids => {
+            for ta in trusty::ports::TaKind::ALL {
+                println!("{}  {}", ta.uuid(), ta.port_name());
+            }
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("trustyd: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! The connection servers `trustyd` runs: libtrusty over vsock
+//! ([`vsock`]) and the host TEE protocol ([`tee`]), one thread per
+//! connection, plus the private unix listeners they accept on.
+
+pub mod tee;
+pub mod vsock;
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// Binds a unix listener at `path` with mode `0600`. A stale socket file
+/// (nobody listens) is replaced; a live one, or a path that is not a
+/// socket, is an error that says so.
+pub fn bind_private(path: &Path) -> io::Result<UnixListener> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => {
+            if UnixStream::connect(path).is_ok() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!(
+                        "another process listens on {} (a second trustyd?)",
+                        path.display()
+                    ),
+                ));
+            }
+            fs::remove_file(path)?;
+        }
+        Ok(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!(
+                    "{} exists and is not a socket: remove it or pick another path",
+                    path.display()
+                ),
+            ))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let l = UnixListener::bind(path)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
+    Ok(l)
+}
+
+/// Counts a guest's open connections of one kind; a slot is released
+/// when its [`ConnSlot`] drops.
+#[derive(Debug)]
+pub struct ConnLimit {
+    open: Arc<AtomicUsize>,
+    max: usize,
+}
+
+/// One counted connection.
+#[derive(Debug)]
+pub struct ConnSlot(Arc<AtomicUsize>);
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl ConnLimit {
+    /// At most `max` connections at a time.
+    pub fn new(max: usize) -> Self {
+        ConnLimit {
+            open: Arc::new(AtomicUsize::new(0)),
+            max,
+        }
+    }
+
+    /// A slot, or `None` when all are taken.
+    pub fn acquire(&self) -> Option<ConnSlot> {
+        let mut cur = self.open.load(Ordering::Acquire);
+        loop {
+            if cur >= self.max {
+                return None;
+            }
+            match self
+                .open
+                .compare_exchange(cur, cur + 1, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return Some(ConnSlot(self.open.clone())),
+                Err(now) => cur = now,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limit_counts_slots() {
+        let l = ConnLimit::new(2);
+        let a = l.acquire().unwrap();
+        let _b = l.acquire().unwrap();
+        assert!(l.acquire().is_none());
+        drop(a);
+        assert!(l.acquire().is_some());
+    }
+
+    #[test]
+    fn bind_replaces_stale_and_refuses_live_sockets() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("s");
+        let l = bind_private(&p).unwrap();
+        let mode = fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let e = bind_private(&p).unwrap_err();
+        assert!(e.to_string().contains("another process"), "{e}");
+        drop(l);
+        bind_private(&p).unwrap();
+        let f = d.path().join("file");
+        fs::write(&f, b"").unwrap();
+        assert!(bind_private(&f)
+            .unwrap_err()
+            .to_string()
+            .contains("not a socket"));
+    }
+}

@@ -1,0 +1,350 @@
+//! One connection of the host TEE protocol (the VMM's virtio-tee device):
+//! `HELLO`, then sessions and invokes (`docs/trusty.md`, "The host TEE
+//! protocol"). The reading thread decodes frames and answers the quick
+//! operations itself; each invoke runs on its own thread so that a
+//! waiting invoke does not hold up a `CANCEL` or other sessions.
+
+use std::collections::HashMap;
+use std::io::{self, Write};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::ports::TaKind;
+use crate::service::Guest;
+use crate::ta::{CancelFlag, GpSession};
+use crate::tee::client::read_body;
+use crate::tee::proto::{
+    login, op, origin, result, Param, Request, Response, ResponseBody, MAX_FRAME, MAX_MEMREF,
+    PROTOCOL_VERSION,
+};
+
+/// Limits of one TEE connection.
+#[derive(Debug, Clone, Copy)]
+pub struct TeeLimits {
+    /// Open sessions.
+    pub max_sessions: usize,
+    /// Invokes running at once.
+    pub max_inflight: usize,
+}
+
+impl Default for TeeLimits {
+    fn default() -> Self {
+        TeeLimits {
+            max_sessions: 32,
+            max_inflight: 8,
+        }
+    }
+}
+
+/// An open session.
+struct Session {
+    ta: TaKind,
+    gp: Mutex<Box<dyn GpSession>>,
+    /// Running invokes by cancel id.
+    running: Mutex<HashMap<u32, Vec<Arc<CancelFlag>>>>,
+}
+
+impl Session {
+    fn cancel(&self, cancel_id: Option<u32>) {
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        for (id, flags) in running.iter() {
+            if cancel_id.is_none_or(|c| c == *id) {
+                flags.iter().for_each(|f| f.cancel());
+            }
+        }
+    }
+}
+
+/// The connection's shared state.
+struct Conn {
+    guest: Arc<Guest>,
+    limits: TeeLimits,
+    writer: Mutex<UnixStream>,
+    sessions: Mutex<HashMap<u32, Arc<Session>>>,
+    next_session: Mutex<u32>,
+    inflight: Arc<AtomicUsize>,
+}
+
+impl Conn {
+    fn send(&self, r: &Response) {
+        let frame = r.encode_frame();
+        let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = w.write_all(&frame) {
+            tracing::debug!(guest = self.guest.name(), "tee: response not sent: {e}");
+        }
+    }
+
+    fn session(&self, id: u32) -> Option<Arc<Session>> {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned()
+    }
+
+    fn open_session(
+        &self,
+        id: u64,
+        uuid: [u8; 16],
+        login_method: u32,
+        params: &[Param; 4],
+    ) -> Response {
+        let fail = |ret| Response::error(id, op::OPEN_SESSION, ret, origin::TEE, Some(params));
+        if !login::is_known(login_method) {
+            return fail(result::BAD_PARAMETERS);
+        }
+        let Some(ta) = TaKind::from_uuid(&uuid) else {
+            return fail(result::ITEM_NOT_FOUND);
+        };
+        if params.iter().any(|p| *p != Param::None) {
+            return fail(result::BAD_PARAMETERS);
+        }
+        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        if sessions.len() >= self.limits.max_sessions {
+            return fail(result::BUSY);
+        }
+        let mut next = self.next_session.lock().unwrap_or_else(|p| p.into_inner());
+        *next = next.checked_add(1).unwrap_or(1);
+        while sessions.contains_key(&*next) {
+            *next = next.checked_add(1).unwrap_or(1);
+        }
+        let sid = *next;
+        sessions.insert(
+            sid,
+            Arc::new(Session {
+                ta,
+                gp: Mutex::new(self.guest.gp_session(ta)),
+                running: Mutex::new(HashMap::new()),
+            }),
+        );
+        tracing::debug!(
+            guest = self.guest.name(),
+            session = sid,
+            port = ta.port_name(),
+            login_method,
+            "tee: session opened"
+        );
+        Response {
+            id,
+            ret: result::SUCCESS,
+            origin: origin::TRUSTED_APP,
+            body: ResponseBody::OpenSession {
+                session: sid,
+                params: Default::default(),
+            },
+        }
+    }
+
+    /// Starts an invoke on its own thread, or answers at once.
+    fn invoke(self: &Arc<Self>, id: u64, sid: u32, func: u32, cancel_id: u32, params: [Param; 4]) {
+        let Some(session) = self.session(sid) else {
+            return self.send(&Response::error(
+                id,
+                op::INVOKE,
+                result::ITEM_NOT_FOUND,
+                origin::TEE,
+                Some(&params),
+            ));
+        };
+        if self.inflight.fetch_add(1, Ordering::AcqRel) >= self.limits.max_inflight {
+            self.inflight.fetch_sub(1, Ordering::AcqRel);
+            return self.send(&Response::error(
+                id,
+                op::INVOKE,
+                result::BUSY,
+                origin::TEE,
+                Some(&params),
+            ));
+        }
+        // Registered before the thread starts: a CANCEL read right after
+        // this INVOKE finds it.
+        let flag = Arc::new(CancelFlag::new());
+        session
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(cancel_id)
+            .or_default()
+            .push(flag.clone());
+        let conn = self.clone();
+        let busy = Response::error(id, op::INVOKE, result::BUSY, origin::TEE, Some(&params));
+        let worker = move || {
+            let r = {
+                let mut gp = session.gp.lock().unwrap_or_else(|p| p.into_inner());
+                gp.invoke(func, &params, &flag)
+            };
+            {
+                let mut running = session.running.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(v) = running.get_mut(&cancel_id) {
+                    v.retain(|f| !Arc::ptr_eq(f, &flag));
+                    if v.is_empty() {
+                        running.remove(&cancel_id);
+                    }
+                }
+            }
+            conn.inflight.fetch_sub(1, Ordering::AcqRel);
+            tracing::trace!(
+                session = sid,
+                port = session.ta.port_name(),
+                func,
+                ret = r.ret,
+                "tee: invoke done"
+            );
+            conn.send(&Response {
+                id,
+                ret: r.ret,
+                origin: r.origin,
+                body: ResponseBody::Invoke { params: r.params },
+            });
+        };
+        if let Err(e) = std::thread::Builder::new()
+            .name("trusty-invoke".into())
+            .spawn(worker)
+        {
+            tracing::warn!("tee: no thread for an invoke: {e}");
+            self.inflight.fetch_sub(1, Ordering::AcqRel);
+            self.send(&busy);
+        }
+    }
+
+    fn close_all(&self) {
+        let sessions =
+            std::mem::take(&mut *self.sessions.lock().unwrap_or_else(|p| p.into_inner()));
+        for s in sessions.values() {
+            s.cancel(None);
+        }
+    }
+}
+
+/// Serves one TEE connection of `guest` until it ends. Protocol errors
+/// (a frame that does not decode, a first frame other than `HELLO`) end
+/// the connection and every session on it.
+pub fn serve(stream: UnixStream, guest: &Arc<Guest>, limits: TeeLimits) -> io::Result<()> {
+    let mut reader = stream.try_clone()?;
+    let conn = Arc::new(Conn {
+        guest: guest.clone(),
+        limits,
+        writer: Mutex::new(stream),
+        sessions: Mutex::new(HashMap::new()),
+        next_session: Mutex::new(0),
+        inflight: Arc::new(AtomicUsize::new(0)),
+    });
+    let result = serve_frames(&conn, &mut reader);
+    conn.close_all();
+    result
+}
+
+fn serve_frames(conn: &Arc<Conn>, reader: &mut UnixStream) -> io::Result<()> {
+    let name = conn.guest.name().to_string();
+    let mut hello = false;
+    loop {
+        let body = match read_body(reader) {
+            Ok(Some(b)) => b,
+            Ok(None) => return Ok(()),
+            Err(crate::tee::ClientError::Io(e)) => return Err(e),
+            Err(e) => {
+                tracing::info!(guest = name, "tee: {e}; closing");
+                return Ok(());
+            }
+        };
+        let (id, req) = match Request::decode(&body) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::info!(guest = name, "tee: undecodable frame ({e}); closing");
+                return Ok(());
+            }
+        };
+        if !hello {
+            match req {
+                Request::Hello { version } if version == PROTOCOL_VERSION => {
+                    hello = true;
+                    conn.send(&Response::error(
+                        id,
+                        op::HELLO,
+                        result::SUCCESS,
+                        origin::TEE,
+                        None,
+                    ));
+                    continue;
+                }
+                Request::Hello { version } => {
+                    tracing::info!(guest = name, version, "tee: unsupported protocol version");
+                    conn.send(&Response {
+                        id,
+                        ret: result::NOT_SUPPORTED,
+                        origin: origin::TEE,
+                        body: ResponseBody::Hello {
+                            version: PROTOCOL_VERSION,
+                            max_frame: MAX_FRAME as u32,
+                            max_memref: MAX_MEMREF as u32,
+                        },
+                    });
+                    return Ok(());
+                }
+                _ => {
+                    tracing::info!(guest = name, "tee: first frame is not HELLO; closing");
+                    return Ok(());
+                }
+            }
+        }
+        match req {
+            Request::Hello { .. } => {
+                conn.send(&Response::error(
+                    id,
+                    op::HELLO,
+                    result::BAD_STATE,
+                    origin::TEE,
+                    None,
+                ));
+            }
+            Request::OpenSession {
+                uuid,
+                login,
+                client: _,
+                cancel_id: _,
+                params,
+            } => conn.send(&conn.open_session(id, uuid, login, &params)),
+            Request::Invoke {
+                session,
+                func,
+                cancel_id,
+                params,
+            } => conn.invoke(id, session, func, cancel_id, params),
+            Request::Cancel { session, cancel_id } => {
+                let ret = match conn.session(session) {
+                    Some(s) => {
+                        s.cancel(Some(cancel_id));
+                        result::SUCCESS
+                    }
+                    None => result::ITEM_NOT_FOUND,
+                };
+                conn.send(&Response::error(id, op::CANCEL, ret, origin::TEE, None));
+            }
+            Request::CloseSession { session } => {
+                let removed = conn
+                    .sessions
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&session);
+                let ret = match removed {
+                    Some(s) => {
+                        s.cancel(None);
+                        result::SUCCESS
+                    }
+                    None => result::ITEM_NOT_FOUND,
+                };
+                conn.send(&Response::error(
+                    id,
+                    op::CLOSE_SESSION,
+                    ret,
+                    origin::TEE,
+                    None,
+                ));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,299 @@
+//! The TEE server through the real client over a socket pair.
+
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::service::{BootClock, Service};
+use crate::ta::echo::{CMD_ECHO, CMD_WAIT};
+use crate::tee::proto::{ParamOut, Value, NUM_PARAMS};
+use crate::tee::TeeClient;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    service: Service,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let service = Service::open(dir.path(), Arc::new(BootClock)).unwrap();
+        Fixture { _dir: dir, service }
+    }
+
+    fn client(&self, guest: &str) -> TeeClient {
+        let (a, b) = UnixStream::pair().unwrap();
+        let g = self.service.guest(guest).unwrap();
+        std::thread::spawn(move || serve(b, &g, TeeLimits::default()));
+        TeeClient::from_stream(a).unwrap()
+    }
+}
+
+fn open(c: &mut TeeClient, ta: TaKind) -> u32 {
+    let r = c
+        .call(&Request::OpenSession {
+            uuid: *ta.uuid().as_bytes(),
+            login: login::USER,
+            client: [0; 16],
+            cancel_id: 0,
+            params: Default::default(),
+        })
+        .unwrap();
+    assert_eq!(r.ret, result::SUCCESS, "{r:?}");
+    match r.body {
+        ResponseBody::OpenSession { session, .. } => session,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn invoke(c: &mut TeeClient, session: u32, func: u32, params: [Param; NUM_PARAMS]) -> Response {
+    c.call(&Request::Invoke {
+        session,
+        func,
+        cancel_id: 0,
+        params,
+    })
+    .unwrap()
+}
+
+fn outs(r: &Response) -> &[ParamOut; NUM_PARAMS] {
+    match &r.body {
+        ResponseBody::Invoke { params } => params,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn echo_values_and_a_one_mib_memref() {
+    let f = Fixture::new();
+    let mut c = f.client("g");
+    let s = open(&mut c, TaKind::Echo);
+    let data: Vec<u8> = (0..(1 << 20)).map(|i| (i * 7 % 251) as u8).collect();
+    let v = Value { a: 1, b: 2, c: 3 };
+    let r = invoke(
+        &mut c,
+        s,
+        CMD_ECHO,
+        [
+            Param::ValueInput(v),
+            Param::ValueOutput,
+            Param::MemrefInput(data.clone()),
+            Param::MemrefOutput { capacity: 1 << 20 },
+        ],
+    );
+    assert_eq!(r.ret, result::SUCCESS);
+    assert_eq!(outs(&r)[1], ParamOut::ValueOutput(v));
+    assert_eq!(
+        outs(&r)[3],
+        ParamOut::MemrefOutput {
+            size: 1 << 20,
+            data
+        }
+    );
+}
+
+#[test]
+fn wait_is_cancelled_while_another_session_works() {
+    let f = Fixture::new();
+    let c = f.client("g");
+    let (mut tx, mut rx) = c.split();
+    // Sessions opened through the split halves.
+    let open_req = |ta: TaKind| Request::OpenSession {
+        uuid: *ta.uuid().as_bytes(),
+        login: login::PUBLIC,
+        client: [0; 16],
+        cancel_id: 0,
+        params: Default::default(),
+    };
+    tx.send(&open_req(TaKind::Echo)).unwrap();
+    tx.send(&open_req(TaKind::Echo)).unwrap();
+    let mut sids = Vec::new();
+    for _ in 0..2 {
+        match rx.recv().unwrap().body {
+            ResponseBody::OpenSession { session, .. } => sids.push(session),
+            other => panic!("{other:?}"),
+        }
+    }
+    let start = Instant::now();
+    let wait_id = tx
+        .send(&Request::Invoke {
+            session: sids[0],
+            func: CMD_WAIT,
+            cancel_id: 42,
+            params: [
+                Param::ValueInput(Value {
+                    a: 20_000,
+                    b: 0,
+                    c: 0,
+                }),
+                Param::None,
+                Param::None,
+                Param::None,
+            ],
+        })
+        .unwrap();
+    // The other session answers while the first one waits.
+    let echo_id = tx
+        .send(&Request::Invoke {
+            session: sids[1],
+            func: CMD_ECHO,
+            cancel_id: 0,
+            params: [
+                Param::MemrefInout(b"x".to_vec()),
+                Param::None,
+                Param::None,
+                Param::None,
+            ],
+        })
+        .unwrap();
+    let r = rx.recv().unwrap();
+    assert_eq!(r.id, echo_id);
+    assert_eq!(r.ret, result::SUCCESS);
+    std::thread::sleep(Duration::from_millis(100));
+    let cancel_id = tx
+        .send(&Request::Cancel {
+            session: sids[0],
+            cancel_id: 42,
+        })
+        .unwrap();
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        got.push(rx.recv().unwrap());
+    }
+    got.sort_by_key(|r| r.id);
+    assert_eq!((got[0].id, got[0].ret), (wait_id, result::CANCEL));
+    assert_eq!((got[1].id, got[1].ret), (cancel_id, result::SUCCESS));
+    assert!(start.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn unknown_things_are_errors_and_the_connection_survives() {
+    let f = Fixture::new();
+    let mut c = f.client("g");
+    let r = c
+        .call(&Request::OpenSession {
+            uuid: [1; 16],
+            login: login::PUBLIC,
+            client: [0; 16],
+            cancel_id: 0,
+            params: Default::default(),
+        })
+        .unwrap();
+    assert_eq!((r.ret, r.origin), (result::ITEM_NOT_FOUND, origin::TEE));
+    let r = c
+        .call(&Request::OpenSession {
+            uuid: *TaKind::Echo.uuid().as_bytes(),
+            login: 3,
+            client: [0; 16],
+            cancel_id: 0,
+            params: Default::default(),
+        })
+        .unwrap();
+    assert_eq!(r.ret, result::BAD_PARAMETERS);
+    let r = invoke(&mut c, 77, 0, Default::default());
+    assert_eq!(r.ret, result::ITEM_NOT_FOUND);
+    let r = c.call(&Request::CloseSession { session: 77 }).unwrap();
+    assert_eq!(r.ret, result::ITEM_NOT_FOUND);
+    let s = open(&mut c, TaKind::Echo);
+    let r = c.call(&Request::CloseSession { session: s }).unwrap();
+    assert_eq!(r.ret, result::SUCCESS);
+    let r = invoke(&mut c, s, 0, Default::default());
+    assert_eq!(r.ret, result::ITEM_NOT_FOUND, "closed");
+}
+
+#[test]
+fn sessions_are_per_connection_and_bounded() {
+    let f = Fixture::new();
+    let mut a = f.client("g");
+    let mut b = f.client("g");
+    let s = open(&mut a, TaKind::Echo);
+    let r = invoke(&mut b, s, CMD_ECHO, Default::default());
+    assert_eq!(
+        r.ret,
+        result::ITEM_NOT_FOUND,
+        "another connection's session"
+    );
+    let limits = TeeLimits::default();
+    for _ in 1..limits.max_sessions {
+        open(&mut a, TaKind::Datasink);
+    }
+    let r = a
+        .call(&Request::OpenSession {
+            uuid: *TaKind::Echo.uuid().as_bytes(),
+            login: login::PUBLIC,
+            client: [0; 16],
+            cancel_id: 0,
+            params: Default::default(),
+        })
+        .unwrap();
+    assert_eq!(r.ret, result::BUSY);
+}
+
+#[test]
+fn a_garbage_frame_or_a_missing_hello_closes_the_connection() {
+    let f = Fixture::new();
+    let (mut a, b) = UnixStream::pair().unwrap();
+    let g = f.service.guest("g").unwrap();
+    let t = std::thread::spawn(move || serve(b, &g, TeeLimits::default()));
+    a.write_all(&Request::CloseSession { session: 1 }.encode_frame(1))
+        .unwrap();
+    t.join().unwrap().unwrap();
+    let (mut a, b) = UnixStream::pair().unwrap();
+    let g = f.service.guest("g").unwrap();
+    let t = std::thread::spawn(move || serve(b, &g, TeeLimits::default()));
+    a.write_all(&[5, 0, 0, 0, 1, 2, 3, 4, 5]).unwrap();
+    t.join().unwrap().unwrap();
+    let (mut a, b) = UnixStream::pair().unwrap();
+    let g = f.service.guest("g").unwrap();
+    let t = std::thread::spawn(move || serve(b, &g, TeeLimits::default()));
+    a.write_all(&Request::Hello { version: 2 }.encode_frame(1))
+        .unwrap();
+    let r = Response::decode(&read_body(&mut a).unwrap().unwrap()).unwrap();
+    assert_eq!(r.ret, result::NOT_SUPPORTED);
+    assert!(
+        read_body(&mut a).unwrap().is_none(),
+        "closed after the refusal"
+    );
+    t.join().unwrap().unwrap();
+}
+
+/// A storage message through the GP message command.
+fn storage_open(c: &mut TeeClient, s: u32, name: &str, create: bool) -> i32 {
+    use crate::ta::storage::proto as sp;
+    let mut m = Vec::new();
+    for v in [sp::FILE_OPEN, 0, sp::MSG_FLAG_TRANSACT_COMPLETE, 0, 0, 0] {
+        m.extend_from_slice(&v.to_le_bytes());
+    }
+    m.extend_from_slice(&u32::from(create).to_le_bytes());
+    m.extend_from_slice(name.as_bytes());
+    let r = invoke(
+        c,
+        s,
+        0,
+        [
+            Param::MemrefInput(m),
+            Param::MemrefOutput { capacity: 4096 },
+            Param::ValueOutput,
+            Param::None,
+        ],
+    );
+    assert_eq!(r.ret, result::SUCCESS);
+    match &outs(&r)[1] {
+        ParamOut::MemrefOutput { data, .. } => sp::Header::parse(data).unwrap().result,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn storage_over_gp_is_isolated_per_guest() {
+    let f = Fixture::new();
+    let mut a = f.client("a");
+    let mut b = f.client("b");
+    let sa = open(&mut a, TaKind::StorageTd);
+    let sb = open(&mut b, TaKind::StorageTd);
+    assert_eq!(storage_open(&mut a, sa, "mine", true), 0);
+    assert_eq!(storage_open(&mut a, sa, "mine", false), 0);
+    assert_eq!(
+        storage_open(&mut b, sb, "mine", false),
+        crate::ta::storage::proto::err::NOT_FOUND
+    );
+}

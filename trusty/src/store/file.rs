@@ -1,0 +1,538 @@
+//! The on-disk store: one directory per namespace, an encrypted and
+//! authenticated manifest, one encrypted blob per file version, atomic
+//! commits (`docs/trusty.md`, "Storage security model").
+//!
+//! ```text
+//! manifest                     "VTM1" | nonce[24] | XChaCha20-Poly1305(json), aad "manifest\0<ns id>"
+//! <hmac(name)[..16]>-<ver>.blob "VTF1" | nonce[24] | XChaCha20-Poly1305(data), aad "file\0<ns id>\0<name>\0<ver>"
+//! *.tmp                        a write in progress (removed at open)
+//! ```
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+use super::{check_limits, is_valid_name, Change, FileMeta, Limits, SecureStore, StoreError};
+use crate::keys::{create_private_dir, NamespaceKeys};
+
+const MANIFEST: &str = "manifest";
+const MANIFEST_MAGIC: &[u8; 4] = b"VTM1";
+const BLOB_MAGIC: &[u8; 4] = b"VTF1";
+const BLOB_SUFFIX: &str = ".blob";
+const TMP_SUFFIX: &str = ".tmp";
+const NONCE_LEN: usize = 24;
+const TAG_LEN: usize = 16;
+/// Magic, nonce and tag around every ciphertext.
+const OVERHEAD: u64 = (4 + NONCE_LEN + TAG_LEN) as u64;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Manifest {
+    generation: u64,
+    files: BTreeMap<String, Entry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Entry {
+    version: u64,
+    size: u64,
+    blob: String,
+}
+
+/// A namespace directory (see the module docs).
+pub struct FileStore {
+    dir: PathBuf,
+    keys: NamespaceKeys,
+    limits: Limits,
+    manifest: Manifest,
+}
+
+impl std::fmt::Debug for FileStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileStore")
+            .field("dir", &self.dir)
+            .field("id", &self.keys.id)
+            .field("generation", &self.manifest.generation)
+            .field("files", &self.manifest.files.len())
+            .finish()
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn integrity(msg: impl Into<String>) -> StoreError {
+    StoreError::Integrity(msg.into())
+}
+
+/// Writes `bytes` to `path` through `path.tmp`, fsynced before the rename.
+fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(TMP_SUFFIX);
+    let tmp = PathBuf::from(tmp);
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    fs::rename(&tmp, path)
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+impl FileStore {
+    /// Opens (or creates, `0700`) the namespace directory `dir`: removes
+    /// leftovers of an interrupted commit and authenticates the manifest.
+    /// A manifest that fails authentication, or blobs without a manifest,
+    /// are integrity errors (nothing is removed then).
+    pub fn open(dir: &Path, keys: NamespaceKeys, limits: Limits) -> Result<Self, StoreError> {
+        create_private_dir(dir)?;
+        let mut store = FileStore {
+            dir: dir.to_path_buf(),
+            keys,
+            limits,
+            manifest: Manifest::default(),
+        };
+        let mut blobs = Vec::new();
+        for entry in fs::read_dir(dir)? {
+            let name = entry?.file_name();
+            let name = name.to_string_lossy();
+            if name.ends_with(TMP_SUFFIX) {
+                fs::remove_file(dir.join(name.as_ref()))?;
+            } else if name.ends_with(BLOB_SUFFIX) {
+                blobs.push(name.into_owned());
+            }
+        }
+        match fs::read(dir.join(MANIFEST)) {
+            Ok(bytes) => store.manifest = store.decrypt_manifest(&bytes)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if !blobs.is_empty() {
+                    return Err(integrity(format!(
+                        "{}: the manifest is missing but {} file blobs are present",
+                        dir.display(),
+                        blobs.len()
+                    )));
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+        for blob in blobs {
+            if !store.manifest.files.values().any(|e| e.blob == blob) {
+                tracing::info!(dir = %dir.display(), blob, "removing a blob no commit refers to");
+                fs::remove_file(dir.join(&blob))?;
+            }
+        }
+        Ok(store)
+    }
+
+    fn cipher(&self) -> XChaCha20Poly1305 {
+        XChaCha20Poly1305::new((&self.keys.aead.0).into())
+    }
+
+    fn seal(&self, magic: &[u8; 4], aad: &[u8], plain: &[u8]) -> Result<Vec<u8>, StoreError> {
+        let mut nonce = [0u8; NONCE_LEN];
+        getrandom::getrandom(&mut nonce).map_err(|e| StoreError::Io(io::Error::other(e)))?;
+        let ct = self
+            .cipher()
+            .encrypt(XNonce::from_slice(&nonce), Payload { msg: plain, aad })
+            .map_err(|_| StoreError::Io(io::Error::other("encryption failed")))?;
+        let mut out = Vec::with_capacity(4 + NONCE_LEN + ct.len());
+        out.extend_from_slice(magic);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&ct);
+        Ok(out)
+    }
+
+    fn open_sealed(
+        &self,
+        magic: &[u8; 4],
+        aad: &[u8],
+        sealed: &[u8],
+        what: &str,
+    ) -> Result<Vec<u8>, StoreError> {
+        if (sealed.len() as u64) < OVERHEAD || &sealed[..4] != magic {
+            return Err(integrity(format!(
+                "{what}: not a sealed {}",
+                String::from_utf8_lossy(magic)
+            )));
+        }
+        let nonce = XNonce::from_slice(&sealed[4..4 + NONCE_LEN]);
+        self.cipher()
+            .decrypt(
+                nonce,
+                Payload {
+                    msg: &sealed[4 + NONCE_LEN..],
+                    aad,
+                },
+            )
+            .map_err(|_| {
+                integrity(format!(
+                    "{what} failed authentication (changed, or an older copy)"
+                ))
+            })
+    }
+
+    fn manifest_aad(&self) -> Vec<u8> {
+        format!("manifest\0{}", self.keys.id).into_bytes()
+    }
+
+    fn blob_aad(&self, name: &str, version: u64) -> Vec<u8> {
+        format!("file\0{}\0{name}\0{version}", self.keys.id).into_bytes()
+    }
+
+    /// The blob file name of `name` at `version`.
+    fn blob_name(&self, name: &str, version: u64) -> String {
+        let mut mac = match <Hmac<Sha256> as Mac>::new_from_slice(&self.keys.name.0) {
+            Ok(m) => m,
+            Err(_) => unreachable!("HMAC takes a key of any length"),
+        };
+        mac.update(name.as_bytes());
+        let tag = mac.finalize().into_bytes();
+        format!("{}-{version:016x}{BLOB_SUFFIX}", hex(&tag[..16]))
+    }
+
+    fn decrypt_manifest(&self, bytes: &[u8]) -> Result<Manifest, StoreError> {
+        let plain =
+            self.open_sealed(MANIFEST_MAGIC, &self.manifest_aad(), bytes, "the manifest")?;
+        let m: Manifest = serde_json::from_slice(&plain)
+            .map_err(|e| integrity(format!("the manifest does not parse: {e}")))?;
+        for (name, e) in &m.files {
+            if !is_valid_name(name.as_bytes())
+                || e.version > m.generation
+                || e.blob != self.blob_name(name, e.version)
+                || e.size > self.limits.max_file_size
+            {
+                return Err(integrity(format!(
+                    "the manifest's entry for {name:?} is inconsistent"
+                )));
+            }
+        }
+        Ok(m)
+    }
+
+    /// The namespace's commit counter (for tests and logs).
+    pub fn generation(&self) -> u64 {
+        self.manifest.generation
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The on-disk path of `name`'s current blob (tests that tamper).
+    pub fn blob_path(&self, name: &str) -> Option<PathBuf> {
+        self.manifest
+            .files
+            .get(name)
+            .map(|e| self.dir.join(&e.blob))
+    }
+}
+
+impl SecureStore for FileStore {
+    fn files(&self) -> Result<Vec<(String, FileMeta)>, StoreError> {
+        Ok(self
+            .manifest
+            .files
+            .iter()
+            .map(|(n, e)| {
+                (
+                    n.clone(),
+                    FileMeta {
+                        version: e.version,
+                        size: e.size,
+                    },
+                )
+            })
+            .collect())
+    }
+
+    fn meta(&self, name: &str) -> Result<Option<FileMeta>, StoreError> {
+        Ok(self.manifest.files.get(name).map(|e| FileMeta {
+            version: e.version,
+            size: e.size,
+        }))
+    }
+
+    fn read(&self, name: &str) -> Result<Vec<u8>, StoreError> {
+        let e = self
+            .manifest
+            .files
+            .get(name)
+            .ok_or_else(|| integrity(format!("{name} is not in the manifest")))?;
+        let path = self.dir.join(&e.blob);
+        let what = format!("file {name} (version {})", e.version);
+        let mut f = match File::open(&path) {
+            Ok(f) => f,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                return Err(integrity(format!("{what}: its blob is missing")))
+            }
+            Err(err) => return Err(err.into()),
+        };
+        // Bound the read by what the manifest allows before reading.
+        let len = f.metadata()?.len();
+        if len != e.size + OVERHEAD {
+            return Err(integrity(format!(
+                "{what}: blob of {len} bytes, expected {}",
+                e.size + OVERHEAD
+            )));
+        }
+        let mut sealed = Vec::with_capacity(len as usize);
+        io::Read::read_to_end(&mut f, &mut sealed)?;
+        let plain =
+            self.open_sealed(BLOB_MAGIC, &self.blob_aad(name, e.version), &sealed, &what)?;
+        if plain.len() as u64 != e.size {
+            return Err(integrity(format!("{what}: size differs from the manifest")));
+        }
+        Ok(plain)
+    }
+
+    fn commit(&mut self, changes: Vec<Change>) -> Result<(), StoreError> {
+        // The last change of a name wins.
+        let changes: BTreeMap<String, Option<Vec<u8>>> =
+            changes.into_iter().map(|c| (c.name, c.data)).collect();
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let list: Vec<Change> = changes
+            .iter()
+            .map(|(n, d)| Change {
+                name: n.clone(),
+                data: d.clone(),
+            })
+            .collect();
+        let current = self.files()?.into_iter().collect();
+        check_limits(&current, &list, &self.limits)?;
+
+        let generation = self.manifest.generation + 1;
+        let mut next = self.manifest.clone();
+        next.generation = generation;
+        let mut written = Vec::new();
+        let result = (|| -> Result<(), StoreError> {
+            for (name, data) in &changes {
+                match data {
+                    Some(d) => {
+                        let blob = self.blob_name(name, generation);
+                        let sealed = self.seal(BLOB_MAGIC, &self.blob_aad(name, generation), d)?;
+                        let path = self.dir.join(&blob);
+                        write_atomic(&path, &sealed)?;
+                        written.push(path);
+                        next.files.insert(
+                            name.clone(),
+                            Entry {
+                                version: generation,
+                                size: d.len() as u64,
+                                blob,
+                            },
+                        );
+                    }
+                    None => {
+                        next.files.remove(name);
+                    }
+                }
+            }
+            sync_dir(&self.dir)?;
+            let json =
+                serde_json::to_vec(&next).map_err(|e| StoreError::Io(io::Error::other(e)))?;
+            let sealed = self.seal(MANIFEST_MAGIC, &self.manifest_aad(), &json)?;
+            // The commit point: the manifest's rename.
+            write_atomic(&self.dir.join(MANIFEST), &sealed)?;
+            sync_dir(&self.dir)?;
+            Ok(())
+        })();
+        if let Err(e) = result {
+            for p in written {
+                let _ = fs::remove_file(p);
+            }
+            return Err(e);
+        }
+        let old = std::mem::replace(&mut self.manifest, next);
+        for (name, e) in old.files {
+            if changes.contains_key(&name) {
+                if let Err(err) = fs::remove_file(self.dir.join(&e.blob)) {
+                    tracing::warn!(blob = e.blob, "could not remove a superseded blob: {err}");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::DeviceSecret;
+
+    fn keys(guest: &str) -> NamespaceKeys {
+        NamespaceKeys::derive(&DeviceSecret::from_bytes([9; 32]), guest, "td")
+    }
+
+    fn put(s: &mut FileStore, name: &str, data: &[u8]) {
+        s.commit(vec![Change {
+            name: name.into(),
+            data: Some(data.to_vec()),
+        }])
+        .unwrap();
+    }
+
+    #[test]
+    fn survives_reopen_and_hides_names() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = FileStore::open(d.path(), keys("g"), Limits::default()).unwrap();
+        put(&mut s, "secret.name", b"hello");
+        put(&mut s, "other", b"");
+        drop(s);
+        let s = FileStore::open(d.path(), keys("g"), Limits::default()).unwrap();
+        assert_eq!(s.read("secret.name").unwrap(), b"hello");
+        assert_eq!(s.read("other").unwrap(), b"");
+        assert_eq!(s.generation(), 2);
+        for e in fs::read_dir(d.path()).unwrap() {
+            let n = e.unwrap().file_name().into_string().unwrap();
+            assert!(!n.contains("secret"), "{n}");
+            let bytes = fs::read(d.path().join(&n)).unwrap();
+            assert!(!bytes.windows(5).any(|w| w == b"hello"), "plaintext in {n}");
+        }
+    }
+
+    #[test]
+    fn a_flipped_byte_is_an_integrity_error() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = FileStore::open(d.path(), keys("g"), Limits::default()).unwrap();
+        put(&mut s, "f", b"some contents");
+        let p = s.blob_path("f").unwrap();
+        let mut bytes = fs::read(&p).unwrap();
+        let last = bytes.len() - 20;
+        bytes[last] ^= 1;
+        fs::write(&p, &bytes).unwrap();
+        assert!(matches!(s.read("f"), Err(StoreError::Integrity(_))));
+    }
+
+    #[test]
+    fn an_old_copy_put_back_is_detected() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = FileStore::open(d.path(), keys("g"), Limits::default()).unwrap();
+        put(&mut s, "f", b"version one");
+        let old_path = s.blob_path("f").unwrap();
+        let old = fs::read(&old_path).unwrap();
+        put(&mut s, "f", b"version two");
+        assert!(!old_path.exists(), "superseded blob removed");
+        // The attacker copies the old blob over the current one.
+        let cur = s.blob_path("f").unwrap();
+        fs::write(&cur, &old).unwrap();
+        let e = s.read("f").unwrap_err();
+        assert!(matches!(e, StoreError::Integrity(_)), "{e}");
+        // An old manifest put back with the newer blobs present: the blob
+        // it names is gone.
+        let d2 = tempfile::tempdir().unwrap();
+        let mut s = FileStore::open(d2.path(), keys("g"), Limits::default()).unwrap();
+        put(&mut s, "f", b"one");
+        let old_manifest = fs::read(d2.path().join(MANIFEST)).unwrap();
+        put(&mut s, "f", b"two");
+        fs::write(d2.path().join(MANIFEST), old_manifest).unwrap();
+        let s = FileStore::open(d2.path(), keys("g"), Limits::default()).unwrap();
+        assert!(matches!(s.read("f"), Err(StoreError::Integrity(_))));
+    }
+
+    #[test]
+    fn another_guests_blobs_and_manifest_do_not_authenticate() {
+        let a = tempfile::tempdir().unwrap();
+        let mut s = FileStore::open(a.path(), keys("a"), Limits::default()).unwrap();
+        put(&mut s, "f", b"a's data");
+        // The whole directory moved under guest b's keys.
+        let e = FileStore::open(a.path(), keys("b"), Limits::default()).unwrap_err();
+        assert!(matches!(e, StoreError::Integrity(_)), "{e}");
+    }
+
+    #[test]
+    fn tampered_or_missing_manifests_are_errors_and_nothing_is_removed() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = FileStore::open(d.path(), keys("g"), Limits::default()).unwrap();
+        put(&mut s, "f", b"x");
+        let m = d.path().join(MANIFEST);
+        let mut bytes = fs::read(&m).unwrap();
+        bytes[30] ^= 0x80;
+        fs::write(&m, &bytes).unwrap();
+        assert!(matches!(
+            FileStore::open(d.path(), keys("g"), Limits::default()),
+            Err(StoreError::Integrity(_))
+        ));
+        fs::remove_file(&m).unwrap();
+        let e = FileStore::open(d.path(), keys("g"), Limits::default()).unwrap_err();
+        assert!(e.to_string().contains("manifest is missing"), "{e}");
+        assert_eq!(
+            fs::read_dir(d.path()).unwrap().count(),
+            1,
+            "the blob is kept as evidence"
+        );
+    }
+
+    #[test]
+    fn leftovers_of_an_interrupted_commit_are_removed() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = FileStore::open(d.path(), keys("g"), Limits::default()).unwrap();
+        put(&mut s, "f", b"committed");
+        // A crash after writing the next blob but before the manifest.
+        let next = s.blob_name("f", 99);
+        fs::write(d.path().join(&next), b"junk").unwrap();
+        fs::write(d.path().join("manifest.tmp"), b"junk").unwrap();
+        drop(s);
+        let s = FileStore::open(d.path(), keys("g"), Limits::default()).unwrap();
+        assert_eq!(s.read("f").unwrap(), b"committed");
+        assert!(!d.path().join(next).exists());
+        assert!(!d.path().join("manifest.tmp").exists());
+    }
+
+    #[test]
+    fn an_oversized_blob_is_not_read() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = FileStore::open(d.path(), keys("g"), Limits::default()).unwrap();
+        put(&mut s, "f", b"small");
+        let p = s.blob_path("f").unwrap();
+        fs::write(&p, vec![0u8; 10 << 20]).unwrap();
+        let e = s.read("f").unwrap_err();
+        assert!(e.to_string().contains("expected"), "{e}");
+    }
+
+    #[test]
+    fn deletes_commit_and_limits_hold() {
+        let d = tempfile::tempdir().unwrap();
+        let limits = Limits {
+            max_file_size: 8,
+            max_files: 4,
+            max_total: 16,
+        };
+        let mut s = FileStore::open(d.path(), keys("g"), limits).unwrap();
+        put(&mut s, "a", b"1");
+        s.commit(vec![Change {
+            name: "a".into(),
+            data: None,
+        }])
+        .unwrap();
+        assert_eq!(s.meta("a").unwrap(), None);
+        assert_eq!(
+            fs::read_dir(d.path()).unwrap().count(),
+            1,
+            "only the manifest"
+        );
+        let e = s
+            .commit(vec![Change {
+                name: "big".into(),
+                data: Some(vec![0; 9]),
+            }])
+            .unwrap_err();
+        assert!(matches!(e, StoreError::Quota(_)));
+    }
+}

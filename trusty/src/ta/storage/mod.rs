@@ -1,0 +1,549 @@
+//! Secure storage (`com.android.trusty.storage.client.td`) with the
+//! client-facing semantics of Trusty's storage service
+//! (`storage/client_tipc.c`): file handles per channel, and a transaction
+//! per channel that collects changes until a commit (`docs/trusty.md`,
+//! "Secure storage").
+//!
+//! [`StorageSession`] is the pure core: one channel's handles and
+//! transaction, given the namespace's committed state ([`SecureStore`])
+//! for each message.
+
+pub mod proto;
+
+use std::collections::BTreeMap;
+
+use self::proto::{err, list, Header, HEADER_LEN, MSG_FLAG_TRANSACT_COMPLETE};
+use crate::store::{is_valid_name, Change, Limits, SecureStore, StoreError, MAX_NAME_LEN};
+use crate::ta::le::{u32_at, u64_at};
+
+/// Most files one channel may have open.
+pub const MAX_OPEN_FILES: usize = 64;
+/// Most changed bytes one transaction may hold.
+pub const MAX_TRANSACTION_BYTES: usize = 4 << 20;
+/// Bytes of list entries per `FILE_LIST` response (Trusty's buffer).
+const LIST_BUF: usize = 1024;
+
+/// A file's state in the open transaction.
+#[derive(Debug, Clone)]
+struct Pending {
+    /// New contents, or `None` if the transaction deletes the file.
+    data: Option<Vec<u8>>,
+    /// The committed version when the transaction first touched the
+    /// file (`None`: did not exist). A commit fails if it changed since.
+    base: Option<u64>,
+}
+
+/// An operation's failure: the result code, and whether it also fails
+/// the open transaction.
+struct OpError {
+    code: i32,
+    fail_transaction: bool,
+}
+
+fn invalid() -> OpError {
+    OpError {
+        code: err::NOT_VALID,
+        fail_transaction: false,
+    }
+}
+
+fn status(code: i32) -> OpError {
+    OpError {
+        code,
+        fail_transaction: false,
+    }
+}
+
+impl From<StoreError> for OpError {
+    fn from(e: StoreError) -> Self {
+        tracing::warn!("storage: {e}");
+        OpError {
+            code: match e {
+                StoreError::Integrity(_) => err::CORRUPTED,
+                StoreError::Io(_) | StoreError::Quota(_) => err::GENERIC,
+            },
+            fail_transaction: true,
+        }
+    }
+}
+
+type OpResult<T> = Result<T, OpError>;
+
+/// One storage channel: open handles and the open transaction.
+#[derive(Debug)]
+pub struct StorageSession {
+    max_msg: usize,
+    limits: Limits,
+    handles: Vec<Option<String>>,
+    pending: BTreeMap<String, Pending>,
+    failed: bool,
+}
+
+impl StorageSession {
+    /// A channel whose messages are at most `max_msg` bytes, on a
+    /// namespace with `limits`.
+    pub fn new(max_msg: usize, limits: Limits) -> Self {
+        StorageSession {
+            max_msg,
+            limits,
+            handles: Vec::new(),
+            pending: BTreeMap::new(),
+            failed: false,
+        }
+    }
+
+    /// Whether the channel has uncommitted changes.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Handles one message against the namespace `store`.
+    pub fn on_message(&mut self, msg: &[u8], store: &mut dyn SecureStore) -> Vec<u8> {
+        let Some(h) = Header::parse(msg) else {
+            let h = Header {
+                cmd: proto::RESP_MSG_ERR,
+                ..Header::default()
+            };
+            return h.response(err::NOT_VALID, &[]);
+        };
+        let payload = &msg[HEADER_LEN..];
+        let complete = h.flags & MSG_FLAG_TRANSACT_COMPLETE != 0;
+
+        if h.cmd == proto::END_TRANSACTION {
+            if complete {
+                let ok = if self.failed {
+                    self.discard();
+                    false
+                } else {
+                    self.commit(store).is_ok()
+                };
+                self.failed = false;
+                return h.response(if ok { err::NO_ERROR } else { err::TRANSACT }, &[]);
+            }
+            self.discard();
+            self.failed = false;
+            return h.response(err::NO_ERROR, &[]);
+        }
+        if self.failed {
+            if complete {
+                self.failed = false;
+            }
+            return h.response(err::TRANSACT, &[]);
+        }
+
+        let result: OpResult<Vec<u8>> = match h.cmd {
+            proto::FILE_DELETE => self.delete(payload, store).map(|()| Vec::new()),
+            proto::FILE_OPEN => self
+                .open(payload, store)
+                .map(|fh| fh.to_le_bytes().to_vec()),
+            proto::FILE_CLOSE => self.close_file(payload).map(|()| Vec::new()),
+            proto::FILE_READ => return self.read(&h, payload, store),
+            proto::FILE_WRITE => self.write(payload, store).map(|()| Vec::new()),
+            proto::FILE_GET_SIZE => return self.get_size(&h, payload, store),
+            proto::FILE_SET_SIZE => self.set_size(payload, store).map(|()| Vec::new()),
+            proto::FILE_MOVE => self.move_file(payload, store).map(|()| Vec::new()),
+            proto::FILE_LIST => return self.list(&h, payload, store),
+            _ => Err(status(err::UNIMPLEMENTED)),
+        };
+        match result {
+            Ok(out) => {
+                if complete {
+                    if let Err(code) = self.commit(store) {
+                        tracing::info!(code, "storage: commit failed");
+                        self.failed = true;
+                        if h.cmd == proto::FILE_OPEN {
+                            if let Some(fh) = u32_at(&out, 0) {
+                                self.free_handle(fh);
+                            }
+                        }
+                        return h.response(err::GENERIC, &[]);
+                    }
+                }
+                h.response(err::NO_ERROR, &out)
+            }
+            Err(e) => {
+                if e.fail_transaction {
+                    self.discard();
+                    self.failed = true;
+                }
+                h.response(e.code, &[])
+            }
+        }
+    }
+
+    fn discard(&mut self) {
+        self.pending.clear();
+    }
+
+    /// Commits the open transaction: all of it or nothing. A file another
+    /// channel committed since this one first touched it is a conflict.
+    fn commit(&mut self, store: &mut dyn SecureStore) -> Result<(), i32> {
+        let pending = std::mem::take(&mut self.pending);
+        if pending.is_empty() {
+            return Ok(());
+        }
+        for (name, p) in &pending {
+            let now = store
+                .meta(name)
+                .map_err(|e| OpError::from(e).code)?
+                .map(|m| m.version);
+            if now != p.base {
+                tracing::info!(
+                    name,
+                    "storage: transaction conflicts with a commit of another channel"
+                );
+                return Err(err::GENERIC);
+            }
+        }
+        let changes = pending
+            .into_iter()
+            .map(|(name, p)| Change { name, data: p.data })
+            .collect();
+        store.commit(changes).map_err(|e| OpError::from(e).code)
+    }
+
+    // ---- the transaction's view of the namespace ----
+
+    /// The size of `name` as this channel sees it, `None` if absent.
+    fn size_of(&self, name: &str, store: &dyn SecureStore) -> OpResult<Option<u64>> {
+        Ok(match self.pending.get(name) {
+            Some(p) => p.data.as_ref().map(|d| d.len() as u64),
+            None => store.meta(name)?.map(|m| m.size),
+        })
+    }
+
+    /// The contents of an existing `name` as this channel sees it.
+    fn contents(&self, name: &str, store: &dyn SecureStore) -> OpResult<Vec<u8>> {
+        match self.pending.get(name) {
+            Some(Pending { data: Some(d), .. }) => Ok(d.clone()),
+            Some(Pending { data: None, .. }) => Err(invalid()),
+            None => Ok(store.read(name)?),
+        }
+    }
+
+    /// `name`'s entry in the transaction, loaded from the store on first
+    /// touch.
+    fn touch(&mut self, name: &str, store: &dyn SecureStore) -> OpResult<&mut Pending> {
+        if !self.pending.contains_key(name) {
+            let meta = store.meta(name)?;
+            let data = match meta {
+                Some(_) => Some(store.read(name)?),
+                None => None,
+            };
+            self.pending.insert(
+                name.to_string(),
+                Pending {
+                    data,
+                    base: meta.map(|m| m.version),
+                },
+            );
+        }
+        match self.pending.get_mut(name) {
+            Some(p) => Ok(p),
+            None => Err(status(err::GENERIC)),
+        }
+    }
+
+    fn check_transaction_size(&self) -> OpResult<()> {
+        let bytes: usize = self
+            .pending
+            .values()
+            .map(|p| p.data.as_ref().map_or(0, Vec::len))
+            .sum();
+        if bytes > MAX_TRANSACTION_BYTES {
+            tracing::info!(bytes, "storage: transaction over its size limit");
+            return Err(OpError {
+                code: err::GENERIC,
+                fail_transaction: true,
+            });
+        }
+        Ok(())
+    }
+
+    // ---- handles ----
+
+    fn handle_name(&self, fh: u32) -> OpResult<String> {
+        self.handles
+            .get(fh as usize)
+            .and_then(|h| h.clone())
+            .ok_or_else(invalid)
+    }
+
+    /// The name behind an open handle whose file still exists.
+    fn live_handle(&self, fh: u32, store: &dyn SecureStore) -> OpResult<(String, u64)> {
+        let name = self.handle_name(fh)?;
+        match self.size_of(&name, store)? {
+            Some(size) => Ok((name, size)),
+            None => Err(invalid()),
+        }
+    }
+
+    fn alloc_handle(&mut self, name: &str) -> OpResult<u32> {
+        let slot = match self.handles.iter().position(Option::is_none) {
+            Some(i) => i,
+            None if self.handles.len() < MAX_OPEN_FILES => {
+                self.handles.push(None);
+                self.handles.len() - 1
+            }
+            None => return Err(invalid()),
+        };
+        self.handles[slot] = Some(name.to_string());
+        Ok(slot as u32)
+    }
+
+    fn free_handle(&mut self, fh: u32) {
+        if let Some(h) = self.handles.get_mut(fh as usize) {
+            *h = None;
+        }
+        while matches!(self.handles.last(), Some(None)) {
+            self.handles.pop();
+        }
+    }
+
+    // ---- commands ----
+
+    fn name(bytes: &[u8]) -> OpResult<String> {
+        if !is_valid_name(bytes) {
+            return Err(invalid());
+        }
+        String::from_utf8(bytes.to_vec()).map_err(|_| invalid())
+    }
+
+    fn delete(&mut self, p: &[u8], store: &dyn SecureStore) -> OpResult<()> {
+        let flags = u32_at(p, 0).ok_or_else(invalid)?;
+        if flags != 0 {
+            return Err(invalid());
+        }
+        let name = Self::name(&p[4..])?;
+        if self.size_of(&name, store)?.is_none() {
+            return Err(status(err::NOT_FOUND));
+        }
+        self.touch(&name, store)?.data = None;
+        Ok(())
+    }
+
+    fn open(&mut self, p: &[u8], store: &dyn SecureStore) -> OpResult<u32> {
+        let flags = u32_at(p, 0).ok_or_else(invalid)?;
+        if flags & !proto::OPEN_MASK != 0 {
+            return Err(invalid());
+        }
+        let name = Self::name(&p[4..])?;
+        match self.size_of(&name, store)? {
+            None if flags & proto::OPEN_CREATE == 0 => return Err(status(err::NOT_FOUND)),
+            None => self.touch(&name, store)?.data = Some(Vec::new()),
+            Some(_)
+                if flags & proto::OPEN_CREATE != 0 && flags & proto::OPEN_CREATE_EXCLUSIVE != 0 =>
+            {
+                return Err(status(err::EXIST))
+            }
+            Some(size) if flags & proto::OPEN_TRUNCATE != 0 && size > 0 => {
+                self.touch(&name, store)?.data = Some(Vec::new())
+            }
+            Some(_) => {}
+        }
+        self.alloc_handle(&name)
+    }
+
+    fn close_file(&mut self, p: &[u8]) -> OpResult<()> {
+        let fh = u32_at(p, 0).ok_or_else(invalid)?;
+        self.handle_name(fh)?;
+        self.free_handle(fh);
+        Ok(())
+    }
+
+    fn read(&mut self, h: &Header, p: &[u8], store: &mut dyn SecureStore) -> Vec<u8> {
+        let r = (|| -> OpResult<Vec<u8>> {
+            if p.len() < 16 {
+                return Err(invalid());
+            }
+            let fh = u32_at(p, 0).ok_or_else(invalid)?;
+            let want = u32_at(p, 4).ok_or_else(invalid)? as usize;
+            let offset = u64_at(p, 8).ok_or_else(invalid)?;
+            if want > self.max_msg - HEADER_LEN {
+                return Err(invalid());
+            }
+            let (name, size) = self.live_handle(fh, store)?;
+            if offset > size {
+                return Err(invalid());
+            }
+            let data = self.contents(&name, store)?;
+            let start = offset as usize;
+            let end = start.saturating_add(want).min(data.len());
+            Ok(data[start..end].to_vec())
+        })();
+        match r {
+            Ok(d) => h.response(err::NO_ERROR, &d),
+            // Reads never fail the transaction.
+            Err(e) => h.response(e.code, &[]),
+        }
+    }
+
+    fn write(&mut self, p: &[u8], store: &dyn SecureStore) -> OpResult<()> {
+        if p.len() <= 16 {
+            return Err(invalid());
+        }
+        let offset = u64_at(p, 0).ok_or_else(invalid)?;
+        let fh = u32_at(p, 8).ok_or_else(invalid)?;
+        let data = &p[16..];
+        let (name, _) = self.live_handle(fh, store)?;
+        let end = offset.checked_add(data.len() as u64).ok_or_else(invalid)?;
+        if end > self.limits.max_file_size {
+            return Err(invalid());
+        }
+        let file = self.touch(&name, store)?.data.get_or_insert_with(Vec::new);
+        let (start, end) = (offset as usize, end as usize);
+        if file.len() < end {
+            file.resize(end, 0);
+        }
+        file[start..end].copy_from_slice(data);
+        self.check_transaction_size()
+    }
+
+    fn get_size(&mut self, h: &Header, p: &[u8], store: &mut dyn SecureStore) -> Vec<u8> {
+        let r = (|| -> OpResult<u64> {
+            if p.len() != 4 {
+                return Err(invalid());
+            }
+            let fh = u32_at(p, 0).ok_or_else(invalid)?;
+            Ok(self.live_handle(fh, store)?.1)
+        })();
+        match r {
+            Ok(size) => h.response(err::NO_ERROR, &size.to_le_bytes()),
+            Err(e) => h.response(e.code, &[]),
+        }
+    }
+
+    fn set_size(&mut self, p: &[u8], store: &dyn SecureStore) -> OpResult<()> {
+        if p.len() != 16 {
+            return Err(invalid());
+        }
+        let size = u64_at(p, 0).ok_or_else(invalid)?;
+        let fh = u32_at(p, 8).ok_or_else(invalid)?;
+        let (name, current) = self.live_handle(fh, store)?;
+        if size > self.limits.max_file_size {
+            return Err(invalid());
+        }
+        if size != current {
+            self.touch(&name, store)?
+                .data
+                .get_or_insert_with(Vec::new)
+                .resize(size as usize, 0);
+        }
+        self.check_transaction_size()
+    }
+
+    fn move_file(&mut self, p: &[u8], store: &dyn SecureStore) -> OpResult<()> {
+        let flags = u32_at(p, 0).ok_or_else(invalid)?;
+        let fh = u32_at(p, 4).ok_or_else(invalid)?;
+        let old_len = u32_at(p, 8).ok_or_else(invalid)? as usize;
+        if flags & !proto::MOVE_MASK != 0 {
+            return Err(invalid());
+        }
+        let names = &p[12..];
+        if old_len == 0 || old_len >= names.len() {
+            return Err(invalid());
+        }
+        let old = Self::name(&names[..old_len])?;
+        let new = Self::name(&names[old_len..])?;
+        if flags & proto::MOVE_OPEN_FILE != 0 && self.handle_name(fh)? != old {
+            return Err(invalid());
+        }
+        if self.size_of(&old, store)?.is_none() {
+            return Err(status(err::NOT_FOUND));
+        }
+        let new_exists = self.size_of(&new, store)?.is_some();
+        if flags & proto::MOVE_CREATE == 0 && !new_exists {
+            return Err(status(err::NOT_FOUND));
+        }
+        if flags & proto::MOVE_CREATE != 0
+            && flags & proto::MOVE_CREATE_EXCLUSIVE != 0
+            && new_exists
+        {
+            return Err(status(err::EXIST));
+        }
+        if old == new {
+            return Ok(());
+        }
+        let data = self.contents(&old, store)?;
+        self.touch(&new, store)?.data = Some(data);
+        self.touch(&old, store)?.data = None;
+        for h in self.handles.iter_mut().flatten() {
+            if *h == old {
+                h.clone_from(&new);
+            }
+        }
+        self.check_transaction_size()
+    }
+
+    fn list(&mut self, h: &Header, p: &[u8], store: &mut dyn SecureStore) -> Vec<u8> {
+        let r = (|| -> OpResult<Vec<u8>> {
+            if p.len() < 2 {
+                return Err(invalid());
+            }
+            let max_count = usize::from(p[0]);
+            let last_state = p[1] & list::STATE_MASK;
+            let last_name = match last_state {
+                list::END => return Err(invalid()),
+                list::START => None,
+                _ => Some(Self::name(&p[2..])?),
+            };
+            let committed = store.files()?;
+            let mut out = Vec::new();
+            let mut count = 0usize;
+            let full = |out: &Vec<u8>, count: usize| {
+                (max_count != 0 && count >= max_count) || out.len() + MAX_NAME_LEN + 2 > LIST_BUF
+            };
+            fn add(out: &mut Vec<u8>, count: &mut usize, flags: u8, name: &str) {
+                out.push(flags);
+                out.extend_from_slice(name.as_bytes());
+                out.push(0);
+                *count += 1;
+            }
+            // Committed files (with what this transaction does to them),
+            // then the ones it adds; each pass resumes after `last_name`.
+            if last_state != list::ADDED {
+                for (name, _) in &committed {
+                    if last_name.as_ref().is_some_and(|l| name <= l) {
+                        continue;
+                    }
+                    if full(&out, count) {
+                        break;
+                    }
+                    let state = match self.pending.get(name) {
+                        Some(Pending { data: None, .. }) => list::REMOVED,
+                        _ => list::COMMITTED,
+                    };
+                    add(&mut out, &mut count, state, name);
+                }
+            }
+            let resume_added = if last_state == list::ADDED {
+                last_name.clone()
+            } else {
+                None
+            };
+            for (name, pnd) in &self.pending {
+                if pnd.data.is_none() || committed.iter().any(|(c, _)| c == name) {
+                    continue;
+                }
+                if resume_added.as_ref().is_some_and(|l| name <= l) {
+                    continue;
+                }
+                if full(&out, count) {
+                    break;
+                }
+                add(&mut out, &mut count, list::ADDED, name);
+            }
+            if !full(&out, count) {
+                out.push(list::END);
+            }
+            Ok(out)
+        })();
+        match r {
+            Ok(d) => h.response(err::NO_ERROR, &d),
+            Err(e) => h.response(e.code, &[]),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,496 @@
+//! The storage core against AOSP-format messages (a separate file: the
+//! protocol has many commands).
+
+use super::proto::*;
+use super::*;
+use crate::framing::VSOCK_MAX_MESSAGE;
+use crate::store::MemStore;
+
+const COMPLETE: u32 = MSG_FLAG_TRANSACT_COMPLETE;
+
+fn msg(cmd: u32, flags: u32, payload: &[u8]) -> Vec<u8> {
+    let mut m = Vec::new();
+    for v in [cmd, 0x55, flags, 0, 0, 0] {
+        m.extend_from_slice(&v.to_le_bytes());
+    }
+    m.extend_from_slice(payload);
+    m
+}
+
+fn name_req(flags: u32, name: &str) -> Vec<u8> {
+    let mut p = flags.to_le_bytes().to_vec();
+    p.extend_from_slice(name.as_bytes());
+    p
+}
+
+fn result_of(r: &[u8]) -> i32 {
+    Header::parse(r).unwrap().result
+}
+
+struct T {
+    s: StorageSession,
+}
+
+impl T {
+    fn new() -> Self {
+        T {
+            s: StorageSession::new(VSOCK_MAX_MESSAGE, Limits::default()),
+        }
+    }
+    fn send(
+        &mut self,
+        store: &mut dyn SecureStore,
+        cmd: u32,
+        flags: u32,
+        payload: &[u8],
+    ) -> Vec<u8> {
+        let r = self.s.on_message(&msg(cmd, flags, payload), store);
+        let h = Header::parse(&r).unwrap();
+        assert_eq!(h.cmd, cmd | RESP_BIT);
+        assert_eq!(h.op_id, 0x55);
+        assert_eq!(h.size as usize, r.len());
+        r
+    }
+    fn open(
+        &mut self,
+        st: &mut dyn SecureStore,
+        flags: u32,
+        name: &str,
+        msg_flags: u32,
+    ) -> Result<u32, i32> {
+        let r = self.send(st, FILE_OPEN, msg_flags, &name_req(flags, name));
+        match result_of(&r) {
+            0 => Ok(u32_at(&r, 24).unwrap()),
+            e => Err(e),
+        }
+    }
+    fn write(
+        &mut self,
+        st: &mut dyn SecureStore,
+        fh: u32,
+        off: u64,
+        data: &[u8],
+        flags: u32,
+    ) -> i32 {
+        let mut p = off.to_le_bytes().to_vec();
+        p.extend_from_slice(&fh.to_le_bytes());
+        p.extend_from_slice(&0u32.to_le_bytes());
+        p.extend_from_slice(data);
+        result_of(&self.send(st, FILE_WRITE, flags, &p))
+    }
+    fn read(
+        &mut self,
+        st: &mut dyn SecureStore,
+        fh: u32,
+        off: u64,
+        size: u32,
+    ) -> Result<Vec<u8>, i32> {
+        let mut p = fh.to_le_bytes().to_vec();
+        p.extend_from_slice(&size.to_le_bytes());
+        p.extend_from_slice(&off.to_le_bytes());
+        let r = self.send(st, FILE_READ, 0, &p);
+        match result_of(&r) {
+            0 => Ok(r[24..].to_vec()),
+            e => Err(e),
+        }
+    }
+    fn size(&mut self, st: &mut dyn SecureStore, fh: u32) -> Result<u64, i32> {
+        let r = self.send(st, FILE_GET_SIZE, 0, &fh.to_le_bytes());
+        match result_of(&r) {
+            0 => Ok(u64_at(&r, 24).unwrap()),
+            e => Err(e),
+        }
+    }
+    fn end(&mut self, st: &mut dyn SecureStore, commit: bool) -> i32 {
+        result_of(&self.send(st, END_TRANSACTION, if commit { COMPLETE } else { 0 }, &[]))
+    }
+}
+
+#[test]
+fn write_read_and_commit_visibility() {
+    let mut st = MemStore::new();
+    let (mut a, mut b) = (T::new(), T::new());
+    let fh = a.open(&mut st, OPEN_CREATE, "f", 0).unwrap();
+    assert_eq!(a.write(&mut st, fh, 0, b"hello world", 0), err::NO_ERROR);
+    assert_eq!(a.read(&mut st, fh, 6, 100).unwrap(), b"world");
+    // Not visible to another channel before the commit.
+    assert_eq!(b.open(&mut st, 0, "f", 0), Err(err::NOT_FOUND));
+    assert_eq!(a.end(&mut st, true), err::NO_ERROR);
+    let fb = b.open(&mut st, 0, "f", 0).unwrap();
+    assert_eq!(b.read(&mut st, fb, 0, 100).unwrap(), b"hello world");
+    assert_eq!(b.size(&mut st, fb), Ok(11));
+}
+
+#[test]
+fn transact_complete_flag_commits_and_end_without_it_discards() {
+    let mut st = MemStore::new();
+    let mut a = T::new();
+    let fh = a.open(&mut st, OPEN_CREATE, "f", 0).unwrap();
+    assert_eq!(a.write(&mut st, fh, 0, b"one", COMPLETE), err::NO_ERROR);
+    assert_eq!(st.read("f").unwrap(), b"one");
+    assert_eq!(a.write(&mut st, fh, 0, b"two", 0), err::NO_ERROR);
+    assert!(a.s.has_pending());
+    assert_eq!(a.end(&mut st, false), err::NO_ERROR);
+    assert!(!a.s.has_pending());
+    assert_eq!(st.read("f").unwrap(), b"one");
+    assert_eq!(a.read(&mut st, fh, 0, 10).unwrap(), b"one");
+}
+
+#[test]
+fn conflicting_commits_fail_until_end_transaction() {
+    let mut st = MemStore::new();
+    let mut setup = T::new();
+    let fh = setup.open(&mut st, OPEN_CREATE, "f", COMPLETE).unwrap();
+    assert_eq!(setup.size(&mut st, fh), Ok(0));
+    let (mut a, mut b) = (T::new(), T::new());
+    let fa = a.open(&mut st, 0, "f", 0).unwrap();
+    let fb = b.open(&mut st, 0, "f", 0).unwrap();
+    assert_eq!(a.write(&mut st, fa, 0, b"from a", 0), err::NO_ERROR);
+    assert_eq!(b.write(&mut st, fb, 0, b"from b", 0), err::NO_ERROR);
+    assert_eq!(a.end(&mut st, true), err::NO_ERROR);
+    // b's write with TRANSACT_COMPLETE: its commit conflicts.
+    assert_eq!(b.write(&mut st, fb, 6, b"!", COMPLETE), err::GENERIC);
+    assert_eq!(st.read("f").unwrap(), b"from a");
+    // The transaction is in error until END_TRANSACTION.
+    assert_eq!(b.read(&mut st, fb, 0, 10), Err(err::TRANSACT));
+    assert_eq!(b.end(&mut st, false), err::NO_ERROR);
+    assert_eq!(b.read(&mut st, fb, 0, 10).unwrap(), b"from a");
+    // END_TRANSACTION(complete) on a conflict: TRANSACT.
+    assert_eq!(a.write(&mut st, fa, 0, b"A", 0), err::NO_ERROR);
+    assert_eq!(b.write(&mut st, fb, 0, b"B", COMPLETE), err::NO_ERROR);
+    assert_eq!(a.end(&mut st, true), err::TRANSACT);
+    assert_eq!(st.read("f").unwrap(), b"Brom a");
+}
+
+#[test]
+fn open_flags_delete_and_not_found() {
+    let mut st = MemStore::new();
+    let mut a = T::new();
+    assert_eq!(a.open(&mut st, 0, "nope", 0), Err(err::NOT_FOUND));
+    let fh = a
+        .open(&mut st, OPEN_CREATE | OPEN_CREATE_EXCLUSIVE, "f", 0)
+        .unwrap();
+    assert_eq!(
+        a.open(&mut st, OPEN_CREATE | OPEN_CREATE_EXCLUSIVE, "f", 0),
+        Err(err::EXIST)
+    );
+    assert_eq!(a.write(&mut st, fh, 0, b"data", COMPLETE), 0);
+    let t = a.open(&mut st, OPEN_TRUNCATE, "f", COMPLETE).unwrap();
+    assert_eq!(a.size(&mut st, t), Ok(0));
+    assert_eq!(
+        a.open(&mut st, 8, "f", 0),
+        Err(err::NOT_VALID),
+        "unknown open flag"
+    );
+    assert_eq!(a.open(&mut st, 0, "bad/name", 0), Err(err::NOT_VALID));
+    assert_eq!(
+        result_of(&a.send(&mut st, FILE_DELETE, COMPLETE, &name_req(0, "f"))),
+        0
+    );
+    assert_eq!(st.meta("f").unwrap(), None);
+    assert_eq!(
+        result_of(&a.send(&mut st, FILE_DELETE, 0, &name_req(0, "f"))),
+        err::NOT_FOUND
+    );
+    assert_eq!(
+        result_of(&a.send(&mut st, FILE_DELETE, 0, &name_req(1, "f"))),
+        err::NOT_VALID
+    );
+    // The handle of a deleted file is no longer valid.
+    assert_eq!(a.size(&mut st, fh), Err(err::NOT_VALID));
+}
+
+#[test]
+fn reads_sizes_and_gaps() {
+    let mut st = MemStore::new();
+    let mut a = T::new();
+    let fh = a.open(&mut st, OPEN_CREATE, "f", 0).unwrap();
+    // A write past the end leaves a zeroed gap.
+    assert_eq!(a.write(&mut st, fh, 4, b"xy", 0), 0);
+    assert_eq!(a.read(&mut st, fh, 0, 10).unwrap(), b"\0\0\0\0xy");
+    assert_eq!(
+        a.read(&mut st, fh, 6, 10).unwrap(),
+        b"",
+        "at the end: empty"
+    );
+    assert_eq!(a.read(&mut st, fh, 7, 1), Err(err::NOT_VALID));
+    // Reads are limited by the message size.
+    let max = (VSOCK_MAX_MESSAGE - HEADER_LEN) as u32;
+    assert!(a.read(&mut st, fh, 0, max).is_ok());
+    assert_eq!(a.read(&mut st, fh, 0, max + 1), Err(err::NOT_VALID));
+    // SET_SIZE grows with zeros and shrinks.
+    // struct storage_file_set_size_req is 16 bytes with its padding.
+    let mut p = 10u64.to_le_bytes().to_vec();
+    p.extend_from_slice(&fh.to_le_bytes());
+    p.extend_from_slice(&[0; 4]);
+    assert_eq!(result_of(&a.send(&mut st, FILE_SET_SIZE, 0, &p)), 0);
+    assert_eq!(a.size(&mut st, fh), Ok(10));
+    let mut p = 1u64.to_le_bytes().to_vec();
+    p.extend_from_slice(&fh.to_le_bytes());
+    p.extend_from_slice(&[0; 4]);
+    assert_eq!(result_of(&a.send(&mut st, FILE_SET_SIZE, 0, &p)), 0);
+    assert_eq!(a.read(&mut st, fh, 0, 10).unwrap(), b"\0");
+    // Wrong request sizes.
+    assert_eq!(
+        result_of(&a.send(&mut st, FILE_GET_SIZE, 0, &[0; 8])),
+        err::NOT_VALID
+    );
+    assert_eq!(
+        result_of(&a.send(&mut st, FILE_SET_SIZE, 0, &[0; 12])),
+        err::NOT_VALID
+    );
+    assert_eq!(
+        a.write(&mut st, fh, 0, b"", 0),
+        err::NOT_VALID,
+        "empty write"
+    );
+}
+
+#[test]
+fn handles_are_bounded_and_checked() {
+    let mut st = MemStore::new();
+    let mut a = T::new();
+    let mut hs = Vec::new();
+    for i in 0..MAX_OPEN_FILES {
+        hs.push(a.open(&mut st, OPEN_CREATE, &format!("f{i}"), 0).unwrap());
+    }
+    assert_eq!(hs[0], 0);
+    assert_eq!(
+        a.open(&mut st, OPEN_CREATE, "one-more", 0),
+        Err(err::NOT_VALID)
+    );
+    assert_eq!(
+        result_of(&a.send(&mut st, FILE_CLOSE, 0, &hs[3].to_le_bytes())),
+        0
+    );
+    assert_eq!(
+        a.open(&mut st, OPEN_CREATE, "one-more", 0),
+        Ok(3),
+        "lowest free handle"
+    );
+    assert_eq!(a.size(&mut st, 999), Err(err::NOT_VALID));
+    assert_eq!(
+        result_of(&a.send(&mut st, FILE_CLOSE, 0, &999u32.to_le_bytes())),
+        err::NOT_VALID
+    );
+}
+
+fn move_req(flags: u32, fh: u32, old: &str, new: &str) -> Vec<u8> {
+    let mut p = Vec::new();
+    for v in [flags, fh, old.len() as u32] {
+        p.extend_from_slice(&v.to_le_bytes());
+    }
+    p.extend_from_slice(old.as_bytes());
+    p.extend_from_slice(new.as_bytes());
+    p
+}
+
+#[test]
+fn move_renames_and_follows_the_handle() {
+    let mut st = MemStore::new();
+    let mut a = T::new();
+    let fh = a.open(&mut st, OPEN_CREATE, "old", 0).unwrap();
+    assert_eq!(a.write(&mut st, fh, 0, b"x", COMPLETE), 0);
+    let other = a.open(&mut st, OPEN_CREATE, "other", COMPLETE).unwrap();
+    let _ = other;
+    // Without CREATE the target must exist.
+    let r = a.send(&mut st, FILE_MOVE, 0, &move_req(0, 0, "old", "new"));
+    assert_eq!(result_of(&r), err::NOT_FOUND);
+    let r = a.send(
+        &mut st,
+        FILE_MOVE,
+        0,
+        &move_req(MOVE_CREATE | MOVE_CREATE_EXCLUSIVE, 0, "old", "other"),
+    );
+    assert_eq!(result_of(&r), err::EXIST);
+    let r = a.send(
+        &mut st,
+        FILE_MOVE,
+        COMPLETE,
+        &move_req(MOVE_CREATE | MOVE_OPEN_FILE, fh, "old", "new"),
+    );
+    assert_eq!(result_of(&r), 0);
+    assert_eq!(st.meta("old").unwrap(), None);
+    assert_eq!(st.read("new").unwrap(), b"x");
+    assert_eq!(a.read(&mut st, fh, 0, 5).unwrap(), b"x", "handle follows");
+    // The handle must match the old name; lengths must be sane.
+    let r = a.send(
+        &mut st,
+        FILE_MOVE,
+        0,
+        &move_req(MOVE_OPEN_FILE, fh, "other", "zz"),
+    );
+    assert_eq!(result_of(&r), err::NOT_VALID);
+    let r = a.send(&mut st, FILE_MOVE, 0, &move_req(MOVE_CREATE, 0, "new", ""));
+    assert_eq!(result_of(&r), err::NOT_VALID);
+}
+
+fn list_items(r: &[u8]) -> Vec<(u8, String)> {
+    assert_eq!(result_of(r), 0);
+    let mut items = Vec::new();
+    let mut p = &r[24..];
+    while let Some((&flags, rest)) = p.split_first() {
+        if flags == list::END {
+            items.push((flags, String::new()));
+            break;
+        }
+        let end = rest.iter().position(|&b| b == 0).unwrap();
+        items.push((flags, String::from_utf8(rest[..end].to_vec()).unwrap()));
+        p = &rest[end + 1..];
+    }
+    items
+}
+
+#[test]
+fn list_shows_committed_added_and_removed_and_resumes() {
+    let mut st = MemStore::new();
+    let mut a = T::new();
+    for n in ["a", "b", "c"] {
+        a.open(&mut st, OPEN_CREATE, n, COMPLETE).unwrap();
+    }
+    assert_eq!(
+        result_of(&a.send(&mut st, FILE_DELETE, 0, &name_req(0, "b"))),
+        0
+    );
+    a.open(&mut st, OPEN_CREATE, "d", 0).unwrap();
+    let all = list_items(&a.send(&mut st, FILE_LIST, 0, &[0, list::START]));
+    assert_eq!(
+        all,
+        vec![
+            (list::COMMITTED, "a".into()),
+            (list::REMOVED, "b".into()),
+            (list::COMMITTED, "c".into()),
+            (list::ADDED, "d".into()),
+            (list::END, String::new()),
+        ]
+    );
+    // Two at a time, resuming after the last name and state.
+    let first = list_items(&a.send(&mut st, FILE_LIST, 0, &[2, list::START]));
+    assert_eq!(
+        first,
+        vec![(list::COMMITTED, "a".into()), (list::REMOVED, "b".into())]
+    );
+    let mut req = vec![2, list::REMOVED];
+    req.extend_from_slice(b"b");
+    let second = list_items(&a.send(&mut st, FILE_LIST, 0, &req));
+    assert_eq!(
+        second,
+        vec![(list::COMMITTED, "c".into()), (list::ADDED, "d".into())]
+    );
+    let mut req = vec![2, list::ADDED];
+    req.extend_from_slice(b"d");
+    assert_eq!(
+        list_items(&a.send(&mut st, FILE_LIST, 0, &req)),
+        vec![(list::END, String::new())]
+    );
+    assert_eq!(
+        result_of(&a.send(&mut st, FILE_LIST, 0, &[0, list::END])),
+        err::NOT_VALID
+    );
+    // Another channel sees only committed files.
+    let mut b = T::new();
+    let theirs = list_items(&b.send(&mut st, FILE_LIST, 0, &[0, list::START]));
+    assert_eq!(theirs.len(), 4);
+}
+
+#[test]
+fn list_fills_at_most_one_buffer() {
+    let mut st = MemStore::new();
+    let mut a = T::new();
+    for i in 0..40 {
+        a.open(&mut st, OPEN_CREATE, &format!("{i:0>60}"), 0)
+            .unwrap();
+        a.send(&mut st, FILE_CLOSE, 0, &0u32.to_le_bytes());
+    }
+    a.end(&mut st, true);
+    let r = a.send(&mut st, FILE_LIST, 0, &[0, list::START]);
+    assert!(r.len() - 24 <= LIST_BUF);
+    let items = list_items(&r);
+    assert!(items.len() < 40 && items.iter().all(|(f, _)| *f == list::COMMITTED));
+}
+
+#[test]
+fn integrity_errors_are_corrupted_and_fail_the_transaction() {
+    let mut st = MemStore::new();
+    let mut a = T::new();
+    let fh = a.open(&mut st, OPEN_CREATE, "f", 0).unwrap();
+    assert_eq!(a.write(&mut st, fh, 0, b"data", COMPLETE), 0);
+    st.corrupt.push("f".into());
+    assert_eq!(a.read(&mut st, fh, 0, 4), Err(err::CORRUPTED));
+    // A read does not fail the transaction; a write that needs the
+    // contents does.
+    assert_eq!(a.size(&mut st, fh), Ok(4));
+    assert_eq!(a.write(&mut st, fh, 0, b"x", 0), err::CORRUPTED);
+    assert_eq!(a.size(&mut st, fh), Err(err::TRANSACT));
+    assert_eq!(a.end(&mut st, false), 0);
+    assert_eq!(a.size(&mut st, fh), Ok(4));
+    // Commit failures of the store: GENERIC, then TRANSACT.
+    st.corrupt.clear();
+    st.fail_commits = true;
+    assert_eq!(a.write(&mut st, fh, 0, b"y", COMPLETE), err::GENERIC);
+    assert_eq!(a.size(&mut st, fh), Err(err::TRANSACT));
+}
+
+#[test]
+fn size_limits() {
+    let limits = Limits {
+        max_file_size: 100,
+        max_files: 2,
+        max_total: 150,
+    };
+    let mut st = MemStore::with_limits(limits);
+    let mut a = T {
+        s: StorageSession::new(VSOCK_MAX_MESSAGE, limits),
+    };
+    let fh = a.open(&mut st, OPEN_CREATE, "f", 0).unwrap();
+    assert_eq!(a.write(&mut st, fh, 99, b"x", 0), 0);
+    assert_eq!(a.write(&mut st, fh, 100, b"x", 0), err::NOT_VALID);
+    assert_eq!(a.write(&mut st, fh, u64::MAX, b"x", 0), err::NOT_VALID);
+    let g = a.open(&mut st, OPEN_CREATE, "g", 0).unwrap();
+    assert_eq!(a.write(&mut st, g, 0, &[1; 60], 0), 0);
+    // 160 bytes in all: over the namespace's total at commit.
+    assert_eq!(a.end(&mut st, true), err::TRANSACT);
+    assert_eq!(st.files().unwrap().len(), 0);
+}
+
+#[test]
+fn malformed_and_unknown_messages() {
+    let mut st = MemStore::new();
+    let mut a = T::new();
+    let r = a.s.on_message(&[1, 2, 3], &mut st);
+    let h = Header::parse(&r).unwrap();
+    assert_eq!((h.cmd, h.result), (RESP_MSG_ERR, err::NOT_VALID));
+    assert_eq!(
+        result_of(&a.send(&mut st, RPMB_SEND, 0, &[0; 16])),
+        err::UNIMPLEMENTED
+    );
+    assert_eq!(
+        result_of(&a.send(&mut st, 0x1000, 0, &[])),
+        err::UNIMPLEMENTED
+    );
+    assert_eq!(
+        result_of(&a.send(&mut st, FILE_READ, 0, &[0; 3])),
+        err::NOT_VALID
+    );
+    assert_eq!(
+        result_of(&a.send(&mut st, FILE_OPEN, 0, &[])),
+        err::NOT_VALID
+    );
+}
+
+#[test]
+fn works_on_the_encrypted_file_store() {
+    use crate::keys::{DeviceSecret, NamespaceKeys};
+    use crate::store::FileStore;
+    let d = tempfile::tempdir().unwrap();
+    let keys = || NamespaceKeys::derive(&DeviceSecret::from_bytes([1; 32]), "g", "td");
+    let mut st = FileStore::open(d.path(), keys(), Limits::default()).unwrap();
+    let mut a = T::new();
+    let fh = a.open(&mut st, OPEN_CREATE, "secret", 0).unwrap();
+    assert_eq!(a.write(&mut st, fh, 0, b"persisted", COMPLETE), 0);
+    drop(st);
+    let mut st = FileStore::open(d.path(), keys(), Limits::default()).unwrap();
+    let mut b = T::new();
+    let fh = b.open(&mut st, 0, "secret", 0).unwrap();
+    assert_eq!(b.read(&mut st, fh, 0, 100).unwrap(), b"persisted");
+}
