@@ -23,8 +23,8 @@
 //! no feature bits, the [`Limits`] as configuration space) and its worker,
 //! which keeps the regions and sessions of one activation and forwards
 //! sessions, invokes, cancels and closes to the TEE service behind a
-//! [`TeeBackend`], completing requests in any order. Not yet in the VMM:
-//! the backend for `trustyd` (`trusty::tee`, not on main yet) and `--tee`.
+//! [`TeeBackend`], completing requests in any order; [`TrustyBackend`] is
+//! that backend for vmstack's `trustyd` (`--tee socket=PATH`).
 
 mod backend;
 pub mod chain;
@@ -34,10 +34,12 @@ pub mod protocol;
 pub mod shm;
 #[cfg(test)]
 mod test_backend;
+mod trusty_backend;
 mod worker;
 
 pub use backend::{HostOp, HostParam, HostParamOut, HostReply, TeeBackend};
 pub use device::Tee;
+pub use trusty_backend::{TrustyBackend, TrustyError};
 
 /// Entry points for the fuzz targets in `fuzz/` (not a stable API): the
 /// worker's queue processing without its thread and event loop.
