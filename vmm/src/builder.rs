@@ -21,6 +21,7 @@ use devices::virtio::console::{Console, ConsoleBackend};
 use devices::virtio::mmio::{MmioTransport, MMIO_WINDOW_SIZE, NOTIFY_REG_OFFSET};
 use devices::virtio::net::{Net, Tap, TapError};
 use devices::virtio::rng::Rng;
+use devices::virtio::tee::{Limits as TeeLimits, Tee, TrustyBackend, TrustyError};
 use devices::virtio::vsock::{Vsock, VsockError};
 use devices::virtio::VirtioDevice;
 use devices::{Bus, BusError, PowerEventSink};
@@ -146,6 +147,9 @@ pub enum BuildError {
     /// The `--vsock` socket cannot be bound (in use, not a socket, ...).
     #[error(transparent)]
     Vsock(#[from] VsockError),
+    /// The `--tee` service cannot be reached or refused this VMM.
+    #[error(transparent)]
+    Tee(#[from] TrustyError),
     /// The `--console` host side cannot be set up (file, socket, stdin).
     #[error("cannot set up the console on {what}: {source}")]
     Console {
@@ -439,6 +443,17 @@ pub fn build_vm(
     // vsock: the host side listens on the given unix socket from now on.
     if let Some(vsock) = &devs.vsock {
         let device = Vsock::new(vsock.cid, &vsock.socket)?;
+        attach_virtio(&vm, &mut mmio, &mut virtio_slots, Box::new(device))?;
+    }
+    // The TEE device: connected (and greeted) now, so a missing trustyd is
+    // a start-up error.
+    if let Some(tee) = &devs.tee {
+        let backend = TrustyBackend::connect(&tee.socket)?;
+        let limits = TeeLimits {
+            max_memref_size: TeeLimits::DEFAULT.max_memref_size.min(backend.max_memref()),
+            ..TeeLimits::DEFAULT
+        };
+        let device = Tee::new(Box::new(backend), limits);
         attach_virtio(&vm, &mut mmio, &mut virtio_slots, Box::new(device))?;
     }
     // Network cards in configuration order: the first is eth0.

@@ -11,7 +11,7 @@ use std::time::Instant;
 use clap::{Parser, Subcommand};
 use vmm::config::{
     host_mem_mib, ConsoleConfig, DeviceConfig, DiskConfig, NetConfig, RawVmConfig, SerialConfig,
-    VsockConfig,
+    TeeConfig, VsockConfig,
 };
 use vmm::control;
 use vmm_protocol::{Decision, ExitReason, Request, VmmExitCode};
@@ -135,6 +135,10 @@ struct RunArgs {
     /// virtio-console (guest hvc0): type=stdout|sink, or type=file|unix,path=PATH.
     #[arg(long = "console")]
     console: Option<ConsoleConfig>,
+    /// virtio TEE device (guest /dev/tee0 through the virtio_tee module):
+    /// socket=PATH, the guest's TEE socket of trustyd (docs/virtio-tee.md).
+    #[arg(long = "tee")]
+    tee: Option<TeeConfig>,
     /// Kernel image: bzImage or ELF vmlinux (64-bit entry).
     kernel: PathBuf,
 }
@@ -157,6 +161,7 @@ fn run(args: RunArgs, start: Instant) -> anyhow::Result<ExitReason> {
             nets: args.net,
             vsock: args.vsock,
             console: args.console,
+            tee: args.tee,
         },
     }
     .validate(host_mem_mib())?;

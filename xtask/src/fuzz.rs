@@ -25,6 +25,8 @@ pub const TARGETS: &[&str] = &[
     "rng",
     "console",
     "mmio",
+    "tee",
+    "tee_parser",
     "trusty_framing",
     "trusty_storage",
     "trusty_gatekeeper",

@@ -28,12 +28,14 @@ mod bench_host;
 mod cpio;
 mod fuzz;
 mod images;
+mod kmod;
 mod lock;
 mod modules;
 mod paths;
 mod profile_devices;
 mod run;
 mod setup;
+mod tee_client;
 mod util;
 
 use std::path::PathBuf;
