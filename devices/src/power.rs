@@ -5,30 +5,13 @@
 //! [`PowerEvent`] that the device sends through a [`PowerEventSink`]. The VMM
 //! (and, later, the system-manager arbiter behind it) decides what happens.
 
-use std::fmt;
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 
-/// A power transition the guest asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PowerEvent {
-    /// Soft off: ACPI S5.
-    Poweroff,
-    /// Reset: ACPI reset register, i8042 reset pulse or triple fault.
-    Reboot,
-    /// Suspend to RAM: ACPI S3.
-    Suspend,
-}
-
-impl fmt::Display for PowerEvent {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            PowerEvent::Poweroff => "poweroff",
-            PowerEvent::Reboot => "reboot",
-            PowerEvent::Suspend => "suspend",
-        })
-    }
-}
+/// A power transition the guest asked for: the control protocol's
+/// power-request kind (`poweroff`, `reboot`, `suspend`), so the VMM
+/// publishes it as it is.
+pub use vmm_protocol::PowerRequestKind as PowerEvent;
 
 /// Where devices deliver [`PowerEvent`]s: a cheap, cloneable callback that
 /// the VMM wires to its event loop.

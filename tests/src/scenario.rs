@@ -261,6 +261,12 @@ impl<'a> Section<'a> {
         self.expect_contains(&format!("{tag}.log"), needle)
     }
 
+    /// Asserts that the VMM run as `tag` published `event` (the VMM logs
+    /// every control-protocol event line it publishes).
+    pub fn expect_event(&self, tag: &str, event: vmm_protocol::Event) -> &Self {
+        self.expect_log(tag, &event.to_string())
+    }
+
     /// Asserts that the VMM run as `tag` exited with `rc` and its last log
     /// line is `vmm: exit reason: <reason>`.
     pub fn expect_vmm_exit(&self, tag: &str, reason: &str, rc: i32) -> &Self {

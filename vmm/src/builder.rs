@@ -2,9 +2,11 @@
 //! KVM → memory → platform (kernel/initrd, the architecture's own devices)
 //! → virtio devices → firmware tables and vCPUs.
 //!
-//! The platform steps are per architecture (`builder/x86_64.rs`: port I/O
-//! legacy devices, ACPI, zero page; `builder/aarch64.rs`: vGIC, UART on
-//! MMIO, device tree); everything else here is shared.
+//! The platform steps are per architecture, each an implementation of the
+//! [`Platform`] trait (`builder/x86_64.rs`: port I/O legacy devices, ACPI,
+//! zero page; `builder/aarch64.rs`: vGIC, UART on MMIO, device tree); both
+//! get what they need from one [`BuildContext`]. Everything else here is
+//! shared.
 
 use std::fs::File;
 use std::io::Write;
@@ -19,15 +21,18 @@ use devices::virtio::console::{Console, ConsoleBackend};
 use devices::virtio::mmio::{MmioTransport, MMIO_WINDOW_SIZE, NOTIFY_REG_OFFSET};
 use devices::virtio::net::{Net, Tap, TapError};
 use devices::virtio::rng::Rng;
+use devices::virtio::tee::{Limits as TeeLimits, Tee, TrustyBackend, TrustyError};
 use devices::virtio::vsock::{Vsock, VsockError};
 use devices::virtio::VirtioDevice;
 use devices::{Bus, BusError, PowerEventSink};
 use kvm_ioctls::IoEventAddress;
 use vmm_sys_util::eventfd::EventFd;
 
+use kvm_ioctls::Kvm;
+
 use crate::arch::{self, current as arch_impl};
 use crate::config::{ConsoleConfig, SerialOutput, VmConfig};
-use crate::runner::VmEvent;
+use crate::event::VmEvent;
 use crate::vstate::kvm::{open_kvm, KvmError};
 use crate::vstate::vcpu::{Vcpu, VcpuCrash, VcpuError};
 use crate::vstate::vm::{Vm, VmError};
@@ -37,22 +42,60 @@ mod aarch64;
 #[cfg(target_arch = "x86_64")]
 mod x86_64;
 
+/// The platform of the architecture this VMM is built for (the one place
+/// that picks an architecture's implementation).
 #[cfg(target_arch = "aarch64")]
-use self::aarch64::Platform;
-#[cfg(target_arch = "aarch64")]
-pub use self::aarch64::DEFAULT_CMDLINE;
+type Native = self::aarch64::Arm64Platform;
 #[cfg(target_arch = "x86_64")]
-use self::x86_64::Platform;
+type Native = self::x86_64::X86Platform;
 
 /// Kernel parameters every guest gets, before the user's `--params`.
-///
-/// `reboot=acpi`: with hardware-reduced ACPI Linux would otherwise pick an
-/// EFI reboot, which needs firmware this VMM does not have.
-#[cfg(target_arch = "x86_64")]
-pub const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=acpi panic=-1 pci=off";
+pub const DEFAULT_CMDLINE: &str = Native::DEFAULT_CMDLINE;
 
 /// Called once if a vCPU fails.
 type OnCrash = Arc<dyn Fn(VcpuCrash) + Send + Sync>;
+
+/// What every step of building one boot of the VM reads.
+struct BuildContext<'a> {
+    /// The VM's description.
+    config: &'a VmConfig,
+    /// `/dev/kvm` (x86_64 reads the supported CPUID from it).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    kvm: &'a Kvm,
+    /// The VMM's start time (for the boot timer).
+    start: Instant,
+    /// Where devices and vCPUs deliver the guest's power requests.
+    power: PowerEventSink,
+    /// What a failing vCPU calls.
+    on_crash: OnCrash,
+}
+
+/// One architecture's half of the recipe: what comes before the virtio
+/// devices (kernel, initrd, the architecture's own devices) and what comes
+/// after them (firmware tables that announce every device, the vCPUs).
+trait Platform: Sized {
+    /// Kernel parameters every guest of this architecture gets, before the
+    /// user's `--params`.
+    const DEFAULT_CMDLINE: &'static str;
+
+    /// Loads kernel and initrd and sets up the platform's own devices,
+    /// putting MMIO ones on `mmio`.
+    fn new(ctx: &BuildContext<'_>, vm: &Vm, mmio: &mut Bus) -> Result<Self, BuildError>;
+
+    /// Writes the firmware tables announcing the `virtio` devices and
+    /// creates the vCPUs, ready to run.
+    fn finish(self, ctx: &BuildContext<'_>, machine: Machine) -> Result<BuiltVm, BuildError>;
+}
+
+/// The VM as the shared steps hand it to [`Platform::finish`].
+struct Machine {
+    /// The VM and its guest memory.
+    vm: Vm,
+    /// The MMIO bus, with every device on it.
+    mmio: Bus,
+    /// Where the virtio devices are, for the firmware tables.
+    virtio: Vec<VirtioSlot>,
+}
 
 /// Errors assembling the VM.
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +147,9 @@ pub enum BuildError {
     /// The `--vsock` socket cannot be bound (in use, not a socket, ...).
     #[error(transparent)]
     Vsock(#[from] VsockError),
+    /// The `--tee` service cannot be reached or refused this VMM.
+    #[error(transparent)]
+    Tee(#[from] TrustyError),
     /// The `--console` host side cannot be set up (file, socket, stdin).
     #[error("cannot set up the console on {what}: {source}")]
     Console {
@@ -365,14 +411,23 @@ pub fn build_vm(
         &arch_impl::boot::guest_memory_ranges(config.mem_mib << 20),
     )?;
     let power_events = events.clone();
-    let power = PowerEventSink::new(move |event| {
-        // The receiver only goes away when the VMM is already exiting.
-        let _ = power_events.send(VmEvent::Power { boot, event });
-    });
+    let crash_events = events;
+    let ctx = BuildContext {
+        config,
+        kvm: &kvm,
+        start,
+        power: PowerEventSink::new(move |event| {
+            // The receiver only goes away when the VMM is already exiting.
+            let _ = power_events.send(VmEvent::Power { boot, event });
+        }),
+        on_crash: Arc::new(move |crash| {
+            let _ = crash_events.send(VmEvent::Vcpu { boot, crash });
+        }),
+    };
 
     // Kernel, initrd and the platform's own devices.
     let mut mmio = Bus::new();
-    let platform = Platform::new(config, &kvm, &vm, &mut mmio, start, &power)?;
+    let platform = Native::new(&ctx, &vm, &mut mmio)?;
 
     // Virtio devices on the MMIO bus, announced through ACPI / the device tree.
     let mut virtio_slots = VirtioSlots::default();
@@ -388,6 +443,17 @@ pub fn build_vm(
     // vsock: the host side listens on the given unix socket from now on.
     if let Some(vsock) = &devs.vsock {
         let device = Vsock::new(vsock.cid, &vsock.socket)?;
+        attach_virtio(&vm, &mut mmio, &mut virtio_slots, Box::new(device))?;
+    }
+    // The TEE device: connected (and greeted) now, so a missing trustyd is
+    // a start-up error.
+    if let Some(tee) = &devs.tee {
+        let backend = TrustyBackend::connect(&tee.socket)?;
+        let limits = TeeLimits {
+            max_memref_size: TeeLimits::DEFAULT.max_memref_size.min(backend.max_memref()),
+            ..TeeLimits::DEFAULT
+        };
+        let device = Tee::new(Box::new(backend), limits);
         attach_virtio(&vm, &mut mmio, &mut virtio_slots, Box::new(device))?;
     }
     // Network cards in configuration order: the first is eth0.
@@ -409,20 +475,12 @@ pub fn build_vm(
     }
 
     // Firmware tables (now that every device is known) and vCPUs.
-    let crash_events = events;
-    let on_crash: OnCrash = Arc::new(move |event| {
-        let _ = crash_events.send(VmEvent::Vcpu { boot, crash: event });
-    });
-    let built = platform.finish(
-        config,
-        &kvm,
+    let machine = Machine {
         vm,
         mmio,
-        &virtio_slots.slots,
-        power,
-        on_crash,
-        start,
-    )?;
+        virtio: virtio_slots.slots,
+    };
+    let built = platform.finish(&ctx, machine)?;
     Ok(BuiltVm {
         // Stdin goes to one device only: the console takes it when it is on
         // stdout too.

@@ -1,33 +1,27 @@
 //! The VMM's control socket: a line protocol over a unix stream socket.
 //!
-//! Spec: `docs/vmm-control.md`. Each request is one line; each gets one
-//! response line, `ok ...` or `error ...`. A connection may send many
-//! requests. `attach` (become the power arbiter) and `events` (watch) keep
-//! the connection subscribed: event lines (`event ...`) are then written to
-//! it as they happen, interleaved with responses.
+//! The messages are `vmm_protocol`'s (spec: `docs/vmm-control.md`): each
+//! request is one line and gets one response line, `ok ...` or
+//! `error ...`; a connection may send many requests. `attach` (become the
+//! power arbiter) and `events` (watch) keep the connection subscribed:
+//! event lines are then written to it as they happen, interleaved with
+//! responses.
 //!
-//! | request               | response                                  |
-//! |-----------------------|-------------------------------------------|
-//! | `status`              | `ok state=S arbitrated=B pending=N boots=G` |
-//! | `stop`                | `ok stopping` (the VMM exits 0)           |
-//! | `pause` / `resume`    | `ok paused` / `ok resumed`                |
-//! | `power-button`        | `ok pressed`                              |
-//! | `attach`              | `ok attached`, then events                |
-//! | `events`              | `ok subscribed`, then events              |
-//! | `decide ID DECISION`  | `ok decided`                              |
-//!
-//! `vmm status|stop|pause|resume|power-button SOCKET` are the one-shot
-//! clients.
+//! This module is the transport only: connection threads read lines, parse
+//! them and hand each [`Request`] to the event loop as a [`VmEvent`]; the
+//! loop decides the [`Response`]. `vmm status|stop|pause|resume|
+//! power-button|decide SOCKET` use [`send`], `vmm events` uses [`watch`].
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read as _, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Sender};
 use std::time::Duration;
 
-use crate::power::Decision;
-use crate::runner::VmEvent;
+use vmm_protocol::{Answer, Event, ParseError, Request, Response, ServerLine, MAX_REQUEST_LEN};
+
+use crate::event::VmEvent;
 
 /// Errors on the control socket.
 #[derive(Debug, thiserror::Error)]
@@ -51,65 +45,9 @@ pub enum ControlError {
     /// The VMM answered with an error.
     #[error("VMM refused the request: {0}")]
     Refused(String),
-}
-
-/// A request understood by the control socket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ControlRequest {
-    /// Report the VM state.
-    Status,
-    /// Stop the VM and exit.
-    Stop,
-    /// Park the vCPUs.
-    Pause,
-    /// Resume a paused, suspended or virtually-off VM.
-    Resume,
-    /// Press the ACPI power button.
-    PowerButton,
-    /// Answer a held power request.
-    Decide(u64, Decision),
-    /// Become the power arbiter and receive events.
-    Attach,
-    /// Receive events.
-    Events,
-}
-
-impl ControlRequest {
-    /// Parses one request line.
-    pub fn parse(line: &str) -> Result<Self, String> {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        Ok(match words.as_slice() {
-            ["status"] => Self::Status,
-            ["stop"] => Self::Stop,
-            ["pause"] => Self::Pause,
-            ["resume"] => Self::Resume,
-            ["power-button"] => Self::PowerButton,
-            ["attach"] => Self::Attach,
-            ["events"] => Self::Events,
-            ["decide", id, decision] => {
-                let id = id
-                    .parse()
-                    .map_err(|_| format!("request id '{id}' is not a number"))?;
-                let decision = decision.parse::<Decision>().map_err(|e| e.to_string())?;
-                Self::Decide(id, decision)
-            }
-            _ => return Err(format!("unknown request '{}'", line.trim().escape_debug())),
-        })
-    }
-
-    /// The request's wire spelling (for one-shot requests).
-    pub fn as_line(self) -> String {
-        match self {
-            Self::Status => "status".into(),
-            Self::Stop => "stop".into(),
-            Self::Pause => "pause".into(),
-            Self::Resume => "resume".into(),
-            Self::PowerButton => "power-button".into(),
-            Self::Attach => "attach".into(),
-            Self::Events => "events".into(),
-            Self::Decide(id, d) => format!("decide {id} {}", format!("{d:?}").to_lowercase()),
-        }
-    }
+    /// The VMM's answer is not a protocol response.
+    #[error("VMM sent a malformed answer ({0}); is it a vmm of another version?")]
+    Malformed(#[from] ParseError),
 }
 
 static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
@@ -146,6 +84,35 @@ pub fn serve(path: &Path, events: Sender<VmEvent>) -> Result<(), ControlError> {
     Ok(())
 }
 
+/// One line read from a control connection.
+enum ReadLine {
+    /// A line (without its `\n`; the last one may lack it).
+    Line(String),
+    /// More than [`MAX_REQUEST_LEN`] bytes without a `\n`.
+    TooLong,
+    /// The client closed the connection.
+    Closed,
+}
+
+fn read_request_line(reader: &mut impl BufRead) -> std::io::Result<ReadLine> {
+    let mut bytes = Vec::with_capacity(64);
+    let limit = MAX_REQUEST_LEN as u64;
+    let n = reader.take(limit).read_until(b'\n', &mut bytes)?;
+    Ok(match bytes.last() {
+        None if n == 0 => ReadLine::Closed,
+        Some(b'\n') => {
+            bytes.pop();
+            ReadLine::Line(String::from_utf8_lossy(&bytes).into_owned())
+        }
+        _ if n as u64 >= limit => ReadLine::TooLong,
+        _ => ReadLine::Line(String::from_utf8_lossy(&bytes).into_owned()),
+    })
+}
+
+fn exiting() -> Response {
+    Response::error("VMM is exiting")
+}
+
 fn handle(stream: UnixStream, events: &Sender<VmEvent>) -> std::io::Result<()> {
     let id = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
     let mut writer = stream.try_clone()?;
@@ -153,25 +120,29 @@ fn handle(stream: UnixStream, events: &Sender<VmEvent>) -> std::io::Result<()> {
     let mut subscribed = false;
     let mut reader = BufReader::new(stream);
     let result = loop {
-        let mut line = String::new();
-        match (&mut reader).take(256).read_line(&mut line) {
-            Ok(0) => break Ok(()),
-            Ok(_) => {}
+        let line = match read_request_line(&mut reader) {
+            Ok(ReadLine::Line(line)) => line,
+            Ok(ReadLine::Closed) => break Ok(()),
+            Ok(ReadLine::TooLong) => {
+                // The rest of the line cannot be told from a next request.
+                let e = Response::error(format_args!(
+                    "request line longer than {MAX_REQUEST_LEN} bytes; closing the connection"
+                ));
+                break writer.write_all(format!("{e}\n").as_bytes());
+            }
             Err(e) => break Err(e),
-        }
-        if line.trim().is_empty() {
-            continue;
-        }
-        let response = match ControlRequest::parse(&line) {
-            Err(e) => format!("error {e}"),
-            Ok(request @ (ControlRequest::Attach | ControlRequest::Events)) => {
+        };
+        let response = match line.parse::<Request>() {
+            Err(ParseError::Empty) => continue,
+            Err(e) => Response::error(e),
+            Ok(request) if request.subscribes() => {
                 // The event loop writes the response itself, so that it
                 // precedes every event on this stream.
                 let sent = writer.try_clone().map(|stream| {
                     events.send(VmEvent::Subscribe {
                         connection: id,
                         stream,
-                        arbiter: request == ControlRequest::Attach,
+                        arbiter: request == Request::Attach,
                     })
                 });
                 match sent {
@@ -179,7 +150,7 @@ fn handle(stream: UnixStream, events: &Sender<VmEvent>) -> std::io::Result<()> {
                         subscribed = true;
                         continue;
                     }
-                    _ => "error VMM is exiting".into(),
+                    _ => exiting(),
                 }
             }
             Ok(request) => {
@@ -191,11 +162,9 @@ fn handle(stream: UnixStream, events: &Sender<VmEvent>) -> std::io::Result<()> {
                     })
                     .is_err()
                 {
-                    "error VMM is exiting".into()
+                    exiting()
                 } else {
-                    reply_rx
-                        .recv()
-                        .unwrap_or_else(|_| "error VMM is exiting".into())
+                    reply_rx.recv().unwrap_or_else(|_| exiting())
                 }
             }
         };
@@ -209,77 +178,79 @@ fn handle(stream: UnixStream, events: &Sender<VmEvent>) -> std::io::Result<()> {
     result
 }
 
-/// Sends one `request` to the VMM at `path` and returns its `ok` answer.
-pub fn send(path: &Path, request: ControlRequest) -> Result<String, ControlError> {
+/// Connects to the VMM at `path`, sends `request` and reads the response.
+fn request(path: &Path, request: Request) -> Result<(Answer, BufReader<UnixStream>), ControlError> {
     let client_err = |source| ControlError::Client {
         path: path.display().to_string(),
         source,
     };
     let mut stream = UnixStream::connect(path).map_err(client_err)?;
     stream
-        .write_all(format!("{}\n", request.as_line()).as_bytes())
+        .write_all(format!("{request}\n").as_bytes())
         .map_err(client_err)?;
-    let mut answer = String::new();
-    BufReader::new(stream)
-        .read_line(&mut answer)
-        .map_err(client_err)?;
-    let answer = answer.trim().to_string();
-    match answer.strip_prefix("ok") {
-        Some(rest) => Ok(rest.trim().to_string()),
-        None => Err(ControlError::Refused(answer)),
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    if reader.read_line(&mut line).map_err(client_err)? == 0 {
+        return Err(client_err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "the VMM closed the connection without answering",
+        )));
+    }
+    match line.parse()? {
+        Response::Ok(answer) => Ok((answer, reader)),
+        Response::Error(message) => Err(ControlError::Refused(message.to_string())),
     }
 }
 
+/// Sends one `request` to the VMM at `path` and returns its `ok` answer.
+pub fn send(path: &Path, request: Request) -> Result<Answer, ControlError> {
+    self::request(path, request).map(|(answer, _)| answer)
+}
+
 /// Subscribes to the VMM at `path` (as the power arbiter if `arbiter`) and
-/// calls `on_line` for every event line until the VMM closes the socket.
+/// calls `on_event` for every event until the VMM closes the socket.
 pub fn watch(
     path: &Path,
     arbiter: bool,
-    mut on_line: impl FnMut(&str),
+    mut on_event: impl FnMut(Event),
 ) -> Result<(), ControlError> {
-    let client_err = |source| ControlError::Client {
-        path: path.display().to_string(),
-        source,
+    let subscribe = if arbiter {
+        Request::Attach
+    } else {
+        Request::Events
     };
-    let mut stream = UnixStream::connect(path).map_err(client_err)?;
-    let request = if arbiter { "attach\n" } else { "events\n" };
-    stream.write_all(request.as_bytes()).map_err(client_err)?;
-    let mut reader = BufReader::new(stream);
-    let mut first = String::new();
-    reader.read_line(&mut first).map_err(client_err)?;
-    if !first.starts_with("ok") {
-        return Err(ControlError::Refused(first.trim().to_string()));
-    }
+    let (_, reader) = request(path, subscribe)?;
     for line in reader.lines() {
-        on_line(&line.map_err(client_err)?);
+        let line = line.map_err(|source| ControlError::Client {
+            path: path.display().to_string(),
+            source,
+        })?;
+        match line.parse() {
+            Ok(ServerLine::Event(event)) => on_event(event),
+            Ok(ServerLine::Response(r)) => tracing::debug!("unexpected response: {r}"),
+            Err(e) => tracing::warn!("ignoring a malformed line from the VMM: {e}"),
+        }
     }
     Ok(())
 }
 
-use std::io::Read as _;
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vmm_protocol::{Decision, Status, VmState};
 
-    #[test]
-    fn requests_parse_and_round_trip() {
-        for line in [
-            "status",
-            "stop",
-            "pause",
-            "resume",
-            "power-button",
-            "attach",
-            "events",
-            "decide 7 hold",
-        ] {
-            let r = ControlRequest::parse(line).unwrap();
-            assert_eq!(r.as_line(), line);
+    fn answer_for(request: Request) -> Response {
+        match request {
+            Request::Status => Response::Ok(Answer::Status(Status {
+                state: VmState::Running,
+                arbitrated: false,
+                pending: 0,
+                boots: 1,
+                arbiters: 0,
+            })),
+            Request::Stop => Response::Ok(Answer::Stopping),
+            other => Response::error(format_args!("got {other}")),
         }
-        assert!(ControlRequest::parse("decide x allow").is_err());
-        assert!(ControlRequest::parse("decide 1 maybe").is_err());
-        assert!(ControlRequest::parse("reboot now").is_err());
     }
 
     #[test]
@@ -288,30 +259,50 @@ mod tests {
         let (tx, rx) = channel();
         serve(&path, tx).unwrap();
         let loop_thread = std::thread::spawn(move || {
-            for _ in 0..2 {
+            for _ in 0..3 {
                 match rx.recv().unwrap() {
-                    VmEvent::Control { request, reply } => {
-                        reply.send(format!("ok got {}", request.as_line())).unwrap()
-                    }
+                    VmEvent::Control { request, reply } => reply.send(answer_for(request)).unwrap(),
                     other => panic!("unexpected {other:?}"),
                 }
             }
         });
-        assert_eq!(send(&path, ControlRequest::Status).unwrap(), "got status");
-        assert_eq!(send(&path, ControlRequest::Stop).unwrap(), "got stop");
+        assert!(matches!(
+            send(&path, Request::Status),
+            Ok(Answer::Status(Status { boots: 1, .. }))
+        ));
+        assert_eq!(send(&path, Request::Stop).unwrap(), Answer::Stopping);
+        let decide = Request::Decide {
+            id: 3,
+            decision: Decision::Refuse,
+        };
+        assert_eq!(
+            send(&path, decide).unwrap_err().to_string(),
+            "VMM refused the request: got decide 3 refuse"
+        );
         loop_thread.join().unwrap();
 
         let mut raw = UnixStream::connect(&path).unwrap();
-        raw.write_all(b"reboot now\n").unwrap();
+        raw.write_all(b"\nreboot now\n").unwrap();
         let mut answer = String::new();
-        BufReader::new(raw).read_line(&mut answer).unwrap();
-        assert!(answer.starts_with("error unknown request 'reboot now'"));
+        let mut reader = BufReader::new(raw);
+        reader.read_line(&mut answer).unwrap();
+        assert_eq!(answer, "error unknown request 'reboot now'\n");
+
+        // An endless line is refused and the connection closed.
+        let mut raw = UnixStream::connect(&path).unwrap();
+        raw.write_all(&[b'x'; MAX_REQUEST_LEN + 10]).unwrap();
+        let mut rest = String::new();
+        BufReader::new(raw).read_to_string(&mut rest).unwrap();
+        assert_eq!(
+            rest,
+            "error request line longer than 256 bytes; closing the connection\n"
+        );
         std::fs::remove_file(&path).unwrap();
     }
 
     #[test]
     fn client_error_says_what_to_check() {
-        let e = send(Path::new("/nonexistent/vmm.sock"), ControlRequest::Status).unwrap_err();
+        let e = send(Path::new("/nonexistent/vmm.sock"), Request::Status).unwrap_err();
         assert!(e.to_string().contains("is it running?"));
     }
 }

@@ -5,9 +5,12 @@
 //! * [`config`]: the user's VM description, validated before KVM is touched.
 //! * [`builder`]: assembles a VM in one readable recipe.
 //! * [`runner`]: runs it and reports why it ended.
+//! * [`event`]: what the runner's event loop reacts to (a leaf: the
+//!   builder and the control socket send these, the runner receives them).
 //! * [`vstate`]: KVM wrappers (VM, vCPU threads, `/dev/kvm` checks).
 //! * [`arch`]: per-architecture memory map, boot protocol, ACPI, registers.
-//! * [`control`]: the control socket and its client.
+//! * [`control`]: the control socket and its client; the messages are
+//!   `vmm_protocol`'s.
 //! * [`console_client`]: `vmm console`, a client for a unix-socket
 //!   virtio-console.
 //! * [`power`]: what happens to the guest's own power requests (plain VMM
@@ -18,6 +21,7 @@ pub mod builder;
 pub mod config;
 pub mod console_client;
 pub mod control;
+pub mod event;
 pub mod power;
 pub mod runner;
 pub mod vstate;

@@ -11,13 +11,10 @@ use std::time::Instant;
 use clap::{Parser, Subcommand};
 use vmm::config::{
     host_mem_mib, ConsoleConfig, DeviceConfig, DiskConfig, NetConfig, RawVmConfig, SerialConfig,
-    VsockConfig,
+    TeeConfig, VsockConfig,
 };
-use vmm::control::{self, ControlRequest};
-use vmm::runner::ExitReason;
-
-/// Exit code for invalid arguments or set-up failures (before the guest ran).
-const EXIT_SETUP_FAILED: u8 = 1;
+use vmm::control;
+use vmm_protocol::{Decision, ExitReason, Request, VmmExitCode};
 
 #[derive(Parser)]
 #[command(
@@ -70,7 +67,7 @@ enum Command {
         /// The request id from `event power-request id=N ...`.
         id: u64,
         /// allow | restart | hold | refuse.
-        decision: vmm::power::Decision,
+        decision: Decision,
     },
     /// Print the VMM's events as they happen (`--arbiter`: also become the
     /// power arbiter, so guest power requests are held for `vmm decide`).
@@ -138,6 +135,10 @@ struct RunArgs {
     /// virtio-console (guest hvc0): type=stdout|sink, or type=file|unix,path=PATH.
     #[arg(long = "console")]
     console: Option<ConsoleConfig>,
+    /// virtio TEE device (guest /dev/tee0 through the virtio_tee module):
+    /// socket=PATH, the guest's TEE socket of trustyd (docs/virtio-tee.md).
+    #[arg(long = "tee")]
+    tee: Option<TeeConfig>,
     /// Kernel image: bzImage or ELF vmlinux (64-bit entry).
     kernel: PathBuf,
 }
@@ -160,6 +161,7 @@ fn run(args: RunArgs, start: Instant) -> anyhow::Result<ExitReason> {
             nets: args.net,
             vsock: args.vsock,
             console: args.console,
+            tee: args.tee,
         },
     }
     .validate(host_mem_mib())?;
@@ -179,20 +181,20 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run(*args, start).map(|reason| {
             eprintln!("vmm: exit reason: {reason}");
-            ExitCode::from(reason.exit_code() as u8)
+            ExitCode::from(reason.exit_code().code())
         }),
-        Command::Stop { socket } => one_shot(&socket, ControlRequest::Stop),
-        Command::Status { socket } => one_shot(&socket, ControlRequest::Status),
-        Command::Pause { socket } => one_shot(&socket, ControlRequest::Pause),
-        Command::Resume { socket } => one_shot(&socket, ControlRequest::Resume),
-        Command::PowerButton { socket } => one_shot(&socket, ControlRequest::PowerButton),
+        Command::Stop { socket } => one_shot(&socket, Request::Stop),
+        Command::Status { socket } => one_shot(&socket, Request::Status),
+        Command::Pause { socket } => one_shot(&socket, Request::Pause),
+        Command::Resume { socket } => one_shot(&socket, Request::Resume),
+        Command::PowerButton { socket } => one_shot(&socket, Request::PowerButton),
         Command::Decide {
             socket,
             id,
             decision,
-        } => one_shot(&socket, ControlRequest::Decide(id, decision)),
-        Command::Events { socket, arbiter } => control::watch(&socket, arbiter, |line| {
-            println!("{line}");
+        } => one_shot(&socket, Request::Decide { id, decision }),
+        Command::Events { socket, arbiter } => control::watch(&socket, arbiter, |event| {
+            println!("{event}");
         })
         .map(|()| ExitCode::SUCCESS)
         .map_err(Into::into),
@@ -202,12 +204,12 @@ fn main() -> ExitCode {
     };
     result.unwrap_or_else(|e| {
         eprintln!("error: {}", one_line(&e));
-        ExitCode::from(EXIT_SETUP_FAILED)
+        ExitCode::from(VmmExitCode::SetupFailed.code())
     })
 }
 
 /// Sends one control request and prints the answer.
-fn one_shot(socket: &std::path::Path, request: ControlRequest) -> anyhow::Result<ExitCode> {
+fn one_shot(socket: &std::path::Path, request: Request) -> anyhow::Result<ExitCode> {
     let answer = control::send(socket, request)?;
     println!("{answer}");
     Ok(ExitCode::SUCCESS)

@@ -5,9 +5,8 @@
 //! arbiter the VMM acts like a plain VMM (poweroff exits, reboot exits with
 //! the reset code, suspend wakes at once). Once an arbiter (the
 //! system-manager) is attached, or when the VMM was started with
-//! `--power-arbiter`, every request is held, published to the arbiter as
-//! `event power-request id=N kind=K`, and carried out only as the arbiter
-//! decides:
+//! `--power-arbiter`, every request is held, published to the arbiter as an
+//! [`Event::PowerRequest`], and carried out only as the arbiter decides:
 //!
 //! | decision  | poweroff            | reboot          | suspend                  |
 //! |-----------|---------------------|-----------------|--------------------------|
@@ -25,60 +24,7 @@
 
 use std::collections::BTreeMap;
 
-use devices::PowerEvent;
-
-use crate::runner::ExitReason;
-
-/// The arbiter's answer to a held power request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
-    /// Let the guest's request happen.
-    Allow,
-    /// Restart only this VM.
-    Restart,
-    /// Pause the VM and present it as "virtually off".
-    Hold,
-    /// Do not carry out the request.
-    Refuse,
-}
-
-impl std::str::FromStr for Decision {
-    type Err = PolicyError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "allow" => Ok(Self::Allow),
-            "restart" => Ok(Self::Restart),
-            "hold" => Ok(Self::Hold),
-            "refuse" => Ok(Self::Refuse),
-            other => Err(PolicyError::UnknownDecision(other.to_string())),
-        }
-    }
-}
-
-/// The VM as the control plane presents it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VmState {
-    /// The guest runs.
-    Running,
-    /// Paused by `pause`.
-    Paused,
-    /// Paused after a held power request: the guest believes it is off.
-    VirtuallyOff,
-    /// Paused inside the guest's S3 entry, waiting for a wake-up.
-    Suspended,
-}
-
-impl std::fmt::Display for VmState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            VmState::Running => "running",
-            VmState::Paused => "paused",
-            VmState::VirtuallyOff => "virtually-off",
-            VmState::Suspended => "suspended",
-        })
-    }
-}
+use vmm_protocol::{Decision, Event, ExitReason, PowerRequestKind, VmState};
 
 /// What the runner must do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,8 +39,8 @@ pub enum Action {
     Resume,
     /// Mark the guest woken from S3 (sleep status `WAK_STS`) and resume.
     Wake,
-    /// Send this line to every event subscriber.
-    Publish(String),
+    /// Send this event to every event subscriber.
+    Publish(Event),
 }
 
 /// Errors from control requests.
@@ -103,9 +49,6 @@ pub enum PolicyError {
     /// `decide` named no pending request.
     #[error("no pending power request with id {0}")]
     UnknownRequest(u64),
-    /// `decide` with an unknown word.
-    #[error("unknown decision '{0}' (allow, restart, hold or refuse)")]
-    UnknownDecision(String),
     /// A request that makes no sense in the current state.
     #[error("cannot {what} while the VM is {state}")]
     WrongState {
@@ -121,12 +64,8 @@ pub enum PolicyError {
 pub struct PowerPolicy {
     arbitrated: bool,
     state: VmState,
-    pending: BTreeMap<u64, PowerEvent>,
+    pending: BTreeMap<u64, PowerRequestKind>,
     next_id: u64,
-}
-
-fn state_line(state: VmState) -> String {
-    format!("event state {state}")
 }
 
 impl PowerPolicy {
@@ -152,39 +91,35 @@ impl PowerPolicy {
     }
 
     /// Held requests, oldest first.
-    pub fn pending(&self) -> impl Iterator<Item = (u64, PowerEvent)> + '_ {
-        self.pending.iter().map(|(id, ev)| (*id, *ev))
-    }
-
-    fn request_line(id: u64, event: PowerEvent) -> String {
-        format!("event power-request id={id} kind={event}")
+    pub fn pending(&self) -> impl Iterator<Item = (u64, PowerRequestKind)> + '_ {
+        self.pending.iter().map(|(id, kind)| (*id, *kind))
     }
 
     fn set_state(&mut self, state: VmState, actions: &mut Vec<Action>) {
         if self.state != state {
             self.state = state;
-            actions.push(Action::Publish(state_line(state)));
+            actions.push(Action::Publish(Event::State(state)));
         }
     }
 
     /// The guest asked for `event`.
-    pub fn guest_request(&mut self, event: PowerEvent) -> Vec<Action> {
+    pub fn guest_request(&mut self, kind: PowerRequestKind) -> Vec<Action> {
         if !self.arbitrated {
-            return match event {
-                PowerEvent::Poweroff => vec![Action::Exit(ExitReason::Poweroff)],
-                PowerEvent::Reboot => vec![Action::Exit(ExitReason::Reboot)],
-                PowerEvent::Suspend => vec![Action::Wake],
+            return match kind {
+                PowerRequestKind::Poweroff => vec![Action::Exit(ExitReason::Poweroff)],
+                PowerRequestKind::Reboot => vec![Action::Exit(ExitReason::Reboot)],
+                PowerRequestKind::Suspend => vec![Action::Wake],
             };
         }
         let id = self.next_id;
         self.next_id += 1;
-        self.pending.insert(id, event);
+        self.pending.insert(id, kind);
         // The guest has taken its final power step: nothing of it needs to
         // run while the arbiter decides, and a vCPU left running would only
         // spin on the sleep-status register (or in PSCI) on a host core.
         vec![
             Action::Pause,
-            Action::Publish(Self::request_line(id, event)),
+            Action::Publish(Event::PowerRequest { id, kind }),
         ]
     }
 
@@ -192,38 +127,39 @@ impl PowerPolicy {
     /// one is (re)published for it.
     pub fn arbiter_attached(&mut self) -> Vec<Action> {
         self.arbitrated = true;
-        let mut actions = vec![Action::Publish(state_line(self.state))];
-        actions.extend(
-            self.pending
-                .iter()
-                .map(|(id, ev)| Action::Publish(Self::request_line(*id, *ev))),
-        );
+        let mut actions = vec![Action::Publish(Event::State(self.state))];
+        actions.extend(self.pending.iter().map(|(id, kind)| {
+            Action::Publish(Event::PowerRequest {
+                id: *id,
+                kind: *kind,
+            })
+        }));
         actions
     }
 
     /// The arbiter decided request `id`.
     pub fn decide(&mut self, id: u64, decision: Decision) -> Result<Vec<Action>, PolicyError> {
-        let event = self
+        let kind = self
             .pending
             .remove(&id)
             .ok_or(PolicyError::UnknownRequest(id))?;
         let mut actions = Vec::new();
-        match (decision, event) {
-            (Decision::Allow, PowerEvent::Poweroff) => {
+        match (decision, kind) {
+            (Decision::Allow, PowerRequestKind::Poweroff) => {
                 actions.push(Action::Exit(ExitReason::Poweroff))
             }
-            (Decision::Allow, PowerEvent::Reboot) | (Decision::Restart, _) => {
+            (Decision::Allow, PowerRequestKind::Reboot) | (Decision::RestartVm, _) => {
                 actions.push(Action::Restart)
             }
-            (Decision::Allow, PowerEvent::Suspend) => {
+            (Decision::Allow, PowerRequestKind::Suspend) => {
                 actions.push(Action::Pause);
                 self.set_state(VmState::Suspended, &mut actions);
             }
-            (Decision::Hold, _) => {
+            (Decision::HoldVirtuallyOff, _) => {
                 actions.push(Action::Pause);
                 self.set_state(VmState::VirtuallyOff, &mut actions);
             }
-            (Decision::Refuse, PowerEvent::Suspend) => actions.push(Action::Wake),
+            (Decision::Refuse, PowerRequestKind::Suspend) => actions.push(Action::Wake),
             // The vCPUs paused for the request run on, unless the VM was
             // paused from the control socket meanwhile.
             (Decision::Refuse, _) if self.state == VmState::Running => actions.push(Action::Resume),
@@ -283,14 +219,17 @@ mod tests {
     fn plain_vmm_acts_at_once() {
         let mut p = PowerPolicy::new(false);
         assert_eq!(
-            p.guest_request(PowerEvent::Poweroff),
+            p.guest_request(PowerRequestKind::Poweroff),
             vec![Action::Exit(ExitReason::Poweroff)]
         );
         assert_eq!(
-            p.guest_request(PowerEvent::Reboot),
+            p.guest_request(PowerRequestKind::Reboot),
             vec![Action::Exit(ExitReason::Reboot)]
         );
-        assert_eq!(p.guest_request(PowerEvent::Suspend), vec![Action::Wake]);
+        assert_eq!(
+            p.guest_request(PowerRequestKind::Suspend),
+            vec![Action::Wake]
+        );
         assert_eq!(p.pending().count(), 0);
     }
 
@@ -298,15 +237,18 @@ mod tests {
     fn arbitrated_requests_are_held_until_decided() {
         let mut p = PowerPolicy::new(true);
         assert_eq!(
-            p.guest_request(PowerEvent::Poweroff),
+            p.guest_request(PowerRequestKind::Poweroff),
             vec![
                 Action::Pause,
-                Action::Publish("event power-request id=1 kind=poweroff".into())
+                Action::Publish(Event::PowerRequest {
+                    id: 1,
+                    kind: PowerRequestKind::Poweroff
+                })
             ]
         );
         assert_eq!(
             p.pending().collect::<Vec<_>>(),
-            vec![(1, PowerEvent::Poweroff)]
+            vec![(1, PowerRequestKind::Poweroff)]
         );
         assert_eq!(
             p.decide(2, Decision::Allow),
@@ -325,43 +267,46 @@ mod tests {
     #[test]
     fn decisions_map_to_actions() {
         let mut p = PowerPolicy::new(true);
-        p.guest_request(PowerEvent::Reboot);
+        p.guest_request(PowerRequestKind::Reboot);
         assert_eq!(p.decide(1, Decision::Allow).unwrap(), vec![Action::Restart]);
         p.restarted();
-        p.guest_request(PowerEvent::Poweroff);
+        p.guest_request(PowerRequestKind::Poweroff);
         assert_eq!(
-            p.decide(2, Decision::Hold).unwrap(),
+            p.decide(2, Decision::HoldVirtuallyOff).unwrap(),
             vec![
                 Action::Pause,
-                Action::Publish("event state virtually-off".into())
+                Action::Publish(Event::State(VmState::VirtuallyOff))
             ]
         );
         assert_eq!(p.state(), VmState::VirtuallyOff);
         assert_eq!(p.resume().unwrap(), vec![Action::Restart]);
         assert_eq!(
             p.restarted(),
-            vec![Action::Publish("event state running".into())]
+            vec![Action::Publish(Event::State(VmState::Running))]
         );
-        p.guest_request(PowerEvent::Suspend);
+        p.guest_request(PowerRequestKind::Suspend);
         let a = p.decide(3, Decision::Allow).unwrap();
         assert_eq!(a[0], Action::Pause);
         assert_eq!(p.state(), VmState::Suspended);
         assert_eq!(
             p.resume().unwrap(),
-            vec![Action::Wake, Action::Publish("event state running".into())]
+            vec![
+                Action::Wake,
+                Action::Publish(Event::State(VmState::Running))
+            ]
         );
-        p.guest_request(PowerEvent::Suspend);
+        p.guest_request(PowerRequestKind::Suspend);
         assert_eq!(p.decide(4, Decision::Refuse).unwrap(), vec![Action::Wake]);
-        p.guest_request(PowerEvent::Poweroff);
+        p.guest_request(PowerRequestKind::Poweroff);
         assert_eq!(p.decide(5, Decision::Refuse).unwrap(), vec![Action::Resume]);
         // A VM paused by hand stays paused when a request is refused.
-        p.guest_request(PowerEvent::Reboot);
+        p.guest_request(PowerRequestKind::Reboot);
         p.pause().unwrap();
         assert_eq!(p.decide(6, Decision::Refuse).unwrap(), vec![]);
         p.resume().unwrap();
-        p.guest_request(PowerEvent::Suspend);
+        p.guest_request(PowerRequestKind::Suspend);
         assert_eq!(
-            p.decide(7, Decision::Restart).unwrap(),
+            p.decide(7, Decision::RestartVm).unwrap(),
             vec![Action::Restart]
         );
     }
@@ -382,22 +327,20 @@ mod tests {
             p.resume().unwrap(),
             vec![
                 Action::Resume,
-                Action::Publish("event state running".into())
+                Action::Publish(Event::State(VmState::Running))
             ]
         );
         let actions = p.arbiter_attached();
-        assert_eq!(actions, vec![Action::Publish("event state running".into())]);
-        p.guest_request(PowerEvent::Poweroff);
+        assert_eq!(
+            actions,
+            vec![Action::Publish(Event::State(VmState::Running))]
+        );
+        p.guest_request(PowerRequestKind::Poweroff);
         // A second arbiter (after the first died) sees the held request.
         let again = p.arbiter_attached();
-        assert!(again.contains(&Action::Publish(
-            "event power-request id=1 kind=poweroff".into()
-        )));
-    }
-
-    #[test]
-    fn decision_words_parse() {
-        assert_eq!("hold".parse::<Decision>(), Ok(Decision::Hold));
-        assert!("maybe".parse::<Decision>().is_err());
+        assert!(again.contains(&Action::Publish(Event::PowerRequest {
+            id: 1,
+            kind: PowerRequestKind::Poweroff
+        })));
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! Everything that can change the VM arrives as a [`VmEvent`] on one
 //! channel: guest power requests (from devices and vCPUs), vCPU crashes and
-//! control-socket requests. Power requests go through the pure
+//! control-socket requests (answered with `vmm_protocol` [`Response`]s). Power requests go through the pure
 //! [`PowerPolicy`], whose [`Action`]s the loop carries out. A restart
 //! (reboot decided by an arbiter, or resuming a virtually-off VM) builds a
 //! new VM in the same process, so the control socket and its subscribers
@@ -16,89 +16,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use devices::legacy::SerialDevice;
-use devices::PowerEvent;
+use vmm_protocol::{Answer, Event, ExitReason, Request, Response, Status};
 
 use crate::builder::{build_vm, BuildError, BuiltVm};
 use crate::config::VmConfig;
-use crate::control::{self, ControlError, ControlRequest};
+use crate::control::{self, ControlError};
+use crate::event::VmEvent;
 use crate::power::{Action, PowerPolicy};
-use crate::vstate::vcpu::{install_kick_handler, VcpuCrash, VcpuError, VcpuHandle};
-
-/// Something the VMM's event loop must react to.
-#[derive(Debug)]
-pub enum VmEvent {
-    /// The guest of boot number `boot` asked for a power transition.
-    Power {
-        /// Which boot of the VM sent it.
-        boot: u64,
-        /// The request.
-        event: PowerEvent,
-    },
-    /// A vCPU of boot number `boot` failed.
-    Vcpu {
-        /// Which boot of the VM sent it.
-        boot: u64,
-        /// What happened.
-        crash: VcpuCrash,
-    },
-    /// A control-socket request; the answer line goes to `reply`.
-    Control {
-        /// The request.
-        request: ControlRequest,
-        /// Where the response line goes.
-        reply: Sender<String>,
-    },
-    /// A control connection subscribes to events (as the arbiter or not).
-    Subscribe {
-        /// Connection id.
-        connection: u64,
-        /// Where to write the response and events.
-        stream: UnixStream,
-        /// Whether it becomes the power arbiter.
-        arbiter: bool,
-    },
-    /// A subscribed connection closed.
-    Unsubscribe {
-        /// Connection id.
-        connection: u64,
-    },
-}
-
-/// Why the VMM ended; decides the process exit code.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ExitReason {
-    /// The guest powered off.
-    Poweroff,
-    /// The guest asked for a reset; the launcher may start it again.
-    Reboot,
-    /// Stopped through the control socket.
-    Stopped,
-    /// A vCPU failed.
-    Crash(String),
-}
-
-impl ExitReason {
-    /// Process exit code, following crosvm: 0 stop/poweroff, 32 reset,
-    /// 33 crash.
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            ExitReason::Poweroff | ExitReason::Stopped => 0,
-            ExitReason::Reboot => 32,
-            ExitReason::Crash(_) => 33,
-        }
-    }
-}
-
-impl std::fmt::Display for ExitReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ExitReason::Poweroff => f.write_str("poweroff"),
-            ExitReason::Reboot => f.write_str("reboot"),
-            ExitReason::Stopped => f.write_str("stopped"),
-            ExitReason::Crash(why) => write!(f, "crash ({why})"),
-        }
-    }
-}
+use crate::vstate::vcpu::{install_kick_handler, VcpuError, VcpuHandle};
 
 /// Errors that end the VMM before the guest could.
 #[derive(Debug, thiserror::Error)]
@@ -272,12 +197,12 @@ impl Runner {
                     mut stream,
                     arbiter,
                 } => {
-                    let ok = if arbiter {
-                        "ok attached\n"
+                    let ok = Response::Ok(if arbiter {
+                        Answer::Attached
                     } else {
-                        "ok subscribed\n"
-                    };
-                    if stream.write_all(ok.as_bytes()).is_err() {
+                        Answer::Subscribed
+                    });
+                    if stream.write_all(format!("{ok}\n").as_bytes()).is_err() {
                         continue;
                     }
                     self.subscribers.push(Subscriber {
@@ -304,48 +229,43 @@ impl Runner {
     }
 
     /// Answers a control request and returns the actions it causes.
-    fn control(&mut self, request: ControlRequest, vm: &Booted) -> (String, Vec<Action>) {
+    fn control(&mut self, request: Request, vm: &Booted) -> (Response, Vec<Action>) {
         let result = match request {
-            ControlRequest::Status => {
-                let answer = format!(
-                    "ok state={} arbitrated={} pending={} boots={} arbiters={}",
-                    self.policy.state(),
-                    self.policy.arbitrated(),
-                    self.policy.pending().count(),
-                    self.boot,
-                    self.subscribers.iter().filter(|s| s.arbiter).count()
-                );
-                return (answer, Vec::new());
+            Request::Status => {
+                let status = Status {
+                    state: self.policy.state(),
+                    arbitrated: self.policy.arbitrated(),
+                    pending: self.policy.pending().count() as u64,
+                    boots: self.boot,
+                    arbiters: self.subscribers.iter().filter(|s| s.arbiter).count() as u64,
+                };
+                Ok((Answer::Status(status), Vec::new()))
             }
-            ControlRequest::Stop => {
-                return (
-                    "ok stopping".into(),
-                    vec![Action::Exit(ExitReason::Stopped)],
-                )
-            }
-            ControlRequest::PowerButton => {
+            Request::Stop => Ok((Answer::Stopping, vec![Action::Exit(ExitReason::Stopped)])),
+            Request::PowerButton => {
                 let Some(button) = &vm.power_button else {
                     return (
-                        "error no power button on this architecture".into(),
+                        Response::error("no power button on this architecture"),
                         Vec::new(),
                     );
                 };
                 button.press();
-                return ("ok pressed".into(), Vec::new());
+                Ok((Answer::Pressed, Vec::new()))
             }
-            ControlRequest::Pause => self.policy.pause().map(|a| ("ok paused", a)),
-            ControlRequest::Resume => self.policy.resume().map(|a| ("ok resumed", a)),
-            ControlRequest::Decide(id, decision) => {
-                self.policy.decide(id, decision).map(|a| ("ok decided", a))
-            }
+            Request::Pause => self.policy.pause().map(|a| (Answer::Paused, a)),
+            Request::Resume => self.policy.resume().map(|a| (Answer::Resumed, a)),
+            Request::Decide { id, decision } => self
+                .policy
+                .decide(id, decision)
+                .map(|a| (Answer::Decided, a)),
             // Subscriptions never reach here (see control.rs).
-            ControlRequest::Attach | ControlRequest::Events => {
-                return ("error use a dedicated connection".into(), Vec::new())
+            Request::Attach | Request::Events => {
+                return (Response::error("use a dedicated connection"), Vec::new())
             }
         };
         match result {
-            Ok((answer, actions)) => (answer.into(), actions),
-            Err(e) => (format!("error {e}"), Vec::new()),
+            Ok((answer, actions)) => (Response::Ok(answer), actions),
+            Err(e) => (Response::error(e), Vec::new()),
         }
     }
 
@@ -366,7 +286,7 @@ impl Runner {
                     vm.handles.iter().for_each(VcpuHandle::wake);
                     vm.handles.iter().for_each(VcpuHandle::resume);
                 }
-                Action::Publish(line) => self.publish(line),
+                Action::Publish(event) => self.publish(event),
             }
         }
         None
@@ -374,16 +294,16 @@ impl Runner {
 
     fn publish_all(&mut self, actions: &[Action]) {
         for action in actions {
-            if let Action::Publish(line) = action {
-                self.publish(line);
+            if let Action::Publish(event) = action {
+                self.publish(event);
             }
         }
     }
 
     /// Writes an event line to every subscriber, dropping dead ones.
-    fn publish(&mut self, line: &str) {
-        tracing::info!("{line}");
-        let bytes = format!("{line}\n");
+    fn publish(&mut self, event: &Event) {
+        tracing::info!("{event}");
+        let bytes = format!("{event}\n");
         self.subscribers
             .retain_mut(|s| s.stream.write_all(bytes.as_bytes()).is_ok());
     }
@@ -394,18 +314,4 @@ struct Booted {
     handles: Vec<VcpuHandle>,
     acpi_pm: Option<Arc<Mutex<devices::legacy::AcpiPmDevice>>>,
     power_button: Option<devices::legacy::PowerButton>,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exit_codes_follow_crosvm() {
-        assert_eq!(ExitReason::Poweroff.exit_code(), 0);
-        assert_eq!(ExitReason::Stopped.exit_code(), 0);
-        assert_eq!(ExitReason::Reboot.exit_code(), 32);
-        assert_eq!(ExitReason::Crash("x".into()).exit_code(), 33);
-        assert_eq!(ExitReason::Crash("x".into()).to_string(), "crash (x)");
-    }
 }

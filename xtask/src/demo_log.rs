@@ -45,18 +45,38 @@ fn is_command(o: &Output) -> bool {
     !o.is_log_only() && !matches!(o, Output::SetTimer { .. })
 }
 
-/// A command without its reason; a decision without its request id (the
-/// input names it).
-fn command_text(o: &Output) -> String {
-    if let Output::Decide {
-        guest, decision, ..
-    } = o
-    {
-        return format!("{guest}: {decision}");
-    }
+/// An output as the core writes it, without its ` (reason)`.
+fn without_reason(o: &Output) -> String {
     let text = o.to_string();
     let suffix = format!(" ({})", o.reason());
     text.strip_suffix(&suffix).unwrap_or(&text).to_string()
+}
+
+/// A decision as the core's explanations write it (`hold virtually off`),
+/// from its `<guest>: request <id>: <decision>` text.
+fn decision_text(o: &Output) -> String {
+    match o {
+        Output::Decide {
+            guest,
+            request_id,
+            decision,
+            ..
+        } => {
+            let text = without_reason(o);
+            text.strip_prefix(&format!("{guest}: request {request_id}: "))
+                .map_or_else(|| decision.to_string(), str::to_string)
+        }
+        _ => without_reason(o),
+    }
+}
+
+/// A command without its reason; a decision without its request id (the
+/// input names it).
+fn command_text(o: &Output) -> String {
+    match o {
+        Output::Decide { guest, .. } => format!("{guest}: {}", decision_text(o)),
+        _ => without_reason(o),
+    }
 }
 
 /// Whether the reason of an output is worth showing beside it: the
@@ -186,13 +206,12 @@ impl Parties {
                     Output::PauseVm { guest, .. } => {
                         p.guest(guest).vm.push(format!("pause {at:.1}"))
                     }
-                    Output::Decide {
-                        guest, decision, ..
-                    } => {
+                    Output::Decide { guest, .. } => {
                         let kind = match &r.input {
                             Input::GuestPowerRequest { kind, .. } => kind.to_string(),
                             _ => "request".to_string(),
                         };
+                        let decision = decision_text(o);
                         p.guest(guest)
                             .requests
                             .push(format!("{kind} {at:.1} -> {decision}"));

@@ -25,11 +25,14 @@ pub const TARGETS: &[&str] = &[
     "rng",
     "console",
     "mmio",
+    "tee",
+    "tee_parser",
     "trusty_framing",
     "trusty_storage",
     "trusty_gatekeeper",
     "trusty_hwkey",
     "trusty_tee",
+    "control",
 ];
 /// Executions per target of the default smoke run.
 pub const SMOKE_RUNS: u64 = 5000;

@@ -18,10 +18,11 @@ use sha2::{Digest, Sha256};
 
 use crate::cpio::Archive;
 use crate::lock::{self, Inputs, LockedPackage};
-use crate::modules::{self, ModuleTree};
+use crate::modules::{self, Module, ModuleTree};
 use crate::paths::{self, Arch};
 use crate::setup;
 use crate::util::{self, step, warning};
+use crate::{kmod, tee_client};
 
 /// Bump to force a rebuild of all outputs when the builder itself changes.
 const BUILDER_VERSION: &str = "1";
@@ -41,7 +42,11 @@ pub struct Images {
 
 /// Unpacks `debs` with `dpkg -x` into one root under the cache (reused while the
 /// set of .deb checksums is the same).
-fn unpack(cache: &Path, group: &str, debs: &[(&LockedPackage, &Path)]) -> Result<PathBuf> {
+pub(crate) fn unpack(
+    cache: &Path,
+    group: &str,
+    debs: &[(&LockedPackage, &Path)],
+) -> Result<PathBuf> {
     let mut h = Sha256::new();
     let mut shas: Vec<&str> = debs.iter().map(|(p, _)| p.sha256.as_str()).collect();
     shas.sort_unstable();
@@ -234,18 +239,23 @@ fn add_scripts(a: &mut Archive, src: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Adds the modules named in `list` (+ dependencies), decompressed, with
-/// `modules.dep` and the load order in `etc/vmstack/modules.load`.
+/// Adds the modules named in `list` (+ dependencies), decompressed, and the
+/// out-of-tree modules `built` (after the Debian modules they depend on),
+/// with `modules.dep` and the load order in `etc/vmstack/modules.load`.
 fn add_modules(
     a: &mut Archive,
     tree: &ModuleTree,
     release: &str,
     list: &[String],
+    built: &[Module],
 ) -> Result<usize> {
-    if list.is_empty() {
+    if list.is_empty() && built.is_empty() {
         return Ok(0);
     }
-    let mods = tree.resolve(list)?;
+    let mut names = list.to_vec();
+    names.extend(built.iter().flat_map(|m| m.depends.iter().cloned()));
+    let mut mods = tree.resolve(&names)?;
+    mods.extend(built.iter().cloned());
     let names: Vec<&str> = mods.iter().map(|m| m.name.as_str()).collect();
     step!("  modules (load order): {}", names.join(" "));
     let mut load = String::new();
@@ -355,12 +365,13 @@ fn check_kernel_format(kernel: &Path, arch: Arch) -> Result<()> {
 /// Builds the static guest tools and returns the binary and its sha256.
 fn guest_tools(arch: Arch) -> Result<(PathBuf, String)> {
     let path = setup::build_guest_tools(arch)?;
-    // `vhal-test` and `trusty-test` come from the same package; all hashes
-    // are the input.
+    // `vhal-test`, `tee-test` and `trusty-test` come from the same
+    // package; all hashes are the input.
     let mut sha = String::new();
     for p in [
         path.clone(),
         path.with_file_name("vhal-test"),
+        path.with_file_name("tee-test"),
         path.with_file_name("trusty-test"),
     ] {
         sha.push_str(&static_binary_sha(&p)?);
@@ -439,6 +450,9 @@ pub fn build(arch: Arch, vmm: Option<&Path>) -> Result<Images> {
     check_kernel_format(&vmlinuz, arch)?;
     let moddir = modules_dir(&kroot, &release)?;
     let tree = ModuleTree::open(&moddir)?;
+    // Out-of-tree guest modules (virtio_tee) and the arm64 libteec client.
+    let guest_kmods = kmod::build(arch, &kroot, &release, &inputs)?;
+    let tee_client = tee_client::build(arch, &inputs)?;
 
     // Kernels: the guest and the test host run the same Debian kernel.
     let guest_kernel = out.join(GUEST_KERNEL);
@@ -460,6 +474,12 @@ pub fn build(arch: Arch, vmm: Option<&Path>) -> Result<Images> {
     ));
     hash_tree(&mut h, &guest_src)?;
     hash_tree(&mut h, &prebuilts.join("lib"))?;
+    for m in &guest_kmods {
+        h.update(&m.data);
+    }
+    if let Some(c) = &tee_client {
+        h.update(&c.sha256);
+    }
     let guest_key = util::hex(&h.finalize());
     if up_to_date(&guest_initrd, &guest_key) {
         step!("up to date: {}", guest_initrd.display());
@@ -468,14 +488,18 @@ pub fn build(arch: Arch, vmm: Option<&Path>) -> Result<Images> {
         let mut a = Archive::new();
         base_layout(&mut a, &broot)?;
         add_scripts(&mut a, &guest_src)?;
-        add_modules(&mut a, &tree, &release, &guest_modules)?;
+        add_modules(&mut a, &tree, &release, &guest_modules, &guest_kmods)?;
         a.file_from("bin/vsock-test", 0o755, &tools)?;
         a.file_from("bin/vhal-test", 0o755, &tools.with_file_name("vhal-test"))?;
+        a.file_from("bin/tee-test", 0o755, &tools.with_file_name("tee-test"))?;
         a.file_from(
             "bin/trusty-test",
             0o755,
             &tools.with_file_name("trusty-test"),
         )?;
+        if let Some(c) = &tee_client {
+            c.add_to(&mut a)?;
+        }
         let size = a.write_gz(&guest_initrd)?;
         step!("  {} entries, {}", a.len(), util::human(size));
         write_stamp(&guest_initrd, &guest_key)?;
@@ -519,7 +543,7 @@ pub fn build(arch: Arch, vmm: Option<&Path>) -> Result<Images> {
         let mut a = Archive::new();
         base_layout(&mut a, &broot)?;
         add_scripts(&mut a, &th_src)?;
-        add_modules(&mut a, &tree, &release, &th_modules)?;
+        add_modules(&mut a, &tree, &release, &th_modules, &[])?;
         a.file_from("guest/vmlinuz", 0o644, &guest_kernel)?;
         a.file_from("guest/initramfs.cpio.gz", 0o644, &guest_initrd)?;
         a.file_from("bin/vsock-test", 0o755, &tools)?;
@@ -577,6 +601,9 @@ pub fn build(arch: Arch, vmm: Option<&Path>) -> Result<Images> {
         })),
         "guest_tools": { "path": tools.display().to_string(), "sha256": tools_sha },
         "guest_modules": guest_modules,
+        "guest_kmods": guest_kmods.iter().map(|m| serde_json::json!({
+            "name": m.name, "sha256": util::sha256_bytes(&m.data), "depends": m.depends,
+        })).collect::<Vec<_>>(),
         "testhost_modules": th_modules,
         "outputs": {
             GUEST_KERNEL: file_info(&guest_kernel)?,

@@ -32,12 +32,14 @@ mod demo_log;
 mod demo_report;
 mod fuzz;
 mod images;
+mod kmod;
 mod lock;
 mod modules;
 mod paths;
 mod profile_devices;
 mod run;
 mod setup;
+mod tee_client;
 mod util;
 
 use std::path::PathBuf;
@@ -118,10 +120,12 @@ enum Cmd {
         #[arg(long, default_value = "x86_64")]
         arch: paths::Arch,
     },
-    /// Fuzz the device parsers and the virtio-mmio transport (cargo-fuzz,
-    /// nightly; see docs/fuzzing.md).
+    /// Fuzz the device parsers, the virtio-mmio transport, the Trusty service
+    /// and the control protocol (cargo-fuzz, nightly; see docs/fuzzing.md).
     Fuzz {
-        /// One target (block, vsock, net, rng, console, mmio); default all.
+        /// One target (block, vsock, net, rng, console, mmio, trusty_framing,
+        /// trusty_storage, trusty_gatekeeper, trusty_hwkey, trusty_tee,
+        /// control); default all.
         target: Option<String>,
         /// Executions per target (the acceptance run uses 1000000).
         #[arg(long, default_value_t = fuzz::SMOKE_RUNS)]

@@ -153,11 +153,12 @@ pub fn build_vmm(arch: Arch) -> Result<PathBuf> {
 }
 
 /// The static guest test tools of `arch` (`/bin/vsock-test`,
-/// `/bin/vhal-test` and `/bin/trusty-test` of both images); returns the
-/// `vsock-test` path (the others are beside it).
+/// `/bin/vhal-test`, `/bin/trusty-test` and `/bin/tee-test` of both
+/// images); returns the `vsock-test` path (the others are beside it).
 pub fn build_guest_tools(arch: Arch) -> Result<PathBuf> {
-    build_static(arch, "guest-tools", "vhal-test")?;
-    build_static(arch, "guest-tools", "trusty-test")?;
+    for bin in ["vhal-test", "trusty-test", "tee-test"] {
+        build_static(arch, "guest-tools", bin)?;
+    }
     build_static(arch, "guest-tools", "vsock-test")
 }
 

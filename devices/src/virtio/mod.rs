@@ -37,6 +37,7 @@ pub mod lifecycle;
 pub mod mmio;
 pub mod net;
 pub mod rng;
+pub mod tee;
 #[cfg(test)]
 pub mod test_utils;
 pub mod vsock;

@@ -38,6 +38,7 @@ pub enum Input {
         /// The VMM's id for the held request, echoed in the decision.
         request_id: u64,
         /// What the guest's kernel tried to do.
+        #[serde(with = "PowerRequestKindLogWord")]
         kind: PowerRequestKind,
     },
     /// An `AP_POWER_STATE_REPORT` from a guest's Android side, undecoded.
@@ -115,26 +116,16 @@ impl fmt::Display for Input {
 
 /// The final power step a guest kernel attempted (ACPI sleep registers or the
 /// i8042 reset on x86, PSCI `SYSTEM_OFF` / `SYSTEM_RESET` / `SYSTEM_SUSPEND`
-/// on arm64).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PowerRequestKind {
-    /// Power off (ACPI S5, PSCI `SYSTEM_OFF`).
-    Poweroff,
-    /// Reboot (reset register, i8042, PSCI `SYSTEM_RESET`).
-    Reboot,
-    /// Suspend to RAM (ACPI S3, PSCI `SYSTEM_SUSPEND`).
-    Suspend,
-}
+/// on arm64): the VMM control protocol's power-request kind.
+pub use vmm_protocol::PowerRequestKind;
 
-impl fmt::Display for PowerRequestKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            PowerRequestKind::Poweroff => "poweroff",
-            PowerRequestKind::Reboot => "reboot",
-            PowerRequestKind::Suspend => "suspend",
-        })
-    }
+/// How the decision log spells a [`PowerRequestKind`] (the protocol's words).
+#[derive(Serialize, Deserialize)]
+#[serde(remote = "PowerRequestKind", rename_all = "snake_case")]
+pub(crate) enum PowerRequestKindLogWord {
+    Poweroff,
+    Reboot,
+    Suspend,
 }
 
 /// How a VM ended, as its VMM saw it.

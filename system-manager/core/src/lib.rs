@@ -59,6 +59,5 @@ pub use state::{FinalStep, GuestState, GuestStatus, Hold, ShutdownOrigin, System
 pub use time::Millis;
 pub use vhal::{ApPowerStateReport, ApPowerStateReq, ShutdownParam, WakeReason};
 pub use vmm_facts::{
-    repair_after_attach, start_failed_input, vm_gone_input, vmm_exit_code, Repair, StartFailure,
-    VmmAsked, VmmExit, VmmState,
+    repair_after_attach, start_failed_input, vm_gone_input, Repair, StartFailure, VmmAsked, VmmExit,
 };

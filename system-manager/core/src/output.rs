@@ -9,31 +9,37 @@ use serde::{Deserialize, Serialize};
 use crate::time::Millis;
 use crate::vhal::ApPowerStateReq;
 
-/// The arbiter's answer to a held [`crate::Input::GuestPowerRequest`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Decision {
-    /// Carry out what the guest asked: a power-off ends the VM, a suspend
-    /// lets the VM sleep until `ResumeVm`, a reboot resets it.
+/// The arbiter's answer to a held [`crate::Input::GuestPowerRequest`]: the
+/// VMM control protocol's decision, sent to the VMM as `decide ID WORD`.
+///
+/// - `Allow`: carry out what the guest asked: a power-off ends the VM, a
+///   suspend lets the VM sleep until `ResumeVm`, a reboot resets it.
+/// - `RestartVm`: reset the VM and boot it again, whatever it asked.
+/// - `HoldVirtuallyOff`: keep the VM paused at its power step: the guest
+///   believes it is off, the real system stays on. A later `ResumeVm` brings
+///   it back (see [`Output::ResumeVm`] for what that means after a power-off).
+/// - `Refuse`: make the power step fail; the guest keeps running.
+pub use vmm_protocol::Decision;
+
+/// How the decision log spells a [`Decision`] (`restart_vm`,
+/// `hold_virtually_off`: the log's names predate the protocol crate and
+/// stay, so old logs replay).
+#[derive(Serialize, Deserialize)]
+#[serde(remote = "Decision", rename_all = "snake_case")]
+pub(crate) enum DecisionLogWord {
     Allow,
-    /// Reset the VM and boot it again, whatever it asked.
     RestartVm,
-    /// Keep the VM paused at its power step: the guest believes it is off,
-    /// the real system stays on. A later `ResumeVm` brings it back (see
-    /// [`Output::ResumeVm`] for what that means after a power-off).
     HoldVirtuallyOff,
-    /// Make the power step fail; the guest keeps running.
     Refuse,
 }
 
-impl fmt::Display for Decision {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Decision::Allow => "allow",
-            Decision::RestartVm => "restart VM",
-            Decision::HoldVirtuallyOff => "hold virtually off",
-            Decision::Refuse => "refuse",
-        })
+/// A decision as the log's explanations write it.
+fn describe(decision: Decision) -> &'static str {
+    match decision {
+        Decision::Allow => "allow",
+        Decision::RestartVm => "restart VM",
+        Decision::HoldVirtuallyOff => "hold virtually off",
+        Decision::Refuse => "refuse",
     }
 }
 
@@ -59,6 +65,7 @@ pub enum Output {
         /// The id from the request.
         request_id: u64,
         /// The answer.
+        #[serde(with = "DecisionLogWord")]
         decision: Decision,
         /// Why.
         reason: String,
@@ -187,7 +194,11 @@ impl fmt::Display for Output {
                 request_id,
                 decision,
                 reason,
-            } => write!(f, "{guest}: request {request_id}: {decision} ({reason})"),
+            } => write!(
+                f,
+                "{guest}: request {request_id}: {} ({reason})",
+                describe(*decision)
+            ),
             Output::PauseVm { guest, reason } => write!(f, "{guest}: pause VM ({reason})"),
             Output::ResumeVm { guest, reason } => write!(f, "{guest}: resume VM ({reason})"),
             Output::HardStopVm { guest, reason } => write!(f, "{guest}: hard stop ({reason})"),

@@ -8,11 +8,11 @@
 //!
 //! | what the link saw | input |
 //! |---|---|
-//! | exit status known, code [`vmm_exit_code::STOP`], `allow` sent and no `stop` | `VmExited(poweroff)` |
-//! | exit status known, code [`vmm_exit_code::STOP`] otherwise | `VmExited(killed)` |
-//! | exit status known, code [`vmm_exit_code::RESET`] | `VmExited(reset)` |
+//! | exit status known, code 0 ([`VmmExitCode::PoweroffOrStop`]), `allow` sent and no `stop` | `VmExited(poweroff)` |
+//! | exit status known, code 0 otherwise | `VmExited(killed)` |
+//! | exit status known, code 32 ([`VmmExitCode::Reset`]) | `VmExited(reset)` |
 //! | exit status known, a signal after `stop` | `VmExited(killed)` |
-//! | exit status known, anything else ([`vmm_exit_code::CRASH`], a set-up failure, a signal nobody asked for) | `VmExited(crash)` |
+//! | exit status known, anything else (33 [`VmmExitCode::Crash`], 1 a set-up failure, a signal nobody asked for) | `VmExited(crash)` |
 //! | no exit status, `stop` sent | `VmExited(killed)` |
 //! | no exit status, `allow` sent | `VmExited(poweroff)` |
 //! | no exit status, nothing asked | `VmLost` |
@@ -25,21 +25,10 @@
 //! else), or the process did not end in time. Such a VMM may still run, so
 //! it is never called a crash.
 
+use vmm_protocol::{VmState, VmmExitCode};
+
 use crate::input::{Input, VmExitReason};
 use crate::state::{GuestState, Hold};
-
-/// The VMM's process exit codes (`vmm run`, following crosvm). The one
-/// place the system manager names them, so they can be swapped for the
-/// shared VMM protocol crate's when it exists.
-pub mod vmm_exit_code {
-    /// The guest powered off (an allowed power-off) or the VMM was told to
-    /// `stop`.
-    pub const STOP: i32 = 0;
-    /// The guest rebooted and the VMM exited so that it is started again.
-    pub const RESET: i32 = 32;
-    /// The VM crashed.
-    pub const CRASH: i32 = 33;
-}
 
 /// How a VMM process ended, as `waitpid` reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -78,26 +67,22 @@ pub enum StartFailure {
 /// control socket (`exit` is `None`). `asked` is what the daemon asked of
 /// that VMM process.
 pub fn vm_gone_input(guest: &str, exit: Option<VmmExit>, asked: VmmAsked) -> Input {
-    use vmm_exit_code::{CRASH, RESET, STOP};
     let guest = guest.to_string();
+    let code = exit.and_then(|e| e.code).and_then(VmmExitCode::from_code);
     let reason = match exit {
-        Some(VmmExit {
-            code: Some(STOP), ..
-        }) if asked.allowed && !asked.stop_sent => VmExitReason::Poweroff,
-        Some(VmmExit {
-            code: Some(STOP), ..
-        }) => VmExitReason::Killed,
-        Some(VmmExit {
-            code: Some(RESET), ..
-        }) => VmExitReason::Reset,
+        Some(_) if code == Some(VmmExitCode::PoweroffOrStop) => {
+            if asked.allowed && !asked.stop_sent {
+                VmExitReason::Poweroff
+            } else {
+                VmExitReason::Killed
+            }
+        }
+        Some(_) if code == Some(VmmExitCode::Reset) => VmExitReason::Reset,
         Some(VmmExit {
             signal: Some(_), ..
         }) if asked.stop_sent => VmExitReason::Killed,
-        Some(VmmExit {
-            code: Some(CRASH), ..
-        }) => VmExitReason::Crash,
-        // Another code (1: the VMM's set-up failed) or a signal nobody
-        // asked for.
+        // 33 (the VM crashed), 1 (the VMM's set-up failed), another code,
+        // or a signal nobody asked for.
         Some(_) => VmExitReason::Crash,
         None if asked.stop_sent => VmExitReason::Killed,
         None if asked.allowed => VmExitReason::Poweroff,
@@ -120,27 +105,6 @@ pub fn start_failed_input(guest: &str, failure: StartFailure) -> Input {
     }
 }
 
-/// A VM's state as its VMM reports it (`event state ...`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum VmmState {
-    /// The vCPUs run.
-    Running,
-    /// Paused by `pause`.
-    Paused,
-    /// Paused after a `hold` decision: the guest believes it is off.
-    VirtuallyOff,
-    /// Parked after an allowed suspend.
-    Suspended,
-}
-
-impl VmmState {
-    /// Whether the VM's vCPUs are parked (paused, virtually off or
-    /// suspended).
-    pub fn is_parked(self) -> bool {
-        !matches!(self, VmmState::Running)
-    }
-}
-
 /// A command that brings a VMM back in line with the arbiter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Repair {
@@ -152,19 +116,19 @@ pub enum Repair {
     Stop,
 }
 
-/// What to send a VMM the first time it reports its state after an attach
-/// (`vmm` is `None` for a state word the daemon does not know): a
-/// `pause`, `resume` or `stop` that was logged but not delivered before the
-/// daemon died. The arbiter's view wins over the VMM's.
+/// What to send a VMM the first time it reports its state (`vmm`) after an
+/// attach: a `pause`, `resume` or `stop` that was logged but not delivered
+/// before the daemon died. The arbiter's view wins over the VMM's.
 ///
 /// Decisions on power requests are not repaired here: the VMM publishes
 /// its pending requests again on attach and the logged decision is sent
 /// again for each. So a guest held virtually off by a `hold`, or asleep
 /// after an allowed suspend, is left to that.
-pub fn repair_after_attach(guest: GuestState, vmm: Option<VmmState>) -> Option<Repair> {
-    let parked = vmm.is_some_and(VmmState::is_parked);
+pub fn repair_after_attach(guest: GuestState, vmm: VmState) -> Option<Repair> {
+    // Paused, virtually off or suspended: the vCPUs are parked.
+    let parked = vmm != VmState::Running;
     match guest {
-        GuestState::VirtuallyOff { hold: Hold::Paused } if vmm == Some(VmmState::Running) => {
+        GuestState::VirtuallyOff { hold: Hold::Paused } if vmm == VmState::Running => {
             Some(Repair::Pause)
         }
         GuestState::Running | GuestState::Preparing { .. } | GuestState::ShutdownStarted { .. }
@@ -181,13 +145,15 @@ pub fn repair_after_attach(guest: GuestState, vmm: Option<VmmState>) -> Option<R
 mod tests {
     use proptest::prelude::*;
 
-    use super::vmm_exit_code::{CRASH, RESET, STOP};
     use super::*;
     use crate::state::{FinalStep, ShutdownOrigin};
     use crate::time::Millis;
     use crate::vhal::ShutdownParam;
 
     const SIGKILL: i32 = 9;
+    const STOP: i32 = VmmExitCode::PoweroffOrStop.code() as i32;
+    const RESET: i32 = VmmExitCode::Reset.code() as i32;
+    const CRASH: i32 = VmmExitCode::Crash.code() as i32;
 
     fn exited(code: i32) -> Option<VmmExit> {
         Some(VmmExit {
@@ -371,13 +337,8 @@ mod tests {
         ]
     }
 
-    fn any_vmm_state() -> impl Strategy<Value = Option<VmmState>> {
-        proptest::option::of(prop_oneof![
-            Just(VmmState::Running),
-            Just(VmmState::Paused),
-            Just(VmmState::VirtuallyOff),
-            Just(VmmState::Suspended),
-        ])
+    fn any_vmm_state() -> impl Strategy<Value = VmState> {
+        proptest::sample::select(VmState::ALL)
     }
 
     #[test]
@@ -388,37 +349,32 @@ mod tests {
             restart: false,
         };
         let cases = [
-            (paused, Some(VmmState::Running), Some(Repair::Pause)),
-            (paused, Some(VmmState::Paused), None),
+            (paused, VmState::Running, Some(Repair::Pause)),
+            (paused, VmState::Paused, None),
+            (GuestState::Running, VmState::Paused, Some(Repair::Resume)),
             (
                 GuestState::Running,
-                Some(VmmState::Paused),
+                VmState::VirtuallyOff,
                 Some(Repair::Resume),
             ),
             (
                 GuestState::Running,
-                Some(VmmState::VirtuallyOff),
+                VmState::Suspended,
                 Some(Repair::Resume),
             ),
-            (
-                GuestState::Running,
-                Some(VmmState::Suspended),
-                Some(Repair::Resume),
-            ),
-            (GuestState::Running, Some(VmmState::Running), None),
-            (GuestState::Running, None, None),
-            (stopping, Some(VmmState::Running), Some(Repair::Stop)),
-            (stopping, None, Some(Repair::Stop)),
+            (GuestState::Running, VmState::Running, None),
+            (stopping, VmState::Running, Some(Repair::Stop)),
+            (stopping, VmState::Paused, Some(Repair::Stop)),
             // Left to the re-sent decision of the pending request.
             (
                 GuestState::VirtuallyOff {
                     hold: Hold::Poweroff,
                 },
-                Some(VmmState::Running),
+                VmState::Running,
                 None,
             ),
-            (GuestState::Starting, Some(VmmState::Paused), None),
-            (GuestState::Off, Some(VmmState::Running), None),
+            (GuestState::Starting, VmState::Paused, None),
+            (GuestState::Off, VmState::Running, None),
         ];
         for (guest, vmm, want) in cases {
             assert_eq!(repair_after_attach(guest, vmm), want, "{guest:?} {vmm:?}");
@@ -438,24 +394,19 @@ mod tests {
                 Some(Repair::Pause) => {
                     prop_assert_eq!(guest, GuestState::VirtuallyOff { hold: Hold::Paused });
                     prop_assert_eq!(
-                        repair_after_attach(guest, Some(VmmState::Paused)),
+                        repair_after_attach(guest, VmState::Paused),
                         None
                     );
                 }
                 Some(Repair::Resume) => {
                     prop_assert!(guest.is_live());
-                    prop_assert!(vmm.is_some_and(VmmState::is_parked));
+                    prop_assert_ne!(vmm, VmState::Running);
                     prop_assert_eq!(
-                        repair_after_attach(guest, Some(VmmState::Running)),
+                        repair_after_attach(guest, VmState::Running),
                         None
                     );
                 }
                 None => prop_assert!(!stopping),
-            }
-            // A VMM that reported nothing known is only ever stopped.
-            if vmm.is_none() {
-                let stop_or_nothing = matches!(repair, None | Some(Repair::Stop));
-                prop_assert!(stop_or_nothing);
             }
         }
     }

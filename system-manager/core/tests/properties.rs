@@ -413,22 +413,7 @@ fn random_runs_reach_the_interesting_decisions() {
         let (log, _) = drive(policy(which), &steps);
         for o in log.iter().flat_map(|r| &r.outputs) {
             let key = match o {
-                Output::Decide {
-                    decision: Decision::Allow,
-                    ..
-                } => "allow",
-                Output::Decide {
-                    decision: Decision::RestartVm,
-                    ..
-                } => "restart",
-                Output::Decide {
-                    decision: Decision::HoldVirtuallyOff,
-                    ..
-                } => "hold",
-                Output::Decide {
-                    decision: Decision::Refuse,
-                    ..
-                } => "refuse",
+                Output::Decide { decision, .. } => decision.word(),
                 Output::ApPowerStateReq {
                     state: ApPowerStateReq::ShutdownPrepare(p),
                     ..
@@ -451,11 +436,7 @@ fn random_runs_reach_the_interesting_decisions() {
             *seen.entry(key).or_default() += 1;
         }
     }
-    for key in [
-        "allow",
-        "restart",
-        "hold",
-        "refuse",
+    for key in Decision::WORDS.iter().copied().chain([
         "escalation",
         "cancel",
         "finished",
@@ -464,7 +445,7 @@ fn random_runs_reach_the_interesting_decisions() {
         "resume",
         "power off",
         "suspend",
-    ] {
+    ]) {
         assert!(
             seen.get(key).copied().unwrap_or(0) > 0,
             "never saw {key}: {seen:?}"

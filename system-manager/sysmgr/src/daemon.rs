@@ -24,11 +24,12 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 use system_manager::{
-    Arbiter, GuestState, Input, LogRecord, Output, Policy, PowerRequestKind, Repair, SystemState,
-    VmmAsked, VmmState, WakeReason,
+    Arbiter, Decision, GuestState, Input, LogRecord, Output, Policy, Repair, SystemState, VmmAsked,
+    WakeReason,
 };
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::sync::oneshot;
+use vmm_protocol::{Event as VmmEvent, Request, Response, ServerLine, VmState};
 
 use crate::mcu::McuReport;
 use crate::proto::mcu::{mcu_to_soc, McuToSoc, PowerOff, PowerOn, SocToMcu, Suspend};
@@ -57,8 +58,8 @@ struct GuestLink {
     vmm: UnboundedSender<VmmCmd>,
     vhal: Option<UnboundedSender<VhalCmd>>,
     attached: bool,
-    /// The VMM's last `event state` word.
-    vmm_state: Option<String>,
+    /// The VMM's last reported state (`event state`).
+    vmm_state: Option<VmState>,
     /// The next state event is the first after an attach.
     fresh: bool,
     pid: Option<u32>,
@@ -346,8 +347,8 @@ impl Daemon {
         self.links.iter().position(|l| l.name == guest)
     }
 
-    fn send_vmm(&self, i: usize, line: String) {
-        let _ = self.links[i].vmm.send(VmmCmd::Send(line));
+    fn send_vmm(&self, i: usize, request: Request) {
+        let _ = self.links[i].vmm.send(VmmCmd::Send(request));
     }
 
     fn execute(&mut self, o: &Output) {
@@ -366,16 +367,19 @@ impl Daemon {
                 },
                 Some(i),
             ) => {
-                if *decision == system_manager::Decision::Allow {
+                if *decision == Decision::Allow {
                     self.links[i].asked.allowed = true;
                 }
                 self.send_vmm(
                     i,
-                    format!("decide {request_id} {}", store::vmm_word(*decision)),
+                    Request::Decide {
+                        id: *request_id,
+                        decision: *decision,
+                    },
                 );
             }
-            (Output::PauseVm { .. }, Some(i)) => self.send_vmm(i, "pause".into()),
-            (Output::ResumeVm { .. }, Some(i)) => self.send_vmm(i, "resume".into()),
+            (Output::PauseVm { .. }, Some(i)) => self.send_vmm(i, Request::Pause),
+            (Output::ResumeVm { .. }, Some(i)) => self.send_vmm(i, Request::Resume),
             (Output::HardStopVm { .. }, Some(i)) => {
                 self.links[i].asked.stop_sent = true;
                 let _ = self.links[i].vmm.send(VmmCmd::Stop);
@@ -383,7 +387,7 @@ impl Daemon {
             (Output::StartVm { guest, .. }, Some(i)) => {
                 let l = &mut self.links[i];
                 l.asked = VmmAsked::default();
-                if l.attached && l.vmm_state.as_deref() == Some("running") {
+                if l.attached && l.vmm_state == Some(VmState::Running) {
                     // Already there (started outside the daemon): say so.
                     let _ = self.events.send(Event::Input(Input::VmStarted {
                         guest: guest.clone(),
@@ -561,7 +565,7 @@ impl Daemon {
                 l.pid = pid;
                 self.update_vhal_wants();
             }
-            VmmReport::Line(line) => self.on_vmm_line(i, &line)?,
+            VmmReport::Line(line) => self.on_vmm_line(i, line)?,
             VmmReport::Absent => {
                 if self.guest_state(i) != GuestState::Off {
                     tracing::warn!("{name}: no VMM on its control socket");
@@ -593,81 +597,63 @@ impl Daemon {
         Ok(())
     }
 
-    fn on_vmm_line(&mut self, i: usize, line: &str) -> Result<()> {
+    fn on_vmm_line(&mut self, i: usize, line: ServerLine) -> Result<()> {
         let name = self.links[i].name.clone();
-        if let Some(state) = line.strip_prefix("event state ") {
-            let state = state.trim().to_string();
-            tracing::info!("{name}: VMM state {state}");
-            self.links[i].vmm_state = Some(state.clone());
-            if std::mem::take(&mut self.links[i].fresh) {
-                self.reconcile(i, &state);
-            }
-            let s = self.guest_state(i);
-            if state == "running"
-                && matches!(
-                    s,
-                    GuestState::Starting | GuestState::Restarting | GuestState::Off
-                )
-            {
-                self.feed(Input::VmStarted { guest: name })?;
-            }
-        } else if let Some(rest) = line.strip_prefix("event power-request ") {
-            let mut id = None;
-            let mut kind = None;
-            for w in rest.split_whitespace() {
-                if let Some(v) = w.strip_prefix("id=") {
-                    id = v.parse::<u64>().ok();
-                } else if let Some(v) = w.strip_prefix("kind=") {
-                    kind = match v {
-                        "poweroff" => Some(PowerRequestKind::Poweroff),
-                        "reboot" => Some(PowerRequestKind::Reboot),
-                        "suspend" => Some(PowerRequestKind::Suspend),
-                        _ => None,
-                    };
+        match line {
+            ServerLine::Event(VmmEvent::State(state)) => {
+                tracing::info!("{name}: VMM state {state}");
+                self.links[i].vmm_state = Some(state);
+                if std::mem::take(&mut self.links[i].fresh) {
+                    self.reconcile(i, state);
+                }
+                let s = self.guest_state(i);
+                if state == VmState::Running
+                    && matches!(
+                        s,
+                        GuestState::Starting | GuestState::Restarting | GuestState::Off
+                    )
+                {
+                    self.feed(Input::VmStarted { guest: name })?;
                 }
             }
-            let (Some(request_id), Some(kind)) = (id, kind) else {
-                tracing::warn!("{name}: malformed power request from the VMM: {line:?}");
-                return Ok(());
-            };
-            if let Some(d) = self.decided.get(&name, request_id) {
-                tracing::info!(
-                    "{name}: request {request_id} was decided before the restart ({d}); sending it again"
-                );
-                if d == system_manager::Decision::Allow {
-                    self.links[i].asked.allowed = true;
+            ServerLine::Event(VmmEvent::PowerRequest { id, kind }) => {
+                if let Some(decision) = self.decided.get(&name, id) {
+                    tracing::info!(
+                        "{name}: request {id} was decided before the restart ({decision}); sending it again"
+                    );
+                    if decision == Decision::Allow {
+                        self.links[i].asked.allowed = true;
+                    }
+                    self.send_vmm(i, Request::Decide { id, decision });
+                } else {
+                    self.feed(Input::GuestPowerRequest {
+                        guest: name,
+                        request_id: id,
+                        kind,
+                    })?;
                 }
-                self.send_vmm(i, format!("decide {request_id} {}", store::vmm_word(d)));
-            } else {
-                self.feed(Input::GuestPowerRequest {
-                    guest: name,
-                    request_id,
-                    kind,
-                })?;
             }
-        } else if let Some(err) = line.strip_prefix("error") {
-            tracing::warn!("{name}: VMM answered: error{err}");
-        } else if line.starts_with("ok") {
-            tracing::debug!("{name}: VMM answered: {line}");
-        } else {
-            tracing::warn!("{name}: unexpected line from the VMM: {line:?}");
+            ServerLine::Response(Response::Error(e)) => {
+                tracing::warn!("{name}: VMM answered: error {e}");
+            }
+            ServerLine::Response(ok) => tracing::debug!("{name}: VMM answered: {ok}"),
         }
         Ok(())
     }
 
     /// Repairs a command that was logged but not delivered before the
     /// daemon died (decided by `system_manager::repair_after_attach`).
-    fn reconcile(&mut self, i: usize, vmm_state: &str) {
+    fn reconcile(&mut self, i: usize, vmm_state: VmState) {
         let name = self.links[i].name.clone();
         let guest = self.guest_state(i);
-        match system_manager::repair_after_attach(guest, vmm_state_of(vmm_state)) {
+        match system_manager::repair_after_attach(guest, vmm_state) {
             Some(Repair::Pause) => {
                 tracing::info!("{name}: should be paused; pausing");
-                self.send_vmm(i, "pause".into());
+                self.send_vmm(i, Request::Pause);
             }
             Some(Repair::Resume) => {
                 tracing::info!("{name}: should be running but the VMM is {vmm_state}; resuming");
-                self.send_vmm(i, "resume".into());
+                self.send_vmm(i, Request::Resume);
             }
             Some(Repair::Stop) => {
                 tracing::info!("{name}: should be stopping; stopping");
@@ -694,7 +680,7 @@ impl Daemon {
                     "release_at": g.release_at.map(|t| t.as_millis()),
                     "vmm": {
                         "attached": l.attached,
-                        "state": l.vmm_state,
+                        "state": l.vmm_state.map(VmState::word),
                         "pid": l.pid,
                     },
                     "vhal_connected": l.vhal.as_ref().map(|_| l.vhal_connected),
@@ -713,17 +699,6 @@ impl Daemon {
             "mcu_connected": self.mcu_connected,
             "guests": guests,
         })
-    }
-}
-
-/// The VMM's `event state` word.
-fn vmm_state_of(word: &str) -> Option<VmmState> {
-    match word {
-        "running" => Some(VmmState::Running),
-        "paused" => Some(VmmState::Paused),
-        "virtually-off" => Some(VmmState::VirtuallyOff),
-        "suspended" => Some(VmmState::Suspended),
-        _ => None,
     }
 }
 

@@ -400,16 +400,6 @@ impl Clock {
     }
 }
 
-/// The VMM's word for a decision (`decide ID WORD`).
-pub fn vmm_word(d: Decision) -> &'static str {
-    match d {
-        Decision::Allow => "allow",
-        Decision::RestartVm => "restart",
-        Decision::HoldVirtuallyOff => "hold",
-        Decision::Refuse => "refuse",
-    }
-}
-
 /// Decisions already taken for requests of each guest's current VMM
 /// process. A VMM re-publishes its pending requests when an arbiter
 /// attaches; one the log already decided (the daemon died before sending

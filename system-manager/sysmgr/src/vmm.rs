@@ -1,6 +1,7 @@
 //! One guest's VMM link: launches the VMM (if the policy has a `launch`
 //! command), connects to its control socket, `attach`es as the power
-//! arbiter and relays lines both ways.
+//! arbiter and relays messages both ways (`vmm_protocol` requests out,
+//! responses and events in; a malformed line is logged and dropped).
 //!
 //! The task reports to the daemon's core loop ([`VmmReport`]) and takes
 //! commands from it ([`VmmCmd`]). It never interprets events or exit
@@ -21,11 +22,12 @@ use tokio::net::UnixStream;
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::{sleep, timeout, Instant};
+use vmm_protocol::{Answer, Request, Response, ServerLine, MAX_SERVER_LINE_LEN};
 
 use crate::lines::LineReader;
 
 /// Longest line accepted from a VMM.
-const MAX_LINE: usize = 1024;
+const MAX_LINE: usize = MAX_SERVER_LINE_LEN;
 /// How long `Start` waits for a VMM's control socket.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a `stop` may take before the VMM process is killed.
@@ -39,8 +41,8 @@ pub enum VmmCmd {
     /// Attach if a VMM is there (daemon start-up); [`VmmReport::Absent`]
     /// if not.
     Attach,
-    /// Send one request line (`decide 3 allow`, `pause`, ...).
-    Send(String),
+    /// Send one request (`decide 3 allow`, `pause`, ...).
+    Send(Request),
     /// Send `stop`, and kill the process if it is still there after a while.
     Stop,
 }
@@ -53,8 +55,8 @@ pub enum VmmReport {
         /// Pid of the VMM, if the daemon knows it.
         pid: Option<u32>,
     },
-    /// An event or response line.
-    Line(String),
+    /// An event or response.
+    Line(ServerLine),
     /// `Attach` found no VMM.
     Absent,
     /// The connection closed: the VMM is gone. `exit` is known for a VMM
@@ -94,8 +96,8 @@ pub async fn run(cfg: VmmConfig, mut cmds: UnboundedReceiver<VmmCmd>, report: im
     while let Some(cmd) = cmds.recv().await {
         let mut queued = Vec::new();
         let stream = match cmd {
-            VmmCmd::Send(line) => {
-                tracing::warn!("{}: no VMM attached; `{line}` not sent", cfg.guest);
+            VmmCmd::Send(request) => {
+                tracing::warn!("{}: no VMM attached; `{request}` not sent", cfg.guest);
                 continue;
             }
             VmmCmd::Stop => {
@@ -148,14 +150,17 @@ pub async fn run(cfg: VmmConfig, mut cmds: UnboundedReceiver<VmmCmd>, report: im
         report(VmmReport::Attached { pid });
         let (read, mut write) = stream.into_split();
         let mut lines = LineReader::new(read, MAX_LINE);
-        for line in queued {
-            send(&mut write, &line, &cfg.guest).await;
+        for request in queued {
+            send(&mut write, request, &cfg.guest).await;
         }
         let mut kill_at: Option<Instant> = None;
         loop {
             tokio::select! {
                 line = lines.next_line() => match line {
-                    Ok(l) => report(VmmReport::Line(l)),
+                    Ok(l) => match l.parse() {
+                        Ok(line) => report(VmmReport::Line(line)),
+                        Err(e) => tracing::warn!("{}: malformed line from the VMM ({e}): {l:?}", cfg.guest),
+                    },
                     Err(e) => {
                         tracing::debug!("{}: control connection ended ({e:?})", cfg.guest);
                         break;
@@ -163,9 +168,9 @@ pub async fn run(cfg: VmmConfig, mut cmds: UnboundedReceiver<VmmCmd>, report: im
                 },
                 cmd = cmds.recv() => match cmd {
                     None => return,
-                    Some(VmmCmd::Send(l)) => send(&mut write, &l, &cfg.guest).await,
+                    Some(VmmCmd::Send(r)) => send(&mut write, r, &cfg.guest).await,
                     Some(VmmCmd::Stop) => {
-                        send(&mut write, "stop", &cfg.guest).await;
+                        send(&mut write, Request::Stop, &cfg.guest).await;
                         kill_at = Some(Instant::now() + STOP_KILL_AFTER);
                     }
                     Some(VmmCmd::Start | VmmCmd::Attach) => {
@@ -185,10 +190,10 @@ pub async fn run(cfg: VmmConfig, mut cmds: UnboundedReceiver<VmmCmd>, report: im
     }
 }
 
-async fn send(write: &mut OwnedWriteHalf, line: &str, guest: &str) {
-    tracing::debug!("{guest}: -> {line}");
-    if let Err(e) = write.write_all(format!("{line}\n").as_bytes()).await {
-        tracing::warn!("{guest}: cannot send `{line}` to the VMM: {e}");
+async fn send(write: &mut OwnedWriteHalf, request: Request, guest: &str) {
+    tracing::debug!("{guest}: -> {request}");
+    if let Err(e) = write.write_all(format!("{request}\n").as_bytes()).await {
+        tracing::warn!("{guest}: cannot send `{request}` to the VMM: {e}");
     }
 }
 
@@ -197,7 +202,7 @@ async fn attach(cfg: &VmmConfig) -> Result<UnixStream, String> {
     let mut s = UnixStream::connect(&cfg.socket)
         .await
         .map_err(|e| format!("cannot connect to {}: {e}", cfg.socket.display()))?;
-    s.write_all(b"attach\n")
+    s.write_all(format!("{}\n", Request::Attach).as_bytes())
         .await
         .map_err(|e| format!("cannot attach: {e}"))?;
     // Read the answer byte by byte so no event line is swallowed.
@@ -218,10 +223,10 @@ async fn attach(cfg: &VmmConfig) -> Result<UnixStream, String> {
         .await
         .map_err(|_| "no answer to attach".to_string())??;
     let answer = String::from_utf8_lossy(&answer);
-    if answer.trim() != "ok attached" {
-        return Err(format!("attach refused: {}", answer.trim()));
+    match answer.parse::<Response>() {
+        Ok(Response::Ok(Answer::Attached)) => Ok(s),
+        _ => Err(format!("attach refused: {}", answer.trim())),
     }
-    Ok(s)
 }
 
 /// Why [`start`] failed.
@@ -238,7 +243,7 @@ async fn start(
     cfg: &VmmConfig,
     child: &mut Option<Child>,
     cmds: &mut UnboundedReceiver<VmmCmd>,
-    queued: &mut Vec<String>,
+    queued: &mut Vec<Request>,
 ) -> Result<UnixStream, StartError> {
     if let Ok(s) = attach(cfg).await {
         return Ok(s);
@@ -278,8 +283,8 @@ async fn start(
         tokio::select! {
             _ = sleep(Duration::from_millis(100)) => {}
             cmd = cmds.recv() => match cmd {
-                Some(VmmCmd::Send(l)) => queued.push(l),
-                Some(VmmCmd::Stop) => queued.push("stop".into()),
+                Some(VmmCmd::Send(r)) => queued.push(r),
+                Some(VmmCmd::Stop) => queued.push(Request::Stop),
                 Some(VmmCmd::Start | VmmCmd::Attach) => {}
                 None => return Err(StartError::NoAnswer("daemon shutting down".into())),
             }

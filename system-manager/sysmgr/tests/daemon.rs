@@ -1,5 +1,5 @@
 //! The `sysmgr` daemon end to end on the host, without VMs: fake VMMs that
-//! speak the VMM control protocol (`vmm/src/control.rs`) in-process, a fake
+//! speak the VMM control protocol (`vmm-protocol`) in-process, a fake
 //! Android guest behind a fake hybrid-vsock socket, and the real MCU
 //! simulator (`mcu-sim`) and daemon (`sysmgr`) binaries.
 
@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use vmm_protocol::{Answer, Decision, Event, PowerRequestKind, Request, Response, Status, VmState};
 
 const SYSMGR: &str = env!("CARGO_BIN_EXE_sysmgr");
 const MCU_SIM: &str = env!("CARGO_BIN_EXE_mcu-sim");
@@ -32,25 +34,29 @@ fn wait_until(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
     panic!("timed out waiting for {what}");
 }
 
+/// `decide ID DECISION`.
+fn decide(id: u64, decision: Decision) -> Request {
+    Request::Decide { id, decision }
+}
+
 // ------------------------------------------------------------ fake VMM
 
-#[derive(Default)]
 struct VmmState {
-    state: String,
-    pending: BTreeMap<u64, String>,
+    state: VmState,
+    pending: BTreeMap<u64, PowerRequestKind>,
     next_id: u64,
-    received: Vec<String>,
+    received: Vec<Request>,
     writer: Option<UnixStream>,
     alive: bool,
     /// Simulates a lost answer: `decide` is acknowledged but not applied.
     drop_decides: bool,
     /// Simulates a VMM that hangs on `stop`: acknowledged, nothing happens.
     ignore_stop: bool,
-    boots: u32,
+    boots: u64,
 }
 
 /// A VMM control socket: `attach`, `decide`, `pause`, `resume`, `stop`,
-/// `status`, with the VMM's event lines.
+/// `status`, with the VMM's events.
 #[derive(Clone)]
 struct FakeVmm {
     path: PathBuf,
@@ -63,11 +69,15 @@ impl FakeVmm {
         let listener = UnixListener::bind(path).unwrap();
         listener.set_nonblocking(true).unwrap();
         let s = Arc::new(Mutex::new(VmmState {
-            state: "running".into(),
+            state: VmState::Running,
+            pending: BTreeMap::new(),
             next_id: 1,
+            received: Vec::new(),
+            writer: None,
             alive: true,
+            drop_decides: false,
+            ignore_stop: false,
             boots: 1,
-            ..Default::default()
         }));
         let fake = FakeVmm {
             path: path.to_path_buf(),
@@ -90,15 +100,15 @@ impl FakeVmm {
         fake
     }
 
-    fn publish(st: &mut VmmState, line: &str) {
+    fn publish(st: &mut VmmState, event: Event) {
         if let Some(w) = st.writer.as_mut() {
-            let _ = w.write_all(format!("{line}\n").as_bytes());
+            let _ = w.write_all(format!("{event}\n").as_bytes());
         }
     }
 
-    fn set_state(st: &mut VmmState, state: &str) {
-        st.state = state.to_string();
-        Self::publish(st, &format!("event state {state}"));
+    fn set_state(st: &mut VmmState, state: VmState) {
+        st.state = state;
+        Self::publish(st, Event::State(state));
     }
 
     fn exit(st: &mut VmmState, path: &Path) {
@@ -110,91 +120,109 @@ impl FakeVmm {
     }
 
     fn serve(&self, stream: UnixStream) {
-        let mut w = stream.try_clone().unwrap();
+        let w = stream.try_clone().unwrap();
+        let mut out = stream.try_clone().unwrap();
+        let mut answer = |response: Response| {
+            let _ = out.write_all(format!("{response}\n").as_bytes());
+        };
         for line in BufReader::new(stream).lines() {
             let Ok(line) = line else { return };
             let mut st = self.s.lock().unwrap();
             if !st.alive {
                 return;
             }
-            st.received.push(line.clone());
-            let words: Vec<&str> = line.split_whitespace().collect();
-            match words.as_slice() {
-                ["attach"] => {
-                    let _ = w.write_all(b"ok attached\n");
+            let request = match line.parse::<Request>() {
+                Ok(request) => request,
+                Err(e) => {
+                    answer(Response::error(e));
+                    continue;
+                }
+            };
+            st.received.push(request);
+            match request {
+                Request::Attach => {
+                    answer(Response::Ok(Answer::Attached));
                     st.writer = Some(w.try_clone().unwrap());
-                    let state = st.state.clone();
-                    Self::publish(&mut st, &format!("event state {state}"));
-                    let pending: Vec<_> = st.pending.iter().map(|(i, k)| (*i, k.clone())).collect();
+                    let state = st.state;
+                    Self::publish(&mut st, Event::State(state));
+                    let pending: Vec<_> = st.pending.iter().map(|(i, k)| (*i, *k)).collect();
                     for (id, kind) in pending {
-                        Self::publish(&mut st, &format!("event power-request id={id} kind={kind}"));
+                        Self::publish(&mut st, Event::PowerRequest { id, kind });
                     }
                 }
-                ["status"] => {
-                    let _ = w.write_all(format!("ok state={}\n", st.state).as_bytes());
-                }
-                ["decide", id, d] => {
-                    let id: u64 = id.parse().unwrap();
-                    let _ = w.write_all(b"ok decided\n");
+                Request::Status => answer(Response::Ok(Answer::Status(Status {
+                    state: st.state,
+                    arbitrated: true,
+                    pending: st.pending.len() as u64,
+                    boots: st.boots,
+                    arbiters: u64::from(st.writer.is_some()),
+                }))),
+                Request::Decide { id, decision } => {
+                    answer(Response::Ok(Answer::Decided));
                     if st.drop_decides {
                         continue;
                     }
                     let kind = st.pending.remove(&id).expect("decided a pending request");
-                    match (*d, kind.as_str()) {
-                        ("allow", "poweroff") => return Self::exit(&mut st, &self.path),
-                        ("allow", "reboot") | ("restart", _) => {
+                    match (decision, kind) {
+                        (Decision::Allow, PowerRequestKind::Poweroff) => {
+                            return Self::exit(&mut st, &self.path)
+                        }
+                        (Decision::Allow, PowerRequestKind::Reboot) | (Decision::RestartVm, _) => {
                             st.boots += 1;
                             st.pending.clear();
-                            Self::set_state(&mut st, "running");
+                            Self::set_state(&mut st, VmState::Running);
                         }
-                        ("allow", "suspend") => Self::set_state(&mut st, "suspended"),
-                        ("hold", _) => Self::set_state(&mut st, "virtually-off"),
-                        ("refuse", _) => {}
-                        other => panic!("bad decision {other:?}"),
+                        (Decision::Allow, PowerRequestKind::Suspend) => {
+                            Self::set_state(&mut st, VmState::Suspended)
+                        }
+                        (Decision::HoldVirtuallyOff, _) => {
+                            Self::set_state(&mut st, VmState::VirtuallyOff)
+                        }
+                        (Decision::Refuse, _) => {}
                     }
                 }
-                ["pause"] => {
-                    let _ = w.write_all(b"ok paused\n");
-                    Self::set_state(&mut st, "paused");
+                Request::Pause => {
+                    answer(Response::Ok(Answer::Paused));
+                    Self::set_state(&mut st, VmState::Paused);
                 }
-                ["resume"] => {
-                    let _ = w.write_all(b"ok resumed\n");
-                    if st.state == "virtually-off" {
+                Request::Resume => {
+                    answer(Response::Ok(Answer::Resumed));
+                    if st.state == VmState::VirtuallyOff {
                         st.boots += 1;
                         st.pending.clear();
                     }
-                    Self::set_state(&mut st, "running");
+                    Self::set_state(&mut st, VmState::Running);
                 }
-                ["stop"] => {
-                    let _ = w.write_all(b"ok stopping\n");
+                Request::Stop => {
+                    answer(Response::Ok(Answer::Stopping));
                     if st.ignore_stop {
                         continue;
                     }
                     return Self::exit(&mut st, &self.path);
                 }
-                _ => {
-                    let _ = w.write_all(b"error unknown request\n");
+                Request::PowerButton | Request::Events => {
+                    answer(Response::error("not in this fake"));
                 }
             }
         }
     }
 
     /// The guest's kernel makes its final power step.
-    fn request(&self, kind: &str) -> u64 {
+    fn request(&self, kind: PowerRequestKind) -> u64 {
         let mut st = self.s.lock().unwrap();
         let id = st.next_id;
         st.next_id += 1;
-        st.pending.insert(id, kind.to_string());
-        Self::publish(&mut st, &format!("event power-request id={id} kind={kind}"));
+        st.pending.insert(id, kind);
+        Self::publish(&mut st, Event::PowerRequest { id, kind });
         id
     }
 
-    fn received(&self) -> Vec<String> {
+    fn received(&self) -> Vec<Request> {
         self.s.lock().unwrap().received.clone()
     }
 
-    fn got(&self, line: &str) -> bool {
-        self.received().iter().any(|l| l == line)
+    fn got(&self, request: Request) -> bool {
+        self.received().contains(&request)
     }
 
     fn alive(&self) -> bool {
@@ -488,14 +516,14 @@ fn ignition_off_scenario(tag: &str, extra: &[&str]) {
     android.send("AP_POWER_STATE_REPORT 4 5000");
     android.send("AP_POWER_STATE_REPORT 5 0"); // SHUTDOWN_START
     std::thread::sleep(Duration::from_millis(200));
-    let id = av.request("poweroff");
+    let id = av.request(PowerRequestKind::Poweroff);
     wait_until("android's poweroff allowed", 10, || !av.alive());
-    assert!(av.got(&format!("decide {id} allow")), "{:?}", av.received());
+    assert!(av.got(decide(id, Decision::Allow)), "{:?}", av.received());
     android.expect_req("AP_POWER_STATE_REQ 3 0"); // FINISHED
                                                   // The cluster runs until its own deadline (1.5 s after ignition off),
                                                   // then is stopped; only then does the MCU hear the power-off.
     assert!(cv.alive());
-    wait_until("cluster stopped", 10, || cv.got("stop"));
+    wait_until("cluster stopped", 10, || cv.got(Request::Stop));
     wait_until("MCU power-off", 10, || mcu.count("<- POWER_OFF") == 1);
     assert!(!cv.alive());
 
@@ -535,7 +563,7 @@ fn the_power_off_waits_for_the_vmms_at_most_poweroff_hold_ms() {
     android.expect_req("AP_POWER_STATE_REQ 1 3");
     android.send("AP_POWER_STATE_REPORT 5 0"); // SHUTDOWN_START
     std::thread::sleep(Duration::from_millis(200));
-    av.request("poweroff");
+    av.request(PowerRequestKind::Poweroff);
     wait_until("android's poweroff allowed", 10, || !av.alive());
     // Cluster deadline -> stop (ignored) -> exit grace (2 s) -> the arbiter
     // decides the power-off while the cluster's VMM is still attached.
@@ -560,7 +588,11 @@ fn the_power_off_waits_for_the_vmms_at_most_poweroff_hold_ms() {
     );
     // The hold ended with a second `stop` to the VMM that was still there.
     wait_until("a second stop", 5, || {
-        cv.received().iter().filter(|l| *l == "stop").count() == 2
+        cv.received()
+            .iter()
+            .filter(|r| **r == Request::Stop)
+            .count()
+            == 2
     });
     drop(d);
 }
@@ -620,10 +652,10 @@ fn kill_9_restart_loses_no_request_and_no_decision() {
     d.child.kill().unwrap();
     d.child.wait().unwrap();
     let before = log_lines(&dir).len();
-    let id = av.request("reboot");
+    let id = av.request(PowerRequestKind::Reboot);
     let d2 = daemon(&dir);
     wait_until("the re-published reboot decided", 10, || {
-        av.got(&format!("decide {id} restart"))
+        av.got(decide(id, Decision::RestartVm))
     });
     assert!(log_lines(&dir).len() > before);
     wait_until("android running again", 10, || {
@@ -633,9 +665,9 @@ fn kill_9_restart_loses_no_request_and_no_decision() {
     // 2. A decision logged but lost on the way is sent again from the log,
     //    without a second input.
     av.s.lock().unwrap().drop_decides = true;
-    let id = av.request("poweroff");
+    let id = av.request(PowerRequestKind::Poweroff);
     wait_until("the poweroff decided", 10, || {
-        av.got(&format!("decide {id} hold"))
+        av.got(decide(id, Decision::HoldVirtuallyOff))
     });
     let n = log_lines(&dir).len();
     drop(d2); // kill -9 (Proc::drop kills with SIGKILL)
@@ -644,12 +676,12 @@ fn kill_9_restart_loses_no_request_and_no_decision() {
     wait_until("the logged hold re-sent", 10, || {
         av.received()
             .iter()
-            .filter(|l| **l == format!("decide {id} hold"))
+            .filter(|r| **r == decide(id, Decision::HoldVirtuallyOff))
             .count()
             == 2
     });
     wait_until("android virtually off", 10, || {
-        av.s.lock().unwrap().state == "virtually-off"
+        av.s.lock().unwrap().state == VmState::VirtuallyOff
     });
     std::thread::sleep(Duration::from_millis(300));
     let after: Vec<String> = log_lines(&dir)[n..].to_vec();
@@ -659,7 +691,7 @@ fn kill_9_restart_loses_no_request_and_no_decision() {
     );
     // The cluster was never touched, and the log still verifies.
     assert!(
-        cv.received().iter().all(|l| l == "attach"),
+        cv.received().iter().all(|r| *r == Request::Attach),
         "{:?}",
         cv.received()
     );
@@ -667,7 +699,7 @@ fn kill_9_restart_loses_no_request_and_no_decision() {
     assert!(s.contains("virtually off (Poweroff)"), "{s}");
     // Ignition on again brings android back (held -> resume).
     mcu.cmd("ignition on");
-    wait_until("android resumed", 10, || av.got("resume"));
+    wait_until("android resumed", 10, || av.got(Request::Resume));
     drop(d3);
     let (ok, out, err) = sysmgr(&[
         "status",

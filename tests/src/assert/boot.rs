@@ -1,6 +1,8 @@
 //! Boot to the guest's `/init` and the guest's own power-off and reboot
 //! (scenarios `boot-poweroff`, `boot-reboot`).
 
+use vmm_protocol::VmmExitCode;
+
 use super::{guest, VMM};
 use crate::scenario::SharedRun;
 use crate::Arch;
@@ -29,10 +31,11 @@ pub fn poweroff(run: &SharedRun) {
 /// The guest reboots (x86: reset; arm64: PSCI SYSTEM_RESET): the VMM
 /// exits 32 with reason `reboot`.
 pub fn reboot(run: &SharedRun) {
-    run.section("boot-reboot", 32)
+    let reset = i32::from(VmmExitCode::Reset.code());
+    run.section("boot-reboot", reset)
         .expect_eq(&guest(VMM, "init"), "ok")
         .expect_log(VMM, "guest power request: reboot")
-        .expect_vmm_exit(VMM, "reboot", 32);
+        .expect_vmm_exit(VMM, "reboot", reset);
 }
 
 /// The arm64 test host runs KVM in protected mode (pKVM): its kernel says

@@ -4,9 +4,16 @@
 //! until resume (x86: ACPI S3; arm64: PSCI SYSTEM_SUSPEND). Scenarios
 //! `power-button`, `arbiter`, `suspend`.
 
+use vmm_protocol::{Event, PowerRequestKind, Status, VmState};
+
 use super::{guest, VMM};
 use crate::scenario::SharedRun;
 use crate::Arch;
+
+/// Guest power request `id` of `kind`, as the VMM publishes it.
+fn power_request(id: u64, kind: PowerRequestKind) -> Event {
+    Event::PowerRequest { id, kind }
+}
 
 /// The scenarios of one shared test host boot.
 pub const SCENARIOS: &[&str] = &["power-button", "arbiter", "suspend"];
@@ -29,16 +36,20 @@ pub fn power_button_shuts_the_guest_down_gracefully(run: &SharedRun) {
 /// poweroff, allowed, ends the VMM.
 pub fn held_poweroff_is_virtually_off_then_boots_again_on_resume(run: &SharedRun) {
     let s = run.section("arbiter", 0);
-    s.expect_log(VMM, "event power-request id=1 kind=poweroff")
+    let held = Status {
+        state: VmState::VirtuallyOff,
+        arbitrated: true,
+        pending: 0,
+        boots: 1,
+        arbiters: 0,
+    };
+    s.expect_event(VMM, power_request(1, PowerRequestKind::Poweroff))
         .expect_contains("decide-1", "decided")
-        .expect_contains(
-            "status",
-            "state=virtually-off arbitrated=true pending=0 boots=1",
-        )
+        .expect_contains("status", &held.to_string())
         .expect_contains("status-after-2s", "state=virtually-off")
         .expect_contains("resume", "resumed")
         .expect_log(VMM, "restarting the VM")
-        .expect_log(VMM, "event power-request id=2 kind=poweroff")
+        .expect_event(VMM, power_request(2, PowerRequestKind::Poweroff))
         .expect_contains("pending", "boots=2")
         .expect_contains("decide-2", "decided")
         .expect_count(&guest(VMM, "init"), 2)
@@ -50,7 +61,7 @@ pub fn held_poweroff_is_virtually_off_then_boots_again_on_resume(run: &SharedRun
 pub fn suspend_is_held_until_resume_and_the_guest_continues(run: &SharedRun) {
     let s = run.section("suspend", 0);
     s.expect_eq(&guest(VMM, "suspending"), "1")
-        .expect_log(VMM, "event power-request id=1 kind=suspend")
+        .expect_event(VMM, power_request(1, PowerRequestKind::Suspend))
         .expect_contains("status", "state=suspended")
         .expect_contains("resume", "resumed")
         .expect_eq(&guest(VMM, "suspend_rc"), "0")

@@ -17,6 +17,7 @@ pub mod control;
 pub mod net;
 pub mod rng;
 pub mod sysmgr;
+pub mod tee;
 pub mod trusty;
 pub mod vsock;
 

@@ -4,28 +4,22 @@
 //! devices, the device tree and the boot vCPU's registers.
 
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use devices::legacy::pl061::PL061_RANGE_LEN;
 use devices::legacy::{BootTimer, Pl061, PowerButton, SerialDevice};
-use devices::{Bus, PowerEventSink};
+use devices::Bus;
 use kvm_bindings::kvm_vcpu_init;
-use kvm_ioctls::{DeviceFd, Kvm, VcpuFd};
+use kvm_ioctls::{DeviceFd, VcpuFd};
 use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::eventfd::EventFd;
 
-use super::{open, serial_output, BuildError, BuiltVm, OnCrash, VirtioSlot};
+use super::{open, serial_output, BuildContext, BuildError, BuiltVm, Machine, Platform};
 use crate::arch::aarch64::{self as arch, layout};
-use crate::config::VmConfig;
 use crate::vstate::vcpu::{Vcpu, VcpuError};
 use crate::vstate::vm::Vm;
 
-/// Kernel parameters every arm64 guest gets, before the user's `--params`
-/// (the UART is the 8250 driver's ttyS0, as on x86).
-pub const DEFAULT_CMDLINE: &str = "console=ttyS0 panic=-1";
-
-/// What the platform set up before the virtio devices.
-pub(super) struct Platform {
+/// The aarch64 platform, as set up before the virtio devices.
+pub(super) struct Arm64Platform {
     vcpus: Vec<(VcpuFd, kvm_vcpu_init)>,
     /// Kept open for the VM's lifetime.
     _gic: DeviceFd,
@@ -61,17 +55,14 @@ fn power_key(gpio: Arc<Mutex<Pl061>>) -> PowerButton {
     })
 }
 
-impl Platform {
+impl Platform for Arm64Platform {
+    /// The UART is the 8250 driver's ttyS0, as on x86.
+    const DEFAULT_CMDLINE: &'static str = "console=ttyS0 panic=-1";
+
     /// Creates vCPUs and the vGIC, enables PSCI SYSTEM_SUSPEND, loads kernel
     /// and initrd, and puts the UART and boot timer on `mmio`.
-    pub(super) fn new(
-        config: &VmConfig,
-        _kvm: &Kvm,
-        vm: &Vm,
-        mmio: &mut Bus,
-        start: Instant,
-        _power: &PowerEventSink,
-    ) -> Result<Self, BuildError> {
+    fn new(ctx: &BuildContext<'_>, vm: &Vm, mmio: &mut Bus) -> Result<Self, BuildError> {
+        let config = ctx.config;
         if config.cpus > layout::MAX_CPUS {
             return Err(BuildError::Unsupported(
                 "more vCPUs than GIC redistributors fit (aarch64: at most 123)",
@@ -122,7 +113,10 @@ impl Platform {
         )));
         mmio.insert(serial.clone(), layout::SERIAL_BASE, layout::SERIAL_SIZE)?;
         mmio.insert(
-            Arc::new(Mutex::new(BootTimer::new(start, layout::BOOT_TIMER_MAGIC))),
+            Arc::new(Mutex::new(BootTimer::new(
+                ctx.start,
+                layout::BOOT_TIMER_MAGIC,
+            ))),
             layout::BOOT_TIMER_BASE,
             1,
         )?;
@@ -143,19 +137,10 @@ impl Platform {
 
     /// Writes the device tree (announcing `virtio`) and points the boot
     /// vCPU at the kernel.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn finish(
-        self,
-        config: &VmConfig,
-        _kvm: &Kvm,
-        vm: Vm,
-        mmio: Bus,
-        virtio: &[VirtioSlot],
-        power: PowerEventSink,
-        on_crash: OnCrash,
-        start: Instant,
-    ) -> Result<BuiltVm, BuildError> {
-        let cmdline = arch::boot::build_cmdline(DEFAULT_CMDLINE, &config.params)?;
+    fn finish(self, ctx: &BuildContext<'_>, machine: Machine) -> Result<BuiltVm, BuildError> {
+        let Machine { vm, mmio, virtio } = machine;
+        let config = ctx.config;
+        let cmdline = arch::boot::build_cmdline(Self::DEFAULT_CMDLINE, &config.params)?;
         let cmdline = cmdline
             .as_cstring()
             .map_err(arch::boot::BootError::Cmdline)?;
@@ -191,9 +176,9 @@ impl Platform {
                 fd,
                 pio: Bus::new(),
                 mmio: mmio.clone(),
-                power: power.clone(),
-                on_crash: on_crash.clone(),
-                start,
+                power: ctx.power.clone(),
+                on_crash: ctx.on_crash.clone(),
+                start: ctx.start,
                 init,
             });
         }

@@ -3,24 +3,21 @@
 //! then ACPI tables, the zero page and the vCPUs.
 
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use devices::legacy::acpi_pm::ACPI_PM_RANGE_LEN;
 use devices::legacy::i8042::I8042_RANGE_LEN;
 use devices::legacy::{AcpiPmDevice, BootTimer, I8042Device, PowerButton, SerialDevice};
-use devices::{Bus, PowerEventSink};
+use devices::Bus;
 use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
-use kvm_ioctls::Kvm;
 use vmm_sys_util::eventfd::EventFd;
 
-use super::{open, serial_output, BuildError, BuiltVm, OnCrash, VirtioSlot, DEFAULT_CMDLINE};
+use super::{open, serial_output, BuildContext, BuildError, BuiltVm, Machine, Platform};
 use crate::arch::x86_64::{self as arch, layout};
-use crate::config::VmConfig;
 use crate::vstate::vcpu::{Vcpu, VcpuError};
 use crate::vstate::vm::Vm;
 
-/// What the platform set up before the virtio devices.
-pub(super) struct Platform {
+/// The x86_64 platform, as set up before the virtio devices.
+pub(super) struct X86Platform {
     kernel: arch::boot::LoadedKernel,
     initrd: Option<arch::boot::InitrdRegion>,
     pio: Bus,
@@ -29,16 +26,19 @@ pub(super) struct Platform {
     power_button: PowerButton,
 }
 
-impl Platform {
+impl Platform for X86Platform {
+    /// `reboot=acpi`: with hardware-reduced ACPI Linux would otherwise pick
+    /// an EFI reboot, which needs firmware this VMM does not have.
+    const DEFAULT_CMDLINE: &'static str = "console=ttyS0 reboot=acpi panic=-1 pci=off";
+
     /// Loads kernel and initrd and puts the legacy devices on port I/O.
-    pub(super) fn new(
-        config: &VmConfig,
-        _kvm: &Kvm,
-        vm: &Vm,
-        _mmio: &mut Bus,
-        start: Instant,
-        power: &PowerEventSink,
-    ) -> Result<Self, BuildError> {
+    fn new(ctx: &BuildContext<'_>, vm: &Vm, _mmio: &mut Bus) -> Result<Self, BuildError> {
+        let BuildContext {
+            config,
+            start,
+            power,
+            ..
+        } = ctx;
         let mem = vm.memory();
         let kernel = arch::boot::load_kernel(mem, &mut open(&config.kernel)?)?;
         let initrd = match &config.initrd {
@@ -84,7 +84,7 @@ impl Platform {
             ACPI_PM_RANGE_LEN,
         )?;
         pio.insert(
-            Arc::new(Mutex::new(BootTimer::new(start, layout::BOOT_TIMER_MAGIC))),
+            Arc::new(Mutex::new(BootTimer::new(*start, layout::BOOT_TIMER_MAGIC))),
             u64::from(layout::BOOT_TIMER_PORT),
             1,
         )?;
@@ -100,18 +100,9 @@ impl Platform {
 
     /// ACPI tables (announcing `virtio`), the zero page, the reset vector
     /// and the vCPUs.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn finish(
-        self,
-        config: &VmConfig,
-        kvm: &Kvm,
-        vm: Vm,
-        mmio: Bus,
-        virtio: &[VirtioSlot],
-        power: PowerEventSink,
-        on_crash: OnCrash,
-        start: Instant,
-    ) -> Result<BuiltVm, BuildError> {
+    fn finish(self, ctx: &BuildContext<'_>, machine: Machine) -> Result<BuiltVm, BuildError> {
+        let Machine { vm, mmio, virtio } = machine;
+        let config = ctx.config;
         let mem = vm.memory();
         let acpi_devices: Vec<arch::acpi::VirtioMmioAcpi> = virtio
             .iter()
@@ -122,11 +113,12 @@ impl Platform {
             })
             .collect();
         let rsdp = arch::acpi::setup_acpi_tables(mem, config.cpus, &acpi_devices)?;
-        let cmdline = arch::boot::build_cmdline(DEFAULT_CMDLINE, &config.params)?;
+        let cmdline = arch::boot::build_cmdline(Self::DEFAULT_CMDLINE, &config.params)?;
         arch::boot::setup_zero_page(mem, &cmdline, &self.kernel, self.initrd, rsdp)?;
         arch::boot::setup_reset_vector(mem)?;
 
-        let supported_cpuid = kvm
+        let supported_cpuid = ctx
+            .kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(BuildError::Cpuid)?;
         let mut vcpus = Vec::with_capacity(usize::from(config.cpus));
@@ -153,9 +145,9 @@ impl Platform {
                 fd,
                 pio: self.pio.clone(),
                 mmio: mmio.clone(),
-                power: power.clone(),
-                on_crash: on_crash.clone(),
-                start,
+                power: ctx.power.clone(),
+                on_crash: ctx.on_crash.clone(),
+                start: ctx.start,
             });
         }
         Ok(BuiltVm {

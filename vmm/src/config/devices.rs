@@ -21,6 +21,8 @@ pub struct DeviceConfig {
     pub vsock: Option<VsockConfig>,
     /// `--console`: a virtio-console (`hvc0`).
     pub console: Option<ConsoleConfig>,
+    /// `--tee`: a virtio TEE device in front of `trustyd`.
+    pub tee: Option<TeeConfig>,
 }
 
 impl DeviceConfig {
@@ -172,6 +174,36 @@ impl FromStr for VsockConfig {
     }
 }
 
+/// A virtio TEE device: `--tee socket=PATH`, the guest's TEE socket of
+/// `trustyd` (`trustyd run --guest NAME=...,tee=PATH`; docs/trusty.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TeeConfig {
+    /// The TEE socket.
+    pub socket: PathBuf,
+}
+
+impl FromStr for TeeConfig {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = || ConfigError::Option {
+            option: "--tee",
+            value: s.to_string(),
+            expected: "socket=PATH (trustyd's tee= socket for this guest)",
+        };
+        let mut socket = None;
+        for (key, value) in pairs(s) {
+            match key {
+                "socket" if !value.is_empty() => socket = Some(PathBuf::from(value)),
+                _ => return Err(err()),
+            }
+        }
+        Ok(Self {
+            socket: socket.ok_or_else(err)?,
+        })
+    }
+}
+
 /// Where a virtio-console goes: `--console type=stdout|file|unix|sink[,path=..]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConsoleConfig {
@@ -265,6 +297,15 @@ mod tests {
         assert_eq!((v.cid, v.socket), (3, PathBuf::from("/tmp/v.sock")));
         for bad in ["cid=2,socket=/x", "cid=3", "socket=/x", "cid=x,socket=/x"] {
             assert!(bad.parse::<VsockConfig>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn tee() {
+        let t: TeeConfig = "socket=/tmp/g.tee".parse().unwrap();
+        assert_eq!(t.socket, PathBuf::from("/tmp/g.tee"));
+        for bad in ["", "socket=", "/tmp/g.tee", "socket=/x,cid=3"] {
+            assert!(bad.parse::<TeeConfig>().is_err(), "{bad}");
         }
     }
 

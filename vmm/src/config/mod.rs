@@ -6,7 +6,7 @@ mod devices;
 use std::path::PathBuf;
 use std::str::FromStr;
 
-pub use devices::{ConsoleConfig, DeviceConfig, DiskConfig, NetConfig, VsockConfig};
+pub use devices::{ConsoleConfig, DeviceConfig, DiskConfig, NetConfig, TeeConfig, VsockConfig};
 
 /// Errors in the user's VM configuration. Each message says what to change.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use sysmgr::store::{LogSync, LOG_FILE};
+use vmm_protocol::{Answer, Event, PowerRequestKind, Request, Response, VmState};
 
 /// `sysmgr-bench`'s options.
 #[derive(Parser)]
@@ -106,6 +107,21 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// The line a VMM writes when its guest asks to reboot (request `id`).
+fn reboot_request_line(id: u64) -> String {
+    let event = Event::PowerRequest {
+        id,
+        kind: PowerRequestKind::Reboot,
+    };
+    format!("{event}\n")
+}
+
+/// What a VMM answers to `what` and then publishes: its guest is running.
+fn ok_then_running(what: Answer) -> String {
+    let running = Event::State(VmState::Running);
+    format!("{}\n{running}\n", Response::Ok(what))
+}
+
 fn us(d: Duration) -> String {
     format!("{:.1} us", d.as_secs_f64() * 1e6)
 }
@@ -126,7 +142,7 @@ fn loopback(n: usize) -> Result<Vec<Duration>> {
     let mut line = String::new();
     for i in 0..n {
         let t = Instant::now();
-        w.write_all(format!("event power-request id={i} kind=reboot\n").as_bytes())?;
+        w.write_all(reboot_request_line(i as u64).as_bytes())?;
         line.clear();
         r.read_line(&mut line)?;
         out.push(t.elapsed());
@@ -327,14 +343,14 @@ fn measure(
         let mut reader = BufReader::new(stream.try_clone()?);
         let mut first = String::new();
         reader.read_line(&mut first)?;
-        if first.trim() != "attach" {
+        if first.parse::<Request>() != Ok(Request::Attach) {
             bail!("guest g{i}: expected attach, got {first:?}");
         }
         let writer = Arc::new(Mutex::new(stream));
         writer
             .lock()
             .map_err(|_| anyhow::anyhow!("poisoned"))?
-            .write_all(b"ok attached\nevent state running\n")?;
+            .write_all(ok_then_running(Answer::Attached).as_bytes())?;
         let (w, b) = (writer.clone(), book.clone());
         std::thread::spawn(move || serve(i, reader, w, b));
         fakes.push(Guest { writer });
@@ -363,7 +379,7 @@ fn measure(
             .map_err(|_| anyhow::anyhow!("poisoned"))?
             .sent
             .insert((g, id), Instant::now());
-        w.write_all(format!("event power-request id={id} kind=reboot\n").as_bytes())?;
+        w.write_all(reboot_request_line(id).as_bytes())?;
     }
     let sent_for = start.elapsed();
     let end = Instant::now() + Duration::from_secs(5);
@@ -399,16 +415,14 @@ fn serve(
     for line in reader.lines() {
         let Ok(line) = line else { return };
         let at = Instant::now();
-        let words: Vec<&str> = line.split_whitespace().collect();
-        if let ["decide", id, _] = words.as_slice() {
-            let Ok(id) = id.parse::<u64>() else { continue };
+        if let Ok(Request::Decide { id, .. }) = line.parse() {
             if let Ok(mut b) = book.lock() {
                 if let Some(t) = b.sent.remove(&(i, id)) {
                     b.latencies.push(at.duration_since(t));
                 }
             }
             if let Ok(mut w) = writer.lock() {
-                let _ = w.write_all(b"ok decided\nevent state running\n");
+                let _ = w.write_all(ok_then_running(Answer::Decided).as_bytes());
             }
         }
     }
