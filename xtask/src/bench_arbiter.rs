@@ -3,7 +3,7 @@
 //! with a unix-socket round trip and an append + fdatasync of the decision
 //! log as references. Runs on this machine (no test host): the daemon is
 //! the real `sysmgr run`, the guests are fake VMM control sockets inside
-//! `sysmgr bench` (see `system-manager/src/bin/sysmgr/bench.rs`).
+//! `sysmgr-bench` (see `system-manager/sysmgr/src/bin/sysmgr-bench.rs`).
 
 use std::process::Command;
 
@@ -13,29 +13,33 @@ use crate::paths;
 use crate::setup;
 use crate::util::{self, step};
 
-/// Builds `sysmgr` (release, host) and runs its benchmark.
+/// Builds `sysmgr` and `sysmgr-bench` (release, host) and runs the
+/// benchmark on that `sysmgr`.
 pub fn arbiter() -> Result<()> {
-    step!("run: cargo build --release -p system-manager --bin sysmgr");
+    step!("run: cargo build --release -p sysmgr --bin sysmgr --bin sysmgr-bench");
     util::run(setup::cargo().args([
         "build",
         "--release",
         "-p",
-        "system-manager",
+        "sysmgr",
         "--bin",
         "sysmgr",
+        "--bin",
+        "sysmgr-bench",
     ]))
     .context("building sysmgr failed")?;
-    let bin = paths::target_dir().join("release/sysmgr");
-    let mut c = Command::new(bin);
+    let release = paths::target_dir().join("release");
+    let mut c = Command::new(release.join("sysmgr-bench"));
     c.args([
-        "bench",
         "--guests",
         "8",
         "--rate",
         "1000",
         "--seconds",
         "10",
-    ]);
-    step!("run: sysmgr bench --guests 8 --rate 1000 --seconds 10");
+        "--sysmgr",
+    ])
+    .arg(release.join("sysmgr"));
+    step!("run: sysmgr-bench --guests 8 --rate 1000 --seconds 10 --sysmgr target/release/sysmgr");
     util::run(&mut c)
 }

@@ -361,6 +361,17 @@ fn guest_tools(arch: Arch) -> Result<(PathBuf, String)> {
     Ok((path, sha))
 }
 
+/// Builds `sysmgr` and `mcu-sim` (one package): the path of `sysmgr` and
+/// both hashes.
+fn sysmgr_binaries(arch: Arch) -> Result<(PathBuf, String)> {
+    let path = setup::build_sysmgr(arch)?;
+    let mut sha = String::new();
+    for p in [path.clone(), path.with_file_name("mcu-sim")] {
+        sha.push_str(&static_binary_sha(&p)?);
+    }
+    Ok((path, sha))
+}
+
 /// The sha256 of a static binary; refuses a dynamically linked one.
 fn static_binary_sha(path: &Path) -> Result<String> {
     let data = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -465,9 +476,9 @@ pub fn build(arch: Arch, vmm: Option<&Path>) -> Result<Images> {
 
     // Test host initramfs.
     let vmm = vmm_binary(vmm, arch)?;
-    // The system manager (/bin/sysmgr); its hash is an input.
-    let sysmgr = setup::build_sysmgr(arch)?;
-    let sysmgr_sha = static_binary_sha(&sysmgr)?;
+    // The system manager (/bin/sysmgr) and the MCU simulator
+    // (/bin/mcu-sim); their hashes are an input.
+    let (sysmgr, sysmgr_sha) = sysmgr_binaries(arch)?;
     let th_src = prebuilts.join("testhost");
     let th_modules = modules_list(&th_src, arch)?;
     let th_initrd = out.join(vmstack_tests::testhost::TESTHOST_INITRD);
@@ -502,6 +513,7 @@ pub fn build(arch: Arch, vmm: Option<&Path>) -> Result<Images> {
         a.file_from("bin/vsock-test", 0o755, &tools)?;
         a.file_from("bin/vhal-test", 0o755, &tools.with_file_name("vhal-test"))?;
         a.file_from("bin/sysmgr", 0o755, &sysmgr)?;
+        a.file_from("bin/mcu-sim", 0o755, &sysmgr.with_file_name("mcu-sim"))?;
         if let Some((p, _)) = &vmm {
             a.file_from("bin/vmm", 0o755, p)?;
         }

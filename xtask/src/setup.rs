@@ -173,9 +173,10 @@ pub fn build_guest_tools(arch: Arch) -> Result<PathBuf> {
     Ok(bin)
 }
 
-/// Builds the static system manager (`cargo build --release --target
-/// <arch>-unknown-linux-musl -p system-manager --bin sysmgr`); it goes into
-/// the test host as `/bin/sysmgr`.
+/// Builds the static system manager and the MCU simulator (`cargo build
+/// --release --target <arch>-unknown-linux-musl -p sysmgr --bin sysmgr
+/// --bin mcu-sim`); they go into the test host as `/bin/sysmgr` and
+/// `/bin/mcu-sim`. Returns the path of `sysmgr`; `mcu-sim` is beside it.
 pub fn build_sysmgr(arch: Arch) -> Result<PathBuf> {
     let target = arch.musl_target();
     let mut c = cargo();
@@ -185,15 +186,19 @@ pub fn build_sysmgr(arch: Arch) -> Result<PathBuf> {
         "--target",
         target,
         "-p",
-        "system-manager",
+        "sysmgr",
         "--bin",
         "sysmgr",
+        "--bin",
+        "mcu-sim",
     ]);
-    step!("run: cargo build --release --target {target} -p system-manager --bin sysmgr");
+    step!("run: cargo build --release --target {target} -p sysmgr --bin sysmgr --bin mcu-sim");
     util::run(&mut c).context("building sysmgr failed")?;
     let bin = paths::target_dir().join(target).join("release/sysmgr");
-    if !bin.is_file() {
-        bail!("cargo built sysmgr but {} is missing", bin.display());
+    for b in [bin.clone(), bin.with_file_name("mcu-sim")] {
+        if !b.is_file() {
+            bail!("cargo built sysmgr but {} is missing", b.display());
+        }
     }
     Ok(bin)
 }

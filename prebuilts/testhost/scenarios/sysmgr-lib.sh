@@ -43,7 +43,7 @@ step() { echo "step t=$(t)s: $*"; }
 
 start_mcu() {
     mkfifo $D/mcu.in
-    sysmgr mcu --socket $D/mcu.sock < $D/mcu.in > $D/mcu.out 2>&1 &
+    mcu-sim --socket $D/mcu.sock < $D/mcu.in > $D/mcu.out 2>&1 &
     MCU=$!
     exec 3>$D/mcu.in
 }

@@ -1,33 +1,24 @@
-//! `sysmgr`: the system-manager daemon, its CLI and an MCU simulator.
+//! `sysmgr`: the system-manager daemon and its CLI.
 //!
 //! ```text
 //! sysmgr run --policy FILE --state-dir DIR --mcu-socket PATH [--log-sync before-mcu|every-decision]
 //! sysmgr status --state-dir DIR [--policy FILE]
 //! sysmgr events --state-dir DIR [--last N] [--guest NAME] [--timers]
-//! sysmgr mcu --socket PATH [--script FILE]
-//! sysmgr bench [--guests 8] [--rate 1000] [--seconds 10] [--state-dir DIR]
 //! ```
+//!
+//! The MCU simulator (`mcu-sim`) and the benchmark (`sysmgr-bench`) are
+//! separate binaries of this package, not part of this one.
 //!
 //! The daemon owns the pure arbiter core (`system_manager::Arbiter`) and
 //! connects it to the VMM control sockets, the MCU (protobuf over a unix
 //! socket) and the Android guest's VHAL power channel (over vsock). See
 //! `docs/system-manager.md`.
 
-mod bench;
-mod cli;
-mod daemon;
-mod lines;
-mod mcu;
-mod mcu_sim;
-mod proto;
-mod store;
-mod vhal;
-mod vmm;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use sysmgr::{cli, daemon, store};
 
 #[derive(Parser)]
 #[command(
@@ -83,31 +74,6 @@ enum Cmd {
         #[arg(long)]
         timers: bool,
     },
-    /// Simulate the vehicle's MCU (listens on the MCU socket).
-    Mcu {
-        /// The socket to listen on.
-        #[arg(long)]
-        socket: PathBuf,
-        /// Commands to run before reading standard input.
-        #[arg(long)]
-        script: Option<PathBuf>,
-    },
-    /// Measure request -> decision latency (`cargo xtask bench arbiter`).
-    Bench {
-        /// Simulated guests (fake VMMs).
-        #[arg(long, default_value_t = 8)]
-        guests: usize,
-        /// Power requests per second, over all guests.
-        #[arg(long, default_value_t = 1000)]
-        rate: u32,
-        /// How long to send.
-        #[arg(long, default_value_t = 10)]
-        seconds: u64,
-        /// Where the daemon writes its decision log (default: a fresh
-        /// directory under the temp dir).
-        #[arg(long)]
-        state_dir: Option<PathBuf>,
-    },
 }
 
 fn main() -> ExitCode {
@@ -142,15 +108,6 @@ fn main() -> ExitCode {
             guest,
             timers,
         } => cli::events(&state_dir, last, guest.as_deref(), timers).map(|t| print!("{t}")),
-        Cmd::Bench {
-            guests,
-            rate,
-            seconds,
-            state_dir,
-        } => bench::run(guests, rate, seconds, state_dir),
-        Cmd::Mcu { socket, script } => {
-            runtime().and_then(|rt| rt.block_on(mcu_sim::run(socket, script)))
-        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

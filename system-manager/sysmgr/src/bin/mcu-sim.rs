@@ -1,5 +1,9 @@
-//! `sysmgr mcu`: an MCU simulator for driving the daemon by hand or from
-//! test scripts.
+//! `mcu-sim`: an MCU simulator for driving the `sysmgr` daemon by hand or
+//! from test scripts (not part of the production `sysmgr` binary).
+//!
+//! ```text
+//! mcu-sim --socket PATH [--script FILE]
+//! ```
 //!
 //! It listens on the MCU socket, serves one SoC connection at a time (a new
 //! one replaces the old: a restarted daemon) and starts every connection
@@ -23,17 +27,50 @@
 //! (reason)`. The simulator keeps serving after standard input ends.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use clap::Parser;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
 use tokio::sync::{mpsc, watch};
 
-use crate::proto::mcu::{
+use sysmgr::proto::mcu::{
     soc_to_mcu, Ignition, McuToSoc, SocToMcu, VehicleInUse, VehicleState, WakeReason, WakeRequest,
 };
-use crate::proto::{self, FrameDecoder};
+use sysmgr::proto::{self, FrameDecoder};
+
+/// `mcu-sim`'s options.
+#[derive(Parser)]
+#[command(
+    name = "mcu-sim",
+    about = "Simulate the vehicle's MCU for the sysmgr daemon (listens on the MCU socket)"
+)]
+struct Args {
+    /// The socket to listen on (the daemon's `--mcu-socket`).
+    #[arg(long)]
+    socket: PathBuf,
+    /// Commands to run before reading standard input.
+    #[arg(long)]
+    script: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(run(args.socket, args.script)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mcu-sim: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
 /// What the SoC last asked, as the `wait` words.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -69,6 +106,8 @@ fn describe(c: &SocToMcu) -> (&'static str, String) {
             format!("SUSPEND wake_after_s={}", s.wake_after_s),
         ),
         None => ("unknown", "a message without a command".to_string()),
+        // The generated oneof is `#[non_exhaustive]` outside its crate.
+        Some(_) => ("unknown", "an unknown command".to_string()),
     }
 }
 
@@ -316,8 +355,8 @@ impl Sim {
     }
 }
 
-/// `sysmgr mcu`.
-pub async fn run(socket: PathBuf, script: Option<PathBuf>) -> Result<()> {
+/// Listens on `socket`, runs `script`, then standard input.
+async fn run(socket: PathBuf, script: Option<PathBuf>) -> Result<()> {
     if socket.exists() {
         if tokio::net::UnixStream::connect(&socket).await.is_ok() {
             bail!("something already listens on {}", socket.display());

@@ -1,7 +1,7 @@
 //! The `sysmgr` daemon end to end on the host, without VMs: fake VMMs that
 //! speak the VMM control protocol (`vmm/src/control.rs`) in-process, a fake
 //! Android guest behind a fake hybrid-vsock socket, and the real MCU
-//! simulator (`sysmgr mcu`) and daemon binaries.
+//! simulator (`mcu-sim`) and daemon (`sysmgr`) binaries.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const SYSMGR: &str = env!("CARGO_BIN_EXE_sysmgr");
+const MCU_SIM: &str = env!("CARGO_BIN_EXE_mcu-sim");
 
 fn tmpdir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("sysmgr-it-{tag}-{}", std::process::id()));
@@ -288,8 +289,8 @@ struct Mcu {
 impl Mcu {
     fn start(dir: &Path) -> Mcu {
         let out = dir.join("mcu.out");
-        let mut child = Command::new(SYSMGR)
-            .args(["mcu", "--socket"])
+        let mut child = Command::new(MCU_SIM)
+            .arg("--socket")
             .arg(dir.join("mcu.sock"))
             .stdin(Stdio::piped())
             .stdout(std::fs::File::create(&out).unwrap())

@@ -1,14 +1,22 @@
-//! `sysmgr bench`: request -> decision latency of the real daemon.
+//! `sysmgr-bench`: request -> decision latency of the real daemon (run by
+//! `cargo xtask bench arbiter`; not part of the production `sysmgr`
+//! binary).
 //!
-//! Starts `sysmgr run` as a child process with `guests` guests (role
-//! `other`), each behind an in-process fake VMM control socket that speaks
-//! the VMM protocol, once per `--log-sync` mode (the default first). The fakes send `event power-request id=N kind=reboot`
-//! at `rate` requests per second in total (round robin over the guests) and
-//! time each until its `decide N restart` arrives; a decided restart is
-//! answered with `event state running`, as a VMM does after rebooting the
-//! VM, so every request costs the daemon two logged inputs. The references
-//! are the round trip of one line over a unix socket pair on the same
-//! machine and a log-sized append + `fdatasync` in the state directory.
+//! ```text
+//! sysmgr-bench [--guests 8] [--rate 1000] [--seconds 10] [--state-dir DIR] [--sysmgr PATH]
+//! ```
+//!
+//! Starts `sysmgr run` (by default the `sysmgr` next to this binary) as a
+//! child process with `guests` guests (role `other`), each behind an
+//! in-process fake VMM control socket that speaks the VMM protocol, once
+//! per `--log-sync` mode (the default first). The fakes send `event
+//! power-request id=N kind=reboot` at `rate` requests per second in total
+//! (round robin over the guests) and time each until its `decide N
+//! restart` arrives; a decided restart is answered with `event state
+//! running`, as a VMM does after rebooting the VM, so every request costs
+//! the daemon two logged inputs. The references are the round trip of one
+//! line over a unix socket pair on the same machine and a log-sized append
+//! + `fdatasync` in the state directory.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -19,8 +27,65 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use clap::Parser;
+use sysmgr::store::{LogSync, LOG_FILE};
 
-use crate::store::LogSync;
+/// `sysmgr-bench`'s options.
+#[derive(Parser)]
+#[command(
+    name = "sysmgr-bench",
+    about = "Measure the sysmgr daemon's request -> decision latency"
+)]
+struct Args {
+    /// Simulated guests (fake VMMs).
+    #[arg(long, default_value_t = 8)]
+    guests: usize,
+    /// Power requests per second, over all guests.
+    #[arg(long, default_value_t = 1000)]
+    rate: u32,
+    /// How long to send.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Where the daemon writes its decision log (default: a fresh
+    /// directory under the temp dir).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// The daemon binary to measure (default: `sysmgr` next to this
+    /// binary).
+    #[arg(long)]
+    sysmgr: Option<PathBuf>,
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let result = daemon_binary(args.sysmgr)
+        .and_then(|exe| run(&exe, args.guests, args.rate, args.seconds, args.state_dir));
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sysmgr-bench: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--sysmgr`, or the `sysmgr` in this binary's directory (cargo builds
+/// both into the same one).
+fn daemon_binary(given: Option<PathBuf>) -> Result<PathBuf> {
+    let exe = match given {
+        Some(p) => p,
+        None => std::env::current_exe()
+            .context("cannot find this binary's directory")?
+            .with_file_name("sysmgr"),
+    };
+    if !exe.is_file() {
+        bail!(
+            "no sysmgr binary at {}: build it (cargo build --release -p sysmgr) or pass --sysmgr PATH",
+            exe.display()
+        );
+    }
+    Ok(exe)
+}
 
 /// Timestamps of the requests in flight, and the measured latencies.
 #[derive(Default)]
@@ -109,10 +174,16 @@ struct Measured {
     sent_for: Duration,
 }
 
-/// `sysmgr bench`: the daemon as it runs by default (`--log-sync
-/// before-mcu`), then with `--log-sync every-decision`, each on its own
-/// fresh state directory, and the references.
-pub fn run(guests: usize, rate: u32, seconds: u64, state_dir: Option<PathBuf>) -> Result<()> {
+/// The daemon `exe` as it runs by default (`--log-sync before-mcu`), then
+/// with `--log-sync every-decision`, each on its own fresh state
+/// directory, and the references.
+fn run(
+    exe: &Path,
+    guests: usize,
+    rate: u32,
+    seconds: u64,
+    state_dir: Option<PathBuf>,
+) -> Result<()> {
     if guests == 0 || rate == 0 {
         bail!("--guests and --rate must be greater than 0");
     }
@@ -123,7 +194,7 @@ pub fn run(guests: usize, rate: u32, seconds: u64, state_dir: Option<PathBuf>) -
     let modes = [LogSync::BeforeMcu, LogSync::EveryDecision];
     for mode in modes {
         let s = state.join(mode_word(mode));
-        if s.join(crate::store::LOG_FILE).exists() {
+        if s.join(LOG_FILE).exists() {
             bail!(
                 "{} already has a decision log; give an empty --state-dir",
                 s.display()
@@ -135,6 +206,7 @@ pub fn run(guests: usize, rate: u32, seconds: u64, state_dir: Option<PathBuf>) -
         let sub = dir.join(mode_word(mode));
         std::fs::create_dir_all(&sub)?;
         let m = measure(
+            exe,
             &sub,
             &state.join(mode_word(mode)),
             guests,
@@ -207,9 +279,10 @@ fn mode_word(mode: LogSync) -> &'static str {
     }
 }
 
-/// Starts the daemon with `mode` on `state`, its fake VMMs' sockets in
+/// Starts the daemon `exe` with `mode` on `state`, its fake VMMs' sockets in
 /// `dir`, and times `rate * seconds` requests.
 fn measure(
+    exe: &Path,
     dir: &Path,
     state: &Path,
     guests: usize,
@@ -231,7 +304,6 @@ fn measure(
     for i in 0..guests {
         listeners.push(UnixListener::bind(dir.join(format!("g{i}.ctl")))?);
     }
-    let exe = std::env::current_exe().context("cannot find the sysmgr binary")?;
     let _daemon = Daemon(
         Command::new(exe)
             .args(["run", "--policy"])

@@ -901,7 +901,7 @@ fn e_the_log_replays_to_the_same_state_and_outputs() {
 
 #[test]
 fn the_policy_example_in_the_spec_is_valid() {
-    let doc = include_str!("../../docs/system-manager.md");
+    let doc = include_str!("../../../docs/system-manager.md");
     let start = match doc.find("```toml\n") {
         Some(s) => s + "```toml\n".len(),
         None => panic!("no toml example in docs/system-manager.md"),

@@ -1,0 +1,32 @@
+//! The system-manager daemon (`sysmgr`): the I/O shell around the pure
+//! arbiter core (the `system-manager` crate, `system_manager::Arbiter`).
+//!
+//! The crate is a library with thin binaries on top:
+//!
+//! * `sysmgr` (`src/main.rs`): the daemon and its CLI (`run`, `status`,
+//!   `events`), the one binary that goes into a product.
+//! * `mcu-sim` (`src/bin/mcu-sim.rs`): a vehicle MCU simulator for tests
+//!   and driving the daemon by hand.
+//! * `sysmgr-bench` (`src/bin/sysmgr-bench.rs`): request -> decision
+//!   latency of the real daemon (`cargo xtask bench arbiter`).
+//!
+//! Modules:
+//!
+//! * [`daemon`]: `sysmgr run`, the core loop that owns the arbiter.
+//! * [`cli`]: `sysmgr status` and `sysmgr events`.
+//! * [`store`]: the state directory, the decision log and the clock.
+//! * [`vmm`], [`vhal`], [`mcu`]: the links to the VMMs' control sockets,
+//!   the Android guest's VHAL channel and the MCU.
+//! * [`proto`]: the MCU protocol (protobuf) and its framing.
+//! * [`lines`]: a bounded line reader for the text links.
+//!
+//! See `docs/system-manager.md`.
+
+pub mod cli;
+pub mod daemon;
+pub mod lines;
+pub mod mcu;
+pub mod proto;
+pub mod store;
+pub mod vhal;
+pub mod vmm;
