@@ -30,6 +30,7 @@ use system_manager::{
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::sync::oneshot;
 
+use crate::binder::{BinderEndpoints, BinderRequest};
 use crate::mcu::McuReport;
 use crate::proto::mcu::{mcu_to_soc, McuToSoc, PowerOff, PowerOn, SocToMcu, Suspend};
 use crate::store::{self, Clock, Decided, DecisionLog, LogSync, StateDir};
@@ -49,6 +50,8 @@ pub enum Event {
     Input(Input),
     /// `status` on the daemon's control socket.
     Status(oneshot::Sender<serde_json::Value>),
+    /// A call on an `ISystemManager` binder endpoint.
+    Binder(BinderRequest),
 }
 
 /// What the daemon knows about one guest's VMM and channel.
@@ -115,6 +118,11 @@ pub struct Daemon {
     /// Records written whose outputs are not carried out yet.
     pending: Vec<LogRecord>,
     log_sync: LogSync,
+    /// The RPC binder endpoints and their listeners.
+    binder: BinderEndpoints,
+    /// The system state last sent to the listeners (description,
+    /// ignition, vehicle in use).
+    system_sent: Option<(String, bool, bool)>,
 }
 
 /// Most events handled as one batch.
@@ -184,7 +192,8 @@ impl Daemon {
                 })
                 .await
             });
-            let vhal = g.vmm.vsock_socket.as_ref().map(|sock| {
+            let lines = g.vmm.android_channel == system_manager::AndroidChannel::VhalLines;
+            let vhal = g.vmm.vsock_socket.as_ref().filter(|_| lines).map(|sock| {
                 let (htx, hrx) = unbounded_channel();
                 let cfg = VhalConfig {
                     guest: g.name.clone(),
@@ -215,6 +224,7 @@ impl Daemon {
             });
         }
 
+        let binder = crate::binder::start(&policy, &args.state_dir, &tx)?;
         let mut d = Daemon {
             arbiter,
             log,
@@ -228,6 +238,8 @@ impl Daemon {
             started_at: store::boottime_ms(),
             pending: Vec::new(),
             log_sync: args.log_sync,
+            binder,
+            system_sent: None,
         };
         d.resume_links();
         Ok((d, rx))
@@ -245,6 +257,9 @@ impl Daemon {
             let _ = self.links[i].vmm.send(cmd);
             if let (Some(v), Some(req)) = (&self.links[i].vhal, g.vhal_req) {
                 let _ = v.send(VhalCmd::Req(req.vhal()));
+            }
+            if let (Some(Some(l)), Some(req)) = (self.binder.guests.get(i), g.vhal_req) {
+                l.set_req(req.vhal());
             }
         }
         let last = match self.arbiter.system() {
@@ -340,6 +355,95 @@ impl Daemon {
             }
         }
         self.update_vhal_wants();
+        self.publish_system();
+        Ok(())
+    }
+
+    /// Sends the system state to every binder listener when it changed.
+    fn publish_system(&mut self) {
+        let a = &self.arbiter;
+        let key = (a.system().to_string(), a.ignition_on(), a.vehicle_in_use());
+        if self.system_sent.as_ref() == Some(&key) {
+            return;
+        }
+        self.system_sent = Some(key);
+        let parcel = std::sync::Arc::new(self.system_parcel());
+        for l in self.binder.all() {
+            l.set_system(std::sync::Arc::clone(&parcel));
+        }
+    }
+
+    fn system_parcel(&self) -> vmstack_aidl::vmstack::sysmgr::SystemState::SystemState {
+        let connected: Vec<bool> = self
+            .binder
+            .guests
+            .iter()
+            .map(|l| l.as_ref().is_some_and(|l| l.count() > 0))
+            .collect();
+        crate::binder::system_parcel(&self.arbiter, self.clock.now().as_millis(), &connected)
+    }
+
+    /// Feeds a binder input and answers whether the arbiter rejected it.
+    fn feed_binder(
+        &mut self,
+        input: Input,
+        reply: oneshot::Sender<Result<(), String>>,
+    ) -> Result<()> {
+        self.feed(input)?;
+        let rejected: Vec<String> = self
+            .pending
+            .last()
+            .map(|r| {
+                r.outputs
+                    .iter()
+                    .filter_map(|o| match o {
+                        Output::Rejected { reason } => Some(reason.clone()),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let _ = reply.send(if rejected.is_empty() {
+            Ok(())
+        } else {
+            Err(rejected.join("; "))
+        });
+        Ok(())
+    }
+
+    fn on_binder(&mut self, r: BinderRequest) -> Result<()> {
+        match r {
+            BinderRequest::State(reply) => {
+                let _ = reply.send(self.system_parcel());
+            }
+            BinderRequest::Dump(reply) => {
+                let _ = reply.send(crate::cli::format_status(&self.status()));
+            }
+            BinderRequest::Report {
+                guest,
+                value,
+                param,
+                reply,
+            } => {
+                let guest = self.links[guest].name.clone();
+                self.feed_binder(
+                    Input::ApPowerStateReport {
+                        guest,
+                        value,
+                        param,
+                    },
+                    reply,
+                )?;
+            }
+            BinderRequest::ShutdownRequest {
+                guest,
+                param,
+                reply,
+            } => {
+                let guest = self.links[guest].name.clone();
+                self.feed_binder(Input::ShutdownRequest { guest, param }, reply)?;
+            }
+        }
         Ok(())
     }
 
@@ -357,6 +461,9 @@ impl Daemon {
             (Output::ApPowerStateReq { state, .. }, Some(i)) => {
                 if let Some(v) = &self.links[i].vhal {
                     let _ = v.send(VhalCmd::Req(state.vhal()));
+                }
+                if let Some(Some(l)) = self.binder.guests.get(i) {
+                    l.set_req(state.vhal());
                 }
             }
             (
@@ -490,6 +597,7 @@ impl Daemon {
                 }
             },
             Event::Mcu(r) => self.on_mcu(r)?,
+            Event::Binder(r) => self.on_binder(r)?,
         }
         Ok(())
     }
@@ -719,7 +827,9 @@ impl Daemon {
             .guests()
             .iter()
             .zip(&self.links)
-            .map(|(g, l)| {
+            .enumerate()
+            .map(|(i, (g, l))| {
+                let binder = self.binder.guests.get(i).and_then(|b| b.as_ref());
                 json!({
                     "name": g.name,
                     "role": g.role.to_string(),
@@ -731,7 +841,10 @@ impl Daemon {
                         "state": l.vmm_state,
                         "pid": l.pid,
                     },
-                    "vhal_connected": l.vhal.as_ref().map(|_| l.vhal_connected),
+                    "vhal_connected": match binder {
+                        Some(b) => Some(b.count() > 0),
+                        None => l.vhal.as_ref().map(|_| l.vhal_connected),
+                    },
                 })
             })
             .collect();

@@ -3,209 +3,14 @@
 //! Android guest behind a fake hybrid-vsock socket, and the real MCU
 //! simulator (`mcu-sim`) and daemon (`sysmgr`) binaries.
 
-use std::collections::BTreeMap;
+mod support;
+
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-const SYSMGR: &str = env!("CARGO_BIN_EXE_sysmgr");
-const MCU_SIM: &str = env!("CARGO_BIN_EXE_mcu-sim");
-
-fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("sysmgr-it-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn wait_until(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
-    let end = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < end {
-        if cond() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("timed out waiting for {what}");
-}
-
-// ------------------------------------------------------------ fake VMM
-
-#[derive(Default)]
-struct VmmState {
-    state: String,
-    pending: BTreeMap<u64, String>,
-    next_id: u64,
-    received: Vec<String>,
-    writer: Option<UnixStream>,
-    alive: bool,
-    /// Simulates a lost answer: `decide` is acknowledged but not applied.
-    drop_decides: bool,
-    boots: u32,
-}
-
-/// A VMM control socket: `attach`, `decide`, `pause`, `resume`, `stop`,
-/// `status`, with the VMM's event lines.
-#[derive(Clone)]
-struct FakeVmm {
-    path: PathBuf,
-    s: Arc<Mutex<VmmState>>,
-}
-
-impl FakeVmm {
-    fn start(path: &Path) -> FakeVmm {
-        let _ = std::fs::remove_file(path);
-        let listener = UnixListener::bind(path).unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let s = Arc::new(Mutex::new(VmmState {
-            state: "running".into(),
-            next_id: 1,
-            alive: true,
-            boots: 1,
-            ..Default::default()
-        }));
-        let fake = FakeVmm {
-            path: path.to_path_buf(),
-            s,
-        };
-        let f = fake.clone();
-        std::thread::spawn(move || loop {
-            if !f.s.lock().unwrap().alive {
-                return;
-            }
-            match listener.accept() {
-                Ok((stream, _)) => {
-                    stream.set_nonblocking(false).unwrap();
-                    let f2 = f.clone();
-                    std::thread::spawn(move || f2.serve(stream));
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(10)),
-            }
-        });
-        fake
-    }
-
-    fn publish(st: &mut VmmState, line: &str) {
-        if let Some(w) = st.writer.as_mut() {
-            let _ = w.write_all(format!("{line}\n").as_bytes());
-        }
-    }
-
-    fn set_state(st: &mut VmmState, state: &str) {
-        st.state = state.to_string();
-        Self::publish(st, &format!("event state {state}"));
-    }
-
-    fn exit(st: &mut VmmState, path: &Path) {
-        st.alive = false;
-        if let Some(w) = st.writer.take() {
-            let _ = w.shutdown(std::net::Shutdown::Both);
-        }
-        let _ = std::fs::remove_file(path);
-    }
-
-    fn serve(&self, stream: UnixStream) {
-        let mut w = stream.try_clone().unwrap();
-        for line in BufReader::new(stream).lines() {
-            let Ok(line) = line else { return };
-            let mut st = self.s.lock().unwrap();
-            if !st.alive {
-                return;
-            }
-            st.received.push(line.clone());
-            let words: Vec<&str> = line.split_whitespace().collect();
-            match words.as_slice() {
-                ["attach"] => {
-                    let _ = w.write_all(b"ok attached\n");
-                    st.writer = Some(w.try_clone().unwrap());
-                    let state = st.state.clone();
-                    Self::publish(&mut st, &format!("event state {state}"));
-                    let pending: Vec<_> = st.pending.iter().map(|(i, k)| (*i, k.clone())).collect();
-                    for (id, kind) in pending {
-                        Self::publish(&mut st, &format!("event power-request id={id} kind={kind}"));
-                    }
-                }
-                ["status"] => {
-                    let _ = w.write_all(format!("ok state={}\n", st.state).as_bytes());
-                }
-                ["decide", id, d] => {
-                    let id: u64 = id.parse().unwrap();
-                    let _ = w.write_all(b"ok decided\n");
-                    if st.drop_decides {
-                        continue;
-                    }
-                    let kind = st.pending.remove(&id).expect("decided a pending request");
-                    match (*d, kind.as_str()) {
-                        ("allow", "poweroff") => return Self::exit(&mut st, &self.path),
-                        ("allow", "reboot") | ("restart", _) => {
-                            st.boots += 1;
-                            st.pending.clear();
-                            Self::set_state(&mut st, "running");
-                        }
-                        ("allow", "suspend") => Self::set_state(&mut st, "suspended"),
-                        ("hold", _) => Self::set_state(&mut st, "virtually-off"),
-                        ("refuse", _) => {}
-                        other => panic!("bad decision {other:?}"),
-                    }
-                }
-                ["pause"] => {
-                    let _ = w.write_all(b"ok paused\n");
-                    Self::set_state(&mut st, "paused");
-                }
-                ["resume"] => {
-                    let _ = w.write_all(b"ok resumed\n");
-                    if st.state == "virtually-off" {
-                        st.boots += 1;
-                        st.pending.clear();
-                    }
-                    Self::set_state(&mut st, "running");
-                }
-                ["stop"] => {
-                    let _ = w.write_all(b"ok stopping\n");
-                    return Self::exit(&mut st, &self.path);
-                }
-                _ => {
-                    let _ = w.write_all(b"error unknown request\n");
-                }
-            }
-        }
-    }
-
-    /// The guest's kernel makes its final power step.
-    fn request(&self, kind: &str) -> u64 {
-        let mut st = self.s.lock().unwrap();
-        let id = st.next_id;
-        st.next_id += 1;
-        st.pending.insert(id, kind.to_string());
-        Self::publish(&mut st, &format!("event power-request id={id} kind={kind}"));
-        id
-    }
-
-    fn received(&self) -> Vec<String> {
-        self.s.lock().unwrap().received.clone()
-    }
-
-    fn got(&self, line: &str) -> bool {
-        self.received().iter().any(|l| l == line)
-    }
-
-    fn alive(&self) -> bool {
-        self.s.lock().unwrap().alive
-    }
-
-    fn attached(&self) -> bool {
-        self.s.lock().unwrap().writer.is_some()
-    }
-
-    /// The VMM process disappears (crash, kill).
-    fn vanish(&self) {
-        let mut st = self.s.lock().unwrap();
-        Self::exit(&mut st, &self.path);
-    }
-}
+use support::*;
 
 // ------------------------------------------------------------ fake Android
 
@@ -261,120 +66,6 @@ impl FakeAndroid {
     }
 }
 
-// ------------------------------------------------------------ processes
-
-struct Proc {
-    child: Child,
-    out: PathBuf,
-}
-
-impl Proc {
-    fn text(&self) -> String {
-        std::fs::read_to_string(&self.out).unwrap_or_default()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-struct Mcu {
-    p: Proc,
-    stdin: ChildStdin,
-}
-
-impl Mcu {
-    fn start(dir: &Path) -> Mcu {
-        let out = dir.join("mcu.out");
-        let mut child = Command::new(MCU_SIM)
-            .arg("--socket")
-            .arg(dir.join("mcu.sock"))
-            .stdin(Stdio::piped())
-            .stdout(std::fs::File::create(&out).unwrap())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdin = child.stdin.take().unwrap();
-        let m = Mcu {
-            p: Proc { child, out },
-            stdin,
-        };
-        wait_until("the MCU simulator to listen", 10, || {
-            m.p.text().contains("listening")
-        });
-        m
-    }
-
-    fn cmd(&mut self, line: &str) {
-        self.stdin
-            .write_all(format!("{line}\n").as_bytes())
-            .unwrap();
-    }
-
-    fn count(&self, needle: &str) -> usize {
-        self.p.text().matches(needle).count()
-    }
-}
-
-fn daemon(dir: &Path) -> Proc {
-    daemon_with(dir, &[])
-}
-
-/// The daemon with extra `sysmgr run` options.
-fn daemon_with(dir: &Path, extra: &[&str]) -> Proc {
-    let out = dir.join(format!(
-        "sysmgr-{}.err",
-        std::fs::read_dir(dir).unwrap().count()
-    ));
-    let child = Command::new(SYSMGR)
-        .args(["run", "--policy"])
-        .arg(dir.join("policy.toml"))
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .arg("--mcu-socket")
-        .arg(dir.join("mcu.sock"))
-        .args(extra)
-        .env("SYSMGR_LOG", "debug")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&out).unwrap())
-        .spawn()
-        .unwrap();
-    let p = Proc { child, out };
-    let sock = dir.join("state/sysmgr.sock");
-    wait_until("the daemon's control socket", 10, || {
-        UnixStream::connect(&sock).is_ok()
-    });
-    p
-}
-
-/// Runs `sysmgr ARGS` to completion (killed after 20 s: a `run` that
-/// should have refused to start must not hang the test).
-fn sysmgr(args: &[&str]) -> (bool, String, String) {
-    let mut child = Command::new(SYSMGR)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let end = Instant::now() + Duration::from_secs(20);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > end {
-            let _ = child.kill();
-            panic!("sysmgr {args:?} did not finish in 20 s");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let o = child.wait_with_output().unwrap();
-    (
-        o.status.success(),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
-
 fn write_policy(dir: &Path, extra_system: &str, cluster_deadline: u64) {
     let d = dir.display();
     std::fs::write(
@@ -391,6 +82,7 @@ name = "android"
 role = "android"
 control_socket = "{d}/android.ctl"
 vsock_socket = "{d}/android.vsock"
+android_channel = "vhal-lines"
 
 [[guest]]
 name = "cluster"
@@ -401,14 +93,6 @@ control_socket = "{d}/cluster.ctl"
         ),
     )
     .unwrap();
-}
-
-fn log_lines(dir: &Path) -> Vec<String> {
-    std::fs::read_to_string(dir.join("state/decisions.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_string)
-        .collect()
 }
 
 fn status(dir: &Path) -> String {
