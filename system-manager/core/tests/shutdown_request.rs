@@ -102,7 +102,7 @@ fn with_the_ignition_on_the_head_unit_stays_on() {
 fn hostile_requests_are_rejected() {
     let mut a = arbiter();
     a.handle(Millis(0), Input::IgnitionOn);
-    let before = a.system().clone();
+    let before = *a.system();
     for (guest, param, needle) in [
         ("nobody", 1, "unknown guest"),
         ("cluster", 1, "only the android guest"),

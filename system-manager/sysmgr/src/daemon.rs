@@ -242,6 +242,7 @@ impl Daemon {
             system_sent: None,
         };
         d.resume_links();
+        d.publish_system();
         Ok((d, rx))
     }
 
