@@ -315,3 +315,179 @@ fn garbage_on_the_guest_endpoint_leaves_the_daemon_serving() {
     assert!(host.sm.getSystemState().is_ok());
     assert!(!d.text().contains("panicked"), "{}", d.text());
 }
+
+fn cli(target: &str, words: &str) -> Result<String, String> {
+    use vmstack_android::cli;
+    let args: Vec<String> = format!("--rpc unix:{target} {words}")
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    let (t, words) = cli::parse_target(&args).map_err(|e| format!("{e:#}"))?;
+    let conn = cli::connect(&t).map_err(|e| format!("{e:#}"))?;
+    let mut out = Vec::new();
+    cli::run(&conn, &words, &mut out).map_err(|e| format!("{e:#}"))?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+#[test]
+fn the_cli_over_rpc_binder() {
+    let dir = tmpdir("binder-cli");
+    write_policy(&dir);
+    let mut mcu = Mcu::start(&dir);
+    let d = daemon(&dir);
+    let host = dir.join("state/binder/sysmgr.sock");
+    let guest = dir.join("android.vsock_4101");
+    wait_until("the endpoints", 10, || host.exists() && guest.exists());
+    let (h, g) = (host.to_str().unwrap(), guest.to_str().unwrap());
+
+    let list = cli(h, "list").expect("list");
+    assert_eq!(
+        list,
+        "Found 1 services:\n0\tsysmgr: [vmstack.sysmgr.ISystemManager]\n"
+    );
+    assert_eq!(
+        cli(h, "check sysmgr").expect("check"),
+        "Service sysmgr: found\n"
+    );
+    assert_eq!(
+        cli(h, "check nope").expect("check"),
+        "Service nope: not found\n"
+    );
+    let s = cli(h, "call sysmgr getSystemState").expect("typed call");
+    assert!(
+        s.starts_with("SystemState {\n  state: 0\n  description: \"off\""),
+        "{s}"
+    );
+    assert!(s.contains("name: \"cluster\""), "{s}");
+    // Raw call, `service call` style: code 1 = getSystemState.
+    let raw = cli(h, "call sysmgr 1").expect("raw call");
+    assert!(
+        raw.starts_with("Result: Parcel(\n  0x00000000: 00000000 00000001"),
+        "{raw}"
+    );
+    assert!(cli(h, "dump").expect("dump").contains("GUEST"));
+
+    // Clear one-line errors.
+    for (words, needle) in [
+        ("call nope getSystemState", "service \"nope\" not found"),
+        (
+            "call sysmgr getSystemStat",
+            "has no method \"getSystemStat\"",
+        ),
+        ("call sysmgr getGuestState", "takes 1 argument"),
+        (
+            "call sysmgr requestShutdown soon",
+            "\"soon\" is not a valid int",
+        ),
+        ("call sysmgr 1 int 5", "unknown argument type \"int\""),
+        (
+            "call sysmgr reportApPowerState 1 0",
+            "ERROR_NOT_A_GUEST".trim_start_matches("ERROR_"),
+        ),
+        ("frobnicate", "unknown command"),
+    ] {
+        let e = cli(h, words).expect_err(words);
+        assert!(
+            e.contains(needle) || (needle == "NOT_A_GUEST" && e.contains("host's socket")),
+            "{words}: {e}"
+        );
+        assert!(!e.contains('\n') || words == "frobnicate", "{words}: {e}");
+    }
+
+    // The guest's endpoint: watch prints the callbacks while the arbiter
+    // drives the handshake (the fake VMMs stand in for the VMs).
+    mcu.cmd("ignition on");
+    wait_until("StartVm", 10, || {
+        log_lines(&dir).iter().any(|l| l.contains("start_vm"))
+    });
+    let av = FakeVmm::start(&dir.join("android.ctl"));
+    let cv = FakeVmm::start(&dir.join("cluster.ctl"));
+    wait_until("both VMMs attached", 10, || av.attached() && cv.attached());
+    let g2 = g.to_string();
+    let watcher = std::thread::spawn(move || cli(&g2, "watch --count 4 --seconds 30"));
+    std::thread::sleep(Duration::from_millis(500));
+    cli(g, "call sysmgr reportApPowerState REPORT_WAIT_FOR_VHAL 0").expect("report");
+    mcu.cmd("ignition off");
+    wait_until("SHUTDOWN_PREPARE", 10, || {
+        log_lines(&dir)
+            .iter()
+            .any(|l| l.contains("SHUTDOWN_PREPARE"))
+    });
+    let out = watcher.join().expect("watch thread").expect("watch");
+    assert!(out.contains("onSystemStateChanged on ignition=on"), "{out}");
+    assert!(out.contains("onApPowerStateReq ON [0, 0]"), "{out}");
+    assert!(
+        out.contains("onApPowerStateReq SHUTDOWN_PREPARE(SHUTDOWN_ONLY) [1, 3]"),
+        "{out}"
+    );
+    // A second client sees the same state.
+    let s = cli(h, "call sysmgr getGuestState android").expect("guest state");
+    assert!(
+        s.contains("apPowerStateReq: 1") && s.contains("apPowerStateReqParam: 3"),
+        "{s}"
+    );
+    assert_eq!(
+        cli(g, "call sysmgr getApPowerStateReq").expect("req"),
+        "[1, 3]\n"
+    );
+
+    // A dead peer.
+    drop(d);
+    let e = cli(h, "call sysmgr getSystemState").expect_err("daemon gone");
+    assert!(
+        e.contains("is sysmgr running") || e.contains("dead peer"),
+        "{e}"
+    );
+    drop((av, cv));
+}
+
+#[test]
+fn the_guest_gateway_forwards_calls_and_callbacks_and_survives_a_daemon_restart() {
+    use vmstack_android::conn::RpcAddr;
+    use vmstack_android::gateway::{Gateway, GatewayService};
+    let dir = tmpdir("binder-gw");
+    write_policy(&dir);
+    let mut mcu = Mcu::start(&dir);
+    let d = daemon(&dir);
+    let guest = dir.join("android.vsock_4101");
+    wait_until("the guest endpoint", 10, || guest.exists());
+    let gw = Gateway::new(RpcAddr::Unix(guest.clone()));
+    gw.connect().expect("connect");
+    let svc = GatewayService(gw.clone());
+    let (l, rx) = listener();
+    svc.registerListener(&l)
+        .expect("register through the gateway");
+    expect(&rx, &format!("system {}", ism::SYSTEM_OFF));
+    mcu.cmd("ignition on");
+    wait_until("StartVm", 10, || {
+        log_lines(&dir).iter().any(|l| l.contains("start_vm"))
+    });
+    let av = FakeVmm::start(&dir.join("android.ctl"));
+    let cv = FakeVmm::start(&dir.join("cluster.ctl"));
+    wait_until("both VMMs attached", 10, || av.attached() && cv.attached());
+    svc.reportApPowerState(ism::REPORT_WAIT_FOR_VHAL, 0)
+        .expect("report");
+    expect(&rx, &format!("req {} 0", ism::REQ_ON));
+
+    // The daemon restarts (kill -9 of the old one): the next call
+    // reconnects, and the listener is registered again.
+    drop(d);
+    let _d2 = daemon(&dir);
+    wait_until("the guest endpoint again", 10, || {
+        std::os::unix::net::UnixStream::connect(&guest).is_ok()
+    });
+    let s = svc
+        .getSystemState()
+        .expect("a call after the restart reconnects");
+    assert_eq!(s.state, ism::SYSTEM_ON);
+    mcu.cmd("ignition off");
+    expect(
+        &rx,
+        &format!(
+            "req {} {}",
+            ism::REQ_SHUTDOWN_PREPARE,
+            ism::SHUTDOWN_PARAM_SHUTDOWN_ONLY
+        ),
+    );
+    drop((av, cv));
+}
