@@ -15,6 +15,9 @@
 //! [`Input::Tick`] in). The daemon around it (`sysmgr`) talks to the VMM
 //! control sockets, the MCU and Android, and persists the decision log
 //! ([`LogRecord`]) from which [`Arbiter::replay`] rebuilds the state.
+//! What the daemon's observations of a VMM mean (how a VM ended, what to
+//! repair after a restart) is decided here too: [`vm_gone_input`],
+//! [`start_failed_input`], [`repair_after_attach`].
 //!
 //! ```
 //! use system_manager::{Arbiter, Input, Millis, Output, Policy};
@@ -40,6 +43,7 @@ mod policy;
 mod state;
 mod time;
 pub mod vhal;
+mod vmm_facts;
 
 pub use arbiter::Arbiter;
 pub use input::{Input, PowerRequestKind, VmExitReason};
@@ -48,9 +52,14 @@ pub use output::{Decision, Output};
 pub use policy::{
     AndroidChannel, GuestPolicy, Location, Policy, PolicyError, Role, ShutdownKind, SystemPolicy,
     VmmLink, DEFAULT_BINDER_PORT, DEFAULT_FINAL_GRACE_MS, DEFAULT_GARAGE_MODE_MAX_MS,
-    DEFAULT_GUEST_DEADLINE_MS, DEFAULT_POSTPONE_WATCHDOG_MS, DEFAULT_SHUTDOWN_DEADLINE_MS,
-    DEFAULT_VHAL_PORT, DEFAULT_VM_EXIT_GRACE_MS, DEFAULT_WAKE_HOLD_MS,
+    DEFAULT_GUEST_DEADLINE_MS, DEFAULT_POSTPONE_WATCHDOG_MS, DEFAULT_POWEROFF_HOLD_MS,
+    DEFAULT_SHUTDOWN_DEADLINE_MS, DEFAULT_VHAL_PORT, DEFAULT_VM_EXIT_GRACE_MS,
+    DEFAULT_WAKE_HOLD_MS,
 };
 pub use state::{FinalStep, GuestState, GuestStatus, Hold, ShutdownOrigin, SystemState};
 pub use time::Millis;
 pub use vhal::{ApPowerStateReport, ApPowerStateReq, ShutdownParam, WakeReason};
+pub use vmm_facts::{
+    repair_after_attach, start_failed_input, vm_gone_input, vmm_exit_code, Repair, StartFailure,
+    VmmAsked, VmmExit, VmmState,
+};

@@ -12,6 +12,7 @@
 //! final_grace_ms = 10000            # after SHUTDOWN_START / SHUTDOWN_IMMEDIATELY
 //! wake_hold_ms = 60000              # a wake request keeps the head unit on this long
 //! vm_exit_grace_ms = 5000           # wait for a VMM to confirm an exit
+//! poweroff_hold_ms = 10000          # the MCU's PowerOff waits this long for the VMMs to end
 //!
 //! [[guest]]
 //! name = "android"
@@ -24,6 +25,9 @@
 //! ```
 //!
 //! Every error names the line, column and field; see [`PolicyError`].
+//!
+//! (Over 800 lines: a third of the file is the tests, one per validation
+//! rule and error message, kept beside the rules they check.)
 
 use std::fmt;
 use std::ops::Range;
@@ -44,6 +48,8 @@ pub const DEFAULT_FINAL_GRACE_MS: u64 = 10_000;
 pub const DEFAULT_WAKE_HOLD_MS: u64 = 60_000;
 /// Default [`SystemPolicy::vm_exit_grace_ms`]: 5 s.
 pub const DEFAULT_VM_EXIT_GRACE_MS: u64 = 5000;
+/// Default [`SystemPolicy::poweroff_hold_ms`]: 10 s.
+pub const DEFAULT_POWEROFF_HOLD_MS: u64 = 10_000;
 /// Default per-guest [`GuestPolicy::shutdown_deadline_ms`] for cluster and
 /// other guests: 30 s.
 pub const DEFAULT_GUEST_DEADLINE_MS: u64 = 30_000;
@@ -122,6 +128,13 @@ pub struct SystemPolicy {
     /// How long to wait for a VMM to confirm a VM's exit after an allowed
     /// power-off or a hard stop before treating the VM as off anyway.
     pub vm_exit_grace_ms: u64,
+    /// How long the daemon holds the MCU's `PowerOff` (after
+    /// `SystemPowerOff`) for the VMM processes to end, so that the power
+    /// is not cut under a VM that is still writing its disks. It goes out
+    /// as soon as no VMM is attached; after this long the VMMs still
+    /// attached are sent `stop` (and killed 5 s later if need be) and it
+    /// goes out at once. The arbiter itself does not use it.
+    pub poweroff_hold_ms: u64,
 }
 
 impl Default for SystemPolicy {
@@ -135,6 +148,7 @@ impl Default for SystemPolicy {
             final_grace_ms: DEFAULT_FINAL_GRACE_MS,
             wake_hold_ms: DEFAULT_WAKE_HOLD_MS,
             vm_exit_grace_ms: DEFAULT_VM_EXIT_GRACE_MS,
+            poweroff_hold_ms: DEFAULT_POWEROFF_HOLD_MS,
         }
     }
 }
@@ -286,6 +300,7 @@ struct RawSystem {
     final_grace_ms: Option<Spanned<u64>>,
     wake_hold_ms: Option<Spanned<u64>>,
     vm_exit_grace_ms: Option<Spanned<u64>>,
+    poweroff_hold_ms: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -383,6 +398,11 @@ impl Policy {
             "system.vm_exit_grace_ms",
             DEFAULT_VM_EXIT_GRACE_MS,
         )?;
+        let (poweroff_hold_ms, _) = c.millis(
+            &raw.poweroff_hold_ms,
+            "system.poweroff_hold_ms",
+            DEFAULT_POWEROFF_HOLD_MS,
+        )?;
         if max_postpone_ms > crate::vhal::MAX_POSTPONE_MS {
             return Err(c.invalid(
                 max_postpone_span,
@@ -420,6 +440,7 @@ impl Policy {
             final_grace_ms,
             wake_hold_ms,
             vm_exit_grace_ms,
+            poweroff_hold_ms,
         })
     }
 
@@ -665,6 +686,7 @@ restart_on_failure = false
         assert_eq!(p.system().final_grace_ms, 8000);
         assert_eq!(p.system().max_postpone_ms, 5000);
         assert_eq!(p.system().garage_mode_max_ms, DEFAULT_GARAGE_MODE_MAX_MS);
+        assert_eq!(p.system().poweroff_hold_ms, DEFAULT_POWEROFF_HOLD_MS);
         let names: Vec<_> = p.guests().iter().map(|g| g.name.as_str()).collect();
         assert_eq!(names, ["android", "cluster", "telematics"]);
         assert_eq!(
@@ -695,6 +717,25 @@ restart_on_failure = false
             .join("\n");
         let p = Policy::from_toml_str(&text).expect("doc example is valid");
         assert_eq!(p.guests().len(), 2);
+    }
+
+    #[test]
+    fn the_poweroff_hold_is_a_positive_setting() {
+        let p = Policy::from_toml_str(
+            "[system]\npoweroff_hold_ms = 2500\n[[guest]]\nname = \"a\"\nrole = \"other\"\n",
+        )
+        .expect("valid");
+        assert_eq!(p.system().poweroff_hold_ms, 2500);
+        assert_eq!(DEFAULT_POWEROFF_HOLD_MS, 10_000);
+        assert_eq!(
+            SystemPolicy::default().poweroff_hold_ms,
+            DEFAULT_POWEROFF_HOLD_MS
+        );
+        let e = err("[system]\npoweroff_hold_ms = 0\n[[guest]]\nname = \"a\"\nrole = \"other\"\n");
+        assert_eq!(
+            e,
+            "policy line 2, column 20: system.poweroff_hold_ms: must be greater than 0"
+        );
     }
 
     #[test]

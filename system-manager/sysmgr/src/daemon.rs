@@ -24,8 +24,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 use system_manager::{
-    Arbiter, GuestState, Hold, Input, LogRecord, Output, Policy, PowerRequestKind, SystemState,
-    VmExitReason, WakeReason,
+    Arbiter, GuestState, Input, LogRecord, Output, Policy, PowerRequestKind, Repair, SystemState,
+    VmmAsked, VmmState, WakeReason,
 };
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::sync::oneshot;
@@ -35,7 +35,7 @@ use crate::mcu::McuReport;
 use crate::proto::mcu::{mcu_to_soc, McuToSoc, PowerOff, PowerOn, SocToMcu, Suspend};
 use crate::store::{self, Clock, Decided, DecisionLog, LogSync, StateDir};
 use crate::vhal::{VhalCmd, VhalConfig, VhalReport};
-use crate::vmm::{ExitInfo, VmmCmd, VmmConfig, VmmReport};
+use crate::vmm::{VmmCmd, VmmConfig, VmmReport};
 
 /// Everything the core loop reacts to.
 #[derive(Debug)]
@@ -65,8 +65,8 @@ struct GuestLink {
     /// The next state event is the first after an attach.
     fresh: bool,
     pid: Option<u32>,
-    stop_sent: bool,
-    allowed: bool,
+    /// What was asked of the VMM process since `StartVm`.
+    asked: VmmAsked,
     vhal_wanted: bool,
     vhal_connected: bool,
 }
@@ -217,8 +217,7 @@ impl Daemon {
                 vmm_state: None,
                 fresh: false,
                 pid: None,
-                stop_sent: false,
-                allowed: false,
+                asked: VmmAsked::default(),
                 vhal_wanted: false,
                 vhal_connected: false,
             });
@@ -476,7 +475,7 @@ impl Daemon {
                 Some(i),
             ) => {
                 if *decision == system_manager::Decision::Allow {
-                    self.links[i].allowed = true;
+                    self.links[i].asked.allowed = true;
                 }
                 self.send_vmm(
                     i,
@@ -486,13 +485,12 @@ impl Daemon {
             (Output::PauseVm { .. }, Some(i)) => self.send_vmm(i, "pause".into()),
             (Output::ResumeVm { .. }, Some(i)) => self.send_vmm(i, "resume".into()),
             (Output::HardStopVm { .. }, Some(i)) => {
-                self.links[i].stop_sent = true;
+                self.links[i].asked.stop_sent = true;
                 let _ = self.links[i].vmm.send(VmmCmd::Stop);
             }
             (Output::StartVm { guest, .. }, Some(i)) => {
                 let l = &mut self.links[i];
-                l.stop_sent = false;
-                l.allowed = false;
+                l.asked = VmmAsked::default();
                 if l.attached && l.vmm_state.as_deref() == Some("running") {
                     // Already there (started outside the daemon): say so.
                     let _ = self.events.send(Event::Input(Input::VmStarted {
@@ -523,8 +521,8 @@ impl Daemon {
                 _,
             ) => {
                 let cmd = mcu_cmd_off(*wake_after_s, reason);
-                self.held_poweroff =
-                    Some((cmd, tokio::time::Instant::now() + Duration::from_secs(10)));
+                let hold = Duration::from_millis(self.arbiter.policy().system().poweroff_hold_ms);
+                self.held_poweroff = Some((cmd, tokio::time::Instant::now() + hold));
                 self.release_poweroff(false);
             }
             _ => {}
@@ -676,7 +674,7 @@ impl Daemon {
             VmmReport::Absent => {
                 if self.guest_state(i) != GuestState::Off {
                     tracing::warn!("{name}: no VMM on its control socket");
-                    let input = self.gone_input(i, None);
+                    let input = system_manager::vm_gone_input(&name, None, self.links[i].asked);
                     self.feed(input)?;
                 }
             }
@@ -689,47 +687,19 @@ impl Daemon {
                 l.attached = false;
                 l.vmm_state = None;
                 l.pid = None;
-                let input = self.gone_input(i, exit);
+                let input = system_manager::vm_gone_input(&name, exit, l.asked);
                 self.feed(input)?;
                 self.release_poweroff(false);
             }
-            VmmReport::StartFailed { why, exit } => {
+            VmmReport::StartFailed { why, failure } => {
                 tracing::error!("{name}: cannot start the VM: {why}");
                 self.links[i].attached = false;
-                let reason = match exit {
-                    Some(_) => VmExitReason::Crash,
-                    None => VmExitReason::Crash,
-                };
                 if self.guest_state(i) != GuestState::Off {
-                    self.feed(Input::VmExited {
-                        guest: name,
-                        reason,
-                    })?;
+                    self.feed(system_manager::start_failed_input(&name, failure))?;
                 }
             }
         }
         Ok(())
-    }
-
-    /// The input for a VMM that went away.
-    fn gone_input(&self, i: usize, exit: Option<ExitInfo>) -> Input {
-        let l = &self.links[i];
-        let guest = l.name.clone();
-        let reason = match exit {
-            Some(ExitInfo { code: Some(0), .. }) if l.allowed && !l.stop_sent => {
-                VmExitReason::Poweroff
-            }
-            Some(ExitInfo { code: Some(0), .. }) => VmExitReason::Killed,
-            Some(ExitInfo { code: Some(32), .. }) => VmExitReason::Reset,
-            Some(ExitInfo {
-                signal: Some(_), ..
-            }) if l.stop_sent => VmExitReason::Killed,
-            Some(_) => VmExitReason::Crash,
-            None if l.stop_sent => VmExitReason::Killed,
-            None if l.allowed => VmExitReason::Poweroff,
-            None => return Input::VmLost { guest },
-        };
-        Input::VmExited { guest, reason }
     }
 
     fn on_vmm_line(&mut self, i: usize, line: &str) -> Result<()> {
@@ -774,7 +744,7 @@ impl Daemon {
                     "{name}: request {request_id} was decided before the restart ({d}); sending it again"
                 );
                 if d == system_manager::Decision::Allow {
-                    self.links[i].allowed = true;
+                    self.links[i].asked.allowed = true;
                 }
                 self.send_vmm(i, format!("decide {request_id} {}", store::vmm_word(d)));
             } else {
@@ -795,29 +765,25 @@ impl Daemon {
     }
 
     /// Repairs a command that was logged but not delivered before the
-    /// daemon died: the arbiter's view wins over the VMM's.
+    /// daemon died (decided by `system_manager::repair_after_attach`).
     fn reconcile(&mut self, i: usize, vmm_state: &str) {
         let name = self.links[i].name.clone();
-        let paused = matches!(vmm_state, "paused" | "virtually-off" | "suspended");
-        match self.guest_state(i) {
-            GuestState::VirtuallyOff { hold: Hold::Paused } if vmm_state == "running" => {
+        let guest = self.guest_state(i);
+        match system_manager::repair_after_attach(guest, vmm_state_of(vmm_state)) {
+            Some(Repair::Pause) => {
                 tracing::info!("{name}: should be paused; pausing");
                 self.send_vmm(i, "pause".into());
             }
-            GuestState::Running
-            | GuestState::Preparing { .. }
-            | GuestState::ShutdownStarted { .. }
-                if paused =>
-            {
+            Some(Repair::Resume) => {
                 tracing::info!("{name}: should be running but the VMM is {vmm_state}; resuming");
                 self.send_vmm(i, "resume".into());
             }
-            GuestState::Stopping { .. } => {
+            Some(Repair::Stop) => {
                 tracing::info!("{name}: should be stopping; stopping");
-                self.links[i].stop_sent = true;
+                self.links[i].asked.stop_sent = true;
                 let _ = self.links[i].vmm.send(VmmCmd::Stop);
             }
-            _ => {}
+            None => {}
         }
     }
 
@@ -861,6 +827,17 @@ impl Daemon {
             "mcu_connected": self.mcu_connected,
             "guests": guests,
         })
+    }
+}
+
+/// The VMM's `event state` word.
+fn vmm_state_of(word: &str) -> Option<VmmState> {
+    match word {
+        "running" => Some(VmmState::Running),
+        "paused" => Some(VmmState::Paused),
+        "virtually-off" => Some(VmmState::VirtuallyOff),
+        "suspended" => Some(VmmState::Suspended),
+        _ => None,
     }
 }
 

@@ -3,7 +3,9 @@
 //! arbiter and relays lines both ways.
 //!
 //! The task reports to the daemon's core loop ([`VmmReport`]) and takes
-//! commands from it ([`VmmCmd`]). It never interprets events; the core does.
+//! commands from it ([`VmmCmd`]). It never interprets events or exit
+//! statuses; the core does (`system_manager::vm_gone_input`,
+//! `system_manager::start_failed_input`).
 //! A VMM is started in its own process group with its output appended to
 //! `<state-dir>/<guest>.vmm.log`, so it outlives a crash of the daemon and
 //! a restarted daemon attaches to it again.
@@ -12,6 +14,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
+use system_manager::{StartFailure, VmmExit};
 use tokio::io::AsyncWriteExt;
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::UnixStream;
@@ -42,15 +45,6 @@ pub enum VmmCmd {
     Stop,
 }
 
-/// How a launched VMM process ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ExitInfo {
-    /// Exit code, if it exited.
-    pub code: Option<i32>,
-    /// Signal, if it was killed.
-    pub signal: Option<i32>,
-}
-
 /// What the link tells the core.
 #[derive(Debug)]
 pub enum VmmReport {
@@ -67,14 +61,14 @@ pub enum VmmReport {
     /// this daemon process launched.
     Gone {
         /// How the process ended.
-        exit: Option<ExitInfo>,
+        exit: Option<VmmExit>,
     },
     /// `Start` failed (launch failed, or no control socket in time).
     StartFailed {
         /// Why.
         why: String,
-        /// How the process ended, if it did.
-        exit: Option<ExitInfo>,
+        /// What is known about the VMM process.
+        failure: StartFailure,
     },
 }
 
@@ -129,10 +123,18 @@ pub async fn run(cfg: VmmConfig, mut cmds: UnboundedReceiver<VmmCmd>, report: im
                 }
                 match start(&cfg, &mut child, &mut cmds, &mut queued).await {
                     Ok(s) => s,
-                    Err(why) => {
+                    Err(e) => {
                         failures += 1;
-                        let exit = reap(&mut child, Duration::from_millis(500)).await;
-                        report(VmmReport::StartFailed { why, exit });
+                        let (why, failure) = match e {
+                            StartError::LaunchFailed(why) => (why, StartFailure::LaunchFailed),
+                            StartError::NoAnswer(why) => {
+                                match reap(&mut child, Duration::from_millis(500)).await {
+                                    Some(exit) => (why, StartFailure::Exited(exit)),
+                                    None => (why, StartFailure::NoAnswer),
+                                }
+                            }
+                        };
+                        report(VmmReport::StartFailed { why, failure });
                         continue;
                     }
                 }
@@ -222,6 +224,14 @@ async fn attach(cfg: &VmmConfig) -> Result<UnixStream, String> {
     Ok(s)
 }
 
+/// Why [`start`] failed.
+enum StartError {
+    /// The launch command could not be run (no process).
+    LaunchFailed(String),
+    /// Nothing answered on the control socket (in time).
+    NoAnswer(String),
+}
+
 /// Attaches to the guest's VMM, launching it first if there is none and
 /// the policy says how. Commands that arrive meanwhile are queued.
 async fn start(
@@ -229,14 +239,16 @@ async fn start(
     child: &mut Option<Child>,
     cmds: &mut UnboundedReceiver<VmmCmd>,
     queued: &mut Vec<String>,
-) -> Result<UnixStream, String> {
+) -> Result<UnixStream, StartError> {
     if let Ok(s) = attach(cfg).await {
         return Ok(s);
     }
     let running = matches!(child.as_mut().map(Child::try_wait), Some(Ok(None)));
     match (&cfg.launch, running) {
         (Some(argv), false) => {
-            *child = Some(launch(cfg, argv)?);
+            // An earlier process that ended is not this start's.
+            *child = None;
+            *child = Some(launch(cfg, argv).map_err(StartError::LaunchFailed)?);
         }
         (Some(_), true) => {}
         (None, _) => tracing::info!(
@@ -252,16 +264,16 @@ async fn start(
         }
         if let Some(c) = child.as_mut() {
             if let Ok(Some(status)) = c.try_wait() {
-                return Err(format!(
+                return Err(StartError::NoAnswer(format!(
                     "the VMM exited before it could be attached ({status})"
-                ));
+                )));
             }
         }
         if Instant::now() >= deadline {
-            return Err(format!(
+            return Err(StartError::NoAnswer(format!(
                 "no VMM answered on {} within {START_TIMEOUT:?}",
                 cfg.socket.display()
-            ));
+            )));
         }
         tokio::select! {
             _ = sleep(Duration::from_millis(100)) => {}
@@ -269,7 +281,7 @@ async fn start(
                 Some(VmmCmd::Send(l)) => queued.push(l),
                 Some(VmmCmd::Stop) => queued.push("stop".into()),
                 Some(VmmCmd::Start | VmmCmd::Attach) => {}
-                None => return Err("daemon shutting down".into()),
+                None => return Err(StartError::NoAnswer("daemon shutting down".into())),
             }
         }
     }
@@ -327,12 +339,12 @@ fn kill_pid(cfg: &VmmConfig, child: Option<&Child>) {
 }
 
 /// Waits (at most `wait`) for a launched child to end and takes its status.
-async fn reap(child: &mut Option<Child>, wait: Duration) -> Option<ExitInfo> {
+async fn reap(child: &mut Option<Child>, wait: Duration) -> Option<VmmExit> {
     use std::os::unix::process::ExitStatusExt;
     let c = child.as_mut()?;
     let status = timeout(wait, c.wait()).await.ok()?.ok()?;
     *child = None;
-    Some(ExitInfo {
+    Some(VmmExit {
         code: status.code(),
         signal: status.signal(),
     })

@@ -199,6 +199,89 @@ fn ignition_off_scenario(tag: &str, extra: &[&str]) {
 }
 
 #[test]
+fn the_power_off_waits_for_the_vmms_at_most_poweroff_hold_ms() {
+    let dir = tmpdir("hold");
+    // Not the default 10 s: the MCU must hear the power-off well before.
+    write_policy(&dir, "poweroff_hold_ms = 1500", 1000);
+    let mut android = FakeAndroid::start(&dir.join("android.vsock"));
+    let mut mcu = Mcu::start(&dir);
+    let d = daemon(&dir);
+    let (av, cv) = boot(&dir, &mut mcu, &mut android);
+    // The cluster's VMM hangs on `stop` (and has no pid to kill).
+    cv.s.lock().unwrap().ignore_stop = true;
+
+    mcu.cmd("ignition off");
+    android.expect_req("AP_POWER_STATE_REQ 1 3");
+    android.send("AP_POWER_STATE_REPORT 5 0"); // SHUTDOWN_START
+    std::thread::sleep(Duration::from_millis(200));
+    av.request("poweroff");
+    wait_until("android's poweroff allowed", 10, || !av.alive());
+    // Cluster deadline -> stop (ignored) -> exit grace (2 s) -> the arbiter
+    // decides the power-off while the cluster's VMM is still attached.
+    wait_until("SystemPowerOff decided", 15, || {
+        log_lines(&dir)
+            .iter()
+            .any(|l| l.contains("\"cmd\":\"system_power_off\""))
+    });
+    let decided = Instant::now();
+    assert_eq!(mcu.count("<- POWER_OFF"), 0, "{}", mcu.p.text());
+    assert!(cv.attached());
+    wait_until("MCU power-off after the hold", 6, || {
+        mcu.count("<- POWER_OFF") == 1
+    });
+    let held = decided.elapsed();
+    assert!(held >= Duration::from_millis(1200), "held only {held:?}");
+    assert!(
+        d.text()
+            .contains("VMMs still attached after the power-off wait"),
+        "{}",
+        d.text()
+    );
+    // The hold ended with a second `stop` to the VMM that was still there.
+    wait_until("a second stop", 5, || {
+        cv.received().iter().filter(|l| *l == "stop").count() == 2
+    });
+    drop(d);
+}
+
+#[test]
+fn a_failed_start_is_a_crash_when_no_vmm_can_be_running() {
+    let dir = tmpdir("startfail");
+    let d = dir.display();
+    // `none` cannot be launched at all; `quits` exits before it answers.
+    std::fs::write(
+        dir.join("policy.toml"),
+        format!(
+            r#"[[guest]]
+name = "none"
+role = "other"
+control_socket = "{d}/none.ctl"
+launch = ["{d}/no-such-vmm"]
+
+[[guest]]
+name = "quits"
+role = "other"
+control_socket = "{d}/quits.ctl"
+launch = ["/bin/sh", "-c", "exit 3"]
+"#
+        ),
+    )
+    .unwrap();
+    let mut mcu = Mcu::start(&dir);
+    let p = daemon(&dir);
+    mcu.cmd("ignition on");
+    for guest in ["none", "quits"] {
+        let want = format!("\"type\":\"vm_exited\",\"guest\":\"{guest}\",\"reason\":\"crash\"");
+        wait_until(&format!("{guest}: VmExited(crash)"), 15, || {
+            log_lines(&dir).iter().any(|l| l.contains(&want))
+        });
+    }
+    let text = log_lines(&dir).join("\n");
+    assert!(!text.contains("vm_lost"), "{text}");
+    drop(p);
+}
+
+#[test]
 fn kill_9_restart_loses_no_request_and_no_decision() {
     let dir = tmpdir("e");
     write_policy(&dir, "", 30000);

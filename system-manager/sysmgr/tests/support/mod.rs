@@ -45,6 +45,8 @@ pub struct VmmState {
     pub alive: bool,
     /// Simulates a lost answer: `decide` is acknowledged but not applied.
     pub drop_decides: bool,
+    /// Simulates a VMM that hangs on `stop`: acknowledged, nothing happens.
+    pub ignore_stop: bool,
     pub boots: u32,
 }
 
@@ -166,6 +168,9 @@ impl FakeVmm {
                 }
                 ["stop"] => {
                     let _ = w.write_all(b"ok stopping\n");
+                    if st.ignore_stop {
+                        continue;
+                    }
                     return Self::exit(&mut st, &self.path);
                 }
                 _ => {

@@ -1,0 +1,462 @@
+//! What a guest's VMM link reports, turned into decisions: how a VM ended
+//! (which [`Input`] the arbiter gets), and what to repair on a VMM after a
+//! restart of the daemon.
+//!
+//! The daemon only observes (a process exit status, a closed connection, a
+//! state word) and carries out; the meaning of those observations is here,
+//! where the tests reach it.
+//!
+//! | what the link saw | input |
+//! |---|---|
+//! | exit status known, code [`vmm_exit_code::STOP`], `allow` sent and no `stop` | `VmExited(poweroff)` |
+//! | exit status known, code [`vmm_exit_code::STOP`] otherwise | `VmExited(killed)` |
+//! | exit status known, code [`vmm_exit_code::RESET`] | `VmExited(reset)` |
+//! | exit status known, a signal after `stop` | `VmExited(killed)` |
+//! | exit status known, anything else ([`vmm_exit_code::CRASH`], a set-up failure, a signal nobody asked for) | `VmExited(crash)` |
+//! | no exit status, `stop` sent | `VmExited(killed)` |
+//! | no exit status, `allow` sent | `VmExited(poweroff)` |
+//! | no exit status, nothing asked | `VmLost` |
+//! | start failed: the launch created no process | `VmExited(crash)` |
+//! | start failed: the launched process ended before it answered | `VmExited(crash)` |
+//! | start failed: nothing answered and no process ended | `VmLost` |
+//!
+//! "No exit status" means the daemon does not know how the VMM ended: it
+//! did not launch that VMM process (an earlier daemon did, or someone
+//! else), or the process did not end in time. Such a VMM may still run, so
+//! it is never called a crash.
+
+use crate::input::{Input, VmExitReason};
+use crate::state::{GuestState, Hold};
+
+/// The VMM's process exit codes (`vmm run`, following crosvm). The one
+/// place the system manager names them, so they can be swapped for the
+/// shared VMM protocol crate's when it exists.
+pub mod vmm_exit_code {
+    /// The guest powered off (an allowed power-off) or the VMM was told to
+    /// `stop`.
+    pub const STOP: i32 = 0;
+    /// The guest rebooted and the VMM exited so that it is started again.
+    pub const RESET: i32 = 32;
+    /// The VM crashed.
+    pub const CRASH: i32 = 33;
+}
+
+/// How a VMM process ended, as `waitpid` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct VmmExit {
+    /// The exit code, if it exited.
+    pub code: Option<i32>,
+    /// The signal, if one killed it.
+    pub signal: Option<i32>,
+}
+
+/// What the daemon asked of a guest's VMM process since it started it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct VmmAsked {
+    /// An `allow` decision was sent (the guest may power off).
+    pub allowed: bool,
+    /// `stop` was sent (a hard stop; followed by `SIGKILL` if need be).
+    pub stop_sent: bool,
+}
+
+/// Why a VMM could not be started and attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StartFailure {
+    /// The launch command could not be run: no process exists.
+    LaunchFailed,
+    /// The launched VMM process ended before its control socket answered.
+    Exited(VmmExit),
+    /// No VMM answered on the control socket in time and no launched
+    /// process ended: there is no launch command (someone else starts the
+    /// VMM) or the launched process still runs without answering.
+    NoAnswer,
+}
+
+/// The input for a guest whose VMM went away: its control connection
+/// closed (`exit` is the status of the process, when this daemon launched
+/// it and it ended), or, at the daemon's start, nothing answered on its
+/// control socket (`exit` is `None`). `asked` is what the daemon asked of
+/// that VMM process.
+pub fn vm_gone_input(guest: &str, exit: Option<VmmExit>, asked: VmmAsked) -> Input {
+    use vmm_exit_code::{CRASH, RESET, STOP};
+    let guest = guest.to_string();
+    let reason = match exit {
+        Some(VmmExit {
+            code: Some(STOP), ..
+        }) if asked.allowed && !asked.stop_sent => VmExitReason::Poweroff,
+        Some(VmmExit {
+            code: Some(STOP), ..
+        }) => VmExitReason::Killed,
+        Some(VmmExit {
+            code: Some(RESET), ..
+        }) => VmExitReason::Reset,
+        Some(VmmExit {
+            signal: Some(_), ..
+        }) if asked.stop_sent => VmExitReason::Killed,
+        Some(VmmExit {
+            code: Some(CRASH), ..
+        }) => VmExitReason::Crash,
+        // Another code (1: the VMM's set-up failed) or a signal nobody
+        // asked for.
+        Some(_) => VmExitReason::Crash,
+        None if asked.stop_sent => VmExitReason::Killed,
+        None if asked.allowed => VmExitReason::Poweroff,
+        None => return Input::VmLost { guest },
+    };
+    Input::VmExited { guest, reason }
+}
+
+/// The input for a guest whose VMM could not be started: a crash when no
+/// VMM can be running (the launch failed, or the process ended), a lost
+/// VMM when one may still be there.
+pub fn start_failed_input(guest: &str, failure: StartFailure) -> Input {
+    let guest = guest.to_string();
+    match failure {
+        StartFailure::LaunchFailed | StartFailure::Exited(_) => Input::VmExited {
+            guest,
+            reason: VmExitReason::Crash,
+        },
+        StartFailure::NoAnswer => Input::VmLost { guest },
+    }
+}
+
+/// A VM's state as its VMM reports it (`event state ...`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum VmmState {
+    /// The vCPUs run.
+    Running,
+    /// Paused by `pause`.
+    Paused,
+    /// Paused after a `hold` decision: the guest believes it is off.
+    VirtuallyOff,
+    /// Parked after an allowed suspend.
+    Suspended,
+}
+
+impl VmmState {
+    /// Whether the VM's vCPUs are parked (paused, virtually off or
+    /// suspended).
+    pub fn is_parked(self) -> bool {
+        !matches!(self, VmmState::Running)
+    }
+}
+
+/// A command that brings a VMM back in line with the arbiter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Repair {
+    /// `pause`.
+    Pause,
+    /// `resume`.
+    Resume,
+    /// `stop` (and a kill if it does not end).
+    Stop,
+}
+
+/// What to send a VMM the first time it reports its state after an attach
+/// (`vmm` is `None` for a state word the daemon does not know): a
+/// `pause`, `resume` or `stop` that was logged but not delivered before the
+/// daemon died. The arbiter's view wins over the VMM's.
+///
+/// Decisions on power requests are not repaired here: the VMM publishes
+/// its pending requests again on attach and the logged decision is sent
+/// again for each. So a guest held virtually off by a `hold`, or asleep
+/// after an allowed suspend, is left to that.
+pub fn repair_after_attach(guest: GuestState, vmm: Option<VmmState>) -> Option<Repair> {
+    let parked = vmm.is_some_and(VmmState::is_parked);
+    match guest {
+        GuestState::VirtuallyOff { hold: Hold::Paused } if vmm == Some(VmmState::Running) => {
+            Some(Repair::Pause)
+        }
+        GuestState::Running | GuestState::Preparing { .. } | GuestState::ShutdownStarted { .. }
+            if parked =>
+        {
+            Some(Repair::Resume)
+        }
+        GuestState::Stopping { .. } => Some(Repair::Stop),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::vmm_exit_code::{CRASH, RESET, STOP};
+    use super::*;
+    use crate::state::{FinalStep, ShutdownOrigin};
+    use crate::time::Millis;
+    use crate::vhal::ShutdownParam;
+
+    const SIGKILL: i32 = 9;
+
+    fn exited(code: i32) -> Option<VmmExit> {
+        Some(VmmExit {
+            code: Some(code),
+            signal: None,
+        })
+    }
+
+    fn killed_by(signal: i32) -> Option<VmmExit> {
+        Some(VmmExit {
+            code: None,
+            signal: Some(signal),
+        })
+    }
+
+    fn reason(input: Input) -> Option<VmExitReason> {
+        match input {
+            Input::VmExited { guest, reason } => {
+                assert_eq!(guest, "g");
+                Some(reason)
+            }
+            Input::VmLost { guest } => {
+                assert_eq!(guest, "g");
+                None
+            }
+            other => panic!("not a VM end: {other:?}"),
+        }
+    }
+
+    const NOTHING: VmmAsked = VmmAsked {
+        allowed: false,
+        stop_sent: false,
+    };
+    const ALLOWED: VmmAsked = VmmAsked {
+        allowed: true,
+        stop_sent: false,
+    };
+    const STOPPED: VmmAsked = VmmAsked {
+        allowed: false,
+        stop_sent: true,
+    };
+
+    #[test]
+    fn the_vmm_exit_codes_are_classified() {
+        use VmExitReason::*;
+        let cases = [
+            (exited(STOP), ALLOWED, Some(Poweroff)),
+            (exited(STOP), NOTHING, Some(Killed)),
+            (exited(STOP), STOPPED, Some(Killed)),
+            (exited(RESET), NOTHING, Some(Reset)),
+            (exited(RESET), STOPPED, Some(Reset)),
+            (exited(CRASH), NOTHING, Some(Crash)),
+            (exited(CRASH), ALLOWED, Some(Crash)),
+            (exited(1), NOTHING, Some(Crash)),
+            (killed_by(SIGKILL), STOPPED, Some(Killed)),
+            (killed_by(SIGKILL), NOTHING, Some(Crash)),
+            (killed_by(SIGKILL), ALLOWED, Some(Crash)),
+            (None, STOPPED, Some(Killed)),
+            (None, ALLOWED, Some(Poweroff)),
+            (None, NOTHING, None),
+        ];
+        for (exit, asked, want) in cases {
+            assert_eq!(
+                reason(vm_gone_input("g", exit, asked)),
+                want,
+                "{exit:?} {asked:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_failed_start_is_a_crash_only_when_no_vmm_can_be_running() {
+        assert_eq!(
+            reason(start_failed_input("g", StartFailure::LaunchFailed)),
+            Some(VmExitReason::Crash)
+        );
+        for exit in [exited(STOP), exited(CRASH), killed_by(SIGKILL)]
+            .into_iter()
+            .flatten()
+        {
+            assert_eq!(
+                reason(start_failed_input("g", StartFailure::Exited(exit))),
+                Some(VmExitReason::Crash)
+            );
+        }
+        assert_eq!(
+            reason(start_failed_input("g", StartFailure::NoAnswer)),
+            None
+        );
+    }
+
+    fn any_exit() -> impl Strategy<Value = Option<VmmExit>> {
+        let code = prop_oneof![Just(STOP), Just(RESET), Just(CRASH), Just(1), any::<i32>()];
+        prop_oneof![
+            Just(None),
+            code.prop_map(exited),
+            (1i32..65).prop_map(killed_by),
+        ]
+    }
+
+    fn any_asked() -> impl Strategy<Value = VmmAsked> {
+        (any::<bool>(), any::<bool>())
+            .prop_map(|(allowed, stop_sent)| VmmAsked { allowed, stop_sent })
+    }
+
+    proptest! {
+        /// The classification never invents what it does not know.
+        #[test]
+        fn vm_end_classification_properties(exit in any_exit(), asked in any_asked()) {
+            let r = reason(vm_gone_input("g", exit, asked));
+            // A poweroff needs an `allow` and no `stop`.
+            if r == Some(VmExitReason::Poweroff) {
+                prop_assert!(asked.allowed && !asked.stop_sent);
+            }
+            // A crash needs a known exit status that is not a requested stop.
+            if r == Some(VmExitReason::Crash) {
+                prop_assert!(exit.is_some());
+                prop_assert_ne!(exit.and_then(|e| e.code), Some(STOP));
+            }
+            // A reset is exactly the VMM's reset code.
+            prop_assert_eq!(
+                r == Some(VmExitReason::Reset),
+                exit.and_then(|e| e.code) == Some(RESET)
+            );
+            // Lost only when nothing is known and nothing was asked.
+            prop_assert_eq!(r.is_none(), exit.is_none() && asked == VmmAsked::default());
+            // After a `stop`, an end without a status, code 0 or a signal
+            // is the kill that was asked for.
+            if asked.stop_sent
+                && exit.is_none_or(|e| e.code == Some(STOP) || e.signal.is_some())
+            {
+                prop_assert_eq!(r, Some(VmExitReason::Killed));
+            }
+        }
+    }
+
+    fn any_guest_state() -> impl Strategy<Value = GuestState> {
+        let millis = (0u64..1_000_000).prop_map(Millis);
+        let param = prop_oneof![
+            Just(ShutdownParam::ShutdownImmediately),
+            Just(ShutdownParam::CanSleep),
+            Just(ShutdownParam::ShutdownOnly),
+        ];
+        let step = prop_oneof![
+            Just(FinalStep::Shutdown),
+            Just(FinalStep::DeepSleep),
+            Just(FinalStep::Hibernation),
+        ];
+        let origin = prop_oneof![
+            Just(ShutdownOrigin::Commanded),
+            Just(ShutdownOrigin::Own),
+            Just(ShutdownOrigin::Cancelled),
+        ];
+        let hold = prop_oneof![
+            Just(Hold::Poweroff),
+            Just(Hold::Suspended),
+            Just(Hold::Paused),
+        ];
+        prop_oneof![
+            Just(GuestState::Off),
+            Just(GuestState::Starting),
+            Just(GuestState::Running),
+            (param, millis.clone(), 0u32..10).prop_map(|(param, watchdog, postpones)| {
+                GuestState::Preparing {
+                    param,
+                    watchdog,
+                    postpones,
+                }
+            }),
+            (step, origin, proptest::option::of(millis.clone())).prop_map(
+                |(step, origin, deadline)| GuestState::ShutdownStarted {
+                    step,
+                    origin,
+                    deadline,
+                }
+            ),
+            hold.prop_map(|hold| GuestState::VirtuallyOff { hold }),
+            (millis, any::<bool>())
+                .prop_map(|(grace, restart)| GuestState::Stopping { grace, restart }),
+            Just(GuestState::Restarting),
+        ]
+    }
+
+    fn any_vmm_state() -> impl Strategy<Value = Option<VmmState>> {
+        proptest::option::of(prop_oneof![
+            Just(VmmState::Running),
+            Just(VmmState::Paused),
+            Just(VmmState::VirtuallyOff),
+            Just(VmmState::Suspended),
+        ])
+    }
+
+    #[test]
+    fn undelivered_commands_are_repaired() {
+        let paused = GuestState::VirtuallyOff { hold: Hold::Paused };
+        let stopping = GuestState::Stopping {
+            grace: Millis(5),
+            restart: false,
+        };
+        let cases = [
+            (paused, Some(VmmState::Running), Some(Repair::Pause)),
+            (paused, Some(VmmState::Paused), None),
+            (
+                GuestState::Running,
+                Some(VmmState::Paused),
+                Some(Repair::Resume),
+            ),
+            (
+                GuestState::Running,
+                Some(VmmState::VirtuallyOff),
+                Some(Repair::Resume),
+            ),
+            (
+                GuestState::Running,
+                Some(VmmState::Suspended),
+                Some(Repair::Resume),
+            ),
+            (GuestState::Running, Some(VmmState::Running), None),
+            (GuestState::Running, None, None),
+            (stopping, Some(VmmState::Running), Some(Repair::Stop)),
+            (stopping, None, Some(Repair::Stop)),
+            // Left to the re-sent decision of the pending request.
+            (
+                GuestState::VirtuallyOff {
+                    hold: Hold::Poweroff,
+                },
+                Some(VmmState::Running),
+                None,
+            ),
+            (GuestState::Starting, Some(VmmState::Paused), None),
+            (GuestState::Off, Some(VmmState::Running), None),
+        ];
+        for (guest, vmm, want) in cases {
+            assert_eq!(repair_after_attach(guest, vmm), want, "{guest:?} {vmm:?}");
+        }
+    }
+
+    proptest! {
+        /// A repair only moves the VMM towards the arbiter's view, and once
+        /// carried out there is nothing left to repair (but a stop, which
+        /// stays due until the VM is gone).
+        #[test]
+        fn repairs_agree_with_the_arbiter(guest in any_guest_state(), vmm in any_vmm_state()) {
+            let repair = repair_after_attach(guest, vmm);
+            let stopping = matches!(guest, GuestState::Stopping { .. });
+            match repair {
+                Some(Repair::Stop) => prop_assert!(stopping),
+                Some(Repair::Pause) => {
+                    prop_assert_eq!(guest, GuestState::VirtuallyOff { hold: Hold::Paused });
+                    prop_assert_eq!(
+                        repair_after_attach(guest, Some(VmmState::Paused)),
+                        None
+                    );
+                }
+                Some(Repair::Resume) => {
+                    prop_assert!(guest.is_live());
+                    prop_assert!(vmm.is_some_and(VmmState::is_parked));
+                    prop_assert_eq!(
+                        repair_after_attach(guest, Some(VmmState::Running)),
+                        None
+                    );
+                }
+                None => prop_assert!(!stopping),
+            }
+            // A VMM that reported nothing known is only ever stopped.
+            if vmm.is_none() {
+                let stop_or_nothing = matches!(repair, None | Some(Repair::Stop));
+                prop_assert!(stop_or_nothing);
+            }
+        }
+    }
+}
