@@ -38,7 +38,7 @@ impl std::str::FromStr for RpcAddr {
                 }
             }
             return Err(format!(
-                "bad vsock address {s:?}: use vsock:CID:PORT (e.g. vsock:2:4101)"
+                "bad vsock address {s:?}: use vsock:CID:PORT (e.g. vsock:2:4200)"
             ));
         }
         Err(format!(
@@ -191,7 +191,7 @@ mod tests {
     #[test]
     fn rpc_addresses() {
         assert_eq!("unix:/a/b".parse(), Ok(RpcAddr::Unix("/a/b".into())));
-        assert_eq!("vsock:2:4101".parse(), Ok(RpcAddr::Vsock(2, 4101)));
+        assert_eq!("vsock:2:4200".parse(), Ok(RpcAddr::Vsock(2, 4200)));
         for bad in ["unix:", "vsock:2", "vsock:x:1", "tcp:1", "vsock:2:3:4"] {
             let e = bad.parse::<RpcAddr>().expect_err(bad);
             assert!(e.contains("unix:") || e.contains("vsock:"), "{e}");

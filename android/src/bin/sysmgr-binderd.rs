@@ -1,9 +1,9 @@
 //! `sysmgr-binderd`: registers `ISystemManager` on the guest's kernel
 //! binder (service manager: `rsb_hub`) and forwards it to the host's
-//! `sysmgr` over RPC binder over vsock (host cid 2, port 4101 by default).
+//! `sysmgr` over RPC binder over vsock (host cid 2, port 4200 by default).
 //!
 //! ```text
-//! sysmgr-binderd [--device /dev/binder] [--host vsock:2:4101] [--name sysmgr]
+//! sysmgr-binderd [--device /dev/binder] [--host vsock:2:4200] [--name sysmgr]
 //! ```
 
 use std::process::ExitCode;
@@ -17,7 +17,7 @@ use vmstack_android::gateway::{Gateway, GatewayService};
 
 fn run() -> Result<()> {
     let mut device = "/dev/binder".to_string();
-    let mut host: RpcAddr = RpcAddr::Vsock(2, 4101);
+    let mut host: RpcAddr = RpcAddr::Vsock(2, 4200);
     let mut name = vmstack_aidl::SERVICE_NAME.to_string();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -26,7 +26,7 @@ fn run() -> Result<()> {
             "--device" => device = val()?,
             "--host" => host = val()?.parse().map_err(|e: String| anyhow!(e))?,
             "--name" => name = val()?,
-            _ => bail!("unknown option {a:?}: sysmgr-binderd [--device /dev/binder] [--host vsock:2:4101] [--name sysmgr]"),
+            _ => bail!("unknown option {a:?}: sysmgr-binderd [--device /dev/binder] [--host vsock:2:4200] [--name sysmgr]"),
         }
     }
     init_kernel(&device)?;

@@ -180,7 +180,7 @@ pub const DEFAULT_VHAL_PORT: u32 = 4100;
 
 /// Default [`VmmLink::binder_port`]: the host vsock port (cid 2) the
 /// Android guest's binder daemon connects to for RPC binder.
-pub const DEFAULT_BINDER_PORT: u32 = 4101;
+pub const DEFAULT_BINDER_PORT: u32 = 4200;
 
 /// Which channel carries the Android guest's VHAL power handshake.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -124,7 +124,7 @@ fn the_vhal_handshake_over_rpc_binder() {
     write_policy(&dir);
     let mut mcu = Mcu::start(&dir);
     let _d = daemon(&dir);
-    let guest_sock = dir.join("android.vsock_4101");
+    let guest_sock = dir.join("android.vsock_4200");
     let host_sock = dir.join("state/binder/sysmgr.sock");
     wait_until("the host endpoint", 10, || host_sock.exists());
     use std::os::unix::fs::PermissionsExt;
@@ -237,7 +237,7 @@ fn shutdown_request_during_a_wake_hold_and_unregister() {
     let av = FakeVmm::start(&dir.join("android.ctl"));
     let cv = FakeVmm::start(&dir.join("cluster.ctl"));
     wait_until("both VMMs attached", 10, || av.attached() && cv.attached());
-    let guest = connect(&dir.join("android.vsock_4101"));
+    let guest = connect(&dir.join("android.vsock_4200"));
     let (l, rx) = listener();
     guest.sm.registerListener(&l).expect("register");
     guest
@@ -293,7 +293,7 @@ fn garbage_on_the_guest_endpoint_leaves_the_daemon_serving() {
     write_policy(&dir);
     let _mcu = Mcu::start(&dir);
     let d = daemon(&dir);
-    let guest_sock = dir.join("android.vsock_4101");
+    let guest_sock = dir.join("android.vsock_4200");
     wait_until("the guest endpoint", 10, || guest_sock.exists());
     for junk in [
         &b"\x00\x00\x00\x00"[..],
@@ -336,7 +336,7 @@ fn the_cli_over_rpc_binder() {
     let mut mcu = Mcu::start(&dir);
     let d = daemon(&dir);
     let host = dir.join("state/binder/sysmgr.sock");
-    let guest = dir.join("android.vsock_4101");
+    let guest = dir.join("android.vsock_4200");
     wait_until("the endpoints", 10, || host.exists() && guest.exists());
     let (h, g) = (host.to_str().unwrap(), guest.to_str().unwrap());
 
@@ -449,7 +449,7 @@ fn the_guest_gateway_forwards_calls_and_callbacks_and_survives_a_daemon_restart(
     write_policy(&dir);
     let mut mcu = Mcu::start(&dir);
     let d = daemon(&dir);
-    let guest = dir.join("android.vsock_4101");
+    let guest = dir.join("android.vsock_4200");
     wait_until("the guest endpoint", 10, || guest.exists());
     let gw = Gateway::new(RpcAddr::Unix(guest.clone()));
     gw.connect().expect("connect");
