@@ -156,3 +156,27 @@ fn two_vm_d_android_that_stops_postponing_is_escalated_and_hard_stopped() {
         "android: hard stop",
     );
 }
+
+/// The Android side goes through binder: kernel binder in the guest
+/// (`rsb_hub`, `sysmgr-binderd`), RPC binder over vsock to `sysmgr`; the
+/// binder CLI in the guest lists the service, calls it, requests a
+/// shutdown, and `watch` prints the callbacks while the arbiter drives the
+/// handshake.
+#[test]
+#[ignore = "needs the nested test host: run `cargo xtask test`"]
+fn two_vm_android_side_through_kernel_binder_and_rpc_binder() {
+    let s = RUN.section("sysmgr", 0);
+    s.expect("binder: sysmgr up")
+        .expect("cli-list| 0\tsysmgr: [vmstack.sysmgr.ISystemManager]")
+        .expect("cli-state| SystemState {")
+        .expect("vhal: binder service sysmgr found");
+    s.expect("cli-request| (void)")
+        .expect("android sends SHUTDOWN_REQUEST [3]")
+        .expect("the ignition is on, so the head unit stays on");
+    s.expect("watch| onApPowerStateReq ON [0, 0]")
+        .expect("watch| onApPowerStateReq SHUTDOWN_PREPARE(SHUTDOWN_ONLY) [1, 3]");
+    let out = &s.result.output;
+    if !out.contains("ISystemManager on ") {
+        s.fail("sysmgr did not serve ISystemManager over RPC binder");
+    }
+}

@@ -18,6 +18,7 @@
 //!
 //! See `docs/testing.md`.
 
+mod android;
 mod apt;
 mod bench;
 mod bench_arbiter;

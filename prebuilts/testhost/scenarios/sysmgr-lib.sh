@@ -26,7 +26,6 @@ name = "android"
 role = "android"
 control_socket = "$A_CTL"
 vsock_socket = "$A_VSOCK"
-android_channel = "vhal-lines"
 launch = ["/bin/vmm", "run", "--cpus", "1", "--mem", "192", "--socket", "$A_CTL", "--power-arbiter", "--vsock", "cid=3,socket=$A_VSOCK", "--initrd", "/guest/initramfs.cpio.gz", "--params", "console=ttyS0 guest.scenario=sysmgr-android vhal.script=$1", "/guest/vmlinuz"]
 
 [[guest]]

@@ -18,10 +18,16 @@ wait_for $S/android.vmm.log "vhal: REQ ON" 180 || { finish; exit 1; }
 wait_for $S/cluster.vmm.log CLUSTER-UP 120 || { finish; exit 1; }
 step "both guests up"
 
+# The binder CLI in the android guest asks for a shutdown (SHUTDOWN_REQUEST)
+# while the ignition is on: the arbiter notes it and keeps the head unit on.
+vhal-test send-line $A_VSOCK 4101 request-shutdown --retry 30
+wait_for $S/android.vmm.log "cli-request| " 60 || { finish; exit 1; }
+step "android requested a shutdown"
+
 # (b)
 vhal-test send-line $A_VSOCK 4101 reboot --retry 30
 wait_for $S/android.vmm.log ANDROID-UP 180 2 || { finish; exit 1; }
-wait_for $S/android.vmm.log "vhal: channel connected" 120 2 || { finish; exit 1; }
+wait_for $S/android.vmm.log "vhal: REPORT WAIT_FOR_VHAL" 120 2 || { finish; exit 1; }
 step "android rebooted"
 echo "b-android: $(vmm status $A_CTL)"
 echo "b-cluster: $(vmm status $C_CTL)"
@@ -37,7 +43,7 @@ echo "c-held-android: $(vmm status $A_CTL)"
 sysmgr status --state-dir $S | sed 's/^/c-status| /'
 mcu ignition on
 wait_for $S/android.vmm.log ANDROID-UP 180 3 || { finish; exit 1; }
-wait_for $S/android.vmm.log "vhal: channel connected" 120 3 || { finish; exit 1; }
+wait_for $S/android.vmm.log "vhal: REPORT WAIT_FOR_VHAL" 120 3 || { finish; exit 1; }
 step "android back"
 echo "c-android: $(vmm status $A_CTL)"
 
