@@ -18,7 +18,15 @@ use crate::paths;
 use crate::util::{self, step};
 
 /// Every fuzz target (`fuzz/fuzz_targets/<name>.rs`).
-pub const TARGETS: &[&str] = &["block", "vsock", "net", "rng", "console", "mmio"];
+pub const TARGETS: &[&str] = &[
+    "block",
+    "vsock",
+    "net",
+    "rng",
+    "console",
+    "mmio",
+    "sysmgr_rpc",
+];
 /// Executions per target of the default smoke run.
 pub const SMOKE_RUNS: u64 = 5000;
 /// Per-input time limit: an input that runs longer is reported as a hang.

@@ -23,6 +23,7 @@ mod apt;
 mod bench;
 mod bench_arbiter;
 mod bench_arm64;
+mod bench_binder;
 mod bench_devices;
 mod cpio;
 mod fuzz;

@@ -10,7 +10,14 @@
 //!
 //! ```text
 //! vhal-binder-test [--device /dev/binder] [--script STEPS] [--step-ms N]
+//! vhal-binder-test bench [--device D] [--count N] [--echo-port P] [--bytes B]
 //! ```
+//!
+//! `bench` (`cargo xtask bench binder`) times N `getSystemState` round
+//! trips through kernel binder, `sysmgr-binderd` and RPC binder, then N
+//! round trips of a B-byte message (default 512, about the size of the
+//! `getSystemState` reply) to an echo server on host port P over raw
+//! vsock, and prints `bench: <what> n=N p50_us=.. p99_us=.. max_us=..`.
 
 use std::process::ExitCode;
 use std::sync::mpsc::{channel, Sender};
@@ -109,6 +116,50 @@ fn run_script(
     }
 }
 
+fn percentiles(name: &str, mut us: Vec<u64>) {
+    us.sort_unstable();
+    let at = |q: f64| us[((us.len() as f64 - 1.0) * q).round() as usize];
+    println!(
+        "bench: {name} n={} p50_us={} p99_us={} max_us={}",
+        us.len(),
+        at(0.5),
+        at(0.99),
+        us[us.len() - 1]
+    );
+}
+
+fn bench(sm: &Strong<dyn ISystemManager>, count: usize, port: u32, bytes: usize) -> Result<()> {
+    use std::io::{Read, Write};
+    let count = count.max(1);
+    for _ in 0..50 {
+        sm.getSystemState()
+            .map_err(|e| anyhow!("getSystemState: {e:?}"))?;
+    }
+    let mut times = Vec::with_capacity(count);
+    for _ in 0..count {
+        let t = Instant::now();
+        sm.getSystemState()
+            .map_err(|e| anyhow!("getSystemState: {e:?}"))?;
+        times.push(t.elapsed().as_micros() as u64);
+    }
+    percentiles("binder_getSystemState", times);
+    let mut s = vsock::VsockStream::connect_with_cid_port(2, port)
+        .map_err(|e| anyhow!("vsock connect 2:{port}: {e}"))?;
+    let msg = vec![0x5au8; bytes];
+    let mut back = vec![0u8; bytes];
+    let mut times = Vec::with_capacity(count);
+    for i in 0..count + 50 {
+        let t = Instant::now();
+        s.write_all(&msg)?;
+        s.read_exact(&mut back)?;
+        if i >= 50 {
+            times.push(t.elapsed().as_micros() as u64);
+        }
+    }
+    percentiles(&format!("vsock_echo_{bytes}B"), times);
+    Ok(())
+}
+
 fn run() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let opt = |name: &str| {
@@ -139,6 +190,14 @@ fn run() -> Result<()> {
         std::thread::sleep(Duration::from_millis(200));
     };
     println!("vhal: binder service sysmgr found");
+    if args.first().map(String::as_str) == Some("bench") {
+        let count = opt("--count").and_then(|s| s.parse().ok()).unwrap_or(1000);
+        let port = opt("--echo-port")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(5000);
+        let bytes = opt("--bytes").and_then(|s| s.parse().ok()).unwrap_or(512);
+        return bench(&sm, count, port, bytes);
+    }
     let (tx, rx) = channel();
     let listener = BnPowerStateListener::new_binder(Listener(Mutex::new(tx)));
     sm.registerListener(&listener)

@@ -243,14 +243,37 @@ pub fn guest_socket(vsock_socket: &str, port: u32) -> PathBuf {
     PathBuf::from(format!("{vsock_socket}_{port}"))
 }
 
+/// The `ISystemManager` binder of one endpoint: `guest` is `(index, name)`
+/// of the Android guest it belongs to (`None`: the host's socket); its
+/// calls arrive on `events` as [`Event::Binder`]. Exposed for the fuzz
+/// target, which serves it exactly as [`start`] does.
+pub fn service_binder(
+    guest: Option<(usize, String)>,
+    events: UnboundedSender<Event>,
+    listeners: Arc<Listeners>,
+) -> rsbinder::SIBinder {
+    BnSystemManager::new_binder(Endpoint {
+        guest,
+        events,
+        listeners,
+    })
+    .as_binder()
+}
+
+/// Applies the endpoints' server settings (android-13+ wire, thread and
+/// connection bounds).
+pub fn configure(server: &RpcServer) {
+    server.set_android13plus(RPC_WIRE_VERSION);
+    server.set_max_threads(MAX_THREADS);
+    server.set_max_connections(MAX_CONNECTIONS);
+}
+
 fn serve(path: &Path, endpoint: Endpoint, host_only: bool) -> Result<Arc<RpcServer>> {
     let server = RpcServer::setup_unix_server(path)
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e:?}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("chmod 0600 {}", path.display()))?;
-    server.set_android13plus(RPC_WIRE_VERSION);
-    server.set_max_threads(MAX_THREADS);
-    server.set_max_connections(MAX_CONNECTIONS);
+    configure(&server);
     if host_only {
         // SAFETY: geteuid has no preconditions and cannot fail.
         let me = unsafe { libc::geteuid() };
