@@ -27,8 +27,10 @@ static RUN: SharedRun = SharedRun::for_arch(
         "power-button",
         "arbiter",
         "suspend",
+        "binder-handshake",
     ],
-    Duration::from_secs(180),
+    // The binder handshake boots a guest under sysmgr and runs a shutdown.
+    Duration::from_secs(420),
 );
 
 #[test]
@@ -130,4 +132,22 @@ fn system_suspend_is_held_until_resume_and_wakes_at_the_entry_point() {
     if !(held < resumed && resumed < back) {
         s.fail("the guest resumed before the VMM was told to wake it");
     }
+}
+
+/// The VHAL power handshake through binder on pKVM: the android guest's
+/// `vhal-binder-test` on kernel binder (`rsb_hub`, `sysmgr-binderd`), RPC
+/// binder over vsock to `sysmgr` in the arm64 test host.
+#[test]
+#[ignore = "needs the nested test host: run `cargo xtask test`"]
+fn the_vhal_handshake_through_kernel_binder_and_rpc_binder() {
+    let s = RUN.section("binder-handshake", 0);
+    s.expect("binder: sysmgr up")
+        .expect("cli-list| 1\tsysmgr: [vmstack.sysmgr.ISystemManager]")
+        .expect("vhal: REPORT WAIT_FOR_VHAL")
+        .expect("binder-handshake: android up, ON through binder")
+        .expect("vhal: REQ SHUTDOWN_PREPARE(SHUTDOWN_ONLY)")
+        .expect("watch| onApPowerStateReq SHUTDOWN_PREPARE(SHUTDOWN_ONLY) [1, 3]")
+        .expect("vhal: REPORT SHUTDOWN_START")
+        .expect("AP_POWER_STATE_REQ FINISHED")
+        .expect("binder-handshake: system powered off");
 }

@@ -167,7 +167,7 @@ fn two_vm_d_android_that_stops_postponing_is_escalated_and_hard_stopped() {
 fn two_vm_android_side_through_kernel_binder_and_rpc_binder() {
     let s = RUN.section("sysmgr", 0);
     s.expect("binder: sysmgr up")
-        .expect("cli-list| 0\tsysmgr: [vmstack.sysmgr.ISystemManager]")
+        .expect("cli-list| 1\tsysmgr: [vmstack.sysmgr.ISystemManager]")
         .expect("cli-state| SystemState {")
         .expect("vhal: binder service sysmgr found");
     s.expect("cli-request| (void)")
