@@ -65,6 +65,14 @@ pub fn build_rsb_hub(arch: Arch) -> Result<PathBuf> {
         "CARGO_TARGET_DIR",
         paths::target_dir().join("rsbinder-tools").join("build"),
     );
+    if arch == Arch::Aarch64 {
+        // `cargo install` does not read the workspace's .cargo/config.toml,
+        // which names the cross linker for this target.
+        c.env(
+            "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER",
+            "aarch64-linux-gnu-gcc",
+        );
+    }
     step!("run: cargo install rsbinder-tools@{RSBINDER_TOOLS_VERSION} --target {target} --bin rsb_hub");
     util::run(&mut c).context("installing rsb_hub (rsbinder-tools) failed")?;
     let bin = root.join("bin/rsb_hub");
