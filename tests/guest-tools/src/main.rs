@@ -23,6 +23,9 @@
 //!       echo         write back everything until EOF
 //!       many K KIB   (connect only) K concurrent connections to an echo
 //!                    server, each sending KIB KiB and checking the echo
+//!       rtt SIZE N   (connect only) N timed round trips of SIZE bytes through
+//!                    an echo server, each checked; prints every sample
+//!                    (`<tag>_us`, see guest_tools::rtt)
 //! OPTIONS: --tag NAME     prefix of the result lines (default: the mode)
 //!          --count N      (listen) serve N connections concurrently, then exit
 //!          --retry SECS   (connect) retry refused connections for SECS
@@ -486,6 +489,7 @@ enum Mode {
     Recv,
     Echo,
     Many(usize, u64),
+    Rtt(usize, u64),
 }
 
 impl Mode {
@@ -495,6 +499,7 @@ impl Mode {
             Mode::Recv => "recv",
             Mode::Echo => "echo",
             Mode::Many(..) => "many",
+            Mode::Rtt(..) => "rtt",
         }
     }
 }
@@ -502,7 +507,7 @@ impl Mode {
 fn usage() -> ExitCode {
     eprintln!(
         "usage: vsock-test listen-vsock PORT | connect-vsock CID PORT | listen-unix PATH | \
-         connect-unix PATH PORT | connect-unix-raw PATH, then MODE (send MIB | recv | echo | many K KIB) \
+         connect-unix PATH PORT | connect-unix-raw PATH, then MODE (send MIB | recv | echo | many K KIB | rtt SIZE N) \
          [--tag NAME] [--count N] [--retry SECS] [--seed N] [--raw]; or: vsock-test drain-stdout"
     );
     ExitCode::from(2)
@@ -545,8 +550,29 @@ fn run_one(s: &mut Sock, mode: &Mode, opts: &Opts) -> io::Result<Report> {
         Mode::Send(mib) => send(s, mib * 1024 * 1024, opts.seed, opts.raw),
         Mode::Recv => recv(s, opts.raw),
         Mode::Echo => echo(s),
-        Mode::Many(..) => Err(io::Error::other("many is a client mode")),
+        Mode::Many(..) | Mode::Rtt(..) => Err(io::Error::other("a client mode")),
     }
+}
+
+/// `n` timed round trips of `size` bytes through an echo server, then a
+/// clean close; prints every sample.
+fn round_trips(s: &mut Sock, size: usize, n: u64, tag: &str) -> io::Result<()> {
+    let mut msg = guest_tools::pattern(size, 5);
+    let mut back = vec![0u8; size];
+    let samples = guest_tools::rtt::measure(n, |seq| {
+        guest_tools::rtt::stamp(&mut msg, seq);
+        s.write_all(&msg).map_err(|e| err_name(&e))?;
+        s.read_exact(&mut back).map_err(|e| err_name(&e))?;
+        if back != msg {
+            return Err(format!("round trip {seq}: the echo differs"));
+        }
+        Ok(())
+    })
+    .map_err(io::Error::other)?;
+    samples.print(tag);
+    s.shutdown_write()?;
+    while s.read(&mut back)? > 0 {}
+    Ok(())
 }
 
 /// Connects with `connect`, retrying refusals until `retry` has passed.
@@ -610,6 +636,9 @@ fn client(
         return Ok(());
     }
     let mut s = connect_retry(connect, opts.retry)?;
+    if let Mode::Rtt(size, n) = *mode {
+        return round_trips(&mut s, size, n, tag);
+    }
     let r = run_one(&mut s, mode, opts)?;
     print_report(tag, &r);
     Ok(())
@@ -686,6 +715,10 @@ fn main() -> ExitCode {
         Some("echo") => Mode::Echo,
         Some("many") => match (parse_num(rest.next()), parse_num(rest.next())) {
             (Some(k), Some(kib)) if k > 0 => Mode::Many(k, kib),
+            _ => return usage(),
+        },
+        Some("rtt") => match (parse_num(rest.next()), parse_num(rest.next())) {
+            (Some(size), Some(n)) if (16..=1 << 20).contains(&size) => Mode::Rtt(size, n),
             _ => return usage(),
         },
         _ => return usage(),
