@@ -35,12 +35,9 @@ pub const GUEST_INITRD: &str = "guest-initramfs.cpio.gz";
 /// Paths of the built images.
 #[derive(Debug, Clone)]
 pub struct Images {
-    /// Output directory.
+    /// Output directory (`GUEST_KERNEL`, `GUEST_INITRD`, the test host's
+    /// files and the manifest).
     pub dir: PathBuf,
-    /// Guest kernel (bzImage).
-    pub guest_kernel: PathBuf,
-    /// Guest initramfs.
-    pub guest_initrd: PathBuf,
 }
 
 /// Unpacks `debs` with `dpkg -x` into one root under the cache (reused while the
@@ -626,11 +623,7 @@ pub fn build(arch: Arch, vmm: Option<&Path>) -> Result<Images> {
         started.elapsed().as_secs_f64(),
         manifest_path.display()
     );
-    Ok(Images {
-        dir: out,
-        guest_kernel,
-        guest_initrd,
-    })
+    Ok(Images { dir: out })
 }
 
 #[cfg(test)]
