@@ -219,8 +219,8 @@ impl<'a> Args<'a> {
 
 /// Usage of the commands here.
 pub(crate) const USAGE: &str = "\
-       tee-test storage-write NAME SIZE [--seed N] [--via uapi|libteec]
-       tee-test storage-read NAME [--via uapi|libteec]
+       tee-test storage-write NAME (SIZE [--seed N] | --text TEXT) [--via uapi|libteec]
+       tee-test storage-read NAME [--via uapi|libteec]   (prints up to 64 printable bytes)
        tee-test storage-hold NAME SIZE --then SHELL_COMMAND
        tee-test storage-probe HANDLE
        tee-test foreign-session
@@ -280,10 +280,18 @@ fn dispatch(cmd: &str, a: &Args<'_>, tag: &str) -> Result<()> {
             .ok_or(format!("bad size {:?}: want 1..=1048576", a.pos[i]))
     };
     match cmd {
-        "storage-write" => {
-            want(2)?;
-            storage_write(a.via()?, a.pos[0], size(1)?, a.num("seed", 1)?, tag)
-        }
+        "storage-write" => match a.flags.get("text") {
+            // The demo's secret: given bytes instead of a pattern.
+            Some(text) => {
+                want(1)?;
+                storage_write(a.via()?, a.pos[0], text.as_bytes().to_vec(), tag)
+            }
+            None => {
+                want(2)?;
+                let data = pattern(size(1)?, a.num("seed", 1)?);
+                storage_write(a.via()?, a.pos[0], data, tag)
+            }
+        },
         "storage-read" => {
             want(1)?;
             storage_read(a.via()?, a.pos[0], tag)
@@ -333,8 +341,8 @@ fn reported<T>(tag: &str, r: std::result::Result<T, storage::StorageError>) -> R
     storage::report(tag, r)
 }
 
-fn storage_write(via: Via, name: &str, size: usize, seed: u64, tag: &str) -> Result<()> {
-    let data = pattern(size, seed);
+fn storage_write(via: Via, name: &str, data: Vec<u8>, tag: &str) -> Result<()> {
+    let size = data.len();
     with_channel(via, uuid::STORAGE, |ch| {
         reported(tag, Storage::new(ch).write_file(name, &data)).map(|_| ())
     })?;
@@ -350,6 +358,9 @@ fn storage_read(via: Via, name: &str, tag: &str) -> Result<()> {
     if let Some(data) = data {
         println!("{tag}_size={}", data.len());
         println!("{tag}_sum={}", fnv64(&data));
+        if data.len() <= 64 && data.iter().all(u8::is_ascii_graphic) {
+            println!("{tag}_text={}", String::from_utf8_lossy(&data));
+        }
     }
     Ok(())
 }
