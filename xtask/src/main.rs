@@ -14,6 +14,8 @@
 //!   throughput against QEMU microvm and host-side peers in the test host.
 //! - `cargo xtask bench devices-profile`: where the time of those transfers
 //!   goes (`perf` in the test host; a debugging aid).
+//! - `cargo xtask bench tee [--runs N]`: invoke round trips through
+//!   virtio-tee and libtrusty over vsock against a raw vsock echo.
 //! - `cargo xtask fuzz [TARGET] [--runs N]`: build the cargo-fuzz targets in
 //!   `fuzz/` with nightly and run them (see `docs/fuzzing.md`).
 //!
@@ -28,6 +30,7 @@ mod bench_arm64;
 mod bench_binder;
 mod bench_devices;
 mod bench_host;
+mod bench_tee;
 mod cpio;
 mod demo;
 mod demo_log;
@@ -107,14 +110,16 @@ enum Cmd {
         arch: paths::Arch,
     },
     /// Benchmarks: `boot` (our VMM vs QEMU -M microvm), `devices` (virtio
-    /// throughput vs QEMU microvm and host peers), `arbiter`; see
+    /// throughput vs QEMU microvm and host peers), `arbiter`, `tee` (TEE
+    /// round trips vs a raw vsock echo); see
     /// docs/benchmarks.md. `devices-profile`: a perf profile of our VMM's
     /// blk and vsock transfers in the test host (debugging).
     Bench {
-        /// What to benchmark: `boot`, `devices`, `arbiter` or `devices-profile`.
+        /// What to benchmark: `boot`, `devices`, `arbiter`, `tee` or `devices-profile`.
         what: String,
         /// `boot`: boots per VMM (at least 5, the default); `devices`:
-        /// rounds (default 3). The medians are reported.
+        /// rounds (default 3; the medians are reported); `tee`: rounds
+        /// (default 5; percentiles over all of them).
         #[arg(long)]
         runs: Option<u32>,
         /// Test host architecture: x86_64 (default) or aarch64 (`boot` only:
