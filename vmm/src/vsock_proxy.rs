@@ -76,6 +76,9 @@ pub enum ConnectError {
     /// The VMM closed without `OK`: nothing listens on the guest port.
     #[error("guest port {0} refused the connection (is the guest's adbd running?)")]
     Refused(u32),
+    /// No answer within [`CONNECT_TIMEOUT`].
+    #[error("no answer from the VMM within 10 s for guest port {0} (is the guest up?)")]
+    Timeout(u32),
     /// The VMM's answer was not `OK <port>`.
     #[error("unexpected answer from the VMM: {0:?}")]
     BadReply(String),
@@ -122,6 +125,14 @@ pub fn connect_guest(path: &Path, port: u32) -> Result<(UnixStream, u32), Connec
             // A reset right after CONNECT is the VMM closing a refused one.
             Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
                 return Err(ConnectError::Refused(port))
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(ConnectError::Timeout(port))
             }
             Err(e) => return Err(e.into()),
         }

@@ -31,6 +31,7 @@ pub const TARGETS: &[&str] = &[
     "trusty_hwkey",
     "trusty_tee",
     "control",
+    "adbd",
 ];
 /// Executions per target of the default smoke run.
 pub const SMOKE_RUNS: u64 = 5000;

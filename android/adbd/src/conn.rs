@@ -120,8 +120,8 @@ impl Drop for StreamIo {
 /// Sets `SO_RCVTIMEO` (zero: none).
 fn set_read_timeout(fd: &OwnedFd, timeout: Duration) {
     let tv = libc::timeval {
-        tv_sec: timeout.as_secs() as libc::time_t,
-        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
+        tv_sec: timeout.as_secs() as _,
+        tv_usec: timeout.subsec_micros() as _,
     };
     // SAFETY: setsockopt reads `tv` (a valid timeval of the given size)
     // on a socket this process owns; failure only leaves no timeout.

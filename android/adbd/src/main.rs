@@ -162,8 +162,13 @@ impl Drop for Slot {
 }
 
 fn main() -> anyhow::Result<()> {
+    // Plain lines: the guest's console carries them (and scenarios turn
+    // them into markers).
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .without_time()
+        .with_target(false)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("ADBD_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
