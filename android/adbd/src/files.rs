@@ -259,3 +259,126 @@ fn send_file(s: &mut Sync, path_bytes: &[u8]) -> Result<(), Stop> {
     sp::recv_done(&mut s.out);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use crate::test_client::Client;
+
+    fn req(tag: &[u8; 4], arg: u32, body: &[u8]) -> Vec<u8> {
+        let mut v = tag.to_vec();
+        v.extend_from_slice(&arg.to_le_bytes());
+        v.extend_from_slice(body);
+        v
+    }
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("adbd-sync-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn push_stat_list_pull_round_trip() {
+        let dir = temp_dir("round");
+        let file = dir.join("sub/dir/f.bin");
+        let path = file.to_str().unwrap().as_bytes().to_vec();
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 256) as u8).collect();
+        let mut c = Client::open("sync:").unwrap();
+        // SEND path,mode; DATA in 64 KiB chunks; DONE mtime.
+        let mut send = path.clone();
+        send.extend_from_slice(b",33188");
+        let mut wire = req(b"SEND", send.len() as u32, &send);
+        for chunk in data.chunks(64 * 1024) {
+            wire.extend(req(b"DATA", chunk.len() as u32, chunk));
+        }
+        wire.extend(req(b"DONE", 1_700_000_000, b""));
+        let mut got = c.write(&wire);
+        got.extend(c.write(&req(b"STAT", path.len() as u32, &path)));
+        let parent = file.parent().unwrap().to_str().unwrap().as_bytes().to_vec();
+        got.extend(c.write(&req(b"LIST", parent.len() as u32, &parent)));
+        got.extend(c.write(&req(b"RECV", path.len() as u32, &path)));
+        got.extend(c.write(&req(b"QUIT", 0, b"")));
+        got.extend(c.read_to_close());
+        assert_eq!(std::fs::read(&file).unwrap(), data);
+        // OKAY, then STAT (mode, size, mtime).
+        assert_eq!(&got[..8], &req(b"OKAY", 0, b"")[..]);
+        let words =
+            |at: usize| u32::from_le_bytes([got[at], got[at + 1], got[at + 2], got[at + 3]]);
+        assert_eq!(&got[8..12], b"STAT");
+        assert_eq!(
+            (words(12), words(16), words(20)),
+            (0o100644, 200_000, 1_700_000_000)
+        );
+        // One DENT named f.bin, then DONE.
+        assert_eq!(&got[24..28], b"DENT");
+        assert_eq!(words(40), 5);
+        assert_eq!(&got[44..49], b"f.bin");
+        assert_eq!(&got[49..53], b"DONE");
+        // The file back as DATA chunks and DONE.
+        let mut at = 49 + 20;
+        let mut back = Vec::new();
+        while &got[at..at + 4] == b"DATA" {
+            let n = words(at + 4) as usize;
+            assert!(n <= 64 * 1024);
+            back.extend_from_slice(&got[at + 8..at + 8 + n]);
+            at += 8 + n;
+        }
+        assert_eq!(&got[at..], &req(b"DONE", 0, b"")[..]);
+        assert_eq!(back, data);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn failures_answer_fail_and_keep_the_stream() {
+        let dir = temp_dir("fail");
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut c = Client::open("sync:").unwrap();
+        // A push onto a directory: the data is still read, then FAIL.
+        let mut send = dir.to_str().unwrap().as_bytes().to_vec();
+        send.extend_from_slice(b",33188");
+        let mut wire = req(b"SEND", send.len() as u32, &send);
+        wire.extend(req(b"DATA", 3, b"abc"));
+        wire.extend(req(b"DONE", 0, b""));
+        let mut got = c.write(&wire);
+        // A missing file: STAT all zero, RECV FAIL; the stream still works.
+        let missing = b"/nonexistent/adbd-test";
+        got.extend(c.write(&req(b"STAT", missing.len() as u32, missing)));
+        got.extend(c.write(&req(b"RECV", missing.len() as u32, missing)));
+        got.extend(c.write(&req(b"QUIT", 0, b"")));
+        got.extend(c.read_to_close());
+        // FAIL <len> <text>, STAT 0 0 0, FAIL <len> <text>.
+        let fail = |at: usize| -> (String, usize) {
+            assert_eq!(&got[at..at + 4], b"FAIL", "{got:?}");
+            let n =
+                u32::from_le_bytes([got[at + 4], got[at + 5], got[at + 6], got[at + 7]]) as usize;
+            (
+                String::from_utf8_lossy(&got[at + 8..at + 8 + n]).into_owned(),
+                at + 8 + n,
+            )
+        };
+        let (first, at) = fail(0);
+        assert!(
+            first.contains("couldn't create file: Is a directory"),
+            "{first:?}"
+        );
+        assert_eq!(&got[at..at + 16], &req(b"STAT", 0, &[0; 8])[..]);
+        let (second, end) = fail(at + 16);
+        assert!(second.contains("open failed: No such file"), "{second:?}");
+        assert_eq!(end, got.len());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_bad_request_fails_and_closes() {
+        let mut c = Client::open("sync:").unwrap();
+        let mut got = c.write(&req(b"STA2", 1, b"/"));
+        got.extend(c.read_to_close());
+        let text = String::from_utf8_lossy(&got).into_owned();
+        assert!(
+            text.starts_with("FAIL") && text.contains("unknown sync request"),
+            "{text:?}"
+        );
+    }
+}

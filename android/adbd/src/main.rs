@@ -16,6 +16,8 @@
 mod conn;
 mod files;
 mod shell;
+#[cfg(test)]
+mod test_client;
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};

@@ -332,3 +332,82 @@ fn spawn(request: &ShellRequest, shell: &str) -> io::Result<Spawned> {
         pty: None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use adbd::shell_protocol::{encode, ID_CLOSE_STDIN, ID_EXIT, ID_STDERR, ID_STDIN, ID_STDOUT};
+
+    use crate::test_client::Client;
+
+    /// Splits shell protocol packets into (id, data).
+    fn packets(mut bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
+        let mut out = Vec::new();
+        while bytes.len() >= 5 {
+            let len = u32::from_le_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]) as usize;
+            out.push((bytes[0], bytes[5..5 + len].to_vec()));
+            bytes = &bytes[5 + len..];
+        }
+        assert!(bytes.is_empty(), "a partial packet");
+        out
+    }
+
+    fn stream(packets: &[(u8, Vec<u8>)], id: u8) -> Vec<u8> {
+        packets
+            .iter()
+            .filter(|(i, _)| *i == id)
+            .flat_map(|(_, d)| d.clone())
+            .collect()
+    }
+
+    #[test]
+    fn v2_keeps_streams_apart_and_reports_the_exit_status() {
+        let mut c = Client::open("shell,v2,raw:echo hi; echo oops >&2; exit 3").unwrap();
+        let mut got = c.write(&encode(ID_CLOSE_STDIN, b""));
+        got.extend(c.read_to_close());
+        let p = packets(&got);
+        assert_eq!(stream(&p, ID_STDOUT), b"hi\n");
+        assert_eq!(stream(&p, ID_STDERR), b"oops\n");
+        assert_eq!(p.last(), Some(&(ID_EXIT, vec![3])));
+    }
+
+    #[test]
+    fn v2_stdin_reaches_the_command() {
+        let mut c = Client::open("shell,v2,raw:cat; exit 7").unwrap();
+        let mut got = c.write(&encode(ID_STDIN, b"through stdin\n"));
+        got.extend(c.write(&encode(ID_CLOSE_STDIN, b"")));
+        got.extend(c.read_to_close());
+        let p = packets(&got);
+        assert_eq!(stream(&p, ID_STDOUT), b"through stdin\n");
+        assert_eq!(p.last(), Some(&(ID_EXIT, vec![7])));
+    }
+
+    #[test]
+    fn raw_shell_merges_output_and_pty_shell_has_a_terminal() {
+        let mut c = Client::open("shell:echo out; echo err >&2").unwrap();
+        let got = String::from_utf8(c.read_to_close()).unwrap();
+        assert!(got.contains("out\n") && got.contains("err\n"), "{got:?}");
+        let mut c = Client::open("shell,v2,pty:tty; exit 4").unwrap();
+        let p = packets(&c.read_to_close());
+        let out = String::from_utf8(stream(&p, ID_STDOUT)).unwrap();
+        // No /dev/pts where the test runs is a result too: then the
+        // daemon says so on stderr with status 126.
+        if p.last() == Some(&(ID_EXIT, vec![126])) {
+            return;
+        }
+        assert!(out.starts_with("/dev/pts/"), "{out:?}");
+        assert_eq!(p.last(), Some(&(ID_EXIT, vec![4])));
+    }
+
+    #[test]
+    fn a_broken_shell_protocol_closes_the_stream_and_kills_the_command() {
+        let mut c = Client::open("shell,v2,raw:sleep 1000").unwrap();
+        // Stdout from the client: not a client packet.
+        c.write(&encode(ID_STDOUT, b"x"));
+        let p = packets(&c.read_to_close());
+        // Killed: no output, exit status 128 + SIGKILL or no exit packet.
+        assert!(
+            p.iter().all(|(id, d)| *id == ID_EXIT && d == &[137]),
+            "{p:?}"
+        );
+    }
+}
