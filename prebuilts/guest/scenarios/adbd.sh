@@ -4,8 +4,18 @@
 # the next boot runs this again). Its log lines become `adbd` markers
 # (vmm.guest.adbd on the test host). Port 5556 is a fake "device" that
 # answers with bytes that are no adb packet: the client-side rejection of
-# a malformed packet from the device.
+# a malformed packet from the device. With `adb.raw_rounds=N` on the
+# command line (`cargo xtask bench adb`), port 6000 also takes N raw vsock
+# streams (`vsock-test recv --raw`), the baseline of the benchmark.
 . /lib/vmstack.sh
+for arg in $(cat /proc/cmdline); do
+    case "$arg" in
+        adb.raw_rounds=*)
+            vsock-test listen-vsock 6000 recv --raw --count "${arg#adb.raw_rounds=}" \
+                --tag raw_recv > /tmp/raw-recv 2>&1 &
+            ;;
+    esac
+done
 mkdir -p /dev/pts /data
 mount -t devpts devpts /dev/pts 2>/dev/null || mark adbd_devpts failed
 mark adbd_boot_id "$(cat /proc/sys/kernel/random/boot_id)"
