@@ -24,8 +24,9 @@ use crate::packet::{Command, Packet, MAX_PAYLOAD, VERSION, VERSION_MIN, VERSION_
 use crate::service::Service;
 
 /// Most streams one connection may have open at once; more `OPEN`s are
-/// refused with `CLSE`.
-pub const MAX_STREAMS: usize = 16;
+/// refused with `CLSE`. With 1 MiB packets and at most two queued per
+/// stream, a connection holds at most 16 MiB of client data.
+pub const MAX_STREAMS: usize = 8;
 
 /// Why a connection is closed.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
