@@ -78,6 +78,23 @@ enum Command {
         #[arg(long)]
         arbiter: bool,
     },
+    /// Bridge TCP connections on 127.0.0.1:PORT to a guest vsock port
+    /// through the VMM's hybrid vsock socket: `adb connect 127.0.0.1:PORT`
+    /// reaches the guest's adbd (docs/adb.md). Runs until killed.
+    AdbProxy {
+        /// The VMM's `--vsock cid=N,socket=PATH` socket.
+        #[arg(long)]
+        vsock_socket: PathBuf,
+        /// TCP port to listen on (127.0.0.1 only).
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+        port: u16,
+        /// The guest's vsock port (adbd's is 5555).
+        #[arg(long, default_value_t = vmm::vsock_proxy::ADB_GUEST_PORT)]
+        guest_port: u32,
+        /// Connections bridged at once; more are closed at once.
+        #[arg(long, default_value_t = vmm::vsock_proxy::DEFAULT_MAX_CONNECTIONS)]
+        max_connections: usize,
+    },
     /// Attach stdin/stdout to a VM's `--console type=unix,path=SOCKET`
     /// (the guest's hvc0) until the VMM closes it; a newer client takes the
     /// console over.
@@ -197,6 +214,22 @@ fn main() -> ExitCode {
             println!("{event}");
         })
         .map(|()| ExitCode::SUCCESS)
+        .map_err(Into::into),
+        Command::AdbProxy {
+            vsock_socket,
+            port,
+            guest_port,
+            max_connections,
+        } => vmm::vsock_proxy::Proxy::bind(vmm::vsock_proxy::ProxyConfig {
+            vsock_socket,
+            port,
+            guest_port,
+            max_connections,
+        })
+        .map(|proxy| {
+            eprintln!("vmm adb-proxy: 127.0.0.1:{port} -> guest vsock port {guest_port}");
+            proxy.serve()
+        })
         .map_err(Into::into),
         Command::Console { socket } => vmm::console_client::attach(&socket)
             .map(|()| ExitCode::SUCCESS)

@@ -59,8 +59,9 @@ pub fn bench(what: &str, runs: Option<u32>) -> Result<()> {
         "devices-profile" => crate::profile_devices::devices_profile(),
         "binder" => crate::bench_binder::binder(),
         "tee" => crate::bench_tee::tee(runs.unwrap_or(crate::bench_tee::DEFAULT_ROUNDS)),
+        "adb" => crate::bench_adb::adb(runs.unwrap_or(crate::bench_adb::DEFAULT_ROUNDS)),
         other => bail!(
-            "unknown benchmark {other:?} (known: boot, devices, arbiter, binder, tee; devices-profile for a perf profile)"
+            "unknown benchmark {other:?} (known: boot, devices, arbiter, binder, tee, adb; devices-profile for a perf profile)"
         ),
     }
 }

@@ -46,6 +46,7 @@ pub const TARGETS: &[&str] = &[
     "trusty_tee",
     "control",
     "sysmgr_rpc",
+    "adbd",
 ];
 /// Executions per target of the default smoke run.
 pub const SMOKE_RUNS: u64 = 5000;

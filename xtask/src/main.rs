@@ -12,6 +12,8 @@
 //!   QEMU `-M microvm` in the test host (see `docs/benchmarks.md`).
 //! - `cargo xtask bench devices [--runs N]`: virtio-blk, virtio-net and vsock
 //!   throughput against QEMU microvm and host-side peers in the test host.
+//! - `cargo xtask bench adb [--runs N]`: `adb push` through `vmm adb-proxy`
+//!   and the guest's adbd next to a raw vsock stream (see `docs/adb.md`).
 //! - `cargo xtask bench devices-profile`: where the time of those transfers
 //!   goes (`perf` in the test host; a debugging aid).
 //! - `cargo xtask bench tee [--runs N]`: invoke round trips through
@@ -22,9 +24,11 @@
 //! See `docs/testing.md`.
 
 mod android;
+mod adb_client;
 mod apt;
 mod apt_sources;
 mod bench;
+mod bench_adb;
 mod bench_arbiter;
 mod bench_arm64;
 mod bench_binder;
@@ -115,7 +119,7 @@ enum Cmd {
     /// docs/benchmarks.md. `devices-profile`: a perf profile of our VMM's
     /// blk and vsock transfers in the test host (debugging).
     Bench {
-        /// What to benchmark: `boot`, `devices`, `arbiter`, `tee` or `devices-profile`.
+        /// What to benchmark: `boot`, `devices`, `arbiter`, `binder`, `tee`, `adb` or `devices-profile`.
         what: String,
         /// `boot`: boots per VMM (at least 5, the default); `devices`:
         /// rounds (default 3; the medians are reported); `tee`: rounds

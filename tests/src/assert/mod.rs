@@ -11,6 +11,7 @@
 //! device tree (machine model, PSCI, UART).
 
 pub mod binder;
+pub mod adb;
 pub mod block;
 pub mod boot;
 pub mod console;
