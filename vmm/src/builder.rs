@@ -32,7 +32,7 @@ use kvm_ioctls::Kvm;
 
 use crate::arch::{self, current as arch_impl};
 use crate::config::{ConsoleConfig, SerialOutput, VmConfig};
-use crate::event::VmEvent;
+use crate::event::{PowerGate, VmEvent};
 use crate::vstate::kvm::{open_kvm, KvmError};
 use crate::vstate::vcpu::{Vcpu, VcpuCrash, VcpuError};
 use crate::vstate::vm::{Vm, VmError};
@@ -412,13 +412,22 @@ pub fn build_vm(
     )?;
     let power_events = events.clone();
     let crash_events = events;
+    let gate = Arc::new(PowerGate::default());
     let ctx = BuildContext {
         config,
         kvm: &kvm,
         start,
         power: PowerEventSink::new(move |event| {
-            // The receiver only goes away when the VMM is already exiting.
-            let _ = power_events.send(VmEvent::Power { boot, event });
+            // One event per kind in the channel at a time, however fast
+            // the guest repeats its power step.
+            if gate.admit(event) {
+                // The receiver only goes away when the VMM is already exiting.
+                let _ = power_events.send(VmEvent::Power {
+                    boot,
+                    event,
+                    gate: gate.clone(),
+                });
+            }
         }),
         on_crash: Arc::new(move |crash| {
             let _ = crash_events.send(VmEvent::Vcpu { boot, crash });

@@ -15,6 +15,7 @@
 //!   virtio-console.
 //! * [`power`]: what happens to the guest's own power requests (plain VMM
 //!   or held for an arbiter).
+//! * [`rlimit`]: the file-descriptor limit raised at start.
 
 pub mod arch;
 pub mod builder;
@@ -23,5 +24,6 @@ pub mod console_client;
 pub mod control;
 pub mod event;
 pub mod power;
+pub mod rlimit;
 pub mod runner;
 pub mod vstate;

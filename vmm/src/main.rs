@@ -170,13 +170,17 @@ fn run(args: RunArgs, start: Instant) -> anyhow::Result<ExitReason> {
 
 fn main() -> ExitCode {
     let start = Instant::now();
-    tracing_subscriber::fmt()
+    let subscriber = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("VMM_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .init();
+        .finish();
+    // Dependencies' `log` records (virtio-queue's, on guest-driven paths)
+    // go through the guest-log rate limiter, not straight to `tracing`.
+    let _ = tracing::subscriber::set_global_default(subscriber);
+    let _ = devices::log_limit::install_log_bridge(log::LevelFilter::Info);
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run(*args, start).map(|reason| {

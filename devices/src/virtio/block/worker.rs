@@ -77,7 +77,7 @@ impl BlockWorker {
         let bit = 1u32 << problem as u32;
         if self.logged & bit == 0 {
             self.logged |= bit;
-            tracing::warn!("virtio-blk: {what} (further such problems are not logged)");
+            crate::guest_warn!("virtio-blk: {what} (further such problems are not logged)");
         }
     }
 

@@ -211,7 +211,7 @@ impl NetWorker {
         };
         match result {
             Ok(()) => self.watched = want,
-            Err(e) => tracing::error!("virtio-net: cannot watch the backend: {e}"),
+            Err(e) => crate::guest_error!("virtio-net: cannot watch the backend: {e}"),
         }
     }
 
@@ -219,7 +219,7 @@ impl NetWorker {
         let bit = 1u32 << (why as u32);
         if self.warned & bit == 0 {
             self.warned |= bit;
-            tracing::warn!(
+            crate::guest_warn!(
                 "virtio-net: dropped: {} (further drops of this kind are not logged)",
                 why.describe()
             );
@@ -428,7 +428,7 @@ impl Worker for NetWorker {
                 {
                     // Nothing more will come; stop watching rather than
                     // spin. Frames sent from now on fail and are dropped.
-                    tracing::error!("virtio-net: the backend hung up");
+                    crate::guest_error!("virtio-net: the backend hung up");
                     self.backend_gone = true;
                 }
                 if events.contains(EventSet::OUT) && self.tx_blocked {

@@ -31,7 +31,7 @@ impl RngWorker {
     fn warn_once(&mut self, what: &str) {
         if !self.warned {
             self.warned = true;
-            tracing::warn!("virtio-rng: {what} (logged once)");
+            crate::guest_warn!("virtio-rng: {what} (logged once)");
         }
     }
 
