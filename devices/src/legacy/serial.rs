@@ -96,7 +96,7 @@ impl NonBlockingOutput {
     }
 
     /// Bytes dropped so far because the buffer was full.
-    pub fn dropped(&self) -> u64 {
+    pub fn dropped_total(&self) -> u64 {
         self.shared.lock().dropped_total
     }
 
@@ -131,7 +131,11 @@ impl Write for NonBlockingOutput {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         let mut state = self.shared.lock();
         let room = self.capacity.saturating_sub(state.buffer.len());
-        let taken = if state.closed { 0 } else { room.min(data.len()) };
+        let taken = if state.closed {
+            0
+        } else {
+            room.min(data.len())
+        };
         state.buffer.extend(&data[..taken]);
         let dropped = (data.len() - taken) as u64;
         state.dropped += dropped;
@@ -341,15 +345,21 @@ mod tests {
         }
         assert!(started.elapsed() < Duration::from_secs(10));
         assert!(!dev.flush_output(Duration::from_millis(50)));
-        let dropped = dev.output.dropped();
-        assert!(dropped >= (total - OUTPUT_BUFFER - WRITE_CHUNK) as u64, "{dropped}");
+        let dropped = dev.output.dropped_total();
+        assert!(
+            dropped >= (total - OUTPUT_BUFFER - WRITE_CHUNK) as u64,
+            "{dropped}"
+        );
         // Let the output go: what was kept arrives, in order, from the start.
         *gate.0.lock().unwrap() = true;
         gate.1.notify_all();
         assert!(dev.flush_output(Duration::from_secs(10)));
         let got = out.0.lock().unwrap().clone();
         assert_eq!(got.len() as u64 + dropped, total as u64);
-        assert!(got.iter().enumerate().all(|(i, b)| *b == b'a' + (i % 26) as u8));
+        assert!(got
+            .iter()
+            .enumerate()
+            .all(|(i, b)| *b == b'a' + (i % 26) as u8));
     }
 
     #[test]

@@ -794,6 +794,9 @@ mod tests {
         let started = std::time::Instant::now();
         drop(worker);
         let took = started.elapsed();
-        assert!(took >= STOP_WAIT && took < STOP_WAIT + Duration::from_secs(1), "{took:?}");
+        assert!(
+            took >= STOP_WAIT && took < STOP_WAIT + Duration::from_secs(1),
+            "{took:?}"
+        );
     }
 }

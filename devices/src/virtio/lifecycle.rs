@@ -43,8 +43,8 @@ use virtio_queue::{Queue, QueueT};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::event_loop::{self, Stopped, Worker, WorkerThread, STOP_WAIT};
-use std::time::Duration;
 use super::{ActivateContext, ActivateError, GuestMemoryMmap, Interrupt, VIRTIO_RING_F_EVENT_IDX};
+use std::time::Duration;
 
 /// What a device's worker is built from when the driver sets `DRIVER_OK`.
 pub struct Activation<const N: usize> {
@@ -427,7 +427,10 @@ mod tests {
         life.activate(h.context(0), slow).unwrap();
         let started = Instant::now();
         life.reset();
-        assert!(started.elapsed() < Duration::from_millis(400), "reset waited");
+        assert!(
+            started.elapsed() < Duration::from_millis(400),
+            "reset waited"
+        );
         assert!(!life.is_active() && life.is_stopping());
         // Activating while the old worker is still busy fails cleanly.
         assert!(matches!(

@@ -36,6 +36,7 @@ pub mod event_loop;
 pub mod lifecycle;
 pub mod mmio;
 pub mod net;
+pub mod rate_limiter;
 pub mod rng;
 pub mod tee;
 #[cfg(test)]

@@ -28,7 +28,8 @@ use super::packet::{
 };
 use super::unix::{self, ConnectLine, MAX_CONNECT_LINE};
 use super::{
-    CONN_BUF_ALLOC, FIRST_LOCAL_PORT, HDR_LEN, HOST_CID, MAX_CONNECTIONS, MAX_PKT_PAYLOAD, MAX_WAITING,
+    CONN_BUF_ALLOC, FIRST_LOCAL_PORT, HDR_LEN, HOST_CID, MAX_CONNECTIONS, MAX_PKT_PAYLOAD,
+    MAX_WAITING,
 };
 use crate::virtio::event_loop::event_token;
 use crate::virtio::{GuestMemoryMmap, WaitContext};
