@@ -33,6 +33,10 @@ pub const TARGETS: &[&str] = &[
     "trusty_hwkey",
     "trusty_tee",
     "control",
+    "vsock_connect",
+    "mcu",
+    "vhal_lines",
+    "legacy",
 ];
 /// Executions per target of the default smoke run.
 pub const SMOKE_RUNS: u64 = 5000;

@@ -53,7 +53,12 @@ pub struct BlockWorker {
     logged: u32,
     /// Kept across resets (the device's backend).
     limiter: RateLimiter,
+    /// Sees every valid operation before it is executed (fuzz oracles).
+    observer: Option<Observer>,
 }
+
+/// A callback that sees each valid operation before its execution.
+pub type Observer = Box<dyn FnMut(&Operation) + Send>;
 
 impl Worker for BlockWorker {
     type Token = Token;
@@ -116,7 +121,16 @@ impl BlockWorker {
             descs: Vec::new(),
             logged: 0,
             limiter: RateLimiter::unlimited(),
+            observer: None,
         }
+    }
+
+    /// Calls `observer` with each valid operation before it is executed
+    /// (the fuzz target's oracle: what the disk may change).
+    #[doc(hidden)]
+    pub fn with_observer(mut self, observer: Observer) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     /// The worker with `limiter` (the device's, kept across resets).
@@ -213,7 +227,12 @@ impl BlockWorker {
             }
         };
         let (status, written) = match req.op {
-            Ok(op) => self.execute(op),
+            Ok(op) => {
+                if let Some(observe) = &mut self.observer {
+                    observe(&op);
+                }
+                self.execute(op)
+            }
             Err(rejection) => {
                 let problem = match rejection {
                     request::Rejection::Invalid(_) => Problem::InvalidRequest,

@@ -254,6 +254,40 @@ impl Muxer {
         self.conns.len()
     }
 
+    /// Checks the muxer's limits (the fuzz target's oracle): at most
+    /// [`MAX_CONNECTIONS`] connections and [`MAX_WAITING`] waiting host
+    /// sockets, at most our advertised `buf_alloc` of guest bytes buffered
+    /// per connection, a bounded `RST` queue, one port pair per connection.
+    #[doc(hidden)]
+    pub fn check_limits(&self) -> Result<(), String> {
+        if self.conns.len() > MAX_CONNECTIONS {
+            return Err(format!("{} connections", self.conns.len()));
+        }
+        if self.waiting.len() > MAX_WAITING {
+            return Err(format!("{} waiting host sockets", self.waiting.len()));
+        }
+        // TX stops at MAX_RST_QUEUE; closing connections adds one each.
+        if self.rst_queue.len() > MAX_RST_QUEUE + MAX_CONNECTIONS {
+            return Err(format!("{} queued RSTs", self.rst_queue.len()));
+        }
+        for (id, c) in &self.conns {
+            if c.buffered() > CONN_BUF_ALLOC as usize {
+                return Err(format!(
+                    "connection {id} buffers {} guest bytes, more than the {CONN_BUF_ALLOC} advertised",
+                    c.buffered()
+                ));
+            }
+        }
+        if self.keys.len() != self.conns.len() {
+            return Err(format!(
+                "{} port pairs for {} connections",
+                self.keys.len(),
+                self.conns.len()
+            ));
+        }
+        Ok(())
+    }
+
     fn warn_once(&mut self, kind: Warn, detail: impl std::fmt::Display) {
         if self.warned.insert(kind) {
             crate::guest_warn!("virtio-vsock: {detail} (logged once)");
