@@ -56,8 +56,9 @@ pub fn bench(what: &str, runs: Option<u32>) -> Result<()> {
             crate::bench_devices::devices(runs.unwrap_or(crate::bench_devices::DEFAULT_ROUNDS))
         }
         "devices-profile" => crate::profile_devices::devices_profile(),
+        "binder" => crate::bench_binder::binder(),
         other => bail!(
-            "unknown benchmark {other:?} (known: boot, devices, arbiter; devices-profile for a perf profile)"
+            "unknown benchmark {other:?} (known: boot, devices, arbiter, binder; devices-profile for a perf profile)"
         ),
     }
 }

@@ -379,6 +379,20 @@ fn guest_tools(arch: Arch) -> Result<(PathBuf, String)> {
     Ok((path, sha))
 }
 
+/// Builds the Android guest's binder programs (`vmstack-android`) and
+/// `rsb_hub`: the directory of the former, the path of the latter and
+/// every hash.
+fn android_binaries(arch: Arch) -> Result<(PathBuf, PathBuf, String)> {
+    let dir = crate::android::build_android(arch)?;
+    let hub = crate::android::build_rsb_hub(arch)?;
+    let mut sha = String::new();
+    for b in crate::android::ANDROID_BINS {
+        sha.push_str(&static_binary_sha(&dir.join(b))?);
+    }
+    sha.push_str(&static_binary_sha(&hub)?);
+    Ok((dir, hub, sha))
+}
+
 /// Builds `sysmgr` and `mcu-sim` (one package): the path of `sysmgr` and
 /// both hashes.
 fn sysmgr_binaries(arch: Arch) -> Result<(PathBuf, String)> {
@@ -466,10 +480,13 @@ pub fn build(arch: Arch, vmm: Option<&Path>) -> Result<Images> {
     let guest_modules = modules_list(&guest_src, arch)?;
     // Test programs for both images (/bin/vsock-test); their hash is an input.
     let (tools, tools_sha) = guest_tools(arch)?;
+    // The binder side (/bin/sysmgr-binderd, /bin/vmbinder,
+    // /bin/vhal-binder-test, /bin/rsb_hub); their hashes are an input.
+    let (android_dir, rsb_hub, android_sha) = android_binaries(arch)?;
     let guest_initrd = out.join(GUEST_INITRD);
     let mut h = Sha256::new();
     h.update(format!(
-        "{BUILDER_VERSION} {} {} tools={tools_sha}",
+        "{BUILDER_VERSION} {} {} tools={tools_sha} android={android_sha}",
         busybox_pkg.sha256, image_pkg.sha256
     ));
     hash_tree(&mut h, &guest_src)?;
@@ -500,6 +517,10 @@ pub fn build(arch: Arch, vmm: Option<&Path>) -> Result<Images> {
         if let Some(c) = &tee_client {
             c.add_to(&mut a)?;
         }
+        for b in crate::android::ANDROID_BINS {
+            a.file_from(&format!("bin/{b}"), 0o755, &android_dir.join(b))?;
+        }
+        a.file_from("bin/rsb_hub", 0o755, &rsb_hub)?;
         let size = a.write_gz(&guest_initrd)?;
         step!("  {} entries, {}", a.len(), util::human(size));
         write_stamp(&guest_initrd, &guest_key)?;
@@ -551,6 +572,8 @@ pub fn build(arch: Arch, vmm: Option<&Path>) -> Result<Images> {
         a.file_from("bin/sysmgr", 0o755, &sysmgr)?;
         a.file_from("bin/mcu-sim", 0o755, &sysmgr.with_file_name("mcu-sim"))?;
         a.file_from("bin/trustyd", 0o755, &trustyd)?;
+        // The binder CLI over RPC for the host side (vmbinder --rpc unix:...).
+        a.file_from("bin/vmbinder", 0o755, &android_dir.join("vmbinder"))?;
         if let Some((p, _)) = &vmm {
             a.file_from("bin/vmm", 0o755, p)?;
         }

@@ -19,11 +19,13 @@
 //!
 //! See `docs/testing.md`.
 
+mod android;
 mod apt;
 mod apt_sources;
 mod bench;
 mod bench_arbiter;
 mod bench_arm64;
+mod bench_binder;
 mod bench_devices;
 mod bench_host;
 mod cpio;

@@ -15,6 +15,9 @@ pub const HOST_PACKAGES: &[&str] = &[
     "cpio",
     "musl-tools",
     "xz-utils",
+    // AOSP's AIDL compiler (Android 10): the conformance and API-dump
+    // cross-checks of `aidl/` (crate vmstack-aidl).
+    "aidl",
 ];
 
 /// Extra Debian packages the aarch64 images and tests need: the test host's

@@ -17,7 +17,11 @@
 # (sysmgr-lib.sh's `dump_logs`), with the state and the whole decision log.
 # Times are on the arbiter's clock (t=0: sysmgr start).
 #
-# Adding a part (binder, a TEE call, adb): one `title_<name>=` line and one
+# The android guest's side goes through binder (guest scenario
+# sysmgr-android: kernel binder, sysmgr-binderd, RPC binder to sysmgr);
+# `vmbinder watch` in the guest is shown beside the decisions.
+#
+# Adding a part (a TEE call, adb): one `title_<name>=` line and one
 # `act_<name>` function below (actions, `say`s and `check`s; return
 # non-zero on the first failed check), and <name> in ACTS where it belongs.
 SCEN=demo
@@ -87,6 +91,13 @@ launched() { mcu_heard POWER_ON 1 && logged "android: start VM" && logged "clust
 held_virtually_off() { logged "hold virtually off" && vmm_is $A_CTL state=virtually-off; }
 booted_again() { logged "$VHAL_CONFIRMED_ON" && vmm_is $A_CTL state=running boots=2; }
 
+# show_watch: what `vmbinder watch` in the android guest printed: its binder
+# listener's callbacks (kernel binder -> sysmgr-binderd -> RPC binder ->
+# sysmgr), the guest's own view of the decisions in the tables above.
+show_watch() {
+    say "android's side through binder: \`vmbinder watch\` in the guest (kernel binder -> sysmgr-binderd -> RPC binder -> sysmgr)"
+    sed -n 's/^.*@@vmstack:watch=//p' $S/android.vmm.log | tail -n 6 | dm_lines table
+}
 show_status() {
     say "sysmgr status"
     sysmgr status --state-dir $S 2>&1 | dm_lines table
@@ -133,6 +144,8 @@ act_ignition_on() {
     check 300 "android booted: its VHAL client said WAIT_FOR_VHAL, got ON, confirmed ON" \
         logged "$VHAL_CONFIRMED_ON" || return 1
     check 300 "cluster booted" console cluster @@vmstack:cluster=up 1 || return 1
+    check 60 "android's binder CLI lists sysmgr on the guest's kernel binder (vmbinder list)" \
+        console android "sysmgr: .vmstack.sysmgr.ISystemManager" 1 || return 1
     show_status
 }
 
@@ -149,7 +162,10 @@ act_ignition_off() {
         held_virtually_off || return 1
     check 10 "the cluster kept running, never restarted" \
         vmm_is $C_CTL state=running boots=1 || return 1
+    check 10 "android's binder listener got SHUTDOWN_PREPARE(SHUTDOWN_ONLY) (vmbinder watch)" \
+        console android "onApPowerStateReq SHUTDOWN_PREPARE(SHUTDOWN_ONLY)" 1 || return 1
     show_events
+    show_watch
     show_status
 }
 
