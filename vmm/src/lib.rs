@@ -17,6 +17,7 @@
 //!   guest vsock port (adb, docs/adb.md).
 //! * [`power`]: what happens to the guest's own power requests (plain VMM
 //!   or held for an arbiter).
+//! * [`rlimit`]: the file-descriptor limit raised at start.
 
 pub mod arch;
 pub mod builder;
@@ -25,6 +26,7 @@ pub mod console_client;
 pub mod control;
 pub mod event;
 pub mod power;
+pub mod rlimit;
 pub mod runner;
 pub mod vsock_proxy;
 pub mod vstate;

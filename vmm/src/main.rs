@@ -10,8 +10,8 @@ use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 use vmm::config::{
-    host_mem_mib, ConsoleConfig, DeviceConfig, DiskConfig, NetConfig, RawVmConfig, SerialConfig,
-    TeeConfig, VsockConfig,
+    host_mem_mib, ConsoleConfig, DeviceConfig, DiskConfig, NetConfig, RawVmConfig, RngConfig,
+    SerialConfig, TeeConfig, VsockConfig,
 };
 use vmm::control;
 use vmm_protocol::{Decision, ExitReason, Request, VmmExitCode};
@@ -133,16 +133,19 @@ struct RunArgs {
     #[arg(long = "power-arbiter", requires = "socket")]
     power_arbiter: bool,
     /// Add a virtio-rng device fed by the host's getrandom(2); the guest's
-    /// virtio_rng driver serves it as /dev/hwrng.
-    #[arg(long = "rng")]
-    rng: bool,
-    /// Read-only virtio-blk disk: PATH[,id=ID]; repeatable (vda, vdb, ...).
+    /// virtio_rng driver serves it as /dev/hwrng. Rate-limited with
+    /// --rng=bw=SIZE:REFILL_MS[:BURST],ops=COUNT:REFILL_MS[:BURST].
+    #[arg(long = "rng", num_args = 0..=1, require_equals = true, default_missing_value = "")]
+    rng: Option<RngConfig>,
+    /// Read-only virtio-blk disk: PATH[,id=ID][,bw=..][,ops=..]; repeatable
+    /// (vda, vdb, ...).
     #[arg(long = "disk", value_parser = |s: &str| DiskConfig::parse(s, true))]
     disk: Vec<DiskConfig>,
-    /// Read-write virtio-blk disk: PATH[,id=ID]; repeatable.
+    /// Read-write virtio-blk disk: PATH[,id=ID][,bw=..][,ops=..]; repeatable.
     #[arg(long = "rwdisk", value_parser = |s: &str| DiskConfig::parse(s, false))]
     rwdisk: Vec<DiskConfig>,
-    /// virtio-net on a host tap: tap=NAME[,mac=AA:BB:CC:DD:EE:FF]; repeatable.
+    /// virtio-net on a host tap: tap=NAME[,mac=AA:BB:CC:DD:EE:FF][,bw=..][,ops=..]
+    /// (rx_/tx_ prefixes limit one direction); repeatable.
     #[arg(long = "net")]
     net: Vec<NetConfig>,
     /// virtio-vsock: cid=N,socket=PATH (host side: hybrid vsock over unix
@@ -187,13 +190,17 @@ fn run(args: RunArgs, start: Instant) -> anyhow::Result<ExitReason> {
 
 fn main() -> ExitCode {
     let start = Instant::now();
-    tracing_subscriber::fmt()
+    let subscriber = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("VMM_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .init();
+        .finish();
+    // Dependencies' `log` records (virtio-queue's, on guest-driven paths)
+    // go through the guest-log rate limiter, not straight to `tracing`.
+    let _ = tracing::subscriber::set_global_default(subscriber);
+    let _ = devices::log_limit::install_log_bridge(log::LevelFilter::Info);
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run(*args, start).map(|reason| {
