@@ -23,8 +23,8 @@
 //!
 //! See `docs/testing.md`.
 
-mod android;
 mod adb_client;
+mod android;
 mod apt;
 mod apt_sources;
 mod bench;

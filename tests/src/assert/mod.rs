@@ -10,8 +10,8 @@
 //! the arm64 test host's pKVM line and the arm64 guest kernel's view of our
 //! device tree (machine model, PSCI, UART).
 
-pub mod binder;
 pub mod adb;
+pub mod binder;
 pub mod block;
 pub mod boot;
 pub mod console;
