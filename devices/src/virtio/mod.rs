@@ -34,6 +34,7 @@ pub mod block;
 pub mod console;
 pub mod event_loop;
 pub mod lifecycle;
+pub mod limited_worker;
 pub mod mmio;
 pub mod net;
 pub mod rate_limiter;

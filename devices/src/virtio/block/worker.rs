@@ -12,22 +12,13 @@ use virtio_bindings::virtio_blk::{VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK};
 use virtio_queue::desc::split::Descriptor;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::Bytes;
-use vmm_sys_util::epoll::EventSet;
 
 use super::disk::DiskImage;
 use super::request::{self, ChainError, Operation, Request, SectorRange, Segment};
 use super::{SECTOR_SHIFT, SECTOR_SIZE};
-use crate::virtio::event_loop::event_token;
+use crate::virtio::limited_worker::LimitedQueueWorker;
 use crate::virtio::rate_limiter::RateLimiter;
-use crate::virtio::{GuestMemoryMmap, Interrupt, WaitContext, Worker};
-
-event_token! {
-    /// The block worker's own event sources.
-    pub enum Token {
-        /// The rate limiter's timer: a refused request may pass now.
-        RateLimit,
-    }
-}
+use crate::virtio::{GuestMemoryMmap, Interrupt};
 
 /// Kinds of guest or host trouble, each logged once per worker.
 #[derive(Debug, Clone, Copy)]
@@ -60,34 +51,20 @@ pub struct BlockWorker {
 /// A callback that sees each valid operation before its execution.
 pub type Observer = Box<dyn FnMut(&Operation) + Send>;
 
-impl Worker for BlockWorker {
-    type Token = Token;
-    type Backend = RateLimiter;
+impl LimitedQueueWorker for BlockWorker {
     const NAME: &'static str = "virtio-blk";
     const THREAD_NAME: &'static str = "v_blk";
 
-    fn register(&mut self, ctx: &WaitContext<Token>) -> std::io::Result<()> {
-        match self.limiter.timer() {
-            Some(timer) => ctx.add(timer, EventSet::IN, Token::RateLimit),
-            None => Ok(()),
-        }
+    fn limiter(&mut self) -> &mut RateLimiter {
+        &mut self.limiter
     }
 
-    fn on_queue(&mut self, _ctx: &WaitContext<Token>, _index: usize) {
-        self.process_queue();
-    }
-
-    fn on_event(&mut self, _ctx: &WaitContext<Token>, token: Token, _events: EventSet) {
-        match token {
-            Token::RateLimit => {
-                self.limiter.on_timer();
-                self.process_queue();
-            }
-        }
-    }
-
-    fn into_backend(self) -> RateLimiter {
+    fn into_limiter(self) -> RateLimiter {
         self.limiter
+    }
+
+    fn process_queue(&mut self) {
+        BlockWorker::process_queue(self);
     }
 }
 

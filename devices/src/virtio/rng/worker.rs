@@ -10,20 +10,11 @@ use std::sync::Arc;
 use virtio_queue::desc::split::Descriptor;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
-use vmm_sys_util::epoll::EventSet;
 
 use super::MAX_BYTES_PER_REQUEST;
-use crate::virtio::event_loop::event_token;
+use crate::virtio::limited_worker::LimitedQueueWorker;
 use crate::virtio::rate_limiter::RateLimiter;
-use crate::virtio::{GuestMemoryMmap, Interrupt, WaitContext, Worker};
-
-event_token! {
-    /// The rng worker's own event sources.
-    pub enum Token {
-        /// The rate limiter's timer: a refused request may pass now.
-        RateLimit,
-    }
-}
+use crate::virtio::{GuestMemoryMmap, Interrupt};
 
 /// Everything the worker owns; returned when it stops.
 pub struct RngWorker {
@@ -123,34 +114,20 @@ impl RngWorker {
     }
 }
 
-impl Worker for RngWorker {
-    type Token = Token;
-    type Backend = RateLimiter;
+impl LimitedQueueWorker for RngWorker {
     const NAME: &'static str = "virtio-rng";
     const THREAD_NAME: &'static str = "v_rng";
 
-    fn register(&mut self, ctx: &WaitContext<Token>) -> std::io::Result<()> {
-        match self.limiter.timer() {
-            Some(timer) => ctx.add(timer, EventSet::IN, Token::RateLimit),
-            None => Ok(()),
-        }
+    fn limiter(&mut self) -> &mut RateLimiter {
+        &mut self.limiter
     }
 
-    fn on_queue(&mut self, _ctx: &WaitContext<Token>, _index: usize) {
-        self.process_queue();
-    }
-
-    fn on_event(&mut self, _ctx: &WaitContext<Token>, token: Token, _events: EventSet) {
-        match token {
-            Token::RateLimit => {
-                self.limiter.on_timer();
-                self.process_queue();
-            }
-        }
-    }
-
-    fn into_backend(self) -> RateLimiter {
+    fn into_limiter(self) -> RateLimiter {
         self.limiter
+    }
+
+    fn process_queue(&mut self) {
+        RngWorker::process_queue(self);
     }
 }
 
