@@ -20,6 +20,8 @@
 //!
 //! Why our own loop rather than rust-vmm's `event-manager` (0.4.2 builds
 //! with our vmm-sys-util 0.15): see "Event loop" in `docs/devices.md`.
+//!
+//! Past 800 lines only with its unit tests (the loop itself is ~550).
 
 use std::fmt::Debug;
 use std::io;

@@ -2,6 +2,9 @@
 //!
 //! Each step's commands are compared as short strings (log-only notes are
 //! left out), so a failing test shows the whole sequence.
+//!
+//! Long on purpose: one test per scenario of the system-manager spec, read
+//! side by side with docs/system-manager.md.
 
 use system_manager::{
     Arbiter, Decision, GuestState, Hold, Input, LogRecord, LoggedInput, Millis, Output, Policy,
