@@ -17,9 +17,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
-use vm_memory::{
-    Bytes, GuestAddress, GuestMemoryBackend, ReadVolatile, VolatileMemoryError, WriteVolatile,
-};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, VolatileMemoryError, WriteVolatile};
 use vmm_sys_util::epoll::EventSet;
 
 use super::connection::{Connection, GuestAction, State};
@@ -33,6 +31,11 @@ use super::{
 };
 use crate::virtio::event_loop::event_token;
 use crate::virtio::{GuestMemoryMmap, WaitContext};
+
+mod guest_io;
+mod host;
+
+use guest_io::{read_into, volatile_io_error, ReadResult};
 
 /// How long the guest has to answer a host `CONNECT` (`RESPONSE`/`RST`).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -189,21 +192,6 @@ pub struct Muxer {
     /// failed (e.g. `EMFILE`): a level-triggered listener that cannot be
     /// accepted from would wake the loop forever.
     accept_paused_until: Option<Instant>,
-}
-
-/// Why a read into guest memory stopped.
-enum ReadResult {
-    Data(usize),
-    Eof,
-    WouldBlock,
-    Error(io::Error),
-}
-
-fn volatile_io_error(e: VolatileMemoryError) -> io::Error {
-    match e {
-        VolatileMemoryError::IOError(e) => e,
-        other => io::Error::other(other.to_string()),
-    }
 }
 
 impl Muxer {
@@ -690,122 +678,6 @@ impl Muxer {
         self.schedule(id);
     }
 
-    // ---------------------------------------------------------------- host
-
-    /// Accepts host connections on the hybrid socket.
-    pub fn accept(&mut self, ctx: &WaitContext<Token>) {
-        loop {
-            let stream = match self.listener.accept() {
-                Ok((s, _)) => s,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    crate::guest_warn!(
-                        "virtio-vsock: accept failed, pausing it for {} ms: {e}",
-                        ACCEPT_PAUSE.as_millis()
-                    );
-                    if ctx.delete(&self.listener).is_ok() {
-                        self.accept_paused_until = Some(Instant::now() + ACCEPT_PAUSE);
-                    }
-                    return;
-                }
-            };
-            if self.waiting.len() >= MAX_WAITING {
-                crate::guest_warn!(
-                    "virtio-vsock: too many host connections without CONNECT; closed one"
-                );
-                continue;
-            }
-            if let Err(e) = stream.set_nonblocking(true) {
-                crate::guest_warn!("virtio-vsock: {e}");
-                continue;
-            }
-            let id = self.new_id();
-            let events = EventSet::IN | EventSet::READ_HANG_UP | EventSet::EDGE_TRIGGERED;
-            if let Err(e) = ctx.add(&stream, events, Token::Waiting(id)) {
-                crate::guest_warn!("virtio-vsock: cannot watch host socket: {e}");
-                continue;
-            }
-            self.waiting.insert(
-                id,
-                Waiting {
-                    stream,
-                    deadline: Instant::now() + CONNECT_LINE_TIMEOUT,
-                },
-            );
-            self.waiting_event(ctx, id);
-        }
-    }
-
-    /// A host socket that owes its `CONNECT` line became readable.
-    pub fn waiting_event(&mut self, ctx: &WaitContext<Token>, id: u32) {
-        let Some(w) = self.waiting.get(&id) else {
-            return;
-        };
-        let mut line = [0u8; MAX_CONNECT_LINE];
-        let n = match unix::peek(&w.stream, &mut line) {
-            Ok(0) => {
-                self.waiting.remove(&id);
-                return;
-            }
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-            Err(_) => {
-                self.waiting.remove(&id);
-                return;
-            }
-        };
-        match unix::parse_connect_line(&line[..n]) {
-            ConnectLine::Incomplete => {}
-            ConnectLine::Invalid => {
-                tracing::debug!("virtio-vsock: host sent no valid CONNECT line; closed");
-                self.waiting.remove(&id);
-            }
-            ConnectLine::Connect { port, len } => {
-                let Some(mut w) = self.waiting.remove(&id) else {
-                    return;
-                };
-                // Consume exactly the line; later bytes are stream data.
-                if io::Read::read_exact(&mut w.stream, &mut line[..len]).is_err() {
-                    return;
-                }
-                self.host_connect(ctx, id, w.stream, port);
-            }
-        }
-    }
-
-    /// The host asked for guest port `port`: send the guest a `REQUEST`.
-    fn host_connect(&mut self, ctx: &WaitContext<Token>, id: u32, stream: UnixStream, port: u32) {
-        if self.conns.len() >= MAX_CONNECTIONS {
-            self.warn_once(
-                Warn::TooMany,
-                format_args!("refused host connection: {MAX_CONNECTIONS} connections open"),
-            );
-            return;
-        }
-        let local = loop {
-            let p = self.next_local_port;
-            self.next_local_port = p.checked_add(1).unwrap_or(FIRST_LOCAL_PORT);
-            if !self.keys.contains_key(&(p, port)) {
-                break p;
-            }
-        };
-        if let Err(e) = ctx.modify(&stream, Self::conn_events(), Token::Conn(id)) {
-            crate::guest_warn!("virtio-vsock: cannot watch host socket: {e}");
-            return;
-        }
-        let mut conn = Conn::new(
-            Connection::local_init(local, port, self.guest_cid, CONN_BUF_ALLOC),
-            stream,
-        );
-        conn.host_initiated = true;
-        conn.readable = true;
-        conn.deadline = Some(Instant::now() + REQUEST_TIMEOUT);
-        self.keys.insert((local, port), id);
-        self.conns.insert(id, conn);
-        self.schedule(id);
-    }
-
     /// Readiness on a connection's host socket.
     pub fn conn_event(&mut self, id: u32, events: EventSet) {
         let Some(c) = self.conns.get_mut(&id) else {
@@ -924,84 +796,6 @@ impl Muxer {
         let c = self.conns.values().filter_map(|c| c.deadline);
         let w = self.waiting.values().map(|w| w.deadline);
         c.chain(w).chain(self.accept_paused_until).min()
-    }
-
-    /// Puts the listener back into `ctx` once an accept pause is over.
-    pub fn resume_accept(&mut self, ctx: &WaitContext<Token>, now: Instant) {
-        if self.accept_paused_until.is_some_and(|t| t <= now) {
-            self.accept_paused_until = None;
-            if let Err(e) = self.register(ctx) {
-                crate::guest_error!("virtio-vsock: cannot watch the listener again: {e}");
-            }
-        }
-    }
-
-    /// Resets connections and drops host sockets whose deadline passed.
-    pub fn expire(&mut self, now: Instant) {
-        let late: Vec<u32> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.deadline.is_some_and(|d| d <= now))
-            .map(|(&id, _)| id)
-            .collect();
-        for id in late {
-            tracing::debug!("virtio-vsock: connection timed out; RST");
-            self.kill(id, true);
-        }
-        self.waiting.retain(|_, w| w.deadline > now);
-    }
-}
-
-/// Reads from `stream` into the guest `regions`, at most `max` bytes.
-fn read_into(
-    mem: &GuestMemoryMmap,
-    stream: &mut UnixStream,
-    regions: &[Region],
-    max: usize,
-) -> ReadResult {
-    let mut total = 0;
-    for &(addr, len) in regions {
-        let want = len.min(max - total);
-        if want == 0 {
-            break;
-        }
-        let mut slice = match mem.get_slice(addr, want) {
-            Ok(s) => s,
-            Err(e) => {
-                if total > 0 {
-                    break;
-                }
-                return ReadResult::Error(io::Error::other(e.to_string()));
-            }
-        };
-        let n = loop {
-            match stream.read_volatile(&mut slice) {
-                Ok(n) => break n,
-                Err(VolatileMemoryError::IOError(e)) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    let e = volatile_io_error(e);
-                    if total > 0 {
-                        return ReadResult::Data(total);
-                    }
-                    if e.kind() == io::ErrorKind::WouldBlock {
-                        return ReadResult::WouldBlock;
-                    }
-                    return ReadResult::Error(e);
-                }
-            }
-        };
-        if n == 0 {
-            break;
-        }
-        total += n;
-        if n < want {
-            break;
-        }
-    }
-    if total == 0 {
-        ReadResult::Eof
-    } else {
-        ReadResult::Data(total)
     }
 }
 
