@@ -1,5 +1,6 @@
-# Marker helpers shared by the guest and the test host scripts (sourced, as
-# /lib/vmstack.sh in both initramfs images). See docs/testing.md, "Markers".
+# Marker helpers (and a few more: the kernel command line, ping) shared by
+# the guest and the test host scripts (sourced, as /lib/vmstack.sh in both
+# initramfs images). See docs/testing.md, "Markers".
 #
 # A marker is a console line `@@vmstack:<key>=<value>` (optionally after a
 # kernel log timestamp `[ 12.345678] `, for markers written to /dev/kmsg).
@@ -73,4 +74,27 @@ wait_pending() {
         sleep 1
     done
     return 1
+}
+
+# cmdline_arg KEY DEFAULT: the value of the last KEY=VALUE on the kernel
+# command line (the scenarios' parameters, e.g. bench.rounds=3), else
+# DEFAULT.
+cmdline_arg() {
+    _v=$2
+    for _a in $(cat /proc/cmdline); do
+        case "$_a" in "$1"=*) _v=${_a#"$1"=} ;; esac
+    done
+    echo "$_v"
+}
+
+# wait_ping HOST: pings HOST until it answers, at most 30 times (~30 s: the
+# test host brings its end of the link up while the guest boots); prints
+# how many pings went unanswered.
+wait_ping() {
+    _n=0
+    until ping -c 1 -W 1 "$1" >/dev/null 2>&1; do
+        _n=$((_n + 1))
+        [ "$_n" -ge 30 ] && break
+    done
+    echo "$_n"
 }

@@ -2,15 +2,11 @@
 # `cargo xtask bench binder`: sysmgr with one android guest; the guest
 # times getSystemState through binder and a raw vsock echo (host port
 # 5000, vsock-test echo) and prints `bench: ...` lines.
+. /lib/vmstack.sh
 D=/tmp/bench-binder
 S=$D/state
 mkdir -p $D
-count=1000
-for arg in $(cat /proc/cmdline); do
-    case "$arg" in
-        bench.count=*) count="${arg#bench.count=}" ;;
-    esac
-done
+count=$(cmdline_arg bench.count 1000)
 cat > $D/policy.toml <<POLICY
 [[guest]]
 name = "android"

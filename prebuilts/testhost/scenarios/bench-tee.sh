@@ -10,16 +10,9 @@
 # and friends, docs/benchmarks.md); the host's echo server's as
 # echo_host_*.
 . /lib/vmstack.sh
-ROUNDS=5
-N=200
-SIZE=4096
-for arg in $(cat /proc/cmdline); do
-    case "$arg" in
-        bench.rounds=*) ROUNDS="${arg#bench.rounds=}" ;;
-        bench.n=*) N="${arg#bench.n=}" ;;
-        bench.size=*) SIZE="${arg#bench.size=}" ;;
-    esac
-done
+ROUNDS=$(cmdline_arg bench.rounds 5)
+N=$(cmdline_arg bench.n 200)
+SIZE=$(cmdline_arg bench.size 4096)
 S=/tmp/bench-tee-vsock.sock
 T=/tmp/bench-tee.sock
 D=/tmp/bench-tee-state
