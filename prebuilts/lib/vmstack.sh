@@ -98,3 +98,23 @@ wait_ping() {
     done
     echo "$_n"
 }
+
+# wait_path TEST PATH [TENTHS]: waits until `test TEST PATH` holds (-S: a
+# socket, -e: anything), looking every 0.1 s, at most TENTHS times
+# (default 100: 10 s); fails if it never does.
+wait_path() {
+    _i=0
+    while ! test "$1" "$2"; do
+        [ "$_i" -ge "${3:-100}" ] && return 1
+        sleep 0.1
+        _i=$((_i + 1))
+    done
+}
+
+# wait_trustyd SOCKET...: waits for each socket trustyd serves (wait_path
+# -S); marks trustyd_no_socket for one that never appears.
+wait_trustyd() {
+    for _s in "$@"; do
+        wait_path -S "$_s" || mark trustyd_no_socket "$_s"
+    done
+}

@@ -50,11 +50,7 @@ chmod +x /tmp/sink.sh
 
 # Brings the tap up once the VMM has created it (background).
 tap_up() {
-    n=0
-    while [ ! -e "/sys/class/net/$TAP" ] && [ "$n" -lt 600 ]; do
-        sleep 0.1
-        n=$((n + 1))
-    done
+    wait_path -e "/sys/class/net/$TAP" 600
     ip addr add 192.168.100.1/24 dev "$TAP" && ip link set "$TAP" up ||
         echo "@@BDEV $1.tap_error=cannot_configure_$TAP" >> $T/results
 }
