@@ -76,6 +76,14 @@ wait_pending() {
     return 1
 }
 
+# decide_pending SOCKET PID N DECISION: wait_pending SOCKET PID, then
+# `vmm decide SOCKET N DECISION`, marked as decide-N; if no request comes,
+# kills PID and fails.
+decide_pending() {
+    wait_pending "$1" "$2" || { kill "$2"; return 1; }
+    mark "decide-$3" "$(vmm decide "$1" "$3" "$4")"
+}
+
 # cmdline_arg KEY DEFAULT: the value of the last KEY=VALUE on the kernel
 # command line (the scenarios' parameters, e.g. bench.rounds=3), else
 # DEFAULT.
