@@ -180,6 +180,11 @@ pub enum Param {
 }
 
 impl Param {
+    /// The parameters of a request that uses only the first one.
+    pub fn only(first: Param) -> [Param; NUM_PARAMS] {
+        [first, Param::None, Param::None, Param::None]
+    }
+
     /// The parameter's type byte.
     pub fn type_byte(&self) -> u8 {
         match self {

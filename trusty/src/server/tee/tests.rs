@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::service::{BootClock, Service};
-use crate::ta::echo::{CMD_ECHO, CMD_WAIT};
+use crate::ta::echo::{wait_params, CMD_ECHO, CMD_WAIT};
 use crate::tee::proto::{ParamOut, Value, NUM_PARAMS};
 use crate::tee::TeeClient;
 
@@ -119,16 +119,7 @@ fn wait_is_cancelled_while_another_session_works() {
             session: sids[0],
             func: CMD_WAIT,
             cancel_id: 42,
-            params: [
-                Param::ValueInput(Value {
-                    a: 20_000,
-                    b: 0,
-                    c: 0,
-                }),
-                Param::None,
-                Param::None,
-                Param::None,
-            ],
+            params: wait_params(20_000),
         })
         .unwrap();
     // The other session answers while the first one waits.
@@ -137,12 +128,7 @@ fn wait_is_cancelled_while_another_session_works() {
             session: sids[1],
             func: CMD_ECHO,
             cancel_id: 0,
-            params: [
-                Param::MemrefInout(b"x".to_vec()),
-                Param::None,
-                Param::None,
-                Param::None,
-            ],
+            params: Param::only(Param::MemrefInout(b"x".to_vec())),
         })
         .unwrap();
     let r = rx.recv().unwrap();
