@@ -107,6 +107,14 @@ wait_ping() {
     echo "$_n"
 }
 
+# eth0_up HOST (guest): eth0 as 192.168.100.2/24 on the test host's tap,
+# up; then wait_ping HOST (prints its count). Fails if eth0 cannot be
+# configured.
+eth0_up() {
+    ip addr add 192.168.100.2/24 dev eth0 && ip link set eth0 up || return 1
+    wait_ping "$1"
+}
+
 # wait_path TEST PATH [TENTHS]: waits until `test TEST PATH` holds (-S: a
 # socket, -e: anything), looking every 0.1 s, at most TENTHS times
 # (default 100: 10 s); fails if it never does.

@@ -75,8 +75,7 @@ if [ "$BLK" -gt 0 ]; then
 fi
 
 if [ "$NET" -gt 0 ]; then
-    if ip addr add 192.168.100.2/24 dev eth0 2>/dev/null && ip link set eth0 up; then
-        wait_ping "$HOST" >/dev/null
+    if eth0_up "$HOST" >/dev/null 2>&1; then
         printf '#!/bin/sh\nexec cat > /dev/null\n' > /tmp/sink.sh
         chmod +x /tmp/sink.sh
         c0=$(cpu_snap)

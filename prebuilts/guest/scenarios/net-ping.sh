@@ -4,9 +4,7 @@
 . /lib/vmstack.sh
 HOST=192.168.100.1
 dmesg -n 1
-ip addr add 192.168.100.2/24 dev eth0
-ip link set eth0 up
-mark net_ping_warmup "$(wait_ping "$HOST")"
+mark net_ping_warmup "$(eth0_up "$HOST")"
 ping -c 3 "$HOST" > /tmp/ping.out
 cat /tmp/ping.out
 mark net_ping_summary "$(grep 'packets transmitted' /tmp/ping.out)"

@@ -17,10 +17,8 @@ say() { echo "net: $1=$2"; mark "$1" "$2" >> /tmp/results; }
 say net_driver "$(basename "$(readlink /sys/class/net/eth0/device/driver)")"
 say net_mac "$(cat /sys/class/net/eth0/address)"
 say net_features "$(cat /sys/class/net/eth0/device/features)"
-ip addr add 192.168.100.2/24 dev eth0
-ip link set eth0 up
 
-say net_ping_warmup "$(wait_ping "$HOST")"
+say net_ping_warmup "$(eth0_up "$HOST")"
 ping -c 3 "$HOST" > /tmp/ping.out
 cat /tmp/ping.out
 say net_ping_summary "$(grep 'packets transmitted' /tmp/ping.out)"
