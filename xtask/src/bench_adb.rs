@@ -103,12 +103,7 @@ pub fn summarize(p: &Parsed, rounds: u32) -> Result<Verdict> {
             ));
         }
     }
-    if !problems.is_empty() {
-        bail!(
-            "missing or failed measurements:\n  {}",
-            problems.join("\n  ")
-        );
-    }
+    bench_host::check_measured(&problems)?;
     let adb = stats::summarize(&p.adb.values().copied().collect::<Vec<_>>());
     let raw = stats::summarize(&p.raw.values().copied().collect::<Vec<_>>());
     let paired: Vec<f64> = p

@@ -228,6 +228,31 @@ pub fn check_rc(run: &TestHostRun, section: &ScenarioResult) -> Result<()> {
     Ok(())
 }
 
+/// Fails with the list of `problems` (missing or failed measurements, one
+/// a line) unless it is empty.
+pub fn check_measured(problems: &[String]) -> Result<()> {
+    if problems.is_empty() {
+        return Ok(());
+    }
+    bail!(
+        "missing or failed measurements:\n  {}",
+        problems.join("\n  ")
+    )
+}
+
+/// Fails with `measured`'s error (with the scenario's rc and console) if
+/// the measurements are incomplete, else as [`check_rc`].
+pub fn check_run(run: &TestHostRun, section: &ScenarioResult, measured: Result<()>) -> Result<()> {
+    if let Err(e) = measured {
+        bail!(
+            "{e:#}\n(scenario rc={:?}; console {})",
+            section.rc,
+            run.log_path.display()
+        );
+    }
+    check_rc(run, section)
+}
+
 /// The images' `manifest.json` (an empty object if unreadable).
 pub struct Manifest(serde_json::Value);
 

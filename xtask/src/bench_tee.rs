@@ -207,14 +207,7 @@ pub fn check_complete(p: &Parsed, rounds: u32, n: u32) -> Result<()> {
     if !p.done {
         problems.push("no vmm.guest.bench_tee_done marker (the guest did not finish)".into());
     }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        bail!(
-            "missing or failed measurements:\n  {}",
-            problems.join("\n  ")
-        )
-    }
+    bench_host::check_measured(&problems)
 }
 
 /// The result table.
@@ -326,14 +319,7 @@ pub fn tee(rounds: u32) -> Result<()> {
         json_path.display(),
         run.log_path.display()
     );
-    if let Err(e) = check_complete(&parsed, rounds, ROUND_TRIPS) {
-        bail!(
-            "{e:#}\n(scenario rc={:?}; console {})",
-            section.rc,
-            run.log_path.display()
-        );
-    }
-    bench_host::check_rc(&run, section)
+    bench_host::check_run(&run, section, check_complete(&parsed, rounds, ROUND_TRIPS))
 }
 
 #[cfg(test)]

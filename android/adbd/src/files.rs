@@ -264,14 +264,9 @@ fn send_file(s: &mut Sync, path_bytes: &[u8]) -> Result<(), Stop> {
 mod tests {
     use std::path::PathBuf;
 
-    use crate::test_client::Client;
+    use adbd::sync_protocol::encode_request as req;
 
-    fn req(tag: &[u8; 4], arg: u32, body: &[u8]) -> Vec<u8> {
-        let mut v = tag.to_vec();
-        v.extend_from_slice(&arg.to_le_bytes());
-        v.extend_from_slice(body);
-        v
-    }
+    use crate::test_client::Client;
 
     fn temp_dir(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("adbd-sync-{name}-{}", std::process::id()));

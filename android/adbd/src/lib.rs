@@ -13,6 +13,7 @@ pub mod packet;
 pub mod service;
 pub mod session;
 pub mod shell_protocol;
+mod stream;
 pub mod sync_protocol;
 
 /// Features this daemon advertises in its banner (only what it implements:

@@ -55,6 +55,18 @@ pub enum Command {
 }
 
 impl Command {
+    /// Every command, in declaration order.
+    pub const ALL: [Command; 8] = [
+        Command::Sync,
+        Command::Cnxn,
+        Command::Auth,
+        Command::Open,
+        Command::Okay,
+        Command::Clse,
+        Command::Wrte,
+        Command::Stls,
+    ];
+
     /// The command word on the wire.
     pub const fn word(self) -> u32 {
         match self {
@@ -71,18 +83,7 @@ impl Command {
 
     /// The command of a wire word, if it is one.
     pub fn from_word(word: u32) -> Option<Self> {
-        [
-            Command::Sync,
-            Command::Cnxn,
-            Command::Auth,
-            Command::Open,
-            Command::Okay,
-            Command::Clse,
-            Command::Wrte,
-            Command::Stls,
-        ]
-        .into_iter()
-        .find(|c| c.word() == word)
+        Self::ALL.into_iter().find(|c| c.word() == word)
     }
 
     /// The four ASCII letters (`b"CNXN"`), for logs.
@@ -294,16 +295,7 @@ mod tests {
 
     #[test]
     fn command_words_spell_their_names() {
-        for c in [
-            Command::Sync,
-            Command::Cnxn,
-            Command::Auth,
-            Command::Open,
-            Command::Okay,
-            Command::Clse,
-            Command::Wrte,
-            Command::Stls,
-        ] {
+        for c in Command::ALL {
             assert_eq!(&c.word().to_le_bytes(), c.name().as_bytes());
             assert_eq!(Command::from_word(c.word()), Some(c));
         }

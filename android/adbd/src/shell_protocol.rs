@@ -5,6 +5,8 @@
 
 use thiserror::Error;
 
+use crate::stream::StreamBuffer;
+
 /// Client → daemon: bytes for the command's stdin.
 pub const ID_STDIN: u8 = 0;
 /// Daemon → client: bytes the command wrote to stdout.
@@ -92,8 +94,7 @@ pub fn encode(id: u8, data: &[u8]) -> Vec<u8> {
 /// packet ([`HEADER_LEN`] + [`MAX_DATA`] bytes) plus one pushed chunk.
 #[derive(Debug, Default)]
 pub struct Decoder {
-    buf: Vec<u8>,
-    start: usize,
+    stream: StreamBuffer,
 }
 
 impl Decoder {
@@ -105,16 +106,12 @@ impl Decoder {
     /// Appends stream bytes; call [`Self::next_packet`] until it returns
     /// `Ok(None)` before pushing more.
     pub fn push(&mut self, data: &[u8]) {
-        if self.start > 0 {
-            self.buf.drain(..self.start);
-            self.start = 0;
-        }
-        self.buf.extend_from_slice(data);
+        self.stream.push(data);
     }
 
     /// The next complete packet, `Ok(None)` if more bytes are needed.
     pub fn next_packet(&mut self) -> Result<Option<ClientPacket>, ShellProtocolError> {
-        let rest = &self.buf[self.start..];
+        let rest = self.stream.rest();
         let Some(head) = rest.get(..HEADER_LEN) else {
             return Ok(None);
         };
@@ -134,13 +131,13 @@ impl Decoder {
             ID_CLOSE_STDIN => ClientPacket::CloseStdin,
             _ => ClientPacket::WindowSize(WindowSize::parse(data)),
         };
-        self.start += HEADER_LEN + len as usize;
+        self.stream.consume(HEADER_LEN + len as usize);
         Ok(Some(packet))
     }
 
     /// Bytes held (for the bound checks of the tests and the fuzz target).
     pub fn buffered(&self) -> usize {
-        self.buf.len() - self.start
+        self.stream.buffered()
     }
 }
 

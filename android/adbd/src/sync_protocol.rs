@@ -15,6 +15,8 @@
 
 use thiserror::Error;
 
+use crate::stream::StreamBuffer;
+
 /// Longest path (or `path,mode`) in a request.
 pub const MAX_PATH: usize = 1024;
 /// Largest `DATA` chunk.
@@ -109,8 +111,7 @@ pub fn split_path_mode(arg: &[u8]) -> (Vec<u8>, u32) {
 /// ([`HEADER_LEN`] + [`MAX_DATA`] bytes) plus one pushed chunk.
 #[derive(Debug, Default)]
 pub struct Decoder {
-    buf: Vec<u8>,
-    start: usize,
+    stream: StreamBuffer,
 }
 
 impl Decoder {
@@ -122,21 +123,17 @@ impl Decoder {
     /// Appends stream bytes; call [`Self::next_request`] until it returns
     /// `Ok(None)` before pushing more.
     pub fn push(&mut self, data: &[u8]) {
-        if self.start > 0 {
-            self.buf.drain(..self.start);
-            self.start = 0;
-        }
-        self.buf.extend_from_slice(data);
+        self.stream.push(data);
     }
 
     /// Bytes held.
     pub fn buffered(&self) -> usize {
-        self.buf.len() - self.start
+        self.stream.buffered()
     }
 
     /// The next complete request, `Ok(None)` if more bytes are needed.
     pub fn next_request(&mut self) -> Result<Option<Request>, SyncProtocolError> {
-        let rest = &self.buf[self.start..];
+        let rest = self.stream.rest();
         let Some(head) = rest.get(..HEADER_LEN) else {
             return Ok(None);
         };
@@ -150,7 +147,7 @@ impl Decoder {
             _ => None,
         };
         if let Some(r) = bodyless {
-            self.start += HEADER_LEN;
+            self.stream.consume(HEADER_LEN);
             return Ok(Some(r));
         }
         let len = arg as usize;
@@ -170,7 +167,7 @@ impl Decoder {
             return Err(SyncProtocolError::NulInPath);
         }
         let body = body.to_vec();
-        self.start += HEADER_LEN + len;
+        self.stream.consume(HEADER_LEN + len);
         Ok(Some(match id {
             ID_DATA => Request::Data(body),
             ID_STAT => Request::Stat(body),
@@ -235,16 +232,20 @@ pub fn fail(out: &mut Vec<u8>, message: &str) {
     out.extend_from_slice(m);
 }
 
+/// A request as a client writes it (the tag, `arg` little-endian, the
+/// body), the inverse of [`Decoder`]: for tests and fuzz seeds.
+pub fn encode_request(tag: &[u8; 4], arg: u32, body: &[u8]) -> Vec<u8> {
+    let mut v = tag.to_vec();
+    v.extend_from_slice(&arg.to_le_bytes());
+    v.extend_from_slice(body);
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn req(tag: &[u8; 4], arg: u32, body: &[u8]) -> Vec<u8> {
-        let mut v = tag.to_vec();
-        v.extend_from_slice(&arg.to_le_bytes());
-        v.extend_from_slice(body);
-        v
-    }
+    use super::encode_request as req;
 
     #[test]
     fn a_push_as_the_client_sends_it() {

@@ -255,18 +255,7 @@ impl BusDevice for SerialDevice {
 mod tests {
     use super::*;
 
-    #[derive(Clone, Default)]
-    struct SharedBuf(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for SharedBuf {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::virtio::console::test_support::SharedBuf;
 
     #[test]
     fn transmits_bytes_and_receives_input_with_interrupt() {

@@ -423,6 +423,11 @@ mod tests {
         }
     }
 
+    /// Buckets full at `t0` with these limits.
+    fn buckets(t0: Instant, bandwidth: Option<BucketConfig>, ops: Option<BucketConfig>) -> Buckets {
+        Buckets::new(RateLimit { bandwidth, ops }, t0)
+    }
+
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
     }
@@ -457,13 +462,7 @@ mod tests {
     #[test]
     fn a_full_bucket_passes_its_size_then_refills_at_its_rate() {
         let t0 = Instant::now();
-        let mut b = Buckets::new(
-            RateLimit {
-                bandwidth: Some(bucket(1000, 1000, 0)),
-                ops: None,
-            },
-            t0,
-        );
+        let mut b = buckets(t0, Some(bucket(1000, 1000, 0)), None);
         assert_eq!(b.try_consume(t0, 1, 600), Ok(()));
         assert_eq!(b.try_consume(t0, 1, 400), Ok(()));
         // Empty: 100 bytes take 100 ms.
@@ -478,13 +477,7 @@ mod tests {
     #[test]
     fn the_one_time_burst_is_spent_first_and_once() {
         let t0 = Instant::now();
-        let mut b = Buckets::new(
-            RateLimit {
-                bandwidth: None,
-                ops: Some(bucket(10, 1000, 5)),
-            },
-            t0,
-        );
+        let mut b = buckets(t0, None, Some(bucket(10, 1000, 5)));
         for _ in 0..15 {
             assert_eq!(b.try_consume(t0, 1, 0), Ok(()));
         }
@@ -500,13 +493,7 @@ mod tests {
     #[test]
     fn both_buckets_or_neither() {
         let t0 = Instant::now();
-        let mut b = Buckets::new(
-            RateLimit {
-                bandwidth: Some(bucket(1000, 1000, 0)),
-                ops: Some(bucket(2, 1000, 0)),
-            },
-            t0,
-        );
+        let mut b = buckets(t0, Some(bucket(1000, 1000, 0)), Some(bucket(2, 1000, 0)));
         assert_eq!(b.try_consume(t0, 1, 100), Ok(()));
         // Bandwidth refuses: the operation is not taken either.
         assert_eq!(b.try_consume(t0, 1, 1000), Err(ms(100)));
@@ -519,13 +506,7 @@ mod tests {
     #[test]
     fn a_request_larger_than_the_bucket_passes_once_and_leaves_a_debt() {
         let t0 = Instant::now();
-        let mut b = Buckets::new(
-            RateLimit {
-                bandwidth: Some(bucket(1000, 1000, 0)),
-                ops: None,
-            },
-            t0,
-        );
+        let mut b = buckets(t0, Some(bucket(1000, 1000, 0)), None);
         assert_eq!(b.try_consume(t0, 1, 500), Ok(()));
         // 3000 > size: waits for a full bucket (500 ms), then passes.
         assert_eq!(b.try_consume(t0, 1, 3000), Err(ms(500)));
@@ -539,13 +520,7 @@ mod tests {
     #[test]
     fn a_cost_known_afterwards_may_leave_a_debt() {
         let t0 = Instant::now();
-        let mut b = Buckets::new(
-            RateLimit {
-                bandwidth: Some(bucket(1000, 1000, 0)),
-                ops: None,
-            },
-            t0,
-        );
+        let mut b = buckets(t0, Some(bucket(1000, 1000, 0)), None);
         assert_eq!(b.wait_for_any(t0), None);
         b.force_consume(t0, 1, 1500);
         assert_eq!(b.wait_for_any(t0), Some(ms(501)));
@@ -557,13 +532,7 @@ mod tests {
         // 1 MiB/s, requests of 128 KiB, served whenever allowed, for 10 s
         // of simulated time: about 10 MiB (+ the initial full bucket).
         let t0 = Instant::now();
-        let mut b = Buckets::new(
-            RateLimit {
-                bandwidth: Some(bucket(1 << 20, 1000, 0)),
-                ops: None,
-            },
-            t0,
-        );
+        let mut b = buckets(t0, Some(bucket(1 << 20, 1000, 0)), None);
         let mut now = t0;
         let mut served = 0u64;
         while now < t0 + Duration::from_secs(10) {

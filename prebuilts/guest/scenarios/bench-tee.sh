@@ -11,16 +11,9 @@
 # Every sample is printed (<path>_r<k>_us); cargo xtask bench tee takes the
 # percentiles.
 . /lib/vmstack.sh
-ROUNDS=5
-N=200
-SIZE=4096
-for arg in $(cat /proc/cmdline); do
-    case "$arg" in
-        bench.rounds=*) ROUNDS="${arg#bench.rounds=}" ;;
-        bench.n=*) N="${arg#bench.n=}" ;;
-        bench.size=*) SIZE="${arg#bench.size=}" ;;
-    esac
-done
+ROUNDS=$(cmdline_arg bench.rounds 5)
+N=$(cmdline_arg bench.n 200)
+SIZE=$(cmdline_arg bench.size 4096)
 TSIZE=$SIZE
 [ "$TSIZE" -gt 3840 ] && TSIZE=3840
 mark trusty_size "$TSIZE"

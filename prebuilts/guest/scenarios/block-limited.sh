@@ -6,20 +6,22 @@
 . /lib/vmstack.sh
 now() { cut -d' ' -f1 /proc/uptime; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
-sectors_read() { awk '{ print $3 }' "/sys/block/$1/stat"; }
+# stat_field DEV N: field N of /sys/block/DEV/stat (1: reads completed,
+# 3: sectors read).
+stat_field() { awk -v n="$2" '{ print $n }' "/sys/block/$1/stat"; }
 
-before=$(sectors_read vda)
-a=$(now)
-dd if=/dev/vda of=/dev/null bs=64k count=64 iflag=direct 2>/dev/null
-mark bw_dd_rc "$?"
-b=$(now)
-mark bw_seconds "$(elapsed "$a" "$b")"
-mark bw_sectors "$(( $(sectors_read vda) - before ))"
+# timed_read KEY DEV BS COUNT FIELD NAME: a direct read of COUNT blocks of
+# BS from DEV; marks KEY_dd_rc, KEY_seconds and, as KEY_NAME, how much
+# stat_field DEV FIELD grew meanwhile.
+timed_read() {
+    before=$(stat_field "$2" "$5")
+    a=$(now)
+    dd if="/dev/$2" of=/dev/null bs="$3" count="$4" iflag=direct 2>/dev/null
+    mark "${1}_dd_rc" "$?"
+    b=$(now)
+    mark "${1}_seconds" "$(elapsed "$a" "$b")"
+    mark "${1}_$6" "$(( $(stat_field "$2" "$5") - before ))"
+}
 
-before=$(awk '{ print $1 }' /sys/block/vdb/stat)
-a=$(now)
-dd if=/dev/vdb of=/dev/null bs=4k count=200 iflag=direct 2>/dev/null
-mark ops_dd_rc "$?"
-b=$(now)
-mark ops_seconds "$(elapsed "$a" "$b")"
-mark ops_requests "$(( $(awk '{ print $1 }' /sys/block/vdb/stat) - before ))"
+timed_read bw vda 64k 64 3 sectors
+timed_read ops vdb 4k 200 1 requests

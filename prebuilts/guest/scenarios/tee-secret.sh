@@ -4,10 +4,7 @@
 # Trusty's secure storage through /dev/tee0; tee.demo=read (the next VM
 # run, a new VMM) reads it back. tee-test's key=value lines are markers.
 . /lib/vmstack.sh
-what=
-for arg in $(cat /proc/cmdline); do
-    case "$arg" in tee.demo=*) what="${arg#tee.demo=}" ;; esac
-done
+what=$(cmdline_arg tee.demo '')
 mark tee_devices "$(ls /sys/class/tee 2>/dev/null | tr '\n' ' ')"
 case "$what" in
 store)

@@ -7,10 +7,7 @@
 # lines: markers here (mark_kv). With /bin/tee-client (arm64), the same
 # flows also go through Debian's stock libteec (tee-test --via libteec).
 . /lib/vmstack.sh
-step=
-for arg in $(cat /proc/cmdline); do
-    case "$arg" in tee.step=*) step="${arg#tee.step=}" ;; esac
-done
+step=$(cmdline_arg tee.step '')
 mark tee_step "$step"
 teec() { [ -x /bin/tee-client ]; }
 t() { timeout 120 tee-test "$@" 2>&1 | mark_kv; }

@@ -9,14 +9,8 @@
 # Kernel command line: bench.rounds=R bench.mib=MIB.
 . /lib/vmstack.sh
 . /scenarios/adb-lib.sh
-ROUNDS=3
-MIB=64
-for arg in $(cat /proc/cmdline); do
-    case "$arg" in
-        bench.rounds=*) ROUNDS="${arg#bench.rounds=}" ;;
-        bench.mib=*) MIB="${arg#bench.mib=}" ;;
-    esac
-done
+ROUNDS=$(cmdline_arg bench.rounds 3)
+MIB=$(cmdline_arg bench.mib 64)
 S=/tmp/bench-adb.sock
 C=/tmp/bench-adb-ctl.sock
 T=/tmp/bench-adb

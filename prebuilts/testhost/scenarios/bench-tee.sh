@@ -10,16 +10,9 @@
 # and friends, docs/benchmarks.md); the host's echo server's as
 # echo_host_*.
 . /lib/vmstack.sh
-ROUNDS=5
-N=200
-SIZE=4096
-for arg in $(cat /proc/cmdline); do
-    case "$arg" in
-        bench.rounds=*) ROUNDS="${arg#bench.rounds=}" ;;
-        bench.n=*) N="${arg#bench.n=}" ;;
-        bench.size=*) SIZE="${arg#bench.size=}" ;;
-    esac
-done
+ROUNDS=$(cmdline_arg bench.rounds 5)
+N=$(cmdline_arg bench.n 200)
+SIZE=$(cmdline_arg bench.size 4096)
 S=/tmp/bench-tee-vsock.sock
 T=/tmp/bench-tee.sock
 D=/tmp/bench-tee-state
@@ -28,11 +21,7 @@ mkdir -p $H
 mark bench_info "rounds=$ROUNDS n=$N size=$SIZE kernel=$(uname -r)"
 trustyd run --state-dir $D --guest g=$S,tee=$T > $H/trustyd.log 2>&1 &
 t=$!
-for s in $T ${S}_1; do
-    i=0
-    while [ ! -S $s ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
-    [ -S $s ] || mark trustyd_no_socket $s
-done
+wait_trustyd $T ${S}_1
 vsock-test listen-unix ${S}_5000 echo --count "$ROUNDS" --tag echo_host > $H/echo 2>&1 &
 e=$!
 run_vmm vmm --cpus 1 --mem 256 --tee socket=$T --vsock cid=3,socket=$S \

@@ -19,11 +19,7 @@ VA=/tmp/tee-a-vsock.sock
 mkdir -p $H
 trustyd run --state-dir $D --guest a=,tee=$TA --guest b=,tee=$TB > $H/trustyd.log 2>&1 &
 t=$!
-for s in $TA $TB; do
-    i=0
-    while [ ! -S $s ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
-    [ -S $s ] || mark trustyd_no_socket $s
-done
+wait_trustyd $TA $TB
 
 # vm TAG STEP SOCKET [VMM ARGS...]: one VM run of guest.scenario=tee-storage.
 vm() {

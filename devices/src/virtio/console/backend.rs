@@ -304,6 +304,14 @@ impl InputQueue {
     }
 }
 
+/// An error after which the same call may simply be tried again later.
+fn is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+    )
+}
+
 /// Reads once from `reader` into `pending` (at most its room). Returns the
 /// bytes read, `Ok(0)` at end of input, or the error.
 fn read_once(reader: &mut impl Read, pending: &mut InputQueue) -> io::Result<usize> {
@@ -342,14 +350,7 @@ impl Input {
                 0
             }
             Ok(n) => n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                ) =>
-            {
-                0
-            }
+            Err(e) if is_transient(&e) => 0,
             Err(e) => {
                 crate::guest_warn!("virtio-console: cannot read input, closing it: {e}");
                 self.eof = true;
@@ -453,11 +454,7 @@ impl UnixBackend {
             match read_once(&mut client.stream, pending) {
                 Ok(0) => client.read_closed = true,
                 Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                    ) => {}
+                Err(e) if is_transient(&e) => {}
                 Err(e) => {
                     self.drop_client(&format!("read failed: {e}"));
                     return;
@@ -488,11 +485,7 @@ impl UnixBackend {
         if client.backlog.is_empty() {
             match (&client.stream).write(rest) {
                 Ok(n) => rest = &rest[n..],
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                    ) => {}
+                Err(e) if is_transient(&e) => {}
                 Err(e) => {
                     self.drop_client(&format!("write failed: {e}"));
                     return;

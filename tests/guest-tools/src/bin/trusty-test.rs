@@ -153,30 +153,33 @@ fn tipc_connect(dev_name: &str, srv_name: &str) -> Result<OwnedFd, i32> {
     }
 }
 
-fn write_all_once(fd: &OwnedFd, buf: &[u8]) -> Result<usize, i32> {
+/// Runs the system call `call` again while it is interrupted (`EINTR`);
+/// its byte count, or its errno.
+fn retry_eintr(mut call: impl FnMut() -> isize) -> Result<usize, i32> {
     loop {
-        // SAFETY: `buf` is valid for reads of its length.
-        let n = unsafe { libc::write(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) };
+        let n = call();
         if n >= 0 {
             return Ok(n as usize);
         }
-        if errno() != libc::EINTR {
-            return Err(errno());
+        let e = errno();
+        if e != libc::EINTR {
+            return Err(e);
         }
     }
 }
 
+fn write_all_once(fd: &OwnedFd, buf: &[u8]) -> Result<usize, i32> {
+    retry_eintr(|| {
+        // SAFETY: `buf` is valid for reads of its length.
+        unsafe { libc::write(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) }
+    })
+}
+
 fn read_once(fd: &OwnedFd, buf: &mut [u8]) -> Result<usize, i32> {
-    loop {
+    retry_eintr(|| {
         // SAFETY: `buf` is valid for writes of its length.
-        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-        if n >= 0 {
-            return Ok(n as usize);
-        }
-        if errno() != libc::EINTR {
-            return Err(errno());
-        }
-    }
+        unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) }
+    })
 }
 
 /// libtrusty's `tipc_send` over vsock: one `writev` of the message parts.
