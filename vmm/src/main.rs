@@ -170,13 +170,7 @@ fn run(args: RunArgs, start: Instant) -> anyhow::Result<ExitReason> {
 
 fn main() -> ExitCode {
     let start = Instant::now();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("VMM_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    vmstack_log::init("vmm");
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run(*args, start).map(|reason| {
