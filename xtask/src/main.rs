@@ -20,6 +20,7 @@
 //! See `docs/testing.md`.
 
 mod android;
+mod android_check;
 mod apt;
 mod apt_sources;
 mod bench;
@@ -122,6 +123,10 @@ enum Cmd {
         #[arg(long, default_value = "x86_64")]
         arch: paths::Arch,
     },
+    /// `cargo check` of the VMM, devices, guest daemons, sysmgr and the JNI
+    /// library for aarch64-linux-android and x86_64-linux-android (adds
+    /// the rustup targets if missing; no NDK needed, nothing is linked).
+    AndroidCheck,
     /// Fuzz the device parsers, the virtio-mmio transport, the Trusty service
     /// and the control protocol (cargo-fuzz, nightly; see docs/fuzzing.md).
     Fuzz {
@@ -147,6 +152,7 @@ fn main() {
             all_arch,
         } => run::test(nested_only, all_arch),
         Cmd::Demo { direct } => demo::demo(direct),
+        Cmd::AndroidCheck => android_check::android_check(),
         Cmd::Testhost {
             scenarios,
             no_build,
