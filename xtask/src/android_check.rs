@@ -33,6 +33,7 @@ pub const ANDROID_PACKAGES: &[&str] = &[
     "guest-tools",
     "trusty",
     "sysmgr",
+    "vmstack-jni",
 ];
 
 /// The name kvm-ioctls uses that Android's `libc` lacks, and bionic's value.

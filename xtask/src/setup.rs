@@ -18,6 +18,8 @@ pub const HOST_PACKAGES: &[&str] = &[
     // AOSP's AIDL compiler (Android 10): the conformance and API-dump
     // cross-checks of `aidl/` (crate vmstack-aidl).
     "aidl",
+    // javac and java: the JNI library's JVM test (system-manager/sysmgr/tests/jni.rs).
+    "openjdk-17-jdk-headless",
 ];
 
 /// Extra Debian packages the aarch64 images and tests need: the test host's
