@@ -29,6 +29,8 @@ mod bench_arm64;
 mod bench_binder;
 mod bench_devices;
 mod bench_host;
+#[cfg(test)]
+mod blueprint;
 mod cpio;
 mod demo;
 mod demo_log;
@@ -42,6 +44,8 @@ mod paths;
 mod profile_devices;
 mod run;
 mod setup;
+#[cfg(test)]
+mod soong_check;
 mod tee_client;
 mod util;
 

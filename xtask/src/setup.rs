@@ -20,6 +20,8 @@ pub const HOST_PACKAGES: &[&str] = &[
     "aidl",
     // javac and java: the JNI library's JVM test (system-manager/sysmgr/tests/jni.rs).
     "openjdk-17-jdk-headless",
+    // bpfmt (google/blueprint's parser): the Soong check cross-checks every Android.bp.
+    "blueprint-tools",
 ];
 
 /// Extra Debian packages the aarch64 images and tests need: the test host's
