@@ -113,7 +113,7 @@ fn next(rx: &Receiver<String>, seen: &mut Vec<String>) -> String {
             seen.push(line.clone());
             line
         }
-        Err(_) => panic!("the Java driver stopped; it printed {seen:#?}"),
+        Err(_) => panic!("the Java driver stopped; it printed {seen:#?} (stderr in java.err)"),
     }
 }
 
@@ -137,7 +137,7 @@ fn java_system_manager_over_rpc_binder_on_the_jvm() {
         .arg(&host)
         .arg(&guest)
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(std::fs::File::create(dir.join("java.err")).unwrap())
         .spawn()
         .unwrap();
     let rx = lines(java.stdout.take().unwrap());
@@ -171,7 +171,13 @@ fn java_system_manager_over_rpc_binder_on_the_jvm() {
     expect("after close: SystemManager is closed");
     expect("DONE");
     let status = java.wait().unwrap();
-    assert!(status.success(), "java exited with {status}");
+    let stderr = std::fs::read_to_string(dir.join("java.err")).unwrap();
+    assert!(status.success(), "java exited with {status}: {stderr}");
+    // -Xcheck:jni reports misuse (unchecked exceptions, bad refs) as warnings.
+    assert!(
+        !stderr.contains("WARNING") && !stderr.contains("FATAL"),
+        "the JVM complained:\n{stderr}"
+    );
     assert!(
         log_lines(&dir)
             .iter()
