@@ -18,9 +18,7 @@ use devices::virtio::console::{
     ConsoleBackend, MAX_TX_CHAIN_BYTES, QUEUE_SIZE, RX_QUEUE, TX_QUEUE,
 };
 use libfuzzer_sys::fuzz_target;
-use vmstack_fuzz::{
-    guest_memory, interrupt, write_data, write_indirect, Batch, Desc, FuzzQueue, RingSetup,
-};
+use vmstack_fuzz::{guest_memory_with, interrupt, Batch, Desc, FuzzQueue, RingSetup};
 
 #[derive(Default)]
 struct Out {
@@ -72,9 +70,7 @@ struct Input {
 }
 
 fuzz_target!(|input: Input| {
-    let mem = guest_memory();
-    write_data(&mem, &input.data);
-    write_indirect(&mem, &input.indirect);
+    let mem = guest_memory_with(&input.data, &input.indirect);
     let out = Arc::new(Mutex::new(Out::default()));
     let port = Port {
         backend: ConsoleBackend::output(Box::new(Writer(out.clone()))),

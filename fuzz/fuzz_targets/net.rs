@@ -26,9 +26,7 @@ use devices::virtio::net::{
 use devices::virtio::VIRTIO_F_VERSION_1;
 use libfuzzer_sys::fuzz_target;
 use vmm_sys_util::eventfd::EventFd;
-use vmstack_fuzz::{
-    eventfd, guest_memory, interrupt, write_data, write_indirect, Batch, Desc, FuzzQueue, RingSetup,
-};
+use vmstack_fuzz::{eventfd, guest_memory_with, interrupt, Batch, Desc, FuzzQueue, RingSetup};
 
 /// What the backend answers to one call.
 #[derive(Arbitrary, Debug, Clone, Copy)]
@@ -147,9 +145,7 @@ struct Input {
 }
 
 fuzz_target!(|input: Input| {
-    let mem = guest_memory();
-    write_data(&mem, &input.data);
-    write_indirect(&mem, &input.indirect);
+    let mem = guest_memory_with(&input.data, &input.indirect);
     let acked = (input.acked & OFFERED_FEATURES) | VIRTIO_F_VERSION_1;
     let shared = Arc::new(Mutex::new(Shared {
         acked,

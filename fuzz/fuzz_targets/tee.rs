@@ -15,13 +15,11 @@
 
 use arbitrary::Arbitrary;
 use devices::virtio::tee::fuzzing::TeeWorker;
-use devices::virtio::tee::{Limits, QUEUE_SIZE};
+use devices::virtio::tee::QUEUE_SIZE;
 use libfuzzer_sys::fuzz_target;
 use vm_memory::{Bytes, GuestAddress};
-use vmstack_fuzz::tee::{apply_step, FuzzTeeService, Step};
-use vmstack_fuzz::{
-    guest_memory, interrupt, write_data, write_indirect, Desc, FuzzQueue, RingSetup,
-};
+use vmstack_fuzz::tee::{apply_step, fuzz_limits, FuzzTeeService, Step};
+use vmstack_fuzz::{guest_memory_with, interrupt, Desc, FuzzQueue, RingSetup};
 
 #[derive(Arbitrary, Debug)]
 struct Input {
@@ -36,19 +34,8 @@ struct Input {
 }
 
 fuzz_target!(|input: Input| {
-    let mem = guest_memory();
-    write_data(&mem, &input.data);
-    write_indirect(&mem, &input.indirect);
-    let limits = if input.small_limits {
-        Limits {
-            max_sessions: 2,
-            max_shm_regions: 3,
-            max_shm_frames: 4,
-            max_memref_size: 6000,
-        }
-    } else {
-        Limits::DEFAULT
-    };
+    let mem = guest_memory_with(&input.data, &input.indirect);
+    let limits = fuzz_limits(input.small_limits);
     let (mut fq, queue) = FuzzQueue::new(&mem, 0, QUEUE_SIZE, &input.ring);
     let service = FuzzTeeService::new(&limits, input.fail_after.map(usize::from));
     let mut worker = TeeWorker::new(

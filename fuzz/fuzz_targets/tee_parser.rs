@@ -30,11 +30,8 @@ use libfuzzer_sys::fuzz_target;
 use virtio_queue::desc::split::Descriptor;
 use virtio_queue::QueueT;
 use vm_memory::{GuestAddress, GuestMemoryBackend};
-use vmstack_fuzz::tee::{apply_step, Step};
-use vmstack_fuzz::{
-    guest_memory, write_data, write_indirect, Desc, FuzzQueue, GuestMemoryMmap, RingSetup,
-    HIGH_SIZE,
-};
+use vmstack_fuzz::tee::{apply_step, fuzz_limits, Step};
+use vmstack_fuzz::{guest_memory_with, Desc, FuzzQueue, GuestMemoryMmap, RingSetup, HIGH_SIZE};
 
 #[derive(Arbitrary, Debug)]
 struct Input {
@@ -152,21 +149,10 @@ fn check_segments(mem: &GuestMemoryMmap, m: &MemRef, segs: &[Segment], frames: &
 }
 
 fuzz_target!(|input: Input| {
-    let mem = guest_memory();
-    write_data(&mem, &input.data);
-    let limits = if input.small_limits {
-        Limits {
-            max_sessions: 2,
-            max_shm_regions: 3,
-            max_shm_frames: 4,
-            max_memref_size: 6000,
-        }
-    } else {
-        Limits::DEFAULT
-    };
+    let mem = guest_memory_with(&input.data, &input.indirect);
+    let limits = fuzz_limits(input.small_limits);
     let mut table = ShmTable::new(&limits);
     let mut frames_of = HashMap::new();
-    write_indirect(&mem, &input.indirect);
     let (mut fq, mut queue) = FuzzQueue::new(&mem, 0, QUEUE_SIZE, &input.ring);
     let ranges = queue_ranges(&queue);
     assert!(HIGH_SIZE >= 16 * FRAME_SIZE);

@@ -64,6 +64,15 @@ pub fn write_data(mem: &GuestMemoryMmap, data: &[u8]) {
         .expect("data fits the first region");
 }
 
+/// [`guest_memory`] with `data` at [`DATA_BASE`] ([`write_data`]) and the
+/// indirect table `indirect` at [`INDIRECT_BASE`] ([`write_indirect`]).
+pub fn guest_memory_with(data: &[u8], indirect: &[Desc]) -> GuestMemoryMmap {
+    let mem = guest_memory();
+    write_data(&mem, data);
+    write_indirect(&mem, indirect);
+    mem
+}
+
 /// A guest address, mostly inside memory the target filled.
 #[derive(Arbitrary, Debug, Clone, Copy)]
 pub enum Addr {

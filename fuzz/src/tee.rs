@@ -15,6 +15,7 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 
 use arbitrary::Arbitrary;
+use devices::virtio::tee::fuzzing::echo;
 use devices::virtio::tee::protocol::{
     Direction, Invoke, MemRef, OpenSession, Param, Request, ShmRegistration, Uuid, Value,
     NUM_PARAMS,
@@ -26,6 +27,21 @@ use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::{Batch, FuzzQueue, GuestMemoryMmap, DATA_BASE, F_WRITE, HIGH_START, MEM_SIZE};
+
+/// The device's limits for a target: its defaults, or (`small`) bounds
+/// small enough for the fuzzer to reach quickly.
+pub fn fuzz_limits(small: bool) -> Limits {
+    if small {
+        Limits {
+            max_sessions: 2,
+            max_shm_regions: 3,
+            max_shm_frames: 4,
+            max_memref_size: 6000,
+        }
+    } else {
+        Limits::DEFAULT
+    }
+}
 
 /// A frame address for a registration.
 #[derive(Arbitrary, Debug, Clone, Copy)]
@@ -325,50 +341,6 @@ impl FuzzTeeService {
             assert!(n <= self.max_memref, "memory reference of {n} bytes");
         }
     }
-}
-
-fn echo(params: &[HostParam; NUM_PARAMS]) -> (u32, [HostParamOut; NUM_PARAMS]) {
-    let mut out: [HostParamOut; NUM_PARAMS] = Default::default();
-    let mut value: Option<Value> = None;
-    let mut bytes: Option<&[u8]> = None;
-    let mut ret = 0;
-    for (p, o) in params.iter().zip(out.iter_mut()) {
-        *o = match p {
-            HostParam::None => HostParamOut::None,
-            HostParam::Value(Direction::Input, v) => {
-                value = Some(*v);
-                HostParamOut::None
-            }
-            HostParam::Value(Direction::InOut, v) => HostParamOut::Value(*v),
-            HostParam::Value(Direction::Output, _) => match value {
-                Some(v) => HostParamOut::Value(v),
-                None => return (0xFFFF_0006, Default::default()),
-            },
-            HostParam::MemRefIn(b) => {
-                bytes = Some(b);
-                HostParamOut::None
-            }
-            HostParam::MemRefInOut(b) => HostParamOut::MemRef {
-                size: b.len() as u32,
-                bytes: b.clone(),
-            },
-            HostParam::MemRefOut { capacity } => match bytes {
-                Some(b) if b.len() > *capacity as usize => {
-                    ret = 0xFFFF_0010;
-                    HostParamOut::MemRef {
-                        size: b.len() as u32,
-                        bytes: Vec::new(),
-                    }
-                }
-                Some(b) => HostParamOut::MemRef {
-                    size: b.len() as u32,
-                    bytes: b.to_vec(),
-                },
-                None => return (0xFFFF_0006, Default::default()),
-            },
-        };
-    }
-    (ret, out)
 }
 
 impl AsRawFd for FuzzTeeService {

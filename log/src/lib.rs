@@ -14,6 +14,8 @@ pub struct Setup {
     tag: String,
     default_filter: String,
     show_target: bool,
+    log_tracer: bool,
+    plain: bool,
 }
 
 impl Setup {
@@ -23,6 +25,8 @@ impl Setup {
             tag: tag.to_string(),
             default_filter: "info".to_string(),
             show_target: true,
+            log_tracer: true,
+            plain: false,
         }
     }
 
@@ -30,6 +34,23 @@ impl Setup {
     /// Android, where logcat shows the tag).
     pub fn without_target(mut self) -> Self {
         self.show_target = false;
+        self
+    }
+
+    /// Plain stderr lines: no colours, no timestamps, no target (for a
+    /// console that scenarios read; no effect on Android).
+    pub fn plain_lines(mut self) -> Self {
+        self.plain = true;
+        self.show_target = false;
+        self
+    }
+
+    /// Leave the `log` crate's logger free for the caller (the VMM installs
+    /// its rate-limited bridge there); by default `log` records of
+    /// dependencies become `tracing` events. No effect on Android, where
+    /// `android_logger` is the `log` logger.
+    pub fn without_log_tracer(mut self) -> Self {
+        self.log_tracer = false;
         self
     }
 
@@ -89,13 +110,27 @@ mod sink {
             );
             EnvFilter::new(&setup.default_filter)
         });
-        // `try_init` fails only when a subscriber is already set (a second
-        // call); that one stays.
-        let _ = tracing_subscriber::fmt()
+        let builder = tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_target(setup.show_target)
-            .with_writer(std::io::stderr)
-            .try_init();
+            .with_writer(std::io::stderr);
+        if setup.plain {
+            let builder = builder.with_ansi(false).without_time();
+            if setup.log_tracer {
+                let _ = builder.try_init();
+            } else {
+                let _ = tracing::subscriber::set_global_default(builder.finish());
+            }
+            return;
+        }
+        // Both fail only when a subscriber (or `log` logger) is already set
+        // (a second call); that one stays.
+        if setup.log_tracer {
+            // `try_init` also routes `log` records into tracing (LogTracer).
+            let _ = builder.try_init();
+        } else {
+            let _ = tracing::subscriber::set_global_default(builder.finish());
+        }
     }
 }
 

@@ -1,5 +1,6 @@
-# Marker helpers shared by the guest and the test host scripts (sourced, as
-# /lib/vmstack.sh in both initramfs images). See docs/testing.md, "Markers".
+# Marker helpers (and a few more: the kernel command line, ping) shared by
+# the guest and the test host scripts (sourced, as /lib/vmstack.sh in both
+# initramfs images). See docs/testing.md, "Markers".
 #
 # A marker is a console line `@@vmstack:<key>=<value>` (optionally after a
 # kernel log timestamp `[ 12.345678] `, for markers written to /dev/kmsg).
@@ -73,4 +74,63 @@ wait_pending() {
         sleep 1
     done
     return 1
+}
+
+# decide_pending SOCKET PID N DECISION: wait_pending SOCKET PID, then
+# `vmm decide SOCKET N DECISION`, marked as decide-N; if no request comes,
+# kills PID and fails.
+decide_pending() {
+    wait_pending "$1" "$2" || { kill "$2"; return 1; }
+    mark "decide-$3" "$(vmm decide "$1" "$3" "$4")"
+}
+
+# cmdline_arg KEY DEFAULT: the value of the last KEY=VALUE on the kernel
+# command line (the scenarios' parameters, e.g. bench.rounds=3), else
+# DEFAULT.
+cmdline_arg() {
+    _v=$2
+    for _a in $(cat /proc/cmdline); do
+        case "$_a" in "$1"=*) _v=${_a#"$1"=} ;; esac
+    done
+    echo "$_v"
+}
+
+# wait_ping HOST: pings HOST until it answers, at most 30 times (~30 s: the
+# test host brings its end of the link up while the guest boots); prints
+# how many pings went unanswered.
+wait_ping() {
+    _n=0
+    until ping -c 1 -W 1 "$1" >/dev/null 2>&1; do
+        _n=$((_n + 1))
+        [ "$_n" -ge 30 ] && break
+    done
+    echo "$_n"
+}
+
+# eth0_up HOST (guest): eth0 as 192.168.100.2/24 on the test host's tap,
+# up; then wait_ping HOST (prints its count). Fails if eth0 cannot be
+# configured.
+eth0_up() {
+    ip addr add 192.168.100.2/24 dev eth0 && ip link set eth0 up || return 1
+    wait_ping "$1"
+}
+
+# wait_path TEST PATH [TENTHS]: waits until `test TEST PATH` holds (-S: a
+# socket, -e: anything), looking every 0.1 s, at most TENTHS times
+# (default 100: 10 s); fails if it never does.
+wait_path() {
+    _i=0
+    while ! test "$1" "$2"; do
+        [ "$_i" -ge "${3:-100}" ] && return 1
+        sleep 0.1
+        _i=$((_i + 1))
+    done
+}
+
+# wait_trustyd SOCKET...: waits for each socket trustyd serves (wait_path
+# -S); marks trustyd_no_socket for one that never appears.
+wait_trustyd() {
+    for _s in "$@"; do
+        wait_path -S "$_s" || mark trustyd_no_socket "$_s"
+    done
 }

@@ -295,13 +295,7 @@ fn guests_are_isolated() {
 
 fn tee_open(c: &mut TeeClient, uuid: &[u8; 16]) -> u32 {
     let r = c
-        .call(&Request::OpenSession {
-            uuid: *uuid,
-            login: login::PUBLIC,
-            client: [0; 16],
-            cancel_id: 0,
-            params: Default::default(),
-        })
+        .call(&Request::open_session(*uuid, login::PUBLIC))
         .unwrap();
     assert_eq!(r.ret, result::SUCCESS);
     match r.body {

@@ -19,7 +19,8 @@ use devices::legacy::{AcpiPmDevice, PowerButton, SerialDevice};
 use devices::virtio::block::{Block, DiskError};
 use devices::virtio::console::{Console, ConsoleBackend};
 use devices::virtio::mmio::{MmioTransport, MMIO_WINDOW_SIZE, NOTIFY_REG_OFFSET};
-use devices::virtio::net::{Net, Tap, TapError};
+use devices::virtio::net::{Net, NetLimiters, Tap, TapError};
+use devices::virtio::rate_limiter::{RateLimit, RateLimiter};
 use devices::virtio::rng::Rng;
 use devices::virtio::tee::{Limits as TeeLimits, Tee, TrustyBackend, TrustyError};
 use devices::virtio::vsock::{Vsock, VsockError};
@@ -32,7 +33,7 @@ use kvm_ioctls::Kvm;
 
 use crate::arch::{self, current as arch_impl};
 use crate::config::{ConsoleConfig, SerialOutput, VmConfig};
-use crate::event::VmEvent;
+use crate::event::{PowerGate, VmEvent};
 use crate::vstate::kvm::{open_kvm, KvmError};
 use crate::vstate::vcpu::{Vcpu, VcpuCrash, VcpuError};
 use crate::vstate::vm::{Vm, VmError};
@@ -158,6 +159,9 @@ pub enum BuildError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// A rate limiter's timer fd cannot be created.
+    #[error("cannot create a rate limiter's timer: {0}")]
+    RateLimiter(std::io::Error),
     /// An option whose device is not implemented yet.
     #[error("{0} is not supported by this build yet")]
     Unsupported(&'static str),
@@ -233,6 +237,11 @@ fn open(path: &std::path::Path) -> Result<File, BuildError> {
         path: path.display().to_string(),
         source,
     })
+}
+
+/// A device's rate limiter for `limit` (with its timer fd).
+fn rate_limiter(limit: RateLimit) -> Result<RateLimiter, BuildError> {
+    RateLimiter::new(limit).map_err(BuildError::RateLimiter)
 }
 
 /// A handle on tap `name`. The first boot opens (or creates) it; the VMM
@@ -412,13 +421,22 @@ pub fn build_vm(
     )?;
     let power_events = events.clone();
     let crash_events = events;
+    let gate = Arc::new(PowerGate::default());
     let ctx = BuildContext {
         config,
         kvm: &kvm,
         start,
         power: PowerEventSink::new(move |event| {
-            // The receiver only goes away when the VMM is already exiting.
-            let _ = power_events.send(VmEvent::Power { boot, event });
+            // One event per kind in the channel at a time, however fast
+            // the guest repeats its power step.
+            if gate.admit(event) {
+                // The receiver only goes away when the VMM is already exiting.
+                let _ = power_events.send(VmEvent::Power {
+                    boot,
+                    event,
+                    gate: gate.clone(),
+                });
+            }
         }),
         on_crash: Arc::new(move |crash| {
             let _ = crash_events.send(VmEvent::Vcpu { boot, crash });
@@ -432,12 +450,14 @@ pub fn build_vm(
     // Virtio devices on the MMIO bus, announced through ACPI / the device tree.
     let mut virtio_slots = VirtioSlots::default();
     let devs = &config.devices;
-    if devs.rng {
-        attach_virtio(&vm, &mut mmio, &mut virtio_slots, Box::new(Rng::new()))?;
+    if let Some(rng) = &devs.rng {
+        let device = Rng::new().with_rate_limiter(rate_limiter(rng.rate_limit)?);
+        attach_virtio(&vm, &mut mmio, &mut virtio_slots, Box::new(device))?;
     }
     // Disks in configuration order: the first is /dev/vda.
     for disk in &devs.disks {
-        let block = Block::open(&disk.path, disk.read_only, disk.id.as_deref())?;
+        let block = Block::open(&disk.path, disk.read_only, disk.id.as_deref())?
+            .with_rate_limiter(rate_limiter(disk.rate_limit)?);
         attach_virtio(&vm, &mut mmio, &mut virtio_slots, Box::new(block))?;
     }
     // vsock: the host side listens on the given unix socket from now on.
@@ -460,12 +480,12 @@ pub fn build_vm(
     for (index, net) in devs.nets.iter().enumerate() {
         let tap = open_tap(&net.tap)?;
         let mac = net.mac.unwrap_or_else(|| default_mac(index));
-        attach_virtio(
-            &vm,
-            &mut mmio,
-            &mut virtio_slots,
-            Box::new(Net::new(Box::new(tap), mac)),
-        )?;
+        let limiters = NetLimiters {
+            rx: rate_limiter(net.rx_limit)?,
+            tx: rate_limiter(net.tx_limit)?,
+        };
+        let device = Net::new(Box::new(tap), mac).with_rate_limiters(limiters);
+        attach_virtio(&vm, &mut mmio, &mut virtio_slots, Box::new(device))?;
     }
     // The console (guest hvc0): its host side exists from now on, so a unix
     // socket accepts clients before the guest runs.

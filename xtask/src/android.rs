@@ -46,11 +46,15 @@ pub fn build_android(arch: Arch) -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// Installs `rsb_hub` for `arch` (cached: `cargo install` does nothing when
-/// the version is already there); returns its path.
+/// Installs `rsb_hub` for `arch` (cached under the user's cache directory
+/// per version, so a fresh clone does not build it again: `cargo install`
+/// does nothing when the version is already there); returns its path.
 pub fn build_rsb_hub(arch: Arch) -> Result<PathBuf> {
     let target = arch.musl_target();
-    let root = paths::target_dir().join("rsbinder-tools").join(arch.name());
+    let root = paths::cache_dir()
+        .join("rsbinder-tools")
+        .join(RSBINDER_TOOLS_VERSION)
+        .join(arch.name());
     let mut c = cargo();
     c.args([
         "install",

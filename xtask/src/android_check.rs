@@ -23,7 +23,9 @@ pub const ANDROID_TARGETS: &[&str] = &["aarch64-linux-android", "x86_64-linux-an
 
 /// The packages checked: the VMM and its devices, the logging switch, the
 /// guest daemons and tools, the system manager, Trusty's service and the
-/// JNI library.
+/// JNI library. Not `vmstack-adbd`: it is the Linux test guests' adbd (an
+/// Android guest runs its own), and it calls glibc/musl's `reboot`, which
+/// bionic's `libc` binding lacks.
 pub const ANDROID_PACKAGES: &[&str] = &[
     "vmm",
     "vmm-protocol",

@@ -263,6 +263,11 @@ pub fn mirrors(override_uris: Option<&str>, etc_apt: &Path) -> Result<Vec<Mirror
 mod tests {
     use super::*;
 
+    /// The mirrors' URIs.
+    fn uris(mirrors: &[Mirror]) -> Vec<&str> {
+        mirrors.iter().map(|m| m.uri.as_str()).collect()
+    }
+
     const ONE_LINE: &str = "\
 # main archive
 deb http://mirror.example/debian/ bookworm main contrib
@@ -289,10 +294,9 @@ deb [broken http://x.example/debian bookworm main
         assert_eq!(s[1].components, vec!["main"]);
         assert!(s[4].trusted);
         let m = debian_mirrors(&s);
-        let uris: Vec<&str> = m.iter().map(|m| m.uri.as_str()).collect();
         assert_eq!(
-            uris,
-            vec![
+            uris(&m),
+            [
                 "http://mirror.example/debian",
                 "http://local.example/debian",
                 "http://unsigned.example/debian"
@@ -362,10 +366,9 @@ components: main
         assert_eq!(s[3].uri, "http://third.example/debian/");
         assert_eq!(s[4].uri, "https://vendor.example/node");
         let m = debian_mirrors(&s);
-        let uris: Vec<&str> = m.iter().map(|m| m.uri.as_str()).collect();
         assert_eq!(
-            uris,
-            vec![
+            uris(&m),
+            [
                 "http://mirror.example/debian",
                 "http://second.example/debian",
                 "http://third.example/debian"

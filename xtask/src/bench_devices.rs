@@ -223,14 +223,7 @@ pub fn check_complete(p: &Parsed, rounds: u32) -> Result<()> {
     if !p.done {
         problems.push("no @@BDEV-DONE line (the scenario did not finish)".into());
     }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        bail!(
-            "missing or failed measurements:\n  {}",
-            problems.join("\n  ")
-        )
-    }
+    bench_host::check_measured(&problems)
 }
 
 /// The result table.
@@ -382,14 +375,7 @@ pub fn devices(rounds: u32) -> Result<()> {
     );
 
     let section = bench_host::section(&run, SCENARIO)?;
-    if let Err(e) = check_complete(&parsed, rounds) {
-        bail!(
-            "{e:#}\n(scenario rc={:?}; console {})",
-            section.rc,
-            run.log_path.display()
-        );
-    }
-    bench_host::check_rc(&run, section)
+    bench_host::check_run(&run, section, check_complete(&parsed, rounds))
 }
 
 /// The test host's CPU model as the runner passes it to QEMU.

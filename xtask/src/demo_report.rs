@@ -103,6 +103,16 @@ fn fields(value: &str, n: usize) -> Vec<&str> {
     value.splitn(n, '|').collect()
 }
 
+/// A `TIME|TEXT` marker value as `   t=TIMEs  PREFIXTEXT`, cut to the width.
+fn timed_line(style: Style, value: &str, prefix: &str) -> String {
+    let f = fields(value, 2);
+    style.cut(&format!(
+        "   t={:>6}s  {prefix}{}",
+        f[0],
+        f.get(1).copied().unwrap_or_default()
+    ))
+}
+
 /// What one console line of the test host shows live, if anything: the
 /// demo's own markers, the test host's readiness and its errors. Everything
 /// else (kernel logs, the guests' consoles) stays in the log file.
@@ -147,14 +157,7 @@ pub fn live_line(line: &str, style: Style) -> Option<String> {
             );
             format!("\n{} t={t}s", style.bold(&format!("{head}{rule}")))
         }
-        "say" => {
-            let f = fields(value, 2);
-            style.cut(&format!(
-                "   t={:>6}s  {}",
-                f[0],
-                f.get(1).copied().unwrap_or_default()
-            ))
-        }
+        "say" => timed_line(style, value, ""),
         "check" => {
             let f = fields(value, 3);
             let pass = f[0] == "PASS";
@@ -168,14 +171,7 @@ pub fn live_line(line: &str, style: Style) -> Option<String> {
             );
             format!("   {} {text}", style.verdict(pass))
         }
-        "wait" => {
-            let f = fields(value, 2);
-            style.cut(&format!(
-                "   t={:>6}s  … {}",
-                f[0],
-                f.get(1).copied().unwrap_or_default()
-            ))
-        }
+        "wait" => timed_line(style, value, "… "),
         "table" => style.cut(&format!("      {value}")),
         _ => return None,
     };

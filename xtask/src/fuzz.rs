@@ -46,6 +46,11 @@ pub const TARGETS: &[&str] = &[
     "trusty_tee",
     "control",
     "sysmgr_rpc",
+    "adbd",
+    "vsock_connect",
+    "mcu",
+    "vhal_lines",
+    "legacy",
 ];
 /// Executions per target of the default smoke run.
 pub const SMOKE_RUNS: u64 = 5000;

@@ -481,12 +481,15 @@ pub fn build(arch: Arch, vmm: Option<&Path>) -> Result<Images> {
     // Test programs for both images (/bin/vsock-test); their hash is an input.
     let (tools, tools_sha) = guest_tools(arch)?;
     // The binder side (/bin/sysmgr-binderd, /bin/vmbinder,
-    // /bin/vhal-binder-test, /bin/rsb_hub); their hashes are an input.
+    // /bin/vhal-binder-test, /bin/rsb_hub) and the guest's adb daemon
+    // (/bin/adbd); their hashes are an input.
     let (android_dir, rsb_hub, android_sha) = android_binaries(arch)?;
+    let adbd = setup::build_adbd(arch)?;
+    let adbd_sha = static_binary_sha(&adbd)?;
     let guest_initrd = out.join(GUEST_INITRD);
     let mut h = Sha256::new();
     h.update(format!(
-        "{BUILDER_VERSION} {} {} tools={tools_sha} android={android_sha}",
+        "{BUILDER_VERSION} {} {} tools={tools_sha} android={android_sha} adbd={adbd_sha}",
         busybox_pkg.sha256, image_pkg.sha256
     ));
     hash_tree(&mut h, &guest_src)?;
@@ -521,6 +524,7 @@ pub fn build(arch: Arch, vmm: Option<&Path>) -> Result<Images> {
             a.file_from(&format!("bin/{b}"), 0o755, &android_dir.join(b))?;
         }
         a.file_from("bin/rsb_hub", 0o755, &rsb_hub)?;
+        a.file_from("bin/adbd", 0o755, &adbd)?;
         let size = a.write_gz(&guest_initrd)?;
         step!("  {} entries, {}", a.len(), util::human(size));
         write_stamp(&guest_initrd, &guest_key)?;
@@ -535,12 +539,18 @@ pub fn build(arch: Arch, vmm: Option<&Path>) -> Result<Images> {
     // The Trusty service (/bin/trustyd); its hash is an input.
     let trustyd = setup::build_trustyd(arch)?;
     let trustyd_sha = static_binary_sha(&trustyd)?;
+    // The stock adb client (x86_64 test host only: it is this machine's).
+    let adb_client = match arch {
+        Arch::X86_64 => crate::adb_client::locate()?,
+        Arch::Aarch64 => None,
+    };
+    let adb_sha = adb_client.as_ref().map_or("none", |c| c.sha256.as_str());
     let th_src = prebuilts.join("testhost");
     let th_modules = modules_list(&th_src, arch)?;
     let th_initrd = out.join(vmstack_tests::testhost::TESTHOST_INITRD);
     let mut h = Sha256::new();
     h.update(format!(
-        "{BUILDER_VERSION} {} {} {guest_initrd_sha} tools={tools_sha} sysmgr={sysmgr_sha} trustyd={trustyd_sha} vmm={}",
+        "{BUILDER_VERSION} {} {} {guest_initrd_sha} tools={tools_sha} sysmgr={sysmgr_sha} trustyd={trustyd_sha} adb={adb_sha} vmm={}",
         busybox_pkg.sha256,
         image_pkg.sha256,
         vmm.as_ref().map(|(_, s)| s.as_str()).unwrap_or("none")
@@ -576,6 +586,9 @@ pub fn build(arch: Arch, vmm: Option<&Path>) -> Result<Images> {
         a.file_from("bin/vmbinder", 0o755, &android_dir.join("vmbinder"))?;
         if let Some((p, _)) = &vmm {
             a.file_from("bin/vmm", 0o755, p)?;
+        }
+        if let Some(adb) = &adb_client {
+            adb.add_to(&mut a)?;
         }
         a.file(
             "etc/vmstack/build-info",

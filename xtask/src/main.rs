@@ -12,23 +12,30 @@
 //!   QEMU `-M microvm` in the test host (see `docs/benchmarks.md`).
 //! - `cargo xtask bench devices [--runs N]`: virtio-blk, virtio-net and vsock
 //!   throughput against QEMU microvm and host-side peers in the test host.
+//! - `cargo xtask bench adb [--runs N]`: `adb push` through `vmm adb-proxy`
+//!   and the guest's adbd next to a raw vsock stream (see `docs/adb.md`).
 //! - `cargo xtask bench devices-profile`: where the time of those transfers
 //!   goes (`perf` in the test host; a debugging aid).
+//! - `cargo xtask bench tee [--runs N]`: invoke round trips through
+//!   virtio-tee and libtrusty over vsock against a raw vsock echo.
 //! - `cargo xtask fuzz [TARGET] [--runs N]`: build the cargo-fuzz targets in
 //!   `fuzz/` with nightly and run them (see `docs/fuzzing.md`).
 //!
 //! See `docs/testing.md`.
 
+mod adb_client;
 mod android;
 mod android_check;
 mod apt;
 mod apt_sources;
 mod bench;
+mod bench_adb;
 mod bench_arbiter;
 mod bench_arm64;
 mod bench_binder;
 mod bench_devices;
 mod bench_host;
+mod bench_tee;
 #[cfg(test)]
 mod blueprint;
 mod cpio;
@@ -112,14 +119,16 @@ enum Cmd {
         arch: paths::Arch,
     },
     /// Benchmarks: `boot` (our VMM vs QEMU -M microvm), `devices` (virtio
-    /// throughput vs QEMU microvm and host peers), `arbiter`; see
+    /// throughput vs QEMU microvm and host peers), `arbiter`, `tee` (TEE
+    /// round trips vs a raw vsock echo); see
     /// docs/benchmarks.md. `devices-profile`: a perf profile of our VMM's
     /// blk and vsock transfers in the test host (debugging).
     Bench {
-        /// What to benchmark: `boot`, `devices`, `arbiter` or `devices-profile`.
+        /// What to benchmark: `boot`, `devices`, `arbiter`, `binder`, `tee`, `adb` or `devices-profile`.
         what: String,
         /// `boot`: boots per VMM (at least 5, the default); `devices`:
-        /// rounds (default 3). The medians are reported.
+        /// rounds (default 3; the medians are reported); `tee`: rounds
+        /// (default 5; percentiles over all of them).
         #[arg(long)]
         runs: Option<u32>,
         /// Test host architecture: x86_64 (default) or aarch64 (`boot` only:

@@ -22,6 +22,8 @@ pub const HOST_PACKAGES: &[&str] = &[
     "openjdk-17-jdk-headless",
     // bpfmt (google/blueprint's parser): the Soong check cross-checks every Android.bp.
     "blueprint-tools",
+    // The stock adb client, copied into the x86_64 test host (adb_client.rs).
+    "adb",
 ];
 
 /// Extra Debian packages the aarch64 images and tests need: the test host's
@@ -175,6 +177,11 @@ pub fn build_guest_tools(arch: Arch) -> Result<PathBuf> {
 pub fn build_sysmgr(arch: Arch) -> Result<PathBuf> {
     build_static(arch, "sysmgr", "mcu-sim")?;
     build_static(arch, "sysmgr", "sysmgr")
+}
+
+/// The static adb daemon of `arch` (the guest's `/bin/adbd`).
+pub fn build_adbd(arch: Arch) -> Result<PathBuf> {
+    build_static(arch, "vmstack-adbd", "adbd")
 }
 
 /// The static Trusty service of `arch` (the test host's `/bin/trustyd`).

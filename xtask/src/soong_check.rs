@@ -6,7 +6,7 @@
 //! reference (`rustlibs`, `shared_libs`, `required`, `tools`, ...) is a
 //! module of the tree, a backend of one of its `aidl_interface`s, or a crate
 //! listed in `android/aosp-external-crates.txt`; every workspace crate but
-//! the host-only tooling has an `Android.bp`; every init `.rc` service runs
+//! those in [`NOT_IN_AOSP`] has an `Android.bp`; every init `.rc` service runs
 //! a binary that a module builds.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -14,9 +14,10 @@ use std::path::{Path, PathBuf};
 
 use crate::blueprint::{self, Module, Value};
 
-/// Workspace members that are host-only tooling (QEMU test hosts, Debian
-/// images, benchmarks): no Android.bp.
-pub const HOST_ONLY_CRATES: &[&str] = &["xtask", "tests", "tests/bootbench"];
+/// Workspace members without an Android.bp: host-only tooling (QEMU test
+/// hosts, Debian images, benchmarks) and the Linux test guests' adbd (an
+/// Android guest has its own adbd).
+pub const NOT_IN_AOSP: &[&str] = &["xtask", "tests", "tests/bootbench", "android/adbd"];
 
 /// Properties that hold paths relative to the `Android.bp` (or `:module`).
 const PATH_PROPS: &[&str] = &["srcs", "src", "protos", "init_rc", "exclude_srcs"];
@@ -234,10 +235,10 @@ mod tests {
             toml::from_str(&std::fs::read_to_string(root().join("Cargo.toml")).unwrap()).unwrap();
         for member in manifest["workspace"]["members"].as_array().unwrap() {
             let member = member.as_str().unwrap();
-            if !HOST_ONLY_CRATES.contains(&member) {
+            if !NOT_IN_AOSP.contains(&member) {
                 assert!(
                     root().join(member).join("Android.bp").is_file(),
-                    "{member} has no Android.bp (or add it to HOST_ONLY_CRATES with a reason)"
+                    "{member} has no Android.bp (or add it to NOT_IN_AOSP with a reason)"
                 );
             }
         }

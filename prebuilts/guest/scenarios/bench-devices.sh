@@ -13,19 +13,12 @@
 #   vsock: `vsock-test --raw` (no checksum work), guest->host to host
 #          port 5000 (the host's receiver reports),
 #          then host->guest on guest port 6000 (our receiver reports).
+. /lib/vmstack.sh
 HOST=192.168.100.1
-VMM=unknown
-BLK=0
-NET=0
-VS=0
-for arg in $(cat /proc/cmdline); do
-    case "$arg" in
-        bench.vmm=*) VMM="${arg#bench.vmm=}" ;;
-        bench.blk_mib=*) BLK="${arg#bench.blk_mib=}" ;;
-        bench.net_mib=*) NET="${arg#bench.net_mib=}" ;;
-        bench.vsock_mib=*) VS="${arg#bench.vsock_mib=}" ;;
-    esac
-done
+VMM=$(cmdline_arg bench.vmm unknown)
+BLK=$(cmdline_arg bench.blk_mib 0)
+NET=$(cmdline_arg bench.net_mib 0)
+VS=$(cmdline_arg bench.vsock_mib 0)
 dmesg -n 1
 now() { cut -d' ' -f1 /proc/uptime; }
 # mibps MIB T0 T1
@@ -82,13 +75,7 @@ if [ "$BLK" -gt 0 ]; then
 fi
 
 if [ "$NET" -gt 0 ]; then
-    if ip addr add 192.168.100.2/24 dev eth0 2>/dev/null && ip link set eth0 up; then
-        # The host brings its end up while we boot; wait for it (~30 s).
-        n=0
-        until ping -c 1 -W 1 "$HOST" >/dev/null 2>&1; do
-            n=$((n + 1))
-            [ "$n" -ge 30 ] && break
-        done
+    if eth0_up "$HOST" >/dev/null 2>&1; then
         printf '#!/bin/sh\nexec cat > /dev/null\n' > /tmp/sink.sh
         chmod +x /tmp/sink.sh
         c0=$(cpu_snap)

@@ -4,14 +4,7 @@
 . /lib/vmstack.sh
 HOST=192.168.100.1
 dmesg -n 1
-ip addr add 192.168.100.2/24 dev eth0
-ip link set eth0 up
-n=0
-until ping -c 1 -W 1 "$HOST" >/dev/null 2>&1; do
-    n=$((n + 1))
-    [ "$n" -ge 30 ] && break
-done
-mark net_ping_warmup "$n"
+mark net_ping_warmup "$(eth0_up "$HOST")"
 ping -c 3 "$HOST" > /tmp/ping.out
 cat /tmp/ping.out
 mark net_ping_summary "$(grep 'packets transmitted' /tmp/ping.out)"

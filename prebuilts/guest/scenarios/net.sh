@@ -4,12 +4,7 @@
 # both ends (see the test host's virtio-net scenario for the other side).
 . /lib/vmstack.sh
 HOST=192.168.100.1
-mib=100
-for arg in $(cat /proc/cmdline); do
-    case "$arg" in
-        net.mib=*) mib="${arg#net.mib=}" ;;
-    esac
-done
+mib=$(cmdline_arg net.mib 100)
 # Kernel messages on the console could split our lines.
 dmesg -n 1
 uptime_s() { cut -d' ' -f1 /proc/uptime; }
@@ -22,16 +17,8 @@ say() { echo "net: $1=$2"; mark "$1" "$2" >> /tmp/results; }
 say net_driver "$(basename "$(readlink /sys/class/net/eth0/device/driver)")"
 say net_mac "$(cat /sys/class/net/eth0/address)"
 say net_features "$(cat /sys/class/net/eth0/device/features)"
-ip addr add 192.168.100.2/24 dev eth0
-ip link set eth0 up
 
-# The host brings its end up while we boot; wait for it (at most ~30 s).
-n=0
-until ping -c 1 -W 1 "$HOST" >/dev/null 2>&1; do
-    n=$((n + 1))
-    [ "$n" -ge 30 ] && break
-done
-say net_ping_warmup "$n"
+say net_ping_warmup "$(eth0_up "$HOST")"
 ping -c 3 "$HOST" > /tmp/ping.out
 cat /tmp/ping.out
 say net_ping_summary "$(grep 'packets transmitted' /tmp/ping.out)"

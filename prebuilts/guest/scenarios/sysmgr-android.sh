@@ -11,12 +11,7 @@
 # `cli-request`.
 . /lib/vmstack.sh
 . /scenarios/binder-lib.sh
-script=postpone:5000,postpone:5000,start
-for arg in $(cat /proc/cmdline); do
-    case "$arg" in
-        vhal.script=*) script="${arg#vhal.script=}" ;;
-    esac
-done
+script=$(cmdline_arg vhal.script postpone:5000,postpone:5000,start)
 mark android up
 binder_up
 vmbinder list 2>&1 | mark_lines cli-list

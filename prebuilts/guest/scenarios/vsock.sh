@@ -5,12 +5,7 @@
 # connect; then the guest listens for the host's stream and connections,
 # and for the host's "done" (port 6002) before it powers off.
 . /lib/vmstack.sh
-MIB=${VSOCK_MIB:-100}
-for arg in $(cat /proc/cmdline); do
-    case "$arg" in
-        vsock.mib=*) MIB="${arg#vsock.mib=}" ;;
-    esac
-done
+MIB=$(cmdline_arg vsock.mib "${VSOCK_MIB:-100}")
 # vsock-test prints key=value lines: markers here (mark_kv).
 ls /dev/vsock >/dev/null 2>&1 && mark guest_dev_vsock yes
 

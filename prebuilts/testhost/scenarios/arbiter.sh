@@ -8,12 +8,10 @@ run_vmm vmm --cpus 1 --mem 256 --socket $S --power-arbiter \
     --initrd /guest/initramfs.cpio.gz \
     --params "console=ttyS0 guest.scenario=poweroff" /guest/vmlinuz &
 pid=$!
-wait_pending $S $pid || { echo "no power request held"; kill $pid; exit 1; }
-mark decide-1 "$(vmm decide $S 1 hold)"
+decide_pending $S $pid 1 hold || { echo "no power request held"; exit 1; }
 mark status "$(vmm status $S)"
 sleep 2
 mark status-after-2s "$(vmm status $S)"
 mark resume "$(vmm resume $S)"
-wait_pending $S $pid || { echo "no second power request"; kill $pid; exit 1; }
-mark decide-2 "$(vmm decide $S 2 allow)"
+decide_pending $S $pid 2 allow || { echo "no second power request"; exit 1; }
 wait $pid

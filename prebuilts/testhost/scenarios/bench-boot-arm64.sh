@@ -9,12 +9,8 @@
 # rss_kib, guest_kib: /proc/PID/smaps right after the boot-timer line showed
 #   up, with the VMM stopped (SIGSTOP): all Rss, and the Rss of the guest RAM
 #   mapping (the one of the guest memory size). Overhead = the difference.
-runs=5
-for arg in $(cat /proc/cmdline); do
-    case "$arg" in
-        bench.runs=*) runs="${arg#bench.runs=}" ;;
-    esac
-done
+. /lib/vmstack.sh
+runs=$(cmdline_arg bench.runs 5)
 mem=128
 up_ms() { awk '{ printf "%d", $1 * 1000 }' /proc/uptime; }
 i=1

@@ -8,10 +8,6 @@ if [ ! -x /bin/bootbench ] || [ ! -x /usr/bin/qemu-system-x86_64 ]; then
     exit 1
 fi
 grep -q ' /sys/kernel/tracing ' /proc/mounts || mount -t tracefs nodev /sys/kernel/tracing
-runs=5
-for arg in $(cat /proc/cmdline); do
-    case "$arg" in
-        bench.runs=*) runs="${arg#bench.runs=}" ;;
-    esac
-done
+. /lib/vmstack.sh
+runs=$(cmdline_arg bench.runs 5)
 exec /bin/bootbench --runs "$runs"

@@ -15,18 +15,11 @@ if [ ! -x "$QEMU" ]; then
     echo "bench-devices: QEMU missing: this scenario runs only under \`cargo xtask bench devices\`"
     exit 1
 fi
-BLK=256
-NET=32
-VS=64
-ROUNDS=1
-for arg in $(cat /proc/cmdline); do
-    case "$arg" in
-        bench.blk_mib=*) BLK="${arg#bench.blk_mib=}" ;;
-        bench.net_mib=*) NET="${arg#bench.net_mib=}" ;;
-        bench.vsock_mib=*) VS="${arg#bench.vsock_mib=}" ;;
-        bench.rounds=*) ROUNDS="${arg#bench.rounds=}" ;;
-    esac
-done
+. /lib/vmstack.sh
+BLK=$(cmdline_arg bench.blk_mib 256)
+NET=$(cmdline_arg bench.net_mib 32)
+VS=$(cmdline_arg bench.vsock_mib 64)
+ROUNDS=$(cmdline_arg bench.rounds 1)
 read -r printk_level _ < /proc/sys/kernel/printk
 dmesg -n 1
 IMG=/tmp/bench-disk.img
@@ -57,11 +50,7 @@ chmod +x /tmp/sink.sh
 
 # Brings the tap up once the VMM has created it (background).
 tap_up() {
-    n=0
-    while [ ! -e "/sys/class/net/$TAP" ] && [ "$n" -lt 600 ]; do
-        sleep 0.1
-        n=$((n + 1))
-    done
+    wait_path -e "/sys/class/net/$TAP" 600
     ip addr add 192.168.100.1/24 dev "$TAP" && ip link set "$TAP" up ||
         echo "@@BDEV $1.tap_error=cannot_configure_$TAP" >> $T/results
 }

@@ -5,13 +5,11 @@
 # sysmgr-binderd, which forwards over RPC binder over vsock to sysmgr.
 # Ignition on: WAIT_FOR_VHAL -> ON; ignition off: SHUTDOWN_PREPARE, one
 # postpone, SHUTDOWN_START, poweroff allowed, then the MCU's POWER_OFF.
-# Steps are `step` markers; at the end `sysmgr events` (`events`), the
-# MCU's and sysmgr's output (`mcu`, `sysmgr`) and the guest's console
-# (`android| ` lines, its markers as `android.guest.*`).
-. /lib/vmstack.sh
-D=/tmp/binder-hs
-S=$D/state
-mkdir -p $D
+# Uses sysmgr-lib.sh. Steps are `step` markers; at the end `sysmgr events`
+# (`events`), the MCU's and sysmgr's output (`mcu`, `sysmgr-1`) and the
+# guest's console (`android| ` lines, its markers as `android.guest.*`).
+SCEN=binder-hs
+. /scenarios/sysmgr-lib.sh
 cat > $D/policy.toml <<POLICY
 [system]
 shutdown_deadline_ms = 60000
@@ -24,31 +22,19 @@ control_socket = "$D/a.ctl"
 vsock_socket = "$D/a.vsock"
 launch = ["/bin/vmm", "run", "--cpus", "1", "--mem", "192", "--socket", "$D/a.ctl", "--power-arbiter", "--vsock", "cid=3,socket=$D/a.vsock", "--initrd", "/guest/initramfs.cpio.gz", "--params", "console=ttyS0 guest.scenario=sysmgr-android vhal.script=postpone:5000,start", "/guest/vmlinuz"]
 POLICY
-mkfifo $D/mcu.in
-mcu-sim --socket $D/mcu.sock < $D/mcu.in > $D/mcu.out 2>&1 &
-exec 3>$D/mcu.in
-sysmgr run --policy $D/policy.toml --state-dir $S --mcu-socket $D/mcu.sock > $D/sysmgr.out 2>&1 &
-SM=$!
-wait_for() {
-    for i in $(seq "$3"); do
-        grep -q "$2" "$1" 2>/dev/null && return 0
-        sleep 1
-    done
-    mark step "TIMEOUT after $3 s waiting for '$2' in $1"
-    return 1
-}
+start_mcu
+start_sysmgr 1
+# done_: the events, then every output (sysmgr-lib.sh's dump_logs).
 done_() {
     sysmgr events --state-dir $S 2>&1 | mark_lines events
     kill $SM 2>/dev/null
-    mark_lines mcu < $D/mcu.out
-    mark_lines sysmgr < $D/sysmgr.out
-    [ -f $S/android.vmm.log ] && guest_lines android < $S/android.vmm.log
+    dump_logs
 }
-echo "ignition on" >&3
+mcu "ignition on"
 wait_for $S/android.vmm.log "vhal: REPORT ON" 400 || { done_; exit 1; }
-mark step "android up, ON through binder"
-echo "ignition off" >&3
+step "android up, ON through binder"
+mcu "ignition off"
 wait_for $D/mcu.out "<- POWER_OFF" 300 || { done_; exit 1; }
-mark step "system powered off"
+step "system powered off"
 done_
 exit 0

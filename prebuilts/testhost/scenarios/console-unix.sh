@@ -14,12 +14,7 @@ VMM_TIMEOUT=100 run_vmm vmm --cpus 1 --mem 256 --initrd /guest/initramfs.cpio.gz
     --console "type=unix,path=$sock" \
     --params "console=hvc0 guest.scenario=console-in" /guest/vmlinuz &
 vmm=$!
-i=0
-while [ ! -S "$sock" ] && [ "$i" -lt 100 ]; do
-    usleep 100000
-    i=$((i + 1))
-done
-[ -S "$sock" ] || echo "console-unix: $sock never appeared"
+wait_path -S "$sock" || echo "console-unix: $sock never appeared"
 timeout -s KILL 100 /bin/vmm console "$sock" < "$in" > "$out" 2>&1 &
 client=$!
 exec 3> "$in"

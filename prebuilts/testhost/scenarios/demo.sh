@@ -4,8 +4,9 @@
 # cluster-role guest, each in its own VMM; the MCU simulator turns the
 # ignition off and on; android postpones its shutdown (VHAL
 # SHUTDOWN_POSTPONE) and shuts down while the cluster stays up; ignition on
-# brings android back; at the end the driver leaves and the system powers
-# off.
+# brings android back; the driver leaves and the system powers off. Last,
+# Trusty: a guest stores a secret through /dev/tee0 (virtio-tee to
+# trustyd) and reads it back in a new VMM.
 #
 # Output: `@@vmstack:demo.*` markers (/lib/vmstack.sh), which
 # xtask/src/demo.rs shows live and turns into the summary
@@ -199,7 +200,66 @@ act_power_off() {
     show_status
 }
 
-ACTS="start ignition_on ignition_off ignition_on_again power_off"
+title_tee_secret="Trusty through the guest kernel's TEE subsystem: a guest keeps a secret in secure storage across a VM restart"
+TEE=$D/tee
+# tee_vm STEP: one VM run with virtio-tee (guest.scenario=tee-secret,
+# tee.demo=STEP); its console in $TEE/STEP.console, its log in
+# $TEE/STEP.vmm.log.
+tee_vm() {
+    say "a VMM with --tee socket=$TEE/tee.sock boots the guest (tee.demo=$1)"
+    timeout 240 /bin/vmm run --cpus 1 --mem 192 --tee socket=$TEE/tee.sock \
+        --initrd /guest/initramfs.cpio.gz \
+        --params "console=ttyS0 guest.scenario=tee-secret tee.demo=$1" /guest/vmlinuz \
+        > $TEE/$1.console 2> $TEE/$1.vmm.log
+    say "$(tail -n 1 $TEE/$1.vmm.log)"
+}
+# tee_said STEP KEY: the value of the guest's marker KEY in run STEP.
+tee_said() { sed -n "s/^@@vmstack:$2=//p" $TEE/$1.console | head -n 1 | tr -d '\r'; }
+tee_up() { [ -S $TEE/tee.sock ]; }
+tee_stored() {
+    case "$(tee_said store tee_devices)" in *tee0*) ;; *) return 1 ;; esac
+    [ "$(tee_said store store_result)" = 0 ] && [ -n "$(tee_said store secret)" ] \
+        && grep -q "vmm: exit reason: poweroff" $TEE/store.vmm.log
+}
+tee_no_plaintext() {
+    [ -n "$(ls $TEE/state/guests/demo/td/*.blob 2>/dev/null)" ] \
+        && ! grep -rqF "$(tee_said store secret)" $TEE/state
+}
+tee_read_back() {
+    [ "$(tee_said read read_result)" = 0 ] && [ "$(tee_said read read_text)" = "$(tee_said store secret)" ]
+}
+# tee_failed: the guests' consoles and the VMMs' and trustyd's logs (the
+# failure output, like sysmgr-lib.sh's dump_logs), then stop trustyd.
+tee_failed() {
+    for r in store read; do
+        [ -f $TEE/$r.console ] && guest_lines tee-$r < $TEE/$r.console
+        [ -f $TEE/$r.vmm.log ] && mark_lines tee-$r-vmm < $TEE/$r.vmm.log
+    done
+    mark_lines trustyd < $TEE/trustyd.log
+    kill $TEE_PID 2>/dev/null
+    return 1
+}
+act_tee_secret() {
+    mkdir -p $TEE
+    trustyd run --state-dir $TEE/state --guest demo=,tee=$TEE/tee.sock > $TEE/trustyd.log 2>&1 &
+    TEE_PID=$!
+    check 30 "trustyd (the Trusty service) is up: a TEE socket for guest \"demo\"" tee_up || tee_failed || return 1
+    say "the guest's kernel: Debian's tee.ko and our virtio_tee driver (virtio device 46) give /dev/tee0; the VMM forwards its sessions and invocations to trustyd"
+    tee_vm store
+    check 5 "the guest found /dev/tee0, generated a random secret, stored it in Trusty's secure storage (TA com.android.trusty.storage.client.td) and powered off" \
+        tee_stored || tee_failed || return 1
+    say "the secret: $(tee_said store secret)"
+    check 5 "on the host, trustyd's state holds the secret only encrypted (no plaintext copy in $TEE/state)" \
+        tee_no_plaintext || tee_failed || return 1
+    tee_vm read
+    check 5 "a new VMM booted the guest again: it read the same secret back through /dev/tee0" \
+        tee_read_back || tee_failed || return 1
+    say "read back: $(tee_said read read_text)"
+    kill $TEE_PID
+    wait $TEE_PID
+}
+
+ACTS="start ignition_on ignition_off ignition_on_again power_off tee_secret"
 
 # ---- main ------------------------------------------------------------------
 

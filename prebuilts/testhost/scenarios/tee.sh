@@ -7,9 +7,7 @@ T=/tmp/tee.sock
 D=/tmp/tee-state
 trustyd run --state-dir $D --guest g=,tee=$T > /tmp/trustyd-tee.log 2>&1 &
 t=$!
-i=0
-while [ ! -S $T ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
-[ -S $T ] || mark trustyd_no_socket $T
+wait_trustyd $T
 run_vmm vmm --cpus 1 --mem 256 --tee socket=$T --initrd /guest/initramfs.cpio.gz \
     --params "console=ttyS0 guest.scenario=tee" /guest/vmlinuz
 kill $t

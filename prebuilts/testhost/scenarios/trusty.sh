@@ -10,14 +10,9 @@ S=/tmp/trusty.sock
 D=/tmp/trusty-state
 T=/tmp/trusty-host
 mkdir -p $T
-wait_socket() {
-    i=0
-    while [ ! -S "$1" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
-    [ -S "$1" ] || mark trustyd_no_socket "$1"
-}
 trustyd run --state-dir $D --guest g=$S > $T/1-trustyd-first.log 2>&1 &
 t1=$!
-wait_socket ${S}_1
+wait_trustyd ${S}_1
 mark trustyd_socket_mode "$(stat -c %a ${S}_1)"
 run_vmm vmm --cpus 1 --mem 256 --vsock cid=3,socket=$S --initrd /guest/initramfs.cpio.gz \
     --params "console=ttyS0 guest.scenario=trusty" /guest/vmlinuz &
@@ -30,7 +25,7 @@ echo "trustyd_first_rc=$?" > $T/0-host
 [ -e ${S}_1 ] && echo "trustyd_socket_left_behind=1" >> $T/0-host
 trustyd run --state-dir $D --guest g=$S > $T/3-trustyd-second.log 2>&1 &
 t2=$!
-wait_socket ${S}_1
+wait_trustyd ${S}_1
 timeout 120 vsock-test connect-unix $S 6000 send 0 --retry 60 --tag restart_back_host > $T/4-restart-back 2>&1
 wait $vmm
 kill $t2

@@ -13,11 +13,7 @@ run not_a_tap --net tap=lo
 # A tap another VMM has open.
 run first --net tap=vmtap2 > /tmp/net-first.out &
 first=$!
-n=0
-while [ ! -e /sys/class/net/vmtap2 ] && [ "$n" -lt 300 ]; do
-    sleep 0.1
-    n=$((n + 1))
-done
+wait_path -e /sys/class/net/vmtap2 300
 run busy --net tap=vmtap2
 kill "$first"
 wait "$first"

@@ -20,11 +20,7 @@ log() { echo "$*" >> /tmp/net-restart.log; }
 log_mark() { mark "$@" >> /tmp/net-restart.log; }
 rm -f /tmp/net-restart.log
 
-n=0
-while [ ! -e "/sys/class/net/$TAP" ] && [ "$n" -lt 300 ]; do
-    sleep 0.1
-    n=$((n + 1))
-done
+wait_path -e "/sys/class/net/$TAP" 300
 ip addr add 192.168.100.1/24 dev "$TAP" && ip link set "$TAP" up || log "host: cannot configure $TAP"
 first=$(cat "/sys/class/net/$TAP/ifindex")
 

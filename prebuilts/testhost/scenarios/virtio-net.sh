@@ -36,11 +36,7 @@ run_vmm vmm --net "tap=$TAP,mac=52:54:00:12:34:56" --cpus 1 --mem 256 \
 vmm_pid=$!
 
 # The tap appears when the VMM has opened it; it must be up after that.
-n=0
-while [ ! -e "/sys/class/net/$TAP" ] && [ "$n" -lt 300 ]; do
-    sleep 0.1
-    n=$((n + 1))
-done
+wait_path -e "/sys/class/net/$TAP" 300
 # Our own lines are printed after the VMM exits: the guest console shares
 # this terminal and would interleave with them.
 if ip addr add 192.168.100.1/24 dev "$TAP" && ip link set "$TAP" up; then

@@ -887,42 +887,26 @@ impl Arbiter {
             return;
         };
         let state = self.guests[i].state;
-        match state {
-            GuestState::Off => {
-                return self.decide(
-                    i,
-                    request_id,
-                    Decision::Refuse,
-                    format!("{name}'s VM is off as far as the arbiter knows: stale {kind} request"),
-                    out,
-                )
-            }
-            GuestState::Stopping { .. } => {
-                return self.decide(
-                    i,
-                    request_id,
-                    Decision::Refuse,
-                    format!("{name}'s VM is already being stopped"),
-                    out,
-                )
-            }
-            GuestState::VirtuallyOff { .. } => {
-                return self.decide(
-                    i,
-                    request_id,
-                    Decision::Refuse,
-                    format!("{name}'s VM is paused ({state}); a paused VM cannot ask"),
-                    out,
-                )
-            }
+        let refusal = match state {
+            GuestState::Off => Some(format!(
+                "{name}'s VM is off as far as the arbiter knows: stale {kind} request"
+            )),
+            GuestState::Stopping { .. } => Some(format!("{name}'s VM is already being stopped")),
+            GuestState::VirtuallyOff { .. } => Some(format!(
+                "{name}'s VM is paused ({state}); a paused VM cannot ask"
+            )),
             GuestState::Starting | GuestState::Restarting => {
                 self.guests[i].state = GuestState::Running;
                 Self::note(
                     out,
                     format!("{name} made a power request, so its VM is running"),
                 );
+                None
             }
-            _ => {}
+            _ => None,
+        };
+        if let Some(why) = refusal {
+            return self.decide(i, request_id, Decision::Refuse, why, out);
         }
         let role = self.guests[i].role;
         match (kind, role) {

@@ -28,9 +28,11 @@ use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 use system_manager::{
-    ApPowerStateReq, Arbiter, Decision, GuestState, Input, LogRecord, LoggedInput, Millis, Output,
-    Policy, PowerRequestKind, Role, SystemState, VmExitReason, WakeReason,
+    ApPowerStateReq, Arbiter, Decision, GuestState, Input, LogRecord, Millis, Output, Policy,
+    PowerRequestKind, Role, SystemState, VmExitReason, WakeReason,
 };
+
+mod common;
 
 const BASE: &str = r#"
 [system]
@@ -287,30 +289,6 @@ fn check_decisions_answer_requests(policy: &Policy, log: &[LogRecord]) {
     }
 }
 
-fn check_replay(policy: &Policy, log: &[LogRecord], a: &Arbiter) {
-    let text: String = log
-        .iter()
-        .map(|r| match r.to_json_line() {
-            Ok(l) => l + "\n",
-            Err(e) => panic!("{e}"),
-        })
-        .collect();
-    let parsed = match LogRecord::parse_log(&text) {
-        Ok(p) => p,
-        Err(e) => panic!("{e}"),
-    };
-    assert_eq!(parsed, log);
-    match Arbiter::verify(policy.clone(), &parsed) {
-        Ok(v) => assert_eq!(&v, a),
-        Err(e) => panic!("{e}"),
-    }
-    let inputs: Vec<LoggedInput> = parsed.iter().map(LogRecord::logged_input).collect();
-    let (r, outputs) = Arbiter::replay(policy.clone(), &inputs);
-    assert_eq!(&r, a);
-    let logged: Vec<Output> = log.iter().flat_map(|r| r.outputs.clone()).collect();
-    assert_eq!(outputs, logged);
-}
-
 fn check_housekeeping(policy: &Policy, log: &[LogRecord]) {
     let mut replay = Arbiter::new(policy.clone());
     for rec in log {
@@ -382,7 +360,7 @@ proptest! {
         check_cluster_safety(&p, &log, &a);
         check_prepares_end_by_deadline(&log);
         check_decisions_answer_requests(&p, &log);
-        check_replay(&p, &log, &a);
+        common::check_replay(&p, &log, &a);
         check_housekeeping(&p, &log);
     }
 

@@ -10,6 +10,8 @@
  *                                of each SIZE, checked byte for byte
  *   tee-client cancel            echo WAIT of 30 s, TEEC_RequestCancellation after 0.5 s
  *   tee-client message UUID HEX  one message to a message TA; prints the reply
+ *   tee-client pipe UUID         one session; each stdin line a message in hex,
+ *                                each stdout line its response in hex
  *
  * TA commands follow vmstack's docs/trusty.md. Output: one TEEC-... line per
  * result; errors: "tee-client: error: ..." and exit status 1.
@@ -275,16 +277,47 @@ static int cmd_cancel(void)
 	return 0;
 }
 
+/* Sends one message (len bytes of msg) on a message TA session; the
+ * response goes to reply (MESSAGE_MAX bytes), its length is returned. */
+static size_t send_message(TEEC_Session *sess, uint8_t *msg, size_t len,
+			   uint8_t *reply)
+{
+	TEEC_Operation op;
+	uint32_t origin = 0;
+	TEEC_Result res;
+
+	memset(&op, 0, sizeof(op));
+	op.paramTypes = TEEC_PARAM_TYPES(TEEC_MEMREF_TEMP_INPUT,
+					 TEEC_MEMREF_TEMP_OUTPUT,
+					 TEEC_VALUE_OUTPUT, TEEC_NONE);
+	op.params[0].tmpref.buffer = msg;
+	op.params[0].tmpref.size = len;
+	op.params[1].tmpref.buffer = reply;
+	op.params[1].tmpref.size = MESSAGE_MAX;
+	res = TEEC_InvokeCommand(sess, FUNC_MESSAGE, &op, &origin);
+	if (res != TEEC_SUCCESS)
+		fail("message", res, origin);
+	if (op.params[2].value.b != 1 || op.params[1].tmpref.size > MESSAGE_MAX)
+		fail("message: no response", TEEC_ERROR_GENERIC, 0);
+	return op.params[1].tmpref.size;
+}
+
+static void print_hex(const uint8_t *p, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		printf("%02x", p[i]);
+	printf("\n");
+}
+
 static int cmd_message(const char *uuid, const char *hex)
 {
 	static uint8_t msg[MESSAGE_MAX], reply[MESSAGE_MAX];
 	TEEC_Context ctx;
 	TEEC_Session sess;
-	TEEC_Operation op;
-	uint32_t origin = 0;
-	TEEC_Result res;
 	long len = parse_hex(hex, msg, sizeof(msg));
-	size_t i;
+	size_t n;
 
 	if (len < 1) {
 		fprintf(stderr, "tee-client: error: a message is 1-%d bytes of hex\n",
@@ -292,23 +325,38 @@ static int cmd_message(const char *uuid, const char *hex)
 		return 1;
 	}
 	open_session(&ctx, &sess, uuid);
-	memset(&op, 0, sizeof(op));
-	op.paramTypes = TEEC_PARAM_TYPES(TEEC_MEMREF_TEMP_INPUT,
-					 TEEC_MEMREF_TEMP_OUTPUT,
-					 TEEC_VALUE_OUTPUT, TEEC_NONE);
-	op.params[0].tmpref.buffer = msg;
-	op.params[0].tmpref.size = (size_t)len;
-	op.params[1].tmpref.buffer = reply;
-	op.params[1].tmpref.size = sizeof(reply);
-	res = TEEC_InvokeCommand(&sess, FUNC_MESSAGE, &op, &origin);
-	if (res != TEEC_SUCCESS)
-		fail("message", res, origin);
-	printf("TEEC-MESSAGE len=%u responses=%u reply=",
-	       (unsigned int)op.params[2].value.a,
-	       (unsigned int)op.params[2].value.b);
-	for (i = 0; i < op.params[1].tmpref.size && i < sizeof(reply); i++)
-		printf("%02x", reply[i]);
-	printf("\n");
+	n = send_message(&sess, msg, (size_t)len, reply);
+	printf("TEEC-MESSAGE len=%zu responses=1 reply=", n);
+	print_hex(reply, n);
+	TEEC_CloseSession(&sess);
+	TEEC_FinalizeContext(&ctx);
+	return 0;
+}
+
+/* One session for many messages: each stdin line is a message in hex,
+ * answered by one stdout line, the response in hex; EOF closes the
+ * session. tee-test --via libteec builds and checks the messages. */
+static int cmd_pipe(const char *uuid)
+{
+	static char line[2 * MESSAGE_MAX + 16];
+	static uint8_t msg[MESSAGE_MAX], reply[MESSAGE_MAX];
+	TEEC_Context ctx;
+	TEEC_Session sess;
+
+	open_session(&ctx, &sess, uuid);
+	while (fgets(line, sizeof(line), stdin)) {
+		long len;
+
+		line[strcspn(line, "\r\n")] = 0;
+		len = parse_hex(line, msg, sizeof(msg));
+		if (len < 1) {
+			fprintf(stderr, "tee-client: error: pipe: a message is 1-%d bytes of hex\n",
+				MESSAGE_MAX);
+			return 1;
+		}
+		print_hex(reply, send_message(&sess, msg, (size_t)len, reply));
+		fflush(stdout);
+	}
 	TEEC_CloseSession(&sess);
 	TEEC_FinalizeContext(&ctx);
 	return 0;
@@ -331,7 +379,9 @@ int main(int argc, char **argv)
 		return cmd_cancel();
 	if (argc == 4 && !strcmp(argv[1], "message"))
 		return cmd_message(argv[2], argv[3]);
+	if (argc == 3 && !strcmp(argv[1], "pipe"))
+		return cmd_pipe(argv[2]);
 	fprintf(stderr,
-		"usage: tee-client init | echo [SIZE...] | cancel | message UUID HEX\n");
+		"usage: tee-client init | echo [SIZE...] | cancel | message UUID HEX | pipe UUID\n");
 	return 2;
 }

@@ -10,6 +10,7 @@
 //! the arm64 test host's pKVM line and the arm64 guest kernel's view of our
 //! device tree (machine model, PSCI, UART).
 
+pub mod adb;
 pub mod binder;
 pub mod block;
 pub mod boot;

@@ -71,34 +71,46 @@ pub fn guest_pings_the_host(run: &SharedRun) {
     section(run).expect_eq(&guest(VMM, "net_ping_summary"), PING_OK);
 }
 
+/// One TCP transfer `dir` (`g2h`, `h2g`) of the section: the guest's nc
+/// ended well, at least 100 MiB went, and the receiver's SHA-256 (marker
+/// `received`) is the sender's (marker `sent`). Returns the MiB and the
+/// sender's SHA-256.
+fn tcp_transfer_is_bit_exact<'a>(
+    s: &Section<'a>,
+    dir: &str,
+    sent: &str,
+    received: &str,
+) -> (u64, &'a str) {
+    assert_eq!(
+        number(s, &format!("net_{dir}_rc")),
+        0,
+        "guest nc exit status"
+    );
+    let mib = number(s, &format!("net_{dir}_mib"));
+    if mib < 100 {
+        s.fail(&format!("{dir}: only {mib} MiB transferred"));
+    }
+    let sent_sha = s.sha256(sent);
+    let received_sha = s.sha256(received);
+    if sent_sha != received_sha {
+        s.fail(&format!(
+            "{dir}: {sent}={sent_sha} but {received}={received_sha}"
+        ));
+    }
+    (mib, sent_sha)
+}
+
 /// 100 MiB guest to host over TCP arrive bit-exact.
 pub fn tcp_guest_to_host_is_bit_exact(run: &SharedRun) {
     let s = section(run);
-    assert_eq!(number(&s, "net_g2h_rc"), 0, "guest nc exit status");
-    let mib = number(&s, "net_g2h_mib");
-    if mib < 100 {
-        s.fail(&format!("only {mib} MiB sent"));
-    }
-    let sent = s.sha256(&guest(VMM, "guest_tx_sha256"));
-    let received = s.sha256("host_rx_sha256");
-    if sent != received {
-        s.fail(&format!("guest sent {sent}, host received {received}"));
-    }
+    tcp_transfer_is_bit_exact(&s, "g2h", &guest(VMM, "guest_tx_sha256"), "host_rx_sha256");
 }
 
 /// 100 MiB host to guest over TCP arrive bit-exact.
 pub fn tcp_host_to_guest_is_bit_exact(run: &SharedRun) {
     let s = section(run);
-    assert_eq!(number(&s, "net_h2g_rc"), 0, "guest nc exit status");
-    let mib = number(&s, "net_h2g_mib");
-    if mib < 100 {
-        s.fail(&format!("only {mib} MiB received"));
-    }
-    let sent = s.sha256("host_tx_sha256");
-    let received = s.sha256(&guest(VMM, "guest_rx_sha256"));
-    if sent != received {
-        s.fail(&format!("host sent {sent}, guest received {received}"));
-    }
+    let (mib, sent) =
+        tcp_transfer_is_bit_exact(&s, "h2g", "host_tx_sha256", &guest(VMM, "guest_rx_sha256"));
     // Different random data each way: a hash cannot match by echoing.
     if sent == s.sha256(&guest(VMM, "guest_tx_sha256")) {
         s.fail("both directions carried the same data");

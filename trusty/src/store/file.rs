@@ -380,6 +380,11 @@ mod tests {
         NamespaceKeys::derive(&DeviceSecret::from_bytes([9; 32]), guest, "td")
     }
 
+    /// The store of `guest` in `dir`, with the default limits.
+    fn open(dir: &Path, guest: &str) -> Result<FileStore, StoreError> {
+        FileStore::open(dir, keys(guest), Limits::default())
+    }
+
     fn put(s: &mut FileStore, name: &str, data: &[u8]) {
         s.commit(vec![Change {
             name: name.into(),
@@ -391,11 +396,11 @@ mod tests {
     #[test]
     fn survives_reopen_and_hides_names() {
         let d = tempfile::tempdir().unwrap();
-        let mut s = FileStore::open(d.path(), keys("g"), Limits::default()).unwrap();
+        let mut s = open(d.path(), "g").unwrap();
         put(&mut s, "secret.name", b"hello");
         put(&mut s, "other", b"");
         drop(s);
-        let s = FileStore::open(d.path(), keys("g"), Limits::default()).unwrap();
+        let s = open(d.path(), "g").unwrap();
         assert_eq!(s.read("secret.name").unwrap(), b"hello");
         assert_eq!(s.read("other").unwrap(), b"");
         assert_eq!(s.generation(), 2);
@@ -410,7 +415,7 @@ mod tests {
     #[test]
     fn a_flipped_byte_is_an_integrity_error() {
         let d = tempfile::tempdir().unwrap();
-        let mut s = FileStore::open(d.path(), keys("g"), Limits::default()).unwrap();
+        let mut s = open(d.path(), "g").unwrap();
         put(&mut s, "f", b"some contents");
         let p = s.blob_path("f").unwrap();
         let mut bytes = fs::read(&p).unwrap();
@@ -423,7 +428,7 @@ mod tests {
     #[test]
     fn an_old_copy_put_back_is_detected() {
         let d = tempfile::tempdir().unwrap();
-        let mut s = FileStore::open(d.path(), keys("g"), Limits::default()).unwrap();
+        let mut s = open(d.path(), "g").unwrap();
         put(&mut s, "f", b"version one");
         let old_path = s.blob_path("f").unwrap();
         let old = fs::read(&old_path).unwrap();
@@ -437,40 +442,37 @@ mod tests {
         // An old manifest put back with the newer blobs present: the blob
         // it names is gone.
         let d2 = tempfile::tempdir().unwrap();
-        let mut s = FileStore::open(d2.path(), keys("g"), Limits::default()).unwrap();
+        let mut s = open(d2.path(), "g").unwrap();
         put(&mut s, "f", b"one");
         let old_manifest = fs::read(d2.path().join(MANIFEST)).unwrap();
         put(&mut s, "f", b"two");
         fs::write(d2.path().join(MANIFEST), old_manifest).unwrap();
-        let s = FileStore::open(d2.path(), keys("g"), Limits::default()).unwrap();
+        let s = open(d2.path(), "g").unwrap();
         assert!(matches!(s.read("f"), Err(StoreError::Integrity(_))));
     }
 
     #[test]
     fn another_guests_blobs_and_manifest_do_not_authenticate() {
         let a = tempfile::tempdir().unwrap();
-        let mut s = FileStore::open(a.path(), keys("a"), Limits::default()).unwrap();
+        let mut s = open(a.path(), "a").unwrap();
         put(&mut s, "f", b"a's data");
         // The whole directory moved under guest b's keys.
-        let e = FileStore::open(a.path(), keys("b"), Limits::default()).unwrap_err();
+        let e = open(a.path(), "b").unwrap_err();
         assert!(matches!(e, StoreError::Integrity(_)), "{e}");
     }
 
     #[test]
     fn tampered_or_missing_manifests_are_errors_and_nothing_is_removed() {
         let d = tempfile::tempdir().unwrap();
-        let mut s = FileStore::open(d.path(), keys("g"), Limits::default()).unwrap();
+        let mut s = open(d.path(), "g").unwrap();
         put(&mut s, "f", b"x");
         let m = d.path().join(MANIFEST);
         let mut bytes = fs::read(&m).unwrap();
         bytes[30] ^= 0x80;
         fs::write(&m, &bytes).unwrap();
-        assert!(matches!(
-            FileStore::open(d.path(), keys("g"), Limits::default()),
-            Err(StoreError::Integrity(_))
-        ));
+        assert!(matches!(open(d.path(), "g"), Err(StoreError::Integrity(_))));
         fs::remove_file(&m).unwrap();
-        let e = FileStore::open(d.path(), keys("g"), Limits::default()).unwrap_err();
+        let e = open(d.path(), "g").unwrap_err();
         assert!(e.to_string().contains("manifest is missing"), "{e}");
         assert_eq!(
             fs::read_dir(d.path()).unwrap().count(),
@@ -482,14 +484,14 @@ mod tests {
     #[test]
     fn leftovers_of_an_interrupted_commit_are_removed() {
         let d = tempfile::tempdir().unwrap();
-        let mut s = FileStore::open(d.path(), keys("g"), Limits::default()).unwrap();
+        let mut s = open(d.path(), "g").unwrap();
         put(&mut s, "f", b"committed");
         // A crash after writing the next blob but before the manifest.
         let next = s.blob_name("f", 99);
         fs::write(d.path().join(&next), b"junk").unwrap();
         fs::write(d.path().join("manifest.tmp"), b"junk").unwrap();
         drop(s);
-        let s = FileStore::open(d.path(), keys("g"), Limits::default()).unwrap();
+        let s = open(d.path(), "g").unwrap();
         assert_eq!(s.read("f").unwrap(), b"committed");
         assert!(!d.path().join(next).exists());
         assert!(!d.path().join("manifest.tmp").exists());
@@ -498,7 +500,7 @@ mod tests {
     #[test]
     fn an_oversized_blob_is_not_read() {
         let d = tempfile::tempdir().unwrap();
-        let mut s = FileStore::open(d.path(), keys("g"), Limits::default()).unwrap();
+        let mut s = open(d.path(), "g").unwrap();
         put(&mut s, "f", b"small");
         let p = s.blob_path("f").unwrap();
         fs::write(&p, vec![0u8; 10 << 20]).unwrap();

@@ -14,6 +14,11 @@ pub const CMD_WAIT: u32 = 1;
 /// Longest `CMD_WAIT`.
 pub const MAX_WAIT_MS: u64 = 30_000;
 
+/// The parameters of a `CMD_WAIT` of `ms` milliseconds.
+pub fn wait_params(ms: u64) -> [Param; NUM_PARAMS] {
+    Param::only(Param::ValueInput(Value { a: ms, b: 0, c: 0 }))
+}
+
 /// `com.android.ipc-unittest.srv.echo` as a Trusty channel.
 #[derive(Debug, Default)]
 pub struct EchoChannel;
@@ -229,16 +234,7 @@ mod tests {
         let flag = Arc::new(CancelFlag::new());
         let f = flag.clone();
         let t = std::thread::spawn(move || {
-            let params = [
-                Param::ValueInput(Value {
-                    a: 20_000,
-                    b: 0,
-                    c: 0,
-                }),
-                Param::None,
-                Param::None,
-                Param::None,
-            ];
+            let params = wait_params(20_000);
             let start = Instant::now();
             (EchoGp.invoke(CMD_WAIT, &params, &f), start.elapsed())
         });
@@ -247,26 +243,12 @@ mod tests {
         let (r, took) = t.join().unwrap();
         assert_eq!(r.ret, result::CANCEL);
         assert!(took < Duration::from_secs(5));
-        let too_long = [
-            Param::ValueInput(Value {
-                a: MAX_WAIT_MS + 1,
-                b: 0,
-                c: 0,
-            }),
-            Param::None,
-            Param::None,
-            Param::None,
-        ];
+        let too_long = wait_params(MAX_WAIT_MS + 1);
         assert_eq!(
             EchoGp.invoke(CMD_WAIT, &too_long, &CancelFlag::new()).ret,
             result::BAD_PARAMETERS
         );
-        let short = [
-            Param::ValueInput(Value { a: 1, b: 0, c: 0 }),
-            Param::None,
-            Param::None,
-            Param::None,
-        ];
+        let short = wait_params(1);
         assert_eq!(
             EchoGp.invoke(CMD_WAIT, &short, &CancelFlag::new()).ret,
             result::SUCCESS

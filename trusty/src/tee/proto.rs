@@ -180,6 +180,11 @@ pub enum Param {
 }
 
 impl Param {
+    /// The parameters of a request that uses only the first one.
+    pub fn only(first: Param) -> [Param; NUM_PARAMS] {
+        [first, Param::None, Param::None, Param::None]
+    }
+
     /// The parameter's type byte.
     pub fn type_byte(&self) -> u8 {
         match self {
@@ -545,6 +550,19 @@ fn read_params_out(r: &mut Reader) -> Result<[ParamOut; NUM_PARAMS], ProtoError>
 }
 
 impl Request {
+    /// An `OPEN_SESSION` of the TA `uuid` with `login` (a
+    /// `TEE_IOCTL_LOGIN_*`), an all-zero client identity, no cancel id and
+    /// no parameters.
+    pub fn open_session(uuid: [u8; 16], login: u32) -> Self {
+        Request::OpenSession {
+            uuid,
+            login,
+            client: [0; 16],
+            cancel_id: 0,
+            params: Default::default(),
+        }
+    }
+
     /// The request's op code.
     pub fn op(&self) -> u32 {
         match self {

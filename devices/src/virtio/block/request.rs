@@ -18,6 +18,8 @@
 //!   `VIRTIO_BLK_S_IOERR` (invalid request) or `VIRTIO_BLK_S_UNSUPP`
 //!   (unknown type or flags) into the status byte;
 //! * `Ok(Request { op: Ok(Operation), .. })`: a request to execute.
+//!
+//! Past 800 lines only with its unit tests (the parser itself is ~460).
 
 use virtio_bindings::virtio_blk::{
     VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_UNSUPP, VIRTIO_BLK_T_DISCARD, VIRTIO_BLK_T_FLUSH,

@@ -220,7 +220,7 @@ impl ConsoleBackend {
                 if let Err(e) = s.output.write_all(data).and_then(|()| s.output.flush()) {
                     if !s.output_warned {
                         s.output_warned = true;
-                        tracing::warn!(
+                        crate::guest_warn!(
                             "virtio-console: cannot write output, dropping it: {e} (logged once)"
                         );
                     }
@@ -304,6 +304,14 @@ impl InputQueue {
     }
 }
 
+/// An error after which the same call may simply be tried again later.
+fn is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+    )
+}
+
 /// Reads once from `reader` into `pending` (at most its room). Returns the
 /// bytes read, `Ok(0)` at end of input, or the error.
 fn read_once(reader: &mut impl Read, pending: &mut InputQueue) -> io::Result<usize> {
@@ -342,16 +350,9 @@ impl Input {
                 0
             }
             Ok(n) => n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                ) =>
-            {
-                0
-            }
+            Err(e) if is_transient(&e) => 0,
             Err(e) => {
-                tracing::warn!("virtio-console: cannot read input, closing it: {e}");
+                crate::guest_warn!("virtio-console: cannot read input, closing it: {e}");
                 self.eof = true;
                 0
             }
@@ -387,11 +388,11 @@ impl UnixBackend {
             match self.listener.accept() {
                 Ok((stream, _)) => {
                     if let Err(e) = stream.set_nonblocking(true) {
-                        tracing::warn!("virtio-console: dropping a client: {e}");
+                        crate::guest_warn!("virtio-console: dropping a client: {e}");
                         continue;
                     }
                     if self.client.is_some() {
-                        tracing::info!(
+                        crate::guest_info!(
                             "virtio-console: a new client on {} replaces the previous one",
                             self.path.display()
                         );
@@ -416,7 +417,7 @@ impl UnixBackend {
                 Err(e) => {
                     if !self.accept_warned {
                         self.accept_warned = true;
-                        tracing::warn!(
+                        crate::guest_warn!(
                             "virtio-console: accept on {} failed, retrying in {ACCEPT_RETRY:?}: {e} (logged once)",
                             self.path.display()
                         );
@@ -453,11 +454,7 @@ impl UnixBackend {
             match read_once(&mut client.stream, pending) {
                 Ok(0) => client.read_closed = true,
                 Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                    ) => {}
+                Err(e) if is_transient(&e) => {}
                 Err(e) => {
                     self.drop_client(&format!("read failed: {e}"));
                     return;
@@ -488,11 +485,7 @@ impl UnixBackend {
         if client.backlog.is_empty() {
             match (&client.stream).write(rest) {
                 Ok(n) => rest = &rest[n..],
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                    ) => {}
+                Err(e) if is_transient(&e) => {}
                 Err(e) => {
                     self.drop_client(&format!("write failed: {e}"));
                     return;
@@ -504,7 +497,7 @@ impl UnixBackend {
         client.backlog.extend(&rest[..keep]);
         if keep < rest.len() && !client.drop_warned {
             client.drop_warned = true;
-            tracing::warn!(
+            crate::guest_warn!(
                 "virtio-console: the client on {} is not reading; dropping output (logged once per client)",
                 self.path.display()
             );

@@ -57,8 +57,9 @@ pub const MAX_TX_CHAIN_BYTES: usize = 256 * 1024;
 /// Output buffered for a unix client that is not reading; more is dropped.
 pub const MAX_CLIENT_BACKLOG: usize = 64 * 1024;
 
+/// Test fakes of the console's tests, also used by `legacy::serial`'s.
 #[cfg(test)]
-mod test_support {
+pub(crate) mod test_support {
     use std::fs::File;
     use std::io::{self, Write};
     use std::os::fd::FromRawFd;

@@ -2,6 +2,9 @@
 //! so that frames move between the host backend and the guest's own buffers
 //! without an intermediate copy.
 
+use std::io;
+use std::os::fd::RawFd;
+
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 
 use crate::virtio::GuestMemoryMmap;
@@ -19,6 +22,11 @@ pub enum IoVecError {
     /// The chain has more than [`MAX_SEGMENTS`] segments.
     #[error("more than {MAX_SEGMENTS} buffer segments")]
     TooManySegments,
+}
+
+/// A system call's byte count, or its error (`errno`) when negative.
+pub(super) fn byte_count(ret: isize) -> io::Result<usize> {
+    usize::try_from(ret).map_err(|_| io::Error::last_os_error())
 }
 
 /// A list of guest memory ranges as `iovec`s, reused from frame to frame so
@@ -108,6 +116,25 @@ impl IoVecs {
     /// guest memory for as long as `self` lives.
     pub fn as_raw(&self) -> &[libc::iovec] {
         &self.iovs
+    }
+
+    /// One `readv(fd)` into the entries; returns what it returned (for a
+    /// tap, a frame's full length even when it was cut).
+    pub fn readv_from(&self, fd: RawFd) -> io::Result<usize> {
+        // SAFETY: the entries only point at mapped guest memory kept alive
+        // by `self` (type invariant); the kernel writes at most their
+        // lengths. MAX_SEGMENTS bounds their count, so it fits a c_int.
+        let n = unsafe { libc::readv(fd, self.iovs.as_ptr(), self.iovs.len() as libc::c_int) };
+        byte_count(n)
+    }
+
+    /// One `writev(fd)` of the entries; returns the bytes written.
+    pub fn writev_to(&self, fd: RawFd) -> io::Result<usize> {
+        // SAFETY: the entries only point at mapped guest memory kept alive
+        // by `self` (type invariant); the kernel only reads them.
+        // MAX_SEGMENTS bounds their count, so it fits a c_int.
+        let n = unsafe { libc::writev(fd, self.iovs.as_ptr(), self.iovs.len() as libc::c_int) };
+        byte_count(n)
     }
 
     /// Copies bytes at `offset` (counted across all entries) into `buf`;

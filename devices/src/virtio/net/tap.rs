@@ -179,43 +179,14 @@ impl AsRawFd for Tap {
     }
 }
 
-fn iov_count(bufs: &IoVecs) -> libc::c_int {
-    // IoVecs holds at most MAX_SEGMENTS (1024) entries.
-    bufs.as_raw().len() as libc::c_int
-}
-
 impl NetBackend for Tap {
     fn recv(&mut self, bufs: &IoVecs) -> io::Result<usize> {
-        // SAFETY: `bufs` only holds mapped guest memory ranges kept alive by
-        // it (IoVecs invariant); the kernel writes at most their lengths.
-        let n = unsafe {
-            libc::readv(
-                self.file.as_raw_fd(),
-                bufs.as_raw().as_ptr(),
-                iov_count(bufs),
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
         // A tap returns the frame's full length even when it was cut.
-        Ok(n as usize)
+        bufs.readv_from(self.file.as_raw_fd())
     }
 
     fn send(&mut self, bufs: &IoVecs) -> io::Result<usize> {
-        // SAFETY: `bufs` only holds mapped guest memory ranges kept alive by
-        // it (IoVecs invariant); the kernel only reads them.
-        let n = unsafe {
-            libc::writev(
-                self.file.as_raw_fd(),
-                bufs.as_raw().as_ptr(),
-                iov_count(bufs),
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(n as usize)
+        bufs.writev_to(self.file.as_raw_fd())
     }
 
     fn set_offload(&mut self, flags: u32) -> io::Result<()> {

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::iovec::IoVecs;
+use super::iovec::{byte_count, IoVecs};
 use super::tap::NetBackend;
 
 /// A backend over one end of a `SOCK_SEQPACKET` socketpair: message
@@ -42,26 +42,11 @@ impl NetBackend for PairBackend {
                 libc::MSG_TRUNC | libc::MSG_DONTWAIT,
             )
         };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(n as usize)
+        byte_count(n)
     }
 
     fn send(&mut self, bufs: &IoVecs) -> io::Result<usize> {
-        // SAFETY: `bufs` only holds mapped guest memory (IoVecs
-        // invariant); the kernel only reads them.
-        let n = unsafe {
-            libc::writev(
-                self.sock.as_raw_fd(),
-                bufs.as_raw().as_ptr(),
-                bufs.as_raw().len() as libc::c_int,
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(n as usize)
+        bufs.writev_to(self.sock.as_raw_fd())
     }
 
     fn set_offload(&mut self, flags: u32) -> io::Result<()> {

@@ -56,7 +56,7 @@ impl VirtioDevice for Tee {
                 let ok = match backend.restart() {
                     Ok(()) => true,
                     Err(e) => {
-                        tracing::error!("virtio-tee: cannot connect to the TEE service: {e}");
+                        crate::guest_error!("virtio-tee: cannot connect to the TEE service: {e}");
                         false
                     }
                 };

@@ -30,6 +30,7 @@ mod backend;
 pub mod chain;
 pub mod decode;
 mod device;
+mod echo;
 pub mod protocol;
 pub mod shm;
 #[cfg(test)]
@@ -42,9 +43,11 @@ pub use device::Tee;
 pub use trusty_backend::{TrustyBackend, TrustyError};
 
 /// Entry points for the fuzz targets in `fuzz/` (not a stable API): the
-/// worker's queue processing without its thread and event loop.
+/// worker's queue processing without its thread and event loop, and the
+/// echo TA model their fake service answers with.
 #[doc(hidden)]
 pub mod fuzzing {
+    pub use super::echo::echo;
     pub use super::worker::TeeWorker;
 }
 

@@ -9,18 +9,17 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use vmm_sys_util::eventfd::EventFd;
 
-use super::backend::{HostOp, HostParam, HostParamOut, HostReply, TeeBackend};
+use super::backend::{HostOp, HostParamOut, HostReply, TeeBackend};
+use super::echo::echo;
 use super::protocol::{
-    Uuid, Value, NUM_PARAMS, TEEC_ERROR_CANCEL, TEEC_ERROR_ITEM_NOT_FOUND, TEEC_ERROR_SHORT_BUFFER,
-    TEEC_ORIGIN_TEE, TEEC_ORIGIN_TRUSTED_APP,
+    Uuid, NUM_PARAMS, TEEC_ERROR_CANCEL, TEEC_ERROR_ITEM_NOT_FOUND, TEEC_ORIGIN_TEE,
+    TEEC_ORIGIN_TRUSTED_APP,
 };
 
 /// The echo TA's UUID (`com.android.ipc-unittest.srv.echo`).
 pub const ECHO_UUID: Uuid = Uuid([
     0xb4, 0x27, 0x0f, 0x96, 0x0a, 0xcb, 0x5e, 0x22, 0x88, 0xf7, 0x2e, 0xa9, 0x45, 0xe7, 0x26, 0x54,
 ]);
-/// `TEEC_ERROR_BAD_PARAMETERS`.
-pub const TEEC_ERROR_BAD_PARAMETERS: u32 = 0xFFFF_0006;
 
 /// What the service saw and what it is told to do.
 #[derive(Default)]
@@ -101,53 +100,6 @@ impl EchoService {
         });
         self.event.write(1).expect("eventfd");
     }
-}
-
-/// The echo TA's ECHO command (docs/trusty.md).
-fn echo(params: &[HostParam; NUM_PARAMS]) -> (u32, [HostParamOut; NUM_PARAMS]) {
-    let mut out: [HostParamOut; NUM_PARAMS] = Default::default();
-    let mut value: Option<Value> = None;
-    let mut bytes: Option<&[u8]> = None;
-    let mut ret = 0;
-    for (p, o) in params.iter().zip(out.iter_mut()) {
-        *o = match p {
-            HostParam::None => HostParamOut::None,
-            HostParam::Value(dir, v) => match dir {
-                super::protocol::Direction::Input => {
-                    value = Some(*v);
-                    HostParamOut::None
-                }
-                super::protocol::Direction::InOut => HostParamOut::Value(*v),
-                super::protocol::Direction::Output => match value {
-                    Some(v) => HostParamOut::Value(v),
-                    None => return (TEEC_ERROR_BAD_PARAMETERS, Default::default()),
-                },
-            },
-            HostParam::MemRefIn(b) => {
-                bytes = Some(b);
-                HostParamOut::None
-            }
-            HostParam::MemRefInOut(b) => HostParamOut::MemRef {
-                size: b.len() as u32,
-                bytes: b.clone(),
-            },
-            HostParam::MemRefOut { capacity } => match bytes {
-                Some(b) if b.len() as u32 > *capacity => {
-                    ret = TEEC_ERROR_SHORT_BUFFER;
-                    HostParamOut::MemRef {
-                        size: b.len() as u32,
-                        bytes: Vec::new(),
-                    }
-                }
-                Some(b) => HostParamOut::MemRef {
-                    size: b.len() as u32,
-                    bytes: b.to_vec(),
-                },
-                None => return (TEEC_ERROR_BAD_PARAMETERS, Default::default()),
-            },
-        };
-    }
-    (ret, out)
 }
 
 impl AsRawFd for EchoService {

@@ -155,7 +155,7 @@ impl TeeWorker {
         let bit = 1u32 << problem as u32;
         if self.logged & bit == 0 {
             self.logged |= bit;
-            tracing::warn!("virtio-tee: {what} (further such problems are not logged)");
+            crate::guest_warn!("virtio-tee: {what} (further such problems are not logged)");
         }
     }
 
@@ -585,7 +585,7 @@ impl TeeWorker {
     /// (closes get OK: the session is gone), every session is forgotten.
     fn backend_failed(&mut self, e: io::Error) {
         if self.backend_ok {
-            tracing::error!("virtio-tee: the TEE service connection failed: {e}; requests for it get SERVICE_ERROR until the device is reset");
+            crate::guest_error!("virtio-tee: the TEE service connection failed: {e}; requests for it get SERVICE_ERROR until the device is reset");
         }
         self.backend_ok = false;
         self.unwatch = true;

@@ -17,9 +17,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
-use vm_memory::{
-    Bytes, GuestAddress, GuestMemoryBackend, ReadVolatile, VolatileMemoryError, WriteVolatile,
-};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, VolatileMemoryError, WriteVolatile};
 use vmm_sys_util::epoll::EventSet;
 
 use super::connection::{Connection, GuestAction, State};
@@ -29,9 +27,15 @@ use super::packet::{
 use super::unix::{self, ConnectLine, MAX_CONNECT_LINE};
 use super::{
     CONN_BUF_ALLOC, FIRST_LOCAL_PORT, HDR_LEN, HOST_CID, MAX_CONNECTIONS, MAX_PKT_PAYLOAD,
+    MAX_WAITING,
 };
 use crate::virtio::event_loop::event_token;
 use crate::virtio::{GuestMemoryMmap, WaitContext};
+
+mod guest_io;
+mod host;
+
+use guest_io::{read_into, volatile_io_error, ReadResult};
 
 /// How long the guest has to answer a host `CONNECT` (`RESPONSE`/`RST`).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -43,11 +47,12 @@ pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a stopping device (VMM exit, VM restart, device reset) waits
 /// for host readers to take the guest bytes it has already acknowledged.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
-/// Most host sockets that have not sent their `CONNECT` line yet.
-const MAX_WAITING: usize = 128;
 /// `RST`s to unknown connections queued for the guest; TX processing pauses
 /// while this many wait for RX buffers.
 const MAX_RST_QUEUE: usize = 1024;
+/// How long accepting pauses after `accept` failed (other than
+/// `EWOULDBLOCK`/`EINTR`, e.g. `EMFILE`).
+pub const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
 event_token! {
     /// The muxer's event sources in the worker's wait context (the queue
@@ -183,21 +188,10 @@ pub struct Muxer {
     rx_ready: VecDeque<u32>,
     rst_queue: VecDeque<Header>,
     warned: HashSet<Warn>,
-}
-
-/// Why a read into guest memory stopped.
-enum ReadResult {
-    Data(usize),
-    Eof,
-    WouldBlock,
-    Error(io::Error),
-}
-
-fn volatile_io_error(e: VolatileMemoryError) -> io::Error {
-    match e {
-        VolatileMemoryError::IOError(e) => e,
-        other => io::Error::other(other.to_string()),
-    }
+    /// The listener is out of the wait context until then, after `accept`
+    /// failed (e.g. `EMFILE`): a level-triggered listener that cannot be
+    /// accepted from would wake the loop forever.
+    accept_paused_until: Option<Instant>,
 }
 
 impl Muxer {
@@ -224,6 +218,7 @@ impl Muxer {
             rx_ready: VecDeque::new(),
             rst_queue: VecDeque::new(),
             warned: HashSet::new(),
+            accept_paused_until: None,
         })
     }
 
@@ -247,9 +242,43 @@ impl Muxer {
         self.conns.len()
     }
 
+    /// Checks the muxer's limits (the fuzz target's oracle): at most
+    /// [`MAX_CONNECTIONS`] connections and [`MAX_WAITING`] waiting host
+    /// sockets, at most our advertised `buf_alloc` of guest bytes buffered
+    /// per connection, a bounded `RST` queue, one port pair per connection.
+    #[doc(hidden)]
+    pub fn check_limits(&self) -> Result<(), String> {
+        if self.conns.len() > MAX_CONNECTIONS {
+            return Err(format!("{} connections", self.conns.len()));
+        }
+        if self.waiting.len() > MAX_WAITING {
+            return Err(format!("{} waiting host sockets", self.waiting.len()));
+        }
+        // TX stops at MAX_RST_QUEUE; closing connections adds one each.
+        if self.rst_queue.len() > MAX_RST_QUEUE + MAX_CONNECTIONS {
+            return Err(format!("{} queued RSTs", self.rst_queue.len()));
+        }
+        for (id, c) in &self.conns {
+            if c.buffered() > CONN_BUF_ALLOC as usize {
+                return Err(format!(
+                    "connection {id} buffers {} guest bytes, more than the {CONN_BUF_ALLOC} advertised",
+                    c.buffered()
+                ));
+            }
+        }
+        if self.keys.len() != self.conns.len() {
+            return Err(format!(
+                "{} port pairs for {} connections",
+                self.keys.len(),
+                self.conns.len()
+            ));
+        }
+        Ok(())
+    }
+
     fn warn_once(&mut self, kind: Warn, detail: impl std::fmt::Display) {
         if self.warned.insert(kind) {
-            tracing::warn!("virtio-vsock: {detail} (logged once)");
+            crate::guest_warn!("virtio-vsock: {detail} (logged once)");
         } else {
             tracing::debug!("virtio-vsock: {detail}");
         }
@@ -445,7 +474,7 @@ impl Muxer {
         };
         let id = self.new_id();
         if let Err(e) = ctx.add(&stream, Self::conn_events(), Token::Conn(id)) {
-            tracing::warn!("virtio-vsock: cannot watch host socket: {e}");
+            crate::guest_warn!("virtio-vsock: cannot watch host socket: {e}");
             self.rst_queue.push_back(hdr.reply(op::RST));
             return;
         }
@@ -649,116 +678,6 @@ impl Muxer {
         self.schedule(id);
     }
 
-    // ---------------------------------------------------------------- host
-
-    /// Accepts host connections on the hybrid socket.
-    pub fn accept(&mut self, ctx: &WaitContext<Token>) {
-        loop {
-            let stream = match self.listener.accept() {
-                Ok((s, _)) => s,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    tracing::warn!("virtio-vsock: accept failed: {e}");
-                    return;
-                }
-            };
-            if self.waiting.len() >= MAX_WAITING {
-                tracing::warn!(
-                    "virtio-vsock: too many host connections without CONNECT; closed one"
-                );
-                continue;
-            }
-            if let Err(e) = stream.set_nonblocking(true) {
-                tracing::warn!("virtio-vsock: {e}");
-                continue;
-            }
-            let id = self.new_id();
-            let events = EventSet::IN | EventSet::READ_HANG_UP | EventSet::EDGE_TRIGGERED;
-            if let Err(e) = ctx.add(&stream, events, Token::Waiting(id)) {
-                tracing::warn!("virtio-vsock: cannot watch host socket: {e}");
-                continue;
-            }
-            self.waiting.insert(
-                id,
-                Waiting {
-                    stream,
-                    deadline: Instant::now() + CONNECT_LINE_TIMEOUT,
-                },
-            );
-            self.waiting_event(ctx, id);
-        }
-    }
-
-    /// A host socket that owes its `CONNECT` line became readable.
-    pub fn waiting_event(&mut self, ctx: &WaitContext<Token>, id: u32) {
-        let Some(w) = self.waiting.get(&id) else {
-            return;
-        };
-        let mut line = [0u8; MAX_CONNECT_LINE];
-        let n = match unix::peek(&w.stream, &mut line) {
-            Ok(0) => {
-                self.waiting.remove(&id);
-                return;
-            }
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-            Err(_) => {
-                self.waiting.remove(&id);
-                return;
-            }
-        };
-        match unix::parse_connect_line(&line[..n]) {
-            ConnectLine::Incomplete => {}
-            ConnectLine::Invalid => {
-                tracing::debug!("virtio-vsock: host sent no valid CONNECT line; closed");
-                self.waiting.remove(&id);
-            }
-            ConnectLine::Connect { port, len } => {
-                let Some(mut w) = self.waiting.remove(&id) else {
-                    return;
-                };
-                // Consume exactly the line; later bytes are stream data.
-                if io::Read::read_exact(&mut w.stream, &mut line[..len]).is_err() {
-                    return;
-                }
-                self.host_connect(ctx, id, w.stream, port);
-            }
-        }
-    }
-
-    /// The host asked for guest port `port`: send the guest a `REQUEST`.
-    fn host_connect(&mut self, ctx: &WaitContext<Token>, id: u32, stream: UnixStream, port: u32) {
-        if self.conns.len() >= MAX_CONNECTIONS {
-            self.warn_once(
-                Warn::TooMany,
-                format_args!("refused host connection: {MAX_CONNECTIONS} connections open"),
-            );
-            return;
-        }
-        let local = loop {
-            let p = self.next_local_port;
-            self.next_local_port = p.checked_add(1).unwrap_or(FIRST_LOCAL_PORT);
-            if !self.keys.contains_key(&(p, port)) {
-                break p;
-            }
-        };
-        if let Err(e) = ctx.modify(&stream, Self::conn_events(), Token::Conn(id)) {
-            tracing::warn!("virtio-vsock: cannot watch host socket: {e}");
-            return;
-        }
-        let mut conn = Conn::new(
-            Connection::local_init(local, port, self.guest_cid, CONN_BUF_ALLOC),
-            stream,
-        );
-        conn.host_initiated = true;
-        conn.readable = true;
-        conn.deadline = Some(Instant::now() + REQUEST_TIMEOUT);
-        self.keys.insert((local, port), id);
-        self.conns.insert(id, conn);
-        self.schedule(id);
-    }
-
     /// Readiness on a connection's host socket.
     pub fn conn_event(&mut self, id: u32, events: EventSet) {
         let Some(c) = self.conns.get_mut(&id) else {
@@ -865,7 +784,7 @@ impl Muxer {
         }
         let lost: usize = self.conns.values().map(Conn::buffered).sum();
         if lost > 0 {
-            tracing::warn!(
+            crate::guest_warn!(
                 "virtio-vsock: stopping with {lost} guest bytes that host readers did not take within {} ms",
                 within.as_millis()
             );
@@ -876,75 +795,7 @@ impl Muxer {
     pub fn next_deadline(&self) -> Option<Instant> {
         let c = self.conns.values().filter_map(|c| c.deadline);
         let w = self.waiting.values().map(|w| w.deadline);
-        c.chain(w).min()
-    }
-
-    /// Resets connections and drops host sockets whose deadline passed.
-    pub fn expire(&mut self, now: Instant) {
-        let late: Vec<u32> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.deadline.is_some_and(|d| d <= now))
-            .map(|(&id, _)| id)
-            .collect();
-        for id in late {
-            tracing::debug!("virtio-vsock: connection timed out; RST");
-            self.kill(id, true);
-        }
-        self.waiting.retain(|_, w| w.deadline > now);
-    }
-}
-
-/// Reads from `stream` into the guest `regions`, at most `max` bytes.
-fn read_into(
-    mem: &GuestMemoryMmap,
-    stream: &mut UnixStream,
-    regions: &[Region],
-    max: usize,
-) -> ReadResult {
-    let mut total = 0;
-    for &(addr, len) in regions {
-        let want = len.min(max - total);
-        if want == 0 {
-            break;
-        }
-        let mut slice = match mem.get_slice(addr, want) {
-            Ok(s) => s,
-            Err(e) => {
-                if total > 0 {
-                    break;
-                }
-                return ReadResult::Error(io::Error::other(e.to_string()));
-            }
-        };
-        let n = loop {
-            match stream.read_volatile(&mut slice) {
-                Ok(n) => break n,
-                Err(VolatileMemoryError::IOError(e)) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    let e = volatile_io_error(e);
-                    if total > 0 {
-                        return ReadResult::Data(total);
-                    }
-                    if e.kind() == io::ErrorKind::WouldBlock {
-                        return ReadResult::WouldBlock;
-                    }
-                    return ReadResult::Error(e);
-                }
-            }
-        };
-        if n == 0 {
-            break;
-        }
-        total += n;
-        if n < want {
-            break;
-        }
-    }
-    if total == 0 {
-        ReadResult::Eof
-    } else {
-        ReadResult::Data(total)
+        c.chain(w).chain(self.accept_paused_until).min()
     }
 }
 

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::service::{BootClock, Service};
-use crate::ta::echo::{CMD_ECHO, CMD_WAIT};
+use crate::ta::echo::{wait_params, CMD_ECHO, CMD_WAIT};
 use crate::tee::proto::{ParamOut, Value, NUM_PARAMS};
 use crate::tee::TeeClient;
 
@@ -30,13 +30,7 @@ impl Fixture {
 
 fn open(c: &mut TeeClient, ta: TaKind) -> u32 {
     let r = c
-        .call(&Request::OpenSession {
-            uuid: *ta.uuid().as_bytes(),
-            login: login::USER,
-            client: [0; 16],
-            cancel_id: 0,
-            params: Default::default(),
-        })
+        .call(&Request::open_session(*ta.uuid().as_bytes(), login::USER))
         .unwrap();
     assert_eq!(r.ret, result::SUCCESS, "{r:?}");
     match r.body {
@@ -97,13 +91,7 @@ fn wait_is_cancelled_while_another_session_works() {
     let c = f.client("g");
     let (mut tx, mut rx) = c.split();
     // Sessions opened through the split halves.
-    let open_req = |ta: TaKind| Request::OpenSession {
-        uuid: *ta.uuid().as_bytes(),
-        login: login::PUBLIC,
-        client: [0; 16],
-        cancel_id: 0,
-        params: Default::default(),
-    };
+    let open_req = |ta: TaKind| Request::open_session(*ta.uuid().as_bytes(), login::PUBLIC);
     tx.send(&open_req(TaKind::Echo)).unwrap();
     tx.send(&open_req(TaKind::Echo)).unwrap();
     let mut sids = Vec::new();
@@ -119,16 +107,7 @@ fn wait_is_cancelled_while_another_session_works() {
             session: sids[0],
             func: CMD_WAIT,
             cancel_id: 42,
-            params: [
-                Param::ValueInput(Value {
-                    a: 20_000,
-                    b: 0,
-                    c: 0,
-                }),
-                Param::None,
-                Param::None,
-                Param::None,
-            ],
+            params: wait_params(20_000),
         })
         .unwrap();
     // The other session answers while the first one waits.
@@ -137,12 +116,7 @@ fn wait_is_cancelled_while_another_session_works() {
             session: sids[1],
             func: CMD_ECHO,
             cancel_id: 0,
-            params: [
-                Param::MemrefInout(b"x".to_vec()),
-                Param::None,
-                Param::None,
-                Param::None,
-            ],
+            params: Param::only(Param::MemrefInout(b"x".to_vec())),
         })
         .unwrap();
     let r = rx.recv().unwrap();
@@ -170,23 +144,11 @@ fn unknown_things_are_errors_and_the_connection_survives() {
     let f = Fixture::new();
     let mut c = f.client("g");
     let r = c
-        .call(&Request::OpenSession {
-            uuid: [1; 16],
-            login: login::PUBLIC,
-            client: [0; 16],
-            cancel_id: 0,
-            params: Default::default(),
-        })
+        .call(&Request::open_session([1; 16], login::PUBLIC))
         .unwrap();
     assert_eq!((r.ret, r.origin), (result::ITEM_NOT_FOUND, origin::TEE));
     let r = c
-        .call(&Request::OpenSession {
-            uuid: *TaKind::Echo.uuid().as_bytes(),
-            login: 3,
-            client: [0; 16],
-            cancel_id: 0,
-            params: Default::default(),
-        })
+        .call(&Request::open_session(*TaKind::Echo.uuid().as_bytes(), 3))
         .unwrap();
     assert_eq!(r.ret, result::BAD_PARAMETERS);
     let r = invoke(&mut c, 77, 0, Default::default());
@@ -217,13 +179,10 @@ fn sessions_are_per_connection_and_bounded() {
         open(&mut a, TaKind::Datasink);
     }
     let r = a
-        .call(&Request::OpenSession {
-            uuid: *TaKind::Echo.uuid().as_bytes(),
-            login: login::PUBLIC,
-            client: [0; 16],
-            cancel_id: 0,
-            params: Default::default(),
-        })
+        .call(&Request::open_session(
+            *TaKind::Echo.uuid().as_bytes(),
+            login::PUBLIC,
+        ))
         .unwrap();
     assert_eq!(r.ret, result::BUSY);
 }

@@ -227,14 +227,7 @@ impl Gatekeeper {
     pub fn handle(&self, msg: &[u8], env: &mut dyn GatekeeperEnv) -> Vec<u8> {
         let req = match proto::parse(msg) {
             Ok(r) => r,
-            Err(e) => {
-                return Response::Error {
-                    cmd: e.cmd,
-                    user_id: e.user_id,
-                    error: error::INVALID,
-                }
-                .encode()
-            }
+            Err(e) => return Response::error(e.cmd, e.user_id, error::INVALID).encode(),
         };
         match req {
             Request::Enroll {
@@ -270,11 +263,7 @@ impl Gatekeeper {
         secure_user_id: u64,
         env: &mut dyn GatekeeperEnv,
     ) -> Throttle {
-        let unknown = Response::Error {
-            cmd,
-            user_id: uid,
-            error: error::UNKNOWN,
-        };
+        let unknown = Response::error(cmd, uid, error::UNKNOWN);
         let now = env.now_ms();
         let mut record = match env.read_record(uid) {
             Ok(Some(r)) if r.secure_user_id == secure_user_id => r,
@@ -345,11 +334,7 @@ impl Gatekeeper {
                 timeout_ms: timeout,
             }
         } else {
-            Response::Error {
-                cmd,
-                user_id: uid,
-                error: error::INVALID,
-            }
+            Response::error(cmd, uid, error::INVALID)
         }
     }
 
@@ -362,16 +347,8 @@ impl Gatekeeper {
         env: &mut dyn GatekeeperEnv,
     ) -> Response {
         let cmd = proto::ENROLL;
-        let invalid = Response::Error {
-            cmd,
-            user_id: uid,
-            error: error::INVALID,
-        };
-        let unknown = Response::Error {
-            cmd,
-            user_id: uid,
-            error: error::UNKNOWN,
-        };
+        let invalid = Response::error(cmd, uid, error::INVALID);
+        let unknown = Response::error(cmd, uid, error::UNKNOWN);
         if desired.is_empty() {
             return invalid;
         }
@@ -429,11 +406,7 @@ impl Gatekeeper {
         env: &mut dyn GatekeeperEnv,
     ) -> Response {
         let cmd = proto::VERIFY;
-        let invalid = Response::Error {
-            cmd,
-            user_id: uid,
-            error: error::INVALID,
-        };
+        let invalid = Response::error(cmd, uid, error::INVALID);
         if password.is_empty() {
             return invalid;
         }
@@ -471,11 +444,7 @@ fn simple(cmd: u32, uid: u32, r: Result<(), String>) -> Response {
         },
         Err(e) => {
             tracing::warn!(uid, "gatekeeper: deleting failure records: {e}");
-            Response::Error {
-                cmd,
-                user_id: uid,
-                error: error::UNKNOWN,
-            }
+            Response::error(cmd, uid, error::UNKNOWN)
         }
     }
 }

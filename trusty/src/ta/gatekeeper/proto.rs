@@ -213,6 +213,16 @@ pub fn put_blob(out: &mut Vec<u8>, b: &[u8]) {
 }
 
 impl Response {
+    /// The error answer `error` (`error::INVALID` or `error::UNKNOWN`) to
+    /// request `cmd` of `user_id`.
+    pub fn error(cmd: u32, user_id: u32, error: u32) -> Self {
+        Response::Error {
+            cmd,
+            user_id,
+            error,
+        }
+    }
+
     /// The message bytes.
     pub fn encode(&self) -> Vec<u8> {
         let mut m = Vec::new();

@@ -16,6 +16,16 @@ struct FakeEnv {
     fail_writes: bool,
 }
 
+impl FakeEnv {
+    /// An empty environment whose clock reads `now` ms.
+    fn at(now: u64) -> Self {
+        Self {
+            now,
+            ..Default::default()
+        }
+    }
+}
+
 impl GatekeeperEnv for FakeEnv {
     fn now_ms(&self) -> u64 {
         self.now
@@ -97,10 +107,7 @@ fn retry_of(r: &[u8]) -> u32 {
 #[test]
 fn enroll_then_verify_mints_an_auth_token() {
     let g = gk("g");
-    let mut env = FakeEnv {
-        now: 1000,
-        ..Default::default()
-    };
+    let mut env = FakeEnv::at(1000);
     let h = handle_of(&g.handle(&enroll_msg(10, b"1234", b"", b""), &mut env));
     assert_eq!(h[0], HANDLE_VERSION);
     assert_eq!(u64_at(&h, 9), Some(HANDLE_FLAG_THROTTLE_SECURE));
@@ -182,10 +189,7 @@ fn wrong_password_and_forged_handles_are_invalid() {
 #[test]
 fn throttling_follows_aosp() {
     let g = gk("g");
-    let mut env = FakeEnv {
-        now: 100_000,
-        ..Default::default()
-    };
+    let mut env = FakeEnv::at(100_000);
     let h = handle_of(&g.handle(&enroll_msg(0, b"pw", b"", b""), &mut env));
     // Failures 1-4: INVALID; the 5th: RETRY 30 s.
     for _ in 0..4 {
@@ -229,10 +233,7 @@ fn throttling_follows_aosp() {
 #[test]
 fn a_clock_that_went_back_restarts_the_window() {
     let g = gk("g");
-    let mut env = FakeEnv {
-        now: 50_000,
-        ..Default::default()
-    };
+    let mut env = FakeEnv::at(50_000);
     let h = handle_of(&g.handle(&enroll_msg(0, b"pw", b"", b""), &mut env));
     for _ in 0..5 {
         env.now += 1;
