@@ -190,16 +190,12 @@ fn run(args: RunArgs, start: Instant) -> anyhow::Result<ExitReason> {
 
 fn main() -> ExitCode {
     let start = Instant::now();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("VMM_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .finish();
+    vmstack_log::Setup::new("vmm").without_log_tracer().init();
     // Dependencies' `log` records (virtio-queue's, on guest-driven paths)
-    // go through the guest-log rate limiter, not straight to `tracing`.
-    let _ = tracing::subscriber::set_global_default(subscriber);
+    // go through the guest-log rate limiter, not straight to `tracing`. On
+    // Android `android_logger` is the `log` logger (vmstack-log) and takes
+    // tracing's events too, so the bridge (which feeds `tracing`) stays out.
+    #[cfg(not(target_os = "android"))]
     let _ = devices::log_limit::install_log_bridge(log::LevelFilter::Info);
     let cli = Cli::parse();
     let result = match cli.command {

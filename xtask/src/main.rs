@@ -25,6 +25,7 @@
 
 mod adb_client;
 mod android;
+mod android_check;
 mod apt;
 mod apt_sources;
 mod bench;
@@ -35,6 +36,8 @@ mod bench_binder;
 mod bench_devices;
 mod bench_host;
 mod bench_tee;
+#[cfg(test)]
+mod blueprint;
 mod cpio;
 mod demo;
 mod demo_log;
@@ -48,6 +51,8 @@ mod paths;
 mod profile_devices;
 mod run;
 mod setup;
+#[cfg(test)]
+mod soong_check;
 mod tee_client;
 mod util;
 
@@ -131,6 +136,10 @@ enum Cmd {
         #[arg(long, default_value = "x86_64")]
         arch: paths::Arch,
     },
+    /// `cargo check` of the VMM, devices, guest daemons, sysmgr and the JNI
+    /// library for aarch64-linux-android and x86_64-linux-android (adds
+    /// the rustup targets if missing; no NDK needed, nothing is linked).
+    AndroidCheck,
     /// Fuzz the device parsers, the virtio-mmio transport, the Trusty service
     /// and the control protocol (cargo-fuzz, nightly; see docs/fuzzing.md).
     Fuzz {
@@ -156,6 +165,7 @@ fn main() {
             all_arch,
         } => run::test(nested_only, all_arch),
         Cmd::Demo { direct } => demo::demo(direct),
+        Cmd::AndroidCheck => android_check::android_check(),
         Cmd::Testhost {
             scenarios,
             no_build,

@@ -37,6 +37,8 @@ pub fn test(nested_only: bool, all_arch: bool) -> Result<()> {
         step!("run: cargo test --target {target} -p vmm -p devices (aarch64 unit tests under qemu-aarch64-static)");
         util::run(setup::cargo().args(["test", "--target", target, "-p", "vmm", "-p", "devices"]))
             .context("aarch64 unit tests failed")?;
+        step!("run: cargo xtask android-check (cargo check for the Android targets)");
+        crate::android_check::android_check()?;
     }
     step!("run: nested test host integration tests (tests/tests/*.rs)");
     let nested = Instant::now();

@@ -18,6 +18,10 @@ pub const HOST_PACKAGES: &[&str] = &[
     // AOSP's AIDL compiler (Android 10): the conformance and API-dump
     // cross-checks of `aidl/` (crate vmstack-aidl).
     "aidl",
+    // javac and java: the JNI library's JVM test (system-manager/sysmgr/tests/jni.rs).
+    "openjdk-17-jdk-headless",
+    // bpfmt (google/blueprint's parser): the Soong check cross-checks every Android.bp.
+    "blueprint-tools",
     // The stock adb client, copied into the x86_64 test host (adb_client.rs).
     "adb",
 ];

@@ -166,16 +166,7 @@ impl Drop for Slot {
 fn main() -> anyhow::Result<()> {
     // Plain lines: the guest's console carries them (and scenarios turn
     // them into markers).
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .without_time()
-        .with_target(false)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ADBD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    vmstack_log::Setup::new("adbd").plain_lines().init();
     let args = Args::parse();
     if args.max_connections == 0 {
         bail!("--max-connections must be at least 1");

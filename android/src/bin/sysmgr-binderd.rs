@@ -66,13 +66,7 @@ fn run() -> Result<()> {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SYSMGR_BINDERD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    vmstack_log::init("sysmgr-binderd");
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -9,7 +9,13 @@
 
 #![allow(missing_docs)]
 
+// cargo: build.rs generates `OUT_DIR/proto/mod.rs` (`pub mod mcu;`).
+#[cfg(not(soong))]
 include!(concat!(env!("OUT_DIR"), "/proto/mod.rs"));
+// Soong (`Android.bp`, `cfgs: ["soong"]`): the `rust_protobuf` crate
+// `mcu_proto` generated from the same file.
+#[cfg(soong)]
+pub use mcu_proto::mcu;
 
 use protobuf::Message;
 

@@ -1,0 +1,159 @@
+package vmstack.jni;
+
+import java.util.concurrent.locks.ReentrantReadWriteLock;
+
+/**
+ * The system manager's {@code vmstack.sysmgr.ISystemManager}, reached over RPC
+ * binder (the host tools' unix socket {@code <state-dir>/binder/sysmgr.sock}).
+ * Methods mirror the AIDL; errors are {@link BinderException}s. Listener
+ * callbacks arrive on a native binder thread attached to the JVM.
+ *
+ * <p>The native library is {@code libvmstack_jni.so}: loaded from the path in
+ * the system property {@code vmstack.jni.library} when set, else with
+ * {@code System.loadLibrary("vmstack_jni")}.
+ */
+public final class SystemManager implements AutoCloseable {
+    static {
+        String path = System.getProperty("vmstack.jni.library");
+        if (path != null && !path.isEmpty()) {
+            System.load(path);
+        } else {
+            System.loadLibrary("vmstack_jni");
+        }
+    }
+
+    private final ReentrantReadWriteLock lock = new ReentrantReadWriteLock();
+    private long handle;
+
+    private SystemManager(long handle) {
+        this.handle = handle;
+    }
+
+    /** Connects to the RPC binder unix socket at {@code socketPath}. */
+    public static SystemManager connect(String socketPath) throws BinderException {
+        return new SystemManager(nativeConnect(socketPath));
+    }
+
+    private long handle() throws BinderException {
+        if (handle == 0) {
+            throw new BinderException("SystemManager is closed", 0, 0);
+        }
+        return handle;
+    }
+
+    /** getSystemState() */
+    public SystemState getSystemState() throws BinderException {
+        lock.readLock().lock();
+        try {
+            return nativeGetSystemState(handle());
+        } finally {
+            lock.readLock().unlock();
+        }
+    }
+
+    /** getGuestState(name) */
+    public GuestState getGuestState(String name) throws BinderException {
+        lock.readLock().lock();
+        try {
+            return nativeGetGuestState(handle(), name);
+        } finally {
+            lock.readLock().unlock();
+        }
+    }
+
+    /** getApPowerStateReq(): the caller's {@code [value, param]}. */
+    public int[] getApPowerStateReq() throws BinderException {
+        lock.readLock().lock();
+        try {
+            return nativeGetApPowerStateReq(handle());
+        } finally {
+            lock.readLock().unlock();
+        }
+    }
+
+    /** reportApPowerState(value, param) */
+    public void reportApPowerState(int value, int param) throws BinderException {
+        lock.readLock().lock();
+        try {
+            nativeReportApPowerState(handle(), value, param);
+        } finally {
+            lock.readLock().unlock();
+        }
+    }
+
+    /** postponeShutdown(ms) */
+    public void postponeShutdown(int ms) throws BinderException {
+        lock.readLock().lock();
+        try {
+            nativePostponeShutdown(handle(), ms);
+        } finally {
+            lock.readLock().unlock();
+        }
+    }
+
+    /** requestShutdown(param) */
+    public void requestShutdown(int param) throws BinderException {
+        lock.readLock().lock();
+        try {
+            nativeRequestShutdown(handle(), param);
+        } finally {
+            lock.readLock().unlock();
+        }
+    }
+
+    /** registerListener(listener) */
+    public void registerListener(PowerStateListener listener) throws BinderException {
+        lock.readLock().lock();
+        try {
+            nativeRegisterListener(handle(), listener);
+        } finally {
+            lock.readLock().unlock();
+        }
+    }
+
+    /** unregisterListener(listener) */
+    public void unregisterListener(PowerStateListener listener) throws BinderException {
+        lock.readLock().lock();
+        try {
+            nativeUnregisterListener(handle(), listener);
+        } finally {
+            lock.readLock().unlock();
+        }
+    }
+
+    /** dumpState() */
+    public String dumpState() throws BinderException {
+        lock.readLock().lock();
+        try {
+            return nativeDumpState(handle());
+        } finally {
+            lock.readLock().unlock();
+        }
+    }
+
+    /** Closes the session (listeners stop); later calls throw. */
+    @Override
+    public void close() {
+        lock.writeLock().lock();
+        try {
+            if (handle != 0) {
+                nativeClose(handle);
+                handle = 0;
+            }
+        } finally {
+            lock.writeLock().unlock();
+        }
+    }
+
+    private static native long nativeConnect(String socketPath) throws BinderException;
+    private static native SystemState nativeGetSystemState(long handle) throws BinderException;
+    private static native GuestState nativeGetGuestState(long handle, String name) throws BinderException;
+    private static native int[] nativeGetApPowerStateReq(long handle) throws BinderException;
+    private static native void nativeReportApPowerState(long handle, int value, int param) throws BinderException;
+    private static native void nativePostponeShutdown(long handle, int ms) throws BinderException;
+    private static native void nativeRequestShutdown(long handle, int param) throws BinderException;
+    private static native void nativeRegisterListener(long handle, PowerStateListener listener) throws BinderException;
+    private static native void nativeUnregisterListener(long handle, PowerStateListener listener) throws BinderException;
+    private static native String nativeDumpState(long handle) throws BinderException;
+    private static native void nativeClose(long handle);
+}

@@ -1,0 +1,411 @@
+//! `libvmstack_jni.so`: the Java class `vmstack.jni.SystemManager`
+//! (`java/vmstack/jni/`) over RPC binder to the host's `sysmgr`.
+//!
+//! Each `SystemManager` owns one RPC session (with one incoming connection
+//! for callbacks) to a unix socket, normally `<state-dir>/binder/sysmgr.sock`
+//! (or a guest endpoint). Calls are the generated `ISystemManager` proxy's;
+//! a failed call throws `vmstack.jni.BinderException` with binder's
+//! exception code and the service-specific error. A registered
+//! `PowerStateListener` is wrapped in a local `IPowerStateListener` binder
+//! whose callbacks run on rsbinder's incoming-connection thread, attached to
+//! the JVM as a daemon thread, each inside its own local-reference frame.
+//!
+//! The Java object keeps the session as a `long` handle (a leaked `Box`),
+//! freed by `close()`; the Java side holds a read lock around every call and
+//! the write lock around `close()`, so a handle is never used after free.
+
+mod convert;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jni::objects::{GlobalRef, JClass, JObject, JString, JValue};
+use jni::sys::{jint, jintArray, jlong, jobject, jstring};
+use jni::{JNIEnv, JavaVM};
+use rsbinder::rpc::{RpcClientConfig, RpcSession};
+use rsbinder::{BinderResult, Interface, Status, Strong};
+use vmstack_aidl::vmstack::sysmgr::IPowerStateListener::{
+    BnPowerStateListener, IPowerStateListener,
+};
+use vmstack_aidl::vmstack::sysmgr::ISystemManager::ISystemManager;
+use vmstack_aidl::vmstack::sysmgr::SystemState::SystemState;
+
+use convert::Classes;
+
+/// Highest android-13+ RPC wire version offered (as `vmbinder`).
+const RPC_WIRE_VERSION: u32 = 2;
+
+/// Why a native call failed.
+#[derive(Debug, thiserror::Error)]
+enum Error {
+    /// The binder call failed (service exception or transport).
+    #[error("{0}")]
+    Binder(Status),
+    /// A JNI call failed; a Java exception is usually pending already.
+    #[error("JNI: {0}")]
+    Jni(#[from] jni::errors::Error),
+    /// Anything else, as a message.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl From<Status> for Error {
+    fn from(s: Status) -> Self {
+        Error::Binder(s)
+    }
+}
+
+/// One `SystemManager`: its session, proxy and registered listeners.
+struct Native {
+    session: RpcSession,
+    sm: Strong<dyn ISystemManager>,
+    vm: Arc<JavaVM>,
+    classes: Arc<Classes>,
+    /// (the Java listener, the binder registered for it)
+    listeners: Mutex<Vec<(GlobalRef, Strong<dyn IPowerStateListener>)>>,
+}
+
+impl Drop for Native {
+    fn drop(&mut self) {
+        self.session.close_session();
+    }
+}
+
+/// A Java `PowerStateListener` as an `IPowerStateListener`.
+struct JavaListener {
+    vm: Arc<JavaVM>,
+    classes: Arc<Classes>,
+    target: GlobalRef,
+}
+
+impl Interface for JavaListener {}
+
+impl JavaListener {
+    /// Runs `f` on this (attached) thread in a fresh local frame; a Java
+    /// exception thrown by the listener is printed and cleared (a oneway
+    /// callback has nobody to report to).
+    fn deliver(
+        &self,
+        f: impl FnOnce(&mut JNIEnv, &JObject) -> jni::errors::Result<()>,
+    ) -> BinderResult<()> {
+        let Ok(mut env) = self.vm.attach_current_thread_as_daemon() else {
+            return Err(rsbinder::StatusCode::DeadObject.into());
+        };
+        let target = self.target.as_obj();
+        let result = env.with_local_frame(16, |env| f(env, target));
+        if env.exception_check().unwrap_or(false) {
+            let _ = env.exception_describe();
+            let _ = env.exception_clear();
+        }
+        result.map_err(|_| rsbinder::StatusCode::FailedTransaction.into())
+    }
+}
+
+impl IPowerStateListener for JavaListener {
+    fn onApPowerStateReq(&self, value: i32, param: i32) -> BinderResult<()> {
+        self.deliver(|env, target| {
+            env.call_method(
+                target,
+                "onApPowerStateReq",
+                "(II)V",
+                &[JValue::Int(value), JValue::Int(param)],
+            )
+            .map(drop)
+        })
+    }
+
+    fn onSystemStateChanged(&self, state: &SystemState) -> BinderResult<()> {
+        let classes = self.classes.clone();
+        self.deliver(|env, target| {
+            let s = classes.system_state(env, state)?;
+            env.call_method(
+                target,
+                "onSystemStateChanged",
+                "(Lvmstack/jni/SystemState;)V",
+                &[JValue::Object(&s)],
+            )
+            .map(drop)
+        })
+    }
+}
+
+/// Throws `BinderException` for `e` (unless a JNI error left an exception pending).
+fn throw(env: &mut JNIEnv, e: &Error) {
+    if env.exception_check().unwrap_or(false) {
+        return;
+    }
+    let (code, specific) = match e {
+        Error::Binder(s) => (s.exception_code() as i32, s.service_specific_error()),
+        _ => (0, 0),
+    };
+    let message = e.to_string();
+    let thrown = (|| -> jni::errors::Result<()> {
+        let msg = env.new_string(&message)?;
+        let ex = env.new_object(
+            "vmstack/jni/BinderException",
+            "(Ljava/lang/String;II)V",
+            &[
+                JValue::Object(&msg),
+                JValue::Int(code),
+                JValue::Int(specific),
+            ],
+        )?;
+        env.throw(jni::objects::JThrowable::from(ex))
+    })();
+    if thrown.is_err() && !env.exception_check().unwrap_or(false) {
+        let _ = env.throw_new("java/lang/IllegalStateException", message);
+    }
+}
+
+/// Runs `f` with the session behind `handle`, throwing on failure and
+/// returning `fallback` then.
+fn with_native<'l, T>(
+    env: &mut JNIEnv<'l>,
+    handle: jlong,
+    fallback: T,
+    f: impl FnOnce(&mut JNIEnv<'l>, &Native) -> Result<T, Error>,
+) -> T {
+    if handle == 0 {
+        throw(env, &Error::Other("SystemManager is closed".into()));
+        return fallback;
+    }
+    // SAFETY: a non-zero handle is the `Box<Native>` leaked by
+    // `nativeConnect`; the Java object passes it only while holding its
+    // read lock, and `nativeClose` (which frees it and zeroes the field)
+    // runs under the write lock, so the box is alive for this call.
+    let native = unsafe { &*(handle as *const Native) };
+    match f(env, native) {
+        Ok(v) => v,
+        Err(e) => {
+            throw(env, &e);
+            fallback
+        }
+    }
+}
+
+fn connect(env: &mut JNIEnv, path: &JString) -> Result<Native, Error> {
+    let path: String = env.get_string(path)?.into();
+    let session = RpcSession::setup_client_android13plus_with_config(
+        RpcClientConfig::unix(Path::new(&path), RPC_WIRE_VERSION)
+            .incoming_connections(1)
+            .timeout(Duration::from_secs(10)),
+    )
+    .map_err(|e| {
+        Error::Other(format!(
+            "cannot connect to {path}: {e:?} (is sysmgr running?)"
+        ))
+    })?;
+    let root = session
+        .get_root()
+        .map_err(|e| Error::Other(format!("{path}: no root object: {e:?}")))?;
+    let sm = <dyn ISystemManager as rsbinder::FromIBinder>::try_from(root)
+        .map_err(|e| Error::Other(format!("{path}: not an ISystemManager: {e:?}")))?;
+    Ok(Native {
+        session,
+        sm,
+        vm: Arc::new(env.get_java_vm()?),
+        classes: Arc::new(Classes::load(env)?),
+        listeners: Mutex::new(Vec::new()),
+    })
+}
+
+/// `SystemManager.nativeConnect(String)`.
+#[no_mangle]
+pub extern "system" fn Java_vmstack_jni_SystemManager_nativeConnect<'l>(
+    mut env: JNIEnv<'l>,
+    _class: JClass<'l>,
+    path: JString<'l>,
+) -> jlong {
+    match connect(&mut env, &path) {
+        Ok(native) => Box::into_raw(Box::new(native)) as jlong,
+        Err(e) => {
+            throw(&mut env, &e);
+            0
+        }
+    }
+}
+
+/// `SystemManager.nativeClose(long)`.
+#[no_mangle]
+pub extern "system" fn Java_vmstack_jni_SystemManager_nativeClose<'l>(
+    _env: JNIEnv<'l>,
+    _class: JClass<'l>,
+    handle: jlong,
+) {
+    if handle != 0 {
+        // SAFETY: the handle is the box leaked by `nativeConnect`; the Java
+        // side calls this once, under its write lock, then zeroes it.
+        drop(unsafe { Box::from_raw(handle as *mut Native) });
+    }
+}
+
+/// `SystemManager.nativeGetSystemState(long)`.
+#[no_mangle]
+pub extern "system" fn Java_vmstack_jni_SystemManager_nativeGetSystemState<'l>(
+    mut env: JNIEnv<'l>,
+    _class: JClass<'l>,
+    handle: jlong,
+) -> jobject {
+    with_native(&mut env, handle, std::ptr::null_mut(), |env, n| {
+        let s = n.sm.getSystemState()?;
+        Ok(n.classes.system_state(env, &s)?.into_raw())
+    })
+}
+
+/// `SystemManager.nativeGetGuestState(long, String)`.
+#[no_mangle]
+pub extern "system" fn Java_vmstack_jni_SystemManager_nativeGetGuestState<'l>(
+    mut env: JNIEnv<'l>,
+    _class: JClass<'l>,
+    handle: jlong,
+    name: JString<'l>,
+) -> jobject {
+    with_native(&mut env, handle, std::ptr::null_mut(), |env, n| {
+        let name: String = env.get_string(&name)?.into();
+        let g = n.sm.getGuestState(&name)?;
+        Ok(n.classes.guest_state(env, &g)?.into_raw())
+    })
+}
+
+/// `SystemManager.nativeGetApPowerStateReq(long)`.
+#[no_mangle]
+pub extern "system" fn Java_vmstack_jni_SystemManager_nativeGetApPowerStateReq<'l>(
+    mut env: JNIEnv<'l>,
+    _class: JClass<'l>,
+    handle: jlong,
+) -> jintArray {
+    with_native(&mut env, handle, std::ptr::null_mut(), |env, n| {
+        let v = n.sm.getApPowerStateReq()?;
+        let len = i32::try_from(v.len()).map_err(|_| Error::Other("reply too long".into()))?;
+        let array = env.new_int_array(len)?;
+        env.set_int_array_region(&array, 0, &v)?;
+        Ok(array.into_raw())
+    })
+}
+
+/// `SystemManager.nativeReportApPowerState(long, int, int)`.
+#[no_mangle]
+pub extern "system" fn Java_vmstack_jni_SystemManager_nativeReportApPowerState<'l>(
+    mut env: JNIEnv<'l>,
+    _class: JClass<'l>,
+    handle: jlong,
+    value: jint,
+    param: jint,
+) {
+    with_native(&mut env, handle, (), |_, n| {
+        Ok(n.sm.reportApPowerState(value, param)?)
+    })
+}
+
+/// `SystemManager.nativePostponeShutdown(long, int)`.
+#[no_mangle]
+pub extern "system" fn Java_vmstack_jni_SystemManager_nativePostponeShutdown<'l>(
+    mut env: JNIEnv<'l>,
+    _class: JClass<'l>,
+    handle: jlong,
+    ms: jint,
+) {
+    with_native(&mut env, handle, (), |_, n| {
+        Ok(n.sm.postponeShutdown(ms)?)
+    })
+}
+
+/// `SystemManager.nativeRequestShutdown(long, int)`.
+#[no_mangle]
+pub extern "system" fn Java_vmstack_jni_SystemManager_nativeRequestShutdown<'l>(
+    mut env: JNIEnv<'l>,
+    _class: JClass<'l>,
+    handle: jlong,
+    param: jint,
+) {
+    with_native(&mut env, handle, (), |_, n| {
+        Ok(n.sm.requestShutdown(param)?)
+    })
+}
+
+/// `SystemManager.nativeRegisterListener(long, PowerStateListener)`.
+#[no_mangle]
+pub extern "system" fn Java_vmstack_jni_SystemManager_nativeRegisterListener<'l>(
+    mut env: JNIEnv<'l>,
+    _class: JClass<'l>,
+    handle: jlong,
+    listener: JObject<'l>,
+) {
+    with_native(&mut env, handle, (), |env, n| {
+        if listener.is_null() {
+            return Err(Error::Other("listener is null".into()));
+        }
+        let binder = {
+            let mut list = n.listeners.lock().unwrap_or_else(|p| p.into_inner());
+            match find(env, &list, &listener)? {
+                Some(i) => list[i].1.clone(),
+                None => {
+                    let target = env.new_global_ref(&listener)?;
+                    let binder = BnPowerStateListener::new_binder(JavaListener {
+                        vm: n.vm.clone(),
+                        classes: n.classes.clone(),
+                        target: target.clone(),
+                    });
+                    list.push((target, binder.clone()));
+                    binder
+                }
+            }
+        };
+        if let Err(e) = n.sm.registerListener(&binder) {
+            let mut list = n.listeners.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(i) = find(env, &list, &listener)? {
+                list.remove(i);
+            }
+            return Err(e.into());
+        }
+        Ok(())
+    })
+}
+
+/// `SystemManager.nativeUnregisterListener(long, PowerStateListener)`.
+#[no_mangle]
+pub extern "system" fn Java_vmstack_jni_SystemManager_nativeUnregisterListener<'l>(
+    mut env: JNIEnv<'l>,
+    _class: JClass<'l>,
+    handle: jlong,
+    listener: JObject<'l>,
+) {
+    with_native(&mut env, handle, (), |env, n| {
+        let removed = {
+            let mut list = n.listeners.lock().unwrap_or_else(|p| p.into_inner());
+            find(env, &list, &listener)?.map(|i| list.remove(i))
+        };
+        match removed {
+            Some((_, binder)) => Ok(n.sm.unregisterListener(&binder)?),
+            None => Err(Error::Other("listener was not registered".into())),
+        }
+    })
+}
+
+/// `SystemManager.nativeDumpState(long)`.
+#[no_mangle]
+pub extern "system" fn Java_vmstack_jni_SystemManager_nativeDumpState<'l>(
+    mut env: JNIEnv<'l>,
+    _class: JClass<'l>,
+    handle: jlong,
+) -> jstring {
+    with_native(&mut env, handle, std::ptr::null_mut(), |env, n| {
+        let text = n.sm.dumpState()?;
+        Ok(env.new_string(text)?.into_raw())
+    })
+}
+
+/// The index of `listener` in `list` (same Java object).
+fn find(
+    env: &mut JNIEnv,
+    list: &[(GlobalRef, Strong<dyn IPowerStateListener>)],
+    listener: &JObject,
+) -> jni::errors::Result<Option<usize>> {
+    for (i, (g, _)) in list.iter().enumerate() {
+        if env.is_same_object(g.as_obj(), listener)? {
+            return Ok(Some(i));
+        }
+    }
+    Ok(None)
+}
