@@ -40,6 +40,7 @@ impl Platform for X86Platform {
             ..
         } = ctx;
         let mem = vm.memory();
+        crate::arch::file_map::forget_guarded_mappings();
         let kernel = arch::boot::load_kernel(mem, &mut open(&config.kernel)?)?;
         let initrd = match &config.initrd {
             Some(path) => {
