@@ -50,6 +50,7 @@ mod run;
 mod setup;
 mod tee_client;
 mod util;
+mod vmlinux;
 
 use std::path::PathBuf;
 
