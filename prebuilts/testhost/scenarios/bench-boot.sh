@@ -2,16 +2,25 @@
 # Boot benchmark: our VMM vs QEMU -M microvm on the nested KVM, measured with
 # this kernel's KVM tracepoints by /bin/bootbench (tests/bootbench). Needs the
 # extra initramfs of `cargo xtask bench boot` (bootbench, QEMU and its
-# libraries); see docs/benchmarks.md. Kernel command line: bench.runs=N.
+# libraries); see docs/benchmarks.md. Kernel command line: bench.runs=N,
+# bench.kernel=bzimage|elf|both (elf: our VMM boots /guest/vmlinux, which the
+# extra initramfs then carries).
 if [ ! -x /bin/bootbench ] || [ ! -x /usr/bin/qemu-system-x86_64 ]; then
     echo "bench-boot: /bin/bootbench or QEMU missing: this scenario runs only under \`cargo xtask bench boot\`"
     exit 1
 fi
 grep -q ' /sys/kernel/tracing ' /proc/mounts || mount -t tracefs nodev /sys/kernel/tracing
 runs=5
+kernel=bzimage
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
         bench.runs=*) runs="${arg#bench.runs=}" ;;
+        bench.kernel=*) kernel="${arg#bench.kernel=}" ;;
     esac
 done
-exec /bin/bootbench --runs "$runs"
+case "$kernel" in
+    bzimage) exec /bin/bootbench --runs "$runs" ;;
+    elf) exec /bin/bootbench --runs "$runs" --elf /guest/vmlinux --no-bzimage ;;
+    both) exec /bin/bootbench --runs "$runs" --elf /guest/vmlinux ;;
+    *) echo "bench-boot: bench.kernel=$kernel: use bzimage, elf or both"; exit 1 ;;
+esac
