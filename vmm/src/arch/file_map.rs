@@ -111,10 +111,16 @@ extern "C" fn handle_sigbus(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut 
             return;
         }
     }
-    // SAFETY: restoring the default disposition of SIGBUS is always valid;
-    // returning re-executes the access, which then terminates the process.
+    // SAFETY: restoring the default disposition of SIGBUS and raising a
+    // signal are async-signal-safe. For a fault, returning re-executes the
+    // access, which then terminates the process as before; a SIGBUS sent
+    // with kill() (si_code <= 0) is raised again, to be delivered with the
+    // default action once this handler returns.
     unsafe {
         libc::signal(libc::SIGBUS, libc::SIG_DFL);
+        if (*info).si_code <= 0 {
+            libc::raise(libc::SIGBUS);
+        }
     }
 }
 
@@ -328,6 +334,27 @@ mod tests {
         fn write_all_at_start(&mut self, data: &[u8]) {
             std::os::unix::fs::FileExt::write_all_at(self, data, 0).unwrap();
         }
+    }
+
+    #[test]
+    fn a_sigbus_sent_with_kill_still_terminates() {
+        assert!(install_guard());
+        // SAFETY: the child only calls async-signal-safe functions (kill,
+        // getpid, _exit) before it ends.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            // SAFETY: see above.
+            unsafe {
+                libc::kill(libc::getpid(), libc::SIGBUS);
+                libc::_exit(0);
+            }
+        }
+        let mut status = 0;
+        // SAFETY: `pid` is our child; `status` is a valid out pointer.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(libc::WIFSIGNALED(status), "child exited: {status:#x}");
+        assert_eq!(libc::WTERMSIG(status), libc::SIGBUS);
     }
 
     #[test]
