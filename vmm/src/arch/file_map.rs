@@ -22,6 +22,7 @@
 //!   - the guest touches it: KVM cannot resolve the page and `KVM_RUN` fails
 //!     with `EFAULT`; the vCPU thread reports "KVM_RUN failed" and the VMM
 //!     shuts the VM down and exits with an error (no signal, no crash).
+//!     This half is not exercised by a test (it needs a running guest).
 //!
 //! The rule for users stays: do not modify a kernel or initrd while a VM
 //! booted from it runs.
