@@ -12,8 +12,9 @@
 //! - **Replaced by rename or deleted** (what build systems and package
 //!   managers do): nothing changes, the mapping keeps the old inode alive.
 //! - **Truncated**: the kernel drops every page past the new end of file from
-//!   the mapping, private copies included, and the next access to such a page
-//!   raises `SIGBUS`. Two cases:
+//!   the mapping, private copies included (so guest data in pages the guest
+//!   has reused, e.g. the freed initrd, is lost too), and the next access to
+//!   such a page raises `SIGBUS`. Two cases:
 //!   - the VMM itself touches the page (a device reading a buffer the guest
 //!     put there): the `SIGBUS` handler installed by [`map_file_into_guest`]
 //!     sees that the address lies in a mapped boot file, replaces that page
@@ -304,6 +305,11 @@ mod tests {
         assert!(page.iter().all(|&b| b == 0));
         // The page still inside the file keeps the guest's write.
         assert_eq!(m.read_obj::<u8>(GuestAddress(0x4000)).unwrap(), 0x11);
+        // A page the guest wrote is dropped too when it lies past the new
+        // end: truncation discards private copies as well.
+        m.write_obj(0x33u8, GuestAddress(0x5000)).unwrap();
+        f.set_len(0).unwrap();
+        assert_eq!(m.read_obj::<u8>(GuestAddress(0x4000)).unwrap(), 0);
         // The replaced page is ordinary writable memory.
         m.write_obj(0x22u8, GuestAddress(0x5000)).unwrap();
         assert_eq!(m.read_obj::<u8>(GuestAddress(0x5000)).unwrap(), 0x22);
