@@ -16,7 +16,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use anyhow::{bail, Result};
-use bootbench::record::{self, Failure, Record, Sample, OURS, QEMU_MICROVM};
+use bootbench::record::{self, Failure, Record, Sample, OURS, OURS_ELF, QEMU_MICROVM};
 use bootbench::stats::{self, Summary};
 
 use crate::bench_host::{self, Bench, Extra, Manifest};
@@ -30,6 +30,9 @@ pub const MIN_RUNS: u32 = 5;
 pub const TARGET_INIT_RATIO: f64 = 0.8;
 /// Target: our start→first guest instruction at most this fraction of QEMU microvm's.
 pub const TARGET_FIRST_ENTRY_RATIO: f64 = 0.2;
+/// Target: our start→first guest instruction with the ELF kernel at most
+/// this multiple of the bzImage's.
+pub const TARGET_ELF_FIRST_ENTRY_RATIO: f64 = 1.5;
 /// Target: our memory overhead (RSS minus guest memory) at most this many MiB
 /// for 1 vCPU / 128 MiB (Firecracker's bar).
 pub const TARGET_OVERHEAD_MIB: f64 = 5.0;
@@ -49,9 +52,9 @@ const PER_BOOT: Duration = Duration::from_secs(120);
 /// VMM for `boot`, default [`MIN_RUNS`]; rounds for `devices`, default
 /// [`crate::bench_devices::DEFAULT_ROUNDS`], and `tee`, default
 /// [`crate::bench_tee::DEFAULT_ROUNDS`]).
-pub fn bench(what: &str, runs: Option<u32>) -> Result<()> {
+pub fn bench(what: &str, runs: Option<u32>, kernel: KernelChoice) -> Result<()> {
     match what {
-        "boot" => boot(runs.unwrap_or(MIN_RUNS)),
+        "boot" => boot(runs.unwrap_or(MIN_RUNS), kernel),
         "arbiter" => crate::bench_arbiter::arbiter(),
         "devices" => {
             crate::bench_devices::devices(runs.unwrap_or(crate::bench_devices::DEFAULT_ROUNDS))
@@ -80,6 +83,49 @@ pub(crate) fn qemu_peer_extra(info: &str) -> Result<Extra> {
     extra.file("etc/vmstack/bench-info", 0o644, info.as_bytes().to_vec())?;
     step!("QEMU peer: {QEMU} with {libs} shared objects");
     Ok(extra)
+}
+
+/// Which kernel file our VMM boots in `bench boot` (QEMU always boots the bzImage).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelChoice {
+    /// Debian's `vmlinuz`.
+    Bzimage,
+    /// The same kernel as an ELF `vmlinux` (`guest-vmlinux` of the images).
+    Elf,
+    /// Both, interleaved in every round.
+    Both,
+}
+
+impl std::str::FromStr for KernelChoice {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "bzimage" => Ok(Self::Bzimage),
+            "elf" => Ok(Self::Elf),
+            "both" => Ok(Self::Both),
+            other => Err(format!("--kernel {other:?}: use bzimage, elf or both")),
+        }
+    }
+}
+
+impl KernelChoice {
+    /// The scenario's `bench.kernel=` value.
+    fn name(self) -> &'static str {
+        match self {
+            Self::Bzimage => "bzimage",
+            Self::Elf => "elf",
+            Self::Both => "both",
+        }
+    }
+
+    /// The record names of our VMM this choice produces.
+    pub fn ours(self) -> &'static [&'static str] {
+        match self {
+            Self::Bzimage => &[OURS],
+            Self::Elf => &[OURS_ELF],
+            Self::Both => &[OURS, OURS_ELF],
+        }
+    }
 }
 
 /// The records of a bench-boot console, grouped.
@@ -195,15 +241,15 @@ fn cell(s: &Summary, decimals: usize) -> String {
     )
 }
 
-/// The human-readable result table.
-pub fn table(ours: &VmmSummary, qemu: &VmmSummary, runs: u32) -> String {
+/// The human-readable result table of our VMM's variant `name` against QEMU.
+pub fn table(name: &str, ours: &VmmSummary, qemu: &VmmSummary, runs: u32) -> String {
     let mut t = String::new();
     let v = verdicts(ours, qemu);
     let _ = writeln!(
         t,
         "{:<30} {:>26} {:>26} {:>9} {:>9}  result",
         format!("median [min..max] of {runs} runs"),
-        OURS,
+        name,
         QEMU_MICROVM,
         "ours/qemu",
         "target"
@@ -279,8 +325,8 @@ pub fn table(ours: &VmmSummary, qemu: &VmmSummary, runs: u32) -> String {
     t
 }
 
-/// Checks that every VMM has `runs` valid samples and nothing failed.
-pub fn check_complete(p: &Parsed, runs: u32) -> Result<()> {
+/// Checks that every VMM in `vmms` has `runs` valid samples and nothing failed.
+pub fn check_complete(p: &Parsed, runs: u32, vmms: &[&str]) -> Result<()> {
     let mut problems = Vec::new();
     for e in &p.invalid {
         problems.push(format!("invalid record: {e}"));
@@ -288,7 +334,7 @@ pub fn check_complete(p: &Parsed, runs: u32) -> Result<()> {
     for f in &p.failures {
         problems.push(format!("{} run {} failed: {}", f.vmm, f.run, f.error));
     }
-    for vmm in [OURS, QEMU_MICROVM] {
+    for &vmm in vmms {
         let n = p.samples.iter().filter(|s| s.vmm == vmm).count();
         if n != runs as usize {
             problems.push(format!("{vmm}: {n} of {runs} runs measured"));
@@ -307,7 +353,7 @@ pub fn check_complete(p: &Parsed, runs: u32) -> Result<()> {
     }
 }
 
-fn boot(runs: u32) -> Result<()> {
+fn boot(runs: u32, kernel: KernelChoice) -> Result<()> {
     if runs < MIN_RUNS {
         bail!("--runs {runs}: at least {MIN_RUNS} runs per VMM are needed for a median");
     }
@@ -320,7 +366,11 @@ fn boot(runs: u32) -> Result<()> {
         m.get("/kernel/version"),
         m.get("/kernel/sha256")
     );
-    let extra = qemu_peer_extra(&info)?;
+    let mut extra = qemu_peer_extra(&info)?;
+    if kernel != KernelChoice::Bzimage {
+        let vmlinux = images.dir.join(crate::images::GUEST_VMLINUX);
+        extra.file_from("guest/vmlinux", 0o644, &vmlinux)?;
+    }
     let bootbench = paths::static_binary(Arch::X86_64, "bootbench");
     let versions = serde_json::json!({
         "qemu_package": format!("qemu-system-x86 {qemu_pkg}"),
@@ -331,32 +381,55 @@ fn boot(runs: u32) -> Result<()> {
         "bootbench_sha256": util::sha256_file(&bootbench)?,
     });
 
+    let ours_names = kernel.ours();
+    let boots_per_round = ours_names.len() as u32 + 1;
     let bench = Bench {
         arch: Arch::X86_64,
         scenario: SCENARIO,
-        append: vec![format!("bench.runs={runs}")],
-        scenario_timeout: (PER_BOOT + Duration::from_secs(10)) * 2 * runs + Duration::from_secs(60),
+        append: vec![
+            format!("bench.runs={runs}"),
+            format!("bench.kernel={}", kernel.name()),
+        ],
+        scenario_timeout: (PER_BOOT + Duration::from_secs(10)) * boots_per_round * runs
+            + Duration::from_secs(60),
         stream: true,
     };
     let run = bench.boot(&images, Some(&extra))?;
     let section = run.scenario(SCENARIO);
     let parsed = parse_console(section.map(|s| s.output.as_str()).unwrap_or(""));
 
-    let ours = summarize(&parsed.samples, OURS);
     let qemu = summarize(&parsed.samples, QEMU_MICROVM);
-    let verdict_list = match (&ours, &qemu) {
-        (Some(o), Some(q)) => verdicts(o, q),
-        _ => Vec::new(),
+    let ours: Vec<(&str, Option<VmmSummary>)> = ours_names
+        .iter()
+        .map(|&name| (name, summarize(&parsed.samples, name)))
+        .collect();
+    let mut verdict_list = Vec::new();
+    let mut summary = serde_json::Map::new();
+    summary.insert(QEMU_MICROVM.into(), serde_json::json!(qemu));
+    for (name, o) in &ours {
+        summary.insert((*name).into(), serde_json::json!(o));
+        if let (Some(o), Some(q)) = (o, &qemu) {
+            verdict_list.push(serde_json::json!({ "vmm": name, "verdicts": verdicts(o, q) }));
+        }
+    }
+    let elf_verdict = match (
+        summarize(&parsed.samples, OURS),
+        summarize(&parsed.samples, OURS_ELF),
+    ) {
+        (Some(bz), Some(elf)) => Some(elf_first_entry_verdict(&bz, &elf)),
+        _ => None,
     };
     let json_path = bench_host::write_results(
         "boot",
         &serde_json::json!({
             "runs": runs,
+            "kernel": kernel.name(),
             "unix_time": bench_host::unix_time(),
             "versions": versions,
             "setup": parsed.info,
-            "summary": { OURS: ours, QEMU_MICROVM: qemu },
+            "summary": summary,
             "verdicts": verdict_list,
+            "elf_verdict": elf_verdict,
             "samples": parsed.samples,
             "failures": parsed.failures,
             "console_log": run.log_path.display().to_string(),
@@ -369,13 +442,24 @@ fn boot(runs: u32) -> Result<()> {
         "boot benchmark: our VMM vs QEMU -M microvm, 1 vCPU / 128 MiB guests, nested KVM in the test host"
     );
     println!(
-        "  kernel {} ({} sha256 {}); qemu-system-x86 {qemu_pkg}",
+        "  kernel {} ({} sha256 {}); qemu-system-x86 {qemu_pkg}; QEMU boots the bzImage",
         m.get("/kernel/release"),
         m.get("/kernel/version"),
         m.get("/kernel/sha256")
     );
-    if let (Some(o), Some(q)) = (&ours, &qemu) {
-        print!("{}", table(o, q, runs));
+    for (name, o) in &ours {
+        if let (Some(o), Some(q)) = (o, &qemu) {
+            print!("{}", table(name, o, q, runs));
+        }
+    }
+    if let Some(v) = &elf_verdict {
+        println!(
+            "{:<30} {:>9.3} {:>9}  {}",
+            "first entry ours-elf/ours",
+            v.value,
+            format!("<= {:.1}", v.target),
+            if v.pass { "PASS" } else { "MISS" }
+        );
     }
     println!(
         "  test host run {:.1} s (timed out: {})",
@@ -389,7 +473,9 @@ fn boot(runs: u32) -> Result<()> {
     );
 
     let section = bench_host::section(&run, SCENARIO)?;
-    if let Err(e) = check_complete(&parsed, runs) {
+    let mut expected = ours_names.to_vec();
+    expected.push(QEMU_MICROVM);
+    if let Err(e) = check_complete(&parsed, runs, &expected) {
         bail!(
             "{e:#}\n(scenario rc={:?}; console {})",
             section.rc,
@@ -397,6 +483,17 @@ fn boot(runs: u32) -> Result<()> {
         );
     }
     bench_host::check_rc(&run, section)
+}
+
+/// Target check: start → first entry with the ELF kernel against the bzImage.
+pub fn elf_first_entry_verdict(bzimage: &VmmSummary, elf: &VmmSummary) -> Verdict {
+    let value = elf.first_entry_ms.median / bzimage.first_entry_ms.median;
+    Verdict {
+        metric: "start->first entry, ours-elf/ours",
+        value,
+        target: TARGET_ELF_FIRST_ENTRY_RATIO,
+        pass: value <= TARGET_ELF_FIRST_ENTRY_RATIO,
+    }
 }
 
 #[cfg(test)]
@@ -441,7 +538,7 @@ mod tests {
     fn complete_run_summarized() {
         let p = parse_console(&console(5));
         assert!(p.done && p.info.is_some() && p.invalid.is_empty());
-        check_complete(&p, 5).unwrap();
+        check_complete(&p, 5, &[OURS, QEMU_MICROVM]).unwrap();
         let o = summarize(&p.samples, OURS).unwrap();
         let q = summarize(&p.samples, QEMU_MICROVM).unwrap();
         assert_eq!(o.first_entry_ms.median, 13.0);
@@ -452,7 +549,7 @@ mod tests {
         assert!(v[0].pass && (v[0].value - 0.13).abs() < 1e-9);
         assert!(!v[1].pass && (v[1].value - 900.0 / 1003.0).abs() < 1e-9);
         assert!(v[2].pass);
-        let t = table(&o, &q, 5);
+        let t = table(OURS, &o, &q, 5);
         assert!(t.contains("PASS") && t.contains("MISS") && t.contains("13.0 [11.0..15.0]"));
     }
 
@@ -463,10 +560,42 @@ mod tests {
         c.push('\n');
         c.push_str("@@BENCH {\"vmm\":\"ours\",\"run\":5}\n");
         let p = parse_console(&c);
-        let err = check_complete(&p, 5).unwrap_err().to_string();
+        let err = check_complete(&p, 5, &[OURS, QEMU_MICROVM])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("ours: 4 of 5"), "{err}");
         assert!(err.contains("qemu-microvm run 5 failed: timeout"), "{err}");
         assert!(err.contains("invalid record"), "{err}");
-        assert!(check_complete(&parse_console(""), 5).is_err());
+        assert!(check_complete(&parse_console(""), 5, &[OURS]).is_err());
+    }
+
+    #[test]
+    fn kernel_choice_parses_and_names_our_variants() {
+        let k: KernelChoice = "both".parse().unwrap();
+        assert_eq!(k.ours(), [OURS, OURS_ELF]);
+        assert_eq!("elf".parse::<KernelChoice>().unwrap().ours(), [OURS_ELF]);
+        assert_eq!(KernelChoice::Bzimage.name(), "bzimage");
+        assert!("vmlinux".parse::<KernelChoice>().is_err());
+    }
+
+    #[test]
+    fn elf_variant_is_checked_for_completeness_and_first_entry() {
+        let mut c = console(5);
+        for r in 1..=5 {
+            let s = sample(OURS_ELF, r, 12.0 + f64::from(r), 880.0, 3072);
+            c.push_str(&format!(
+                "{}{}\n",
+                record::SAMPLE_PREFIX,
+                serde_json::to_string(&s).unwrap()
+            ));
+        }
+        let p = parse_console(&c);
+        check_complete(&p, 5, &[OURS, OURS_ELF, QEMU_MICROVM]).unwrap();
+        let bz = summarize(&p.samples, OURS).unwrap();
+        let elf = summarize(&p.samples, OURS_ELF).unwrap();
+        let v = elf_first_entry_verdict(&bz, &elf);
+        assert!(v.pass && (v.value - 15.0 / 13.0).abs() < 1e-9);
+        let only_two = parse_console(&console(5));
+        assert!(check_complete(&only_two, 5, &[OURS, OURS_ELF, QEMU_MICROVM]).is_err());
     }
 }

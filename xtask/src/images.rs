@@ -3,6 +3,8 @@
 //!
 //! Outputs in `target/images/<arch>/`:
 //! - `guest-vmlinuz`, `guest-initramfs.cpio.gz`: what the VMM boots;
+//! - `guest-vmlinux` (x86_64): the same kernel as an ELF, extracted from the
+//!   bzImage (`vmlinux.rs`, needs `zstd`);
 //! - `testhost-vmlinuz`, `testhost-initramfs.cpio.gz`: the nested test host, which
 //!   carries the KVM modules, `/bin/vmm` and the guest images under `/guest/`;
 //! - `manifest.json`: exact packages, kernel release, VMM binary and output checksums.
@@ -29,6 +31,8 @@ const BUILDER_VERSION: &str = "1";
 
 /// Guest kernel output name.
 pub const GUEST_KERNEL: &str = "guest-vmlinuz";
+/// The guest kernel as an ELF vmlinux (x86_64), extracted from [`GUEST_KERNEL`].
+pub const GUEST_VMLINUX: &str = "guest-vmlinux";
 /// Guest initramfs output name.
 pub const GUEST_INITRD: &str = "guest-initramfs.cpio.gz";
 
@@ -474,6 +478,19 @@ pub fn build(arch: Arch, vmm: Option<&Path>) -> Result<Images> {
     let kernel_key = format!("{BUILDER_VERSION} {}", image_pkg.sha256);
     copy_if_changed(&vmlinuz, &guest_kernel, &kernel_key)?;
     copy_if_changed(&vmlinuz, &testhost_kernel, &kernel_key)?;
+    // x86_64: the same kernel as an ELF vmlinux (for `vmm run` and
+    // `cargo xtask bench boot --kernel elf`); host side only, not in the
+    // test host's initramfs.
+    if arch == Arch::X86_64 {
+        let guest_vmlinux = out.join(GUEST_VMLINUX);
+        if up_to_date(&guest_vmlinux, &kernel_key) {
+            step!("up to date: {}", guest_vmlinux.display());
+        } else {
+            step!("extract {}", guest_vmlinux.display());
+            crate::vmlinux::extract_file(&vmlinuz, &guest_vmlinux)?;
+            write_stamp(&guest_vmlinux, &kernel_key)?;
+        }
+    }
 
     // Guest initramfs.
     let guest_src = prebuilts.join("guest");

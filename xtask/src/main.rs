@@ -55,6 +55,7 @@ mod setup;
 mod soong_check;
 mod tee_client;
 mod util;
+mod vmlinux;
 
 use std::path::PathBuf;
 
@@ -135,6 +136,10 @@ enum Cmd {
         /// our VMM alone in the arm64 pKVM test host, see docs/arm64.md).
         #[arg(long, default_value = "x86_64")]
         arch: paths::Arch,
+        /// `boot` (x86_64): which kernel our VMM boots: `bzimage`, `elf`
+        /// (the same kernel as a vmlinux) or `both` (the default).
+        #[arg(long, default_value = "both")]
+        kernel: bench::KernelChoice,
     },
     /// `cargo check` of the VMM, devices, guest daemons, sysmgr and the JNI
     /// library for aarch64-linux-android and x86_64-linux-android (adds
@@ -171,12 +176,17 @@ fn main() {
             no_build,
             arch,
         } => run::testhost(&scenarios, no_build, arch),
-        Cmd::Bench { what, runs, arch } => match (arch, what.as_str()) {
+        Cmd::Bench {
+            what,
+            runs,
+            arch,
+            kernel,
+        } => match (arch, what.as_str()) {
             (paths::Arch::Aarch64, "boot") => bench_arm64::boot(runs.unwrap_or(bench::MIN_RUNS)),
             (paths::Arch::Aarch64, other) => Err(anyhow::anyhow!(
                 "bench {other} has no aarch64 variant (aarch64: boot)"
             )),
-            (paths::Arch::X86_64, _) => bench::bench(&what, runs),
+            (paths::Arch::X86_64, _) => bench::bench(&what, runs, kernel),
         },
         Cmd::Fuzz {
             target,

@@ -15,6 +15,8 @@ pub const HOST_PACKAGES: &[&str] = &[
     "cpio",
     "musl-tools",
     "xz-utils",
+    // Decompresses Debian's zstd bzImage payload into guest-vmlinux (vmlinux.rs).
+    "zstd",
     // AOSP's AIDL compiler (Android 10): the conformance and API-dump
     // cross-checks of `aidl/` (crate vmstack-aidl).
     "aidl",

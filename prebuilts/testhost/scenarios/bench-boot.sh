@@ -2,7 +2,9 @@
 # Boot benchmark: our VMM vs QEMU -M microvm on the nested KVM, measured with
 # this kernel's KVM tracepoints by /bin/bootbench (tests/bootbench). Needs the
 # extra initramfs of `cargo xtask bench boot` (bootbench, QEMU and its
-# libraries); see docs/benchmarks.md. Kernel command line: bench.runs=N.
+# libraries); see docs/benchmarks.md. Kernel command line: bench.runs=N,
+# bench.kernel=bzimage|elf|both (elf: our VMM boots /guest/vmlinux, which the
+# extra initramfs then carries).
 if [ ! -x /bin/bootbench ] || [ ! -x /usr/bin/qemu-system-x86_64 ]; then
     echo "bench-boot: /bin/bootbench or QEMU missing: this scenario runs only under \`cargo xtask bench boot\`"
     exit 1
@@ -10,4 +12,10 @@ fi
 grep -q ' /sys/kernel/tracing ' /proc/mounts || mount -t tracefs nodev /sys/kernel/tracing
 . /lib/vmstack.sh
 runs=$(cmdline_arg bench.runs 5)
-exec /bin/bootbench --runs "$runs"
+kernel=$(cmdline_arg bench.kernel bzimage)
+case "$kernel" in
+    bzimage) exec /bin/bootbench --runs "$runs" ;;
+    elf) exec /bin/bootbench --runs "$runs" --elf /guest/vmlinux --no-bzimage ;;
+    both) exec /bin/bootbench --runs "$runs" --elf /guest/vmlinux ;;
+    *) echo "bench-boot: bench.kernel=$kernel: use bzimage, elf or both"; exit 1 ;;
+esac

@@ -3,8 +3,13 @@
 //!
 //! ```text
 //! bootbench [--runs N] [--mem MIB] [--timeout SECS] [--vmm PATH] [--qemu PATH]
-//!           [--kernel PATH] [--initrd PATH]
+//!           [--kernel PATH] [--initrd PATH] [--elf PATH] [--no-bzimage]
 //! ```
+//!
+//! `--elf PATH`: our VMM also boots the same kernel as an ELF `vmlinux`
+//! (records named `ours-elf`); `--no-bzimage`: our VMM boots only the ELF.
+//! QEMU always boots the bzImage (its microvm ELF/PVH path froze the test
+//! host, docs/benchmarks.md).
 //!
 //! For each of N rounds it boots the same guest with our VMM and with QEMU
 //! `-M microvm` (one at a time, 1 vCPU, same kernel, initramfs and kernel
@@ -21,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use bootbench::record::{self, Failure, Sample, OURS, QEMU_MICROVM};
+use bootbench::record::{self, Failure, Sample, OURS, OURS_ELF, QEMU_MICROVM};
 use bootbench::stats;
 
 use runner::{Probes, VmmCommand};
@@ -44,6 +49,10 @@ struct Options {
     qemu: PathBuf,
     kernel: PathBuf,
     initrd: PathBuf,
+    /// The same kernel as an ELF vmlinux, booted by our VMM too.
+    elf: Option<PathBuf>,
+    /// Whether our VMM boots the bzImage (`--no-bzimage` turns it off).
+    bzimage: bool,
 }
 
 impl Default for Options {
@@ -56,6 +65,8 @@ impl Default for Options {
             qemu: "/usr/bin/qemu-system-x86_64".into(),
             kernel: "/guest/vmlinuz".into(),
             initrd: "/guest/initramfs.cpio.gz".into(),
+            elf: None,
+            bzimage: true,
         }
     }
 }
@@ -73,10 +84,12 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options> {
             "--qemu" => o.qemu = value()?.into(),
             "--kernel" => o.kernel = value()?.into(),
             "--initrd" => o.initrd = value()?.into(),
+            "--elf" => o.elf = Some(value()?.into()),
+            "--no-bzimage" => o.bzimage = false,
             "-h" | "--help" => {
                 println!(
                     "usage: bootbench [--runs N] [--mem MIB] [--timeout SECS] [--vmm PATH] \
-                     [--qemu PATH] [--kernel PATH] [--initrd PATH]"
+                     [--qemu PATH] [--kernel PATH] [--initrd PATH] [--elf PATH] [--no-bzimage]"
                 );
                 std::process::exit(0);
             }
@@ -85,6 +98,9 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options> {
     }
     if o.runs == 0 {
         bail!("--runs must be at least 1");
+    }
+    if !o.bzimage && o.elf.is_none() {
+        bail!("--no-bzimage needs --elf PATH (our VMM must boot something)");
     }
     Ok(o)
 }
@@ -110,6 +126,29 @@ fn ours(o: &Options) -> VmmCommand {
             o.kernel.display().to_string(),
         ],
     }
+}
+
+/// Our VMM booting the ELF `vmlinux` `elf` instead of the bzImage.
+fn ours_elf(o: &Options, elf: &Path) -> VmmCommand {
+    let mut cmd = ours(o);
+    cmd.name = OURS_ELF;
+    if let Some(kernel) = cmd.args.last_mut() {
+        *kernel = elf.display().to_string();
+    }
+    cmd
+}
+
+/// The commands of one round, in order: ours (bzImage), ours (ELF), QEMU.
+fn commands(o: &Options) -> Vec<VmmCommand> {
+    let mut cmds = Vec::new();
+    if o.bzimage {
+        cmds.push(ours(o));
+    }
+    if let Some(elf) = &o.elf {
+        cmds.push(ours_elf(o, elf));
+    }
+    cmds.push(qemu(o));
+    cmds
 }
 
 /// QEMU `-M microvm` with the same guest and the same full kernel command line.
@@ -176,8 +215,11 @@ fn first_line(program: &Path, args: &[&str]) -> Result<String> {
 }
 
 fn print_summary(samples: &[Sample]) {
-    for vmm in [OURS, QEMU_MICROVM] {
+    for vmm in [OURS, OURS_ELF, QEMU_MICROVM] {
         let of: Vec<&Sample> = samples.iter().filter(|s| s.vmm == vmm).collect();
+        if of.is_empty() {
+            continue;
+        }
         let pick = |f: fn(&Sample) -> f64| {
             stats::median(&of.iter().map(|s| f(s)).collect::<Vec<_>>())
                 .map(|m| format!("{m:.1}"))
@@ -202,7 +244,10 @@ fn main() {
 
 fn real_main() -> Result<()> {
     let o = parse_args(std::env::args().skip(1))?;
-    for p in [&o.vmm, &o.qemu, &o.kernel, &o.initrd] {
+    for p in [&o.vmm, &o.qemu, &o.kernel, &o.initrd]
+        .into_iter()
+        .chain(o.elf.as_ref())
+    {
         if !p.is_file() {
             bail!("{} is missing", p.display());
         }
@@ -220,7 +265,7 @@ fn real_main() -> Result<()> {
             false,
         )?,
     };
-    let commands = [ours(&o), qemu(&o)];
+    let commands = commands(&o);
     let info = serde_json::json!({
         "runs": o.runs,
         "mem_mib": o.mem_mib,
@@ -232,10 +277,10 @@ fn real_main() -> Result<()> {
         "trace_clock": "mono",
         "poll_ms": runner::POLL.as_millis(),
         "timeout_s": o.timeout.as_secs(),
-        "commands": {
-            OURS: commands[0].display(),
-            QEMU_MICROVM: commands[1].display(),
-        },
+        "commands": commands
+            .iter()
+            .map(|c| (c.name.to_string(), serde_json::Value::String(c.display())))
+            .collect::<serde_json::Map<_, _>>(),
     });
     println!("{}{info}", record::INFO_PREFIX);
 
@@ -320,5 +365,25 @@ mod tests {
         }
         assert!(b.contains(OURS_DEFAULT_CMDLINE));
         assert!(a.contains("--cpus 1 --mem 128") && b.contains("-smp 1 -m 128"));
+    }
+
+    #[test]
+    fn elf_variant_boots_the_vmlinux_with_the_same_arguments() {
+        let o = parse_args(["--elf", "/guest/vmlinux"].map(String::from)).unwrap();
+        let cmds = commands(&o);
+        let names: Vec<_> = cmds.iter().map(|c| c.name).collect();
+        assert_eq!(names, [OURS, OURS_ELF, QEMU_MICROVM]);
+        let (bz, elf) = (cmds[0].display(), cmds[1].display());
+        assert!(elf.ends_with(" /guest/vmlinux") && bz.ends_with(" /guest/vmlinuz"));
+        assert_eq!(
+            bz.trim_end_matches("/guest/vmlinuz"),
+            elf.trim_end_matches("/guest/vmlinux")
+        );
+        let only = parse_args(["--elf", "/e", "--no-bzimage"].map(String::from)).unwrap();
+        assert_eq!(
+            commands(&only).iter().map(|c| c.name).collect::<Vec<_>>(),
+            [OURS_ELF, QEMU_MICROVM]
+        );
+        assert!(parse_args(["--no-bzimage"].map(String::from)).is_err());
     }
 }

@@ -16,15 +16,17 @@ pub const FAIL_PREFIX: &str = "@@BENCH-FAIL ";
 /// Prefix of the closing line.
 pub const DONE_PREFIX: &str = "@@BENCH-DONE ";
 
-/// Name of our VMM in the records.
+/// Name of our VMM (booting the bzImage) in the records.
 pub const OURS: &str = "ours";
+/// Name of our VMM booting the same kernel as an ELF `vmlinux`.
+pub const OURS_ELF: &str = "ours-elf";
 /// Name of the QEMU `-M microvm` peer in the records.
 pub const QEMU_MICROVM: &str = "qemu-microvm";
 
 /// The measurements of one boot of one VMM.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Sample {
-    /// Which VMM: [`OURS`] or [`QEMU_MICROVM`].
+    /// Which VMM: [`OURS`], [`OURS_ELF`] or [`QEMU_MICROVM`].
     pub vmm: String,
     /// Round number, from 1.
     pub run: u32,
@@ -54,7 +56,7 @@ impl Sample {
     /// Checks that the numbers are consistent: finite, positive, first entry
     /// before `/init`, some guest memory touched, overhead = total - guest.
     pub fn validate(&self) -> Result<(), String> {
-        if self.vmm != OURS && self.vmm != QEMU_MICROVM {
+        if ![OURS, OURS_ELF, QEMU_MICROVM].contains(&self.vmm.as_str()) {
             return Err(format!("unknown vmm {:?}", self.vmm));
         }
         for (name, v) in [

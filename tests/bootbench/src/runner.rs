@@ -22,7 +22,7 @@ const TAIL_LINES: usize = 30;
 /// A VMM command to measure.
 #[derive(Debug, Clone)]
 pub struct VmmCommand {
-    /// Record name ([`bootbench::record::OURS`] or [`bootbench::record::QEMU_MICROVM`]).
+    /// Record name ([`bootbench::record::OURS`], [`bootbench::record::OURS_ELF`] or [`bootbench::record::QEMU_MICROVM`]).
     pub name: &'static str,
     /// The program.
     pub program: PathBuf,
@@ -132,7 +132,7 @@ pub fn measure(
         .unwrap_or_default();
     match result {
         Ok(mut sample) => {
-            if cmd.name == bootbench::record::OURS {
+            if [bootbench::record::OURS, bootbench::record::OURS_ELF].contains(&cmd.name) {
                 sample.self_first_entry_ms = self_reported_ms(&tail, "entering guest after ");
                 sample.self_init_ms = self_reported_ms(&tail, "guest init reached after ");
             }

@@ -7,6 +7,7 @@
 //! on every host so their unit tests run in x86_64 CI too.
 
 pub mod aarch64;
+pub mod file_map;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_64;
 

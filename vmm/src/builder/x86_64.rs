@@ -40,6 +40,7 @@ impl Platform for X86Platform {
             ..
         } = ctx;
         let mem = vm.memory();
+        crate::arch::file_map::forget_guarded_mappings();
         let kernel = arch::boot::load_kernel(mem, &mut open(&config.kernel)?)?;
         let initrd = match &config.initrd {
             Some(path) => {
@@ -121,6 +122,7 @@ impl Platform for X86Platform {
             .kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(BuildError::Cpuid)?;
+        let tsc_deadline = ctx.kvm.check_extension(kvm_ioctls::Cap::TscDeadlineTimer);
         let mut vcpus = Vec::with_capacity(usize::from(config.cpus));
         for id in 0..config.cpus {
             let fd = vm
@@ -137,6 +139,7 @@ impl Platform for X86Platform {
                 &supported_cpuid,
                 id,
                 config.cpus,
+                tsc_deadline,
                 self.kernel.entry,
             )
             .map_err(|source| BuildError::VcpuSetup { id, source })?;

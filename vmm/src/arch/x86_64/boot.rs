@@ -5,8 +5,10 @@ use std::io::{Read, Seek, SeekFrom};
 
 use linux_loader::cmdline::Cmdline;
 use linux_loader::loader::bootparam::{boot_e820_entry, boot_params, setup_header};
-use linux_loader::loader::{BzImage, Elf, KernelLoader};
+use linux_loader::loader::{BzImage, KernelLoader};
 use vm_memory::{Address, ByteValued, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
+
+pub use crate::arch::file_map::map_file_into_guest;
 
 use super::layout::{
     ACPI_AREA_END, ACPI_RESET_PORT, ACPI_RESET_VALUE, CMDLINE_MAX_SIZE, CMDLINE_START, EBDA_START,
@@ -19,6 +21,9 @@ pub enum BootError {
     /// The kernel file is neither an ELF vmlinux nor a bzImage.
     #[error("kernel is not a valid ELF vmlinux or bzImage: {0}")]
     KernelFormat(linux_loader::loader::Error),
+    /// The ELF kernel is malformed or does not fit in guest memory.
+    #[error(transparent)]
+    Elf(#[from] super::elf::ElfError),
     /// Reading a boot file failed.
     #[error("cannot read {what}: {source}")]
     Read {
@@ -98,10 +103,10 @@ pub fn load_kernel<M: GuestMemoryBackend>(
             source,
         })?;
     if magic == *b"\x7fELF" {
-        let result = Elf::load(mem, None, kernel, Some(GuestAddress(HIMEM_START)))
-            .map_err(BootError::KernelFormat)?;
+        let low_ram_end = mem.find_region(GuestAddress(0)).map_or(0, |r| r.len());
+        let (entry, _) = super::elf::load_elf(mem, kernel, HIMEM_START, low_ram_end)?;
         Ok(LoadedKernel {
-            entry: result.kernel_load,
+            entry,
             setup_header: None,
         })
     } else {
@@ -115,76 +120,6 @@ pub fn load_kernel<M: GuestMemoryBackend>(
             setup_header: result.setup_header,
         })
     }
-}
-
-const PAGE_SIZE: u64 = 4096;
-
-/// Maps `len` bytes of `file` at `offset` copy-on-write over guest memory at
-/// `addr` instead of copying them: the guest reads the host's page cache
-/// directly and only pages it writes get private copies. Returns false (and
-/// changes nothing) when the range is not page aligned or not inside one
-/// guest memory region; the caller then copies.
-///
-/// This is what makes "process start to first guest instruction" cheap: a
-/// 12 MB kernel is neither read nor zero-filled before the vCPU starts. The
-/// file must not be modified while the guest boots (a `MAP_PRIVATE` page not
-/// yet written by the guest may show later changes to the file).
-pub fn map_file_into_guest<M: GuestMemoryBackend>(
-    mem: &M,
-    addr: GuestAddress,
-    file: &File,
-    offset: u64,
-    len: u64,
-) -> bool {
-    if len == 0 || addr.0 % PAGE_SIZE != 0 || offset % PAGE_SIZE != 0 {
-        return false;
-    }
-    let Some(map_len) = len.checked_next_multiple_of(PAGE_SIZE) else {
-        return false;
-    };
-    let Some(region) = mem.find_region(addr) else {
-        return false;
-    };
-    let region_end = region.start_addr().raw_value() + region.len();
-    let (Ok(map_len_usize), Ok(file_offset)) =
-        (usize::try_from(map_len), libc::off_t::try_from(offset))
-    else {
-        return false;
-    };
-    if addr
-        .0
-        .checked_add(map_len)
-        .is_none_or(|end| end > region_end)
-    {
-        return false;
-    }
-    let Ok(host) = mem.get_host_address(addr) else {
-        return false;
-    };
-    // SAFETY: `host..host + map_len` lies inside one live guest memory
-    // mapping owned by `mem` (checked against the region bounds above), page
-    // aligned, and no vCPU runs yet, so replacing those pages with a private
-    // file mapping of the same size cannot pull memory from under anyone;
-    // KVM's MMU notifier sees the change. The mapping stays inside the
-    // region, so unmapping the region later also unmaps it.
-    let mapped = unsafe {
-        libc::mmap(
-            host.cast(),
-            map_len_usize,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_FIXED,
-            std::os::fd::AsRawFd::as_raw_fd(file),
-            file_offset,
-        )
-    };
-    if mapped == libc::MAP_FAILED {
-        tracing::debug!(
-            "mapping boot file failed ({}); copying instead",
-            std::io::Error::last_os_error()
-        );
-        return false;
-    }
-    true
 }
 
 /// Loads a bzImage by mapping its protected-mode payload at its load address
@@ -490,30 +425,6 @@ mod tests {
         f.seek(SeekFrom::Start(4096)).unwrap();
         f.read_exact(&mut on_disk).unwrap();
         assert_eq!(&on_disk, b"KERN");
-    }
-
-    #[test]
-    fn mapping_refuses_unaligned_or_out_of_region_ranges() {
-        let m = mem(1 << 20);
-        let mut f = tempfile();
-        f.write_all(&[1u8; 8192]).unwrap();
-        assert!(!map_file_into_guest(&m, GuestAddress(0x1001), &f, 0, 10));
-        assert!(!map_file_into_guest(&m, GuestAddress(0x1000), &f, 10, 10));
-        assert!(!map_file_into_guest(&m, GuestAddress(0x1000), &f, 0, 0));
-        assert!(!map_file_into_guest(
-            &m,
-            GuestAddress((1 << 20) - 4096),
-            &f,
-            0,
-            8192
-        ));
-        assert!(map_file_into_guest(
-            &m,
-            GuestAddress((1 << 20) - 8192),
-            &f,
-            0,
-            8192
-        ));
     }
 
     #[test]

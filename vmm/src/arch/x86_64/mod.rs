@@ -3,6 +3,7 @@
 pub mod acpi;
 pub mod boot;
 pub mod cpuid;
+pub mod elf;
 pub mod layout;
 pub mod regs;
 
@@ -24,7 +25,7 @@ pub enum VcpuSetupError {
     /// Writing page tables or the GDT failed.
     #[error(transparent)]
     Regs(#[from] regs::RegsError),
-    /// Building the MSR list failed.
+    /// Building the CPUID or MSR list failed.
     #[error(transparent)]
     Cpuid(#[from] cpuid::CpuidError),
     /// KVM refused some of the boot MSRs.
@@ -56,17 +57,24 @@ fn set_apic_delivery_mode(regs: &mut [libc::c_char], offset: usize, mode: u32) {
 
 /// Sets up vCPU `id` of `num_cpus` to enter the kernel at `entry` in 64-bit
 /// mode (application processors wait for INIT/SIPI in the in-kernel APIC).
+/// `tsc_deadline`: KVM emulates the TSC-deadline timer
+/// (`KVM_CAP_TSC_DEADLINE_TIMER`), so CPUID advertises it.
 pub fn configure_vcpu(
     vcpu: &VcpuFd,
     mem: &GuestMemoryMmap,
     supported_cpuid: &CpuId,
     id: u8,
     num_cpus: u8,
+    tsc_deadline: bool,
     entry: GuestAddress,
 ) -> Result<(), VcpuSetupError> {
     let kvm = |what| move |source| VcpuSetupError::Kvm { what, source };
-    let mut cpuid = supported_cpuid.clone();
-    cpuid::patch_cpuid(&mut cpuid, id, num_cpus);
+    let topology = cpuid::VcpuTopology {
+        cpu_index: id,
+        cpu_count: num_cpus,
+        tsc_deadline,
+    };
+    let cpuid = cpuid::normalize(supported_cpuid, topology)?;
     vcpu.set_cpuid2(&cpuid).map_err(kvm("KVM_SET_CPUID2"))?;
 
     let msrs = cpuid::boot_msrs()?;

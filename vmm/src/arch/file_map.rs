@@ -1,0 +1,372 @@
+//! Boot files (kernel payloads, ELF segments, the initrd) mapped copy-on-write
+//! into guest memory instead of copied, and the guard that keeps the VMM alive
+//! when such a file is truncated underneath a running VM.
+//!
+//! # What happens when a mapped file changes after start
+//! A `MAP_PRIVATE` mapping shows the file's page cache until the guest writes a
+//! page (then that page is a private copy):
+//! - **Rewritten in place** (same inode, e.g. `cp new-kernel kernel`): pages
+//!   the guest has not written yet show the new bytes. For the guest that is
+//!   as if its kernel image changed under it (it may crash); for the VMM it is
+//!   only memory, nothing can fault.
+//! - **Replaced by rename or deleted** (what build systems and package
+//!   managers do): nothing changes, the mapping keeps the old inode alive.
+//! - **Truncated**: the kernel drops every page past the new end of file from
+//!   the mapping, private copies included (so guest data in pages the guest
+//!   has reused, e.g. the freed initrd, is lost too), and the next access to
+//!   such a page raises `SIGBUS`. Two cases:
+//!   - the VMM itself touches the page (a device reading a buffer the guest
+//!     put there): the `SIGBUS` handler installed by [`map_file_into_guest`]
+//!     sees that the address lies in a mapped boot file, replaces that page
+//!     with a zero-filled anonymous page and returns; the access is retried
+//!     and reads zeros. A `SIGBUS` anywhere else keeps the default action.
+//!   - the guest touches it: KVM cannot resolve the page and `KVM_RUN` fails
+//!     with `EFAULT`; the vCPU thread reports "KVM_RUN failed" and the VMM
+//!     shuts the VM down and exits with an error (no signal, no crash).
+//!     This half is not exercised by a test (it needs a running guest).
+//!
+//! The rule for users stays: do not modify a kernel or initrd while a VM
+//! booted from it runs.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Once;
+
+use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
+
+/// Host page size the mappings are aligned to.
+pub const PAGE_SIZE: u64 = 4096;
+
+/// How many file mappings the `SIGBUS` guard can track; a mapping that finds
+/// no free slot is not made (the caller copies instead).
+const MAX_GUARDED_MAPPINGS: usize = 32;
+
+/// Host address ranges (start, length) of the file mappings; a length of 0
+/// is a free slot. Plain atomics so the signal handler can read them.
+static GUARDED: [(AtomicUsize, AtomicUsize); MAX_GUARDED_MAPPINGS] =
+    [const { (AtomicUsize::new(0), AtomicUsize::new(0)) }; MAX_GUARDED_MAPPINGS];
+
+static INSTALL_GUARD: Once = Once::new();
+/// Whether the `SIGBUS` handler is installed (set once by [`install_guard`]).
+static GUARD_INSTALLED: AtomicUsize = AtomicUsize::new(0);
+
+/// Claims a slot for `start..start + len`; false when every slot is taken.
+fn guard_range(start: usize, len: usize) -> bool {
+    for (slot_start, slot_len) in &GUARDED {
+        if slot_len
+            .compare_exchange(0, usize::MAX, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            slot_start.store(start, Ordering::Release);
+            slot_len.store(len, Ordering::Release);
+            return true;
+        }
+    }
+    false
+}
+
+/// Stops guarding every earlier mapping. A restart builds a new VM with new
+/// guest memory in the same process, so the builder calls this before it
+/// loads the boot files of the next boot (the old ranges are unmapped by
+/// then, or are about to be).
+pub fn forget_guarded_mappings() {
+    for (_, len) in &GUARDED {
+        len.store(0, Ordering::Release);
+    }
+}
+
+/// Whether `addr` lies in a guarded file mapping.
+fn is_guarded(addr: usize) -> bool {
+    GUARDED.iter().any(|(start, len)| {
+        let len = len.load(Ordering::Acquire);
+        let start = start.load(Ordering::Acquire);
+        len != 0 && len != usize::MAX && addr >= start && addr - start < len
+    })
+}
+
+/// `SIGBUS` handler: a fault in a guarded file mapping (its file was
+/// truncated) gets a zero page instead; any other fault takes the default
+/// action (the access is retried and kills the process as before).
+extern "C" fn handle_sigbus(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid siginfo for an SA_SIGINFO handler;
+    // `si_addr` is the faulting address for SIGBUS.
+    let addr = unsafe { (*info).si_addr() } as usize;
+    if is_guarded(addr) {
+        let page = addr & !(PAGE_SIZE as usize - 1);
+        // SAFETY: `page` is inside a guarded file mapping that lies within a
+        // guest memory region this process owns for its whole life; replacing
+        // that one page with a private anonymous zero page keeps the range
+        // mapped and writable. mmap is a plain system call, safe in a signal
+        // handler.
+        let mapped = unsafe {
+            libc::mmap(
+                page as *mut libc::c_void,
+                PAGE_SIZE as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+                -1,
+                0,
+            )
+        };
+        if mapped != libc::MAP_FAILED {
+            return;
+        }
+    }
+    // SAFETY: restoring the default disposition of SIGBUS and raising a
+    // signal are async-signal-safe. For a fault, returning re-executes the
+    // access, which then terminates the process as before; a SIGBUS sent
+    // with kill() (si_code <= 0) is raised again, to be delivered with the
+    // default action once this handler returns.
+    unsafe {
+        libc::signal(libc::SIGBUS, libc::SIG_DFL);
+        if (*info).si_code <= 0 {
+            libc::raise(libc::SIGBUS);
+        }
+    }
+}
+
+/// Installs the `SIGBUS` handler once; false if that failed.
+fn install_guard() -> bool {
+    INSTALL_GUARD.call_once(|| {
+        // SAFETY: a zeroed sigaction is a valid starting point; the handler
+        // has the SA_SIGINFO signature and only calls async-signal-safe
+        // system calls and reads atomics.
+        let ok = unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = handle_sigbus as *const () as usize;
+            action.sa_flags = libc::SA_SIGINFO;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(libc::SIGBUS, &action, std::ptr::null_mut()) == 0
+        };
+        GUARD_INSTALLED.store(usize::from(ok), Ordering::Release);
+    });
+    GUARD_INSTALLED.load(Ordering::Acquire) == 1
+}
+
+/// Maps `len` bytes of `file` at `offset` copy-on-write over guest memory at
+/// `addr` instead of copying them: the guest reads the host's page cache
+/// directly and only pages it writes get private copies. Returns false (and
+/// changes nothing) when the range is not page aligned, not inside one guest
+/// memory region, or past the end of the file; the caller then copies.
+///
+/// This is what makes "process start to first guest instruction" cheap: a
+/// kernel is neither read nor zero-filled before the vCPU starts. What a
+/// later change of the file does is described in the module documentation;
+/// the `SIGBUS` guard is installed before the first mapping.
+pub fn map_file_into_guest<M: GuestMemoryBackend>(
+    mem: &M,
+    addr: GuestAddress,
+    file: &File,
+    offset: u64,
+    len: u64,
+) -> bool {
+    if len == 0 || addr.0 % PAGE_SIZE != 0 || offset % PAGE_SIZE != 0 {
+        return false;
+    }
+    // Never map past the end of the file: those pages would fault at once.
+    let file_len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    if offset.checked_add(len).is_none_or(|end| end > file_len) {
+        return false;
+    }
+    let Some(map_len) = len.checked_next_multiple_of(PAGE_SIZE) else {
+        return false;
+    };
+    let Some(region) = mem.find_region(addr) else {
+        return false;
+    };
+    let region_end = region.start_addr().0 + region.len();
+    let (Ok(map_len_usize), Ok(file_offset)) =
+        (usize::try_from(map_len), libc::off_t::try_from(offset))
+    else {
+        return false;
+    };
+    if addr
+        .0
+        .checked_add(map_len)
+        .is_none_or(|end| end > region_end)
+    {
+        return false;
+    }
+    let Ok(host) = mem.get_host_address(addr) else {
+        return false;
+    };
+    if !install_guard() || !guard_range(host as usize, map_len_usize) {
+        return false;
+    }
+    // SAFETY: `host..host + map_len` lies inside one live guest memory
+    // mapping owned by `mem` (checked against the region bounds above), page
+    // aligned, and no vCPU runs yet, so replacing those pages with a private
+    // file mapping of the same size cannot pull memory from under anyone;
+    // KVM's MMU notifier sees the change. The mapping stays inside the
+    // region, so unmapping the region later also unmaps it.
+    let mapped = unsafe {
+        libc::mmap(
+            host.cast(),
+            map_len_usize,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_FIXED,
+            file.as_raw_fd(),
+            file_offset,
+        )
+    };
+    if mapped == libc::MAP_FAILED {
+        tracing::debug!(
+            "mapping boot file failed ({}); copying instead",
+            std::io::Error::last_os_error()
+        );
+        // The range stays guarded: harmless, it is anonymous memory again.
+        return false;
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use vm_memory::{Bytes, GuestMemoryMmap};
+
+    pub(crate) fn tempfile(tag: &str) -> File {
+        let path = std::env::temp_dir().join(format!(
+            "vmm-file-map-{tag}-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let f = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        std::fs::remove_file(&path).unwrap();
+        f
+    }
+
+    fn mem(size: usize) -> GuestMemoryMmap {
+        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), size)]).unwrap()
+    }
+
+    #[test]
+    fn refuses_unaligned_out_of_region_or_past_eof_ranges() {
+        let m = mem(1 << 20);
+        let mut f = tempfile("refuse");
+        f.write_all(&[1u8; 8192]).unwrap();
+        assert!(!map_file_into_guest(&m, GuestAddress(0x1001), &f, 0, 10));
+        assert!(!map_file_into_guest(&m, GuestAddress(0x1000), &f, 10, 10));
+        assert!(!map_file_into_guest(&m, GuestAddress(0x1000), &f, 0, 0));
+        // Longer than the file.
+        assert!(!map_file_into_guest(
+            &m,
+            GuestAddress(0x1000),
+            &f,
+            4096,
+            8192
+        ));
+        assert!(!map_file_into_guest(
+            &m,
+            GuestAddress((1 << 20) - 4096),
+            &f,
+            0,
+            8192
+        ));
+        assert!(map_file_into_guest(
+            &m,
+            GuestAddress((1 << 20) - 8192),
+            &f,
+            0,
+            8192
+        ));
+    }
+
+    #[test]
+    fn a_file_truncated_after_mapping_reads_as_zeros_instead_of_sigbus() {
+        let m = mem(1 << 20);
+        let mut f = tempfile("truncate");
+        f.write_all(&[0xabu8; 3 * 4096]).unwrap();
+        assert!(map_file_into_guest(
+            &m,
+            GuestAddress(0x4000),
+            &f,
+            0,
+            3 * 4096
+        ));
+        // The guest wrote the first page (a private copy), then the file is
+        // truncated to one page: the kernel drops pages 1 and 2 (and even the
+        // private copy of page 0 survives only because it is inside the file).
+        m.write_obj(0x11u8, GuestAddress(0x4000)).unwrap();
+        f.set_len(4096).unwrap();
+        // Without the guard this read kills the test process with SIGBUS.
+        let past_eof: u8 = m.read_obj(GuestAddress(0x5000 + 7)).unwrap();
+        assert_eq!(past_eof, 0);
+        let mut page = [0xffu8; 4096];
+        m.read_slice(&mut page, GuestAddress(0x6000)).unwrap();
+        assert!(page.iter().all(|&b| b == 0));
+        // The page still inside the file keeps the guest's write.
+        assert_eq!(m.read_obj::<u8>(GuestAddress(0x4000)).unwrap(), 0x11);
+        // A page the guest wrote is dropped too when it lies past the new
+        // end: truncation discards private copies as well.
+        m.write_obj(0x33u8, GuestAddress(0x5000)).unwrap();
+        f.set_len(0).unwrap();
+        assert_eq!(m.read_obj::<u8>(GuestAddress(0x4000)).unwrap(), 0);
+        // The replaced page is ordinary writable memory.
+        m.write_obj(0x22u8, GuestAddress(0x5000)).unwrap();
+        assert_eq!(m.read_obj::<u8>(GuestAddress(0x5000)).unwrap(), 0x22);
+    }
+
+    #[test]
+    fn a_file_rewritten_in_place_shows_through_pages_the_guest_did_not_write() {
+        let m = mem(1 << 20);
+        let mut f = tempfile("rewrite");
+        f.write_all(&[1u8; 2 * 4096]).unwrap();
+        assert!(map_file_into_guest(
+            &m,
+            GuestAddress(0x8000),
+            &f,
+            0,
+            2 * 4096
+        ));
+        m.write_obj(9u8, GuestAddress(0x8000)).unwrap();
+        f.write_all_at_start(&[2u8; 2 * 4096]);
+        assert_eq!(m.read_obj::<u8>(GuestAddress(0x8000)).unwrap(), 9);
+        assert_eq!(m.read_obj::<u8>(GuestAddress(0x9000)).unwrap(), 2);
+    }
+
+    trait WriteAt {
+        fn write_all_at_start(&mut self, data: &[u8]);
+    }
+
+    impl WriteAt for File {
+        fn write_all_at_start(&mut self, data: &[u8]) {
+            std::os::unix::fs::FileExt::write_all_at(self, data, 0).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_sigbus_sent_with_kill_still_terminates() {
+        assert!(install_guard());
+        // SAFETY: the child only calls async-signal-safe functions (kill,
+        // getpid, _exit) before it ends.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            // SAFETY: see above.
+            unsafe {
+                libc::kill(libc::getpid(), libc::SIGBUS);
+                libc::_exit(0);
+            }
+        }
+        let mut status = 0;
+        // SAFETY: `pid` is our child; `status` is a valid out pointer.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(libc::WIFSIGNALED(status), "child exited: {status:#x}");
+        assert_eq!(libc::WTERMSIG(status), libc::SIGBUS);
+    }
+
+    #[test]
+    fn faults_outside_guarded_ranges_are_not_claimed() {
+        assert!(!is_guarded(0));
+        assert!(!is_guarded(usize::MAX));
+    }
+}
