@@ -21,34 +21,6 @@ use vmstack_aidl::vmstack::sysmgr::IPowerStateListener::{
 use vmstack_aidl::vmstack::sysmgr::ISystemManager::{self as ism, ISystemManager};
 use vmstack_aidl::vmstack::sysmgr::SystemState::SystemState;
 
-fn write_policy(dir: &Path) {
-    let d = dir.display();
-    std::fs::write(
-        dir.join("policy.toml"),
-        format!(
-            r#"[system]
-shutdown_deadline_ms = 20000
-final_grace_ms = 3000
-vm_exit_grace_ms = 2000
-wake_hold_ms = 600000
-
-[[guest]]
-name = "android"
-role = "android"
-control_socket = "{d}/android.ctl"
-vsock_socket = "{d}/android.vsock"
-
-[[guest]]
-name = "cluster"
-role = "cluster"
-shutdown_deadline_ms = 3000
-control_socket = "{d}/cluster.ctl"
-"#
-        ),
-    )
-    .unwrap();
-}
-
 /// A connected client: the session and its root as `ISystemManager`.
 struct Client {
     session: RpcSession,
@@ -122,7 +94,7 @@ fn inputs(dir: &Path) -> usize {
 #[test]
 fn the_vhal_handshake_over_rpc_binder() {
     let dir = tmpdir("binder");
-    write_policy(&dir);
+    write_android_cluster_policy(&dir);
     let mut mcu = Mcu::start(&dir);
     let _d = daemon(&dir);
     let guest_sock = dir.join("android.vsock_4200");
@@ -228,7 +200,7 @@ fn the_vhal_handshake_over_rpc_binder() {
 #[test]
 fn shutdown_request_during_a_wake_hold_and_unregister() {
     let dir = tmpdir("binder-req");
-    write_policy(&dir);
+    write_android_cluster_policy(&dir);
     let mut mcu = Mcu::start(&dir);
     let _d = daemon(&dir);
     mcu.cmd("wake SYSTEM_REMOTE_ACCESS");
@@ -291,7 +263,7 @@ fn shutdown_request_during_a_wake_hold_and_unregister() {
 fn garbage_on_the_guest_endpoint_leaves_the_daemon_serving() {
     use std::io::Write;
     let dir = tmpdir("binder-garbage");
-    write_policy(&dir);
+    write_android_cluster_policy(&dir);
     let _mcu = Mcu::start(&dir);
     let d = daemon(&dir);
     let guest_sock = dir.join("android.vsock_4200");
@@ -333,7 +305,7 @@ fn cli(target: &str, words: &str) -> Result<String, String> {
 #[test]
 fn the_cli_over_rpc_binder() {
     let dir = tmpdir("binder-cli");
-    write_policy(&dir);
+    write_android_cluster_policy(&dir);
     let mut mcu = Mcu::start(&dir);
     let d = daemon(&dir);
     let host = dir.join("state/binder/sysmgr.sock");
@@ -447,7 +419,7 @@ fn the_guest_gateway_forwards_calls_and_callbacks_and_survives_a_daemon_restart(
     use vmstack_android::conn::RpcAddr;
     use vmstack_android::gateway::{Gateway, GatewayService};
     let dir = tmpdir("binder-gw");
-    write_policy(&dir);
+    write_android_cluster_policy(&dir);
     let mut mcu = Mcu::start(&dir);
     let d = daemon(&dir);
     let guest = dir.join("android.vsock_4200");

@@ -15,34 +15,6 @@ use std::time::Duration;
 
 use support::*;
 
-fn write_policy(dir: &Path) {
-    let d = dir.display();
-    std::fs::write(
-        dir.join("policy.toml"),
-        format!(
-            r#"[system]
-shutdown_deadline_ms = 20000
-final_grace_ms = 3000
-vm_exit_grace_ms = 2000
-wake_hold_ms = 600000
-
-[[guest]]
-name = "android"
-role = "android"
-control_socket = "{d}/android.ctl"
-vsock_socket = "{d}/android.vsock"
-
-[[guest]]
-name = "cluster"
-role = "cluster"
-shutdown_deadline_ms = 3000
-control_socket = "{d}/cluster.ctl"
-"#
-        ),
-    )
-    .unwrap();
-}
-
 /// `libvmstack_jni.so` next to this test binary (cargo builds the
 /// dev-dependency's cdylib into the same `deps/` directory).
 fn jni_library() -> PathBuf {
@@ -120,7 +92,7 @@ fn next(rx: &Receiver<String>, seen: &mut Vec<String>) -> String {
 #[test]
 fn java_system_manager_over_rpc_binder_on_the_jvm() {
     let dir = tmpdir("jni");
-    write_policy(&dir);
+    write_android_cluster_policy(&dir);
     let classes = compile_java(&dir);
     let mut mcu = Mcu::start(&dir);
     let _d = daemon(&dir);

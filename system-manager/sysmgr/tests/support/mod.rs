@@ -361,3 +361,33 @@ pub fn log_lines(dir: &Path) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// Writes `policy.toml` in `dir`: an android guest with a vsock socket (the
+/// binder endpoint) and a cluster guest, both with control sockets in `dir`.
+pub fn write_android_cluster_policy(dir: &Path) {
+    let d = dir.display();
+    std::fs::write(
+        dir.join("policy.toml"),
+        format!(
+            r#"[system]
+shutdown_deadline_ms = 20000
+final_grace_ms = 3000
+vm_exit_grace_ms = 2000
+wake_hold_ms = 600000
+
+[[guest]]
+name = "android"
+role = "android"
+control_socket = "{d}/android.ctl"
+vsock_socket = "{d}/android.vsock"
+
+[[guest]]
+name = "cluster"
+role = "cluster"
+shutdown_deadline_ms = 3000
+control_socket = "{d}/cluster.ctl"
+"#
+        ),
+    )
+    .unwrap();
+}
