@@ -222,11 +222,12 @@ pub fn map_file_into_guest<M: GuestMemoryBackend>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::io::Write;
     use vm_memory::{Bytes, GuestMemoryMmap};
 
+    /// An open, already unlinked, empty file for a test (`tag` names it).
     pub(crate) fn tempfile(tag: &str) -> File {
         let path = std::env::temp_dir().join(format!(
             "vmm-file-map-{tag}-{}-{:?}",

@@ -308,6 +308,8 @@ mod tests {
     use std::io::Write;
     use vm_memory::GuestMemoryMmap;
 
+    use crate::arch::file_map::tests::tempfile;
+
     fn mem(size: u64) -> GuestMemoryMmap {
         GuestMemoryMmap::from_ranges(&guest_memory_ranges(size)).unwrap()
     }
@@ -356,7 +358,7 @@ mod tests {
     #[test]
     fn rejects_a_kernel_that_is_neither_elf_nor_bzimage() {
         let m = mem(64 << 20);
-        let mut f = tempfile();
+        let mut f = tempfile("boot");
         f.write_all(&[0u8; 4096]).unwrap();
         assert!(matches!(
             load_kernel(&m, &mut f),
@@ -376,7 +378,7 @@ mod tests {
         image[0x211] = 0x1; // loadflags: LOADED_HIGH
         image[0x214..0x218].copy_from_slice(&(HIMEM_START as u32).to_le_bytes());
         image[1024..1028].copy_from_slice(b"KERN");
-        let mut f = tempfile();
+        let mut f = tempfile("boot");
         f.write_all(&image).unwrap();
         let m = mem(64 << 20);
         let k = load_kernel(&m, &mut f).unwrap();
@@ -400,7 +402,7 @@ mod tests {
         image[4096..4100].copy_from_slice(b"KERN");
         let last = image.len() - 1;
         image[last] = 0x5a;
-        let mut f = tempfile();
+        let mut f = tempfile("boot");
         f.write_all(&image).unwrap();
         let m = mem(64 << 20);
         let k = load_kernel(&m, &mut f).unwrap();
@@ -430,7 +432,7 @@ mod tests {
     #[test]
     fn initrd_goes_to_the_top_of_low_memory_page_aligned() {
         let m = mem(64 << 20);
-        let mut f = tempfile();
+        let mut f = tempfile("boot");
         f.write_all(&[7u8; 5000]).unwrap();
         f.seek(SeekFrom::Start(0)).unwrap();
         let r = load_initrd(&m, &mut f, 0x7fff_ffff).unwrap();
@@ -444,7 +446,7 @@ mod tests {
     #[test]
     fn initrd_larger_than_memory_is_a_clear_error() {
         let m = mem(4 << 20);
-        let mut f = tempfile();
+        let mut f = tempfile("boot");
         f.set_len(8 << 20).unwrap();
         assert!(matches!(
             load_initrd(&m, &mut f, 0x7fff_ffff),
@@ -481,22 +483,5 @@ mod tests {
         let mut cl = [0u8; 14];
         m.read_slice(&mut cl, GuestAddress(CMDLINE_START)).unwrap();
         assert_eq!(&cl, b"console=ttyS0\0");
-    }
-
-    fn tempfile() -> File {
-        let path = std::env::temp_dir().join(format!(
-            "vmm-boot-test-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let f = File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .unwrap();
-        std::fs::remove_file(&path).unwrap();
-        f
     }
 }

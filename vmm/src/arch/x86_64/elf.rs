@@ -262,6 +262,8 @@ mod tests {
     use std::io::Write;
     use vm_memory::GuestMemoryMmap;
 
+    use crate::arch::file_map::tests::tempfile;
+
     /// A minimal x86_64 ELF: header, program headers at 64, and for each
     /// `(offset, addr, file_size, mem_size, fill)` the bytes `fill` at
     /// `offset`; `entry` is `e_entry`.
@@ -293,19 +295,7 @@ mod tests {
     }
 
     fn file_with(bytes: &[u8]) -> File {
-        let path = std::env::temp_dir().join(format!(
-            "vmm-elf-test-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let mut f = File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .unwrap();
-        std::fs::remove_file(&path).unwrap();
+        let mut f = tempfile("elf");
         f.write_all(bytes).unwrap();
         f
     }
