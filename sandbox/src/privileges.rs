@@ -125,17 +125,13 @@ pub fn drop_all(user: Option<Identity>) -> io::Result<Dropped> {
     }
     clear_capability_sets()?;
     // SAFETY: prctl with integer arguments.
-    check(
-        unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) },
-        "no_new_privs",
-    )?;
+    let rc = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+    check(rc, "no_new_privs")?;
     // Not dumpable: no core file of guest memory, no ptrace by other
     // processes of the same uid.
     // SAFETY: prctl with integer arguments.
-    check(
-        unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) },
-        "dumpable",
-    )?;
+    let rc = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    check(rc, "dumpable")?;
     Ok(Dropped {
         uid,
         gid,

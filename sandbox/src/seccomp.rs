@@ -120,9 +120,9 @@ pub fn compile_rules(
                 .map_err(compile_err)?;
             alternatives.push(SeccompRule::new(conds).map_err(compile_err)?);
         }
-        match allowed.entry(nr).or_insert_with(|| Some(Vec::new())) {
-            Some(existing) => existing.extend(alternatives),
-            None => {} // already allowed with any arguments
+        // `None`: already allowed with any arguments.
+        if let Some(existing) = allowed.entry(nr).or_insert_with(|| Some(Vec::new())) {
+            existing.extend(alternatives);
         }
     }
     let rules: BTreeMap<i64, Vec<SeccompRule>> = allowed

@@ -23,5 +23,6 @@ pub mod console_client;
 pub mod control;
 pub mod event;
 pub mod power;
+pub mod resources;
 pub mod runner;
 pub mod vstate;

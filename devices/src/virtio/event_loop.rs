@@ -26,7 +26,6 @@ use std::io;
 use std::marker::PhantomData;
 use std::os::fd::AsRawFd;
 use std::sync::mpsc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
@@ -443,7 +442,7 @@ pub fn start<W: Worker>(
 /// stopped (crosvm's `WorkerThread`).
 pub struct WorkerThread<T: Send + 'static> {
     kill: EventFd,
-    handle: Option<JoinHandle<Option<T>>>,
+    handle: Option<sandbox::thread::JoinHandle<Option<T>>>,
 }
 
 impl<T: Send + 'static> WorkerThread<T> {
@@ -460,9 +459,9 @@ impl<T: Send + 'static> WorkerThread<T> {
         // The input travels through a channel so that a failed spawn does
         // not take it (a device's backend) down with the closure.
         let (send, receive) = mpsc::sync_channel::<I>(1);
-        let spawned = std::thread::Builder::new()
-            .name(name.to_string())
-            .spawn(move || receive.recv().ok().map(body));
+        // Through the sandbox: the thread is confined to its class's
+        // seccomp filter (by its name) before `body` runs.
+        let spawned = sandbox::thread::spawn(name, move || receive.recv().ok().map(body));
         let handle = match spawned {
             Ok(handle) => handle,
             Err(e) => return Err((e, input)),

@@ -1,5 +1,9 @@
 //! Rule groups shared by many thread classes.
 
+// libc's request constants are `c_ulong` on glibc and `c_int` on musl: the
+// casts are needed on one of them.
+#![allow(clippy::unnecessary_cast)]
+
 use super::{allow, allow_if, eq, masked, own_pid, Arch, Rule};
 
 /// `mmap`/`mprotect` protections without `PROT_EXEC`: no thread may make

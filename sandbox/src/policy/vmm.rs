@@ -6,6 +6,10 @@
 //! path: the main thread rebuilds a VM with KVM ioctls, `mmap` and
 //! `eventfd2` only.
 
+// libc's request constants are `c_ulong` on glibc and `c_int` on musl: the
+// casts are needed on one of them.
+#![allow(clippy::unnecessary_cast)]
+
 use super::common::{
     ACCEPT, CONNECT_UNIX, EPOLL_LOOP, RUNTIME, SLEEP, STREAM_IO, TERMINAL_SIZE,
 };

@@ -166,6 +166,8 @@ enum Warn {
     WrongDst,
     ProtocolReset,
     TooMany,
+    PeerRefused,
+    AcceptExhausted,
 }
 
 /// The muxer: every connection of one vsock device.
@@ -183,6 +185,11 @@ pub struct Muxer {
     rx_ready: VecDeque<u32>,
     rst_queue: VecDeque<Header>,
     warned: HashSet<Warn>,
+    /// Accepting is paused until then (the process ran out of
+    /// descriptors): the listener is out of the wait context meanwhile, so
+    /// a pending connection cannot make the loop spin.
+    accept_paused_until: Option<Instant>,
+    accept_backoff: sandbox::socket::AcceptBackoff,
 }
 
 /// Why a read into guest memory stopped.
@@ -224,6 +231,8 @@ impl Muxer {
             rx_ready: VecDeque::new(),
             rst_queue: VecDeque::new(),
             warned: HashSet::new(),
+            accept_paused_until: None,
+            accept_backoff: sandbox::socket::AcceptBackoff::default(),
         })
     }
 
@@ -443,6 +452,14 @@ impl Muxer {
                 return;
             }
         };
+        if let Err(e) = sandbox::socket::check_peer(&stream) {
+            self.warn_once(
+                Warn::PeerRefused,
+                format_args!("guest connection to {} refused: {e}; RST", path.display()),
+            );
+            self.rst_queue.push_back(hdr.reply(op::RST));
+            return;
+        }
         let id = self.new_id();
         if let Err(e) = ctx.add(&stream, Self::conn_events(), Token::Conn(id)) {
             tracing::warn!("virtio-vsock: cannot watch host socket: {e}");
@@ -655,14 +672,33 @@ impl Muxer {
     pub fn accept(&mut self, ctx: &WaitContext<Token>) {
         loop {
             let stream = match self.listener.accept() {
-                Ok((s, _)) => s,
+                Ok((s, _)) => {
+                    self.accept_backoff.success();
+                    s
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if sandbox::socket::is_resource_exhaustion(&e) => {
+                    let wait = self.accept_backoff.failure();
+                    self.warn_once(
+                        Warn::AcceptExhausted,
+                        format_args!("accept failed ({e}); not accepting for {wait:?}"),
+                    );
+                    if let Err(e) = ctx.delete(&self.listener) {
+                        tracing::warn!("virtio-vsock: cannot pause accepting: {e}");
+                    }
+                    self.accept_paused_until = Some(Instant::now() + wait);
+                    return;
+                }
                 Err(e) => {
                     tracing::warn!("virtio-vsock: accept failed: {e}");
                     return;
                 }
             };
+            if let Err(e) = sandbox::socket::check_peer(&stream) {
+                self.warn_once(Warn::PeerRefused, format_args!("host connection refused: {e}"));
+                continue;
+            }
             if self.waiting.len() >= MAX_WAITING {
                 tracing::warn!(
                     "virtio-vsock: too many host connections without CONNECT; closed one"
@@ -876,7 +912,17 @@ impl Muxer {
     pub fn next_deadline(&self) -> Option<Instant> {
         let c = self.conns.values().filter_map(|c| c.deadline);
         let w = self.waiting.values().map(|w| w.deadline);
-        c.chain(w).min()
+        c.chain(w).chain(self.accept_paused_until).min()
+    }
+
+    /// Watches the listener again once a pause in accepting is over.
+    pub fn resume_accept(&mut self, ctx: &WaitContext<Token>, now: Instant) {
+        if self.accept_paused_until.is_some_and(|t| t <= now) {
+            self.accept_paused_until = None;
+            if let Err(e) = self.register(ctx) {
+                tracing::warn!("virtio-vsock: cannot resume accepting: {e}");
+            }
+        }
     }
 
     /// Resets connections and drops host sockets whose deadline passed.

@@ -90,7 +90,9 @@ impl Worker for VsockWorker {
     }
 
     fn after_events(&mut self, ctx: &WaitContext<Token>) {
-        self.muxer.expire(Instant::now());
+        let now = Instant::now();
+        self.muxer.expire(now);
+        self.muxer.resume_accept(ctx, now);
         self.pump(ctx);
     }
 
