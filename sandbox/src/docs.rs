@@ -24,7 +24,9 @@ fn conditions(rule: &Rule) -> String {
         .map(|alt| {
             alt.iter()
                 .map(|c| match c.cmp {
-                    Cmp::Eq(_) | Cmp::OwnPid => format!("arg{} = {}", c.arg, c.label),
+                    Cmp::Eq(_) | Cmp::OwnPid | Cmp::Runtime(_) => {
+                        format!("arg{} = {}", c.arg, c.label)
+                    }
                     Cmp::Masked { .. } => format!("arg{}: {}", c.arg, c.label),
                 })
                 .collect::<Vec<_>>()

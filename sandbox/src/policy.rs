@@ -73,7 +73,7 @@ impl Only {
 /// How an argument is compared (32-bit compares: every argument the
 /// tables check is a C `int`/`unsigned int`, whose upper half the caller
 /// may leave undefined).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub enum Cmp {
     /// `arg == value`.
     Eq(u64),
@@ -86,7 +86,27 @@ pub enum Cmp {
     },
     /// `arg == getpid()` of the process installing the filter.
     OwnPid,
+    /// `arg ==` a value known only at run time (`SIGRTMIN` differs between
+    /// glibc and musl), computed when the filter is compiled.
+    Runtime(fn() -> u64),
 }
+
+impl PartialEq for Cmp {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Cmp::Eq(a), Cmp::Eq(b)) => a == b,
+            (Cmp::Masked { mask: m, value: v }, Cmp::Masked { mask: n, value: w }) => {
+                m == n && v == w
+            }
+            (Cmp::OwnPid, Cmp::OwnPid) => true,
+            // Compared by the value they compute.
+            (Cmp::Runtime(a), Cmp::Runtime(b)) => a() == b(),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Cmp {}
 
 /// One condition on a system call argument.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,6 +133,15 @@ pub const fn masked(arg: u8, mask: u64, value: u64, label: &'static str) -> Cond
     Cond {
         arg,
         cmp: Cmp::Masked { mask, value },
+        label,
+    }
+}
+
+/// `arg == value()`, computed when the filter is compiled.
+pub const fn runtime(arg: u8, value: fn() -> u64, label: &'static str) -> Cond {
+    Cond {
+        arg,
+        cmp: Cmp::Runtime(value),
         label,
     }
 }

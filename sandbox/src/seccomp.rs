@@ -82,6 +82,7 @@ fn condition(c: &Cond, pid: u32) -> Result<SeccompCondition, seccompiler::Backen
         Cmp::Eq(v) => (SeccompCmpOp::Eq, v),
         Cmp::Masked { mask, value } => (SeccompCmpOp::MaskedEq(mask), value),
         Cmp::OwnPid => (SeccompCmpOp::Eq, u64::from(pid)),
+        Cmp::Runtime(value) => (SeccompCmpOp::Eq, value()),
     };
     SeccompCondition::new(c.arg, SeccompCmpArgLen::Dword, op, value)
 }

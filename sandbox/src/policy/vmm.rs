@@ -14,7 +14,13 @@ use super::common::{
     ACCEPT, CONNECT_UNIX, EPOLL_LOOP, RUNTIME, SLEEP, STREAM_IO, TERMINAL_SIZE,
 };
 use super::{allow, allow_if, eq, masked, Arch, Class, Confinement, ProcessPolicy, Rule, Threads};
-use super::{Cond, LAUNCHER};
+use super::{runtime, Cond, LAUNCHER};
+
+/// The real-time signal that kicks a vCPU out of `KVM_RUN` (glibc and musl
+/// number it differently).
+fn kick_signal() -> u64 {
+    libc::SIGRTMIN() as u64
+}
 
 /// KVM's ioctl type byte (`KVMIO`), in bits 8-15 of every KVM request.
 const KVMIO: u64 = 0xAE;
@@ -57,16 +63,19 @@ const MAIN: &[Rule] = &[
     allow("read", "load the kernel and initrd from their kept descriptors"),
     allow("pread64", "load the kernel and initrd from their kept descriptors"),
     allow("lseek", "rewind the kept kernel and initrd before loading them again"),
-    allow_if(
+    allow(
         "newfstatat",
-        &[&[masked(3, libc::AT_EMPTY_PATH as u64, libc::AT_EMPTY_PATH as u64, "AT_EMPTY_PATH")]],
-        "the size of a kept file (fstat of a descriptor, never a path)",
+        "the size of a kept file; at exit, that a socket path is still a socket before removing it",
     ),
     allow("fstat", "the size of a kept file"),
-    allow_if(
+    allow(
         "statx",
-        &[&[masked(2, libc::AT_EMPTY_PATH as u64, libc::AT_EMPTY_PATH as u64, "AT_EMPTY_PATH")]],
-        "the size of a kept file (statx of a descriptor, never a path)",
+        "the size of a kept file; at exit, that a socket path is still a socket before removing it",
+    ),
+    allow_if(
+        "tkill",
+        &[&[runtime(1, kick_signal, "SIGRTMIN (the vCPU kick)")]],
+        "musl's pthread_kill: kick a vCPU out of KVM_RUN",
     ),
     allow("writev", "event lines to control subscribers"),
     allow("unlinkat", "remove the VMM's own sockets when it exits"),

@@ -747,27 +747,48 @@ fn print_record(r: &LogRecord) {
     }
 }
 
-/// Binds the daemon's control socket; refuses when another daemon answers
-/// there (two daemons on one state directory would corrupt the log).
+/// Binds the daemon's control socket, mode 0600 before it listens
+/// (`sandbox::socket::bind_private`); refuses when another daemon answers
+/// there (two daemons on one state directory would corrupt the log) and
+/// never replaces anything but a stale socket.
 async fn bind_control(path: &std::path::Path) -> Result<tokio::net::UnixListener> {
-    if path.exists() {
-        if tokio::net::UnixStream::connect(path).await.is_ok() {
-            bail!(
-                "another sysmgr is running on this state directory ({} answers)",
-                path.display()
-            );
-        }
-        let _ = std::fs::remove_file(path);
-    }
-    tokio::net::UnixListener::bind(path)
-        .with_context(|| format!("cannot create {}", path.display()))
+    let listener = match sandbox::socket::bind_private(path) {
+        Ok(l) => l,
+        Err(sandbox::socket::BindError::InUse(_)) => bail!(
+            "another sysmgr is running on this state directory ({} answers)",
+            path.display()
+        ),
+        Err(e) => return Err(e).with_context(|| format!("cannot create {}", path.display())),
+    };
+    listener.set_nonblocking(true)?;
+    tokio::net::UnixListener::from_std(listener)
+        .with_context(|| format!("cannot serve {}", path.display()))
 }
 
 /// Serves `status` on the daemon's control socket.
 fn serve_control(listener: tokio::net::UnixListener, events: UnboundedSender<Event>) {
     use tokio::io::AsyncWriteExt;
     tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
+        let mut backoff = sandbox::socket::AcceptBackoff::default();
+        loop {
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => {
+                    backoff.success();
+                    stream
+                }
+                Err(e) => {
+                    // Out of descriptors (EMFILE) or another error: wait,
+                    // longer each time, instead of spinning or giving up.
+                    let wait = backoff.failure();
+                    tracing::warn!("control socket: accept failed: {e}; retrying in {wait:?}");
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+            };
+            if let Err(e) = sandbox::socket::check_peer(&stream) {
+                tracing::warn!("control socket: connection refused: {e}");
+                continue;
+            }
             let events = events.clone();
             tokio::spawn(async move {
                 let (r, mut w) = stream.into_split();

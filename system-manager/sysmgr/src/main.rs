@@ -49,6 +49,12 @@ enum Cmd {
         /// `every-decision` (every output waits for the fsync).
         #[arg(long, value_enum, default_value_t = store::LogSync::BeforeMcu)]
         log_sync: store::LogSync,
+        /// A uid allowed at the other end of the daemon's sockets (its own
+        /// socket, the VMMs' control and vsock sockets, the MCU socket)
+        /// besides its own, root and 65534 (the sandbox user of a VMM
+        /// started as root); repeatable.
+        #[arg(long = "allow-peer-uid")]
+        allow_peer_uid: Vec<u32>,
     },
     /// Show the system and guest states.
     Status {
@@ -91,7 +97,16 @@ fn main() -> ExitCode {
             state_dir,
             mcu_socket,
             log_sync,
+            allow_peer_uid,
         } => runtime().and_then(|rt| {
+            let mut extra = allow_peer_uid;
+            extra.push(sandbox::Identity::NOBODY.uid);
+            // SAFETY: plain credential queries.
+            let (uid, euid) = unsafe { (libc::getuid(), libc::geteuid()) };
+            sandbox::socket::configure(sandbox::socket::SocketSettings {
+                allowed_uids: sandbox::socket::standard_peers(uid, euid, &extra),
+                owner: None,
+            });
             rt.block_on(daemon::run(daemon::RunArgs {
                 policy,
                 state_dir,

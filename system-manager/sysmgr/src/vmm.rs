@@ -202,6 +202,11 @@ async fn attach(cfg: &VmmConfig) -> Result<UnixStream, String> {
     let mut s = UnixStream::connect(&cfg.socket)
         .await
         .map_err(|e| format!("cannot connect to {}: {e}", cfg.socket.display()))?;
+    // Only a VMM of an allowed uid may steer this guest's arbitration.
+    sandbox::socket::check_peer(&s).map_err(|e| {
+        tracing::warn!("{}: not attaching to {}: {e}", cfg.guest, cfg.socket.display());
+        format!("{}: {e}", cfg.socket.display())
+    })?;
     s.write_all(format!("{}\n", Request::Attach).as_bytes())
         .await
         .map_err(|e| format!("cannot attach: {e}"))?;
