@@ -7,7 +7,7 @@
 //! with async-signal-safe calls only (`write(2)`, then `_exit(2)`):
 //!
 //! ```text
-//! vmm: sandbox: thread v_blk (class device-block) made a forbidden system call: execve (59); exiting with status 159
+//! vmm: sandbox: thread v_blk (class device-block) made a forbidden system call: execve (59, args 0x55d0c2f1a0e0 0x0 0x0); exiting with status 159
 //! ```
 
 use std::cell::Cell;
@@ -214,6 +214,23 @@ impl Line {
         self.len += n;
     }
 
+    fn push_hex(&mut self, value: u64) {
+        let mut digits = [0u8; 18];
+        digits[0] = b'0';
+        digits[1] = b'x';
+        let mut n = 2;
+        let mut started = false;
+        for shift in (0..16).rev() {
+            let d = ((value >> (shift * 4)) & 0xf) as u8;
+            if d != 0 || started || shift == 0 {
+                started = true;
+                digits[n] = if d < 10 { b'0' + d } else { b'a' + d - 10 };
+                n += 1;
+            }
+        }
+        self.push(&digits[..n]);
+    }
+
     fn push_number(&mut self, mut value: u64) {
         let mut digits = [0u8; 20];
         let mut i = digits.len();
@@ -229,8 +246,9 @@ impl Line {
     }
 }
 
-/// The report line for system call `nr` (also used by tests).
-fn report(nr: i64) -> Line {
+/// The report line for system call `nr` with its first arguments (also
+/// used by tests).
+fn report(nr: i64, args: [u64; 3]) -> Line {
     let mut line = Line {
         buf: [0; 256],
         len: 0,
@@ -249,6 +267,13 @@ fn report(nr: i64) -> Line {
         line.push(b"-");
     }
     line.push_number(nr.unsigned_abs());
+    line.push(b", args ");
+    for (i, a) in args.iter().enumerate() {
+        if i > 0 {
+            line.push(b" ");
+        }
+        line.push_hex(*a);
+    }
     line.push(b"); exiting with status ");
     line.push_number(VIOLATION_EXIT_CODE as u64);
     line.push(b"\n");
@@ -269,10 +294,44 @@ unsafe fn violating_syscall(info: *const libc::siginfo_t) -> i64 {
     i64::from(nr)
 }
 
-extern "C" fn on_sigsys(_signal: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
+/// The first three arguments of the trapped call, from the saved registers.
+///
+/// # Safety
+/// `ctx` must be the `ucontext_t` the kernel passed to a `SA_SIGINFO`
+/// handler.
+unsafe fn violating_args(ctx: *const libc::c_void) -> [u64; 3] {
+    let uc = ctx.cast::<libc::ucontext_t>();
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: the caller guarantees a valid ucontext; gregs holds the
+        // trapped thread's registers (rdi, rsi, rdx are arguments 0-2).
+        let g = unsafe { &(*uc).uc_mcontext.gregs };
+        [
+            g[libc::REG_RDI as usize] as u64,
+            g[libc::REG_RSI as usize] as u64,
+            g[libc::REG_RDX as usize] as u64,
+        ]
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        // SAFETY: the caller guarantees a valid ucontext; x0-x2 are
+        // arguments 0-2.
+        let r = unsafe { &(*uc).uc_mcontext.regs };
+        [r[0], r[1], r[2]]
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        let _ = uc;
+        [0; 3]
+    }
+}
+
+extern "C" fn on_sigsys(_signal: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     // SAFETY: the kernel passes the SIGSYS siginfo of this delivery.
     let nr = unsafe { violating_syscall(info) };
-    let line = report(nr);
+    // SAFETY: the kernel passes this delivery's ucontext.
+    let args = unsafe { violating_args(ctx) };
+    let line = report(nr, args);
     // SAFETY: write(2) and _exit(2) are async-signal-safe; the buffer is
     // valid for `line.len` bytes. Both calls are in every class's filter.
     unsafe {
@@ -347,12 +406,12 @@ mod tests {
             class: "device-block",
         };
         LABEL.with(|l| l.set(label));
-        let line = report(libc::SYS_execve);
+        let line = report(libc::SYS_execve, [0x1f, 0, 0xdead_beef]);
         let text = std::str::from_utf8(&line.buf[..line.len]).unwrap();
         assert_eq!(
             text,
             format!(
-                "vmm: sandbox: thread v_blk (class device-block) made a forbidden system call: execve ({}); exiting with status 159\n",
+                "vmm: sandbox: thread v_blk (class device-block) made a forbidden system call: execve ({}, args 0x1f 0x0 0xdeadbeef); exiting with status 159\n",
                 libc::SYS_execve
             )
         );
@@ -439,9 +498,16 @@ mod tests {
         let arch = Arch::native().unwrap();
         let class = vmm::POLICY.class("device-vsock").unwrap();
         let f = compile_rules(class.name, &vmm::POLICY.rules_of(class), arch, 1).unwrap();
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
         let (code, err) = in_child(|| {
             install_violation_handler("vmm").unwrap();
             install_current("v_vsock", &f).unwrap();
+            // What a worker does with a host socket: the peer's uid, a
+            // timeout, a duplicate, non-blocking mode.
+            crate::socket::peer_credentials(&a).unwrap();
+            a.set_read_timeout(Some(std::time::Duration::from_secs(1)))
+                .unwrap();
+            a.try_clone().unwrap().set_nonblocking(true).unwrap();
             // Allowed: a unix socket.
             // SAFETY: plain socket(2); closed right after.
             let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0) };

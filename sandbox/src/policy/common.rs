@@ -108,9 +108,10 @@ pub const STREAM_IO: &[Rule] = &[
             &[eq(1, libc::F_GETFL as u64, "F_GETFL")],
             &[eq(1, libc::F_SETFL as u64, "F_SETFL")],
             &[eq(1, libc::F_GETFD as u64, "F_GETFD")],
+            &[eq(1, libc::F_SETFD as u64, "F_SETFD")],
             &[eq(1, libc::F_DUPFD_CLOEXEC as u64, "F_DUPFD_CLOEXEC")],
         ],
-        "non-blocking flags and try_clone (dup) of a descriptor",
+        "non-blocking and close-on-exec flags, try_clone (dup) of a descriptor",
     ),
 ];
 
@@ -121,16 +122,28 @@ pub const ACCEPT: &[Rule] = &[
     allow_if(
         "getsockopt",
         &[
-            &[eq(1, libc::SO_PEERCRED as u64, "SO_PEERCRED")],
-            &[eq(1, libc::SO_ERROR as u64, "SO_ERROR")],
+            &[
+                eq(1, libc::SOL_SOCKET as u64, "SOL_SOCKET"),
+                eq(2, libc::SO_PEERCRED as u64, "SO_PEERCRED"),
+            ],
+            &[
+                eq(1, libc::SOL_SOCKET as u64, "SOL_SOCKET"),
+                eq(2, libc::SO_ERROR as u64, "SO_ERROR"),
+            ],
         ],
         "the peer's uid (SO_PEERCRED) on every accept; a pending error",
     ),
     allow_if(
         "setsockopt",
         &[
-            &[eq(2, libc::SO_RCVTIMEO as u64, "SO_RCVTIMEO")],
-            &[eq(2, libc::SO_SNDTIMEO as u64, "SO_SNDTIMEO")],
+            &[
+                eq(1, libc::SOL_SOCKET as u64, "SOL_SOCKET"),
+                eq(2, libc::SO_RCVTIMEO as u64, "SO_RCVTIMEO"),
+            ],
+            &[
+                eq(1, libc::SOL_SOCKET as u64, "SOL_SOCKET"),
+                eq(2, libc::SO_SNDTIMEO as u64, "SO_SNDTIMEO"),
+            ],
         ],
         "read and write timeouts on an accepted connection",
     ),
@@ -147,8 +160,14 @@ pub const CONNECT_UNIX: &[Rule] = &[
     allow_if(
         "getsockopt",
         &[
-            &[eq(1, libc::SO_PEERCRED as u64, "SO_PEERCRED")],
-            &[eq(1, libc::SO_ERROR as u64, "SO_ERROR")],
+            &[
+                eq(1, libc::SOL_SOCKET as u64, "SOL_SOCKET"),
+                eq(2, libc::SO_PEERCRED as u64, "SO_PEERCRED"),
+            ],
+            &[
+                eq(1, libc::SOL_SOCKET as u64, "SOL_SOCKET"),
+                eq(2, libc::SO_ERROR as u64, "SO_ERROR"),
+            ],
         ],
         "the peer's uid; the result of a non-blocking connect",
     ),

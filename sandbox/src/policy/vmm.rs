@@ -57,8 +57,9 @@ const MAIN: &[Rule] = &[
             &[eq(1, libc::F_DUPFD_CLOEXEC as u64, "F_DUPFD_CLOEXEC")],
             &[eq(1, libc::F_GETFL as u64, "F_GETFL")],
             &[eq(1, libc::F_SETFL as u64, "F_SETFL")],
+            &[eq(1, libc::F_SETFD as u64, "F_SETFD")],
         ],
-        "duplicate a kept descriptor (kernel, disks, tap, sockets) for a rebuilt VM",
+        "duplicate a kept descriptor (kernel, disks, tap, sockets) for a rebuilt VM; close-on-exec on new KVM descriptors",
     ),
     allow("read", "load the kernel and initrd from their kept descriptors"),
     allow("pread64", "load the kernel and initrd from their kept descriptors"),
@@ -113,8 +114,11 @@ const VCPU: &[Rule] = &[
     allow("epoll_ctl", "register a device worker's sources before it starts"),
     allow_if(
         "fcntl",
-        &[&[eq(1, libc::F_DUPFD_CLOEXEC as u64, "F_DUPFD_CLOEXEC")]],
-        "duplicate eventfds and sockets handed to a device worker",
+        &[
+            &[eq(1, libc::F_DUPFD_CLOEXEC as u64, "F_DUPFD_CLOEXEC")],
+            &[eq(1, libc::F_SETFD as u64, "F_SETFD")],
+        ],
+        "duplicate eventfds and sockets handed to a device worker; close-on-exec flags",
     ),
     allow("writev", "serial and console output"),
 ];

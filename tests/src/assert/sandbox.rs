@@ -33,7 +33,8 @@ const PROBED: &[(&str, &str)] = &[
 ];
 
 /// A forbidden call from any thread class ends the VMM with exit status
-/// 159 and one line naming the thread, its class and the call.
+/// 159 and one line naming the thread, its class, the call and its first
+/// arguments.
 pub fn a_forbidden_call_from_each_thread_class_kills_the_vmm_naming_it(run: &SharedRun) {
     let s = run.section("sandbox-probe", 0);
     let nr = execve(run.arch());
@@ -43,7 +44,7 @@ pub fn a_forbidden_call_from_each_thread_class_kills_the_vmm_naming_it(run: &Sha
             .expect_log(
                 &tag,
                 &format!(
-                    "vmm: sandbox: thread {thread} (class {class}) made a forbidden system call: execve ({nr}); exiting with status 159"
+                    "vmm: sandbox: thread {thread} (class {class}) made a forbidden system call: execve ({nr}, args "
                 ),
             );
     }
