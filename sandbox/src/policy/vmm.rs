@@ -79,6 +79,8 @@ const MAIN: &[Rule] = &[
         "musl's pthread_kill: kick a vCPU out of KVM_RUN",
     ),
     allow("writev", "event lines to control subscribers"),
+    allow("sendto", "event lines to control subscribers (std writes sockets with send)"),
+    allow("sendmsg", "event lines to control subscribers"),
     allow("unlinkat", "remove the VMM's own sockets when it exits"),
     allow("unlink", "remove the VMM's own sockets when it exits").on(Arch::X86_64),
 ];
