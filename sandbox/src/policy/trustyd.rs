@@ -30,6 +30,8 @@ const STORAGE: &[Rule] = &[
     allow("newfstatat", "file sizes and types"),
     allow("fstat", "file sizes"),
     allow("statx", "file sizes and types (glibc)"),
+    allow("stat", "file sizes and types (musl on x86_64)").on(Arch::X86_64),
+    allow("lstat", "file types (musl on x86_64)").on(Arch::X86_64),
 ];
 
 /// Waiting for SIGINT/SIGTERM and removing the sockets.
@@ -37,6 +39,8 @@ const MAIN: &[Rule] = &[
     allow("rt_sigtimedwait", "sigwait for SIGINT/SIGTERM"),
     allow("newfstatat", "check that a socket path is still a socket before removing it"),
     allow("statx", "check that a socket path is still a socket (glibc)"),
+    allow("lstat", "check that a socket path is still a socket (musl on x86_64)")
+        .on(Arch::X86_64),
     allow("unlinkat", "remove the daemon's sockets when it stops"),
     allow("unlink", "remove the daemon's sockets (x86_64)").on(Arch::X86_64),
 ];

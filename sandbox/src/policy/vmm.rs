@@ -81,6 +81,8 @@ const MAIN: &[Rule] = &[
     allow("writev", "event lines to control subscribers"),
     allow("sendto", "event lines to control subscribers (std writes sockets with send)"),
     allow("sendmsg", "event lines to control subscribers"),
+    allow("lstat", "at exit, that a socket path is still a socket (musl on x86_64)")
+        .on(Arch::X86_64),
     allow("unlinkat", "remove the VMM's own sockets when it exits"),
     allow("unlink", "remove the VMM's own sockets when it exits").on(Arch::X86_64),
 ];
