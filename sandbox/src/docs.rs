@@ -5,10 +5,11 @@
 use std::fmt::Write as _;
 
 use crate::policy::{Arch, Class, Cmp, Confinement, Only, ProcessPolicy, Rule, Verdict, LAUNCHER};
-use crate::policy::{LAUNCHER_OWN, ALL};
+use crate::policy::{ALL, LAUNCHER_OWN};
 
 /// Marks the start of the generated part of `docs/security.md`.
-pub const BEGIN: &str = "<!-- BEGIN GENERATED: sandbox syscall tables (cargo test -p sandbox docs) -->";
+pub const BEGIN: &str =
+    "<!-- BEGIN GENERATED: sandbox syscall tables (cargo test -p sandbox docs) -->";
 /// Marks its end.
 pub const END: &str = "<!-- END GENERATED: sandbox syscall tables -->";
 
@@ -75,7 +76,9 @@ fn render_policy(out: &mut String, policy: &ProcessPolicy) {
                 "One filter for the whole process, installed before its first thread and inherited by every thread.",
         }
     );
-    out.push_str("| class | threads | what | calls x86_64 | calls aarch64 |\n|---|---|---|---|---|\n");
+    out.push_str(
+        "| class | threads | what | calls x86_64 | calls aarch64 |\n|---|---|---|---|---|\n",
+    );
     for class in policy.classes {
         let threads = class
             .threads

@@ -15,8 +15,8 @@
 use std::path::PathBuf;
 
 use landlock::{
-    path_beneath_rules, Access, AccessFs, AccessNet, CompatLevel, Compatible, Ruleset,
-    RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope, ABI,
+    path_beneath_rules, Access, AccessFs, AccessNet, CompatLevel, Compatible, Ruleset, RulesetAttr,
+    RulesetCreatedAttr, RulesetStatus, Scope, ABI,
 };
 
 /// The rights a program keeps after the sandbox is entered.
@@ -72,7 +72,10 @@ pub fn restrict(rules: &FsRules) -> Result<FsStatus, landlock::RulesetError> {
             Scope::from_all(ABI_USED)
         })?
         .create()?
-        .add_rules(path_beneath_rules(&rules.read, AccessFs::from_read(ABI_USED)))?
+        .add_rules(path_beneath_rules(
+            &rules.read,
+            AccessFs::from_read(ABI_USED),
+        ))?
         .add_rules(path_beneath_rules(
             &rules.read_write,
             AccessFs::from_all(ABI_USED),

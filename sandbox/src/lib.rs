@@ -73,12 +73,14 @@ pub mod thread {
     {
         let result = Arc::new(Mutex::new(None));
         let slot = result.clone();
-        let thread = std::thread::Builder::new().name(name.into()).spawn(move || {
-            let value = body();
-            if let Ok(mut s) = slot.lock() {
-                *s = Some(value);
-            }
-        })?;
+        let thread = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                let value = body();
+                if let Ok(mut s) = slot.lock() {
+                    *s = Some(value);
+                }
+            })?;
         Ok(JoinHandle { thread, result })
     }
 
@@ -132,7 +134,8 @@ impl Identity {
         }
         let passwd = std::fs::read_to_string("/etc/passwd")
             .map_err(|e| format!("no user {user:?}: cannot read /etc/passwd ({e}): {usage}"))?;
-        Self::from_passwd(&passwd, user).ok_or_else(|| format!("no user {user:?} in /etc/passwd: {usage}"))
+        Self::from_passwd(&passwd, user)
+            .ok_or_else(|| format!("no user {user:?} in /etc/passwd: {usage}"))
     }
 
     /// Looks `name` up in the text of a passwd file.
@@ -271,8 +274,20 @@ mod tests {
 
     #[test]
     fn identities_parse_from_numbers_and_passwd() {
-        assert_eq!(Identity::parse("1000"), Ok(Identity { uid: 1000, gid: 1000 }));
-        assert_eq!(Identity::parse("1000:100"), Ok(Identity { uid: 1000, gid: 100 }));
+        assert_eq!(
+            Identity::parse("1000"),
+            Ok(Identity {
+                uid: 1000,
+                gid: 1000
+            })
+        );
+        assert_eq!(
+            Identity::parse("1000:100"),
+            Ok(Identity {
+                uid: 1000,
+                gid: 100
+            })
+        );
         let passwd = "root:x:0:0:root:/root:/bin/sh\nvmstack:x:990:985::/:/usr/sbin/nologin\n";
         assert_eq!(
             Identity::from_passwd(passwd, "vmstack"),

@@ -66,13 +66,7 @@ fn clear_capability_sets() -> io::Result<()> {
     }; 2];
     // SAFETY: capset reads one header and two data structs (version 3),
     // all valid for the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_capset,
-            std::ptr::addr_of!(header),
-            data.as_ptr(),
-        )
-    };
+    let rc = unsafe { libc::syscall(libc::SYS_capset, std::ptr::addr_of!(header), data.as_ptr()) };
     check(rc as libc::c_int, "capset")
 }
 
@@ -110,9 +104,11 @@ pub fn drop_all(user: Option<Identity>) -> io::Result<Dropped> {
         // SAFETY: setgroups reads `groups`, valid for its length.
         check(unsafe { libc::setgroups(1, groups.as_ptr()) }, "setgroups")?;
         // SAFETY: credential changes with integer arguments.
-        check(unsafe { libc::setresgid(to.gid, to.gid, to.gid) }, "setresgid")?;
+        let rc = unsafe { libc::setresgid(to.gid, to.gid, to.gid) };
+        check(rc, "setresgid")?;
         // SAFETY: as above.
-        check(unsafe { libc::setresuid(to.uid, to.uid, to.uid) }, "setresuid")?;
+        let rc = unsafe { libc::setresuid(to.uid, to.uid, to.uid) };
+        check(rc, "setresuid")?;
         // SAFETY: plain credential query.
         let (now_uid, now_gid) = unsafe { (libc::geteuid(), libc::getegid()) };
         if now_uid != to.uid || now_gid != to.gid {

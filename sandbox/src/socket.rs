@@ -230,13 +230,7 @@ pub fn bind_private(path: &Path) -> Result<UnixListener, BindError> {
     }
     let (addr, len) = sockaddr(path).map_err(io_err("the path"))?;
     // SAFETY: plain socket(2); the result is checked.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_UNIX,
-            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
-            0,
-        )
-    };
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
         return Err(io_err("socket")(io::Error::last_os_error()));
     }
@@ -336,7 +330,10 @@ mod tests {
         // SAFETY: as above.
         unsafe { libc::umask(old) };
         let _listener = listener.unwrap();
-        let mode = std::fs::symlink_metadata(&path).unwrap().permissions().mode();
+        let mode = std::fs::symlink_metadata(&path)
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         assert!(UnixStream::connect(&path).is_ok());
         std::fs::remove_dir_all(&dir).unwrap();
@@ -402,7 +399,8 @@ mod tests {
         if pid == 0 {
             // SAFETY: async-signal-safe calls only, then _exit.
             unsafe {
-                let ok = libc::setresgid(4242, 4242, 4242) == 0 && libc::setresuid(4242, 4242, 4242) == 0;
+                let ok = libc::setresgid(4242, 4242, 4242) == 0
+                    && libc::setresuid(4242, 4242, 4242) == 0;
                 let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
                 let connected = libc::connect(fd, std::ptr::addr_of!(addr).cast(), len) == 0;
                 let mut byte = 0u8;
@@ -436,7 +434,11 @@ mod tests {
         assert_eq!(b.failure(), Duration::from_secs(1));
         b.success();
         assert_eq!(b.failure(), Duration::from_millis(10));
-        assert!(is_resource_exhaustion(&io::Error::from_raw_os_error(libc::EMFILE)));
-        assert!(!is_resource_exhaustion(&io::Error::from_raw_os_error(libc::EINTR)));
+        assert!(is_resource_exhaustion(&io::Error::from_raw_os_error(
+            libc::EMFILE
+        )));
+        assert!(!is_resource_exhaustion(&io::Error::from_raw_os_error(
+            libc::EINTR
+        )));
     }
 }

@@ -16,14 +16,19 @@ fn table(arch: Arch) -> &'static [(i64, &'static str)] {
 
 /// The number of system call `name` on `arch`.
 pub fn number(arch: Arch, name: &str) -> Option<i64> {
-    table(arch).iter().find(|(_, n)| *n == name).map(|(nr, _)| *nr)
+    table(arch)
+        .iter()
+        .find(|(_, n)| *n == name)
+        .map(|(nr, _)| *nr)
 }
 
 /// The name of system call `nr` on `arch` (no allocation, no lock: the
 /// SIGSYS handler calls it).
 pub fn name(arch: Arch, nr: i64) -> Option<&'static str> {
     let t = table(arch);
-    t.binary_search_by_key(&nr, |(n, _)| *n).ok().map(|i| t[i].1)
+    t.binary_search_by_key(&nr, |(n, _)| *n)
+        .ok()
+        .map(|i| t[i].1)
 }
 
 #[cfg(test)]

@@ -363,7 +363,12 @@ pub fn build_vm(
         let Some(disk) = host.disk(index) else {
             return Err(BuildError::Unsupported("a disk that was not opened"));
         };
-        attach_virtio(&vm, &mut mmio, &mut virtio_slots, Box::new(Block::shared(disk)))?;
+        attach_virtio(
+            &vm,
+            &mut mmio,
+            &mut virtio_slots,
+            Box::new(Block::shared(disk)),
+        )?;
     }
     // vsock: the host side listens on the kept unix socket.
     if let (Some(vsock), Some((path, listener))) = (&devs.vsock, host.vsock()?) {

@@ -120,19 +120,20 @@ impl HostResources {
             None => None,
             Some(ConsoleConfig::Stdout) => Some(ConsoleHost::Stdio),
             Some(ConsoleConfig::Sink) => Some(ConsoleHost::Sink),
-            Some(ConsoleConfig::File(path)) => Some(ConsoleHost::File(File::create(path).map_err(
-                |source| BuildError::Console {
-                    what: path.display().to_string(),
-                    source,
-                },
-            )?)),
-            Some(ConsoleConfig::Unix(path)) => {
-                let listener = sandbox::socket::bind_private(path).map_err(|e| {
+            Some(ConsoleConfig::File(path)) => {
+                Some(ConsoleHost::File(File::create(path).map_err(|source| {
                     BuildError::Console {
                         what: path.display().to_string(),
-                        source: std::io::Error::other(e.to_string()),
+                        source,
                     }
-                })?;
+                })?))
+            }
+            Some(ConsoleConfig::Unix(path)) => {
+                let listener =
+                    sandbox::socket::bind_private(path).map_err(|e| BuildError::Console {
+                        what: path.display().to_string(),
+                        source: std::io::Error::other(e.to_string()),
+                    })?;
                 sockets.push(path.clone());
                 Some(ConsoleHost::Unix(path.clone(), listener))
             }
@@ -283,10 +284,11 @@ impl HostResources {
 
 fn rewound(file: &File, path: &Path) -> Result<File, BuildError> {
     let mut f = dup(file, path)?;
-    f.seek(SeekFrom::Start(0)).map_err(|source| BuildError::Open {
-        path: path.display().to_string(),
-        source,
-    })?;
+    f.seek(SeekFrom::Start(0))
+        .map_err(|source| BuildError::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
     Ok(f)
 }
 

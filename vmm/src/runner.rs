@@ -19,11 +19,11 @@ use devices::legacy::SerialDevice;
 use vmm_protocol::{Answer, Event, ExitReason, Request, Response, Status};
 
 use crate::builder::{build_vm, BuildError, BuiltVm};
-use crate::resources::{HostResources, OpenError};
 use crate::config::VmConfig;
 use crate::control::{self, ControlError};
 use crate::event::VmEvent;
 use crate::power::{Action, PowerPolicy};
+use crate::resources::{HostResources, OpenError};
 use crate::vstate::vcpu::{install_kick_handler, VcpuError, VcpuHandle};
 
 /// Errors that end the VMM before the guest could.
@@ -78,7 +78,13 @@ impl SandboxOptions {
         if self.enabled && euid == 0 {
             (self.user.unwrap_or(sandbox::Identity::NOBODY), true)
         } else {
-            (sandbox::Identity { uid: euid, gid: egid }, false)
+            (
+                sandbox::Identity {
+                    uid: euid,
+                    gid: egid,
+                },
+                false,
+            )
         }
     }
 
@@ -88,7 +94,11 @@ impl SandboxOptions {
         // SAFETY: plain credential query.
         let started_as = unsafe { libc::getuid() };
         sandbox::socket::configure(sandbox::socket::SocketSettings {
-            allowed_uids: sandbox::socket::standard_peers(started_as, runs_as.uid, &self.allow_uids),
+            allowed_uids: sandbox::socket::standard_peers(
+                started_as,
+                runs_as.uid,
+                &self.allow_uids,
+            ),
             owner: switches.then_some(runs_as),
         });
     }
@@ -96,7 +106,9 @@ impl SandboxOptions {
     /// Enters the sandbox once everything is open.
     fn enter(&self, host: &HostResources) -> Result<(), sandbox::SandboxError> {
         if !self.enabled {
-            tracing::warn!("sandbox disabled (--disable-sandbox): no seccomp, no privilege drop, no landlock");
+            tracing::warn!(
+                "sandbox disabled (--disable-sandbox): no seccomp, no privilege drop, no landlock"
+            );
             return Ok(());
         }
         let (user, switches) = self.identity();
@@ -120,26 +132,26 @@ type SerialSlot = Arc<Mutex<Option<Arc<Mutex<SerialDevice>>>>>;
 /// Feeds host stdin to whichever serial console is current, until EOF.
 fn spawn_stdin_reader(slot: SerialSlot) {
     let spawned = sandbox::thread::spawn("serial-stdin", move || {
-            let mut stdin = std::io::stdin();
-            let mut buf = [0u8; 64];
-            while let Ok(n) = stdin.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                let mut pending = &buf[..n];
-                while !pending.is_empty() {
-                    let serial = slot.lock().ok().and_then(|s| s.clone());
-                    let taken = serial
-                        .and_then(|s| s.lock().ok().map(|mut s| s.enqueue_input(pending)))
-                        .unwrap_or(pending.len());
-                    pending = &pending[taken..];
-                    if !pending.is_empty() {
-                        // The guest has not drained its receive FIFO yet.
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
+        let mut stdin = std::io::stdin();
+        let mut buf = [0u8; 64];
+        while let Ok(n) = stdin.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            let mut pending = &buf[..n];
+            while !pending.is_empty() {
+                let serial = slot.lock().ok().and_then(|s| s.clone());
+                let taken = serial
+                    .and_then(|s| s.lock().ok().map(|mut s| s.enqueue_input(pending)))
+                    .unwrap_or(pending.len());
+                pending = &pending[taken..];
+                if !pending.is_empty() {
+                    // The guest has not drained its receive FIFO yet.
+                    std::thread::sleep(Duration::from_millis(5));
                 }
             }
-        });
+        }
+    });
     if let Err(e) = spawned {
         tracing::warn!("no serial input: cannot spawn stdin reader: {e}");
     }

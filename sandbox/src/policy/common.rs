@@ -26,7 +26,10 @@ pub const RUNTIME: &[Rule] = &[
         "log lines to stderr (tracing), the sandbox's own violation report",
     ),
     allow("exit", "the thread ends"),
-    allow("exit_group", "the process ends (also the SIGSYS handler's exit)"),
+    allow(
+        "exit_group",
+        "the process ends (also the SIGSYS handler's exit)",
+    ),
     allow_if(
         "mmap",
         NO_EXEC,
@@ -38,7 +41,10 @@ pub const RUNTIME: &[Rule] = &[
         "glibc grows a thread's malloc arena with mprotect; never executable",
     ),
     allow("mremap", "the allocator grows large blocks"),
-    allow("munmap", "the allocator frees; libc unmaps a finished thread's stack"),
+    allow(
+        "munmap",
+        "the allocator frees; libc unmaps a finished thread's stack",
+    ),
     allow("madvise", "the allocator and libc return freed pages"),
     allow("brk", "musl's allocator"),
     allow("close", "dropping a file descriptor"),
@@ -51,7 +57,10 @@ pub const RUNTIME: &[Rule] = &[
         "libc blocks signals around thread exit and abort",
     ),
     allow("rt_sigreturn", "return from a signal handler"),
-    allow("clock_gettime", "timestamps and timeouts (when the vDSO is not used)"),
+    allow(
+        "clock_gettime",
+        "timestamps and timeouts (when the vDSO is not used)",
+    ),
     allow("gettimeofday", "timestamps (when the vDSO is not used)"),
     allow("sched_yield", "channel back-off (std::sync::mpsc)"),
     allow("getpid", "abort and raise name the own process"),
@@ -75,7 +84,10 @@ pub const RUNTIME: &[Rule] = &[
 /// Blocking sleeps (`std::thread::sleep`).
 pub const SLEEP: &[Rule] = &[
     allow("nanosleep", "std::thread::sleep (musl, glibc)"),
-    allow("clock_nanosleep", "std::thread::sleep (glibc, musl on aarch64)"),
+    allow(
+        "clock_nanosleep",
+        "std::thread::sleep (glibc, musl on aarch64)",
+    ),
 ];
 
 /// An epoll loop over eventfds (every device worker, the console client):

@@ -12,17 +12,26 @@ use super::{allow, Arch, Class, Confinement, ProcessPolicy, Rule, Threads, LAUNC
 /// records): files in the state directory, committed with a temporary
 /// file, `fsync` and `rename`.
 const STORAGE: &[Rule] = &[
-    allow("openat", "open a file or directory of the guest's namespace"),
+    allow(
+        "openat",
+        "open a file or directory of the guest's namespace",
+    ),
     allow("open", "open a file (musl on x86_64)").on(Arch::X86_64),
     allow("read", "read a blob or manifest"),
     allow("pread64", "read a blob"),
     allow("lseek", "file offsets"),
     allow("fsync", "make a blob, manifest or directory durable"),
     allow("fdatasync", "make a blob durable"),
-    allow("renameat", "commit a blob or manifest (rename over the old one)"),
+    allow(
+        "renameat",
+        "commit a blob or manifest (rename over the old one)",
+    ),
     allow("renameat2", "commit a blob or manifest (glibc)"),
     allow("rename", "commit a blob or manifest (x86_64)").on(Arch::X86_64),
-    allow("unlinkat", "remove superseded blobs and leftovers of a crash"),
+    allow(
+        "unlinkat",
+        "remove superseded blobs and leftovers of a crash",
+    ),
     allow("unlink", "remove superseded blobs (x86_64)").on(Arch::X86_64),
     allow("mkdirat", "create a namespace directory"),
     allow("mkdir", "create a namespace directory (x86_64)").on(Arch::X86_64),
@@ -37,10 +46,19 @@ const STORAGE: &[Rule] = &[
 /// Waiting for SIGINT/SIGTERM and removing the sockets.
 const MAIN: &[Rule] = &[
     allow("rt_sigtimedwait", "sigwait for SIGINT/SIGTERM"),
-    allow("newfstatat", "check that a socket path is still a socket before removing it"),
-    allow("statx", "check that a socket path is still a socket (glibc)"),
-    allow("lstat", "check that a socket path is still a socket (musl on x86_64)")
-        .on(Arch::X86_64),
+    allow(
+        "newfstatat",
+        "check that a socket path is still a socket before removing it",
+    ),
+    allow(
+        "statx",
+        "check that a socket path is still a socket (glibc)",
+    ),
+    allow(
+        "lstat",
+        "check that a socket path is still a socket (musl on x86_64)",
+    )
+    .on(Arch::X86_64),
     allow("unlinkat", "remove the daemon's sockets when it stops"),
     allow("unlink", "remove the daemon's sockets (x86_64)").on(Arch::X86_64),
 ];
@@ -66,7 +84,8 @@ pub const POLICY: ProcessPolicy = ProcessPolicy {
         Class {
             name: "accept",
             threads: &[Threads::Prefix("accept-")],
-            about: "one listener per guest and kind: accept, check the peer, start a connection thread",
+            about:
+                "one listener per guest and kind: accept, check the peer, start a connection thread",
             rules: &[RUNTIME, ACCEPT, SLEEP],
         },
         Class {

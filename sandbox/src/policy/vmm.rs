@@ -10,9 +10,7 @@
 // casts are needed on one of them.
 #![allow(clippy::unnecessary_cast)]
 
-use super::common::{
-    ACCEPT, CONNECT_UNIX, EPOLL_LOOP, RUNTIME, SLEEP, STREAM_IO, TERMINAL_SIZE,
-};
+use super::common::{ACCEPT, CONNECT_UNIX, EPOLL_LOOP, RUNTIME, SLEEP, STREAM_IO, TERMINAL_SIZE};
 use super::{allow, allow_if, eq, masked, Arch, Class, Confinement, ProcessPolicy, Rule, Threads};
 use super::{runtime, Cond, LAUNCHER};
 
@@ -140,9 +138,15 @@ const BLOCK: &[Rule] = &[
     allow("pwritev", "write sectors from guest buffers"),
     allow("pread64", "read sectors (single buffer paths)"),
     allow("pwrite64", "write sectors (single buffer paths)"),
-    allow("fdatasync", "flush: a write is acknowledged once it reached the file"),
+    allow(
+        "fdatasync",
+        "flush: a write is acknowledged once it reached the file",
+    ),
     allow("fsync", "flush (fallback)"),
-    allow("fallocate", "discard and write-zeroes (punch a hole, zero a range)"),
+    allow(
+        "fallocate",
+        "discard and write-zeroes (punch a hole, zero a range)",
+    ),
 ];
 
 /// virtio-net's worker: frames to and from the kept tap descriptor.

@@ -696,7 +696,10 @@ impl Muxer {
                 }
             };
             if let Err(e) = sandbox::socket::check_peer(&stream) {
-                self.warn_once(Warn::PeerRefused, format_args!("host connection refused: {e}"));
+                self.warn_once(
+                    Warn::PeerRefused,
+                    format_args!("host connection refused: {e}"),
+                );
                 continue;
             }
             if self.waiting.len() >= MAX_WAITING {

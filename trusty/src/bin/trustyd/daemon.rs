@@ -148,7 +148,13 @@ impl Confinement {
         if self.enabled && euid == 0 {
             (self.user.unwrap_or(sandbox::Identity::NOBODY), true)
         } else {
-            (sandbox::Identity { uid: euid, gid: egid }, false)
+            (
+                sandbox::Identity {
+                    uid: euid,
+                    gid: egid,
+                },
+                false,
+            )
         }
     }
 }
@@ -175,54 +181,58 @@ fn spawn_acceptor(
     let serve = Arc::new(serve);
     let name = format!("{kind}-{}", guest.name());
     sandbox::thread::spawn(format!("accept-{name}"), move || {
-            let warn = RateLimited::new();
-            let mut backoff = sandbox::socket::AcceptBackoff::default();
-            for conn in listener.incoming() {
-                let stream = match conn {
-                    Ok(s) => {
-                        backoff.success();
-                        s
-                    }
-                    Err(e) => {
-                        // Out of descriptors (EMFILE) or anything else:
-                        // wait, longer each time, instead of spinning.
-                        let wait = backoff.failure();
-                        if warn.ready() {
-                            tracing::warn!(guest = guest.name(), kind, "accept: {e}; retrying in {wait:?}");
-                        }
-                        std::thread::sleep(wait);
-                        continue;
-                    }
-                };
-                if let Err(e) = sandbox::socket::check_peer(&stream) {
-                    if warn.ready() {
-                        tracing::warn!(guest = guest.name(), kind, "connection refused: {e}");
-                    }
-                    continue;
+        let warn = RateLimited::new();
+        let mut backoff = sandbox::socket::AcceptBackoff::default();
+        for conn in listener.incoming() {
+            let stream = match conn {
+                Ok(s) => {
+                    backoff.success();
+                    s
                 }
-                let Some(slot) = limit.acquire() else {
+                Err(e) => {
+                    // Out of descriptors (EMFILE) or anything else:
+                    // wait, longer each time, instead of spinning.
+                    let wait = backoff.failure();
                     if warn.ready() {
                         tracing::warn!(
                             guest = guest.name(),
                             kind,
-                            "connection limit reached; closing new connections"
+                            "accept: {e}; retrying in {wait:?}"
                         );
                     }
+                    std::thread::sleep(wait);
                     continue;
-                };
-                let (g, serve) = (guest.clone(), serve.clone());
-                let spawned = sandbox::thread::spawn(name.clone(), move || {
-                    let _slot = slot;
-                    serve(stream, &g);
-                });
-                if let Err(e) = spawned {
+                }
+            };
+            if let Err(e) = sandbox::socket::check_peer(&stream) {
+                if warn.ready() {
+                    tracing::warn!(guest = guest.name(), kind, "connection refused: {e}");
+                }
+                continue;
+            }
+            let Some(slot) = limit.acquire() else {
+                if warn.ready() {
                     tracing::warn!(
                         guest = guest.name(),
                         kind,
-                        "no thread for a connection: {e}"
+                        "connection limit reached; closing new connections"
                     );
                 }
+                continue;
+            };
+            let (g, serve) = (guest.clone(), serve.clone());
+            let spawned = sandbox::thread::spawn(name.clone(), move || {
+                let _slot = slot;
+                serve(stream, &g);
+            });
+            if let Err(e) = spawned {
+                tracing::warn!(
+                    guest = guest.name(),
+                    kind,
+                    "no thread for a connection: {e}"
+                );
             }
+        }
     })
     .context("spawning a listener thread")?;
     Ok(())
