@@ -192,13 +192,44 @@ pub fn install_current(thread: &str, filters: &ClassFilters) -> Result<(), Secco
     label.thread[..n].copy_from_slice(&bytes[..n]);
     label.thread_len = n;
     LABEL.with(|l| l.set(label));
-    for program in &filters.programs {
-        seccompiler::apply_filter(program).map_err(|source| SeccompError::Install {
-            class: filters.class,
-            source,
-        })?;
+    let install_err = |e: std::io::Error| SeccompError::Install {
+        class: filters.class,
+        source: seccompiler::Error::Seccomp(e),
+    };
+    // SAFETY: prctl with integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Err(install_err(std::io::Error::last_os_error()));
+    }
+    // The ENOSYS filter first (it allows `seccomp` itself), the allowlist
+    // last: once it is in place, nothing outside it runs.
+    for program in filters.programs.iter().rev() {
+        let fprog = SockFprog {
+            len: u16::try_from(program.len())
+                .map_err(|_| install_err(std::io::Error::other("filter too long")))?,
+            filter: program.as_ptr(),
+        };
+        // SAFETY: the kernel copies `fprog.len` instructions from
+        // `fprog.filter`, which `program` owns for the duration of the call.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                0,
+                std::ptr::addr_of!(fprog),
+            )
+        };
+        if rc != 0 {
+            return Err(install_err(std::io::Error::last_os_error()));
+        }
     }
     Ok(())
+}
+
+/// `struct sock_fprog`.
+#[repr(C)]
+struct SockFprog {
+    len: u16,
+    filter: *const seccompiler::sock_filter,
 }
 
 /// A fixed buffer the SIGSYS handler formats into.
@@ -540,7 +571,16 @@ mod tests {
             // A process (no CLONE_THREAD) is forbidden.
             // SAFETY: raw clone with SIGCHLD only would fork; the filter
             // stops it before the kernel does.
-            unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD as u64, 0usize, 0usize, 0usize, 0usize) };
+            unsafe {
+                libc::syscall(
+                    libc::SYS_clone,
+                    libc::SIGCHLD as u64,
+                    0usize,
+                    0usize,
+                    0usize,
+                    0usize,
+                )
+            };
         });
         assert_eq!(code, VIOLATION_EXIT_CODE, "{err}");
         assert!(err.contains("forbidden system call: clone ("), "{err}");

@@ -162,7 +162,17 @@ pub(crate) fn activate(
     probe: Option<String>,
 ) -> io::Result<()> {
     let launcher = match policy.confinement {
-        Confinement::ProcessWide => None,
+        Confinement::ProcessWide => {
+            // glibc installs its SIGSETXID handler (`rt_sigaction`) when the
+            // process creates its first thread; a process-wide filter does
+            // not allow that call, so create (and end) one thread now.
+            std::thread::Builder::new()
+                .name("sandbox-first-thread".into())
+                .spawn(|| {})?
+                .join()
+                .map_err(|_| io::Error::other("the first thread panicked"))?;
+            None
+        }
         Confinement::PerThread => {
             let (tx, rx) = mpsc::channel::<Job>();
             let launcher_filters = filters

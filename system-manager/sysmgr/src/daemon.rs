@@ -747,24 +747,6 @@ fn print_record(r: &LogRecord) {
     }
 }
 
-/// Binds the daemon's control socket, mode 0600 before it listens
-/// (`sandbox::socket::bind_private`); refuses when another daemon answers
-/// there (two daemons on one state directory would corrupt the log) and
-/// never replaces anything but a stale socket.
-async fn bind_control(path: &std::path::Path) -> Result<tokio::net::UnixListener> {
-    let listener = match sandbox::socket::bind_private(path) {
-        Ok(l) => l,
-        Err(sandbox::socket::BindError::InUse(_)) => bail!(
-            "another sysmgr is running on this state directory ({} answers)",
-            path.display()
-        ),
-        Err(e) => return Err(e).with_context(|| format!("cannot create {}", path.display())),
-    };
-    listener.set_nonblocking(true)?;
-    tokio::net::UnixListener::from_std(listener)
-        .with_context(|| format!("cannot serve {}", path.display()))
-}
-
 /// Serves `status` on the daemon's control socket.
 fn serve_control(listener: tokio::net::UnixListener, events: UnboundedSender<Event>) {
     use tokio::io::AsyncWriteExt;
@@ -819,11 +801,13 @@ fn serve_control(listener: tokio::net::UnixListener, events: UnboundedSender<Eve
     });
 }
 
-/// `sysmgr run`.
-pub async fn run(args: RunArgs) -> Result<()> {
-    load_policy(&args.policy)?;
-    store::ensure_dir(&args.state_dir)?;
-    let listener = bind_control(&StateDir(args.state_dir.clone()).socket()).await?;
+/// `sysmgr run`, once [`prepare`](crate::confine::prepare)d.
+pub async fn run(args: RunArgs, prepared: crate::confine::Prepared) -> Result<()> {
+    prepared.listener.set_nonblocking(true)?;
+    let listener = tokio::net::UnixListener::from_std(prepared.listener)?;
+    if let Some(sock) = prepared.launcher {
+        crate::launcher::install(crate::launcher::Launcher::start(sock)?);
+    }
     let (daemon, rx) = Daemon::start(&args)?;
     serve_control(listener, daemon.events.clone());
     tracing::info!(

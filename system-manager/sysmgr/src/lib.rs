@@ -23,7 +23,9 @@
 //! See `docs/system-manager.md`.
 
 pub mod cli;
+pub mod confine;
 pub mod daemon;
+pub mod launcher;
 pub mod lines;
 pub mod mcu;
 pub mod proto;
