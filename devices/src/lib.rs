@@ -8,11 +8,14 @@
 //! * [`legacy`]: the few platform devices an x86 Linux guest expects (serial
 //!   console, i8042 reset line, ACPI power registers, a boot timer).
 //! * [`virtio`]: VIRTIO devices and the virtio-mmio transport.
+//! * [`log_limit`]: rate-limited logging for every line a guest can
+//!   trigger ([`guest_warn!`] and friends).
 //! * [`power`]: the guest's own power requests (poweroff, reboot, suspend) as
 //!   events for the VMM to decide on.
 
 pub mod bus;
 pub mod legacy;
+pub mod log_limit;
 pub mod power;
 pub mod virtio;
 

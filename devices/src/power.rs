@@ -30,7 +30,7 @@ impl PowerEventSink {
 
     /// Delivers `event`.
     pub fn send(&self, event: PowerEvent) {
-        tracing::info!("guest power request: {event}");
+        crate::guest_info!("guest power request: {event}");
         (self.deliver)(event);
     }
 }
@@ -41,7 +41,7 @@ impl From<Sender<PowerEvent>> for PowerEventSink {
     fn from(sender: Sender<PowerEvent>) -> Self {
         Self::new(move |event| {
             if sender.send(event).is_err() {
-                tracing::warn!("power request {event} dropped: VMM loop has exited");
+                crate::guest_warn!("power request {event} dropped: VMM loop has exited");
             }
         })
     }

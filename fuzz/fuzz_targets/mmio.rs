@@ -1,6 +1,6 @@
 //! The virtio-mmio transport: arbitrary register reads and writes (any
 //! offset, any width) from a hostile driver, in front of a fake device with
-//! oracles or one of the real devices (rng, console, block, net, vsock).
+//! oracles or one of the real devices (rng, console, block, net, vsock, tee).
 //!
 //! Besides raw accesses the input can use shortcuts a real driver would
 //! take (feature negotiation, a well-formed queue layout, `DRIVER_OK`), so
@@ -24,6 +24,7 @@ use devices::virtio::console::{Console, ConsoleBackend};
 use devices::virtio::mmio::MmioTransport;
 use devices::virtio::net::{IoVecs, Net, NetBackend};
 use devices::virtio::rng::Rng;
+use devices::virtio::tee::{Limits, Tee};
 use devices::virtio::vsock::Vsock;
 use devices::virtio::{
     read_config_bytes, ActivateContext, ActivateError, VirtioDevice, VIRTIO_F_VERSION_1,
@@ -31,6 +32,7 @@ use devices::virtio::{
 use libfuzzer_sys::fuzz_target;
 use virtio_queue::QueueT;
 use vmm_sys_util::eventfd::EventFd;
+use vmstack_fuzz::tee::FuzzTeeService;
 use vmstack_fuzz::{eventfd, guest_memory, scratch_dir, write_data, QUEUE_STRIDE};
 
 /// A device that checks what the transport hands it.
@@ -133,6 +135,7 @@ enum DeviceKind {
     Vsock {
         cid: u64,
     },
+    Tee,
 }
 
 /// Register offsets of the v2 layout, so most accesses hit one.
@@ -227,6 +230,10 @@ fn device(kind: &DeviceKind) -> Option<Box<dyn VirtioDevice>> {
             Box::new(Block::open(&path, *read_only, None).expect("fuzz image opens"))
         }
         DeviceKind::Net => Box::new(Net::new(Box::new(NullTap(eventfd())), [2, 0, 0, 0, 0, 1])),
+        DeviceKind::Tee => Box::new(Tee::new(
+            Box::new(FuzzTeeService::new(&Limits::DEFAULT, None)),
+            Limits::DEFAULT,
+        )),
         DeviceKind::Vsock { cid } => {
             let path = scratch_dir().join("mmio-vsock.sock");
             Box::new(Vsock::new(*cid, &path).ok()?)

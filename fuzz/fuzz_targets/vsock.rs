@@ -19,6 +19,20 @@
 //! host socket readiness) through `Muxer::on_event`, expire deadlines, then
 //! process TX and RX until neither makes progress. Nothing may panic or
 //! hang.
+//!
+//! Oracles besides that:
+//! - after every step `Muxer::check_limits`: at most `MAX_CONNECTIONS`
+//!   connections and `MAX_WAITING` waiting host sockets, at most the
+//!   advertised `buf_alloc` of guest bytes buffered per connection, one
+//!   port pair per connection;
+//! - credit: the device never sends the guest more than its credit (a
+//!   debug assertion in `Connection::data_header`, on in fuzz builds);
+//! - bytes arrive in order, on every host-initiated connection (whose
+//!   ports the target knows from the `OK` line), when the input used no
+//!   raw descriptor batches: what the guest received from host port P is a
+//!   prefix of what the host program wrote, and what the host program read
+//!   after `OK` is the payload of a subsequence of the guest's `RW`
+//!   packets to P, in order (the last one possibly cut short).
 
 #![no_main]
 
@@ -35,6 +49,7 @@ use devices::virtio::vsock::{
 };
 use devices::virtio::WaitContext;
 use libfuzzer_sys::fuzz_target;
+use std::collections::HashMap;
 use virtio_queue::Queue;
 use vm_memory::{Bytes, GuestAddress};
 use vmstack_fuzz::{
@@ -196,6 +211,58 @@ struct Input {
     ops: Vec<Op>,
 }
 
+/// A host program's socket.
+struct Peer {
+    stream: UnixStream,
+    /// Host-initiated: its id (the stream it writes is `stream_byte(id, n)`)
+    /// and the guest port of its `CONNECT` line.
+    origin: Option<(u32, u32)>,
+    /// Bytes of its stream written so far (after the `CONNECT` line).
+    written: u64,
+    /// Everything it read.
+    inbox: Vec<u8>,
+}
+
+/// Byte `n` of the stream host program `id` writes.
+fn stream_byte(id: u32, n: u64) -> u8 {
+    let x = (u64::from(id) << 40 ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (x >> 56) as u8
+}
+
+/// The payload of the `k`-th guest packet: distinct from every other.
+fn packet_payload(k: u64, len: usize) -> Vec<u8> {
+    let mut x = k.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Whether `got` is the concatenation of a subsequence of `packets`, in
+/// order, the last one possibly cut short.
+fn is_ordered_subsequence(got: &[u8], packets: &[Vec<u8>]) -> bool {
+    let mut at = 0;
+    for p in packets {
+        if at == got.len() {
+            return true;
+        }
+        let rest = &got[at..];
+        if p.is_empty() {
+            continue;
+        }
+        if rest.len() >= p.len() && rest[..p.len()] == p[..] {
+            at += p.len();
+        } else if rest.len() < p.len() && p[..rest.len()] == *rest {
+            return true;
+        }
+    }
+    at == got.len()
+}
+
 /// Guest memory for packets and buffers, handed out front to back.
 struct Arena {
     next: u64,
@@ -226,9 +293,30 @@ struct World {
     path: PathBuf,
     /// Host sides: guest-initiated connections (accepted from the port
     /// listeners) and host programs' connections.
-    peers: Vec<UnixStream>,
+    peers: Vec<Peer>,
     /// Time as the muxer sees it.
     now: Instant,
+    /// Raw batches were used: the ordering oracle is off (descriptor slots
+    /// may alias the target's own chains).
+    raw: bool,
+    /// Host programs connected so far (their ids).
+    host_programs: u32,
+    /// Guest packets posted so far (payload seeds).
+    packets: u64,
+    /// Payloads of `RW` packets the guest posted, per (host port, guest
+    /// port), in order.
+    sent: HashMap<(u32, u32), Vec<Vec<u8>>>,
+    /// `RW` payload the guest received, per (host port, guest port).
+    received: HashMap<(u32, u32), Vec<u8>>,
+    /// Buffers of each RX chain the target posted, by head.
+    rx_chains: HashMap<u16, Vec<(u64, u32)>>,
+    /// Descriptor slots of posted chains not returned yet, per queue.
+    rx_busy: u16,
+    tx_busy: u16,
+    tx_chains: HashMap<u16, u16>,
+    /// Used ring entries already looked at, per queue.
+    rx_seen: u16,
+    tx_seen: u16,
 }
 
 fn bind(path: &Path) -> UnixListener {
@@ -266,15 +354,140 @@ impl World {
             path,
             peers: Vec::new(),
             now: Instant::now(),
+            raw: false,
+            host_programs: 0,
+            packets: 0,
+            sent: HashMap::new(),
+            received: HashMap::new(),
+            rx_chains: HashMap::new(),
+            rx_busy: 0,
+            tx_busy: 0,
+            tx_chains: HashMap::new(),
+            rx_seen: 0,
+            tx_seen: 0,
         }
     }
 
-    fn peer(&mut self, n: u8) -> Option<&mut UnixStream> {
+    fn peer(&mut self, n: u8) -> Option<&mut Peer> {
         let len = self.peers.len();
         if len == 0 {
             return None;
         }
         self.peers.get_mut(usize::from(n) % len)
+    }
+
+    /// Used elements of a queue the device returned since the last call.
+    fn new_used(&self, q: &FuzzQueue, seen: u16) -> (Vec<(u32, u32)>, u16) {
+        let used = q.used_ring();
+        let idx: u16 = self.mem.read_obj(GuestAddress(used + 2)).unwrap_or(seen);
+        let mut out = Vec::new();
+        let mut i = seen;
+        while i != idx && out.len() < usize::from(q.size()) {
+            let at = used + 4 + 8 * u64::from(i % q.size());
+            let id: u32 = self.mem.read_obj(GuestAddress(at)).unwrap_or(u32::MAX);
+            let len: u32 = self.mem.read_obj(GuestAddress(at + 4)).unwrap_or(0);
+            out.push((id, len));
+            i = i.wrapping_add(1);
+        }
+        (out, idx)
+    }
+
+    /// Reads the packets the guest got and frees returned descriptor slots.
+    fn collect_used(&mut self) {
+        let (tx_used, idx) = self.new_used(&self.tx, self.tx_seen);
+        self.tx_seen = idx;
+        for (id, _) in tx_used {
+            if let Some(n) = self.tx_chains.remove(&(id as u16)) {
+                self.tx_busy -= n;
+            }
+        }
+        let (rx_used, idx) = self.new_used(&self.rx, self.rx_seen);
+        self.rx_seen = idx;
+        for (id, len) in rx_used {
+            let Some(bufs) = self.rx_chains.remove(&(id as u16)) else {
+                continue;
+            };
+            self.rx_busy -= bufs.len() as u16;
+            let mut bytes = Vec::new();
+            for (addr, blen) in bufs {
+                let mut b = vec![0u8; blen as usize];
+                let _ = self.mem.read_slice(&mut b, GuestAddress(addr));
+                bytes.extend(b);
+            }
+            bytes.truncate(len as usize);
+            if bytes.len() < HDR_LEN {
+                continue;
+            }
+            let mut raw = [0u8; HDR_LEN];
+            raw.copy_from_slice(&bytes[..HDR_LEN]);
+            let hdr = Header::from_bytes(&raw);
+            if hdr.op == op::RW {
+                let data = &bytes[HDR_LEN..];
+                assert_eq!(
+                    data.len(),
+                    hdr.len as usize,
+                    "used length and header length of an RX packet disagree"
+                );
+                self.received
+                    .entry((hdr.src_port, hdr.dst_port))
+                    .or_default()
+                    .extend_from_slice(data);
+            }
+        }
+    }
+
+    /// The ordering oracle, at the end of a run.
+    fn check_order(&mut self) {
+        for p in &mut self.peers {
+            let mut buf = [0u8; 65536];
+            while let Ok(n) = p.stream.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                p.inbox.extend_from_slice(&buf[..n]);
+            }
+        }
+        if self.raw {
+            return;
+        }
+        for p in &self.peers {
+            let Some((id, guest_port)) = p.origin else {
+                continue;
+            };
+            let Some(nl) = p.inbox.iter().position(|&b| b == b'\n') else {
+                continue;
+            };
+            let line = std::str::from_utf8(&p.inbox[..nl]).expect("the OK line is text");
+            let port: u32 = line
+                .strip_prefix("OK ")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("host program got {line:?} instead of OK <port>"));
+            let key = (port, guest_port);
+            // Host to guest: a prefix of what the host program wrote.
+            if let Some(got) = self.received.get(&key) {
+                assert!(
+                    got.len() as u64 <= p.written,
+                    "the guest got {} bytes from port {port}, the host wrote {}",
+                    got.len(),
+                    p.written
+                );
+                for (n, b) in got.iter().enumerate() {
+                    assert_eq!(
+                        *b,
+                        stream_byte(id, n as u64),
+                        "byte {n} from port {port} out of order"
+                    );
+                }
+            }
+            // Guest to host: whole packets of the guest, in order.
+            let after_ok = &p.inbox[nl + 1..];
+            let sent = self.sent.get(&key).map(Vec::as_slice).unwrap_or(&[]);
+            assert!(
+                is_ordered_subsequence(after_ok, sent),
+                "host program on port {port} read {} bytes that are not the guest's packets in order",
+                after_ok.len()
+            );
+        }
     }
 
     fn post_tx(&mut self, p: &Pkt) {
@@ -298,11 +511,26 @@ impl World {
             fwd_cnt: p.fwd_cnt,
         };
         let total = (HDR_LEN + payload) as u64;
+        let slots = if p.split == 0 { 1 } else { 2 };
+        if self.tx_busy + slots > self.tx.size() {
+            // Would overwrite a chain the device has not returned.
+            return;
+        }
         let Some(at) = self.arena.take(total) else {
             return;
         };
         let _ = self.mem.write_slice(&hdr.to_bytes(), GuestAddress(at));
-        let body: Vec<u8> = (0..payload).map(|i| i as u8).collect();
+        self.packets += 1;
+        let body = packet_payload(self.packets, payload);
+        // What the device may forward: the first `len` bytes of the
+        // payload (a longer `len` is refused). Packets it will drop anyway
+        // (wrong cid, no connection) do no harm in the list.
+        if hdr.op == op::RW && hdr.len as usize <= payload {
+            self.sent
+                .entry((hdr.dst_port, hdr.src_port))
+                .or_default()
+                .push(body[..hdr.len as usize].to_vec());
+        }
         let _ = self
             .mem
             .write_slice(&body, GuestAddress(at + HDR_LEN as u64));
@@ -320,11 +548,17 @@ impl World {
                 (at + cut, (total - cut) as u32, flags),
             ]
         };
-        self.tx.add_chain(&self.mem, &bufs);
+        let head = self.tx.add_chain(&self.mem, &bufs);
+        self.tx_busy += bufs.len() as u16;
+        self.tx_chains.insert(head, bufs.len() as u16);
     }
 
     fn post_rx(&mut self, b: &RxBuf) {
         let len = u64::from(b.len);
+        if self.rx_busy + 2 > self.rx.size() {
+            // Would overwrite a chain the device has not returned.
+            return;
+        }
         let Some(at) = self.arena.take(len) else {
             return;
         };
@@ -338,7 +572,10 @@ impl World {
                 (at + cut, (len - cut) as u32, flags),
             ]
         };
-        self.rx.add_chain(&self.mem, &bufs);
+        let head = self.rx.add_chain(&self.mem, &bufs);
+        self.rx_busy += bufs.len().max(1) as u16;
+        self.rx_chains
+            .insert(head, bufs.iter().map(|&(a, l, _)| (a, l)).collect());
     }
 
     /// What the worker does after a wake-up.
@@ -359,10 +596,19 @@ impl World {
         for l in &self.port_listeners {
             while let Ok((s, _)) = l.accept() {
                 if s.set_nonblocking(true).is_ok() && self.peers.len() < 64 {
-                    self.peers.push(s);
+                    self.peers.push(Peer {
+                        stream: s,
+                        origin: None,
+                        written: 0,
+                        inbox: Vec::new(),
+                    });
                 }
             }
         }
+        if let Err(e) = self.muxer.check_limits() {
+            panic!("muxer limits broken: {e}");
+        }
+        self.collect_used();
     }
 
     fn apply(&mut self, op: &Op) {
@@ -372,13 +618,19 @@ impl World {
                     self.post_tx(p);
                 }
             }
-            Op::TxRaw(batch) => self.tx.apply(&self.mem, batch),
+            Op::TxRaw(batch) => {
+                self.raw = true;
+                self.tx.apply(&self.mem, batch)
+            }
             Op::Rx(bufs) => {
                 for b in bufs.iter().take(16) {
                     self.post_rx(b);
                 }
             }
-            Op::RxRaw(batch) => self.rx.apply(&self.mem, batch),
+            Op::RxRaw(batch) => {
+                self.raw = true;
+                self.rx.apply(&self.mem, batch)
+            }
             Op::HostConnect { port, line, extra } => {
                 if self.peers.len() >= 64 {
                     return;
@@ -387,34 +639,50 @@ impl World {
                     return;
                 };
                 let _ = s.set_nonblocking(true);
-                let line = match line {
-                    Some(l) => l.clone(),
-                    None => format!("CONNECT {}\n", 1000 + u32::from(port % 4)).into_bytes(),
+                let guest_port = 1000 + u32::from(port % 4);
+                let (line, origin) = match line {
+                    Some(l) => (l.clone(), None),
+                    None => {
+                        self.host_programs += 1;
+                        let line = format!("CONNECT {guest_port}\n").into_bytes();
+                        (line, Some((self.host_programs, guest_port)))
+                    }
                 };
+                // The line goes out whole (a fresh socket has room).
                 let _ = s.write(&line);
-                let _ = s.write(extra);
-                self.peers.push(s);
+                let mut peer = Peer {
+                    stream: s,
+                    origin,
+                    written: 0,
+                    inbox: Vec::new(),
+                };
+                peer.write_stream(extra.len());
+                self.peers.push(peer);
             }
             Op::HostWrite { peer, len } => {
-                let data = vec![0x5a; usize::from(*len)];
-                if let Some(s) = self.peer(*peer) {
-                    let _ = s.write(&data);
+                if let Some(p) = self.peer(*peer) {
+                    p.write_stream(usize::from(*len));
                 }
             }
             Op::HostRead { peer } => {
-                if let Some(s) = self.peer(*peer) {
+                if let Some(p) = self.peer(*peer) {
                     let mut buf = [0u8; 65536];
-                    while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+                    while let Ok(n) = p.stream.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        p.inbox.extend_from_slice(&buf[..n]);
+                    }
                 }
             }
             Op::HostShutdown { peer, write } => {
-                if let Some(s) = self.peer(*peer) {
+                if let Some(p) = self.peer(*peer) {
                     let how = if *write {
                         std::net::Shutdown::Write
                     } else {
                         std::net::Shutdown::Read
                     };
-                    let _ = s.shutdown(how);
+                    let _ = p.stream.shutdown(how);
                 }
             }
             Op::HostClose { peer } => {
@@ -429,9 +697,27 @@ impl World {
     }
 }
 
+impl Peer {
+    /// Writes the next `len` bytes of its stream (what the socket takes).
+    fn write_stream(&mut self, len: usize) {
+        let Some((id, _)) = self.origin else {
+            let _ = self.stream.write(&vec![0x5a; len]);
+            return;
+        };
+        let data: Vec<u8> = (0..len as u64)
+            .map(|n| stream_byte(id, self.written + n))
+            .collect();
+        if let Ok(n) = self.stream.write(&data) {
+            self.written += n as u64;
+        }
+    }
+}
+
 fuzz_target!(|input: Input| {
     let mut world = World::new(&input);
+    world.raw = !input.indirect.is_empty();
     for op in input.ops.iter().take(48) {
         world.apply(op);
     }
+    world.check_order();
 });

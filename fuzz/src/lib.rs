@@ -19,6 +19,8 @@
 //! (the `NEXT` flags and links are filled in) or writes raw descriptor table
 //! entries and avail ring heads, loops, bad indices and all.
 
+pub mod tee;
+
 use arbitrary::Arbitrary;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress};

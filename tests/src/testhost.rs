@@ -116,6 +116,10 @@ pub struct TestHostConfig {
     pub log_path: PathBuf,
     /// Echo the console live to this process's stdout.
     pub stream: bool,
+    /// Echo only what this returns for each console line (`None`: skip the
+    /// line) instead of the whole console; takes precedence over `stream`.
+    /// The log file and the result still get every line.
+    pub stream_filter: Option<StreamFilter>,
     /// Freeze watchdog (x86_64): the test host writes a heartbeat to its
     /// second serial port; if it stops for this long, the runner dumps the
     /// emulated CPU's state from the QEMU monitor and kills QEMU. `None`: off.
@@ -188,6 +192,7 @@ impl TestHostConfig {
             extra_append: Vec::new(),
             log_path: log_dir.join(log_name),
             stream: false,
+            stream_filter: None,
             freeze_after: match arch {
                 Arch::X86_64 => Some(FREEZE_AFTER),
                 Arch::Aarch64 => None,
@@ -526,12 +531,37 @@ fn clean_line(line: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Copies `reader` into `sink`, the log file and (optionally) stdout, line by line.
+/// What a console line becomes on this process's stdout: the text to
+/// print (without its newline), or `None` to leave it out.
+pub type StreamFilter = fn(&str) -> Option<String>;
+
+/// What [`pump`] echoes to stdout.
+#[derive(Clone, Copy)]
+enum Echo {
+    /// Nothing.
+    Off,
+    /// Every line.
+    All,
+    /// What the filter makes of each line.
+    Filtered(StreamFilter),
+}
+
+impl Echo {
+    fn of(cfg: &TestHostConfig) -> Self {
+        match (cfg.stream_filter, cfg.stream) {
+            (Some(f), _) => Echo::Filtered(f),
+            (None, true) => Echo::All,
+            (None, false) => Echo::Off,
+        }
+    }
+}
+
+/// Copies `reader` into `sink`, the log file and (per `echo`) stdout, line by line.
 fn pump(
     reader: impl Read + Send + 'static,
     sink: Arc<Mutex<Vec<u8>>>,
     log: Arc<Mutex<File>>,
-    stream: bool,
+    echo: Echo,
 ) -> JoinHandle<()> {
     std::thread::spawn(move || {
         let mut reader = BufReader::new(reader);
@@ -547,10 +577,21 @@ fn pump(
                 let _ = log.write_all(&clean);
                 let _ = log.flush();
             }
-            if stream {
-                let mut out = std::io::stdout().lock();
-                let _ = out.write_all(&clean);
-                let _ = out.flush();
+            match echo {
+                Echo::Off => {}
+                Echo::All => {
+                    let mut out = std::io::stdout().lock();
+                    let _ = out.write_all(&clean);
+                    let _ = out.flush();
+                }
+                Echo::Filtered(filter) => {
+                    let text = String::from_utf8_lossy(&clean);
+                    if let Some(shown) = filter(text.trim_end_matches('\n')) {
+                        let mut out = std::io::stdout().lock();
+                        let _ = writeln!(out, "{shown}");
+                        let _ = out.flush();
+                    }
+                }
             }
             if let Ok(mut sink) = sink.lock() {
                 sink.extend_from_slice(&clean);
@@ -685,10 +726,10 @@ pub fn run(cfg: &TestHostConfig) -> Result<TestHostRun, TestHostError> {
     let errors = Arc::new(Mutex::new(Vec::new()));
     let mut pumps = Vec::new();
     if let Some(out) = child.stdout.take() {
-        pumps.push(pump(out, console.clone(), log.clone(), cfg.stream));
+        pumps.push(pump(out, console.clone(), log.clone(), Echo::of(cfg)));
     }
     if let Some(err) = child.stderr.take() {
-        pumps.push(pump(err, errors.clone(), log.clone(), cfg.stream));
+        pumps.push(pump(err, errors.clone(), log.clone(), Echo::of(cfg)));
     }
     let ending = supervise(&mut child, cfg);
     let _ = std::fs::remove_file(cfg.monitor_path());
@@ -823,6 +864,7 @@ mod tests {
             extra_append: vec!["quiet".into()],
             log_path: dir.join("x.log"),
             stream: false,
+            stream_filter: None,
             freeze_after: None,
         };
         assert_eq!(
@@ -920,6 +962,7 @@ mod tests {
             extra_append: vec![],
             log_path: dir.join("run.log"),
             stream: false,
+            stream_filter: None,
             freeze_after: None,
         };
         (dir, cfg)

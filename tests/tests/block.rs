@@ -17,5 +17,6 @@ vmstack_tests::nested_tests! {
         get_id_reports_the_serial => block::get_id_reports_the_serial,
         disk_setup_errors_are_one_line_and_say_what_to_do =>
             block::disk_setup_errors_are_one_line_and_say_what_to_do,
+        limited_disks_run_near_their_limits => block::limited_disks_run_near_their_limits,
     }
 }

@@ -19,5 +19,7 @@ vmstack_tests::nested_tests! {
             sysmgr::two_vm_e_kill_9_of_sysmgr_mid_shutdown_then_restart_completes_it,
         two_vm_d_android_that_stops_postponing_is_escalated_and_hard_stopped =>
             sysmgr::two_vm_d_android_that_stops_postponing_is_escalated_and_hard_stopped,
+        two_vm_android_side_through_kernel_binder_and_rpc_binder =>
+            sysmgr::two_vm_android_side_through_kernel_binder_and_rpc_binder,
     }
 }

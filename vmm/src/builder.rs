@@ -18,8 +18,10 @@ use devices::legacy::{AcpiPmDevice, PowerButton, SerialDevice};
 use devices::virtio::block::{Block, DiskError};
 use devices::virtio::console::{Console, ConsoleBackend};
 use devices::virtio::mmio::{MmioTransport, MMIO_WINDOW_SIZE, NOTIFY_REG_OFFSET};
-use devices::virtio::net::{Net, TapError};
+use devices::virtio::net::{Net, NetLimiters, TapError};
+use devices::virtio::rate_limiter::{RateLimit, RateLimiter};
 use devices::virtio::rng::Rng;
+use devices::virtio::tee::{Limits as TeeLimits, Tee, TrustyBackend, TrustyError};
 use devices::virtio::vsock::{Vsock, VsockError};
 use devices::virtio::VirtioDevice;
 use devices::{Bus, BusError, PowerEventSink};
@@ -30,7 +32,7 @@ use kvm_ioctls::Kvm;
 
 use crate::arch::{self, current as arch_impl};
 use crate::config::{ConsoleConfig, SerialOutput, VmConfig};
-use crate::event::VmEvent;
+use crate::event::{PowerGate, VmEvent};
 use crate::resources::HostResources;
 use crate::vstate::kvm::KvmError;
 use crate::vstate::vcpu::{Vcpu, VcpuCrash, VcpuError};
@@ -148,6 +150,9 @@ pub enum BuildError {
     /// The `--vsock` socket cannot be bound (in use, not a socket, ...).
     #[error(transparent)]
     Vsock(#[from] VsockError),
+    /// The `--tee` service cannot be reached or refused this VMM.
+    #[error(transparent)]
+    Tee(#[from] TrustyError),
     /// The `--console` host side cannot be set up (file, socket, stdin).
     #[error("cannot set up the console on {what}: {source}")]
     Console {
@@ -156,6 +161,9 @@ pub enum BuildError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// A rate limiter's timer fd cannot be created.
+    #[error("cannot create a rate limiter's timer: {0}")]
+    RateLimiter(std::io::Error),
     /// An option whose device is not implemented yet.
     #[error("{0} is not supported by this build yet")]
     Unsupported(&'static str),
@@ -209,6 +217,11 @@ pub struct BuiltVm {
     pub power_button: Option<PowerButton>,
     /// Whether host stdin should be fed to the serial console.
     pub serial_reads_stdin: bool,
+}
+
+/// A device's rate limiter for `limit` (with its timer fd).
+fn rate_limiter(limit: RateLimit) -> Result<RateLimiter, BuildError> {
+    RateLimiter::new(limit).map_err(BuildError::RateLimiter)
 }
 
 /// The MAC address of the `index`-th `--net` without `mac=`: locally
@@ -334,14 +347,23 @@ pub fn build_vm(
     )?;
     let power_events = events.clone();
     let crash_events = events;
+    let gate = Arc::new(PowerGate::default());
     let ctx = BuildContext {
         config,
         host,
         kvm,
         start,
         power: PowerEventSink::new(move |event| {
-            // The receiver only goes away when the VMM is already exiting.
-            let _ = power_events.send(VmEvent::Power { boot, event });
+            // One event per kind in the channel at a time, however fast
+            // the guest repeats its power step.
+            if gate.admit(event) {
+                // The receiver only goes away when the VMM is already exiting.
+                let _ = power_events.send(VmEvent::Power {
+                    boot,
+                    event,
+                    gate: gate.clone(),
+                });
+            }
         }),
         on_crash: Arc::new(move |crash| {
             let _ = crash_events.send(VmEvent::Vcpu { boot, crash });
@@ -355,36 +377,44 @@ pub fn build_vm(
     // Virtio devices on the MMIO bus, announced through ACPI / the device tree.
     let mut virtio_slots = VirtioSlots::default();
     let devs = &config.devices;
-    if devs.rng {
-        attach_virtio(&vm, &mut mmio, &mut virtio_slots, Box::new(Rng::new()))?;
+    if let Some(rng) = &devs.rng {
+        let device = Rng::new().with_rate_limiter(rate_limiter(rng.rate_limit)?);
+        attach_virtio(&vm, &mut mmio, &mut virtio_slots, Box::new(device))?;
     }
     // Disks in configuration order: the first is /dev/vda.
-    for index in 0..devs.disks.len() {
-        let Some(disk) = host.disk(index) else {
+    for (index, disk) in devs.disks.iter().enumerate() {
+        let Some(image) = host.disk(index) else {
             return Err(BuildError::Unsupported("a disk that was not opened"));
         };
-        attach_virtio(
-            &vm,
-            &mut mmio,
-            &mut virtio_slots,
-            Box::new(Block::shared(disk)),
-        )?;
+        let block = Block::shared(image).with_rate_limiter(rate_limiter(disk.rate_limit)?);
+        attach_virtio(&vm, &mut mmio, &mut virtio_slots, Box::new(block))?;
     }
     // vsock: the host side listens on the kept unix socket.
     if let (Some(vsock), Some((path, listener))) = (&devs.vsock, host.vsock()?) {
         let device = Vsock::with_listener(vsock.cid, path, listener);
         attach_virtio(&vm, &mut mmio, &mut virtio_slots, Box::new(device))?;
     }
+    // The TEE device: connected (and greeted) now, so a missing trustyd is
+    // a start-up error.
+    if let Some(tee) = &devs.tee {
+        let backend = TrustyBackend::connect(&tee.socket)?;
+        let limits = TeeLimits {
+            max_memref_size: TeeLimits::DEFAULT.max_memref_size.min(backend.max_memref()),
+            ..TeeLimits::DEFAULT
+        };
+        let device = Tee::new(Box::new(backend), limits);
+        attach_virtio(&vm, &mut mmio, &mut virtio_slots, Box::new(device))?;
+    }
     // Network cards in configuration order: the first is eth0.
     for (index, net) in devs.nets.iter().enumerate() {
         let tap = host.tap(index, &net.tap)?;
         let mac = net.mac.unwrap_or_else(|| default_mac(index));
-        attach_virtio(
-            &vm,
-            &mut mmio,
-            &mut virtio_slots,
-            Box::new(Net::new(Box::new(tap), mac)),
-        )?;
+        let limiters = NetLimiters {
+            rx: rate_limiter(net.rx_limit)?,
+            tx: rate_limiter(net.tx_limit)?,
+        };
+        let device = Net::new(Box::new(tap), mac).with_rate_limiters(limiters);
+        attach_virtio(&vm, &mut mmio, &mut virtio_slots, Box::new(device))?;
     }
     // The console (guest hvc0): its host side exists from now on, so a unix
     // socket accepts clients before the guest runs.

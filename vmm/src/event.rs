@@ -6,7 +6,9 @@
 //! (`runner`) depend on it and not on each other.
 
 use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
+use std::sync::Arc;
 
 use devices::PowerEvent;
 use vmm_protocol::{Request, Response};
@@ -22,6 +24,8 @@ pub enum VmEvent {
         boot: u64,
         /// The request.
         event: PowerEvent,
+        /// The boot's gate, to release once the event is taken.
+        gate: Arc<PowerGate>,
     },
     /// A vCPU of boot number `boot` failed.
     Vcpu {
@@ -52,4 +56,49 @@ pub enum VmEvent {
         /// Connection id.
         connection: u64,
     },
+}
+
+/// Keeps at most one power event of each kind in the event channel: a
+/// guest writing its reset register in a loop (or several vCPUs at once)
+/// sends one event until the loop has taken it, not one per write.
+#[derive(Debug, Default)]
+pub struct PowerGate {
+    queued: [AtomicBool; 3],
+}
+
+impl PowerGate {
+    fn slot(&self, event: PowerEvent) -> &AtomicBool {
+        &self.queued[match event {
+            PowerEvent::Poweroff => 0,
+            PowerEvent::Reboot => 1,
+            PowerEvent::Suspend => 2,
+        }]
+    }
+
+    /// Whether `event` may be sent (none of its kind is queued); marks it
+    /// queued.
+    pub fn admit(&self, event: PowerEvent) -> bool {
+        !self.slot(event).swap(true, Ordering::AcqRel)
+    }
+
+    /// The event loop took `event`: the next one of its kind may be sent.
+    pub fn release(&self, event: PowerEvent) {
+        self.slot(event).store(false, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gate_admits_one_event_per_kind_until_released() {
+        let gate = PowerGate::default();
+        assert!(gate.admit(PowerEvent::Reboot));
+        assert!(!gate.admit(PowerEvent::Reboot));
+        assert!(gate.admit(PowerEvent::Poweroff));
+        gate.release(PowerEvent::Reboot);
+        assert!(gate.admit(PowerEvent::Reboot));
+        assert!(!gate.admit(PowerEvent::Poweroff));
+    }
 }

@@ -13,8 +13,11 @@
 //!   `vmm_protocol`'s.
 //! * [`console_client`]: `vmm console`, a client for a unix-socket
 //!   virtio-console.
+//! * [`vsock_proxy`]: `vmm adb-proxy`, TCP on 127.0.0.1 bridged to a
+//!   guest vsock port (adb, docs/adb.md).
 //! * [`power`]: what happens to the guest's own power requests (plain VMM
 //!   or held for an arbiter).
+//! * [`rlimit`]: the file-descriptor limit raised at start.
 
 pub mod arch;
 pub mod builder;
@@ -24,5 +27,7 @@ pub mod control;
 pub mod event;
 pub mod power;
 pub mod resources;
+pub mod rlimit;
 pub mod runner;
+pub mod vsock_proxy;
 pub mod vstate;

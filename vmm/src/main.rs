@@ -10,8 +10,8 @@ use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 use vmm::config::{
-    host_mem_mib, ConsoleConfig, DeviceConfig, DiskConfig, NetConfig, RawVmConfig, SerialConfig,
-    VsockConfig,
+    host_mem_mib, ConsoleConfig, DeviceConfig, DiskConfig, NetConfig, RawVmConfig, RngConfig,
+    SerialConfig, TeeConfig, VsockConfig,
 };
 use vmm::control;
 use vmm_protocol::{Decision, ExitReason, Request, VmmExitCode};
@@ -78,6 +78,23 @@ enum Command {
         #[arg(long)]
         arbiter: bool,
     },
+    /// Bridge TCP connections on 127.0.0.1:PORT to a guest vsock port
+    /// through the VMM's hybrid vsock socket: `adb connect 127.0.0.1:PORT`
+    /// reaches the guest's adbd (docs/adb.md). Runs until killed.
+    AdbProxy {
+        /// The VMM's `--vsock cid=N,socket=PATH` socket.
+        #[arg(long)]
+        vsock_socket: PathBuf,
+        /// TCP port to listen on (127.0.0.1 only).
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+        port: u16,
+        /// The guest's vsock port (adbd's is 5555).
+        #[arg(long, default_value_t = vmm::vsock_proxy::ADB_GUEST_PORT)]
+        guest_port: u32,
+        /// Connections bridged at once; more are closed at once.
+        #[arg(long, default_value_t = vmm::vsock_proxy::DEFAULT_MAX_CONNECTIONS)]
+        max_connections: usize,
+    },
     /// Attach stdin/stdout to a VM's `--console type=unix,path=SOCKET`
     /// (the guest's hvc0) until the VMM closes it; a newer client takes the
     /// console over.
@@ -116,16 +133,19 @@ struct RunArgs {
     #[arg(long = "power-arbiter", requires = "socket")]
     power_arbiter: bool,
     /// Add a virtio-rng device fed by the host's getrandom(2); the guest's
-    /// virtio_rng driver serves it as /dev/hwrng.
-    #[arg(long = "rng")]
-    rng: bool,
-    /// Read-only virtio-blk disk: PATH[,id=ID]; repeatable (vda, vdb, ...).
+    /// virtio_rng driver serves it as /dev/hwrng. Rate-limited with
+    /// --rng=bw=SIZE:REFILL_MS[:BURST],ops=COUNT:REFILL_MS[:BURST].
+    #[arg(long = "rng", num_args = 0..=1, require_equals = true, default_missing_value = "")]
+    rng: Option<RngConfig>,
+    /// Read-only virtio-blk disk: PATH[,id=ID][,bw=..][,ops=..]; repeatable
+    /// (vda, vdb, ...).
     #[arg(long = "disk", value_parser = |s: &str| DiskConfig::parse(s, true))]
     disk: Vec<DiskConfig>,
-    /// Read-write virtio-blk disk: PATH[,id=ID]; repeatable.
+    /// Read-write virtio-blk disk: PATH[,id=ID][,bw=..][,ops=..]; repeatable.
     #[arg(long = "rwdisk", value_parser = |s: &str| DiskConfig::parse(s, false))]
     rwdisk: Vec<DiskConfig>,
-    /// virtio-net on a host tap: tap=NAME[,mac=AA:BB:CC:DD:EE:FF]; repeatable.
+    /// virtio-net on a host tap: tap=NAME[,mac=AA:BB:CC:DD:EE:FF][,bw=..][,ops=..]
+    /// (rx_/tx_ prefixes limit one direction); repeatable.
     #[arg(long = "net")]
     net: Vec<NetConfig>,
     /// virtio-vsock: cid=N,socket=PATH (host side: hybrid vsock over unix
@@ -148,6 +168,10 @@ struct RunArgs {
     /// root) allowed to connect to the VMM's sockets; repeatable.
     #[arg(long = "allow-peer-uid")]
     allow_peer_uid: Vec<u32>,
+    /// virtio TEE device (guest /dev/tee0 through the virtio_tee module):
+    /// socket=PATH, the guest's TEE socket of trustyd (docs/virtio-tee.md).
+    #[arg(long = "tee")]
+    tee: Option<TeeConfig>,
     /// Kernel image: bzImage or ELF vmlinux (64-bit entry).
     kernel: PathBuf,
 }
@@ -175,6 +199,7 @@ fn run(args: RunArgs, start: Instant) -> anyhow::Result<ExitReason> {
             nets: args.net,
             vsock: args.vsock,
             console: args.console,
+            tee: args.tee,
         },
     }
     .validate(host_mem_mib())?;
@@ -188,13 +213,17 @@ fn run(args: RunArgs, start: Instant) -> anyhow::Result<ExitReason> {
 
 fn main() -> ExitCode {
     let start = Instant::now();
-    tracing_subscriber::fmt()
+    let subscriber = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("VMM_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .init();
+        .finish();
+    // Dependencies' `log` records (virtio-queue's, on guest-driven paths)
+    // go through the guest-log rate limiter, not straight to `tracing`.
+    let _ = tracing::subscriber::set_global_default(subscriber);
+    let _ = devices::log_limit::install_log_bridge(log::LevelFilter::Info);
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run(*args, start).map(|reason| {
@@ -220,6 +249,22 @@ fn main() -> ExitCode {
             println!("{event}");
         })
         .map(|()| ExitCode::SUCCESS)
+        .map_err(Into::into),
+        Command::AdbProxy {
+            vsock_socket,
+            port,
+            guest_port,
+            max_connections,
+        } => vmm::vsock_proxy::Proxy::bind(vmm::vsock_proxy::ProxyConfig {
+            vsock_socket,
+            port,
+            guest_port,
+            max_connections,
+        })
+        .map(|proxy| {
+            eprintln!("vmm adb-proxy: 127.0.0.1:{port} -> guest vsock port {guest_port}");
+            proxy.serve()
+        })
         .map_err(Into::into),
         Command::Console { socket } => vmm::console_client::attach(&socket)
             .map(|()| ExitCode::SUCCESS)

@@ -21,8 +21,29 @@
 //! `resume` brings a paused VM back: a plain pause continues, a suspended
 //! guest wakes (its sleep-register write returns, as on a machine that woke
 //! up), a virtually-off guest is booted again (its OS had shut down).
+//!
+//! A guest cannot flood the arbiter with requests:
+//!
+//! * **Coalesced**: a request of a kind that is already pending gets no
+//!   new id and no event (Linux's reboot path alone writes the reset
+//!   register, then pulses the i8042 reset ten times), so at most one
+//!   request per kind is pending.
+//! * **Rate-limited**: at most [`REQUEST_BURST`] requests are published at
+//!   once, then one per [`REQUEST_REFILL`]. A request over the limit is
+//!   held (the vCPUs stay paused, as for any held request) and published
+//!   when a token is there ([`PowerPolicy::next_release`],
+//!   [`PowerPolicy::tick`]); a guest whose requests are refused in a loop
+//!   is slowed to that pace instead of making the arbiter log a decision
+//!   per millisecond.
+//! * **A triple fault is a crash**, not a reboot request
+//!   ([`PowerPolicy::triple_fault`]), unless a reboot or poweroff is
+//!   pending: then it is the tail of the guest's own reboot path (Linux
+//!   falls back to a triple fault when its reset writes seem to do
+//!   nothing, which is what a held request looks like) and changes
+//!   nothing.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use vmm_protocol::{Decision, Event, ExitReason, PowerRequestKind, VmState};
 
@@ -59,12 +80,69 @@ pub enum PolicyError {
     },
 }
 
+/// Power requests published at once before the rate limit applies.
+pub const REQUEST_BURST: u32 = 10;
+/// After the burst, one more request is published per this much time.
+pub const REQUEST_REFILL: Duration = Duration::from_secs(1);
+
+/// Tokens for publishing requests (a token bucket of whole requests).
+#[derive(Debug, Clone)]
+struct RequestBudget {
+    tokens: u32,
+    /// When the last token was added (`None`: never used, full).
+    refilled: Option<Instant>,
+}
+
+impl RequestBudget {
+    fn new() -> Self {
+        Self {
+            tokens: REQUEST_BURST,
+            refilled: None,
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let last = *self.refilled.get_or_insert(now);
+        let periods = now.saturating_duration_since(last).as_nanos() / REQUEST_REFILL.as_nanos();
+        if periods > 0 {
+            let add = u32::try_from(periods).unwrap_or(u32::MAX);
+            self.tokens = self.tokens.saturating_add(add).min(REQUEST_BURST);
+            self.refilled = Some(if self.tokens == REQUEST_BURST {
+                now
+            } else {
+                last + REQUEST_REFILL * add
+            });
+        }
+    }
+
+    fn take(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        if self.tokens == 0 {
+            return false;
+        }
+        self.tokens -= 1;
+        true
+    }
+
+    /// When the next token arrives, if the bucket is empty.
+    fn next_token(&self) -> Option<Instant> {
+        match (self.tokens, self.refilled) {
+            (0, Some(at)) => Some(at + REQUEST_REFILL),
+            _ => None,
+        }
+    }
+}
+
 /// The control plane's power state machine.
 #[derive(Debug, Clone)]
 pub struct PowerPolicy {
     arbitrated: bool,
     state: VmState,
     pending: BTreeMap<u64, PowerRequestKind>,
+    /// Held requests not yet published (over the rate limit), oldest
+    /// first, at most one per kind.
+    deferred: Vec<PowerRequestKind>,
+    budget: RequestBudget,
     next_id: u64,
 }
 
@@ -76,6 +154,8 @@ impl PowerPolicy {
             arbitrated,
             state: VmState::Running,
             pending: BTreeMap::new(),
+            deferred: Vec::new(),
+            budget: RequestBudget::new(),
             next_id: 1,
         }
     }
@@ -90,9 +170,14 @@ impl PowerPolicy {
         self.arbitrated
     }
 
-    /// Held requests, oldest first.
+    /// Held requests that were published, oldest first.
     pub fn pending(&self) -> impl Iterator<Item = (u64, PowerRequestKind)> + '_ {
         self.pending.iter().map(|(id, kind)| (*id, *kind))
+    }
+
+    /// Held requests, published or waiting for the rate limit.
+    pub fn held(&self) -> usize {
+        self.pending.len() + self.deferred.len()
     }
 
     fn set_state(&mut self, state: VmState, actions: &mut Vec<Action>) {
@@ -102,8 +187,8 @@ impl PowerPolicy {
         }
     }
 
-    /// The guest asked for `event`.
-    pub fn guest_request(&mut self, kind: PowerRequestKind) -> Vec<Action> {
+    /// The guest asked for `kind` at `now`.
+    pub fn guest_request(&mut self, kind: PowerRequestKind, now: Instant) -> Vec<Action> {
         if !self.arbitrated {
             return match kind {
                 PowerRequestKind::Poweroff => vec![Action::Exit(ExitReason::Poweroff)],
@@ -111,16 +196,68 @@ impl PowerPolicy {
                 PowerRequestKind::Suspend => vec![Action::Wake],
             };
         }
-        let id = self.next_id;
-        self.next_id += 1;
-        self.pending.insert(id, kind);
         // The guest has taken its final power step: nothing of it needs to
         // run while the arbiter decides, and a vCPU left running would only
         // spin on the sleep-status register (or in PSCI) on a host core.
-        vec![
-            Action::Pause,
-            Action::Publish(Event::PowerRequest { id, kind }),
-        ]
+        let mut actions = vec![Action::Pause];
+        let held = self.pending.values().chain(&self.deferred);
+        if held.clone().any(|k| *k == kind) {
+            tracing::debug!("guest power request {kind} coalesced with the pending one");
+        } else if self.budget.take(now) {
+            actions.push(self.publish_new(kind));
+        } else {
+            devices::guest_info!(
+                "guest power request {kind} held back by the rate limit (at most {REQUEST_BURST} at once, then one per {} ms)",
+                REQUEST_REFILL.as_millis()
+            );
+            self.deferred.push(kind);
+        }
+        actions
+    }
+
+    /// Gives `kind` an id, makes it pending and returns its event.
+    fn publish_new(&mut self, kind: PowerRequestKind) -> Action {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.pending.insert(id, kind);
+        Action::Publish(Event::PowerRequest { id, kind })
+    }
+
+    /// When [`Self::tick`] can publish a request held back by the rate
+    /// limit, if one is.
+    pub fn next_release(&self) -> Option<Instant> {
+        if self.deferred.is_empty() {
+            return None;
+        }
+        // No token time known (never empty): release at once.
+        Some(self.budget.next_token().unwrap_or_else(Instant::now))
+    }
+
+    /// Publishes the held-back requests the rate limit allows at `now`.
+    pub fn tick(&mut self, now: Instant) -> Vec<Action> {
+        let mut actions = Vec::new();
+        while !self.deferred.is_empty() && self.budget.take(now) {
+            let kind = self.deferred.remove(0);
+            actions.push(self.publish_new(kind));
+        }
+        actions
+    }
+
+    /// A vCPU triple-faulted (and left the guest for good). While a reboot
+    /// or poweroff is held this is the tail of the guest's own reboot path
+    /// and changes nothing; otherwise the VM has crashed.
+    pub fn triple_fault(&self) -> Vec<Action> {
+        let held = self.pending.values().chain(&self.deferred);
+        if held
+            .clone()
+            .any(|k| matches!(k, PowerRequestKind::Reboot | PowerRequestKind::Poweroff))
+        {
+            vec![Action::Pause]
+        } else {
+            vec![Action::Exit(ExitReason::Crash(
+                "triple fault (KVM_EXIT_SHUTDOWN)".into(),
+            ))]
+        }
     }
 
     /// An arbiter attached: from now on requests are held; every pending
@@ -204,6 +341,7 @@ impl PowerPolicy {
     /// The VM was booted again: old requests belong to the old guest.
     pub fn restarted(&mut self) -> Vec<Action> {
         self.pending.clear();
+        self.deferred.clear();
         let mut actions = Vec::new();
         self.state = VmState::VirtuallyOff; // force a state event
         self.set_state(VmState::Running, &mut actions);
@@ -214,20 +352,21 @@ impl PowerPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn plain_vmm_acts_at_once() {
         let mut p = PowerPolicy::new(false);
         assert_eq!(
-            p.guest_request(PowerRequestKind::Poweroff),
+            p.guest_request(PowerRequestKind::Poweroff, Instant::now()),
             vec![Action::Exit(ExitReason::Poweroff)]
         );
         assert_eq!(
-            p.guest_request(PowerRequestKind::Reboot),
+            p.guest_request(PowerRequestKind::Reboot, Instant::now()),
             vec![Action::Exit(ExitReason::Reboot)]
         );
         assert_eq!(
-            p.guest_request(PowerRequestKind::Suspend),
+            p.guest_request(PowerRequestKind::Suspend, Instant::now()),
             vec![Action::Wake]
         );
         assert_eq!(p.pending().count(), 0);
@@ -237,7 +376,7 @@ mod tests {
     fn arbitrated_requests_are_held_until_decided() {
         let mut p = PowerPolicy::new(true);
         assert_eq!(
-            p.guest_request(PowerRequestKind::Poweroff),
+            p.guest_request(PowerRequestKind::Poweroff, Instant::now()),
             vec![
                 Action::Pause,
                 Action::Publish(Event::PowerRequest {
@@ -267,10 +406,10 @@ mod tests {
     #[test]
     fn decisions_map_to_actions() {
         let mut p = PowerPolicy::new(true);
-        p.guest_request(PowerRequestKind::Reboot);
+        p.guest_request(PowerRequestKind::Reboot, Instant::now());
         assert_eq!(p.decide(1, Decision::Allow).unwrap(), vec![Action::Restart]);
         p.restarted();
-        p.guest_request(PowerRequestKind::Poweroff);
+        p.guest_request(PowerRequestKind::Poweroff, Instant::now());
         assert_eq!(
             p.decide(2, Decision::HoldVirtuallyOff).unwrap(),
             vec![
@@ -284,7 +423,7 @@ mod tests {
             p.restarted(),
             vec![Action::Publish(Event::State(VmState::Running))]
         );
-        p.guest_request(PowerRequestKind::Suspend);
+        p.guest_request(PowerRequestKind::Suspend, Instant::now());
         let a = p.decide(3, Decision::Allow).unwrap();
         assert_eq!(a[0], Action::Pause);
         assert_eq!(p.state(), VmState::Suspended);
@@ -295,16 +434,16 @@ mod tests {
                 Action::Publish(Event::State(VmState::Running))
             ]
         );
-        p.guest_request(PowerRequestKind::Suspend);
+        p.guest_request(PowerRequestKind::Suspend, Instant::now());
         assert_eq!(p.decide(4, Decision::Refuse).unwrap(), vec![Action::Wake]);
-        p.guest_request(PowerRequestKind::Poweroff);
+        p.guest_request(PowerRequestKind::Poweroff, Instant::now());
         assert_eq!(p.decide(5, Decision::Refuse).unwrap(), vec![Action::Resume]);
         // A VM paused by hand stays paused when a request is refused.
-        p.guest_request(PowerRequestKind::Reboot);
+        p.guest_request(PowerRequestKind::Reboot, Instant::now());
         p.pause().unwrap();
         assert_eq!(p.decide(6, Decision::Refuse).unwrap(), vec![]);
         p.resume().unwrap();
-        p.guest_request(PowerRequestKind::Suspend);
+        p.guest_request(PowerRequestKind::Suspend, Instant::now());
         assert_eq!(
             p.decide(7, Decision::RestartVm).unwrap(),
             vec![Action::Restart]
@@ -335,12 +474,101 @@ mod tests {
             actions,
             vec![Action::Publish(Event::State(VmState::Running))]
         );
-        p.guest_request(PowerRequestKind::Poweroff);
+        p.guest_request(PowerRequestKind::Poweroff, Instant::now());
         // A second arbiter (after the first died) sees the held request.
         let again = p.arbiter_attached();
         assert!(again.contains(&Action::Publish(Event::PowerRequest {
             id: 1,
             kind: PowerRequestKind::Poweroff
         })));
+    }
+
+    #[test]
+    fn identical_pending_requests_are_coalesced() {
+        let mut p = PowerPolicy::new(true);
+        let now = Instant::now();
+        let first = p.guest_request(PowerRequestKind::Reboot, now);
+        assert_eq!(first.len(), 2);
+        for _ in 0..1000 {
+            assert_eq!(
+                p.guest_request(PowerRequestKind::Reboot, now),
+                vec![Action::Pause]
+            );
+        }
+        assert_eq!(p.pending().count(), 1);
+        // Another kind is its own request.
+        let other = p.guest_request(PowerRequestKind::Poweroff, now);
+        assert!(matches!(
+            other[1],
+            Action::Publish(Event::PowerRequest { id: 2, .. })
+        ));
+        assert_eq!(p.held(), 2);
+        // Once decided, the same kind is a new request again.
+        p.decide(1, Decision::Refuse).unwrap();
+        assert!(matches!(
+            p.guest_request(PowerRequestKind::Reboot, now)[1],
+            Action::Publish(Event::PowerRequest { id: 3, .. })
+        ));
+    }
+
+    #[test]
+    fn refused_requests_in_a_loop_are_slowed_to_the_rate_limit() {
+        let mut p = PowerPolicy::new(true);
+        let t0 = Instant::now();
+        let mut published = 0;
+        let mut id = 0;
+        // A guest that asks again the moment each request is refused.
+        for _ in 0..1000 {
+            let actions = p.guest_request(PowerRequestKind::Suspend, t0);
+            if let Some(Action::Publish(Event::PowerRequest { id: n, .. })) = actions.get(1) {
+                published += 1;
+                id = *n;
+                p.decide(id, Decision::Refuse).unwrap();
+            } else {
+                break;
+            }
+        }
+        assert_eq!(published, REQUEST_BURST);
+        assert_eq!(p.held(), 1, "the next one waits");
+        assert!(p.tick(t0).is_empty());
+        let release = p.next_release().expect("a release time");
+        assert_eq!(release, t0 + REQUEST_REFILL);
+        assert!(p.tick(release - Duration::from_millis(1)).is_empty());
+        assert_eq!(
+            p.tick(release),
+            vec![Action::Publish(Event::PowerRequest {
+                id: id + 1,
+                kind: PowerRequestKind::Suspend
+            })]
+        );
+        assert_eq!(p.next_release(), None);
+        // A restart forgets what was held back.
+        p.guest_request(PowerRequestKind::Poweroff, release);
+        assert_eq!(p.held(), 2);
+        p.restarted();
+        assert_eq!(p.held(), 0);
+    }
+
+    #[test]
+    fn a_triple_fault_is_a_crash_unless_a_reboot_is_held() {
+        let mut p = PowerPolicy::new(true);
+        assert!(matches!(
+            p.triple_fault().as_slice(),
+            [Action::Exit(ExitReason::Crash(_))]
+        ));
+        p.guest_request(PowerRequestKind::Suspend, Instant::now());
+        assert!(matches!(
+            p.triple_fault().as_slice(),
+            [Action::Exit(ExitReason::Crash(_))]
+        ));
+        p.guest_request(PowerRequestKind::Reboot, Instant::now());
+        assert_eq!(p.triple_fault(), vec![Action::Pause]);
+        // A plain VMM exits at the reboot request already; a triple fault
+        // without one is a crash there too.
+        let plain = PowerPolicy::new(false);
+        assert!(matches!(
+            plain.triple_fault().as_slice(),
+            [Action::Exit(ExitReason::Crash(_))]
+        ));
     }
 }

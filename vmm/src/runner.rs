@@ -11,7 +11,7 @@
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -126,6 +126,9 @@ impl SandboxOptions {
     }
 }
 
+/// How long the end of a boot waits for buffered serial output.
+const SERIAL_FLUSH: Duration = Duration::from_secs(2);
+
 /// The serial console host input currently goes to (it changes on restart).
 type SerialSlot = Arc<Mutex<Option<Arc<Mutex<SerialDevice>>>>>;
 
@@ -192,6 +195,7 @@ pub fn run_vmm(
     confinement: &SandboxOptions,
 ) -> Result<ExitReason, RunError> {
     install_kick_handler()?;
+    crate::rlimit::raise_fd_limit_or_warn();
     confinement.configure_sockets();
     let mut host = HostResources::open(config)?;
     confinement.enter(&host)?;
@@ -230,6 +234,10 @@ pub fn run_vmm(
         }
     };
     host.remove_sockets();
+    let suppressed = devices::log_limit::suppressed_total();
+    if suppressed > 0 {
+        tracing::info!("{suppressed} guest-triggered log lines were suppressed by rate limiting");
+    }
     Ok(reason)
 }
 
@@ -253,6 +261,16 @@ impl Runner {
         for handle in vm.handles {
             handle.join();
         }
+        // The guest's last serial lines (its poweroff messages) are still
+        // in the buffer of a slow output: give them a bounded time.
+        if let Ok(serial) = built.serial.lock() {
+            if !serial.flush_output(SERIAL_FLUSH) {
+                tracing::warn!(
+                    "serial output not written within {} ms; the rest is dropped",
+                    SERIAL_FLUSH.as_millis()
+                );
+            }
+        }
         // Guest memory (owned by `built.vm`) is released only after every
         // vCPU thread has left KVM_RUN.
         drop(built.vm);
@@ -261,12 +279,46 @@ impl Runner {
 
     fn event_loop(&mut self, vm: &Booted) -> BootOutcome {
         loop {
-            let Ok(event) = self.events_rx.recv() else {
-                return BootOutcome::Exit(ExitReason::Crash("all event sources closed".into()));
+            // Requests held back by the power policy's rate limit are
+            // published when it allows.
+            let event = match self.policy.next_release() {
+                Some(at) => match self
+                    .events_rx
+                    .recv_timeout(at.saturating_duration_since(Instant::now()))
+                {
+                    Ok(event) => Some(event),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => return all_closed(),
+                },
+                None => match self.events_rx.recv() {
+                    Ok(event) => Some(event),
+                    Err(_) => return all_closed(),
+                },
+            };
+            let Some(event) = event else {
+                let actions = self.policy.tick(Instant::now());
+                if let Some(outcome) = self.apply(&actions, vm) {
+                    return outcome;
+                }
+                continue;
             };
             let actions = match event {
-                VmEvent::Power { boot, event } if boot == self.boot => {
-                    self.policy.guest_request(event)
+                VmEvent::Power { boot, event, gate } if boot == self.boot => {
+                    gate.release(event);
+                    self.policy.guest_request(event, Instant::now())
+                }
+                VmEvent::Vcpu { boot, crash } if boot == self.boot && crash.triple_fault => {
+                    tracing::info!("vcpu{}: {}", crash.id, crash.reason);
+                    self.policy
+                        .triple_fault()
+                        .into_iter()
+                        .map(|action| match action {
+                            Action::Exit(ExitReason::Crash(reason)) => Action::Exit(
+                                ExitReason::Crash(format!("vcpu{}: {reason}", crash.id)),
+                            ),
+                            other => other,
+                        })
+                        .collect()
                 }
                 VmEvent::Vcpu { boot, crash } if boot == self.boot => {
                     return BootOutcome::Exit(ExitReason::Crash(format!(
@@ -326,7 +378,7 @@ impl Runner {
                 let status = Status {
                     state: self.policy.state(),
                     arbitrated: self.policy.arbitrated(),
-                    pending: self.policy.pending().count() as u64,
+                    pending: self.policy.held() as u64,
                     boots: self.boot,
                     arbiters: self.subscribers.iter().filter(|s| s.arbiter).count() as u64,
                 };
@@ -398,6 +450,11 @@ impl Runner {
         self.subscribers
             .retain_mut(|s| s.stream.write_all(bytes.as_bytes()).is_ok());
     }
+}
+
+/// The event channel closed: nothing can end the VM any more.
+fn all_closed() -> BootOutcome {
+    BootOutcome::Exit(ExitReason::Crash("all event sources closed".into()))
 }
 
 /// What the event loop needs of a running boot.

@@ -47,7 +47,8 @@ const PER_BOOT: Duration = Duration::from_secs(120);
 
 /// Entry point of `cargo xtask bench <what> [--runs N]` (`runs`: boots per
 /// VMM for `boot`, default [`MIN_RUNS`]; rounds for `devices`, default
-/// [`crate::bench_devices::DEFAULT_ROUNDS`]).
+/// [`crate::bench_devices::DEFAULT_ROUNDS`], and `tee`, default
+/// [`crate::bench_tee::DEFAULT_ROUNDS`]).
 pub fn bench(what: &str, runs: Option<u32>) -> Result<()> {
     match what {
         "boot" => boot(runs.unwrap_or(MIN_RUNS)),
@@ -56,8 +57,11 @@ pub fn bench(what: &str, runs: Option<u32>) -> Result<()> {
             crate::bench_devices::devices(runs.unwrap_or(crate::bench_devices::DEFAULT_ROUNDS))
         }
         "devices-profile" => crate::profile_devices::devices_profile(),
+        "binder" => crate::bench_binder::binder(),
+        "tee" => crate::bench_tee::tee(runs.unwrap_or(crate::bench_tee::DEFAULT_ROUNDS)),
+        "adb" => crate::bench_adb::adb(runs.unwrap_or(crate::bench_adb::DEFAULT_ROUNDS)),
         other => bail!(
-            "unknown benchmark {other:?} (known: boot, devices, arbiter; devices-profile for a perf profile)"
+            "unknown benchmark {other:?} (known: boot, devices, arbiter, binder, tee, adb; devices-profile for a perf profile)"
         ),
     }
 }

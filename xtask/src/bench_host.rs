@@ -40,33 +40,14 @@ impl Extra {
     /// Adds `path` (absolute) from this machine; a symlink is kept as a
     /// symlink and its target added as well.
     pub fn host_file(&mut self, path: &str, mode: u32) -> Result<&mut Self> {
-        let meta = std::fs::symlink_metadata(path).with_context(|| format!("{path} is missing"))?;
-        if meta.file_type().is_symlink() {
-            let target = std::fs::read_link(path).with_context(|| format!("readlink {path}"))?;
-            self.archive.symlink(path, &target.to_string_lossy())?;
-            let resolved = if target.is_absolute() {
-                target
-            } else {
-                Path::new(path)
-                    .parent()
-                    .unwrap_or(Path::new("/"))
-                    .join(target)
-            };
-            return self.host_file(&resolved.to_string_lossy(), mode);
-        }
-        self.archive.file_from(path, mode, Path::new(path))?;
+        add_host_file(&mut self.archive, path, mode)?;
         Ok(self)
     }
 
     /// Adds the dynamically linked program `path` from this machine with
     /// its shared-library closure (from `ldd`); returns the libraries' count.
     pub fn host_program(&mut self, path: &str) -> Result<usize> {
-        self.host_file(path, 0o755)?;
-        let libs = parse_ldd(&util::output(Command::new("ldd").arg(path))?)?;
-        for lib in &libs {
-            self.host_file(lib, 0o755)?;
-        }
-        Ok(libs.len())
+        Ok(add_host_program(&mut self.archive, path)?.len())
     }
 
     /// Adds `src` as `path` in the test host.
@@ -80,6 +61,55 @@ impl Extra {
         self.archive.file(path, mode, data)?;
         Ok(self)
     }
+}
+
+/// Adds `path` (absolute) from this machine to `archive` at the same
+/// path; a symlink is kept as a symlink and its target added as well.
+pub fn add_host_file(archive: &mut Archive, path: &str, mode: u32) -> Result<()> {
+    let meta = std::fs::symlink_metadata(path).with_context(|| format!("{path} is missing"))?;
+    if meta.file_type().is_symlink() {
+        let target = std::fs::read_link(path).with_context(|| format!("readlink {path}"))?;
+        archive.symlink(path, &target.to_string_lossy())?;
+        let resolved = if target.is_absolute() {
+            target
+        } else {
+            Path::new(path)
+                .parent()
+                .unwrap_or(Path::new("/"))
+                .join(target)
+        };
+        return add_host_file(archive, &lexical(&resolved), mode);
+    }
+    archive.file_from(path, mode, Path::new(path))
+}
+
+/// `path` with `.` and `..` components resolved lexically
+/// (`/usr/bin/../lib/x` is `/usr/lib/x`), as a relative symlink's target
+/// is read.
+fn lexical(path: &Path) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                parts.pop();
+            }
+            std::path::Component::Normal(n) => parts.push(n.to_string_lossy().into_owned()),
+            _ => {}
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+/// Adds the dynamically linked program `path` from this machine to
+/// `archive` with its shared-library closure (from `ldd`); returns the
+/// libraries' paths.
+pub fn add_host_program(archive: &mut Archive, path: &str) -> Result<Vec<String>> {
+    add_host_file(archive, path, 0o755)?;
+    let libs = parse_ldd(&util::output(Command::new("ldd").arg(path))?)?;
+    for lib in &libs {
+        add_host_file(archive, lib, 0o755)?;
+    }
+    Ok(libs)
 }
 
 /// The absolute paths of the shared objects in `ldd` output (the dynamic
@@ -279,6 +309,15 @@ mod tests {
         );
         assert!(parse_ldd("\tlibfoo.so.1 => not found\n").is_err());
         assert!(parse_ldd("\tstatically linked\n").is_err());
+    }
+
+    #[test]
+    fn relative_symlink_targets_resolve_lexically() {
+        assert_eq!(
+            lexical(Path::new("/usr/bin/../lib/android-sdk/./adb")),
+            "/usr/lib/android-sdk/adb"
+        );
+        assert_eq!(lexical(Path::new("/a/../../b")), "/b");
     }
 
     #[test]

@@ -18,10 +18,11 @@ use sha2::{Digest, Sha256};
 
 use crate::cpio::Archive;
 use crate::lock::{self, Inputs, LockedPackage};
-use crate::modules::{self, ModuleTree};
+use crate::modules::{self, Module, ModuleTree};
 use crate::paths::{self, Arch};
 use crate::setup;
 use crate::util::{self, step, warning};
+use crate::{kmod, tee_client};
 
 /// Bump to force a rebuild of all outputs when the builder itself changes.
 const BUILDER_VERSION: &str = "1";
@@ -34,17 +35,18 @@ pub const GUEST_INITRD: &str = "guest-initramfs.cpio.gz";
 /// Paths of the built images.
 #[derive(Debug, Clone)]
 pub struct Images {
-    /// Output directory.
+    /// Output directory (`GUEST_KERNEL`, `GUEST_INITRD`, the test host's
+    /// files and the manifest).
     pub dir: PathBuf,
-    /// Guest kernel (bzImage).
-    pub guest_kernel: PathBuf,
-    /// Guest initramfs.
-    pub guest_initrd: PathBuf,
 }
 
 /// Unpacks `debs` with `dpkg -x` into one root under the cache (reused while the
 /// set of .deb checksums is the same).
-fn unpack(cache: &Path, group: &str, debs: &[(&LockedPackage, &Path)]) -> Result<PathBuf> {
+pub(crate) fn unpack(
+    cache: &Path,
+    group: &str,
+    debs: &[(&LockedPackage, &Path)],
+) -> Result<PathBuf> {
     let mut h = Sha256::new();
     let mut shas: Vec<&str> = debs.iter().map(|(p, _)| p.sha256.as_str()).collect();
     shas.sort_unstable();
@@ -237,18 +239,23 @@ fn add_scripts(a: &mut Archive, src: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Adds the modules named in `list` (+ dependencies), decompressed, with
-/// `modules.dep` and the load order in `etc/vmstack/modules.load`.
+/// Adds the modules named in `list` (+ dependencies), decompressed, and the
+/// out-of-tree modules `built` (after the Debian modules they depend on),
+/// with `modules.dep` and the load order in `etc/vmstack/modules.load`.
 fn add_modules(
     a: &mut Archive,
     tree: &ModuleTree,
     release: &str,
     list: &[String],
+    built: &[Module],
 ) -> Result<usize> {
-    if list.is_empty() {
+    if list.is_empty() && built.is_empty() {
         return Ok(0);
     }
-    let mods = tree.resolve(list)?;
+    let mut names = list.to_vec();
+    names.extend(built.iter().flat_map(|m| m.depends.iter().cloned()));
+    let mut mods = tree.resolve(&names)?;
+    mods.extend(built.iter().cloned());
     let names: Vec<&str> = mods.iter().map(|m| m.name.as_str()).collect();
     step!("  modules (load order): {}", names.join(" "));
     let mut load = String::new();
@@ -358,17 +365,32 @@ fn check_kernel_format(kernel: &Path, arch: Arch) -> Result<()> {
 /// Builds the static guest tools and returns the binary and its sha256.
 fn guest_tools(arch: Arch) -> Result<(PathBuf, String)> {
     let path = setup::build_guest_tools(arch)?;
-    // `vhal-test` and `trusty-test` come from the same package; all hashes
-    // are the input.
+    // `vhal-test`, `tee-test` and `trusty-test` come from the same
+    // package; all hashes are the input.
     let mut sha = String::new();
     for p in [
         path.clone(),
         path.with_file_name("vhal-test"),
+        path.with_file_name("tee-test"),
         path.with_file_name("trusty-test"),
     ] {
         sha.push_str(&static_binary_sha(&p)?);
     }
     Ok((path, sha))
+}
+
+/// Builds the Android guest's binder programs (`vmstack-android`) and
+/// `rsb_hub`: the directory of the former, the path of the latter and
+/// every hash.
+fn android_binaries(arch: Arch) -> Result<(PathBuf, PathBuf, String)> {
+    let dir = crate::android::build_android(arch)?;
+    let hub = crate::android::build_rsb_hub(arch)?;
+    let mut sha = String::new();
+    for b in crate::android::ANDROID_BINS {
+        sha.push_str(&static_binary_sha(&dir.join(b))?);
+    }
+    sha.push_str(&static_binary_sha(&hub)?);
+    Ok((dir, hub, sha))
 }
 
 /// Builds `sysmgr` and `mcu-sim` (one package): the path of `sysmgr` and
@@ -442,6 +464,9 @@ pub fn build(arch: Arch, vmm: Option<&Path>) -> Result<Images> {
     check_kernel_format(&vmlinuz, arch)?;
     let moddir = modules_dir(&kroot, &release)?;
     let tree = ModuleTree::open(&moddir)?;
+    // Out-of-tree guest modules (virtio_tee) and the arm64 libteec client.
+    let guest_kmods = kmod::build(arch, &kroot, &release, &inputs)?;
+    let tee_client = tee_client::build(arch, &inputs)?;
 
     // Kernels: the guest and the test host run the same Debian kernel.
     let guest_kernel = out.join(GUEST_KERNEL);
@@ -455,14 +480,26 @@ pub fn build(arch: Arch, vmm: Option<&Path>) -> Result<Images> {
     let guest_modules = modules_list(&guest_src, arch)?;
     // Test programs for both images (/bin/vsock-test); their hash is an input.
     let (tools, tools_sha) = guest_tools(arch)?;
+    // The binder side (/bin/sysmgr-binderd, /bin/vmbinder,
+    // /bin/vhal-binder-test, /bin/rsb_hub) and the guest's adb daemon
+    // (/bin/adbd); their hashes are an input.
+    let (android_dir, rsb_hub, android_sha) = android_binaries(arch)?;
+    let adbd = setup::build_adbd(arch)?;
+    let adbd_sha = static_binary_sha(&adbd)?;
     let guest_initrd = out.join(GUEST_INITRD);
     let mut h = Sha256::new();
     h.update(format!(
-        "{BUILDER_VERSION} {} {} tools={tools_sha}",
+        "{BUILDER_VERSION} {} {} tools={tools_sha} android={android_sha} adbd={adbd_sha}",
         busybox_pkg.sha256, image_pkg.sha256
     ));
     hash_tree(&mut h, &guest_src)?;
     hash_tree(&mut h, &prebuilts.join("lib"))?;
+    for m in &guest_kmods {
+        h.update(&m.data);
+    }
+    if let Some(c) = &tee_client {
+        h.update(&c.sha256);
+    }
     let guest_key = util::hex(&h.finalize());
     if up_to_date(&guest_initrd, &guest_key) {
         step!("up to date: {}", guest_initrd.display());
@@ -471,14 +508,23 @@ pub fn build(arch: Arch, vmm: Option<&Path>) -> Result<Images> {
         let mut a = Archive::new();
         base_layout(&mut a, &broot)?;
         add_scripts(&mut a, &guest_src)?;
-        add_modules(&mut a, &tree, &release, &guest_modules)?;
+        add_modules(&mut a, &tree, &release, &guest_modules, &guest_kmods)?;
         a.file_from("bin/vsock-test", 0o755, &tools)?;
         a.file_from("bin/vhal-test", 0o755, &tools.with_file_name("vhal-test"))?;
+        a.file_from("bin/tee-test", 0o755, &tools.with_file_name("tee-test"))?;
         a.file_from(
             "bin/trusty-test",
             0o755,
             &tools.with_file_name("trusty-test"),
         )?;
+        if let Some(c) = &tee_client {
+            c.add_to(&mut a)?;
+        }
+        for b in crate::android::ANDROID_BINS {
+            a.file_from(&format!("bin/{b}"), 0o755, &android_dir.join(b))?;
+        }
+        a.file_from("bin/rsb_hub", 0o755, &rsb_hub)?;
+        a.file_from("bin/adbd", 0o755, &adbd)?;
         let size = a.write_gz(&guest_initrd)?;
         step!("  {} entries, {}", a.len(), util::human(size));
         write_stamp(&guest_initrd, &guest_key)?;
@@ -493,12 +539,18 @@ pub fn build(arch: Arch, vmm: Option<&Path>) -> Result<Images> {
     // The Trusty service (/bin/trustyd); its hash is an input.
     let trustyd = setup::build_trustyd(arch)?;
     let trustyd_sha = static_binary_sha(&trustyd)?;
+    // The stock adb client (x86_64 test host only: it is this machine's).
+    let adb_client = match arch {
+        Arch::X86_64 => crate::adb_client::locate()?,
+        Arch::Aarch64 => None,
+    };
+    let adb_sha = adb_client.as_ref().map_or("none", |c| c.sha256.as_str());
     let th_src = prebuilts.join("testhost");
     let th_modules = modules_list(&th_src, arch)?;
     let th_initrd = out.join(vmstack_tests::testhost::TESTHOST_INITRD);
     let mut h = Sha256::new();
     h.update(format!(
-        "{BUILDER_VERSION} {} {} {guest_initrd_sha} tools={tools_sha} sysmgr={sysmgr_sha} trustyd={trustyd_sha} vmm={}",
+        "{BUILDER_VERSION} {} {} {guest_initrd_sha} tools={tools_sha} sysmgr={sysmgr_sha} trustyd={trustyd_sha} adb={adb_sha} vmm={}",
         busybox_pkg.sha256,
         image_pkg.sha256,
         vmm.as_ref().map(|(_, s)| s.as_str()).unwrap_or("none")
@@ -522,7 +574,7 @@ pub fn build(arch: Arch, vmm: Option<&Path>) -> Result<Images> {
         let mut a = Archive::new();
         base_layout(&mut a, &broot)?;
         add_scripts(&mut a, &th_src)?;
-        add_modules(&mut a, &tree, &release, &th_modules)?;
+        add_modules(&mut a, &tree, &release, &th_modules, &[])?;
         a.file_from("guest/vmlinuz", 0o644, &guest_kernel)?;
         a.file_from("guest/initramfs.cpio.gz", 0o644, &guest_initrd)?;
         a.file_from("bin/vsock-test", 0o755, &tools)?;
@@ -530,8 +582,13 @@ pub fn build(arch: Arch, vmm: Option<&Path>) -> Result<Images> {
         a.file_from("bin/sysmgr", 0o755, &sysmgr)?;
         a.file_from("bin/mcu-sim", 0o755, &sysmgr.with_file_name("mcu-sim"))?;
         a.file_from("bin/trustyd", 0o755, &trustyd)?;
+        // The binder CLI over RPC for the host side (vmbinder --rpc unix:...).
+        a.file_from("bin/vmbinder", 0o755, &android_dir.join("vmbinder"))?;
         if let Some((p, _)) = &vmm {
             a.file_from("bin/vmm", 0o755, p)?;
+        }
+        if let Some(adb) = &adb_client {
+            adb.add_to(&mut a)?;
         }
         a.file(
             "etc/vmstack/build-info",
@@ -580,6 +637,9 @@ pub fn build(arch: Arch, vmm: Option<&Path>) -> Result<Images> {
         })),
         "guest_tools": { "path": tools.display().to_string(), "sha256": tools_sha },
         "guest_modules": guest_modules,
+        "guest_kmods": guest_kmods.iter().map(|m| serde_json::json!({
+            "name": m.name, "sha256": util::sha256_bytes(&m.data), "depends": m.depends,
+        })).collect::<Vec<_>>(),
         "testhost_modules": th_modules,
         "outputs": {
             GUEST_KERNEL: file_info(&guest_kernel)?,
@@ -599,11 +659,7 @@ pub fn build(arch: Arch, vmm: Option<&Path>) -> Result<Images> {
         started.elapsed().as_secs_f64(),
         manifest_path.display()
     );
-    Ok(Images {
-        dir: out,
-        guest_kernel,
-        guest_initrd,
-    })
+    Ok(Images { dir: out })
 }
 
 #[cfg(test)]

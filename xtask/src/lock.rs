@@ -8,6 +8,9 @@
 //!   bookworm-backports: the image it depends on, plus the matching
 //!   `linux-headers-<release>`, its `-common` and `linux-kbuild-*` packages;
 //! - `busybox`: `busybox-static` from bookworm;
+//! - `tee-client` (aarch64 lock only): Debian's OP-TEE client library
+//!   `libteec1` with `optee-client-dev` (headers) and the `libc6` it runs on,
+//!   from bookworm, for the arm64 guest's TEE client (`xtask/src/tee_client.rs`);
 //! - `qemu` (x86_64 lock only): the test host's emulator, `qemu-system-x86`
 //!   with the `qemu-system-common` and `qemu-system-data` of the same version
 //!   from bookworm-backports (bookworm's 7.2 mis-emulates nested SVM, see
@@ -49,6 +52,12 @@ pub const GROUP_KERNEL: &str = "kernel";
 pub const GROUP_BUSYBOX: &str = "busybox";
 /// Group name of the test host's QEMU packages (amd64 only).
 pub const GROUP_QEMU: &str = "qemu";
+/// Group name of the arm64 guest's TEE client library (arm64 only).
+pub const GROUP_TEE_CLIENT: &str = "tee-client";
+/// Packages of [`GROUP_TEE_CLIENT`] (each package's role is its name).
+pub const TEE_CLIENT_PACKAGES: &[&str] = &["libteec1", "optee-client-dev", "libc6"];
+/// Suite the TEE client packages are taken from.
+pub const TEE_CLIENT_SUITE: &str = "bookworm";
 
 /// Role of the kernel image package.
 pub const ROLE_IMAGE: &str = "kernel-image";
@@ -301,12 +310,23 @@ fn resolve_qemu(apt: &Apt) -> Result<Vec<LockedPackage>> {
     Ok(pkgs)
 }
 
+/// Resolves the arm64 TEE client packages, each at its bookworm version.
+fn resolve_tee_client(apt: &Apt) -> Result<Vec<LockedPackage>> {
+    TEE_CLIENT_PACKAGES
+        .iter()
+        .map(|name| {
+            let p = version_in_suite(apt, name, TEE_CLIENT_SUITE)?;
+            Ok(LockedPackage::from_info(GROUP_TEE_CLIENT, name, &p))
+        })
+        .collect()
+}
+
 /// Groups locked for Debian architecture `arch`.
 fn groups(arch: &str) -> &'static [&'static str] {
     if arch == "amd64" {
         &[GROUP_KERNEL, GROUP_BUSYBOX, GROUP_QEMU]
     } else {
-        &[GROUP_KERNEL, GROUP_BUSYBOX]
+        &[GROUP_KERNEL, GROUP_BUSYBOX, GROUP_TEE_CLIENT]
     }
 }
 
@@ -436,6 +456,8 @@ pub fn ensure_inputs(lock_path: &Path, cache: &Path, arch: &str) -> Result<Input
                 pkgs[0].version
             );
             packages.extend(pkgs);
+        } else if group == GROUP_TEE_CLIENT {
+            packages.extend(resolve_tee_client(&apt)?);
         } else {
             packages.extend(resolve_busybox(&apt)?);
         }

@@ -188,24 +188,29 @@ fn elf(data: &[u8]) -> Result<object::File<'_>> {
     Ok(file)
 }
 
-/// `depends=` of a module's `.modinfo` section.
-pub fn modinfo_depends(module: &[u8]) -> Result<Vec<String>> {
+/// The value of `key` in a module's `.modinfo` section (`vermagic`, ...).
+pub fn modinfo(module: &[u8], key: &str) -> Result<Option<String>> {
     use object::{Object as _, ObjectSection as _};
     let file = elf(module)?;
     let section = file
         .section_by_name(".modinfo")
         .ok_or_else(|| anyhow!("no .modinfo section"))?;
     let info = section.data().context("cannot read the .modinfo section")?;
-    for kv in info.split(|&b| b == 0) {
-        if let Some(v) = kv.strip_prefix(b"depends=") {
-            return Ok(String::from_utf8_lossy(v)
-                .split(',')
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .collect());
-        }
-    }
-    Ok(Vec::new())
+    let prefix = format!("{key}=");
+    Ok(info
+        .split(|&b| b == 0)
+        .find_map(|kv| kv.strip_prefix(prefix.as_bytes()))
+        .map(|v| String::from_utf8_lossy(v).into_owned()))
+}
+
+/// `depends=` of a module's `.modinfo` section.
+pub fn modinfo_depends(module: &[u8]) -> Result<Vec<String>> {
+    Ok(modinfo(module, "depends")?
+        .unwrap_or_default()
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect())
 }
 
 /// Whether an ELF executable needs a dynamic loader (has `PT_INTERP`).

@@ -1,10 +1,8 @@
-//! `cargo xtask test`, `demo` and `testhost`: build, then boot.
+//! `cargo xtask test` and `testhost`: build, then boot (the demo: `demo.rs`).
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use vmm_protocol::VmmExitCode;
 use vmstack_tests::testhost::{self, TestHostConfig};
 
 use crate::images::{self, Images};
@@ -112,50 +110,4 @@ pub fn testhost(scenarios: &str, no_build: bool, arch: Arch) -> Result<()> {
     };
     let list: Vec<&str> = scenarios.split(',').filter(|s| !s.is_empty()).collect();
     boot_streaming(&dir, &list, arch)
-}
-
-/// `cargo xtask demo [--direct]`.
-pub fn demo(direct: bool) -> Result<()> {
-    let images = prepare(Arch::X86_64)?;
-    if !direct {
-        return boot_streaming(&images.dir, &["demo"], Arch::X86_64);
-    }
-    if std::path::Path::new("/sys/module/kvm_pvm").exists() {
-        step!(
-            "note: this machine's /dev/kvm is kvm_pvm, which cannot boot unmodified kernels; \
-             the VMM is expected to refuse (use `cargo xtask demo` for the nested test host)"
-        );
-    }
-    let vmm = paths::static_binary(Arch::X86_64, "vmm");
-    let mut c = Command::new(&vmm);
-    c.args(["run", "--cpus", "2", "--mem", "256", "--initrd"])
-        .arg(&images.guest_initrd)
-        .args(["--params", "console=ttyS0 guest.scenario=demo"])
-        .arg(&images.guest_kernel)
-        .stdin(Stdio::null());
-    step!("run: {}", util::show(&c));
-    let mut child = c
-        .spawn()
-        .with_context(|| format!("cannot start {}", vmm.display()))?;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let status = loop {
-        if let Some(s) = child.try_wait()? {
-            break s;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("the VMM did not exit within 120 s and was killed");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    match status.code().and_then(VmmExitCode::from_code) {
-        Some(VmmExitCode::PoweroffOrStop) => {
-            step!("vmm exited 0 (guest powered off)");
-            Ok(())
-        }
-        Some(VmmExitCode::Reset) => bail!("vmm exited 32 (guest reset)"),
-        Some(VmmExitCode::Crash) => bail!("vmm exited 33 (guest crash)"),
-        _ => bail!("vmm failed ({status})"),
-    }
 }

@@ -15,6 +15,11 @@ pub const HOST_PACKAGES: &[&str] = &[
     "cpio",
     "musl-tools",
     "xz-utils",
+    // AOSP's AIDL compiler (Android 10): the conformance and API-dump
+    // cross-checks of `aidl/` (crate vmstack-aidl).
+    "aidl",
+    // The stock adb client, copied into the x86_64 test host (adb_client.rs).
+    "adb",
 ];
 
 /// Extra Debian packages the aarch64 images and tests need: the test host's
@@ -168,11 +173,12 @@ pub fn build_vmm(arch: Arch) -> Result<PathBuf> {
 }
 
 /// The static guest test tools of `arch` (`/bin/vsock-test`,
-/// `/bin/vhal-test` and `/bin/trusty-test` of both images); returns the
-/// `vsock-test` path (the others are beside it).
+/// `/bin/vhal-test`, `/bin/trusty-test` and `/bin/tee-test` of both
+/// images); returns the `vsock-test` path (the others are beside it).
 pub fn build_guest_tools(arch: Arch) -> Result<PathBuf> {
-    build_static(arch, "guest-tools", "vhal-test")?;
-    build_static(arch, "guest-tools", "trusty-test")?;
+    for bin in ["vhal-test", "trusty-test", "tee-test"] {
+        build_static(arch, "guest-tools", bin)?;
+    }
     build_static(arch, "guest-tools", "vsock-test")
 }
 
@@ -182,6 +188,11 @@ pub fn build_guest_tools(arch: Arch) -> Result<PathBuf> {
 pub fn build_sysmgr(arch: Arch) -> Result<PathBuf> {
     build_static(arch, "sysmgr", "mcu-sim")?;
     build_static(arch, "sysmgr", "sysmgr")
+}
+
+/// The static adb daemon of `arch` (the guest's `/bin/adbd`).
+pub fn build_adbd(arch: Arch) -> Result<PathBuf> {
+    build_static(arch, "vmstack-adbd", "adbd")
 }
 
 /// The static Trusty service of `arch` (the test host's `/bin/trustyd`).

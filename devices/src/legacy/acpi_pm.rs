@@ -61,7 +61,7 @@ impl AcpiPmDevice {
             self.sleep_status &= !WAK_STS;
             self.sink.send(PowerEvent::Suspend);
         } else {
-            tracing::warn!("guest wrote unknown SLP_TYP {slp_typ}; ignored");
+            crate::guest_warn!("guest wrote unknown SLP_TYP {slp_typ}; ignored");
         }
     }
 }

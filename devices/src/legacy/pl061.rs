@@ -109,7 +109,7 @@ impl Pl061 {
         let active = self.ris & self.ie != 0;
         if active && (!self.asserted || repeat) {
             if let Err(e) = self.irq.write(1) {
-                tracing::warn!("pl061: cannot raise the interrupt: {e}");
+                crate::guest_warn!("pl061: cannot raise the interrupt: {e}");
             }
         }
         self.asserted = active;

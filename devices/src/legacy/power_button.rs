@@ -60,7 +60,7 @@ impl PowerButton {
         match &self.press {
             Press::Irq(irqfd) => {
                 if let Err(e) = irqfd.write(1) {
-                    tracing::warn!("cannot raise the power button interrupt: {e}");
+                    crate::guest_warn!("cannot raise the power button interrupt: {e}");
                 }
             }
             Press::Action(action) => action(),

@@ -255,7 +255,7 @@ impl<T: EventToken> WaitContext<T> {
     pub fn kick_queue(&self, index: usize) {
         if let Some(event) = self.queue_events.get(index) {
             if let Err(e) = event.write(1) {
-                tracing::warn!("cannot re-kick queue {index}: {e}");
+                crate::guest_warn!("cannot re-kick queue {index}: {e}");
             }
         }
     }
@@ -380,7 +380,7 @@ fn run<W: Worker>(mut worker: W, ctx: WaitContext<W::Token>) -> W {
         let n = match ctx.wait(worker.timeout(), &mut events) {
             Ok(n) => n,
             Err(e) => {
-                tracing::error!("{}: epoll failed, the device stops serving: {e}", W::NAME);
+                crate::guest_error!("{}: epoll failed, the device stops serving: {e}", W::NAME);
                 return worker;
             }
         };
@@ -400,7 +400,7 @@ fn run<W: Worker>(mut worker: W, ctx: WaitContext<W::Token>) -> W {
                 Some(Ready::Source(token, set)) => worker.on_event(&ctx, token, set),
                 // Only `add`/`modify` put data into the set, and they take a
                 // `W::Token`: a decoding failure is a broken `EventToken`.
-                None => tracing::error!(
+                None => crate::guest_error!(
                     "{}: undecodable event data {:#x} (a bug in its token type)",
                     W::NAME,
                     event.data()
@@ -440,9 +440,24 @@ pub fn start<W: Worker>(
 
 /// A device worker thread that owns its state and hands it back when
 /// stopped (crosvm's `WorkerThread`).
+///
+/// Stopping waits a bounded time ([`WorkerThread::stop_within`]): a worker
+/// stuck in a blocking host call (a disk on a hung file system, a full
+/// pipe) must not hold the caller, which for a device reset is a vCPU.
 pub struct WorkerThread<T: Send + 'static> {
     kill: EventFd,
     handle: Option<sandbox::thread::JoinHandle<Option<T>>>,
+    /// Closed (or sent on) when the thread's body has returned.
+    done: mpsc::Receiver<()>,
+}
+
+/// The result of [`WorkerThread::stop_within`].
+pub enum Stopped<T: Send + 'static> {
+    /// The thread ended: what it owned, or `None` if it panicked.
+    Done(Option<T>),
+    /// The thread did not end in time; it was told to stop and is handed
+    /// back to be waited for again later.
+    Busy(WorkerThread<T>),
 }
 
 impl<T: Send + 'static> WorkerThread<T> {
@@ -459,9 +474,15 @@ impl<T: Send + 'static> WorkerThread<T> {
         // The input travels through a channel so that a failed spawn does
         // not take it (a device's backend) down with the closure.
         let (send, receive) = mpsc::sync_channel::<I>(1);
+        let (done_tx, done) = mpsc::channel::<()>();
         // Through the sandbox: the thread is confined to its class's
         // seccomp filter (by its name) before `body` runs.
-        let spawned = sandbox::thread::spawn(name, move || receive.recv().ok().map(body));
+        let spawned = sandbox::thread::spawn(name, move || {
+            let out = receive.recv().ok().map(body);
+            // The receiver may be gone (nobody waits any more).
+            let _ = done_tx.send(());
+            out
+        });
         let handle = match spawned {
             Ok(handle) => handle,
             Err(e) => return Err((e, input)),
@@ -474,28 +495,61 @@ impl<T: Send + 'static> WorkerThread<T> {
         Ok(Self {
             kill,
             handle: Some(handle),
+            done,
         })
     }
 
-    /// Stops the worker and returns what it owned (`None` if it panicked).
+    /// Stops the worker and returns what it owned (`None` if it panicked),
+    /// waiting as long as it takes.
     pub fn stop(mut self) -> Option<T> {
-        self.stop_inner()
+        self.signal();
+        self.join()
     }
 
-    fn stop_inner(&mut self) -> Option<T> {
-        let handle = self.handle.take()?;
-        if let Err(e) = self.kill.write(1) {
-            tracing::error!("cannot signal worker to stop: {e}");
+    /// Tells the worker to stop and waits at most `wait` for it.
+    pub fn stop_within(mut self, wait: Duration) -> Stopped<T> {
+        self.signal();
+        match self.done.recv_timeout(wait) {
+            Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => Stopped::Done(self.join()),
+            Err(mpsc::RecvTimeoutError::Timeout) => Stopped::Busy(self),
         }
-        handle.join().ok().flatten()
+    }
+
+    fn signal(&self) {
+        if let Err(e) = self.kill.write(1) {
+            crate::guest_error!("cannot signal worker to stop: {e}");
+        }
+    }
+
+    fn join(&mut self) -> Option<T> {
+        self.handle.take()?.join().ok().flatten()
     }
 }
 
 impl<T: Send + 'static> Drop for WorkerThread<T> {
     fn drop(&mut self) {
-        self.stop_inner();
+        if self.handle.is_none() {
+            return;
+        }
+        // Bounded like a reset: a worker that is stuck is left to end on
+        // its own (it owns everything it uses, guest memory included).
+        self.signal();
+        match self.done.recv_timeout(STOP_WAIT) {
+            Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+                self.join();
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => crate::guest_warn!(
+                "a device worker did not stop within {} ms; left to end on its own",
+                STOP_WAIT.as_millis()
+            ),
+        }
     }
 }
+
+/// How long a device reset (on the vCPU thread) or a teardown waits for a
+/// worker to stop. Above the vsock worker's 2 s drain of guest data on
+/// stop, so that a healthy worker always stops within it.
+pub const STOP_WAIT: Duration = Duration::from_secs(3);
 
 #[cfg(test)]
 mod tests {
@@ -705,5 +759,43 @@ mod tests {
         .map_err(|(e, _)| e)
         .unwrap();
         assert_eq!(worker.stop(), Some(42));
+    }
+
+    #[test]
+    fn stop_within_hands_back_a_busy_worker_to_wait_for_later() {
+        let kill = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        // A body that ignores the kill for a while (stuck in a host call).
+        let worker = WorkerThread::start("test", kill, 1, |n: i32| {
+            std::thread::sleep(Duration::from_millis(400));
+            n + 1
+        })
+        .map_err(|(e, _)| e)
+        .unwrap();
+        let started = std::time::Instant::now();
+        let Stopped::Busy(worker) = worker.stop_within(Duration::from_millis(20)) else {
+            panic!("the worker cannot have stopped yet");
+        };
+        assert!(started.elapsed() < Duration::from_millis(300));
+        match worker.stop_within(Duration::from_secs(10)) {
+            Stopped::Done(value) => assert_eq!(value, Some(2)),
+            Stopped::Busy(_) => panic!("the worker ended long ago"),
+        }
+    }
+
+    #[test]
+    fn dropping_a_stuck_worker_is_bounded() {
+        let kill = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let worker = WorkerThread::start("test", kill, (), |()| {
+            std::thread::sleep(STOP_WAIT + Duration::from_secs(2));
+        })
+        .map_err(|(e, _)| e)
+        .unwrap();
+        let started = std::time::Instant::now();
+        drop(worker);
+        let took = started.elapsed();
+        assert!(
+            took >= STOP_WAIT && took < STOP_WAIT + Duration::from_secs(1),
+            "{took:?}"
+        );
     }
 }

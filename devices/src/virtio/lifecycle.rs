@@ -27,14 +27,24 @@
 //! `VIRTIO_F_RING_EVENT_IDX` applied to every queue as negotiated.
 //! Activating an active device (the transport never does) stops its worker
 //! first.
+//!
+//! A reset never waits long on the worker: `reset` runs on the vCPU thread
+//! that wrote the status register, and a worker can be stuck in a blocking
+//! host call (a disk on a hung file system, a full pipe). It signals the
+//! worker and waits at most [`STOP_WAIT`]; a worker still busy then leaves
+//! the device `Stopping`: not active, the backend still with the worker.
+//! The next activation waits for it again (bounded the same way) and fails
+//! (`DEVICE_NEEDS_RESET`) while it is still busy; once the worker has
+//! ended the device works again.
 
 use std::sync::Arc;
 
 use virtio_queue::{Queue, QueueT};
 use vmm_sys_util::eventfd::EventFd;
 
-use super::event_loop::{self, Worker, WorkerThread};
+use super::event_loop::{self, Stopped, Worker, WorkerThread, STOP_WAIT};
 use super::{ActivateContext, ActivateError, GuestMemoryMmap, Interrupt, VIRTIO_RING_F_EVENT_IDX};
+use std::time::Duration;
 
 /// What a device's worker is built from when the driver sets `DRIVER_OK`.
 pub struct Activation<const N: usize> {
@@ -102,6 +112,9 @@ impl<B> StartError<B> {
 enum State<W: Worker> {
     Inactive(W::Backend),
     Active(WorkerThread<W>),
+    /// Reset, but the worker had not stopped within the wait: it has been
+    /// told to and still owns the backend.
+    Stopping(WorkerThread<W>),
     /// The worker panicked and took the backend with it.
     Broken,
 }
@@ -112,6 +125,8 @@ pub struct Lifecycle<W: Worker> {
     state: State<W>,
     /// Queues from this index on may be left unset by the driver.
     first_optional: Option<usize>,
+    /// How long a reset or activation waits for a worker to stop.
+    stop_wait: Duration,
 }
 
 impl<W: Worker<Backend = ()>> Default for Lifecycle<W> {
@@ -126,7 +141,15 @@ impl<W: Worker> Lifecycle<W> {
         Self {
             state: State::Inactive(backend),
             first_optional: None,
+            stop_wait: STOP_WAIT,
         }
+    }
+
+    /// Waits at most `wait` for a worker to stop (tests; the default is
+    /// [`STOP_WAIT`]).
+    pub fn with_stop_wait(mut self, wait: Duration) -> Self {
+        self.stop_wait = wait;
+        self
     }
 
     /// Lets the driver leave the queues from `index` on unset (the device
@@ -141,11 +164,16 @@ impl<W: Worker> Lifecycle<W> {
         matches!(self.state, State::Active(_))
     }
 
+    /// Whether a reset left a worker that has not stopped yet.
+    pub fn is_stopping(&self) -> bool {
+        matches!(self.state, State::Stopping(_))
+    }
+
     /// The backend while the device is inactive.
     pub fn backend_mut(&mut self) -> Option<&mut W::Backend> {
         match &mut self.state {
             State::Inactive(backend) => Some(backend),
-            State::Active(_) | State::Broken => None,
+            State::Active(_) | State::Stopping(_) | State::Broken => None,
         }
     }
 
@@ -183,28 +211,49 @@ impl<W: Worker> Lifecycle<W> {
     fn take_backend(&mut self) -> Result<W::Backend, ActivateError> {
         match std::mem::replace(&mut self.state, State::Broken) {
             State::Inactive(backend) => Ok(backend),
-            State::Active(thread) => match thread.stop() {
-                Some(worker) => Ok(worker.into_backend()),
-                None => Err(ActivateError::WorkerLost),
-            },
+            State::Active(thread) | State::Stopping(thread) => {
+                self.stop(thread);
+                match std::mem::replace(&mut self.state, State::Broken) {
+                    State::Inactive(backend) => Ok(backend),
+                    State::Stopping(thread) => {
+                        self.state = State::Stopping(thread);
+                        Err(ActivateError::WorkerBusy)
+                    }
+                    State::Active(_) | State::Broken => Err(ActivateError::WorkerLost),
+                }
+            }
             State::Broken => Err(ActivateError::WorkerLost),
         }
     }
 
+    /// Stops `thread` within the wait and sets the state from the result.
+    fn stop(&mut self, thread: WorkerThread<W>) {
+        self.state = match thread.stop_within(self.stop_wait) {
+            Stopped::Done(Some(worker)) => State::Inactive(worker.into_backend()),
+            Stopped::Done(None) => {
+                crate::guest_error!("{}: the worker panicked; the device is unusable", W::NAME);
+                State::Broken
+            }
+            Stopped::Busy(thread) => {
+                crate::guest_warn!(
+                    "{}: the worker did not stop within {} ms (stuck in a host call?); the device works again once it has",
+                    W::NAME,
+                    self.stop_wait.as_millis()
+                );
+                State::Stopping(thread)
+            }
+        };
+    }
+
     /// Stops the worker (the driver reset the device) and keeps its
-    /// backend for the next activation; nothing to do when inactive.
+    /// backend for the next activation; nothing to do when inactive. Waits
+    /// at most the stop wait (see the module docs).
     pub fn reset(&mut self) {
         if !self.is_active() {
             return;
         }
         if let State::Active(thread) = std::mem::replace(&mut self.state, State::Broken) {
-            self.state = match thread.stop() {
-                Some(worker) => State::Inactive(worker.into_backend()),
-                None => {
-                    tracing::error!("{}: the worker panicked; the device is unusable", W::NAME);
-                    State::Broken
-                }
-            };
+            self.stop(thread);
         }
     }
 }
@@ -341,5 +390,64 @@ mod tests {
             life.activate(h.context(0), start),
             Err(ActivateError::WorkerLost)
         ));
+    }
+
+    /// A worker whose `on_stop` takes a while (a host call that blocks).
+    struct Slow {
+        stop_takes: std::time::Duration,
+    }
+
+    impl Worker for Slow {
+        type Token = NoToken;
+        type Backend = ();
+        const NAME: &'static str = "slow";
+        const THREAD_NAME: &'static str = "v_slow";
+        fn on_queue(&mut self, _ctx: &WaitContext<NoToken>, _index: usize) {}
+        fn on_event(&mut self, _ctx: &WaitContext<NoToken>, token: NoToken, _: EventSet) {
+            match token {}
+        }
+        fn on_stop(&mut self, _ctx: &WaitContext<NoToken>) {
+            std::thread::sleep(self.stop_takes);
+        }
+        fn into_backend(self) {}
+    }
+
+    #[test]
+    fn a_reset_waits_a_bounded_time_for_a_stuck_worker() {
+        use std::time::{Duration, Instant};
+        let mem = guest_memory();
+        let h = DeviceHarness::new(&mem, 2, 16);
+        let wait = Duration::from_millis(50);
+        let mut life = Lifecycle::<Slow>::default().with_stop_wait(wait);
+        let slow = |_act: Activation<2>, ()| {
+            Ok(Slow {
+                stop_takes: Duration::from_millis(600),
+            })
+        };
+        life.activate(h.context(0), slow).unwrap();
+        let started = Instant::now();
+        life.reset();
+        assert!(
+            started.elapsed() < Duration::from_millis(400),
+            "reset waited"
+        );
+        assert!(!life.is_active() && life.is_stopping());
+        // Activating while the old worker is still busy fails cleanly.
+        assert!(matches!(
+            life.activate(h.context(0), slow),
+            Err(ActivateError::WorkerBusy)
+        ));
+        assert!(life.is_stopping());
+        // Once it has stopped, the device works again.
+        std::thread::sleep(Duration::from_millis(700));
+        let quick = |_act: Activation<2>, ()| {
+            Ok(Slow {
+                stop_takes: Duration::ZERO,
+            })
+        };
+        life.activate(h.context(0), quick).unwrap();
+        assert!(life.is_active());
+        life.reset();
+        assert!(!life.is_active() && !life.is_stopping());
     }
 }

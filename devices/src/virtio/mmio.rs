@@ -171,7 +171,7 @@ impl MmioTransport {
             reg::DRIVER_FEATURES_SEL => self.driver_features_select = value,
             reg::DRIVER_FEATURES => {
                 if self.status & status::FEATURES_OK != 0 {
-                    tracing::warn!("virtio-mmio: driver features written after FEATURES_OK");
+                    crate::guest_warn!("virtio-mmio: driver features written after FEATURES_OK");
                     return;
                 }
                 let shift = match self.driver_features_select {
@@ -240,7 +240,7 @@ impl MmioTransport {
             let offered = self.offered_features();
             let acked = self.acked_features;
             if acked & !offered != 0 || acked & VIRTIO_F_VERSION_1 == 0 {
-                tracing::warn!(
+                crate::guest_warn!(
                     "virtio-mmio: driver acked features {acked:#x} not within offered {offered:#x} or without VERSION_1; FEATURES_OK refused"
                 );
                 self.status = value & !status::FEATURES_OK;
@@ -255,13 +255,13 @@ impl MmioTransport {
 
     fn activate(&mut self) {
         if self.status & status::FEATURES_OK == 0 {
-            tracing::warn!("virtio-mmio: DRIVER_OK without FEATURES_OK");
+            crate::guest_warn!("virtio-mmio: DRIVER_OK without FEATURES_OK");
             self.fail();
             return;
         }
         for (i, q) in self.queues.iter().enumerate() {
             if q.ready() && !q.is_valid(&self.mem) {
-                tracing::warn!("virtio-mmio: queue {i} layout is invalid (size or addresses)");
+                crate::guest_warn!("virtio-mmio: queue {i} layout is invalid (size or addresses)");
                 self.fail();
                 return;
             }
@@ -274,7 +274,7 @@ impl MmioTransport {
         {
             Ok(events) => events,
             Err(e) => {
-                tracing::error!("virtio-mmio: cannot clone queue eventfds: {e}");
+                crate::guest_error!("virtio-mmio: cannot clone queue eventfds: {e}");
                 self.fail();
                 return;
             }
@@ -289,7 +289,7 @@ impl MmioTransport {
         {
             Ok(queues) => queues,
             Err(e) => {
-                tracing::warn!("virtio-mmio: invalid queue state: {e:?}");
+                crate::guest_warn!("virtio-mmio: invalid queue state: {e:?}");
                 self.fail();
                 return;
             }
@@ -304,7 +304,7 @@ impl MmioTransport {
         match self.device.activate(ctx) {
             Ok(()) => self.activated = true,
             Err(e) => {
-                tracing::warn!("virtio-mmio: activating device failed: {e}");
+                crate::guest_warn!("virtio-mmio: activating device failed: {e}");
                 self.fail();
             }
         }

@@ -36,7 +36,9 @@ pub mod event_loop;
 pub mod lifecycle;
 pub mod mmio;
 pub mod net;
+pub mod rate_limiter;
 pub mod rng;
+pub mod tee;
 #[cfg(test)]
 pub mod test_utils;
 pub mod vsock;
@@ -111,7 +113,7 @@ impl Interrupt {
     fn signal(&self, bit: u32) {
         self.status.fetch_or(bit, Ordering::SeqCst);
         if let Err(e) = self.irqfd.write(1) {
-            tracing::warn!("cannot raise virtio interrupt: {e}");
+            crate::guest_warn!("cannot raise virtio interrupt: {e}");
         }
     }
 
@@ -166,6 +168,9 @@ pub enum ActivateError {
     /// An earlier worker panicked and took the device's backend with it.
     #[error("the device's worker was lost earlier (it panicked); restart the VMM")]
     WorkerLost,
+    /// The previous worker has not stopped yet (stuck in a host call).
+    #[error("the device's previous worker has not stopped yet; reset the device again later")]
+    WorkerBusy,
 }
 
 /// A VIRTIO device, independent of its transport.

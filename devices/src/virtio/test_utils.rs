@@ -273,6 +273,20 @@ impl<'a> DeviceHarness<'a> {
         }
     }
 
+    /// Waits until the used-ring interrupt bit is set (or panics after 5 s).
+    /// A worker publishes the used index before it raises the interrupt, so
+    /// a test that saw [`Self::wait_used`] return must still wait for this.
+    pub fn wait_used_interrupt(&self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.interrupt.status() & 1 == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the used-ring interrupt was never raised"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     /// The `(id, len)` of used element `i` of queue `q`.
     pub fn used_elem(&self, q: usize, i: u16) -> (u32, u32) {
         let elem = self.queues[q]

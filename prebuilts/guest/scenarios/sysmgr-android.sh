@@ -1,11 +1,16 @@
 #!/bin/sh
-# The Android role under sysmgr (tests/tests/sysmgr.rs): the VHAL
-# power client on vsock port 4100 (vhal-test client: it postpones, reports
-# SHUTDOWN_START and powers off as scripted by vhal.script= on the kernel
-# command line), and user actions from the test host on vsock port 4101
-# (one line: reboot or poweroff, run as the user would). vhal-test's lines
-# become `vhal` markers.
+# The Android role under sysmgr (tests/tests/sysmgr.rs): Android's side of
+# the VHAL power handshake as a kernel-binder client of `sysmgr`
+# (vhal-binder-test: it postpones, reports SHUTDOWN_START and powers off as
+# scripted by vhal.script= on the kernel command line), reaching the host's
+# sysmgr through sysmgr-binderd and RPC binder over vsock; the binder CLI
+# (vmbinder) lists the service, calls it and watches its callbacks; user
+# actions come from the test host on vsock port 4101 (one line: reboot,
+# poweroff or request-shutdown, run as the user would). The tools' lines
+# become markers: `vhal`, `binder`, `cli-list`, `cli-state`, `watch`,
+# `cli-request`.
 . /lib/vmstack.sh
+. /scenarios/binder-lib.sh
 script=postpone:5000,postpone:5000,start
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
@@ -13,12 +18,18 @@ for arg in $(cat /proc/cmdline); do
     esac
 done
 mark android up
-vhal-test client --port 4100 --script "$script" 2>&1 | mark_lines vhal &
+binder_up
+vmbinder list 2>&1 | mark_lines cli-list
+vmbinder call sysmgr getSystemState 2>&1 | mark_lines cli-state
+vmbinder watch 2>&1 | mark_lines watch &
+vhal-binder-test --script "$script" 2>&1 | mark_lines vhal &
 while true; do
     cmd=$(vhal-test wait-line --port 4101)
     mark user_runs "$cmd"
     case "$cmd" in
         reboot) reboot -f ;;
         poweroff) poweroff -f ;;
+        request-shutdown)
+            vmbinder call sysmgr requestShutdown SHUTDOWN_PARAM_SHUTDOWN_ONLY 2>&1 | mark_lines cli-request ;;
     esac
 done

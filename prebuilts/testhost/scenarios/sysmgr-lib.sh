@@ -85,18 +85,19 @@ wait_vmm() {
     return 1
 }
 
-# finish: stop everything and print every log, each line prefixed.
-finish() {
-    step "end"
-    sysmgr status --state-dir $S --policy $D/policy.toml 2>&1
-    sysmgr events --state-dir $S 2>&1 | mark_lines events
+# stop_all: ends the daemon, then both VMMs and the MCU simulator.
+stop_all() {
     kill $SM 2>/dev/null
     wait $SM 2>/dev/null
-    # The whole log (every daemon's records) replays and verifies.
-    sysmgr status --state-dir $S --policy $D/policy.toml 2>&1 | mark_lines final-status
     for s in $A_CTL $C_CTL; do vmm stop $s >/dev/null 2>&1; done
     sleep 1
     kill $MCU 2>/dev/null
+}
+
+# dump_logs: the MCU's and every daemon's output as markers (`mcu`,
+# `sysmgr-N`), each VMM's log with its guest's console through
+# `guest_lines android|cluster`.
+dump_logs() {
     mark_lines mcu < $D/mcu.out
     for f in $D/sysmgr-*.out; do
         [ -f "$f" ] && mark_lines "$(basename "$f" .out)" < "$f"
@@ -105,4 +106,15 @@ finish() {
     for g in android cluster; do
         [ -f $S/$g.vmm.log ] && guest_lines $g < $S/$g.vmm.log
     done
+}
+
+# finish: stop everything and print every log.
+finish() {
+    step "end"
+    sysmgr status --state-dir $S --policy $D/policy.toml 2>&1
+    sysmgr events --state-dir $S 2>&1 | mark_lines events
+    stop_all
+    # The whole log (every daemon's records) replays and verifies.
+    sysmgr status --state-dir $S --policy $D/policy.toml 2>&1 | mark_lines final-status
+    dump_logs
 }

@@ -18,10 +18,16 @@ wait_for $S/android.vmm.log "vhal: REQ ON" 180 || { finish; exit 1; }
 wait_for $S/cluster.vmm.log @@vmstack:cluster=up 120 || { finish; exit 1; }
 step "both guests up"
 
+# The binder CLI in the android guest asks for a shutdown (SHUTDOWN_REQUEST)
+# while the ignition is on: the arbiter notes it and keeps the head unit on.
+vhal-test send-line $A_VSOCK 4101 request-shutdown --retry 30
+wait_for $S/android.vmm.log "@@vmstack:cli-request=" 60 || { finish; exit 1; }
+step "android requested a shutdown"
+
 # (b)
 vhal-test send-line $A_VSOCK 4101 reboot --retry 30
 wait_for $S/android.vmm.log @@vmstack:android=up 180 2 || { finish; exit 1; }
-wait_for $S/android.vmm.log "vhal: channel connected" 120 2 || { finish; exit 1; }
+wait_for $S/android.vmm.log "vhal: REPORT WAIT_FOR_VHAL" 120 2 || { finish; exit 1; }
 step "android rebooted"
 mark b-android "$(vmm status $A_CTL)"
 mark b-cluster "$(vmm status $C_CTL)"
@@ -37,7 +43,7 @@ mark c-held-android "$(vmm status $A_CTL)"
 sysmgr status --state-dir $S | mark_lines c-status
 mcu ignition on
 wait_for $S/android.vmm.log @@vmstack:android=up 180 3 || { finish; exit 1; }
-wait_for $S/android.vmm.log "vhal: channel connected" 120 3 || { finish; exit 1; }
+wait_for $S/android.vmm.log "vhal: REPORT WAIT_FOR_VHAL" 120 3 || { finish; exit 1; }
 step "android back"
 mark c-android "$(vmm status $A_CTL)"
 

@@ -48,6 +48,11 @@ pub const RUNTIME: &[Rule] = &[
     allow("madvise", "the allocator and libc return freed pages"),
     allow("brk", "musl's allocator"),
     allow("close", "dropping a file descriptor"),
+    allow_if(
+        "fcntl",
+        &[&[eq(1, libc::F_GETFD as u64, "F_GETFD")]],
+        "std checks that a descriptor it drops is open (debug builds)",
+    ),
     allow(
         "sigaltstack",
         "Rust's stack-overflow guard removes its signal stack when a thread ends",

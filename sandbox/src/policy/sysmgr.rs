@@ -79,6 +79,45 @@ const STATE: &[Rule] = &[
     allow("stat", "file sizes and types (musl on x86_64)").on(Arch::X86_64),
     allow("lstat", "file types (musl on x86_64)").on(Arch::X86_64),
     allow("flock", "the state directory's lock"),
+    allow(
+        "chmod",
+        "0700 on the binder directory, 0600 on a binder socket (x86_64)",
+    )
+    .on(Arch::X86_64),
+    allow(
+        "fchmodat",
+        "0700 on the binder directory, 0600 on a binder socket",
+    ),
+];
+
+/// The RPC binder endpoints (`sysmgr/src/binder.rs`): the host's socket in
+/// the state directory and one per Android guest beside its VMM's vsock
+/// socket (landlock allows creating sockets only there).
+const BINDER: &[Rule] = &[
+    allow("bind", "bind a binder endpoint's unix socket"),
+    allow("listen", "listen on it"),
+    allow(
+        "getpeername",
+        "rsbinder tells a connection's address family",
+    ),
+    allow_if(
+        "ioctl",
+        &[&[eq(1, libc::TIOCOUTQ as u64, "TIOCOUTQ")]],
+        "rsbinder waits until a connection's queued output drained",
+    ),
+];
+
+/// Questions about the process itself.
+const SELF: &[Rule] = &[
+    allow("getuid", "the own uid (binder peer checks)"),
+    allow("geteuid", "the own uid (binder peer checks)"),
+    allow("getgid", "the own gid"),
+    allow("getegid", "the own gid"),
+    allow_if(
+        "prlimit64",
+        &[&[eq(2, 0, "no new limit (a query)")]],
+        "read the descriptor and stack limits (never set one)",
+    ),
 ];
 
 /// Stopping a VMM an earlier daemon started (the launcher kills the ones
@@ -107,6 +146,8 @@ pub const POLICY: ProcessPolicy = ProcessPolicy {
             CONNECT_UNIX,
             RUNTIME_THREADS,
             STATE,
+            BINDER,
+            SELF,
             KILL,
         ],
     }],

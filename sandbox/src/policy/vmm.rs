@@ -83,6 +83,11 @@ const MAIN: &[Rule] = &[
         .on(Arch::X86_64),
     allow("unlinkat", "remove the VMM's own sockets when it exits"),
     allow("unlink", "remove the VMM's own sockets when it exits").on(Arch::X86_64),
+    allow(
+        "timerfd_create",
+        "the timer of each rate-limited device (virtio-blk, -net, -rng) of a rebuilt VM",
+    ),
+    allow("recvfrom", "the TEE service's greeting (virtio-tee)"),
 ];
 
 /// A vCPU thread: `KVM_RUN`, the exits it handles (MMIO and port I/O into
@@ -123,11 +128,37 @@ const VCPU: &[Rule] = &[
         "duplicate eventfds and sockets handed to a device worker; close-on-exec flags",
     ),
     allow("writev", "serial and console output"),
+    allow(
+        "read",
+        "the TEE service's greeting when the guest activates virtio-tee",
+    ),
+    allow(
+        "recvfrom",
+        "the TEE service's greeting when the guest activates virtio-tee",
+    ),
+    allow(
+        "timerfd_settime",
+        "disarm a rate limiter's timer when the guest resets a device",
+    ),
 ];
 
 /// The rules of every device worker: its epoll loop over queue kicks and
 /// the kill event, raising the device's interrupt (an eventfd write).
 const WORKER: &[Rule] = EPOLL_LOOP;
+
+/// The worker of a rate-limited device (virtio-blk, -net, -rng): its
+/// token buckets' timer (created by the main thread).
+const RATE_LIMITED: &[Rule] = &[
+    allow("timerfd_settime", "arm the timer until the bucket refills"),
+    allow("timerfd_gettime", "whether the timer is armed"),
+];
+
+/// virtio-tee's worker: frames to and from the TEE service's socket.
+const TEE: &[Rule] = &[];
+
+/// The serial port's output writer (a bounded buffer drained to stdout
+/// or a file, so that a vCPU never blocks on it).
+const SERIAL_OUT: &[Rule] = &[];
 
 /// virtio-rng's worker.
 const RNG: &[Rule] = &[allow("getrandom", "entropy for the guest (getrandom(2))")];
@@ -184,7 +215,7 @@ pub const POLICY: ProcessPolicy = ProcessPolicy {
             name: "main",
             threads: &[Threads::Named("main")],
             about: "the event loop and the rebuild of the VM on a restart",
-            rules: &[RUNTIME, MAIN],
+            rules: &[RUNTIME, MAIN, CONNECT_UNIX],
         },
         Class {
             name: LAUNCHER,
@@ -196,31 +227,43 @@ pub const POLICY: ProcessPolicy = ProcessPolicy {
             name: "vcpu",
             threads: &[Threads::Prefix("vcpu")],
             about: "KVM_RUN and the exits it handles (MMIO/port I/O, device activation)",
-            rules: &[RUNTIME, VCPU],
+            rules: &[RUNTIME, VCPU, CONNECT_UNIX],
         },
         Class {
             name: "device-rng",
             threads: &[Threads::Named("v_rng")],
             about: "the virtio-rng worker",
-            rules: &[RUNTIME, WORKER, RNG],
+            rules: &[RUNTIME, WORKER, RATE_LIMITED, RNG],
         },
         Class {
             name: "device-block",
             threads: &[Threads::Named("v_blk")],
             about: "the virtio-blk worker",
-            rules: &[RUNTIME, WORKER, BLOCK],
+            rules: &[RUNTIME, WORKER, RATE_LIMITED, BLOCK],
         },
         Class {
             name: "device-net",
             threads: &[Threads::Named("v_net")],
             about: "the virtio-net worker",
-            rules: &[RUNTIME, WORKER, NET],
+            rules: &[RUNTIME, WORKER, RATE_LIMITED, NET],
         },
         Class {
             name: "device-vsock",
             threads: &[Threads::Named("v_vsock")],
             about: "the virtio-vsock worker and its host sockets",
             rules: &[RUNTIME, WORKER, STREAM_IO, ACCEPT, CONNECT_UNIX, VSOCK],
+        },
+        Class {
+            name: "device-tee",
+            threads: &[Threads::Named("v_tee")],
+            about: "the virtio-tee worker and its connection to the TEE service",
+            rules: &[RUNTIME, WORKER, STREAM_IO, TEE],
+        },
+        Class {
+            name: "serial-out",
+            threads: &[Threads::Named("serial-out")],
+            about: "writes the serial port's buffered output",
+            rules: &[RUNTIME, SERIAL_OUT],
         },
         Class {
             name: "device-console",

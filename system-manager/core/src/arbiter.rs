@@ -23,6 +23,8 @@ use crate::state::{FinalStep, GuestState, GuestStatus, Hold, ShutdownOrigin, Sys
 use crate::time::Millis;
 use crate::vhal::{ApPowerStateReport, ApPowerStateReq, ShutdownParam};
 
+mod shutdown_request;
+
 /// Rounds of "consequences" per guest before step 3 gives up; every round
 /// moves some guest strictly towards off, so this is never reached.
 const SETTLE_ROUNDS_PER_GUEST: usize = 8;
@@ -792,6 +794,7 @@ impl Arbiter {
                 value,
                 param,
             } => self.report(&guest, value, param, out),
+            Input::ShutdownRequest { guest, param } => self.shutdown_request(&guest, param, out),
             Input::VmStarted { guest } => self.vm_started(&guest, out),
             Input::VmExited { guest, reason } => self.vm_gone(
                 &guest,

@@ -50,6 +50,16 @@ pub enum Input {
         /// `AP_POWER_STATE_REPORT[1]`.
         param: i32,
     },
+    /// `SHUTDOWN_REQUEST` (VHAL 0x11410A05, Android 14+): the Android guest
+    /// asks the vehicle to shut the head unit down (`param` is a
+    /// `VehicleApPowerStateShutdownParam`). The vehicle decides (see
+    /// `arbiter/shutdown_request.rs`).
+    ShutdownRequest {
+        /// The guest (from its binder connection, never its word).
+        guest: String,
+        /// Raw parameter, checked by the core.
+        param: i32,
+    },
     /// The guest's VM is running (after `StartVm` or a restart).
     VmStarted {
         /// The guest's policy name.
@@ -77,6 +87,7 @@ impl Input {
         match self {
             Input::GuestPowerRequest { guest, .. }
             | Input::ApPowerStateReport { guest, .. }
+            | Input::ShutdownRequest { guest, .. }
             | Input::VmStarted { guest }
             | Input::VmExited { guest, .. }
             | Input::VmLost { guest } => Some(guest),
@@ -106,6 +117,9 @@ impl fmt::Display for Input {
                 f,
                 "{guest} reports AP_POWER_STATE_REPORT [{value}, {param}]"
             ),
+            Input::ShutdownRequest { guest, param } => {
+                write!(f, "{guest} sends SHUTDOWN_REQUEST [{param}]")
+            }
             Input::VmStarted { guest } => write!(f, "{guest} VM started"),
             Input::VmExited { guest, reason } => write!(f, "{guest} VM exited ({reason})"),
             Input::VmLost { guest } => write!(f, "{guest} VMM lost"),

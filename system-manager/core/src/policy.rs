@@ -178,6 +178,22 @@ pub struct GuestPolicy {
 /// power channel.
 pub const DEFAULT_VHAL_PORT: u32 = 4100;
 
+/// Default [`VmmLink::binder_port`]: the host vsock port (cid 2) the
+/// Android guest's binder daemon connects to for RPC binder.
+pub const DEFAULT_BINDER_PORT: u32 = 4200;
+
+/// Which channel carries the Android guest's VHAL power handshake.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AndroidChannel {
+    /// `ISystemManager` over RPC binder: the guest connects to host cid 2,
+    /// port [`VmmLink::binder_port`] (the default).
+    #[default]
+    Binder,
+    /// The text-line fallback: the daemon connects to the guest's
+    /// [`VmmLink::vhal_port`] (`docs/system-manager.md`).
+    VhalLines,
+}
+
 /// How the daemon (`sysmgr`) reaches one guest. Only validated here; the
 /// arbiter core does not use it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -189,6 +205,11 @@ pub struct VmmLink {
     pub vsock_socket: Option<String>,
     /// The guest's vsock port of the VHAL power channel.
     pub vhal_port: u32,
+    /// The channel of the VHAL handshake (`android_channel = "binder" |
+    /// "vhal-lines"`).
+    pub android_channel: AndroidChannel,
+    /// The host vsock port the guest's binder daemon connects to.
+    pub binder_port: u32,
     /// The command line `StartVm` runs (program and arguments). Without it
     /// the VMM is started by someone else and `StartVm` only waits for its
     /// control socket.
@@ -292,6 +313,8 @@ struct RawGuest {
     control_socket: Option<Spanned<String>>,
     vsock_socket: Option<Spanned<String>>,
     vhal_port: Option<Spanned<u32>>,
+    android_channel: Option<Spanned<String>>,
+    binder_port: Option<Spanned<u32>>,
     launch: Option<Spanned<Vec<String>>>,
 }
 
@@ -546,9 +569,43 @@ impl Policy {
             Some(l) => Some(l.get_ref().clone()),
             None => None,
         };
+        let android_channel = match &g.android_channel {
+            None => AndroidChannel::Binder,
+            Some(ch) => match ch.get_ref().as_str() {
+                "binder" => AndroidChannel::Binder,
+                "vhal-lines" => AndroidChannel::VhalLines,
+                other => {
+                    return Err(c.invalid(
+                        Some(ch.span()),
+                        &format!("guest[{n}].android_channel"),
+                        format!("unknown channel {other:?} (binder or vhal-lines)"),
+                    ))
+                }
+            },
+        };
+        for (field, set) in [
+            (
+                "android_channel",
+                g.android_channel.as_ref().map(|c| c.span()),
+            ),
+            ("binder_port", g.binder_port.as_ref().map(|p| p.span())),
+        ] {
+            if let (Some(span), None) = (set, &g.vsock_socket) {
+                return Err(c.invalid(
+                    Some(span),
+                    &format!("guest[{n}].{field}"),
+                    "needs vsock_socket (the channel runs over the VMM's vsock)".to_string(),
+                ));
+            }
+        }
         Ok(VmmLink {
             control_socket,
             vsock_socket,
+            android_channel,
+            binder_port: g
+                .binder_port
+                .as_ref()
+                .map_or(DEFAULT_BINDER_PORT, |p| *p.get_ref()),
             vhal_port: g
                 .vhal_port
                 .as_ref()
@@ -794,6 +851,35 @@ restart_on_failure = false
     }
 
     #[test]
+    fn android_channel_and_binder_port() {
+        let p = Policy::from_toml_str(
+            "[[guest]]\nname = \"a\"\nrole = \"android\"\nvsock_socket = \"/run/a.vsock\"\n",
+        )
+        .expect("valid");
+        assert_eq!(p.guests()[0].vmm.android_channel, AndroidChannel::Binder);
+        assert_eq!(p.guests()[0].vmm.binder_port, DEFAULT_BINDER_PORT);
+        let p = Policy::from_toml_str(
+            "[[guest]]\nname = \"a\"\nrole = \"android\"\nvsock_socket = \"/v\"\nandroid_channel = \"vhal-lines\"\nbinder_port = 7\n",
+        )
+        .expect("valid");
+        assert_eq!(p.guests()[0].vmm.android_channel, AndroidChannel::VhalLines);
+        assert_eq!(p.guests()[0].vmm.binder_port, 7);
+        for (text, needle) in [
+            (
+                "vsock_socket = \"/v\"\nandroid_channel = \"tcp\"",
+                "binder or vhal-lines",
+            ),
+            ("binder_port = 5", "needs vsock_socket"),
+        ] {
+            let e = Policy::from_toml_str(&format!(
+                "[[guest]]\nname = \"a\"\nrole = \"android\"\n{text}\n"
+            ))
+            .expect_err(text);
+            assert!(e.to_string().contains(needle), "{e}");
+        }
+    }
+
+    #[test]
     fn daemon_fields_are_checked_but_optional() {
         let p = Policy::from_toml_str(
             "[[guest]]\nname = \"a\"\nrole = \"android\"\ncontrol_socket = \"/run/a.sock\"\nvsock_socket = \"/run/a.vsock\"\nlaunch = [\"/bin/vmm\", \"run\"]\n[[guest]]\nname = \"c\"\nrole = \"cluster\"\n",
@@ -808,6 +894,7 @@ restart_on_failure = false
             p.guests()[1].vmm,
             VmmLink {
                 vhal_port: DEFAULT_VHAL_PORT,
+                binder_port: DEFAULT_BINDER_PORT,
                 ..VmmLink::default()
             }
         );

@@ -61,65 +61,70 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// The daemon's status (its `status` JSON) as `sysmgr status` prints it.
+pub fn format_status(v: &Value) -> String {
+    let mut out = format!(
+        "daemon: running (pid {}), MCU {}\nsystem: {}   ignition: {}   vehicle in use: {}   now: {}   next timer: {}   inputs: {}\n\n",
+        v["daemon_pid"],
+        if v["mcu_connected"].as_bool() == Some(true) { "connected" } else { "not connected" },
+        text(&v["system"]),
+        if v["ignition_on"].as_bool() == Some(true) { "on" } else { "off" },
+        if v["vehicle_in_use"].as_bool() == Some(true) { "yes" } else { "no" },
+        ms(&v["now"]),
+        ms(&v["next_timer"]),
+        v["inputs"],
+    );
+    let rows: Vec<Vec<String>> = v["guests"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|g| {
+            let vmm = &g["vmm"];
+            let vmm_text = if vmm["attached"].as_bool() == Some(true) {
+                let pid = vmm["pid"]
+                    .as_u64()
+                    .map(|p| format!(", pid {p}"))
+                    .unwrap_or_default();
+                format!("attached, {}{pid}", text(&vmm["state"]))
+            } else {
+                "not attached".to_string()
+            };
+            vec![
+                text(&g["name"]),
+                text(&g["role"]),
+                text(&g["state"]),
+                text(&g["vhal_req"]),
+                match g["vhal_connected"].as_bool() {
+                    Some(true) => "connected".into(),
+                    Some(false) => "not connected".into(),
+                    None => "-".into(),
+                },
+                ms(&g["release_at"]),
+                vmm_text,
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &[
+            "GUEST",
+            "ROLE",
+            "STATE",
+            "AP_POWER_STATE_REQ",
+            "VHAL",
+            "RELEASE",
+            "VMM",
+        ],
+        &rows,
+    ));
+    out
+}
+
 /// `sysmgr status`.
 pub fn status(dir: &Path, policy: Option<&Path>) -> Result<String> {
     let dir = StateDir(dir.to_path_buf());
     if let Some(v) = query(&dir) {
-        let mut out = format!(
-            "daemon: running (pid {}), MCU {}\nsystem: {}   ignition: {}   vehicle in use: {}   now: {}   next timer: {}   inputs: {}\n\n",
-            v["daemon_pid"],
-            if v["mcu_connected"].as_bool() == Some(true) { "connected" } else { "not connected" },
-            text(&v["system"]),
-            if v["ignition_on"].as_bool() == Some(true) { "on" } else { "off" },
-            if v["vehicle_in_use"].as_bool() == Some(true) { "yes" } else { "no" },
-            ms(&v["now"]),
-            ms(&v["next_timer"]),
-            v["inputs"],
-        );
-        let rows: Vec<Vec<String>> = v["guests"]
-            .as_array()
-            .map(Vec::as_slice)
-            .unwrap_or_default()
-            .iter()
-            .map(|g| {
-                let vmm = &g["vmm"];
-                let vmm_text = if vmm["attached"].as_bool() == Some(true) {
-                    let pid = vmm["pid"]
-                        .as_u64()
-                        .map(|p| format!(", pid {p}"))
-                        .unwrap_or_default();
-                    format!("attached, {}{pid}", text(&vmm["state"]))
-                } else {
-                    "not attached".to_string()
-                };
-                vec![
-                    text(&g["name"]),
-                    text(&g["role"]),
-                    text(&g["state"]),
-                    text(&g["vhal_req"]),
-                    match g["vhal_connected"].as_bool() {
-                        Some(true) => "connected".into(),
-                        Some(false) => "not connected".into(),
-                        None => "-".into(),
-                    },
-                    ms(&g["release_at"]),
-                    vmm_text,
-                ]
-            })
-            .collect();
-        out.push_str(&table(
-            &[
-                "GUEST",
-                "ROLE",
-                "STATE",
-                "AP_POWER_STATE_REQ",
-                "VHAL",
-                "RELEASE",
-                "VMM",
-            ],
-            &rows,
-        ));
-        return Ok(out);
+        return Ok(format_status(&v));
     }
     // No daemon: the log is the state.
     let Some(policy) = policy else {

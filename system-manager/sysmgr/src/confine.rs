@@ -100,6 +100,7 @@ pub fn prepare(args: &RunArgs, confinement: &Confinement) -> Result<Prepared> {
         fs: sandbox::fs::FsRules {
             read,
             read_write: vec![args.state_dir.clone()],
+            make_socket_in: binder_socket_dirs(&policy),
             signal_others: true,
             ..Default::default()
         },
@@ -107,6 +108,29 @@ pub fn prepare(args: &RunArgs, confinement: &Confinement) -> Result<Prepared> {
     .context("entering the sandbox (or run with --disable-sandbox)")?;
     tracing::info!("sandbox: {entered}");
     Ok(Prepared { listener, launcher })
+}
+
+/// Where the daemon creates the guests' RPC binder sockets
+/// (`<vsock_socket>_<port>`, beside the VMMs' vsock sockets): each one's
+/// directory, or its closest existing ancestor (a VMM may create the
+/// directory later; landlock needs one that exists now).
+fn binder_socket_dirs(policy: &system_manager::Policy) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = policy
+        .guests()
+        .iter()
+        .filter(|g| g.vmm.android_channel == system_manager::AndroidChannel::Binder)
+        .filter_map(|g| g.vmm.vsock_socket.as_deref())
+        .filter_map(|s| {
+            let path = crate::binder::guest_socket(s, 0);
+            path.ancestors()
+                .skip(1)
+                .find(|d| d.is_dir())
+                .map(PathBuf::from)
+        })
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    dirs
 }
 
 /// Gives `dir` and everything beneath it to `owner` (never following a

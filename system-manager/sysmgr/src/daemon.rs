@@ -31,10 +31,13 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::sync::oneshot;
 use vmm_protocol::{Event as VmmEvent, Request, Response, ServerLine, VmState};
 
+use crate::binder::{BinderEndpoints, BinderRequest};
 use crate::mcu::McuReport;
 use crate::proto::mcu::{mcu_to_soc, McuToSoc, PowerOff, PowerOn, SocToMcu, Suspend};
 use crate::store::{self, Clock, Decided, DecisionLog, LogSync, StateDir};
 use crate::vhal::{VhalCmd, VhalConfig, VhalReport};
+mod binder_calls;
+
 use crate::vmm::{VmmCmd, VmmConfig, VmmReport};
 
 /// Everything the core loop reacts to.
@@ -50,6 +53,8 @@ pub enum Event {
     Input(Input),
     /// `status` on the daemon's control socket.
     Status(oneshot::Sender<serde_json::Value>),
+    /// A call on an `ISystemManager` binder endpoint.
+    Binder(BinderRequest),
 }
 
 /// What the daemon knows about one guest's VMM and channel.
@@ -116,6 +121,11 @@ pub struct Daemon {
     /// Records written whose outputs are not carried out yet.
     pending: Vec<LogRecord>,
     log_sync: LogSync,
+    /// The RPC binder endpoints and their listeners.
+    binder: BinderEndpoints,
+    /// The system state last sent to the listeners (description,
+    /// ignition, vehicle in use).
+    system_sent: Option<(String, bool, bool)>,
 }
 
 /// Most events handled as one batch.
@@ -185,7 +195,8 @@ impl Daemon {
                 })
                 .await
             });
-            let vhal = g.vmm.vsock_socket.as_ref().map(|sock| {
+            let lines = g.vmm.android_channel == system_manager::AndroidChannel::VhalLines;
+            let vhal = g.vmm.vsock_socket.as_ref().filter(|_| lines).map(|sock| {
                 let (htx, hrx) = unbounded_channel();
                 let cfg = VhalConfig {
                     guest: g.name.clone(),
@@ -215,6 +226,7 @@ impl Daemon {
             });
         }
 
+        let binder = crate::binder::start(&policy, &args.state_dir, &tx)?;
         let mut d = Daemon {
             arbiter,
             log,
@@ -228,8 +240,11 @@ impl Daemon {
             started_at: store::boottime_ms(),
             pending: Vec::new(),
             log_sync: args.log_sync,
+            binder,
+            system_sent: None,
         };
         d.resume_links();
+        d.publish_system();
         Ok((d, rx))
     }
 
@@ -245,6 +260,9 @@ impl Daemon {
             let _ = self.links[i].vmm.send(cmd);
             if let (Some(v), Some(req)) = (&self.links[i].vhal, g.vhal_req) {
                 let _ = v.send(VhalCmd::Req(req.vhal()));
+            }
+            if let (Some(Some(l)), Some(req)) = (self.binder.guests.get(i), g.vhal_req) {
+                l.set_req(req.vhal());
             }
         }
         let last = match self.arbiter.system() {
@@ -340,6 +358,7 @@ impl Daemon {
             }
         }
         self.update_vhal_wants();
+        self.publish_system();
         Ok(())
     }
 
@@ -357,6 +376,9 @@ impl Daemon {
             (Output::ApPowerStateReq { state, .. }, Some(i)) => {
                 if let Some(v) = &self.links[i].vhal {
                     let _ = v.send(VhalCmd::Req(state.vhal()));
+                }
+                if let Some(Some(l)) = self.binder.guests.get(i) {
+                    l.set_req(state.vhal());
                 }
             }
             (
@@ -492,6 +514,7 @@ impl Daemon {
                 }
             },
             Event::Mcu(r) => self.on_mcu(r)?,
+            Event::Binder(r) => self.on_binder(r)?,
         }
         Ok(())
     }
@@ -671,7 +694,9 @@ impl Daemon {
             .guests()
             .iter()
             .zip(&self.links)
-            .map(|(g, l)| {
+            .enumerate()
+            .map(|(i, (g, l))| {
+                let binder = self.binder.guests.get(i).and_then(|b| b.as_ref());
                 json!({
                     "name": g.name,
                     "role": g.role.to_string(),
@@ -683,7 +708,10 @@ impl Daemon {
                         "state": l.vmm_state.map(VmState::word),
                         "pid": l.pid,
                     },
-                    "vhal_connected": l.vhal.as_ref().map(|_| l.vhal_connected),
+                    "vhal_connected": match binder {
+                        Some(b) => Some(b.count() > 0),
+                        None => l.vhal.as_ref().map(|_| l.vhal_connected),
+                    },
                 })
             })
             .collect();

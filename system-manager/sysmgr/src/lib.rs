@@ -17,17 +17,21 @@
 //! * [`store`]: the state directory, the decision log and the clock.
 //! * [`vmm`], [`vhal`], [`mcu`]: the links to the VMMs' control sockets,
 //!   the Android guest's VHAL channel and the MCU.
+//! * [`binder`], [`notify`]: `ISystemManager` over RPC binder for the
+//!   Android guests and host tools, and its listeners' callbacks.
 //! * [`proto`]: the MCU protocol (protobuf) and its framing.
 //! * [`lines`]: a bounded line reader for the text links.
 //!
 //! See `docs/system-manager.md`.
 
+pub mod binder;
 pub mod cli;
 pub mod confine;
 pub mod daemon;
 pub mod launcher;
 pub mod lines;
 pub mod mcu;
+pub mod notify;
 pub mod proto;
 pub mod store;
 pub mod vhal;

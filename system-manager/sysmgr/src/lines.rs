@@ -45,7 +45,8 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
                 }
                 return Ok(String::from_utf8_lossy(&line).into_owned());
             }
-            if self.buf.len() > self.max {
+            // `max` bytes and the `\r` of a `\r\n` may wait for the `\n`.
+            if self.buf.len() > self.max + 1 {
                 return Err(LineEnd::TooLong);
             }
             let mut chunk = [0u8; 512];
@@ -71,5 +72,27 @@ mod tests {
         let long = [b'x'; 100];
         let mut r = LineReader::new(&long[..], 16);
         assert_eq!(r.next_line().await, Err(LineEnd::TooLong));
+    }
+
+    /// A reader whose reads end after the `\r` of a full-length line:
+    /// found by the `vhal_lines` fuzz target (the line was refused as too
+    /// long when the `\n` came in the next read).
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_full_length_crlf_line_split_after_the_cr_is_accepted() {
+        let (mut tx, rx) = tokio::io::duplex(64);
+        let line = [b'y'; 16];
+        let mut r = LineReader::new(rx, 16);
+        tokio::io::AsyncWriteExt::write_all(&mut tx, &line)
+            .await
+            .unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut tx, b"\r")
+            .await
+            .unwrap();
+        let read = tokio::spawn(async move { r.next_line().await });
+        tokio::task::yield_now().await;
+        tokio::io::AsyncWriteExt::write_all(&mut tx, b"\n")
+            .await
+            .unwrap();
+        assert_eq!(read.await.unwrap().as_deref(), Ok("yyyyyyyyyyyyyyyy"));
     }
 }

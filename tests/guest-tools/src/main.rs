@@ -23,6 +23,9 @@
 //!       echo         write back everything until EOF
 //!       many K KIB   (connect only) K concurrent connections to an echo
 //!                    server, each sending KIB KiB and checking the echo
+//!       rtt SIZE N   (connect only) N timed round trips of SIZE bytes through
+//!                    an echo server, each checked; prints every sample
+//!                    (`<tag>_us`, see guest_tools::rtt)
 //! OPTIONS: --tag NAME     prefix of the result lines (default: the mode)
 //!          --count N      (listen) serve N connections concurrently, then exit
 //!          --retry SECS   (connect) retry refused connections for SECS
@@ -42,6 +45,8 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::process::ExitCode;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
+
+use guest_tools::{Gen, Sum};
 
 /// Size of the I/O buffer.
 const CHUNK: usize = 64 * 1024;
@@ -118,90 +123,6 @@ fn err_name(e: &io::Error) -> String {
         _ => return e.to_string().replace(' ', "-"),
     };
     name.to_string()
-}
-
-// ------------------------------------------------------------ data
-
-/// Deterministic data: xorshift64* words.
-struct Gen(u64);
-
-impl Gen {
-    fn new(seed: u64) -> Self {
-        Gen(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
-    }
-
-    fn fill(&mut self, buf: &mut [u8]) {
-        for w in buf.chunks_mut(8) {
-            let mut x = self.0;
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            self.0 = x;
-            let v = x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes();
-            w.copy_from_slice(&v[..w.len()]);
-        }
-    }
-}
-
-/// Order-sensitive 64-bit checksum over 8-byte words, independent of how
-/// the stream was chunked.
-#[derive(Clone)]
-struct Sum {
-    h: u64,
-    carry: [u8; 8],
-    carried: usize,
-    bytes: u64,
-}
-
-impl Sum {
-    fn new() -> Self {
-        Sum {
-            h: 0xcbf2_9ce4_8422_2325,
-            carry: [0; 8],
-            carried: 0,
-            bytes: 0,
-        }
-    }
-
-    fn word(&mut self, w: u64) {
-        self.h = (self.h ^ w)
-            .wrapping_mul(0x0000_0100_0000_01b3)
-            .rotate_left(23);
-    }
-
-    fn update(&mut self, mut data: &[u8]) {
-        self.bytes += data.len() as u64;
-        if self.carried > 0 {
-            let take = (8 - self.carried).min(data.len());
-            self.carry[self.carried..self.carried + take].copy_from_slice(&data[..take]);
-            self.carried += take;
-            data = &data[take..];
-            if self.carried < 8 {
-                return;
-            }
-            self.word(u64::from_le_bytes(self.carry));
-            self.carried = 0;
-        }
-        let mut words = data.chunks_exact(8);
-        for w in &mut words {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(w);
-            self.word(u64::from_le_bytes(b));
-        }
-        let rest = words.remainder();
-        self.carry[..rest.len()].copy_from_slice(rest);
-        self.carried = rest.len();
-    }
-
-    fn finish(&self) -> u64 {
-        let mut s = self.clone();
-        if s.carried > 0 {
-            let mut b = [0u8; 8];
-            b[..s.carried].copy_from_slice(&s.carry[..s.carried]);
-            s.word(u64::from_le_bytes(b));
-        }
-        s.h ^ s.bytes
-    }
 }
 
 // ------------------------------------------------------------ modes
@@ -486,6 +407,7 @@ enum Mode {
     Recv,
     Echo,
     Many(usize, u64),
+    Rtt(usize, u64),
 }
 
 impl Mode {
@@ -495,6 +417,7 @@ impl Mode {
             Mode::Recv => "recv",
             Mode::Echo => "echo",
             Mode::Many(..) => "many",
+            Mode::Rtt(..) => "rtt",
         }
     }
 }
@@ -502,7 +425,7 @@ impl Mode {
 fn usage() -> ExitCode {
     eprintln!(
         "usage: vsock-test listen-vsock PORT | connect-vsock CID PORT | listen-unix PATH | \
-         connect-unix PATH PORT | connect-unix-raw PATH, then MODE (send MIB | recv | echo | many K KIB) \
+         connect-unix PATH PORT | connect-unix-raw PATH, then MODE (send MIB | recv | echo | many K KIB | rtt SIZE N) \
          [--tag NAME] [--count N] [--retry SECS] [--seed N] [--raw]; or: vsock-test drain-stdout"
     );
     ExitCode::from(2)
@@ -545,8 +468,29 @@ fn run_one(s: &mut Sock, mode: &Mode, opts: &Opts) -> io::Result<Report> {
         Mode::Send(mib) => send(s, mib * 1024 * 1024, opts.seed, opts.raw),
         Mode::Recv => recv(s, opts.raw),
         Mode::Echo => echo(s),
-        Mode::Many(..) => Err(io::Error::other("many is a client mode")),
+        Mode::Many(..) | Mode::Rtt(..) => Err(io::Error::other("a client mode")),
     }
+}
+
+/// `n` timed round trips of `size` bytes through an echo server, then a
+/// clean close; prints every sample.
+fn round_trips(s: &mut Sock, size: usize, n: u64, tag: &str) -> io::Result<()> {
+    let mut msg = guest_tools::pattern(size, 5);
+    let mut back = vec![0u8; size];
+    let samples = guest_tools::rtt::measure(n, |seq| {
+        guest_tools::rtt::stamp(&mut msg, seq);
+        s.write_all(&msg).map_err(|e| err_name(&e))?;
+        s.read_exact(&mut back).map_err(|e| err_name(&e))?;
+        if back != msg {
+            return Err(format!("round trip {seq}: the echo differs"));
+        }
+        Ok(())
+    })
+    .map_err(io::Error::other)?;
+    samples.print(tag);
+    s.shutdown_write()?;
+    while s.read(&mut back)? > 0 {}
+    Ok(())
 }
 
 /// Connects with `connect`, retrying refusals until `retry` has passed.
@@ -610,6 +554,9 @@ fn client(
         return Ok(());
     }
     let mut s = connect_retry(connect, opts.retry)?;
+    if let Mode::Rtt(size, n) = *mode {
+        return round_trips(&mut s, size, n, tag);
+    }
     let r = run_one(&mut s, mode, opts)?;
     print_report(tag, &r);
     Ok(())
@@ -686,6 +633,10 @@ fn main() -> ExitCode {
         Some("echo") => Mode::Echo,
         Some("many") => match (parse_num(rest.next()), parse_num(rest.next())) {
             (Some(k), Some(kib)) if k > 0 => Mode::Many(k, kib),
+            _ => return usage(),
+        },
+        Some("rtt") => match (parse_num(rest.next()), parse_num(rest.next())) {
+            (Some(size), Some(n)) if (16..=1 << 20).contains(&size) => Mode::Rtt(size, n),
             _ => return usage(),
         },
         _ => return usage(),
@@ -770,28 +721,6 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn checksum_is_independent_of_chunking_and_order_sensitive() {
-        let mut data = vec![0u8; 100_003];
-        Gen::new(5).fill(&mut data);
-        let mut whole = Sum::new();
-        whole.update(&data);
-        let mut parts = Sum::new();
-        for c in data.chunks(7) {
-            parts.update(c);
-        }
-        assert_eq!(whole.finish(), parts.finish());
-        data.swap(0, 8);
-        let mut swapped = Sum::new();
-        swapped.update(&data);
-        assert_ne!(whole.finish(), swapped.finish());
-        // Seeds give different data.
-        let (mut a, mut b) = ([0u8; 16], [0u8; 16]);
-        Gen::new(1).fill(&mut a);
-        Gen::new(2).fill(&mut b);
-        assert_ne!(a, b);
-    }
 
     #[test]
     fn hybrid_handshake_against_a_fake_vmm() {

@@ -1,5 +1,6 @@
 //! virtio-blk through the guest's stock `virtio_blk` driver (scenarios
-//! `block-rw-write`, `block-rw-read`, `block-ro`, `block-errors`).
+//! `block-rw-write`, `block-rw-read`, `block-ro`, `block-errors`,
+//! `block-limited`).
 
 use super::{guest, VMM};
 use crate::scenario::{Section, SharedRun};
@@ -10,6 +11,7 @@ pub const SCENARIOS: &[&str] = &[
     "block-rw-read",
     "block-ro",
     "block-errors",
+    "block-limited",
 ];
 
 /// sha256 of 64 MiB of zeroes: what an image the guest never wrote hashes to.
@@ -128,4 +130,35 @@ pub fn disk_setup_errors_are_one_line_and_say_what_to_do(run: &SharedRun) {
     }
     s.expect_eq(&guest("first", "init"), "ok")
         .expect_vmm_exit("first", "poweroff", 0);
+}
+
+/// Rate-limited disks are never faster than their limit and close to it:
+/// 4 MiB at 1 MiB/s (1 MiB at once) and 200 requests at 50/s (50 at once)
+/// each take 3 s at the limit. Faster is a limiter that does not limit;
+/// much slower one that stalls. The upper bound leaves room for the
+/// emulated test host's own speed (an unlimited read of 4 MiB there takes
+/// well under a second).
+pub fn limited_disks_run_near_their_limits(run: &SharedRun) {
+    let s = run.section("block-limited", 0);
+    booted_and_powered_off(&s);
+    let g = |k: &str| guest(VMM, k);
+    s.expect_eq(&g("bw_dd_rc"), "0")
+        .expect_eq(&g("ops_dd_rc"), "0")
+        // Every byte and request reached the device (no cache in between).
+        .expect_eq(&g("bw_sectors"), "8192");
+    if s.number(&g("ops_requests")) < 200 {
+        s.fail("fewer than 200 requests reached the ops-limited disk");
+    }
+    for key in ["bw_seconds", "ops_seconds"] {
+        let value = s.value(&g(key));
+        let Ok(seconds) = value.parse::<f64>() else {
+            s.fail(&format!("{key}={value} is not a number"));
+        };
+        // 3 s at the limit; /proc/uptime has 10 ms steps.
+        if !(2.9..=7.0).contains(&seconds) {
+            s.fail(&format!(
+                "{key}={seconds}: expected 3 s at the limit (2.9 to 7 s)"
+            ));
+        }
+    }
 }

@@ -10,6 +10,8 @@
 //! the arm64 test host's pKVM line and the arm64 guest kernel's view of our
 //! device tree (machine model, PSCI, UART).
 
+pub mod adb;
+pub mod binder;
 pub mod block;
 pub mod boot;
 pub mod console;
@@ -18,6 +20,7 @@ pub mod net;
 pub mod rng;
 pub mod sandbox;
 pub mod sysmgr;
+pub mod tee;
 pub mod trusty;
 pub mod vsock;
 

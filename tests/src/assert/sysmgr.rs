@@ -1,7 +1,8 @@
 //! The system manager (`sysmgr`) with real VMs: an android-role and a
 //! cluster-role VMM (launched by sysmgr, each with `--power-arbiter`), the
-//! MCU simulator, and `vhal-test` as Android's side of the VHAL power
-//! handshake over vsock. Scenarios `sysmgr` ((b), (c), (a) with (e)) and
+//! MCU simulator, and `vhal-binder-test` as Android's side of the VHAL
+//! power handshake, through the guest's kernel binder (`sysmgr-binderd`)
+//! and RPC binder over vsock to `sysmgr`. Scenarios `sysmgr` ((b), (c), (a) with (e)) and
 //! `sysmgr-deadline` ((d)); their markers are the `sysmgr events` table
 //! (`events`), each daemon's output (`sysmgr-N`), the MCU's (`mcu`), the
 //! final `sysmgr status` (`final-status`), `step`s, `vmm status` lines and
@@ -165,4 +166,35 @@ pub fn two_vm_d_android_that_stops_postponing_is_escalated_and_hard_stopped(run:
             ),
             ("events", "android: hard stop"),
         ]);
+}
+
+/// The Android side goes through binder: kernel binder in the guest
+/// (`rsb_hub`, `sysmgr-binderd`), RPC binder over vsock to `sysmgr`; the
+/// binder CLI in the guest lists the service, calls it, requests a
+/// shutdown (noted: the ignition is on), and `watch` prints the callbacks
+/// while the arbiter drives the handshake.
+pub fn two_vm_android_side_through_kernel_binder_and_rpc_binder(run: &SharedRun) {
+    let s = run.section("sysmgr", 0);
+    s.expect_eq("android.guest.binder", "sysmgr up")
+        .expect_contains(
+            "android.guest.cli-list",
+            "sysmgr: [vmstack.sysmgr.ISystemManager]",
+        )
+        .expect_contains("android.guest.cli-state", "SystemState {")
+        .expect_contains("android.guest.vhal", "vhal: binder service sysmgr found")
+        .expect_contains("android.guest.cli-request", "(void)")
+        .expect_contains("step", "android requested a shutdown")
+        .expect_contains("android.guest.watch", "onApPowerStateReq ON [0, 0]")
+        .expect_contains(
+            "android.guest.watch",
+            "onApPowerStateReq SHUTDOWN_PREPARE(SHUTDOWN_ONLY) [1, 3]",
+        )
+        .expect_contains("sysmgr-1", "ISystemManager on ");
+    events_have(
+        &s,
+        &[
+            "android sends SHUTDOWN_REQUEST [3]",
+            "the ignition is on, so the head unit stays on",
+        ],
+    );
 }

@@ -95,12 +95,15 @@ word_enum! {
 
 word_enum! {
     /// The final power step a guest took (`event power-request ... kind=K`):
-    /// ACPI S5/S3, the reset register, an i8042 reset or a triple fault on
-    /// x86; PSCI `SYSTEM_OFF`/`SYSTEM_RESET`/`SYSTEM_SUSPEND` on arm64.
+    /// ACPI S5/S3, the reset register or an i8042 reset on x86; PSCI
+    /// `SYSTEM_OFF`/`SYSTEM_RESET`/`SYSTEM_SUSPEND` on arm64. A VMM keeps at
+    /// most one request of each kind pending (a repeated one is coalesced)
+    /// and publishes them rate-limited (docs/vmm-control.md); a triple
+    /// fault is a crash, not a request.
     PowerRequestKind, "power request kind" {
         /// Power off (ACPI S5, PSCI `SYSTEM_OFF`).
         Poweroff => "poweroff",
-        /// Reboot (reset register, i8042, triple fault, PSCI `SYSTEM_RESET`).
+        /// Reboot (reset register, i8042, PSCI `SYSTEM_RESET`).
         Reboot => "reboot",
         /// Suspend to RAM (ACPI S3, PSCI `SYSTEM_SUSPEND`).
         Suspend => "suspend",

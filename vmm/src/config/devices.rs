@@ -6,13 +6,15 @@
 use std::path::PathBuf;
 use std::str::FromStr;
 
+use devices::virtio::rate_limiter::{BucketConfig, RateLimit};
+
 use super::ConfigError;
 
 /// All devices the user asked for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeviceConfig {
-    /// `--rng`: a virtio-rng device.
-    pub rng: bool,
+    /// `--rng`: a virtio-rng device (with its rate limit).
+    pub rng: Option<RngConfig>,
     /// `--disk` / `--rwdisk`, in order (the first is `/dev/vda`).
     pub disks: Vec<DiskConfig>,
     /// `--net`, in order.
@@ -21,6 +23,8 @@ pub struct DeviceConfig {
     pub vsock: Option<VsockConfig>,
     /// `--console`: a virtio-console (`hvc0`).
     pub console: Option<ConsoleConfig>,
+    /// `--tee`: a virtio TEE device in front of `trustyd`.
+    pub tee: Option<TeeConfig>,
 }
 
 impl DeviceConfig {
@@ -43,6 +47,28 @@ fn pairs(s: &str) -> impl Iterator<Item = (&str, &str)> {
         .map(|p| p.split_once('=').unwrap_or(("", p)))
 }
 
+/// The rate-limit keys every limited device accepts (`--disk`, `--rwdisk`,
+/// `--net`, `--rng`): `bw=` and `ops=`, each `SIZE:REFILL_MS[:BURST]`
+/// (docs/devices.md, "Rate limiters"). Returns `None` for another key.
+fn parse_limit_key(
+    key: &str,
+    value: &str,
+    limit: &mut RateLimit,
+) -> Option<Result<(), ConfigError>> {
+    let slot = match key {
+        "bw" => &mut limit.bandwidth,
+        "ops" => &mut limit.ops,
+        _ => return None,
+    };
+    Some(match value.parse::<BucketConfig>() {
+        Ok(bucket) => {
+            *slot = Some(bucket);
+            Ok(())
+        }
+        Err(e) => Err(ConfigError::RateLimit(format!("{key}=: {e}"))),
+    })
+}
+
 fn parse_bool(v: &str) -> Option<bool> {
     match v {
         "true" | "on" | "1" => Some(true),
@@ -51,8 +77,8 @@ fn parse_bool(v: &str) -> Option<bool> {
     }
 }
 
-/// A block device: `--disk PATH[,id=ID]` (read-only) or
-/// `--rwdisk PATH[,id=ID]` (read-write).
+/// A block device: `--disk PATH[,id=ID][,bw=..][,ops=..]` (read-only) or
+/// `--rwdisk ...` (read-write).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiskConfig {
     /// Raw image file.
@@ -61,19 +87,28 @@ pub struct DiskConfig {
     pub read_only: bool,
     /// Serial reported by `VIRTIO_BLK_T_GET_ID` (at most 20 bytes).
     pub id: Option<String>,
+    /// Bandwidth and request limits.
+    pub rate_limit: RateLimit,
 }
 
 impl DiskConfig {
     /// Parses the value of `--disk` (`read_only = true`) or `--rwdisk`.
     pub fn parse(s: &str, read_only: bool) -> Result<Self, ConfigError> {
-        let err = || ConfigError::Option {
+        let err = || {
+            ConfigError::Option {
             option: if read_only { "--disk" } else { "--rwdisk" },
             value: s.to_string(),
-            expected: "PATH[,id=ID] (id at most 20 bytes)",
+            expected: "PATH[,id=ID][,bw=SIZE:REFILL_MS[:BURST]][,ops=COUNT:REFILL_MS[:BURST]] (id at most 20 bytes)",
+        }
         };
         let mut path = None;
         let mut id = None;
+        let mut rate_limit = RateLimit::default();
         for (key, value) in pairs(s) {
+            if let Some(result) = parse_limit_key(key, value, &mut rate_limit) {
+                result?;
+                continue;
+            }
             match key {
                 "" | "path" if path.is_none() => path = Some(PathBuf::from(value)),
                 "id" if value.len() <= 20 => id = Some(value.to_string()),
@@ -84,17 +119,52 @@ impl DiskConfig {
             path: path.ok_or_else(err)?,
             read_only,
             id,
+            rate_limit,
         })
     }
 }
 
-/// A network card on a host tap device: `--net tap=NAME[,mac=AA:BB:..]`.
+/// The entropy device: `--rng` or `--rng=bw=..,ops=..`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RngConfig {
+    /// Bandwidth and request limits.
+    pub rate_limit: RateLimit,
+}
+
+impl FromStr for RngConfig {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut rate_limit = RateLimit::default();
+        for (key, value) in pairs(s) {
+            match parse_limit_key(key, value, &mut rate_limit) {
+                Some(result) => result?,
+                None => {
+                    return Err(ConfigError::Option {
+                        option: "--rng",
+                        value: s.to_string(),
+                        expected: "nothing (--rng) or --rng=bw=SIZE:REFILL_MS[:BURST],ops=COUNT:REFILL_MS[:BURST]",
+                    })
+                }
+            }
+        }
+        Ok(Self { rate_limit })
+    }
+}
+
+/// A network card on a host tap device: `--net tap=NAME[,mac=AA:BB:..]`
+/// with optional rate limits (`bw=`, `ops=` for both directions, `rx_bw=`,
+/// `rx_ops=`, `tx_bw=`, `tx_ops=` for one).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetConfig {
     /// Tap interface name (created if missing and permitted).
     pub tap: String,
     /// Guest MAC address; a fixed locally administered one if absent.
     pub mac: Option<[u8; 6]>,
+    /// Limits of frames to the guest.
+    pub rx_limit: RateLimit,
+    /// Limits of frames from the guest.
+    pub tx_limit: RateLimit,
 }
 
 fn parse_mac(s: &str) -> Option<[u8; 6]> {
@@ -110,14 +180,40 @@ impl FromStr for NetConfig {
     type Err = ConfigError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || ConfigError::Option {
+        let err = || {
+            ConfigError::Option {
             option: "--net",
             value: s.to_string(),
-            expected: "tap=NAME[,mac=AA:BB:CC:DD:EE:FF] (NAME at most 15 bytes)",
+            expected: "tap=NAME[,mac=AA:BB:CC:DD:EE:FF][,[rx_|tx_]bw=SIZE:REFILL_MS[:BURST]][,[rx_|tx_]ops=COUNT:REFILL_MS[:BURST]] (NAME at most 15 bytes)",
+        }
         };
         let mut tap = None;
         let mut mac = None;
+        let mut rx_limit = RateLimit::default();
+        let mut tx_limit = RateLimit::default();
         for (key, value) in pairs(s) {
+            let (direction, limit_key) = match key.split_once('_') {
+                Some(("rx", k)) => (Some(true), k),
+                Some(("tx", k)) => (Some(false), k),
+                _ => (None, key),
+            };
+            let mut both = RateLimit::default();
+            let target = match direction {
+                Some(true) => &mut rx_limit,
+                Some(false) => &mut tx_limit,
+                None => &mut both,
+            };
+            if let Some(result) = parse_limit_key(limit_key, value, target) {
+                result?;
+                if direction.is_none() {
+                    // `bw=`/`ops=` set each direction's bucket.
+                    for limit in [&mut rx_limit, &mut tx_limit] {
+                        limit.bandwidth = both.bandwidth.or(limit.bandwidth);
+                        limit.ops = both.ops.or(limit.ops);
+                    }
+                }
+                continue;
+            }
             match key {
                 "tap" if !value.is_empty() && value.len() <= 15 => tap = Some(value.to_string()),
                 "mac" => mac = Some(parse_mac(value).ok_or_else(err)?),
@@ -127,6 +223,8 @@ impl FromStr for NetConfig {
         Ok(Self {
             tap: tap.ok_or_else(err)?,
             mac,
+            rx_limit,
+            tx_limit,
         })
     }
 }
@@ -167,6 +265,36 @@ impl FromStr for VsockConfig {
             .ok_or_else(err)?;
         Ok(Self {
             cid,
+            socket: socket.ok_or_else(err)?,
+        })
+    }
+}
+
+/// A virtio TEE device: `--tee socket=PATH`, the guest's TEE socket of
+/// `trustyd` (`trustyd run --guest NAME=...,tee=PATH`; docs/trusty.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TeeConfig {
+    /// The TEE socket.
+    pub socket: PathBuf,
+}
+
+impl FromStr for TeeConfig {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = || ConfigError::Option {
+            option: "--tee",
+            value: s.to_string(),
+            expected: "socket=PATH (trustyd's tee= socket for this guest)",
+        };
+        let mut socket = None;
+        for (key, value) in pairs(s) {
+            match key {
+                "socket" if !value.is_empty() => socket = Some(PathBuf::from(value)),
+                _ => return Err(err()),
+            }
+        }
+        Ok(Self {
             socket: socket.ok_or_else(err)?,
         })
     }
@@ -232,7 +360,8 @@ mod tests {
             DiskConfig {
                 path: "/a.img".into(),
                 read_only: true,
-                id: None
+                id: None,
+                rate_limit: RateLimit::default(),
             }
         );
         let d = DiskConfig::parse("/b.img,id=root", false).unwrap();
@@ -269,6 +398,15 @@ mod tests {
     }
 
     #[test]
+    fn tee() {
+        let t: TeeConfig = "socket=/tmp/g.tee".parse().unwrap();
+        assert_eq!(t.socket, PathBuf::from("/tmp/g.tee"));
+        for bad in ["", "socket=", "/tmp/g.tee", "socket=/x,cid=3"] {
+            assert!(bad.parse::<TeeConfig>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn consoles() {
         assert_eq!(
             "type=stdout".parse::<ConsoleConfig>().unwrap(),
@@ -287,5 +425,26 @@ mod tests {
         ] {
             assert!(bad.parse::<ConsoleConfig>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn rate_limits() {
+        let d = DiskConfig::parse("/b.img,bw=10M:1000,ops=100:1000:500", false).unwrap();
+        assert_eq!(d.rate_limit.bandwidth.unwrap().size, 10 << 20);
+        assert_eq!(d.rate_limit.ops.unwrap().one_time_burst, 500);
+        let e = DiskConfig::parse("/b.img,bw=10M", false).unwrap_err();
+        assert!(e.to_string().contains("SIZE:REFILL_MS"), "{e}");
+        let n: NetConfig = "tap=t0,bw=1M:100,tx_ops=10:1000".parse().unwrap();
+        assert_eq!(n.rx_limit.bandwidth, n.tx_limit.bandwidth);
+        assert!(n.rx_limit.ops.is_none());
+        assert_eq!(n.tx_limit.ops.unwrap().size, 10);
+        let n: NetConfig = "tap=t0,rx_bw=1K:10".parse().unwrap();
+        assert!(n.tx_limit.is_unlimited() && !n.rx_limit.is_unlimited());
+        assert!("tap=t0,xx_bw=1K:10".parse::<NetConfig>().is_err());
+        assert_eq!("".parse::<RngConfig>(), Ok(RngConfig::default()));
+        let r: RngConfig = "bw=64K:1000".parse().unwrap();
+        assert_eq!(r.rate_limit.bandwidth.unwrap().size, 64 << 10);
+        assert!("speed=1".parse::<RngConfig>().is_err());
+        assert!("bw=0:1".parse::<RngConfig>().is_err());
     }
 }

@@ -6,7 +6,9 @@ mod devices;
 use std::path::PathBuf;
 use std::str::FromStr;
 
-pub use devices::{ConsoleConfig, DeviceConfig, DiskConfig, NetConfig, VsockConfig};
+pub use devices::{
+    ConsoleConfig, DeviceConfig, DiskConfig, NetConfig, RngConfig, TeeConfig, VsockConfig,
+};
 
 /// Errors in the user's VM configuration. Each message says what to change.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -51,6 +53,9 @@ pub enum ConfigError {
         /// The accepted form.
         expected: &'static str,
     },
+    /// A malformed rate-limit bucket (`bw=`, `ops=`).
+    #[error("{0}")]
+    RateLimit(String),
     /// A malformed `--serial` option.
     #[error("invalid --serial '{0}': expected type=stdout|file|sink[,path=FILE][,num=1]")]
     Serial(String),

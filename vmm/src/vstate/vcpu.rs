@@ -5,7 +5,7 @@
 //!            spawn()                 KVM_RUN exits
 //!   Created ─────────► Running ◄──────────────────┐
 //!                        │  │  I/O / MMIO ─► bus ──┘
-//!                        │  └─ shutdown/system event ─► VmEvent::Power
+//!                        │  └─ system event ─► VmEvent::Power (triple fault: crash)
 //!   pause(): state + kick│  resume()
 //!                        ▼     ▲
 //!                      Paused ─┘   (parked on a condvar, outside KVM_RUN)
@@ -57,14 +57,20 @@ pub enum VcpuError {
     Spawn(std::io::Error),
 }
 
-/// A vCPU hit an error the guest cannot recover from.
+/// A vCPU hit an error the guest cannot recover from (its thread ends).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VcpuCrash {
     /// vCPU index.
     pub id: u8,
     /// What happened.
     pub reason: String,
+    /// It was a triple fault (`KVM_EXIT_SHUTDOWN`), which the power policy
+    /// judges: the tail of a held reboot, or a crash.
+    pub triple_fault: bool,
 }
+
+/// The marker reason of a triple fault.
+const TRIPLE_FAULT: &str = "triple fault (KVM_EXIT_SHUTDOWN)";
 
 thread_local! {
     /// The running vCPU's `kvm_run` page, for the kick signal handler.
@@ -315,6 +321,7 @@ impl Vcpu {
                 Err(reason) => {
                     (self.on_crash)(VcpuCrash {
                         id: self.id,
+                        triple_fault: reason == TRIPLE_FAULT,
                         reason,
                     });
                     break;
@@ -353,30 +360,38 @@ impl Vcpu {
             Ok(exit) => match exit {
                 VcpuExit::IoIn(port, data) => {
                     if !self.pio.read(u64::from(port), data) {
-                        tracing::trace!("vcpu{}: unhandled inb {port:#x}", self.id);
+                        devices::guest_debug!("vcpu{}: unhandled port read {port:#x}", self.id);
                         data.fill(0xff);
                     }
                 }
                 VcpuExit::IoOut(port, data) => {
                     if !self.pio.write(u64::from(port), data) {
-                        tracing::trace!("vcpu{}: unhandled outb {port:#x} {data:02x?}", self.id);
+                        devices::guest_debug!(
+                            "vcpu{}: unhandled port write {port:#x} {data:02x?}",
+                            self.id
+                        );
                     }
                 }
                 VcpuExit::MmioRead(addr, data) => {
                     if !self.mmio.read(addr, data) {
-                        tracing::trace!("vcpu{}: unhandled MMIO read {addr:#x}", self.id);
+                        devices::guest_warn!("vcpu{}: unhandled MMIO read {addr:#x}", self.id);
                         data.fill(0);
                     }
                 }
                 VcpuExit::MmioWrite(addr, data) => {
                     if !self.mmio.write(addr, data) {
-                        tracing::trace!("vcpu{}: unhandled MMIO write {addr:#x}", self.id);
+                        devices::guest_warn!("vcpu{}: unhandled MMIO write {addr:#x}", self.id);
                     }
                 }
                 VcpuExit::Shutdown => {
-                    // A triple fault: what a PC does is reset.
-                    tracing::info!("vcpu{}: triple fault", self.id);
-                    self.power.send(PowerEvent::Reboot);
+                    // A triple fault. A PC would reset, but a guest that
+                    // faults in its fault handlers is broken, and a reset
+                    // that faults again would be a stream of reboot
+                    // requests. The vCPU leaves the guest for good; the
+                    // power policy calls it a crash unless a reboot is
+                    // held (Linux's last reboot fallback is a triple
+                    // fault).
+                    return Err(TRIPLE_FAULT.into());
                 }
                 VcpuExit::SystemEvent(kind, _) => match kind {
                     KVM_SYSTEM_EVENT_SHUTDOWN => self.power.send(PowerEvent::Poweroff),

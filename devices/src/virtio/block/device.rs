@@ -15,6 +15,7 @@ use super::{
     DISCARD_SECTOR_ALIGNMENT, MAX_DISCARD_SECTORS, MAX_DISCARD_SEGMENTS, QUEUE_SIZE, SECTOR_SIZE,
     SEG_MAX, SIZE_MAX,
 };
+use crate::virtio::rate_limiter::RateLimiter;
 use crate::virtio::{
     device_type, read_config_bytes, ActivateContext, ActivateError, Activation, Lifecycle,
     VirtioDevice, VIRTIO_RING_F_EVENT_IDX,
@@ -43,6 +44,12 @@ impl Block {
         Ok(Self::new(DiskImage::open(path, read_only, id)?))
     }
 
+    /// The device with `limiter` for its requests (kept across resets).
+    pub fn with_rate_limiter(mut self, limiter: RateLimiter) -> Self {
+        self.lifecycle = Lifecycle::new(limiter);
+        self
+    }
+
     /// Creates an inactive device for an open image.
     pub fn new(disk: DiskImage) -> Self {
         Self::shared(Arc::new(disk))
@@ -68,7 +75,7 @@ impl Block {
             disk,
             features,
             config,
-            lifecycle: Lifecycle::default(),
+            lifecycle: Lifecycle::new(RateLimiter::unlimited()),
         }
     }
 
@@ -119,9 +126,9 @@ impl VirtioDevice for Block {
 
     fn activate(&mut self, ctx: ActivateContext) -> Result<(), ActivateError> {
         let disk = self.disk.clone();
-        self.lifecycle.activate(ctx, |act: Activation<1>, ()| {
+        self.lifecycle.activate(ctx, |act: Activation<1>, limiter| {
             let [queue] = act.queues;
-            Ok(BlockWorker::new(act.mem, act.interrupt, queue, disk))
+            Ok(BlockWorker::new(act.mem, act.interrupt, queue, disk).with_rate_limiter(limiter))
         })
     }
 
@@ -349,7 +356,7 @@ mod tests {
         assert_eq!(d.h.read(DATA + 0x3000, 512), p[10 * 512..11 * 512]);
         assert_eq!(d.h.read(DATA + 0x1f00, 1024), p[11 * 512..13 * 512]);
         assert_eq!(d.h.read(DATA + 0x5000, 512), p[13 * 512..14 * 512]);
-        assert_ne!(d.h.interrupt.status() & 1, 0, "used-ring interrupt");
+        d.h.wait_used_interrupt();
         block.reset();
     }
 
@@ -667,6 +674,80 @@ mod tests {
         let mut d = Driver::new(&mem, &mut block);
         d.still_serves();
         block.reset();
+        block.reset();
+    }
+
+    /// Posts `n` reads of sector 0 (512 bytes each), each its own chain.
+    fn post_reads(h: &DeviceHarness, mem: &GuestMemoryMmap, n: u16) {
+        let mut header = [0u8; 16];
+        header[..4].copy_from_slice(&VIRTIO_BLK_T_IN.to_le_bytes());
+        mem.write_slice(&header, GuestAddress(HDR)).unwrap();
+        for i in 0..n {
+            let base = DATA + u64::from(i % 64) * 0x1000;
+            h.post(0, &[(HDR, 16, 0), (base, 512, W), (base + 0x800, 1, W)]);
+        }
+    }
+
+    fn limited(ops: Option<&str>, bw: Option<&str>) -> (Block, TempImage) {
+        let (block, img) = device(false, None);
+        let limit = crate::virtio::rate_limiter::RateLimit {
+            ops: ops.map(|s| s.parse().unwrap()),
+            bandwidth: bw.map(|s| s.parse().unwrap()),
+        };
+        (
+            block.with_rate_limiter(RateLimiter::new(limit).unwrap()),
+            img,
+        )
+    }
+
+    #[test]
+    fn an_ops_limit_paces_requests_and_a_reset_does_not_refill_it() {
+        use std::time::{Duration, Instant};
+        // 3 requests at once, then one per second.
+        let (mut block, _img) = limited(Some("3:3000"), None);
+        let mem = guest_memory();
+        let h = DeviceHarness::activate(&mem, &mut block, QUEUE_SIZE);
+        let started = Instant::now();
+        post_reads(&h, &mem, 4);
+        h.wait_used(0, 3);
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(h.queues[0].used().idx().load(), 3, "the 4th waits");
+        h.wait_used(0, 4);
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(900), "4 requests in {took:?}");
+        for i in 0..4 {
+            assert_eq!(h.used_elem(0, i).1, 513, "request {i} served whole");
+        }
+        // A reset and a new activation find the bucket as it was (empty),
+        // not refilled.
+        block.reset();
+        let mem = guest_memory();
+        let h = DeviceHarness::activate(&mem, &mut block, QUEUE_SIZE);
+        post_reads(&h, &mem, 2);
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(h.queues[0].used().idx().load() <= 1);
+        h.wait_used(0, 2);
+        block.reset();
+    }
+
+    #[test]
+    fn a_bandwidth_limit_paces_bytes() {
+        use std::time::{Duration, Instant};
+        // 2 KiB at once (4 reads), then 512 bytes per 50 ms: 20 reads of
+        // 512 bytes take 16 * 50 = 800 ms.
+        let (mut block, _img) = limited(None, Some("2K:200"));
+        let mem = guest_memory();
+        let h = DeviceHarness::activate(&mem, &mut block, QUEUE_SIZE);
+        let started = Instant::now();
+        post_reads(&h, &mem, 20);
+        h.wait_used(0, 20);
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(700) && took < Duration::from_secs(5),
+            "{took:?}"
+        );
+        let p = pattern();
+        assert_eq!(h.read(DATA + 19 * 0x1000, 512), p[..512]);
         block.reset();
     }
 }

@@ -35,7 +35,7 @@ pub use disk::{DiskError, DiskImage};
 /// worker's queue processing without its thread and epoll loop.
 #[doc(hidden)]
 pub mod fuzzing {
-    pub use super::worker::BlockWorker;
+    pub use super::worker::{BlockWorker, Observer};
 }
 
 /// Size of the request queue. 512 rather than the usual 256 so that

@@ -1,5 +1,10 @@
 //! The virtio-blk worker: on each kick, parses each chain and executes it
 //! against the image, synchronously and in order.
+//!
+//! With a rate limiter (`--disk ...,bw=...,ops=...`) each request costs one
+//! operation and, for reads, writes and write-zeroes, its bytes. A request
+//! the limiter refuses goes back on the queue and the worker stops serving
+//! (notifications stay off) until the limiter's timer fires.
 
 use std::sync::Arc;
 
@@ -10,9 +15,19 @@ use vm_memory::Bytes;
 use vmm_sys_util::epoll::EventSet;
 
 use super::disk::DiskImage;
-use super::request::{self, Operation, SectorRange, Segment};
+use super::request::{self, ChainError, Operation, Request, SectorRange, Segment};
 use super::{SECTOR_SHIFT, SECTOR_SIZE};
-use crate::virtio::{GuestMemoryMmap, Interrupt, NoToken, WaitContext, Worker};
+use crate::virtio::event_loop::event_token;
+use crate::virtio::rate_limiter::RateLimiter;
+use crate::virtio::{GuestMemoryMmap, Interrupt, WaitContext, Worker};
+
+event_token! {
+    /// The block worker's own event sources.
+    pub enum Token {
+        /// The rate limiter's timer: a refused request may pass now.
+        RateLimit,
+    }
+}
 
 /// Kinds of guest or host trouble, each logged once per worker.
 #[derive(Debug, Clone, Copy)]
@@ -36,23 +51,58 @@ pub struct BlockWorker {
     descs: Vec<Descriptor>,
     /// Bit per [`Problem`] already logged.
     logged: u32,
+    /// Kept across resets (the device's backend).
+    limiter: RateLimiter,
+    /// Sees every valid operation before it is executed (fuzz oracles).
+    observer: Option<Observer>,
 }
 
+/// A callback that sees each valid operation before its execution.
+pub type Observer = Box<dyn FnMut(&Operation) + Send>;
+
 impl Worker for BlockWorker {
-    type Token = NoToken;
-    type Backend = ();
+    type Token = Token;
+    type Backend = RateLimiter;
     const NAME: &'static str = "virtio-blk";
     const THREAD_NAME: &'static str = "v_blk";
 
-    fn on_queue(&mut self, _ctx: &WaitContext<NoToken>, _index: usize) {
+    fn register(&mut self, ctx: &WaitContext<Token>) -> std::io::Result<()> {
+        match self.limiter.timer() {
+            Some(timer) => ctx.add(timer, EventSet::IN, Token::RateLimit),
+            None => Ok(()),
+        }
+    }
+
+    fn on_queue(&mut self, _ctx: &WaitContext<Token>, _index: usize) {
         self.process_queue();
     }
 
-    fn on_event(&mut self, _ctx: &WaitContext<NoToken>, token: NoToken, _events: EventSet) {
-        match token {}
+    fn on_event(&mut self, _ctx: &WaitContext<Token>, token: Token, _events: EventSet) {
+        match token {
+            Token::RateLimit => {
+                self.limiter.on_timer();
+                self.process_queue();
+            }
+        }
     }
 
-    fn into_backend(self) {}
+    fn into_backend(self) -> RateLimiter {
+        self.limiter
+    }
+}
+
+/// What a request costs the rate limiter in bytes: the data of reads and
+/// writes, the ranges of write-zeroes (which may be written as zeroes).
+fn bandwidth_cost(req: &Result<Request, ChainError>) -> u64 {
+    let segments = |data: &[Segment]| data.iter().map(|s| u64::from(s.len)).sum();
+    match req.as_ref().map(|r| &r.op) {
+        Ok(Ok(Operation::Read { data, .. } | Operation::Write { data, .. })) => segments(data),
+        Ok(Ok(Operation::WriteZeroes(ranges))) => ranges
+            .iter()
+            .map(|r| u64::from(r.sectors) * SECTOR_SIZE)
+            .sum(),
+        _ => 0,
+    }
 }
 
 impl BlockWorker {
@@ -70,19 +120,36 @@ impl BlockWorker {
             disk,
             descs: Vec::new(),
             logged: 0,
+            limiter: RateLimiter::unlimited(),
+            observer: None,
         }
+    }
+
+    /// Calls `observer` with each valid operation before it is executed
+    /// (the fuzz target's oracle: what the disk may change).
+    #[doc(hidden)]
+    pub fn with_observer(mut self, observer: Observer) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// The worker with `limiter` (the device's, kept across resets).
+    pub fn with_rate_limiter(mut self, limiter: RateLimiter) -> Self {
+        self.limiter = limiter;
+        self
     }
 
     fn log_once(&mut self, problem: Problem, what: std::fmt::Arguments<'_>) {
         let bit = 1u32 << problem as u32;
         if self.logged & bit == 0 {
             self.logged |= bit;
-            tracing::warn!("virtio-blk: {what} (further such problems are not logged)");
+            crate::guest_warn!("virtio-blk: {what} (further such problems are not logged)");
         }
     }
 
     /// Serves every available chain, with guest notifications suppressed
-    /// while it works; returns the number of chains used.
+    /// while it works; returns the number of chains used. Stops early,
+    /// notifications still off, when the rate limiter refuses a request.
     pub fn process_queue(&mut self) -> usize {
         let mem = self.mem.clone();
         let mut used = 0;
@@ -91,11 +158,20 @@ impl BlockWorker {
             // kicks; serving goes on.
             let _ = self.queue.disable_notification(&mem);
             let before = used;
+            let mut limited = false;
             while let Some(chain) = self.queue.pop_descriptor_chain(&mem) {
                 let head = chain.head_index();
                 self.descs.clear();
                 self.descs.extend(chain);
-                let len = self.serve_chain();
+                let req = request::parse(&self.mem, &self.descs, self.disk.sectors());
+                if !self.limiter.consume(1, bandwidth_cost(&req)) {
+                    // Served first once the limiter's timer fires.
+                    let back = self.queue.next_avail().wrapping_sub(1);
+                    self.queue.set_next_avail(back);
+                    limited = true;
+                    break;
+                }
+                let len = self.serve_chain(req);
                 if let Err(e) = self.queue.add_used(&mem, head, len) {
                     self.log_once(
                         Problem::UsedRing,
@@ -103,6 +179,9 @@ impl BlockWorker {
                     );
                 }
                 used += 1;
+            }
+            if limited {
+                break;
             }
             match self.queue.enable_notification(&mem) {
                 // More arrived while notifications were off.
@@ -133,10 +212,11 @@ impl BlockWorker {
         used
     }
 
-    /// Serves the chain in `self.descs`; returns the used length (bytes
-    /// written into guest buffers, status byte included; 0 if dropped).
-    fn serve_chain(&mut self) -> u32 {
-        let req = match request::parse(&self.mem, &self.descs, self.disk.sectors()) {
+    /// Serves the chain in `self.descs`, parsed as `req`; returns the used
+    /// length (bytes written into guest buffers, status byte included; 0
+    /// if dropped).
+    fn serve_chain(&mut self, req: Result<Request, ChainError>) -> u32 {
+        let req = match req {
             Ok(req) => req,
             Err(e) => {
                 self.log_once(
@@ -147,7 +227,12 @@ impl BlockWorker {
             }
         };
         let (status, written) = match req.op {
-            Ok(op) => self.execute(op),
+            Ok(op) => {
+                if let Some(observe) = &mut self.observer {
+                    observe(&op);
+                }
+                self.execute(op)
+            }
             Err(rejection) => {
                 let problem = match rejection {
                     request::Rejection::Invalid(_) => Problem::InvalidRequest,

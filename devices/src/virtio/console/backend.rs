@@ -224,7 +224,7 @@ impl ConsoleBackend {
                 if let Err(e) = s.output.write_all(data).and_then(|()| s.output.flush()) {
                     if !s.output_warned {
                         s.output_warned = true;
-                        tracing::warn!(
+                        crate::guest_warn!(
                             "virtio-console: cannot write output, dropping it: {e} (logged once)"
                         );
                     }
@@ -355,7 +355,7 @@ impl Input {
                 0
             }
             Err(e) => {
-                tracing::warn!("virtio-console: cannot read input, closing it: {e}");
+                crate::guest_warn!("virtio-console: cannot read input, closing it: {e}");
                 self.eof = true;
                 0
             }
@@ -402,11 +402,11 @@ impl UnixBackend {
                         continue;
                     }
                     if let Err(e) = stream.set_nonblocking(true) {
-                        tracing::warn!("virtio-console: dropping a client: {e}");
+                        crate::guest_warn!("virtio-console: dropping a client: {e}");
                         continue;
                     }
                     if self.client.is_some() {
-                        tracing::info!(
+                        crate::guest_info!(
                             "virtio-console: a new client on {} replaces the previous one",
                             self.path.display()
                         );
@@ -431,7 +431,7 @@ impl UnixBackend {
                 Err(e) => {
                     if !self.accept_warned {
                         self.accept_warned = true;
-                        tracing::warn!(
+                        crate::guest_warn!(
                             "virtio-console: accept on {} failed, retrying in {ACCEPT_RETRY:?}: {e} (logged once)",
                             self.path.display()
                         );
@@ -519,7 +519,7 @@ impl UnixBackend {
         client.backlog.extend(&rest[..keep]);
         if keep < rest.len() && !client.drop_warned {
             client.drop_warned = true;
-            tracing::warn!(
+            crate::guest_warn!(
                 "virtio-console: the client on {} is not reading; dropping output (logged once per client)",
                 self.path.display()
             );

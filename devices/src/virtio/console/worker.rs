@@ -90,7 +90,7 @@ impl ConsoleWorker {
             match (current, wanted) {
                 (Some(cur), Some(new)) if cur.fd == new.fd && cur.generation == new.generation => {
                     if let Err(e) = ctx.modify(&new.fd, new.events, source) {
-                        tracing::warn!("virtio-console: cannot change a watch: {e}");
+                        crate::guest_warn!("virtio-console: cannot change a watch: {e}");
                         continue;
                     }
                     self.watched[i] = wanted;
@@ -109,7 +109,7 @@ impl ConsoleWorker {
                                 backend.set_unpollable(source);
                             }
                             Err(e) => {
-                                tracing::warn!("virtio-console: cannot watch {source:?}: {e}")
+                                crate::guest_warn!("virtio-console: cannot watch {source:?}: {e}")
                             }
                         }
                     }
@@ -127,7 +127,7 @@ impl ConsoleWorker {
     fn warn_once(&mut self, kind: Warn, what: &str) {
         if self.warned & kind as u8 == 0 {
             self.warned |= kind as u8;
-            tracing::warn!("virtio-console: {what} (logged once)");
+            crate::guest_warn!("virtio-console: {what} (logged once)");
         }
     }
 

@@ -2,7 +2,7 @@
 //! worker starts (with the tap's offloads set from the acked features).
 
 use super::tap::NetBackend;
-use super::worker::NetWorker;
+use super::worker::{NetLimiters, NetWorker};
 use super::{tap_offload_flags, OFFERED_FEATURES, QUEUE_SIZE, RX_QUEUE, STATUS_LINK_UP, TX_QUEUE};
 use crate::virtio::{
     device_type, read_config_bytes, ActivateContext, ActivateError, Activation, Lifecycle,
@@ -24,9 +24,18 @@ impl Net {
         config[..6].copy_from_slice(&mac);
         config[6..].copy_from_slice(&STATUS_LINK_UP.to_le_bytes());
         Self {
-            lifecycle: Lifecycle::new(backend),
+            lifecycle: Lifecycle::new((backend, NetLimiters::unlimited())),
             config,
         }
+    }
+
+    /// The card with `limiters` for its two directions (kept across
+    /// resets).
+    pub fn with_rate_limiters(mut self, limiters: NetLimiters) -> Self {
+        if let Some((_, kept)) = self.lifecycle.backend_mut() {
+            *kept = limiters;
+        }
+        self
     }
 }
 
@@ -49,22 +58,21 @@ impl VirtioDevice for Net {
 
     fn activate(&mut self, ctx: ActivateContext) -> Result<(), ActivateError> {
         self.lifecycle
-            .activate(ctx, |act: Activation<2>, mut backend| {
+            .activate(ctx, |act: Activation<2>, (mut backend, limiters)| {
                 // The host may only send what the driver accepts.
                 let offload = tap_offload_flags(act.acked_features);
                 if let Err(e) = backend.set_offload(offload) {
-                    return Err(StartError::new(ActivateError::Worker(e), backend));
+                    return Err(StartError::new(
+                        ActivateError::Worker(e),
+                        (backend, limiters),
+                    ));
                 }
                 debug_assert_eq!((RX_QUEUE, TX_QUEUE), (0, 1));
                 let [rx, tx] = act.queues;
-                Ok(NetWorker::new(
-                    act.mem,
-                    act.interrupt,
-                    rx,
-                    tx,
-                    backend,
-                    act.acked_features,
-                ))
+                Ok(
+                    NetWorker::new(act.mem, act.interrupt, rx, tx, backend, act.acked_features)
+                        .with_rate_limiters(limiters),
+                )
             })
     }
 
@@ -243,7 +251,7 @@ mod tests {
         let mut got = h.read(DATA_START, VNET_HDR_LEN);
         got.extend(h.read(DATA_START + 0x1000, 1514));
         assert_eq!(got, expect);
-        assert!(h.interrupt.status() & 1 != 0);
+        h.wait_used_interrupt();
         net.reset();
     }
 
@@ -501,6 +509,67 @@ mod tests {
             assert_eq!(h.used_elem(RX, i), (u32::from(i), f.len() as u32));
         }
         assert_eq!(h.read(rx_buf(199) + 12, 64), &f[12..76]);
+        net.reset();
+    }
+
+    fn limited_net(rx: &str, tx: &str) -> (Net, Peer) {
+        use crate::virtio::rate_limiter::{RateLimit, RateLimiter};
+        let limiter = |ops: &str| {
+            RateLimiter::new(RateLimit {
+                bandwidth: None,
+                ops: Some(ops.parse().unwrap()),
+            })
+            .unwrap()
+        };
+        let (net, peer) = new_net();
+        let limiters = crate::virtio::net::worker::NetLimiters {
+            rx: limiter(rx),
+            tx: limiter(tx),
+        };
+        (net.with_rate_limiters(limiters), peer)
+    }
+
+    #[test]
+    fn rate_limiters_pace_each_direction() {
+        use std::time::Instant;
+        // 2 frames at once, then one per 100 ms, each way.
+        let mem = guest_memory();
+        let (mut net, peer) = limited_net("2:200", "2:200");
+        let h = DeviceHarness::activate(&mem, &mut net, QSIZE);
+        let f = frame(0, 0, 60, 1);
+        let started = Instant::now();
+        for i in 0..6u64 {
+            let at = DATA_START + i * 0x1000;
+            mem.write_slice(&f, GuestAddress(at)).unwrap();
+            h.post(TX, &[(at, f.len() as u32, 0)]);
+        }
+        for _ in 0..6 {
+            assert_eq!(peer.recv(LONG).as_deref(), Some(&f[..]));
+        }
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(350),
+            "6 frames sent in {took:?}"
+        );
+        h.wait_used(TX, 6);
+
+        // Receive: 6 frames wait in the backend; the guest has buffers.
+        for i in 0..6u64 {
+            let at = DATA_START + 0x10_0000 + i * 0x1000;
+            h.post(RX, &[(at, 2048, VRING_DESC_F_WRITE)]);
+        }
+        let started = Instant::now();
+        for _ in 0..6 {
+            peer.send(&f);
+        }
+        h.wait_used(RX, 2);
+        h.wait_used(RX, 6);
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(350),
+            "6 frames received in {took:?}"
+        );
+        assert!((0..6).all(|i| h.used_elem(RX, i).1 == f.len() as u32));
         net.reset();
     }
 }

@@ -26,6 +26,7 @@ mod worker;
 pub use device::Net;
 pub use iovec::{IoVecError, IoVecs, MAX_SEGMENTS};
 pub use tap::{NetBackend, Tap, TapError};
+pub use worker::NetLimiters;
 
 /// Entry points for the fuzz targets in `fuzz/` (not a stable API): the
 /// worker's queue processing without its thread and epoll loop.

@@ -7,6 +7,15 @@
 //! guest posts more (its kick brings it back), so the thread sleeps instead
 //! of spinning and frames wait in the tap's queue, which drops beyond its
 //! length like a NIC's ring would.
+//!
+//! Rate limiters (`--net ...,bw=...,ops=...`): each direction has its own.
+//! A frame costs one operation and its length (the virtio-net header
+//! included). Transmit checks before sending: a refused frame stays on the
+//! queue. Receive learns a frame's length only from the read, so it checks
+//! that one more frame may start, reads, and then takes the frame's cost
+//! (which may leave a debt, as in Firecracker); while it is limited the
+//! tap is not read and frames wait in its queue. Malformed chains, dropped
+//! without touching the tap, cost nothing.
 
 use std::io;
 use std::sync::Arc;
@@ -22,6 +31,7 @@ use super::{
 };
 use super::{RX_QUEUE, TX_QUEUE};
 use crate::virtio::event_loop::event_token;
+use crate::virtio::rate_limiter::RateLimiter;
 use crate::virtio::{GuestMemoryMmap, Interrupt, WaitContext, Worker};
 
 /// Most chains handled per wake-up and queue, so that one busy direction
@@ -29,10 +39,34 @@ use crate::virtio::{GuestMemoryMmap, Interrupt, WaitContext, Worker};
 const BATCH: usize = QUEUE_SIZE as usize;
 
 event_token! {
-    /// The worker's own event source.
+    /// The worker's own event sources.
     pub enum Token {
         /// The backend (tap) is readable or writable.
         Backend,
+        /// The receive rate limiter's timer.
+        RxLimit,
+        /// The transmit rate limiter's timer.
+        TxLimit,
+    }
+}
+
+/// The rate limiters of one card, one per direction; kept across resets
+/// with the backend.
+#[derive(Debug)]
+pub struct NetLimiters {
+    /// Frames to the guest.
+    pub rx: RateLimiter,
+    /// Frames from the guest.
+    pub tx: RateLimiter,
+}
+
+impl NetLimiters {
+    /// No limits.
+    pub fn unlimited() -> Self {
+        Self {
+            rx: RateLimiter::unlimited(),
+            tx: RateLimiter::unlimited(),
+        }
     }
 }
 
@@ -103,6 +137,8 @@ pub enum RxStatus {
     NoBuffers,
     /// The batch limit was reached; the backend may still be readable.
     Budget,
+    /// The rate limiter stops receiving until its timer fires.
+    Limited,
 }
 
 /// How a transmit pass ended.
@@ -116,6 +152,9 @@ pub enum TxStatus {
     /// The backend has no room; the next frame stays queued until it is
     /// writable.
     Blocked,
+    /// The rate limiter refused the next frame; it stays queued until the
+    /// limiter's timer fires.
+    Limited,
 }
 
 /// Everything the worker owns; returned when it stops.
@@ -137,6 +176,8 @@ pub struct NetWorker {
     backend_gone: bool,
     /// What the backend is watched for now.
     watched: EventSet,
+    /// Kept across resets with the backend.
+    limiters: NetLimiters,
 }
 
 impl NetWorker {
@@ -164,7 +205,20 @@ impl NetWorker {
             tx_blocked: false,
             backend_gone: false,
             watched: EventSet::empty(),
+            limiters: NetLimiters::unlimited(),
         }
+    }
+
+    /// The worker with `limiters` (the device's, kept across resets).
+    pub fn with_rate_limiters(mut self, limiters: NetLimiters) -> Self {
+        self.limiters = limiters;
+        self
+    }
+
+    /// Receives, and watches the backend afterwards only if frames may
+    /// still be there and room and budget remain for them.
+    fn serve_rx(&mut self) {
+        self.rx_wanted = matches!(self.process_rx(), RxStatus::BackendEmpty | RxStatus::Budget);
     }
 
     /// Counters so far.
@@ -182,6 +236,8 @@ impl NetWorker {
             // Come back after the other events.
             TxStatus::More => ctx.kick_queue(TX_QUEUE),
             TxStatus::Blocked => self.tx_blocked = true,
+            // The limiter's timer brings it back.
+            TxStatus::Limited => {}
         }
     }
 
@@ -211,7 +267,7 @@ impl NetWorker {
         };
         match result {
             Ok(()) => self.watched = want,
-            Err(e) => tracing::error!("virtio-net: cannot watch the backend: {e}"),
+            Err(e) => crate::guest_error!("virtio-net: cannot watch the backend: {e}"),
         }
     }
 
@@ -219,7 +275,7 @@ impl NetWorker {
         let bit = 1u32 << (why as u32);
         if self.warned & bit == 0 {
             self.warned |= bit;
-            tracing::warn!(
+            crate::guest_warn!(
                 "virtio-net: dropped: {} (further drops of this kind are not logged)",
                 why.describe()
             );
@@ -259,6 +315,9 @@ impl NetWorker {
             if used == BATCH {
                 break RxStatus::Budget;
             }
+            if !self.limiters.rx.ready() {
+                break RxStatus::Limited;
+            }
             let Some(chain) = self.rx.pop_descriptor_chain(&self.mem) else {
                 // Out of buffers: ask for a kick, unless some arrived
                 // meanwhile.
@@ -297,6 +356,7 @@ impl NetWorker {
                     self.add_used(RX_QUEUE, head, 0);
                 }
                 Ok(n) => {
+                    self.limiters.rx.consume_after(1, n as u64);
                     self.fix_rx_header();
                     self.stats.rx_frames += 1;
                     self.stats.rx_bytes += n as u64;
@@ -352,7 +412,14 @@ impl NetWorker {
             let before = used;
             while let Some(chain) = self.tx.pop_descriptor_chain(&self.mem) {
                 let head = chain.head_index();
-                match map_tx_chain(&mut self.iovs, chain, self.acked_features) {
+                let mapped = map_tx_chain(&mut self.iovs, chain, self.acked_features);
+                if mapped.is_ok() && !self.limiters.tx.consume(1, self.iovs.len() as u64) {
+                    // Sent first once the limiter's timer fires.
+                    self.tx.go_to_previous_position();
+                    status = TxStatus::Limited;
+                    break 'outer;
+                }
+                match mapped {
                     Ok(()) => match self.backend.send(&self.iovs) {
                         Ok(n) => {
                             self.stats.tx_frames += 1;
@@ -408,13 +475,23 @@ impl NetWorker {
 
 impl Worker for NetWorker {
     type Token = Token;
-    type Backend = Box<dyn NetBackend>;
+    type Backend = (Box<dyn NetBackend>, NetLimiters);
     const NAME: &'static str = "virtio-net";
     const THREAD_NAME: &'static str = "v_net";
 
+    fn register(&mut self, ctx: &WaitContext<Token>) -> io::Result<()> {
+        if let Some(timer) = self.limiters.rx.timer() {
+            ctx.add(timer, EventSet::IN, Token::RxLimit)?;
+        }
+        if let Some(timer) = self.limiters.tx.timer() {
+            ctx.add(timer, EventSet::IN, Token::TxLimit)?;
+        }
+        Ok(())
+    }
+
     fn on_queue(&mut self, ctx: &WaitContext<Token>, index: usize) {
         if index == RX_QUEUE {
-            self.rx_wanted = self.process_rx() != RxStatus::NoBuffers;
+            self.serve_rx();
         } else {
             self.serve_tx(ctx);
         }
@@ -428,7 +505,7 @@ impl Worker for NetWorker {
                 {
                     // Nothing more will come; stop watching rather than
                     // spin. Frames sent from now on fail and are dropped.
-                    tracing::error!("virtio-net: the backend hung up");
+                    crate::guest_error!("virtio-net: the backend hung up");
                     self.backend_gone = true;
                 }
                 if events.contains(EventSet::OUT) && self.tx_blocked {
@@ -436,8 +513,16 @@ impl Worker for NetWorker {
                     self.serve_tx(ctx);
                 }
                 if events.contains(EventSet::IN) && self.rx_wanted {
-                    self.rx_wanted = self.process_rx() != RxStatus::NoBuffers;
+                    self.serve_rx();
                 }
+            }
+            Token::RxLimit => {
+                self.limiters.rx.on_timer();
+                self.serve_rx();
+            }
+            Token::TxLimit => {
+                self.limiters.tx.on_timer();
+                self.serve_tx(ctx);
             }
         }
     }
@@ -450,8 +535,8 @@ impl Worker for NetWorker {
         tracing::debug!("virtio-net: stopping, {:?}", self.stats);
     }
 
-    fn into_backend(self) -> Box<dyn NetBackend> {
-        self.backend
+    fn into_backend(self) -> (Box<dyn NetBackend>, NetLimiters) {
+        (self.backend, self.limiters)
     }
 }
 

@@ -2,6 +2,7 @@
 
 use super::worker::RngWorker;
 use super::QUEUE_SIZE;
+use crate::virtio::rate_limiter::RateLimiter;
 use crate::virtio::{
     device_type, ActivateContext, ActivateError, Activation, Lifecycle, VirtioDevice,
 };
@@ -21,8 +22,14 @@ impl Rng {
     /// Creates an inactive device.
     pub fn new() -> Self {
         Self {
-            lifecycle: Lifecycle::default(),
+            lifecycle: Lifecycle::new(RateLimiter::unlimited()),
         }
+    }
+
+    /// The device with `limiter` for its requests (kept across resets).
+    pub fn with_rate_limiter(mut self, limiter: RateLimiter) -> Self {
+        self.lifecycle = Lifecycle::new(limiter);
+        self
     }
 }
 
@@ -45,9 +52,9 @@ impl VirtioDevice for Rng {
     }
 
     fn activate(&mut self, ctx: ActivateContext) -> Result<(), ActivateError> {
-        self.lifecycle.activate(ctx, |act: Activation<1>, ()| {
+        self.lifecycle.activate(ctx, |act: Activation<1>, limiter| {
             let [queue] = act.queues;
-            Ok(RngWorker::new(act.mem, act.interrupt, queue))
+            Ok(RngWorker::new(act.mem, act.interrupt, queue).with_rate_limiter(limiter))
         })
     }
 
@@ -103,7 +110,7 @@ mod tests {
             data.iter().any(|&b| b != 0),
             "64 random bytes are not all zero"
         );
-        assert!(h.interrupt.status() & 1 != 0);
+        h.wait_used_interrupt();
         rng.reset();
     }
 
@@ -180,6 +187,33 @@ mod tests {
         let h = DeviceHarness::activate(&mem, &mut rng, 16);
         h.add_chain(0, 0, &[(DATA_START, 4, VRING_DESC_F_WRITE)]);
         h.wait_used(0, 1);
+        rng.reset();
+    }
+
+    #[test]
+    fn a_bandwidth_limit_paces_entropy() {
+        use crate::virtio::rate_limiter::{RateLimit, RateLimiter};
+        use std::time::{Duration, Instant};
+        // 1 KiB at once, then 1 KiB per 200 ms: 5 requests of 1 KiB take
+        // 800 ms.
+        let limit = RateLimit {
+            bandwidth: Some("1K:200".parse().unwrap()),
+            ops: None,
+        };
+        let mut rng = Rng::new().with_rate_limiter(RateLimiter::new(limit).unwrap());
+        let mem = guest_memory();
+        let h = DeviceHarness::activate(&mem, &mut rng, 16);
+        let started = Instant::now();
+        for i in 0..5u64 {
+            h.post(0, &[(DATA_START + i * 0x1000, 1024, VRING_DESC_F_WRITE)]);
+        }
+        h.wait_used(0, 1);
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(h.queues[0].used().idx().load() <= 2);
+        h.wait_used(0, 5);
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(700), "{took:?}");
+        assert!((0..5).all(|i| h.used_elem(0, i).1 == 1024));
         rng.reset();
     }
 }

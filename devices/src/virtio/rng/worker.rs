@@ -1,13 +1,29 @@
 //! The virtio-rng worker: fills the buffers of each kick.
+//!
+//! With a rate limiter (`--rng=bw=...,ops=...`) each request costs one
+//! operation and the bytes it asks for (at most
+//! [`MAX_BYTES_PER_REQUEST`]); a refused request goes back on the queue
+//! until the limiter's timer fires.
 
 use std::sync::Arc;
 
+use virtio_queue::desc::split::Descriptor;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 use vmm_sys_util::epoll::EventSet;
 
 use super::MAX_BYTES_PER_REQUEST;
-use crate::virtio::{GuestMemoryMmap, Interrupt, NoToken, WaitContext, Worker};
+use crate::virtio::event_loop::event_token;
+use crate::virtio::rate_limiter::RateLimiter;
+use crate::virtio::{GuestMemoryMmap, Interrupt, WaitContext, Worker};
+
+event_token! {
+    /// The rng worker's own event sources.
+    pub enum Token {
+        /// The rate limiter's timer: a refused request may pass now.
+        RateLimit,
+    }
+}
 
 /// Everything the worker owns; returned when it stops.
 pub struct RngWorker {
@@ -15,6 +31,10 @@ pub struct RngWorker {
     interrupt: Arc<Interrupt>,
     queue: Queue,
     warned: bool,
+    /// Reused for the descriptors of each chain.
+    descs: Vec<Descriptor>,
+    /// Kept across resets (the device's backend).
+    limiter: RateLimiter,
 }
 
 impl RngWorker {
@@ -25,13 +45,21 @@ impl RngWorker {
             interrupt,
             queue,
             warned: false,
+            descs: Vec::new(),
+            limiter: RateLimiter::unlimited(),
         }
+    }
+
+    /// The worker with `limiter` (the device's, kept across resets).
+    pub fn with_rate_limiter(mut self, limiter: RateLimiter) -> Self {
+        self.limiter = limiter;
+        self
     }
 
     fn warn_once(&mut self, what: &str) {
         if !self.warned {
             self.warned = true;
-            tracing::warn!("virtio-rng: {what} (logged once)");
+            crate::guest_warn!("virtio-rng: {what} (logged once)");
         }
     }
 
@@ -41,8 +69,26 @@ impl RngWorker {
         let mem = self.mem.clone();
         while let Some(chain) = self.queue.pop_descriptor_chain(&mem) {
             let head = chain.head_index();
+            self.descs.clear();
+            self.descs.extend(chain);
+            let asked: u64 = self
+                .descs
+                .iter()
+                .filter(|d| d.is_write_only())
+                .map(|d| u64::from(d.len()))
+                .sum();
+            if !self
+                .limiter
+                .consume(1, asked.min(MAX_BYTES_PER_REQUEST as u64))
+            {
+                // Served first once the limiter's timer fires.
+                let back = self.queue.next_avail().wrapping_sub(1);
+                self.queue.set_next_avail(back);
+                break;
+            }
             let mut written = 0usize;
-            for desc in chain {
+            let descs = std::mem::take(&mut self.descs);
+            for desc in &descs {
                 if !desc.is_write_only() {
                     self.warn_once("guest posted a read-only buffer");
                     continue;
@@ -60,6 +106,7 @@ impl RngWorker {
                     }
                 }
             }
+            self.descs = descs;
             if let Err(e) = self.queue.add_used(&self.mem, head, written as u32) {
                 self.warn_once(&format!("cannot publish used buffer: {e:?}"));
             }
@@ -77,20 +124,34 @@ impl RngWorker {
 }
 
 impl Worker for RngWorker {
-    type Token = NoToken;
-    type Backend = ();
+    type Token = Token;
+    type Backend = RateLimiter;
     const NAME: &'static str = "virtio-rng";
     const THREAD_NAME: &'static str = "v_rng";
 
-    fn on_queue(&mut self, _ctx: &WaitContext<NoToken>, _index: usize) {
+    fn register(&mut self, ctx: &WaitContext<Token>) -> std::io::Result<()> {
+        match self.limiter.timer() {
+            Some(timer) => ctx.add(timer, EventSet::IN, Token::RateLimit),
+            None => Ok(()),
+        }
+    }
+
+    fn on_queue(&mut self, _ctx: &WaitContext<Token>, _index: usize) {
         self.process_queue();
     }
 
-    fn on_event(&mut self, _ctx: &WaitContext<NoToken>, token: NoToken, _events: EventSet) {
-        match token {}
+    fn on_event(&mut self, _ctx: &WaitContext<Token>, token: Token, _events: EventSet) {
+        match token {
+            Token::RateLimit => {
+                self.limiter.on_timer();
+                self.process_queue();
+            }
+        }
     }
 
-    fn into_backend(self) {}
+    fn into_backend(self) -> RateLimiter {
+        self.limiter
+    }
 }
 
 /// Errors filling a guest buffer.

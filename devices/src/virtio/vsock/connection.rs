@@ -290,6 +290,13 @@ impl Connection {
     /// The header of an `RW` packet of `len` bytes we are sending now
     /// (`len` must not exceed [`Self::peer_free`]).
     pub fn data_header(&mut self, len: u32) -> Header {
+        // Never more than the guest's credit (the fuzz targets run with
+        // debug assertions).
+        debug_assert!(
+            len <= self.peer_free(),
+            "sending {len} bytes with {} of credit",
+            self.peer_free()
+        );
         self.rx_cnt += len;
         self.pending &= !PENDING_CREDIT_UPDATE;
         self.header(op::RW, len, 0)

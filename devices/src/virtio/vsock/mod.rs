@@ -43,5 +43,11 @@ pub const MAX_PKT_PAYLOAD: usize = 64 * 1024;
 pub const CONN_BUF_ALLOC: u32 = 256 * 1024;
 /// Most connections at once; further requests get `RST`.
 pub const MAX_CONNECTIONS: usize = 1024;
+/// Most host sockets that have not sent their `CONNECT` line yet.
+pub const MAX_WAITING: usize = 128;
+/// Most host file descriptors one vsock device holds: one socket per
+/// connection and per waiting host socket, the listener. The VMM raises
+/// `RLIMIT_NOFILE` above this.
+pub const MAX_HOST_FDS: usize = MAX_CONNECTIONS + MAX_WAITING + 1;
 /// First host port handed out for host-initiated connections.
 pub const FIRST_LOCAL_PORT: u32 = 1 << 30;

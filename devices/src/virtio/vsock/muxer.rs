@@ -29,6 +29,7 @@ use super::packet::{
 use super::unix::{self, ConnectLine, MAX_CONNECT_LINE};
 use super::{
     CONN_BUF_ALLOC, FIRST_LOCAL_PORT, HDR_LEN, HOST_CID, MAX_CONNECTIONS, MAX_PKT_PAYLOAD,
+    MAX_WAITING,
 };
 use crate::virtio::event_loop::event_token;
 use crate::virtio::{GuestMemoryMmap, WaitContext};
@@ -43,11 +44,12 @@ pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a stopping device (VMM exit, VM restart, device reset) waits
 /// for host readers to take the guest bytes it has already acknowledged.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
-/// Most host sockets that have not sent their `CONNECT` line yet.
-const MAX_WAITING: usize = 128;
 /// `RST`s to unknown connections queued for the guest; TX processing pauses
 /// while this many wait for RX buffers.
 const MAX_RST_QUEUE: usize = 1024;
+/// How long accepting pauses after `accept` failed (other than
+/// `EWOULDBLOCK`/`EINTR`, e.g. `EMFILE`).
+pub const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
 event_token! {
     /// The muxer's event sources in the worker's wait context (the queue
@@ -185,9 +187,10 @@ pub struct Muxer {
     rx_ready: VecDeque<u32>,
     rst_queue: VecDeque<Header>,
     warned: HashSet<Warn>,
-    /// Accepting is paused until then (the process ran out of
-    /// descriptors): the listener is out of the wait context meanwhile, so
-    /// a pending connection cannot make the loop spin.
+    /// Accepting is paused until then (after `accept` failed, e.g.
+    /// `EMFILE`): the listener is out of the wait context meanwhile, so a
+    /// level-triggered listener that cannot be accepted from cannot make
+    /// the loop spin.
     accept_paused_until: Option<Instant>,
     accept_backoff: sandbox::socket::AcceptBackoff,
 }
@@ -256,9 +259,43 @@ impl Muxer {
         self.conns.len()
     }
 
+    /// Checks the muxer's limits (the fuzz target's oracle): at most
+    /// [`MAX_CONNECTIONS`] connections and [`MAX_WAITING`] waiting host
+    /// sockets, at most our advertised `buf_alloc` of guest bytes buffered
+    /// per connection, a bounded `RST` queue, one port pair per connection.
+    #[doc(hidden)]
+    pub fn check_limits(&self) -> Result<(), String> {
+        if self.conns.len() > MAX_CONNECTIONS {
+            return Err(format!("{} connections", self.conns.len()));
+        }
+        if self.waiting.len() > MAX_WAITING {
+            return Err(format!("{} waiting host sockets", self.waiting.len()));
+        }
+        // TX stops at MAX_RST_QUEUE; closing connections adds one each.
+        if self.rst_queue.len() > MAX_RST_QUEUE + MAX_CONNECTIONS {
+            return Err(format!("{} queued RSTs", self.rst_queue.len()));
+        }
+        for (id, c) in &self.conns {
+            if c.buffered() > CONN_BUF_ALLOC as usize {
+                return Err(format!(
+                    "connection {id} buffers {} guest bytes, more than the {CONN_BUF_ALLOC} advertised",
+                    c.buffered()
+                ));
+            }
+        }
+        if self.keys.len() != self.conns.len() {
+            return Err(format!(
+                "{} port pairs for {} connections",
+                self.keys.len(),
+                self.conns.len()
+            ));
+        }
+        Ok(())
+    }
+
     fn warn_once(&mut self, kind: Warn, detail: impl std::fmt::Display) {
         if self.warned.insert(kind) {
-            tracing::warn!("virtio-vsock: {detail} (logged once)");
+            crate::guest_warn!("virtio-vsock: {detail} (logged once)");
         } else {
             tracing::debug!("virtio-vsock: {detail}");
         }
@@ -462,7 +499,7 @@ impl Muxer {
         }
         let id = self.new_id();
         if let Err(e) = ctx.add(&stream, Self::conn_events(), Token::Conn(id)) {
-            tracing::warn!("virtio-vsock: cannot watch host socket: {e}");
+            crate::guest_warn!("virtio-vsock: cannot watch host socket: {e}");
             self.rst_queue.push_back(hdr.reply(op::RST));
             return;
         }
@@ -691,7 +728,13 @@ impl Muxer {
                     return;
                 }
                 Err(e) => {
-                    tracing::warn!("virtio-vsock: accept failed: {e}");
+                    crate::guest_warn!(
+                        "virtio-vsock: accept failed, pausing it for {} ms: {e}",
+                        ACCEPT_PAUSE.as_millis()
+                    );
+                    if ctx.delete(&self.listener).is_ok() {
+                        self.accept_paused_until = Some(Instant::now() + ACCEPT_PAUSE);
+                    }
                     return;
                 }
             };
@@ -703,19 +746,19 @@ impl Muxer {
                 continue;
             }
             if self.waiting.len() >= MAX_WAITING {
-                tracing::warn!(
+                crate::guest_warn!(
                     "virtio-vsock: too many host connections without CONNECT; closed one"
                 );
                 continue;
             }
             if let Err(e) = stream.set_nonblocking(true) {
-                tracing::warn!("virtio-vsock: {e}");
+                crate::guest_warn!("virtio-vsock: {e}");
                 continue;
             }
             let id = self.new_id();
             let events = EventSet::IN | EventSet::READ_HANG_UP | EventSet::EDGE_TRIGGERED;
             if let Err(e) = ctx.add(&stream, events, Token::Waiting(id)) {
-                tracing::warn!("virtio-vsock: cannot watch host socket: {e}");
+                crate::guest_warn!("virtio-vsock: cannot watch host socket: {e}");
                 continue;
             }
             self.waiting.insert(
@@ -783,7 +826,7 @@ impl Muxer {
             }
         };
         if let Err(e) = ctx.modify(&stream, Self::conn_events(), Token::Conn(id)) {
-            tracing::warn!("virtio-vsock: cannot watch host socket: {e}");
+            crate::guest_warn!("virtio-vsock: cannot watch host socket: {e}");
             return;
         }
         let mut conn = Conn::new(
@@ -904,7 +947,7 @@ impl Muxer {
         }
         let lost: usize = self.conns.values().map(Conn::buffered).sum();
         if lost > 0 {
-            tracing::warn!(
+            crate::guest_warn!(
                 "virtio-vsock: stopping with {lost} guest bytes that host readers did not take within {} ms",
                 within.as_millis()
             );
@@ -918,12 +961,12 @@ impl Muxer {
         c.chain(w).chain(self.accept_paused_until).min()
     }
 
-    /// Watches the listener again once a pause in accepting is over.
+    /// Puts the listener back into `ctx` once an accept pause is over.
     pub fn resume_accept(&mut self, ctx: &WaitContext<Token>, now: Instant) {
         if self.accept_paused_until.is_some_and(|t| t <= now) {
             self.accept_paused_until = None;
             if let Err(e) = self.register(ctx) {
-                tracing::warn!("virtio-vsock: cannot resume accepting: {e}");
+                crate::guest_error!("virtio-vsock: cannot watch the listener again: {e}");
             }
         }
     }

@@ -10,17 +10,22 @@
 //! trusty-test hwkey DEV [--tag T]                  derive a key from a fixed seed
 //! trusty-test gatekeeper DEV --uid U --save PATH   enroll, verify, wrong x5 (throttle)
 //! trusty-test gatekeeper-check DEV --uid U --handle PATH   verify after a restart
+//! trusty-test bench DEV SIZE N [--tag T]           N timed echo round trips of SIZE bytes
 //! ```
 //!
 //! Results are `key=value` lines (`<tag>_...`; gatekeeper's own error
 //! codes are `..._status`); a failure of the tool prints `<tag>_error=...`
-//! and exits 1. Messages are built here from AOSP's
+//! and exits 1. Messages come from `guest_tools::ta`, built from AOSP's
 //! formats (gatekeeper_ipc.h, gatekeeper_messages.cpp, hwkey.h).
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
+
+use guest_tools::hex;
+use guest_tools::rtt;
+use guest_tools::ta::{gatekeeper, hwkey, port, Channel};
 
 /// `VIRTIO_VSOCK_MSG_SIZE_LIMIT` of libtrusty's tipc.h.
 const VIRTIO_VSOCK_MSG_SIZE_LIMIT: usize = 4096 - 256;
@@ -207,69 +212,23 @@ fn transact(fd: &OwnedFd, parts: &[&[u8]]) -> Result<Vec<u8>, String> {
     Ok(buf)
 }
 
-fn u32_at(b: &[u8], off: usize) -> Result<u32, String> {
-    b.get(off..off + 4)
-        .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
-        .ok_or_else(|| format!("response of {} bytes too short", b.len()))
+/// A libtrusty channel: one `writev` out, one `read` back.
+struct Tipc(OwnedFd);
+
+impl Channel for Tipc {
+    fn call(&mut self, msg: &[u8]) -> Result<Vec<u8>, String> {
+        transact(&self.0, &[msg])
+    }
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-const GATEKEEPER: &str = "com.android.trusty.gatekeeper";
-
-fn blob(b: &[u8]) -> Vec<u8> {
-    let mut v = (b.len() as u32).to_le_bytes().to_vec();
-    v.extend_from_slice(b);
-    v
-}
-
-/// ENROLL: (error, handle).
-fn gk_enroll(fd: &OwnedFd, uid: u32, pw: &[u8]) -> Result<(u32, Vec<u8>), String> {
-    let hdr = [0u32.to_le_bytes(), 0u32.to_le_bytes(), uid.to_le_bytes()].concat();
-    let r = transact(fd, &[&hdr, &blob(pw), &blob(b""), &blob(b"")])?;
-    if u32_at(&r, 0)? != 1 {
-        return Err(format!("enroll answered cmd {}", u32_at(&r, 0)?));
-    }
-    let err = u32_at(&r, 4)?;
-    if err != 0 {
-        return Ok((err, Vec::new()));
-    }
-    let len = u32_at(&r, 12)? as usize;
-    let h = r.get(16..16 + len).ok_or("short handle")?.to_vec();
-    Ok((0, h))
-}
-
-/// VERIFY: (error, retry ms, auth token).
-fn gk_verify(
-    fd: &OwnedFd,
-    uid: u32,
-    challenge: u64,
-    handle: &[u8],
-    pw: &[u8],
-) -> Result<(u32, u32, Vec<u8>), String> {
-    let hdr = [2u32.to_le_bytes(), 0u32.to_le_bytes(), uid.to_le_bytes()].concat();
-    let r = transact(
-        fd,
-        &[&hdr, &challenge.to_le_bytes(), &blob(handle), &blob(pw)],
-    )?;
-    if u32_at(&r, 0)? != 3 {
-        return Err(format!("verify answered cmd {}", u32_at(&r, 0)?));
-    }
-    match u32_at(&r, 4)? {
-        0 => {
-            let len = u32_at(&r, 12)? as usize;
-            Ok((0, 0, r.get(16..16 + len).ok_or("short token")?.to_vec()))
-        }
-        2 => Ok((2, u32_at(&r, 12)?, Vec::new())),
-        e => Ok((e, 0, Vec::new())),
-    }
+fn connect(dev: &str, port: &str) -> Result<Tipc, String> {
+    tipc_connect(dev, port)
+        .map(Tipc)
+        .map_err(|e| format!("tipc_connect: errno {e}"))
 }
 
 fn cmd_echo(dev: &str, tag: &str) -> Result<(), String> {
-    let fd = tipc_connect(dev, "com.android.ipc-unittest.srv.echo")
-        .map_err(|e| format!("tipc_connect: errno {e}"))?;
+    let fd = connect(dev, port::ECHO)?.0;
     let mut ok = 0;
     for (i, len) in [
         1usize,
@@ -310,63 +269,65 @@ fn cmd_refused(dev: &str, port: &str, tag: &str) -> Result<(), String> {
 }
 
 fn cmd_hwkey(dev: &str, tag: &str) -> Result<(), String> {
-    let fd = tipc_connect(dev, "com.android.trusty.hwkey")
-        .map_err(|e| format!("tipc_connect: errno {e}"))?;
-    let hdr: Vec<u8> = [2u32, 77, 0, 0, 0]
-        .iter()
-        .flat_map(|v| v.to_le_bytes())
-        .collect();
-    let r = transact(&fd, &[&hdr, b"vmstack nested test seed 32 byte"])?;
-    if u32_at(&r, 0)? != 3 || u32_at(&r, 4)? != 77 || u32_at(&r, 8)? != 0 {
-        return Err(format!("derive failed: status {}", u32_at(&r, 8)?));
-    }
-    println!("{tag}_kdf_version={}", u32_at(&r, 12)?);
-    println!("{tag}_key={}", hex(&r[20..]));
+    let mut ch = connect(dev, port::HWKEY)?;
+    let (version, key) = hwkey::derive(&mut ch, hwkey::TEST_SEED)?;
+    println!("{tag}_kdf_version={version}");
+    println!("{tag}_key={}", hex(&key));
     Ok(())
 }
 
 fn cmd_gatekeeper(dev: &str, uid: u32, save: &str, tag: &str) -> Result<(), String> {
-    let fd = tipc_connect(dev, GATEKEEPER).map_err(|e| format!("tipc_connect: errno {e}"))?;
-    let (err, handle) = gk_enroll(&fd, uid, b"1234")?;
-    println!("{tag}_enroll_status={err}");
-    println!("{tag}_handle_len={}", handle.len());
-    let challenge = 0x1122_3344_5566_7788u64;
-    let (err, _, token) = gk_verify(&fd, uid, challenge, &handle, b"1234")?;
-    println!("{tag}_verify_status={err}");
-    println!("{tag}_token_len={}", token.len());
-    let challenge_ok = token.get(1..9) == Some(&challenge.to_le_bytes()[..]);
-    println!("{tag}_token_challenge_ok={}", u8::from(challenge_ok));
-    let mut invalid = 0;
-    for _ in 0..4 {
-        let (err, _, _) = gk_verify(&fd, uid, 0, &handle, b"0000")?;
-        if err == 1 {
-            invalid += 1;
-        }
-    }
-    println!("{tag}_wrong_invalid={invalid}");
-    let (err, ms, _) = gk_verify(&fd, uid, 0, &handle, b"0000")?;
-    println!("{tag}_fifth_wrong_status={err}");
-    println!("{tag}_fifth_wrong_retry_ms={ms}");
-    let (err, ms, _) = gk_verify(&fd, uid, 0, &handle, b"1234")?;
-    println!("{tag}_right_throttled_status={err}");
-    println!("{tag}_right_throttled_retry_ms={ms}");
+    let mut ch = connect(dev, port::GATEKEEPER)?;
+    let handle = gatekeeper::throttle_flow(&mut ch, uid, &mut |k, v| println!("{tag}_{k}={v}"))?;
     std::fs::write(save, &handle).map_err(|e| format!("{save}: {e}"))?;
     Ok(())
 }
 
 fn cmd_gatekeeper_check(dev: &str, uid: u32, handle_path: &str, tag: &str) -> Result<(), String> {
     let handle = std::fs::read(handle_path).map_err(|e| format!("{handle_path}: {e}"))?;
-    let fd = tipc_connect(dev, GATEKEEPER).map_err(|e| format!("tipc_connect: errno {e}"))?;
-    let (err, ms, _) = gk_verify(&fd, uid, 0, &handle, b"1234")?;
+    let mut ch = connect(dev, port::GATEKEEPER)?;
+    let (err, ms, _) = gatekeeper::verify(&mut ch, uid, 0, &handle, b"1234")?;
     println!("{tag}_status={err}");
     println!("{tag}_retry_ms={ms}");
+    Ok(())
+}
+
+/// `n` timed echo round trips of `size` bytes (the benchmark's libtrusty
+/// path); every sample printed (`rtt::Samples::print`).
+fn cmd_bench(dev: &str, size: usize, n: u64, tag: &str) -> Result<(), String> {
+    if !(16..=VIRTIO_VSOCK_MSG_SIZE_LIMIT).contains(&size) {
+        return Err(format!(
+            "bench: size {size} is not in 16..={VIRTIO_VSOCK_MSG_SIZE_LIMIT}"
+        ));
+    }
+    let ch = connect(dev, port::ECHO)?;
+    let mut msg = guest_tools::pattern(size, 5);
+    let mut back = vec![0u8; size];
+    let samples = rtt::measure(n, |seq| {
+        rtt::stamp(&mut msg, seq);
+        tipc_send(&ch.0, &[&msg]).map_err(|e| format!("send: errno {e}"))?;
+        // One message; a stream may still hand it over in pieces.
+        let mut got = 0;
+        while got < size {
+            match read_once(&ch.0, &mut back[got..]) {
+                Ok(0) => return Err("the service closed the channel".into()),
+                Ok(k) => got += k,
+                Err(e) => return Err(format!("read: errno {e}")),
+            }
+        }
+        if !rtt::stamped(&back, seq) || back != msg {
+            return Err(format!("round trip {seq}: the echo differs"));
+        }
+        Ok(())
+    })?;
+    samples.print(tag);
     Ok(())
 }
 
 fn usage() -> ExitCode {
     eprintln!(
         "usage: trusty-test echo DEV | refused DEV PORT_NAME | hwkey DEV | gatekeeper DEV --uid U --save PATH | \
-         gatekeeper-check DEV --uid U --handle PATH  [--tag T]   (DEV: VSOCK:<cid>:<port>)"
+         gatekeeper-check DEV --uid U --handle PATH | bench DEV SIZE N  [--tag T]   (DEV: VSOCK:<cid>:<port>)"
     );
     ExitCode::from(2)
 }
@@ -399,6 +360,13 @@ fn main() -> ExitCode {
         "gatekeeper-check" => match opt("--handle") {
             Some(p) => cmd_gatekeeper_check(dev, uid, &p, &tag),
             None => return usage(),
+        },
+        "bench" => match (
+            args.get(2).and_then(|s| s.parse().ok()),
+            args.get(3).and_then(|s| s.parse().ok()),
+        ) {
+            (Some(size), Some(n)) => cmd_bench(dev, size, n, &tag),
+            _ => return usage(),
         },
         _ => return usage(),
     };

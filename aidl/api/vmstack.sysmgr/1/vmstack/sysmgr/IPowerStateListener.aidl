@@ -1,0 +1,5 @@
+package vmstack.sysmgr;
+interface IPowerStateListener {
+  oneway void onApPowerStateReq(int value, int param);
+  oneway void onSystemStateChanged(in vmstack.sysmgr.SystemState state);
+}

@@ -1,0 +1,326 @@
+//! The I/O shell around [`adbd::session::Session`]: one reader thread per
+//! connection reads packets (header first: its checks bound the payload
+//! read), feeds the session and starts services; each service owns a
+//! [`StreamIo`] whose calls block on the session's flow control.
+//!
+//! One mutex guards the session, one condition variable wakes the
+//! services when it changed, a second mutex serialises writes to the
+//! socket. A protocol error, EOF or a socket error shuts the session down:
+//! every service then sees its stream closed, and the socket is shut down
+//! so a blocked writer fails too.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use adbd::packet::{Header, Packet, HEADER_LEN};
+use adbd::service::Service;
+use adbd::session::{Inbound, Session, WriteError};
+use tracing::{debug, info, warn};
+
+/// How long a client may take to send its `CNXN`.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One client connection.
+pub struct Conn {
+    session: Mutex<Session>,
+    changed: Condvar,
+    writer: Mutex<File>,
+}
+
+impl Conn {
+    fn lock(&self) -> MutexGuard<'_, Session> {
+        self.session.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn wait<'a>(&self, guard: MutexGuard<'a, Session>) -> MutexGuard<'a, Session> {
+        self.changed.wait(guard).unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes `packets` in order (header and payload of each in one go).
+    fn send(&self, packets: &[Packet]) -> io::Result<()> {
+        let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        for p in packets {
+            w.write_all(&p.encode())?;
+        }
+        Ok(())
+    }
+}
+
+/// A service's end of one stream. Dropping it closes the stream.
+pub struct StreamIo {
+    conn: Arc<Conn>,
+    local: u32,
+}
+
+impl StreamIo {
+    /// The next data the client wrote (the `OKAY` for it is sent now);
+    /// `None` once the stream or connection is closed.
+    pub fn recv(&self) -> Option<Vec<u8>> {
+        let mut s = self.conn.lock();
+        loop {
+            match s.take_inbound(self.local) {
+                Inbound::Data(data, okay) => {
+                    drop(s);
+                    if let Some(okay) = okay {
+                        // A failed write ends the connection; the reader sees it.
+                        let _ = self.conn.send(&[okay]);
+                    }
+                    return Some(data);
+                }
+                Inbound::Empty => s = self.conn.wait(s),
+                Inbound::Closed => return None,
+            }
+        }
+    }
+
+    /// Sends `data` as one or more `WRTE`s, each after the client's `OKAY`
+    /// for the one before; `BrokenPipe` once the stream is closed.
+    pub fn send(&self, mut data: &[u8]) -> io::Result<()> {
+        while !data.is_empty() {
+            let mut s = self.conn.lock();
+            let max = s.max_send_payload();
+            if max == 0 {
+                return Err(io::ErrorKind::BrokenPipe.into());
+            }
+            let n = data.len().min(max);
+            let packet = loop {
+                match s.write(self.local, data[..n].to_vec()) {
+                    Ok(p) => break p,
+                    Err(WriteError::Busy) => s = self.conn.wait(s),
+                    Err(WriteError::Closed) => return Err(io::ErrorKind::BrokenPipe.into()),
+                }
+            };
+            drop(s);
+            self.conn.send(&[packet])?;
+            data = &data[n..];
+        }
+        Ok(())
+    }
+
+    /// Closes the stream (a `CLSE` unless the client closed it first);
+    /// idempotent.
+    pub fn close(&self) {
+        let clse = self.conn.lock().close_local(self.local);
+        self.conn.changed.notify_all();
+        if let Some(p) = clse {
+            let _ = self.conn.send(&[p]);
+        }
+    }
+}
+
+impl Drop for StreamIo {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Sets `SO_RCVTIMEO` (zero: none).
+fn set_read_timeout(fd: &OwnedFd, timeout: Duration) {
+    let tv = libc::timeval {
+        tv_sec: timeout.as_secs() as _,
+        tv_usec: timeout.subsec_micros() as _,
+    };
+    // SAFETY: setsockopt reads `tv` (a valid timeval of the given size)
+    // on a socket this process owns; failure only leaves no timeout.
+    unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            std::ptr::addr_of!(tv).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        );
+    }
+}
+
+/// Serves one connected socket until the client leaves or breaks the
+/// protocol; `start` runs a service on a new stream (it should spawn a
+/// thread: the reader must keep reading).
+pub fn serve(socket: OwnedFd, banner: &str, start: &dyn Fn(Service, StreamIo)) {
+    let (reader, writer) = match socket.try_clone() {
+        Ok(w) => (File::from(socket), File::from(w)),
+        Err(e) => {
+            warn!("cannot duplicate the connection socket: {e}");
+            return;
+        }
+    };
+    let conn = Arc::new(Conn {
+        session: Mutex::new(Session::new(banner)),
+        changed: Condvar::new(),
+        writer: Mutex::new(writer),
+    });
+    let end = read_loop(&conn, reader, start);
+    info!("connection closed: {end}");
+    conn.lock().shutdown();
+    conn.changed.notify_all();
+    let w = conn.writer.lock().unwrap_or_else(|p| p.into_inner());
+    // SAFETY: shutdown(2) on the socket this connection owns; it makes a
+    // service blocked in a write fail instead of waiting for the peer.
+    unsafe { libc::shutdown(w.as_raw_fd(), libc::SHUT_RDWR) };
+}
+
+/// Reads and dispatches packets; returns why it stopped.
+fn read_loop(conn: &Arc<Conn>, mut reader: File, start: &dyn Fn(Service, StreamIo)) -> String {
+    let fd: OwnedFd = match reader.try_clone() {
+        Ok(f) => f.into(),
+        Err(e) => return format!("cannot duplicate the socket: {e}"),
+    };
+    set_read_timeout(&fd, HANDSHAKE_TIMEOUT);
+    let mut online = false;
+    loop {
+        let (max, verify) = {
+            let s = conn.lock();
+            (s.max_inbound_payload(), s.verify_checksums())
+        };
+        let mut head = [0u8; HEADER_LEN];
+        match reader.read_exact(&mut head) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return "client closed".into(),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return "no handshake within 10 s".into()
+            }
+            Err(e) => return format!("read failed: {e}"),
+        }
+        let header = match Header::parse(&head, max) {
+            Ok(h) => h,
+            Err(e) => return format!("malformed packet: {e}"),
+        };
+        let mut payload = vec![0u8; header.data_length as usize];
+        if let Err(e) = reader.read_exact(&mut payload) {
+            return format!("payload read failed: {e}");
+        }
+        if let Err(e) = header.check_payload(&payload, verify) {
+            return format!("malformed packet: {e}");
+        }
+        debug!(
+            "<- {} {} {} ({} bytes)",
+            header.command.name(),
+            header.arg0,
+            header.arg1,
+            payload.len()
+        );
+        let packet = Packet::new(header.command, header.arg0, header.arg1, payload);
+        let out = conn.lock().on_packet(packet);
+        conn.changed.notify_all();
+        let out = match out {
+            Ok(out) => out,
+            Err(e) => return format!("protocol error: {e}"),
+        };
+        if let Err(e) = conn.send(&out.send) {
+            return format!("write failed: {e}");
+        }
+        if !online && conn.lock().is_online() {
+            online = true;
+            set_read_timeout(&fd, Duration::ZERO);
+            info!("client connected");
+        }
+        if let Some((local, service)) = out.open {
+            debug!("stream {local}: {service:?}");
+            start(
+                service,
+                StreamIo {
+                    conn: Arc::clone(conn),
+                    local,
+                },
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use adbd::packet::{decode, Command, MAX_PAYLOAD, VERSION};
+    use std::os::unix::net::UnixStream;
+
+    /// A test client on the other end of a socket pair.
+    struct Client(UnixStream);
+
+    impl Client {
+        fn send(&mut self, c: Command, a0: u32, a1: u32, data: &[u8]) {
+            self.0
+                .write_all(&Packet::new(c, a0, a1, data.to_vec()).encode())
+                .unwrap();
+        }
+
+        fn recv(&mut self) -> Option<Packet> {
+            let mut head = [0u8; HEADER_LEN];
+            self.0.read_exact(&mut head).ok()?;
+            let len = u32::from_le_bytes([head[12], head[13], head[14], head[15]]) as usize;
+            let mut all = head.to_vec();
+            all.resize(HEADER_LEN + len, 0);
+            self.0.read_exact(&mut all[HEADER_LEN..]).ok()?;
+            Some(decode(&all, MAX_PAYLOAD, false).unwrap().0)
+        }
+    }
+
+    /// Starts `serve` with an echo service for every stream.
+    fn start() -> (Client, std::thread::JoinHandle<()>) {
+        let (a, b) = UnixStream::pair().unwrap();
+        let t = std::thread::spawn(move || {
+            serve(b.into(), "device::features=shell_v2", &|_service, io| {
+                std::thread::spawn(move || {
+                    while let Some(data) = io.recv() {
+                        if io.send(&data).is_err() {
+                            break;
+                        }
+                    }
+                });
+            })
+        });
+        (Client(a), t)
+    }
+
+    #[test]
+    fn echo_stream_end_to_end() {
+        let (mut c, t) = start();
+        c.send(Command::Cnxn, VERSION, 4096, b"host::");
+        let cnxn = c.recv().unwrap();
+        assert_eq!(cnxn.command, Command::Cnxn);
+        c.send(Command::Open, 5, 0, b"shell:cat\0");
+        let okay = c.recv().unwrap();
+        assert_eq!((okay.command, okay.arg1), (Command::Okay, 5));
+        let local = okay.arg0;
+        // 10000 bytes in, echoed back in WRTEs of at most 4096 bytes (the
+        // client's max payload), each needing our OKAY.
+        c.send(Command::Wrte, 5, local, &[7u8; 4000]);
+        let mut echoed = 0;
+        let mut okays = 0;
+        while echoed < 4000 || okays < 1 {
+            let p = c.recv().unwrap();
+            match p.command {
+                Command::Okay => okays += 1,
+                Command::Wrte => {
+                    assert!(p.payload.len() <= 4096);
+                    echoed += p.payload.len();
+                    c.send(Command::Okay, 5, local, b"");
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        // Our CLSE: the service ends, no CLSE back.
+        c.send(Command::Clse, 5, local, b"");
+        drop(c);
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn malformed_packet_closes_the_connection() {
+        let (mut c, t) = start();
+        c.send(Command::Cnxn, VERSION, 4096, b"host::");
+        c.recv().unwrap();
+        c.0.write_all(&[0x55; HEADER_LEN]).unwrap();
+        assert!(c.recv().is_none(), "connection closed without an answer");
+        t.join().unwrap();
+        // An oversized payload is refused before it is read.
+        let (mut c, t) = start();
+        let mut p = Packet::new(Command::Cnxn, VERSION, 4096, Vec::new()).encode();
+        p[12..16].copy_from_slice(&(MAX_PAYLOAD + 1).to_le_bytes());
+        c.0.write_all(&p).unwrap();
+        assert!(c.recv().is_none());
+        t.join().unwrap();
+    }
+}

@@ -1,0 +1,106 @@
+//! A minimal adb client over a socket pair for the daemon's tests: it
+//! connects, opens one stream, writes with flow control and collects what
+//! the service sends until its `CLSE`.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+
+use adbd::packet::{decode, Command, Packet, HEADER_LEN, MAX_PAYLOAD, VERSION};
+
+use crate::conn;
+
+/// The client end of a served connection.
+pub struct Client {
+    sock: UnixStream,
+    local: u32,
+    remote: u32,
+}
+
+/// Client id of the one stream.
+const ID: u32 = 9;
+
+impl Client {
+    /// Starts `conn::serve` with the daemon's real services (`/bin/sh`)
+    /// on a socket pair and opens `service` (`None` if it was refused).
+    pub fn open(service: &str) -> Option<Self> {
+        let (a, b) = UnixStream::pair().expect("socket pair");
+        std::thread::spawn(move || {
+            let shell: Arc<str> = Arc::from("/bin/sh");
+            conn::serve(b.into(), "device::features=shell_v2", &move |s, io| {
+                crate::start_service(s, io, Arc::clone(&shell), false)
+            })
+        });
+        let mut c = Self {
+            sock: a,
+            local: ID,
+            remote: 0,
+        };
+        c.send(Command::Cnxn, VERSION, MAX_PAYLOAD, b"host::".to_vec());
+        assert_eq!(c.recv()?.command, Command::Cnxn);
+        let mut name = service.as_bytes().to_vec();
+        name.push(0);
+        c.send(Command::Open, ID, 0, name);
+        let p = c.recv()?;
+        if p.command != Command::Okay {
+            return None;
+        }
+        c.remote = p.arg0;
+        Some(c)
+    }
+
+    fn send(&mut self, c: Command, a0: u32, a1: u32, data: Vec<u8>) {
+        self.sock
+            .write_all(&Packet::new(c, a0, a1, data).encode())
+            .expect("write to the daemon");
+    }
+
+    fn recv(&mut self) -> Option<Packet> {
+        let mut head = [0u8; HEADER_LEN];
+        self.sock.read_exact(&mut head).ok()?;
+        let len = u32::from_le_bytes([head[12], head[13], head[14], head[15]]) as usize;
+        let mut all = head.to_vec();
+        all.resize(HEADER_LEN + len, 0);
+        self.sock.read_exact(&mut all[HEADER_LEN..]).ok()?;
+        Some(decode(&all, MAX_PAYLOAD, false).expect("a valid packet").0)
+    }
+
+    /// Writes `data` in packets of at most 64 KiB, each after the
+    /// daemon's `OKAY` for the one before; what the daemon writes
+    /// meanwhile is acknowledged and returned.
+    pub fn write(&mut self, data: &[u8]) -> Vec<u8> {
+        let mut got = Vec::new();
+        for chunk in data.chunks(64 * 1024) {
+            self.send(Command::Wrte, self.local, self.remote, chunk.to_vec());
+            loop {
+                let p = self.recv().expect("the daemon answers a WRTE");
+                match p.command {
+                    Command::Okay => break,
+                    Command::Wrte => {
+                        got.extend_from_slice(&p.payload);
+                        self.send(Command::Okay, self.local, self.remote, Vec::new());
+                    }
+                    other => panic!("{other:?} while writing"),
+                }
+            }
+        }
+        got
+    }
+
+    /// Everything the daemon writes until it closes the stream (or the
+    /// connection ends).
+    pub fn read_to_close(&mut self) -> Vec<u8> {
+        let mut got = Vec::new();
+        while let Some(p) = self.recv() {
+            match p.command {
+                Command::Wrte => {
+                    got.extend_from_slice(&p.payload);
+                    self.send(Command::Okay, self.local, self.remote, Vec::new());
+                }
+                Command::Clse => break,
+                _ => {}
+            }
+        }
+        got
+    }
+}

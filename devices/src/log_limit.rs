@@ -1,0 +1,361 @@
+//! Rate-limited logging for everything a guest can trigger.
+//!
+//! A guest decides how often a device sees a bad chain, an unknown register
+//! or a reset; a log line per event would let it fill the host's disk and
+//! keep a host core busy formatting. So every log line a guest can cause
+//! goes through [`guest_warn!`](crate::guest_warn) (or `guest_error!`,
+//! `guest_info!`), which admits it through two token buckets:
+//!
+//! * one per call site ([`SITE_BURST`] lines at once, then one per
+//!   [`SITE_REFILL`]), so one noisy path cannot hide the others;
+//! * one for the whole process ([`GLOBAL_BURST`], then one per
+//!   [`GLOBAL_REFILL`]), so many paths together stay bounded too.
+//!
+//! A line that is not admitted is counted, not formatted. The next admitted
+//! line of the same site says how many were suppressed before it
+//! (`[N similar lines suppressed]`), and [`suppressed_total`] counts them
+//! all (the VMM prints it when it exits).
+//!
+//! Dependencies that log through the `log` facade (virtio-queue's
+//! `error!("Iterator error ...")` fires once per bad chain) go through the
+//! same limiter: [`install_log_bridge`] makes a [`LogBridge`] the `log`
+//! crate's logger, which admits each record through a site per level and
+//! forwards it to `tracing`.
+//!
+//! Worst case, the log a guest can cause grows by at most
+//! `GLOBAL_BURST` lines plus one line per `GLOBAL_REFILL`: about 3,600
+//! lines (well under 1 MiB) an hour.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Lines one call site may log at once.
+pub const SITE_BURST: u32 = 10;
+/// After its burst, one more line per site per this much time.
+pub const SITE_REFILL: Duration = Duration::from_secs(10);
+/// Lines all sites together may log at once.
+pub const GLOBAL_BURST: u32 = 100;
+/// After the global burst, one more line per this much time.
+pub const GLOBAL_REFILL: Duration = Duration::from_secs(1);
+
+/// A token bucket of whole log lines (a pure value: time is passed in).
+#[derive(Debug, Clone)]
+pub struct LineBucket {
+    /// Lines that may be logged now, out of `burst`; `None` until first
+    /// use (a `const` constructor cannot read the clock).
+    tokens: Option<u32>,
+    /// When the last token was added.
+    refilled: Option<Instant>,
+    /// Lines refused since the last admitted one.
+    suppressed: u64,
+}
+
+impl LineBucket {
+    /// A full bucket.
+    pub const fn new() -> Self {
+        Self {
+            tokens: None,
+            refilled: None,
+            suppressed: 0,
+        }
+    }
+
+    /// Refills by whole `period`s since the last refill, up to `burst`.
+    fn refill(&mut self, now: Instant, burst: u32, period: Duration) {
+        let tokens = self.tokens.get_or_insert(burst);
+        let last = *self.refilled.get_or_insert(now);
+        let elapsed = now.saturating_duration_since(last);
+        let periods = elapsed.as_nanos() / period.as_nanos().max(1);
+        if periods == 0 {
+            return;
+        }
+        let add = u32::try_from(periods).unwrap_or(u32::MAX);
+        *tokens = tokens.saturating_add(add).min(burst);
+        // Keep the remainder so a steady trickle is not rounded away.
+        self.refilled = Some(if *tokens == burst {
+            now
+        } else {
+            last + period * add
+        });
+    }
+
+    /// Whether a token is there (without taking it).
+    fn peek(&mut self, now: Instant, burst: u32, period: Duration) -> bool {
+        self.refill(now, burst, period);
+        self.tokens.unwrap_or(burst) > 0
+    }
+
+    /// Takes a token; `Some(n)` with the number of lines suppressed since
+    /// the last admitted one, or `None` (and counts the line) when empty.
+    pub fn admit(&mut self, now: Instant, burst: u32, period: Duration) -> Option<u64> {
+        if !self.peek(now, burst, period) {
+            self.suppressed += 1;
+            return None;
+        }
+        if let Some(tokens) = &mut self.tokens {
+            *tokens -= 1;
+        }
+        Some(std::mem::take(&mut self.suppressed))
+    }
+
+    /// Counts a line refused for another reason (the global bucket).
+    fn refuse(&mut self) {
+        self.suppressed += 1;
+    }
+}
+
+impl Default for LineBucket {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+static GLOBAL: Mutex<LineBucket> = Mutex::new(LineBucket::new());
+static SUPPRESSED_TOTAL: AtomicU64 = AtomicU64::new(0);
+
+/// Guest-triggered log lines suppressed so far, in the whole process.
+pub fn suppressed_total() -> u64 {
+    SUPPRESSED_TOTAL.load(Ordering::Relaxed)
+}
+
+/// One call site's bucket; the `guest_*!` macros declare one `static` per
+/// call site.
+#[derive(Debug)]
+pub struct LogSite {
+    bucket: Mutex<LineBucket>,
+}
+
+impl LogSite {
+    /// A site that has logged nothing yet.
+    pub const fn new() -> Self {
+        Self {
+            bucket: Mutex::new(LineBucket::new()),
+        }
+    }
+
+    /// Whether the site may log now: `Some(n)` with the lines it had
+    /// suppressed since its last one, `None` if this line is suppressed.
+    pub fn admit(&self) -> Option<u64> {
+        self.admit_with(&GLOBAL, Instant::now())
+    }
+
+    /// [`Self::admit`] against the global bucket `global` at `now`.
+    fn admit_with(&self, global: &Mutex<LineBucket>, now: Instant) -> Option<u64> {
+        let mut site = self.bucket.lock().unwrap_or_else(|p| p.into_inner());
+        let mut global = global.lock().unwrap_or_else(|p| p.into_inner());
+        // Both buckets must have a token; take from both or from neither.
+        let admitted = site.peek(now, SITE_BURST, SITE_REFILL)
+            && global.peek(now, GLOBAL_BURST, GLOBAL_REFILL);
+        if admitted {
+            global.admit(now, GLOBAL_BURST, GLOBAL_REFILL);
+            site.admit(now, SITE_BURST, SITE_REFILL)
+        } else {
+            site.refuse();
+            SUPPRESSED_TOTAL.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
+}
+
+impl Default for LogSite {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[doc(hidden)]
+pub use tracing as __tracing;
+
+/// Logs a guest-triggerable event at `level` (a `tracing::Level`) through
+/// this call site's rate limiter (see [`crate::log_limit`]). Nothing is
+/// counted or formatted when the level is disabled.
+#[macro_export]
+macro_rules! guest_log {
+    ($level:expr, $($arg:tt)+) => {{
+        if $crate::log_limit::__tracing::enabled!($level) {
+            static SITE: $crate::log_limit::LogSite = $crate::log_limit::LogSite::new();
+            if let Some(suppressed) = SITE.admit() {
+                if suppressed == 0 {
+                    $crate::log_limit::__tracing::event!($level, $($arg)+);
+                } else {
+                    $crate::log_limit::__tracing::event!(
+                        $level,
+                        "{} [{} similar lines suppressed]",
+                        format_args!($($arg)+),
+                        suppressed
+                    );
+                }
+            }
+        }
+    }};
+}
+
+/// `tracing::warn!` for a line a guest can trigger, rate-limited per call
+/// site and globally (see [`crate::log_limit`]).
+#[macro_export]
+macro_rules! guest_warn {
+    ($($arg:tt)+) => { $crate::guest_log!($crate::log_limit::__tracing::Level::WARN, $($arg)+) };
+}
+
+/// `tracing::error!` for a line a guest can trigger, rate-limited.
+#[macro_export]
+macro_rules! guest_error {
+    ($($arg:tt)+) => { $crate::guest_log!($crate::log_limit::__tracing::Level::ERROR, $($arg)+) };
+}
+
+/// `tracing::info!` for a line a guest can trigger, rate-limited.
+#[macro_export]
+macro_rules! guest_info {
+    ($($arg:tt)+) => { $crate::guest_log!($crate::log_limit::__tracing::Level::INFO, $($arg)+) };
+}
+
+/// `tracing::debug!` for a line a guest can trigger, rate-limited.
+#[macro_export]
+macro_rules! guest_debug {
+    ($($arg:tt)+) => { $crate::guest_log!($crate::log_limit::__tracing::Level::DEBUG, $($arg)+) };
+}
+
+/// The `log` crate's logger: admits each record through a rate-limited
+/// site per level and forwards it to `tracing` (target and message in the
+/// line). Dependencies such as virtio-queue log through `log` on paths a
+/// guest drives.
+#[derive(Debug, Default)]
+pub struct LogBridge;
+
+static BRIDGE: LogBridge = LogBridge;
+static BRIDGE_SITES: [LogSite; 5] = [
+    LogSite::new(),
+    LogSite::new(),
+    LogSite::new(),
+    LogSite::new(),
+    LogSite::new(),
+];
+
+impl log::Log for LogBridge {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let level = record.level();
+        let site = &BRIDGE_SITES[level as usize - 1];
+        let Some(suppressed) = site.admit() else {
+            return;
+        };
+        let target = record.target();
+        let args = record.args();
+        let note = if suppressed == 0 {
+            String::new()
+        } else {
+            format!(" [{suppressed} similar lines suppressed]")
+        };
+        match level {
+            log::Level::Error => tracing::error!("{target}: {args}{note}"),
+            log::Level::Warn => tracing::warn!("{target}: {args}{note}"),
+            log::Level::Info => tracing::info!("{target}: {args}{note}"),
+            log::Level::Debug => tracing::debug!("{target}: {args}{note}"),
+            log::Level::Trace => tracing::trace!("{target}: {args}{note}"),
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+/// Makes [`LogBridge`] the `log` crate's logger, passing records at
+/// `max_level` and above. Call once, after the `tracing` subscriber is
+/// installed (and instead of `tracing-log`'s `LogTracer`).
+pub fn install_log_bridge(max_level: log::LevelFilter) -> Result<(), log::SetLoggerError> {
+    log::set_logger(&BRIDGE)?;
+    log::set_max_level(max_level);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bucket_admits_its_burst_then_one_per_period() {
+        let t0 = Instant::now();
+        let period = Duration::from_secs(10);
+        let mut b = LineBucket::new();
+        for _ in 0..3 {
+            assert_eq!(b.admit(t0, 3, period), Some(0));
+        }
+        assert_eq!(b.admit(t0, 3, period), None);
+        assert_eq!(b.admit(t0 + Duration::from_secs(9), 3, period), None);
+        // One period later: one line, carrying the count.
+        assert_eq!(b.admit(t0 + Duration::from_secs(10), 3, period), Some(2));
+        assert_eq!(b.admit(t0 + Duration::from_secs(11), 3, period), None);
+        // A long pause refills at most the burst.
+        let later = t0 + Duration::from_secs(1000);
+        for _ in 0..3 {
+            assert!(b.admit(later, 3, period).is_some());
+        }
+        assert_eq!(b.admit(later, 3, period), None);
+    }
+
+    #[test]
+    fn a_steady_trickle_keeps_its_remainder() {
+        let t0 = Instant::now();
+        let period = Duration::from_secs(10);
+        let mut b = LineBucket::new();
+        for _ in 0..3 {
+            assert!(b.admit(t0, 3, period).is_some());
+        }
+        // 15 s: one token (5 s carried over), 20 s: the next one.
+        assert!(b.admit(t0 + Duration::from_secs(15), 3, period).is_some());
+        assert!(b.admit(t0 + Duration::from_secs(20), 3, period).is_some());
+        assert!(b.admit(t0 + Duration::from_secs(21), 3, period).is_none());
+    }
+
+    #[test]
+    fn a_flood_from_one_site_is_bounded_and_counted() {
+        let site = LogSite::new();
+        let global = Mutex::new(LineBucket::new());
+        let t0 = Instant::now();
+        let before = suppressed_total();
+        let admitted = (0..10_000)
+            .filter(|_| site.admit_with(&global, t0).is_some())
+            .count();
+        assert!(admitted <= SITE_BURST as usize, "{admitted} lines admitted");
+        assert!(suppressed_total() - before >= 10_000 - SITE_BURST as u64);
+        // The next admitted line reports what was suppressed.
+        let next = site
+            .admit_with(&global, t0 + SITE_REFILL)
+            .expect("refilled");
+        assert!(next >= 10_000 - SITE_BURST as u64, "{next}");
+    }
+
+    #[test]
+    fn many_sites_together_are_bounded_by_the_global_bucket() {
+        let sites: Vec<LogSite> = (0..50).map(|_| LogSite::new()).collect();
+        let global = Mutex::new(LineBucket::new());
+        let t = Instant::now();
+        let admitted = sites
+            .iter()
+            .flat_map(|s| (0..SITE_BURST).map(move |_| s))
+            .filter(|s| s.admit_with(&global, t).is_some())
+            .count();
+        assert_eq!(admitted, GLOBAL_BURST as usize);
+        // A site refused by the global bucket counts the line too.
+        let last = &sites[49];
+        assert!(last
+            .admit_with(&global, t + GLOBAL_REFILL + SITE_REFILL)
+            .is_some_and(|n| n > 0));
+    }
+
+    #[test]
+    fn the_macros_compile_with_captures_and_arguments() {
+        let e = "boom";
+        for i in 0..100 {
+            crate::guest_warn!("test line {i}: {e}");
+            crate::guest_error!("test error {}", i);
+            crate::guest_info!("test info");
+        }
+    }
+}

@@ -1,0 +1,442 @@
+//! `vmm adb-proxy`: a TCP listener on 127.0.0.1 whose every connection is
+//! bridged to a guest vsock port (5555, adbd's) through the VMM's hybrid
+//! vsock socket (`CONNECT <port>\n` / `OK <host port>\n`, docs/vsock.md).
+//! Cuttlefish's `socket_vsock_proxy` plays this role next to crosvm; the
+//! stock adb client then reaches the guest with `adb connect
+//! 127.0.0.1:PORT` (docs/adb.md).
+//!
+//! It is a byte bridge: it never parses what it carries, so the adb
+//! client and the guest's adbd speak adb end to end and either side's
+//! malformed packets are the other side's to reject. It listens on
+//! loopback only, serves a bounded number of connections (more are closed
+//! at once), and gives each connection two copying threads.
+
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+use tracing::{info, warn};
+
+/// The guest port of adbd (Cuttlefish's convention).
+pub const ADB_GUEST_PORT: u32 = 5555;
+/// Connections served at once by default.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 16;
+/// Longest `OK <port>\n` line the VMM sends.
+const MAX_REPLY: usize = 32;
+/// How long the VMM may take to answer `CONNECT` (it gives the guest 5 s).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Copy buffer per direction.
+const BUFFER: usize = 256 * 1024;
+
+/// What the proxy bridges.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// The VMM's `--vsock ...,socket=PATH`.
+    pub vsock_socket: PathBuf,
+    /// TCP port on 127.0.0.1 (0: any free port, for tests).
+    pub port: u16,
+    /// The guest's vsock port.
+    pub guest_port: u32,
+    /// Connections served at once.
+    pub max_connections: usize,
+}
+
+/// Why the proxy could not start.
+#[derive(Debug, Error)]
+pub enum ProxyError {
+    /// The vsock socket does not exist.
+    #[error("{0}: no such socket (start the VMM with --vsock cid=N,socket=PATH first)")]
+    NoSocket(PathBuf),
+    /// The vsock path is not a socket.
+    #[error("{0} is not a socket (give the VMM's --vsock socket=PATH)")]
+    NotASocket(PathBuf),
+    /// The TCP port is taken.
+    #[error("127.0.0.1:{0} is in use (pick another --port)")]
+    PortInUse(u16),
+    /// Another bind error.
+    #[error("cannot listen on 127.0.0.1:{0}: {1}")]
+    Bind(u16, io::Error),
+    /// `--max-connections 0`.
+    #[error("--max-connections must be at least 1")]
+    NoConnections,
+}
+
+/// Why one bridged connection could not be set up.
+#[derive(Debug, Error)]
+pub enum ConnectError {
+    /// The VMM's socket refused or vanished.
+    #[error("cannot reach the VMM at {0}: {1}")]
+    Vmm(PathBuf, io::Error),
+    /// The VMM closed without `OK`: nothing listens on the guest port.
+    #[error("guest port {0} refused the connection (is the guest's adbd running?)")]
+    Refused(u32),
+    /// No answer within [`CONNECT_TIMEOUT`].
+    #[error("no answer from the VMM within 10 s for guest port {0} (is the guest up?)")]
+    Timeout(u32),
+    /// The VMM's answer was not `OK <port>`.
+    #[error("unexpected answer from the VMM: {0:?}")]
+    BadReply(String),
+    /// Reading or writing the handshake failed.
+    #[error("handshake with the VMM failed: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Parses the VMM's `OK <host port>` line (without the newline).
+pub fn parse_ok_line(line: &[u8]) -> Option<u32> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    std::str::from_utf8(line.strip_prefix(b"OK ")?)
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// Connects to guest port `port` through the hybrid vsock socket at
+/// `path`; returns the stream (the connection from now on) and the host
+/// port the VMM chose.
+pub fn connect_guest(path: &Path, port: u32) -> Result<(UnixStream, u32), ConnectError> {
+    let mut s = UnixStream::connect(path).map_err(|e| ConnectError::Vmm(path.into(), e))?;
+    s.set_read_timeout(Some(CONNECT_TIMEOUT))?;
+    s.write_all(format!("CONNECT {port}\n").as_bytes())?;
+    // Byte by byte: nothing after the newline belongs to the handshake.
+    let mut line = Vec::with_capacity(MAX_REPLY);
+    let mut byte = [0u8; 1];
+    loop {
+        match s.read(&mut byte) {
+            Ok(0) if line.is_empty() => return Err(ConnectError::Refused(port)),
+            Ok(0) => {
+                return Err(ConnectError::BadReply(
+                    String::from_utf8_lossy(&line).into(),
+                ))
+            }
+            Ok(_) if byte[0] == b'\n' => break,
+            Ok(_) if line.len() < MAX_REPLY => line.push(byte[0]),
+            Ok(_) => {
+                return Err(ConnectError::BadReply(
+                    String::from_utf8_lossy(&line).into(),
+                ))
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // A reset right after CONNECT is the VMM closing a refused one.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
+                return Err(ConnectError::Refused(port))
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(ConnectError::Timeout(port))
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let host_port = parse_ok_line(&line)
+        .ok_or_else(|| ConnectError::BadReply(String::from_utf8_lossy(&line).into()))?;
+    s.set_read_timeout(None)?;
+    Ok((s, host_port))
+}
+
+/// A bound proxy.
+pub struct Proxy {
+    listener: TcpListener,
+    config: ProxyConfig,
+    active: Arc<AtomicUsize>,
+    next_id: AtomicU64,
+}
+
+impl Proxy {
+    /// Checks the vsock socket and binds 127.0.0.1:`port`.
+    pub fn bind(config: ProxyConfig) -> Result<Self, ProxyError> {
+        if config.max_connections == 0 {
+            return Err(ProxyError::NoConnections);
+        }
+        match std::fs::metadata(&config.vsock_socket) {
+            Err(_) => return Err(ProxyError::NoSocket(config.vsock_socket.clone())),
+            Ok(m) if !m.file_type().is_socket() => {
+                return Err(ProxyError::NotASocket(config.vsock_socket.clone()))
+            }
+            Ok(_) => {}
+        }
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, config.port));
+        let listener = TcpListener::bind(addr).map_err(|e| match e.kind() {
+            io::ErrorKind::AddrInUse => ProxyError::PortInUse(config.port),
+            _ => ProxyError::Bind(config.port, e),
+        })?;
+        Ok(Self {
+            listener,
+            config,
+            active: Arc::new(AtomicUsize::new(0)),
+            next_id: AtomicU64::new(1),
+        })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Accepts and bridges connections forever.
+    pub fn serve(&self) -> ! {
+        loop {
+            match self.listener.accept() {
+                Ok((tcp, peer)) => self.start(tcp, peer),
+                Err(e) => {
+                    warn!("accept failed: {e}");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+    }
+
+    fn start(&self, tcp: TcpStream, peer: SocketAddr) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let max = self.config.max_connections;
+        if self.active.fetch_add(1, Ordering::SeqCst) >= max {
+            self.active.fetch_sub(1, Ordering::SeqCst);
+            warn!("connection {id} from {peer} closed: {max} connections already bridged");
+            return;
+        }
+        let slot = Slot(Arc::clone(&self.active));
+        let config = self.config.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("proxy-{id}"))
+            .spawn(move || {
+                let _slot = slot;
+                match bridge(tcp, &config) {
+                    Ok((up, down)) => info!(
+                        "connection {id} from {peer} closed: {up} bytes to the guest, {down} bytes from it"
+                    ),
+                    Err(e) => warn!("connection {id} from {peer}: {e}"),
+                }
+            });
+        if let Err(e) = spawned {
+            warn!("connection {id}: cannot start a thread: {e}");
+        }
+    }
+}
+
+/// Frees a connection slot when dropped.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Bridges one TCP connection to the guest until both directions ended;
+/// returns the bytes copied each way.
+fn bridge(tcp: TcpStream, config: &ProxyConfig) -> Result<(u64, u64), ConnectError> {
+    // adb's small OKAY packets must not wait for Nagle.
+    tcp.set_nodelay(true)?;
+    let (guest, host_port) = connect_guest(&config.vsock_socket, config.guest_port)?;
+    info!(
+        "bridging {} to guest port {} (host port {host_port})",
+        tcp.peer_addr()?,
+        config.guest_port
+    );
+    let (tcp_r, guest_w) = (tcp.try_clone()?, guest.try_clone()?);
+    let up = std::thread::Builder::new()
+        .name("proxy-up".into())
+        .spawn(move || copy(tcp_r, guest_w))?;
+    let down = copy(guest, tcp);
+    let up = up.join().unwrap_or(0);
+    Ok((up, down))
+}
+
+/// A stream socket's half-close and full close.
+trait Halves {
+    fn shutdown_half(&self, how: Shutdown);
+}
+
+impl Halves for TcpStream {
+    fn shutdown_half(&self, how: Shutdown) {
+        let _ = self.shutdown(how);
+    }
+}
+
+impl Halves for UnixStream {
+    fn shutdown_half(&self, how: Shutdown) {
+        let _ = self.shutdown(how);
+    }
+}
+
+/// Copies `from` to `to` until EOF (then half-closes `to`) or an error
+/// (then closes both, so the other direction ends too); returns the
+/// bytes copied.
+fn copy<R, W>(mut from: R, mut to: W) -> u64
+where
+    R: Read + Halves,
+    W: Write + Halves,
+{
+    let mut buf = vec![0u8; BUFFER];
+    let mut total = 0u64;
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => {
+                to.shutdown_half(Shutdown::Write);
+                return total;
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        };
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+        total += n as u64;
+    }
+    from.shutdown_half(Shutdown::Both);
+    to.shutdown_half(Shutdown::Both);
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::BufRead;
+    use std::os::unix::net::UnixListener;
+
+    fn temp_socket(name: &str) -> PathBuf {
+        let p = std::env::temp_dir().join(format!("vmm-proxy-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_file(&p);
+        p
+    }
+
+    /// A fake VMM: answers `CONNECT 5555` with OK and echoes, refuses
+    /// every other port by closing.
+    fn fake_vmm(path: &Path) {
+        let l = UnixListener::bind(path).unwrap();
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let s = s.unwrap();
+                std::thread::spawn(move || {
+                    let mut r = io::BufReader::new(s.try_clone().unwrap());
+                    let mut line = String::new();
+                    r.read_line(&mut line).unwrap();
+                    if line != "CONNECT 5555\n" {
+                        return;
+                    }
+                    let mut w = s;
+                    w.write_all(b"OK 1073741824\n").unwrap();
+                    let mut buf = Vec::new();
+                    r.read_to_end(&mut buf).unwrap();
+                    w.write_all(&buf).unwrap();
+                });
+            }
+        });
+    }
+
+    fn proxy(path: &Path, guest_port: u32, max: usize) -> SocketAddr {
+        let p = Proxy::bind(ProxyConfig {
+            vsock_socket: path.into(),
+            port: 0,
+            guest_port,
+            max_connections: max,
+        })
+        .unwrap();
+        let addr = p.local_addr().unwrap();
+        std::thread::spawn(move || p.serve());
+        addr
+    }
+
+    #[test]
+    fn bridges_bytes_and_half_close() {
+        let path = temp_socket("echo");
+        fake_vmm(&path);
+        let addr = proxy(&path, ADB_GUEST_PORT, 4);
+        let mut c = TcpStream::connect(addr).unwrap();
+        let data: Vec<u8> = (0..600_000u32).map(|i| (i % 251) as u8).collect();
+        let writer = {
+            let mut c = c.try_clone().unwrap();
+            let data = data.clone();
+            std::thread::spawn(move || {
+                c.write_all(&data).unwrap();
+                c.shutdown(Shutdown::Write).unwrap();
+            })
+        };
+        let mut back = Vec::new();
+        c.read_to_end(&mut back).unwrap();
+        writer.join().unwrap();
+        assert_eq!(back, data);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn refused_guest_port_closes_the_client() {
+        let path = temp_socket("refuse");
+        fake_vmm(&path);
+        let addr = proxy(&path, 6000, 4);
+        let mut c = TcpStream::connect(addr).unwrap();
+        let mut buf = Vec::new();
+        c.read_to_end(&mut buf).unwrap();
+        assert!(buf.is_empty());
+        assert!(matches!(
+            connect_guest(&path, 6000),
+            Err(ConnectError::Refused(6000))
+        ));
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn set_up_errors_are_one_line() {
+        let missing = temp_socket("missing");
+        let config = |path: &Path, port| ProxyConfig {
+            vsock_socket: path.into(),
+            port,
+            guest_port: 5555,
+            max_connections: 1,
+        };
+        let e = Proxy::bind(config(&missing, 0)).err().unwrap().to_string();
+        assert!(e.contains("no such socket"), "{e}");
+        let e = Proxy::bind(config(Path::new("/"), 0))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("is not a socket"), "{e}");
+        let path = temp_socket("busy");
+        fake_vmm(&path);
+        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let e = Proxy::bind(config(&path, port)).err().unwrap().to_string();
+        assert_eq!(
+            e,
+            format!("127.0.0.1:{port} is in use (pick another --port)")
+        );
+        let mut zero = config(&path, 0);
+        zero.max_connections = 0;
+        assert!(matches!(Proxy::bind(zero), Err(ProxyError::NoConnections)));
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn connections_beyond_the_limit_are_closed() {
+        let path = temp_socket("limit");
+        fake_vmm(&path);
+        let addr = proxy(&path, ADB_GUEST_PORT, 1);
+        // The accept loop takes them in order: the first holds the only
+        // slot (the fake VMM echoes only at EOF, so it stays open).
+        let first = TcpStream::connect(addr).unwrap();
+        let mut second = TcpStream::connect(addr).unwrap();
+        let mut buf = Vec::new();
+        second.read_to_end(&mut buf).unwrap();
+        assert!(buf.is_empty());
+        drop(first);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn ok_line_parse() {
+        assert_eq!(parse_ok_line(b"OK 1073741824"), Some(1 << 30));
+        assert_eq!(parse_ok_line(b"OK 5\r"), Some(5));
+        assert_eq!(parse_ok_line(b"OK"), None);
+        assert_eq!(parse_ok_line(b"NO 5"), None);
+    }
+}

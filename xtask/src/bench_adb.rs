@@ -1,0 +1,235 @@
+//! `cargo xtask bench adb [--runs N]`: `adb push` throughput through our
+//! path (Debian's adb client, `vmm adb-proxy`, hybrid vsock, the guest's
+//! adbd writing to its rootfs) next to a raw vsock stream of the same
+//! size into the same guest (`vsock-test --raw`), N rounds in one test
+//! host run (scenario `bench-adb`, the guest's `adbd` scenario).
+//!
+//! Prints the medians, the ratio of the medians and the median of the
+//! per-round ratios adb/raw, with PASS/MISS of the latter against the
+//! target ([`TARGET_RATIO`]): each round's two transfers run back to back,
+//! so their ratio is what the test host's changing load (other work on
+//! the machine, minutes apart) disturbs least. Writes
+//! `<target dir>/bench/adb.json`. A missed target is a result; missing
+//! measurements are errors. See docs/adb.md.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use bootbench::stats::{self, Summary};
+use vmstack_tests::marker;
+
+use crate::bench_host::{self, Bench, Manifest};
+use crate::paths::Arch;
+use crate::util::step;
+
+/// Scenario in `prebuilts/testhost/scenarios/`.
+const SCENARIO: &str = "bench-adb";
+/// Bytes of each push and each raw stream.
+pub const MIB: u32 = 64;
+/// Rounds by default.
+pub const DEFAULT_ROUNDS: u32 = 3;
+/// Target: adb push MiB/s at least this fraction of the raw stream's.
+pub const TARGET_RATIO: f64 = 0.8;
+/// Test host time allowed per round (two 64 MiB transfers at ~4 MiB/s).
+const PER_ROUND: Duration = Duration::from_secs(120);
+/// Test host time for the guest's boot and adb's connection.
+const SETUP: Duration = Duration::from_secs(120);
+
+/// The measurements of one run: MiB/s per round of each path, and errors.
+#[derive(Debug, Default, PartialEq)]
+pub struct Parsed {
+    /// `adb push` MiB/s by round.
+    pub adb: BTreeMap<u32, f64>,
+    /// Raw vsock stream MiB/s by round.
+    pub raw: BTreeMap<u32, f64>,
+    /// Failed transfers (`<path>_<round>_error` markers).
+    pub errors: Vec<String>,
+}
+
+/// Reads the markers of the scenario's output.
+pub fn parse(output: &str) -> Parsed {
+    let mut p = Parsed::default();
+    for m in marker::parse(output) {
+        let mut parts = m.key.splitn(3, '_');
+        let (Some(path), Some(round), Some(what)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let Ok(round) = round.parse::<u32>() else {
+            continue;
+        };
+        let table = match path {
+            "adb" => &mut p.adb,
+            "raw" => &mut p.raw,
+            _ => continue,
+        };
+        match what {
+            "mibps" => {
+                if let Ok(v) = m.value.trim().parse::<f64>() {
+                    table.insert(round, v);
+                }
+            }
+            "error" => p.errors.push(format!("{path} round {round}: {}", m.value)),
+            _ => {}
+        }
+    }
+    p
+}
+
+/// What a run measured.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Verdict {
+    /// `adb push` MiB/s.
+    pub adb: Summary,
+    /// Raw vsock stream MiB/s.
+    pub raw: Summary,
+    /// Median adb / median raw.
+    pub ratio_of_medians: f64,
+    /// Per-round adb / raw.
+    pub paired_ratio: Summary,
+    /// `paired_ratio.median >= TARGET_RATIO`.
+    pub pass: bool,
+}
+
+/// Medians of both paths and the verdict; an error for missing rounds.
+pub fn summarize(p: &Parsed, rounds: u32) -> Result<Verdict> {
+    let mut problems = p.errors.clone();
+    for (name, table) in [("adb push", &p.adb), ("raw vsock", &p.raw)] {
+        if table.len() != rounds as usize {
+            problems.push(format!(
+                "{name}: {} of {rounds} rounds measured",
+                table.len()
+            ));
+        }
+    }
+    if !problems.is_empty() {
+        bail!(
+            "missing or failed measurements:\n  {}",
+            problems.join("\n  ")
+        );
+    }
+    let adb = stats::summarize(&p.adb.values().copied().collect::<Vec<_>>());
+    let raw = stats::summarize(&p.raw.values().copied().collect::<Vec<_>>());
+    let paired: Vec<f64> = p
+        .adb
+        .iter()
+        .filter_map(|(round, a)| p.raw.get(round).map(|r| a / r))
+        .collect();
+    let (Some(adb), Some(raw), Some(paired_ratio)) = (adb, raw, stats::summarize(&paired)) else {
+        bail!("no measurements");
+    };
+    Ok(Verdict {
+        adb,
+        raw,
+        ratio_of_medians: adb.median / raw.median,
+        paired_ratio,
+        pass: paired_ratio.median >= TARGET_RATIO,
+    })
+}
+
+/// Entry point of `cargo xtask bench adb`.
+pub fn adb(rounds: u32) -> Result<()> {
+    if rounds == 0 {
+        bail!("--runs 0: at least one round is needed");
+    }
+    let images = bench_host::prepare(Arch::X86_64)?;
+    let adb_pkg = bench_host::dpkg_version("adb")?;
+    let bench = Bench {
+        arch: Arch::X86_64,
+        scenario: SCENARIO,
+        append: vec![format!("bench.rounds={rounds}"), format!("bench.mib={MIB}")],
+        scenario_timeout: SETUP + PER_ROUND * rounds,
+        stream: true,
+    };
+    step!("{rounds} round(s) of a {MIB} MiB raw vsock stream and a {MIB} MiB adb push");
+    let run = bench.boot(&images, None)?;
+    let section = bench_host::section(&run, SCENARIO)?;
+    let parsed = parse(&section.output);
+    let summary = summarize(&parsed, rounds);
+    let m = Manifest::read(&images);
+    let json_path = bench_host::write_results(
+        "adb",
+        &serde_json::json!({
+            "rounds": rounds,
+            "mib": MIB,
+            "unix_time": bench_host::unix_time(),
+            "versions": {
+                "adb_package": format!("adb {adb_pkg}"),
+                "kernel_release": m.get("/kernel/release"),
+                "vmm_sha256": m.get("/vmm/sha256"),
+            },
+            "adb_push_mibps": parsed.adb,
+            "raw_vsock_mibps": parsed.raw,
+            "errors": parsed.errors,
+            "summary": summary.as_ref().ok(),
+            "target": TARGET_RATIO,
+            "console_log": run.log_path.display().to_string(),
+            "testhost_elapsed_s": run.elapsed.as_secs_f64(),
+        }),
+    )?;
+    let v = summary?;
+    let (adb, raw) = (v.adb, v.raw);
+    println!();
+    println!(
+        "adb benchmark: {MIB} MiB host -> guest, {rounds} round(s), nested KVM in the test host; adb {adb_pkg}"
+    );
+    println!(
+        "  median [min..max] MiB/s: adb push {:.2} [{:.2}..{:.2}], raw vsock stream {:.2} [{:.2}..{:.2}]",
+        adb.median, adb.min, adb.max, raw.median, raw.min, raw.max
+    );
+    println!(
+        "  adb/raw per round: median {:.3} [{:.3}..{:.3}] (target >= {TARGET_RATIO}): {}; ratio of the medians {:.3}",
+        v.paired_ratio.median,
+        v.paired_ratio.min,
+        v.paired_ratio.max,
+        if v.pass { "PASS" } else { "MISS" },
+        v.ratio_of_medians
+    );
+    println!(
+        "  all rounds: {}; console: {}",
+        json_path.display(),
+        run.log_path.display()
+    );
+    bench_host::check_rc(&run, section)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OUTPUT: &str = "\
+@@vmstack:raw_1_bytes=67108864
+@@vmstack:raw_1_mibps=4.0
+@@vmstack:adb_1_mibps=3.60
+@@vmstack:raw_2_mibps=5.0
+@@vmstack:adb_2_mibps=4.50
+noise
+@@vmstack:adb_1_client=/tmp/x: 1 file pushed
+";
+
+    #[test]
+    fn rounds_are_parsed_and_compared() {
+        let p = parse(OUTPUT);
+        assert_eq!(p.adb.len(), 2);
+        assert_eq!(p.raw.get(&2), Some(&5.0));
+        let v = summarize(&p, 2).unwrap();
+        assert_eq!((v.adb.median, v.raw.median), (4.05, 4.5));
+        assert!((v.ratio_of_medians - 0.9).abs() < 1e-9);
+        // Rounds 3.6/4.0 and 4.5/5.0: both 0.9.
+        assert!((v.paired_ratio.median - 0.9).abs() < 1e-9 && v.pass);
+        let mut slow = p;
+        slow.adb.insert(2, 2.0);
+        assert!(!summarize(&slow, 2).unwrap().pass);
+    }
+
+    #[test]
+    fn missing_or_failed_rounds_are_errors() {
+        let p = parse(OUTPUT);
+        let e = summarize(&p, 3).unwrap_err().to_string();
+        assert!(e.contains("adb push: 2 of 3"), "{e}");
+        let p = parse("@@vmstack:adb_1_error=adb: error: failed\n@@vmstack:raw_1_mibps=4\n");
+        let e = summarize(&p, 1).unwrap_err().to_string();
+        assert!(e.contains("adb round 1: adb: error: failed"), "{e}");
+    }
+}
