@@ -4,7 +4,11 @@
 # 5000, vsock-test echo) and prints `bench: ...` lines.
 D=/tmp/bench-binder
 S=$D/state
+# sysmgr switches to its sandbox user (65534) and creates the guests' RPC
+# binder sockets beside their vsock sockets here; the MCU simulator's socket
+# must let it connect (umask 0: mode 0777).
 mkdir -p $D
+chown 65534:65534 $D
 count=1000
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
@@ -21,7 +25,7 @@ launch = ["/bin/vmm", "run", "--cpus", "1", "--mem", "256", "--socket", "$D/a.ct
 POLICY
 vsock-test listen-unix $D/a.vsock_5000 echo --count 1 > $D/echo.out 2>&1 &
 mkfifo $D/mcu.in
-mcu-sim --socket $D/mcu.sock < $D/mcu.in > $D/mcu.out 2>&1 &
+(umask 0; exec mcu-sim --socket $D/mcu.sock) < $D/mcu.in > $D/mcu.out 2>&1 &
 exec 3>$D/mcu.in
 sysmgr run --policy $D/policy.toml --state-dir $S --mcu-socket $D/mcu.sock > $D/sysmgr.out 2>&1 &
 echo "ignition on" >&3

@@ -11,7 +11,11 @@
 . /lib/vmstack.sh
 D=/tmp/binder-hs
 S=$D/state
+# sysmgr switches to its sandbox user (65534) and creates the guests' RPC
+# binder sockets beside their vsock sockets here; the MCU simulator's socket
+# must let it connect (umask 0: mode 0777).
 mkdir -p $D
+chown 65534:65534 $D
 cat > $D/policy.toml <<POLICY
 [system]
 shutdown_deadline_ms = 60000
@@ -25,7 +29,7 @@ vsock_socket = "$D/a.vsock"
 launch = ["/bin/vmm", "run", "--cpus", "1", "--mem", "192", "--socket", "$D/a.ctl", "--power-arbiter", "--vsock", "cid=3,socket=$D/a.vsock", "--initrd", "/guest/initramfs.cpio.gz", "--params", "console=ttyS0 guest.scenario=sysmgr-android vhal.script=postpone:5000,start", "/guest/vmlinuz"]
 POLICY
 mkfifo $D/mcu.in
-mcu-sim --socket $D/mcu.sock < $D/mcu.in > $D/mcu.out 2>&1 &
+(umask 0; exec mcu-sim --socket $D/mcu.sock) < $D/mcu.in > $D/mcu.out 2>&1 &
 exec 3>$D/mcu.in
 sysmgr run --policy $D/policy.toml --state-dir $S --mcu-socket $D/mcu.sock > $D/sysmgr.out 2>&1 &
 SM=$!
