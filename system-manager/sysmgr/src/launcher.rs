@@ -147,15 +147,19 @@ fn serve(sock: UnixStream, specs: &[LaunchSpec]) -> io::Result<()> {
     let mut children: HashMap<String, Child> = HashMap::new();
     let mut line = String::new();
     loop {
-        // Wait for a request, at most 200 ms, then reap ended children.
-        let mut pfd = libc::pollfd {
-            fd: reader.get_ref().as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
+        // Wait for a request, at most 200 ms, then reap ended children. A
+        // request already read into the buffer (several arrived at once)
+        // is ready without waiting: the socket has nothing more to say.
+        let ready = !reader.buffer().is_empty() || {
+            let mut pfd = libc::pollfd {
+                fd: reader.get_ref().as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd for the call.
+            unsafe { libc::poll(&mut pfd, 1, 200) > 0 }
         };
-        // SAFETY: one valid pollfd for the call.
-        let ready = unsafe { libc::poll(&mut pfd, 1, 200) };
-        if ready > 0 {
+        if ready {
             line.clear();
             if reader.read_line(&mut line)? == 0 {
                 return Ok(()); // the daemon is gone; the VMMs run on
@@ -409,6 +413,15 @@ mod tests {
                     signal: Some(libc::SIGKILL)
                 })
             );
+            // Two requests at once (one read gets both lines).
+            let both = async { tokio::join!(l.launch("quick"), l.launch("slow")) };
+            let (mut a, mut b) = tokio::time::timeout(std::time::Duration::from_secs(10), both)
+                .await
+                .expect("the second of two simultaneous requests was not served");
+            let (a, b) = (a.as_mut().unwrap(), b.as_mut().unwrap());
+            assert_eq!(a.wait().await.and_then(|e| e.code), Some(3));
+            l.kill("slow");
+            assert_eq!(b.wait().await.and_then(|e| e.signal), Some(libc::SIGKILL));
             let e = l.launch("other").await.unwrap_err();
             assert!(e.contains("no launch command"), "{e}");
         });
@@ -416,7 +429,7 @@ mod tests {
         server.join().unwrap().unwrap();
         assert_eq!(
             std::fs::read_to_string(dir.join("quick.log")).unwrap(),
-            "hello\n"
+            "hello\nhello\n"
         );
         assert!(std::fs::read_to_string(dir.join("quick.pid")).is_ok());
         std::fs::remove_dir_all(&dir).unwrap();
