@@ -71,7 +71,7 @@ pub fn the_vmm_holds_no_capability_and_a_second_uid_cannot_connect(run: &SharedR
         .expect_eq("socket", "600 65534")
         .expect_log(
             VMM,
-            "sandbox: seccomp filters for 12 thread classes; uid 65534 gid 65534 (switched from root); no capabilities, empty bounding set; no_new_privs; landlock fully enforced",
+            "sandbox: seccomp filters for 14 thread classes; uid 65534 gid 65534 (switched from root); no capabilities, empty bounding set; no_new_privs; landlock fully enforced",
         );
     let threads = s.number("threads");
     if threads < 5 || s.number("threads_seccomp") != threads {
