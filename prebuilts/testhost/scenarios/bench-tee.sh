@@ -33,7 +33,7 @@ for s in $T ${S}_1; do
     while [ ! -S $s ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
     [ -S $s ] || mark trustyd_no_socket $s
 done
-vsock-test listen-unix ${S}_5000 echo --count "$ROUNDS" --tag echo_host > $H/echo 2>&1 &
+as_vmm_user vsock-test listen-unix ${S}_5000 echo --count "$ROUNDS" --tag echo_host > $H/echo 2>&1 &
 e=$!
 run_vmm vmm --cpus 1 --mem 256 --tee socket=$T --vsock cid=3,socket=$S \
     --initrd /guest/initramfs.cpio.gz \
