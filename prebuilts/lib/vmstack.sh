@@ -134,3 +134,20 @@ wait_trustyd() {
         wait_path -S "$_s" || mark trustyd_no_socket "$_s"
     done
 }
+
+# The uid/gid a VMM started as root switches to once sandboxed (its
+# default --sandbox-user; docs/security.md). Host programs a guest connects
+# to (the PATH_<port> listeners of the VMM's vsock socket) run as that user,
+# so that the VMM can reach their sockets.
+VMM_USER_ID=65534
+
+# as_vmm_user CMD...: runs CMD (a simple command, words without quoting)
+# as the VMM's sandbox user, adding a `vmm-sandbox` entry to /etc/passwd and
+# /etc/group on first use (test host only).
+as_vmm_user() {
+    grep -q '^vmm-sandbox:' /etc/passwd 2>/dev/null ||
+        echo "vmm-sandbox:x:$VMM_USER_ID:$VMM_USER_ID::/tmp:/bin/sh" >> /etc/passwd
+    grep -q '^vmm-sandbox:' /etc/group 2>/dev/null ||
+        echo "vmm-sandbox:x:$VMM_USER_ID:" >> /etc/group
+    su -s /bin/sh vmm-sandbox -c "$*"
+}

@@ -6,6 +6,7 @@
 
 use std::fs;
 use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -25,6 +26,10 @@ fn state_dir(dir: &Path) -> PathBuf {
 impl Daemon {
     /// Starts trustyd for guests `a` and `b` under `dir`.
     fn start(dir: &Path) -> Daemon {
+        // A trustyd started as root switches to its sandbox user (65534):
+        // like /tmp, the directory lets it reach its state and remove its
+        // own sockets.
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o1777)).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_trustyd"));
         cmd.arg("run").arg("--state-dir").arg(state_dir(dir));
         let mut vsock = Vec::new();

@@ -9,7 +9,6 @@
 //! shared.
 
 use std::fs::File;
-use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
@@ -19,7 +18,7 @@ use devices::legacy::{AcpiPmDevice, PowerButton, SerialDevice};
 use devices::virtio::block::{Block, DiskError};
 use devices::virtio::console::{Console, ConsoleBackend};
 use devices::virtio::mmio::{MmioTransport, MMIO_WINDOW_SIZE, NOTIFY_REG_OFFSET};
-use devices::virtio::net::{Net, NetLimiters, Tap, TapError};
+use devices::virtio::net::{Net, NetLimiters, TapError};
 use devices::virtio::rate_limiter::{RateLimit, RateLimiter};
 use devices::virtio::rng::Rng;
 use devices::virtio::tee::{Limits as TeeLimits, Tee, TrustyBackend, TrustyError};
@@ -34,7 +33,8 @@ use kvm_ioctls::Kvm;
 use crate::arch::{self, current as arch_impl};
 use crate::config::{ConsoleConfig, SerialOutput, VmConfig};
 use crate::event::{PowerGate, VmEvent};
-use crate::vstate::kvm::{open_kvm, KvmError};
+use crate::resources::HostResources;
+use crate::vstate::kvm::KvmError;
 use crate::vstate::vcpu::{Vcpu, VcpuCrash, VcpuError};
 use crate::vstate::vm::{Vm, VmError};
 
@@ -60,6 +60,8 @@ type OnCrash = Arc<dyn Fn(VcpuCrash) + Send + Sync>;
 struct BuildContext<'a> {
     /// The VM's description.
     config: &'a VmConfig,
+    /// The host resources, opened once (kernel, initrd, serial file, ...).
+    host: &'a HostResources,
     /// `/dev/kvm` (x86_64 reads the supported CPUID from it).
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     kvm: &'a Kvm,
@@ -217,56 +219,9 @@ pub struct BuiltVm {
     pub serial_reads_stdin: bool,
 }
 
-fn serial_output(config: &VmConfig) -> Result<Box<dyn Write + Send>, BuildError> {
-    Ok(match &config.serial.output {
-        SerialOutput::Stdout => Box::new(std::io::stdout()),
-        SerialOutput::Sink => Box::new(std::io::sink()),
-        SerialOutput::File(path) => {
-            Box::new(
-                File::create(path).map_err(|source| BuildError::SerialOutput {
-                    path: path.display().to_string(),
-                    source,
-                })?,
-            )
-        }
-    })
-}
-
-fn open(path: &std::path::Path) -> Result<File, BuildError> {
-    File::open(path).map_err(|source| BuildError::Open {
-        path: path.display().to_string(),
-        source,
-    })
-}
-
 /// A device's rate limiter for `limit` (with its timer fd).
 fn rate_limiter(limit: RateLimit) -> Result<RateLimiter, BuildError> {
     RateLimiter::new(limit).map_err(BuildError::RateLimiter)
-}
-
-/// A handle on tap `name`. The first boot opens (or creates) it; the VMM
-/// keeps that handle for its whole life, so an in-process restart finds the
-/// same interface, still configured by the host, instead of a new one.
-fn open_tap(name: &str) -> Result<Tap, BuildError> {
-    static TAPS: Mutex<Vec<Tap>> = Mutex::new(Vec::new());
-    let mut taps = TAPS.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(tap) = taps.iter().find(|t| t.name() == name) {
-        return tap.try_clone().map_err(|source| {
-            BuildError::Tap(TapError::Attach {
-                name: name.to_string(),
-                source,
-            })
-        });
-    }
-    let tap = Tap::open(name)?;
-    let kept = tap.try_clone().map_err(|source| {
-        BuildError::Tap(TapError::Attach {
-            name: name.to_string(),
-            source,
-        })
-    })?;
-    taps.push(kept);
-    Ok(tap)
 }
 
 /// The MAC address of the `index`-th `--net` without `mac=`: locally
@@ -282,50 +237,20 @@ fn default_mac(index: usize) -> [u8; 6] {
     ]
 }
 
-/// The virtio-console for `--console`, with its host side set up.
-///
-/// Every boot builds it again (a guest reboot is a new VM): a file is
-/// truncated on the first boot and appended to after, a unix socket is bound
-/// again (its client must reconnect), stdin is read on from where the
-/// previous boot stopped.
-fn console_device(config: &ConsoleConfig, boot: u64) -> Result<Console, BuildError> {
-    let err = |what: &std::path::Path| {
-        let what = what.display().to_string();
-        move |source| BuildError::Console { what, source }
-    };
-    Ok(match config {
-        ConsoleConfig::Stdout => {
-            let stdin = std::io::stdin()
-                .as_fd()
-                .try_clone_to_owned()
-                .map_err(|source| BuildError::Console {
-                    what: "stdin".into(),
-                    source,
-                })?;
-            let console = Console::new(ConsoleBackend::stream(
-                File::from(stdin),
-                Box::new(std::io::stdout()),
-            ));
-            match terminal_size(std::io::stdout().as_fd()) {
-                Some((cols, rows)) => console.with_size(cols, rows),
-                None => console,
-            }
-        }
-        ConsoleConfig::Sink => Console::new(ConsoleBackend::output(Box::new(std::io::sink()))),
-        ConsoleConfig::File(path) => {
-            let file = if boot <= 1 {
-                File::create(path)
-            } else {
-                std::fs::OpenOptions::new()
-                    .append(true)
-                    .create(true)
-                    .open(path)
-            }
-            .map_err(err(path))?;
-            Console::new(ConsoleBackend::output(Box::new(file)))
-        }
-        ConsoleConfig::Unix(path) => Console::new(ConsoleBackend::unix(path).map_err(err(path))?),
-    })
+/// The console's stdin/stdout backend (`--console type=stdout`): input
+/// from a duplicate of stdin, output to stdout, sized like the terminal.
+fn stdio_console() -> Result<ConsoleBackend, BuildError> {
+    let stdin = std::io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|source| BuildError::Console {
+            what: "stdin".into(),
+            source,
+        })?;
+    Ok(ConsoleBackend::stream(
+        File::from(stdin),
+        Box::new(std::io::stdout()),
+    ))
 }
 
 /// The size of the terminal on `fd`, if it is one.
@@ -409,14 +334,15 @@ fn attach_virtio(
 /// boot of this VM in the process); `start` is the VMM's start time.
 pub fn build_vm(
     config: &VmConfig,
+    host: &HostResources,
     start: Instant,
     events: Sender<VmEvent>,
     boot: u64,
 ) -> Result<BuiltVm, BuildError> {
     // KVM and guest memory.
-    let kvm = open_kvm()?;
+    let kvm = host.kvm();
     let vm = Vm::new(
-        &kvm,
+        kvm,
         &arch_impl::boot::guest_memory_ranges(config.mem_mib << 20),
     )?;
     let power_events = events.clone();
@@ -424,7 +350,8 @@ pub fn build_vm(
     let gate = Arc::new(PowerGate::default());
     let ctx = BuildContext {
         config,
-        kvm: &kvm,
+        host,
+        kvm,
         start,
         power: PowerEventSink::new(move |event| {
             // One event per kind in the channel at a time, however fast
@@ -455,14 +382,16 @@ pub fn build_vm(
         attach_virtio(&vm, &mut mmio, &mut virtio_slots, Box::new(device))?;
     }
     // Disks in configuration order: the first is /dev/vda.
-    for disk in &devs.disks {
-        let block = Block::open(&disk.path, disk.read_only, disk.id.as_deref())?
-            .with_rate_limiter(rate_limiter(disk.rate_limit)?);
+    for (index, disk) in devs.disks.iter().enumerate() {
+        let Some(image) = host.disk(index) else {
+            return Err(BuildError::Unsupported("a disk that was not opened"));
+        };
+        let block = Block::shared(image).with_rate_limiter(rate_limiter(disk.rate_limit)?);
         attach_virtio(&vm, &mut mmio, &mut virtio_slots, Box::new(block))?;
     }
-    // vsock: the host side listens on the given unix socket from now on.
-    if let Some(vsock) = &devs.vsock {
-        let device = Vsock::new(vsock.cid, &vsock.socket)?;
+    // vsock: the host side listens on the kept unix socket.
+    if let (Some(vsock), Some((path, listener))) = (&devs.vsock, host.vsock()?) {
+        let device = Vsock::with_listener(vsock.cid, path, listener);
         attach_virtio(&vm, &mut mmio, &mut virtio_slots, Box::new(device))?;
     }
     // The TEE device: connected (and greeted) now, so a missing trustyd is
@@ -478,7 +407,7 @@ pub fn build_vm(
     }
     // Network cards in configuration order: the first is eth0.
     for (index, net) in devs.nets.iter().enumerate() {
-        let tap = open_tap(&net.tap)?;
+        let tap = host.tap(index, &net.tap)?;
         let mac = net.mac.unwrap_or_else(|| default_mac(index));
         let limiters = NetLimiters {
             rx: rate_limiter(net.rx_limit)?,
@@ -489,8 +418,12 @@ pub fn build_vm(
     }
     // The console (guest hvc0): its host side exists from now on, so a unix
     // socket accepts clients before the guest runs.
-    if let Some(console) = &devs.console {
-        let device = console_device(console, boot)?;
+    if let Some(backend) = host.console(stdio_console)? {
+        let console = Console::new(backend);
+        let device = match (&devs.console, terminal_size(std::io::stdout().as_fd())) {
+            (Some(ConsoleConfig::Stdout), Some((cols, rows))) => console.with_size(cols, rows),
+            _ => console,
+        };
         attach_virtio(&vm, &mut mmio, &mut virtio_slots, Box::new(device))?;
     }
 

@@ -10,16 +10,27 @@
 //! This module is the transport only: connection threads read lines, parse
 //! them and hand each [`Request`] to the event loop as a [`VmEvent`]; the
 //! loop decides the [`Response`]. `vmm status|stop|pause|resume|
-//! power-button|decide SOCKET` use [`send`], `vmm events` uses [`watch`].
+//! power-button SOCKET` use [`send`], `vmm decide` uses [`decide`], `vmm
+//! events` uses [`watch`].
+//!
+//! Who may talk to it (`docs/security.md`): the socket file is mode 0600
+//! from before `listen`; every accepted connection's peer uid
+//! (`SO_PEERCRED`) must be allowed (`sandbox::socket`); at most
+//! [`MAX_CONNECTIONS`] connections at a time, and one that sends nothing
+//! for [`IDLE_TIMEOUT`] is closed unless it subscribed; `decide` is
+//! accepted only on a connection that `attach`ed as the power arbiter.
 
 use std::io::{BufRead, BufReader, Read as _, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Sender};
+use std::sync::Arc;
 use std::time::Duration;
 
-use vmm_protocol::{Answer, Event, ParseError, Request, Response, ServerLine, MAX_REQUEST_LEN};
+use vmm_protocol::{
+    Answer, Decision, Event, ParseError, Request, Response, ServerLine, MAX_REQUEST_LEN,
+};
 
 use crate::event::VmEvent;
 
@@ -52,36 +63,131 @@ pub enum ControlError {
 
 static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
 
-/// Serves the socket at `path` on a background thread, forwarding requests
-/// to the VMM's event loop. A stale socket file is replaced.
-pub fn serve(path: &Path, events: Sender<VmEvent>) -> Result<(), ControlError> {
-    let bind_err = |source| ControlError::Bind {
+/// Most control connections served at a time; more are answered
+/// `error too many control connections` and closed.
+pub const MAX_CONNECTIONS: usize = 32;
+/// A connection that has not subscribed and sends no request for this
+/// long is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Binds the control socket at `path` (mode 0600 before it listens; a
+/// stale socket replaced; a live one or a non-socket refused).
+pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
+    sandbox::socket::bind_private(path).map_err(|e| ControlError::Bind {
         path: path.display().to_string(),
+        source: std::io::Error::other(e.to_string()),
+    })
+}
+
+/// How many connections, idle for how long.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    max_connections: usize,
+    idle: Duration,
+}
+
+const LIMITS: Limits = Limits {
+    max_connections: MAX_CONNECTIONS,
+    idle: IDLE_TIMEOUT,
+};
+
+/// Counts a connection while it is served.
+struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
+    fn acquire(count: &Arc<AtomicUsize>, max: usize) -> Option<Slot> {
+        let mut now = count.load(Ordering::Relaxed);
+        loop {
+            if now >= max {
+                return None;
+            }
+            match count.compare_exchange(now, now + 1, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => return Some(Slot(count.clone())),
+                Err(actual) => now = actual,
+            }
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Serves `listener` on a background thread, forwarding requests to the
+/// VMM's event loop.
+pub fn serve(listener: UnixListener, events: Sender<VmEvent>) -> Result<(), ControlError> {
+    serve_with(listener, events, LIMITS)
+}
+
+fn serve_with(
+    listener: UnixListener,
+    events: Sender<VmEvent>,
+    limits: Limits,
+) -> Result<(), ControlError> {
+    let spawn_err = |source| ControlError::Bind {
+        path: "(control socket thread)".into(),
         source,
     };
-    if path.exists() && UnixStream::connect(path).is_err() {
-        std::fs::remove_file(path).map_err(bind_err)?;
-    }
-    let listener = UnixListener::bind(path).map_err(bind_err)?;
-    std::thread::Builder::new()
-        .name("control".into())
-        .spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let events = events.clone();
-                let spawned = std::thread::Builder::new()
-                    .name("control-conn".into())
-                    .spawn(move || {
-                        if let Err(e) = handle(stream, &events) {
-                            tracing::debug!("control connection ended: {e}");
-                        }
-                    });
-                if let Err(e) = spawned {
-                    tracing::warn!("cannot serve a control connection: {e}");
-                }
-            }
-        })
-        .map_err(bind_err)?;
+    sandbox::thread::spawn("control", move || accept_loop(&listener, &events, limits))
+        .map_err(spawn_err)?;
     Ok(())
+}
+
+fn accept_loop(listener: &UnixListener, events: &Sender<VmEvent>, limits: Limits) {
+    let served = Arc::new(AtomicUsize::new(0));
+    let mut backoff = sandbox::socket::AcceptBackoff::default();
+    let mut warned_exhausted = false;
+    let mut warned_peer = false;
+    loop {
+        let mut stream = match listener.accept() {
+            Ok((stream, _)) => {
+                backoff.success();
+                stream
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                // Out of descriptors (EMFILE) or anything else: wait before
+                // the next try instead of spinning on a pending connection.
+                let wait = backoff.failure();
+                if !warned_exhausted || !sandbox::socket::is_resource_exhaustion(&e) {
+                    tracing::warn!("control socket: accept failed: {e}; retrying in {wait:?}");
+                    warned_exhausted = true;
+                }
+                std::thread::sleep(wait);
+                continue;
+            }
+        };
+        if let Err(e) = sandbox::socket::check_peer(&stream) {
+            if !warned_peer {
+                tracing::warn!("control socket: connection refused: {e} (logged once)");
+                warned_peer = true;
+            } else {
+                tracing::debug!("control socket: connection refused: {e}");
+            }
+            continue;
+        }
+        let Some(slot) = Slot::acquire(&served, limits.max_connections) else {
+            let e = Response::error(format_args!(
+                "too many control connections (at most {}); closing",
+                limits.max_connections
+            ));
+            let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
+            let _ = stream.write_all(format!("{e}\n").as_bytes());
+            continue;
+        };
+        let events = events.clone();
+        let spawned = sandbox::thread::spawn("control-conn", move || {
+            let _slot = slot;
+            if let Err(e) = handle(stream, &events, limits.idle) {
+                tracing::debug!("control connection ended: {e}");
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::warn!("cannot serve a control connection: {e}");
+        }
+    }
 }
 
 /// One line read from a control connection.
@@ -113,16 +219,41 @@ fn exiting() -> Response {
     Response::error("VMM is exiting")
 }
 
-fn handle(stream: UnixStream, events: &Sender<VmEvent>) -> std::io::Result<()> {
+fn handle(stream: UnixStream, events: &Sender<VmEvent>, idle: Duration) -> std::io::Result<()> {
     let id = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
     let mut writer = stream.try_clone()?;
     writer.set_write_timeout(Some(Duration::from_secs(5)))?;
+    stream.set_read_timeout(Some(idle))?;
+    let reader_stream = stream.try_clone()?;
     let mut subscribed = false;
+    let mut arbiter = false;
     let mut reader = BufReader::new(stream);
     let result = loop {
         let line = match read_request_line(&mut reader) {
             Ok(ReadLine::Line(line)) => line,
             Ok(ReadLine::Closed) => break Ok(()),
+            Err(e)
+                if !subscribed
+                    && matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+            {
+                let e = Response::error(format_args!(
+                    "no request for {} ms; closing the connection",
+                    idle.as_millis()
+                ));
+                break writer.write_all(format!("{e}\n").as_bytes());
+            }
+            Err(e)
+                if subscribed
+                    && matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+            {
+                continue
+            }
             Ok(ReadLine::TooLong) => {
                 // The rest of the line cannot be told from a next request.
                 let e = Response::error(format_args!(
@@ -148,11 +279,17 @@ fn handle(stream: UnixStream, events: &Sender<VmEvent>) -> std::io::Result<()> {
                 match sent {
                     Ok(Ok(())) => {
                         subscribed = true;
+                        arbiter |= request == Request::Attach;
+                        // Subscribers wait for events as long as they like.
+                        reader_stream.set_read_timeout(None)?;
                         continue;
                     }
                     _ => exiting(),
                 }
             }
+            Ok(Request::Decide { .. }) if !arbiter => Response::error(
+                "decide is accepted only from the attached arbiter: send attach on this connection first",
+            ),
             Ok(request) => {
                 let (reply_tx, reply_rx) = channel();
                 if events
@@ -207,6 +344,44 @@ pub fn send(path: &Path, request: Request) -> Result<Answer, ControlError> {
     self::request(path, request).map(|(answer, _)| answer)
 }
 
+/// Answers held power request `id` with `decision`: `decide` is accepted
+/// only from an arbiter, so this attaches as one, decides, and detaches
+/// (shuts its side down and waits, at most 5 s, until the VMM has closed
+/// the connection, so that a request sent after this returns sees the
+/// arbiter gone).
+pub fn decide(path: &Path, id: u64, decision: Decision) -> Result<Answer, ControlError> {
+    let client_err = |source| ControlError::Client {
+        path: path.display().to_string(),
+        source,
+    };
+    let (_, mut reader) = request(path, Request::Attach)?;
+    let mut stream = reader.get_ref().try_clone().map_err(client_err)?;
+    stream
+        .write_all(format!("{}\n", Request::Decide { id, decision }).as_bytes())
+        .map_err(client_err)?;
+    let answer = loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).map_err(client_err)? == 0 {
+            return Err(client_err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the VMM closed the connection without answering",
+            )));
+        }
+        match line.parse()? {
+            ServerLine::Event(_) => continue,
+            ServerLine::Response(Response::Ok(answer)) => break Ok(answer),
+            ServerLine::Response(Response::Error(message)) => {
+                break Err(ControlError::Refused(message.to_string()))
+            }
+        }
+    };
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut rest = Vec::new();
+    let _ = reader.read_to_end(&mut rest);
+    answer
+}
+
 /// Subscribes to the VMM at `path` (as the power arbiter if `arbiter`) and
 /// calls `on_event` for every event until the VMM closes the socket.
 pub fn watch(
@@ -257,7 +432,7 @@ mod tests {
     fn requests_reach_the_loop_and_answers_come_back() {
         let path = std::env::temp_dir().join(format!("vmm-ctl-{}.sock", std::process::id()));
         let (tx, rx) = channel();
-        serve(&path, tx).unwrap();
+        serve(bind(&path).unwrap(), tx).unwrap();
         let loop_thread = std::thread::spawn(move || {
             for _ in 0..3 {
                 match rx.recv().unwrap() {
@@ -271,13 +446,9 @@ mod tests {
             Ok(Answer::Status(Status { boots: 1, .. }))
         ));
         assert_eq!(send(&path, Request::Stop).unwrap(), Answer::Stopping);
-        let decide = Request::Decide {
-            id: 3,
-            decision: Decision::Refuse,
-        };
         assert_eq!(
-            send(&path, decide).unwrap_err().to_string(),
-            "VMM refused the request: got decide 3 refuse"
+            send(&path, Request::Pause).unwrap_err().to_string(),
+            "VMM refused the request: got pause"
         );
         loop_thread.join().unwrap();
 
@@ -297,6 +468,107 @@ mod tests {
             rest,
             "error request line longer than 256 bytes; closing the connection\n"
         );
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    fn temp_socket(tag: &str) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("vmm-ctl-{tag}-{}.sock", std::process::id()))
+    }
+
+    fn read_line_of(stream: &UnixStream) -> String {
+        let mut line = String::new();
+        BufReader::new(stream).read_line(&mut line).unwrap();
+        line
+    }
+
+    #[test]
+    fn decide_is_accepted_only_from_the_attached_arbiter() {
+        let path = temp_socket("decide");
+        let (tx, rx) = channel();
+        serve(bind(&path).unwrap(), tx).unwrap();
+        let loop_thread = std::thread::spawn(move || {
+            let mut subscriber: Option<UnixStream> = None;
+            let mut decided = 0;
+            while decided < 1 {
+                match rx.recv().unwrap() {
+                    VmEvent::Subscribe { mut stream, .. } => {
+                        stream.write_all(b"ok attached\n").unwrap();
+                        subscriber = Some(stream);
+                    }
+                    VmEvent::Control { request, reply } => {
+                        assert!(matches!(request, Request::Decide { id: 7, .. }));
+                        reply.send(Response::Ok(Answer::Decided)).unwrap();
+                        decided += 1;
+                    }
+                    VmEvent::Unsubscribe { .. } => subscriber = None,
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            // The decide client detaches: its Unsubscribe comes next.
+            assert!(matches!(rx.recv().unwrap(), VmEvent::Unsubscribe { .. }));
+            drop(subscriber);
+        });
+        // A plain connection may not decide.
+        let mut raw = UnixStream::connect(&path).unwrap();
+        raw.write_all(b"decide 7 allow\n").unwrap();
+        assert_eq!(
+            read_line_of(&raw),
+            "error decide is accepted only from the attached arbiter: send attach on this connection first\n"
+        );
+        // `vmm decide` attaches first.
+        assert_eq!(decide(&path, 7, Decision::Allow).unwrap(), Answer::Decided);
+        loop_thread.join().unwrap();
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn connections_are_capped_and_idle_ones_closed() {
+        let path = temp_socket("limits");
+        let (tx, _rx) = channel();
+        let limits = Limits {
+            max_connections: 2,
+            idle: Duration::from_millis(300),
+        };
+        serve_with(bind(&path).unwrap(), tx, limits).unwrap();
+        let a = UnixStream::connect(&path).unwrap();
+        let b = UnixStream::connect(&path).unwrap();
+        // Give the accept loop time to take both.
+        std::thread::sleep(Duration::from_millis(100));
+        let c = UnixStream::connect(&path).unwrap();
+        assert_eq!(
+            read_line_of(&c),
+            "error too many control connections (at most 2); closing\n"
+        );
+        // Idle connections are closed after the timeout, with a reason.
+        assert_eq!(
+            read_line_of(&a),
+            "error no request for 300 ms; closing the connection\n"
+        );
+        assert_eq!(
+            read_line_of(&b),
+            "error no request for 300 ms; closing the connection\n"
+        );
+        // Their slots are free again.
+        std::thread::sleep(Duration::from_millis(100));
+        let mut d = UnixStream::connect(&path).unwrap();
+        d.write_all(b"bogus\n").unwrap();
+        assert_eq!(read_line_of(&d), "error unknown request 'bogus'\n");
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn the_socket_is_private_and_never_replaces_a_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let path = temp_socket("mode");
+        let listener = bind(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        drop(listener);
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&path, b"keep").unwrap();
+        let e = bind(&path).unwrap_err().to_string();
+        assert!(e.contains("is not a socket"), "{e}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"keep");
         std::fs::remove_file(&path).unwrap();
     }
 

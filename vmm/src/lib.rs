@@ -26,6 +26,7 @@ pub mod console_client;
 pub mod control;
 pub mod event;
 pub mod power;
+pub mod resources;
 pub mod rlimit;
 pub mod runner;
 pub mod vsock_proxy;

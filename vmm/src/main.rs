@@ -155,6 +155,19 @@ struct RunArgs {
     /// virtio-console (guest hvc0): type=stdout|sink, or type=file|unix,path=PATH.
     #[arg(long = "console")]
     console: Option<ConsoleConfig>,
+    /// Turn the sandbox off (debugging): no seccomp filters, no privilege
+    /// drop, no landlock (socket permissions and peer checks stay). See
+    /// docs/security.md.
+    #[arg(long = "disable-sandbox")]
+    disable_sandbox: bool,
+    /// The uid[:gid] (or user name) a VMM started as root switches to once
+    /// everything is open; default 65534:65534 (nobody).
+    #[arg(long = "sandbox-user", value_parser = sandbox::Identity::parse)]
+    sandbox_user: Option<sandbox::Identity>,
+    /// A uid (besides the one that started the VMM, the sandbox user and
+    /// root) allowed to connect to the VMM's sockets; repeatable.
+    #[arg(long = "allow-peer-uid")]
+    allow_peer_uid: Vec<u32>,
     /// virtio TEE device (guest /dev/tee0 through the virtio_tee module):
     /// socket=PATH, the guest's TEE socket of trustyd (docs/virtio-tee.md).
     #[arg(long = "tee")]
@@ -165,6 +178,11 @@ struct RunArgs {
 
 fn run(args: RunArgs, start: Instant) -> anyhow::Result<ExitReason> {
     let arbitrated = args.power_arbiter;
+    let confinement = vmm::runner::SandboxOptions {
+        enabled: !args.disable_sandbox,
+        user: args.sandbox_user,
+        allow_uids: args.allow_peer_uid,
+    };
     let config = RawVmConfig {
         kernel: args.kernel,
         initrd: args.initrd,
@@ -185,7 +203,12 @@ fn run(args: RunArgs, start: Instant) -> anyhow::Result<ExitReason> {
         },
     }
     .validate(host_mem_mib())?;
-    Ok(vmm::runner::run_vmm(&config, start, arbitrated)?)
+    Ok(vmm::runner::run_vmm(
+        &config,
+        start,
+        arbitrated,
+        &confinement,
+    )?)
 }
 
 fn main() -> ExitCode {
@@ -212,7 +235,12 @@ fn main() -> ExitCode {
             socket,
             id,
             decision,
-        } => one_shot(&socket, Request::Decide { id, decision }),
+        } => control::decide(&socket, id, decision)
+            .map(|answer| {
+                println!("{answer}");
+                ExitCode::SUCCESS
+            })
+            .map_err(Into::into),
         Command::Events { socket, arbiter } => control::watch(&socket, arbiter, |event| {
             println!("{event}");
         })

@@ -23,6 +23,7 @@ use crate::config::VmConfig;
 use crate::control::{self, ControlError};
 use crate::event::VmEvent;
 use crate::power::{Action, PowerPolicy};
+use crate::resources::{HostResources, OpenError};
 use crate::vstate::vcpu::{install_kick_handler, VcpuError, VcpuHandle};
 
 /// Errors that end the VMM before the guest could.
@@ -37,6 +38,92 @@ pub enum RunError {
     /// The control socket could not be created.
     #[error(transparent)]
     Control(#[from] ControlError),
+    /// A host resource (KVM, a file, a socket) could not be opened.
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    /// The sandbox could not be entered.
+    #[error("{0} (or run with --disable-sandbox)")]
+    Sandbox(#[from] sandbox::SandboxError),
+}
+
+/// How the VMM confines itself (`docs/security.md`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxOptions {
+    /// Seccomp, capabilities, uid switch and landlock (`--disable-sandbox`
+    /// turns them off; socket permissions and peer checks stay).
+    pub enabled: bool,
+    /// The identity to switch to when started as root (default
+    /// [`sandbox::Identity::NOBODY`]).
+    pub user: Option<sandbox::Identity>,
+    /// Peer uids allowed on the VMM's sockets besides the uid that started
+    /// it, the uid it runs as and root.
+    pub allow_uids: Vec<u32>,
+}
+
+impl Default for SandboxOptions {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            user: None,
+            allow_uids: Vec::new(),
+        }
+    }
+}
+
+impl SandboxOptions {
+    /// The identity the VMM will run as, and whether it switches to it.
+    fn identity(&self) -> (sandbox::Identity, bool) {
+        // SAFETY: plain credential queries.
+        let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        if self.enabled && euid == 0 {
+            (self.user.unwrap_or(sandbox::Identity::NOBODY), true)
+        } else {
+            (
+                sandbox::Identity {
+                    uid: euid,
+                    gid: egid,
+                },
+                false,
+            )
+        }
+    }
+
+    /// Sets who may use and who owns the VMM's sockets; before any is bound.
+    fn configure_sockets(&self) {
+        let (runs_as, switches) = self.identity();
+        // SAFETY: plain credential query.
+        let started_as = unsafe { libc::getuid() };
+        sandbox::socket::configure(sandbox::socket::SocketSettings {
+            allowed_uids: sandbox::socket::standard_peers(
+                started_as,
+                runs_as.uid,
+                &self.allow_uids,
+            ),
+            owner: switches.then_some(runs_as),
+        });
+    }
+
+    /// Enters the sandbox once everything is open.
+    fn enter(&self, host: &HostResources) -> Result<(), sandbox::SandboxError> {
+        if !self.enabled {
+            tracing::warn!(
+                "sandbox disabled (--disable-sandbox): no seccomp, no privilege drop, no landlock"
+            );
+            return Ok(());
+        }
+        let (user, switches) = self.identity();
+        let entered = sandbox::enter(sandbox::Config {
+            policy: &sandbox::policy::vmm::POLICY,
+            user: switches.then_some(user),
+            #[cfg(target_os = "linux")]
+            fs: sandbox::fs::FsRules {
+                remove_in: host.socket_dirs(),
+                ..Default::default()
+            },
+        })?;
+        tracing::info!("sandbox: {entered}");
+        Ok(())
+    }
 }
 
 /// How long the end of a boot waits for buffered serial output.
@@ -47,29 +134,27 @@ type SerialSlot = Arc<Mutex<Option<Arc<Mutex<SerialDevice>>>>>;
 
 /// Feeds host stdin to whichever serial console is current, until EOF.
 fn spawn_stdin_reader(slot: SerialSlot) {
-    let spawned = std::thread::Builder::new()
-        .name("serial-stdin".into())
-        .spawn(move || {
-            let mut stdin = std::io::stdin();
-            let mut buf = [0u8; 64];
-            while let Ok(n) = stdin.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                let mut pending = &buf[..n];
-                while !pending.is_empty() {
-                    let serial = slot.lock().ok().and_then(|s| s.clone());
-                    let taken = serial
-                        .and_then(|s| s.lock().ok().map(|mut s| s.enqueue_input(pending)))
-                        .unwrap_or(pending.len());
-                    pending = &pending[taken..];
-                    if !pending.is_empty() {
-                        // The guest has not drained its receive FIFO yet.
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
+    let spawned = sandbox::thread::spawn("serial-stdin", move || {
+        let mut stdin = std::io::stdin();
+        let mut buf = [0u8; 64];
+        while let Ok(n) = stdin.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            let mut pending = &buf[..n];
+            while !pending.is_empty() {
+                let serial = slot.lock().ok().and_then(|s| s.clone());
+                let taken = serial
+                    .and_then(|s| s.lock().ok().map(|mut s| s.enqueue_input(pending)))
+                    .unwrap_or(pending.len());
+                pending = &pending[taken..];
+                if !pending.is_empty() {
+                    // The guest has not drained its receive FIFO yet.
+                    std::thread::sleep(Duration::from_millis(5));
                 }
             }
-        });
+        }
+    });
     if let Err(e) = spawned {
         tracing::warn!("no serial input: cannot spawn stdin reader: {e}");
     }
@@ -99,16 +184,24 @@ struct Runner {
 
 /// Runs the VM described by `config` until it ends. With `arbitrated`,
 /// guest power requests are held for an arbiter from the first boot.
+///
+/// Everything on the host is opened first ([`HostResources`]), then the
+/// sandbox is entered (`sandbox`), and only then does any other thread
+/// start: every boot, the first included, is built inside the sandbox.
 pub fn run_vmm(
     config: &VmConfig,
     start: Instant,
     arbitrated: bool,
+    confinement: &SandboxOptions,
 ) -> Result<ExitReason, RunError> {
     install_kick_handler()?;
     crate::rlimit::raise_fd_limit_or_warn();
+    confinement.configure_sockets();
+    let mut host = HostResources::open(config)?;
+    confinement.enter(&host)?;
     let (events_tx, events_rx) = channel();
-    if let Some(socket) = &config.socket {
-        control::serve(socket, events_tx.clone())?;
+    if let Some(listener) = host.take_control() {
+        control::serve(listener, events_tx.clone())?;
     }
     let serial_slot: SerialSlot = Arc::default();
     let mut runner = Runner {
@@ -121,7 +214,7 @@ pub fn run_vmm(
     let mut stdin_reader_started = false;
     let reason = loop {
         runner.boot += 1;
-        let built = build_vm(config, start, runner.events_tx.clone(), runner.boot)?;
+        let built = build_vm(config, &host, start, runner.events_tx.clone(), runner.boot)?;
         if built.serial_reads_stdin {
             if let Ok(mut slot) = serial_slot.lock() {
                 *slot = Some(built.serial.clone());
@@ -140,9 +233,7 @@ pub fn run_vmm(
             BootOutcome::Restart => tracing::info!("restarting the VM"),
         }
     };
-    if let Some(socket) = &config.socket {
-        let _ = std::fs::remove_file(socket);
-    }
+    host.remove_sockets();
     let suppressed = devices::log_limit::suppressed_total();
     if suppressed > 0 {
         tracing::info!("{suppressed} guest-triggered log lines were suppressed by rate limiting");

@@ -131,6 +131,16 @@ pub fn cargo() -> Command {
 /// --bin <bin>`; aarch64 is cross-linked by `aarch64-linux-gnu-gcc`, see
 /// `.cargo/config.toml`) and returns its path.
 pub fn build_static(arch: Arch, package: &str, bin: &str) -> Result<PathBuf> {
+    build_static_with(arch, package, bin, &[])
+}
+
+/// [`build_static`] with cargo `features` of `package` enabled.
+pub fn build_static_with(
+    arch: Arch,
+    package: &str,
+    bin: &str,
+    features: &[&str],
+) -> Result<PathBuf> {
     let target = arch.musl_target();
     let mut c = cargo();
     c.args([
@@ -143,6 +153,9 @@ pub fn build_static(arch: Arch, package: &str, bin: &str) -> Result<PathBuf> {
         "--bin",
         bin,
     ]);
+    if !features.is_empty() {
+        c.args(["--features", &features.join(",")]);
+    }
     step!("run: {}", util::show(&c));
     let started = std::time::Instant::now();
     util::run(&mut c).with_context(|| format!("building {bin} ({package}, {target}) failed"))?;
@@ -158,9 +171,11 @@ pub fn build_static(arch: Arch, package: &str, bin: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// The static VMM of `arch` (`/bin/vmm` of the test host).
+/// The static VMM of `arch` (`/bin/vmm` of the test host), with the
+/// sandbox probe (`test-hooks`) the nested sandbox tests use; a production
+/// build (`cargo build --release -p vmm`) has none (docs/security.md).
 pub fn build_vmm(arch: Arch) -> Result<PathBuf> {
-    build_static(arch, "vmm", "vmm")
+    build_static_with(arch, "vmm", "vmm", &["test-hooks"])
 }
 
 /// The static guest test tools of `arch` (`/bin/vsock-test`,

@@ -85,9 +85,8 @@ impl NonBlockingOutput {
             written: Condvar::new(),
         });
         let thread_shared = shared.clone();
-        let spawned = std::thread::Builder::new()
-            .name("serial-out".into())
-            .spawn(move || drain(&thread_shared, out));
+        // Through the sandbox: confined to the serial-out class's filter.
+        let spawned = sandbox::thread::spawn("serial-out", move || drain(&thread_shared, out));
         if let Err(e) = spawned {
             tracing::warn!("serial output is dropped: cannot start its writer thread: {e}");
             shared.lock().closed = true;

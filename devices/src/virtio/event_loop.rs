@@ -28,7 +28,6 @@ use std::io;
 use std::marker::PhantomData;
 use std::os::fd::AsRawFd;
 use std::sync::mpsc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
@@ -449,7 +448,7 @@ pub fn start<W: Worker>(
 /// pipe) must not hold the caller, which for a device reset is a vCPU.
 pub struct WorkerThread<T: Send + 'static> {
     kill: EventFd,
-    handle: Option<JoinHandle<Option<T>>>,
+    handle: Option<sandbox::thread::JoinHandle<Option<T>>>,
     /// Closed (or sent on) when the thread's body has returned.
     done: mpsc::Receiver<()>,
 }
@@ -478,14 +477,14 @@ impl<T: Send + 'static> WorkerThread<T> {
         // not take it (a device's backend) down with the closure.
         let (send, receive) = mpsc::sync_channel::<I>(1);
         let (done_tx, done) = mpsc::channel::<()>();
-        let spawned = std::thread::Builder::new()
-            .name(name.to_string())
-            .spawn(move || {
-                let out = receive.recv().ok().map(body);
-                // The receiver may be gone (nobody waits any more).
-                let _ = done_tx.send(());
-                out
-            });
+        // Through the sandbox: the thread is confined to its class's
+        // seccomp filter (by its name) before `body` runs.
+        let spawned = sandbox::thread::spawn(name, move || {
+            let out = receive.recv().ok().map(body);
+            // The receiver may be gone (nobody waits any more).
+            let _ = done_tx.send(());
+            out
+        });
         let handle = match spawned {
             Ok(handle) => handle,
             Err(e) => return Err((e, input)),

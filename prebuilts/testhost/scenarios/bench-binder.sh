@@ -13,7 +13,7 @@ control_socket = "$D/a.ctl"
 vsock_socket = "$D/a.vsock"
 launch = ["/bin/vmm", "run", "--cpus", "1", "--mem", "256", "--socket", "$D/a.ctl", "--power-arbiter", "--vsock", "cid=3,socket=$D/a.vsock", "--initrd", "/guest/initramfs.cpio.gz", "--params", "console=ttyS0 guest.scenario=bench-binder bench.count=$count", "/guest/vmlinuz"]
 POLICY
-vsock-test listen-unix $D/a.vsock_5000 echo --count 1 > $D/echo.out 2>&1 &
+as_vmm_user vsock-test listen-unix $D/a.vsock_5000 echo --count 1 > $D/echo.out 2>&1 &
 start_mcu
 start_sysmgr 1
 echo "ignition on" >&3

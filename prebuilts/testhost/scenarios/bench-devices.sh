@@ -117,7 +117,7 @@ host_peers() {
 run_ours() {
     net_listeners
     rm -f "$S" "${S}_5000"
-    timeout 400 vsock-test listen-unix "${S}_5000" recv --raw --tag g2h > $T/vs_g2h 2>&1 &
+    as_vmm_user timeout 400 vsock-test listen-unix "${S}_5000" recv --raw --tag g2h > $T/vs_g2h 2>&1 &
     vs_rx=$!
     /bin/vmm run --cpus 1 --mem $MEM --rwdisk $IMG --net "tap=$TAP,mac=$MAC" \
         --vsock cid=3,socket=$S --initrd /guest/initramfs.cpio.gz \

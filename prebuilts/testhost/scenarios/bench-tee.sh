@@ -22,7 +22,7 @@ mark bench_info "rounds=$ROUNDS n=$N size=$SIZE kernel=$(uname -r)"
 trustyd run --state-dir $D --guest g=$S,tee=$T > $H/trustyd.log 2>&1 &
 t=$!
 wait_trustyd $T ${S}_1
-vsock-test listen-unix ${S}_5000 echo --count "$ROUNDS" --tag echo_host > $H/echo 2>&1 &
+as_vmm_user vsock-test listen-unix ${S}_5000 echo --count "$ROUNDS" --tag echo_host > $H/echo 2>&1 &
 e=$!
 run_vmm vmm --cpus 1 --mem 256 --tee socket=$T --vsock cid=3,socket=$S \
     --initrd /guest/initramfs.cpio.gz \

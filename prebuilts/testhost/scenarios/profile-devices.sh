@@ -32,7 +32,7 @@ run() {
     name=$1
     shift
     rm -f "$S" "${S}_5000"
-    timeout 400 vsock-test listen-unix "${S}_5000" recv --raw --tag g2h > $T/vs_g2h 2>&1 &
+    as_vmm_user timeout 400 vsock-test listen-unix "${S}_5000" recv --raw --tag g2h > $T/vs_g2h 2>&1 &
     rx=$!
     timeout 400 vsock-test connect-unix $S 6000 send "$VS" --raw --retry 380 --tag h2g_send > /dev/null 2>&1 &
     tx=$!

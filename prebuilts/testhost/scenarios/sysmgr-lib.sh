@@ -12,7 +12,11 @@ S=$D/state
 A_CTL=$D/android.ctl
 A_VSOCK=$D/android.vsock
 C_CTL=$D/cluster.ctl
+# sysmgr switches to its sandbox user (65534) and creates the guests' RPC
+# binder sockets beside their vsock sockets here; the MCU simulator's socket
+# must let it connect (umask 0: mode 0777).
 mkdir -p $D
+chown 65534:65534 $D
 
 # write_policy VHAL_SCRIPT
 write_policy() {
@@ -47,7 +51,7 @@ step() { mark step "t=$(t)s: $*"; }
 
 start_mcu() {
     mkfifo $D/mcu.in
-    mcu-sim --socket $D/mcu.sock < $D/mcu.in > $D/mcu.out 2>&1 &
+    (umask 0; exec mcu-sim --socket $D/mcu.sock) < $D/mcu.in > $D/mcu.out 2>&1 &
     MCU=$!
     exec 3>$D/mcu.in
 }

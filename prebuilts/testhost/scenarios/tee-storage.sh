@@ -40,7 +40,7 @@ blob_of_size() {
 
 vm a1 a1 $TA --vsock cid=3,socket=$VA &
 a1=$!
-timeout 240 vsock-test listen-unix ${VA}_5999 recv --tag a1_ready_host > $H/1-ready 2>&1
+as_vmm_user timeout 240 vsock-test listen-unix ${VA}_5999 recv --tag a1_ready_host > $H/1-ready 2>&1
 vm b1 b1 $TB
 timeout 120 vsock-test connect-unix $VA 6000 send 0 --retry 60 --tag a1_go_host > $H/2-go 2>&1
 wait $a1

@@ -18,7 +18,7 @@ run_vmm vmm --cpus 1 --mem 256 --vsock cid=3,socket=$S --initrd /guest/initramfs
     --params "console=ttyS0 guest.scenario=trusty" /guest/vmlinuz &
 vmm=$!
 # The guest's restart request, then the restart.
-timeout 240 vsock-test listen-unix ${S}_5999 recv --tag restart_req_host > $T/2-restart-req 2>&1
+as_vmm_user timeout 240 vsock-test listen-unix ${S}_5999 recv --tag restart_req_host > $T/2-restart-req 2>&1
 kill $t1
 wait $t1
 echo "trustyd_first_rc=$?" > $T/0-host

@@ -9,8 +9,8 @@ T=/tmp/vsock-host
 MIB=100
 mkdir -p $T
 # Guest->host listeners (PATH_port); nothing on port 5002.
-timeout 400 vsock-test listen-unix ${S}_5000 recv --tag g2h_recv > $T/1-g2h_recv 2>&1 &
-timeout 400 vsock-test listen-unix ${S}_5001 echo --count 64 --tag g2h_many_srv > $T/2-g2h_many_srv 2>&1 &
+as_vmm_user timeout 400 vsock-test listen-unix ${S}_5000 recv --tag g2h_recv > $T/1-g2h_recv 2>&1 &
+as_vmm_user timeout 400 vsock-test listen-unix ${S}_5001 echo --count 64 --tag g2h_many_srv > $T/2-g2h_many_srv 2>&1 &
 t0=$(cut -d' ' -f1 /proc/uptime)
 run_vmm vmm --cpus 2 --mem 256 --vsock cid=3,socket=$S --initrd /guest/initramfs.cpio.gz \
     --params "console=ttyS0 guest.scenario=vsock vsock.mib=$MIB" /guest/vmlinuz &

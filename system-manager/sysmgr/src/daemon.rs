@@ -775,27 +775,30 @@ fn print_record(r: &LogRecord) {
     }
 }
 
-/// Binds the daemon's control socket; refuses when another daemon answers
-/// there (two daemons on one state directory would corrupt the log).
-async fn bind_control(path: &std::path::Path) -> Result<tokio::net::UnixListener> {
-    if path.exists() {
-        if tokio::net::UnixStream::connect(path).await.is_ok() {
-            bail!(
-                "another sysmgr is running on this state directory ({} answers)",
-                path.display()
-            );
-        }
-        let _ = std::fs::remove_file(path);
-    }
-    tokio::net::UnixListener::bind(path)
-        .with_context(|| format!("cannot create {}", path.display()))
-}
-
 /// Serves `status` on the daemon's control socket.
 fn serve_control(listener: tokio::net::UnixListener, events: UnboundedSender<Event>) {
     use tokio::io::AsyncWriteExt;
     tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
+        let mut backoff = sandbox::socket::AcceptBackoff::default();
+        loop {
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => {
+                    backoff.success();
+                    stream
+                }
+                Err(e) => {
+                    // Out of descriptors (EMFILE) or another error: wait,
+                    // longer each time, instead of spinning or giving up.
+                    let wait = backoff.failure();
+                    tracing::warn!("control socket: accept failed: {e}; retrying in {wait:?}");
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+            };
+            if let Err(e) = sandbox::socket::check_peer(&stream) {
+                tracing::warn!("control socket: connection refused: {e}");
+                continue;
+            }
             let events = events.clone();
             tokio::spawn(async move {
                 let (r, mut w) = stream.into_split();
@@ -826,11 +829,13 @@ fn serve_control(listener: tokio::net::UnixListener, events: UnboundedSender<Eve
     });
 }
 
-/// `sysmgr run`.
-pub async fn run(args: RunArgs) -> Result<()> {
-    load_policy(&args.policy)?;
-    store::ensure_dir(&args.state_dir)?;
-    let listener = bind_control(&StateDir(args.state_dir.clone()).socket()).await?;
+/// `sysmgr run`, once [`prepare`](crate::confine::prepare)d.
+pub async fn run(args: RunArgs, prepared: crate::confine::Prepared) -> Result<()> {
+    prepared.listener.set_nonblocking(true)?;
+    let listener = tokio::net::UnixListener::from_std(prepared.listener)?;
+    if let Some(sock) = prepared.launcher {
+        crate::launcher::install(crate::launcher::Launcher::start(sock)?);
+    }
     let (daemon, rx) = Daemon::start(&args)?;
     serve_control(listener, daemon.events.clone());
     tracing::info!(

@@ -26,7 +26,9 @@
 
 pub mod binder;
 pub mod cli;
+pub mod confine;
 pub mod daemon;
+pub mod launcher;
 pub mod lines;
 pub mod mcu;
 pub mod notify;

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use sysmgr::{cli, daemon, store};
+use sysmgr::{cli, confine, daemon, store};
 
 #[derive(Parser)]
 #[command(
@@ -49,6 +49,21 @@ enum Cmd {
         /// `every-decision` (every output waits for the fsync).
         #[arg(long, value_enum, default_value_t = store::LogSync::BeforeMcu)]
         log_sync: store::LogSync,
+        /// A uid allowed at the other end of the daemon's sockets (its own
+        /// socket, the VMMs' control and vsock sockets, the MCU socket)
+        /// besides its own, root and 65534 (the sandbox user of a VMM
+        /// started as root); repeatable.
+        #[arg(long = "allow-peer-uid")]
+        allow_peer_uid: Vec<u32>,
+        /// Turn the sandbox off (debugging): no seccomp, no privilege drop,
+        /// no landlock, VMMs started by the daemon itself.
+        #[arg(long)]
+        disable_sandbox: bool,
+        /// The uid[:gid] (or user name) a daemon started as root switches
+        /// to; default 65534:65534, the VMMs' default (its state directory
+        /// is given to it).
+        #[arg(long, value_parser = sandbox::Identity::parse)]
+        sandbox_user: Option<sandbox::Identity>,
     },
     /// Show the system and guest states.
     Status {
@@ -85,14 +100,37 @@ fn main() -> ExitCode {
             state_dir,
             mcu_socket,
             log_sync,
-        } => runtime().and_then(|rt| {
-            rt.block_on(daemon::run(daemon::RunArgs {
+            allow_peer_uid,
+            disable_sandbox,
+            sandbox_user,
+        } => {
+            let confinement = confine::Confinement {
+                enabled: !disable_sandbox,
+                user: sandbox_user,
+            };
+            let mut extra = allow_peer_uid;
+            extra.push(sandbox::Identity::NOBODY.uid);
+            // SAFETY: plain credential queries.
+            let (uid, euid) = unsafe { (libc::getuid(), libc::geteuid()) };
+            let runs_as = match (confinement.enabled && euid == 0, sandbox_user) {
+                (true, Some(u)) => u,
+                (true, None) => sandbox::Identity::NOBODY,
+                (false, _) => sandbox::Identity { uid: euid, gid: 0 },
+            };
+            sandbox::socket::configure(sandbox::socket::SocketSettings {
+                allowed_uids: sandbox::socket::standard_peers(uid, runs_as.uid, &extra),
+                owner: (confinement.enabled && euid == 0).then_some(runs_as),
+            });
+            let args = daemon::RunArgs {
                 policy,
                 state_dir,
                 mcu_socket,
                 log_sync,
-            }))
-        }),
+            };
+            confine::prepare(&args, &confinement).and_then(|prepared| {
+                runtime().and_then(|rt| rt.block_on(daemon::run(args, prepared)))
+            })
+        }
         Cmd::Status { state_dir, policy } => {
             cli::status(&state_dir, policy.as_deref()).map(|t| print!("{t}"))
         }

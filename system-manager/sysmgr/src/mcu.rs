@@ -45,7 +45,13 @@ pub async fn run(
     let mut attempts = 0u32;
     loop {
         let mut stream = loop {
-            match UnixStream::connect(&socket).await {
+            let connected = match UnixStream::connect(&socket).await {
+                Ok(s) => sandbox::socket::check_peer(&s)
+                    .map(|_| s)
+                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::PermissionDenied, e)),
+                Err(e) => Err(e),
+            };
+            match connected {
                 Ok(s) => break s,
                 Err(e) => {
                     attempts += 1;

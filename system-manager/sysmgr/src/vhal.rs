@@ -90,6 +90,7 @@ async fn connect(cfg: &VhalConfig) -> Result<UnixStream, String> {
         let mut s = UnixStream::connect(&cfg.socket)
             .await
             .map_err(|e| e.to_string())?;
+        sandbox::socket::check_peer(&s).map_err(|e| e.to_string())?;
         s.write_all(format!("CONNECT {}\n", cfg.port).as_bytes())
             .await
             .map_err(|e| e.to_string())?;

@@ -19,11 +19,12 @@ use system_manager::{StartFailure, VmmExit};
 use tokio::io::AsyncWriteExt;
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::UnixStream;
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::{sleep, timeout, Instant};
 use vmm_protocol::{Answer, Request, Response, ServerLine, MAX_SERVER_LINE_LEN};
 
+use crate::launcher::{self, Launched};
 use crate::lines::LineReader;
 
 /// Longest line accepted from a VMM.
@@ -91,7 +92,7 @@ pub struct VmmConfig {
 
 /// Runs the link until the command channel closes.
 pub async fn run(cfg: VmmConfig, mut cmds: UnboundedReceiver<VmmCmd>, report: impl Fn(VmmReport)) {
-    let mut child: Option<Child> = None;
+    let mut child: Option<Launched> = None;
     let mut failures: u32 = 0;
     while let Some(cmd) = cmds.recv().await {
         let mut queued = Vec::new();
@@ -143,10 +144,7 @@ pub async fn run(cfg: VmmConfig, mut cmds: UnboundedReceiver<VmmCmd>, report: im
             }
         };
         failures = 0;
-        let pid = child
-            .as_ref()
-            .and_then(Child::id)
-            .or_else(|| read_pid(&cfg));
+        let pid = child.as_ref().map(Launched::id).or_else(|| read_pid(&cfg));
         report(VmmReport::Attached { pid });
         let (read, mut write) = stream.into_split();
         let mut lines = LineReader::new(read, MAX_LINE);
@@ -202,6 +200,15 @@ async fn attach(cfg: &VmmConfig) -> Result<UnixStream, String> {
     let mut s = UnixStream::connect(&cfg.socket)
         .await
         .map_err(|e| format!("cannot connect to {}: {e}", cfg.socket.display()))?;
+    // Only a VMM of an allowed uid may steer this guest's arbitration.
+    sandbox::socket::check_peer(&s).map_err(|e| {
+        tracing::warn!(
+            "{}: not attaching to {}: {e}",
+            cfg.guest,
+            cfg.socket.display()
+        );
+        format!("{}: {e}", cfg.socket.display())
+    })?;
     s.write_all(format!("{}\n", Request::Attach).as_bytes())
         .await
         .map_err(|e| format!("cannot attach: {e}"))?;
@@ -241,19 +248,19 @@ enum StartError {
 /// the policy says how. Commands that arrive meanwhile are queued.
 async fn start(
     cfg: &VmmConfig,
-    child: &mut Option<Child>,
+    child: &mut Option<Launched>,
     cmds: &mut UnboundedReceiver<VmmCmd>,
     queued: &mut Vec<Request>,
 ) -> Result<UnixStream, StartError> {
     if let Ok(s) = attach(cfg).await {
         return Ok(s);
     }
-    let running = matches!(child.as_mut().map(Child::try_wait), Some(Ok(None)));
+    let running = child.as_ref().is_some_and(|c| c.try_wait().is_none());
     match (&cfg.launch, running) {
         (Some(argv), false) => {
             // An earlier process that ended is not this start's.
             *child = None;
-            *child = Some(launch(cfg, argv).map_err(StartError::LaunchFailed)?);
+            *child = Some(launch(cfg, argv).await.map_err(StartError::LaunchFailed)?);
         }
         (Some(_), true) => {}
         (None, _) => tracing::info!(
@@ -267,12 +274,11 @@ async fn start(
         if let Ok(s) = attach(cfg).await {
             return Ok(s);
         }
-        if let Some(c) = child.as_mut() {
-            if let Ok(Some(status)) = c.try_wait() {
-                return Err(StartError::NoAnswer(format!(
-                    "the VMM exited before it could be attached ({status})"
-                )));
-            }
+        if let Some(exit) = child.as_ref().and_then(Launched::try_wait) {
+            return Err(StartError::NoAnswer(format!(
+                "the VMM exited before it could be attached (code {:?}, signal {:?})",
+                exit.code, exit.signal
+            )));
         }
         if Instant::now() >= deadline {
             return Err(StartError::NoAnswer(format!(
@@ -292,7 +298,18 @@ async fn start(
     }
 }
 
-fn launch(cfg: &VmmConfig, argv: &[String]) -> Result<Child, String> {
+/// Starts the guest's VMM: through the launcher process when the daemon is
+/// sandboxed (`crate::launcher`), else as this process's child.
+async fn launch(cfg: &VmmConfig, argv: &[String]) -> Result<Launched, String> {
+    if let Some(l) = launcher::installed() {
+        let launched = l.launch(&cfg.guest).await?;
+        tracing::info!(
+            "{}: launched VMM pid {} (by the launcher process)",
+            cfg.guest,
+            launched.id()
+        );
+        return Ok(launched);
+    }
     let out = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -304,7 +321,7 @@ fn launch(cfg: &VmmConfig, argv: &[String]) -> Result<Child, String> {
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| "empty launch command".to_string())?;
-    let child = Command::new(program)
+    let mut child = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
         .stdout(out)
@@ -314,11 +331,22 @@ fn launch(cfg: &VmmConfig, argv: &[String]) -> Result<Child, String> {
         .process_group(0)
         .spawn()
         .map_err(|e| format!("cannot launch {program}: {e}"))?;
-    if let Some(pid) = child.id() {
-        let _ = std::fs::write(&cfg.pid_file, format!("{pid}\n"));
-        tracing::info!("{}: launched VMM pid {pid} ({program})", cfg.guest);
-    }
-    Ok(child)
+    let pid = child
+        .id()
+        .ok_or_else(|| format!("{program} ended at once"))?;
+    let _ = std::fs::write(&cfg.pid_file, format!("{pid}\n"));
+    tracing::info!("{}: launched VMM pid {pid} ({program})", cfg.guest);
+    let (tx, rx) = tokio::sync::watch::channel(None);
+    tokio::spawn(async move {
+        use std::os::unix::process::ExitStatusExt;
+        if let Ok(status) = child.wait().await {
+            let _ = tx.send(Some(VmmExit {
+                code: status.code(),
+                signal: status.signal(),
+            }));
+        }
+    });
+    Ok(Launched::watching(pid, rx))
 }
 
 fn read_pid(cfg: &VmmConfig) -> Option<u32> {
@@ -327,10 +355,15 @@ fn read_pid(cfg: &VmmConfig) -> Option<u32> {
         .and_then(|s| s.trim().parse().ok())
 }
 
-/// SIGKILL to the launched VMM (this daemon's child, or the pid file of an
-/// earlier daemon's).
-fn kill_pid(cfg: &VmmConfig, child: Option<&Child>) {
-    let Some(pid) = child.and_then(Child::id).or_else(|| read_pid(cfg)) else {
+/// SIGKILL to the launched VMM (this daemon's, through the launcher process
+/// that is its parent; or the pid file of an earlier daemon's).
+fn kill_pid(cfg: &VmmConfig, child: Option<&Launched>) {
+    if let (Some(l), Some(_)) = (launcher::installed(), child) {
+        tracing::warn!("{}: killing the VMM", cfg.guest);
+        l.kill(&cfg.guest);
+        return;
+    }
+    let Some(pid) = child.map(Launched::id).or_else(|| read_pid(cfg)) else {
         tracing::warn!("{}: no pid known; cannot kill the VMM", cfg.guest);
         return;
     };
@@ -343,14 +376,10 @@ fn kill_pid(cfg: &VmmConfig, child: Option<&Child>) {
     }
 }
 
-/// Waits (at most `wait`) for a launched child to end and takes its status.
-async fn reap(child: &mut Option<Child>, wait: Duration) -> Option<VmmExit> {
-    use std::os::unix::process::ExitStatusExt;
+/// Waits (at most `wait`) for a launched VMM to end and takes its status.
+async fn reap(child: &mut Option<Launched>, wait: Duration) -> Option<VmmExit> {
     let c = child.as_mut()?;
-    let status = timeout(wait, c.wait()).await.ok()?.ok()?;
+    let exit = timeout(wait, c.wait()).await.ok()??;
     *child = None;
-    Some(VmmExit {
-        code: status.code(),
-        signal: status.signal(),
-    })
+    Some(exit)
 }

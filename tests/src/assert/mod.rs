@@ -18,6 +18,7 @@ pub mod console;
 pub mod control;
 pub mod net;
 pub mod rng;
+pub mod sandbox;
 pub mod sysmgr;
 pub mod tee;
 pub mod trusty;

@@ -5,46 +5,35 @@
 pub mod tee;
 pub mod vsock;
 
-use std::fs;
 use std::io;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-/// Binds a unix listener at `path` with mode `0600`. A stale socket file
+/// Binds a unix listener at `path` with mode `0600` before it listens
+/// (`sandbox::socket::bind_private`: the umask is not trusted; owned by the
+/// sandbox user when a root daemon will switch to it). A stale socket file
 /// (nobody listens) is replaced; a live one, or a path that is not a
 /// socket, is an error that says so.
 pub fn bind_private(path: &Path) -> io::Result<UnixListener> {
-    match fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_socket() => {
-            if UnixStream::connect(path).is_ok() {
-                return Err(io::Error::new(
-                    io::ErrorKind::AddrInUse,
-                    format!(
-                        "another process listens on {} (a second trustyd?)",
-                        path.display()
-                    ),
-                ));
-            }
-            fs::remove_file(path)?;
-        }
-        Ok(_) => {
-            return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                format!(
-                    "{} exists and is not a socket: remove it or pick another path",
-                    path.display()
-                ),
-            ))
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    let l = UnixListener::bind(path)?;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
-    Ok(l)
+    sandbox::socket::bind_private(path).map_err(|e| match e {
+        sandbox::socket::BindError::InUse(p) => io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!(
+                "another process listens on {} (a second trustyd?)",
+                p.display()
+            ),
+        ),
+        sandbox::socket::BindError::NotSocket(p) => io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!(
+                "{} exists and is not a socket: remove it or pick another path",
+                p.display()
+            ),
+        ),
+        sandbox::socket::BindError::Io { source, .. } => source,
+    })
 }
 
 /// Counts a guest's open connections of one kind; a slot is released
@@ -95,6 +84,8 @@ impl ConnLimit {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn limit_counts_slots() {

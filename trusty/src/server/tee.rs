@@ -198,10 +198,7 @@ impl Conn {
                 body: ResponseBody::Invoke { params: r.params },
             });
         };
-        if let Err(e) = std::thread::Builder::new()
-            .name("trusty-invoke".into())
-            .spawn(worker)
-        {
+        if let Err(e) = sandbox::thread::spawn("tee-invoke", worker) {
             tracing::warn!("tee: no thread for an invoke: {e}");
             self.inflight.fetch_sub(1, Ordering::AcqRel);
             self.send(&busy);

@@ -13,7 +13,7 @@ use kvm_ioctls::{DeviceFd, VcpuFd};
 use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::eventfd::EventFd;
 
-use super::{open, serial_output, BuildContext, BuildError, BuiltVm, Machine, Platform};
+use super::{BuildContext, BuildError, BuiltVm, Machine, Platform};
 use crate::arch::aarch64::{self as arch, layout};
 use crate::vstate::vcpu::{Vcpu, VcpuError};
 use crate::vstate::vm::Vm;
@@ -43,12 +43,10 @@ fn power_key(gpio: Arc<Mutex<Pl061>>) -> PowerButton {
         };
         set(&gpio, true);
         let gpio = gpio.clone();
-        let released = std::thread::Builder::new()
-            .name("power-key".into())
-            .spawn(move || {
-                std::thread::sleep(KEY_PRESS);
-                set(&gpio, false);
-            });
+        let released = sandbox::thread::spawn("power-key", move || {
+            std::thread::sleep(KEY_PRESS);
+            set(&gpio, false);
+        });
         if let Err(e) = released {
             tracing::warn!("power key stays pressed: cannot spawn its release: {e}");
         }
@@ -91,14 +89,11 @@ impl Platform for Arm64Platform {
         arch::kvm::enable_system_suspend(vm.fd());
 
         let mem_size = config.mem_mib << 20;
-        let mut initrd = match &config.initrd {
-            Some(path) => Some(open(path)?),
-            None => None,
-        };
+        let mut initrd = ctx.host.initrd(config)?;
         let plan = arch::boot::load_kernel_and_initrd(
             vm.memory(),
             mem_size,
-            &mut open(&config.kernel)?,
+            &mut ctx.host.kernel(config)?,
             initrd.as_mut(),
         )?;
 
@@ -109,7 +104,7 @@ impl Platform for Arm64Platform {
             .map_err(|e| irq_err("serial")(std::io::Error::from_raw_os_error(e.errno())))?;
         let serial = Arc::new(Mutex::new(SerialDevice::new(
             serial_irq,
-            serial_output(config)?,
+            ctx.host.serial_output(config)?,
         )));
         mmio.insert(serial.clone(), layout::SERIAL_BASE, layout::SERIAL_SIZE)?;
         mmio.insert(

@@ -11,7 +11,7 @@ use devices::Bus;
 use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
 use vmm_sys_util::eventfd::EventFd;
 
-use super::{open, serial_output, BuildContext, BuildError, BuiltVm, Machine, Platform};
+use super::{BuildContext, BuildError, BuiltVm, Machine, Platform};
 use crate::arch::x86_64::{self as arch, layout};
 use crate::vstate::vcpu::{Vcpu, VcpuError};
 use crate::vstate::vm::Vm;
@@ -41,13 +41,13 @@ impl Platform for X86Platform {
         } = ctx;
         let mem = vm.memory();
         crate::arch::file_map::forget_guarded_mappings();
-        let kernel = arch::boot::load_kernel(mem, &mut open(&config.kernel)?)?;
-        let initrd = match &config.initrd {
-            Some(path) => {
+        let kernel = arch::boot::load_kernel(mem, &mut ctx.host.kernel(config)?)?;
+        let initrd = match ctx.host.initrd(config)? {
+            Some(mut file) => {
                 let max = kernel
                     .setup_header
                     .map_or(0x7fff_ffff, |h| u64::from(h.initrd_addr_max));
-                Some(arch::boot::load_initrd(mem, &mut open(path)?, max)?)
+                Some(arch::boot::load_initrd(mem, &mut file, max)?)
             }
             None => None,
         };
@@ -59,7 +59,7 @@ impl Platform for X86Platform {
             .map_err(|e| irq_err("serial")(std::io::Error::from_raw_os_error(e.errno())))?;
         let serial = Arc::new(Mutex::new(SerialDevice::new(
             serial_irq,
-            serial_output(config)?,
+            ctx.host.serial_output(config)?,
         )));
         let button_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(irq_err("power button"))?;
         vm.fd()

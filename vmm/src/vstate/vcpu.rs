@@ -25,7 +25,6 @@
 
 use std::cell::Cell;
 use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
 use std::time::Instant;
 
 use devices::{Bus, PowerEvent, PowerEventSink};
@@ -228,13 +227,13 @@ impl VcpuControl {
 
 /// A running vCPU thread.
 pub struct VcpuHandle {
-    thread: JoinHandle<()>,
+    thread: sandbox::thread::JoinHandle<()>,
     control: Arc<VcpuControl>,
 }
 
 impl VcpuHandle {
     fn kick(&self) {
-        if let Err(e) = self.thread.kill(kick_signal()) {
+        if let Err(e) = self.thread.std_handle().kill(kick_signal()) {
             tracing::warn!("cannot kick vCPU thread: {e}");
         }
     }
@@ -280,10 +279,12 @@ impl Vcpu {
     pub fn spawn(self) -> Result<VcpuHandle, VcpuError> {
         let control = Arc::new(VcpuControl::new());
         let thread_control = control.clone();
-        let thread = std::thread::Builder::new()
-            .name(format!("vcpu{}", self.id))
-            .spawn(move || self.run(&thread_control))
-            .map_err(VcpuError::Spawn)?;
+        // Through the sandbox: the thread is confined to the vCPU class's
+        // seccomp filter before it first enters the guest.
+        let thread = sandbox::thread::spawn(format!("vcpu{}", self.id), move || {
+            self.run(&thread_control)
+        })
+        .map_err(VcpuError::Spawn)?;
         Ok(VcpuHandle { thread, control })
     }
 

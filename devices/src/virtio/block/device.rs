@@ -52,6 +52,13 @@ impl Block {
 
     /// Creates an inactive device for an open image.
     pub fn new(disk: DiskImage) -> Self {
+        Self::shared(Arc::new(disk))
+    }
+
+    /// Creates an inactive device for an image shared with other owners
+    /// (the VMM keeps each disk open across boots and gives every boot's
+    /// device the same image).
+    pub fn shared(disk: Arc<DiskImage>) -> Self {
         let mut features = VIRTIO_RING_F_EVENT_IDX
             | bit(VIRTIO_RING_F_INDIRECT_DESC)
             | bit(VIRTIO_BLK_F_SIZE_MAX)
@@ -65,7 +72,7 @@ impl Block {
         }
         let config = Self::config_space(&disk);
         Self {
-            disk: Arc::new(disk),
+            disk,
             features,
             config,
             lifecycle: Lifecycle::new(RateLimiter::unlimited()),

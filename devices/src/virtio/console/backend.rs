@@ -12,7 +12,6 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -81,39 +80,44 @@ impl ConsoleBackend {
         }
     }
 
-    /// Listens on the unix stream socket `path`. A stale socket file there
-    /// (nobody accepting) is replaced; a live one or any other file is an
-    /// error.
+    /// Listens on the unix stream socket `path` (mode 0600, owned as
+    /// `sandbox::socket` is configured). A stale socket file there (nobody
+    /// accepting) is replaced; a live one or any other file is an error.
+    /// The file is removed when the backend is dropped.
     pub fn unix(path: &Path) -> io::Result<Self> {
-        match std::fs::symlink_metadata(path) {
-            Ok(meta) if meta.file_type().is_socket() => {
-                if UnixStream::connect(path).is_ok() {
-                    return Err(io::Error::new(
-                        io::ErrorKind::AddrInUse,
-                        "another process is listening on this socket",
-                    ));
-                }
-                std::fs::remove_file(path)?;
-            }
-            Ok(_) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::AlreadyExists,
-                    "the path exists and is not a socket",
-                ))
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
+        let listener = sandbox::socket::bind_private(path).map_err(|e| match e {
+            sandbox::socket::BindError::NotSocket(_) => io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "the path exists and is not a socket",
+            ),
+            sandbox::socket::BindError::InUse(_) => io::Error::new(
+                io::ErrorKind::AddrInUse,
+                "another process is listening on this socket",
+            ),
+            sandbox::socket::BindError::Io { source, .. } => source,
+        })?;
+        let mut backend = Self::unix_listener(path, listener)?;
+        if let Kind::Unix(u) = &mut backend.kind {
+            u.owns_path = true;
         }
-        let listener = UnixListener::bind(path)?;
+        Ok(backend)
+    }
+
+    /// Serves `listener`, bound at `path` by the caller, who keeps it (the
+    /// VMM binds it once and hands a duplicate to every boot's console);
+    /// the file is not removed when the backend is dropped.
+    pub fn unix_listener(path: &Path, listener: UnixListener) -> io::Result<Self> {
         listener.set_nonblocking(true)?;
         Ok(Self {
             kind: Kind::Unix(UnixBackend {
                 path: path.to_path_buf(),
                 listener,
+                owns_path: false,
                 client: None,
                 generation: 0,
                 accept_paused_until: None,
                 accept_warned: false,
+                peer_warned: false,
             }),
         })
     }
@@ -363,11 +367,15 @@ impl Input {
 struct UnixBackend {
     path: PathBuf,
     listener: UnixListener,
+    /// Remove `path` when dropped.
+    owns_path: bool,
     client: Option<Client>,
     /// Incremented for every accepted client.
     generation: u64,
     accept_paused_until: Option<Instant>,
     accept_warned: bool,
+    /// Whether a refused peer was logged.
+    peer_warned: bool,
 }
 
 struct Client {
@@ -387,6 +395,13 @@ impl UnixBackend {
         loop {
             match self.listener.accept() {
                 Ok((stream, _)) => {
+                    if let Err(e) = sandbox::socket::check_peer(&stream) {
+                        if !self.peer_warned {
+                            self.peer_warned = true;
+                            tracing::warn!("virtio-console: client refused: {e} (logged once)");
+                        }
+                        continue;
+                    }
                     if let Err(e) = stream.set_nonblocking(true) {
                         crate::guest_warn!("virtio-console: dropping a client: {e}");
                         continue;
@@ -527,7 +542,9 @@ impl Client {
 impl Drop for UnixBackend {
     fn drop(&mut self) {
         // Best effort: the socket file is useless once nobody listens.
-        let _ = std::fs::remove_file(&self.path);
+        if self.owns_path {
+            let _ = sandbox::socket::remove_socket(&self.path);
+        }
     }
 }
 

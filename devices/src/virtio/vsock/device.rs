@@ -2,8 +2,7 @@
 //! how its worker starts.
 
 use std::io;
-use std::os::unix::fs::FileTypeExt;
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
 use super::muxer::Muxer;
@@ -38,40 +37,49 @@ pub struct Vsock {
     cid: u64,
     path: PathBuf,
     listener: UnixListener,
+    /// The device bound `path` itself and removes it when dropped
+    /// ([`Vsock::new`]); a listener handed in ([`Vsock::with_listener`])
+    /// belongs to the caller, which keeps it across devices.
+    owns_path: bool,
     config: [u8; 8],
     lifecycle: Lifecycle<VsockWorker>,
 }
 
-/// Binds `path`, replacing a stale socket file nobody listens on.
-fn bind(path: &Path) -> Result<UnixListener, VsockError> {
-    if let Ok(meta) = std::fs::symlink_metadata(path) {
-        if !meta.file_type().is_socket() {
-            return Err(VsockError::NotSocket(path.to_path_buf()));
-        }
-        if UnixStream::connect(path).is_ok() {
-            return Err(VsockError::InUse(path.to_path_buf()));
-        }
-        let _ = std::fs::remove_file(path);
-    }
-    UnixListener::bind(path).map_err(|source| VsockError::Bind {
-        path: path.to_path_buf(),
-        source,
+/// Binds `path` for a vsock device: mode 0600 before anyone can connect,
+/// a stale socket file nobody listens on replaced, anything else refused
+/// (`sandbox::socket::bind_private`).
+pub fn bind_listener(path: &Path) -> Result<UnixListener, VsockError> {
+    sandbox::socket::bind_private(path).map_err(|e| match e {
+        sandbox::socket::BindError::NotSocket(p) => VsockError::NotSocket(p),
+        sandbox::socket::BindError::InUse(p) => VsockError::InUse(p),
+        sandbox::socket::BindError::Io { path, source, .. } => VsockError::Bind { path, source },
     })
 }
 
 impl Vsock {
     /// A device for guest context id `cid` whose host side listens on
-    /// `path` (guest connections to host port P go to `path_P`).
+    /// `path` (guest connections to host port P go to `path_P`); the
+    /// socket file is removed when the device is dropped.
     pub fn new(cid: u64, path: &Path) -> Result<Self, VsockError> {
-        let listener = bind(path)?;
-        Ok(Self {
+        let listener = bind_listener(path)?;
+        let mut device = Self::with_listener(cid, path, listener);
+        device.owns_path = true;
+        Ok(device)
+    }
+
+    /// A device serving `listener`, already bound at `path` (see
+    /// [`bind_listener`]) and kept by the caller: the VMM binds it once and
+    /// hands a duplicate to the device of every boot.
+    pub fn with_listener(cid: u64, path: &Path, listener: UnixListener) -> Self {
+        Self {
             cid,
             path: path.to_path_buf(),
             listener,
+            owns_path: false,
             config: cid.to_le_bytes(),
             // The event queue is never used: this device sends no events.
             lifecycle: Lifecycle::default().with_optional_queues_from(EVQ),
-        })
+        }
     }
 
     /// The guest's context id.
@@ -83,7 +91,9 @@ impl Vsock {
 impl Drop for Vsock {
     fn drop(&mut self) {
         self.reset();
-        let _ = std::fs::remove_file(&self.path);
+        if self.owns_path {
+            let _ = sandbox::socket::remove_socket(&self.path);
+        }
     }
 }
 
@@ -127,6 +137,7 @@ impl VirtioDevice for Vsock {
 #[cfg(test)]
 mod tests {
     use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
     use std::time::{Duration, Instant};
 
     use vm_memory::{Bytes, GuestAddress};

@@ -20,7 +20,7 @@ pub mod packet;
 pub mod unix;
 mod worker;
 
-pub use device::{Vsock, VsockError};
+pub use device::{bind_listener, Vsock, VsockError};
 
 /// Size of each queue.
 pub const QUEUE_SIZE: u16 = 256;

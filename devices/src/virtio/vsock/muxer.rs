@@ -171,6 +171,8 @@ enum Warn {
     WrongDst,
     ProtocolReset,
     TooMany,
+    PeerRefused,
+    AcceptExhausted,
 }
 
 /// The muxer: every connection of one vsock device.
@@ -188,10 +190,12 @@ pub struct Muxer {
     rx_ready: VecDeque<u32>,
     rst_queue: VecDeque<Header>,
     warned: HashSet<Warn>,
-    /// The listener is out of the wait context until then, after `accept`
-    /// failed (e.g. `EMFILE`): a level-triggered listener that cannot be
-    /// accepted from would wake the loop forever.
+    /// Accepting is paused until then (after `accept` failed, e.g.
+    /// `EMFILE`): the listener is out of the wait context meanwhile, so a
+    /// level-triggered listener that cannot be accepted from cannot make
+    /// the loop spin.
     accept_paused_until: Option<Instant>,
+    accept_backoff: sandbox::socket::AcceptBackoff,
 }
 
 impl Muxer {
@@ -219,6 +223,7 @@ impl Muxer {
             rst_queue: VecDeque::new(),
             warned: HashSet::new(),
             accept_paused_until: None,
+            accept_backoff: sandbox::socket::AcceptBackoff::default(),
         })
     }
 
@@ -472,6 +477,14 @@ impl Muxer {
                 return;
             }
         };
+        if let Err(e) = sandbox::socket::check_peer(&stream) {
+            self.warn_once(
+                Warn::PeerRefused,
+                format_args!("guest connection to {} refused: {e}; RST", path.display()),
+            );
+            self.rst_queue.push_back(hdr.reply(op::RST));
+            return;
+        }
         let id = self.new_id();
         if let Err(e) = ctx.add(&stream, Self::conn_events(), Token::Conn(id)) {
             crate::guest_warn!("virtio-vsock: cannot watch host socket: {e}");

@@ -315,6 +315,10 @@ pub fn daemon_with(dir: &Path, extra: &[&str]) -> Proc {
         .arg(dir.join("state"))
         .arg("--mcu-socket")
         .arg(dir.join("mcu.sock"))
+        // Sandboxed, but staying uid 0 (without capabilities): the fake
+        // VMMs and the MCU simulator here are root's, with root's sockets.
+        // The nested test runs the daemon as its default sandbox user.
+        .args(["--sandbox-user", "0"])
         .args(extra)
         .env("SYSMGR_LOG", "debug")
         .stdout(Stdio::null())

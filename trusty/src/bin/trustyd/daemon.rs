@@ -1,6 +1,7 @@
-//! `trustyd run`: the state directory lock, the service, one listener
-//! thread per socket, one thread per connection, and a clean exit on
-//! SIGINT/SIGTERM (sockets removed).
+//! `trustyd run`: the state directory lock, the service, the sockets, the
+//! sandbox (`docs/security.md`), one listener thread per socket, one
+//! thread per connection, and a clean exit on SIGINT/SIGTERM (sockets
+//! removed).
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
@@ -10,7 +11,7 @@ use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use trusty::ports::TaKind;
@@ -127,6 +128,49 @@ fn termination_signals() -> libc::sigset_t {
     set
 }
 
+/// How trustyd confines itself.
+#[derive(Debug, Clone)]
+pub struct Confinement {
+    /// Seccomp, capabilities, uid switch and landlock.
+    pub enabled: bool,
+    /// The identity a root trustyd switches to (default
+    /// [`sandbox::Identity::NOBODY`]).
+    pub user: Option<sandbox::Identity>,
+    /// Extra peer uids allowed on the sockets.
+    pub allow_uids: Vec<u32>,
+}
+
+impl Confinement {
+    /// The identity trustyd will run as, and whether it switches to it.
+    fn identity(&self) -> (sandbox::Identity, bool) {
+        // SAFETY: plain credential queries.
+        let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        if self.enabled && euid == 0 {
+            (self.user.unwrap_or(sandbox::Identity::NOBODY), true)
+        } else {
+            (
+                sandbox::Identity {
+                    uid: euid,
+                    gid: egid,
+                },
+                false,
+            )
+        }
+    }
+}
+
+/// Gives `dir` and everything beneath it to `owner` (never following a
+/// symlink): the state directory of a root trustyd that switches user.
+fn chown_tree(dir: &Path, owner: sandbox::Identity) -> std::io::Result<()> {
+    std::os::unix::fs::lchown(dir, Some(owner.uid), Some(owner.gid))?;
+    if std::fs::symlink_metadata(dir)?.is_dir() {
+        for entry in std::fs::read_dir(dir)? {
+            chown_tree(&entry?.path(), owner)?;
+        }
+    }
+    Ok(())
+}
+
 fn spawn_acceptor(
     listener: UnixListener,
     guest: Arc<Guest>,
@@ -135,54 +179,72 @@ fn spawn_acceptor(
     serve: impl Fn(std::os::unix::net::UnixStream, &Arc<Guest>) + Send + Sync + 'static,
 ) -> Result<()> {
     let serve = Arc::new(serve);
-    let name = format!("trusty-{kind}-{}", guest.name());
-    std::thread::Builder::new()
-        .name(name.clone())
-        .spawn(move || {
-            let warn = RateLimited::new();
-            for conn in listener.incoming() {
-                let stream = match conn {
-                    Ok(s) => s,
-                    Err(e) => {
-                        if warn.ready() {
-                            tracing::warn!(guest = guest.name(), kind, "accept: {e}");
-                        }
-                        std::thread::sleep(Duration::from_millis(50));
-                        continue;
-                    }
-                };
-                let Some(slot) = limit.acquire() else {
+    let name = format!("{kind}-{}", guest.name());
+    sandbox::thread::spawn(format!("accept-{name}"), move || {
+        let warn = RateLimited::new();
+        let mut backoff = sandbox::socket::AcceptBackoff::default();
+        for conn in listener.incoming() {
+            let stream = match conn {
+                Ok(s) => {
+                    backoff.success();
+                    s
+                }
+                Err(e) => {
+                    // Out of descriptors (EMFILE) or anything else:
+                    // wait, longer each time, instead of spinning.
+                    let wait = backoff.failure();
                     if warn.ready() {
                         tracing::warn!(
                             guest = guest.name(),
                             kind,
-                            "connection limit reached; closing new connections"
+                            "accept: {e}; retrying in {wait:?}"
                         );
                     }
+                    std::thread::sleep(wait);
                     continue;
-                };
-                let (g, serve) = (guest.clone(), serve.clone());
-                let spawned = std::thread::Builder::new()
-                    .name(name.clone())
-                    .spawn(move || {
-                        let _slot = slot;
-                        serve(stream, &g);
-                    });
-                if let Err(e) = spawned {
+                }
+            };
+            if let Err(e) = sandbox::socket::check_peer(&stream) {
+                if warn.ready() {
+                    tracing::warn!(guest = guest.name(), kind, "connection refused: {e}");
+                }
+                continue;
+            }
+            let Some(slot) = limit.acquire() else {
+                if warn.ready() {
                     tracing::warn!(
                         guest = guest.name(),
                         kind,
-                        "no thread for a connection: {e}"
+                        "connection limit reached; closing new connections"
                     );
                 }
+                continue;
+            };
+            let (g, serve) = (guest.clone(), serve.clone());
+            let spawned = sandbox::thread::spawn(name.clone(), move || {
+                let _slot = slot;
+                serve(stream, &g);
+            });
+            if let Err(e) = spawned {
+                tracing::warn!(
+                    guest = guest.name(),
+                    kind,
+                    "no thread for a connection: {e}"
+                );
             }
-        })
-        .context("spawning a listener thread")?;
+        }
+    })
+    .context("spawning a listener thread")?;
     Ok(())
 }
 
 /// Runs the daemon until SIGINT/SIGTERM.
-pub fn run(state_dir: &Path, guests: &[GuestSpec], vsock_port: u32) -> Result<()> {
+pub fn run(
+    state_dir: &Path,
+    guests: &[GuestSpec],
+    vsock_port: u32,
+    confinement: &Confinement,
+) -> Result<()> {
     // SAFETY: umask only changes this process's file creation mask.
     unsafe { libc::umask(0o077) };
     let mut names = HashSet::new();
@@ -200,6 +262,17 @@ pub fn run(state_dir: &Path, guests: &[GuestSpec], vsock_port: u32) -> Result<()
             }
         }
     }
+    let (runs_as, switches) = confinement.identity();
+    // SAFETY: plain credential query.
+    let started_as = unsafe { libc::getuid() };
+    sandbox::socket::configure(sandbox::socket::SocketSettings {
+        allowed_uids: sandbox::socket::standard_peers(
+            started_as,
+            runs_as.uid,
+            &confinement.allow_uids,
+        ),
+        owner: switches.then_some(runs_as),
+    });
     let _lock = lock_state_dir(state_dir)?;
     let service = Service::open(state_dir, Arc::new(BootClock)).map_err(anyhow::Error::new)?;
 
@@ -214,7 +287,9 @@ pub fn run(state_dir: &Path, guests: &[GuestSpec], vsock_port: u32) -> Result<()
         );
     }
 
+    // Every socket is bound before the sandbox; the acceptors start after.
     let mut sockets = Vec::new();
+    let mut listeners = Vec::new();
     for g in guests {
         let guest = service.guest(&g.name).map_err(anyhow::Error::new)?;
         if let Some(base) = &g.vsock {
@@ -222,10 +297,53 @@ pub fn run(state_dir: &Path, guests: &[GuestSpec], vsock_port: u32) -> Result<()
             let l = bind_private(&path)
                 .with_context(|| format!("guest {}: vsock listener {}", g.name, path.display()))?;
             sockets.push(path.clone());
+            tracing::info!(guest = g.name, path = %path.display(), "libtrusty over vsock: ro.hardware.trusty_ipc_dev=VSOCK:2:{vsock_port}");
+            listeners.push((guest.clone(), "vsock", l));
+        }
+        if let Some(path) = &g.tee {
+            let l = bind_private(path)
+                .with_context(|| format!("guest {}: TEE socket {}", g.name, path.display()))?;
+            sockets.push(path.clone());
+            tracing::info!(guest = g.name, path = %path.display(), "host TEE socket");
+            listeners.push((guest.clone(), "tee", l));
+        }
+    }
+    if confinement.enabled {
+        if switches {
+            chown_tree(state_dir, runs_as).with_context(|| {
+                format!(
+                    "giving the state directory {} to uid {}",
+                    state_dir.display(),
+                    runs_as.uid
+                )
+            })?;
+        }
+        let mut socket_dirs: Vec<PathBuf> = sockets
+            .iter()
+            .filter_map(|p| p.parent().map(Path::to_path_buf))
+            .collect();
+        socket_dirs.sort();
+        socket_dirs.dedup();
+        let entered = sandbox::enter(sandbox::Config {
+            policy: &sandbox::policy::trustyd::POLICY,
+            user: switches.then_some(runs_as),
+            fs: sandbox::fs::FsRules {
+                read_write: vec![state_dir.to_path_buf()],
+                remove_in: socket_dirs,
+                ..Default::default()
+            },
+        })
+        .context("entering the sandbox (or run with --disable-sandbox)")?;
+        tracing::info!("sandbox: {entered}");
+    } else {
+        tracing::warn!("sandbox disabled (--disable-sandbox)");
+    }
+    for (guest, kind, l) in listeners {
+        if kind == "vsock" {
             let timing = server::vsock::VsockTiming::default();
             spawn_acceptor(
                 l,
-                guest.clone(),
+                guest,
                 "vsock",
                 ConnLimit::new(MAX_VSOCK_CONNECTIONS),
                 move |s, g| match server::vsock::serve(s, g, &TaKind::ALL, &timing) {
@@ -233,15 +351,10 @@ pub fn run(state_dir: &Path, guests: &[GuestSpec], vsock_port: u32) -> Result<()
                     Err(e) => tracing::debug!(guest = g.name(), "vsock connection: {e}"),
                 },
             )?;
-            tracing::info!(guest = g.name, path = %path.display(), "libtrusty over vsock: ro.hardware.trusty_ipc_dev=VSOCK:2:{vsock_port}");
-        }
-        if let Some(path) = &g.tee {
-            let l = bind_private(path)
-                .with_context(|| format!("guest {}: TEE socket {}", g.name, path.display()))?;
-            sockets.push(path.clone());
+        } else {
             spawn_acceptor(
                 l,
-                guest.clone(),
+                guest,
                 "tee",
                 ConnLimit::new(MAX_TEE_CONNECTIONS),
                 |s, g| {
@@ -250,7 +363,6 @@ pub fn run(state_dir: &Path, guests: &[GuestSpec], vsock_port: u32) -> Result<()
                     }
                 },
             )?;
-            tracing::info!(guest = g.name, path = %path.display(), "host TEE socket");
         }
     }
     tracing::info!(guests = guests.len(), state_dir = %state_dir.display(), "trustyd ready");
@@ -263,7 +375,9 @@ pub fn run(state_dir: &Path, guests: &[GuestSpec], vsock_port: u32) -> Result<()
     }
     tracing::info!(signal = sig, "stopping");
     for p in sockets {
-        let _ = std::fs::remove_file(p);
+        if let Err(e) = sandbox::socket::remove_socket(&p) {
+            tracing::debug!("not removing {}: {e}", p.display());
+        }
     }
     Ok(())
 }

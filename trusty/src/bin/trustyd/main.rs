@@ -37,6 +37,19 @@ enum Cmd {
         /// The vsock port of the libtrusty listener (ro.hardware.trusty_ipc_dev=VSOCK:2:<port>).
         #[arg(long, default_value_t = 1)]
         vsock_port: u32,
+        /// Turn the sandbox off (debugging): no seccomp, no privilege drop,
+        /// no landlock (socket permissions and peer checks stay).
+        #[arg(long)]
+        disable_sandbox: bool,
+        /// The uid[:gid] (or user name) trustyd started as root switches
+        /// to; default 65534:65534, the VMMs' default. The state directory
+        /// and the sockets are given to it.
+        #[arg(long, value_parser = sandbox::Identity::parse)]
+        sandbox_user: Option<sandbox::Identity>,
+        /// A uid (besides the one that started trustyd, the sandbox user and
+        /// root) allowed to connect to its sockets; repeatable.
+        #[arg(long = "allow-peer-uid")]
+        allow_peer_uid: Vec<u32>,
     },
     /// Print the TA table: port name and GP UUID.
     Uuids,
@@ -50,7 +63,19 @@ fn main() -> ExitCode {
             state_dir,
             guests,
             vsock_port,
-        } => daemon::run(&state_dir, &guests, vsock_port),
+            disable_sandbox,
+            sandbox_user,
+            allow_peer_uid,
+        } => daemon::run(
+            &state_dir,
+            &guests,
+            vsock_port,
+            &daemon::Confinement {
+                enabled: !disable_sandbox,
+                user: sandbox_user,
+                allow_uids: allow_peer_uid,
+            },
+        ),
         Cmd::Uuids => {
             for ta in trusty::ports::TaKind::ALL {
                 println!("{}  {}", ta.uuid(), ta.port_name());

@@ -14,9 +14,24 @@ impl Muxer {
     pub fn accept(&mut self, ctx: &WaitContext<Token>) {
         loop {
             let stream = match self.listener.accept() {
-                Ok((s, _)) => s,
+                Ok((s, _)) => {
+                    self.accept_backoff.success();
+                    s
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if sandbox::socket::is_resource_exhaustion(&e) => {
+                    let wait = self.accept_backoff.failure();
+                    self.warn_once(
+                        Warn::AcceptExhausted,
+                        format_args!("accept failed ({e}); not accepting for {wait:?}"),
+                    );
+                    if let Err(e) = ctx.delete(&self.listener) {
+                        tracing::warn!("virtio-vsock: cannot pause accepting: {e}");
+                    }
+                    self.accept_paused_until = Some(Instant::now() + wait);
+                    return;
+                }
                 Err(e) => {
                     crate::guest_warn!(
                         "virtio-vsock: accept failed, pausing it for {} ms: {e}",
@@ -28,6 +43,13 @@ impl Muxer {
                     return;
                 }
             };
+            if let Err(e) = sandbox::socket::check_peer(&stream) {
+                self.warn_once(
+                    Warn::PeerRefused,
+                    format_args!("host connection refused: {e}"),
+                );
+                continue;
+            }
             if self.waiting.len() >= MAX_WAITING {
                 crate::guest_warn!(
                     "virtio-vsock: too many host connections without CONNECT; closed one"

@@ -1,0 +1,154 @@
+//! `sysmgr`'s policy: one filter for the whole process.
+//!
+//! The daemon is a tokio program: the runtime, its blocking pool and the
+//! decision log's sync thread create threads themselves, and the core
+//! loop, the links and the I/O share them, so a split by thread would not
+//! separate anything; the filter is installed on the main thread before the
+//! runtime exists and every thread inherits it. VMMs are started by the
+//! launcher process forked before the sandbox (`sysmgr/src/launcher.rs`),
+//! so nothing here may start a process.
+
+// libc's constants are `c_ulong` on glibc and `c_int` on musl: the casts
+// are needed on one of them.
+#![allow(clippy::unnecessary_cast)]
+
+use super::common::{ACCEPT, CONNECT_UNIX, EPOLL_LOOP, RUNTIME, SLEEP, STREAM_IO};
+use super::{
+    allow, allow_if, enosys, eq, masked, Arch, Class, Confinement, ProcessPolicy, Rule, Threads,
+};
+
+/// The async runtime and its threads.
+const RUNTIME_THREADS: &[Rule] = &[
+    allow("epoll_create1", "the runtime's epoll set"),
+    allow("eventfd2", "the runtime's waker"),
+    allow_if(
+        "socketpair",
+        &[&[eq(0, libc::AF_UNIX as u64, "AF_UNIX")]],
+        "the runtime's signal driver pipe",
+    ),
+    allow_if(
+        "clone",
+        &[&[masked(
+            0,
+            libc::CLONE_THREAD as u64,
+            libc::CLONE_THREAD as u64,
+            "CLONE_THREAD",
+        )]],
+        "the runtime's blocking pool and the log-sync thread (never a process)",
+    ),
+    enosys(
+        "clone3",
+        "glibc tries clone3 first; its flags are in memory a filter cannot read",
+    ),
+    allow("set_robust_list", "a new thread's start-up in libc"),
+    allow("rseq", "a new thread's start-up in glibc"),
+    allow_if(
+        "prctl",
+        &[&[eq(0, libc::PR_SET_NAME as u64, "PR_SET_NAME")]],
+        "a new thread names itself",
+    ),
+    allow("sched_getaffinity", "the runtime sizes its pools"),
+];
+
+/// The state directory: the decision log, the clock, pid files.
+const STATE: &[Rule] = &[
+    allow(
+        "openat",
+        "open the decision log, the clock file, a pid file",
+    ),
+    allow("open", "open a file (musl on x86_64)").on(Arch::X86_64),
+    allow("lseek", "file offsets"),
+    allow("pread64", "read the log"),
+    allow(
+        "fsync",
+        "make the log, the clock file or the directory durable",
+    ),
+    allow("fdatasync", "make decision records durable (--log-sync)"),
+    allow("ftruncate", "rewrite a state file"),
+    allow("renameat", "replace a state file atomically"),
+    allow("renameat2", "replace a state file atomically (glibc)"),
+    allow("rename", "replace a state file atomically (x86_64)").on(Arch::X86_64),
+    allow("unlinkat", "remove a pid file"),
+    allow("unlink", "remove a pid file (x86_64)").on(Arch::X86_64),
+    allow("mkdirat", "create the state directory"),
+    allow("mkdir", "create the state directory (x86_64)").on(Arch::X86_64),
+    allow("getdents64", "list the state directory"),
+    allow("newfstatat", "file sizes and types"),
+    allow("fstat", "file sizes"),
+    allow("statx", "file sizes and types (glibc)"),
+    allow("stat", "file sizes and types (musl on x86_64)").on(Arch::X86_64),
+    allow("lstat", "file types (musl on x86_64)").on(Arch::X86_64),
+    allow("flock", "the state directory's lock"),
+    allow(
+        "chmod",
+        "0700 on the binder directory, 0600 on a binder socket (x86_64)",
+    )
+    .on(Arch::X86_64),
+    allow(
+        "fchmodat",
+        "0700 on the binder directory, 0600 on a binder socket",
+    ),
+];
+
+/// The RPC binder endpoints (`sysmgr/src/binder.rs`): the host's socket in
+/// the state directory and one per Android guest beside its VMM's vsock
+/// socket (landlock allows creating sockets only there).
+const BINDER: &[Rule] = &[
+    allow("bind", "bind a binder endpoint's unix socket"),
+    allow("listen", "listen on it"),
+    allow(
+        "getpeername",
+        "rsbinder tells a connection's address family",
+    ),
+    allow_if(
+        "ioctl",
+        &[&[eq(1, libc::TIOCOUTQ as u64, "TIOCOUTQ")]],
+        "rsbinder waits until a connection's queued output drained",
+    ),
+];
+
+/// Questions about the process itself.
+const SELF: &[Rule] = &[
+    allow("getuid", "the own uid (binder peer checks)"),
+    allow("geteuid", "the own uid (binder peer checks)"),
+    allow("getgid", "the own gid"),
+    allow("getegid", "the own gid"),
+    allow_if(
+        "prlimit64",
+        &[&[eq(2, 0, "no new limit (a query)")]],
+        "read the descriptor and stack limits (never set one)",
+    ),
+];
+
+/// Stopping a VMM an earlier daemon started (the launcher kills the ones
+/// this daemon started).
+const KILL: &[Rule] = &[allow_if(
+    "kill",
+    &[&[eq(1, libc::SIGKILL as u64, "SIGKILL")]],
+    "SIGKILL to a VMM named by its pid file that did not stop",
+)];
+
+/// `sysmgr`'s policy.
+pub const POLICY: ProcessPolicy = ProcessPolicy {
+    process: "sysmgr",
+    confinement: Confinement::ProcessWide,
+    main: "sysmgr",
+    classes: &[Class {
+        name: "sysmgr",
+        threads: &[Threads::Prefix("")],
+        about: "every thread of the daemon (tokio runtime, blocking pool, log sync)",
+        rules: &[
+            RUNTIME,
+            SLEEP,
+            EPOLL_LOOP,
+            STREAM_IO,
+            ACCEPT,
+            CONNECT_UNIX,
+            RUNTIME_THREADS,
+            STATE,
+            BINDER,
+            SELF,
+            KILL,
+        ],
+    }],
+};

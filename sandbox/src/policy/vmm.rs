@@ -1,0 +1,321 @@
+//! The VMM's thread classes.
+//!
+//! Every file, device and socket the VMM uses is opened before the sandbox
+//! is entered and kept for the life of the process (an in-process restart
+//! builds the new VM from the same descriptors), so no class may open a
+//! path: the main thread rebuilds a VM with KVM ioctls, `mmap` and
+//! `eventfd2` only.
+
+// libc's request constants are `c_ulong` on glibc and `c_int` on musl: the
+// casts are needed on one of them.
+#![allow(clippy::unnecessary_cast)]
+
+use super::common::{ACCEPT, CONNECT_UNIX, EPOLL_LOOP, RUNTIME, SLEEP, STREAM_IO, TERMINAL_SIZE};
+use super::{allow, allow_if, eq, masked, Arch, Class, Confinement, ProcessPolicy, Rule, Threads};
+use super::{runtime, Cond, LAUNCHER};
+
+/// The real-time signal that kicks a vCPU out of `KVM_RUN` (glibc and musl
+/// number it differently).
+fn kick_signal() -> u64 {
+    libc::SIGRTMIN() as u64
+}
+
+/// KVM's ioctl type byte (`KVMIO`), in bits 8-15 of every KVM request.
+const KVMIO: u64 = 0xAE;
+/// `KVM_RUN` = `_IO(KVMIO, 0x80)`.
+pub const KVM_RUN: u64 = 0xAE80;
+/// `KVM_GET_ONE_REG` = `_IOW(KVMIO, 0xab, struct kvm_one_reg)` (16 bytes).
+pub const KVM_GET_ONE_REG: u64 = 0x4010_AEAB;
+/// `KVM_SET_ONE_REG` = `_IOW(KVMIO, 0xac, struct kvm_one_reg)`.
+pub const KVM_SET_ONE_REG: u64 = 0x4010_AEAC;
+/// `KVM_ARM_VCPU_INIT` = `_IOW(KVMIO, 0xae, struct kvm_vcpu_init)` (32 bytes).
+pub const KVM_ARM_VCPU_INIT: u64 = 0x4020_AEAE;
+/// `TUNSETOFFLOAD` = `_IOW('T', 208, unsigned int)`.
+pub const TUNSETOFFLOAD: u64 = 0x4004_54D0;
+
+/// Any KVM ioctl: `request & 0xff00 == KVMIO << 8`.
+const ANY_KVM_IOCTL: Cond = masked(1, 0xFF00, KVMIO << 8, "any KVM request (type 0xAE)");
+
+/// The main thread: the event loop (control requests, power decisions,
+/// vCPU kicks) and the in-process rebuild of the VM after a restart.
+const MAIN: &[Rule] = &[
+    allow_if(
+        "ioctl",
+        &[
+            &[ANY_KVM_IOCTL],
+            &[eq(1, libc::TIOCGWINSZ as u64, "TIOCGWINSZ")],
+            &[eq(1, libc::FIONBIO as u64, "FIONBIO")],
+        ],
+        "KVM requests on /dev/kvm, the VM and its vCPUs (a restart builds a new VM on the kept /dev/kvm descriptor); terminal size for the console; non-blocking kept sockets",
+    ),
+    allow("eventfd2", "interrupt and queue-notification eventfds of a rebuilt VM"),
+    allow_if(
+        "fcntl",
+        &[
+            &[eq(1, libc::F_DUPFD_CLOEXEC as u64, "F_DUPFD_CLOEXEC")],
+            &[eq(1, libc::F_GETFL as u64, "F_GETFL")],
+            &[eq(1, libc::F_SETFL as u64, "F_SETFL")],
+            &[eq(1, libc::F_SETFD as u64, "F_SETFD")],
+        ],
+        "duplicate a kept descriptor (kernel, disks, tap, sockets) for a rebuilt VM; close-on-exec on new KVM descriptors",
+    ),
+    allow("read", "load the kernel and initrd from their kept descriptors"),
+    allow("pread64", "load the kernel and initrd from their kept descriptors"),
+    allow("lseek", "rewind the kept kernel and initrd before loading them again"),
+    allow(
+        "newfstatat",
+        "the size of a kept file; at exit, that a socket path is still a socket before removing it",
+    ),
+    allow("fstat", "the size of a kept file"),
+    allow(
+        "statx",
+        "the size of a kept file; at exit, that a socket path is still a socket before removing it",
+    ),
+    allow_if(
+        "tkill",
+        &[&[runtime(1, kick_signal, "SIGRTMIN (the vCPU kick)")]],
+        "musl's pthread_kill: kick a vCPU out of KVM_RUN",
+    ),
+    allow("writev", "event lines to control subscribers"),
+    allow("sendto", "event lines to control subscribers (std writes sockets with send)"),
+    allow("sendmsg", "event lines to control subscribers"),
+    allow("lstat", "at exit, that a socket path is still a socket (musl on x86_64)")
+        .on(Arch::X86_64),
+    allow("unlinkat", "remove the VMM's own sockets when it exits"),
+    allow("unlink", "remove the VMM's own sockets when it exits").on(Arch::X86_64),
+    allow(
+        "timerfd_create",
+        "the timer of each rate-limited device (virtio-blk, -net, -rng) of a rebuilt VM",
+    ),
+    allow("recvfrom", "the TEE service's greeting (virtio-tee)"),
+];
+
+/// A vCPU thread: `KVM_RUN`, the exits it handles (MMIO and port I/O into
+/// the emulated devices, which includes activating and resetting virtio
+/// devices when the guest driver says so).
+const VCPU: &[Rule] = &[
+    allow_if(
+        "ioctl",
+        &[
+            &[eq(1, KVM_RUN, "KVM_RUN")],
+            &[eq(1, TUNSETOFFLOAD, "TUNSETOFFLOAD")],
+            &[eq(1, libc::FIONBIO as u64, "FIONBIO")],
+        ],
+        "run the vCPU; set the tap's offloads and make sockets non-blocking when the guest activates virtio-net or virtio-vsock",
+    ),
+    allow_if(
+        "ioctl",
+        &[
+            &[eq(1, KVM_ARM_VCPU_INIT, "KVM_ARM_VCPU_INIT")],
+            &[eq(1, KVM_GET_ONE_REG, "KVM_GET_ONE_REG")],
+            &[eq(1, KVM_SET_ONE_REG, "KVM_SET_ONE_REG")],
+        ],
+        "reset the vCPU to the guest's resume point after PSCI SYSTEM_SUSPEND",
+    )
+    .on(Arch::Aarch64),
+    allow(
+        "eventfd2",
+        "the kill event of a device worker started when the guest activates a device",
+    ),
+    allow("epoll_create1", "the epoll set of a device worker being started"),
+    allow("epoll_ctl", "register a device worker's sources before it starts"),
+    allow_if(
+        "fcntl",
+        &[
+            &[eq(1, libc::F_DUPFD_CLOEXEC as u64, "F_DUPFD_CLOEXEC")],
+            &[eq(1, libc::F_SETFD as u64, "F_SETFD")],
+        ],
+        "duplicate eventfds and sockets handed to a device worker; close-on-exec flags",
+    ),
+    allow("writev", "serial and console output"),
+    allow(
+        "read",
+        "the TEE service's greeting when the guest activates virtio-tee",
+    ),
+    allow(
+        "recvfrom",
+        "the TEE service's greeting when the guest activates virtio-tee",
+    ),
+    allow(
+        "timerfd_settime",
+        "disarm a rate limiter's timer when the guest resets a device",
+    ),
+];
+
+/// The rules of every device worker: its epoll loop over queue kicks and
+/// the kill event, raising the device's interrupt (an eventfd write).
+const WORKER: &[Rule] = EPOLL_LOOP;
+
+/// The worker of a rate-limited device (virtio-blk, -net, -rng): its
+/// token buckets' timer (created by the main thread).
+const RATE_LIMITED: &[Rule] = &[
+    allow("timerfd_settime", "arm the timer until the bucket refills"),
+    allow("timerfd_gettime", "whether the timer is armed"),
+];
+
+/// virtio-tee's worker: frames to and from the TEE service's socket.
+const TEE: &[Rule] = &[];
+
+/// The serial port's output writer (a bounded buffer drained to stdout
+/// or a file, so that a vCPU never blocks on it).
+const SERIAL_OUT: &[Rule] = &[];
+
+/// virtio-rng's worker.
+const RNG: &[Rule] = &[allow("getrandom", "entropy for the guest (getrandom(2))")];
+
+/// virtio-blk's worker: I/O on the kept image descriptor only.
+const BLOCK: &[Rule] = &[
+    allow("preadv", "read sectors into guest buffers"),
+    allow("pwritev", "write sectors from guest buffers"),
+    allow("pread64", "read sectors (single buffer paths)"),
+    allow("pwrite64", "write sectors (single buffer paths)"),
+    allow(
+        "fdatasync",
+        "flush: a write is acknowledged once it reached the file",
+    ),
+    allow("fsync", "flush (fallback)"),
+    allow(
+        "fallocate",
+        "discard and write-zeroes (punch a hole, zero a range)",
+    ),
+];
+
+/// virtio-net's worker: frames to and from the kept tap descriptor.
+const NET: &[Rule] = &[
+    allow("readv", "frames from the tap into guest buffers"),
+    allow("writev", "frames from guest buffers to the tap"),
+];
+
+/// virtio-vsock's worker: host unix sockets (accepting on the kept
+/// listener, connecting to `PATH_<port>`).
+const VSOCK: &[Rule] = &[];
+
+/// virtio-console's worker: the unix socket, stdin/stdout or a file.
+const CONSOLE: &[Rule] = &[TERMINAL_SIZE];
+
+/// The control socket's accept loop.
+const CONTROL: &[Rule] = &[];
+
+/// One control connection.
+const CONTROL_CONN: &[Rule] = &[];
+
+/// Host stdin to the serial port.
+const SERIAL_STDIN: &[Rule] = &[allow("read", "read the host's stdin")];
+
+/// The thread that starts every other thread.
+const LAUNCHER_RULES: &[Rule] = &[];
+
+/// The VMM's policy.
+pub const POLICY: ProcessPolicy = ProcessPolicy {
+    process: "vmm",
+    confinement: Confinement::PerThread,
+    main: "main",
+    classes: &[
+        Class {
+            name: "main",
+            threads: &[Threads::Named("main")],
+            about: "the event loop and the rebuild of the VM on a restart",
+            rules: &[RUNTIME, MAIN, CONNECT_UNIX],
+        },
+        Class {
+            name: LAUNCHER,
+            threads: &[Threads::Named(LAUNCHER)],
+            about: "starts every other thread (the union of all classes, plus clone)",
+            rules: &[RUNTIME, LAUNCHER_RULES],
+        },
+        Class {
+            name: "vcpu",
+            threads: &[Threads::Prefix("vcpu")],
+            about: "KVM_RUN and the exits it handles (MMIO/port I/O, device activation)",
+            rules: &[RUNTIME, VCPU, CONNECT_UNIX],
+        },
+        Class {
+            name: "device-rng",
+            threads: &[Threads::Named("v_rng")],
+            about: "the virtio-rng worker",
+            rules: &[RUNTIME, WORKER, RATE_LIMITED, RNG],
+        },
+        Class {
+            name: "device-block",
+            threads: &[Threads::Named("v_blk")],
+            about: "the virtio-blk worker",
+            rules: &[RUNTIME, WORKER, RATE_LIMITED, BLOCK],
+        },
+        Class {
+            name: "device-net",
+            threads: &[Threads::Named("v_net")],
+            about: "the virtio-net worker",
+            rules: &[RUNTIME, WORKER, RATE_LIMITED, NET],
+        },
+        Class {
+            name: "device-vsock",
+            threads: &[Threads::Named("v_vsock")],
+            about: "the virtio-vsock worker and its host sockets",
+            rules: &[RUNTIME, WORKER, STREAM_IO, ACCEPT, CONNECT_UNIX, VSOCK],
+        },
+        Class {
+            name: "device-tee",
+            threads: &[Threads::Named("v_tee")],
+            about: "the virtio-tee worker and its connection to the TEE service",
+            rules: &[RUNTIME, WORKER, STREAM_IO, TEE],
+        },
+        Class {
+            name: "serial-out",
+            threads: &[Threads::Named("serial-out")],
+            about: "writes the serial port's buffered output",
+            rules: &[RUNTIME, SERIAL_OUT],
+        },
+        Class {
+            name: "device-console",
+            threads: &[Threads::Named("v_console")],
+            about: "the virtio-console worker and its host side",
+            rules: &[RUNTIME, WORKER, STREAM_IO, ACCEPT, CONSOLE],
+        },
+        Class {
+            name: "control",
+            threads: &[Threads::Named("control")],
+            about: "the control socket's accept loop",
+            rules: &[RUNTIME, ACCEPT, SLEEP, CONTROL],
+        },
+        Class {
+            name: "control-conn",
+            threads: &[Threads::Named("control-conn")],
+            about: "one control connection: request lines in, responses out",
+            rules: &[RUNTIME, STREAM_IO, ACCEPT, CONTROL_CONN],
+        },
+        Class {
+            name: "serial-stdin",
+            threads: &[Threads::Named("serial-stdin")],
+            about: "host stdin to the serial port",
+            rules: &[RUNTIME, SLEEP, SERIAL_STDIN],
+        },
+        Class {
+            name: "power-key",
+            threads: &[Threads::Named("power-key")],
+            about: "releases the arm64 power key 100 ms after a press",
+            rules: &[RUNTIME, SLEEP],
+        },
+    ],
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `_IOC(dir, type, nr, size)` as the kernel encodes it (both
+    /// architectures use the generic encoding).
+    const fn ioc(dir: u64, ty: u64, nr: u64, size: u64) -> u64 {
+        (dir << 30) | (size << 16) | (ty << 8) | nr
+    }
+
+    #[test]
+    fn ioctl_numbers_match_their_definitions() {
+        const WRITE: u64 = 1;
+        assert_eq!(KVM_RUN, ioc(0, KVMIO, 0x80, 0));
+        assert_eq!(KVM_GET_ONE_REG, ioc(WRITE, KVMIO, 0xab, 16));
+        assert_eq!(KVM_SET_ONE_REG, ioc(WRITE, KVMIO, 0xac, 16));
+        assert_eq!(KVM_ARM_VCPU_INIT, ioc(WRITE, KVMIO, 0xae, 32));
+        assert_eq!(TUNSETOFFLOAD, ioc(WRITE, u64::from(b'T'), 208, 4));
+        assert_eq!(TUNSETOFFLOAD, libc::TUNSETOFFLOAD as u64);
+    }
+}

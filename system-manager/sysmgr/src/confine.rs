@@ -1,0 +1,146 @@
+//! What `sysmgr run` does while the process has one thread, before its
+//! tokio runtime starts: the policy, the state directory, the control
+//! socket, the VMM launcher process (`crate::launcher`), then the sandbox
+//! (`docs/security.md`).
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+
+use crate::daemon::{load_policy, RunArgs};
+use crate::store::{self, StateDir};
+
+/// Binds the daemon's control socket, mode 0600 before it listens
+/// (`sandbox::socket::bind_private`); refuses when another daemon answers
+/// there (two daemons on one state directory would corrupt the log) and
+/// never replaces anything but a stale socket.
+fn bind_control_sync(path: &std::path::Path) -> Result<std::os::unix::net::UnixListener> {
+    match sandbox::socket::bind_private(path) {
+        Ok(l) => Ok(l),
+        Err(sandbox::socket::BindError::InUse(_)) => bail!(
+            "another sysmgr is running on this state directory ({} answers)",
+            path.display()
+        ),
+        Err(e) => Err(e).with_context(|| format!("cannot create {}", path.display())),
+    }
+}
+
+/// How `sysmgr run` confines itself (`docs/security.md`).
+#[derive(Debug, Clone, Default)]
+pub struct Confinement {
+    /// Seccomp (one filter for the process), capabilities, uid switch,
+    /// landlock, and VMMs started by the launcher process.
+    pub enabled: bool,
+    /// The identity a root daemon switches to (default 65534, the VMMs'
+    /// default, so that it can reach their sockets).
+    pub user: Option<sandbox::Identity>,
+}
+
+/// What `sysmgr run` set up before its runtime started.
+pub struct Prepared {
+    pub(crate) listener: std::os::unix::net::UnixListener,
+    pub(crate) launcher: Option<std::os::unix::net::UnixStream>,
+}
+
+/// The part of `sysmgr run` that runs while the process has one thread:
+/// the policy, the state directory, the daemon's socket, the VMM launcher
+/// process, then the sandbox.
+pub fn prepare(args: &RunArgs, confinement: &Confinement) -> Result<Prepared> {
+    let policy = load_policy(&args.policy)?;
+    store::ensure_dir(&args.state_dir)?;
+    let dir = StateDir(args.state_dir.clone());
+    let listener = bind_control_sync(&dir.socket())?;
+    if !confinement.enabled {
+        tracing::warn!("sandbox disabled (--disable-sandbox)");
+        return Ok(Prepared {
+            listener,
+            launcher: None,
+        });
+    }
+    let specs: Vec<crate::launcher::LaunchSpec> = policy
+        .guests()
+        .iter()
+        .filter_map(|g| {
+            g.vmm
+                .launch
+                .clone()
+                .map(|argv| crate::launcher::LaunchSpec {
+                    guest: g.name.clone(),
+                    argv,
+                    log: dir.vmm_log(&g.name),
+                    pid_file: dir.pid_file(&g.name),
+                })
+        })
+        .collect();
+    let launcher = if specs.is_empty() {
+        None
+    } else {
+        Some(crate::launcher::fork(specs).context("starting the VMM launcher process")?)
+    };
+    // SAFETY: plain credential queries.
+    let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    let user = (euid == 0).then(|| confinement.user.unwrap_or(sandbox::Identity::NOBODY));
+    if let Some(u) = user.filter(|u| u.uid != euid || u.gid != egid) {
+        chown_tree(&args.state_dir, u).with_context(|| {
+            format!(
+                "giving the state directory {} to uid {}",
+                args.state_dir.display(),
+                u.uid
+            )
+        })?;
+    }
+    let mut read = vec![
+        args.policy.clone(),
+        PathBuf::from("/proc/sys/kernel/random/boot_id"),
+    ];
+    read.retain(|p| p.exists());
+    let entered = sandbox::enter(sandbox::Config {
+        policy: &sandbox::policy::sysmgr::POLICY,
+        user,
+        fs: sandbox::fs::FsRules {
+            read,
+            read_write: vec![args.state_dir.clone()],
+            make_socket_in: binder_socket_dirs(&policy),
+            signal_others: true,
+            ..Default::default()
+        },
+    })
+    .context("entering the sandbox (or run with --disable-sandbox)")?;
+    tracing::info!("sandbox: {entered}");
+    Ok(Prepared { listener, launcher })
+}
+
+/// Where the daemon creates the guests' RPC binder sockets
+/// (`<vsock_socket>_<port>`, beside the VMMs' vsock sockets): each one's
+/// directory, or its closest existing ancestor (a VMM may create the
+/// directory later; landlock needs one that exists now).
+fn binder_socket_dirs(policy: &system_manager::Policy) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = policy
+        .guests()
+        .iter()
+        .filter(|g| g.vmm.android_channel == system_manager::AndroidChannel::Binder)
+        .filter_map(|g| g.vmm.vsock_socket.as_deref())
+        .filter_map(|s| {
+            let path = crate::binder::guest_socket(s, 0);
+            path.ancestors()
+                .skip(1)
+                .find(|d| d.is_dir())
+                .map(PathBuf::from)
+        })
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    dirs
+}
+
+/// Gives `dir` and everything beneath it to `owner` (never following a
+/// symlink).
+fn chown_tree(dir: &std::path::Path, owner: sandbox::Identity) -> std::io::Result<()> {
+    std::os::unix::fs::lchown(dir, Some(owner.uid), Some(owner.gid))?;
+    if std::fs::symlink_metadata(dir)?.is_dir() {
+        for entry in std::fs::read_dir(dir)? {
+            chown_tree(&entry?.path(), owner)?;
+        }
+    }
+    Ok(())
+}
