@@ -11,9 +11,13 @@
 //! landlock right before ABI 9, so guest-to-host vsock connections
 //! (`PATH_<port>`) keep working; its scoping (ABI 6) forbids abstract unix
 //! sockets and signals to processes outside the domain.
+//!
+//! Off Linux (Android builds) the rules are data only: nothing applies
+//! them there.
 
 use std::path::PathBuf;
 
+#[cfg(target_os = "linux")]
 use landlock::{
     path_beneath_rules, Access, AccessFs, AccessNet, CompatLevel, Compatible, Ruleset, RulesetAttr,
     RulesetCreatedAttr, RulesetStatus, Scope, ABI,
@@ -57,10 +61,12 @@ impl std::fmt::Display for FsStatus {
 }
 
 /// The ABI whose rights are handled: landlock 6 (Linux 6.12).
+#[cfg(target_os = "linux")]
 const ABI_USED: ABI = ABI::V6;
 
 /// Restricts the calling thread (and every thread it creates later) to
 /// `rules`.
+#[cfg(target_os = "linux")]
 pub fn restrict(rules: &FsRules) -> Result<FsStatus, landlock::RulesetError> {
     let ruleset = Ruleset::default()
         .set_compatibility(CompatLevel::BestEffort)

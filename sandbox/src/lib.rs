@@ -31,7 +31,6 @@ pub mod probe;
 pub mod socket;
 pub mod syscalls;
 
-#[cfg(target_os = "linux")]
 pub mod fs;
 #[cfg(target_os = "linux")]
 pub mod privileges;
@@ -162,7 +161,6 @@ pub struct Config {
     /// root, without capabilities).
     pub user: Option<Identity>,
     /// What it may still do on the file system.
-    #[cfg(target_os = "linux")]
     pub fs: fs::FsRules,
 }
 

@@ -13,6 +13,7 @@
 pub const ENV: &str = "VMSTACK_SANDBOX_PROBE";
 
 /// The class to probe, in builds that have the probe.
+#[cfg(target_os = "linux")]
 pub(crate) fn from_env() -> Option<String> {
     if cfg!(any(debug_assertions, feature = "test-hooks")) {
         std::env::var(ENV).ok().filter(|c| !c.is_empty())
@@ -26,7 +27,9 @@ pub const fn available() -> bool {
     cfg!(any(debug_assertions, feature = "test-hooks"))
 }
 
-/// Makes the forbidden call from class `class`'s thread.
+/// Makes the forbidden call from class `class`'s thread (Linux: the
+/// filters exist only there).
+#[cfg(target_os = "linux")]
 pub(crate) fn fire(class: &str) {
     eprintln!("sandbox: probe: a forbidden system call (execve) from class {class}");
     crate::seccomp::forbidden_call();

@@ -115,7 +115,6 @@ impl SandboxOptions {
         let entered = sandbox::enter(sandbox::Config {
             policy: &sandbox::policy::vmm::POLICY,
             user: switches.then_some(user),
-            #[cfg(target_os = "linux")]
             fs: sandbox::fs::FsRules {
                 remove_in: host.socket_dirs(),
                 ..Default::default()
