@@ -30,6 +30,13 @@ use guest_tools::ta::{gatekeeper, hwkey, port, Channel};
 /// `VIRTIO_VSOCK_MSG_SIZE_LIMIT` of libtrusty's tipc.h.
 const VIRTIO_VSOCK_MSG_SIZE_LIMIT: usize = 4096 - 256;
 
+/// The payload of one of the guest kernel's vsock RX buffers since Linux
+/// sizes each buffer's SKB to one 4 KiB page (6.17, in Debian's 6.12.95
+/// too): 4096 minus `skb_shared_info` (320 on x86_64 and arm64) minus the
+/// 44-byte packet header. A response longer than this reaches the guest
+/// in two packets, and one `read` may return only the first (docs/trusty.md).
+const GUEST_RX_PAYLOAD: usize = 4096 - 320 - 44;
+
 /// C `strtol(s, &end, 0)` on the start of `s`: the value and the rest.
 fn strtol0(s: &str) -> (i64, &str) {
     let (neg, body) = match s.strip_prefix('-') {
@@ -246,7 +253,19 @@ fn cmd_echo(dev: &str, tag: &str) -> Result<(), String> {
     .enumerate()
     {
         let msg: Vec<u8> = (0..*len).map(|j| (j * 31 + i) as u8).collect();
-        let back = transact(&fd, &[&msg])?;
+        let mut back = transact(&fd, &[&msg])?;
+        if *len > GUEST_RX_PAYLOAD {
+            // Two packets: read the rest of this response (a stock
+            // libtrusty client's single read may stop after the first).
+            while back.len() < *len {
+                let mut rest = vec![0u8; *len - back.len()];
+                let n = read_once(&fd, &mut rest).map_err(|e| format!("read: errno {e}"))?;
+                if n == 0 {
+                    break;
+                }
+                back.extend_from_slice(&rest[..n]);
+            }
+        }
         if back != msg {
             return Err(format!(
                 "{len}-byte message came back as {} bytes, different",
