@@ -13,6 +13,14 @@
 . /scenarios/binder-lib.sh
 script=$(cmdline_arg vhal.script postpone:5000,postpone:5000,start)
 mark android up
+# android.adbd=1 (the demo): adbd on vsock port 5555, as an Android guest
+# has it; its lines become `adbd` markers.
+if [ "$(cmdline_arg android.adbd 0)" = 1 ]; then
+    mkdir -p /dev/pts /data
+    mount -t devpts devpts /dev/pts 2>/dev/null || mark adbd_devpts failed
+    mark adbd_boot_id "$(cat /proc/sys/kernel/random/boot_id)"
+    adbd 2>&1 | mark_lines adbd &
+fi
 binder_up
 vmbinder list 2>&1 | mark_lines cli-list
 vmbinder call sysmgr getSystemState 2>&1 | mark_lines cli-state

@@ -27,6 +27,9 @@
 # non-zero on the first failed check), and <name> in ACTS where it belongs.
 SCEN=demo
 . /scenarios/sysmgr-lib.sh
+. /scenarios/adb-lib.sh
+# The android guest also runs adbd (act adb_shell).
+ANDROID_PARAMS=android.adbd=1
 
 # ---- helpers ---------------------------------------------------------------
 
@@ -259,7 +262,27 @@ act_tee_secret() {
     wait $TEE_PID
 }
 
-ACTS="start ignition_on ignition_off ignition_on_again power_off tee_secret"
+title_adb_shell="adb into the android guest: Debian's adb client, \`vmm adb-proxy\` on 127.0.0.1:6520, the guest's adbd on vsock port 5555"
+adb_online() { [ "$(adb -s "$ADB_SERIAL" get-state 2>/dev/null)" = device ]; }
+adb_boot_id_matches() {
+    _id=$(sed -n 2p $D/adb.out)
+    [ -n "$_id" ] && grep -qF "adbd_boot_id=$_id" $S/android.vmm.log
+}
+act_adb_shell() {
+    say "vmm adb-proxy --vsock-socket $A_VSOCK --port 6520 (Cuttlefish's port); adb connect 127.0.0.1:6520"
+    adb_up $A_VSOCK > $D/adb-up.out 2>&1
+    check 5 "adb lists the android guest as a device (adb devices)" adb_online || { adb_down; return 1; }
+    adb -s "$ADB_SERIAL" shell 'uname -sr; cat /proc/sys/kernel/random/boot_id' > $D/adb.out 2>&1
+    ADB_RC=$?
+    check 5 "adb shell ran in the android guest: exit status 0 through the shell protocol" \
+        test "$ADB_RC" -eq 0 || { adb_down; return 1; }
+    say "adb shell 'uname -sr; cat /proc/sys/kernel/random/boot_id': $(tr '\n' ' ' < $D/adb.out)"
+    check 5 "the shell ran in the android guest's kernel (its boot id, as the guest's console printed it)" \
+        adb_boot_id_matches || { adb_down; return 1; }
+    adb_down
+}
+
+ACTS="start ignition_on ignition_off ignition_on_again adb_shell power_off tee_secret"
 
 # ---- main ------------------------------------------------------------------
 

@@ -18,7 +18,9 @@ C_CTL=$D/cluster.ctl
 mkdir -p $D
 chown 65534:65534 $D
 
-# write_policy VHAL_SCRIPT
+# write_policy VHAL_SCRIPT: the policy of the android and cluster guests;
+# $ANDROID_PARAMS, if set, is added to the android guest's kernel command
+# line (the demo sets android.adbd=1).
 write_policy() {
     cat > $D/policy.toml <<POLICY
 [system]
@@ -34,7 +36,7 @@ name = "android"
 role = "android"
 control_socket = "$A_CTL"
 vsock_socket = "$A_VSOCK"
-launch = ["/bin/vmm", "run", "--cpus", "1", "--mem", "192", "--socket", "$A_CTL", "--power-arbiter", "--vsock", "cid=3,socket=$A_VSOCK", "--initrd", "/guest/initramfs.cpio.gz", "--params", "console=ttyS0 guest.scenario=sysmgr-android vhal.script=$1", "/guest/vmlinuz"]
+launch = ["/bin/vmm", "run", "--cpus", "1", "--mem", "192", "--socket", "$A_CTL", "--power-arbiter", "--vsock", "cid=3,socket=$A_VSOCK", "--initrd", "/guest/initramfs.cpio.gz", "--params", "console=ttyS0 guest.scenario=sysmgr-android vhal.script=$1${ANDROID_PARAMS:+ $ANDROID_PARAMS}", "/guest/vmlinuz"]
 
 [[guest]]
 name = "cluster"
