@@ -111,6 +111,11 @@ impl SandboxOptions {
             );
             return Ok(());
         }
+        // The kernel and initrd mappings of every boot (restarts included)
+        // need the SIGBUS guard; its handler cannot be installed later.
+        if !crate::arch::file_map::install_guard() {
+            tracing::warn!("cannot install the SIGBUS guard: boot files will be copied");
+        }
         let (user, switches) = self.identity();
         let entered = sandbox::enter(sandbox::Config {
             policy: &sandbox::policy::vmm::POLICY,

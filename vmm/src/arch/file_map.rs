@@ -126,8 +126,10 @@ extern "C" fn handle_sigbus(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut 
     }
 }
 
-/// Installs the `SIGBUS` handler once; false if that failed.
-fn install_guard() -> bool {
+/// Installs the `SIGBUS` handler once; false if that failed. The VMM calls
+/// it before it enters its sandbox (whose filters refuse `rt_sigaction`);
+/// the first mapping calls it too.
+pub fn install_guard() -> bool {
     INSTALL_GUARD.call_once(|| {
         // SAFETY: a zeroed sigaction is a valid starting point; the handler
         // has the SA_SIGINFO signature and only calls async-signal-safe
