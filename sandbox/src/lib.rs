@@ -111,6 +111,26 @@ impl Identity {
         gid: 65534,
     };
 
+    /// The identity a program runs as once it entered its sandbox, and
+    /// whether it switches to it: started as root with the sandbox on, it
+    /// switches to `user` (default [`Self::NOBODY`]); otherwise it keeps
+    /// its effective uid and gid.
+    pub fn sandboxed(enabled: bool, user: Option<Identity>) -> (Identity, bool) {
+        // SAFETY: plain credential queries.
+        let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        if enabled && euid == 0 {
+            (user.unwrap_or(Identity::NOBODY), true)
+        } else {
+            (
+                Identity {
+                    uid: euid,
+                    gid: egid,
+                },
+                false,
+            )
+        }
+    }
+
     /// Parses `UID[:GID]` (numbers; the gid defaults to the uid) or a user
     /// name from `/etc/passwd` (its primary group).
     pub fn parse(s: &str) -> Result<Identity, String> {

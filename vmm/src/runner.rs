@@ -73,19 +73,7 @@ impl Default for SandboxOptions {
 impl SandboxOptions {
     /// The identity the VMM will run as, and whether it switches to it.
     fn identity(&self) -> (sandbox::Identity, bool) {
-        // SAFETY: plain credential queries.
-        let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
-        if self.enabled && euid == 0 {
-            (self.user.unwrap_or(sandbox::Identity::NOBODY), true)
-        } else {
-            (
-                sandbox::Identity {
-                    uid: euid,
-                    gid: egid,
-                },
-                false,
-            )
-        }
+        sandbox::Identity::sandboxed(self.enabled, self.user)
     }
 
     /// Sets who may use and who owns the VMM's sockets; before any is bound.

@@ -110,16 +110,13 @@ fn main() -> ExitCode {
             };
             let mut extra = allow_peer_uid;
             extra.push(sandbox::Identity::NOBODY.uid);
-            // SAFETY: plain credential queries.
-            let (uid, euid) = unsafe { (libc::getuid(), libc::geteuid()) };
-            let runs_as = match (confinement.enabled && euid == 0, sandbox_user) {
-                (true, Some(u)) => u,
-                (true, None) => sandbox::Identity::NOBODY,
-                (false, _) => sandbox::Identity { uid: euid, gid: 0 },
-            };
+            // SAFETY: plain credential query.
+            let uid = unsafe { libc::getuid() };
+            let (runs_as, switches) =
+                sandbox::Identity::sandboxed(confinement.enabled, confinement.user);
             sandbox::socket::configure(sandbox::socket::SocketSettings {
                 allowed_uids: sandbox::socket::standard_peers(uid, runs_as.uid, &extra),
-                owner: (confinement.enabled && euid == 0).then_some(runs_as),
+                owner: switches.then_some(runs_as),
             });
             let args = daemon::RunArgs {
                 policy,

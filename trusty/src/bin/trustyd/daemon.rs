@@ -143,19 +143,7 @@ pub struct Confinement {
 impl Confinement {
     /// The identity trustyd will run as, and whether it switches to it.
     fn identity(&self) -> (sandbox::Identity, bool) {
-        // SAFETY: plain credential queries.
-        let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
-        if self.enabled && euid == 0 {
-            (self.user.unwrap_or(sandbox::Identity::NOBODY), true)
-        } else {
-            (
-                sandbox::Identity {
-                    uid: euid,
-                    gid: egid,
-                },
-                false,
-            )
-        }
+        sandbox::Identity::sandboxed(self.enabled, self.user)
     }
 }
 
