@@ -82,13 +82,7 @@ impl SharedRun {
                 TestHostConfig::for_arch(self.arch, &images, self.scenarios, &crate::log_dir())
                     .map_err(|e| e.to_string())?;
             if let Some(t) = self.scenario_timeout {
-                // Keep the outer boot allowance `for_arch` chose.
-                let per_scenario = cfg.scenario_timeout + Duration::from_secs(10);
-                let boot = cfg
-                    .timeout
-                    .saturating_sub(per_scenario * self.scenarios.len() as u32);
-                cfg.scenario_timeout = t;
-                cfg.timeout = boot + (t + Duration::from_secs(10)) * self.scenarios.len() as u32;
+                cfg.set_scenario_timeout(t);
             }
             // One test host at a time per test binary (a binary with several
             // shared runs would otherwise boot them in parallel on the test
