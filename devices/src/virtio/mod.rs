@@ -31,6 +31,7 @@
 //! device.
 
 pub mod block;
+pub mod chain;
 pub mod console;
 pub mod event_loop;
 pub mod lifecycle;

@@ -32,6 +32,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 use super::{
     MAX_DISCARD_SECTORS, MAX_DISCARD_SEGMENTS, SECTOR_SHIFT, SECTOR_SIZE, SEG_MAX, SIZE_MAX,
 };
+use crate::virtio::chain::{last_descriptor, IncompleteChain};
 use crate::virtio::GuestMemoryMmap;
 
 /// Size of the request header (`struct virtio_blk_outhdr`).
@@ -181,13 +182,9 @@ pub enum InvalidRequest {
 /// A chain without a usable status byte: returned with used length 0.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChainError {
-    /// The chain has no descriptors (e.g. a head index beyond the queue).
-    #[error("empty descriptor chain")]
-    Empty,
-    /// The walk stopped at a descriptor that still has `NEXT` set: a loop,
-    /// a next index beyond the table, or a bad indirect table.
-    #[error("descriptor chain is cut short (loop, bad next index or bad indirect table)")]
-    Truncated,
+    /// No descriptors, or the walk did not reach the chain's end.
+    #[error(transparent)]
+    Incomplete(#[from] IncompleteChain),
     /// The last descriptor is device-readable.
     #[error("the last descriptor is not device-writable, so there is no status byte")]
     StatusNotWritable,
@@ -215,10 +212,8 @@ pub fn parse(
     descs: &[Descriptor],
     capacity: u64,
 ) -> Result<Request, ChainError> {
-    let (last, rest) = descs.split_last().ok_or(ChainError::Empty)?;
-    if last.has_next() {
-        return Err(ChainError::Truncated);
-    }
+    let last = last_descriptor(descs)?;
+    let rest = &descs[..descs.len() - 1];
     if !last.is_write_only() {
         return Err(ChainError::StatusNotWritable);
     }
@@ -465,7 +460,7 @@ fn ranges(
 mod tests {
     use super::*;
     use crate::virtio::test_utils::{
-        guest_memory, DATA_START, TEST_MEM_SIZE, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE,
+        chain, guest_memory, DATA_START, TEST_MEM_SIZE, VRING_DESC_F_WRITE,
     };
 
     const W: u16 = VRING_DESC_F_WRITE;
@@ -480,19 +475,6 @@ mod tests {
         h[4..8].copy_from_slice(&0xdead_beefu32.to_le_bytes());
         h[8..].copy_from_slice(&sector.to_le_bytes());
         mem.write_slice(&h, GuestAddress(HDR)).unwrap();
-    }
-
-    /// Descriptors `(addr, len, flags)`, linked with NEXT except the last.
-    fn chain(descs: &[(u64, u32, u16)]) -> Vec<Descriptor> {
-        let last = descs.len() - 1;
-        descs
-            .iter()
-            .enumerate()
-            .map(|(i, &(a, l, f))| {
-                let flags = if i < last { f | VRING_DESC_F_NEXT } else { f };
-                Descriptor::new(a, l, flags, i as u16 + 1)
-            })
-            .collect()
     }
 
     fn op(mem: &GuestMemoryMmap, descs: &[(u64, u32, u16)]) -> Result<Operation, Rejection> {
@@ -596,10 +578,13 @@ mod tests {
     fn chains_without_a_status_byte_are_dropped() {
         let mem = guest_memory();
         header(&mem, VIRTIO_BLK_T_IN, 0);
-        assert_eq!(parse(&mem, &[], CAP), Err(ChainError::Empty));
+        assert_eq!(
+            parse(&mem, &[], CAP),
+            Err(ChainError::Incomplete(IncompleteChain::Empty))
+        );
         assert_eq!(
             parse(&mem, &chain(&[(HDR, 16, 0), (DATA, 512, W)])[..1], CAP),
-            Err(ChainError::Truncated),
+            Err(ChainError::Incomplete(IncompleteChain::Truncated)),
             "the last descriptor the walker gave still has NEXT"
         );
         assert_eq!(
