@@ -16,6 +16,17 @@ pub use self::aarch64 as current;
 #[cfg(target_arch = "x86_64")]
 pub use self::x86_64 as current;
 
+/// A KVM ioctl of a vCPU or interrupt-controller set-up step failed
+/// (both architectures' `VcpuSetupError::Kvm`).
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {source}")]
+pub struct KvmStepError {
+    /// Which step failed.
+    pub what: &'static str,
+    /// The KVM error.
+    pub source: kvm_ioctls::Error,
+}
+
 /// The kernel command line of at most `max_size` bytes: `default_args`,
 /// then each of the user's parameters (both architectures build it alike).
 pub fn kernel_cmdline(
