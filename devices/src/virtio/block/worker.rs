@@ -16,7 +16,7 @@ use vm_memory::Bytes;
 use super::disk::DiskImage;
 use super::request::{self, ChainError, Operation, Request, SectorRange, Segment};
 use super::{SECTOR_SHIFT, SECTOR_SIZE};
-use crate::virtio::limited_worker::LimitedQueueWorker;
+use crate::virtio::limited_worker::impl_limited_queue_worker;
 use crate::virtio::rate_limiter::RateLimiter;
 use crate::virtio::{GuestMemoryMmap, Interrupt};
 
@@ -51,22 +51,7 @@ pub struct BlockWorker {
 /// A callback that sees each valid operation before its execution.
 pub type Observer = Box<dyn FnMut(&Operation) + Send>;
 
-impl LimitedQueueWorker for BlockWorker {
-    const NAME: &'static str = "virtio-blk";
-    const THREAD_NAME: &'static str = "v_blk";
-
-    fn limiter(&mut self) -> &mut RateLimiter {
-        &mut self.limiter
-    }
-
-    fn into_limiter(self) -> RateLimiter {
-        self.limiter
-    }
-
-    fn process_queue(&mut self) {
-        BlockWorker::process_queue(self);
-    }
-}
+impl_limited_queue_worker!(BlockWorker, name: "virtio-blk", thread: "v_blk");
 
 /// What a request costs the rate limiter in bytes: the data of reads and
 /// writes, the ranges of write-zeroes (which may be written as zeroes).
