@@ -359,17 +359,10 @@ impl Gatekeeper {
             }
             u64::from_le_bytes(id)
         } else {
-            let Some(h) = Handle::parse(handle).filter(|h| h.version == HANDLE_VERSION) else {
-                return invalid;
-            };
-            let timeout = match self.throttle(cmd, uid, h.user_id, env) {
-                Throttle::Stop(r) => return r,
-                Throttle::Go(t) => t,
-            };
-            if !self.password_matches(&h, current) {
-                return Self::wrong(cmd, uid, timeout);
+            match self.check_password(cmd, uid, handle, current, env) {
+                Ok(h) => h.user_id,
+                Err(r) => return r,
             }
-            h.user_id
         };
         if let Err(e) = self.clear(uid, secure_user_id, env) {
             tracing::warn!(uid, "gatekeeper: failure record not cleared: {e}");
@@ -397,6 +390,30 @@ impl Gatekeeper {
         }
     }
 
+    /// The handle `handle` once `password` matches it; else the answer:
+    /// `INVALID` for a malformed handle, or what [`Self::throttle`] and
+    /// [`Self::wrong`] answer for a throttled or wrong attempt.
+    fn check_password(
+        &self,
+        cmd: u32,
+        uid: u32,
+        handle: &[u8],
+        password: &[u8],
+        env: &mut dyn GatekeeperEnv,
+    ) -> Result<Handle, Response> {
+        let Some(h) = Handle::parse(handle).filter(|h| h.version == HANDLE_VERSION) else {
+            return Err(Response::error(cmd, uid, error::INVALID));
+        };
+        let timeout = match self.throttle(cmd, uid, h.user_id, env) {
+            Throttle::Stop(r) => return Err(r),
+            Throttle::Go(t) => t,
+        };
+        if !self.password_matches(&h, password) {
+            return Err(Self::wrong(cmd, uid, timeout));
+        }
+        Ok(h)
+    }
+
     fn verify(
         &self,
         uid: u32,
@@ -410,16 +427,10 @@ impl Gatekeeper {
         if password.is_empty() {
             return invalid;
         }
-        let Some(h) = Handle::parse(handle).filter(|h| h.version == HANDLE_VERSION) else {
-            return invalid;
+        let h = match self.check_password(cmd, uid, handle, password, env) {
+            Ok(h) => h,
+            Err(r) => return r,
         };
-        let timeout = match self.throttle(cmd, uid, h.user_id, env) {
-            Throttle::Stop(r) => return r,
-            Throttle::Go(t) => t,
-        };
-        if !self.password_matches(&h, password) {
-            return Self::wrong(cmd, uid, timeout);
-        }
         let token = self.auth_token(challenge, h.user_id, env.now_ms());
         if let Err(e) = self.clear(uid, h.user_id, env) {
             tracing::warn!(uid, "gatekeeper: failure record not cleared: {e}");
