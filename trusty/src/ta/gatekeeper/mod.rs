@@ -347,10 +347,9 @@ impl Gatekeeper {
         env: &mut dyn GatekeeperEnv,
     ) -> Response {
         let cmd = proto::ENROLL;
-        let invalid = Response::error(cmd, uid, error::INVALID);
         let unknown = Response::error(cmd, uid, error::UNKNOWN);
         if desired.is_empty() {
-            return invalid;
+            return Response::error(cmd, uid, error::INVALID);
         }
         let secure_user_id = if handle.is_empty() {
             let mut id = [0u8; 8];
@@ -423,9 +422,8 @@ impl Gatekeeper {
         env: &mut dyn GatekeeperEnv,
     ) -> Response {
         let cmd = proto::VERIFY;
-        let invalid = Response::error(cmd, uid, error::INVALID);
         if password.is_empty() {
-            return invalid;
+            return Response::error(cmd, uid, error::INVALID);
         }
         let h = match self.check_password(cmd, uid, handle, password, env) {
             Ok(h) => h,
