@@ -32,7 +32,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 use super::{
     MAX_DISCARD_SECTORS, MAX_DISCARD_SEGMENTS, SECTOR_SHIFT, SECTOR_SIZE, SEG_MAX, SIZE_MAX,
 };
-use crate::virtio::chain::{last_descriptor, IncompleteChain};
+use crate::virtio::chain::{last_descriptor, pieces, IncompleteChain};
 use crate::virtio::GuestMemoryMmap;
 
 /// Size of the request header (`struct virtio_blk_outhdr`).
@@ -41,14 +41,9 @@ pub const HEADER_SIZE: usize = 16;
 /// (`struct virtio_blk_discard_write_zeroes`).
 pub const RANGE_SIZE: usize = 16;
 
-/// A contiguous guest buffer, checked to lie inside guest memory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Segment {
-    /// Guest physical address.
-    pub addr: GuestAddress,
-    /// Length in bytes (never 0).
-    pub len: u32,
-}
+/// A contiguous guest buffer; a parsed request's are checked to lie inside
+/// guest memory and are never empty.
+pub use crate::virtio::chain::Segment;
 
 /// One range of a discard or write-zeroes request, checked against the
 /// capacity.
@@ -366,17 +361,13 @@ fn read_bytes(
     buf: &mut [u8],
 ) -> Result<usize, InvalidRequest> {
     let mut done = 0;
-    for seg in segs {
-        if done == buf.len() {
-            break;
-        }
-        let n = (seg.len as usize).min(buf.len() - done);
-        mem.read_slice(&mut buf[done..done + n], seg.addr)
+    for (part, seg) in pieces(segs, buf.len()) {
+        done = part.end;
+        mem.read_slice(&mut buf[part], seg.addr)
             .map_err(|_| InvalidRequest::OutsideMemory {
                 addr: seg.addr.0,
                 len: seg.len,
             })?;
-        done += n;
     }
     Ok(done)
 }

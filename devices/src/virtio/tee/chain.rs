@@ -28,13 +28,7 @@ use crate::virtio::chain::{last_descriptor, IncompleteChain};
 use crate::virtio::GuestMemoryMmap;
 
 /// A contiguous guest buffer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Segment {
-    /// Guest physical address.
-    pub addr: GuestAddress,
-    /// Length in bytes.
-    pub len: u32,
-}
+pub use crate::virtio::chain::Segment;
 
 /// A chain without a usable response buffer: returned with used length 0.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
