@@ -168,8 +168,8 @@ impl BlockWorker {
                 }
             }
         }
-        if used > 0 && self.queue.needs_notification(&mem).unwrap_or(true) {
-            self.interrupt.signal_used_queue();
+        if used > 0 {
+            self.interrupt.notify_used(&mut self.queue, &mem);
         }
         used
     }

@@ -137,10 +137,7 @@ impl ConsoleWorker {
         } else {
             &mut self.tx
         };
-        match q.needs_notification(&self.mem) {
-            Ok(false) => {}
-            Ok(true) | Err(_) => self.interrupt.signal_used_queue(),
-        }
+        self.interrupt.notify_used(q, &self.mem);
     }
 
     /// Sends every available transmit chain to the backend and returns it to

@@ -299,10 +299,7 @@ impl NetWorker {
         } else {
             &mut self.tx
         };
-        // On a broken used ring, interrupt anyway: the driver will notice.
-        if q.needs_notification(&self.mem).unwrap_or(true) {
-            self.interrupt.signal_used_queue();
-        }
+        self.interrupt.notify_used(q, &self.mem);
     }
 
     /// Moves frames from the backend into receive buffers until one side

@@ -104,11 +104,7 @@ impl RngWorker {
             used += 1;
         }
         if used > 0 {
-            match self.queue.needs_notification(&self.mem) {
-                Ok(true) => self.interrupt.signal_used_queue(),
-                Ok(false) => {}
-                Err(_) => self.interrupt.signal_used_queue(),
-            }
+            self.interrupt.notify_used(&mut self.queue, &self.mem);
         }
         used
     }

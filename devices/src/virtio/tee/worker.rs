@@ -634,9 +634,7 @@ impl TeeWorker {
     fn notify(&mut self) {
         if self.used > 0 {
             self.used = 0;
-            if self.queue.needs_notification(&self.mem).unwrap_or(true) {
-                self.interrupt.signal_used_queue();
-            }
+            self.interrupt.notify_used(&mut self.queue, &self.mem);
         }
     }
 
