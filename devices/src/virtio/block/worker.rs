@@ -16,6 +16,7 @@ use vm_memory::Bytes;
 use super::disk::DiskImage;
 use super::request::{self, ChainError, Operation, Request, SectorRange, Segment};
 use super::{SECTOR_SHIFT, SECTOR_SIZE};
+use crate::log_limit::LoggedKinds;
 use crate::virtio::limited_worker::impl_limited_queue_worker;
 use crate::virtio::rate_limiter::RateLimiter;
 use crate::virtio::{GuestMemoryMmap, Interrupt};
@@ -40,8 +41,8 @@ pub struct BlockWorker {
     disk: Arc<DiskImage>,
     /// Reused for the descriptors of each chain.
     descs: Vec<Descriptor>,
-    /// Bit per [`Problem`] already logged.
-    logged: u32,
+    /// The [`Problem`]s already logged.
+    logged: LoggedKinds,
     /// Kept across resets (the device's backend).
     limiter: RateLimiter,
     /// Sees every valid operation before it is executed (fuzz oracles).
@@ -81,7 +82,7 @@ impl BlockWorker {
             queue,
             disk,
             descs: Vec::new(),
-            logged: 0,
+            logged: LoggedKinds::default(),
             limiter: RateLimiter::unlimited(),
             observer: None,
         }
@@ -102,9 +103,7 @@ impl BlockWorker {
     }
 
     fn log_once(&mut self, problem: Problem, what: std::fmt::Arguments<'_>) {
-        let bit = 1u32 << problem as u32;
-        if self.logged & bit == 0 {
-            self.logged |= bit;
+        if self.logged.first(problem as u32) {
             crate::guest_warn!("virtio-blk: {what} (further such problems are not logged)");
         }
     }
