@@ -90,13 +90,14 @@ impl<P> Decoder<P> {
 }
 
 /// Pushes `wire` in chunks of `chunk` bytes into a new decoder and takes
-/// every message out with `next` after each push (tests of both protocols).
+/// every message out with `next` after each push (tests of both protocols);
+/// returns the messages and the bytes still held.
 #[cfg(test)]
 pub(crate) fn decode_in_chunks<P, T, E: std::fmt::Debug>(
     wire: &[u8],
     chunk: usize,
     mut next: impl FnMut(&mut Decoder<P>) -> Result<Option<T>, E>,
-) -> Vec<T> {
+) -> (Vec<T>, usize) {
     let mut d = Decoder::new();
     let mut got = Vec::new();
     for c in wire.chunks(chunk) {
@@ -105,7 +106,7 @@ pub(crate) fn decode_in_chunks<P, T, E: std::fmt::Debug>(
             got.push(m);
         }
     }
-    got
+    (got, d.buffered())
 }
 
 #[cfg(test)]
