@@ -12,9 +12,10 @@
 // are needed on one of them.
 #![allow(clippy::unnecessary_cast)]
 
-use super::common::{ACCEPT, CONNECT_UNIX, EPOLL_LOOP, RUNTIME, SLEEP, STREAM_IO};
+use super::common::{ACCEPT, CONNECT_UNIX, EPOLL_LOOP, FILE_METADATA, RUNTIME, SLEEP, STREAM_IO};
 use super::{
-    allow, allow_if, enosys, eq, masked, Arch, Class, Confinement, ProcessPolicy, Rule, Threads,
+    allow, allow_if, eq, Arch, Class, Confinement, ProcessPolicy, Rule, Threads, CLONE3_ENOSYS,
+    CLONE_THREAD_ONLY,
 };
 
 /// The async runtime and its threads.
@@ -28,18 +29,10 @@ const RUNTIME_THREADS: &[Rule] = &[
     ),
     allow_if(
         "clone",
-        &[&[masked(
-            0,
-            libc::CLONE_THREAD as u64,
-            libc::CLONE_THREAD as u64,
-            "CLONE_THREAD",
-        )]],
+        CLONE_THREAD_ONLY,
         "the runtime's blocking pool and the log-sync thread (never a process)",
     ),
-    enosys(
-        "clone3",
-        "glibc tries clone3 first; its flags are in memory a filter cannot read",
-    ),
+    CLONE3_ENOSYS,
     allow("set_robust_list", "a new thread's start-up in libc"),
     allow("rseq", "a new thread's start-up in glibc"),
     allow_if(
@@ -73,11 +66,6 @@ const STATE: &[Rule] = &[
     allow("mkdirat", "create the state directory"),
     allow("mkdir", "create the state directory (x86_64)").on(Arch::X86_64),
     allow("getdents64", "list the state directory"),
-    allow("newfstatat", "file sizes and types"),
-    allow("fstat", "file sizes"),
-    allow("statx", "file sizes and types (glibc)"),
-    allow("stat", "file sizes and types (musl on x86_64)").on(Arch::X86_64),
-    allow("lstat", "file types (musl on x86_64)").on(Arch::X86_64),
     allow("flock", "the state directory's lock"),
     allow(
         "chmod",
@@ -146,6 +134,7 @@ pub const POLICY: ProcessPolicy = ProcessPolicy {
             CONNECT_UNIX,
             RUNTIME_THREADS,
             STATE,
+            FILE_METADATA,
             BINDER,
             SELF,
             KILL,
