@@ -1,0 +1,87 @@
+//! The log of a launched VMM stays within its cap (`--vmm-log-max-bytes`,
+//! `--vmm-log-keep`): a "VMM" that floods its output leaves at most
+//! `keep + 1` files of at most the cap each, the newest output in
+//! `<guest>.vmm.log`, through the launcher process (sandboxed daemon) and
+//! through the daemon itself (`--disable-sandbox`).
+
+mod support;
+
+use std::path::Path;
+
+use support::*;
+
+/// The flood: 20000 numbered lines (about 400 KiB) on stdout and stderr,
+/// then exit 3.
+const FLOOD: &str = "i=0; while [ $i -lt 10000 ]; do echo \"flood out $i\"; echo \"flood err $i\" >&2; i=$((i+1)); done; exit 3";
+
+fn flood_policy(dir: &Path) {
+    let d = dir.display();
+    std::fs::write(
+        dir.join("policy.toml"),
+        format!(
+            r#"[[guest]]
+name = "flood"
+role = "other"
+control_socket = "{d}/flood.ctl"
+launch = ["/bin/sh", "-c", {FLOOD:?}]
+"#
+        ),
+    )
+    .unwrap();
+}
+
+fn logs(state: &Path) -> Vec<(String, u64)> {
+    let mut v: Vec<(String, u64)> = std::fs::read_dir(state)
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with("flood.vmm.log")
+                .then(|| (name, e.metadata().map(|m| m.len()).unwrap_or(0)))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn flood_stays_within_the_cap(tag: &str, extra: &[&str]) {
+    let dir = tmpdir(tag);
+    flood_policy(&dir);
+    let mut mcu = Mcu::start(&dir);
+    let mut args = vec!["--vmm-log-max-bytes", "16384", "--vmm-log-keep", "2"];
+    args.extend_from_slice(extra);
+    let p = daemon_with(&dir, &args);
+    mcu.cmd("ignition on");
+    let state = dir.join("state");
+    let current = state.join("flood.vmm.log");
+    // The keeper ends after the shell: wait for the last lines.
+    wait_until("the flood's last lines in the log", 60, || {
+        std::fs::read_to_string(&current)
+            .map(|t| t.contains("flood out 9999\n") && t.contains("flood err 9999\n"))
+            .unwrap_or(false)
+    });
+    let files = logs(&state);
+    assert_eq!(
+        files.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+        ["flood.vmm.log", "flood.vmm.log.1", "flood.vmm.log.2"],
+        "{files:?}"
+    );
+    assert!(files.iter().all(|(_, len)| *len <= 16384), "{files:?}");
+    // Whole lines only.
+    for (name, _) in &files {
+        let text = std::fs::read_to_string(state.join(name)).unwrap();
+        assert!(text.lines().all(|l| l.starts_with("flood ")), "{name}");
+        assert!(text.ends_with('\n'), "{name}");
+    }
+    drop(p);
+}
+
+#[test]
+fn a_flooding_vmm_launched_by_the_launcher_process_stays_within_the_log_cap() {
+    flood_stays_within_the_cap("vmmlog-launcher", &[]);
+}
+
+#[test]
+fn a_flooding_vmm_launched_by_an_unsandboxed_daemon_stays_within_the_log_cap() {
+    flood_stays_within_the_cap("vmmlog-direct", &["--disable-sandbox"]);
+}
