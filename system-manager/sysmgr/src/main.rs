@@ -162,8 +162,12 @@ fn main() -> ExitCode {
             path,
             max_bytes,
             keep,
-        } => vmm_log::keep(&path, vmm_log::LogCap { max_bytes, keep }, std::io::stdin().lock())
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display())),
+        } => vmm_log::keep(
+            &path,
+            vmm_log::LogCap { max_bytes, keep },
+            std::io::stdin().lock(),
+        )
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display())),
         Cmd::Status { state_dir, policy } => {
             cli::status(&state_dir, policy.as_deref()).map(|t| print!("{t}"))
         }

@@ -312,7 +312,10 @@ mod tests {
         };
         let mut log = RotatingLog::open(&path, cap).unwrap();
         log.write(&[b'x'; 250]).unwrap();
-        assert_eq!(files(&d), [("g.vmm.log".into(), 50), ("g.vmm.log.1".into(), 100)]);
+        assert_eq!(
+            files(&d),
+            [("g.vmm.log".into(), 50), ("g.vmm.log.1".into(), 100)]
+        );
         std::fs::remove_dir_all(&d).unwrap();
     }
 
@@ -336,7 +339,9 @@ mod tests {
     fn keep_copies_until_end_of_file() {
         let d = dir("keep");
         let path = d.join("g.vmm.log");
-        let input: Vec<u8> = (0..200).flat_map(|i| format!("{i}\n").into_bytes()).collect();
+        let input: Vec<u8> = (0..200)
+            .flat_map(|i| format!("{i}\n").into_bytes())
+            .collect();
         keep(
             &path,
             LogCap {
