@@ -162,12 +162,8 @@ fn main() -> ExitCode {
             path,
             max_bytes,
             keep,
-        } => vmm_log::keep(
-            &path,
-            vmm_log::LogCap { max_bytes, keep },
-            std::io::stdin().lock(),
-        )
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display())),
+        } => vmm_log::run_keeper(&path, vmm_log::LogCap { max_bytes, keep })
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display())),
         Cmd::Status { state_dir, policy } => {
             cli::status(&state_dir, policy.as_deref()).map(|t| print!("{t}"))
         }

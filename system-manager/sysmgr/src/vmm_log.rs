@@ -156,11 +156,57 @@ impl RotatingLog {
     }
 }
 
-/// The keeper's loop: copies `input` into the rotating log at `path` until
-/// end of file. A write error is reported and the rest of that chunk
-/// dropped; reading goes on (the VMM must never block on its output).
-pub fn keep(path: &Path, cap: LogCap, mut input: impl Read) -> io::Result<()> {
-    let mut log = RotatingLog::open(path, cap)?;
+/// `sysmgr vmm-log`: opens the log at `path`, confines this process
+/// ([`confine`]), then copies stdin into the log until end of file.
+pub fn run_keeper(path: &Path, cap: LogCap) -> io::Result<()> {
+    let log = RotatingLog::open(path, cap)?;
+    confine(path)?;
+    copy(log, path, io::stdin().lock())
+}
+
+/// The keeper gives up what it does not need before it reads a byte of
+/// the guest's output: started as root it switches to the owner of the
+/// log's directory (the state directory's owner: `sysmgr`'s sandbox user,
+/// or root when the daemon runs unsandboxed as root), every capability
+/// goes, `no_new_privs` and non-dumpable are set (`sandbox::privileges`),
+/// and landlock leaves it the log's directory only (`sandbox::fs`).
+#[cfg(target_os = "linux")]
+fn confine(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let meta = std::fs::metadata(&dir)?;
+    let owner = sandbox::Identity {
+        uid: meta.uid(),
+        gid: meta.gid(),
+    };
+    sandbox::privileges::drop_all(Some(owner))?;
+    sandbox::fs::restrict(&sandbox::fs::FsRules {
+        read_write: vec![dir],
+        ..Default::default()
+    })
+    .map_err(io::Error::other)?;
+    Ok(())
+}
+
+/// Off Linux there is nothing to confine with.
+#[cfg(not(target_os = "linux"))]
+fn confine(_: &Path) -> io::Result<()> {
+    Ok(())
+}
+
+/// The keeper's loop without confinement (tests): opens the log at `path`
+/// and copies `input` into it until end of file.
+pub fn keep(path: &Path, cap: LogCap, input: impl Read) -> io::Result<()> {
+    copy(RotatingLog::open(path, cap)?, path, input)
+}
+
+/// Copies `input` into `log` until end of file. A write error is reported
+/// and the rest of that chunk dropped; reading goes on (the VMM must never
+/// block on its output).
+fn copy(mut log: RotatingLog, path: &Path, mut input: impl Read) -> io::Result<()> {
     let mut buf = vec![0u8; 64 * 1024];
     let mut reported = false;
     loop {

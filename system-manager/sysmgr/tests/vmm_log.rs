@@ -85,3 +85,68 @@ fn a_flooding_vmm_launched_by_the_launcher_process_stays_within_the_log_cap() {
 fn a_flooding_vmm_launched_by_an_unsandboxed_daemon_stays_within_the_log_cap() {
     flood_stays_within_the_cap("vmmlog-direct", &["--disable-sandbox"]);
 }
+
+/// The status lines of the log keeper process writing `log`, if one runs.
+fn keeper_status(log: &Path) -> Option<String> {
+    let want = log.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+        let args: Vec<String> = cmdline
+            .split(|&b| b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        (args.iter().any(|a| a == "vmm-log") && args.iter().any(|a| *a == want))
+            .then(|| std::fs::read_to_string(e.path().join("status")).ok())
+            .flatten()
+    })
+}
+
+#[test]
+fn the_log_keeper_runs_without_capabilities_as_the_state_directory_owner() {
+    let dir = tmpdir("vmmlog-confined");
+    let d = dir.display();
+    std::fs::write(
+        dir.join("policy.toml"),
+        format!(
+            r#"[[guest]]
+name = "quiet"
+role = "other"
+control_socket = "{d}/quiet.ctl"
+launch = ["/bin/sh", "-c", "echo started; sleep 10"]
+"#
+        ),
+    )
+    .unwrap();
+    let mut mcu = Mcu::start(&dir);
+    let p = daemon(&dir);
+    mcu.cmd("ignition on");
+    let log = dir.join("state/quiet.vmm.log");
+    let mut status = None;
+    wait_until("the keeper of quiet.vmm.log", 20, || {
+        status = keeper_status(&log);
+        status.is_some()
+    });
+    let status = status.unwrap_or_default();
+    let field = |k: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}:")))
+            .map(str::trim)
+            .unwrap_or_else(|| panic!("no {k} in {status}"))
+            .to_string()
+    };
+    use std::os::unix::fs::MetadataExt;
+    let owner = std::fs::metadata(dir.join("state")).unwrap().uid();
+    assert_eq!(
+        field("Uid").split_whitespace().next(),
+        Some(owner.to_string().as_str())
+    );
+    for set in ["CapInh", "CapPrm", "CapEff", "CapAmb"] {
+        assert_eq!(field(set), "0000000000000000", "{set}");
+    }
+    assert_eq!(field("NoNewPrivs"), "1");
+    wait_until("the VMM's output in the log", 20, || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.contains("started"))
+    });
+    drop(p);
+}
