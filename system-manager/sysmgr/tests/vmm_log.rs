@@ -95,7 +95,7 @@ fn keeper_status(log: &Path) -> Option<String> {
             .split(|&b| b == 0)
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect();
-        (args.iter().any(|a| a == "vmm-log") && args.iter().any(|a| *a == want))
+        (args.iter().any(|a| a == "vmm-log") && args.contains(&want))
             .then(|| std::fs::read_to_string(e.path().join("status")).ok())
             .flatten()
     })
