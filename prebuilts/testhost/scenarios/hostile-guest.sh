@@ -97,6 +97,14 @@ mark decision_lines "$(wc -l < $S/decisions.jsonl)"
 grep -h -c "unhandled MMIO write" $S/hostile.vmm.log* | awk '{ s += $1 } END { print s + 0 }' | mark_lines mmio_warnings_kept
 grep -h "similar lines suppressed" $S/hostile.vmm.log* | tail -1 | mark_lines suppressed
 mark served_vmm "$(vmm status $V_CTL 2>&1)"
+# The log keeper of the hostile guest's VMM: confined once its log is open.
+for p in /proc/[0-9]*; do
+    if tr '\0' ' ' < $p/cmdline 2>/dev/null | grep -q "vmm-log --path $S/hostile.vmm.log "; then
+        for f in Uid CapEff CapBnd NoNewPrivs; do
+            mark "keeper.$f" "$(awk -v k="$f:" '$1 == k { $1 = ""; sub(/^ /, ""); print }' $p/status)"
+        done
+    fi
+done
 A_CTL=$H_CTL
 C_CTL=$V_CTL
 step "end"

@@ -35,7 +35,8 @@ const PROBE_BOUND_MS: u64 = 10_000;
 /// The hostile guest boots at least three times (its power requests are
 /// decided and it is restarted), its VMM log files stay within the cap, the
 /// state directory and the daemon's log within theirs, and every probe of
-/// the other guest is answered within the bound.
+/// the other guest is answered within the bound; the log keeper runs
+/// confined.
 pub fn a_flooding_guest_stays_within_the_caps_and_the_other_guest_is_served(run: &SharedRun) {
     let s = run.section("hostile-guest", 0);
     s.expect_contains("step", "served guest up");
@@ -108,4 +109,10 @@ pub fn a_flooding_guest_stays_within_the_caps_and_the_other_guest_is_served(run:
     }
     s.expect_contains("served_vmm", "state=running")
         .expect_contains("served_vmm", "boots=1");
+    // The log keeper (started by the launcher as root) runs as sysmgr's
+    // sandbox user, the state directory's owner, without capabilities.
+    s.expect_eq("keeper.Uid", "65534 65534 65534 65534")
+        .expect_eq("keeper.CapEff", "0000000000000000")
+        .expect_eq("keeper.CapBnd", "0000000000000000")
+        .expect_eq("keeper.NoNewPrivs", "1");
 }
