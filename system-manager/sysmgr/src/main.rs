@@ -66,11 +66,14 @@ enum Cmd {
         #[arg(long, value_parser = sandbox::Identity::parse)]
         sandbox_user: Option<sandbox::Identity>,
         /// The largest a launched VMM's log (`<guest>.vmm.log`) grows
-        /// before it is rotated to `<guest>.vmm.log.1`.
-        #[arg(long, default_value_t = vmm_log::LogCap::DEFAULT.max_bytes)]
+        /// before it is rotated to `<guest>.vmm.log.1` (at least 1).
+        #[arg(long, default_value_t = vmm_log::LogCap::DEFAULT.max_bytes,
+              value_parser = clap::value_parser!(u64).range(1..))]
         vmm_log_max_bytes: u64,
-        /// How many rotated VMM logs (`.1`, `.2`, ...) are kept per guest.
-        #[arg(long, default_value_t = vmm_log::LogCap::DEFAULT.keep)]
+        /// How many rotated VMM logs (`.1`, `.2`, ...) are kept per guest
+        /// (0 to 100).
+        #[arg(long, default_value_t = vmm_log::LogCap::DEFAULT.keep,
+              value_parser = clap::value_parser!(u32).range(0..=100))]
         vmm_log_keep: u32,
     },
     /// The log keeper of one launched VMM (started by `run`, not by hand):
