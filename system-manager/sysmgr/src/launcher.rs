@@ -20,7 +20,8 @@
 //! ```
 //!
 //! A VMM runs in its own process group with stdin `/dev/null` and its
-//! output appended to `<state-dir>/<guest>.vmm.log`; its pid goes to
+//! output going to `<state-dir>/<guest>.vmm.log`, capped and rotated
+//! (`crate::vmm_log`); its pid goes to
 //! `<guest>.pid`. The launcher ends when the daemon's end of the socketpair
 //! closes (the daemon died); its VMMs run on.
 
@@ -44,7 +45,7 @@ pub struct LaunchSpec {
     pub guest: String,
     /// The policy's `launch` command.
     pub argv: Vec<String>,
-    /// Where its output goes (appended).
+    /// Where its output goes (appended, capped and rotated).
     pub log: PathBuf,
     /// Where its pid goes.
     pub pid_file: PathBuf,
@@ -114,18 +115,11 @@ fn tell(out: &mut impl Write, message: &Tell) -> io::Result<()> {
 }
 
 fn launch(spec: &LaunchSpec) -> Result<Child, String> {
-    let out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&spec.log)
-        .map_err(|e| format!("cannot open {}: {e}", spec.log.display()))?;
-    let err = out
-        .try_clone()
-        .map_err(|e| format!("cannot open {}: {e}", spec.log.display()))?;
     let (program, args) = spec
         .argv
         .split_first()
         .ok_or_else(|| "empty launch command".to_string())?;
+    let (out, err) = crate::vmm_log::outputs(&spec.log)?;
     let child = Command::new(program)
         .args(args)
         .stdin(Stdio::null())

@@ -36,3 +36,4 @@ pub mod proto;
 pub mod store;
 pub mod vhal;
 pub mod vmm;
+pub mod vmm_log;

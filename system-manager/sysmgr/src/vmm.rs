@@ -7,8 +7,8 @@
 //! commands from it ([`VmmCmd`]). It never interprets events or exit
 //! statuses; the core does (`system_manager::vm_gone_input`,
 //! `system_manager::start_failed_input`).
-//! A VMM is started in its own process group with its output appended to
-//! `<state-dir>/<guest>.vmm.log`, so it outlives a crash of the daemon and
+//! A VMM is started in its own process group with its output going to
+//! `<state-dir>/<guest>.vmm.log` (capped and rotated, `crate::vmm_log`), so it outlives a crash of the daemon and
 //! a restarted daemon attaches to it again.
 
 use std::path::PathBuf;
@@ -310,17 +310,10 @@ async fn launch(cfg: &VmmConfig, argv: &[String]) -> Result<Launched, String> {
         );
         return Ok(launched);
     }
-    let out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&cfg.log)
-        .map_err(|e| format!("cannot open {}: {e}", cfg.log.display()))?;
-    let err = out
-        .try_clone()
-        .map_err(|e| format!("cannot open {}: {e}", cfg.log.display()))?;
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| "empty launch command".to_string())?;
+    let (out, err) = crate::vmm_log::outputs(&cfg.log)?;
     let mut child = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
