@@ -135,7 +135,9 @@ pub fn status(dir: &Path, policy: Option<&Path>) -> Result<String> {
     };
     let policy = crate::daemon::load_policy(policy)?;
     let loaded = crate::store::load(&dir.disk(), false)?;
-    let (a, _) = loaded.restore(policy).context("the decision log does not replay")?;
+    let (a, _) = loaded
+        .restore(policy)
+        .context("the decision log does not replay")?;
     let mut out = format!(
         "daemon: not running (state replayed from {} logged inputs)\nsystem: {}   ignition: {}   vehicle in use: {}   last input: {}   next timer: {}\n\n",
         loaded.inputs(),
@@ -228,15 +230,15 @@ pub fn events(
     };
     Ok(compacted
         + &table(
-        &[
-            "SEQ",
-            "TIME",
-            "INPUT",
-            "SYSTEM AFTER",
-            "OUTPUTS (with reasons)",
-        ],
-        &rows,
-    ))
+            &[
+                "SEQ",
+                "TIME",
+                "INPUT",
+                "SYSTEM AFTER",
+                "OUTPUTS (with reasons)",
+            ],
+            &rows,
+        ))
 }
 
 #[cfg(test)]

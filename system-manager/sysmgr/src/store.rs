@@ -22,12 +22,12 @@ use system_manager::Millis;
 
 mod decided;
 mod log;
+#[cfg(test)]
+mod power_loss;
 mod recover;
 #[cfg(test)]
 mod sim;
 mod storage;
-#[cfg(test)]
-mod power_loss;
 
 pub use decided::{Decided, MAX_DECIDED_PER_GUEST};
 pub use log::{CommitStep, DecisionLog, LogSync, COMPACT_AT_BYTES};
@@ -193,8 +193,7 @@ impl Clock {
                 f.sync_all()?;
                 std::fs::rename(&tmp, &path)
                     .with_context(|| format!("cannot write {}", path.display()))?;
-                sync_dir(&dir.0)
-                    .with_context(|| format!("cannot sync {}", dir.0.display()))?;
+                sync_dir(&dir.0).with_context(|| format!("cannot sync {}", dir.0.display()))?;
                 origin
             }
         };
@@ -404,12 +403,15 @@ mod tests {
         ];
         // IgnitionOn: SystemOn (MCU), StartVm, ...
         let plan = LogSync::BeforeMcu.commit_plan(&recs);
-        assert_eq!(&plan[..4], &[
-            CommitStep::SyncSoon,
-            CommitStep::Announce(0),
-            CommitStep::Sync,
-            CommitStep::Execute(0, 0),
-        ]);
+        assert_eq!(
+            &plan[..4],
+            &[
+                CommitStep::SyncSoon,
+                CommitStep::Announce(0),
+                CommitStep::Sync,
+                CommitStep::Execute(0, 0),
+            ]
+        );
         let syncs = plan.iter().filter(|s| **s == CommitStep::Sync).count();
         assert_eq!(syncs, 1, "{plan:?}");
         let plan = LogSync::EveryDecision.commit_plan(&recs);

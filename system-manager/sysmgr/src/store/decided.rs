@@ -76,7 +76,12 @@ impl Serialize for Decided {
         let words: BTreeMap<&str, BTreeMap<u64, &str>> = self
             .0
             .iter()
-            .map(|(g, m)| (g.as_str(), m.iter().map(|(id, d)| (*id, d.word())).collect()))
+            .map(|(g, m)| {
+                (
+                    g.as_str(),
+                    m.iter().map(|(id, d)| (*id, d.word())).collect(),
+                )
+            })
             .collect();
         words.serialize(s)
     }

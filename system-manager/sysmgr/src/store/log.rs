@@ -127,12 +127,11 @@ impl<S: Storage> DecisionLog<S> {
         // only in the page cache; this process acts on them (it re-sends the
         // MCU its last command), so they go to disk first, and so does the
         // file's directory entry if the file is new.
-        file.sync()
-            .with_context(|| format!("cannot sync {show}"))?;
+        file.sync().with_context(|| format!("cannot sync {show}"))?;
         storage
             .sync_dir()
             .with_context(|| format!("cannot sync the directory of {show}"))?;
-        let bytes = file.len().with_context(|| format!("cannot stat {show}"))?;
+        let bytes = file.size().with_context(|| format!("cannot stat {show}"))?;
         Ok(DecisionLog {
             storage,
             file,

@@ -25,8 +25,8 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use system_manager::{
-    ApPowerStateReq, Arbiter, Decision, Input, LogRecord, Millis, Output, Policy,
-    PowerRequestKind, Stepped, VmExitReason, WakeReason,
+    ApPowerStateReq, Arbiter, Decision, Input, LogRecord, Millis, Output, Policy, PowerRequestKind,
+    Stepped, VmExitReason, WakeReason,
 };
 
 use super::sim::{Rng, SimDisk};
@@ -83,7 +83,11 @@ impl World {
 
     fn at(&mut self, delay: u64, input: Input) {
         let t = self.now + delay;
-        let i = self.due.iter().position(|(at, _)| *at > t).unwrap_or(self.due.len());
+        let i = self
+            .due
+            .iter()
+            .position(|(at, _)| *at > t)
+            .unwrap_or(self.due.len());
         self.due.insert(i, (t, input));
     }
 
@@ -100,9 +104,12 @@ impl World {
     fn react(&mut self, o: &Output) {
         let d = 50 + self.rng.below(1500);
         match o {
-            Output::StartVm { guest, .. } | Output::ResumeVm { guest, .. } => {
-                self.at(d, Input::VmStarted { guest: guest.clone() })
-            }
+            Output::StartVm { guest, .. } | Output::ResumeVm { guest, .. } => self.at(
+                d,
+                Input::VmStarted {
+                    guest: guest.clone(),
+                },
+            ),
             Output::HardStopVm { guest, .. } => self.at(
                 d,
                 Input::VmExited {
@@ -120,7 +127,12 @@ impl World {
                         reason: VmExitReason::Poweroff,
                     },
                 ),
-                Decision::RestartVm => self.at(d, Input::VmStarted { guest: guest.clone() }),
+                Decision::RestartVm => self.at(
+                    d,
+                    Input::VmStarted {
+                        guest: guest.clone(),
+                    },
+                ),
                 _ => {}
             },
             Output::ApPowerStateReq {
@@ -291,7 +303,10 @@ fn recover_and_check(disk: &SimDisk, ledger: &Ledger, what: &str) -> (Arbiter, D
         .unwrap_or_else(|e| panic!("{what}: recovery failed: {e:#}"));
     let k = arbiter.inputs_handled();
     let (a, d) = &ledger.states[k as usize];
-    assert_eq!(&arbiter, a, "{what}: recovered state is not the one after {k} inputs");
+    assert_eq!(
+        &arbiter, a,
+        "{what}: recovered state is not the one after {k} inputs"
+    );
     assert_eq!(&decided, d, "{what}: decided sets after {k} inputs");
     for (seq, durable_first) in &ledger.carried {
         if *durable_first {
@@ -326,12 +341,24 @@ fn trial(mode: LogSync, seed: u64) -> (usize, usize) {
     // A dry run counts the storage operations of the whole run.
     let total = {
         let disk = SimDisk::default();
-        let (mut w, mut a, mut d) = (World::new(world_seed), Arbiter::new(policy()), Decided::default());
+        let (mut w, mut a, mut d) = (
+            World::new(world_seed),
+            Arbiter::new(policy()),
+            Decided::default(),
+        );
         let mut ledger = Ledger::default();
         ledger.states.push((a.clone(), d.clone()));
         run(&disk, mode, &mut w, &mut a, &mut d, &mut ledger, INPUTS).expect("no crash");
-        assert!(ledger.compactions >= 3, "only {} compactions", ledger.compactions);
-        assert!(ledger.mcu_commands >= 3, "only {} MCU commands", ledger.mcu_commands);
+        assert!(
+            ledger.compactions >= 3,
+            "only {} compactions",
+            ledger.compactions
+        );
+        assert!(
+            ledger.mcu_commands >= 3,
+            "only {} MCU commands",
+            ledger.mcu_commands
+        );
         disk.ops()
     };
     let disk = SimDisk::default();
@@ -342,7 +369,10 @@ fn trial(mode: LogSync, seed: u64) -> (usize, usize) {
     let mut ledger = Ledger::default();
     ledger.states.push((a.clone(), d.clone()));
     let r = run(&disk, mode, &mut world, &mut a, &mut d, &mut ledger, INPUTS);
-    assert!(r.is_err() && disk.crashed(), "the power did not go at {crash} of {total}");
+    assert!(
+        r.is_err() && disk.crashed(),
+        "the power did not go at {crash} of {total}"
+    );
     let what = format!("{mode:?} seed {seed}, power lost at operation {crash} of {total}");
     let disk = disk.after_power_loss(&mut rng);
     let (mut a, mut d) = recover_and_check(&disk, &ledger, &what);
@@ -354,7 +384,15 @@ fn trial(mode: LogSync, seed: u64) -> (usize, usize) {
     ledger.carried.retain(|(seq, _)| *seq as usize <= k);
     let second = 1 + rng.below(total / 2 + 1);
     disk.crash_at(disk.ops() + second);
-    let _ = run(&disk, mode, &mut world, &mut a, &mut d, &mut ledger, INPUTS / 2);
+    let _ = run(
+        &disk,
+        mode,
+        &mut world,
+        &mut a,
+        &mut d,
+        &mut ledger,
+        INPUTS / 2,
+    );
     let disk = disk.after_power_loss(&mut rng);
     let what = format!("{what}, then again {second} operations after the restart");
     let (a, _) = recover_and_check(&disk, &ledger, &what);
@@ -390,9 +428,14 @@ fn a_compaction_cut_short_at_any_step_recovers_the_same_state() {
         let mut d = Decided::default();
         let mut log = DecisionLog::open(Arc::new(disk.clone())).expect("opens");
         // An earlier compaction, so a snapshot is there to be replaced.
-        for (t, i) in [Input::IgnitionOn, Input::VmStarted { guest: "android".into() }]
-            .into_iter()
-            .enumerate()
+        for (t, i) in [
+            Input::IgnitionOn,
+            Input::VmStarted {
+                guest: "android".into(),
+            },
+        ]
+        .into_iter()
+        .enumerate()
         {
             let r = a.step(Millis(t as u64), i);
             d.note(&r.input, &r.outputs);
@@ -400,7 +443,9 @@ fn a_compaction_cut_short_at_any_step_recovers_the_same_state() {
         }
         log.compact(&Snapshot::of(&a, &d)).expect("compaction");
         for (t, i) in [
-            Input::VmStarted { guest: "cluster".into() },
+            Input::VmStarted {
+                guest: "cluster".into(),
+            },
             Input::IgnitionOff,
         ]
         .into_iter()
@@ -429,14 +474,23 @@ fn a_compaction_cut_short_at_any_step_recovers_the_same_state() {
             let loaded = load(&disk, true).expect("recovers");
             let (b, e) = loaded.restore(policy()).expect("restores");
             assert_eq!((&b, &e), (&a, &d), "cut at step {k}, seed {seed}");
-            assert!(disk.content(super::SNAPSHOT_TMP).is_none(), "tmp left at step {k}");
+            assert!(
+                disk.content(super::SNAPSHOT_TMP).is_none(),
+                "tmp left at step {k}"
+            );
             // The daemon goes on: one more record, recovered again.
             let mut log = DecisionLog::open(Arc::new(disk.clone())).expect("opens");
             let mut b = b;
             let r = b.step(Millis(100), Input::IgnitionOn);
             log.append(&r).expect("append");
-            let again = load(&disk, true).expect("recovers").restore(policy()).expect("restores");
-            assert_eq!(again.0, b, "cut at step {k}, seed {seed}: after one more record");
+            let again = load(&disk, true)
+                .expect("recovers")
+                .restore(policy())
+                .expect("restores");
+            assert_eq!(
+                again.0, b,
+                "cut at step {k}, seed {seed}: after one more record"
+            );
         }
     }
 }

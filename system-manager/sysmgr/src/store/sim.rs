@@ -208,7 +208,7 @@ impl StorageFile for SimFile {
         ino.since.push(FileOp::SetLen(len));
         Ok(())
     }
-    fn len(&self) -> io::Result<u64> {
+    fn size(&self) -> io::Result<u64> {
         Ok(self.fs.fs().inodes[self.ino].current.len() as u64)
     }
     fn try_clone(&self) -> io::Result<Self> {
@@ -298,7 +298,10 @@ mod tests {
             g.sync().unwrap();
             let after = d.after_power_loss(&mut Rng(seed));
             let a = after.content("a").expect("a's entry was synced");
-            assert!(a.starts_with(b"one\n") && b"one\ntwo\n".starts_with(&a), "{a:?}");
+            assert!(
+                a.starts_with(b"one\n") && b"one\ntwo\n".starts_with(&a),
+                "{a:?}"
+            );
             // b's data was synced, its entry was not.
             if let Some(b) = after.content("b") {
                 assert_eq!(b, b"x");

@@ -16,7 +16,7 @@ pub trait StorageFile: Send + Sized + 'static {
     /// Cuts the file to `len` bytes.
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// The file's size.
-    fn len(&self) -> io::Result<u64>;
+    fn size(&self) -> io::Result<u64>;
     /// A second handle on the same open file (the background sync's).
     fn try_clone(&self) -> io::Result<Self>;
 }
@@ -56,7 +56,7 @@ impl StorageFile for File {
     fn set_len(&self, len: u64) -> io::Result<()> {
         File::set_len(self, len)
     }
-    fn len(&self) -> io::Result<u64> {
+    fn size(&self) -> io::Result<u64> {
         Ok(self.metadata()?.len())
     }
     fn try_clone(&self) -> io::Result<Self> {
