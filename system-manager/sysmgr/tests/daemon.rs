@@ -500,3 +500,32 @@ fn a_log_from_another_policy_is_refused() {
     assert!(!ok);
     assert!(err.contains("does not replay under this policy"), "{err}");
 }
+
+#[test]
+fn a_second_daemon_on_the_same_state_directory_is_refused() {
+    let dir = tmpdir("lock");
+    write_policy(&dir, "", 30000);
+    let _android = FakeAndroid::start(&dir.join("android.vsock"));
+    let _mcu = Mcu::start(&dir);
+    let d = daemon(&dir);
+    let (ok, _, err) = sysmgr(&[
+        "run",
+        "--policy",
+        dir.join("policy.toml").to_str().unwrap(),
+        "--state-dir",
+        dir.join("state").to_str().unwrap(),
+        "--mcu-socket",
+        dir.join("mcu.sock").to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with(&format!(
+            "sysmgr: another sysmgr (pid {}) holds",
+            d.child.id()
+        )),
+        "{err}"
+    );
+    // The first one runs on.
+    assert!(status(&dir).contains("daemon: running"), "{}", status(&dir));
+}
