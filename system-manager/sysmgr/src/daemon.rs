@@ -334,12 +334,21 @@ impl Daemon {
         Ok(())
     }
 
-    /// Feeds a guest's VHAL input (a report or a shutdown request), unless
-    /// it changes nothing (`Arbiter::step_unless_idle`): then it is only
-    /// journalled, not logged, so a guest repeating a pointless report
-    /// does not grow the log. Returns the input's outputs.
+    /// Feeds a guest's VHAL input (a report or a shutdown request) and
+    /// returns its outputs. A report (`AP_POWER_STATE_REPORT`) that
+    /// changes nothing (`Arbiter::step_unless_idle`) is only journalled,
+    /// not logged, so a guest repeating a pointless report does not grow
+    /// the log. A `SHUTDOWN_REQUEST` is always logged: even when the
+    /// arbiter only notes it, that note answers a deliberate request
+    /// (the compaction bounds the log either way).
     fn feed_vhal(&mut self, input: Input) -> Result<Vec<Output>> {
         let now = self.clock.now();
+        if !matches!(input, Input::ApPowerStateReport { .. }) {
+            let record = self.arbiter.step(now, input);
+            let outputs = record.outputs.clone();
+            self.write(record)?;
+            return Ok(outputs);
+        }
         let described = input.to_string();
         match self.arbiter.step_unless_idle(now, input) {
             system_manager::Stepped::Logged(record) => {
