@@ -145,12 +145,16 @@ pub fn load<S: Storage>(s: &S, repair: bool) -> Result<Loaded> {
     let keep = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
     let torn_bytes = bytes.len() - keep;
     if torn_bytes > 0 {
-        tracing::warn!(
-            "{log}: dropping a torn last record ({torn_bytes} bytes without their newline): its write was cut when the daemon or the host died, before anything was done for it"
-        );
         bytes.truncate(keep);
         if repair {
+            tracing::warn!(
+                "{log}: dropping a torn last record ({torn_bytes} bytes without their newline): its write was cut when the daemon or the host died, before anything was done for it"
+            );
             cut(s, keep as u64)?;
+        } else {
+            // A reader beside a running daemon may see a record half
+            // written; not worth a warning.
+            tracing::debug!("{log}: last {torn_bytes} bytes are not a whole record yet");
         }
     }
     let text = String::from_utf8(bytes)
