@@ -85,6 +85,8 @@ pub struct RunArgs {
     pub mcu_socket: PathBuf,
     /// When the decision log is made durable.
     pub log_sync: LogSync,
+    /// The log size that triggers a compaction.
+    pub log_compact_bytes: u64,
 }
 
 /// Reads and validates the policy; errors are one line.
@@ -160,7 +162,7 @@ impl Daemon {
                 arbiter.system()
             );
         }
-        let mut log = DecisionLog::open(disk)?;
+        let mut log = DecisionLog::open(disk)?.compact_at(args.log_compact_bytes);
         if args.log_sync == LogSync::BeforeMcu {
             log.start_background_sync()?;
         }

@@ -1,7 +1,7 @@
 //! `sysmgr`: the system-manager daemon and its CLI.
 //!
 //! ```text
-//! sysmgr run --policy FILE --state-dir DIR --mcu-socket PATH [--log-sync before-mcu|every-decision]
+//! sysmgr run --policy FILE --state-dir DIR --mcu-socket PATH [--log-sync before-mcu|every-decision] [--log-compact-bytes N]
 //! sysmgr status --state-dir DIR [--policy FILE]
 //! sysmgr events --state-dir DIR [--last N] [--guest NAME] [--timers]
 //! ```
@@ -49,6 +49,10 @@ enum Cmd {
         /// `every-decision` (every output waits for the fsync).
         #[arg(long, value_enum, default_value_t = store::LogSync::BeforeMcu)]
         log_sync: store::LogSync,
+        /// Compact the decision log into its snapshot when it grows past
+        /// this many bytes (bounds the state directory).
+        #[arg(long, default_value_t = store::COMPACT_AT_BYTES)]
+        log_compact_bytes: u64,
         /// A uid allowed at the other end of the daemon's sockets (its own
         /// socket, the VMMs' control and vsock sockets, the MCU socket)
         /// besides its own, root and 65534 (the sandbox user of a VMM
@@ -100,6 +104,7 @@ fn main() -> ExitCode {
             state_dir,
             mcu_socket,
             log_sync,
+            log_compact_bytes,
             allow_peer_uid,
             disable_sandbox,
             sandbox_user,
@@ -123,6 +128,7 @@ fn main() -> ExitCode {
                 state_dir,
                 mcu_socket,
                 log_sync,
+                log_compact_bytes,
             };
             confine::prepare(&args, &confinement).and_then(|prepared| {
                 runtime().and_then(|rt| rt.block_on(daemon::run(args, prepared)))

@@ -529,3 +529,66 @@ fn a_second_daemon_on_the_same_state_directory_is_refused() {
     // The first one runs on.
     assert!(status(&dir).contains("daemon: running"), "{}", status(&dir));
 }
+
+#[test]
+fn the_log_is_compacted_into_a_snapshot_and_a_restart_goes_on_from_it() {
+    let dir = tmpdir("compact");
+    write_policy(&dir, "", 30000);
+    let mut android = FakeAndroid::start(&dir.join("android.vsock"));
+    let mut mcu = Mcu::start(&dir);
+    let compact = ["--log-compact-bytes", "4000"];
+    let d = daemon_with(&dir, &compact);
+    let _vmms = boot(&dir, &mut mcu, &mut android);
+    let snapshot = dir.join("state/snapshot.json");
+    assert!(!snapshot.exists(), "compacted during boot already");
+    // Vehicle-in-use changes until the log passes 4000 bytes; it ends
+    // with the vehicle in use.
+    for i in 0..40 {
+        mcu.cmd(if i % 2 == 0 {
+            "in-use no"
+        } else {
+            "in-use yes"
+        });
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    wait_until("snapshot.json written", 10, || snapshot.exists());
+    wait_until("the last change handled", 10, || {
+        status(&dir).contains("vehicle in use: yes")
+    });
+    let log = std::fs::metadata(dir.join("state/decisions.jsonl"))
+        .unwrap()
+        .len();
+    assert!(log < 4000 + 2000, "the log was not cut: {log} bytes");
+    assert!(d.text().contains("decision log compacted"), "{}", d.text());
+    let inputs_in_snapshot = |text: &str| -> u64 {
+        let v: serde_json::Value = serde_json::from_str(text).unwrap();
+        v["arbiter"]["inputs"].as_u64().unwrap()
+    };
+    let covered = inputs_in_snapshot(&std::fs::read_to_string(&snapshot).unwrap());
+    drop(d); // kill -9
+
+    // The restart resumes from the snapshot and the log after it.
+    let d2 = daemon_with(&dir, &compact);
+    let st = status(&dir);
+    assert!(
+        st.contains("daemon: running") && st.contains("vehicle in use: yes"),
+        "{st}"
+    );
+    assert!(d2.text().contains("in the snapshot"), "{}", d2.text());
+    let (ok, events, err) = sysmgr(&["events", "--state-dir", dir.join("state").to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(
+        events.starts_with("(inputs 1 to ") && events.contains("compacted into snapshot.json"),
+        "{events}"
+    );
+    mcu.cmd("in-use no");
+    wait_until("a new record after the snapshot", 10, || {
+        log_lines(&dir)
+            .iter()
+            .any(|l| l.contains("\"in_use\":false"))
+    });
+    let first: serde_json::Value = serde_json::from_str(&log_lines(&dir)[0]).unwrap();
+    let covered_now = inputs_in_snapshot(&std::fs::read_to_string(&snapshot).unwrap());
+    assert!(covered_now >= covered);
+    assert_eq!(first["seq"].as_u64(), Some(covered_now + 1), "{first}");
+}
