@@ -57,12 +57,25 @@ const STATE: &[Rule] = &[
         "make the log, the clock file or the directory durable",
     ),
     allow("fdatasync", "make decision records durable (--log-sync)"),
-    allow("ftruncate", "rewrite a state file"),
-    allow("renameat", "replace a state file atomically"),
+    allow(
+        "ftruncate",
+        "cut a torn last record; empty the log after a compaction",
+    ),
+    allow(
+        "renameat",
+        "replace a state file (the snapshot, the clock) atomically",
+    ),
     allow("renameat2", "replace a state file atomically (glibc)"),
     allow("rename", "replace a state file atomically (x86_64)").on(Arch::X86_64),
-    allow("unlinkat", "remove a pid file"),
-    allow("unlink", "remove a pid file (x86_64)").on(Arch::X86_64),
+    allow(
+        "unlinkat",
+        "remove a pid file or a leftover snapshot.json.tmp",
+    ),
+    allow(
+        "unlink",
+        "remove a pid file or a leftover snapshot.json.tmp (x86_64)",
+    )
+    .on(Arch::X86_64),
     allow("mkdirat", "create the state directory"),
     allow("mkdir", "create the state directory (x86_64)").on(Arch::X86_64),
     allow("getdents64", "list the state directory"),
@@ -108,13 +121,19 @@ const SELF: &[Rule] = &[
     ),
 ];
 
-/// Stopping a VMM an earlier daemon started (the launcher kills the ones
-/// this daemon started).
-const KILL: &[Rule] = &[allow_if(
-    "kill",
-    &[&[eq(1, libc::SIGKILL as u64, "SIGKILL")]],
-    "SIGKILL to a VMM named by its pid file that did not stop",
-)];
+/// Killing a VMM that did not stop, never by a bare pid (the launcher
+/// kills the ones this daemon started; `sysmgr/src/pidfd.rs`).
+const KILL: &[Rule] = &[
+    allow(
+        "pidfd_open",
+        "a handle on a VMM's process: its control socket's peer while it answers",
+    ),
+    allow_if(
+        "pidfd_send_signal",
+        &[&[eq(1, libc::SIGKILL as u64, "SIGKILL")]],
+        "SIGKILL through that handle to a VMM that did not stop",
+    ),
+];
 
 /// `sysmgr`'s policy.
 pub const POLICY: ProcessPolicy = ProcessPolicy {

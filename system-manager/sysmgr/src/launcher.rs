@@ -22,7 +22,8 @@
 //! A VMM runs in its own process group with stdin `/dev/null` and its
 //! output going to `<state-dir>/<guest>.vmm.log`, capped and rotated
 //! (`crate::vmm_log`); its pid goes to
-//! `<guest>.pid`. The launcher ends when the daemon's end of the socketpair
+//! `<guest>.pid`. The launcher opens a pidfd for it at spawn time and
+//! kills it only through that (`crate::pidfd`). The launcher ends when the daemon's end of the socketpair
 //! closes (the daemon died); its VMMs run on.
 
 use std::collections::HashMap;
@@ -139,6 +140,9 @@ fn serve(sock: UnixStream, specs: &[LaunchSpec]) -> io::Result<()> {
     let mut out = sock.try_clone()?;
     let mut reader = BufReader::new(sock);
     let mut children: HashMap<String, Child> = HashMap::new();
+    // A pidfd per child, opened at spawn time (not yet reaped: the pid is
+    // that child's); kills go through it.
+    let mut pidfds: HashMap<String, crate::pidfd::PidFd> = HashMap::new();
     let mut line = String::new();
     loop {
         // Wait for a request, at most 200 ms, then reap ended children. A
@@ -168,6 +172,14 @@ fn serve(sock: UnixStream, specs: &[LaunchSpec]) -> io::Result<()> {
                         Some(spec) => match launch(spec) {
                             Ok(child) => {
                                 let pid = child.id();
+                                match crate::pidfd::PidFd::open(pid) {
+                                    Ok(fd) => {
+                                        pidfds.insert(guest.clone(), fd);
+                                    }
+                                    Err(e) => eprintln!(
+                                        "sysmgr launcher: no pidfd for {guest}'s VMM (pid {pid}): {e}"
+                                    ),
+                                }
                                 children.insert(guest.clone(), child);
                                 Tell::Launched {
                                     launched: guest,
@@ -180,10 +192,17 @@ fn serve(sock: UnixStream, specs: &[LaunchSpec]) -> io::Result<()> {
                     tell(&mut out, &reply)?;
                 }
                 Ok(Ask::Kill(guest)) => {
-                    // Only a child it started and has not reaped: its pid
-                    // cannot have been reused.
-                    if let Some(child) = children.get_mut(&guest) {
-                        let _ = child.kill();
+                    // Only a child it started and has not reaped, through
+                    // its pidfd (or, without one, the unreaped child's pid,
+                    // which cannot have been reused either).
+                    match (pidfds.get(&guest), children.get_mut(&guest)) {
+                        (Some(fd), _) => {
+                            let _ = fd.kill();
+                        }
+                        (None, Some(child)) => {
+                            let _ = child.kill();
+                        }
+                        (None, None) => {}
                     }
                 }
                 Err(e) => eprintln!("sysmgr launcher: ignoring a malformed request: {e}"),
@@ -197,6 +216,7 @@ fn serve(sock: UnixStream, specs: &[LaunchSpec]) -> io::Result<()> {
         }
         for (guest, pid, status) in ended {
             children.remove(&guest);
+            pidfds.remove(&guest);
             tell(
                 &mut out,
                 &Tell::Exited {
@@ -215,13 +235,25 @@ fn serve(sock: UnixStream, specs: &[LaunchSpec]) -> io::Result<()> {
 pub struct Launched {
     pid: u32,
     exit: watch::Receiver<Option<VmmExit>>,
+    /// Its pidfd, for a VMM this process started itself (the launcher
+    /// process keeps those of the VMMs it started).
+    pidfd: Option<crate::pidfd::PidFd>,
 }
 
 impl Launched {
     /// A VMM this process started itself (no launcher process: the
     /// sandbox is disabled), whose end `exit` will report.
-    pub fn watching(pid: u32, exit: watch::Receiver<Option<VmmExit>>) -> Self {
-        Self { pid, exit }
+    pub fn watching(
+        pid: u32,
+        exit: watch::Receiver<Option<VmmExit>>,
+        pidfd: Option<crate::pidfd::PidFd>,
+    ) -> Self {
+        Self { pid, exit, pidfd }
+    }
+
+    /// Its pidfd, if this process started it.
+    pub fn pidfd(&self) -> Option<&crate::pidfd::PidFd> {
+        self.pidfd.as_ref()
     }
 
     /// Its pid.
@@ -301,7 +333,11 @@ impl Launcher {
                             .unwrap_or_else(|x| x.into_inner())
                             .remove(&launched);
                         if let Some(w) = waiter {
-                            let _ = w.send(Ok(Launched { pid, exit: rx }));
+                            let _ = w.send(Ok(Launched {
+                                pid,
+                                exit: rx,
+                                pidfd: None,
+                            }));
                         }
                     }
                     Tell::Failed { failed, why } => {

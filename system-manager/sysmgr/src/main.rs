@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! sysmgr run --policy FILE --state-dir DIR --mcu-socket PATH [--log-sync before-mcu|every-decision]
-//!            [--vmm-log-max-bytes N] [--vmm-log-keep K]
+//!            [--log-compact-bytes N] [--vmm-log-max-bytes N] [--vmm-log-keep K]
 //! sysmgr status --state-dir DIR [--policy FILE]
 //! sysmgr events --state-dir DIR [--last N] [--guest NAME] [--timers]
 //! ```
@@ -50,6 +50,10 @@ enum Cmd {
         /// `every-decision` (every output waits for the fsync).
         #[arg(long, value_enum, default_value_t = store::LogSync::BeforeMcu)]
         log_sync: store::LogSync,
+        /// Compact the decision log into its snapshot when it grows past
+        /// this many bytes (bounds the state directory).
+        #[arg(long, default_value_t = store::COMPACT_AT_BYTES)]
+        log_compact_bytes: u64,
         /// A uid allowed at the other end of the daemon's sockets (its own
         /// socket, the VMMs' control and vsock sockets, the MCU socket)
         /// besides its own, root and 65534 (the sandbox user of a VMM
@@ -125,6 +129,7 @@ fn main() -> ExitCode {
             state_dir,
             mcu_socket,
             log_sync,
+            log_compact_bytes,
             allow_peer_uid,
             disable_sandbox,
             sandbox_user,
@@ -156,6 +161,7 @@ fn main() -> ExitCode {
                 state_dir,
                 mcu_socket,
                 log_sync,
+                log_compact_bytes,
             };
             confine::prepare(&args, &confinement).and_then(|prepared| {
                 runtime().and_then(|rt| rt.block_on(daemon::run(args, prepared)))

@@ -121,6 +121,11 @@ launch = ["/bin/sh", "-c", "echo started; sleep 10"]
     let p = daemon(&dir);
     mcu.cmd("ignition on");
     let log = dir.join("state/quiet.vmm.log");
+    // The keeper copies output only after confining itself: once the
+    // VMM's first line is in the log, its status is the confined one.
+    wait_until("the VMM's output in the log", 20, || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.contains("started"))
+    });
     let mut status = None;
     wait_until("the keeper of quiet.vmm.log", 20, || {
         status = keeper_status(&log);
@@ -145,8 +150,5 @@ launch = ["/bin/sh", "-c", "echo started; sleep 10"]
         assert_eq!(field(set), "0000000000000000", "{set}");
     }
     assert_eq!(field("NoNewPrivs"), "1");
-    wait_until("the VMM's output in the log", 20, || {
-        std::fs::read_to_string(&log).is_ok_and(|t| t.contains("started"))
-    });
     drop(p);
 }
