@@ -31,9 +31,11 @@ fn run_retrying_a_freeze(cfg: &TestHostConfig) -> Result<TestHostRun, String> {
     } else {
         return Ok(first);
     };
-    let kept = cfg
-        .log_path
-        .with_extension(if first.froze { "froze.log" } else { "stalled.log" });
+    let kept = cfg.log_path.with_extension(if first.froze {
+        "froze.log"
+    } else {
+        "stalled.log"
+    });
     let _ = std::fs::rename(&cfg.log_path, &kept);
     let note = format!(
         "testhost: the test host {what}; its log: {}) after {:.0} s; booting it once more",

@@ -146,16 +146,13 @@ fn main() -> ExitCode {
                 enabled: !disable_sandbox,
                 user: sandbox_user,
             };
+            // The VMMs it launches run as the sandbox user (65534 when
+            // started as root): they are peers too.
             let mut extra = allow_peer_uid;
             extra.push(sandbox::Identity::NOBODY.uid);
-            // SAFETY: plain credential query.
-            let uid = unsafe { libc::getuid() };
             let (runs_as, switches) =
                 sandbox::Identity::sandboxed(confinement.enabled, confinement.user);
-            sandbox::socket::configure(sandbox::socket::SocketSettings {
-                allowed_uids: sandbox::socket::standard_peers(uid, runs_as.uid, &extra),
-                owner: switches.then_some(runs_as),
-            });
+            sandbox::socket::configure_standard(runs_as, switches, &extra);
             let args = daemon::RunArgs {
                 policy,
                 state_dir,

@@ -126,13 +126,7 @@ fn the_vhal_handshake_over_rpc_binder() {
     expect(&host_rx, &format!("system {}", ism::SYSTEM_OFF));
 
     // Boot: ignition on, the VMMs appear.
-    mcu.cmd("ignition on");
-    wait_until("StartVm", 10, || {
-        log_lines(&dir).iter().any(|l| l.contains("start_vm"))
-    });
-    let av = FakeVmm::start(&dir.join("android.ctl"));
-    let cv = FakeVmm::start(&dir.join("cluster.ctl"));
-    wait_until("both VMMs attached", 10, || av.attached() && cv.attached());
+    let (av, cv) = start_android_and_cluster(&mut mcu, &dir, "ignition on");
     expect(&host_rx, &format!("system {}", ism::SYSTEM_ON));
 
     // The guest: a listener, then WAIT_FOR_VHAL; the arbiter answers ON.
@@ -203,13 +197,7 @@ fn shutdown_request_during_a_wake_hold_and_unregister() {
     write_android_cluster_policy(&dir);
     let mut mcu = Mcu::start(&dir);
     let _d = daemon(&dir);
-    mcu.cmd("wake SYSTEM_REMOTE_ACCESS");
-    wait_until("StartVm", 10, || {
-        log_lines(&dir).iter().any(|l| l.contains("start_vm"))
-    });
-    let av = FakeVmm::start(&dir.join("android.ctl"));
-    let cv = FakeVmm::start(&dir.join("cluster.ctl"));
-    wait_until("both VMMs attached", 10, || av.attached() && cv.attached());
+    let (av, cv) = start_android_and_cluster(&mut mcu, &dir, "wake SYSTEM_REMOTE_ACCESS");
     let guest = connect(&dir.join("android.vsock_4200"));
     let (l, rx) = listener();
     guest.sm.registerListener(&l).expect("register");
@@ -369,13 +357,7 @@ fn the_cli_over_rpc_binder() {
 
     // The guest's endpoint: watch prints the callbacks while the arbiter
     // drives the handshake (the fake VMMs stand in for the VMs).
-    mcu.cmd("ignition on");
-    wait_until("StartVm", 10, || {
-        log_lines(&dir).iter().any(|l| l.contains("start_vm"))
-    });
-    let av = FakeVmm::start(&dir.join("android.ctl"));
-    let cv = FakeVmm::start(&dir.join("cluster.ctl"));
-    wait_until("both VMMs attached", 10, || av.attached() && cv.attached());
+    let (av, cv) = start_android_and_cluster(&mut mcu, &dir, "ignition on");
     let g2 = g.to_string();
     let watcher = std::thread::spawn(move || cli(&g2, "watch --count 4 --seconds 30"));
     std::thread::sleep(Duration::from_millis(500));
@@ -431,13 +413,7 @@ fn the_guest_gateway_forwards_calls_and_callbacks_and_survives_a_daemon_restart(
     svc.registerListener(&l)
         .expect("register through the gateway");
     expect(&rx, &format!("system {}", ism::SYSTEM_OFF));
-    mcu.cmd("ignition on");
-    wait_until("StartVm", 10, || {
-        log_lines(&dir).iter().any(|l| l.contains("start_vm"))
-    });
-    let av = FakeVmm::start(&dir.join("android.ctl"));
-    let cv = FakeVmm::start(&dir.join("cluster.ctl"));
-    wait_until("both VMMs attached", 10, || av.attached() && cv.attached());
+    let (av, cv) = start_android_and_cluster(&mut mcu, &dir, "ignition on");
     svc.reportApPowerState(ism::REPORT_WAIT_FOR_VHAL, 0)
         .expect("report");
     expect(&rx, &format!("req {} 0", ism::REQ_ON));

@@ -121,13 +121,7 @@ fn running_guests(status: &str) -> usize {
 /// policy has no launch commands, so the daemon waits for VMMs started by
 /// someone else: the fakes appear after `StartVm`.
 fn boot(dir: &Path, mcu: &mut Mcu, android: &mut FakeAndroid) -> (FakeVmm, FakeVmm) {
-    mcu.cmd("ignition on");
-    wait_until("StartVm", 10, || {
-        log_lines(dir).iter().any(|l| l.contains("start_vm"))
-    });
-    let av = FakeVmm::start(&dir.join("android.ctl"));
-    let cv = FakeVmm::start(&dir.join("cluster.ctl"));
-    wait_until("both VMMs attached", 10, || av.attached() && cv.attached());
+    let (av, cv) = start_android_and_cluster(mcu, dir, "ignition on");
     android.accept(10);
     android.send("AP_POWER_STATE_REPORT 1 0");
     android.expect_req("AP_POWER_STATE_REQ 0 0");
@@ -432,15 +426,11 @@ fn bad_input_is_logged_and_the_daemon_keeps_running() {
         "[[guest]]\nname = \"a\"\nrole = \"master\"\n",
     )
     .unwrap();
-    let (ok, _, err) = sysmgr(&[
-        "run",
-        "--policy",
-        dir.join("bad.toml").to_str().unwrap(),
-        "--state-dir",
-        dir.join("state2").to_str().unwrap(),
-        "--mcu-socket",
-        dir.join("nomcu.sock").to_str().unwrap(),
-    ]);
+    let (ok, _, err) = sysmgr_run(
+        &dir.join("bad.toml"),
+        &dir.join("state2"),
+        &dir.join("nomcu.sock"),
+    );
     assert!(!ok);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(
@@ -453,15 +443,11 @@ fn bad_input_is_logged_and_the_daemon_keeps_running() {
         "[[guest]]\nname = \"a\"\nrole = \"other\"\n",
     )
     .unwrap();
-    let (ok, _, err) = sysmgr(&[
-        "run",
-        "--policy",
-        dir.join("bad2.toml").to_str().unwrap(),
-        "--state-dir",
-        dir.join("state2").to_str().unwrap(),
-        "--mcu-socket",
-        dir.join("nomcu.sock").to_str().unwrap(),
-    ]);
+    let (ok, _, err) = sysmgr_run(
+        &dir.join("bad2.toml"),
+        &dir.join("state2"),
+        &dir.join("nomcu.sock"),
+    );
     assert!(!ok);
     assert!(err.contains("guest[1] `a`: no control_socket"), "{err}");
 }
@@ -488,15 +474,11 @@ fn a_log_from_another_policy_is_refused() {
     )
     .unwrap();
     let _ = std::fs::remove_file(dir.join("state/sysmgr.sock"));
-    let (ok, _, err) = sysmgr(&[
-        "run",
-        "--policy",
-        dir.join("policy.toml").to_str().unwrap(),
-        "--state-dir",
-        dir.join("state").to_str().unwrap(),
-        "--mcu-socket",
-        dir.join("mcu.sock").to_str().unwrap(),
-    ]);
+    let (ok, _, err) = sysmgr_run(
+        &dir.join("policy.toml"),
+        &dir.join("state"),
+        &dir.join("mcu.sock"),
+    );
     assert!(!ok);
     assert!(err.contains("does not replay under this policy"), "{err}");
 }
@@ -508,15 +490,11 @@ fn a_second_daemon_on_the_same_state_directory_is_refused() {
     let _android = FakeAndroid::start(&dir.join("android.vsock"));
     let _mcu = Mcu::start(&dir);
     let d = daemon(&dir);
-    let (ok, _, err) = sysmgr(&[
-        "run",
-        "--policy",
-        dir.join("policy.toml").to_str().unwrap(),
-        "--state-dir",
-        dir.join("state").to_str().unwrap(),
-        "--mcu-socket",
-        dir.join("mcu.sock").to_str().unwrap(),
-    ]);
+    let (ok, _, err) = sysmgr_run(
+        &dir.join("policy.toml"),
+        &dir.join("state"),
+        &dir.join("mcu.sock"),
+    );
     assert!(!ok);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(

@@ -125,13 +125,7 @@ fn java_system_manager_over_rpc_binder_on_the_jvm() {
     expect("first system 0 off ignition=false guests=2 daemon=true main=false");
     expect("READY");
     // Boot: ignition on, both VMMs attach; the callback says ON.
-    mcu.cmd("ignition on");
-    wait_until("StartVm", 10, || {
-        log_lines(&dir).iter().any(|l| l.contains("start_vm"))
-    });
-    let av = FakeVmm::start(&dir.join("android.ctl"));
-    let cv = FakeVmm::start(&dir.join("cluster.ctl"));
-    wait_until("both VMMs attached", 10, || av.attached() && cv.attached());
+    let (av, cv) = start_android_and_cluster(&mut mcu, &dir, "ignition on");
     expect("then system 1 on ignition=true guests=2 daemon=true main=false");
     // The guest endpoint: WAIT_FOR_VHAL is answered with REQ_ON.
     expect("guest req 0 0 daemon=true main=false");

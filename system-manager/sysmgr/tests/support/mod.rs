@@ -333,6 +333,41 @@ pub fn daemon_with(dir: &Path, extra: &[&str]) -> Proc {
     p
 }
 
+/// Sends the MCU `mcu_command` (e.g. `ignition on`), waits for the
+/// daemon's `StartVm`, then starts the fake VMMs of `android` and
+/// `cluster` (policies without launch commands wait for VMMs started by
+/// someone else) and waits until the daemon attached to both.
+pub fn start_android_and_cluster(
+    mcu: &mut Mcu,
+    dir: &Path,
+    mcu_command: &str,
+) -> (FakeVmm, FakeVmm) {
+    mcu.cmd(mcu_command);
+    wait_until("StartVm", 10, || {
+        log_lines(dir).iter().any(|l| l.contains("start_vm"))
+    });
+    let av = FakeVmm::start(&dir.join("android.ctl"));
+    let cv = FakeVmm::start(&dir.join("cluster.ctl"));
+    wait_until("both VMMs attached", 10, || av.attached() && cv.attached());
+    (av, cv)
+}
+
+/// `sysmgr run` with a policy, a state directory and an MCU socket, to
+/// its end (a refusal): (success, stdout, stderr).
+pub fn sysmgr_run(policy: &Path, state_dir: &Path, mcu_socket: &Path) -> (bool, String, String) {
+    let arg = |p: &Path| p.to_str().expect("test paths are UTF-8").to_string();
+    let (policy, state_dir, mcu_socket) = (arg(policy), arg(state_dir), arg(mcu_socket));
+    sysmgr(&[
+        "run",
+        "--policy",
+        &policy,
+        "--state-dir",
+        &state_dir,
+        "--mcu-socket",
+        &mcu_socket,
+    ])
+}
+
 /// Runs `sysmgr ARGS` to completion (killed after 20 s: a `run` that
 /// should have refused to start must not hang the test).
 pub fn sysmgr(args: &[&str]) -> (bool, String, String) {
