@@ -20,6 +20,7 @@ use bootbench::record::{self, Failure, Record, Sample, OURS, OURS_ELF, QEMU_MICR
 use bootbench::stats::{self, Summary};
 
 use crate::bench_host::{self, Bench, Extra, Manifest};
+use crate::bench_profile;
 use crate::paths::{self, Arch};
 use crate::setup;
 use crate::util::{self, step};
@@ -419,6 +420,9 @@ fn boot(runs: u32, kernel: KernelChoice) -> Result<()> {
         (Some(bz), Some(elf)) => Some(elf_first_entry_verdict(&bz, &elf)),
         _ => None,
     };
+    let mut profile_names: Vec<&str> = ours_names.to_vec();
+    profile_names.push(QEMU_MICROVM);
+    let profile_columns = profile_columns(&parsed.samples, &profile_names);
     let json_path = bench_host::write_results(
         "boot",
         &serde_json::json!({
@@ -430,6 +434,7 @@ fn boot(runs: u32, kernel: KernelChoice) -> Result<()> {
             "summary": summary,
             "verdicts": verdict_list,
             "elf_verdict": elf_verdict,
+            "guest_profile": bench_profile::json(&profile_columns),
             "samples": parsed.samples,
             "failures": parsed.failures,
             "console_log": run.log_path.display().to_string(),
@@ -461,6 +466,8 @@ fn boot(runs: u32, kernel: KernelChoice) -> Result<()> {
             if v.pass { "PASS" } else { "MISS" }
         );
     }
+    println!();
+    print!("{}", bench_profile::table(&profile_columns));
     println!(
         "  test host run {:.1} s (timed out: {})",
         run.elapsed.as_secs_f64(),
@@ -483,6 +490,25 @@ fn boot(runs: u32, kernel: KernelChoice) -> Result<()> {
         );
     }
     bench_host::check_rc(&run, section)
+}
+
+/// The boot-profile columns of `names` (each VMM's boots in run order).
+pub fn profile_columns(samples: &[Sample], names: &[&str]) -> Vec<bench_profile::Column> {
+    names
+        .iter()
+        .map(|&name| bench_profile::Column {
+            name: name.to_string(),
+            boots: samples
+                .iter()
+                .filter(|s| s.vmm == name)
+                .map(|s| bench_profile::Boot {
+                    entry_ms: s.first_entry_ms,
+                    exit_ms: s.exit_ms,
+                    profile: s.guest.clone(),
+                })
+                .collect(),
+        })
+        .collect()
 }
 
 /// Target check: start → first entry with the ELF kernel against the bzImage.
@@ -513,6 +539,8 @@ mod tests {
             overhead_thp_kib: 0,
             self_first_entry_ms: None,
             self_init_ms: None,
+            exit_ms: None,
+            guest: None,
         }
     }
 

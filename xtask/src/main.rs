@@ -35,6 +35,7 @@ mod bench_arm64;
 mod bench_binder;
 mod bench_devices;
 mod bench_host;
+mod bench_profile;
 mod bench_tee;
 #[cfg(test)]
 mod blueprint;
