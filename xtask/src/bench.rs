@@ -503,6 +503,7 @@ pub fn profile_columns(samples: &[Sample], names: &[&str]) -> Vec<bench_profile:
                 .filter(|s| s.vmm == name)
                 .map(|s| bench_profile::Boot {
                     entry_ms: s.first_entry_ms,
+                    init_ms: s.init_ms,
                     exit_ms: s.exit_ms,
                     profile: s.guest.clone(),
                 })

@@ -13,6 +13,8 @@ use bootbench::stats;
 pub struct Boot {
     /// Start → first guest entry, ms.
     pub entry_ms: f64,
+    /// Start → the guest's `/init` (its boot-timer write), ms.
+    pub init_ms: f64,
     /// Start → VMM exit, ms, if it exited by itself.
     pub exit_ms: Option<f64>,
     /// The guest's milestones, if its console had timestamped lines.
@@ -26,6 +28,13 @@ impl Boot {
     pub fn outside_ms(&self) -> Option<f64> {
         let last = self.profile.as_ref()?.last_line_s?;
         Some(self.exit_ms? - last * 1000.0)
+    }
+
+    /// Start → `/init` minus the guest clock at `Run /init`: the part of the
+    /// time outside the guest's clock spent before `/init` (VMM start, the
+    /// first entry, a bzImage decompressing itself, early boot).
+    pub fn outside_before_init_ms(&self) -> Option<f64> {
+        Some(self.init_ms - self.profile.as_ref()?.at("run-init")? * 1000.0)
     }
 }
 
@@ -75,6 +84,10 @@ pub fn rows(columns: &[Column]) -> Vec<Row> {
         b.profile.as_ref()?.last_line_s
     }));
     out.push(row("start->first-entry-ms", columns, &|b| Some(b.entry_ms)));
+    out.push(row("start->init-ms", columns, &|b| Some(b.init_ms)));
+    out.push(row("outside-before-init-ms", columns, &|b| {
+        b.outside_before_init_ms()
+    }));
     out.push(row("start->exit-ms", columns, &|b| b.exit_ms));
     out.push(row("outside-guest-clock-ms", columns, &|b| b.outside_ms()));
     out.push(row("outside-after-first-entry-ms", columns, &|b| {
@@ -94,6 +107,8 @@ pub fn table(columns: &[Column]) -> String {
     for r in rows(columns) {
         let (label, decimals) = match r.key.as_str() {
             "start->first-entry-ms" => ("start -> first VM entry (ms)".to_string(), 1),
+            "start->init-ms" => ("start -> guest /init (ms)".to_string(), 0),
+            "outside-before-init-ms" => ("  outside guest clock: /init - Run /init (ms)".into(), 0),
             "start->exit-ms" => ("start -> exit, incl. the log dump (ms)".to_string(), 0),
             "outside-guest-clock-ms" => ("outside guest clock: exit - last line (ms)".into(), 0),
             "outside-after-first-entry-ms" => ("  of it after the first entry (ms)".into(), 0),
@@ -128,6 +143,7 @@ mod tests {
         let p = profile::parse(console);
         Boot {
             entry_ms: entry,
+            init_ms: entry + 4000.0,
             exit_ms: exit,
             profile: (p.lines > 0).then_some(p),
         }

@@ -1,11 +1,16 @@
 #!/bin/sh
 # Boot benchmark in the arm64 pKVM test host (`cargo xtask bench boot --arch
 # aarch64`, see docs/arm64.md): N boots of our VMM, 1 vCPU / 128 MiB, quiet
-# guest that powers off right after /init. One line per boot:
+# guest that, after /init, prints its kernel log (guest scenario
+# boot-profile: `dmesg`, then poweroff). Per boot, the guest's timestamped
+# console lines as `@@BOOTLOG I <line>` (the boot profile, parsed by
+# xtask/src/bench_arm64.rs), then one line:
 #   @@BENCH-ARM64 run=I entry_us=.. init_us=.. exit_ms=.. rss_kib=.. guest_kib=.. rc=..
 # entry_us, init_us: the VMM's own log lines, from its main() to the first
 #   KVM_RUN and to the guest's boot-timer write;
-# exit_ms: spawn to process exit, from /proc/uptime (10 ms resolution);
+# exit_ms: spawn to process exit, from /proc/uptime (10 ms resolution); it
+#   includes the guest's log dump (the profile's "outside the guest clock"
+#   row takes the guest's last timestamp off);
 # rss_kib, guest_kib: /proc/PID/smaps right after the boot-timer line showed
 #   up, with the VMM stopped (SIGSTOP): all Rss, and the Rss of the guest RAM
 #   mapping (the one of the guest memory size). Overhead = the difference.
@@ -17,8 +22,8 @@ i=1
 while [ "$i" -le "$runs" ]; do
     log=/tmp/bench-vmm-$i.log
     t0=$(up_ms)
-    /bin/vmm run --cpus 1 --mem $mem --serial type=sink --initrd /guest/initramfs.cpio.gz \
-        --params "quiet guest.scenario=poweroff" /guest/vmlinuz > "$log" 2>&1 &
+    /bin/vmm run --cpus 1 --mem $mem --serial type=stdout --initrd /guest/initramfs.cpio.gz \
+        --params "quiet guest.scenario=boot-profile" /guest/vmlinuz > "$log" 2>&1 &
     pid=$!
     rss=none
     guest=none
@@ -44,6 +49,7 @@ while [ "$i" -le "$runs" ]; do
     t1=$(up_ms)
     entry=$(sed -n 's/.*entering guest after \([0-9]*\) us.*/\1/p' "$log")
     init=$(sed -n 's/.*guest init reached after \([0-9]*\) us.*/\1/p' "$log")
+    grep -F '[' "$log" | sed "s/^/@@BOOTLOG $i /"
     echo "@@BENCH-ARM64 run=$i entry_us=${entry:-none} init_us=${init:-none} exit_ms=$((t1 - t0)) rss_kib=$rss guest_kib=$guest rc=$rc"
     [ "$rc" -eq 0 ] || tail -n 20 "$log"
     i=$((i + 1))

@@ -24,7 +24,9 @@ pub struct Milestone {
     pub needle: &'static str,
 }
 
-/// Key of the first timestamped line of the log.
+/// Key of the earliest timestamped line (the guest clock's start; a quiet
+/// console prints some warnings live before the dump, so the earliest
+/// timestamp, not the first line, is the start of the log).
 pub const FIRST_LINE: &str = "first-line";
 
 /// The milestones, in boot order (the order of the tables). Some are
@@ -135,7 +137,7 @@ pub fn parse(console: &str) -> GuestProfile {
             continue;
         };
         p.lines += 1;
-        first.get_or_insert(s);
+        first = Some(first.map_or(s, |f: f64| f.min(s)));
         p.last_line_s = Some(p.last_line_s.map_or(s, |l: f64| l.max(s)));
         for m in MILESTONES {
             if msg.contains(m.needle) {
@@ -235,6 +237,7 @@ nproc=2
         // A quiet boot prints warnings live and again in the dmesg dump.
         let p = parse("[    2.5] smp: Brought up 1 node\n[    1.5] smp: Brought up 1 node\n");
         assert_eq!(p.at("smp-up"), Some(1.5));
+        assert_eq!(p.at(FIRST_LINE), Some(1.5));
         assert_eq!(p.last_line_s, Some(2.5));
     }
 
