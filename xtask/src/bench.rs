@@ -48,6 +48,9 @@ const QEMU_FIRMWARE: &[&str] = &[
 const SCENARIO: &str = "bench-boot";
 /// Per-boot timeout inside the test host (bootbench's default).
 const PER_BOOT: Duration = Duration::from_secs(120);
+/// What bootbench allows a guest after `/init` to dump its log and power off
+/// (`runner::AFTER_INIT` in tests/bootbench).
+const AFTER_INIT: Duration = Duration::from_secs(60);
 
 /// Entry point of `cargo xtask bench <what> [--runs N]` (`runs`: boots per
 /// VMM for `boot`, default [`MIN_RUNS`]; rounds for `devices`, default
@@ -391,7 +394,9 @@ fn boot(runs: u32, kernel: KernelChoice) -> Result<()> {
             format!("bench.runs={runs}"),
             format!("bench.kernel={}", kernel.name()),
         ],
-        scenario_timeout: (PER_BOOT + Duration::from_secs(10)) * boots_per_round * runs
+        scenario_timeout: (PER_BOOT + AFTER_INIT + Duration::from_secs(10))
+            * boots_per_round
+            * runs
             + Duration::from_secs(60),
         stream: true,
     };

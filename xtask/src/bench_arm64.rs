@@ -31,8 +31,9 @@ const SCENARIO: &str = "bench-boot-arm64";
 const PREFIX: &str = "@@BENCH-ARM64 ";
 /// Prefix of a guest console line of a boot: `@@BOOTLOG <run> <line>`.
 const LOG_PREFIX: &str = "@@BOOTLOG ";
-/// Time allowed per boot inside the arm64 test host.
-const PER_BOOT: Duration = Duration::from_secs(150);
+/// Time allowed per boot inside the arm64 test host (boot, the guest's log
+/// dump, power-off).
+const PER_BOOT: Duration = Duration::from_secs(210);
 
 /// One measured boot.
 #[derive(Debug, Clone, PartialEq)]
