@@ -210,7 +210,9 @@ fn measure_inner(
     };
     // Whatever happened: the VMM is gone now (a guest that did not power off
     // in time is killed; its profile is what its console had by then).
-    signal(&child, libc::SIGKILL);
+    // `Child::kill` sends nothing once the child was reaped (its pid may
+    // have been reused by then).
+    let _ = child.kill();
     let _ = child.wait();
     for d in drains {
         let _ = d.join();
