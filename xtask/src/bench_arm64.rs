@@ -3,7 +3,7 @@
 //!
 //! No peer VMM runs there (QEMU would have to be carried into the arm64 host
 //! with its arm64 libraries). The `bench-boot-arm64` scenario boots the
-//! guest N times (1 vCPU, 128 MiB, `quiet`; after `/init` the guest prints
+//! guest N times (1 vCPU, 256 MiB, `quiet`; after `/init` the guest prints
 //! its kernel log and powers off) and prints per boot the guest's
 //! timestamped console lines (`@@BOOTLOG <run> <line>`) and one
 //! `@@BENCH-ARM64` line: the VMM's own start→first KVM_RUN and
@@ -173,7 +173,7 @@ pub fn boot(runs: u32) -> Result<()> {
         )
     };
     let table = [
-        "boot benchmark (aarch64): our VMM in the arm64 pKVM test host, 1 vCPU / 128 MiB"
+        "boot benchmark (aarch64): our VMM in the arm64 pKVM test host, 1 vCPU / 256 MiB"
             .to_string(),
         row("start -> first KVM_RUN", &entry, "ms"),
         row("start -> guest /init", &init, "ms"),

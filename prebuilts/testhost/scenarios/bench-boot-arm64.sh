@@ -1,6 +1,6 @@
 #!/bin/sh
 # Boot benchmark in the arm64 pKVM test host (`cargo xtask bench boot --arch
-# aarch64`, see docs/arm64.md): N boots of our VMM, 1 vCPU / 128 MiB, quiet
+# aarch64`, see docs/arm64.md): N boots of our VMM, 1 vCPU / 256 MiB, quiet
 # guest that, after /init, prints its kernel log (guest scenario
 # boot-profile: `dmesg`, then poweroff). Per boot, the guest's timestamped
 # console lines as `@@BOOTLOG I <line>` (the boot profile, parsed by
@@ -16,7 +16,7 @@
 #   mapping (the one of the guest memory size). Overhead = the difference.
 . /lib/vmstack.sh
 runs=$(cmdline_arg bench.runs 5)
-mem=128
+mem=256
 up_ms() { awk '{ printf "%d", $1 * 1000 }' /proc/uptime; }
 i=1
 while [ "$i" -le "$runs" ]; do
