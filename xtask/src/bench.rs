@@ -16,7 +16,9 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use anyhow::{bail, Result};
-use bootbench::record::{self, Failure, Record, Sample, OURS, OURS_ELF, QEMU_MICROVM};
+use bootbench::record::{
+    self, Failure, Record, Sample, OURS, OURS_ELF, OURS_ELF_COPY, QEMU_MICROVM,
+};
 use bootbench::stats::{self, Summary};
 
 use crate::bench_host::{self, Bench, Extra, Manifest};
@@ -98,6 +100,9 @@ pub enum KernelChoice {
     Elf,
     /// Both, interleaved in every round.
     Both,
+    /// The ELF twice: boot files mapped (`ours-elf`) and copied
+    /// (`ours-elf-copy`, `VMSTACK_BOOT_FILES=copy`).
+    ElfAb,
 }
 
 impl std::str::FromStr for KernelChoice {
@@ -107,7 +112,10 @@ impl std::str::FromStr for KernelChoice {
             "bzimage" => Ok(Self::Bzimage),
             "elf" => Ok(Self::Elf),
             "both" => Ok(Self::Both),
-            other => Err(format!("--kernel {other:?}: use bzimage, elf or both")),
+            "elf-ab" => Ok(Self::ElfAb),
+            other => Err(format!(
+                "--kernel {other:?}: use bzimage, elf, both or elf-ab"
+            )),
         }
     }
 }
@@ -119,6 +127,7 @@ impl KernelChoice {
             Self::Bzimage => "bzimage",
             Self::Elf => "elf",
             Self::Both => "both",
+            Self::ElfAb => "elf-ab",
         }
     }
 
@@ -128,6 +137,7 @@ impl KernelChoice {
             Self::Bzimage => &[OURS],
             Self::Elf => &[OURS_ELF],
             Self::Both => &[OURS, OURS_ELF],
+            Self::ElfAb => &[OURS_ELF, OURS_ELF_COPY],
         }
     }
 }
@@ -610,6 +620,10 @@ mod tests {
         assert_eq!("elf".parse::<KernelChoice>().unwrap().ours(), [OURS_ELF]);
         assert_eq!(KernelChoice::Bzimage.name(), "bzimage");
         assert!("vmlinux".parse::<KernelChoice>().is_err());
+        assert_eq!(
+            "elf-ab".parse::<KernelChoice>().unwrap().ours(),
+            [OURS_ELF, OURS_ELF_COPY]
+        );
     }
 
     #[test]

@@ -138,7 +138,8 @@ enum Cmd {
         #[arg(long, default_value = "x86_64")]
         arch: paths::Arch,
         /// `boot` (x86_64): which kernel our VMM boots: `bzimage`, `elf`
-        /// (the same kernel as a vmlinux) or `both` (the default).
+        /// (the same kernel as a vmlinux), `both` (the default) or `elf-ab`
+        /// (the ELF with its boot files mapped and copied, to compare).
         #[arg(long, default_value = "both")]
         kernel: bench::KernelChoice,
     },

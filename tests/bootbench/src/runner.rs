@@ -36,12 +36,18 @@ pub struct VmmCommand {
     pub program: PathBuf,
     /// Its arguments.
     pub args: Vec<String>,
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
 }
 
 impl VmmCommand {
     /// The command line as one string (for the records).
     pub fn display(&self) -> String {
-        let mut s = self.program.display().to_string();
+        let mut s = String::new();
+        for (k, v) in &self.env {
+            s.push_str(&format!("{k}={v} "));
+        }
+        s.push_str(&self.program.display().to_string());
         for a in &self.args {
             s.push(' ');
             if a.contains(' ') {
@@ -153,7 +159,7 @@ pub fn measure(
             if profile.lines > 0 {
                 sample.guest = Some(profile);
             }
-            if [bootbench::record::OURS, bootbench::record::OURS_ELF].contains(&cmd.name) {
+            if cmd.name != bootbench::record::QEMU_MICROVM {
                 sample.self_first_entry_ms = self_reported_ms(&tail, "entering guest after ");
                 sample.self_init_ms = self_reported_ms(&tail, "guest init reached after ");
             }
@@ -183,6 +189,7 @@ fn measure_inner(
     let mut command = Command::new(&cmd.program);
     command
         .args(&cmd.args)
+        .envs(cmd.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -339,6 +346,7 @@ mod tests {
             name: "ours",
             program: "/bin/vmm".into(),
             args: vec!["run".into(), "--params".into(), "quiet a=b".into()],
+            env: Vec::new(),
         };
         assert_eq!(c.display(), "/bin/vmm run --params \"quiet a=b\"");
     }
