@@ -13,7 +13,9 @@
 #   row takes the guest's last timestamp off);
 # rss_kib, guest_kib: /proc/PID/smaps right after the boot-timer line showed
 #   up, with the VMM stopped (SIGSTOP): all Rss, and the Rss of the guest RAM
-#   mapping (the one of the guest memory size). Overhead = the difference.
+#   (the mapping of the guest memory size, or the adjacent mappings that add
+#   up to it: the Image and initrd are mapped into it). Overhead = the
+#   difference.
 . /lib/vmstack.sh
 runs=$(cmdline_arg bench.runs 5)
 mem=256
@@ -36,10 +38,27 @@ while [ "$i" -le "$runs" ]; do
     done
     if grep -q "guest init reached after" "$log" && kill -STOP "$pid" 2>/dev/null; then
         set -- $(awk -v g=$((mem * 1024)) '
-            /^[0-9a-f]+-[0-9a-f]+ / { size = 0 }
-            /^Size:/ { size = $2 }
-            /^Rss:/ { total += $2; if (size == g) guest += $2 }
-            END { printf "%d %d\n", total, guest }' "/proc/$pid/smaps")
+            /^[0-9a-f]+-[0-9a-f]+ / {
+                n++; split($1, r, "-"); lo[n] = r[1]; hi[n] = r[2]
+                # Guest RAM: anonymous, or a boot file mapped into it.
+                ok[n] = (NF < 6 || $6 ~ /^\/guest\// || $6 ~ /^\[anon/)
+            }
+            /^Size:/ { size[n] = $2 }
+            /^Rss:/ { rss[n] = $2; total += $2 }
+            END {
+                # Guest RAM is one mapping of the guest size, or several
+                # adjacent ones (the kernel and initrd mapped into it).
+                guest = 0
+                for (i = 1; i <= n && !guest; i++) {
+                    s = 0; t = 0
+                    for (j = i; j <= n && ok[j] && (j == i || lo[j] == hi[j - 1]); j++) {
+                        s += size[j]; t += rss[j]
+                        if (s == g) { guest = t; break }
+                        if (s > g) break
+                    }
+                }
+                printf "%d %d\n", total, guest
+            }' "/proc/$pid/smaps")
         rss=$1
         guest=$2
         kill -CONT "$pid"
