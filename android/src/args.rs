@@ -114,13 +114,16 @@ pub fn format_reply(words: &[u32]) -> String {
     s
 }
 
+/// `s` split at white space: a command line's words (for the tests).
+#[cfg(test)]
+pub(crate) fn words(s: &str) -> Vec<String> {
+    s.split_whitespace().map(str::to_string).collect()
+}
+
 #[cfg(test)]
 mod tests {
+    use super::words as w;
     use super::*;
-
-    fn w(s: &str) -> Vec<String> {
-        s.split_whitespace().map(str::to_string).collect()
-    }
 
     #[test]
     fn parses_service_call_syntax() {

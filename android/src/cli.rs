@@ -293,10 +293,7 @@ fn watch(conn: &Conn, api: &Api, args: &[String], out: &mut dyn Write) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn w(s: &str) -> Vec<String> {
-        s.split_whitespace().map(str::to_string).collect()
-    }
+    use crate::args::words as w;
 
     #[test]
     fn global_options() {

@@ -30,6 +30,23 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// Which kinds of problem (numbered 0 to 31) a device worker has logged,
+/// so that each kind is logged once per worker however often the guest
+/// repeats it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LoggedKinds(u32);
+
+impl LoggedKinds {
+    /// Marks `kind` logged (numbers above 31 share the last bit); `true`
+    /// only the first time.
+    pub fn first(&mut self, kind: u32) -> bool {
+        let bit = 1u32 << kind.min(31);
+        let first = self.0 & bit == 0;
+        self.0 |= bit;
+        first
+    }
+}
+
 /// Lines one call site may log at once.
 pub const SITE_BURST: u32 = 10;
 /// After its burst, one more line per site per this much time.
@@ -277,6 +294,17 @@ pub fn install_log_bridge(max_level: log::LevelFilter) -> Result<(), log::SetLog
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_kind_is_first_once() {
+        let mut logged = LoggedKinds::default();
+        assert!(logged.first(0));
+        assert!(logged.first(5));
+        assert!(!logged.first(0));
+        assert!(!logged.first(5));
+        assert!(logged.first(40));
+        assert!(!logged.first(31));
+    }
 
     #[test]
     fn a_bucket_admits_its_burst_then_one_per_period() {

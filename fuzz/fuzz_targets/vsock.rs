@@ -53,8 +53,8 @@ use std::collections::HashMap;
 use virtio_queue::Queue;
 use vm_memory::{Bytes, GuestAddress};
 use vmstack_fuzz::{
-    guest_memory, scratch_dir, write_indirect, Batch, Desc, FuzzQueue, GuestMemoryMmap, RingSetup,
-    DATA_BASE, F_WRITE, MEM_SIZE,
+    guest_memory, scratch_dir, split_buffer, write_indirect, Batch, Desc, FuzzQueue,
+    GuestMemoryMmap, RingSetup, DATA_BASE, F_WRITE, MEM_SIZE,
 };
 
 const GUEST_CID: u64 = 3;
@@ -540,14 +540,7 @@ impl World {
             1 => HDR_LEN as u64,
             n => u64::from(n) % HDR_LEN as u64,
         };
-        let bufs: Vec<(u64, u32, u16)> = if cut >= total || cut == 0 {
-            vec![(at, total as u32, flags)]
-        } else {
-            vec![
-                (at, cut as u32, flags),
-                (at + cut, (total - cut) as u32, flags),
-            ]
-        };
+        let bufs = split_buffer(at, total, cut, flags);
         let head = self.tx.add_chain(&self.mem, &bufs);
         self.tx_busy += bufs.len() as u16;
         self.tx_chains.insert(head, bufs.len() as u16);
@@ -564,14 +557,8 @@ impl World {
         };
         let flags = if b.readable { 0 } else { F_WRITE };
         let cut = u64::from(b.split % 64);
-        let bufs: Vec<(u64, u32, u16)> = if b.split == 0 || cut == 0 || cut >= len {
-            vec![(at, len as u32, flags)]
-        } else {
-            vec![
-                (at, cut as u32, flags),
-                (at + cut, (len - cut) as u32, flags),
-            ]
-        };
+        // `split` 0 gives `cut` 0: one descriptor.
+        let bufs = split_buffer(at, len, cut, flags);
         let head = self.rx.add_chain(&self.mem, &bufs);
         self.rx_busy += bufs.len().max(1) as u16;
         self.rx_chains

@@ -48,6 +48,19 @@ pub const F_WRITE: u16 = 2;
 /// Descriptor flag: the buffer is an indirect descriptor table.
 pub const F_INDIRECT: u16 = 4;
 
+/// The buffer of `len` bytes at `at` as chain buffers `(addr, len, flags)`:
+/// one, or two cut after `cut` bytes when `0 < cut < len`.
+pub fn split_buffer(at: u64, len: u64, cut: u64, flags: u16) -> Vec<(u64, u32, u16)> {
+    if cut == 0 || cut >= len {
+        vec![(at, len as u32, flags)]
+    } else {
+        vec![
+            (at, cut as u32, flags),
+            (at + cut, (len - cut) as u32, flags),
+        ]
+    }
+}
+
 /// Fresh guest memory: both regions, zeroed.
 pub fn guest_memory() -> GuestMemoryMmap {
     GuestMemoryMmap::from_ranges(&[

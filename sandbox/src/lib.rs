@@ -32,6 +32,7 @@ pub mod socket;
 pub mod syscalls;
 
 pub mod fs;
+mod join_handle;
 #[cfg(target_os = "linux")]
 pub mod privileges;
 #[cfg(target_os = "linux")]
@@ -42,27 +43,9 @@ pub mod thread;
 #[cfg(not(target_os = "linux"))]
 pub mod thread {
     //! Without a sandbox: plain threads, behind the same API.
-    use std::sync::{Arc, Mutex};
 
-    /// A thread started by [`spawn`]; joining returns its body's result.
-    pub struct JoinHandle<T> {
-        thread: std::thread::JoinHandle<()>,
-        result: Arc<Mutex<Option<T>>>,
-    }
-
-    impl<T> JoinHandle<T> {
-        /// Waits for the thread; `Err` if its body panicked.
-        pub fn join(self) -> std::thread::Result<T> {
-            self.thread.join()?;
-            let taken = self.result.lock().ok().and_then(|mut r| r.take());
-            taken.ok_or_else(|| Box::new("the thread returned no result") as Box<_>)
-        }
-
-        /// The standard handle.
-        pub fn std_handle(&self) -> &std::thread::JoinHandle<()> {
-            &self.thread
-        }
-    }
+    pub use crate::join_handle::JoinHandle;
+    use crate::join_handle::ResultSlot;
 
     /// Starts a thread called `name` running `body`.
     pub fn spawn<T, F>(name: impl Into<String>, body: F) -> std::io::Result<JoinHandle<T>>
@@ -70,17 +53,9 @@ pub mod thread {
         T: Send + 'static,
         F: FnOnce() -> T + Send + 'static,
     {
-        let result = Arc::new(Mutex::new(None));
-        let slot = result.clone();
-        let thread = std::thread::Builder::new()
-            .name(name.into())
-            .spawn(move || {
-                let value = body();
-                if let Ok(mut s) = slot.lock() {
-                    *s = Some(value);
-                }
-            })?;
-        Ok(JoinHandle { thread, result })
+        let (slot, run) = ResultSlot::wrap(body);
+        let thread = std::thread::Builder::new().name(name.into()).spawn(run)?;
+        Ok(slot.handle(thread))
     }
 
     /// Whether a sandbox was entered (never, here).

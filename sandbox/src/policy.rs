@@ -304,6 +304,22 @@ pub struct ProcessPolicy {
     pub main: &'static str,
 }
 
+/// `clone` flags that create a thread, never a process: `CLONE_THREAD`
+/// must be set.
+pub const CLONE_THREAD_ONLY: &[&[Cond]] = &[&[masked(
+    0,
+    libc::CLONE_THREAD as u64,
+    libc::CLONE_THREAD as u64,
+    "CLONE_THREAD",
+)]];
+
+/// `clone3` fails with `ENOSYS`: its flags are in memory a filter cannot
+/// read, and glibc, which tries it first, falls back to `clone`.
+pub const CLONE3_ENOSYS: Rule = enosys(
+    "clone3",
+    "glibc tries clone3 first; its flags are in memory a filter cannot read, so it fails with ENOSYS and glibc falls back to clone",
+);
+
 /// The name of the launcher thread and its class.
 pub const LAUNCHER: &str = "launcher";
 
@@ -311,28 +327,27 @@ pub const LAUNCHER: &str = "launcher";
 pub const LAUNCHER_OWN: &[Rule] = &[
     allow_if(
         "clone",
-        &[&[masked(
-            0,
-            libc::CLONE_THREAD as u64,
-            libc::CLONE_THREAD as u64,
-            "CLONE_THREAD",
-        )]],
+        CLONE_THREAD_ONLY,
         "start a thread (never a process: CLONE_THREAD must be set)",
     ),
-    enosys(
-        "clone3",
-        "glibc tries clone3 first; its flags are in memory a filter cannot read, so it fails with ENOSYS and glibc falls back to clone",
-    ),
+    CLONE3_ENOSYS,
     allow(
         "set_robust_list",
         "the new thread's start-up in libc (robust futex list)",
     ),
-    allow("rseq", "the new thread's start-up in glibc (restartable sequences)"),
+    allow(
+        "rseq",
+        "the new thread's start-up in glibc (restartable sequences)",
+    ),
     allow_if(
         "prctl",
         &[
             &[eq(0, libc::PR_SET_NAME as u64, "PR_SET_NAME")],
-            &[eq(0, libc::PR_SET_NO_NEW_PRIVS as u64, "PR_SET_NO_NEW_PRIVS")],
+            &[eq(
+                0,
+                libc::PR_SET_NO_NEW_PRIVS as u64,
+                "PR_SET_NO_NEW_PRIVS",
+            )],
         ],
         "the new thread names itself, then sets no_new_privs before installing its filter",
     ),

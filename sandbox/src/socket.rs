@@ -113,6 +113,20 @@ pub fn standard_peers(started_as: u32, runs_as: u32, extra: &[u32]) -> Vec<u32> 
     uids
 }
 
+/// Configures the standard settings of a stack program that will run as
+/// `runs_as` (switching to it if `switches`): the peers are
+/// [`standard_peers`] plus `extra_peers`, and its socket files are
+/// `runs_as`'s when it switches. Call before any socket is bound; returns
+/// what [`configure`] returns.
+pub fn configure_standard(runs_as: Identity, switches: bool, extra_peers: &[u32]) -> bool {
+    // SAFETY: plain credential query.
+    let started_as = unsafe { libc::getuid() };
+    configure(SocketSettings {
+        allowed_uids: standard_peers(started_as, runs_as.uid, extra_peers),
+        owner: switches.then_some(runs_as),
+    })
+}
+
 /// The credentials of the peer of `socket` (`SO_PEERCRED`).
 pub fn peer_credentials(socket: &impl AsRawFd) -> io::Result<libc::ucred> {
     let mut cred = libc::ucred {

@@ -3,21 +3,32 @@
 //! back into a name.
 
 mod aarch64;
+mod unified;
 mod x86_64;
 
 use crate::policy::Arch;
 
-fn table(arch: Arch) -> &'static [(i64, &'static str)] {
+/// The first number of the calls every architecture numbers alike.
+const FIRST_UNIFIED: i64 = 424;
+
+/// The calls numbered below [`FIRST_UNIFIED`] on `arch`.
+fn arch_table(arch: Arch) -> &'static [(i64, &'static str)] {
     match arch {
         Arch::X86_64 => x86_64::SYSCALLS,
         Arch::Aarch64 => aarch64::SYSCALLS,
     }
 }
 
+/// Both tables of `arch`, in order of number.
+fn tables(arch: Arch) -> [&'static [(i64, &'static str)]; 2] {
+    [arch_table(arch), unified::SYSCALLS]
+}
+
 /// The number of system call `name` on `arch`.
 pub fn number(arch: Arch, name: &str) -> Option<i64> {
-    table(arch)
-        .iter()
+    tables(arch)
+        .into_iter()
+        .flatten()
         .find(|(_, n)| *n == name)
         .map(|(nr, _)| *nr)
 }
@@ -25,7 +36,11 @@ pub fn number(arch: Arch, name: &str) -> Option<i64> {
 /// The name of system call `nr` on `arch` (no allocation, no lock: the
 /// SIGSYS handler calls it).
 pub fn name(arch: Arch, nr: i64) -> Option<&'static str> {
-    let t = table(arch);
+    let t = if nr < FIRST_UNIFIED {
+        arch_table(arch)
+    } else {
+        unified::SYSCALLS
+    };
     t.binary_search_by_key(&nr, |(n, _)| *n)
         .ok()
         .map(|i| t[i].1)
@@ -55,13 +70,21 @@ mod tests {
         assert_eq!(name(Arch::Aarch64, 221), Some("execve"));
         assert_eq!(number(Arch::Aarch64, "open"), None);
         assert_eq!(name(Arch::X86_64, 100_000), None);
+        assert_eq!(name(Arch::Aarch64, 435), Some("clone3"));
+        assert_eq!(number(Arch::X86_64, "mseal"), Some(462));
     }
 
     #[test]
     fn tables_are_sorted_without_duplicates() {
         for arch in Arch::ALL {
-            let t = table(arch);
-            assert!(t.windows(2).all(|w| w[0].0 < w[1].0), "{}", arch.name());
+            let all: Vec<i64> = tables(arch)
+                .into_iter()
+                .flatten()
+                .map(|(nr, _)| *nr)
+                .collect();
+            assert!(all.windows(2).all(|w| w[0] < w[1]), "{}", arch.name());
+            assert!(arch_table(arch).iter().all(|(nr, _)| *nr < FIRST_UNIFIED));
+            assert!(unified::SYSCALLS.iter().all(|(nr, _)| *nr >= FIRST_UNIFIED));
         }
     }
 }

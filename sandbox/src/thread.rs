@@ -17,8 +17,9 @@
 
 use std::io;
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock};
 
+use crate::join_handle::ResultSlot;
 use crate::policy::{Confinement, ProcessPolicy, LAUNCHER};
 use crate::seccomp::{self, ClassFilters};
 
@@ -40,25 +41,7 @@ struct Active {
 
 static ACTIVE: OnceLock<Active> = OnceLock::new();
 
-/// A thread started by [`spawn`]; joining returns its body's result.
-pub struct JoinHandle<T> {
-    thread: std::thread::JoinHandle<()>,
-    result: Arc<Mutex<Option<T>>>,
-}
-
-impl<T> JoinHandle<T> {
-    /// Waits for the thread; `Err` if its body panicked.
-    pub fn join(self) -> std::thread::Result<T> {
-        self.thread.join()?;
-        let taken = self.result.lock().ok().and_then(|mut r| r.take());
-        taken.ok_or_else(|| Box::new("the thread returned no result") as Box<_>)
-    }
-
-    /// The standard handle (to signal the thread, e.g. a vCPU kick).
-    pub fn std_handle(&self) -> &std::thread::JoinHandle<()> {
-        &self.thread
-    }
-}
+pub use crate::join_handle::JoinHandle;
 
 /// Installs the filter of `name`'s class on the calling thread, then runs
 /// the probe if it names that class. Exits the process if the filter
@@ -91,20 +74,14 @@ where
     F: FnOnce() -> T + Send + 'static,
 {
     let name = name.into();
-    let result = Arc::new(Mutex::new(None));
-    let slot = result.clone();
+    let (slot, body) = ResultSlot::wrap(body);
     let active = ACTIVE
         .get()
         .filter(|a| a.policy.confinement == Confinement::PerThread);
     let Some(active) = active else {
         // No sandbox, or a process-wide filter every thread inherits.
-        let thread = std::thread::Builder::new().name(name).spawn(move || {
-            let value = body();
-            if let Ok(mut s) = slot.lock() {
-                *s = Some(value);
-            }
-        })?;
-        return Ok(JoinHandle { thread, result });
+        let thread = std::thread::Builder::new().name(name).spawn(body)?;
+        return Ok(slot.handle(thread));
     };
     let class = active.policy.class_for_thread(&name).ok_or_else(|| {
         io::Error::other(format!(
@@ -117,10 +94,7 @@ where
         if let Some(active) = ACTIVE.get() {
             confine(active, &thread_name, class.name);
         }
-        let value = body();
-        if let Ok(mut s) = slot.lock() {
-            *s = Some(value);
-        }
+        body();
     };
     let thread = match &active.launcher {
         None => std::thread::Builder::new().name(name).spawn(run)?,
@@ -141,7 +115,7 @@ where
                 .map_err(|_| io::Error::other("the launcher thread is gone"))??
         }
     };
-    Ok(JoinHandle { thread, result })
+    Ok(slot.handle(thread))
 }
 
 /// The launcher's loop: start each job's thread, hand back its handle.

@@ -12,22 +12,35 @@ use crate::Arch;
 static BOOT_LOCK: Mutex<()> = Mutex::new(());
 
 /// Boots the test host; if the emulated machine froze (its heartbeat
-/// stopped: the outer emulator, not a scenario, stopped running), keeps that
-/// log as `<log>.froze.log` and boots it once more. A second freeze is
-/// returned like any other failed run. Each retry is announced on stderr and
-/// at the top of the console.
+/// stopped: the outer emulator, not a scenario, stopped running), or it
+/// stalled long enough for the watchdog to wake it and a scenario then did
+/// not end with rc 0 (a stall of the whole machine breaks every deadline a
+/// scenario checks), keeps that log as `<log>.froze.log` or
+/// `<log>.stalled.log` and boots it once more. The second run's outcome is
+/// the result, whatever it is. Each retry is announced on stderr and at the
+/// top of the console.
 fn run_retrying_a_freeze(cfg: &TestHostConfig) -> Result<TestHostRun, String> {
     let first = testhost::run(cfg).map_err(|e| e.to_string())?;
-    if !first.froze {
+    let stalled_and_failed = first.kicks > 0
+        && (first.sections.len() < cfg.scenarios.len()
+            || first.sections.iter().any(|s| s.rc != Some(0)));
+    let what = if first.froze {
+        "froze (no heartbeat"
+    } else if stalled_and_failed {
+        "stalled (no heartbeat until the watchdog woke it, then a scenario failed"
+    } else {
         return Ok(first);
-    }
-    let kept = cfg.log_path.with_extension("froze.log");
+    };
+    let kept = cfg.log_path.with_extension(if first.froze {
+        "froze.log"
+    } else {
+        "stalled.log"
+    });
     let _ = std::fs::rename(&cfg.log_path, &kept);
     let note = format!(
-        "testhost: the test host froze after {:.0} s (no heartbeat; CPU state at the end of {}); \
-         booting it once more",
+        "testhost: the test host {what}; its log: {}) after {:.0} s; booting it once more",
+        kept.display(),
         first.elapsed.as_secs_f64(),
-        kept.display()
     );
     eprintln!("{note}");
     let mut second = testhost::run(cfg).map_err(|e| e.to_string())?;
@@ -82,13 +95,7 @@ impl SharedRun {
                 TestHostConfig::for_arch(self.arch, &images, self.scenarios, &crate::log_dir())
                     .map_err(|e| e.to_string())?;
             if let Some(t) = self.scenario_timeout {
-                // Keep the outer boot allowance `for_arch` chose.
-                let per_scenario = cfg.scenario_timeout + Duration::from_secs(10);
-                let boot = cfg
-                    .timeout
-                    .saturating_sub(per_scenario * self.scenarios.len() as u32);
-                cfg.scenario_timeout = t;
-                cfg.timeout = boot + (t + Duration::from_secs(10)) * self.scenarios.len() as u32;
+                cfg.set_scenario_timeout(t);
             }
             // One test host at a time per test binary (a binary with several
             // shared runs would otherwise boot them in parallel on the test

@@ -284,29 +284,25 @@ mod tests {
         // Trusty has such pairs ("...storage.client.td" and "...tdp"); only
         // td is served today, the rule keeps future ports unambiguous.
         let names: [&[u8]; 2] = [b"a.td", b"a.tdp"];
-        assert_eq!(classify_name(b"a.t", &names, false), Classified::NeedMore);
-        assert_eq!(
-            classify_name(b"a.td", &names, false),
-            Classified::CompleteIfQuiet(0)
-        );
-        assert_eq!(
-            classify_name(b"a.td", &names, true),
-            Classified::Connected(0)
-        );
-        assert_eq!(
-            classify_name(b"a.tdp", &names, false),
-            Classified::Connected(1)
-        );
-        assert_eq!(
-            classify_name(b"a.tdpX", &names, false),
-            Classified::Connected(1)
-        );
-        assert_eq!(
-            classify_name(b"a.tdX", &names, false),
-            Classified::Connected(0)
-        );
-        assert_eq!(classify_name(b"a.t", &names, true), Classified::Unknown);
-        assert_eq!(classify_name(b"b", &names, false), Classified::Unknown);
+        let cases: [(&[u8], bool, Classified); 9] = [
+            (b"a.t", false, Classified::NeedMore),
+            (b"a.td", false, Classified::CompleteIfQuiet(0)),
+            (b"a.td", true, Classified::Connected(0)),
+            (b"a.tdp", false, Classified::Connected(1)),
+            (b"a.tdpX", false, Classified::Connected(1)),
+            (b"a.tdX", false, Classified::Connected(0)),
+            (b"a.t", true, Classified::Unknown),
+            (b"b", false, Classified::Unknown),
+            (b"b", true, Classified::Unknown),
+        ];
+        for (seen, quiet, want) in cases {
+            assert_eq!(
+                classify_name(seen, &names, quiet),
+                want,
+                "{:?} (quiet: {quiet})",
+                String::from_utf8_lossy(seen)
+            );
+        }
     }
 
     fn gk_enroll(desired: &[u8]) -> Vec<u8> {

@@ -220,6 +220,28 @@ pub struct BuiltVm {
 }
 
 /// A device's rate limiter for `limit` (with its timer fd).
+/// A non-blocking eventfd registered as interrupt line `gsi` of `vm`
+/// (`what` names the device in errors).
+fn irq_eventfd(vm: &Vm, gsi: u32, what: &'static str) -> Result<EventFd, BuildError> {
+    let irq_err = |source| BuildError::Irq { what, source };
+    let irq = EventFd::new(libc::EFD_NONBLOCK).map_err(irq_err)?;
+    vm.fd()
+        .register_irqfd(&irq, gsi)
+        .map_err(|e| irq_err(std::io::Error::from_raw_os_error(e.errno())))?;
+    Ok(irq)
+}
+
+/// `KVM_CREATE_VCPU` for vCPU `id` (both architectures create them alike).
+fn create_vcpu_fd(vm: &Vm, id: u8) -> Result<kvm_ioctls::VcpuFd, VcpuError> {
+    vm.fd()
+        .create_vcpu(u64::from(id))
+        .map_err(|source| VcpuError::Setup {
+            id,
+            what: "KVM_CREATE_VCPU",
+            source,
+        })
+}
+
 fn rate_limiter(limit: RateLimit) -> Result<RateLimiter, BuildError> {
     RateLimiter::new(limit).map_err(BuildError::RateLimiter)
 }

@@ -315,25 +315,40 @@ fn handle(stream: UnixStream, events: &Sender<VmEvent>, idle: Duration) -> std::
     result
 }
 
-/// Connects to the VMM at `path`, sends `request` and reads the response.
-fn request(path: &Path, request: Request) -> Result<(Answer, BufReader<UnixStream>), ControlError> {
-    let client_err = |source| ControlError::Client {
+/// The [`ControlError::Client`] of an I/O error on the connection to
+/// `path`.
+fn client_error(path: &Path) -> impl Fn(std::io::Error) -> ControlError + Copy + '_ {
+    move |source| ControlError::Client {
         path: path.display().to_string(),
         source,
-    };
+    }
+}
+
+/// The next line the VMM at `path` sends; an error if it closes the
+/// connection first.
+fn read_answer_line(
+    reader: &mut BufReader<UnixStream>,
+    path: &Path,
+) -> Result<String, ControlError> {
+    let mut line = String::new();
+    if reader.read_line(&mut line).map_err(client_error(path))? == 0 {
+        return Err(client_error(path)(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "the VMM closed the connection without answering",
+        )));
+    }
+    Ok(line)
+}
+
+/// Connects to the VMM at `path`, sends `request` and reads the response.
+fn request(path: &Path, request: Request) -> Result<(Answer, BufReader<UnixStream>), ControlError> {
+    let client_err = client_error(path);
     let mut stream = UnixStream::connect(path).map_err(client_err)?;
     stream
         .write_all(format!("{request}\n").as_bytes())
         .map_err(client_err)?;
     let mut reader = BufReader::new(stream);
-    let mut line = String::new();
-    if reader.read_line(&mut line).map_err(client_err)? == 0 {
-        return Err(client_err(std::io::Error::new(
-            std::io::ErrorKind::UnexpectedEof,
-            "the VMM closed the connection without answering",
-        )));
-    }
-    match line.parse()? {
+    match read_answer_line(&mut reader, path)?.parse()? {
         Response::Ok(answer) => Ok((answer, reader)),
         Response::Error(message) => Err(ControlError::Refused(message.to_string())),
     }
@@ -350,24 +365,14 @@ pub fn send(path: &Path, request: Request) -> Result<Answer, ControlError> {
 /// the connection, so that a request sent after this returns sees the
 /// arbiter gone).
 pub fn decide(path: &Path, id: u64, decision: Decision) -> Result<Answer, ControlError> {
-    let client_err = |source| ControlError::Client {
-        path: path.display().to_string(),
-        source,
-    };
+    let client_err = client_error(path);
     let (_, mut reader) = request(path, Request::Attach)?;
     let mut stream = reader.get_ref().try_clone().map_err(client_err)?;
     stream
         .write_all(format!("{}\n", Request::Decide { id, decision }).as_bytes())
         .map_err(client_err)?;
     let answer = loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).map_err(client_err)? == 0 {
-            return Err(client_err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "the VMM closed the connection without answering",
-            )));
-        }
-        match line.parse()? {
+        match read_answer_line(&mut reader, path)?.parse()? {
             ServerLine::Event(_) => continue,
             ServerLine::Response(Response::Ok(answer)) => break Ok(answer),
             ServerLine::Response(Response::Error(message)) => {
@@ -396,10 +401,7 @@ pub fn watch(
     };
     let (_, reader) = request(path, subscribe)?;
     for line in reader.lines() {
-        let line = line.map_err(|source| ControlError::Client {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let line = line.map_err(client_error(path))?;
         match line.parse() {
             Ok(ServerLine::Event(event)) => on_event(event),
             Ok(ServerLine::Response(r)) => tracing::debug!("unexpected response: {r}"),

@@ -79,16 +79,7 @@ impl SandboxOptions {
     /// Sets who may use and who owns the VMM's sockets; before any is bound.
     fn configure_sockets(&self) {
         let (runs_as, switches) = self.identity();
-        // SAFETY: plain credential query.
-        let started_as = unsafe { libc::getuid() };
-        sandbox::socket::configure(sandbox::socket::SocketSettings {
-            allowed_uids: sandbox::socket::standard_peers(
-                started_as,
-                runs_as.uid,
-                &self.allow_uids,
-            ),
-            owner: switches.then_some(runs_as),
-        });
+        sandbox::socket::configure_standard(runs_as, switches, &self.allow_uids);
     }
 
     /// Enters the sandbox once everything is open.

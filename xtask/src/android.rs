@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 
 use crate::paths::{self, Arch};
-use crate::setup::cargo;
+use crate::setup::{self, cargo};
 use crate::util::{self, step};
 
 /// The `rsbinder-tools` version `rsb_hub` is installed from (the same
@@ -23,15 +23,7 @@ pub const ANDROID_BINS: &[&str] = &["sysmgr-binderd", "vmbinder", "vhal-binder-t
 /// holding [`ANDROID_BINS`].
 pub fn build_android(arch: Arch) -> Result<PathBuf> {
     let target = arch.musl_target();
-    let mut c = cargo();
-    c.args([
-        "build",
-        "--release",
-        "--target",
-        target,
-        "-p",
-        "vmstack-android",
-    ]);
+    let mut c = setup::cargo_build_static(arch, "vmstack-android");
     step!("run: cargo build --release --target {target} -p vmstack-android");
     util::run(&mut c).context("building vmstack-android failed")?;
     let dir = paths::target_dir().join(target).join("release");

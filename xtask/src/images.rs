@@ -200,6 +200,30 @@ fn write_stamp(out: &Path, key: &str) -> Result<()> {
     util::write_atomic(&stamp_path(out), key.as_bytes())
 }
 
+/// Builds the initramfs `out` unless its stamp says `key` (the hash of its
+/// inputs): the busybox layout of `busybox_root`, the init and scenario
+/// scripts of `src`, then what `add` puts in.
+fn build_initrd(
+    out: &Path,
+    key: &str,
+    busybox_root: &Path,
+    src: &Path,
+    add: impl FnOnce(&mut Archive) -> Result<()>,
+) -> Result<()> {
+    if up_to_date(out, key) {
+        step!("up to date: {}", out.display());
+        return Ok(());
+    }
+    step!("build {}", out.display());
+    let mut a = Archive::new();
+    base_layout(&mut a, busybox_root)?;
+    add_scripts(&mut a, src)?;
+    add(&mut a)?;
+    let size = a.write_gz(out)?;
+    step!("  {} entries, {}", a.len(), util::human(size));
+    write_stamp(out, key)
+}
+
 /// Directories, busybox and `/dev/console` common to both initramfs images.
 fn base_layout(a: &mut Archive, busybox_root: &Path) -> Result<()> {
     for d in [
@@ -518,14 +542,8 @@ pub fn build(arch: Arch, vmm: Option<&Path>) -> Result<Images> {
         h.update(&c.sha256);
     }
     let guest_key = util::hex(&h.finalize());
-    if up_to_date(&guest_initrd, &guest_key) {
-        step!("up to date: {}", guest_initrd.display());
-    } else {
-        step!("build {}", guest_initrd.display());
-        let mut a = Archive::new();
-        base_layout(&mut a, &broot)?;
-        add_scripts(&mut a, &guest_src)?;
-        add_modules(&mut a, &tree, &release, &guest_modules, &guest_kmods)?;
+    build_initrd(&guest_initrd, &guest_key, &broot, &guest_src, |a| {
+        add_modules(a, &tree, &release, &guest_modules, &guest_kmods)?;
         a.file_from("bin/vsock-test", 0o755, &tools)?;
         a.file_from("bin/vhal-test", 0o755, &tools.with_file_name("vhal-test"))?;
         a.file_from("bin/tee-test", 0o755, &tools.with_file_name("tee-test"))?;
@@ -535,17 +553,15 @@ pub fn build(arch: Arch, vmm: Option<&Path>) -> Result<Images> {
             &tools.with_file_name("trusty-test"),
         )?;
         if let Some(c) = &tee_client {
-            c.add_to(&mut a)?;
+            c.add_to(a)?;
         }
         for b in crate::android::ANDROID_BINS {
             a.file_from(&format!("bin/{b}"), 0o755, &android_dir.join(b))?;
         }
         a.file_from("bin/rsb_hub", 0o755, &rsb_hub)?;
         a.file_from("bin/adbd", 0o755, &adbd)?;
-        let size = a.write_gz(&guest_initrd)?;
-        step!("  {} entries, {}", a.len(), util::human(size));
-        write_stamp(&guest_initrd, &guest_key)?;
-    }
+        Ok(())
+    })?;
     let guest_initrd_sha = util::sha256_file(&guest_initrd)?;
 
     // Test host initramfs.
@@ -584,14 +600,8 @@ pub fn build(arch: Arch, vmm: Option<&Path>) -> Result<Images> {
         Some((p, sha)) => build_info.push_str(&format!("vmm {} sha256 {sha}\n", p.display())),
         None => build_info.push_str("vmm MISSING\n"),
     }
-    if up_to_date(&th_initrd, &th_key) {
-        step!("up to date: {}", th_initrd.display());
-    } else {
-        step!("build {}", th_initrd.display());
-        let mut a = Archive::new();
-        base_layout(&mut a, &broot)?;
-        add_scripts(&mut a, &th_src)?;
-        add_modules(&mut a, &tree, &release, &th_modules, &[])?;
+    build_initrd(&th_initrd, &th_key, &broot, &th_src, |a| {
+        add_modules(a, &tree, &release, &th_modules, &[])?;
         a.file_from("guest/vmlinuz", 0o644, &guest_kernel)?;
         a.file_from("guest/initramfs.cpio.gz", 0o644, &guest_initrd)?;
         a.file_from("bin/vsock-test", 0o755, &tools)?;
@@ -605,17 +615,15 @@ pub fn build(arch: Arch, vmm: Option<&Path>) -> Result<Images> {
             a.file_from("bin/vmm", 0o755, p)?;
         }
         if let Some(adb) = &adb_client {
-            adb.add_to(&mut a)?;
+            adb.add_to(a)?;
         }
         a.file(
             "etc/vmstack/build-info",
             0o644,
             build_info.clone().into_bytes(),
         )?;
-        let size = a.write_gz(&th_initrd)?;
-        step!("  {} entries, {}", a.len(), util::human(size));
-        write_stamp(&th_initrd, &th_key)?;
-    }
+        Ok(())
+    })?;
 
     // The test host's QEMU (x86_64): its unpacked package, linked into the
     // images directory where the test runner looks for it.

@@ -119,6 +119,9 @@ enum Cmd {
         /// Test host architecture: x86_64 (default) or aarch64 (pKVM).
         #[arg(long, default_value = "x86_64")]
         arch: paths::Arch,
+        /// Seconds each scenario may run (default: the runner's 120 s).
+        #[arg(long)]
+        scenario_timeout: Option<u64>,
     },
     /// Benchmarks: `boot` (our VMM vs QEMU -M microvm), `devices` (virtio
     /// throughput vs QEMU microvm and host peers), `arbiter`, `tee` (TEE
@@ -177,7 +180,13 @@ fn main() {
             scenarios,
             no_build,
             arch,
-        } => run::testhost(&scenarios, no_build, arch),
+            scenario_timeout,
+        } => run::testhost(
+            &scenarios,
+            no_build,
+            arch,
+            scenario_timeout.map(std::time::Duration::from_secs),
+        ),
         Cmd::Bench {
             what,
             runs,

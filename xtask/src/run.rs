@@ -69,9 +69,17 @@ pub fn test(nested_only: bool, all_arch: bool) -> Result<()> {
 
 /// Boots the test host with `scenarios`, streaming the console; fails unless every
 /// scenario ended with rc=0.
-fn boot_streaming(images: &std::path::Path, scenarios: &[&str], arch: Arch) -> Result<()> {
+fn boot_streaming(
+    images: &std::path::Path,
+    scenarios: &[&str],
+    arch: Arch,
+    scenario_timeout: Option<std::time::Duration>,
+) -> Result<()> {
     let mut cfg = TestHostConfig::for_arch(arch, images, scenarios, &vmstack_tests::log_dir())?;
     cfg.stream = true;
+    if let Some(t) = scenario_timeout {
+        cfg.set_scenario_timeout(t);
+    }
     let run = testhost::run(&cfg)?;
     step!(
         "test host finished in {:.1} s (timed out: {}); console log {}",
@@ -104,12 +112,17 @@ fn boot_streaming(images: &std::path::Path, scenarios: &[&str], arch: Arch) -> R
 }
 
 /// `cargo xtask testhost <scenarios>`.
-pub fn testhost(scenarios: &str, no_build: bool, arch: Arch) -> Result<()> {
+pub fn testhost(
+    scenarios: &str,
+    no_build: bool,
+    arch: Arch,
+    scenario_timeout: Option<std::time::Duration>,
+) -> Result<()> {
     let dir = if no_build {
         paths::images_dir(arch)
     } else {
         prepare(arch)?.dir
     };
     let list: Vec<&str> = scenarios.split(',').filter(|s| !s.is_empty()).collect();
-    boot_streaming(&dir, &list, arch)
+    boot_streaming(&dir, &list, arch, scenario_timeout)
 }

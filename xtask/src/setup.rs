@@ -126,6 +126,21 @@ pub fn cargo() -> Command {
     c
 }
 
+/// `cargo build --release --target <arch>-unknown-linux-musl -p <package>`,
+/// for the caller to add to and run.
+pub fn cargo_build_static(arch: Arch, package: &str) -> Command {
+    let mut c = cargo();
+    c.args([
+        "build",
+        "--release",
+        "--target",
+        arch.musl_target(),
+        "-p",
+        package,
+    ]);
+    c
+}
+
 /// Builds `bin` of `package` as a static release binary for `arch`
 /// (`cargo build --release --target <arch>-unknown-linux-musl -p <package>
 /// --bin <bin>`; aarch64 is cross-linked by `aarch64-linux-gnu-gcc`, see
@@ -142,17 +157,8 @@ pub fn build_static_with(
     features: &[&str],
 ) -> Result<PathBuf> {
     let target = arch.musl_target();
-    let mut c = cargo();
-    c.args([
-        "build",
-        "--release",
-        "--target",
-        target,
-        "-p",
-        package,
-        "--bin",
-        bin,
-    ]);
+    let mut c = cargo_build_static(arch, package);
+    c.args(["--bin", bin]);
     if !features.is_empty() {
         c.args(["--features", &features.join(",")]);
     }

@@ -5,8 +5,6 @@
 
 use thiserror::Error;
 
-use crate::stream::StreamBuffer;
-
 /// Client → daemon: bytes for the command's stdin.
 pub const ID_STDIN: u8 = 0;
 /// Daemon → client: bytes the command wrote to stdout.
@@ -92,27 +90,12 @@ pub fn encode(id: u8, data: &[u8]) -> Vec<u8> {
 
 /// Splits the client's stream into packets; holds at most one partial
 /// packet ([`HEADER_LEN`] + [`MAX_DATA`] bytes) plus one pushed chunk.
-#[derive(Debug, Default)]
-pub struct Decoder {
-    stream: StreamBuffer,
-}
+pub type Decoder = crate::stream::Decoder<crate::stream::ShellProtocol>;
 
 impl Decoder {
-    /// An empty decoder.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Appends stream bytes; call [`Self::next_packet`] until it returns
-    /// `Ok(None)` before pushing more.
-    pub fn push(&mut self, data: &[u8]) {
-        self.stream.push(data);
-    }
-
     /// The next complete packet, `Ok(None)` if more bytes are needed.
     pub fn next_packet(&mut self) -> Result<Option<ClientPacket>, ShellProtocolError> {
-        let rest = self.stream.rest();
-        let Some(head) = rest.get(..HEADER_LEN) else {
+        let Some((head, rest)) = self.stream.header(HEADER_LEN) else {
             return Ok(None);
         };
         let id = head[0];
@@ -134,11 +117,6 @@ impl Decoder {
         self.stream.consume(HEADER_LEN + len as usize);
         Ok(Some(packet))
     }
-
-    /// Bytes held (for the bound checks of the tests and the fuzz target).
-    pub fn buffered(&self) -> usize {
-        self.stream.buffered()
-    }
 }
 
 #[cfg(test)]
@@ -150,14 +128,7 @@ mod tests {
         let mut wire = encode(ID_STDIN, b"hello");
         wire.extend(encode(ID_WINDOW_SIZE_CHANGE, b"24x80,0x0\0"));
         wire.extend(encode(ID_CLOSE_STDIN, b""));
-        let mut d = Decoder::new();
-        let mut got = Vec::new();
-        for chunk in wire.chunks(3) {
-            d.push(chunk);
-            while let Some(p) = d.next_packet().unwrap() {
-                got.push(p);
-            }
-        }
+        let (got, left) = crate::stream::decode_in_chunks(&wire, 3, Decoder::next_packet);
         assert_eq!(
             got,
             vec![
@@ -171,7 +142,7 @@ mod tests {
                 ClientPacket::CloseStdin,
             ]
         );
-        assert_eq!(d.buffered(), 0);
+        assert_eq!(left, 0);
     }
 
     #[test]

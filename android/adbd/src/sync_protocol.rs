@@ -15,8 +15,6 @@
 
 use thiserror::Error;
 
-use crate::stream::StreamBuffer;
-
 /// Longest path (or `path,mode`) in a request.
 pub const MAX_PATH: usize = 1024;
 /// Largest `DATA` chunk.
@@ -109,32 +107,12 @@ pub fn split_path_mode(arg: &[u8]) -> (Vec<u8>, u32) {
 
 /// Splits the sync stream into requests, holding at most one request
 /// ([`HEADER_LEN`] + [`MAX_DATA`] bytes) plus one pushed chunk.
-#[derive(Debug, Default)]
-pub struct Decoder {
-    stream: StreamBuffer,
-}
+pub type Decoder = crate::stream::Decoder<crate::stream::SyncProtocol>;
 
 impl Decoder {
-    /// An empty decoder.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Appends stream bytes; call [`Self::next_request`] until it returns
-    /// `Ok(None)` before pushing more.
-    pub fn push(&mut self, data: &[u8]) {
-        self.stream.push(data);
-    }
-
-    /// Bytes held.
-    pub fn buffered(&self) -> usize {
-        self.stream.buffered()
-    }
-
     /// The next complete request, `Ok(None)` if more bytes are needed.
     pub fn next_request(&mut self) -> Result<Option<Request>, SyncProtocolError> {
-        let rest = self.stream.rest();
-        let Some(head) = rest.get(..HEADER_LEN) else {
+        let Some((head, rest)) = self.stream.header(HEADER_LEN) else {
             return Ok(None);
         };
         let tag = [head[0], head[1], head[2], head[3]];
@@ -254,14 +232,7 @@ mod tests {
         wire.extend(req(b"DATA", 3, b"abc"));
         wire.extend(req(b"DONE", 1_700_000_000, b""));
         wire.extend(req(b"QUIT", 0, b""));
-        let mut d = Decoder::new();
-        let mut got = Vec::new();
-        for chunk in wire.chunks(5) {
-            d.push(chunk);
-            while let Some(r) = d.next_request().unwrap() {
-                got.push(r);
-            }
-        }
+        let (got, left) = crate::stream::decode_in_chunks(&wire, 5, Decoder::next_request);
         assert_eq!(
             got,
             vec![
@@ -275,7 +246,7 @@ mod tests {
                 Request::Quit,
             ]
         );
-        assert_eq!(d.buffered(), 0);
+        assert_eq!(left, 0);
     }
 
     #[test]

@@ -184,6 +184,40 @@ fn with_native<'l, T>(
     }
 }
 
+/// Defines the export `$name` of a `SystemManager` native method on an
+/// open session: its Java arguments are the handle, then `$arg`s; it runs
+/// the closure through [`with_native`] and, when that fails, throws and
+/// returns `$fallback` (nothing for a `void` method).
+macro_rules! session_method {
+    (
+        $(#[$doc:meta])*
+        fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty, else $fallback:expr,
+        |$env:pat_param, $n:ident| $body:block
+    ) => {
+        $(#[$doc])*
+        #[no_mangle]
+        pub extern "system" fn $name<'l>(
+            mut env: JNIEnv<'l>,
+            _class: JClass<'l>,
+            handle: jlong,
+            $($arg: $ty),*
+        ) -> $ret {
+            with_native(&mut env, handle, $fallback, |$env, $n| $body)
+        }
+    };
+    (
+        $(#[$doc:meta])*
+        fn $name:ident($($arg:ident: $ty:ty),*),
+        |$env:pat_param, $n:ident| $body:block
+    ) => {
+        session_method! {
+            $(#[$doc])*
+            fn $name($($arg: $ty),*) -> (), else (),
+            |$env, $n| $body
+        }
+    };
+}
+
 fn connect(env: &mut JNIEnv, path: &JString) -> Result<Native, Error> {
     let path: String = env.get_string(path)?.into();
     let session = RpcSession::setup_client_android13plus_with_config(
@@ -240,99 +274,68 @@ pub extern "system" fn Java_vmstack_jni_SystemManager_nativeClose<'l>(
     }
 }
 
-/// `SystemManager.nativeGetSystemState(long)`.
-#[no_mangle]
-pub extern "system" fn Java_vmstack_jni_SystemManager_nativeGetSystemState<'l>(
-    mut env: JNIEnv<'l>,
-    _class: JClass<'l>,
-    handle: jlong,
-) -> jobject {
-    with_native(&mut env, handle, std::ptr::null_mut(), |env, n| {
+session_method! {
+    /// `SystemManager.nativeGetSystemState(long)`.
+    fn Java_vmstack_jni_SystemManager_nativeGetSystemState() -> jobject,
+    else std::ptr::null_mut(),
+    |env, n| {
         let s = n.sm.getSystemState()?;
         Ok(n.classes.system_state(env, &s)?.into_raw())
-    })
+    }
 }
 
-/// `SystemManager.nativeGetGuestState(long, String)`.
-#[no_mangle]
-pub extern "system" fn Java_vmstack_jni_SystemManager_nativeGetGuestState<'l>(
-    mut env: JNIEnv<'l>,
-    _class: JClass<'l>,
-    handle: jlong,
-    name: JString<'l>,
-) -> jobject {
-    with_native(&mut env, handle, std::ptr::null_mut(), |env, n| {
+session_method! {
+    /// `SystemManager.nativeGetGuestState(long, String)`.
+    fn Java_vmstack_jni_SystemManager_nativeGetGuestState(name: JString<'_>) -> jobject,
+    else std::ptr::null_mut(),
+    |env, n| {
         let name: String = env.get_string(&name)?.into();
         let g = n.sm.getGuestState(&name)?;
         Ok(n.classes.guest_state(env, &g)?.into_raw())
-    })
+    }
 }
 
-/// `SystemManager.nativeGetApPowerStateReq(long)`.
-#[no_mangle]
-pub extern "system" fn Java_vmstack_jni_SystemManager_nativeGetApPowerStateReq<'l>(
-    mut env: JNIEnv<'l>,
-    _class: JClass<'l>,
-    handle: jlong,
-) -> jintArray {
-    with_native(&mut env, handle, std::ptr::null_mut(), |env, n| {
+session_method! {
+    /// `SystemManager.nativeGetApPowerStateReq(long)`.
+    fn Java_vmstack_jni_SystemManager_nativeGetApPowerStateReq() -> jintArray,
+    else std::ptr::null_mut(),
+    |env, n| {
         let v = n.sm.getApPowerStateReq()?;
         let len = i32::try_from(v.len()).map_err(|_| Error::Other("reply too long".into()))?;
         let array = env.new_int_array(len)?;
         env.set_int_array_region(&array, 0, &v)?;
         Ok(array.into_raw())
-    })
+    }
 }
 
-/// `SystemManager.nativeReportApPowerState(long, int, int)`.
-#[no_mangle]
-pub extern "system" fn Java_vmstack_jni_SystemManager_nativeReportApPowerState<'l>(
-    mut env: JNIEnv<'l>,
-    _class: JClass<'l>,
-    handle: jlong,
-    value: jint,
-    param: jint,
-) {
-    with_native(&mut env, handle, (), |_, n| {
+session_method! {
+    /// `SystemManager.nativeReportApPowerState(long, int, int)`.
+    fn Java_vmstack_jni_SystemManager_nativeReportApPowerState(value: jint, param: jint),
+    |_, n| {
         Ok(n.sm.reportApPowerState(value, param)?)
-    })
+    }
 }
 
-/// `SystemManager.nativePostponeShutdown(long, int)`.
-#[no_mangle]
-pub extern "system" fn Java_vmstack_jni_SystemManager_nativePostponeShutdown<'l>(
-    mut env: JNIEnv<'l>,
-    _class: JClass<'l>,
-    handle: jlong,
-    ms: jint,
-) {
-    with_native(&mut env, handle, (), |_, n| {
+session_method! {
+    /// `SystemManager.nativePostponeShutdown(long, int)`.
+    fn Java_vmstack_jni_SystemManager_nativePostponeShutdown(ms: jint),
+    |_, n| {
         Ok(n.sm.postponeShutdown(ms)?)
-    })
+    }
 }
 
-/// `SystemManager.nativeRequestShutdown(long, int)`.
-#[no_mangle]
-pub extern "system" fn Java_vmstack_jni_SystemManager_nativeRequestShutdown<'l>(
-    mut env: JNIEnv<'l>,
-    _class: JClass<'l>,
-    handle: jlong,
-    param: jint,
-) {
-    with_native(&mut env, handle, (), |_, n| {
+session_method! {
+    /// `SystemManager.nativeRequestShutdown(long, int)`.
+    fn Java_vmstack_jni_SystemManager_nativeRequestShutdown(param: jint),
+    |_, n| {
         Ok(n.sm.requestShutdown(param)?)
-    })
+    }
 }
 
-/// `SystemManager.nativeRegisterListener(long, PowerStateListener)`.
-#[no_mangle]
-pub extern "system" fn Java_vmstack_jni_SystemManager_nativeRegisterListener<'l>(
-    mut env: JNIEnv<'l>,
-    _class: JClass<'l>,
-    handle: jlong,
-    listener: JObject<'l>,
-) {
-    with_native(&mut env, handle, (), |env, n| {
+session_method! {
+    /// `SystemManager.nativeRegisterListener(long, PowerStateListener)`.
+    fn Java_vmstack_jni_SystemManager_nativeRegisterListener(listener: JObject<'_>),
+    |env, n| {
         if listener.is_null() {
             return Err(Error::Other("listener is null".into()));
         }
@@ -360,18 +363,13 @@ pub extern "system" fn Java_vmstack_jni_SystemManager_nativeRegisterListener<'l>
             return Err(e.into());
         }
         Ok(())
-    })
+    }
 }
 
-/// `SystemManager.nativeUnregisterListener(long, PowerStateListener)`.
-#[no_mangle]
-pub extern "system" fn Java_vmstack_jni_SystemManager_nativeUnregisterListener<'l>(
-    mut env: JNIEnv<'l>,
-    _class: JClass<'l>,
-    handle: jlong,
-    listener: JObject<'l>,
-) {
-    with_native(&mut env, handle, (), |env, n| {
+session_method! {
+    /// `SystemManager.nativeUnregisterListener(long, PowerStateListener)`.
+    fn Java_vmstack_jni_SystemManager_nativeUnregisterListener(listener: JObject<'_>),
+    |env, n| {
         let removed = {
             let mut list = n.listeners.lock().unwrap_or_else(|p| p.into_inner());
             find(env, &list, &listener)?.map(|i| list.remove(i))
@@ -380,20 +378,17 @@ pub extern "system" fn Java_vmstack_jni_SystemManager_nativeUnregisterListener<'
             Some((_, binder)) => Ok(n.sm.unregisterListener(&binder)?),
             None => Err(Error::Other("listener was not registered".into())),
         }
-    })
+    }
 }
 
-/// `SystemManager.nativeDumpState(long)`.
-#[no_mangle]
-pub extern "system" fn Java_vmstack_jni_SystemManager_nativeDumpState<'l>(
-    mut env: JNIEnv<'l>,
-    _class: JClass<'l>,
-    handle: jlong,
-) -> jstring {
-    with_native(&mut env, handle, std::ptr::null_mut(), |env, n| {
+session_method! {
+    /// `SystemManager.nativeDumpState(long)`.
+    fn Java_vmstack_jni_SystemManager_nativeDumpState() -> jstring,
+    else std::ptr::null_mut(),
+    |env, n| {
         let text = n.sm.dumpState()?;
         Ok(env.new_string(text)?.into_raw())
-    })
+    }
 }
 
 /// The index of `listener` in `list` (same Java object).

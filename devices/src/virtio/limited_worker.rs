@@ -3,7 +3,9 @@
 //! the limiter's timer processes the queue; the limiter outlives the worker
 //! as the device's backend, so a reset does not refill its buckets.
 //!
-//! Implement [`LimitedQueueWorker`]; the [`Worker`] implementation follows.
+//! Implement [`LimitedQueueWorker`] (for a worker with a `limiter` field,
+//! `impl_limited_queue_worker!` writes it); the [`Worker`] implementation
+//! follows.
 
 use vmm_sys_util::epoll::EventSet;
 
@@ -36,6 +38,31 @@ pub trait LimitedQueueWorker: Send + Sized + 'static {
     /// (which goes back on the queue until the timer fires).
     fn process_queue(&mut self);
 }
+
+/// Implements [`LimitedQueueWorker`] for `$worker`, a struct with a
+/// `limiter: RateLimiter` field and an inherent `process_queue(&mut self)`
+/// (whose return value, the chains served, the trait does not need).
+macro_rules! impl_limited_queue_worker {
+    ($worker:ident, name: $name:literal, thread: $thread:literal) => {
+        impl $crate::virtio::limited_worker::LimitedQueueWorker for $worker {
+            const NAME: &'static str = $name;
+            const THREAD_NAME: &'static str = $thread;
+
+            fn limiter(&mut self) -> &mut $crate::virtio::rate_limiter::RateLimiter {
+                &mut self.limiter
+            }
+
+            fn into_limiter(self) -> $crate::virtio::rate_limiter::RateLimiter {
+                self.limiter
+            }
+
+            fn process_queue(&mut self) {
+                $worker::process_queue(self);
+            }
+        }
+    };
+}
+pub(crate) use impl_limited_queue_worker;
 
 impl<W: LimitedQueueWorker> Worker for W {
     type Token = LimiterToken;

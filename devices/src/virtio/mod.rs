@@ -31,6 +31,7 @@
 //! device.
 
 pub mod block;
+pub mod chain;
 pub mod console;
 pub mod event_loop;
 pub mod lifecycle;
@@ -47,7 +48,7 @@ pub mod vsock;
 use std::io;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use virtio_queue::Queue;
+use virtio_queue::{Queue, QueueT};
 use vmm_sys_util::eventfd::EventFd;
 
 pub use event_loop::{NoToken, WaitContext, Worker, WorkerThread};
@@ -104,6 +105,16 @@ impl Interrupt {
     /// Tells the guest that used buffers are ready.
     pub fn signal_used_queue(&self) {
         self.signal(INTERRUPT_USED_RING);
+    }
+
+    /// Tells the guest that `queue` has used buffers, unless its driver
+    /// suppressed the notification (`VIRTIO_F_EVENT_IDX` or the no-interrupt
+    /// flag); on a used ring that cannot be read, it interrupts anyway (the
+    /// driver will notice).
+    pub fn notify_used(&self, queue: &mut Queue, mem: &GuestMemoryMmap) {
+        if queue.needs_notification(mem).unwrap_or(true) {
+            self.signal_used_queue();
+        }
     }
 
     /// Tells the guest that the configuration space changed.

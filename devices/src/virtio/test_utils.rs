@@ -26,6 +26,20 @@ pub const VRING_DESC_F_WRITE: u16 = 2;
 /// Descriptor flag: the buffer is an indirect descriptor table.
 pub const VRING_DESC_F_INDIRECT: u16 = 4;
 
+/// Descriptors `(addr, len, flags)` as the queue's walker yields them,
+/// linked with NEXT except the last.
+pub fn chain(descs: &[(u64, u32, u16)]) -> Vec<SplitDescriptor> {
+    let last = descs.len().saturating_sub(1);
+    descs
+        .iter()
+        .enumerate()
+        .map(|(i, &(a, l, f))| {
+            let flags = if i < last { f | VRING_DESC_F_NEXT } else { f };
+            SplitDescriptor::new(a, l, flags, i as u16 + 1)
+        })
+        .collect()
+}
+
 /// Size of the guest memory used by device tests (16 MiB from 0).
 pub const TEST_MEM_SIZE: usize = 16 << 20;
 

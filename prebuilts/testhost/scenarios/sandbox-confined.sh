@@ -27,6 +27,8 @@ mark intruder "$(su -s /bin/sh intruder -c "vmm status $S" 2>&1)"
 chmod 666 $S
 mark intruder_open_socket "$(su -s /bin/sh intruder -c "vmm status $S" 2>&1)"
 chmod 600 $S
+# The socket's owner (the sandbox user the VMM runs as) may.
+mark owner_status "$(as_vmm_user "vmm status $S" 2>&1)"
 # Root may; decide only through an attached arbiter (`vmm decide` attaches).
 mark status "$(vmm status $S 2>&1)"
 mark decide "$(vmm decide $S 1 allow 2>&1)"

@@ -4,16 +4,31 @@
 // casts are needed on one of them.
 #![allow(clippy::unnecessary_cast)]
 
-use super::{allow, allow_if, eq, masked, own_pid, Arch, Rule};
+use super::{allow, allow_if, eq, masked, own_pid, Arch, Cond, Rule};
 
 /// `mmap`/`mprotect` protections without `PROT_EXEC`: no thread may make
 /// memory executable after start-up.
-const NO_EXEC: &[&[super::Cond]] = &[&[masked(
+const NO_EXEC: &[&[Cond]] = &[&[masked(
     2,
     libc::PROT_EXEC as u64,
     0,
     "prot without PROT_EXEC",
 )]];
+
+/// `SOL_SOCKET` level (argument 1) and `option` (argument 2): one
+/// `getsockopt`/`setsockopt` option.
+const fn socket_option(option: libc::c_int, label: &'static str) -> [Cond; 2] {
+    [
+        eq(1, libc::SOL_SOCKET as u64, "SOL_SOCKET"),
+        eq(2, option as u64, label),
+    ]
+}
+
+/// `getsockopt` of the peer's credentials or of a pending error.
+const PEER_CRED_OR_ERROR: &[&[Cond]] = &[
+    &socket_option(libc::SO_PEERCRED, "SO_PEERCRED"),
+    &socket_option(libc::SO_ERROR, "SO_ERROR"),
+];
 
 /// What every thread of every program needs from the Rust runtime and libc
 /// (glibc or musl): memory, locks, time, logging, its own end, and an
@@ -138,29 +153,14 @@ pub const ACCEPT: &[Rule] = &[
     allow("accept", "accept a connection (older libc paths)").on(Arch::X86_64),
     allow_if(
         "getsockopt",
-        &[
-            &[
-                eq(1, libc::SOL_SOCKET as u64, "SOL_SOCKET"),
-                eq(2, libc::SO_PEERCRED as u64, "SO_PEERCRED"),
-            ],
-            &[
-                eq(1, libc::SOL_SOCKET as u64, "SOL_SOCKET"),
-                eq(2, libc::SO_ERROR as u64, "SO_ERROR"),
-            ],
-        ],
+        PEER_CRED_OR_ERROR,
         "the peer's uid (SO_PEERCRED) on every accept; a pending error",
     ),
     allow_if(
         "setsockopt",
         &[
-            &[
-                eq(1, libc::SOL_SOCKET as u64, "SOL_SOCKET"),
-                eq(2, libc::SO_RCVTIMEO as u64, "SO_RCVTIMEO"),
-            ],
-            &[
-                eq(1, libc::SOL_SOCKET as u64, "SOL_SOCKET"),
-                eq(2, libc::SO_SNDTIMEO as u64, "SO_SNDTIMEO"),
-            ],
+            &socket_option(libc::SO_RCVTIMEO, "SO_RCVTIMEO"),
+            &socket_option(libc::SO_SNDTIMEO, "SO_SNDTIMEO"),
         ],
         "read and write timeouts on an accepted connection",
     ),
@@ -176,20 +176,21 @@ pub const CONNECT_UNIX: &[Rule] = &[
     allow("connect", "connect it to a path"),
     allow_if(
         "getsockopt",
-        &[
-            &[
-                eq(1, libc::SOL_SOCKET as u64, "SOL_SOCKET"),
-                eq(2, libc::SO_PEERCRED as u64, "SO_PEERCRED"),
-            ],
-            &[
-                eq(1, libc::SOL_SOCKET as u64, "SOL_SOCKET"),
-                eq(2, libc::SO_ERROR as u64, "SO_ERROR"),
-            ],
-        ],
+        PEER_CRED_OR_ERROR,
         "the peer's uid; the result of a non-blocking connect",
     ),
     allow("poll", "wait for a connection or a peer (musl/glibc poll)").on(Arch::X86_64),
     allow("ppoll", "wait for a connection or a peer (aarch64, musl)"),
+];
+
+/// Sizes and types of files, by descriptor or by path, through whichever
+/// `stat` flavour the libc uses.
+pub const FILE_METADATA: &[Rule] = &[
+    allow("newfstatat", "file sizes and types"),
+    allow("fstat", "file sizes"),
+    allow("statx", "file sizes and types (glibc)"),
+    allow("stat", "file sizes and types (musl on x86_64)").on(Arch::X86_64),
+    allow("lstat", "file types (musl on x86_64)").on(Arch::X86_64),
 ];
 
 /// The terminal size of an output that may be a terminal.
@@ -207,6 +208,7 @@ pub const GROUPS: &[(&str, &[Rule])] = &[
     ("STREAM_IO", STREAM_IO),
     ("ACCEPT", ACCEPT),
     ("CONNECT_UNIX", CONNECT_UNIX),
+    ("FILE_METADATA", FILE_METADATA),
 ];
 
 /// The name of `group` if it is one of [`GROUPS`].

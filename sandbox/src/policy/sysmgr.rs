@@ -12,9 +12,10 @@
 // are needed on one of them.
 #![allow(clippy::unnecessary_cast)]
 
-use super::common::{ACCEPT, CONNECT_UNIX, EPOLL_LOOP, RUNTIME, SLEEP, STREAM_IO};
+use super::common::{ACCEPT, CONNECT_UNIX, EPOLL_LOOP, FILE_METADATA, RUNTIME, SLEEP, STREAM_IO};
 use super::{
-    allow, allow_if, enosys, eq, masked, Arch, Class, Confinement, ProcessPolicy, Rule, Threads,
+    allow, allow_if, eq, Arch, Class, Confinement, ProcessPolicy, Rule, Threads, CLONE3_ENOSYS,
+    CLONE_THREAD_ONLY,
 };
 
 /// The async runtime and its threads.
@@ -28,18 +29,10 @@ const RUNTIME_THREADS: &[Rule] = &[
     ),
     allow_if(
         "clone",
-        &[&[masked(
-            0,
-            libc::CLONE_THREAD as u64,
-            libc::CLONE_THREAD as u64,
-            "CLONE_THREAD",
-        )]],
+        CLONE_THREAD_ONLY,
         "the runtime's blocking pool and the log-sync thread (never a process)",
     ),
-    enosys(
-        "clone3",
-        "glibc tries clone3 first; its flags are in memory a filter cannot read",
-    ),
+    CLONE3_ENOSYS,
     allow("set_robust_list", "a new thread's start-up in libc"),
     allow("rseq", "a new thread's start-up in glibc"),
     allow_if(
@@ -64,20 +57,28 @@ const STATE: &[Rule] = &[
         "make the log, the clock file or the directory durable",
     ),
     allow("fdatasync", "make decision records durable (--log-sync)"),
-    allow("ftruncate", "rewrite a state file"),
-    allow("renameat", "replace a state file atomically"),
+    allow(
+        "ftruncate",
+        "cut a torn last record; empty the log after a compaction",
+    ),
+    allow(
+        "renameat",
+        "replace a state file (the snapshot, the clock) atomically",
+    ),
     allow("renameat2", "replace a state file atomically (glibc)"),
     allow("rename", "replace a state file atomically (x86_64)").on(Arch::X86_64),
-    allow("unlinkat", "remove a pid file"),
-    allow("unlink", "remove a pid file (x86_64)").on(Arch::X86_64),
+    allow(
+        "unlinkat",
+        "remove a pid file or a leftover snapshot.json.tmp",
+    ),
+    allow(
+        "unlink",
+        "remove a pid file or a leftover snapshot.json.tmp (x86_64)",
+    )
+    .on(Arch::X86_64),
     allow("mkdirat", "create the state directory"),
     allow("mkdir", "create the state directory (x86_64)").on(Arch::X86_64),
     allow("getdents64", "list the state directory"),
-    allow("newfstatat", "file sizes and types"),
-    allow("fstat", "file sizes"),
-    allow("statx", "file sizes and types (glibc)"),
-    allow("stat", "file sizes and types (musl on x86_64)").on(Arch::X86_64),
-    allow("lstat", "file types (musl on x86_64)").on(Arch::X86_64),
     allow("flock", "the state directory's lock"),
     allow(
         "chmod",
@@ -120,13 +121,19 @@ const SELF: &[Rule] = &[
     ),
 ];
 
-/// Stopping a VMM an earlier daemon started (the launcher kills the ones
-/// this daemon started).
-const KILL: &[Rule] = &[allow_if(
-    "kill",
-    &[&[eq(1, libc::SIGKILL as u64, "SIGKILL")]],
-    "SIGKILL to a VMM named by its pid file that did not stop",
-)];
+/// Killing a VMM that did not stop, never by a bare pid (the launcher
+/// kills the ones this daemon started; `sysmgr/src/pidfd.rs`).
+const KILL: &[Rule] = &[
+    allow(
+        "pidfd_open",
+        "a handle on a VMM's process: its control socket's peer while it answers",
+    ),
+    allow_if(
+        "pidfd_send_signal",
+        &[&[eq(1, libc::SIGKILL as u64, "SIGKILL")]],
+        "SIGKILL through that handle to a VMM that did not stop",
+    ),
+];
 
 /// `sysmgr`'s policy.
 pub const POLICY: ProcessPolicy = ProcessPolicy {
@@ -146,6 +153,7 @@ pub const POLICY: ProcessPolicy = ProcessPolicy {
             CONNECT_UNIX,
             RUNTIME_THREADS,
             STATE,
+            FILE_METADATA,
             BINDER,
             SELF,
             KILL,

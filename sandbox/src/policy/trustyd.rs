@@ -5,7 +5,7 @@
 //! only the threads that serve a guest's trusted apps touch files, and
 //! landlock keeps them inside the state directory.
 
-use super::common::{ACCEPT, RUNTIME, SLEEP, STREAM_IO};
+use super::common::{ACCEPT, FILE_METADATA, RUNTIME, SLEEP, STREAM_IO};
 use super::{allow, Arch, Class, Confinement, ProcessPolicy, Rule, Threads, LAUNCHER};
 
 /// Storage of the trusted apps (secure storage, gatekeeper's failure
@@ -36,11 +36,6 @@ const STORAGE: &[Rule] = &[
     allow("mkdirat", "create a namespace directory"),
     allow("mkdir", "create a namespace directory (x86_64)").on(Arch::X86_64),
     allow("getdents64", "list a namespace directory"),
-    allow("newfstatat", "file sizes and types"),
-    allow("fstat", "file sizes"),
-    allow("statx", "file sizes and types (glibc)"),
-    allow("stat", "file sizes and types (musl on x86_64)").on(Arch::X86_64),
-    allow("lstat", "file types (musl on x86_64)").on(Arch::X86_64),
 ];
 
 /// Waiting for SIGINT/SIGTERM and removing the sockets.
@@ -92,13 +87,13 @@ pub const POLICY: ProcessPolicy = ProcessPolicy {
             name: "vsock",
             threads: &[Threads::Prefix("vsock-")],
             about: "one libtrusty connection: messages to a trusted app and back",
-            rules: &[RUNTIME, STREAM_IO, ACCEPT, SLEEP, STORAGE],
+            rules: &[RUNTIME, STREAM_IO, ACCEPT, SLEEP, STORAGE, FILE_METADATA],
         },
         Class {
             name: "tee",
             threads: &[Threads::Prefix("tee-")],
             about: "one host TEE connection and its invoke threads",
-            rules: &[RUNTIME, STREAM_IO, ACCEPT, SLEEP, STORAGE],
+            rules: &[RUNTIME, STREAM_IO, ACCEPT, SLEEP, STORAGE, FILE_METADATA],
         },
     ],
 };

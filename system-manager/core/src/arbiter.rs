@@ -23,8 +23,11 @@ use crate::state::{FinalStep, GuestState, GuestStatus, Hold, ShutdownOrigin, Sys
 use crate::time::Millis;
 use crate::vhal::{ApPowerStateReport, ApPowerStateReq, ShutdownParam};
 
+pub use snapshot::{ArbiterSnapshot, SnapshotError, Stepped};
+
 mod guest_requests;
 mod shutdown_request;
+mod snapshot;
 mod timers;
 mod vhal_reports;
 mod vm_facts;

@@ -45,7 +45,7 @@ mod time;
 pub mod vhal;
 mod vmm_facts;
 
-pub use arbiter::Arbiter;
+pub use arbiter::{Arbiter, ArbiterSnapshot, SnapshotError, Stepped};
 pub use input::{Input, PowerRequestKind, VmExitReason};
 pub use log::{LogError, LogRecord, LoggedInput};
 pub use output::{Decision, Output};

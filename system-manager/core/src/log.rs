@@ -138,27 +138,7 @@ impl Arbiter {
     /// Replays a decision log and checks every record's sequence number,
     /// outputs and system state. Returns the rebuilt arbiter.
     pub fn verify(policy: Policy, records: &[LogRecord]) -> Result<Arbiter, LogError> {
-        let mut arbiter = Arbiter::new(policy);
-        for record in records {
-            let expected = arbiter.inputs_handled().saturating_add(1);
-            if record.seq != expected {
-                return Err(LogError::Sequence {
-                    expected,
-                    found: record.seq,
-                });
-            }
-            let replayed = arbiter.step(record.at, record.input.clone());
-            if replayed.outputs != record.outputs || replayed.system != record.system {
-                return Err(LogError::Mismatch {
-                    seq: record.seq,
-                    actual: replayed.outputs.len(),
-                    logged: record.outputs.len(),
-                    system: replayed.system,
-                    logged_system: record.system,
-                });
-            }
-        }
-        Ok(arbiter)
+        Arbiter::new(policy).verify_from(records)
     }
 }
 

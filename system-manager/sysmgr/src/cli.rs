@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde_json::Value;
-use system_manager::{Arbiter, LogRecord, Millis, Output};
+use system_manager::{LogRecord, Millis, Output};
 
 use crate::store::StateDir;
 
@@ -134,11 +134,13 @@ pub fn status(dir: &Path, policy: Option<&Path>) -> Result<String> {
         );
     };
     let policy = crate::daemon::load_policy(policy)?;
-    let records = dir.read_log()?;
-    let a = Arbiter::verify(policy, &records).context("the decision log does not replay")?;
+    let loaded = crate::store::load(&dir.disk(), false)?;
+    let (a, _) = loaded
+        .restore(policy)
+        .context("the decision log does not replay")?;
     let mut out = format!(
         "daemon: not running (state replayed from {} logged inputs)\nsystem: {}   ignition: {}   vehicle in use: {}   last input: {}   next timer: {}\n\n",
-        records.len(),
+        loaded.inputs(),
         a.system(),
         if a.ignition_on() { "on" } else { "off" },
         if a.vehicle_in_use() { "yes" } else { "no" },
@@ -201,7 +203,8 @@ pub fn events(
     timers: bool,
 ) -> Result<String> {
     let dir = StateDir(dir.to_path_buf());
-    let records = dir.read_log()?;
+    let loaded = crate::store::load(&dir.disk(), false)?;
+    let records = loaded.records;
     let selected: Vec<&LogRecord> = records
         .iter()
         .filter(|r| {
@@ -216,16 +219,26 @@ pub fn events(
         .skip(skip)
         .flat_map(|r| record_rows(r, timers))
         .collect();
-    Ok(table(
-        &[
-            "SEQ",
-            "TIME",
-            "INPUT",
-            "SYSTEM AFTER",
-            "OUTPUTS (with reasons)",
-        ],
-        &rows,
-    ))
+    let compacted = match &loaded.snapshot {
+        Some(s) => format!(
+            "(inputs 1 to {} are compacted into {}; system then: {})\n",
+            s.arbiter.inputs,
+            crate::store::SNAPSHOT_FILE,
+            s.arbiter.system
+        ),
+        None => String::new(),
+    };
+    Ok(compacted
+        + &table(
+            &[
+                "SEQ",
+                "TIME",
+                "INPUT",
+                "SYSTEM AFTER",
+                "OUTPUTS (with reasons)",
+            ],
+            &rows,
+        ))
 }
 
 #[cfg(test)]

@@ -40,6 +40,8 @@ pub struct Confinement {
 pub struct Prepared {
     pub(crate) listener: std::os::unix::net::UnixListener,
     pub(crate) launcher: Option<std::os::unix::net::UnixStream>,
+    /// The state directory's lock, held until the daemon ends.
+    pub(crate) lock: store::StateLock,
 }
 
 /// The part of `sysmgr run` that runs while the process has one thread:
@@ -49,12 +51,15 @@ pub fn prepare(args: &RunArgs, confinement: &Confinement) -> Result<Prepared> {
     let policy = load_policy(&args.policy)?;
     store::ensure_dir(&args.state_dir)?;
     let dir = StateDir(args.state_dir.clone());
+    // One daemon per state directory: two would interleave their logs.
+    let lock = store::lock(&dir)?;
     let listener = bind_control_sync(&dir.socket())?;
     if !confinement.enabled {
         tracing::warn!("sandbox disabled (--disable-sandbox)");
         return Ok(Prepared {
             listener,
             launcher: None,
+            lock,
         });
     }
     let specs: Vec<crate::launcher::LaunchSpec> = policy
@@ -107,7 +112,11 @@ pub fn prepare(args: &RunArgs, confinement: &Confinement) -> Result<Prepared> {
     })
     .context("entering the sandbox (or run with --disable-sandbox)")?;
     tracing::info!("sandbox: {entered}");
-    Ok(Prepared { listener, launcher })
+    Ok(Prepared {
+        listener,
+        launcher,
+        lock,
+    })
 }
 
 /// Where the daemon creates the guests' RPC binder sockets

@@ -34,7 +34,7 @@ use vmm_protocol::{Event as VmmEvent, Request, Response, ServerLine, VmState};
 use crate::binder::{BinderEndpoints, BinderRequest};
 use crate::mcu::McuReport;
 use crate::proto::mcu::{mcu_to_soc, McuToSoc, PowerOff, PowerOn, SocToMcu, Suspend};
-use crate::store::{self, Clock, Decided, DecisionLog, LogSync, StateDir};
+use crate::store::{self, Clock, CommitStep, Decided, DecisionLog, LogSync, StateDir};
 use crate::vhal::{VhalCmd, VhalConfig, VhalReport};
 mod binder_calls;
 mod incoming;
@@ -85,6 +85,8 @@ pub struct RunArgs {
     pub mcu_socket: PathBuf,
     /// When the decision log is made durable.
     pub log_sync: LogSync,
+    /// The log size that triggers a compaction.
+    pub log_compact_bytes: u64,
 }
 
 /// Reads and validates the policy; errors are one line.
@@ -143,27 +145,24 @@ impl Daemon {
         let policy = load_policy(&args.policy)?;
         store::ensure_dir(&args.state_dir)?;
         let dir = StateDir(args.state_dir.clone());
-        let records = dir.read_log()?;
-        let arbiter = Arbiter::verify(policy.clone(), &records).map_err(|e| {
-            anyhow::anyhow!(
-                "{}: {e}: the log does not replay under this policy and arbiter; move it away to start afresh",
-                dir.log().display()
-            )
-        })?;
-        let decided = Decided::from_log(&records);
-        let last = records.last().map(|r| r.at).unwrap_or_default();
+        let disk = std::sync::Arc::new(dir.disk());
+        let loaded = store::load(&*disk, true)?;
+        let (arbiter, decided) = loaded.restore(policy.clone())?;
+        let last = loaded.last_at();
         let clock = Clock::open(&dir, last)?;
-        if records.is_empty() {
+        if loaded.inputs() == 0 {
             tracing::info!("fresh start: system {}", arbiter.system());
         } else {
             tracing::info!(
-                "resumed from {} logged inputs (last at {last}, now {}): system {}",
-                records.len(),
+                "resumed from {} logged inputs ({} in the snapshot, {} in the log; last at {last}, now {}): system {}",
+                loaded.inputs(),
+                loaded.snapshot_seq(),
+                loaded.records.len(),
                 clock.now(),
                 arbiter.system()
             );
         }
-        let mut log = DecisionLog::open(&dir)?;
+        let mut log = DecisionLog::open(disk)?.compact_at(args.log_compact_bytes);
         if args.log_sync == LogSync::BeforeMcu {
             log.start_background_sync()?;
         }
@@ -327,36 +326,79 @@ impl Daemon {
     fn feed(&mut self, input: Input) -> Result<()> {
         let now = self.clock.now();
         let record = self.arbiter.step(now, input);
+        self.write(record)
+    }
+
+    fn write(&mut self, record: LogRecord) -> Result<()> {
         self.log.write(&record).context("decision log")?;
         self.decided.note(&record.input, &record.outputs);
         self.pending.push(record);
         Ok(())
     }
 
+    /// Feeds a guest's VHAL input (a report or a shutdown request) and
+    /// returns its outputs. A report (`AP_POWER_STATE_REPORT`) that
+    /// changes nothing (`Arbiter::step_unless_idle`) is only journalled,
+    /// not logged, so a guest repeating a pointless report does not grow
+    /// the log. A `SHUTDOWN_REQUEST` is always logged: even when the
+    /// arbiter only notes it, that note answers a deliberate request
+    /// (the compaction bounds the log either way).
+    fn feed_vhal(&mut self, input: Input) -> Result<Vec<Output>> {
+        let now = self.clock.now();
+        if !matches!(input, Input::ApPowerStateReport { .. }) {
+            let record = self.arbiter.step(now, input);
+            let outputs = record.outputs.clone();
+            self.write(record)?;
+            return Ok(outputs);
+        }
+        let described = input.to_string();
+        match self.arbiter.step_unless_idle(now, input) {
+            system_manager::Stepped::Logged(record) => {
+                let outputs = record.outputs.clone();
+                self.write(record)?;
+                Ok(outputs)
+            }
+            system_manager::Stepped::Idle(outputs) => {
+                // The journal still says what came in and why it was
+                // turned down (the hostile-guest work rate-limits it).
+                tracing::info!("{described}: changes nothing (not a log record)");
+                for o in &outputs {
+                    tracing::info!("    {o}");
+                }
+                Ok(outputs)
+            }
+        }
+    }
+
     /// Carries out the written records' outputs in order, each once the
-    /// log is as durable as [`LogSync`] asks: nothing is done before its
-    /// record is in the log, so a daemon crash after the write replays it
-    /// and one before it re-derives the input from the VMMs, the MCU and
-    /// the guest.
+    /// log is as durable as [`LogSync`] asks ([`LogSync::commit_plan`]):
+    /// nothing is done before its record is in the log, so a daemon crash
+    /// after the write replays it and one before it re-derives the input
+    /// from the VMMs, the MCU and the guest. Then compacts the log if it
+    /// has grown past its size.
     fn commit(&mut self) -> Result<()> {
         if self.pending.is_empty() {
             return Ok(());
         }
-        match self.log_sync {
-            LogSync::EveryDecision => self.log.sync(),
-            LogSync::BeforeMcu => self.log.sync_soon(),
-        }
-        .context("decision log")?;
-        for record in std::mem::take(&mut self.pending) {
-            print_record(&record);
-            for o in &record.outputs {
-                if self.log_sync.must_be_durable_first(o) {
-                    // Covers this record and every earlier one; a no-op
-                    // when they already are on disk.
-                    self.log.sync().context("decision log")?;
+        let records = std::mem::take(&mut self.pending);
+        for step in self.log_sync.commit_plan(&records) {
+            match step {
+                CommitStep::Sync => self.log.sync(),
+                CommitStep::SyncSoon => self.log.sync_soon(),
+                CommitStep::Announce(r) => {
+                    print_record(&records[r]);
+                    Ok(())
                 }
-                self.execute(o);
+                CommitStep::Execute(r, o) => {
+                    self.execute(&records[r].outputs[o]);
+                    Ok(())
+                }
             }
+            .context("decision log")?;
+        }
+        if self.log.wants_compaction() {
+            let snapshot = store::Snapshot::of(&self.arbiter, &self.decided);
+            self.log.compact(&snapshot).context("decision log")?;
         }
         self.update_vhal_wants();
         self.publish_system();
@@ -638,6 +680,7 @@ pub async fn run(args: RunArgs, prepared: crate::confine::Prepared) -> Result<()
     if let Some(sock) = prepared.launcher {
         crate::launcher::install(crate::launcher::Launcher::start(sock)?);
     }
+    let _lock = prepared.lock;
     let (daemon, rx) = Daemon::start(&args)?;
     serve_control(listener, daemon.events.clone());
     tracing::info!(

@@ -20,8 +20,10 @@
 //! ```
 //!
 //! A VMM runs in its own process group with stdin `/dev/null` and its
-//! output appended to `<state-dir>/<guest>.vmm.log`; its pid goes to
-//! `<guest>.pid`. The launcher ends when the daemon's end of the socketpair
+//! output going to `<state-dir>/<guest>.vmm.log`, capped and rotated
+//! (`crate::vmm_log`); its pid goes to
+//! `<guest>.pid`. The launcher opens a pidfd for it at spawn time and
+//! kills it only through that (`crate::pidfd`). The launcher ends when the daemon's end of the socketpair
 //! closes (the daemon died); its VMMs run on.
 
 use std::collections::HashMap;
@@ -44,7 +46,7 @@ pub struct LaunchSpec {
     pub guest: String,
     /// The policy's `launch` command.
     pub argv: Vec<String>,
-    /// Where its output goes (appended).
+    /// Where its output goes (appended, capped and rotated).
     pub log: PathBuf,
     /// Where its pid goes.
     pub pid_file: PathBuf,
@@ -114,18 +116,11 @@ fn tell(out: &mut impl Write, message: &Tell) -> io::Result<()> {
 }
 
 fn launch(spec: &LaunchSpec) -> Result<Child, String> {
-    let out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&spec.log)
-        .map_err(|e| format!("cannot open {}: {e}", spec.log.display()))?;
-    let err = out
-        .try_clone()
-        .map_err(|e| format!("cannot open {}: {e}", spec.log.display()))?;
     let (program, args) = spec
         .argv
         .split_first()
         .ok_or_else(|| "empty launch command".to_string())?;
+    let (out, err) = crate::vmm_log::outputs(&spec.log)?;
     let child = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
@@ -145,6 +140,9 @@ fn serve(sock: UnixStream, specs: &[LaunchSpec]) -> io::Result<()> {
     let mut out = sock.try_clone()?;
     let mut reader = BufReader::new(sock);
     let mut children: HashMap<String, Child> = HashMap::new();
+    // A pidfd per child, opened at spawn time (not yet reaped: the pid is
+    // that child's); kills go through it.
+    let mut pidfds: HashMap<String, crate::pidfd::PidFd> = HashMap::new();
     let mut line = String::new();
     loop {
         // Wait for a request, at most 200 ms, then reap ended children. A
@@ -174,6 +172,14 @@ fn serve(sock: UnixStream, specs: &[LaunchSpec]) -> io::Result<()> {
                         Some(spec) => match launch(spec) {
                             Ok(child) => {
                                 let pid = child.id();
+                                match crate::pidfd::PidFd::open(pid) {
+                                    Ok(fd) => {
+                                        pidfds.insert(guest.clone(), fd);
+                                    }
+                                    Err(e) => eprintln!(
+                                        "sysmgr launcher: no pidfd for {guest}'s VMM (pid {pid}): {e}"
+                                    ),
+                                }
                                 children.insert(guest.clone(), child);
                                 Tell::Launched {
                                     launched: guest,
@@ -186,10 +192,17 @@ fn serve(sock: UnixStream, specs: &[LaunchSpec]) -> io::Result<()> {
                     tell(&mut out, &reply)?;
                 }
                 Ok(Ask::Kill(guest)) => {
-                    // Only a child it started and has not reaped: its pid
-                    // cannot have been reused.
-                    if let Some(child) = children.get_mut(&guest) {
-                        let _ = child.kill();
+                    // Only a child it started and has not reaped, through
+                    // its pidfd (or, without one, the unreaped child's pid,
+                    // which cannot have been reused either).
+                    match (pidfds.get(&guest), children.get_mut(&guest)) {
+                        (Some(fd), _) => {
+                            let _ = fd.kill();
+                        }
+                        (None, Some(child)) => {
+                            let _ = child.kill();
+                        }
+                        (None, None) => {}
                     }
                 }
                 Err(e) => eprintln!("sysmgr launcher: ignoring a malformed request: {e}"),
@@ -203,6 +216,7 @@ fn serve(sock: UnixStream, specs: &[LaunchSpec]) -> io::Result<()> {
         }
         for (guest, pid, status) in ended {
             children.remove(&guest);
+            pidfds.remove(&guest);
             tell(
                 &mut out,
                 &Tell::Exited {
@@ -221,13 +235,25 @@ fn serve(sock: UnixStream, specs: &[LaunchSpec]) -> io::Result<()> {
 pub struct Launched {
     pid: u32,
     exit: watch::Receiver<Option<VmmExit>>,
+    /// Its pidfd, for a VMM this process started itself (the launcher
+    /// process keeps those of the VMMs it started).
+    pidfd: Option<crate::pidfd::PidFd>,
 }
 
 impl Launched {
     /// A VMM this process started itself (no launcher process: the
     /// sandbox is disabled), whose end `exit` will report.
-    pub fn watching(pid: u32, exit: watch::Receiver<Option<VmmExit>>) -> Self {
-        Self { pid, exit }
+    pub fn watching(
+        pid: u32,
+        exit: watch::Receiver<Option<VmmExit>>,
+        pidfd: Option<crate::pidfd::PidFd>,
+    ) -> Self {
+        Self { pid, exit, pidfd }
+    }
+
+    /// Its pidfd, if this process started it.
+    pub fn pidfd(&self) -> Option<&crate::pidfd::PidFd> {
+        self.pidfd.as_ref()
     }
 
     /// Its pid.
@@ -307,7 +333,11 @@ impl Launcher {
                             .unwrap_or_else(|x| x.into_inner())
                             .remove(&launched);
                         if let Some(w) = waiter {
-                            let _ = w.send(Ok(Launched { pid, exit: rx }));
+                            let _ = w.send(Ok(Launched {
+                                pid,
+                                exit: rx,
+                                pidfd: None,
+                            }));
                         }
                     }
                     Tell::Failed { failed, why } => {

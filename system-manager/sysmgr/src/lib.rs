@@ -21,6 +21,7 @@
 //!   Android guests and host tools, and its listeners' callbacks.
 //! * [`proto`]: the MCU protocol (protobuf) and its framing.
 //! * [`lines`]: a bounded line reader for the text links.
+//! * [`pidfd`]: process handles by which VMMs are killed (never a bare pid).
 //!
 //! See `docs/system-manager.md`.
 
@@ -32,7 +33,9 @@ pub mod launcher;
 pub mod lines;
 pub mod mcu;
 pub mod notify;
+pub mod pidfd;
 pub mod proto;
 pub mod store;
 pub mod vhal;
 pub mod vmm;
+pub mod vmm_log;

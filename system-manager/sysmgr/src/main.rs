@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! sysmgr run --policy FILE --state-dir DIR --mcu-socket PATH [--log-sync before-mcu|every-decision]
+//!            [--log-compact-bytes N] [--vmm-log-max-bytes N] [--vmm-log-keep K]
 //! sysmgr status --state-dir DIR [--policy FILE]
 //! sysmgr events --state-dir DIR [--last N] [--guest NAME] [--timers]
 //! ```
@@ -18,7 +19,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use sysmgr::{cli, confine, daemon, store};
+use sysmgr::{cli, confine, daemon, store, vmm_log};
 
 #[derive(Parser)]
 #[command(
@@ -49,6 +50,10 @@ enum Cmd {
         /// `every-decision` (every output waits for the fsync).
         #[arg(long, value_enum, default_value_t = store::LogSync::BeforeMcu)]
         log_sync: store::LogSync,
+        /// Compact the decision log into its snapshot when it grows past
+        /// this many bytes (bounds the state directory).
+        #[arg(long, default_value_t = store::COMPACT_AT_BYTES)]
+        log_compact_bytes: u64,
         /// A uid allowed at the other end of the daemon's sockets (its own
         /// socket, the VMMs' control and vsock sockets, the MCU socket)
         /// besides its own, root and 65534 (the sandbox user of a VMM
@@ -64,6 +69,30 @@ enum Cmd {
         /// is given to it).
         #[arg(long, value_parser = sandbox::Identity::parse)]
         sandbox_user: Option<sandbox::Identity>,
+        /// The largest a launched VMM's log (`<guest>.vmm.log`) grows
+        /// before it is rotated to `<guest>.vmm.log.1` (at least 1).
+        #[arg(long, default_value_t = vmm_log::LogCap::DEFAULT.max_bytes,
+              value_parser = clap::value_parser!(u64).range(1..))]
+        vmm_log_max_bytes: u64,
+        /// How many rotated VMM logs (`.1`, `.2`, ...) are kept per guest
+        /// (0 to 100).
+        #[arg(long, default_value_t = vmm_log::LogCap::DEFAULT.keep,
+              value_parser = clap::value_parser!(u32).range(0..=100))]
+        vmm_log_keep: u32,
+    },
+    /// The log keeper of one launched VMM (started by `run`, not by hand):
+    /// copies stdin into a capped, rotated log file.
+    #[command(hide = true)]
+    VmmLog {
+        /// The log file.
+        #[arg(long)]
+        path: PathBuf,
+        /// Rotate before a file passes this size.
+        #[arg(long)]
+        max_bytes: u64,
+        /// Rotated files kept.
+        #[arg(long)]
+        keep: u32,
     },
     /// Show the system and guest states.
     Status {
@@ -100,10 +129,19 @@ fn main() -> ExitCode {
             state_dir,
             mcu_socket,
             log_sync,
+            log_compact_bytes,
             allow_peer_uid,
             disable_sandbox,
             sandbox_user,
+            vmm_log_max_bytes,
+            vmm_log_keep,
         } => {
+            if let Err(e) = vmm_log::configure(vmm_log::LogCap {
+                max_bytes: vmm_log_max_bytes,
+                keep: vmm_log_keep,
+            }) {
+                tracing::warn!("cannot find this program ({e}): VMM logs will not be capped");
+            }
             let confinement = confine::Confinement {
                 enabled: !disable_sandbox,
                 user: sandbox_user,
@@ -123,11 +161,18 @@ fn main() -> ExitCode {
                 state_dir,
                 mcu_socket,
                 log_sync,
+                log_compact_bytes,
             };
             confine::prepare(&args, &confinement).and_then(|prepared| {
                 runtime().and_then(|rt| rt.block_on(daemon::run(args, prepared)))
             })
         }
+        Cmd::VmmLog {
+            path,
+            max_bytes,
+            keep,
+        } => vmm_log::run_keeper(&path, vmm_log::LogCap { max_bytes, keep })
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display())),
         Cmd::Status { state_dir, policy } => {
             cli::status(&state_dir, policy.as_deref()).map(|t| print!("{t}"))
         }

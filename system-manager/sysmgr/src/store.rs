@@ -1,29 +1,51 @@
 //! The daemon's state directory: the decision log (the arbiter's only
-//! persistence), the clock origin, and the paths of everything else.
+//! persistence) and its snapshot, the clock origin, the lock, and the
+//! paths of everything else.
 //!
 //! | file | what |
 //! |---|---|
-//! | `decisions.jsonl` | one [`LogRecord`] per handled input, written before its outputs are carried out and made durable as [`LogSync`] says |
+//! | `decisions.jsonl` | one [`LogRecord`](system_manager::LogRecord) per handled input since the last compaction, written before its outputs are carried out and made durable as [`LogSync`] says |
+//! | `snapshot.json` | the state after the last compacted record ([`Snapshot`]); `snapshot.json.tmp` while one is written |
 //! | `clock.json` | the boot id and the `CLOCK_BOOTTIME` origin of the log's times |
+//! | `sysmgr.lock` | held (`fcntl` lock) by the daemon that owns the directory; holds its pid |
 //! | `sysmgr.sock` | the daemon's own control socket (`sysmgr status`) |
 //! | `<guest>.vmm.log` | stdout/stderr of the VMMs the daemon launched |
-//! | `<guest>.pid` | pid of the VMM the daemon launched (for a hard kill after a restart) |
+//! | `<guest>.pid` | pid of the VMM the daemon launched (information only: a VMM is killed through a pidfd) |
 
-use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex};
 
 use anyhow::{bail, Context, Result};
-use system_manager::{Decision, Input, LogRecord, Millis, Output};
+use system_manager::Millis;
+
+mod decided;
+mod log;
+#[cfg(test)]
+mod power_loss;
+mod recover;
+#[cfg(test)]
+mod sim;
+mod storage;
+
+pub use decided::{Decided, MAX_DECIDED_PER_GUEST};
+pub use log::{CommitStep, DecisionLog, LogSync, COMPACT_AT_BYTES};
+pub use recover::{load, Loaded, Snapshot, SNAPSHOT_FORMAT};
+pub use storage::{sync_dir, Disk, Storage, StorageFile};
 
 /// File name of the decision log.
 pub const LOG_FILE: &str = "decisions.jsonl";
+/// File name of the log's snapshot.
+pub const SNAPSHOT_FILE: &str = "snapshot.json";
+/// File name of a snapshot being written.
+pub const SNAPSHOT_TMP: &str = "snapshot.json.tmp";
 /// File name of the clock origin.
 pub const CLOCK_FILE: &str = "clock.json";
 /// File name of the daemon's control socket.
 pub const SOCKET_FILE: &str = "sysmgr.sock";
+/// File name of the state directory's lock.
+pub const LOCK_FILE: &str = "sysmgr.lock";
 
 /// The state directory.
 #[derive(Clone, Debug)]
@@ -46,287 +68,70 @@ impl StateDir {
     pub fn pid_file(&self, guest: &str) -> PathBuf {
         self.0.join(format!("{guest}.pid"))
     }
-
-    /// Reads the decision log. A last line without its newline (the daemon
-    /// died while writing it, before it acted on it) is cut off; any other
-    /// bad line is an error.
-    pub fn read_log(&self) -> Result<Vec<LogRecord>> {
-        let path = self.log();
-        let mut text = String::new();
-        match File::open(&path) {
-            Ok(mut f) => {
-                f.read_to_string(&mut text)
-                    .with_context(|| format!("cannot read {}", path.display()))?;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e).with_context(|| format!("cannot open {}", path.display())),
-        }
-        if !text.is_empty() && !text.ends_with('\n') {
-            let keep = text.rfind('\n').map_or(0, |i| i + 1);
-            tracing::warn!(
-                "{}: dropping an unfinished last record ({} bytes) written when the daemon died",
-                path.display(),
-                text.len() - keep
-            );
-            text.truncate(keep);
-            let f = OpenOptions::new()
-                .write(true)
-                .open(&path)
-                .with_context(|| format!("cannot open {}", path.display()))?;
-            f.set_len(keep as u64)
-                .and_then(|()| f.sync_all())
-                .with_context(|| format!("cannot truncate {}", path.display()))?;
-        }
-        LogRecord::parse_log(&text).with_context(|| format!("{}", path.display()))
+    /// The directory as the log's [`Storage`].
+    pub fn disk(&self) -> Disk {
+        Disk(self.0.clone())
     }
 }
 
-/// When the decision log reaches stable storage (`sysmgr run --log-sync`).
-///
-/// Either way a record is written to the log file (so a daemon that is
-/// killed, even with `kill -9`, finds it on restart, and any reader sees it)
-/// before any of its outputs is carried out. The modes differ in what
-/// waits for `fdatasync`, i.e. what survives a crash of the *host*.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogSync {
-    /// Outputs to this host's VMMs and guests go out once their record is
-    /// written; a background thread `fdatasync`s every batch at once; a
-    /// command to the MCU, the only party that outlives this host, waits
-    /// until its record and every earlier one is on disk. A host crash can
-    /// lose the records of the last moments, whose outputs went only to
-    /// VMMs and guests that the crash took down with it.
-    BeforeMcu,
-    /// Every output waits until its record is on disk (an `fdatasync` per
-    /// batch of queued inputs in the core loop's path).
-    EveryDecision,
+/// The state directory's lock, held while this value lives (the daemon's
+/// whole life). A POSIX record lock (`fcntl(F_SETLK)`) rather than
+/// `flock`: it is not inherited by the VMM launcher process that the
+/// daemon forks (`crate::launcher`), which may outlive a killed daemon
+/// for a moment, and `F_GETLK` names the holder's pid. Closing *any*
+/// descriptor of the lock file drops a POSIX lock, so nothing else in the
+/// daemon opens it.
+#[derive(Debug)]
+pub struct StateLock {
+    _file: File,
 }
 
-impl LogSync {
-    /// Whether `output` may only be carried out once its record is durable.
-    pub fn must_be_durable_first(self, output: &Output) -> bool {
-        match self {
-            LogSync::EveryDecision => true,
-            LogSync::BeforeMcu => matches!(
-                output,
-                Output::SystemOn { .. }
-                    | Output::SystemSuspend { .. }
-                    | Output::SystemPowerOff { .. }
-            ),
+/// Takes the state directory's lock, or fails with one line naming the
+/// daemon that holds it.
+pub fn lock(dir: &StateDir) -> Result<StateLock> {
+    let path = dir.0.join(LOCK_FILE);
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    let mut fl = whole_file_lock(libc::F_WRLCK);
+    // SAFETY: fcntl(F_SETLK) on our open descriptor with a valid flock.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLK, &fl) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if !matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EACCES)) {
+            return Err(e).with_context(|| format!("cannot lock {}", path.display()));
         }
+        // SAFETY: fcntl(F_GETLK) fills the flock we pass.
+        let holder = if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETLK, &mut fl) } == 0
+            && fl.l_type != libc::F_UNLCK as libc::c_short
+        {
+            format!(" (pid {})", fl.l_pid)
+        } else {
+            String::new()
+        };
+        bail!(
+            "another sysmgr{holder} holds the state directory {} ({} is locked); stop it or use another --state-dir",
+            dir.0.display(),
+            path.display()
+        );
     }
+    file.set_len(0)
+        .and_then(|()| file.write_all(format!("{}\n", std::process::id()).as_bytes()))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(StateLock { _file: file })
 }
 
-/// The append-only decision log.
-pub struct DecisionLog {
-    file: File,
-    path: PathBuf,
-    /// Records written so far (this process).
-    written: u64,
-    /// Records known to be on disk (this process).
-    durable: u64,
-    background: Option<BackgroundSync>,
-}
-
-impl DecisionLog {
-    /// Opens (creates) the log for appending.
-    pub fn open(dir: &StateDir) -> Result<Self> {
-        let path = dir.log();
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .with_context(|| format!("cannot open {}", path.display()))?;
-        file.seek(SeekFrom::End(0))?;
-        // A daemon killed with `--log-sync before-mcu` may have left records
-        // only in the page cache; this process acts on them (it re-sends the
-        // MCU its last command), so they go to disk first.
-        file.sync_data()
-            .with_context(|| format!("cannot sync {}", path.display()))?;
-        Ok(DecisionLog {
-            file,
-            path,
-            written: 0,
-            durable: 0,
-            background: None,
-        })
-    }
-
-    /// Starts a thread that `fdatasync`s what [`DecisionLog::sync_soon`]
-    /// asks for, off the caller's path.
-    pub fn start_background_sync(&mut self) -> Result<()> {
-        let file = self
-            .file
-            .try_clone()
-            .with_context(|| format!("cannot duplicate {}", self.path.display()))?;
-        self.background = Some(BackgroundSync::start(file, self.path.clone())?);
-        Ok(())
-    }
-
-    /// Appends one record and waits until it is on disk.
-    #[cfg(test)]
-    pub fn append(&mut self, record: &LogRecord) -> Result<()> {
-        self.write(record)?;
-        self.sync()
-    }
-
-    /// Writes one record (not yet durable: [`DecisionLog::sync`] makes it so).
-    pub fn write(&mut self, record: &LogRecord) -> Result<()> {
-        let mut line = record
-            .to_json_line()
-            .context("cannot serialize a log record")?;
-        line.push('\n');
-        self.file
-            .write_all(line.as_bytes())
-            .with_context(|| format!("cannot write {}", self.path.display()))?;
-        self.written += 1;
-        Ok(())
-    }
-
-    /// Waits until every record written so far is on disk.
-    pub fn sync(&mut self) -> Result<()> {
-        if self.durable() == self.written {
-            return Ok(());
-        }
-        if let Some(b) = &self.background {
-            b.check()?;
-        }
-        self.file
-            .sync_data()
-            .with_context(|| format!("cannot sync {}", self.path.display()))?;
-        self.durable = self.written;
-        Ok(())
-    }
-
-    /// Asks the background thread to make every record written so far
-    /// durable, without waiting; fails if an earlier background sync
-    /// failed. Without a background thread this is [`DecisionLog::sync`].
-    pub fn sync_soon(&mut self) -> Result<()> {
-        match &self.background {
-            Some(b) => {
-                b.check()?;
-                b.request(self.written);
-                Ok(())
-            }
-            None => self.sync(),
-        }
-    }
-
-    /// Records written by this process that are known to be on disk
-    /// (by either path).
-    pub fn durable(&self) -> u64 {
-        let bg = self.background.as_ref().map_or(0, BackgroundSync::done);
-        self.durable.max(bg)
-    }
-
-    /// Records written by this process.
-    #[cfg(test)]
-    pub fn written(&self) -> u64 {
-        self.written
-    }
-}
-
-#[derive(Default)]
-struct SyncProgress {
-    /// Highest record count asked for.
-    wanted: u64,
-    /// Highest record count synced.
-    done: u64,
-    /// The first failure, reported to the core loop.
-    error: Option<String>,
-    quit: bool,
-}
-
-/// The thread behind [`LogSync::BeforeMcu`]: `fdatasync`s the log whenever
-/// records were written since its last sync, so a host crash loses at
-/// most the records of about one sync.
-struct BackgroundSync {
-    shared: Arc<(Mutex<SyncProgress>, Condvar)>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl BackgroundSync {
-    fn start(file: File, path: PathBuf) -> Result<Self> {
-        let shared = Arc::new((Mutex::new(SyncProgress::default()), Condvar::new()));
-        let s = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name("log-sync".into())
-            .spawn(move || Self::serve(&file, &path, &s))
-            .context("cannot start the decision log's sync thread")?;
-        Ok(BackgroundSync {
-            shared,
-            thread: Some(thread),
-        })
-    }
-
-    fn serve(file: &File, path: &Path, shared: &(Mutex<SyncProgress>, Condvar)) {
-        let (lock, cv) = shared;
-        let Ok(mut p) = lock.lock() else { return };
-        loop {
-            while p.wanted == p.done && !p.quit {
-                p = match cv.wait(p) {
-                    Ok(p) => p,
-                    Err(_) => return,
-                };
-            }
-            if p.quit && p.wanted == p.done {
-                return;
-            }
-            let target = p.wanted;
-            drop(p);
-            let result = file.sync_data();
-            p = match lock.lock() {
-                Ok(p) => p,
-                Err(_) => return,
-            };
-            match result {
-                Ok(()) => p.done = p.done.max(target),
-                Err(e) => {
-                    // Stop: nothing written after a failed sync is known to
-                    // be durable; the core loop gets the error at its next
-                    // commit and the daemon exits.
-                    tracing::error!("cannot sync {}: {e}", path.display());
-                    p.error = Some(format!("cannot sync {}: {e}", path.display()));
-                    return;
-                }
-            }
-        }
-    }
-
-    fn request(&self, written: u64) {
-        let (lock, cv) = &*self.shared;
-        if let Ok(mut p) = lock.lock() {
-            if written > p.wanted {
-                p.wanted = written;
-                cv.notify_one();
-            }
-        }
-    }
-
-    fn done(&self) -> u64 {
-        self.shared.0.lock().map_or(0, |p| p.done)
-    }
-
-    fn check(&self) -> Result<()> {
-        match self.shared.0.lock() {
-            Ok(p) => match &p.error {
-                Some(e) => bail!("{e}"),
-                None => Ok(()),
-            },
-            Err(_) => bail!("the decision log's sync thread panicked"),
-        }
-    }
-}
-
-impl Drop for BackgroundSync {
-    fn drop(&mut self) {
-        if let Ok(mut p) = self.shared.0.lock() {
-            p.quit = true;
-            self.shared.1.notify_one();
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+fn whole_file_lock(kind: libc::c_int) -> libc::flock {
+    // SAFETY: flock is plain data; all zeroes is a valid value.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = kind as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = 0;
+    fl.l_len = 0;
+    fl
 }
 
 /// Reads `CLOCK_BOOTTIME` in milliseconds.
@@ -388,6 +193,7 @@ impl Clock {
                 f.sync_all()?;
                 std::fs::rename(&tmp, &path)
                     .with_context(|| format!("cannot write {}", path.display()))?;
+                sync_dir(&dir.0).with_context(|| format!("cannot sync {}", dir.0.display()))?;
                 origin
             }
         };
@@ -397,58 +203,6 @@ impl Clock {
     /// Now on the arbiter's clock.
     pub fn now(&self) -> Millis {
         Millis(boottime_ms().saturating_sub(self.origin))
-    }
-}
-
-/// Decisions already taken for requests of each guest's current VMM
-/// process. A VMM re-publishes its pending requests when an arbiter
-/// attaches; one the log already decided (the daemon died before sending
-/// the answer) gets the logged decision again instead of a second input.
-/// Request ids restart at 1 in a new VMM process, so a guest's set is
-/// cleared when its VMM goes away (`VmExited`, `VmLost`) or is started
-/// (`StartVm`).
-#[derive(Debug, Default)]
-pub struct Decided(BTreeMap<String, BTreeMap<u64, Decision>>);
-
-impl Decided {
-    /// Rebuilds the sets from a log.
-    pub fn from_log(records: &[LogRecord]) -> Self {
-        let mut d = Decided::default();
-        for r in records {
-            d.note(&r.input, &r.outputs);
-        }
-        d
-    }
-
-    /// Takes one record into account.
-    pub fn note(&mut self, input: &Input, outputs: &[Output]) {
-        if let Input::VmExited { guest, .. } | Input::VmLost { guest } = input {
-            self.0.remove(guest);
-        }
-        for o in outputs {
-            match o {
-                Output::StartVm { guest, .. } => {
-                    self.0.remove(guest);
-                }
-                Output::Decide {
-                    guest,
-                    request_id,
-                    decision,
-                    ..
-                } => {
-                    self.0
-                        .entry(guest.clone())
-                        .or_default()
-                        .insert(*request_id, *decision);
-                }
-                _ => {}
-            }
-        }
-    }
-
-    /// The decision already taken for `guest`'s request `id`.
-    pub fn get(&self, guest: &str, id: u64) -> Option<Decision> {
-        self.0.get(guest).and_then(|m| m.get(&id)).copied()
     }
 }
 
@@ -465,7 +219,8 @@ pub fn ensure_dir(dir: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use system_manager::{Arbiter, Policy};
+    use std::sync::Arc;
+    use system_manager::{Arbiter, Decision, Input, Output, Policy};
 
     fn tmpdir(tag: &str) -> StateDir {
         let d = std::env::temp_dir().join(format!("sysmgr-store-{tag}-{}", std::process::id()));
@@ -479,27 +234,97 @@ mod tests {
         Policy::from_toml_str("[[guest]]\nname = \"a\"\nrole = \"android\"\n").unwrap()
     }
 
+    fn open_log(dir: &StateDir) -> DecisionLog {
+        DecisionLog::open(Arc::new(dir.disk())).unwrap()
+    }
+
     #[test]
     fn log_survives_a_torn_last_line() {
         let dir = tmpdir("torn");
         let policy = one_android_guest();
         let mut a = Arbiter::new(policy.clone());
-        let mut log = DecisionLog::open(&dir).unwrap();
+        let mut log = open_log(&dir);
         log.append(&a.step(Millis(1), Input::IgnitionOn)).unwrap();
         log.append(&a.step(Millis(2), Input::VmStarted { guest: "a".into() }))
             .unwrap();
         drop(log);
         let mut f = OpenOptions::new().append(true).open(dir.log()).unwrap();
         f.write_all(b"{\"seq\":3,\"at\":").unwrap();
-        let recs = dir.read_log().unwrap();
-        assert_eq!(recs.len(), 2);
-        assert_eq!(Arbiter::verify(policy, &recs).unwrap(), a);
+        // Read-only (`sysmgr events`): dropped from the view, not the file.
+        let view = load(&dir.disk(), false).unwrap();
+        assert_eq!((view.records.len(), view.torn_bytes), (2, 14));
+        assert!(std::fs::read_to_string(dir.log()).unwrap().ends_with(":"));
+        let loaded = load(&dir.disk(), true).unwrap();
+        assert_eq!(loaded.records.len(), 2);
+        assert_eq!(loaded.restore(policy).unwrap().0, a);
         // The torn bytes are gone from the file, so appending goes on.
         assert!(std::fs::read_to_string(dir.log()).unwrap().ends_with("}\n"));
-        // A bad line in the middle is an error, not silently dropped.
-        std::fs::write(dir.log(), "garbage\n{}\n").unwrap();
-        let e = dir.read_log().unwrap_err();
-        assert!(format!("{e:#}").contains("decision log line 1"), "{e:#}");
+    }
+
+    #[test]
+    fn a_bad_record_in_the_middle_is_an_error_that_names_its_line() {
+        let dir = tmpdir("middle");
+        let mut a = Arbiter::new(one_android_guest());
+        let good = a.step(Millis(1), Input::IgnitionOn).to_json_line().unwrap();
+        // A torn record followed by more records is not a torn write.
+        std::fs::write(dir.log(), format!("{good}\n{{\"seq\":2,\"at\"\n{good}\n")).unwrap();
+        let e = load(&dir.disk(), true).unwrap_err();
+        assert!(format!("{e:#}").contains("decision log line 2"), "{e:#}");
+        // Nothing was cut.
+        assert!(std::fs::read_to_string(dir.log()).unwrap().ends_with("}\n"));
+        // Neither is garbage as the last complete line.
+        std::fs::write(dir.log(), format!("{good}\ngarbage\n")).unwrap();
+        let e = load(&dir.disk(), true).unwrap_err();
+        assert!(format!("{e:#}").contains("decision log line 2"), "{e:#}");
+        // A gap in the sequence numbers is an error of the replay.
+        std::fs::write(dir.log(), format!("{good}\n{good}\n")).unwrap();
+        let e = load(&dir.disk(), true)
+            .unwrap()
+            .restore(one_android_guest())
+            .unwrap_err();
+        assert!(
+            format!("{e:#}").contains("expected sequence number 2"),
+            "{e:#}"
+        );
+    }
+
+    #[test]
+    fn compaction_replaces_the_log_by_a_snapshot_and_recovery_goes_on_from_it() {
+        let dir = tmpdir("compact");
+        let policy = one_android_guest();
+        let mut a = Arbiter::new(policy.clone());
+        let mut decided = Decided::default();
+        let mut log = open_log(&dir).compact_at(2000);
+        let mut compactions = 0;
+        for t in 0..200u64 {
+            let input = match t % 4 {
+                0 => Input::IgnitionOn,
+                1 => Input::VmStarted { guest: "a".into() },
+                2 => Input::GuestPowerRequest {
+                    guest: "a".into(),
+                    request_id: t,
+                    kind: system_manager::PowerRequestKind::Reboot,
+                },
+                _ => Input::IgnitionOff,
+            };
+            let r = a.step(Millis(t * 100), input);
+            decided.note(&r.input, &r.outputs);
+            log.append(&r).unwrap();
+            if log.wants_compaction() {
+                log.compact(&Snapshot::of(&a, &decided)).unwrap();
+                compactions += 1;
+                assert_eq!(log.bytes(), 0);
+            }
+            assert!(log.bytes() <= 2000 + 1000, "{}", log.bytes());
+        }
+        assert!(compactions >= 5, "{compactions}");
+        drop(log);
+        let loaded = load(&dir.disk(), true).unwrap();
+        assert!(loaded.snapshot_seq() > 100);
+        assert_eq!(loaded.inputs(), 200);
+        let (b, d) = loaded.restore(policy).unwrap();
+        assert_eq!((b, d), (a, decided));
+        assert!(!dir.0.join(SNAPSHOT_TMP).exists());
     }
 
     #[test]
@@ -507,7 +332,7 @@ mod tests {
         let dir = tmpdir("bgsync");
         let policy = one_android_guest();
         let mut a = Arbiter::new(policy.clone());
-        let mut log = DecisionLog::open(&dir).unwrap();
+        let mut log = open_log(&dir);
         log.start_background_sync().unwrap();
         for t in 1..=50 {
             log.write(&a.step(Millis(t), Input::Tick)).unwrap();
@@ -526,7 +351,7 @@ mod tests {
         assert_eq!(log.durable(), 51);
         drop(log);
         // Written records are in the file whatever was synced.
-        assert_eq!(dir.read_log().unwrap().len(), 51);
+        assert_eq!(load(&dir.disk(), true).unwrap().records.len(), 51);
     }
 
     #[test]
@@ -570,6 +395,81 @@ mod tests {
     }
 
     #[test]
+    fn the_commit_plan_syncs_before_mcu_commands_only_by_default() {
+        let mut a = Arbiter::new(one_android_guest());
+        let recs = vec![
+            a.step(Millis(1), Input::IgnitionOn),
+            a.step(Millis(2), Input::VmStarted { guest: "a".into() }),
+        ];
+        // IgnitionOn: SystemOn (MCU), StartVm, ...
+        let plan = LogSync::BeforeMcu.commit_plan(&recs);
+        assert_eq!(
+            &plan[..4],
+            &[
+                CommitStep::SyncSoon,
+                CommitStep::Announce(0),
+                CommitStep::Sync,
+                CommitStep::Execute(0, 0),
+            ]
+        );
+        let syncs = plan.iter().filter(|s| **s == CommitStep::Sync).count();
+        assert_eq!(syncs, 1, "{plan:?}");
+        let plan = LogSync::EveryDecision.commit_plan(&recs);
+        assert_eq!(plan[0], CommitStep::Sync);
+        let outputs: usize = recs.iter().map(|r| r.outputs.len()).sum();
+        assert_eq!(plan.len(), 1 + recs.len() + 2 * outputs);
+    }
+
+    #[test]
+    fn a_second_daemon_is_refused_with_the_holders_pid() {
+        let dir = tmpdir("lock");
+        let held = lock(&dir).unwrap();
+        // A POSIX lock does not conflict within its own process: ask from
+        // another one.
+        let child = lock_in_child(&dir);
+        assert!(
+            child.starts_with("another sysmgr (pid ")
+                && child.contains(&format!("(pid {})", std::process::id()))
+                && child.contains("stop it or use another --state-dir"),
+            "{child}"
+        );
+        drop(held);
+        // (Not read while held: closing any descriptor of the file would
+        // drop this process's lock.)
+        assert_eq!(
+            std::fs::read_to_string(dir.0.join(LOCK_FILE)).unwrap(),
+            format!("{}\n", std::process::id())
+        );
+        assert_eq!(lock_in_child(&dir), "locked");
+    }
+
+    /// Tries [`lock`] in a forked child (POSIX locks are per process) and
+    /// returns its error line, or `locked`.
+    fn lock_in_child(dir: &StateDir) -> String {
+        let (mut r, w) = std::os::unix::net::UnixStream::pair().unwrap();
+        // SAFETY: the child only calls `lock` (no threads needed) and
+        // leaves with _exit.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            let mut w = w;
+            let line = match lock(dir) {
+                Ok(_) => "locked".to_string(),
+                Err(e) => format!("{e:#}"),
+            };
+            let _ = w.write_all(line.as_bytes());
+            // SAFETY: leave the child without running the parent's code.
+            unsafe { libc::_exit(0) };
+        }
+        drop(w);
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut r, &mut out).unwrap();
+        // SAFETY: reap our child.
+        unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+        out
+    }
+
+    #[test]
     fn clock_goes_on_across_restarts() {
         let dir = tmpdir("clock");
         let c = Clock::open(&dir, Millis(5000)).unwrap();
@@ -579,30 +479,5 @@ mod tests {
         let c2 = Clock::open(&dir, Millis(0)).unwrap();
         assert!(c2.now() >= t1);
         assert_eq!(c.origin, c2.origin);
-    }
-
-    #[test]
-    fn decided_sets_follow_the_vmm_process() {
-        let mut d = Decided::default();
-        let decide = |id| Output::Decide {
-            guest: "a".into(),
-            request_id: id,
-            decision: Decision::HoldVirtuallyOff,
-            reason: String::new(),
-        };
-        d.note(&Input::Tick, &[decide(1)]);
-        assert_eq!(d.get("a", 1), Some(Decision::HoldVirtuallyOff));
-        assert_eq!(d.get("a", 2), None);
-        d.note(&Input::VmLost { guest: "a".into() }, &[]);
-        assert_eq!(d.get("a", 1), None);
-        d.note(&Input::Tick, &[decide(1)]);
-        d.note(
-            &Input::IgnitionOn,
-            &[Output::StartVm {
-                guest: "a".into(),
-                reason: String::new(),
-            }],
-        );
-        assert_eq!(d.get("a", 1), None);
     }
 }

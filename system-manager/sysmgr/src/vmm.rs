@@ -7,8 +7,8 @@
 //! commands from it ([`VmmCmd`]). It never interprets events or exit
 //! statuses; the core does (`system_manager::vm_gone_input`,
 //! `system_manager::start_failed_input`).
-//! A VMM is started in its own process group with its output appended to
-//! `<state-dir>/<guest>.vmm.log`, so it outlives a crash of the daemon and
+//! A VMM is started in its own process group with its output going to
+//! `<state-dir>/<guest>.vmm.log` (capped and rotated, `crate::vmm_log`), so it outlives a crash of the daemon and
 //! a restarted daemon attaches to it again.
 
 use std::path::PathBuf;
@@ -26,6 +26,7 @@ use vmm_protocol::{Answer, Request, Response, ServerLine, MAX_SERVER_LINE_LEN};
 
 use crate::launcher::{self, Launched};
 use crate::lines::LineReader;
+use crate::pidfd::PidFd;
 
 /// Longest line accepted from a VMM.
 const MAX_LINE: usize = MAX_SERVER_LINE_LEN;
@@ -93,6 +94,10 @@ pub struct VmmConfig {
 /// Runs the link until the command channel closes.
 pub async fn run(cfg: VmmConfig, mut cmds: UnboundedReceiver<VmmCmd>, report: impl Fn(VmmReport)) {
     let mut child: Option<Launched> = None;
+    // The pidfd of the VMM last attached to (from the control socket's
+    // peer credentials; guests with a `launch` command only): how a VMM
+    // an earlier daemon started is killed.
+    let mut peer: Option<PidFd> = None;
     let mut failures: u32 = 0;
     while let Some(cmd) = cmds.recv().await {
         let mut queued = Vec::new();
@@ -102,7 +107,7 @@ pub async fn run(cfg: VmmConfig, mut cmds: UnboundedReceiver<VmmCmd>, report: im
                 continue;
             }
             VmmCmd::Stop => {
-                kill_pid(&cfg, child.as_ref());
+                kill_vmm(&cfg, child.as_ref(), peer.as_ref());
                 continue;
             }
             VmmCmd::Attach => match attach(&cfg).await {
@@ -144,7 +149,14 @@ pub async fn run(cfg: VmmConfig, mut cmds: UnboundedReceiver<VmmCmd>, report: im
             }
         };
         failures = 0;
-        let pid = child.as_ref().map(Launched::id).or_else(|| read_pid(&cfg));
+        let (stream, fd) = stream;
+        if fd.is_some() {
+            peer = fd;
+        }
+        let pid = child
+            .as_ref()
+            .map(Launched::id)
+            .or(peer.as_ref().map(PidFd::pid));
         report(VmmReport::Attached { pid });
         let (read, mut write) = stream.into_split();
         let mut lines = LineReader::new(read, MAX_LINE);
@@ -177,7 +189,7 @@ pub async fn run(cfg: VmmConfig, mut cmds: UnboundedReceiver<VmmCmd>, report: im
                 },
                 _ = tokio::time::sleep_until(kill_at.unwrap_or_else(Instant::now)), if kill_at.is_some() => {
                     tracing::warn!("{}: VMM did not stop in {STOP_KILL_AFTER:?}; killing it", cfg.guest);
-                    kill_pid(&cfg, child.as_ref());
+                    kill_vmm(&cfg, child.as_ref(), peer.as_ref());
                     kill_at = None;
                 }
             }
@@ -196,12 +208,16 @@ async fn send(write: &mut OwnedWriteHalf, request: Request, guest: &str) {
 }
 
 /// Connects and sends `attach`; the first line must be `ok attached`.
-async fn attach(cfg: &VmmConfig) -> Result<UnixStream, String> {
+/// Also returns a pidfd of the VMM: opened for the socket's peer pid
+/// (`SO_PEERCRED`) before `attach` is sent, so the answer proves that
+/// process was still alive after the pidfd was opened, i.e. the pidfd is
+/// the VMM's and not a later process's that reused the pid.
+async fn attach(cfg: &VmmConfig) -> Result<(UnixStream, Option<PidFd>), String> {
     let mut s = UnixStream::connect(&cfg.socket)
         .await
         .map_err(|e| format!("cannot connect to {}: {e}", cfg.socket.display()))?;
     // Only a VMM of an allowed uid may steer this guest's arbitration.
-    sandbox::socket::check_peer(&s).map_err(|e| {
+    let cred = sandbox::socket::check_peer(&s).map_err(|e| {
         tracing::warn!(
             "{}: not attaching to {}: {e}",
             cfg.guest,
@@ -209,6 +225,18 @@ async fn attach(cfg: &VmmConfig) -> Result<UnixStream, String> {
         );
         format!("{}: {e}", cfg.socket.display())
     })?;
+    // Only for a guest the daemon launches (this daemon or an earlier
+    // one): a VMM someone else started is theirs to kill.
+    let pidfd = u32::try_from(cred.pid)
+        .ok()
+        .filter(|_| cfg.launch.is_some())
+        .and_then(|pid| match PidFd::open(pid) {
+            Ok(fd) => Some(fd),
+            Err(e) => {
+                tracing::warn!("{}: no pidfd for the VMM (pid {pid}): {e}", cfg.guest);
+                None
+            }
+        });
     s.write_all(format!("{}\n", Request::Attach).as_bytes())
         .await
         .map_err(|e| format!("cannot attach: {e}"))?;
@@ -231,7 +259,7 @@ async fn attach(cfg: &VmmConfig) -> Result<UnixStream, String> {
         .map_err(|_| "no answer to attach".to_string())??;
     let answer = String::from_utf8_lossy(&answer);
     match answer.parse::<Response>() {
-        Ok(Response::Ok(Answer::Attached)) => Ok(s),
+        Ok(Response::Ok(Answer::Attached)) => Ok((s, pidfd)),
         _ => Err(format!("attach refused: {}", answer.trim())),
     }
 }
@@ -251,7 +279,7 @@ async fn start(
     child: &mut Option<Launched>,
     cmds: &mut UnboundedReceiver<VmmCmd>,
     queued: &mut Vec<Request>,
-) -> Result<UnixStream, StartError> {
+) -> Result<(UnixStream, Option<PidFd>), StartError> {
     if let Ok(s) = attach(cfg).await {
         return Ok(s);
     }
@@ -310,17 +338,10 @@ async fn launch(cfg: &VmmConfig, argv: &[String]) -> Result<Launched, String> {
         );
         return Ok(launched);
     }
-    let out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&cfg.log)
-        .map_err(|e| format!("cannot open {}: {e}", cfg.log.display()))?;
-    let err = out
-        .try_clone()
-        .map_err(|e| format!("cannot open {}: {e}", cfg.log.display()))?;
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| "empty launch command".to_string())?;
+    let (out, err) = crate::vmm_log::outputs(&cfg.log)?;
     let mut child = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
@@ -334,6 +355,10 @@ async fn launch(cfg: &VmmConfig, argv: &[String]) -> Result<Launched, String> {
     let pid = child
         .id()
         .ok_or_else(|| format!("{program} ended at once"))?;
+    // Not reaped yet (the wait below has not started): the pid is the child's.
+    let pidfd = PidFd::open(pid)
+        .map_err(|e| tracing::warn!("{}: no pidfd for VMM pid {pid}: {e}", cfg.guest))
+        .ok();
     let _ = std::fs::write(&cfg.pid_file, format!("{pid}\n"));
     tracing::info!("{}: launched VMM pid {pid} ({program})", cfg.guest);
     let (tx, rx) = tokio::sync::watch::channel(None);
@@ -346,33 +371,30 @@ async fn launch(cfg: &VmmConfig, argv: &[String]) -> Result<Launched, String> {
             }));
         }
     });
-    Ok(Launched::watching(pid, rx))
+    Ok(Launched::watching(pid, rx, pidfd))
 }
 
-fn read_pid(cfg: &VmmConfig) -> Option<u32> {
-    std::fs::read_to_string(&cfg.pid_file)
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-}
-
-/// SIGKILL to the launched VMM (this daemon's, through the launcher process
-/// that is its parent; or the pid file of an earlier daemon's).
-fn kill_pid(cfg: &VmmConfig, child: Option<&Launched>) {
+/// SIGKILL to the guest's VMM, never by a bare pid: one this daemon
+/// launched through the launcher process, by the launcher (through its
+/// pidfd); one it launched itself, through the pidfd opened at spawn;
+/// one an earlier daemon launched, through the pidfd opened when it was
+/// last attached.
+fn kill_vmm(cfg: &VmmConfig, child: Option<&Launched>, peer: Option<&PidFd>) {
     if let (Some(l), Some(_)) = (launcher::installed(), child) {
         tracing::warn!("{}: killing the VMM", cfg.guest);
         l.kill(&cfg.guest);
         return;
     }
-    let Some(pid) = child.map(Launched::id).or_else(|| read_pid(cfg)) else {
-        tracing::warn!("{}: no pid known; cannot kill the VMM", cfg.guest);
+    let Some(fd) = child.and_then(Launched::pidfd).or(peer) else {
+        tracing::warn!(
+            "{}: no handle on the VMM (never attached to it); cannot kill it",
+            cfg.guest
+        );
         return;
     };
-    let Ok(pid) = i32::try_from(pid) else { return };
-    // SAFETY: kill(2) with a pid read from our own child or pid file and a
-    // constant signal; no memory is involved.
-    let rc = unsafe { libc::kill(pid, libc::SIGKILL) };
-    if rc == 0 {
-        tracing::warn!("{}: killed VMM pid {pid}", cfg.guest);
+    match fd.kill() {
+        Ok(()) => tracing::warn!("{}: killed VMM pid {}", cfg.guest, fd.pid()),
+        Err(e) => tracing::info!("{}: VMM pid {} not killed: {e}", cfg.guest, fd.pid()),
     }
 }
 

@@ -393,15 +393,18 @@ fn bad_input_is_logged_and_the_daemon_keeps_running() {
     assert!(err.contains("resetting the link"), "{err}");
 
     // Hostile VHAL lines: garbage is ignored, an undefined value is
-    // rejected in the log, an endless line closes the channel (it is
-    // reopened).
+    // rejected in the journal but, as it changes nothing, is no log
+    // record; an endless line closes the channel (it is reopened).
     android.send("hello there");
     android.send("AP_POWER_STATE_REPORT 99 0");
     wait_until("the undefined report rejected", 10, || {
-        log_lines(&dir)
-            .iter()
-            .any(|l| l.contains("unknown AP_POWER_STATE_REPORT value 99"))
+        d.text().contains("unknown AP_POWER_STATE_REPORT value 99")
     });
+    assert!(d.text().contains("changes nothing (not a log record)"));
+    assert!(
+        !log_lines(&dir).iter().any(|l| l.contains("\"value\":99")),
+        "an idle report was logged"
+    );
     android.send(&"x".repeat(200));
     android.accept(10);
     android.send("AP_POWER_STATE_REPORT 1 0");
@@ -496,4 +499,96 @@ fn a_log_from_another_policy_is_refused() {
     ]);
     assert!(!ok);
     assert!(err.contains("does not replay under this policy"), "{err}");
+}
+
+#[test]
+fn a_second_daemon_on_the_same_state_directory_is_refused() {
+    let dir = tmpdir("lock");
+    write_policy(&dir, "", 30000);
+    let _android = FakeAndroid::start(&dir.join("android.vsock"));
+    let _mcu = Mcu::start(&dir);
+    let d = daemon(&dir);
+    let (ok, _, err) = sysmgr(&[
+        "run",
+        "--policy",
+        dir.join("policy.toml").to_str().unwrap(),
+        "--state-dir",
+        dir.join("state").to_str().unwrap(),
+        "--mcu-socket",
+        dir.join("mcu.sock").to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with(&format!(
+            "sysmgr: another sysmgr (pid {}) holds",
+            d.child.id()
+        )),
+        "{err}"
+    );
+    // The first one runs on.
+    assert!(status(&dir).contains("daemon: running"), "{}", status(&dir));
+}
+
+#[test]
+fn the_log_is_compacted_into_a_snapshot_and_a_restart_goes_on_from_it() {
+    let dir = tmpdir("compact");
+    write_policy(&dir, "", 30000);
+    let mut android = FakeAndroid::start(&dir.join("android.vsock"));
+    let mut mcu = Mcu::start(&dir);
+    let compact = ["--log-compact-bytes", "4000"];
+    let d = daemon_with(&dir, &compact);
+    let _vmms = boot(&dir, &mut mcu, &mut android);
+    let snapshot = dir.join("state/snapshot.json");
+    assert!(!snapshot.exists(), "compacted during boot already");
+    // Vehicle-in-use changes until the log passes 4000 bytes; it ends
+    // with the vehicle in use.
+    for i in 0..40 {
+        mcu.cmd(if i % 2 == 0 {
+            "in-use no"
+        } else {
+            "in-use yes"
+        });
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    wait_until("snapshot.json written", 10, || snapshot.exists());
+    wait_until("the last change handled", 10, || {
+        status(&dir).contains("vehicle in use: yes")
+    });
+    let log = std::fs::metadata(dir.join("state/decisions.jsonl"))
+        .unwrap()
+        .len();
+    assert!(log < 4000 + 2000, "the log was not cut: {log} bytes");
+    assert!(d.text().contains("decision log compacted"), "{}", d.text());
+    let inputs_in_snapshot = |text: &str| -> u64 {
+        let v: serde_json::Value = serde_json::from_str(text).unwrap();
+        v["arbiter"]["inputs"].as_u64().unwrap()
+    };
+    let covered = inputs_in_snapshot(&std::fs::read_to_string(&snapshot).unwrap());
+    drop(d); // kill -9
+
+    // The restart resumes from the snapshot and the log after it.
+    let d2 = daemon_with(&dir, &compact);
+    let st = status(&dir);
+    assert!(
+        st.contains("daemon: running") && st.contains("vehicle in use: yes"),
+        "{st}"
+    );
+    assert!(d2.text().contains("in the snapshot"), "{}", d2.text());
+    let (ok, events, err) = sysmgr(&["events", "--state-dir", dir.join("state").to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(
+        events.starts_with("(inputs 1 to ") && events.contains("compacted into snapshot.json"),
+        "{events}"
+    );
+    mcu.cmd("in-use no");
+    wait_until("a new record after the snapshot", 10, || {
+        log_lines(&dir)
+            .iter()
+            .any(|l| l.contains("\"in_use\":false"))
+    });
+    let first: serde_json::Value = serde_json::from_str(&log_lines(&dir)[0]).unwrap();
+    let covered_now = inputs_in_snapshot(&std::fs::read_to_string(&snapshot).unwrap());
+    assert!(covered_now >= covered);
+    assert_eq!(first["seq"].as_u64(), Some(covered_now + 1), "{first}");
 }

@@ -16,6 +16,7 @@ pub mod block;
 pub mod boot;
 pub mod console;
 pub mod control;
+pub mod hostile;
 pub mod net;
 pub mod rng;
 pub mod sandbox;

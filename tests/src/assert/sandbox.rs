@@ -56,7 +56,8 @@ pub fn a_forbidden_call_from_each_thread_class_kills_the_vmm_naming_it(run: &Sha
 /// capability set empty, no_new_privs, every thread under seccomp; its
 /// control socket is 0600 and owned by that user; another uid can connect
 /// neither through the file's mode nor, with the file opened up, past the
-/// SO_PEERCRED check; root can, and `vmm decide` decides as an arbiter.
+/// SO_PEERCRED check; the socket's owner (the sandbox user) and root can,
+/// and `vmm decide` decides as an arbiter.
 pub fn the_vmm_holds_no_capability_and_a_second_uid_cannot_connect(run: &SharedRun) {
     let s = run.section("sandbox-confined", 0);
     let zero = "0000000000000000";
@@ -86,6 +87,7 @@ pub fn the_vmm_holds_no_capability_and_a_second_uid_cannot_connect(run: &SharedR
     s.expect_contains("intruder", "Permission denied")
         .expect_contains("intruder_open_socket", "error: cannot talk to the VMM")
         .expect_log(VMM, "control socket: connection refused: peer uid 1000")
+        .expect_contains("owner_status", "pending=1")
         .expect_contains("status", "pending=1")
         .expect_eq("decide", "decided")
         .expect_vmm_exit(VMM, "poweroff", 0);

@@ -19,7 +19,10 @@
 //!     put there): the `SIGBUS` handler installed by [`map_file_into_guest`]
 //!     sees that the address lies in a mapped boot file, replaces that page
 //!     with a zero-filled anonymous page and returns; the access is retried
-//!     and reads zeros. A `SIGBUS` anywhere else keeps the default action.
+//!     and reads zeros. Any other `SIGBUS` ends the VMM with one line on
+//!     stderr and exit status 135 (128 + `SIGBUS`): the handler cannot
+//!     restore the default action inside the sandbox (`rt_sigaction` is
+//!     refused), see `handle_sigbus`.
 //!   - the guest touches it: KVM cannot resolve the page and `KVM_RUN` fails
 //!     with `EFAULT`; the vCPU thread reports "KVM_RUN failed" and the VMM
 //!     shuts the VM down and exits with an error (no signal, no crash).
@@ -113,14 +116,56 @@ fn is_guarded(addr: usize) -> bool {
     })
 }
 
+/// The exit status of a `SIGBUS` the guard does not claim: 128 + `SIGBUS`,
+/// what a shell shows for a process killed by it.
+pub const UNCLAIMED_SIGBUS_EXIT: i32 = 128 + libc::SIGBUS;
+// The report spells the status out.
+const _: () = assert!(UNCLAIMED_SIGBUS_EXIT == 135);
+
+/// The line the handler writes for a `SIGBUS` it does not claim: where
+/// the fault was (or that another process sent it), and the exit status.
+fn unclaimed_report(addr: usize, sent: bool, out: &mut [u8; 128]) -> usize {
+    let mut len = 0;
+    let mut push = |bytes: &[u8]| {
+        let n = bytes.len().min(out.len() - len);
+        out[len..len + n].copy_from_slice(&bytes[..n]);
+        len += n;
+    };
+    if sent {
+        push(b"vmm: SIGBUS sent by another process");
+    } else {
+        push(b"vmm: SIGBUS at 0x");
+        let mut digits = [0u8; 16];
+        for (i, d) in digits.iter_mut().enumerate() {
+            let nibble = (addr >> ((15 - i) * 4)) & 0xf;
+            *d = b"0123456789abcdef"[nibble];
+        }
+        push(&digits);
+        push(b" (not in a boot file mapping)");
+    }
+    push(b"; exiting with status ");
+    push(b"135");
+    push(b"\n");
+    len
+}
+
 /// `SIGBUS` handler: a fault in a guarded file mapping (its file was
-/// truncated) gets a zero page instead; any other fault takes the default
-/// action (the access is retried and kills the process as before).
+/// truncated) gets a zero page instead; any other `SIGBUS` (a fault
+/// elsewhere, or one sent with `kill`) ends the process with one line on
+/// stderr and exit status 135 ([`UNCLAIMED_SIGBUS_EXIT`]).
+///
+/// Sandbox-safe: it makes only `mmap` (anonymous, without `PROT_EXEC`),
+/// `write` and `exit_group`, which every thread class of the VMM allows
+/// (`RUNTIME` group). Restoring the default action and raising the signal
+/// again would need `rt_sigaction` and `tkill`/`tgkill` with `SIGBUS`,
+/// which the sandbox refuses: the handler would then die with a report
+/// of a forbidden call instead of the fault.
 extern "C" fn handle_sigbus(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
     // SAFETY: the kernel passes a valid siginfo for an SA_SIGINFO handler;
     // `si_addr` is the faulting address for SIGBUS.
-    let addr = unsafe { (*info).si_addr() } as usize;
-    if is_guarded(addr) {
+    let (addr, code) = unsafe { ((*info).si_addr() as usize, (*info).si_code) };
+    let sent = code <= 0;
+    if !sent && is_guarded(addr) {
         let page = addr & !(PAGE_SIZE as usize - 1);
         // SAFETY: `page` is inside a guarded file mapping that lies within a
         // guest memory region this process owns for its whole life; replacing
@@ -141,16 +186,13 @@ extern "C" fn handle_sigbus(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut 
             return;
         }
     }
-    // SAFETY: restoring the default disposition of SIGBUS and raising a
-    // signal are async-signal-safe. For a fault, returning re-executes the
-    // access, which then terminates the process as before; a SIGBUS sent
-    // with kill() (si_code <= 0) is raised again, to be delivered with the
-    // default action once this handler returns.
+    let mut line = [0u8; 128];
+    let len = unclaimed_report(addr, sent, &mut line);
+    // SAFETY: write(2) of a local buffer and _exit(2) are async-signal-safe
+    // and end the process without running anything else of it.
     unsafe {
-        libc::signal(libc::SIGBUS, libc::SIG_DFL);
-        if (*info).si_code <= 0 {
-            libc::raise(libc::SIGBUS);
-        }
+        libc::write(2, line.as_ptr().cast(), len);
+        libc::_exit(UNCLAIMED_SIGBUS_EXIT);
     }
 }
 
@@ -374,25 +416,130 @@ pub(crate) mod tests {
         }
     }
 
-    #[test]
-    fn a_sigbus_sent_with_kill_still_terminates() {
-        assert!(install_guard());
-        // SAFETY: the child only calls async-signal-safe functions (kill,
-        // getpid, _exit) before it ends.
+    /// Runs `body` in a forked child and returns its wait status.
+    fn in_child(body: impl FnOnce()) -> libc::c_int {
+        // SAFETY: the test child only runs `body` (async-signal-safe calls
+        // and plain memory accesses) and then _exit.
         let pid = unsafe { libc::fork() };
         assert!(pid >= 0);
         if pid == 0 {
-            // SAFETY: see above.
-            unsafe {
-                libc::kill(libc::getpid(), libc::SIGBUS);
-                libc::_exit(0);
-            }
+            body();
+            // SAFETY: leave the child without running the test harness.
+            unsafe { libc::_exit(0) };
         }
         let mut status = 0;
         // SAFETY: `pid` is our child; `status` is a valid out pointer.
         assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-        assert!(libc::WIFSIGNALED(status), "child exited: {status:#x}");
-        assert_eq!(libc::WTERMSIG(status), libc::SIGBUS);
+        status
+    }
+
+    /// A seccomp filter that kills the process on `rt_sigaction`, `tkill`
+    /// and `tgkill` (what restoring and raising SIGBUS would need; the
+    /// VMM's sandbox refuses them) and allows everything else.
+    ///
+    /// # Safety
+    /// Only in a forked child: the filter is permanent.
+    unsafe fn refuse_signal_calls() {
+        let nr = |n: libc::c_long| n as u32;
+        let jeq_kill = |n: u32, to_kill: u8| libc::sock_filter {
+            code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+            jt: to_kill,
+            jf: 0,
+            k: n,
+        };
+        let filter = [
+            libc::sock_filter {
+                code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
+                jt: 0,
+                jf: 0,
+                k: 0, // seccomp_data.nr
+            },
+            jeq_kill(nr(libc::SYS_rt_sigaction), 3),
+            jeq_kill(nr(libc::SYS_tkill), 2),
+            jeq_kill(nr(libc::SYS_tgkill), 1),
+            libc::sock_filter {
+                code: (libc::BPF_RET | libc::BPF_K) as u16,
+                jt: 0,
+                jf: 0,
+                k: libc::SECCOMP_RET_ALLOW,
+            },
+            libc::sock_filter {
+                code: (libc::BPF_RET | libc::BPF_K) as u16,
+                jt: 0,
+                jf: 0,
+                k: libc::SECCOMP_RET_KILL_PROCESS,
+            },
+        ];
+        let prog = libc::sock_fprog {
+            len: filter.len() as u16,
+            filter: filter.as_ptr().cast_mut(),
+        };
+        // SAFETY: a valid filter program that outlives the calls.
+        unsafe {
+            assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+            assert_eq!(
+                libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &prog),
+                0
+            );
+        }
+    }
+
+    #[test]
+    fn a_sigbus_sent_with_kill_ends_the_process_with_status_135() {
+        assert!(install_guard());
+        let status = in_child(|| {
+            // SAFETY: the filter is installed in the forked child only.
+            unsafe { refuse_signal_calls() };
+            // SAFETY: a signal to the own process.
+            unsafe { libc::kill(libc::getpid(), libc::SIGBUS) };
+            // The handler runs before kill returns (a signal to oneself).
+        });
+        assert!(libc::WIFEXITED(status), "child ended with {status:#x}");
+        assert_eq!(libc::WEXITSTATUS(status), UNCLAIMED_SIGBUS_EXIT);
+    }
+
+    #[test]
+    fn an_unclaimed_fault_ends_the_process_with_status_135_under_a_sandbox_filter() {
+        assert!(install_guard());
+        let f = tempfile("unclaimed");
+        let status = in_child(|| {
+            // SAFETY: the filter is installed in the forked child only.
+            unsafe { refuse_signal_calls() };
+            // SAFETY: a shared mapping of one page of an empty file: the
+            // read below faults with SIGBUS (past the end of the file),
+            // at an address the guard does not claim.
+            unsafe {
+                let p = libc::mmap(
+                    std::ptr::null_mut(),
+                    4096,
+                    libc::PROT_READ,
+                    libc::MAP_SHARED,
+                    f.as_raw_fd(),
+                    0,
+                );
+                assert_ne!(p, libc::MAP_FAILED);
+                std::ptr::read_volatile(p.cast::<u8>());
+            }
+        });
+        // With signal() + raise() in the handler the filter would have
+        // killed the child with SIGSYS instead.
+        assert!(libc::WIFEXITED(status), "child ended with {status:#x}");
+        assert_eq!(libc::WEXITSTATUS(status), UNCLAIMED_SIGBUS_EXIT);
+    }
+
+    #[test]
+    fn the_unclaimed_report_names_the_address_or_the_sender() {
+        let mut buf = [0u8; 128];
+        let n = unclaimed_report(0xdead_b000, false, &mut buf);
+        assert_eq!(
+            std::str::from_utf8(&buf[..n]).unwrap(),
+            "vmm: SIGBUS at 0x00000000deadb000 (not in a boot file mapping); exiting with status 135\n"
+        );
+        let n = unclaimed_report(0, true, &mut buf);
+        assert_eq!(
+            std::str::from_utf8(&buf[..n]).unwrap(),
+            "vmm: SIGBUS sent by another process; exiting with status 135\n"
+        );
     }
 
     #[test]

@@ -16,6 +16,32 @@ pub use self::aarch64 as current;
 #[cfg(target_arch = "x86_64")]
 pub use self::x86_64 as current;
 
+/// A KVM ioctl of a vCPU or interrupt-controller set-up step failed
+/// (both architectures' `VcpuSetupError::Kvm`).
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {source}")]
+pub struct KvmStepError {
+    /// Which step failed.
+    pub what: &'static str,
+    /// The KVM error.
+    pub source: kvm_ioctls::Error,
+}
+
+/// The kernel command line of at most `max_size` bytes: `default_args`,
+/// then each of the user's parameters (both architectures build it alike).
+pub fn kernel_cmdline(
+    max_size: usize,
+    default_args: &str,
+    user_params: &[String],
+) -> Result<linux_loader::cmdline::Cmdline, linux_loader::cmdline::Error> {
+    let mut cmdline = linux_loader::cmdline::Cmdline::new(max_size)?;
+    cmdline.insert_str(default_args)?;
+    for p in user_params {
+        cmdline.insert_str(p)?;
+    }
+    Ok(cmdline)
+}
+
 /// Address of the first virtio-mmio window.
 pub const VIRTIO_MMIO_START: u64 = current::layout::VIRTIO_MMIO_START;
 
@@ -31,3 +57,19 @@ pub const VIRTIO_MMIO_GSIS: std::ops::Range<u32> =
 #[cfg(target_arch = "aarch64")]
 pub const VIRTIO_MMIO_GSIS: std::ops::Range<u32> =
     current::layout::VIRTIO_MMIO_SPI_START..current::layout::VIRTIO_MMIO_SPI_END;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cmdline_joins_defaults_and_params_within_the_size() {
+        let params = ["quiet".to_string(), "a=b".to_string()];
+        let c = kernel_cmdline(2048, "console=ttyS0", &params).unwrap();
+        assert_eq!(
+            c.as_cstring().unwrap().to_str().unwrap(),
+            "console=ttyS0 quiet a=b"
+        );
+        assert!(kernel_cmdline(16, "console=ttyS0", &params).is_err());
+    }
+}

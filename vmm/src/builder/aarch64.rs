@@ -11,7 +11,6 @@ use devices::Bus;
 use kvm_bindings::kvm_vcpu_init;
 use kvm_ioctls::{DeviceFd, VcpuFd};
 use vm_memory::{Bytes, GuestAddress};
-use vmm_sys_util::eventfd::EventFd;
 
 use super::{BuildContext, BuildError, BuiltVm, Machine, Platform};
 use crate::arch::aarch64::{self as arch, layout};
@@ -68,14 +67,7 @@ impl Platform for Arm64Platform {
         }
         let mut vcpus = Vec::with_capacity(usize::from(config.cpus));
         for id in 0..config.cpus {
-            let fd = vm
-                .fd()
-                .create_vcpu(u64::from(id))
-                .map_err(|source| VcpuError::Setup {
-                    id,
-                    what: "KVM_CREATE_VCPU",
-                    source,
-                })?;
+            let fd = super::create_vcpu_fd(vm, id)?;
             let kvi = arch::kvm::vcpu_init(vm.fd(), id)
                 .map_err(|source| BuildError::VcpuSetup { id, source })?;
             fd.vcpu_init(&kvi).map_err(|source| VcpuError::Setup {
@@ -100,13 +92,8 @@ impl Platform for Arm64Platform {
             initrd.as_mut(),
         )?;
 
-        let irq_err = |what| move |source| BuildError::Irq { what, source };
-        let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(irq_err("serial"))?;
-        vm.fd()
-            .register_irqfd(&serial_irq, layout::SERIAL_SPI)
-            .map_err(|e| irq_err("serial")(std::io::Error::from_raw_os_error(e.errno())))?;
         let serial = Arc::new(Mutex::new(SerialDevice::new(
-            serial_irq,
+            super::irq_eventfd(vm, layout::SERIAL_SPI, "serial")?,
             ctx.host.serial_output(config)?,
         )));
         mmio.insert(serial.clone(), layout::SERIAL_BASE, layout::SERIAL_SIZE)?;
@@ -118,10 +105,7 @@ impl Platform for Arm64Platform {
             layout::BOOT_TIMER_BASE,
             1,
         )?;
-        let gpio_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(irq_err("power key"))?;
-        vm.fd()
-            .register_irqfd(&gpio_irq, layout::GPIO_SPI)
-            .map_err(|e| irq_err("power key")(std::io::Error::from_raw_os_error(e.errno())))?;
+        let gpio_irq = super::irq_eventfd(vm, layout::GPIO_SPI, "power key")?;
         let gpio = Arc::new(Mutex::new(Pl061::new(gpio_irq)));
         mmio.insert(gpio.clone(), layout::GPIO_BASE, PL061_RANGE_LEN)?;
         Ok(Self {

@@ -9,11 +9,10 @@ use devices::legacy::i8042::I8042_RANGE_LEN;
 use devices::legacy::{AcpiPmDevice, BootTimer, I8042Device, PowerButton, SerialDevice};
 use devices::Bus;
 use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
-use vmm_sys_util::eventfd::EventFd;
 
 use super::{BuildContext, BuildError, BuiltVm, Machine, Platform};
 use crate::arch::x86_64::{self as arch, layout};
-use crate::vstate::vcpu::{Vcpu, VcpuError};
+use crate::vstate::vcpu::Vcpu;
 use crate::vstate::vm::Vm;
 
 /// The x86_64 platform, as set up before the virtio devices.
@@ -52,19 +51,11 @@ impl Platform for X86Platform {
             None => None,
         };
         // Legacy devices on the port I/O bus.
-        let irq_err = |what| move |source| BuildError::Irq { what, source };
-        let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(irq_err("serial"))?;
-        vm.fd()
-            .register_irqfd(&serial_irq, layout::SERIAL_IRQ)
-            .map_err(|e| irq_err("serial")(std::io::Error::from_raw_os_error(e.errno())))?;
         let serial = Arc::new(Mutex::new(SerialDevice::new(
-            serial_irq,
+            super::irq_eventfd(vm, layout::SERIAL_IRQ, "serial")?,
             ctx.host.serial_output(config)?,
         )));
-        let button_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(irq_err("power button"))?;
-        vm.fd()
-            .register_irqfd(&button_irq, layout::POWER_BUTTON_GSI)
-            .map_err(|e| irq_err("power button")(std::io::Error::from_raw_os_error(e.errno())))?;
+        let button_irq = super::irq_eventfd(vm, layout::POWER_BUTTON_GSI, "power button")?;
         let power_button = PowerButton::new(button_irq);
         let acpi_pm = Arc::new(Mutex::new(AcpiPmDevice::new(
             power.clone(),
@@ -125,14 +116,7 @@ impl Platform for X86Platform {
         let tsc_deadline = ctx.kvm.check_extension(kvm_ioctls::Cap::TscDeadlineTimer);
         let mut vcpus = Vec::with_capacity(usize::from(config.cpus));
         for id in 0..config.cpus {
-            let fd = vm
-                .fd()
-                .create_vcpu(u64::from(id))
-                .map_err(|source| VcpuError::Setup {
-                    id,
-                    what: "KVM_CREATE_VCPU",
-                    source,
-                })?;
+            let fd = super::create_vcpu_fd(&vm, id)?;
             arch::configure_vcpu(
                 &fd,
                 mem,

@@ -50,6 +50,20 @@ fn pairs(s: &str) -> impl Iterator<Item = (&str, &str)> {
 /// The rate-limit keys every limited device accepts (`--disk`, `--rwdisk`,
 /// `--net`, `--rng`): `bw=` and `ops=`, each `SIZE:REFILL_MS[:BURST]`
 /// (docs/devices.md, "Rate limiters"). Returns `None` for another key.
+/// Makes the error of device option `option` given `value`, which should
+/// have the form `expected` (every parser below reports this way).
+fn option_error<'a>(
+    option: &'static str,
+    value: &'a str,
+    expected: &'static str,
+) -> impl Fn() -> ConfigError + Copy + 'a {
+    move || ConfigError::Option {
+        option,
+        value: value.to_string(),
+        expected,
+    }
+}
+
 fn parse_limit_key(
     key: &str,
     value: &str,
@@ -94,13 +108,7 @@ pub struct DiskConfig {
 impl DiskConfig {
     /// Parses the value of `--disk` (`read_only = true`) or `--rwdisk`.
     pub fn parse(s: &str, read_only: bool) -> Result<Self, ConfigError> {
-        let err = || {
-            ConfigError::Option {
-            option: if read_only { "--disk" } else { "--rwdisk" },
-            value: s.to_string(),
-            expected: "PATH[,id=ID][,bw=SIZE:REFILL_MS[:BURST]][,ops=COUNT:REFILL_MS[:BURST]] (id at most 20 bytes)",
-        }
-        };
+        let err = option_error(if read_only { "--disk" } else { "--rwdisk" }, s, "PATH[,id=ID][,bw=SIZE:REFILL_MS[:BURST]][,ops=COUNT:REFILL_MS[:BURST]] (id at most 20 bytes)");
         let mut path = None;
         let mut id = None;
         let mut rate_limit = RateLimit::default();
@@ -135,17 +143,16 @@ impl FromStr for RngConfig {
     type Err = ConfigError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = option_error(
+            "--rng",
+            s,
+            "nothing (--rng) or --rng=bw=SIZE:REFILL_MS[:BURST],ops=COUNT:REFILL_MS[:BURST]",
+        );
         let mut rate_limit = RateLimit::default();
         for (key, value) in pairs(s) {
             match parse_limit_key(key, value, &mut rate_limit) {
                 Some(result) => result?,
-                None => {
-                    return Err(ConfigError::Option {
-                        option: "--rng",
-                        value: s.to_string(),
-                        expected: "nothing (--rng) or --rng=bw=SIZE:REFILL_MS[:BURST],ops=COUNT:REFILL_MS[:BURST]",
-                    })
-                }
+                None => return Err(err()),
             }
         }
         Ok(Self { rate_limit })
@@ -180,13 +187,7 @@ impl FromStr for NetConfig {
     type Err = ConfigError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || {
-            ConfigError::Option {
-            option: "--net",
-            value: s.to_string(),
-            expected: "tap=NAME[,mac=AA:BB:CC:DD:EE:FF][,[rx_|tx_]bw=SIZE:REFILL_MS[:BURST]][,[rx_|tx_]ops=COUNT:REFILL_MS[:BURST]] (NAME at most 15 bytes)",
-        }
-        };
+        let err = option_error("--net", s, "tap=NAME[,mac=AA:BB:CC:DD:EE:FF][,[rx_|tx_]bw=SIZE:REFILL_MS[:BURST]][,[rx_|tx_]ops=COUNT:REFILL_MS[:BURST]] (NAME at most 15 bytes)");
         let mut tap = None;
         let mut mac = None;
         let mut rx_limit = RateLimit::default();
@@ -246,11 +247,7 @@ impl FromStr for VsockConfig {
     type Err = ConfigError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || ConfigError::Option {
-            option: "--vsock",
-            value: s.to_string(),
-            expected: "cid=N,socket=PATH (N >= 3)",
-        };
+        let err = option_error("--vsock", s, "cid=N,socket=PATH (N >= 3)");
         let mut cid = None;
         let mut socket = None;
         for (key, value) in pairs(s) {
@@ -282,11 +279,11 @@ impl FromStr for TeeConfig {
     type Err = ConfigError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || ConfigError::Option {
-            option: "--tee",
-            value: s.to_string(),
-            expected: "socket=PATH (trustyd's tee= socket for this guest)",
-        };
+        let err = option_error(
+            "--tee",
+            s,
+            "socket=PATH (trustyd's tee= socket for this guest)",
+        );
         let mut socket = None;
         for (key, value) in pairs(s) {
             match key {
@@ -319,11 +316,11 @@ impl FromStr for ConsoleConfig {
     type Err = ConfigError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || ConfigError::Option {
-            option: "--console",
-            value: s.to_string(),
-            expected: "type=stdout|sink or type=file|unix,path=PATH",
-        };
+        let err = option_error(
+            "--console",
+            s,
+            "type=stdout|sink or type=file|unix,path=PATH",
+        );
         let mut kind = None;
         let mut path = None;
         let mut extra_ok = true;

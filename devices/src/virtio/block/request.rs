@@ -32,6 +32,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 use super::{
     MAX_DISCARD_SECTORS, MAX_DISCARD_SEGMENTS, SECTOR_SHIFT, SECTOR_SIZE, SEG_MAX, SIZE_MAX,
 };
+use crate::virtio::chain::{last_descriptor, pieces, IncompleteChain};
 use crate::virtio::GuestMemoryMmap;
 
 /// Size of the request header (`struct virtio_blk_outhdr`).
@@ -40,14 +41,9 @@ pub const HEADER_SIZE: usize = 16;
 /// (`struct virtio_blk_discard_write_zeroes`).
 pub const RANGE_SIZE: usize = 16;
 
-/// A contiguous guest buffer, checked to lie inside guest memory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Segment {
-    /// Guest physical address.
-    pub addr: GuestAddress,
-    /// Length in bytes (never 0).
-    pub len: u32,
-}
+/// A contiguous guest buffer; a parsed request's are checked to lie inside
+/// guest memory and are never empty.
+pub use crate::virtio::chain::Segment;
 
 /// One range of a discard or write-zeroes request, checked against the
 /// capacity.
@@ -181,13 +177,9 @@ pub enum InvalidRequest {
 /// A chain without a usable status byte: returned with used length 0.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChainError {
-    /// The chain has no descriptors (e.g. a head index beyond the queue).
-    #[error("empty descriptor chain")]
-    Empty,
-    /// The walk stopped at a descriptor that still has `NEXT` set: a loop,
-    /// a next index beyond the table, or a bad indirect table.
-    #[error("descriptor chain is cut short (loop, bad next index or bad indirect table)")]
-    Truncated,
+    /// No descriptors, or the walk did not reach the chain's end.
+    #[error(transparent)]
+    Incomplete(#[from] IncompleteChain),
     /// The last descriptor is device-readable.
     #[error("the last descriptor is not device-writable, so there is no status byte")]
     StatusNotWritable,
@@ -215,10 +207,8 @@ pub fn parse(
     descs: &[Descriptor],
     capacity: u64,
 ) -> Result<Request, ChainError> {
-    let (last, rest) = descs.split_last().ok_or(ChainError::Empty)?;
-    if last.has_next() {
-        return Err(ChainError::Truncated);
-    }
+    let last = last_descriptor(descs)?;
+    let rest = &descs[..descs.len() - 1];
     if !last.is_write_only() {
         return Err(ChainError::StatusNotWritable);
     }
@@ -371,17 +361,13 @@ fn read_bytes(
     buf: &mut [u8],
 ) -> Result<usize, InvalidRequest> {
     let mut done = 0;
-    for seg in segs {
-        if done == buf.len() {
-            break;
-        }
-        let n = (seg.len as usize).min(buf.len() - done);
-        mem.read_slice(&mut buf[done..done + n], seg.addr)
+    for (part, seg) in pieces(segs, buf.len()) {
+        done = part.end;
+        mem.read_slice(&mut buf[part], seg.addr)
             .map_err(|_| InvalidRequest::OutsideMemory {
                 addr: seg.addr.0,
                 len: seg.len,
             })?;
-        done += n;
     }
     Ok(done)
 }
@@ -465,7 +451,7 @@ fn ranges(
 mod tests {
     use super::*;
     use crate::virtio::test_utils::{
-        guest_memory, DATA_START, TEST_MEM_SIZE, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE,
+        chain, guest_memory, DATA_START, TEST_MEM_SIZE, VRING_DESC_F_WRITE,
     };
 
     const W: u16 = VRING_DESC_F_WRITE;
@@ -480,19 +466,6 @@ mod tests {
         h[4..8].copy_from_slice(&0xdead_beefu32.to_le_bytes());
         h[8..].copy_from_slice(&sector.to_le_bytes());
         mem.write_slice(&h, GuestAddress(HDR)).unwrap();
-    }
-
-    /// Descriptors `(addr, len, flags)`, linked with NEXT except the last.
-    fn chain(descs: &[(u64, u32, u16)]) -> Vec<Descriptor> {
-        let last = descs.len() - 1;
-        descs
-            .iter()
-            .enumerate()
-            .map(|(i, &(a, l, f))| {
-                let flags = if i < last { f | VRING_DESC_F_NEXT } else { f };
-                Descriptor::new(a, l, flags, i as u16 + 1)
-            })
-            .collect()
     }
 
     fn op(mem: &GuestMemoryMmap, descs: &[(u64, u32, u16)]) -> Result<Operation, Rejection> {
@@ -596,10 +569,13 @@ mod tests {
     fn chains_without_a_status_byte_are_dropped() {
         let mem = guest_memory();
         header(&mem, VIRTIO_BLK_T_IN, 0);
-        assert_eq!(parse(&mem, &[], CAP), Err(ChainError::Empty));
+        assert_eq!(
+            parse(&mem, &[], CAP),
+            Err(ChainError::Incomplete(IncompleteChain::Empty))
+        );
         assert_eq!(
             parse(&mem, &chain(&[(HDR, 16, 0), (DATA, 512, W)])[..1], CAP),
-            Err(ChainError::Truncated),
+            Err(ChainError::Incomplete(IncompleteChain::Truncated)),
             "the last descriptor the walker gave still has NEXT"
         );
         assert_eq!(

@@ -16,7 +16,8 @@ use vm_memory::Bytes;
 use super::disk::DiskImage;
 use super::request::{self, ChainError, Operation, Request, SectorRange, Segment};
 use super::{SECTOR_SHIFT, SECTOR_SIZE};
-use crate::virtio::limited_worker::LimitedQueueWorker;
+use crate::log_limit::LoggedKinds;
+use crate::virtio::limited_worker::impl_limited_queue_worker;
 use crate::virtio::rate_limiter::RateLimiter;
 use crate::virtio::{GuestMemoryMmap, Interrupt};
 
@@ -40,8 +41,8 @@ pub struct BlockWorker {
     disk: Arc<DiskImage>,
     /// Reused for the descriptors of each chain.
     descs: Vec<Descriptor>,
-    /// Bit per [`Problem`] already logged.
-    logged: u32,
+    /// The [`Problem`]s already logged.
+    logged: LoggedKinds,
     /// Kept across resets (the device's backend).
     limiter: RateLimiter,
     /// Sees every valid operation before it is executed (fuzz oracles).
@@ -51,22 +52,7 @@ pub struct BlockWorker {
 /// A callback that sees each valid operation before its execution.
 pub type Observer = Box<dyn FnMut(&Operation) + Send>;
 
-impl LimitedQueueWorker for BlockWorker {
-    const NAME: &'static str = "virtio-blk";
-    const THREAD_NAME: &'static str = "v_blk";
-
-    fn limiter(&mut self) -> &mut RateLimiter {
-        &mut self.limiter
-    }
-
-    fn into_limiter(self) -> RateLimiter {
-        self.limiter
-    }
-
-    fn process_queue(&mut self) {
-        BlockWorker::process_queue(self);
-    }
-}
+impl_limited_queue_worker!(BlockWorker, name: "virtio-blk", thread: "v_blk");
 
 /// What a request costs the rate limiter in bytes: the data of reads and
 /// writes, the ranges of write-zeroes (which may be written as zeroes).
@@ -96,7 +82,7 @@ impl BlockWorker {
             queue,
             disk,
             descs: Vec::new(),
-            logged: 0,
+            logged: LoggedKinds::default(),
             limiter: RateLimiter::unlimited(),
             observer: None,
         }
@@ -117,9 +103,7 @@ impl BlockWorker {
     }
 
     fn log_once(&mut self, problem: Problem, what: std::fmt::Arguments<'_>) {
-        let bit = 1u32 << problem as u32;
-        if self.logged & bit == 0 {
-            self.logged |= bit;
+        if self.logged.first(problem as u32) {
             crate::guest_warn!("virtio-blk: {what} (further such problems are not logged)");
         }
     }
@@ -183,8 +167,8 @@ impl BlockWorker {
                 }
             }
         }
-        if used > 0 && self.queue.needs_notification(&mem).unwrap_or(true) {
-            self.interrupt.signal_used_queue();
+        if used > 0 {
+            self.interrupt.notify_used(&mut self.queue, &mem);
         }
         used
     }

@@ -12,6 +12,7 @@ use vmm_sys_util::epoll::EventSet;
 
 use super::backend::{ConsoleBackend, InputQueue, Source, Watch};
 use super::{MAX_TX_CHAIN_BYTES, TX_QUEUE};
+use crate::log_limit::LoggedKinds;
 use crate::virtio::{GuestMemoryMmap, Interrupt, WaitContext, Worker};
 
 /// The console's host-side state, kept across device resets.
@@ -39,10 +40,10 @@ enum ChainError {
 /// Kinds of guest misbehaviour, each logged once per activation.
 #[derive(Debug, Clone, Copy)]
 enum Warn {
-    Transmit = 1,
-    Receive = 2,
-    Oversize = 4,
-    Publish = 8,
+    Transmit,
+    Receive,
+    Oversize,
+    Publish,
 }
 
 /// Everything the worker owns; returned when it stops.
@@ -52,7 +53,7 @@ pub struct ConsoleWorker {
     rx: Queue,
     tx: Queue,
     port: Port,
-    warned: u8,
+    warned: LoggedKinds,
     /// What is registered in the wait context for each backend source.
     watched: [Option<Watch>; Source::ALL.len()],
 }
@@ -72,7 +73,7 @@ impl ConsoleWorker {
             rx,
             tx,
             port,
-            warned: 0,
+            warned: LoggedKinds::default(),
             watched: [None; Source::ALL.len()],
         }
     }
@@ -125,8 +126,7 @@ impl ConsoleWorker {
     }
 
     fn warn_once(&mut self, kind: Warn, what: &str) {
-        if self.warned & kind as u8 == 0 {
-            self.warned |= kind as u8;
+        if self.warned.first(kind as u32) {
             crate::guest_warn!("virtio-console: {what} (logged once)");
         }
     }
@@ -137,10 +137,7 @@ impl ConsoleWorker {
         } else {
             &mut self.tx
         };
-        match q.needs_notification(&self.mem) {
-            Ok(false) => {}
-            Ok(true) | Err(_) => self.interrupt.signal_used_queue(),
-        }
+        self.interrupt.notify_used(q, &self.mem);
     }
 
     /// Sends every available transmit chain to the backend and returns it to

@@ -30,6 +30,7 @@ use super::{
     VNET_HDR_NUM_BUFFERS,
 };
 use super::{RX_QUEUE, TX_QUEUE};
+use crate::log_limit::LoggedKinds;
 use crate::virtio::event_loop::event_token;
 use crate::virtio::rate_limiter::RateLimiter;
 use crate::virtio::{GuestMemoryMmap, Interrupt, WaitContext, Worker};
@@ -166,7 +167,7 @@ pub struct NetWorker {
     backend: Box<dyn NetBackend>,
     acked_features: u64,
     iovs: IoVecs,
-    warned: u32,
+    warned: LoggedKinds,
     stats: NetStats,
     /// The guest has receive buffers: watch the backend for frames.
     rx_wanted: bool,
@@ -199,7 +200,7 @@ impl NetWorker {
             backend,
             acked_features,
             iovs,
-            warned: 0,
+            warned: LoggedKinds::default(),
             stats: NetStats::default(),
             rx_wanted: false,
             tx_blocked: false,
@@ -272,9 +273,7 @@ impl NetWorker {
     }
 
     fn drop_chain(&mut self, why: DropReason) {
-        let bit = 1u32 << (why as u32);
-        if self.warned & bit == 0 {
-            self.warned |= bit;
+        if self.warned.first(why as u32) {
             crate::guest_warn!(
                 "virtio-net: dropped: {} (further drops of this kind are not logged)",
                 why.describe()
@@ -299,10 +298,7 @@ impl NetWorker {
         } else {
             &mut self.tx
         };
-        // On a broken used ring, interrupt anyway: the driver will notice.
-        if q.needs_notification(&self.mem).unwrap_or(true) {
-            self.interrupt.signal_used_queue();
-        }
+        self.interrupt.notify_used(q, &self.mem);
     }
 
     /// Moves frames from the backend into receive buffers until one side

@@ -12,7 +12,7 @@ use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 
 use super::MAX_BYTES_PER_REQUEST;
-use crate::virtio::limited_worker::LimitedQueueWorker;
+use crate::virtio::limited_worker::impl_limited_queue_worker;
 use crate::virtio::rate_limiter::RateLimiter;
 use crate::virtio::{GuestMemoryMmap, Interrupt};
 
@@ -104,32 +104,13 @@ impl RngWorker {
             used += 1;
         }
         if used > 0 {
-            match self.queue.needs_notification(&self.mem) {
-                Ok(true) => self.interrupt.signal_used_queue(),
-                Ok(false) => {}
-                Err(_) => self.interrupt.signal_used_queue(),
-            }
+            self.interrupt.notify_used(&mut self.queue, &self.mem);
         }
         used
     }
 }
 
-impl LimitedQueueWorker for RngWorker {
-    const NAME: &'static str = "virtio-rng";
-    const THREAD_NAME: &'static str = "v_rng";
-
-    fn limiter(&mut self) -> &mut RateLimiter {
-        &mut self.limiter
-    }
-
-    fn into_limiter(self) -> RateLimiter {
-        self.limiter
-    }
-
-    fn process_queue(&mut self) {
-        RngWorker::process_queue(self);
-    }
-}
+impl_limited_queue_worker!(RngWorker, name: "virtio-rng", thread: "v_rng");
 
 /// Errors filling a guest buffer.
 #[derive(Debug, thiserror::Error)]

@@ -24,27 +24,18 @@ use super::protocol::{
     SHM_REGISTER_BODY_SIZE,
 };
 use super::Limits;
+use crate::virtio::chain::{last_descriptor, IncompleteChain};
 use crate::virtio::GuestMemoryMmap;
 
 /// A contiguous guest buffer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Segment {
-    /// Guest physical address.
-    pub addr: GuestAddress,
-    /// Length in bytes.
-    pub len: u32,
-}
+pub use crate::virtio::chain::Segment;
 
 /// A chain without a usable response buffer: returned with used length 0.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChainError {
-    /// The chain has no descriptors.
-    #[error("empty descriptor chain")]
-    Empty,
-    /// The walk stopped at a descriptor that still has `NEXT` set: a loop,
-    /// a next index beyond the table, or a bad indirect table.
-    #[error("descriptor chain is cut short (loop, bad next index or bad indirect table)")]
-    Truncated,
+    /// No descriptors, or the walk did not reach the chain's end.
+    #[error(transparent)]
+    Incomplete(#[from] IncompleteChain),
     /// Fewer device-writable bytes than the response header.
     #[error("response buffer of {0} bytes is shorter than the {RESP_HEADER_SIZE}-byte header")]
     ResponseTooShort(u64),
@@ -115,10 +106,7 @@ pub fn parse(
     descs: &[Descriptor],
     limits: &Limits,
 ) -> Result<ParsedChain, ChainError> {
-    let last = descs.last().ok_or(ChainError::Empty)?;
-    if last.has_next() {
-        return Err(ChainError::Truncated);
-    }
+    last_descriptor(descs)?;
     let mut readable = Vec::new();
     let mut writable = Vec::new();
     let mut out_of_order = false;
@@ -297,26 +285,13 @@ mod tests {
         NUM_PARAMS,
     };
     use crate::virtio::test_utils::{
-        guest_memory, DATA_START, TEST_MEM_SIZE, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE,
+        chain, guest_memory, DATA_START, TEST_MEM_SIZE, VRING_DESC_F_WRITE,
     };
 
     const W: u16 = VRING_DESC_F_WRITE;
     const REQ: u64 = DATA_START;
     const RESP: u64 = DATA_START + 0x10_0000;
     const L: Limits = Limits::DEFAULT;
-
-    /// Descriptors `(addr, len, flags)`, linked with NEXT except the last.
-    fn chain(descs: &[(u64, u32, u16)]) -> Vec<Descriptor> {
-        let last = descs.len().saturating_sub(1);
-        descs
-            .iter()
-            .enumerate()
-            .map(|(i, &(a, l, f))| {
-                let flags = if i < last { f | VRING_DESC_F_NEXT } else { f };
-                Descriptor::new(a, l, flags, i as u16 + 1)
-            })
-            .collect()
-    }
 
     fn put(mem: &GuestMemoryMmap, bytes: &[u8]) -> u32 {
         mem.write_slice(bytes, GuestAddress(REQ)).unwrap();
@@ -417,10 +392,13 @@ mod tests {
     fn chains_without_a_response_buffer_are_dropped() {
         let mem = guest_memory();
         let n = put(&mem, &every_request()[1].encode(1));
-        assert_eq!(parse(&mem, &[], &L), Err(ChainError::Empty));
+        assert_eq!(
+            parse(&mem, &[], &L),
+            Err(ChainError::Incomplete(IncompleteChain::Empty))
+        );
         assert_eq!(
             parse(&mem, &chain(&[(REQ, n, 0), (RESP, 16, W)])[..1], &L),
-            Err(ChainError::Truncated)
+            Err(ChainError::Incomplete(IncompleteChain::Truncated))
         );
         assert_eq!(
             parse(&mem, &chain(&[(REQ, n, 0)]), &L),

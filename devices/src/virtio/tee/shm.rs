@@ -18,6 +18,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 use super::chain::Segment;
 use super::protocol::{MemRef, Param, ShmRegistration, Status, NUM_PARAMS};
 use super::{Limits, FRAME_SIZE};
+use crate::virtio::chain::pieces;
 use crate::virtio::GuestMemoryMmap;
 
 /// A range of guest-physical memory no frame may overlap.
@@ -300,14 +301,10 @@ pub fn write_segments(
     data: &[u8],
 ) -> Result<usize, ShmError> {
     let mut done = 0;
-    for s in segs {
-        if done == data.len() {
-            break;
-        }
-        let n = (s.len as usize).min(data.len() - done);
-        mem.write_slice(&data[done..done + n], s.addr)
+    for (part, s) in pieces(segs, data.len()) {
+        done = part.end;
+        mem.write_slice(&data[part], s.addr)
             .map_err(|_| ShmError::Access(s.addr.0))?;
-        done += n;
     }
     Ok(done)
 }

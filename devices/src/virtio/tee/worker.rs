@@ -26,6 +26,7 @@ use super::protocol::{
 };
 use super::shm::{self, queue_ranges, GuestRange, ShmTable};
 use super::Limits;
+use crate::log_limit::LoggedKinds;
 use crate::virtio::event_loop::event_token;
 use crate::virtio::{GuestMemoryMmap, Interrupt, WaitContext, Worker};
 
@@ -115,7 +116,7 @@ pub struct TeeWorker {
     used: usize,
     descs: Vec<Descriptor>,
     replies: Vec<HostReply>,
-    logged: u32,
+    logged: LoggedKinds,
 }
 
 impl TeeWorker {
@@ -147,14 +148,12 @@ impl TeeWorker {
             used: 0,
             descs: Vec::new(),
             replies: Vec::new(),
-            logged: 0,
+            logged: LoggedKinds::default(),
         }
     }
 
     fn log_once(&mut self, problem: Problem, what: std::fmt::Arguments<'_>) {
-        let bit = 1u32 << problem as u32;
-        if self.logged & bit == 0 {
-            self.logged |= bit;
+        if self.logged.first(problem as u32) {
             crate::guest_warn!("virtio-tee: {what} (further such problems are not logged)");
         }
     }
@@ -634,9 +633,7 @@ impl TeeWorker {
     fn notify(&mut self) {
         if self.used > 0 {
             self.used = 0;
-            if self.queue.needs_notification(&self.mem).unwrap_or(true) {
-                self.interrupt.signal_used_queue();
-            }
+            self.interrupt.notify_used(&mut self.queue, &self.mem);
         }
     }
 

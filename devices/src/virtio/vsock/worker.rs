@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::Queue;
 use vmm_sys_util::epoll::EventSet;
 
 use super::muxer::{Muxer, Token, DRAIN_TIMEOUT};
@@ -64,10 +64,7 @@ impl VsockWorker {
         } else {
             &mut self.txq
         };
-        match queue.needs_notification(&self.mem) {
-            Ok(false) => {}
-            Ok(true) | Err(_) => self.interrupt.signal_used_queue(),
-        }
+        self.interrupt.notify_used(queue, &self.mem);
     }
 }
 

@@ -41,20 +41,14 @@ impl Daemon {
         input: Input,
         reply: oneshot::Sender<Result<(), String>>,
     ) -> Result<()> {
-        self.feed(input)?;
         let rejected: Vec<String> = self
-            .pending
-            .last()
-            .map(|r| {
-                r.outputs
-                    .iter()
-                    .filter_map(|o| match o {
-                        Output::Rejected { reason } => Some(reason.clone()),
-                        _ => None,
-                    })
-                    .collect()
+            .feed_vhal(input)?
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::Rejected { reason } => Some(reason),
+                _ => None,
             })
-            .unwrap_or_default();
+            .collect();
         let _ = reply.send(if rejected.is_empty() {
             Ok(())
         } else {

@@ -17,7 +17,7 @@ impl Daemon {
                 VhalReport::Disconnected => self.links[i].vhal_connected = false,
                 VhalReport::Report(value, param) => {
                     let guest = self.links[i].name.clone();
-                    self.feed(Input::ApPowerStateReport {
+                    self.feed_vhal(Input::ApPowerStateReport {
                         guest,
                         value,
                         param,

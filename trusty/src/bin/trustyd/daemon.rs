@@ -251,16 +251,7 @@ pub fn run(
         }
     }
     let (runs_as, switches) = confinement.identity();
-    // SAFETY: plain credential query.
-    let started_as = unsafe { libc::getuid() };
-    sandbox::socket::configure(sandbox::socket::SocketSettings {
-        allowed_uids: sandbox::socket::standard_peers(
-            started_as,
-            runs_as.uid,
-            &confinement.allow_uids,
-        ),
-        owner: switches.then_some(runs_as),
-    });
+    sandbox::socket::configure_standard(runs_as, switches, &confinement.allow_uids);
     let _lock = lock_state_dir(state_dir)?;
     let service = Service::open(state_dir, Arc::new(BootClock)).map_err(anyhow::Error::new)?;
 

@@ -347,10 +347,9 @@ impl Gatekeeper {
         env: &mut dyn GatekeeperEnv,
     ) -> Response {
         let cmd = proto::ENROLL;
-        let invalid = Response::error(cmd, uid, error::INVALID);
         let unknown = Response::error(cmd, uid, error::UNKNOWN);
         if desired.is_empty() {
-            return invalid;
+            return Response::error(cmd, uid, error::INVALID);
         }
         let secure_user_id = if handle.is_empty() {
             let mut id = [0u8; 8];
@@ -359,17 +358,10 @@ impl Gatekeeper {
             }
             u64::from_le_bytes(id)
         } else {
-            let Some(h) = Handle::parse(handle).filter(|h| h.version == HANDLE_VERSION) else {
-                return invalid;
-            };
-            let timeout = match self.throttle(cmd, uid, h.user_id, env) {
-                Throttle::Stop(r) => return r,
-                Throttle::Go(t) => t,
-            };
-            if !self.password_matches(&h, current) {
-                return Self::wrong(cmd, uid, timeout);
+            match self.check_password(cmd, uid, handle, current, env) {
+                Ok(h) => h.user_id,
+                Err(r) => return r,
             }
-            h.user_id
         };
         if let Err(e) = self.clear(uid, secure_user_id, env) {
             tracing::warn!(uid, "gatekeeper: failure record not cleared: {e}");
@@ -397,6 +389,30 @@ impl Gatekeeper {
         }
     }
 
+    /// The handle `handle` once `password` matches it; else the answer:
+    /// `INVALID` for a malformed handle, or what [`Self::throttle`] and
+    /// [`Self::wrong`] answer for a throttled or wrong attempt.
+    fn check_password(
+        &self,
+        cmd: u32,
+        uid: u32,
+        handle: &[u8],
+        password: &[u8],
+        env: &mut dyn GatekeeperEnv,
+    ) -> Result<Handle, Response> {
+        let Some(h) = Handle::parse(handle).filter(|h| h.version == HANDLE_VERSION) else {
+            return Err(Response::error(cmd, uid, error::INVALID));
+        };
+        let timeout = match self.throttle(cmd, uid, h.user_id, env) {
+            Throttle::Stop(r) => return Err(r),
+            Throttle::Go(t) => t,
+        };
+        if !self.password_matches(&h, password) {
+            return Err(Self::wrong(cmd, uid, timeout));
+        }
+        Ok(h)
+    }
+
     fn verify(
         &self,
         uid: u32,
@@ -406,20 +422,13 @@ impl Gatekeeper {
         env: &mut dyn GatekeeperEnv,
     ) -> Response {
         let cmd = proto::VERIFY;
-        let invalid = Response::error(cmd, uid, error::INVALID);
         if password.is_empty() {
-            return invalid;
+            return Response::error(cmd, uid, error::INVALID);
         }
-        let Some(h) = Handle::parse(handle).filter(|h| h.version == HANDLE_VERSION) else {
-            return invalid;
+        let h = match self.check_password(cmd, uid, handle, password, env) {
+            Ok(h) => h,
+            Err(r) => return r,
         };
-        let timeout = match self.throttle(cmd, uid, h.user_id, env) {
-            Throttle::Stop(r) => return r,
-            Throttle::Go(t) => t,
-        };
-        if !self.password_matches(&h, password) {
-            return Self::wrong(cmd, uid, timeout);
-        }
         let token = self.auth_token(challenge, h.user_id, env.now_ms());
         if let Err(e) = self.clear(uid, h.user_id, env) {
             tracing::warn!(uid, "gatekeeper: failure record not cleared: {e}");

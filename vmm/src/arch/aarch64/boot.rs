@@ -175,14 +175,8 @@ pub fn plan(
 
 /// The kernel command line: `default_args`, then the user's parameters.
 pub fn build_cmdline(default_args: &str, user_params: &[String]) -> Result<Cmdline, BootError> {
-    let mut cmdline = Cmdline::new(CMDLINE_MAX_SIZE).map_err(BootError::Cmdline)?;
-    cmdline
-        .insert_str(default_args)
-        .map_err(BootError::Cmdline)?;
-    for p in user_params {
-        cmdline.insert_str(p).map_err(BootError::Cmdline)?;
-    }
-    Ok(cmdline)
+    crate::arch::kernel_cmdline(CMDLINE_MAX_SIZE, default_args, user_params)
+        .map_err(BootError::Cmdline)
 }
 
 /// Maps the `Image` and the initrd copy-on-write at the places `plan` chose
@@ -459,15 +453,6 @@ mod tests {
         assert_eq!(
             map_image_and_initrd(&mem, &p, &kernel, 16384, None),
             (false, false)
-        );
-    }
-
-    #[test]
-    fn cmdline_joins_defaults_and_params() {
-        let c = build_cmdline("console=ttyS0", &["a=1".into(), "b".into()]).unwrap();
-        assert_eq!(
-            c.as_cstring().unwrap().to_str().unwrap(),
-            "console=ttyS0 a=1 b"
         );
     }
 }

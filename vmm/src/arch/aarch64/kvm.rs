@@ -16,17 +16,12 @@ use super::layout;
 #[derive(Debug, thiserror::Error)]
 pub enum VcpuSetupError {
     /// A KVM ioctl failed.
-    #[error("{what}: {source}")]
-    Kvm {
-        /// Which step failed.
-        what: &'static str,
-        /// The KVM error.
-        source: kvm_ioctls::Error,
-    },
+    #[error(transparent)]
+    Kvm(#[from] crate::arch::KvmStepError),
 }
 
 fn kvm(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VcpuSetupError {
-    move |source| VcpuSetupError::Kvm { what, source }
+    move |source| VcpuSetupError::Kvm(crate::arch::KvmStepError { what, source })
 }
 
 /// PSTATE bits: D, A, I, F masked.

@@ -15,13 +15,8 @@ use vm_memory::{GuestAddress, GuestMemoryMmap};
 #[derive(Debug, thiserror::Error)]
 pub enum VcpuSetupError {
     /// A KVM ioctl failed.
-    #[error("{what}: {source}")]
-    Kvm {
-        /// Which step failed.
-        what: &'static str,
-        /// The KVM error.
-        source: kvm_ioctls::Error,
-    },
+    #[error(transparent)]
+    Kvm(#[from] crate::arch::KvmStepError),
     /// Writing page tables or the GDT failed.
     #[error(transparent)]
     Regs(#[from] regs::RegsError),
@@ -68,7 +63,7 @@ pub fn configure_vcpu(
     tsc_deadline: bool,
     entry: GuestAddress,
 ) -> Result<(), VcpuSetupError> {
-    let kvm = |what| move |source| VcpuSetupError::Kvm { what, source };
+    let kvm = |what| move |source| VcpuSetupError::Kvm(crate::arch::KvmStepError { what, source });
     let topology = cpuid::VcpuTopology {
         cpu_index: id,
         cpu_count: num_cpus,

@@ -1,0 +1,89 @@
+//! Process handles that cannot point at a later process that got the same
+//! pid: `pidfd_open(2)` while the process is known to be the one meant,
+//! `pidfd_send_signal(2)` to signal it. A VMM is never killed by a bare
+//! pid (`docs/system-manager.md`, "VMM link").
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+/// A pidfd: one process, for as long as this handle lives (a signal to
+/// a process that has ended fails with `ESRCH`; it never reaches another).
+#[derive(Debug)]
+pub struct PidFd {
+    fd: OwnedFd,
+    pid: u32,
+}
+
+impl PidFd {
+    /// A pidfd for `pid`. The caller must know that `pid` is the process
+    /// it means at this moment: its own child that it has not reaped, or
+    /// a peer that answers on a connection after this call.
+    pub fn open(pid: u32) -> io::Result<PidFd> {
+        let p =
+            libc::pid_t::try_from(pid).map_err(|_| io::Error::from_raw_os_error(libc::ESRCH))?;
+        if p <= 0 {
+            return Err(io::Error::from_raw_os_error(libc::ESRCH));
+        }
+        // SAFETY: pidfd_open takes a pid and flags and returns a new
+        // descriptor (or -1); no memory is passed.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, p, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let fd = i32::try_from(fd).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
+        // SAFETY: the kernel just gave us this descriptor; nothing else owns it.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(PidFd { fd, pid })
+    }
+
+    /// The pid it was opened for (for messages).
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Sends `SIGKILL`.
+    pub fn kill(&self) -> io::Result<()> {
+        self.signal(libc::SIGKILL)
+    }
+
+    fn signal(&self, signal: libc::c_int) -> io::Result<()> {
+        // SAFETY: pidfd_send_signal with our descriptor, a constant signal,
+        // no siginfo (NULL) and no flags.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.fd.as_raw_fd(),
+                signal,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pidfd_kills_its_process_and_not_a_later_one() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("sleep runs");
+        let fd = PidFd::open(child.id()).expect("pidfd_open");
+        assert_eq!(fd.pid(), child.id());
+        fd.kill().expect("killed");
+        let status = child.wait().expect("reaped");
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(libc::SIGKILL));
+        // Reaped: whatever has that pid now, the pidfd does not reach it.
+        let e = fd.kill().expect_err("the process is gone");
+        assert_eq!(e.raw_os_error(), Some(libc::ESRCH));
+        assert!(PidFd::open(0).is_err());
+    }
+}

@@ -1,0 +1,118 @@
+//! A hostile guest under `sysmgr` (scenario `hostile-guest`, issue 18): a
+//! guest that floods its console, unassigned MMIO, vsock connections to the
+//! host and power requests, boot after boot, leaves the VMM log `sysmgr`
+//! keeps, `sysmgr`'s state directory and the daemon's own log within their
+//! caps, while another guest's vsock echo keeps answering.
+
+use std::time::Duration;
+
+use crate::scenario::SharedRun;
+
+/// The scenarios of one shared test host boot.
+pub const SCENARIOS: &[&str] = &["hostile-guest"];
+
+/// Two guests on the outer machine's one vCPU, the hostile one booting
+/// three times: ~20 s per boot plus the floods.
+pub const SCENARIO_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// `--vmm-log-max-bytes` and `--vmm-log-keep` of the scenario.
+const LOG_MAX: u64 = 32 * 1024;
+const LOG_KEEP: u64 = 1;
+
+/// The state directory's bound: the two guests' capped VMM logs plus
+/// 64 KiB for the decision log, the clock and the pid files. The hostile
+/// guest alone prints ~100 KiB per boot, so without the cap three boots
+/// pass it.
+const STATE_CAP: u64 = 2 * (LOG_KEEP + 1) * LOG_MAX + 64 * 1024;
+
+/// The daemon's own log (one line per input and output) may not grow with
+/// the guest's flood beyond this.
+const SYSMGR_LOG_CAP: u64 = 256 * 1024;
+
+/// The longest a probe of the served guest may take.
+const PROBE_BOUND_MS: u64 = 10_000;
+
+/// The hostile guest boots at least three times (its power requests are
+/// decided and it is restarted), its VMM log files stay within the cap, the
+/// state directory and the daemon's log within theirs, and every probe of
+/// the other guest is answered within the bound; the log keeper runs
+/// confined.
+pub fn a_flooding_guest_stays_within_the_caps_and_the_other_guest_is_served(run: &SharedRun) {
+    let s = run.section("hostile-guest", 0);
+    s.expect_contains("step", "served guest up");
+    let boots = s.number("hostile_boots");
+    if boots < 3 {
+        s.fail(&format!(
+            "the hostile guest booted {boots} times, expected at least 3"
+        ));
+    }
+    s.expect_eq("log_cap", &LOG_MAX.to_string());
+    let files = s.number("log_files");
+    if files == 0 || files > LOG_KEEP + 1 {
+        s.fail(&format!(
+            "{files} VMM log files of the hostile guest, expected 1..={}",
+            LOG_KEEP + 1
+        ));
+    }
+    let markers = s.markers();
+    let sizes: Vec<(&str, u64)> = markers
+        .iter()
+        .filter_map(|m| {
+            let name = m.key.strip_prefix("log_file.")?;
+            Some((name, m.value.trim().parse().unwrap_or(u64::MAX)))
+        })
+        .collect();
+    if sizes.len() as u64 != files {
+        s.fail(&format!("log file sizes {sizes:?} for {files} files"));
+    }
+    for (name, size) in &sizes {
+        if *size > LOG_MAX {
+            s.fail(&format!("{name} has {size} bytes, over the cap {LOG_MAX}"));
+        }
+    }
+    // Rotation happened: the current file and one old file.
+    if !sizes.iter().any(|(n, _)| *n == "hostile.vmm.log.1") {
+        s.fail(&format!(
+            "no rotated hostile.vmm.log.1 ({sizes:?}): the flood did not reach the cap"
+        ));
+    }
+    let state = s.number("state_bytes");
+    if state > STATE_CAP {
+        s.fail(&format!(
+            "the state directory holds {state} bytes, over {STATE_CAP}"
+        ));
+    }
+    let journal = s.number("sysmgr_log_bytes");
+    if journal > SYSMGR_LOG_CAP {
+        s.fail(&format!(
+            "the daemon's log has {journal} bytes, over {SYSMGR_LOG_CAP}"
+        ));
+    }
+    // The other guest: every probe answered, within the bound.
+    let probes: Vec<&str> = markers
+        .iter()
+        .filter(|m| m.key.starts_with("probe-"))
+        .map(|m| m.value)
+        .collect();
+    if probes.len() < 5 {
+        s.fail(&format!("only {} probes of the served guest", probes.len()));
+    }
+    for p in &probes {
+        let ms = p
+            .strip_prefix("ok ")
+            .and_then(|rest| rest.strip_suffix("ms"))
+            .and_then(|n| n.parse::<u64>().ok());
+        match ms {
+            Some(ms) if ms <= PROBE_BOUND_MS => {}
+            _ => s.fail(&format!("a probe of the served guest: {p}")),
+        }
+    }
+    s.expect_contains("served_vmm", "state=running")
+        .expect_contains("served_vmm", "boots=1");
+    // The log keeper (started by the launcher as root) runs as sysmgr's
+    // sandbox user, the state directory's owner, without capabilities.
+    s.expect_eq("keeper.Uid", "65534 65534 65534 65534")
+        .expect_eq("keeper.CapEff", "0000000000000000")
+        .expect_eq("keeper.CapBnd", "0000000000000000")
+        .expect_eq("keeper.NoNewPrivs", "1");
+}
