@@ -16,10 +16,13 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use anyhow::{bail, Result};
-use bootbench::record::{self, Failure, Record, Sample, OURS, OURS_ELF, QEMU_MICROVM};
+use bootbench::record::{
+    self, Failure, Record, Sample, OURS, OURS_ELF, OURS_ELF_COPY, QEMU_MICROVM,
+};
 use bootbench::stats::{self, Summary};
 
 use crate::bench_host::{self, Bench, Extra, Manifest};
+use crate::bench_profile;
 use crate::paths::{self, Arch};
 use crate::setup;
 use crate::util::{self, step};
@@ -47,6 +50,9 @@ const QEMU_FIRMWARE: &[&str] = &[
 const SCENARIO: &str = "bench-boot";
 /// Per-boot timeout inside the test host (bootbench's default).
 const PER_BOOT: Duration = Duration::from_secs(120);
+/// What bootbench allows a guest after `/init` to dump its log and power off
+/// (`runner::AFTER_INIT` in tests/bootbench).
+const AFTER_INIT: Duration = Duration::from_secs(60);
 
 /// Entry point of `cargo xtask bench <what> [--runs N]` (`runs`: boots per
 /// VMM for `boot`, default [`MIN_RUNS`]; rounds for `devices`, default
@@ -94,6 +100,9 @@ pub enum KernelChoice {
     Elf,
     /// Both, interleaved in every round.
     Both,
+    /// The ELF twice: boot files mapped (`ours-elf`) and copied
+    /// (`ours-elf-copy`, `VMSTACK_BOOT_FILES=copy`).
+    ElfAb,
 }
 
 impl std::str::FromStr for KernelChoice {
@@ -103,7 +112,10 @@ impl std::str::FromStr for KernelChoice {
             "bzimage" => Ok(Self::Bzimage),
             "elf" => Ok(Self::Elf),
             "both" => Ok(Self::Both),
-            other => Err(format!("--kernel {other:?}: use bzimage, elf or both")),
+            "elf-ab" => Ok(Self::ElfAb),
+            other => Err(format!(
+                "--kernel {other:?}: use bzimage, elf, both or elf-ab"
+            )),
         }
     }
 }
@@ -115,6 +127,7 @@ impl KernelChoice {
             Self::Bzimage => "bzimage",
             Self::Elf => "elf",
             Self::Both => "both",
+            Self::ElfAb => "elf-ab",
         }
     }
 
@@ -124,6 +137,7 @@ impl KernelChoice {
             Self::Bzimage => &[OURS],
             Self::Elf => &[OURS_ELF],
             Self::Both => &[OURS, OURS_ELF],
+            Self::ElfAb => &[OURS_ELF, OURS_ELF_COPY],
         }
     }
 }
@@ -390,7 +404,9 @@ fn boot(runs: u32, kernel: KernelChoice) -> Result<()> {
             format!("bench.runs={runs}"),
             format!("bench.kernel={}", kernel.name()),
         ],
-        scenario_timeout: (PER_BOOT + Duration::from_secs(10)) * boots_per_round * runs
+        scenario_timeout: (PER_BOOT + AFTER_INIT + Duration::from_secs(10))
+            * boots_per_round
+            * runs
             + Duration::from_secs(60),
         stream: true,
     };
@@ -419,6 +435,9 @@ fn boot(runs: u32, kernel: KernelChoice) -> Result<()> {
         (Some(bz), Some(elf)) => Some(elf_first_entry_verdict(&bz, &elf)),
         _ => None,
     };
+    let mut profile_names: Vec<&str> = ours_names.to_vec();
+    profile_names.push(QEMU_MICROVM);
+    let profile_columns = profile_columns(&parsed.samples, &profile_names);
     let json_path = bench_host::write_results(
         "boot",
         &serde_json::json!({
@@ -430,6 +449,7 @@ fn boot(runs: u32, kernel: KernelChoice) -> Result<()> {
             "summary": summary,
             "verdicts": verdict_list,
             "elf_verdict": elf_verdict,
+            "guest_profile": bench_profile::json(&profile_columns),
             "samples": parsed.samples,
             "failures": parsed.failures,
             "console_log": run.log_path.display().to_string(),
@@ -461,6 +481,8 @@ fn boot(runs: u32, kernel: KernelChoice) -> Result<()> {
             if v.pass { "PASS" } else { "MISS" }
         );
     }
+    println!();
+    print!("{}", bench_profile::table(&profile_columns));
     println!(
         "  test host run {:.1} s (timed out: {})",
         run.elapsed.as_secs_f64(),
@@ -483,6 +505,26 @@ fn boot(runs: u32, kernel: KernelChoice) -> Result<()> {
         );
     }
     bench_host::check_rc(&run, section)
+}
+
+/// The boot-profile columns of `names` (each VMM's boots in run order).
+pub fn profile_columns(samples: &[Sample], names: &[&str]) -> Vec<bench_profile::Column> {
+    names
+        .iter()
+        .map(|&name| bench_profile::Column {
+            name: name.to_string(),
+            boots: samples
+                .iter()
+                .filter(|s| s.vmm == name)
+                .map(|s| bench_profile::Boot {
+                    entry_ms: s.first_entry_ms,
+                    init_ms: s.init_ms,
+                    exit_ms: s.exit_ms,
+                    profile: s.guest.clone(),
+                })
+                .collect(),
+        })
+        .collect()
 }
 
 /// Target check: start → first entry with the ELF kernel against the bzImage.
@@ -513,6 +555,8 @@ mod tests {
             overhead_thp_kib: 0,
             self_first_entry_ms: None,
             self_init_ms: None,
+            exit_ms: None,
+            guest: None,
         }
     }
 
@@ -576,6 +620,10 @@ mod tests {
         assert_eq!("elf".parse::<KernelChoice>().unwrap().ours(), [OURS_ELF]);
         assert_eq!(KernelChoice::Bzimage.name(), "bzimage");
         assert!("vmlinux".parse::<KernelChoice>().is_err());
+        assert_eq!(
+            "elf-ab".parse::<KernelChoice>().unwrap().ours(),
+            [OURS_ELF, OURS_ELF_COPY]
+        );
     }
 
     #[test]

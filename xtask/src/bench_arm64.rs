@@ -3,11 +3,15 @@
 //!
 //! No peer VMM runs there (QEMU would have to be carried into the arm64 host
 //! with its arm64 libraries). The `bench-boot-arm64` scenario boots the
-//! guest N times (1 vCPU, 128 MiB, `quiet`, powers off after `/init`) and
-//! prints one `@@BENCH-ARM64` line per boot: the VMM's own start→first
-//! KVM_RUN and start→boot-timer times, spawn→exit from `/proc/uptime`, and
-//! the VMM's RSS with the guest RAM mapping's share at `/init`. This module
-//! parses them, prints medians and writes `target/bench/boot-aarch64.json`.
+//! guest N times (1 vCPU, 256 MiB, `quiet`; after `/init` the guest prints
+//! its kernel log and powers off) and prints per boot the guest's
+//! timestamped console lines (`@@BOOTLOG <run> <line>`) and one
+//! `@@BENCH-ARM64` line: the VMM's own start→first KVM_RUN and
+//! start→boot-timer times, spawn→exit from `/proc/uptime`, and the VMM's RSS
+//! with the guest RAM mapping's share at `/init`. This module parses them,
+//! prints medians and the guest boot profile (milestones on the guest's
+//! clock, time outside it; `bench_profile.rs`) and writes
+//! `target/bench/boot-aarch64.json`.
 //! See docs/arm64.md.
 
 use std::time::Duration;
@@ -17,6 +21,7 @@ use bootbench::stats::{self, Summary};
 
 use crate::bench::MIN_RUNS;
 use crate::bench_host::{self, Bench};
+use crate::bench_profile;
 use crate::paths::Arch;
 use crate::util::step;
 
@@ -24,8 +29,11 @@ use crate::util::step;
 const SCENARIO: &str = "bench-boot-arm64";
 /// Prefix of one boot's line.
 const PREFIX: &str = "@@BENCH-ARM64 ";
-/// Time allowed per boot inside the arm64 test host.
-const PER_BOOT: Duration = Duration::from_secs(150);
+/// Prefix of a guest console line of a boot: `@@BOOTLOG <run> <line>`.
+const LOG_PREFIX: &str = "@@BOOTLOG ";
+/// Time allowed per boot inside the arm64 test host (boot, the guest's log
+/// dump, power-off).
+const PER_BOOT: Duration = Duration::from_secs(210);
 
 /// One measured boot.
 #[derive(Debug, Clone, PartialEq)]
@@ -103,6 +111,35 @@ pub fn parse_section(output: &str, runs: u32) -> Result<Vec<ArmSample>> {
     Ok(samples)
 }
 
+/// The guest console of boot `run` (its `@@BOOTLOG <run> ` lines, prefix off).
+pub fn boot_log(output: &str, run: u32) -> String {
+    let tag = format!("{run} ");
+    output
+        .lines()
+        .filter_map(|l| l.split_once(LOG_PREFIX)?.1.strip_prefix(tag.as_str()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The boot-profile column of our VMM's boots.
+pub fn profile_column(output: &str, samples: &[ArmSample]) -> bench_profile::Column {
+    bench_profile::Column {
+        name: "ours (Image)".into(),
+        boots: samples
+            .iter()
+            .map(|s| {
+                let p = bootbench::profile::parse(&boot_log(output, s.run));
+                bench_profile::Boot {
+                    entry_ms: s.entry_ms,
+                    init_ms: s.init_ms,
+                    exit_ms: Some(s.exit_ms),
+                    profile: (p.lines > 0).then_some(p),
+                }
+            })
+            .collect(),
+    }
+}
+
 fn summary(samples: &[ArmSample], f: fn(&ArmSample) -> f64) -> Result<Summary> {
     stats::summarize(&samples.iter().map(f).collect::<Vec<_>>()).context("no finite measurements")
 }
@@ -136,7 +173,7 @@ pub fn boot(runs: u32) -> Result<()> {
         )
     };
     let table = [
-        "boot benchmark (aarch64): our VMM in the arm64 pKVM test host, 1 vCPU / 128 MiB"
+        "boot benchmark (aarch64): our VMM in the arm64 pKVM test host, 1 vCPU / 256 MiB"
             .to_string(),
         row("start -> first KVM_RUN", &entry, "ms"),
         row("start -> guest /init", &init, "ms"),
@@ -146,6 +183,9 @@ pub fn boot(runs: u32) -> Result<()> {
     ]
     .join("\n");
     println!("{table}");
+    let columns = [profile_column(&section.output, &samples)];
+    println!();
+    print!("{}", bench_profile::table(&columns));
     let out = bench_host::write_results(
         "boot-aarch64",
         &serde_json::json!({
@@ -155,6 +195,7 @@ pub fn boot(runs: u32) -> Result<()> {
             "console_log": run.log_path.display().to_string(),
             "median_ms": { "first_entry": entry.median, "init": init.median, "exit": exit.median },
             "median_mib": { "rss": rss.median, "overhead": overhead.median },
+            "guest_profile": bench_profile::json(&columns),
             "samples": samples.iter().map(|s| serde_json::json!({
                 "run": s.run, "entry_ms": s.entry_ms, "init_ms": s.init_ms, "exit_ms": s.exit_ms,
                 "rss_kib": s.rss_kib, "guest_kib": s.guest_kib,
@@ -200,6 +241,27 @@ mod tests {
         let rss = GOOD.replace("guest_kib=60000", "guest_kib=80000");
         assert!(parse_line(&rss).is_err());
         assert!(parse_line("@@BENCH-ARM64 run=1").is_err());
+    }
+
+    #[test]
+    fn boot_logs_are_split_per_run_and_profiled() {
+        let text = format!(
+            "@@BOOTLOG 1 [    0.000000] Booting Linux on physical CPU 0x0\n\
+             @@BOOTLOG 1 [   11.361103] Run /init as init process\n\
+             @@BOOTLOG 12 [    9.0] Run /init as init process\n\
+             [    3.0] a test host line\n\
+             @@BOOTLOG 1 [   13.052032] reboot: Power down\n{GOOD}\n"
+        );
+        assert_eq!(boot_log(&text, 1).lines().count(), 3);
+        assert_eq!(boot_log(&text, 12).lines().count(), 1);
+        let mut s = parse_line(GOOD).unwrap();
+        s.run = 1;
+        let col = profile_column(&text, &[s]);
+        let p = col.boots[0].profile.as_ref().unwrap();
+        assert_eq!(p.at("run-init"), Some(11.361103));
+        // exit 23450 ms - last line 13052.032 ms.
+        let outside = col.boots[0].outside_ms().unwrap();
+        assert!((outside - 10397.968).abs() < 1e-6, "{outside}");
     }
 
     #[test]

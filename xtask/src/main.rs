@@ -35,6 +35,7 @@ mod bench_arm64;
 mod bench_binder;
 mod bench_devices;
 mod bench_host;
+mod bench_profile;
 mod bench_tee;
 #[cfg(test)]
 mod blueprint;
@@ -140,7 +141,8 @@ enum Cmd {
         #[arg(long, default_value = "x86_64")]
         arch: paths::Arch,
         /// `boot` (x86_64): which kernel our VMM boots: `bzimage`, `elf`
-        /// (the same kernel as a vmlinux) or `both` (the default).
+        /// (the same kernel as a vmlinux), `both` (the default) or `elf-ab`
+        /// (the ELF with its boot files mapped and copied, to compare).
         #[arg(long, default_value = "both")]
         kernel: bench::KernelChoice,
     },

@@ -3,8 +3,8 @@
 # this kernel's KVM tracepoints by /bin/bootbench (tests/bootbench). Needs the
 # extra initramfs of `cargo xtask bench boot` (bootbench, QEMU and its
 # libraries); see docs/benchmarks.md. Kernel command line: bench.runs=N,
-# bench.kernel=bzimage|elf|both (elf: our VMM boots /guest/vmlinux, which the
-# extra initramfs then carries).
+# bench.kernel=bzimage|elf|both|elf-ab (elf: our VMM boots /guest/vmlinux,
+# which the extra initramfs then carries; elf-ab: the ELF mapped and copied).
 if [ ! -x /bin/bootbench ] || [ ! -x /usr/bin/qemu-system-x86_64 ]; then
     echo "bench-boot: /bin/bootbench or QEMU missing: this scenario runs only under \`cargo xtask bench boot\`"
     exit 1
@@ -17,5 +17,6 @@ case "$kernel" in
     bzimage) exec /bin/bootbench --runs "$runs" ;;
     elf) exec /bin/bootbench --runs "$runs" --elf /guest/vmlinux --no-bzimage ;;
     both) exec /bin/bootbench --runs "$runs" --elf /guest/vmlinux ;;
-    *) echo "bench-boot: bench.kernel=$kernel: use bzimage, elf or both"; exit 1 ;;
+    elf-ab) exec /bin/bootbench --runs "$runs" --elf /guest/vmlinux --no-bzimage --elf-copy ;;
+    *) echo "bench-boot: bench.kernel=$kernel: use bzimage, elf, both or elf-ab"; exit 1 ;;
 esac

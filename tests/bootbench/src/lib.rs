@@ -9,8 +9,10 @@
 //!
 //! This library holds the pure parts shared with `cargo xtask bench boot`
 //! (which parses those lines): the record format ([`record`]), trace line
-//! parsing ([`trace`]), smaps parsing ([`smaps`]) and statistics ([`stats`]).
+//! parsing ([`trace`]), smaps parsing ([`smaps`]), statistics ([`stats`]) and
+//! the guest-side boot profile read from the guest's console ([`profile`]).
 
+pub mod profile;
 pub mod record;
 pub mod smaps;
 pub mod stats;

@@ -3,11 +3,13 @@
 //!
 //! ```text
 //! bootbench [--runs N] [--mem MIB] [--timeout SECS] [--vmm PATH] [--qemu PATH]
-//!           [--kernel PATH] [--initrd PATH] [--elf PATH] [--no-bzimage]
+//!           [--kernel PATH] [--initrd PATH] [--elf PATH] [--no-bzimage] [--elf-copy]
 //! ```
 //!
 //! `--elf PATH`: our VMM also boots the same kernel as an ELF `vmlinux`
-//! (records named `ours-elf`); `--no-bzimage`: our VMM boots only the ELF.
+//! (records named `ours-elf`); `--no-bzimage`: our VMM boots only the ELF;
+//! `--elf-copy`: it also boots the ELF with `VMSTACK_BOOT_FILES=copy` (kernel
+//! and initrd copied, not mapped; records named `ours-elf-copy`).
 //! QEMU always boots the bzImage (its microvm ELF/PVH path froze the test
 //! host, docs/benchmarks.md).
 //!
@@ -26,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use bootbench::record::{self, Failure, Sample, OURS, OURS_ELF, QEMU_MICROVM};
+use bootbench::record::{self, Failure, Sample, OURS, OURS_ELF, OURS_ELF_COPY, QEMU_MICROVM};
 use bootbench::stats;
 
 use runner::{Probes, VmmCommand};
@@ -36,8 +38,10 @@ use tracefs::Instance;
 const BOOT_TIMER_PORT: u16 = 0x4f0;
 /// Kernel command line our VMM always puts first (see `vmm run --help`).
 const OURS_DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=acpi panic=-1 pci=off";
-/// What the benchmark appends to the guest command line.
-const BENCH_CMDLINE: &str = "quiet guest.scenario=poweroff";
+/// What the benchmark appends to the guest command line: a quiet boot (no
+/// console output to pay for while it boots), then the guest scenario
+/// `boot-profile` dumps the kernel log (`dmesg`) and powers off.
+const BENCH_CMDLINE: &str = "quiet guest.scenario=boot-profile";
 
 /// Command-line options.
 #[derive(Debug, Clone)]
@@ -53,6 +57,8 @@ struct Options {
     elf: Option<PathBuf>,
     /// Whether our VMM boots the bzImage (`--no-bzimage` turns it off).
     bzimage: bool,
+    /// Whether our VMM also boots the ELF with its boot files copied.
+    elf_copy: bool,
 }
 
 impl Default for Options {
@@ -67,6 +73,7 @@ impl Default for Options {
             initrd: "/guest/initramfs.cpio.gz".into(),
             elf: None,
             bzimage: true,
+            elf_copy: false,
         }
     }
 }
@@ -86,10 +93,11 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options> {
             "--initrd" => o.initrd = value()?.into(),
             "--elf" => o.elf = Some(value()?.into()),
             "--no-bzimage" => o.bzimage = false,
+            "--elf-copy" => o.elf_copy = true,
             "-h" | "--help" => {
                 println!(
                     "usage: bootbench [--runs N] [--mem MIB] [--timeout SECS] [--vmm PATH] \
-                     [--qemu PATH] [--kernel PATH] [--initrd PATH] [--elf PATH] [--no-bzimage]"
+                     [--qemu PATH] [--kernel PATH] [--initrd PATH] [--elf PATH] [--no-bzimage] [--elf-copy]"
                 );
                 std::process::exit(0);
             }
@@ -99,13 +107,16 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options> {
     if o.runs == 0 {
         bail!("--runs must be at least 1");
     }
+    if o.elf_copy && o.elf.is_none() {
+        bail!("--elf-copy needs --elf PATH");
+    }
     if !o.bzimage && o.elf.is_none() {
         bail!("--no-bzimage needs --elf PATH (our VMM must boot something)");
     }
     Ok(o)
 }
 
-/// Our VMM's command: 1 vCPU, serial output discarded.
+/// Our VMM's command: 1 vCPU, serial output to stdout (read by bootbench).
 fn ours(o: &Options) -> VmmCommand {
     let s = |x: &str| x.to_string();
     VmmCommand {
@@ -118,13 +129,14 @@ fn ours(o: &Options) -> VmmCommand {
             s("--mem"),
             o.mem_mib.to_string(),
             s("--serial"),
-            s("type=sink"),
+            s("type=stdout"),
             s("--initrd"),
             o.initrd.display().to_string(),
             s("--params"),
             s(BENCH_CMDLINE),
             o.kernel.display().to_string(),
         ],
+        env: Vec::new(),
     }
 }
 
@@ -146,6 +158,12 @@ fn commands(o: &Options) -> Vec<VmmCommand> {
     }
     if let Some(elf) = &o.elf {
         cmds.push(ours_elf(o, elf));
+        if o.elf_copy {
+            let mut copy = ours_elf(o, elf);
+            copy.name = OURS_ELF_COPY;
+            copy.env = vec![("VMSTACK_BOOT_FILES".into(), "copy".into())];
+            cmds.push(copy);
+        }
     }
     cmds.push(qemu(o));
     cmds
@@ -173,7 +191,7 @@ fn qemu(o: &Options) -> VmmCommand {
             s("-display"),
             s("none"),
             s("-serial"),
-            s("null"),
+            s("stdio"),
             s("-bios"),
             s("/usr/share/qemu/bios-microvm.bin"),
             s("-kernel"),
@@ -183,6 +201,7 @@ fn qemu(o: &Options) -> VmmCommand {
             s("-append"),
             format!("{OURS_DEFAULT_CMDLINE} {BENCH_CMDLINE}"),
         ],
+        env: Vec::new(),
     }
 }
 
@@ -215,7 +234,7 @@ fn first_line(program: &Path, args: &[&str]) -> Result<String> {
 }
 
 fn print_summary(samples: &[Sample]) {
-    for vmm in [OURS, OURS_ELF, QEMU_MICROVM] {
+    for vmm in [OURS, OURS_ELF, OURS_ELF_COPY, QEMU_MICROVM] {
         let of: Vec<&Sample> = samples.iter().filter(|s| s.vmm == vmm).collect();
         if of.is_empty() {
             continue;
@@ -385,5 +404,17 @@ mod tests {
             [OURS_ELF, QEMU_MICROVM]
         );
         assert!(parse_args(["--no-bzimage"].map(String::from)).is_err());
+        assert!(parse_args(["--elf-copy"].map(String::from)).is_err());
+        let ab =
+            parse_args(["--elf", "/e", "--no-bzimage", "--elf-copy"].map(String::from)).unwrap();
+        let cmds = commands(&ab);
+        assert_eq!(
+            cmds.iter().map(|c| c.name).collect::<Vec<_>>(),
+            [OURS_ELF, OURS_ELF_COPY, QEMU_MICROVM]
+        );
+        assert_eq!(
+            cmds[1].display(),
+            format!("VMSTACK_BOOT_FILES=copy {}", cmds[0].display())
+        );
     }
 }

@@ -20,6 +20,9 @@ pub const DONE_PREFIX: &str = "@@BENCH-DONE ";
 pub const OURS: &str = "ours";
 /// Name of our VMM booting the same kernel as an ELF `vmlinux`.
 pub const OURS_ELF: &str = "ours-elf";
+/// Name of our VMM booting the ELF `vmlinux` with its boot files copied
+/// (`VMSTACK_BOOT_FILES=copy`) instead of mapped.
+pub const OURS_ELF_COPY: &str = "ours-elf-copy";
 /// Name of the QEMU `-M microvm` peer in the records.
 pub const QEMU_MICROVM: &str = "qemu-microvm";
 
@@ -50,13 +53,20 @@ pub struct Sample {
     /// What the VMM itself logged as time to the boot-timer write, in ms (ours only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub self_init_ms: Option<f64>,
+    /// Process start to process exit, in ms: the guest dumped its kernel log
+    /// and powered off after `/init` (absent if it did not exit in time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_ms: Option<f64>,
+    /// The guest's boot milestones on its own clock, from its console.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest: Option<crate::profile::GuestProfile>,
 }
 
 impl Sample {
     /// Checks that the numbers are consistent: finite, positive, first entry
     /// before `/init`, some guest memory touched, overhead = total - guest.
     pub fn validate(&self) -> Result<(), String> {
-        if ![OURS, OURS_ELF, QEMU_MICROVM].contains(&self.vmm.as_str()) {
+        if ![OURS, OURS_ELF, OURS_ELF_COPY, QEMU_MICROVM].contains(&self.vmm.as_str()) {
             return Err(format!("unknown vmm {:?}", self.vmm));
         }
         for (name, v) in [
@@ -72,6 +82,14 @@ impl Sample {
                 "first entry ({} ms) after /init ({} ms)",
                 self.first_entry_ms, self.init_ms
             ));
+        }
+        if let Some(exit) = self.exit_ms {
+            if !(exit.is_finite() && exit >= self.init_ms) {
+                return Err(format!(
+                    "exit ({exit} ms) before /init ({} ms)",
+                    self.init_ms
+                ));
+            }
         }
         if self.guest_rss_kib == 0 {
             return Err("no guest memory resident at /init".into());
@@ -166,6 +184,8 @@ mod tests {
             overhead_thp_kib: 2_048,
             self_first_entry_ms: Some(1.2),
             self_init_ms: None,
+            exit_ms: None,
+            guest: None,
         }
     }
 
@@ -193,6 +213,9 @@ mod tests {
         assert!(s.validate().is_err());
         let mut s = sample();
         s.overhead_thp_kib = 4_096;
+        assert!(s.validate().is_err());
+        let mut s = sample();
+        s.exit_ms = Some(10.0);
         assert!(s.validate().is_err());
         let mut s = sample();
         s.vmm = "firecracker".into();

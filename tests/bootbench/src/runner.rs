@@ -1,4 +1,6 @@
-//! One measured boot: spawn a VMM, follow the tracepoints, sample smaps, kill.
+//! One measured boot: spawn a VMM, follow the tracepoints, sample smaps at
+//! `/init`, let the guest dump its kernel log and power off, read its boot
+//! profile from the console.
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read};
@@ -18,6 +20,12 @@ use crate::tracefs::Instance;
 pub const POLL: Duration = Duration::from_millis(10);
 /// How many stderr lines of a VMM are kept for failure reports.
 const TAIL_LINES: usize = 30;
+/// How many console (stdout) lines of a VMM are kept for the boot profile
+/// (a quiet Debian boot logs about 700 lines; the bound keeps a runaway
+/// guest from filling the test host's memory).
+const CONSOLE_LINES: usize = 20_000;
+/// How long the guest may take after `/init` to dump its log and power off.
+pub const AFTER_INIT: Duration = Duration::from_secs(60);
 
 /// A VMM command to measure.
 #[derive(Debug, Clone)]
@@ -28,12 +36,18 @@ pub struct VmmCommand {
     pub program: PathBuf,
     /// Its arguments.
     pub args: Vec<String>,
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
 }
 
 impl VmmCommand {
     /// The command line as one string (for the records).
     pub fn display(&self) -> String {
-        let mut s = self.program.display().to_string();
+        let mut s = String::new();
+        for (k, v) in &self.env {
+            s.push_str(&format!("{k}={v} "));
+        }
+        s.push_str(&self.program.display().to_string());
         for a in &self.args {
             s.push(' ');
             if a.contains(' ') {
@@ -76,8 +90,12 @@ pub fn monotonic_ns() -> u64 {
     u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
 }
 
-/// Reads `reader` line by line, keeping the last [`TAIL_LINES`].
-fn drain(reader: impl Read + Send + 'static, tail: Arc<Mutex<VecDeque<String>>>) -> JoinHandle<()> {
+/// Reads `reader` line by line, keeping the last `keep` lines in `tail`.
+fn drain(
+    reader: impl Read + Send + 'static,
+    tail: Arc<Mutex<VecDeque<String>>>,
+    keep: usize,
+) -> JoinHandle<()> {
     std::thread::spawn(move || {
         let mut r = BufReader::new(reader);
         let mut buf = Vec::new();
@@ -89,7 +107,7 @@ fn drain(reader: impl Read + Send + 'static, tail: Arc<Mutex<VecDeque<String>>>)
             }
             let line = String::from_utf8_lossy(&buf).trim_end().to_string();
             if let Ok(mut t) = tail.lock() {
-                if t.len() == TAIL_LINES {
+                if t.len() == keep {
                     t.pop_front();
                 }
                 t.push_back(line);
@@ -125,14 +143,23 @@ pub fn measure(
     timeout: Duration,
 ) -> Result<Sample, RunError> {
     let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
-    let result = measure_inner(cmd, run, probes, guest_mib, timeout, &stderr_tail);
+    let console = Arc::new(Mutex::new(VecDeque::new()));
+    let result = measure_inner(cmd, run, probes, guest_mib, timeout, &stderr_tail, &console);
     let tail: Vec<String> = stderr_tail
         .lock()
         .map(|t| t.iter().cloned().collect())
         .unwrap_or_default();
     match result {
         Ok(mut sample) => {
-            if [bootbench::record::OURS, bootbench::record::OURS_ELF].contains(&cmd.name) {
+            let text = console
+                .lock()
+                .map(|c| c.iter().cloned().collect::<Vec<_>>().join("\n"))
+                .unwrap_or_default();
+            let profile = bootbench::profile::parse(&text);
+            if profile.lines > 0 {
+                sample.guest = Some(profile);
+            }
+            if cmd.name != bootbench::record::QEMU_MICROVM {
                 sample.self_first_entry_ms = self_reported_ms(&tail, "entering guest after ");
                 sample.self_init_ms = self_reported_ms(&tail, "guest init reached after ");
             }
@@ -152,6 +179,7 @@ fn measure_inner(
     guest_mib: u64,
     timeout: Duration,
     stderr_tail: &Arc<Mutex<VecDeque<String>>>,
+    console: &Arc<Mutex<VecDeque<String>>>,
 ) -> Result<Sample> {
     for p in [&probes.entry, &probes.pio] {
         p.set_enabled(false)?;
@@ -161,6 +189,7 @@ fn measure_inner(
     let mut command = Command::new(&cmd.program);
     command
         .args(&cmd.args)
+        .envs(cmd.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -171,15 +200,26 @@ fn measure_inner(
         .with_context(|| format!("cannot start {}", cmd.program.display()))?;
     let mut drains = Vec::new();
     if let Some(out) = child.stdout.take() {
-        drains.push(drain(out, Arc::new(Mutex::new(VecDeque::new()))));
+        drains.push(drain(out, console.clone(), CONSOLE_LINES));
     }
     if let Some(err) = child.stderr.take() {
-        drains.push(drain(err, stderr_tail.clone()));
+        drains.push(drain(err, stderr_tail.clone(), TAIL_LINES));
     }
 
     let outcome = follow(&mut child, t0, probes, guest_mib, timeout);
-    // Whatever happened: the VMM goes away now (we don't rely on its poweroff path).
-    signal(&child, libc::SIGKILL);
+    let exit_ns = match &outcome {
+        // Measured: the guest goes on to dump its kernel log and power off.
+        Ok(_) => {
+            signal(&child, libc::SIGCONT);
+            wait_exit(&mut child, AFTER_INIT)
+        }
+        Err(_) => None,
+    };
+    // Whatever happened: the VMM is gone now (a guest that did not power off
+    // in time is killed; its profile is what its console had by then).
+    // `Child::kill` sends nothing once the child was reaped (its pid may
+    // have been reused by then).
+    let _ = child.kill();
     let _ = child.wait();
     for d in drains {
         let _ = d.join();
@@ -206,11 +246,26 @@ fn measure_inner(
         overhead_thp_kib: mem.overhead_thp_kib,
         self_first_entry_ms: None,
         self_init_ms: None,
+        exit_ms: exit_ns.map(ms).transpose()?,
+        guest: None,
     };
     sample
         .validate()
         .map_err(|e| anyhow!("inconsistent measurement: {e}"))?;
     Ok(sample)
+}
+
+/// Waits up to `limit` for `child` to exit; its exit time (ns, this
+/// process's `CLOCK_MONOTONIC`, [`POLL`] resolution) or `None`.
+fn wait_exit(child: &mut Child, limit: Duration) -> Option<u64> {
+    let deadline = monotonic_ns() + u64::try_from(limit.as_nanos()).unwrap_or(u64::MAX);
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => return Some(monotonic_ns()),
+            Ok(None) if monotonic_ns() < deadline => std::thread::sleep(POLL),
+            _ => return None,
+        }
+    }
 }
 
 /// Polls the probes until the boot-timer write; then freezes the VMM (SIGSTOP)
@@ -291,6 +346,7 @@ mod tests {
             name: "ours",
             program: "/bin/vmm".into(),
             args: vec!["run".into(), "--params".into(), "quiet a=b".into()],
+            env: Vec::new(),
         };
         assert_eq!(c.display(), "/bin/vmm run --params \"quiet a=b\"");
     }

@@ -30,13 +30,41 @@
 //!
 //! The rule for users stays: do not modify a kernel or initrd while a VM
 //! booted from it runs.
+//!
+//! # Turning the mappings off
+//! With `VMSTACK_BOOT_FILES=copy` in the VMM's environment nothing is
+//! mapped and every boot file is copied into guest RAM, as before the
+//! mappings existed. It is there for measurements: a mapped kernel makes
+//! the first entry cheap but leaves the guest running from 4 KiB page-cache
+//! pages, and `cargo xtask bench boot --kernel elf-ab` boots both ways in
+//! one run to compare (docs/benchmarks.md).
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Once;
+use std::sync::{Once, OnceLock};
 
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
+
+/// Environment variable that turns the mappings off (value `copy`).
+pub const BOOT_FILES_ENV: &str = "VMSTACK_BOOT_FILES";
+
+/// Whether `value` (of [`BOOT_FILES_ENV`]) asks for copies.
+fn copy_requested_by(value: Option<&std::ffi::OsStr>) -> bool {
+    value.is_some_and(|v| v == "copy")
+}
+
+/// Whether this process was started with `VMSTACK_BOOT_FILES=copy`.
+fn copy_requested() -> bool {
+    static COPY: OnceLock<bool> = OnceLock::new();
+    *COPY.get_or_init(|| {
+        let copy = copy_requested_by(std::env::var_os(BOOT_FILES_ENV).as_deref());
+        if copy {
+            tracing::info!("{BOOT_FILES_ENV}=copy: boot files are copied, not mapped");
+        }
+        copy
+    })
+}
 
 /// Host page size the mappings are aligned to.
 pub const PAGE_SIZE: u64 = 4096;
@@ -205,7 +233,7 @@ pub fn map_file_into_guest<M: GuestMemoryBackend>(
     offset: u64,
     len: u64,
 ) -> bool {
-    if len == 0 || addr.0 % PAGE_SIZE != 0 || offset % PAGE_SIZE != 0 {
+    if copy_requested() || len == 0 || addr.0 % PAGE_SIZE != 0 || offset % PAGE_SIZE != 0 {
         return false;
     }
     // Never map past the end of the file: those pages would fault at once.
@@ -512,6 +540,16 @@ pub(crate) mod tests {
             std::str::from_utf8(&buf[..n]).unwrap(),
             "vmm: SIGBUS sent by another process; exiting with status 135\n"
         );
+    }
+
+    #[test]
+    fn only_copy_turns_the_mappings_off() {
+        use std::ffi::OsStr;
+        assert!(copy_requested_by(Some(OsStr::new("copy"))));
+        for other in ["", "map", "COPY", "copy "] {
+            assert!(!copy_requested_by(Some(OsStr::new(other))), "{other:?}");
+        }
+        assert!(!copy_requested_by(None));
     }
 
     #[test]

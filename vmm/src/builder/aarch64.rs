@@ -82,6 +82,9 @@ impl Platform for Arm64Platform {
 
         let mem_size = config.mem_mib << 20;
         let mut initrd = ctx.host.initrd(config)?;
+        // The boot files of an earlier boot (a restart) are unmapped with
+        // its guest memory: stop guarding their ranges.
+        crate::arch::file_map::forget_guarded_mappings();
         let plan = arch::boot::load_kernel_and_initrd(
             vm.memory(),
             mem_size,

@@ -179,6 +179,32 @@ pub fn build_cmdline(default_args: &str, user_params: &[String]) -> Result<Cmdli
         .map_err(BootError::Cmdline)
 }
 
+/// Maps the `Image` and the initrd copy-on-write at the places `plan` chose
+/// (see [`crate::arch::file_map`]: nothing is read or copied before the
+/// first guest entry; the module documents what a change of either file
+/// after start does, and its `SIGBUS` guard keeps a truncation from killing
+/// the VMM). Returns whether each was mapped; what was not (a host page size
+/// other than 4 KiB, no free guard slot, a failed `mmap`) is left to the
+/// caller to copy. The kernel's BSS above the file's end is guest RAM that
+/// is still zero (fresh anonymous memory), as the boot protocol expects.
+pub fn map_image_and_initrd<M: vm_memory::GuestMemoryBackend>(
+    mem: &M,
+    plan: &BootPlan,
+    kernel: &std::fs::File,
+    kernel_size: u64,
+    initrd: Option<&std::fs::File>,
+) -> (bool, bool) {
+    use crate::arch::file_map::map_file_into_guest;
+    let kernel_mapped = map_file_into_guest(mem, GuestAddress(plan.kernel), kernel, 0, kernel_size);
+    let initrd_mapped = match (initrd, plan.initrd) {
+        (Some(file), Some((start, size))) => {
+            map_file_into_guest(mem, GuestAddress(start), file, 0, size)
+        }
+        _ => false,
+    };
+    (kernel_mapped, initrd_mapped)
+}
+
 #[cfg(target_arch = "aarch64")]
 mod load {
     use std::fs::File;
@@ -187,15 +213,18 @@ mod load {
     use linux_loader::loader::{KernelLoader, PE};
     use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-    use super::{parse_image_header, plan, BootError, BootPlan, IMAGE_HEADER_SIZE};
+    use super::{
+        map_image_and_initrd, parse_image_header, plan, BootError, BootPlan, IMAGE_HEADER_SIZE,
+    };
     use crate::arch::aarch64::layout::RAM_START;
 
     fn read_err(what: &'static str) -> impl FnOnce(std::io::Error) -> BootError {
         move |source| BootError::Read { what, source }
     }
 
-    /// Reads the `Image` header, plans the layout and loads kernel and
-    /// initrd into guest memory.
+    /// Reads the `Image` header, plans the layout and puts kernel and initrd
+    /// into guest memory: mapped copy-on-write ([`map_image_and_initrd`]),
+    /// copied where that is not possible.
     pub fn load_kernel_and_initrd(
         mem: &GuestMemoryMmap,
         mem_size: u64,
@@ -214,14 +243,22 @@ mod load {
             None => None,
         };
         let plan = plan(mem_size, header, initrd_size)?;
-        let loaded = PE::load(mem, Some(GuestAddress(RAM_START)), kernel, None)
-            .map_err(BootError::KernelLoad)?;
-        debug_assert_eq!(loaded.kernel_load.0, plan.kernel);
-        if let (Some(file), Some((start, size))) = (initrd, plan.initrd) {
+        let (kernel_mapped, initrd_mapped) =
+            map_image_and_initrd(mem, &plan, kernel, kernel_size, initrd.as_deref());
+        if !kernel_mapped {
+            kernel
+                .seek(SeekFrom::Start(0))
+                .map_err(read_err("kernel"))?;
+            let loaded = PE::load(mem, Some(GuestAddress(RAM_START)), kernel, None)
+                .map_err(BootError::KernelLoad)?;
+            debug_assert_eq!(loaded.kernel_load.0, plan.kernel);
+        }
+        if let (false, Some(file), Some((start, size))) = (initrd_mapped, initrd, plan.initrd) {
             file.seek(SeekFrom::Start(0)).map_err(read_err("initrd"))?;
             mem.read_exact_volatile_from(GuestAddress(start), file, size as usize)
                 .map_err(|_| BootError::Write { what: "initrd" })?;
         }
+        tracing::debug!(kernel_mapped, initrd_mapped, "boot files in guest memory");
         Ok(plan)
     }
 }
@@ -298,5 +335,124 @@ mod tests {
         ));
         assert!(plan(1 << 20, h, None).is_err());
         assert!(plan(64 << 20, h, Some(u64::MAX)).is_err());
+    }
+
+    /// A small fake `Image`: header, then `len - 64` bytes of a pattern.
+    fn image_file(len: usize) -> std::fs::File {
+        use std::io::Write;
+        let mut f = crate::arch::file_map::tests::tempfile("arm64-image");
+        let mut bytes = header(0, 4 << 20);
+        bytes.extend((IMAGE_HEADER_SIZE..len).map(|i| (i % 251) as u8));
+        f.write_all(&bytes).unwrap();
+        f
+    }
+
+    fn guest_ram(mem_size: u64) -> vm_memory::GuestMemoryMmap {
+        vm_memory::GuestMemoryMmap::from_ranges(&guest_memory_ranges(mem_size)).unwrap()
+    }
+
+    #[test]
+    fn image_and_initrd_are_mapped_not_copied() {
+        use std::os::unix::fs::FileExt;
+        use vm_memory::Bytes;
+        let mem_size = 64 << 20;
+        let mem = guest_ram(mem_size);
+        // Not a multiple of the page size: the tail of the last page reads 0.
+        let kernel_len = 3 * 4096 + 100;
+        let kernel = image_file(kernel_len);
+        let mut initrd = crate::arch::file_map::tests::tempfile("arm64-initrd");
+        std::io::Write::write_all(&mut initrd, &[0x5a; 5000]).unwrap();
+        let h = parse_image_header(&header(0, 4 << 20), kernel_len as u64).unwrap();
+        let p = plan(mem_size, h, Some(5000)).unwrap();
+        let mapped = map_image_and_initrd(&mem, &p, &kernel, kernel_len as u64, Some(&initrd));
+        assert_eq!(mapped, (true, true));
+        let mut got = vec![0u8; kernel_len];
+        mem.read_slice(&mut got, GuestAddress(p.kernel)).unwrap();
+        let mut want = vec![0u8; kernel_len];
+        kernel.read_exact_at(&mut want, 0).unwrap();
+        assert_eq!(got, want);
+        assert_eq!(
+            mem.read_obj::<u8>(GuestAddress(p.kernel + kernel_len as u64))
+                .unwrap(),
+            0
+        );
+        let (start, _) = p.initrd.unwrap();
+        assert_eq!(
+            mem.read_obj::<u8>(GuestAddress(start + 4999)).unwrap(),
+            0x5a
+        );
+        // A mapping, not a copy: an in-place rewrite of a page the guest
+        // has not written shows through.
+        kernel.write_all_at(&[0xee; 16], 8192).unwrap();
+        assert_eq!(
+            mem.read_obj::<u8>(GuestAddress(p.kernel + 8192)).unwrap(),
+            0xee
+        );
+        // The guest's own writes stay private.
+        mem.write_obj(0x77u8, GuestAddress(p.kernel + 4096))
+            .unwrap();
+        let mut byte = [0u8];
+        kernel.read_exact_at(&mut byte, 4096).unwrap();
+        assert_ne!(byte[0], 0x77);
+    }
+
+    #[test]
+    fn a_truncated_image_reads_zeros_instead_of_killing_the_vmm() {
+        use vm_memory::Bytes;
+        let mem_size = 64 << 20;
+        let mem = guest_ram(mem_size);
+        let kernel_len = 4 * 4096;
+        let kernel = image_file(kernel_len);
+        let h = parse_image_header(&header(0, 4 << 20), kernel_len as u64).unwrap();
+        let p = plan(mem_size, h, None).unwrap();
+        assert_eq!(
+            map_image_and_initrd(&mem, &p, &kernel, kernel_len as u64, None),
+            (true, false)
+        );
+        kernel.set_len(4096).unwrap();
+        // A device model reading guest memory past the new end of file: the
+        // SIGBUS guard gives it zeros (without it the test process dies).
+        let mut page = [0xffu8; 4096];
+        mem.read_slice(&mut page, GuestAddress(p.kernel + 2 * 4096))
+            .unwrap();
+        assert!(page.iter().all(|&b| b == 0));
+        // What is still inside the file is still the kernel.
+        assert_eq!(
+            &mem.read_obj::<[u8; 4]>(GuestAddress(p.kernel + 0x38))
+                .unwrap(),
+            b"ARM\x64"
+        );
+    }
+
+    #[test]
+    fn what_cannot_be_mapped_is_left_to_the_copying_loader() {
+        let mem_size = 64 << 20;
+        let mem = guest_ram(mem_size);
+        let kernel = image_file(8192);
+        // A plan whose kernel address is not page aligned (text_offset 0x80
+        // is legal for the header check but cannot be mapped).
+        let h = ImageHeader {
+            text_offset: 0x80,
+            image_size: 8192,
+        };
+        let p = plan(mem_size, h, None).unwrap();
+        assert_eq!(
+            map_image_and_initrd(&mem, &p, &kernel, 8192, None),
+            (false, false)
+        );
+        // Longer than the file: not mapped either.
+        let p = plan(
+            mem_size,
+            ImageHeader {
+                text_offset: 0,
+                image_size: 8192,
+            },
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            map_image_and_initrd(&mem, &p, &kernel, 16384, None),
+            (false, false)
+        );
     }
 }
