@@ -485,6 +485,10 @@ pub(crate) mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        target_arch = "aarch64",
+        ignore = "needs a native kernel: under qemu-user, how `cargo xtask test` runs the aarch64 unit tests, seccomp filters and signal delivery are emulated (run with --ignored on an arm64 host)"
+    )]
     fn a_sigbus_sent_with_kill_ends_the_process_with_status_135() {
         assert!(install_guard());
         let status = in_child(|| {
@@ -499,6 +503,10 @@ pub(crate) mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        target_arch = "aarch64",
+        ignore = "needs a native kernel: under qemu-user, how `cargo xtask test` runs the aarch64 unit tests, seccomp filters and signal delivery are emulated (run with --ignored on an arm64 host)"
+    )]
     fn an_unclaimed_fault_ends_the_process_with_status_135_under_a_sandbox_filter() {
         assert!(install_guard());
         let f = tempfile("unclaimed");
