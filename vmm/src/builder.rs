@@ -219,7 +219,6 @@ pub struct BuiltVm {
     pub serial_reads_stdin: bool,
 }
 
-/// A device's rate limiter for `limit` (with its timer fd).
 /// A non-blocking eventfd registered as interrupt line `gsi` of `vm`
 /// (`what` names the device in errors).
 fn irq_eventfd(vm: &Vm, gsi: u32, what: &'static str) -> Result<EventFd, BuildError> {
@@ -242,6 +241,7 @@ fn create_vcpu_fd(vm: &Vm, id: u8) -> Result<kvm_ioctls::VcpuFd, VcpuError> {
         })
 }
 
+/// A device's rate limiter for `limit` (with its timer fd).
 fn rate_limiter(limit: RateLimit) -> Result<RateLimiter, BuildError> {
     RateLimiter::new(limit).map_err(BuildError::RateLimiter)
 }

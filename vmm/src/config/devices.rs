@@ -47,9 +47,6 @@ fn pairs(s: &str) -> impl Iterator<Item = (&str, &str)> {
         .map(|p| p.split_once('=').unwrap_or(("", p)))
 }
 
-/// The rate-limit keys every limited device accepts (`--disk`, `--rwdisk`,
-/// `--net`, `--rng`): `bw=` and `ops=`, each `SIZE:REFILL_MS[:BURST]`
-/// (docs/devices.md, "Rate limiters"). Returns `None` for another key.
 /// Makes the error of device option `option` given `value`, which should
 /// have the form `expected` (every parser below reports this way).
 fn option_error<'a>(
@@ -64,6 +61,9 @@ fn option_error<'a>(
     }
 }
 
+/// The rate-limit keys every limited device accepts (`--disk`, `--rwdisk`,
+/// `--net`, `--rng`): `bw=` and `ops=`, each `SIZE:REFILL_MS[:BURST]`
+/// (docs/devices.md, "Rate limiters"). Returns `None` for another key.
 fn parse_limit_key(
     key: &str,
     value: &str,
