@@ -156,11 +156,13 @@ impl RotatingLog {
     }
 }
 
-/// `sysmgr vmm-log`: opens the log at `path`, confines this process
-/// ([`confine`]), then copies stdin into the log until end of file.
+/// `sysmgr vmm-log`: confines this process ([`confine`]), then opens the
+/// log at `path` (as the state directory's owner: a link planted there
+/// gets no more than that owner's rights) and copies stdin into it until
+/// end of file.
 pub fn run_keeper(path: &Path, cap: LogCap) -> io::Result<()> {
-    let log = RotatingLog::open(path, cap)?;
     confine(path)?;
+    let log = RotatingLog::open(path, cap)?;
     copy(log, path, io::stdin().lock())
 }
 

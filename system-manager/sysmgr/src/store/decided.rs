@@ -22,13 +22,6 @@ pub const MAX_DECIDED_PER_GUEST: usize = 64;
 pub struct Decided(BTreeMap<String, BTreeMap<u64, Decision>>);
 
 impl Decided {
-    /// Rebuilds the sets from a log.
-    pub fn from_log(records: &[LogRecord]) -> Self {
-        let mut d = Decided::default();
-        d.note_all(records);
-        d
-    }
-
     /// Takes records into account, in order.
     pub fn note_all(&mut self, records: &[LogRecord]) {
         for r in records {
