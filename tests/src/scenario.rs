@@ -11,31 +11,46 @@ use crate::Arch;
 /// Held while a test host runs: boots in one process happen one after the other.
 static BOOT_LOCK: Mutex<()> = Mutex::new(());
 
-/// Boots the test host; if the emulated machine froze (its heartbeat
-/// stopped: the outer emulator, not a scenario, stopped running), or it
-/// stalled long enough for the watchdog to wake it and a scenario then did
-/// not end with rc 0 (a stall of the whole machine breaks every deadline a
-/// scenario checks), keeps that log as `<log>.froze.log` or
-/// `<log>.stalled.log` and boots it once more. The second run's outcome is
-/// the result, whatever it is. Each retry is announced on stderr and at the
-/// top of the console.
-fn run_retrying_a_freeze(cfg: &TestHostConfig) -> Result<TestHostRun, String> {
+/// Boots the test host; boots it once more when the first run cannot be
+/// trusted because the test host itself broke, whatever its scenarios
+/// printed:
+/// - the emulated machine froze (its heartbeat stopped: the outer
+///   emulator, not a scenario, stopped running);
+/// - it stalled long enough for the watchdog to wake it and a scenario then
+///   did not end with rc 0 (a stall of the whole machine breaks every
+///   deadline a scenario checks);
+/// - the test host's kernel warned from its KVM code (e.g. a vCPU thread
+///   inside `KVM_RUN` finding no running vCPU on its CPU): the hypervisor
+///   our VMM runs on was in a state its own code calls impossible.
+///
+/// The first log is kept as `<log>.froze.log`, `<log>.stalled.log` or
+/// `<log>.kvm-warning.log`. The second run's outcome is the result,
+/// whatever it is. Each retry is announced on stderr and at the top of the
+/// console.
+fn run_retrying_a_broken_host(cfg: &TestHostConfig) -> Result<TestHostRun, String> {
     let first = testhost::run(cfg).map_err(|e| e.to_string())?;
     let stalled_and_failed = first.kicks > 0
         && (first.sections.len() < cfg.scenarios.len()
             || first.sections.iter().any(|s| s.rc != Some(0)));
-    let what = if first.froze {
-        "froze (no heartbeat"
+    let (what, suffix) = if first.froze {
+        ("froze (no heartbeat".to_string(), "froze.log")
     } else if stalled_and_failed {
-        "stalled (no heartbeat until the watchdog woke it, then a scenario failed"
+        (
+            "stalled (no heartbeat until the watchdog woke it, then a scenario failed".into(),
+            "stalled.log",
+        )
+    } else if let Some(warning) = first.host_kvm_warnings.first() {
+        (
+            format!(
+                "kernel warned from its KVM code ({} warning(s), the first: {warning}",
+                first.host_kvm_warnings.len()
+            ),
+            "kvm-warning.log",
+        )
     } else {
         return Ok(first);
     };
-    let kept = cfg.log_path.with_extension(if first.froze {
-        "froze.log"
-    } else {
-        "stalled.log"
-    });
+    let kept = cfg.log_path.with_extension(suffix);
     let _ = std::fs::rename(&cfg.log_path, &kept);
     let note = format!(
         "testhost: the test host {what}; its log: {}) after {:.0} s; booting it once more",
@@ -101,7 +116,7 @@ impl SharedRun {
             // shared runs would otherwise boot them in parallel on the test
             // threads).
             let _one_at_a_time = BOOT_LOCK.lock().unwrap_or_else(|p| p.into_inner());
-            run_retrying_a_freeze(&cfg)
+            run_retrying_a_broken_host(&cfg)
         });
         match run {
             Ok(run) => run,

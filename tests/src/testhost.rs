@@ -394,6 +394,10 @@ pub struct TestHostRun {
     pub kicks: u32,
     /// Scenario sections in console order.
     pub sections: Vec<ScenarioResult>,
+    /// Warnings the test host's own kernel printed from its KVM code
+    /// ([`host_kvm_warnings`]): the host that runs our VMM was itself
+    /// in a state its kernel calls impossible.
+    pub host_kvm_warnings: Vec<String>,
 }
 
 impl TestHostRun {
@@ -430,6 +434,9 @@ impl TestHostRun {
                 .unwrap_or_else(|| "unknown".into()),
             self.ready()
         );
+        for w in &self.host_kvm_warnings {
+            let _ = writeln!(out, "  the test host's KVM warned: {w}");
+        }
         let _ = writeln!(
             out,
             "----- last {REPORT_TAIL_LINES} lines of the outer console -----"
@@ -439,6 +446,27 @@ impl TestHostRun {
         let _ = writeln!(out, "full console log: {}", self.log_path.display());
         out
     }
+}
+
+/// The test host kernel's own warnings from its KVM code (`WARNING: CPU: N
+/// PID: P at arch/arm64/kvm/...` or `.../virt/kvm/...`), one line each with
+/// the printk timestamp removed. Only lines of the test host's kernel
+/// count: inner guests' consoles reach the outer console as markers or
+/// prefixed lines, never as a bare `WARNING:` line, and inner guests run
+/// no KVM.
+pub fn host_kvm_warnings(console: &str) -> Vec<String> {
+    console
+        .lines()
+        .filter_map(|line| {
+            let line = line.trim_end();
+            let body = match line.strip_prefix('[') {
+                Some(rest) => rest.split_once("] ")?.1,
+                None => line,
+            };
+            let at = body.strip_prefix("WARNING: CPU: ")?.split_once(" at ")?.1;
+            (at.contains("/kvm/")).then(|| body.to_string())
+        })
+        .collect()
 }
 
 /// Splits a console into `@@BEGIN name` / `@@END name rc=N` sections.
@@ -868,6 +896,7 @@ pub fn run(cfg: &TestHostConfig) -> Result<TestHostRun, TestHostError> {
         ));
     }
     let sections = parse_sections(&text);
+    let host_kvm_warnings = host_kvm_warnings(&text);
     Ok(TestHostRun {
         console: text,
         log_path: cfg.log_path.clone(),
@@ -877,6 +906,7 @@ pub fn run(cfg: &TestHostConfig) -> Result<TestHostRun, TestHostError> {
         status,
         kicks,
         sections,
+        host_kvm_warnings,
     })
 }
 
@@ -971,6 +1001,7 @@ mod tests {
             froze: false,
             status: None,
             kicks: 0,
+            host_kvm_warnings: Vec::new(),
             sections: vec![],
         };
         assert_eq!(run.console_tail(2), "2\n3");
@@ -980,6 +1011,29 @@ mod tests {
                 && report.contains("x.log")
                 && report.contains("timed out: true")
         );
+    }
+
+    /// The two warnings of a failed arm64 run (the vCPU thread found no
+    /// running vCPU on its CPU), between lines that must not count.
+    #[test]
+    fn the_test_hosts_kvm_warnings_are_found() {
+        let console = "\
+[    4.351276] ------------[ cut here ]------------
+[    4.353569] WARNING: CPU: 1 PID: 191 at arch/arm64/kvm/../../../virt/kvm/kvm_main.c:3614 mark_page_dirty_in_slot+0xc8/0x100
+[    4.359068]  mark_page_dirty_in_slot+0xc8/0x100
+@@vmstack:step=t=0.1s: mcu: ignition on
+android| [    1.000000] WARNING: CPU: 0 PID: 1 at arch/arm64/kvm/x.c:1 f+0x0/0x1
+[    5.000000] WARNING: CPU: 0 PID: 7 at mm/page_alloc.c:4000 alloc+0x1/0x2
+[   19.005710] WARNING: CPU: 1 PID: 191 at arch/arm64/kvm/arch_timer.c:1486 kvm_arch_timer_get_input_level+0xb4/0x120
+";
+        assert_eq!(
+            host_kvm_warnings(console),
+            [
+                "WARNING: CPU: 1 PID: 191 at arch/arm64/kvm/../../../virt/kvm/kvm_main.c:3614 mark_page_dirty_in_slot+0xc8/0x100",
+                "WARNING: CPU: 1 PID: 191 at arch/arm64/kvm/arch_timer.c:1486 kvm_arch_timer_get_input_level+0xb4/0x120",
+            ]
+        );
+        assert!(host_kvm_warnings("[ 1.0] ok\n@@BEGIN x\n").is_empty());
     }
 
     #[test]

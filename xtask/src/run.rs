@@ -87,6 +87,9 @@ fn boot_streaming(
         run.timed_out,
         run.log_path.display()
     );
+    for w in &run.host_kvm_warnings {
+        step!("the test host's KVM warned (its result cannot be trusted): {w}");
+    }
     let mut failed = Vec::new();
     for s in scenarios {
         match run.scenario(s) {
