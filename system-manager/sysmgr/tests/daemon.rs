@@ -68,33 +68,15 @@ impl FakeAndroid {
     }
 }
 
+/// The daemon tests' policy: android on the line channel, a cluster with
+/// `cluster_deadline`.
 fn write_policy(dir: &Path, extra_system: &str, cluster_deadline: u64) {
-    let d = dir.display();
-    std::fs::write(
-        dir.join("policy.toml"),
-        format!(
-            r#"[system]
-shutdown_deadline_ms = 20000
-final_grace_ms = 3000
-vm_exit_grace_ms = 2000
-{extra_system}
-
-[[guest]]
-name = "android"
-role = "android"
-control_socket = "{d}/android.ctl"
-vsock_socket = "{d}/android.vsock"
-android_channel = "vhal-lines"
-
-[[guest]]
-name = "cluster"
-role = "cluster"
-shutdown_deadline_ms = {cluster_deadline}
-control_socket = "{d}/cluster.ctl"
-"#
-        ),
-    )
-    .unwrap();
+    write_two_guest_policy(
+        dir,
+        extra_system,
+        r#"android_channel = "vhal-lines""#,
+        cluster_deadline,
+    );
 }
 
 fn status(dir: &Path) -> String {
