@@ -15,7 +15,9 @@ pub type FleetGuest<'a> = (&'a str, &'a str, Option<u64>);
 pub fn guest_tables(fleet: &[FleetGuest<'_>]) -> String {
     let mut text = String::new();
     for (name, role, deadline_ms) in fleet {
-        text.push_str(&format!("\n[[guest]]\nname = \"{name}\"\nrole = \"{role}\"\n"));
+        text.push_str(&format!(
+            "\n[[guest]]\nname = \"{name}\"\nrole = \"{role}\"\n"
+        ));
         if let Some(ms) = deadline_ms {
             text.push_str(&format!("shutdown_deadline_ms = {ms}\n"));
         }
@@ -32,7 +34,10 @@ mod tests {
     fn guest_tables_parse_to_the_fleet() {
         let text = format!(
             "[system]\n{}",
-            guest_tables(&[("android", "android", None), ("cluster", "cluster", Some(20_000))])
+            guest_tables(&[
+                ("android", "android", None),
+                ("cluster", "cluster", Some(20_000))
+            ])
         );
         let policy = match Policy::from_toml_str(&text) {
             Ok(p) => p,
@@ -40,6 +45,8 @@ mod tests {
         };
         let names: Vec<&str> = policy.guests().iter().map(|g| g.name.as_str()).collect();
         assert_eq!(names, ["android", "cluster"]);
-        assert!(text.contains("name = \"cluster\"\nrole = \"cluster\"\nshutdown_deadline_ms = 20000\n"));
+        assert!(
+            text.contains("name = \"cluster\"\nrole = \"cluster\"\nshutdown_deadline_ms = 20000\n")
+        );
     }
 }

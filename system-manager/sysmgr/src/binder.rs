@@ -28,9 +28,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use rsbinder::rpc::RpcServer;
 use rsbinder::{ExceptionCode, Interface, Status, Strong};
-use system_manager::{
-    Arbiter, GuestState as CoreGuest, Output, Policy, SystemState as CoreSystem,
-};
+use system_manager::{Arbiter, GuestState as CoreGuest, Output, Policy, SystemState as CoreSystem};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::oneshot;
 use vmstack_aidl::vmstack::sysmgr::GuestState::GuestState;

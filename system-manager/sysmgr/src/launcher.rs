@@ -119,7 +119,10 @@ fn tell(out: &mut impl Write, message: &Tell) -> io::Result<()> {
 /// stderr into its capped log `log` (`crate::vmm_log`), in a process group
 /// of its own. Returned with the program's name, for messages. Used by the
 /// launcher process and by an unsandboxed daemon alike.
-pub(crate) fn vmm_command<'a>(argv: &'a [String], log: &Path) -> Result<(Command, &'a str), String> {
+pub(crate) fn vmm_command<'a>(
+    argv: &'a [String],
+    log: &Path,
+) -> Result<(Command, &'a str), String> {
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| "empty launch command".to_string())?;

@@ -9,6 +9,8 @@
 
 pub mod rtt;
 pub mod ta;
+pub mod vhal;
+pub mod vsock;
 
 /// Deterministic data: xorshift64* words.
 pub struct Gen(u64);
