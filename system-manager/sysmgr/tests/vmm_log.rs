@@ -14,20 +14,26 @@ use support::*;
 /// then exit 3.
 const FLOOD: &str = "i=0; while [ $i -lt 10000 ]; do echo \"flood out $i\"; echo \"flood err $i\" >&2; i=$((i+1)); done; exit 3";
 
-fn flood_policy(dir: &Path) {
+/// Writes `policy.toml` in `dir`: one guest `name` of role other whose
+/// "VMM" is `sh -c script`.
+fn shell_guest_policy(dir: &Path, name: &str, script: &str) {
     let d = dir.display();
     std::fs::write(
         dir.join("policy.toml"),
         format!(
             r#"[[guest]]
-name = "flood"
+name = "{name}"
 role = "other"
-control_socket = "{d}/flood.ctl"
-launch = ["/bin/sh", "-c", {FLOOD:?}]
+control_socket = "{d}/{name}.ctl"
+launch = ["/bin/sh", "-c", {script:?}]
 "#
         ),
     )
     .unwrap();
+}
+
+fn flood_policy(dir: &Path) {
+    shell_guest_policy(dir, "flood", FLOOD);
 }
 
 fn logs(state: &Path) -> Vec<(String, u64)> {
@@ -104,19 +110,7 @@ fn keeper_status(log: &Path) -> Option<String> {
 #[test]
 fn the_log_keeper_runs_without_capabilities_as_the_state_directory_owner() {
     let dir = tmpdir("vmmlog-confined");
-    let d = dir.display();
-    std::fs::write(
-        dir.join("policy.toml"),
-        format!(
-            r#"[[guest]]
-name = "quiet"
-role = "other"
-control_socket = "{d}/quiet.ctl"
-launch = ["/bin/sh", "-c", "echo started; sleep 10"]
-"#
-        ),
-    )
-    .unwrap();
+    shell_guest_policy(&dir, "quiet", "echo started; sleep 10");
     let mut mcu = Mcu::start(&dir);
     let p = daemon(&dir);
     mcu.cmd("ignition on");
