@@ -229,26 +229,15 @@ fn the_power_off_waits_for_the_vmms_at_most_poweroff_hold_ms() {
 #[test]
 fn a_failed_start_is_a_crash_when_no_vmm_can_be_running() {
     let dir = tmpdir("startfail");
-    let d = dir.display();
     // `none` cannot be launched at all; `quits` exits before it answers.
-    std::fs::write(
-        dir.join("policy.toml"),
-        format!(
-            r#"[[guest]]
-name = "none"
-role = "other"
-control_socket = "{d}/none.ctl"
-launch = ["{d}/no-such-vmm"]
-
-[[guest]]
-name = "quits"
-role = "other"
-control_socket = "{d}/quits.ctl"
-launch = ["/bin/sh", "-c", "exit 3"]
-"#
-        ),
-    )
-    .unwrap();
+    let missing = format!("{}/no-such-vmm", dir.display());
+    write_launch_policy(
+        &dir,
+        &[
+            ("none", &[&missing]),
+            ("quits", &["/bin/sh", "-c", "exit 3"]),
+        ],
+    );
     let mut mcu = Mcu::start(&dir);
     let p = daemon(&dir);
     mcu.cmd("ignition on");

@@ -14,26 +14,8 @@ use support::*;
 /// then exit 3.
 const FLOOD: &str = "i=0; while [ $i -lt 10000 ]; do echo \"flood out $i\"; echo \"flood err $i\" >&2; i=$((i+1)); done; exit 3";
 
-/// Writes `policy.toml` in `dir`: one guest `name` of role other whose
-/// "VMM" is `sh -c script`.
-fn shell_guest_policy(dir: &Path, name: &str, script: &str) {
-    let d = dir.display();
-    std::fs::write(
-        dir.join("policy.toml"),
-        format!(
-            r#"[[guest]]
-name = "{name}"
-role = "other"
-control_socket = "{d}/{name}.ctl"
-launch = ["/bin/sh", "-c", {script:?}]
-"#
-        ),
-    )
-    .unwrap();
-}
-
 fn flood_policy(dir: &Path) {
-    shell_guest_policy(dir, "flood", FLOOD);
+    write_launch_policy(dir, &[("flood", &["/bin/sh", "-c", FLOOD])]);
 }
 
 fn logs(state: &Path) -> Vec<(String, u64)> {
@@ -110,7 +92,10 @@ fn keeper_status(log: &Path) -> Option<String> {
 #[test]
 fn the_log_keeper_runs_without_capabilities_as_the_state_directory_owner() {
     let dir = tmpdir("vmmlog-confined");
-    shell_guest_policy(&dir, "quiet", "echo started; sleep 10");
+    write_launch_policy(
+        &dir,
+        &[("quiet", &["/bin/sh", "-c", "echo started; sleep 10"])],
+    );
     let mut mcu = Mcu::start(&dir);
     let p = daemon(&dir);
     mcu.cmd("ignition on");

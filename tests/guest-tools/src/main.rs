@@ -660,10 +660,8 @@ mod tests {
 
     #[test]
     fn hybrid_handshake_against_a_fake_vmm() {
-        let dir = std::env::temp_dir().join(format!("vsock-test-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("s");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
         let l = UnixListener::bind(&path).unwrap();
         let p = path.to_str().unwrap().to_string();
         let t = std::thread::spawn(move || {
@@ -684,6 +682,5 @@ mod tests {
         let e = unix_connect(&p, 77).err().unwrap();
         assert_eq!(err_name(&e), "closed-without-ok");
         t.join().unwrap();
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -401,6 +401,20 @@ pub fn log_lines(dir: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Writes `policy.toml` in `dir`: one guest of role `other` per entry
+/// `(name, launch argv)`, with its control socket `<dir>/<name>.ctl`.
+pub fn write_launch_policy(dir: &Path, guests: &[(&str, &[&str])]) {
+    let d = dir.display();
+    let mut text = String::new();
+    for (name, argv) in guests {
+        // `{:?}` of the argv is a TOML array of basic strings.
+        text.push_str(&format!(
+            "[[guest]]\nname = \"{name}\"\nrole = \"other\"\ncontrol_socket = \"{d}/{name}.ctl\"\nlaunch = {argv:?}\n\n"
+        ));
+    }
+    std::fs::write(dir.join("policy.toml"), text).unwrap();
+}
+
 /// Writes `policy.toml` in `dir`: an android guest with a vsock socket (the
 /// binder endpoint) and a cluster guest, both with control sockets in `dir`.
 pub fn write_android_cluster_policy(dir: &Path) {
