@@ -19,6 +19,7 @@ use libfuzzer_sys::fuzz_target;
 use protobuf::Message;
 use sysmgr::proto::mcu::{mcu_to_soc, McuToSoc};
 use sysmgr::proto::{self, FrameDecoder, FrameError, MAX_FRAME};
+use system_manager::testing::guest_tables;
 use system_manager::{Arbiter, Input, Millis, Policy, WakeReason};
 
 #[derive(Arbitrary, Debug)]
@@ -62,16 +63,6 @@ fn reference(stream: &[u8]) -> (Vec<(Vec<u8>, usize)>, Option<FrameError>) {
         at = end;
     }
 }
-
-const POLICY: &str = r#"
-[[guest]]
-name = "android"
-role = "android"
-
-[[guest]]
-name = "cluster"
-role = "cluster"
-"#;
 
 /// What the daemon feeds the arbiter for one MCU message.
 fn inputs(m: &McuToSoc, arbiter: &Arbiter) -> Vec<Input> {
@@ -156,7 +147,8 @@ fuzz_target!(|input: Input_| {
     assert_eq!(frames, want, "frames depend on how the stream was read");
     assert_eq!(error, want_error);
 
-    let policy = Policy::from_toml_str(POLICY).expect("fuzz policy");
+    let fleet = guest_tables(&[("android", "android", None), ("cluster", "cluster", None)]);
+    let policy = Policy::from_toml_str(&fleet).expect("fuzz policy");
     let mut arbiter = Arbiter::new(policy);
     let mut now = 0u64;
     for (i, f) in frames.iter().enumerate() {

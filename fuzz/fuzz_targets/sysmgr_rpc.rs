@@ -21,27 +21,15 @@ use rsbinder::rpc::transport::MemTransport;
 use rsbinder::rpc::{RpcClientConfig, RpcServer, RpcSession, RpcTransport};
 use sysmgr::binder::{self, BinderRequest};
 use sysmgr::daemon::Event;
-use system_manager::{Arbiter, Input, Millis, Output, Policy};
+use system_manager::testing::guest_tables;
+use system_manager::{Arbiter, Input, Millis, Policy};
 use vmstack_aidl::vmstack::sysmgr::ISystemManager::ISystemManager;
-
-const POLICY: &str = "[[guest]]\nname = \"android\"\nrole = \"android\"\n\n[[guest]]\nname = \"cluster\"\nrole = \"cluster\"\n";
 
 fn answer(arbiter: &mut Arbiter, now: &mut u64, req: BinderRequest) {
     *now += 1;
     let mut feed = |input: Input, reply: tokio::sync::oneshot::Sender<Result<(), String>>| {
         let out = arbiter.handle(Millis(*now), input);
-        let rejected: Vec<String> = out
-            .iter()
-            .filter_map(|o| match o {
-                Output::Rejected { reason } => Some(reason.clone()),
-                _ => None,
-            })
-            .collect();
-        let _ = reply.send(if rejected.is_empty() {
-            Ok(())
-        } else {
-            Err(rejected.join("; "))
-        });
+        let _ = reply.send(binder::call_answer(&out));
     };
     match req {
         BinderRequest::State(r) => {
@@ -76,7 +64,8 @@ fn answer(arbiter: &mut Arbiter, now: &mut u64, req: BinderRequest) {
 fn server() -> &'static (PathBuf, std::sync::Arc<RpcServer>) {
     static PATH: OnceLock<(PathBuf, std::sync::Arc<RpcServer>)> = OnceLock::new();
     PATH.get_or_init(|| {
-        let policy = Policy::from_toml_str(POLICY).expect("policy");
+        let fleet = guest_tables(&[("android", "android", None), ("cluster", "cluster", None)]);
+        let policy = Policy::from_toml_str(&fleet).expect("policy");
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
         std::thread::spawn(move || {
             let mut arbiter = Arbiter::new(policy);

@@ -327,17 +327,10 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
-    fn temp(tag: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("sandbox-sock-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
-
     #[test]
     fn sockets_are_0600_whatever_the_umask() {
-        let dir = temp("mode");
-        let path = dir.join("s.sock");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
         // SAFETY: umask only changes the file-creation mask.
         let old = unsafe { libc::umask(0) };
         let listener = bind_private(&path);
@@ -350,24 +343,22 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o777, 0o600);
         assert!(UnixStream::connect(&path).is_ok());
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn a_non_socket_is_never_replaced_nor_removed() {
-        let dir = temp("nonsock");
-        let path = dir.join("precious");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("precious");
         std::fs::write(&path, b"data").unwrap();
         assert!(matches!(bind_private(&path), Err(BindError::NotSocket(_))));
         assert!(remove_socket(&path).is_err());
         assert_eq!(std::fs::read(&path).unwrap(), b"data");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn a_stale_socket_is_replaced_and_a_live_one_refused() {
-        let dir = temp("stale");
-        let path = dir.join("s.sock");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
         drop(UnixListener::bind(&path).unwrap());
         let live = bind_private(&path).unwrap();
         assert!(matches!(bind_private(&path), Err(BindError::InUse(_))));
@@ -375,7 +366,6 @@ mod tests {
         remove_socket(&path).unwrap();
         assert!(!path.exists());
         remove_socket(&path).unwrap();
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -399,12 +389,12 @@ mod tests {
             eprintln!("skipped: needs root to connect as another uid");
             return;
         }
-        let dir = temp("peer");
-        let path = dir.join("s.sock");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
         let listener = bind_private(&path).unwrap();
         // Let the other uid reach the file, so that only the peer check
         // stands in its way.
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
         let (addr, len) = sockaddr(&path).unwrap();
         // SAFETY: the child only switches uid, connects and _exits.
@@ -434,7 +424,6 @@ mod tests {
             Err(PeerError::NotAllowed { uid: 4242, .. }) => {}
             other => panic!("expected a refusal of uid 4242, got {other:?}"),
         }
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -25,24 +25,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
+use guest_tools::vhal;
 use rsbinder::{hub, Interface, Strong};
 use vmstack_aidl::vmstack::sysmgr::IPowerStateListener::{
     BnPowerStateListener, IPowerStateListener,
 };
 use vmstack_aidl::vmstack::sysmgr::ISystemManager::{self as ism, ISystemManager};
 use vmstack_aidl::vmstack::sysmgr::SystemState::SystemState;
-
-const REQ_NAMES: [&str; 4] = ["ON", "SHUTDOWN_PREPARE", "CANCEL_SHUTDOWN", "FINISHED"];
-const PARAM_NAMES: [&str; 8] = [
-    "0",
-    "SHUTDOWN_IMMEDIATELY",
-    "CAN_SLEEP",
-    "SHUTDOWN_ONLY",
-    "SLEEP_IMMEDIATELY",
-    "HIBERNATE_IMMEDIATELY",
-    "CAN_HIBERNATE",
-    "EMERGENCY_SHUTDOWN",
-];
 
 struct Listener(Mutex<Sender<[i32; 2]>>);
 
@@ -77,43 +66,6 @@ fn report(sm: &Strong<dyn ISystemManager>, value: i32, param: i32, what: &str) {
         }
     }
     println!("vhal: REPORT {what} lost: no host");
-}
-
-fn run_script(
-    sm: Strong<dyn ISystemManager>,
-    steps: Vec<String>,
-    step_ms: u64,
-    cancelled: Arc<Mutex<bool>>,
-) {
-    for step in steps {
-        if *cancelled.lock().unwrap_or_else(|e| e.into_inner()) {
-            println!("vhal: shutdown cancelled; script stopped");
-            return;
-        }
-        if let Some(ms) = step.strip_prefix("postpone:") {
-            let ms: i32 = ms.parse().unwrap_or(5000);
-            report(
-                &sm,
-                ism::REPORT_SHUTDOWN_POSTPONE,
-                ms,
-                &format!("SHUTDOWN_POSTPONE {ms}"),
-            );
-            std::thread::sleep(Duration::from_millis(step_ms));
-        } else if step == "start" {
-            report(&sm, ism::REPORT_SHUTDOWN_START, 0, "SHUTDOWN_START");
-            std::thread::sleep(Duration::from_secs(1));
-            println!("vhal: powering off");
-            let _ = std::process::Command::new("sync").status();
-            let _ = std::process::Command::new("poweroff").arg("-f").status();
-            return;
-        } else if step == "hang" {
-            println!("vhal: stops answering");
-            return;
-        } else {
-            println!("vhal: unknown step {step:?}; stopping");
-            return;
-        }
-    }
 }
 
 fn percentiles(name: &str, mut us: Vec<u64>) {
@@ -162,15 +114,10 @@ fn bench(sm: &Strong<dyn ISystemManager>, count: usize, port: u32, bytes: usize)
 
 fn run() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let opt = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
+    let opt = |name: &str| vhal::opt(&args, name);
     let device = opt("--device").unwrap_or_else(|| "/dev/binder".into());
     let steps: Vec<String> = opt("--script")
-        .unwrap_or_else(|| "postpone:5000,postpone:5000,start".into())
+        .unwrap_or_else(|| vhal::DEFAULT_SCRIPT.into())
         .split(',')
         .map(str::to_string)
         .collect();
@@ -206,28 +153,17 @@ fn run() -> Result<()> {
     let cancelled = Arc::new(Mutex::new(false));
     let mut started = false;
     for [v, p] in rx {
-        let name = usize::try_from(v)
-            .ok()
-            .and_then(|v| REQ_NAMES.get(v))
-            .copied()
-            .unwrap_or("?");
-        if v == ism::REQ_SHUTDOWN_PREPARE {
-            let pn = usize::try_from(p)
-                .ok()
-                .and_then(|p| PARAM_NAMES.get(p))
-                .copied()
-                .unwrap_or("?");
-            println!("vhal: REQ {name}({pn})");
-        } else {
-            println!("vhal: REQ {name}");
-        }
+        let index = |n: i32| usize::try_from(n).unwrap_or(usize::MAX);
+        println!("{}", vhal::req_line(index(v), index(p)));
         match v {
             ism::REQ_ON => report(&sm, ism::REPORT_ON, 0, "ON"),
             ism::REQ_SHUTDOWN_PREPARE if !started => {
                 started = true;
                 *cancelled.lock().unwrap_or_else(|e| e.into_inner()) = false;
                 let (sm, steps, c) = (sm.clone(), steps.clone(), cancelled.clone());
-                std::thread::spawn(move || run_script(sm, steps, step_ms, c));
+                std::thread::spawn(move || {
+                    vhal::run_script(&steps, step_ms, &c, |v, p, what| report(&sm, v, p, what))
+                });
             }
             ism::REQ_CANCEL_SHUTDOWN => {
                 *cancelled.lock().unwrap_or_else(|e| e.into_inner()) = true;

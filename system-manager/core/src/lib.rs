@@ -41,6 +41,8 @@ mod log;
 mod output;
 mod policy;
 mod state;
+#[doc(hidden)]
+pub mod testing;
 mod time;
 pub mod vhal;
 mod vmm_facts;

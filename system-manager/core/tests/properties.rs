@@ -25,8 +25,10 @@
 //! handshake's deadlines never exceed the shutdown's.
 
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
 
 use proptest::prelude::*;
+use system_manager::testing::guest_tables;
 use system_manager::{
     ApPowerStateReq, Arbiter, Decision, GuestState, Input, LogRecord, Millis, Output, Policy,
     PowerRequestKind, Role, SystemState, VmExitReason, WakeReason,
@@ -44,27 +46,20 @@ wake_hold_ms = 10000
 vm_exit_grace_ms = 1000
 "#;
 
-const GUESTS: &str = r#"
-[[guest]]
-name = "android"
-role = "android"
-
-[[guest]]
-name = "cluster"
-role = "cluster"
-shutdown_deadline_ms = 8000
-
-[[guest]]
-name = "other"
-role = "other"
-shutdown_deadline_ms = 6000
-"#;
+/// The fleet: an Android guest, a cluster and one other guest.
+static GUESTS: LazyLock<String> = LazyLock::new(|| {
+    guest_tables(&[
+        ("android", "android", None),
+        ("cluster", "cluster", Some(8_000)),
+        ("other", "other", Some(6_000)),
+    ])
+});
 
 /// Three policies: power-off kind, suspend kind, and one without a cluster.
 fn policy(which: u8) -> Policy {
     let text = match which % 3 {
-        0 => format!("{BASE}{GUESTS}"),
-        1 => format!("{BASE}shutdown_kind = \"suspend\"\n{GUESTS}"),
+        0 => format!("{BASE}{}", *GUESTS),
+        1 => format!("{BASE}shutdown_kind = \"suspend\"\n{}", *GUESTS),
         _ => format!(
             "{BASE}{}",
             GUESTS.replace(

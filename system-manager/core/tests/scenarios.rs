@@ -6,6 +6,9 @@
 //! Long on purpose: one test per scenario of the system-manager spec, read
 //! side by side with docs/system-manager.md.
 
+use std::sync::LazyLock;
+
+use system_manager::testing::guest_tables;
 use system_manager::{
     Arbiter, Decision, GuestState, Hold, Input, LogRecord, Millis, Output, Policy,
     PowerRequestKind, ShutdownOrigin, SystemState, VmExitReason, WakeReason,
@@ -13,7 +16,7 @@ use system_manager::{
 
 mod common;
 
-const POLICY: &str = r#"
+const SYSTEM: &str = r#"
 [system]
 shutdown_deadline_ms = 60000
 final_grace_ms = 10000
@@ -21,21 +24,17 @@ postpone_watchdog_ms = 5000
 vm_exit_grace_ms = 2000
 wake_hold_ms = 30000
 garage_mode_max_ms = 120000
-
-[[guest]]
-name = "android"
-role = "android"
-
-[[guest]]
-name = "cluster"
-role = "cluster"
-shutdown_deadline_ms = 20000
-
-[[guest]]
-name = "telematics"
-role = "other"
-shutdown_deadline_ms = 15000
 "#;
+
+/// The policy every scenario starts from: [`SYSTEM`] and the three guests.
+static POLICY: LazyLock<String> = LazyLock::new(|| {
+    let fleet = guest_tables(&[
+        ("android", "android", None),
+        ("cluster", "cluster", Some(20_000)),
+        ("telematics", "other", Some(15_000)),
+    ]);
+    format!("{SYSTEM}{fleet}")
+});
 
 const GUESTS: [&str; 3] = ["android", "cluster", "telematics"];
 
@@ -167,7 +166,7 @@ const SHUTDOWN_START: i32 = 5;
 
 #[test]
 fn a_ignition_off_handshake_then_cluster_deadline_then_power_off() {
-    let mut r = Rig::new(POLICY);
+    let mut r = Rig::new(&POLICY);
     r.boot(0);
     assert_eq!(
         r.at(10_000, Input::IgnitionOff),
@@ -234,7 +233,7 @@ fn a_ignition_off_handshake_then_cluster_deadline_then_power_off() {
 
 #[test]
 fn a_cluster_may_power_itself_off_once_not_needed() {
-    let mut r = Rig::new(POLICY);
+    let mut r = Rig::new(&POLICY);
     r.boot(0);
     r.at(1_000, Input::IgnitionOff);
     r.at(2_000, report("android", SHUTDOWN_START, 0));
@@ -254,7 +253,7 @@ fn a_cluster_may_power_itself_off_once_not_needed() {
 
 #[test]
 fn a_vehicle_in_use_keeps_the_system_for_the_cluster() {
-    let mut r = Rig::new(POLICY);
+    let mut r = Rig::new(&POLICY);
     r.boot(0);
     r.at(500, in_use(true));
     assert_eq!(
@@ -307,7 +306,7 @@ fn a_vehicle_in_use_keeps_the_system_for_the_cluster() {
 
 #[test]
 fn a_vehicle_back_in_use_restarts_a_stopped_cluster() {
-    let mut r = Rig::new(POLICY);
+    let mut r = Rig::new(&POLICY);
     r.boot(0);
     r.at(1_000, Input::IgnitionOff);
     r.at(21_000, Input::Tick); // cluster deadline: 1 s + 20 s
@@ -327,7 +326,7 @@ fn a_vehicle_back_in_use_restarts_a_stopped_cluster() {
 
 #[test]
 fn b_android_reboot_restarts_only_its_vm() {
-    let mut r = Rig::new(POLICY);
+    let mut r = Rig::new(&POLICY);
     r.boot(0);
     r.at(100, in_use(true));
     let before: Vec<_> = r.arbiter.guests().to_vec();
@@ -350,7 +349,7 @@ fn b_android_reboot_restarts_only_its_vm() {
 
 #[test]
 fn b_cluster_power_off_while_needed_becomes_a_restart() {
-    let mut r = Rig::new(POLICY);
+    let mut r = Rig::new(&POLICY);
     r.boot(0);
     assert_eq!(
         r.at(1_000, request("cluster", 9, PowerRequestKind::Poweroff)),
@@ -368,7 +367,7 @@ fn b_cluster_power_off_while_needed_becomes_a_restart() {
 
 #[test]
 fn c_android_poweroff_with_ignition_on_is_held_and_resumed_on_next_ignition_on() {
-    let mut r = Rig::new(POLICY);
+    let mut r = Rig::new(&POLICY);
     r.boot(0);
     // The user switches the head unit off: Android runs its own shutdown.
     r.at(1_000, report("android", SHUTDOWN_START, 0));
@@ -402,7 +401,7 @@ fn c_android_poweroff_with_ignition_on_is_held_and_resumed_on_next_ignition_on()
 
 #[test]
 fn c_plain_poweroff_in_on_is_held_until_a_power_on_event() {
-    let mut r = Rig::new(POLICY);
+    let mut r = Rig::new(&POLICY);
     r.boot(0);
     assert_eq!(
         r.at(1_000, request("android", 1, PowerRequestKind::Poweroff)),
@@ -421,7 +420,7 @@ fn c_plain_poweroff_in_on_is_held_until_a_power_on_event() {
 
 #[test]
 fn c_android_is_master_when_only_a_wake_hold_keeps_the_system_on() {
-    let mut r = Rig::new(POLICY);
+    let mut r = Rig::new(&POLICY);
     assert_eq!(
         r.at(
             0,
@@ -450,7 +449,7 @@ fn c_android_is_master_when_only_a_wake_hold_keeps_the_system_on() {
 
 #[test]
 fn wake_hold_expiry_starts_the_shutdown() {
-    let mut r = Rig::new(POLICY);
+    let mut r = Rig::new(&POLICY);
     r.at(
         0,
         Input::WakeRequest {
@@ -471,7 +470,7 @@ fn wake_hold_expiry_starts_the_shutdown() {
 
 #[test]
 fn d_silent_android_is_escalated_then_hard_stopped() {
-    let mut r = Rig::new(POLICY);
+    let mut r = Rig::new(&POLICY);
     r.boot(0);
     r.at(10_000, Input::IgnitionOff);
     assert_eq!(
@@ -494,7 +493,7 @@ fn d_silent_android_is_escalated_then_hard_stopped() {
 
 #[test]
 fn d_postponing_ends_before_the_global_deadline() {
-    let mut r = Rig::new(POLICY);
+    let mut r = Rig::new(&POLICY);
     r.boot(0);
     r.at(0, in_use(true)); // keep the cluster out of the timers
     r.at(10_000, Input::IgnitionOff); // global deadline 70 s, postponing until 60 s
@@ -533,7 +532,7 @@ fn d_postponing_ends_before_the_global_deadline() {
 
 #[test]
 fn d_a_late_tick_fires_missed_deadlines_before_the_input() {
-    let mut r = Rig::new(POLICY);
+    let mut r = Rig::new(&POLICY);
     r.boot(0);
     r.at(10_000, Input::IgnitionOff);
     // No tick at 15 s; the next input is a postpone at 40 s: the watchdog
@@ -552,7 +551,7 @@ fn d_a_late_tick_fires_missed_deadlines_before_the_input() {
 
 #[test]
 fn d_final_request_missing_after_shutdown_start_is_a_hard_stop() {
-    let mut r = Rig::new(POLICY);
+    let mut r = Rig::new(&POLICY);
     r.boot(0);
     r.at(0, in_use(true));
     r.at(1_000, Input::IgnitionOff);
@@ -589,7 +588,7 @@ fn postpone_asks_are_capped() {
 
 #[test]
 fn ignition_on_during_prepare_cancels_the_shutdown() {
-    let mut r = Rig::new(POLICY);
+    let mut r = Rig::new(&POLICY);
     r.boot(0);
     r.at(1_000, Input::IgnitionOff);
     assert_eq!(
@@ -606,7 +605,7 @@ fn ignition_on_during_prepare_cancels_the_shutdown() {
 
 #[test]
 fn cancel_after_shutdown_start_restarts_android() {
-    let mut r = Rig::new(POLICY);
+    let mut r = Rig::new(&POLICY);
     r.boot(0);
     r.at(1_000, Input::IgnitionOff);
     r.at(1_500, report("android", SHUTDOWN_START, 0));
@@ -619,7 +618,7 @@ fn cancel_after_shutdown_start_restarts_android() {
 
 #[test]
 fn a_cancelled_shutdown_that_hangs_is_restarted_at_its_deadline() {
-    let mut r = Rig::new(POLICY);
+    let mut r = Rig::new(&POLICY);
     r.boot(0);
     r.at(1_000, Input::IgnitionOff);
     r.at(1_500, report("android", SHUTDOWN_START, 0)); // final request due by 11.5 s
@@ -648,7 +647,7 @@ fn android_recovering_from_a_cancelled_sleep_gets_on() {
 
 #[test]
 fn stopped_guests_start_again_on_ignition_on() {
-    let mut r = Rig::new(POLICY);
+    let mut r = Rig::new(&POLICY);
     r.boot(0);
     r.at(1_000, Input::IgnitionOff);
     r.at(1_200, report("android", SHUTDOWN_START, 0));
@@ -707,7 +706,7 @@ fn suspend_kind_sleeps_and_resumes() {
 
 #[test]
 fn garage_mode_wake_runs_the_handshake_without_the_cluster() {
-    let mut r = Rig::new(POLICY);
+    let mut r = Rig::new(&POLICY);
     assert_eq!(
         r.at(
             0,
@@ -751,7 +750,7 @@ fn garage_mode_wake_runs_the_handshake_without_the_cluster() {
 
 #[test]
 fn crashed_guests_restart_while_the_system_is_on() {
-    let mut r = Rig::new(POLICY);
+    let mut r = Rig::new(&POLICY);
     r.boot(0);
     assert_eq!(
         r.at(1_000, exited("cluster", VmExitReason::Crash)),
@@ -781,7 +780,7 @@ fn crashed_guests_restart_while_the_system_is_on() {
 
 #[test]
 fn hostile_inputs_are_rejected_not_fatal() {
-    let mut r = Rig::new(POLICY);
+    let mut r = Rig::new(&POLICY);
     r.boot(0);
     let before = r.arbiter.clone();
     for input in [
@@ -809,7 +808,7 @@ fn hostile_inputs_are_rejected_not_fatal() {
 
 #[test]
 fn no_decision_without_a_guest() {
-    let mut r = Rig::new(POLICY);
+    let mut r = Rig::new(&POLICY);
     r.at(0, request("ghost", 1, PowerRequestKind::Poweroff));
     assert!(!r
         .outputs()
@@ -824,7 +823,7 @@ fn no_decision_without_a_guest() {
 
 #[test]
 fn a_clock_going_backwards_is_noted_and_clamped() {
-    let mut r = Rig::new(POLICY);
+    let mut r = Rig::new(&POLICY);
     r.at(5_000, Input::IgnitionOn);
     r.at(4_000, Input::Tick);
     assert_eq!(r.arbiter.now(), Millis(5_000));
@@ -835,7 +834,7 @@ fn a_clock_going_backwards_is_noted_and_clamped() {
 
 #[test]
 fn every_decision_has_a_reason() {
-    let mut r = Rig::new(POLICY);
+    let mut r = Rig::new(&POLICY);
     r.boot(0);
     r.at(1_000, request("android", 1, PowerRequestKind::Poweroff));
     let d = r
@@ -857,7 +856,7 @@ fn every_decision_has_a_reason() {
 
 #[test]
 fn e_the_log_replays_to_the_same_state_and_outputs() {
-    let mut r = Rig::new(POLICY);
+    let mut r = Rig::new(&POLICY);
     r.boot(0);
     r.at(500, in_use(true));
     r.at(1_000, Input::IgnitionOff);
@@ -870,7 +869,7 @@ fn e_the_log_replays_to_the_same_state_and_outputs() {
     r.at(44_000, Input::Tick);
     assert_eq!(r.system(), SystemState::PoweringOff);
 
-    common::check_replay(&policy(POLICY), &r.log, &r.arbiter);
+    common::check_replay(&policy(&POLICY), &r.log, &r.arbiter);
     let logged: Vec<Output> = r.log.iter().flat_map(|rec| rec.outputs.clone()).collect();
     // The wake-up time Android asked for reaches the MCU command.
     assert!(logged.iter().any(|o| matches!(

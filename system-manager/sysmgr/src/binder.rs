@@ -28,7 +28,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use rsbinder::rpc::RpcServer;
 use rsbinder::{ExceptionCode, Interface, Status, Strong};
-use system_manager::{Arbiter, GuestState as CoreGuest, Policy, SystemState as CoreSystem};
+use system_manager::{Arbiter, GuestState as CoreGuest, Output, Policy, SystemState as CoreSystem};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::oneshot;
 use vmstack_aidl::vmstack::sysmgr::GuestState::GuestState;
@@ -397,6 +397,23 @@ pub fn guest_code(s: &CoreGuest) -> i32 {
         CoreGuest::VirtuallyOff { .. } => ism::GUEST_VIRTUALLY_OFF,
         CoreGuest::Stopping { .. } => ism::GUEST_STOPPING,
         CoreGuest::Restarting => ism::GUEST_RESTARTING,
+    }
+}
+
+/// The answer to a binder call that fed the arbiter: `Ok` unless it
+/// rejected the input, then its reasons joined by `; `.
+pub fn call_answer(outputs: &[Output]) -> Result<(), String> {
+    let rejected: Vec<&str> = outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Rejected { reason } => Some(reason.as_str()),
+            _ => None,
+        })
+        .collect();
+    if rejected.is_empty() {
+        Ok(())
+    } else {
+        Err(rejected.join("; "))
     }
 }
 

@@ -33,7 +33,7 @@ use vmm_protocol::{Event as VmmEvent, Request, Response, ServerLine, VmState};
 
 use crate::binder::{BinderEndpoints, BinderRequest};
 use crate::mcu::McuReport;
-use crate::proto::mcu::{mcu_to_soc, McuToSoc, PowerOff, PowerOn, SocToMcu, Suspend};
+use crate::proto::mcu::{mcu_to_soc, soc_to_mcu, McuToSoc, PowerOff, PowerOn, SocToMcu, Suspend};
 use crate::store::{self, Clock, CommitStep, Decided, DecisionLog, LogSync, StateDir};
 use crate::vhal::{VhalCmd, VhalConfig, VhalReport};
 mod binder_calls;
@@ -582,31 +582,33 @@ fn onoff(b: bool) -> &'static str {
     }
 }
 
+/// A command to the MCU with the arbiter's reason.
+fn mcu_cmd(command: soc_to_mcu::Command, reason: &str) -> SocToMcu {
+    SocToMcu {
+        command: Some(command),
+        reason: reason.to_string(),
+        ..Default::default()
+    }
+}
+
 fn mcu_cmd_on(reason: &str) -> SocToMcu {
-    let mut c = SocToMcu::new();
-    c.set_power_on(PowerOn::new());
-    c.reason = reason.to_string();
-    c
+    mcu_cmd(soc_to_mcu::Command::PowerOn(PowerOn::new()), reason)
 }
 
 fn mcu_cmd_off(wake_after_s: Option<u32>, reason: &str) -> SocToMcu {
-    let mut c = SocToMcu::new();
-    c.set_power_off(PowerOff {
+    let off = PowerOff {
         wake_after_s: wake_after_s.unwrap_or(0),
         ..Default::default()
-    });
-    c.reason = reason.to_string();
-    c
+    };
+    mcu_cmd(soc_to_mcu::Command::PowerOff(off), reason)
 }
 
 fn mcu_cmd_suspend(wake_after_s: Option<u32>, reason: &str) -> SocToMcu {
-    let mut c = SocToMcu::new();
-    c.set_suspend(Suspend {
+    let suspend = Suspend {
         wake_after_s: wake_after_s.unwrap_or(0),
         ..Default::default()
-    });
-    c.reason = reason.to_string();
-    c
+    };
+    mcu_cmd(soc_to_mcu::Command::Suspend(suspend), reason)
 }
 
 /// The journal: one line per input, one indented line per output.

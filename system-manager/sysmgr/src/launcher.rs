@@ -31,7 +31,7 @@ use std::io::{self, BufRead, BufReader, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
@@ -115,20 +115,33 @@ fn tell(out: &mut impl Write, message: &Tell) -> io::Result<()> {
     out.write_all(line.as_bytes())
 }
 
-fn launch(spec: &LaunchSpec) -> Result<Child, String> {
-    let (program, args) = spec
-        .argv
+/// The command that starts a VMM from `argv`: stdin closed, stdout and
+/// stderr into its capped log `log` (`crate::vmm_log`), in a process group
+/// of its own. Returned with the program's name, for messages. Used by the
+/// launcher process and by an unsandboxed daemon alike.
+pub(crate) fn vmm_command<'a>(
+    argv: &'a [String],
+    log: &Path,
+) -> Result<(Command, &'a str), String> {
+    let (program, args) = argv
         .split_first()
         .ok_or_else(|| "empty launch command".to_string())?;
-    let (out, err) = crate::vmm_log::outputs(&spec.log)?;
-    let child = Command::new(program)
+    let (out, err) = crate::vmm_log::outputs(log)?;
+    let mut command = Command::new(program);
+    command
         .args(args)
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
         // Its own process group: a signal to the daemon's group (Ctrl-C,
         // kill -9 of the daemon) does not take the VMs with it.
-        .process_group(0)
+        .process_group(0);
+    Ok((command, program))
+}
+
+fn launch(spec: &LaunchSpec) -> Result<Child, String> {
+    let (mut command, program) = vmm_command(&spec.argv, &spec.log)?;
+    let child = command
         .spawn()
         .map_err(|e| format!("cannot launch {program}: {e}"))?;
     let _ = std::fs::write(&spec.pid_file, format!("{}\n", child.id()));

@@ -12,7 +12,6 @@
 //! a restarted daemon attaches to it again.
 
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 use system_manager::{StartFailure, VmmExit};
@@ -338,18 +337,8 @@ async fn launch(cfg: &VmmConfig, argv: &[String]) -> Result<Launched, String> {
         );
         return Ok(launched);
     }
-    let (program, args) = argv
-        .split_first()
-        .ok_or_else(|| "empty launch command".to_string())?;
-    let (out, err) = crate::vmm_log::outputs(&cfg.log)?;
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        // Its own process group: a signal to the daemon's group (Ctrl-C,
-        // kill -9 of the daemon) does not take the VMs with it.
-        .process_group(0)
+    let (command, program) = launcher::vmm_command(argv, &cfg.log)?;
+    let mut child = Command::from(command)
         .spawn()
         .map_err(|e| format!("cannot launch {program}: {e}"))?;
     let pid = child

@@ -6,7 +6,7 @@
 
 mod support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -87,16 +87,41 @@ fn expect(rx: &Receiver<String>, want: &str) {
     panic!("no callback {want:?}; got {seen:?}");
 }
 
+/// Waits for the callback `onApPowerStateReq(req, param)` on `rx`.
+fn expect_req(rx: &Receiver<String>, req: i32, param: i32) {
+    expect(rx, &format!("req {req} {param}"));
+}
+
+/// Android's side of the boot handshake on `sm`: a listener registered,
+/// then `WAIT_FOR_VHAL`, which the arbiter answers with `ON`.
+fn wait_for_vhal(
+    sm: &Strong<dyn ISystemManager>,
+) -> (Strong<dyn IPowerStateListener>, Receiver<String>) {
+    let (l, rx) = listener();
+    sm.registerListener(&l).expect("registerListener");
+    sm.reportApPowerState(ism::REPORT_WAIT_FOR_VHAL, 0)
+        .expect("report");
+    expect_req(&rx, ism::REQ_ON, 0);
+    (l, rx)
+}
+
+/// A test directory `tag` with the android and cluster policy, a running
+/// MCU simulator and the daemon serving it.
+fn binder_rig(tag: &str) -> (PathBuf, Mcu, Proc) {
+    let dir = tmpdir(tag);
+    write_android_cluster_policy(&dir);
+    let mcu = Mcu::start(&dir);
+    let daemon = daemon(&dir);
+    (dir, mcu, daemon)
+}
+
 fn inputs(dir: &Path) -> usize {
     log_lines(dir).len()
 }
 
 #[test]
 fn the_vhal_handshake_over_rpc_binder() {
-    let dir = tmpdir("binder");
-    write_android_cluster_policy(&dir);
-    let mut mcu = Mcu::start(&dir);
-    let _d = daemon(&dir);
+    let (dir, mut mcu, _d) = binder_rig("binder");
     let guest_sock = dir.join("android.vsock_4200");
     let host_sock = dir.join("state/binder/sysmgr.sock");
     wait_until("the host endpoint", 10, || host_sock.exists());
@@ -131,13 +156,7 @@ fn the_vhal_handshake_over_rpc_binder() {
 
     // The guest: a listener, then WAIT_FOR_VHAL; the arbiter answers ON.
     let guest = connect(&guest_sock);
-    let (l, rx) = listener();
-    guest.sm.registerListener(&l).expect("registerListener");
-    guest
-        .sm
-        .reportApPowerState(ism::REPORT_WAIT_FOR_VHAL, 0)
-        .expect("report");
-    expect(&rx, &format!("req {} 0", ism::REQ_ON));
+    let (_l, rx) = wait_for_vhal(&guest.sm);
     assert_eq!(
         guest.sm.getApPowerStateReq().expect("req"),
         [ism::REQ_ON, 0]
@@ -162,13 +181,10 @@ fn the_vhal_handshake_over_rpc_binder() {
     // (sent from the daemon's loop, not inside a call); postpone, start,
     // and the final power-off is allowed with FINISHED.
     mcu.cmd("ignition off");
-    expect(
+    expect_req(
         &rx,
-        &format!(
-            "req {} {}",
-            ism::REQ_SHUTDOWN_PREPARE,
-            ism::SHUTDOWN_PARAM_SHUTDOWN_ONLY
-        ),
+        ism::REQ_SHUTDOWN_PREPARE,
+        ism::SHUTDOWN_PARAM_SHUTDOWN_ONLY,
     );
     expect(
         &host_rx,
@@ -185,7 +201,7 @@ fn the_vhal_handshake_over_rpc_binder() {
         .expect("start");
     let id = av.request(PowerRequestKind::Poweroff);
     wait_until("allow", 10, || av.got(decide(id, Decision::Allow)));
-    expect(&rx, &format!("req {} 0", ism::REQ_FINISHED));
+    expect_req(&rx, ism::REQ_FINISHED, 0);
     wait_until("power off", 20, || mcu.count("POWER_OFF") > 0);
     expect(&host_rx, &format!("system {}", ism::SYSTEM_POWERING_OFF));
     drop(cv);
@@ -193,19 +209,10 @@ fn the_vhal_handshake_over_rpc_binder() {
 
 #[test]
 fn shutdown_request_during_a_wake_hold_and_unregister() {
-    let dir = tmpdir("binder-req");
-    write_android_cluster_policy(&dir);
-    let mut mcu = Mcu::start(&dir);
-    let _d = daemon(&dir);
+    let (dir, mut mcu, _d) = binder_rig("binder-req");
     let (av, cv) = start_android_and_cluster(&mut mcu, &dir, "wake SYSTEM_REMOTE_ACCESS");
     let guest = connect(&dir.join("android.vsock_4200"));
-    let (l, rx) = listener();
-    guest.sm.registerListener(&l).expect("register");
-    guest
-        .sm
-        .reportApPowerState(ism::REPORT_WAIT_FOR_VHAL, 0)
-        .expect("report");
-    expect(&rx, &format!("req {} 0", ism::REQ_ON));
+    let (l, rx) = wait_for_vhal(&guest.sm);
     // Undefined parameter: rejected.
     let e = guest.sm.requestShutdown(0).expect_err("bad param");
     assert_eq!(e.service_specific_error(), ism::ERROR_REJECTED);
@@ -214,13 +221,10 @@ fn shutdown_request_during_a_wake_hold_and_unregister() {
         .sm
         .requestShutdown(ism::SHUTDOWN_PARAM_SHUTDOWN_ONLY)
         .expect("request");
-    expect(
+    expect_req(
         &rx,
-        &format!(
-            "req {} {}",
-            ism::REQ_SHUTDOWN_PREPARE,
-            ism::SHUTDOWN_PARAM_SHUTDOWN_ONLY
-        ),
+        ism::REQ_SHUTDOWN_PREPARE,
+        ism::SHUTDOWN_PARAM_SHUTDOWN_ONLY,
     );
     assert!(log_lines(&dir)
         .iter()
@@ -243,17 +247,14 @@ fn shutdown_request_during_a_wake_hold_and_unregister() {
     // A listener registered now gets the current request at once.
     let (l2, rx2) = listener();
     guest.sm.registerListener(&l2).expect("register again");
-    expect(&rx2, &format!("req {} 0", ism::REQ_CANCEL_SHUTDOWN));
+    expect_req(&rx2, ism::REQ_CANCEL_SHUTDOWN, 0);
     drop((av, cv));
 }
 
 #[test]
 fn garbage_on_the_guest_endpoint_leaves_the_daemon_serving() {
     use std::io::Write;
-    let dir = tmpdir("binder-garbage");
-    write_android_cluster_policy(&dir);
-    let _mcu = Mcu::start(&dir);
-    let d = daemon(&dir);
+    let (dir, _mcu, d) = binder_rig("binder-garbage");
     let guest_sock = dir.join("android.vsock_4200");
     wait_until("the guest endpoint", 10, || guest_sock.exists());
     for junk in [
@@ -292,10 +293,7 @@ fn cli(target: &str, words: &str) -> Result<String, String> {
 
 #[test]
 fn the_cli_over_rpc_binder() {
-    let dir = tmpdir("binder-cli");
-    write_android_cluster_policy(&dir);
-    let mut mcu = Mcu::start(&dir);
-    let d = daemon(&dir);
+    let (dir, mut mcu, d) = binder_rig("binder-cli");
     let host = dir.join("state/binder/sysmgr.sock");
     let guest = dir.join("android.vsock_4200");
     wait_until("the endpoints", 10, || host.exists() && guest.exists());
@@ -400,10 +398,7 @@ fn the_cli_over_rpc_binder() {
 fn the_guest_gateway_forwards_calls_and_callbacks_and_survives_a_daemon_restart() {
     use vmstack_android::conn::RpcAddr;
     use vmstack_android::gateway::{Gateway, GatewayService};
-    let dir = tmpdir("binder-gw");
-    write_android_cluster_policy(&dir);
-    let mut mcu = Mcu::start(&dir);
-    let d = daemon(&dir);
+    let (dir, mut mcu, d) = binder_rig("binder-gw");
     let guest = dir.join("android.vsock_4200");
     wait_until("the guest endpoint", 10, || guest.exists());
     let gw = Gateway::new(RpcAddr::Unix(guest.clone()));
@@ -416,7 +411,7 @@ fn the_guest_gateway_forwards_calls_and_callbacks_and_survives_a_daemon_restart(
     let (av, cv) = start_android_and_cluster(&mut mcu, &dir, "ignition on");
     svc.reportApPowerState(ism::REPORT_WAIT_FOR_VHAL, 0)
         .expect("report");
-    expect(&rx, &format!("req {} 0", ism::REQ_ON));
+    expect_req(&rx, ism::REQ_ON, 0);
 
     // The daemon restarts (kill -9 of the old one): the next call
     // reconnects, and the listener is registered again.
@@ -430,13 +425,10 @@ fn the_guest_gateway_forwards_calls_and_callbacks_and_survives_a_daemon_restart(
         .expect("a call after the restart reconnects");
     assert_eq!(s.state, ism::SYSTEM_ON);
     mcu.cmd("ignition off");
-    expect(
+    expect_req(
         &rx,
-        &format!(
-            "req {} {}",
-            ism::REQ_SHUTDOWN_PREPARE,
-            ism::SHUTDOWN_PARAM_SHUTDOWN_ONLY
-        ),
+        ism::REQ_SHUTDOWN_PREPARE,
+        ism::SHUTDOWN_PARAM_SHUTDOWN_ONLY,
     );
     drop((av, cv));
 }

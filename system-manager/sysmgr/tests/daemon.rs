@@ -7,7 +7,7 @@ mod support;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use vmm_protocol::{Decision, PowerRequestKind, Request, VmState};
@@ -68,33 +68,37 @@ impl FakeAndroid {
     }
 }
 
+/// The daemon tests' policy: android on the line channel, a cluster with
+/// `cluster_deadline`.
 fn write_policy(dir: &Path, extra_system: &str, cluster_deadline: u64) {
-    let d = dir.display();
-    std::fs::write(
-        dir.join("policy.toml"),
-        format!(
-            r#"[system]
-shutdown_deadline_ms = 20000
-final_grace_ms = 3000
-vm_exit_grace_ms = 2000
-{extra_system}
+    write_two_guest_policy(
+        dir,
+        extra_system,
+        r#"android_channel = "vhal-lines""#,
+        cluster_deadline,
+    );
+}
 
-[[guest]]
-name = "android"
-role = "android"
-control_socket = "{d}/android.ctl"
-vsock_socket = "{d}/android.vsock"
-android_channel = "vhal-lines"
+/// A test directory `tag` with [`write_policy`]'s policy, the fake
+/// Android end of its vsock socket and a running MCU simulator.
+fn rig(tag: &str, extra_system: &str, cluster_deadline: u64) -> (PathBuf, FakeAndroid, Mcu) {
+    let dir = tmpdir(tag);
+    write_policy(&dir, extra_system, cluster_deadline);
+    let android = FakeAndroid::start(&dir.join("android.vsock"));
+    let mcu = Mcu::start(&dir);
+    (dir, android, mcu)
+}
 
-[[guest]]
-name = "cluster"
-role = "cluster"
-shutdown_deadline_ms = {cluster_deadline}
-control_socket = "{d}/cluster.ctl"
-"#
-        ),
-    )
-    .unwrap();
+/// Runs `sysmgr run` with the policy, state directory and MCU socket named
+/// in `dir`, expects it to refuse to start, and returns its stderr.
+fn refused_run(dir: &Path, policy: &str, state_dir: &str, mcu_socket: &str) -> String {
+    let (ok, _, err) = sysmgr_run(
+        &dir.join(policy),
+        &dir.join(state_dir),
+        &dir.join(mcu_socket),
+    );
+    assert!(!ok, "sysmgr run started: {err}");
+    err
 }
 
 fn status(dir: &Path) -> String {
@@ -149,10 +153,7 @@ fn ignition_off_scenario_with_every_decision_fsynced() {
 }
 
 fn ignition_off_scenario(tag: &str, extra: &[&str]) {
-    let dir = tmpdir(tag);
-    write_policy(&dir, "", 1500);
-    let mut android = FakeAndroid::start(&dir.join("android.vsock"));
-    let mut mcu = Mcu::start(&dir);
+    let (dir, mut android, mut mcu) = rig(tag, "", 1500);
     let d = daemon_with(&dir, extra);
     let (av, cv) = boot(&dir, &mut mcu, &mut android);
     assert_eq!(mcu.count("<- POWER_ON"), 1, "{}", mcu.p.text());
@@ -196,11 +197,8 @@ fn ignition_off_scenario(tag: &str, extra: &[&str]) {
 
 #[test]
 fn the_power_off_waits_for_the_vmms_at_most_poweroff_hold_ms() {
-    let dir = tmpdir("hold");
     // Not the default 10 s: the MCU must hear the power-off well before.
-    write_policy(&dir, "poweroff_hold_ms = 1500", 1000);
-    let mut android = FakeAndroid::start(&dir.join("android.vsock"));
-    let mut mcu = Mcu::start(&dir);
+    let (dir, mut android, mut mcu) = rig("hold", "poweroff_hold_ms = 1500", 1000);
     let d = daemon(&dir);
     let (av, cv) = boot(&dir, &mut mcu, &mut android);
     // The cluster's VMM hangs on `stop` (and has no pid to kill).
@@ -247,26 +245,15 @@ fn the_power_off_waits_for_the_vmms_at_most_poweroff_hold_ms() {
 #[test]
 fn a_failed_start_is_a_crash_when_no_vmm_can_be_running() {
     let dir = tmpdir("startfail");
-    let d = dir.display();
     // `none` cannot be launched at all; `quits` exits before it answers.
-    std::fs::write(
-        dir.join("policy.toml"),
-        format!(
-            r#"[[guest]]
-name = "none"
-role = "other"
-control_socket = "{d}/none.ctl"
-launch = ["{d}/no-such-vmm"]
-
-[[guest]]
-name = "quits"
-role = "other"
-control_socket = "{d}/quits.ctl"
-launch = ["/bin/sh", "-c", "exit 3"]
-"#
-        ),
-    )
-    .unwrap();
+    let missing = format!("{}/no-such-vmm", dir.display());
+    write_launch_policy(
+        &dir,
+        &[
+            ("none", &[&missing]),
+            ("quits", &["/bin/sh", "-c", "exit 3"]),
+        ],
+    );
     let mut mcu = Mcu::start(&dir);
     let p = daemon(&dir);
     mcu.cmd("ignition on");
@@ -283,10 +270,7 @@ launch = ["/bin/sh", "-c", "exit 3"]
 
 #[test]
 fn kill_9_restart_loses_no_request_and_no_decision() {
-    let dir = tmpdir("e");
-    write_policy(&dir, "", 30000);
-    let mut android = FakeAndroid::start(&dir.join("android.vsock"));
-    let mut mcu = Mcu::start(&dir);
+    let (dir, mut android, mut mcu) = rig("e", "", 30000);
     let mut d = daemon(&dir);
     let (av, cv) = boot(&dir, &mut mcu, &mut android);
     mcu.cmd("in-use yes");
@@ -348,14 +332,7 @@ fn kill_9_restart_loses_no_request_and_no_decision() {
     mcu.cmd("ignition on");
     wait_until("android resumed", 10, || av.got(Request::Resume));
     drop(d3);
-    let (ok, out, err) = sysmgr(&[
-        "status",
-        "--state-dir",
-        dir.join("state").to_str().unwrap(),
-        "--policy",
-        dir.join("policy.toml").to_str().unwrap(),
-    ]);
-    assert!(ok, "{err}");
+    let out = status(&dir);
     assert!(
         out.contains("daemon: not running (state replayed from"),
         "{out}"
@@ -364,10 +341,7 @@ fn kill_9_restart_loses_no_request_and_no_decision() {
 
 #[test]
 fn bad_input_is_logged_and_the_daemon_keeps_running() {
-    let dir = tmpdir("bad");
-    write_policy(&dir, "", 30000);
-    let mut android = FakeAndroid::start(&dir.join("android.vsock"));
-    let mut mcu = Mcu::start(&dir);
+    let (dir, mut android, mut mcu) = rig("bad", "", 30000);
     let d = daemon(&dir);
     let (_av, cv) = boot(&dir, &mut mcu, &mut android);
 
@@ -426,12 +400,7 @@ fn bad_input_is_logged_and_the_daemon_keeps_running() {
         "[[guest]]\nname = \"a\"\nrole = \"master\"\n",
     )
     .unwrap();
-    let (ok, _, err) = sysmgr_run(
-        &dir.join("bad.toml"),
-        &dir.join("state2"),
-        &dir.join("nomcu.sock"),
-    );
-    assert!(!ok);
+    let err = refused_run(&dir, "bad.toml", "state2", "nomcu.sock");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(
         err.contains("policy line 3, column 8: guest[1].role: unknown role `master`"),
@@ -443,21 +412,13 @@ fn bad_input_is_logged_and_the_daemon_keeps_running() {
         "[[guest]]\nname = \"a\"\nrole = \"other\"\n",
     )
     .unwrap();
-    let (ok, _, err) = sysmgr_run(
-        &dir.join("bad2.toml"),
-        &dir.join("state2"),
-        &dir.join("nomcu.sock"),
-    );
-    assert!(!ok);
+    let err = refused_run(&dir, "bad2.toml", "state2", "nomcu.sock");
     assert!(err.contains("guest[1] `a`: no control_socket"), "{err}");
 }
 
 #[test]
 fn a_log_from_another_policy_is_refused() {
-    let dir = tmpdir("verify");
-    write_policy(&dir, "", 30000);
-    let mut android = FakeAndroid::start(&dir.join("android.vsock"));
-    let mut mcu = Mcu::start(&dir);
+    let (dir, mut android, mut mcu) = rig("verify", "", 30000);
     let d = daemon(&dir);
     let _vmms = boot(&dir, &mut mcu, &mut android);
     drop(d);
@@ -474,28 +435,15 @@ fn a_log_from_another_policy_is_refused() {
     )
     .unwrap();
     let _ = std::fs::remove_file(dir.join("state/sysmgr.sock"));
-    let (ok, _, err) = sysmgr_run(
-        &dir.join("policy.toml"),
-        &dir.join("state"),
-        &dir.join("mcu.sock"),
-    );
-    assert!(!ok);
+    let err = refused_run(&dir, "policy.toml", "state", "mcu.sock");
     assert!(err.contains("does not replay under this policy"), "{err}");
 }
 
 #[test]
 fn a_second_daemon_on_the_same_state_directory_is_refused() {
-    let dir = tmpdir("lock");
-    write_policy(&dir, "", 30000);
-    let _android = FakeAndroid::start(&dir.join("android.vsock"));
-    let _mcu = Mcu::start(&dir);
+    let (dir, _android, _mcu) = rig("lock", "", 30000);
     let d = daemon(&dir);
-    let (ok, _, err) = sysmgr_run(
-        &dir.join("policy.toml"),
-        &dir.join("state"),
-        &dir.join("mcu.sock"),
-    );
-    assert!(!ok);
+    let err = refused_run(&dir, "policy.toml", "state", "mcu.sock");
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(
         err.starts_with(&format!(
@@ -510,10 +458,7 @@ fn a_second_daemon_on_the_same_state_directory_is_refused() {
 
 #[test]
 fn the_log_is_compacted_into_a_snapshot_and_a_restart_goes_on_from_it() {
-    let dir = tmpdir("compact");
-    write_policy(&dir, "", 30000);
-    let mut android = FakeAndroid::start(&dir.join("android.vsock"));
-    let mut mcu = Mcu::start(&dir);
+    let (dir, mut android, mut mcu) = rig("compact", "", 30000);
     let compact = ["--log-compact-bytes", "4000"];
     let d = daemon_with(&dir, &compact);
     let _vmms = boot(&dir, &mut mcu, &mut android);

@@ -15,19 +15,7 @@ use support::*;
 const FLOOD: &str = "i=0; while [ $i -lt 10000 ]; do echo \"flood out $i\"; echo \"flood err $i\" >&2; i=$((i+1)); done; exit 3";
 
 fn flood_policy(dir: &Path) {
-    let d = dir.display();
-    std::fs::write(
-        dir.join("policy.toml"),
-        format!(
-            r#"[[guest]]
-name = "flood"
-role = "other"
-control_socket = "{d}/flood.ctl"
-launch = ["/bin/sh", "-c", {FLOOD:?}]
-"#
-        ),
-    )
-    .unwrap();
+    write_launch_policy(dir, &[("flood", &["/bin/sh", "-c", FLOOD])]);
 }
 
 fn logs(state: &Path) -> Vec<(String, u64)> {
@@ -104,19 +92,10 @@ fn keeper_status(log: &Path) -> Option<String> {
 #[test]
 fn the_log_keeper_runs_without_capabilities_as_the_state_directory_owner() {
     let dir = tmpdir("vmmlog-confined");
-    let d = dir.display();
-    std::fs::write(
-        dir.join("policy.toml"),
-        format!(
-            r#"[[guest]]
-name = "quiet"
-role = "other"
-control_socket = "{d}/quiet.ctl"
-launch = ["/bin/sh", "-c", "echo started; sleep 10"]
-"#
-        ),
-    )
-    .unwrap();
+    write_launch_policy(
+        &dir,
+        &[("quiet", &["/bin/sh", "-c", "echo started; sleep 10"])],
+    );
     let mut mcu = Mcu::start(&dir);
     let p = daemon(&dir);
     mcu.cmd("ignition on");

@@ -1,7 +1,8 @@
 //! Code shared by the guest test programs (`trusty-test`, `tee-test`,
-//! `vsock-test`): deterministic data and a stream checksum, Trusty TA
-//! messages built from AOSP's formats, the flows the nested tests run over
-//! any transport, and round-trip timing.
+//! `vsock-test`, `vhal-test`, and `vhal-binder-test` of the android crate):
+//! deterministic data and a stream checksum, Trusty TA messages built from
+//! AOSP's formats, the flows the nested tests run over any transport,
+//! round-trip timing, raw vsock sockets and the VHAL stand-in's script.
 //!
 //! The messages are written here from the public formats, not taken from
 //! the `trusty` crate, so the nested tests check the service against an
@@ -9,6 +10,8 @@
 
 pub mod rtt;
 pub mod ta;
+pub mod vhal;
+pub mod vsock;
 
 /// Deterministic data: xorshift64* words.
 pub struct Gen(u64);

@@ -40,13 +40,13 @@
 //! `<tag>_error` (exit status 1).
 
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::process::ExitCode;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use guest_tools::{Gen, Sum};
+use guest_tools::{vsock, Gen, Sum};
 
 /// Size of the I/O buffer.
 const CHUNK: usize = 64 * 1024;
@@ -270,43 +270,6 @@ fn send_only(s: &mut Sock, total: u64, seed: u64) -> io::Result<u64> {
 
 // ------------------------------------------------------------ sockets
 
-/// `AF_VSOCK` address.
-fn vsock_addr(cid: u32, port: u32) -> libc::sockaddr_vm {
-    // SAFETY: sockaddr_vm is plain old data; all-zero is valid.
-    let mut a: libc::sockaddr_vm = unsafe { std::mem::zeroed() };
-    a.svm_family = libc::AF_VSOCK as libc::sa_family_t;
-    a.svm_cid = cid;
-    a.svm_port = port;
-    a
-}
-
-fn vsock_socket() -> io::Result<OwnedFd> {
-    // SAFETY: plain socket(2); the result is checked.
-    let fd = unsafe { libc::socket(libc::AF_VSOCK, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a fresh fd this function owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-fn vsock_connect(cid: u32, port: u32) -> io::Result<Sock> {
-    let fd = vsock_socket()?;
-    let a = vsock_addr(cid, port);
-    // SAFETY: `a` is an initialised sockaddr_vm of the given size.
-    let rc = unsafe {
-        libc::connect(
-            fd.as_raw_fd(),
-            std::ptr::addr_of!(a).cast(),
-            std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(Sock(fd))
-}
-
 /// A listening socket of either family.
 enum Listener {
     Vsock(OwnedFd),
@@ -315,44 +278,12 @@ enum Listener {
 
 impl Listener {
     fn vsock(port: u32) -> io::Result<Self> {
-        let fd = vsock_socket()?;
-        let a = vsock_addr(libc::VMADDR_CID_ANY, port);
-        // SAFETY: `a` is an initialised sockaddr_vm of the given size.
-        let rc = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                std::ptr::addr_of!(a).cast(),
-                std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: listen(2) on an owned, bound socket.
-        if unsafe { libc::listen(fd.as_raw_fd(), 256) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Listener::Vsock(fd))
+        Ok(Listener::Vsock(vsock::listen(port, 256)?))
     }
 
     fn accept(&self) -> io::Result<Sock> {
         match self {
-            Listener::Vsock(fd) => {
-                // SAFETY: accept4(2) without an address; the result is checked.
-                let c = unsafe {
-                    libc::accept4(
-                        fd.as_raw_fd(),
-                        std::ptr::null_mut(),
-                        std::ptr::null_mut(),
-                        libc::SOCK_CLOEXEC,
-                    )
-                };
-                if c < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                // SAFETY: a fresh fd from accept4.
-                Ok(Sock(unsafe { OwnedFd::from_raw_fd(c) }))
-            }
+            Listener::Vsock(fd) => Ok(Sock(vsock::accept(fd)?)),
             Listener::Unix(l) => Ok(l.accept()?.0.into()),
         }
     }
@@ -511,6 +442,27 @@ fn connect_retry(
     }
 }
 
+/// The results of the connection threads, a panicked one as an error.
+fn join_all<T>(
+    handles: Vec<std::thread::ScopedJoinHandle<'_, io::Result<T>>>,
+) -> Vec<io::Result<T>> {
+    handles
+        .into_iter()
+        .map(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err(io::Error::other("panicked")))
+        })
+        .collect()
+}
+
+/// The errors among `results`, by errno name.
+fn failures<T>(results: &[io::Result<T>]) -> Vec<String> {
+    results
+        .iter()
+        .filter_map(|r| r.as_ref().err().map(err_name))
+        .collect()
+}
+
 fn client(
     connect: &(dyn Fn() -> io::Result<Sock> + Sync),
     mode: &Mode,
@@ -532,18 +484,9 @@ fn client(
                     })
                 })
                 .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(io::Error::other("panicked")))
-                })
-                .collect()
+            join_all(handles)
         });
-        let failed: Vec<String> = results
-            .iter()
-            .filter_map(|r| r.as_ref().err().map(err_name))
-            .collect();
+        let failed = failures(&results);
         println!("{tag}_ok={}", k - failed.len());
         println!("{tag}_failed={}", failed.len());
         println!("{tag}_secs={:.2}", start.elapsed().as_secs_f64());
@@ -578,18 +521,9 @@ fn server(l: Listener, mode: &Mode, opts: &Opts, tag: &str) -> io::Result<()> {
                 }
             }
         }
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(io::Error::other("panicked")))
-            })
-            .collect()
+        join_all(handles)
     });
-    let failed: Vec<String> = results
-        .iter()
-        .filter_map(|r| r.as_ref().err().map(err_name))
-        .collect();
+    let failed = failures(&results);
     if count == 1 {
         match &results[0] {
             Ok(r) => print_report(tag, r),
@@ -689,7 +623,9 @@ fn main() -> ExitCode {
             parse_num::<u32>(target.first()),
             parse_num::<u32>(target.get(1)),
         ) {
-            (Some(cid), Some(port)) => client(&|| vsock_connect(cid, port), &mode, &opts, &tag),
+            (Some(cid), Some(port)) => {
+                client(&|| vsock::connect(cid, port).map(Sock), &mode, &opts, &tag)
+            }
             _ => return usage(),
         },
         "connect-unix-raw" => {
@@ -724,10 +660,8 @@ mod tests {
 
     #[test]
     fn hybrid_handshake_against_a_fake_vmm() {
-        let dir = std::env::temp_dir().join(format!("vsock-test-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("s");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
         let l = UnixListener::bind(&path).unwrap();
         let p = path.to_str().unwrap().to_string();
         let t = std::thread::spawn(move || {
@@ -748,6 +682,5 @@ mod tests {
         let e = unix_connect(&p, 77).err().unwrap();
         assert_eq!(err_name(&e), "closed-without-ok");
         t.join().unwrap();
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

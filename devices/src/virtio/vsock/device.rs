@@ -158,24 +158,15 @@ mod tests {
     const TX_BASE: u64 = DATA_START + 0x40_0000;
     const TX_SLOT: u64 = 0x2000;
 
-    /// A temporary directory removed on drop.
-    pub struct TestDir(PathBuf);
+    /// A temporary directory (removed on drop) for the device's sockets.
+    pub struct TestDir(tempfile::TempDir);
 
     impl TestDir {
-        fn new(name: &str) -> Self {
-            let dir = std::env::temp_dir().join(format!("vsock-{name}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).unwrap();
-            Self(dir)
+        fn new() -> Self {
+            Self(tempfile::tempdir().unwrap())
         }
         fn sock(&self) -> PathBuf {
-            self.0.join("v.sock")
-        }
-    }
-
-    impl Drop for TestDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
+            self.0.path().join("v.sock")
         }
     }
 
@@ -302,9 +293,7 @@ mod tests {
         const OPTIONAL_QUEUES: &'static [usize] = &[EVQ];
 
         fn create() -> (Self, TestDir) {
-            static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let dir = TestDir::new(&format!("lifecycle-{n}"));
+            let dir = TestDir::new();
             (Vsock::new(CID, &dir.sock()).unwrap(), dir)
         }
 
@@ -352,7 +341,7 @@ mod tests {
 
     #[test]
     fn config_space_holds_the_guest_cid() {
-        let dir = TestDir::new("config");
+        let dir = TestDir::new();
         let dev = Vsock::new(0x1_0000_0003, &dir.sock()).unwrap();
         assert_eq!(dev.device_type(), 19);
         assert_eq!(dev.queue_max_sizes().len(), 3);
@@ -366,7 +355,7 @@ mod tests {
 
     #[test]
     fn socket_path_checks() {
-        let dir = TestDir::new("paths");
+        let dir = TestDir::new();
         let dev = Vsock::new(CID, &dir.sock()).unwrap();
         assert!(matches!(
             Vsock::new(CID, &dir.sock()),
@@ -377,7 +366,7 @@ mod tests {
         // A stale socket nobody listens on is replaced.
         drop(UnixListener::bind(dir.sock()).unwrap());
         assert!(Vsock::new(CID, &dir.sock()).is_ok());
-        let file = dir.0.join("file");
+        let file = dir.0.path().join("file");
         std::fs::write(&file, b"x").unwrap();
         assert!(matches!(
             Vsock::new(CID, &file),
@@ -387,7 +376,7 @@ mod tests {
 
     #[test]
     fn guest_to_host_stream_both_directions_and_clean_close() {
-        let dir = TestDir::new("g2h");
+        let dir = TestDir::new();
         let host = UnixListener::bind(unix::port_path(&dir.sock(), 5000)).unwrap();
         let mem = guest_memory();
         let mut dev = Vsock::new(CID, &dir.sock()).unwrap();
@@ -444,7 +433,7 @@ mod tests {
     /// right after a guest poweroff), followed by end of file.
     #[test]
     fn stopping_delivers_acknowledged_guest_bytes_to_a_slow_reader() {
-        let dir = TestDir::new("drain");
+        let dir = TestDir::new();
         let host = UnixListener::bind(unix::port_path(&dir.sock(), 5000)).unwrap();
         let mem = guest_memory();
         let mut dev = Vsock::new(CID, &dir.sock()).unwrap();
@@ -489,7 +478,7 @@ mod tests {
 
     #[test]
     fn guest_connect_without_listener_is_reset() {
-        let dir = TestDir::new("refused");
+        let dir = TestDir::new();
         let mem = guest_memory();
         let mut dev = Vsock::new(CID, &dir.sock()).unwrap();
         let mut g = Guest::new(&mem, &mut dev);
@@ -505,7 +494,7 @@ mod tests {
 
     #[test]
     fn host_connect_handshake_and_refusal() {
-        let dir = TestDir::new("h2g");
+        let dir = TestDir::new();
         let mem = guest_memory();
         let mut dev = Vsock::new(CID, &dir.sock()).unwrap();
         let mut g = Guest::new(&mem, &mut dev);
@@ -561,7 +550,7 @@ mod tests {
 
     #[test]
     fn host_half_close_and_guest_credit_limit() {
-        let dir = TestDir::new("credit");
+        let dir = TestDir::new();
         let host = UnixListener::bind(unix::port_path(&dir.sock(), 5000)).unwrap();
         let mem = guest_memory();
         let mut dev = Vsock::new(CID, &dir.sock()).unwrap();
@@ -602,7 +591,7 @@ mod tests {
 
     #[test]
     fn guest_stream_gets_credit_updates() {
-        let dir = TestDir::new("updates");
+        let dir = TestDir::new();
         let host = UnixListener::bind(unix::port_path(&dir.sock(), 5000)).unwrap();
         let mem = guest_memory();
         let mut dev = Vsock::new(CID, &dir.sock()).unwrap();
@@ -628,7 +617,7 @@ mod tests {
 
     #[test]
     fn hostile_tx_packets_are_dropped_or_reset_and_the_device_keeps_serving() {
-        let dir = TestDir::new("hostile-tx");
+        let dir = TestDir::new();
         let _host = UnixListener::bind(unix::port_path(&dir.sock(), 5000)).unwrap();
         let mem = guest_memory();
         let mut dev = Vsock::new(CID, &dir.sock()).unwrap();
@@ -713,7 +702,7 @@ mod tests {
 
     #[test]
     fn bad_rx_buffers_are_skipped() {
-        let dir = TestDir::new("hostile-rx");
+        let dir = TestDir::new();
         let mem = guest_memory();
         let mut dev = Vsock::new(CID, &dir.sock()).unwrap();
         let mut g = Guest::new(&mem, &mut dev);
@@ -741,7 +730,7 @@ mod tests {
 
     #[test]
     fn event_queue_is_left_alone_and_reset_allows_reactivation() {
-        let dir = TestDir::new("reset");
+        let dir = TestDir::new();
         let mem = guest_memory();
         let mut dev = Vsock::new(CID, &dir.sock()).unwrap();
         {

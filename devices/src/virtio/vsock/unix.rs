@@ -183,12 +183,10 @@ mod tests {
 
     #[test]
     fn port_paths_and_nonblocking_connect() {
-        let dir = std::env::temp_dir().join(format!("vsock-unix-test-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let base = dir.join("v.sock");
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("v.sock");
         let p = port_path(&base, 5000);
-        assert_eq!(p, dir.join("v.sock_5000"));
+        assert_eq!(p, dir.path().join("v.sock_5000"));
         // Nothing there: refused.
         assert!(connect_nonblocking(&p).is_err());
         let listener = UnixListener::bind(&p).unwrap();
@@ -199,6 +197,5 @@ mod tests {
         // Peeking does not consume.
         assert_eq!(peek(&peer, &mut buf).unwrap(), 14);
         assert_eq!(peek(&peer, &mut buf).unwrap(), 14);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -4,7 +4,7 @@
 //! changes to the listeners.
 
 use anyhow::Result;
-use system_manager::{Input, Output};
+use system_manager::Input;
 use tokio::sync::oneshot;
 
 use super::Daemon;
@@ -41,19 +41,8 @@ impl Daemon {
         input: Input,
         reply: oneshot::Sender<Result<(), String>>,
     ) -> Result<()> {
-        let rejected: Vec<String> = self
-            .feed_vhal(input)?
-            .into_iter()
-            .filter_map(|o| match o {
-                Output::Rejected { reason } => Some(reason),
-                _ => None,
-            })
-            .collect();
-        let _ = reply.send(if rejected.is_empty() {
-            Ok(())
-        } else {
-            Err(rejected.join("; "))
-        });
+        let outputs = self.feed_vhal(input)?;
+        let _ = reply.send(crate::binder::call_answer(&outputs));
         Ok(())
     }
 

@@ -24,6 +24,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use system_manager::testing::guest_tables;
 use system_manager::{
     ApPowerStateReq, Arbiter, Decision, Input, LogRecord, Millis, Output, Policy, PowerRequestKind,
     Stepped, VmExitReason, WakeReason,
@@ -33,24 +34,13 @@ use super::sim::{Rng, SimDisk};
 use super::{load, CommitStep, Decided, DecisionLog, LogSync, Snapshot};
 
 fn policy() -> Policy {
-    Policy::from_toml_str(
-        r#"
-[system]
-shutdown_deadline_ms = 60000
-[[guest]]
-name = "android"
-role = "android"
-[[guest]]
-name = "cluster"
-role = "cluster"
-shutdown_deadline_ms = 20000
-[[guest]]
-name = "telematics"
-role = "other"
-shutdown_deadline_ms = 10000
-"#,
-    )
-    .expect("valid policy")
+    let fleet = guest_tables(&[
+        ("android", "android", None),
+        ("cluster", "cluster", Some(20_000)),
+        ("telematics", "other", Some(10_000)),
+    ]);
+    Policy::from_toml_str(&format!("[system]\nshutdown_deadline_ms = 60000\n{fleet}"))
+        .expect("valid policy")
 }
 
 fn is_mcu(o: &Output) -> bool {

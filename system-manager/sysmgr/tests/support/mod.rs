@@ -401,9 +401,36 @@ pub fn log_lines(dir: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Writes `policy.toml` in `dir`: one guest of role `other` per entry
+/// `(name, launch argv)`, with its control socket `<dir>/<name>.ctl`.
+pub fn write_launch_policy(dir: &Path, guests: &[(&str, &[&str])]) {
+    let d = dir.display();
+    let mut text = String::new();
+    for (name, argv) in guests {
+        // `{:?}` of the argv is a TOML array of basic strings.
+        text.push_str(&format!(
+            "[[guest]]\nname = \"{name}\"\nrole = \"other\"\ncontrol_socket = \"{d}/{name}.ctl\"\nlaunch = {argv:?}\n\n"
+        ));
+    }
+    std::fs::write(dir.join("policy.toml"), text).unwrap();
+}
+
 /// Writes `policy.toml` in `dir`: an android guest with a vsock socket (the
 /// binder endpoint) and a cluster guest, both with control sockets in `dir`.
 pub fn write_android_cluster_policy(dir: &Path) {
+    write_two_guest_policy(dir, "wake_hold_ms = 600000", "", 3000);
+}
+
+/// Writes `policy.toml` in `dir`: the `[system]` table with short timers
+/// and `extra_system`, an android guest (vsock socket in `dir`, plus
+/// `android_extra`) and a cluster guest with `cluster_deadline_ms`, both
+/// with control sockets in `dir`.
+pub fn write_two_guest_policy(
+    dir: &Path,
+    extra_system: &str,
+    android_extra: &str,
+    cluster_deadline_ms: u64,
+) {
     let d = dir.display();
     std::fs::write(
         dir.join("policy.toml"),
@@ -412,18 +439,19 @@ pub fn write_android_cluster_policy(dir: &Path) {
 shutdown_deadline_ms = 20000
 final_grace_ms = 3000
 vm_exit_grace_ms = 2000
-wake_hold_ms = 600000
+{extra_system}
 
 [[guest]]
 name = "android"
 role = "android"
 control_socket = "{d}/android.ctl"
 vsock_socket = "{d}/android.vsock"
+{android_extra}
 
 [[guest]]
 name = "cluster"
 role = "cluster"
-shutdown_deadline_ms = 3000
+shutdown_deadline_ms = {cluster_deadline_ms}
 control_socket = "{d}/cluster.ctl"
 "#
         ),

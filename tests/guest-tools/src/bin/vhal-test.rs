@@ -29,68 +29,13 @@
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::process::ExitCode;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-fn listen_vsock(port: u32) -> io::Result<OwnedFd> {
-    // SAFETY: plain socket(2); the result is checked.
-    let fd = unsafe { libc::socket(libc::AF_VSOCK, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a fresh fd this function owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: sockaddr_vm is plain old data; all-zero is valid.
-    let mut a: libc::sockaddr_vm = unsafe { std::mem::zeroed() };
-    a.svm_family = libc::AF_VSOCK as libc::sa_family_t;
-    a.svm_cid = libc::VMADDR_CID_ANY;
-    a.svm_port = port;
-    // SAFETY: `a` is an initialised sockaddr_vm of the given size.
-    let rc = unsafe {
-        libc::bind(
-            fd.as_raw_fd(),
-            std::ptr::addr_of!(a).cast(),
-            std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t,
-        )
-    };
-    // SAFETY: listen(2) on an owned socket.
-    if rc < 0 || unsafe { libc::listen(fd.as_raw_fd(), 8) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(fd)
-}
-
-fn accept(l: &OwnedFd) -> io::Result<File> {
-    // SAFETY: accept4(2) without an address; the result is checked.
-    let c = unsafe {
-        libc::accept4(
-            l.as_raw_fd(),
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-            libc::SOCK_CLOEXEC,
-        )
-    };
-    if c < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a fresh fd from accept4, owned by the File.
-    Ok(unsafe { File::from_raw_fd(c) })
-}
-
-const REQ_NAMES: [&str; 4] = ["ON", "SHUTDOWN_PREPARE", "CANCEL_SHUTDOWN", "FINISHED"];
-const PARAM_NAMES: [&str; 8] = [
-    "0",
-    "SHUTDOWN_IMMEDIATELY",
-    "CAN_SLEEP",
-    "SHUTDOWN_ONLY",
-    "SLEEP_IMMEDIATELY",
-    "HIBERNATE_IMMEDIATELY",
-    "CAN_HIBERNATE",
-    "EMERGENCY_SHUTDOWN",
-];
+use guest_tools::vhal::{self, report};
+use guest_tools::vsock;
 
 /// The channel as the script sees it: the current connection, if any.
 #[derive(Default)]
@@ -130,39 +75,12 @@ impl Channel {
     }
 }
 
-fn run_script(ch: Arc<Channel>, steps: Vec<String>, step_ms: u64) {
-    for step in steps {
-        if *ch.cancelled.lock().unwrap_or_else(|e| e.into_inner()) {
-            println!("vhal: shutdown cancelled; script stopped");
-            return;
-        }
-        if let Some(ms) = step.strip_prefix("postpone:") {
-            let ms: i32 = ms.parse().unwrap_or(5000);
-            ch.report(4, ms, &format!("SHUTDOWN_POSTPONE {ms}"));
-            std::thread::sleep(Duration::from_millis(step_ms));
-        } else if step == "start" {
-            ch.report(5, 0, "SHUTDOWN_START");
-            std::thread::sleep(Duration::from_secs(1));
-            println!("vhal: powering off");
-            let _ = std::process::Command::new("sync").status();
-            let _ = std::process::Command::new("poweroff").arg("-f").status();
-            return;
-        } else if step == "hang" {
-            println!("vhal: stops answering");
-            return;
-        } else {
-            println!("vhal: unknown step {step:?}; stopping");
-            return;
-        }
-    }
-}
-
 fn client(port: u32, steps: Vec<String>, step_ms: u64) -> io::Result<()> {
-    let l = listen_vsock(port)?;
+    let l = vsock::listen(port, 8)?;
     println!("vhal: listening on vsock port {port}");
     let ch = Arc::new(Channel::default());
     loop {
-        let conn = accept(&l)?;
+        let conn = File::from(vsock::accept(&l)?);
         let reader = conn.try_clone()?;
         println!("vhal: channel connected");
         {
@@ -170,7 +88,7 @@ fn client(port: u32, steps: Vec<String>, step_ms: u64) -> io::Result<()> {
             *c = Some(conn);
         }
         ch.changed.notify_all();
-        ch.report(1, 0, "WAIT_FOR_VHAL");
+        ch.report(report::WAIT_FOR_VHAL, 0, "WAIT_FOR_VHAL");
         let ch2 = ch.clone();
         let steps = steps.clone();
         std::thread::spawn(move || {
@@ -184,17 +102,9 @@ fn client(port: u32, steps: Vec<String>, step_ms: u64) -> io::Result<()> {
                     println!("vhal: unexpected line {line:?}");
                     continue;
                 };
-                let name = REQ_NAMES.get(v).copied().unwrap_or("?");
-                if v == 1 {
-                    println!(
-                        "vhal: REQ {name}({})",
-                        PARAM_NAMES.get(p).copied().unwrap_or("?")
-                    );
-                } else {
-                    println!("vhal: REQ {name}");
-                }
+                println!("{}", vhal::req_line(v, p));
                 match v {
-                    0 => ch2.report(6, 0, "ON"),
+                    0 => ch2.report(report::ON, 0, "ON"),
                     1 => {
                         let mut started = ch2.started.lock().unwrap_or_else(|e| e.into_inner());
                         if *started {
@@ -203,12 +113,16 @@ fn client(port: u32, steps: Vec<String>, step_ms: u64) -> io::Result<()> {
                         *started = true;
                         *ch2.cancelled.lock().unwrap_or_else(|e| e.into_inner()) = false;
                         let (ch3, steps) = (ch2.clone(), steps.clone());
-                        std::thread::spawn(move || run_script(ch3, steps, step_ms));
+                        std::thread::spawn(move || {
+                            vhal::run_script(&steps, step_ms, &ch3.cancelled, |v, p, what| {
+                                ch3.report(v, p, what)
+                            })
+                        });
                     }
                     2 => {
                         *ch2.cancelled.lock().unwrap_or_else(|e| e.into_inner()) = true;
                         *ch2.started.lock().unwrap_or_else(|e| e.into_inner()) = false;
-                        ch2.report(8, 0, "SHUTDOWN_CANCELLED");
+                        ch2.report(report::SHUTDOWN_CANCELLED, 0, "SHUTDOWN_CANCELLED");
                     }
                     _ => {}
                 }
@@ -219,8 +133,8 @@ fn client(port: u32, steps: Vec<String>, step_ms: u64) -> io::Result<()> {
 }
 
 fn wait_line(port: u32) -> io::Result<()> {
-    let l = listen_vsock(port)?;
-    let conn = accept(&l)?;
+    let l = vsock::listen(port, 8)?;
+    let conn = File::from(vsock::accept(&l)?);
     let mut line = String::new();
     BufReader::new(conn).read_line(&mut line)?;
     println!("{}", line.trim());
@@ -258,17 +172,11 @@ fn usage() -> ExitCode {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let opt = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
+    let opt = |name: &str| vhal::opt(&args, name);
     let port = opt("--port").and_then(|p| p.parse().ok());
     let result = match (args.first().map(String::as_str), port) {
         (Some("client"), Some(port)) => {
-            let script =
-                opt("--script").unwrap_or_else(|| "postpone:5000,postpone:5000,start".into());
+            let script = opt("--script").unwrap_or_else(|| vhal::DEFAULT_SCRIPT.into());
             let step_ms = opt("--step-ms")
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(2000);
