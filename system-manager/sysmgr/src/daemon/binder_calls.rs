@@ -38,11 +38,12 @@ impl Daemon {
     /// Feeds a binder input and answers whether the arbiter rejected it.
     fn feed_binder(
         &mut self,
+        i: usize,
         input: Input,
         reply: oneshot::Sender<Result<(), String>>,
     ) -> Result<()> {
         let rejected: Vec<String> = self
-            .feed_vhal(input)?
+            .feed_from_guest(i, input)?
             .into_iter()
             .filter_map(|o| match o {
                 Output::Rejected { reason } => Some(reason),
@@ -71,10 +72,11 @@ impl Daemon {
                 param,
                 reply,
             } => {
-                let guest = self.links[guest].name.clone();
+                let name = self.links[guest].name.clone();
                 self.feed_binder(
+                    guest,
                     Input::ApPowerStateReport {
-                        guest,
+                        guest: name,
                         value,
                         param,
                     },
@@ -86,8 +88,8 @@ impl Daemon {
                 param,
                 reply,
             } => {
-                let guest = self.links[guest].name.clone();
-                self.feed_binder(Input::ShutdownRequest { guest, param }, reply)?;
+                let name = self.links[guest].name.clone();
+                self.feed_binder(guest, Input::ShutdownRequest { guest: name, param }, reply)?;
             }
         }
         Ok(())
