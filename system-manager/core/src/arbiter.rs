@@ -334,6 +334,24 @@ impl Arbiter {
         let system_on = self.state.system == SystemState::On;
         let now = self.now;
         let final_grace = self.policy.system().final_grace_ms;
+        let current = &self.state.guests[i];
+        let settled = matches!(
+            current.state,
+            GuestState::Stopping { restart: true, .. }
+                | GuestState::Running
+                | GuestState::Starting
+                | GuestState::Restarting
+                | GuestState::ShutdownStarted {
+                    origin: ShutdownOrigin::Cancelled,
+                    deadline: Some(_),
+                    ..
+                }
+        );
+        if settled && current.release_at.is_none() {
+            // Already on its way up: nothing to write (an idle step must
+            // not copy the guests).
+            return;
+        }
         let g = &mut Arc::make_mut(&mut self.state.guests)[i];
         g.release_at = None;
         let name = g.name.clone();

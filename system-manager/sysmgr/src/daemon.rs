@@ -361,12 +361,16 @@ impl Daemon {
                 Ok(outputs)
             }
             system_manager::Stepped::Idle(outputs) => {
-                let said: Vec<String> = outputs.iter().map(Output::to_string).collect();
+                // Formatted only when the guest's budget admits the line.
                 guest_line!(
                     self.links[i].lines,
                     info,
                     "{input}: changes nothing (not a log record): {}",
-                    said.join("; ")
+                    outputs
+                        .iter()
+                        .map(Output::to_string)
+                        .collect::<Vec<_>>()
+                        .join("; ")
                 );
                 self.idle_outputs
                     .extend(outputs.iter().filter(|o| !o.is_log_only()).cloned());

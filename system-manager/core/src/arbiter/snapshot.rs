@@ -161,10 +161,11 @@ impl Arbiter {
         let record = self.step(at, input);
         let only_notes = record.outputs.iter().all(Output::changes_nothing);
         if only_notes && self.state == before {
-            // Put back the clock and the count (and the shared guests).
+            // Put back the clock and the count; the state is `before`'s
+            // (still sharing its guests, unless the step wrote one with
+            // the value it had: the tests check that idle paths do not).
             self.now = now;
             self.inputs = inputs;
-            self.state = before;
             Stepped::Idle(record.outputs)
         } else {
             Stepped::Logged(record)
@@ -314,6 +315,7 @@ mod tests {
     fn repeated_shutdown_requests_that_change_nothing_are_idle() {
         let mut a = running();
         let before = a.clone();
+        let shared = Arc::clone(&a.state.guests);
         // The ignition is on: the head unit stays on, however often asked.
         for t in 0..50 {
             let r = Input::ShutdownRequest {
@@ -329,6 +331,10 @@ mod tests {
             }
         }
         assert_eq!(a, before);
+        assert!(
+            Arc::ptr_eq(&shared, &a.state.guests),
+            "the guests were copied"
+        );
     }
 
     #[test]
@@ -337,6 +343,7 @@ mod tests {
         // The cluster asked to suspend while it is needed: refused, its VM
         // runs on. Asking again and again changes nothing.
         let n = a.inputs_handled();
+        let shared = Arc::clone(&a.state.guests);
         for id in 1..=20 {
             match a.step_unless_idle(Millis(50), power("cluster", id, PowerRequestKind::Suspend)) {
                 Stepped::Idle(outs) => assert!(
@@ -350,6 +357,10 @@ mod tests {
             }
         }
         assert_eq!(a.inputs_handled(), n);
+        assert!(
+            Arc::ptr_eq(&shared, &a.state.guests),
+            "the guests were copied"
+        );
         // A request that is granted changes the guest: logged.
         assert!(matches!(
             a.step_unless_idle(Millis(60), power("cluster", 21, PowerRequestKind::Reboot)),
@@ -424,8 +435,10 @@ mod tests {
                 t += dt;
                 let mut plain = a.clone();
                 let record = plain.step(Millis(t), input.clone());
+                let shared = Arc::clone(&a.state.guests);
                 match a.step_unless_idle(Millis(t), input) {
                     Stepped::Idle(outs) => {
+                        proptest::prop_assert!(Arc::ptr_eq(&shared, &a.state.guests), "an idle step copied the guests");
                         proptest::prop_assert_eq!(&outs, &record.outputs);
                         proptest::prop_assert!(outs.iter().all(Output::changes_nothing));
                         proptest::prop_assert_eq!(&plain.state, &a.state);
