@@ -48,9 +48,28 @@ pub struct ArbiterState {
     /// Wake-up time Android gave with its final step.
     pub wake_after_s: Option<u32>,
     /// Every guest, in policy order (copied on the first change).
+    #[serde(with = "shared_guests")]
     pub guests: Arc<Vec<GuestStatus>>,
     /// The last timer announced.
     pub timer: Option<Millis>,
+}
+
+/// The guests as a plain list in JSON (without serde's `rc` feature,
+/// which not every build of serde has).
+mod shared_guests {
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use crate::state::GuestStatus;
+
+    pub fn serialize<S: Serializer>(g: &Arc<Vec<GuestStatus>>, s: S) -> Result<S::Ok, S::Error> {
+        g.as_slice().serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<Vec<GuestStatus>>, D::Error> {
+        Vec::deserialize(d).map(Arc::new)
+    }
 }
 
 /// A snapshot that does not fit the policy.
