@@ -56,77 +56,7 @@ pub const GLOBAL_BURST: u32 = 100;
 /// After the global burst, one more line per this much time.
 pub const GLOBAL_REFILL: Duration = Duration::from_secs(1);
 
-/// A token bucket of whole log lines (a pure value: time is passed in).
-#[derive(Debug, Clone)]
-pub struct LineBucket {
-    /// Lines that may be logged now, out of `burst`; `None` until first
-    /// use (a `const` constructor cannot read the clock).
-    tokens: Option<u32>,
-    /// When the last token was added.
-    refilled: Option<Instant>,
-    /// Lines refused since the last admitted one.
-    suppressed: u64,
-}
-
-impl LineBucket {
-    /// A full bucket.
-    pub const fn new() -> Self {
-        Self {
-            tokens: None,
-            refilled: None,
-            suppressed: 0,
-        }
-    }
-
-    /// Refills by whole `period`s since the last refill, up to `burst`.
-    fn refill(&mut self, now: Instant, burst: u32, period: Duration) {
-        let tokens = self.tokens.get_or_insert(burst);
-        let last = *self.refilled.get_or_insert(now);
-        let elapsed = now.saturating_duration_since(last);
-        let periods = elapsed.as_nanos() / period.as_nanos().max(1);
-        if periods == 0 {
-            return;
-        }
-        let add = u32::try_from(periods).unwrap_or(u32::MAX);
-        *tokens = tokens.saturating_add(add).min(burst);
-        // Keep the remainder so a steady trickle is not rounded away.
-        self.refilled = Some(if *tokens == burst {
-            now
-        } else {
-            last + period * add
-        });
-    }
-
-    /// Whether a token is there (without taking it).
-    fn peek(&mut self, now: Instant, burst: u32, period: Duration) -> bool {
-        self.refill(now, burst, period);
-        self.tokens.unwrap_or(burst) > 0
-    }
-
-    /// Takes a token; `Some(n)` with the number of lines suppressed since
-    /// the last admitted one, or `None` (and counts the line) when empty.
-    pub fn admit(&mut self, now: Instant, burst: u32, period: Duration) -> Option<u64> {
-        if !self.peek(now, burst, period) {
-            self.suppressed += 1;
-            return None;
-        }
-        if let Some(tokens) = &mut self.tokens {
-            *tokens -= 1;
-        }
-        Some(std::mem::take(&mut self.suppressed))
-    }
-
-    /// Counts a line refused for another reason (the global bucket).
-    fn refuse(&mut self) {
-        self.suppressed += 1;
-    }
-}
-
-impl Default for LineBucket {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+pub use vmstack_log::LineBucket;
 
 static GLOBAL: Mutex<LineBucket> = Mutex::new(LineBucket::new());
 static SUPPRESSED_TOTAL: AtomicU64 = AtomicU64::new(0);
@@ -304,41 +234,6 @@ mod tests {
         assert!(!logged.first(5));
         assert!(logged.first(40));
         assert!(!logged.first(31));
-    }
-
-    #[test]
-    fn a_bucket_admits_its_burst_then_one_per_period() {
-        let t0 = Instant::now();
-        let period = Duration::from_secs(10);
-        let mut b = LineBucket::new();
-        for _ in 0..3 {
-            assert_eq!(b.admit(t0, 3, period), Some(0));
-        }
-        assert_eq!(b.admit(t0, 3, period), None);
-        assert_eq!(b.admit(t0 + Duration::from_secs(9), 3, period), None);
-        // One period later: one line, carrying the count.
-        assert_eq!(b.admit(t0 + Duration::from_secs(10), 3, period), Some(2));
-        assert_eq!(b.admit(t0 + Duration::from_secs(11), 3, period), None);
-        // A long pause refills at most the burst.
-        let later = t0 + Duration::from_secs(1000);
-        for _ in 0..3 {
-            assert!(b.admit(later, 3, period).is_some());
-        }
-        assert_eq!(b.admit(later, 3, period), None);
-    }
-
-    #[test]
-    fn a_steady_trickle_keeps_its_remainder() {
-        let t0 = Instant::now();
-        let period = Duration::from_secs(10);
-        let mut b = LineBucket::new();
-        for _ in 0..3 {
-            assert!(b.admit(t0, 3, period).is_some());
-        }
-        // 15 s: one token (5 s carried over), 20 s: the next one.
-        assert!(b.admit(t0 + Duration::from_secs(15), 3, period).is_some());
-        assert!(b.admit(t0 + Duration::from_secs(20), 3, period).is_some());
-        assert!(b.admit(t0 + Duration::from_secs(21), 3, period).is_none());
     }
 
     #[test]

@@ -8,6 +8,10 @@
 //! (upper case, `-` as `_`, e.g. `SYSMGR_BINDERD_LOG`), in `EnvFilter`
 //! syntax (`info`, `warn,vmm::runner=debug`), with `info` as the default.
 
+pub mod bucket;
+
+pub use bucket::LineBucket;
+
 /// How one binary logs; build it with [`Setup::new`], finish with [`Setup::init`].
 #[derive(Clone, Debug)]
 pub struct Setup {

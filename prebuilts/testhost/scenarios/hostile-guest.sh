@@ -6,7 +6,9 @@
 # guest `served` (role other) runs a vsock echo server the test host probes
 # every few seconds meanwhile. Marks the sizes of the hostile guest's VMM
 # logs, of sysmgr's state directory and of the daemon's log against their
-# caps, the hostile guest's boots, and every probe's answer.
+# caps, the hostile guest's boots and own counts (what its floods managed),
+# the refused requests sysmgr journalled but did not record, and every
+# probe's answer.
 SCEN=hostile
 . /scenarios/sysmgr-lib.sh
 H_CTL=$D/hostile.ctl
@@ -70,16 +72,34 @@ done
 sleep 2
 probe 0
 step "served guest up"
-# Then until the hostile guest has booted three times (or 420 s), a probe
-# every 5 s.
+# The hostile guest's own counts (its markers in the VMM logs sysmgr
+# keeps): the logs rotate with every boot's flood, so they are read every
+# second and the largest value of each is kept.
+GUEST_KEYS="hostile_mmio_writes hostile_pio_bytes hostile_vsock_held hostile_vsock_refused hostile_suspend_requests"
+scan_guest() {
+    for k in $GUEST_KEYS; do
+        v=$(grep -h -o "@@vmstack:$k=[0-9]*" $S/hostile.vmm.log* 2>/dev/null | cut -d= -f2 | sort -n | tail -1)
+        eval "cur=\${seen_$k:-0}"
+        if [ -n "$v" ] && [ "$v" -gt "$cur" ]; then eval "seen_$k=$v"; fi
+    done
+}
+# Then until the hostile guest has booted three times and its counts were
+# seen (or 420 s), a probe every 5 s.
 n=1
+i=0
 deadline=$(( $(cut -d' ' -f1 /proc/uptime | cut -d. -f1) + 420 ))
 while [ "$(cut -d' ' -f1 /proc/uptime | cut -d. -f1)" -lt $deadline ]; do
-    [ "$(boots $H_CTL)" -ge 3 ] && break
-    probe $n
-    n=$((n + 1))
-    sleep 5
+    scan_guest
+    [ "$(boots $H_CTL)" -ge 3 ] && [ "${seen_hostile_suspend_requests:-0}" -gt 0 ] && break
+    if [ $((i % 5)) -eq 0 ]; then
+        probe $n
+        n=$((n + 1))
+    fi
+    i=$((i + 1))
+    sleep 1
 done
+scan_guest
+for k in $GUEST_KEYS; do eval "mark guest.$k \${seen_$k:-0}"; done
 step "hostile guest booted $(boots $H_CTL) times"
 mark hostile_boots "$(boots $H_CTL)"
 probe $n
@@ -96,6 +116,10 @@ mark sysmgr_log_bytes "$(wc -c < $D/sysmgr-1.out)"
 mark decision_lines "$(wc -l < $S/decisions.jsonl)"
 grep -h -c "unhandled MMIO write" $S/hostile.vmm.log* | awk '{ s += $1 } END { print s + 0 }' | mark_lines mmio_warnings_kept
 grep -h "similar lines suppressed" $S/hostile.vmm.log* | tail -1 | mark_lines suppressed
+# The refused suspends: journalled by sysmgr as inputs that change nothing,
+# never decision records.
+mark idle_inputs "$(grep -c "hostile requests suspend.*changes nothing" $D/sysmgr-1.out)"
+mark suspend_records "$(grep -c '"kind":"suspend"' $S/decisions.jsonl)"
 mark served_vmm "$(vmm status $V_CTL 2>&1)"
 # The log keeper of the hostile guest's VMM: confined once its log is open.
 for p in /proc/[0-9]*; do

@@ -79,7 +79,6 @@ const STATE: &[Rule] = &[
     allow("mkdirat", "create the state directory"),
     allow("mkdir", "create the state directory (x86_64)").on(Arch::X86_64),
     allow("getdents64", "list the state directory"),
-    allow("flock", "the state directory's lock"),
     allow(
         "chmod",
         "0700 on the binder directory, 0600 on a binder socket (x86_64)",

@@ -16,6 +16,8 @@
 //!
 //! The rules are specified in `docs/system-manager.md`.
 
+use std::sync::Arc;
+
 use crate::input::{Input, PowerRequestKind, VmExitReason};
 use crate::output::{Decision, Output};
 use crate::policy::{Policy, Role, ShutdownKind};
@@ -23,7 +25,7 @@ use crate::state::{FinalStep, GuestState, GuestStatus, Hold, ShutdownOrigin, Sys
 use crate::time::Millis;
 use crate::vhal::{ApPowerStateReport, ApPowerStateReq, ShutdownParam};
 
-pub use snapshot::{ArbiterSnapshot, SnapshotError, Stepped};
+pub use snapshot::{ArbiterSnapshot, ArbiterState, SnapshotError, Stepped};
 
 mod guest_requests;
 mod shutdown_request;
@@ -42,13 +44,9 @@ pub struct Arbiter {
     policy: Policy,
     now: Millis,
     inputs: u64,
-    system: SystemState,
-    ignition_on: bool,
-    vehicle_in_use: bool,
-    wake_hold_until: Option<Millis>,
-    wake_after_s: Option<u32>,
-    guests: Vec<GuestStatus>,
-    timer: Option<Millis>,
+    /// Everything else an input folds in (one list of fields, shared with
+    /// the snapshot and the idle check).
+    state: ArbiterState,
 }
 
 impl Arbiter {
@@ -70,13 +68,15 @@ impl Arbiter {
             policy,
             now: Millis::ZERO,
             inputs: 0,
-            system: SystemState::Off,
-            ignition_on: false,
-            vehicle_in_use: false,
-            wake_hold_until: None,
-            wake_after_s: None,
-            guests,
-            timer: None,
+            state: ArbiterState {
+                system: SystemState::Off,
+                ignition_on: false,
+                vehicle_in_use: false,
+                wake_hold_until: None,
+                wake_after_s: None,
+                guests: Arc::new(guests),
+                timer: None,
+            },
         }
     }
 
@@ -110,17 +110,17 @@ impl Arbiter {
 
     /// The real system's state.
     pub fn system(&self) -> &SystemState {
-        &self.system
+        &self.state.system
     }
 
     /// Every guest, in policy order.
     pub fn guests(&self) -> &[GuestStatus] {
-        &self.guests
+        &self.state.guests
     }
 
     /// The guest called `name`.
     pub fn guest(&self, name: &str) -> Option<&GuestStatus> {
-        self.guests.iter().find(|g| g.name == name)
+        self.state.guests.iter().find(|g| g.name == name)
     }
 
     /// The time of the last input.
@@ -135,44 +135,44 @@ impl Arbiter {
 
     /// Whether the ignition is on, as last reported.
     pub fn ignition_on(&self) -> bool {
-        self.ignition_on
+        self.state.ignition_on
     }
 
     /// Whether the vehicle is in use, as last reported.
     pub fn vehicle_in_use(&self) -> bool {
-        self.vehicle_in_use
+        self.state.vehicle_in_use
     }
 
     /// Until when the last wake request keeps the head unit on.
     pub fn wake_hold_until(&self) -> Option<Millis> {
-        self.wake_hold_until
+        self.state.wake_hold_until
     }
 
     /// The last timer announced with `SetTimer` (`None` if nothing is due).
     pub fn next_timer(&self) -> Option<Millis> {
-        self.timer
+        self.state.timer
     }
 
     // ----- derived facts -------------------------------------------------
 
     fn index(&self, name: &str) -> Option<usize> {
-        self.guests.iter().position(|g| g.name == name)
+        self.state.guests.iter().position(|g| g.name == name)
     }
 
     /// The head unit (Android) is wanted: ignition on, or a wake request's
     /// hold has not run out.
     fn head_unit_wanted(&self) -> bool {
-        self.ignition_on || self.wake_hold_until.is_some_and(|t| t > self.now)
+        self.state.ignition_on || self.state.wake_hold_until.is_some_and(|t| t > self.now)
     }
 
     /// The cluster is needed: the vehicle is in use or the ignition is on.
     fn cluster_needed(&self) -> bool {
-        self.ignition_on || self.vehicle_in_use
+        self.state.ignition_on || self.state.vehicle_in_use
     }
 
     /// Human-readable reason the cluster is needed.
     fn need(&self) -> &'static str {
-        match (self.ignition_on, self.vehicle_in_use) {
+        match (self.state.ignition_on, self.state.vehicle_in_use) {
             (true, true) => "ignition on, vehicle in use",
             (true, false) => "ignition on",
             (false, true) => "vehicle in use",
@@ -182,7 +182,7 @@ impl Arbiter {
 
     /// A configured cluster keeps the real system up: the vehicle is in use.
     fn cluster_blocks(&self) -> bool {
-        self.vehicle_in_use && self.policy.has_cluster()
+        self.state.vehicle_in_use && self.policy.has_cluster()
     }
 
     fn guest_deadline_ms(&self, i: usize) -> u64 {
@@ -218,7 +218,7 @@ impl Arbiter {
     }
 
     fn set_req(&mut self, i: usize, state: ApPowerStateReq, reason: String, out: &mut Vec<Output>) {
-        let g = &mut self.guests[i];
+        let g = &mut Arc::make_mut(&mut self.state.guests)[i];
         g.vhal_req = Some(state);
         out.push(Output::ApPowerStateReq {
             guest: g.name.clone(),
@@ -236,7 +236,7 @@ impl Arbiter {
         out: &mut Vec<Output>,
     ) {
         out.push(Output::Decide {
-            guest: self.guests[i].name.clone(),
+            guest: self.state.guests[i].name.clone(),
             request_id,
             decision,
             reason,
@@ -245,7 +245,7 @@ impl Arbiter {
 
     fn hard_stop(&mut self, i: usize, reason: String, out: &mut Vec<Output>) {
         let grace = self.now.after(self.policy.system().vm_exit_grace_ms);
-        let g = &mut self.guests[i];
+        let g = &mut Arc::make_mut(&mut self.state.guests)[i];
         g.state = GuestState::Stopping {
             grace,
             restart: false,
@@ -259,7 +259,7 @@ impl Arbiter {
 
     fn restart(&mut self, i: usize, request_id: u64, reason: String, out: &mut Vec<Output>) {
         self.decide(i, request_id, Decision::RestartVm, reason, out);
-        let g = &mut self.guests[i];
+        let g = &mut Arc::make_mut(&mut self.state.guests)[i];
         g.state = GuestState::Restarting;
         g.vhal_req = None;
     }
@@ -275,7 +275,7 @@ impl Arbiter {
     ) {
         self.decide(i, request_id, Decision::Allow, reason, out);
         let grace = self.now.after(self.policy.system().vm_exit_grace_ms);
-        let g = &mut self.guests[i];
+        let g = &mut Arc::make_mut(&mut self.state.guests)[i];
         g.release_at = None;
         g.state = match kind {
             PowerRequestKind::Suspend => GuestState::VirtuallyOff {
@@ -290,7 +290,7 @@ impl Arbiter {
 
     fn hold(&mut self, i: usize, request_id: u64, reason: String, out: &mut Vec<Output>) {
         self.decide(i, request_id, Decision::HoldVirtuallyOff, reason, out);
-        let g = &mut self.guests[i];
+        let g = &mut Arc::make_mut(&mut self.state.guests)[i];
         g.release_at = None;
         g.state = GuestState::VirtuallyOff {
             hold: Hold::Poweroff,
@@ -299,7 +299,7 @@ impl Arbiter {
 
     /// The VM is gone: off, and started again if `restart`.
     fn vm_off(&mut self, i: usize, reason: String, restart: bool, out: &mut Vec<Output>) {
-        self.guests[i].state = GuestState::Off;
+        Arc::make_mut(&mut self.state.guests)[i].state = GuestState::Off;
         Self::note(out, reason);
         if restart {
             self.bring_up(i, "the system is on again", out);
@@ -312,15 +312,15 @@ impl Arbiter {
     /// on and every guest is brought up.
     fn power_on(&mut self, why: &str, out: &mut Vec<Output>) {
         let before = out.len();
-        if self.system != SystemState::On {
-            let was = self.system;
-            self.system = SystemState::On;
-            self.wake_after_s = None;
+        if self.state.system != SystemState::On {
+            let was = self.state.system;
+            self.state.system = SystemState::On;
+            self.state.wake_after_s = None;
             out.push(Output::SystemOn {
                 reason: format!("{why}: system on (was {was})"),
             });
         }
-        for i in 0..self.guests.len() {
+        for i in 0..self.state.guests.len() {
             self.bring_up(i, why, out);
         }
         if out.len() == before {
@@ -331,10 +331,28 @@ impl Arbiter {
     /// Brings guest `i` towards running: start it, resume it, cancel its
     /// shutdown, or have it started once it has stopped.
     fn bring_up(&mut self, i: usize, why: &str, out: &mut Vec<Output>) {
-        let system_on = self.system == SystemState::On;
+        let system_on = self.state.system == SystemState::On;
         let now = self.now;
         let final_grace = self.policy.system().final_grace_ms;
-        let g = &mut self.guests[i];
+        let current = &self.state.guests[i];
+        let settled = matches!(
+            current.state,
+            GuestState::Stopping { restart: true, .. }
+                | GuestState::Running
+                | GuestState::Starting
+                | GuestState::Restarting
+                | GuestState::ShutdownStarted {
+                    origin: ShutdownOrigin::Cancelled,
+                    deadline: Some(_),
+                    ..
+                }
+        );
+        if settled && current.release_at.is_none() {
+            // Already on its way up: nothing to write (an idle step must
+            // not copy the guests).
+            return;
+        }
+        let g = &mut Arc::make_mut(&mut self.state.guests)[i];
         g.release_at = None;
         let name = g.name.clone();
         let android = g.role == Role::Android;
@@ -417,21 +435,21 @@ impl Arbiter {
 
     /// A wake for garage mode from a system that is down.
     fn garage_wake(&mut self, out: &mut Vec<Output>) {
-        let was = self.system;
+        let was = self.state.system;
         let kind = self.policy.system().shutdown_kind;
         let deadline = self.now.after(self.policy.system().garage_mode_max_ms);
-        self.system = SystemState::GarageMode { kind, deadline };
-        self.wake_after_s = None;
+        self.state.system = SystemState::GarageMode { kind, deadline };
+        self.state.wake_after_s = None;
         out.push(Output::SystemOn {
             reason: format!("wake for garage mode: system on until {deadline} at most (was {was})"),
         });
-        for i in 0..self.guests.len() {
+        for i in 0..self.state.guests.len() {
             // No user, no cluster: it starts only if the vehicle is in use.
-            if self.guests[i].role != Role::Cluster || self.vehicle_in_use {
+            if self.state.guests[i].role != Role::Cluster || self.state.vehicle_in_use {
                 self.bring_up(i, "garage mode", out);
             }
         }
-        for i in 0..self.guests.len() {
+        for i in 0..self.state.guests.len() {
             self.enter_shutdown(i, "garage mode", out);
         }
     }
@@ -442,12 +460,12 @@ impl Arbiter {
     fn begin_shutdown(&mut self, why: &str, out: &mut Vec<Output>) {
         let kind = self.policy.system().shutdown_kind;
         let deadline = self.now.after(self.policy.system().shutdown_deadline_ms);
-        self.system = SystemState::ShutdownPrepare { kind, deadline };
+        self.state.system = SystemState::ShutdownPrepare { kind, deadline };
         Self::note(
             out,
             format!("{why}: shutdown begins ({kind}, global deadline {deadline})"),
         );
-        for i in 0..self.guests.len() {
+        for i in 0..self.state.guests.len() {
             self.enter_shutdown(i, why, out);
         }
     }
@@ -455,14 +473,14 @@ impl Arbiter {
     /// Puts guest `i` on the running shutdown's clock: the handshake for a
     /// running Android guest, a release deadline for everything else.
     fn enter_shutdown(&mut self, i: usize, why: &str, out: &mut Vec<Output>) {
-        let Some(d) = self.system.shutdown_deadline() else {
+        let Some(d) = self.state.system.shutdown_deadline() else {
             return;
         };
         let now = self.now;
         let grace = self.policy.system().final_grace_ms;
         let own_deadline = self.guest_deadline_ms(i);
-        let in_use = self.vehicle_in_use;
-        let g = &mut self.guests[i];
+        let in_use = self.state.vehicle_in_use;
+        let g = &mut Arc::make_mut(&mut self.state.guests)[i];
         match g.role {
             Role::Android => match g.state {
                 GuestState::Running => self.send_prepare(i, why, out),
@@ -487,7 +505,7 @@ impl Arbiter {
 
     /// Sends `SHUTDOWN_PREPARE` to Android guest `i` and starts its watchdog.
     fn send_prepare(&mut self, i: usize, why: &str, out: &mut Vec<Output>) {
-        let Some(d) = self.system.shutdown_deadline() else {
+        let Some(d) = self.state.system.shutdown_deadline() else {
             return;
         };
         let sp = self.policy.system();
@@ -505,7 +523,7 @@ impl Arbiter {
                 " (too close to the deadline to postpone)",
             )
         };
-        let g = &mut self.guests[i];
+        let g = &mut Arc::make_mut(&mut self.state.guests)[i];
         g.state = GuestState::Preparing {
             param,
             watchdog,
@@ -522,11 +540,11 @@ impl Arbiter {
 
     /// Android guest `i`'s watchdog expired in `SHUTDOWN_PREPARE(param)`.
     fn escalate(&mut self, i: usize, param: ShutdownParam, postpones: u32, out: &mut Vec<Output>) {
-        let name = self.guests[i].name.clone();
-        match self.system.shutdown_deadline() {
+        let name = self.state.guests[i].name.clone();
+        match self.state.system.shutdown_deadline() {
             Some(d) if param.can_postpone() && self.now < d => {
                 let watchdog = self.now.after(self.policy.system().final_grace_ms).min(d);
-                self.guests[i].state = GuestState::Preparing {
+                Arc::make_mut(&mut self.state.guests)[i].state = GuestState::Preparing {
                     param: ShutdownParam::ShutdownImmediately,
                     watchdog,
                     postpones,
@@ -552,7 +570,7 @@ impl Arbiter {
 
     /// Guest `i` outside the handshake reached its release deadline `at`.
     fn release(&mut self, i: usize, at: Millis, out: &mut Vec<Output>) {
-        let g = &self.guests[i];
+        let g = &self.state.guests[i];
         let name = g.name.clone();
         let why = match g.role {
             Role::Android => {
@@ -565,9 +583,9 @@ impl Arbiter {
         };
         let pause = g.role != Role::Android
             && g.state == GuestState::Running
-            && self.system.shutdown_kind() == Some(ShutdownKind::Suspend);
+            && self.state.system.shutdown_kind() == Some(ShutdownKind::Suspend);
         if pause {
-            let g = &mut self.guests[i];
+            let g = &mut Arc::make_mut(&mut self.state.guests)[i];
             g.state = GuestState::VirtuallyOff { hold: Hold::Paused };
             g.release_at = None;
             out.push(Output::PauseVm {
@@ -582,13 +600,15 @@ impl Arbiter {
     /// The running shutdown may end: every guest is off or virtually off and
     /// no cluster is needed. Returns whether anything changed.
     fn try_finish(&mut self, kind: ShutdownKind, out: &mut Vec<Output>) -> bool {
-        if self.cluster_blocks() || !self.guests.iter().all(|g| g.state.is_done()) {
+        if self.cluster_blocks() || !self.state.guests.iter().all(|g| g.state.is_done()) {
             return false;
         }
         match kind {
             ShutdownKind::Poweroff => {
-                let held: Vec<usize> = (0..self.guests.len())
-                    .filter(|&i| matches!(self.guests[i].state, GuestState::VirtuallyOff { .. }))
+                let held: Vec<usize> = (0..self.state.guests.len())
+                    .filter(|&i| {
+                        matches!(self.state.guests[i].state, GuestState::VirtuallyOff { .. })
+                    })
                     .collect();
                 if !held.is_empty() {
                     for i in held {
@@ -600,17 +620,17 @@ impl Arbiter {
                     }
                     return true;
                 }
-                self.system = SystemState::PoweringOff;
+                self.state.system = SystemState::PoweringOff;
                 out.push(Output::SystemPowerOff {
-                    wake_after_s: self.wake_after_s,
+                    wake_after_s: self.state.wake_after_s,
                     reason: "every guest is off and the vehicle is not in use: power off"
                         .to_string(),
                 });
             }
             ShutdownKind::Suspend => {
-                self.system = SystemState::Suspended;
+                self.state.system = SystemState::Suspended;
                 out.push(Output::SystemSuspend {
-                    wake_after_s: self.wake_after_s,
+                    wake_after_s: self.state.wake_after_s,
                     reason:
                         "every guest is off, asleep or paused and the vehicle is not in use: suspend"
                             .to_string(),
@@ -627,33 +647,33 @@ impl Arbiter {
         match input {
             Input::Tick => {}
             Input::IgnitionOn => {
-                let why = if self.ignition_on {
+                let why = if self.state.ignition_on {
                     "ignition on (repeated)"
                 } else {
                     "ignition on"
                 };
-                self.ignition_on = true;
+                self.state.ignition_on = true;
                 self.power_on(why, out);
             }
             Input::IgnitionOff => self.ignition_off(out),
             Input::VehicleInUse { in_use } => self.vehicle_use(in_use, out),
             Input::WakeRequest { reason } => {
                 if reason == crate::vhal::WakeReason::SystemEnterGarageMode {
-                    if self.system.is_down() {
+                    if self.state.system.is_down() {
                         self.garage_wake(out);
                     } else {
                         Self::note(
                             out,
                             format!(
                                 "wake for garage mode ignored: the system is {}",
-                                self.system
+                                self.state.system
                             ),
                         );
                     }
                 } else {
                     let until = self.now.after(self.policy.system().wake_hold_ms);
-                    let until = self.wake_hold_until.map_or(until, |t| t.max(until));
-                    self.wake_hold_until = Some(until);
+                    let until = self.state.wake_hold_until.map_or(until, |t| t.max(until));
+                    self.state.wake_hold_until = Some(until);
                     self.power_on(&format!("wake request {reason} (hold until {until})"), out);
                 }
             }
@@ -680,18 +700,18 @@ impl Arbiter {
     }
 
     fn ignition_off(&mut self, out: &mut Vec<Output>) {
-        let already = !self.ignition_on;
-        self.ignition_on = false;
+        let already = !self.state.ignition_on;
+        self.state.ignition_on = false;
         let what = if already {
             "ignition off (repeated)"
         } else {
             "ignition off"
         };
-        match self.system {
+        match self.state.system {
             // The shutdown itself starts in `evaluate`, which notes it.
             SystemState::On if !self.head_unit_wanted() => {}
             SystemState::On => {
-                let until = self.wake_hold_until.unwrap_or(self.now);
+                let until = self.state.wake_hold_until.unwrap_or(self.now);
                 Self::note(
                     out,
                     format!("{what}: the head unit stays on for a wake request until {until}"),
@@ -702,23 +722,23 @@ impl Arbiter {
     }
 
     fn vehicle_use(&mut self, in_use: bool, out: &mut Vec<Output>) {
-        self.vehicle_in_use = in_use;
+        self.state.vehicle_in_use = in_use;
         let before = out.len();
-        let n = self.guests.len();
-        if self.system.is_down() {
+        let n = self.state.guests.len();
+        if self.state.system.is_down() {
             let what = if in_use { "in use" } else { "not in use" };
             Self::note(
                 out,
                 format!(
                     "vehicle {what}: the system is {}; the MCU wakes it with a wake request",
-                    self.system
+                    self.state.system
                 ),
             );
             return;
         }
         if in_use {
             for i in 0..n {
-                if self.guests[i].role == Role::Cluster {
+                if self.state.guests[i].role == Role::Cluster {
                     self.bring_up(i, "vehicle in use: the cluster must be up", out);
                 }
             }
@@ -727,12 +747,14 @@ impl Arbiter {
             }
             return;
         }
-        if self.system.shutdown_deadline().is_some() {
+        if self.state.system.shutdown_deadline().is_some() {
             for i in 0..n {
-                if self.guests[i].role == Role::Cluster && self.guests[i].release_at.is_none() {
+                if self.state.guests[i].role == Role::Cluster
+                    && self.state.guests[i].release_at.is_none()
+                {
                     let at = self.now.after(self.guest_deadline_ms(i));
-                    self.guests[i].release_at = Some(at);
-                    let name = &self.guests[i].name;
+                    Arc::make_mut(&mut self.state.guests)[i].release_at = Some(at);
+                    let name = &self.state.guests[i].name;
                     Self::note(
                         out,
                         format!("vehicle not in use: cluster {name} may run until {at}"),

@@ -177,6 +177,22 @@ impl Output {
     pub fn is_log_only(&self) -> bool {
         matches!(self, Output::Rejected { .. } | Output::Note { .. })
     }
+
+    /// Whether carrying the output out leaves everything as it was: a
+    /// log-only output, or the refusal of a guest's power request (the VMM
+    /// makes the guest's power step fail and the guest runs on). An input
+    /// whose outputs all change nothing and that leaves the arbiter's state
+    /// alone is idle ([`crate::Arbiter::step_unless_idle`]).
+    pub fn changes_nothing(&self) -> bool {
+        self.is_log_only()
+            || matches!(
+                self,
+                Output::Decide {
+                    decision: Decision::Refuse,
+                    ..
+                }
+            )
+    }
 }
 
 impl fmt::Display for Output {

@@ -224,7 +224,7 @@ pub fn events(
             "(inputs 1 to {} are compacted into {}; system then: {})\n",
             s.arbiter.inputs,
             crate::store::SNAPSHOT_FILE,
-            s.arbiter.system
+            s.arbiter.state.system
         ),
         None => String::new(),
     };

@@ -32,6 +32,8 @@ use tokio::sync::oneshot;
 use vmm_protocol::{Event as VmmEvent, Request, Response, ServerLine, VmState};
 
 use crate::binder::{BinderEndpoints, BinderRequest};
+use crate::guest_line;
+use crate::guest_log::GuestLines;
 use crate::mcu::McuReport;
 use crate::proto::mcu::{mcu_to_soc, soc_to_mcu, McuToSoc, PowerOff, PowerOn, SocToMcu, Suspend};
 use crate::store::{self, Clock, CommitStep, Decided, DecisionLog, LogSync, StateDir};
@@ -73,6 +75,8 @@ struct GuestLink {
     asked: VmmAsked,
     vhal_wanted: bool,
     vhal_connected: bool,
+    /// The budget of the log lines this guest can trigger.
+    lines: GuestLines,
 }
 
 /// The `sysmgr run` options.
@@ -123,6 +127,8 @@ pub struct Daemon {
     started_at: u64,
     /// Records written whose outputs are not carried out yet.
     pending: Vec<LogRecord>,
+    /// Outputs of idle inputs (refusals) to carry out after `pending`'s.
+    idle_outputs: Vec<Output>,
     log_sync: LogSync,
     /// The RPC binder endpoints and their listeners.
     binder: BinderEndpoints,
@@ -223,6 +229,7 @@ impl Daemon {
                 asked: VmmAsked::default(),
                 vhal_wanted: false,
                 vhal_connected: false,
+                lines: GuestLines::default(),
             });
         }
 
@@ -239,6 +246,7 @@ impl Daemon {
             events: tx,
             started_at: store::boottime_ms(),
             pending: Vec::new(),
+            idle_outputs: Vec::new(),
             log_sync: args.log_sync,
             binder,
             system_sent: None,
@@ -336,35 +344,36 @@ impl Daemon {
         Ok(())
     }
 
-    /// Feeds a guest's VHAL input (a report or a shutdown request) and
-    /// returns its outputs. A report (`AP_POWER_STATE_REPORT`) that
-    /// changes nothing (`Arbiter::step_unless_idle`) is only journalled,
-    /// not logged, so a guest repeating a pointless report does not grow
-    /// the log. A `SHUTDOWN_REQUEST` is always logged: even when the
-    /// arbiter only notes it, that note answers a deliberate request
-    /// (the compaction bounds the log either way).
-    fn feed_vhal(&mut self, input: Input) -> Result<Vec<Output>> {
+    /// Feeds an input a guest sent (a VHAL report, a `SHUTDOWN_REQUEST`,
+    /// a power request) and returns its outputs. One that changes nothing
+    /// (`Arbiter::step_unless_idle`: a pointless report, a repeated
+    /// shutdown request while the head unit must stay on, a power request
+    /// that is refused) is not a log record: it is journalled on one line
+    /// within the guest's log budget, and a refusal is sent to the VMM
+    /// with the batch's other outputs. So a guest that repeats itself
+    /// grows neither the decision log nor the journal.
+    fn feed_from_guest(&mut self, i: usize, input: Input) -> Result<Vec<Output>> {
         let now = self.clock.now();
-        if !matches!(input, Input::ApPowerStateReport { .. }) {
-            let record = self.arbiter.step(now, input);
-            let outputs = record.outputs.clone();
-            self.write(record)?;
-            return Ok(outputs);
-        }
-        let described = input.to_string();
-        match self.arbiter.step_unless_idle(now, input) {
+        match self.arbiter.step_unless_idle(now, input.clone()) {
             system_manager::Stepped::Logged(record) => {
                 let outputs = record.outputs.clone();
                 self.write(record)?;
                 Ok(outputs)
             }
             system_manager::Stepped::Idle(outputs) => {
-                // The journal still says what came in and why it was
-                // turned down (the hostile-guest work rate-limits it).
-                tracing::info!("{described}: changes nothing (not a log record)");
-                for o in &outputs {
-                    tracing::info!("    {o}");
-                }
+                // Formatted only when the guest's budget admits the line.
+                guest_line!(
+                    self.links[i].lines,
+                    info,
+                    "{input}: changes nothing (not a log record): {}",
+                    outputs
+                        .iter()
+                        .map(Output::to_string)
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                );
+                self.idle_outputs
+                    .extend(outputs.iter().filter(|o| !o.is_log_only()).cloned());
                 Ok(outputs)
             }
         }
@@ -378,6 +387,10 @@ impl Daemon {
     /// has grown past its size.
     fn commit(&mut self) -> Result<()> {
         if self.pending.is_empty() {
+            // Refusals change nothing: nothing to make durable first.
+            for o in std::mem::take(&mut self.idle_outputs) {
+                self.execute(&o);
+            }
             return Ok(());
         }
         let records = std::mem::take(&mut self.pending);
@@ -386,7 +399,7 @@ impl Daemon {
                 CommitStep::Sync => self.log.sync(),
                 CommitStep::SyncSoon => self.log.sync_soon(),
                 CommitStep::Announce(r) => {
-                    print_record(&records[r]);
+                    self.print_record(&records[r]);
                     Ok(())
                 }
                 CommitStep::Execute(r, o) => {
@@ -395,6 +408,9 @@ impl Daemon {
                 }
             }
             .context("decision log")?;
+        }
+        for o in std::mem::take(&mut self.idle_outputs) {
+            self.execute(&o);
         }
         if self.log.wants_compaction() {
             let snapshot = store::Snapshot::of(&self.arbiter, &self.decided);
@@ -407,6 +423,31 @@ impl Daemon {
 
     fn idx(&self, guest: &str) -> Option<usize> {
         self.links.iter().position(|l| l.name == guest)
+    }
+
+    /// The journal: one line per input, one indented line per output. A
+    /// record about a guest (its requests, reports, VM starts and exits:
+    /// a rebooting guest makes them) is within that guest's log budget.
+    fn print_record(&mut self, r: &LogRecord) {
+        let note = match r.input.guest().and_then(|g| self.idx(g)) {
+            Some(i) => match self.links[i].lines.admit() {
+                Some(n) => crate::guest_log::suppressed_note(n),
+                None => return,
+            },
+            None => String::new(),
+        };
+        tracing::info!(
+            "#{} {} {} -> system {}{note}",
+            r.seq,
+            r.at,
+            r.input,
+            r.system
+        );
+        for o in &r.outputs {
+            if !matches!(o, Output::SetTimer { .. }) {
+                tracing::info!("    {o}");
+            }
+        }
     }
 
     fn send_vmm(&self, i: usize, request: Request) {
@@ -609,16 +650,6 @@ fn mcu_cmd_suspend(wake_after_s: Option<u32>, reason: &str) -> SocToMcu {
         ..Default::default()
     };
     mcu_cmd(soc_to_mcu::Command::Suspend(suspend), reason)
-}
-
-/// The journal: one line per input, one indented line per output.
-fn print_record(r: &LogRecord) {
-    tracing::info!("#{} {} {} -> system {}", r.seq, r.at, r.input, r.system);
-    for o in &r.outputs {
-        if !matches!(o, Output::SetTimer { .. }) {
-            tracing::info!("    {o}");
-        }
-    }
 }
 
 /// Serves `status` on the daemon's control socket.

@@ -21,6 +21,8 @@
 //!   Android guests and host tools, and its listeners' callbacks.
 //! * [`proto`]: the MCU protocol (protobuf) and its framing.
 //! * [`lines`]: a bounded line reader for the text links.
+//! * [`guest_log`]: the per-guest rate limit of the log lines a guest can
+//!   trigger.
 //! * [`pidfd`]: process handles by which VMMs are killed (never a bare pid).
 //!
 //! See `docs/system-manager.md`.
@@ -29,6 +31,7 @@ pub mod binder;
 pub mod cli;
 pub mod confine;
 pub mod daemon;
+pub mod guest_log;
 pub mod launcher;
 pub mod lines;
 pub mod mcu;

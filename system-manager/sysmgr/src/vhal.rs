@@ -28,6 +28,8 @@ use tokio::net::UnixStream;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::{sleep_until, timeout, Instant};
 
+use crate::guest_line;
+use crate::guest_log::GuestLines;
 use crate::lines::{LineEnd, LineReader};
 
 /// Longest line on the channel.
@@ -136,11 +138,15 @@ pub async fn run(
     let mut conn: Option<(LineReader<tokio::net::unix::OwnedReadHalf>, OwnedWriteHalf)> = None;
     let mut next_try = Instant::now();
     let mut failures = 0u32;
+    // The guest decides how often its channel connects and what it sends.
+    let mut lines = GuestLines::default();
     loop {
         if conn.is_none() && want && Instant::now() >= next_try {
             match connect(&cfg).await {
                 Ok(s) => {
-                    tracing::info!(
+                    guest_line!(
+                        lines,
+                        info,
                         "{}: VHAL channel connected (vsock port {})",
                         cfg.guest,
                         cfg.port
@@ -190,7 +196,7 @@ pub async fn run(
                     Ok(l) => report(parse_report(&l)),
                     Err(e) => {
                         if e == LineEnd::TooLong {
-                            tracing::warn!("{}: VHAL line longer than {MAX_LINE} bytes; closing the channel", cfg.guest);
+                            guest_line!(lines, warn, "{}: VHAL line longer than {MAX_LINE} bytes; closing the channel", cfg.guest);
                         }
                         conn = None;
                         report(VhalReport::Disconnected);

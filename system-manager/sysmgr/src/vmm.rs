@@ -23,6 +23,8 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::{sleep, timeout, Instant};
 use vmm_protocol::{Answer, Request, Response, ServerLine, MAX_SERVER_LINE_LEN};
 
+use crate::guest_line;
+use crate::guest_log::GuestLines;
 use crate::launcher::{self, Launched};
 use crate::lines::LineReader;
 use crate::pidfd::PidFd;
@@ -98,6 +100,8 @@ pub async fn run(cfg: VmmConfig, mut cmds: UnboundedReceiver<VmmCmd>, report: im
     // an earlier daemon started is killed.
     let mut peer: Option<PidFd> = None;
     let mut failures: u32 = 0;
+    // A guest that reboots or powers off in a loop makes these lines.
+    let mut guest_lines = GuestLines::default();
     while let Some(cmd) = cmds.recv().await {
         let mut queued = Vec::new();
         let stream = match cmd {
@@ -128,7 +132,7 @@ pub async fn run(cfg: VmmConfig, mut cmds: UnboundedReceiver<VmmCmd>, report: im
                     );
                     sleep(backoff).await;
                 }
-                match start(&cfg, &mut child, &mut cmds, &mut queued).await {
+                match start(&cfg, &mut child, &mut cmds, &mut queued, &mut guest_lines).await {
                     Ok(s) => s,
                     Err(e) => {
                         failures += 1;
@@ -168,7 +172,7 @@ pub async fn run(cfg: VmmConfig, mut cmds: UnboundedReceiver<VmmCmd>, report: im
                 line = lines.next_line() => match line {
                     Ok(l) => match l.parse() {
                         Ok(line) => report(VmmReport::Line(line)),
-                        Err(e) => tracing::warn!("{}: malformed line from the VMM ({e}): {l:?}", cfg.guest),
+                        Err(e) => guest_line!(guest_lines, warn, "{}: malformed line from the VMM ({e}): {l:?}", cfg.guest),
                     },
                     Err(e) => {
                         tracing::debug!("{}: control connection ended ({e:?})", cfg.guest);
@@ -278,6 +282,7 @@ async fn start(
     child: &mut Option<Launched>,
     cmds: &mut UnboundedReceiver<VmmCmd>,
     queued: &mut Vec<Request>,
+    lines: &mut GuestLines,
 ) -> Result<(UnixStream, Option<PidFd>), StartError> {
     if let Ok(s) = attach(cfg).await {
         return Ok(s);
@@ -287,7 +292,11 @@ async fn start(
         (Some(argv), false) => {
             // An earlier process that ended is not this start's.
             *child = None;
-            *child = Some(launch(cfg, argv).await.map_err(StartError::LaunchFailed)?);
+            *child = Some(
+                launch(cfg, argv, lines)
+                    .await
+                    .map_err(StartError::LaunchFailed)?,
+            );
         }
         (Some(_), true) => {}
         (None, _) => tracing::info!(
@@ -327,10 +336,16 @@ async fn start(
 
 /// Starts the guest's VMM: through the launcher process when the daemon is
 /// sandboxed (`crate::launcher`), else as this process's child.
-async fn launch(cfg: &VmmConfig, argv: &[String]) -> Result<Launched, String> {
+async fn launch(
+    cfg: &VmmConfig,
+    argv: &[String],
+    lines: &mut GuestLines,
+) -> Result<Launched, String> {
     if let Some(l) = launcher::installed() {
         let launched = l.launch(&cfg.guest).await?;
-        tracing::info!(
+        guest_line!(
+            lines,
+            info,
             "{}: launched VMM pid {} (by the launcher process)",
             cfg.guest,
             launched.id()
@@ -349,7 +364,12 @@ async fn launch(cfg: &VmmConfig, argv: &[String]) -> Result<Launched, String> {
         .map_err(|e| tracing::warn!("{}: no pidfd for VMM pid {pid}: {e}", cfg.guest))
         .ok();
     let _ = std::fs::write(&cfg.pid_file, format!("{pid}\n"));
-    tracing::info!("{}: launched VMM pid {pid} ({program})", cfg.guest);
+    guest_line!(
+        lines,
+        info,
+        "{}: launched VMM pid {pid} ({program})",
+        cfg.guest
+    );
     let (tx, rx) = tokio::sync::watch::channel(None);
     tokio::spawn(async move {
         use std::os::unix::process::ExitStatusExt;

@@ -515,3 +515,47 @@ fn the_log_is_compacted_into_a_snapshot_and_a_restart_goes_on_from_it() {
     assert!(covered_now >= covered);
     assert_eq!(first["seq"].as_u64(), Some(covered_now + 1), "{first}");
 }
+
+#[test]
+fn a_guest_repeating_itself_grows_neither_the_log_nor_the_journal() {
+    let dir = tmpdir("repeat");
+    write_policy(&dir, "", 30000);
+    let mut android = FakeAndroid::start(&dir.join("android.vsock"));
+    let mut mcu = Mcu::start(&dir);
+    let d = daemon(&dir);
+    let (_av, cv) = boot(&dir, &mut mcu, &mut android);
+    let records = log_lines(&dir).len();
+
+    // Pointless reports and suspends the arbiter refuses (the ignition is
+    // on, so the cluster must stay up), many more than a guest's log
+    // budget (sysmgr::guest_log::GUEST_BURST lines).
+    const N: u64 = 300;
+    for _ in 0..N {
+        android.send("AP_POWER_STATE_REPORT 99 0");
+    }
+    let ids: Vec<u64> = (0..N)
+        .map(|_| cv.request(PowerRequestKind::Suspend))
+        .collect();
+    wait_until("every suspend refused", 20, || {
+        let got = cv.received();
+        ids.iter()
+            .all(|id| got.contains(&decide(*id, Decision::Refuse)))
+    });
+    std::thread::sleep(Duration::from_millis(500));
+
+    // Each refusal was answered, none is a record, and the journal holds
+    // at most the guests' budgets of these lines.
+    assert_eq!(log_lines(&dir).len(), records, "{:?}", log_lines(&dir));
+    let journal = d.text();
+    let idle = journal
+        .matches("changes nothing (not a log record)")
+        .count() as u64;
+    let budget = 2 * u64::from(sysmgr::guest_log::GUEST_BURST) + 10;
+    assert!(idle > 0 && idle <= budget, "{idle} idle lines");
+    // Once the budget refills, the next line says how many were left out.
+    std::thread::sleep(sysmgr::guest_log::GUEST_REFILL);
+    android.send("AP_POWER_STATE_REPORT 99 0");
+    wait_until("the count of suppressed lines", 10, || {
+        d.text().contains("similar lines suppressed]")
+    });
+}

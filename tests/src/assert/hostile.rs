@@ -1,8 +1,11 @@
 //! A hostile guest under `sysmgr` (scenario `hostile-guest`, issue 18): a
-//! guest that floods its console, unassigned MMIO, vsock connections to the
-//! host and power requests, boot after boot, leaves the VMM log `sysmgr`
-//! keeps, `sysmgr`'s state directory and the daemon's own log within their
-//! caps, while another guest's vsock echo keeps answering.
+//! guest that floods its console, unassigned MMIO and I/O ports, vsock
+//! connections to the host and power requests (refused suspends, then a
+//! reboot or power-off), boot after boot, leaves the VMM log `sysmgr`
+//! keeps, `sysmgr`'s state directory, its decision log and the daemon's own
+//! log within their caps, while another guest's vsock echo keeps answering.
+//! The guest's own counts are checked too: a flood that did not run (a
+//! failed `devmem` or `vsock-test`) fails the test.
 
 use std::time::Duration;
 
@@ -32,6 +35,78 @@ const SYSMGR_LOG_CAP: u64 = 256 * 1024;
 /// The longest a probe of the served guest may take.
 const PROBE_BOUND_MS: u64 = 10_000;
 
+/// The guest's per-boot floods (its defaults in
+/// `prebuilts/guest/scenarios/hostile.sh`): MMIO writes, I/O port writes
+/// of 256 bytes each, held and refused vsock connections, refused
+/// suspends.
+const GUEST_MMIO: u64 = 150;
+const GUEST_PIO_BYTES: u64 = 40 * 256;
+const GUEST_HELD: u64 = 48;
+const GUEST_REFUSED: u64 = 60;
+const GUEST_SUSPENDS: u64 = 6;
+
+/// The VMM's rate limit of one guest-triggered log site
+/// (`devices::log_limit`: a burst of 10, then one line per 10 s) over the
+/// longest run of the scenario: the unassigned-MMIO warnings its logs may
+/// hold.
+const MMIO_WARNINGS_CAP: u64 = 10 + 600 / 10;
+
+/// Each count the guest marked (the largest of any boot) is above zero
+/// (its flood ran: a guest whose `devmem`, `/dev/port` or `vsock-test`
+/// failed has 0) and within what it attempts.
+fn guest_counts_within(s: &crate::scenario::Section<'_>) {
+    for (key, max) in [
+        ("guest.hostile_mmio_writes", GUEST_MMIO),
+        ("guest.hostile_pio_bytes", GUEST_PIO_BYTES),
+        ("guest.hostile_vsock_held", GUEST_HELD),
+        ("guest.hostile_vsock_refused", GUEST_REFUSED),
+        ("guest.hostile_suspend_requests", GUEST_SUSPENDS),
+    ] {
+        let n = s.number(key);
+        if n == 0 || n > max {
+            s.fail(&format!("{key} = {n}, expected 1..={max}"));
+        }
+    }
+}
+
+/// The VMM kept some unassigned-MMIO warnings, fewer than its rate limit
+/// allows, and said how many it suppressed.
+fn mmio_warnings_rate_limited(s: &crate::scenario::Section<'_>) {
+    let kept = s.number("mmio_warnings_kept");
+    if kept == 0 || kept > MMIO_WARNINGS_CAP {
+        s.fail(&format!(
+            "{kept} unassigned-MMIO warnings kept, expected 1..={MMIO_WARNINGS_CAP}"
+        ));
+    }
+    let line = s.value("suppressed");
+    // `... unhandled MMIO write 0x... [N similar lines suppressed]`
+    let suppressed = line
+        .split(" similar lines suppressed")
+        .next()
+        .and_then(|head| head.rsplit('[').next())
+        .and_then(|n| n.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    if suppressed == 0 {
+        s.fail(&format!("no count of suppressed lines in {line:?}"));
+    }
+}
+
+/// The refused suspends reached `sysmgr` (journalled as inputs that change
+/// nothing) and became no decision records beyond the first of a boot
+/// (which also tells the arbiter the restarted VM runs).
+fn refused_requests_not_recorded(s: &crate::scenario::Section<'_>, boots: u64) {
+    let idle = s.number("idle_inputs");
+    if idle == 0 {
+        s.fail("sysmgr journalled no refused suspend of the hostile guest");
+    }
+    let records = s.number("suspend_records");
+    if records > boots {
+        s.fail(&format!(
+            "{records} suspend requests in decisions.jsonl for {boots} boots: repeated refusals were recorded"
+        ));
+    }
+}
+
 /// The hostile guest boots at least three times (its power requests are
 /// decided and it is restarted), its VMM log files stay within the cap, the
 /// state directory and the daemon's log within theirs, and every probe of
@@ -46,6 +121,9 @@ pub fn a_flooding_guest_stays_within_the_caps_and_the_other_guest_is_served(run:
             "the hostile guest booted {boots} times, expected at least 3"
         ));
     }
+    guest_counts_within(&s);
+    mmio_warnings_rate_limited(&s);
+    refused_requests_not_recorded(&s, boots);
     s.expect_eq("log_cap", &LOG_MAX.to_string());
     let files = s.number("log_files");
     if files == 0 || files > LOG_KEEP + 1 {

@@ -19,7 +19,7 @@ impl Arbiter {
             );
             return;
         };
-        let state = self.guests[i].state;
+        let state = self.state.guests[i].state;
         let refusal = match state {
             GuestState::Off => Some(format!(
                 "{name}'s VM is off as far as the arbiter knows: stale {kind} request"
@@ -29,7 +29,7 @@ impl Arbiter {
                 "{name}'s VM is paused ({state}); a paused VM cannot ask"
             )),
             GuestState::Starting | GuestState::Restarting => {
-                self.guests[i].state = GuestState::Running;
+                Arc::make_mut(&mut self.state.guests)[i].state = GuestState::Running;
                 Self::note(
                     out,
                     format!("{name} made a power request, so its VM is running"),
@@ -41,7 +41,7 @@ impl Arbiter {
         if let Some(why) = refusal {
             return self.decide(i, request_id, Decision::Refuse, why, out);
         }
-        let role = self.guests[i].role;
+        let role = self.state.guests[i].role;
         match (kind, role) {
             (PowerRequestKind::Reboot, _) => self.restart(
                 i,
@@ -94,13 +94,13 @@ impl Arbiter {
         kind: PowerRequestKind,
         out: &mut Vec<Output>,
     ) {
-        let name = self.guests[i].name.clone();
-        let state = self.guests[i].state;
+        let name = self.state.guests[i].name.clone();
+        let state = self.state.guests[i].state;
         let in_handshake = matches!(
             state,
             GuestState::Preparing { .. } | GuestState::ShutdownStarted { .. }
         );
-        match self.system {
+        match self.state.system {
             SystemState::On => {
                 if let GuestState::ShutdownStarted {
                     origin: ShutdownOrigin::Cancelled,
@@ -156,7 +156,7 @@ impl Arbiter {
                             out,
                         );
                     }
-                    self.wake_hold_until = None;
+                    self.state.wake_hold_until = None;
                     self.begin_shutdown(&format!("{name} chose to {kind}"), out);
                 }
             }

@@ -18,7 +18,7 @@ impl Arbiter {
         let Some(i) = self.index(name) else {
             return Self::reject(out, format!("SHUTDOWN_REQUEST from unknown guest `{name}`"));
         };
-        let role = self.guests[i].role;
+        let role = self.state.guests[i].role;
         if role != Role::Android {
             return Self::reject(
                 out,
@@ -31,7 +31,7 @@ impl Arbiter {
                 format!("{name}: unknown SHUTDOWN_REQUEST parameter {param} (expected 1..=7)"),
             );
         };
-        let state = self.guests[i].state;
+        let state = self.state.guests[i].state;
         if matches!(
             state,
             GuestState::Off | GuestState::Stopping { .. } | GuestState::VirtuallyOff { .. }
@@ -41,8 +41,8 @@ impl Arbiter {
                 format!("{name} sent SHUTDOWN_REQUEST({p}) while its VM is {state}"),
             );
         }
-        match self.system {
-            SystemState::On if self.ignition_on => Self::note(
+        match self.state.system {
+            SystemState::On if self.state.ignition_on => Self::note(
                 out,
                 format!("{name} asks for a shutdown ({p}): the ignition is on, so the head unit stays on"),
             ),
@@ -53,7 +53,7 @@ impl Arbiter {
                     out,
                     format!("{name} asks for a shutdown ({p}): the wake hold ends"),
                 );
-                self.wake_hold_until = Some(self.now);
+                self.state.wake_hold_until = Some(self.now);
             }
             s => Self::note(
                 out,

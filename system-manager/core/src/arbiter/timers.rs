@@ -7,10 +7,10 @@ impl Arbiter {
     /// Fires every guest deadline at or before now. Returns whether any fired.
     pub(super) fn fire_timers(&mut self, out: &mut Vec<Output>) -> bool {
         let now = self.now;
-        let shutting_down = self.system.shutdown_deadline().is_some();
+        let shutting_down = self.state.system.shutdown_deadline().is_some();
         let mut fired = false;
-        for i in 0..self.guests.len() {
-            let g = &self.guests[i];
+        for i in 0..self.state.guests.len() {
+            let g = &self.state.guests[i];
             match g.state {
                 GuestState::Preparing {
                     param,
@@ -26,10 +26,10 @@ impl Arbiter {
                     fired = true;
                     let reason = format!("{} made no final power request by {d}", g.name);
                     self.hard_stop(i, reason, out);
-                    if self.system == SystemState::On {
+                    if self.state.system == SystemState::On {
                         // A cancelled shutdown that hung: bring it back.
-                        if let GuestState::Stopping { grace, .. } = self.guests[i].state {
-                            self.guests[i].state = GuestState::Stopping {
+                        if let GuestState::Stopping { grace, .. } = self.state.guests[i].state {
+                            Arc::make_mut(&mut self.state.guests)[i].state = GuestState::Stopping {
                                 grace,
                                 restart: true,
                             };
@@ -60,13 +60,13 @@ impl Arbiter {
 
     /// System-level consequences. Returns whether anything changed.
     pub(super) fn evaluate(&mut self, out: &mut Vec<Output>) -> bool {
-        match self.system {
+        match self.state.system {
             SystemState::On if !self.head_unit_wanted() => {
-                let why = match self.wake_hold_until {
+                let why = match self.state.wake_hold_until {
                     Some(t) => format!("ignition off and the wake hold ended at {t}"),
                     None => "ignition off".to_string(),
                 };
-                self.wake_hold_until = None;
+                self.state.wake_hold_until = None;
                 self.begin_shutdown(&why, out);
                 true
             }
@@ -78,7 +78,7 @@ impl Arbiter {
     }
 
     pub(super) fn settle(&mut self, out: &mut Vec<Output>) {
-        let rounds = SETTLE_ROUNDS_PER_GUEST * (self.guests.len() + 1);
+        let rounds = SETTLE_ROUNDS_PER_GUEST * (self.state.guests.len() + 1);
         for _ in 0..rounds {
             let fired = self.fire_timers(out);
             let changed = self.evaluate(out);
@@ -95,14 +95,14 @@ impl Arbiter {
     /// Emits `SetTimer` when the earliest pending deadline changed.
     pub(super) fn announce_timer(&mut self, out: &mut Vec<Output>) {
         let now = self.now;
-        let shutting_down = self.system.shutdown_deadline().is_some();
+        let shutting_down = self.state.system.shutdown_deadline().is_some();
         let mut next: Option<(Millis, String)> = None;
         let mut consider = |at: Millis, what: String| {
             if at > now && next.as_ref().is_none_or(|(n, _)| at < *n) {
                 next = Some((at, what));
             }
         };
-        for g in &self.guests {
+        for g in self.state.guests.iter() {
             match g.state {
                 GuestState::Preparing { watchdog, .. } => {
                     consider(watchdog, format!("{}'s SHUTDOWN_PREPARE watchdog", g.name));
@@ -123,14 +123,14 @@ impl Arbiter {
                 _ => {}
             }
         }
-        if self.system == SystemState::On && !self.ignition_on {
-            if let Some(t) = self.wake_hold_until {
+        if self.state.system == SystemState::On && !self.state.ignition_on {
+            if let Some(t) = self.state.wake_hold_until {
                 consider(t, "end of the wake hold".to_string());
             }
         }
         let at = next.as_ref().map(|(at, _)| *at);
-        if at != self.timer {
-            self.timer = at;
+        if at != self.state.timer {
+            self.state.timer = at;
             if let Some((at, reason)) = next {
                 out.push(Output::SetTimer { at, reason });
             }

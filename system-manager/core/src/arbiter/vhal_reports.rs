@@ -11,7 +11,7 @@ impl Arbiter {
                 format!("AP_POWER_STATE_REPORT [{value}, {param}] from unknown guest `{name}`"),
             );
         };
-        let role = self.guests[i].role;
+        let role = self.state.guests[i].role;
         if role != Role::Android {
             return Self::reject(
                 out,
@@ -22,23 +22,23 @@ impl Arbiter {
             Ok(r) => r,
             Err(e) => return Self::reject(out, format!("{name}: {e}")),
         };
-        let state = self.guests[i].state;
+        let state = self.state.guests[i].state;
         match state {
             GuestState::Off | GuestState::Stopping { .. } | GuestState::VirtuallyOff { .. } => {
                 return Self::reject(out, format!("{name} reported {r} while its VM is {state}"));
             }
             GuestState::Starting | GuestState::Restarting => {
-                self.guests[i].state = GuestState::Running;
+                Arc::make_mut(&mut self.state.guests)[i].state = GuestState::Running;
                 Self::note(out, format!("{name} reported {r}, so its VM is running"));
             }
             _ => {}
         }
-        if self.system.is_down() {
+        if self.state.system.is_down() {
             return Self::note(
                 out,
                 format!(
                     "{name} reported {r} while the system is {}; nothing to do",
-                    self.system
+                    self.state.system
                 ),
             );
         }
@@ -52,7 +52,7 @@ impl Arbiter {
                 self.postpone(i, i64::from(ms), &r.to_string(), out)
             }
             ApPowerStateReport::ShutdownPrepare => {
-                if matches!(self.guests[i].state, GuestState::Preparing { .. }) {
+                if matches!(self.state.guests[i].state, GuestState::Preparing { .. }) {
                     let ms = self.policy.system().postpone_watchdog_ms;
                     let ms = i64::try_from(ms).unwrap_or(i64::MAX);
                     self.postpone(i, ms, "SHUTDOWN_PREPARE (garage mode running)", out);
@@ -79,8 +79,8 @@ impl Arbiter {
     /// *_EXIT, SHUTDOWN_CANCELLED): ON if the system is on, the running
     /// shutdown's SHUTDOWN_PREPARE otherwise.
     pub(super) fn answer(&mut self, i: usize, r: ApPowerStateReport, out: &mut Vec<Output>) {
-        if self.system == SystemState::On {
-            self.guests[i].state = GuestState::Running;
+        if self.state.system == SystemState::On {
+            Arc::make_mut(&mut self.state.guests)[i].state = GuestState::Running;
             return self.set_req(
                 i,
                 ApPowerStateReq::On,
@@ -88,10 +88,10 @@ impl Arbiter {
                 out,
             );
         }
-        let Some(d) = self.system.shutdown_deadline() else {
+        let Some(d) = self.state.system.shutdown_deadline() else {
             return;
         };
-        match self.guests[i].state {
+        match self.state.guests[i].state {
             GuestState::Preparing {
                 param,
                 watchdog,
@@ -104,7 +104,7 @@ impl Arbiter {
                 } else {
                     watchdog
                 };
-                self.guests[i].state = GuestState::Preparing {
+                Arc::make_mut(&mut self.state.guests)[i].state = GuestState::Preparing {
                     param,
                     watchdog,
                     postpones,
@@ -121,8 +121,8 @@ impl Arbiter {
     }
 
     pub(super) fn postpone(&mut self, i: usize, ms: i64, what: &str, out: &mut Vec<Output>) {
-        let name = self.guests[i].name.clone();
-        let state = self.guests[i].state;
+        let name = self.state.guests[i].name.clone();
+        let state = self.state.guests[i].state;
         let GuestState::Preparing {
             param,
             watchdog,
@@ -140,7 +140,7 @@ impl Arbiter {
                 format!("{name}: {what} is not allowed after SHUTDOWN_PREPARE({param}); hard stop stays at {watchdog}"),
             );
         }
-        let Some(d) = self.system.shutdown_deadline() else {
+        let Some(d) = self.state.system.shutdown_deadline() else {
             return Self::reject(out, format!("{name}: {what} while no shutdown is running"));
         };
         let Ok(asked) = u64::try_from(ms) else {
@@ -154,7 +154,7 @@ impl Arbiter {
         let limit = d.before(sp.final_grace_ms);
         let wanted = self.now.after(granted);
         let new = watchdog.max(wanted.min(limit));
-        self.guests[i].state = GuestState::Preparing {
+        Arc::make_mut(&mut self.state.guests)[i].state = GuestState::Preparing {
             param,
             watchdog: new,
             postpones: postpones.saturating_add(1),
@@ -183,16 +183,16 @@ impl Arbiter {
         r: ApPowerStateReport,
         out: &mut Vec<Output>,
     ) {
-        let name = self.guests[i].name.clone();
-        let state = self.guests[i].state;
+        let name = self.state.guests[i].name.clone();
+        let state = self.state.guests[i].state;
         if let GuestState::ShutdownStarted { .. } = state {
             return Self::note(out, format!("{name} repeated {r}"));
         }
-        self.wake_after_s = u32::try_from(wake_up_s).ok().filter(|&s| s > 0);
-        match self.system.shutdown_deadline() {
+        self.state.wake_after_s = u32::try_from(wake_up_s).ok().filter(|&s| s > 0);
+        match self.state.system.shutdown_deadline() {
             Some(d) => {
                 let deadline = self.now.after(self.policy.system().final_grace_ms).min(d);
-                let g = &mut self.guests[i];
+                let g = &mut Arc::make_mut(&mut self.state.guests)[i];
                 g.state = GuestState::ShutdownStarted {
                     step,
                     origin: ShutdownOrigin::Commanded,
@@ -205,7 +205,7 @@ impl Arbiter {
                 );
             }
             None => {
-                self.guests[i].state = GuestState::ShutdownStarted {
+                Arc::make_mut(&mut self.state.guests)[i].state = GuestState::ShutdownStarted {
                     step,
                     origin: ShutdownOrigin::Own,
                     deadline: None,
@@ -214,7 +214,7 @@ impl Arbiter {
                     out,
                     format!(
                         "{name} reported {r} on its own while the system is {}",
-                        self.system
+                        self.state.system
                     ),
                 );
             }

@@ -7,13 +7,13 @@ impl Arbiter {
         let Some(i) = self.index(name) else {
             return Self::reject(out, format!("VM of unknown guest `{name}` started"));
         };
-        match self.guests[i].state {
+        match self.state.guests[i].state {
             GuestState::Starting | GuestState::Restarting => {
-                self.guests[i].state = GuestState::Running;
+                Arc::make_mut(&mut self.state.guests)[i].state = GuestState::Running;
                 Self::note(out, format!("{name}'s VM is running"));
             }
             GuestState::Off => {
-                self.guests[i].state = GuestState::Running;
+                Arc::make_mut(&mut self.state.guests)[i].state = GuestState::Running;
                 Self::note(
                     out,
                     format!("{name}'s VM started without StartVm; tracking it as running"),
@@ -28,7 +28,7 @@ impl Arbiter {
         let Some(i) = self.index(name) else {
             return Self::reject(out, format!("{what} for unknown guest `{name}`"));
         };
-        let state = self.guests[i].state;
+        let state = self.state.guests[i].state;
         match state {
             GuestState::Off => Self::note(out, format!("{name}: {what}; it was already off")),
             GuestState::Stopping { restart, .. } => {
@@ -47,10 +47,10 @@ impl Arbiter {
                             origin: ShutdownOrigin::Cancelled,
                             ..
                         }
-                ) && match self.system {
+                ) && match self.state.system {
                     SystemState::On => true,
                     SystemState::ShutdownPrepare { .. } | SystemState::GarageMode { .. } => {
-                        self.guests[i].role == Role::Cluster && self.vehicle_in_use
+                        self.state.guests[i].role == Role::Cluster && self.state.vehicle_in_use
                     }
                     _ => false,
                 };

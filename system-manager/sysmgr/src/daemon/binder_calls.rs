@@ -38,10 +38,11 @@ impl Daemon {
     /// Feeds a binder input and answers whether the arbiter rejected it.
     fn feed_binder(
         &mut self,
+        i: usize,
         input: Input,
         reply: oneshot::Sender<Result<(), String>>,
     ) -> Result<()> {
-        let outputs = self.feed_vhal(input)?;
+        let outputs = self.feed_from_guest(i, input)?;
         let _ = reply.send(crate::binder::call_answer(&outputs));
         Ok(())
     }
@@ -60,10 +61,11 @@ impl Daemon {
                 param,
                 reply,
             } => {
-                let guest = self.links[guest].name.clone();
+                let name = self.links[guest].name.clone();
                 self.feed_binder(
+                    guest,
                     Input::ApPowerStateReport {
-                        guest,
+                        guest: name,
                         value,
                         param,
                     },
@@ -75,8 +77,8 @@ impl Daemon {
                 param,
                 reply,
             } => {
-                let guest = self.links[guest].name.clone();
-                self.feed_binder(Input::ShutdownRequest { guest, param }, reply)?;
+                let name = self.links[guest].name.clone();
+                self.feed_binder(guest, Input::ShutdownRequest { guest: name, param }, reply)?;
             }
         }
         Ok(())

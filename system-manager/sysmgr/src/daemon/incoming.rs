@@ -17,16 +17,22 @@ impl Daemon {
                 VhalReport::Disconnected => self.links[i].vhal_connected = false,
                 VhalReport::Report(value, param) => {
                     let guest = self.links[i].name.clone();
-                    self.feed_vhal(Input::ApPowerStateReport {
-                        guest,
-                        value,
-                        param,
-                    })?;
+                    self.feed_from_guest(
+                        i,
+                        Input::ApPowerStateReport {
+                            guest,
+                            value,
+                            param,
+                        },
+                    )?;
                 }
-                VhalReport::Garbage(l) => {
-                    tracing::warn!(
-                        "{}: VHAL channel: not a report, ignored: {l:?}",
-                        self.links[i].name
+                VhalReport::Garbage(line) => {
+                    let l = &mut self.links[i];
+                    guest_line!(
+                        l.lines,
+                        warn,
+                        "{}: VHAL channel: not a report, ignored: {line:?}",
+                        l.name
                     )
                 }
             },
@@ -95,7 +101,9 @@ impl Daemon {
         let name = self.links[i].name.clone();
         match r {
             VmmReport::Attached { pid } => {
-                tracing::info!(
+                guest_line!(
+                    self.links[i].lines,
+                    info,
                     "{name}: attached to its VMM{}",
                     pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
                 );
@@ -114,7 +122,9 @@ impl Daemon {
                 }
             }
             VmmReport::Gone { exit } => {
-                tracing::info!(
+                guest_line!(
+                    self.links[i].lines,
+                    info,
                     "{name}: VMM gone{}",
                     exit.map(|e| format!(" ({e:?})")).unwrap_or_default()
                 );
@@ -141,7 +151,7 @@ impl Daemon {
         let name = self.links[i].name.clone();
         match line {
             ServerLine::Event(VmmEvent::State(state)) => {
-                tracing::info!("{name}: VMM state {state}");
+                guest_line!(self.links[i].lines, info, "{name}: VMM state {state}");
                 self.links[i].vmm_state = Some(state);
                 if std::mem::take(&mut self.links[i].fresh) {
                     self.reconcile(i, state);
@@ -158,7 +168,9 @@ impl Daemon {
             }
             ServerLine::Event(VmmEvent::PowerRequest { id, kind }) => {
                 if let Some(decision) = self.decided.get(&name, id) {
-                    tracing::info!(
+                    guest_line!(
+                        self.links[i].lines,
+                        info,
                         "{name}: request {id} was decided before the restart ({decision}); sending it again"
                     );
                     if decision == Decision::Allow {
@@ -166,15 +178,18 @@ impl Daemon {
                     }
                     self.send_vmm(i, Request::Decide { id, decision });
                 } else {
-                    self.feed(Input::GuestPowerRequest {
-                        guest: name,
-                        request_id: id,
-                        kind,
-                    })?;
+                    self.feed_from_guest(
+                        i,
+                        Input::GuestPowerRequest {
+                            guest: name,
+                            request_id: id,
+                            kind,
+                        },
+                    )?;
                 }
             }
             ServerLine::Response(Response::Error(e)) => {
-                tracing::warn!("{name}: VMM answered: error {e}");
+                guest_line!(self.links[i].lines, warn, "{name}: VMM answered: error {e}");
             }
             ServerLine::Response(ok) => tracing::debug!("{name}: VMM answered: {ok}"),
         }
