@@ -45,6 +45,9 @@ pub struct Parsed {
     pub raw: BTreeMap<u32, f64>,
     /// Failed transfers (`<path>_<round>_error` markers).
     pub errors: Vec<String>,
+    /// Where the test host's CPU went, by `<path>_<round>` (the
+    /// scenario's `busy=.. idle=.. vmm=.. proxy=.. adb_server=..` ticks).
+    pub cpu: BTreeMap<String, String>,
 }
 
 /// Reads the markers of the scenario's output.
@@ -71,6 +74,10 @@ pub fn parse(output: &str) -> Parsed {
                 }
             }
             "error" => p.errors.push(format!("{path} round {round}: {}", m.value)),
+            "cpu" => {
+                p.cpu
+                    .insert(format!("{path}_{round}"), m.value.trim().to_string());
+            }
             _ => {}
         }
     }
@@ -157,6 +164,7 @@ pub fn adb(rounds: u32) -> Result<()> {
             "adb_push_mibps": parsed.adb,
             "raw_vsock_mibps": parsed.raw,
             "errors": parsed.errors,
+            "cpu_ticks": parsed.cpu,
             "summary": summary.as_ref().ok(),
             "target": TARGET_RATIO,
             "console_log": run.log_path.display().to_string(),
@@ -181,6 +189,9 @@ pub fn adb(rounds: u32) -> Result<()> {
         if v.pass { "PASS" } else { "MISS" },
         v.ratio_of_medians
     );
+    for (step, ticks) in &parsed.cpu {
+        println!("  test host CPU ticks, {step}: {ticks}");
+    }
     println!(
         "  all rounds: {}; console: {}",
         json_path.display(),
@@ -201,6 +212,7 @@ mod tests {
 @@vmstack:adb_2_mibps=4.50
 noise
 @@vmstack:adb_1_client=/tmp/x: 1 file pushed
+@@vmstack:adb_1_cpu=busy=9 idle=0 vmm=8 proxy=0 adb_server=1
 ";
 
     #[test]
@@ -208,6 +220,10 @@ noise
         let p = parse(OUTPUT);
         assert_eq!(p.adb.len(), 2);
         assert_eq!(p.raw.get(&2), Some(&5.0));
+        assert_eq!(
+            p.cpu.get("adb_1").map(String::as_str),
+            Some("busy=9 idle=0 vmm=8 proxy=0 adb_server=1")
+        );
         let v = summarize(&p, 2).unwrap();
         assert_eq!((v.adb.median, v.raw.median), (4.05, 4.5));
         assert!((v.ratio_of_medians - 0.9).abs() < 1e-9);

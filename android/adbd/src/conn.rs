@@ -27,8 +27,9 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// with them; payloads from this size on are read into one.
 const SPARE_BUFFERS: usize = 2;
 const REUSE_FROM: usize = 64 * 1024;
-/// Largest buffer kept for reuse (a decoder may have appended to it).
-const REUSE_MAX_CAPACITY: usize = 2 * MAX_PAYLOAD as usize + 64 * 1024;
+/// Largest buffer kept for reuse (a decoder that appended to a payload
+/// may have grown it; such a rare one is freed).
+const REUSE_MAX_CAPACITY: usize = MAX_PAYLOAD as usize + 64 * 1024;
 
 /// One client connection.
 pub struct Conn {
@@ -380,6 +381,39 @@ mod tests {
         c.send(Command::Clse, 5, local, b"");
         drop(c);
         t.join().unwrap();
+    }
+
+    #[test]
+    fn payload_buffers_are_reused_within_bounds() {
+        let (_a, b) = UnixStream::pair().unwrap();
+        let conn = Arc::new(Conn {
+            session: Mutex::new(Session::new("device::")),
+            changed: Condvar::new(),
+            writer: Mutex::new(File::from(OwnedFd::from(b))),
+            spare: Mutex::new(Vec::new()),
+        });
+        let io = StreamIo {
+            conn: Arc::clone(&conn),
+            local: 1,
+            inbound: InboundStats::default(),
+        };
+        let big = vec![7u8; MAX_PAYLOAD as usize];
+        let at = big.as_ptr();
+        io.recycle(big);
+        io.recycle(vec![0u8; 4 * MAX_PAYLOAD as usize]);
+        io.recycle(vec![0u8; 100]);
+        assert_eq!(
+            conn.spare.lock().unwrap().len(),
+            1,
+            "only the 1 MiB one kept"
+        );
+        io.recycle(vec![0u8; REUSE_FROM]);
+        io.recycle(vec![0u8; REUSE_FROM]);
+        assert_eq!(conn.spare.lock().unwrap().len(), SPARE_BUFFERS);
+        assert_eq!(conn.payload_buffer(10).len(), 10, "small payloads: fresh");
+        let _ = conn.payload_buffer(REUSE_FROM);
+        let reused = conn.payload_buffer(REUSE_FROM + 5);
+        assert_eq!((reused.as_ptr(), reused.len()), (at, REUSE_FROM + 5));
     }
 
     #[test]
