@@ -4,7 +4,9 @@
 # --raw` through the VMM's hybrid vsock socket to a guest `recv`) and an
 # `adb push` of a MIB MiB file (adb client -> adb server -> vmm adb-proxy
 # -> hybrid vsock -> guest adbd -> the guest's rootfs), alternately, in the
-# same guest. Results are markers: raw_<r>_mibps, adb_<r>_mibps, and
+# same guest; then, to tell the transport from the guest's file writes, the
+# same push to the guest's /dev/null. Results are markers: raw_<r>_mibps,
+# adb_<r>_mibps, null_<r>_mibps, and
 # where the test host's one CPU went during each step: raw_<r>_cpu,
 # adb_<r>_cpu (clock ticks: busy and idle of the whole test host, the
 # VMM's process with its vCPU threads, the proxy, the adb server; the
@@ -67,6 +69,15 @@ for r in $(seq "$ROUNDS"); do
     fi
     mark "adb_${r}_client" "$(tail -n 1 $T/push)"
     adb -s $D shell rm -f /data/bench-adb
+    c2=$(cpu_snapshot)
+    t0=$(uptime_s)
+    if timeout 300 adb -s $D push $T/file /dev/null > $T/push 2>&1; then
+        secs=$(elapsed_s "$t0")
+        mark "null_${r}_cpu" "$(cpu_delta "$c2" "$(cpu_snapshot)")"
+        mark "null_${r}_mibps" "$(awk -v m="$MIB" -v s="$secs" 'BEGIN { printf "%.2f\n", m / s }')"
+    else
+        mark "null_${r}_error" "$(tail -n 1 $T/push)"
+    fi
 done
 vmm stop $C >/dev/null
 wait $vmm
