@@ -24,8 +24,10 @@ use tracing::{debug, info, warn};
 /// How long a client may take to send its `CNXN`.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Payload buffers a connection keeps for reuse once a service is done
-/// with them; payloads from this size on are read into one.
+/// with them.
 const SPARE_BUFFERS: usize = 2;
+/// Payloads from this size on are read into a reused buffer (smaller ones
+/// come from malloc's heap, which reuses memory by itself).
 const REUSE_FROM: usize = 64 * 1024;
 /// Largest buffer kept for reuse (a decoder that appended to a payload
 /// may have grown it; such a rare one is freed).
