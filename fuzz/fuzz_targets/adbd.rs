@@ -65,6 +65,10 @@ struct Open {
     peer: u32,
     shell: Option<shell_protocol::Decoder>,
     sync: Option<sync_protocol::Decoder>,
+    /// The same bytes through the `SEND` path (`next_send_piece`, data
+    /// streamed in place); dropped at its first error, as adbd closes the
+    /// stream then.
+    sync_send: Option<sync_protocol::Decoder>,
 }
 
 fn check_sent(session: &Session, sent: &[Packet], closed: &mut BTreeSet<u32>) {
@@ -96,6 +100,26 @@ fn feed(open: &mut Open, data: &[u8]) {
         d.push(data);
         while let Ok(Some(_)) = d.next_request() {}
         assert!(d.buffered() <= sync_protocol::HEADER_LEN + sync_protocol::MAX_DATA + data.len());
+    }
+    if let Some(d) = &mut open.sync_send {
+        let before = d.buffered();
+        let _ = d.push_owned(data.to_vec());
+        let mut streamed = 0;
+        let failed = loop {
+            match d.next_send_piece() {
+                Ok(Some(sync_protocol::SendPiece::Data(b))) => streamed += b.len(),
+                Ok(Some(_)) => {}
+                Ok(None) => break false,
+                Err(_) => break true,
+            }
+        };
+        assert!(streamed <= before + data.len(), "streams only bytes it was given");
+        if failed {
+            open.sync_send = None;
+        } else {
+            // Streamed data is never held: at most a request being read.
+            assert!(d.buffered() <= sync_protocol::HEADER_LEN + sync_protocol::MAX_PATH + data.len());
+        }
     }
 }
 
@@ -204,6 +228,8 @@ fuzz_target!(|input: (bool, Vec<Step>)| {
                             shell: matches!(service, Service::Shell(_))
                                 .then(shell_protocol::Decoder::new),
                             sync: matches!(service, Service::Sync)
+                                .then(sync_protocol::Decoder::new),
+                            sync_send: matches!(service, Service::Sync)
                                 .then(sync_protocol::Decoder::new),
                         });
                     }

@@ -8,7 +8,8 @@ use vmstack_tests::scenario::SharedRun;
 use vmstack_tests::Arch;
 
 vmstack_tests::nested_tests! {
-    x86_64 => SharedRun::on(Arch::X86_64, adb::SCENARIOS);
+    x86_64 => SharedRun::on(Arch::X86_64, adb::SCENARIOS)
+        .scenario_timeout(adb::SCENARIO_TIMEOUT);
     tests: {
         connects_and_lists_the_device => adb::connects_and_lists_the_device,
         shell_returns_exit_status_and_both_streams =>

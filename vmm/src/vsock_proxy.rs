@@ -13,6 +13,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -31,7 +32,7 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 16;
 const MAX_REPLY: usize = 32;
 /// How long the VMM may take to answer `CONNECT` (it gives the guest 5 s).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Copy buffer per direction.
+/// Pipe (splice) or copy buffer per direction.
 const BUFFER: usize = 256 * 1024;
 
 /// What the proxy bridges.
@@ -268,33 +269,128 @@ impl Halves for UnixStream {
     }
 }
 
-/// Copies `from` to `to` until EOF (then half-closes `to`) or an error
-/// (then closes both, so the other direction ends too); returns the
-/// bytes copied.
-fn copy<R, W>(mut from: R, mut to: W) -> u64
-where
-    R: Read + Halves,
-    W: Write + Halves,
-{
+/// How one direction's copy ended.
+#[derive(Debug, PartialEq, Eq)]
+enum End {
+    /// `from` reached EOF; everything read was written.
+    Eof,
+    /// A read or write failed.
+    Failed,
+    /// splice(2) does not work for these sockets; nothing was moved.
+    Unsupported,
+}
+
+/// The pipe splice(2) moves data through.
+struct Pipe {
+    read: OwnedFd,
+    write: OwnedFd,
+}
+
+impl Pipe {
+    /// A pipe of [`BUFFER`] bytes (or the system's default if it refuses).
+    fn new() -> io::Result<Self> {
+        let mut fds = [0 as RawFd; 2];
+        // SAFETY: pipe2(2) writes two fds into the array it is given.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: two fresh fds from pipe2, owned from here on.
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        // SAFETY: F_SETPIPE_SZ on our own pipe; failure keeps the default size.
+        unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, BUFFER as libc::c_int) };
+        Ok(Self { read, write })
+    }
+}
+
+/// splice(2) of at most `len` bytes from `from` to `to`, retried on EINTR.
+fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
+    loop {
+        // SAFETY: splice(2) between two fds we hold open, no offsets (both
+        // are a socket or a pipe); it only moves data in the kernel.
+        let n = unsafe {
+            libc::splice(
+                from,
+                std::ptr::null_mut(),
+                to,
+                std::ptr::null_mut(),
+                len,
+                libc::SPLICE_F_MOVE,
+            )
+        };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Copies `from` to `to` in the kernel (socket -> pipe -> socket, no
+/// copy through this process: an adb push crosses the proxy as page
+/// references), adding to `total`.
+fn splice_copy(from: RawFd, to: RawFd, pipe: &Pipe, total: &mut u64) -> End {
+    loop {
+        let n = match splice(from, pipe.write.as_raw_fd(), BUFFER) {
+            Ok(0) => return End::Eof,
+            Ok(n) => n,
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) && *total == 0 => {
+                return End::Unsupported
+            }
+            Err(_) => return End::Failed,
+        };
+        let mut left = n;
+        while left > 0 {
+            match splice(pipe.read.as_raw_fd(), to, left) {
+                Ok(0) | Err(_) => return End::Failed,
+                Ok(m) => left -= m,
+            }
+        }
+        *total += n as u64;
+    }
+}
+
+/// Copies `from` to `to` through a buffer, adding to `total`.
+fn buffer_copy(from: &mut impl Read, to: &mut impl Write, total: &mut u64) -> End {
     let mut buf = vec![0u8; BUFFER];
-    let mut total = 0u64;
     loop {
         let n = match from.read(&mut buf) {
-            Ok(0) => {
-                to.shutdown_half(Shutdown::Write);
-                return total;
-            }
+            Ok(0) => return End::Eof,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
+            Err(_) => return End::Failed,
         };
         if to.write_all(&buf[..n]).is_err() {
-            break;
+            return End::Failed;
         }
-        total += n as u64;
+        *total += n as u64;
     }
-    from.shutdown_half(Shutdown::Both);
-    to.shutdown_half(Shutdown::Both);
+}
+
+/// Copies `from` to `to` until EOF (then half-closes `to`) or an error
+/// (then closes both, so the other direction ends too); returns the
+/// bytes copied. splice(2) where the kernel allows it, else a buffer.
+fn copy<R, W>(mut from: R, mut to: W) -> u64
+where
+    R: Read + Halves + AsRawFd,
+    W: Write + Halves + AsRawFd,
+{
+    let mut total = 0u64;
+    let end = match Pipe::new() {
+        Ok(pipe) => splice_copy(from.as_raw_fd(), to.as_raw_fd(), &pipe, &mut total),
+        Err(_) => End::Unsupported,
+    };
+    let end = match end {
+        End::Unsupported => buffer_copy(&mut from, &mut to, &mut total),
+        end => end,
+    };
+    if end == End::Eof {
+        to.shutdown_half(Shutdown::Write);
+    } else {
+        from.shutdown_half(Shutdown::Both);
+        to.shutdown_half(Shutdown::Both);
+    }
     total
 }
 

@@ -2,7 +2,10 @@
 //! path (Debian's adb client, `vmm adb-proxy`, hybrid vsock, the guest's
 //! adbd writing to its rootfs) next to a raw vsock stream of the same
 //! size into the same guest (`vsock-test --raw`), N rounds in one test
-//! host run (scenario `bench-adb`, the guest's `adbd` scenario).
+//! host run (scenario `bench-adb`, the guest's `adbd` scenario). Each
+//! round also pushes the file to the guest's `/dev/null` (informational:
+//! the path without the guest's file writes) and records the test host's
+//! CPU ticks per step (where the time goes; the test host has one CPU).
 //!
 //! Prints the medians, the ratio of the medians and the median of the
 //! per-round ratios adb/raw, with PASS/MISS of the latter against the
@@ -32,7 +35,7 @@ pub const DEFAULT_ROUNDS: u32 = 3;
 /// Target: adb push MiB/s at least this fraction of the raw stream's.
 pub const TARGET_RATIO: f64 = 0.8;
 /// Test host time allowed per round (two 64 MiB transfers at ~4 MiB/s).
-const PER_ROUND: Duration = Duration::from_secs(120);
+const PER_ROUND: Duration = Duration::from_secs(180);
 /// Test host time for the guest's boot and adb's connection.
 const SETUP: Duration = Duration::from_secs(120);
 
@@ -43,8 +46,14 @@ pub struct Parsed {
     pub adb: BTreeMap<u32, f64>,
     /// Raw vsock stream MiB/s by round.
     pub raw: BTreeMap<u32, f64>,
+    /// `adb push` to the guest's `/dev/null` MiB/s by round (the path
+    /// without the guest's file writes; informational).
+    pub null: BTreeMap<u32, f64>,
     /// Failed transfers (`<path>_<round>_error` markers).
     pub errors: Vec<String>,
+    /// Where the test host's CPU went, by `<path>_<round>` (the
+    /// scenario's `busy=.. idle=.. vmm=.. proxy=.. adb_server=..` ticks).
+    pub cpu: BTreeMap<String, String>,
 }
 
 /// Reads the markers of the scenario's output.
@@ -62,6 +71,7 @@ pub fn parse(output: &str) -> Parsed {
         let table = match path {
             "adb" => &mut p.adb,
             "raw" => &mut p.raw,
+            "null" => &mut p.null,
             _ => continue,
         };
         match what {
@@ -71,6 +81,10 @@ pub fn parse(output: &str) -> Parsed {
                 }
             }
             "error" => p.errors.push(format!("{path} round {round}: {}", m.value)),
+            "cpu" => {
+                p.cpu
+                    .insert(format!("{path}_{round}"), m.value.trim().to_string());
+            }
             _ => {}
         }
     }
@@ -88,6 +102,10 @@ pub struct Verdict {
     pub ratio_of_medians: f64,
     /// Per-round adb / raw.
     pub paired_ratio: Summary,
+    /// `adb push` to `/dev/null` MiB/s.
+    pub null: Summary,
+    /// Per-round (push to `/dev/null`) / raw.
+    pub null_paired_ratio: Summary,
     /// `paired_ratio.median >= TARGET_RATIO`.
     pub pass: bool,
 }
@@ -95,7 +113,11 @@ pub struct Verdict {
 /// Medians of both paths and the verdict; an error for missing rounds.
 pub fn summarize(p: &Parsed, rounds: u32) -> Result<Verdict> {
     let mut problems = p.errors.clone();
-    for (name, table) in [("adb push", &p.adb), ("raw vsock", &p.raw)] {
+    for (name, table) in [
+        ("adb push", &p.adb),
+        ("raw vsock", &p.raw),
+        ("adb push to /dev/null", &p.null),
+    ] {
         if table.len() != rounds as usize {
             problems.push(format!(
                 "{name}: {} of {rounds} rounds measured",
@@ -106,12 +128,19 @@ pub fn summarize(p: &Parsed, rounds: u32) -> Result<Verdict> {
     bench_host::check_measured(&problems)?;
     let adb = stats::summarize(&p.adb.values().copied().collect::<Vec<_>>());
     let raw = stats::summarize(&p.raw.values().copied().collect::<Vec<_>>());
-    let paired: Vec<f64> = p
-        .adb
-        .iter()
-        .filter_map(|(round, a)| p.raw.get(round).map(|r| a / r))
-        .collect();
-    let (Some(adb), Some(raw), Some(paired_ratio)) = (adb, raw, stats::summarize(&paired)) else {
+    let null = stats::summarize(&p.null.values().copied().collect::<Vec<_>>());
+    let per_raw = |t: &BTreeMap<u32, f64>| -> Vec<f64> {
+        t.iter()
+            .filter_map(|(round, a)| p.raw.get(round).map(|r| a / r))
+            .collect()
+    };
+    let (Some(adb), Some(raw), Some(null), Some(paired_ratio), Some(null_paired_ratio)) = (
+        adb,
+        raw,
+        null,
+        stats::summarize(&per_raw(&p.adb)),
+        stats::summarize(&per_raw(&p.null)),
+    ) else {
         bail!("no measurements");
     };
     Ok(Verdict {
@@ -119,6 +148,8 @@ pub fn summarize(p: &Parsed, rounds: u32) -> Result<Verdict> {
         raw,
         ratio_of_medians: adb.median / raw.median,
         paired_ratio,
+        null,
+        null_paired_ratio,
         pass: paired_ratio.median >= TARGET_RATIO,
     })
 }
@@ -156,7 +187,9 @@ pub fn adb(rounds: u32) -> Result<()> {
             },
             "adb_push_mibps": parsed.adb,
             "raw_vsock_mibps": parsed.raw,
+            "adb_push_dev_null_mibps": parsed.null,
             "errors": parsed.errors,
+            "cpu_ticks": parsed.cpu,
             "summary": summary.as_ref().ok(),
             "target": TARGET_RATIO,
             "console_log": run.log_path.display().to_string(),
@@ -182,6 +215,18 @@ pub fn adb(rounds: u32) -> Result<()> {
         v.ratio_of_medians
     );
     println!(
+        "  without the guest's file writes (push to /dev/null, informational): {:.2} [{:.2}..{:.2}] MiB/s, /dev/null/raw per round median {:.3} [{:.3}..{:.3}]",
+        v.null.median,
+        v.null.min,
+        v.null.max,
+        v.null_paired_ratio.median,
+        v.null_paired_ratio.min,
+        v.null_paired_ratio.max
+    );
+    for (step, ticks) in &parsed.cpu {
+        println!("  test host CPU ticks, {step}: {ticks}");
+    }
+    println!(
         "  all rounds: {}; console: {}",
         json_path.display(),
         run.log_path.display()
@@ -199,8 +244,11 @@ mod tests {
 @@vmstack:adb_1_mibps=3.60
 @@vmstack:raw_2_mibps=5.0
 @@vmstack:adb_2_mibps=4.50
+@@vmstack:null_1_mibps=3.80
+@@vmstack:null_2_mibps=5.00
 noise
 @@vmstack:adb_1_client=/tmp/x: 1 file pushed
+@@vmstack:adb_1_cpu=busy=9 idle=0 vmm=8 proxy=0 adb_server=1
 ";
 
     #[test]
@@ -208,11 +256,17 @@ noise
         let p = parse(OUTPUT);
         assert_eq!(p.adb.len(), 2);
         assert_eq!(p.raw.get(&2), Some(&5.0));
+        assert_eq!(
+            p.cpu.get("adb_1").map(String::as_str),
+            Some("busy=9 idle=0 vmm=8 proxy=0 adb_server=1")
+        );
         let v = summarize(&p, 2).unwrap();
         assert_eq!((v.adb.median, v.raw.median), (4.05, 4.5));
         assert!((v.ratio_of_medians - 0.9).abs() < 1e-9);
         // Rounds 3.6/4.0 and 4.5/5.0: both 0.9.
         assert!((v.paired_ratio.median - 0.9).abs() < 1e-9 && v.pass);
+        // 3.8/4.0 and 5.0/5.0.
+        assert!((v.null_paired_ratio.median - 0.975).abs() < 1e-9);
         let mut slow = p;
         slow.adb.insert(2, 2.0);
         assert!(!summarize(&slow, 2).unwrap().pass);
@@ -223,7 +277,9 @@ noise
         let p = parse(OUTPUT);
         let e = summarize(&p, 3).unwrap_err().to_string();
         assert!(e.contains("adb push: 2 of 3"), "{e}");
-        let p = parse("@@vmstack:adb_1_error=adb: error: failed\n@@vmstack:raw_1_mibps=4\n");
+        let p = parse(
+            "@@vmstack:adb_1_error=adb: error: failed\n@@vmstack:raw_1_mibps=4\n@@vmstack:null_1_mibps=4\n",
+        );
         let e = summarize(&p, 1).unwrap_err().to_string();
         assert!(e.contains("adb round 1: adb: error: failed"), "{e}");
     }

@@ -12,22 +12,37 @@
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use adbd::packet::{Header, Packet, HEADER_LEN};
+use adbd::packet::{Header, Packet, HEADER_LEN, MAX_PAYLOAD};
 use adbd::service::Service;
 use adbd::session::{Inbound, Session, WriteError};
 use tracing::{debug, info, warn};
 
 /// How long a client may take to send its `CNXN`.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Payload buffers a connection keeps for reuse once a service is done
+/// with them.
+const SPARE_BUFFERS: usize = 2;
+/// Payloads from this size on are read into a reused buffer (smaller ones
+/// come from malloc's heap, which reuses memory by itself).
+const REUSE_FROM: usize = 64 * 1024;
+/// Largest buffer kept for reuse (a decoder that appended to a payload
+/// may have grown it; such a rare one is freed).
+const REUSE_MAX_CAPACITY: usize = MAX_PAYLOAD as usize + 64 * 1024;
 
 /// One client connection.
 pub struct Conn {
     session: Mutex<Session>,
     changed: Condvar,
     writer: Mutex<File>,
+    /// Payload buffers given back by services ([`StreamIo::recycle`]): a
+    /// push reads its 1 MiB `WRTE`s into the same memory again instead of
+    /// a fresh allocation each (which musl maps and unmaps, so every one
+    /// cost the guest 256 page faults, zeroing and a TLB shootdown).
+    spare: Mutex<Vec<Vec<u8>>>,
 }
 
 impl Conn {
@@ -37,6 +52,20 @@ impl Conn {
 
     fn wait<'a>(&self, guard: MutexGuard<'a, Session>) -> MutexGuard<'a, Session> {
         self.changed.wait(guard).unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A buffer for a payload of `len` bytes (its content is overwritten).
+    fn payload_buffer(&self, len: usize) -> Vec<u8> {
+        let mut buf = if len >= REUSE_FROM {
+            let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
+            spare.pop().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        // A reused buffer keeps its initialised bytes: only a longer
+        // payload's tail is zeroed.
+        buf.resize(len, 0);
+        buf
     }
 
     /// Writes `packets` in order (header and payload of each in one go).
@@ -53,12 +82,35 @@ impl Conn {
 pub struct StreamIo {
     conn: Arc<Conn>,
     local: u32,
+    inbound: InboundStats,
+}
+
+/// What a stream received, for the log line at its close (the sizes of a
+/// push's `WRTE`s and how long its service waited for them).
+#[derive(Default)]
+struct InboundStats {
+    packets: AtomicU64,
+    bytes: AtomicU64,
+    largest: AtomicU64,
+    waited_ns: AtomicU64,
+}
+
+impl InboundStats {
+    fn record(&self, len: usize, waited: Duration) {
+        let len = len as u64;
+        self.packets.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(len, Ordering::Relaxed);
+        self.largest.fetch_max(len, Ordering::Relaxed);
+        let ns = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
+        self.waited_ns.fetch_add(ns, Ordering::Relaxed);
+    }
 }
 
 impl StreamIo {
     /// The next data the client wrote (the `OKAY` for it is sent now);
     /// `None` once the stream or connection is closed.
     pub fn recv(&self) -> Option<Vec<u8>> {
+        let start = Instant::now();
         let mut s = self.conn.lock();
         loop {
             match s.take_inbound(self.local) {
@@ -68,6 +120,7 @@ impl StreamIo {
                         // A failed write ends the connection; the reader sees it.
                         let _ = self.conn.send(&[okay]);
                     }
+                    self.inbound.record(data.len(), start.elapsed());
                     return Some(data);
                 }
                 Inbound::Empty => s = self.conn.wait(s),
@@ -100,6 +153,18 @@ impl StreamIo {
         Ok(())
     }
 
+    /// Gives a buffer from [`Self::recv`] back for the connection's next
+    /// payloads (kept only up to a bound).
+    pub fn recycle(&self, buf: Vec<u8>) {
+        if buf.capacity() < REUSE_FROM || buf.capacity() > REUSE_MAX_CAPACITY {
+            return;
+        }
+        let mut spare = self.conn.spare.lock().unwrap_or_else(|p| p.into_inner());
+        if spare.len() < SPARE_BUFFERS {
+            spare.push(buf);
+        }
+    }
+
     /// Closes the stream (a `CLSE` unless the client closed it first);
     /// idempotent.
     pub fn close(&self) {
@@ -114,6 +179,17 @@ impl StreamIo {
 impl Drop for StreamIo {
     fn drop(&mut self) {
         self.close();
+        let st = &self.inbound;
+        let packets = st.packets.load(Ordering::Relaxed);
+        if packets > 0 {
+            info!(
+                "stream {}: {} bytes in {packets} WRTEs (largest {}), {:.2} s waiting for them",
+                self.local,
+                st.bytes.load(Ordering::Relaxed),
+                st.largest.load(Ordering::Relaxed),
+                st.waited_ns.load(Ordering::Relaxed) as f64 / 1e9
+            );
+        }
     }
 }
 
@@ -151,6 +227,7 @@ pub fn serve(socket: OwnedFd, banner: &str, start: &dyn Fn(Service, StreamIo)) {
         session: Mutex::new(Session::new(banner)),
         changed: Condvar::new(),
         writer: Mutex::new(writer),
+        spare: Mutex::new(Vec::new()),
     });
     let end = read_loop(&conn, reader, start);
     info!("connection closed: {end}");
@@ -188,7 +265,7 @@ fn read_loop(conn: &Arc<Conn>, mut reader: File, start: &dyn Fn(Service, StreamI
             Ok(h) => h,
             Err(e) => return format!("malformed packet: {e}"),
         };
-        let mut payload = vec![0u8; header.data_length as usize];
+        let mut payload = conn.payload_buffer(header.data_length as usize);
         if let Err(e) = reader.read_exact(&mut payload) {
             return format!("payload read failed: {e}");
         }
@@ -224,6 +301,7 @@ fn read_loop(conn: &Arc<Conn>, mut reader: File, start: &dyn Fn(Service, StreamI
                 StreamIo {
                     conn: Arc::clone(conn),
                     local,
+                    inbound: InboundStats::default(),
                 },
             );
         }
@@ -305,6 +383,39 @@ mod tests {
         c.send(Command::Clse, 5, local, b"");
         drop(c);
         t.join().unwrap();
+    }
+
+    #[test]
+    fn payload_buffers_are_reused_within_bounds() {
+        let (_a, b) = UnixStream::pair().unwrap();
+        let conn = Arc::new(Conn {
+            session: Mutex::new(Session::new("device::")),
+            changed: Condvar::new(),
+            writer: Mutex::new(File::from(OwnedFd::from(b))),
+            spare: Mutex::new(Vec::new()),
+        });
+        let io = StreamIo {
+            conn: Arc::clone(&conn),
+            local: 1,
+            inbound: InboundStats::default(),
+        };
+        let big = vec![7u8; MAX_PAYLOAD as usize];
+        let at = big.as_ptr();
+        io.recycle(big);
+        io.recycle(vec![0u8; 4 * MAX_PAYLOAD as usize]);
+        io.recycle(vec![0u8; 100]);
+        assert_eq!(
+            conn.spare.lock().unwrap().len(),
+            1,
+            "only the 1 MiB one kept"
+        );
+        io.recycle(vec![0u8; REUSE_FROM]);
+        io.recycle(vec![0u8; REUSE_FROM]);
+        assert_eq!(conn.spare.lock().unwrap().len(), SPARE_BUFFERS);
+        assert_eq!(conn.payload_buffer(10).len(), 10, "small payloads: fresh");
+        let _ = conn.payload_buffer(REUSE_FROM);
+        let reused = conn.payload_buffer(REUSE_FROM + 5);
+        assert_eq!((reused.as_ptr(), reused.len()), (at, REUSE_FROM + 5));
     }
 
     #[test]

@@ -13,10 +13,10 @@ use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use adbd::sync_protocol::{self as sp, Decoder, Request};
-use tracing::{debug, warn};
+use adbd::sync_protocol::{self as sp, Decoder, Request, SendPiece};
+use tracing::{info, warn};
 
 use crate::conn::StreamIo;
 
@@ -63,7 +63,8 @@ impl Sync {
                 Err(e) => return Err(Stop::Protocol(e.to_string())),
             }
             let data = self.io.recv().ok_or(Stop::Closed)?;
-            self.decoder.push(&data);
+            let done = self.decoder.push_owned(data);
+            self.io.recycle(done);
         }
     }
 
@@ -174,32 +175,48 @@ fn receive(s: &mut Sync, path_bytes: &[u8], mode: u32) -> Result<(), Stop> {
     let mut sink = open_sink(path, mode);
     // Only a file this SEND created (truncated) is removed on failure.
     let created = matches!(sink, Ok(Sink::File(_)));
+    let (start, mut writing, mut bytes) = (Instant::now(), Duration::ZERO, 0u64);
     let mtime = loop {
-        match s.next()? {
-            Request::Data(chunk) => {
-                let failed = match &mut sink {
-                    Ok(Sink::File(f)) => f
-                        .write_all(&chunk)
-                        .err()
-                        .map(|e| format!("write failed: {}", describe(&e))),
-                    Ok(Sink::Link(target)) if target.len() + chunk.len() <= MAX_LINK_TARGET => {
-                        target.extend_from_slice(&chunk);
-                        None
-                    }
-                    Ok(Sink::Link(_)) => Some("symlink target too long".to_string()),
-                    Err(_) => None,
-                };
-                if let Some(e) = failed {
-                    sink = Err(e);
-                }
+        // The file data is written from the WRTE payloads in place.
+        let chunk = match s.decoder.next_send_piece() {
+            Ok(Some(SendPiece::Data(chunk))) => chunk,
+            Ok(Some(SendPiece::Done(mtime))) => break mtime,
+            Ok(None) => {
+                let data = s.io.recv().ok_or(Stop::Closed)?;
+                let done = s.decoder.push_owned(data);
+                s.io.recycle(done);
+                continue;
             }
-            Request::Done(mtime) => break mtime,
-            other => {
+            Ok(Some(SendPiece::Other(other))) => {
                 if created {
                     let _ = fs::remove_file(path);
                 }
                 return Err(Stop::Protocol(format!("{other:?} inside a SEND")));
             }
+            Err(e) => {
+                if created {
+                    let _ = fs::remove_file(path);
+                }
+                return Err(Stop::Protocol(e.to_string()));
+            }
+        };
+        let failed = match &mut sink {
+            Ok(Sink::File(f)) => {
+                let t = Instant::now();
+                let r = f.write_all(chunk);
+                writing += t.elapsed();
+                bytes += chunk.len() as u64;
+                r.err().map(|e| format!("write failed: {}", describe(&e)))
+            }
+            Ok(Sink::Link(target)) if target.len() + chunk.len() <= MAX_LINK_TARGET => {
+                target.extend_from_slice(chunk);
+                None
+            }
+            Ok(Sink::Link(_)) => Some("symlink target too long".to_string()),
+            Err(_) => None,
+        };
+        if let Some(e) = failed {
+            sink = Err(e);
         }
     };
     let result = sink.and_then(|sink| match sink {
@@ -211,13 +228,21 @@ fn receive(s: &mut Sync, path_bytes: &[u8], mode: u32) -> Result<(), Stop> {
         }
         Sink::Link(target) => {
             let _ = fs::remove_file(path);
-            std::os::unix::fs::symlink(OsStr::from_bytes(&target), path)
+            // The client sends the target NUL-terminated (AOSP's adbd reads
+            // it as a C string).
+            let end = target.iter().position(|&b| b == 0).unwrap_or(target.len());
+            std::os::unix::fs::symlink(OsStr::from_bytes(&target[..end]), path)
                 .map_err(|e| format!("couldn't create symlink: {}", describe(&e)))
         }
     });
     match result {
         Ok(()) => {
-            debug!("sync: received {}", path.display());
+            info!(
+                "sync: received {} ({bytes} bytes) in {:.2} s, {:.2} s of it writing",
+                path.display(),
+                start.elapsed().as_secs_f64(),
+                writing.as_secs_f64()
+            );
             sp::okay(&mut s.out);
         }
         Err(e) => {

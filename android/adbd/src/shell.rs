@@ -158,9 +158,11 @@ fn pump_input(io: &StreamIo, framing: Framing, mut input: Option<File>, pty: Opt
     while let Some(data) = io.recv() {
         if framing == Framing::Raw {
             write_input(&mut input, &data);
+            io.recycle(data);
             continue;
         }
         decoder.push(&data);
+        io.recycle(data);
         loop {
             match decoder.next_packet() {
                 Ok(Some(ClientPacket::Stdin(bytes))) => write_input(&mut input, &bytes),

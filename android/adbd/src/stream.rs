@@ -34,9 +34,31 @@ impl StreamBuffer {
         &self.buf[self.start..]
     }
 
+    /// Appends stream bytes given by value: when nothing is held (the
+    /// usual case between a push's `WRTE`s) they become the buffer without
+    /// a copy. Returns the buffer no longer needed (the old one, or `data`
+    /// after its bytes were copied), for reuse.
+    pub(crate) fn push_owned(&mut self, data: Vec<u8>) -> Vec<u8> {
+        if self.buffered() == 0 {
+            self.start = 0;
+            std::mem::replace(&mut self.buf, data)
+        } else {
+            self.push(&data);
+            data
+        }
+    }
+
     /// Marks the first `n` bytes of [`Self::rest`] consumed (at most all).
     pub(crate) fn consume(&mut self, n: usize) {
         self.start = (self.start + n).min(self.buf.len());
+    }
+
+    /// Consumes the first `n` bytes of [`Self::rest`] (at most all) and
+    /// returns them.
+    pub(crate) fn take(&mut self, n: usize) -> &[u8] {
+        let from = self.start;
+        self.consume(n);
+        &self.buf[from..self.start]
     }
 
     /// Bytes held (not consumed yet).
@@ -59,6 +81,9 @@ pub enum SyncProtocol {}
 #[derive(Debug)]
 pub struct Decoder<P> {
     pub(crate) stream: StreamBuffer,
+    /// Bytes of the current message's body still to come as pieces (the
+    /// sync decoder's streamed `DATA`, `sync_protocol::Decoder::next_send_piece`).
+    pub(crate) body_left: usize,
     protocol: PhantomData<P>,
 }
 
@@ -66,6 +91,7 @@ impl<P> Default for Decoder<P> {
     fn default() -> Self {
         Self {
             stream: StreamBuffer::default(),
+            body_left: 0,
             protocol: PhantomData,
         }
     }
@@ -81,6 +107,12 @@ impl<P> Decoder<P> {
     /// pushing more.
     pub fn push(&mut self, data: &[u8]) {
         self.stream.push(data);
+    }
+
+    /// [`Self::push`] by value: no copy when nothing is held. Returns a
+    /// buffer the decoder no longer needs (for reuse).
+    pub fn push_owned(&mut self, data: Vec<u8>) -> Vec<u8> {
+        self.stream.push_owned(data)
     }
 
     /// Bytes held (for the bound checks of the tests and the fuzz targets).
@@ -125,5 +157,17 @@ mod tests {
         assert_eq!(s.header(4), None);
         s.consume(10);
         assert_eq!(s.buffered(), 0);
+    }
+
+    #[test]
+    fn owned_pushes_are_kept_or_appended() {
+        let mut s = StreamBuffer::default();
+        assert!(s.push_owned(b"abc".to_vec()).is_empty());
+        assert_eq!(s.take(2), b"ab");
+        assert_eq!(s.push_owned(b"de".to_vec()), b"de", "copied, given back");
+        assert_eq!(s.rest(), b"cde");
+        assert_eq!(s.take(9), b"cde");
+        assert_eq!(s.push_owned(b"f".to_vec()), b"cde", "the old buffer back");
+        assert_eq!((s.rest(), s.buf.len()), (&b"f"[..], 1));
     }
 }

@@ -109,9 +109,66 @@ pub fn split_path_mode(arg: &[u8]) -> (Vec<u8>, u32) {
 /// ([`HEADER_LEN`] + [`MAX_DATA`] bytes) plus one pushed chunk.
 pub type Decoder = crate::stream::Decoder<crate::stream::SyncProtocol>;
 
+/// What comes next inside a `SEND` ([`Decoder::next_send_piece`]).
+#[derive(Debug, PartialEq, Eq)]
+pub enum SendPiece<'a> {
+    /// Bytes of a `DATA` chunk's body, as many as have arrived (a chunk
+    /// split across pushes comes in several pieces).
+    Data(&'a [u8]),
+    /// `DONE mtime`: the file is complete.
+    Done(u32),
+    /// Any other request: a protocol error inside a `SEND`.
+    Other(Request),
+}
+
 impl Decoder {
+    /// Inside a `SEND`: the next piece of file data, straight from the
+    /// pushed bytes (no copy: a push writes the client's `WRTE` payloads
+    /// to the file in place), or the request that ends the data;
+    /// `Ok(None)` if more bytes are needed. A `DATA` header's length is
+    /// checked against [`MAX_DATA`] as in [`Self::next_request`].
+    pub fn next_send_piece(&mut self) -> Result<Option<SendPiece<'_>>, SyncProtocolError> {
+        if self.body_left == 0 {
+            let Some((head, _)) = self.stream.header(HEADER_LEN) else {
+                return Ok(None);
+            };
+            let id = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+            let arg = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+            match id {
+                ID_DATA if arg as usize > MAX_DATA => {
+                    return Err(SyncProtocolError::DataTooLong(arg))
+                }
+                ID_DATA => {
+                    self.stream.consume(HEADER_LEN);
+                    self.body_left = arg as usize;
+                }
+                ID_DONE => {
+                    self.stream.consume(HEADER_LEN);
+                    return Ok(Some(SendPiece::Done(arg)));
+                }
+                _ => return Ok(self.next_request()?.map(SendPiece::Other)),
+            }
+        }
+        let n = self.body_left.min(self.stream.buffered());
+        if n == 0 && self.body_left > 0 {
+            return Ok(None);
+        }
+        self.body_left -= n;
+        Ok(Some(SendPiece::Data(self.stream.take(n))))
+    }
+
     /// The next complete request, `Ok(None)` if more bytes are needed.
+    /// Inside a `DATA` body begun by [`Self::next_send_piece`], the rest
+    /// of that body that has arrived, as `Data`.
     pub fn next_request(&mut self) -> Result<Option<Request>, SyncProtocolError> {
+        if self.body_left > 0 {
+            let n = self.body_left.min(self.stream.buffered());
+            if n == 0 {
+                return Ok(None);
+            }
+            self.body_left -= n;
+            return Ok(Some(Request::Data(self.stream.take(n).to_vec())));
+        }
         let Some((head, rest)) = self.stream.header(HEADER_LEN) else {
             return Ok(None);
         };
@@ -247,6 +304,75 @@ mod tests {
             ]
         );
         assert_eq!(left, 0);
+    }
+
+    /// The pieces of a `SEND` decoded from `wire` pushed in `chunk`-byte
+    /// pieces: the file bytes, the `DONE` mtime, any other request.
+    fn send_pieces(wire: &[u8], chunk: usize) -> (Vec<u8>, Option<u32>, Vec<Request>) {
+        let (mut data, mut done, mut other) = (Vec::new(), None, Vec::new());
+        let mut d = Decoder::new();
+        for c in wire.chunks(chunk) {
+            d.push_owned(c.to_vec());
+            while let Some(p) = d.next_send_piece().unwrap() {
+                match p {
+                    SendPiece::Data(b) => data.extend_from_slice(b),
+                    SendPiece::Done(m) => done = Some(m),
+                    SendPiece::Other(r) => other.push(r),
+                }
+            }
+            assert!(d.buffered() < HEADER_LEN + MAX_PATH + chunk);
+        }
+        (data, done, other)
+    }
+
+    #[test]
+    fn send_data_streams_in_pieces_at_any_split() {
+        let file: Vec<u8> = (0..200_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+        let mut wire = Vec::new();
+        for c in file.chunks(MAX_DATA) {
+            wire.extend(req(b"DATA", c.len() as u32, c));
+        }
+        wire.extend(req(b"DATA", 0, b""));
+        wire.extend(req(b"DONE", 77, b""));
+        wire.extend(req(b"QUIT", 0, b""));
+        for chunk in [1, 3, 8, 4096, 65_544, 65_545, 1 << 20] {
+            let (data, done, other) = send_pieces(&wire, chunk);
+            assert!(data == file, "chunk {chunk}: the file bytes in order");
+            assert_eq!(
+                (done, other),
+                (Some(77), vec![Request::Quit]),
+                "chunk {chunk}"
+            );
+        }
+        // After a piece, next_request yields the rest of that body as Data.
+        let mut d = Decoder::new();
+        d.push(&req(b"DATA", 4, b"ab"));
+        assert_eq!(d.next_send_piece(), Ok(Some(SendPiece::Data(b"ab"))));
+        d.push(b"cd");
+        assert_eq!(d.next_request(), Ok(Some(Request::Data(b"cd".to_vec()))));
+        assert_eq!(d.next_request(), Ok(None));
+    }
+
+    #[test]
+    fn send_pieces_check_bounds_and_pass_other_requests() {
+        let mut d = Decoder::new();
+        d.push(&req(b"DATA", MAX_DATA as u32 + 1, b""));
+        assert_eq!(
+            d.next_send_piece(),
+            Err(SyncProtocolError::DataTooLong(MAX_DATA as u32 + 1))
+        );
+        let mut d = Decoder::new();
+        d.push(&req(b"STAT", 2, b"/d"));
+        assert_eq!(
+            d.next_send_piece(),
+            Ok(Some(SendPiece::Other(Request::Stat(b"/d".to_vec()))))
+        );
+        let mut d = Decoder::new();
+        d.push(&req(b"XXXX", 0, b""));
+        assert_eq!(
+            d.next_send_piece(),
+            Err(SyncProtocolError::UnknownId(*b"XXXX"))
+        );
     }
 
     #[test]

@@ -4,7 +4,13 @@
 # --raw` through the VMM's hybrid vsock socket to a guest `recv`) and an
 # `adb push` of a MIB MiB file (adb client -> adb server -> vmm adb-proxy
 # -> hybrid vsock -> guest adbd -> the guest's rootfs), alternately, in the
-# same guest. Results are markers: raw_<r>_mibps, adb_<r>_mibps.
+# same guest; then, to tell the transport from the guest's file writes, the
+# same push to the guest's /dev/null. Results are markers: raw_<r>_mibps,
+# adb_<r>_mibps, null_<r>_mibps, and
+# where the test host's one CPU went during each step: raw_<r>_cpu,
+# adb_<r>_cpu (clock ticks: busy and idle of the whole test host, the
+# VMM's process with its vCPU threads, the proxy, the adb server; the
+# rest of busy is the clients, kernel threads and interrupts).
 #
 # Kernel command line: bench.rounds=R bench.mib=MIB.
 . /lib/vmstack.sh
@@ -15,6 +21,19 @@ S=/tmp/bench-adb.sock
 C=/tmp/bench-adb-ctl.sock
 T=/tmp/bench-adb
 mkdir -p $T
+# pid_ticks PID: utime + stime of PID (0 if gone).
+pid_ticks() {
+    awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+# cpu_snapshot: busy idle vmm proxy server (ticks so far).
+cpu_snapshot() {
+    set -- $(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6 }' /proc/stat)
+    echo "$1 $2 $(pid_ticks "$vmm_pid") $(pid_ticks "$ADB_PROXY_PID") $(pid_ticks "$(pidof adb | awk '{ print $NF }')")"
+}
+# cpu_delta BEFORE AFTER: the ticks between two snapshots as key=value.
+cpu_delta() {
+    echo "$1 $2" | awk '{ printf "busy=%d idle=%d vmm=%d proxy=%d adb_server=%d\n", $6 - $1, $7 - $2, $8 - $3, $9 - $4, $10 - $5 }'
+}
 run_vmm vmm --cpus 2 --mem 512 --socket $C --vsock cid=3,socket=$S \
     --initrd /guest/initramfs.cpio.gz \
     --params "console=ttyS0 guest.scenario=adbd adb.raw_rounds=$ROUNDS" /guest/vmlinuz &
@@ -26,16 +45,23 @@ if ! adb_up $S; then
     exit 1
 fi
 D=$ADB_SERIAL
+for p in $(pidof vmm); do
+    [ "$p" != "$ADB_PROXY_PID" ] && grep -q 'run' "/proc/$p/cmdline" 2>/dev/null && vmm_pid=$p
+done
 mark adb_up ok
 mark bench_mib "$MIB"
 mark bench_rounds "$ROUNDS"
 head -c $((MIB * 1024 * 1024)) /dev/urandom > $T/file
 for r in $(seq "$ROUNDS"); do
+    c0=$(cpu_snapshot)
     timeout 300 vsock-test connect-unix $S 6000 send "$MIB" --raw --retry 60 --tag "raw_$r" 2>&1 |
         mark_kv
+    c1=$(cpu_snapshot)
+    mark "raw_${r}_cpu" "$(cpu_delta "$c0" "$c1")"
     t0=$(uptime_s)
     if timeout 300 adb -s $D push $T/file /data/bench-adb > $T/push 2>&1; then
         secs=$(elapsed_s "$t0")
+        mark "adb_${r}_cpu" "$(cpu_delta "$c1" "$(cpu_snapshot)")"
         mark "adb_${r}_secs" "$secs"
         mark "adb_${r}_mibps" "$(awk -v m="$MIB" -v s="$secs" 'BEGIN { printf "%.2f\n", m / s }')"
     else
@@ -43,6 +69,15 @@ for r in $(seq "$ROUNDS"); do
     fi
     mark "adb_${r}_client" "$(tail -n 1 $T/push)"
     adb -s $D shell rm -f /data/bench-adb
+    c2=$(cpu_snapshot)
+    t0=$(uptime_s)
+    if timeout 300 adb -s $D push $T/file /dev/null > $T/push 2>&1; then
+        secs=$(elapsed_s "$t0")
+        mark "null_${r}_cpu" "$(cpu_delta "$c2" "$(cpu_snapshot)")"
+        mark "null_${r}_mibps" "$(awk -v m="$MIB" -v s="$secs" 'BEGIN { printf "%.2f\n", m / s }')"
+    else
+        mark "null_${r}_error" "$(tail -n 1 $T/push)"
+    fi
 done
 vmm stop $C >/dev/null
 wait $vmm

@@ -12,6 +12,11 @@ use crate::scenario::{Section, SharedRun};
 /// The scenarios of one shared test host boot.
 pub const SCENARIOS: &[&str] = &["adb"];
 
+/// The scenario (a boot, 64 MiB push and pull, a reboot) takes about 80 s
+/// in an idle test host and over 130 s on a loaded machine (the guest's
+/// boot alone 2× slower); the default 120 s left too little room.
+pub const SCENARIO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// The device as the client names it.
 const SERIAL: &str = "127.0.0.1:6520";
 /// Bytes pushed and pulled.
