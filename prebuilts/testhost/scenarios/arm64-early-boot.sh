@@ -82,13 +82,13 @@ for mem in $mems; do
         # test host's /proc/kallsyms (offsets from its `_text`; 36 low bits,
         # exact in awk's doubles).
         sed -n "s/^@@EARLYSYSPC $mem //p" /tmp/early-$mem.out > /tmp/early-pcs-$mem
-        awk -v mem="$mem" -v gtext="$gtext" '
+        [ -s /tmp/early-pcs-$mem ] && awk -v mem="$mem" -v gtext="$gtext" '
             function rel(a,   i, n, c) {
                 a = substr(a, length(a) - 8); n = 0
                 for (i = 1; i <= 9; i++) { c = index("0123456789abcdef", substr(a, i, 1)) - 1; n = n * 16 + c }
                 return n
             }
-            FNR == NR { want[$1] = $2; next }
+            FILENAME == ARGV[1] { want[$1] = $2; next }
             $2 !~ /^[tT]$/ { next }
             $3 == "_text" { base = rel($1) }
             { addr[++n] = $1; name[n] = $3 }
