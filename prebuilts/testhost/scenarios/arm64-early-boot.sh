@@ -13,14 +13,17 @@
 # clock of /proc/uptime) are summed per second as
 #   @@EARLYTRACE <mem> <second> exits=<n> faults=<n> mmio=<n>
 # per exit class as @@EARLYEXIT <mem> <class> <n>, and the trapped system
-# register accesses (kvm_sys_access) seen at least 100 times as
+# register accesses (kvm_sys_access) seen at least early.min (100) times as
 # @@EARLYSYSREG <mem> <register and access> <n>, the guest PCs of those
-# traps (kvm_exit SYS64) as @@EARLYSYSPC <mem> <pc> <n>. early.params:
+# traps (kvm_exit SYS64) as @@EARLYSYSPC <mem> <pc> <n>, the last 40 exits
+# and trapped accesses as @@EARLYLAST <mem> <trace line>. early.params:
 # more guest command line words, comma-separated (default nokaslr: the PCs
 # then match the guest kernel's System.map).
 . /lib/vmstack.sh
 mems=$(cmdline_arg early.mems 256 | tr "," " ")
 trace=$(cmdline_arg early.trace 1)
+# Trapped registers and PCs are listed from this many traps on.
+min=$(cmdline_arg early.min 100)
 extra=$(cmdline_arg early.params nokaslr | tr "," " ")
 # The guest kernel's `_text` without KASLR (arm64 KIMAGE_VADDR, 48-bit
 # minimum VA): the base of the PCs printed below.
@@ -54,7 +57,7 @@ for mem in $mems; do
     echo "@@EARLY $mem $(cut -d' ' -f1 /proc/uptime) exit"
     if [ "$trace" = 1 ]; then
         echo 0 > $T/tracing_on
-        awk -v mem="$mem" '
+        awk -v mem="$mem" -v min="$min" '
             /kvm_sys_access:/ {
                 r = $0; sub(/.*kvm_sys_access: PC: [0-9a-fx]+ /, "", r); reg[r]++
             }
@@ -74,8 +77,8 @@ for mem in $mems; do
                 for (s = lo; s <= hi; s++)
                     printf "@@EARLYTRACE %s %d exits=%d faults=%d mmio=%d\n", mem, s, ex[s], fa[s], mm[s]
                 for (c in cls) printf "@@EARLYEXIT %s %s %d\n", mem, c, cls[c]
-                for (p in pc) if (pc[p] >= 100) printf "@@EARLYSYSPC %s %s %d\n", mem, p, pc[p]
-                for (r in reg) if (reg[r] >= 100) printf "@@EARLYSYSREG %s %s %d\n", mem, r, reg[r]
+                for (p in pc) if (pc[p] >= min) printf "@@EARLYSYSPC %s %s %d\n", mem, p, pc[p]
+                for (r in reg) if (reg[r] >= min) printf "@@EARLYSYSREG %s %s %d\n", mem, r, reg[r]
             }' $T/trace | tee /tmp/early-$mem.out
         # The guest PCs as symbol+offset: the test host runs the same kernel,
         # so an offset from the guest's `_text` names the same code in the
@@ -101,6 +104,8 @@ for mem in $mems; do
                     printf "@@EARLYSYM %s %s %s+0x%x %d\n", mem, p, best, o - bo, want[p]
                 }
             }' /tmp/early-pcs-$mem /proc/kallsyms
+        # The last exits of the boot (what ended it, e.g. a guest panic).
+        grep -E "kvm_exit:|kvm_sys_access:" $T/trace | tail -n 40 | sed "s/^/@@EARLYLAST $mem /"
         cat $T/per_cpu/cpu*/stats 2>/dev/null | grep -E "overrun|entries" | sed "s/^/@@EARLYSTATS $mem /"
     fi
 done
