@@ -18,7 +18,8 @@
 # traps (kvm_exit SYS64) as @@EARLYSYSPC <mem> <pc> <n>, the last 40 exits
 # and trapped accesses as @@EARLYLAST <mem> <trace line>. early.params:
 # more guest command line words, comma-separated (default nokaslr: the PCs
-# then match the guest kernel's System.map).
+# are then fixed offsets from `_text`, named as @@EARLYSYM <mem> <pc>
+# <symbol+offset> <n> from the test host's /proc/kallsyms, the same kernel).
 . /lib/vmstack.sh
 mems=$(cmdline_arg early.mems 256 | tr "," " ")
 trace=$(cmdline_arg early.trace 1)
