@@ -427,9 +427,11 @@ impl Daemon {
 
     /// The journal: one line per input, one indented line per output. A
     /// record about a guest (its requests, reports, VM starts and exits:
-    /// a rebooting guest makes them) is within that guest's log budget.
+    /// a rebooting guest makes them) is within that guest's log budget,
+    /// unless one of its outputs reaches beyond that guest (an MCU
+    /// command, another guest's VM or handshake): those are always shown.
     fn print_record(&mut self, r: &LogRecord) {
-        let note = match r.input.guest().and_then(|g| self.idx(g)) {
+        let note = match crate::guest_log::budget_of(r).and_then(|g| self.idx(g)) {
             Some(i) => match self.links[i].lines.admit() {
                 Some(n) => crate::guest_log::suppressed_note(n),
                 None => return,

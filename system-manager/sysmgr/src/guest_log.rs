@@ -11,8 +11,11 @@
 //! (`[N similar lines suppressed]`). One guest's flood does not silence
 //! another guest's lines.
 //!
-//! Worst case a guest adds `GUEST_BURST` lines plus one line (or one
-//! journal record) per `GUEST_REFILL`: 1,800 an hour.
+//! The daemon keeps one budget per guest in its core loop, and the
+//! guest's VHAL and VMM tasks one each: worst case a guest adds three
+//! times `GUEST_BURST` lines plus three per `GUEST_REFILL` (5,400 an
+//! hour), each an input line with its outputs. A record whose outputs
+//! reach beyond the guest is not budgeted ([`budget_of`]).
 
 use std::time::{Duration, Instant};
 
@@ -52,6 +55,23 @@ pub fn suppressed_note(suppressed: u64) -> String {
     }
 }
 
+/// The guest whose log budget a decision record's journal lines count
+/// against: the guest its input names, unless one of its outputs reaches
+/// beyond that guest (an MCU command, another guest's VM or handshake);
+/// such a record is always shown.
+pub fn budget_of(record: &system_manager::LogRecord) -> Option<&str> {
+    let guest = record.input.guest()?;
+    record
+        .outputs
+        .iter()
+        .all(|o| {
+            o.is_log_only()
+                || matches!(o, system_manager::Output::SetTimer { .. })
+                || o.guest() == Some(guest)
+        })
+        .then_some(guest)
+}
+
 /// Logs at `level` (`info`, `warn`, ...: a `tracing` macro name) a line
 /// guest `lines` (a [`GuestLines`]) caused, if its budget admits it;
 /// nothing is formatted otherwise.
@@ -71,6 +91,36 @@ macro_rules! guest_line {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use system_manager::{Input, LogRecord, Millis, Output, SystemState};
+
+    fn record(input: Input, outputs: Vec<Output>) -> LogRecord {
+        LogRecord {
+            seq: 1,
+            at: Millis(0),
+            input,
+            outputs,
+            system: SystemState::On,
+        }
+    }
+
+    #[test]
+    fn a_record_reaching_beyond_its_guest_is_not_budgeted() {
+        let exited = Input::VmExited {
+            guest: "android".into(),
+            reason: system_manager::VmExitReason::Poweroff,
+        };
+        let start = |g: &str| Output::StartVm {
+            guest: g.into(),
+            reason: "r".into(),
+        };
+        let own = record(exited.clone(), vec![start("android")]);
+        assert_eq!(budget_of(&own), Some("android"));
+        let other = record(exited.clone(), vec![start("cluster")]);
+        assert_eq!(budget_of(&other), None);
+        let mcu = record(exited, vec![Output::SystemOn { reason: "r".into() }]);
+        assert_eq!(budget_of(&mcu), None);
+        assert_eq!(budget_of(&record(Input::IgnitionOn, vec![])), None);
+    }
 
     #[test]
     fn a_guest_gets_its_burst_then_one_line_per_refill() {
