@@ -3,8 +3,9 @@
 //! adbd writing to its rootfs) next to a raw vsock stream of the same
 //! size into the same guest (`vsock-test --raw`), N rounds in one test
 //! host run (scenario `bench-adb`, the guest's `adbd` scenario). Each
-//! round also pushes the file to the guest's `/dev/null` (informational:
-//! the path without the guest's file writes) and records the test host's
+//! round also pushes the file to the guest's `/dev/null` (the path
+//! without the guest's file writes: no target, but required like the
+//! others) and records the test host's
 //! CPU ticks per step (where the time goes; the test host has one CPU).
 //!
 //! Prints the medians, the ratio of the medians and the median of the
@@ -47,7 +48,7 @@ pub struct Parsed {
     /// Raw vsock stream MiB/s by round.
     pub raw: BTreeMap<u32, f64>,
     /// `adb push` to the guest's `/dev/null` MiB/s by round (the path
-    /// without the guest's file writes; informational).
+    /// without the guest's file writes; no target).
     pub null: BTreeMap<u32, f64>,
     /// Failed transfers (`<path>_<round>_error` markers).
     pub errors: Vec<String>,
@@ -215,7 +216,7 @@ pub fn adb(rounds: u32) -> Result<()> {
         v.ratio_of_medians
     );
     println!(
-        "  without the guest's file writes (push to /dev/null, informational): {:.2} [{:.2}..{:.2}] MiB/s, /dev/null/raw per round median {:.3} [{:.3}..{:.3}]",
+        "  without the guest's file writes (push to /dev/null, no target): {:.2} [{:.2}..{:.2}] MiB/s, /dev/null/raw per round median {:.3} [{:.3}..{:.3}]",
         v.null.median,
         v.null.min,
         v.null.max,

@@ -173,8 +173,12 @@ fn open_sink(path: &Path, mode: u32) -> Result<Sink, String> {
 fn receive(s: &mut Sync, path_bytes: &[u8], mode: u32) -> Result<(), Stop> {
     let path = path_of(path_bytes);
     let mut sink = open_sink(path, mode);
-    // Only a file this SEND created (truncated) is removed on failure.
-    let created = matches!(sink, Ok(Sink::File(_)));
+    // Only a regular file this SEND created (truncated) is removed on
+    // failure, never a device node such as `/dev/null`.
+    let created = match &sink {
+        Ok(Sink::File(f)) => f.metadata().is_ok_and(|m| m.file_type().is_file()),
+        _ => false,
+    };
     let (start, mut writing, mut bytes) = (Instant::now(), Duration::ZERO, 0u64);
     let mtime = loop {
         // The file data is written from the WRTE payloads in place.
@@ -222,8 +226,11 @@ fn receive(s: &mut Sync, path_bytes: &[u8], mode: u32) -> Result<(), Stop> {
     let result = sink.and_then(|sink| match sink {
         Sink::File(f) => {
             let when = UNIX_EPOCH + Duration::from_secs(u64::from(mtime));
-            // Keeping the client's mtime is best effort, as in AOSP.
-            let _ = f.set_times(fs::FileTimes::new().set_modified(when).set_accessed(when));
+            // Keeping the client's mtime is best effort, as in AOSP (and
+            // only for the regular files the push created).
+            if created {
+                let _ = f.set_times(fs::FileTimes::new().set_modified(when).set_accessed(when));
+            }
             Ok(())
         }
         Sink::Link(target) => {
