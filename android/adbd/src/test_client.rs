@@ -15,6 +15,9 @@ pub struct Client {
     sock: UnixStream,
     local: u32,
     remote: u32,
+    /// The daemon closed the stream (its command may end before the
+    /// client's last write is answered).
+    closed: bool,
 }
 
 /// Client id of the one stream.
@@ -35,6 +38,7 @@ impl Client {
             sock: a,
             local: ID,
             remote: 0,
+            closed: false,
         };
         c.send(Command::Cnxn, VERSION, MAX_PAYLOAD, b"host::".to_vec());
         assert_eq!(c.recv()?.command, Command::Cnxn);
@@ -67,10 +71,14 @@ impl Client {
 
     /// Writes `data` in packets of at most 64 KiB, each after the
     /// daemon's `OKAY` for the one before; what the daemon writes
-    /// meanwhile is acknowledged and returned.
+    /// meanwhile is acknowledged and returned. A `CLSE` instead of the
+    /// `OKAY` (the command ended first) ends the writing and the stream.
     pub fn write(&mut self, data: &[u8]) -> Vec<u8> {
         let mut got = Vec::new();
         for chunk in data.chunks(64 * 1024) {
+            if self.closed {
+                break;
+            }
             self.send(Command::Wrte, self.local, self.remote, chunk.to_vec());
             loop {
                 let p = self.recv().expect("the daemon answers a WRTE");
@@ -79,6 +87,10 @@ impl Client {
                     Command::Wrte => {
                         got.extend_from_slice(&p.payload);
                         self.send(Command::Okay, self.local, self.remote, Vec::new());
+                    }
+                    Command::Clse => {
+                        self.closed = true;
+                        break;
                     }
                     other => panic!("{other:?} while writing"),
                 }
@@ -91,6 +103,9 @@ impl Client {
     /// connection ends).
     pub fn read_to_close(&mut self) -> Vec<u8> {
         let mut got = Vec::new();
+        if self.closed {
+            return got;
+        }
         while let Some(p) = self.recv() {
             match p.command {
                 Command::Wrte => {
