@@ -392,9 +392,33 @@ mod tests {
         ));
     }
 
-    /// A worker whose `on_stop` takes a while (a host call that blocks).
+    /// A gate the test opens: until then a [`Slow`] worker's `on_stop`
+    /// blocks (a host call that does not return).
+    #[derive(Default)]
+    struct Gate {
+        open: std::sync::Mutex<bool>,
+        opened: std::sync::Condvar,
+    }
+
+    impl Gate {
+        fn open(&self) {
+            *self.open.lock().unwrap() = true;
+            self.opened.notify_all();
+        }
+        fn is_open(&self) -> bool {
+            *self.open.lock().unwrap()
+        }
+        fn wait(&self) {
+            let mut open = self.open.lock().unwrap();
+            while !*open {
+                open = self.opened.wait(open).unwrap();
+            }
+        }
+    }
+
+    /// A worker whose `on_stop` blocks until its gate opens.
     struct Slow {
-        stop_takes: std::time::Duration,
+        gate: std::sync::Arc<Gate>,
     }
 
     impl Worker for Slow {
@@ -407,46 +431,58 @@ mod tests {
             match token {}
         }
         fn on_stop(&mut self, _ctx: &WaitContext<NoToken>) {
-            std::thread::sleep(self.stop_takes);
+            self.gate.wait();
         }
         fn into_backend(self) {}
     }
 
     #[test]
     fn a_reset_waits_a_bounded_time_for_a_stuck_worker() {
+        use std::sync::Arc;
         use std::time::{Duration, Instant};
         let mem = guest_memory();
         let h = DeviceHarness::new(&mem, 2, 16);
-        let wait = Duration::from_millis(50);
-        let mut life = Lifecycle::<Slow>::default().with_stop_wait(wait);
-        let slow = |_act: Activation<2>, ()| {
-            Ok(Slow {
-                stop_takes: Duration::from_millis(600),
+        let mut life = Lifecycle::<Slow>::default().with_stop_wait(Duration::from_millis(50));
+        let stuck = Arc::new(Gate::default());
+        let worker = |gate: &Arc<Gate>| {
+            let gate = Arc::clone(gate);
+            move |_act: Activation<2>, ()| Ok(Slow { gate })
+        };
+        life.activate(h.context(0), worker(&stuck)).unwrap();
+        // If reset waited for the worker, only this watchdog would let it
+        // return, and the gate would then be open.
+        let watchdog = {
+            let gate = Arc::clone(&stuck);
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_secs(60));
+                gate.open();
             })
         };
-        life.activate(h.context(0), slow).unwrap();
-        let started = Instant::now();
         life.reset();
-        assert!(
-            started.elapsed() < Duration::from_millis(400),
-            "reset waited"
-        );
+        assert!(!stuck.is_open(), "reset waited for the stuck worker");
         assert!(!life.is_active() && life.is_stopping());
         // Activating while the old worker is still busy fails cleanly.
         assert!(matches!(
-            life.activate(h.context(0), slow),
+            life.activate(h.context(0), worker(&stuck)),
             Err(ActivateError::WorkerBusy)
         ));
         assert!(life.is_stopping());
         // Once it has stopped, the device works again.
-        std::thread::sleep(Duration::from_millis(700));
-        let quick = |_act: Activation<2>, ()| {
-            Ok(Slow {
-                stop_takes: Duration::ZERO,
-            })
-        };
-        life.activate(h.context(0), quick).unwrap();
+        stuck.open();
+        let free = Arc::new(Gate::default());
+        free.open();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match life.activate(h.context(0), worker(&free)) {
+                Ok(()) => break,
+                Err(ActivateError::WorkerBusy) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                Err(e) => panic!("activation after the worker stopped: {e:?}"),
+            }
+        }
         assert!(life.is_active());
+        drop(watchdog);
         life.reset();
         assert!(!life.is_active() && !life.is_stopping());
     }
