@@ -418,8 +418,7 @@ mod tests {
 
     #[test]
     fn the_launcher_starts_only_policy_commands_reports_exits_and_kills() {
-        let dir = std::env::temp_dir().join(format!("sysmgr-launcher-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::test_dir("launcher");
         let spec = |guest: &str, script: &str| LaunchSpec {
             guest: guest.into(),
             argv: vec!["/bin/sh".into(), "-c".into(), script.into()],

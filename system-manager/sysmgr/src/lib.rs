@@ -42,3 +42,13 @@ pub mod store;
 pub mod vhal;
 pub mod vmm;
 pub mod vmm_log;
+
+/// A fresh, empty directory `<tmp>/sysmgr-<tag>-<pid>` for a unit test
+/// (what an earlier run left there is removed first).
+#[cfg(test)]
+pub(crate) fn test_dir(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("sysmgr-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}

@@ -223,10 +223,7 @@ mod tests {
     use system_manager::{Arbiter, Decision, Input, Output, Policy};
 
     fn tmpdir(tag: &str) -> StateDir {
-        let d = std::env::temp_dir().join(format!("sysmgr-store-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        StateDir(d)
+        StateDir(crate::test_dir(&format!("store-{tag}")))
     }
 
     /// A policy with one android-role guest named `a`.

@@ -299,10 +299,7 @@ mod tests {
     use super::*;
 
     fn dir(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("sysmgr-vmm-log-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
+        crate::test_dir(&format!("vmm-log-{name}"))
     }
 
     fn files(d: &Path) -> Vec<(String, u64)> {

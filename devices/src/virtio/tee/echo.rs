@@ -4,10 +4,7 @@
 //! [`super::fuzzing`]).
 
 use super::backend::{HostParam, HostParamOut};
-use super::protocol::{Direction, Value, NUM_PARAMS, TEEC_ERROR_SHORT_BUFFER};
-
-/// `TEEC_ERROR_BAD_PARAMETERS`.
-pub const TEEC_ERROR_BAD_PARAMETERS: u32 = 0xFFFF_0006;
+use super::protocol::{result, Direction, Value, NUM_PARAMS};
 
 /// Answers `params` as the echo TA: a value output copies the last value
 /// input before it, a memory-reference output the last memory-reference
@@ -29,7 +26,7 @@ pub fn echo(params: &[HostParam; NUM_PARAMS]) -> (u32, [HostParamOut; NUM_PARAMS
             HostParam::Value(Direction::InOut, v) => HostParamOut::Value(*v),
             HostParam::Value(Direction::Output, _) => match value {
                 Some(v) => HostParamOut::Value(v),
-                None => return (TEEC_ERROR_BAD_PARAMETERS, Default::default()),
+                None => return (result::BAD_PARAMETERS, Default::default()),
             },
             HostParam::MemRefIn(b) => {
                 bytes = Some(b);
@@ -41,7 +38,7 @@ pub fn echo(params: &[HostParam; NUM_PARAMS]) -> (u32, [HostParamOut; NUM_PARAMS
             },
             HostParam::MemRefOut { capacity } => match bytes {
                 Some(b) if b.len() > *capacity as usize => {
-                    ret = TEEC_ERROR_SHORT_BUFFER;
+                    ret = result::SHORT_BUFFER;
                     HostParamOut::MemRef {
                         size: b.len() as u32,
                         bytes: Vec::new(),
@@ -51,7 +48,7 @@ pub fn echo(params: &[HostParam; NUM_PARAMS]) -> (u32, [HostParamOut; NUM_PARAMS
                     size: b.len() as u32,
                     bytes: b.to_vec(),
                 },
-                None => return (TEEC_ERROR_BAD_PARAMETERS, Default::default()),
+                None => return (result::BAD_PARAMETERS, Default::default()),
             },
         };
     }

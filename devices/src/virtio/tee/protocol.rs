@@ -52,19 +52,9 @@ pub mod param_type {
     pub const MEMREF_INOUT: u32 = 7;
 }
 
-/// `TEEC_ERROR_SHORT_BUFFER`: an output memory reference was too small; its
-/// `size` in the response is the size the TA needs.
-pub const TEEC_ERROR_SHORT_BUFFER: u32 = 0xFFFF_0010;
-/// `TEEC_ERROR_CANCEL`: the operation was cancelled.
-pub const TEEC_ERROR_CANCEL: u32 = 0xFFFF_0002;
-/// `TEEC_ERROR_ITEM_NOT_FOUND`: e.g. no TA has the UUID.
-pub const TEEC_ERROR_ITEM_NOT_FOUND: u32 = 0xFFFF_0008;
-/// `TEEC_ORIGIN_COMMS`: the result comes from the communication stack.
-pub const TEEC_ORIGIN_COMMS: u32 = 2;
-/// `TEEC_ORIGIN_TEE`: the result comes from the TEE.
-pub const TEEC_ORIGIN_TEE: u32 = 3;
-/// `TEEC_ORIGIN_TRUSTED_APP`: the result comes from the TA.
-pub const TEEC_ORIGIN_TRUSTED_APP: u32 = 4;
+/// GlobalPlatform `TEEC_*` result and `TEEC_ORIGIN_*` codes: the ones of
+/// the host TEE protocol, which passes them through unchanged.
+pub use trusty::tee::proto::{origin, result};
 
 /// `VIRTIO_TEE_REQ_*`: the request types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -622,14 +612,14 @@ mod tests {
             },
         );
         let r = Response::Op(OpResponse {
-            ret: TEEC_ERROR_SHORT_BUFFER,
-            ret_origin: TEEC_ORIGIN_TRUSTED_APP,
+            ret: result::SHORT_BUFFER,
+            ret_origin: origin::TRUSTED_APP,
             session: 77,
             params,
         })
         .encode(5);
         assert_eq!(r.len(), RequestType::Invoke.response_size());
-        assert_eq!(&r[16..20], &TEEC_ERROR_SHORT_BUFFER.to_le_bytes());
+        assert_eq!(&r[16..20], &result::SHORT_BUFFER.to_le_bytes());
         assert_eq!(&r[20..24], &4u32.to_le_bytes());
         assert_eq!(&r[24..28], &77u32.to_le_bytes());
         assert_eq!(&r[28..32], &[0; 4]);

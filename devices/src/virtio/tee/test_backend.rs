@@ -11,10 +11,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::backend::{HostOp, HostParamOut, HostReply, TeeBackend};
 use super::echo::echo;
-use super::protocol::{
-    Uuid, NUM_PARAMS, TEEC_ERROR_CANCEL, TEEC_ERROR_ITEM_NOT_FOUND, TEEC_ORIGIN_TEE,
-    TEEC_ORIGIN_TRUSTED_APP,
-};
+use super::protocol::{origin, result, Uuid, NUM_PARAMS};
 
 /// The echo TA's UUID (`com.android.ipc-unittest.srv.echo`).
 pub const ECHO_UUID: Uuid = Uuid([
@@ -130,13 +127,13 @@ impl TeeBackend for EchoService {
                 st.next_session += 1;
                 let session = st.next_session;
                 st.sessions.insert(session);
-                self.reply(&mut st, id, 0, TEEC_ORIGIN_TRUSTED_APP, session);
+                self.reply(&mut st, id, 0, origin::TRUSTED_APP, session);
             }
             HostOp::OpenSession { .. } => {
-                self.reply(&mut st, id, TEEC_ERROR_ITEM_NOT_FOUND, TEEC_ORIGIN_TEE, 0);
+                self.reply(&mut st, id, result::ITEM_NOT_FOUND, origin::TEE, 0);
             }
             HostOp::Invoke { session, .. } if !st.sessions.contains(&session) => {
-                self.reply(&mut st, id, TEEC_ERROR_ITEM_NOT_FOUND, TEEC_ORIGIN_TEE, 0);
+                self.reply(&mut st, id, result::ITEM_NOT_FOUND, origin::TEE, 0);
             }
             HostOp::Invoke {
                 session,
@@ -146,22 +143,22 @@ impl TeeBackend for EchoService {
             } => st.waiting.push((id, session, cancel_id)),
             HostOp::Invoke { params, .. } => {
                 let (ret, out) = echo(&params);
-                self.reply_with(&mut st, id, ret, TEEC_ORIGIN_TRUSTED_APP, 0, out);
+                self.reply_with(&mut st, id, ret, origin::TRUSTED_APP, 0, out);
             }
             HostOp::Cancel { session, cancel_id } => {
-                self.reply(&mut st, id, 0, TEEC_ORIGIN_TEE, 0);
+                self.reply(&mut st, id, 0, origin::TEE, 0);
                 let (done, keep): (Vec<_>, Vec<_>) = st
                     .waiting
                     .drain(..)
                     .partition(|&(_, s, c)| s == session && c == cancel_id);
                 st.waiting = keep;
                 for (wid, _, _) in done {
-                    self.reply(&mut st, wid, TEEC_ERROR_CANCEL, TEEC_ORIGIN_TEE, 0);
+                    self.reply(&mut st, wid, result::CANCEL, origin::TEE, 0);
                 }
             }
             HostOp::CloseSession { session } => {
                 st.sessions.remove(&session);
-                self.reply(&mut st, id, 0, TEEC_ORIGIN_TEE, 0);
+                self.reply(&mut st, id, 0, origin::TEE, 0);
             }
         }
         Ok(())

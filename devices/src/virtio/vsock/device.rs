@@ -168,6 +168,17 @@ mod tests {
         fn sock(&self) -> PathBuf {
             self.0.path().join("v.sock")
         }
+        /// The host's listener for guest connections to `port`.
+        fn listen(&self, port: u32) -> UnixListener {
+            UnixListener::bind(unix::port_path(&self.sock(), port)).unwrap()
+        }
+    }
+
+    /// A device on a fresh socket directory and the guest memory it serves.
+    fn device() -> (TestDir, GuestMemoryMmap, Vsock) {
+        let dir = TestDir::new();
+        let dev = Vsock::new(CID, &dir.sock()).unwrap();
+        (dir, guest_memory(), dev)
     }
 
     /// The guest driver's side: posts RX buffers, sends TX packets, reads
@@ -191,6 +202,14 @@ mod tests {
             flags: 0,
             buf_alloc: CONN_BUF_ALLOC,
             fwd_cnt: 0,
+        }
+    }
+
+    /// A `SHUTDOWN` with `flags`.
+    fn shutdown(src_port: u32, dst_port: u32, flags: u32) -> Header {
+        Header {
+            flags,
+            ..hdr(op::SHUTDOWN, src_port, dst_port)
         }
     }
 
@@ -224,18 +243,44 @@ mod tests {
             self.h.wait_used(TXQ, self.tx_sent);
         }
 
-        fn send(&mut self, mut h: Header, payload: &[u8]) {
+        /// Sends `h` (its `len` set to the payload's) and `payload` in one
+        /// descriptor from its TX slot.
+        fn send(&mut self, h: Header, payload: &[u8]) {
             let addr = TX_BASE + u64::from(self.tx_sent) * TX_SLOT;
+            self.send_at(addr, h, payload);
+        }
+
+        /// [`Self::send`] from guest address `addr`.
+        fn send_at(&mut self, addr: u64, mut h: Header, payload: &[u8]) {
             h.len = payload.len() as u32;
-            self.h
-                .mem
-                .write_slice(&h.to_bytes(), GuestAddress(addr))
-                .unwrap();
             self.h
                 .mem
                 .write_slice(payload, GuestAddress(addr + HDR_LEN as u64))
                 .unwrap();
-            self.send_raw(&[(addr, (HDR_LEN + payload.len()) as u32, 0)]);
+            self.send_header(addr, h, (HDR_LEN + payload.len()) as u32);
+        }
+
+        /// Writes `h` as it is (its `len` may lie) at `addr` and sends a
+        /// chain of `chain_len` bytes from there.
+        fn send_header(&mut self, addr: u64, h: Header, chain_len: u32) {
+            self.h
+                .mem
+                .write_slice(&h.to_bytes(), GuestAddress(addr))
+                .unwrap();
+            self.send_raw(&[(addr, chain_len, 0)]);
+        }
+
+        /// Sends `req` (a `REQUEST`) and checks the device answered
+        /// `RESPONSE`.
+        fn open(&mut self, req: Header) {
+            self.send(req, &[]);
+            assert_eq!(self.recv().0.op, op::RESPONSE);
+        }
+
+        /// [`Self::open`], then the host's side of the stream from `host`.
+        fn connect(&mut self, req: Header, host: &UnixListener) -> UnixStream {
+            self.open(req);
+            accept(host)
         }
 
         /// The next packet the device delivered.
@@ -376,10 +421,8 @@ mod tests {
 
     #[test]
     fn guest_to_host_stream_both_directions_and_clean_close() {
-        let dir = TestDir::new();
-        let host = UnixListener::bind(unix::port_path(&dir.sock(), 5000)).unwrap();
-        let mem = guest_memory();
-        let mut dev = Vsock::new(CID, &dir.sock()).unwrap();
+        let (dir, mem, mut dev) = device();
+        let host = dir.listen(5000);
         let mut g = Guest::new(&mem, &mut dev);
         g.post_rx(16);
         g.send(hdr(op::REQUEST, 1234, 5000), &[]);
@@ -402,24 +445,12 @@ mod tests {
         assert_eq!(payload, b"hello guest");
         assert_eq!(d.fwd_cnt, 10, "our fwd_cnt counts forwarded guest bytes");
         // Guest half-close: the host reads EOF but may still send.
-        g.send(
-            Header {
-                flags: SHUTDOWN_SEND,
-                ..hdr(op::SHUTDOWN, 1234, 5000)
-            },
-            &[],
-        );
+        g.send(shutdown(1234, 5000, SHUTDOWN_SEND), &[]);
         assert_eq!(s.read(&mut buf).unwrap(), 0, "host sees EOF");
         s.write_all(b"bye").unwrap();
         assert_eq!(g.recv().1, b"bye");
         // Guest close: RST back, host socket closed.
-        g.send(
-            Header {
-                flags: SHUTDOWN_BOTH,
-                ..hdr(op::SHUTDOWN, 1234, 5000)
-            },
-            &[],
-        );
+        g.send(shutdown(1234, 5000, SHUTDOWN_BOTH), &[]);
         let (rst, _) = g.recv();
         assert_eq!((rst.op, rst.src_port, rst.dst_port), (op::RST, 5000, 1234));
         // The connection is gone: more data is answered with RST.
@@ -433,15 +464,11 @@ mod tests {
     /// right after a guest poweroff), followed by end of file.
     #[test]
     fn stopping_delivers_acknowledged_guest_bytes_to_a_slow_reader() {
-        let dir = TestDir::new();
-        let host = UnixListener::bind(unix::port_path(&dir.sock(), 5000)).unwrap();
-        let mem = guest_memory();
-        let mut dev = Vsock::new(CID, &dir.sock()).unwrap();
+        let (dir, mem, mut dev) = device();
+        let host = dir.listen(5000);
         let mut g = Guest::new(&mem, &mut dev);
         g.post_rx(8);
-        g.send(hdr(op::REQUEST, 1234, 5000), &[]);
-        assert_eq!(g.recv().0.op, op::RESPONSE);
-        let mut s = accept(&host);
+        let mut s = g.connect(hdr(op::REQUEST, 1234, 5000), &host);
         // 240 KiB (within our credit), more than the host socket holds
         // while nobody reads: the rest waits in the device.
         let mut sent = Vec::new();
@@ -452,13 +479,7 @@ mod tests {
             g.send(hdr(op::RW, 1234, 5000), &chunk);
             sent.extend_from_slice(&chunk);
         }
-        g.send(
-            Header {
-                flags: SHUTDOWN_BOTH,
-                ..hdr(op::SHUTDOWN, 1234, 5000)
-            },
-            &[],
-        );
+        g.send(shutdown(1234, 5000, SHUTDOWN_BOTH), &[]);
         let reader = std::thread::spawn(move || {
             // Start reading only after the device began stopping.
             std::thread::sleep(Duration::from_millis(300));
@@ -478,9 +499,7 @@ mod tests {
 
     #[test]
     fn guest_connect_without_listener_is_reset() {
-        let dir = TestDir::new();
-        let mem = guest_memory();
-        let mut dev = Vsock::new(CID, &dir.sock()).unwrap();
+        let (_dir, mem, mut dev) = device();
         let mut g = Guest::new(&mem, &mut dev);
         g.post_rx(4);
         g.send(hdr(op::REQUEST, 1000, 5001), &[]);
@@ -494,9 +513,7 @@ mod tests {
 
     #[test]
     fn host_connect_handshake_and_refusal() {
-        let dir = TestDir::new();
-        let mem = guest_memory();
-        let mut dev = Vsock::new(CID, &dir.sock()).unwrap();
+        let (dir, mem, mut dev) = device();
         let mut g = Guest::new(&mem, &mut dev);
         g.post_rx(16);
         let mut s = UnixStream::connect(dir.sock()).unwrap();
@@ -550,17 +567,13 @@ mod tests {
 
     #[test]
     fn host_half_close_and_guest_credit_limit() {
-        let dir = TestDir::new();
-        let host = UnixListener::bind(unix::port_path(&dir.sock(), 5000)).unwrap();
-        let mem = guest_memory();
-        let mut dev = Vsock::new(CID, &dir.sock()).unwrap();
+        let (dir, mem, mut dev) = device();
+        let host = dir.listen(5000);
         let mut g = Guest::new(&mem, &mut dev);
         g.post_rx(32);
         let mut req = hdr(op::REQUEST, 1234, 5000);
         req.buf_alloc = 5000;
-        g.send(req, &[]);
-        assert_eq!(g.recv().0.op, op::RESPONSE);
-        let mut s = accept(&host);
+        let mut s = g.connect(req, &host);
         s.write_all(&[7u8; 8192]).unwrap();
         s.shutdown(std::net::Shutdown::Write).unwrap();
         // 5000 bytes of credit: 4096 + 904, then a credit request.
@@ -591,15 +604,11 @@ mod tests {
 
     #[test]
     fn guest_stream_gets_credit_updates() {
-        let dir = TestDir::new();
-        let host = UnixListener::bind(unix::port_path(&dir.sock(), 5000)).unwrap();
-        let mem = guest_memory();
-        let mut dev = Vsock::new(CID, &dir.sock()).unwrap();
+        let (dir, mem, mut dev) = device();
+        let host = dir.listen(5000);
         let mut g = Guest::new(&mem, &mut dev);
         g.post_rx(8);
-        g.send(hdr(op::REQUEST, 1, 5000), &[]);
-        assert_eq!(g.recv().0.op, op::RESPONSE);
-        let mut s = accept(&host);
+        let mut s = g.connect(hdr(op::REQUEST, 1, 5000), &host);
         // Half our buffer in 4 KiB packets: one CREDIT_UPDATE.
         let chunk = [1u8; 4096];
         for _ in 0..(CONN_BUF_ALLOC as usize / 2 / 4096) {
@@ -617,10 +626,8 @@ mod tests {
 
     #[test]
     fn hostile_tx_packets_are_dropped_or_reset_and_the_device_keeps_serving() {
-        let dir = TestDir::new();
-        let _host = UnixListener::bind(unix::port_path(&dir.sock(), 5000)).unwrap();
-        let mem = guest_memory();
-        let mut dev = Vsock::new(CID, &dir.sock()).unwrap();
+        let (dir, mem, mut dev) = device();
+        let _host = dir.listen(5000);
         let mut g = Guest::new(&mem, &mut dev);
         g.post_rx(32);
         // Wrong source cid: dropped silently.
@@ -654,36 +661,26 @@ mod tests {
         g.send_raw(&[(a, 0, 0)]);
         g.no_rx();
         // Establish a connection, then break it with len beyond the chain.
-        g.send(hdr(op::REQUEST, 3, 5000), &[]);
-        assert_eq!(g.recv().0.op, op::RESPONSE);
+        g.open(hdr(op::REQUEST, 3, 5000));
         let mut h = hdr(op::RW, 3, 5000);
         h.len = 100;
-        mem.write_slice(&h.to_bytes(), GuestAddress(a)).unwrap();
-        g.send_raw(&[(a, HDR_LEN as u32 + 10, 0)]);
+        g.send_header(a, h, HDR_LEN as u32 + 10);
         let (r, _) = g.recv();
         assert_eq!((r.op, r.dst_port), (op::RST, 3));
         // Oversize packet on another connection.
-        g.send(hdr(op::REQUEST, 4, 5000), &[]);
-        assert_eq!(g.recv().0.op, op::RESPONSE);
+        g.open(hdr(op::REQUEST, 4, 5000));
         let mut h = hdr(op::RW, 4, 5000);
         h.len = 1 << 20;
-        mem.write_slice(&h.to_bytes(), GuestAddress(a)).unwrap();
-        g.send_raw(&[(a, HDR_LEN as u32 + (1 << 20), 0)]);
+        g.send_header(a, h, HDR_LEN as u32 + (1 << 20));
         assert_eq!(g.recv().0.op, op::RST);
         // A guest ignoring our credit is reset.
-        g.send(hdr(op::REQUEST, 5, 5000), &[]);
-        assert_eq!(g.recv().0.op, op::RESPONSE);
+        g.open(hdr(op::REQUEST, 5, 5000));
         // Nobody reads the host side; the socket buffer fills, then our
         // 256 KiB buffer; beyond that the connection is reset.
         let chunk = vec![0u8; 64 * 1024];
         let mut reset = false;
         for _ in 0..64 {
-            let mut h = hdr(op::RW, 5, 5000);
-            h.len = chunk.len() as u32;
-            mem.write_slice(&h.to_bytes(), GuestAddress(a)).unwrap();
-            mem.write_slice(&chunk, GuestAddress(a + HDR_LEN as u64))
-                .unwrap();
-            g.send_raw(&[(a, (HDR_LEN + chunk.len()) as u32, 0)]);
+            g.send_at(a, hdr(op::RW, 5, 5000), &chunk);
             let used = g.h.queues[RXQ].used().idx().load();
             if used > g.rx_seen {
                 let (p, _) = g.recv();
@@ -695,16 +692,13 @@ mod tests {
         }
         assert!(reset, "credit violation must reset");
         // Still serving.
-        g.send(hdr(op::REQUEST, 6, 5000), &[]);
-        assert_eq!(g.recv().0.op, op::RESPONSE);
+        g.open(hdr(op::REQUEST, 6, 5000));
         dev.reset();
     }
 
     #[test]
     fn bad_rx_buffers_are_skipped() {
-        let dir = TestDir::new();
-        let mem = guest_memory();
-        let mut dev = Vsock::new(CID, &dir.sock()).unwrap();
+        let (_dir, mem, mut dev) = device();
         let mut g = Guest::new(&mem, &mut dev);
         // Read-only, too short, outside memory; then a good one.
         g.h.add_chain(RXQ, 0, &[(RX_BASE, RX_BUF, 0)]);
@@ -730,9 +724,7 @@ mod tests {
 
     #[test]
     fn event_queue_is_left_alone_and_reset_allows_reactivation() {
-        let dir = TestDir::new();
-        let mem = guest_memory();
-        let mut dev = Vsock::new(CID, &dir.sock()).unwrap();
+        let (_dir, mem, mut dev) = device();
         {
             let g = Guest::new(&mem, &mut dev);
             g.h.add_chain(EVQ, 0, &[(RX_BASE, 8, VRING_DESC_F_WRITE)]);

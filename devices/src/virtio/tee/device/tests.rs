@@ -7,8 +7,8 @@ use vm_memory::{Bytes, GuestAddress};
 
 use super::*;
 use crate::virtio::tee::protocol::{
-    Direction, Invoke, MemRef, OpenSession, Param, Request, ShmRegistration, Status, Uuid, Value,
-    NUM_PARAMS, PARAM_SIZE, TEEC_ERROR_CANCEL, TEEC_ERROR_ITEM_NOT_FOUND, TEEC_ERROR_SHORT_BUFFER,
+    result, Direction, Invoke, MemRef, OpenSession, Param, Request, ShmRegistration, Status, Uuid,
+    Value, NUM_PARAMS, PARAM_SIZE,
 };
 use crate::virtio::tee::test_backend::{EchoService, Handle, ECHO_UUID};
 use crate::virtio::test_utils::{
@@ -310,7 +310,7 @@ fn short_output_buffers_get_the_size_needed_and_no_bytes() {
         ],
     ));
     let (ret, _, _) = a.op();
-    assert_eq!(ret, TEEC_ERROR_SHORT_BUFFER);
+    assert_eq!(ret, result::SHORT_BUFFER);
     assert_eq!(a.param(1).3, 4096, "the size needed");
     assert_eq!(d.h.read(FRAMES + 4096, 100), vec![0x11; 100], "untouched");
     tee.reset();
@@ -324,11 +324,7 @@ fn unknown_tas_sessions_and_regions() {
     let mut d = Driver::new(&mem, &mut tee);
     let a = d.call(&open_uuid(Uuid([9; 16])));
     assert_eq!(a.status(), 0);
-    assert_eq!(
-        a.op(),
-        (TEEC_ERROR_ITEM_NOT_FOUND, 3, 0),
-        "no TA, no session"
-    );
+    assert_eq!(a.op(), (result::ITEM_NOT_FOUND, 3, 0), "no TA, no session");
     let not_found = Status::NotFound as u32;
     assert_eq!(d.call(&invoke(77, 0, [Param::None; 4])).status(), not_found);
     assert_eq!(
@@ -387,7 +383,7 @@ fn cancel_ends_a_waiting_invoke_and_others_keep_going() {
         0
     );
     let a = d.wait(&waiting);
-    assert_eq!(a.op().0, TEEC_ERROR_CANCEL);
+    assert_eq!(a.op().0, result::CANCEL);
     // A second cancel of the same request is not forwarded again.
     let cancels = |h: &Handle| {
         h.state()
@@ -410,8 +406,8 @@ fn closing_a_busy_session_cancels_its_invokes_first() {
     let w1 = d.send(&wait_request(s));
     let w2 = d.send(&wait_request(s));
     let close = d.send(&Request::CloseSession { session: s });
-    assert_eq!(d.wait(&w1).op().0, TEEC_ERROR_CANCEL);
-    assert_eq!(d.wait(&w2).op().0, TEEC_ERROR_CANCEL);
+    assert_eq!(d.wait(&w1).op().0, result::CANCEL);
+    assert_eq!(d.wait(&w2).op().0, result::CANCEL);
     assert_eq!(d.wait(&close).status(), 0);
     // The session is gone.
     assert_eq!(d.call(&wait_request(s)).status(), Status::NotFound as u32);
