@@ -1,7 +1,8 @@
 //! Seccomp policies as data: which system calls each thread class of a
 //! process may make, with which arguments, and why.
 //!
-//! A [`ProcessPolicy`] names the process (`vmm`, `sysmgr`, `trustyd`) and
+//! A [`ProcessPolicy`] names the process (`vmm`, `sysmgr`, `trustyd`,
+//! `vmm adb-proxy`) and
 //! its thread [`Class`]es; each class lists [`Rule`]s (a system call by
 //! name, optional argument conditions, the reason). The tables are the
 //! single source: [`compile`](crate::seccomp) turns them into BPF with
@@ -12,6 +13,7 @@
 //! table serves x86_64 and aarch64; a rule that exists on one architecture
 //! only says so ([`Only`]).
 
+pub mod adb_proxy;
 pub mod common;
 pub mod sysmgr;
 pub mod trustyd;
@@ -413,7 +415,12 @@ impl ProcessPolicy {
 }
 
 /// Every policy of the stack.
-pub const ALL: [&ProcessPolicy; 3] = [&vmm::POLICY, &sysmgr::POLICY, &trustyd::POLICY];
+pub const ALL: [&ProcessPolicy; 4] = [
+    &vmm::POLICY,
+    &sysmgr::POLICY,
+    &trustyd::POLICY,
+    &adb_proxy::POLICY,
+];
 
 #[cfg(test)]
 mod tests {

@@ -94,6 +94,15 @@ enum Command {
         /// Connections bridged at once; more are closed at once.
         #[arg(long, default_value_t = vmm::vsock_proxy::DEFAULT_MAX_CONNECTIONS)]
         max_connections: usize,
+        /// Turn the sandbox off (debugging): no seccomp filters, no
+        /// privilege drop, no landlock. See docs/security.md.
+        #[arg(long = "disable-sandbox")]
+        disable_sandbox: bool,
+        /// The uid[:gid] (or user name) a proxy started as root switches to
+        /// once its listener is bound; default: the owner of the vsock
+        /// socket (the VMM's sandbox user), which it must be able to reach.
+        #[arg(long = "sandbox-user", value_parser = sandbox::Identity::parse)]
+        sandbox_user: Option<sandbox::Identity>,
     },
     /// Attach stdin/stdout to a VM's `--console type=unix,path=SOCKET`
     /// (the guest's hvc0) until the VMM closes it; a newer client takes the
@@ -251,17 +260,18 @@ fn main() -> ExitCode {
             port,
             guest_port,
             max_connections,
-        } => vmm::vsock_proxy::Proxy::bind(vmm::vsock_proxy::ProxyConfig {
-            vsock_socket,
-            port,
-            guest_port,
-            max_connections,
-        })
-        .map(|proxy| {
-            eprintln!("vmm adb-proxy: 127.0.0.1:{port} -> guest vsock port {guest_port}");
-            proxy.serve()
-        })
-        .map_err(Into::into),
+            disable_sandbox,
+            sandbox_user,
+        } => adb_proxy(
+            vmm::vsock_proxy::ProxyConfig {
+                vsock_socket,
+                port,
+                guest_port,
+                max_connections,
+            },
+            disable_sandbox,
+            sandbox_user,
+        ),
         Command::Console { socket } => vmm::console_client::attach(&socket)
             .map(|()| ExitCode::SUCCESS)
             .map_err(|e| anyhow::anyhow!("console socket {}: {e}", socket.display())),
@@ -270,6 +280,29 @@ fn main() -> ExitCode {
         eprintln!("error: {}", one_line(&e));
         ExitCode::from(VmmExitCode::SetupFailed.code())
     })
+}
+
+/// `vmm adb-proxy`: binds, enters the sandbox (unless disabled), then
+/// serves until killed.
+fn adb_proxy(
+    config: vmm::vsock_proxy::ProxyConfig,
+    disable_sandbox: bool,
+    sandbox_user: Option<sandbox::Identity>,
+) -> anyhow::Result<ExitCode> {
+    let (port, guest_port) = (config.port, config.guest_port);
+    let proxy = vmm::vsock_proxy::Proxy::bind(config)?;
+    if disable_sandbox {
+        tracing::warn!(
+            "sandbox disabled (--disable-sandbox): no seccomp, no privilege drop, no landlock"
+        );
+    } else {
+        let entered = proxy
+            .confine(sandbox_user)
+            .map_err(|e| anyhow::anyhow!("{e} (or run with --disable-sandbox)"))?;
+        tracing::info!("sandbox: {entered}");
+    }
+    eprintln!("vmm adb-proxy: 127.0.0.1:{port} -> guest vsock port {guest_port}");
+    proxy.serve()
 }
 
 /// Sends one control request and prints the answer.
