@@ -17,7 +17,10 @@ use super::{allow, allow_if, eq, Class, Confinement, ProcessPolicy, Rule, Thread
 /// One direction of a bridged connection: socket -> pipe -> socket in the
 /// kernel.
 const SPLICE: &[Rule] = &[
-    allow("pipe2", "the pipe one direction's bytes are spliced through"),
+    allow(
+        "pipe2",
+        "the pipe one direction's bytes are spliced through",
+    ),
     allow("splice", "move bytes socket -> pipe -> socket"),
     allow_if(
         "fcntl",
@@ -78,3 +81,28 @@ pub const POLICY: ProcessPolicy = ProcessPolicy {
         },
     ],
 };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Arch;
+
+    #[test]
+    fn no_class_opens_execs_or_makes_a_listener() {
+        for class in POLICY.classes {
+            for arch in Arch::ALL {
+                let names = POLICY.syscalls_of(class, arch);
+                for forbidden in [
+                    "execve", "execveat", "open", "openat", "openat2", "bind", "listen", "ptrace",
+                    "fork", "vfork", "kill", "mount",
+                ] {
+                    assert!(
+                        !names.contains(&forbidden),
+                        "adb-proxy/{} allows {forbidden}",
+                        class.name
+                    );
+                }
+            }
+        }
+    }
+}
