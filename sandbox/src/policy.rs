@@ -325,6 +325,31 @@ pub const CLONE3_ENOSYS: Rule = enosys(
 /// The name of the launcher thread and its class.
 pub const LAUNCHER: &str = "launcher";
 
+/// The name of the main thread's class in a
+/// [`PerThread`](Confinement::PerThread) program: the thread that calls
+/// [`crate::enter`].
+pub const MAIN_CLASS: &str = "main";
+
+/// The main thread's class ([`MAIN_CLASS`]), doing `about` with `rules`.
+pub const fn main_class(about: &'static str, rules: &'static [&'static [Rule]]) -> Class {
+    Class {
+        name: MAIN_CLASS,
+        threads: &[Threads::Named(MAIN_CLASS)],
+        about,
+        rules,
+    }
+}
+
+/// The launcher's class, the same in every
+/// [`PerThread`](Confinement::PerThread) program: what it adds to the
+/// union of the other classes is [`LAUNCHER_OWN`] ([`ProcessPolicy::rules_of`]).
+pub const LAUNCHER_CLASS: Class = Class {
+    name: LAUNCHER,
+    threads: &[Threads::Named(LAUNCHER)],
+    about: "starts every other thread (the union of all classes, plus clone)",
+    rules: &[common::RUNTIME],
+};
+
 /// What the launcher itself needs besides the union of every class.
 pub const LAUNCHER_OWN: &[Rule] = &[
     allow_if(

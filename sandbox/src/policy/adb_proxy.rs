@@ -12,7 +12,10 @@
 #![allow(clippy::unnecessary_cast)]
 
 use super::common::{ACCEPT, CONNECT_UNIX, RUNTIME, SLEEP, STREAM_IO};
-use super::{allow, allow_if, eq, Class, Confinement, ProcessPolicy, Rule, Threads, LAUNCHER};
+use super::{
+    allow, allow_if, eq, main_class, Class, Confinement, ProcessPolicy, Rule, Threads,
+    LAUNCHER_CLASS, MAIN_CLASS,
+};
 
 /// One direction of a bridged connection: socket -> pipe -> socket in the
 /// kernel.
@@ -53,20 +56,13 @@ const HANDSHAKE: &[Rule] = &[
 pub const POLICY: ProcessPolicy = ProcessPolicy {
     process: "vmm adb-proxy",
     confinement: Confinement::PerThread,
-    main: "main",
+    main: MAIN_CLASS,
     classes: &[
-        Class {
-            name: "main",
-            threads: &[Threads::Named("main")],
-            about: "the accept loop on the bound 127.0.0.1 listener",
-            rules: &[RUNTIME, ACCEPT, SLEEP],
-        },
-        Class {
-            name: LAUNCHER,
-            threads: &[Threads::Named(LAUNCHER)],
-            about: "starts every other thread (the union of all classes, plus clone)",
-            rules: &[RUNTIME],
-        },
+        main_class(
+            "the accept loop on the bound 127.0.0.1 listener",
+            &[RUNTIME, ACCEPT, SLEEP],
+        ),
+        LAUNCHER_CLASS,
         Class {
             name: "conn",
             threads: &[Threads::Prefix("conn-")],
