@@ -1,7 +1,8 @@
 //! Seccomp policies as data: which system calls each thread class of a
 //! process may make, with which arguments, and why.
 //!
-//! A [`ProcessPolicy`] names the process (`vmm`, `sysmgr`, `trustyd`) and
+//! A [`ProcessPolicy`] names the process (`vmm`, `sysmgr`, `trustyd`,
+//! `vmm adb-proxy`) and
 //! its thread [`Class`]es; each class lists [`Rule`]s (a system call by
 //! name, optional argument conditions, the reason). The tables are the
 //! single source: [`compile`](crate::seccomp) turns them into BPF with
@@ -12,6 +13,7 @@
 //! table serves x86_64 and aarch64; a rule that exists on one architecture
 //! only says so ([`Only`]).
 
+pub mod adb_proxy;
 pub mod common;
 pub mod sysmgr;
 pub mod trustyd;
@@ -323,6 +325,31 @@ pub const CLONE3_ENOSYS: Rule = enosys(
 /// The name of the launcher thread and its class.
 pub const LAUNCHER: &str = "launcher";
 
+/// The name of the main thread's class in a
+/// [`PerThread`](Confinement::PerThread) program: the thread that calls
+/// [`crate::enter`].
+pub const MAIN_CLASS: &str = "main";
+
+/// The main thread's class ([`MAIN_CLASS`]), doing `about` with `rules`.
+pub const fn main_class(about: &'static str, rules: &'static [&'static [Rule]]) -> Class {
+    Class {
+        name: MAIN_CLASS,
+        threads: &[Threads::Named(MAIN_CLASS)],
+        about,
+        rules,
+    }
+}
+
+/// The launcher's class, the same in every
+/// [`PerThread`](Confinement::PerThread) program: what it adds to the
+/// union of the other classes is [`LAUNCHER_OWN`] ([`ProcessPolicy::rules_of`]).
+pub const LAUNCHER_CLASS: Class = Class {
+    name: LAUNCHER,
+    threads: &[Threads::Named(LAUNCHER)],
+    about: "starts every other thread (the union of all classes, plus clone)",
+    rules: &[common::RUNTIME],
+};
+
 /// What the launcher itself needs besides the union of every class.
 pub const LAUNCHER_OWN: &[Rule] = &[
     allow_if(
@@ -413,7 +440,12 @@ impl ProcessPolicy {
 }
 
 /// Every policy of the stack.
-pub const ALL: [&ProcessPolicy; 3] = [&vmm::POLICY, &sysmgr::POLICY, &trustyd::POLICY];
+pub const ALL: [&ProcessPolicy; 4] = [
+    &vmm::POLICY,
+    &sysmgr::POLICY,
+    &trustyd::POLICY,
+    &adb_proxy::POLICY,
+];
 
 #[cfg(test)]
 mod tests {

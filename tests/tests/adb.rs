@@ -12,6 +12,8 @@ vmstack_tests::nested_tests! {
         .scenario_timeout(adb::SCENARIO_TIMEOUT);
     tests: {
         connects_and_lists_the_device => adb::connects_and_lists_the_device,
+        the_proxy_runs_sandboxed_without_capabilities =>
+            adb::the_proxy_runs_sandboxed_without_capabilities,
         shell_returns_exit_status_and_both_streams =>
             adb::shell_returns_exit_status_and_both_streams,
         two_shells_run_at_once => adb::two_shells_run_at_once,

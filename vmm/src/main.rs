@@ -81,20 +81,7 @@ enum Command {
     /// Bridge TCP connections on 127.0.0.1:PORT to a guest vsock port
     /// through the VMM's hybrid vsock socket: `adb connect 127.0.0.1:PORT`
     /// reaches the guest's adbd (docs/adb.md). Runs until killed.
-    AdbProxy {
-        /// The VMM's `--vsock cid=N,socket=PATH` socket.
-        #[arg(long)]
-        vsock_socket: PathBuf,
-        /// TCP port to listen on (127.0.0.1 only).
-        #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
-        port: u16,
-        /// The guest's vsock port (adbd's is 5555).
-        #[arg(long, default_value_t = vmm::vsock_proxy::ADB_GUEST_PORT)]
-        guest_port: u32,
-        /// Connections bridged at once; more are closed at once.
-        #[arg(long, default_value_t = vmm::vsock_proxy::DEFAULT_MAX_CONNECTIONS)]
-        max_connections: usize,
-    },
+    AdbProxy(AdbProxyArgs),
     /// Attach stdin/stdout to a VM's `--console type=unix,path=SOCKET`
     /// (the guest's hvc0) until the VMM closes it; a newer client takes the
     /// console over.
@@ -102,6 +89,31 @@ enum Command {
         /// The console socket.
         socket: PathBuf,
     },
+}
+
+#[derive(clap::Args)]
+struct AdbProxyArgs {
+    /// The VMM's `--vsock cid=N,socket=PATH` socket.
+    #[arg(long)]
+    vsock_socket: PathBuf,
+    /// TCP port to listen on (127.0.0.1 only).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    port: u16,
+    /// The guest's vsock port (adbd's is 5555).
+    #[arg(long, default_value_t = vmm::vsock_proxy::ADB_GUEST_PORT)]
+    guest_port: u32,
+    /// Connections bridged at once; more are closed at once.
+    #[arg(long, default_value_t = vmm::vsock_proxy::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
+    /// Turn the sandbox off (debugging): no seccomp filters, no
+    /// privilege drop, no landlock. See docs/security.md.
+    #[arg(long = "disable-sandbox")]
+    disable_sandbox: bool,
+    /// The uid[:gid] (or user name) a proxy started as root switches to
+    /// once its listener is bound; default: the owner of the vsock
+    /// socket (the VMM's sandbox user), which it must be able to reach.
+    #[arg(long = "sandbox-user", value_parser = sandbox::Identity::parse)]
+    sandbox_user: Option<sandbox::Identity>,
 }
 
 #[derive(clap::Args)]
@@ -246,22 +258,7 @@ fn main() -> ExitCode {
         })
         .map(|()| ExitCode::SUCCESS)
         .map_err(Into::into),
-        Command::AdbProxy {
-            vsock_socket,
-            port,
-            guest_port,
-            max_connections,
-        } => vmm::vsock_proxy::Proxy::bind(vmm::vsock_proxy::ProxyConfig {
-            vsock_socket,
-            port,
-            guest_port,
-            max_connections,
-        })
-        .map(|proxy| {
-            eprintln!("vmm adb-proxy: 127.0.0.1:{port} -> guest vsock port {guest_port}");
-            proxy.serve()
-        })
-        .map_err(Into::into),
+        Command::AdbProxy(args) => adb_proxy(args),
         Command::Console { socket } => vmm::console_client::attach(&socket)
             .map(|()| ExitCode::SUCCESS)
             .map_err(|e| anyhow::anyhow!("console socket {}: {e}", socket.display())),
@@ -270,6 +267,30 @@ fn main() -> ExitCode {
         eprintln!("error: {}", one_line(&e));
         ExitCode::from(VmmExitCode::SetupFailed.code())
     })
+}
+
+/// `vmm adb-proxy`: binds, enters the sandbox (unless disabled), then
+/// serves until killed.
+fn adb_proxy(args: AdbProxyArgs) -> anyhow::Result<ExitCode> {
+    let (port, guest_port) = (args.port, args.guest_port);
+    let proxy = vmm::vsock_proxy::Proxy::bind(vmm::vsock_proxy::ProxyConfig {
+        vsock_socket: args.vsock_socket,
+        port,
+        guest_port,
+        max_connections: args.max_connections,
+    })?;
+    if args.disable_sandbox {
+        tracing::warn!(
+            "sandbox disabled (--disable-sandbox): no seccomp, no privilege drop, no landlock"
+        );
+    } else {
+        let entered = proxy
+            .confine(args.sandbox_user)
+            .map_err(|e| anyhow::anyhow!("{e} (or run with --disable-sandbox)"))?;
+        tracing::info!("sandbox: {entered}");
+    }
+    eprintln!("vmm adb-proxy: 127.0.0.1:{port} -> guest vsock port {guest_port}");
+    proxy.serve()
 }
 
 /// Sends one control request and prints the answer.

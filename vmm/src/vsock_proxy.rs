@@ -10,6 +10,11 @@
 //! malformed packets are the other side's to reject. It listens on
 //! loopback only, serves a bounded number of connections (more are closed
 //! at once), and gives each connection two copying threads.
+//!
+//! Once its listener is bound it enters its sandbox ([`Proxy::confine`],
+//! policy `sandbox::policy::adb_proxy`, docs/security.md) before it
+//! accepts anything: seccomp per thread class, no capability, the vsock
+//! socket's owner as its uid when started as root, no file-system right.
 
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -183,6 +188,31 @@ impl Proxy {
         self.listener.local_addr()
     }
 
+    /// Enters the sandbox (the listener is bound, nothing is served yet;
+    /// the calling thread must be the only one): the seccomp classes of
+    /// `sandbox::policy::adb_proxy`, no capability, no file-system right
+    /// (connecting to the vsock socket by path is not a landlock right)
+    /// and, when started as root, `user` or else the owner of the vsock
+    /// socket, so that the proxy can still connect to its `0600` file.
+    pub fn confine(
+        &self,
+        user: Option<sandbox::Identity>,
+    ) -> Result<sandbox::Entered, sandbox::SandboxError> {
+        use std::os::unix::fs::MetadataExt;
+        let owner = std::fs::metadata(&self.config.vsock_socket)
+            .map(|m| sandbox::Identity {
+                uid: m.uid(),
+                gid: m.gid(),
+            })
+            .ok();
+        let (user, switches) = sandbox::Identity::sandboxed(true, user.or(owner));
+        sandbox::enter(sandbox::Config {
+            policy: &sandbox::policy::adb_proxy::POLICY,
+            user: (switches && user.uid != 0).then_some(user),
+            fs: sandbox::fs::FsRules::default(),
+        })
+    }
+
     /// Accepts and bridges connections forever.
     pub fn serve(&self) -> ! {
         loop {
@@ -206,17 +236,15 @@ impl Proxy {
         }
         let slot = Slot(Arc::clone(&self.active));
         let config = self.config.clone();
-        let spawned = std::thread::Builder::new()
-            .name(format!("proxy-{id}"))
-            .spawn(move || {
-                let _slot = slot;
-                match bridge(tcp, &config) {
-                    Ok((up, down)) => info!(
-                        "connection {id} from {peer} closed: {up} bytes to the guest, {down} bytes from it"
-                    ),
-                    Err(e) => warn!("connection {id} from {peer}: {e}"),
-                }
-            });
+        let spawned = sandbox::thread::spawn(format!("conn-{id}"), move || {
+            let _slot = slot;
+            match bridge(tcp, &config, id) {
+                Ok((up, down)) => info!(
+                    "connection {id} from {peer} closed: {up} bytes to the guest, {down} bytes from it"
+                ),
+                Err(e) => warn!("connection {id} from {peer}: {e}"),
+            }
+        });
         if let Err(e) = spawned {
             warn!("connection {id}: cannot start a thread: {e}");
         }
@@ -234,7 +262,7 @@ impl Drop for Slot {
 
 /// Bridges one TCP connection to the guest until both directions ended;
 /// returns the bytes copied each way.
-fn bridge(tcp: TcpStream, config: &ProxyConfig) -> Result<(u64, u64), ConnectError> {
+fn bridge(tcp: TcpStream, config: &ProxyConfig, id: u64) -> Result<(u64, u64), ConnectError> {
     // adb's small OKAY packets must not wait for Nagle.
     tcp.set_nodelay(true)?;
     let (guest, host_port) = connect_guest(&config.vsock_socket, config.guest_port)?;
@@ -244,9 +272,7 @@ fn bridge(tcp: TcpStream, config: &ProxyConfig) -> Result<(u64, u64), ConnectErr
         config.guest_port
     );
     let (tcp_r, guest_w) = (tcp.try_clone()?, guest.try_clone()?);
-    let up = std::thread::Builder::new()
-        .name("proxy-up".into())
-        .spawn(move || copy(tcp_r, guest_w))?;
+    let up = sandbox::thread::spawn(format!("up-{id}"), move || copy(tcp_r, guest_w))?;
     let down = copy(guest, tcp);
     let up = up.join().unwrap_or(0);
     Ok((up, down))

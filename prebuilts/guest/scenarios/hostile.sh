@@ -69,12 +69,16 @@ kmark hostile_vsock_connects "$((held + refused))"
 # refuses while the vehicle is in use (the cluster must stay up: the VMM
 # wakes the guest at once), then the final request.
 SUSPENDS=$(cmdline_arg hostile.suspends 6)
+# The write returns once the guest woke: a refused request wakes it at
+# once; a request left pending would leave it asleep and this loop stuck.
 asked=0
+woken=0
 for i in $(seq "$SUSPENDS"); do
-    echo mem > /sys/power/state 2>/dev/null
     asked=$((asked + 1))
+    echo mem > /sys/power/state 2>/dev/null && woken=$((woken + 1))
 done
 kmark hostile_suspend_requests "$asked"
+kmark hostile_suspend_unanswered "$((asked - woken))"
 # Then reboot or power off, by the boot's random id.
 case "$(cut -c1 /proc/sys/kernel/random/boot_id)" in
     [0-7]) kmark hostile_power reboot; reboot -f ;;

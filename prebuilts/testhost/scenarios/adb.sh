@@ -80,6 +80,16 @@ mark pull_sha256 "$(sha256sum < $T/big.back | cut -d' ' -f1)"
 rm -f $T/big.back
 adb -s $D shell rm -f /data/adb-test/big
 
+# The proxy's sandbox once it bridged (docs/security.md): started as root,
+# it runs as the vsock socket's owner without any capability, every thread
+# under its class's seccomp filter.
+for f in Uid Gid CapInh CapPrm CapEff CapBnd CapAmb NoNewPrivs Seccomp; do
+    mark "proxy.$f" "$(awk -v k="$f:" '$1 == k { $1 = ""; sub(/^ /, ""); print }' /proc/$ADB_PROXY_PID/status)"
+done
+mark proxy.threads "$(ls /proc/$ADB_PROXY_PID/task | wc -l)"
+mark proxy.threads_seccomp "$(cat /proc/$ADB_PROXY_PID/task/*/status | grep -c '^Seccomp:[[:space:]]*2')"
+mark proxy.socket_owner "$(stat -c '%u' $S)"
+
 # Malformed packets from a raw client, after a valid CNXN: one with a bad
 # magic, one announcing a 2 GiB payload. adbd answers the CNXN and closes
 # the connection (its log says why); nc ends when it does.

@@ -74,8 +74,9 @@ probe 0
 step "served guest up"
 # The hostile guest's own counts (its markers in the VMM logs sysmgr
 # keeps): the logs rotate with every boot's flood, so they are read every
-# second and the largest value of each is kept.
-GUEST_KEYS="hostile_mmio_writes hostile_pio_bytes hostile_vsock_held hostile_vsock_refused hostile_suspend_requests"
+# second and the largest value of each is kept (for
+# hostile_suspend_unanswered, the worst boot).
+GUEST_KEYS="hostile_mmio_writes hostile_pio_bytes hostile_vsock_held hostile_vsock_refused hostile_suspend_requests hostile_suspend_unanswered"
 scan_guest() {
     for k in $GUEST_KEYS; do
         v=$(grep -h -o "@@vmstack:$k=[0-9]*" $S/hostile.vmm.log* 2>/dev/null | cut -d= -f2 | sort -n | tail -1)
@@ -120,6 +121,10 @@ grep -h "similar lines suppressed" $S/hostile.vmm.log* | tail -1 | mark_lines su
 # never decision records.
 mark idle_inputs "$(grep -c "hostile requests suspend.*changes nothing" $D/sysmgr-1.out)"
 mark suspend_records "$(grep -c '"kind":"suspend"' $S/decisions.jsonl)"
+# The hostile guest's final requests (reboot, poweroff) that became
+# records: one per boot when they are coalesced (Linux's reboot path writes
+# the reset register, then pulses the i8042 reset ten times).
+mark final_records "$(grep -c -E '"guest":"hostile","request_id":[0-9]+,"kind":"(reboot|poweroff)"' $S/decisions.jsonl)"
 mark served_vmm "$(vmm status $V_CTL 2>&1)"
 # The log keeper of the hostile guest's VMM: confined once its log is open.
 for p in /proc/[0-9]*; do

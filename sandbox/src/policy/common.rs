@@ -30,6 +30,16 @@ const PEER_CRED_OR_ERROR: &[&[Cond]] = &[
     &socket_option(libc::SO_ERROR, "SO_ERROR"),
 ];
 
+/// `fcntl` requests on a descriptor's flags and duplicates: non-blocking
+/// and close-on-exec flags, `try_clone` (`F_DUPFD_CLOEXEC`).
+pub const DESCRIPTOR_FLAGS: &[&[Cond]] = &[
+    &[eq(1, libc::F_GETFL as u64, "F_GETFL")],
+    &[eq(1, libc::F_SETFL as u64, "F_SETFL")],
+    &[eq(1, libc::F_GETFD as u64, "F_GETFD")],
+    &[eq(1, libc::F_SETFD as u64, "F_SETFD")],
+    &[eq(1, libc::F_DUPFD_CLOEXEC as u64, "F_DUPFD_CLOEXEC")],
+];
+
 /// What every thread of every program needs from the Rust runtime and libc
 /// (glibc or musl): memory, locks, time, logging, its own end, and an
 /// orderly `abort` (a panic in a release build) that is not mistaken for a
@@ -136,13 +146,7 @@ pub const STREAM_IO: &[Rule] = &[
     ),
     allow_if(
         "fcntl",
-        &[
-            &[eq(1, libc::F_GETFL as u64, "F_GETFL")],
-            &[eq(1, libc::F_SETFL as u64, "F_SETFL")],
-            &[eq(1, libc::F_GETFD as u64, "F_GETFD")],
-            &[eq(1, libc::F_SETFD as u64, "F_SETFD")],
-            &[eq(1, libc::F_DUPFD_CLOEXEC as u64, "F_DUPFD_CLOEXEC")],
-        ],
+        DESCRIPTOR_FLAGS,
         "non-blocking and close-on-exec flags, try_clone (dup) of a descriptor",
     ),
 ];
@@ -193,6 +197,59 @@ pub const FILE_METADATA: &[Rule] = &[
     allow("lstat", "file types (musl on x86_64)").on(Arch::X86_64),
 ];
 
+/// Files of a state directory kept across crashes (`sysmgr`'s decision
+/// log, clock and pid files; `trustyd`'s storage blobs and manifests):
+/// opened by path beneath the directory (landlock keeps them there),
+/// committed by writing a temporary file, `fsync` and `rename` over the
+/// old one, superseded files and leftovers of a crash removed.
+pub const DURABLE_FILES: &[Rule] = &[
+    allow("openat", "open a file or directory of the state directory"),
+    allow("open", "open a file (musl on x86_64)").on(Arch::X86_64),
+    allow("lseek", "file offsets"),
+    allow("pread64", "read a file at an offset"),
+    allow("fsync", "make a file or its directory durable"),
+    allow("fdatasync", "make a file's data durable"),
+    allow(
+        "renameat",
+        "commit a file: rename the temporary one over the old one",
+    ),
+    allow("renameat2", "commit a file (glibc)"),
+    allow("rename", "commit a file (x86_64)").on(Arch::X86_64),
+    allow(
+        "unlinkat",
+        "remove a superseded file or a leftover of a crash",
+    ),
+    allow(
+        "unlink",
+        "remove a superseded file or a leftover of a crash (x86_64)",
+    )
+    .on(Arch::X86_64),
+    allow("mkdirat", "create a directory"),
+    allow("mkdir", "create a directory (x86_64)").on(Arch::X86_64),
+    allow("getdents64", "list a directory"),
+];
+
+/// Removing the program's own socket files when it stops
+/// (`sandbox::socket::remove_socket`): a path is removed only while it is
+/// still a socket.
+pub const REMOVE_SOCKETS: &[Rule] = &[
+    allow(
+        "newfstatat",
+        "check that a socket path is still a socket before removing it",
+    ),
+    allow(
+        "statx",
+        "check that a socket path is still a socket (glibc)",
+    ),
+    allow(
+        "lstat",
+        "check that a socket path is still a socket (musl on x86_64)",
+    )
+    .on(Arch::X86_64),
+    allow("unlinkat", "remove the program's own sockets when it stops"),
+    allow("unlink", "remove its own sockets (x86_64)").on(Arch::X86_64),
+];
+
 /// The terminal size of an output that may be a terminal.
 pub const TERMINAL_SIZE: Rule = allow_if(
     "ioctl",
@@ -209,6 +266,8 @@ pub const GROUPS: &[(&str, &[Rule])] = &[
     ("ACCEPT", ACCEPT),
     ("CONNECT_UNIX", CONNECT_UNIX),
     ("FILE_METADATA", FILE_METADATA),
+    ("DURABLE_FILES", DURABLE_FILES),
+    ("REMOVE_SOCKETS", REMOVE_SOCKETS),
 ];
 
 /// The name of `group` if it is one of [`GROUPS`].

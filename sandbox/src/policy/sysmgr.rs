@@ -12,7 +12,9 @@
 // are needed on one of them.
 #![allow(clippy::unnecessary_cast)]
 
-use super::common::{ACCEPT, CONNECT_UNIX, EPOLL_LOOP, FILE_METADATA, RUNTIME, SLEEP, STREAM_IO};
+use super::common::{
+    ACCEPT, CONNECT_UNIX, DURABLE_FILES, EPOLL_LOOP, FILE_METADATA, RUNTIME, SLEEP, STREAM_IO,
+};
 use super::{
     allow, allow_if, eq, Arch, Class, Confinement, ProcessPolicy, Rule, Threads, CLONE3_ENOSYS,
     CLONE_THREAD_ONLY,
@@ -43,42 +45,14 @@ const RUNTIME_THREADS: &[Rule] = &[
     allow("sched_getaffinity", "the runtime sizes its pools"),
 ];
 
-/// The state directory: the decision log, the clock, pid files.
+/// The state directory beyond [`DURABLE_FILES`] (the decision log, its
+/// snapshot, the clock file, pid files): a torn or compacted log cut short,
+/// the binder endpoints' permissions.
 const STATE: &[Rule] = &[
-    allow(
-        "openat",
-        "open the decision log, the clock file, a pid file",
-    ),
-    allow("open", "open a file (musl on x86_64)").on(Arch::X86_64),
-    allow("lseek", "file offsets"),
-    allow("pread64", "read the log"),
-    allow(
-        "fsync",
-        "make the log, the clock file or the directory durable",
-    ),
-    allow("fdatasync", "make decision records durable (--log-sync)"),
     allow(
         "ftruncate",
         "cut a torn last record; empty the log after a compaction",
     ),
-    allow(
-        "renameat",
-        "replace a state file (the snapshot, the clock) atomically",
-    ),
-    allow("renameat2", "replace a state file atomically (glibc)"),
-    allow("rename", "replace a state file atomically (x86_64)").on(Arch::X86_64),
-    allow(
-        "unlinkat",
-        "remove a pid file or a leftover snapshot.json.tmp",
-    ),
-    allow(
-        "unlink",
-        "remove a pid file or a leftover snapshot.json.tmp (x86_64)",
-    )
-    .on(Arch::X86_64),
-    allow("mkdirat", "create the state directory"),
-    allow("mkdir", "create the state directory (x86_64)").on(Arch::X86_64),
-    allow("getdents64", "list the state directory"),
     allow(
         "chmod",
         "0700 on the binder directory, 0600 on a binder socket (x86_64)",
@@ -151,6 +125,7 @@ pub const POLICY: ProcessPolicy = ProcessPolicy {
             ACCEPT,
             CONNECT_UNIX,
             RUNTIME_THREADS,
+            DURABLE_FILES,
             STATE,
             FILE_METADATA,
             BINDER,

@@ -10,9 +10,14 @@
 // casts are needed on one of them.
 #![allow(clippy::unnecessary_cast)]
 
-use super::common::{ACCEPT, CONNECT_UNIX, EPOLL_LOOP, RUNTIME, SLEEP, STREAM_IO, TERMINAL_SIZE};
-use super::{allow, allow_if, eq, masked, Arch, Class, Confinement, ProcessPolicy, Rule, Threads};
-use super::{runtime, Cond, LAUNCHER};
+use super::common::{
+    ACCEPT, CONNECT_UNIX, DESCRIPTOR_FLAGS, EPOLL_LOOP, REMOVE_SOCKETS, RUNTIME, SLEEP, STREAM_IO,
+    TERMINAL_SIZE,
+};
+use super::{
+    allow, allow_if, eq, main_class, masked, Arch, Class, Confinement, ProcessPolicy, Rule, Threads,
+};
+use super::{runtime, Cond, LAUNCHER_CLASS, MAIN_CLASS};
 
 /// The real-time signal that kicks a vCPU out of `KVM_RUN` (glibc and musl
 /// number it differently).
@@ -51,26 +56,15 @@ const MAIN: &[Rule] = &[
     allow("eventfd2", "interrupt and queue-notification eventfds of a rebuilt VM"),
     allow_if(
         "fcntl",
-        &[
-            &[eq(1, libc::F_DUPFD_CLOEXEC as u64, "F_DUPFD_CLOEXEC")],
-            &[eq(1, libc::F_GETFL as u64, "F_GETFL")],
-            &[eq(1, libc::F_SETFL as u64, "F_SETFL")],
-            &[eq(1, libc::F_SETFD as u64, "F_SETFD")],
-        ],
+        DESCRIPTOR_FLAGS,
         "duplicate a kept descriptor (kernel, disks, tap, sockets) for a rebuilt VM; close-on-exec on new KVM descriptors",
     ),
     allow("read", "load the kernel and initrd from their kept descriptors"),
     allow("pread64", "load the kernel and initrd from their kept descriptors"),
     allow("lseek", "rewind the kept kernel and initrd before loading them again"),
-    allow(
-        "newfstatat",
-        "the size of a kept file; at exit, that a socket path is still a socket before removing it",
-    ),
+    allow("newfstatat", "the size of a kept file"),
     allow("fstat", "the size of a kept file"),
-    allow(
-        "statx",
-        "the size of a kept file; at exit, that a socket path is still a socket before removing it",
-    ),
+    allow("statx", "the size of a kept file"),
     allow_if(
         "tkill",
         &[&[runtime(1, kick_signal, "SIGRTMIN (the vCPU kick)")]],
@@ -79,10 +73,6 @@ const MAIN: &[Rule] = &[
     allow("writev", "event lines to control subscribers"),
     allow("sendto", "event lines to control subscribers (std writes sockets with send)"),
     allow("sendmsg", "event lines to control subscribers"),
-    allow("lstat", "at exit, that a socket path is still a socket (musl on x86_64)")
-        .on(Arch::X86_64),
-    allow("unlinkat", "remove the VMM's own sockets when it exits"),
-    allow("unlink", "remove the VMM's own sockets when it exits").on(Arch::X86_64),
     allow(
         "timerfd_create",
         "the timer of each rate-limited device (virtio-blk, -net, -rng) of a rebuilt VM",
@@ -202,27 +192,17 @@ const CONTROL_CONN: &[Rule] = &[];
 /// Host stdin to the serial port.
 const SERIAL_STDIN: &[Rule] = &[allow("read", "read the host's stdin")];
 
-/// The thread that starts every other thread.
-const LAUNCHER_RULES: &[Rule] = &[];
-
 /// The VMM's policy.
 pub const POLICY: ProcessPolicy = ProcessPolicy {
     process: "vmm",
     confinement: Confinement::PerThread,
-    main: "main",
+    main: MAIN_CLASS,
     classes: &[
-        Class {
-            name: "main",
-            threads: &[Threads::Named("main")],
-            about: "the event loop and the rebuild of the VM on a restart",
-            rules: &[RUNTIME, MAIN, CONNECT_UNIX],
-        },
-        Class {
-            name: LAUNCHER,
-            threads: &[Threads::Named(LAUNCHER)],
-            about: "starts every other thread (the union of all classes, plus clone)",
-            rules: &[RUNTIME, LAUNCHER_RULES],
-        },
+        main_class(
+            "the event loop and the rebuild of the VM on a restart",
+            &[RUNTIME, MAIN, CONNECT_UNIX, REMOVE_SOCKETS],
+        ),
+        LAUNCHER_CLASS,
         Class {
             name: "vcpu",
             threads: &[Threads::Prefix("vcpu")],

@@ -43,6 +43,35 @@ pub fn connects_and_lists_the_device(run: &SharedRun) {
     eprintln!("adb online: {}", s.value("adb_up"));
 }
 
+/// `vmm adb-proxy`, started as root, bridged the whole scenario inside its
+/// sandbox (docs/security.md): it runs as the owner of the VMM's vsock
+/// socket (the VMM's sandbox user) with every capability set empty,
+/// `no_new_privs`, and every thread (the accept loop, the launcher, any
+/// connection's) under a seccomp filter; its log says so.
+pub fn the_proxy_runs_sandboxed_without_capabilities(run: &SharedRun) {
+    let s = section(run);
+    let zero = "0000000000000000";
+    for set in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        s.expect_eq(&format!("proxy.{set}"), zero);
+    }
+    let owner = s.value("proxy.socket_owner");
+    if owner == "0" {
+        s.fail("the VMM's vsock socket is root's: the VMM did not switch to its sandbox user");
+    }
+    let ids = format!("{owner} {owner} {owner} {owner}");
+    s.expect_eq("proxy.Uid", &ids)
+        .expect_eq("proxy.NoNewPrivs", "1")
+        .expect_eq("proxy.Seccomp", "2")
+        .expect_contains(
+            "adb_proxy",
+            &format!("sandbox: seccomp filters for 4 thread classes; uid {owner} gid "),
+        );
+    let threads = s.number("proxy.threads");
+    if threads < 2 || s.number("proxy.threads_seccomp") != threads {
+        s.fail("not every thread of the adb proxy is under a seccomp filter");
+    }
+}
+
 /// `adb shell CMD` returns CMD's exit status, stdout and stderr apart
 /// (the shell protocol).
 pub fn shell_returns_exit_status_and_both_streams(run: &SharedRun) {

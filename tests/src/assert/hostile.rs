@@ -38,7 +38,7 @@ const PROBE_BOUND_MS: u64 = 10_000;
 /// The guest's per-boot floods (its defaults in
 /// `prebuilts/guest/scenarios/hostile.sh`): MMIO writes, I/O port writes
 /// of 256 bytes each, held and refused vsock connections, refused
-/// suspends.
+/// suspends (all of which it must make: [`power_requests_coalesced`]).
 const GUEST_MMIO: u64 = 150;
 const GUEST_PIO_BYTES: u64 = 40 * 256;
 const GUEST_HELD: u64 = 48;
@@ -60,7 +60,6 @@ fn guest_counts_within(s: &crate::scenario::Section<'_>) {
         ("guest.hostile_pio_bytes", GUEST_PIO_BYTES),
         ("guest.hostile_vsock_held", GUEST_HELD),
         ("guest.hostile_vsock_refused", GUEST_REFUSED),
-        ("guest.hostile_suspend_requests", GUEST_SUSPENDS),
     ] {
         let n = s.number(key);
         if n == 0 || n > max {
@@ -91,18 +90,42 @@ fn mmio_warnings_rate_limited(s: &crate::scenario::Section<'_>) {
     }
 }
 
-/// The refused suspends reached `sysmgr` (journalled as inputs that change
-/// nothing) and became no decision records beyond the first of a boot
-/// (which also tells the arbiter the restarted VM runs).
-fn refused_requests_not_recorded(s: &crate::scenario::Section<'_>, boots: u64) {
+/// The guest's power requests were coalesced and answered, not amplified:
+/// every suspend it asked for in a boot was refused and woke it at once
+/// (a request left pending would keep it asleep and its loop stuck); the
+/// refusals reached `sysmgr` (journalled as inputs that change nothing), at
+/// most once per request, and became no decision records beyond the first
+/// of a boot (which also tells the arbiter the restarted VM runs); and each
+/// boot's final request (Linux's reboot path writes the reset register,
+/// then pulses the i8042 reset ten times) became one record: at least one
+/// per restart, at most one per boot.
+fn power_requests_coalesced(s: &crate::scenario::Section<'_>, boots: u64) {
+    // The largest of any boot the logs still hold: the worst boot.
+    let asked = s.number("guest.hostile_suspend_requests");
+    let unanswered = s.number("guest.hostile_suspend_unanswered");
+    if asked != GUEST_SUSPENDS || unanswered != 0 {
+        s.fail(&format!(
+            "the hostile guest asked for {asked} suspends ({unanswered} in a boot did not wake it), expected {GUEST_SUSPENDS}, all woken"
+        ));
+    }
     let idle = s.number("idle_inputs");
-    if idle == 0 {
-        s.fail("sysmgr journalled no refused suspend of the hostile guest");
+    if idle == 0 || idle > boots * GUEST_SUSPENDS {
+        s.fail(&format!(
+            "sysmgr journalled {idle} refused suspends of the hostile guest, expected 1..={} ({boots} boots of {GUEST_SUSPENDS})",
+            boots * GUEST_SUSPENDS
+        ));
     }
     let records = s.number("suspend_records");
     if records > boots {
         s.fail(&format!(
             "{records} suspend requests in decisions.jsonl for {boots} boots: repeated refusals were recorded"
+        ));
+    }
+    let finals = s.number("final_records");
+    if finals + 1 < boots || finals > boots {
+        s.fail(&format!(
+            "{finals} reboot/poweroff records in decisions.jsonl for {boots} boots, expected {}..={boots}: one per boot when coalesced",
+            boots.saturating_sub(1)
         ));
     }
 }
@@ -123,7 +146,7 @@ pub fn a_flooding_guest_stays_within_the_caps_and_the_other_guest_is_served(run:
     }
     guest_counts_within(&s);
     mmio_warnings_rate_limited(&s);
-    refused_requests_not_recorded(&s, boots);
+    power_requests_coalesced(&s, boots);
     s.expect_eq("log_cap", &LOG_MAX.to_string());
     let files = s.number("log_files");
     if files == 0 || files > LOG_KEEP + 1 {

@@ -1,0 +1,104 @@
+//! `vmm adb-proxy`'s thread classes.
+//!
+//! The proxy binds its TCP listener on 127.0.0.1 before the sandbox is
+//! entered; afterwards it accepts on that listener, connects to the VMM's
+//! hybrid vsock socket by path (one unix socket per bridged connection)
+//! and moves bytes between the two with `splice(2)` through a pipe (a
+//! buffer copy where the kernel refuses). It opens no file and creates no
+//! network socket.
+
+// libc's constants are `c_ulong` on glibc and `c_int` on musl: the casts
+// are needed on one of them.
+#![allow(clippy::unnecessary_cast)]
+
+use super::common::{ACCEPT, CONNECT_UNIX, RUNTIME, SLEEP, STREAM_IO};
+use super::{
+    allow, allow_if, eq, main_class, Class, Confinement, ProcessPolicy, Rule, Threads,
+    LAUNCHER_CLASS, MAIN_CLASS,
+};
+
+/// One direction of a bridged connection: socket -> pipe -> socket in the
+/// kernel.
+const SPLICE: &[Rule] = &[
+    allow(
+        "pipe2",
+        "the pipe one direction's bytes are spliced through",
+    ),
+    allow("splice", "move bytes socket -> pipe -> socket"),
+    allow_if(
+        "fcntl",
+        &[&[eq(1, libc::F_SETPIPE_SZ as u64, "F_SETPIPE_SZ")]],
+        "size that pipe (256 KiB)",
+    ),
+];
+
+/// Setting up a bridged connection: the client's socket options, the
+/// `CONNECT` handshake's timeout, the client's address for the log.
+const HANDSHAKE: &[Rule] = &[
+    allow_if(
+        "setsockopt",
+        &[
+            &[
+                eq(1, libc::IPPROTO_TCP as u64, "IPPROTO_TCP"),
+                eq(2, libc::TCP_NODELAY as u64, "TCP_NODELAY"),
+            ],
+            &[
+                eq(1, libc::SOL_SOCKET as u64, "SOL_SOCKET"),
+                eq(2, libc::SO_RCVTIMEO as u64, "SO_RCVTIMEO"),
+            ],
+        ],
+        "no Nagle delay on the client's connection; the handshake's read timeout",
+    ),
+    allow("getpeername", "the client's address for the log line"),
+];
+
+/// `vmm adb-proxy`'s policy.
+pub const POLICY: ProcessPolicy = ProcessPolicy {
+    process: "vmm adb-proxy",
+    confinement: Confinement::PerThread,
+    main: MAIN_CLASS,
+    classes: &[
+        main_class(
+            "the accept loop on the bound 127.0.0.1 listener",
+            &[RUNTIME, ACCEPT, SLEEP],
+        ),
+        LAUNCHER_CLASS,
+        Class {
+            name: "conn",
+            threads: &[Threads::Prefix("conn-")],
+            about: "one bridged connection: the CONNECT handshake with the VMM, then guest-to-client bytes",
+            rules: &[RUNTIME, STREAM_IO, CONNECT_UNIX, HANDSHAKE, SPLICE],
+        },
+        Class {
+            name: "up",
+            threads: &[Threads::Prefix("up-")],
+            about: "client-to-guest bytes of one bridged connection",
+            rules: &[RUNTIME, STREAM_IO, SPLICE],
+        },
+    ],
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Arch;
+
+    #[test]
+    fn no_class_opens_execs_or_makes_a_listener() {
+        for class in POLICY.classes {
+            for arch in Arch::ALL {
+                let names = POLICY.syscalls_of(class, arch);
+                for forbidden in [
+                    "execve", "execveat", "open", "openat", "openat2", "bind", "listen", "ptrace",
+                    "fork", "vfork", "kill", "mount",
+                ] {
+                    assert!(
+                        !names.contains(&forbidden),
+                        "adb-proxy/{} allows {forbidden}",
+                        class.name
+                    );
+                }
+            }
+        }
+    }
+}

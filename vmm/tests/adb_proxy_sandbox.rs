@@ -1,0 +1,302 @@
+//! `vmm adb-proxy` in its sandbox (docs/security.md): the real binary
+//! against a fake VMM's hybrid vsock socket. A forbidden system call from
+//! each of its thread classes kills it with the call named; after
+//! start-up it bridges bytes under its filters with no capability (and,
+//! started as root, as the vsock socket's owner); `--disable-sandbox`
+//! turns the filters off.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The exit status of a process its sandbox killed.
+const VIOLATION: i32 = sandbox::VIOLATION_EXIT_CODE;
+/// How long the proxy may take to start or to die.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// A directory for one test's sockets and logs, that the sandbox user
+/// (65534) can traverse.
+fn test_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("vmm-adb-proxy-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// A fake VMM on `path`: answers `CONNECT 5555` with `OK`, then echoes
+/// until EOF. Started as root, the socket file is given to 65534 and made
+/// `0600`, as a sandboxed VMM's is.
+fn fake_vmm(path: &Path) {
+    let listener = UnixListener::bind(path).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    if is_root() {
+        std::os::unix::fs::chown(path, Some(65534), Some(65534)).unwrap();
+    }
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                if reader.read_line(&mut line).is_err() || line != "CONNECT 5555\n" {
+                    return;
+                }
+                let mut writer = stream;
+                if writer.write_all(b"OK 1073741824\n").is_err() {
+                    return;
+                }
+                let mut buf = [0u8; 65536];
+                while let Ok(n) = reader.read(&mut buf) {
+                    if n == 0 || writer.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                let _ = writer.shutdown(Shutdown::Write);
+            });
+        }
+    });
+}
+
+fn is_root() -> bool {
+    // SAFETY: a plain credential query.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A free TCP port on 127.0.0.1.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running `vmm adb-proxy` and its stderr file.
+struct Proxy {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Proxy {
+    /// Starts it on the fake VMM of `dir` with `extra` arguments and
+    /// `probe` as the probed class.
+    fn start(dir: &Path, probe: Option<&str>, extra: &[&str]) -> Proxy {
+        let port = free_port();
+        let log = dir.join(format!("proxy-{port}.log"));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vmm"));
+        cmd.arg("adb-proxy")
+            .arg("--vsock-socket")
+            .arg(dir.join("vsock.sock"))
+            .args(["--port", &port.to_string()])
+            .args(extra)
+            .env_remove(sandbox::probe::ENV)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        if let Some(class) = probe {
+            cmd.env(sandbox::probe::ENV, class);
+        }
+        Proxy {
+            child: cmd.spawn().unwrap(),
+            port,
+            log,
+        }
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until it serves (its start-up line), or panics.
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + PATIENCE;
+        while !self.stderr().contains("vmm adb-proxy: 127.0.0.1:") {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("the proxy exited ({status}): {}", self.stderr());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no start-up line: {}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Its exit status once it exited on its own, or panics.
+    fn wait_exit(&mut self) -> i32 {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "still running: {}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends `data` through one bridged connection and returns what came
+    /// back (the fake VMM echoes).
+    fn echo(&self, data: &[u8]) -> std::io::Result<Vec<u8>> {
+        let mut client = TcpStream::connect(("127.0.0.1", self.port))?;
+        client.set_read_timeout(Some(PATIENCE))?;
+        let writer = {
+            let mut client = client.try_clone()?;
+            let data = data.to_vec();
+            std::thread::spawn(move || {
+                let _ = client.write_all(&data);
+                let _ = client.shutdown(Shutdown::Write);
+            })
+        };
+        let mut back = Vec::new();
+        let read = client.read_to_end(&mut back);
+        let _ = writer.join();
+        read.map(|_| back)
+    }
+
+    /// `/proc/<pid>/status` of its thread `tid` (the process if `None`).
+    fn status(&self, tid: Option<&str>) -> String {
+        let pid = self.child.id();
+        let path = match tid {
+            Some(t) => format!("/proc/{pid}/task/{t}/status"),
+            None => format!("/proc/{pid}/status"),
+        };
+        std::fs::read_to_string(path).unwrap_or_default()
+    }
+
+    fn field(&self, name: &str) -> String {
+        field(&self.status(None), name)
+    }
+
+    /// `Seccomp:` of every thread.
+    fn seccomp_of_threads(&self) -> Vec<String> {
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", self.child.id())).unwrap();
+        tasks
+            .map(|t| {
+                field(
+                    &self.status(Some(&t.unwrap().file_name().to_string_lossy())),
+                    "Seccomp",
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn field(status: &str, name: &str) -> String {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}:")))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_else(|| panic!("no {name} in {status}"))
+}
+
+#[test]
+fn a_forbidden_call_from_each_proxy_class_kills_it_naming_the_call() {
+    if !sandbox::probe::available() {
+        eprintln!("skipped: this build has no sandbox probe (a release build without test-hooks)");
+        return;
+    }
+    let dir = test_dir("probe");
+    fake_vmm(&dir.join("vsock.sock"));
+    // (class, its first thread, whether a client must connect to start it)
+    for (class, thread, connect) in [
+        ("main", "main", false),
+        ("launcher", "launcher", false),
+        ("conn", "conn-1", true),
+        ("up", "up-1", true),
+    ] {
+        let mut proxy = Proxy::start(&dir, Some(class), &[]);
+        if connect {
+            proxy.wait_ready();
+            // The connection dies with the proxy.
+            let _ = proxy.echo(b"never bridged");
+        }
+        let code = proxy.wait_exit();
+        let err = proxy.stderr();
+        assert_eq!(code, VIOLATION, "{class}: {err}");
+        assert!(
+            err.contains(&format!(
+                "vmm adb-proxy: sandbox: thread {thread} (class {class}) made a forbidden system call: execve ("
+            )),
+            "{class}: {err}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_proxy_bridges_under_its_filters_and_holds_no_capability() {
+    let dir = test_dir("confined");
+    fake_vmm(&dir.join("vsock.sock"));
+    let mut proxy = Proxy::start(&dir, None, &[]);
+    proxy.wait_ready();
+    // Two connections end to end (splice both ways, half-close), so every
+    // thread class has run under its filter.
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    assert_eq!(proxy.echo(&data).unwrap(), data);
+    assert_eq!(proxy.echo(b"second").unwrap(), b"second");
+    assert!(
+        proxy.child.try_wait().unwrap().is_none(),
+        "{}",
+        proxy.stderr()
+    );
+    let zero = "0000000000000000";
+    for set in ["CapInh", "CapPrm", "CapEff", "CapAmb"] {
+        assert_eq!(proxy.field(set), zero, "{set}");
+    }
+    assert_eq!(proxy.field("NoNewPrivs"), "1");
+    let threads = proxy.seccomp_of_threads();
+    assert!(threads.len() >= 2, "{threads:?}");
+    assert!(threads.iter().all(|s| s == "2"), "{threads:?}");
+    let err = proxy.stderr();
+    assert!(
+        err.contains("sandbox: seccomp filters for 4 thread classes"),
+        "{err}"
+    );
+    if is_root() {
+        // Started as root: the bounding set is emptied and it runs as the
+        // owner of the vsock socket (the VMM's sandbox user), which it
+        // still reaches (the echo above).
+        assert_eq!(proxy.field("CapBnd"), zero);
+        assert_eq!(proxy.field("Uid"), "65534\t65534\t65534\t65534");
+        assert_eq!(proxy.field("Gid"), "65534\t65534\t65534\t65534");
+        assert!(
+            err.contains("uid 65534 gid 65534 (switched from root)"),
+            "{err}"
+        );
+    }
+    drop(proxy);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn disable_sandbox_leaves_the_proxy_unfiltered() {
+    let dir = test_dir("disabled");
+    fake_vmm(&dir.join("vsock.sock"));
+    let mut proxy = Proxy::start(&dir, None, &["--disable-sandbox"]);
+    proxy.wait_ready();
+    assert_eq!(proxy.echo(b"hello").unwrap(), b"hello");
+    assert_eq!(proxy.field("Seccomp"), "0");
+    assert!(proxy
+        .stderr()
+        .contains("sandbox disabled (--disable-sandbox)"));
+    drop(proxy);
+    let _ = std::fs::remove_dir_all(&dir);
+}
