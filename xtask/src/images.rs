@@ -632,13 +632,8 @@ pub fn build(arch: Arch, vmm: Option<&Path>) -> Result<Images> {
 
     // The test host's QEMU: its unpacked packages, linked into the images
     // directory where the test runner looks for it.
-    let testhost_qemu = link_testhost_qemu(
-        &cache,
-        &out,
-        &inputs,
-        arch,
-        &root_name(lock::GROUP_QEMU),
-    )?;
+    let testhost_qemu =
+        link_testhost_qemu(&cache, &out, &inputs, arch, &root_name(lock::GROUP_QEMU))?;
 
     // Manifest.
     let file_info = |p: &Path| -> Result<serde_json::Value> {

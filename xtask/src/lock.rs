@@ -380,7 +380,10 @@ impl AptTrees {
         }
         let apt = match self.build_machine.take() {
             Some(apt) => apt,
-            None => Apt::new(&apt_root(&self.cache, BUILD_MACHINE_ARCH), BUILD_MACHINE_ARCH)?,
+            None => Apt::new(
+                &apt_root(&self.cache, BUILD_MACHINE_ARCH),
+                BUILD_MACHINE_ARCH,
+            )?,
         };
         Ok(self.build_machine.insert(apt))
     }
