@@ -1,6 +1,7 @@
 //! Boots the nested test host and collects per-scenario results.
 //!
-//! The test host is `qemu-system-x86_64 -accel tcg -cpu max -smp 1` running a
+//! The test host is `qemu-system-x86_64 -accel tcg -cpu max,-erms,-fsrm -smp 1`
+//! (or `qemu-system-aarch64 -M virt,virtualization=on -cpu neoverse-n2`) running a
 //! Debian kernel and an initramfs built by `cargo xtask images`. Its `/init`
 //! loads the KVM modules, prints `VMSTACK-TESTHOST-READY`, then runs each
 //! scenario named in `th.scenarios=a,b,c` wrapped in
@@ -35,9 +36,10 @@ pub const END_PREFIX: &str = "@@END ";
 pub const TESTHOST_KERNEL: &str = "testhost-vmlinuz";
 /// File name of the test host initramfs inside an images directory.
 pub const TESTHOST_INITRD: &str = "testhost-initramfs.cpio.gz";
-/// Directory (a symlink into the cache) inside an x86_64 images directory:
-/// the unpacked Debian package of the test host's QEMU (`prebuilts/x86_64.lock`,
-/// group `qemu`). Without it the system's `qemu-system-x86_64` is used.
+/// Directory (a symlink into the cache) inside an images directory: the
+/// unpacked Debian packages of the test host's QEMU (`prebuilts/<arch>.lock`,
+/// group `qemu`). Without it the system's `qemu-system-x86_64` /
+/// `qemu-system-aarch64` is used.
 pub const TESTHOST_QEMU_DIR: &str = "testhost-qemu";
 /// File name of the build manifest inside an images directory.
 pub const MANIFEST: &str = "manifest.json";
@@ -50,6 +52,19 @@ pub const DEFAULT_SCENARIO_TIMEOUT: Duration = Duration::from_secs(120);
 /// 282 MiB/s (scenario `copy-speed`, docs/testing.md). Inner guests inherit
 /// the model through KVM's supported CPUID.
 pub const TESTHOST_CPU: &str = "max,-erms,-fsrm";
+/// CPU model of the aarch64 test host under the locked QEMU 10
+/// (`$VMSTACK_TESTHOST_CPU` overrides it): Neoverse N2 (Armv9.0) has
+/// FEAT_EVT, so pKVM traps the cache ID registers with `HCR_EL2.TID4`
+/// instead of `TID2`, which also trapped every guest `CTR_EL0` read (~24 s
+/// per inner boot under TCG, docs/notes/2026-12-06-arm64-early-boot.md).
+/// Not QEMU 10's `max`: it has FEAT_MOPS, which the inner guests' busybox
+/// then uses and pKVM does not enable at EL0 (SIGILL). `pauth-impdef`: a
+/// cheap pointer-authentication algorithm, much faster under TCG than the
+/// architected QARMA.
+pub const TESTHOST_CPU_AARCH64: &str = "neoverse-n2,pauth-impdef=on";
+/// CPU model of the aarch64 test host under a QEMU from `PATH` (bookworm's
+/// 7.2 has no Neoverse N2).
+pub const TESTHOST_CPU_AARCH64_PATH_QEMU: &str = "max,pauth-impdef=on";
 /// The x86_64 test host is declared frozen when its heartbeat (a line every
 /// 5 s on its second serial port, `th.heartbeat=ttyS1`) stops for this long.
 pub const FREEZE_AFTER: Duration = Duration::from_secs(90);
@@ -105,6 +120,10 @@ pub struct TestHostConfig {
     /// Data directory searched first for firmware and option ROMs (`-L`): the
     /// locked package's `usr/share/qemu`.
     pub qemu_data: Option<PathBuf>,
+    /// `-cpu` model: [`TESTHOST_CPU`] / [`TESTHOST_CPU_AARCH64`] (or, with
+    /// the `PATH` QEMU, [`TESTHOST_CPU_AARCH64_PATH_QEMU`]), unless
+    /// `$VMSTACK_TESTHOST_CPU` says otherwise.
+    pub cpu: String,
     /// Test host kernel (bzImage).
     pub kernel: PathBuf,
     /// Test host initramfs.
@@ -182,15 +201,25 @@ impl TestHostConfig {
         let log_name = format!("testhost{suffix}-{}.log", log_stem(&scenarios.join("+")));
         let locked_qemu = images_dir.join(TESTHOST_QEMU_DIR);
         let locked_bin = locked_qemu.join("usr/bin").join(arch.qemu());
-        let (qemu, qemu_data) = if arch == Arch::X86_64 && locked_bin.is_file() {
-            (locked_bin, Some(locked_qemu.join("usr/share/qemu")))
+        let (qemu, qemu_data, cpu) = if locked_bin.is_file() {
+            let cpu = match arch {
+                Arch::X86_64 => TESTHOST_CPU,
+                Arch::Aarch64 => TESTHOST_CPU_AARCH64,
+            };
+            (locked_bin, Some(locked_qemu.join("usr/share/qemu")), cpu)
         } else {
-            (PathBuf::from(arch.qemu()), None)
+            let cpu = match arch {
+                Arch::X86_64 => TESTHOST_CPU,
+                Arch::Aarch64 => TESTHOST_CPU_AARCH64_PATH_QEMU,
+            };
+            (PathBuf::from(arch.qemu()), None, cpu)
         };
+        let cpu = std::env::var("VMSTACK_TESTHOST_CPU").unwrap_or_else(|_| cpu.into());
         Ok(Self {
             arch,
             qemu,
             qemu_data,
+            cpu,
             kernel,
             initrd,
             manifest: manifest.is_file().then_some(manifest),
@@ -287,25 +316,16 @@ impl TestHostConfig {
         if let Some(data) = &self.qemu_data {
             cmd.arg("-L").arg(data);
         }
-        match self.arch {
-            Arch::X86_64 => cmd
-                .args(["-accel", "tcg", "-cpu"])
-                .arg(std::env::var("VMSTACK_TESTHOST_CPU").unwrap_or_else(|_| TESTHOST_CPU.into()))
-                .args(["-smp", "1", "-m"]),
-            // pauth-impdef: a cheap pointer-authentication algorithm, much
-            // faster under TCG than the architected QARMA.
-            Arch::Aarch64 => cmd.args([
-                "-M",
-                "virt,virtualization=on,gic-version=3",
-                "-accel",
-                "tcg",
-                "-cpu",
-                "max,pauth-impdef=on",
-                "-smp",
-                "2",
-                "-m",
-            ]),
+        if self.arch == Arch::Aarch64 {
+            cmd.args(["-M", "virt,virtualization=on,gic-version=3"]);
+        }
+        let smp = match self.arch {
+            Arch::X86_64 => "1",
+            Arch::Aarch64 => "2",
         };
+        cmd.args(["-accel", "tcg", "-cpu"])
+            .arg(&self.cpu)
+            .args(["-smp", smp, "-m"]);
         cmd.arg(self.memory_mib.to_string()).arg("-nographic");
         if self.freeze_after.is_some() {
             // ttyS0 stays the console (on stdio); ttyS1 carries the heartbeat.
@@ -963,6 +983,7 @@ mod tests {
             arch: Arch::X86_64,
             qemu: "q".into(),
             qemu_data: None,
+            cpu: TESTHOST_CPU.into(),
             kernel: "k".into(),
             initrd: "i".into(),
             manifest: None,
@@ -1071,6 +1092,24 @@ android| [    1.000000] WARNING: CPU: 0 PID: 1 at arch/arm64/kvm/x.c:1 f+0x0/0x1
         let data = dir.join(TESTHOST_QEMU_DIR).join("usr/share/qemu");
         assert_eq!(args[0], "-L");
         assert_eq!(args[1], data.as_os_str());
+        // aarch64: the locked QEMU 10 with Neoverse N2, the PATH one with `max`.
+        let cpu_arg = |cfg: &TestHostConfig| {
+            let cmd = cfg.command();
+            let args: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();
+            let at = args.iter().position(|a| a == "-cpu").unwrap();
+            args[at + 1].clone()
+        };
+        if std::env::var_os("VMSTACK_TESTHOST_CPU").is_none() {
+            let arm = TestHostConfig::for_arch(Arch::Aarch64, &dir, &["a"], &dir).unwrap();
+            assert_eq!(arm.qemu, PathBuf::from("qemu-system-aarch64"));
+            assert_eq!(cpu_arg(&arm), TESTHOST_CPU_AARCH64_PATH_QEMU);
+            std::fs::write(bin.join("qemu-system-aarch64"), b"").unwrap();
+            let arm = TestHostConfig::for_arch(Arch::Aarch64, &dir, &["a"], &dir).unwrap();
+            assert_eq!(arm.qemu, bin.join("qemu-system-aarch64"));
+            assert_eq!(arm.qemu_data, Some(data.clone()));
+            assert_eq!(cpu_arg(&arm), TESTHOST_CPU_AARCH64);
+            assert_eq!(cpu_arg(&cfg), TESTHOST_CPU);
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -1087,6 +1126,7 @@ android| [    1.000000] WARNING: CPU: 0 PID: 1 at arch/arm64/kvm/x.c:1 f+0x0/0x1
             arch: Arch::X86_64,
             qemu: fake,
             qemu_data: None,
+            cpu: TESTHOST_CPU.into(),
             kernel: "k".into(),
             initrd: "i".into(),
             manifest: None,

@@ -96,23 +96,27 @@ pub(crate) fn unpack(
     Ok(dir)
 }
 
-/// Unpacks the locked QEMU packages and points `<out>/testhost-qemu` at the
-/// root (replacing an older link); checks that the binary starts. Returns the
-/// `qemu-system-x86` package.
-fn link_testhost_qemu(cache: &Path, out: &Path, inputs: &Inputs) -> Result<LockedPackage> {
+/// Unpacks the locked QEMU packages (root `root_name`) and points
+/// `<out>/testhost-qemu` at the root (replacing an older link); checks that
+/// the binary starts. Returns the emulator package (`qemu-system-x86` or
+/// `qemu-system-arm`).
+fn link_testhost_qemu(
+    cache: &Path,
+    out: &Path,
+    inputs: &Inputs,
+    arch: Arch,
+    root_name: &str,
+) -> Result<LockedPackage> {
+    let name = lock::qemu_packages(arch.debian())[0];
     let main = inputs
         .lock
         .group(lock::GROUP_QEMU)
         .into_iter()
-        .find(|p| p.name == lock::QEMU_PACKAGES[0])
+        .find(|p| p.name == name)
         .cloned()
-        .ok_or_else(|| anyhow!("the x86_64 lock has no {} package", lock::QEMU_PACKAGES[0]))?;
-    let root = unpack(
-        cache,
-        lock::GROUP_QEMU,
-        &inputs.group_debs(lock::GROUP_QEMU),
-    )?;
-    let bin = root.join("usr/bin/qemu-system-x86_64");
+        .ok_or_else(|| anyhow!("the {} lock has no {name} package", arch.name()))?;
+    let root = unpack(cache, root_name, &inputs.group_debs(lock::GROUP_QEMU))?;
+    let bin = root.join("usr/bin").join(arch.qemu());
     let version = Command::new(&bin).arg("--version").output();
     match version {
         Ok(o) if o.status.success() => {
@@ -124,10 +128,11 @@ fn link_testhost_qemu(cache: &Path, out: &Path, inputs: &Inputs) -> Result<Locke
         }
         Ok(o) => bail!(
             "{} --version failed ({}): {} (its shared libraries come from the system's \
-             qemu-system-x86: run `cargo xtask setup`)",
+             {}: run `cargo xtask test`, which installs it)",
             bin.display(),
             o.status,
-            String::from_utf8_lossy(&o.stderr).trim()
+            String::from_utf8_lossy(&o.stderr).trim(),
+            arch.qemu_package(),
         ),
         Err(e) => bail!("cannot run {}: {e}", bin.display()),
     }
@@ -625,12 +630,10 @@ pub fn build(arch: Arch, vmm: Option<&Path>) -> Result<Images> {
         Ok(())
     })?;
 
-    // The test host's QEMU (x86_64): its unpacked package, linked into the
-    // images directory where the test runner looks for it.
-    let testhost_qemu = match arch {
-        Arch::X86_64 => Some(link_testhost_qemu(&cache, &out, &inputs)?),
-        Arch::Aarch64 => None,
-    };
+    // The test host's QEMU: its unpacked packages, linked into the images
+    // directory where the test runner looks for it.
+    let testhost_qemu =
+        link_testhost_qemu(&cache, &out, &inputs, arch, &root_name(lock::GROUP_QEMU))?;
 
     // Manifest.
     let file_info = |p: &Path| -> Result<serde_json::Value> {
@@ -657,9 +660,10 @@ pub fn build(arch: Arch, vmm: Option<&Path>) -> Result<Images> {
         "vmm": vmm.as_ref().map(|(p, sha)| serde_json::json!({
             "path": p.display().to_string(), "sha256": sha,
         })),
-        "testhost_qemu": testhost_qemu.as_ref().map(|p| serde_json::json!({
-            "package": p.name, "version": p.version, "sha256": p.sha256,
-        })),
+        "testhost_qemu": {
+            "package": testhost_qemu.name, "version": testhost_qemu.version,
+            "sha256": testhost_qemu.sha256,
+        },
         "guest_tools": { "path": tools.display().to_string(), "sha256": tools_sha },
         "guest_modules": guest_modules,
         "guest_kmods": guest_kmods.iter().map(|m| serde_json::json!({

@@ -11,11 +11,15 @@
 //! - `tee-client` (aarch64 lock only): Debian's OP-TEE client library
 //!   `libteec1` with `optee-client-dev` (headers) and the `libc6` it runs on,
 //!   from bookworm, for the arm64 guest's TEE client (`xtask/src/tee_client.rs`);
-//! - `qemu` (x86_64 lock only): the test host's emulator, `qemu-system-x86`
-//!   with the `qemu-system-common` and `qemu-system-data` of the same version
-//!   from bookworm-backports (bookworm's 7.2 mis-emulates nested SVM, see
-//!   docs/testing.md). It runs from its unpacked root on the build machine;
-//!   its shared libraries come from the system's own `qemu-system-x86`.
+//! - `qemu`: the test host's emulator, `qemu-system-x86` (x86_64 lock) or
+//!   `qemu-system-arm` (aarch64 lock) with the `qemu-system-common` and
+//!   `qemu-system-data` of the same version from bookworm-backports
+//!   (bookworm's 7.2 mis-emulates nested SVM and has no arm64 CPU model
+//!   with FEAT_EVT, see docs/testing.md). These are packages of the build
+//!   machine ([`BUILD_MACHINE_ARCH`]), resolved in its private apt tree
+//!   `apt/` whatever the images' architecture. It runs from its unpacked
+//!   root on the build machine; its shared libraries come from the
+//!   system's own `qemu-system-x86` / `qemu-system-arm`.
 //!
 //! If the lock exists, its exact versions are used. If a locked version can no
 //! longer be found (backports move on) after a fresh `apt-get update`, the group is
@@ -41,8 +45,19 @@ pub const BUSYBOX: &str = "busybox-static";
 /// Suite busybox is taken from.
 pub const BUSYBOX_SUITE: &str = "bookworm";
 
-/// Packages of the test host's QEMU, all at the version of the first.
-pub const QEMU_PACKAGES: &[&str] = &["qemu-system-x86", "qemu-system-common", "qemu-system-data"];
+/// Packages of the test host's QEMU for images of Debian architecture
+/// `arch`, all at the version of the first (the emulator of `arch`).
+pub fn qemu_packages(arch: &str) -> [&'static str; 3] {
+    let system = if arch == "arm64" {
+        "qemu-system-arm"
+    } else {
+        "qemu-system-x86"
+    };
+    [system, "qemu-system-common", "qemu-system-data"]
+}
+/// Debian architecture of the build machine, which runs the test host's
+/// QEMU: the [`GROUP_QEMU`] packages are of this architecture.
+pub const BUILD_MACHINE_ARCH: &str = "amd64";
 /// Suite the test host's QEMU is taken from.
 pub const QEMU_SUITE: &str = "bookworm-backports";
 
@@ -50,7 +65,7 @@ pub const QEMU_SUITE: &str = "bookworm-backports";
 pub const GROUP_KERNEL: &str = "kernel";
 /// Group name of the busybox package.
 pub const GROUP_BUSYBOX: &str = "busybox";
-/// Group name of the test host's QEMU packages (amd64 only).
+/// Group name of the test host's QEMU packages.
 pub const GROUP_QEMU: &str = "qemu";
 /// Group name of the arm64 guest's TEE client library (arm64 only).
 pub const GROUP_TEE_CLIENT: &str = "tee-client";
@@ -290,16 +305,14 @@ fn resolve_busybox(apt: &Apt) -> Result<Vec<LockedPackage>> {
     )])
 }
 
-/// Resolves the test host's QEMU: the packages of [`QEMU_PACKAGES`] at the
-/// version [`QEMU_SUITE`] has of the first.
-fn resolve_qemu(apt: &Apt) -> Result<Vec<LockedPackage>> {
-    let main = version_in_suite(apt, QEMU_PACKAGES[0], QEMU_SUITE)?;
-    let mut pkgs = vec![LockedPackage::from_info(
-        GROUP_QEMU,
-        QEMU_PACKAGES[0],
-        &main,
-    )];
-    for name in &QEMU_PACKAGES[1..] {
+/// Resolves the test host's QEMU for images of Debian architecture `arch`:
+/// the packages of [`qemu_packages`] at the version [`QEMU_SUITE`] has of
+/// the first, from `apt` (the build machine's tree).
+fn resolve_qemu(apt: &Apt, arch: &str) -> Result<Vec<LockedPackage>> {
+    let names = qemu_packages(arch);
+    let main = version_in_suite(apt, names[0], QEMU_SUITE)?;
+    let mut pkgs = vec![LockedPackage::from_info(GROUP_QEMU, names[0], &main)];
+    for name in &names[1..] {
         let p = apt
             .show(name, Some(&main.version))?
             .into_iter()
@@ -326,7 +339,53 @@ fn groups(arch: &str) -> &'static [&'static str] {
     if arch == "amd64" {
         &[GROUP_KERNEL, GROUP_BUSYBOX, GROUP_QEMU]
     } else {
-        &[GROUP_KERNEL, GROUP_BUSYBOX, GROUP_TEE_CLIENT]
+        &[GROUP_KERNEL, GROUP_BUSYBOX, GROUP_TEE_CLIENT, GROUP_QEMU]
+    }
+}
+
+/// The private apt tree of Debian architecture `arch`: `apt/` for amd64
+/// (as before), `apt-<arch>/` (own lists) for the others.
+fn apt_root(cache: &Path, arch: &str) -> PathBuf {
+    if arch == "amd64" {
+        cache.join("apt")
+    } else {
+        cache.join(format!("apt-{arch}"))
+    }
+}
+
+/// The apt trees of one lock: the images' architecture's, and the build
+/// machine's for the [`GROUP_QEMU`] packages (the same tree for amd64
+/// images; opened when first needed otherwise).
+struct AptTrees {
+    images: Apt,
+    build_machine: Option<Apt>,
+    cache: PathBuf,
+    same: bool,
+}
+
+impl AptTrees {
+    fn new(cache: &Path, arch: &str) -> Result<Self> {
+        Ok(Self {
+            images: Apt::new(&apt_root(cache, arch), arch)?,
+            build_machine: None,
+            cache: cache.to_path_buf(),
+            same: arch == BUILD_MACHINE_ARCH,
+        })
+    }
+
+    /// The tree `group`'s packages are resolved and downloaded in.
+    fn for_group(&mut self, group: &str) -> Result<&Apt> {
+        if group != GROUP_QEMU || self.same {
+            return Ok(&self.images);
+        }
+        let apt = match self.build_machine.take() {
+            Some(apt) => apt,
+            None => Apt::new(
+                &apt_root(&self.cache, BUILD_MACHINE_ARCH),
+                BUILD_MACHINE_ARCH,
+            )?,
+        };
+        Ok(self.build_machine.insert(apt))
     }
 }
 
@@ -374,16 +433,12 @@ fn available(apt: &Apt, pkgs: &[LockedPackage], lock_path: &Path) -> Result<bool
 /// Makes sure every input for Debian architecture `arch` is locked,
 /// downloaded and verified; updates the lock file when something had to be
 /// (re-)resolved. amd64 keeps the private apt tree `apt/`, other
-/// architectures get `apt-<arch>/` (own lists).
+/// architectures get `apt-<arch>/` (own lists); the test host's QEMU comes
+/// from `apt/` for all (see [`AptTrees`]).
 pub fn ensure_inputs(lock_path: &Path, cache: &Path, arch: &str) -> Result<Inputs> {
     let old = Lock::read(lock_path)?;
     let debs_dir = cache.join("debs");
-    let apt_root = if arch == "amd64" {
-        cache.join("apt")
-    } else {
-        cache.join(format!("apt-{arch}"))
-    };
-    let apt = Apt::new(&apt_root, arch)?;
+    let mut trees = AptTrees::new(cache, arch)?;
     let meta_name = kernel_meta(arch);
 
     let mut kernel_info = old.as_ref().map(|l| l.kernel.clone());
@@ -393,6 +448,7 @@ pub fn ensure_inputs(lock_path: &Path, cache: &Path, arch: &str) -> Result<Input
             .as_ref()
             .map(|l| l.group(group).into_iter().cloned().collect())
             .unwrap_or_default();
+        let apt = trees.for_group(group)?;
         let usable = if locked.is_empty() {
             false
         } else {
@@ -406,11 +462,11 @@ pub fn ensure_inputs(lock_path: &Path, cache: &Path, arch: &str) -> Result<Input
                 true
             } else {
                 apt.ensure_lists(LISTS_MAX_AGE)?;
-                if available(&apt, &locked, lock_path)? {
+                if available(apt, &locked, lock_path)? {
                     true
                 } else if !apt.updated() {
                     apt.update()?;
-                    available(&apt, &locked, lock_path)?
+                    available(apt, &locked, lock_path)?
                 } else {
                     false
                 }
@@ -440,7 +496,7 @@ pub fn ensure_inputs(lock_path: &Path, cache: &Path, arch: &str) -> Result<Input
             apt.update()?;
         }
         if group == GROUP_KERNEL {
-            let (info, pkgs) = resolve_kernel(&apt, &meta_name)?;
+            let (info, pkgs) = resolve_kernel(apt, &meta_name)?;
             step!(
                 "resolved {meta_name} {} ({KERNEL_SUITE}) -> kernel {}",
                 info.meta_version,
@@ -449,7 +505,7 @@ pub fn ensure_inputs(lock_path: &Path, cache: &Path, arch: &str) -> Result<Input
             kernel_info = Some(info);
             packages.extend(pkgs);
         } else if group == GROUP_QEMU {
-            let pkgs = resolve_qemu(&apt)?;
+            let pkgs = resolve_qemu(apt, arch)?;
             step!(
                 "resolved {} {} ({QEMU_SUITE})",
                 pkgs[0].name,
@@ -457,9 +513,9 @@ pub fn ensure_inputs(lock_path: &Path, cache: &Path, arch: &str) -> Result<Input
             );
             packages.extend(pkgs);
         } else if group == GROUP_TEE_CLIENT {
-            packages.extend(resolve_tee_client(&apt)?);
+            packages.extend(resolve_tee_client(apt)?);
         } else {
-            packages.extend(resolve_busybox(&apt)?);
+            packages.extend(resolve_busybox(apt)?);
         }
     }
     let kernel = kernel_info.ok_or_else(|| anyhow!("kernel group resolved without kernel info"))?;
@@ -480,6 +536,7 @@ pub fn ensure_inputs(lock_path: &Path, cache: &Path, arch: &str) -> Result<Input
                 path
             }
             None => {
+                let apt = trees.for_group(&p.group)?;
                 apt.ensure_lists(LISTS_MAX_AGE)?;
                 apt.download(&p.info(), &debs_dir)?
             }
@@ -528,5 +585,20 @@ mod tests {
             "busybox-static_1.35.0-4+deb12u1+b1_amd64.deb"
         );
         assert_eq!(back.role(ROLE_BUSYBOX).unwrap().size, 928188);
+    }
+
+    /// Both locks carry the test host's QEMU, each its own emulator with
+    /// the shared packages.
+    #[test]
+    fn qemu_group_per_arch() {
+        for arch in ["amd64", "arm64"] {
+            assert!(groups(arch).contains(&GROUP_QEMU), "{arch}");
+        }
+        assert_eq!(qemu_packages("amd64")[0], "qemu-system-x86");
+        assert_eq!(qemu_packages("arm64")[0], "qemu-system-arm");
+        assert_eq!(qemu_packages("arm64")[1..], qemu_packages("amd64")[1..]);
+        let cache = Path::new("/c");
+        assert_eq!(apt_root(cache, "amd64"), cache.join("apt"));
+        assert_eq!(apt_root(cache, "arm64"), cache.join("apt-arm64"));
     }
 }

@@ -28,10 +28,12 @@ pub const HOST_PACKAGES: &[&str] = &[
     "adb",
 ];
 
-/// Extra Debian packages the aarch64 images and tests need: the test host's
-/// emulator, the cross linker of the static aarch64 VMM and the user-mode
-/// emulator that runs its unit tests (`.cargo/config.toml` names
-/// `aarch64-linux-gnu-gcc` as linker and `qemu-aarch64-static` as runner).
+/// Extra Debian packages the aarch64 images and tests need: bookworm's
+/// `qemu-system-arm` (the shared libraries of the locked QEMU 10 the test
+/// host runs on, and the fallback emulator), the cross linker of the
+/// static aarch64 VMM and the user-mode emulator that runs its unit tests
+/// (`.cargo/config.toml` names `aarch64-linux-gnu-gcc` as linker and
+/// `qemu-aarch64-static` as runner).
 pub const AARCH64_HOST_PACKAGES: &[&str] = &[
     "qemu-system-arm",
     "gcc-aarch64-linux-gnu",
