@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 use bootbench::record::{
-    self, Failure, Record, Sample, OURS, OURS_ELF, OURS_ELF_COPY, QEMU_MICROVM,
+    self, Failure, Record, Sample, OURS, OURS_ELF, OURS_ELF_MAP, QEMU_MICROVM,
 };
 use bootbench::stats::{self, Summary};
 
@@ -100,8 +100,8 @@ pub enum KernelChoice {
     Elf,
     /// Both, interleaved in every round.
     Both,
-    /// The ELF twice: boot files mapped (`ours-elf`) and copied
-    /// (`ours-elf-copy`, `VMSTACK_BOOT_FILES=copy`).
+    /// The ELF twice: kernel copied (`ours-elf`, the default) and mapped
+    /// (`ours-elf-map`, `VMSTACK_BOOT_FILES=map`).
     ElfAb,
 }
 
@@ -137,7 +137,7 @@ impl KernelChoice {
             Self::Bzimage => &[OURS],
             Self::Elf => &[OURS_ELF],
             Self::Both => &[OURS, OURS_ELF],
-            Self::ElfAb => &[OURS_ELF, OURS_ELF_COPY],
+            Self::ElfAb => &[OURS_ELF, OURS_ELF_MAP],
         }
     }
 }
@@ -622,7 +622,7 @@ mod tests {
         assert!("vmlinux".parse::<KernelChoice>().is_err());
         assert_eq!(
             "elf-ab".parse::<KernelChoice>().unwrap().ours(),
-            [OURS_ELF, OURS_ELF_COPY]
+            [OURS_ELF, OURS_ELF_MAP]
         );
     }
 

@@ -17,6 +17,6 @@ case "$kernel" in
     bzimage) exec /bin/bootbench --runs "$runs" ;;
     elf) exec /bin/bootbench --runs "$runs" --elf /guest/vmlinux --no-bzimage ;;
     both) exec /bin/bootbench --runs "$runs" --elf /guest/vmlinux ;;
-    elf-ab) exec /bin/bootbench --runs "$runs" --elf /guest/vmlinux --no-bzimage --elf-copy ;;
+    elf-ab) exec /bin/bootbench --runs "$runs" --elf /guest/vmlinux --no-bzimage --elf-map ;;
     *) echo "bench-boot: bench.kernel=$kernel: use bzimage, elf, both or elf-ab"; exit 1 ;;
 esac

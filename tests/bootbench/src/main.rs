@@ -3,13 +3,14 @@
 //!
 //! ```text
 //! bootbench [--runs N] [--mem MIB] [--timeout SECS] [--vmm PATH] [--qemu PATH]
-//!           [--kernel PATH] [--initrd PATH] [--elf PATH] [--no-bzimage] [--elf-copy]
+//!           [--kernel PATH] [--initrd PATH] [--elf PATH] [--no-bzimage] [--elf-map]
 //! ```
 //!
 //! `--elf PATH`: our VMM also boots the same kernel as an ELF `vmlinux`
 //! (records named `ours-elf`); `--no-bzimage`: our VMM boots only the ELF;
-//! `--elf-copy`: it also boots the ELF with `VMSTACK_BOOT_FILES=copy` (kernel
-//! and initrd copied, not mapped; records named `ours-elf-copy`).
+//! `--elf-map`: it also boots the ELF with `VMSTACK_BOOT_FILES=map` (kernel
+//! segments mapped copy-on-write too, not copied; records named
+//! `ours-elf-map`).
 //! QEMU always boots the bzImage (its microvm ELF/PVH path froze the test
 //! host, docs/benchmarks.md).
 //!
@@ -28,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use bootbench::record::{self, Failure, Sample, OURS, OURS_ELF, OURS_ELF_COPY, QEMU_MICROVM};
+use bootbench::record::{self, Failure, Sample, OURS, OURS_ELF, OURS_ELF_MAP, QEMU_MICROVM};
 use bootbench::stats;
 
 use runner::{Probes, VmmCommand};
@@ -58,7 +59,7 @@ struct Options {
     /// Whether our VMM boots the bzImage (`--no-bzimage` turns it off).
     bzimage: bool,
     /// Whether our VMM also boots the ELF with its boot files copied.
-    elf_copy: bool,
+    elf_map: bool,
 }
 
 impl Default for Options {
@@ -73,7 +74,7 @@ impl Default for Options {
             initrd: "/guest/initramfs.cpio.gz".into(),
             elf: None,
             bzimage: true,
-            elf_copy: false,
+            elf_map: false,
         }
     }
 }
@@ -93,11 +94,11 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options> {
             "--initrd" => o.initrd = value()?.into(),
             "--elf" => o.elf = Some(value()?.into()),
             "--no-bzimage" => o.bzimage = false,
-            "--elf-copy" => o.elf_copy = true,
+            "--elf-map" => o.elf_map = true,
             "-h" | "--help" => {
                 println!(
                     "usage: bootbench [--runs N] [--mem MIB] [--timeout SECS] [--vmm PATH] \
-                     [--qemu PATH] [--kernel PATH] [--initrd PATH] [--elf PATH] [--no-bzimage] [--elf-copy]"
+                     [--qemu PATH] [--kernel PATH] [--initrd PATH] [--elf PATH] [--no-bzimage] [--elf-map]"
                 );
                 std::process::exit(0);
             }
@@ -107,8 +108,8 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options> {
     if o.runs == 0 {
         bail!("--runs must be at least 1");
     }
-    if o.elf_copy && o.elf.is_none() {
-        bail!("--elf-copy needs --elf PATH");
+    if o.elf_map && o.elf.is_none() {
+        bail!("--elf-map needs --elf PATH");
     }
     if !o.bzimage && o.elf.is_none() {
         bail!("--no-bzimage needs --elf PATH (our VMM must boot something)");
@@ -158,11 +159,11 @@ fn commands(o: &Options) -> Vec<VmmCommand> {
     }
     if let Some(elf) = &o.elf {
         cmds.push(ours_elf(o, elf));
-        if o.elf_copy {
-            let mut copy = ours_elf(o, elf);
-            copy.name = OURS_ELF_COPY;
-            copy.env = vec![("VMSTACK_BOOT_FILES".into(), "copy".into())];
-            cmds.push(copy);
+        if o.elf_map {
+            let mut mapped = ours_elf(o, elf);
+            mapped.name = OURS_ELF_MAP;
+            mapped.env = vec![("VMSTACK_BOOT_FILES".into(), "map".into())];
+            cmds.push(mapped);
         }
     }
     cmds.push(qemu(o));
@@ -234,7 +235,7 @@ fn first_line(program: &Path, args: &[&str]) -> Result<String> {
 }
 
 fn print_summary(samples: &[Sample]) {
-    for vmm in [OURS, OURS_ELF, OURS_ELF_COPY, QEMU_MICROVM] {
+    for vmm in [OURS, OURS_ELF, OURS_ELF_MAP, QEMU_MICROVM] {
         let of: Vec<&Sample> = samples.iter().filter(|s| s.vmm == vmm).collect();
         if of.is_empty() {
             continue;
@@ -404,17 +405,17 @@ mod tests {
             [OURS_ELF, QEMU_MICROVM]
         );
         assert!(parse_args(["--no-bzimage"].map(String::from)).is_err());
-        assert!(parse_args(["--elf-copy"].map(String::from)).is_err());
+        assert!(parse_args(["--elf-map"].map(String::from)).is_err());
         let ab =
-            parse_args(["--elf", "/e", "--no-bzimage", "--elf-copy"].map(String::from)).unwrap();
+            parse_args(["--elf", "/e", "--no-bzimage", "--elf-map"].map(String::from)).unwrap();
         let cmds = commands(&ab);
         assert_eq!(
             cmds.iter().map(|c| c.name).collect::<Vec<_>>(),
-            [OURS_ELF, OURS_ELF_COPY, QEMU_MICROVM]
+            [OURS_ELF, OURS_ELF_MAP, QEMU_MICROVM]
         );
         assert_eq!(
             cmds[1].display(),
-            format!("VMSTACK_BOOT_FILES=copy {}", cmds[0].display())
+            format!("VMSTACK_BOOT_FILES=map {}", cmds[0].display())
         );
     }
 }

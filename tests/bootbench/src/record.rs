@@ -20,9 +20,9 @@ pub const DONE_PREFIX: &str = "@@BENCH-DONE ";
 pub const OURS: &str = "ours";
 /// Name of our VMM booting the same kernel as an ELF `vmlinux`.
 pub const OURS_ELF: &str = "ours-elf";
-/// Name of our VMM booting the ELF `vmlinux` with its boot files copied
-/// (`VMSTACK_BOOT_FILES=copy`) instead of mapped.
-pub const OURS_ELF_COPY: &str = "ours-elf-copy";
+/// Name of our VMM booting the ELF `vmlinux` with its segments mapped
+/// copy-on-write (`VMSTACK_BOOT_FILES=map`) instead of copied.
+pub const OURS_ELF_MAP: &str = "ours-elf-map";
 /// Name of the QEMU `-M microvm` peer in the records.
 pub const QEMU_MICROVM: &str = "qemu-microvm";
 
@@ -66,7 +66,7 @@ impl Sample {
     /// Checks that the numbers are consistent: finite, positive, first entry
     /// before `/init`, some guest memory touched, overhead = total - guest.
     pub fn validate(&self) -> Result<(), String> {
-        if ![OURS, OURS_ELF, OURS_ELF_COPY, QEMU_MICROVM].contains(&self.vmm.as_str()) {
+        if ![OURS, OURS_ELF, OURS_ELF_MAP, QEMU_MICROVM].contains(&self.vmm.as_str()) {
             return Err(format!("unknown vmm {:?}", self.vmm));
         }
         for (name, v) in [

@@ -31,13 +31,22 @@
 //! The rule for users stays: do not modify a kernel or initrd while a VM
 //! booted from it runs.
 //!
-//! # Turning the mappings off
-//! With `VMSTACK_BOOT_FILES=copy` in the VMM's environment nothing is
-//! mapped and every boot file is copied into guest RAM, as before the
-//! mappings existed. It is there for measurements: a mapped kernel makes
-//! the first entry cheap but leaves the guest running from 4 KiB page-cache
-//! pages, and `cargo xtask bench boot --kernel elf-ab` boots both ways in
-//! one run to compare (docs/benchmarks.md).
+//! # Which files are mapped
+//! Mapping makes the first entry cheap (nothing is read before it), but a
+//! guest then runs on 4 KiB page-cache pages wherever it uses the mapped
+//! bytes, and each page it writes takes a copy-on-write fault first. That
+//! is a good trade for bytes the guest reads once (the bzImage's compressed
+//! payload, which its decompressor reads into fresh RAM; the initrd, which
+//! the kernel unpacks and frees) and a bad one for a kernel that runs in
+//! place (an ELF `vmlinux`'s segments, an arm64 `Image`): under nested
+//! virtualization an arm64 guest booted from a mapped `Image` reached
+//! `/init` about twice as late as from a copied one
+//! (docs/notes/2026-12-06-arm64-early-boot.md), an x86_64 ELF guest 1.3 s
+//! later (docs/notes/2026-12-05-boot-profile.md). So by default
+//! ([`BootFiles::MapReadOnce`]) only what is read once is mapped.
+//! `VMSTACK_BOOT_FILES=map` maps everything that can be mapped and
+//! `VMSTACK_BOOT_FILES=copy` nothing, for measurements
+//! (`cargo xtask bench boot --kernel elf-ab`, docs/benchmarks.md).
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -46,24 +55,64 @@ use std::sync::{Once, OnceLock};
 
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 
-/// Environment variable that turns the mappings off (value `copy`).
+/// Environment variable that chooses which boot files are mapped
+/// (`map`, `copy`; see [`BootFiles`]).
 pub const BOOT_FILES_ENV: &str = "VMSTACK_BOOT_FILES";
 
-/// Whether `value` (of [`BOOT_FILES_ENV`]) asks for copies.
-fn copy_requested_by(value: Option<&std::ffi::OsStr>) -> bool {
-    value.is_some_and(|v| v == "copy")
+/// How the guest uses a boot file, which decides whether it is worth
+/// mapping (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BootFileUse {
+    /// Read once and then left (the bzImage payload, the initrd).
+    ReadOnce,
+    /// Executed and written in place for the guest's whole life (an ELF
+    /// kernel's segments, an arm64 `Image`).
+    RunInPlace,
 }
 
-/// Whether this process was started with `VMSTACK_BOOT_FILES=copy`.
-fn copy_requested() -> bool {
-    static COPY: OnceLock<bool> = OnceLock::new();
-    *COPY.get_or_init(|| {
-        let copy = copy_requested_by(std::env::var_os(BOOT_FILES_ENV).as_deref());
-        if copy {
-            tracing::info!("{BOOT_FILES_ENV}=copy: boot files are copied, not mapped");
+/// Which boot files are mapped copy-on-write instead of copied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BootFiles {
+    /// Files read once are mapped, kernels that run in place are copied
+    /// (the default).
+    MapReadOnce,
+    /// Everything that can be mapped is (`VMSTACK_BOOT_FILES=map`).
+    MapAll,
+    /// Everything is copied (`VMSTACK_BOOT_FILES=copy`).
+    CopyAll,
+}
+
+impl BootFiles {
+    /// The choice a value of [`BOOT_FILES_ENV`] makes: `map`, `copy`, or
+    /// the default for anything else.
+    pub fn from_value(value: Option<&std::ffi::OsStr>) -> Self {
+        match value.and_then(|v| v.to_str()) {
+            Some("map") => Self::MapAll,
+            Some("copy") => Self::CopyAll,
+            _ => Self::MapReadOnce,
         }
-        copy
-    })
+    }
+
+    /// The choice of this process's environment (read once).
+    pub fn from_env() -> Self {
+        static CHOICE: OnceLock<BootFiles> = OnceLock::new();
+        *CHOICE.get_or_init(|| {
+            let choice = Self::from_value(std::env::var_os(BOOT_FILES_ENV).as_deref());
+            if choice != Self::MapReadOnce {
+                tracing::info!("{BOOT_FILES_ENV}: boot files: {choice:?}");
+            }
+            choice
+        })
+    }
+
+    /// Whether a file used as `usage` is mapped (when it can be).
+    pub fn maps(self, usage: BootFileUse) -> bool {
+        match self {
+            Self::MapAll => true,
+            Self::CopyAll => false,
+            Self::MapReadOnce => usage == BootFileUse::ReadOnce,
+        }
+    }
 }
 
 /// Host page size the mappings are aligned to.
@@ -225,7 +274,8 @@ pub fn install_guard() -> bool {
 /// This is what makes "process start to first guest instruction" cheap: a
 /// kernel is neither read nor zero-filled before the vCPU starts. What a
 /// later change of the file does is described in the module documentation;
-/// the `SIGBUS` guard is installed before the first mapping.
+/// the `SIGBUS` guard is installed before the first mapping. Whether a file
+/// should be mapped at all is the caller's choice ([`BootFiles`]).
 pub fn map_file_into_guest<M: GuestMemoryBackend>(
     mem: &M,
     addr: GuestAddress,
@@ -233,7 +283,7 @@ pub fn map_file_into_guest<M: GuestMemoryBackend>(
     offset: u64,
     len: u64,
 ) -> bool {
-    if copy_requested() || len == 0 || addr.0 % PAGE_SIZE != 0 || offset % PAGE_SIZE != 0 {
+    if len == 0 || addr.0 % PAGE_SIZE != 0 || offset % PAGE_SIZE != 0 {
         return false;
     }
     // Never map past the end of the file: those pages would fault at once.
@@ -551,13 +601,23 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn only_copy_turns_the_mappings_off() {
+    fn kernels_run_in_place_are_copied_unless_map_is_asked_for() {
         use std::ffi::OsStr;
-        assert!(copy_requested_by(Some(OsStr::new("copy"))));
-        for other in ["", "map", "COPY", "copy "] {
-            assert!(!copy_requested_by(Some(OsStr::new(other))), "{other:?}");
+        use BootFileUse::{ReadOnce, RunInPlace};
+        let default = BootFiles::from_value(None);
+        assert_eq!(default, BootFiles::MapReadOnce);
+        assert!(default.maps(ReadOnce) && !default.maps(RunInPlace));
+        let all = BootFiles::from_value(Some(OsStr::new("map")));
+        assert!(all.maps(ReadOnce) && all.maps(RunInPlace));
+        let none = BootFiles::from_value(Some(OsStr::new("copy")));
+        assert!(!none.maps(ReadOnce) && !none.maps(RunInPlace));
+        for other in ["", "MAP", "COPY", "copy ", "yes"] {
+            assert_eq!(
+                BootFiles::from_value(Some(OsStr::new(other))),
+                BootFiles::MapReadOnce,
+                "{other:?}"
+            );
         }
-        assert!(!copy_requested_by(None));
     }
 
     #[test]

@@ -179,9 +179,10 @@ pub fn build_cmdline(default_args: &str, user_params: &[String]) -> Result<Cmdli
         .map_err(BootError::Cmdline)
 }
 
-/// Maps the `Image` and the initrd copy-on-write at the places `plan` chose
-/// (see [`crate::arch::file_map`]: nothing is read or copied before the
-/// first guest entry; the module documents what a change of either file
+/// Maps the `Image` and the initrd copy-on-write at the places `plan` chose,
+/// as far as `files` asks for it (by default only the initrd: the kernel
+/// runs in place, see [`crate::arch::file_map`]; nothing mapped is read or
+/// copied before the first guest entry; the module documents what a change of either file
 /// after start does, and its `SIGBUS` guard keeps a truncation from killing
 /// the VMM). Returns whether each was mapped; what was not (a host page size
 /// other than 4 KiB, no free guard slot, a failed `mmap`) is left to the
@@ -193,12 +194,15 @@ pub fn map_image_and_initrd<M: vm_memory::GuestMemoryBackend>(
     kernel: &std::fs::File,
     kernel_size: u64,
     initrd: Option<&std::fs::File>,
+    files: crate::arch::file_map::BootFiles,
 ) -> (bool, bool) {
-    use crate::arch::file_map::map_file_into_guest;
-    let kernel_mapped = map_file_into_guest(mem, GuestAddress(plan.kernel), kernel, 0, kernel_size);
+    use crate::arch::file_map::{map_file_into_guest, BootFileUse};
+    let kernel_mapped = files.maps(BootFileUse::RunInPlace)
+        && map_file_into_guest(mem, GuestAddress(plan.kernel), kernel, 0, kernel_size);
     let initrd_mapped = match (initrd, plan.initrd) {
         (Some(file), Some((start, size))) => {
-            map_file_into_guest(mem, GuestAddress(start), file, 0, size)
+            files.maps(BootFileUse::ReadOnce)
+                && map_file_into_guest(mem, GuestAddress(start), file, 0, size)
         }
         _ => false,
     };
@@ -243,8 +247,14 @@ mod load {
             None => None,
         };
         let plan = plan(mem_size, header, initrd_size)?;
-        let (kernel_mapped, initrd_mapped) =
-            map_image_and_initrd(mem, &plan, kernel, kernel_size, initrd.as_deref());
+        let (kernel_mapped, initrd_mapped) = map_image_and_initrd(
+            mem,
+            &plan,
+            kernel,
+            kernel_size,
+            initrd.as_deref(),
+            crate::arch::file_map::BootFiles::from_env(),
+        );
         if !kernel_mapped {
             kernel
                 .seek(SeekFrom::Start(0))
@@ -364,7 +374,14 @@ mod tests {
         std::io::Write::write_all(&mut initrd, &[0x5a; 5000]).unwrap();
         let h = parse_image_header(&header(0, 4 << 20), kernel_len as u64).unwrap();
         let p = plan(mem_size, h, Some(5000)).unwrap();
-        let mapped = map_image_and_initrd(&mem, &p, &kernel, kernel_len as u64, Some(&initrd));
+        let mapped = map_image_and_initrd(
+            &mem,
+            &p,
+            &kernel,
+            kernel_len as u64,
+            Some(&initrd),
+            crate::arch::file_map::BootFiles::MapAll,
+        );
         assert_eq!(mapped, (true, true));
         let mut got = vec![0u8; kernel_len];
         mem.read_slice(&mut got, GuestAddress(p.kernel)).unwrap();
@@ -406,7 +423,14 @@ mod tests {
         let h = parse_image_header(&header(0, 4 << 20), kernel_len as u64).unwrap();
         let p = plan(mem_size, h, None).unwrap();
         assert_eq!(
-            map_image_and_initrd(&mem, &p, &kernel, kernel_len as u64, None),
+            map_image_and_initrd(
+                &mem,
+                &p,
+                &kernel,
+                kernel_len as u64,
+                None,
+                crate::arch::file_map::BootFiles::MapAll
+            ),
             (true, false)
         );
         kernel.set_len(4096).unwrap();
@@ -437,7 +461,14 @@ mod tests {
         };
         let p = plan(mem_size, h, None).unwrap();
         assert_eq!(
-            map_image_and_initrd(&mem, &p, &kernel, 8192, None),
+            map_image_and_initrd(
+                &mem,
+                &p,
+                &kernel,
+                8192,
+                None,
+                crate::arch::file_map::BootFiles::MapAll
+            ),
             (false, false)
         );
         // Longer than the file: not mapped either.
@@ -451,7 +482,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            map_image_and_initrd(&mem, &p, &kernel, 16384, None),
+            map_image_and_initrd(
+                &mem,
+                &p,
+                &kernel,
+                16384,
+                None,
+                crate::arch::file_map::BootFiles::MapAll
+            ),
             (false, false)
         );
     }

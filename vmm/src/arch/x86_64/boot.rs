@@ -9,6 +9,7 @@ use linux_loader::loader::{BzImage, KernelLoader};
 use vm_memory::{Address, ByteValued, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 
 pub use crate::arch::file_map::map_file_into_guest;
+use crate::arch::file_map::{BootFileUse, BootFiles};
 
 use super::layout::{
     ACPI_AREA_END, ACPI_RESET_PORT, ACPI_RESET_VALUE, CMDLINE_MAX_SIZE, CMDLINE_START, EBDA_START,
@@ -104,7 +105,8 @@ pub fn load_kernel<M: GuestMemoryBackend>(
         })?;
     if magic == *b"\x7fELF" {
         let low_ram_end = mem.find_region(GuestAddress(0)).map_or(0, |r| r.len());
-        let (entry, _) = super::elf::load_elf(mem, kernel, HIMEM_START, low_ram_end)?;
+        let map = BootFiles::from_env().maps(BootFileUse::RunInPlace);
+        let (entry, _) = super::elf::load_elf(mem, kernel, HIMEM_START, low_ram_end, map)?;
         Ok(LoadedKernel {
             entry,
             setup_header: None,
@@ -148,7 +150,9 @@ fn map_bzimage<M: GuestMemoryBackend>(mem: &M, kernel: &mut File) -> Option<Load
     let payload_offset = (setup_sects + 1) * 512;
     let payload_len = file_len.checked_sub(payload_offset)?;
     let load = GuestAddress(u64::from(hdr.code32_start));
-    if !map_file_into_guest(mem, load, kernel, payload_offset, payload_len) {
+    if !(BootFiles::from_env().maps(BootFileUse::ReadOnce)
+        && map_file_into_guest(mem, load, kernel, payload_offset, payload_len))
+    {
         return None;
     }
     Some(LoadedKernel {
@@ -188,7 +192,9 @@ pub fn load_initrd<M: GuestMemoryBackend>(
         .map(|a| a & !0xfff)
         .filter(|&a| a >= HIMEM_START)
         .ok_or(BootError::InitrdTooLarge { size })?;
-    if !map_file_into_guest(mem, GuestAddress(addr), initrd, 0, size) {
+    if !(BootFiles::from_env().maps(BootFileUse::ReadOnce)
+        && map_file_into_guest(mem, GuestAddress(addr), initrd, 0, size))
+    {
         initrd.seek(SeekFrom::Start(0)).map_err(read_err)?;
         mem.read_exact_volatile_from(GuestAddress(addr), initrd, size as usize)
             .map_err(|_| BootError::Write { what: "initrd" })?;

@@ -195,11 +195,15 @@ pub enum Placement {
 
 /// Loads the ELF kernel `file` into `mem` (RAM `[ram_start, ram_end)`, one
 /// region) and returns its entry point and how each segment was placed.
+/// With `map`, page-aligned segments are mapped copy-on-write from the
+/// file; without, every segment is copied (see [`crate::arch::file_map`]
+/// for which the VMM chooses).
 pub fn load_elf<M: GuestMemoryBackend>(
     mem: &M,
     file: &File,
     ram_start: u64,
     ram_end: u64,
+    map: bool,
 ) -> Result<(GuestAddress, Vec<Placement>), ElfError> {
     let read_err = |e: std::io::Error| ElfError::Read(e.to_string());
     let file_len = file.metadata().map_err(read_err)?.len();
@@ -222,8 +226,9 @@ pub fn load_elf<M: GuestMemoryBackend>(
     let mut placements = Vec::with_capacity(plan.segments.len());
     for seg in &plan.segments {
         let addr = GuestAddress(seg.addr);
-        let mapped =
-            seg.mappable() && map_file_into_guest(mem, addr, file, seg.offset, seg.file_size);
+        let mapped = map
+            && seg.mappable()
+            && map_file_into_guest(mem, addr, file, seg.offset, seg.file_size);
         if mapped {
             // The mapping ends on a page boundary: past `file_size` its last
             // page holds whatever follows in the file, which must read as
@@ -325,7 +330,7 @@ mod tests {
         );
         let f = file_with(&image);
         let m = mem();
-        let (entry, how) = load_elf(&m, &f, MIB, 32 << 20).unwrap();
+        let (entry, how) = load_elf(&m, &f, MIB, 32 << 20, true).unwrap();
         assert_eq!(entry, GuestAddress(16 * MIB));
         // The second segment's file offset is not page aligned: copied.
         assert_eq!(how, [Placement::Mapped, Placement::Copied]);
@@ -355,7 +360,7 @@ mod tests {
         );
         let f = file_with(&image);
         let m = mem();
-        let (entry, how) = load_elf(&m, &f, MIB, 32 << 20).unwrap();
+        let (entry, how) = load_elf(&m, &f, MIB, 32 << 20, true).unwrap();
         assert_eq!(entry, GuestAddress(16 * MIB + 0x40));
         assert_eq!(how, [Placement::Mapped, Placement::Mapped]);
         assert_eq!(byte(&m, 16 * MIB + 0x1fff), 1);
@@ -371,7 +376,7 @@ mod tests {
         );
         let f = file_with(&image);
         let m = mem();
-        let (_, how) = load_elf(&m, &f, MIB, 32 << 20).unwrap();
+        let (_, how) = load_elf(&m, &f, MIB, 32 << 20, true).unwrap();
         assert_eq!(how, [Placement::Copied]);
         assert_eq!(byte(&m, 16 * MIB + 0x10), 7);
         assert_eq!(byte(&m, 16 * MIB + 0x110), 0);
@@ -383,7 +388,7 @@ mod tests {
         image.truncate(0x2000);
         let f = file_with(&image);
         assert_eq!(
-            load_elf(&mem(), &f, MIB, 32 << 20),
+            load_elf(&mem(), &f, MIB, 32 << 20, true),
             Err(ElfError::Segment {
                 index: 0,
                 what: "extends past the end of the file"
