@@ -35,15 +35,17 @@
 //! Mapping makes the first entry cheap (nothing is read before it), but a
 //! guest then runs on 4 KiB page-cache pages wherever it uses the mapped
 //! bytes, and each page it writes takes a copy-on-write fault first. That
-//! is a good trade for bytes the guest reads once (the bzImage's compressed
-//! payload, which its decompressor reads into fresh RAM; the initrd, which
-//! the kernel unpacks and frees) and a bad one for a kernel that runs in
-//! place (an ELF `vmlinux`'s segments, an arm64 `Image`): under nested
-//! virtualization an arm64 guest booted from a mapped `Image` reached
-//! `/init` about twice as late as from a copied one
-//! (docs/notes/2026-12-06-arm64-early-boot.md), an x86_64 ELF guest 1.3 s
-//! later (docs/notes/2026-12-05-boot-profile.md). So by default
-//! ([`BootFiles::MapReadOnce`]) only what is read once is mapped.
+//! is a good trade for the bzImage's compressed payload, which the guest's
+//! decompressor reads once into fresh RAM, and a bad one for a kernel that
+//! runs in place (an ELF `vmlinux`'s segments, an arm64 `Image`) and for
+//! the initrd: under nested virtualization an arm64 guest booted from a
+//! mapped `Image` reached `/init` about twice as late as from a copied
+//! one, and 2 s later again with the initrd mapped than copied (its
+//! unpacking faults in one 4 KiB page at a time)
+//! (docs/notes/2026-12-06-arm64-early-boot.md); an x86_64 ELF guest 1.3 s
+//! later with both mapped (docs/notes/2026-12-05-boot-profile.md). So by
+//! default ([`BootFiles::MapCompressedKernel`]) only the bzImage payload
+//! is mapped.
 //! `VMSTACK_BOOT_FILES=map` maps everything that can be mapped and
 //! `VMSTACK_BOOT_FILES=copy` nothing, for measurements
 //! (`cargo xtask bench boot --kernel elf-ab`, docs/benchmarks.md).
@@ -59,23 +61,25 @@ use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 /// (`map`, `copy`; see [`BootFiles`]).
 pub const BOOT_FILES_ENV: &str = "VMSTACK_BOOT_FILES";
 
-/// How the guest uses a boot file, which decides whether it is worth
+/// What a boot file is to the guest, which decides whether it is worth
 /// mapping (see the module documentation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BootFileUse {
-    /// Read once and then left (the bzImage payload, the initrd).
-    ReadOnce,
-    /// Executed and written in place for the guest's whole life (an ELF
-    /// kernel's segments, an arm64 `Image`).
-    RunInPlace,
+    /// A compressed kernel its decompressor reads once (the bzImage
+    /// payload).
+    CompressedKernel,
+    /// A kernel executed and written in place for the guest's whole life
+    /// (an ELF kernel's segments, an arm64 `Image`).
+    Kernel,
+    /// The initrd, which the guest kernel unpacks and frees.
+    Initrd,
 }
 
 /// Which boot files are mapped copy-on-write instead of copied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BootFiles {
-    /// Files read once are mapped, kernels that run in place are copied
-    /// (the default).
-    MapReadOnce,
+    /// Only a compressed kernel is mapped (the default).
+    MapCompressedKernel,
     /// Everything that can be mapped is (`VMSTACK_BOOT_FILES=map`).
     MapAll,
     /// Everything is copied (`VMSTACK_BOOT_FILES=copy`).
@@ -89,7 +93,7 @@ impl BootFiles {
         match value.and_then(|v| v.to_str()) {
             Some("map") => Self::MapAll,
             Some("copy") => Self::CopyAll,
-            _ => Self::MapReadOnce,
+            _ => Self::MapCompressedKernel,
         }
     }
 
@@ -98,7 +102,7 @@ impl BootFiles {
         static CHOICE: OnceLock<BootFiles> = OnceLock::new();
         *CHOICE.get_or_init(|| {
             let choice = Self::from_value(std::env::var_os(BOOT_FILES_ENV).as_deref());
-            if choice != Self::MapReadOnce {
+            if choice != Self::MapCompressedKernel {
                 tracing::info!("{BOOT_FILES_ENV}: boot files: {choice:?}");
             }
             choice
@@ -110,7 +114,7 @@ impl BootFiles {
         match self {
             Self::MapAll => true,
             Self::CopyAll => false,
-            Self::MapReadOnce => usage == BootFileUse::ReadOnce,
+            Self::MapCompressedKernel => usage == BootFileUse::CompressedKernel,
         }
     }
 }
@@ -601,20 +605,25 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn kernels_run_in_place_are_copied_unless_map_is_asked_for() {
+    fn only_a_compressed_kernel_is_mapped_unless_map_is_asked_for() {
         use std::ffi::OsStr;
-        use BootFileUse::{ReadOnce, RunInPlace};
+        use BootFileUse::{CompressedKernel, Initrd, Kernel};
         let default = BootFiles::from_value(None);
-        assert_eq!(default, BootFiles::MapReadOnce);
-        assert!(default.maps(ReadOnce) && !default.maps(RunInPlace));
+        assert_eq!(default, BootFiles::MapCompressedKernel);
+        assert!(default.maps(CompressedKernel));
+        assert!(!default.maps(Kernel) && !default.maps(Initrd));
         let all = BootFiles::from_value(Some(OsStr::new("map")));
-        assert!(all.maps(ReadOnce) && all.maps(RunInPlace));
+        assert!([CompressedKernel, Kernel, Initrd]
+            .iter()
+            .all(|&u| all.maps(u)));
         let none = BootFiles::from_value(Some(OsStr::new("copy")));
-        assert!(!none.maps(ReadOnce) && !none.maps(RunInPlace));
+        assert!(![CompressedKernel, Kernel, Initrd]
+            .iter()
+            .any(|&u| none.maps(u)));
         for other in ["", "MAP", "COPY", "copy ", "yes"] {
             assert_eq!(
                 BootFiles::from_value(Some(OsStr::new(other))),
-                BootFiles::MapReadOnce,
+                BootFiles::MapCompressedKernel,
                 "{other:?}"
             );
         }

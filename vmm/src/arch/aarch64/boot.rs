@@ -180,8 +180,8 @@ pub fn build_cmdline(default_args: &str, user_params: &[String]) -> Result<Cmdli
 }
 
 /// Maps the `Image` and the initrd copy-on-write at the places `plan` chose,
-/// as far as `files` asks for it (by default only the initrd: the kernel
-/// runs in place, see [`crate::arch::file_map`]; nothing mapped is read or
+/// as far as `files` asks for it (by default neither: see
+/// [`crate::arch::file_map`]; nothing mapped is read or
 /// copied before the first guest entry; the module documents what a change of either file
 /// after start does, and its `SIGBUS` guard keeps a truncation from killing
 /// the VMM). Returns whether each was mapped; what was not (a host page size
@@ -197,11 +197,11 @@ pub fn map_image_and_initrd<M: vm_memory::GuestMemoryBackend>(
     files: crate::arch::file_map::BootFiles,
 ) -> (bool, bool) {
     use crate::arch::file_map::{map_file_into_guest, BootFileUse};
-    let kernel_mapped = files.maps(BootFileUse::RunInPlace)
+    let kernel_mapped = files.maps(BootFileUse::Kernel)
         && map_file_into_guest(mem, GuestAddress(plan.kernel), kernel, 0, kernel_size);
     let initrd_mapped = match (initrd, plan.initrd) {
         (Some(file), Some((start, size))) => {
-            files.maps(BootFileUse::ReadOnce)
+            files.maps(BootFileUse::Initrd)
                 && map_file_into_guest(mem, GuestAddress(start), file, 0, size)
         }
         _ => false,

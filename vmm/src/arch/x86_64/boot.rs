@@ -105,7 +105,7 @@ pub fn load_kernel<M: GuestMemoryBackend>(
         })?;
     if magic == *b"\x7fELF" {
         let low_ram_end = mem.find_region(GuestAddress(0)).map_or(0, |r| r.len());
-        let map = BootFiles::from_env().maps(BootFileUse::RunInPlace);
+        let map = BootFiles::from_env().maps(BootFileUse::Kernel);
         let (entry, _) = super::elf::load_elf(mem, kernel, HIMEM_START, low_ram_end, map)?;
         Ok(LoadedKernel {
             entry,
@@ -150,7 +150,7 @@ fn map_bzimage<M: GuestMemoryBackend>(mem: &M, kernel: &mut File) -> Option<Load
     let payload_offset = (setup_sects + 1) * 512;
     let payload_len = file_len.checked_sub(payload_offset)?;
     let load = GuestAddress(u64::from(hdr.code32_start));
-    if !(BootFiles::from_env().maps(BootFileUse::ReadOnce)
+    if !(BootFiles::from_env().maps(BootFileUse::CompressedKernel)
         && map_file_into_guest(mem, load, kernel, payload_offset, payload_len))
     {
         return None;
@@ -192,7 +192,7 @@ pub fn load_initrd<M: GuestMemoryBackend>(
         .map(|a| a & !0xfff)
         .filter(|&a| a >= HIMEM_START)
         .ok_or(BootError::InitrdTooLarge { size })?;
-    if !(BootFiles::from_env().maps(BootFileUse::ReadOnce)
+    if !(BootFiles::from_env().maps(BootFileUse::Initrd)
         && map_file_into_guest(mem, GuestAddress(addr), initrd, 0, size))
     {
         initrd.seek(SeekFrom::Start(0)).map_err(read_err)?;
