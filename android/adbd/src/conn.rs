@@ -200,21 +200,27 @@ impl Drop for StreamIo {
     }
 }
 
-/// Sets `SO_RCVLOWAT` (best effort: a socket that refuses it keeps
-/// waking per arrival, which costs time only).
-fn set_read_lowat(fd: &OwnedFd, lowat: usize) {
-    let v = libc::c_int::try_from(lowat).unwrap_or(libc::c_int::MAX);
-    // SAFETY: setsockopt reads `v` (a valid c_int of the given size) on a
-    // socket this process owns.
+/// Sets the `SOL_SOCKET` option `name` to `value` (best effort: a socket
+/// that refuses it keeps its setting).
+fn set_socket_option<T>(fd: &OwnedFd, name: libc::c_int, value: &T) {
+    // SAFETY: setsockopt reads `value` (a valid `T` of the given size) on
+    // a socket this process owns.
     unsafe {
         libc::setsockopt(
             fd.as_raw_fd(),
             libc::SOL_SOCKET,
-            libc::SO_RCVLOWAT,
-            std::ptr::addr_of!(v).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            name,
+            std::ptr::from_ref(value).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
         );
     }
+}
+
+/// Sets `SO_RCVLOWAT` (best effort: a socket that refuses it keeps
+/// waking per arrival, which costs time only).
+fn set_read_lowat(fd: &OwnedFd, lowat: usize) {
+    let v = libc::c_int::try_from(lowat).unwrap_or(libc::c_int::MAX);
+    set_socket_option(fd, libc::SO_RCVLOWAT, &v);
 }
 
 /// Reads a whole payload. While at least twice [`PAYLOAD_LOWAT`] bytes
@@ -256,23 +262,13 @@ fn read_payload(
     Ok(())
 }
 
-/// Sets `SO_RCVTIMEO` (zero: none).
+/// Sets `SO_RCVTIMEO` (zero: none; failure only leaves no timeout).
 fn set_read_timeout(fd: &OwnedFd, timeout: Duration) {
     let tv = libc::timeval {
         tv_sec: timeout.as_secs() as _,
         tv_usec: timeout.subsec_micros() as _,
     };
-    // SAFETY: setsockopt reads `tv` (a valid timeval of the given size)
-    // on a socket this process owns; failure only leaves no timeout.
-    unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            std::ptr::addr_of!(tv).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        );
-    }
+    set_socket_option(fd, libc::SO_RCVTIMEO, &tv);
 }
 
 /// Serves one connected socket until the client leaves or breaks the
