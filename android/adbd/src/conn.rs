@@ -90,9 +90,6 @@ pub struct StreamIo {
     conn: Arc<Conn>,
     local: u32,
     inbound: InboundStats,
-    /// The `OKAY` for the data [`Self::recv`] returned last, sent when the
-    /// service asks for more (it is done with that data).
-    pending_okay: Mutex<Option<Packet>>,
 }
 
 /// What a stream received, for the log line at its close (the sizes of a
@@ -117,30 +114,19 @@ impl InboundStats {
 }
 
 impl StreamIo {
-    /// The next data the client wrote; `None` once the stream or
-    /// connection is closed. The `OKAY` for the data returned before is
-    /// sent first: the client sends more only once the service is done
-    /// with the last (as AOSP's adbd acknowledges once the local end
-    /// took the data), so a push's reader thread does not receive the
-    /// next `WRTE` while the service thread writes the file (two busy
-    /// guest vCPUs cost more than one doing both in turn).
+    /// The next data the client wrote (the `OKAY` for it is sent now);
+    /// `None` once the stream or connection is closed.
     pub fn recv(&self) -> Option<Vec<u8>> {
-        let okay = self
-            .pending_okay
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(okay) = okay {
-            // A failed write ends the connection; the reader sees it.
-            let _ = self.conn.send(&[okay]);
-        }
         let start = Instant::now();
         let mut s = self.conn.lock();
         loop {
             match s.take_inbound(self.local) {
                 Inbound::Data(data, okay) => {
                     drop(s);
-                    *self.pending_okay.lock().unwrap_or_else(|p| p.into_inner()) = okay;
+                    if let Some(okay) = okay {
+                        // A failed write ends the connection; the reader sees it.
+                        let _ = self.conn.send(&[okay]);
+                    }
                     self.inbound.record(data.len(), start.elapsed());
                     return Some(data);
                 }
@@ -377,7 +363,6 @@ fn read_loop(conn: &Arc<Conn>, mut reader: File, start: &dyn Fn(Service, StreamI
                     conn: Arc::clone(conn),
                     local,
                     inbound: InboundStats::default(),
-                    pending_okay: Mutex::new(None),
                 },
             );
         }
@@ -474,7 +459,6 @@ mod tests {
             conn: Arc::clone(&conn),
             local: 1,
             inbound: InboundStats::default(),
-            pending_okay: Mutex::new(None),
         };
         let big = vec![7u8; MAX_PAYLOAD as usize];
         let at = big.as_ptr();
