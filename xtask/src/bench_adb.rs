@@ -50,6 +50,9 @@ pub struct Parsed {
     /// `adb push` to the guest's `/dev/null` MiB/s by round (the path
     /// without the guest's file writes; no target).
     pub null: BTreeMap<u32, f64>,
+    /// Raw vsock stream whose guest receiver writes a file in the guest's
+    /// rootfs, MiB/s by round (informational: no target).
+    pub rawfile: BTreeMap<u32, f64>,
     /// Failed transfers (`<path>_<round>_error` markers).
     pub errors: Vec<String>,
     /// Where the test host's CPU went, by `<path>_<round>` (the
@@ -73,6 +76,7 @@ pub fn parse(output: &str) -> Parsed {
             "adb" => &mut p.adb,
             "raw" => &mut p.raw,
             "null" => &mut p.null,
+            "rawfile" => &mut p.rawfile,
             _ => continue,
         };
         match what {
@@ -189,6 +193,7 @@ pub fn adb(rounds: u32) -> Result<()> {
             "adb_push_mibps": parsed.adb,
             "raw_vsock_mibps": parsed.raw,
             "adb_push_dev_null_mibps": parsed.null,
+            "raw_vsock_to_file_mibps": parsed.rawfile,
             "errors": parsed.errors,
             "cpu_ticks": parsed.cpu,
             "summary": summary.as_ref().ok(),
@@ -224,6 +229,20 @@ pub fn adb(rounds: u32) -> Result<()> {
         v.null_paired_ratio.min,
         v.null_paired_ratio.max
     );
+    let to_file: Vec<f64> = parsed
+        .adb
+        .iter()
+        .filter_map(|(round, a)| parsed.rawfile.get(round).map(|r| a / r))
+        .collect();
+    if let (Some(rawfile), Some(ratio)) = (
+        stats::summarize(&parsed.rawfile.values().copied().collect::<Vec<_>>()),
+        stats::summarize(&to_file),
+    ) {
+        println!(
+            "  raw stream written to a guest file (informational, no target): {:.2} [{:.2}..{:.2}] MiB/s, adb/that per round median {:.3} [{:.3}..{:.3}]",
+            rawfile.median, rawfile.min, rawfile.max, ratio.median, ratio.min, ratio.max
+        );
+    }
     for (step, ticks) in &parsed.cpu {
         println!("  test host CPU ticks, {step}: {ticks}");
     }
@@ -247,6 +266,7 @@ mod tests {
 @@vmstack:adb_2_mibps=4.50
 @@vmstack:null_1_mibps=3.80
 @@vmstack:null_2_mibps=5.00
+@@vmstack:rawfile_1_mibps=3.90
 noise
 @@vmstack:adb_1_client=/tmp/x: 1 file pushed
 @@vmstack:adb_1_cpu=busy=9 idle=0 vmm=8 proxy=0 adb_server=1
@@ -257,6 +277,7 @@ noise
         let p = parse(OUTPUT);
         assert_eq!(p.adb.len(), 2);
         assert_eq!(p.raw.get(&2), Some(&5.0));
+        assert_eq!(p.rawfile.get(&1), Some(&3.9));
         assert_eq!(
             p.cpu.get("adb_1").map(String::as_str),
             Some("busy=9 idle=0 vmm=8 proxy=0 adb_server=1")

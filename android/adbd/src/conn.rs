@@ -32,6 +32,13 @@ const REUSE_FROM: usize = 64 * 1024;
 /// Largest buffer kept for reuse (a decoder that appended to a payload
 /// may have grown it; such a rare one is freed).
 const REUSE_MAX_CAPACITY: usize = MAX_PAYLOAD as usize + 64 * 1024;
+/// `SO_RCVLOWAT` while the rest of a payload is long ([`read_payload`]):
+/// the reader wakes, and the guest kernel's vsock sends a credit update,
+/// once per this many bytes instead of per arriving batch of virtio
+/// packets (4 KiB each). It
+/// is the kernel's own credit threshold (`VIRTIO_VSOCK_MAX_PKT_BUF_SIZE`),
+/// well inside the default 256 KiB vsock buffer.
+const PAYLOAD_LOWAT: usize = 64 * 1024;
 
 /// One client connection.
 pub struct Conn {
@@ -193,23 +200,75 @@ impl Drop for StreamIo {
     }
 }
 
-/// Sets `SO_RCVTIMEO` (zero: none).
+/// Sets the `SOL_SOCKET` option `name` to `value` (best effort: a socket
+/// that refuses it keeps its setting).
+fn set_socket_option<T>(fd: &OwnedFd, name: libc::c_int, value: &T) {
+    // SAFETY: setsockopt reads `value` (a valid `T` of the given size) on
+    // a socket this process owns.
+    unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            name,
+            std::ptr::from_ref(value).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
+        );
+    }
+}
+
+/// Sets `SO_RCVLOWAT` (best effort: a socket that refuses it keeps
+/// waking per arrival, which costs time only).
+fn set_read_lowat(fd: &OwnedFd, lowat: usize) {
+    let v = libc::c_int::try_from(lowat).unwrap_or(libc::c_int::MAX);
+    set_socket_option(fd, libc::SO_RCVLOWAT, &v);
+}
+
+/// Reads a whole payload. While at least twice [`PAYLOAD_LOWAT`] bytes
+/// are missing, `SO_RCVLOWAT` is [`PAYLOAD_LOWAT`] (vsock wakes a reader
+/// only once that many bytes are queued), else 1. Twice: a read that
+/// took less than `PAYLOAD_LOWAT` and sleeps again inside the same
+/// recvmsg waits for `PAYLOAD_LOWAT` more queued bytes, which the client
+/// then still owes; with less missing it might wait for bytes the client
+/// sends only after our `OKAY`, forever. `lowat` is the socket's current
+/// setting; it is 1 again at the end, for the next header.
+fn read_payload(
+    reader: &mut File,
+    fd: &OwnedFd,
+    payload: &mut [u8],
+    lowat: &mut usize,
+) -> io::Result<()> {
+    let mut got = 0;
+    while got < payload.len() {
+        let want = if payload.len() - got >= 2 * PAYLOAD_LOWAT {
+            PAYLOAD_LOWAT
+        } else {
+            1
+        };
+        if want != *lowat {
+            set_read_lowat(fd, want);
+            *lowat = want;
+        }
+        match reader.read(&mut payload[got..]) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if *lowat != 1 {
+        set_read_lowat(fd, 1);
+        *lowat = 1;
+    }
+    Ok(())
+}
+
+/// Sets `SO_RCVTIMEO` (zero: none; failure only leaves no timeout).
 fn set_read_timeout(fd: &OwnedFd, timeout: Duration) {
     let tv = libc::timeval {
         tv_sec: timeout.as_secs() as _,
         tv_usec: timeout.subsec_micros() as _,
     };
-    // SAFETY: setsockopt reads `tv` (a valid timeval of the given size)
-    // on a socket this process owns; failure only leaves no timeout.
-    unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            std::ptr::addr_of!(tv).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        );
-    }
+    set_socket_option(fd, libc::SO_RCVTIMEO, &tv);
 }
 
 /// Serves one connected socket until the client leaves or breaks the
@@ -247,6 +306,8 @@ fn read_loop(conn: &Arc<Conn>, mut reader: File, start: &dyn Fn(Service, StreamI
     };
     set_read_timeout(&fd, HANDSHAKE_TIMEOUT);
     let mut online = false;
+    // The socket's SO_RCVLOWAT (1 unless a payload read is under way).
+    let mut lowat = 1;
     loop {
         let (max, verify) = {
             let s = conn.lock();
@@ -266,7 +327,7 @@ fn read_loop(conn: &Arc<Conn>, mut reader: File, start: &dyn Fn(Service, StreamI
             Err(e) => return format!("malformed packet: {e}"),
         };
         let mut payload = conn.payload_buffer(header.data_length as usize);
-        if let Err(e) = reader.read_exact(&mut payload) {
+        if let Err(e) = read_payload(&mut reader, &fd, &mut payload, &mut lowat) {
             return format!("payload read failed: {e}");
         }
         if let Err(e) = header.check_payload(&payload, verify) {

@@ -6,13 +6,19 @@
 # answers with bytes that are no adb packet: the client-side rejection of
 # a malformed packet from the device. With `adb.raw_rounds=N` on the
 # command line (`cargo xtask bench adb`), port 6000 also takes N raw vsock
-# streams (`vsock-test recv --raw`), the baseline of the benchmark.
+# streams (`vsock-test recv --raw`), the baseline of the benchmark, and
+# port 6001 N raw streams whose receiver writes them to /data/bench-raw
+# (the benchmark's informational figure: the raw stream with a push's file
+# writes).
 . /lib/vmstack.sh
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
         adb.raw_rounds=*)
             vsock-test listen-vsock 6000 recv --raw --count "${arg#adb.raw_rounds=}" \
                 --tag raw_recv > /tmp/raw-recv 2>&1 &
+            mkdir -p /data
+            vsock-test listen-vsock 6001 recv --raw --out /data/bench-raw \
+                --count "${arg#adb.raw_rounds=}" --tag rawfile_recv > /tmp/rawfile-recv 2>&1 &
             ;;
     esac
 done

@@ -5,12 +5,17 @@
 # `adb push` of a MIB MiB file (adb client -> adb server -> vmm adb-proxy
 # -> hybrid vsock -> guest adbd -> the guest's rootfs), alternately, in the
 # same guest; then, to tell the transport from the guest's file writes, the
-# same push to the guest's /dev/null. Results are markers: raw_<r>_mibps,
-# adb_<r>_mibps, null_<r>_mibps, and
+# same push to the guest's /dev/null, and a raw stream whose guest receiver
+# writes it to a file in the guest's rootfs like the push (no target: it
+# tells adbd's and the proxy's share from the file system's). Results are
+# markers: raw_<r>_mibps, adb_<r>_mibps, null_<r>_mibps, rawfile_<r>_mibps,
+# and
 # where the test host's one CPU went during each step: raw_<r>_cpu,
-# adb_<r>_cpu (clock ticks: busy and idle of the whole test host, the
-# VMM's process with its vCPU threads, the proxy, the adb server; the
-# rest of busy is the clients, kernel threads and interrupts).
+# adb_<r>_cpu, null_<r>_cpu, rawfile_<r>_cpu (clock ticks: busy and idle
+# of the whole test host, the VMM's process with its vCPU threads, the
+# proxy, the adb server; the rest of busy is the clients, kernel threads
+# and interrupts; vmm_minflt: the VMM process's minor page faults, i.e.
+# guest memory the test host backed for the first time).
 #
 # Kernel command line: bench.rounds=R bench.mib=MIB.
 . /lib/vmstack.sh
@@ -25,14 +30,18 @@ mkdir -p $T
 pid_ticks() {
     awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0
 }
-# cpu_snapshot: busy idle vmm proxy server (ticks so far).
+# pid_minflt PID: minor page faults of PID (0 if gone).
+pid_minflt() {
+    awk '{ print $10 }' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+# cpu_snapshot: busy idle vmm proxy server vmm_minflt (ticks so far).
 cpu_snapshot() {
     set -- $(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6 }' /proc/stat)
-    echo "$1 $2 $(pid_ticks "$vmm_pid") $(pid_ticks "$ADB_PROXY_PID") $(pid_ticks "$(pidof adb | awk '{ print $NF }')")"
+    echo "$1 $2 $(pid_ticks "$vmm_pid") $(pid_ticks "$ADB_PROXY_PID") $(pid_ticks "$(pidof adb | awk '{ print $NF }')") $(pid_minflt "$vmm_pid")"
 }
 # cpu_delta BEFORE AFTER: the ticks between two snapshots as key=value.
 cpu_delta() {
-    echo "$1 $2" | awk '{ printf "busy=%d idle=%d vmm=%d proxy=%d adb_server=%d\n", $6 - $1, $7 - $2, $8 - $3, $9 - $4, $10 - $5 }'
+    echo "$1 $2" | awk '{ printf "busy=%d idle=%d vmm=%d proxy=%d adb_server=%d vmm_minflt=%d\n", $7 - $1, $8 - $2, $9 - $3, $10 - $4, $11 - $5, $12 - $6 }'
 }
 run_vmm vmm --cpus 2 --mem 512 --socket $C --vsock cid=3,socket=$S \
     --initrd /guest/initramfs.cpio.gz \
@@ -78,6 +87,11 @@ for r in $(seq "$ROUNDS"); do
     else
         mark "null_${r}_error" "$(tail -n 1 $T/push)"
     fi
+    c3=$(cpu_snapshot)
+    timeout 300 vsock-test connect-unix $S 6001 send "$MIB" --raw --retry 60 --tag "rawfile_$r" 2>&1 |
+        mark_kv
+    mark "rawfile_${r}_cpu" "$(cpu_delta "$c3" "$(cpu_snapshot)")"
+    adb -s $D shell rm -f /data/bench-raw
 done
 vmm stop $C >/dev/null
 wait $vmm

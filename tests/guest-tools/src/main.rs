@@ -33,6 +33,11 @@
 //!          --raw          (send, recv) transport only, for benchmarks: send
 //!                         repeats one 64 KiB block of the data, recv only
 //!                         counts bytes; no checksum (no `<tag>_sum` line)
+//!          --out PATH     (recv) also write what arrives to PATH (created or
+//!                         truncated per connection), each read as one
+//!                         write(2): the raw stream with the file writes of
+//!                         an `adb push` (`cargo xtask bench adb`'s
+//!                         informational figure)
 //! ```
 //!
 //! Results are `key=value` lines: `<tag>_bytes`, `<tag>_sum` (a 64-bit
@@ -182,9 +187,11 @@ fn send(s: &mut Sock, total: u64, seed: u64, raw: bool) -> io::Result<Report> {
     })
 }
 
-/// Reads until EOF (`raw`: counting bytes only, no checksum).
-fn recv(s: &mut Sock, raw: bool) -> io::Result<Report> {
+/// Reads until EOF (`raw`: counting bytes only, no checksum), writing
+/// what arrives to `out` when given.
+fn recv(s: &mut Sock, raw: bool, out: Option<&str>) -> io::Result<Report> {
     let start = Instant::now();
+    let mut file = out.map(std::fs::File::create).transpose()?;
     let mut sum = Sum::new();
     let mut bytes = 0u64;
     let mut buf = vec![0u8; CHUNK];
@@ -194,6 +201,9 @@ fn recv(s: &mut Sock, raw: bool) -> io::Result<Report> {
             break;
         }
         bytes += n as u64;
+        if let Some(f) = file.as_mut() {
+            f.write_all(&buf[..n])?;
+        }
         if !raw {
             sum.update(&buf[..n]);
         }
@@ -238,7 +248,7 @@ fn echo_client(s: Sock, bytes: u64, seed: u64) -> io::Result<()> {
         r
     });
     let mut r = s;
-    let got = recv(&mut r, false)?;
+    let got = recv(&mut r, false, None)?;
     let want = writer
         .join()
         .map_err(|_| io::Error::other("writer panicked"))??;
@@ -331,6 +341,8 @@ struct Opts {
     retry: Duration,
     seed: u64,
     raw: bool,
+    /// `--out`: where `recv` writes what arrives.
+    out: Option<String>,
 }
 
 enum Mode {
@@ -357,7 +369,7 @@ fn usage() -> ExitCode {
     eprintln!(
         "usage: vsock-test listen-vsock PORT | connect-vsock CID PORT | listen-unix PATH | \
          connect-unix PATH PORT | connect-unix-raw PATH, then MODE (send MIB | recv | echo | many K KIB | rtt SIZE N) \
-         [--tag NAME] [--count N] [--retry SECS] [--seed N] [--raw]; or: vsock-test drain-stdout"
+         [--tag NAME] [--count N] [--retry SECS] [--seed N] [--raw] [--out PATH]; or: vsock-test drain-stdout"
     );
     ExitCode::from(2)
 }
@@ -397,7 +409,7 @@ fn print_report(tag: &str, r: &Report) {
 fn run_one(s: &mut Sock, mode: &Mode, opts: &Opts) -> io::Result<Report> {
     match mode {
         Mode::Send(mib) => send(s, mib * 1024 * 1024, opts.seed, opts.raw),
-        Mode::Recv => recv(s, opts.raw),
+        Mode::Recv => recv(s, opts.raw, opts.out.as_deref()),
         Mode::Echo => echo(s),
         Mode::Many(..) | Mode::Rtt(..) => Err(io::Error::other("a client mode")),
     }
@@ -581,6 +593,7 @@ fn main() -> ExitCode {
         retry: Duration::ZERO,
         seed: 1,
         raw: false,
+        out: None,
     };
     while let Some(flag) = rest.next() {
         if flag == "--raw" {
@@ -590,6 +603,7 @@ fn main() -> ExitCode {
         let v = rest.next();
         match flag.as_str() {
             "--tag" if v.is_some() => opts.tag = v.cloned(),
+            "--out" if v.is_some() => opts.out = v.cloned(),
             "--count" => match parse_num(v) {
                 Some(n) => opts.count = n,
                 None => return usage(),
@@ -605,7 +619,10 @@ fn main() -> ExitCode {
             _ => return usage(),
         }
     }
-    if target.len() != positional || (opts.raw && !matches!(mode, Mode::Send(_) | Mode::Recv)) {
+    if target.len() != positional
+        || (opts.raw && !matches!(mode, Mode::Send(_) | Mode::Recv))
+        || (opts.out.is_some() && !matches!(mode, Mode::Recv))
+    {
         return usage();
     }
     let tag = opts.tag.clone().unwrap_or_else(|| mode.name().to_string());
