@@ -14,7 +14,7 @@
 # rss_kib, guest_kib: /proc/PID/smaps right after the boot-timer line showed
 #   up, with the VMM stopped (SIGSTOP): all Rss, and the Rss of the guest RAM
 #   (the mapping of the guest memory size, or the adjacent mappings that add
-#   up to it: the Image and initrd are mapped into it). Overhead = the
+#   up to it when VMSTACK_BOOT_FILES=map maps the boot files). Overhead = the
 #   difference.
 . /lib/vmstack.sh
 runs=$(cmdline_arg bench.runs 5)

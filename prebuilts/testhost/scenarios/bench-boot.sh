@@ -4,7 +4,7 @@
 # extra initramfs of `cargo xtask bench boot` (bootbench, QEMU and its
 # libraries); see docs/benchmarks.md. Kernel command line: bench.runs=N,
 # bench.kernel=bzimage|elf|both|elf-ab (elf: our VMM boots /guest/vmlinux,
-# which the extra initramfs then carries; elf-ab: the ELF mapped and copied).
+# which the extra initramfs then carries; elf-ab: the ELF copied, as by default, and mapped).
 if [ ! -x /bin/bootbench ] || [ ! -x /usr/bin/qemu-system-x86_64 ]; then
     echo "bench-boot: /bin/bootbench or QEMU missing: this scenario runs only under \`cargo xtask bench boot\`"
     exit 1
