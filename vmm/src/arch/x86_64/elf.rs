@@ -7,6 +7,7 @@
 //! [`load_elf`] is the I/O shell around it.
 
 use std::fs::File;
+use std::io::{Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
@@ -243,17 +244,24 @@ pub fn load_elf<M: GuestMemoryBackend>(
             }
             placements.push(Placement::Mapped);
         } else {
-            tracing::info!(
-                "ELF kernel segment {} (file offset {:#x}, address {:#x}) is not page aligned \
-                 or could not be mapped: copying {} bytes",
+            let reason = if !map {
+                "copied (the kernel runs in place)"
+            } else if !seg.mappable() {
+                "not page aligned: copied"
+            } else {
+                "could not be mapped: copied"
+            };
+            tracing::debug!(
+                "ELF kernel segment {} (file offset {:#x}, address {:#x}, {} bytes): {reason}",
                 seg.index,
                 seg.offset,
                 seg.addr,
                 seg.file_size
             );
-            let mut buf = vec![0u8; seg.file_size as usize];
-            file.read_exact_at(&mut buf, seg.offset).map_err(read_err)?;
-            mem.write_slice(&buf, addr)
+            // Straight from the file into guest memory, no buffer between.
+            let mut src: &File = file;
+            src.seek(SeekFrom::Start(seg.offset)).map_err(read_err)?;
+            mem.read_exact_volatile_from(addr, &mut src, seg.file_size as usize)
                 .map_err(|_| ElfError::Write(seg.index))?;
             placements.push(Placement::Copied);
         }
@@ -365,6 +373,18 @@ mod tests {
         assert_eq!(how, [Placement::Mapped, Placement::Mapped]);
         assert_eq!(byte(&m, 16 * MIB + 0x1fff), 1);
         assert_eq!(byte(&m, 16 * MIB + 0x2000), 2);
+    }
+
+    #[test]
+    fn without_map_aligned_segments_are_copied_too() {
+        let image = build_elf(16 * MIB, &[(0x1000, 16 * MIB, 0x2000, 0x3000, 7)], 0x3000);
+        let f = file_with(&image);
+        let m = mem();
+        let (_, how) = load_elf(&m, &f, MIB, 32 << 20, false).unwrap();
+        assert_eq!(how, [Placement::Copied]);
+        assert_eq!(byte(&m, 16 * MIB), 7);
+        assert_eq!(byte(&m, 16 * MIB + 0x1fff), 7);
+        assert_eq!(byte(&m, 16 * MIB + 0x2000), 0);
     }
 
     #[test]
