@@ -111,7 +111,9 @@ struct AdbProxyArgs {
     disable_sandbox: bool,
     /// The uid[:gid] (or user name) a proxy started as root switches to
     /// once its listener is bound; default: the owner of the vsock
-    /// socket (the VMM's sandbox user), which it must be able to reach.
+    /// socket (the VMM's sandbox user; the file's numeric uid and gid, no
+    /// passwd entry needed), which it must be able to reach (it connects
+    /// once at start-up and exits if it cannot).
     #[arg(long = "sandbox-user", value_parser = sandbox::Identity::parse)]
     sandbox_user: Option<sandbox::Identity>,
 }
@@ -269,11 +271,11 @@ fn main() -> ExitCode {
     })
 }
 
-/// `vmm adb-proxy`: binds, enters the sandbox (unless disabled), then
-/// serves until killed.
+/// `vmm adb-proxy`: binds, enters the sandbox (unless disabled), checks
+/// that it still reaches the vsock socket, then serves until killed.
 fn adb_proxy(args: AdbProxyArgs) -> anyhow::Result<ExitCode> {
     let (port, guest_port) = (args.port, args.guest_port);
-    let proxy = vmm::vsock_proxy::Proxy::bind(vmm::vsock_proxy::ProxyConfig {
+    let mut proxy = vmm::vsock_proxy::Proxy::bind(vmm::vsock_proxy::ProxyConfig {
         vsock_socket: args.vsock_socket,
         port,
         guest_port,
@@ -289,6 +291,8 @@ fn adb_proxy(args: AdbProxyArgs) -> anyhow::Result<ExitCode> {
             .map_err(|e| anyhow::anyhow!("{e} (or run with --disable-sandbox)"))?;
         tracing::info!("sandbox: {entered}");
     }
+    // As the uid it now runs as: a socket it may not reach stops it here.
+    proxy.check_reachable()?;
     eprintln!("vmm adb-proxy: 127.0.0.1:{port} -> guest vsock port {guest_port}");
     proxy.serve()
 }

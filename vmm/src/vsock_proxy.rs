@@ -15,6 +15,10 @@
 //! policy `sandbox::policy::adb_proxy`, docs/security.md) before it
 //! accepts anything: seccomp per thread class, no capability, the vsock
 //! socket's owner as its uid when started as root, no file-system right.
+//! Then it connects to the vsock socket once, as the uid it now runs as
+//! ([`Proxy::check_reachable`]), so that a socket this uid may not reach
+//! stops it at start-up with what to change, not at the first adb
+//! connection.
 
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -59,6 +63,9 @@ pub enum ProxyError {
     /// The vsock socket does not exist.
     #[error("{0}: no such socket (start the VMM with --vsock cid=N,socket=PATH first)")]
     NoSocket(PathBuf),
+    /// The vsock socket's type and owner cannot be read.
+    #[error("cannot read the type and owner of {0}: {1} (give the VMM's --vsock socket=PATH)")]
+    Stat(PathBuf, io::Error),
     /// The vsock path is not a socket.
     #[error("{0} is not a socket (give the VMM's --vsock socket=PATH)")]
     NotASocket(PathBuf),
@@ -71,6 +78,58 @@ pub enum ProxyError {
     /// `--max-connections 0`.
     #[error("--max-connections must be at least 1")]
     NoConnections,
+    /// The start-up check could not run.
+    #[error("cannot check the vsock socket: {0}")]
+    Check(io::Error),
+    /// The start-up connection to the vsock socket failed.
+    #[error("{0}")]
+    Unreachable(Box<Unreachable>),
+}
+
+/// The start-up connection to the vsock socket failed: the socket, who
+/// the proxy runs as, and the error; its message says what to change.
+#[derive(Debug)]
+pub struct Unreachable {
+    /// The vsock socket.
+    pub path: PathBuf,
+    /// The uid/gid the proxy ran as when it connected.
+    pub who: sandbox::Identity,
+    /// Whether it switched to `who` from root (`--sandbox-user` applies).
+    pub switched: bool,
+    /// What `connect(2)` said.
+    pub error: io::Error,
+}
+
+impl std::fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (path, e) = (self.path.display(), &self.error);
+        let (uid, gid) = (self.who.uid, self.who.gid);
+        match e.raw_os_error() {
+            Some(libc::EACCES | libc::EPERM) if self.switched => write!(
+                f,
+                "uid {uid} gid {gid} (switched from root) may not connect to the vsock socket \
+                 {path}: {e}; that uid needs write access to the socket and search access to \
+                 its directories: fix their owner or mode, or pick another uid with \
+                 --sandbox-user UID[:GID]"
+            ),
+            Some(libc::EACCES | libc::EPERM) => write!(
+                f,
+                "uid {uid} gid {gid} may not connect to the vsock socket {path}: {e}; this user \
+                 needs write access to the socket and search access to its directories: fix \
+                 their owner or mode, or start the proxy as root (it then switches to the \
+                 socket's owner)"
+            ),
+            Some(libc::ECONNREFUSED) => write!(
+                f,
+                "nothing listens on the vsock socket {path} ({e}): start the VMM with --vsock \
+                 cid=N,socket=PATH (a stopped VMM leaves its socket behind)"
+            ),
+            _ => write!(
+                f,
+                "cannot connect to the vsock socket {path} as uid {uid} gid {gid}: {e}"
+            ),
+        }
+    }
 }
 
 /// Why one bridged connection could not be set up.
@@ -153,31 +212,50 @@ pub fn connect_guest(path: &Path, port: u32) -> Result<(UnixStream, u32), Connec
 pub struct Proxy {
     listener: TcpListener,
     config: ProxyConfig,
+    /// The vsock socket's owner, taken when it was checked.
+    owner: sandbox::Identity,
+    /// Who the proxy runs as (changed by [`Proxy::confine`]).
+    runs_as: sandbox::Identity,
+    /// Whether [`Proxy::confine`] switched from root to `runs_as`.
+    switched: bool,
     active: Arc<AtomicUsize>,
     next_id: AtomicU64,
 }
 
 impl Proxy {
-    /// Checks the vsock socket and binds 127.0.0.1:`port`.
+    /// Checks the vsock socket (and takes its owner) and binds
+    /// 127.0.0.1:`port`.
     pub fn bind(config: ProxyConfig) -> Result<Self, ProxyError> {
+        use std::os::unix::fs::MetadataExt;
         if config.max_connections == 0 {
             return Err(ProxyError::NoConnections);
         }
-        match std::fs::metadata(&config.vsock_socket) {
-            Err(_) => return Err(ProxyError::NoSocket(config.vsock_socket.clone())),
+        let owner = match std::fs::metadata(&config.vsock_socket) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(ProxyError::NoSocket(config.vsock_socket.clone()))
+            }
+            Err(e) => return Err(ProxyError::Stat(config.vsock_socket.clone(), e)),
             Ok(m) if !m.file_type().is_socket() => {
                 return Err(ProxyError::NotASocket(config.vsock_socket.clone()))
             }
-            Ok(_) => {}
-        }
+            Ok(m) => sandbox::Identity {
+                uid: m.uid(),
+                gid: m.gid(),
+            },
+        };
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, config.port));
         let listener = TcpListener::bind(addr).map_err(|e| match e.kind() {
             io::ErrorKind::AddrInUse => ProxyError::PortInUse(config.port),
             _ => ProxyError::Bind(config.port, e),
         })?;
+        // SAFETY: plain credential queries.
+        let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
         Ok(Self {
             listener,
             config,
+            owner,
+            runs_as: sandbox::Identity { uid, gid },
+            switched: false,
             active: Arc::new(AtomicUsize::new(0)),
             next_id: AtomicU64::new(1),
         })
@@ -188,28 +266,55 @@ impl Proxy {
         self.listener.local_addr()
     }
 
+    /// The vsock socket's owner (numeric uid and gid of the file, no
+    /// passwd lookup), as [`Proxy::bind`] found it.
+    pub fn owner(&self) -> sandbox::Identity {
+        self.owner
+    }
+
     /// Enters the sandbox (the listener is bound, nothing is served yet;
     /// the calling thread must be the only one): the seccomp classes of
     /// `sandbox::policy::adb_proxy`, no capability, no file-system right
     /// (connecting to the vsock socket by path is not a landlock right)
     /// and, when started as root, `user` or else the owner of the vsock
-    /// socket, so that the proxy can still connect to its `0600` file.
+    /// socket ([`Proxy::owner`]), so that the proxy can still connect to
+    /// its `0600` file; a root-owned socket leaves it root without any
+    /// capability.
     pub fn confine(
-        &self,
+        &mut self,
         user: Option<sandbox::Identity>,
     ) -> Result<sandbox::Entered, sandbox::SandboxError> {
-        use std::os::unix::fs::MetadataExt;
-        let owner = std::fs::metadata(&self.config.vsock_socket)
-            .map(|m| sandbox::Identity {
-                uid: m.uid(),
-                gid: m.gid(),
-            })
-            .ok();
-        let (user, switches) = sandbox::Identity::sandboxed(true, user.or(owner));
-        sandbox::enter(sandbox::Config {
+        let (user, switches) = sandbox::Identity::sandboxed(true, Some(user.unwrap_or(self.owner)));
+        let switch_to = (switches && user.uid != 0).then_some(user);
+        let entered = sandbox::enter(sandbox::Config {
             policy: &sandbox::policy::adb_proxy::POLICY,
-            user: (switches && user.uid != 0).then_some(user),
+            user: switch_to,
             fs: sandbox::fs::FsRules::default(),
+        })?;
+        if let Some(to) = switch_to {
+            (self.runs_as, self.switched) = (to, true);
+        }
+        Ok(entered)
+    }
+
+    /// Connects to the vsock socket once (and closes at once: the VMM
+    /// drops a connection that sent no `CONNECT` line without a word), as
+    /// the uid the proxy runs as now, from a `conn-0` thread (the `conn`
+    /// class, the one that connects). Called after [`Proxy::confine`], it
+    /// finds a socket this uid may not reach at start-up.
+    pub fn check_reachable(&self) -> Result<(), ProxyError> {
+        let path = self.config.vsock_socket.clone();
+        let attempt = sandbox::thread::spawn("conn-0", move || UnixStream::connect(path).map(drop))
+            .map_err(ProxyError::Check)?
+            .join()
+            .map_err(|_| ProxyError::Check(io::Error::other("its thread panicked")))?;
+        attempt.map_err(|error| {
+            ProxyError::Unreachable(Box::new(Unreachable {
+                path: self.config.vsock_socket.clone(),
+                who: self.runs_as,
+                switched: self.switched,
+                error,
+            }))
         })
     }
 
@@ -571,6 +676,108 @@ mod tests {
         assert!(buf.is_empty());
         drop(first);
         let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn bind_takes_the_sockets_numeric_owner() {
+        use std::os::unix::fs::MetadataExt;
+        let path = temp_socket("owner");
+        fake_vmm(&path);
+        // SAFETY: a plain credential query.
+        let root = unsafe { libc::geteuid() } == 0;
+        if root {
+            // No passwd or group entry: the ids are taken as they are.
+            std::os::unix::fs::chown(&path, Some(4242), Some(4243)).unwrap();
+        }
+        let meta = std::fs::metadata(&path).unwrap();
+        let p = Proxy::bind(ProxyConfig {
+            vsock_socket: path.clone(),
+            port: 0,
+            guest_port: ADB_GUEST_PORT,
+            max_connections: 1,
+        })
+        .unwrap();
+        assert_eq!(
+            p.owner(),
+            sandbox::Identity {
+                uid: meta.uid(),
+                gid: meta.gid()
+            }
+        );
+        if root {
+            assert_eq!(
+                p.owner(),
+                sandbox::Identity {
+                    uid: 4242,
+                    gid: 4243
+                }
+            );
+        }
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn the_start_up_check_connects_or_says_what_to_do() {
+        let path = temp_socket("check");
+        fake_vmm(&path);
+        let config = ProxyConfig {
+            vsock_socket: path.clone(),
+            port: 0,
+            guest_port: ADB_GUEST_PORT,
+            max_connections: 1,
+        };
+        let p = Proxy::bind(config.clone()).unwrap();
+        p.check_reachable().unwrap();
+        // A socket file nobody listens on (a stopped VMM's).
+        let stale = temp_socket("stale");
+        drop(UnixListener::bind(&stale).unwrap());
+        let p = Proxy::bind(ProxyConfig {
+            vsock_socket: stale.clone(),
+            ..config
+        })
+        .unwrap();
+        let e = p.check_reachable().unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!(
+                "nothing listens on the vsock socket {}",
+                stale.display()
+            )),
+            "{e}"
+        );
+        assert!(e.contains("start the VMM with --vsock"), "{e}");
+        let _ = std::fs::remove_file(&path);
+        let _ = std::fs::remove_file(&stale);
+    }
+
+    #[test]
+    fn a_refused_uid_is_told_which_socket_uid_and_option() {
+        let unreachable = |switched| {
+            Unreachable {
+                path: "/run/vm/vsock.sock".into(),
+                who: sandbox::Identity {
+                    uid: 4242,
+                    gid: 4243,
+                },
+                switched,
+                error: io::Error::from_raw_os_error(libc::EACCES),
+            }
+            .to_string()
+        };
+        let e = unreachable(true);
+        assert!(
+            e.starts_with(
+                "uid 4242 gid 4243 (switched from root) may not connect to the vsock socket \
+                 /run/vm/vsock.sock: "
+            ),
+            "{e}"
+        );
+        assert!(e.contains("fix their owner or mode"), "{e}");
+        assert!(e.contains("--sandbox-user UID[:GID]"), "{e}");
+        let e = unreachable(false);
+        assert!(e.starts_with("uid 4242 gid 4243 may not connect"), "{e}");
+        assert!(e.contains("start the proxy as root"), "{e}");
+        assert!(!e.contains("--sandbox-user"), "{e}");
+        assert!(!e.contains('\n'), "{e}");
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //! against a fake VMM's hybrid vsock socket. A forbidden system call from
 //! each of its thread classes kills it with the call named; after
 //! start-up it bridges bytes under its filters with no capability (and,
-//! started as root, as the vsock socket's owner); `--disable-sandbox`
-//! turns the filters off.
+//! started as root, as the vsock socket's owner, a uid and gid without a
+//! passwd entry); a socket its uid may not reach stops it at start-up;
+//! `--disable-sandbox` turns the filters off.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -17,9 +18,16 @@ use std::time::{Duration, Instant};
 const VIOLATION: i32 = sandbox::VIOLATION_EXIT_CODE;
 /// How long the proxy may take to start or to die.
 const PATIENCE: Duration = Duration::from_secs(20);
+/// The fake VMM socket's owner when the tests run as root: neither
+/// 65534 (`nobody`, the sandbox's general default) nor in /etc/passwd or
+/// /etc/group, and uid != gid, so the proxy's credentials show that it
+/// took the file's numeric owner and group.
+const OWNER: (u32, u32) = (4242, 4243);
+/// The exit status of a proxy that could not start (`VmmExitCode::SetupFailed`).
+const SETUP_FAILED: i32 = 1;
 
-/// A directory for one test's sockets and logs, that the sandbox user
-/// (65534) can traverse.
+/// A directory for one test's sockets and logs, that the socket's owner
+/// ([`OWNER`]) can traverse.
 fn test_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("vmm-adb-proxy-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -29,13 +37,13 @@ fn test_dir(name: &str) -> PathBuf {
 }
 
 /// A fake VMM on `path`: answers `CONNECT 5555` with `OK`, then echoes
-/// until EOF. Started as root, the socket file is given to 65534 and made
-/// `0600`, as a sandboxed VMM's is.
+/// until EOF. Started as root, the socket file is given to [`OWNER`] and
+/// made `0600`, as a sandboxed VMM's is.
 fn fake_vmm(path: &Path) {
     let listener = UnixListener::bind(path).unwrap();
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
     if is_root() {
-        std::os::unix::fs::chown(path, Some(65534), Some(65534)).unwrap();
+        std::os::unix::fs::chown(path, Some(OWNER.0), Some(OWNER.1)).unwrap();
     }
     std::thread::spawn(move || {
         for stream in listener.incoming() {
@@ -215,11 +223,12 @@ fn a_forbidden_call_from_each_proxy_class_kills_it_naming_the_call() {
     }
     let dir = test_dir("probe");
     fake_vmm(&dir.join("vsock.sock"));
-    // (class, its first thread, whether a client must connect to start it)
+    // (class, its first thread, whether a client must connect to start it;
+    // conn-0 is the start-up check's connection)
     for (class, thread, connect) in [
         ("main", "main", false),
         ("launcher", "launcher", false),
-        ("conn", "conn-1", true),
+        ("conn", "conn-0", false),
         ("up", "up-1", true),
     ] {
         let mut proxy = Proxy::start(&dir, Some(class), &[]);
@@ -272,15 +281,64 @@ fn the_proxy_bridges_under_its_filters_and_holds_no_capability() {
     );
     if is_root() {
         // Started as root: the bounding set is emptied and it runs as the
-        // owner of the vsock socket (the VMM's sandbox user), which it
-        // still reaches (the echo above).
+        // owner and group of the vsock socket (the VMM's sandbox user),
+        // which it still reaches (the echo above). Neither has a passwd
+        // entry: no lookup, no fallback to nobody.
         assert_eq!(proxy.field("CapBnd"), zero);
-        assert_eq!(proxy.field("Uid"), "65534\t65534\t65534\t65534");
-        assert_eq!(proxy.field("Gid"), "65534\t65534\t65534\t65534");
+        let (uid, gid) = OWNER;
+        assert_eq!(proxy.field("Uid"), format!("{uid}\t{uid}\t{uid}\t{uid}"));
+        assert_eq!(proxy.field("Gid"), format!("{gid}\t{gid}\t{gid}\t{gid}"));
+        assert_eq!(proxy.field("Groups"), gid.to_string());
         assert!(
-            err.contains("uid 65534 gid 65534 (switched from root)"),
+            err.contains(&format!("uid {uid} gid {gid} (switched from root)")),
             "{err}"
         );
+    }
+    drop(proxy);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_socket_the_proxy_cannot_reach_stops_it_at_start_up() {
+    let dir = test_dir("unreachable");
+    let socket = dir.join("vsock.sock");
+    fake_vmm(&socket);
+    // As root: a uid that is not the socket's owner (the `0600` socket
+    // refuses it); otherwise the proxy's own uid, with the socket's mode
+    // taking its right away.
+    let sandbox_user = format!("{}:{}", OWNER.0 + 101, OWNER.1 + 101);
+    let extra: &[&str] = if is_root() {
+        &["--sandbox-user", &sandbox_user]
+    } else {
+        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o000)).unwrap();
+        &[]
+    };
+    let mut proxy = Proxy::start(&dir, None, extra);
+    let code = proxy.wait_exit();
+    let err = proxy.stderr();
+    assert_eq!(code, SETUP_FAILED, "{err}");
+    assert!(!err.contains("vmm adb-proxy: 127.0.0.1:"), "{err}");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("no error line: {err}"));
+    assert!(
+        line.contains(&format!(
+            "may not connect to the vsock socket {}",
+            socket.display()
+        )),
+        "{line}"
+    );
+    assert!(line.contains("Permission denied"), "{line}");
+    if is_root() {
+        let (uid, gid) = (OWNER.0 + 101, OWNER.1 + 101);
+        assert!(
+            line.starts_with(&format!("error: uid {uid} gid {gid} (switched from root) ")),
+            "{line}"
+        );
+        assert!(line.contains("--sandbox-user UID[:GID]"), "{line}");
+    } else {
+        assert!(line.contains("start the proxy as root"), "{line}");
     }
     drop(proxy);
     let _ = std::fs::remove_dir_all(&dir);

@@ -4,8 +4,10 @@
 //! entered; afterwards it accepts on that listener, connects to the VMM's
 //! hybrid vsock socket by path (one unix socket per bridged connection)
 //! and moves bytes between the two with `splice(2)` through a pipe (a
-//! buffer copy where the kernel refuses). It opens no file and creates no
-//! network socket.
+//! buffer copy where the kernel refuses). Right after entering the
+//! sandbox it connects to the vsock socket once from `conn-0` (the `conn`
+//! class: no call of its own), to find a socket its uid may not reach at
+//! start-up. It opens no file and creates no network socket.
 
 // libc's constants are `c_ulong` on glibc and `c_int` on musl: the casts
 // are needed on one of them.
@@ -66,7 +68,7 @@ pub const POLICY: ProcessPolicy = ProcessPolicy {
         Class {
             name: "conn",
             threads: &[Threads::Prefix("conn-")],
-            about: "one bridged connection: the CONNECT handshake with the VMM, then guest-to-client bytes",
+            about: "one bridged connection: the CONNECT handshake with the VMM, then guest-to-client bytes (conn-0: the start-up connection that checks the proxy's uid reaches the VMM's socket)",
             rules: &[RUNTIME, STREAM_IO, CONNECT_UNIX, HANDSHAKE, SPLICE],
         },
         Class {
