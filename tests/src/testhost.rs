@@ -45,7 +45,7 @@ pub const TESTHOST_QEMU_DIR: &str = "testhost-qemu";
 pub const MANIFEST: &str = "manifest.json";
 /// Per-scenario timeout enforced inside the test host unless configured otherwise.
 pub const DEFAULT_SCENARIO_TIMEOUT: Duration = Duration::from_secs(120);
-/// CPU model of the x86_64 test host (`$VMSTACK_TESTHOST_CPU` overrides it):
+/// CPU model of the x86_64 test host ([`CPU_ENV_X86_64`] overrides it):
 /// QEMU's `max` without ERMS and FSRM. With them Linux copies memory with
 /// `rep movsb`, which TCG emulates byte by byte: a tmpfs read ran at 371
 /// MiB/s with them and 1506 MiB/s without, a unix socket pair at 103 and
@@ -53,7 +53,7 @@ pub const DEFAULT_SCENARIO_TIMEOUT: Duration = Duration::from_secs(120);
 /// the model through KVM's supported CPUID.
 pub const TESTHOST_CPU: &str = "max,-erms,-fsrm";
 /// CPU model of the aarch64 test host under the locked QEMU 10
-/// (`$VMSTACK_TESTHOST_CPU` overrides it): Neoverse N2 (Armv9.0) has
+/// ([`CPU_ENV_AARCH64`] overrides it): Neoverse N2 (Armv9.0) has
 /// FEAT_EVT, so pKVM traps the cache ID registers with `HCR_EL2.TID4`
 /// instead of `TID2`, which also trapped every guest `CTR_EL0` read (~24 s
 /// per inner boot under TCG, docs/notes/2026-12-06-arm64-early-boot.md).
@@ -65,6 +65,33 @@ pub const TESTHOST_CPU_AARCH64: &str = "neoverse-n2,pauth-impdef=on";
 /// CPU model of the aarch64 test host under a QEMU from `PATH` (bookworm's
 /// 7.2 has no Neoverse N2).
 pub const TESTHOST_CPU_AARCH64_PATH_QEMU: &str = "max,pauth-impdef=on";
+/// Environment variable that overrides the x86_64 test host's `-cpu`.
+pub const CPU_ENV_X86_64: &str = "VMSTACK_TESTHOST_CPU_X86_64";
+/// Environment variable that overrides the aarch64 test host's `-cpu`.
+pub const CPU_ENV_AARCH64: &str = "VMSTACK_TESTHOST_CPU_AARCH64";
+/// The old, unsuffixed name: still read, for the x86_64 test host only
+/// (it once applied to both, and an x86 model breaks the arm64 runs);
+/// [`CPU_ENV_X86_64`] wins when both are set.
+pub const CPU_ENV_X86_64_OLD: &str = "VMSTACK_TESTHOST_CPU";
+
+/// The `-cpu` override of the `arch` test host, read through `env` (the
+/// process environment in [`cpu_override`]); empty values count as unset.
+fn cpu_override_from(arch: Arch, env: impl Fn(&str) -> Option<String>) -> Option<String> {
+    let names: &[&str] = match arch {
+        Arch::X86_64 => &[CPU_ENV_X86_64, CPU_ENV_X86_64_OLD],
+        Arch::Aarch64 => &[CPU_ENV_AARCH64],
+    };
+    names
+        .iter()
+        .find_map(|name| env(name).filter(|v| !v.is_empty()))
+}
+
+/// The `-cpu` model the environment sets for the `arch` test host
+/// ([`CPU_ENV_X86_64`] or its old name [`CPU_ENV_X86_64_OLD`];
+/// [`CPU_ENV_AARCH64`]), if any.
+pub fn cpu_override(arch: Arch) -> Option<String> {
+    cpu_override_from(arch, |name| std::env::var(name).ok())
+}
 /// The x86_64 test host is declared frozen when its heartbeat (a line every
 /// 5 s on its second serial port, `th.heartbeat=ttyS1`) stops for this long.
 pub const FREEZE_AFTER: Duration = Duration::from_secs(90);
@@ -121,8 +148,8 @@ pub struct TestHostConfig {
     /// locked package's `usr/share/qemu`.
     pub qemu_data: Option<PathBuf>,
     /// `-cpu` model: [`TESTHOST_CPU`] / [`TESTHOST_CPU_AARCH64`] (or, with
-    /// the `PATH` QEMU, [`TESTHOST_CPU_AARCH64_PATH_QEMU`]), unless
-    /// `$VMSTACK_TESTHOST_CPU` says otherwise.
+    /// the `PATH` QEMU, [`TESTHOST_CPU_AARCH64_PATH_QEMU`]), unless the
+    /// arch's variable says otherwise ([`cpu_override`]).
     pub cpu: String,
     /// Test host kernel (bzImage).
     pub kernel: PathBuf,
@@ -214,7 +241,7 @@ impl TestHostConfig {
             };
             (PathBuf::from(arch.qemu()), None, cpu)
         };
-        let cpu = std::env::var("VMSTACK_TESTHOST_CPU").unwrap_or_else(|_| cpu.into());
+        let cpu = cpu_override(arch).unwrap_or_else(|| cpu.into());
         Ok(Self {
             arch,
             qemu,
@@ -1071,6 +1098,40 @@ android| [    1.000000] WARNING: CPU: 0 PID: 1 at arch/arm64/kvm/x.c:1 f+0x0/0x1
         assert!(manifest_summary(m).contains("testhost: qemu qemu-system-x86 1:10 sha256 cd"));
     }
 
+    /// Each test host's `-cpu` override comes from its own variable; the
+    /// old unsuffixed name reaches the x86_64 one only.
+    #[test]
+    fn cpu_overrides_are_per_arch() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                vars.iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let old = env(&[(CPU_ENV_X86_64_OLD, "qemu64")]);
+        assert_eq!(cpu_override_from(Arch::X86_64, old), Some("qemu64".into()));
+        assert_eq!(cpu_override_from(Arch::Aarch64, old), None);
+        let both = env(&[
+            (CPU_ENV_X86_64_OLD, "qemu64"),
+            (CPU_ENV_X86_64, "max"),
+            (CPU_ENV_AARCH64, "cortex-a72"),
+        ]);
+        assert_eq!(cpu_override_from(Arch::X86_64, both), Some("max".into()));
+        assert_eq!(
+            cpu_override_from(Arch::Aarch64, both),
+            Some("cortex-a72".into())
+        );
+        let arm_only = env(&[(CPU_ENV_AARCH64, "cortex-a72")]);
+        assert_eq!(cpu_override_from(Arch::X86_64, arm_only), None);
+        let empty = env(&[(CPU_ENV_X86_64, ""), (CPU_ENV_X86_64_OLD, "qemu64")]);
+        assert_eq!(
+            cpu_override_from(Arch::X86_64, empty),
+            Some("qemu64".into())
+        );
+        assert_eq!(cpu_override_from(Arch::X86_64, env(&[])), None);
+    }
+
     /// Images with a `testhost-qemu` root boot with that QEMU and its data
     /// directory; without one the `PATH` QEMU is used.
     #[test]
@@ -1099,7 +1160,7 @@ android| [    1.000000] WARNING: CPU: 0 PID: 1 at arch/arm64/kvm/x.c:1 f+0x0/0x1
             let at = args.iter().position(|a| a == "-cpu").unwrap();
             args[at + 1].clone()
         };
-        if std::env::var_os("VMSTACK_TESTHOST_CPU").is_none() {
+        if cpu_override(Arch::Aarch64).is_none() {
             let arm = TestHostConfig::for_arch(Arch::Aarch64, &dir, &["a"], &dir).unwrap();
             assert_eq!(arm.qemu, PathBuf::from("qemu-system-aarch64"));
             assert_eq!(cpu_arg(&arm), TESTHOST_CPU_AARCH64_PATH_QEMU);
@@ -1108,6 +1169,8 @@ android| [    1.000000] WARNING: CPU: 0 PID: 1 at arch/arm64/kvm/x.c:1 f+0x0/0x1
             assert_eq!(arm.qemu, bin.join("qemu-system-aarch64"));
             assert_eq!(arm.qemu_data, Some(data.clone()));
             assert_eq!(cpu_arg(&arm), TESTHOST_CPU_AARCH64);
+        }
+        if cpu_override(Arch::X86_64).is_none() {
             assert_eq!(cpu_arg(&cfg), TESTHOST_CPU);
         }
         let _ = std::fs::remove_dir_all(&dir);
