@@ -380,7 +380,7 @@ pub fn devices(rounds: u32) -> Result<()> {
 
 /// The test host's CPU model as the runner passes it to QEMU.
 fn testhost_cpu() -> String {
-    std::env::var("VMSTACK_TESTHOST_CPU").unwrap_or_else(|_| testhost::TESTHOST_CPU.into())
+    testhost::cpu_override(Arch::X86_64).unwrap_or_else(|| testhost::TESTHOST_CPU.into())
 }
 
 #[cfg(test)]
