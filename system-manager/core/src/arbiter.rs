@@ -538,6 +538,12 @@ impl Arbiter {
         );
     }
 
+    /// Guest `i`'s name (a copy, for the outputs' reasons) and state.
+    fn name_and_state(&self, i: usize) -> (String, GuestState) {
+        let g = &self.state.guests[i];
+        (g.name.clone(), g.state)
+    }
+
     /// Android guest `i`'s watchdog expired in `SHUTDOWN_PREPARE(param)`.
     fn escalate(&mut self, i: usize, param: ShutdownParam, postpones: u32, out: &mut Vec<Output>) {
         let name = self.state.guests[i].name.clone();

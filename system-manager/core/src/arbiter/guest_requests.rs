@@ -94,8 +94,7 @@ impl Arbiter {
         kind: PowerRequestKind,
         out: &mut Vec<Output>,
     ) {
-        let name = self.state.guests[i].name.clone();
-        let state = self.state.guests[i].state;
+        let (name, state) = self.name_and_state(i);
         let in_handshake = matches!(
             state,
             GuestState::Preparing { .. } | GuestState::ShutdownStarted { .. }
