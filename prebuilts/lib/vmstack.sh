@@ -69,9 +69,10 @@ run_vmm() {
 # control socket S=/tmp/NAME.sock; sets S, and pid to the job's PID.
 run_held_guest() {
     S=/tmp/$1.sock
-    run_vmm vmm --cpus "$2" --mem 256 --socket $S --power-arbiter \
+    run_vmm vmm --cpus "$2" --mem 256 --socket "$S" --power-arbiter \
         --initrd /guest/initramfs.cpio.gz \
         --params "console=ttyS0 guest.scenario=$3" /guest/vmlinuz &
+    # shellcheck disable=SC2034 # for the caller
     pid=$!
 }
 

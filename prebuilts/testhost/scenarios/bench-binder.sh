@@ -5,7 +5,7 @@
 SCEN=bench-binder
 . /scenarios/sysmgr-lib.sh
 count=$(cmdline_arg bench.count 1000)
-android_guest $D/a.ctl $D/a.vsock 256 "guest.scenario=bench-binder bench.count=$count" > $D/policy.toml
+android_guest "$D/a.ctl" "$D/a.vsock" 256 "guest.scenario=bench-binder bench.count=$count" > "$D/policy.toml"
 as_vmm_user vsock-test listen-unix $D/a.vsock_5000 echo --count 1 > $D/echo.out 2>&1 &
 start_mcu
 start_sysmgr 1

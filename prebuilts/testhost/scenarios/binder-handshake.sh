@@ -15,7 +15,7 @@ cat > $D/policy.toml <<POLICY
 shutdown_deadline_ms = 60000
 final_grace_ms = 15000
 
-$(android_guest $D/a.ctl $D/a.vsock 192 "guest.scenario=sysmgr-android vhal.script=postpone:5000,start")
+$(android_guest "$D/a.ctl" "$D/a.vsock" 192 "guest.scenario=sysmgr-android vhal.script=postpone:5000,start")
 POLICY
 start_mcu
 start_sysmgr 1
