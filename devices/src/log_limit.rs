@@ -47,6 +47,21 @@ impl LoggedKinds {
     }
 }
 
+/// [`guest_warn!`] the first time a worker meets problem `kind` (a
+/// [`LoggedKinds`] number; `logged` is the worker's record); the line adds
+/// that further problems of the kind are not logged.
+#[macro_export]
+macro_rules! guest_warn_first {
+    ($logged:expr, $kind:expr, $($arg:tt)+) => {
+        if $logged.first($kind) {
+            $crate::guest_warn!(
+                "{} (further such problems are not logged)",
+                format_args!($($arg)+)
+            );
+        }
+    };
+}
+
 /// Lines one call site may log at once.
 pub const SITE_BURST: u32 = 10;
 /// After its burst, one more line per site per this much time.

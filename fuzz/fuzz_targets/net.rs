@@ -157,7 +157,7 @@ fuzz_target!(|input: Input| {
     };
     let (mut rxq, rx) = FuzzQueue::new(&mem, RX_QUEUE, QUEUE_SIZE, &input.rx_ring);
     let (mut txq, tx) = FuzzQueue::new(&mem, TX_QUEUE, QUEUE_SIZE, &input.tx_ring);
-    let mut worker = NetWorker::new(mem.clone(), interrupt(), rx, tx, Box::new(backend), acked);
+    let mut worker = NetWorker::new(mem.clone(), interrupt(), [rx, tx], Box::new(backend), acked);
     for op in input.ops.iter().take(32) {
         match op {
             Op::Tx(batch) => {

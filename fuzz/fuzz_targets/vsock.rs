@@ -598,6 +598,14 @@ impl World {
         self.collect_used();
     }
 
+    /// Applies a raw descriptor batch to the transmit (`tx`) or receive
+    /// queue; the ordering oracle is off from then on.
+    fn post_raw(&mut self, tx: bool, batch: &Batch) {
+        self.raw = true;
+        let queue = if tx { &mut self.tx } else { &mut self.rx };
+        queue.apply(&self.mem, batch);
+    }
+
     fn apply(&mut self, op: &Op) {
         match op {
             Op::Tx(pkts) => {
@@ -605,19 +613,13 @@ impl World {
                     self.post_tx(p);
                 }
             }
-            Op::TxRaw(batch) => {
-                self.raw = true;
-                self.tx.apply(&self.mem, batch)
-            }
+            Op::TxRaw(batch) => self.post_raw(true, batch),
             Op::Rx(bufs) => {
                 for b in bufs.iter().take(16) {
                     self.post_rx(b);
                 }
             }
-            Op::RxRaw(batch) => {
-                self.raw = true;
-                self.rx.apply(&self.mem, batch)
-            }
+            Op::RxRaw(batch) => self.post_raw(false, batch),
             Op::HostConnect { port, line, extra } => {
                 if self.peers.len() >= 64 {
                     return;

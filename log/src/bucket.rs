@@ -81,38 +81,39 @@ impl Default for LineBucket {
 mod tests {
     use super::*;
 
+    /// The refill period of the buckets under test.
+    const PERIOD: Duration = Duration::from_secs(10);
+
     #[test]
     fn a_bucket_admits_its_burst_then_one_per_period() {
         let t0 = Instant::now();
-        let period = Duration::from_secs(10);
         let mut b = LineBucket::new();
         for _ in 0..3 {
-            assert_eq!(b.admit(t0, 3, period), Some(0));
+            assert_eq!(b.admit(t0, 3, PERIOD), Some(0));
         }
-        assert_eq!(b.admit(t0, 3, period), None);
-        assert_eq!(b.admit(t0 + Duration::from_secs(9), 3, period), None);
+        assert_eq!(b.admit(t0, 3, PERIOD), None);
+        assert_eq!(b.admit(t0 + Duration::from_secs(9), 3, PERIOD), None);
         // One period later: one line, carrying the count.
-        assert_eq!(b.admit(t0 + Duration::from_secs(10), 3, period), Some(2));
-        assert_eq!(b.admit(t0 + Duration::from_secs(11), 3, period), None);
+        assert_eq!(b.admit(t0 + Duration::from_secs(10), 3, PERIOD), Some(2));
+        assert_eq!(b.admit(t0 + Duration::from_secs(11), 3, PERIOD), None);
         // A long pause refills at most the burst.
         let later = t0 + Duration::from_secs(1000);
         for _ in 0..3 {
-            assert!(b.admit(later, 3, period).is_some());
+            assert!(b.admit(later, 3, PERIOD).is_some());
         }
-        assert_eq!(b.admit(later, 3, period), None);
+        assert_eq!(b.admit(later, 3, PERIOD), None);
     }
 
     #[test]
     fn a_steady_trickle_keeps_its_remainder() {
         let t0 = Instant::now();
-        let period = Duration::from_secs(10);
         let mut b = LineBucket::new();
         for _ in 0..3 {
-            assert!(b.admit(t0, 3, period).is_some());
+            assert!(b.admit(t0, 3, PERIOD).is_some());
         }
         // 15 s: one token (5 s carried over), 20 s: the next one.
-        assert!(b.admit(t0 + Duration::from_secs(15), 3, period).is_some());
-        assert!(b.admit(t0 + Duration::from_secs(20), 3, period).is_some());
-        assert!(b.admit(t0 + Duration::from_secs(21), 3, period).is_none());
+        assert!(b.admit(t0 + Duration::from_secs(15), 3, PERIOD).is_some());
+        assert!(b.admit(t0 + Duration::from_secs(20), 3, PERIOD).is_some());
+        assert!(b.admit(t0 + Duration::from_secs(21), 3, PERIOD).is_none());
     }
 }

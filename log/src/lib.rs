@@ -9,6 +9,8 @@
 //! syntax (`info`, `warn,vmm::runner=debug`), with `info` as the default.
 
 pub mod bucket;
+#[cfg(feature = "cli")]
+pub mod cli;
 
 pub use bucket::LineBucket;
 

@@ -327,10 +327,16 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
-    #[test]
-    fn sockets_are_0600_whatever_the_umask() {
+    /// A fresh temporary directory and the path `s.sock` in it.
+    fn socket_path() -> (tempfile::TempDir, std::path::PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.sock");
+        (dir, path)
+    }
+
+    #[test]
+    fn sockets_are_0600_whatever_the_umask() {
+        let (_dir, path) = socket_path();
         // SAFETY: umask only changes the file-creation mask.
         let old = unsafe { libc::umask(0) };
         let listener = bind_private(&path);
@@ -357,8 +363,7 @@ mod tests {
 
     #[test]
     fn a_stale_socket_is_replaced_and_a_live_one_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.sock");
+        let (_dir, path) = socket_path();
         drop(UnixListener::bind(&path).unwrap());
         let live = bind_private(&path).unwrap();
         assert!(matches!(bind_private(&path), Err(BindError::InUse(_))));
@@ -389,8 +394,7 @@ mod tests {
             eprintln!("skipped: needs root to connect as another uid");
             return;
         }
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.sock");
+        let (dir, path) = socket_path();
         let listener = bind_private(&path).unwrap();
         // Let the other uid reach the file, so that only the peer check
         // stands in its way.

@@ -1228,18 +1228,25 @@ android| [    1.000000] WARNING: CPU: 0 PID: 1 at arch/arm64/kvm/x.c:1 f+0x0/0x1
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// [`fake_qemu`] with a 25 s hard timeout and the freeze watchdog at
+    /// `freeze_after_s`, whose script finds its heartbeat file (the `file:`
+    /// serial port) as `$hb`, writes one beat and goes on with `rest`.
+    fn heartbeat_qemu(tag: &str, rest: &str, freeze_after_s: u64) -> (PathBuf, TestHostConfig) {
+        let script = format!(
+            "#!/bin/sh\nfor a; do case $a in file:*) hb=${{a#file:}} ;; esac; done\n\
+             echo 1.0 > \"$hb\"\n{rest}"
+        );
+        let (dir, mut cfg) = fake_qemu(tag, &script, Duration::from_secs(25));
+        cfg.freeze_after = Some(Duration::from_secs(freeze_after_s));
+        (dir, cfg)
+    }
+
     /// A stand-in "QEMU" that writes one heartbeat to its `file:` serial
     /// port and hangs: the watchdog must declare it frozen long before the
     /// hard timeout.
     #[test]
     fn stopped_heartbeat_is_a_freeze() {
-        let (dir, mut cfg) = fake_qemu(
-            "hb",
-            "#!/bin/sh\nfor a; do case $a in file:*) hb=${a#file:} ;; esac; done\n\
-             echo 1.0 > \"$hb\"\necho '@@BEGIN a'\nexec sleep 30\n",
-            Duration::from_secs(25),
-        );
-        cfg.freeze_after = Some(Duration::from_secs(1));
+        let (dir, cfg) = heartbeat_qemu("hb", "echo '@@BEGIN a'\nexec sleep 30\n", 1);
         assert!(cfg.append().contains("th.heartbeat=ttyS1"));
         let run = run(&cfg).unwrap();
         assert!(run.froze && run.timed_out);
@@ -1255,13 +1262,7 @@ android| [    1.000000] WARNING: CPU: 0 PID: 1 at arch/arm64/kvm/x.c:1 f+0x0/0x1
     /// it and the resumption, and lets the run finish.
     #[test]
     fn silent_heartbeat_gets_a_wakeup_and_may_resume() {
-        let (dir, mut cfg) = fake_qemu(
-            "kick",
-            "#!/bin/sh\nfor a; do case $a in file:*) hb=${a#file:} ;; esac; done\n\
-             echo 1.0 > \"$hb\"\nsleep 3\necho 2.0 >> \"$hb\"\nsleep 1\n",
-            Duration::from_secs(25),
-        );
-        cfg.freeze_after = Some(Duration::from_secs(20));
+        let (dir, mut cfg) = heartbeat_qemu("kick", "sleep 3\necho 2.0 >> \"$hb\"\nsleep 1\n", 20);
         cfg.kick_after = Duration::from_secs(1);
         let run = run(&cfg).unwrap();
         assert!(!run.froze && !run.timed_out, "{}", run.console);

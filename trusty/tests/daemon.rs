@@ -14,6 +14,13 @@ use std::time::{Duration, Instant};
 
 use trusty::tee::{login, result, Param, ParamOut, Request, ResponseBody, TeeClient};
 
+/// The tamper-detect storage port.
+const STORAGE_TD: &str = "com.android.trusty.storage.client.td";
+/// The hwkey port.
+const HWKEY: &str = "com.android.trusty.hwkey";
+/// The gatekeeper port.
+const GATEKEEPER: &str = "com.android.trusty.gatekeeper";
+
 struct Daemon {
     child: Child,
     vsock: Vec<PathBuf>,
@@ -62,6 +69,14 @@ impl Daemon {
             }
         }
         d
+    }
+
+    /// Starts trustyd under a fresh temporary directory (returned too: it
+    /// is removed when dropped).
+    fn start_in_temp_dir() -> (tempfile::TempDir, Daemon) {
+        let dir = tempfile::tempdir().unwrap();
+        let d = Daemon::start(dir.path());
+        (dir, d)
     }
 
     fn stop(mut self) {
@@ -217,10 +232,18 @@ fn hwkey_derive(s: &mut UnixStream, seed: &[u8]) -> Vec<u8> {
     r[20..].to_vec()
 }
 
+/// A storage session on `vsock` with file `name` created and `data`
+/// written (committed); the session and the file's handle.
+fn stored(vsock: &Path, name: &str, data: &[u8]) -> (UnixStream, u32) {
+    let mut s = tipc_connect(vsock, STORAGE_TD);
+    let h = st_open(&mut s, name, true).unwrap();
+    st_write(&mut s, h, data);
+    (s, h)
+}
+
 #[test]
 fn echo_datasink_and_unknown_ports_over_vsock() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start(dir.path());
+    let (_dir, d) = Daemon::start_in_temp_dir();
     let mut e = tipc_connect(&d.vsock[0], "com.android.ipc-unittest.srv.echo");
     for len in [1usize, 100, 3840] {
         let msg: Vec<u8> = (0..len).map(|i| i as u8).collect();
@@ -241,37 +264,18 @@ fn echo_datasink_and_unknown_ports_over_vsock() {
 
 #[test]
 fn guests_are_isolated() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start(dir.path());
-    let storage = "com.android.trusty.storage.client.td";
-    let mut a = tipc_connect(&d.vsock[0], storage);
-    let h = st_open(&mut a, "secret", true).unwrap();
-    st_write(&mut a, h, b"a's secret");
-    let mut b = tipc_connect(&d.vsock[1], storage);
+    let (dir, d) = Daemon::start_in_temp_dir();
+    let (_a, _) = stored(&d.vsock[0], "secret", b"a's secret");
+    let mut b = tipc_connect(&d.vsock[1], STORAGE_TD);
     assert_eq!(st_open(&mut b, "secret", false), Err(ERR_NOT_FOUND));
     // hwkey gives each guest its own keys.
-    let ka = hwkey_derive(
-        &mut tipc_connect(&d.vsock[0], "com.android.trusty.hwkey"),
-        &[1; 32],
-    );
-    let kb = hwkey_derive(
-        &mut tipc_connect(&d.vsock[1], "com.android.trusty.hwkey"),
-        &[1; 32],
-    );
+    let ka = hwkey_derive(&mut tipc_connect(&d.vsock[0], HWKEY), &[1; 32]);
+    let kb = hwkey_derive(&mut tipc_connect(&d.vsock[1], HWKEY), &[1; 32]);
     assert_eq!(ka.len(), 32);
     assert_ne!(ka, kb);
     // A gatekeeper handle of guest a is worthless to guest b.
-    let ha = gk_enroll(
-        &mut tipc_connect(&d.vsock[0], "com.android.trusty.gatekeeper"),
-        0,
-        b"pw",
-    );
-    let (err, _) = gk_verify(
-        &mut tipc_connect(&d.vsock[1], "com.android.trusty.gatekeeper"),
-        0,
-        &ha,
-        b"pw",
-    );
+    let ha = gk_enroll(&mut tipc_connect(&d.vsock[0], GATEKEEPER), 0, b"pw");
+    let (err, _) = gk_verify(&mut tipc_connect(&d.vsock[1], GATEKEEPER), 0, &ha, b"pw");
     assert_eq!(err, 1, "ERROR_INVALID");
     // TEE sessions: b's connection cannot name a's session, and b's
     // storage session does not see a's file.
@@ -335,11 +339,8 @@ fn tee_message(c: &mut TeeClient, session: u32, msg: &[u8]) -> Vec<u8> {
 
 #[test]
 fn a_flipped_byte_on_disk_fails_the_next_read() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start(dir.path());
-    let mut s = tipc_connect(&d.vsock[0], "com.android.trusty.storage.client.td");
-    let h = st_open(&mut s, "f", true).unwrap();
-    st_write(&mut s, h, b"the stored secret");
+    let (dir, d) = Daemon::start_in_temp_dir();
+    let (mut s, h) = stored(&d.vsock[0], "f", b"the stored secret");
     assert_eq!(st_read(&mut s, h).unwrap(), b"the stored secret");
     let files = blobs(dir.path(), "a");
     assert_eq!(files.len(), 1);
@@ -348,7 +349,7 @@ fn a_flipped_byte_on_disk_fails_the_next_read() {
     bytes[mid] ^= 0x01;
     fs::write(&files[0], &bytes).unwrap();
     assert_eq!(st_read(&mut s, h), Err(ERR_CORRUPTED), "the open handle");
-    let mut s2 = tipc_connect(&d.vsock[0], "com.android.trusty.storage.client.td");
+    let mut s2 = tipc_connect(&d.vsock[0], STORAGE_TD);
     let h2 = st_open(&mut s2, "f", false).unwrap();
     assert_eq!(st_read(&mut s2, h2), Err(ERR_CORRUPTED), "a new channel");
     d.stop();
@@ -356,11 +357,8 @@ fn a_flipped_byte_on_disk_fails_the_next_read() {
 
 #[test]
 fn an_old_copy_put_back_is_detected() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start(dir.path());
-    let mut s = tipc_connect(&d.vsock[0], "com.android.trusty.storage.client.td");
-    let h = st_open(&mut s, "counter", true).unwrap();
-    st_write(&mut s, h, b"1");
+    let (dir, d) = Daemon::start_in_temp_dir();
+    let (mut s, h) = stored(&d.vsock[0], "counter", b"1");
     let old = fs::read(&blobs(dir.path(), "a")[0]).unwrap();
     st_write(&mut s, h, b"2");
     let current = blobs(dir.path(), "a");
@@ -372,10 +370,8 @@ fn an_old_copy_put_back_is_detected() {
 
 #[test]
 fn gatekeeper_flows_and_a_restart_keep_state() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start(dir.path());
-    let gk = "com.android.trusty.gatekeeper";
-    let mut g = tipc_connect(&d.vsock[0], gk);
+    let (dir, d) = Daemon::start_in_temp_dir();
+    let mut g = tipc_connect(&d.vsock[0], GATEKEEPER);
     let handle = gk_enroll(&mut g, 10, b"1234");
     assert_eq!(handle.len(), 58);
     let (err, token_len) = gk_verify(&mut g, 10, &handle, b"1234");
@@ -396,36 +392,27 @@ fn gatekeeper_flows_and_a_restart_keep_state() {
     assert_eq!(err, 2, "throttled even with the right password");
     assert!(left <= 30_000 && left > 20_000, "{left}");
     // Storage and hwkey state to compare after the restart.
-    let mut s = tipc_connect(&d.vsock[0], "com.android.trusty.storage.client.td");
-    let h = st_open(&mut s, "kept", true).unwrap();
-    st_write(&mut s, h, b"across restarts");
-    let key = hwkey_derive(
-        &mut tipc_connect(&d.vsock[0], "com.android.trusty.hwkey"),
-        b"seed",
-    );
+    let (s, _) = stored(&d.vsock[0], "kept", b"across restarts");
+    let key = hwkey_derive(&mut tipc_connect(&d.vsock[0], HWKEY), b"seed");
     drop((g, s));
     d.stop();
 
     let d = Daemon::start(dir.path());
-    let mut g = tipc_connect(&d.vsock[0], gk);
+    let mut g = tipc_connect(&d.vsock[0], GATEKEEPER);
     let (err, left) = gk_verify(&mut g, 10, &handle, b"1234");
     assert_eq!(err, 2, "the failure record survived the restart");
     assert!(left > 0 && left <= 30_000, "{left}");
-    let mut s = tipc_connect(&d.vsock[0], "com.android.trusty.storage.client.td");
+    let mut s = tipc_connect(&d.vsock[0], STORAGE_TD);
     let h = st_open(&mut s, "kept", false).unwrap();
     assert_eq!(st_read(&mut s, h).unwrap(), b"across restarts");
-    let again = hwkey_derive(
-        &mut tipc_connect(&d.vsock[0], "com.android.trusty.hwkey"),
-        b"seed",
-    );
+    let again = hwkey_derive(&mut tipc_connect(&d.vsock[0], HWKEY), b"seed");
     assert_eq!(key, again);
     d.stop();
 }
 
 #[test]
 fn the_tee_socket_echoes_a_one_mib_memref() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start(dir.path());
+    let (dir, d) = Daemon::start_in_temp_dir();
     let mut c = TeeClient::connect(&dir.path().join("a.tee")).unwrap();
     let s = tee_open(&mut c, &trusty::ports::TaKind::Echo.uuid().into_bytes());
     let data: Vec<u8> = (0..1 << 20).map(|i: u32| (i % 253) as u8).collect();
@@ -458,8 +445,7 @@ fn the_tee_socket_echoes_a_one_mib_memref() {
 
 #[test]
 fn connections_over_the_limit_are_closed() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start(dir.path());
+    let (_dir, d) = Daemon::start_in_temp_dir();
     let held: Vec<UnixStream> = (0..32)
         .map(|_| tipc_connect(&d.vsock[0], "com.android.ipc-unittest.srv.echo"))
         .collect();
@@ -483,8 +469,7 @@ fn connections_over_the_limit_are_closed() {
 
 #[test]
 fn errors_are_one_line() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start(dir.path());
+    let (dir, d) = Daemon::start_in_temp_dir();
     // A second daemon on the same state directory.
     let out = Command::new(env!("CARGO_BIN_EXE_trustyd"))
         .args(["run", "--state-dir"])

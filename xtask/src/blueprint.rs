@@ -288,18 +288,14 @@ impl Parser<'_> {
                     let sum = self.add(lhs, rhs)?;
                     self.vars.insert(name, sum);
                 }
-                Tok::Punct('{') => {
+                // `type { name: value, ... }`, or the old `type(name = value, ...)` form.
+                Tok::Punct(open @ ('{' | '(')) => {
                     self.bump()?;
-                    let props = self.props('}', ':')?;
-                    modules.push(Module {
-                        kind: name,
-                        props,
-                        line,
-                    });
-                }
-                Tok::Punct('(') => {
-                    self.bump()?;
-                    let props = self.props(')', '=')?;
+                    let props = if open == '{' {
+                        self.props('}', ':')?
+                    } else {
+                        self.props(')', '=')?
+                    };
                     modules.push(Module {
                         kind: name,
                         props,

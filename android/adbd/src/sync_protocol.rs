@@ -282,6 +282,13 @@ mod tests {
 
     use super::encode_request as req;
 
+    /// A decoder holding one request, as [`encode_request`] writes it.
+    fn decoder_with(tag: &[u8; 4], arg: u32, body: &[u8]) -> Decoder {
+        let mut d = Decoder::new();
+        d.push(&req(tag, arg, body));
+        d
+    }
+
     #[test]
     fn a_push_as_the_client_sends_it() {
         let mut wire = req(b"STAT", 9, b"/data/big");
@@ -345,8 +352,7 @@ mod tests {
             );
         }
         // After a piece, next_request yields the rest of that body as Data.
-        let mut d = Decoder::new();
-        d.push(&req(b"DATA", 4, b"ab"));
+        let mut d = decoder_with(b"DATA", 4, b"ab");
         assert_eq!(d.next_send_piece(), Ok(Some(SendPiece::Data(b"ab"))));
         d.push(b"cd");
         assert_eq!(d.next_request(), Ok(Some(Request::Data(b"cd".to_vec()))));
@@ -355,20 +361,17 @@ mod tests {
 
     #[test]
     fn send_pieces_check_bounds_and_pass_other_requests() {
-        let mut d = Decoder::new();
-        d.push(&req(b"DATA", MAX_DATA as u32 + 1, b""));
+        let mut d = decoder_with(b"DATA", MAX_DATA as u32 + 1, b"");
         assert_eq!(
             d.next_send_piece(),
             Err(SyncProtocolError::DataTooLong(MAX_DATA as u32 + 1))
         );
-        let mut d = Decoder::new();
-        d.push(&req(b"STAT", 2, b"/d"));
+        let mut d = decoder_with(b"STAT", 2, b"/d");
         assert_eq!(
             d.next_send_piece(),
             Ok(Some(SendPiece::Other(Request::Stat(b"/d".to_vec()))))
         );
-        let mut d = Decoder::new();
-        d.push(&req(b"XXXX", 0, b""));
+        let mut d = decoder_with(b"XXXX", 0, b"");
         assert_eq!(
             d.next_send_piece(),
             Err(SyncProtocolError::UnknownId(*b"XXXX"))
@@ -377,24 +380,22 @@ mod tests {
 
     #[test]
     fn bounds_are_checked_before_buffering() {
-        let mut d = Decoder::new();
-        d.push(&req(b"DATA", MAX_DATA as u32 + 1, b""));
-        assert_eq!(
-            d.next_request(),
-            Err(SyncProtocolError::DataTooLong(MAX_DATA as u32 + 1))
-        );
-        let mut d = Decoder::new();
-        d.push(&req(b"RECV", 4096, b""));
-        assert_eq!(d.next_request(), Err(SyncProtocolError::PathTooLong(4096)));
-        let mut d = Decoder::new();
-        d.push(&req(b"STA2", 1, b"/"));
-        assert_eq!(
-            d.next_request(),
-            Err(SyncProtocolError::UnknownId(*b"STA2"))
-        );
-        let mut d = Decoder::new();
-        d.push(&req(b"STAT", 3, b"a\0b"));
-        assert_eq!(d.next_request(), Err(SyncProtocolError::NulInPath));
+        let too_long = MAX_DATA as u32 + 1;
+        let cases: [(&[u8; 4], u32, &[u8], SyncProtocolError); 4] = [
+            (
+                b"DATA",
+                too_long,
+                b"",
+                SyncProtocolError::DataTooLong(too_long),
+            ),
+            (b"RECV", 4096, b"", SyncProtocolError::PathTooLong(4096)),
+            (b"STA2", 1, b"/", SyncProtocolError::UnknownId(*b"STA2")),
+            (b"STAT", 3, b"a\0b", SyncProtocolError::NulInPath),
+        ];
+        for (tag, arg, body, e) in cases {
+            let mut d = decoder_with(tag, arg, body);
+            assert_eq!(d.next_request(), Err(e), "{tag:?}");
+        }
     }
 
     #[test]

@@ -763,14 +763,15 @@ mod tests {
         assert_eq!(worker.stop(), Some(42));
     }
 
-    /// A worker body stuck in a "host call" until the test releases it
-    /// (or a minute passes: a wait that was not bounded then shows as the
-    /// body having finished). Returns the release handle and whether the
-    /// body has finished.
-    fn stuck_body() -> (
+    /// A worker whose body ignores the kill, stuck in a "host call" until
+    /// the test releases it (or a minute passes: a wait that was not
+    /// bounded then shows as the body having finished). Returns the release
+    /// handle, whether the body has finished, and the worker (its body
+    /// returns 2).
+    fn stuck_worker() -> (
         std::sync::mpsc::Sender<()>,
         std::sync::Arc<std::sync::atomic::AtomicBool>,
-        impl FnOnce(i32) -> i32 + Send + 'static,
+        WorkerThread<i32>,
     ) {
         use std::sync::atomic::{AtomicBool, Ordering};
         let (release, released) = std::sync::mpsc::channel::<()>();
@@ -781,18 +782,17 @@ mod tests {
             done.store(true, Ordering::SeqCst);
             n + 1
         };
-        (release, finished, body)
+        let kill = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let worker = WorkerThread::start("test", kill, 1, body)
+            .map_err(|(e, _)| e)
+            .unwrap();
+        (release, finished, worker)
     }
 
     #[test]
     fn stop_within_hands_back_a_busy_worker_to_wait_for_later() {
         use std::sync::atomic::Ordering;
-        let kill = EventFd::new(libc::EFD_NONBLOCK).unwrap();
-        // A body that ignores the kill (stuck in a host call).
-        let (release, finished, body) = stuck_body();
-        let worker = WorkerThread::start("test", kill, 1, body)
-            .map_err(|(e, _)| e)
-            .unwrap();
+        let (release, finished, worker) = stuck_worker();
         let Stopped::Busy(worker) = worker.stop_within(Duration::from_millis(20)) else {
             panic!("the worker cannot have stopped yet");
         };
@@ -810,11 +810,7 @@ mod tests {
     #[test]
     fn dropping_a_stuck_worker_is_bounded() {
         use std::sync::atomic::Ordering;
-        let kill = EventFd::new(libc::EFD_NONBLOCK).unwrap();
-        let (_release, finished, body) = stuck_body();
-        let worker = WorkerThread::start("test", kill, 1, body)
-            .map_err(|(e, _)| e)
-            .unwrap();
+        let (_release, finished, worker) = stuck_worker();
         let started = std::time::Instant::now();
         drop(worker);
         let took = started.elapsed();

@@ -302,6 +302,12 @@ mod tests {
         })
     }
 
+    /// An inactive [`Counting`] device and its backend (no workers yet).
+    fn counting() -> (Arc<AtomicUsize>, Lifecycle<Counting>) {
+        let backend = Arc::new(AtomicUsize::new(0));
+        (backend.clone(), Lifecycle::new(backend))
+    }
+
     #[test]
     fn checks_queues_before_touching_the_state() {
         let mem = guest_memory();
@@ -336,8 +342,7 @@ mod tests {
     fn start_errors_keep_the_backend() {
         let mem = guest_memory();
         let h = DeviceHarness::new(&mem, 2, 16);
-        let backend = Arc::new(AtomicUsize::new(0));
-        let mut life = Lifecycle::<Counting>::new(backend.clone());
+        let (backend, mut life) = counting();
         let e = life
             .activate(h.context(0), |_act: Activation<2>, b| {
                 Err(StartError::new(
@@ -357,8 +362,7 @@ mod tests {
     fn reactivation_stops_the_running_worker_and_reuses_the_backend() {
         let mem = guest_memory();
         let h = DeviceHarness::new(&mem, 2, 16);
-        let backend = Arc::new(AtomicUsize::new(0));
-        let mut life = Lifecycle::<Counting>::new(backend.clone());
+        let (backend, mut life) = counting();
         life.reset();
         assert!(!life.is_active(), "reset of an inactive device");
         life.activate(h.context(0), start).unwrap();

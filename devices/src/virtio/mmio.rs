@@ -254,52 +254,9 @@ impl MmioTransport {
     }
 
     fn activate(&mut self) {
-        if self.status & status::FEATURES_OK == 0 {
-            crate::guest_warn!("virtio-mmio: DRIVER_OK without FEATURES_OK");
+        let Some(ctx) = self.activate_context() else {
             self.fail();
             return;
-        }
-        for (i, q) in self.queues.iter().enumerate() {
-            if q.ready() && !q.is_valid(&self.mem) {
-                crate::guest_warn!("virtio-mmio: queue {i} layout is invalid (size or addresses)");
-                self.fail();
-                return;
-            }
-        }
-        let queue_events = match self
-            .queue_events
-            .iter()
-            .map(EventFd::try_clone)
-            .collect::<Result<Vec<_>, _>>()
-        {
-            Ok(events) => events,
-            Err(e) => {
-                crate::guest_error!("virtio-mmio: cannot clone queue eventfds: {e}");
-                self.fail();
-                return;
-            }
-        };
-        // The device gets its own copies; the transport keeps the layout for
-        // a later reset and reactivation.
-        let queues = match self
-            .queues
-            .iter()
-            .map(|q| Queue::try_from(q.state()))
-            .collect::<Result<Vec<_>, _>>()
-        {
-            Ok(queues) => queues,
-            Err(e) => {
-                crate::guest_warn!("virtio-mmio: invalid queue state: {e:?}");
-                self.fail();
-                return;
-            }
-        };
-        let ctx = ActivateContext {
-            mem: self.mem.clone(),
-            interrupt: self.interrupt.clone(),
-            queues,
-            queue_events,
-            acked_features: self.acked_features,
         };
         match self.device.activate(ctx) {
             Ok(()) => self.activated = true,
@@ -308,6 +265,44 @@ impl MmioTransport {
                 self.fail();
             }
         }
+    }
+
+    /// What the device is activated with: its own copies of the queues and
+    /// their eventfds (the transport keeps the layout for a later reset and
+    /// reactivation). `None`, logged, when the driver's set-up is unusable or
+    /// the eventfds cannot be copied.
+    fn activate_context(&self) -> Option<ActivateContext> {
+        if self.status & status::FEATURES_OK == 0 {
+            crate::guest_warn!("virtio-mmio: DRIVER_OK without FEATURES_OK");
+            return None;
+        }
+        for (i, q) in self.queues.iter().enumerate() {
+            if q.ready() && !q.is_valid(&self.mem) {
+                crate::guest_warn!("virtio-mmio: queue {i} layout is invalid (size or addresses)");
+                return None;
+            }
+        }
+        let queue_events = self
+            .queue_events
+            .iter()
+            .map(EventFd::try_clone)
+            .collect::<Result<Vec<_>, _>>()
+            .inspect_err(|e| crate::guest_error!("virtio-mmio: cannot clone queue eventfds: {e}"))
+            .ok()?;
+        let queues = self
+            .queues
+            .iter()
+            .map(|q| Queue::try_from(q.state()))
+            .collect::<Result<Vec<_>, _>>()
+            .inspect_err(|e| crate::guest_warn!("virtio-mmio: invalid queue state: {e:?}"))
+            .ok()?;
+        Some(ActivateContext {
+            mem: self.mem.clone(),
+            interrupt: self.interrupt.clone(),
+            queues,
+            queue_events,
+            acked_features: self.acked_features,
+        })
     }
 
     /// Marks the device as needing a reset and tells the driver.

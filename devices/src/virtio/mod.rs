@@ -191,11 +191,17 @@ pub trait VirtioDevice: Send {
     fn device_type(&self) -> u32;
     /// Maximum size of each queue; the length is the number of queues.
     fn queue_max_sizes(&self) -> &[u16];
-    /// Feature bits offered (the transport adds [`VIRTIO_F_VERSION_1`]).
-    fn features(&self) -> u64;
+    /// Feature bits offered (the transport adds [`VIRTIO_F_VERSION_1`]);
+    /// none by default.
+    fn features(&self) -> u64 {
+        0
+    }
     /// Reads the device configuration space at `offset`; bytes beyond the
-    /// configuration read as zero.
-    fn read_config(&self, offset: u64, data: &mut [u8]);
+    /// configuration read as zero. By default there is no configuration
+    /// space: everything reads as zero.
+    fn read_config(&self, _offset: u64, data: &mut [u8]) {
+        data.fill(0);
+    }
     /// Writes the device configuration space; ignored by default.
     fn write_config(&mut self, offset: u64, data: &[u8]) {
         tracing::debug!(

@@ -84,12 +84,6 @@ impl VirtioDevice for RecordingDevice {
     fn queue_max_sizes(&self) -> &[u16] {
         &self.sizes
     }
-    fn features(&self) -> u64 {
-        0
-    }
-    fn read_config(&self, _offset: u64, data: &mut [u8]) {
-        data.fill(0);
-    }
     fn activate(&mut self, _ctx: ActivateContext) -> Result<(), ActivateError> {
         self.activations.fetch_add(1, Ordering::SeqCst);
         Ok(())
@@ -352,34 +346,26 @@ pub const PROBE_AREA: u64 = DATA_START + 0x40_0000;
 /// hostile chains on every queue do not stop the device.
 macro_rules! virtio_lifecycle_tests {
     ($device:ty) => {
+        $crate::virtio::test_utils::virtio_lifecycle_tests!(
+            $device:
+            missing_queues_are_refused_clearly,
+            unready_queues_are_refused_clearly,
+            activate_reset_activate_serves,
+            reset_of_an_inactive_device_does_nothing,
+            hostile_chains_on_every_queue_do_not_stop_the_device,
+        );
+    };
+    // One `#[test]` per body in [`lifecycle_tests`], of the same name.
+    ($device:ty: $($test:ident,)+) => {
         mod lifecycle {
             use super::*;
-            use $crate::virtio::test_utils::lifecycle_tests as tests;
 
-            #[test]
-            fn missing_queues_are_refused_clearly() {
-                tests::missing_queues_are_refused_clearly::<$device>();
-            }
-
-            #[test]
-            fn unready_queues_are_refused_clearly() {
-                tests::unready_queues_are_refused_clearly::<$device>();
-            }
-
-            #[test]
-            fn activate_reset_activate_serves() {
-                tests::activate_reset_activate_serves::<$device>();
-            }
-
-            #[test]
-            fn reset_of_an_inactive_device_does_nothing() {
-                tests::reset_of_an_inactive_device_does_nothing::<$device>();
-            }
-
-            #[test]
-            fn hostile_chains_on_every_queue_do_not_stop_the_device() {
-                tests::hostile_chains_on_every_queue_do_not_stop_the_device::<$device>();
-            }
+            $(
+                #[test]
+                fn $test() {
+                    $crate::virtio::test_utils::lifecycle_tests::$test::<$device>();
+                }
+            )+
         }
     };
 }

@@ -3,11 +3,7 @@
 # poweroff -> hold (virtually off) -> resume boots it again -> its second
 # poweroff is allowed and the VMM exits 0.
 . /lib/vmstack.sh
-S=/tmp/arbiter.sock
-run_vmm vmm --cpus 1 --mem 256 --socket $S --power-arbiter \
-    --initrd /guest/initramfs.cpio.gz \
-    --params "console=ttyS0 guest.scenario=poweroff" /guest/vmlinuz &
-pid=$!
+run_held_guest arbiter 1 poweroff
 decide_pending $S $pid 1 hold || { echo "no power request held"; exit 1; }
 mark status "$(vmm status $S)"
 sleep 2

@@ -5,14 +5,7 @@
 SCEN=bench-binder
 . /scenarios/sysmgr-lib.sh
 count=$(cmdline_arg bench.count 1000)
-cat > $D/policy.toml <<POLICY
-[[guest]]
-name = "android"
-role = "android"
-control_socket = "$D/a.ctl"
-vsock_socket = "$D/a.vsock"
-launch = ["/bin/vmm", "run", "--cpus", "1", "--mem", "256", "--socket", "$D/a.ctl", "--power-arbiter", "--vsock", "cid=3,socket=$D/a.vsock", "--initrd", "/guest/initramfs.cpio.gz", "--params", "console=ttyS0 guest.scenario=bench-binder bench.count=$count", "/guest/vmlinuz"]
-POLICY
+android_guest "$D/a.ctl" "$D/a.vsock" 256 "guest.scenario=bench-binder bench.count=$count" > "$D/policy.toml"
 as_vmm_user vsock-test listen-unix $D/a.vsock_5000 echo --count 1 > $D/echo.out 2>&1 &
 start_mcu
 start_sysmgr 1

@@ -15,12 +15,7 @@ cat > $D/policy.toml <<POLICY
 shutdown_deadline_ms = 60000
 final_grace_ms = 15000
 
-[[guest]]
-name = "android"
-role = "android"
-control_socket = "$D/a.ctl"
-vsock_socket = "$D/a.vsock"
-launch = ["/bin/vmm", "run", "--cpus", "1", "--mem", "192", "--socket", "$D/a.ctl", "--power-arbiter", "--vsock", "cid=3,socket=$D/a.vsock", "--initrd", "/guest/initramfs.cpio.gz", "--params", "console=ttyS0 guest.scenario=sysmgr-android vhal.script=postpone:5000,start", "/guest/vmlinuz"]
+$(android_guest "$D/a.ctl" "$D/a.vsock" 192 "guest.scenario=sysmgr-android vhal.script=postpone:5000,start")
 POLICY
 start_mcu
 start_sysmgr 1

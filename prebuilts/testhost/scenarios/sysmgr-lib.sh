@@ -18,6 +18,21 @@ C_CTL=$D/cluster.ctl
 mkdir -p $D
 chown 65534:65534 $D
 
+# android_guest CTL VSOCK MEM PARAMS: the `[[guest]]` table of an
+# android-role VMM launched by sysmgr (1 vCPU, MEM MiB, vsock CID 3),
+# control socket CTL, vsock socket VSOCK, PARAMS after console=ttyS0 on
+# its kernel command line.
+android_guest() {
+    cat <<GUEST
+[[guest]]
+name = "android"
+role = "android"
+control_socket = "$1"
+vsock_socket = "$2"
+launch = ["/bin/vmm", "run", "--cpus", "1", "--mem", "$3", "--socket", "$1", "--power-arbiter", "--vsock", "cid=3,socket=$2", "--initrd", "/guest/initramfs.cpio.gz", "--params", "console=ttyS0 $4", "/guest/vmlinuz"]
+GUEST
+}
+
 # write_policy VHAL_SCRIPT: the policy of the android and cluster guests;
 # $ANDROID_PARAMS, if set, is added to the android guest's kernel command
 # line (the demo sets android.adbd=1).
@@ -31,12 +46,7 @@ final_grace_ms = 8000
 vm_exit_grace_ms = 8000
 wake_hold_ms = 10000
 
-[[guest]]
-name = "android"
-role = "android"
-control_socket = "$A_CTL"
-vsock_socket = "$A_VSOCK"
-launch = ["/bin/vmm", "run", "--cpus", "1", "--mem", "192", "--socket", "$A_CTL", "--power-arbiter", "--vsock", "cid=3,socket=$A_VSOCK", "--initrd", "/guest/initramfs.cpio.gz", "--params", "console=ttyS0 guest.scenario=sysmgr-android vhal.script=$1${ANDROID_PARAMS:+ $ANDROID_PARAMS}", "/guest/vmlinuz"]
+$(android_guest "$A_CTL" "$A_VSOCK" 192 "guest.scenario=sysmgr-android vhal.script=$1${ANDROID_PARAMS:+ $ANDROID_PARAMS}")
 
 [[guest]]
 name = "cluster"

@@ -165,18 +165,14 @@ impl Arbiter {
         self.state.ignition_on || self.state.wake_hold_until.is_some_and(|t| t > self.now)
     }
 
-    /// The cluster is needed: the vehicle is in use or the ignition is on.
-    fn cluster_needed(&self) -> bool {
-        self.state.ignition_on || self.state.vehicle_in_use
-    }
-
-    /// Human-readable reason the cluster is needed.
-    fn need(&self) -> &'static str {
+    /// Why the cluster is needed (the ignition is on or the vehicle is in
+    /// use), or `None`.
+    fn cluster_need(&self) -> Option<&'static str> {
         match (self.state.ignition_on, self.state.vehicle_in_use) {
-            (true, true) => "ignition on, vehicle in use",
-            (true, false) => "ignition on",
-            (false, true) => "vehicle in use",
-            (false, false) => "nothing needs it",
+            (true, true) => Some("ignition on, vehicle in use"),
+            (true, false) => Some("ignition on"),
+            (false, true) => Some("vehicle in use"),
+            (false, false) => None,
         }
     }
 
@@ -536,6 +532,12 @@ impl Arbiter {
             format!("{why}: postpone or start shutting down by {watchdog}{how}"),
             out,
         );
+    }
+
+    /// Guest `i`'s name (a copy, for the outputs' reasons) and state.
+    fn name_and_state(&self, i: usize) -> (String, GuestState) {
+        let g = &self.state.guests[i];
+        (g.name.clone(), g.state)
     }
 
     /// Android guest `i`'s watchdog expired in `SHUTDOWN_PREPARE(param)`.

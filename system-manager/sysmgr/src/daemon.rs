@@ -79,6 +79,23 @@ struct GuestLink {
     lines: GuestLines,
 }
 
+impl GuestLink {
+    /// Attached to its VMM (process `pid` when known); the next state event
+    /// is the first of this attachment.
+    fn attach(&mut self, pid: Option<u32>) {
+        self.attached = true;
+        self.fresh = true;
+        self.pid = pid;
+    }
+
+    /// The VMM is gone: neither its process nor its state are known.
+    fn detach(&mut self) {
+        self.attached = false;
+        self.vmm_state = None;
+        self.pid = None;
+    }
+}
+
 /// The `sysmgr run` options.
 pub struct RunArgs {
     /// Policy file.

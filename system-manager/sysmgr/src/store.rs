@@ -327,8 +327,7 @@ mod tests {
     #[test]
     fn background_sync_catches_up_and_sync_waits() {
         let dir = tmpdir("bgsync");
-        let policy = one_android_guest();
-        let mut a = Arbiter::new(policy.clone());
+        let mut a = Arbiter::new(one_android_guest());
         let mut log = open_log(&dir);
         log.start_background_sync().unwrap();
         for t in 1..=50 {

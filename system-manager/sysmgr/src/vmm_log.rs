@@ -302,6 +302,17 @@ mod tests {
         crate::test_dir(&format!("vmm-log-{name}"))
     }
 
+    /// A fresh test directory and the path of guest `g`'s log in it.
+    fn log_path(name: &str) -> (PathBuf, PathBuf) {
+        let d = dir(name);
+        let path = d.join("g.vmm.log");
+        (d, path)
+    }
+
+    fn log_cap(max_bytes: u64, keep: u32) -> LogCap {
+        LogCap { max_bytes, keep }
+    }
+
     fn files(d: &Path) -> Vec<(String, u64)> {
         let mut v: Vec<(String, u64)> = std::fs::read_dir(d)
             .unwrap()
@@ -319,12 +330,8 @@ mod tests {
 
     #[test]
     fn a_flood_stays_within_the_cap_and_keeps_the_newest_lines() {
-        let d = dir("flood");
-        let path = d.join("g.vmm.log");
-        let cap = LogCap {
-            max_bytes: 1000,
-            keep: 2,
-        };
+        let (d, path) = log_path("flood");
+        let cap = log_cap(1000, 2);
         let mut log = RotatingLog::open(&path, cap).unwrap();
         for i in 0..10_000 {
             log.write(format!("line {i:05}\n").as_bytes()).unwrap();
@@ -349,12 +356,8 @@ mod tests {
 
     #[test]
     fn a_chunk_without_newlines_is_split_at_the_cap() {
-        let d = dir("nolines");
-        let path = d.join("g.vmm.log");
-        let cap = LogCap {
-            max_bytes: 100,
-            keep: 1,
-        };
+        let (d, path) = log_path("nolines");
+        let cap = log_cap(100, 1);
         let mut log = RotatingLog::open(&path, cap).unwrap();
         log.write(&[b'x'; 250]).unwrap();
         assert_eq!(
@@ -366,13 +369,9 @@ mod tests {
 
     #[test]
     fn an_existing_file_counts_and_keep_zero_truncates() {
-        let d = dir("existing");
-        let path = d.join("g.vmm.log");
+        let (d, path) = log_path("existing");
         std::fs::write(&path, "old boot\n").unwrap();
-        let cap = LogCap {
-            max_bytes: 12,
-            keep: 0,
-        };
+        let cap = log_cap(12, 0);
         let mut log = RotatingLog::open(&path, cap).unwrap();
         log.write(b"new\n").unwrap(); // 13 > 12: rotated (truncated) first
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "new\n");
@@ -382,20 +381,11 @@ mod tests {
 
     #[test]
     fn keep_copies_until_end_of_file() {
-        let d = dir("keep");
-        let path = d.join("g.vmm.log");
+        let (d, path) = log_path("keep");
         let input: Vec<u8> = (0..200)
             .flat_map(|i| format!("{i}\n").into_bytes())
             .collect();
-        keep(
-            &path,
-            LogCap {
-                max_bytes: 64,
-                keep: 3,
-            },
-            &input[..],
-        )
-        .unwrap();
+        keep(&path, log_cap(64, 3), &input[..]).unwrap();
         let f = files(&d);
         assert_eq!(f.len(), 4, "{f:?}");
         assert!(f.iter().all(|(_, len)| *len <= 64));

@@ -97,15 +97,9 @@ fn drain(
     keep: usize,
 ) -> JoinHandle<()> {
     std::thread::spawn(move || {
-        let mut r = BufReader::new(reader);
-        let mut buf = Vec::new();
-        loop {
-            buf.clear();
-            match r.read_until(b'\n', &mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-            let line = String::from_utf8_lossy(&buf).trim_end().to_string();
+        // Up to the end of the stream or the first read error.
+        for raw in BufReader::new(reader).split(b'\n').map_while(Result::ok) {
+            let line = String::from_utf8_lossy(&raw).trim_end().to_string();
             if let Ok(mut t) = tail.lock() {
                 if t.len() == keep {
                     t.pop_front();

@@ -17,24 +17,29 @@ pub const SCENARIOS: &[&str] = &[
 /// sha256 of 64 MiB of zeroes: what an image the guest never wrote hashes to.
 const ZERO_64M_SHA256: &str = "3b6a07d0d404fab4e23b6d34bc6696a6a312dd92821332385e5af7c01c421351";
 
-fn booted_and_powered_off(s: &Section<'_>) {
-    s.expect_eq(&guest(VMM, "init"), "ok")
+/// The guest's marker `key`.
+fn g(key: &str) -> String {
+    guest(VMM, key)
+}
+
+/// Scenario `name`'s section, checked: the guest booted and powered off.
+fn powered_off<'a>(run: &'a SharedRun, name: &str) -> Section<'a> {
+    let s = run.section(name, 0);
+    s.expect_eq(&g("init"), "ok")
         .expect_vmm_exit(VMM, "poweroff", 0);
+    s
 }
 
 /// A 64 MiB pattern written through a read-write disk (with flushes and a
 /// discard) is what the host and a second VM read back.
 pub fn rw_disk_keeps_a_64_mib_pattern_across_vmm_runs(run: &SharedRun) {
-    let w = run.section("block-rw-write", 0);
-    booted_and_powered_off(&w);
-    let g = |k: &str| guest(VMM, k);
+    let w = powered_off(run, "block-rw-write");
     w.expect_eq(&g("vda_size_sectors"), "163840")
         .expect_eq(&g("vda_ro"), "0")
-        .expect_eq(&g("vda_write_cache"), "write back")
-        .expect_eq(&g("write_rc"), "0")
-        .expect_eq(&g("tail_write_rc"), "0")
-        .expect_eq(&g("discard_rc"), "0")
-        .expect_eq(&g("sync_rc"), "0");
+        .expect_eq(&g("vda_write_cache"), "write back");
+    for step in ["write_rc", "tail_write_rc", "discard_rc", "sync_rc"] {
+        w.expect_eq(&g(step), "0");
+    }
     // conv=fsync twice: the flushes reached the device and completed.
     if w.number(&g("vda_flushes")) < 2 {
         w.fail("fewer than 2 flushes completed");
@@ -47,8 +52,7 @@ pub fn rw_disk_keeps_a_64_mib_pattern_across_vmm_runs(run: &SharedRun) {
         w.fail("the pattern is all zeroes");
     }
 
-    let r = run.section("block-rw-read", 0);
-    booted_and_powered_off(&r);
+    let r = powered_off(run, "block-rw-read");
     // Host-side truth, then what a fresh guest reads.
     r.expect_eq("host_sha256_64m", written)
         .expect_eq(&g("guest_read_sha256"), written)
@@ -58,9 +62,7 @@ pub fn rw_disk_keeps_a_64_mib_pattern_across_vmm_runs(run: &SharedRun) {
 
 /// A read-only disk refuses writes, even forced ones, and stays unchanged.
 pub fn read_only_disk_refuses_writes_and_stays_unchanged(run: &SharedRun) {
-    let s = run.section("block-ro", 0);
-    booted_and_powered_off(&s);
-    let g = |k: &str| guest(VMM, k);
+    let s = powered_off(run, "block-ro");
     s.expect_eq(&g("vda_ro"), "1");
     if s.value(&g("ro_dd_rc")) == "0" {
         s.fail("dd to the read-only disk succeeded");
@@ -85,14 +87,14 @@ pub fn read_only_disk_refuses_writes_and_stays_unchanged(run: &SharedRun) {
 pub fn get_id_reports_the_serial(run: &SharedRun) {
     // Given with id=, 20 bytes (the most GET_ID carries).
     let ro = run.section("block-ro", 0);
-    ro.expect_eq(&guest(VMM, "vda_serial"), "vmstack-ro-disk-0001");
+    ro.expect_eq(&g("vda_serial"), "vmstack-ro-disk-0001");
     // Derived from the image's device and inode numbers.
     let rw = run.section("block-rw-write", 0);
     let expected = rw.value("host_expected_serial");
     if expected.len() < 3 {
         rw.fail(&format!("host_expected_serial={expected} is too short"));
     }
-    rw.expect_eq(&guest(VMM, "vda_serial"), expected);
+    rw.expect_eq(&g("vda_serial"), expected);
 }
 
 /// Images the VMM cannot use are refused with one `error:` line and exit
@@ -139,9 +141,7 @@ pub fn disk_setup_errors_are_one_line_and_say_what_to_do(run: &SharedRun) {
 /// emulated test host's own speed (an unlimited read of 4 MiB there takes
 /// well under a second).
 pub fn limited_disks_run_near_their_limits(run: &SharedRun) {
-    let s = run.section("block-limited", 0);
-    booted_and_powered_off(&s);
-    let g = |k: &str| guest(VMM, k);
+    let s = powered_off(run, "block-limited");
     s.expect_eq(&g("bw_dd_rc"), "0")
         .expect_eq(&g("ops_dd_rc"), "0")
         // Every byte and request reached the device (no cache in between).

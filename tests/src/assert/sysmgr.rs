@@ -25,19 +25,19 @@ fn events_have(s: &Section<'_>, needles: &[&str]) {
     }
 }
 
+/// A `vmm status` line of a running, arbitrated VM with no request
+/// pending that has booted `boots` times.
+fn running_vm(boots: u32) -> String {
+    format!("state=running arbitrated=true pending=0 boots={boots}")
+}
+
 /// (b) Android reboots while the vehicle is in use: only its VM restarts.
 pub fn two_vm_b_android_reboot_restarts_only_its_vm(run: &SharedRun) {
     let s = run.section("sysmgr", 0);
     s.expect_contains("step", "both guests up")
         .expect_contains("android.guest.user_runs", "reboot")
-        .expect_contains(
-            "b-android",
-            "state=running arbitrated=true pending=0 boots=2",
-        )
-        .expect_contains(
-            "b-cluster",
-            "state=running arbitrated=true pending=0 boots=1",
-        );
+        .expect_contains("b-android", &running_vm(2))
+        .expect_contains("b-cluster", &running_vm(1));
     events_have(
         &s,
         &["android: request 1: restart VM (android asked to reboot: restart its VM only)"],
@@ -49,16 +49,10 @@ pub fn two_vm_b_android_reboot_restarts_only_its_vm(run: &SharedRun) {
 pub fn two_vm_c_android_poweroff_is_held_while_the_cluster_needs_the_system(run: &SharedRun) {
     let s = run.section("sysmgr", 0);
     s.expect_contains("android.guest.user_runs", "poweroff")
-        .expect_contains(
-            "c-cluster",
-            "state=running arbitrated=true pending=0 boots=1",
-        )
+        .expect_contains("c-cluster", &running_vm(1))
         .expect_contains("c-held-android", "state=virtually-off")
         .expect_contains("c-status", "android  android  virtually off (Poweroff)")
-        .expect_contains(
-            "c-android",
-            "state=running arbitrated=true pending=0 boots=3",
-        )
+        .expect_contains("c-android", &running_vm(3))
         .expect_order(&[
             ("c-held-android", "state=virtually-off"),
             ("c-android", "state=running"),

@@ -48,15 +48,22 @@ fn client_said(s: &Section<'_>, key: &str, prefix: &str) {
     }
 }
 
+/// Scenario `name`'s section, checked: the guest booted, reached its
+/// marker `done` and powered off.
+fn finished<'a>(run: &'a SharedRun, name: &str, done: &str) -> Section<'a> {
+    let s = run.section(name, 0);
+    s.expect_eq(&g("init"), "ok")
+        .expect_eq(&g(done), "1")
+        .expect_vmm_exit(VMM, "poweroff", 0);
+    s
+}
+
 /// Without a device the module loads after `tee.ko`, registers its virtio
 /// driver, unloads and loads again cleanly; the clients find no TEE.
 pub fn virtio_tee_module_loads_without_a_device(run: &SharedRun) {
-    let s = run.section("tee-load", 0);
-    s.expect_eq(&g("init"), "ok")
-        .expect_eq(&g("tee_load_done"), "1")
-        .expect_vmm_exit(VMM, "poweroff", 0)
-        // /init loaded tee.ko (the dependency modinfo names) and then ours.
-        .expect_eq(&g("tee_modules"), "tee virtio_tee")
+    let s = finished(run, "tee-load", "tee_load_done");
+    // /init loaded tee.ko (the dependency modinfo names) and then ours.
+    s.expect_eq(&g("tee_modules"), "tee virtio_tee")
         .expect_eq(&g("virtio_tee_driver"), "1")
         .expect_eq(&g("tee_class_devices"), "0")
         // Unload and load again.
@@ -79,11 +86,8 @@ pub fn virtio_tee_module_loads_without_a_device(run: &SharedRun) {
 /// values and memory references from 1 B to 1 MiB, two sessions in
 /// parallel, cancellation; on arm64 also through Debian's libteec.
 pub fn dev_tee0_reaches_trustyds_echo_ta(run: &SharedRun) {
-    let s = run.section("tee", 0);
-    s.expect_eq(&g("init"), "ok")
-        .expect_eq(&g("tee_done"), "1")
-        .expect_vmm_exit(VMM, "poweroff", 0)
-        .expect_eq(&g("tee_class_devices"), "1")
+    let s = finished(run, "tee", "tee_done");
+    s.expect_eq(&g("tee_class_devices"), "1")
         .expect_eq(&g("kernel_warnings"), "0")
         .expect_eq("trustyd_rc", "0");
     client_said(

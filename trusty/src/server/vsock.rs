@@ -182,14 +182,24 @@ mod tests {
         (a, t)
     }
 
-    #[test]
-    fn echo_after_the_status_byte() {
-        let (_d, g) = guest();
-        let (mut c, t) = start(&g);
-        c.write_all(b"com.android.ipc-unittest.srv.echo").unwrap();
+    /// [`start`], then names `port` and reads the status byte, which must
+    /// say connected.
+    fn connect(
+        g: &Arc<Guest>,
+        port: &str,
+    ) -> (UnixStream, std::thread::JoinHandle<io::Result<Ended>>) {
+        let (mut c, t) = start(g);
+        c.write_all(port.as_bytes()).unwrap();
         let mut status = [9u8];
         c.read_exact(&mut status).unwrap();
         assert_eq!(status, [STATUS_CONNECTED]);
+        (c, t)
+    }
+
+    #[test]
+    fn echo_after_the_status_byte() {
+        let (_d, g) = guest();
+        let (mut c, t) = connect(&g, "com.android.ipc-unittest.srv.echo");
         for msg in [&b"hello"[..], &[7u8; VSOCK_MAX_MESSAGE]] {
             c.write_all(msg).unwrap();
             let mut back = vec![0; msg.len()];
@@ -217,11 +227,7 @@ mod tests {
     #[test]
     fn an_oversized_message_closes_the_connection() {
         let (_d, g) = guest();
-        let (mut c, t) = start(&g);
-        c.write_all(b"com.android.ipc-unittest.srv.datasink")
-            .unwrap();
-        let mut b = [0u8; 1];
-        c.read_exact(&mut b).unwrap();
+        let (mut c, t) = connect(&g, "com.android.ipc-unittest.srv.datasink");
         c.write_all(&[0; VSOCK_MAX_MESSAGE + 1]).unwrap();
         assert_eq!(t.join().unwrap().unwrap(), Ended::ProtocolError);
     }
@@ -229,10 +235,7 @@ mod tests {
     #[test]
     fn a_truncated_gatekeeper_message_is_answered_after_the_timeout() {
         let (_d, g) = guest();
-        let (mut c, t) = start(&g);
-        c.write_all(b"com.android.trusty.gatekeeper").unwrap();
-        let mut b = [0u8; 1];
-        c.read_exact(&mut b).unwrap();
+        let (mut c, t) = connect(&g, "com.android.trusty.gatekeeper");
         // cmd VERIFY, header, then nothing.
         c.write_all(&[2, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0]).unwrap();
         let mut r = [0u8; 12];

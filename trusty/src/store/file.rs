@@ -393,11 +393,18 @@ mod tests {
         .unwrap();
     }
 
+    /// A fresh directory with `guest`'s store in it, holding `name` =
+    /// `data` (one commit).
+    fn store_with(guest: &str, name: &str, data: &[u8]) -> (tempfile::TempDir, FileStore) {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = open(d.path(), guest).unwrap();
+        put(&mut s, name, data);
+        (d, s)
+    }
+
     #[test]
     fn survives_reopen_and_hides_names() {
-        let d = tempfile::tempdir().unwrap();
-        let mut s = open(d.path(), "g").unwrap();
-        put(&mut s, "secret.name", b"hello");
+        let (d, mut s) = store_with("g", "secret.name", b"hello");
         put(&mut s, "other", b"");
         drop(s);
         let s = open(d.path(), "g").unwrap();
@@ -414,9 +421,7 @@ mod tests {
 
     #[test]
     fn a_flipped_byte_is_an_integrity_error() {
-        let d = tempfile::tempdir().unwrap();
-        let mut s = open(d.path(), "g").unwrap();
-        put(&mut s, "f", b"some contents");
+        let (_d, s) = store_with("g", "f", b"some contents");
         let p = s.blob_path("f").unwrap();
         let mut bytes = fs::read(&p).unwrap();
         let last = bytes.len() - 20;
@@ -427,9 +432,7 @@ mod tests {
 
     #[test]
     fn an_old_copy_put_back_is_detected() {
-        let d = tempfile::tempdir().unwrap();
-        let mut s = open(d.path(), "g").unwrap();
-        put(&mut s, "f", b"version one");
+        let (_d, mut s) = store_with("g", "f", b"version one");
         let old_path = s.blob_path("f").unwrap();
         let old = fs::read(&old_path).unwrap();
         put(&mut s, "f", b"version two");
@@ -441,9 +444,7 @@ mod tests {
         assert!(matches!(e, StoreError::Integrity(_)), "{e}");
         // An old manifest put back with the newer blobs present: the blob
         // it names is gone.
-        let d2 = tempfile::tempdir().unwrap();
-        let mut s = open(d2.path(), "g").unwrap();
-        put(&mut s, "f", b"one");
+        let (d2, mut s) = store_with("g", "f", b"one");
         let old_manifest = fs::read(d2.path().join(MANIFEST)).unwrap();
         put(&mut s, "f", b"two");
         fs::write(d2.path().join(MANIFEST), old_manifest).unwrap();
@@ -453,9 +454,7 @@ mod tests {
 
     #[test]
     fn another_guests_blobs_and_manifest_do_not_authenticate() {
-        let a = tempfile::tempdir().unwrap();
-        let mut s = open(a.path(), "a").unwrap();
-        put(&mut s, "f", b"a's data");
+        let (a, _s) = store_with("a", "f", b"a's data");
         // The whole directory moved under guest b's keys.
         let e = open(a.path(), "b").unwrap_err();
         assert!(matches!(e, StoreError::Integrity(_)), "{e}");
@@ -463,9 +462,7 @@ mod tests {
 
     #[test]
     fn tampered_or_missing_manifests_are_errors_and_nothing_is_removed() {
-        let d = tempfile::tempdir().unwrap();
-        let mut s = open(d.path(), "g").unwrap();
-        put(&mut s, "f", b"x");
+        let (d, _s) = store_with("g", "f", b"x");
         let m = d.path().join(MANIFEST);
         let mut bytes = fs::read(&m).unwrap();
         bytes[30] ^= 0x80;
@@ -483,9 +480,7 @@ mod tests {
 
     #[test]
     fn leftovers_of_an_interrupted_commit_are_removed() {
-        let d = tempfile::tempdir().unwrap();
-        let mut s = open(d.path(), "g").unwrap();
-        put(&mut s, "f", b"committed");
+        let (d, s) = store_with("g", "f", b"committed");
         // A crash after writing the next blob but before the manifest.
         let next = s.blob_name("f", 99);
         fs::write(d.path().join(&next), b"junk").unwrap();
@@ -499,9 +494,7 @@ mod tests {
 
     #[test]
     fn an_oversized_blob_is_not_read() {
-        let d = tempfile::tempdir().unwrap();
-        let mut s = open(d.path(), "g").unwrap();
-        put(&mut s, "f", b"small");
+        let (_d, s) = store_with("g", "f", b"small");
         let p = s.blob_path("f").unwrap();
         fs::write(&p, vec![0u8; 10 << 20]).unwrap();
         let e = s.read("f").unwrap_err();

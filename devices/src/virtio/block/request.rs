@@ -468,6 +468,13 @@ mod tests {
         mem.write_slice(&h, GuestAddress(HDR)).unwrap();
     }
 
+    /// Test memory with a request header (`kind`, `sector`) at [`HDR`].
+    fn memory_with_header(kind: u32, sector: u64) -> GuestMemoryMmap {
+        let mem = guest_memory();
+        header(&mem, kind, sector);
+        mem
+    }
+
     fn op(mem: &GuestMemoryMmap, descs: &[(u64, u32, u16)]) -> Result<Operation, Rejection> {
         parse(mem, &chain(descs), CAP).unwrap().op
     }
@@ -479,14 +486,21 @@ mod tests {
         }
     }
 
+    fn one_range(sector: u64, sectors: u32, unmap: bool) -> Vec<SectorRange> {
+        vec![SectorRange {
+            sector,
+            sectors,
+            unmap,
+        }]
+    }
+
     fn invalid(e: InvalidRequest) -> Result<Operation, Rejection> {
         Err(Rejection::Invalid(e))
     }
 
     #[test]
     fn read_write_flush_get_id() {
-        let mem = guest_memory();
-        header(&mem, VIRTIO_BLK_T_IN, 7);
+        let mem = memory_with_header(VIRTIO_BLK_T_IN, 7);
         let r = parse(
             &mem,
             &chain(&[(HDR, 16, 0), (DATA, 1024, W), (STATUS, 1, W)]),
@@ -567,8 +581,7 @@ mod tests {
 
     #[test]
     fn chains_without_a_status_byte_are_dropped() {
-        let mem = guest_memory();
-        header(&mem, VIRTIO_BLK_T_IN, 0);
+        let mem = memory_with_header(VIRTIO_BLK_T_IN, 0);
         assert_eq!(
             parse(&mem, &[], CAP),
             Err(ChainError::Incomplete(IncompleteChain::Empty))
@@ -600,8 +613,7 @@ mod tests {
 
     #[test]
     fn malformed_requests_get_ioerr() {
-        let mem = guest_memory();
-        header(&mem, VIRTIO_BLK_T_IN, 0);
+        let mem = memory_with_header(VIRTIO_BLK_T_IN, 0);
         // Short header, and no header at all.
         assert_eq!(
             op(&mem, &[(HDR, 8, 0), (STATUS, 1, W)]),
@@ -706,8 +718,7 @@ mod tests {
 
     #[test]
     fn too_many_segments() {
-        let mem = guest_memory();
-        header(&mem, VIRTIO_BLK_T_IN, 0);
+        let mem = memory_with_header(VIRTIO_BLK_T_IN, 0);
         let mut descs = vec![(HDR, 16, 0)];
         descs.extend((0..=SEG_MAX as u64).map(|i| (DATA + i * 512, 512, W)));
         descs.push((STATUS, 1, W));
@@ -738,17 +749,12 @@ mod tests {
 
     #[test]
     fn discard_and_write_zeroes_ranges() {
-        let mem = guest_memory();
-        header(&mem, VIRTIO_BLK_T_WRITE_ZEROES, 0);
+        let mem = memory_with_header(VIRTIO_BLK_T_WRITE_ZEROES, 0);
         range(&mem, DATA, 10, 8, VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP);
         let descs = [(HDR, 16, 0), (DATA, 16, 0), (STATUS, 1, W)];
         assert_eq!(
             op(&mem, &descs),
-            Ok(Operation::WriteZeroes(vec![SectorRange {
-                sector: 10,
-                sectors: 8,
-                unmap: true
-            }]))
+            Ok(Operation::WriteZeroes(one_range(10, 8, true)))
         );
         // Discard must not carry the unmap flag; unknown flags are UNSUPP.
         header(&mem, VIRTIO_BLK_T_DISCARD, 0);
@@ -756,11 +762,7 @@ mod tests {
         range(&mem, DATA, 10, 8, 0);
         assert_eq!(
             op(&mem, &descs),
-            Ok(Operation::Discard(vec![SectorRange {
-                sector: 10,
-                sectors: 8,
-                unmap: false
-            }]))
+            Ok(Operation::Discard(one_range(10, 8, false)))
         );
         range(&mem, DATA, 10, 8, 4);
         assert_eq!(op(&mem, &descs), Err(Rejection::UnsupportedFlags(4)));

@@ -103,9 +103,7 @@ impl BlockWorker {
     }
 
     fn log_once(&mut self, problem: Problem, what: std::fmt::Arguments<'_>) {
-        if self.logged.first(problem as u32) {
-            crate::guest_warn!("virtio-blk: {what} (further such problems are not logged)");
-        }
+        crate::guest_warn_first!(self.logged, problem as u32, "virtio-blk: {what}");
     }
 
     /// Serves every available chain, with guest notifications suppressed

@@ -131,15 +131,6 @@ impl ConsoleWorker {
         }
     }
 
-    fn notify(&mut self, queue: usize) {
-        let q = if queue == super::RX_QUEUE {
-            &mut self.rx
-        } else {
-            &mut self.tx
-        };
-        self.interrupt.notify_used(q, &self.mem);
-    }
-
     /// Sends every available transmit chain to the backend and returns it to
     /// the guest at once (the guest may be spinning on it). Returns the
     /// number of chains used.
@@ -169,7 +160,7 @@ impl ConsoleWorker {
             used += 1;
         }
         if used > 0 {
-            self.notify(super::TX_QUEUE);
+            self.interrupt.notify_used(&mut self.tx, &self.mem);
         }
         used
     }
@@ -197,7 +188,7 @@ impl ConsoleWorker {
             used += 1;
         }
         if used > 0 {
-            self.notify(super::RX_QUEUE);
+            self.interrupt.notify_used(&mut self.rx, &self.mem);
         }
         used
     }

@@ -68,11 +68,14 @@ impl VirtioDevice for Net {
                     ));
                 }
                 debug_assert_eq!((RX_QUEUE, TX_QUEUE), (0, 1));
-                let [rx, tx] = act.queues;
-                Ok(
-                    NetWorker::new(act.mem, act.interrupt, rx, tx, backend, act.acked_features)
-                        .with_rate_limiters(limiters),
+                Ok(NetWorker::new(
+                    act.mem,
+                    act.interrupt,
+                    act.queues,
+                    backend,
+                    act.acked_features,
                 )
+                .with_rate_limiters(limiters))
             })
     }
 

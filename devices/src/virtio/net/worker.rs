@@ -182,15 +182,16 @@ pub struct NetWorker {
 }
 
 impl NetWorker {
-    /// Creates a worker for an activated device.
+    /// Creates a worker for an activated device (`queues`: receive,
+    /// transmit).
     pub fn new(
         mem: GuestMemoryMmap,
         interrupt: Arc<Interrupt>,
-        rx: Queue,
-        tx: Queue,
+        queues: [Queue; 2],
         backend: Box<dyn NetBackend>,
         acked_features: u64,
     ) -> Self {
+        let [rx, tx] = queues;
         let iovs = IoVecs::new(mem.clone());
         Self {
             mem,
@@ -648,8 +649,7 @@ mod tests {
         let worker = NetWorker::new(
             mem.clone(),
             interrupt,
-            rx,
-            tx,
+            [rx, tx],
             backend,
             OFFERED_FEATURES | VIRTIO_F_VERSION_1,
         );
@@ -697,8 +697,7 @@ mod tests {
         let mut worker = NetWorker::new(
             mem.clone(),
             Arc::new(Interrupt::new(EventFd::new(libc::EFD_NONBLOCK).unwrap())),
-            rx,
-            tx,
+            [rx, tx],
             backend,
             OFFERED_FEATURES | VIRTIO_F_VERSION_1,
         );

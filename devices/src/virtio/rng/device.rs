@@ -42,14 +42,7 @@ impl VirtioDevice for Rng {
         &[QUEUE_SIZE]
     }
 
-    fn features(&self) -> u64 {
-        0
-    }
-
-    fn read_config(&self, _offset: u64, data: &mut [u8]) {
-        // virtio-rng has no configuration space.
-        data.fill(0);
-    }
+    // No feature bits and no configuration space: the trait's defaults.
 
     fn activate(&mut self, ctx: ActivateContext) -> Result<(), ActivateError> {
         self.lifecycle.activate(ctx, |act: Activation<1>, limiter| {
@@ -73,6 +66,7 @@ mod tests {
         guest_memory, virtio_lifecycle_tests, DeviceHarness, LifecycleTest, DATA_START, PROBE_AREA,
         TEST_MEM_SIZE, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE,
     };
+    use crate::virtio::GuestMemoryMmap;
 
     impl LifecycleTest for Rng {
         type Fixture = ();
@@ -97,11 +91,18 @@ mod tests {
 
     virtio_lifecycle_tests!(Rng);
 
+    /// A fresh device, activated with 16-entry queues in `mem`, and its
+    /// harness.
+    fn active_rng(mem: &GuestMemoryMmap) -> (Rng, DeviceHarness<'_>) {
+        let mut rng = Rng::new();
+        let h = DeviceHarness::activate(mem, &mut rng, 16);
+        (rng, h)
+    }
+
     #[test]
     fn fills_writable_buffers_with_random_bytes() {
         let mem = guest_memory();
-        let mut rng = Rng::new();
-        let h = DeviceHarness::activate(&mem, &mut rng, 16);
+        let (mut rng, h) = active_rng(&mem);
         h.add_chain(0, 0, &[(DATA_START, 64, VRING_DESC_F_WRITE)]);
         h.wait_used(0, 1);
         assert_eq!(h.used_elem(0, 0), (0, 64));
@@ -117,8 +118,7 @@ mod tests {
     #[test]
     fn multi_descriptor_chain_is_filled_in_order() {
         let mem = guest_memory();
-        let mut rng = Rng::new();
-        let h = DeviceHarness::activate(&mem, &mut rng, 16);
+        let (_rng, h) = active_rng(&mem);
         h.add_chain(
             0,
             0,
@@ -134,8 +134,7 @@ mod tests {
     #[test]
     fn hostile_chains_get_zero_length_and_the_device_keeps_serving() {
         let mem = guest_memory();
-        let mut rng = Rng::new();
-        let h = DeviceHarness::activate(&mem, &mut rng, 16);
+        let (mut rng, h) = active_rng(&mem);
         // Read-only buffer: nothing may be written into it.
         h.add_chain(0, 0, &[(DATA_START, 64, 0)]);
         h.wait_used(0, 1);

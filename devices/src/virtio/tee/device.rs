@@ -36,10 +36,6 @@ impl VirtioDevice for Tee {
         &[QUEUE_SIZE]
     }
 
-    fn features(&self) -> u64 {
-        0
-    }
-
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         read_config_bytes(&self.config, offset, data);
     }

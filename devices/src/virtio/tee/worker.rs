@@ -153,9 +153,7 @@ impl TeeWorker {
     }
 
     fn log_once(&mut self, problem: Problem, what: std::fmt::Arguments<'_>) {
-        if self.logged.first(problem as u32) {
-            crate::guest_warn!("virtio-tee: {what} (further such problems are not logged)");
-        }
+        crate::guest_warn_first!(self.logged, problem as u32, "virtio-tee: {what}");
     }
 
     /// Serves every available chain; returns the number popped.

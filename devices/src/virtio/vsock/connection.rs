@@ -490,20 +490,15 @@ mod tests {
 
     #[test]
     fn unexpected_ops_reset() {
-        let mut c = established();
-        assert_eq!(
-            c.on_guest_packet(&guest(op::REQUEST, 0, BUF, 0), 0),
-            GuestAction::Reset
-        );
-        let mut c = established();
-        assert_eq!(
-            c.on_guest_packet(&guest(99, 0, BUF, 0), 0),
-            GuestAction::Reset
-        );
-        let mut c = established();
-        assert_eq!(
-            c.on_guest_packet(&guest(op::RST, 0, BUF, 0), 0),
-            GuestAction::Closed
-        );
+        let cases = [
+            (op::REQUEST, GuestAction::Reset),
+            (99, GuestAction::Reset),
+            (op::RST, GuestAction::Closed),
+        ];
+        for (kind, action) in cases {
+            let mut c = established();
+            let h = guest(kind, 0, BUF, 0);
+            assert_eq!(c.on_guest_packet(&h, 0), action, "op {kind}");
+        }
     }
 }

@@ -46,25 +46,16 @@ impl VsockWorker {
         loop {
             let tx = self.muxer.process_tx(ctx, &mut self.txq);
             if tx {
-                self.notify(super::TXQ);
+                self.interrupt.notify_used(&mut self.txq, &self.mem);
             }
             let rx = self.muxer.process_rx(&mut self.rxq);
             if rx {
-                self.notify(super::RXQ);
+                self.interrupt.notify_used(&mut self.rxq, &self.mem);
             }
             if !tx && !rx {
                 return;
             }
         }
-    }
-
-    fn notify(&mut self, q: usize) {
-        let queue = if q == super::RXQ {
-            &mut self.rxq
-        } else {
-            &mut self.txq
-        };
-        self.interrupt.notify_used(queue, &self.mem);
     }
 }
 

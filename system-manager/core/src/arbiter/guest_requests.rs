@@ -50,32 +50,28 @@ impl Arbiter {
                 out,
             ),
             (_, Role::Android) => self.android_final(i, request_id, kind, out),
-            (_, Role::Cluster) if self.cluster_needed() => {
-                let need = self.need();
-                if kind == PowerRequestKind::Poweroff {
-                    self.restart(
-                        i,
-                        request_id,
-                        format!("the cluster must stay up ({need}): restart it instead of powering it off"),
-                        out,
-                    );
-                } else {
-                    self.decide(
-                        i,
-                        request_id,
-                        Decision::Refuse,
-                        format!("the cluster must stay up ({need}): its suspend fails"),
-                        out,
-                    );
-                }
-            }
-            (_, Role::Cluster) => self.allow_final(
-                i,
-                request_id,
-                kind,
-                format!("the cluster is not needed (ignition off, vehicle not in use): allow its {kind}"),
-                out,
-            ),
+            (_, Role::Cluster) => match self.cluster_need() {
+                Some(need) if kind == PowerRequestKind::Poweroff => self.restart(
+                    i,
+                    request_id,
+                    format!("the cluster must stay up ({need}): restart it instead of powering it off"),
+                    out,
+                ),
+                Some(need) => self.decide(
+                    i,
+                    request_id,
+                    Decision::Refuse,
+                    format!("the cluster must stay up ({need}): its suspend fails"),
+                    out,
+                ),
+                None => self.allow_final(
+                    i,
+                    request_id,
+                    kind,
+                    format!("the cluster is not needed (ignition off, vehicle not in use): allow its {kind}"),
+                    out,
+                ),
+            },
             (_, Role::Other) => self.allow_final(
                 i,
                 request_id,
@@ -94,8 +90,7 @@ impl Arbiter {
         kind: PowerRequestKind,
         out: &mut Vec<Output>,
     ) {
-        let name = self.state.guests[i].name.clone();
-        let state = self.state.guests[i].state;
+        let (name, state) = self.name_and_state(i);
         let in_handshake = matches!(
             state,
             GuestState::Preparing { .. } | GuestState::ShutdownStarted { .. }
@@ -114,8 +109,8 @@ impl Arbiter {
                         out,
                     );
                 }
-                if self.cluster_needed() {
-                    let need = self.need();
+                let need = self.cluster_need();
+                if let Some(need) = need {
                     if kind == PowerRequestKind::Poweroff {
                         self.hold(
                             i,
@@ -132,14 +127,6 @@ impl Arbiter {
                             out,
                         );
                     }
-                    if in_handshake {
-                        self.set_req(
-                            i,
-                            ApPowerStateReq::Finished,
-                            format!("{name}'s final {kind} is done"),
-                            out,
-                        );
-                    }
                 } else {
                     self.allow_final(
                         i,
@@ -148,14 +135,16 @@ impl Arbiter {
                         format!("{name} is the power master and nothing else needs the system: allow its {kind}"),
                         out,
                     );
-                    if in_handshake {
-                        self.set_req(
-                            i,
-                            ApPowerStateReq::Finished,
-                            format!("{name}'s final {kind} is done"),
-                            out,
-                        );
-                    }
+                }
+                if in_handshake {
+                    self.set_req(
+                        i,
+                        ApPowerStateReq::Finished,
+                        format!("{name}'s final {kind} is done"),
+                        out,
+                    );
+                }
+                if need.is_none() {
                     self.state.wake_hold_until = None;
                     self.begin_shutdown(&format!("{name} chose to {kind}"), out);
                 }

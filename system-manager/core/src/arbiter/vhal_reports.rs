@@ -121,8 +121,7 @@ impl Arbiter {
     }
 
     pub(super) fn postpone(&mut self, i: usize, ms: i64, what: &str, out: &mut Vec<Output>) {
-        let name = self.state.guests[i].name.clone();
-        let state = self.state.guests[i].state;
+        let (name, state) = self.name_and_state(i);
         let GuestState::Preparing {
             param,
             watchdog,
@@ -183,8 +182,7 @@ impl Arbiter {
         r: ApPowerStateReport,
         out: &mut Vec<Output>,
     ) {
-        let name = self.state.guests[i].name.clone();
-        let state = self.state.guests[i].state;
+        let (name, state) = self.name_and_state(i);
         if let GuestState::ShutdownStarted { .. } = state {
             return Self::note(out, format!("{name} repeated {r}"));
         }

@@ -36,9 +36,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
 use tokio::sync::{mpsc, watch};
 
-use sysmgr::proto::mcu::{
-    soc_to_mcu, Ignition, McuToSoc, SocToMcu, VehicleInUse, VehicleState, WakeReason, WakeRequest,
-};
+use sysmgr::proto::mcu::{soc_to_mcu, McuToSoc, SocToMcu, VehicleState, WakeReason};
 use sysmgr::proto::{self, FrameDecoder};
 
 /// `mcu-sim`'s options.
@@ -257,29 +255,18 @@ impl Sim {
             [w, ..] if w.starts_with('#') => return Ok(true),
             ["quit"] => return Ok(false),
             ["ignition", v] => {
-                let on =
+                self.ignition =
                     parse_bool(v).with_context(|| format!("ignition {v}: expected on or off"))?;
-                self.ignition = on;
-                m.set_ignition(Ignition {
-                    on,
-                    ..Default::default()
-                });
+                m.mut_ignition().on = self.ignition;
             }
             ["in-use", v] => {
-                let in_use =
+                self.in_use =
                     parse_bool(v).with_context(|| format!("in-use {v}: expected yes or no"))?;
-                self.in_use = in_use;
-                m.set_vehicle_in_use(VehicleInUse {
-                    in_use,
-                    ..Default::default()
-                });
+                m.mut_vehicle_in_use().in_use = self.in_use;
             }
             ["wake", r] => {
                 let reason = parse_reason(r).with_context(|| format!("unknown wake reason {r}"))?;
-                m.set_wake(WakeRequest {
-                    reason: reason.into(),
-                    ..Default::default()
-                });
+                m.mut_wake().reason = reason.into();
             }
             ["raw", hex @ ..] => {
                 let bytes = parse_hex(&hex.join("")).context("raw: expected hex bytes")?;

@@ -101,16 +101,13 @@ impl Daemon {
         let name = self.links[i].name.clone();
         match r {
             VmmReport::Attached { pid } => {
+                let pid_note = pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
                 guest_line!(
                     self.links[i].lines,
                     info,
-                    "{name}: attached to its VMM{}",
-                    pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+                    "{name}: attached to its VMM{pid_note}"
                 );
-                let l = &mut self.links[i];
-                l.attached = true;
-                l.fresh = true;
-                l.pid = pid;
+                self.links[i].attach(pid);
                 self.update_vhal_wants();
             }
             VmmReport::Line(line) => self.on_vmm_line(i, line)?,
@@ -122,16 +119,10 @@ impl Daemon {
                 }
             }
             VmmReport::Gone { exit } => {
-                guest_line!(
-                    self.links[i].lines,
-                    info,
-                    "{name}: VMM gone{}",
-                    exit.map(|e| format!(" ({e:?})")).unwrap_or_default()
-                );
+                let exit_note = exit.map(|e| format!(" ({e:?})")).unwrap_or_default();
+                guest_line!(self.links[i].lines, info, "{name}: VMM gone{exit_note}");
                 let l = &mut self.links[i];
-                l.attached = false;
-                l.vmm_state = None;
-                l.pid = None;
+                l.detach();
                 let input = system_manager::vm_gone_input(&name, exit, l.asked);
                 self.feed(input)?;
                 self.release_poweroff(false);

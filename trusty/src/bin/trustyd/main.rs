@@ -10,17 +10,7 @@ mod daemon;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-
-#[derive(Parser)]
-#[command(
-    name = "trustyd",
-    about = "The host's Trusty service: trusted apps for every guest"
-)]
-struct Cli {
-    #[command(subcommand)]
-    cmd: Cmd,
-}
+use clap::Subcommand;
 
 #[derive(Subcommand)]
 enum Cmd {
@@ -56,9 +46,8 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    vmstack_log::Setup::new("trustyd").without_target().init();
-    let result = match cli.cmd {
+    let about = "The host's Trusty service: trusted apps for every guest";
+    vmstack_log::cli::run("trustyd", about, |cmd| match cmd {
         Cmd::Run {
             state_dir,
             guests,
@@ -82,12 +71,5 @@ fn main() -> ExitCode {
             }
             Ok(())
         }
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("trustyd: error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    })
 }

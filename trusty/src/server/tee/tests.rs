@@ -20,11 +20,27 @@ impl Fixture {
         Fixture { _dir: dir, service }
     }
 
+    /// A fixture and a client of its guest `guest`.
+    fn with_client(guest: &str) -> (Self, TeeClient) {
+        let f = Fixture::new();
+        let c = f.client(guest);
+        (f, c)
+    }
+
     fn client(&self, guest: &str) -> TeeClient {
+        let (a, _) = self.connection(guest);
+        TeeClient::from_stream(a).unwrap()
+    }
+
+    /// A connection of guest `guest` served by [`serve`] on its own
+    /// thread: our end and the thread.
+    fn connection(&self, guest: &str) -> (UnixStream, std::thread::JoinHandle<io::Result<()>>) {
         let (a, b) = UnixStream::pair().unwrap();
         let g = self.service.guest(guest).unwrap();
-        std::thread::spawn(move || serve(b, &g, TeeLimits::default()));
-        TeeClient::from_stream(a).unwrap()
+        (
+            a,
+            std::thread::spawn(move || serve(b, &g, TeeLimits::default())),
+        )
     }
 }
 
@@ -58,8 +74,7 @@ fn outs(r: &Response) -> &[ParamOut; NUM_PARAMS] {
 
 #[test]
 fn echo_values_and_a_one_mib_memref() {
-    let f = Fixture::new();
-    let mut c = f.client("g");
+    let (_f, mut c) = Fixture::with_client("g");
     let s = open(&mut c, TaKind::Echo);
     let data: Vec<u8> = (0..(1 << 20)).map(|i| (i * 7 % 251) as u8).collect();
     let v = Value { a: 1, b: 2, c: 3 };
@@ -87,8 +102,7 @@ fn echo_values_and_a_one_mib_memref() {
 
 #[test]
 fn wait_is_cancelled_while_another_session_works() {
-    let f = Fixture::new();
-    let c = f.client("g");
+    let (_f, c) = Fixture::with_client("g");
     let (mut tx, mut rx) = c.split();
     // Sessions opened through the split halves.
     let open_req = |ta: TaKind| Request::open_session(*ta.uuid().as_bytes(), login::PUBLIC);
@@ -141,8 +155,7 @@ fn wait_is_cancelled_while_another_session_works() {
 
 #[test]
 fn unknown_things_are_errors_and_the_connection_survives() {
-    let f = Fixture::new();
-    let mut c = f.client("g");
+    let (_f, mut c) = Fixture::with_client("g");
     let r = c
         .call(&Request::open_session([1; 16], login::PUBLIC))
         .unwrap();
@@ -164,8 +177,7 @@ fn unknown_things_are_errors_and_the_connection_survives() {
 
 #[test]
 fn sessions_are_per_connection_and_bounded() {
-    let f = Fixture::new();
-    let mut a = f.client("g");
+    let (f, mut a) = Fixture::with_client("g");
     let mut b = f.client("g");
     let s = open(&mut a, TaKind::Echo);
     let r = invoke(&mut b, s, CMD_ECHO, Default::default());
@@ -190,20 +202,14 @@ fn sessions_are_per_connection_and_bounded() {
 #[test]
 fn a_garbage_frame_or_a_missing_hello_closes_the_connection() {
     let f = Fixture::new();
-    let (mut a, b) = UnixStream::pair().unwrap();
-    let g = f.service.guest("g").unwrap();
-    let t = std::thread::spawn(move || serve(b, &g, TeeLimits::default()));
+    let (mut a, t) = f.connection("g");
     a.write_all(&Request::CloseSession { session: 1 }.encode_frame(1))
         .unwrap();
     t.join().unwrap().unwrap();
-    let (mut a, b) = UnixStream::pair().unwrap();
-    let g = f.service.guest("g").unwrap();
-    let t = std::thread::spawn(move || serve(b, &g, TeeLimits::default()));
+    let (mut a, t) = f.connection("g");
     a.write_all(&[5, 0, 0, 0, 1, 2, 3, 4, 5]).unwrap();
     t.join().unwrap().unwrap();
-    let (mut a, b) = UnixStream::pair().unwrap();
-    let g = f.service.guest("g").unwrap();
-    let t = std::thread::spawn(move || serve(b, &g, TeeLimits::default()));
+    let (mut a, t) = f.connection("g");
     a.write_all(&Request::Hello { version: 2 }.encode_frame(1))
         .unwrap();
     let r = Response::decode(&read_body(&mut a).unwrap().unwrap()).unwrap();
@@ -244,8 +250,7 @@ fn storage_open(c: &mut TeeClient, s: u32, name: &str, create: bool) -> i32 {
 
 #[test]
 fn storage_over_gp_is_isolated_per_guest() {
-    let f = Fixture::new();
-    let mut a = f.client("a");
+    let (f, mut a) = Fixture::with_client("a");
     let mut b = f.client("b");
     let sa = open(&mut a, TaKind::StorageTd);
     let sb = open(&mut b, TaKind::StorageTd);

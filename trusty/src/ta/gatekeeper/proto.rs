@@ -111,28 +111,19 @@ pub fn parse(msg: &[u8]) -> Result<Request, ParseError> {
     let _error = c.u32().ok_or(bad(0))?;
     let user_id = c.u32().ok_or(bad(0))?;
     let req = match cmd {
-        ENROLL => {
-            let desired = c.blob().ok_or(bad(user_id))?.to_vec();
-            let current = c.blob().ok_or(bad(user_id))?.to_vec();
-            let handle = c.blob().ok_or(bad(user_id))?.to_vec();
-            Request::Enroll {
-                user_id,
-                desired,
-                current,
-                handle,
-            }
-        }
-        VERIFY => {
-            let challenge = c.u64().ok_or(bad(user_id))?;
-            let handle = c.blob().ok_or(bad(user_id))?.to_vec();
-            let password = c.blob().ok_or(bad(user_id))?.to_vec();
-            Request::Verify {
-                user_id,
-                challenge,
-                handle,
-                password,
-            }
-        }
+        // Fields are read in the order they are written.
+        ENROLL => Request::Enroll {
+            user_id,
+            desired: c.blob().ok_or(bad(user_id))?.to_vec(),
+            current: c.blob().ok_or(bad(user_id))?.to_vec(),
+            handle: c.blob().ok_or(bad(user_id))?.to_vec(),
+        },
+        VERIFY => Request::Verify {
+            user_id,
+            challenge: c.u64().ok_or(bad(user_id))?,
+            handle: c.blob().ok_or(bad(user_id))?.to_vec(),
+            password: c.blob().ok_or(bad(user_id))?.to_vec(),
+        },
         DELETE_USER => Request::DeleteUser { user_id },
         DELETE_ALL_USERS => Request::DeleteAllUsers { user_id },
         _ => return Err(bad(user_id)),
@@ -248,9 +239,22 @@ impl Response {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
+    /// An AOSP `ENROLL` message.
+    pub(crate) fn enroll_msg(uid: u32, desired: &[u8], current: &[u8], handle: &[u8]) -> Vec<u8> {
+        let mut m = Vec::new();
+        for v in [ENROLL, 0, uid] {
+            m.extend_from_slice(&v.to_le_bytes());
+        }
+        put_blob(&mut m, desired);
+        put_blob(&mut m, current);
+        put_blob(&mut m, handle);
+        m
+    }
+
+    /// An AOSP `VERIFY` message.
     pub(crate) fn verify_msg(user_id: u32, challenge: u64, handle: &[u8], pw: &[u8]) -> Vec<u8> {
         let mut m = Vec::new();
         for v in [VERIFY, 0, user_id] {
@@ -275,13 +279,7 @@ mod tests {
             })
         );
         assert_eq!(split(&m), Split::Message(m.len()));
-        let mut e = Vec::new();
-        for v in [ENROLL, 0, 3] {
-            e.extend_from_slice(&v.to_le_bytes());
-        }
-        put_blob(&mut e, b"new");
-        put_blob(&mut e, b"");
-        put_blob(&mut e, b"");
+        let e = enroll_msg(3, b"new", b"", b"");
         assert_eq!(
             parse(&e),
             Ok(Request::Enroll {

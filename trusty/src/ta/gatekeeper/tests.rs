@@ -3,7 +3,8 @@
 
 use std::collections::HashMap;
 
-use super::proto::{error, put_blob, DELETE_USER, ENROLL, RESP_BIT, VERIFY};
+use super::proto::tests::{enroll_msg, verify_msg};
+use super::proto::{error, DELETE_USER, ENROLL, RESP_BIT, VERIFY};
 use super::*;
 use crate::keys::DeviceSecret;
 use crate::ta::le::{u32_at, u64_at};
@@ -63,28 +64,6 @@ fn gk(guest: &str) -> Gatekeeper {
     Gatekeeper::new(k.gatekeeper_password, k.gatekeeper_auth_token)
 }
 
-fn enroll_msg(uid: u32, desired: &[u8], current: &[u8], handle: &[u8]) -> Vec<u8> {
-    let mut m = Vec::new();
-    for v in [ENROLL, 0, uid] {
-        m.extend_from_slice(&v.to_le_bytes());
-    }
-    put_blob(&mut m, desired);
-    put_blob(&mut m, current);
-    put_blob(&mut m, handle);
-    m
-}
-
-fn verify_msg(uid: u32, challenge: u64, handle: &[u8], pw: &[u8]) -> Vec<u8> {
-    let mut m = Vec::new();
-    for v in [VERIFY, 0, uid] {
-        m.extend_from_slice(&v.to_le_bytes());
-    }
-    m.extend_from_slice(&challenge.to_le_bytes());
-    put_blob(&mut m, handle);
-    put_blob(&mut m, pw);
-    m
-}
-
 /// The handle out of an enroll response.
 fn handle_of(r: &[u8]) -> Vec<u8> {
     assert_eq!(u32_at(r, 0), Some(ENROLL | RESP_BIT));
@@ -92,6 +71,15 @@ fn handle_of(r: &[u8]) -> Vec<u8> {
     let len = u32_at(r, 12).unwrap() as usize;
     assert_eq!(len, HANDLE_LEN);
     r[16..16 + len].to_vec()
+}
+
+/// Guest `g`'s gatekeeper with user 0 enrolled (password `pw`) at `now`
+/// ms, its environment and the handle.
+fn enrolled_at(now: u64) -> (Gatekeeper, FakeEnv, Vec<u8>) {
+    let g = gk("g");
+    let mut env = FakeEnv::at(now);
+    let h = handle_of(&g.handle(&enroll_msg(0, b"pw", b"", b""), &mut env));
+    (g, env, h)
 }
 
 fn err_of(r: &[u8]) -> u32 {
@@ -188,9 +176,7 @@ fn wrong_password_and_forged_handles_are_invalid() {
 
 #[test]
 fn throttling_follows_aosp() {
-    let g = gk("g");
-    let mut env = FakeEnv::at(100_000);
-    let h = handle_of(&g.handle(&enroll_msg(0, b"pw", b"", b""), &mut env));
+    let (g, mut env, h) = enrolled_at(100_000);
     // Failures 1-4: INVALID; the 5th: RETRY 30 s.
     for _ in 0..4 {
         env.now += 1;
@@ -232,9 +218,7 @@ fn throttling_follows_aosp() {
 
 #[test]
 fn a_clock_that_went_back_restarts_the_window() {
-    let g = gk("g");
-    let mut env = FakeEnv::at(50_000);
-    let h = handle_of(&g.handle(&enroll_msg(0, b"pw", b"", b""), &mut env));
+    let (g, mut env, h) = enrolled_at(50_000);
     for _ in 0..5 {
         env.now += 1;
         g.handle(&verify_msg(0, 0, &h, b"no"), &mut env);
@@ -300,9 +284,7 @@ fn records_are_per_user_and_deletable() {
 
 #[test]
 fn unwritable_records_are_unknown_errors_and_nothing_is_verified() {
-    let g = gk("g");
-    let mut env = FakeEnv::default();
-    let h = handle_of(&g.handle(&enroll_msg(0, b"pw", b"", b""), &mut env));
+    let (g, mut env, h) = enrolled_at(0);
     env.fail_writes = true;
     env.now = 9;
     assert_eq!(

@@ -106,6 +106,16 @@ impl T {
     }
 }
 
+/// A store with file `name` created and `data` written in a committed
+/// (TRANSACT_COMPLETE) write, the channel that wrote it and its handle.
+fn committed(name: &str, data: &[u8]) -> (MemStore, T, u32) {
+    let mut st = MemStore::new();
+    let mut a = T::new();
+    let fh = a.open(&mut st, OPEN_CREATE, name, 0).unwrap();
+    assert_eq!(a.write(&mut st, fh, 0, data, COMPLETE), err::NO_ERROR);
+    (st, a, fh)
+}
+
 #[test]
 fn write_read_and_commit_visibility() {
     let mut st = MemStore::new();
@@ -123,10 +133,7 @@ fn write_read_and_commit_visibility() {
 
 #[test]
 fn transact_complete_flag_commits_and_end_without_it_discards() {
-    let mut st = MemStore::new();
-    let mut a = T::new();
-    let fh = a.open(&mut st, OPEN_CREATE, "f", 0).unwrap();
-    assert_eq!(a.write(&mut st, fh, 0, b"one", COMPLETE), err::NO_ERROR);
+    let (mut st, mut a, fh) = committed("f", b"one");
     assert_eq!(st.read("f").unwrap(), b"one");
     assert_eq!(a.write(&mut st, fh, 0, b"two", 0), err::NO_ERROR);
     assert!(a.s.has_pending());
@@ -287,10 +294,7 @@ fn move_req(flags: u32, fh: u32, old: &str, new: &str) -> Vec<u8> {
 
 #[test]
 fn move_renames_and_follows_the_handle() {
-    let mut st = MemStore::new();
-    let mut a = T::new();
-    let fh = a.open(&mut st, OPEN_CREATE, "old", 0).unwrap();
-    assert_eq!(a.write(&mut st, fh, 0, b"x", COMPLETE), 0);
+    let (mut st, mut a, fh) = committed("old", b"x");
     let other = a.open(&mut st, OPEN_CREATE, "other", COMPLETE).unwrap();
     let _ = other;
     // Without CREATE the target must exist.
@@ -411,10 +415,7 @@ fn list_fills_at_most_one_buffer() {
 
 #[test]
 fn integrity_errors_are_corrupted_and_fail_the_transaction() {
-    let mut st = MemStore::new();
-    let mut a = T::new();
-    let fh = a.open(&mut st, OPEN_CREATE, "f", 0).unwrap();
-    assert_eq!(a.write(&mut st, fh, 0, b"data", COMPLETE), 0);
+    let (mut st, mut a, fh) = committed("f", b"data");
     st.corrupt.push("f".into());
     assert_eq!(a.read(&mut st, fh, 0, 4), Err(err::CORRUPTED));
     // A read does not fail the transaction; a write that needs the

@@ -41,94 +41,82 @@ public final class SystemManager implements AutoCloseable {
         return handle;
     }
 
-    /** getSystemState() */
-    public SystemState getSystemState() throws BinderException {
+    /** A native call on the session's handle. */
+    @FunctionalInterface
+    private interface Call<T> {
+        T on(long handle) throws BinderException;
+    }
+
+    /**
+     * Runs {@code call} on the open session's handle under the read lock
+     * (so that {@link #close} waits for it).
+     */
+    private <T> T withHandle(Call<T> call) throws BinderException {
         lock.readLock().lock();
         try {
-            return nativeGetSystemState(handle());
+            return call.on(handle());
         } finally {
             lock.readLock().unlock();
         }
+    }
+
+    /** A native call without a result. */
+    @FunctionalInterface
+    private interface Action {
+        void on(long handle) throws BinderException;
+    }
+
+    /** {@link #withHandle} for an {@link Action}. */
+    private void run(Action action) throws BinderException {
+        withHandle(h -> {
+            action.on(h);
+            return null;
+        });
+    }
+
+    /** getSystemState() */
+    public SystemState getSystemState() throws BinderException {
+        return withHandle(SystemManager::nativeGetSystemState);
     }
 
     /** getGuestState(name) */
     public GuestState getGuestState(String name) throws BinderException {
-        lock.readLock().lock();
-        try {
-            return nativeGetGuestState(handle(), name);
-        } finally {
-            lock.readLock().unlock();
-        }
+        return withHandle(h -> nativeGetGuestState(h, name));
     }
 
     /** getApPowerStateReq(): the caller's {@code [value, param]}. */
     public int[] getApPowerStateReq() throws BinderException {
-        lock.readLock().lock();
-        try {
-            return nativeGetApPowerStateReq(handle());
-        } finally {
-            lock.readLock().unlock();
-        }
+        return withHandle(SystemManager::nativeGetApPowerStateReq);
     }
 
     /** reportApPowerState(value, param) */
     public void reportApPowerState(int value, int param) throws BinderException {
-        lock.readLock().lock();
-        try {
-            nativeReportApPowerState(handle(), value, param);
-        } finally {
-            lock.readLock().unlock();
-        }
+        run(h -> nativeReportApPowerState(h, value, param));
     }
 
     /** postponeShutdown(ms) */
     public void postponeShutdown(int ms) throws BinderException {
-        lock.readLock().lock();
-        try {
-            nativePostponeShutdown(handle(), ms);
-        } finally {
-            lock.readLock().unlock();
-        }
+        run(h -> nativePostponeShutdown(h, ms));
     }
 
     /** requestShutdown(param) */
     public void requestShutdown(int param) throws BinderException {
-        lock.readLock().lock();
-        try {
-            nativeRequestShutdown(handle(), param);
-        } finally {
-            lock.readLock().unlock();
-        }
+        run(h -> nativeRequestShutdown(h, param));
     }
 
     /** registerListener(listener) */
     public void registerListener(PowerStateListener listener) throws BinderException {
-        lock.readLock().lock();
-        try {
-            nativeRegisterListener(handle(), listener);
-        } finally {
-            lock.readLock().unlock();
-        }
+        run(h -> nativeRegisterListener(h, listener));
     }
 
     /** unregisterListener(listener) */
     public void unregisterListener(PowerStateListener listener) throws BinderException {
-        lock.readLock().lock();
-        try {
-            nativeUnregisterListener(handle(), listener);
-        } finally {
-            lock.readLock().unlock();
-        }
+        run(h -> nativeUnregisterListener(h, listener));
     }
 
     /** dumpState() */
     public String dumpState() throws BinderException {
-        lock.readLock().lock();
-        try {
-            return nativeDumpState(handle());
-        } finally {
-            lock.readLock().unlock();
-        }
+        return withHandle(SystemManager::nativeDumpState);
     }
 
     /** Closes the session (listeners stop); later calls throw. */

@@ -371,13 +371,18 @@ mod tests {
     #[test]
     fn ioctl_numbers_match_linux() {
         // Values from <linux/tee.h> as the kernel computes them.
-        assert_eq!(TEE_IOC_VERSION, 0x800c_a400);
-        assert_eq!(TEE_IOC_SHM_ALLOC, 0xc010_a401);
-        assert_eq!(TEE_IOC_OPEN_SESSION, 0x8010_a402);
-        assert_eq!(TEE_IOC_INVOKE, 0x8010_a403);
-        assert_eq!(TEE_IOC_CANCEL, 0x8008_a404);
-        assert_eq!(TEE_IOC_CLOSE_SESSION, 0x8004_a405);
-        assert_eq!(TEE_IOC_SHM_REGISTER, 0xc018_a409);
+        let ioctls = [
+            ("TEE_IOC_VERSION", TEE_IOC_VERSION, 0x800c_a400),
+            ("TEE_IOC_SHM_ALLOC", TEE_IOC_SHM_ALLOC, 0xc010_a401),
+            ("TEE_IOC_OPEN_SESSION", TEE_IOC_OPEN_SESSION, 0x8010_a402),
+            ("TEE_IOC_INVOKE", TEE_IOC_INVOKE, 0x8010_a403),
+            ("TEE_IOC_CANCEL", TEE_IOC_CANCEL, 0x8008_a404),
+            ("TEE_IOC_CLOSE_SESSION", TEE_IOC_CLOSE_SESSION, 0x8004_a405),
+            ("TEE_IOC_SHM_REGISTER", TEE_IOC_SHM_REGISTER, 0xc018_a409),
+        ];
+        for (name, ours, linux) in ioctls {
+            assert_eq!(ours, linux, "{name}");
+        }
         assert_eq!(std::mem::size_of::<OpenSessionArg>(), 56 + 128);
         assert_eq!(std::mem::size_of::<InvokeArg>(), 24 + 128);
     }
