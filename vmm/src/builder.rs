@@ -30,6 +30,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use kvm_ioctls::Kvm;
 
+use crate::arch::file_map::BootFiles;
 use crate::arch::{self, current as arch_impl};
 use crate::config::{ConsoleConfig, SerialOutput, VmConfig};
 use crate::event::{PowerGate, VmEvent};
@@ -71,6 +72,8 @@ struct BuildContext<'a> {
     power: PowerEventSink,
     /// What a failing vCPU calls.
     on_crash: OnCrash,
+    /// Which boot files are mapped instead of copied.
+    boot_files: BootFiles,
 }
 
 /// One architecture's half of the recipe: what comes before the virtio
@@ -390,6 +393,7 @@ pub fn build_vm(
         on_crash: Arc::new(move |crash| {
             let _ = crash_events.send(VmEvent::Vcpu { boot, crash });
         }),
+        boot_files: BootFiles::from_env(),
     };
 
     // Kernel, initrd and the platform's own devices.

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 use bootbench::record::{
-    self, Failure, Record, Sample, OURS, OURS_ELF, OURS_ELF_MAP, QEMU_MICROVM,
+    self, Failure, Record, Sample, OURS, OURS_COPY, OURS_ELF, OURS_ELF_MAP, QEMU_MICROVM,
 };
 use bootbench::stats::{self, Summary};
 
@@ -103,6 +103,10 @@ pub enum KernelChoice {
     /// The ELF twice: kernel copied (`ours-elf`, the default) and mapped
     /// (`ours-elf-map`, `VMSTACK_BOOT_FILES=map`).
     ElfAb,
+    /// The bzImage twice: as by default (payload and, on x86_64, initrd
+    /// mapped: `ours`) and with every boot file copied (`ours-copy`,
+    /// `VMSTACK_BOOT_FILES=copy`).
+    BzimageAb,
 }
 
 impl std::str::FromStr for KernelChoice {
@@ -113,8 +117,9 @@ impl std::str::FromStr for KernelChoice {
             "elf" => Ok(Self::Elf),
             "both" => Ok(Self::Both),
             "elf-ab" => Ok(Self::ElfAb),
+            "bzimage-ab" => Ok(Self::BzimageAb),
             other => Err(format!(
-                "--kernel {other:?}: use bzimage, elf, both or elf-ab"
+                "--kernel {other:?}: use bzimage, elf, both, elf-ab or bzimage-ab"
             )),
         }
     }
@@ -128,6 +133,7 @@ impl KernelChoice {
             Self::Elf => "elf",
             Self::Both => "both",
             Self::ElfAb => "elf-ab",
+            Self::BzimageAb => "bzimage-ab",
         }
     }
 
@@ -138,6 +144,7 @@ impl KernelChoice {
             Self::Elf => &[OURS_ELF],
             Self::Both => &[OURS, OURS_ELF],
             Self::ElfAb => &[OURS_ELF, OURS_ELF_MAP],
+            Self::BzimageAb => &[OURS, OURS_COPY],
         }
     }
 }
@@ -381,7 +388,7 @@ fn boot(runs: u32, kernel: KernelChoice) -> Result<()> {
         m.get("/kernel/sha256")
     );
     let mut extra = qemu_peer_extra(&info)?;
-    if kernel != KernelChoice::Bzimage {
+    if !matches!(kernel, KernelChoice::Bzimage | KernelChoice::BzimageAb) {
         let vmlinux = images.dir.join(crate::images::GUEST_VMLINUX);
         extra.file_from("guest/vmlinux", 0o644, &vmlinux)?;
     }
@@ -623,6 +630,10 @@ mod tests {
         assert_eq!(
             "elf-ab".parse::<KernelChoice>().unwrap().ours(),
             [OURS_ELF, OURS_ELF_MAP]
+        );
+        assert_eq!(
+            "bzimage-ab".parse::<KernelChoice>().unwrap().ours(),
+            [OURS, OURS_COPY]
         );
     }
 

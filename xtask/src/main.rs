@@ -141,8 +141,10 @@ enum Cmd {
         #[arg(long, default_value = "x86_64")]
         arch: paths::Arch,
         /// `boot` (x86_64): which kernel our VMM boots: `bzimage`, `elf`
-        /// (the same kernel as a vmlinux), `both` (the default) or `elf-ab`
-        /// (the ELF with its boot files mapped and copied, to compare).
+        /// (the same kernel as a vmlinux), `both` (the default), `elf-ab`
+        /// (the ELF with its boot files mapped and copied, to compare) or
+        /// `bzimage-ab` (the bzImage as by default and with every boot file
+        /// copied).
         #[arg(long, default_value = "both")]
         kernel: bench::KernelChoice,
     },

@@ -4,13 +4,16 @@
 //! ```text
 //! bootbench [--runs N] [--mem MIB] [--timeout SECS] [--vmm PATH] [--qemu PATH]
 //!           [--kernel PATH] [--initrd PATH] [--elf PATH] [--no-bzimage] [--elf-map]
+//!           [--bzimage-copy]
 //! ```
 //!
 //! `--elf PATH`: our VMM also boots the same kernel as an ELF `vmlinux`
 //! (records named `ours-elf`); `--no-bzimage`: our VMM boots only the ELF;
 //! `--elf-map`: it also boots the ELF with `VMSTACK_BOOT_FILES=map` (kernel
 //! segments mapped copy-on-write too, not copied; records named
-//! `ours-elf-map`).
+//! `ours-elf-map`); `--bzimage-copy`: it also boots the bzImage with
+//! `VMSTACK_BOOT_FILES=copy` (payload and initrd copied, not mapped;
+//! records named `ours-copy`).
 //! QEMU always boots the bzImage (its microvm ELF/PVH path froze the test
 //! host, docs/benchmarks.md).
 //!
@@ -29,7 +32,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use bootbench::record::{self, Failure, Sample, OURS, OURS_ELF, OURS_ELF_MAP, QEMU_MICROVM};
+use bootbench::record::{
+    self, Failure, Sample, OURS, OURS_COPY, OURS_ELF, OURS_ELF_MAP, QEMU_MICROVM,
+};
 use bootbench::stats;
 
 use runner::{Probes, VmmCommand};
@@ -58,8 +63,10 @@ struct Options {
     elf: Option<PathBuf>,
     /// Whether our VMM boots the bzImage (`--no-bzimage` turns it off).
     bzimage: bool,
-    /// Whether our VMM also boots the ELF with its boot files copied.
+    /// Whether our VMM also boots the ELF with its boot files mapped.
     elf_map: bool,
+    /// Whether our VMM also boots the bzImage with its boot files copied.
+    bzimage_copy: bool,
 }
 
 impl Default for Options {
@@ -75,6 +82,7 @@ impl Default for Options {
             elf: None,
             bzimage: true,
             elf_map: false,
+            bzimage_copy: false,
         }
     }
 }
@@ -95,10 +103,12 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options> {
             "--elf" => o.elf = Some(value()?.into()),
             "--no-bzimage" => o.bzimage = false,
             "--elf-map" => o.elf_map = true,
+            "--bzimage-copy" => o.bzimage_copy = true,
             "-h" | "--help" => {
                 println!(
                     "usage: bootbench [--runs N] [--mem MIB] [--timeout SECS] [--vmm PATH] \
-                     [--qemu PATH] [--kernel PATH] [--initrd PATH] [--elf PATH] [--no-bzimage] [--elf-map]"
+                     [--qemu PATH] [--kernel PATH] [--initrd PATH] [--elf PATH] [--no-bzimage] [--elf-map] \
+                     [--bzimage-copy]"
                 );
                 std::process::exit(0);
             }
@@ -110,6 +120,9 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options> {
     }
     if o.elf_map && o.elf.is_none() {
         bail!("--elf-map needs --elf PATH");
+    }
+    if o.bzimage_copy && !o.bzimage {
+        bail!("--bzimage-copy needs the bzImage booted (drop --no-bzimage)");
     }
     if !o.bzimage && o.elf.is_none() {
         bail!("--no-bzimage needs --elf PATH (our VMM must boot something)");
@@ -156,6 +169,12 @@ fn commands(o: &Options) -> Vec<VmmCommand> {
     let mut cmds = Vec::new();
     if o.bzimage {
         cmds.push(ours(o));
+        if o.bzimage_copy {
+            let mut copied = ours(o);
+            copied.name = OURS_COPY;
+            copied.env = vec![("VMSTACK_BOOT_FILES".into(), "copy".into())];
+            cmds.push(copied);
+        }
     }
     if let Some(elf) = &o.elf {
         cmds.push(ours_elf(o, elf));
@@ -235,7 +254,7 @@ fn first_line(program: &Path, args: &[&str]) -> Result<String> {
 }
 
 fn print_summary(samples: &[Sample]) {
-    for vmm in [OURS, OURS_ELF, OURS_ELF_MAP, QEMU_MICROVM] {
+    for vmm in [OURS, OURS_COPY, OURS_ELF, OURS_ELF_MAP, QEMU_MICROVM] {
         let of: Vec<&Sample> = samples.iter().filter(|s| s.vmm == vmm).collect();
         if of.is_empty() {
             continue;
@@ -416,6 +435,20 @@ mod tests {
         assert_eq!(
             cmds[1].display(),
             format!("VMSTACK_BOOT_FILES=map {}", cmds[0].display())
+        );
+        let copy_ab = parse_args(["--bzimage-copy"].map(String::from)).unwrap();
+        let cmds = commands(&copy_ab);
+        assert_eq!(
+            cmds.iter().map(|c| c.name).collect::<Vec<_>>(),
+            [OURS, OURS_COPY, QEMU_MICROVM]
+        );
+        assert_eq!(
+            cmds[1].display(),
+            format!("VMSTACK_BOOT_FILES=copy {}", cmds[0].display())
+        );
+        assert!(
+            parse_args(["--elf", "/e", "--no-bzimage", "--bzimage-copy"].map(String::from))
+                .is_err()
         );
     }
 }

@@ -23,6 +23,9 @@ pub const OURS_ELF: &str = "ours-elf";
 /// Name of our VMM booting the ELF `vmlinux` with its segments mapped
 /// copy-on-write (`VMSTACK_BOOT_FILES=map`) instead of copied.
 pub const OURS_ELF_MAP: &str = "ours-elf-map";
+/// Name of our VMM booting the bzImage with every boot file copied
+/// (`VMSTACK_BOOT_FILES=copy`) instead of the default mappings.
+pub const OURS_COPY: &str = "ours-copy";
 /// Name of the QEMU `-M microvm` peer in the records.
 pub const QEMU_MICROVM: &str = "qemu-microvm";
 
@@ -66,7 +69,7 @@ impl Sample {
     /// Checks that the numbers are consistent: finite, positive, first entry
     /// before `/init`, some guest memory touched, overhead = total - guest.
     pub fn validate(&self) -> Result<(), String> {
-        if ![OURS, OURS_ELF, OURS_ELF_MAP, QEMU_MICROVM].contains(&self.vmm.as_str()) {
+        if ![OURS, OURS_COPY, OURS_ELF, OURS_ELF_MAP, QEMU_MICROVM].contains(&self.vmm.as_str()) {
             return Err(format!("unknown vmm {:?}", self.vmm));
         }
         for (name, v) in [

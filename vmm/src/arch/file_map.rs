@@ -37,15 +37,19 @@
 //! bytes, and each page it writes takes a copy-on-write fault first. That
 //! is a good trade for the bzImage's compressed payload, which the guest's
 //! decompressor reads once into fresh RAM, and a bad one for a kernel that
-//! runs in place (an ELF `vmlinux`'s segments, an arm64 `Image`) and for
-//! the initrd: under nested virtualization an arm64 guest booted from a
-//! mapped `Image` reached `/init` about twice as late as from a copied
-//! one, and 2 s later again with the initrd mapped than copied (its
-//! unpacking faults in one 4 KiB page at a time)
-//! (docs/notes/2026-12-06-arm64-early-boot.md); an x86_64 ELF guest 1.3 s
-//! later with both mapped (docs/notes/2026-12-05-boot-profile.md). So by
-//! default ([`BootFiles::MapCompressedKernel`]) only the bzImage payload
-//! is mapped.
+//! runs in place (an ELF `vmlinux`'s segments, an arm64 `Image`): under
+//! nested virtualization an arm64 guest booted from a mapped `Image`
+//! reached `/init` about twice as late as from a copied one, an x86_64 ELF
+//! guest 1.3 s later (docs/notes/2026-12-06-arm64-early-boot.md,
+//! docs/notes/2026-12-05-boot-profile.md). The initrd, read once by the
+//! guest's unpacker, depends on the architecture: an arm64 guest unpacked
+//! a mapped one ~2 s later than a copied one (its stage-2 faults, one
+//! 4 KiB page at a time, cost more under pKVM), while an x86_64 bzImage
+//! guest unpacked it in ~1 s either way, so there the copy only delays the
+//! first entry. Hence the default, [`BootFiles::Recommended`]: the bzImage
+//! payload mapped, the initrd mapped on x86_64 and copied on arm64, a
+//! kernel that runs in place copied (why a lazy copy after the first entry
+//! is not done: docs/notes/2026-12-06-elf-first-entry.md).
 //! `VMSTACK_BOOT_FILES=map` maps everything that can be mapped and
 //! `VMSTACK_BOOT_FILES=copy` nothing, for measurements
 //! (`cargo xtask bench boot --kernel elf-ab`, docs/benchmarks.md).
@@ -78,8 +82,10 @@ pub enum BootFileUse {
 /// Which boot files are mapped copy-on-write instead of copied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BootFiles {
-    /// Only a compressed kernel is mapped (the default).
-    MapCompressedKernel,
+    /// What the measurements favour on this architecture (the default): a
+    /// compressed kernel mapped; the initrd mapped on x86_64, copied on
+    /// arm64; a kernel that runs in place copied.
+    Recommended,
     /// Everything that can be mapped is (`VMSTACK_BOOT_FILES=map`).
     MapAll,
     /// Everything is copied (`VMSTACK_BOOT_FILES=copy`).
@@ -93,7 +99,7 @@ impl BootFiles {
         match value.and_then(|v| v.to_str()) {
             Some("map") => Self::MapAll,
             Some("copy") => Self::CopyAll,
-            _ => Self::MapCompressedKernel,
+            _ => Self::Recommended,
         }
     }
 
@@ -102,7 +108,7 @@ impl BootFiles {
         static CHOICE: OnceLock<BootFiles> = OnceLock::new();
         *CHOICE.get_or_init(|| {
             let choice = Self::from_value(std::env::var_os(BOOT_FILES_ENV).as_deref());
-            if choice != Self::MapCompressedKernel {
+            if choice != Self::Recommended {
                 tracing::info!("{BOOT_FILES_ENV}: boot files: {choice:?}");
             }
             choice
@@ -114,7 +120,11 @@ impl BootFiles {
         match self {
             Self::MapAll => true,
             Self::CopyAll => false,
-            Self::MapCompressedKernel => usage == BootFileUse::CompressedKernel,
+            Self::Recommended => match usage {
+                BootFileUse::CompressedKernel => true,
+                BootFileUse::Initrd => cfg!(target_arch = "x86_64"),
+                BootFileUse::Kernel => false,
+            },
         }
     }
 }
@@ -605,13 +615,14 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn only_a_compressed_kernel_is_mapped_unless_map_is_asked_for() {
+    fn by_default_a_kernel_running_in_place_is_copied() {
         use std::ffi::OsStr;
         use BootFileUse::{CompressedKernel, Initrd, Kernel};
         let default = BootFiles::from_value(None);
-        assert_eq!(default, BootFiles::MapCompressedKernel);
+        assert_eq!(default, BootFiles::Recommended);
         assert!(default.maps(CompressedKernel));
-        assert!(!default.maps(Kernel) && !default.maps(Initrd));
+        assert!(!default.maps(Kernel));
+        assert_eq!(default.maps(Initrd), cfg!(target_arch = "x86_64"));
         let all = BootFiles::from_value(Some(OsStr::new("map")));
         assert!([CompressedKernel, Kernel, Initrd]
             .iter()
@@ -623,7 +634,7 @@ pub(crate) mod tests {
         for other in ["", "MAP", "COPY", "copy ", "yes"] {
             assert_eq!(
                 BootFiles::from_value(Some(OsStr::new(other))),
-                BootFiles::MapCompressedKernel,
+                BootFiles::Recommended,
                 "{other:?}"
             );
         }

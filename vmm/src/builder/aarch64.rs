@@ -90,6 +90,7 @@ impl Platform for Arm64Platform {
             mem_size,
             &mut ctx.host.kernel(config)?,
             initrd.as_mut(),
+            ctx.boot_files,
         )?;
 
         let serial = Arc::new(Mutex::new(SerialDevice::new(

@@ -40,13 +40,18 @@ impl Platform for X86Platform {
         } = ctx;
         let mem = vm.memory();
         crate::arch::file_map::forget_guarded_mappings();
-        let kernel = arch::boot::load_kernel(mem, &mut ctx.host.kernel(config)?)?;
+        let kernel = arch::boot::load_kernel(mem, &mut ctx.host.kernel(config)?, ctx.boot_files)?;
         let initrd = match ctx.host.initrd(config)? {
             Some(mut file) => {
                 let max = kernel
                     .setup_header
                     .map_or(0x7fff_ffff, |h| u64::from(h.initrd_addr_max));
-                Some(arch::boot::load_initrd(mem, &mut file, max)?)
+                Some(arch::boot::load_initrd(
+                    mem,
+                    &mut file,
+                    max,
+                    ctx.boot_files,
+                )?)
             }
             None => None,
         };

@@ -221,6 +221,7 @@ mod load {
         map_image_and_initrd, parse_image_header, plan, BootError, BootPlan, IMAGE_HEADER_SIZE,
     };
     use crate::arch::aarch64::layout::RAM_START;
+    use crate::arch::file_map::BootFiles;
 
     fn read_err(what: &'static str) -> impl FnOnce(std::io::Error) -> BootError {
         move |source| BootError::Read { what, source }
@@ -234,6 +235,7 @@ mod load {
         mem_size: u64,
         kernel: &mut File,
         initrd: Option<&mut File>,
+        files: BootFiles,
     ) -> Result<BootPlan, BootError> {
         let kernel_size = kernel.metadata().map_err(read_err("kernel"))?.len();
         let mut head = [0u8; IMAGE_HEADER_SIZE];
@@ -247,14 +249,8 @@ mod load {
             None => None,
         };
         let plan = plan(mem_size, header, initrd_size)?;
-        let (kernel_mapped, initrd_mapped) = map_image_and_initrd(
-            mem,
-            &plan,
-            kernel,
-            kernel_size,
-            initrd.as_deref(),
-            crate::arch::file_map::BootFiles::from_env(),
-        );
+        let (kernel_mapped, initrd_mapped) =
+            map_image_and_initrd(mem, &plan, kernel, kernel_size, initrd.as_deref(), files);
         if !kernel_mapped {
             kernel
                 .seek(SeekFrom::Start(0))
@@ -411,6 +407,34 @@ mod tests {
         let mut byte = [0u8];
         kernel.read_exact_at(&mut byte, 4096).unwrap();
         assert_ne!(byte[0], 0x77);
+    }
+
+    #[test]
+    fn by_default_the_image_is_copied_and_the_initrd_follows_the_policy() {
+        use crate::arch::file_map::{BootFileUse, BootFiles};
+        let mem_size = 64 << 20;
+        let mem = guest_ram(mem_size);
+        let kernel_len = 4 * 4096;
+        let kernel = image_file(kernel_len);
+        let mut initrd = crate::arch::file_map::tests::tempfile("arm64-initrd-default");
+        std::io::Write::write_all(&mut initrd, &[0x5a; 8192]).unwrap();
+        let h = parse_image_header(&header(0, 4 << 20), kernel_len as u64).unwrap();
+        let p = plan(mem_size, h, Some(8192)).unwrap();
+        // (Copied on an arm64 build: BootFiles' own test checks the policy
+        // per architecture; these tests also run on x86_64 hosts.)
+        let initrd_mapped = BootFiles::Recommended.maps(BootFileUse::Initrd);
+        assert_eq!(
+            map_image_and_initrd(
+                &mem,
+                &p,
+                &kernel,
+                kernel_len as u64,
+                Some(&initrd),
+                BootFiles::Recommended
+            ),
+            (false, initrd_mapped),
+            "an arm64 kernel runs in place: it is copied"
+        );
     }
 
     #[test]

@@ -89,10 +89,12 @@ pub struct LoadedKernel {
     pub setup_header: Option<setup_header>,
 }
 
-/// Loads an ELF vmlinux or a bzImage into guest memory.
+/// Loads an ELF vmlinux or a bzImage into guest memory, mapping what
+/// `files` says is worth mapping ([`crate::arch::file_map`]).
 pub fn load_kernel<M: GuestMemoryBackend>(
     mem: &M,
     kernel: &mut File,
+    files: BootFiles,
 ) -> Result<LoadedKernel, BootError> {
     let mut magic = [0u8; 4];
     kernel
@@ -105,14 +107,14 @@ pub fn load_kernel<M: GuestMemoryBackend>(
         })?;
     if magic == *b"\x7fELF" {
         let low_ram_end = mem.find_region(GuestAddress(0)).map_or(0, |r| r.len());
-        let map = BootFiles::from_env().maps(BootFileUse::Kernel);
+        let map = files.maps(BootFileUse::Kernel);
         let (entry, _) = super::elf::load_elf(mem, kernel, HIMEM_START, low_ram_end, map)?;
         Ok(LoadedKernel {
             entry,
             setup_header: None,
         })
     } else {
-        if let Some(loaded) = map_bzimage(mem, kernel) {
+        if let Some(loaded) = map_bzimage(mem, kernel, files) {
             return Ok(loaded);
         }
         let result = BzImage::load(mem, None, kernel, Some(GuestAddress(HIMEM_START)))
@@ -126,8 +128,16 @@ pub fn load_kernel<M: GuestMemoryBackend>(
 
 /// Loads a bzImage by mapping its protected-mode payload at its load address
 /// (see [`map_file_into_guest`]); `None` if the image cannot be mapped that
-/// way (the caller falls back to copying, which also validates it fully).
-fn map_bzimage<M: GuestMemoryBackend>(mem: &M, kernel: &mut File) -> Option<LoadedKernel> {
+/// way or `files` says not to (the caller falls back to copying, which also
+/// validates it fully).
+fn map_bzimage<M: GuestMemoryBackend>(
+    mem: &M,
+    kernel: &mut File,
+    files: BootFiles,
+) -> Option<LoadedKernel> {
+    if !files.maps(BootFileUse::CompressedKernel) {
+        return None;
+    }
     let file_len = kernel.metadata().ok()?.len();
     let mut hdr = setup_header::default();
     kernel.seek(SeekFrom::Start(0x1f1)).ok()?;
@@ -150,9 +160,7 @@ fn map_bzimage<M: GuestMemoryBackend>(mem: &M, kernel: &mut File) -> Option<Load
     let payload_offset = (setup_sects + 1) * 512;
     let payload_len = file_len.checked_sub(payload_offset)?;
     let load = GuestAddress(u64::from(hdr.code32_start));
-    if !(BootFiles::from_env().maps(BootFileUse::CompressedKernel)
-        && map_file_into_guest(mem, load, kernel, payload_offset, payload_len))
-    {
+    if !map_file_into_guest(mem, load, kernel, payload_offset, payload_len) {
         return None;
     }
     Some(LoadedKernel {
@@ -170,12 +178,14 @@ pub struct InitrdRegion {
     pub size: u64,
 }
 
-/// Copies the initrd to the top of low memory (below the MMIO gap and the
-/// kernel's `initrd_addr_max`), page aligned.
+/// Puts the initrd at the top of low memory (below the MMIO gap and the
+/// kernel's `initrd_addr_max`), page aligned: copied, or mapped if `files`
+/// says so.
 pub fn load_initrd<M: GuestMemoryBackend>(
     mem: &M,
     initrd: &mut File,
     initrd_addr_max: u64,
+    files: BootFiles,
 ) -> Result<InitrdRegion, BootError> {
     let read_err = |source| BootError::Read {
         what: "initrd",
@@ -192,7 +202,7 @@ pub fn load_initrd<M: GuestMemoryBackend>(
         .map(|a| a & !0xfff)
         .filter(|&a| a >= HIMEM_START)
         .ok_or(BootError::InitrdTooLarge { size })?;
-    if !(BootFiles::from_env().maps(BootFileUse::Initrd)
+    if !(files.maps(BootFileUse::Initrd)
         && map_file_into_guest(mem, GuestAddress(addr), initrd, 0, size))
     {
         initrd.seek(SeekFrom::Start(0)).map_err(read_err)?;
@@ -306,6 +316,7 @@ pub fn setup_zero_page<M: GuestMemoryBackend>(
 mod tests {
     use super::*;
     use std::io::Write;
+    use std::os::unix::fs::FileExt;
     use vm_memory::GuestMemoryMmap;
 
     use crate::arch::file_map::tests::tempfile;
@@ -356,7 +367,7 @@ mod tests {
         let mut f = tempfile("boot");
         f.write_all(&[0u8; 4096]).unwrap();
         assert!(matches!(
-            load_kernel(&m, &mut f),
+            load_kernel(&m, &mut f, BootFiles::Recommended),
             Err(BootError::KernelFormat(_))
         ));
     }
@@ -376,7 +387,7 @@ mod tests {
         let mut f = tempfile("boot");
         f.write_all(&image).unwrap();
         let m = mem(64 << 20);
-        let k = load_kernel(&m, &mut f).unwrap();
+        let k = load_kernel(&m, &mut f, BootFiles::Recommended).unwrap();
         assert_eq!(k.entry, GuestAddress(HIMEM_START + 0x200));
         let mut payload = [0u8; 4];
         m.read_slice(&mut payload, GuestAddress(HIMEM_START))
@@ -384,9 +395,9 @@ mod tests {
         assert_eq!(&payload, b"KERN");
     }
 
-    #[test]
-    fn page_aligned_bzimage_payload_is_mapped_copy_on_write() {
-        // setup_sects = 7: the payload starts at 4096, so it can be mapped.
+    /// A bzImage whose payload starts at 4096 (setup_sects = 7), so it can be
+    /// mapped: "KERN" at the payload's start, 0x5a as its last byte.
+    fn page_aligned_bzimage() -> (File, usize) {
         let mut image = vec![0u8; 4096 + 3 * 4096 + 100];
         image[0x1f1] = 7;
         image[0x1fe..0x200].copy_from_slice(&0xaa55u16.to_le_bytes());
@@ -399,8 +410,14 @@ mod tests {
         image[last] = 0x5a;
         let mut f = tempfile("boot");
         f.write_all(&image).unwrap();
+        (f, last)
+    }
+
+    #[test]
+    fn page_aligned_bzimage_payload_is_mapped_copy_on_write() {
+        let (mut f, last) = page_aligned_bzimage();
         let m = mem(64 << 20);
-        let k = load_kernel(&m, &mut f).unwrap();
+        let k = load_kernel(&m, &mut f, BootFiles::Recommended).unwrap();
         assert_eq!(k.entry, GuestAddress(HIMEM_START + 0x200));
         assert_eq!(k.setup_header.map(|h| h.setup_sects), Some(7));
         let mut payload = [0u8; 4];
@@ -416,12 +433,48 @@ mod tests {
             .read_obj(GuestAddress(HIMEM_START + (last - 4096) as u64 + 1))
             .unwrap();
         assert_eq!(after, 0);
+        // A mapping, not a copy: an in-place rewrite of a page the guest has
+        // not written shows through (a copy would still read "KERN").
+        f.write_all_at(b"NEW!", 4096 + 4096).unwrap();
+        let mut second_page = [0u8; 4];
+        m.read_slice(&mut second_page, GuestAddress(HIMEM_START + 4096))
+            .unwrap();
+        assert_eq!(&second_page, b"NEW!");
         // Guest writes stay private: the file is unchanged.
         m.write_slice(b"GUEST", GuestAddress(HIMEM_START)).unwrap();
         let mut on_disk = [0u8; 4];
-        f.seek(SeekFrom::Start(4096)).unwrap();
-        f.read_exact(&mut on_disk).unwrap();
+        f.read_exact_at(&mut on_disk, 4096).unwrap();
         assert_eq!(&on_disk, b"KERN");
+    }
+
+    #[test]
+    fn with_copy_all_the_bzimage_is_copied() {
+        let (mut f, _) = page_aligned_bzimage();
+        let m = mem(64 << 20);
+        let k = load_kernel(&m, &mut f, BootFiles::CopyAll).unwrap();
+        assert_eq!(k.entry, GuestAddress(HIMEM_START + 0x200));
+        f.write_all_at(b"NEW!", 4096).unwrap();
+        let mut payload = [0u8; 4];
+        m.read_slice(&mut payload, GuestAddress(HIMEM_START))
+            .unwrap();
+        assert_eq!(&payload, b"KERN", "a copy does not follow the file");
+    }
+
+    #[test]
+    fn the_initrd_is_mapped_by_default_and_copied_with_copy_all() {
+        for (files, follows_file) in [
+            (BootFiles::Recommended, true),
+            (BootFiles::MapAll, true),
+            (BootFiles::CopyAll, false),
+        ] {
+            let m = mem(64 << 20);
+            let mut f = tempfile("boot-initrd");
+            f.write_all(&[7u8; 3 * 4096]).unwrap();
+            let r = load_initrd(&m, &mut f, 0x7fff_ffff, files).unwrap();
+            f.write_all_at(&[9u8; 4], 4096).unwrap();
+            let b: u8 = m.read_obj(r.addr.unchecked_add(4096)).unwrap();
+            assert_eq!(b == 9, follows_file, "{files:?}");
+        }
     }
 
     #[test]
@@ -430,7 +483,7 @@ mod tests {
         let mut f = tempfile("boot");
         f.write_all(&[7u8; 5000]).unwrap();
         f.seek(SeekFrom::Start(0)).unwrap();
-        let r = load_initrd(&m, &mut f, 0x7fff_ffff).unwrap();
+        let r = load_initrd(&m, &mut f, 0x7fff_ffff, BootFiles::Recommended).unwrap();
         assert_eq!(r.size, 5000);
         assert_eq!(r.addr.raw_value() % 4096, 0);
         assert!(r.addr.raw_value() + 5000 <= 64 << 20);
@@ -444,7 +497,7 @@ mod tests {
         let mut f = tempfile("boot");
         f.set_len(8 << 20).unwrap();
         assert!(matches!(
-            load_initrd(&m, &mut f, 0x7fff_ffff),
+            load_initrd(&m, &mut f, 0x7fff_ffff, BootFiles::Recommended),
             Err(BootError::InitrdTooLarge { .. })
         ));
     }
