@@ -103,8 +103,8 @@ pub enum KernelChoice {
     /// The ELF twice: kernel copied (`ours-elf`, the default) and mapped
     /// (`ours-elf-map`, `VMSTACK_BOOT_FILES=map`).
     ElfAb,
-    /// The bzImage twice: as by default (payload and, on x86_64, initrd
-    /// mapped: `ours`) and with every boot file copied (`ours-copy`,
+    /// The bzImage twice: as by default (payload mapped, initrd copied:
+    /// `ours`) and with every boot file copied (`ours-copy`,
     /// `VMSTACK_BOOT_FILES=copy`).
     BzimageAb,
 }

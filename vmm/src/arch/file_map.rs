@@ -5,16 +5,23 @@
 //! # What happens when a mapped file changes after start
 //! A `MAP_PRIVATE` mapping shows the file's page cache until the guest writes a
 //! page (then that page is a private copy):
-//! - **Rewritten in place** (same inode, e.g. `cp new-kernel kernel`): pages
-//!   the guest has not written yet show the new bytes. For the guest that is
-//!   as if its kernel image changed under it (it may crash); for the VMM it is
-//!   only memory, nothing can fault.
+//! - **Rewritten in place without truncation** (same inode, `pwrite`, `dd
+//!   conv=notrunc`): pages the guest has not written yet show the new bytes.
+//!   For the guest that is as if its kernel image changed under it (it may
+//!   crash); for the VMM it is only memory, nothing can fault.
 //! - **Replaced by rename or deleted** (what build systems and package
 //!   managers do): nothing changes, the mapping keeps the old inode alive.
 //! - **Truncated**: the kernel drops every page past the new end of file from
 //!   the mapping, private copies included (so guest data in pages the guest
 //!   has reused, e.g. the freed initrd, is lost too), and the next access to
-//!   such a page raises `SIGBUS`. Two cases:
+//!   such a page raises `SIGBUS` while it lies past the end of the file. A
+//!   rewrite through `O_TRUNC` (`cp new old`, a shell `>` redirection) is
+//!   a truncation followed by writes: once the new bytes are there, a page
+//!   the guest had reused reads them instead of its own data, silently. That
+//!   is why only the bzImage payload is mapped by default (the guest's
+//!   decompressor reads it within its first second); the initrd, which
+//!   tools rebuild in place far more often, is copied. Two cases of an
+//!   access past the end:
 //!   - the VMM itself touches the page (a device reading a buffer the guest
 //!     put there): the `SIGBUS` handler installed by [`map_file_into_guest`]
 //!     sees that the address lies in a mapped boot file, replaces that page
@@ -41,15 +48,14 @@
 //! nested virtualization an arm64 guest booted from a mapped `Image`
 //! reached `/init` about twice as late as from a copied one, an x86_64 ELF
 //! guest 1.3 s later (docs/notes/2026-12-06-arm64-early-boot.md,
-//! docs/notes/2026-12-05-boot-profile.md). The initrd, read once by the
-//! guest's unpacker, depends on the architecture: an arm64 guest unpacked
-//! a mapped one ~2 s later than a copied one (its stage-2 faults, one
-//! 4 KiB page at a time, cost more under pKVM), while an x86_64 bzImage
-//! guest unpacked it in ~1 s either way, so there the copy only delays the
-//! first entry. Hence the default, [`BootFiles::Recommended`]: the bzImage
-//! payload mapped, the initrd mapped on x86_64 and copied on arm64, a
-//! kernel that runs in place copied (why a lazy copy after the first entry
-//! is not done: docs/notes/2026-12-06-elf-first-entry.md).
+//! docs/notes/2026-12-05-boot-profile.md). The initrd is copied too: an
+//! arm64 guest unpacked a mapped one ~2 s later than a copied one, and on
+//! either architecture the guest reuses its freed pages as RAM, which an
+//! `O_TRUNC` rewrite of the file would replace (above); on x86_64 the copy
+//! costs the bzImage path ~60 ms before the first entry. Hence the default,
+//! [`BootFiles::Recommended`]: only the bzImage payload mapped (why a
+//! kernel that runs in place is not copied lazily after the first entry
+//! instead: docs/notes/2026-12-06-elf-first-entry.md).
 //! `VMSTACK_BOOT_FILES=map` maps everything that can be mapped and
 //! `VMSTACK_BOOT_FILES=copy` nothing, for measurements
 //! (`cargo xtask bench boot --kernel elf-ab`, docs/benchmarks.md).
@@ -82,9 +88,8 @@ pub enum BootFileUse {
 /// Which boot files are mapped copy-on-write instead of copied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BootFiles {
-    /// What the measurements favour on this architecture (the default): a
-    /// compressed kernel mapped; the initrd mapped on x86_64, copied on
-    /// arm64; a kernel that runs in place copied.
+    /// The default: a compressed kernel mapped, everything else (a kernel
+    /// that runs in place, the initrd) copied.
     Recommended,
     /// Everything that can be mapped is (`VMSTACK_BOOT_FILES=map`).
     MapAll,
@@ -120,11 +125,7 @@ impl BootFiles {
         match self {
             Self::MapAll => true,
             Self::CopyAll => false,
-            Self::Recommended => match usage {
-                BootFileUse::CompressedKernel => true,
-                BootFileUse::Initrd => cfg!(target_arch = "x86_64"),
-                BootFileUse::Kernel => false,
-            },
+            Self::Recommended => usage == BootFileUse::CompressedKernel,
         }
     }
 }
@@ -615,14 +616,13 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn by_default_a_kernel_running_in_place_is_copied() {
+    fn by_default_only_a_compressed_kernel_is_mapped() {
         use std::ffi::OsStr;
         use BootFileUse::{CompressedKernel, Initrd, Kernel};
         let default = BootFiles::from_value(None);
         assert_eq!(default, BootFiles::Recommended);
         assert!(default.maps(CompressedKernel));
-        assert!(!default.maps(Kernel));
-        assert_eq!(default.maps(Initrd), cfg!(target_arch = "x86_64"));
+        assert!(!default.maps(Kernel) && !default.maps(Initrd));
         let all = BootFiles::from_value(Some(OsStr::new("map")));
         assert!([CompressedKernel, Kernel, Initrd]
             .iter()

@@ -461,9 +461,9 @@ mod tests {
     }
 
     #[test]
-    fn the_initrd_is_mapped_by_default_and_copied_with_copy_all() {
+    fn the_initrd_is_copied_unless_map_all_is_asked_for() {
         for (files, follows_file) in [
-            (BootFiles::Recommended, true),
+            (BootFiles::Recommended, false),
             (BootFiles::MapAll, true),
             (BootFiles::CopyAll, false),
         ] {
