@@ -77,18 +77,34 @@ const X86_64: Platform = Platform {
 };
 
 /// aarch64: the boot timer is a one-byte MMIO write of 123 to 0x9010000
-/// (`kvm_mmio` type 2 is a write; under QEMU `-M virt` that address is the
-/// PL031 RTC's read-only data register, so the write is a no-op for QEMU
-/// that still exits to it, and the filter on the value and the write keeps
-/// the RTC driver's reads out). QEMU `-M virt` with the in-kernel GICv3,
-/// the kernel booted directly (no firmware), console on its PL011.
+/// (`kvm_mmio` type 2 is a write; the filter on it and the value keeps
+/// other accesses out). QEMU `-M virt` with the in-kernel GICv3, the kernel
+/// booted directly (no firmware), console on its PL011 (`ttyAMA0`), and:
+/// - `-cpu host,pauth=off,pmu=off,sve=off,kvm-steal-time=off`: the vCPU
+///   features our VMM gives its guest (only PSCI 0.2). Pointer
+///   authentication must be off in any case: with it the guest dies at its
+///   first key-register write (`msr apiakeylo_el1`, an undefined
+///   instruction injected by pKVM) and reboots forever;
+/// - `initcall_blacklist=pl031_driver_init`: 0x9010000 is the data register
+///   of QEMU's PL031 RTC; with its built-in driver bound, the Debian
+///   kernel's `CONFIG_IO_STRICT_DEVMEM` refuses `/init`'s `devmem` mapping
+///   of it ("mmap: Operation not permitted") and there is no boot-timer
+///   write. Unbound, the write reaches QEMU (which ignores a write to the
+///   read-only register) through a KVM MMIO exit, as for our VMM.
 const AARCH64: Platform = Platform {
     timer_event: "kvm/kvm_mmio",
     timer_filter: "type == 2 && gpa == 0x9010000 && val == 123",
     qemu_name: QEMU_VIRT,
     qemu_program: "/usr/bin/qemu-system-aarch64",
-    qemu_machine: &["-M", "virt,gic-version=3", "-accel", "kvm", "-cpu", "host"],
-    qemu_cmdline: "console=ttyAMA0 panic=-1",
+    qemu_machine: &[
+        "-M",
+        "virt,gic-version=3",
+        "-accel",
+        "kvm",
+        "-cpu",
+        "host,pauth=off,pmu=off,sve=off,kvm-steal-time=off",
+    ],
+    qemu_cmdline: "console=ttyAMA0 panic=-1 initcall_blacklist=pl031_driver_init",
 };
 
 /// The platform of the architecture bootbench was built for.
@@ -397,6 +413,9 @@ fn real_main() -> Result<()> {
                     for l in &e.stderr_tail {
                         println!("bootbench:   {} stderr: {l}", cmd.name);
                     }
+                    for l in &e.console_tail {
+                        println!("bootbench:   {} console: {l}", cmd.name);
+                    }
                     let f = Failure {
                         vmm: cmd.name.to_string(),
                         run,
@@ -458,10 +477,18 @@ mod tests {
         let (a, q) = (ours(&o), qemu(&o));
         assert_eq!(q.name, QEMU_VIRT);
         let b = q.display();
-        assert!(b.starts_with("/usr/bin/qemu-system-aarch64 -M virt,gic-version=3 -accel kvm -cpu host -smp 1 -m 256"), "{b}");
+        assert!(
+            b.starts_with(
+                "/usr/bin/qemu-system-aarch64 -M virt,gic-version=3 -accel kvm \
+                 -cpu host,pauth=off,pmu=off,sve=off,kvm-steal-time=off -smp 1 -m 256"
+            ),
+            "{b}"
+        );
         assert!(!b.contains("bios") && !b.contains("microvm"), "{b}");
         assert!(
-            b.contains(&format!("\"console=ttyAMA0 panic=-1 {BENCH_CMDLINE}\"")),
+            b.contains(&format!(
+                "\"console=ttyAMA0 panic=-1 initcall_blacklist=pl031_driver_init {BENCH_CMDLINE}\""
+            )),
             "{b}"
         );
         for needle in ["/guest/vmlinuz", "/guest/initramfs.cpio.gz", BENCH_CMDLINE] {

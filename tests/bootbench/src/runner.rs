@@ -81,7 +81,12 @@ pub struct RunError {
     pub error: anyhow::Error,
     /// The last lines the VMM wrote to stderr.
     pub stderr_tail: Vec<String>,
+    /// The last [`FAILED_CONSOLE_LINES`] lines of the guest console (its stdout).
+    pub console_tail: Vec<String>,
 }
+
+/// How many console lines a failure report keeps.
+pub const FAILED_CONSOLE_LINES: usize = 20;
 
 /// `CLOCK_MONOTONIC` in nanoseconds (the clock of tracefs' `mono` trace clock).
 pub fn monotonic_ns() -> u64 {
@@ -172,6 +177,13 @@ pub fn measure(
         Err(error) => Err(RunError {
             error,
             stderr_tail: tail,
+            console_tail: console
+                .lock()
+                .map(|c| {
+                    let skip = c.len().saturating_sub(FAILED_CONSOLE_LINES);
+                    c.iter().skip(skip).cloned().collect()
+                })
+                .unwrap_or_default(),
         }),
     }
 }
