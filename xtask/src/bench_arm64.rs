@@ -8,9 +8,12 @@
 //! shared-object closure (`qemu_peer.rs`, packages locked in the
 //! `qemu-peer` group of `prebuilts/aarch64.lock`). The `bench-boot-arm64`
 //! scenario runs `bootbench`, which boots the guest N rounds, our VMM then
-//! QEMU (`-M virt,gic-version=3 -accel kvm -cpu host`, 1 vCPU, 256 MiB, the
-//! same kernel Image, initramfs and command line but for the console:
-//! `ttyAMA0`, QEMU's PL011). Both are measured the same way as on x86_64:
+//! QEMU (`-M virt,gic-version=3 -accel kvm -cpu
+//! host,pauth=off,pmu=off,sve=off,kvm-steal-time=off`, 1 vCPU, 256 MiB,
+//! the same kernel Image, initramfs and command line but for the console,
+//! `ttyAMA0`, QEMU's PL011, and `initcall_blacklist=pl031_driver_init`; why:
+//! `AARCH64` in tests/bootbench/src/main.rs and
+//! docs/notes/2026-12-06-arm64-qemu-peer.md). Both are measured the same way as on x86_64:
 //! the test host kernel's `kvm_entry` (first VM entry) and `kvm_mmio`
 //! tracepoints (the guest `/init`'s boot-timer write of 123 to MMIO
 //! 0x9010000: our VMM's boot timer, the read-only PL031 data register for
