@@ -33,6 +33,8 @@ pub struct PkgInfo {
     pub size: u64,
     /// Raw `Depends:` field (empty if none).
     pub depends: String,
+    /// `Section:` (`libs`, `admin`...; empty if none).
+    pub section: String,
 }
 
 /// The private apt configuration.
@@ -319,6 +321,7 @@ fn parse_stanza(stanza: &str) -> Result<PkgInfo> {
         filename: get("Filename")?,
         size: get("Size")?.parse().context("bad Size field")?,
         depends: fields.get("Depends").cloned().unwrap_or_default(),
+        section: fields.get("Section").cloned().unwrap_or_default(),
     })
 }
 
@@ -347,6 +350,9 @@ mod tests {
         assert_eq!(p.version, "6.12.95-1~bpo12+1");
         assert_eq!(p.size, 3035744);
         assert_eq!(p.sha256, "abcd");
+        assert_eq!(p.section, "");
+        let libs = parse_stanza(&s.replace("Source: linux\n", "Section: libs\n")).unwrap();
+        assert_eq!(libs.section, "libs");
         assert_eq!(
             depends_names(&p.depends),
             vec![

@@ -262,8 +262,9 @@ fn cell(s: &Summary, decimals: usize) -> String {
     )
 }
 
-/// The human-readable result table of our VMM's variant `name` against QEMU.
-pub fn table(name: &str, ours: &VmmSummary, qemu: &VmmSummary, runs: u32) -> String {
+/// The human-readable result table of our VMM's variant `name` against
+/// the QEMU peer `peer` (`qemu-microvm`, `qemu-virt`).
+pub fn table(name: &str, peer: &str, ours: &VmmSummary, qemu: &VmmSummary, runs: u32) -> String {
     let mut t = String::new();
     let v = verdicts(ours, qemu);
     let _ = writeln!(
@@ -271,7 +272,7 @@ pub fn table(name: &str, ours: &VmmSummary, qemu: &VmmSummary, runs: u32) -> Str
         "{:<30} {:>26} {:>26} {:>9} {:>9}  result",
         format!("median [min..max] of {runs} runs"),
         name,
-        QEMU_MICROVM,
+        peer,
         "ours/qemu",
         "target"
     );
@@ -476,7 +477,7 @@ fn boot(runs: u32, kernel: KernelChoice) -> Result<()> {
     );
     for (name, o) in &ours {
         if let (Some(o), Some(q)) = (o, &qemu) {
-            print!("{}", table(name, o, q, runs));
+            print!("{}", table(name, QEMU_MICROVM, o, q, runs));
         }
     }
     if let Some(v) = &elf_verdict {
@@ -600,7 +601,7 @@ mod tests {
         assert!(v[0].pass && (v[0].value - 0.13).abs() < 1e-9);
         assert!(!v[1].pass && (v[1].value - 900.0 / 1003.0).abs() < 1e-9);
         assert!(v[2].pass);
-        let t = table(OURS, &o, &q, 5);
+        let t = table(OURS, QEMU_MICROVM, &o, &q, 5);
         assert!(t.contains("PASS") && t.contains("MISS") && t.contains("13.0 [11.0..15.0]"));
     }
 

@@ -50,6 +50,13 @@ impl Extra {
         Ok(add_host_program(&mut self.archive, path)?.len())
     }
 
+    /// Adds `path` (absolute) of the tree `root` as `path` in the test
+    /// host, as [`add_file_under`].
+    pub fn file_under(&mut self, root: &Path, path: &str, mode: u32) -> Result<&mut Self> {
+        add_file_under(&mut self.archive, root, path, mode)?;
+        Ok(self)
+    }
+
     /// Adds `src` as `path` in the test host.
     pub fn file_from(&mut self, path: &str, mode: u32, src: &Path) -> Result<&mut Self> {
         self.archive.file_from(path, mode, src)?;
@@ -66,27 +73,42 @@ impl Extra {
 /// Adds `path` (absolute) from this machine to `archive` at the same
 /// path; a symlink is kept as a symlink and its target added as well.
 pub fn add_host_file(archive: &mut Archive, path: &str, mode: u32) -> Result<()> {
-    let meta = std::fs::symlink_metadata(path).with_context(|| format!("{path} is missing"))?;
+    add_file_under(archive, Path::new("/"), path, mode)
+}
+
+/// Adds `path` (absolute, as the test host sees it) of the tree `root`
+/// (`/`, or an unpacked package root) to `archive` at `path`; a symlink is
+/// kept as a symlink and its target (inside `root`) added as well.
+pub fn add_file_under(archive: &mut Archive, root: &Path, path: &str, mode: u32) -> Result<()> {
+    let src = root.join(path.trim_start_matches('/'));
+    let meta =
+        std::fs::symlink_metadata(&src).with_context(|| format!("{} is missing", src.display()))?;
     if meta.file_type().is_symlink() {
-        let target = std::fs::read_link(path).with_context(|| format!("readlink {path}"))?;
+        let target =
+            std::fs::read_link(&src).with_context(|| format!("readlink {}", src.display()))?;
         archive.symlink(path, &target.to_string_lossy())?;
-        let resolved = if target.is_absolute() {
-            target
-        } else {
-            Path::new(path)
-                .parent()
-                .unwrap_or(Path::new("/"))
-                .join(target)
-        };
-        return add_host_file(archive, &lexical(&resolved), mode);
+        return add_file_under(archive, root, &symlink_target(path, &target), mode);
     }
-    archive.file_from(path, mode, Path::new(path))
+    archive.file_from(path, mode, &src)
+}
+
+/// The absolute path the symlink at `path` (absolute) pointing to `target` names.
+pub fn symlink_target(path: &str, target: &Path) -> String {
+    let resolved = if target.is_absolute() {
+        target.to_path_buf()
+    } else {
+        Path::new(path)
+            .parent()
+            .unwrap_or(Path::new("/"))
+            .join(target)
+    };
+    lexical(&resolved)
 }
 
 /// `path` with `.` and `..` components resolved lexically
 /// (`/usr/bin/../lib/x` is `/usr/lib/x`), as a relative symlink's target
 /// is read.
-fn lexical(path: &Path) -> String {
+pub fn lexical(path: &Path) -> String {
     let mut parts: Vec<String> = Vec::new();
     for c in path.components() {
         match c {

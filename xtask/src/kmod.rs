@@ -283,6 +283,7 @@ fn amd64_kbuild_root(pkg: &LockedPackage) -> Result<PathBuf> {
             filename: p.filename,
             size: p.size,
             depends: String::new(),
+            section: String::new(),
         },
         None => {
             apt.ensure_lists(std::time::Duration::from_secs(3600))?;

@@ -20,6 +20,15 @@
 //!   `apt/` whatever the images' architecture. It runs from its unpacked
 //!   root on the build machine; its shared libraries come from the
 //!   system's own `qemu-system-x86` / `qemu-system-arm`.
+//! - `qemu-peer` (aarch64 lock only, on demand): the arm64 QEMU that `cargo
+//!   xtask bench boot --arch aarch64` runs inside the arm64 test host as the
+//!   peer of our VMM: `qemu-system-arm` from bookworm (the QEMU 7.2 of the
+//!   x86_64 peer) and the library packages it needs, found by following
+//!   `Depends:` from it through every package of section `libs` (each at its bookworm
+//!   version; `xtask/src/qemu_peer.rs` checks the closure against the ELF
+//!   files' `NEEDED` entries). Resolved and downloaded only by that
+//!   benchmark ([`ensure_group`]); `cargo xtask images` keeps the entries
+//!   but does not download them.
 //!
 //! If the lock exists, its exact versions are used. If a locked version can no
 //! longer be found (backports move on) after a fresh `apt-get update`, the group is
@@ -73,6 +82,16 @@ pub const GROUP_TEE_CLIENT: &str = "tee-client";
 pub const TEE_CLIENT_PACKAGES: &[&str] = &["libteec1", "optee-client-dev", "libc6"];
 /// Suite the TEE client packages are taken from.
 pub const TEE_CLIENT_SUITE: &str = "bookworm";
+/// Group name of the arm64 QEMU peer of the arm64 boot benchmark (arm64
+/// only, on demand: [`ensure_group`]).
+pub const GROUP_QEMU_PEER: &str = "qemu-peer";
+/// The package [`GROUP_QEMU_PEER`] is resolved from.
+pub const QEMU_PEER_PACKAGE: &str = "qemu-system-arm";
+/// Suite the QEMU peer packages are taken from.
+pub const QEMU_PEER_SUITE: &str = "bookworm";
+/// Groups not in [`groups`]: resolved and downloaded only by the command
+/// that needs them ([`ensure_group`]), kept in the lock by the others.
+const ON_DEMAND_GROUPS: &[&str] = &[GROUP_QEMU_PEER];
 
 /// Role of the kernel image package.
 pub const ROLE_IMAGE: &str = "kernel-image";
@@ -153,6 +172,7 @@ impl LockedPackage {
             filename: self.filename.clone(),
             size: self.size,
             depends: String::new(),
+            section: String::new(),
         }
     }
 
@@ -334,6 +354,62 @@ fn resolve_tee_client(apt: &Apt) -> Result<Vec<LockedPackage>> {
         .collect()
 }
 
+/// The dependencies of a package that the QEMU peer's closure considers:
+/// per `Depends:` clause the first alternative `known` to the index.
+pub fn peer_dependencies(depends: &str, mut known: impl FnMut(&str) -> bool) -> Vec<String> {
+    depends
+        .split(',')
+        .filter_map(|clause| {
+            clause
+                .split('|')
+                .filter_map(|alt| alt.split_whitespace().next())
+                .map(|n| n.split(':').next().unwrap_or(n))
+                .find(|n| !n.is_empty() && known(n))
+                .map(str::to_string)
+        })
+        .collect()
+}
+
+/// Whether a package of Debian section `section` is a library package
+/// (`libs`, `oldlibs`, with or without a component prefix): the QEMU
+/// peer's closure follows only those (the others, such as
+/// `qemu-system-common`, `adduser` or `debconf`, carry no shared object
+/// the emulator loads).
+pub fn is_library_section(section: &str) -> bool {
+    matches!(section.rsplit('/').next(), Some("libs" | "oldlibs"))
+}
+
+/// Resolves [`GROUP_QEMU_PEER`]: [`QEMU_PEER_PACKAGE`] and, breadth-first,
+/// the library packages it depends on ([`peer_dependencies`],
+/// [`is_library_section`]), each at its [`QEMU_PEER_SUITE`] version.
+fn resolve_qemu_peer(apt: &Apt) -> Result<Vec<LockedPackage>> {
+    let mut queue = std::collections::VecDeque::from([QEMU_PEER_PACKAGE.to_string()]);
+    let mut seen = std::collections::BTreeSet::new();
+    let mut known = std::collections::HashMap::new();
+    let mut out = Vec::new();
+    while let Some(name) = queue.pop_front() {
+        if !seen.insert(name.clone()) {
+            continue;
+        }
+        let p = version_in_suite(apt, &name, QEMU_PEER_SUITE)?;
+        if name != QEMU_PEER_PACKAGE && !is_library_section(&p.section) {
+            continue;
+        }
+        queue.extend(peer_dependencies(&p.depends, |n| {
+            *known
+                .entry(n.to_string())
+                .or_insert_with(|| apt.madison(n).is_ok_and(|v| !v.is_empty()))
+        }));
+        out.push(LockedPackage::from_info(GROUP_QEMU_PEER, &name, &p));
+    }
+    step!(
+        "resolved {QEMU_PEER_PACKAGE} {} ({QEMU_PEER_SUITE}) with {} library packages",
+        out[0].version,
+        out.len() - 1
+    );
+    Ok(out)
+}
+
 /// Groups locked for Debian architecture `arch`.
 fn groups(arch: &str) -> &'static [&'static str] {
     if arch == "amd64" {
@@ -449,51 +525,9 @@ pub fn ensure_inputs(lock_path: &Path, cache: &Path, arch: &str) -> Result<Input
             .map(|l| l.group(group).into_iter().cloned().collect())
             .unwrap_or_default();
         let apt = trees.for_group(group)?;
-        let usable = if locked.is_empty() {
-            false
-        } else {
-            let mut all_cached = true;
-            for p in &locked {
-                if cached(p, &debs_dir, false)?.is_none() {
-                    all_cached = false;
-                }
-            }
-            if all_cached {
-                true
-            } else {
-                apt.ensure_lists(LISTS_MAX_AGE)?;
-                if available(apt, &locked, lock_path)? {
-                    true
-                } else if !apt.updated() {
-                    apt.update()?;
-                    available(apt, &locked, lock_path)?
-                } else {
-                    false
-                }
-            }
-        };
-        if usable {
+        if usable(apt, group, &locked, &debs_dir, lock_path)? {
             packages.extend(locked);
             continue;
-        }
-        if locked.is_empty() {
-            step!(
-                "resolving {group} packages (not in {})",
-                lock_path.display()
-            );
-        } else {
-            let list: Vec<String> = locked
-                .iter()
-                .map(|p| format!("{} {}", p.name, p.version))
-                .collect();
-            warning!(
-                "locked {group} packages are no longer downloadable ({}); re-resolving and updating {}",
-                list.join(", "),
-                lock_path.display()
-            );
-        }
-        if !apt.updated() {
-            apt.update()?;
         }
         if group == GROUP_KERNEL {
             let (info, pkgs) = resolve_kernel(apt, &meta_name)?;
@@ -518,19 +552,102 @@ pub fn ensure_inputs(lock_path: &Path, cache: &Path, arch: &str) -> Result<Input
             packages.extend(resolve_busybox(apt)?);
         }
     }
+    // On-demand groups stay locked (not downloaded here).
+    let on_demand: Vec<LockedPackage> = old
+        .iter()
+        .flat_map(|l| &l.packages)
+        .filter(|p| ON_DEMAND_GROUPS.contains(&p.group.as_str()))
+        .cloned()
+        .collect();
+    packages.extend(on_demand);
     let kernel = kernel_info.ok_or_else(|| anyhow!("kernel group resolved without kernel info"))?;
     let lock = Lock { kernel, packages };
-    if old.as_ref() != Some(&lock) {
-        util::write_atomic(lock_path, lock.render()?.as_bytes())?;
-        step!("wrote {}", lock_path.display());
-        for p in &lock.packages {
-            step!("  locked {} {} sha256 {}", p.name, p.version, p.sha256);
+    write_if_changed(lock_path, old.as_ref(), &lock)?;
+    let wanted: Vec<LockedPackage> = lock
+        .packages
+        .iter()
+        .filter(|p| groups(arch).contains(&p.group.as_str()))
+        .cloned()
+        .collect();
+    let debs = download(&mut trees, &wanted, &debs_dir)?;
+    Ok(Inputs { lock, debs })
+}
+
+/// Whether the `locked` packages of `group` can be used as they are
+/// (cached, or still downloadable); if not, says why and leaves `apt`'s
+/// lists fresh for a new resolution.
+fn usable(
+    apt: &Apt,
+    group: &str,
+    locked: &[LockedPackage],
+    debs_dir: &Path,
+    lock_path: &Path,
+) -> Result<bool> {
+    if !locked.is_empty() {
+        let mut all_cached = true;
+        for p in locked {
+            if cached(p, debs_dir, false)?.is_none() {
+                all_cached = false;
+            }
+        }
+        if all_cached {
+            return Ok(true);
+        }
+        apt.ensure_lists(LISTS_MAX_AGE)?;
+        if available(apt, locked, lock_path)? {
+            return Ok(true);
+        }
+        if !apt.updated() {
+            apt.update()?;
+            if available(apt, locked, lock_path)? {
+                return Ok(true);
+            }
         }
     }
+    if locked.is_empty() {
+        step!(
+            "resolving {group} packages (not in {})",
+            lock_path.display()
+        );
+    } else {
+        let list: Vec<String> = locked
+            .iter()
+            .map(|p| format!("{} {}", p.name, p.version))
+            .collect();
+        warning!(
+            "locked {group} packages are no longer downloadable ({}); re-resolving and updating {}",
+            list.join(", "),
+            lock_path.display()
+        );
+    }
+    if !apt.updated() {
+        apt.update()?;
+    }
+    Ok(false)
+}
 
-    let mut debs = Vec::new();
+/// Writes `lock` to `lock_path` unless it equals `old`.
+fn write_if_changed(lock_path: &Path, old: Option<&Lock>, lock: &Lock) -> Result<()> {
+    if old == Some(lock) {
+        return Ok(());
+    }
+    util::write_atomic(lock_path, lock.render()?.as_bytes())?;
+    step!("wrote {}", lock_path.display());
     for p in &lock.packages {
-        let path = match cached(p, &debs_dir, true)? {
+        step!("  locked {} {} sha256 {}", p.name, p.version, p.sha256);
+    }
+    Ok(())
+}
+
+/// The verified .debs of `packages`, downloaded if not cached.
+fn download(
+    trees: &mut AptTrees,
+    packages: &[LockedPackage],
+    debs_dir: &Path,
+) -> Result<Vec<(LockedPackage, PathBuf)>> {
+    let mut debs = Vec::new();
+    for p in packages {
+        let path = match cached(p, debs_dir, true)? {
             Some(path) => {
                 step!("cached {} {} (sha256 ok)", p.name, p.version);
                 path
@@ -538,12 +655,53 @@ pub fn ensure_inputs(lock_path: &Path, cache: &Path, arch: &str) -> Result<Input
             None => {
                 let apt = trees.for_group(&p.group)?;
                 apt.ensure_lists(LISTS_MAX_AGE)?;
-                apt.download(&p.info(), &debs_dir)?
+                apt.download(&p.info(), debs_dir)?
             }
         };
         debs.push((p.clone(), path));
     }
-    Ok(Inputs { lock, debs })
+    Ok(debs)
+}
+
+/// Makes sure the on-demand `group` (only [`GROUP_QEMU_PEER`] so far) is
+/// locked in `lock_path` (which `cargo xtask images` wrote), downloaded and
+/// verified, like [`ensure_inputs`] does for the images' groups; returns
+/// its packages with their .debs.
+pub fn ensure_group(
+    lock_path: &Path,
+    cache: &Path,
+    arch: &str,
+    group: &str,
+) -> Result<Vec<(LockedPackage, PathBuf)>> {
+    if group != GROUP_QEMU_PEER {
+        bail!("{group} is not an on-demand lock group");
+    }
+    let old = Lock::read(lock_path)?.with_context(|| {
+        format!(
+            "{} is missing (build the images first)",
+            lock_path.display()
+        )
+    })?;
+    let debs_dir = cache.join("debs");
+    let mut trees = AptTrees::new(cache, arch)?;
+    let locked: Vec<LockedPackage> = old.group(group).into_iter().cloned().collect();
+    let packages = if usable(
+        trees.for_group(group)?,
+        group,
+        &locked,
+        &debs_dir,
+        lock_path,
+    )? {
+        locked
+    } else {
+        let resolved = resolve_qemu_peer(trees.for_group(group)?)?;
+        let mut lock = old.clone();
+        lock.packages.retain(|p| p.group != group);
+        lock.packages.extend(resolved.iter().cloned());
+        write_if_changed(lock_path, Some(&old), &lock)?;
+        resolved
+    };
+    download(&mut trees, &packages, &debs_dir)
 }
 
 #[cfg(test)]
@@ -600,5 +758,33 @@ mod tests {
         let cache = Path::new("/c");
         assert_eq!(apt_root(cache, "amd64"), cache.join("apt"));
         assert_eq!(apt_root(cache, "arm64"), cache.join("apt-arm64"));
+    }
+
+    /// The peer closure takes the first alternative the index knows,
+    /// without versions or arch qualifiers, and follows library sections.
+    #[test]
+    fn peer_dependencies_follow_known_library_packages() {
+        let depends = "libaio1 (>= 0.3.93), libc6 (>= 2.34), libjack-jackd2-0 (>= 1.9.10+20150825) | libjack-0.125, \
+                       libvirt-fake | libpulse0:arm64 (>= 0.99.1), qemu-system-common (= 1:7.2+dfsg-7), \
+                       adduser, debconf (>= 0.5) | debconf-2.0, libgone";
+        let known = |n: &str| !matches!(n, "libvirt-fake" | "libgone" | "debconf-2.0");
+        assert_eq!(
+            peer_dependencies(depends, known),
+            [
+                "libaio1",
+                "libc6",
+                "libjack-jackd2-0",
+                "libpulse0",
+                "qemu-system-common",
+                "adduser",
+                "debconf"
+            ]
+        );
+        assert!(is_library_section("libs") && is_library_section("contrib/oldlibs"));
+        assert!(!is_library_section("admin") && !is_library_section(""));
+        assert!(peer_dependencies("", |_| true).is_empty());
+        assert!(ON_DEMAND_GROUPS
+            .iter()
+            .all(|g| !groups("arm64").contains(g)));
     }
 }

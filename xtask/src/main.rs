@@ -50,6 +50,7 @@ mod lock;
 mod modules;
 mod paths;
 mod profile_devices;
+mod qemu_peer;
 mod run;
 mod setup;
 #[cfg(test)]

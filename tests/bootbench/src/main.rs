@@ -18,8 +18,9 @@
 //! host, docs/benchmarks.md).
 //!
 //! For each of N rounds it boots the same guest with our VMM and with QEMU
-//! `-M microvm` (one at a time, 1 vCPU, same kernel, initramfs and kernel
-//! command line), and prints one `@@BENCH {json}` line per boot with the
+//! (one at a time, 1 vCPU, same kernel, initramfs and kernel command line;
+//! `-M microvm` when built for x86_64, `-M virt` when built for aarch64,
+//! see [`Platform`]), and prints one `@@BENCH {json}` line per boot with the
 //! times from process start to the first KVM VM entry and to the guest's
 //! boot-timer write (its `/init`), both taken from the test host kernel's
 //! tracepoints, and the VMM's resident memory minus guest memory at that
@@ -33,17 +34,90 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use bootbench::record::{
-    self, Failure, Sample, OURS, OURS_COPY, OURS_ELF, OURS_ELF_MAP, QEMU_MICROVM,
+    self, Failure, Sample, OURS, OURS_COPY, OURS_ELF, OURS_ELF_MAP, QEMU_MICROVM, QEMU_VIRT,
 };
 use bootbench::stats;
 
 use runner::{Probes, VmmCommand};
 use tracefs::Instance;
 
-/// The guest's boot-timer port (its `/init` writes one byte there).
-const BOOT_TIMER_PORT: u16 = 0x4f0;
-/// Kernel command line our VMM always puts first (see `vmm run --help`).
-const OURS_DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=acpi panic=-1 pci=off";
+/// What differs between the architectures bootbench is built for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Platform {
+    /// The tracepoint of the guest's boot-timer write (its `/init`).
+    timer_event: &'static str,
+    /// Its filter: only the boot-timer write.
+    timer_filter: &'static str,
+    /// The QEMU peer's record name.
+    qemu_name: &'static str,
+    /// The QEMU peer's default program.
+    qemu_program: &'static str,
+    /// QEMU's machine arguments (before the common `-smp 1 -m N ...`).
+    qemu_machine: &'static [&'static str],
+    /// The kernel command line QEMU's guest gets first: our VMM's defaults
+    /// (see `vmm run --help`), with QEMU's console device.
+    qemu_cmdline: &'static str,
+}
+
+/// x86_64: the boot timer is I/O port 0x4f0; QEMU `-M microvm` with its
+/// qboot firmware (`-bios`, the file the xtask copies into the test host).
+const X86_64: Platform = Platform {
+    timer_event: "kvm/kvm_pio",
+    timer_filter: "port == 0x4f0",
+    qemu_name: QEMU_MICROVM,
+    qemu_program: "/usr/bin/qemu-system-x86_64",
+    qemu_machine: &[
+        "-M",
+        "microvm",
+        "-accel",
+        "kvm",
+        "-cpu",
+        "host",
+        "-bios",
+        "/usr/share/qemu/bios-microvm.bin",
+    ],
+    qemu_cmdline: "console=ttyS0 reboot=acpi panic=-1 pci=off",
+};
+
+/// aarch64: the boot timer is a one-byte MMIO write of 123 to 0x9010000
+/// (`kvm_mmio` type 2 is a write; the filter on it and the value keeps
+/// other accesses out). QEMU `-M virt` with the in-kernel GICv3, the kernel
+/// booted directly (no firmware), console on its PL011 (`ttyAMA0`), and:
+/// - `-cpu host,pauth=off,pmu=off,sve=off,kvm-steal-time=off`: the vCPU
+///   features our VMM gives its guest (only PSCI 0.2). Pointer
+///   authentication must be off in any case: with it the guest dies at its
+///   first key-register write (`msr apiakeylo_el1`, an undefined
+///   instruction injected by pKVM) and reboots forever;
+/// - `initcall_blacklist=pl031_driver_init`: 0x9010000 is the data register
+///   of QEMU's PL031 RTC; with its built-in driver bound, the Debian
+///   kernel's `CONFIG_IO_STRICT_DEVMEM` refuses `/init`'s `devmem` mapping
+///   of it ("mmap: Operation not permitted") and there is no boot-timer
+///   write. Unbound, the write reaches QEMU (which ignores a write to the
+///   read-only register) through a KVM MMIO exit, as for our VMM.
+const AARCH64: Platform = Platform {
+    timer_event: "kvm/kvm_mmio",
+    timer_filter: "type == 2 && gpa == 0x9010000 && val == 123",
+    qemu_name: QEMU_VIRT,
+    qemu_program: "/usr/bin/qemu-system-aarch64",
+    qemu_machine: &[
+        "-M",
+        "virt,gic-version=3",
+        "-accel",
+        "kvm",
+        "-cpu",
+        "host,pauth=off,pmu=off,sve=off,kvm-steal-time=off",
+    ],
+    qemu_cmdline: "console=ttyAMA0 panic=-1 initcall_blacklist=pl031_driver_init",
+};
+
+/// The platform of the architecture bootbench was built for.
+fn platform() -> Platform {
+    if cfg!(target_arch = "aarch64") {
+        AARCH64
+    } else {
+        X86_64
+    }
+}
 /// What the benchmark appends to the guest command line: a quiet boot (no
 /// console output to pay for while it boots), then the guest scenario
 /// `boot-profile` dumps the kernel log (`dmesg`) and powers off.
@@ -52,6 +126,7 @@ const BENCH_CMDLINE: &str = "quiet guest.scenario=boot-profile";
 /// Command-line options.
 #[derive(Debug, Clone)]
 struct Options {
+    platform: Platform,
     runs: u32,
     mem_mib: u64,
     timeout: Duration,
@@ -71,12 +146,14 @@ struct Options {
 
 impl Default for Options {
     fn default() -> Self {
+        let platform = platform();
         Self {
+            platform,
             runs: 5,
             mem_mib: 128,
             timeout: Duration::from_secs(120),
             vmm: "/bin/vmm".into(),
-            qemu: "/usr/bin/qemu-system-x86_64".into(),
+            qemu: platform.qemu_program.into(),
             kernel: "/guest/vmlinuz".into(),
             initrd: "/guest/initramfs.cpio.gz".into(),
             elf: None,
@@ -189,38 +266,34 @@ fn commands(o: &Options) -> Vec<VmmCommand> {
     cmds
 }
 
-/// QEMU `-M microvm` with the same guest and the same full kernel command line.
+/// QEMU (`-M microvm`, `-M virt`) with the same guest and the same full
+/// kernel command line (but for the console device on aarch64).
 fn qemu(o: &Options) -> VmmCommand {
     let s = |x: &str| x.to_string();
+    let p = o.platform;
+    let mut args: Vec<String> = p.qemu_machine.iter().map(|a| s(a)).collect();
+    args.extend([
+        s("-smp"),
+        s("1"),
+        s("-m"),
+        o.mem_mib.to_string(),
+        s("-nodefaults"),
+        s("-no-user-config"),
+        s("-display"),
+        s("none"),
+        s("-serial"),
+        s("stdio"),
+        s("-kernel"),
+        o.kernel.display().to_string(),
+        s("-initrd"),
+        o.initrd.display().to_string(),
+        s("-append"),
+        format!("{} {BENCH_CMDLINE}", p.qemu_cmdline),
+    ]);
     VmmCommand {
-        name: QEMU_MICROVM,
+        name: p.qemu_name,
         program: o.qemu.clone(),
-        args: vec![
-            s("-M"),
-            s("microvm"),
-            s("-accel"),
-            s("kvm"),
-            s("-cpu"),
-            s("host"),
-            s("-smp"),
-            s("1"),
-            s("-m"),
-            o.mem_mib.to_string(),
-            s("-nodefaults"),
-            s("-no-user-config"),
-            s("-display"),
-            s("none"),
-            s("-serial"),
-            s("stdio"),
-            s("-bios"),
-            s("/usr/share/qemu/bios-microvm.bin"),
-            s("-kernel"),
-            o.kernel.display().to_string(),
-            s("-initrd"),
-            o.initrd.display().to_string(),
-            s("-append"),
-            format!("{OURS_DEFAULT_CMDLINE} {BENCH_CMDLINE}"),
-        ],
+        args,
         env: Vec::new(),
     }
 }
@@ -254,7 +327,14 @@ fn first_line(program: &Path, args: &[&str]) -> Result<String> {
 }
 
 fn print_summary(samples: &[Sample]) {
-    for vmm in [OURS, OURS_COPY, OURS_ELF, OURS_ELF_MAP, QEMU_MICROVM] {
+    for vmm in [
+        OURS,
+        OURS_COPY,
+        OURS_ELF,
+        OURS_ELF_MAP,
+        QEMU_MICROVM,
+        QEMU_VIRT,
+    ] {
         let of: Vec<&Sample> = samples.iter().filter(|s| s.vmm == vmm).collect();
         if of.is_empty() {
             continue;
@@ -293,16 +373,18 @@ fn real_main() -> Result<()> {
     }
     let qemu_version = first_line(&o.qemu, &["--version"])?;
     let root = tracefs::mount()?;
+    let p = o.platform;
     let probes = Probes {
         entry: Instance::create(&root, "bootbench_entry", "kvm/kvm_entry", None, 16, false)?,
-        pio: Instance::create(
+        timer: Instance::create(
             &root,
-            "bootbench_pio",
-            "kvm/kvm_pio",
-            Some(&format!("port == {BOOT_TIMER_PORT}")),
+            "bootbench_timer",
+            p.timer_event,
+            Some(p.timer_filter),
             64,
             false,
         )?,
+        timer_event: p.timer_event.trim_start_matches("kvm/"),
     };
     let commands = commands(&o);
     let info = serde_json::json!({
@@ -355,6 +437,9 @@ fn real_main() -> Result<()> {
                     for l in &e.stderr_tail {
                         println!("bootbench:   {} stderr: {l}", cmd.name);
                     }
+                    for l in &e.console_tail {
+                        println!("bootbench:   {} console: {l}", cmd.name);
+                    }
                     let f = Failure {
                         vmm: cmd.name.to_string(),
                         run,
@@ -402,8 +487,49 @@ mod tests {
         for needle in ["/guest/vmlinuz", "/guest/initramfs.cpio.gz", BENCH_CMDLINE] {
             assert!(a.contains(needle) && b.contains(needle), "{needle}");
         }
-        assert!(b.contains(OURS_DEFAULT_CMDLINE));
+        assert!(b.contains(X86_64.qemu_cmdline));
         assert!(a.contains("--cpus 1 --mem 128") && b.contains("-smp 1 -m 128"));
+    }
+
+    #[test]
+    fn the_aarch64_peer_is_qemu_virt_with_its_console_and_the_mmio_timer() {
+        let o = Options {
+            platform: AARCH64,
+            qemu: AARCH64.qemu_program.into(),
+            ..parse_args(["--mem", "256"].map(String::from)).unwrap()
+        };
+        let (a, q) = (ours(&o), qemu(&o));
+        assert_eq!(q.name, QEMU_VIRT);
+        let b = q.display();
+        assert!(
+            b.starts_with(
+                "/usr/bin/qemu-system-aarch64 -M virt,gic-version=3 -accel kvm \
+                 -cpu host,pauth=off,pmu=off,sve=off,kvm-steal-time=off -smp 1 -m 256"
+            ),
+            "{b}"
+        );
+        assert!(!b.contains("bios") && !b.contains("microvm"), "{b}");
+        assert!(
+            b.contains(&format!(
+                "\"console=ttyAMA0 panic=-1 initcall_blacklist=pl031_driver_init {BENCH_CMDLINE}\""
+            )),
+            "{b}"
+        );
+        for needle in ["/guest/vmlinuz", "/guest/initramfs.cpio.gz", BENCH_CMDLINE] {
+            assert!(
+                a.display().contains(needle) && b.contains(needle),
+                "{needle}"
+            );
+        }
+        assert!(AARCH64.timer_filter.contains("gpa == 0x9010000"));
+        assert_eq!(X86_64.qemu_name, QEMU_MICROVM);
+        // The host's own build picks its platform.
+        let native = if cfg!(target_arch = "aarch64") {
+            AARCH64
+        } else {
+            X86_64
+        };
+        assert_eq!(platform(), native);
     }
 
     #[test]

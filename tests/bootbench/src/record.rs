@@ -26,13 +26,20 @@ pub const OURS_ELF_MAP: &str = "ours-elf-map";
 /// Name of our VMM booting the bzImage with every boot file copied
 /// (`VMSTACK_BOOT_FILES=copy`) instead of the default mappings.
 pub const OURS_COPY: &str = "ours-copy";
-/// Name of the QEMU `-M microvm` peer in the records.
+/// Name of the QEMU `-M microvm` peer in the records (x86_64).
 pub const QEMU_MICROVM: &str = "qemu-microvm";
+/// Name of the QEMU `-M virt` peer in the records (aarch64).
+pub const QEMU_VIRT: &str = "qemu-virt";
+
+/// Whether `vmm` names a QEMU peer (not our VMM).
+pub fn is_qemu(vmm: &str) -> bool {
+    vmm == QEMU_MICROVM || vmm == QEMU_VIRT
+}
 
 /// The measurements of one boot of one VMM.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Sample {
-    /// Which VMM: [`OURS`], [`OURS_ELF`] or [`QEMU_MICROVM`].
+    /// Which VMM: [`OURS`], [`OURS_ELF`], [`OURS_ELF_MAP`], [`QEMU_MICROVM`] or [`QEMU_VIRT`].
     pub vmm: String,
     /// Round number, from 1.
     pub run: u32,
@@ -69,7 +76,9 @@ impl Sample {
     /// Checks that the numbers are consistent: finite, positive, first entry
     /// before `/init`, some guest memory touched, overhead = total - guest.
     pub fn validate(&self) -> Result<(), String> {
-        if ![OURS, OURS_COPY, OURS_ELF, OURS_ELF_MAP, QEMU_MICROVM].contains(&self.vmm.as_str()) {
+        if ![OURS, OURS_COPY, OURS_ELF, OURS_ELF_MAP].contains(&self.vmm.as_str())
+            && !is_qemu(&self.vmm)
+        {
             return Err(format!("unknown vmm {:?}", self.vmm));
         }
         for (name, v) in [
@@ -223,6 +232,11 @@ mod tests {
         let mut s = sample();
         s.vmm = "firecracker".into();
         assert!(s.validate().is_err());
+        for peer in [QEMU_MICROVM, QEMU_VIRT] {
+            s.vmm = peer.into();
+            assert!(s.validate().is_ok() && is_qemu(peer), "{peer}");
+        }
+        assert!(!is_qemu(OURS) && !is_qemu(OURS_ELF_MAP));
         assert!(matches!(
             parse_line("@@BENCH {\"vmm\":\"ours\"}"),
             Some(Record::Sample(Err(_)))

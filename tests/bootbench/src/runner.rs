@@ -30,7 +30,8 @@ pub const AFTER_INIT: Duration = Duration::from_secs(60);
 /// A VMM command to measure.
 #[derive(Debug, Clone)]
 pub struct VmmCommand {
-    /// Record name ([`bootbench::record::OURS`], [`bootbench::record::OURS_ELF`] or [`bootbench::record::QEMU_MICROVM`]).
+    /// Record name ([`bootbench::record::OURS`], [`bootbench::record::OURS_ELF`],
+    /// [`bootbench::record::QEMU_MICROVM`], ...).
     pub name: &'static str,
     /// The program.
     pub program: PathBuf,
@@ -62,12 +63,15 @@ impl VmmCommand {
     }
 }
 
-/// The two tracefs instances: first VM entry and boot-timer port write.
+/// The two tracefs instances: first VM entry and the boot-timer write.
 pub struct Probes {
     /// `kvm/kvm_entry`, overwrite off (the first entry survives a full buffer).
     pub entry: Instance,
-    /// `kvm/kvm_pio` filtered on the boot-timer port.
-    pub pio: Instance,
+    /// The boot-timer write: `kvm/kvm_pio` filtered on its port (x86_64) or
+    /// `kvm/kvm_mmio` filtered on a write to its address (aarch64).
+    pub timer: Instance,
+    /// The event name of `timer` in the trace (`kvm_pio`, `kvm_mmio`).
+    pub timer_event: &'static str,
 }
 
 /// A failed run: the error and the VMM's last stderr lines.
@@ -77,7 +81,12 @@ pub struct RunError {
     pub error: anyhow::Error,
     /// The last lines the VMM wrote to stderr.
     pub stderr_tail: Vec<String>,
+    /// The last [`FAILED_CONSOLE_LINES`] lines of the guest console (its stdout).
+    pub console_tail: Vec<String>,
 }
+
+/// How many console lines a failure report keeps.
+pub const FAILED_CONSOLE_LINES: usize = 20;
 
 /// `CLOCK_MONOTONIC` in nanoseconds (the clock of tracefs' `mono` trace clock).
 pub fn monotonic_ns() -> u64 {
@@ -153,7 +162,7 @@ pub fn measure(
             if profile.lines > 0 {
                 sample.guest = Some(profile);
             }
-            if cmd.name != bootbench::record::QEMU_MICROVM {
+            if !bootbench::record::is_qemu(cmd.name) {
                 sample.self_first_entry_ms = self_reported_ms(&tail, "entering guest after ");
                 sample.self_init_ms = self_reported_ms(&tail, "guest init reached after ");
             }
@@ -162,6 +171,13 @@ pub fn measure(
         Err(error) => Err(RunError {
             error,
             stderr_tail: tail,
+            console_tail: console
+                .lock()
+                .map(|c| {
+                    let skip = c.len().saturating_sub(FAILED_CONSOLE_LINES);
+                    c.iter().skip(skip).cloned().collect()
+                })
+                .unwrap_or_default(),
         }),
     }
 }
@@ -175,7 +191,7 @@ fn measure_inner(
     stderr_tail: &Arc<Mutex<VecDeque<String>>>,
     console: &Arc<Mutex<VecDeque<String>>>,
 ) -> Result<Sample> {
-    for p in [&probes.entry, &probes.pio] {
+    for p in [&probes.entry, &probes.timer] {
         p.set_enabled(false)?;
         p.clear()?;
         p.set_enabled(true)?;
@@ -218,7 +234,7 @@ fn measure_inner(
     for d in drains {
         let _ = d.join();
     }
-    for p in [&probes.entry, &probes.pio] {
+    for p in [&probes.entry, &probes.timer] {
         let _ = p.set_enabled(false);
     }
     let (entry_ns, init_ns, mem) = outcome?;
@@ -282,7 +298,7 @@ fn follow(
                 probes.entry.set_enabled(false)?;
             }
         }
-        if let Some(init) = trace::first_event_ns(&probes.pio.read()?, "kvm_pio") {
+        if let Some(init) = trace::first_event_ns(&probes.timer.read()?, probes.timer_event) {
             signal(child, libc::SIGSTOP);
             let path = format!("/proc/{}/smaps", child.id());
             let text =
