@@ -481,7 +481,7 @@ fn errors_are_one_line() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("another trustyd uses the state directory"),
+        err.starts_with("trustyd: ") && err.contains("another trustyd uses the state directory"),
         "{err}"
     );
     assert_eq!(err.trim().lines().count(), 1, "{err}");

@@ -112,6 +112,12 @@ impl std::fmt::Display for Unreachable {
                  its directories: fix their owner or mode, or pick another uid with \
                  --sandbox-user UID[:GID]"
             ),
+            Some(libc::EACCES | libc::EPERM) if uid == 0 => write!(
+                f,
+                "root may not connect to the vsock socket {path}: {e}; file modes do not stop \
+                 root, so a security module (SELinux, AppArmor) refuses it: allow the proxy \
+                 there"
+            ),
             Some(libc::EACCES | libc::EPERM) => write!(
                 f,
                 "uid {uid} gid {gid} may not connect to the vsock socket {path}: {e}; this user \
@@ -751,18 +757,16 @@ mod tests {
 
     #[test]
     fn a_refused_uid_is_told_which_socket_uid_and_option() {
-        let unreachable = |switched| {
+        let unreachable_as = |uid, switched| {
             Unreachable {
                 path: "/run/vm/vsock.sock".into(),
-                who: sandbox::Identity {
-                    uid: 4242,
-                    gid: 4243,
-                },
+                who: sandbox::Identity { uid, gid: 4243 },
                 switched,
                 error: io::Error::from_raw_os_error(libc::EACCES),
             }
             .to_string()
         };
+        let unreachable = |switched| unreachable_as(4242, switched);
         let e = unreachable(true);
         assert!(
             e.starts_with(
@@ -778,6 +782,13 @@ mod tests {
         assert!(e.contains("start the proxy as root"), "{e}");
         assert!(!e.contains("--sandbox-user"), "{e}");
         assert!(!e.contains('\n'), "{e}");
+        // Root is not stopped by file modes: no advice to become root.
+        let e = unreachable_as(0, false);
+        assert!(e.starts_with("root may not connect"), "{e}");
+        assert!(
+            e.contains("security module") && !e.contains("as root"),
+            "{e}"
+        );
     }
 
     #[test]

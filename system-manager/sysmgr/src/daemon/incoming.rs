@@ -101,11 +101,12 @@ impl Daemon {
         let name = self.links[i].name.clone();
         match r {
             VmmReport::Attached { pid } => {
-                let pid_note = pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
+                // Formatted only if the line is admitted (guest_line!).
                 guest_line!(
                     self.links[i].lines,
                     info,
-                    "{name}: attached to its VMM{pid_note}"
+                    "{name}: attached to its VMM{}",
+                    pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
                 );
                 self.links[i].attach(pid);
                 self.update_vhal_wants();
@@ -119,8 +120,12 @@ impl Daemon {
                 }
             }
             VmmReport::Gone { exit } => {
-                let exit_note = exit.map(|e| format!(" ({e:?})")).unwrap_or_default();
-                guest_line!(self.links[i].lines, info, "{name}: VMM gone{exit_note}");
+                guest_line!(
+                    self.links[i].lines,
+                    info,
+                    "{name}: VMM gone{}",
+                    exit.map(|e| format!(" ({e:?})")).unwrap_or_default()
+                );
                 let l = &mut self.links[i];
                 l.detach();
                 let input = system_manager::vm_gone_input(&name, exit, l.asked);

@@ -279,14 +279,15 @@ pub(crate) mod tests {
             })
         );
         assert_eq!(split(&m), Split::Message(m.len()));
-        let e = enroll_msg(3, b"new", b"", b"");
+        // Distinct blobs: the fields are read in the order they are written.
+        let e = enroll_msg(3, b"new", b"cur", b"hdl");
         assert_eq!(
             parse(&e),
             Ok(Request::Enroll {
                 user_id: 3,
                 desired: b"new".to_vec(),
-                current: vec![],
-                handle: vec![]
+                current: b"cur".to_vec(),
+                handle: b"hdl".to_vec()
             })
         );
     }
