@@ -19,6 +19,8 @@
 //! ([`Proxy::check_reachable`]), so that a socket this uid may not reach
 //! stops it at start-up with what to change, not at the first adb
 //! connection.
+//!
+//! Past 800 lines only with its unit tests (the proxy itself is ~540).
 
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
