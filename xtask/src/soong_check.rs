@@ -7,7 +7,12 @@
 //! module of the tree, a backend of one of its `aidl_interface`s, or a crate
 //! listed in `android/aosp-external-crates.txt`; every workspace crate but
 //! those in [`NOT_IN_AOSP`] has an `Android.bp`; every init `.rc` service runs
-//! a binary that a module builds.
+//! a binary that a module builds; and ([`features`]) every workspace crate's
+//! `rust_library*` module lists every Cargo feature its workspace dependents
+//! turn on (Soong has no feature unification), with the optional
+//! dependencies those features turn on in its `rustlibs`.
+
+mod features;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -68,13 +73,26 @@ pub fn find_bp_files(root: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// The module names listed in the external-crates file.
-pub fn external_modules(text: &str) -> BTreeSet<String> {
+/// The (module, crate) lines of the external-crates file.
+fn external_lines(text: &str) -> impl Iterator<Item = (&str, Option<&str>)> {
     text.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .filter_map(|l| l.split_whitespace().next())
-        .map(str::to_string)
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            Some((w.next()?, w.next()))
+        })
+}
+
+/// The module names listed in the external-crates file.
+pub fn external_modules(text: &str) -> BTreeSet<String> {
+    external_lines(text).map(|(m, _)| m.to_string()).collect()
+}
+
+/// Crate → AOSP module name, from the external-crates file.
+pub fn external_crates(text: &str) -> BTreeMap<String, String> {
+    external_lines(text)
+        .filter_map(|(m, c)| Some((c?.to_string(), m.to_string())))
         .collect()
 }
 
@@ -265,6 +283,35 @@ mod tests {
                 "init runs {s}, which no module builds"
             );
         }
+    }
+
+    #[test]
+    fn every_cargo_feature_a_dependent_needs_is_on_the_module() {
+        let manifest: toml::Table =
+            toml::from_str(&std::fs::read_to_string(root().join("Cargo.toml")).unwrap()).unwrap();
+        let workspace_deps = manifest["workspace"]["dependencies"].as_table().unwrap();
+        let manifests: Vec<_> = manifest["workspace"]["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|m| m.as_str())
+            .filter(|m| !NOT_IN_AOSP.contains(m))
+            .map(|m| {
+                let dir = root().join(m);
+                let text = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
+                features::parse_manifest(&dir, &text, workspace_deps).unwrap()
+            })
+            .collect();
+        assert!(
+            manifests.iter().any(|m| m.package == "vmstack-log"),
+            "no vmstack-log among the members"
+        );
+        let external = external_crates(
+            &std::fs::read_to_string(root().join("android/aosp-external-crates.txt")).unwrap(),
+        );
+        assert_eq!(external.get("log").map(String::as_str), Some("liblog_rust"));
+        let problems = features::check(&manifests, &parse_tree(), &external);
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
     }
 
     #[test]
