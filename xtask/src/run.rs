@@ -24,8 +24,8 @@ pub fn prepare(arch: Arch) -> Result<Images> {
 pub const ALL_ARCH_PREFIX: &str = "all_arch_";
 
 /// `cargo xtask test [--all-arch]`: both architectures' VMMs and images,
-/// then every test file; without `--all-arch` the `all_arch_*` tests are
-/// skipped.
+/// then every test file and the demo; without `--all-arch` the
+/// `all_arch_*` tests are skipped.
 pub fn test(nested_only: bool, all_arch: bool) -> Result<()> {
     let started = Instant::now();
     let images = prepare(Arch::X86_64)?;
@@ -64,8 +64,12 @@ pub fn test(nested_only: bool, all_arch: bool) -> Result<()> {
         c.args(["--skip", ALL_ARCH_PREFIX]);
     }
     util::run(&mut c).context("nested test host tests failed")?;
+    // The README's main command is tested too: it boots its own test host
+    // and fails unless every act of the demo passed.
+    step!("run: cargo xtask demo (the system demo, checked like a test)");
+    crate::demo::demo(false).context("the demo failed")?;
     step!(
-        "all tests passed (nested {:.1} s, total {:.1} s)",
+        "all tests passed (nested and demo {:.1} s, total {:.1} s)",
         nested.elapsed().as_secs_f64(),
         started.elapsed().as_secs_f64()
     );
