@@ -90,12 +90,18 @@ pub fn demo(direct: bool) -> Result<()> {
         bail!("{DIRECT_GONE}");
     }
     let images = run::prepare(Arch::X86_64)?;
+    run_with(&images.dir)
+}
+
+/// The demo on images already built (`cargo xtask test` runs it after the
+/// nested tests without preparing them again).
+pub fn run_with(images: &std::path::Path) -> Result<()> {
     step!(
         "demo: booting the nested test host (QEMU TCG, 1 vCPU); sysmgr, two VMs and the MCU \
          simulator run inside it. This takes a few minutes; the full console goes to {}",
         vmstack_tests::log_dir().display()
     );
-    let run = boot(&images.dir)?;
+    let run = boot(images)?;
     let section = run.scenario(SCENARIO);
     let report = Report::parse(section.map_or("", |s| s.output.as_str()));
     let rc = section.and_then(|s| s.rc);

@@ -67,7 +67,7 @@ pub fn test(nested_only: bool, all_arch: bool) -> Result<()> {
     // The README's main command is tested too: it boots its own test host
     // and fails unless every act of the demo passed.
     step!("run: cargo xtask demo (the system demo, checked like a test)");
-    crate::demo::demo(false).context("the demo failed")?;
+    crate::demo::run_with(&images.dir).context("the demo failed")?;
     step!(
         "all tests passed (nested and demo {:.1} s, total {:.1} s)",
         nested.elapsed().as_secs_f64(),
