@@ -9,8 +9,10 @@
 //! those in [`NOT_IN_AOSP`] has an `Android.bp`; every init `.rc` service runs
 //! a binary that a module builds; and ([`features`]) every workspace crate's
 //! `rust_library*` module lists every Cargo feature its workspace dependents
-//! turn on (Soong has no feature unification), with the optional
-//! dependencies those features turn on in its `rustlibs`.
+//! (their dev-dependencies too) turn on (Soong has no feature unification),
+//! with the optional dependencies those features turn on in its `rustlibs`,
+//! and each `rust_binary*`/`rust_test*` module the `required-features` of
+//! the `[[bin]]`/`[[test]]` it builds.
 
 mod features;
 

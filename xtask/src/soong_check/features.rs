@@ -3,8 +3,11 @@
 //! `features` its `Android.bp` lists, for every module that uses it. So that
 //! module must list every Cargo feature that any workspace dependent turns
 //! on (`features = [...]` on its `[dependencies]` / `[target.*.dependencies]`
-//! entry, and the crate's `default` feature unless the entry says
-//! `default-features = false`), the features those imply (`[features]`,
+//! entry, and on its `[dev-dependencies]` / `[target.*.dev-dependencies]`
+//! entry too: a test links that same one library variant, in AOSP as with
+//! Cargo, though the tree has no `rust_test` module yet; and the crate's
+//! `default` feature unless the entry says `default-features = false`),
+//! the features those imply (`[features]`,
 //! `name/feature` on a workspace dependency included), and its `rustlibs`
 //! must name every optional dependency they turn on (`dep:clap` → `libclap`,
 //! a workspace crate → its library module, an external crate → its name in
@@ -12,12 +15,33 @@
 //! features a module lists itself count too, and each must be a Cargo
 //! feature of its crate.
 //!
+//! Binaries and tests (`rust_binary*`, `rust_test*` modules): Soong compiles
+//! a module's own crate root with that module's `features` only (`--cfg
+//! feature="..."`); a library it links keeps its library module's features.
+//! Such a module builds the crate's `[[bin]]` (`[[test]]`) whose `path`
+//! (else Cargo's default paths: `src/bin/<name>.rs`, `src/bin/<name>/main.rs`,
+//! `src/main.rs` for the package's name; `tests/<name>.rs`,
+//! `tests/<name>/main.rs`) is the module's crate root, the first of its
+//! `srcs`. Matched by path, not by name: the modules' `name`, `stem` and
+//! `crate_name` follow no rule (`vmstack_vmm`, stem `vmm`, crate `vmm_bin`
+//! builds `[[bin]] vmm`); a `rust_binary*` whose `name` or `stem` is that of
+//! a `[[bin]]` with `required-features` but whose crate root is not its path
+//! is reported (its features could not be checked). The target's
+//! `required-features` and the module's own `features` resolve as a
+//! library's do: the module must list them and what they imply, its
+//! `rustlibs` must name the optional dependencies they turn on, and what
+//! they ask of other workspace crates (`x/f`) counts for those crates'
+//! library modules. A module that links its own crate's library module (in
+//! its `rustlibs`) needs that library module built with them too: Cargo
+//! builds a package's bins and tests against its library with one feature
+//! set, so their code expects the library's feature-gated items.
+//!
 //! Conservative where Cargo is lazy: an optional dependency's `features`
 //! count even when the dependent does not turn that dependency on.
-//! `[dev-dependencies]` and `[build-dependencies]` are not read.
+//! `[build-dependencies]` are not read.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Component, Path, PathBuf};
 
 use super::{visit, BpFile};
 use crate::blueprint::{Module, Value};
@@ -34,6 +58,10 @@ pub struct Manifest {
     pub features: BTreeMap<String, Vec<String>>,
     /// `[dependencies]` and every `[target.*.dependencies]`.
     pub deps: Vec<Dep>,
+    /// `[dev-dependencies]` and every `[target.*.dev-dependencies]`.
+    pub dev_deps: Vec<Dep>,
+    /// The `[[bin]]` and `[[test]]` entries.
+    pub targets: Vec<Target>,
 }
 
 /// One dependency entry of a [`Manifest`].
@@ -48,6 +76,18 @@ pub struct Dep {
     pub default_features: bool,
     /// `features = [...]` (the workspace entry's too, for `workspace = true`).
     pub features: Vec<String>,
+}
+
+/// One `[[bin]]` or `[[test]]` entry of a [`Manifest`].
+pub struct Target {
+    /// `"bin"` or `"test"`.
+    pub kind: &'static str,
+    /// `name`.
+    pub name: String,
+    /// Its crate root: `path`, else each of Cargo's default paths.
+    pub paths: Vec<PathBuf>,
+    /// `required-features`.
+    pub required_features: Vec<String>,
 }
 
 fn strings(v: &toml::Value) -> Vec<String> {
@@ -81,14 +121,30 @@ pub fn parse_manifest(dir: &Path, text: &str, workspace: &toml::Table) -> Result
         .flatten()
         .map(|(k, v)| (k.clone(), strings(v)))
         .collect();
+    Ok(Manifest {
+        dir: dir.to_path_buf(),
+        lib,
+        features,
+        deps: parse_deps(&doc, "dependencies", workspace),
+        dev_deps: parse_deps(&doc, "dev-dependencies", workspace),
+        targets: parse_targets(&doc, &package),
+        package,
+    })
+}
+
+/// `p` without `.` components (`./src/main.rs` is `src/main.rs`).
+fn normal(p: &str) -> PathBuf {
+    Path::new(p)
+        .components()
+        .filter(|c| *c != Component::CurDir)
+        .collect()
+}
+
+/// The entries of `[section]` and every `[target.*.section]` of `doc`.
+fn parse_deps(doc: &toml::Table, section: &str, workspace: &toml::Table) -> Vec<Dep> {
     let targets = doc.get("target").and_then(toml::Value::as_table);
-    let tables = std::iter::once(doc.get("dependencies"))
-        .chain(
-            targets
-                .into_iter()
-                .flatten()
-                .map(|(_, t)| t.get("dependencies")),
-        )
+    let tables = std::iter::once(doc.get(section))
+        .chain(targets.into_iter().flatten().map(|(_, t)| t.get(section)))
         .flatten()
         .filter_map(toml::Value::as_table);
     let mut deps = Vec::new();
@@ -116,13 +172,41 @@ pub fn parse_manifest(dir: &Path, text: &str, workspace: &toml::Table) -> Result
                 .collect(),
         });
     }
-    Ok(Manifest {
-        dir: dir.to_path_buf(),
-        package,
-        lib,
-        features,
-        deps,
-    })
+    deps
+}
+
+/// The `[[bin]]` and `[[test]]` entries of `doc` (package `package`).
+fn parse_targets(doc: &toml::Table, package: &str) -> Vec<Target> {
+    let mut out = Vec::new();
+    for kind in ["bin", "test"] {
+        let entries = doc.get(kind).and_then(toml::Value::as_array);
+        for t in entries.into_iter().flatten() {
+            let Some(name) = t.get("name").and_then(toml::Value::as_str) else {
+                continue;
+            };
+            let paths = match t.get("path").and_then(toml::Value::as_str) {
+                Some(p) => vec![normal(p)],
+                None => {
+                    let dir = if kind == "bin" { "src/bin" } else { "tests" };
+                    let mut paths = vec![
+                        normal(&format!("{dir}/{name}.rs")),
+                        normal(&format!("{dir}/{name}/main.rs")),
+                    ];
+                    if kind == "bin" && name == package {
+                        paths.push(normal("src/main.rs"));
+                    }
+                    paths
+                }
+            };
+            out.push(Target {
+                kind,
+                name: name.to_string(),
+                paths,
+                required_features: t.get("required-features").map(strings).unwrap_or_default(),
+            });
+        }
+    }
+    out
 }
 
 /// The string items of every `key` property of `m`, nested ones (`target:`) included.
@@ -134,6 +218,35 @@ fn module_strings<'a>(m: &'a Module, keys: &[&str]) -> Vec<&'a str> {
         }
     });
     out
+}
+
+/// The properties that name the crates a module links.
+const LINKS: &[&str] = &["rustlibs", "rlibs", "dylibs", "proc_macros"];
+
+/// The modules of the `Android.bp` in `dir`, with their file.
+fn modules_in<'a>(
+    files: &'a [BpFile],
+    dir: &'a Path,
+) -> impl Iterator<Item = (&'a BpFile, &'a Module)> {
+    files
+        .iter()
+        .filter(move |f| f.path.parent() == Some(dir))
+        .flat_map(|f| f.modules.iter().map(move |m| (f, m)))
+}
+
+/// A module's crate root: the first of its `srcs`.
+fn crate_root(m: &Module) -> Option<PathBuf> {
+    m.props.get("srcs")?.strings()?.first().map(|s| normal(s))
+}
+
+/// `file:line (name)` of a module, for problems.
+fn module_at(file: &BpFile, m: &Module) -> String {
+    format!(
+        "{}:{} ({})",
+        file.path.display(),
+        m.line,
+        m.name().unwrap_or("?")
+    )
 }
 
 /// Why a feature or dependency is on.
@@ -198,10 +311,96 @@ fn closure(c: &Manifest, seeds: &Why) -> Closure {
     out
 }
 
-/// Problems with the Cargo features of the library modules in `files`
-/// (empty: all good). `manifests`: the workspace crates Soong builds (their
-/// dependents count, host tooling's do not); `external`: crate → AOSP module
-/// (`android/aosp-external-crates.txt`).
+/// Adds the features `cross` asks of workspace crates to `asked`; true if
+/// any was new.
+fn ask_cross<'a>(
+    asked: &mut BTreeMap<&'a str, Why>,
+    by_package: &BTreeMap<&str, &'a Manifest>,
+    cross: &[(String, String, String)],
+) -> bool {
+    let mut grew = false;
+    for (package, feature, why) in cross {
+        if let Some(c) = by_package.get(package.as_str()) {
+            let wants = asked.entry(c.package.as_str()).or_default();
+            if !wants.contains_key(feature) {
+                wants.insert(feature.clone(), why.clone());
+                grew = true;
+            }
+        }
+    }
+    grew
+}
+
+/// Problems of module `m` of crate `c` against the closure `cl` of what it
+/// must be built with: features it does not list, optional dependencies its
+/// `rustlibs` lacks; `aosp_name`: a crate's module name.
+fn check_module(
+    c: &Manifest,
+    cl: &Closure,
+    file: &BpFile,
+    m: &Module,
+    aosp_name: &dyn Fn(&str) -> String,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let cargo = c.dir.join("Cargo.toml");
+    let at = module_at(file, m);
+    let listed = module_strings(m, &["features"]);
+    for (f, why) in cl.features.iter().filter(|(f, _)| *f != "default") {
+        if !listed.contains(&f.as_str()) {
+            problems.push(format!(
+                "{at}: features lacks {f:?}: {why} (Soong has no feature unification)"
+            ));
+        }
+    }
+    let rustlibs = module_strings(m, LINKS);
+    for (key, why) in &cl.deps {
+        let Some(dep) = c.deps.iter().find(|d| d.key == *key) else {
+            problems.push(format!(
+                "{}: dep:{key} ({why}) is no dependency of {}",
+                cargo.display(),
+                c.package
+            ));
+            continue;
+        };
+        let want = aosp_name(&dep.package);
+        if !rustlibs.contains(&want.as_str()) {
+            problems.push(format!(
+                "{at}: rustlibs lacks {want:?} (optional dependency {key}): {why}"
+            ));
+        }
+    }
+    problems
+}
+
+/// The features of `cl` that are none of crate `c`.
+fn unknown_features(c: &Manifest, cl: &Closure) -> Vec<String> {
+    cl.unknown
+        .iter()
+        .map(|(f, why)| {
+            format!(
+                "{}: {f:?} is no feature of {} ({why})",
+                c.dir.join("Cargo.toml").display(),
+                c.package
+            )
+        })
+        .collect()
+}
+
+/// A `rust_binary*` / `rust_test*` module of a workspace crate, with the
+/// closure of the features it is built with and whether it links its
+/// crate's library module.
+struct Exec<'a> {
+    c: &'a Manifest,
+    file: &'a BpFile,
+    m: &'a Module,
+    closure: Closure,
+    links_lib: bool,
+}
+
+/// Problems with the Cargo features of the library, binary and test modules
+/// in `files` (empty: all good). `manifests`: the workspace crates Soong
+/// builds (their dependents count, host tooling's do not); `external`: crate
+/// → AOSP module (`android/aosp-external-crates.txt`).
 pub fn check(
     manifests: &[Manifest],
     files: &[BpFile],
@@ -214,10 +413,7 @@ pub fn check(
     let libs: BTreeMap<&str, Vec<(&BpFile, &Module)>> = manifests
         .iter()
         .map(|c| {
-            let modules = files
-                .iter()
-                .filter(|f| f.path.parent() == Some(c.dir.as_path()))
-                .flat_map(|f| f.modules.iter().map(move |m| (f, m)))
+            let modules = modules_in(files, &c.dir)
                 .filter(|(_, m)| {
                     m.kind.starts_with("rust_library")
                         && matches!(m.props.get("crate_name"), Some(Value::String(n)) if *n == c.lib)
@@ -227,24 +423,26 @@ pub fn check(
         })
         .collect();
 
-    // What each crate is asked for: by its dependents, and by its own modules.
+    // What each crate is asked for: by its dependents (tests' too), and by
+    // its own modules.
     let mut asked: BTreeMap<&str, Why> = BTreeMap::new();
     for d in manifests {
-        for dep in &d.deps {
+        let cargo = d.dir.join("Cargo.toml");
+        let all = d.deps.iter().map(|dep| (dep, ""));
+        for (dep, section) in all.chain(d.dev_deps.iter().map(|dep| (dep, " [dev-dependencies]"))) {
             let Some(c) = by_package.get(dep.package.as_str()) else {
                 continue;
             };
-            let cargo = d.dir.join("Cargo.toml");
             let wants = asked.entry(c.package.as_str()).or_default();
             for f in &dep.features {
-                wants
-                    .entry(f.clone())
-                    .or_insert_with(|| format!("{} enables it in {}", d.package, cargo.display()));
+                wants.entry(f.clone()).or_insert_with(|| {
+                    format!("{} enables it in{section} {}", d.package, cargo.display())
+                });
             }
             if dep.default_features && c.features.contains_key("default") {
                 wants.entry("default".into()).or_insert_with(|| {
                     format!(
-                        "{} takes the default features (no default-features = false in {})",
+                        "{} takes the default features (no default-features = false in{section} {})",
                         d.package,
                         cargo.display()
                     )
@@ -263,6 +461,99 @@ pub fn check(
             }
         }
     }
+    // Binaries and tests: their [[bin]]/[[test]]'s required-features and
+    // their own features; their crate's library module's too if they link it.
+    let mut execs = Vec::new();
+    for c in manifests {
+        let cargo = c.dir.join("Cargo.toml");
+        let lib_modules: Vec<&str> = libs
+            .get(c.package.as_str())
+            .into_iter()
+            .flatten()
+            .filter_map(|(_, m)| m.name())
+            .collect();
+        for (file, m) in modules_in(files, &c.dir) {
+            let kind = if m.kind.starts_with("rust_binary") {
+                "bin"
+            } else if m.kind.starts_with("rust_test") {
+                "test"
+            } else {
+                continue;
+            };
+            let name = m.name().unwrap_or("?");
+            let root = crate_root(m);
+            let mut seeds = Why::new();
+            for t in c
+                .targets
+                .iter()
+                .filter(|t| t.kind == kind && root.as_ref().is_some_and(|r| t.paths.contains(r)))
+            {
+                for f in &t.required_features {
+                    seeds.entry(f.clone()).or_insert_with(|| {
+                        format!(
+                            "[[{kind}]] {} requires it in {}, {name} builds it",
+                            t.name,
+                            cargo.display()
+                        )
+                    });
+                }
+            }
+            for f in module_strings(m, &["features"]) {
+                seeds
+                    .entry(f.to_string())
+                    .or_insert_with(|| format!("listed by {name}"));
+            }
+            let links_lib = module_strings(m, LINKS)
+                .iter()
+                .any(|l| lib_modules.contains(l));
+            if links_lib {
+                let wants = asked.entry(c.package.as_str()).or_default();
+                for (f, why) in &seeds {
+                    wants
+                        .entry(f.clone())
+                        .or_insert_with(|| format!("{name} links it and is built with it: {why}"));
+                }
+            }
+            let closure = closure(c, &seeds);
+            ask_cross(&mut asked, &by_package, &closure.cross);
+            execs.push(Exec {
+                c,
+                file,
+                m,
+                closure,
+                links_lib,
+            });
+        }
+        // A binary named like a [[bin]] with required-features but built
+        // from another crate root escapes the rule above.
+        for t in c
+            .targets
+            .iter()
+            .filter(|t| t.kind == "bin" && !t.required_features.is_empty())
+        {
+            for (file, m) in modules_in(files, &c.dir) {
+                let stem = match m.props.get("stem") {
+                    Some(Value::String(s)) => Some(s.as_str()),
+                    _ => None,
+                };
+                let root = crate_root(m);
+                if m.kind.starts_with("rust_binary")
+                    && [m.name(), stem].contains(&Some(t.name.as_str()))
+                    && !root.as_ref().is_some_and(|r| t.paths.contains(r))
+                {
+                    problems.push(format!(
+                        "{}: named like [[bin]] {} of {} (required-features {:?}), but its crate root {:?} is not that bin's ({:?}); build it from the bin's path or rename it",
+                        module_at(file, m),
+                        t.name,
+                        cargo.display(),
+                        t.required_features,
+                        root.unwrap_or_default(),
+                        t.paths
+                    ));
+                }
+            }
+        }
+    }
     // Features asked across crates (`x/f`) until nothing new comes.
     let closures = loop {
         let closures: BTreeMap<&str, Closure> = manifests
@@ -272,17 +563,8 @@ pub fn check(
                 (c.package.as_str(), closure(c, &seeds))
             })
             .collect();
-        let mut grew = false;
-        for (package, feature, why) in closures.values().flat_map(|c| &c.cross) {
-            if let Some(c) = by_package.get(package.as_str()) {
-                let wants = asked.entry(c.package.as_str()).or_default();
-                if !wants.contains_key(feature) {
-                    wants.insert(feature.clone(), why.clone());
-                    grew = true;
-                }
-            }
-        }
-        if !grew {
+        let cross: Vec<_> = closures.values().flat_map(|c| c.cross.clone()).collect();
+        if !ask_cross(&mut asked, &by_package, &cross) {
             break closures;
         }
     };
@@ -300,49 +582,20 @@ pub fn check(
         let Some(cl) = closures.get(c.package.as_str()) else {
             continue;
         };
-        let cargo = c.dir.join("Cargo.toml");
-        for (f, why) in &cl.unknown {
-            problems.push(format!(
-                "{}: {:?} is no feature of {} ({why})",
-                cargo.display(),
-                f,
-                c.package
-            ));
-        }
+        problems.extend(unknown_features(c, cl));
         for (file, m) in libs.get(c.package.as_str()).into_iter().flatten() {
-            let at = format!(
-                "{}:{} ({})",
-                file.path.display(),
-                m.line,
-                m.name().unwrap_or("?")
-            );
-            let listed = module_strings(m, &["features"]);
-            for (f, why) in cl.features.iter().filter(|(f, _)| *f != "default") {
-                if !listed.contains(&f.as_str()) {
-                    problems.push(format!(
-                        "{at}: features lacks {f:?}: {why} (Soong has no feature unification)"
-                    ));
-                }
-            }
-            let rustlibs = module_strings(m, &["rustlibs", "rlibs", "dylibs", "proc_macros"]);
-            for (key, why) in &cl.deps {
-                let Some(dep) = c.deps.iter().find(|d| d.key == *key) else {
-                    problems.push(format!(
-                        "{}: dep:{key} ({why}) is no dependency of {}",
-                        cargo.display(),
-                        c.package
-                    ));
-                    continue;
-                };
-                let want = aosp_name(&dep.package);
-                if !rustlibs.contains(&want.as_str()) {
-                    problems.push(format!(
-                        "{at}: rustlibs lacks {want:?} (optional dependency {key}): {why}"
-                    ));
-                }
-            }
+            problems.extend(check_module(c, cl, file, m, &aosp_name));
         }
     }
+    for e in &execs {
+        // A linked library's closure has reported these already.
+        if !e.links_lib {
+            problems.extend(unknown_features(e.c, &e.closure));
+        }
+        problems.extend(check_module(e.c, &e.closure, e.file, e.m, &aosp_name));
+    }
+    let mut seen = BTreeSet::new();
+    problems.retain(|p| seen.insert(p.clone()));
     problems
 }
 
@@ -391,6 +644,16 @@ log = { package = "vmstack-log", path = "../log" }
         BpFile {
             path: Path::new(dir).join("Android.bp"),
             modules: blueprint::parse(text).unwrap(),
+        }
+    }
+
+    /// Fails unless every needle is in `problems`.
+    fn assert_has(problems: &str, needles: &[&str]) {
+        for needle in needles {
+            assert!(
+                problems.contains(needle),
+                "missing {needle:?} in:\n{problems}"
+            );
         }
     }
 
@@ -483,13 +746,14 @@ log = { package = "vmstack-log", path = "../log" }
             ],
             &[log_good(), trusty_bare()],
         );
-        for needle in [
+        assert_has(
+        &problems,
+        &[
             "(libvmstack_trusty): features lacks \"service\": feature \"default\" (devices takes the default features",
             "(libvmstack_trusty): features lacks \"extra\": feature \"service\"",
             "(libvmstack_trusty): rustlibs lacks \"libuuid\"",
-        ] {
-            assert!(problems.contains(needle), "missing {needle:?} in:\n{problems}");
-        }
+        ],
+    );
         // default-features = false: nothing asked of trusty.
         assert_eq!(
             run(
@@ -514,6 +778,267 @@ log = { package = "vmstack-log", path = "../log" }
         );
         assert!(problems.contains("(libvmstack_log): features lacks \"cli\": feature \"service\" (listed by libvmstack_trusty) implies it"), "{problems}");
         assert_eq!(problems.lines().count(), 2, "{problems}");
+    }
+
+    /// TRUSTY with the daemon bin and its integration test, as in trusty/Cargo.toml.
+    fn trusty_with_targets() -> String {
+        format!(
+            "{TRUSTY}[[bin]]\nname = \"trustyd\"\npath = \"src/bin/trustyd/main.rs\"\nrequired-features = [\"service\"]\n\
+             [[test]]\nname = \"daemon\"\nrequired-features = [\"service\"]\n"
+        )
+    }
+
+    fn log_good() -> BpFile {
+        bp(
+            "log",
+            r#"rust_library { name: "libvmstack_log", crate_name: "vmstack_log", features: ["cli"], rustlibs: ["libclap"] }"#,
+        )
+    }
+
+    #[test]
+    fn manifests_read_bins_tests_and_dev_dependencies() {
+        let text = format!(
+            "{}[[bin]]\nname = \"trusty\"\n[dev-dependencies]\nlog = {{ package = \"vmstack-log\", path = \"../log\", features = [\"cli\"] }}\n\
+             [target.'cfg(unix)'.dev-dependencies]\ntempfile = \"3\"\n",
+            trusty_with_targets()
+        );
+        let m = &manifests(&[("trusty", &text)])[0];
+        let targets: Vec<_> = m
+            .targets
+            .iter()
+            .map(|t| {
+                (
+                    t.kind,
+                    t.name.as_str(),
+                    t.paths.clone(),
+                    t.required_features.clone(),
+                )
+            })
+            .collect();
+        let p = |s: &str| PathBuf::from(s);
+        assert_eq!(
+            targets,
+            [
+                (
+                    "bin",
+                    "trustyd",
+                    vec![p("src/bin/trustyd/main.rs")],
+                    vec!["service".to_string()]
+                ),
+                (
+                    "bin",
+                    "trusty",
+                    vec![
+                        p("src/bin/trusty.rs"),
+                        p("src/bin/trusty/main.rs"),
+                        p("src/main.rs")
+                    ],
+                    vec![]
+                ),
+                (
+                    "test",
+                    "daemon",
+                    vec![p("tests/daemon.rs"), p("tests/daemon/main.rs")],
+                    vec!["service".to_string()]
+                ),
+            ]
+        );
+        let dev: Vec<_> = m
+            .dev_deps
+            .iter()
+            .map(|d| (d.key.as_str(), d.package.as_str(), d.features.clone()))
+            .collect();
+        assert_eq!(
+            dev,
+            [
+                ("log", "vmstack-log", vec!["cli".to_string()]),
+                ("tempfile", "tempfile", vec![]),
+            ]
+        );
+        // Dev-dependencies are not normal ones.
+        assert!(m.deps.iter().all(|d| d.key != "tempfile"));
+    }
+
+    #[test]
+    fn a_binary_module_needs_its_bins_required_features_and_their_dependencies() {
+        let trusty = trusty_with_targets();
+        let texts = [("log", LOG), ("trusty", trusty.as_str())];
+        let binary = |name: &str, props: &str| {
+            bp(
+                "trusty",
+                &format!(
+                    r#"rust_library {{ name: "libvmstack_trusty", crate_name: "trusty" }}
+rust_binary {{ name: "{name}", {props} }}"#
+                ),
+            )
+        };
+        let log_bare = || {
+            bp(
+                "log",
+                r#"rust_library { name: "libvmstack_log", crate_name: "vmstack_log" }"#,
+            )
+        };
+        let problems = run(
+            &texts,
+            &[
+                log_bare(),
+                binary("trustyd", r#"srcs: ["src/bin/trustyd/main.rs"]"#),
+            ],
+        );
+        assert_has(
+        &problems,
+        &[
+            "trusty/Android.bp:2 (trustyd): features lacks \"service\": [[bin]] trustyd requires it in trusty/Cargo.toml, trustyd builds it",
+            "trusty/Android.bp:2 (trustyd): features lacks \"extra\": feature \"service\"",
+            "trusty/Android.bp:2 (trustyd): rustlibs lacks \"libuuid\" (optional dependency uuid)",
+            // `service` asks `cli` of vmstack-log (`log/cli`): its one library variant.
+            "(libvmstack_log): features lacks \"cli\": feature \"service\" ([[bin]] trustyd requires it",
+        ],
+    );
+        // The bin does not link the crate's library: that one needs nothing.
+        assert!(!problems.contains("(libvmstack_trusty)"), "{problems}");
+        assert!(
+            problems.contains("(libvmstack_log): rustlibs lacks \"libclap\""),
+            "{problems}"
+        );
+        assert_eq!(problems.lines().count(), 5, "{problems}");
+
+        let good = r#"srcs: ["./src/bin/trustyd/main.rs"], features: ["service", "extra"], rustlibs: ["libuuid", "libvmstack_log"]"#;
+        assert_eq!(run(&texts, &[log_good(), binary("trustyd", good)]), "");
+
+        // Another crate root (an auto-discovered bin): no required-features.
+        assert_eq!(
+            run(
+                &texts,
+                &[
+                    log_bare(),
+                    binary("tool", r#"stem: "tool", srcs: ["src/bin/tool.rs"]"#)
+                ]
+            ),
+            ""
+        );
+        // ... but named like the [[bin]]: it escapes the check, reported.
+        let problems = run(
+            &texts,
+            &[log_bare(), binary("trustyd", r#"srcs: ["src/main.rs"]"#)],
+        );
+        assert!(
+            problems.contains("(trustyd): named like [[bin]] trustyd of trusty/Cargo.toml (required-features [\"service\"]), but its crate root \"src/main.rs\" is not that bin's"),
+            "{problems}"
+        );
+        // A binary's own features must be Cargo features too.
+        let problems = run(
+            &texts,
+            &[
+                log_good(),
+                binary("tool", r#"srcs: ["src/bin/tool.rs"], features: ["servic"]"#),
+            ],
+        );
+        assert_eq!(
+            problems,
+            "trusty/Cargo.toml: \"servic\" is no feature of trusty (listed by tool)"
+        );
+    }
+
+    #[test]
+    fn a_binary_that_links_its_crates_library_needs_the_library_built_with_its_features() {
+        let trusty = trusty_with_targets();
+        let texts = [("log", LOG), ("trusty", trusty.as_str())];
+        let files = |lib_props: &str| {
+            [
+                log_good(),
+                bp(
+                    "trusty",
+                    &format!(
+                        r#"rust_library {{ name: "libvmstack_trusty", crate_name: "trusty"{lib_props} }}
+rust_binary {{
+    name: "trustyd",
+    srcs: ["src/bin/trustyd/main.rs"],
+    features: ["service", "extra"],
+    rustlibs: ["libuuid", "libvmstack_log"],
+    target: {{ android: {{ rustlibs: ["libvmstack_trusty"] }} }},
+}}"#
+                    ),
+                ),
+            ]
+        };
+        let problems = run(&texts, &files(""));
+        assert_has(
+        &problems,
+        &[
+            "trusty/Android.bp:1 (libvmstack_trusty): features lacks \"service\": trustyd links it and is built with it: [[bin]] trustyd requires it",
+            "trusty/Android.bp:1 (libvmstack_trusty): features lacks \"extra\"",
+            "trusty/Android.bp:1 (libvmstack_trusty): rustlibs lacks \"libuuid\"",
+        ],
+    );
+        assert!(!problems.contains("(trustyd)"), "{problems}");
+        assert_eq!(
+            run(
+                &texts,
+                &files(
+                    r#", features: ["service", "extra"], rustlibs: ["libuuid", "libvmstack_log"]"#
+                )
+            ),
+            ""
+        );
+    }
+
+    #[test]
+    fn a_test_module_needs_its_tests_required_features() {
+        let trusty = trusty_with_targets();
+        let texts = [("log", LOG), ("trusty", trusty.as_str())];
+        let test = |props: &str| {
+            bp(
+                "trusty",
+                &format!(
+                    r#"rust_test_host {{ name: "trusty_daemon_test", srcs: ["tests/daemon.rs"]{props} }}"#
+                ),
+            )
+        };
+        let problems = run(&texts, &[log_good(), test("")]);
+        assert!(
+            problems.contains(
+                "(trusty_daemon_test): features lacks \"service\": [[test]] daemon requires it"
+            ),
+            "{problems}"
+        );
+        assert_eq!(
+            run(
+                &texts,
+                &[
+                    log_good(),
+                    test(
+                        r#", features: ["service", "extra"], rustlibs: ["libuuid", "libvmstack_log"]"#
+                    )
+                ]
+            ),
+            ""
+        );
+    }
+
+    #[test]
+    fn dev_dependency_features_count_for_the_library_module() {
+        let devices = "[package]\nname = \"devices\"\n[dev-dependencies]\nvmstack-log = { path = \"../log\", features = [\"cli\"] }\ntrusty = { path = \"../trusty\" }\n";
+        let log_bare = bp(
+            "log",
+            r#"rust_library { name: "libvmstack_log", crate_name: "vmstack_log" }"#,
+        );
+        let trusty_bare = bp(
+            "trusty",
+            r#"rust_library { name: "libvmstack_trusty", crate_name: "trusty" }"#,
+        );
+        let problems = run(
+            &[("log", LOG), ("trusty", TRUSTY), ("devices", devices)],
+            &[log_bare, trusty_bare],
+        );
+        assert_has(
+        &problems,
+        &[
+            "(libvmstack_log): features lacks \"cli\": devices enables it in [dev-dependencies] devices/Cargo.toml",
+            "(libvmstack_log): rustlibs lacks \"libclap\"",
+            "(libvmstack_trusty): features lacks \"service\": feature \"default\" (devices takes the default features (no default-features = false in [dev-dependencies] devices/Cargo.toml)) implies it",
+        ],
+    );
     }
 
     #[test]
