@@ -15,7 +15,8 @@
 # of the whole test host, the VMM's process with its vCPU threads, the
 # proxy, the adb server; the rest of busy is the clients, kernel threads
 # and interrupts; vmm_minflt: the VMM process's minor page faults, i.e.
-# guest memory the test host backed for the first time).
+# guest memory the test host backed for the first time; then KVM's exit,
+# halt, wakeup and injection counts and halt-polling time of the step).
 #
 # Kernel command line: bench.rounds=R bench.mib=MIB.
 . /lib/vmstack.sh
@@ -34,14 +35,37 @@ pid_ticks() {
 pid_minflt() {
     awk '{ print $10 }' "/proc/$1/stat" 2>/dev/null || echo 0
 }
-# cpu_snapshot: busy idle vmm proxy server vmm_minflt (ticks so far).
+# KVM's statistics in the test host (debugfs, summed over its VMs; one VM
+# runs here): exits of every kind, HLT exits, wakeups of a halted vCPU,
+# interrupts injected, time spent polling before sleeping in HLT (ns).
+KVM_STATS="exits halt_exits halt_wakeup irq_injections halt_poll_success_ns halt_poll_fail_ns"
+grep -q ' /sys/kernel/debug ' /proc/mounts || mount -t debugfs nodev /sys/kernel/debug 2>/dev/null
+# kvm_stats: the KVM_STATS counters so far (0 where missing).
+kvm_stats() {
+    for k in $KVM_STATS; do
+        cat "/sys/kernel/debug/kvm/$k" 2>/dev/null || echo 0
+    done | tr '\n' ' '
+}
+# cpu_snapshot: busy idle vmm proxy server vmm_minflt (ticks so far), then
+# the KVM_STATS counters.
 cpu_snapshot() {
     set -- $(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6 }' /proc/stat)
-    echo "$1 $2 $(pid_ticks "$vmm_pid") $(pid_ticks "$ADB_PROXY_PID") $(pid_ticks "$(pidof adb | awk '{ print $NF }')") $(pid_minflt "$vmm_pid")"
+    echo "$1 $2 $(pid_ticks "$vmm_pid") $(pid_ticks "$ADB_PROXY_PID") $(pid_ticks "$(pidof adb | awk '{ print $NF }')") $(pid_minflt "$vmm_pid") $(kvm_stats)"
 }
-# cpu_delta BEFORE AFTER: the ticks between two snapshots as key=value.
+# cpu_delta BEFORE AFTER: the ticks and counters between two snapshots as
+# key=value (the poll times in ms).
 cpu_delta() {
-    echo "$1 $2" | awk '{ printf "busy=%d idle=%d vmm=%d proxy=%d adb_server=%d vmm_minflt=%d\n", $7 - $1, $8 - $2, $9 - $3, $10 - $4, $11 - $5, $12 - $6 }'
+    echo "$1 | $2" | awk -v names="busy idle vmm proxy adb_server vmm_minflt $KVM_STATS" '{
+        n = split(names, key, " ")
+        out = ""
+        for (i = 1; i <= n; i++) {
+            d = $(n + 1 + i) - $i
+            k = key[i]
+            if (k ~ /_ns$/) { d = int(d / 1000000); sub(/_ns$/, "_ms", k) }
+            out = out (i > 1 ? " " : "") k "=" d
+        }
+        print out
+    }'
 }
 run_vmm vmm --cpus 2 --mem 512 --socket $C --vsock cid=3,socket=$S \
     --initrd /guest/initramfs.cpio.gz \
