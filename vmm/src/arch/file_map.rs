@@ -63,9 +63,11 @@
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Once, OnceLock};
+use std::sync::{Arc, Mutex, Once, OnceLock, Weak};
 
-use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
+use vm_memory::{
+    GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion, GuestRegionMmap,
+};
 
 /// Environment variable that chooses which boot files are mapped
 /// (`map`, `copy`; see [`BootFiles`]).
@@ -161,14 +163,70 @@ fn guard_range(start: usize, len: usize) -> bool {
     false
 }
 
-/// Stops guarding every earlier mapping. A restart builds a new VM with new
-/// guest memory in the same process, so the builder calls this before it
-/// loads the boot files of the next boot (the old ranges are unmapped by
-/// then, or are about to be).
-pub fn forget_guarded_mappings() {
-    for (_, len) in &GUARDED {
-        len.store(0, Ordering::Release);
+/// Which guest memory region each guarded range lies in, once the builder
+/// tied them ([`tie_mappings_to`]): a range stays guarded exactly as long as
+/// its region is alive. Never read by the signal handler.
+static OWNERS: Mutex<Vec<Owner>> = Mutex::new(Vec::new());
+
+/// A guarded range ([`GUARDED`] slot) and the region it was mapped into.
+struct Owner {
+    slot: usize,
+    region: Weak<GuestRegionMmap>,
+}
+
+/// Ties every guarded range inside `mem`'s regions to its region: the
+/// range stays guarded while anything (a device worker that outlived its
+/// VM included) still holds the region, and [`release_dropped_mappings`]
+/// frees it once the region is unmapped. The builder calls it after it
+/// loaded the boot files.
+pub fn tie_mappings_to(mem: &GuestMemoryMmap) {
+    let Ok(mut owners) = OWNERS.lock() else {
+        return;
+    };
+    for region in mem.iter() {
+        let Ok(host) = mem.get_host_address(region.start_addr()) else {
+            continue;
+        };
+        let Some(host_end) = (host as usize).checked_add(region.len() as usize) else {
+            continue;
+        };
+        // The collection hands out its `Arc`s only through `remove_region`
+        // (which leaves `mem` as it is).
+        let Ok((_, arc)) = mem.remove_region(region.start_addr(), region.len()) else {
+            continue;
+        };
+        for (slot, (start, len)) in GUARDED.iter().enumerate() {
+            let (start, len) = (start.load(Ordering::Acquire), len.load(Ordering::Acquire));
+            let inside = len != 0
+                && len != usize::MAX
+                && start >= host as usize
+                && start.checked_add(len).is_some_and(|end| end <= host_end);
+            if inside && !owners.iter().any(|o| o.slot == slot) {
+                owners.push(Owner {
+                    slot,
+                    region: Arc::downgrade(&arc),
+                });
+            }
+        }
     }
+}
+
+/// Stops guarding the ranges whose guest memory region is gone. A restart
+/// builds a new VM with new guest memory in the same process, so the
+/// builder calls this before it loads the next boot's files; a range of the
+/// old memory that a stuck device worker still holds stays guarded (its
+/// file may be truncated while the worker reads it).
+pub fn release_dropped_mappings() {
+    let Ok(mut owners) = OWNERS.lock() else {
+        return;
+    };
+    owners.retain(|owner| {
+        let alive = owner.region.strong_count() > 0;
+        if !alive {
+            GUARDED[owner.slot].1.store(0, Ordering::Release);
+        }
+        alive
+    });
 }
 
 /// Whether `addr` lies in a guarded file mapping.
@@ -451,6 +509,44 @@ pub(crate) mod tests {
         // The replaced page is ordinary writable memory.
         m.write_obj(0x22u8, GuestAddress(0x5000)).unwrap();
         assert_eq!(m.read_obj::<u8>(GuestAddress(0x5000)).unwrap(), 0x22);
+    }
+
+    /// Whether a slot guards exactly `start..start + len`.
+    fn guards_exactly(start: usize, len: usize) -> bool {
+        GUARDED
+            .iter()
+            .any(|(s, l)| s.load(Ordering::Acquire) == start && l.load(Ordering::Acquire) == len)
+    }
+
+    #[test]
+    fn a_mapping_stays_guarded_while_a_worker_that_outlived_its_vm_holds_the_memory() {
+        let m = mem(1 << 20);
+        let mut f = tempfile("outlived");
+        let len = 5 * 4096;
+        f.write_all(&[0x5au8; 5 * 4096]).unwrap();
+        assert!(map_file_into_guest(
+            &m,
+            GuestAddress(0x10000),
+            &f,
+            0,
+            len as u64
+        ));
+        tie_mappings_to(&m);
+        let host = m.get_host_address(GuestAddress(0x10000)).unwrap() as usize;
+        // A restart: the VM drops its memory, a stuck device worker still
+        // holds a clone, the next boot's build releases dropped mappings.
+        let worker = m.clone();
+        drop(m);
+        release_dropped_mappings();
+        assert!(guards_exactly(host, len));
+        f.set_len(0).unwrap();
+        // Without the guard this read kills the test process with SIGBUS.
+        assert_eq!(worker.read_obj::<u8>(GuestAddress(0x12000)).unwrap(), 0);
+        // Once the worker ends, the range is unmapped and no longer guarded
+        // (its addresses may be reused by anything).
+        drop(worker);
+        release_dropped_mappings();
+        assert!(!guards_exactly(host, len));
     }
 
     #[test]

@@ -83,8 +83,8 @@ impl Platform for Arm64Platform {
         let mem_size = config.mem_mib << 20;
         let mut initrd = ctx.host.initrd(config)?;
         // The boot files of an earlier boot (a restart) are unmapped with
-        // its guest memory: stop guarding their ranges.
-        crate::arch::file_map::forget_guarded_mappings();
+        // its guest memory, unless a stuck worker still holds it.
+        crate::arch::file_map::release_dropped_mappings();
         let plan = arch::boot::load_kernel_and_initrd(
             vm.memory(),
             mem_size,
@@ -92,6 +92,7 @@ impl Platform for Arm64Platform {
             initrd.as_mut(),
             ctx.boot_files,
         )?;
+        crate::arch::file_map::tie_mappings_to(vm.memory());
 
         let serial = Arc::new(Mutex::new(SerialDevice::new(
             super::irq_eventfd(vm, layout::SERIAL_SPI, "serial")?,

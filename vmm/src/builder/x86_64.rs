@@ -39,7 +39,9 @@ impl Platform for X86Platform {
             ..
         } = ctx;
         let mem = vm.memory();
-        crate::arch::file_map::forget_guarded_mappings();
+        // The boot files of an earlier boot (a restart) are unmapped with
+        // its guest memory, unless a stuck worker still holds it.
+        crate::arch::file_map::release_dropped_mappings();
         let kernel = arch::boot::load_kernel(mem, &mut ctx.host.kernel(config)?, ctx.boot_files)?;
         let initrd = match ctx.host.initrd(config)? {
             Some(mut file) => {
@@ -55,6 +57,7 @@ impl Platform for X86Platform {
             }
             None => None,
         };
+        crate::arch::file_map::tie_mappings_to(mem);
         // Legacy devices on the port I/O bus.
         let serial = Arc::new(Mutex::new(SerialDevice::new(
             super::irq_eventfd(vm, layout::SERIAL_IRQ, "serial")?,
