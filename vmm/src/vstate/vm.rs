@@ -68,6 +68,7 @@ impl Vm {
         let mib = ranges.iter().map(|r| r.1 as u64).sum::<u64>() >> 20;
         let memory = GuestMemoryMmap::from_ranges(ranges)
             .map_err(|source| VmError::Memory { mib, source })?;
+        advise_huge_pages(&memory);
         for (slot, region) in memory.iter().enumerate() {
             let region_desc = kvm_userspace_memory_region {
                 slot: slot as u32,
@@ -92,5 +93,86 @@ impl Vm {
     /// Guest memory.
     pub fn memory(&self) -> &GuestMemoryMmap {
         &self.memory
+    }
+}
+
+/// Asks for transparent huge pages on guest RAM (`MADV_HUGEPAGE`), as QEMU
+/// and Cloud Hypervisor do: on a host whose THP mode is `madvise` (Ubuntu's
+/// and Android's kernels) guest memory would otherwise be 4 KiB pages, and
+/// a guest on 4 KiB host pages boots markedly slower under nested
+/// virtualization (docs/notes/2026-12-05-boot-profile.md). Where THP is
+/// `always` this changes nothing; where it is `never` or absent the call
+/// fails and the memory stays as it is (logged, not an error).
+fn advise_huge_pages(memory: &GuestMemoryMmap) {
+    for region in memory.iter() {
+        // SAFETY: the range is exactly one live anonymous mapping owned by
+        // `memory`; MADV_HUGEPAGE only changes how the kernel backs it, never
+        // its contents.
+        let rc = unsafe {
+            libc::madvise(
+                region.as_ptr().cast(),
+                region.len() as usize,
+                libc::MADV_HUGEPAGE,
+            )
+        };
+        if rc != 0 {
+            tracing::debug!(
+                "MADV_HUGEPAGE on {} MiB of guest RAM: {}",
+                region.len() >> 20,
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vm_memory::GuestAddress;
+
+    /// The `VmFlags` of the mapping that contains `addr`, from
+    /// `/proc/self/smaps`.
+    fn vm_flags(addr: usize) -> Vec<String> {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let mut inside = false;
+        for line in smaps.lines() {
+            let range = line
+                .split_whitespace()
+                .next()
+                .and_then(|r| r.split_once('-'));
+            if let Some((start, end)) = range {
+                if let (Ok(start), Ok(end)) = (
+                    usize::from_str_radix(start, 16),
+                    usize::from_str_radix(end, 16),
+                ) {
+                    inside = (start..end).contains(&addr);
+                    continue;
+                }
+            }
+            if inside {
+                if let Some(flags) = line.strip_prefix("VmFlags:") {
+                    return flags.split_whitespace().map(str::to_string).collect();
+                }
+            }
+        }
+        panic!("no mapping contains {addr:#x}");
+    }
+
+    #[test]
+    #[cfg_attr(
+        target_arch = "aarch64",
+        ignore = "needs a native kernel: under qemu-user, how `cargo xtask test` runs the aarch64 unit tests, madvise and /proc/self/smaps are emulated (run with --ignored on an arm64 host)"
+    )]
+    fn guest_ram_is_advised_to_use_huge_pages() {
+        let memory = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 8 << 20)]).unwrap();
+        let addr = memory.iter().next().unwrap().as_ptr() as usize;
+        // `hg`: MADV_HUGEPAGE was applied (whatever the host's THP mode).
+        assert!(!vm_flags(addr).contains(&"hg".to_string()));
+        advise_huge_pages(&memory);
+        assert!(
+            vm_flags(addr).contains(&"hg".to_string()),
+            "{:?}",
+            vm_flags(addr)
+        );
     }
 }
