@@ -27,7 +27,7 @@
 //! closes (the daemon died); its VMMs run on.
 
 use std::collections::HashMap;
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -148,6 +148,9 @@ fn launch(spec: &LaunchSpec) -> Result<Child, String> {
     Ok(child)
 }
 
+/// The longest request line the launcher reads (a request names one guest).
+const MAX_REQUEST_LINE: usize = 4096;
+
 /// The launcher's loop: requests in, VMMs out, exits reported.
 fn serve(sock: UnixStream, specs: &[LaunchSpec]) -> io::Result<()> {
     let mut out = sock.try_clone()?;
@@ -172,8 +175,17 @@ fn serve(sock: UnixStream, specs: &[LaunchSpec]) -> io::Result<()> {
         };
         if ready {
             line.clear();
-            if reader.read_line(&mut line)? == 0 {
+            // Capped: the daemon is sandboxed, this process is not; a
+            // compromised daemon must not make it buffer without limit.
+            let limit = MAX_REQUEST_LINE as u64 + 1;
+            if reader.by_ref().take(limit).read_line(&mut line)? == 0 {
                 return Ok(()); // the daemon is gone; the VMMs run on
+            }
+            if !line.ends_with('\n') && line.len() > MAX_REQUEST_LINE {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("a request line longer than {MAX_REQUEST_LINE} bytes"),
+                ));
             }
             match serde_json::from_str::<Ask>(line.trim()) {
                 Ok(Ask::Launch(guest)) => {
@@ -414,6 +426,24 @@ mod tests {
                 signal: Some(9)
             }
         );
+    }
+
+    #[test]
+    fn an_endless_request_line_ends_the_launcher_instead_of_growing_its_buffer() {
+        let (mut daemon, launcher) = UnixStream::pair().unwrap();
+        let (done, ended) = std::sync::mpsc::channel();
+        std::thread::spawn(move || done.send(serve(launcher, &[])));
+        // Four times the cap, no newline, the daemon's end kept open: the
+        // launcher stops reading at the cap and ends with an error (without
+        // the cap it would wait for the end of the line for ever).
+        daemon.set_nonblocking(true).unwrap();
+        let _ = daemon.write(&[b'x'; 4 * MAX_REQUEST_LINE]);
+        let e = ended
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the launcher still reads an endless line")
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
+        drop(daemon);
     }
 
     #[test]
