@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use system_manager::{StartFailure, VmmExit};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::UnixStream;
 use tokio::process::Command;
@@ -35,6 +35,8 @@ const MAX_LINE: usize = MAX_SERVER_LINE_LEN;
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a `stop` may take before the VMM process is killed.
 const STOP_KILL_AFTER: Duration = Duration::from_secs(5);
+/// How long a request to the VMM may wait for the VMM to read it.
+const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A command from the core.
 #[derive(Debug)]
@@ -203,10 +205,25 @@ pub async fn run(cfg: VmmConfig, mut cmds: UnboundedReceiver<VmmCmd>, report: im
     }
 }
 
+/// Sends one request, waiting at most [`SEND_TIMEOUT`]: a VMM that stops
+/// reading its control socket must not hold this guest's task (a `Stop`
+/// then still arms its kill timer).
 async fn send(write: &mut OwnedWriteHalf, request: Request, guest: &str) {
     tracing::debug!("{guest}: -> {request}");
-    if let Err(e) = write.write_all(format!("{request}\n").as_bytes()).await {
-        tracing::warn!("{guest}: cannot send `{request}` to the VMM: {e}");
+    send_within(write, &format!("{request}\n"), SEND_TIMEOUT)
+        .await
+        .unwrap_or_else(|e| tracing::warn!("{guest}: cannot send `{request}` to the VMM: {e}"));
+}
+
+async fn send_within<W: AsyncWrite + Unpin>(
+    write: &mut W,
+    line: &str,
+    limit: Duration,
+) -> Result<(), String> {
+    match tokio::time::timeout(limit, write.write_all(line.as_bytes())).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("the VMM has not read it for {limit:?}")),
     }
 }
 
@@ -413,4 +430,30 @@ async fn reap(child: &mut Option<Launched>, wait: Duration) -> Option<VmmExit> {
     let exit = timeout(wait, c.wait()).await.ok()??;
     *child = None;
     Some(exit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_send_to_a_vmm_that_stops_reading_gives_up() {
+        let (mut ours, _vmm) = UnixStream::pair().unwrap();
+        // Far more than a socket buffer holds; the VMM end never reads.
+        let line = "x".repeat(8 << 20);
+        let e = send_within(&mut ours, &line, Duration::from_millis(200))
+            .await
+            .unwrap_err();
+        assert!(e.contains("has not read it"), "{e}");
+        // A short line to a reading peer goes through.
+        let (mut ours, mut vmm) = UnixStream::pair().unwrap();
+        send_within(&mut ours, "stop\n", Duration::from_secs(5))
+            .await
+            .unwrap();
+        let mut got = [0u8; 5];
+        tokio::io::AsyncReadExt::read_exact(&mut vmm, &mut got)
+            .await
+            .unwrap();
+        assert_eq!(&got, b"stop\n");
+    }
 }
