@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use thiserror::Error;
-use tracing::{info, warn};
+use tracing::warn;
 
 /// The guest port of adbd (Cuttlefish's convention).
 pub const ADB_GUEST_PORT: u32 = 5555;
@@ -344,7 +344,9 @@ impl Proxy {
         let max = self.config.max_connections;
         if self.active.fetch_add(1, Ordering::SeqCst) >= max {
             self.active.fetch_sub(1, Ordering::SeqCst);
-            warn!("connection {id} from {peer} closed: {max} connections already bridged");
+            devices::guest_warn!(
+                "connection {id} from {peer} closed: {max} connections already bridged"
+            );
             return;
         }
         let slot = Slot(Arc::clone(&self.active));
@@ -352,14 +354,14 @@ impl Proxy {
         let spawned = sandbox::thread::spawn(format!("conn-{id}"), move || {
             let _slot = slot;
             match bridge(tcp, &config, id) {
-                Ok((up, down)) => info!(
+                Ok((up, down)) => devices::guest_info!(
                     "connection {id} from {peer} closed: {up} bytes to the guest, {down} bytes from it"
                 ),
-                Err(e) => warn!("connection {id} from {peer}: {e}"),
+                Err(e) => devices::guest_warn!("connection {id} from {peer}: {e}"),
             }
         });
         if let Err(e) = spawned {
-            warn!("connection {id}: cannot start a thread: {e}");
+            devices::guest_warn!("connection {id}: cannot start a thread: {e}");
         }
     }
 }
@@ -379,7 +381,7 @@ fn bridge(tcp: TcpStream, config: &ProxyConfig, id: u64) -> Result<(u64, u64), C
     // adb's small OKAY packets must not wait for Nagle.
     tcp.set_nodelay(true)?;
     let (guest, host_port) = connect_guest(&config.vsock_socket, config.guest_port)?;
-    info!(
+    devices::guest_info!(
         "bridging {} to guest port {} (host port {host_port})",
         tcp.peer_addr()?,
         config.guest_port
