@@ -33,8 +33,12 @@ struct T {
 
 impl T {
     fn new() -> Self {
+        Self::with_limits(Limits::default())
+    }
+    /// A channel on a namespace with `limits`.
+    fn with_limits(limits: Limits) -> Self {
         T {
-            s: StorageSession::new(VSOCK_MAX_MESSAGE, Limits::default()),
+            s: StorageSession::new(VSOCK_MAX_MESSAGE, limits),
         }
     }
     fn send(
@@ -440,9 +444,7 @@ fn size_limits() {
         max_total: 150,
     };
     let mut st = MemStore::with_limits(limits);
-    let mut a = T {
-        s: StorageSession::new(VSOCK_MAX_MESSAGE, limits),
-    };
+    let mut a = T::with_limits(limits);
     let fh = a.open(&mut st, OPEN_CREATE, "f", 0).unwrap();
     assert_eq!(a.write(&mut st, fh, 99, b"x", 0), 0);
     assert_eq!(a.write(&mut st, fh, 100, b"x", 0), err::NOT_VALID);
@@ -549,9 +551,7 @@ fn deletes_moves_and_writes_count_against_the_entry_limit() {
         max_total: 1000,
     };
     let mut st = MemStore::with_limits(limits);
-    let mut a = T {
-        s: StorageSession::new(VSOCK_MAX_MESSAGE, limits),
-    };
+    let mut a = T::with_limits(limits);
     for i in 0..3 {
         assert!(a.open(&mut st, OPEN_CREATE, &format!("f{i}"), 0).is_ok());
     }
@@ -655,9 +655,7 @@ fn a_flood_of_one_guest_triggered_line_is_capped() {
         max_total: 1000,
     };
     let mut st = MemStore::with_limits(limits);
-    let mut a = T {
-        s: StorageSession::new(VSOCK_MAX_MESSAGE, limits),
-    };
+    let mut a = T::with_limits(limits);
     let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counter = CountLines {
         needle: "transaction over its limit",
