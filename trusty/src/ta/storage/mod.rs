@@ -12,10 +12,11 @@ pub mod proto;
 
 use std::collections::BTreeMap;
 
+use vmstack_log::{guest_info, guest_warn};
+
 use self::proto::{err, list, Header, HEADER_LEN, MSG_FLAG_TRANSACT_COMPLETE};
 use crate::store::{is_valid_name, Change, Limits, SecureStore, StoreError, MAX_NAME_LEN};
 use crate::ta::le::{u32_at, u64_at};
-use vmstack_log::{guest_info, guest_warn};
 
 /// Most files one channel may have open.
 pub const MAX_OPEN_FILES: usize = 64;
@@ -80,7 +81,8 @@ impl From<StoreError> for OpError {
 type OpResult<T> = Result<T, OpError>;
 
 /// A transaction over one of its limits: `GENERIC`, and the transaction
-/// fails (its changes are dropped), as in Trusty when a change does not fit.
+/// fails (its changes are dropped; `TRANSACT` until `END_TRANSACTION`), as
+/// for a store error.
 fn over_limit() -> OpError {
     OpError {
         code: err::GENERIC,
@@ -249,6 +251,7 @@ impl StorageSession {
 
     /// `name`'s entry in the transaction, loaded from the store on first
     /// touch.
+    ///
     /// A new entry must fit the transaction's limits (entries and bytes):
     /// if not, the transaction fails (`GENERIC`, as for its size).
     fn touch(&mut self, name: &str, store: &dyn SecureStore) -> OpResult<&mut Pending> {
