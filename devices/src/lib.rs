@@ -21,3 +21,6 @@ pub mod virtio;
 
 pub use bus::{Bus, BusDevice, BusError};
 pub use power::{PowerEvent, PowerEventSink};
+/// The rate-limited logging macros (`vmstack_log::limit`), at the crate
+/// root where device code has always called them.
+pub use vmstack_log::{guest_debug, guest_error, guest_info, guest_log, guest_warn};

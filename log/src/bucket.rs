@@ -1,6 +1,7 @@
 //! A token bucket of whole log lines, shared by everything that rate-limits
-//! the log lines a guest can trigger: the VMM's per-call-site limiter
-//! (`devices::log_limit`) and `sysmgr`'s per-guest one.
+//! the log lines a guest can trigger: the per-call-site limiter
+//! ([`crate::limit`], used by the VMM and `trustyd`) and `sysmgr`'s
+//! per-guest one; `trustyd` also paces storage commits with it.
 
 use std::time::{Duration, Instant};
 

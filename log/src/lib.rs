@@ -7,10 +7,14 @@
 //! cases the filter comes from the environment variable `<TAG>_LOG`
 //! (upper case, `-` as `_`, e.g. `SYSMGR_BINDERD_LOG`), in `EnvFilter`
 //! syntax (`info`, `warn,vmm::runner=debug`), with `info` as the default.
+//!
+//! Lines a guest can trigger go through [`limit`]'s rate limiter
+//! ([`guest_warn!`] and friends).
 
 pub mod bucket;
 #[cfg(feature = "cli")]
 pub mod cli;
+pub mod limit;
 
 pub use bucket::LineBucket;
 

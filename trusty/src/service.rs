@@ -13,7 +13,7 @@ use thiserror::Error;
 use crate::framing::TEE_MAX_MESSAGE;
 use crate::keys::{create_private_dir, DeviceSecret, KeyError};
 use crate::ports::TaKind;
-use crate::store::{BrokenStore, FileStore, Limits, SecureStore};
+use crate::store::{BrokenStore, CommitThrottle, FileStore, Limits, SecureStore};
 use crate::ta::echo::{DatasinkChannel, EchoChannel, EchoGp};
 use crate::ta::gatekeeper::{Gatekeeper, StoreEnv};
 use crate::ta::gp::MessageGp;
@@ -115,7 +115,7 @@ impl Service {
         let dir = self.state_dir.join("guests").join(name);
         let open = |ns: &str, k| -> Box<dyn SecureStore> {
             match FileStore::open(&dir.join(ns), k, self.limits) {
-                Ok(s) => Box::new(s),
+                Ok(s) => Box::new(CommitThrottle::new(Box::new(s))),
                 Err(e) => {
                     tracing::error!(guest = name, namespace = ns, "storage unusable: {e}");
                     Box::new(BrokenStore {

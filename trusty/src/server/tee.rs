@@ -10,6 +10,8 @@ use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use vmstack_log::{guest_info, guest_warn};
+
 use crate::ports::TaKind;
 use crate::service::Guest;
 use crate::ta::{CancelFlag, GpSession};
@@ -199,7 +201,7 @@ impl Conn {
             });
         };
         if let Err(e) = sandbox::thread::spawn("tee-invoke", worker) {
-            tracing::warn!("tee: no thread for an invoke: {e}");
+            guest_warn!("tee: no thread for an invoke: {e}");
             self.inflight.fetch_sub(1, Ordering::AcqRel);
             self.send(&busy);
         }
@@ -241,14 +243,14 @@ fn serve_frames(conn: &Arc<Conn>, reader: &mut UnixStream) -> io::Result<()> {
             Ok(None) => return Ok(()),
             Err(crate::tee::ClientError::Io(e)) => return Err(e),
             Err(e) => {
-                tracing::info!(guest = name, "tee: {e}; closing");
+                guest_info!("tee: guest {name}: {e}; closing");
                 return Ok(());
             }
         };
         let (id, req) = match Request::decode(&body) {
             Ok(r) => r,
             Err(e) => {
-                tracing::info!(guest = name, "tee: undecodable frame ({e}); closing");
+                guest_info!("tee: guest {name}: undecodable frame ({e}); closing");
                 return Ok(());
             }
         };
@@ -266,7 +268,7 @@ fn serve_frames(conn: &Arc<Conn>, reader: &mut UnixStream) -> io::Result<()> {
                     continue;
                 }
                 Request::Hello { version } => {
-                    tracing::info!(guest = name, version, "tee: unsupported protocol version");
+                    guest_info!("tee: guest {name}: unsupported protocol version {version}");
                     conn.send(&Response {
                         id,
                         ret: result::NOT_SUPPORTED,
@@ -280,7 +282,7 @@ fn serve_frames(conn: &Arc<Conn>, reader: &mut UnixStream) -> io::Result<()> {
                     return Ok(());
                 }
                 _ => {
-                    tracing::info!(guest = name, "tee: first frame is not HELLO; closing");
+                    guest_info!("tee: guest {name}: first frame is not HELLO; closing");
                     return Ok(());
                 }
             }

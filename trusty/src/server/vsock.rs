@@ -8,6 +8,8 @@ use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use vmstack_log::guest_info;
+
 use crate::framing::{
     MessageFramer, NameState, PortNameReader, STATUS_CONNECTED, VSOCK_MAX_MESSAGE,
 };
@@ -108,9 +110,9 @@ pub fn serve(
     t: &VsockTiming,
 ) -> io::Result<Ended> {
     let Some((ta, rest)) = handshake(&mut s, served, t)? else {
-        tracing::info!(
-            guest = guest.name(),
-            "vsock: unknown or missing port name; closed without a status byte"
+        guest_info!(
+            "vsock: guest {}: unknown or missing port name; closed without a status byte",
+            guest.name()
         );
         return Ok(Ended::NoSuchPort);
     };
@@ -138,10 +140,10 @@ pub fn serve(
         let messages = match messages {
             Ok(m) => m,
             Err(e) => {
-                tracing::info!(
-                    guest = guest.name(),
-                    port = ta.port_name(),
-                    "vsock: {e}; closing"
+                guest_info!(
+                    "vsock: guest {}, port {}: {e}; closing",
+                    guest.name(),
+                    ta.port_name()
                 );
                 return Ok(Ended::ProtocolError);
             }

@@ -19,6 +19,7 @@ use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
+use vmstack_log::guest_warn;
 
 use super::{check_limits, is_valid_name, Change, FileMeta, Limits, SecureStore, StoreError};
 use crate::keys::{create_private_dir, NamespaceKeys};
@@ -363,7 +364,7 @@ impl SecureStore for FileStore {
         for (name, e) in old.files {
             if changes.contains_key(&name) {
                 if let Err(err) = fs::remove_file(self.dir.join(&e.blob)) {
-                    tracing::warn!(blob = e.blob, "could not remove a superseded blob: {err}");
+                    guest_warn!("could not remove a superseded blob {}: {err}", e.blob);
                 }
             }
         }

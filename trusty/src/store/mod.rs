@@ -5,9 +5,11 @@
 //! above it; gatekeeper keeps its failure records in one. [`FileStore`] is
 //! the encrypted, authenticated on-disk store (`docs/trusty.md`, "Storage
 //! security model"); [`MemStore`] is the same contract in memory, for
-//! tests of the cores above.
+//! tests of the cores above. [`CommitThrottle`] caps how fast a guest
+//! commits to a namespace.
 
 mod file;
+pub mod throttle;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -15,6 +17,7 @@ use std::io;
 use thiserror::Error;
 
 pub use file::FileStore;
+pub use throttle::CommitThrottle;
 
 /// A committed file's metadata.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

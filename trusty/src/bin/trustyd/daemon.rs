@@ -9,14 +9,13 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use trusty::ports::TaKind;
 use trusty::server::{self, bind_private, ConnLimit};
 use trusty::service::{is_valid_guest_name, BootClock, Guest, Service};
+use vmstack_log::guest_warn;
 
 /// vsock connections per guest at a time.
 const MAX_VSOCK_CONNECTIONS: usize = 32;
@@ -65,32 +64,6 @@ pub fn parse_guest(s: &str) -> Result<GuestSpec, String> {
         return Err(format!("{s:?} names no socket: {USAGE}"));
     }
     Ok(spec)
-}
-
-/// A warning at most once a second (a guest that floods connections must
-/// not flood the log).
-struct RateLimited {
-    start: Instant,
-    last_ms: AtomicU64,
-}
-
-impl RateLimited {
-    fn new() -> Self {
-        RateLimited {
-            start: Instant::now(),
-            last_ms: AtomicU64::new(0),
-        }
-    }
-
-    fn ready(&self) -> bool {
-        let now = self.start.elapsed().as_millis() as u64 + 1000;
-        let last = self.last_ms.load(Ordering::Relaxed);
-        now >= last + 1000
-            && self
-                .last_ms
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-    }
 }
 
 /// Takes the state directory's lock; held until the process exits.
@@ -169,7 +142,8 @@ fn spawn_acceptor(
     let serve = Arc::new(serve);
     let name = format!("{kind}-{}", guest.name());
     sandbox::thread::spawn(format!("accept-{name}"), move || {
-        let warn = RateLimited::new();
+        // A guest can flood connections: every line here is rate-limited
+        // (`vmstack_log::limit`).
         let mut backoff = sandbox::socket::AcceptBackoff::default();
         for conn in listener.incoming() {
             let stream = match conn {
@@ -181,31 +155,23 @@ fn spawn_acceptor(
                     // Out of descriptors (EMFILE) or anything else:
                     // wait, longer each time, instead of spinning.
                     let wait = backoff.failure();
-                    if warn.ready() {
-                        tracing::warn!(
-                            guest = guest.name(),
-                            kind,
-                            "accept: {e}; retrying in {wait:?}"
-                        );
-                    }
+                    guest_warn!(
+                        "{kind} guest {}: accept: {e}; retrying in {wait:?}",
+                        guest.name()
+                    );
                     std::thread::sleep(wait);
                     continue;
                 }
             };
             if let Err(e) = sandbox::socket::check_peer(&stream) {
-                if warn.ready() {
-                    tracing::warn!(guest = guest.name(), kind, "connection refused: {e}");
-                }
+                guest_warn!("{kind} guest {}: connection refused: {e}", guest.name());
                 continue;
             }
             let Some(slot) = limit.acquire() else {
-                if warn.ready() {
-                    tracing::warn!(
-                        guest = guest.name(),
-                        kind,
-                        "connection limit reached; closing new connections"
-                    );
-                }
+                guest_warn!(
+                    "{kind} guest {}: connection limit reached; closing new connections",
+                    guest.name()
+                );
                 continue;
             };
             let (g, serve) = (guest.clone(), serve.clone());
@@ -214,10 +180,9 @@ fn spawn_acceptor(
                 serve(stream, &g);
             });
             if let Err(e) = spawned {
-                tracing::warn!(
-                    guest = guest.name(),
-                    kind,
-                    "no thread for a connection: {e}"
+                guest_warn!(
+                    "{kind} guest {}: no thread for a connection: {e}",
+                    guest.name()
                 );
             }
         }

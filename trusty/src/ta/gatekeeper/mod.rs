@@ -8,6 +8,7 @@ pub mod proto;
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+use vmstack_log::guest_warn;
 
 use self::proto::{error, Request, Response};
 use crate::keys::Key;
@@ -272,7 +273,7 @@ impl Gatekeeper {
                 ..Default::default()
             },
             Err(e) => {
-                tracing::warn!(uid, "gatekeeper: failure record unreadable: {e}");
+                guest_warn!("gatekeeper: uid {uid}: failure record unreadable: {e}");
                 return Throttle::Stop(unknown);
             }
         };
@@ -292,7 +293,7 @@ impl Gatekeeper {
                 // without counting a failure.
                 record.last_checked_ms = now;
                 if let Err(e) = env.write_record(uid, &record) {
-                    tracing::warn!(uid, "gatekeeper: failure record not written: {e}");
+                    guest_warn!("gatekeeper: uid {uid}: failure record not written: {e}");
                     return Throttle::Stop(unknown);
                 }
                 return Throttle::Stop(Response::Retry {
@@ -305,7 +306,7 @@ impl Gatekeeper {
         record.failure_counter = record.failure_counter.saturating_add(1);
         record.last_checked_ms = now;
         if let Err(e) = env.write_record(uid, &record) {
-            tracing::warn!(uid, "gatekeeper: failure record not written: {e}");
+            guest_warn!("gatekeeper: uid {uid}: failure record not written: {e}");
             return Throttle::Stop(unknown);
         }
         Throttle::Go(retry_timeout(record.failure_counter))
@@ -364,7 +365,7 @@ impl Gatekeeper {
             }
         };
         if let Err(e) = self.clear(uid, secure_user_id, env) {
-            tracing::warn!(uid, "gatekeeper: failure record not cleared: {e}");
+            guest_warn!("gatekeeper: uid {uid}: failure record not cleared: {e}");
             return unknown;
         }
         let mut salt = [0u8; 8];
@@ -431,7 +432,7 @@ impl Gatekeeper {
         };
         let token = self.auth_token(challenge, h.user_id, env.now_ms());
         if let Err(e) = self.clear(uid, h.user_id, env) {
-            tracing::warn!(uid, "gatekeeper: failure record not cleared: {e}");
+            guest_warn!("gatekeeper: uid {uid}: failure record not cleared: {e}");
         }
         let mut body = Vec::new();
         proto::put_blob(&mut body, &token);
@@ -452,7 +453,7 @@ fn simple(cmd: u32, uid: u32, r: Result<(), String>) -> Response {
             body: Vec::new(),
         },
         Err(e) => {
-            tracing::warn!(uid, "gatekeeper: deleting failure records: {e}");
+            guest_warn!("gatekeeper: uid {uid}: deleting failure records: {e}");
             Response::error(cmd, uid, error::UNKNOWN)
         }
     }

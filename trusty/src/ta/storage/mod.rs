@@ -12,14 +12,25 @@ pub mod proto;
 
 use std::collections::BTreeMap;
 
+use vmstack_log::{guest_info, guest_warn};
+
 use self::proto::{err, list, Header, HEADER_LEN, MSG_FLAG_TRANSACT_COMPLETE};
 use crate::store::{is_valid_name, Change, Limits, SecureStore, StoreError, MAX_NAME_LEN};
 use crate::ta::le::{u32_at, u64_at};
 
 /// Most files one channel may have open.
 pub const MAX_OPEN_FILES: usize = 64;
-/// Most changed bytes one transaction may hold.
+/// Most bytes one transaction may hold: its files' new contents plus
+/// [`PENDING_ENTRY_OVERHEAD`] and the name for every file it touches.
 pub const MAX_TRANSACTION_BYTES: usize = 4 << 20;
+/// Most files (created, changed, deleted or moved names) one transaction
+/// may touch; a namespace with a smaller file limit
+/// ([`Limits::max_files`]) caps it at that.
+pub const MAX_TRANSACTION_ENTRIES: usize = 512;
+/// Bytes charged against [`MAX_TRANSACTION_BYTES`] for each file a
+/// transaction touches, on top of its name and contents (the host memory
+/// an entry costs, so that empty files are not free).
+pub const PENDING_ENTRY_OVERHEAD: usize = 256;
 /// Bytes of list entries per `FILE_LIST` response (Trusty's buffer).
 const LIST_BUF: usize = 1024;
 
@@ -56,7 +67,7 @@ fn status(code: i32) -> OpError {
 
 impl From<StoreError> for OpError {
     fn from(e: StoreError) -> Self {
-        tracing::warn!("storage: {e}");
+        guest_warn!("storage: {e}");
         OpError {
             code: match e {
                 StoreError::Integrity(_) => err::CORRUPTED,
@@ -68,6 +79,24 @@ impl From<StoreError> for OpError {
 }
 
 type OpResult<T> = Result<T, OpError>;
+
+/// A transaction over one of its limits: `GENERIC`, and the transaction
+/// fails (its changes are dropped; `TRANSACT` until `END_TRANSACTION`), as
+/// for a store error.
+fn over_limit() -> OpError {
+    OpError {
+        code: err::GENERIC,
+        fail_transaction: true,
+    }
+}
+
+/// What an entry for `name` with `data_len` bytes of contents counts
+/// against [`MAX_TRANSACTION_BYTES`].
+fn entry_cost(name: &str, data_len: usize) -> usize {
+    PENDING_ENTRY_OVERHEAD
+        .saturating_add(name.len())
+        .saturating_add(data_len)
+}
 
 /// One storage channel: open handles and the open transaction.
 #[derive(Debug)]
@@ -149,7 +178,7 @@ impl StorageSession {
             Ok(out) => {
                 if complete {
                     if let Err(code) = self.commit(store) {
-                        tracing::info!(code, "storage: commit failed");
+                        guest_info!("storage: commit failed ({code})");
                         self.failed = true;
                         if h.cmd == proto::FILE_OPEN {
                             if let Some(fh) = u32_at(&out, 0) {
@@ -188,9 +217,8 @@ impl StorageSession {
                 .map_err(|e| OpError::from(e).code)?
                 .map(|m| m.version);
             if now != p.base {
-                tracing::info!(
-                    name,
-                    "storage: transaction conflicts with a commit of another channel"
+                guest_info!(
+                    "storage: transaction conflicts with a commit of another channel ({name})"
                 );
                 return Err(err::GENERIC);
             }
@@ -223,8 +251,25 @@ impl StorageSession {
 
     /// `name`'s entry in the transaction, loaded from the store on first
     /// touch.
+    ///
+    /// A new entry must fit the transaction's limits (entries and bytes):
+    /// if not, the transaction fails (`GENERIC`, as for its size).
     fn touch(&mut self, name: &str, store: &dyn SecureStore) -> OpResult<&mut Pending> {
         if !self.pending.contains_key(name) {
+            if self.pending.len() >= self.max_entries() {
+                guest_info!(
+                    "storage: transaction over its limit of {} files",
+                    self.max_entries()
+                );
+                return Err(over_limit());
+            }
+            // The contents an entry keeps are checked by the operation
+            // that keeps them (write, set-size, move).
+            let bytes = self.transaction_bytes().saturating_add(entry_cost(name, 0));
+            if bytes > MAX_TRANSACTION_BYTES {
+                guest_info!("storage: transaction over its size limit ({bytes} bytes)");
+                return Err(over_limit());
+            }
             let meta = store.meta(name)?;
             let data = match meta {
                 Some(_) => Some(store.read(name)?),
@@ -244,18 +289,25 @@ impl StorageSession {
         }
     }
 
+    /// The most files this channel's transaction may touch.
+    fn max_entries(&self) -> usize {
+        MAX_TRANSACTION_ENTRIES.min(self.limits.max_files)
+    }
+
+    /// The bytes the open transaction holds, as counted against
+    /// [`MAX_TRANSACTION_BYTES`].
+    fn transaction_bytes(&self) -> usize {
+        self.pending
+            .iter()
+            .map(|(name, p)| entry_cost(name, p.data.as_ref().map_or(0, Vec::len)))
+            .fold(0, usize::saturating_add)
+    }
+
     fn check_transaction_size(&self) -> OpResult<()> {
-        let bytes: usize = self
-            .pending
-            .values()
-            .map(|p| p.data.as_ref().map_or(0, Vec::len))
-            .sum();
+        let bytes = self.transaction_bytes();
         if bytes > MAX_TRANSACTION_BYTES {
-            tracing::info!(bytes, "storage: transaction over its size limit");
-            return Err(OpError {
-                code: err::GENERIC,
-                fail_transaction: true,
-            });
+            guest_info!("storage: transaction over its size limit ({bytes} bytes)");
+            return Err(over_limit());
         }
         Ok(())
     }

@@ -33,8 +33,12 @@ struct T {
 
 impl T {
     fn new() -> Self {
+        Self::with_limits(Limits::default())
+    }
+    /// A channel on a namespace with `limits`.
+    fn with_limits(limits: Limits) -> Self {
         T {
-            s: StorageSession::new(VSOCK_MAX_MESSAGE, Limits::default()),
+            s: StorageSession::new(VSOCK_MAX_MESSAGE, limits),
         }
     }
     fn send(
@@ -440,9 +444,7 @@ fn size_limits() {
         max_total: 150,
     };
     let mut st = MemStore::with_limits(limits);
-    let mut a = T {
-        s: StorageSession::new(VSOCK_MAX_MESSAGE, limits),
-    };
+    let mut a = T::with_limits(limits);
     let fh = a.open(&mut st, OPEN_CREATE, "f", 0).unwrap();
     assert_eq!(a.write(&mut st, fh, 99, b"x", 0), 0);
     assert_eq!(a.write(&mut st, fh, 100, b"x", 0), err::NOT_VALID);
@@ -494,4 +496,184 @@ fn works_on_the_encrypted_file_store() {
     let mut b = T::new();
     let fh = b.open(&mut st, 0, "secret", 0).unwrap();
     assert_eq!(b.read(&mut st, fh, 0, 100).unwrap(), b"persisted");
+}
+
+fn set_size(a: &mut T, st: &mut dyn SecureStore, fh: u32, size: u64) -> i32 {
+    let mut p = size.to_le_bytes().to_vec();
+    p.extend_from_slice(&fh.to_le_bytes());
+    p.extend_from_slice(&0u32.to_le_bytes());
+    result_of(&a.send(st, FILE_SET_SIZE, 0, &p))
+}
+
+/// After a transaction failed over a limit: its changes are gone, the
+/// channel answers `TRANSACT` until `END_TRANSACTION`, then works again.
+fn assert_failed_then_usable(a: &mut T, st: &mut MemStore, committed: usize) {
+    assert!(!a.s.has_pending(), "the failed transaction is dropped");
+    assert_eq!(a.open(st, OPEN_CREATE, "late", 0), Err(err::TRANSACT));
+    assert_eq!(a.end(st, false), err::NO_ERROR);
+    let fh = a.open(st, OPEN_CREATE, "after", 0).unwrap();
+    assert_eq!(a.write(st, fh, 0, b"ok", COMPLETE), err::NO_ERROR);
+    assert_eq!(st.files().unwrap().len(), committed + 1);
+    assert_eq!(
+        result_of(&a.send(st, FILE_CLOSE, 0, &fh.to_le_bytes())),
+        err::NO_ERROR
+    );
+}
+
+#[test]
+fn a_flood_of_created_names_in_one_transaction_is_bounded() {
+    // The audit's flood: OPEN_CREATE on a new name, CLOSE, never commit.
+    let mut st = MemStore::new();
+    let mut a = T::new();
+    let limit = MAX_TRANSACTION_ENTRIES.min(Limits::default().max_files);
+    let mut refused = None;
+    for i in 0..10 * limit {
+        match a.open(&mut st, OPEN_CREATE, &format!("flood-{i}"), 0) {
+            Ok(fh) => assert_eq!(
+                result_of(&a.send(&mut st, FILE_CLOSE, 0, &fh.to_le_bytes())),
+                err::NO_ERROR
+            ),
+            Err(e) => {
+                refused = Some((i, e));
+                break;
+            }
+        }
+    }
+    assert_eq!(refused, Some((limit, err::GENERIC)));
+    assert_failed_then_usable(&mut a, &mut st, 0);
+}
+
+#[test]
+fn deletes_moves_and_writes_count_against_the_entry_limit() {
+    let limits = Limits {
+        max_file_size: 100,
+        max_files: 4,
+        max_total: 1000,
+    };
+    let mut st = MemStore::with_limits(limits);
+    let mut a = T::with_limits(limits);
+    for i in 0..3 {
+        assert!(a.open(&mut st, OPEN_CREATE, &format!("f{i}"), 0).is_ok());
+    }
+    assert_eq!(a.end(&mut st, true), err::NO_ERROR);
+    // Deletes: three entries, then a created name is the fourth, a
+    // fifth is refused.
+    for i in 0..3 {
+        let r = a.send(&mut st, FILE_DELETE, 0, &name_req(0, &format!("f{i}")));
+        assert_eq!(result_of(&r), err::NO_ERROR);
+    }
+    assert!(a.open(&mut st, OPEN_CREATE, "g0", 0).is_ok());
+    assert_eq!(a.open(&mut st, OPEN_CREATE, "g1", 0), Err(err::GENERIC));
+    assert_eq!(a.end(&mut st, false), err::NO_ERROR);
+    // Moves touch two names each: the second move needs a fifth entry.
+    let r = a.send(&mut st, FILE_MOVE, 0, &move_req(MOVE_CREATE, 0, "f0", "m0"));
+    assert_eq!(result_of(&r), err::NO_ERROR);
+    let r = a.send(&mut st, FILE_MOVE, 0, &move_req(MOVE_CREATE, 0, "f1", "m1"));
+    assert_eq!(result_of(&r), err::NO_ERROR);
+    let r = a.send(&mut st, FILE_MOVE, 0, &move_req(MOVE_CREATE, 0, "f2", "m2"));
+    assert_eq!(result_of(&r), err::GENERIC);
+    assert_eq!(a.end(&mut st, false), err::NO_ERROR);
+    // Writes to existing files: one created name and three written files
+    // fill the transaction; the handles stay open across the failure.
+    // (Fresh handles: the moves renamed the old ones.)
+    let fhs: Vec<u32> = (0..3)
+        .map(|i| a.open(&mut st, 0, &format!("f{i}"), 0).unwrap())
+        .collect();
+    assert!(a.open(&mut st, OPEN_CREATE, "n0", 0).is_ok());
+    for &fh in &fhs {
+        assert_eq!(a.write(&mut st, fh, 0, b"w", 0), err::NO_ERROR);
+    }
+    assert!(a.open(&mut st, OPEN_CREATE, "n1", 0).is_err());
+    assert_eq!(a.end(&mut st, false), err::NO_ERROR);
+    assert_eq!(a.write(&mut st, fhs[0], 0, b"w", COMPLETE), err::NO_ERROR);
+    assert_eq!(st.files().unwrap().len(), 3);
+}
+
+#[test]
+fn empty_files_are_charged_against_the_size_limit() {
+    let mut st = MemStore::new();
+    let mut a = T::new();
+    let names = ["big0", "big1", "big2", "big3"];
+    // Fill the transaction to 100 bytes under its limit.
+    let overhead: usize = names.iter().map(|n| PENDING_ENTRY_OVERHEAD + n.len()).sum();
+    let mut left = MAX_TRANSACTION_BYTES - overhead - 100;
+    for n in names {
+        let fh = a.open(&mut st, OPEN_CREATE, n, 0).unwrap();
+        let size = left.min(Limits::default().max_file_size as usize);
+        assert_eq!(set_size(&mut a, &mut st, fh, size as u64), err::NO_ERROR);
+        left -= size;
+    }
+    assert_eq!(left, 0);
+    // An empty file is not free: its entry does not fit in 100 bytes.
+    assert_eq!(a.open(&mut st, OPEN_CREATE, "e", 0), Err(err::GENERIC));
+    assert_failed_then_usable(&mut a, &mut st, 0);
+}
+
+/// Counts the events of its thread (`tracing::subscriber::with_default`)
+/// whose message contains `needle`.
+struct CountLines {
+    needle: &'static str,
+    count: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl tracing::Subscriber for CountLines {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        struct Message(String);
+        impl tracing::field::Visit for Message {
+            fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+                if f.name() == "message" {
+                    self.0 = format!("{v:?}");
+                }
+            }
+        }
+        let mut m = Message(String::new());
+        event.record(&mut m);
+        if m.0.contains(self.needle) {
+            self.count
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+#[test]
+fn a_flood_of_one_guest_triggered_line_is_capped() {
+    // Each round: a transaction over its file limit (one log line), then
+    // END_TRANSACTION; a guest can repeat that as fast as it likes.
+    let limits = Limits {
+        max_file_size: 100,
+        max_files: 1,
+        max_total: 1000,
+    };
+    let mut st = MemStore::with_limits(limits);
+    let mut a = T::with_limits(limits);
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = CountLines {
+        needle: "transaction over its limit",
+        count: count.clone(),
+    };
+    let rounds = 1000;
+    tracing::subscriber::with_default(counter, || {
+        for _ in 0..rounds {
+            let fh = a.open(&mut st, OPEN_CREATE, "a", 0).unwrap();
+            let r = a.send(&mut st, FILE_CLOSE, 0, &fh.to_le_bytes());
+            assert_eq!(result_of(&r), err::NO_ERROR);
+            assert_eq!(a.open(&mut st, OPEN_CREATE, "b", 0), Err(err::GENERIC));
+            assert_eq!(a.end(&mut st, false), err::NO_ERROR);
+        }
+    });
+    let logged = count.load(std::sync::atomic::Ordering::Relaxed);
+    // The site's burst, plus a refill if the loop took over SITE_REFILL.
+    let cap = vmstack_log::limit::SITE_BURST as usize + 1;
+    assert!(logged >= 1, "the first lines are logged");
+    assert!(logged <= cap, "{logged} of {rounds} lines logged");
 }
