@@ -104,7 +104,7 @@ impl DeviceSecret {
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 let mut s = [0u8; KEY_LEN];
-                getrandom::getrandom(&mut s).map_err(|e| io(io::Error::other(e)))?;
+                getrandom::fill(&mut s).map_err(|e| io(io::Error::other(e)))?;
                 let mut f = OpenOptions::new()
                     .write(true)
                     .create_new(true)

@@ -145,7 +145,7 @@ impl FileStore {
 
     fn seal(&self, magic: &[u8; 4], aad: &[u8], plain: &[u8]) -> Result<Vec<u8>, StoreError> {
         let mut nonce = [0u8; NONCE_LEN];
-        getrandom::getrandom(&mut nonce).map_err(|e| StoreError::Io(io::Error::other(e)))?;
+        getrandom::fill(&mut nonce).map_err(|e| StoreError::Io(io::Error::other(e)))?;
         let ct = self
             .cipher()
             .encrypt(XNonce::from_slice(&nonce), Payload { msg: plain, aad })

@@ -478,7 +478,7 @@ impl GatekeeperEnv for StoreEnv<'_> {
     }
 
     fn random(&mut self, buf: &mut [u8]) -> Result<(), String> {
-        getrandom::getrandom(buf).map_err(|e| e.to_string())
+        getrandom::fill(buf).map_err(|e| e.to_string())
     }
 
     fn read_record(&mut self, uid: u32) -> Result<Option<FailureRecord>, String> {
