@@ -39,6 +39,7 @@ use crate::proto::mcu::{mcu_to_soc, soc_to_mcu, McuToSoc, PowerOff, PowerOn, Soc
 use crate::store::{self, Clock, CommitStep, Decided, DecisionLog, LogSync, StateDir};
 use crate::vhal::{VhalCmd, VhalConfig, VhalReport};
 mod binder_calls;
+mod control;
 mod incoming;
 
 use crate::vmm::{VmmCmd, VmmConfig, VmmReport};
@@ -671,60 +672,6 @@ fn mcu_cmd_suspend(wake_after_s: Option<u32>, reason: &str) -> SocToMcu {
     mcu_cmd(soc_to_mcu::Command::Suspend(suspend), reason)
 }
 
-/// Serves `status` on the daemon's control socket.
-fn serve_control(listener: tokio::net::UnixListener, events: UnboundedSender<Event>) {
-    use tokio::io::AsyncWriteExt;
-    tokio::spawn(async move {
-        let mut backoff = sandbox::socket::AcceptBackoff::default();
-        loop {
-            let stream = match listener.accept().await {
-                Ok((stream, _)) => {
-                    backoff.success();
-                    stream
-                }
-                Err(e) => {
-                    // Out of descriptors (EMFILE) or another error: wait,
-                    // longer each time, instead of spinning or giving up.
-                    let wait = backoff.failure();
-                    tracing::warn!("control socket: accept failed: {e}; retrying in {wait:?}");
-                    tokio::time::sleep(wait).await;
-                    continue;
-                }
-            };
-            if let Err(e) = sandbox::socket::check_peer(&stream) {
-                tracing::warn!("control socket: connection refused: {e}");
-                continue;
-            }
-            let events = events.clone();
-            tokio::spawn(async move {
-                let (r, mut w) = stream.into_split();
-                let mut lines = crate::lines::LineReader::new(r, 64);
-                while let Ok(line) = lines.next_line().await {
-                    let answer = match line.trim() {
-                        "status" => {
-                            let (tx, rx) = oneshot::channel();
-                            if events.send(Event::Status(tx)).is_err() {
-                                break;
-                            }
-                            match rx.await {
-                                Ok(v) => v.to_string(),
-                                Err(_) => break,
-                            }
-                        }
-                        other => {
-                            json!({"error": format!("unknown request {other:?} (try status)")})
-                                .to_string()
-                        }
-                    };
-                    if w.write_all(format!("{answer}\n").as_bytes()).await.is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-}
-
 /// `sysmgr run`, once [`prepare`](crate::confine::prepare)d.
 pub async fn run(args: RunArgs, prepared: crate::confine::Prepared) -> Result<()> {
     prepared.listener.set_nonblocking(true)?;
@@ -734,7 +681,7 @@ pub async fn run(args: RunArgs, prepared: crate::confine::Prepared) -> Result<()
     }
     let _lock = prepared.lock;
     let (daemon, rx) = Daemon::start(&args)?;
-    serve_control(listener, daemon.events.clone());
+    control::serve(listener, daemon.events.clone());
     tracing::info!(
         "sysmgr running: policy {}, state {}, MCU {}",
         args.policy.display(),
