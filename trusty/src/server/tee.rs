@@ -2,13 +2,33 @@
 //! `HELLO`, then sessions and invokes (`docs/trusty.md`, "The host TEE
 //! protocol"). The reading thread decodes frames and answers the quick
 //! operations itself; each invoke runs on its own thread so that a
-//! waiting invoke does not hold up a `CANCEL` or other sessions.
+//! waiting invoke does not hold up a `CANCEL` or other sessions; one
+//! writer thread writes every response.
+//!
+//! **No cycle of waits** (a VMM that reads its replies slowly must not stop
+//! this side from reading its requests, or both wait for each other):
+//! - the reader thread never waits for the writer: it queues its responses
+//!   (`HELLO`, `OPEN_SESSION`, `CANCEL`, `CLOSE_SESSION`, and the invokes
+//!   it refuses) in the connection's [`Outbox`] under a lock that is never
+//!   held across I/O, and it never waits for an invoke thread (a cancel
+//!   only sets flags);
+//! - invoke threads wait only for their session's TA, then queue their
+//!   response the same way;
+//! - only the writer thread waits for the peer (a blocking `write_all`),
+//!   and nothing waits for the writer.
+//!
+//! So the peer not reading stops the writer alone, and its writes always
+//! go through. Every queue is bounded: an invoke counts as in flight until
+//! its response is written (so at most `max_inflight` invoke responses
+//! exist; more invokes are answered `BUSY`), and at most
+//! [`MAX_QUEUED_QUICK`] of the reader's responses wait: a peer that leaves
+//! more unread is not reading at all, and the connection is closed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use vmstack_log::{guest_info, guest_warn};
 
@@ -39,6 +59,106 @@ impl Default for TeeLimits {
     }
 }
 
+/// The most responses of the reader thread that may wait for the writer.
+/// The VMM has at most 128 requests (its queue) and a cancel for each of
+/// them outstanding, so it never comes near: a peer past it does not read.
+pub const MAX_QUEUED_QUICK: usize = 1024;
+
+/// Who queued a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// The reader thread (counted against [`MAX_QUEUED_QUICK`]).
+    Reader,
+    /// An invoke thread (in flight until written).
+    Invoke,
+}
+
+/// Responses waiting for the writer thread.
+#[derive(Default)]
+struct Queue {
+    frames: VecDeque<(Vec<u8>, Source)>,
+    /// Frames of [`Source::Reader`] in `frames`.
+    quick: usize,
+    /// The reader ended: the writer writes what is queued, then stops.
+    closing: bool,
+}
+
+/// The connection's outgoing queue (see the module's invariant).
+#[derive(Default)]
+struct Outbox {
+    queue: Mutex<Queue>,
+    ready: Condvar,
+}
+
+impl Outbox {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues `frame`; never waits. False (nothing queued) when the reader
+    /// already has [`MAX_QUEUED_QUICK`] responses waiting.
+    fn push(&self, frame: Vec<u8>, source: Source) -> bool {
+        let mut q = self.lock();
+        if source == Source::Reader {
+            if q.quick >= MAX_QUEUED_QUICK {
+                return false;
+            }
+            q.quick += 1;
+        }
+        q.frames.push_back((frame, source));
+        drop(q);
+        self.ready.notify_one();
+        true
+    }
+
+    /// The writer's next frame; `None` once closing and empty.
+    fn next(&self) -> Option<(Vec<u8>, Source)> {
+        let mut q = self.lock();
+        loop {
+            if let Some((frame, source)) = q.frames.pop_front() {
+                if source == Source::Reader {
+                    q.quick -= 1;
+                }
+                return Some((frame, source));
+            }
+            if q.closing {
+                return None;
+            }
+            q = self.ready.wait(q).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    fn close(&self) {
+        self.lock().closing = true;
+        self.ready.notify_one();
+    }
+}
+
+/// The writer thread: writes the queued responses in order until the
+/// reader ended and the queue is empty. After a failed write (the peer is
+/// gone) it only empties the queue.
+fn write_responses(outbox: &Outbox, inflight: &AtomicUsize, mut stream: UnixStream, guest: &str) {
+    let mut broken = false;
+    while let Some((frame, source)) = outbox.next() {
+        if !broken {
+            if let Err(e) = stream.write_all(&frame) {
+                tracing::debug!(guest, "tee: response not sent: {e}");
+                broken = true;
+            }
+        }
+        if source == Source::Invoke {
+            inflight.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// The peer leaves too many responses unread.
+fn not_reading() -> io::Error {
+    io::Error::other(format!(
+        "the peer leaves more than {MAX_QUEUED_QUICK} responses unread; closing"
+    ))
+}
+
 /// An open session.
 struct Session {
     ta: TaKind,
@@ -62,18 +182,20 @@ impl Session {
 struct Conn {
     guest: Arc<Guest>,
     limits: TeeLimits,
-    writer: Mutex<UnixStream>,
+    outbox: Arc<Outbox>,
     sessions: Mutex<HashMap<u32, Arc<Session>>>,
     next_session: Mutex<u32>,
     inflight: Arc<AtomicUsize>,
 }
 
 impl Conn {
-    fn send(&self, r: &Response) {
-        let frame = r.encode_frame();
-        let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(e) = w.write_all(&frame) {
-            tracing::debug!(guest = self.guest.name(), "tee: response not sent: {e}");
+    /// Queues a response of the reader thread; never waits. An error when
+    /// the peer leaves too many unread (the connection ends).
+    fn send(&self, r: &Response) -> io::Result<()> {
+        if self.outbox.push(r.encode_frame(), Source::Reader) {
+            Ok(())
+        } else {
+            Err(not_reading())
         }
     }
 
@@ -138,8 +260,16 @@ impl Conn {
         }
     }
 
-    /// Starts an invoke on its own thread, or answers at once.
-    fn invoke(self: &Arc<Self>, id: u64, sid: u32, func: u32, cancel_id: u32, params: [Param; 4]) {
+    /// Starts an invoke on its own thread, or answers at once. The invoke
+    /// stays in flight until the writer wrote its response.
+    fn invoke(
+        self: &Arc<Self>,
+        id: u64,
+        sid: u32,
+        func: u32,
+        cancel_id: u32,
+        params: [Param; 4],
+    ) -> io::Result<()> {
         let Some(session) = self.session(sid) else {
             return self.send(&Response::error(
                 id,
@@ -185,7 +315,6 @@ impl Conn {
                     }
                 }
             }
-            conn.inflight.fetch_sub(1, Ordering::AcqRel);
             tracing::trace!(
                 session = sid,
                 port = session.ta.port_name(),
@@ -193,18 +322,22 @@ impl Conn {
                 ret = r.ret,
                 "tee: invoke done"
             );
-            conn.send(&Response {
+            let frame = Response {
                 id,
                 ret: r.ret,
                 origin: r.origin,
                 body: ResponseBody::Invoke { params: r.params },
-            });
+            }
+            .encode_frame();
+            // Never refused: invoke responses are bounded by max_inflight.
+            conn.outbox.push(frame, Source::Invoke);
         };
         if let Err(e) = sandbox::thread::spawn("tee-invoke", worker) {
             guest_warn!("tee: no thread for an invoke: {e}");
             self.inflight.fetch_sub(1, Ordering::AcqRel);
-            self.send(&busy);
+            return self.send(&busy);
         }
+        Ok(())
     }
 
     fn close_all(&self) {
@@ -219,18 +352,35 @@ impl Conn {
 /// Serves one TEE connection of `guest` until it ends. Protocol errors
 /// (a frame that does not decode, a first frame other than `HELLO`) end
 /// the connection and every session on it.
+///
+/// The responses go out through a writer thread (`tee-writer`), which ends
+/// once it has written what was queued when the reading ended (or the peer
+/// went away).
 pub fn serve(stream: UnixStream, guest: &Arc<Guest>, limits: TeeLimits) -> io::Result<()> {
     let mut reader = stream.try_clone()?;
+    let outbox = Arc::new(Outbox::default());
+    let inflight = Arc::new(AtomicUsize::new(0));
+    let writer = {
+        let (outbox, inflight) = (outbox.clone(), inflight.clone());
+        let name = guest.name().to_string();
+        sandbox::thread::spawn("tee-writer", move || {
+            write_responses(&outbox, &inflight, stream, &name);
+        })?
+    };
+    // The writer is not joined: it ends on its own once the queue is
+    // written, or the peer is gone.
+    drop(writer);
     let conn = Arc::new(Conn {
         guest: guest.clone(),
         limits,
-        writer: Mutex::new(stream),
+        outbox,
         sessions: Mutex::new(HashMap::new()),
         next_session: Mutex::new(0),
-        inflight: Arc::new(AtomicUsize::new(0)),
+        inflight,
     });
     let result = serve_frames(&conn, &mut reader);
     conn.close_all();
+    conn.outbox.close();
     result
 }
 
@@ -264,7 +414,7 @@ fn serve_frames(conn: &Arc<Conn>, reader: &mut UnixStream) -> io::Result<()> {
                         result::SUCCESS,
                         origin::TEE,
                         None,
-                    ));
+                    ))?;
                     continue;
                 }
                 Request::Hello { version } => {
@@ -278,7 +428,7 @@ fn serve_frames(conn: &Arc<Conn>, reader: &mut UnixStream) -> io::Result<()> {
                             max_frame: MAX_FRAME as u32,
                             max_memref: MAX_MEMREF as u32,
                         },
-                    });
+                    })?;
                     return Ok(());
                 }
                 _ => {
@@ -295,7 +445,7 @@ fn serve_frames(conn: &Arc<Conn>, reader: &mut UnixStream) -> io::Result<()> {
                     result::BAD_STATE,
                     origin::TEE,
                     None,
-                ));
+                ))?;
             }
             Request::OpenSession {
                 uuid,
@@ -303,13 +453,13 @@ fn serve_frames(conn: &Arc<Conn>, reader: &mut UnixStream) -> io::Result<()> {
                 client: _,
                 cancel_id: _,
                 params,
-            } => conn.send(&conn.open_session(id, uuid, login, &params)),
+            } => conn.send(&conn.open_session(id, uuid, login, &params))?,
             Request::Invoke {
                 session,
                 func,
                 cancel_id,
                 params,
-            } => conn.invoke(id, session, func, cancel_id, params),
+            } => conn.invoke(id, session, func, cancel_id, params)?,
             Request::Cancel { session, cancel_id } => {
                 let ret = match conn.session(session) {
                     Some(s) => {
@@ -318,7 +468,7 @@ fn serve_frames(conn: &Arc<Conn>, reader: &mut UnixStream) -> io::Result<()> {
                     }
                     None => result::ITEM_NOT_FOUND,
                 };
-                conn.send(&Response::error(id, op::CANCEL, ret, origin::TEE, None));
+                conn.send(&Response::error(id, op::CANCEL, ret, origin::TEE, None))?;
             }
             Request::CloseSession { session } => {
                 let removed = conn
@@ -339,7 +489,7 @@ fn serve_frames(conn: &Arc<Conn>, reader: &mut UnixStream) -> io::Result<()> {
                     ret,
                     origin::TEE,
                     None,
-                ));
+                ))?;
             }
         }
     }

@@ -261,3 +261,125 @@ fn storage_over_gp_is_isolated_per_guest() {
         crate::ta::storage::proto::err::NOT_FOUND
     );
 }
+
+/// A raw connection after `HELLO`, with an echo session open: the stream,
+/// the serving thread and the session.
+fn raw_echo_connection(f: &Fixture) -> (UnixStream, std::thread::JoinHandle<io::Result<()>>, u32) {
+    let (mut a, t) = f.connection("g");
+    a.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    a.write_all(
+        &Request::Hello {
+            version: PROTOCOL_VERSION,
+        }
+        .encode_frame(1),
+    )
+    .unwrap();
+    let r = Response::decode(&read_body(&mut a).unwrap().unwrap()).unwrap();
+    assert_eq!(r.ret, result::SUCCESS);
+    let open = Request::open_session(*TaKind::Echo.uuid().as_bytes(), login::PUBLIC);
+    a.write_all(&open.encode_frame(2)).unwrap();
+    let r = Response::decode(&read_body(&mut a).unwrap().unwrap()).unwrap();
+    let ResponseBody::OpenSession { session, .. } = r.body else {
+        panic!("{r:?}");
+    };
+    (a, t, session)
+}
+
+fn echo_mib(session: u32, data: &[u8]) -> Request {
+    Request::Invoke {
+        session,
+        func: CMD_ECHO,
+        cancel_id: 0,
+        params: Param::only(Param::MemrefInout(data.to_vec())),
+    }
+}
+
+/// The deadlock the VMM and trustyd could fall into: the VMM writes many
+/// large invokes before it reads any response. The first invoke's 1 MiB
+/// response fills the socket; the service must go on reading the requests
+/// (its quick answers to opens, cancels and closes, and its BUSY answers,
+/// must not wait behind that response), so the peer's writes all complete.
+#[test]
+fn a_peer_that_does_not_read_yet_does_not_stop_the_reading() {
+    let f = Fixture::new();
+    let (a, t, session) = raw_echo_connection(&f);
+    let data: Vec<u8> = (0..(1 << 20)).map(|i| (i * 13 % 251) as u8).collect();
+    let mut w = a.try_clone().unwrap();
+    let (done_tx, done) = std::sync::mpsc::channel();
+    let open = Request::open_session(*TaKind::Echo.uuid().as_bytes(), login::PUBLIC);
+    let requests: Vec<Request> = (0..12)
+        .flat_map(|i| {
+            let mut v = vec![echo_mib(session, &data)];
+            if i % 3 == 1 {
+                v.push(open.clone());
+                v.push(Request::Cancel {
+                    session,
+                    cancel_id: 0,
+                });
+            }
+            v
+        })
+        .collect();
+    let sent = requests.len();
+    let writer = std::thread::spawn(move || {
+        for (i, r) in requests.iter().enumerate() {
+            w.write_all(&r.encode_frame(100 + i as u64)).unwrap();
+        }
+        let _ = done_tx.send(());
+    });
+    assert!(
+        done.recv_timeout(Duration::from_secs(5)).is_ok(),
+        "the service stopped reading while its responses were unread (deadlock)"
+    );
+    writer.join().unwrap();
+    let mut a = a;
+    let (mut echoed, mut busy) = (0, 0);
+    for _ in 0..sent {
+        let r = Response::decode(&read_body(&mut a).unwrap().unwrap()).unwrap();
+        match &r.body {
+            ResponseBody::Invoke { params } if r.ret == result::SUCCESS => {
+                assert_eq!(
+                    params[0],
+                    ParamOut::MemrefInout {
+                        size: 1 << 20,
+                        data: data.clone()
+                    }
+                );
+                echoed += 1;
+            }
+            ResponseBody::Invoke { .. } => {
+                assert_eq!(r.ret, result::BUSY, "{:?}", r.ret);
+                busy += 1;
+            }
+            _ => assert_eq!(r.ret, result::SUCCESS, "{r:?}"),
+        }
+    }
+    assert_eq!(echoed + busy, 12);
+    assert!(echoed > 0);
+    drop(a);
+    t.join().unwrap().unwrap();
+}
+
+/// The reader's queue of responses is bounded: a peer that never reads
+/// (its socket full behind a 1 MiB response) and sends more quick requests
+/// than the bound is disconnected rather than buffered without end.
+#[test]
+fn a_peer_that_never_reads_is_disconnected_past_the_bound() {
+    let f = Fixture::new();
+    let (mut a, t, session) = raw_echo_connection(&f);
+    let data = vec![7u8; 1 << 20];
+    a.write_all(&echo_mib(session, &data).encode_frame(10))
+        .unwrap();
+    a.write_all(&echo_mib(session, &data).encode_frame(11))
+        .unwrap();
+    a.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+    for i in 0..(MAX_QUEUED_QUICK as u64 + 100) {
+        if a.write_all(&Request::CloseSession { session: 77 }.encode_frame(20 + i))
+            .is_err()
+        {
+            break;
+        }
+    }
+    let e = t.join().unwrap().unwrap_err();
+    assert!(e.to_string().contains("unread"), "{e}");
+}
