@@ -245,6 +245,30 @@ impl<T: EventToken> WaitContext<T> {
         )
     }
 
+    /// Makes `fd`, watched for `*watched` now (empty: not in the set),
+    /// watched for `want` as `token`: added, changed or removed (`want`
+    /// empty) as needed; `*watched` follows on success.
+    pub fn set_watch(
+        &self,
+        fd: &impl AsRawFd,
+        watched: &mut EventSet,
+        want: EventSet,
+        token: T,
+    ) -> io::Result<()> {
+        if want == *watched {
+            return Ok(());
+        }
+        if want.is_empty() {
+            self.delete(fd)?;
+        } else if watched.is_empty() {
+            self.add(fd, want, token)?;
+        } else {
+            self.modify(fd, want, token)?;
+        }
+        *watched = want;
+        Ok(())
+    }
+
     /// Stops watching `fd`. (Closing a descriptor no one else holds removes
     /// it too.)
     pub fn delete(&self, fd: &impl AsRawFd) -> io::Result<()> {

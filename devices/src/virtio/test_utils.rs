@@ -231,6 +231,41 @@ impl<'a> DeviceHarness<'a> {
         }
     }
 
+    /// Posts several chains of `(addr, len, flags)` descriptors on queue
+    /// `q` and publishes them together with one kick, as a driver that
+    /// queues a batch (the device sees them all at once); returns their
+    /// heads.
+    pub fn post_batch(&self, q: usize, chains: &[Vec<(u64, u32, u16)>]) -> Vec<u16> {
+        let heads: Vec<u16> = chains
+            .iter()
+            .map(|descs| {
+                let first = self.reserve(q, descs.len() as u16);
+                for (i, d) in chain(descs).into_iter().enumerate() {
+                    let next = if i + 1 < descs.len() {
+                        first + i as u16 + 1
+                    } else {
+                        0
+                    };
+                    let d = SplitDescriptor::new(d.addr().0, d.len(), d.flags(), next);
+                    self.queues[q]
+                        .desc_table()
+                        .store(first + i as u16, RawDescriptor::from(d))
+                        .expect("descriptor slot");
+                }
+                first
+            })
+            .collect();
+        let avail = self.queues[q].avail();
+        let idx = avail.idx().load();
+        for (i, &head) in heads.iter().enumerate() {
+            let slot = usize::from(idx.wrapping_add(i as u16) % self.queue_size);
+            avail.ring().ref_at(slot).expect("avail slot").store(head);
+        }
+        avail.idx().store(idx.wrapping_add(heads.len() as u16));
+        self.queue_events[q].write(1).expect("kick");
+        heads
+    }
+
     /// Puts a chain of `(addr, len, flags)` descriptors on queue `q` at
     /// descriptor table index `first` (NEXT flags and links are filled in),
     /// publishes it and kicks the device.

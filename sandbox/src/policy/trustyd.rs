@@ -59,7 +59,8 @@ pub const POLICY: ProcessPolicy = ProcessPolicy {
         Class {
             name: "tee",
             threads: &[Threads::Prefix("tee-")],
-            about: "one host TEE connection and its invoke threads",
+            about:
+                "one host TEE connection: its reader, its response writer and its invoke threads",
             rules: CONNECTION,
         },
     ],

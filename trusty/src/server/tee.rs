@@ -195,7 +195,9 @@ impl Conn {
         if self.outbox.push(r.encode_frame(), Source::Reader) {
             Ok(())
         } else {
-            Err(not_reading())
+            let e = not_reading();
+            guest_info!("tee: guest {}: {e}", self.guest.name());
+            Err(e)
         }
     }
 

@@ -256,20 +256,9 @@ impl NetWorker {
                 want |= EventSet::OUT;
             }
         }
-        if want == self.watched {
-            return;
-        }
         let fd = self.backend.as_raw_fd();
-        let result = if want.is_empty() {
-            ctx.delete(&fd)
-        } else if self.watched.is_empty() {
-            ctx.add(&fd, want, Token::Backend)
-        } else {
-            ctx.modify(&fd, want, Token::Backend)
-        };
-        match result {
-            Ok(()) => self.watched = want,
-            Err(e) => crate::guest_error!("virtio-net: cannot watch the backend: {e}"),
+        if let Err(e) = ctx.set_watch(&fd, &mut self.watched, want, Token::Backend) {
+            crate::guest_error!("virtio-net: cannot watch the backend: {e}");
         }
     }
 

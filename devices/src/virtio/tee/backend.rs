@@ -111,13 +111,32 @@ pub struct HostReply {
 }
 
 /// A connection to the TEE service. Its file descriptor becomes readable
-/// when replies may be waiting.
+/// when replies may be waiting, writable when queued operations may go
+/// out ([`TeeBackend::wants_write`]).
 pub trait TeeBackend: Send + AsRawFd {
     /// Starts a fresh connection with no session (the device is
     /// activated); the service closes every session of the old one.
     fn restart(&mut self) -> io::Result<()>;
-    /// Sends `op`, tagged `id`, without waiting for its reply.
+    /// Queues `op`, tagged `id`, and writes what the connection takes now;
+    /// never waits (for the connection or for the reply). Takes `op` even
+    /// without [`Self::has_room`]: the worker asks before it takes a new
+    /// chain from the guest, not before the cancels and closes it owes.
     fn send(&mut self, id: u64, op: HostOp) -> io::Result<()>;
+    /// Writes what the connection takes of the queued operations, without
+    /// waiting (the connection became writable).
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+    /// Operations are queued that the connection has not taken yet: the
+    /// worker waits for it to become writable.
+    fn wants_write(&self) -> bool {
+        false
+    }
+    /// The queue of operations is below its bound: the worker may take
+    /// another chain from the guest (else the chains wait in the ring).
+    fn has_room(&self) -> bool {
+        true
+    }
     /// Appends the replies that have arrived to `out` (none is fine). An
     /// error means the connection is gone.
     fn replies(&mut self, out: &mut Vec<HostReply>) -> io::Result<()>;

@@ -75,3 +75,6 @@ impl VirtioDevice for Tee {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod flow_tests;

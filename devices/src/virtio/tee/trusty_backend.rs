@@ -6,22 +6,42 @@
 //! made (and greeted with `HELLO`) when the VMM started, so a missing
 //! service is a start-up error; every later activation connects again,
 //! which makes the service close the sessions of the old connection.
-//! Frames are written blocking (the service reads each connection without
-//! waiting on its own writes) and read without blocking, whatever has
-//! arrived, when the event loop says the socket is readable.
+//!
+//! The connection never blocks the device's worker: the socket is
+//! non-blocking; requests are encoded whole into an outgoing buffer that
+//! is written as far as the socket takes it (again when the event loop says
+//! it is writable), and replies are read whenever it is readable, whatever
+//! is still queued. The buffer is bounded: it takes new requests only while
+//! it holds less than [`OUT_SOFT_LIMIT`] bytes ([`TeeBackend::has_room`]),
+//! and the worker leaves the guest's chains in the ring until it has room.
+//! Frames go out whole and in order, so a partial write only delays the
+//! rest of a frame; a failed write ends the connection. The greeting (connect,
+//! `HELLO`, its answer) is bounded by [`HELLO_TIMEOUT`]: a hung service is an
+//! error, not a hung vCPU.
 
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-use trusty::tee::client::read_body;
 use trusty::tee::{
     FrameDecoder, Param, ParamOut, Request, Response, ResponseBody, Value, PROTOCOL_VERSION,
 };
 
 use super::backend::{HostOp, HostParam, HostParamOut, HostReply, TeeBackend};
 use super::protocol::{self, Direction, NUM_PARAMS};
+use crate::virtio::vsock::unix::{connect_nonblocking, recv_with};
+
+/// The longest the greeting may take: connecting (a service whose backlog
+/// is full), writing `HELLO` and reading its answer. It runs on the thread
+/// that activates the device (a vCPU) or at start-up.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The outgoing buffer takes new requests while it holds less than this;
+/// so it never holds more than this plus what one guest chain produces
+/// (one request of at most `trusty::tee::MAX_FRAME`, or a close's cancels).
+pub const OUT_SOFT_LIMIT: usize = 2 << 20;
 
 /// Errors connecting to the service.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +62,15 @@ pub enum TrustyError {
         /// What it answered.
         why: String,
     },
+    /// The service did not accept the connection or did not answer `HELLO`
+    /// within [`HELLO_TIMEOUT`].
+    #[error("the Trusty service at {path} did not answer within {} ms ({what}): is trustyd hung?", HELLO_TIMEOUT.as_millis())]
+    Timeout {
+        /// The TEE socket.
+        path: PathBuf,
+        /// What it did not do in time.
+        what: &'static str,
+    },
 }
 
 /// A connection to `trustyd` for one guest.
@@ -53,12 +82,15 @@ pub struct TrustyBackend {
     fresh: bool,
     max_memref: u32,
     buf: Vec<u8>,
+    /// Whole frames not yet taken by the socket, from `out_pos`.
+    out: Vec<u8>,
+    out_pos: usize,
 }
 
 impl TrustyBackend {
     /// Connects to the guest's TEE socket `path` and greets the service.
     pub fn connect(path: &Path) -> Result<Self, TrustyError> {
-        let (stream, max_memref) = hello(path)?;
+        let (stream, max_memref) = hello(path, HELLO_TIMEOUT)?;
         Ok(Self {
             path: path.to_path_buf(),
             stream,
@@ -66,6 +98,8 @@ impl TrustyBackend {
             fresh: true,
             max_memref,
             buf: vec![0; 64 * 1024],
+            out: Vec::new(),
+            out_pos: 0,
         })
     }
 
@@ -73,9 +107,54 @@ impl TrustyBackend {
     pub fn max_memref(&self) -> u32 {
         self.max_memref
     }
+
+    /// Bytes queued for the service.
+    fn queued(&self) -> usize {
+        self.out.len() - self.out_pos
+    }
 }
 
-fn hello(path: &Path) -> Result<(UnixStream, u32), TrustyError> {
+/// Waits at most until `deadline` for `events` on `stream`; false when the
+/// deadline passed.
+fn wait_for(stream: &UnixStream, events: libc::c_short, deadline: Instant) -> io::Result<bool> {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(false);
+        }
+        let mut fd = libc::pollfd {
+            fd: stream.as_raw_fd(),
+            events,
+            revents: 0,
+        };
+        let ms = libc::c_int::try_from(left.as_millis().max(1)).unwrap_or(libc::c_int::MAX);
+        // SAFETY: `fd` is one valid pollfd for the duration of the call.
+        let rc = unsafe { libc::poll(&mut fd, 1, ms) };
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if rc > 0 {
+            return Ok(true);
+        }
+    }
+}
+
+/// Sleeps `d` with `poll` (the threads that greet the service may poll
+/// but not sleep).
+fn pause(d: Duration) {
+    let ms = libc::c_int::try_from(d.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: no descriptors: poll only waits.
+    unsafe { libc::poll(std::ptr::null_mut(), 0, ms) };
+}
+
+/// Connects to `path` and exchanges `HELLO`, all within `timeout`; the
+/// stream comes back non-blocking.
+fn hello(path: &Path, timeout: Duration) -> Result<(UnixStream, u32), TrustyError> {
+    let deadline = Instant::now() + timeout;
     let connect = |source| TrustyError::Connect {
         path: path.to_path_buf(),
         source,
@@ -84,14 +163,59 @@ fn hello(path: &Path) -> Result<(UnixStream, u32), TrustyError> {
         path: path.to_path_buf(),
         why,
     };
-    let mut stream = UnixStream::connect(path).map_err(connect)?;
-    let hello = Request::Hello {
-        version: PROTOCOL_VERSION,
+    let late = |what| TrustyError::Timeout {
+        path: path.to_path_buf(),
+        what,
     };
-    stream.write_all(&hello.encode_frame(0)).map_err(connect)?;
-    let body = read_body(&mut stream)
-        .map_err(|e| refused(e.to_string()))?
-        .ok_or_else(|| refused("the connection closed".into()))?;
+    // A full backlog (the service does not accept) is `WouldBlock`: retry
+    // until the deadline.
+    let stream = loop {
+        match connect_nonblocking(path) {
+            Ok(s) => break s,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if Instant::now() >= deadline {
+                    return Err(late("accept the connection"));
+                }
+                pause(Duration::from_millis(10));
+            }
+            Err(e) => return Err(connect(e)),
+        }
+    };
+    let frame = Request::Hello {
+        version: PROTOCOL_VERSION,
+    }
+    .encode_frame(0);
+    let mut sent = 0;
+    while sent < frame.len() {
+        match (&stream).write(&frame[sent..]) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if !wait_for(&stream, libc::POLLOUT, deadline).map_err(connect)? {
+                    return Err(late("take HELLO"));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(connect(e)),
+        }
+    }
+    let mut decoder = FrameDecoder::new();
+    let mut buf = [0u8; 256];
+    let body = loop {
+        if let Some(body) = decoder.next_body().map_err(|e| refused(e.to_string()))? {
+            break body;
+        }
+        match recv(&stream, &mut buf) {
+            Ok(0) => return Err(refused("the connection closed".into())),
+            Ok(n) => decoder.push(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if !wait_for(&stream, libc::POLLIN, deadline).map_err(connect)? {
+                    return Err(late("answer HELLO"));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(refused(e.to_string())),
+        }
+    };
     let r = Response::decode(&body).map_err(|e| refused(e.to_string()))?;
     match r.body {
         ResponseBody::Hello {
@@ -103,6 +227,31 @@ fn hello(path: &Path) -> Result<(UnixStream, u32), TrustyError> {
             "result {:#x}, {other:?} (this VMM speaks version {PROTOCOL_VERSION})",
             r.ret
         ))),
+    }
+}
+
+/// One non-blocking read of `stream` into `buf`.
+fn recv(stream: &UnixStream, buf: &mut [u8]) -> io::Result<usize> {
+    recv_with(stream, buf, libc::MSG_DONTWAIT)
+}
+
+/// One non-blocking write of `buf` to `stream` (no `SIGPIPE` if the service
+/// is gone).
+fn send(stream: &UnixStream, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is a live buffer of `buf.len()` bytes that send only
+    // reads; the fd is the stream's, open for the duration of the call.
+    let n = unsafe {
+        libc::send(
+            stream.as_raw_fd(),
+            buf.as_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
     }
 }
 
@@ -206,46 +355,73 @@ impl TeeBackend for TrustyBackend {
             self.fresh = false;
             return Ok(());
         }
-        let (stream, max_memref) = hello(&self.path).map_err(io::Error::other)?;
+        let (stream, max_memref) = hello(&self.path, HELLO_TIMEOUT).map_err(io::Error::other)?;
         self.stream = stream;
         self.max_memref = max_memref;
         self.decoder = FrameDecoder::new();
+        // The new connection starts at a frame boundary.
+        self.out.clear();
+        self.out_pos = 0;
         Ok(())
     }
 
     fn send(&mut self, id: u64, op: HostOp) -> io::Result<()> {
-        self.stream.write_all(&request(op).encode_frame(id))
+        self.out.extend_from_slice(&request(op).encode_frame(id));
+        self.flush()
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        while self.out_pos < self.out.len() {
+            match send(&self.stream, &self.out[self.out_pos..]) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        "the Trusty service's connection takes no bytes",
+                    ))
+                }
+                Ok(n) => self.out_pos += n,
+                Err(e) => match e.kind() {
+                    io::ErrorKind::WouldBlock => break,
+                    io::ErrorKind::Interrupted => {}
+                    _ => return Err(e),
+                },
+            }
+        }
+        if self.out_pos == self.out.len() {
+            self.out.clear();
+            self.out_pos = 0;
+        } else if self.out_pos >= self.out.len() / 2 {
+            // Keep the buffer from growing by what was already sent.
+            self.out.drain(..self.out_pos);
+            self.out_pos = 0;
+        }
+        Ok(())
+    }
+
+    fn wants_write(&self) -> bool {
+        self.queued() > 0
+    }
+
+    fn has_room(&self) -> bool {
+        self.queued() < OUT_SOFT_LIMIT
     }
 
     fn replies(&mut self, out: &mut Vec<HostReply>) -> io::Result<()> {
         loop {
-            // SAFETY: `buf` is a live, writable buffer of `buf.len()` bytes
-            // that recv writes at most that many bytes into; the fd is the
-            // stream's, open for the duration of the call.
-            let n = unsafe {
-                libc::recv(
-                    self.stream.as_raw_fd(),
-                    self.buf.as_mut_ptr().cast(),
-                    self.buf.len(),
-                    libc::MSG_DONTWAIT,
-                )
-            };
-            if n == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::ConnectionReset,
-                    "the Trusty service closed the connection",
-                ));
-            }
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                match e.kind() {
-                    io::ErrorKind::WouldBlock => break,
-                    io::ErrorKind::Interrupted => continue,
-                    _ => return Err(e),
+            match recv(&self.stream, &mut self.buf) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::ConnectionReset,
+                        "the Trusty service closed the connection",
+                    ))
                 }
+                Ok(n) => self.decoder.push(&self.buf[..n]),
+                Err(e) => match e.kind() {
+                    io::ErrorKind::WouldBlock => break,
+                    io::ErrorKind::Interrupted => {}
+                    _ => return Err(e),
+                },
             }
-            // 0 < n <= buf.len().
-            self.decoder.push(&self.buf[..n as usize]);
         }
         while let Some(body) = self
             .decoder
@@ -264,6 +440,8 @@ impl TeeBackend for TrustyBackend {
 mod tests {
     use std::io::Read;
     use std::os::unix::net::UnixListener;
+
+    use trusty::tee::client::read_body;
 
     use trusty::tee::proto::{op, origin};
 
@@ -423,5 +601,76 @@ mod tests {
         assert!(
             matches!(r, Request::OpenSession { uuid, client, cancel_id: 4, .. } if uuid == [1; 16] && client == [2; 16])
         );
+    }
+
+    #[test]
+    fn a_service_that_does_not_answer_hello_is_a_timeout_not_a_hang() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hung.sock");
+        // Listens (the kernel accepts into the backlog) but never answers.
+        let listener = UnixListener::bind(&path).unwrap();
+        let started = std::time::Instant::now();
+        let e = hello(&path, Duration::from_millis(200)).err().unwrap();
+        let took = started.elapsed();
+        assert!(matches!(e, TrustyError::Timeout { .. }), "{e}");
+        assert!(e.to_string().contains("answer HELLO"), "{e}");
+        assert!(took >= Duration::from_millis(200), "{took:?}");
+        assert!(took < Duration::from_secs(2), "{took:?}");
+        drop(listener);
+    }
+
+    #[test]
+    fn queued_requests_wait_for_a_slow_service_and_arrive_whole() {
+        let (go, wait) = std::sync::mpsc::channel::<()>();
+        let (got_tx, got) = std::sync::mpsc::channel::<(u64, Request)>();
+        let (path, t) = service("slow", move |mut s| {
+            // Reads nothing until told to, then four frames.
+            let _ = wait.recv();
+            for _ in 0..4 {
+                let body = read_body(&mut s).unwrap().unwrap();
+                got_tx.send(Request::decode(&body).unwrap()).unwrap();
+            }
+        });
+        let mut b = TrustyBackend::connect(&path).unwrap();
+        b.restart().unwrap();
+        let invoke = |i: u8| HostOp::Invoke {
+            session: 1,
+            func: 0,
+            cancel_id: 0,
+            params: [
+                HostParam::MemRefIn(vec![i; 1 << 20]),
+                HostParam::None,
+                HostParam::None,
+                HostParam::None,
+            ],
+        };
+        let started = std::time::Instant::now();
+        for i in 0..4u8 {
+            b.send(u64::from(i), invoke(i)).unwrap();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "send waited for the service"
+        );
+        assert!(b.wants_write(), "the socket cannot hold 4 MiB");
+        assert!(!b.has_room(), "over the bound: the worker takes no chain");
+        go.send(()).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while b.wants_write() {
+            b.flush().unwrap();
+            assert!(std::time::Instant::now() < deadline, "never drained");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(b.has_room());
+        for i in 0..4u8 {
+            let (id, req) = got.recv_timeout(Duration::from_secs(5)).unwrap();
+            assert_eq!(id, u64::from(i), "in order");
+            let Request::Invoke { params, .. } = req else {
+                panic!("{req:?}");
+            };
+            assert_eq!(params[0], Param::MemrefInput(vec![i; 1 << 20]), "whole");
+        }
+        t.join().unwrap();
+        let _ = std::fs::remove_file(&path);
     }
 }

@@ -77,6 +77,11 @@ pub fn port_path(base: &Path, port: u32) -> PathBuf {
 
 /// Reads up to `buf.len()` bytes without consuming them (`MSG_PEEK`).
 pub fn peek(stream: &UnixStream, buf: &mut [u8]) -> io::Result<usize> {
+    recv_with(stream, buf, libc::MSG_PEEK | libc::MSG_DONTWAIT)
+}
+
+/// One `recv(2)` of up to `buf.len()` bytes with `flags`.
+pub fn recv_with(stream: &UnixStream, buf: &mut [u8], flags: libc::c_int) -> io::Result<usize> {
     // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the
     // duration of the call; the fd is owned by `stream`.
     let n = unsafe {
@@ -84,7 +89,7 @@ pub fn peek(stream: &UnixStream, buf: &mut [u8]) -> io::Result<usize> {
             stream.as_raw_fd(),
             buf.as_mut_ptr().cast(),
             buf.len(),
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            flags,
         )
     };
     if n < 0 {
