@@ -27,6 +27,8 @@ pub struct State {
     pub restarts: usize,
     /// Fail every `send` and `replies` from now on.
     pub broken: bool,
+    /// The outgoing queue is full: no room for new chains.
+    pub full: bool,
     replies: VecDeque<HostReply>,
     next_session: u32,
     sessions: HashSet<u32>,
@@ -162,6 +164,14 @@ impl TeeBackend for EchoService {
             }
         }
         Ok(())
+    }
+
+    fn wants_write(&self) -> bool {
+        self.state.state().full
+    }
+
+    fn has_room(&self) -> bool {
+        !self.state.state().full
     }
 
     fn replies(&mut self, out: &mut Vec<HostReply>) -> io::Result<()> {

@@ -4,7 +4,7 @@
 //! the ring while its outgoing queue is full).
 
 use std::io::Write;
-use std::os::unix::net::UnixListener;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::{Duration, Instant};
 
 use trusty::tee::client::read_body;
@@ -48,51 +48,82 @@ fn echo_out(p: WireParam) -> ParamOut {
 /// Ends when the connection closes.
 fn write_before_read_service(listener: UnixListener) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
-        let Ok((mut s, _)) = listener.accept() else {
-            return;
-        };
-        while let Ok(Some(body)) = read_body(&mut s) {
-            let Ok((id, req)) = WireRequest::decode(&body) else {
-                return;
-            };
-            let r = match req {
-                WireRequest::Hello { .. } => Response {
-                    id,
-                    ret: 0,
-                    origin: origin::TEE,
-                    body: ResponseBody::Hello {
-                        version: 1,
-                        max_frame: MAX_FRAME as u32,
-                        max_memref: MAX_MEMREF as u32,
-                    },
-                },
-                WireRequest::OpenSession { .. } => Response {
-                    id,
-                    ret: 0,
-                    origin: origin::TRUSTED_APP,
-                    body: ResponseBody::OpenSession {
-                        session: 1,
-                        params: Default::default(),
-                    },
-                },
-                WireRequest::Invoke { params, .. } => Response {
-                    id,
-                    ret: 0,
-                    origin: origin::TRUSTED_APP,
-                    body: ResponseBody::Invoke {
-                        params: params.map(echo_out),
-                    },
-                },
-                WireRequest::Cancel { .. } => Response::error(id, op::CANCEL, 0, origin::TEE, None),
-                WireRequest::CloseSession { .. } => {
-                    Response::error(id, op::CLOSE_SESSION, 0, origin::TEE, None)
-                }
-            };
-            if s.write_all(&r.encode_frame()).is_err() {
-                return;
-            }
+        if let Ok((s, _)) = listener.accept() {
+            serve(s, usize::MAX);
         }
     })
+}
+
+/// Answers at most `requests` requests on `s`, each written (blocking)
+/// before the next is read; stops when the connection closes.
+fn serve(mut s: UnixStream, requests: usize) {
+    for _ in 0..requests {
+        let Ok(Some(body)) = read_body(&mut s) else {
+            return;
+        };
+        let Ok((id, req)) = WireRequest::decode(&body) else {
+            return;
+        };
+        let r = match req {
+            WireRequest::Hello { .. } => Response {
+                id,
+                ret: 0,
+                origin: origin::TEE,
+                body: ResponseBody::Hello {
+                    version: 1,
+                    max_frame: MAX_FRAME as u32,
+                    max_memref: MAX_MEMREF as u32,
+                },
+            },
+            WireRequest::OpenSession { .. } => Response {
+                id,
+                ret: 0,
+                origin: origin::TRUSTED_APP,
+                body: ResponseBody::OpenSession {
+                    session: 1,
+                    params: Default::default(),
+                },
+            },
+            WireRequest::Invoke { params, .. } => Response {
+                id,
+                ret: 0,
+                origin: origin::TRUSTED_APP,
+                body: ResponseBody::Invoke {
+                    params: params.map(echo_out),
+                },
+            },
+            WireRequest::Cancel { .. } => Response::error(id, op::CANCEL, 0, origin::TEE, None),
+            WireRequest::CloseSession { .. } => {
+                Response::error(id, op::CLOSE_SESSION, 0, origin::TEE, None)
+            }
+        };
+        if s.write_all(&r.encode_frame()).is_err() {
+            return;
+        }
+    }
+}
+
+/// The registration of the 1 MiB region (256 frames at `REGION`).
+fn register() -> Request {
+    Request::ShmRegister(ShmRegistration {
+        size: u64::from(MIB),
+        offset: 0,
+        frames: (0..256).map(|i| REGION + i * 4096).collect(),
+    })
+}
+
+/// Parameters: the whole region `shm_id` as parameter 0, nothing else.
+fn whole_region(dir: Direction, shm_id: u64) -> [Param; NUM_PARAMS] {
+    let mut params = [Param::None; NUM_PARAMS];
+    params[0] = Param::MemRef(
+        dir,
+        MemRef {
+            shm_id,
+            offset: 0,
+            size: u64::from(MIB),
+        },
+    );
+    params
 }
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
@@ -160,18 +191,13 @@ fn a_batch_of_large_invokes_completes_against_a_service_that_writes_before_it_re
 
     let data: Vec<u8> = (0..MIB).map(|i| (i * 31 % 253) as u8).collect();
     mem.write_slice(&data, GuestAddress(REGION)).unwrap();
-    let register = Request::ShmRegister(ShmRegistration {
-        size: u64::from(MIB),
-        offset: 0,
-        frames: (0..256).map(|i| REGION + i * 4096).collect(),
-    });
     let open = Request::OpenSession(OpenSession {
         uuid: ECHO_UUID,
         client_uuid: Uuid::default(),
         login: 0,
         params: [Param::None; NUM_PARAMS],
     });
-    let setup = batch(&h, &[register.encode(1), open.encode(2)], within);
+    let setup = batch(&h, &[register().encode(1), open.encode(2)], within);
     assert_eq!(u32_at(&setup[0], 0), 0, "registered");
     let shm_id = u64_at(&setup[0], 16);
     assert_eq!(
@@ -181,15 +207,7 @@ fn a_batch_of_large_invokes_completes_against_a_service_that_writes_before_it_re
     );
     let session = u32_at(&setup[1], 24);
 
-    let mut params = [Param::None; NUM_PARAMS];
-    params[0] = Param::MemRef(
-        Direction::InOut,
-        MemRef {
-            shm_id,
-            offset: 0,
-            size: u64::from(MIB),
-        },
-    );
+    let params = whole_region(Direction::InOut, shm_id);
     let invokes: Vec<Vec<u8>> = (0..12)
         .map(|i| {
             Request::Invoke(Invoke {
@@ -214,6 +232,80 @@ fn a_batch_of_large_invokes_completes_against_a_service_that_writes_before_it_re
     }
     assert_eq!(h.read(REGION, MIB as usize), data, "echoed in place");
     eprintln!("12 x 1 MiB echoes in {:?}", started.elapsed());
+    tee.reset();
+    drop(tee);
+    service.join().unwrap();
+}
+
+/// The other half of the audit: a service that takes the connection and
+/// answers `HELLO`, then reads nothing more (hung). 12 opens carrying 1 MiB
+/// each fill the socket; the worker must stay responsive (the chains wait,
+/// in the ring or for their answer), a reset must stop it at once (not after
+/// the 3 s stop wait, leaving a stuck thread and `WorkerBusy`), and the next
+/// activation connects again and is served.
+#[test]
+fn a_service_that_stops_reading_holds_neither_the_worker_nor_a_reset() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tee.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let service = std::thread::spawn(move || {
+        let (hung, _) = listener.accept().unwrap();
+        serve(hung.try_clone().unwrap(), 1);
+        // The reconnection after the reset is served; the hung connection
+        // stays open (unread) until then.
+        let (s, _) = listener.accept().unwrap();
+        serve(s, usize::MAX);
+        drop(hung);
+    });
+    let backend = TrustyBackend::connect(&path).unwrap();
+    let mut tee = Tee::new(Box::new(backend), Limits::DEFAULT);
+    let mem = guest_memory();
+    let h = DeviceHarness::activate(&mem, &mut tee, QUEUE_SIZE);
+    let within = Duration::from_secs(5);
+    let reg = batch(&h, &[register().encode(1)], within);
+    let params = whole_region(Direction::Input, u64_at(&reg[0], 16));
+    let open = Request::OpenSession(OpenSession {
+        uuid: ECHO_UUID,
+        client_uuid: Uuid::default(),
+        login: 0,
+        params,
+    });
+    let chains: Vec<Vec<(u64, u32, u16)>> = (0..12)
+        .map(|i| {
+            let (req, resp) = (REQS + i * 0x1000, RESPS + i * 0x200);
+            let bytes = open.encode(10 + i);
+            mem.write_slice(&bytes, GuestAddress(req)).unwrap();
+            vec![
+                (req, bytes.len() as u32, 0),
+                (resp, 256, VRING_DESC_F_WRITE),
+            ]
+        })
+        .collect();
+    h.post_batch(0, &chains);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        h.queues[0].used().idx().load(),
+        1,
+        "no answer without the service"
+    );
+    let started = Instant::now();
+    tee.reset();
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(1),
+        "the reset waited {took:?}: the worker was stuck on the service"
+    );
+    let h = DeviceHarness::activate(&mem, &mut tee, QUEUE_SIZE);
+    let mut plain = open.clone();
+    if let Request::OpenSession(o) = &mut plain {
+        o.params = [Param::None; NUM_PARAMS];
+    }
+    let a = batch(&h, &[plain.encode(1)], within);
+    assert_eq!(
+        (u32_at(&a[0], 0), u32_at(&a[0], 16)),
+        (0, 0),
+        "served again"
+    );
     tee.reset();
     drop(tee);
     service.join().unwrap();
