@@ -64,12 +64,14 @@ pub enum TrustyError {
     },
     /// The service did not accept the connection or did not answer `HELLO`
     /// within [`HELLO_TIMEOUT`].
-    #[error("the Trusty service at {path} did not answer within {} ms ({what}): is trustyd hung?", HELLO_TIMEOUT.as_millis())]
+    #[error("the Trusty service at {path} did not {what} within {} ms: is trustyd hung?", after.as_millis())]
     Timeout {
         /// The TEE socket.
         path: PathBuf,
         /// What it did not do in time.
         what: &'static str,
+        /// The time it had.
+        after: Duration,
     },
 }
 
@@ -166,6 +168,7 @@ fn hello(path: &Path, timeout: Duration) -> Result<(UnixStream, u32), TrustyErro
     let late = |what| TrustyError::Timeout {
         path: path.to_path_buf(),
         what,
+        after: timeout,
     };
     // A full backlog (the service does not accept) is `WouldBlock`: retry
     // until the deadline.
@@ -613,7 +616,10 @@ mod tests {
         let e = hello(&path, Duration::from_millis(200)).err().unwrap();
         let took = started.elapsed();
         assert!(matches!(e, TrustyError::Timeout { .. }), "{e}");
-        assert!(e.to_string().contains("answer HELLO"), "{e}");
+        assert!(
+            e.to_string().contains("did not answer HELLO within 200 ms"),
+            "{e}"
+        );
         assert!(took >= Duration::from_millis(200), "{took:?}");
         assert!(took < Duration::from_secs(2), "{took:?}");
         drop(listener);
