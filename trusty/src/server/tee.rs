@@ -28,6 +28,7 @@ use std::collections::{HashMap, VecDeque};
 use std::io::{self, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Condvar, Mutex};
 
 use vmstack_log::{guest_info, guest_warn};
@@ -151,6 +152,12 @@ fn write_responses(outbox: &Outbox, inflight: &AtomicUsize, mut stream: UnixStre
         }
     }
 }
+
+/// How long one response may wait for the peer to read.
+const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How long a refused peer's queued answers may take to be read.
+const REFUSED_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The peer leaves too many responses unread.
 fn not_reading() -> io::Error {
@@ -357,21 +364,25 @@ impl Conn {
 ///
 /// The responses go out through a writer thread (`tee-writer`), which ends
 /// once it has written what was queued when the reading ended (or the peer
-/// went away).
+/// went away); it is joined before this returns (see the end of the
+/// function for the bounds).
 pub fn serve(stream: UnixStream, guest: &Arc<Guest>, limits: TeeLimits) -> io::Result<()> {
+    // A peer that reads nothing for this long loses the connection (the
+    // VMM's backend reads whenever its socket is readable).
+    stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
     let mut reader = stream.try_clone()?;
     let outbox = Arc::new(Outbox::default());
     let inflight = Arc::new(AtomicUsize::new(0));
+    // The writer drops `written` when it ends.
+    let (written, writer_ended) = std::sync::mpsc::channel::<()>();
     let writer = {
         let (outbox, inflight) = (outbox.clone(), inflight.clone());
         let name = guest.name().to_string();
         sandbox::thread::spawn("tee-writer", move || {
+            let _written = written;
             write_responses(&outbox, &inflight, stream, &name);
         })?
     };
-    // The writer is not joined: it ends on its own once the queue is
-    // written, or the peer is gone.
-    drop(writer);
     let conn = Arc::new(Conn {
         guest: guest.clone(),
         limits,
@@ -383,27 +394,50 @@ pub fn serve(stream: UnixStream, guest: &Arc<Guest>, limits: TeeLimits) -> io::R
     let result = serve_frames(&conn, &mut reader);
     conn.close_all();
     conn.outbox.close();
-    result
+    // The writer delivers what is queued (a refusal's answer included),
+    // then ends. A peer that closed its sending side gets up to the write
+    // timeout for it; a refused peer or one that broke the protocol
+    // [`REFUSED_GRACE`], after which the shutdown wakes a writer blocked
+    // on it (EPIPE: it drains its queue and ends). The connection's slot is
+    // held until then, so no writer outlives its connection.
+    let grace = match result {
+        Ok(Ended::PeerDone) => WRITE_TIMEOUT,
+        _ => REFUSED_GRACE,
+    };
+    if writer_ended.recv_timeout(grace) == Err(RecvTimeoutError::Timeout) {
+        let _ = reader.shutdown(std::net::Shutdown::Both);
+    }
+    let _ = writer.join();
+    result.map(|_| ())
 }
 
-fn serve_frames(conn: &Arc<Conn>, reader: &mut UnixStream) -> io::Result<()> {
+/// How the reading of a connection ended without an I/O error.
+#[derive(Debug, PartialEq, Eq)]
+enum Ended {
+    /// The peer closed its sending side: it may still read what is queued.
+    PeerDone,
+    /// This side refused the peer (a protocol error): nothing more for it.
+    Refused,
+}
+
+fn serve_frames(conn: &Arc<Conn>, reader: &mut UnixStream) -> io::Result<Ended> {
     let name = conn.guest.name().to_string();
     let mut hello = false;
     loop {
         let body = match read_body(reader) {
             Ok(Some(b)) => b,
-            Ok(None) => return Ok(()),
+            Ok(None) => return Ok(Ended::PeerDone),
             Err(crate::tee::ClientError::Io(e)) => return Err(e),
             Err(e) => {
                 guest_info!("tee: guest {name}: {e}; closing");
-                return Ok(());
+                return Ok(Ended::Refused);
             }
         };
         let (id, req) = match Request::decode(&body) {
             Ok(r) => r,
             Err(e) => {
                 guest_info!("tee: guest {name}: undecodable frame ({e}); closing");
-                return Ok(());
+                return Ok(Ended::Refused);
             }
         };
         if !hello {
@@ -431,11 +465,11 @@ fn serve_frames(conn: &Arc<Conn>, reader: &mut UnixStream) -> io::Result<()> {
                             max_memref: MAX_MEMREF as u32,
                         },
                     })?;
-                    return Ok(());
+                    return Ok(Ended::Refused);
                 }
                 _ => {
                     guest_info!("tee: guest {name}: first frame is not HELLO; closing");
-                    return Ok(());
+                    return Ok(Ended::Refused);
                 }
             }
         }

@@ -372,14 +372,27 @@ fn a_peer_that_never_reads_is_disconnected_past_the_bound() {
         .unwrap();
     a.write_all(&echo_mib(session, &data).encode_frame(11))
         .unwrap();
+    // Quick requests until the service stops taking them (however many of
+    // their responses fit in the socket before the writer blocks).
     a.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
-    for i in 0..(MAX_QUEUED_QUICK as u64 + 100) {
+    for i in 0..100_000u64 {
         if a.write_all(&Request::CloseSession { session: 77 }.encode_frame(20 + i))
             .is_err()
         {
             break;
         }
     }
-    let e = t.join().unwrap().unwrap_err();
+    let (done, ended) = std::sync::mpsc::channel();
+    std::thread::spawn(move || done.send(t.join().unwrap()));
+    let e = ended
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the service still serves a peer that reads nothing")
+        .unwrap_err();
     assert!(e.to_string().contains("unread"), "{e}");
+    // The connection is closed, not left to a writer blocked on it: the
+    // peer reads what was sent, then the end.
+    a.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut rest = Vec::new();
+    let read = std::io::Read::read_to_end(&mut a, &mut rest);
+    assert!(read.is_ok(), "no end of the connection: {read:?}");
 }
