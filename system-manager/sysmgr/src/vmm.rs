@@ -207,7 +207,10 @@ pub async fn run(cfg: VmmConfig, mut cmds: UnboundedReceiver<VmmCmd>, report: im
 
 /// Sends one request, waiting at most [`SEND_TIMEOUT`]: a VMM that stops
 /// reading its control socket must not hold this guest's task (a `Stop`
-/// then still arms its kill timer).
+/// then still arms its kill timer). A request that timed out is lost
+/// (logged), never half-sent: a unix stream socket queues a write of up to
+/// half its send buffer whole or not at all, and requests are at most
+/// `MAX_REQUEST_LEN` (256) bytes, so the next request starts a clean line.
 async fn send(write: &mut OwnedWriteHalf, request: Request, guest: &str) {
     tracing::debug!("{guest}: -> {request}");
     send_within(write, &format!("{request}\n"), SEND_TIMEOUT)

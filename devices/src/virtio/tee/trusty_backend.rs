@@ -358,6 +358,9 @@ impl TeeBackend for TrustyBackend {
             self.fresh = false;
             return Ok(());
         }
+        // The old connection ends first, whether or not a new one comes:
+        // its sessions must not stay open in the service.
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
         let (stream, max_memref) = hello(&self.path, HELLO_TIMEOUT).map_err(io::Error::other)?;
         self.stream = stream;
         self.max_memref = max_memref;
@@ -650,18 +653,33 @@ mod tests {
                 HostParam::None,
             ],
         };
+        // A small send buffer, so that the 4 MiB cannot all fit in the
+        // socket whatever the host's default.
+        let small: libc::c_int = 64 * 1024;
+        // SAFETY: setsockopt on the backend's live socket with a valid
+        // c_int option value and its size.
+        let rc = unsafe {
+            libc::setsockopt(
+                b.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUF,
+                (&small as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0);
         let started = std::time::Instant::now();
         for i in 0..4u8 {
             b.send(u64::from(i), invoke(i)).unwrap();
         }
         assert!(
-            started.elapsed() < Duration::from_secs(2),
+            started.elapsed() < Duration::from_secs(10),
             "send waited for the service"
         );
         assert!(b.wants_write(), "the socket cannot hold 4 MiB");
         assert!(!b.has_room(), "over the bound: the worker takes no chain");
         go.send(()).unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while b.wants_write() {
             b.flush().unwrap();
             assert!(std::time::Instant::now() < deadline, "never drained");

@@ -12,7 +12,8 @@ use super::Event;
 
 /// At most this many control connections at once (each is one task).
 const MAX_CONTROL_CONNECTIONS: usize = 16;
-/// A control connection that sends nothing for this long is closed.
+/// A control connection that sends nothing (or reads nothing) for this
+/// long is closed.
 const CONTROL_IDLE: Duration = Duration::from_secs(60);
 
 /// Serves `status` on the daemon's control socket.
@@ -79,7 +80,11 @@ fn serve_with(
                                 .to_string()
                         }
                     };
-                    if w.write_all(format!("{answer}\n").as_bytes()).await.is_err() {
+                    // A client that stops reading loses the connection
+                    // (and its slot) after `idle` too.
+                    let line = format!("{answer}\n");
+                    let write = w.write_all(line.as_bytes());
+                    if !matches!(tokio::time::timeout(idle, write).await, Ok(Ok(()))) {
                         break;
                     }
                 }
@@ -119,7 +124,7 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn connections_past_the_cap_are_closed_and_idle_ones_end() {
-        let path = served("control-cap", 2, Duration::from_millis(300));
+        let path = served("control-cap", 2, Duration::from_secs(2));
         let mut a = BufReader::new(UnixStream::connect(&path).await.unwrap());
         let mut b = BufReader::new(UnixStream::connect(&path).await.unwrap());
         assert_eq!(status(&mut a).await.as_deref(), Some("{\"ok\":1}\n"));
@@ -128,7 +133,7 @@ mod tests {
         let mut c = BufReader::new(UnixStream::connect(&path).await.unwrap());
         assert_eq!(status(&mut c).await, None);
         // Idle past the limit: the server closes both; a slot is free again.
-        tokio::time::sleep(Duration::from_millis(600)).await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
         let mut line = String::new();
         let closed = tokio::time::timeout(Duration::from_secs(5), a.read_line(&mut line))
             .await
@@ -136,5 +141,29 @@ mod tests {
         assert_eq!(closed.unwrap(), 0, "{line}");
         let mut d = BufReader::new(UnixStream::connect(&path).await.unwrap());
         assert_eq!(status(&mut d).await.as_deref(), Some("{\"ok\":1}\n"));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_client_that_never_reads_loses_its_slot() {
+        let path = served("control-noread", 1, Duration::from_secs(1));
+        let mut a = UnixStream::connect(&path).await.unwrap();
+        // Requests without reading a single answer, until the socket is full.
+        let flood = tokio::spawn(async move {
+            let many = "status\n".repeat(1 << 16);
+            for _ in 0..64 {
+                if a.write_all(many.as_bytes()).await.is_err() {
+                    break;
+                }
+            }
+            a
+        });
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let mut b = BufReader::new(UnixStream::connect(&path).await.unwrap());
+        assert_eq!(
+            status(&mut b).await.as_deref(),
+            Some("{\"ok\":1}\n"),
+            "the slot of a client that reads nothing was not freed"
+        );
+        flood.abort();
     }
 }
