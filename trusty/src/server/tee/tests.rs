@@ -390,9 +390,13 @@ fn a_peer_that_never_reads_is_disconnected_past_the_bound() {
         .unwrap_err();
     assert!(e.to_string().contains("unread"), "{e}");
     // The connection is closed, not left to a writer blocked on it: the
-    // peer reads what was sent, then the end.
+    // peer reads what was sent, then the end (or a reset: the service
+    // closed with requests of ours unread), never a timeout.
     a.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut rest = Vec::new();
-    let read = std::io::Read::read_to_end(&mut a, &mut rest);
-    assert!(read.is_ok(), "no end of the connection: {read:?}");
+    match std::io::Read::read_to_end(&mut a, &mut rest) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("no end of the connection: {e}"),
+    }
 }
