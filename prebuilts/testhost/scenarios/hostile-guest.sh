@@ -85,13 +85,15 @@ scan_guest() {
     done
 }
 # Then until the hostile guest has booted three times and its counts were
-# seen (or 420 s), a probe every 5 s.
+# seen, and the served guest was probed at least 5 times (a stall of the
+# emulated test host costs probes, not floods), or 420 s: a probe every 5 s.
 n=1
 i=0
 deadline=$(( $(cut -d' ' -f1 /proc/uptime | cut -d. -f1) + 420 ))
 while [ "$(cut -d' ' -f1 /proc/uptime | cut -d. -f1)" -lt $deadline ]; do
     scan_guest
-    [ "$(boots $H_CTL)" -ge 3 ] && [ "${seen_hostile_suspend_requests:-0}" -gt 0 ] && break
+    [ "$(boots $H_CTL)" -ge 3 ] && [ "${seen_hostile_suspend_requests:-0}" -gt 0 ] &&
+        [ "$n" -gt 5 ] && break
     if [ $((i % 5)) -eq 0 ]; then
         probe $n
         n=$((n + 1))
