@@ -41,6 +41,15 @@ impl T {
             s: StorageSession::new(VSOCK_MAX_MESSAGE, limits),
         }
     }
+    /// A store and a channel on it, both with these limits.
+    fn on_store_with(max_file_size: u64, max_files: usize, max_total: u64) -> (MemStore, Self) {
+        let limits = Limits {
+            max_file_size,
+            max_files,
+            max_total,
+        };
+        (MemStore::with_limits(limits), Self::with_limits(limits))
+    }
     fn send(
         &mut self,
         store: &mut dyn SecureStore,
@@ -438,13 +447,7 @@ fn integrity_errors_are_corrupted_and_fail_the_transaction() {
 
 #[test]
 fn size_limits() {
-    let limits = Limits {
-        max_file_size: 100,
-        max_files: 2,
-        max_total: 150,
-    };
-    let mut st = MemStore::with_limits(limits);
-    let mut a = T::with_limits(limits);
+    let (mut st, mut a) = T::on_store_with(100, 2, 150);
     let fh = a.open(&mut st, OPEN_CREATE, "f", 0).unwrap();
     assert_eq!(a.write(&mut st, fh, 99, b"x", 0), 0);
     assert_eq!(a.write(&mut st, fh, 100, b"x", 0), err::NOT_VALID);
@@ -545,13 +548,7 @@ fn a_flood_of_created_names_in_one_transaction_is_bounded() {
 
 #[test]
 fn deletes_moves_and_writes_count_against_the_entry_limit() {
-    let limits = Limits {
-        max_file_size: 100,
-        max_files: 4,
-        max_total: 1000,
-    };
-    let mut st = MemStore::with_limits(limits);
-    let mut a = T::with_limits(limits);
+    let (mut st, mut a) = T::on_store_with(100, 4, 1000);
     for i in 0..3 {
         assert!(a.open(&mut st, OPEN_CREATE, &format!("f{i}"), 0).is_ok());
     }
@@ -649,13 +646,7 @@ impl tracing::Subscriber for CountLines {
 fn a_flood_of_one_guest_triggered_line_is_capped() {
     // Each round: a transaction over its file limit (one log line), then
     // END_TRANSACTION; a guest can repeat that as fast as it likes.
-    let limits = Limits {
-        max_file_size: 100,
-        max_files: 1,
-        max_total: 1000,
-    };
-    let mut st = MemStore::with_limits(limits);
-    let mut a = T::with_limits(limits);
+    let (mut st, mut a) = T::on_store_with(100, 1, 1000);
     let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counter = CountLines {
         needle: "transaction over its limit",
