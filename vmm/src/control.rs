@@ -33,6 +33,7 @@ use vmm_protocol::{
 };
 
 use crate::event::VmEvent;
+use crate::outbox::{self, Outbox};
 
 /// Errors on the control socket.
 #[derive(Debug, thiserror::Error)]
@@ -221,8 +222,9 @@ fn exiting() -> Response {
 
 fn handle(stream: UnixStream, events: &Sender<VmEvent>, idle: Duration) -> std::io::Result<()> {
     let id = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
-    let mut writer = stream.try_clone()?;
-    writer.set_write_timeout(Some(Duration::from_secs(5)))?;
+    let direct = stream.try_clone()?;
+    direct.set_write_timeout(Some(outbox::WRITE_TIMEOUT))?;
+    let mut writer = Writer::Direct(direct);
     stream.set_read_timeout(Some(idle))?;
     let reader_stream = stream.try_clone()?;
     let mut subscribed = false;
@@ -243,7 +245,7 @@ fn handle(stream: UnixStream, events: &Sender<VmEvent>, idle: Duration) -> std::
                     "no request for {} ms; closing the connection",
                     idle.as_millis()
                 ));
-                break writer.write_all(format!("{e}\n").as_bytes());
+                break writer.line(e);
             }
             Err(e)
                 if subscribed
@@ -259,32 +261,49 @@ fn handle(stream: UnixStream, events: &Sender<VmEvent>, idle: Duration) -> std::
                 let e = Response::error(format_args!(
                     "request line longer than {MAX_REQUEST_LEN} bytes; closing the connection"
                 ));
-                break writer.write_all(format!("{e}\n").as_bytes());
+                break writer.line(e);
             }
             Err(e) => break Err(e),
         };
         let response = match line.parse::<Request>() {
             Err(ParseError::Empty) => continue,
             Err(e) => Response::error(e),
+            Ok(request) if request.subscribes() && subscribed => {
+                Response::error("this connection is already subscribed; attach on a new one")
+            }
             Ok(request) if request.subscribes() => {
-                // The event loop writes the response itself, so that it
-                // precedes every event on this stream.
-                let sent = writer.try_clone().map(|stream| {
-                    events.send(VmEvent::Subscribe {
-                        connection: id,
-                        stream,
-                        arbiter: request == Request::Attach,
-                    })
+                // From here on every line goes through the outbox, which
+                // the event loop shares. The loop queues the response
+                // itself, so that it precedes every event, and says when
+                // it has: this thread's later answers must follow it.
+                let outbox = match &writer {
+                    Writer::Direct(stream) => match Outbox::open(stream) {
+                        Ok(outbox) => outbox,
+                        Err(e) => break Err(e),
+                    },
+                    Writer::Outbox(outbox) => outbox.clone(),
+                };
+                let (queued_tx, queued_rx) = channel();
+                let sent = events.send(VmEvent::Subscribe {
+                    connection: id,
+                    outbox: outbox.clone(),
+                    arbiter: request == Request::Attach,
+                    queued: queued_tx,
                 });
-                match sent {
-                    Ok(Ok(())) => {
+                writer = Writer::Outbox(outbox);
+                match sent.map(|()| queued_rx.recv()) {
+                    Ok(Ok(true)) => {
                         subscribed = true;
                         arbiter |= request == Request::Attach;
                         // Subscribers wait for events as long as they like.
-                        reader_stream.set_read_timeout(None)?;
+                        if let Err(e) = reader_stream.set_read_timeout(None) {
+                            break Err(e);
+                        }
                         continue;
                     }
-                    _ => exiting(),
+                    // The connection closed before the answer was queued.
+                    Ok(Ok(false)) => break Ok(()),
+                    Ok(Err(_)) | Err(_) => exiting(),
                 }
             }
             Ok(Request::Decide { .. }) if !arbiter => Response::error(
@@ -305,14 +324,37 @@ fn handle(stream: UnixStream, events: &Sender<VmEvent>, idle: Duration) -> std::
                 }
             }
         };
-        // Subscribed connections share the writer with the event loop; the
-        // loop writes whole lines, so a response is never split.
-        writer.write_all(format!("{response}\n").as_bytes())?;
+        if let Err(e) = writer.line(response) {
+            break Err(e);
+        }
     };
     if subscribed {
         let _ = events.send(VmEvent::Unsubscribe { connection: id });
     }
+    if let (Writer::Outbox(outbox), Err(_)) = (&writer, &result) {
+        outbox.close();
+    }
+    // Otherwise the writer thread writes what is still queued (the
+    // answers to a client that half-closed after its requests) and ends
+    // once the loop has dropped its copy of the outbox too.
     result
+}
+
+/// Where a connection's own lines go: straight into the socket until it
+/// subscribes, then through its [`Outbox`] (shared with the event loop).
+enum Writer {
+    Direct(UnixStream),
+    Outbox(Outbox),
+}
+
+impl Writer {
+    /// Writes one line (a newline is added).
+    fn line(&mut self, line: impl std::fmt::Display) -> std::io::Result<()> {
+        match self {
+            Writer::Direct(stream) => stream.write_all(format!("{line}\n").as_bytes()),
+            Writer::Outbox(outbox) => outbox.send(line).map_err(std::io::Error::other),
+        }
+    }
 }
 
 /// The [`ControlError::Client`] of an I/O error on the connection to
@@ -489,13 +531,14 @@ mod tests {
         let (tx, rx) = channel();
         serve(bind(&path).unwrap(), tx).unwrap();
         let loop_thread = std::thread::spawn(move || {
-            let mut subscriber: Option<UnixStream> = None;
+            let mut subscriber: Option<Outbox> = None;
             let mut decided = 0;
             while decided < 1 {
                 match rx.recv().unwrap() {
-                    VmEvent::Subscribe { mut stream, .. } => {
-                        stream.write_all(b"ok attached\n").unwrap();
-                        subscriber = Some(stream);
+                    VmEvent::Subscribe { outbox, queued, .. } => {
+                        outbox.offer("ok attached").unwrap();
+                        queued.send(true).unwrap();
+                        subscriber = Some(outbox);
                     }
                     VmEvent::Control { request, reply } => {
                         assert!(matches!(request, Request::Decide { id: 7, .. }));
@@ -519,6 +562,52 @@ mod tests {
         );
         // `vmm decide` attaches first.
         assert_eq!(decide(&path, 7, Decision::Allow).unwrap(), Answer::Decided);
+        loop_thread.join().unwrap();
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn a_subscriber_gets_its_answers_in_order_even_after_half_closing() {
+        let path = temp_socket("order");
+        let (tx, rx) = channel();
+        serve(bind(&path).unwrap(), tx).unwrap();
+        let loop_thread = std::thread::spawn(move || {
+            let mut subscriber: Option<Outbox> = None;
+            loop {
+                match rx.recv().unwrap() {
+                    VmEvent::Subscribe { outbox, queued, .. } => {
+                        // A slow loop: the connection's own answers wait
+                        // until it says the subscribe answer is queued
+                        // (here with an event line after it; later events
+                        // may interleave with the answers in any order).
+                        std::thread::sleep(Duration::from_millis(100));
+                        outbox.offer("ok attached").unwrap();
+                        outbox.offer("event state running").unwrap();
+                        queued.send(true).unwrap();
+                        subscriber = Some(outbox);
+                    }
+                    VmEvent::Control { request, reply } => {
+                        reply.send(answer_for(request)).unwrap();
+                    }
+                    VmEvent::Unsubscribe { .. } => break,
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            drop(subscriber);
+        });
+        let mut raw = UnixStream::connect(&path).unwrap();
+        raw.write_all(b"attach\nbogus\nevents\nstatus\n").unwrap();
+        raw.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut text = String::new();
+        BufReader::new(raw).read_to_string(&mut text).unwrap();
+        assert_eq!(
+            text,
+            "ok attached\n\
+             event state running\n\
+             error unknown request 'bogus'\n\
+             error this connection is already subscribed; attach on a new one\n\
+             ok state=running arbitrated=false pending=0 boots=1 arbiters=0\n"
+        );
         loop_thread.join().unwrap();
         std::fs::remove_file(&path).unwrap();
     }

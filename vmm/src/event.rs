@@ -1,11 +1,11 @@
 //! What the VMM's event loop reacts to: one channel that the builder's
 //! devices and vCPUs, and the control socket, all send into.
 //!
-//! A leaf module: it names the messages only, so that the modules that
-//! produce them (`builder`, `control`) and the one that consumes them
-//! (`runner`) depend on it and not on each other.
+//! A leaf module (besides the [`Outbox`] a subscription carries): it names
+//! the messages only, so that the modules that produce them (`builder`,
+//! `control`) and the one that consumes them (`runner`) depend on it and
+//! not on each other.
 
-use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
@@ -13,6 +13,7 @@ use std::sync::Arc;
 use devices::PowerEvent;
 use vmm_protocol::{Request, Response};
 
+use crate::outbox::Outbox;
 use crate::vstate::vcpu::VcpuCrash;
 
 /// Something the VMM's event loop must react to.
@@ -46,10 +47,13 @@ pub enum VmEvent {
     Subscribe {
         /// Connection id.
         connection: u64,
-        /// Where to write the response and events.
-        stream: UnixStream,
+        /// Where to queue the response and events.
+        outbox: Outbox,
         /// Whether it becomes the power arbiter.
         arbiter: bool,
+        /// Told whether the response is queued (before the connection's
+        /// thread answers anything else).
+        queued: Sender<bool>,
     },
     /// A subscribed connection closed.
     Unsubscribe {

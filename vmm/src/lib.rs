@@ -11,6 +11,8 @@
 //! * [`arch`]: per-architecture memory map, boot protocol, ACPI, registers.
 //! * [`control`]: the control socket and its client; the messages are
 //!   `vmm_protocol`'s.
+//! * [`outbox`]: the queue and writer thread of each subscribed control
+//!   connection, so that the event loop never waits for a client.
 //! * [`console_client`]: `vmm console`, a client for a unix-socket
 //!   virtio-console.
 //! * [`vsock_proxy`]: `vmm adb-proxy`, TCP on 127.0.0.1 bridged to a
@@ -25,6 +27,7 @@ pub mod config;
 pub mod console_client;
 pub mod control;
 pub mod event;
+pub mod outbox;
 pub mod power;
 pub mod resources;
 pub mod rlimit;

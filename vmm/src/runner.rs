@@ -9,8 +9,7 @@
 //! new VM in the same process, so the control socket and its subscribers
 //! stay; events from an earlier boot are ignored.
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
+use std::io::Read;
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,6 +21,7 @@ use crate::builder::{build_vm, BuildError, BuiltVm};
 use crate::config::VmConfig;
 use crate::control::{self, ControlError};
 use crate::event::VmEvent;
+use crate::outbox::{OfferError, Outbox};
 use crate::power::{Action, PowerPolicy};
 use crate::resources::{HostResources, OpenError};
 use crate::vstate::vcpu::{install_kick_handler, VcpuError, VcpuHandle};
@@ -146,7 +146,7 @@ fn spawn_stdin_reader(slot: SerialSlot) {
 /// A control connection that receives events.
 struct Subscriber {
     connection: u64,
-    stream: UnixStream,
+    outbox: Outbox,
     arbiter: bool,
 }
 
@@ -320,20 +320,23 @@ impl Runner {
                 }
                 VmEvent::Subscribe {
                     connection,
-                    mut stream,
+                    outbox,
                     arbiter,
+                    queued,
                 } => {
                     let ok = Response::Ok(if arbiter {
                         Answer::Attached
                     } else {
                         Answer::Subscribed
                     });
-                    if stream.write_all(format!("{ok}\n").as_bytes()).is_err() {
+                    let ok_queued = outbox.offer(ok).is_ok();
+                    let _ = queued.send(ok_queued);
+                    if !ok_queued {
                         continue;
                     }
                     self.subscribers.push(Subscriber {
                         connection,
-                        stream,
+                        outbox,
                         arbiter,
                     });
                     if arbiter {
@@ -426,12 +429,18 @@ impl Runner {
         }
     }
 
-    /// Writes an event line to every subscriber, dropping dead ones.
+    /// Queues an event line for every subscriber (never waiting for one),
+    /// dropping those that are gone or do not read.
     fn publish(&mut self, event: &Event) {
         tracing::info!("{event}");
-        let bytes = format!("{event}\n");
-        self.subscribers
-            .retain_mut(|s| s.stream.write_all(bytes.as_bytes()).is_ok());
+        self.subscribers.retain(|s| match s.outbox.offer(event) {
+            Ok(()) => true,
+            Err(OfferError::Closed) => false,
+            Err(e @ OfferError::Full) => {
+                tracing::warn!("control connection {}: {e}", s.connection);
+                false
+            }
+        });
     }
 }
 
