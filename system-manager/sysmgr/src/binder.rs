@@ -268,17 +268,32 @@ pub fn configure(server: &RpcServer) {
     server.set_max_connections(MAX_CONNECTIONS);
 }
 
+/// Who may open a connection to an endpoint, by the peer's uid
+/// (`SO_PEERCRED`; `None` when the kernel gave none): the host socket its
+/// own uid and root; a guest socket also the daemon's other allowed peers
+/// (the VMMs' sandbox user, `--allow-peer-uid`), since the VMM connects
+/// the guest's vsock connections to it.
+fn peer_admitted(uid: Option<u32>, host_only: bool, me: u32, allowed: &[u32]) -> bool {
+    match uid {
+        None => false,
+        Some(u) if u == me || u == 0 => true,
+        Some(u) => !host_only && sandbox::socket::uid_allowed(u, allowed),
+    }
+}
+
 fn serve(path: &Path, endpoint: Endpoint, host_only: bool) -> Result<Arc<RpcServer>> {
     let server = RpcServer::setup_unix_server(path)
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e:?}", path.display()))?;
+    // rsbinder listens before we can chmod: the authorizer, installed
+    // before the first accept (`run_background` below), refuses any other
+    // uid that connects in between.
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("chmod 0600 {}", path.display()))?;
     configure(&server);
-    if host_only {
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        let me = unsafe { libc::geteuid() };
-        server.set_authorizer(move |peer| matches!(peer.uid(), Some(u) if u == me || u == 0));
-    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let allowed = sandbox::socket::settings().allowed_uids.clone();
+    server.set_authorizer(move |peer| peer_admitted(peer.uid(), host_only, me, &allowed));
     server
         .set_root(BnSystemManager::new_binder(endpoint).as_binder())
         .map_err(|e| anyhow::anyhow!("{}: {e:?}", path.display()))?;
@@ -446,5 +461,26 @@ pub fn system_parcel(a: &Arbiter, now_ms: u64, connected: &[bool]) -> SystemStat
         nowMs: i64::try_from(now_ms).unwrap_or(i64::MAX),
         inputCount: i64::try_from(a.inputs_handled()).unwrap_or(i64::MAX),
         guests,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::peer_admitted;
+
+    #[test]
+    fn endpoints_admit_their_peers_only() {
+        let allowed = [0, 1000, 65534];
+        // The host socket: the daemon's own uid and root.
+        assert!(peer_admitted(Some(1000), true, 1000, &allowed));
+        assert!(peer_admitted(Some(0), true, 1000, &allowed));
+        assert!(!peer_admitted(Some(65534), true, 1000, &allowed));
+        // A guest socket: also the other allowed peers (the VMMs' user).
+        assert!(peer_admitted(Some(65534), false, 1000, &allowed));
+        assert!(peer_admitted(Some(1000), false, 1000, &allowed));
+        // Anyone else, or a peer without credentials, never.
+        assert!(!peer_admitted(Some(4242), false, 1000, &allowed));
+        assert!(!peer_admitted(Some(4242), true, 1000, &allowed));
+        assert!(!peer_admitted(None, false, 1000, &allowed));
     }
 }
