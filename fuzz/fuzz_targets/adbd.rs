@@ -3,7 +3,13 @@
 //! interleaved with what its services do (take data, write, close), and
 //! the data of shell and sync streams through their decoders.
 //!
-//! Oracles: no panic; at most `MAX_STREAMS` streams; every packet the
+//! Packets from the wire go through `Session::on_header` before
+//! `on_packet`, as adbd's reader does (early `OKAY`s); the others through
+//! `on_packet` alone, or both.
+//!
+//! Oracles: no panic; at most `MAX_STREAMS` streams; at most two unread
+//! payloads per stream; never more `OKAY`s on a stream than its `OPEN`
+//! and the `WRTE`s it accepted; every packet the
 //! daemon sends decodes again to itself, a `WRTE` within the negotiated
 //! payload, a `CLSE` never twice for a stream; a closed session stays
 //! closed; the shell and sync decoders never hold more than one request
@@ -11,9 +17,9 @@
 
 #![no_main]
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
-use adbd::packet::{self, Command, DecodeError, Packet, MAX_PAYLOAD, VERSION};
+use adbd::packet::{self, Command, DecodeError, Header, Packet, HEADER_LEN, MAX_PAYLOAD, VERSION};
 use adbd::service::Service;
 use adbd::session::{Inbound, Session, WriteError, MAX_STREAMS};
 use adbd::{shell_protocol, sync_protocol};
@@ -28,8 +34,9 @@ enum Step {
     Packet(u8, u32, u32, Vec<u8>),
     /// An `OPEN` of a real service name (index), with the client id.
     Open(u8, u32),
-    /// A `WRTE` or `OKAY` or `CLSE` for an open stream (index), right ids.
-    ForStream(u8, u8, Vec<u8>),
+    /// A `WRTE` or `OKAY` or `CLSE` for an open stream (index), right ids,
+    /// with its header handed over first or not.
+    ForStream(u8, u8, bool, Vec<u8>),
     /// A service takes its data (stream index).
     Take(u8),
     /// A service writes this many bytes (stream index).
@@ -71,8 +78,31 @@ struct Open {
     sync_send: Option<sync_protocol::Decoder>,
 }
 
-fn check_sent(session: &Session, sent: &[Packet], closed: &mut BTreeSet<u32>) {
+/// What the daemon sent and accepted, per stream.
+#[derive(Default)]
+struct Ledger {
+    /// Streams we sent a `CLSE` for.
+    closed: BTreeSet<u32>,
+    /// `OKAY`s sent, by our stream id.
+    okays: BTreeMap<u32, u64>,
+    /// `WRTE`s accepted (header or packet taken without error) on an open
+    /// stream, by our stream id.
+    wrtes: BTreeMap<u32, u64>,
+}
+
+fn check_sent(session: &Session, sent: &[Packet], ledger: &mut Ledger) {
+    let closed = &mut ledger.closed;
     for p in sent {
+        if p.command == Command::Okay {
+            let okays = ledger.okays.entry(p.arg0).or_default();
+            *okays += 1;
+            let wrtes = ledger.wrtes.get(&p.arg0).copied().unwrap_or(0);
+            assert!(
+                *okays <= wrtes + 1,
+                "stream {}: {okays} OKAYs for {wrtes} WRTEs",
+                p.arg0
+            );
+        }
         let wire = p.encode();
         let (back, used) = packet::decode(&wire, u32::MAX, true).expect("our packet decodes");
         assert_eq!((&back, used), (p, wire.len()));
@@ -126,7 +156,7 @@ fn feed(open: &mut Open, data: &[u8]) {
 fuzz_target!(|input: (bool, Vec<Step>)| {
     let (handshake, steps) = input;
     let mut s = Session::new(&adbd::banner("fuzz"));
-    let mut closed_sent = BTreeSet::new();
+    let mut ledger = Ledger::default();
     let mut opens: Vec<Open> = Vec::new();
     let mut wire: Vec<u8> = Vec::new();
     let mut dead = false;
@@ -139,7 +169,7 @@ fuzz_target!(|input: (bool, Vec<Step>)| {
                 b"host::".to_vec(),
             ))
             .expect("a valid CNXN is accepted");
-        check_sent(&s, &out.send, &mut closed_sent);
+        check_sent(&s, &out.send, &mut ledger);
     }
     for step in steps.into_iter().take(256) {
         let mut incoming = Vec::new();
@@ -150,7 +180,7 @@ fuzz_target!(|input: (bool, Vec<Step>)| {
                     match packet::decode(&wire, s.max_inbound_payload(), s.verify_checksums()) {
                         Ok((p, used)) => {
                             wire.drain(..used);
-                            incoming.push(p);
+                            incoming.push((p, true));
                         }
                         Err(DecodeError::Incomplete) => break,
                         // The daemon closes the connection here.
@@ -163,22 +193,23 @@ fuzz_target!(|input: (bool, Vec<Step>)| {
                     }
                 }
             }
-            Step::Packet(c, a0, a1, data) => incoming.push(Packet::new(
-                COMMANDS[usize::from(c) % COMMANDS.len()],
-                a0,
-                a1,
-                data,
+            Step::Packet(c, a0, a1, data) => incoming.push((
+                Packet::new(COMMANDS[usize::from(c) % COMMANDS.len()], a0, a1, data),
+                false,
             )),
-            Step::Open(i, peer) => incoming.push(Packet::new(
-                Command::Open,
-                peer,
-                0,
-                SERVICES[usize::from(i) % SERVICES.len()].to_vec(),
+            Step::Open(i, peer) => incoming.push((
+                Packet::new(
+                    Command::Open,
+                    peer,
+                    0,
+                    SERVICES[usize::from(i) % SERVICES.len()].to_vec(),
+                ),
+                false,
             )),
-            Step::ForStream(i, c, data) => {
+            Step::ForStream(i, c, header_first, data) => {
                 if let Some(o) = opens.get(usize::from(i) % opens.len().max(1)) {
                     let command = [Command::Wrte, Command::Okay, Command::Clse][usize::from(c) % 3];
-                    incoming.push(Packet::new(command, o.peer, o.local, data));
+                    incoming.push((Packet::new(command, o.peer, o.local, data), header_first));
                 }
             }
             Step::Take(i) => {
@@ -188,7 +219,7 @@ fuzz_target!(|input: (bool, Vec<Step>)| {
                         Inbound::Data(data, okay) => {
                             if let Some(okay) = okay {
                                 assert_eq!(okay.command, Command::Okay);
-                                check_sent(&s, &[okay], &mut closed_sent);
+                                check_sent(&s, &[okay], &mut ledger);
                             }
                             feed(o, &data);
                         }
@@ -200,7 +231,7 @@ fuzz_target!(|input: (bool, Vec<Step>)| {
                 if let Some(o) = opens.get(usize::from(i) % opens.len().max(1)) {
                     let len = usize::from(len).min(s.max_send_payload());
                     match s.write(o.local, vec![0xa5; len]) {
-                        Ok(p) => check_sent(&s, &[p], &mut closed_sent),
+                        Ok(p) => check_sent(&s, &[p], &mut ledger),
                         Err(WriteError::Busy) => assert!(!s.can_write(o.local)),
                         Err(WriteError::Closed) => {}
                     }
@@ -210,16 +241,46 @@ fuzz_target!(|input: (bool, Vec<Step>)| {
                 if !opens.is_empty() {
                     let o = opens.remove(usize::from(i) % opens.len());
                     if let Some(p) = s.close_local(o.local) {
-                        check_sent(&s, &[p], &mut closed_sent);
+                        check_sent(&s, &[p], &mut ledger);
                     }
                 }
             }
         }
-        for p in incoming {
+        for (p, header_first) in incoming {
+            // A WRTE on one of our open streams counts once it is accepted:
+            // at its header when that comes first, else with the packet.
+            let counted_wrte = (p.command == Command::Wrte
+                && opens.iter().any(|o| o.local == p.arg1 && o.peer == p.arg0))
+            .then_some(p.arg1);
+            if header_first {
+                if let Some(local) = counted_wrte {
+                    *ledger.wrtes.entry(local).or_default() += 1;
+                }
+                let wire = p.encode();
+                let head: &[u8; HEADER_LEN] = wire[..HEADER_LEN].try_into().expect("a header");
+                let header = Header::parse(head, u32::MAX).expect("our header parses");
+                match s.on_header(&header) {
+                    Ok(out) => {
+                        assert!(!dead || out.send.is_empty(), "a closed session answered");
+                        check_sent(&s, &out.send, &mut ledger);
+                    }
+                    Err(_) => {
+                        // The daemon closes the connection before the payload.
+                        dead = true;
+                        assert!(s.is_closed());
+                        continue;
+                    }
+                }
+            }
+            if !header_first {
+                if let Some(local) = counted_wrte {
+                    *ledger.wrtes.entry(local).or_default() += 1;
+                }
+            }
             match s.on_packet(p) {
                 Ok(out) => {
                     assert!(!dead, "a closed session accepted a packet");
-                    check_sent(&s, &out.send, &mut closed_sent);
+                    check_sent(&s, &out.send, &mut ledger);
                     if let Some((local, service)) = out.open {
                         let peer = out.send[0].arg1;
                         opens.push(Open {
@@ -240,6 +301,9 @@ fuzz_target!(|input: (bool, Vec<Step>)| {
                 }
             }
             assert!(s.stream_count() <= MAX_STREAMS);
+            for o in &opens {
+                assert!(s.unread(o.local) <= 2, "more than two unread payloads");
+            }
         }
     }
 });

@@ -326,6 +326,21 @@ fn read_loop(conn: &Arc<Conn>, mut reader: File, start: &dyn Fn(Service, StreamI
             Ok(h) => h,
             Err(e) => return format!("malformed packet: {e}"),
         };
+        // A WRTE's early OKAY goes out before its payload is read, so the
+        // client's next packet follows this one without a round trip.
+        let early = conn.lock().on_header(&header);
+        match early {
+            Ok(out) if out.send.is_empty() => {}
+            Ok(out) => {
+                if let Err(e) = conn.send(&out.send) {
+                    return format!("write failed: {e}");
+                }
+            }
+            Err(e) => {
+                conn.changed.notify_all();
+                return format!("protocol error: {e}");
+            }
+        }
         let mut payload = conn.payload_buffer(header.data_length as usize);
         if let Err(e) = read_payload(&mut reader, &fd, &mut payload, &mut lowat) {
             return format!("payload read failed: {e}");
@@ -347,8 +362,10 @@ fn read_loop(conn: &Arc<Conn>, mut reader: File, start: &dyn Fn(Service, StreamI
             Ok(out) => out,
             Err(e) => return format!("protocol error: {e}"),
         };
-        if let Err(e) = conn.send(&out.send) {
-            return format!("write failed: {e}");
+        if !out.send.is_empty() {
+            if let Err(e) = conn.send(&out.send) {
+                return format!("write failed: {e}");
+            }
         }
         if !online && conn.lock().is_online() {
             online = true;

@@ -7,25 +7,35 @@
 //!
 //! Flow control is the classic one (no `delayed_ack`): each side has at
 //! most one `WRTE` per stream in flight and sends the next only after the
-//! peer's `OKAY`. We send that `OKAY` when the service takes the data, so
-//! a stream holds at most one unread packet; a client that writes again
-//! before our `OKAY` breaks the protocol and loses the connection.
+//! peer's `OKAY`. Our `OKAY` means "room for one more", as AOSP's adbd
+//! acknowledges once a payload is buffered: when a `WRTE`'s header
+//! arrives ([`Session::on_header`]) and its service has nothing else
+//! waiting, the `OKAY` goes out at once, so the client sends the next
+//! packet while this one's payload is still arriving (adb 29's server
+//! would otherwise wait a round trip per packet: pushes half as fast in
+//! the test host). Otherwise the `OKAY` is owed and sent when the service
+//! takes a payload. So a stream holds at most two unread payloads; a
+//! client that writes again while we owe it an `OKAY` breaks the protocol
+//! and loses the connection.
 //!
 //! Every packet is hostile input. Violations that only a broken or hostile
 //! client commits close the connection ([`ProtocolError`]); the ordinary
 //! races of the protocol (a `WRTE` or `OKAY` for a stream we just closed)
 //! are ignored; a refused or unknown service gets `CLSE`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use thiserror::Error;
 
-use crate::packet::{Command, Packet, MAX_PAYLOAD, VERSION, VERSION_MIN, VERSION_SKIP_CHECKSUM};
+use crate::packet::{
+    Command, Header, Packet, MAX_PAYLOAD, VERSION, VERSION_MIN, VERSION_SKIP_CHECKSUM,
+};
 use crate::service::Service;
 
 /// Most streams one connection may have open at once; more `OPEN`s are
-/// refused with `CLSE`. With 1 MiB packets and at most two queued per
-/// stream, a connection holds at most 16 MiB of client data.
+/// refused with `CLSE`. With 1 MiB packets, at most two queued per
+/// stream plus the one each service works on and the one being read, a
+/// connection holds at most 25 MiB of client data.
 pub const MAX_STREAMS: usize = 8;
 
 /// Why a connection is closed.
@@ -61,7 +71,7 @@ pub enum ProtocolError {
         /// The stream's peer id.
         expected: u32,
     },
-    /// A second `WRTE` before our `OKAY` for the first.
+    /// A `WRTE` while we owe the client the `OKAY` for the previous one.
     #[error("WRTE on stream {0} before the previous one was acknowledged")]
     FlowControl(u32),
     /// The session already failed or was shut down.
@@ -85,8 +95,15 @@ enum Phase {
 struct Stream {
     /// The client's id for it.
     peer: u32,
-    /// A `WRTE` payload the service has not taken yet.
-    inbound: Option<Vec<u8>>,
+    /// `WRTE` payloads the service has not taken yet, oldest first (at
+    /// most two).
+    inbound: VecDeque<Vec<u8>>,
+    /// A `WRTE`'s header went through [`Session::on_header`]; its payload
+    /// is still to come.
+    announced: bool,
+    /// We owe the client the `OKAY` for its last `WRTE` (sent when the
+    /// service takes a payload); until then it may not write.
+    okay_owed: bool,
     /// We sent a `WRTE` and wait for the client's `OKAY`.
     awaiting_okay: bool,
     /// The client closed the stream (or the connection ended).
@@ -105,8 +122,8 @@ pub struct Output {
 /// What [`Session::take_inbound`] found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Inbound {
-    /// Data, and the `OKAY` to send for it (none after the client's
-    /// `CLSE`: nobody reads it).
+    /// Data, and the `OKAY` we owed the client, to send now (none if it
+    /// was sent early, or after the client's `CLSE`: nobody reads it).
     Data(Vec<u8>, Option<Packet>),
     /// Nothing yet.
     Empty,
@@ -183,10 +200,33 @@ impl Session {
         self.streams.len()
     }
 
+    /// Payloads the client wrote on `local` that its service has not
+    /// taken (at most two).
+    pub fn unread(&self, local: u32) -> usize {
+        self.streams.get(&local).map_or(0, |s| s.inbound.len())
+    }
+
     /// Handles one packet from the client. An error means: close the
     /// connection (the session is then closed, [`Self::shutdown`] done).
     pub fn on_packet(&mut self, packet: Packet) -> Result<Output, ProtocolError> {
         let result = self.dispatch(packet);
+        if result.is_err() {
+            self.shutdown();
+        }
+        result
+    }
+
+    /// Handles a packet's header before its payload is read (the I/O
+    /// shell calls it for every header; [`Self::on_packet`] follows with
+    /// the whole packet): for a `WRTE`, the flow-control check and, if
+    /// the stream has room, the early `OKAY` (module doc). Without this
+    /// call `on_packet` does the same. An error closes the session.
+    pub fn on_header(&mut self, header: &Header) -> Result<Output, ProtocolError> {
+        if header.command != Command::Wrte || !self.is_online() {
+            // Everything else is checked with the whole packet.
+            return Ok(Output::default());
+        }
+        let result = self.announce_wrte(header.arg0, header.arg1);
         if result.is_err() {
             self.shutdown();
         }
@@ -258,7 +298,9 @@ impl Session {
             local,
             Stream {
                 peer,
-                inbound: None,
+                inbound: VecDeque::new(),
+                announced: false,
+                okay_owed: false,
                 awaiting_okay: false,
                 peer_closed: false,
             },
@@ -308,19 +350,48 @@ impl Session {
         Ok(Output::default())
     }
 
-    fn wrte(&mut self, p: Packet) -> Result<Output, ProtocolError> {
-        let local = p.arg1;
-        if let Some(s) = self.stream_of("WRTE", p.arg0, local)? {
-            if s.peer_closed {
-                // After its own CLSE a client sends nothing on the stream.
-                return Err(ProtocolError::Unexpected("WRTE after CLSE"));
-            }
-            if s.inbound.is_some() {
-                return Err(ProtocolError::FlowControl(local));
-            }
-            s.inbound = Some(p.payload);
+    /// A `WRTE` for `local` is on its way: checks that the client may
+    /// write and acknowledges it at once if the stream has room (nothing
+    /// unread), else owes the `OKAY`.
+    fn announce_wrte(&mut self, peer: u32, local: u32) -> Result<Output, ProtocolError> {
+        let Some(s) = self.stream_of("WRTE", peer, local)? else {
+            return Ok(Output::default());
+        };
+        if s.peer_closed {
+            // After its own CLSE a client sends nothing on the stream.
+            return Err(ProtocolError::Unexpected("WRTE after CLSE"));
         }
-        Ok(Output::default())
+        if s.okay_owed || s.announced {
+            return Err(ProtocolError::FlowControl(local));
+        }
+        s.announced = true;
+        if s.inbound.is_empty() {
+            Ok(Output {
+                send: vec![Packet::new(Command::Okay, local, s.peer, Vec::new())],
+                open: None,
+            })
+        } else {
+            s.okay_owed = true;
+            Ok(Output::default())
+        }
+    }
+
+    fn wrte(&mut self, p: Packet) -> Result<Output, ProtocolError> {
+        let (peer, local) = (p.arg0, p.arg1);
+        let announced = match self.stream_of("WRTE", peer, local)? {
+            Some(s) => s.announced,
+            None => return Ok(Output::default()),
+        };
+        let out = if announced {
+            Output::default()
+        } else {
+            self.announce_wrte(peer, local)?
+        };
+        if let Some(s) = self.streams.get_mut(&local) {
+            s.announced = false;
+            s.inbound.push_back(p.payload);
+        }
+        Ok(out)
     }
 
     fn clse(&mut self, p: &Packet) -> Result<Output, ProtocolError> {
@@ -333,16 +404,17 @@ impl Session {
         Ok(Output::default())
     }
 
-    /// Takes the data the client wrote on `local`, with the `OKAY` that
-    /// lets it send more.
+    /// Takes the oldest data the client wrote on `local`, with the `OKAY`
+    /// that lets it send more if we owed one.
     pub fn take_inbound(&mut self, local: u32) -> Inbound {
         let Some(s) = self.streams.get_mut(&local) else {
             return Inbound::Closed;
         };
-        match s.inbound.take() {
+        match s.inbound.pop_front() {
             Some(data) => {
-                let okay =
-                    (!s.peer_closed).then(|| Packet::new(Command::Okay, local, s.peer, Vec::new()));
+                let owed = std::mem::take(&mut s.okay_owed);
+                let okay = (owed && !s.peer_closed)
+                    .then(|| Packet::new(Command::Okay, local, s.peer, Vec::new()));
                 Inbound::Data(data, okay)
             }
             None if s.peer_closed => Inbound::Closed,
@@ -479,22 +551,68 @@ mod tests {
         }
     }
 
+    /// The header of a `WRTE` of `data` from client stream 7 to `local`.
+    fn wrte_header(local: u32, data: &[u8]) -> Header {
+        let bytes = pkt(Command::Wrte, 7, local, data).encode();
+        let head: [u8; crate::packet::HEADER_LEN] =
+            bytes[..crate::packet::HEADER_LEN].try_into().unwrap();
+        Header::parse(&head, MAX_PAYLOAD).unwrap()
+    }
+
     #[test]
     fn stream_round_trip_with_flow_control() {
         let mut s = online();
         let local = open(&mut s, 7, b"shell,v2,raw:true\0");
         assert_eq!(s.take_inbound(local), Inbound::Empty);
-        // Client data: one packet until our OKAY, which comes on take.
-        s.on_packet(pkt(Command::Wrte, 7, local, b"abc")).unwrap();
+        let okay = || pkt(Command::Okay, local, 7, b"");
+        let header = |data: &[u8]| wrte_header(local, data);
+        // Client data: nothing unread, so the OKAY goes out with the header,
+        // before the payload is read.
+        assert_eq!(s.on_header(&header(b"abc")).unwrap().send, vec![okay()]);
         assert_eq!(
-            s.take_inbound(local),
-            Inbound::Data(b"abc".to_vec(), Some(pkt(Command::Okay, local, 7, b"")))
+            s.on_packet(pkt(Command::Wrte, 7, local, b"abc")),
+            Ok(Output::default())
         );
+        // The next packet finds "abc" unread: its OKAY is owed until the
+        // service takes a payload.
+        assert_eq!(s.on_header(&header(b"d")), Ok(Output::default()));
         s.on_packet(pkt(Command::Wrte, 7, local, b"d")).unwrap();
         assert_eq!(
-            s.on_packet(pkt(Command::Wrte, 7, local, b"e")),
+            s.take_inbound(local),
+            Inbound::Data(b"abc".to_vec(), Some(okay()))
+        );
+        // Then one more may come (two unread at most), without OKAY again.
+        s.on_packet(pkt(Command::Wrte, 7, local, b"e")).unwrap();
+        assert_eq!(
+            s.on_packet(pkt(Command::Wrte, 7, local, b"f")),
             Err(ProtocolError::FlowControl(local))
         );
+        assert!(s.is_closed());
+        assert_eq!(s.unread(local), 2);
+        // Without on_header (as the fuzz target may drive it), on_packet
+        // acknowledges the same way.
+        let mut s = online();
+        let local = open(&mut s, 7, b"sync:\0");
+        assert_eq!(
+            s.on_packet(pkt(Command::Wrte, 7, local, b"a"))
+                .unwrap()
+                .send,
+            vec![pkt(Command::Okay, local, 7, b"")]
+        );
+        assert_eq!(
+            s.on_packet(pkt(Command::Wrte, 7, local, b"b")).unwrap(),
+            Output::default()
+        );
+        assert_eq!(
+            s.take_inbound(local),
+            Inbound::Data(b"a".to_vec(), Some(pkt(Command::Okay, local, 7, b"")))
+        );
+        assert_eq!(s.take_inbound(local), Inbound::Data(b"b".to_vec(), None));
+        assert_eq!(s.take_inbound(local), Inbound::Empty);
+        // A header twice without its payload between is a broken client.
+        let h = wrte_header(local, b"");
+        assert!(s.on_header(&h).is_ok());
+        assert_eq!(s.on_header(&h), Err(ProtocolError::FlowControl(local)));
         // Our data: one WRTE until the client's OKAY.
         let mut s = online();
         let local = open(&mut s, 7, b"sync:\0");
