@@ -148,6 +148,10 @@ enum Cmd {
         /// copied).
         #[arg(long, default_value = "both")]
         kernel: bench::KernelChoice,
+        /// `adb`: the guest's vCPUs (default 1: the test host has one CPU,
+        /// and a second vCPU on it makes single rounds swing 2x).
+        #[arg(long)]
+        guest_cpus: Option<u32>,
     },
     /// `cargo check` of the VMM, devices, guest daemons, sysmgr and the JNI
     /// library for aarch64-linux-android and x86_64-linux-android (adds
@@ -195,12 +199,16 @@ fn main() {
             runs,
             arch,
             kernel,
+            guest_cpus,
         } => match (arch, what.as_str()) {
+            (_, other) if other != "adb" && guest_cpus.is_some() => Err(anyhow::anyhow!(
+                "--guest-cpus is an option of `bench adb` only, not of `bench {other}`"
+            )),
             (paths::Arch::Aarch64, "boot") => bench_arm64::boot(runs.unwrap_or(bench::MIN_RUNS)),
             (paths::Arch::Aarch64, other) => Err(anyhow::anyhow!(
                 "bench {other} has no aarch64 variant (aarch64: boot)"
             )),
-            (paths::Arch::X86_64, _) => bench::bench(&what, runs, kernel),
+            (paths::Arch::X86_64, _) => bench::bench(&what, runs, kernel, guest_cpus),
         },
         Cmd::Fuzz {
             target,

@@ -18,11 +18,13 @@
 # guest memory the test host backed for the first time; then KVM's exit,
 # halt, wakeup and injection counts and halt-polling time of the step).
 #
-# Kernel command line: bench.rounds=R bench.mib=MIB.
+# Kernel command line: bench.rounds=R bench.mib=MIB bench.cpus=N (the
+# guest's vCPUs).
 . /lib/vmstack.sh
 . /scenarios/adb-lib.sh
 ROUNDS=$(cmdline_arg bench.rounds 3)
 MIB=$(cmdline_arg bench.mib 64)
+CPUS=$(cmdline_arg bench.cpus 1)
 S=/tmp/bench-adb.sock
 C=/tmp/bench-adb-ctl.sock
 T=/tmp/bench-adb
@@ -36,9 +38,11 @@ pid_minflt() {
     awk '{ print $10 }' "/proc/$1/stat" 2>/dev/null || echo 0
 }
 # KVM's statistics in the test host (debugfs, summed over its VMs; one VM
-# runs here): exits of every kind, HLT exits, wakeups of a halted vCPU,
-# interrupts injected, time spent polling before sleeping in HLT (ns).
-KVM_STATS="exits halt_exits halt_wakeup irq_injections halt_poll_success_ns halt_poll_fail_ns"
+# runs here): exits of every kind, then port I/O, MMIO (virtio
+# notifications), host-interrupt and interrupt-window exits, HLT exits,
+# wakeups of a halted vCPU, interrupts injected, time spent polling
+# before sleeping in HLT (ns).
+KVM_STATS="exits io_exits mmio_exits irq_exits irq_window_exits halt_exits halt_wakeup irq_injections halt_poll_success_ns halt_poll_fail_ns"
 grep -q ' /sys/kernel/debug ' /proc/mounts || mount -t debugfs nodev /sys/kernel/debug 2>/dev/null
 # kvm_stats: the KVM_STATS counters so far (0 where missing).
 kvm_stats() {
@@ -67,7 +71,7 @@ cpu_delta() {
         print out
     }'
 }
-run_vmm vmm --cpus 2 --mem 512 --socket $C --vsock cid=3,socket=$S \
+run_vmm vmm --cpus "$CPUS" --mem 512 --socket $C --vsock cid=3,socket=$S \
     --initrd /guest/initramfs.cpio.gz \
     --params "console=ttyS0 guest.scenario=adbd adb.raw_rounds=$ROUNDS" /guest/vmlinuz &
 vmm=$!
