@@ -179,9 +179,11 @@ fn accept_loop(listener: &UnixListener, events: &Sender<VmEvent>, limits: Limits
             continue;
         };
         let events = events.clone();
+        // Held by the connection's thread and, once it subscribes, by its
+        // writer thread: the slot is free when both have ended.
+        let slot = Arc::new(slot);
         let spawned = sandbox::thread::spawn("control-conn", move || {
-            let _slot = slot;
-            if let Err(e) = handle(stream, &events, limits.idle) {
+            if let Err(e) = handle(stream, &events, limits.idle, &slot) {
                 tracing::debug!("control connection ended: {e}");
             }
         });
@@ -220,7 +222,12 @@ fn exiting() -> Response {
     Response::error("VMM is exiting")
 }
 
-fn handle(stream: UnixStream, events: &Sender<VmEvent>, idle: Duration) -> std::io::Result<()> {
+fn handle(
+    stream: UnixStream,
+    events: &Sender<VmEvent>,
+    idle: Duration,
+    slot: &Arc<Slot>,
+) -> std::io::Result<()> {
     let id = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
     let direct = stream.try_clone()?;
     direct.set_write_timeout(Some(outbox::WRITE_TIMEOUT))?;
@@ -277,7 +284,7 @@ fn handle(stream: UnixStream, events: &Sender<VmEvent>, idle: Duration) -> std::
                 // itself, so that it precedes every event, and says when
                 // it has: this thread's later answers must follow it.
                 let outbox = match &writer {
-                    Writer::Direct(stream) => match Outbox::open(stream) {
+                    Writer::Direct(stream) => match Outbox::open(stream, slot.clone()) {
                         Ok(outbox) => outbox,
                         Err(e) => break Err(e),
                     },

@@ -13,15 +13,18 @@
 //! down too (its reader then sees the end and unsubscribes).
 //!
 //! The writer ends when every sender is gone: the connection's thread and
-//! the loop's subscriber entry.
+//! the loop's subscriber entry. It holds the connection's guard (its slot
+//! under the connection cap) until then, so a client that half-closes but
+//! reads slowly still counts against the cap. [`Outbox::flush`] lets the
+//! VMM write what is queued before it exits (the last events and answers).
 
 use std::fmt::Display;
 use std::io::Write;
 use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender, TrySendError};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Lines queued for one subscriber at most; one more and the connection is
 /// closed. Events are rare (a power request, a state change), so a client
@@ -43,29 +46,42 @@ pub enum OfferError {
     Closed,
 }
 
+/// What the writer thread takes from the queue.
+#[derive(Debug)]
+enum Item {
+    /// A line to write (with its newline).
+    Line(String),
+    /// Told once every line queued before it is written.
+    Flushed(Sender<()>),
+}
+
 /// The sending side of one subscribed connection (cheap to clone).
 #[derive(Debug, Clone)]
 pub struct Outbox {
-    lines: SyncSender<String>,
+    lines: SyncSender<Item>,
     stream: Arc<UnixStream>,
 }
 
 impl Outbox {
     /// Starts the writer thread of `stream` (a `control-conn` thread: the
-    /// sandbox class of the connection's own thread).
-    pub fn open(stream: &UnixStream) -> std::io::Result<Outbox> {
+    /// sandbox class of the connection's own thread). The thread holds
+    /// `guard` until it ends.
+    pub fn open<G: Send + 'static>(stream: &UnixStream, guard: G) -> std::io::Result<Outbox> {
         let writer = stream.try_clone()?;
         writer.set_write_timeout(Some(WRITE_TIMEOUT))?;
         let (lines, queue) = sync_channel(CAPACITY);
         let stream = Arc::new(stream.try_clone()?);
-        sandbox::thread::spawn("control-conn", move || drain(queue, writer))?;
+        sandbox::thread::spawn("control-conn", move || {
+            let _guard = guard;
+            drain(queue, writer)
+        })?;
         Ok(Outbox { lines, stream })
     }
 
     /// Queues `line` (a newline is added) without waiting; a full queue
     /// closes the connection.
     pub fn offer(&self, line: impl Display) -> Result<(), OfferError> {
-        match self.lines.try_send(format!("{line}\n")) {
+        match self.lines.try_send(Item::Line(format!("{line}\n"))) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => {
                 self.close();
@@ -79,8 +95,22 @@ impl Outbox {
     /// (the connection's own thread: its client waits for this answer).
     pub fn send(&self, line: impl Display) -> Result<(), OfferError> {
         self.lines
-            .send(format!("{line}\n"))
+            .send(Item::Line(format!("{line}\n")))
             .map_err(|_| OfferError::Closed)
+    }
+
+    /// Waits until every line queued so far is written, at most until
+    /// `deadline`; returns whether they were. A client whose queue is
+    /// full is not waited for (it is not reading).
+    pub fn flush(&self, deadline: Instant) -> bool {
+        let (done, written) = channel();
+        if self.lines.try_send(Item::Flushed(done)).is_err() {
+            return false;
+        }
+        // The writer drops the sender unanswered if it ends first.
+        written
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .is_ok()
     }
 
     /// Shuts the connection down both ways: the writer's next write fails,
@@ -92,11 +122,18 @@ impl Outbox {
 
 /// The writer thread: queued lines into the socket until every sender is
 /// gone or a write fails.
-fn drain(queue: Receiver<String>, mut stream: UnixStream) {
-    for line in queue {
-        if let Err(e) = stream.write_all(line.as_bytes()) {
-            tracing::debug!("control connection: write failed: {e}; closing");
-            break;
+fn drain(queue: Receiver<Item>, mut stream: UnixStream) {
+    for item in queue {
+        match item {
+            Item::Line(line) => {
+                if let Err(e) = stream.write_all(line.as_bytes()) {
+                    tracing::debug!("control connection: write failed: {e}; closing");
+                    break;
+                }
+            }
+            Item::Flushed(done) => {
+                let _ = done.send(());
+            }
         }
     }
     let _ = stream.shutdown(Shutdown::Both);
@@ -111,7 +148,7 @@ mod tests {
     #[test]
     fn lines_arrive_in_order() {
         let (ours, theirs) = UnixStream::pair().unwrap();
-        let outbox = Outbox::open(&ours).unwrap();
+        let outbox = Outbox::open(&ours, ()).unwrap();
         outbox.send("ok attached").unwrap();
         outbox.offer("event one").unwrap();
         outbox.send("ok decided").unwrap();
@@ -125,7 +162,7 @@ mod tests {
     #[test]
     fn a_client_that_does_not_read_is_dropped_without_waiting() {
         let (ours, theirs) = UnixStream::pair().unwrap();
-        let outbox = Outbox::open(&ours).unwrap();
+        let outbox = Outbox::open(&ours, ()).unwrap();
         let line = "e".repeat(1000);
         // The socket buffer, then the queue fill up; no offer waits for the
         // client (the writer's own write is the one that waits).
@@ -164,9 +201,49 @@ mod tests {
     }
 
     #[test]
+    fn flush_waits_for_the_queued_lines_and_no_longer_than_its_deadline() {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let outbox = Outbox::open(&ours, ()).unwrap();
+        outbox.offer("last event").unwrap();
+        assert!(outbox.flush(Instant::now() + Duration::from_secs(10)));
+        let mut reader = BufReader::new(theirs.try_clone().unwrap());
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        assert_eq!(line, "last event\n");
+        // A client that does not read: the socket buffer fills, the writer
+        // waits, the flush gives up at its deadline.
+        let big = "x".repeat(64 * 1024);
+        for _ in 0..64 {
+            if outbox.offer(&big).is_err() {
+                break;
+            }
+        }
+        let started = Instant::now();
+        assert!(!outbox.flush(started + Duration::from_millis(200)));
+        assert!(started.elapsed() < WRITE_TIMEOUT);
+    }
+
+    #[test]
+    fn the_guard_lives_until_the_writer_ends() {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let guard = Arc::new(());
+        let outbox = Outbox::open(&ours, guard.clone()).unwrap();
+        outbox.offer("event").unwrap();
+        assert!(outbox.flush(Instant::now() + Duration::from_secs(10)));
+        assert_eq!(Arc::strong_count(&guard), 2, "the writer holds the guard");
+        drop(outbox);
+        drop(theirs);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Arc::strong_count(&guard) > 1 {
+            assert!(Instant::now() < deadline, "the writer kept the guard");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
     fn a_failed_write_closes_the_connection() {
         let (ours, theirs) = UnixStream::pair().unwrap();
-        let outbox = Outbox::open(&ours).unwrap();
+        let outbox = Outbox::open(&ours, ()).unwrap();
         drop(theirs);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {

@@ -112,6 +112,10 @@ impl SandboxOptions {
 /// How long the end of a boot waits for buffered serial output.
 const SERIAL_FLUSH: Duration = Duration::from_secs(2);
 
+/// How long the VMM's exit waits, in all, for control subscribers to take
+/// their queued lines.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// The serial console host input currently goes to (it changes on restart).
 type SerialSlot = Arc<Mutex<Option<Arc<Mutex<SerialDevice>>>>>;
 
@@ -216,6 +220,7 @@ pub fn run_vmm(
             BootOutcome::Restart => tracing::info!("restarting the VM"),
         }
     };
+    runner.flush_subscribers();
     host.remove_sockets();
     let suppressed = devices::log_limit::suppressed_total();
     if suppressed > 0 {
@@ -425,6 +430,21 @@ impl Runner {
         for action in actions {
             if let Action::Publish(event) = action {
                 self.publish(event);
+            }
+        }
+    }
+
+    /// Gives every subscriber's writer a moment (at most
+    /// [`FLUSH_TIMEOUT`] in all) to write what is queued, so that the last
+    /// events and answers reach the clients before the process exits.
+    fn flush_subscribers(&mut self) {
+        let deadline = Instant::now() + FLUSH_TIMEOUT;
+        for s in self.subscribers.drain(..) {
+            if !s.outbox.flush(deadline) {
+                tracing::debug!(
+                    "control connection {}: not flushed before exit",
+                    s.connection
+                );
             }
         }
     }

@@ -265,7 +265,7 @@ pub const POLICY: ProcessPolicy = ProcessPolicy {
         Class {
             name: "control-conn",
             threads: &[Threads::Named("control-conn")],
-            about: "one control connection: request lines in, responses out",
+            about: "one control connection: request lines in, responses out; a subscriber's writer (its queued lines out)",
             rules: &[RUNTIME, STREAM_IO, ACCEPT, CONTROL_CONN],
         },
         Class {
