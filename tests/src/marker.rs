@@ -6,6 +6,15 @@
 //! wrote to `/dev/kmsg`). Keys are `[A-Za-z0-9_.-]+`; the value is the rest
 //! of the line. A line with the prefix anywhere else is not a marker.
 //!
+//! A kernel message can land inside a marker line: the kernel writes its
+//! console messages straight to the UART, between the chunks in which the
+//! tty layer sends a program's line (seen: `=104857600[   33.725918]
+//! clocksource: Long readout interval...` on a stalled test host). A value
+//! is therefore cut where a kernel timestamp starts inside it (not at its
+//! start; not in `*.log` values, which are VMM log lines that may quote
+//! anything). A message that splits a value in two leaves a truncated
+//! value, which the test's check then reports.
+//!
 //! Namespaces (set by the scripts, so a guest cannot forge another's):
 //! - `<key>`: the test host's scenario itself;
 //! - `<tag>.log`: one line of the log (stderr) of the VMM run as `<tag>`
@@ -46,6 +55,19 @@ fn after_timestamp(line: &str) -> &str {
     }
 }
 
+/// `value` without a kernel message that landed inside it: cut where a
+/// `[ seconds] ` timestamp starts after its first byte.
+fn without_kernel_message(value: &str) -> &str {
+    let intruder = value
+        .match_indices('[')
+        .map(|(at, _)| at)
+        .find(|&at| at > 0 && !std::ptr::eq(after_timestamp(&value[at..]), &value[at..]));
+    match intruder {
+        Some(at) => value[..at].trim_end(),
+        None => value,
+    }
+}
+
 /// The key and value of `line` if it is a marker.
 pub fn parse_line(line: &str) -> Option<(&str, &str)> {
     let rest = after_timestamp(line).strip_prefix(PREFIX)?;
@@ -54,7 +76,13 @@ pub fn parse_line(line: &str) -> Option<(&str, &str)> {
         && key
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-    valid.then(|| (key, value.trim_end()))
+    let value = value.trim_end();
+    let value = if key.ends_with(".log") {
+        value
+    } else {
+        without_kernel_message(value)
+    };
+    valid.then_some((key, value))
 }
 
 /// Every marker of `output`, in order.
@@ -102,6 +130,33 @@ mod tests {
         );
         assert_eq!(m[0].line, 1);
         assert_eq!(m[3].line, 9);
+    }
+
+    #[test]
+    fn a_kernel_message_inside_a_marker_line_is_cut_off() {
+        let line = "@@vmstack:vmm.guest.g2h_send_bytes=104857600[   33.725918] clocksource: \
+                    Long readout interval, skipping watchdog check: cs_nsec: 1264096576";
+        assert_eq!(
+            parse_line(line),
+            Some(("vmm.guest.g2h_send_bytes", "104857600"))
+        );
+        // Not a timestamp, or at the value's start (a kernel line as the
+        // value), or in a VMM log line: kept.
+        assert_eq!(parse_line("@@vmstack:k=a [b] c"), Some(("k", "a [b] c")));
+        assert_eq!(
+            parse_line("@@vmstack:dmesg=[    3.25] virtio_blk"),
+            Some(("dmesg", "[    3.25] virtio_blk"))
+        );
+        assert_eq!(
+            parse_line("@@vmstack:vmm.log=guest said [    1.5] hi"),
+            Some(("vmm.log", "guest said [    1.5] hi"))
+        );
+        // A message that split the value: the truncated part, which a
+        // check of the value then rejects.
+        assert_eq!(
+            parse_line("@@vmstack:n=1048[  33.7] msg"),
+            Some(("n", "1048"))
+        );
     }
 
     #[test]
