@@ -100,6 +100,16 @@ struct Session {
     /// The guest's close request, once it came: no new invokes; the close
     /// goes to the service when `invokes` is 0.
     close: Option<Chain>,
+    /// The close went to the service (its answer is pending): the session
+    /// takes no invoke and no second close.
+    close_sent: bool,
+}
+
+impl Session {
+    /// Whether the guest asked to close it (sent to the service or not).
+    fn closing(&self) -> bool {
+        self.close.is_some() || self.close_sent
+    }
 }
 
 /// Everything the worker owns; the backend goes back to the device when it
@@ -323,7 +333,7 @@ impl TeeWorker {
         let open = self
             .sessions
             .get(&invoke.session)
-            .is_some_and(|s| s.close.is_none());
+            .is_some_and(|s| !s.closing());
         if !open {
             return self.respond(chain, Response::Status(Status::NotFound));
         }
@@ -393,7 +403,7 @@ impl TeeWorker {
 
     fn close(&mut self, chain: Chain, session: u32) {
         match self.sessions.get_mut(&session) {
-            Some(s) if s.close.is_none() => s.close = Some(chain),
+            Some(s) if !s.closing() => s.close = Some(chain),
             _ => return self.respond(chain, Response::Status(Status::NotFound)),
         }
         // Cancel what still runs on the session; the close follows the last
@@ -431,6 +441,7 @@ impl TeeWorker {
         let Some(chain) = s.close.take() else {
             return;
         };
+        s.close_sent = true;
         if !self.backend_ok {
             self.sessions.remove(&session);
             return self.respond(chain, Response::Status(Status::Ok));
@@ -798,6 +809,59 @@ mod tests {
         );
         assert_eq!(w.process_requests(), 1);
         assert_eq!(h.used_elem(0, 0).1, 16);
+    }
+
+    #[test]
+    fn a_session_whose_close_went_out_takes_no_second_close_and_no_invoke() {
+        use crate::virtio::tee::backend::HostOp;
+        use crate::virtio::tee::protocol::{Invoke, OpenSession, Param, Uuid, NUM_PARAMS};
+        use crate::virtio::tee::test_backend::ECHO_UUID;
+
+        let mem = guest_memory();
+        let h = DeviceHarness::new(&mem, 1, 16);
+        let (mut w, handle) = worker(&mem, &h);
+        let mut posted = 0u64;
+        let mut post = |req: Request| {
+            let bytes = req.encode(posted);
+            let at = DATA_START + posted * 0x1000;
+            mem.write_slice(&bytes, GuestAddress(at)).unwrap();
+            h.post(
+                0,
+                &[
+                    (at, bytes.len() as u32, 0),
+                    (at + 0x800, 0x800, VRING_DESC_F_WRITE),
+                ],
+            );
+            posted += 1;
+        };
+        post(Request::OpenSession(OpenSession {
+            uuid: ECHO_UUID,
+            client_uuid: Uuid::default(),
+            login: 0,
+            params: [Param::None; NUM_PARAMS],
+        }));
+        w.process_requests();
+        w.process_replies();
+        let session = *w.sessions.keys().next().expect("the session opened");
+        // The close goes out; a second close and an invoke come before the
+        // service's answer (found by the `tee` fuzz target: both went to
+        // the service after its close).
+        post(Request::CloseSession { session });
+        post(Request::CloseSession { session });
+        post(Request::Invoke(Invoke {
+            session,
+            func: 2,
+            params: [Param::None; NUM_PARAMS],
+        }));
+        assert_eq!(w.process_requests(), 3);
+        let sent_after_open: Vec<HostOp> = handle.state().ops[1..].to_vec();
+        assert!(
+            matches!(sent_after_open[..], [HostOp::CloseSession { session: s }] if s == session),
+            "the service got {sent_after_open:?}"
+        );
+        w.process_replies();
+        assert!(w.sessions.is_empty());
+        assert_eq!(h.queues[0].used().idx().load(), 4, "every chain answered");
     }
 
     #[test]
