@@ -703,6 +703,15 @@ impl Peer {
 }
 
 fuzz_target!(|input: Input| {
+    // The VMM runs, as every Rust program, with SIGPIPE ignored (std sets
+    // it before `main`), so a write to a host socket whose peer is gone
+    // fails with EPIPE; libFuzzer's own `main` leaves the signal's default,
+    // which would kill the run instead.
+    static SIGPIPE_IGNORED: std::sync::Once = std::sync::Once::new();
+    SIGPIPE_IGNORED.call_once(|| {
+        // SAFETY: installs the SIG_IGN disposition, no handler code.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    });
     let mut world = World::new(&input);
     world.raw = !input.indirect.is_empty();
     for op in input.ops.iter().take(48) {
