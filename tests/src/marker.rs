@@ -8,20 +8,15 @@
 //!
 //! A kernel message can land inside a marker line: the kernel writes its
 //! console messages straight to the UART, between the chunks in which the
-//! tty layer sends a program's line (seen: `=104857600[   33.725918]
-//! clocksource: Long readout interval...` on a stalled test host). A value
-//! is therefore cut where a kernel timestamp starts inside it (not at its
-//! start; not in `*.log` values, which are VMM log lines that may quote
-//! anything). A message that splits a value in two leaves a truncated
-//! value, which the test's check then reports.
-//!
-//! Namespaces (set by the scripts, so a guest cannot forge another's):
-//! - `<key>`: the test host's scenario itself;
-//! - `<tag>.log`: one line of the log (stderr) of the VMM run as `<tag>`
-//!   (`run_vmm`), `<tag>.rc`: its exit status;
-//! - `<tag>.guest.<key>`: a marker the guest of that VMM printed (its
-//!   console passes through `guest_lines`, which prefixes every other guest
-//!   line with `<tag>| `).
+//! tty layer sends a program's line. Seen on a stalled test host:
+//! `...g2h_send_bytes=104857600[   33.725918] clocksource: Long readout
+//! interval...`, then an empty line (the program's own newline, after the
+//! kernel's). [`parse`] cuts such a message off a value only in that shape:
+//! a kernel timestamp `[ seconds.micros] ` after the value's first byte
+//! and, on the next line, nothing but the newline (or a guest's `<tag>| `).
+//! A message that split the value (its rest on the next line) is left in
+//! place, so that the value fails the test's check instead of passing as a
+//! truncated number.
 
 /// What every marker line starts with.
 pub const PREFIX: &str = "@@vmstack:";
@@ -55,17 +50,46 @@ fn after_timestamp(line: &str) -> &str {
     }
 }
 
+/// Whether `text` starts with a kernel log timestamp as printk writes it:
+/// `[`, spaces, seconds, `.`, six digits of microseconds, `] `.
+fn starts_with_kernel_stamp(text: &str) -> bool {
+    let Some((stamp, _)) = text
+        .strip_prefix('[')
+        .and_then(|rest| rest.split_once("] "))
+    else {
+        return false;
+    };
+    let Some((secs, micros)) = stamp.trim_start().split_once('.') else {
+        return false;
+    };
+    !secs.is_empty()
+        && secs.bytes().all(|b| b.is_ascii_digit())
+        && micros.len() == 6
+        && micros.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// `value` without a kernel message that landed inside it: cut where a
-/// `[ seconds] ` timestamp starts after its first byte.
+/// kernel timestamp starts after its first byte.
 fn without_kernel_message(value: &str) -> &str {
     let intruder = value
         .match_indices('[')
         .map(|(at, _)| at)
-        .find(|&at| at > 0 && !std::ptr::eq(after_timestamp(&value[at..]), &value[at..]));
+        .find(|&at| at > 0 && starts_with_kernel_stamp(&value[at..]));
     match intruder {
         Some(at) => value[..at].trim_end(),
         None => value,
     }
+}
+
+/// Whether `line` holds nothing but what ends a line (possibly behind a
+/// guest's `<tag>| ` prefix): the newline of a marker line a kernel
+/// message cut in two.
+fn is_bare_line_end(line: &str) -> bool {
+    let rest = match line.split_once("| ") {
+        Some((tag, rest)) if !tag.is_empty() && !tag.contains(' ') => rest,
+        _ => line,
+    };
+    rest.trim_end().is_empty()
 }
 
 /// The key and value of `line` if it is a marker.
@@ -76,21 +100,28 @@ pub fn parse_line(line: &str) -> Option<(&str, &str)> {
         && key
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-    let value = value.trim_end();
-    let value = if key.ends_with(".log") {
-        value
-    } else {
-        without_kernel_message(value)
-    };
-    valid.then_some((key, value))
+    valid.then(|| (key, value.trim_end()))
 }
 
-/// Every marker of `output`, in order.
+/// Every marker of `output`, in order (a kernel message inside a marker
+/// line cut off its value, see the module's documentation).
 pub fn parse(output: &str) -> Vec<Marker<'_>> {
-    output
-        .lines()
+    let lines: Vec<&str> = output.lines().collect();
+    lines
+        .iter()
         .enumerate()
-        .filter_map(|(line, text)| parse_line(text).map(|(key, value)| Marker { key, value, line }))
+        .filter_map(|(line, text)| {
+            let (key, value) = parse_line(text)?;
+            let ended_alone = lines
+                .get(line + 1)
+                .is_some_and(|next| is_bare_line_end(next));
+            let value = if ended_alone {
+                without_kernel_message(value)
+            } else {
+                value
+            };
+            Some(Marker { key, value, line })
+        })
         .collect()
 }
 
@@ -134,29 +165,45 @@ mod tests {
 
     #[test]
     fn a_kernel_message_inside_a_marker_line_is_cut_off() {
-        let line = "@@vmstack:vmm.guest.g2h_send_bytes=104857600[   33.725918] clocksource: \
-                    Long readout interval, skipping watchdog check: cs_nsec: 1264096576";
+        let value = |out: &str| parse(out).first().map(|m| m.value.to_string());
+        let seen = "@@vmstack:vmm.guest.g2h_send_bytes=104857600[   33.725918] clocksource: \
+                    Long readout interval, skipping watchdog check\n\n@@vmstack:next=1\n";
+        assert_eq!(value(seen).as_deref(), Some("104857600"));
+        // Inside a guest (its newline behind the tag), or in a VMM log line.
         assert_eq!(
-            parse_line(line),
-            Some(("vmm.guest.g2h_send_bytes", "104857600"))
-        );
-        // Not a timestamp, or at the value's start (a kernel line as the
-        // value), or in a VMM log line: kept.
-        assert_eq!(parse_line("@@vmstack:k=a [b] c"), Some(("k", "a [b] c")));
-        assert_eq!(
-            parse_line("@@vmstack:dmesg=[    3.25] virtio_blk"),
-            Some(("dmesg", "[    3.25] virtio_blk"))
+            value("@@vmstack:vmm.guest.n=7[    1.500000] msg\nvmm| \r\n").as_deref(),
+            Some("7")
         );
         assert_eq!(
-            parse_line("@@vmstack:vmm.log=guest said [    1.5] hi"),
-            Some(("vmm.log", "guest said [    1.5] hi"))
+            value("@@vmstack:vmm.log=done[    1.500000] msg\n\n").as_deref(),
+            Some("done")
         );
-        // A message that split the value: the truncated part, which a
-        // check of the value then rejects.
+    }
+
+    #[test]
+    fn a_value_is_kept_unless_the_message_ended_the_line() {
+        let value = |out: &str| parse(out).first().map(|m| m.value.to_string());
+        // The message split the value: its rest is on the next line, and
+        // the value stays whole-but-damaged (no truncated number passes).
         assert_eq!(
-            parse_line("@@vmstack:n=1048[  33.7] msg"),
-            Some(("n", "1048"))
+            value("@@vmstack:n=1048[   33.725918] msg\n57600\n").as_deref(),
+            Some("1048[   33.725918] msg")
         );
+        // Last line, no next line: kept.
+        assert_eq!(
+            value("@@vmstack:n=1048[   33.725918] msg").as_deref(),
+            Some("1048[   33.725918] msg")
+        );
+        // Not a kernel timestamp, or at the value's start: kept.
+        for kept in [
+            "@@vmstack:k=a [b] c\n\n",
+            "@@vmstack:k=a[0] c\n\n",
+            "@@vmstack:k=a[ 1.5] c\n\n",
+            "@@vmstack:dmesg=[    3.250000] virtio_blk\n\n",
+        ] {
+            let whole = parse_line(kept.lines().next().unwrap()).unwrap().1;
+            assert_eq!(value(kept).as_deref(), Some(whole), "{kept:?}");
+        }
     }
 
     #[test]

@@ -220,7 +220,11 @@ mod tests {
         }
         let started = Instant::now();
         assert!(!outbox.flush(started + Duration::from_millis(200)));
-        assert!(started.elapsed() < WRITE_TIMEOUT);
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(200) && waited < WRITE_TIMEOUT,
+            "waited {waited:?}"
+        );
     }
 
     #[test]

@@ -190,7 +190,6 @@ pub fn run_vmm(
     if let Some(listener) = host.take_control() {
         control::serve(listener, events_tx.clone())?;
     }
-    let serial_slot: SerialSlot = Arc::default();
     let mut runner = Runner {
         events_tx,
         events_rx,
@@ -198,38 +197,51 @@ pub fn run_vmm(
         subscribers: Vec::new(),
         boot: 0,
     };
-    let mut stdin_reader_started = false;
-    let reason = loop {
-        runner.boot += 1;
-        let built = build_vm(config, &host, start, runner.events_tx.clone(), runner.boot)?;
-        if built.serial_reads_stdin {
-            if let Ok(mut slot) = serial_slot.lock() {
-                *slot = Some(built.serial.clone());
-            }
-            if !stdin_reader_started {
-                spawn_stdin_reader(serial_slot.clone());
-                stdin_reader_started = true;
-            }
-        }
-        if runner.boot > 1 {
-            let actions = runner.policy.restarted();
-            runner.publish_all(&actions);
-        }
-        match runner.run_boot(built)? {
-            BootOutcome::Exit(reason) => break reason,
-            BootOutcome::Restart => tracing::info!("restarting the VM"),
-        }
-    };
+    let serial_slot: SerialSlot = Arc::default();
+    let outcome = runner.boot_until_exit(config, &host, start, &serial_slot);
+    // Also after a failed rebuild: the last events reach the subscribers.
     runner.flush_subscribers();
     host.remove_sockets();
     let suppressed = devices::log_limit::suppressed_total();
     if suppressed > 0 {
         tracing::info!("{suppressed} guest-triggered log lines were suppressed by rate limiting");
     }
-    Ok(reason)
+    outcome
 }
 
 impl Runner {
+    /// Builds and runs the VM, again after every restart, until it exits.
+    fn boot_until_exit(
+        &mut self,
+        config: &VmConfig,
+        host: &HostResources,
+        start: Instant,
+        serial_slot: &SerialSlot,
+    ) -> Result<ExitReason, RunError> {
+        let mut stdin_reader_started = false;
+        loop {
+            self.boot += 1;
+            let built = build_vm(config, host, start, self.events_tx.clone(), self.boot)?;
+            if built.serial_reads_stdin {
+                if let Ok(mut slot) = serial_slot.lock() {
+                    *slot = Some(built.serial.clone());
+                }
+                if !stdin_reader_started {
+                    spawn_stdin_reader(serial_slot.clone());
+                    stdin_reader_started = true;
+                }
+            }
+            if self.boot > 1 {
+                let actions = self.policy.restarted();
+                self.publish_all(&actions);
+            }
+            match self.run_boot(built)? {
+                BootOutcome::Exit(reason) => return Ok(reason),
+                BootOutcome::Restart => tracing::info!("restarting the VM"),
+            }
+        }
+    }
+
     /// Runs one boot of the VM until it exits or must restart.
     fn run_boot(&mut self, built: BuiltVm) -> Result<BootOutcome, RunError> {
         let handles: Vec<VcpuHandle> = built
