@@ -32,7 +32,7 @@ use vmm_protocol::{
     Answer, Decision, Event, ParseError, Request, Response, ServerLine, MAX_REQUEST_LEN,
 };
 
-use crate::event::VmEvent;
+use crate::event::{Reply, VmEvent};
 use crate::outbox::{self, Outbox};
 
 /// Errors on the control socket.
@@ -316,20 +316,44 @@ fn handle(
             Ok(Request::Decide { .. }) if !arbiter => Response::error(
                 "decide is accepted only from the attached arbiter: send attach on this connection first",
             ),
-            Ok(request) => {
-                let (reply_tx, reply_rx) = channel();
-                if events
-                    .send(VmEvent::Control {
-                        request,
-                        reply: reply_tx,
-                    })
-                    .is_err()
-                {
-                    exiting()
-                } else {
-                    reply_rx.recv().unwrap_or_else(|_| exiting())
+            Ok(request) => match &writer {
+                Writer::Direct(_) => {
+                    let (response_tx, response_rx) = channel();
+                    let (written_tx, written_rx) = channel();
+                    let reply = Reply::Direct {
+                        response: response_tx,
+                        written: written_rx,
+                    };
+                    let response = match events.send(VmEvent::Control { request, reply }) {
+                        Ok(()) => response_rx.recv().unwrap_or_else(|_| exiting()),
+                        Err(_) => exiting(),
+                    };
+                    let result = writer.line(response);
+                    // The loop may be waiting for this before the VMM exits.
+                    let _ = written_tx.send(());
+                    if let Err(e) = result {
+                        break Err(e);
+                    }
+                    continue;
                 }
-            }
+                Writer::Outbox(outbox) => {
+                    // The loop queues the response itself (see `Reply`).
+                    let (queued_tx, queued_rx) = channel();
+                    let reply = Reply::Outbox {
+                        outbox: outbox.clone(),
+                        queued: queued_tx,
+                    };
+                    match events.send(VmEvent::Control { request, reply }) {
+                        Ok(()) => match queued_rx.recv() {
+                            Ok(true) => continue,
+                            // Full or closed: the connection is shut down.
+                            Ok(false) => break Ok(()),
+                            Err(_) => exiting(),
+                        },
+                        Err(_) => exiting(),
+                    }
+                }
+            },
         };
         if let Err(e) = writer.line(response) {
             break Err(e);
@@ -463,6 +487,7 @@ pub fn watch(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
     use vmm_protocol::{Decision, Status, VmState};
 
     fn answer_for(request: Request) -> Response {
@@ -487,7 +512,13 @@ mod tests {
         let loop_thread = std::thread::spawn(move || {
             for _ in 0..3 {
                 match rx.recv().unwrap() {
-                    VmEvent::Control { request, reply } => reply.send(answer_for(request)).unwrap(),
+                    VmEvent::Control { request, reply } => {
+                        // A plain connection's thread writes the response,
+                        // then says so: the VMM's exit waits for that.
+                        let unwritten = reply.send(answer_for(request)).unwrap();
+                        assert!(unwritten.wait(Instant::now() + Duration::from_secs(5)));
+                        assert!(unwritten.is_done());
+                    }
                     other => panic!("unexpected {other:?}"),
                 }
             }
@@ -549,7 +580,8 @@ mod tests {
                     }
                     VmEvent::Control { request, reply } => {
                         assert!(matches!(request, Request::Decide { id: 7, .. }));
-                        reply.send(Response::Ok(Answer::Decided)).unwrap();
+                        // An arbiter's response goes into its outbox.
+                        assert!(reply.send(Response::Ok(Answer::Decided)).is_none());
                         decided += 1;
                     }
                     VmEvent::Unsubscribe { .. } => subscriber = None,
@@ -594,7 +626,7 @@ mod tests {
                         subscriber = Some(outbox);
                     }
                     VmEvent::Control { request, reply } => {
-                        reply.send(answer_for(request)).unwrap();
+                        assert!(reply.send(answer_for(request)).is_none());
                     }
                     VmEvent::Unsubscribe { .. } => break,
                     other => panic!("unexpected {other:?}"),
@@ -616,6 +648,30 @@ mod tests {
              ok state=running arbitrated=false pending=0 boots=1 arbiters=0\n"
         );
         loop_thread.join().unwrap();
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn a_plain_connections_response_is_in_its_socket_once_the_loop_is_told() {
+        let path = temp_socket("written");
+        let (tx, rx) = channel();
+        serve(bind(&path).unwrap(), tx).unwrap();
+        let mut raw = UnixStream::connect(&path).unwrap();
+        raw.write_all(b"stop\n").unwrap();
+        // The loop answers `stop`, then (as before the VMM exits) waits
+        // until the connection's thread says the response is written.
+        match rx.recv().unwrap() {
+            VmEvent::Control { request, reply } => {
+                let unwritten = reply.send(answer_for(request)).unwrap();
+                assert!(unwritten.wait(Instant::now() + Duration::from_secs(5)));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        // No waiting here: the line must already be in the socket.
+        raw.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 64];
+        let n = std::io::Read::read(&mut raw, &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"ok stopping\n");
         std::fs::remove_file(&path).unwrap();
     }
 

@@ -6,9 +6,11 @@
 //! `control`) and the one that consumes them (`runner`) depend on it and
 //! not on each other.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Sender;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::sync::Arc;
+use std::time::Instant;
 
 use devices::PowerEvent;
 use vmm_protocol::{Request, Response};
@@ -41,7 +43,7 @@ pub enum VmEvent {
         /// The request.
         request: Request,
         /// Where the response goes.
-        reply: Sender<Response>,
+        reply: Reply,
     },
     /// A control connection subscribes to events (as the arbiter or not).
     Subscribe {
@@ -60,6 +62,87 @@ pub enum VmEvent {
         /// Connection id.
         connection: u64,
     },
+}
+
+/// Where the response to a [`VmEvent::Control`] request goes. Either way
+/// the connection's thread waits for it before it reads the next request
+/// (one request in flight per connection), and the VMM does not exit
+/// before the response is written or its flush deadline passed.
+#[derive(Debug)]
+pub enum Reply {
+    /// A connection that has not subscribed: its thread writes the
+    /// response into the socket, then reports on `written`.
+    Direct {
+        /// Where the response goes.
+        response: Sender<Response>,
+        /// Told (or dropped) once the response is written.
+        written: Receiver<()>,
+    },
+    /// A subscribed connection: the loop queues the response into its
+    /// outbox itself, before it acts on the request (so the response
+    /// precedes the events the request causes, and the exit's flush of the
+    /// subscribers writes it), then says whether it was queued.
+    Outbox {
+        /// The connection's outbox.
+        outbox: Outbox,
+        /// Told whether the response is queued.
+        queued: Sender<bool>,
+    },
+}
+
+impl Reply {
+    /// Hands `response` over; for a direct connection, returns the
+    /// [`Unwritten`] response to wait for before the VMM exits.
+    pub fn send(self, response: Response) -> Option<Unwritten> {
+        match self {
+            Reply::Direct {
+                response: tx,
+                written,
+            } => tx.send(response).ok().map(|()| Unwritten::new(written)),
+            Reply::Outbox { outbox, queued } => {
+                let _ = queued.send(outbox.offer(response).is_ok());
+                None
+            }
+        }
+    }
+}
+
+/// A response handed to a direct connection's thread and perhaps not yet
+/// written into its socket.
+#[derive(Debug)]
+pub struct Unwritten {
+    written: Receiver<()>,
+    done: Cell<bool>,
+}
+
+impl Unwritten {
+    fn new(written: Receiver<()>) -> Self {
+        Unwritten {
+            written,
+            done: Cell::new(false),
+        }
+    }
+
+    /// Whether the connection's thread has written it (or will not: it
+    /// ended).
+    pub fn is_done(&self) -> bool {
+        if !self.done.get() && !matches!(self.written.try_recv(), Err(TryRecvError::Empty)) {
+            self.done.set(true);
+        }
+        self.done.get()
+    }
+
+    /// Waits until it is written, at most until `deadline`; returns
+    /// whether the connection's thread is done with it.
+    pub fn wait(&self, deadline: Instant) -> bool {
+        if !self.done.get() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let ended = self.written.recv_timeout(left);
+            self.done
+                .set(!matches!(ended, Err(RecvTimeoutError::Timeout)));
+        }
+        self.done.get()
+    }
 }
 
 /// Keeps at most one power event of each kind in the event channel: a

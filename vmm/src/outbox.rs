@@ -5,8 +5,9 @@
 //! queue of at most [`CAPACITY`] lines, drained into the socket by a writer
 //! thread of its own. The event loop only queues ([`Outbox::offer`], which
 //! never blocks); the connection's own responses go through the same queue
-//! ([`Outbox::send`]), so a response never splits or overtakes an event
-//! line. A client that stops reading fills its socket buffer, then the
+//! (the loop queues those of the requests it handles, the connection's
+//! thread those it answers itself with [`Outbox::send`]), so a response
+//! never splits or overtakes an event line. A client that stops reading fills its socket buffer, then the
 //! queue: the offer that finds the queue full shuts the connection down, and
 //! the loop forgets the subscriber. The writer gives each line
 //! [`WRITE_TIMEOUT`]; a write that fails or times out shuts the connection

@@ -20,7 +20,7 @@ use vmm_protocol::{Answer, Event, ExitReason, Request, Response, Status};
 use crate::builder::{build_vm, BuildError, BuiltVm};
 use crate::config::VmConfig;
 use crate::control::{self, ControlError};
-use crate::event::VmEvent;
+use crate::event::{Unwritten, VmEvent};
 use crate::outbox::{OfferError, Outbox};
 use crate::power::{Action, PowerPolicy};
 use crate::resources::{HostResources, OpenError};
@@ -166,6 +166,9 @@ struct Runner {
     events_rx: Receiver<VmEvent>,
     policy: PowerPolicy,
     subscribers: Vec<Subscriber>,
+    /// Responses handed to connections that have not subscribed, perhaps
+    /// not yet written (waited for before the VMM exits).
+    unwritten: Vec<Unwritten>,
     boot: u64,
 }
 
@@ -195,12 +198,14 @@ pub fn run_vmm(
         events_rx,
         policy: PowerPolicy::new(arbitrated),
         subscribers: Vec::new(),
+        unwritten: Vec::new(),
         boot: 0,
     };
     let serial_slot: SerialSlot = Arc::default();
     let outcome = runner.boot_until_exit(config, &host, start, &serial_slot);
-    // Also after a failed rebuild: the last events reach the subscribers.
-    runner.flush_subscribers();
+    // Also after a failed rebuild: the last events and answers reach the
+    // clients.
+    runner.flush_clients();
     host.remove_sockets();
     let suppressed = devices::log_limit::suppressed_total();
     if suppressed > 0 {
@@ -332,7 +337,11 @@ impl Runner {
                 }
                 VmEvent::Control { request, reply } => {
                     let (answer, actions) = self.control(request, vm);
-                    let _ = reply.send(answer);
+                    if let Some(unwritten) = reply.send(answer) {
+                        // At most one per connection stays: the cap bounds it.
+                        self.unwritten.retain(|u| !u.is_done());
+                        self.unwritten.push(unwritten);
+                    }
                     actions
                 }
                 VmEvent::Subscribe {
@@ -446,11 +455,18 @@ impl Runner {
         }
     }
 
-    /// Gives every subscriber's writer a moment (at most
-    /// [`FLUSH_TIMEOUT`] in all) to write what is queued, so that the last
-    /// events and answers reach the clients before the process exits.
-    fn flush_subscribers(&mut self) {
+    /// Gives every subscriber's writer and every connection thread with a
+    /// response in hand a moment (at most [`FLUSH_TIMEOUT`] in all) to
+    /// write it, so that the last events and answers (the `ok` of the
+    /// request that ends the VMM too) reach the clients before the process
+    /// exits.
+    fn flush_clients(&mut self) {
         let deadline = Instant::now() + FLUSH_TIMEOUT;
+        for unwritten in self.unwritten.drain(..) {
+            if !unwritten.wait(deadline) {
+                tracing::debug!("a control response was not written before exit");
+            }
+        }
         for s in self.subscribers.drain(..) {
             if !s.outbox.flush(deadline) {
                 tracing::debug!(
