@@ -81,15 +81,20 @@ fn without_kernel_message(value: &str) -> &str {
     }
 }
 
+/// `line` without the `<tag>| ` prefix (a tag without spaces) that the
+/// test host puts before a guest's console lines, if it has one.
+fn without_guest_tag(line: &str) -> &str {
+    match line.split_once("| ") {
+        Some((tag, rest)) if !tag.is_empty() && !tag.contains(' ') => rest,
+        _ => line,
+    }
+}
+
 /// Whether `line` holds nothing but what ends a line (possibly behind a
 /// guest's `<tag>| ` prefix): the newline of a marker line a kernel
 /// message cut in two.
 fn is_bare_line_end(line: &str) -> bool {
-    let rest = match line.split_once("| ") {
-        Some((tag, rest)) if !tag.is_empty() && !tag.contains(' ') => rest,
-        _ => line,
-    };
-    rest.trim_end().is_empty()
+    without_guest_tag(line).trim_end().is_empty()
 }
 
 /// The key and value of `line` if it is a marker.
@@ -130,10 +135,7 @@ pub fn parse(output: &str) -> Vec<Marker<'_>> {
 /// whose point is a kernel message (the test host runs pKVM; the guest
 /// kernel found our device tree's machine, PSCI and UART).
 pub fn is_kernel_message(line: &str, needle: &str) -> bool {
-    let line = match line.split_once("| ") {
-        Some((tag, rest)) if !tag.contains(' ') => rest,
-        _ => line,
-    };
+    let line = without_guest_tag(line);
     let text = after_timestamp(line);
     !std::ptr::eq(text, line) && text.contains(needle)
 }
