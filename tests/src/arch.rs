@@ -51,6 +51,16 @@ impl Arch {
         }
     }
 
+    /// The test host's CPUs (QEMU `-smp`): one for x86_64 (`-smp 2` under
+    /// nested SVM soft-locked, docs/testing.md), two for aarch64 (as
+    /// verified in docs/arm64.md).
+    pub fn testhost_cpus(self) -> u32 {
+        match self {
+            Arch::X86_64 => 1,
+            Arch::Aarch64 => 2,
+        }
+    }
+
     /// The Debian package that ships [`Self::qemu`].
     pub fn qemu_package(self) -> &'static str {
         match self {

@@ -336,9 +336,8 @@ impl TestHostConfig {
         append
     }
 
-    /// The QEMU command that boots the test host (x86_64: one vCPU, `-smp 2`
-    /// soft-locked once; aarch64: `-M virt` with EL2 and a GICv3, two vCPUs as
-    /// verified in docs/arm64.md).
+    /// The QEMU command that boots the test host (`-smp`
+    /// [`Arch::testhost_cpus`]; aarch64: `-M virt` with EL2 and a GICv3).
     pub fn command(&self) -> Command {
         let mut cmd = Command::new(&self.qemu);
         if let Some(data) = &self.qemu_data {
@@ -347,13 +346,11 @@ impl TestHostConfig {
         if self.arch == Arch::Aarch64 {
             cmd.args(["-M", "virt,virtualization=on,gic-version=3"]);
         }
-        let smp = match self.arch {
-            Arch::X86_64 => "1",
-            Arch::Aarch64 => "2",
-        };
         cmd.args(["-accel", "tcg", "-cpu"])
             .arg(&self.cpu)
-            .args(["-smp", smp, "-m"]);
+            .arg("-smp")
+            .arg(self.arch.testhost_cpus().to_string())
+            .arg("-m");
         cmd.arg(self.memory_mib.to_string()).arg("-nographic");
         if self.freeze_after.is_some() {
             // ttyS0 stays the console (on stdio); ttyS1 carries the heartbeat.

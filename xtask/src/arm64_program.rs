@@ -1,9 +1,10 @@
-//! The arm64 QEMU that `cargo xtask bench boot --arch aarch64` runs in the
-//! arm64 test host as the peer of our VMM: Debian's `qemu-system-aarch64`
-//! (package `qemu-system-arm`, arm64, bookworm) with every shared object it
-//! loads, taken from the packages of the `qemu-peer` group of
-//! `prebuilts/aarch64.lock` (resolved, locked and downloaded on demand by
-//! [`lock::ensure_group`]).
+//! Programs from Debian's arm64 packages that a benchmark runs in the arm64
+//! test host, each with every shared object it loads, taken from the
+//! packages of its on-demand group of `prebuilts/aarch64.lock` (resolved,
+//! locked and downloaded by [`lock::ensure_group`]): the QEMU peer of `cargo
+//! xtask bench boot --arch aarch64` (`qemu-system-aarch64`, group
+//! `qemu-peer`) and the adb client of `cargo xtask bench adb --arch aarch64`
+//! (`adb`, group `adb-client`).
 //!
 //! What goes into the test host is the ELF closure of the binary, not the
 //! packages' whole contents: its program interpreter and, recursively, each
@@ -25,8 +26,8 @@ use crate::lock::{self, LockedPackage};
 use crate::paths::{self, Arch};
 use crate::util::{self, step};
 
-/// The emulator, as installed by its package.
-pub const PROGRAM: &str = "/usr/bin/qemu-system-aarch64";
+/// The QEMU peer's emulator, as installed by its package.
+pub const QEMU_PEER_PROGRAM: &str = "/usr/bin/qemu-system-aarch64";
 /// Where the arm64 dynamic loader looks without an `ld.so.cache` (glibc's
 /// system directories with Debian's multiarch ones first).
 const DEFAULT_DIRS: &[&str] = &[
@@ -165,63 +166,57 @@ pub fn closure(
         }
     }
     if !missing.is_empty() {
-        bail!(
-            "shared objects missing from the {} packages: {}",
-            lock::GROUP_QEMU_PEER,
-            missing.join(", ")
-        );
+        bail!("shared objects missing: {}", missing.join(", "));
     }
     Ok(files)
 }
 
 /// What [`add_to`] put into the test host.
-pub struct Peer {
-    /// `qemu-system-arm <version>`.
+pub struct Added {
+    /// `<package> <version>`, e.g. `qemu-system-arm 1:7.2+dfsg-7+deb12u18`.
     pub package: String,
-    /// Packages locked for it (the emulator's and its libraries').
+    /// Packages locked for it (the program's and its libraries').
     pub packages: usize,
     /// Shared objects copied (the interpreter included).
     pub libraries: usize,
 }
 
-/// Locks, downloads and unpacks the `qemu-peer` packages and adds
-/// [`PROGRAM`] with its shared-object closure to `extra`.
-pub fn add_to(extra: &mut Extra) -> Result<Peer> {
+/// Locks, downloads and unpacks the packages of the on-demand group `g`
+/// and adds `program` (a path its package installs) with its
+/// shared-object closure to `extra`.
+pub fn add_to(extra: &mut Extra, g: &lock::ProgramGroup, program: &str) -> Result<Added> {
     let cache = paths::cache_dir();
-    let debs = lock::ensure_group(
-        &paths::lock_file(Arch::Aarch64),
-        &cache,
-        "arm64",
-        lock::GROUP_QEMU_PEER,
-    )?;
+    let debs = lock::ensure_group(&paths::lock_file(Arch::Aarch64), &cache, "arm64", g)?;
     let refs: Vec<(&LockedPackage, &Path)> = debs.iter().map(|(p, d)| (p, d.as_path())).collect();
-    let root = images::unpack(&cache, "qemu-peer-arm64", &refs)?;
-    let main = readelf(&root.join(PROGRAM.trim_start_matches('/')))?;
+    let root = images::unpack(&cache, &format!("{}-arm64", g.group), &refs)?;
+    let real = real_path(&root, program)?;
+    let main = readelf(&root.join(real.trim_start_matches('/')))?;
     if main.machine != "AArch64" {
         bail!(
-            "{PROGRAM} of the {} packages is for {:?}, not AArch64",
-            lock::GROUP_QEMU_PEER,
+            "{program} of the {} packages is for {:?}, not AArch64",
+            g.group,
             main.machine
         );
     }
-    let libs = closure(&root, PROGRAM, readelf)?;
-    extra.file_under(&root, PROGRAM, 0o755)?;
+    let libs =
+        closure(&root, program, readelf).with_context(|| format!("the {} packages", g.group))?;
+    extra.file_under(&root, program, 0o755)?;
     for lib in &libs {
         extra.file_under(&root, lib, 0o755)?;
     }
     let version = debs
         .iter()
-        .find(|(p, _)| p.name == lock::QEMU_PEER_PACKAGE)
+        .find(|(p, _)| p.name == g.package)
         .map(|(p, _)| p.version.clone())
         .unwrap_or_default();
     step!(
-        "QEMU peer: {PROGRAM} ({} {version}, arm64) with {} shared objects from {} packages",
-        lock::QEMU_PEER_PACKAGE,
+        "{program} ({} {version}, arm64) with {} shared objects from {} packages",
+        g.package,
         libs.len(),
         debs.len()
     );
-    Ok(Peer {
-        package: format!("{} {version}", lock::QEMU_PEER_PACKAGE),
+    Ok(Added {
+        package: format!("{} {version}", g.package),
         packages: debs.len(),
         libraries: libs.len(),
     })

@@ -54,17 +54,11 @@ const PER_BOOT: Duration = Duration::from_secs(120);
 /// (`runner::AFTER_INIT` in tests/bootbench).
 const AFTER_INIT: Duration = Duration::from_secs(60);
 
-/// Entry point of `cargo xtask bench <what> [--runs N]` (`runs`: boots per
-/// VMM for `boot`, default [`MIN_RUNS`]; rounds for `devices`, default
-/// [`crate::bench_devices::DEFAULT_ROUNDS`], and `tee`, default
-/// [`crate::bench_tee::DEFAULT_ROUNDS`]; `guest_cpus`: `adb` only, default
-/// [`crate::bench_adb::DEFAULT_GUEST_CPUS`]).
-pub fn bench(
-    what: &str,
-    runs: Option<u32>,
-    kernel: KernelChoice,
-    guest_cpus: Option<u32>,
-) -> Result<()> {
+/// Entry point of the x86_64 `cargo xtask bench <what> [--runs N]` but
+/// `adb` (`runs`: boots per VMM for `boot`, default [`MIN_RUNS`]; rounds
+/// for `devices`, default [`crate::bench_devices::DEFAULT_ROUNDS`], and
+/// `tee`, default [`crate::bench_tee::DEFAULT_ROUNDS`]).
+pub fn bench(what: &str, runs: Option<u32>, kernel: KernelChoice) -> Result<()> {
     match what {
         "boot" => boot(runs.unwrap_or(MIN_RUNS), kernel),
         "arbiter" => crate::bench_arbiter::arbiter(),
@@ -74,10 +68,6 @@ pub fn bench(
         "devices-profile" => crate::profile_devices::devices_profile(),
         "binder" => crate::bench_binder::binder(),
         "tee" => crate::bench_tee::tee(runs.unwrap_or(crate::bench_tee::DEFAULT_ROUNDS)),
-        "adb" => crate::bench_adb::adb(
-            runs.unwrap_or(crate::bench_adb::DEFAULT_ROUNDS),
-            guest_cpus.unwrap_or(crate::bench_adb::DEFAULT_GUEST_CPUS),
-        ),
         other => bail!(
             "unknown benchmark {other:?} (known: boot, devices, arbiter, binder, tee, adb; devices-profile for a perf profile)"
         ),

@@ -23,9 +23,10 @@ use anyhow::{bail, Result};
 use bootbench::stats::{self, Summary};
 use vmstack_tests::marker;
 
-use crate::bench_host::{self, Bench, Manifest};
+use crate::bench_host::{self, Bench, Extra, Manifest};
 use crate::paths::Arch;
 use crate::util::step;
+use crate::{adb_client, arm64_program, lock};
 
 /// Scenario in `prebuilts/testhost/scenarios/`.
 const SCENARIO: &str = "bench-adb";
@@ -164,18 +165,30 @@ pub fn summarize(p: &Parsed, rounds: u32) -> Result<Verdict> {
     })
 }
 
-/// Entry point of `cargo xtask bench adb`.
-pub fn adb(rounds: u32, guest_cpus: u32) -> Result<()> {
+/// Entry point of `cargo xtask bench adb [--arch A]`. x86_64: the test
+/// host carries this machine's adb client (the images' own); aarch64:
+/// Debian's arm64 `adb` of the same version, from the on-demand lock group
+/// [`lock::ADB_CLIENT`], in the benchmark's extra initramfs.
+pub fn adb(arch: Arch, rounds: u32, guest_cpus: u32) -> Result<()> {
     if rounds == 0 {
         bail!("--runs 0: at least one round is needed");
     }
     if guest_cpus == 0 {
         bail!("--guest-cpus 0: the guest needs at least one vCPU");
     }
-    let images = bench_host::prepare(Arch::X86_64)?;
-    let adb_pkg = bench_host::dpkg_version("adb")?;
+    let images = bench_host::prepare(arch)?;
+    let mut extra = None;
+    let adb_pkg = match arch {
+        Arch::X86_64 => format!("adb {}", bench_host::dpkg_version("adb")?),
+        Arch::Aarch64 => {
+            let mut e = Extra::new();
+            let added = arm64_program::add_to(&mut e, &lock::ADB_CLIENT, adb_client::ADB)?;
+            extra = Some(e);
+            format!("{} (arm64)", added.package)
+        }
+    };
     let bench = Bench {
-        arch: Arch::X86_64,
+        arch,
         scenario: SCENARIO,
         append: vec![
             format!("bench.rounds={rounds}"),
@@ -186,20 +199,25 @@ pub fn adb(rounds: u32, guest_cpus: u32) -> Result<()> {
         stream: true,
     };
     step!("{rounds} round(s) of a {MIB} MiB raw vsock stream and a {MIB} MiB adb push");
-    let run = bench.boot(&images, None)?;
+    let run = bench.boot(&images, extra.as_ref())?;
     let section = bench_host::section(&run, SCENARIO)?;
     let parsed = parse(&section.output);
     let summary = summarize(&parsed, rounds);
     let m = Manifest::read(&images);
     let json_path = bench_host::write_results(
-        "adb",
+        match arch {
+            Arch::X86_64 => "adb",
+            Arch::Aarch64 => "adb-aarch64",
+        },
         &serde_json::json!({
+            "arch": arch.to_string(),
+            "testhost_cpus": arch.testhost_cpus(),
             "rounds": rounds,
             "mib": MIB,
             "guest_cpus": guest_cpus,
             "unix_time": bench_host::unix_time(),
             "versions": {
-                "adb_package": format!("adb {adb_pkg}"),
+                "adb_package": adb_pkg,
                 "kernel_release": m.get("/kernel/release"),
                 "vmm_sha256": m.get("/vmm/sha256"),
             },
@@ -219,7 +237,8 @@ pub fn adb(rounds: u32, guest_cpus: u32) -> Result<()> {
     let (adb, raw) = (v.adb, v.raw);
     println!();
     println!(
-        "adb benchmark: {MIB} MiB host -> guest, {rounds} round(s), {guest_cpus} guest vCPU(s), nested KVM in the one-CPU test host; adb {adb_pkg}"
+        "adb benchmark: {MIB} MiB host -> guest, {rounds} round(s), {guest_cpus} guest vCPU(s), KVM in the {arch} test host ({} CPU(s)); {adb_pkg}",
+        arch.testhost_cpus()
     );
     println!(
         "  median [min..max] MiB/s: adb push {:.2} [{:.2}..{:.2}], raw vsock stream {:.2} [{:.2}..{:.2}]",

@@ -5,7 +5,7 @@
 //!
 //! The extra initramfs carries a static aarch64 `bootbench`
 //! (tests/bootbench) and Debian's arm64 `qemu-system-aarch64` with its
-//! shared-object closure (`qemu_peer.rs`, packages locked in the
+//! shared-object closure (`arm64_program.rs`, packages locked in the
 //! `qemu-peer` group of `prebuilts/aarch64.lock`). The `bench-boot-arm64`
 //! scenario runs `bootbench`, which boots the guest N rounds, our VMM then
 //! QEMU (`-M virt,gic-version=3 -accel kvm -cpu
@@ -33,11 +33,12 @@ use anyhow::{bail, Result};
 use bootbench::record::{Failure, OURS, QEMU_VIRT};
 use bootbench::stats::{self, Summary};
 
+use crate::arm64_program;
 use crate::bench::{self, Parsed, VmmSummary, MIN_RUNS};
 use crate::bench_host::{self, Bench, Extra, Manifest};
 use crate::bench_profile;
+use crate::lock;
 use crate::paths::Arch;
-use crate::qemu_peer;
 use crate::setup;
 use crate::util::{self, step};
 
@@ -168,7 +169,11 @@ pub fn boot(runs: u32) -> Result<()> {
     let bootbench = setup::build_static(Arch::Aarch64, "bootbench", "bootbench")?;
     let mut extra = Extra::new();
     extra.file_from("bin/bootbench", 0o755, &bootbench)?;
-    let peer = qemu_peer::add_to(&mut extra)?;
+    let peer = arm64_program::add_to(
+        &mut extra,
+        &lock::QEMU_PEER,
+        arm64_program::QEMU_PEER_PROGRAM,
+    )?;
     let info = format!(
         "{} (arm64)\nkernel {} ({} sha256 {})\n",
         peer.package,

@@ -20,15 +20,17 @@
 //!   `apt/` whatever the images' architecture. It runs from its unpacked
 //!   root on the build machine; its shared libraries come from the
 //!   system's own `qemu-system-x86` / `qemu-system-arm`.
-//! - `qemu-peer` (aarch64 lock only, on demand): the arm64 QEMU that `cargo
-//!   xtask bench boot --arch aarch64` runs inside the arm64 test host as the
-//!   peer of our VMM: `qemu-system-arm` from bookworm (the QEMU 7.2 of the
-//!   x86_64 peer) and the library packages it needs, found by following
-//!   `Depends:` from it through every package of section `libs` (each at its bookworm
-//!   version; `xtask/src/qemu_peer.rs` checks the closure against the ELF
-//!   files' `NEEDED` entries). Resolved and downloaded only by that
-//!   benchmark ([`ensure_group`]); `cargo xtask images` keeps the entries
-//!   but does not download them.
+//! - on demand (aarch64 lock only, [`ON_DEMAND_GROUPS`]): a program the
+//!   arm64 test host runs for one benchmark, with the library packages it
+//!   needs, found by following `Depends:` from its package through every
+//!   package of section `libs` (each at its bookworm version;
+//!   `xtask/src/arm64_program.rs` checks the closure against the ELF files'
+//!   `NEEDED` entries): `qemu-peer`, the arm64 QEMU that `cargo xtask bench
+//!   boot --arch aarch64` runs as the peer of our VMM (`qemu-system-arm`
+//!   from bookworm, the QEMU 7.2 of the x86_64 peer), and `adb-client`,
+//!   Debian's `adb` that `cargo xtask bench adb --arch aarch64` runs.
+//!   Resolved and downloaded only by that benchmark ([`ensure_group`]);
+//!   `cargo xtask images` keeps the entries but does not download them.
 //!
 //! If the lock exists, its exact versions are used. If a locked version can no
 //! longer be found (backports move on) after a fresh `apt-get update`, the group is
@@ -82,16 +84,40 @@ pub const GROUP_TEE_CLIENT: &str = "tee-client";
 pub const TEE_CLIENT_PACKAGES: &[&str] = &["libteec1", "optee-client-dev", "libc6"];
 /// Suite the TEE client packages are taken from.
 pub const TEE_CLIENT_SUITE: &str = "bookworm";
-/// Group name of the arm64 QEMU peer of the arm64 boot benchmark (arm64
-/// only, on demand: [`ensure_group`]).
-pub const GROUP_QEMU_PEER: &str = "qemu-peer";
-/// The package [`GROUP_QEMU_PEER`] is resolved from.
-pub const QEMU_PEER_PACKAGE: &str = "qemu-system-arm";
-/// Suite the QEMU peer packages are taken from.
-pub const QEMU_PEER_SUITE: &str = "bookworm";
-/// Groups not in [`groups`]: resolved and downloaded only by the command
-/// that needs them ([`ensure_group`]), kept in the lock by the others.
-const ON_DEMAND_GROUPS: &[&str] = &[GROUP_QEMU_PEER];
+/// An on-demand group of arm64 packages for one program run inside the
+/// arm64 test host: the program's package and, breadth-first, the library
+/// packages it depends on ([`peer_dependencies`], [`is_library_section`]),
+/// each at its version in `suite`. Not in [`groups`]: resolved and
+/// downloaded only by the command that needs it ([`ensure_group`]), kept
+/// in the lock by the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProgramGroup {
+    /// Group name in the lock.
+    pub group: &'static str,
+    /// The package the group is resolved from.
+    pub package: &'static str,
+    /// Suite every package of the group is taken from.
+    pub suite: &'static str,
+}
+
+/// The arm64 QEMU that `cargo xtask bench boot --arch aarch64` runs in the
+/// arm64 test host as the peer of our VMM (the QEMU 7.2 of the x86_64
+/// peer).
+pub const QEMU_PEER: ProgramGroup = ProgramGroup {
+    group: "qemu-peer",
+    package: "qemu-system-arm",
+    suite: "bookworm",
+};
+/// The stock adb client that `cargo xtask bench adb --arch aarch64` runs
+/// in the arm64 test host (the version the x86_64 test host gets from
+/// this machine's `adb` package).
+pub const ADB_CLIENT: ProgramGroup = ProgramGroup {
+    group: "adb-client",
+    package: "adb",
+    suite: "bookworm",
+};
+/// Every on-demand group.
+pub const ON_DEMAND_GROUPS: &[ProgramGroup] = &[QEMU_PEER, ADB_CLIENT];
 
 /// Role of the kernel image package.
 pub const ROLE_IMAGE: &str = "kernel-image";
@@ -379,11 +405,9 @@ pub fn is_library_section(section: &str) -> bool {
     matches!(section.rsplit('/').next(), Some("libs" | "oldlibs"))
 }
 
-/// Resolves [`GROUP_QEMU_PEER`]: [`QEMU_PEER_PACKAGE`] and, breadth-first,
-/// the library packages it depends on ([`peer_dependencies`],
-/// [`is_library_section`]), each at its [`QEMU_PEER_SUITE`] version.
-fn resolve_qemu_peer(apt: &Apt) -> Result<Vec<LockedPackage>> {
-    let mut queue = std::collections::VecDeque::from([QEMU_PEER_PACKAGE.to_string()]);
+/// Resolves the on-demand group `g` ([`ProgramGroup`]).
+fn resolve_program_group(apt: &Apt, g: &ProgramGroup) -> Result<Vec<LockedPackage>> {
+    let mut queue = std::collections::VecDeque::from([g.package.to_string()]);
     let mut seen = std::collections::BTreeSet::new();
     let mut known = std::collections::HashMap::new();
     let mut out = Vec::new();
@@ -391,8 +415,8 @@ fn resolve_qemu_peer(apt: &Apt) -> Result<Vec<LockedPackage>> {
         if !seen.insert(name.clone()) {
             continue;
         }
-        let p = version_in_suite(apt, &name, QEMU_PEER_SUITE)?;
-        if name != QEMU_PEER_PACKAGE && !is_library_section(&p.section) {
+        let p = version_in_suite(apt, &name, g.suite)?;
+        if name != g.package && !is_library_section(&p.section) {
             continue;
         }
         queue.extend(peer_dependencies(&p.depends, |n| {
@@ -400,11 +424,13 @@ fn resolve_qemu_peer(apt: &Apt) -> Result<Vec<LockedPackage>> {
                 .entry(n.to_string())
                 .or_insert_with(|| apt.madison(n).is_ok_and(|v| !v.is_empty()))
         }));
-        out.push(LockedPackage::from_info(GROUP_QEMU_PEER, &name, &p));
+        out.push(LockedPackage::from_info(g.group, &name, &p));
     }
     step!(
-        "resolved {QEMU_PEER_PACKAGE} {} ({QEMU_PEER_SUITE}) with {} library packages",
+        "resolved {} {} ({}) with {} library packages",
+        g.package,
         out[0].version,
+        g.suite,
         out.len() - 1
     );
     Ok(out)
@@ -556,7 +582,7 @@ pub fn ensure_inputs(lock_path: &Path, cache: &Path, arch: &str) -> Result<Input
     let on_demand: Vec<LockedPackage> = old
         .iter()
         .flat_map(|l| &l.packages)
-        .filter(|p| ON_DEMAND_GROUPS.contains(&p.group.as_str()))
+        .filter(|p| ON_DEMAND_GROUPS.iter().any(|g| g.group == p.group))
         .cloned()
         .collect();
     packages.extend(on_demand);
@@ -663,7 +689,7 @@ fn download(
     Ok(debs)
 }
 
-/// Makes sure the on-demand `group` (only [`GROUP_QEMU_PEER`] so far) is
+/// Makes sure the on-demand group `g` ([`ON_DEMAND_GROUPS`]) is
 /// locked in `lock_path` (which `cargo xtask images` wrote), downloaded and
 /// verified, like [`ensure_inputs`] does for the images' groups; returns
 /// its packages with their .debs.
@@ -671,11 +697,9 @@ pub fn ensure_group(
     lock_path: &Path,
     cache: &Path,
     arch: &str,
-    group: &str,
+    g: &ProgramGroup,
 ) -> Result<Vec<(LockedPackage, PathBuf)>> {
-    if group != GROUP_QEMU_PEER {
-        bail!("{group} is not an on-demand lock group");
-    }
+    let group = g.group;
     let old = Lock::read(lock_path)?.with_context(|| {
         format!(
             "{} is missing (build the images first)",
@@ -694,7 +718,7 @@ pub fn ensure_group(
     )? {
         locked
     } else {
-        let resolved = resolve_qemu_peer(trees.for_group(group)?)?;
+        let resolved = resolve_program_group(trees.for_group(group)?, g)?;
         let mut lock = old.clone();
         lock.packages.retain(|p| p.group != group);
         lock.packages.extend(resolved.iter().cloned());
@@ -785,6 +809,6 @@ mod tests {
         assert!(peer_dependencies("", |_| true).is_empty());
         assert!(ON_DEMAND_GROUPS
             .iter()
-            .all(|g| !groups("arm64").contains(g)));
+            .all(|g| !groups("arm64").contains(&g.group)));
     }
 }

@@ -12,7 +12,7 @@
 //!   QEMU `-M microvm` in the test host (see `docs/benchmarks.md`).
 //! - `cargo xtask bench devices [--runs N]`: virtio-blk, virtio-net and vsock
 //!   throughput against QEMU microvm and host-side peers in the test host.
-//! - `cargo xtask bench adb [--runs N]`: `adb push` through `vmm adb-proxy`
+//! - `cargo xtask bench adb [--runs N] [--arch aarch64]`: `adb push` through `vmm adb-proxy`
 //!   and the guest's adbd next to a raw vsock stream (see `docs/adb.md`).
 //! - `cargo xtask bench devices-profile`: where the time of those transfers
 //!   goes (`perf` in the test host; a debugging aid).
@@ -28,6 +28,7 @@ mod android;
 mod android_check;
 mod apt;
 mod apt_sources;
+mod arm64_program;
 mod bench;
 mod bench_adb;
 mod bench_arbiter;
@@ -50,7 +51,6 @@ mod lock;
 mod modules;
 mod paths;
 mod profile_devices;
-mod qemu_peer;
 mod run;
 mod setup;
 #[cfg(test)]
@@ -137,8 +137,9 @@ enum Cmd {
         /// (default 5; percentiles over all of them).
         #[arg(long)]
         runs: Option<u32>,
-        /// Test host architecture: x86_64 (default) or aarch64 (`boot` only:
-        /// our VMM alone in the arm64 pKVM test host, see docs/arm64.md).
+        /// Test host architecture: x86_64 (default) or aarch64 (`boot`: our
+        /// VMM against QEMU in the arm64 pKVM test host, see docs/arm64.md;
+        /// `adb`: the same benchmark in the two-CPU arm64 test host).
         #[arg(long, default_value = "x86_64")]
         arch: paths::Arch,
         /// `boot` (x86_64): which kernel our VMM boots: `bzimage`, `elf`
@@ -205,10 +206,15 @@ fn main() {
                 "--guest-cpus is an option of `bench adb` only, not of `bench {other}`"
             )),
             (paths::Arch::Aarch64, "boot") => bench_arm64::boot(runs.unwrap_or(bench::MIN_RUNS)),
+            (arch, "adb") => bench_adb::adb(
+                arch,
+                runs.unwrap_or(bench_adb::DEFAULT_ROUNDS),
+                guest_cpus.unwrap_or(bench_adb::DEFAULT_GUEST_CPUS),
+            ),
             (paths::Arch::Aarch64, other) => Err(anyhow::anyhow!(
-                "bench {other} has no aarch64 variant (aarch64: boot)"
+                "bench {other} has no aarch64 variant (aarch64: boot, adb)"
             )),
-            (paths::Arch::X86_64, _) => bench::bench(&what, runs, kernel, guest_cpus),
+            (paths::Arch::X86_64, _) => bench::bench(&what, runs, kernel),
         },
         Cmd::Fuzz {
             target,

@@ -9,13 +9,13 @@
 # writes it to a file in the guest's rootfs like the push (no target: it
 # tells adbd's and the proxy's share from the file system's). Results are
 # markers: raw_<r>_mibps, adb_<r>_mibps, null_<r>_mibps, rawfile_<r>_mibps,
-# and
-# where the test host's one CPU went during each step: raw_<r>_cpu,
-# adb_<r>_cpu, null_<r>_cpu, rawfile_<r>_cpu (clock ticks: busy and idle
-# of the whole test host, the VMM's process with its vCPU threads, the
-# proxy, the adb server; the rest of busy is the clients, kernel threads
-# and interrupts; vmm_minflt: the VMM process's minor page faults, i.e.
-# guest memory the test host backed for the first time; then KVM's exit,
+# and where the test host's CPUs (one on x86_64, two on aarch64) went
+# during each step: raw_<r>_cpu, adb_<r>_cpu, null_<r>_cpu, rawfile_<r>_cpu
+# (clock ticks: busy and idle of the whole test host, the VMM's process
+# with its vCPU threads, the proxy, the adb server; the rest of busy is
+# the clients, kernel threads and interrupts; vmm_minflt: the VMM
+# process's minor page faults, i.e. guest memory the test host backed for
+# the first time; then KVM's exit,
 # halt, wakeup and injection counts and halt-polling time of the step).
 #
 # Kernel command line: bench.rounds=R bench.mib=MIB bench.cpus=N (the
