@@ -26,7 +26,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Sender};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use vmm_protocol::{
     Answer, Decision, Event, ParseError, Request, Response, ServerLine, MAX_REQUEST_LEN,
@@ -218,7 +218,8 @@ fn read_request_line(reader: &mut impl BufRead) -> std::io::Result<ReadLine> {
     })
 }
 
-fn exiting() -> Response {
+/// The answer to a request the VMM will not carry out because it exits.
+pub(crate) fn exiting() -> Response {
     Response::error("VMM is exiting")
 }
 
@@ -360,6 +361,12 @@ fn handle(
         }
     };
     if subscribed {
+        if let (Writer::Outbox(queue), Ok(())) = (&writer, &result) {
+            // The client half-closed: until what is queued is written the
+            // loop keeps this connection among the subscribers it flushes
+            // before the VMM exits.
+            queue.flush(Instant::now() + outbox::WRITE_TIMEOUT);
+        }
         let _ = events.send(VmEvent::Unsubscribe { connection: id });
     }
     if let (Writer::Outbox(outbox), Err(_)) = (&writer, &result) {
@@ -487,7 +494,6 @@ pub fn watch(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Instant;
     use vmm_protocol::{Decision, Status, VmState};
 
     fn answer_for(request: Request) -> Response {
@@ -617,8 +623,9 @@ mod tests {
                     VmEvent::Subscribe { outbox, queued, .. } => {
                         // A slow loop: the connection's own answers wait
                         // until it says the subscribe answer is queued
-                        // (here with an event line after it; later events
-                        // may interleave with the answers in any order).
+                        // (here with an event line after it; events it
+                        // publishes later come between answers, in the
+                        // order the loop handled them).
                         std::thread::sleep(Duration::from_millis(100));
                         outbox.offer("ok attached").unwrap();
                         outbox.offer("event state running").unwrap();

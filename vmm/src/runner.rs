@@ -203,10 +203,10 @@ pub fn run_vmm(
     };
     let serial_slot: SerialSlot = Arc::default();
     let outcome = runner.boot_until_exit(config, &host, start, &serial_slot);
-    // Also after a failed rebuild: the last events and answers reach the
-    // clients.
-    runner.flush_clients();
+    // No new client from here on; also after a failed rebuild, the last
+    // events and answers reach the clients.
     host.remove_sockets();
+    runner.flush_clients();
     let suppressed = devices::log_limit::suppressed_total();
     if suppressed > 0 {
         tracing::info!("{suppressed} guest-triggered log lines were suppressed by rate limiting");
@@ -460,8 +460,33 @@ impl Runner {
     /// write it, so that the last events and answers (the `ok` of the
     /// request that ends the VMM too) reach the clients before the process
     /// exits.
+    /// Requests still in the channel (sent while the VM was ending) are
+    /// answered `error VMM is exiting` and flushed the same way, not
+    /// dropped unanswered; call it after the sockets are removed, so that
+    /// no new client arrives meanwhile.
     fn flush_clients(&mut self) {
         let deadline = Instant::now() + FLUSH_TIMEOUT;
+        let mut late_subscribers = Vec::new();
+        while let Ok(event) = self.events_rx.try_recv() {
+            match event {
+                VmEvent::Control { reply, .. } => {
+                    // A subscriber's answer goes into its outbox, flushed
+                    // below with the other subscribers'.
+                    if let Some(unwritten) = reply.send(control::exiting()) {
+                        self.unwritten.push(unwritten);
+                    }
+                }
+                VmEvent::Subscribe { outbox, queued, .. } => {
+                    let _ = outbox.offer(control::exiting());
+                    let _ = queued.send(false);
+                    late_subscribers.push(outbox);
+                }
+                VmEvent::Power { .. } | VmEvent::Vcpu { .. } | VmEvent::Unsubscribe { .. } => {}
+            }
+        }
+        for outbox in late_subscribers {
+            outbox.flush(deadline);
+        }
         for unwritten in self.unwritten.drain(..) {
             if !unwritten.wait(deadline) {
                 tracing::debug!("a control response was not written before exit");
@@ -502,4 +527,74 @@ struct Booted {
     handles: Vec<VcpuHandle>,
     acpi_pm: Option<Arc<Mutex<devices::legacy::AcpiPmDevice>>>,
     power_button: Option<devices::legacy::PowerButton>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Reply;
+    use std::os::unix::net::UnixStream;
+
+    fn runner() -> Runner {
+        let (events_tx, events_rx) = channel();
+        Runner {
+            events_tx,
+            events_rx,
+            policy: PowerPolicy::new(false),
+            subscribers: Vec::new(),
+            unwritten: Vec::new(),
+            boot: 0,
+        }
+    }
+
+    #[test]
+    fn requests_left_in_the_channel_are_answered_before_the_exit() {
+        let mut runner = runner();
+        // A plain connection's request: its thread writes the response,
+        // then says so.
+        let (response_tx, response_rx) = channel();
+        let (written_tx, written_rx) = channel();
+        let reply = Reply::Direct {
+            response: response_tx,
+            written: written_rx,
+        };
+        let request = Request::Status;
+        runner
+            .events_tx
+            .send(VmEvent::Control { request, reply })
+            .unwrap();
+        // A subscription that came too late.
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        let outbox = Outbox::open(&ours, ()).unwrap();
+        let (queued_tx, queued_rx) = channel();
+        runner
+            .events_tx
+            .send(VmEvent::Subscribe {
+                connection: 1,
+                outbox,
+                arbiter: false,
+                queued: queued_tx,
+            })
+            .unwrap();
+        let connection = std::thread::spawn(move || {
+            let response = response_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+            std::thread::sleep(Duration::from_millis(100));
+            written_tx.send(()).unwrap();
+            response
+        });
+        let started = Instant::now();
+        runner.flush_clients();
+        // It waited for the plain connection's write...
+        assert!(started.elapsed() >= Duration::from_millis(100));
+        assert_eq!(
+            connection.join().unwrap().to_string(),
+            "error VMM is exiting"
+        );
+        assert!(!queued_rx.recv_timeout(Duration::from_secs(5)).unwrap());
+        // ... and for the late subscriber's line: it is in the socket.
+        theirs.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 64];
+        let n = theirs.read(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"error VMM is exiting\n");
+    }
 }
