@@ -81,13 +81,16 @@ fn without_kernel_message(value: &str) -> &str {
     }
 }
 
-/// `line` without the `<tag>| ` prefix (a tag without spaces) that the
-/// test host puts before a guest's console lines, if it has one.
+/// The tag and the rest of a line with the `<tag>| ` prefix (a tag
+/// without spaces) that the test host puts before a guest's console lines.
+pub fn guest_tag(line: &str) -> Option<(&str, &str)> {
+    line.split_once("| ")
+        .filter(|(tag, _)| !tag.is_empty() && !tag.contains(' '))
+}
+
+/// `line` without its `<tag>| ` prefix ([`guest_tag`]), if it has one.
 fn without_guest_tag(line: &str) -> &str {
-    match line.split_once("| ") {
-        Some((tag, rest)) if !tag.is_empty() && !tag.contains(' ') => rest,
-        _ => line,
-    }
+    guest_tag(line).map_or(line, |(_, rest)| rest)
 }
 
 /// Whether `line` holds nothing but what ends a line (possibly behind a

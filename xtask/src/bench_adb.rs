@@ -1,4 +1,4 @@
-//! `cargo xtask bench adb [--runs N]`: `adb push` throughput through our
+//! `cargo xtask bench adb [--runs N] [--arch A]`: `adb push` throughput through our
 //! path (Debian's adb client, `vmm adb-proxy`, hybrid vsock, the guest's
 //! adbd writing to its rootfs) next to a raw vsock stream of the same
 //! size into the same guest (`vsock-test --raw`), N rounds in one test
@@ -6,14 +6,15 @@
 //! round also pushes the file to the guest's `/dev/null` (the path
 //! without the guest's file writes: no target, but required like the
 //! others) and records the test host's
-//! CPU ticks per step (where the time goes; the test host has one CPU).
+//! CPU ticks per step (where the time goes; the x86_64 test host has one
+//! CPU, the arm64 one two).
 //!
 //! Prints the medians, the ratio of the medians and the median of the
 //! per-round ratios adb/raw, with PASS/MISS of the latter against the
 //! target ([`TARGET_RATIO`]): each round's two transfers run back to back,
 //! so their ratio is what the test host's changing load (other work on
 //! the machine, minutes apart) disturbs least. Writes
-//! `<target dir>/bench/adb.json`. A missed target is a result; missing
+//! `<target dir>/bench/adb.json` (`adb-aarch64.json`). A missed target is a result; missing
 //! measurements are errors. See docs/adb.md.
 
 use std::collections::BTreeMap;
@@ -34,7 +35,7 @@ const SCENARIO: &str = "bench-adb";
 pub const MIB: u32 = 64;
 /// Rounds by default.
 pub const DEFAULT_ROUNDS: u32 = 3;
-/// The guest's vCPUs by default: the test host has one CPU (`-smp 1`),
+/// The guest's vCPUs by default: the x86_64 test host has one CPU (`-smp 1`),
 /// and with a second vCPU on it the L1 scheduler's switches between the
 /// vCPU threads (each a nested world switch emulated by TCG) make single
 /// rounds swing 2x either way; with one, within a few per cent.

@@ -233,11 +233,9 @@ fn source(line: &str) -> (String, String) {
             None => (key.to_string(), value.to_string()),
         };
     }
-    match line.split_once("| ") {
-        Some((tag, rest)) if !tag.is_empty() && !tag.contains(' ') => {
-            (tag.to_string(), rest.to_string())
-        }
-        _ => ("test host".to_string(), line.to_string()),
+    match vmstack_tests::marker::guest_tag(line) {
+        Some((tag, rest)) => (tag.to_string(), rest.to_string()),
+        None => ("test host".to_string(), line.to_string()),
     }
 }
 

@@ -29,7 +29,8 @@
 //!   boot --arch aarch64` runs as the peer of our VMM (`qemu-system-arm`
 //!   from bookworm, the QEMU 7.2 of the x86_64 peer), and `adb-client`,
 //!   Debian's `adb` that `cargo xtask bench adb --arch aarch64` runs.
-//!   Resolved and downloaded only by that benchmark ([`ensure_group`]);
+//!   Resolved and downloaded only by the benchmark that needs it
+//!   ([`ensure_group`]);
 //!   `cargo xtask images` keeps the entries but does not download them.
 //!
 //! If the lock exists, its exact versions are used. If a locked version can no
@@ -699,6 +700,9 @@ pub fn ensure_group(
     arch: &str,
     g: &ProgramGroup,
 ) -> Result<Vec<(LockedPackage, PathBuf)>> {
+    if !ON_DEMAND_GROUPS.contains(g) {
+        bail!("{} is not an on-demand lock group", g.group);
+    }
     let group = g.group;
     let old = Lock::read(lock_path)?.with_context(|| {
         format!(

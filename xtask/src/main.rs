@@ -149,8 +149,8 @@ enum Cmd {
         /// copied).
         #[arg(long, default_value = "both")]
         kernel: bench::KernelChoice,
-        /// `adb`: the guest's vCPUs (default 1: the test host has one CPU,
-        /// and a second vCPU on it makes single rounds swing 2x).
+        /// `adb`: the guest's vCPUs (default 1: the x86_64 test host has
+        /// one CPU, and a second vCPU on it makes single rounds swing 2x).
         #[arg(long)]
         guest_cpus: Option<u32>,
     },
