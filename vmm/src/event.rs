@@ -91,6 +91,14 @@ pub enum Reply {
 }
 
 impl Reply {
+    /// The subscribed connection's outbox the response goes into, if so.
+    pub fn outbox(&self) -> Option<&Outbox> {
+        match self {
+            Reply::Outbox { outbox, .. } => Some(outbox),
+            Reply::Direct { .. } => None,
+        }
+    }
+
     /// Hands `response` over; for a direct connection, returns the
     /// [`Unwritten`] response to wait for before the VMM exits.
     pub fn send(self, response: Response) -> Option<Unwritten> {

@@ -7,8 +7,8 @@
 //! never blocks); the connection's own responses go through the same queue
 //! (the loop queues those of the requests it handles, the connection's
 //! thread those it answers itself with [`Outbox::send`]), so a response
-//! never splits or overtakes an event line. A client that stops reading fills its socket buffer, then the
-//! queue: the offer that finds the queue full shuts the connection down, and
+//! never splits or overtakes an event line. A client that stops reading
+//! fills its socket buffer, then the queue: the offer that finds the queue full shuts the connection down, and
 //! the loop forgets the subscriber. The writer gives each line
 //! [`WRITE_TIMEOUT`]; a write that fails or times out shuts the connection
 //! down too (its reader then sees the end and unsubscribes).
@@ -23,7 +23,9 @@ use std::fmt::Display;
 use std::io::Write;
 use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
-use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender, TrySendError};
+use std::sync::mpsc::{
+    channel, sync_channel, Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError,
+};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -45,6 +47,18 @@ pub enum OfferError {
     /// The writer has ended: the connection is closed.
     #[error("the connection is closed")]
     Closed,
+}
+
+/// How [`Outbox::flush`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flush {
+    /// Every line queued before it is written.
+    Written,
+    /// The deadline passed first (the client reads slowly or not at all).
+    Pending,
+    /// Nothing to wait for: the queue is full (the client does not read)
+    /// or the writer has ended (the connection is closed).
+    Abandoned,
 }
 
 /// What the writer thread takes from the queue.
@@ -101,17 +115,19 @@ impl Outbox {
     }
 
     /// Waits until every line queued so far is written, at most until
-    /// `deadline`; returns whether they were. A client whose queue is
-    /// full is not waited for (it is not reading).
-    pub fn flush(&self, deadline: Instant) -> bool {
+    /// `deadline`. A client whose queue is full is not waited for (it is
+    /// not reading), nor one whose writer has ended.
+    pub fn flush(&self, deadline: Instant) -> Flush {
         let (done, written) = channel();
         if self.lines.try_send(Item::Flushed(done)).is_err() {
-            return false;
+            return Flush::Abandoned;
         }
-        // The writer drops the sender unanswered if it ends first.
-        written
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .is_ok()
+        match written.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(()) => Flush::Written,
+            Err(RecvTimeoutError::Timeout) => Flush::Pending,
+            // The writer drops the sender unanswered if it ends first.
+            Err(RecvTimeoutError::Disconnected) => Flush::Abandoned,
+        }
     }
 
     /// Shuts the connection down both ways: the writer's next write fails,
@@ -206,7 +222,10 @@ mod tests {
         let (ours, theirs) = UnixStream::pair().unwrap();
         let outbox = Outbox::open(&ours, ()).unwrap();
         outbox.offer("last event").unwrap();
-        assert!(outbox.flush(Instant::now() + Duration::from_secs(10)));
+        assert_eq!(
+            outbox.flush(Instant::now() + Duration::from_secs(10)),
+            Flush::Written
+        );
         let mut reader = BufReader::new(theirs.try_clone().unwrap());
         let mut line = String::new();
         reader.read_line(&mut line).unwrap();
@@ -220,7 +239,10 @@ mod tests {
             }
         }
         let started = Instant::now();
-        assert!(!outbox.flush(started + Duration::from_millis(200)));
+        assert_eq!(
+            outbox.flush(started + Duration::from_millis(200)),
+            Flush::Pending
+        );
         let waited = started.elapsed();
         assert!(
             waited >= Duration::from_millis(200) && waited < WRITE_TIMEOUT,
@@ -234,7 +256,10 @@ mod tests {
         let guard = Arc::new(());
         let outbox = Outbox::open(&ours, guard.clone()).unwrap();
         outbox.offer("event").unwrap();
-        assert!(outbox.flush(Instant::now() + Duration::from_secs(10)));
+        assert_eq!(
+            outbox.flush(Instant::now() + Duration::from_secs(10)),
+            Flush::Written
+        );
         assert_eq!(Arc::strong_count(&guard), 2, "the writer holds the guard");
         drop(outbox);
         drop(theirs);

@@ -21,7 +21,7 @@ use crate::builder::{build_vm, BuildError, BuiltVm};
 use crate::config::VmConfig;
 use crate::control::{self, ControlError};
 use crate::event::{Unwritten, VmEvent};
-use crate::outbox::{OfferError, Outbox};
+use crate::outbox::{Flush, OfferError, Outbox};
 use crate::power::{Action, PowerPolicy};
 use crate::resources::{HostResources, OpenError};
 use crate::vstate::vcpu::{install_kick_handler, VcpuError, VcpuHandle};
@@ -112,9 +112,13 @@ impl SandboxOptions {
 /// How long the end of a boot waits for buffered serial output.
 const SERIAL_FLUSH: Duration = Duration::from_secs(2);
 
-/// How long the VMM's exit waits, in all, for control subscribers to take
-/// their queued lines.
+/// How long the VMM's exit waits, in all, for control clients to take
+/// their last lines (subscribers' queues, plain connections' responses,
+/// the answers to requests that came while the VM was ending).
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+/// One pass of that wait: how often it looks for requests that came
+/// meanwhile.
+const FLUSH_SLICE: Duration = Duration::from_millis(50);
 
 /// The serial console host input currently goes to (it changes on restart).
 type SerialSlot = Arc<Mutex<Option<Arc<Mutex<SerialDevice>>>>>;
@@ -460,46 +464,64 @@ impl Runner {
     /// write it, so that the last events and answers (the `ok` of the
     /// request that ends the VMM too) reach the clients before the process
     /// exits.
-    /// Requests still in the channel (sent while the VM was ending) are
-    /// answered `error VMM is exiting` and flushed the same way, not
-    /// dropped unanswered; call it after the sockets are removed, so that
-    /// no new client arrives meanwhile.
+    ///
+    /// Requests that reach the channel meanwhile (sent while the VM was
+    /// ending, by open connections or ones accepted from the backlog) are
+    /// answered `error VMM is exiting` and waited for the same way, until
+    /// a pass finds nothing new and nothing pending, or the deadline.
     fn flush_clients(&mut self) {
         let deadline = Instant::now() + FLUSH_TIMEOUT;
-        let mut late_subscribers = Vec::new();
+        let mut outboxes: Vec<Outbox> = self.subscribers.drain(..).map(|s| s.outbox).collect();
+        loop {
+            let late = self.answer_late_requests(&mut outboxes);
+            let slice_end = (Instant::now() + FLUSH_SLICE).min(deadline);
+            self.unwritten.retain(|u| !u.wait(slice_end));
+            // An outbox written (again: a late answer may come) or given
+            // up on is done with; one pending is waited for in the next
+            // pass.
+            let pending = outboxes
+                .iter()
+                .filter(|o| o.flush(slice_end) == Flush::Pending)
+                .count();
+            if late == 0 && self.unwritten.is_empty() && pending == 0 {
+                return;
+            }
+            if Instant::now() >= deadline {
+                tracing::debug!(
+                    "control clients not flushed before exit: {} responses, {pending} subscribers",
+                    self.unwritten.len()
+                );
+                return;
+            }
+        }
+    }
+
+    /// Answers the requests in the channel `error VMM is exiting` (keeping
+    /// what to wait for in `self.unwritten` and `outboxes`); returns how
+    /// many there were.
+    fn answer_late_requests(&mut self, outboxes: &mut Vec<Outbox>) -> usize {
+        let mut late = 0;
         while let Ok(event) = self.events_rx.try_recv() {
             match event {
                 VmEvent::Control { reply, .. } => {
-                    // A subscriber's answer goes into its outbox, flushed
-                    // below with the other subscribers'.
+                    late += 1;
+                    if let Some(outbox) = reply.outbox() {
+                        outboxes.push(outbox.clone());
+                    }
                     if let Some(unwritten) = reply.send(control::exiting()) {
                         self.unwritten.push(unwritten);
                     }
                 }
                 VmEvent::Subscribe { outbox, queued, .. } => {
+                    late += 1;
                     let _ = outbox.offer(control::exiting());
                     let _ = queued.send(false);
-                    late_subscribers.push(outbox);
+                    outboxes.push(outbox);
                 }
                 VmEvent::Power { .. } | VmEvent::Vcpu { .. } | VmEvent::Unsubscribe { .. } => {}
             }
         }
-        for outbox in late_subscribers {
-            outbox.flush(deadline);
-        }
-        for unwritten in self.unwritten.drain(..) {
-            if !unwritten.wait(deadline) {
-                tracing::debug!("a control response was not written before exit");
-            }
-        }
-        for s in self.subscribers.drain(..) {
-            if !s.outbox.flush(deadline) {
-                tracing::debug!(
-                    "control connection {}: not flushed before exit",
-                    s.connection
-                );
-            }
-        }
+        late
     }
 
     /// Queues an event line for every subscriber (never waiting for one),
@@ -576,6 +598,19 @@ mod tests {
                 queued: queued_tx,
             })
             .unwrap();
+        // A subscribed connection's request: its response goes into its
+        // outbox.
+        let (sub_ours, mut sub_theirs) = UnixStream::pair().unwrap();
+        let (sub_queued_tx, sub_queued_rx) = channel();
+        let reply = Reply::Outbox {
+            outbox: Outbox::open(&sub_ours, ()).unwrap(),
+            queued: sub_queued_tx,
+        };
+        let request = Request::Status;
+        runner
+            .events_tx
+            .send(VmEvent::Control { request, reply })
+            .unwrap();
         let connection = std::thread::spawn(move || {
             let response = response_rx.recv_timeout(Duration::from_secs(5)).unwrap();
             std::thread::sleep(Duration::from_millis(100));
@@ -591,10 +626,13 @@ mod tests {
             "error VMM is exiting"
         );
         assert!(!queued_rx.recv_timeout(Duration::from_secs(5)).unwrap());
-        // ... and for the late subscriber's line: it is in the socket.
-        theirs.set_nonblocking(true).unwrap();
-        let mut buf = [0u8; 64];
-        let n = theirs.read(&mut buf).unwrap();
-        assert_eq!(&buf[..n], b"error VMM is exiting\n");
+        // ... and for the outboxes' lines: they are in the sockets.
+        assert!(sub_queued_rx.recv_timeout(Duration::from_secs(5)).unwrap());
+        for socket in [&mut theirs, &mut sub_theirs] {
+            socket.set_nonblocking(true).unwrap();
+            let mut buf = [0u8; 64];
+            let n = socket.read(&mut buf).unwrap();
+            assert_eq!(&buf[..n], b"error VMM is exiting\n");
+        }
     }
 }
