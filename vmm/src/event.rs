@@ -66,8 +66,8 @@ pub enum VmEvent {
 
 /// Where the response to a [`VmEvent::Control`] request goes. Either way
 /// the connection's thread waits for it before it reads the next request
-/// (one request in flight per connection), and the VMM does not exit
-/// before the response is written or its flush deadline passed.
+/// (one request in flight per connection), and the VMM's exit waits for
+/// the response to be written (at most until its flush deadline).
 #[derive(Debug)]
 pub enum Reply {
     /// A connection that has not subscribed: its thread writes the
