@@ -521,7 +521,7 @@ mod tests {
                     VmEvent::Control { request, reply } => {
                         // A plain connection's thread writes the response,
                         // then says so: the VMM's exit waits for that.
-                        let unwritten = reply.send(answer_for(request)).unwrap();
+                        let mut unwritten = reply.send(answer_for(request)).unwrap();
                         assert!(unwritten.wait(Instant::now() + Duration::from_secs(5)));
                         assert!(unwritten.is_done());
                     }
@@ -669,7 +669,7 @@ mod tests {
         // until the connection's thread says the response is written.
         match rx.recv().unwrap() {
             VmEvent::Control { request, reply } => {
-                let unwritten = reply.send(answer_for(request)).unwrap();
+                let mut unwritten = reply.send(answer_for(request)).unwrap();
                 assert!(unwritten.wait(Instant::now() + Duration::from_secs(5)));
             }
             other => panic!("unexpected {other:?}"),

@@ -6,7 +6,6 @@
 //! `control`) and the one that consumes them (`runner`) depend on it and
 //! not on each other.
 
-use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::sync::Arc;
@@ -120,36 +119,36 @@ impl Reply {
 #[derive(Debug)]
 pub struct Unwritten {
     written: Receiver<()>,
-    done: Cell<bool>,
+    /// The thread said so (the message is taken) or ended.
+    done: bool,
 }
 
 impl Unwritten {
     fn new(written: Receiver<()>) -> Self {
         Unwritten {
             written,
-            done: Cell::new(false),
+            done: false,
         }
     }
 
     /// Whether the connection's thread has written it (or will not: it
     /// ended).
-    pub fn is_done(&self) -> bool {
-        if !self.done.get() && !matches!(self.written.try_recv(), Err(TryRecvError::Empty)) {
-            self.done.set(true);
-        }
-        self.done.get()
+    pub fn is_done(&mut self) -> bool {
+        self.done = self.done || !matches!(self.written.try_recv(), Err(TryRecvError::Empty));
+        self.done
     }
 
     /// Waits until it is written, at most until `deadline`; returns
     /// whether the connection's thread is done with it.
-    pub fn wait(&self, deadline: Instant) -> bool {
-        if !self.done.get() {
+    pub fn wait(&mut self, deadline: Instant) -> bool {
+        if !self.done {
             let left = deadline.saturating_duration_since(Instant::now());
-            let ended = self.written.recv_timeout(left);
-            self.done
-                .set(!matches!(ended, Err(RecvTimeoutError::Timeout)));
+            self.done = !matches!(
+                self.written.recv_timeout(left),
+                Err(RecvTimeoutError::Timeout)
+            );
         }
-        self.done.get()
+        self.done
     }
 }
 

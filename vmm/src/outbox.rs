@@ -8,8 +8,8 @@
 //! (the loop queues those of the requests it handles, the connection's
 //! thread those it answers itself with [`Outbox::send`]), so a response
 //! never splits or overtakes an event line. A client that stops reading
-//! fills its socket buffer, then the queue: the offer that finds the queue full shuts the connection down, and
-//! the loop forgets the subscriber. The writer gives each line
+//! fills its socket buffer, then the queue: the offer that finds the queue
+//! full shuts the connection down, and the loop forgets the subscriber. The writer gives each line
 //! [`WRITE_TIMEOUT`]; a write that fails or times out shuts the connection
 //! down too (its reader then sees the end and unsubscribes).
 //!

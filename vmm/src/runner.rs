@@ -343,7 +343,7 @@ impl Runner {
                     let (answer, actions) = self.control(request, vm);
                     if let Some(unwritten) = reply.send(answer) {
                         // At most one per connection stays: the cap bounds it.
-                        self.unwritten.retain(|u| !u.is_done());
+                        self.unwritten.retain_mut(|u| !u.is_done());
                         self.unwritten.push(unwritten);
                     }
                     actions
@@ -475,7 +475,7 @@ impl Runner {
         loop {
             let late = self.answer_late_requests(&mut outboxes);
             let slice_end = (Instant::now() + FLUSH_SLICE).min(deadline);
-            self.unwritten.retain(|u| !u.wait(slice_end));
+            self.unwritten.retain_mut(|u| !u.wait(slice_end));
             // An outbox written (again: a late answer may come) or given
             // up on is done with; one pending is waited for in the next
             // pass.
@@ -569,6 +569,13 @@ mod tests {
         }
     }
 
+    /// A `status` request from a connection whose response goes to `reply`.
+    fn send_status(runner: &Runner, reply: Reply) {
+        let request = Request::Status;
+        let event = VmEvent::Control { request, reply };
+        runner.events_tx.send(event).unwrap();
+    }
+
     #[test]
     fn requests_left_in_the_channel_are_answered_before_the_exit() {
         let mut runner = runner();
@@ -580,11 +587,7 @@ mod tests {
             response: response_tx,
             written: written_rx,
         };
-        let request = Request::Status;
-        runner
-            .events_tx
-            .send(VmEvent::Control { request, reply })
-            .unwrap();
+        send_status(&runner, reply);
         // A subscription that came too late.
         let (ours, mut theirs) = UnixStream::pair().unwrap();
         let outbox = Outbox::open(&ours, ()).unwrap();
@@ -606,11 +609,7 @@ mod tests {
             outbox: Outbox::open(&sub_ours, ()).unwrap(),
             queued: sub_queued_tx,
         };
-        let request = Request::Status;
-        runner
-            .events_tx
-            .send(VmEvent::Control { request, reply })
-            .unwrap();
+        send_status(&runner, reply);
         let connection = std::thread::spawn(move || {
             let response = response_rx.recv_timeout(Duration::from_secs(5)).unwrap();
             std::thread::sleep(Duration::from_millis(100));
