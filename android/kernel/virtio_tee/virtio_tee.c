@@ -28,6 +28,7 @@
 #include <linux/module.h>
 #include <linux/mutex.h>
 #include <linux/scatterlist.h>
+#include <linux/semaphore.h>
 #include <linux/slab.h>
 #include <linux/spinlock.h>
 #include <linux/tee_core.h>
@@ -44,12 +45,16 @@
 #define VTEE_MAX_FRAMES		4096
 /* Requests one TEE_IOC_CANCEL cancels at most. */
 #define VTEE_CANCEL_BATCH	32
+/* Queue chains kept free of requests the device may hold for long (open
+ * session, invoke, shm register): room for the cancel, close and
+ * unregister requests that end them. */
+#define VTEE_RESERVED_CHAINS	4
 
 /* How a request waits for room in the queue. */
 enum vtee_wait {
 	VTEE_WAIT_KILLABLE,	/* an ioctl: a fatal signal ends the wait */
 	VTEE_WAIT_ALWAYS,	/* clean-up that must reach the device */
-	VTEE_WAIT_NEVER,	/* best effort (a cancel from a killed task) */
+	VTEE_WAIT_NEVER,	/* -ENOSPC at once when the queue is full */
 };
 
 struct vtee_dev {
@@ -59,6 +64,7 @@ struct vtee_dev {
 	struct list_head pending;	/* requests the device holds */
 	bool broken;			/* going away: no new requests */
 	wait_queue_head_t space;	/* woken when the device returns chains */
+	struct semaphore held;		/* chains for requests the device may hold */
 	atomic64_t next_id;
 	atomic_t sessions;		/* open sessions, <= max_sessions */
 	atomic_t regions;		/* registered regions, <= max_regions */
@@ -119,7 +125,14 @@ static struct vtee_req *vtee_req_alloc(struct vtee_dev *vd, u32 type,
 	struct virtio_tee_req_hdr *hdr;
 	struct vtee_req *req;
 
-	req = kzalloc(sizeof(*req) + in_off + in_len, GFP_KERNEL);
+	/* A close or unregister that could not be sent would leave the slot
+	 * in use on the device for good: those (small) never fail. */
+	gfp_t gfp = GFP_KERNEL;
+
+	if (type == VIRTIO_TEE_REQ_CLOSE_SESSION ||
+	    type == VIRTIO_TEE_REQ_SHM_UNREGISTER)
+		gfp |= __GFP_NOFAIL;
+	req = kzalloc(sizeof(*req) + in_off + in_len, gfp);
 	if (!req)
 		return NULL;
 	kref_init(&req->ref);
@@ -213,18 +226,28 @@ static int vtee_submit(struct vtee_dev *vd, struct vtee_req *req,
 	return rc;
 }
 
-/* Asks the device to cancel the pending request @id; does not wait for
- * the answer (the callback drops the last reference). */
-static void vtee_send_cancel(struct vtee_dev *vd, u64 id, enum vtee_wait wait)
+/* A request asking the device to cancel the pending request @id. */
+static struct vtee_req *vtee_cancel_alloc(struct vtee_dev *vd, u64 id)
 {
 	struct virtio_tee_cancel_req *body;
 	struct vtee_req *req;
 
 	req = vtee_req_alloc(vd, VIRTIO_TEE_REQ_CANCEL, sizeof(*body), 0);
 	if (!req)
-		return;
+		return NULL;
 	body = vtee_req_body(req);
 	body->request_id = cpu_to_le64(id);
+	return req;
+}
+
+/* Asks the device to cancel the pending request @id; does not wait for
+ * the answer (the callback drops the last reference). */
+static void vtee_send_cancel(struct vtee_dev *vd, u64 id, enum vtee_wait wait)
+{
+	struct vtee_req *req = vtee_cancel_alloc(vd, id);
+
+	if (!req)
+		return;
 	vtee_submit(vd, req, wait);
 	vtee_req_put(req);
 }
@@ -232,13 +255,25 @@ static void vtee_send_cancel(struct vtee_dev *vd, u64 id, enum vtee_wait wait)
 /* Waits until the device returned @req. */
 static void vtee_wait_done(struct vtee_dev *vd, struct vtee_req *req)
 {
+	struct vtee_req *cancel;
+
 	if (!wait_for_completion_killable(&req->done))
 		return;
 	/* Killed: the buffers and the shared memory stay in use until the
-	 * device lets go, so ask it to hurry up and wait. */
+	 * device lets go, so ask it to hurry up and wait. The cancel is not
+	 * dropped when the queue is full: requests the device may hold never
+	 * take the last VTEE_RESERVED_CHAINS chains, so room comes back as
+	 * the short requests ahead of it complete (or @req completes). */
 	if (req->type == VIRTIO_TEE_REQ_OPEN_SESSION ||
-	    req->type == VIRTIO_TEE_REQ_INVOKE)
-		vtee_send_cancel(vd, req->id, VTEE_WAIT_NEVER);
+	    req->type == VIRTIO_TEE_REQ_INVOKE) {
+		cancel = vtee_cancel_alloc(vd, req->id);
+		while (cancel && !completion_done(&req->done) &&
+		       vtee_submit(vd, cancel, VTEE_WAIT_NEVER) == -ENOSPC)
+			wait_event(vd->space, vtee_has_room(vd) ||
+					      completion_done(&req->done));
+		if (cancel)
+			vtee_req_put(cancel);
+	}
 	wait_for_completion(&req->done);
 }
 
@@ -264,18 +299,37 @@ static int vtee_status_errno(u32 status)
 	}
 }
 
-/* Sends @req, waits for the answer and checks its header; on success the
- * response body of @resp bytes is in vtee_resp_body(req). */
-static int vtee_call(struct vtee_dev *vd, struct vtee_req *req, size_t resp,
-		     enum vtee_wait wait)
+/* Whether the device may hold a request of @type for long (a TA that
+ * takes its time): such requests share vtee_dev.held, so they never fill
+ * the queue and a cancel, close or unregister always finds room. */
+static bool vtee_may_hold(u32 type)
+{
+	return type == VIRTIO_TEE_REQ_OPEN_SESSION ||
+	       type == VIRTIO_TEE_REQ_INVOKE ||
+	       type == VIRTIO_TEE_REQ_SHM_REGISTER;
+}
+
+/* Takes a vtee_dev.held slot for a request of @type (killable). */
+static int vtee_hold_slot(struct vtee_dev *vd, u32 type)
+{
+	if (!vtee_may_hold(type))
+		return 0;
+	return down_killable(&vd->held) ? -EINTR : 0;
+}
+
+static void vtee_release_slot(struct vtee_dev *vd, u32 type)
+{
+	if (vtee_may_hold(type))
+		up(&vd->held);
+}
+
+/* Waits for the answer to the submitted @req and checks its header; on
+ * success the response body of @resp bytes is in vtee_resp_body(req). */
+static int vtee_finish(struct vtee_dev *vd, struct vtee_req *req, size_t resp)
 {
 	struct virtio_tee_resp_hdr *hdr = req->in;
 	u32 status;
-	int rc;
 
-	rc = vtee_submit(vd, req, wait);
-	if (rc)
-		return rc;
 	vtee_wait_done(vd, req);
 	if (req->used < sizeof(*hdr) ||
 	    le64_to_cpu(hdr->request_id) != req->id) {
@@ -293,6 +347,23 @@ static int vtee_call(struct vtee_dev *vd, struct vtee_req *req, size_t resp,
 	if (req->used < sizeof(*hdr) + resp)
 		return -EIO;
 	return 0;
+}
+
+/* Sends @req (holding a vtee_dev.held slot while the device has it, if its
+ * type needs one), waits for the answer and checks it (vtee_finish). */
+static int vtee_call(struct vtee_dev *vd, struct vtee_req *req, size_t resp,
+		     enum vtee_wait wait)
+{
+	int rc;
+
+	rc = vtee_hold_slot(vd, req->type);
+	if (rc)
+		return rc;
+	rc = vtee_submit(vd, req, wait);
+	if (!rc)
+		rc = vtee_finish(vd, req, resp);
+	vtee_release_slot(vd, req->type);
+	return rc;
 }
 
 static int vtee_params_to_wire(struct vtee_dev *vd,
@@ -341,10 +412,13 @@ static int vtee_params_to_wire(struct vtee_dev *vd,
 	return 0;
 }
 
-/* Copies what the TA returned (output values, output sizes) back. */
+/* Copies what the TA returned (output values, output sizes) back. After
+ * a success (@ok) an output size cannot exceed the buffer it describes;
+ * after TEEC_ERROR_SHORT_BUFFER it is the size the TA needs, any size. */
 static int vtee_params_from_wire(const struct virtio_tee_param *w, size_t num,
-				 struct tee_param *p)
+				 struct tee_param *p, bool ok)
 {
+	u64 size;
 	size_t i;
 
 	for (i = 0; i < num && i < VIRTIO_TEE_NUM_PARAMS; i++) {
@@ -361,7 +435,10 @@ static int vtee_params_from_wire(const struct virtio_tee_param *w, size_t num,
 			break;
 		case TEE_IOCTL_PARAM_ATTR_TYPE_MEMREF_OUTPUT:
 		case TEE_IOCTL_PARAM_ATTR_TYPE_MEMREF_INOUT:
-			p[i].u.memref.size = le64_to_cpu(w[i].u.memref.size);
+			size = le64_to_cpu(w[i].u.memref.size);
+			if (ok && size > p[i].u.memref.size)
+				return -EIO;
+			p[i].u.memref.size = size;
 			break;
 		default:
 			break;
@@ -375,18 +452,24 @@ static struct vtee_dev *vtee_of(struct tee_context *ctx)
 	return tee_get_drvdata(ctx->teedev);
 }
 
-static bool vtee_ctx_has_session(struct vtee_ctx *c, u32 id)
+/* Whether @id is one of @c's sessions; @c->lock held. */
+static bool vtee_ctx_has_session_locked(struct vtee_ctx *c, u32 id)
 {
 	struct vtee_session *s;
-	bool found = false;
+
+	list_for_each_entry(s, &c->sessions, node) {
+		if (s->id == id)
+			return true;
+	}
+	return false;
+}
+
+static bool vtee_ctx_has_session(struct vtee_ctx *c, u32 id)
+{
+	bool found;
 
 	mutex_lock(&c->lock);
-	list_for_each_entry(s, &c->sessions, node) {
-		if (s->id == id) {
-			found = true;
-			break;
-		}
-	}
+	found = vtee_ctx_has_session_locked(c, id);
 	mutex_unlock(&c->lock);
 	return found;
 }
@@ -491,10 +574,18 @@ static int vtee_open_session(struct tee_context *ctx,
 	resp = vtee_resp_body(req);
 	arg->ret = le32_to_cpu(resp->ret);
 	arg->ret_origin = le32_to_cpu(resp->ret_origin);
-	rc = vtee_params_from_wire(resp->params, arg->num_params, param);
+	rc = vtee_params_from_wire(resp->params, arg->num_params, param,
+				   !arg->ret);
 	if (arg->ret)
 		goto out_req;
 	sess->id = le32_to_cpu(resp->session);
+	if (!sess->id) {
+		/* The spec's ids are non-zero: nothing to close either. */
+		dev_warn_ratelimited(&vd->vdev->dev,
+				     "request %llu: session id 0\n", req->id);
+		rc = -EIO;
+		goto out_req;
+	}
 	if (rc) {
 		vtee_close_on_device(vd, sess->id);
 		goto out_req;
@@ -543,14 +634,12 @@ static int vtee_invoke_func(struct tee_context *ctx,
 			    struct tee_param *param)
 {
 	struct vtee_dev *vd = vtee_of(ctx);
+	struct vtee_ctx *c = ctx->data;
 	struct virtio_tee_invoke_req *body;
 	struct virtio_tee_op_resp *resp;
 	struct vtee_req *req;
 	int rc;
 
-	/* A context reaches only its own sessions. */
-	if (!vtee_ctx_has_session(ctx->data, arg->session))
-		return -EINVAL;
 	req = vtee_req_alloc(vd, VIRTIO_TEE_REQ_INVOKE, sizeof(*body),
 			     sizeof(*resp));
 	if (!req)
@@ -564,13 +653,32 @@ static int vtee_invoke_func(struct tee_context *ctx,
 	req->ctx = ctx;
 	req->session = arg->session;
 	req->cancel_id = arg->cancel_id;
-	rc = vtee_call(vd, req, sizeof(*resp), VTEE_WAIT_KILLABLE);
+	rc = vtee_hold_slot(vd, req->type);
+	if (rc)
+		goto out;
+	/*
+	 * A context reaches only its own sessions. The check and the submit
+	 * happen under the context's lock, so a close of the session cannot
+	 * come between them and the device hand its id to another context
+	 * before this request names it (the device takes requests in queue
+	 * order).
+	 */
+	mutex_lock(&c->lock);
+	if (vtee_ctx_has_session_locked(c, arg->session))
+		rc = vtee_submit(vd, req, VTEE_WAIT_KILLABLE);
+	else
+		rc = -EINVAL;
+	mutex_unlock(&c->lock);
+	if (!rc)
+		rc = vtee_finish(vd, req, sizeof(*resp));
+	vtee_release_slot(vd, req->type);
 	if (rc)
 		goto out;
 	resp = vtee_resp_body(req);
 	arg->ret = le32_to_cpu(resp->ret);
 	arg->ret_origin = le32_to_cpu(resp->ret_origin);
-	rc = vtee_params_from_wire(resp->params, arg->num_params, param);
+	rc = vtee_params_from_wire(resp->params, arg->num_params, param,
+				   !arg->ret);
 out:
 	vtee_req_put(req);
 	return rc;
@@ -703,6 +811,13 @@ static int vtee_shm_unregister(struct tee_context *ctx, struct tee_shm *shm)
 static int vtee_pool_alloc(struct tee_shm_pool *pool, struct tee_shm *shm,
 			   size_t size, size_t align)
 {
+	struct vtee_dev *vd = container_of(pool, struct vtee_dev, pool);
+
+	/* Before the helper allocates: a size of 0 or beyond the page
+	 * allocator's largest order would warn there, and anything larger
+	 * than one region would be allocated only to be refused. */
+	if (!size || DIV_ROUND_UP(size, VIRTIO_TEE_FRAME_SIZE) > vd->max_frames)
+		return -EINVAL;
 	return tee_dyn_shm_alloc_helper(shm, size, align, vtee_shm_register);
 }
 
@@ -782,6 +897,7 @@ static void vtee_abandon_pending(struct vtee_dev *vd)
 static int vtee_probe(struct virtio_device *vdev)
 {
 	struct vtee_dev *vd;
+	unsigned int chains;
 	int rc;
 
 	vd = kzalloc(sizeof(*vd), GFP_KERNEL);
@@ -797,6 +913,14 @@ static int vtee_probe(struct virtio_device *vdev)
 	atomic_set(&vd->regions, 0);
 	vd->pool.ops = &vtee_pool_ops;
 
+	/* Frames are guest physical addresses, not DMA addresses: a device
+	 * behind an IOMMU (or a protected guest's bounce buffers) would
+	 * access other memory than the driver means (docs/virtio-tee.md). */
+	if (virtio_has_feature(vdev, VIRTIO_F_ACCESS_PLATFORM)) {
+		dev_err(&vdev->dev, "VIRTIO_F_ACCESS_PLATFORM is not supported\n");
+		rc = -EINVAL;
+		goto out_free;
+	}
 	rc = vtee_read_config(vd);
 	if (rc)
 		goto out_free;
@@ -805,6 +929,15 @@ static int vtee_probe(struct virtio_device *vdev)
 		rc = PTR_ERR(vd->vq);
 		goto out_free;
 	}
+	/* Two descriptors per request (no indirect descriptors). */
+	chains = virtqueue_get_vring_size(vd->vq) / 2;
+	if (chains <= VTEE_RESERVED_CHAINS) {
+		dev_err(&vdev->dev, "request queue too small (%u chains)\n",
+			chains);
+		rc = -EINVAL;
+		goto out_del;
+	}
+	sema_init(&vd->held, chains - VTEE_RESERVED_CHAINS);
 	virtio_device_ready(vdev);
 
 	vd->teedev = tee_device_alloc(&vtee_desc, &vdev->dev, &vd->pool, vd);
@@ -826,6 +959,7 @@ static int vtee_probe(struct virtio_device *vdev)
 out_reset:
 	virtio_reset_device(vdev);
 	vtee_abandon_pending(vd);
+out_del:
 	vdev->config->del_vqs(vdev);
 out_free:
 	kfree(vd);
@@ -836,11 +970,14 @@ static void vtee_remove(struct virtio_device *vdev)
 {
 	struct vtee_dev *vd = vdev->priv;
 
-	/* Waits until every context and shared-memory object is gone, so
-	 * no request is in flight afterwards but fire-and-forget cancels. */
-	tee_device_unregister(vd->teedev);
+	/* Stop the device first: a device that no longer answers (surprise
+	 * removal, a queue the core marked broken) would otherwise leave the
+	 * waiters below, and so tee_device_unregister(), waiting for good.
+	 * Pending requests complete with -EIO, new ones get -ENODEV. */
 	virtio_reset_device(vdev);
 	vtee_abandon_pending(vd);
+	/* Waits until every context and shared-memory object is gone. */
+	tee_device_unregister(vd->teedev);
 	vdev->config->del_vqs(vdev);
 	kfree(vd);
 }
