@@ -50,6 +50,11 @@ pub struct Conn {
     /// a fresh allocation each (which musl maps and unmaps, so every one
     /// cost the guest 256 page faults, zeroing and a TLB shootdown).
     spare: Mutex<Vec<Vec<u8>>>,
+    /// Held until the last handle on the connection is gone (the reader's
+    /// and every service's): the daemon's connection slot, so that the
+    /// connection limit also bounds the threads, children and buffers of
+    /// services that outlive the socket.
+    _slot: Box<dyn Send + Sync>,
 }
 
 impl Conn {
@@ -90,6 +95,10 @@ pub struct StreamIo {
     conn: Arc<Conn>,
     local: u32,
     inbound: InboundStats,
+    /// Held for a whole [`Self::send`]: the `WRTE`s of one call go out
+    /// back to back, never interleaved with those of another thread
+    /// sending on the same stream (the shell's stdout and stderr pumps).
+    sending: Mutex<()>,
 }
 
 /// What a stream received, for the log line at its close (the sizes of a
@@ -139,6 +148,7 @@ impl StreamIo {
     /// Sends `data` as one or more `WRTE`s, each after the client's `OKAY`
     /// for the one before; `BrokenPipe` once the stream is closed.
     pub fn send(&self, mut data: &[u8]) -> io::Result<()> {
+        let _sending = self.sending.lock().unwrap_or_else(|p| p.into_inner());
         while !data.is_empty() {
             let mut s = self.conn.lock();
             let max = s.max_send_payload();
@@ -169,6 +179,16 @@ impl StreamIo {
         let mut spare = self.conn.spare.lock().unwrap_or_else(|p| p.into_inner());
         if spare.len() < SPARE_BUFFERS {
             spare.push(buf);
+        }
+    }
+
+    /// Blocks until the stream is closed: by the client's `CLSE`, the end
+    /// of the connection or [`Self::close`] (data the client wrote and the
+    /// service did not take yet does not delay it).
+    pub fn wait_closed(&self) {
+        let mut s = self.conn.lock();
+        while s.is_open(self.local) {
+            s = self.conn.wait(s);
         }
     }
 
@@ -232,7 +252,7 @@ fn set_read_lowat(fd: &OwnedFd, lowat: usize) {
 /// sends only after our `OKAY`, forever. `lowat` is the socket's current
 /// setting; it is 1 again at the end, for the next header.
 fn read_payload(
-    reader: &mut File,
+    reader: &mut impl Read,
     fd: &OwnedFd,
     payload: &mut [u8],
     lowat: &mut usize,
@@ -271,11 +291,63 @@ fn set_read_timeout(fd: &OwnedFd, timeout: Duration) {
     set_socket_option(fd, libc::SO_RCVTIMEO, &tv);
 }
 
+/// The socket as the reader reads it: until the client is online every
+/// read may wait only for what is left of the handshake's time
+/// (`SO_RCVTIMEO` set before each read), so the `CNXN` must be complete
+/// by the deadline however slowly its bytes trickle in.
+struct Reader<'a> {
+    file: &'a mut File,
+    fd: &'a OwnedFd,
+    /// The end of the handshake's time; `None` once online.
+    deadline: Option<Instant>,
+}
+
+impl Reader<'_> {
+    /// The handshake is done: reads wait without a limit.
+    fn online(&mut self) {
+        if self.deadline.take().is_some() {
+            set_read_timeout(self.fd, Duration::ZERO);
+        }
+    }
+}
+
+impl Read for Reader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(deadline) = self.deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            // At least 1 µs: a zero timeout would mean none.
+            set_read_timeout(self.fd, left.max(Duration::from_micros(1)));
+        }
+        self.file.read(buf)
+    }
+}
+
 /// Serves one connected socket until the client leaves or breaks the
 /// protocol; `start` runs a service on a new stream (it should spawn a
-/// thread: the reader must keep reading).
-pub fn serve(socket: OwnedFd, banner: &str, start: &dyn Fn(Service, StreamIo)) {
-    let (reader, writer) = match socket.try_clone() {
+/// thread: the reader must keep reading). `slot` is dropped when the
+/// connection and every service on it are gone.
+pub fn serve(
+    socket: OwnedFd,
+    banner: &str,
+    slot: Box<dyn Send + Sync>,
+    start: &dyn Fn(Service, StreamIo),
+) {
+    serve_with_timeout(socket, banner, slot, start, HANDSHAKE_TIMEOUT);
+}
+
+/// [`serve`] with `handshake` as the time the client has for its `CNXN`.
+fn serve_with_timeout(
+    socket: OwnedFd,
+    banner: &str,
+    slot: Box<dyn Send + Sync>,
+    start: &dyn Fn(Service, StreamIo),
+    handshake: Duration,
+) {
+    let deadline = Instant::now() + handshake;
+    let (mut reader, writer) = match socket.try_clone() {
         Ok(w) => (File::from(socket), File::from(w)),
         Err(e) => {
             warn!("cannot duplicate the connection socket: {e}");
@@ -287,24 +359,35 @@ pub fn serve(socket: OwnedFd, banner: &str, start: &dyn Fn(Service, StreamIo)) {
         changed: Condvar::new(),
         writer: Mutex::new(writer),
         spare: Mutex::new(Vec::new()),
+        _slot: slot,
     });
-    let end = read_loop(&conn, reader, start);
+    let end = read_loop(&conn, &mut reader, start, deadline);
     info!("connection closed: {end}");
     conn.lock().shutdown();
     conn.changed.notify_all();
-    let w = conn.writer.lock().unwrap_or_else(|p| p.into_inner());
-    // SAFETY: shutdown(2) on the socket this connection owns; it makes a
-    // service blocked in a write fail instead of waiting for the peer.
-    unsafe { libc::shutdown(w.as_raw_fd(), libc::SHUT_RDWR) };
+    // Through the reader's fd, not the writer's: a service blocked in a
+    // write holds the writer mutex until this shutdown makes it fail.
+    // SAFETY: shutdown(2) on the socket this connection owns (the reader
+    // is a duplicate of the writer's fd, and shutdown acts on the socket).
+    unsafe { libc::shutdown(reader.as_raw_fd(), libc::SHUT_RDWR) };
 }
 
 /// Reads and dispatches packets; returns why it stopped.
-fn read_loop(conn: &Arc<Conn>, mut reader: File, start: &dyn Fn(Service, StreamIo)) -> String {
-    let fd: OwnedFd = match reader.try_clone() {
+fn read_loop(
+    conn: &Arc<Conn>,
+    file: &mut File,
+    start: &dyn Fn(Service, StreamIo),
+    deadline: Instant,
+) -> String {
+    let fd: OwnedFd = match file.try_clone() {
         Ok(f) => f.into(),
         Err(e) => return format!("cannot duplicate the socket: {e}"),
     };
-    set_read_timeout(&fd, HANDSHAKE_TIMEOUT);
+    let mut reader = Reader {
+        file,
+        fd: &fd,
+        deadline: Some(deadline),
+    };
     let mut online = false;
     // The socket's SO_RCVLOWAT (1 unless a payload read is under way).
     let mut lowat = 1;
@@ -317,8 +400,8 @@ fn read_loop(conn: &Arc<Conn>, mut reader: File, start: &dyn Fn(Service, StreamI
         match reader.read_exact(&mut head) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return "client closed".into(),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                return "no handshake within 10 s".into()
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && !online => {
+                return "no handshake in time".into()
             }
             Err(e) => return format!("read failed: {e}"),
         }
@@ -343,6 +426,9 @@ fn read_loop(conn: &Arc<Conn>, mut reader: File, start: &dyn Fn(Service, StreamI
         }
         let mut payload = conn.payload_buffer(header.data_length as usize);
         if let Err(e) = read_payload(&mut reader, &fd, &mut payload, &mut lowat) {
+            if e.kind() == io::ErrorKind::WouldBlock && !online {
+                return "no handshake in time".into();
+            }
             return format!("payload read failed: {e}");
         }
         if let Err(e) = header.check_payload(&payload, verify) {
@@ -369,7 +455,7 @@ fn read_loop(conn: &Arc<Conn>, mut reader: File, start: &dyn Fn(Service, StreamI
         }
         if !online && conn.lock().is_online() {
             online = true;
-            set_read_timeout(&fd, Duration::ZERO);
+            reader.online();
             info!("client connected");
         }
         if let Some((local, service)) = out.open {
@@ -380,6 +466,7 @@ fn read_loop(conn: &Arc<Conn>, mut reader: File, start: &dyn Fn(Service, StreamI
                     conn: Arc::clone(conn),
                     local,
                     inbound: InboundStats::default(),
+                    sending: Mutex::new(()),
                 },
             );
         }
@@ -417,15 +504,20 @@ mod tests {
     fn start() -> (Client, std::thread::JoinHandle<()>) {
         let (a, b) = UnixStream::pair().unwrap();
         let t = std::thread::spawn(move || {
-            serve(b.into(), "device::features=shell_v2", &|_service, io| {
-                std::thread::spawn(move || {
-                    while let Some(data) = io.recv() {
-                        if io.send(&data).is_err() {
-                            break;
+            serve(
+                b.into(),
+                "device::features=shell_v2",
+                Box::new(()),
+                &|_service, io| {
+                    std::thread::spawn(move || {
+                        while let Some(data) = io.recv() {
+                            if io.send(&data).is_err() {
+                                break;
+                            }
                         }
-                    }
-                });
-            })
+                    });
+                },
+            )
         });
         (Client(a), t)
     }
@@ -471,11 +563,13 @@ mod tests {
             changed: Condvar::new(),
             writer: Mutex::new(File::from(OwnedFd::from(b))),
             spare: Mutex::new(Vec::new()),
+            _slot: Box::new(()),
         });
         let io = StreamIo {
             conn: Arc::clone(&conn),
             local: 1,
             inbound: InboundStats::default(),
+            sending: Mutex::new(()),
         };
         let big = vec![7u8; MAX_PAYLOAD as usize];
         let at = big.as_ptr();
@@ -494,6 +588,124 @@ mod tests {
         let _ = conn.payload_buffer(REUSE_FROM);
         let reused = conn.payload_buffer(REUSE_FROM + 5);
         assert_eq!((reused.as_ptr(), reused.len()), (at, REUSE_FROM + 5));
+    }
+
+    #[test]
+    fn a_writer_blocked_on_a_peer_that_does_not_read_ends_with_the_connection() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let (sending, about_to_send) = std::sync::mpsc::channel();
+        let (served, serve_ended) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            serve(b.into(), "device::", Box::new(()), &move |_service, io| {
+                let sending = sending.clone();
+                std::thread::spawn(move || {
+                    let _ = sending.send(());
+                    // One WRTE of 1 MiB: far more than the socket buffers.
+                    let _ = io.send(&vec![7u8; MAX_PAYLOAD as usize]);
+                });
+            });
+            let _ = served.send(());
+        });
+        let mut c = Client(a);
+        c.send(Command::Cnxn, VERSION, MAX_PAYLOAD, b"host::");
+        assert_eq!(c.recv().unwrap().command, Command::Cnxn);
+        c.send(Command::Open, 5, 0, b"shell:x\0");
+        assert_eq!(c.recv().unwrap().command, Command::Okay);
+        about_to_send
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the service started");
+        // The service is now blocked writing; we never read again, only
+        // end our side.
+        std::thread::sleep(Duration::from_millis(300));
+        c.0.shutdown(std::net::Shutdown::Write).unwrap();
+        assert!(
+            serve_ended.recv_timeout(Duration::from_secs(5)).is_ok(),
+            "serve still waits for the blocked writer"
+        );
+    }
+
+    #[test]
+    fn a_handshake_trickled_in_still_ends_at_the_deadline() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let (served, serve_ended) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let start = &|_: Service, _: StreamIo| {};
+            serve_with_timeout(
+                b.into(),
+                "device::",
+                Box::new(()),
+                start,
+                Duration::from_secs(1),
+            );
+            let _ = served.send(());
+        });
+        // One byte every 200 ms: each read waits far less than the
+        // timeout, the whole CNXN (30 bytes) would take 6 s.
+        std::thread::spawn(move || {
+            let cnxn = Packet::new(Command::Cnxn, VERSION, 4096, b"host::".to_vec()).encode();
+            let mut a = a;
+            for byte in cnxn {
+                if a.write_all(&[byte]).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            // Online: hold the connection.
+            std::thread::sleep(Duration::from_secs(30));
+        });
+        assert!(
+            serve_ended.recv_timeout(Duration::from_secs(3)).is_ok(),
+            "the connection outlived its handshake deadline"
+        );
+    }
+
+    /// Sends on its channel when dropped.
+    struct Released(Mutex<std::sync::mpsc::Sender<()>>);
+
+    impl Drop for Released {
+        fn drop(&mut self) {
+            let _ = self.0.lock().unwrap().send(());
+        }
+    }
+
+    #[test]
+    fn the_slot_is_released_when_the_last_service_is_gone() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let (released, slot_freed) = std::sync::mpsc::channel();
+        let (served, serve_ended) = std::sync::mpsc::channel();
+        let (finish, service_may_end) = std::sync::mpsc::channel::<()>();
+        let service_may_end = Arc::new(Mutex::new(service_may_end));
+        std::thread::spawn(move || {
+            let slot = Box::new(Released(Mutex::new(released)));
+            serve(b.into(), "device::", slot, &move |_service, io| {
+                let may_end = Arc::clone(&service_may_end);
+                std::thread::spawn(move || {
+                    // A stuck service: it keeps its stream past the
+                    // connection's end.
+                    let _ = may_end.lock().unwrap().recv();
+                    drop(io);
+                });
+            });
+            let _ = served.send(());
+        });
+        let mut c = Client(a);
+        c.send(Command::Cnxn, VERSION, 4096, b"host::");
+        assert_eq!(c.recv().unwrap().command, Command::Cnxn);
+        c.send(Command::Open, 5, 0, b"shell:x\0");
+        assert_eq!(c.recv().unwrap().command, Command::Okay);
+        drop(c);
+        serve_ended
+            .recv_timeout(Duration::from_secs(5))
+            .expect("serve ended with the connection");
+        assert!(
+            slot_freed.recv_timeout(Duration::from_millis(300)).is_err(),
+            "the slot was freed while a service still runs"
+        );
+        finish.send(()).unwrap();
+        assert!(
+            slot_freed.recv_timeout(Duration::from_secs(5)).is_ok(),
+            "the slot was not freed after the last service ended"
+        );
     }
 
     #[test]

@@ -10,8 +10,9 @@
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
@@ -144,12 +145,25 @@ enum Sink {
     Link(Vec<u8>),
 }
 
+/// The error of an open, as its `FAIL` text.
+fn create_failed(e: &std::io::Error) -> String {
+    format!("couldn't create file: {}", describe(e))
+}
+
 /// Opens the destination of a `SEND` (creating missing parent
-/// directories, as `fixed_push_mkdir` promises).
-fn open_sink(path: &Path, mode: u32) -> Result<Sink, String> {
+/// directories, as `fixed_push_mkdir` promises); `true` with a file this
+/// push created (to remove if the push fails).
+///
+/// As AOSP's adbd: an existing regular file, or a symlink when a regular
+/// file is pushed, is unlinked first (a symlink is replaced, its target
+/// left alone); the file is then created anew (`O_EXCL`, `O_NOFOLLOW`)
+/// and gets exactly the pushed mode, whatever the umask. An existing
+/// device (`adb push f /dev/null`) is written in place; a directory, FIFO
+/// or socket is refused.
+fn open_sink(path: &Path, mode: u32) -> Result<(Sink, bool), String> {
     let kind = mode & libc::S_IFMT;
     if kind == libc::S_IFLNK {
-        return Ok(Sink::Link(Vec::new()));
+        return Ok((Sink::Link(Vec::new()), false));
     }
     if kind != 0 && kind != libc::S_IFREG {
         return Err(format!("cannot push mode {mode:o}: not a file or symlink"));
@@ -158,27 +172,93 @@ fn open_sink(path: &Path, mode: u32) -> Result<Sink, String> {
         fs::create_dir_all(parent)
             .map_err(|e| format!("couldn't create directories: {}", describe(&e)))?;
     }
-    OpenOptions::new()
+    if let Ok(meta) = fs::symlink_metadata(path) {
+        let t = meta.file_type();
+        if t.is_file() || t.is_symlink() {
+            fs::remove_file(path).map_err(|e| create_failed(&e))?;
+        } else if t.is_char_device() || t.is_block_device() {
+            return open_device(path).map(|f| (Sink::File(f), false));
+        } else if t.is_dir() {
+            return Err(create_failed(&std::io::Error::from_raw_os_error(
+                libc::EISDIR,
+            )));
+        } else {
+            return Err("couldn't create file: not a regular file or device".into());
+        }
+    }
+    let file = OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
         .mode(mode & 0o7777)
         .open(path)
-        .map(Sink::File)
-        .map_err(|e| format!("couldn't create file: {}", describe(&e)))
+        .map_err(|e| create_failed(&e))?;
+    // The exact mode: the one given to open(2) was reduced by the umask.
+    // A file system without modes keeps its own (ignored, as AOSP does).
+    let _ = file.set_permissions(fs::Permissions::from_mode(mode & 0o7777));
+    Ok((Sink::File(file), true))
+}
+
+/// Opens an existing device for writing. Non-blocking, so a FIFO that
+/// replaced it since the lstat cannot block the open; that is refused.
+fn open_device(path: &Path) -> Result<File, String> {
+    let file = OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| create_failed(&e))?;
+    let t = file.metadata().map_err(|e| create_failed(&e))?.file_type();
+    if !(t.is_char_device() || t.is_block_device()) {
+        return Err("couldn't create file: not a regular file or device".into());
+    }
+    // SAFETY: fcntl(2) F_GETFL/F_SETFL on an fd this function owns.
+    let rc = unsafe {
+        let flags = libc::fcntl(file.as_raw_fd(), libc::F_GETFL);
+        if flags < 0 {
+            flags
+        } else {
+            libc::fcntl(file.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK)
+        }
+    };
+    if rc < 0 {
+        return Err(create_failed(&std::io::Error::last_os_error()));
+    }
+    Ok(file)
+}
+
+/// Removes the file a push created unless the push succeeded (every
+/// early return, the stream's close included, leaves no partial file).
+struct Partial<'a> {
+    path: Option<&'a Path>,
+}
+
+impl Partial<'_> {
+    /// The push succeeded: the file stays.
+    fn keep(&mut self) {
+        self.path = None;
+    }
+}
+
+impl Drop for Partial<'_> {
+    fn drop(&mut self) {
+        if let Some(path) = self.path {
+            let _ = fs::remove_file(path);
+        }
+    }
 }
 
 /// `SEND`: the data up to `DONE` into the file (or symlink); `OKAY` or
 /// `FAIL`.
 fn receive(s: &mut Sync, path_bytes: &[u8], mode: u32) -> Result<(), Stop> {
     let path = path_of(path_bytes);
-    let mut sink = open_sink(path, mode);
-    // Only a regular file this SEND created (truncated) is removed on
-    // failure, never a device node such as `/dev/null`.
-    let created = match &sink {
-        Ok(Sink::File(f)) => f.metadata().is_ok_and(|m| m.file_type().is_file()),
-        _ => false,
+    let opened = open_sink(path, mode);
+    // Only a regular file this SEND created is removed on failure, never
+    // a device node such as `/dev/null`.
+    let created = matches!(opened, Ok((_, true)));
+    let mut partial = Partial {
+        path: created.then_some(path),
     };
+    let mut sink = opened.map(|(sink, _)| sink);
     let (start, mut writing, mut bytes) = (Instant::now(), Duration::ZERO, 0u64);
     let mtime = loop {
         // The file data is written from the WRTE payloads in place.
@@ -192,17 +272,9 @@ fn receive(s: &mut Sync, path_bytes: &[u8], mode: u32) -> Result<(), Stop> {
                 continue;
             }
             Ok(Some(SendPiece::Other(other))) => {
-                if created {
-                    let _ = fs::remove_file(path);
-                }
                 return Err(Stop::Protocol(format!("{other:?} inside a SEND")));
             }
-            Err(e) => {
-                if created {
-                    let _ = fs::remove_file(path);
-                }
-                return Err(Stop::Protocol(e.to_string()));
-            }
+            Err(e) => return Err(Stop::Protocol(e.to_string())),
         };
         let failed = match &mut sink {
             Ok(Sink::File(f)) => {
@@ -244,6 +316,7 @@ fn receive(s: &mut Sync, path_bytes: &[u8], mode: u32) -> Result<(), Stop> {
     });
     match result {
         Ok(()) => {
+            partial.keep();
             info!(
                 "sync: received {} ({bytes} bytes) in {:.2} s, {:.2} s of it writing",
                 path.display(),
@@ -253,9 +326,7 @@ fn receive(s: &mut Sync, path_bytes: &[u8], mode: u32) -> Result<(), Stop> {
             sp::okay(&mut s.out);
         }
         Err(e) => {
-            if created {
-                let _ = fs::remove_file(path);
-            }
+            // The partial file goes with `partial`.
             warn!("sync: push to {} failed: {e}", path.display());
             sp::fail(&mut s.out, &e);
         }
@@ -263,13 +334,51 @@ fn receive(s: &mut Sync, path_bytes: &[u8], mode: u32) -> Result<(), Stop> {
     Ok(())
 }
 
+/// Opens the source of a `RECV` without blocking: a regular file, or a
+/// character device left non-blocking (its read then ends the pull at
+/// "no data now", so `/dev/kmsg` or a terminal yields what is there,
+/// while `/dev/zero` or `/dev/urandom` stream until the client stops).
+/// Anything else is refused: a FIFO (whose open or read waits for a
+/// writer), a socket, a directory, a block device.
+fn open_source(path: &Path) -> Result<File, String> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| format!("open failed: {}", describe(&e)))?;
+    let t = file
+        .metadata()
+        .map_err(|e| format!("open failed: {}", describe(&e)))?
+        .file_type();
+    if t.is_char_device() {
+        return Ok(file);
+    }
+    if !t.is_file() {
+        return Err("open failed: not a regular file or character device".into());
+    }
+    // SAFETY: fcntl(2) F_GETFL/F_SETFL on an fd this function owns.
+    let rc = unsafe {
+        let flags = libc::fcntl(file.as_raw_fd(), libc::F_GETFL);
+        if flags < 0 {
+            flags
+        } else {
+            libc::fcntl(file.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK)
+        }
+    };
+    if rc < 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(format!("open failed: {}", describe(&e)));
+    }
+    Ok(file)
+}
+
 /// `RECV`: the file as `DATA` chunks and `DONE`, or `FAIL`.
 fn send_file(s: &mut Sync, path_bytes: &[u8]) -> Result<(), Stop> {
     let path = path_of(path_bytes);
-    let mut file = match File::open(path) {
+    let mut file = match open_source(path) {
         Ok(f) => f,
         Err(e) => {
-            sp::fail(&mut s.out, &format!("open failed: {}", describe(&e)));
+            sp::fail(&mut s.out, &e);
             return Ok(());
         }
     };
@@ -279,6 +388,8 @@ fn send_file(s: &mut Sync, path_bytes: &[u8]) -> Result<(), Stop> {
             Ok(0) => break,
             Ok(n) => sp::data(&mut s.out, &chunk[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            // A character device with nothing to read now: the end.
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
             Err(e) => {
                 sp::fail(&mut s.out, &format!("read failed: {}", describe(&e)));
                 return Ok(());
@@ -294,7 +405,9 @@ fn send_file(s: &mut Sync, path_bytes: &[u8]) -> Result<(), Stop> {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::FileTypeExt;
     use std::path::PathBuf;
+    use std::time::{Duration, Instant};
 
     use adbd::sync_protocol::encode_request as req;
 
@@ -394,6 +507,172 @@ mod tests {
         let (second, end) = fail(at + 16);
         assert!(second.contains("open failed: No such file"), "{second:?}");
         assert_eq!(end, got.len());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The wire bytes of a whole `SEND` of `data` to `path`.
+    fn send_wire(path: &std::path::Path, mode: u32, data: &[u8]) -> Vec<u8> {
+        let mut send = path.to_str().unwrap().as_bytes().to_vec();
+        send.extend_from_slice(format!(",{mode}").as_bytes());
+        let mut wire = req(b"SEND", send.len() as u32, &send);
+        for chunk in data.chunks(64 * 1024) {
+            wire.extend(req(b"DATA", chunk.len() as u32, chunk));
+        }
+        wire.extend(req(b"DONE", 1_700_000_000, b""));
+        wire
+    }
+
+    /// Pushes `data` to `path` on a new stream; the answer.
+    fn push(path: &std::path::Path, mode: u32, data: &[u8]) -> Vec<u8> {
+        let mut c = Client::open("sync:").unwrap();
+        let mut got = c.write(&send_wire(path, mode, data));
+        got.extend(c.write(&req(b"QUIT", 0, b"")));
+        got.extend(c.read_to_close());
+        got
+    }
+
+    #[test]
+    fn a_push_over_a_symlink_replaces_the_link() {
+        let dir = temp_dir("replace");
+        std::fs::create_dir_all(&dir).unwrap();
+        // Onto a symlink: the link becomes the file, its target stays.
+        let target = dir.join("target");
+        std::fs::write(&target, b"original").unwrap();
+        let link = dir.join("link");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert_eq!(push(&link, 0o100644, b"pushed"), req(b"OKAY", 0, b""));
+        assert!(std::fs::symlink_metadata(&link).unwrap().is_file());
+        assert_eq!(std::fs::read(&link).unwrap(), b"pushed");
+        assert_eq!(std::fs::read(&target).unwrap(), b"original");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_push_sets_the_exact_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = temp_dir("mode");
+        std::fs::create_dir_all(&dir).unwrap();
+        // Mode 0755 over an existing 0644 file, and 0777 whatever the
+        // umask: exactly the pushed mode.
+        let file = dir.join("file");
+        std::fs::write(&file, b"old").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(push(&file, 0o100755, b"new"), req(b"OKAY", 0, b""));
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode();
+        assert_eq!(
+            (mode(&file) & 0o7777, std::fs::read(&file).unwrap()),
+            (0o755, b"new".to_vec())
+        );
+        let fresh = dir.join("fresh");
+        assert_eq!(push(&fresh, 0o100777, b"x"), req(b"OKAY", 0, b""));
+        assert_eq!(mode(&fresh) & 0o7777, 0o777);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_push_to_a_device_writes_it_and_a_fifo_is_refused() {
+        let dir = temp_dir("special");
+        std::fs::create_dir_all(&dir).unwrap();
+        let null = std::path::Path::new("/dev/null");
+        assert_eq!(push(null, 0o100644, b"gone"), req(b"OKAY", 0, b""));
+        assert!(std::fs::metadata(null)
+            .unwrap()
+            .file_type()
+            .is_char_device());
+        let fifo = dir.join("fifo");
+        let c_fifo = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo(3) of a NUL-terminated path; the result is checked.
+        assert_eq!(unsafe { libc::mkfifo(c_fifo.as_ptr(), 0o644) }, 0);
+        let got = String::from_utf8_lossy(&push(&fifo, 0o100644, b"x")).into_owned();
+        assert!(
+            got.starts_with("FAIL") && got.contains("not a regular file"),
+            "{got:?}"
+        );
+        assert!(std::fs::symlink_metadata(&fifo)
+            .unwrap()
+            .file_type()
+            .is_fifo());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Pulls `path` on a new stream (the client waits at most 5 s for
+    /// each answer); the answer.
+    fn pull(path: &std::path::Path) -> Vec<u8> {
+        let mut c = Client::open("sync:").unwrap();
+        c.set_timeout(Duration::from_secs(5));
+        let p = path.to_str().unwrap().as_bytes();
+        let mut got = c.write(&req(b"RECV", p.len() as u32, p));
+        got.extend(c.write(&req(b"QUIT", 0, b"")));
+        got.extend(c.read_to_close());
+        got
+    }
+
+    #[test]
+    fn a_pull_of_a_fifo_or_a_quiet_terminal_does_not_block() {
+        let dir = temp_dir("pull-special");
+        std::fs::create_dir_all(&dir).unwrap();
+        // A FIFO without a writer: the open would wait for one.
+        let fifo = dir.join("fifo");
+        let c_fifo = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo(3) of a NUL-terminated path; the result is checked.
+        assert_eq!(unsafe { libc::mkfifo(c_fifo.as_ptr(), 0o644) }, 0);
+        let got = String::from_utf8_lossy(&pull(&fifo)).into_owned();
+        assert!(
+            got.starts_with("FAIL") && got.contains("not a regular file"),
+            "{got:?}"
+        );
+        // A directory is refused as well.
+        let got = String::from_utf8_lossy(&pull(&dir)).into_owned();
+        assert!(got.starts_with("FAIL"), "{got:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+        // A terminal nobody types on (a character device whose read
+        // waits, like /dev/kmsg at its end): what is there, i.e. nothing.
+        // SAFETY: posix_openpt(3) returns a new fd or -1.
+        let master = unsafe { libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY) };
+        if master < 0 {
+            return; // No PTYs where the test runs.
+        }
+        let mut name = [0 as libc::c_char; 64];
+        // SAFETY: grantpt/unlockpt/ptsname_r on our master; ptsname_r
+        // writes at most `name.len()` bytes including the NUL.
+        let rc = unsafe {
+            if libc::grantpt(master) != 0 || libc::unlockpt(master) != 0 {
+                -1
+            } else {
+                libc::ptsname_r(master, name.as_mut_ptr(), name.len())
+            }
+        };
+        if rc == 0 {
+            // SAFETY: ptsname_r succeeded: a NUL-terminated path.
+            let slave = unsafe { std::ffi::CStr::from_ptr(name.as_ptr()) };
+            let slave = std::path::Path::new(slave.to_str().unwrap());
+            assert_eq!(pull(slave), req(b"DONE", 0, b""));
+        }
+        // SAFETY: closes the master this test opened.
+        unsafe { libc::close(master) };
+    }
+
+    #[test]
+    fn an_aborted_push_leaves_no_file() {
+        let dir = temp_dir("abort");
+        let file = dir.join("partial");
+        let mut c = Client::open("sync:").unwrap();
+        // SEND and some DATA, no DONE; then the client goes away.
+        let mut wire = send_wire(&file, 0o100644, b"");
+        wire.truncate(wire.len() - 8);
+        wire.extend(req(b"DATA", 5, b"hello"));
+        c.write(&wire);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::fs::metadata(&file).map_or(0, |m| m.len()) < 5 {
+            assert!(Instant::now() < deadline, "the push did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        drop(c);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while file.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(!file.exists(), "the partial file was left behind");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

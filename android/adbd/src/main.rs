@@ -154,7 +154,8 @@ fn reboot(io: &StreamIo, target: &str) {
     }
 }
 
-/// Decrements the connection count when a connection ends.
+/// Decrements the connection count when a connection and its services
+/// are gone (held by the connection, `conn::serve`).
 struct Slot(Arc<AtomicUsize>);
 
 impl Drop for Slot {
@@ -238,9 +239,10 @@ fn main() -> anyhow::Result<()> {
         let spawned = std::thread::Builder::new()
             .name("adbd-conn".into())
             .spawn(move || {
-                let _slot = slot;
                 info!("connection from the host");
-                conn::serve(socket, &banner, &move |service, io| {
+                // The slot is freed when the connection and every service
+                // still running on it are gone.
+                conn::serve(socket, &banner, Box::new(slot), &move |service, io| {
                     start_service(service, io, Arc::clone(&shell), may_reboot)
                 });
             });

@@ -446,6 +446,12 @@ impl Session {
             .is_some_and(|s| !s.peer_closed && !s.awaiting_okay)
     }
 
+    /// Whether `local` is still open for its service: neither the client
+    /// nor the service closed it and the connection did not end.
+    pub fn is_open(&self, local: u32) -> bool {
+        self.streams.get(&local).is_some_and(|s| !s.peer_closed)
+    }
+
     /// The service of `local` is done: forgets the stream; the `CLSE` to
     /// send unless the client closed it first.
     pub fn close_local(&mut self, local: u32) -> Option<Packet> {

@@ -5,8 +5,10 @@
 //! output to end and the child to exit, then sends the exit packet (shell
 //! protocol) and closes the stream; one thread per output fd pumps it to
 //! the client; one thread takes the client's data (stdin, close-stdin,
-//! window size). The child runs in its own session, so a client that
-//! closes the stream early gets the whole process group killed.
+//! window size); one waits for the stream's close. The child runs in its
+//! own session, so a client that closes the stream early (or whose
+//! connection ends) gets the whole process group killed, even while the
+//! input thread is blocked writing to a child that does not read.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -80,14 +82,25 @@ pub fn run(request: ShellRequest, io: StreamIo, shell: &str) {
         .collect();
     {
         let io = Arc::clone(&io);
-        let reaped = Arc::clone(&reaped);
         let framing = request.framing;
         let spawned = std::thread::Builder::new()
             .name("adbd-in".into())
+            .spawn(move || pump_input(&io, framing, input, pty.as_ref()));
+        if let Err(e) = spawned {
+            warn!("cannot start the input thread: {e}");
+        }
+    }
+    // The killer waits for the stream's close on its own: the input
+    // thread may be stuck writing to a child that does not read.
+    let watcher = {
+        let io = Arc::clone(&io);
+        let reaped = Arc::clone(&reaped);
+        std::thread::Builder::new()
+            .name("adbd-watch".into())
             .spawn(move || {
-                pump_input(&io, framing, input, pty.as_ref());
-                // The stream is closed: by the client (kill what it left
-                // running) or by us after the exit (nothing to do).
+                io.wait_closed();
+                // Closed by the client or the connection's end (kill what
+                // it left running) or by us after the exit (nothing to do).
                 let reaped = reaped.lock().unwrap_or_else(|p| p.into_inner());
                 if !*reaped {
                     debug!("stream closed by the client: killing process group {pid}");
@@ -96,19 +109,25 @@ pub fn run(request: ShellRequest, io: StreamIo, shell: &str) {
                     // group id is still ours.
                     unsafe { libc::kill(-pid, libc::SIGKILL) };
                 }
-            });
-        if let Err(e) = spawned {
-            warn!("cannot start the input thread: {e}");
-        }
+            })
+    };
+    if let Err(e) = &watcher {
+        warn!("cannot start the watcher thread: {e}");
     }
     for p in pumps.into_iter().flatten() {
         let _ = p.join();
     }
+    // Wait for the exit without reaping and without the lock: the watcher
+    // must be able to kill the group meanwhile (a command that
+    // closed its output may run until the client closes the stream). The
+    // zombie keeps the pid and the process group reserved until reaped.
+    wait_for_exit(pid);
     let status = {
         let mut reaped = reaped.lock().unwrap_or_else(|p| p.into_inner());
-        let status = child.wait();
         *reaped = true;
-        status
+        // Exited already (or `wait_for_exit` failed: then this blocks,
+        // which is all that is left to do): returns at once.
+        child.wait()
     };
     let code = match status {
         Ok(s) => s
@@ -128,6 +147,28 @@ pub fn run(request: ShellRequest, io: StreamIo, shell: &str) {
         ));
     }
     io.close();
+    // The close woke the watcher; it ends without killing.
+    if let Ok(w) = watcher {
+        let _ = w.join();
+    }
+}
+
+/// Waits until the child `pid` has exited, leaving it unreaped (a zombie
+/// whose pid and process group id stay ours).
+fn wait_for_exit(pid: libc::pid_t) {
+    let Ok(id) = libc::id_t::try_from(pid) else {
+        return;
+    };
+    loop {
+        // SAFETY: siginfo_t is plain old data; all-zero is valid.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid(2) on our own child writes a siginfo_t into
+        // `info`; WNOWAIT leaves the child waitable for `Child::wait`.
+        let rc = unsafe { libc::waitid(libc::P_PID, id, &mut info, libc::WEXITED | libc::WNOWAIT) };
+        if rc == 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            return;
+        }
+    }
 }
 
 /// Copies one output fd to the stream until EOF (or EIO: a PTY whose
@@ -337,6 +378,8 @@ fn spawn(request: &ShellRequest, shell: &str) -> io::Result<Spawned> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, Instant};
+
     use adbd::shell_protocol::{encode, ID_CLOSE_STDIN, ID_EXIT, ID_STDERR, ID_STDIN, ID_STDOUT};
 
     use crate::test_client::Client;
@@ -398,6 +441,97 @@ mod tests {
         }
         assert!(out.starts_with("/dev/pts/"), "{out:?}");
         assert_eq!(p.last(), Some(&(ID_EXIT, vec![4])));
+    }
+
+    /// Whether process `pid` has ended (gone, or a zombie).
+    fn ended(pid: i32) -> bool {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            // The state follows the command name's closing parenthesis.
+            Ok(stat) => stat
+                .rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('Z')),
+            Err(_) => true,
+        }
+    }
+
+    /// Opens `service:`, a command that first writes its pid (`$$`) to a
+    /// file and then runs `rest` by `exec`; returns the client and the pid.
+    fn open_with_pid(name: &str, service: &str, rest: &str) -> (Client, i32) {
+        let pid_file =
+            std::env::temp_dir().join(format!("adbd-shell-{name}-{}.pid", std::process::id()));
+        let _ = std::fs::remove_file(&pid_file);
+        let cmd = format!("{service}:echo $$ > {}; exec {rest}", pid_file.display());
+        let c = Client::open(&cmd).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let pid: i32 = loop {
+            let text = std::fs::read_to_string(&pid_file).unwrap_or_default();
+            if let Ok(pid) = text.trim().parse() {
+                break pid;
+            }
+            assert!(Instant::now() < deadline, "the command did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let _ = std::fs::remove_file(&pid_file);
+        (c, pid)
+    }
+
+    /// Whether `pid` ends within 5 s (killed by the test if not).
+    fn ends_soon(pid: i32) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !ended(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let killed = ended(pid);
+        if !killed {
+            // SAFETY: kill(2) of the sleep this test started (still
+            // running, so the pid is still its own).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        killed
+    }
+
+    #[test]
+    fn closing_the_stream_kills_a_command_that_closed_its_output() {
+        let (mut c, pid) = open_with_pid("close", "shell,v2,raw", "sleep 1001 >/dev/null 2>&1");
+        // Both output pumps see EOF and the daemon waits for the exit.
+        std::thread::sleep(Duration::from_millis(500));
+        c.close();
+        assert!(
+            ends_soon(pid),
+            "the command still runs after the stream closed"
+        );
+    }
+
+    #[test]
+    fn closing_the_connection_kills_a_command_whose_stdin_is_full() {
+        let (mut c, pid) = open_with_pid("stdin", "exec", "sleep 1002");
+        // 512 KiB for a command that does not read: the input thread
+        // blocks once the 64 KiB pipe is full.
+        c.write_unacknowledged(&vec![b'x'; 512 * 1024]);
+        std::thread::sleep(Duration::from_millis(300));
+        drop(c);
+        assert!(
+            ends_soon(pid),
+            "the command still runs after the connection closed"
+        );
+    }
+
+    #[test]
+    fn v2_output_packets_stay_whole_with_a_small_client_payload() {
+        // Both pumps send 64 KiB reads as shell packets of up to
+        // 64 KiB + 5 bytes, each in 17 WRTEs of the client's 4096 bytes.
+        let cmd = "shell,v2,raw:head -c 300000 /dev/zero | tr '\\0' a & \
+                   head -c 300000 /dev/zero | tr '\\0' b >&2; wait";
+        let mut c = Client::open_with(cmd, 4096).unwrap();
+        let p = packets(&c.read_to_close());
+        assert!(
+            p.iter()
+                .all(|(id, _)| [ID_STDOUT, ID_STDERR, ID_EXIT].contains(id)),
+            "foreign packet ids"
+        );
+        assert_eq!(stream(&p, ID_STDOUT), vec![b'a'; 300_000]);
+        assert_eq!(stream(&p, ID_STDERR), vec![b'b'; 300_000]);
+        assert_eq!(p.last(), Some(&(ID_EXIT, vec![0])));
     }
 
     #[test]

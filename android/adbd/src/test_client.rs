@@ -5,6 +5,7 @@
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
+use std::time::Duration;
 
 use adbd::packet::{decode, Command, Packet, HEADER_LEN, MAX_PAYLOAD, VERSION};
 
@@ -27,12 +28,23 @@ impl Client {
     /// Starts `conn::serve` with the daemon's real services (`/bin/sh`)
     /// on a socket pair and opens `service` (`None` if it was refused).
     pub fn open(service: &str) -> Option<Self> {
+        Self::open_with(service, MAX_PAYLOAD)
+    }
+
+    /// [`Self::open`] by a client whose `CNXN` has `max_payload`.
+    pub fn open_with(service: &str, max_payload: u32) -> Option<Self> {
         let (a, b) = UnixStream::pair().expect("socket pair");
+        // A daemon that hangs fails the test instead of hanging it.
+        a.set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("read timeout");
         std::thread::spawn(move || {
             let shell: Arc<str> = Arc::from("/bin/sh");
-            conn::serve(b.into(), "device::features=shell_v2", &move |s, io| {
-                crate::start_service(s, io, Arc::clone(&shell), false)
-            })
+            conn::serve(
+                b.into(),
+                "device::features=shell_v2",
+                Box::new(()),
+                &move |s, io| crate::start_service(s, io, Arc::clone(&shell), false),
+            )
         });
         let mut c = Self {
             sock: a,
@@ -40,7 +52,7 @@ impl Client {
             remote: 0,
             closed: false,
         };
-        c.send(Command::Cnxn, VERSION, MAX_PAYLOAD, b"host::".to_vec());
+        c.send(Command::Cnxn, VERSION, max_payload, b"host::".to_vec());
         assert_eq!(c.recv()?.command, Command::Cnxn);
         let mut name = service.as_bytes().to_vec();
         name.push(0);
@@ -97,6 +109,26 @@ impl Client {
             }
         }
         got
+    }
+
+    /// Sends `data` as one `WRTE` (at most 1 MiB) and does not wait for
+    /// the daemon's `OKAY`.
+    pub fn write_unacknowledged(&mut self, data: &[u8]) {
+        self.send(Command::Wrte, self.local, self.remote, data.to_vec());
+    }
+
+    /// How long a read waits for the daemon before the test fails.
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.sock
+            .set_read_timeout(Some(timeout))
+            .expect("read timeout");
+    }
+
+    /// Closes the stream from the client's side (`CLSE`); the connection
+    /// stays open.
+    pub fn close(&mut self) {
+        self.send(Command::Clse, self.local, self.remote, Vec::new());
+        self.closed = true;
     }
 
     /// Everything the daemon writes until it closes the stream (or the
