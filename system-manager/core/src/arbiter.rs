@@ -181,6 +181,18 @@ impl Arbiter {
         self.state.vehicle_in_use && self.policy.has_cluster()
     }
 
+    /// Guest `i` should be running: the system is on, or it is a cluster
+    /// needed (vehicle in use) during a shutdown.
+    fn should_run(&self, i: usize) -> bool {
+        match self.state.system {
+            SystemState::On => true,
+            SystemState::ShutdownPrepare { .. } | SystemState::GarageMode { .. } => {
+                self.state.guests[i].role == Role::Cluster && self.state.vehicle_in_use
+            }
+            _ => false,
+        }
+    }
+
     fn guest_deadline_ms(&self, i: usize) -> u64 {
         self.policy
             .guests()
@@ -253,11 +265,19 @@ impl Arbiter {
         });
     }
 
+    /// `RestartVm` for guest `i`. An Android guest restarted during a
+    /// shutdown boots outside the handshake, so it gets the global deadline
+    /// (its first report brings the handshake back); other roles keep their
+    /// release time.
     fn restart(&mut self, i: usize, request_id: u64, reason: String, out: &mut Vec<Output>) {
         self.decide(i, request_id, Decision::RestartVm, reason, out);
+        let deadline = self.state.system.shutdown_deadline();
         let g = &mut Arc::make_mut(&mut self.state.guests)[i];
         g.state = GuestState::Restarting;
         g.vhal_req = None;
+        if g.role == Role::Android {
+            g.release_at = deadline;
+        }
     }
 
     /// `Allow` for a power-off (the VM ends) or a suspend (the VM sleeps).
@@ -293,12 +313,26 @@ impl Arbiter {
         };
     }
 
-    /// The VM is gone: off, and started again if `restart`.
+    /// The VM is gone: off, and started again if `restart` and it should
+    /// still be running (a "start it again once it is off" from an earlier
+    /// power-on does not outlive a shutdown that began since).
     fn vm_off(&mut self, i: usize, reason: String, restart: bool, out: &mut Vec<Output>) {
         Arc::make_mut(&mut self.state.guests)[i].state = GuestState::Off;
         Self::note(out, reason);
-        if restart {
+        if !restart {
+            return;
+        }
+        if self.should_run(i) {
             self.bring_up(i, "the system is on again", out);
+        } else {
+            let name = &self.state.guests[i].name;
+            Self::note(
+                out,
+                format!(
+                    "{name} is not started again: it is not needed any more (the system is {})",
+                    self.state.system
+                ),
+            );
         }
     }
 
@@ -362,7 +396,15 @@ impl Arbiter {
                 });
             }
             GuestState::VirtuallyOff { hold } => {
-                g.state = GuestState::Running;
+                // Held at its power-off, the VM boots afresh: outside a power
+                // on (garage mode) it is starting, so a shutdown gives it its
+                // deadline and the handshake waits for its first report.
+                g.state = if hold == Hold::Poweroff && !system_on {
+                    g.vhal_req = None;
+                    GuestState::Starting
+                } else {
+                    GuestState::Running
+                };
                 let reason = match hold {
                     Hold::Poweroff => {
                         format!("{why}: bring back the VM held at its power-off (the VMM boots it again)")

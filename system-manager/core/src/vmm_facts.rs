@@ -123,7 +123,12 @@ pub enum Repair {
 /// Decisions on power requests are not repaired here: the VMM publishes
 /// its pending requests again on attach and the logged decision is sent
 /// again for each. So a guest held virtually off by a `hold`, or asleep
-/// after an allowed suspend, is left to that.
+/// after an allowed suspend, is left to that, and so is a restarting guest
+/// (its VMM carries out the re-sent restart).
+///
+/// Also called when `StartVm` attaches to a VMM that is still there (its
+/// control connection had closed, `VmLost`): a parked VMM of a starting
+/// guest is resumed, else it would never report a start.
 pub fn repair_after_attach(guest: GuestState, vmm: VmState) -> Option<Repair> {
     // Paused, virtually off or suspended: the vCPUs are parked.
     let parked = vmm != VmState::Running;
@@ -131,7 +136,12 @@ pub fn repair_after_attach(guest: GuestState, vmm: VmState) -> Option<Repair> {
         GuestState::VirtuallyOff { hold: Hold::Paused } if vmm == VmState::Running => {
             Some(Repair::Pause)
         }
-        GuestState::Running | GuestState::Preparing { .. } | GuestState::ShutdownStarted { .. }
+        // Starting: the arbiter wants it running, and a parked VMM (one that
+        // outlived its lost control connection) reports no start by itself.
+        GuestState::Starting
+        | GuestState::Running
+        | GuestState::Preparing { .. }
+        | GuestState::ShutdownStarted { .. }
             if parked =>
         {
             Some(Repair::Resume)
@@ -373,7 +383,21 @@ mod tests {
                 VmState::Running,
                 None,
             ),
-            (GuestState::Starting, VmState::Paused, None),
+            // A VMM kept through a lost connection, attached again by the
+            // next StartVm: the arbiter wants it running.
+            (GuestState::Starting, VmState::Paused, Some(Repair::Resume)),
+            (
+                GuestState::Starting,
+                VmState::VirtuallyOff,
+                Some(Repair::Resume),
+            ),
+            (
+                GuestState::Starting,
+                VmState::Suspended,
+                Some(Repair::Resume),
+            ),
+            (GuestState::Starting, VmState::Running, None),
+            (GuestState::Restarting, VmState::VirtuallyOff, None),
             (GuestState::Off, VmState::Running, None),
         ];
         for (guest, vmm, want) in cases {
@@ -406,7 +430,25 @@ mod tests {
                         None
                     );
                 }
-                None => prop_assert!(!stopping),
+                None => {
+                    prop_assert!(!stopping);
+                    // Nothing is missed: a VMM parked where the arbiter
+                    // wants it running, or running where it has it paused,
+                    // is repaired.
+                    let wants_running = matches!(
+                        guest,
+                        GuestState::Starting
+                            | GuestState::Running
+                            | GuestState::Preparing { .. }
+                            | GuestState::ShutdownStarted { .. }
+                    );
+                    prop_assert!(
+                        !(wants_running && vmm != VmState::Running),
+                        "{:?} left {:?}", guest, vmm
+                    );
+                    let paused = guest == GuestState::VirtuallyOff { hold: Hold::Paused };
+                    prop_assert!(!(paused && vmm == VmState::Running));
+                }
             }
         }
     }

@@ -20,6 +20,11 @@
 //! 4. the JSON-lines log verifies and replays to an equal arbiter with the
 //!    same outputs;
 //!
+//! 5. every shutdown can end: after every step of a shutdown, each guest
+//!    that is running, starting or restarting has a release time, but a
+//!    cluster while the vehicle is in use (the one guest that may outlive
+//!    the deadline);
+//!
 //! plus housekeeping: every input but `Tick` leaves a log entry, timers are
 //! always in the future, no deadline is overdue after a step, and the
 //! handshake's deadlines never exceed the shutdown's.
@@ -250,6 +255,33 @@ fn check_prepares_end_by_deadline(log: &[LogRecord]) {
     assert!(open.is_empty(), "prepares never ended: {open:?}");
 }
 
+/// During a shutdown nothing outside the handshake may run without a
+/// release time (else the shutdown never ends), but a cluster while the
+/// vehicle is in use.
+fn check_shutdowns_can_end(policy: &Policy, log: &[LogRecord]) {
+    let mut replay = Arbiter::new(policy.clone());
+    for rec in log {
+        replay.handle(rec.at, rec.input.clone());
+        if replay.system().shutdown_deadline().is_none() {
+            continue;
+        }
+        for g in replay.guests() {
+            let unbounded = matches!(
+                g.state,
+                GuestState::Running | GuestState::Starting | GuestState::Restarting
+            ) && g.release_at.is_none();
+            let needed_cluster = g.role == Role::Cluster && replay.vehicle_in_use();
+            assert!(
+                !unbounded || needed_cluster,
+                "{} is {} during {} with no release time, after {rec:?}",
+                g.name,
+                g.state,
+                replay.system()
+            );
+        }
+    }
+}
+
 fn check_decisions_answer_requests(policy: &Policy, log: &[LogRecord]) {
     for rec in log {
         let decisions: Vec<&Output> = rec
@@ -354,6 +386,7 @@ proptest! {
         let (log, a) = drive(p.clone(), &steps);
         check_cluster_safety(&p, &log, &a);
         check_prepares_end_by_deadline(&log);
+        check_shutdowns_can_end(&p, &log);
         check_decisions_answer_requests(&p, &log);
         common::check_replay(&p, &log, &a);
         check_housekeeping(&p, &log);

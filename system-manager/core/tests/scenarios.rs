@@ -10,9 +10,10 @@ use std::sync::LazyLock;
 
 use system_manager::testing::guest_tables;
 use system_manager::{
-    Arbiter, Decision, GuestState, Hold, Input, LogRecord, Millis, Output, Policy,
-    PowerRequestKind, ShutdownOrigin, SystemState, VmExitReason, WakeReason,
+    repair_after_attach, Arbiter, Decision, GuestState, Hold, Input, LogRecord, Millis, Output,
+    Policy, PowerRequestKind, Repair, ShutdownOrigin, SystemState, VmExitReason, WakeReason,
 };
+use vmm_protocol::VmState;
 
 mod common;
 
@@ -893,4 +894,238 @@ fn the_policy_example_in_the_spec_is_valid() {
     let names: Vec<_> = p.guests().iter().map(|g| g.name.as_str()).collect();
     assert_eq!(names, ["android", "cluster", "telematics"]);
     assert!(!p.guests()[2].restart_on_failure);
+}
+
+// ----- fixed: shutdowns that could not end ----------------------------------
+
+/// The release time of `guest`.
+fn release_at(r: &Rig, guest: &str) -> Option<Millis> {
+    r.arbiter.guest(guest).and_then(|g| g.release_at)
+}
+
+#[test]
+fn an_android_reboot_during_a_shutdown_keeps_the_global_deadline() {
+    let mut r = Rig::new(&POLICY);
+    r.boot(0);
+    assert_eq!(
+        r.at(1_000, Input::IgnitionOff),
+        ["android: SHUTDOWN_PREPARE(SHUTDOWN_ONLY)", "timer 6000"]
+    );
+    // The reboot ends the handshake; the booting VM gets the global deadline
+    // (1 s + 60 s), and the next timer is telematics' (1 s + 15 s).
+    assert_eq!(
+        r.at(2_000, request("android", 1, PowerRequestKind::Reboot)),
+        ["android: #1 RestartVm", "timer 16000"]
+    );
+    assert_eq!(r.state("android"), GuestState::Restarting);
+    assert_eq!(release_at(&r, "android"), Some(Millis(61_000)));
+    r.at(3_000, started("android"));
+    assert_eq!(release_at(&r, "android"), Some(Millis(61_000)));
+    // Android hangs while booting: the others go at their deadlines ...
+    assert_eq!(
+        r.at(16_000, Input::Tick),
+        ["telematics: hard stop", "timer 18000"]
+    );
+    r.at(16_100, exited("telematics", VmExitReason::Killed));
+    assert_eq!(
+        r.at(21_000, Input::Tick),
+        ["cluster: hard stop", "timer 23000"]
+    );
+    assert_eq!(
+        r.at(21_100, exited("cluster", VmExitReason::Killed)),
+        ["timer 61000"]
+    );
+    // ... and Android at the global deadline, so the shutdown ends.
+    assert_eq!(
+        r.at(61_000, Input::Tick),
+        ["android: hard stop", "timer 63000"]
+    );
+    assert_eq!(
+        r.at(61_100, exited("android", VmExitReason::Killed)),
+        ["MCU: power off"]
+    );
+}
+
+#[test]
+fn an_android_rebooted_during_a_shutdown_gets_the_handshake_once_it_reports() {
+    let mut r = Rig::new(&POLICY);
+    r.boot(0);
+    r.at(1_000, Input::IgnitionOff);
+    r.at(2_000, request("android", 1, PowerRequestKind::Reboot));
+    r.at(3_000, started("android"));
+    // WAIT_FOR_VHAL: the handshake takes over from the release time.
+    assert_eq!(
+        r.at(4_000, report("android", 1, 0)),
+        ["android: SHUTDOWN_PREPARE(SHUTDOWN_ONLY)", "timer 9000"]
+    );
+    assert_eq!(release_at(&r, "android"), None);
+}
+
+#[test]
+fn a_restart_pending_from_an_earlier_power_on_does_not_outlive_a_new_shutdown() {
+    // Telematics' deadline comes before Android's first watchdog.
+    let mut r = Rig::new(&POLICY.replace(
+        "shutdown_deadline_ms = 15000",
+        "shutdown_deadline_ms = 3000",
+    ));
+    r.boot(0);
+    r.at(1_000, Input::IgnitionOff);
+    assert_eq!(
+        r.at(4_000, Input::Tick),
+        ["telematics: hard stop", "timer 6000"]
+    );
+    // Back on while it stops: it is to start again once off ...
+    r.at(4_500, Input::IgnitionOn);
+    assert!(matches!(
+        r.state("telematics"),
+        GuestState::Stopping { restart: true, .. }
+    ));
+    // ... but a new shutdown begins before it is off.
+    assert_eq!(
+        r.at(5_000, Input::IgnitionOff),
+        ["android: SHUTDOWN_PREPARE(SHUTDOWN_ONLY)"]
+    );
+    assert_eq!(
+        r.at(5_100, exited("telematics", VmExitReason::Killed)),
+        ["timer 10000"]
+    );
+    assert_eq!(r.state("telematics"), GuestState::Off);
+    // The shutdown ends: Android powers off, the cluster at its deadline.
+    r.at(5_200, report("android", SHUTDOWN_START, 0));
+    r.at(5_300, request("android", 1, PowerRequestKind::Poweroff));
+    assert_eq!(
+        r.at(5_400, exited("android", VmExitReason::Poweroff)),
+        ["timer 25000"]
+    );
+    assert_eq!(
+        r.at(25_000, Input::Tick),
+        ["cluster: hard stop", "timer 27000"]
+    );
+    assert_eq!(
+        r.at(25_100, exited("cluster", VmExitReason::Killed)),
+        ["MCU: power off"]
+    );
+}
+
+#[test]
+fn a_cluster_needed_only_while_it_stopped_is_not_started_again() {
+    let mut r = Rig::new(&POLICY);
+    r.boot(0);
+    r.at(1_000, Input::IgnitionOff);
+    // Android is done early; telematics goes at its deadline.
+    r.at(1_100, report("android", SHUTDOWN_START, 0));
+    r.at(1_200, request("android", 1, PowerRequestKind::Poweroff));
+    r.at(1_300, exited("android", VmExitReason::Poweroff));
+    r.at(16_000, Input::Tick);
+    r.at(16_100, exited("telematics", VmExitReason::Killed));
+    assert_eq!(
+        r.at(21_000, Input::Tick),
+        ["cluster: hard stop", "timer 23000"]
+    );
+    // In use while it stops (start it again once off), then not in use.
+    r.at(21_500, in_use(true));
+    assert!(matches!(
+        r.state("cluster"),
+        GuestState::Stopping { restart: true, .. }
+    ));
+    r.at(22_000, in_use(false));
+    // Off while not needed: nothing is left, the system powers off.
+    assert_eq!(
+        r.at(22_100, exited("cluster", VmExitReason::Killed)),
+        ["MCU: power off"]
+    );
+    assert_eq!(r.state("cluster"), GuestState::Off);
+}
+
+#[test]
+fn a_cluster_in_use_while_it_stops_starts_again_during_a_shutdown() {
+    let mut r = Rig::new(&POLICY);
+    r.boot(0);
+    r.at(1_000, Input::IgnitionOff);
+    r.at(21_000, Input::Tick); // telematics' and the cluster's deadlines
+    r.at(21_500, in_use(true));
+    assert_eq!(
+        r.at(22_100, exited("cluster", VmExitReason::Killed)),
+        ["cluster: start"]
+    );
+    r.at(22_200, started("cluster"));
+    assert_eq!(r.state("cluster"), GuestState::Running);
+    assert_eq!(release_at(&r, "cluster"), None);
+}
+
+// ----- fixed: a garage-mode wake of an Android held at its power-off --------
+
+#[test]
+fn garage_mode_lets_an_android_held_at_power_off_boot_before_the_handshake() {
+    let mut r = Rig::new(&suspend_policy());
+    r.boot(0);
+    assert_eq!(
+        r.at(1_000, request("android", 1, PowerRequestKind::Poweroff)),
+        ["android: #1 HoldVirtuallyOff"]
+    );
+    r.at(2_000, Input::IgnitionOff);
+    r.at(17_000, Input::Tick); // telematics paused
+    assert_eq!(
+        r.at(22_000, Input::Tick),
+        ["cluster: pause", "MCU: suspend"]
+    );
+    // The wake boots Android afresh: no SHUTDOWN_PREPARE (and no watchdog)
+    // before it reports; it gets the garage deadline (100 s + 120 s).
+    assert_eq!(
+        r.at(
+            100_000,
+            Input::WakeRequest {
+                reason: WakeReason::SystemEnterGarageMode
+            }
+        ),
+        [
+            "MCU: on",
+            "android: resume",
+            "telematics: resume",
+            "timer 115000"
+        ]
+    );
+    assert_eq!(r.state("android"), GuestState::Starting);
+    assert_eq!(release_at(&r, "android"), Some(Millis(220_000)));
+    // A slow boot is not cut short by a watchdog.
+    r.at(108_000, started("android"));
+    assert_eq!(r.state("android"), GuestState::Running);
+    assert_eq!(release_at(&r, "android"), Some(Millis(220_000)));
+    assert_eq!(
+        r.at(112_000, report("android", 1, 0)),
+        ["android: SHUTDOWN_PREPARE(CAN_SLEEP)"]
+    );
+    assert!(matches!(r.state("android"), GuestState::Preparing { .. }));
+}
+
+// ----- fixed: a VMM kept through a lost control connection -----------------
+
+#[test]
+fn a_vmm_kept_through_a_lost_connection_is_resumed_when_started_again() {
+    let mut r = Rig::new(&POLICY);
+    r.boot(0);
+    assert_eq!(
+        r.at(1_000, request("android", 1, PowerRequestKind::Poweroff)),
+        ["android: #1 HoldVirtuallyOff"]
+    );
+    // The control connection closes while the VMM lives on, held.
+    r.at(
+        2_000,
+        Input::VmLost {
+            guest: "android".into(),
+        },
+    );
+    assert_eq!(r.state("android"), GuestState::Off);
+    assert_eq!(r.at(3_000, Input::IgnitionOn), ["android: start"]);
+    // StartVm attaches to the same VMM, which reports itself parked: the
+    // repair resumes it, so it reports running and the start completes.
+    for vmm in [VmState::VirtuallyOff, VmState::Suspended, VmState::Paused] {
+        assert_eq!(
+            repair_after_attach(r.state("android"), vmm),
+            Some(Repair::Resume),
+            "{vmm:?}"
+        );
+    }
+    r.at(3_100, started("android"));
+    assert_eq!(r.state("android"), GuestState::Running);
 }

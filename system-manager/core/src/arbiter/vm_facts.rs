@@ -47,13 +47,7 @@ impl Arbiter {
                             origin: ShutdownOrigin::Cancelled,
                             ..
                         }
-                ) && match self.state.system {
-                    SystemState::On => true,
-                    SystemState::ShutdownPrepare { .. } | SystemState::GarageMode { .. } => {
-                        self.state.guests[i].role == Role::Cluster && self.state.vehicle_in_use
-                    }
-                    _ => false,
-                };
+                ) && self.should_run(i);
                 let restart = wanted && self.restart_on_failure(i);
                 let reason = if restart {
                     format!("{name}: {what} unexpectedly while {state}; start it again")
