@@ -255,7 +255,7 @@ impl Arbiter {
         let grace = self.now.after(self.policy.system().vm_exit_grace_ms);
         let g = &mut Arc::make_mut(&mut self.state.guests)[i];
         g.state = GuestState::Stopping {
-            grace,
+            grace: Some(grace),
             restart: false,
         };
         g.release_at = None;
@@ -298,7 +298,7 @@ impl Arbiter {
                 hold: Hold::Suspended,
             },
             PowerRequestKind::Poweroff | PowerRequestKind::Reboot => GuestState::Stopping {
-                grace,
+                grace: Some(grace),
                 restart: false,
             },
         };

@@ -165,10 +165,17 @@ pub enum GuestState {
         /// Why.
         hold: Hold,
     },
-    /// Power-off allowed or hard stop sent; waiting for the VMM's `VmExited`.
+    /// Power-off allowed or hard stop sent; waiting for the VMM's
+    /// `VmExited` (or `VmLost`). Only that fact makes the VM off: a VMM
+    /// process may still run, and its exit must not be taken for the exit
+    /// of a VM started after it.
     Stopping {
-        /// When to stop waiting and treat the VM as off.
-        grace: Millis,
+        /// When the VMM's exit is overdue: then `HardStopVm` is sent (again)
+        /// so the shell kills the VMM, and this becomes `None`. `None`: the
+        /// kill is under way; no deadline of the arbiter's own is left, the
+        /// shell reports the VMM gone in a bounded time (its `SIGKILL` and
+        /// reap).
+        grace: Option<Millis>,
         /// Start it again once it is off (the system came back on meanwhile).
         restart: bool,
     },

@@ -341,7 +341,7 @@ mod tests {
                 }
             ),
             hold.prop_map(|hold| GuestState::VirtuallyOff { hold }),
-            (millis, any::<bool>())
+            (proptest::option::of(millis), any::<bool>())
                 .prop_map(|(grace, restart)| GuestState::Stopping { grace, restart }),
             Just(GuestState::Restarting),
         ]
@@ -355,7 +355,7 @@ mod tests {
     fn undelivered_commands_are_repaired() {
         let paused = GuestState::VirtuallyOff { hold: Hold::Paused };
         let stopping = GuestState::Stopping {
-            grace: Millis(5),
+            grace: Some(Millis(5)),
             restart: false,
         };
         let cases = [

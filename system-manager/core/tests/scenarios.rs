@@ -864,10 +864,14 @@ fn e_the_log_replays_to_the_same_state_and_outputs() {
     r.at(2_000, report("android", POSTPONE, 5000));
     r.at(3_000, report("android", SHUTDOWN_START, 60));
     r.at(4_000, request("android", 1, PowerRequestKind::Poweroff));
+    r.at(4_500, exited("android", VmExitReason::Poweroff));
     r.at(9_000, in_use(false));
+    // Telematics' and the cluster's deadlines passed: hard stops; the
+    // system waits for their VMMs' exits.
     r.at(40_000, Input::Tick);
+    r.at(41_000, exited("telematics", VmExitReason::Killed));
     r.at(42_000, Input::Tick);
-    r.at(44_000, Input::Tick);
+    r.at(44_000, exited("cluster", VmExitReason::Killed));
     assert_eq!(r.system(), SystemState::PoweringOff);
 
     common::check_replay(&policy(&POLICY), &r.log, &r.arbiter);
@@ -1128,4 +1132,98 @@ fn a_vmm_kept_through_a_lost_connection_is_resumed_when_started_again() {
     }
     r.at(3_100, started("android"));
     assert_eq!(r.state("android"), GuestState::Running);
+}
+
+/// Boot, ignition off, telematics hard-stopped at its deadline (16 s),
+/// ignition on again while its VMM has not exited, and its exit grace
+/// (2 s) running out at 18 s: the VMM is killed, not forgotten.
+fn ignition_on_while_telematics_stops(text: &str) -> Rig {
+    let mut r = Rig::new(text);
+    r.boot(0);
+    r.at(1_000, Input::IgnitionOff);
+    assert!(r
+        .at(16_000, Input::Tick)
+        .contains(&"telematics: hard stop".to_string()));
+    let on = r.at(16_500, Input::IgnitionOn);
+    assert!(!on.contains(&"telematics: start".to_string()), "{on:?}");
+    assert_eq!(
+        r.state("telematics"),
+        GuestState::Stopping {
+            grace: Some(Millis(18_000)),
+            restart: true
+        }
+    );
+    // The grace ran out: not off yet (its VMM may still run), but killed.
+    assert_eq!(r.at(18_000, Input::Tick), ["telematics: hard stop"]);
+    assert_eq!(
+        r.state("telematics"),
+        GuestState::Stopping {
+            grace: None,
+            restart: true
+        }
+    );
+    assert_eq!(r.arbiter.next_timer(), None);
+    r
+}
+
+#[test]
+fn a_late_exit_of_the_old_vmm_does_not_cancel_the_restart() {
+    let text = POLICY.replace(
+        "shutdown_deadline_ms = 15000",
+        "shutdown_deadline_ms = 15000\nrestart_on_failure = false",
+    );
+    let mut r = ignition_on_while_telematics_stops(&text);
+    // The old VMM's exit comes late (a crash, as in the review's probe):
+    // only now is it off, and it is started again since the ignition is on.
+    assert_eq!(
+        r.at(19_000, exited("telematics", VmExitReason::Crash)),
+        ["telematics: start"]
+    );
+    assert_eq!(r.state("telematics"), GuestState::Starting);
+    r.at(19_500, started("telematics"));
+    assert_eq!(r.state("telematics"), GuestState::Running);
+    assert!(r.arbiter.ignition_on());
+    common::check_replay(&policy(&text), &r.log, &r.arbiter);
+}
+
+#[test]
+fn a_late_exit_of_the_old_vmm_does_not_start_the_guest_twice() {
+    let mut r = ignition_on_while_telematics_stops(&POLICY);
+    assert_eq!(
+        r.at(19_000, exited("telematics", VmExitReason::Killed)),
+        ["telematics: start"]
+    );
+    r.at(19_500, started("telematics"));
+    assert_eq!(r.state("telematics"), GuestState::Running);
+    let starts = r
+        .log
+        .iter()
+        .filter(|rec| rec.at > Millis(16_000))
+        .flat_map(|rec| &rec.outputs)
+        .filter(|o| matches!(o, Output::StartVm { guest, .. } if guest == "telematics"))
+        .count();
+    assert_eq!(starts, 1, "{:?}", r.log);
+}
+
+#[test]
+fn a_vmm_that_does_not_exit_after_an_allowed_poweroff_is_killed() {
+    let mut r = Rig::new(&POLICY);
+    r.boot(0);
+    r.at(1_000, Input::IgnitionOff);
+    r.at(1_100, report("android", SHUTDOWN_START, 0));
+    r.at(1_200, request("android", 1, PowerRequestKind::Poweroff));
+    // No exit by the grace: the VMM is killed, the system waits for it.
+    assert_eq!(
+        r.at(3_200, Input::Tick),
+        ["android: hard stop", "timer 16000"]
+    );
+    assert_eq!(
+        r.state("android"),
+        GuestState::Stopping {
+            grace: None,
+            restart: false
+        }
+    );
+    r.at(3_500, exited("android", VmExitReason::Killed));
+    assert_eq!(r.state("android"), GuestState::Off);
 }

@@ -67,6 +67,9 @@ struct GuestLink {
     vmm: UnboundedSender<VmmCmd>,
     vhal: Option<UnboundedSender<VhalCmd>>,
     attached: bool,
+    /// A `Start` or `Attach` was sent and its answer (attached, start
+    /// failed, absent) is not handled yet.
+    connecting: bool,
     /// The VMM's last reported state (`event state`).
     vmm_state: Option<VmState>,
     /// The next state event is the first after an attach.
@@ -85,6 +88,7 @@ impl GuestLink {
     /// is the first of this attachment.
     fn attach(&mut self, pid: Option<u32>) {
         self.attached = true;
+        self.connecting = false;
         self.fresh = true;
         self.pid = pid;
     }
@@ -241,6 +245,7 @@ impl Daemon {
                 vmm: vtx,
                 vhal,
                 attached: false,
+                connecting: false,
                 vmm_state: None,
                 fresh: false,
                 pid: None,
@@ -283,6 +288,7 @@ impl Daemon {
             } else {
                 VmmCmd::Attach
             };
+            self.links[i].connecting = true;
             let _ = self.links[i].vmm.send(cmd);
             if let (Some(v), Some(req)) = (&self.links[i].vhal, g.vhal_req) {
                 let _ = v.send(VhalCmd::Req(req.vhal()));
@@ -506,9 +512,19 @@ impl Daemon {
             }
             (Output::PauseVm { .. }, Some(i)) => self.send_vmm(i, Request::Pause),
             (Output::ResumeVm { .. }, Some(i)) => self.send_vmm(i, Request::Resume),
-            (Output::HardStopVm { .. }, Some(i)) => {
-                self.links[i].asked.stop_sent = true;
-                let _ = self.links[i].vmm.send(VmmCmd::Stop);
+            (Output::HardStopVm { guest, .. }, Some(i)) => {
+                let l = &mut self.links[i];
+                l.asked.stop_sent = true;
+                let _ = l.vmm.send(VmmCmd::Stop);
+                if !l.attached && !l.connecting {
+                    // No VMM attached and none being attached: no link
+                    // will report this VMM gone, yet the arbiter waits for
+                    // that (a stopping guest is off only once its VMM is
+                    // gone). Nothing of that link is pending either, so
+                    // this cannot be taken for a later VMM's end.
+                    let input = system_manager::vm_gone_input(guest, None, l.asked);
+                    let _ = self.events.send(Event::Input(input));
+                }
             }
             (Output::StartVm { guest, .. }, Some(i)) => {
                 let l = &mut self.links[i];
@@ -519,6 +535,7 @@ impl Daemon {
                         guest: guest.clone(),
                     }));
                 } else {
+                    l.connecting = true;
                     let _ = l.vmm.send(VmmCmd::Start);
                 }
             }

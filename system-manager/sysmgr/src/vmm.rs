@@ -35,6 +35,11 @@ const MAX_LINE: usize = MAX_SERVER_LINE_LEN;
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a `stop` may take before the VMM process is killed.
 const STOP_KILL_AFTER: Duration = Duration::from_secs(5);
+/// How long the control connection may stay open after the kill (or after
+/// a kill that was not possible: no handle on the VMM) before the link
+/// stops waiting and reports the VMM gone: the arbiter keeps a stopping
+/// guest stopping until it hears of the exit, so the report must come.
+const GONE_AFTER_KILL: Duration = Duration::from_secs(3);
 /// How long a request to the VMM may wait for the VMM to read it.
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -165,10 +170,17 @@ pub async fn run(cfg: VmmConfig, mut cmds: UnboundedReceiver<VmmCmd>, report: im
         report(VmmReport::Attached { pid });
         let (read, mut write) = stream.into_split();
         let mut lines = LineReader::new(read, MAX_LINE);
+        // A `stop` queued while the VMM was being started is a `Stop`
+        // like any other: the kill follows if need be.
+        let mut kill_at: Option<Instant> = queued
+            .contains(&Request::Stop)
+            .then(|| Instant::now() + STOP_KILL_AFTER);
         for request in queued {
             send(&mut write, request, &cfg.guest).await;
         }
-        let mut kill_at: Option<Instant> = None;
+        // Set once the VMM was killed: when the link gives up waiting for
+        // the connection to close.
+        let mut give_up_at: Option<Instant> = None;
         loop {
             tokio::select! {
                 line = lines.next_line() => match line {
@@ -186,7 +198,11 @@ pub async fn run(cfg: VmmConfig, mut cmds: UnboundedReceiver<VmmCmd>, report: im
                     Some(VmmCmd::Send(r)) => send(&mut write, r, &cfg.guest).await,
                     Some(VmmCmd::Stop) => {
                         send(&mut write, Request::Stop, &cfg.guest).await;
-                        kill_at = Some(Instant::now() + STOP_KILL_AFTER);
+                        // A repeated `Stop` (the arbiter's exit grace ran
+                        // out) never puts off a kill already due.
+                        if kill_at.is_none() && give_up_at.is_none() {
+                            kill_at = Some(Instant::now() + STOP_KILL_AFTER);
+                        }
                     }
                     Some(VmmCmd::Start | VmmCmd::Attach) => {
                         tracing::debug!("{}: already attached", cfg.guest);
@@ -196,6 +212,14 @@ pub async fn run(cfg: VmmConfig, mut cmds: UnboundedReceiver<VmmCmd>, report: im
                     tracing::warn!("{}: VMM did not stop in {STOP_KILL_AFTER:?}; killing it", cfg.guest);
                     kill_vmm(&cfg, child.as_ref(), peer.as_ref());
                     kill_at = None;
+                    give_up_at = Some(Instant::now() + GONE_AFTER_KILL);
+                }
+                _ = tokio::time::sleep_until(give_up_at.unwrap_or_else(Instant::now)), if give_up_at.is_some() => {
+                    tracing::warn!(
+                        "{}: control connection still open {GONE_AFTER_KILL:?} after the kill; treating the VMM as gone",
+                        cfg.guest
+                    );
+                    break;
                 }
             }
         }

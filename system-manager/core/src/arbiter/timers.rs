@@ -36,13 +36,12 @@ impl Arbiter {
                         }
                     }
                 }
-                GuestState::Stopping { grace, restart } if grace <= now => {
+                GuestState::Stopping {
+                    grace: Some(grace),
+                    restart,
+                } if grace <= now => {
                     fired = true;
-                    let reason = format!(
-                        "{}: the VMM did not confirm the exit by {grace}; treating the VM as off",
-                        g.name
-                    );
-                    self.vm_off(i, reason, restart, out);
+                    self.kill_overdue(i, grace, restart, out);
                 }
                 GuestState::Running | GuestState::Starting | GuestState::Restarting
                     if shutting_down =>
@@ -56,6 +55,34 @@ impl Arbiter {
             }
         }
         fired
+    }
+
+    /// Guest `i`'s VMM did not confirm the exit by `grace`. The VM is not
+    /// declared off: its VMM may still run (a VMM that ignores `stop` is
+    /// killed by the shell only later), and its exit, arriving after a
+    /// fresh start, would be taken for the new VM's. Instead `HardStopVm`
+    /// (again, after an allowed power-off the first time) makes the shell
+    /// kill it, and the guest stays stopping, without a deadline, until
+    /// `VmExited` or `VmLost`, which the shell reports in a bounded time.
+    fn kill_overdue(&mut self, i: usize, grace: Millis, restart: bool, out: &mut Vec<Output>) {
+        let g = &mut Arc::make_mut(&mut self.state.guests)[i];
+        g.state = GuestState::Stopping {
+            grace: None,
+            restart,
+        };
+        g.release_at = None;
+        let then = if restart {
+            "; it is started again once it is off"
+        } else {
+            ""
+        };
+        out.push(Output::HardStopVm {
+            guest: g.name.clone(),
+            reason: format!(
+                "{}: the VMM did not confirm the exit by {grace}; kill it and wait for its exit{then}",
+                g.name
+            ),
+        });
     }
 
     /// System-level consequences. Returns whether anything changed.
@@ -110,7 +137,9 @@ impl Arbiter {
                 GuestState::ShutdownStarted {
                     deadline: Some(d), ..
                 } => consider(d, format!("{}'s final power request deadline", g.name)),
-                GuestState::Stopping { grace, .. } => {
+                GuestState::Stopping {
+                    grace: Some(grace), ..
+                } => {
                     consider(grace, format!("{}'s exit confirmation", g.name));
                 }
                 GuestState::Running | GuestState::Starting | GuestState::Restarting

@@ -113,6 +113,7 @@ impl Daemon {
             }
             VmmReport::Line(line) => self.on_vmm_line(i, line)?,
             VmmReport::Absent => {
+                self.links[i].connecting = false;
                 if self.guest_state(i) != GuestState::Off {
                     tracing::warn!("{name}: no VMM on its control socket");
                     let input = system_manager::vm_gone_input(&name, None, self.links[i].asked);
@@ -135,6 +136,7 @@ impl Daemon {
             VmmReport::StartFailed { why, failure } => {
                 tracing::error!("{name}: cannot start the VM: {why}");
                 self.links[i].attached = false;
+                self.links[i].connecting = false;
                 if self.guest_state(i) != GuestState::Off {
                     self.feed(system_manager::start_failed_input(&name, failure))?;
                 }
