@@ -38,17 +38,28 @@ struct Forwarder {
 
 impl Interface for Forwarder {}
 
+impl Forwarder {
+    /// Marks the client dead when `r` says its process is gone. Any other
+    /// failure (a full async buffer's `FAILED_TRANSACTION`, say) loses
+    /// this callback only: the next one carries the current state again.
+    fn check(&self, r: BinderResult<()>) {
+        if let Err(e) = r {
+            if e.transaction_error() == StatusCode::DeadObject {
+                self.dead.store(true, std::sync::atomic::Ordering::SeqCst);
+            } else {
+                tracing::debug!("a guest listener's callback failed: {e:?}");
+            }
+        }
+    }
+}
+
 impl IPowerStateListener for Forwarder {
     fn onApPowerStateReq(&self, value: i32, param: i32) -> BinderResult<()> {
-        if self.target.onApPowerStateReq(value, param).is_err() {
-            self.dead.store(true, std::sync::atomic::Ordering::SeqCst);
-        }
+        self.check(self.target.onApPowerStateReq(value, param));
         Ok(())
     }
     fn onSystemStateChanged(&self, s: &SystemState) -> BinderResult<()> {
-        if self.target.onSystemStateChanged(s).is_err() {
-            self.dead.store(true, std::sync::atomic::Ordering::SeqCst);
-        }
+        self.check(self.target.onSystemStateChanged(s));
         Ok(())
     }
 }
@@ -67,6 +78,10 @@ pub struct Gateway {
     addr: RpcAddr,
     host: Mutex<Option<Host>>,
     listeners: Mutex<Vec<Registered>>,
+    /// Serializes `registerListener` and `unregisterListener` (check, host
+    /// call and local update as one step). Never taken by `connect`,
+    /// which `call` may run while this is held.
+    ops: Mutex<()>,
 }
 
 fn unavailable(why: String) -> Status {
@@ -80,6 +95,7 @@ impl Gateway {
             addr,
             host: Mutex::new(None),
             listeners: Mutex::new(Vec::new()),
+            ops: Mutex::new(()),
         })
     }
 
@@ -197,15 +213,19 @@ impl ISystemManager for GatewayService {
     }
     fn registerListener(&self, listener: &Strong<dyn IPowerStateListener>) -> BinderResult<()> {
         self.0.prune();
+        let _op = self.0.ops.lock().unwrap_or_else(|p| p.into_inner());
         let binder = listener.as_binder();
-        if self.0.regs().iter().any(|r| r.client.as_binder() == binder) {
-            return Ok(());
-        }
-        if self.0.regs().len() >= MAX_FORWARDED {
-            return Err(Status::new_service_specific_error(
-                ism::ERROR_TOO_MANY_LISTENERS,
-                Some(format!("at most {MAX_FORWARDED} listeners")),
-            ));
+        {
+            let regs = self.0.regs();
+            if regs.iter().any(|r| r.client.as_binder() == binder) {
+                return Ok(());
+            }
+            if regs.len() >= MAX_FORWARDED {
+                return Err(Status::new_service_specific_error(
+                    ism::ERROR_TOO_MANY_LISTENERS,
+                    Some(format!("at most {MAX_FORWARDED} listeners")),
+                ));
+            }
         }
         let dead = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let forwarder = BnPowerStateListener::new_binder(Forwarder {
@@ -221,20 +241,156 @@ impl ISystemManager for GatewayService {
         Ok(())
     }
     fn unregisterListener(&self, listener: &Strong<dyn IPowerStateListener>) -> BinderResult<()> {
+        let _op = self.0.ops.lock().unwrap_or_else(|p| p.into_inner());
         let binder = listener.as_binder();
-        let gone: Vec<_> = {
-            let mut regs = self.0.regs();
-            let (gone, keep): (Vec<_>, Vec<_>) =
-                regs.drain(..).partition(|r| r.client.as_binder() == binder);
-            *regs = keep;
-            gone
-        };
-        for r in gone {
-            self.0.call(|sm| sm.unregisterListener(&r.forwarder))?;
+        let forwarders: Vec<_> = self
+            .0
+            .regs()
+            .iter()
+            .filter(|r| r.client.as_binder() == binder)
+            .map(|r| r.forwarder.clone())
+            .collect();
+        for f in forwarders {
+            // Forgotten locally only once the host has let it go: on
+            // failure it stays (and is registered again on reconnect), so
+            // the client may retry.
+            self.0.call(|sm| sm.unregisterListener(&f))?;
+            let fb = f.as_binder();
+            self.0.regs().retain(|r| r.forwarder.as_binder() != fb);
         }
         Ok(())
     }
     fn dumpState(&self) -> BinderResult<String> {
         self.0.call(|sm| sm.dumpState())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use rsbinder::rpc::RpcServer;
+    use vmstack_aidl::vmstack::sysmgr::ISystemManager::BnSystemManager;
+
+    /// A guest listener whose callbacks fail with `code`.
+    struct Failing(StatusCode);
+
+    impl Interface for Failing {}
+
+    impl IPowerStateListener for Failing {
+        fn onApPowerStateReq(&self, _: i32, _: i32) -> BinderResult<()> {
+            Err(self.0.into())
+        }
+        fn onSystemStateChanged(&self, _: &SystemState) -> BinderResult<()> {
+            Err(self.0.into())
+        }
+    }
+
+    fn forwarder(code: StatusCode) -> Forwarder {
+        Forwarder {
+            target: BnPowerStateListener::new_binder(Failing(code)),
+            dead: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    #[test]
+    fn only_a_dead_object_marks_the_client_dead() {
+        let f = forwarder(StatusCode::FailedTransaction);
+        f.onApPowerStateReq(1, 0).unwrap();
+        f.onSystemStateChanged(&SystemState::default()).unwrap();
+        assert!(!f.dead.load(Ordering::SeqCst), "a full buffer is not death");
+        let f = forwarder(StatusCode::DeadObject);
+        f.onApPowerStateReq(1, 0).unwrap();
+        assert!(f.dead.load(Ordering::SeqCst));
+    }
+
+    /// A host whose `unregisterListener` fails while `fail` is set; it
+    /// counts the listeners it holds.
+    #[derive(Clone, Default)]
+    struct Host {
+        fail: Arc<AtomicBool>,
+        held: Arc<AtomicUsize>,
+    }
+
+    impl Interface for Host {}
+
+    impl ISystemManager for Host {
+        fn getSystemState(&self) -> BinderResult<SystemState> {
+            Ok(SystemState::default())
+        }
+        fn getGuestState(&self, _: &str) -> BinderResult<GuestState> {
+            Ok(GuestState::default())
+        }
+        fn getApPowerStateReq(&self) -> BinderResult<Vec<i32>> {
+            Ok(Vec::new())
+        }
+        fn reportApPowerState(&self, _: i32, _: i32) -> BinderResult<()> {
+            Ok(())
+        }
+        fn postponeShutdown(&self, _: i32) -> BinderResult<()> {
+            Ok(())
+        }
+        fn requestShutdown(&self, _: i32) -> BinderResult<()> {
+            Ok(())
+        }
+        fn registerListener(&self, _: &Strong<dyn IPowerStateListener>) -> BinderResult<()> {
+            self.held.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+        fn unregisterListener(&self, _: &Strong<dyn IPowerStateListener>) -> BinderResult<()> {
+            if self.fail.load(Ordering::SeqCst) {
+                return Err(Status::new_service_specific_error(
+                    ism::ERROR_UNAVAILABLE,
+                    None,
+                ));
+            }
+            self.held.fetch_sub(1, Ordering::SeqCst);
+            Ok(())
+        }
+        fn dumpState(&self) -> BinderResult<String> {
+            Ok(String::new())
+        }
+    }
+
+    #[test]
+    fn a_failed_host_unregister_keeps_the_forwarder_for_a_retry() {
+        let dir = std::env::temp_dir().join(format!("gateway-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("host.sock");
+        let host = Host::default();
+        let server = Arc::new(RpcServer::setup_unix_server(&path).expect("listen"));
+        server.set_android13plus(crate::conn::RPC_WIRE_VERSION);
+        server
+            .set_root(BnSystemManager::new_binder(host.clone()).as_binder())
+            .expect("root");
+        let _ = server.run_background();
+
+        let gw = Gateway::new(RpcAddr::Unix(path));
+        gw.connect().expect("connect");
+        let svc = GatewayService(Arc::clone(&gw));
+        let client = BnPowerStateListener::new_binder(Failing(StatusCode::Ok));
+        svc.registerListener(&client).unwrap();
+        svc.registerListener(&client).unwrap();
+        assert_eq!(host.held.load(Ordering::SeqCst), 1);
+
+        host.fail.store(true, Ordering::SeqCst);
+        assert!(svc.unregisterListener(&client).is_err());
+        assert_eq!(
+            gw.regs().len(),
+            1,
+            "forgotten while the host still holds it"
+        );
+        host.fail.store(false, Ordering::SeqCst);
+        svc.unregisterListener(&client).unwrap();
+        assert_eq!(
+            host.held.load(Ordering::SeqCst),
+            0,
+            "the retry reached the host"
+        );
+        assert!(gw.regs().is_empty());
+        server.terminate();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -11,8 +11,12 @@
 //! the JVM as a daemon thread, each inside its own local-reference frame.
 //!
 //! The Java object keeps the session as a `long` handle (a leaked `Box`),
-//! freed by `close()`; the Java side holds a read lock around every call and
-//! the write lock around `close()`, so a handle is never used after free.
+//! freed by `close()` or, for an instance never closed, by its
+//! `java.lang.ref.Cleaner`. The Java side holds a read lock around every
+//! call; `close()` zeroes the handle under the write lock and frees it
+//! after releasing the lock (freeing joins the callback thread, which may
+//! itself be waiting for the read lock in a listener's call), so a handle
+//! is never used after free.
 
 mod convert;
 
@@ -130,13 +134,18 @@ impl IPowerStateListener for JavaListener {
     }
 }
 
-/// Throws `BinderException` for `e` (unless a JNI error left an exception pending).
+/// Throws `BinderException` for `e` (unless a JNI error left an exception
+/// pending). A binder error carries its exception code: a transport error
+/// (lost connection, dead object, timeout) is rsbinder's
+/// `ExceptionCode::TransactionFailed` (-129), its status code in the
+/// message; other errors have code 0.
 fn throw(env: &mut JNIEnv, e: &Error) {
     if env.exception_check().unwrap_or(false) {
         return;
     }
     let (code, specific) = match e {
         Error::Binder(s) => (s.exception_code() as i32, s.service_specific_error()),
+        // Not a binder call: cannot connect, closed, JNI.
         _ => (0, 0),
     };
     let message = e.to_string();
@@ -172,8 +181,9 @@ fn with_native<'l, T>(
     }
     // SAFETY: a non-zero handle is the `Box<Native>` leaked by
     // `nativeConnect`; the Java object passes it only while holding its
-    // read lock, and `nativeClose` (which frees it and zeroes the field)
-    // runs under the write lock, so the box is alive for this call.
+    // read lock, and zeroes its field under the write lock before
+    // `nativeClose` frees the box (after releasing the lock), so the box
+    // is alive for this call.
     let native = unsafe { &*(handle as *const Native) };
     match f(env, native) {
         Ok(v) => v,
@@ -269,7 +279,10 @@ pub extern "system" fn Java_vmstack_jni_SystemManager_nativeClose<'l>(
 ) {
     if handle != 0 {
         // SAFETY: the handle is the box leaked by `nativeConnect`; the Java
-        // side calls this once, under its write lock, then zeroes it.
+        // side calls this once (its `Cleaner.Cleanable` runs at most once),
+        // either from `close()` after zeroing its field under the write
+        // lock, which waits out every call holding the read lock, or from
+        // the cleaner once the object is unreachable and so in no call.
         drop(unsafe { Box::from_raw(handle as *mut Native) });
     }
 }
@@ -339,31 +352,63 @@ session_method! {
         if listener.is_null() {
             return Err(Error::Other("listener is null".into()));
         }
-        let binder = {
-            let mut list = n.listeners.lock().unwrap_or_else(|p| p.into_inner());
-            match find(env, &list, &listener)? {
-                Some(i) => list[i].1.clone(),
-                None => {
-                    let target = env.new_global_ref(&listener)?;
-                    let binder = BnPowerStateListener::new_binder(JavaListener {
-                        vm: n.vm.clone(),
-                        classes: n.classes.clone(),
-                        target: target.clone(),
-                    });
-                    list.push((target, binder.clone()));
-                    binder
-                }
+        let vm = n.vm.clone();
+        let classes = n.classes.clone();
+        register_local(
+            env,
+            &n.listeners,
+            |env, list| Ok(find(env, list, &listener)?),
+            |env| {
+                let target = env.new_global_ref(&listener)?;
+                let binder = BnPowerStateListener::new_binder(JavaListener {
+                    vm,
+                    classes,
+                    target: target.clone(),
+                });
+                Ok((target, binder))
+            },
+            |binder| Ok(n.sm.registerListener(binder)?),
+        )
+    }
+}
+
+/// Registers a listener through `list`, the local `(key, binder)` table:
+/// reuses the entry `find` locates, else inserts the one `make` builds
+/// (both are given `cx`),
+/// then runs `register` (the remote call) with its binder, outside the
+/// lock. When `register` fails, the entry is removed only if this call
+/// inserted it: a failed re-registration leaves a listener the server
+/// still holds registered locally too.
+fn register_local<C, K, B: Clone, E>(
+    cx: &mut C,
+    list: &Mutex<Vec<(K, B)>>,
+    mut find: impl FnMut(&mut C, &[(K, B)]) -> Result<Option<usize>, E>,
+    make: impl FnOnce(&mut C) -> Result<(K, B), E>,
+    register: impl FnOnce(&B) -> Result<(), E>,
+) -> Result<(), E> {
+    let lock = || list.lock().unwrap_or_else(|p| p.into_inner());
+    let (binder, inserted) = {
+        let mut list = lock();
+        match find(cx, &list)? {
+            Some(i) => (list[i].1.clone(), false),
+            None => {
+                let entry = make(cx)?;
+                let binder = entry.1.clone();
+                list.push(entry);
+                (binder, true)
             }
-        };
-        if let Err(e) = n.sm.registerListener(&binder) {
-            let mut list = n.listeners.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(i) = find(env, &list, &listener)? {
+        }
+    };
+    if let Err(e) = register(&binder) {
+        if inserted {
+            let mut list = lock();
+            if let Some(i) = find(cx, &list)? {
                 list.remove(i);
             }
-            return Err(e.into());
         }
-        Ok(())
+        return Err(e);
     }
+    Ok(())
 }
 
 session_method! {
@@ -403,4 +448,46 @@ fn find(
         }
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::register_local;
+    use std::sync::Mutex;
+
+    type Table = Mutex<Vec<(&'static str, u32)>>;
+
+    fn register(list: &Table, key: &'static str, ok: bool) -> Result<(), String> {
+        register_local(
+            &mut (),
+            list,
+            |_, l| Ok(l.iter().position(|(k, _)| *k == key)),
+            |_| Ok((key, 7)),
+            |_| {
+                if ok {
+                    Ok(())
+                } else {
+                    Err("transient".to_string())
+                }
+            },
+        )
+    }
+
+    #[test]
+    fn a_failed_reregistration_keeps_the_registered_listener() {
+        let list = Table::default();
+        assert_eq!(register(&list, "l", true), Ok(()));
+        assert_eq!(register(&list, "l", false), Err("transient".into()));
+        assert_eq!(*list.lock().unwrap(), vec![("l", 7)], "still registered");
+    }
+
+    #[test]
+    fn a_failed_first_registration_leaves_no_entry() {
+        let list = Table::default();
+        assert_eq!(register(&list, "l", false), Err("transient".into()));
+        assert!(list.lock().unwrap().is_empty());
+        assert_eq!(register(&list, "l", true), Ok(()));
+        assert_eq!(register(&list, "l", true), Ok(()));
+        assert_eq!(list.lock().unwrap().len(), 1, "no duplicate entry");
+    }
 }

@@ -260,10 +260,19 @@ pub fn service_binder(
     .as_binder()
 }
 
+/// How long a callback send to a client may go without the client's
+/// progress (and a callback's reply wait) before that client's session is
+/// ended: a client that stops reading stalls its endpoint's other
+/// listeners ([`Listeners`]' one sender thread) at most this long per
+/// callback, then its listeners are dropped. Not an idle timeout: a client
+/// that only waits for callbacks is idle and must stay connected.
+pub const CALLBACK_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Applies the endpoints' server settings (android-13+ wire, thread and
-/// connection bounds).
+/// connection bounds, the [`CALLBACK_TIMEOUT`]).
 pub fn configure(server: &RpcServer) {
     server.set_android13plus(RPC_WIRE_VERSION);
+    server.set_reply_timeout(Some(CALLBACK_TIMEOUT));
     server.set_max_threads(MAX_THREADS);
     server.set_max_connections(MAX_CONNECTIONS);
 }

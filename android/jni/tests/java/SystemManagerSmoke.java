@@ -1,6 +1,8 @@
 import java.util.concurrent.BlockingQueue;
+import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.LinkedBlockingQueue;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicReference;
 import vmstack.jni.BinderException;
 import vmstack.jni.GuestState;
 import vmstack.jni.PowerStateListener;
@@ -56,6 +58,57 @@ public final class SystemManagerSmoke {
             b.append(b.length() == 0 ? "" : ",").append(g.name).append(':').append(g.role);
         }
         return b.toString();
+    }
+
+    /**
+     * close() while a listener callback calls back into the same
+     * SystemManager must return (it used to deadlock: close held the write
+     * lock while joining the callback thread, which waited for the read
+     * lock). Prints nothing; fails by throwing.
+     */
+    static void closeDuringCallback(String socket) throws Exception {
+        SystemManager sm = SystemManager.connect(socket);
+        CountDownLatch inCallback = new CountDownLatch(1);
+        CountDownLatch calledIn = new CountDownLatch(1);
+        AtomicReference<String> outcome = new AtomicReference<>("none");
+        sm.registerListener(new PowerStateListener() {
+            @Override
+            public void onApPowerStateReq(int value, int param) {}
+
+            @Override
+            public void onSystemStateChanged(SystemState s) {
+                if (inCallback.getCount() == 0) {
+                    return;
+                }
+                inCallback.countDown();
+                try {
+                    Thread.sleep(500); // main is in close() by now
+                    sm.getSystemState();
+                    outcome.set("no exception");
+                } catch (BinderException e) {
+                    outcome.set(e.getMessage());
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                }
+                calledIn.countDown();
+            }
+        });
+        if (!inCallback.await(30, TimeUnit.SECONDS)) {
+            throw new AssertionError("no registration callback");
+        }
+        Thread closer = new Thread(sm::close, "closer");
+        closer.setDaemon(true);
+        closer.start();
+        closer.join(TimeUnit.SECONDS.toMillis(20));
+        if (closer.isAlive()) {
+            throw new AssertionError("close() deadlocked against a callback calling in");
+        }
+        if (!calledIn.await(20, TimeUnit.SECONDS)) {
+            throw new AssertionError("the callback's call did not return");
+        }
+        if (!"SystemManager is closed".equals(outcome.get())) {
+            throw new AssertionError("the callback's call during close: " + outcome.get());
+        }
     }
 
     public static void main(String[] args) throws Exception {
@@ -117,6 +170,7 @@ public final class SystemManagerSmoke {
         } catch (BinderException e) {
             out("after close: " + e.getMessage());
         }
+        closeDuringCallback(args[0]);
         out("DONE");
     }
 }

@@ -2,8 +2,11 @@ package vmstack.jni;
 
 /**
  * A failed binder call: {@code exceptionCode} is binder's (e.g. -8
- * EX_SERVICE_SPECIFIC, -3 EX_ILLEGAL_ARGUMENT; 0 for a transport error),
- * {@code serviceSpecificError} the service's error (ISystemManager.ERROR_*).
+ * EX_SERVICE_SPECIFIC, -3 EX_ILLEGAL_ARGUMENT; -129 EX_TRANSACTION_FAILED for
+ * a transport error such as a lost connection, dead object or timeout, whose
+ * status the message names), {@code serviceSpecificError} the service's error
+ * (ISystemManager.ERROR_*). Failures outside a binder call (cannot connect,
+ * the {@code SystemManager} is closed) have {@code exceptionCode} 0.
  */
 public final class BinderException extends Exception {
     private static final long serialVersionUID = 1L;

@@ -1,5 +1,7 @@
 package vmstack.jni;
 
+import java.lang.ref.Cleaner;
+import java.lang.ref.Reference;
 import java.util.concurrent.locks.ReentrantReadWriteLock;
 
 /**
@@ -11,6 +13,14 @@ import java.util.concurrent.locks.ReentrantReadWriteLock;
  * <p>The native library is {@code libvmstack_jni.so}: loaded from the path in
  * the system property {@code vmstack.jni.library} when set, else with
  * {@code System.loadLibrary("vmstack_jni")}.
+ *
+ * <p>{@link #close} frees the native session (its RPC connections, callback
+ * thread and listener references) and may be called from any thread, a
+ * listener callback included. A {@code SystemManager} that becomes
+ * unreachable without being closed is closed by a {@link Cleaner}; call
+ * {@link #close} (or use try-with-resources) to release it promptly. A
+ * registered listener is held by the native session, so one that refers to
+ * its {@code SystemManager} keeps it reachable: unregister it or close.
  */
 public final class SystemManager implements AutoCloseable {
     static {
@@ -22,11 +32,35 @@ public final class SystemManager implements AutoCloseable {
         }
     }
 
+    /** Closes the sessions of unreachable, unclosed instances. */
+    private static final Cleaner CLEANER = Cleaner.create();
+
     private final ReentrantReadWriteLock lock = new ReentrantReadWriteLock();
+    /** The native session; 0 once closed (written under the write lock). */
     private long handle;
+    /** Frees the native session once: run by {@link #close} or the cleaner. */
+    private final Cleaner.Cleanable cleanable;
+
+    /**
+     * The cleaning action: holds only the handle (never the
+     * {@code SystemManager}, which would stay reachable forever).
+     */
+    private static final class Release implements Runnable {
+        private final long handle;
+
+        Release(long handle) {
+            this.handle = handle;
+        }
+
+        @Override
+        public void run() {
+            nativeClose(handle);
+        }
+    }
 
     private SystemManager(long handle) {
         this.handle = handle;
+        this.cleanable = CLEANER.register(this, new Release(handle));
     }
 
     /** Connects to the RPC binder unix socket at {@code socketPath}. */
@@ -57,6 +91,8 @@ public final class SystemManager implements AutoCloseable {
             return call.on(handle());
         } finally {
             lock.readLock().unlock();
+            // The cleaner must not free the handle while a call uses it.
+            Reference.reachabilityFence(this);
         }
     }
 
@@ -119,17 +155,27 @@ public final class SystemManager implements AutoCloseable {
         return withHandle(SystemManager::nativeDumpState);
     }
 
-    /** Closes the session (listeners stop); later calls throw. */
+    /**
+     * Closes the session (listeners stop); later calls throw. Waits for
+     * calls in progress and for a callback being delivered; a callback that
+     * calls this object meanwhile gets "SystemManager is closed".
+     */
     @Override
     public void close() {
+        boolean open;
         lock.writeLock().lock();
         try {
-            if (handle != 0) {
-                nativeClose(handle);
-                handle = 0;
-            }
+            open = handle != 0;
+            handle = 0;
         } finally {
             lock.writeLock().unlock();
+        }
+        // Freed outside the lock: freeing joins the callback thread, which
+        // may be waiting for the read lock in a call from a listener.
+        // No call can still hold the handle: they run under the read lock,
+        // and the handle was zeroed under the write lock.
+        if (open) {
+            cleanable.clean();
         }
     }
 
