@@ -33,7 +33,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use thiserror::Error;
-use tracing::warn;
 
 /// The guest port of adbd (Cuttlefish's convention).
 pub const ADB_GUEST_PORT: u32 = 5555;
@@ -332,7 +331,9 @@ impl Proxy {
             match self.listener.accept() {
                 Ok((tcp, peer)) => self.start(tcp, peer),
                 Err(e) => {
-                    warn!("accept failed: {e}");
+                    // Rate-limited: a full file table (EMFILE) fails every
+                    // 100 ms for as long as it lasts.
+                    devices::guest_warn!("accept failed: {e}");
                     std::thread::sleep(Duration::from_millis(100));
                 }
             }
@@ -353,7 +354,7 @@ impl Proxy {
         let config = self.config.clone();
         let spawned = sandbox::thread::spawn(format!("conn-{id}"), move || {
             let _slot = slot;
-            match bridge(tcp, &config, id) {
+            match bridge(tcp, peer, &config, id) {
                 Ok((up, down)) => devices::guest_info!(
                     "connection {id} from {peer} closed: {up} bytes to the guest, {down} bytes from it"
                 ),
@@ -377,18 +378,24 @@ impl Drop for Slot {
 
 /// Bridges one TCP connection to the guest until both directions ended;
 /// returns the bytes copied each way.
-fn bridge(tcp: TcpStream, config: &ProxyConfig, id: u64) -> Result<(u64, u64), ConnectError> {
+fn bridge(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    config: &ProxyConfig,
+    id: u64,
+) -> Result<(u64, u64), ConnectError> {
     // adb's small OKAY packets must not wait for Nagle.
     tcp.set_nodelay(true)?;
     let (guest, host_port) = connect_guest(&config.vsock_socket, config.guest_port)?;
     devices::guest_info!(
-        "bridging {} to guest port {} (host port {host_port})",
-        tcp.peer_addr()?,
+        "bridging {peer} to guest port {} (host port {host_port})",
         config.guest_port
     );
     let (tcp_r, guest_w) = (tcp.try_clone()?, guest.try_clone()?);
-    let up = sandbox::thread::spawn(format!("up-{id}"), move || copy(tcp_r, guest_w))?;
-    let down = copy(guest, tcp);
+    let up = sandbox::thread::spawn(format!("up-{id}"), move || {
+        copy(tcp_r, guest_w, OnWriteFailure::DrainSource)
+    })?;
+    let down = copy(guest, tcp, OnWriteFailure::CloseBoth);
     let up = up.join().unwrap_or(0);
     Ok((up, down))
 }
@@ -415,8 +422,10 @@ impl Halves for UnixStream {
 enum End {
     /// `from` reached EOF; everything read was written.
     Eof,
-    /// A read or write failed.
-    Failed,
+    /// Reading `from` failed.
+    ReadFailed,
+    /// Writing `to` failed (its peer no longer reads).
+    WriteFailed,
     /// splice(2) does not work for these sockets; nothing was moved.
     Unsupported,
 }
@@ -487,12 +496,12 @@ fn splice_copy(from: RawFd, to: RawFd, pipe: &Pipe, total: &mut u64) -> End {
             {
                 return End::Unsupported
             }
-            Err(_) => return End::Failed,
+            Err(_) => return End::ReadFailed,
         };
         let mut left = n;
         while left > 0 {
             match splice(pipe.read.as_raw_fd(), to, left) {
-                Ok(0) | Err(_) => return End::Failed,
+                Ok(0) | Err(_) => return End::WriteFailed,
                 Ok(m) => left -= m,
             }
         }
@@ -508,19 +517,38 @@ fn buffer_copy(from: &mut impl Read, to: &mut impl Write, total: &mut u64) -> En
             Ok(0) => return End::Eof,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => return End::Failed,
+            Err(_) => return End::ReadFailed,
         };
         if to.write_all(&buf[..n]).is_err() {
-            return End::Failed;
+            return End::WriteFailed;
         }
         *total += n as u64;
     }
 }
 
-/// Copies `from` to `to` until EOF (then half-closes `to`) or an error
-/// (then closes both, so the other direction ends too); returns the
-/// bytes copied. splice(2) where the kernel allows it, else a buffer.
-fn copy<R, W>(mut from: R, mut to: W) -> u64
+/// What [`copy`] does when writing its destination fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OnWriteFailure {
+    /// Close both sockets, so the other direction ends too (the client
+    /// is gone: nobody reads what the guest still sends).
+    CloseBoth,
+    /// The guest side no longer reads (its program closed): read and
+    /// drop what the client still sends until it closes, and leave both
+    /// sockets to the other direction, which is still delivering the
+    /// guest's last bytes. (Closing a socket with unread bytes would
+    /// reset it and lose them.)
+    DrainSource,
+}
+
+/// Copies `from` to `to` until EOF or an error; returns the bytes copied.
+/// splice(2) where the kernel allows it, else a buffer.
+///
+/// - EOF, or a failed read (a reset; a guest program that closed with our
+///   bytes unread resets its socket right after its last bytes): `to`
+///   is half-closed, so what was written still arrives, then its end;
+///   `from` is closed on a failed read.
+/// - A failed write: as `on_write_failure` says.
+fn copy<R, W>(mut from: R, mut to: W, on_write_failure: OnWriteFailure) -> u64
 where
     R: Read + Halves + AsRawFd,
     W: Write + Halves + AsRawFd,
@@ -534,13 +562,37 @@ where
         End::Unsupported => buffer_copy(&mut from, &mut to, &mut total),
         end => end,
     };
-    if end == End::Eof {
-        to.shutdown_half(Shutdown::Write);
-    } else {
-        from.shutdown_half(Shutdown::Both);
-        to.shutdown_half(Shutdown::Both);
+    match (end, on_write_failure) {
+        (End::Eof, _) => to.shutdown_half(Shutdown::Write),
+        (End::WriteFailed, OnWriteFailure::DrainSource) => {
+            to.shutdown_half(Shutdown::Write);
+            if drain(&mut from) != End::Eof {
+                from.shutdown_half(Shutdown::Both);
+            }
+        }
+        (End::WriteFailed, OnWriteFailure::CloseBoth) => {
+            from.shutdown_half(Shutdown::Both);
+            to.shutdown_half(Shutdown::Both);
+        }
+        _ => {
+            from.shutdown_half(Shutdown::Both);
+            to.shutdown_half(Shutdown::Write);
+        }
     }
     total
+}
+
+/// Reads and drops everything from `from` until EOF (or an error).
+fn drain(from: &mut impl Read) -> End {
+    let mut buf = [0u8; 4096];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) => return End::Eof,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return End::ReadFailed,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -622,6 +674,52 @@ mod tests {
         c.read_to_end(&mut back).unwrap();
         writer.join().unwrap();
         assert_eq!(back, data);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    /// A guest program that writes its last reply and closes while the
+    /// client is still sending: the client still gets the whole reply
+    /// (the failed write toward the guest must not close the client's
+    /// socket under the other direction, nor leave unread client bytes
+    /// that would reset it).
+    #[test]
+    fn a_guest_that_closes_while_the_client_sends_still_delivers_its_reply() {
+        const REPLY: usize = 1 << 20;
+        let path = temp_socket("closing");
+        let l = UnixListener::bind(&path).unwrap();
+        std::thread::spawn(move || {
+            let (s, _) = l.accept().unwrap();
+            let mut r = io::BufReader::new(s.try_clone().unwrap());
+            let mut line = String::new();
+            r.read_line(&mut line).unwrap();
+            let mut w = s;
+            w.write_all(b"OK 1073741824\n").unwrap();
+            let mut some = [0u8; 4096];
+            r.read_exact(&mut some).unwrap();
+            w.write_all(&vec![9u8; REPLY]).unwrap();
+            // Closed with the client's later bytes unread.
+        });
+        let addr = proxy(&path, ADB_GUEST_PORT, 4);
+        let mut c = TcpStream::connect(addr).unwrap();
+        let writer = {
+            let mut c = c.try_clone().unwrap();
+            std::thread::spawn(move || {
+                let chunk = vec![1u8; 64 * 1024];
+                for _ in 0..256 {
+                    if c.write_all(&chunk).is_err() {
+                        break;
+                    }
+                }
+                let _ = c.shutdown(Shutdown::Write);
+            })
+        };
+        // Let the proxy's write toward the closed guest fail first.
+        std::thread::sleep(Duration::from_millis(500));
+        let mut back = Vec::new();
+        let read = c.read_to_end(&mut back);
+        writer.join().unwrap();
+        assert!(read.is_ok(), "{read:?} after {} bytes", back.len());
+        assert_eq!(back.len(), REPLY);
         let _ = std::fs::remove_file(&path);
     }
 
