@@ -211,7 +211,14 @@ fn open_device(path: &Path) -> Result<File, String> {
     if !(t.is_char_device() || t.is_block_device()) {
         return Err("couldn't create file: not a regular file or device".into());
     }
-    // SAFETY: fcntl(2) F_GETFL/F_SETFL on an fd this function owns.
+    set_blocking(&file).map_err(|e| create_failed(&e))?;
+    Ok(file)
+}
+
+/// Clears `O_NONBLOCK` on `file` (opened non-blocking so the open itself
+/// could not block).
+fn set_blocking(file: &File) -> std::io::Result<()> {
+    // SAFETY: fcntl(2) F_GETFL/F_SETFL on an fd `file` owns.
     let rc = unsafe {
         let flags = libc::fcntl(file.as_raw_fd(), libc::F_GETFL);
         if flags < 0 {
@@ -221,9 +228,9 @@ fn open_device(path: &Path) -> Result<File, String> {
         }
     };
     if rc < 0 {
-        return Err(create_failed(&std::io::Error::last_os_error()));
+        return Err(std::io::Error::last_os_error());
     }
-    Ok(file)
+    Ok(())
 }
 
 /// Removes the file a push created unless the push succeeded (every
@@ -356,19 +363,7 @@ fn open_source(path: &Path) -> Result<File, String> {
     if !t.is_file() {
         return Err("open failed: not a regular file or character device".into());
     }
-    // SAFETY: fcntl(2) F_GETFL/F_SETFL on an fd this function owns.
-    let rc = unsafe {
-        let flags = libc::fcntl(file.as_raw_fd(), libc::F_GETFL);
-        if flags < 0 {
-            flags
-        } else {
-            libc::fcntl(file.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK)
-        }
-    };
-    if rc < 0 {
-        let e = std::io::Error::last_os_error();
-        return Err(format!("open failed: {}", describe(&e)));
-    }
+    set_blocking(&file).map_err(|e| format!("open failed: {}", describe(&e)))?;
     Ok(file)
 }
 
