@@ -74,8 +74,9 @@ fn integrity(msg: impl Into<String>) -> StoreError {
     StoreError::Integrity(msg.into())
 }
 
-/// Writes `bytes` to `path` through `path.tmp`, fsynced before the rename.
-fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+/// Writes `bytes` to `path.tmp`, fsynced, and returns that path (the
+/// caller renames it into place).
+fn write_tmp(path: &Path, bytes: &[u8]) -> io::Result<PathBuf> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(TMP_SUFFIX);
     let tmp = PathBuf::from(tmp);
@@ -87,10 +88,32 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
         .open(&tmp)?;
     f.write_all(bytes)?;
     f.sync_all()?;
+    Ok(tmp)
+}
+
+/// Writes `bytes` to `path` through `path.tmp`, fsynced before the rename.
+fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = write_tmp(path, bytes)?;
     fs::rename(&tmp, path)
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Test hook: how many more directory fsyncs of this thread succeed
+    /// before one fails (`None`: none fails).
+    static SYNC_DIR_FAILS_AFTER: std::cell::Cell<Option<u32>> =
+        const { std::cell::Cell::new(None) };
+}
+
 fn sync_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(test)]
+    if let Some(n) = SYNC_DIR_FAILS_AFTER.get() {
+        if n == 0 {
+            SYNC_DIR_FAILS_AFTER.set(None);
+            return Err(io::Error::other("injected directory fsync failure"));
+        }
+        SYNC_DIR_FAILS_AFTER.set(Some(n - 1));
+    }
     File::open(dir)?.sync_all()
 }
 
@@ -99,6 +122,12 @@ impl FileStore {
     /// leftovers of an interrupted commit and authenticates the manifest.
     /// A manifest that fails authentication, or blobs without a manifest,
     /// are integrity errors (nothing is removed then).
+    ///
+    /// A directory with neither a manifest nor blobs (new, or made by an
+    /// older version before its first commit) gets a sealed, fsynced
+    /// generation-0 manifest before anything else is written, so that a
+    /// crash in the first commit leaves that manifest (and unreferenced
+    /// blobs, removed here) and a missing manifest always means tampering.
     pub fn open(dir: &Path, keys: NamespaceKeys, limits: Limits) -> Result<Self, StoreError> {
         create_private_dir(dir)?;
         let mut store = FileStore {
@@ -127,6 +156,8 @@ impl FileStore {
                         blobs.len()
                     )));
                 }
+                store.write_manifest(&Manifest::default())?;
+                sync_dir(dir)?;
             }
             Err(e) => return Err(e.into()),
         }
@@ -184,6 +215,15 @@ impl FileStore {
                     "{what} failed authentication (changed, or an older copy)"
                 ))
             })
+    }
+
+    /// Seals `m` and puts it in place (fsynced file, atomic rename; the
+    /// caller fsyncs the directory).
+    fn write_manifest(&self, m: &Manifest) -> Result<(), StoreError> {
+        let json = serde_json::to_vec(m).map_err(|e| StoreError::Io(io::Error::other(e)))?;
+        let sealed = self.seal(MANIFEST_MAGIC, &self.manifest_aad(), &json)?;
+        write_atomic(&self.dir.join(MANIFEST), &sealed)?;
+        Ok(())
     }
 
     fn manifest_aad(&self) -> Vec<u8> {
@@ -321,7 +361,12 @@ impl SecureStore for FileStore {
         let generation = self.manifest.generation + 1;
         let mut next = self.manifest.clone();
         next.generation = generation;
+        // Every attempt uses up its generation, so that no later commit
+        // writes blobs under names a failed one may have left behind.
+        self.manifest.generation = generation;
         let mut written = Vec::new();
+        // Up to the manifest's rename (the commit point): a failure leaves
+        // the committed state as it was, and the new blobs are removed.
         let result = (|| -> Result<(), StoreError> {
             for (name, data) in &changes {
                 match data {
@@ -349,9 +394,10 @@ impl SecureStore for FileStore {
             let json =
                 serde_json::to_vec(&next).map_err(|e| StoreError::Io(io::Error::other(e)))?;
             let sealed = self.seal(MANIFEST_MAGIC, &self.manifest_aad(), &json)?;
+            let path = self.dir.join(MANIFEST);
+            let tmp = write_tmp(&path, &sealed)?;
             // The commit point: the manifest's rename.
-            write_atomic(&self.dir.join(MANIFEST), &sealed)?;
-            sync_dir(&self.dir)?;
+            fs::rename(&tmp, &path)?;
             Ok(())
         })();
         if let Err(e) = result {
@@ -360,7 +406,17 @@ impl SecureStore for FileStore {
             }
             return Err(e);
         }
+        // The new manifest is live: its blobs stay, and it is the state
+        // from now on, even if making the rename durable fails.
         let old = std::mem::replace(&mut self.manifest, next);
+        if let Err(e) = sync_dir(&self.dir) {
+            // After a crash either manifest may be found, so the old one's
+            // blobs are kept too (the next open removes the ones the
+            // surviving manifest does not name). The caller is told the
+            // commit failed: whether it survives a crash is unknown.
+            guest_warn!("commit: the directory fsync after the manifest's rename failed: {e}");
+            return Err(e.into());
+        }
         for (name, e) in old.files {
             if changes.contains_key(&name) {
                 if let Err(err) = fs::remove_file(self.dir.join(&e.blob)) {
@@ -491,6 +547,85 @@ mod tests {
         assert_eq!(s.read("f").unwrap(), b"committed");
         assert!(!d.path().join(next).exists());
         assert!(!d.path().join("manifest.tmp").exists());
+    }
+
+    #[test]
+    fn a_crash_in_the_first_commit_leaves_the_empty_store() {
+        let d = tempfile::tempdir().unwrap();
+        let s = open(d.path(), "g").unwrap();
+        assert!(d.path().join(MANIFEST).exists(), "generation 0 is sealed");
+        // The first commit crashed after its blob's rename (and the
+        // directory fsync), before the manifest's rename.
+        let blob = s.blob_name("f", 1);
+        let sealed = s.seal(BLOB_MAGIC, &s.blob_aad("f", 1), b"new").unwrap();
+        fs::write(d.path().join(&blob), sealed).unwrap();
+        fs::write(d.path().join("manifest.tmp"), b"partial").unwrap();
+        drop(s);
+        let mut s = open(d.path(), "g").unwrap();
+        assert_eq!(s.generation(), 0);
+        assert_eq!(s.files().unwrap(), vec![]);
+        assert!(!d.path().join(&blob).exists());
+        put(&mut s, "f", b"again");
+        drop(s);
+        assert_eq!(open(d.path(), "g").unwrap().read("f").unwrap(), b"again");
+    }
+
+    #[test]
+    fn a_directory_without_manifest_or_blobs_still_opens() {
+        // A store an older version created but never committed to.
+        let d = tempfile::tempdir().unwrap();
+        let mut s = open(d.path(), "g").unwrap();
+        fs::remove_file(d.path().join(MANIFEST)).unwrap();
+        drop(s);
+        s = open(d.path(), "g").unwrap();
+        assert_eq!(s.generation(), 0);
+        put(&mut s, "f", b"x");
+        assert_eq!(open(d.path(), "g").unwrap().read("f").unwrap(), b"x");
+    }
+
+    #[test]
+    fn a_failed_fsync_after_the_manifest_rename_keeps_the_new_blobs() {
+        let (d, mut s) = store_with("g", "f", b"one");
+        // The fsync after the blobs succeeds, the one after the rename
+        // fails.
+        SYNC_DIR_FAILS_AFTER.set(Some(1));
+        let r = s.commit(vec![Change {
+            name: "f".into(),
+            data: Some(b"two".to_vec()),
+        }]);
+        assert!(matches!(r, Err(StoreError::Io(_))), "{r:?}");
+        // The live manifest is adopted: memory and disk agree.
+        assert_eq!(s.generation(), 2);
+        assert_eq!(s.read("f").unwrap(), b"two");
+        assert_eq!(open(d.path(), "g").unwrap().read("f").unwrap(), b"two");
+        // The next commit uses a new generation.
+        put(&mut s, "f", b"three");
+        assert_eq!(s.generation(), 3);
+        drop(s);
+        let s = open(d.path(), "g").unwrap();
+        assert_eq!(s.read("f").unwrap(), b"three");
+        assert_eq!(
+            fs::read_dir(d.path()).unwrap().count(),
+            2,
+            "manifest and one blob"
+        );
+    }
+
+    #[test]
+    fn a_failure_before_the_manifest_rename_still_uses_up_the_generation() {
+        let (d, mut s) = store_with("g", "f", b"one");
+        SYNC_DIR_FAILS_AFTER.set(Some(0));
+        let r = s.commit(vec![Change {
+            name: "f".into(),
+            data: Some(b"two".to_vec()),
+        }]);
+        assert!(matches!(r, Err(StoreError::Io(_))), "{r:?}");
+        assert_eq!(s.read("f").unwrap(), b"one");
+        assert_eq!(s.generation(), 2);
+        assert!(!d.path().join(s.blob_name("f", 2)).exists());
+        put(&mut s, "f", b"three");
+        assert_eq!(s.meta("f").unwrap().unwrap().version, 3);
+        assert_eq!(open(d.path(), "g").unwrap().read("f").unwrap(), b"three");
     }
 
     #[test]

@@ -272,7 +272,12 @@ impl StorageSession {
             }
             let meta = store.meta(name)?;
             let data = match meta {
-                Some(_) => Some(store.read(name)?),
+                Some(_) => {
+                    let mut d = store.read(name)?;
+                    // Charged by capacity: keep no slack.
+                    d.shrink_to_fit();
+                    Some(d)
+                }
                 None => None,
             };
             self.pending.insert(
@@ -295,12 +300,41 @@ impl StorageSession {
     }
 
     /// The bytes the open transaction holds, as counted against
-    /// [`MAX_TRANSACTION_BYTES`].
+    /// [`MAX_TRANSACTION_BYTES`]: the allocated capacity of every entry's
+    /// contents (not their length: a shrunk buffer that kept its memory
+    /// still counts it), plus each entry's overhead and name.
     fn transaction_bytes(&self) -> usize {
         self.pending
             .iter()
-            .map(|(name, p)| entry_cost(name, p.data.as_ref().map_or(0, Vec::len)))
+            .map(|(name, p)| entry_cost(name, p.data.as_ref().map_or(0, Vec::capacity)))
             .fold(0, usize::saturating_add)
+    }
+
+    /// Makes the contents of `name` (an entry of the transaction that
+    /// exists) `new_len` bytes long, zero-filling any growth.
+    ///
+    /// Growth is checked against [`MAX_TRANSACTION_BYTES`] *before* it is
+    /// allocated (over it: the transaction fails, as for
+    /// [`Self::check_transaction_size`]); a shrink gives the memory back,
+    /// so that what the transaction holds is what it is charged for.
+    fn resize_entry(&mut self, name: &str, new_len: usize) -> OpResult<&mut Vec<u8>> {
+        let held = self.transaction_bytes();
+        let Some(file) = self.pending.get_mut(name).and_then(|p| p.data.as_mut()) else {
+            return Err(status(err::GENERIC));
+        };
+        if new_len > file.capacity() {
+            let bytes = held.saturating_sub(file.capacity()).saturating_add(new_len);
+            if bytes > MAX_TRANSACTION_BYTES {
+                guest_info!("storage: transaction over its size limit ({bytes} bytes)");
+                return Err(over_limit());
+            }
+            file.reserve_exact(new_len - file.len());
+        }
+        file.resize(new_len, 0);
+        if file.capacity() > new_len {
+            file.shrink_to_fit();
+        }
+        Ok(file)
     }
 
     fn check_transaction_size(&self) -> OpResult<()> {
@@ -442,12 +476,17 @@ impl StorageSession {
         if end > self.limits.max_file_size {
             return Err(invalid());
         }
-        let file = self.touch(&name, store)?.data.get_or_insert_with(Vec::new);
         let (start, end) = (offset as usize, end as usize);
-        if file.len() < end {
-            file.resize(end, 0);
-        }
-        file[start..end].copy_from_slice(data);
+        let len = self
+            .touch(&name, store)?
+            .data
+            .get_or_insert_with(Vec::new)
+            .len();
+        let file = self.resize_entry(&name, len.max(end))?;
+        let Some(dst) = file.get_mut(start..end) else {
+            return Err(status(err::GENERIC));
+        };
+        dst.copy_from_slice(data);
         self.check_transaction_size()
     }
 
@@ -476,10 +515,8 @@ impl StorageSession {
             return Err(invalid());
         }
         if size != current {
-            self.touch(&name, store)?
-                .data
-                .get_or_insert_with(Vec::new)
-                .resize(size as usize, 0);
+            self.touch(&name, store)?.data.get_or_insert_with(Vec::new);
+            self.resize_entry(&name, size as usize)?;
         }
         self.check_transaction_size()
     }

@@ -606,6 +606,71 @@ fn empty_files_are_charged_against_the_size_limit() {
     assert_failed_then_usable(&mut a, &mut st, 0);
 }
 
+/// The host memory the channel's open transaction really holds in file
+/// contents (allocated capacity, whatever the accounting says).
+fn held_capacity(a: &T) -> usize {
+    a.s.pending
+        .values()
+        .map(|p| p.data.as_ref().map_or(0, Vec::capacity))
+        .sum()
+}
+
+#[test]
+fn shrunk_files_do_not_keep_uncounted_memory() {
+    // The audit's sequence, without committing: OPEN_CREATE, SET_SIZE to
+    // the largest file, SET_SIZE 0, CLOSE, on new names. Shrinking must
+    // not keep the memory: what is held stays within the limit, and is
+    // what is counted.
+    let mut st = MemStore::new();
+    let mut a = T::new();
+    let big = Limits::default().max_file_size;
+    for i in 0..16 {
+        let fh = a
+            .open(&mut st, OPEN_CREATE, &format!("grow-{i}"), 0)
+            .unwrap();
+        let r = set_size(&mut a, &mut st, fh, big);
+        if r == err::NO_ERROR {
+            assert_eq!(set_size(&mut a, &mut st, fh, 0), err::NO_ERROR);
+        }
+        let held = held_capacity(&a);
+        assert!(held <= MAX_TRANSACTION_BYTES, "{held} bytes held after {i}");
+        assert!(a.s.transaction_bytes() >= held);
+        if r != err::NO_ERROR {
+            assert_eq!(r, err::GENERIC);
+            assert_eq!(a.end(&mut st, false), err::NO_ERROR);
+            break;
+        }
+        let r = a.send(&mut st, FILE_CLOSE, 0, &fh.to_le_bytes());
+        assert_eq!(result_of(&r), err::NO_ERROR);
+    }
+}
+
+#[test]
+fn growing_writes_are_checked_before_they_allocate() {
+    // Fill the transaction to just under its limit, then a write that
+    // grows a file past it is refused and nothing stays held.
+    let mut st = MemStore::new();
+    let mut a = T::new();
+    let big = Limits::default().max_file_size as usize;
+    for i in 0..3 {
+        let fh = a.open(&mut st, OPEN_CREATE, &format!("b{i}"), 0).unwrap();
+        assert_eq!(set_size(&mut a, &mut st, fh, big as u64), err::NO_ERROR);
+    }
+    let fh = a.open(&mut st, OPEN_CREATE, "w", 0).unwrap();
+    let room = MAX_TRANSACTION_BYTES - a.s.transaction_bytes();
+    assert_eq!(
+        set_size(&mut a, &mut st, fh, room as u64 - 10),
+        err::NO_ERROR
+    );
+    let tail = room as u64 - 10;
+    assert_eq!(a.write(&mut st, fh, tail, &[7; 10], 0), err::NO_ERROR);
+    assert_eq!(a.s.transaction_bytes(), MAX_TRANSACTION_BYTES);
+    assert_eq!(held_capacity(&a), 3 * big + room);
+    assert_eq!(a.write(&mut st, fh, room as u64, b"x", 0), err::GENERIC);
+    assert_eq!(held_capacity(&a), 0);
+    assert_failed_then_usable(&mut a, &mut st, 0);
+}
+
 /// Counts the events of its thread (`tracing::subscriber::with_default`)
 /// whose message contains `needle`.
 struct CountLines {
