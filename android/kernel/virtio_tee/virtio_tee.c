@@ -663,12 +663,23 @@ static int vtee_invoke_func(struct tee_context *ctx,
 	 * before this request names it (the device takes requests in queue
 	 * order).
 	 */
-	mutex_lock(&c->lock);
-	if (vtee_ctx_has_session_locked(c, arg->session))
-		rc = vtee_submit(vd, req, VTEE_WAIT_KILLABLE);
-	else
-		rc = -EINVAL;
-	mutex_unlock(&c->lock);
+	for (;;) {
+		/* Never sleeps under the lock (a cancel or close of this file
+		 * takes it): a full queue is waited for outside, then the
+		 * session is checked again. */
+		mutex_lock(&c->lock);
+		if (vtee_ctx_has_session_locked(c, arg->session))
+			rc = vtee_submit(vd, req, VTEE_WAIT_NEVER);
+		else
+			rc = -EINVAL;
+		mutex_unlock(&c->lock);
+		if (rc != -ENOSPC)
+			break;
+		if (wait_event_killable(vd->space, vtee_has_room(vd))) {
+			rc = -EINTR;
+			break;
+		}
+	}
 	if (!rc)
 		rc = vtee_finish(vd, req, sizeof(*resp));
 	vtee_release_slot(vd, req->type);
@@ -813,10 +824,12 @@ static int vtee_pool_alloc(struct tee_shm_pool *pool, struct tee_shm *shm,
 {
 	struct vtee_dev *vd = container_of(pool, struct vtee_dev, pool);
 
-	/* Before the helper allocates: a size of 0 or beyond the page
-	 * allocator's largest order would warn there, and anything larger
-	 * than one region would be allocated only to be refused. */
-	if (!size || DIV_ROUND_UP(size, VIRTIO_TEE_FRAME_SIZE) > vd->max_frames)
+	/* Before the helper allocates (one contiguous block): a size of 0 or
+	 * beyond the page allocator's largest order would warn there, and
+	 * anything larger than one region would be allocated only to be
+	 * refused. */
+	if (!size || DIV_ROUND_UP(size, VIRTIO_TEE_FRAME_SIZE) > vd->max_frames ||
+	    size > (PAGE_SIZE << MAX_PAGE_ORDER))
 		return -EINVAL;
 	return tee_dyn_shm_alloc_helper(shm, size, align, vtee_shm_register);
 }
