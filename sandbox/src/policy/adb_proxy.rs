@@ -35,24 +35,21 @@ const SPLICE: &[Rule] = &[
 ];
 
 /// Setting up a bridged connection: the client's socket options, the
-/// `CONNECT` handshake's timeout, the client's address for the log.
-const HANDSHAKE: &[Rule] = &[
-    allow_if(
-        "setsockopt",
+/// `CONNECT` handshake's timeout.
+const HANDSHAKE: &[Rule] = &[allow_if(
+    "setsockopt",
+    &[
         &[
-            &[
-                eq(1, libc::IPPROTO_TCP as u64, "IPPROTO_TCP"),
-                eq(2, libc::TCP_NODELAY as u64, "TCP_NODELAY"),
-            ],
-            &[
-                eq(1, libc::SOL_SOCKET as u64, "SOL_SOCKET"),
-                eq(2, libc::SO_RCVTIMEO as u64, "SO_RCVTIMEO"),
-            ],
+            eq(1, libc::IPPROTO_TCP as u64, "IPPROTO_TCP"),
+            eq(2, libc::TCP_NODELAY as u64, "TCP_NODELAY"),
         ],
-        "no Nagle delay on the client's connection; the handshake's read timeout",
-    ),
-    allow("getpeername", "the client's address for the log line"),
-];
+        &[
+            eq(1, libc::SOL_SOCKET as u64, "SOL_SOCKET"),
+            eq(2, libc::SO_RCVTIMEO as u64, "SO_RCVTIMEO"),
+        ],
+    ],
+    "no Nagle delay on the client's connection; the handshake's read timeout",
+)];
 
 /// `vmm adb-proxy`'s policy.
 pub const POLICY: ProcessPolicy = ProcessPolicy {

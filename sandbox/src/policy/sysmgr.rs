@@ -79,7 +79,26 @@ const BINDER: &[Rule] = &[
         &[&[eq(1, libc::TIOCOUTQ as u64, "TIOCOUTQ")]],
         "rsbinder waits until a connection's queued output drained",
     ),
+    allow_if(
+        "getsockopt",
+        &[
+            &[
+                eq(1, libc::SOL_SOCKET as u64, "SOL_SOCKET"),
+                eq(2, SO_SNDTIMEO_NEW, "SO_SNDTIMEO_NEW"),
+            ],
+            &[
+                eq(1, libc::SOL_SOCKET as u64, "SOL_SOCKET"),
+                eq(2, libc::SO_SNDTIMEO as u64, "SO_SNDTIMEO(_OLD)"),
+            ],
+        ],
+        "rsbinder reads a connection's send timeout while a send waits for room \
+         (rustix asks for the _NEW option first)",
+    ),
 ];
+
+/// `SO_SNDTIMEO_NEW` (the same number on x86_64 and aarch64; not in every
+/// libc crate target).
+const SO_SNDTIMEO_NEW: u64 = 67;
 
 /// Questions about the process itself.
 const SELF: &[Rule] = &[
