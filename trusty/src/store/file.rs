@@ -220,10 +220,14 @@ impl FileStore {
     /// Seals `m` and puts it in place (fsynced file, atomic rename; the
     /// caller fsyncs the directory).
     fn write_manifest(&self, m: &Manifest) -> Result<(), StoreError> {
-        let json = serde_json::to_vec(m).map_err(|e| StoreError::Io(io::Error::other(e)))?;
-        let sealed = self.seal(MANIFEST_MAGIC, &self.manifest_aad(), &json)?;
-        write_atomic(&self.dir.join(MANIFEST), &sealed)?;
+        write_atomic(&self.dir.join(MANIFEST), &self.sealed_manifest(m)?)?;
         Ok(())
+    }
+
+    /// `m` as the sealed bytes of the manifest file.
+    fn sealed_manifest(&self, m: &Manifest) -> Result<Vec<u8>, StoreError> {
+        let json = serde_json::to_vec(m).map_err(|e| StoreError::Io(io::Error::other(e)))?;
+        self.seal(MANIFEST_MAGIC, &self.manifest_aad(), &json)
     }
 
     fn manifest_aad(&self) -> Vec<u8> {
@@ -391,9 +395,7 @@ impl SecureStore for FileStore {
                 }
             }
             sync_dir(&self.dir)?;
-            let json =
-                serde_json::to_vec(&next).map_err(|e| StoreError::Io(io::Error::other(e)))?;
-            let sealed = self.seal(MANIFEST_MAGIC, &self.manifest_aad(), &json)?;
+            let sealed = self.sealed_manifest(&next)?;
             let path = self.dir.join(MANIFEST);
             let tmp = write_tmp(&path, &sealed)?;
             // The commit point: the manifest's rename.

@@ -80,6 +80,15 @@ impl From<StoreError> for OpError {
 
 type OpResult<T> = Result<T, OpError>;
 
+/// A transaction holding `bytes` is within [`MAX_TRANSACTION_BYTES`].
+fn within_limit(bytes: usize) -> OpResult<()> {
+    if bytes > MAX_TRANSACTION_BYTES {
+        guest_info!("storage: transaction over its size limit ({bytes} bytes)");
+        return Err(over_limit());
+    }
+    Ok(())
+}
+
 /// A transaction over one of its limits: `GENERIC`, and the transaction
 /// fails (its changes are dropped; `TRANSACT` until `END_TRANSACTION`), as
 /// for a store error.
@@ -323,11 +332,7 @@ impl StorageSession {
             return Err(status(err::GENERIC));
         };
         if new_len > file.capacity() {
-            let bytes = held.saturating_sub(file.capacity()).saturating_add(new_len);
-            if bytes > MAX_TRANSACTION_BYTES {
-                guest_info!("storage: transaction over its size limit ({bytes} bytes)");
-                return Err(over_limit());
-            }
+            within_limit(held.saturating_sub(file.capacity()).saturating_add(new_len))?;
             file.reserve_exact(new_len - file.len());
         }
         file.resize(new_len, 0);
@@ -338,12 +343,7 @@ impl StorageSession {
     }
 
     fn check_transaction_size(&self) -> OpResult<()> {
-        let bytes = self.transaction_bytes();
-        if bytes > MAX_TRANSACTION_BYTES {
-            guest_info!("storage: transaction over its size limit ({bytes} bytes)");
-            return Err(over_limit());
-        }
-        Ok(())
+        within_limit(self.transaction_bytes())
     }
 
     // ---- handles ----
