@@ -81,9 +81,14 @@ public final class SystemManagerSmoke {
                     return;
                 }
                 inCallback.countDown();
+                // Call in until close() took the handle (no fixed sleep:
+                // the closer may start late on a loaded machine).
+                long until = System.nanoTime() + TimeUnit.SECONDS.toNanos(20);
                 try {
-                    Thread.sleep(500); // main is in close() by now
-                    sm.getSystemState();
+                    while (System.nanoTime() < until) {
+                        sm.getSystemState();
+                        Thread.sleep(20);
+                    }
                     outcome.set("no exception");
                 } catch (BinderException e) {
                     outcome.set(e.getMessage());
