@@ -553,6 +553,49 @@ mod tests {
         assert!(err.contains("forbidden system call: socket"), "{err}");
     }
 
+    /// rsbinder reads a socket's send timeout (rustix: `SO_SNDTIMEO_NEW`
+    /// first, then the old number) while a callback to a stalled listener
+    /// waits for room: sysmgr's filter allows exactly that, not any
+    /// socket option.
+    #[test]
+    fn sysmgr_may_read_a_send_timeout_and_no_other_socket_option() {
+        let arch = Arch::native().unwrap();
+        let p = policy::sysmgr::POLICY;
+        let class = p.class("sysmgr").unwrap();
+        let f = compile_rules(class.name, &p.rules_of(class), arch, 1).unwrap();
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&a);
+        let get = |option: libc::c_int| {
+            let mut value = [0u8; 16];
+            let mut len = value.len() as libc::socklen_t;
+            // SAFETY: getsockopt(2) into a local buffer of `len` bytes.
+            unsafe {
+                libc::getsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    option,
+                    value.as_mut_ptr().cast(),
+                    &mut len,
+                )
+            }
+        };
+        let (code, err) = in_child(|| {
+            install_violation_handler("sysmgr").unwrap();
+            install_current("sysmgr", &f).unwrap();
+            assert_eq!(get(67), 0, "SO_SNDTIMEO_NEW");
+            assert_eq!(get(libc::SO_SNDTIMEO), 0, "SO_SNDTIMEO");
+            get(libc::SO_RCVBUF);
+        });
+        assert_eq!(code, VIOLATION_EXIT_CODE, "{err}");
+        // The call that ended it is the SO_RCVBUF one (level 1, option 8),
+        // not one of the timeouts.
+        assert!(err.contains("forbidden system call: getsockopt"), "{err}");
+        assert!(
+            err.contains(&format!(" 0x1 0x{:x})", libc::SO_RCVBUF)),
+            "{err}"
+        );
+    }
+
     #[test]
     fn clone3_fails_with_enosys_in_the_launcher_and_clone_needs_clone_thread() {
         let arch = Arch::native().unwrap();
