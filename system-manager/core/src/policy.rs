@@ -112,8 +112,11 @@ pub struct SystemPolicy {
     /// How long a wake for garage mode (`SYSTEM_ENTER_GARAGE_MODE`) may keep
     /// the system up; it is that shutdown's deadline.
     pub garage_mode_max_ms: u64,
-    /// Watchdog after `SHUTDOWN_PREPARE` (and after a report that shows the
-    /// handshake is alive): if Android neither postpones nor starts its
+    /// Time Android gets to answer `SHUTDOWN_PREPARE`: the watchdog after it
+    /// is sent (or sent again in answer to `WAIT_FOR_VHAL`, `*_EXIT` or
+    /// `SHUTDOWN_CANCELLED`) and the postpone a `SHUTDOWN_PREPARE` report
+    /// grants (not capped by `max_postpone_ms`), never past `final_grace_ms`
+    /// before the deadline. If Android neither postpones nor starts its
     /// shutdown by then, it is escalated.
     pub postpone_watchdog_ms: u64,
     /// The most one `SHUTDOWN_POSTPONE` extends the watchdog (VHAL: at most

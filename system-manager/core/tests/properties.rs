@@ -24,6 +24,12 @@
 //!    that is running, starting or restarting has a release time, but a
 //!    cluster while the vehicle is in use (the one guest that may outlive
 //!    the deadline);
+//! 6. no report extends a shutdown: an Android guest that only reports
+//!    (any value, any parameter, at any rate, repeating the answers that
+//!    re-arm its watchdog), under any `postpone_watchdog_ms`, never moves
+//!    the deadline, never holds its watchdog past the deadline minus
+//!    `final_grace_ms` while it may postpone, and the shutdown ends by its
+//!    deadline when the VMMs confirm the stops;
 //!
 //! plus housekeeping: every input but `Tick` leaves a log entry, timers are
 //! always in the future, no deadline is overdue after a step, and the
@@ -390,6 +396,160 @@ fn check_housekeeping(policy: &Policy, log: &[LogRecord]) {
     }
 }
 
+/// Policy `which` with `postpone_watchdog_ms` set to `watchdog_ms`.
+fn policy_with_watchdog(which: u8, watchdog_ms: u64) -> Policy {
+    let text = format!("{BASE}{}", *GUESTS).replace(
+        "postpone_watchdog_ms = 3000",
+        &format!("postpone_watchdog_ms = {watchdog_ms}"),
+    );
+    let text = match which % 3 {
+        0 => text,
+        1 => text.replace("[system]\n", "[system]\nshutdown_kind = \"suspend\"\n"),
+        _ => text.replace(
+            "name = \"cluster\"\nrole = \"cluster\"",
+            "name = \"cluster\"\nrole = \"other\"",
+        ),
+    };
+    match Policy::from_toml_str(&text) {
+        Ok(p) => p,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// The Android guest's reports during a shutdown: mostly the VHAL's values
+/// (the answers that re-arm the watchdog among them), any parameter, at any
+/// rate, each `(ms since the previous one, value, param)`.
+fn android_reports() -> impl Strategy<Value = Vec<(u64, i32, i32)>> {
+    let value = prop_oneof![
+        6 => prop_oneof![Just(1i32), Just(3), Just(7), Just(8), Just(10)],
+        3 => 1i32..=10,
+        1 => any::<i32>(),
+    ];
+    let param = prop_oneof![4 => 0i32..=6000, 1 => any::<i32>()];
+    let dt = prop_oneof![6 => 0u64..1_500, 2 => 0u64..6_000, 1 => 0u64..20_000];
+    prop::collection::vec((dt, value, param), 1..120)
+}
+
+/// Steps `input` at `t` as a shell whose VMMs confirm every hard stop at
+/// once, and checks that nothing of the handshake outlasts `deadline`
+/// (`grace` is `final_grace_ms`).
+fn step_checked(
+    a: &mut Arbiter,
+    log: &mut Vec<LogRecord>,
+    t: Millis,
+    input: Input,
+    deadline: Millis,
+    grace: u64,
+) {
+    let mut queue = vec![input];
+    while let Some(input) = queue.pop() {
+        let was_down = a.system().is_down();
+        let rec = a.step(t, input);
+        for o in &rec.outputs {
+            if let Output::HardStopVm { guest, .. } = o {
+                queue.push(Input::VmExited {
+                    guest: guest.clone(),
+                    reason: VmExitReason::Killed,
+                });
+            }
+        }
+        let system = *a.system();
+        assert!(
+            system.is_down() || system.shutdown_deadline() == Some(deadline),
+            "the shutdown changed to {system}: {rec:?}"
+        );
+        if system.is_down() && !was_down {
+            assert!(
+                t <= deadline,
+                "the system went down at {t}, after {deadline}"
+            );
+        }
+        let state = a.guest("android").map(|g| g.state);
+        match state {
+            Some(GuestState::Preparing {
+                param, watchdog, ..
+            }) => {
+                let limit = if param.can_postpone() {
+                    deadline.before(grace)
+                } else {
+                    deadline
+                };
+                assert!(
+                    watchdog <= limit,
+                    "watchdog {watchdog} past {limit} under {param}: {rec:?}"
+                );
+            }
+            Some(GuestState::ShutdownStarted {
+                deadline: Some(d), ..
+            }) => assert!(d <= deadline, "final deadline {d} past {deadline}: {rec:?}"),
+            _ => {}
+        }
+        if t >= deadline {
+            assert!(
+                !state.is_some_and(|s| s.is_live()),
+                "android is {state:?} at {t}, past the deadline {deadline}: {rec:?}"
+            );
+        }
+        log.push(rec);
+    }
+}
+
+/// Boots the fleet, switches the ignition off at 1 s and then sends only
+/// `reports` from Android, ticking every timer. Returns the log and the
+/// arbiter; the checks are [`step_checked`]'s and that the system is down.
+fn drive_android_reports(policy: Policy, reports: &[(u64, i32, i32)]) -> (Vec<LogRecord>, Arbiter) {
+    let grace = policy.system().final_grace_ms;
+    let guests: Vec<String> = policy.guests().iter().map(|g| g.name.clone()).collect();
+    let mut a = Arbiter::new(policy);
+    let mut log = Vec::new();
+    log.push(a.step(Millis(0), Input::IgnitionOn));
+    for guest in guests {
+        log.push(a.step(Millis(0), Input::VmStarted { guest }));
+    }
+    let report = |value, param| Input::ApPowerStateReport {
+        guest: "android".to_string(),
+        value,
+        param,
+    };
+    log.push(a.step(Millis(0), report(1, 0)));
+    log.push(a.step(Millis(1_000), Input::IgnitionOff));
+    let Some(deadline) = a.system().shutdown_deadline() else {
+        panic!("no shutdown after the ignition off: {:?}", log.last());
+    };
+    let mut t = 1_000u64;
+    let tick_until = |a: &mut Arbiter, log: &mut Vec<LogRecord>, limit: Option<u64>| {
+        for _ in 0..1000 {
+            match a.next_timer() {
+                Some(at) if limit.is_none_or(|l| at.as_millis() <= l) => {
+                    step_checked(a, log, at, Input::Tick, deadline, grace);
+                }
+                _ => return,
+            }
+        }
+        panic!("timers never ran out");
+    };
+    for (dt, value, param) in reports {
+        t = t.saturating_add(*dt);
+        tick_until(&mut a, &mut log, Some(t));
+        step_checked(
+            &mut a,
+            &mut log,
+            Millis(t),
+            report(*value, *param),
+            deadline,
+            grace,
+        );
+    }
+    tick_until(&mut a, &mut log, None);
+    assert!(
+        a.system().is_down(),
+        "the shutdown did not end: {} after {:?}",
+        a.system(),
+        log.last()
+    );
+    (log, a)
+}
+
 proptest! {
     // PROPTEST_CASES overrides the default for a longer search.
     #![proptest_config(ProptestConfig {
@@ -407,6 +567,19 @@ proptest! {
         check_decisions_answer_requests(&p, &log);
         common::check_replay(&p, &log, &a);
         check_housekeeping(&p, &log);
+    }
+
+    /// Property 6: reports alone never extend a shutdown.
+    #[test]
+    fn reports_cannot_extend_a_shutdown(
+        which in 0u8..3,
+        watchdog_ms in prop_oneof![Just(3_000u64), 1_000u64..=40_000],
+        reports in android_reports(),
+    ) {
+        let p = policy_with_watchdog(which, watchdog_ms);
+        let (log, a) = drive_android_reports(p.clone(), &reports);
+        check_prepares_end_by_deadline(&log);
+        common::check_replay(&p, &log, &a);
     }
 
     /// The same inputs at the same times give the same log, whatever

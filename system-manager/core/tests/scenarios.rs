@@ -585,6 +585,128 @@ fn postpone_asks_are_capped() {
     assert_eq!(r.at(5_600, report("android", POSTPONE, -5)), ["rejected"]);
 }
 
+/// `AP_POWER_STATE_REPORT` `SHUTDOWN_PREPARE` (7).
+const PREPARING: i32 = 7;
+
+#[test]
+fn a_shutdown_prepare_report_grants_the_watchdog_not_the_postpone_cap() {
+    // The answer time (8 s) is longer than one SHUTDOWN_POSTPONE (5 s).
+    // Telematics (released at the deadline) and the cluster (in use) stay
+    // out of the timers.
+    let text = POLICY
+        .replace("postpone_watchdog_ms = 5000", "postpone_watchdog_ms = 8000")
+        .replace(
+            "shutdown_deadline_ms = 15000",
+            "shutdown_deadline_ms = 60000",
+        );
+    let mut r = Rig::new(&text);
+    r.boot(0);
+    r.at(0, in_use(true));
+    assert_eq!(
+        r.at(10_000, Input::IgnitionOff),
+        ["android: SHUTDOWN_PREPARE(SHUTDOWN_ONLY)", "timer 18000"]
+    );
+    // SHUTDOWN_PREPARE (garage mode running): now + postpone_watchdog_ms.
+    assert_eq!(
+        r.at(11_000, report("android", PREPARING, 0)),
+        ["timer 19000"]
+    );
+    assert!(matches!(
+        r.state("android"),
+        GuestState::Preparing {
+            watchdog: Millis(19_000),
+            postpones: 1,
+            ..
+        }
+    ));
+    assert!(!r
+        .outputs()
+        .iter()
+        .any(|o| matches!(o, Output::Note { reason } if reason.contains("per postpone"))));
+    // A SHUTDOWN_POSTPONE stays capped at max_postpone_ms (5 s).
+    assert_eq!(
+        r.at(12_000, report("android", POSTPONE, 8000)),
+        Vec::<String>::new()
+    );
+    assert!(r.outputs().iter().any(
+        |o| matches!(o, Output::Note { reason } if reason.contains("asked 8000 ms, at most 5000 ms"))
+    ));
+    // Garage mode keeps reporting; never past the global deadline (70 s)
+    // minus final_grace_ms (10 s).
+    for t in (17_000..=53_000).step_by(6_000) {
+        let watchdog = (t + 8_000).min(60_000);
+        assert_eq!(
+            r.at(t, report("android", PREPARING, 0)),
+            [format!("timer {watchdog}")],
+            "at {t}"
+        );
+    }
+    assert_eq!(
+        r.at(60_000, Input::Tick),
+        [
+            "android: SHUTDOWN_PREPARE(SHUTDOWN_IMMEDIATELY)",
+            "timer 70000"
+        ]
+    );
+}
+
+#[test]
+fn handshake_answers_rearm_the_watchdog_but_cannot_outlast_the_deadline() {
+    // Keep telematics (released at the deadline) and the cluster (in use)
+    // out of the timers.
+    let text = POLICY.replace(
+        "shutdown_deadline_ms = 15000",
+        "shutdown_deadline_ms = 60000",
+    );
+    let mut r = Rig::new(&text);
+    r.boot(0);
+    r.at(0, in_use(true));
+    // Deadline 70 s, postponing until 60 s.
+    r.at(10_000, Input::IgnitionOff);
+    // WAIT_FOR_VHAL, DEEP_SLEEP_EXIT, SHUTDOWN_CANCELLED, HIBERNATION_EXIT,
+    // repeated: each gets the request again and postpone_watchdog_ms to
+    // answer it, but never past 60 s, and none counts as a postpone.
+    let mut t = 10_000;
+    for value in [1, 3, 8, 10].into_iter().cycle().take(12) {
+        t += 4_000;
+        let watchdog = (t + 5_000).min(60_000);
+        assert_eq!(
+            r.at(t, report("android", value, 0)),
+            [
+                "android: SHUTDOWN_PREPARE(SHUTDOWN_ONLY)".to_string(),
+                format!("timer {watchdog}")
+            ],
+            "report {value} at {t}"
+        );
+    }
+    assert!(matches!(
+        r.state("android"),
+        GuestState::Preparing {
+            watchdog: Millis(60_000),
+            postpones: 0,
+            ..
+        }
+    ));
+    assert_eq!(
+        r.at(60_000, Input::Tick),
+        [
+            "android: SHUTDOWN_PREPARE(SHUTDOWN_IMMEDIATELY)",
+            "timer 70000"
+        ]
+    );
+    // After the escalation an answer repeats SHUTDOWN_IMMEDIATELY and moves
+    // nothing: the hard stop stays at the deadline.
+    assert_eq!(
+        r.at(61_000, report("android", 1, 0)),
+        ["android: SHUTDOWN_PREPARE(SHUTDOWN_IMMEDIATELY)"]
+    );
+    assert_eq!(r.at(62_000, report("android", PREPARING, 0)), ["rejected"]);
+    assert_eq!(
+        r.at(70_000, Input::Tick),
+        ["android: hard stop", "telematics: hard stop", "timer 72000"]
+    );
+}
+
 // ----- cancellation ---------------------------------------------------------
 
 #[test]

@@ -49,13 +49,16 @@ impl Arbiter {
             | ApPowerStateReport::ShutdownCancelled => self.answer(i, r, out),
             ApPowerStateReport::On => Self::note(out, format!("{name} reports ON")),
             ApPowerStateReport::ShutdownPostpone { ms } => {
-                self.postpone(i, i64::from(ms), &r.to_string(), out)
+                let cap = self.policy.system().max_postpone_ms;
+                self.postpone(i, i64::from(ms), Some(cap), &r.to_string(), out)
             }
             ApPowerStateReport::ShutdownPrepare => {
                 if matches!(self.state.guests[i].state, GuestState::Preparing { .. }) {
+                    // Not a SHUTDOWN_POSTPONE: no time of its own, so not
+                    // under that report's cap; it gets the answer time.
                     let ms = self.policy.system().postpone_watchdog_ms;
                     let ms = i64::try_from(ms).unwrap_or(i64::MAX);
-                    self.postpone(i, ms, "SHUTDOWN_PREPARE (garage mode running)", out);
+                    self.postpone(i, ms, None, "SHUTDOWN_PREPARE (garage mode running)", out);
                 } else {
                     Self::note(
                         out,
@@ -77,7 +80,11 @@ impl Arbiter {
 
     /// Answers a report that asks for the current request (WAIT_FOR_VHAL,
     /// *_EXIT, SHUTDOWN_CANCELLED): ON if the system is on, the running
-    /// shutdown's SHUTDOWN_PREPARE otherwise.
+    /// shutdown's SHUTDOWN_PREPARE otherwise. A guest already preparing
+    /// with a postponable param gets `postpone_watchdog_ms` to answer the
+    /// repeated request (not counted as a postpone); like a postpone, that
+    /// never moves its watchdog past `final_grace_ms` before the deadline,
+    /// and after the escalation nothing moves.
     pub(super) fn answer(&mut self, i: usize, r: ApPowerStateReport, out: &mut Vec<Output>) {
         if self.state.system == SystemState::On {
             Arc::make_mut(&mut self.state.guests)[i].state = GuestState::Running;
@@ -120,7 +127,17 @@ impl Arbiter {
         }
     }
 
-    pub(super) fn postpone(&mut self, i: usize, ms: i64, what: &str, out: &mut Vec<Output>) {
+    /// Postpones guest `i`'s watchdog by `ms` for report `what`, by at most
+    /// `cap` (`SHUTDOWN_POSTPONE`'s `max_postpone_ms`); never past
+    /// `final_grace_ms` before the deadline, never earlier than it was.
+    pub(super) fn postpone(
+        &mut self,
+        i: usize,
+        ms: i64,
+        cap: Option<u64>,
+        what: &str,
+        out: &mut Vec<Output>,
+    ) {
         let (name, state) = self.name_and_state(i);
         let GuestState::Preparing {
             param,
@@ -149,7 +166,7 @@ impl Arbiter {
             return Self::reject(out, format!("{name}: {what} without a time"));
         }
         let sp = self.policy.system();
-        let granted = asked.min(sp.max_postpone_ms);
+        let granted = cap.map_or(asked, |cap| asked.min(cap));
         let limit = d.before(sp.final_grace_ms);
         let wanted = self.now.after(granted);
         let new = watchdog.max(wanted.min(limit));
