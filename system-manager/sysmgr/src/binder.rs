@@ -172,14 +172,18 @@ impl ISystemManager for Endpoint {
     ) -> rsbinder::BinderResult<()> {
         self.listeners
             .register(listener.clone())
-            .map_err(|RegisterError::TooMany| {
-                Status::new_service_specific_error(
+            .map_err(|e| match e {
+                RegisterError::TooMany => Status::new_service_specific_error(
                     ism::ERROR_TOO_MANY_LISTENERS,
                     Some(format!(
                         "at most {} listeners per connection endpoint",
                         crate::notify::MAX_LISTENERS
                     )),
-                )
+                ),
+                RegisterError::Closed => unavailable(),
+                RegisterError::Spawn(_) => {
+                    Status::new_service_specific_error(ism::ERROR_UNAVAILABLE, Some(e.to_string()))
+                }
             })
     }
 
@@ -262,10 +266,11 @@ pub fn service_binder(
 
 /// How long a callback send to a client may go without the client's
 /// progress (and a callback's reply wait) before that client's session is
-/// ended: a client that stops reading stalls its endpoint's other
-/// listeners ([`Listeners`]' one sender thread) at most this long per
-/// callback, then its listeners are dropped. Not an idle timeout: a client
-/// that only waits for callbacks is idle and must stay connected.
+/// ended: a client that stops reading stalls its own listeners' senders
+/// ([`Listeners`] runs one per listener; other listeners are not held
+/// back) at most this long per callback, then its listeners are dropped.
+/// Not an idle timeout: a client that only waits for callbacks is idle
+/// and must stay connected.
 pub const CALLBACK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Applies the endpoints' server settings (android-13+ wire, thread and
@@ -323,7 +328,7 @@ pub fn start(
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
         .with_context(|| format!("chmod 0700 {}", dir.display()))?;
-    let host = Listeners::start("host").context("listener thread")?;
+    let host = Listeners::start("host").context("listeners")?;
     let host_socket = host_socket(state_dir);
     let server = serve(
         &host_socket,
@@ -346,7 +351,7 @@ pub fn start(
             guests.push(None);
             continue;
         };
-        let listeners = Listeners::start(&g.name).context("listener thread")?;
+        let listeners = Listeners::start(&g.name).context("listeners")?;
         let path = guest_socket(vsock, g.vmm.binder_port);
         let name = g.name.clone();
         let events = events.clone();
