@@ -102,7 +102,9 @@ struct AdbProxyArgs {
     /// The guest's vsock port (adbd's is 5555).
     #[arg(long, default_value_t = vmm::vsock_proxy::ADB_GUEST_PORT)]
     guest_port: u32,
-    /// Connections bridged at once; more are closed at once.
+    /// Connections bridged at once; more are closed at once. Each holds
+    /// 8 file descriptors: the soft RLIMIT_NOFILE is raised for them
+    /// (within the hard limit), or the proxy does not start.
     #[arg(long, default_value_t = vmm::vsock_proxy::DEFAULT_MAX_CONNECTIONS)]
     max_connections: usize,
     /// Turn the sandbox off (debugging): no seccomp filters, no

@@ -6,6 +6,9 @@
 //! `accept`, disk reopen or control connection of the VMM would fail with
 //! `EMFILE`. So the VMM raises its soft limit to [`FD_LIMIT`] (and its hard
 //! limit too when it may) before it builds the VM.
+//!
+//! `vmm adb-proxy` sizes its own limit from `--max-connections`
+//! (`vsock_proxy`) with [`fd_limits`] and [`set_soft_fd_limit`].
 
 use devices::virtio::vsock::MAX_HOST_FDS;
 
@@ -45,6 +48,27 @@ fn wanted(soft: u64, hard: u64, want: u64, may_raise_hard: bool) -> Option<(u64,
 /// when the process may, e.g. as root). Errors only when the limit cannot
 /// be read; a limit that stays too low is reported in the result.
 pub fn raise_fd_limit() -> std::io::Result<FdLimit> {
+    let (before, max) = fd_limits()?;
+    let Some((soft, hard)) = wanted(before, max, FD_LIMIT, true) else {
+        return Ok(FdLimit {
+            before,
+            now: before,
+        });
+    };
+    for (soft, hard) in [(soft, hard), (max.min(soft), max)] {
+        if set_fd_limit(soft, hard).is_ok() {
+            return Ok(FdLimit { before, now: soft });
+        }
+        // Not allowed to raise the hard limit: try within it.
+    }
+    Ok(FdLimit {
+        before,
+        now: before,
+    })
+}
+
+/// The current `(soft, hard)` `RLIMIT_NOFILE`.
+pub fn fd_limits() -> std::io::Result<(u64, u64)> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -54,29 +78,27 @@ pub fn raise_fd_limit() -> std::io::Result<FdLimit> {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    let before = limit.rlim_cur;
-    let Some((soft, hard)) = wanted(limit.rlim_cur, limit.rlim_max, FD_LIMIT, true) else {
-        return Ok(FdLimit {
-            before,
-            now: before,
-        });
+    Ok((limit.rlim_cur, limit.rlim_max))
+}
+
+/// Sets the soft `RLIMIT_NOFILE` to `soft` (at most `hard`) and keeps the
+/// hard limit `hard` (as [`fd_limits`] read it).
+pub fn set_soft_fd_limit(soft: u64, hard: u64) -> std::io::Result<()> {
+    set_fd_limit(soft.min(hard), hard)
+}
+
+/// Sets `RLIMIT_NOFILE` to `(soft, hard)`.
+fn set_fd_limit(soft: u64, hard: u64) -> std::io::Result<()> {
+    let new = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: hard,
     };
-    for (soft, hard) in [(soft, hard), (limit.rlim_max.min(soft), limit.rlim_max)] {
-        let new = libc::rlimit {
-            rlim_cur: soft,
-            rlim_max: hard,
-        };
-        // SAFETY: setrlimit reads one rlimit from `new`, which outlives the
-        // call.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &new) } == 0 {
-            return Ok(FdLimit { before, now: soft });
-        }
-        // Not allowed to raise the hard limit: try within it.
+    // SAFETY: setrlimit reads one rlimit from `new`, which outlives the
+    // call.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &new) } != 0 {
+        return Err(std::io::Error::last_os_error());
     }
-    Ok(FdLimit {
-        before,
-        now: before,
-    })
+    Ok(())
 }
 
 /// Raises the limit and logs what happened (a warning if it stays below

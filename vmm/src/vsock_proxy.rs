@@ -9,7 +9,11 @@
 //! client and the guest's adbd speak adb end to end and either side's
 //! malformed packets are the other side's to reject. It listens on
 //! loopback only, serves a bounded number of connections (more are closed
-//! at once), and gives each connection two copying threads.
+//! at once), and gives each connection two copying threads and
+//! [`FDS_PER_CONNECTION`] descriptors, which `RLIMIT_NOFILE` must hold
+//! for all of them ([`ensure_fd_limit`], at start). TCP urgent data stays
+//! in the stream (`SO_OOBINLINE`): every byte the client sends reaches
+//! the guest in order.
 //!
 //! Once its listener is bound it enters its sandbox ([`Proxy::confine`],
 //! policy `sandbox::policy::adb_proxy`, docs/security.md) before it
@@ -20,7 +24,10 @@
 //! stops it at start-up with what to change, not at the first adb
 //! connection.
 //!
-//! Past 800 lines only with its unit tests (the proxy itself is ~540).
+//! Past 800 lines only with its unit tests (the proxy itself is ~800: the
+//! set-up errors that say what to change, the descriptor budget, and the
+//! copy's paths, splice with its urgent-mark check, the buffer fallback
+//! and the drain, belong to the one bridge).
 
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -44,6 +51,17 @@ const MAX_REPLY: usize = 32;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pipe (splice) or copy buffer per direction.
 const BUFFER: usize = 256 * 1024;
+/// The buffer for what a splice(2) stopped short of (urgent data).
+const SPILL: usize = 64 * 1024;
+/// Descriptors one bridged connection holds: the client's TCP socket and
+/// the unix socket to the VMM, each with the duplicate the other
+/// direction's thread uses, and one pipe (two ends) per direction.
+pub const FDS_PER_CONNECTION: u64 = 8;
+/// Descriptors besides the connections': stdin, stdout and stderr, the
+/// listener, a connection over the limit between its accept and its
+/// close, the start-up check's socket, and room for whatever the parent
+/// left open.
+pub const SPARE_FDS: u64 = 64;
 
 /// What the proxy bridges.
 #[derive(Debug, Clone)]
@@ -85,6 +103,123 @@ pub enum ProxyError {
     /// The start-up connection to the vsock socket failed.
     #[error("{0}")]
     Unreachable(Box<Unreachable>),
+    /// `RLIMIT_NOFILE` cannot be read.
+    #[error("cannot read RLIMIT_NOFILE: {0}")]
+    FdLimitUnknown(io::Error),
+    /// `RLIMIT_NOFILE` is too low for `--max-connections` and cannot be
+    /// raised enough.
+    #[error("{0}")]
+    FdLimit(Box<FdShortage>),
+}
+
+/// `--max-connections` needs more descriptors than `RLIMIT_NOFILE`
+/// allows; its message says what to change.
+#[derive(Debug)]
+pub struct FdShortage {
+    /// `--max-connections`.
+    pub max_connections: usize,
+    /// The descriptors it needs ([`fds_needed`]).
+    pub needed: u64,
+    /// The limit it could not get past: the hard limit, or the soft one
+    /// when raising it failed.
+    pub limit: u64,
+    /// Why raising the soft limit failed; `None`: the hard limit is too
+    /// low.
+    pub error: Option<io::Error>,
+}
+
+impl std::fmt::Display for FdShortage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (max, needed, limit) = (self.max_connections, self.needed, self.limit);
+        write!(
+            f,
+            "--max-connections {max} needs {needed} file descriptors ({FDS_PER_CONNECTION} per \
+             connection and {SPARE_FDS} spare) but "
+        )?;
+        match &self.error {
+            None => write!(f, "the hard RLIMIT_NOFILE is {limit}")?,
+            Some(e) => write!(
+                f,
+                "the soft RLIMIT_NOFILE {limit} cannot be raised to that: {e}"
+            )?,
+        }
+        match connections_within(limit) {
+            0 => write!(
+                f,
+                "; raise the limit to at least {needed} (ulimit -Hn, LimitNOFILE=)"
+            ),
+            fits => write!(
+                f,
+                "; lower --max-connections to at most {fits}, or raise the limit to at least \
+                 {needed} (ulimit -Hn, LimitNOFILE=)"
+            ),
+        }
+    }
+}
+
+/// The descriptors `max_connections` bridged connections need at most:
+/// [`FDS_PER_CONNECTION`] each plus [`SPARE_FDS`].
+pub fn fds_needed(max_connections: usize) -> u64 {
+    u64::try_from(max_connections)
+        .unwrap_or(u64::MAX)
+        .saturating_mul(FDS_PER_CONNECTION)
+        .saturating_add(SPARE_FDS)
+}
+
+/// The most connections a descriptor limit of `limit` serves.
+pub fn connections_within(limit: u64) -> usize {
+    let n = limit.saturating_sub(SPARE_FDS) / FDS_PER_CONNECTION;
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
+/// What to do about `RLIMIT_NOFILE` (`soft`, `hard`) for `needed`
+/// descriptors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FdPlan {
+    /// The soft limit covers it.
+    Enough,
+    /// Raise the soft limit to this (within the hard limit).
+    Raise(u64),
+    /// The hard limit is below it.
+    TooLow,
+}
+
+fn fd_plan(needed: u64, soft: u64, hard: u64) -> FdPlan {
+    if soft >= needed {
+        FdPlan::Enough
+    } else if hard >= needed {
+        FdPlan::Raise(needed)
+    } else {
+        FdPlan::TooLow
+    }
+}
+
+/// Makes sure `RLIMIT_NOFILE` covers `max_connections` bridged
+/// connections ([`fds_needed`]): raises the soft limit within the hard
+/// one if it must (never the hard limit), else fails with what to change.
+/// Returns the soft limit it leaves.
+pub fn ensure_fd_limit(max_connections: usize) -> Result<u64, ProxyError> {
+    let needed = fds_needed(max_connections);
+    let (soft, hard) = crate::rlimit::fd_limits().map_err(ProxyError::FdLimitUnknown)?;
+    let short = |limit, error| {
+        ProxyError::FdLimit(Box::new(FdShortage {
+            max_connections,
+            needed,
+            limit,
+            error,
+        }))
+    };
+    match fd_plan(needed, soft, hard) {
+        FdPlan::Enough => Ok(soft),
+        FdPlan::TooLow => Err(short(hard, None)),
+        FdPlan::Raise(to) => {
+            crate::rlimit::set_soft_fd_limit(to, hard).map_err(|e| short(soft, Some(e)))?;
+            tracing::info!(
+                "RLIMIT_NOFILE raised from {soft} to {to} for --max-connections {max_connections}"
+            );
+            Ok(to)
+        }
+    }
 }
 
 /// The start-up connection to the vsock socket failed: the socket, who
@@ -230,13 +365,15 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// Checks the vsock socket (and takes its owner) and binds
-    /// 127.0.0.1:`port`.
+    /// Makes sure `RLIMIT_NOFILE` holds `max_connections` connections
+    /// ([`ensure_fd_limit`]), checks the vsock socket (and takes its
+    /// owner) and binds 127.0.0.1:`port` with `SO_OOBINLINE`.
     pub fn bind(config: ProxyConfig) -> Result<Self, ProxyError> {
         use std::os::unix::fs::MetadataExt;
         if config.max_connections == 0 {
             return Err(ProxyError::NoConnections);
         }
+        ensure_fd_limit(config.max_connections)?;
         let owner = match std::fs::metadata(&config.vsock_socket) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Err(ProxyError::NoSocket(config.vsock_socket.clone()))
@@ -255,6 +392,9 @@ impl Proxy {
             io::ErrorKind::AddrInUse => ProxyError::PortInUse(config.port),
             _ => ProxyError::Bind(config.port, e),
         })?;
+        // Accepted sockets inherit it: an urgent byte stays in the stream
+        // (before the sandbox, which does not allow this option).
+        keep_urgent_data_inline(&listener).map_err(|e| ProxyError::Bind(config.port, e))?;
         // SAFETY: plain credential queries.
         let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
         Ok(Self {
@@ -367,6 +507,31 @@ impl Proxy {
     }
 }
 
+/// Sets `SO_OOBINLINE` on `socket`: TCP urgent ("out-of-band") bytes stay
+/// in the stream, in order, as every other byte (else a reader that does
+/// not ask for them with `MSG_OOB` never sees them). The proxy has no
+/// out-of-band channel to the guest: it carries every byte the client
+/// sent. Set on the listener, every accepted socket has it from its
+/// start.
+fn keep_urgent_data_inline(socket: &impl AsRawFd) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt(2) reads one c_int from `on`, which outlives the
+    // call, on a socket we hold open.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_OOBINLINE,
+            std::ptr::addr_of!(on).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Frees a connection slot when dropped.
 struct Slot(Arc<AtomicUsize>);
 
@@ -477,13 +642,63 @@ fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
     }
 }
 
+/// Reads what is in `from` now (`recv(2)` with `MSG_DONTWAIT`), retried on
+/// EINTR: 0 at EOF, `WouldBlock` when nothing is there.
+fn recv_now(from: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: recv(2) writes at most `buf.len()` bytes into `buf`,
+        // which is valid for them, from a socket we hold open.
+        let n = unsafe { libc::recv(from, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
 /// Copies `from` to `to` in the kernel (socket -> pipe -> socket, no
 /// copy through this process: an adb push crosses the proxy as page
 /// references), adding to `total`.
-fn splice_copy(from: RawFd, to: RawFd, pipe: &Pipe, total: &mut u64) -> End {
+///
+/// A splice from a TCP socket returns 0 at EOF, but also when urgent
+/// data is at the head of the receive queue (Linux's `tcp_splice_read`
+/// stops at the urgent mark and moves nothing). So a 0 is only taken as
+/// EOF once a non-blocking `recv` of `from` returns 0 as well; bytes it
+/// returns instead (with `SO_OOBINLINE`, the urgent byte and what
+/// follows; without, what follows) are written with an ordinary write and
+/// splicing goes on, now past the mark; `EAGAIN` (nothing readable yet)
+/// goes back to splice, which waits for data. Not a `MSG_PEEK`: without
+/// `SO_OOBINLINE` a peek at a lone urgent byte returns `EAGAIN` and leaves
+/// it there, so splice would return 0 again at once, in a loop, until more
+/// data came; the `recv` consumes the mark.
+fn splice_copy(
+    from: RawFd,
+    to: &mut impl Write,
+    to_fd: RawFd,
+    pipe: &Pipe,
+    total: &mut u64,
+) -> End {
+    let mut spill: Vec<u8> = Vec::new();
     loop {
         let n = match splice(from, pipe.write.as_raw_fd(), BUFFER) {
-            Ok(0) => return End::Eof,
+            Ok(0) => {
+                spill.resize(SPILL, 0);
+                match recv_now(from, &mut spill) {
+                    Ok(0) => return End::Eof,
+                    Ok(n) => {
+                        if to.write_all(&spill[..n]).is_err() {
+                            return End::WriteFailed;
+                        }
+                        *total += n as u64;
+                        continue;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(_) => return End::ReadFailed,
+                }
+            }
             Ok(n) => n,
             // The kernel (or a seccomp profile around us) refuses splice
             // for these sockets: nothing was moved yet, copy instead.
@@ -500,7 +715,7 @@ fn splice_copy(from: RawFd, to: RawFd, pipe: &Pipe, total: &mut u64) -> End {
         };
         let mut left = n;
         while left > 0 {
-            match splice(pipe.read.as_raw_fd(), to, left) {
+            match splice(pipe.read.as_raw_fd(), to_fd, left) {
                 Ok(0) | Err(_) => return End::WriteFailed,
                 Ok(m) => left -= m,
             }
@@ -555,7 +770,10 @@ where
 {
     let mut total = 0u64;
     let end = match Pipe::new() {
-        Ok(pipe) => splice_copy(from.as_raw_fd(), to.as_raw_fd(), &pipe, &mut total),
+        Ok(pipe) => {
+            let (from_fd, to_fd) = (from.as_raw_fd(), to.as_raw_fd());
+            splice_copy(from_fd, &mut to, to_fd, &pipe, &mut total)
+        }
         Err(_) => End::Unsupported,
     };
     let end = match end {
@@ -674,6 +892,197 @@ mod tests {
         c.read_to_end(&mut back).unwrap();
         writer.join().unwrap();
         assert_eq!(back, data);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    /// Sends `byte` as TCP urgent data (`MSG_OOB`) on `c`.
+    fn send_urgent(c: &TcpStream, byte: u8) {
+        // SAFETY: send(2) of one byte from a local on a socket we hold.
+        let n = unsafe {
+            libc::send(
+                c.as_raw_fd(),
+                std::ptr::addr_of!(byte).cast(),
+                1,
+                libc::MSG_OOB,
+            )
+        };
+        assert_eq!(n, 1, "{}", io::Error::last_os_error());
+    }
+
+    /// An urgent byte in the client's stream: splice(2) returns 0 at the
+    /// urgent mark, which is not the end of the client's data. The guest
+    /// gets every byte in order (`SO_OOBINLINE`), the urgent one included,
+    /// and only then the end.
+    #[test]
+    fn an_urgent_byte_is_carried_in_order_and_does_not_end_the_stream() {
+        let path = temp_socket("urgent");
+        fake_vmm(&path);
+        let addr = proxy(&path, ADB_GUEST_PORT, 4);
+        let mut c = TcpStream::connect(addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let before: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let after: Vec<u8> = (0..100_000u32).map(|i| (i % 241) as u8).collect();
+        let writer = {
+            let mut c = c.try_clone().unwrap();
+            let (before, after) = (before.clone(), after.clone());
+            std::thread::spawn(move || {
+                c.write_all(&before)?;
+                send_urgent(&c, b'!');
+                // Let the proxy reach the urgent mark with nothing behind it.
+                std::thread::sleep(Duration::from_millis(200));
+                c.write_all(&after)?;
+                c.shutdown(Shutdown::Write)
+            })
+        };
+        let mut back = Vec::new();
+        let read = c.read_to_end(&mut back);
+        let written = writer.join().unwrap();
+        let mut sent = before;
+        sent.push(b'!');
+        sent.extend_from_slice(&after);
+        assert!(read.is_ok() && written.is_ok(), "{read:?} {written:?}");
+        assert_eq!(back.len(), sent.len());
+        assert!(back == sent, "the echoed stream differs");
+        let _ = std::fs::remove_file(&path);
+    }
+
+    /// CPU time the calling thread has used.
+    fn thread_cpu_time() -> Duration {
+        let mut t = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime(2) writes one timespec into `t`.
+        let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+        assert_eq!(rc, 0);
+        Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+    }
+
+    /// A socket without `SO_OOBINLINE` (a connection accepted before the
+    /// listener had it): a lone urgent byte at the head leaves the rest of
+    /// the stream to come, and the copy waits for it without spinning
+    /// (a `MSG_PEEK` there returns `EAGAIN` and splice 0 again, at once).
+    /// TCP leaves that byte out of the stream for such a socket.
+    #[test]
+    fn without_oobinline_the_copy_skips_a_lone_urgent_byte_and_waits() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (tcp, _) = l.accept().unwrap();
+        let (to, mut far) = UnixStream::pair().unwrap();
+        let copier = std::thread::spawn(move || {
+            let start = thread_cpu_time();
+            let total = copy(tcp, to, OnWriteFailure::CloseBoth);
+            (total, thread_cpu_time() - start)
+        });
+        client.write_all(b"before").unwrap();
+        send_urgent(&client, b'!');
+        std::thread::sleep(Duration::from_millis(500));
+        // (The old copy ended at the mark and closed: these fail there.)
+        let _ = client.write_all(b"after");
+        let _ = client.shutdown(Shutdown::Write);
+        let mut got = Vec::new();
+        far.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let read = far.read_to_end(&mut got);
+        assert!(read.is_ok(), "{read:?}");
+        let (total, cpu) = copier.join().unwrap();
+        assert_eq!(String::from_utf8_lossy(&got), "beforeafter");
+        assert_eq!(total, 11);
+        assert!(cpu < Duration::from_millis(100), "the copy spun: {cpu:?}");
+    }
+
+    /// Accepted sockets inherit `SO_OOBINLINE` from the proxy's listener.
+    #[test]
+    fn accepted_sockets_keep_urgent_bytes_inline() {
+        let path = temp_socket("inline");
+        fake_vmm(&path);
+        let p = Proxy::bind(ProxyConfig {
+            vsock_socket: path.clone(),
+            port: 0,
+            guest_port: ADB_GUEST_PORT,
+            max_connections: 1,
+        })
+        .unwrap();
+        let _c = TcpStream::connect(p.local_addr().unwrap()).unwrap();
+        let (accepted, _) = p.listener.accept().unwrap();
+        let mut on: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt(2) writes at most `len` bytes into `on`.
+        let rc = unsafe {
+            libc::getsockopt(
+                accepted.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_OOBINLINE,
+                std::ptr::addr_of_mut!(on).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!((rc, on), (0, 1));
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn the_fd_budget_counts_every_connection_and_spares() {
+        assert_eq!(fds_needed(1), FDS_PER_CONNECTION + SPARE_FDS);
+        assert_eq!(fds_needed(16), 16 * 8 + 64);
+        assert_eq!(fds_needed(usize::MAX), u64::MAX);
+        assert_eq!(connections_within(fds_needed(16)), 16);
+        assert_eq!(connections_within(fds_needed(16) + 7), 16);
+        assert_eq!(connections_within(1024), (1024 - 64) / 8);
+        assert_eq!(connections_within(10), 0);
+        // (needed, soft, hard)
+        assert_eq!(fd_plan(192, 1024, 1024), FdPlan::Enough);
+        assert_eq!(fd_plan(192, 192, 192), FdPlan::Enough);
+        assert_eq!(fd_plan(2112, 1024, 524_288), FdPlan::Raise(2112));
+        assert_eq!(fd_plan(2112, 1024, 2112), FdPlan::Raise(2112));
+        assert_eq!(fd_plan(2112, 1024, 2111), FdPlan::TooLow);
+        assert_eq!(fd_plan(2112, 1024, 1024), FdPlan::TooLow);
+    }
+
+    #[test]
+    fn too_many_connections_for_the_fd_limit_is_one_line_with_what_to_do() {
+        let short = |limit, error| {
+            FdShortage {
+                max_connections: 500,
+                needed: fds_needed(500),
+                limit,
+                error,
+            }
+            .to_string()
+        };
+        assert_eq!(
+            short(1024, None),
+            "--max-connections 500 needs 4064 file descriptors (8 per connection and 64 spare) \
+             but the hard RLIMIT_NOFILE is 1024; lower --max-connections to at most 120, or \
+             raise the limit to at least 4064 (ulimit -Hn, LimitNOFILE=)"
+        );
+        let e = short(1024, Some(io::Error::from_raw_os_error(libc::EPERM)));
+        assert!(
+            e.contains("the soft RLIMIT_NOFILE 1024 cannot be raised to that: "),
+            "{e}"
+        );
+        assert!(e.contains("lower --max-connections to at most 120"), "{e}");
+        let e = short(40, None);
+        assert!(
+            e.ends_with("; raise the limit to at least 4064 (ulimit -Hn, LimitNOFILE=)"),
+            "{e}"
+        );
+        // Through bind, before anything is bound: more than any hard limit.
+        let path = temp_socket("fds");
+        fake_vmm(&path);
+        let e = Proxy::bind(ProxyConfig {
+            vsock_socket: path.clone(),
+            port: 0,
+            guest_port: ADB_GUEST_PORT,
+            max_connections: usize::MAX,
+        })
+        .err()
+        .unwrap();
+        assert!(matches!(e, ProxyError::FdLimit(_)), "{e}");
+        let e = e.to_string();
+        assert!(e.contains("lower --max-connections to at most"), "{e}");
+        assert!(!e.contains('\n'), "{e}");
+        // A limit within reach is raised (or already there).
+        assert!(ensure_fd_limit(4).unwrap() >= fds_needed(4));
         let _ = std::fs::remove_file(&path);
     }
 

@@ -344,6 +344,111 @@ fn a_socket_the_proxy_cannot_reach_stops_it_at_start_up() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// An urgent (`MSG_OOB`) byte in the middle of a client's stream crosses
+/// the sandboxed proxy in order: splice(2) stops at the urgent mark and
+/// returns 0, and what the proxy does then to tell that from the end of
+/// the stream runs under its filters.
+#[test]
+fn an_urgent_byte_crosses_the_sandboxed_proxy_in_order() {
+    use std::os::fd::AsRawFd;
+    let dir = test_dir("urgent");
+    fake_vmm(&dir.join("vsock.sock"));
+    let mut proxy = Proxy::start(&dir, None, &[]);
+    proxy.wait_ready();
+    let mut client = TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
+    client.set_read_timeout(Some(PATIENCE)).unwrap();
+    client.write_all(b"before").unwrap();
+    let urgent = b'!';
+    // SAFETY: send(2) of one byte from a local on a socket we hold.
+    let sent = unsafe {
+        libc::send(
+            client.as_raw_fd(),
+            std::ptr::addr_of!(urgent).cast(),
+            1,
+            libc::MSG_OOB,
+        )
+    };
+    assert_eq!(sent, 1);
+    // The proxy meets the urgent mark with nothing behind it.
+    std::thread::sleep(Duration::from_millis(200));
+    let _ = client.write_all(b"after");
+    let _ = client.shutdown(Shutdown::Write);
+    let mut back = Vec::new();
+    let read = client.read_to_end(&mut back);
+    assert!(read.is_ok(), "{read:?}: {}", proxy.stderr());
+    assert_eq!(String::from_utf8_lossy(&back), "before!after");
+    assert!(
+        proxy.child.try_wait().unwrap().is_none(),
+        "{}",
+        proxy.stderr()
+    );
+    drop(proxy);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Each bridged connection holds `FDS_PER_CONNECTION` descriptors (what
+/// the proxy's `RLIMIT_NOFILE` is sized by): counted in
+/// `/proc/<pid>/fd` with two connections open, against none.
+#[test]
+fn a_bridged_connection_holds_the_descriptors_the_limit_is_sized_by() {
+    let dir = test_dir("fdcount");
+    fake_vmm(&dir.join("vsock.sock"));
+    let mut proxy = Proxy::start(&dir, None, &[]);
+    proxy.wait_ready();
+    let fds = || std::fs::read_dir(format!("/proc/{}/fd", proxy.child.id())).map(|d| d.count());
+    let Ok(idle) = fds() else {
+        eprintln!("skipped: /proc/<pid>/fd of the proxy is not readable here");
+        return;
+    };
+    let open: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut c = TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
+            c.set_read_timeout(Some(PATIENCE)).unwrap();
+            // One byte each way: both directions' pipes exist.
+            c.write_all(b"x").unwrap();
+            let mut byte = [0u8; 1];
+            c.read_exact(&mut byte).unwrap();
+            c
+        })
+        .collect();
+    let busy = fds().unwrap();
+    assert_eq!(
+        busy - idle,
+        2 * vmm::vsock_proxy::FDS_PER_CONNECTION as usize,
+        "{idle} -> {busy}"
+    );
+    drop(open);
+    drop(proxy);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn more_connections_than_the_fd_limit_allows_stop_it_at_start_up() {
+    let dir = test_dir("fds");
+    fake_vmm(&dir.join("vsock.sock"));
+    let mut proxy = Proxy::start(&dir, None, &["--max-connections", "1000000000000"]);
+    let code = proxy.wait_exit();
+    let err = proxy.stderr();
+    assert_eq!(code, SETUP_FAILED, "{err}");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("no error line: {err}"));
+    assert!(
+        line.starts_with(
+            "error: --max-connections 1000000000000 needs 8000000000064 file descriptors"
+        ),
+        "{line}"
+    );
+    assert!(
+        line.contains("lower --max-connections to at most"),
+        "{line}"
+    );
+    assert!(line.contains("or raise the limit"), "{line}");
+    drop(proxy);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn disable_sandbox_leaves_the_proxy_unfiltered() {
     let dir = test_dir("disabled");

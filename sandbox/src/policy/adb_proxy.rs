@@ -8,6 +8,12 @@
 //! sandbox it connects to the vsock socket once from `conn-0` (the `conn`
 //! class: no call of its own), to find a socket its uid may not reach at
 //! start-up. It opens no file and creates no network socket.
+//!
+//! When a splice from a socket returns 0 (also what a TCP socket gives at
+//! an urgent mark, not only at EOF), a non-blocking `recv` (`recvfrom`,
+//! in [`STREAM_IO`]) tells which. `SO_OOBINLINE` (on the listener) and
+//! `RLIMIT_NOFILE` (sized for `--max-connections`) are set before the
+//! sandbox is entered: no class may set either.
 
 // libc's constants are `c_ulong` on glibc and `c_int` on musl: the casts
 // are needed on one of them.
@@ -80,7 +86,7 @@ pub const POLICY: ProcessPolicy = ProcessPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::Arch;
+    use crate::policy::{Arch, Cmp, Cond};
 
     #[test]
     fn no_class_opens_execs_or_makes_a_listener() {
@@ -96,6 +102,65 @@ mod tests {
                         "adb-proxy/{} allows {forbidden}",
                         class.name
                     );
+                }
+            }
+        }
+    }
+
+    /// The copying classes may `recv` (the check after a splice that
+    /// returned 0); nothing in the sandbox changes a resource limit or sets
+    /// `SO_OOBINLINE` (both are done before it), and every `setsockopt`
+    /// names its level and option.
+    #[test]
+    fn copying_classes_may_recv_and_no_class_sets_limits_or_oobinline() {
+        let eq_value = |c: &Cond| match c.cmp {
+            Cmp::Eq(v) => Some(v),
+            _ => None,
+        };
+        for arch in Arch::ALL {
+            for name in ["conn", "up"] {
+                let class = POLICY.class(name).unwrap();
+                let names = POLICY.syscalls_of(class, arch);
+                for needed in ["splice", "recvfrom"] {
+                    assert!(names.contains(&needed), "adb-proxy/{name} lacks {needed}");
+                }
+            }
+            for class in POLICY.classes {
+                let names = POLICY.syscalls_of(class, arch);
+                for forbidden in ["setrlimit", "prlimit64", "getrlimit"] {
+                    assert!(
+                        !names.contains(&forbidden),
+                        "adb-proxy/{} allows {forbidden}",
+                        class.name
+                    );
+                }
+                for rule in POLICY.rules_of(class) {
+                    if rule.name != "setsockopt" {
+                        continue;
+                    }
+                    assert!(
+                        !rule.when.is_empty(),
+                        "adb-proxy/{}: any option",
+                        class.name
+                    );
+                    for alt in rule.when {
+                        let level = alt.iter().find(|c| c.arg == 1).and_then(eq_value);
+                        let option = alt.iter().find(|c| c.arg == 2).and_then(eq_value);
+                        assert!(
+                            level.is_some() && option.is_some(),
+                            "adb-proxy/{}: {alt:?}",
+                            class.name
+                        );
+                        assert_ne!(
+                            (level, option),
+                            (
+                                Some(libc::SOL_SOCKET as u64),
+                                Some(libc::SO_OOBINLINE as u64)
+                            ),
+                            "adb-proxy/{}",
+                            class.name
+                        );
+                    }
                 }
             }
         }
