@@ -52,7 +52,7 @@ enum Op {
 #[derive(Default)]
 struct Env {
     now: u64,
-    records: HashMap<u32, FailureRecord>,
+    records: HashMap<u64, FailureRecord>,
     rng: u64,
 }
 
@@ -70,15 +70,15 @@ impl GatekeeperEnv for Env {
         }
         Ok(())
     }
-    fn read_record(&mut self, uid: u32) -> Result<Option<FailureRecord>, String> {
-        Ok(self.records.get(&uid).copied())
+    fn read_record(&mut self, sid: u64) -> Result<Option<FailureRecord>, String> {
+        Ok(self.records.get(&sid).copied())
     }
-    fn write_record(&mut self, uid: u32, r: &FailureRecord) -> Result<(), String> {
-        self.records.insert(uid, *r);
+    fn write_record(&mut self, sid: u64, r: &FailureRecord) -> Result<(), String> {
+        self.records.insert(sid, *r);
         Ok(())
     }
-    fn delete_records(&mut self, uid: Option<u32>) -> Result<(), String> {
-        match uid {
+    fn delete_records(&mut self, sid: Option<u64>) -> Result<(), String> {
+        match sid {
             Some(u) => self.records.remove(&u),
             None => {
                 self.records.clear();

@@ -18,7 +18,7 @@ use crate::ta::echo::{DatasinkChannel, EchoChannel, EchoGp};
 use crate::ta::gatekeeper::{Gatekeeper, StoreEnv};
 use crate::ta::gp::MessageGp;
 use crate::ta::hwkey::{Hwkey, HwkeyChannel};
-use crate::ta::storage::StorageSession;
+use crate::ta::storage::{StorageSession, TransactionBudget, MAX_GUEST_TRANSACTION_BYTES};
 use crate::ta::{Channel, GpSession};
 
 /// Why the service could not start.
@@ -81,6 +81,7 @@ pub struct Service {
     secret: DeviceSecret,
     clock: Arc<dyn Clock>,
     limits: Limits,
+    transaction_budget: usize,
 }
 
 impl Service {
@@ -96,12 +97,20 @@ impl Service {
             secret: DeviceSecret::load_or_create(state_dir)?,
             clock,
             limits: Limits::default(),
+            transaction_budget: MAX_GUEST_TRANSACTION_BYTES,
         })
     }
 
     /// Uses `limits` for the guests opened afterwards (tests).
     pub fn set_limits(&mut self, limits: Limits) {
         self.limits = limits;
+    }
+
+    /// Gives the guests opened afterwards a budget of `bytes` of
+    /// uncommitted storage transactions instead of
+    /// [`MAX_GUEST_TRANSACTION_BYTES`] (tests).
+    pub fn set_transaction_budget(&mut self, bytes: usize) {
+        self.transaction_budget = bytes;
     }
 
     /// Opens guest `name`: derives its keys and opens its namespaces. A
@@ -137,6 +146,7 @@ impl Service {
             gk: Mutex::new(gk),
             clock: self.clock.clone(),
             limits: self.limits,
+            transactions: TransactionBudget::new(self.transaction_budget),
         }))
     }
 }
@@ -150,6 +160,9 @@ pub struct Guest {
     gk: Mutex<Box<dyn SecureStore>>,
     clock: Arc<dyn Clock>,
     limits: Limits,
+    /// What the open transactions of all the guest's storage channels may
+    /// hold together.
+    transactions: Arc<TransactionBudget>,
 }
 
 fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -171,7 +184,11 @@ impl Guest {
             TaKind::Datasink => Box::new(DatasinkChannel::default()),
             TaKind::StorageTd => Box::new(StorageChannel {
                 guest: self.clone(),
-                session: StorageSession::new(max_msg, self.limits),
+                session: StorageSession::with_budget(
+                    max_msg,
+                    self.limits,
+                    self.transactions.clone(),
+                ),
             }),
             TaKind::Gatekeeper => Box::new(GatekeeperChannel {
                 guest: self.clone(),
@@ -256,6 +273,93 @@ mod tests {
             .on_message(&open_msg("shared", false));
         assert_eq!(sp::Header::parse(&r[0]).unwrap().result, sp::err::NOT_FOUND);
         assert!(d.path().join("guests/a/td/manifest").exists());
+    }
+
+    /// A storage message (no flags: nothing commits).
+    fn storage_msg(cmd: u32, payload: &[u8]) -> Vec<u8> {
+        let mut m = Vec::new();
+        for v in [cmd, 0, 0, 0, 0, 0] {
+            m.extend_from_slice(&v.to_le_bytes());
+        }
+        m.extend_from_slice(payload);
+        m
+    }
+
+    /// The result and payload of a channel's one response.
+    fn answer(r: &[Vec<u8>]) -> (i32, &[u8]) {
+        assert_eq!(r.len(), 1);
+        (
+            sp::Header::parse(&r[0]).unwrap().result,
+            &r[0][sp::HEADER_LEN..],
+        )
+    }
+
+    /// Creates `files` files `<prefix><n>` of 1 MiB (the largest) in the
+    /// open transaction of `ch`; the first failure's result, else
+    /// `NO_ERROR`.
+    fn hold_mib_files(ch: &mut dyn Channel, prefix: &str, files: usize) -> i32 {
+        for i in 0..files {
+            let mut open = sp::OPEN_CREATE.to_le_bytes().to_vec();
+            open.extend_from_slice(format!("{prefix}{i}").as_bytes());
+            let r = ch.on_message(&storage_msg(sp::FILE_OPEN, &open));
+            let (result, fh) = answer(&r);
+            if result != sp::err::NO_ERROR {
+                return result;
+            }
+            let mut size = (1u64 << 20).to_le_bytes().to_vec();
+            size.extend_from_slice(&fh[..4]);
+            size.extend_from_slice(&0u32.to_le_bytes());
+            let r = ch.on_message(&storage_msg(sp::FILE_SET_SIZE, &size));
+            if answer(&r).0 != sp::err::NO_ERROR {
+                return answer(&r).0;
+            }
+        }
+        sp::err::NO_ERROR
+    }
+
+    #[test]
+    fn a_guests_channels_share_its_transaction_budget() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Service::open(d.path(), Arc::new(Fixed(1))).unwrap();
+        let a = s.guest("a").unwrap();
+        let b = s.guest("b").unwrap();
+        // Channels of guest a holding 3 MiB each (within a transaction's
+        // 4 MiB): the 22nd would take a over its 64 MiB.
+        assert_eq!(MAX_GUEST_TRANSACTION_BYTES, 64 << 20);
+        let mut held = Vec::new();
+        let refused = (0..32).find_map(|i| {
+            let mut ch = a.channel(TaKind::StorageTd, 4096);
+            let r = hold_mib_files(&mut *ch, &format!("f{i}-"), 3);
+            held.push(ch);
+            (r != sp::err::NO_ERROR).then_some((i, r))
+        });
+        assert_eq!(refused, Some((21, sp::err::GENERIC)));
+        assert!(a.transactions.held() <= MAX_GUEST_TRANSACTION_BYTES);
+        // Guest b is not refused.
+        let mut other = b.channel(TaKind::StorageTd, 4096);
+        assert_eq!(hold_mib_files(&mut *other, "g", 3), sp::err::NO_ERROR);
+        // An abort (END_TRANSACTION without TRANSACT_COMPLETE) gives one
+        // channel's bytes back: the refused channel, once it ended its
+        // failed transaction, fits.
+        let end = storage_msg(sp::END_TRANSACTION, &[]);
+        assert_eq!(answer(&held[0].on_message(&end)).0, sp::err::NO_ERROR);
+        assert_eq!(answer(&held[21].on_message(&end)).0, sp::err::NO_ERROR);
+        assert_eq!(hold_mib_files(&mut *held[21], "h", 3), sp::err::NO_ERROR);
+        // So does closing a channel.
+        let mut late = a.channel(TaKind::StorageTd, 4096);
+        assert_eq!(hold_mib_files(&mut *late, "l", 3), sp::err::GENERIC);
+        assert_eq!(answer(&late.on_message(&end)).0, sp::err::NO_ERROR);
+        drop(held.remove(1));
+        assert_eq!(hold_mib_files(&mut *late, "l", 3), sp::err::NO_ERROR);
+        // Nothing was committed.
+        assert_eq!(
+            answer(
+                &b.channel(TaKind::StorageTd, 4096)
+                    .on_message(&open_msg("g0", false))
+            )
+            .0,
+            sp::err::NOT_FOUND
+        );
     }
 
     #[test]

@@ -3,8 +3,17 @@
 //! (`system/gatekeeper/gatekeeper.cpp`), over AOSP's message format
 //! ([`proto`]). Time, randomness and the failure records come from a
 //! [`GatekeeperEnv`]; the keys from the guest.
+//!
+//! Unlike AOSP, failure records are kept per *secure user id* (the one
+//! inside the password handle, covered by its HMAC), not per the Android
+//! user id of the request: any guest process can send gatekeeper
+//! messages, and a record chosen by the request's user id would give a
+//! caller holding a handle a fresh count under every user id it names.
+//! The user id is still carried by requests and answers, as in AOSP.
 
 pub mod proto;
+
+use std::collections::BTreeMap;
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -64,20 +73,37 @@ impl FailureRecord {
             failure_counter: super::le::u32_at(b, 16)?,
         })
     }
+
+    /// The record that throttles at least as hard as both `self` and
+    /// `other` (two records of one secure user id): the higher failure
+    /// count and the later last attempt, so that neither the count nor
+    /// the end of its retry window is ever lowered.
+    pub fn stricter(self, other: FailureRecord) -> FailureRecord {
+        FailureRecord {
+            secure_user_id: self.secure_user_id,
+            last_checked_ms: self.last_checked_ms.max(other.last_checked_ms),
+            failure_counter: self.failure_counter.max(other.failure_counter),
+        }
+    }
 }
 
 /// What gatekeeper needs from outside.
+///
+/// Failure records are keyed by the secure user id of the password handle
+/// they count attempts against (see the module docs), never by the
+/// request's Android user id.
 pub trait GatekeeperEnv {
     /// Milliseconds since boot (0 on error, as AOSP allows).
     fn now_ms(&self) -> u64;
     /// Fills `buf` with random bytes.
     fn random(&mut self, buf: &mut [u8]) -> Result<(), String>;
-    /// The stored failure record of Android user `uid`.
-    fn read_record(&mut self, uid: u32) -> Result<Option<FailureRecord>, String>;
-    /// Stores `uid`'s failure record (durably, before answering).
-    fn write_record(&mut self, uid: u32, record: &FailureRecord) -> Result<(), String>;
-    /// Deletes `uid`'s record, or every record.
-    fn delete_records(&mut self, uid: Option<u32>) -> Result<(), String>;
+    /// The stored failure record of secure user id `sid`; `None` means no
+    /// failures since the last success.
+    fn read_record(&mut self, sid: u64) -> Result<Option<FailureRecord>, String>;
+    /// Stores `sid`'s failure record (durably, before answering).
+    fn write_record(&mut self, sid: u64, record: &FailureRecord) -> Result<(), String>;
+    /// Deletes `sid`'s record (its count is 0 again), or every record.
+    fn delete_records(&mut self, sid: Option<u64>) -> Result<(), String>;
 }
 
 /// AOSP's `ComputeRetryTimeout`.
@@ -243,11 +269,16 @@ impl Gatekeeper {
                 handle,
                 password,
             } => self.verify(user_id, challenge, &handle, &password, env),
-            Request::DeleteUser { user_id } => simple(
-                proto::DELETE_USER,
-                user_id,
-                env.delete_records(Some(user_id)),
-            ),
+            Request::DeleteUser { user_id } => {
+                // The records are per secure user id, which the request
+                // does not name: nothing is tied to `user_id` to delete.
+                // Deleting a record by the caller's word would reset its
+                // throttling, and a removed user's records hold only
+                // failures not yet cleared (`DELETE_ALL_USERS` drops
+                // them).
+                tracing::debug!(user_id, "gatekeeper: DELETE_USER keeps the failure records");
+                simple(proto::DELETE_USER, user_id, Ok(()))
+            }
             Request::DeleteAllUsers { user_id } => {
                 simple(proto::DELETE_ALL_USERS, user_id, env.delete_records(None))
             }
@@ -256,7 +287,9 @@ impl Gatekeeper {
     }
 
     /// AOSP's `GetFailureRecord` + `ThrottleRequest` + `IncrementFailureRecord`:
-    /// every attempt counts as a failure until it succeeds.
+    /// every attempt counts as a failure until it succeeds. The record is
+    /// the one of `secure_user_id` (the handle's); `uid` only goes into
+    /// the answer and the logs.
     fn throttle(
         &self,
         cmd: u32,
@@ -266,9 +299,14 @@ impl Gatekeeper {
     ) -> Throttle {
         let unknown = Response::error(cmd, uid, error::UNKNOWN);
         let now = env.now_ms();
-        let mut record = match env.read_record(uid) {
-            Ok(Some(r)) if r.secure_user_id == secure_user_id => r,
-            Ok(_) => FailureRecord {
+        let mut record = match env.read_record(secure_user_id) {
+            // The record of this id, whatever id it says it is for: a
+            // mismatch is not a reason to count from 0.
+            Ok(Some(r)) => FailureRecord {
+                secure_user_id,
+                ..r
+            },
+            Ok(None) => FailureRecord {
                 secure_user_id,
                 ..Default::default()
             },
@@ -292,7 +330,7 @@ impl Gatekeeper {
                 // The clock went back (host reboot): restart the window
                 // without counting a failure.
                 record.last_checked_ms = now;
-                if let Err(e) = env.write_record(uid, &record) {
+                if let Err(e) = env.write_record(secure_user_id, &record) {
                     guest_warn!("gatekeeper: uid {uid}: failure record not written: {e}");
                     return Throttle::Stop(unknown);
                 }
@@ -305,26 +343,19 @@ impl Gatekeeper {
         }
         record.failure_counter = record.failure_counter.saturating_add(1);
         record.last_checked_ms = now;
-        if let Err(e) = env.write_record(uid, &record) {
+        if let Err(e) = env.write_record(secure_user_id, &record) {
             guest_warn!("gatekeeper: uid {uid}: failure record not written: {e}");
             return Throttle::Stop(unknown);
         }
         Throttle::Go(retry_timeout(record.failure_counter))
     }
 
-    fn clear(
-        &self,
-        uid: u32,
-        secure_user_id: u64,
-        env: &mut dyn GatekeeperEnv,
-    ) -> Result<(), String> {
-        env.write_record(
-            uid,
-            &FailureRecord {
-                secure_user_id,
-                ..Default::default()
-            },
-        )
+    /// AOSP's `ClearFailureRecord`: the count of `secure_user_id` back to
+    /// 0, by deleting its record (so that a namespace keeps records only
+    /// of ids with failures outstanding, not one per enrollment ever
+    /// made).
+    fn clear(&self, secure_user_id: u64, env: &mut dyn GatekeeperEnv) -> Result<(), String> {
+        env.delete_records(Some(secure_user_id))
     }
 
     fn wrong(cmd: u32, uid: u32, timeout: u32) -> Response {
@@ -364,7 +395,7 @@ impl Gatekeeper {
                 Err(r) => return r,
             }
         };
-        if let Err(e) = self.clear(uid, secure_user_id, env) {
+        if let Err(e) = self.clear(secure_user_id, env) {
             guest_warn!("gatekeeper: uid {uid}: failure record not cleared: {e}");
             return unknown;
         }
@@ -431,7 +462,7 @@ impl Gatekeeper {
             Err(r) => return r,
         };
         let token = self.auth_token(challenge, h.user_id, env.now_ms());
-        if let Err(e) = self.clear(uid, h.user_id, env) {
+        if let Err(e) = self.clear(h.user_id, env) {
             guest_warn!("gatekeeper: uid {uid}: failure record not cleared: {e}");
         }
         let mut body = Vec::new();
@@ -459,11 +490,103 @@ fn simple(cmd: u32, uid: u32, r: Result<(), String>) -> Response {
     }
 }
 
-/// File name prefix of failure records in the gatekeeper namespace.
-const RECORD_PREFIX: &str = "failure.";
+/// The start of every failure record's name in the gatekeeper namespace.
+const RECORDS_PREFIX: &str = "failure.";
+/// A failure record's name: this, then its secure user id in 16 lowercase
+/// hex digits.
+const RECORD_PREFIX: &str = "failure.sid.";
+
+/// The name of the failure record of secure user id `sid`.
+fn record_name(sid: u64) -> String {
+    format!("{RECORD_PREFIX}{sid:016x}")
+}
+
+/// Whether `name` is a record of the old layout, kept per Android user id:
+/// `failure.` and the user id in decimal.
+fn is_uid_record_name(name: &str) -> bool {
+    name.strip_prefix(RECORDS_PREFIX)
+        .is_some_and(|uid| !uid.is_empty() && uid.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The decoded record in file `name` of `store`, `None` if there is none.
+fn read_record_file(store: &dyn SecureStore, name: &str) -> Result<Option<FailureRecord>, String> {
+    if store.meta(name).map_err(|e| e.to_string())?.is_none() {
+        return Ok(None);
+    }
+    let bytes = store.read(name).map_err(|e| e.to_string())?;
+    FailureRecord::decode(&bytes)
+        .map(Some)
+        .ok_or_else(|| format!("{name} has {} bytes", bytes.len()))
+}
+
+/// Moves the records of the old layout (one per Android user id, the
+/// secure user id inside) to one per secure user id, in one atomic
+/// commit; nothing to do once none is left.
+///
+/// A count is never lowered: records of one secure user id (an attacker's
+/// guesses under several user ids, or a record already in the new
+/// layout) merge into the [stricter](FailureRecord::stricter) of them.
+/// Records with no failures are dropped (a missing record counts 0). An
+/// old record that cannot be read fails the migration, and with it every
+/// gatekeeper request of the guest that needs a record (`UNKNOWN`), until
+/// it is readable or `DELETE_ALL_USERS` removes it: throttling is never
+/// skipped for a record that might hold failures.
+fn migrate_uid_records(store: &mut dyn SecureStore) -> Result<(), String> {
+    let old: Vec<String> = store
+        .files()
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|(name, _)| name)
+        .filter(|name| is_uid_record_name(name))
+        .collect();
+    if old.is_empty() {
+        return Ok(());
+    }
+    let mut merged: BTreeMap<u64, FailureRecord> = BTreeMap::new();
+    for name in &old {
+        let Some(r) = read_record_file(store, name)? else {
+            continue;
+        };
+        if r.failure_counter == 0 {
+            continue;
+        }
+        let m = merged.entry(r.secure_user_id).or_insert(r);
+        *m = m.stricter(r);
+    }
+    let mut changes = Vec::with_capacity(merged.len() + old.len());
+    for (sid, r) in merged {
+        let name = record_name(sid);
+        let r = match read_record_file(store, &name)? {
+            Some(current) => current.stricter(r),
+            None => r,
+        };
+        changes.push(Change {
+            name,
+            data: Some(r.encode()),
+        });
+    }
+    let moved = changes.len();
+    changes.extend(old.iter().map(|name| Change {
+        name: name.clone(),
+        data: None,
+    }));
+    store.commit(changes).map_err(|e| e.to_string())?;
+    tracing::info!(
+        per_user_id = old.len(),
+        per_secure_user_id = moved,
+        "gatekeeper: failure records moved from Android user ids to secure user ids"
+    );
+    Ok(())
+}
 
 /// A [`GatekeeperEnv`] over a locked namespace of the guest, with the time
 /// the message arrived.
+///
+/// Records are files `failure.sid.<secure user id, 16 hex digits>`. The
+/// records of the old layout (`failure.<Android user id>`) are moved to it
+/// before any record is read or written: records of one secure user id
+/// merge into the [stricter](FailureRecord::stricter) of them, so no
+/// failure count is lowered.
 pub struct StoreEnv<'a> {
     /// The gatekeeper namespace (locked for the whole message, so two
     /// attempts cannot both read the same failure count).
@@ -481,38 +604,45 @@ impl GatekeeperEnv for StoreEnv<'_> {
         getrandom::fill(buf).map_err(|e| e.to_string())
     }
 
-    fn read_record(&mut self, uid: u32) -> Result<Option<FailureRecord>, String> {
-        let name = format!("{RECORD_PREFIX}{uid}");
-        if self.store.meta(&name).map_err(|e| e.to_string())?.is_none() {
-            return Ok(None);
-        }
-        let bytes = self.store.read(&name).map_err(|e| e.to_string())?;
-        FailureRecord::decode(&bytes)
-            .map(Some)
-            .ok_or_else(|| format!("{name} has {} bytes", bytes.len()))
+    fn read_record(&mut self, sid: u64) -> Result<Option<FailureRecord>, String> {
+        migrate_uid_records(self.store)?;
+        read_record_file(self.store, &record_name(sid))
     }
 
-    fn write_record(&mut self, uid: u32, record: &FailureRecord) -> Result<(), String> {
+    fn write_record(&mut self, sid: u64, record: &FailureRecord) -> Result<(), String> {
+        migrate_uid_records(self.store)?;
         self.store
             .commit(vec![Change {
-                name: format!("{RECORD_PREFIX}{uid}"),
+                name: record_name(sid),
                 data: Some(record.encode()),
             }])
             .map_err(|e| e.to_string())
     }
 
-    fn delete_records(&mut self, uid: Option<u32>) -> Result<(), String> {
-        let names: Vec<String> = match uid {
-            Some(u) => vec![format!("{RECORD_PREFIX}{u}")],
+    fn delete_records(&mut self, sid: Option<u64>) -> Result<(), String> {
+        let names: Vec<String> = match sid {
+            Some(sid) => {
+                // First, or an old record would come back with its count.
+                migrate_uid_records(self.store)?;
+                let name = record_name(sid);
+                match self.store.meta(&name).map_err(|e| e.to_string())? {
+                    Some(_) => vec![name],
+                    None => Vec::new(),
+                }
+            }
+            // Both layouts.
             None => self
                 .store
                 .files()
                 .map_err(|e| e.to_string())?
                 .into_iter()
                 .map(|(n, _)| n)
-                .filter(|n| n.starts_with(RECORD_PREFIX))
+                .filter(|n| n.starts_with(RECORDS_PREFIX))
                 .collect(),
         };
+        if names.is_empty() {
+            return Ok(());
+        }
         let changes = names
             .into_iter()
             .map(|name| Change { name, data: None })

@@ -4,15 +4,16 @@
 use std::collections::HashMap;
 
 use super::proto::tests::{enroll_msg, verify_msg};
-use super::proto::{error, DELETE_USER, ENROLL, RESP_BIT, VERIFY};
+use super::proto::{error, DELETE_ALL_USERS, DELETE_USER, ENROLL, RESP_BIT, VERIFY};
 use super::*;
 use crate::keys::DeviceSecret;
+use crate::store::{MemStore, SecureStore};
 use crate::ta::le::{u32_at, u64_at};
 
 #[derive(Default)]
 struct FakeEnv {
     now: u64,
-    records: HashMap<u32, FailureRecord>,
+    records: HashMap<u64, FailureRecord>,
     counter: u8,
     fail_writes: bool,
 }
@@ -38,20 +39,20 @@ impl GatekeeperEnv for FakeEnv {
         }
         Ok(())
     }
-    fn read_record(&mut self, uid: u32) -> Result<Option<FailureRecord>, String> {
-        Ok(self.records.get(&uid).copied())
+    fn read_record(&mut self, sid: u64) -> Result<Option<FailureRecord>, String> {
+        Ok(self.records.get(&sid).copied())
     }
-    fn write_record(&mut self, uid: u32, r: &FailureRecord) -> Result<(), String> {
+    fn write_record(&mut self, sid: u64, r: &FailureRecord) -> Result<(), String> {
         if self.fail_writes {
             return Err("disk full".into());
         }
-        self.records.insert(uid, *r);
+        self.records.insert(sid, *r);
         Ok(())
     }
-    fn delete_records(&mut self, uid: Option<u32>) -> Result<(), String> {
-        match uid {
-            Some(u) => {
-                self.records.remove(&u);
+    fn delete_records(&mut self, sid: Option<u64>) -> Result<(), String> {
+        match sid {
+            Some(s) => {
+                self.records.remove(&s);
             }
             None => self.records.clear(),
         }
@@ -80,6 +81,18 @@ fn enrolled_at(now: u64) -> (Gatekeeper, FakeEnv, Vec<u8>) {
     let mut env = FakeEnv::at(now);
     let h = handle_of(&g.handle(&enroll_msg(0, b"pw", b"", b""), &mut env));
     (g, env, h)
+}
+
+/// The secure user id inside a password handle.
+fn sid_of(handle: &[u8]) -> u64 {
+    u64_at(handle, 1).unwrap()
+}
+
+/// The failure count of `handle`'s secure user id (0 without a record).
+fn count_of(env: &FakeEnv, handle: &[u8]) -> u32 {
+    env.records
+        .get(&sid_of(handle))
+        .map_or(0, |r| r.failure_counter)
 }
 
 fn err_of(r: &[u8]) -> u32 {
@@ -197,23 +210,24 @@ fn throttling_follows_aosp() {
         retry_of(&g.handle(&verify_msg(0, 0, &h, b"pw"), &mut env)),
         20_000
     );
-    assert_eq!(env.records[&0].failure_counter, 5);
+    assert_eq!(count_of(&env, &h), 5);
     // After the window: attempt 6 is checked; the right password clears.
     env.now += 20_000;
     assert_eq!(
         err_of(&g.handle(&verify_msg(0, 0, &h, b"pw"), &mut env)),
         error::NONE
     );
-    assert_eq!(env.records[&0].failure_counter, 0);
+    assert_eq!(count_of(&env, &h), 0);
+    assert!(env.records.is_empty(), "a cleared record is deleted");
     // Re-enroll with a wrong current password counts too.
     env.now += 1;
     let r = g.handle(&enroll_msg(0, b"new", b"bad", &h), &mut env);
     assert_eq!(err_of(&r), error::INVALID);
-    assert_eq!(env.records[&0].failure_counter, 1);
+    assert_eq!(count_of(&env, &h), 1);
     // Re-enroll with the right one keeps the secure user id.
     let h2 = handle_of(&g.handle(&enroll_msg(0, b"new", b"pw", &h), &mut env));
     assert_eq!(h2[1..9], h[1..9]);
-    assert_eq!(env.records[&0].failure_counter, 0);
+    assert_eq!(count_of(&env, &h), 0);
 }
 
 #[test]
@@ -229,7 +243,7 @@ fn a_clock_that_went_back_restarts_the_window() {
         retry_of(&g.handle(&verify_msg(0, 0, &h, b"pw"), &mut env)),
         30_000
     );
-    assert_eq!(env.records[&0].failure_counter, 5, "not counted");
+    assert_eq!(count_of(&env, &h), 5, "not counted");
     env.now = 20;
     assert_eq!(
         retry_of(&g.handle(&verify_msg(0, 0, &h, b"pw"), &mut env)),
@@ -261,25 +275,105 @@ fn retry_timeouts_match_compute_retry_timeout() {
     }
 }
 
+/// A DELETE_USER or DELETE_ALL_USERS message.
+fn delete_msg(cmd: u32, uid: u32) -> Vec<u8> {
+    let mut m = Vec::new();
+    for v in [cmd, 0, uid] {
+        m.extend_from_slice(&v.to_le_bytes());
+    }
+    m
+}
+
 #[test]
-fn records_are_per_user_and_deletable() {
+fn records_are_per_secure_user_id_and_only_delete_all_drops_them() {
     let g = gk("g");
     let mut env = FakeEnv::default();
     let h0 = handle_of(&g.handle(&enroll_msg(0, b"a", b"", b""), &mut env));
     let h1 = handle_of(&g.handle(&enroll_msg(1, b"b", b"", b""), &mut env));
-    assert_ne!(h0[1..9], h1[1..9], "fresh secure user ids");
+    assert_ne!(sid_of(&h0), sid_of(&h1), "fresh secure user ids");
+    assert!(env.records.is_empty(), "enrolling writes no record");
     env.now = 5;
     g.handle(&verify_msg(0, 0, &h0, b"x"), &mut env);
-    assert_eq!(env.records[&0].failure_counter, 1);
-    assert_eq!(env.records[&1].failure_counter, 0);
-    let mut del = Vec::new();
-    for v in [DELETE_USER, 0, 0] {
-        del.extend_from_slice(&v.to_le_bytes());
-    }
-    let r = g.handle(&del, &mut env);
+    assert_eq!(count_of(&env, &h0), 1);
+    assert_eq!(count_of(&env, &h1), 0);
+    // DELETE_USER answers NONE but does not reset a count: the request's
+    // user id does not choose records.
+    let r = g.handle(&delete_msg(DELETE_USER, 0), &mut env);
     assert_eq!(u32_at(&r, 0), Some(DELETE_USER | RESP_BIT));
     assert_eq!(err_of(&r), error::NONE);
-    assert!(!env.records.contains_key(&0));
+    assert_eq!(count_of(&env, &h0), 1);
+    let r = g.handle(&delete_msg(DELETE_ALL_USERS, 0), &mut env);
+    assert_eq!(err_of(&r), error::NONE);
+    assert!(env.records.is_empty());
+}
+
+/// A wrong guess against `h` under each user id of `uids` (the caller
+/// picks them freely), all at the environment's time; the answers.
+fn guess_under_uids(
+    g: &Gatekeeper,
+    env: &mut dyn GatekeeperEnv,
+    h: &[u8],
+    uids: std::ops::Range<u32>,
+) -> Vec<Vec<u8>> {
+    uids.map(|uid| g.handle(&verify_msg(uid, 0, h, b"guess"), env))
+        .collect()
+}
+
+#[test]
+fn guesses_under_many_user_ids_share_one_failure_count() {
+    // An attacker with a handle (enrolled by user 0) names a new Android
+    // user id for every guess: the 5th guess is throttled all the same,
+    // and so is every guess under yet another id inside the window.
+    let (g, mut env, h) = enrolled_at(100_000);
+    env.now += 1;
+    let answers = guess_under_uids(&g, &mut env, &h, 1000..1005);
+    for r in &answers[..4] {
+        assert_eq!(err_of(r), error::INVALID);
+    }
+    assert_eq!(retry_of(&answers[4]), 30_000);
+    assert_eq!(u32_at(&answers[4], 8), Some(1004), "answered to its uid");
+    for uid in 2000..2010 {
+        env.now += 1;
+        let r = g.handle(&verify_msg(uid, 0, &h, b"pw"), &mut env);
+        assert!(retry_of(&r) < 30_000, "uid {uid} is throttled too");
+    }
+    assert_eq!(count_of(&env, &h), 5, "refused attempts are not counted");
+    assert_eq!(env.records.len(), 1, "one record for the handle");
+}
+
+#[test]
+fn another_handle_under_the_same_user_id_does_not_reset_the_count() {
+    // The attacker enrolls a handle of its own under the victim's user id
+    // and verifies it: that clears its own record, not the victim's.
+    let (g, mut env, victim) = enrolled_at(100_000);
+    env.now += 1;
+    for _ in 0..4 {
+        g.handle(&verify_msg(0, 0, &victim, b"guess"), &mut env);
+    }
+    let own = handle_of(&g.handle(&enroll_msg(0, b"mine", b"", b""), &mut env));
+    let r = g.handle(&verify_msg(0, 0, &own, b"mine"), &mut env);
+    assert_eq!(err_of(&r), error::NONE);
+    assert_eq!(count_of(&env, &victim), 4);
+    assert_eq!(
+        retry_of(&g.handle(&verify_msg(0, 0, &victim, b"guess"), &mut env)),
+        30_000
+    );
+}
+
+#[test]
+fn delete_user_does_not_reset_throttling() {
+    let (g, mut env, h) = enrolled_at(100_000);
+    env.now += 1;
+    guess_under_uids(&g, &mut env, &h, 0..5);
+    for uid in 0..5 {
+        let r = g.handle(&delete_msg(DELETE_USER, uid), &mut env);
+        assert_eq!(err_of(&r), error::NONE);
+    }
+    env.now += 1;
+    assert_eq!(
+        retry_of(&g.handle(&verify_msg(0, 0, &h, b"pw"), &mut env)),
+        29_999
+    );
 }
 
 #[test]
@@ -306,7 +400,6 @@ fn failure_records_round_trip() {
 
 #[test]
 fn store_env_keeps_records_in_the_namespace() {
-    use crate::store::{MemStore, SecureStore};
     let g = gk("g");
     let mut store = MemStore::new();
     let h = {
@@ -323,8 +416,11 @@ fn store_env_keeps_records_in_the_namespace() {
         };
         g.handle(&verify_msg(3, 0, &h, b"bad"), &mut env);
     }
-    let rec = FailureRecord::decode(&store.read("failure.3").unwrap()).unwrap();
+    let name = format!("failure.sid.{:016x}", sid_of(&h));
+    assert_eq!(store.files().unwrap().len(), 1);
+    let rec = FailureRecord::decode(&store.read(&name).unwrap()).unwrap();
     assert_eq!(rec.failure_counter, 5);
+    assert_eq!(rec.secure_user_id, sid_of(&h));
     // A fresh env over the same store (a restarted service) still throttles.
     let mut env = StoreEnv {
         store: &mut store,
@@ -334,10 +430,185 @@ fn store_env_keeps_records_in_the_namespace() {
         retry_of(&g.handle(&verify_msg(3, 0, &h, b"pw"), &mut env)),
         29_204
     );
-    let mut all = Vec::new();
-    for v in [super::proto::DELETE_ALL_USERS, 0, 0] {
-        all.extend_from_slice(&v.to_le_bytes());
-    }
-    assert_eq!(err_of(&g.handle(&all, &mut env)), error::NONE);
+    assert_eq!(
+        err_of(&g.handle(&delete_msg(DELETE_ALL_USERS, 0), &mut env)),
+        error::NONE
+    );
     assert!(store.files().unwrap().is_empty());
+}
+
+/// User 0's handle (password `pw`), enrolled into `store` at 100 ms.
+fn enrolled_in(g: &Gatekeeper, store: &mut MemStore) -> Vec<u8> {
+    let mut env = StoreEnv { store, now_ms: 100 };
+    handle_of(&g.handle(&enroll_msg(0, b"pw", b"", b""), &mut env))
+}
+
+#[test]
+fn the_store_throttles_guesses_under_many_user_ids() {
+    // The service's path (records in the namespace), messages only.
+    let g = gk("g");
+    let mut store = MemStore::new();
+    let h = enrolled_in(&g, &mut store);
+    let mut env = StoreEnv {
+        store: &mut store,
+        now_ms: 1000,
+    };
+    let answers = guess_under_uids(&g, &mut env, &h, 1000..1005);
+    for r in &answers[..4] {
+        assert_eq!(err_of(r), error::INVALID);
+    }
+    assert_eq!(retry_of(&answers[4]), 30_000);
+    for uid in 5000..5100 {
+        let mut env = StoreEnv {
+            store: &mut store,
+            now_ms: 1000 + u64::from(uid - 4999),
+        };
+        let r = g.handle(&verify_msg(uid, 0, &h, b"guess"), &mut env);
+        assert_eq!(err_of(&r), error::RETRY, "uid {uid} is throttled too");
+    }
+}
+
+/// Puts records of the old layout (`failure.<uid>`) into `store`.
+fn put_uid_records(store: &mut MemStore, records: &[(u32, FailureRecord)]) {
+    let changes = records
+        .iter()
+        .map(|(uid, r)| Change {
+            name: format!("failure.{uid}"),
+            data: Some(r.encode()),
+        })
+        .collect();
+    store.commit(changes).unwrap();
+}
+
+#[test]
+fn records_kept_per_user_id_move_to_the_secure_user_id_without_losing_failures() {
+    let g = gk("g");
+    let mut store = MemStore::new();
+    let h = enrolled_in(&g, &mut store);
+    let sid = sid_of(&h);
+    let at = |last_checked_ms, failure_counter| FailureRecord {
+        secure_user_id: sid,
+        last_checked_ms,
+        failure_counter,
+    };
+    let other = FailureRecord {
+        secure_user_id: 77,
+        last_checked_ms: 10,
+        failure_counter: 2,
+    };
+    // Guesses of the old code under three user ids (one the last to be
+    // checked, one with the most failures), a zero record (AOSP writes
+    // one on success), another id's record, and a record of the new
+    // layout with fewer failures (written by this code before a
+    // downgrade and upgrade).
+    put_uid_records(
+        &mut store,
+        &[
+            (0, at(5_000, 3)),
+            (1000, at(4_000, 12)),
+            (1001, at(6_000, 1)),
+            (1002, at(7_000, 0)),
+            (5, other),
+        ],
+    );
+    store
+        .commit(vec![Change {
+            name: format!("failure.sid.{sid:016x}"),
+            data: Some(at(1_000, 7).encode()),
+        }])
+        .unwrap();
+    // A user id none of them had: 12 failures, the window from the latest
+    // check (6 s).
+    let mut env = StoreEnv {
+        store: &mut store,
+        now_ms: 16_000,
+    };
+    assert_eq!(
+        retry_of(&g.handle(&verify_msg(4242, 0, &h, b"pw"), &mut env)),
+        20_000
+    );
+    let names: Vec<String> = store.files().unwrap().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        names,
+        [
+            "failure.sid.000000000000004d".to_string(),
+            format!("failure.sid.{sid:016x}")
+        ]
+    );
+    let moved = FailureRecord::decode(&store.read(&names[1]).unwrap()).unwrap();
+    assert_eq!(moved, at(6_000, 12));
+    let kept = FailureRecord::decode(&store.read(&names[0]).unwrap()).unwrap();
+    assert_eq!(kept, other);
+    // After the window the right password clears the one record.
+    let mut env = StoreEnv {
+        store: &mut store,
+        now_ms: 36_000,
+    };
+    assert_eq!(
+        err_of(&g.handle(&verify_msg(0, 0, &h, b"pw"), &mut env)),
+        error::NONE
+    );
+    assert_eq!(store.files().unwrap().len(), 1, "only the other id's");
+}
+
+#[test]
+fn an_unreadable_old_record_stops_verifying_until_all_users_are_deleted() {
+    let g = gk("g");
+    let mut store = MemStore::new();
+    let h = enrolled_in(&g, &mut store);
+    store
+        .commit(vec![Change {
+            name: "failure.9".into(),
+            data: Some(vec![0; 19]),
+        }])
+        .unwrap();
+    let mut env = StoreEnv {
+        store: &mut store,
+        now_ms: 1000,
+    };
+    assert_eq!(
+        err_of(&g.handle(&verify_msg(0, 0, &h, b"pw"), &mut env)),
+        error::UNKNOWN,
+        "it may hold failures of this handle"
+    );
+    assert_eq!(
+        err_of(&g.handle(&delete_msg(DELETE_ALL_USERS, 0), &mut env)),
+        error::NONE
+    );
+    assert_eq!(
+        err_of(&g.handle(&verify_msg(0, 0, &h, b"pw"), &mut env)),
+        error::NONE
+    );
+}
+
+#[test]
+fn stricter_keeps_the_higher_count_and_the_later_check() {
+    let a = FailureRecord {
+        secure_user_id: 1,
+        last_checked_ms: 10,
+        failure_counter: 9,
+    };
+    let b = FailureRecord {
+        secure_user_id: 1,
+        last_checked_ms: 20,
+        failure_counter: 4,
+    };
+    let both = FailureRecord {
+        secure_user_id: 1,
+        last_checked_ms: 20,
+        failure_counter: 9,
+    };
+    assert_eq!(a.stricter(b), both);
+    assert_eq!(b.stricter(a), both);
+}
+
+#[test]
+fn only_decimal_user_ids_are_old_record_names() {
+    assert!(is_uid_record_name("failure.0"));
+    assert!(is_uid_record_name("failure.4294967295"));
+    assert!(!is_uid_record_name("failure."));
+    assert!(!is_uid_record_name(&record_name(0)));
+    assert!(!is_uid_record_name("failure.1a"));
+    assert!(!is_uid_record_name("other.1"));
+    assert_eq!(record_name(0xab), "failure.sid.00000000000000ab");
 }

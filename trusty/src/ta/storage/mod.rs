@@ -6,14 +6,20 @@
 //!
 //! [`StorageSession`] is the pure core: one channel's handles and
 //! transaction, given the namespace's committed state ([`SecureStore`])
-//! for each message.
+//! for each message. The bytes of its open transaction are charged to its
+//! guest's [`TransactionBudget`] ([`budget`]), shared by all of that
+//! guest's channels.
 
+pub mod budget;
 pub mod proto;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use vmstack_log::{guest_info, guest_warn};
 
+use self::budget::BudgetShare;
+pub use self::budget::{TransactionBudget, MAX_GUEST_TRANSACTION_BYTES};
 use self::proto::{err, list, Header, HEADER_LEN, MSG_FLAG_TRANSACT_COMPLETE};
 use crate::store::{is_valid_name, Change, Limits, SecureStore, StoreError, MAX_NAME_LEN};
 use crate::ta::le::{u32_at, u64_at};
@@ -21,7 +27,9 @@ use crate::ta::le::{u32_at, u64_at};
 /// Most files one channel may have open.
 pub const MAX_OPEN_FILES: usize = 64;
 /// Most bytes one transaction may hold: its files' new contents plus
-/// [`PENDING_ENTRY_OVERHEAD`] and the name for every file it touches.
+/// [`PENDING_ENTRY_OVERHEAD`] and the name for every file it touches. All
+/// open transactions of one guest together are held to
+/// [`MAX_GUEST_TRANSACTION_BYTES`] as well.
 pub const MAX_TRANSACTION_BYTES: usize = 4 << 20;
 /// Most files (created, changed, deleted or moved names) one transaction
 /// may touch; a namespace with a smaller file limit
@@ -80,18 +88,11 @@ impl From<StoreError> for OpError {
 
 type OpResult<T> = Result<T, OpError>;
 
-/// A transaction holding `bytes` is within [`MAX_TRANSACTION_BYTES`].
-fn within_limit(bytes: usize) -> OpResult<()> {
-    if bytes > MAX_TRANSACTION_BYTES {
-        guest_info!("storage: transaction over its size limit ({bytes} bytes)");
-        return Err(over_limit());
-    }
-    Ok(())
-}
-
-/// A transaction over one of its limits: `GENERIC`, and the transaction
-/// fails (its changes are dropped; `TRANSACT` until `END_TRANSACTION`), as
-/// for a store error.
+/// A transaction over one of its limits (or its guest's budget):
+/// `GENERIC`, and the transaction fails (its changes are dropped;
+/// `TRANSACT` until `END_TRANSACTION`), as for a store error. Trusty's
+/// storage protocol has no out-of-space status: Trusty answers a file
+/// system without free blocks the same way.
 fn over_limit() -> OpError {
     OpError {
         code: err::GENERIC,
@@ -115,18 +116,36 @@ pub struct StorageSession {
     handles: Vec<Option<String>>,
     pending: BTreeMap<String, Pending>,
     failed: bool,
+    /// What the open transaction is charged in its guest's budget: at
+    /// least [`Self::transaction_bytes`] after every message, nothing
+    /// once it commits or is discarded, given back when the session is
+    /// dropped (the channel closes).
+    share: BudgetShare,
 }
 
 impl StorageSession {
     /// A channel whose messages are at most `max_msg` bytes, on a
-    /// namespace with `limits`.
+    /// namespace with `limits`, with a [`MAX_GUEST_TRANSACTION_BYTES`]
+    /// budget of its own (tests and fuzzing; the service shares one budget
+    /// among a guest's channels with [`Self::with_budget`]).
     pub fn new(max_msg: usize, limits: Limits) -> Self {
+        Self::with_budget(
+            max_msg,
+            limits,
+            TransactionBudget::new(MAX_GUEST_TRANSACTION_BYTES),
+        )
+    }
+
+    /// A channel like [`Self::new`] whose open transaction is charged to
+    /// `budget`, its guest's.
+    pub fn with_budget(max_msg: usize, limits: Limits, budget: Arc<TransactionBudget>) -> Self {
         StorageSession {
             max_msg,
             limits,
             handles: Vec::new(),
             pending: BTreeMap::new(),
             failed: false,
+            share: BudgetShare::new(budget),
         }
     }
 
@@ -137,6 +156,21 @@ impl StorageSession {
 
     /// Handles one message against the namespace `store`.
     pub fn on_message(&mut self, msg: &[u8], store: &mut dyn SecureStore) -> Vec<u8> {
+        let response = self.handle(msg, store);
+        // A message that shrank the transaction (a truncate, a delete of
+        // a file it wrote) gives the bytes back to the guest's budget.
+        let bytes = self.transaction_bytes();
+        self.share.shrink_to(bytes);
+        debug_assert!(
+            self.share.held() >= bytes,
+            "every growth is charged by the operation that makes it"
+        );
+        response
+    }
+
+    /// Handles one message; [`Self::on_message`] then settles the
+    /// transaction's charge.
+    fn handle(&mut self, msg: &[u8], store: &mut dyn SecureStore) -> Vec<u8> {
         let Some(h) = Header::parse(msg) else {
             let h = Header {
                 cmd: proto::RESP_MSG_ERR,
@@ -209,14 +243,27 @@ impl StorageSession {
         }
     }
 
+    /// Drops the open transaction and gives its bytes back to the
+    /// guest's budget.
     fn discard(&mut self) {
         self.pending.clear();
+        self.share.release();
     }
 
     /// Commits the open transaction: all of it or nothing. A file another
     /// channel committed since this one first touched it is a conflict.
+    /// Either way the transaction is over and its bytes go back to the
+    /// guest's budget.
     fn commit(&mut self, store: &mut dyn SecureStore) -> Result<(), i32> {
         let pending = std::mem::take(&mut self.pending);
+        let result = Self::apply(pending, store);
+        self.share.release();
+        result
+    }
+
+    /// Commits `pending` to `store` unless another channel committed one
+    /// of its files since it was first touched.
+    fn apply(pending: BTreeMap<String, Pending>, store: &mut dyn SecureStore) -> Result<(), i32> {
         if pending.is_empty() {
             return Ok(());
         }
@@ -274,11 +321,7 @@ impl StorageSession {
             }
             // The contents an entry keeps are checked by the operation
             // that keeps them (write, set-size, move).
-            let bytes = self.transaction_bytes().saturating_add(entry_cost(name, 0));
-            if bytes > MAX_TRANSACTION_BYTES {
-                guest_info!("storage: transaction over its size limit ({bytes} bytes)");
-                return Err(over_limit());
-            }
+            self.reserve(self.transaction_bytes().saturating_add(entry_cost(name, 0)))?;
             let meta = store.meta(name)?;
             let data = match meta {
                 Some(_) => {
@@ -319,20 +362,42 @@ impl StorageSession {
             .fold(0, usize::saturating_add)
     }
 
+    /// Charges the open transaction at `bytes` (what it holds, or is
+    /// about to): within [`MAX_TRANSACTION_BYTES`], and growth only as far
+    /// as the guest's budget has room. Over either, the transaction fails
+    /// ([`over_limit`]).
+    fn reserve(&mut self, bytes: usize) -> OpResult<()> {
+        if bytes > MAX_TRANSACTION_BYTES {
+            guest_info!("storage: transaction over its size limit ({bytes} bytes)");
+            return Err(over_limit());
+        }
+        if let Err(e) = self.share.set(bytes) {
+            guest_info!("storage: transaction over the guest's budget: {e}");
+            return Err(over_limit());
+        }
+        Ok(())
+    }
+
     /// Makes the contents of `name` (an entry of the transaction that
     /// exists) `new_len` bytes long, zero-filling any growth.
     ///
-    /// Growth is checked against [`MAX_TRANSACTION_BYTES`] *before* it is
-    /// allocated (over it: the transaction fails, as for
-    /// [`Self::check_transaction_size`]); a shrink gives the memory back,
-    /// so that what the transaction holds is what it is charged for.
+    /// Growth is checked against [`MAX_TRANSACTION_BYTES`] and the guest's
+    /// budget *before* it is allocated (over either: the transaction
+    /// fails, as for [`Self::check_transaction_size`]); a shrink gives the
+    /// memory back, so that what the transaction holds is what it is
+    /// charged for.
     fn resize_entry(&mut self, name: &str, new_len: usize) -> OpResult<&mut Vec<u8>> {
         let held = self.transaction_bytes();
+        let Some(capacity) = self.entry_capacity(name) else {
+            return Err(status(err::GENERIC));
+        };
+        if new_len > capacity {
+            self.reserve(held.saturating_sub(capacity).saturating_add(new_len))?;
+        }
         let Some(file) = self.pending.get_mut(name).and_then(|p| p.data.as_mut()) else {
             return Err(status(err::GENERIC));
         };
         if new_len > file.capacity() {
-            within_limit(held.saturating_sub(file.capacity()).saturating_add(new_len))?;
             file.reserve_exact(new_len - file.len());
         }
         file.resize(new_len, 0);
@@ -342,8 +407,19 @@ impl StorageSession {
         Ok(file)
     }
 
-    fn check_transaction_size(&self) -> OpResult<()> {
-        within_limit(self.transaction_bytes())
+    /// The allocated capacity of the contents of `name`, an entry of the
+    /// transaction that exists.
+    fn entry_capacity(&self, name: &str) -> Option<usize> {
+        self.pending
+            .get(name)
+            .and_then(|p| p.data.as_ref())
+            .map(Vec::capacity)
+    }
+
+    /// Charges the transaction for what it holds now (see
+    /// [`Self::reserve`]).
+    fn check_transaction_size(&mut self) -> OpResult<()> {
+        self.reserve(self.transaction_bytes())
     }
 
     // ---- handles ----

@@ -41,6 +41,12 @@ impl T {
             s: StorageSession::new(VSOCK_MAX_MESSAGE, limits),
         }
     }
+    /// A channel whose transactions are charged to `budget`.
+    fn with_budget(budget: &Arc<TransactionBudget>) -> Self {
+        T {
+            s: StorageSession::with_budget(VSOCK_MAX_MESSAGE, Limits::default(), budget.clone()),
+        }
+    }
     /// A store and a channel on it, both with these limits.
     fn on_store_with(max_file_size: u64, max_files: usize, max_total: u64) -> (MemStore, Self) {
         let limits = Limits {
@@ -669,6 +675,80 @@ fn growing_writes_are_checked_before_they_allocate() {
     assert_eq!(a.write(&mut st, fh, room as u64, b"x", 0), err::GENERIC);
     assert_eq!(held_capacity(&a), 0);
     assert_failed_then_usable(&mut a, &mut st, 0);
+}
+
+/// Creates `files` new files `<prefix><n>` of the largest size in `a`'s
+/// open transaction; the first failure's result, else `NO_ERROR`.
+fn hold_big_files(a: &mut T, st: &mut MemStore, prefix: &str, files: usize) -> i32 {
+    let big = Limits::default().max_file_size;
+    for i in 0..files {
+        let fh = match a.open(st, OPEN_CREATE, &format!("{prefix}{i}"), 0) {
+            Ok(fh) => fh,
+            Err(e) => return e,
+        };
+        let r = set_size(a, st, fh, big);
+        if r != err::NO_ERROR {
+            return r;
+        }
+    }
+    err::NO_ERROR
+}
+
+#[test]
+fn one_guests_sessions_share_a_budget_of_uncommitted_bytes() {
+    // A budget of 6 files of the largest size: two sessions of one guest
+    // each within the transaction limit (3 files) but over it together.
+    let big = Limits::default().max_file_size as usize;
+    let guest = TransactionBudget::new(6 * big);
+    let other_guest = TransactionBudget::new(6 * big);
+    let mut st = MemStore::new();
+    let mut other_st = MemStore::new();
+    let mut a = T::with_budget(&guest);
+    let mut b = T::with_budget(&guest);
+    assert_eq!(hold_big_files(&mut a, &mut st, "a", 3), err::NO_ERROR);
+    assert_eq!(guest.held(), a.s.transaction_bytes());
+    // B's third file would take the guest over its budget: refused before
+    // it is allocated, and B's transaction fails (its bytes go back).
+    assert_eq!(hold_big_files(&mut b, &mut st, "b", 3), err::GENERIC);
+    assert_eq!(guest.held(), a.s.transaction_bytes());
+    assert_failed_then_usable(&mut b, &mut st, 0);
+    // Another guest's session still holds as much as it likes.
+    let mut c = T::with_budget(&other_guest);
+    assert_eq!(hold_big_files(&mut c, &mut other_st, "c", 3), err::NO_ERROR);
+    // A's abort frees the budget for B.
+    assert_eq!(a.end(&mut st, false), err::NO_ERROR);
+    assert_eq!(guest.held(), 0);
+    assert_eq!(hold_big_files(&mut b, &mut st, "b", 3), err::NO_ERROR);
+    assert_eq!(hold_big_files(&mut a, &mut st, "a", 3), err::GENERIC);
+    assert_eq!(a.end(&mut st, false), err::NO_ERROR);
+    // B's close (the session dropped) frees it for A.
+    drop(b);
+    assert_eq!(guest.held(), 0);
+    assert_eq!(hold_big_files(&mut a, &mut st, "a", 3), err::NO_ERROR);
+    // So does a commit.
+    assert_eq!(a.end(&mut st, true), err::NO_ERROR);
+    assert_eq!(guest.held(), 0);
+    assert_eq!(st.files().unwrap().len(), 3 + 1);
+}
+
+#[test]
+fn a_shrunk_transaction_gives_its_bytes_back_to_the_budget() {
+    let big = Limits::default().max_file_size;
+    let guest = TransactionBudget::new(MAX_GUEST_TRANSACTION_BYTES);
+    let mut st = MemStore::new();
+    let mut a = T::with_budget(&guest);
+    let fh = a.open(&mut st, OPEN_CREATE, "f", 0).unwrap();
+    assert_eq!(set_size(&mut a, &mut st, fh, big), err::NO_ERROR);
+    assert!(guest.held() > big as usize);
+    // A truncating open and a delete shrink without a size check.
+    assert!(a.open(&mut st, OPEN_CREATE | OPEN_TRUNCATE, "f", 0).is_ok());
+    assert_eq!(guest.held(), a.s.transaction_bytes());
+    assert!(guest.held() < 1024);
+    assert_eq!(set_size(&mut a, &mut st, fh, big), err::NO_ERROR);
+    let r = a.send(&mut st, FILE_DELETE, 0, &name_req(0, "f"));
+    assert_eq!(result_of(&r), err::NO_ERROR);
+    assert_eq!(guest.held(), a.s.transaction_bytes());
+    assert!(guest.held() < 1024);
 }
 
 /// Counts the events of its thread (`tracing::subscriber::with_default`)
