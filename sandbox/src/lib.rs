@@ -155,6 +155,9 @@ pub struct Config {
     /// The identity to switch to when running as root (`None`: stay
     /// root, without capabilities).
     pub user: Option<Identity>,
+    /// Supplementary groups it keeps after switching to `user` (`sysmgr`:
+    /// every guest VMM's group, to reach the VMMs' `0660` sockets).
+    pub groups: Vec<u32>,
     /// What it may still do on the file system.
     pub fs: fs::FsRules,
 }
@@ -245,7 +248,8 @@ pub fn enter(config: Config) -> Result<Entered, SandboxError> {
     let classes = filters.len();
     seccomp::install_violation_handler(policy.process).map_err(SandboxError::Setup)?;
     let fs = fs::restrict(&config.fs).map_err(|e| SandboxError::Landlock(e.to_string()))?;
-    let privileges = privileges::drop_all(config.user).map_err(SandboxError::Privileges)?;
+    let privileges =
+        privileges::drop_all(config.user, &config.groups).map_err(SandboxError::Privileges)?;
     thread::activate(policy, filters, probe::from_env()).map_err(SandboxError::Setup)?;
     thread::confine_current_thread(policy.main).map_err(SandboxError::Setup)?;
     Ok(Entered {

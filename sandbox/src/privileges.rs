@@ -71,8 +71,9 @@ fn clear_capability_sets() -> io::Result<()> {
 }
 
 /// Drops every privilege; when running as root and `user` is given,
-/// switches to it first (supplementary groups cleared).
-pub fn drop_all(user: Option<Identity>) -> io::Result<Dropped> {
+/// switches to it first, with `groups` as its only supplementary groups
+/// besides its own gid.
+pub fn drop_all(user: Option<Identity>, groups: &[u32]) -> io::Result<Dropped> {
     // SAFETY: plain credential queries.
     let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
     let root = euid == 0;
@@ -100,9 +101,13 @@ pub fn drop_all(user: Option<Identity>) -> io::Result<Dropped> {
     };
     let (mut uid, mut gid, mut switched) = (euid, egid, false);
     if let (true, Some(to)) = (root, user) {
-        let groups = [to.gid as libc::gid_t];
+        let mut groups: Vec<libc::gid_t> = groups.to_vec();
+        groups.push(to.gid);
+        groups.sort_unstable();
+        groups.dedup();
         // SAFETY: setgroups reads `groups`, valid for its length.
-        check(unsafe { libc::setgroups(1, groups.as_ptr()) }, "setgroups")?;
+        let rc = unsafe { libc::setgroups(groups.len(), groups.as_ptr()) };
+        check(rc, "setgroups")?;
         // SAFETY: credential changes with integer arguments.
         let rc = unsafe { libc::setresgid(to.gid, to.gid, to.gid) };
         check(rc, "setresgid")?;

@@ -4,7 +4,9 @@
 //!   anyone can connect (bind, `chmod`, then `listen`: until `listen`
 //!   every `connect` is refused), owned by the sandbox user when a root
 //!   process will switch to one; an existing file is replaced only if it
-//!   is a socket nobody listens on.
+//!   is a socket nobody listens on. With a configured group (one group per
+//!   guest, [`SocketSettings::group`]) or through [`bind_for_group`] the
+//!   file is `0660` and that group's.
 //! - [`check_peer`]: `SO_PEERCRED` of every accepted (or connected)
 //!   socket against the process's allowed uids ([`allow_peers`]).
 //! - [`remove_socket`]: never deletes anything but a socket.
@@ -71,6 +73,10 @@ pub struct SocketSettings {
     /// that switches to the sandbox user makes its sockets that user's, so
     /// it can still remove them, and its peers of that uid can connect).
     pub owner: Option<Identity>,
+    /// Group given access to the socket files this process binds (mode
+    /// `0660`, the file's group set to it); `None`: owner only (`0600`).
+    /// The process must be root or a member of the group.
+    pub group: Option<u32>,
 }
 
 static SETTINGS: OnceLock<SocketSettings> = OnceLock::new();
@@ -86,6 +92,7 @@ fn defaults() -> SocketSettings {
     SocketSettings {
         allowed_uids,
         owner: None,
+        group: None,
     }
 }
 
@@ -119,11 +126,23 @@ pub fn standard_peers(started_as: u32, runs_as: u32, extra: &[u32]) -> Vec<u32> 
 /// `runs_as`'s when it switches. Call before any socket is bound; returns
 /// what [`configure`] returns.
 pub fn configure_standard(runs_as: Identity, switches: bool, extra_peers: &[u32]) -> bool {
+    configure_standard_for_group(runs_as, switches, extra_peers, None)
+}
+
+/// [`configure_standard`], and the socket files are shared with `group`
+/// (`0660`) when it is given.
+pub fn configure_standard_for_group(
+    runs_as: Identity,
+    switches: bool,
+    extra_peers: &[u32],
+    group: Option<u32>,
+) -> bool {
     // SAFETY: plain credential query.
     let started_as = unsafe { libc::getuid() };
     configure(SocketSettings {
         allowed_uids: standard_peers(started_as, runs_as.uid, extra_peers),
         owner: switches.then_some(runs_as),
+        group,
     })
 }
 
@@ -159,8 +178,13 @@ pub fn uid_allowed(uid: u32, allowed: &[u32]) -> bool {
 
 /// Checks the peer of `socket` against the allowed uids.
 pub fn check_peer(socket: &impl AsRawFd) -> Result<libc::ucred, PeerError> {
+    check_peer_among(socket, &settings().allowed_uids)
+}
+
+/// Checks the peer of `socket` against `allowed` instead of the process's
+/// allowed uids (a socket that belongs to one guest: its VMM's uid).
+pub fn check_peer_among(socket: &impl AsRawFd, allowed: &[u32]) -> Result<libc::ucred, PeerError> {
     let cred = peer_credentials(socket)?;
-    let allowed = &settings().allowed_uids;
     if uid_allowed(cred.uid, allowed) {
         Ok(cred)
     } else {
@@ -220,8 +244,29 @@ fn sockaddr(path: &Path) -> io::Result<(libc::sockaddr_un, libc::socklen_t)> {
 /// Binds a listening unix stream socket at `path`, mode `0600`, owned by
 /// the configured owner (if any), replacing a stale socket nobody listens
 /// on. The file's mode is set before `listen`, so no process ever
-/// connects while it is more open (the umask is not trusted).
+/// connects while it is more open (the umask is not trusted). With a
+/// configured [`SocketSettings::group`], as [`bind_for_group`].
 pub fn bind_private(path: &Path) -> Result<UnixListener, BindError> {
+    bind_with_access(path, settings().group)
+}
+
+/// [`bind_private`] with the file shared with `group`: mode `0660`, the
+/// file's group `group` (the process must be root or a member). For a
+/// process that serves several guests, one group per guest.
+pub fn bind_for_group(path: &Path, group: u32) -> Result<UnixListener, BindError> {
+    bind_with_access(path, Some(group))
+}
+
+/// The mode of a socket file shared with `group` or private.
+fn socket_mode(group: Option<u32>) -> libc::mode_t {
+    if group.is_some() {
+        0o660
+    } else {
+        0o600
+    }
+}
+
+fn bind_with_access(path: &Path, group: Option<u32>) -> Result<UnixListener, BindError> {
     let io_err = |what: &'static str| {
         move |source| BindError::Io {
             path: path.to_path_buf(),
@@ -258,22 +303,31 @@ pub fn bind_private(path: &Path) -> Result<UnixListener, BindError> {
     let fixup = || -> io::Result<()> {
         let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        if let Some(owner) = settings().owner {
+        let owner = settings().owner;
+        // `-1` leaves an id as it is.
+        let uid = owner.map_or(libc::uid_t::MAX, |o| o.uid);
+        let gid = group.or(owner.map(|o| o.gid)).unwrap_or(libc::gid_t::MAX);
+        if owner.is_some() || group.is_some() {
             // SAFETY: lchown on a NUL-terminated path (the socket just
             // bound; never follows a symlink).
-            if unsafe { libc::lchown(c_path.as_ptr(), owner.uid, owner.gid) } != 0 {
+            if unsafe { libc::lchown(c_path.as_ptr(), uid, gid) } != 0 {
                 return Err(io::Error::last_os_error());
             }
         }
         // SAFETY: chmod on the NUL-terminated path of the socket just bound.
-        if unsafe { libc::chmod(c_path.as_ptr(), 0o600) } != 0 {
+        if unsafe { libc::chmod(c_path.as_ptr(), socket_mode(group)) } != 0 {
             return Err(io::Error::last_os_error());
         }
         Ok(())
     };
     if let Err(e) = fixup() {
         let _ = std::fs::remove_file(path);
-        return Err(io_err("setting its owner and mode 0600")(e));
+        let what = if group.is_some() {
+            "setting its owner, group and mode 0660"
+        } else {
+            "setting its owner and mode 0600"
+        };
+        return Err(io_err(what)(e));
     }
     // SAFETY: listen on the bound socket.
     if unsafe { libc::listen(fd.as_raw_fd(), 128) } != 0 {
@@ -352,6 +406,32 @@ mod tests {
     }
 
     #[test]
+    fn a_socket_for_a_group_is_0660_and_that_groups() {
+        use std::os::unix::fs::MetadataExt;
+        // SAFETY: plain credential queries.
+        let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        // Root may give any group; anyone else one of their own.
+        let groups = if euid == 0 {
+            vec![egid, 4242]
+        } else {
+            vec![egid]
+        };
+        for group in groups {
+            let (_dir, path) = socket_path();
+            // SAFETY: umask only changes the file-creation mask.
+            let old = unsafe { libc::umask(0o077) };
+            let listener = bind_for_group(&path, group);
+            // SAFETY: as above.
+            unsafe { libc::umask(old) };
+            let _listener = listener.unwrap();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+            assert_eq!(meta.gid(), group);
+            assert!(UnixStream::connect(&path).is_ok());
+        }
+    }
+
+    #[test]
     fn a_non_socket_is_never_replaced_nor_removed() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("precious");
@@ -385,6 +465,10 @@ mod tests {
         assert_eq!(cred.pid as u32, std::process::id());
         // The defaults allow the process's own uid.
         assert!(check_peer(&b).is_ok());
+        // A socket's own list replaces them.
+        assert!(check_peer_among(&b, &[cred.uid]).is_ok());
+        let e = check_peer_among(&b, &[cred.uid.wrapping_add(1)]).unwrap_err();
+        assert!(matches!(e, PeerError::NotAllowed { uid, .. } if uid == cred.uid));
     }
 
     #[test]

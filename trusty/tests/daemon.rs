@@ -33,6 +33,12 @@ fn state_dir(dir: &Path) -> PathBuf {
 impl Daemon {
     /// Starts trustyd for guests `a` and `b` under `dir`.
     fn start(dir: &Path) -> Daemon {
+        Self::start_with_users(dir, [None, None])
+    }
+
+    /// [`Daemon::start`], guest `a`'s and `b`'s VMMs of their own users
+    /// where given (`user=UID:GID`).
+    fn start_with_users(dir: &Path, users: [Option<&str>; 2]) -> Daemon {
         // A trustyd started as root switches to its sandbox user (65534):
         // like /tmp, the directory lets it reach its state and remove its
         // own sockets.
@@ -40,12 +46,13 @@ impl Daemon {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_trustyd"));
         cmd.arg("run").arg("--state-dir").arg(state_dir(dir));
         let mut vsock = Vec::new();
-        for g in ["a", "b"] {
+        for (g, user) in ["a", "b"].into_iter().zip(users) {
             let base = dir.join(format!("{g}.vsock"));
             cmd.arg("--guest").arg(format!(
-                "{g}={},tee={}",
+                "{g}={},tee={}{}",
                 base.display(),
-                dir.join(format!("{g}.tee")).display()
+                dir.join(format!("{g}.tee")).display(),
+                user.map(|u| format!(",user={u}")).unwrap_or_default()
             ));
             vsock.push(PathBuf::from(format!("{}_1", base.display())));
         }
@@ -259,6 +266,106 @@ fn echo_datasink_and_unknown_ports_over_vsock() {
     let mut u = UnixStream::connect(&d.vsock[0]).unwrap();
     u.write_all(b"com.android.trusty.keymint").unwrap();
     assert_eq!(u.read(&mut b).unwrap(), 0);
+    d.stop();
+}
+
+/// How a connection of uid and gid `id` to the libtrusty socket `path`
+/// (echo port) went, from a forked child that switches to `id` first.
+#[derive(Debug, PartialEq, Eq)]
+enum Reached {
+    /// trustyd answered the port with status 0.
+    Served,
+    /// connect(2) failed with EACCES: the socket file's mode stopped it.
+    FileRefused,
+    /// trustyd closed the connection: its peer check refused it.
+    PeerRefused,
+}
+
+fn connect_as(id: u32, path: &Path) -> Reached {
+    use std::os::unix::ffi::OsStrExt;
+    // SAFETY: sockaddr_un is plain data; all-zero is valid.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (d, s) in addr.sun_path.iter_mut().zip(path.as_os_str().as_bytes()) {
+        *d = *s as libc::c_char;
+    }
+    let port = b"com.android.ipc-unittest.srv.echo";
+    // SAFETY: the child only makes async-signal-safe calls, then _exits.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0);
+    if pid == 0 {
+        // SAFETY: as above; every pointer is valid for its length.
+        unsafe {
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setresgid(id, id, id) != 0
+                || libc::setresuid(id, id, id) != 0
+            {
+                libc::_exit(9);
+            }
+            let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
+            let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+            if libc::connect(fd, std::ptr::addr_of!(addr).cast(), len) != 0 {
+                libc::_exit(if *libc::__errno_location() == libc::EACCES {
+                    1
+                } else {
+                    8
+                });
+            }
+            libc::write(fd, port.as_ptr().cast(), port.len());
+            let mut status = 0xffu8;
+            let n = libc::read(fd, std::ptr::addr_of_mut!(status).cast(), 1);
+            // A refused peer's connection is closed: an end of stream, or
+            // a reset when the port name was still unread.
+            let reset = n < 0 && *libc::__errno_location() == libc::ECONNRESET;
+            libc::_exit(match (n, status) {
+                (1, 0) => 0,
+                (0, _) => 2,
+                _ if reset => 2,
+                _ => 7,
+            });
+        }
+    }
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert!(libc::WIFEXITED(status), "child: {status}");
+    match libc::WEXITSTATUS(status) {
+        0 => Reached::Served,
+        1 => Reached::FileRefused,
+        2 => Reached::PeerRefused,
+        other => panic!("connecting as {id}: child exit {other}"),
+    }
+}
+
+#[test]
+fn a_guest_with_its_own_vmm_user_is_reached_by_that_uid_only() {
+    // SAFETY: plain credential query.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to connect as other uids");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start_with_users(dir.path(), [Some("10001:10001"), Some("10002:10002")]);
+    for (sock, gid) in [(&d.vsock[0], 10001), (&dir.path().join("b.tee"), 10002)] {
+        use std::os::unix::fs::MetadataExt;
+        let meta = fs::symlink_metadata(sock).unwrap();
+        assert_eq!(
+            (meta.mode() & 0o777, meta.gid()),
+            (0o660, gid),
+            "{}",
+            sock.display()
+        );
+    }
+    assert_eq!(connect_as(10001, &d.vsock[0]), Reached::Served);
+    // The other guest's VMM user: the file's mode stops it.
+    assert_eq!(connect_as(10002, &d.vsock[0]), Reached::FileRefused);
+    // trustyd's own uid (65534, the shared sandbox user) owns the file:
+    // the guest's peer check admits its VMM's uid only.
+    assert_eq!(connect_as(65534, &d.vsock[0]), Reached::PeerRefused);
+    // The file opened up on purpose: the peer check still refuses.
+    fs::set_permissions(&d.vsock[0], fs::Permissions::from_mode(0o666)).unwrap();
+    assert_eq!(connect_as(10002, &d.vsock[0]), Reached::PeerRefused);
+    assert_eq!(connect_as(10001, &d.vsock[0]), Reached::Served);
     d.stop();
 }
 

@@ -184,6 +184,12 @@ struct RunArgs {
     /// root) allowed to connect to the VMM's sockets; repeatable.
     #[arg(long = "allow-peer-uid")]
     allow_peer_uid: Vec<u32>,
+    /// Share the VMM's sockets with group GID (mode 0660 instead of 0600):
+    /// with one `--sandbox-user UID:GID` per guest, the system manager,
+    /// a member of every guest's group, reaches each VMM and no VMM
+    /// another's (docs/security.md). The VMM must be root or in GID.
+    #[arg(long = "socket-group")]
+    socket_group: Option<u32>,
     /// virtio TEE device (guest /dev/tee0 through the virtio_tee module):
     /// socket=PATH, the guest's TEE socket of trustyd (docs/virtio-tee.md).
     #[arg(long = "tee")]
@@ -198,6 +204,7 @@ fn run(args: RunArgs, start: Instant) -> anyhow::Result<ExitReason> {
         enabled: !args.disable_sandbox,
         user: args.sandbox_user,
         allow_uids: args.allow_peer_uid,
+        socket_group: args.socket_group,
     };
     let config = RawVmConfig {
         kernel: args.kernel,

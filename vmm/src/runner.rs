@@ -58,6 +58,9 @@ pub struct SandboxOptions {
     /// Peer uids allowed on the VMM's sockets besides the uid that started
     /// it, the uid it runs as and root.
     pub allow_uids: Vec<u32>,
+    /// Group the VMM's socket files are shared with (`0660`); `None`:
+    /// owner only (`0600`).
+    pub socket_group: Option<u32>,
 }
 
 impl Default for SandboxOptions {
@@ -66,6 +69,7 @@ impl Default for SandboxOptions {
             enabled: true,
             user: None,
             allow_uids: Vec::new(),
+            socket_group: None,
         }
     }
 }
@@ -79,7 +83,12 @@ impl SandboxOptions {
     /// Sets who may use and who owns the VMM's sockets; before any is bound.
     fn configure_sockets(&self) {
         let (runs_as, switches) = self.identity();
-        sandbox::socket::configure_standard(runs_as, switches, &self.allow_uids);
+        sandbox::socket::configure_standard_for_group(
+            runs_as,
+            switches,
+            &self.allow_uids,
+            self.socket_group,
+        );
     }
 
     /// Enters the sandbox once everything is open.
@@ -99,6 +108,7 @@ impl SandboxOptions {
         let entered = sandbox::enter(sandbox::Config {
             policy: &sandbox::policy::vmm::POLICY,
             user: switches.then_some(user),
+            groups: Vec::new(),
             fs: sandbox::fs::FsRules {
                 remove_in: host.socket_dirs(),
                 ..Default::default()

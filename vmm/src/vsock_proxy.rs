@@ -436,6 +436,7 @@ impl Proxy {
         let entered = sandbox::enter(sandbox::Config {
             policy: &sandbox::policy::adb_proxy::POLICY,
             user: switch_to,
+            groups: Vec::new(),
             fs: sandbox::fs::FsRules::default(),
         })?;
         if let Some(to) = switch_to {

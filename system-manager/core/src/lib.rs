@@ -53,7 +53,7 @@ pub use log::{LogError, LogRecord, LoggedInput};
 pub use output::{Decision, Output};
 pub use policy::{
     AndroidChannel, GuestPolicy, Location, Policy, PolicyError, Role, ShutdownKind, SystemPolicy,
-    VmmLink, DEFAULT_BINDER_PORT, DEFAULT_FINAL_GRACE_MS, DEFAULT_GARAGE_MODE_MAX_MS,
+    VmmLink, VmmUser, DEFAULT_BINDER_PORT, DEFAULT_FINAL_GRACE_MS, DEFAULT_GARAGE_MODE_MAX_MS,
     DEFAULT_GUEST_DEADLINE_MS, DEFAULT_POSTPONE_WATCHDOG_MS, DEFAULT_POWEROFF_HOLD_MS,
     DEFAULT_SHUTDOWN_DEADLINE_MS, DEFAULT_VHAL_PORT, DEFAULT_VM_EXIT_GRACE_MS,
     DEFAULT_WAKE_HOLD_MS,

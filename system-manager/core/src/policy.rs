@@ -219,6 +219,37 @@ pub struct VmmLink {
     /// the VMM is started by someone else and `StartVm` only waits for its
     /// control socket.
     pub launch: Option<Vec<String>>,
+    /// The uid and gid the guest's VMM runs as (`vmm_user = "UID:GID"`):
+    /// one per guest, so that no VMM can reach another guest's sockets
+    /// (`docs/security.md`). The daemon keeps the gid among its groups,
+    /// shares the guest's sockets with it and attaches only to a VMM of
+    /// that uid.
+    pub vmm_user: Option<VmmUser>,
+}
+
+/// A guest VMM's own uid and gid (never root's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VmmUser {
+    /// The VMM's uid.
+    pub uid: u32,
+    /// The VMM's gid: the group its sockets are shared with.
+    pub gid: u32,
+}
+
+impl VmmUser {
+    /// Parses `UID:GID` (numbers, neither 0).
+    pub fn parse(s: &str) -> Result<VmmUser, String> {
+        let usage = || format!("{s:?}: expected \"UID:GID\" (numbers, not 0)");
+        let (uid, gid) = s.split_once(':').ok_or_else(usage)?;
+        let uid: u32 = uid.parse().map_err(|_| usage())?;
+        let gid: u32 = gid.parse().map_err(|_| usage())?;
+        if uid == 0 || gid == 0 {
+            return Err(format!(
+                "{s:?}: a VMM running as root (or group 0) is isolated from nothing"
+            ));
+        }
+        Ok(VmmUser { uid, gid })
+    }
 }
 
 /// A validated policy. Only [`Policy::from_toml_str`] makes one, so every
@@ -321,6 +352,7 @@ struct RawGuest {
     android_channel: Option<Spanned<String>>,
     binder_port: Option<Spanned<u32>>,
     launch: Option<Spanned<Vec<String>>>,
+    vmm_user: Option<Spanned<String>>,
 }
 
 /// Validation context: the text, for turning spans into locations.
@@ -519,6 +551,7 @@ impl Policy {
                 Some(deadline)
             };
             let vmm = Self::link_from(c, g, n, role)?;
+            Self::check_vmm_user_unique(c, &raw[..idx], &guests, g, n, &vmm)?;
             guests.push(GuestPolicy {
                 name: name.to_string(),
                 role,
@@ -603,7 +636,15 @@ impl Policy {
                 ));
             }
         }
+        let vmm_user = match &g.vmm_user {
+            Some(u) => Some(
+                VmmUser::parse(u.get_ref())
+                    .map_err(|e| c.invalid(Some(u.span()), &format!("guest[{n}].vmm_user"), e))?,
+            ),
+            None => None,
+        };
         Ok(VmmLink {
+            vmm_user,
             control_socket,
             vsock_socket,
             android_channel,
@@ -617,6 +658,44 @@ impl Policy {
                 .map_or(DEFAULT_VHAL_PORT, |p| *p.get_ref()),
             launch,
         })
+    }
+
+    /// Guest `n`'s `vmm_user` shares neither its uid nor its gid with an
+    /// earlier guest's (`earlier` raw and validated, in file order).
+    fn check_vmm_user_unique(
+        c: &Checker<'_>,
+        earlier_raw: &[RawGuest],
+        earlier: &[GuestPolicy],
+        g: &RawGuest,
+        n: usize,
+        link: &VmmLink,
+    ) -> Result<(), PolicyError> {
+        let (Some(user), Some(span)) = (link.vmm_user, g.vmm_user.as_ref().map(|u| u.span()))
+        else {
+            return Ok(());
+        };
+        for (i, other) in earlier.iter().enumerate() {
+            let Some(o) = other.vmm.vmm_user else {
+                continue;
+            };
+            if o.uid == user.uid || o.gid == user.gid {
+                let line = earlier_raw[i]
+                    .vmm_user
+                    .as_ref()
+                    .map_or(0, |u| Location::of(c.text, u.span().start).line);
+                return Err(c.invalid(
+                    Some(span),
+                    &format!("guest[{n}].vmm_user"),
+                    format!(
+                        "guest[{}] (line {line}) already runs as {}:{}: every guest needs its own uid and gid",
+                        i + 1,
+                        o.uid,
+                        o.gid
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The system-wide deadlines.
@@ -924,6 +1003,42 @@ restart_on_failure = false
             e.starts_with("policy line 4, column 18: guest[1].control_socket: must not be empty"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn each_guest_has_its_own_vmm_user() {
+        let guest = |name: &str, user: &str| {
+            format!("[[guest]]\nname = \"{name}\"\nrole = \"other\"\nvmm_user = \"{user}\"\n")
+        };
+        let p = Policy::from_toml_str(&(guest("a", "10001:10001") + &guest("b", "10002:20002")))
+            .expect("valid");
+        assert_eq!(
+            p.guests()[1].vmm.vmm_user,
+            Some(VmmUser {
+                uid: 10002,
+                gid: 20002
+            })
+        );
+        let e = err(&(guest("a", "10001:10001") + &guest("b", "10002:10001")));
+        assert_eq!(
+            e,
+            "policy line 8, column 12: guest[2].vmm_user: guest[1] (line 4) already runs as 10001:10001: every guest needs its own uid and gid"
+        );
+        let e = err(&(guest("a", "10001:10001") + &guest("b", "10001:10002")));
+        assert!(e.contains("guest[2].vmm_user: guest[1]"), "{e}");
+        for (bad, needle) in [
+            ("10001", "expected \"UID:GID\""),
+            ("nobody:nogroup", "expected \"UID:GID\""),
+            ("0:10001", "isolated from nothing"),
+            ("10001:0", "isolated from nothing"),
+        ] {
+            let e = err(&guest("a", bad));
+            assert!(
+                e.starts_with("policy line 4, column 12: guest[1].vmm_user: "),
+                "{e}"
+            );
+            assert!(e.contains(needle), "{bad}: {e}");
+        }
     }
 
     #[test]

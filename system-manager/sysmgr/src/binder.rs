@@ -28,7 +28,9 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use rsbinder::rpc::RpcServer;
 use rsbinder::{ExceptionCode, Interface, Status, Strong};
-use system_manager::{Arbiter, GuestState as CoreGuest, Output, Policy, SystemState as CoreSystem};
+use system_manager::{
+    Arbiter, GuestState as CoreGuest, Output, Policy, SystemState as CoreSystem, VmmUser,
+};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::oneshot;
 use vmstack_aidl::vmstack::sysmgr::GuestState::GuestState;
@@ -282,32 +284,60 @@ pub fn configure(server: &RpcServer) {
     server.set_max_connections(MAX_CONNECTIONS);
 }
 
-/// Who may open a connection to an endpoint, by the peer's uid
-/// (`SO_PEERCRED`; `None` when the kernel gave none): the host socket its
-/// own uid and root; a guest socket also the daemon's other allowed peers
-/// (the VMMs' sandbox user, `--allow-peer-uid`), since the VMM connects
-/// the guest's vsock connections to it.
-fn peer_admitted(uid: Option<u32>, host_only: bool, me: u32, allowed: &[u32]) -> bool {
-    match uid {
-        None => false,
-        Some(u) if u == me || u == 0 => true,
-        Some(u) => !host_only && sandbox::socket::uid_allowed(u, allowed),
+/// Who may connect to an endpoint besides root.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Peers {
+    /// The host socket: the daemon's own uid.
+    Host,
+    /// A guest socket whose VMM runs as the stack's shared sandbox user:
+    /// the daemon's own uid and its other allowed peers (the VMMs' user,
+    /// `--allow-peer-uid`), since the VMM connects the guest's vsock
+    /// connections to it. Which socket accepted is the guest's identity.
+    SharedVmmUser,
+    /// A guest socket whose VMM has its own `vmm_user`: that uid only,
+    /// the file shared with its gid (`0660`).
+    Vmm(VmmUser),
+}
+
+/// Whether a peer of uid `uid` (`SO_PEERCRED`; `None` when the kernel
+/// gave none) may open a connection to an endpoint of `peers`.
+fn peer_admitted(uid: Option<u32>, peers: Peers, me: u32, allowed: &[u32]) -> bool {
+    match (uid, peers) {
+        (None, _) => false,
+        (Some(0), _) => true,
+        (Some(u), Peers::Host) => u == me,
+        (Some(u), Peers::SharedVmmUser) => u == me || sandbox::socket::uid_allowed(u, allowed),
+        (Some(u), Peers::Vmm(vmm)) => u == vmm.uid,
     }
 }
 
-fn serve(path: &Path, endpoint: Endpoint, host_only: bool) -> Result<Arc<RpcServer>> {
+fn serve(path: &Path, endpoint: Endpoint, peers: Peers) -> Result<Arc<RpcServer>> {
     let server = RpcServer::setup_unix_server(path)
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e:?}", path.display()))?;
     // rsbinder listens before we can chmod: the authorizer, installed
     // before the first accept (`run_background` below), refuses any other
     // uid that connects in between.
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("chmod 0600 {}", path.display()))?;
+    if let Peers::Vmm(vmm) = peers {
+        std::os::unix::fs::chown(path, None, Some(vmm.gid)).with_context(|| {
+            format!(
+                "giving {} to group {} (the guest's vmm_user; sysmgr must be root or in that group)",
+                path.display(),
+                vmm.gid
+            )
+        })?;
+    }
+    let mode = if matches!(peers, Peers::Vmm(_)) {
+        0o660
+    } else {
+        0o600
+    };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("chmod {mode:o} {}", path.display()))?;
     configure(&server);
     // SAFETY: geteuid has no preconditions and cannot fail.
     let me = unsafe { libc::geteuid() };
     let allowed = sandbox::socket::settings().allowed_uids.clone();
-    server.set_authorizer(move |peer| peer_admitted(peer.uid(), host_only, me, &allowed));
+    server.set_authorizer(move |peer| peer_admitted(peer.uid(), peers, me, &allowed));
     server
         .set_root(BnSystemManager::new_binder(endpoint).as_binder())
         .map_err(|e| anyhow::anyhow!("{}: {e:?}", path.display()))?;
@@ -337,7 +367,7 @@ pub fn start(
             events: events.clone(),
             listeners: Arc::clone(&host),
         },
-        true,
+        Peers::Host,
     )?;
     servers
         .lock()
@@ -354,6 +384,7 @@ pub fn start(
         let listeners = Listeners::start(&g.name).context("listeners")?;
         let path = guest_socket(vsock, g.vmm.binder_port);
         let name = g.name.clone();
+        let peers = g.vmm.vmm_user.map_or(Peers::SharedVmmUser, Peers::Vmm);
         let events = events.clone();
         let l = Arc::clone(&listeners);
         let servers2 = Arc::clone(&servers);
@@ -367,7 +398,7 @@ pub fn start(
                         events: events.clone(),
                         listeners: Arc::clone(&l),
                     };
-                    match serve(&path, ep, false) {
+                    match serve(&path, ep, peers) {
                         Ok(s) => {
                             tracing::info!(
                                 "{name}: ISystemManager on {} (RPC binder)",
@@ -480,21 +511,35 @@ pub fn system_parcel(a: &Arbiter, now_ms: u64, connected: &[bool]) -> SystemStat
 
 #[cfg(test)]
 mod tests {
-    use super::peer_admitted;
+    use super::{peer_admitted, Peers};
+    use system_manager::VmmUser;
 
     #[test]
     fn endpoints_admit_their_peers_only() {
         let allowed = [0, 1000, 65534];
+        let (host, shared) = (Peers::Host, Peers::SharedVmmUser);
         // The host socket: the daemon's own uid and root.
-        assert!(peer_admitted(Some(1000), true, 1000, &allowed));
-        assert!(peer_admitted(Some(0), true, 1000, &allowed));
-        assert!(!peer_admitted(Some(65534), true, 1000, &allowed));
+        assert!(peer_admitted(Some(1000), host, 1000, &allowed));
+        assert!(peer_admitted(Some(0), host, 1000, &allowed));
+        assert!(!peer_admitted(Some(65534), host, 1000, &allowed));
         // A guest socket: also the other allowed peers (the VMMs' user).
-        assert!(peer_admitted(Some(65534), false, 1000, &allowed));
-        assert!(peer_admitted(Some(1000), false, 1000, &allowed));
+        assert!(peer_admitted(Some(65534), shared, 1000, &allowed));
+        assert!(peer_admitted(Some(1000), shared, 1000, &allowed));
+        // A guest socket of a VMM with its own uid: that uid and root only,
+        // not the daemon's own uid nor the shared VMM user.
+        let own = Peers::Vmm(VmmUser {
+            uid: 10001,
+            gid: 10001,
+        });
+        assert!(peer_admitted(Some(10001), own, 1000, &allowed));
+        assert!(peer_admitted(Some(0), own, 1000, &allowed));
+        for other in [1000, 65534, 10002] {
+            assert!(!peer_admitted(Some(other), own, 1000, &allowed), "{other}");
+        }
         // Anyone else, or a peer without credentials, never.
-        assert!(!peer_admitted(Some(4242), false, 1000, &allowed));
-        assert!(!peer_admitted(Some(4242), true, 1000, &allowed));
-        assert!(!peer_admitted(None, false, 1000, &allowed));
+        assert!(!peer_admitted(Some(4242), shared, 1000, &allowed));
+        assert!(!peer_admitted(Some(4242), host, 1000, &allowed));
+        assert!(!peer_admitted(None, shared, 1000, &allowed));
+        assert!(!peer_admitted(None, own, 1000, &allowed));
     }
 }

@@ -56,6 +56,7 @@ pub fn prepare(args: &RunArgs, confinement: &Confinement) -> Result<Prepared> {
     let listener = bind_control_sync(&dir.socket())?;
     if !confinement.enabled {
         tracing::warn!("sandbox disabled (--disable-sandbox)");
+        check_vmm_groups(&policy, &current_groups()?)?;
         return Ok(Prepared {
             listener,
             launcher: None,
@@ -102,6 +103,7 @@ pub fn prepare(args: &RunArgs, confinement: &Confinement) -> Result<Prepared> {
     let entered = sandbox::enter(sandbox::Config {
         policy: &sandbox::policy::sysmgr::POLICY,
         user,
+        groups: vmm_groups(&policy).map(|(_, gid)| gid).collect(),
         fs: sandbox::fs::FsRules {
             read,
             read_write: vec![args.state_dir.clone()],
@@ -112,11 +114,49 @@ pub fn prepare(args: &RunArgs, confinement: &Confinement) -> Result<Prepared> {
     })
     .context("entering the sandbox (or run with --disable-sandbox)")?;
     tracing::info!("sandbox: {entered}");
+    check_vmm_groups(&policy, &current_groups()?)?;
     Ok(Prepared {
         listener,
         launcher,
         lock,
     })
+}
+
+/// Each guest with a `vmm_user` and its VMM's group: the daemon keeps
+/// these groups to reach the VMMs' `0660` sockets and to share each
+/// guest's binder socket with its VMM alone.
+fn vmm_groups(policy: &system_manager::Policy) -> impl Iterator<Item = (&str, u32)> {
+    policy
+        .guests()
+        .iter()
+        .filter_map(|g| g.vmm.vmm_user.map(|u| (g.name.as_str(), u.gid)))
+}
+
+/// The process's effective gid and supplementary groups.
+fn current_groups() -> Result<Vec<u32>> {
+    // SAFETY: getgroups(0, NULL) only returns the count.
+    let n = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
+    let mut groups = vec![0 as libc::gid_t; usize::try_from(n).unwrap_or(0)];
+    // SAFETY: getgroups writes at most `groups.len()` ids into `groups`.
+    let n = unsafe { libc::getgroups(n, groups.as_mut_ptr()) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error()).context("getgroups");
+    }
+    groups.truncate(usize::try_from(n).unwrap_or(0));
+    // SAFETY: plain credential query.
+    groups.push(unsafe { libc::getegid() });
+    Ok(groups)
+}
+
+/// Refuses to run, with one line, when the daemon is not in a guest
+/// VMM's group (`groups`: its own): it could not reach that VMM.
+fn check_vmm_groups(policy: &system_manager::Policy, groups: &[u32]) -> Result<()> {
+    if let Some((guest, gid)) = vmm_groups(policy).find(|(_, gid)| !groups.contains(gid)) {
+        bail!(
+            "guest {guest}: sysmgr is not in group {gid} of its vmm_user, so it cannot reach that VMM's sockets; start sysmgr as root (it keeps the group) or add its user to group {gid}"
+        );
+    }
+    Ok(())
 }
 
 /// Where the daemon creates the guests' RPC binder sockets
@@ -152,4 +192,32 @@ fn chown_tree(dir: &std::path::Path, owner: sandbox::Identity) -> std::io::Resul
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_daemon_must_be_in_every_vmm_users_group() {
+        let policy = system_manager::Policy::from_toml_str(
+            "[[guest]]\nname = \"a\"\nrole = \"android\"\nvmm_user = \"10001:10001\"\n[[guest]]\nname = \"c\"\nrole = \"cluster\"\nvmm_user = \"10002:20002\"\n[[guest]]\nname = \"o\"\nrole = \"other\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            vmm_groups(&policy).collect::<Vec<_>>(),
+            vec![("a", 10001), ("c", 20002)]
+        );
+        assert!(check_vmm_groups(&policy, &[65534, 10001, 20002]).is_ok());
+        let e = check_vmm_groups(&policy, &[65534, 10001]).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("guest c: sysmgr is not in group 20002 of its vmm_user"),
+            "{e}"
+        );
+        // Groups of this process: its own gid at least.
+        // SAFETY: plain credential query.
+        let egid = unsafe { libc::getegid() };
+        assert!(current_groups().unwrap().contains(&egid));
+    }
 }

@@ -184,7 +184,7 @@ fn confine(path: &Path) -> io::Result<()> {
         uid: meta.uid(),
         gid: meta.gid(),
     };
-    sandbox::privileges::drop_all(Some(owner))?;
+    sandbox::privileges::drop_all(Some(owner), &[])?;
     sandbox::fs::restrict(&sandbox::fs::FsRules {
         read_write: vec![dir],
         ..Default::default()

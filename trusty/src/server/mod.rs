@@ -17,7 +17,18 @@ use std::sync::Arc;
 /// (nobody listens) is replaced; a live one, or a path that is not a
 /// socket, is an error that says so.
 pub fn bind_private(path: &Path) -> io::Result<UnixListener> {
-    sandbox::socket::bind_private(path).map_err(|e| match e {
+    sandbox::socket::bind_private(path).map_err(bind_error)
+}
+
+/// [`bind_private`] with the file shared with group `gid` (mode `0660`):
+/// a guest whose VMM runs as a user of its own (`user=UID:GID`).
+pub fn bind_for_group(path: &Path, gid: u32) -> io::Result<UnixListener> {
+    sandbox::socket::bind_for_group(path, gid).map_err(bind_error)
+}
+
+/// A bind error as one `io::Error` that says what to do.
+fn bind_error(e: sandbox::socket::BindError) -> io::Error {
+    match e {
         sandbox::socket::BindError::InUse(p) => io::Error::new(
             io::ErrorKind::AddrInUse,
             format!(
@@ -33,7 +44,7 @@ pub fn bind_private(path: &Path) -> io::Result<UnixListener> {
             ),
         ),
         sandbox::socket::BindError::Io { source, .. } => source,
-    })
+    }
 }
 
 /// Counts a guest's open connections of one kind; a slot is released
@@ -114,5 +125,12 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("not a socket"));
+        // A guest's own group: 0660.
+        // SAFETY: plain credential query.
+        let gid = unsafe { libc::getegid() };
+        let p = d.path().join("g");
+        let _l = bind_for_group(&p, gid).unwrap();
+        let mode = fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o660);
     }
 }

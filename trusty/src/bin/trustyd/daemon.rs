@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use trusty::ports::TaKind;
-use trusty::server::{self, bind_private, ConnLimit};
+use trusty::server::{self, bind_for_group, bind_private, ConnLimit};
 use trusty::service::{is_valid_guest_name, BootClock, Guest, Service};
 use vmstack_log::guest_warn;
 
@@ -28,11 +28,22 @@ pub struct GuestSpec {
     name: String,
     vsock: Option<PathBuf>,
     tee: Option<PathBuf>,
+    /// The uid and gid of the guest's VMM when it has a user of its own:
+    /// its sockets are shared with the gid and admit that uid only.
+    vmm_user: Option<sandbox::Identity>,
 }
 
-/// Parses `NAME=[VSOCK_SOCKET][,tee=TEE_SOCKET]`.
+impl GuestSpec {
+    /// The uids that may connect to this guest's sockets: its VMM's uid
+    /// and root, or `None` for the process's allowed peers.
+    fn own_peers(&self) -> Option<Vec<u32>> {
+        self.vmm_user.map(|u| vec![u.uid, 0])
+    }
+}
+
+/// Parses `NAME=[VSOCK_SOCKET][,tee=TEE_SOCKET][,user=UID:GID]`.
 pub fn parse_guest(s: &str) -> Result<GuestSpec, String> {
-    const USAGE: &str = "use NAME=VSOCK_SOCKET[,tee=TEE_SOCKET]";
+    const USAGE: &str = "use NAME=VSOCK_SOCKET[,tee=TEE_SOCKET][,user=UID:GID]";
     let Some((name, rest)) = s.split_once('=') else {
         return Err(format!("{s:?} has no '=': {USAGE}"));
     };
@@ -45,9 +56,18 @@ pub fn parse_guest(s: &str) -> Result<GuestSpec, String> {
         name: name.to_string(),
         vsock: None,
         tee: None,
+        vmm_user: None,
     };
     for (i, part) in rest.split(',').enumerate() {
-        if let Some(p) = part.strip_prefix("tee=") {
+        if let Some(u) = part.strip_prefix("user=") {
+            let user = sandbox::Identity::parse(u).map_err(|e| format!("{s:?}: user={u}: {e}"))?;
+            if user.uid == 0 || user.gid == 0 || spec.vmm_user.is_some() {
+                return Err(format!(
+                    "{s:?}: one user= of the guest's VMM, neither uid nor gid 0: {USAGE}"
+                ));
+            }
+            spec.vmm_user = Some(user);
+        } else if let Some(p) = part.strip_prefix("tee=") {
             if p.is_empty() || spec.tee.is_some() {
                 return Err(format!("{s:?}: one non-empty tee= path: {USAGE}"));
             }
@@ -136,6 +156,7 @@ fn spawn_acceptor(
     listener: UnixListener,
     guest: Arc<Guest>,
     kind: &'static str,
+    own_peers: Option<Vec<u32>>,
     limit: ConnLimit,
     serve: impl Fn(std::os::unix::net::UnixStream, &Arc<Guest>) + Send + Sync + 'static,
 ) -> Result<()> {
@@ -163,7 +184,11 @@ fn spawn_acceptor(
                     continue;
                 }
             };
-            if let Err(e) = sandbox::socket::check_peer(&stream) {
+            let checked = match &own_peers {
+                Some(uids) => sandbox::socket::check_peer_among(&stream, uids),
+                None => sandbox::socket::check_peer(&stream),
+            };
+            if let Err(e) = checked {
                 guest_warn!("{kind} guest {}: connection refused: {e}", guest.name());
                 continue;
             }
@@ -202,9 +227,20 @@ pub fn run(
     unsafe { libc::umask(0o077) };
     let mut names = HashSet::new();
     let mut paths = HashSet::new();
+    let (mut uids, mut gids) = (HashSet::new(), HashSet::new());
     for g in guests {
         if !names.insert(g.name.clone()) {
             bail!("guest {} is given twice: one --guest per guest", g.name);
+        }
+        if let Some(u) = g.vmm_user {
+            if !uids.insert(u.uid) || !gids.insert(u.gid) {
+                bail!(
+                    "guest {}: user={}:{} shares its uid or gid with another guest: every guest needs its own",
+                    g.name,
+                    u.uid,
+                    u.gid
+                );
+            }
         }
         for p in g.vsock.iter().chain(g.tee.iter()) {
             if !paths.insert(p.clone()) {
@@ -236,20 +272,27 @@ pub fn run(
     let mut listeners = Vec::new();
     for g in guests {
         let guest = service.guest(&g.name).map_err(anyhow::Error::new)?;
+        // A VMM of its own user reaches the guest's sockets through its
+        // group (set while trustyd is still root, or one of its groups).
+        let bind = |path: &Path| match g.vmm_user {
+            Some(u) => bind_for_group(path, u.gid)
+                .with_context(|| format!("sharing it with group {} (user=)", u.gid)),
+            None => bind_private(path).map_err(anyhow::Error::new),
+        };
         if let Some(base) = &g.vsock {
             let path = PathBuf::from(format!("{}_{vsock_port}", base.display()));
-            let l = bind_private(&path)
+            let l = bind(&path)
                 .with_context(|| format!("guest {}: vsock listener {}", g.name, path.display()))?;
             sockets.push(path.clone());
             tracing::info!(guest = g.name, path = %path.display(), "libtrusty over vsock: ro.hardware.trusty_ipc_dev=VSOCK:2:{vsock_port}");
-            listeners.push((guest.clone(), "vsock", l));
+            listeners.push((guest.clone(), "vsock", g.own_peers(), l));
         }
         if let Some(path) = &g.tee {
-            let l = bind_private(path)
+            let l = bind(path)
                 .with_context(|| format!("guest {}: TEE socket {}", g.name, path.display()))?;
             sockets.push(path.clone());
             tracing::info!(guest = g.name, path = %path.display(), "host TEE socket");
-            listeners.push((guest.clone(), "tee", l));
+            listeners.push((guest.clone(), "tee", g.own_peers(), l));
         }
     }
     if confinement.enabled {
@@ -271,6 +314,7 @@ pub fn run(
         let entered = sandbox::enter(sandbox::Config {
             policy: &sandbox::policy::trustyd::POLICY,
             user: switches.then_some(runs_as),
+            groups: Vec::new(),
             fs: sandbox::fs::FsRules {
                 read_write: vec![state_dir.to_path_buf()],
                 remove_in: socket_dirs,
@@ -282,13 +326,14 @@ pub fn run(
     } else {
         tracing::warn!("sandbox disabled (--disable-sandbox)");
     }
-    for (guest, kind, l) in listeners {
+    for (guest, kind, own_peers, l) in listeners {
         if kind == "vsock" {
             let timing = server::vsock::VsockTiming::default();
             spawn_acceptor(
                 l,
                 guest,
                 "vsock",
+                own_peers,
                 ConnLimit::new(MAX_VSOCK_CONNECTIONS),
                 move |s, g| match server::vsock::serve(s, g, &TaKind::ALL, &timing) {
                     Ok(end) => tracing::debug!(guest = g.name(), "vsock connection ended: {end:?}"),
@@ -300,6 +345,7 @@ pub fn run(
                 l,
                 guest,
                 "tee",
+                own_peers,
                 ConnLimit::new(MAX_TEE_CONNECTIONS),
                 |s, g| {
                     if let Err(e) = server::tee::serve(s, g, server::tee::TeeLimits::default()) {
@@ -339,8 +385,21 @@ mod tests {
         let g = parse_guest("a=,tee=/t").unwrap();
         assert_eq!((g.vsock, g.tee), (None, Some(PathBuf::from("/t"))));
         let g = parse_guest("a=/v").unwrap();
-        assert_eq!(g.tee, None);
+        assert_eq!((&g.tee, g.vmm_user, g.own_peers()), (&None, None, None));
+        let g = parse_guest("a=,tee=/t,user=10001:10002").unwrap();
+        assert_eq!(
+            g.vmm_user,
+            Some(sandbox::Identity {
+                uid: 10001,
+                gid: 10002
+            })
+        );
+        assert_eq!(g.own_peers(), Some(vec![10001, 0]));
         for bad in [
+            "a=/v,user=0:5",
+            "a=/v,user=5:0",
+            "a=/v,user=x:y",
+            "a=/v,user=5:5,user=6:6",
             "a",
             "a=",
             "../a=/v",

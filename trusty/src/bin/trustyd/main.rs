@@ -1,7 +1,7 @@
 //! `trustyd`: the host's Trusty service (`docs/trusty.md`).
 //!
 //! ```text
-//! trustyd run --state-dir DIR --guest NAME=[VSOCK_SOCKET][,tee=TEE_SOCKET] [--guest ...] [--vsock-port 1]
+//! trustyd run --state-dir DIR --guest NAME=[VSOCK_SOCKET][,tee=TEE_SOCKET][,user=UID:GID] [--guest ...] [--vsock-port 1]
 //! trustyd uuids
 //! ```
 
@@ -21,7 +21,9 @@ enum Cmd {
         state_dir: PathBuf,
         /// A guest: NAME=VSOCK_SOCKET (its VMM's --vsock socket= path;
         /// trustyd listens on VSOCK_SOCKET_<port>), optionally
-        /// ,tee=TEE_SOCKET (its VMM's --tee socket). Repeatable.
+        /// ,tee=TEE_SOCKET (its VMM's --tee socket) and ,user=UID:GID (its
+        /// VMM's own --sandbox-user: the guest's sockets are shared with
+        /// GID, mode 0660, and admit UID and root only). Repeatable.
         #[arg(long = "guest", required = true, value_parser = daemon::parse_guest)]
         guests: Vec<daemon::GuestSpec>,
         /// The vsock port of the libtrusty listener (ro.hardware.trusty_ipc_dev=VSOCK:2:<port>).
