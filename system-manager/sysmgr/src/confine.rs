@@ -54,9 +54,15 @@ pub fn prepare(args: &RunArgs, confinement: &Confinement) -> Result<Prepared> {
     // One daemon per state directory: two would interleave their logs.
     let lock = store::lock(&dir)?;
     let listener = bind_control_sync(&dir.socket())?;
+    // SAFETY: plain credential queries.
+    let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    // Root reaches every socket, and a sandboxed root daemon takes the
+    // VMMs' groups when it switches user; anyone else must have them.
+    if euid != 0 {
+        check_vmm_groups(&policy, &current_groups()?)?;
+    }
     if !confinement.enabled {
         tracing::warn!("sandbox disabled (--disable-sandbox)");
-        check_vmm_groups(&policy, &current_groups()?)?;
         return Ok(Prepared {
             listener,
             launcher: None,
@@ -83,8 +89,6 @@ pub fn prepare(args: &RunArgs, confinement: &Confinement) -> Result<Prepared> {
     } else {
         Some(crate::launcher::fork(specs).context("starting the VMM launcher process")?)
     };
-    // SAFETY: plain credential queries.
-    let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
     let user = (euid == 0).then(|| confinement.user.unwrap_or(sandbox::Identity::NOBODY));
     if let Some(u) = user.filter(|u| u.uid != euid || u.gid != egid) {
         chown_tree(&args.state_dir, u).with_context(|| {
@@ -114,7 +118,6 @@ pub fn prepare(args: &RunArgs, confinement: &Confinement) -> Result<Prepared> {
     })
     .context("entering the sandbox (or run with --disable-sandbox)")?;
     tracing::info!("sandbox: {entered}");
-    check_vmm_groups(&policy, &current_groups()?)?;
     Ok(Prepared {
         listener,
         launcher,
