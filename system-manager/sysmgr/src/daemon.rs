@@ -70,6 +70,9 @@ struct GuestLink {
     /// A `Start` or `Attach` was sent and its answer (attached, start
     /// failed, absent) is not handled yet.
     connecting: bool,
+    /// A `Stop` was sent with no VMM attached or being attached, and the
+    /// link's report of that VMM's end (`Gone`) is not handled yet.
+    stopping: bool,
     /// The VMM's last reported state (`event state`).
     vmm_state: Option<VmState>,
     /// The next state event is the first after an attach.
@@ -96,6 +99,7 @@ impl GuestLink {
     /// The VMM is gone: neither its process nor its state are known.
     fn detach(&mut self) {
         self.attached = false;
+        self.stopping = false;
         self.vmm_state = None;
         self.pid = None;
     }
@@ -246,6 +250,7 @@ impl Daemon {
                 vhal,
                 attached: false,
                 connecting: false,
+                stopping: false,
                 vmm_state: None,
                 fresh: false,
                 pid: None,
@@ -344,7 +349,7 @@ impl Daemon {
                     tracing::warn!("VMMs still attached after the power-off wait; killing them and powering off");
                     for l in &self.links {
                         if l.attached {
-                            let _ = l.vmm.send(VmmCmd::Stop);
+                            let _ = l.vmm.send(VmmCmd::Stop { report_gone: false });
                         }
                     }
                     self.release_poweroff(true);
@@ -512,19 +517,19 @@ impl Daemon {
             }
             (Output::PauseVm { .. }, Some(i)) => self.send_vmm(i, Request::Pause),
             (Output::ResumeVm { .. }, Some(i)) => self.send_vmm(i, Request::Resume),
-            (Output::HardStopVm { guest, .. }, Some(i)) => {
+            (Output::HardStopVm { .. }, Some(i)) => {
                 let l = &mut self.links[i];
                 l.asked.stop_sent = true;
-                let _ = l.vmm.send(VmmCmd::Stop);
-                if !l.attached && !l.connecting {
-                    // No VMM attached and none being attached: no link
-                    // will report this VMM gone, yet the arbiter waits for
-                    // that (a stopping guest is off only once its VMM is
-                    // gone). Nothing of that link is pending either, so
-                    // this cannot be taken for a later VMM's end.
-                    let input = system_manager::vm_gone_input(guest, None, l.asked);
-                    let _ = self.events.send(Event::Input(input));
-                }
+                // No VMM attached and none being attached: no closing
+                // connection will report this VMM gone, yet the arbiter
+                // waits for that (a stopping guest is off only once its
+                // VMM is gone). The link reports it instead, once the
+                // process it kills has ended, never before: a start that
+                // follows must not meet the old VMM. Asked once: a second
+                // report could be taken for a later VMM's end.
+                let report_gone = !l.attached && !l.connecting && !l.stopping;
+                l.stopping |= report_gone;
+                let _ = l.vmm.send(VmmCmd::Stop { report_gone });
             }
             (Output::StartVm { guest, .. }, Some(i)) => {
                 let l = &mut self.links[i];

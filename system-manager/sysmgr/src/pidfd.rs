@@ -46,6 +46,21 @@ impl PidFd {
         self.signal(libc::SIGKILL)
     }
 
+    /// Waits until the process has ended: the pidfd turns readable once
+    /// the process has exited (its files closed, its memory released),
+    /// whether or not its parent has reaped it yet. For a process that is
+    /// not this one's child, that is all that can be seen of its end.
+    pub async fn exited(&self) -> io::Result<()> {
+        let dup = self.fd.try_clone()?;
+        // SAFETY: `dup` is an open descriptor that the AsyncFd owns, so it
+        // stays open, and the same, until the AsyncFd is dropped.
+        let fd = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(dup, tokio::io::Interest::READABLE)
+        }?;
+        let _ready = fd.readable().await?;
+        Ok(())
+    }
+
     fn signal(&self, signal: libc::c_int) -> io::Result<()> {
         // SAFETY: pidfd_send_signal with our descriptor, a constant signal,
         // no siginfo (NULL) and no flags.
@@ -85,5 +100,31 @@ mod tests {
         let e = fd.kill().expect_err("the process is gone");
         assert_eq!(e.raw_os_error(), Some(libc::ESRCH));
         assert!(PidFd::open(0).is_err());
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_pidfd_tells_when_its_process_has_ended() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("sleep runs");
+        let fd = PidFd::open(child.id()).expect("pidfd_open");
+        let short = std::time::Duration::from_millis(200);
+        assert!(
+            tokio::time::timeout(short, fd.exited()).await.is_err(),
+            "a running process has not ended"
+        );
+        fd.kill().expect("killed");
+        // Ended before it is reaped, and after.
+        let long = std::time::Duration::from_secs(30);
+        tokio::time::timeout(long, fd.exited())
+            .await
+            .expect("the killed process ended")
+            .expect("watched");
+        child.wait().expect("reaped");
+        tokio::time::timeout(long, fd.exited())
+            .await
+            .expect("the reaped process ended")
+            .expect("watched");
     }
 }

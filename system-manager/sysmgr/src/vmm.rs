@@ -40,6 +40,9 @@ const STOP_KILL_AFTER: Duration = Duration::from_secs(5);
 /// stops waiting and reports the VMM gone: the arbiter keeps a stopping
 /// guest stopping until it hears of the exit, so the report must come.
 const GONE_AFTER_KILL: Duration = Duration::from_secs(3);
+/// How long the link waits for a VMM's process to end once its control
+/// connection has closed.
+const END_AFTER_CLOSE: Duration = Duration::from_secs(3);
 /// How long a request to the VMM may wait for the VMM to read it.
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -54,7 +57,15 @@ pub enum VmmCmd {
     /// Send one request (`decide 3 allow`, `pause`, ...).
     Send(Request),
     /// Send `stop`, and kill the process if it is still there after a while.
-    Stop,
+    /// With no VMM attached: kill what is left of the last one, if the link
+    /// has a handle on it.
+    Stop {
+        /// The daemon knows of no VMM attached or being attached, so no
+        /// closing connection will report this VMM gone: with none attached,
+        /// the link reports it [`VmmReport::Gone`] itself once the process
+        /// it killed has ended (or at most 3 s after the kill).
+        report_gone: bool,
+    },
 }
 
 /// What the link tells the core.
@@ -116,8 +127,14 @@ pub async fn run(cfg: VmmConfig, mut cmds: UnboundedReceiver<VmmCmd>, report: im
                 tracing::warn!("{}: no VMM attached; `{request}` not sent", cfg.guest);
                 continue;
             }
-            VmmCmd::Stop => {
+            VmmCmd::Stop { report_gone } => {
                 kill_vmm(&cfg, child.as_ref(), peer.as_ref());
+                if report_gone {
+                    // No connection is left to close: the end of the
+                    // killed process is the sign, as it is after an
+                    // attached VMM's connection closed (below).
+                    report(gone(&cfg, &mut child, peer.as_ref(), GONE_AFTER_KILL).await);
+                }
                 continue;
             }
             VmmCmd::Attach => match attach(&cfg).await {
@@ -196,7 +213,7 @@ pub async fn run(cfg: VmmConfig, mut cmds: UnboundedReceiver<VmmCmd>, report: im
                 cmd = cmds.recv() => match cmd {
                     None => return,
                     Some(VmmCmd::Send(r)) => send(&mut write, r, &cfg.guest).await,
-                    Some(VmmCmd::Stop) => {
+                    Some(VmmCmd::Stop { .. }) => {
                         send(&mut write, Request::Stop, &cfg.guest).await;
                         // A repeated `Stop` (the arbiter's exit grace ran
                         // out) never puts off a kill already due.
@@ -223,10 +240,55 @@ pub async fn run(cfg: VmmConfig, mut cmds: UnboundedReceiver<VmmCmd>, report: im
                 }
             }
         }
-        let exit = reap(&mut child, Duration::from_secs(3)).await;
-        let _ = std::fs::remove_file(&cfg.pid_file);
-        report(VmmReport::Gone { exit });
+        report(gone(&cfg, &mut child, peer.as_ref(), END_AFTER_CLOSE).await);
     }
+}
+
+/// The end of the guest's VMM, as the link reports it: after its control
+/// connection closed, or after the kill of a VMM none was attached to.
+/// Waits (at most `wait`) for the VMM's process to end: one this daemon
+/// launched is reaped and its exit status taken; one known only by its
+/// pidfd (an earlier daemon launched it) is watched through that. Then
+/// removes the pid file. So the daemon hears of the end of a VMM whose
+/// process still runs only when it did not end in time, or when the link
+/// has no handle on it (a VMM it did not launch).
+async fn gone(
+    cfg: &VmmConfig,
+    child: &mut Option<Launched>,
+    peer: Option<&PidFd>,
+    wait: Duration,
+) -> VmmReport {
+    let exit = match (child.as_ref().map(Launched::id), peer) {
+        (Some(pid), _) => {
+            let exit = reap(child, wait).await;
+            if exit.is_none() {
+                tracing::warn!(
+                    "{}: no exit status of VMM pid {pid} within {wait:?}; reporting it gone",
+                    cfg.guest
+                );
+            }
+            exit
+        }
+        (None, Some(fd)) => {
+            match timeout(wait, fd.exited()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(
+                    "{}: cannot watch VMM pid {} end: {e}; reporting it gone",
+                    cfg.guest,
+                    fd.pid()
+                ),
+                Err(_) => tracing::warn!(
+                    "{}: VMM pid {} still running {wait:?} later; reporting it gone",
+                    cfg.guest,
+                    fd.pid()
+                ),
+            }
+            None
+        }
+        (None, None) => None,
+    };
+    let _ = std::fs::remove_file(&cfg.pid_file);
+    VmmReport::Gone { exit }
 }
 
 /// Sends one request, waiting at most [`SEND_TIMEOUT`]: a VMM that stops
@@ -370,7 +432,7 @@ async fn start(
             _ = sleep(Duration::from_millis(100)) => {}
             cmd = cmds.recv() => match cmd {
                 Some(VmmCmd::Send(r)) => queued.push(r),
-                Some(VmmCmd::Stop) => queued.push(Request::Stop),
+                Some(VmmCmd::Stop { .. }) => queued.push(Request::Stop),
                 Some(VmmCmd::Start | VmmCmd::Attach) => {}
                 None => return Err(StartError::NoAnswer("daemon shutting down".into())),
             }

@@ -1,7 +1,10 @@
 //! The `sysmgr` daemon end to end on the host, without VMs: fake VMMs that
 //! speak the VMM control protocol (`vmm-protocol`) in-process, a fake
 //! Android guest behind a fake hybrid-vsock socket, and the real MCU
-//! simulator (`mcu-sim`) and daemon (`sysmgr`) binaries.
+//! simulator (`mcu-sim`) and daemon (`sysmgr`) binaries. Where a VMM's
+//! process matters (its exit status, a kill), the fake VMM runs in a
+//! process of its own, launched by the policy's `launch` command
+//! ([`vmm_process`]).
 
 mod support;
 
@@ -10,6 +13,8 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use sysmgr::vmm::{VmmCmd, VmmConfig, VmmReport};
+use system_manager::VmmExit;
 use vmm_protocol::{Decision, PowerRequestKind, Request, VmState};
 
 use support::*;
@@ -66,6 +71,210 @@ impl FakeAndroid {
         r.read_line(&mut line).unwrap();
         assert_eq!(line.trim(), want);
     }
+}
+
+// ------------------------------------------------------------ VMM processes
+
+/// Set for [`vmm_process`]: the control socket its fake VMM serves.
+const VMM_PROCESS_SOCKET: &str = "SYSMGR_TEST_VMM_SOCKET";
+
+/// A `launch` command whose VMM is a process of its own: this test binary
+/// running [`vmm_process`] for `socket`.
+fn vmm_process_argv(socket: &Path) -> Vec<String> {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    [
+        "/usr/bin/env",
+        &format!("{VMM_PROCESS_SOCKET}={}", socket.display()),
+        &exe.display().to_string(),
+        "vmm_process",
+        "--exact",
+        "--ignored",
+        "--nocapture",
+    ]
+    .map(str::to_string)
+    .to_vec()
+}
+
+/// Not a test: the fake VMM process of [`vmm_process_argv`] (a no-op when
+/// run by hand). It serves `$SYSMGR_TEST_VMM_SOCKET` with [`FakeVmm`] and
+/// exits 0 after `stop`. It carries out a restart as a VMM that resets by
+/// exiting does: it drops its control connection and exits 32. The tests
+/// steer it with files next to the socket: `<socket>.reboot` makes the
+/// guest ask to reboot; `<socket>.hang` makes the VMM drop its control
+/// connection and hang on its way out (until killed, at most a minute).
+#[test]
+#[ignore = "the body of the fake VMM processes the tests here launch"]
+fn vmm_process() {
+    let Some(socket) = std::env::var_os(VMM_PROCESS_SOCKET).map(PathBuf::from) else {
+        return;
+    };
+    let vmm = FakeVmm::start(&socket);
+    // A restart decision is acknowledged, not carried out in the process.
+    vmm.s.lock().unwrap().drop_decides = true;
+    let (reboot, hang) = (
+        socket.with_extension("reboot"),
+        socket.with_extension("hang"),
+    );
+    let mut asked = false;
+    loop {
+        if !asked && reboot.exists() {
+            asked = true;
+            vmm.request(PowerRequestKind::Reboot);
+        }
+        if hang.exists() {
+            vmm.vanish();
+            std::thread::sleep(Duration::from_secs(60));
+            std::process::exit(1);
+        }
+        let restart = vmm.received().iter().any(|r| {
+            matches!(
+                r,
+                Request::Decide {
+                    decision: Decision::RestartVm,
+                    ..
+                }
+            )
+        });
+        if restart {
+            vmm.vanish();
+            std::process::exit(32);
+        }
+        if !vmm.alive() {
+            std::process::exit(0);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The next report of a VMM link (at most 30 s away).
+async fn next_report(reports: &mut tokio::sync::mpsc::UnboundedReceiver<VmmReport>) -> VmmReport {
+    tokio::time::timeout(Duration::from_secs(30), reports.recv())
+        .await
+        .expect("a report from the VMM link within 30 s")
+        .expect("the VMM link runs")
+}
+
+/// The daemon hard-stops a guest whose VMM is neither attached nor being
+/// attached: the VMM link must kill what is left of that VMM and report it
+/// gone only once the process has ended. Reporting it at once (as the
+/// daemon did) let a following start meet the still dying VMM.
+#[tokio::test(flavor = "current_thread")]
+async fn an_unattached_vmm_that_is_stopped_is_reported_gone_once_its_process_ended() {
+    let dir = tmpdir("unattached-stop");
+    let socket = dir.join("g.ctl");
+    let cfg = VmmConfig {
+        guest: "g".into(),
+        socket: socket.clone(),
+        launch: Some(vmm_process_argv(&socket)),
+        log: dir.join("g.vmm.log"),
+        pid_file: dir.join("g.pid"),
+    };
+    let (cmds, rx) = tokio::sync::mpsc::unbounded_channel();
+    let (tx, mut reports) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(sysmgr::vmm::run(cfg, rx, move |r| {
+        let _ = tx.send(r);
+    }));
+    cmds.send(VmmCmd::Start).unwrap();
+    let pid = match next_report(&mut reports).await {
+        VmmReport::Attached { pid: Some(pid) } => pid,
+        other => panic!("not attached: {other:?}"),
+    };
+    let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+
+    // The VMM drops its control connection but its process runs on: the
+    // link reports it gone without an exit status (it waited 3 s).
+    std::fs::write(socket.with_extension("hang"), "").unwrap();
+    loop {
+        match next_report(&mut reports).await {
+            VmmReport::Line(_) => continue,
+            VmmReport::Gone { exit } => {
+                assert_eq!(exit, None);
+                break;
+            }
+            other => panic!("not gone: {other:?}"),
+        }
+    }
+    assert!(proc_dir.exists(), "the VMM process {pid} ended");
+
+    // A hard stop with nothing attached: killed, and reported gone only
+    // once reaped (the report carries the exit status of the kill).
+    cmds.send(VmmCmd::Stop { report_gone: true }).unwrap();
+    match next_report(&mut reports).await {
+        VmmReport::Gone { exit } => assert_eq!(
+            exit,
+            Some(VmmExit {
+                code: None,
+                signal: Some(libc::SIGKILL)
+            })
+        ),
+        other => panic!("not gone: {other:?}"),
+    }
+    assert!(!proc_dir.exists(), "the VMM process {pid} is not reaped");
+
+    // A stop whose end the daemon does not wait for (it still had the VMM
+    // attached when it sent it) reports nothing.
+    cmds.send(VmmCmd::Stop { report_gone: false }).unwrap();
+    let late = tokio::time::timeout(Duration::from_millis(500), reports.recv()).await;
+    assert!(late.is_err(), "{late:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The same through the daemon: the arbiter hears of a VMM it hard-stops
+/// with no VMM attached only from the link's report, once (the daemon no
+/// longer feeds that input itself, and without the report the shutdown
+/// would wait for ever).
+#[test]
+fn a_hard_stop_with_no_vmm_attached_ends_with_the_links_report() {
+    // A VMM that resets by exiting leaves its guest restarting with no VMM
+    // attached (nobody starts a new one); the shutdown then hard-stops it.
+    let dir = tmpdir("unattached-hard-stop");
+    let socket = dir.join("telematics.ctl");
+    std::fs::write(
+        dir.join("policy.toml"),
+        format!(
+            r#"[system]
+vm_exit_grace_ms = 2000
+
+[[guest]]
+name = "telematics"
+role = "other"
+shutdown_deadline_ms = 1000
+control_socket = "{}"
+launch = {:?}
+"#,
+            socket.display(),
+            vmm_process_argv(&socket)
+        ),
+    )
+    .unwrap();
+    let mut mcu = Mcu::start(&dir);
+    let d = daemon(&dir);
+    mcu.cmd("ignition on");
+    let logged = |dir: &Path, what: &str| log_lines(dir).iter().any(|l| l.contains(what));
+    wait_until("telematics started", 20, || {
+        logged(&dir, r#""type":"vm_started","guest":"telematics""#)
+    });
+    std::fs::write(socket.with_extension("reboot"), "").unwrap();
+    wait_until("telematics' VMM exited for the restart", 20, || {
+        logged(
+            &dir,
+            r#""type":"vm_exited","guest":"telematics","reason":"reset""#,
+        )
+    });
+
+    mcu.cmd("ignition off");
+    wait_until("MCU power-off", 20, || mcu.count("<- POWER_OFF") == 1);
+    let log = log_lines(&dir);
+    let killed: Vec<usize> = (0..log.len())
+        .filter(|&n| {
+            log[n].contains(r#""type":"vm_exited","guest":"telematics","reason":"killed""#)
+        })
+        .collect();
+    let stop = log.iter().position(|l| l.contains("hard_stop_vm"));
+    // Heard of once, from the link, after the hard stop.
+    assert_eq!(killed.len(), 1, "{}", log.join("\n"));
+    assert!(stop.is_some_and(|s| s < killed[0]), "{}", log.join("\n"));
+    drop(d);
 }
 
 /// The daemon tests' policy: android on the line channel, a cluster with
@@ -241,6 +450,87 @@ fn the_power_off_waits_for_a_vmm_that_ignores_stop_until_the_link_gives_it_up() 
         d.text()
     );
     drop(d);
+}
+
+/// `poweroff_hold_ms`: after `SystemPowerOff` the MCU's `PowerOff` waits
+/// while a VMM is still attached (here one the arbiter has off: a parked
+/// VMM found on android's control socket after a restart of the daemon),
+/// and when the hold is over that VMM is stopped and the power-off sent.
+#[test]
+fn the_power_off_waits_for_an_attached_vmm_at_most_poweroff_hold_ms() {
+    // The cluster runs 6 s after ignition off (its deadline): time enough
+    // for android's shutdown.
+    let (dir, mut android, mut mcu) = rig("hold-ms", "poweroff_hold_ms = 1500", 6000);
+    let d = daemon(&dir);
+    let (av, cv) = boot(&dir, &mut mcu, &mut android);
+    mcu.cmd("ignition off");
+    android.expect_req("AP_POWER_STATE_REQ 1 3");
+    android.send("AP_POWER_STATE_REPORT 5 0"); // SHUTDOWN_START
+    std::thread::sleep(Duration::from_millis(200));
+    av.request(PowerRequestKind::Poweroff);
+    wait_until("android off", 10, || {
+        log_lines(&dir)
+            .iter()
+            .any(|l| l.contains(r#""type":"vm_exited","guest":"android","reason":"poweroff""#))
+    });
+    // The vehicle in use keeps the cluster (and so the shutdown) going
+    // while the daemon restarts.
+    mcu.cmd("in-use yes");
+    wait_until("vehicle in use logged", 10, || {
+        log_lines(&dir)
+            .iter()
+            .any(|l| l.contains(r#""in_use":true"#))
+    });
+    drop(d); // kill -9
+
+    // A VMM on android's control socket that the arbiter has off: parked,
+    // so attaching to it changes nothing (no VmStarted, no repair).
+    let parked = FakeVmm::start(&dir.join("android.ctl"));
+    parked.s.lock().unwrap().state = VmState::Paused;
+    let d2 = daemon(&dir);
+    wait_until(
+        "android's parked VMM attached, the cluster's again",
+        10,
+        || {
+            let attaches = cv
+                .received()
+                .iter()
+                .filter(|r| **r == Request::Attach)
+                .count();
+            attaches == 2 && status(&dir).contains("attached, paused")
+        },
+    );
+    let s = status(&dir);
+    assert!(s.contains("system: shutdown-prepare"), "{s}");
+
+    // The cluster is released and stopped; every guest is off.
+    mcu.cmd("in-use no");
+    wait_until("SystemPowerOff decided", 15, || {
+        log_lines(&dir)
+            .iter()
+            .any(|l| l.contains(r#""cmd":"system_power_off""#))
+    });
+    let decided = Instant::now();
+    wait_until("MCU power-off after the hold", 15, || {
+        mcu.count("<- POWER_OFF") == 1
+    });
+    // Not the default hold (10 s); generous for 1.5 s on a loaded machine.
+    let held = decided.elapsed();
+    assert!(held < Duration::from_secs(8), "held {held:?}");
+    // The power-off was held for the attached VMM, and the end of the hold
+    // (not the VMM's own end) released it: that VMM was told to stop.
+    wait_until("the parked VMM stopped at the end of the hold", 10, || {
+        parked.got(Request::Stop)
+    });
+    let journal = d2.text();
+    let held_at = journal.find("power-off for the MCU waits until these VMMs are gone: android");
+    let ended_at = journal.find("VMMs still attached after the power-off wait");
+    assert!(
+        held_at.zip(ended_at).is_some_and(|(h, e)| h < e),
+        "{journal}"
+    );
+    assert_eq!(mcu.count("<- POWER_OFF"), 1, "{}", mcu.p.text());
+    drop(d2);
 }
 
 #[test]

@@ -211,7 +211,7 @@ impl Daemon {
             Some(Repair::Stop) => {
                 tracing::info!("{name}: should be stopping; stopping");
                 self.links[i].asked.stop_sent = true;
-                let _ = self.links[i].vmm.send(VmmCmd::Stop);
+                let _ = self.links[i].vmm.send(VmmCmd::Stop { report_gone: false });
             }
             None => {}
         }
