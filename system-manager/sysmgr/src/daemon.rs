@@ -219,6 +219,7 @@ impl Daemon {
                 launch: g.vmm.launch.clone(),
                 log: dir.vmm_log(&g.name),
                 pid_file: dir.pid_file(&g.name),
+                vmm_uid: g.vmm.vmm_user.map(|u| u.uid),
             };
             let etx = tx.clone();
             tokio::spawn(async move {
@@ -234,6 +235,7 @@ impl Daemon {
                     guest: g.name.clone(),
                     socket: PathBuf::from(sock),
                     port: g.vmm.vhal_port,
+                    vmm_uid: g.vmm.vmm_user.map(|u| u.uid),
                 };
                 let etx = tx.clone();
                 tokio::spawn(async move {

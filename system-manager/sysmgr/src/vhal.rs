@@ -84,6 +84,8 @@ pub struct VhalConfig {
     pub socket: PathBuf,
     /// The guest's port.
     pub port: u32,
+    /// The uid the VMM must run as (the guest's `vmm_user`).
+    pub vmm_uid: Option<u32>,
 }
 
 /// Connects through the hybrid vsock socket.
@@ -92,7 +94,7 @@ async fn connect(cfg: &VhalConfig) -> Result<UnixStream, String> {
         let mut s = UnixStream::connect(&cfg.socket)
             .await
             .map_err(|e| e.to_string())?;
-        sandbox::socket::check_peer(&s).map_err(|e| e.to_string())?;
+        crate::vmm::check_vmm_peer(&s, cfg.vmm_uid).map_err(|e| e.to_string())?;
         s.write_all(format!("CONNECT {}\n", cfg.port).as_bytes())
             .await
             .map_err(|e| e.to_string())?;

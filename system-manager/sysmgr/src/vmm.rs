@@ -58,7 +58,11 @@ pub enum VmmCmd {
     Send(Request),
     /// Send `stop`, and kill the process if it is still there after a while.
     /// With no VMM attached: kill what is left of the last one, if the link
-    /// has a handle on it.
+    /// has a handle on it. During a `Start`: carried out once the start
+    /// ends, as `stop` to the VMM it attached to, or, if it failed, as a
+    /// kill of what it launched, whose end is then the one report of this
+    /// stop and the start: [`VmmReport::Gone`] with `report_gone`, else
+    /// [`VmmReport::StartFailed`].
     Stop {
         /// The daemon knows of no VMM attached or being attached, so no
         /// closing connection will report this VMM gone: with none attached,
@@ -86,7 +90,9 @@ pub enum VmmReport {
         /// How the process ended.
         exit: Option<VmmExit>,
     },
-    /// `Start` failed (launch failed, or no control socket in time).
+    /// `Start` failed (launch failed, or no control socket in time). After
+    /// a `Stop` that came during the start, only once the killed process
+    /// has ended (or at most 3 s after the kill).
     StartFailed {
         /// Why.
         why: String,
@@ -108,6 +114,21 @@ pub struct VmmConfig {
     pub log: PathBuf,
     /// Pid file of a launched VMM.
     pub pid_file: PathBuf,
+    /// The uid the VMM must run as (the guest's `vmm_user`); `None`: the
+    /// daemon's allowed peers.
+    pub vmm_uid: Option<u32>,
+}
+
+/// Checks the peer of a connection to a guest's VMM: its `vmm_user`'s uid
+/// (or root) when it has one, the daemon's allowed peers otherwise.
+pub fn check_vmm_peer(
+    socket: &impl std::os::fd::AsRawFd,
+    vmm_uid: Option<u32>,
+) -> Result<libc::ucred, sandbox::socket::PeerError> {
+    match vmm_uid {
+        Some(uid) => sandbox::socket::check_peer_among(socket, &[uid, 0]),
+        None => sandbox::socket::check_peer(socket),
+    }
 }
 
 /// Runs the link until the command channel closes.
@@ -122,6 +143,9 @@ pub async fn run(cfg: VmmConfig, mut cmds: UnboundedReceiver<VmmCmd>, report: im
     let mut guest_lines = GuestLines::default();
     while let Some(cmd) = cmds.recv().await {
         let mut queued = Vec::new();
+        // A `Stop` that came while a start was in progress (`Some`; `true`
+        // if one asked for a report of the VMM's end).
+        let mut stop_queued: Option<bool> = None;
         let stream = match cmd {
             VmmCmd::Send(request) => {
                 tracing::warn!("{}: no VMM attached; `{request}` not sent", cfg.guest);
@@ -133,7 +157,8 @@ pub async fn run(cfg: VmmConfig, mut cmds: UnboundedReceiver<VmmCmd>, report: im
                     // No connection is left to close: the end of the
                     // killed process is the sign, as it is after an
                     // attached VMM's connection closed (below).
-                    report(gone(&cfg, &mut child, peer.as_ref(), GONE_AFTER_KILL).await);
+                    let exit = gone(&cfg, &mut child, peer.as_ref(), GONE_AFTER_KILL).await;
+                    report(VmmReport::Gone { exit });
                 }
                 continue;
             }
@@ -156,14 +181,47 @@ pub async fn run(cfg: VmmConfig, mut cmds: UnboundedReceiver<VmmCmd>, report: im
                     );
                     sleep(backoff).await;
                 }
-                match start(&cfg, &mut child, &mut cmds, &mut queued, &mut guest_lines).await {
+                let started = start(
+                    &cfg,
+                    &mut child,
+                    &mut cmds,
+                    &mut queued,
+                    &mut stop_queued,
+                    &mut guest_lines,
+                )
+                .await;
+                match started {
                     Ok(s) => s,
                     Err(e) => {
                         failures += 1;
+                        // A stop that came during the start is carried out
+                        // as one with no VMM attached: what was launched
+                        // (it may run on without answering) is killed, and
+                        // nothing is reported before its end (at most 3 s
+                        // after the kill), else a start that follows would
+                        // meet it. The one report of that end is `Gone` if
+                        // the stop asked for it, else this start's failure.
+                        let ended = match stop_queued {
+                            Some(report_gone) => {
+                                kill_vmm(&cfg, child.as_ref(), peer.as_ref());
+                                let exit =
+                                    gone(&cfg, &mut child, peer.as_ref(), GONE_AFTER_KILL).await;
+                                if report_gone {
+                                    report(VmmReport::Gone { exit });
+                                    continue;
+                                }
+                                exit
+                            }
+                            None => None,
+                        };
                         let (why, failure) = match e {
                             StartError::LaunchFailed(why) => (why, StartFailure::LaunchFailed),
                             StartError::NoAnswer(why) => {
-                                match reap(&mut child, Duration::from_millis(500)).await {
+                                let exit = match stop_queued {
+                                    Some(_) => ended,
+                                    None => reap(&mut child, Duration::from_millis(500)).await,
+                                };
+                                match exit {
                                     Some(exit) => (why, StartFailure::Exited(exit)),
                                     None => (why, StartFailure::NoAnswer),
                                 }
@@ -240,12 +298,14 @@ pub async fn run(cfg: VmmConfig, mut cmds: UnboundedReceiver<VmmCmd>, report: im
                 }
             }
         }
-        report(gone(&cfg, &mut child, peer.as_ref(), END_AFTER_CLOSE).await);
+        let exit = gone(&cfg, &mut child, peer.as_ref(), END_AFTER_CLOSE).await;
+        report(VmmReport::Gone { exit });
     }
 }
 
-/// The end of the guest's VMM, as the link reports it: after its control
-/// connection closed, or after the kill of a VMM none was attached to.
+/// The end of the guest's VMM, as the link reports it (its exit status,
+/// when known): after its control connection closed, or after the kill of
+/// a VMM none was attached to (also one a failed start had launched).
 /// Waits (at most `wait`) for the VMM's process to end: one this daemon
 /// launched is reaped and its exit status taken; one known only by its
 /// pidfd (an earlier daemon launched it) is watched through that. Then
@@ -257,7 +317,7 @@ async fn gone(
     child: &mut Option<Launched>,
     peer: Option<&PidFd>,
     wait: Duration,
-) -> VmmReport {
+) -> Option<VmmExit> {
     let exit = match (child.as_ref().map(Launched::id), peer) {
         (Some(pid), _) => {
             let exit = reap(child, wait).await;
@@ -288,7 +348,7 @@ async fn gone(
         (None, None) => None,
     };
     let _ = std::fs::remove_file(&cfg.pid_file);
-    VmmReport::Gone { exit }
+    exit
 }
 
 /// Sends one request, waiting at most [`SEND_TIMEOUT`]: a VMM that stops
@@ -326,7 +386,7 @@ async fn attach(cfg: &VmmConfig) -> Result<(UnixStream, Option<PidFd>), String> 
         .await
         .map_err(|e| format!("cannot connect to {}: {e}", cfg.socket.display()))?;
     // Only a VMM of an allowed uid may steer this guest's arbitration.
-    let cred = sandbox::socket::check_peer(&s).map_err(|e| {
+    let cred = check_vmm_peer(&s, cfg.vmm_uid).map_err(|e| {
         tracing::warn!(
             "{}: not attaching to {}: {e}",
             cfg.guest,
@@ -382,12 +442,16 @@ enum StartError {
 }
 
 /// Attaches to the guest's VMM, launching it first if there is none and
-/// the policy says how. Commands that arrive meanwhile are queued.
+/// the policy says how. Requests that arrive meanwhile are queued (a
+/// `Stop` as `stop`), and a `Stop` is also noted in `stop_queued` (`true`
+/// once one asked for a report of the VMM's end): the caller carries it
+/// out whether the start succeeds or fails.
 async fn start(
     cfg: &VmmConfig,
     child: &mut Option<Launched>,
     cmds: &mut UnboundedReceiver<VmmCmd>,
     queued: &mut Vec<Request>,
+    stop_queued: &mut Option<bool>,
     lines: &mut GuestLines,
 ) -> Result<(UnixStream, Option<PidFd>), StartError> {
     if let Ok(s) = attach(cfg).await {
@@ -432,7 +496,10 @@ async fn start(
             _ = sleep(Duration::from_millis(100)) => {}
             cmd = cmds.recv() => match cmd {
                 Some(VmmCmd::Send(r)) => queued.push(r),
-                Some(VmmCmd::Stop { .. }) => queued.push(Request::Stop),
+                Some(VmmCmd::Stop { report_gone }) => {
+                    queued.push(Request::Stop);
+                    *stop_queued = Some(report_gone || stop_queued.unwrap_or(false));
+                }
                 Some(VmmCmd::Start | VmmCmd::Attach) => {}
                 None => return Err(StartError::NoAnswer("daemon shutting down".into())),
             }

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use sysmgr::vmm::{VmmCmd, VmmConfig, VmmReport};
-use system_manager::VmmExit;
+use system_manager::{StartFailure, VmmExit};
 use vmm_protocol::{Decision, PowerRequestKind, Request, VmState};
 
 use support::*;
@@ -101,20 +101,25 @@ fn vmm_process_argv(socket: &Path) -> Vec<String> {
 /// exiting does: it drops its control connection and exits 32. The tests
 /// steer it with files next to the socket: `<socket>.reboot` makes the
 /// guest ask to reboot; `<socket>.hang` makes the VMM drop its control
-/// connection and hang on its way out (until killed, at most a minute).
+/// connection and hang on its way out (until killed, at most a minute), or,
+/// if it is there at the launch, hang without ever serving its socket.
 #[test]
 #[ignore = "the body of the fake VMM processes the tests here launch"]
 fn vmm_process() {
     let Some(socket) = std::env::var_os(VMM_PROCESS_SOCKET).map(PathBuf::from) else {
         return;
     };
-    let vmm = FakeVmm::start(&socket);
-    // A restart decision is acknowledged, not carried out in the process.
-    vmm.s.lock().unwrap().drop_decides = true;
     let (reboot, hang) = (
         socket.with_extension("reboot"),
         socket.with_extension("hang"),
     );
+    if hang.exists() {
+        std::thread::sleep(Duration::from_secs(60));
+        std::process::exit(1);
+    }
+    let vmm = FakeVmm::start(&socket);
+    // A restart decision is acknowledged, not carried out in the process.
+    vmm.s.lock().unwrap().drop_decides = true;
     let mut asked = false;
     loop {
         if !asked && reboot.exists() {
@@ -168,6 +173,7 @@ async fn an_unattached_vmm_that_is_stopped_is_reported_gone_once_its_process_end
         launch: Some(vmm_process_argv(&socket)),
         log: dir.join("g.vmm.log"),
         pid_file: dir.join("g.pid"),
+        vmm_uid: None,
     };
     let (cmds, rx) = tokio::sync::mpsc::unbounded_channel();
     let (tx, mut reports) = tokio::sync::mpsc::unbounded_channel();
@@ -217,6 +223,101 @@ async fn an_unattached_vmm_that_is_stopped_is_reported_gone_once_its_process_end
     let late = tokio::time::timeout(Duration::from_millis(500), reports.recv()).await;
     assert!(late.is_err(), "{late:?}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Starts a VMM link whose launched VMM process never answers on its
+/// control socket, sends it a `Stop { report_gone }` while its `Start`
+/// waits for that socket, and returns the one report that follows (after
+/// the start gave up, 30 s after the launch), checking that it came only
+/// once that process had ended and that no second report follows.
+async fn stop_during_a_start_that_fails(tag: &str, report_gone: bool) -> VmmReport {
+    let dir = tmpdir(tag);
+    let socket = dir.join("g.ctl");
+    std::fs::write(socket.with_extension("hang"), "").unwrap();
+    let cfg = VmmConfig {
+        guest: "g".into(),
+        socket: socket.clone(),
+        launch: Some(vmm_process_argv(&socket)),
+        log: dir.join("g.vmm.log"),
+        pid_file: dir.join("g.pid"),
+        vmm_uid: None,
+    };
+    let pid_file = cfg.pid_file.clone();
+    let (cmds, rx) = tokio::sync::mpsc::unbounded_channel();
+    let (tx, mut reports) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(sysmgr::vmm::run(cfg, rx, move |r| {
+        let _ = tx.send(r);
+    }));
+    cmds.send(VmmCmd::Start).unwrap();
+
+    // Launched (its pid file written) and hanging: the start waits.
+    let end = Instant::now() + Duration::from_secs(20);
+    let pid = loop {
+        let pid = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|t| t.trim().parse::<u32>().ok());
+        if let Some(pid) = pid {
+            break pid;
+        }
+        assert!(Instant::now() < end, "no VMM launched in 20 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+    assert!(proc_dir.exists(), "the VMM process {pid} ended at once");
+    cmds.send(VmmCmd::Stop { report_gone }).unwrap();
+
+    // The start gives up 30 s after the launch; the stop is carried out
+    // then. The report comes once the process has been reaped.
+    let report = tokio::time::timeout(Duration::from_secs(90), reports.recv())
+        .await
+        .expect("a report from the VMM link within 90 s")
+        .expect("the VMM link runs");
+    assert!(
+        !proc_dir.exists(),
+        "{report:?} while the VMM process {pid} still runs"
+    );
+    // One report for the stop and the start, not a second one.
+    let late = tokio::time::timeout(Duration::from_secs(2), reports.recv()).await;
+    assert!(late.is_err(), "a second report: {late:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+    report
+}
+
+/// A hard stop the daemon asks a report for (`report_gone`) comes while
+/// the link waits for a VMM it launched to answer, and that start fails:
+/// the link must kill that VMM and report it gone once, after its process
+/// ended. Dropping the queued stop (as the link did) reported the failure
+/// and left a hung VMM running into the next start.
+#[tokio::test(flavor = "current_thread")]
+async fn a_stop_during_a_start_that_fails_kills_the_vmm_and_reports_it_gone_once() {
+    match stop_during_a_start_that_fails("stop-in-start-gone", true).await {
+        VmmReport::Gone { exit } => assert_eq!(
+            exit,
+            Some(VmmExit {
+                code: None,
+                signal: Some(libc::SIGKILL)
+            })
+        ),
+        other => panic!("not gone: {other:?}"),
+    }
+}
+
+/// The same for the stop the daemon sends while it waits for the start's
+/// outcome (no `report_gone`): the VMM is killed as well, and the start's
+/// failure, the one report, comes once its process ended, with the kill's
+/// exit status.
+#[tokio::test(flavor = "current_thread")]
+async fn a_stop_during_a_start_that_fails_kills_the_vmm_before_the_failure_is_reported() {
+    match stop_during_a_start_that_fails("stop-in-start-failed", false).await {
+        VmmReport::StartFailed { failure, .. } => assert_eq!(
+            failure,
+            StartFailure::Exited(VmmExit {
+                code: None,
+                signal: Some(libc::SIGKILL)
+            })
+        ),
+        other => panic!("not a failed start: {other:?}"),
+    }
 }
 
 /// The same through the daemon: the arbiter hears of a VMM it hard-stops
