@@ -597,6 +597,33 @@ mod tests {
     }
 
     #[test]
+    fn sysmgr_may_change_a_files_group_but_not_its_owner() {
+        let arch = Arch::native().unwrap();
+        let p = policy::sysmgr::POLICY;
+        let class = p.class("sysmgr").unwrap();
+        let f = compile_rules(class.name, &p.rules_of(class), arch, 1).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"").unwrap();
+        // SAFETY: plain credential queries.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let (code, err) = in_child(|| {
+            install_violation_handler("sysmgr").unwrap();
+            install_current("sysmgr", &f).unwrap();
+            // The group only (std's chown: chown(2) on x86_64, fchownat(2)
+            // on aarch64), then the owner too.
+            std::os::unix::fs::chown(&path, None, Some(gid)).unwrap();
+            // To fd 2 itself (the test harness captures `eprintln!`).
+            std::io::Write::write_all(&mut std::io::stderr(), b"group changed\n").unwrap();
+            let _ = std::os::unix::fs::chown(&path, Some(uid), Some(gid));
+        });
+        assert_eq!(code, VIOLATION_EXIT_CODE, "{err}");
+        assert!(err.contains("group changed"), "{err}");
+        assert!(err.contains("forbidden system call: "), "{err}");
+        assert!(err.contains("chown"), "{err}");
+    }
+
+    #[test]
     fn clone3_fails_with_enosys_in_the_launcher_and_clone_needs_clone_thread() {
         let arch = Arch::native().unwrap();
         let class = vmm::POLICY.class(policy::LAUNCHER).unwrap();

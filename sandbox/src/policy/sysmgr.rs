@@ -16,8 +16,8 @@ use super::common::{
     ACCEPT, CONNECT_UNIX, DURABLE_FILES, EPOLL_LOOP, FILE_METADATA, RUNTIME, SLEEP, STREAM_IO,
 };
 use super::{
-    allow, allow_if, eq, Arch, Class, Confinement, ProcessPolicy, Rule, Threads, CLONE3_ENOSYS,
-    CLONE_THREAD_ONLY,
+    allow, allow_if, eq, masked, Arch, Class, Confinement, ProcessPolicy, Rule, Threads,
+    CLONE3_ENOSYS, CLONE_THREAD_ONLY,
 };
 
 /// The async runtime and its threads.
@@ -61,6 +61,27 @@ const STATE: &[Rule] = &[
     allow(
         "fchmodat",
         "0700 on the binder directory, 0600 on a binder socket",
+    ),
+    allow_if(
+        "chown",
+        &[&[masked(
+            1,
+            0xffff_ffff,
+            0xffff_ffff,
+            "uid -1: the group only",
+        )]],
+        "a guest's binder socket to its vmm_user's group (x86_64)",
+    )
+    .on(Arch::X86_64),
+    allow_if(
+        "fchownat",
+        &[&[masked(
+            2,
+            0xffff_ffff,
+            0xffff_ffff,
+            "uid -1: the group only",
+        )]],
+        "a guest's binder socket to its vmm_user's group",
     ),
 ];
 
