@@ -158,6 +158,11 @@ pub struct Config {
     /// Supplementary groups it keeps after switching to `user` (`sysmgr`:
     /// every guest VMM's group, to reach the VMMs' `0660` sockets).
     pub groups: Vec<u32>,
+    /// Listening sockets bound before the switch: `listen`ed again once
+    /// the process runs as `user`, before any filter, because Linux hands
+    /// a listener's credentials to its peers' `SO_PEERCRED` as they were
+    /// at `listen` (root's, otherwise).
+    pub relisten: Vec<std::os::fd::RawFd>,
     /// What it may still do on the file system.
     pub fs: fs::FsRules,
 }
@@ -250,6 +255,9 @@ pub fn enter(config: Config) -> Result<Entered, SandboxError> {
     let fs = fs::restrict(&config.fs).map_err(|e| SandboxError::Landlock(e.to_string()))?;
     let privileges =
         privileges::drop_all(config.user, &config.groups).map_err(SandboxError::Privileges)?;
+    for &fd in &config.relisten {
+        socket::relisten(fd).map_err(SandboxError::Setup)?;
+    }
     thread::activate(policy, filters, probe::from_env()).map_err(SandboxError::Setup)?;
     thread::confine_current_thread(policy.main).map_err(SandboxError::Setup)?;
     Ok(Entered {

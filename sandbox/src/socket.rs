@@ -338,6 +338,19 @@ fn bind_with_access(path: &Path, group: Option<u32>) -> Result<UnixListener, Bin
     Ok(UnixListener::from(fd))
 }
 
+/// Listens again on the listening socket `fd`, so that its peers'
+/// `SO_PEERCRED` shows the process's credentials now (Linux copies them
+/// at `listen`; a socket a root process bound and listened on before
+/// switching user would go on showing root's). The backlog stays 128.
+pub fn relisten(fd: std::os::fd::RawFd) -> io::Result<()> {
+    // SAFETY: listen(2) on a descriptor the caller owns; the result is
+    // checked.
+    if unsafe { libc::listen(fd, 128) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Whether an `accept` error means the process (or system) ran out of
 /// descriptors or memory: retrying at once would spin.
 pub fn is_resource_exhaustion(e: &io::Error) -> bool {
@@ -512,6 +525,60 @@ mod tests {
             Err(PeerError::NotAllowed { uid: 4242, .. }) => {}
             other => panic!("expected a refusal of uid 4242, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_listener_relistened_after_a_switch_shows_the_new_uid() {
+        // SAFETY: plain credential query.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: needs root to switch uid");
+            return;
+        }
+        let (dir, path) = socket_path();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let (addr, len) = sockaddr(&path).unwrap();
+        // The listener's uid as a client sees it (SO_PEERCRED), in a child
+        // that binds as root and switches to 4242: before and after
+        // `relisten`, as the exit code's two bits.
+        // SAFETY: the child makes plain system calls and _exits.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            let seen = |listener: &UnixListener| -> u32 {
+                let _ = listener;
+                // SAFETY: a fresh socket connected to `addr` (valid for
+                // `len` bytes); its credentials are read, then it closes.
+                unsafe {
+                    let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
+                    if libc::connect(fd, std::ptr::addr_of!(addr).cast(), len) != 0 {
+                        libc::_exit(9);
+                    }
+                    let s = UnixStream::from_raw_fd(fd);
+                    peer_credentials(&s).map_or(u32::MAX, |c| c.uid)
+                }
+            };
+            let listener = bind_private(&path).unwrap();
+            // Reachable by the child after its switch.
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+            // SAFETY: credential changes with integer arguments.
+            if unsafe {
+                libc::setresgid(4242, 4242, 4242) != 0 || libc::setresuid(4242, 4242, 4242) != 0
+            } {
+                // SAFETY: leave the child.
+                unsafe { libc::_exit(8) };
+            }
+            let before = seen(&listener) == 0;
+            relisten(listener.as_raw_fd()).unwrap();
+            let after = seen(&listener) == 4242;
+            // SAFETY: leave the child.
+            unsafe { libc::_exit(i32::from(before) | (i32::from(after) << 1)) };
+        }
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert!(libc::WIFEXITED(status), "{status}");
+        // Root's before, the new uid's after.
+        assert_eq!(libc::WEXITSTATUS(status), 0b11);
     }
 
     #[test]

@@ -251,6 +251,26 @@ impl HostResources {
         self.control.take()
     }
 
+    /// The listening sockets (vsock, console, control) still held here,
+    /// to listen on again once the VMM runs as its sandbox user
+    /// (`sandbox::Config::relisten`).
+    pub fn listener_fds(&self) -> Vec<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        let console = match &self.console {
+            Some(ConsoleHost::Unix(_, l)) => Some(l),
+            _ => None,
+        };
+        [
+            self.vsock.as_ref().map(|(_, l)| l),
+            console,
+            self.control.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .map(AsRawFd::as_raw_fd)
+        .collect()
+    }
+
     /// The directories holding this VMM's sockets (the sandbox lets it
     /// remove its own sockets there when it exits).
     pub fn socket_dirs(&self) -> Vec<PathBuf> {

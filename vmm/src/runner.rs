@@ -109,6 +109,7 @@ impl SandboxOptions {
             policy: &sandbox::policy::vmm::POLICY,
             user: switches.then_some(user),
             groups: Vec::new(),
+            relisten: host.listener_fds(),
             fs: sandbox::fs::FsRules {
                 remove_in: host.socket_dirs(),
                 ..Default::default()

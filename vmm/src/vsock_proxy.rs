@@ -437,6 +437,7 @@ impl Proxy {
             policy: &sandbox::policy::adb_proxy::POLICY,
             user: switch_to,
             groups: Vec::new(),
+            relisten: Vec::new(),
             fs: sandbox::fs::FsRules::default(),
         })?;
         if let Some(to) = switch_to {

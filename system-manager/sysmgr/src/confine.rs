@@ -56,6 +56,8 @@ pub fn prepare(args: &RunArgs, confinement: &Confinement) -> Result<Prepared> {
     let listener = bind_control_sync(&dir.socket())?;
     // SAFETY: plain credential queries.
     let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    let (runs_as, _) = sandbox::Identity::sandboxed(confinement.enabled, confinement.user);
+    check_vmm_users(&policy, runs_as)?;
     // Root reaches every socket, and a sandboxed root daemon takes the
     // VMMs' groups when it switches user; anyone else must have them.
     if euid != 0 {
@@ -108,6 +110,7 @@ pub fn prepare(args: &RunArgs, confinement: &Confinement) -> Result<Prepared> {
         policy: &sandbox::policy::sysmgr::POLICY,
         user,
         groups: vmm_groups(&policy).map(|(_, gid)| gid).collect(),
+        relisten: Vec::new(),
         fs: sandbox::fs::FsRules {
             read,
             read_write: vec![args.state_dir.clone()],
@@ -133,6 +136,36 @@ fn vmm_groups(policy: &system_manager::Policy) -> impl Iterator<Item = (&str, u3
         .guests()
         .iter()
         .filter_map(|g| g.vmm.vmm_user.map(|u| (g.name.as_str(), u.gid)))
+}
+
+/// Refuses a `vmm_user` that is the daemon's own uid or gid (such a VMM
+/// would own `sysmgr`'s `0600` sockets, or reach every guest's through the
+/// daemon's group), and warns when only some guests have one (a guest
+/// without one runs as the shared sandbox user, usually the daemon's).
+fn check_vmm_users(policy: &system_manager::Policy, daemon: sandbox::Identity) -> Result<()> {
+    let guests = policy.guests();
+    for g in guests {
+        if let Some(u) = g.vmm.vmm_user {
+            if u.uid == daemon.uid || u.gid == daemon.gid {
+                bail!(
+                    "guest {}: vmm_user {}:{} shares sysmgr's own uid or gid ({}:{}): its VMM could act as sysmgr; give it a uid and gid of its own",
+                    g.name,
+                    u.uid,
+                    u.gid,
+                    daemon.uid,
+                    daemon.gid
+                );
+            }
+        }
+    }
+    let with = guests.iter().filter(|g| g.vmm.vmm_user.is_some()).count();
+    if with > 0 && with < guests.len() {
+        tracing::warn!(
+            "only {with} of {} guests have a vmm_user: the others' VMMs run as a shared user and are not isolated from each other (docs/security.md)",
+            guests.len()
+        );
+    }
+    Ok(())
 }
 
 /// The process's effective gid and supplementary groups.
@@ -212,15 +245,20 @@ mod tests {
             vec![("a", 10001), ("c", 20002)]
         );
         assert!(check_vmm_groups(&policy, &[65534, 10001, 20002]).is_ok());
+        let nobody = sandbox::Identity::NOBODY;
+        assert!(check_vmm_users(&policy, nobody).is_ok());
+        for daemon in [
+            sandbox::Identity { uid: 10002, gid: 1 },
+            sandbox::Identity { uid: 1, gid: 10001 },
+        ] {
+            let e = check_vmm_users(&policy, daemon).unwrap_err().to_string();
+            assert!(e.contains("shares sysmgr's own uid or gid"), "{e}");
+        }
         let e = check_vmm_groups(&policy, &[65534, 10001]).unwrap_err();
         assert!(
             e.to_string()
                 .starts_with("guest c: sysmgr is not in group 20002 of its vmm_user"),
             "{e}"
         );
-        // Groups of this process: its own gid at least.
-        // SAFETY: plain credential query.
-        let egid = unsafe { libc::getegid() };
-        assert!(current_groups().unwrap().contains(&egid));
     }
 }

@@ -184,6 +184,9 @@ fn hello(path: &Path, timeout: Duration) -> Result<(UnixStream, u32), TrustyErro
             Err(e) => return Err(connect(e)),
         }
     };
+    // Only trustyd (an allowed uid) may take the guest's TEE traffic, not
+    // whoever bound the path first.
+    sandbox::socket::check_peer(&stream).map_err(|e| refused(e.to_string()))?;
     let frame = Request::Hello {
         version: PROTOCOL_VERSION,
     }

@@ -314,7 +314,16 @@ pub fn run(
         let entered = sandbox::enter(sandbox::Config {
             policy: &sandbox::policy::trustyd::POLICY,
             user: switches.then_some(runs_as),
-            groups: Vec::new(),
+            // To remove its sockets at exit from a guest's own 0770
+            // directory.
+            groups: guests
+                .iter()
+                .filter_map(|g| g.vmm_user.map(|u| u.gid))
+                .collect(),
+            relisten: listeners
+                .iter()
+                .map(|(_, _, _, l)| std::os::fd::AsRawFd::as_raw_fd(l))
+                .collect(),
             fs: sandbox::fs::FsRules {
                 read_write: vec![state_dir.to_path_buf()],
                 remove_in: socket_dirs,
