@@ -11,6 +11,8 @@ vmstack_tests::nested_tests! {
     tests: {
         two_vm_b_android_reboot_restarts_only_its_vm =>
             sysmgr::two_vm_b_android_reboot_restarts_only_its_vm,
+        two_vm_each_vmm_runs_as_its_guests_own_user =>
+            sysmgr::two_vm_each_vmm_runs_as_its_guests_own_user,
         two_vm_c_android_poweroff_is_held_while_the_cluster_needs_the_system =>
             sysmgr::two_vm_c_android_poweroff_is_held_while_the_cluster_needs_the_system,
         two_vm_a_ignition_off_handshake_then_cluster_deadline_then_power_off =>

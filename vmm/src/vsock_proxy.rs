@@ -821,6 +821,17 @@ mod tests {
     use std::io::BufRead;
     use std::os::unix::net::UnixListener;
 
+    /// A proxy on an ephemeral port for the vsock socket `path`, one
+    /// connection at a time.
+    fn bind_one(path: &std::path::Path) -> Result<Proxy, ProxyError> {
+        Proxy::bind(ProxyConfig {
+            vsock_socket: path.to_path_buf(),
+            port: 0,
+            guest_port: ADB_GUEST_PORT,
+            max_connections: 1,
+        })
+    }
+
     fn temp_socket(name: &str) -> PathBuf {
         let p = std::env::temp_dir().join(format!("vmm-proxy-{name}-{}", std::process::id()));
         let _ = std::fs::remove_file(&p);
@@ -997,13 +1008,7 @@ mod tests {
     fn accepted_sockets_keep_urgent_bytes_inline() {
         let path = temp_socket("inline");
         fake_vmm(&path);
-        let p = Proxy::bind(ProxyConfig {
-            vsock_socket: path.clone(),
-            port: 0,
-            guest_port: ADB_GUEST_PORT,
-            max_connections: 1,
-        })
-        .unwrap();
+        let p = bind_one(&path).unwrap();
         let _c = TcpStream::connect(p.local_addr().unwrap()).unwrap();
         let (accepted, _) = p.listener.accept().unwrap();
         let mut on: libc::c_int = 0;
@@ -1209,13 +1214,7 @@ mod tests {
             std::os::unix::fs::chown(&path, Some(4242), Some(4243)).unwrap();
         }
         let meta = std::fs::metadata(&path).unwrap();
-        let p = Proxy::bind(ProxyConfig {
-            vsock_socket: path.clone(),
-            port: 0,
-            guest_port: ADB_GUEST_PORT,
-            max_connections: 1,
-        })
-        .unwrap();
+        let p = bind_one(&path).unwrap();
         assert_eq!(
             p.owner(),
             sandbox::Identity {

@@ -9,19 +9,40 @@
 D=/tmp/$SCEN
 rm -rf $D
 S=$D/state
-A_CTL=$D/android.ctl
-A_VSOCK=$D/android.vsock
-C_CTL=$D/cluster.ctl
 # sysmgr switches to its sandbox user (65534) and creates the guests' RPC
-# binder sockets beside their vsock sockets here; the MCU simulator's socket
+# binder sockets beside their vsock sockets; the MCU simulator's socket
 # must let it connect (umask 0: mode 0777).
 mkdir -p $D
 chown 65534:65534 $D
+# write_policy's guests run their VMMs as users of their own (`vmm_user`,
+# docs/security.md): android 10001, cluster 10002, each with its sockets in
+# its own directory (0770, its uid and group), which sysmgr (a member of
+# both groups) reaches and the other guest's VMM does not.
+A_USER=10001
+C_USER=10002
+A_DIR=$D/android
+C_DIR=$D/cluster
+mkdir -p $A_DIR $C_DIR
+chown $A_USER:$A_USER $A_DIR
+chown $C_USER:$C_USER $C_DIR
+chmod 770 $A_DIR $C_DIR
+A_CTL=$A_DIR/vmm.ctl
+A_VSOCK=$A_DIR/vmm.vsock
+C_CTL=$C_DIR/vmm.ctl
 
-# android_guest CTL VSOCK MEM PARAMS: the `[[guest]]` table of an
+# vmm_user_line ID, vmm_user_flags ID: the `vmm_user` line of a guest
+# whose VMM runs as ID:ID, and the VMM flags that go with it (its own user,
+# its sockets shared with its group, sysmgr's uid 65534 admitted as a
+# peer), as the start of a TOML array's items.
+vmm_user_line() { [ -n "$1" ] && echo "vmm_user = \"$1:$1\""; }
+vmm_user_flags() {
+    [ -n "$1" ] && printf '"--sandbox-user", "%s:%s", "--socket-group", "%s", "--allow-peer-uid", "65534", ' "$1" "$1" "$1"
+}
+
+# android_guest CTL VSOCK MEM PARAMS [USER]: the `[[guest]]` table of an
 # android-role VMM launched by sysmgr (1 vCPU, MEM MiB, vsock CID 3),
 # control socket CTL, vsock socket VSOCK, PARAMS after console=ttyS0 on
-# its kernel command line.
+# its kernel command line; with USER, the VMM runs as USER:USER.
 android_guest() {
     cat <<GUEST
 [[guest]]
@@ -29,7 +50,8 @@ name = "android"
 role = "android"
 control_socket = "$1"
 vsock_socket = "$2"
-launch = ["/bin/vmm", "run", "--cpus", "1", "--mem", "$3", "--socket", "$1", "--power-arbiter", "--vsock", "cid=3,socket=$2", "--initrd", "/guest/initramfs.cpio.gz", "--params", "console=ttyS0 $4", "/guest/vmlinuz"]
+$(vmm_user_line "$5")
+launch = ["/bin/vmm", "run", $(vmm_user_flags "$5")"--cpus", "1", "--mem", "$3", "--socket", "$1", "--power-arbiter", "--vsock", "cid=3,socket=$2", "--initrd", "/guest/initramfs.cpio.gz", "--params", "console=ttyS0 $4", "/guest/vmlinuz"]
 GUEST
 }
 
@@ -46,14 +68,15 @@ final_grace_ms = 8000
 vm_exit_grace_ms = 8000
 wake_hold_ms = 10000
 
-$(android_guest "$A_CTL" "$A_VSOCK" 192 "guest.scenario=sysmgr-android vhal.script=$1${ANDROID_PARAMS:+ $ANDROID_PARAMS}")
+$(android_guest "$A_CTL" "$A_VSOCK" 192 "guest.scenario=sysmgr-android vhal.script=$1${ANDROID_PARAMS:+ $ANDROID_PARAMS}" $A_USER)
 
 [[guest]]
 name = "cluster"
 role = "cluster"
 shutdown_deadline_ms = 8000
 control_socket = "$C_CTL"
-launch = ["/bin/vmm", "run", "--cpus", "1", "--mem", "192", "--socket", "$C_CTL", "--power-arbiter", "--initrd", "/guest/initramfs.cpio.gz", "--params", "console=ttyS0 guest.scenario=sysmgr-cluster", "/guest/vmlinuz"]
+$(vmm_user_line $C_USER)
+launch = ["/bin/vmm", "run", $(vmm_user_flags $C_USER)"--cpus", "1", "--mem", "192", "--socket", "$C_CTL", "--power-arbiter", "--initrd", "/guest/initramfs.cpio.gz", "--params", "console=ttyS0 guest.scenario=sysmgr-cluster", "/guest/vmlinuz"]
 POLICY
 }
 
@@ -125,6 +148,14 @@ dump_logs() {
 }
 
 # finish: stop everything and print every log.
+# as_uid ID CMD: runs CMD (a simple command) as uid and group ID, adding
+# a `uid-ID` entry to /etc/passwd and /etc/group on first use.
+as_uid() {
+    grep -q "^uid-$1:" /etc/passwd 2>/dev/null || echo "uid-$1:x:$1:$1::/tmp:/bin/sh" >> /etc/passwd
+    grep -q "^uid-$1:" /etc/group 2>/dev/null || echo "uid-$1:x:$1:" >> /etc/group
+    su -s /bin/sh "uid-$1" -c "$2"
+}
+
 finish() {
     step "end"
     sysmgr status --state-dir $S --policy $D/policy.toml 2>&1

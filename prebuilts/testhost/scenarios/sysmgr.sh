@@ -18,6 +18,19 @@ wait_for $S/android.vmm.log "vhal: REQ ON" 180 || { finish; exit 1; }
 wait_for $S/cluster.vmm.log @@vmstack:cluster=up 120 || { finish; exit 1; }
 step "both guests up"
 
+# Each VMM runs as its guest's own user (vmm_user): the uids of their
+# processes; the cluster's VMM user reaches none of the android guest's
+# sockets (its control and vsock sockets, sysmgr's binder socket for it),
+# nor does the stack's shared sandbox user (65534 without sysmgr's
+# groups); the android guest's own VMM user reaches its control socket.
+mark iso-modes "$(stat -c '%a %u %g' $A_CTL $A_VSOCK ${A_VSOCK}_4200 | tr '\n' ' ')"
+mark iso-uids "android $(stat -c %u /proc/$(cat $S/android.pid)) cluster $(stat -c %u /proc/$(cat $S/cluster.pid))"
+for sock in $A_CTL $A_VSOCK ${A_VSOCK}_4200; do
+    mark "iso-cluster-user-$(basename $sock)" "$(as_uid $C_USER "vmm status $sock" 2>&1)"
+    mark "iso-shared-user-$(basename $sock)" "$(as_uid 65534 "vmm status $sock" 2>&1)"
+done
+mark iso-android-user "$(as_uid $A_USER "vmm status $A_CTL" 2>&1)"
+
 # The binder CLI in the android guest asks for a shutdown (SHUTDOWN_REQUEST)
 # while the ignition is on: the arbiter notes it and keeps the head unit on.
 vhal-test send-line $A_VSOCK 4101 request-shutdown --retry 30

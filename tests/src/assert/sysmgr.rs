@@ -44,6 +44,30 @@ pub fn two_vm_b_android_reboot_restarts_only_its_vm(run: &SharedRun) {
     );
 }
 
+/// Each guest's VMM runs as its own `vmm_user` (android 10001, cluster
+/// 10002): the cluster's VMM user and the stack's shared sandbox user
+/// (65534, without sysmgr's groups) reach none of the android guest's
+/// sockets (its VMM's control and vsock sockets, sysmgr's binder socket
+/// for it), while the android guest's own VMM user reaches its control
+/// socket, and sysmgr (in both groups) drives both guests throughout.
+pub fn two_vm_each_vmm_runs_as_its_guests_own_user(run: &SharedRun) {
+    let s = run.section("sysmgr", 0);
+    s.expect_contains("step", "both guests up")
+        .expect_contains("iso-uids", "android 10001 cluster 10002")
+        // The VMM's control and vsock sockets, sysmgr's binder socket for
+        // the guest: shared with its group only.
+        .expect_contains(
+            "iso-modes",
+            "660 10001 10001 660 10001 10001 660 65534 10001",
+        )
+        .expect_contains("iso-android-user", "state=running");
+    for sock in ["vmm.ctl", "vmm.vsock", "vmm.vsock_4200"] {
+        for user in ["cluster", "shared"] {
+            s.expect_contains(&format!("iso-{user}-user-{sock}"), "Permission denied");
+        }
+    }
+}
+
 /// (c) Android powers off while the cluster needs the system: held
 /// virtually off; ignition off and on brings it back.
 pub fn two_vm_c_android_poweroff_is_held_while_the_cluster_needs_the_system(run: &SharedRun) {
