@@ -613,6 +613,13 @@ mod tests {
             // The group only (std's chown: chown(2) on x86_64, fchownat(2)
             // on aarch64), then the owner too.
             std::os::unix::fs::chown(&path, None, Some(gid)).unwrap();
+            // fchownat(2) itself, whatever std calls on this architecture.
+            let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+            // SAFETY: fchownat on a NUL-terminated path; uid -1 keeps the owner.
+            let rc = unsafe {
+                libc::fchownat(libc::AT_FDCWD, c_path.as_ptr(), libc::uid_t::MAX, gid, 0)
+            };
+            assert_eq!(rc, 0);
             // To fd 2 itself (the test harness captures `eprintln!`).
             std::io::Write::write_all(&mut std::io::stderr(), b"group changed\n").unwrap();
             let _ = std::os::unix::fs::chown(&path, Some(uid), Some(gid));
