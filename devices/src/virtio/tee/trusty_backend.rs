@@ -448,6 +448,7 @@ impl TeeBackend for TrustyBackend {
 #[cfg(test)]
 mod tests {
     use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
     use std::os::unix::net::UnixListener;
 
     use trusty::tee::client::read_body;
@@ -629,6 +630,48 @@ mod tests {
         assert!(took >= Duration::from_millis(200), "{took:?}");
         assert!(took < Duration::from_secs(2), "{took:?}");
         drop(listener);
+    }
+
+    #[test]
+    fn a_socket_another_uid_listens_on_is_refused_before_hello() {
+        // SAFETY: plain credential query.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: needs root to listen as another uid");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let path = dir.path().join("squatted.sock");
+        let (ready_r, ready_w) = std::os::unix::net::UnixStream::pair().unwrap();
+        // A squatter of uid 4242 binds the path first and listens.
+        // SAFETY: the child makes plain system calls and _exits.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            // Only the parent's end may keep the pair open.
+            drop(ready_r);
+            // SAFETY: credential changes with integer arguments.
+            let switched = unsafe {
+                libc::setresgid(4242, 4242, 4242) == 0 && libc::setresuid(4242, 4242, 4242) == 0
+            };
+            let listener = UnixListener::bind(&path);
+            let ok = switched && listener.is_ok();
+            let _ = (&ready_w).write_all(&[u8::from(ok)]);
+            // Until the parent has tried (it closes its end).
+            let _ = (&ready_w).read(&mut [0u8; 1]);
+            // SAFETY: leave the child.
+            unsafe { libc::_exit(0) };
+        }
+        let mut ok = [0u8];
+        (&ready_r).read_exact(&mut ok).unwrap();
+        assert_eq!(ok, [1], "the squatter is listening");
+        let e = hello(&path, Duration::from_secs(5)).err().unwrap();
+        drop(ready_r);
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert!(matches!(e, TrustyError::Hello { .. }), "{e}");
+        assert!(e.to_string().contains("peer uid 4242"), "{e}");
     }
 
     #[test]
