@@ -98,11 +98,11 @@ pub trait GatekeeperEnv {
     /// Fills `buf` with random bytes.
     fn random(&mut self, buf: &mut [u8]) -> Result<(), String>;
     /// The stored failure record of secure user id `sid`; `None` means no
-    /// failures since the last success.
+    /// failure was ever counted (a success leaves a zero record).
     fn read_record(&mut self, sid: u64) -> Result<Option<FailureRecord>, String>;
     /// Stores `sid`'s failure record (durably, before answering).
     fn write_record(&mut self, sid: u64, record: &FailureRecord) -> Result<(), String>;
-    /// Deletes `sid`'s record (its count is 0 again), or every record.
+    /// Deletes `sid`'s record, or every record.
     fn delete_records(&mut self, sid: Option<u64>) -> Result<(), String>;
 }
 
@@ -351,11 +351,19 @@ impl Gatekeeper {
     }
 
     /// AOSP's `ClearFailureRecord`: the count of `secure_user_id` back to
-    /// 0, by deleting its record (so that a namespace keeps records only
-    /// of ids with failures outstanding, not one per enrollment ever
-    /// made).
+    /// 0, by writing a zero record, not by deleting it. An enrolled id so
+    /// keeps its file and later attempts only rewrite it: records of
+    /// made-up ids (`throttle` writes one before any handle is checked)
+    /// filling the namespace up to `max_files` cannot make its attempts
+    /// fail with `UNKNOWN`.
     fn clear(&self, secure_user_id: u64, env: &mut dyn GatekeeperEnv) -> Result<(), String> {
-        env.delete_records(Some(secure_user_id))
+        env.write_record(
+            secure_user_id,
+            &FailureRecord {
+                secure_user_id,
+                ..Default::default()
+            },
+        )
     }
 
     fn wrong(cmd: u32, uid: u32, timeout: u32) -> Response {
@@ -526,7 +534,10 @@ fn read_record_file(store: &dyn SecureStore, name: &str) -> Result<Option<Failur
 /// A count is never lowered: records of one secure user id (an attacker's
 /// guesses under several user ids, or a record already in the new
 /// layout) merge into the [stricter](FailureRecord::stricter) of them.
-/// Records with no failures are dropped (a missing record counts 0). An
+/// Records with no failures (left by a success) are kept as zero records
+/// (the last attempt 0, so they lengthen no window), each id keeping its
+/// file as [`Gatekeeper`]'s `clear` does; the commit never adds files, the
+/// new records being at most as many as the old ones it removes. An
 /// old record that cannot be read fails the migration, and with it every
 /// gatekeeper request of the guest that needs a record (`UNKNOWN`), until
 /// it is readable or `DELETE_ALL_USERS` removes it: throttling is never
@@ -547,9 +558,14 @@ fn migrate_uid_records(store: &mut dyn SecureStore) -> Result<(), String> {
         let Some(r) = read_record_file(store, name)? else {
             continue;
         };
-        if r.failure_counter == 0 {
-            continue;
-        }
+        let r = if r.failure_counter == 0 {
+            FailureRecord {
+                secure_user_id: r.secure_user_id,
+                ..Default::default()
+            }
+        } else {
+            r
+        };
         let m = merged.entry(r.secure_user_id).or_insert(r);
         *m = m.stricter(r);
     }

@@ -7,7 +7,7 @@ use super::proto::tests::{enroll_msg, verify_msg};
 use super::proto::{error, DELETE_ALL_USERS, DELETE_USER, ENROLL, RESP_BIT, VERIFY};
 use super::*;
 use crate::keys::DeviceSecret;
-use crate::store::{MemStore, SecureStore};
+use crate::store::{Limits, MemStore, SecureStore};
 use crate::ta::le::{u32_at, u64_at};
 
 #[derive(Default)]
@@ -218,7 +218,14 @@ fn throttling_follows_aosp() {
         error::NONE
     );
     assert_eq!(count_of(&env, &h), 0);
-    assert!(env.records.is_empty(), "a cleared record is deleted");
+    assert_eq!(
+        env.records.get(&sid_of(&h)),
+        Some(&FailureRecord {
+            secure_user_id: sid_of(&h),
+            ..Default::default()
+        }),
+        "a cleared record is a zero record, not deleted"
+    );
     // Re-enroll with a wrong current password counts too.
     env.now += 1;
     let r = g.handle(&enroll_msg(0, b"new", b"bad", &h), &mut env);
@@ -291,7 +298,8 @@ fn records_are_per_secure_user_id_and_only_delete_all_drops_them() {
     let h0 = handle_of(&g.handle(&enroll_msg(0, b"a", b"", b""), &mut env));
     let h1 = handle_of(&g.handle(&enroll_msg(1, b"b", b"", b""), &mut env));
     assert_ne!(sid_of(&h0), sid_of(&h1), "fresh secure user ids");
-    assert!(env.records.is_empty(), "enrolling writes no record");
+    assert_eq!(env.records.len(), 2, "enrolling writes a zero record");
+    assert_eq!(count_of(&env, &h0), 0);
     env.now = 5;
     g.handle(&verify_msg(0, 0, &h0, b"x"), &mut env);
     assert_eq!(count_of(&env, &h0), 1);
@@ -496,11 +504,17 @@ fn records_kept_per_user_id_move_to_the_secure_user_id_without_losing_failures()
         last_checked_ms: 10,
         failure_counter: 2,
     };
+    let zero = FailureRecord {
+        secure_user_id: 88,
+        last_checked_ms: 9_000,
+        failure_counter: 0,
+    };
     // Guesses of the old code under three user ids (one the last to be
     // checked, one with the most failures), a zero record (AOSP writes
     // one on success), another id's record, and a record of the new
     // layout with fewer failures (written by this code before a
-    // downgrade and upgrade).
+    // downgrade and upgrade), and a zero record of a third id (kept: its
+    // file stays its own when the namespace fills up).
     put_uid_records(
         &mut store,
         &[
@@ -509,6 +523,7 @@ fn records_kept_per_user_id_move_to_the_secure_user_id_without_losing_failures()
             (1001, at(6_000, 1)),
             (1002, at(7_000, 0)),
             (5, other),
+            (6, zero),
         ],
     );
     store
@@ -532,13 +547,22 @@ fn records_kept_per_user_id_move_to_the_secure_user_id_without_losing_failures()
         names,
         [
             "failure.sid.000000000000004d".to_string(),
+            "failure.sid.0000000000000058".to_string(),
             format!("failure.sid.{sid:016x}")
         ]
     );
-    let moved = FailureRecord::decode(&store.read(&names[1]).unwrap()).unwrap();
+    let moved = FailureRecord::decode(&store.read(&names[2]).unwrap()).unwrap();
     assert_eq!(moved, at(6_000, 12));
     let kept = FailureRecord::decode(&store.read(&names[0]).unwrap()).unwrap();
     assert_eq!(kept, other);
+    let zeroed = FailureRecord::decode(&store.read(&names[1]).unwrap()).unwrap();
+    assert_eq!(
+        zeroed,
+        FailureRecord {
+            last_checked_ms: 0,
+            ..zero
+        }
+    );
     // After the window the right password clears the one record.
     let mut env = StoreEnv {
         store: &mut store,
@@ -548,7 +572,75 @@ fn records_kept_per_user_id_move_to_the_secure_user_id_without_losing_failures()
         err_of(&g.handle(&verify_msg(0, 0, &h, b"pw"), &mut env)),
         error::NONE
     );
-    assert_eq!(store.files().unwrap().len(), 1, "only the other id's");
+    assert_eq!(store.files().unwrap().len(), 3, "a zero record stays");
+    let cleared = FailureRecord::decode(&store.read(&names[2]).unwrap()).unwrap();
+    assert_eq!(cleared, at(0, 0));
+}
+
+#[test]
+fn records_of_made_up_ids_filling_the_namespace_do_not_lock_out_a_user() {
+    // A guest process sends VERIFYs with forged handles (made-up secure
+    // user ids): each writes a record before the handle is checked, until
+    // the namespace holds `max_files`. The enrolled user, which verified
+    // before, keeps its record and is still verified and throttled.
+    let g = gk("g");
+    let mut store = MemStore::new();
+    let h = enrolled_in(&g, &mut store);
+    let mut env = StoreEnv {
+        store: &mut store,
+        now_ms: 200,
+    };
+    assert_eq!(
+        err_of(&g.handle(&verify_msg(0, 0, &h, b"pw"), &mut env)),
+        error::NONE
+    );
+    let name = format!("failure.sid.{:016x}", sid_of(&h));
+    assert_eq!(
+        FailureRecord::decode(&store.read(&name).unwrap()).map(|r| r.failure_counter),
+        Some(0),
+        "a success leaves a zero record"
+    );
+    let mut forged = h.clone();
+    let mut refused = false;
+    for fake in 1..=1000u64 {
+        forged[1..9].copy_from_slice(&(sid_of(&h) ^ fake).to_le_bytes());
+        let mut env = StoreEnv {
+            store: &mut store,
+            now_ms: 300,
+        };
+        let r = g.handle(&verify_msg(1000, 0, &forged, b"x"), &mut env);
+        if err_of(&r) == error::UNKNOWN {
+            refused = true;
+            break;
+        }
+        assert_eq!(err_of(&r), error::INVALID);
+    }
+    assert!(refused, "the store refuses new files at some point");
+    assert_eq!(store.files().unwrap().len(), Limits::default().max_files);
+    let mut env = StoreEnv {
+        store: &mut store,
+        now_ms: 400,
+    };
+    assert_eq!(
+        err_of(&g.handle(&verify_msg(0, 0, &h, b"pw"), &mut env)),
+        error::NONE,
+        "the user still unlocks"
+    );
+    for _ in 0..4 {
+        assert_eq!(
+            err_of(&g.handle(&verify_msg(0, 0, &h, b"guess"), &mut env)),
+            error::INVALID
+        );
+    }
+    assert_eq!(
+        retry_of(&g.handle(&verify_msg(0, 0, &h, b"guess"), &mut env)),
+        30_000,
+        "wrong guesses are still counted"
+    );
+    assert_eq!(
+        FailureRecord::decode(&store.read(&name).unwrap()).map(|r| r.failure_counter),
+        Some(5)
+    );
 }
 
 #[test]
