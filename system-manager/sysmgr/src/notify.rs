@@ -424,13 +424,16 @@ impl Listeners {
     }
 
     /// Ends every sender (one inside a call ends when that call returns,
-    /// not waited for) and refuses new listeners.
+    /// not waited for) and refuses new listeners, waking registrations
+    /// waiting for an ending sender.
     pub fn close(&self) {
         let mut g = self.lock();
         g.closed = true;
         for s in &g.senders {
             s.slot.end();
         }
+        drop(g);
+        self.sender_ended.notify_all();
     }
 }
 
@@ -698,6 +701,49 @@ mod tests {
         );
         assert_eq!(wait_for_senders(&l, 1), 1);
         l.close();
+    }
+
+    #[test]
+    fn close_wakes_a_registration_waiting_for_an_ending_sender() {
+        let l = Listeners::start("test-close-wakes").unwrap();
+        let (entered_tx, entered) = channel();
+        let mut gates = Vec::new();
+        // The set is full of senders stuck in a call (ended, not gone).
+        for i in 0..MAX_LISTENERS {
+            let (open, gate) = channel();
+            gates.push(open);
+            let stuck = BnPowerStateListener::new_binder(Stuck {
+                entered: Mutex::new(entered_tx.clone()),
+                gate: Mutex::new(gate),
+            });
+            l.register(stuck.clone()).unwrap();
+            l.set_system(state(i64::try_from(i).unwrap()));
+            entered.recv_timeout(Duration::from_secs(5)).unwrap();
+            l.unregister(&stuck);
+        }
+        // A registration waits (up to ENDING_WAIT) for one of them to end.
+        let (tx, _rx) = channel();
+        let next = slow(tx, None);
+        let (done_tx, done) = channel();
+        let waiter = {
+            let l = Arc::clone(&l);
+            std::thread::spawn(move || {
+                let r = l.register(next);
+                done_tx.send(Instant::now()).unwrap();
+                r
+            })
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        let closed = Instant::now();
+        l.close();
+        let returned = done.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(waiter.join().unwrap(), Err(RegisterError::Closed));
+        let took = returned.saturating_duration_since(closed);
+        assert!(
+            took < ENDING_WAIT / 2,
+            "the registration waited {took:?} after close"
+        );
+        drop(gates);
     }
 
     /// A client session on `path` that registers `listener`.

@@ -193,7 +193,10 @@ pub async fn run(cfg: VmmConfig, mut cmds: UnboundedReceiver<VmmCmd>, report: im
                 match started {
                     Ok(s) => s,
                     Err(e) => {
-                        failures += 1;
+                        // A start a stop ended is no crash: no back-off.
+                        if stop_queued.is_none() {
+                            failures += 1;
+                        }
                         // A stop that came during the start is carried out
                         // as one with no VMM attached: what was launched
                         // (it may run on without answering) is killed, and
@@ -442,10 +445,9 @@ enum StartError {
 }
 
 /// Attaches to the guest's VMM, launching it first if there is none and
-/// the policy says how. Requests that arrive meanwhile are queued (a
-/// `Stop` as `stop`), and a `Stop` is also noted in `stop_queued` (`true`
-/// once one asked for a report of the VMM's end): the caller carries it
-/// out whether the start succeeds or fails.
+/// the policy says how. Requests that arrive meanwhile are queued; a
+/// `Stop` ends the start at once (failed), noted in `stop_queued` (`true`
+/// if it asked for a report of the VMM's end): the caller carries it out.
 async fn start(
     cfg: &VmmConfig,
     child: &mut Option<Launched>,
@@ -497,8 +499,10 @@ async fn start(
             cmd = cmds.recv() => match cmd {
                 Some(VmmCmd::Send(r)) => queued.push(r),
                 Some(VmmCmd::Stop { report_gone }) => {
-                    queued.push(Request::Stop);
-                    *stop_queued = Some(report_gone || stop_queued.unwrap_or(false));
+                    // Not waited out (up to START_TIMEOUT): the caller
+                    // kills what was launched and reports its end now.
+                    *stop_queued = Some(report_gone);
+                    return Err(StartError::NoAnswer("stopped during start".into()));
                 }
                 Some(VmmCmd::Start | VmmCmd::Attach) => {}
                 None => return Err(StartError::NoAnswer("daemon shutting down".into())),
