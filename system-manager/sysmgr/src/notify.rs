@@ -667,14 +667,12 @@ mod tests {
         assert_eq!(l.register(kept), Err(RegisterError::Closed));
     }
 
-    #[test]
-    fn senders_of_removed_listeners_count_until_they_end() {
-        let l = Listeners::start("test-bound").unwrap();
+    /// Registers `MAX_LISTENERS` listeners, gets each stuck in a call and
+    /// unregisters it: every sender is ending but not gone until its gate
+    /// (returned) opens or is dropped.
+    fn fill_with_ending_senders(l: &Listeners) -> Vec<Sender<()>> {
         let (entered_tx, entered) = channel();
         let mut gates = Vec::new();
-        // A client that registers a listener, gets it stuck in a call and
-        // unregisters it, again and again: each sender stays until its
-        // call returns, and counts.
         for i in 0..MAX_LISTENERS {
             let (open, gate) = channel();
             gates.push(open);
@@ -687,6 +685,16 @@ mod tests {
             entered.recv_timeout(Duration::from_secs(5)).unwrap();
             l.unregister(&stuck);
         }
+        gates
+    }
+
+    #[test]
+    fn senders_of_removed_listeners_count_until_they_end() {
+        let l = Listeners::start("test-bound").unwrap();
+        // A client that registers a listener, gets it stuck in a call and
+        // unregisters it, again and again: each sender stays until its
+        // call returns, and counts.
+        let gates = fill_with_ending_senders(&l);
         assert_eq!((l.count(), senders(&l)), (0, MAX_LISTENERS));
         let (tx, rx) = channel();
         let next = slow(tx, None);
@@ -706,21 +714,8 @@ mod tests {
     #[test]
     fn close_wakes_a_registration_waiting_for_an_ending_sender() {
         let l = Listeners::start("test-close-wakes").unwrap();
-        let (entered_tx, entered) = channel();
-        let mut gates = Vec::new();
         // The set is full of senders stuck in a call (ended, not gone).
-        for i in 0..MAX_LISTENERS {
-            let (open, gate) = channel();
-            gates.push(open);
-            let stuck = BnPowerStateListener::new_binder(Stuck {
-                entered: Mutex::new(entered_tx.clone()),
-                gate: Mutex::new(gate),
-            });
-            l.register(stuck.clone()).unwrap();
-            l.set_system(state(i64::try_from(i).unwrap()));
-            entered.recv_timeout(Duration::from_secs(5)).unwrap();
-            l.unregister(&stuck);
-        }
+        let gates = fill_with_ending_senders(&l);
         // A registration waits (up to ENDING_WAIT) for one of them to end.
         let (tx, _rx) = channel();
         let next = slow(tx, None);
