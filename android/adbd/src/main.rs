@@ -58,6 +58,42 @@ struct Args {
     tcp: Option<std::net::SocketAddr>,
 }
 
+/// The receive buffer of each connection (the credit the guest kernel
+/// grants the host): two of the adb client's largest `WRTE`s (1 MiB
+/// payloads), so the next one can arrive while adbd writes the previous
+/// one, instead of the kernel's default 256 KiB (a quarter of one).
+const VSOCK_BUFFER_SIZE: u64 = 2 * (adbd::packet::MAX_PAYLOAD as u64 + 64 * 1024);
+
+/// `setsockopt` level and options of `AF_VSOCK` (linux/vm_sockets.h).
+const SO_VM_SOCKETS_BUFFER_SIZE: libc::c_int = 0;
+const SO_VM_SOCKETS_BUFFER_MAX_SIZE: libc::c_int = 2;
+
+/// Sets a vsock socket's buffer size (inherited by the connections a
+/// listener accepts). Best effort: a kernel that refuses keeps its
+/// default, which costs speed only.
+fn set_vsock_buffer_size(fd: &OwnedFd, size: u64) {
+    for option in [SO_VM_SOCKETS_BUFFER_MAX_SIZE, SO_VM_SOCKETS_BUFFER_SIZE] {
+        // SAFETY: setsockopt reads a u64 of the given size on a socket
+        // this process owns.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::AF_VSOCK,
+                option,
+                std::ptr::from_ref(&size).cast(),
+                std::mem::size_of::<u64>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            warn!(
+                "vsock buffer size {size}: {}; keeping the default",
+                io::Error::last_os_error()
+            );
+            return;
+        }
+    }
+}
+
 /// A listening `AF_VSOCK` stream socket.
 fn listen(port: u32) -> io::Result<OwnedFd> {
     // SAFETY: socket(2); the result is checked.
@@ -67,6 +103,7 @@ fn listen(port: u32) -> io::Result<OwnedFd> {
     }
     // SAFETY: a fresh fd this function owns.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    set_vsock_buffer_size(&fd, VSOCK_BUFFER_SIZE);
     // SAFETY: sockaddr_vm is plain old data; all-zero is valid.
     let mut addr: libc::sockaddr_vm = unsafe { std::mem::zeroed() };
     addr.svm_family = libc::AF_VSOCK as libc::sa_family_t;
