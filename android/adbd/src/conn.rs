@@ -170,6 +170,12 @@ impl StreamIo {
         Ok(())
     }
 
+    /// The largest payload of a `WRTE` to the client (0 once the
+    /// connection is closed): [`Self::send`] splits what is larger.
+    pub fn max_payload(&self) -> usize {
+        self.conn.lock().max_send_payload()
+    }
+
     /// Gives a buffer from [`Self::recv`] back for the connection's next
     /// payloads (kept only up to a bound).
     pub fn recycle(&self, buf: Vec<u8>) {

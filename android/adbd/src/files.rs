@@ -5,7 +5,8 @@
 //! client sends it all before it reads our answer), removes the partial
 //! file and answers `FAIL` with the reason; a malformed request gets
 //! `FAIL` and the stream is closed. Answers are sent in WRTEs of up to the
-//! connection's payload size, so a `RECV` keeps at most that much queued.
+//! connection's payload size, so a `RECV` keeps at most that much queued
+//! (and sends WRTEs of that size: each costs a round trip).
 
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
@@ -23,7 +24,8 @@ use crate::conn::StreamIo;
 
 /// Longest symlink target a `SEND` may carry.
 const MAX_LINK_TARGET: usize = 4096;
-/// Answer bytes collected before a send.
+/// `LIST` answer bytes collected before a send (a `RECV` fills whole
+/// `WRTE`s instead).
 const FLUSH_AT: usize = 192 * 1024;
 
 /// An I/O error as `strerror` text, without Rust's `(os error N)`.
@@ -378,7 +380,13 @@ fn send_file(s: &mut Sync, path_bytes: &[u8]) -> Result<(), Stop> {
         }
     };
     let mut chunk = vec![0u8; sp::MAX_DATA];
+    // Whole WRTEs: the client acknowledges each before the next (adb 29
+    // has no delayed ack), so each costs a round trip through the host.
+    let wrte = s.io.max_payload();
     loop {
+        if s.out.len() + sp::HEADER_LEN + sp::MAX_DATA > wrte {
+            s.flush()?;
+        }
         match file.read(&mut chunk) {
             Ok(0) => break,
             Ok(n) => sp::data(&mut s.out, &chunk[..n]),
@@ -389,9 +397,6 @@ fn send_file(s: &mut Sync, path_bytes: &[u8]) -> Result<(), Stop> {
                 sp::fail(&mut s.out, &format!("read failed: {}", describe(&e)));
                 return Ok(());
             }
-        }
-        if s.out.len() >= FLUSH_AT {
-            s.flush()?;
         }
     }
     sp::recv_done(&mut s.out);
@@ -600,6 +605,26 @@ mod tests {
         got.extend(c.write(&req(b"QUIT", 0, b"")));
         got.extend(c.read_to_close());
         got
+    }
+
+    #[test]
+    fn a_pull_fills_whole_wrtes() {
+        // Each WRTE waits for the client's OKAY: a 3 MiB pull in 1 MiB
+        // WRTEs takes 4 round trips (15 with 192 KiB ones).
+        let dir = temp_dir("pull-wrtes");
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("big");
+        let data: Vec<u8> = (0..3u32 << 20).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&file, &data).unwrap();
+        let mut c = Client::open("sync:").unwrap();
+        let p = file.to_str().unwrap().as_bytes();
+        let mut got = c.write(&req(b"RECV", p.len() as u32, p));
+        got.extend(c.write(&req(b"QUIT", 0, b"")));
+        got.extend(c.read_to_close());
+        // 48 DATA chunks of 64 KiB with their 8-byte headers, DONE.
+        assert_eq!(got.len(), data.len() + 48 * 8 + 8);
+        assert!(c.wrtes <= 4, "{} WRTEs", c.wrtes);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

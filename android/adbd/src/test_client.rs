@@ -19,6 +19,8 @@ pub struct Client {
     /// The daemon closed the stream (its command may end before the
     /// client's last write is answered).
     closed: bool,
+    /// `WRTE`s received from the daemon.
+    pub wrtes: usize,
 }
 
 /// Client id of the one stream.
@@ -51,6 +53,7 @@ impl Client {
             local: ID,
             remote: 0,
             closed: false,
+            wrtes: 0,
         };
         c.send(Command::Cnxn, VERSION, max_payload, b"host::".to_vec());
         assert_eq!(c.recv()?.command, Command::Cnxn);
@@ -97,6 +100,7 @@ impl Client {
                 match p.command {
                     Command::Okay => break,
                     Command::Wrte => {
+                        self.wrtes += 1;
                         got.extend_from_slice(&p.payload);
                         self.send(Command::Okay, self.local, self.remote, Vec::new());
                     }
@@ -141,6 +145,7 @@ impl Client {
         while let Some(p) = self.recv() {
             match p.command {
                 Command::Wrte => {
+                    self.wrtes += 1;
                     got.extend_from_slice(&p.payload);
                     self.send(Command::Okay, self.local, self.remote, Vec::new());
                 }
