@@ -83,6 +83,7 @@ pub fn prepare(args: &RunArgs, confinement: &Confinement) -> Result<Prepared> {
                     argv,
                     log: dir.vmm_log(&g.name),
                     pid_file: dir.pid_file(&g.name),
+                    vmm_uid: g.vmm.vmm_user.map(|u| u.uid),
                 })
         })
         .collect();

@@ -4,7 +4,7 @@
 //! pid (`docs/system-manager.md`, "VMM link").
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 /// A pidfd: one process, for as long as this handle lives (a signal to
 /// a process that has ended fails with `ESRCH`; it never reaches another).
@@ -33,6 +33,30 @@ impl PidFd {
         let fd = i32::try_from(fd).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
         // SAFETY: the kernel just gave us this descriptor; nothing else owns it.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(PidFd { fd, pid })
+    }
+
+    /// A pidfd another process passed to this one (`SCM_RIGHTS`), with its
+    /// pid read from `/proc/self/fdinfo`. Fails for a descriptor that is
+    /// not a pidfd (no `Pid:` line there; nor could a signal go through
+    /// it), and with `ESRCH` for a process that has ended (`Pid: -1`) or
+    /// that this pid namespace does not see (`Pid: 0`).
+    pub fn from_received(fd: OwnedFd) -> io::Result<PidFd> {
+        let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))?;
+        let pid = info
+            .lines()
+            .find_map(|l| l.strip_prefix("Pid:"))
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a pidfd"))?;
+        let pid: i64 = pid.trim().parse().map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                "a pidfd's pid that is no number",
+            )
+        })?;
+        let pid = u32::try_from(pid)
+            .ok()
+            .filter(|&p| p > 0)
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ESRCH))?;
         Ok(PidFd { fd, pid })
     }
 
@@ -80,6 +104,12 @@ impl PidFd {
     }
 }
 
+impl AsFd for PidFd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,6 +130,26 @@ mod tests {
         let e = fd.kill().expect_err("the process is gone");
         assert_eq!(e.raw_os_error(), Some(libc::ESRCH));
         assert!(PidFd::open(0).is_err());
+    }
+
+    #[test]
+    fn a_received_pidfd_names_its_process_until_it_ends() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("sleep runs");
+        let fd = PidFd::open(child.id()).expect("pidfd_open");
+        let copy = fd.as_fd().try_clone_to_owned().unwrap();
+        let received = PidFd::from_received(copy).expect("a pidfd");
+        assert_eq!(received.pid(), child.id());
+        received.kill().expect("killed");
+        child.wait().expect("reaped");
+        let copy = fd.as_fd().try_clone_to_owned().unwrap();
+        let e = PidFd::from_received(copy).expect_err("ended");
+        assert_eq!(e.raw_os_error(), Some(libc::ESRCH));
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let e = PidFd::from_received(OwnedFd::from(a)).expect_err("a socket");
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -564,7 +564,9 @@ async fn launch(
 /// launched through the launcher process, by the launcher (through its
 /// pidfd); one it launched itself, through the pidfd opened at spawn;
 /// one an earlier daemon launched, through the pidfd opened when it was
-/// last attached.
+/// last attached, and if that VMM runs as a uid this sandboxed process may
+/// not signal (its guest's `vmm_user`: `EPERM`), by the launcher through a
+/// copy of that pidfd (it checks the process's uid first).
 fn kill_vmm(cfg: &VmmConfig, child: Option<&Launched>, peer: Option<&PidFd>) {
     if let (Some(l), Some(_)) = (launcher::installed(), child) {
         tracing::warn!("{}: killing the VMM", cfg.guest);
@@ -578,9 +580,21 @@ fn kill_vmm(cfg: &VmmConfig, child: Option<&Launched>, peer: Option<&PidFd>) {
         );
         return;
     };
-    match fd.kill() {
-        Ok(()) => tracing::warn!("{}: killed VMM pid {}", cfg.guest, fd.pid()),
-        Err(e) => tracing::info!("{}: VMM pid {} not killed: {e}", cfg.guest, fd.pid()),
+    match (fd.kill(), launcher::installed()) {
+        (Ok(()), _) => tracing::warn!("{}: killed VMM pid {}", cfg.guest, fd.pid()),
+        // With a launcher installed, `fd` is the peer's: this daemon's own
+        // VMMs went to the launcher above.
+        (Err(e), Some(l)) if e.raw_os_error() == Some(libc::EPERM) => {
+            match l.kill_adopted(&cfg.guest, fd) {
+                Ok(()) => tracing::warn!(
+                    "{}: VMM pid {} runs as another uid; the launcher process is asked to kill it",
+                    cfg.guest,
+                    fd.pid()
+                ),
+                Err(e) => tracing::warn!("{}: VMM pid {} not killed: {e}", cfg.guest, fd.pid()),
+            }
+        }
+        (Err(e), _) => tracing::info!("{}: VMM pid {} not killed: {e}", cfg.guest, fd.pid()),
     }
 }
 

@@ -78,21 +78,57 @@ impl FakeAndroid {
 /// Set for [`vmm_process`]: the control socket its fake VMM serves.
 const VMM_PROCESS_SOCKET: &str = "SYSMGR_TEST_VMM_SOCKET";
 
+/// Set for [`vmm_process`]: the uid (and gid) it switches to first.
+const VMM_PROCESS_UID: &str = "SYSMGR_TEST_VMM_UID";
+
 /// A `launch` command whose VMM is a process of its own: this test binary
 /// running [`vmm_process`] for `socket`.
 fn vmm_process_argv(socket: &Path) -> Vec<String> {
+    vmm_process_argv_as(socket, None)
+}
+
+/// [`vmm_process_argv`] for a VMM that runs as `uid` (and gid), a guest's
+/// `vmm_user`, when given.
+fn vmm_process_argv_as(socket: &Path, uid: Option<u32>) -> Vec<String> {
     let exe = std::env::current_exe().expect("the test binary's path");
-    [
-        "/usr/bin/env",
-        &format!("{VMM_PROCESS_SOCKET}={}", socket.display()),
-        &exe.display().to_string(),
-        "vmm_process",
-        "--exact",
-        "--ignored",
-        "--nocapture",
-    ]
-    .map(str::to_string)
-    .to_vec()
+    let mut argv = vec![
+        "/usr/bin/env".to_string(),
+        format!("{VMM_PROCESS_SOCKET}={}", socket.display()),
+    ];
+    argv.extend(uid.map(|uid| format!("{VMM_PROCESS_UID}={uid}")));
+    argv.extend(
+        [
+            &exe.display().to_string(),
+            "vmm_process",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+        ]
+        .map(str::to_string),
+    );
+    argv
+}
+
+/// Switches this process to uid and gid `uid`, no supplementary groups,
+/// with umask 0 (its sockets then connectable by a daemon of another uid
+/// that has no capabilities).
+fn become_user(uid: u32) {
+    // SAFETY: plain credential and umask calls, no memory passed but a
+    // null group list of length 0.
+    let rc = unsafe {
+        libc::umask(0);
+        [
+            libc::setgroups(0, std::ptr::null()),
+            libc::setresgid(uid, uid, uid),
+            libc::setresuid(uid, uid, uid),
+        ]
+    };
+    assert_eq!(
+        rc,
+        [0, 0, 0],
+        "switching to uid {uid}: {}",
+        std::io::Error::last_os_error()
+    );
 }
 
 /// Not a test: the fake VMM process of [`vmm_process_argv`] (a no-op when
@@ -102,13 +138,21 @@ fn vmm_process_argv(socket: &Path) -> Vec<String> {
 /// steer it with files next to the socket: `<socket>.reboot` makes the
 /// guest ask to reboot; `<socket>.hang` makes the VMM drop its control
 /// connection and hang on its way out (until killed, at most a minute), or,
-/// if it is there at the launch, hang without ever serving its socket.
+/// if it is there at the launch, hang without ever serving its socket;
+/// `<socket>.ignore-stop` there at the launch makes it answer `stop` and run
+/// on (until killed). With `$SYSMGR_TEST_VMM_UID` it runs as that uid.
 #[test]
 #[ignore = "the body of the fake VMM processes the tests here launch"]
 fn vmm_process() {
     let Some(socket) = std::env::var_os(VMM_PROCESS_SOCKET).map(PathBuf::from) else {
         return;
     };
+    if let Some(uid) = std::env::var(VMM_PROCESS_UID)
+        .ok()
+        .and_then(|u| u.parse().ok())
+    {
+        become_user(uid);
+    }
     let (reboot, hang) = (
         socket.with_extension("reboot"),
         socket.with_extension("hang"),
@@ -120,6 +164,7 @@ fn vmm_process() {
     let vmm = FakeVmm::start(&socket);
     // A restart decision is acknowledged, not carried out in the process.
     vmm.s.lock().unwrap().drop_decides = true;
+    vmm.s.lock().unwrap().ignore_stop = socket.with_extension("ignore-stop").exists();
     let mut asked = false;
     loop {
         if !asked && reboot.exists() {
@@ -385,6 +430,110 @@ launch = {:?}
     assert_eq!(killed.len(), 1, "{}", log.join("\n"));
     assert!(stop.is_some_and(|s| s < killed[0]), "{}", log.join("\n"));
     drop(d);
+}
+
+/// A VMM that an earlier daemon launched, that runs as its guest's
+/// `vmm_user` and that ignores `stop`, hard-stopped by a restarted daemon
+/// that may not signal that uid (it runs as uid 0 without capabilities
+/// here): the daemon has the launcher process kill it through the pidfd it
+/// opened when it attached. The daemon's own `SIGKILL` failed (`EPERM`),
+/// and the VMM ran on after the link had reported it gone.
+#[test]
+fn a_restarted_daemon_has_the_launcher_kill_an_adopted_vmm_of_another_uid() {
+    // SAFETY: a plain credential query.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: a VMM of another uid needs root to start it");
+        return;
+    }
+    const UID: u32 = 10077;
+    let dir = tmpdir("adopted-kill");
+    // The VMM, uid 10077, creates its control socket here.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let socket = dir.join("g.ctl");
+    std::fs::write(socket.with_extension("ignore-stop"), "").unwrap();
+    std::fs::write(
+        dir.join("policy.toml"),
+        format!(
+            r#"[system]
+vm_exit_grace_ms = 2000
+
+[[guest]]
+name = "g"
+role = "other"
+shutdown_deadline_ms = 1000
+control_socket = "{}"
+vmm_user = "{UID}:{UID}"
+launch = {:?}
+"#,
+            socket.display(),
+            vmm_process_argv_as(&socket, Some(UID))
+        ),
+    )
+    .unwrap();
+    let mut mcu = Mcu::start(&dir);
+    let d1 = daemon(&dir);
+    mcu.cmd("ignition on");
+    wait_until("g started", 20, || {
+        log_lines(&dir)
+            .iter()
+            .any(|l| l.contains(r#""type":"vm_started","guest":"g""#))
+    });
+    let pid: u32 = std::fs::read_to_string(dir.join("state/g.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // The test's handle on the VMM: to see its end, and to end it if the
+    // daemon does not.
+    let vmm = KillOnDrop(sysmgr::pidfd::PidFd::open(pid).unwrap());
+    let uid_line = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .map(str::to_string);
+    assert_eq!(
+        uid_line.as_deref(),
+        Some("Uid:\t10077\t10077\t10077\t10077"),
+        "the VMM's uids"
+    );
+
+    // kill -9 of the daemon (its launcher ends with it); the VMM runs on,
+    // and the next daemon attaches to it.
+    drop(d1);
+    let d2 = daemon(&dir);
+    wait_until("the VMM attached again", 20, || {
+        status(&dir).contains("attached, ")
+    });
+    mcu.cmd("ignition off");
+    wait_until("MCU power-off", 30, || mcu.count("<- POWER_OFF") == 1);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let ended =
+        rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), vmm.0.exited()).await });
+    assert!(
+        matches!(ended, Ok(Ok(()))),
+        "the adopted VMM (pid {pid}) still runs after the power-off: {ended:?}\n{}",
+        d2.text()
+    );
+    let journal = d2.text();
+    assert!(
+        journal.contains(&format!("g: the launcher process killed VMM pid {pid}")),
+        "{journal}"
+    );
+    drop(d2);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A pidfd whose process is killed when it is dropped (a test's clean-up).
+struct KillOnDrop(sysmgr::pidfd::PidFd);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+    }
 }
 
 /// The daemon tests' policy: android on the line channel, a cluster with
