@@ -758,6 +758,25 @@ mod tests {
     use std::io::{BufRead, BufReader, Read};
     use std::time::Duration;
 
+    /// Serves `specs` in a launcher thread and runs `body` with the
+    /// daemon's handle on it (on a current-thread runtime); then the
+    /// daemon's end closes and the launcher must end without error.
+    fn with_launcher<F, Fut>(specs: Vec<LaunchSpec>, body: F)
+    where
+        F: FnOnce(Launcher) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let (daemon, launcher) = UnixStream::pair().unwrap();
+        let server = std::thread::spawn(move || serve(launcher, &specs));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async { body(Launcher::start(daemon).unwrap()).await });
+        drop(rt);
+        server.join().unwrap().unwrap();
+    }
+
     /// The uid (and gid) of the tests' stand-in for an adopted VMM.
     const VMM_UID: u32 = 10077;
 
@@ -849,23 +868,13 @@ mod tests {
         let Some((mut vmm, pidfd)) = sleeper_as(VMM_UID) else {
             return;
         };
-        let specs = vec![adopted_spec("g", Some(VMM_UID))];
-        let (daemon, launcher) = UnixStream::pair().unwrap();
-        let server = std::thread::spawn(move || serve(launcher, &specs));
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let l = Launcher::start(daemon).unwrap();
+        with_launcher(vec![adopted_spec("g", Some(VMM_UID))], |l| async move {
             l.kill_adopted("g", &pidfd).unwrap();
             tokio::time::timeout(Duration::from_secs(10), pidfd.exited())
                 .await
                 .expect("the launcher did not kill the adopted VMM")
                 .unwrap();
         });
-        drop(rt);
-        server.join().unwrap().unwrap();
         assert_eq!(vmm.wait().unwrap().signal(), Some(libc::SIGKILL));
     }
 
@@ -1050,14 +1059,7 @@ mod tests {
             spec("quick", "echo hello; exit 3"),
             spec("slow", "sleep 30"),
         ];
-        let (daemon, launcher) = UnixStream::pair().unwrap();
-        let server = std::thread::spawn(move || serve(launcher, &specs));
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let l = Launcher::start(daemon).unwrap();
+        with_launcher(specs, |l| async move {
             let mut quick = l.launch("quick").await.unwrap();
             assert_eq!(
                 quick.wait().await,
@@ -1088,8 +1090,6 @@ mod tests {
             let e = l.launch("other").await.unwrap_err();
             assert!(e.contains("no launch command"), "{e}");
         });
-        drop(rt);
-        server.join().unwrap().unwrap();
         assert_eq!(
             std::fs::read_to_string(dir.join("quick.log")).unwrap(),
             "hello\nhello\n"
