@@ -382,12 +382,23 @@ fn send_file(s: &mut Sync, path_bytes: &[u8]) -> Result<(), Stop> {
     let mut chunk = vec![0u8; sp::MAX_DATA];
     // Whole WRTEs: the client acknowledges each before the next (adb 29
     // has no delayed ack), so each costs a round trip through the host.
+    // The last DATA of a WRTE is cut to fit it.
     let wrte = s.io.max_payload();
     loop {
-        if s.out.len() + sp::HEADER_LEN + sp::MAX_DATA > wrte {
-            s.flush()?;
+        let mut room = wrte
+            .saturating_sub(s.out.len() + sp::HEADER_LEN)
+            .min(sp::MAX_DATA);
+        if room == 0 {
+            if s.out.is_empty() {
+                // A payload size too small for a DATA header (or 0: the
+                // connection closed, and the send below says so).
+                room = sp::MAX_DATA;
+            } else {
+                s.flush()?;
+                continue;
+            }
         }
-        match file.read(&mut chunk) {
+        match file.read(&mut chunk[..room]) {
             Ok(0) => break,
             Ok(n) => sp::data(&mut s.out, &chunk[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -621,9 +632,27 @@ mod tests {
         let mut got = c.write(&req(b"RECV", p.len() as u32, p));
         got.extend(c.write(&req(b"QUIT", 0, b"")));
         got.extend(c.read_to_close());
-        // 48 DATA chunks of 64 KiB with their 8-byte headers, DONE.
-        assert_eq!(got.len(), data.len() + 48 * 8 + 8);
+        let data_of = |got: &[u8]| {
+            let mut left = got;
+            let mut data = Vec::new();
+            while left.len() >= 8 && &left[..4] == b"DATA" {
+                let n = u32::from_le_bytes(left[4..8].try_into().unwrap()) as usize;
+                data.extend_from_slice(&left[8..8 + n]);
+                left = &left[8 + n..];
+            }
+            assert_eq!(left, b"DONE\0\0\0\0");
+            data
+        };
+        assert!(data_of(&got) == data);
         assert!(c.wrtes <= 4, "{} WRTEs", c.wrtes);
+        // A client of 64 KiB payloads: one WRTE per DATA (each cut to
+        // fit), not two (a 64 KiB chunk and its header's 8 bytes).
+        let mut c = Client::open_with("sync:", 64 * 1024).unwrap();
+        let mut got = c.write(&req(b"RECV", p.len() as u32, p));
+        got.extend(c.write(&req(b"QUIT", 0, b"")));
+        got.extend(c.read_to_close());
+        assert!(data_of(&got) == data);
+        assert!(c.wrtes <= 50, "{} WRTEs", c.wrtes);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -42,7 +42,17 @@ impl PidFd {
     /// it), and with `ESRCH` for a process that has ended (`Pid: -1`) or
     /// that this pid namespace does not see (`Pid: 0`).
     pub fn from_received(fd: OwnedFd) -> io::Result<PidFd> {
-        let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))?;
+        // At most 4 KiB: `Pid:` is near the top of a pidfd's fdinfo, and
+        // another kind of descriptor (an epoll set with many entries) may
+        // have a long one.
+        let mut info = String::new();
+        std::io::Read::read_to_string(
+            &mut std::io::Read::take(
+                std::fs::File::open(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))?,
+                4096,
+            ),
+            &mut info,
+        )?;
         let pid = info
             .lines()
             .find_map(|l| l.strip_prefix("Pid:"))
