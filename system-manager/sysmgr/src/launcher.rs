@@ -355,7 +355,12 @@ impl Requests {
         self.check_bounds()?;
         let mut chunk = [0u8; 512];
         let room = (MAX_REQUEST_LINE.saturating_sub(self.buf.len()) + 1).min(chunk.len());
-        let (n, fds) = recv_with_fds(self.sock.as_fd(), &mut chunk[..room])?;
+        let (n, fds) = match recv_with_fds(self.sock.as_fd(), &mut chunk[..room]) {
+            // A daemon that closed its end with answers of ours unread
+            // resets the connection: gone all the same.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Ok(false),
+            r => r?,
+        };
         if n == 0 {
             return Ok(false); // the daemon is gone; the VMMs run on
         }
@@ -924,6 +929,25 @@ mod tests {
     /// Descriptors that came with a request that takes none or with a
     /// malformed line, two with one request (a line sent in two parts),
     /// and one that is no pidfd: ignored or refused, and every one closed.
+    /// A daemon that dies with the launcher's answers unread resets the
+    /// connection: the launcher ends as when the daemon closed it cleanly.
+    #[test]
+    fn a_daemon_gone_with_answers_unread_ends_the_launcher_cleanly() {
+        let (daemon, launcher) = UnixStream::pair().unwrap();
+        let server = std::thread::spawn(move || serve(launcher, &[]));
+        (&daemon).write_all(b"{\"launch\":\"nobody\"}\n").unwrap();
+        // The answer (`failed`) is there, and left unread.
+        let mut pfd = libc::pollfd {
+            fd: daemon.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the call.
+        assert_eq!(unsafe { libc::poll(&mut pfd, 1, 10_000) }, 1);
+        drop(daemon);
+        server.join().unwrap().expect("a clean end");
+    }
+
     #[test]
     fn stray_descriptors_are_refused_and_closed() {
         let (daemon, mut replies, server) = serving(vec![adopted_spec("g", Some(VMM_UID))]);
