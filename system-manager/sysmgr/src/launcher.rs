@@ -926,9 +926,6 @@ mod tests {
         server.join().unwrap().unwrap();
     }
 
-    /// Descriptors that came with a request that takes none or with a
-    /// malformed line, two with one request (a line sent in two parts),
-    /// and one that is no pidfd: ignored or refused, and every one closed.
     /// A daemon that dies with the launcher's answers unread resets the
     /// connection: the launcher ends as when the daemon closed it cleanly.
     #[test]
@@ -948,6 +945,9 @@ mod tests {
         server.join().unwrap().expect("a clean end");
     }
 
+    /// Descriptors that came with a request that takes none or with a
+    /// malformed line, two with one request (a line sent in two parts),
+    /// and one that is no pidfd: ignored or refused, and every one closed.
     #[test]
     fn stray_descriptors_are_refused_and_closed() {
         let (daemon, mut replies, server) = serving(vec![adopted_spec("g", Some(VMM_UID))]);
