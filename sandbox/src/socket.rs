@@ -544,8 +544,7 @@ mod tests {
         let pid = unsafe { libc::fork() };
         assert!(pid >= 0);
         if pid == 0 {
-            let seen = |listener: &UnixListener| -> u32 {
-                let _ = listener;
+            let seen = || -> u32 {
                 // SAFETY: a fresh socket connected to `addr` (valid for
                 // `len` bytes); its credentials are read, then it closes.
                 unsafe {
@@ -567,9 +566,9 @@ mod tests {
                 // SAFETY: leave the child.
                 unsafe { libc::_exit(8) };
             }
-            let before = seen(&listener) == 0;
+            let before = seen() == 0;
             relisten(listener.as_raw_fd()).unwrap();
-            let after = seen(&listener) == 4242;
+            let after = seen() == 4242;
             // SAFETY: leave the child.
             unsafe { libc::_exit(i32::from(before) | (i32::from(after) << 1)) };
         }

@@ -147,7 +147,6 @@ dump_logs() {
     done
 }
 
-# finish: stop everything and print every log.
 # as_uid ID CMD: runs CMD (a simple command) as uid and group ID, adding
 # a `uid-ID` entry to /etc/passwd and /etc/group on first use.
 as_uid() {
@@ -156,6 +155,7 @@ as_uid() {
     su -s /bin/sh "uid-$1" -c "$2"
 }
 
+# finish: stop everything and print every log.
 finish() {
     step "end"
     sysmgr status --state-dir $S --policy $D/policy.toml 2>&1

@@ -261,5 +261,9 @@ mod tests {
                 .starts_with("guest c: sysmgr is not in group 20002 of its vmm_user"),
             "{e}"
         );
+        // Groups of this process: its own gid at least.
+        // SAFETY: plain credential query.
+        let egid = unsafe { libc::getegid() };
+        assert!(current_groups().unwrap().contains(&egid));
     }
 }
