@@ -351,6 +351,56 @@ pub fn relisten(fd: std::os::fd::RawFd) -> io::Result<()> {
     Ok(())
 }
 
+/// Sets the `int` socket option `level`/`name` of `socket` to `value`
+/// (`setsockopt(2)`).
+pub fn set_int_option(
+    socket: &impl AsRawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: setsockopt(2) reads one c_int from `value`, which outlives
+    // the call, on a descriptor the caller holds open.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            level,
+            name,
+            std::ptr::addr_of!(value).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The `int` socket option `level`/`name` of `socket` (`getsockopt(2)`).
+pub fn int_option(
+    socket: &impl AsRawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+) -> io::Result<libc::c_int> {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt(2) writes at most `len` bytes into `value`, which
+    // outlives the call.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            level,
+            name,
+            std::ptr::addr_of_mut!(value).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(value)
+}
+
 /// Whether an `accept` error means the process (or system) ran out of
 /// descriptors or memory: retrying at once would spin.
 pub fn is_resource_exhaustion(e: &io::Error) -> bool {

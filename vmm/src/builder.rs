@@ -153,6 +153,17 @@ pub enum BuildError {
     /// The `--vsock` socket cannot be bound (in use, not a socket, ...).
     #[error(transparent)]
     Vsock(#[from] VsockError),
+    /// A `--vsock ...,tcp=PORT:GUEST_PORT` port is taken.
+    #[error("127.0.0.1:{0} is in use (pick another PORT in --vsock ...,tcp=PORT:GUEST_PORT)")]
+    VsockTcpInUse(u16),
+    /// A `--vsock ...,tcp=PORT:GUEST_PORT` port cannot be listened on.
+    #[error("cannot listen on 127.0.0.1:{port} (--vsock ...,tcp={port}:GUEST_PORT): {source}")]
+    VsockTcp {
+        /// The port.
+        port: u16,
+        /// The error.
+        source: std::io::Error,
+    },
     /// The `--tee` service cannot be reached or refused this VMM.
     #[error(transparent)]
     Tee(#[from] TrustyError),
@@ -415,9 +426,11 @@ pub fn build_vm(
         let block = Block::shared(image).with_rate_limiter(rate_limiter(disk.rate_limit)?);
         attach_virtio(&vm, &mut mmio, &mut virtio_slots, Box::new(block))?;
     }
-    // vsock: the host side listens on the kept unix socket.
+    // vsock: the host side listens on the kept unix socket and the kept
+    // forwarded TCP ports.
     if let (Some(vsock), Some((path, listener))) = (&devs.vsock, host.vsock()?) {
-        let device = Vsock::with_listener(vsock.cid, path, listener);
+        let device = Vsock::with_listener(vsock.cid, path, listener)
+            .with_tcp_forwards(host.vsock_tcp_forwards()?);
         attach_virtio(&vm, &mut mmio, &mut virtio_slots, Box::new(device))?;
     }
     // The TEE device: connected (and greeted) now, so a missing trustyd is

@@ -164,8 +164,10 @@ struct RunArgs {
     /// (rx_/tx_ prefixes limit one direction); repeatable.
     #[arg(long = "net")]
     net: Vec<NetConfig>,
-    /// virtio-vsock: cid=N,socket=PATH (host side: hybrid vsock over unix
-    /// sockets; see docs/vsock.md).
+    /// virtio-vsock: cid=N,socket=PATH[,tcp=PORT:GUEST_PORT]... (host
+    /// side: hybrid vsock over unix sockets; each tcp= forwards
+    /// 127.0.0.1:PORT to the guest's vsock port, e.g. tcp=6520:5555 for
+    /// `adb connect 127.0.0.1:6520`; see docs/vsock.md).
     #[arg(long = "vsock")]
     vsock: Option<VsockConfig>,
     /// virtio-console (guest hvc0): type=stdout|sink, or type=file|unix,path=PATH.

@@ -10,6 +10,7 @@
 
 use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
+use std::net::{Ipv4Addr, TcpListener};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,11 +18,11 @@ use std::sync::Arc;
 use devices::virtio::block::DiskImage;
 use devices::virtio::console::ConsoleBackend;
 use devices::virtio::net::{Tap, TapError};
-use devices::virtio::vsock::bind_listener;
+use devices::virtio::vsock::{bind_listener, TcpForward};
 use kvm_ioctls::Kvm;
 
 use crate::builder::BuildError;
-use crate::config::{ConsoleConfig, SerialOutput, VmConfig};
+use crate::config::{ConsoleConfig, SerialOutput, TcpForwardConfig, VmConfig};
 use crate::control::{self, ControlError};
 use crate::vstate::kvm::open_kvm;
 
@@ -46,6 +47,8 @@ pub struct HostResources {
     disks: Vec<Arc<DiskImage>>,
     taps: Vec<Tap>,
     vsock: Option<(PathBuf, UnixListener)>,
+    /// `--vsock ...,tcp=PORT:GUEST_PORT`: the bound loopback listeners.
+    vsock_tcp: Vec<(TcpListener, TcpForwardConfig)>,
     console: Option<ConsoleHost>,
     control: Option<UnixListener>,
     /// Socket files this VMM created, removed when it exits.
@@ -116,6 +119,12 @@ impl HostResources {
             }
             None => None,
         };
+        let vsock_tcp = devs
+            .vsock
+            .iter()
+            .flat_map(|v| &v.tcp)
+            .map(|f| Ok((bind_tcp_forward(f)?, *f)))
+            .collect::<Result<Vec<_>, BuildError>>()?;
         let console = match &devs.console {
             None => None,
             Some(ConsoleConfig::Stdout) => Some(ConsoleHost::Stdio),
@@ -146,6 +155,7 @@ impl HostResources {
             disks,
             taps,
             vsock,
+            vsock_tcp,
             console,
             control,
             sockets,
@@ -219,6 +229,23 @@ impl HostResources {
                 Ok(Some((path.as_path(), listener)))
             }
         }
+    }
+
+    /// Duplicates of the forwarded TCP ports' listeners, for a boot's
+    /// vsock device.
+    pub fn vsock_tcp_forwards(&self) -> Result<Vec<TcpForward>, BuildError> {
+        self.vsock_tcp
+            .iter()
+            .map(|(l, f)| {
+                Ok(TcpForward {
+                    listener: l.try_clone().map_err(|source| BuildError::VsockTcp {
+                        port: f.port,
+                        source,
+                    })?,
+                    guest_port: f.guest_port,
+                })
+            })
+            .collect()
     }
 
     /// The console's host side for a boot; `None` if there is no console.
@@ -321,4 +348,61 @@ pub enum OpenError {
     /// The control socket.
     #[error(transparent)]
     Control(#[from] ControlError),
+}
+
+/// Binds 127.0.0.1:PORT for `--vsock ...,tcp=PORT:GUEST_PORT`, with the
+/// options every accepted socket inherits: `TCP_NODELAY` (adb's small
+/// packets must not wait for Nagle) and `SO_OOBINLINE` (an urgent byte
+/// stays in the stream, as the guest has no out-of-band channel).
+fn bind_tcp_forward(forward: &TcpForwardConfig) -> Result<TcpListener, BuildError> {
+    let port = forward.port;
+    let err = |source: std::io::Error| match source.kind() {
+        std::io::ErrorKind::AddrInUse => BuildError::VsockTcpInUse(port),
+        _ => BuildError::VsockTcp { port, source },
+    };
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port)).map_err(err)?;
+    sandbox::socket::set_int_option(&listener, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)
+        .and_then(|()| {
+            sandbox::socket::set_int_option(&listener, libc::SOL_SOCKET, libc::SO_OOBINLINE, 1)
+        })
+        .map_err(err)?;
+    Ok(listener)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpStream;
+
+    use super::*;
+
+    /// A port nobody listens on now (bound, then released).
+    fn free_port() -> u16 {
+        let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        l.local_addr().unwrap().port()
+    }
+
+    #[test]
+    fn a_forwarded_port_listens_on_loopback_and_its_sockets_skip_nagle_and_keep_urgent_bytes() {
+        let port = free_port();
+        let forward = TcpForwardConfig {
+            port,
+            guest_port: 5555,
+        };
+        let listener = bind_tcp_forward(&forward).unwrap();
+        let addr = listener.local_addr().unwrap();
+        assert_eq!(addr, (Ipv4Addr::LOCALHOST, port).into());
+        let _client = TcpStream::connect(addr).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        let option = |level, name| sandbox::socket::int_option(&accepted, level, name).unwrap();
+        assert_ne!(option(libc::IPPROTO_TCP, libc::TCP_NODELAY), 0);
+        assert_ne!(option(libc::SOL_SOCKET, libc::SO_OOBINLINE), 0);
+        // A port in use: one line that says what to do.
+        let e = bind_tcp_forward(&forward).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!(
+                "127.0.0.1:{port} is in use (pick another PORT in --vsock ...,tcp=PORT:GUEST_PORT)"
+            )
+        );
+    }
 }

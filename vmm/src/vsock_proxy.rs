@@ -516,22 +516,7 @@ impl Proxy {
 /// sent. Set on the listener, every accepted socket has it from its
 /// start.
 fn keep_urgent_data_inline(socket: &impl AsRawFd) -> io::Result<()> {
-    let on: libc::c_int = 1;
-    // SAFETY: setsockopt(2) reads one c_int from `on`, which outlives the
-    // call, on a socket we hold open.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_OOBINLINE,
-            std::ptr::addr_of!(on).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    sandbox::socket::set_int_option(socket, libc::SOL_SOCKET, libc::SO_OOBINLINE, 1)
 }
 
 /// Frees a connection slot when dropped.
@@ -1011,19 +996,8 @@ mod tests {
         let p = bind_one(&path).unwrap();
         let _c = TcpStream::connect(p.local_addr().unwrap()).unwrap();
         let (accepted, _) = p.listener.accept().unwrap();
-        let mut on: libc::c_int = 0;
-        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: getsockopt(2) writes at most `len` bytes into `on`.
-        let rc = unsafe {
-            libc::getsockopt(
-                accepted.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_OOBINLINE,
-                std::ptr::addr_of_mut!(on).cast(),
-                &mut len,
-            )
-        };
-        assert_eq!((rc, on), (0, 1));
+        let on = sandbox::socket::int_option(&accepted, libc::SOL_SOCKET, libc::SO_OOBINLINE);
+        assert_eq!(on.unwrap(), 1);
         let _ = std::fs::remove_file(&path);
     }
 

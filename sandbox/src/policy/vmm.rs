@@ -182,7 +182,9 @@ const NET: &[Rule] = &[
 ];
 
 /// virtio-vsock's worker: host unix sockets (accepting on the kept
-/// listener, connecting to `PATH_<port>`).
+/// listener, connecting to `PATH_<port>`) and forwarded TCP ports
+/// (accepting on their kept listeners; the same reads, writes and
+/// shutdowns).
 const VSOCK: &[Rule] = &[];
 
 /// virtio-console's worker: the unix socket, stdin/stdout or a file.

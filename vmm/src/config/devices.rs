@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use devices::virtio::rate_limiter::{BucketConfig, RateLimit};
+use devices::virtio::vsock::MAX_TCP_FORWARDS;
 
 use super::ConfigError;
 
@@ -230,30 +231,69 @@ impl FromStr for NetConfig {
     }
 }
 
-/// A vsock device: `--vsock cid=N[,socket=PATH]`.
+/// A vsock device: `--vsock cid=N,socket=PATH[,tcp=PORT:GUEST_PORT]...`.
 ///
 /// The host side is Firecracker's "hybrid vsock": host programs connect to
 /// the unix socket `PATH` and write `CONNECT <port>\n`; guest connections to
-/// host port P go to the unix socket `PATH_P`.
+/// host port P go to the unix socket `PATH_P`. Each `tcp=` key forwards
+/// 127.0.0.1:PORT to guest port GUEST_PORT (`adb connect`; docs/vsock.md).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VsockConfig {
     /// Guest context id (3 or more; 0-2 are reserved).
     pub cid: u64,
     /// Host unix socket path.
     pub socket: PathBuf,
+    /// Loopback TCP ports forwarded to guest ports.
+    pub tcp: Vec<TcpForwardConfig>,
+}
+
+/// `tcp=PORT:GUEST_PORT` of `--vsock`: connections to 127.0.0.1:`port`
+/// go to the guest's vsock port `guest_port`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpForwardConfig {
+    /// The host's loopback TCP port (1-65535).
+    pub port: u16,
+    /// The guest's vsock port.
+    pub guest_port: u32,
+}
+
+impl FromStr for TcpForwardConfig {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, ()> {
+        let (port, guest_port) = s.split_once(':').ok_or(())?;
+        let port = port.parse::<u16>().map_err(|_| ())?;
+        let guest_port = guest_port.parse::<u32>().map_err(|_| ())?;
+        if port == 0 {
+            return Err(());
+        }
+        Ok(Self { port, guest_port })
+    }
 }
 
 impl FromStr for VsockConfig {
     type Err = ConfigError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = option_error("--vsock", s, "cid=N,socket=PATH (N >= 3)");
+        let err = option_error(
+            "--vsock",
+            s,
+            "cid=N,socket=PATH[,tcp=PORT:GUEST_PORT]... (N >= 3, each PORT 1-65535 once, at most 16)",
+        );
         let mut cid = None;
         let mut socket = None;
+        let mut tcp: Vec<TcpForwardConfig> = Vec::new();
         for (key, value) in pairs(s) {
             match key {
                 "cid" => cid = Some(value.parse::<u64>().map_err(|_| err())?),
                 "socket" | "uds_path" if !value.is_empty() => socket = Some(PathBuf::from(value)),
+                "tcp" => {
+                    let forward: TcpForwardConfig = value.parse().map_err(|()| err())?;
+                    if tcp.len() == MAX_TCP_FORWARDS || tcp.iter().any(|f| f.port == forward.port) {
+                        return Err(err());
+                    }
+                    tcp.push(forward);
+                }
                 _ => return Err(err()),
             }
         }
@@ -263,6 +303,7 @@ impl FromStr for VsockConfig {
         Ok(Self {
             cid,
             socket: socket.ok_or_else(err)?,
+            tcp,
         })
     }
 }
@@ -389,7 +430,34 @@ mod tests {
     fn vsock() {
         let v: VsockConfig = "cid=3,socket=/tmp/v.sock".parse().unwrap();
         assert_eq!((v.cid, v.socket), (3, PathBuf::from("/tmp/v.sock")));
-        for bad in ["cid=2,socket=/x", "cid=3", "socket=/x", "cid=x,socket=/x"] {
+        assert!(v.tcp.is_empty());
+        let v: VsockConfig = "cid=3,socket=/x,tcp=6520:5555,tcp=6521:6000"
+            .parse()
+            .unwrap();
+        let forward = |port, guest_port| TcpForwardConfig { port, guest_port };
+        assert_eq!(v.tcp, [forward(6520, 5555), forward(6521, 6000)]);
+        let many = |n: u16| {
+            (0..n)
+                .map(|i| format!(",tcp={}:5555", 7000 + i))
+                .collect::<String>()
+        };
+        assert!(format!("cid=3,socket=/x{}", many(16))
+            .parse::<VsockConfig>()
+            .is_ok());
+        assert!(format!("cid=3,socket=/x{}", many(17))
+            .parse::<VsockConfig>()
+            .is_err());
+        for bad in [
+            "cid=2,socket=/x",
+            "cid=3",
+            "socket=/x",
+            "cid=x,socket=/x",
+            "cid=3,socket=/x,tcp=6520",
+            "cid=3,socket=/x,tcp=0:5555",
+            "cid=3,socket=/x,tcp=65536:5555",
+            "cid=3,socket=/x,tcp=6520:x",
+            "cid=3,socket=/x,tcp=6520:5555,tcp=6520:6000",
+        ] {
             assert!(bad.parse::<VsockConfig>().is_err(), "{bad}");
         }
     }

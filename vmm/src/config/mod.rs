@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 pub use devices::{
-    ConsoleConfig, DeviceConfig, DiskConfig, NetConfig, RngConfig, TeeConfig, VsockConfig,
+    ConsoleConfig, DeviceConfig, DiskConfig, NetConfig, RngConfig, TcpForwardConfig, TeeConfig,
+    VsockConfig,
 };
 
 /// Errors in the user's VM configuration. Each message says what to change.

@@ -5,7 +5,7 @@ use std::io;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
-use super::muxer::Muxer;
+use super::muxer::{Muxer, TcpForward};
 use super::worker::VsockWorker;
 use super::{EVQ, NUM_QUEUES, QUEUE_SIZE};
 use crate::virtio::{
@@ -41,6 +41,8 @@ pub struct Vsock {
     /// ([`Vsock::new`]); a listener handed in ([`Vsock::with_listener`])
     /// belongs to the caller, which keeps it across devices.
     owns_path: bool,
+    /// Loopback TCP ports forwarded to guest ports.
+    forwards: Vec<TcpForward>,
     config: [u8; 8],
     lifecycle: Lifecycle<VsockWorker>,
 }
@@ -76,10 +78,19 @@ impl Vsock {
             path: path.to_path_buf(),
             listener,
             owns_path: false,
+            forwards: Vec::new(),
             config: cid.to_le_bytes(),
             // The event queue is never used: this device sends no events.
             lifecycle: Lifecycle::default().with_optional_queues_from(EVQ),
         }
+    }
+
+    /// Also serves `forwards`: each connection accepted on one of their
+    /// listeners goes to its guest port (docs/vsock.md). The caller keeps
+    /// the listeners across devices as it keeps the hybrid one.
+    pub fn with_tcp_forwards(mut self, forwards: Vec<TcpForward>) -> Self {
+        self.forwards = forwards;
+        self
     }
 
     /// The guest's context id.
@@ -118,8 +129,19 @@ impl VirtioDevice for Vsock {
     fn activate(&mut self, ctx: ActivateContext) -> Result<(), ActivateError> {
         self.lifecycle
             .activate(ctx, |act: Activation<NUM_QUEUES>, ()| {
+                let forwards = self
+                    .forwards
+                    .iter()
+                    .map(|f| {
+                        Ok(TcpForward {
+                            listener: f.listener.try_clone()?,
+                            guest_port: f.guest_port,
+                        })
+                    })
+                    .collect::<io::Result<Vec<_>>>();
                 let muxer = self.listener.try_clone().and_then(|listener| {
-                    Muxer::new(act.mem.clone(), self.cid, self.path.clone(), listener)
+                    Muxer::new(act.mem.clone(), self.cid, self.path.clone(), listener)?
+                        .with_tcp_forwards(forwards?)
                 });
                 match muxer {
                     Ok(muxer) => Ok(VsockWorker::new(act.mem, act.interrupt, act.queues, muxer)),
@@ -137,6 +159,7 @@ impl VirtioDevice for Vsock {
 #[cfg(test)]
 mod tests {
     use std::io::{Read, Write};
+    use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
     use std::os::unix::net::UnixStream;
     use std::time::{Duration, Instant};
 
@@ -179,6 +202,19 @@ mod tests {
         let dir = TestDir::new();
         let dev = Vsock::new(CID, &dir.sock()).unwrap();
         (dir, guest_memory(), dev)
+    }
+
+    /// [`device`] with a loopback TCP port (its address returned)
+    /// forwarded to guest port `guest_port`.
+    fn device_with_forward(guest_port: u32) -> (TestDir, GuestMemoryMmap, Vsock, SocketAddr) {
+        let (dir, mem, dev) = device();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let dev = dev.with_tcp_forwards(vec![TcpForward {
+            listener,
+            guest_port,
+        }]);
+        (dir, mem, dev, addr)
     }
 
     /// The guest driver's side: posts RX buffers, sends TX packets, reads
@@ -497,6 +533,55 @@ mod tests {
         assert!(got == sent, "in order and intact");
     }
 
+    /// The same through a forwarded TCP port whose client still sends and
+    /// has not read when the device stops: its socket must not close with
+    /// unread bytes (a reset would lose the reply's bytes it still holds).
+    #[test]
+    fn stopping_delivers_a_tcp_clients_reply_while_the_client_still_sends() {
+        let (_dir, mem, mut dev, addr) = device_with_forward(5555);
+        let mut g = Guest::new(&mem, &mut dev);
+        g.post_rx(4);
+        let mut c = TcpStream::connect(addr).unwrap();
+        let (req, _) = g.recv();
+        g.send(hdr(op::RESPONSE, 5555, req.src_port), &[]);
+        let writer = {
+            let mut c = c.try_clone().unwrap();
+            std::thread::spawn(move || {
+                let chunk = vec![1u8; 64 * 1024];
+                for _ in 0..256 {
+                    if c.write_all(&chunk).is_err() {
+                        break;
+                    }
+                }
+            })
+        };
+        for _ in 0..3 {
+            assert_eq!(g.recv().0.op, op::RW);
+        }
+        let block = [9u8; 4096];
+        for _ in 0..60 {
+            g.send(hdr(op::RW, 5555, req.src_port), &block);
+        }
+        let reader = std::thread::spawn(move || {
+            // Start reading only after the device began stopping.
+            std::thread::sleep(Duration::from_millis(300));
+            c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut got = Vec::new();
+            let read = c.read_to_end(&mut got);
+            let _ = c.shutdown(Shutdown::Both);
+            read.map(|_| got)
+        });
+        drop(g);
+        dev.reset();
+        let got = reader.join().unwrap().expect("client read");
+        assert_eq!(
+            got.len(),
+            60 * block.len(),
+            "every acknowledged guest byte arrives"
+        );
+        writer.join().unwrap();
+    }
+
     #[test]
     fn guest_connect_without_listener_is_reset() {
         let (_dir, mem, mut dev) = device();
@@ -570,6 +655,103 @@ mod tests {
             Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset),
         }
         g.no_rx();
+        dev.reset();
+    }
+
+    #[test]
+    fn a_forwarded_tcp_port_reaches_its_guest_port_with_no_hybrid_lines() {
+        let (_dir, mem, mut dev, addr) = device_with_forward(5555);
+        let mut g = Guest::new(&mem, &mut dev);
+        g.post_rx(16);
+        let mut c = TcpStream::connect(addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        // The client speaks first, as adb's does: its bytes wait for the
+        // guest's answer and are the guest's from the first one.
+        c.write_all(b"CNXN").unwrap();
+        let (req, _) = g.recv();
+        assert_eq!(
+            (req.op, req.dst_port, req.dst_cid),
+            (op::REQUEST, 5555, CID)
+        );
+        assert!(req.src_port >= FIRST_LOCAL_PORT);
+        g.send(hdr(op::RESPONSE, 5555, req.src_port), &[]);
+        let (d, payload) = g.recv();
+        assert_eq!((d.op, payload.as_slice()), (op::RW, &b"CNXN"[..]));
+        // No `OK` line before the guest's bytes.
+        g.send(hdr(op::RW, 5555, req.src_port), b"reply");
+        let mut buf = [0u8; 5];
+        c.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"reply");
+        // The client half-closes; the guest closes: end of file, and the
+        // connection is gone (RST).
+        c.shutdown(Shutdown::Write).unwrap();
+        let (sd, _) = g.recv();
+        assert_eq!(
+            (sd.op, sd.flags & SHUTDOWN_SEND),
+            (op::SHUTDOWN, SHUTDOWN_SEND)
+        );
+        g.send(shutdown(5555, req.src_port, SHUTDOWN_BOTH), &[]);
+        let mut rest = Vec::new();
+        c.read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty(), "{rest:?}");
+        assert_eq!(g.recv().0.op, op::RST);
+
+        // A guest that refuses: the client's connection ends, no byte.
+        let mut c = TcpStream::connect(addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let (req2, _) = g.recv();
+        assert_eq!((req2.op, req2.dst_port), (op::REQUEST, 5555));
+        g.send(hdr(op::RST, 5555, req2.src_port), &[]);
+        let mut rest = Vec::new();
+        c.read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty(), "{rest:?}");
+        g.no_rx();
+        dev.reset();
+    }
+
+    /// A guest that replies and closes while the TCP client still sends
+    /// and has not read: the client gets the whole reply, then end of
+    /// file. Closing the socket with the client's bytes unread would send
+    /// a reset, losing the reply's bytes still in the socket's send queue.
+    #[test]
+    fn a_guest_closing_while_the_tcp_client_sends_still_delivers_its_whole_reply() {
+        const REPLY: usize = 240 * 1024;
+        let (_dir, mem, mut dev, addr) = device_with_forward(5555);
+        let mut g = Guest::new(&mem, &mut dev);
+        // The REQUEST and three packets of the client's bytes; then the
+        // device stops reading the client.
+        g.post_rx(4);
+        let mut c = TcpStream::connect(addr).unwrap();
+        let (req, _) = g.recv();
+        g.send(hdr(op::RESPONSE, 5555, req.src_port), &[]);
+        let writer = {
+            let mut c = c.try_clone().unwrap();
+            std::thread::spawn(move || {
+                let chunk = vec![1u8; 64 * 1024];
+                for _ in 0..256 {
+                    if c.write_all(&chunk).is_err() {
+                        break;
+                    }
+                }
+            })
+        };
+        for _ in 0..3 {
+            assert_eq!(g.recv().0.op, op::RW);
+        }
+        let block = [9u8; 4096];
+        for _ in 0..REPLY / block.len() {
+            g.send(hdr(op::RW, 5555, req.src_port), &block);
+        }
+        g.send(shutdown(5555, req.src_port, SHUTDOWN_BOTH), &[]);
+        std::thread::sleep(Duration::from_millis(300));
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut back = Vec::new();
+        let read = c.read_to_end(&mut back);
+        assert!(read.is_ok(), "{read:?} after {} bytes", back.len());
+        assert_eq!(back.len(), REPLY);
+        assert!(back.iter().all(|&b| b == 9));
+        c.shutdown(Shutdown::Both).unwrap();
+        writer.join().unwrap();
         dev.reset();
     }
 

@@ -21,6 +21,7 @@ pub mod unix;
 mod worker;
 
 pub use device::{bind_listener, Vsock, VsockError};
+pub use muxer::TcpForward;
 
 /// Size of each queue.
 pub const QUEUE_SIZE: u16 = 256;
@@ -45,9 +46,12 @@ pub const CONN_BUF_ALLOC: u32 = 256 * 1024;
 pub const MAX_CONNECTIONS: usize = 1024;
 /// Most host sockets that have not sent their `CONNECT` line yet.
 pub const MAX_WAITING: usize = 128;
+/// Most forwarded TCP ports (`TcpForward`) one device serves.
+pub const MAX_TCP_FORWARDS: usize = 16;
 /// Most host file descriptors one vsock device holds: one socket per
-/// connection and per waiting host socket, the listener. The VMM raises
+/// connection, per lingering TCP socket of an ended connection (at most
+/// as many) and per waiting host socket, the listeners. The VMM raises
 /// `RLIMIT_NOFILE` above this.
-pub const MAX_HOST_FDS: usize = MAX_CONNECTIONS + MAX_WAITING + 1;
+pub const MAX_HOST_FDS: usize = 2 * MAX_CONNECTIONS + MAX_WAITING + 1 + MAX_TCP_FORWARDS;
 /// First host port handed out for host-initiated connections.
 pub const FIRST_LOCAL_PORT: u32 = 1 << 30;

@@ -16,7 +16,8 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
-use std::os::fd::AsRawFd;
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -39,8 +40,10 @@ use crate::virtio::{GuestMemoryMmap, WaitContext};
 
 mod guest_io;
 mod host;
+mod stream;
 
 use guest_io::{read_into, volatile_io_error, ReadResult};
+use stream::HostStream;
 
 /// How long the guest has to answer a host `CONNECT` (`RESPONSE`/`RST`).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -65,10 +68,54 @@ event_token! {
     pub enum Token {
         /// The hybrid listening socket.
         Listener,
+        /// A forwarded TCP port's listening socket (its index).
+        Forward(u32),
         /// A host socket that has not sent its `CONNECT` line yet.
         Waiting(u32),
         /// A connection's host socket.
         Conn(u32),
+    }
+}
+
+/// A loopback TCP port forwarded to a guest port: every connection
+/// accepted on `listener` becomes a connection to the guest's
+/// `guest_port`, its bytes the guest's from the first one (no `CONNECT`
+/// or `OK` line; docs/vsock.md, "Forwarded TCP ports").
+#[derive(Debug)]
+pub struct TcpForward {
+    /// The listening socket, bound by the VMM before its sandbox.
+    pub listener: TcpListener,
+    /// The guest port its connections go to.
+    pub guest_port: u32,
+}
+
+/// A forwarded TCP socket whose connection ended: our side is shut down
+/// (the client reads our last bytes, then end of file) and whatever the
+/// client still sends is read and dropped until it closes or the deadline
+/// passes. Closing a TCP socket with unread bytes would send a reset,
+/// which discards our bytes the client has not received yet.
+struct Lingering {
+    stream: TcpStream,
+    deadline: Instant,
+}
+
+impl Lingering {
+    /// Reads and drops what the client sent; `false` once it closed (or
+    /// the socket failed): then it can be closed without a reset.
+    fn discard(&mut self) -> bool {
+        let mut buf = [0u8; 16 * 1024];
+        // Bounded per wake-up so a client that keeps sending cannot hold
+        // the worker; its next bytes wake it again.
+        for _ in 0..64 {
+            match io::Read::read(&mut self.stream, &mut buf) {
+                Ok(0) => return false,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+        true
     }
 }
 
@@ -81,7 +128,7 @@ struct Waiting {
 /// A connection: protocol state plus its host socket.
 struct Conn {
     core: Connection,
-    stream: UnixStream,
+    stream: HostStream,
     /// Bytes for the host socket that it did not take yet.
     tx_buf: Vec<u8>,
     tx_off: usize,
@@ -107,7 +154,7 @@ struct Conn {
 }
 
 impl Conn {
-    fn new(core: Connection, stream: UnixStream) -> Self {
+    fn new(core: Connection, stream: HostStream) -> Self {
         Self {
             core,
             stream,
@@ -186,7 +233,11 @@ pub struct Muxer {
     guest_cid: u64,
     path: PathBuf,
     listener: UnixListener,
+    forwards: Vec<TcpForward>,
     conns: HashMap<u32, Conn>,
+    /// Forwarded TCP sockets of ended connections (see [`Lingering`]),
+    /// by the id their connection had (their wait-context token).
+    lingering: HashMap<u32, Lingering>,
     /// (host port, guest port) to connection id.
     keys: HashMap<(u32, u32), u32>,
     waiting: HashMap<u32, Waiting>,
@@ -219,7 +270,9 @@ impl Muxer {
             guest_cid,
             path,
             listener,
+            forwards: Vec::new(),
             conns: HashMap::new(),
+            lingering: HashMap::new(),
             keys: HashMap::new(),
             waiting: HashMap::new(),
             next_id: 0,
@@ -232,16 +285,41 @@ impl Muxer {
         })
     }
 
-    /// Watches the listening socket in `ctx` (level-triggered: host
+    /// Also serves `forwards`: loopback TCP ports whose connections go
+    /// to a guest port each.
+    pub fn with_tcp_forwards(mut self, forwards: Vec<TcpForward>) -> io::Result<Self> {
+        for f in &forwards {
+            f.listener.set_nonblocking(true)?;
+        }
+        self.forwards = forwards;
+        Ok(self)
+    }
+
+    /// Watches the listening sockets in `ctx` (level-triggered: host
     /// connections made before are accepted at the first wait).
     pub fn register(&self, ctx: &WaitContext<Token>) -> io::Result<()> {
-        ctx.add(&self.listener, EventSet::IN, Token::Listener)
+        for (fd, token) in self.listeners() {
+            ctx.add(&fd, EventSet::IN, token)?;
+        }
+        Ok(())
+    }
+
+    /// The listening sockets (hybrid, then forwarded TCP ports) and their
+    /// tokens.
+    fn listeners(&self) -> Vec<(std::os::fd::RawFd, Token)> {
+        let forwards = (0u32..)
+            .zip(&self.forwards)
+            .map(|(i, f)| (f.listener.as_raw_fd(), Token::Forward(i)));
+        std::iter::once((self.listener.as_raw_fd(), Token::Listener))
+            .chain(forwards)
+            .collect()
     }
 
     /// Handles readiness of one of the muxer's sources.
     pub fn on_event(&mut self, ctx: &WaitContext<Token>, token: Token, events: EventSet) {
         match token {
             Token::Listener => self.accept(ctx),
+            Token::Forward(index) => self.accept_forward(ctx, index),
             Token::Waiting(id) => self.waiting_event(ctx, id),
             Token::Conn(id) => self.conn_event(id, events),
         }
@@ -276,6 +354,9 @@ impl Muxer {
                 ));
             }
         }
+        if self.lingering.len() > MAX_CONNECTIONS {
+            return Err(format!("{} lingering TCP sockets", self.lingering.len()));
+        }
         if self.keys.len() != self.conns.len() {
             return Err(format!(
                 "{} port pairs for {} connections",
@@ -298,7 +379,10 @@ impl Muxer {
         loop {
             let id = self.next_id;
             self.next_id = self.next_id.wrapping_add(1);
-            if !self.conns.contains_key(&id) && !self.waiting.contains_key(&id) {
+            if !self.conns.contains_key(&id)
+                && !self.waiting.contains_key(&id)
+                && !self.lingering.contains_key(&id)
+            {
                 return id;
             }
         }
@@ -390,6 +474,11 @@ impl Muxer {
             GuestAction::None | GuestAction::Shutdown(_) => {}
             GuestAction::Established => {
                 conn.deadline = None;
+                // Only hybrid clients expect the `OK` line.
+                let HostStream::Unix(_) = conn.stream else {
+                    self.after_change(id);
+                    return;
+                };
                 let line = unix::ok_line(conn.core.local_port);
                 conn.tx_ctl += line.len();
                 conn.tx_buf.extend_from_slice(&line);
@@ -436,7 +525,7 @@ impl Muxer {
             let mut done = 0;
             if conn.tx_buf.len() == conn.tx_off {
                 if let Ok(slice) = self.mem.get_slice(addr, len) {
-                    match conn.stream.write_volatile(&slice) {
+                    match conn.stream.as_fd().write_volatile(&slice) {
                         Ok(n) => done = n,
                         Err(VolatileMemoryError::IOError(e))
                             if e.kind() == io::ErrorKind::WouldBlock
@@ -496,7 +585,10 @@ impl Muxer {
             self.rst_queue.push_back(hdr.reply(op::RST));
             return;
         }
-        let conn = Conn::new(Connection::peer_init(hdr, CONN_BUF_ALLOC), stream);
+        let conn = Conn::new(
+            Connection::peer_init(hdr, CONN_BUF_ALLOC),
+            HostStream::Unix(stream),
+        );
         self.keys.insert((hdr.dst_port, hdr.src_port), id);
         self.conns.insert(id, conn);
         self.schedule(id);
@@ -615,7 +707,7 @@ impl Muxer {
             .capacity()
             .min(conn.core.peer_free() as usize)
             .min(MAX_PKT_PAYLOAD);
-        let result = read_into(&self.mem, &mut conn.stream, &buf.payload, max);
+        let result = read_into(&self.mem, conn.stream.as_fd(), &buf.payload, max);
         let r = match result {
             ReadResult::Data(n) => {
                 let hdr = conn.core.data_header(n as u32);
@@ -672,7 +764,7 @@ impl Muxer {
             // The guest will send no more: pass the EOF on once flushed.
             if peer & SHUTDOWN_SEND != 0 && c.tx_buf.is_empty() && !c.write_shut {
                 c.write_shut = true;
-                let _ = c.stream.shutdown(std::net::Shutdown::Write);
+                let _ = c.stream.shutdown_write();
             }
             if peer == SHUTDOWN_BOTH {
                 if c.tx_buf.is_empty() {
@@ -698,6 +790,12 @@ impl Muxer {
 
     /// Readiness on a connection's host socket.
     pub fn conn_event(&mut self, id: u32, events: EventSet) {
+        if let Some(l) = self.lingering.get_mut(&id) {
+            if !l.discard() {
+                self.lingering.remove(&id);
+            }
+            return;
+        }
         let Some(c) = self.conns.get_mut(&id) else {
             return;
         };
@@ -739,7 +837,58 @@ impl Muxer {
                     ""
                 }
             );
-            // Dropping the stream closes it and removes it from epoll.
+            // Dropping a stream closes it and removes it from epoll; a
+            // TCP stream lingers first, under the same token.
+            if let HostStream::Tcp(stream) = c.stream {
+                self.linger(id, stream);
+            }
+        }
+    }
+
+    /// Ends our side of the ended connection `id`'s TCP socket and keeps
+    /// it, dropping what the client still sends, until the client closes
+    /// (at most [`CLOSE_TIMEOUT`]; see [`Lingering`]). Past
+    /// [`MAX_CONNECTIONS`] lingering sockets it is closed at once.
+    fn linger(&mut self, id: u32, stream: TcpStream) {
+        if self.lingering.len() >= MAX_CONNECTIONS {
+            return;
+        }
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+        let mut l = Lingering {
+            stream,
+            deadline: Instant::now() + CLOSE_TIMEOUT,
+        };
+        if l.discard() {
+            self.lingering.insert(id, l);
+        }
+    }
+
+    /// Waits until every lingering TCP client closed or `deadline`
+    /// passed, dropping what they send meanwhile.
+    fn wait_lingering(&mut self, deadline: Instant) {
+        loop {
+            self.lingering.retain(|_, l| l.discard());
+            let left = deadline.saturating_duration_since(Instant::now());
+            if self.lingering.is_empty() || left.is_zero() {
+                return;
+            }
+            let mut fds: Vec<libc::pollfd> = self
+                .lingering
+                .values()
+                .map(|l| libc::pollfd {
+                    fd: l.stream.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                })
+                .collect();
+            let ms = i32::try_from(left.as_millis() + 1).unwrap_or(i32::MAX);
+            // SAFETY: `fds` is a valid array of initialised pollfds whose
+            // descriptors stay open (owned by `self.lingering`) during the
+            // call.
+            let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+            if rc < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                return;
+            }
         }
     }
 
@@ -807,13 +956,27 @@ impl Muxer {
                 within.as_millis()
             );
         }
+        // TCP clients: our side ends, and their sockets close once they
+        // closed theirs (within the same deadline), so that bytes they
+        // still send do not reset what they have not read yet.
+        let tcp: Vec<u32> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| matches!(c.stream, HostStream::Tcp(_)))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in tcp {
+            self.kill(id, false);
+        }
+        self.wait_lingering(deadline);
     }
 
     /// When the next deadline expires, if any.
     pub fn next_deadline(&self) -> Option<Instant> {
         let c = self.conns.values().filter_map(|c| c.deadline);
         let w = self.waiting.values().map(|w| w.deadline);
-        c.chain(w).chain(self.accept_paused_until).min()
+        let l = self.lingering.values().map(|l| l.deadline);
+        c.chain(w).chain(l).chain(self.accept_paused_until).min()
     }
 }
 
@@ -824,7 +987,12 @@ mod tests {
 
     #[test]
     fn tokens_round_trip() {
-        for t in [Token::Listener, Token::Waiting(7), Token::Conn(u32::MAX)] {
+        for t in [
+            Token::Listener,
+            Token::Forward(1),
+            Token::Waiting(7),
+            Token::Conn(u32::MAX),
+        ] {
             assert_eq!(Token::from_raw(t.to_raw()), Some(t));
         }
         assert_eq!(Token::from_raw(99 << 32), None);

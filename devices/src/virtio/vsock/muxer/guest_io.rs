@@ -1,7 +1,7 @@
 //! Moving bytes from a host socket straight into guest buffers.
 
 use std::io;
-use std::os::unix::net::UnixStream;
+use std::os::fd::BorrowedFd;
 
 use vm_memory::{GuestMemoryBackend, ReadVolatile, VolatileMemoryError};
 
@@ -26,7 +26,7 @@ pub(super) fn volatile_io_error(e: VolatileMemoryError) -> io::Error {
 /// Reads from `stream` into the guest `regions`, at most `max` bytes.
 pub(super) fn read_into(
     mem: &GuestMemoryMmap,
-    stream: &mut UnixStream,
+    mut stream: BorrowedFd<'_>,
     regions: &[Region],
     max: usize,
 ) -> ReadResult {

@@ -1,5 +1,6 @@
 //! Host-initiated connections: accepting on the hybrid socket, reading the
-//! `CONNECT <port>` line, asking the guest, and the timeouts of both waits.
+//! `CONNECT <port>` line, accepting on forwarded TCP ports, asking the
+//! guest, and the timeouts of these waits.
 
 use std::io;
 use std::os::unix::net::UnixStream;
@@ -18,30 +19,8 @@ impl Muxer {
                     self.accept_backoff.success();
                     s
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if sandbox::socket::is_resource_exhaustion(&e) => {
-                    let wait = self.accept_backoff.failure();
-                    self.warn_once(
-                        Warn::AcceptExhausted,
-                        format_args!("accept failed ({e}); not accepting for {wait:?}"),
-                    );
-                    if let Err(e) = ctx.delete(&self.listener) {
-                        tracing::warn!("virtio-vsock: cannot pause accepting: {e}");
-                    }
-                    self.accept_paused_until = Some(Instant::now() + wait);
-                    return;
-                }
-                Err(e) => {
-                    crate::guest_warn!(
-                        "virtio-vsock: accept failed, pausing it for {} ms: {e}",
-                        ACCEPT_PAUSE.as_millis()
-                    );
-                    if ctx.delete(&self.listener).is_ok() {
-                        self.accept_paused_until = Some(Instant::now() + ACCEPT_PAUSE);
-                    }
-                    return;
-                }
+                Err(e) if self.accept_failed(ctx, &e) => continue,
+                Err(_) => return,
             };
             if let Err(e) = sandbox::socket::check_peer(&stream) {
                 self.warn_once(
@@ -75,6 +54,84 @@ impl Muxer {
             );
             self.waiting_event(ctx, id);
         }
+    }
+
+    /// Accepts connections on the forwarded TCP port `index`: each asks
+    /// the guest for its port at once.
+    pub fn accept_forward(&mut self, ctx: &WaitContext<Token>, index: u32) {
+        loop {
+            let Some(forward) = self.forwards.get(index as usize) else {
+                return;
+            };
+            let port = forward.guest_port;
+            let stream = match forward.listener.accept() {
+                Ok((s, _)) => {
+                    self.accept_backoff.success();
+                    s
+                }
+                Err(e) if self.accept_failed(ctx, &e) => continue,
+                Err(_) => return,
+            };
+            if !self.room_for_connection() {
+                continue;
+            }
+            if let Err(e) = stream.set_nonblocking(true) {
+                crate::guest_warn!("virtio-vsock: {e}");
+                continue;
+            }
+            let id = self.new_id();
+            if let Err(e) = ctx.add(&stream, Self::conn_events(), Token::Conn(id)) {
+                crate::guest_warn!("virtio-vsock: cannot watch host socket: {e}");
+                continue;
+            }
+            self.request_guest_port(id, HostStream::Tcp(stream), port);
+        }
+    }
+
+    /// `accept` on a listener failed with `e`: whether to try again at
+    /// once (`EINTR`); otherwise nothing is left to accept (`EWOULDBLOCK`)
+    /// or accepting pauses (every listener leaves `ctx` for a while).
+    fn accept_failed(&mut self, ctx: &WaitContext<Token>, e: &io::Error) -> bool {
+        let wait = match e.kind() {
+            io::ErrorKind::WouldBlock => return false,
+            io::ErrorKind::Interrupted => return true,
+            _ if sandbox::socket::is_resource_exhaustion(e) => {
+                let wait = self.accept_backoff.failure();
+                self.warn_once(
+                    Warn::AcceptExhausted,
+                    format_args!("accept failed ({e}); not accepting for {wait:?}"),
+                );
+                wait
+            }
+            _ => {
+                crate::guest_warn!(
+                    "virtio-vsock: accept failed, pausing it for {} ms: {e}",
+                    ACCEPT_PAUSE.as_millis()
+                );
+                ACCEPT_PAUSE
+            }
+        };
+        if self.accept_paused_until.is_none() {
+            for (fd, _) in self.listeners() {
+                if let Err(e) = ctx.delete(&fd) {
+                    tracing::warn!("virtio-vsock: cannot pause accepting: {e}");
+                }
+            }
+        }
+        self.accept_paused_until = Some(Instant::now() + wait);
+        false
+    }
+
+    /// Whether one more connection may open (else logged once).
+    fn room_for_connection(&mut self) -> bool {
+        if self.conns.len() < MAX_CONNECTIONS {
+            return true;
+        }
+        self.warn_once(
+            Warn::TooMany,
+            format_args!("refused host connection: {MAX_CONNECTIONS} connections open"),
+        );
+        false
     }
 
     /// A host socket that owes its `CONNECT` line became readable.
@@ -114,15 +171,22 @@ impl Muxer {
         }
     }
 
-    /// The host asked for guest port `port`: send the guest a `REQUEST`.
+    /// The host asked for guest port `port` on the hybrid socket.
     fn host_connect(&mut self, ctx: &WaitContext<Token>, id: u32, stream: UnixStream, port: u32) {
-        if self.conns.len() >= MAX_CONNECTIONS {
-            self.warn_once(
-                Warn::TooMany,
-                format_args!("refused host connection: {MAX_CONNECTIONS} connections open"),
-            );
+        if !self.room_for_connection() {
             return;
         }
+        if let Err(e) = ctx.modify(&stream, Self::conn_events(), Token::Conn(id)) {
+            crate::guest_warn!("virtio-vsock: cannot watch host socket: {e}");
+            return;
+        }
+        self.request_guest_port(id, HostStream::Unix(stream), port);
+    }
+
+    /// Opens connection `id` from the host socket `stream` (watched under
+    /// `Token::Conn(id)`) to guest port `port`: sends the guest a
+    /// `REQUEST`.
+    fn request_guest_port(&mut self, id: u32, stream: HostStream, port: u32) {
         let local = loop {
             let p = self.next_local_port;
             self.next_local_port = p.checked_add(1).unwrap_or(FIRST_LOCAL_PORT);
@@ -130,10 +194,6 @@ impl Muxer {
                 break p;
             }
         };
-        if let Err(e) = ctx.modify(&stream, Self::conn_events(), Token::Conn(id)) {
-            crate::guest_warn!("virtio-vsock: cannot watch host socket: {e}");
-            return;
-        }
         let mut conn = Conn::new(
             Connection::local_init(local, port, self.guest_cid, CONN_BUF_ALLOC),
             stream,
@@ -150,13 +210,21 @@ impl Muxer {
     pub fn resume_accept(&mut self, ctx: &WaitContext<Token>, now: Instant) {
         if self.accept_paused_until.is_some_and(|t| t <= now) {
             self.accept_paused_until = None;
-            if let Err(e) = self.register(ctx) {
-                crate::guest_error!("virtio-vsock: cannot watch the listener again: {e}");
+            for (fd, token) in self.listeners() {
+                match ctx.add(&fd, EventSet::IN, token) {
+                    // Still watched: its pause had failed.
+                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                    Err(e) => {
+                        crate::guest_error!("virtio-vsock: cannot watch a listener again: {e}")
+                    }
+                    Ok(()) => {}
+                }
             }
         }
     }
 
-    /// Resets connections and drops host sockets whose deadline passed.
+    /// Resets connections and drops host sockets whose deadline passed
+    /// (a lingering TCP socket whose client still sends is reset then).
     pub fn expire(&mut self, now: Instant) {
         let late: Vec<u32> = self
             .conns
@@ -169,5 +237,6 @@ impl Muxer {
             self.kill(id, true);
         }
         self.waiting.retain(|_, w| w.deadline > now);
+        self.lingering.retain(|_, l| l.deadline > now);
     }
 }
