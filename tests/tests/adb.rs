@@ -1,5 +1,5 @@
-//! adb into a guest (Debian's adb client, `vmm adb-proxy`, our guest
-//! adbd over vsock) in the x86_64 test host; checks in
+//! adb into a guest (Debian's adb client, `vmm adb-proxy` or the VMM's
+//! own forwarded TCP port, our guest adbd over vsock) in the x86_64 test host; checks in
 //! `vmstack_tests::assert::adb`. `#[ignore]`d like every nested test:
 //! `cargo xtask test` runs it.
 
@@ -18,6 +18,7 @@ vmstack_tests::nested_tests! {
             adb::shell_returns_exit_status_and_both_streams,
         two_shells_run_at_once => adb::two_shells_run_at_once,
         push_and_pull_64_mib_keep_the_checksum => adb::push_and_pull_64_mib_keep_the_checksum,
+        the_vmms_own_forwarded_port_serves_adb => adb::the_vmms_own_forwarded_port_serves_adb,
         malformed_packets_close_only_their_connection =>
             adb::malformed_packets_close_only_their_connection,
         reboot_is_a_power_request_the_arbiter_allows =>

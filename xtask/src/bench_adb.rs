@@ -1,11 +1,13 @@
 //! `cargo xtask bench adb [--runs N] [--arch A]`: `adb push` throughput through our
-//! path (Debian's adb client, `vmm adb-proxy`, hybrid vsock, the guest's
-//! adbd writing to its rootfs) next to a raw vsock stream of the same
-//! size into the same guest (`vsock-test --raw`), N rounds in one test
-//! host run (scenario `bench-adb`, the guest's `adbd` scenario). Each
-//! round also pushes the file to the guest's `/dev/null` (the path
-//! without the guest's file writes: no target, but required like the
-//! others) and records the test host's
+//! path (Debian's adb client and server, the VMM's forwarded port
+//! `--vsock ...,tcp=PORT:5555`, the guest's adbd writing to its rootfs)
+//! next to a raw vsock stream of the same size into the same guest
+//! (`vsock-test --raw`), N rounds in one test host run (scenario
+//! `bench-adb`, the guest's `adbd` scenario). Each round also pushes the
+//! file to the guest's `/dev/null` (the path without the guest's file
+//! writes: no target, but required like the others), streams it raw to a
+//! guest file, and pushes it through `vmm adb-proxy` instead of the
+//! forwarded port (both informational), and records the test host's
 //! CPU ticks per step (where the time goes; the x86_64 test host has one
 //! CPU, the arm64 one two).
 //!
@@ -60,6 +62,8 @@ pub struct Parsed {
     /// Raw vsock stream whose guest receiver writes a file in the guest's
     /// rootfs, MiB/s by round (informational: no target).
     pub rawfile: BTreeMap<u32, f64>,
+    /// `adb push` through `vmm adb-proxy` MiB/s by round (informational).
+    pub proxy: BTreeMap<u32, f64>,
     /// Failed transfers (`<path>_<round>_error` markers).
     pub errors: Vec<String>,
     /// Where the test host's CPU went, by `<path>_<round>` (the
@@ -84,6 +88,7 @@ pub fn parse(output: &str) -> Parsed {
             "raw" => &mut p.raw,
             "null" => &mut p.null,
             "rawfile" => &mut p.rawfile,
+            "proxy" => &mut p.proxy,
             _ => continue,
         };
         match what {
@@ -226,6 +231,7 @@ pub fn adb(arch: Arch, rounds: u32, guest_cpus: u32) -> Result<()> {
             "raw_vsock_mibps": parsed.raw,
             "adb_push_dev_null_mibps": parsed.null,
             "raw_vsock_to_file_mibps": parsed.rawfile,
+            "adb_push_via_proxy_mibps": parsed.proxy,
             "errors": parsed.errors,
             "cpu_ticks": parsed.cpu,
             "summary": summary.as_ref().ok(),
@@ -262,19 +268,36 @@ pub fn adb(arch: Arch, rounds: u32, guest_cpus: u32) -> Result<()> {
         v.null_paired_ratio.min,
         v.null_paired_ratio.max
     );
-    let to_file: Vec<f64> = parsed
-        .adb
-        .iter()
-        .filter_map(|(round, a)| parsed.rawfile.get(round).map(|r| a / r))
-        .collect();
-    if let (Some(rawfile), Some(ratio)) = (
-        stats::summarize(&parsed.rawfile.values().copied().collect::<Vec<_>>()),
-        stats::summarize(&to_file),
-    ) {
-        println!(
-            "  raw stream written to a guest file (informational, no target): {:.2} [{:.2}..{:.2}] MiB/s, adb/that per round median {:.3} [{:.3}..{:.3}]",
-            rawfile.median, rawfile.min, rawfile.max, ratio.median, ratio.min, ratio.max
-        );
+    // Informational figures (no target): each with its per-round ratio.
+    let per_round = |num: &BTreeMap<u32, f64>, den: &BTreeMap<u32, f64>| -> Vec<f64> {
+        num.iter()
+            .filter_map(|(round, a)| den.get(round).map(|r| a / r))
+            .collect()
+    };
+    let informational = [
+        (
+            "raw stream written to a guest file",
+            "adb/that",
+            &parsed.rawfile,
+            per_round(&parsed.adb, &parsed.rawfile),
+        ),
+        (
+            "adb push through vmm adb-proxy",
+            "that/raw",
+            &parsed.proxy,
+            per_round(&parsed.proxy, &parsed.raw),
+        ),
+    ];
+    for (what, ratio_name, table, ratios) in informational {
+        if let (Some(t), Some(ratio)) = (
+            stats::summarize(&table.values().copied().collect::<Vec<_>>()),
+            stats::summarize(&ratios),
+        ) {
+            println!(
+                "  {what} (informational, no target): {:.2} [{:.2}..{:.2}] MiB/s, {ratio_name} per round median {:.3} [{:.3}..{:.3}]",
+                t.median, t.min, t.max, ratio.median, ratio.min, ratio.max
+            );
+        }
     }
     for (step, ticks) in &parsed.cpu {
         println!("  test host CPU ticks, {step}: {ticks}");
@@ -300,6 +323,7 @@ mod tests {
 @@vmstack:null_1_mibps=3.80
 @@vmstack:null_2_mibps=5.00
 @@vmstack:rawfile_1_mibps=3.90
+@@vmstack:proxy_1_mibps=3.20
 noise
 @@vmstack:adb_1_client=/tmp/x: 1 file pushed
 @@vmstack:adb_1_cpu=busy=9 idle=0 vmm=8 proxy=0 adb_server=1
@@ -311,6 +335,7 @@ noise
         assert_eq!(p.adb.len(), 2);
         assert_eq!(p.raw.get(&2), Some(&5.0));
         assert_eq!(p.rawfile.get(&1), Some(&3.9));
+        assert_eq!(p.proxy.get(&1), Some(&3.2));
         assert_eq!(
             p.cpu.get("adb_1").map(String::as_str),
             Some("busy=9 idle=0 vmm=8 proxy=0 adb_server=1")

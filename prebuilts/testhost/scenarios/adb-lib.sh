@@ -33,14 +33,15 @@ wait_for_socket() {
     return 1
 }
 
-# adb_wait_device [SECONDS]: (re)connects $ADB_SERIAL until `adb
-# get-state` says `device` (default 120 s).
+# adb_wait_device [SECONDS [SERIAL]]: (re)connects SERIAL (default
+# $ADB_SERIAL) until `adb get-state` says `device` (default 120 s).
 adb_wait_device() {
+    _serial=${2:-$ADB_SERIAL}
     for _i in $(seq "${1:-120}"); do
-        [ "$(adb -s "$ADB_SERIAL" get-state 2>/dev/null)" = device ] && return 0
-        adb disconnect "$ADB_SERIAL" >/dev/null 2>&1
-        adb connect "$ADB_SERIAL" >/dev/null 2>&1
-        [ "$(adb -s "$ADB_SERIAL" get-state 2>/dev/null)" = device ] && return 0
+        [ "$(adb -s "$_serial" get-state 2>/dev/null)" = device ] && return 0
+        adb disconnect "$_serial" >/dev/null 2>&1
+        adb connect "$_serial" >/dev/null 2>&1
+        [ "$(adb -s "$_serial" get-state 2>/dev/null)" = device ] && return 0
         sleep 1
     done
     return 1
@@ -59,11 +60,22 @@ adb_up() {
     adb_wait_device 120
 }
 
+# adb_up_forwarded PORT: for a VMM started with `--vsock
+# ...,tcp=PORT:5555` (its own forwarded port, no proxy): starts the adb
+# server and connects; sets ADB_SERIAL (ADB_PROXY_PID stays empty).
+adb_up_forwarded() {
+    ADB_SERIAL=127.0.0.1:$1
+    ADB_PROXY_PID=
+    ip link set lo up 2>/dev/null
+    adb start-server >/dev/null 2>&1
+    adb_wait_device 120
+}
+
 # adb_down: stops the adb server and the proxy; the proxy's log lines
 # become `adb_proxy` markers.
 adb_down() {
     adb kill-server >/dev/null 2>&1
     [ -n "$ADB_PROXY_PID" ] && kill "$ADB_PROXY_PID" 2>/dev/null
-    mark_lines adb_proxy < /tmp/adb-proxy.log
+    [ -f /tmp/adb-proxy.log ] && mark_lines adb_proxy < /tmp/adb-proxy.log
     rm -f /tmp/adb-proxy.log
 }

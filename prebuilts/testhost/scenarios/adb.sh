@@ -7,16 +7,20 @@
 # that connection) and from a fake device (the client rejects it) while
 # the VMM and adbd keep serving, and `adb reboot` as the guest's power
 # request that the arbiter (`vmm events --arbiter`) sees and allows, after
-# which the same VMM boots the guest again and adb reconnects.
+# which the same VMM boots the guest again and adb reconnects. The same
+# adbd is also reached through the VMM's own forwarded port (`--vsock
+# ...,tcp=6522:5555`, no proxy): a shell, a 16 MiB push and pull with
+# sha256 sums, and the port again after the reboot.
 . /lib/vmstack.sh
 . /scenarios/adb-lib.sh
 S=/tmp/adb-vsock.sock
 C=/tmp/adb-ctl.sock
 T=/tmp/adb-test
 PORT=6520
+DIRECT=127.0.0.1:6522
 MIB=64
 mkdir -p $T
-run_vmm vmm --cpus 2 --mem 512 --socket $C --power-arbiter --vsock cid=3,socket=$S \
+run_vmm vmm --cpus 2 --mem 512 --socket $C --power-arbiter --vsock cid=3,socket=$S,tcp=6522:5555 \
     --initrd /guest/initramfs.cpio.gz --params "console=ttyS0 guest.scenario=adbd" \
     /guest/vmlinuz &
 vmm=$!
@@ -80,6 +84,23 @@ mark pull_sha256 "$(sha256sum < $T/big.back | cut -d' ' -f1)"
 rm -f $T/big.back
 adb -s $D shell rm -f /data/adb-test/big
 
+# The VMM's own forwarded port: the same adbd without the proxy.
+if adb_wait_device 60 $DIRECT; then
+    mark direct_shell "$(adb -s $DIRECT shell 'echo direct-$((6 * 7))')"
+    head -c $((16 * 1024 * 1024)) /dev/urandom > $T/mid
+    mark direct_src_sha256 "$(sha256sum < $T/mid | cut -d' ' -f1)"
+    adb -s $DIRECT push $T/mid /data/adb-test/mid > $T/push 2>&1
+    mark direct_push "rc=$? $(tail -n 1 $T/push)"
+    mark direct_guest_sha256 "$(adb -s $DIRECT shell sha256sum /data/adb-test/mid | cut -d' ' -f1)"
+    adb -s $DIRECT pull /data/adb-test/mid $T/mid.back > $T/pull 2>&1
+    mark direct_pull "rc=$? $(tail -n 1 $T/pull)"
+    mark direct_pull_sha256 "$(sha256sum < $T/mid.back | cut -d' ' -f1)"
+    adb -s $DIRECT shell rm -f /data/adb-test/mid
+    rm -f $T/mid $T/mid.back
+else
+    mark direct_shell "not online"
+fi
+
 # The proxy's sandbox once it bridged (docs/security.md): started as root,
 # it runs as the vsock socket's owner without any capability, every thread
 # under its class's seccomp filter.
@@ -132,6 +153,9 @@ t0=$(uptime_s)
 if adb_wait_device 180; then
     mark after_reboot "online after $(elapsed_s "$t0") s"
     mark boot_id_2 "$(adb -s $D shell cat /proc/sys/kernel/random/boot_id)"
+    # The forwarded port outlives the guest's reboot (the VMM keeps it).
+    adb_wait_device 60 $DIRECT
+    mark direct_after_reboot "$(adb -s $DIRECT shell cat /proc/sys/kernel/random/boot_id)"
 else
     mark after_reboot failed
 fi

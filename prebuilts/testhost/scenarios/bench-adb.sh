@@ -2,15 +2,18 @@
 # adb benchmark, test host side (`cargo xtask bench adb`, docs/adb.md):
 # in each round, a raw vsock stream of MIB MiB into the guest (`vsock-test
 # --raw` through the VMM's hybrid vsock socket to a guest `recv`) and an
-# `adb push` of a MIB MiB file (adb client -> adb server -> vmm adb-proxy
-# -> hybrid vsock -> guest adbd -> the guest's rootfs), alternately, in the
-# same guest; then, to tell the transport from the guest's file writes, the
-# same push to the guest's /dev/null, and a raw stream whose guest receiver
-# writes it to a file in the guest's rootfs like the push (no target: it
-# tells adbd's and the proxy's share from the file system's). Results are
-# markers: raw_<r>_mibps, adb_<r>_mibps, null_<r>_mibps, rawfile_<r>_mibps,
-# and where the test host's CPUs (one on x86_64, two on aarch64) went
-# during each step: raw_<r>_cpu, adb_<r>_cpu, null_<r>_cpu, rawfile_<r>_cpu
+# `adb push` of a MIB MiB file (adb client -> adb server -> the VMM's
+# forwarded port 127.0.0.1:6522 (`--vsock ...,tcp=6522:5555`) -> guest
+# adbd -> the guest's rootfs), alternately, in the same guest; then, to
+# tell the transport from the guest's file writes, the same push to the
+# guest's /dev/null, a raw stream whose guest receiver writes it to a file
+# in the guest's rootfs like the push, and the push through `vmm
+# adb-proxy` on 127.0.0.1:6520 instead (these three have no target: they
+# tell adbd's share from the file system's, and the proxy's hop). Results
+# are markers: raw_<r>_mibps, adb_<r>_mibps, null_<r>_mibps,
+# rawfile_<r>_mibps, proxy_<r>_mibps, and where the test host's CPUs (one
+# on x86_64, two on aarch64) went during each step: raw_<r>_cpu,
+# adb_<r>_cpu, null_<r>_cpu, rawfile_<r>_cpu, proxy_<r>_cpu
 # (clock ticks: busy and idle of the whole test host, the VMM's process
 # with its vCPU threads, the proxy, the adb server; the rest of busy is
 # the clients, kernel threads and interrupts; vmm_minflt: the VMM
@@ -71,7 +74,7 @@ cpu_delta() {
         print out
     }'
 }
-run_vmm vmm --cpus "$CPUS" --mem 512 --socket $C --vsock cid=3,socket=$S \
+run_vmm vmm --cpus "$CPUS" --mem 512 --socket $C --vsock cid=3,socket=$S,tcp=6522:5555 \
     --initrd /guest/initramfs.cpio.gz \
     --params "console=ttyS0 guest.scenario=adbd adb.raw_rounds=$ROUNDS" /guest/vmlinuz &
 vmm=$!
@@ -81,7 +84,14 @@ if ! adb_up $S; then
     wait $vmm
     exit 1
 fi
-D=$ADB_SERIAL
+P=$ADB_SERIAL
+D=127.0.0.1:6522
+if ! adb_wait_device 60 $D; then
+    mark adb_up "failed: $D"
+    vmm stop $C
+    wait $vmm
+    exit 1
+fi
 for p in $(pidof vmm); do
     [ "$p" != "$ADB_PROXY_PID" ] && grep -q 'run' "/proc/$p/cmdline" 2>/dev/null && vmm_pid=$p
 done
@@ -89,37 +99,37 @@ mark adb_up ok
 mark bench_mib "$MIB"
 mark bench_rounds "$ROUNDS"
 head -c $((MIB * 1024 * 1024)) /dev/urandom > $T/file
+# timed_push NAME ROUND SERIAL DEST SNAPSHOT: `adb -s SERIAL push` of the
+# file to DEST, timed as the command's wall time; marks NAME_ROUND_mibps,
+# _secs, _cpu (since SNAPSHOT), _client (adb's own last line) or _error.
+timed_push() {
+    t0=$(uptime_s)
+    if timeout 300 adb -s "$3" push $T/file "$4" > $T/push 2>&1; then
+        secs=$(elapsed_s "$t0")
+        mark "${1}_${2}_cpu" "$(cpu_delta "$5" "$(cpu_snapshot)")"
+        mark "${1}_${2}_secs" "$secs"
+        mark "${1}_${2}_mibps" "$(awk -v m="$MIB" -v s="$secs" 'BEGIN { printf "%.2f\n", m / s }')"
+    else
+        mark "${1}_${2}_error" "$(tail -n 1 $T/push)"
+    fi
+    mark "${1}_${2}_client" "$(tail -n 1 $T/push)"
+}
 for r in $(seq "$ROUNDS"); do
     c0=$(cpu_snapshot)
     timeout 300 vsock-test connect-unix $S 6000 send "$MIB" --raw --retry 60 --tag "raw_$r" 2>&1 |
         mark_kv
     c1=$(cpu_snapshot)
     mark "raw_${r}_cpu" "$(cpu_delta "$c0" "$c1")"
-    t0=$(uptime_s)
-    if timeout 300 adb -s $D push $T/file /data/bench-adb > $T/push 2>&1; then
-        secs=$(elapsed_s "$t0")
-        mark "adb_${r}_cpu" "$(cpu_delta "$c1" "$(cpu_snapshot)")"
-        mark "adb_${r}_secs" "$secs"
-        mark "adb_${r}_mibps" "$(awk -v m="$MIB" -v s="$secs" 'BEGIN { printf "%.2f\n", m / s }')"
-    else
-        mark "adb_${r}_error" "$(tail -n 1 $T/push)"
-    fi
-    mark "adb_${r}_client" "$(tail -n 1 $T/push)"
+    timed_push adb "$r" $D /data/bench-adb "$c1"
     adb -s $D shell rm -f /data/bench-adb
-    c2=$(cpu_snapshot)
-    t0=$(uptime_s)
-    if timeout 300 adb -s $D push $T/file /dev/null > $T/push 2>&1; then
-        secs=$(elapsed_s "$t0")
-        mark "null_${r}_cpu" "$(cpu_delta "$c2" "$(cpu_snapshot)")"
-        mark "null_${r}_mibps" "$(awk -v m="$MIB" -v s="$secs" 'BEGIN { printf "%.2f\n", m / s }')"
-    else
-        mark "null_${r}_error" "$(tail -n 1 $T/push)"
-    fi
+    timed_push null "$r" $D /dev/null "$(cpu_snapshot)"
     c3=$(cpu_snapshot)
     timeout 300 vsock-test connect-unix $S 6001 send "$MIB" --raw --retry 60 --tag "rawfile_$r" 2>&1 |
         mark_kv
     mark "rawfile_${r}_cpu" "$(cpu_delta "$c3" "$(cpu_snapshot)")"
     adb -s $D shell rm -f /data/bench-raw
+    timed_push proxy "$r" $P /data/bench-adb "$(cpu_snapshot)"
+    adb -s $D shell rm -f /data/bench-adb
 done
 vmm stop $C >/dev/null
 wait $vmm

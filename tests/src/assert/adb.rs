@@ -112,6 +112,38 @@ pub fn push_and_pull_64_mib_keep_the_checksum(run: &SharedRun) {
     }
 }
 
+/// The VMM's own forwarded port (`--vsock ...,tcp=6522:5555`, no proxy)
+/// reaches the same adbd: a shell, a 16 MiB push and pull with the same
+/// sha256 on the host, in the guest and back; and the port still serves
+/// after the guest's reboot (the VMM keeps its listener across boots).
+pub fn the_vmms_own_forwarded_port_serves_adb(run: &SharedRun) {
+    let s = section(run);
+    s.expect_eq("direct_shell", "direct-42");
+    for step in ["direct_push", "direct_pull"] {
+        let v = s.value(step);
+        if !v.starts_with("rc=0 ") {
+            s.fail(&format!("{step}={v}"));
+        }
+        eprintln!("forwarded port {step}: {v}");
+    }
+    let src = s.sha256("direct_src_sha256");
+    for key in ["direct_guest_sha256", "direct_pull_sha256"] {
+        if s.sha256(key) != src {
+            s.fail(&format!(
+                "{key}={} differs from the source's {src}",
+                s.value(key)
+            ));
+        }
+    }
+    let after = s.value("direct_after_reboot");
+    if after.is_empty() || after != s.value("boot_id_2") {
+        s.fail(&format!(
+            "after the reboot the forwarded port gave boot id {after:?}, adb through the proxy {:?}",
+            s.value("boot_id_2")
+        ));
+    }
+}
+
 /// Malformed packets: a raw client's (bad magic; a 2 GiB payload) make
 /// adbd answer the valid `CNXN` before them and close that connection; a
 /// fake device's garbage is refused by the client; the VMM and adbd keep
