@@ -60,17 +60,6 @@ adb_up() {
     adb_wait_device 120
 }
 
-# adb_up_forwarded PORT: for a VMM started with `--vsock
-# ...,tcp=PORT:5555` (its own forwarded port, no proxy): starts the adb
-# server and connects; sets ADB_SERIAL (ADB_PROXY_PID stays empty).
-adb_up_forwarded() {
-    ADB_SERIAL=127.0.0.1:$1
-    ADB_PROXY_PID=
-    ip link set lo up 2>/dev/null
-    adb start-server >/dev/null 2>&1
-    adb_wait_device 120
-}
-
 # adb_down: stops the adb server and the proxy; the proxy's log lines
 # become `adb_proxy` markers.
 adb_down() {

@@ -171,7 +171,9 @@ mod tests {
         VRING_DESC_F_WRITE,
     };
     use crate::virtio::vsock::packet::{op, Header, SHUTDOWN_BOTH, SHUTDOWN_SEND, TYPE_STREAM};
-    use crate::virtio::vsock::{unix, CONN_BUF_ALLOC, EVQ, FIRST_LOCAL_PORT, HDR_LEN, RXQ, TXQ};
+    use crate::virtio::vsock::{
+        unix, CONN_BUF_ALLOC, EVQ, FIRST_LOCAL_PORT, HDR_LEN, MAX_TCP_CONNECTIONS, RXQ, TXQ,
+    };
     use crate::virtio::GuestMemoryMmap;
 
     const CID: u64 = 3;
@@ -706,6 +708,34 @@ mod tests {
         c.read_to_end(&mut rest).unwrap();
         assert!(rest.is_empty(), "{rest:?}");
         g.no_rx();
+        dev.reset();
+    }
+
+    /// Any local user can connect to a forwarded port: at most
+    /// [`MAX_TCP_CONNECTIONS`] of its clients are connections at once; the
+    /// next is closed without reaching the guest.
+    #[test]
+    fn forwarded_tcp_clients_beyond_their_limit_are_closed() {
+        let (_dir, mem, mut dev, addr) = device_with_forward(5555);
+        let mut g = Guest::new(&mem, &mut dev);
+        g.post_rx(MAX_TCP_CONNECTIONS as u16 + 4);
+        let clients: Vec<TcpStream> = (0..MAX_TCP_CONNECTIONS)
+            .map(|_| {
+                let c = TcpStream::connect(addr).unwrap();
+                assert_eq!(g.recv().0.op, op::REQUEST);
+                c
+            })
+            .collect();
+        let mut late = TcpStream::connect(addr).unwrap();
+        late.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut rest = Vec::new();
+        // Closed unread: end of file or a reset, never a byte.
+        match late.read_to_end(&mut rest) {
+            Ok(_) => assert!(rest.is_empty()),
+            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset),
+        }
+        g.no_rx();
+        drop(clients);
         dev.reset();
     }
 

@@ -48,10 +48,15 @@ pub const MAX_CONNECTIONS: usize = 1024;
 pub const MAX_WAITING: usize = 128;
 /// Most forwarded TCP ports (`TcpForward`) one device serves.
 pub const MAX_TCP_FORWARDS: usize = 16;
+/// Most connections from forwarded TCP ports at once (any local user can
+/// open them: they must not take every connection), and most of their
+/// sockets lingering after their connections ended.
+pub const MAX_TCP_CONNECTIONS: usize = 64;
 /// Most host file descriptors one vsock device holds: one socket per
-/// connection, per lingering TCP socket of an ended connection (at most
-/// as many) and per waiting host socket, the listeners. The VMM raises
-/// `RLIMIT_NOFILE` above this.
-pub const MAX_HOST_FDS: usize = 2 * MAX_CONNECTIONS + MAX_WAITING + 1 + MAX_TCP_FORWARDS;
+/// connection, per lingering TCP socket and per waiting host socket, and
+/// three of each listener (the VMM's, the device's, its worker's). The
+/// VMM raises `RLIMIT_NOFILE` above this.
+pub const MAX_HOST_FDS: usize =
+    MAX_CONNECTIONS + MAX_TCP_CONNECTIONS + MAX_WAITING + 3 * (1 + MAX_TCP_FORWARDS);
 /// First host port handed out for host-initiated connections.
 pub const FIRST_LOCAL_PORT: u32 = 1 << 30;

@@ -33,7 +33,7 @@ use super::packet::{
 use super::unix::{self, ConnectLine, MAX_CONNECT_LINE};
 use super::{
     CONN_BUF_ALLOC, FIRST_LOCAL_PORT, HDR_LEN, HOST_CID, MAX_CONNECTIONS, MAX_PKT_PAYLOAD,
-    MAX_WAITING,
+    MAX_TCP_CONNECTIONS, MAX_WAITING,
 };
 use crate::virtio::event_loop::event_token;
 use crate::virtio::{GuestMemoryMmap, WaitContext};
@@ -61,6 +61,11 @@ const MAX_RST_QUEUE: usize = 1024;
 /// How long accepting pauses after `accept` failed (other than
 /// `EWOULDBLOCK`/`EINTR`, e.g. `EMFILE`).
 pub const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// Connections one listener's readiness accepts before the worker serves
+/// the queues again (the listeners are level-triggered: the rest wait for
+/// the next round), so that clients connecting faster than the worker
+/// accepts cannot hold it.
+const ACCEPTS_PER_WAKE: usize = 32;
 
 event_token! {
     /// The muxer's event sources in the worker's wait context (the queue
@@ -97,16 +102,21 @@ pub struct TcpForward {
 struct Lingering {
     stream: TcpStream,
     deadline: Instant,
+    /// The last [`Self::discard`] stopped at its bound: bytes may still
+    /// wait, for which the edge-triggered socket gives no new event.
+    unread: bool,
 }
 
 impl Lingering {
-    /// Reads and drops what the client sent; `false` once it closed (or
-    /// the socket failed): then it can be closed without a reset.
+    /// Reads and drops what the client sent, at most 256 KiB a call (a
+    /// client that keeps sending cannot hold the worker; then `unread`
+    /// is set and the muxer calls again after its events); `false` once
+    /// the client closed (or the socket failed): then it can be closed
+    /// without a reset.
     fn discard(&mut self) -> bool {
         let mut buf = [0u8; 16 * 1024];
-        // Bounded per wake-up so a client that keeps sending cannot hold
-        // the worker; its next bytes wake it again.
-        for _ in 0..64 {
+        self.unread = false;
+        for _ in 0..16 {
             match io::Read::read(&mut self.stream, &mut buf) {
                 Ok(0) => return false,
                 Ok(_) => {}
@@ -115,6 +125,7 @@ impl Lingering {
                 Err(_) => return false,
             }
         }
+        self.unread = true;
         true
     }
 }
@@ -330,6 +341,14 @@ impl Muxer {
         self.conns.len()
     }
 
+    /// Number of open connections from forwarded TCP ports.
+    fn tcp_connections(&self) -> usize {
+        self.conns
+            .values()
+            .filter(|c| matches!(c.stream, HostStream::Tcp(_)))
+            .count()
+    }
+
     /// Checks the muxer's limits (the fuzz target's oracle): at most
     /// [`MAX_CONNECTIONS`] connections and [`MAX_WAITING`] waiting host
     /// sockets, at most our advertised `buf_alloc` of guest bytes buffered
@@ -354,8 +373,11 @@ impl Muxer {
                 ));
             }
         }
-        if self.lingering.len() > MAX_CONNECTIONS {
+        if self.lingering.len() > MAX_TCP_CONNECTIONS {
             return Err(format!("{} lingering TCP sockets", self.lingering.len()));
+        }
+        if self.tcp_connections() > MAX_TCP_CONNECTIONS {
+            return Err(format!("{} TCP connections", self.tcp_connections()));
         }
         if self.keys.len() != self.conns.len() {
             return Err(format!(
@@ -848,15 +870,16 @@ impl Muxer {
     /// Ends our side of the ended connection `id`'s TCP socket and keeps
     /// it, dropping what the client still sends, until the client closes
     /// (at most [`CLOSE_TIMEOUT`]; see [`Lingering`]). Past
-    /// [`MAX_CONNECTIONS`] lingering sockets it is closed at once.
+    /// [`MAX_TCP_CONNECTIONS`] lingering sockets it is closed at once.
     fn linger(&mut self, id: u32, stream: TcpStream) {
-        if self.lingering.len() >= MAX_CONNECTIONS {
+        if self.lingering.len() >= MAX_TCP_CONNECTIONS {
             return;
         }
         let _ = stream.shutdown(std::net::Shutdown::Write);
         let mut l = Lingering {
             stream,
             deadline: Instant::now() + CLOSE_TIMEOUT,
+            unread: false,
         };
         if l.discard() {
             self.lingering.insert(id, l);
@@ -976,14 +999,67 @@ impl Muxer {
         let c = self.conns.values().filter_map(|c| c.deadline);
         let w = self.waiting.values().map(|w| w.deadline);
         let l = self.lingering.values().map(|l| l.deadline);
-        c.chain(w).chain(l).chain(self.accept_paused_until).min()
+        // A lingering socket with bytes left unread is served again at once.
+        let now = self.lingering.values().any(|l| l.unread).then(Instant::now);
+        c.chain(w)
+            .chain(l)
+            .chain(now)
+            .chain(self.accept_paused_until)
+            .min()
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
+
     use super::*;
     use crate::virtio::event_loop::EventToken;
+    use crate::virtio::test_utils::guest_memory;
+
+    /// A lingering socket whose last `discard` stopped at its bound with
+    /// bytes left (here: the client's bytes and its end, all queued): the
+    /// edge-triggered socket gives no new event for them, so the muxer
+    /// serves it again after its events (its next deadline is now) until
+    /// the client's end, and closes it then, not at the deadline with
+    /// bytes unread.
+    #[test]
+    fn a_lingering_socket_with_bytes_left_unread_is_served_to_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.sock");
+        let unix = UnixListener::bind(&path).unwrap();
+        let mut muxer = Muxer::new(guest_memory(), 3, path, unix).unwrap();
+        let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(tcp.local_addr().unwrap()).unwrap();
+        let (ours, _) = tcp.accept().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        client.write_all(&[5u8; 64 * 1024]).unwrap();
+        drop(client);
+        // Its end queued behind its bytes.
+        let mut peek = [0u8; 1];
+        while ours.peek(&mut peek).is_err() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        let l = Lingering {
+            stream: ours,
+            deadline: Instant::now() + CLOSE_TIMEOUT,
+            unread: true,
+        };
+        muxer.lingering.insert(7, l);
+        for _ in 0..64 {
+            let Some(next) = muxer.next_deadline() else {
+                break;
+            };
+            assert!(next <= Instant::now() + Duration::from_millis(10));
+            muxer.expire(Instant::now());
+            if muxer.lingering.is_empty() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        panic!("the lingering socket was not served to the client's end");
+    }
 
     #[test]
     fn tokens_round_trip() {

@@ -13,7 +13,7 @@ use super::*;
 impl Muxer {
     /// Accepts host connections on the hybrid socket.
     pub fn accept(&mut self, ctx: &WaitContext<Token>) {
-        loop {
+        for _ in 0..ACCEPTS_PER_WAKE {
             let stream = match self.listener.accept() {
                 Ok((s, _)) => {
                     self.accept_backoff.success();
@@ -59,7 +59,7 @@ impl Muxer {
     /// Accepts connections on the forwarded TCP port `index`: each asks
     /// the guest for its port at once.
     pub fn accept_forward(&mut self, ctx: &WaitContext<Token>, index: u32) {
-        loop {
+        for _ in 0..ACCEPTS_PER_WAKE {
             let Some(forward) = self.forwards.get(index as usize) else {
                 return;
             };
@@ -73,6 +73,15 @@ impl Muxer {
                 Err(_) => return,
             };
             if !self.room_for_connection() {
+                continue;
+            }
+            if self.tcp_connections() >= MAX_TCP_CONNECTIONS {
+                self.warn_once(
+                    Warn::TooMany,
+                    format_args!(
+                        "refused TCP client: {MAX_TCP_CONNECTIONS} forwarded connections open"
+                    ),
+                );
                 continue;
             }
             if let Err(e) = stream.set_nonblocking(true) {
@@ -90,7 +99,9 @@ impl Muxer {
 
     /// `accept` on a listener failed with `e`: whether to try again at
     /// once (`EINTR`); otherwise nothing is left to accept (`EWOULDBLOCK`)
-    /// or accepting pauses (every listener leaves `ctx` for a while).
+    /// or accepting pauses: every listener leaves `ctx` for a while (the
+    /// error is the process's, e.g. out of descriptors, whichever listener
+    /// met it; the listeners share one back-off).
     fn accept_failed(&mut self, ctx: &WaitContext<Token>, e: &io::Error) -> bool {
         let wait = match e.kind() {
             io::ErrorKind::WouldBlock => return false,
@@ -224,8 +235,10 @@ impl Muxer {
     }
 
     /// Resets connections and drops host sockets whose deadline passed
-    /// (a lingering TCP socket whose client still sends is reset then).
+    /// (a lingering TCP socket whose client still sends is reset then);
+    /// serves lingering sockets with bytes left unread again.
     pub fn expire(&mut self, now: Instant) {
+        self.lingering.retain(|_, l| !l.unread || l.discard());
         let late: Vec<u32> = self
             .conns
             .iter()
