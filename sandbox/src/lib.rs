@@ -30,6 +30,7 @@ pub mod policy;
 pub mod probe;
 pub mod socket;
 pub mod syscalls;
+pub mod tcp_peer;
 
 pub mod fs;
 mod join_handle;

@@ -58,6 +58,15 @@ pub enum PeerError {
         /// The allowed uids, for the log line.
         allowed: String,
     },
+    /// A loopback TCP client whose socket's owner is not allowed
+    /// (`crate::tcp_peer`).
+    #[error("its socket belongs to uid {uid}, which is not allowed (allowed uids: {allowed})")]
+    TcpNotAllowed {
+        /// The owner of the client's socket.
+        uid: u32,
+        /// The allowed uids, for the log line.
+        allowed: String,
+    },
     /// `SO_PEERCRED` failed.
     #[error("cannot read the peer's credentials: {0}")]
     Io(#[from] io::Error),

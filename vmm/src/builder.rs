@@ -156,6 +156,12 @@ pub enum BuildError {
     /// A `--vsock ...,tcp=PORT:GUEST_PORT` port is taken.
     #[error("127.0.0.1:{0} is in use (pick another PORT in --vsock ...,tcp=PORT:GUEST_PORT)")]
     VsockTcpInUse(u16),
+    /// The `sock_diag` socket that tells who connects to a forwarded TCP
+    /// port cannot be opened.
+    #[error(
+        "cannot open the sock_diag socket that checks who connects to --vsock tcp= ports: {0}"
+    )]
+    VsockTcpPeers(std::io::Error),
     /// A `--vsock ...,tcp=PORT:GUEST_PORT` port cannot be listened on.
     #[error("cannot listen on 127.0.0.1:{port} (--vsock ...,tcp={port}:GUEST_PORT): {source}")]
     VsockTcp {
@@ -429,8 +435,10 @@ pub fn build_vm(
     // vsock: the host side listens on the kept unix socket and the kept
     // forwarded TCP ports.
     if let (Some(vsock), Some((path, listener))) = (&devs.vsock, host.vsock()?) {
-        let device = Vsock::with_listener(vsock.cid, path, listener)
-            .with_tcp_forwards(host.vsock_tcp_forwards()?);
+        let mut device = Vsock::with_listener(vsock.cid, path, listener);
+        if let Some((forwards, peers)) = host.vsock_tcp_forwards()? {
+            device = device.with_tcp_forwards(forwards, peers);
+        }
         attach_virtio(&vm, &mut mmio, &mut virtio_slots, Box::new(device))?;
     }
     // The TEE device: connected (and greeted) now, so a missing trustyd is

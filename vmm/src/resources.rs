@@ -20,6 +20,7 @@ use devices::virtio::console::ConsoleBackend;
 use devices::virtio::net::{Tap, TapError};
 use devices::virtio::vsock::{bind_listener, TcpForward};
 use kvm_ioctls::Kvm;
+use sandbox::tcp_peer::TcpPeerCheck;
 
 use crate::builder::BuildError;
 use crate::config::{ConsoleConfig, SerialOutput, TcpForwardConfig, VmConfig};
@@ -47,8 +48,10 @@ pub struct HostResources {
     disks: Vec<Arc<DiskImage>>,
     taps: Vec<Tap>,
     vsock: Option<(PathBuf, UnixListener)>,
-    /// `--vsock ...,tcp=PORT:GUEST_PORT`: the bound loopback listeners.
+    /// `--vsock ...,tcp=PORT:GUEST_PORT`: the bound loopback listeners
+    /// and the check of who connects to them.
     vsock_tcp: Vec<(TcpListener, TcpForwardConfig)>,
+    vsock_tcp_peers: Option<TcpPeerCheck>,
     console: Option<ConsoleHost>,
     control: Option<UnixListener>,
     /// Socket files this VMM created, removed when it exits.
@@ -125,6 +128,10 @@ impl HostResources {
             .flat_map(|v| &v.tcp)
             .map(|f| Ok((bind_tcp_forward(f)?, *f)))
             .collect::<Result<Vec<_>, BuildError>>()?;
+        let vsock_tcp_peers = match vsock_tcp.is_empty() {
+            true => None,
+            false => Some(TcpPeerCheck::new().map_err(BuildError::VsockTcpPeers)?),
+        };
         let console = match &devs.console {
             None => None,
             Some(ConsoleConfig::Stdout) => Some(ConsoleHost::Stdio),
@@ -156,6 +163,7 @@ impl HostResources {
             taps,
             vsock,
             vsock_tcp,
+            vsock_tcp_peers,
             console,
             control,
             sockets,
@@ -231,10 +239,16 @@ impl HostResources {
         }
     }
 
-    /// Duplicates of the forwarded TCP ports' listeners, for a boot's
-    /// vsock device.
-    pub fn vsock_tcp_forwards(&self) -> Result<Vec<TcpForward>, BuildError> {
-        self.vsock_tcp
+    /// Duplicates of the forwarded TCP ports' listeners and of their
+    /// peer check, for a boot's vsock device; `None` without forwards.
+    pub fn vsock_tcp_forwards(
+        &self,
+    ) -> Result<Option<(Vec<TcpForward>, TcpPeerCheck)>, BuildError> {
+        let Some(peers) = &self.vsock_tcp_peers else {
+            return Ok(None);
+        };
+        let forwards = self
+            .vsock_tcp
             .iter()
             .map(|(l, f)| {
                 Ok(TcpForward {
@@ -242,10 +256,13 @@ impl HostResources {
                         port: f.port,
                         source,
                     })?,
+                    port: f.port,
                     guest_port: f.guest_port,
                 })
             })
-            .collect()
+            .collect::<Result<Vec<_>, BuildError>>()?;
+        let peers = peers.try_clone().map_err(BuildError::VsockTcpPeers)?;
+        Ok(Some((forwards, peers)))
     }
 
     /// The console's host side for a boot; `None` if there is no console.

@@ -10,7 +10,8 @@
 # which the same VMM boots the guest again and adb reconnects. The same
 # adbd is also reached through the VMM's own forwarded port (`--vsock
 # ...,tcp=6522:5555`, no proxy): a shell, a 16 MiB push and pull with
-# sha256 sums, and the port again after the reboot.
+# sha256 sums, another user's client closed, and the port again after the
+# reboot.
 . /lib/vmstack.sh
 . /scenarios/adb-lib.sh
 S=/tmp/adb-vsock.sock
@@ -100,6 +101,12 @@ if adb_wait_device 60 $DIRECT; then
 else
     mark direct_shell "not online"
 fi
+# Another user's client of the forwarded port is closed before it reaches
+# the guest (the VMM checks who owns the client's socket; docs/vsock.md).
+grep -q "^uid-4242:" /etc/passwd || echo "uid-4242:x:4242:4242::/tmp:/bin/sh" >> /etc/passwd
+grep -q "^uid-4242:" /etc/group || echo "uid-4242:x:4242:" >> /etc/group
+echo hello | timeout 30 su -s /bin/sh uid-4242 -c "nc 127.0.0.1 6522" > $T/other 2>&1
+mark direct_other_user "rc=$? bytes=$(wc -c < $T/other)"
 
 # The proxy's sandbox once it bridged (docs/security.md): started as root,
 # it runs as the vsock socket's owner without any capability, every thread

@@ -114,11 +114,18 @@ pub fn push_and_pull_64_mib_keep_the_checksum(run: &SharedRun) {
 
 /// The VMM's own forwarded port (`--vsock ...,tcp=6522:5555`, no proxy)
 /// reaches the same adbd: a shell, a 16 MiB push and pull with the same
-/// sha256 on the host, in the guest and back; and the port still serves
-/// after the guest's reboot (the VMM keeps its listener across boots).
+/// sha256 on the host, in the guest and back; a client of another user
+/// (uid 4242) is closed before it reaches the guest; and the port still
+/// serves after the guest's reboot (the VMM keeps its listener across
+/// boots).
 pub fn the_vmms_own_forwarded_port_serves_adb(run: &SharedRun) {
     let s = section(run);
-    s.expect_eq("direct_shell", "direct-42");
+    s.expect_eq("direct_shell", "direct-42")
+        .expect_eq("direct_other_user", "rc=0 bytes=0")
+        .expect_contains(
+            &format!("{VMM}.log"),
+            "TCP client of 127.0.0.1:6522 refused: its socket belongs to uid 4242, which is not allowed",
+        );
     for step in ["direct_push", "direct_pull"] {
         let v = s.value(step);
         if !v.starts_with("rc=0 ") {

@@ -41,8 +41,9 @@ pub struct Vsock {
     /// ([`Vsock::new`]); a listener handed in ([`Vsock::with_listener`])
     /// belongs to the caller, which keeps it across devices.
     owns_path: bool,
-    /// Loopback TCP ports forwarded to guest ports.
+    /// Loopback TCP ports forwarded to guest ports, and who may use them.
     forwards: Vec<TcpForward>,
+    tcp_peers: Option<sandbox::tcp_peer::TcpPeerCheck>,
     config: [u8; 8],
     lifecycle: Lifecycle<VsockWorker>,
 }
@@ -79,6 +80,7 @@ impl Vsock {
             listener,
             owns_path: false,
             forwards: Vec::new(),
+            tcp_peers: None,
             config: cid.to_le_bytes(),
             // The event queue is never used: this device sends no events.
             lifecycle: Lifecycle::default().with_optional_queues_from(EVQ),
@@ -86,10 +88,16 @@ impl Vsock {
     }
 
     /// Also serves `forwards`: each connection accepted on one of their
-    /// listeners goes to its guest port (docs/vsock.md). The caller keeps
-    /// the listeners across devices as it keeps the hybrid one.
-    pub fn with_tcp_forwards(mut self, forwards: Vec<TcpForward>) -> Self {
+    /// listeners from a user `peers` allows goes to its guest port
+    /// (docs/vsock.md). The caller keeps the listeners across devices as
+    /// it keeps the hybrid one.
+    pub fn with_tcp_forwards(
+        mut self,
+        forwards: Vec<TcpForward>,
+        peers: sandbox::tcp_peer::TcpPeerCheck,
+    ) -> Self {
         self.forwards = forwards;
+        self.tcp_peers = Some(peers);
         self
     }
 
@@ -135,13 +143,17 @@ impl VirtioDevice for Vsock {
                     .map(|f| {
                         Ok(TcpForward {
                             listener: f.listener.try_clone()?,
+                            port: f.port,
                             guest_port: f.guest_port,
                         })
                     })
                     .collect::<io::Result<Vec<_>>>();
                 let muxer = self.listener.try_clone().and_then(|listener| {
-                    Muxer::new(act.mem.clone(), self.cid, self.path.clone(), listener)?
-                        .with_tcp_forwards(forwards?)
+                    let muxer = Muxer::new(act.mem.clone(), self.cid, self.path.clone(), listener)?;
+                    match &self.tcp_peers {
+                        Some(peers) => muxer.with_tcp_forwards(forwards?, peers.try_clone()?),
+                        None => Ok(muxer),
+                    }
                 });
                 match muxer {
                     Ok(muxer) => Ok(VsockWorker::new(act.mem, act.interrupt, act.queues, muxer)),
@@ -212,11 +224,53 @@ mod tests {
         let (dir, mem, dev) = device();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let dev = dev.with_tcp_forwards(vec![TcpForward {
-            listener,
-            guest_port,
-        }]);
+        let peers = sandbox::tcp_peer::TcpPeerCheck::new().unwrap();
+        let dev = dev.with_tcp_forwards(
+            vec![TcpForward {
+                listener,
+                port: addr.port(),
+                guest_port,
+            }],
+            peers,
+        );
         (dir, mem, dev, addr)
+    }
+
+    /// A client of the forwarded port (to guest port 5555) that the guest
+    /// accepted and that keeps sending without reading (a thread writes
+    /// until its socket fails): the guest takes three packets of its
+    /// bytes, then the device stops reading it (no RX buffer left), and
+    /// the guest replies `blocks` packets of 4 KiB of 9s. Returns the
+    /// client, its writer thread and the connection's host port.
+    fn flooding_client_with_a_reply(
+        g: &mut Guest,
+        addr: SocketAddr,
+        blocks: usize,
+    ) -> (TcpStream, std::thread::JoinHandle<()>, u32) {
+        // The REQUEST and three packets of the client's bytes.
+        g.post_rx(4);
+        let c = TcpStream::connect(addr).unwrap();
+        let (req, _) = g.recv();
+        g.send(hdr(op::RESPONSE, 5555, req.src_port), &[]);
+        let writer = {
+            let mut c = c.try_clone().unwrap();
+            std::thread::spawn(move || {
+                let chunk = vec![1u8; 64 * 1024];
+                for _ in 0..256 {
+                    if c.write_all(&chunk).is_err() {
+                        break;
+                    }
+                }
+            })
+        };
+        for _ in 0..3 {
+            assert_eq!(g.recv().0.op, op::RW);
+        }
+        let block = [9u8; 4096];
+        for _ in 0..blocks {
+            g.send(hdr(op::RW, 5555, req.src_port), &block);
+        }
+        (c, writer, req.src_port)
     }
 
     /// The guest driver's side: posts RX buffers, sends TX packets, reads
@@ -542,28 +596,7 @@ mod tests {
     fn stopping_delivers_a_tcp_clients_reply_while_the_client_still_sends() {
         let (_dir, mem, mut dev, addr) = device_with_forward(5555);
         let mut g = Guest::new(&mem, &mut dev);
-        g.post_rx(4);
-        let mut c = TcpStream::connect(addr).unwrap();
-        let (req, _) = g.recv();
-        g.send(hdr(op::RESPONSE, 5555, req.src_port), &[]);
-        let writer = {
-            let mut c = c.try_clone().unwrap();
-            std::thread::spawn(move || {
-                let chunk = vec![1u8; 64 * 1024];
-                for _ in 0..256 {
-                    if c.write_all(&chunk).is_err() {
-                        break;
-                    }
-                }
-            })
-        };
-        for _ in 0..3 {
-            assert_eq!(g.recv().0.op, op::RW);
-        }
-        let block = [9u8; 4096];
-        for _ in 0..60 {
-            g.send(hdr(op::RW, 5555, req.src_port), &block);
-        }
+        let (mut c, writer, _) = flooding_client_with_a_reply(&mut g, addr, 60);
         let reader = std::thread::spawn(move || {
             // Start reading only after the device began stopping.
             std::thread::sleep(Duration::from_millis(300));
@@ -578,7 +611,7 @@ mod tests {
         let got = reader.join().unwrap().expect("client read");
         assert_eq!(
             got.len(),
-            60 * block.len(),
+            60 * 4096,
             "every acknowledged guest byte arrives"
         );
         writer.join().unwrap();
@@ -711,9 +744,59 @@ mod tests {
         dev.reset();
     }
 
-    /// Any local user can connect to a forwarded port: at most
-    /// [`MAX_TCP_CONNECTIONS`] of its clients are connections at once; the
-    /// next is closed without reaching the guest.
+    /// A client of a forwarded port whose socket belongs to a user the
+    /// VMM does not serve (here uid 4242; root and our own uid are
+    /// allowed) is closed without reaching the guest; ours still are.
+    #[test]
+    fn a_forwarded_port_closes_clients_of_users_it_does_not_serve() {
+        // SAFETY: plain credential query.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: needs root to connect as another uid");
+            return;
+        }
+        let (_dir, mem, mut dev, addr) = device_with_forward(5555);
+        let mut g = Guest::new(&mem, &mut dev);
+        g.post_rx(4);
+        let (result_r, result_w) = UnixStream::pair().unwrap();
+        // SAFETY: the child makes plain system calls and _exits.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            drop(result_r);
+            // SAFETY: credential changes with integer arguments.
+            let switched = unsafe {
+                libc::setresgid(4242, 4242, 4242) == 0 && libc::setresuid(4242, 4242, 4242) == 0
+            };
+            // 1: connected, then closed without a byte.
+            let closed = switched
+                && TcpStream::connect(addr).is_ok_and(|mut c| {
+                    c.set_read_timeout(Some(Duration::from_secs(5))).is_ok()
+                        && match c.read(&mut [0u8; 1]) {
+                            Ok(n) => n == 0,
+                            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+                        }
+                });
+            let _ = (&result_w).write_all(&[u8::from(closed)]);
+            // SAFETY: leave the child.
+            unsafe { libc::_exit(0) };
+        }
+        drop(result_w);
+        let mut closed = [0u8];
+        (&result_r).read_exact(&mut closed).unwrap();
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert_eq!(closed, [1], "uid 4242's client was closed");
+        g.no_rx();
+        // Root's client reaches the guest.
+        let _c = TcpStream::connect(addr).unwrap();
+        assert_eq!(g.recv().0.op, op::REQUEST);
+        dev.reset();
+    }
+
+    /// At most [`MAX_TCP_CONNECTIONS`] clients of the forwarded ports are
+    /// connections at once; the next is closed without reaching the
+    /// guest.
     #[test]
     fn forwarded_tcp_clients_beyond_their_limit_are_closed() {
         let (_dir, mem, mut dev, addr) = device_with_forward(5555);
@@ -748,31 +831,8 @@ mod tests {
         const REPLY: usize = 240 * 1024;
         let (_dir, mem, mut dev, addr) = device_with_forward(5555);
         let mut g = Guest::new(&mem, &mut dev);
-        // The REQUEST and three packets of the client's bytes; then the
-        // device stops reading the client.
-        g.post_rx(4);
-        let mut c = TcpStream::connect(addr).unwrap();
-        let (req, _) = g.recv();
-        g.send(hdr(op::RESPONSE, 5555, req.src_port), &[]);
-        let writer = {
-            let mut c = c.try_clone().unwrap();
-            std::thread::spawn(move || {
-                let chunk = vec![1u8; 64 * 1024];
-                for _ in 0..256 {
-                    if c.write_all(&chunk).is_err() {
-                        break;
-                    }
-                }
-            })
-        };
-        for _ in 0..3 {
-            assert_eq!(g.recv().0.op, op::RW);
-        }
-        let block = [9u8; 4096];
-        for _ in 0..REPLY / block.len() {
-            g.send(hdr(op::RW, 5555, req.src_port), &block);
-        }
-        g.send(shutdown(5555, req.src_port, SHUTDOWN_BOTH), &[]);
+        let (mut c, writer, port) = flooding_client_with_a_reply(&mut g, addr, REPLY / 4096);
+        g.send(shutdown(5555, port, SHUTDOWN_BOTH), &[]);
         std::thread::sleep(Duration::from_millis(300));
         c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let mut back = Vec::new();

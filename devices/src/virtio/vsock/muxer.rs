@@ -16,7 +16,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
-use std::net::{TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
@@ -83,13 +83,17 @@ event_token! {
 }
 
 /// A loopback TCP port forwarded to a guest port: every connection
-/// accepted on `listener` becomes a connection to the guest's
-/// `guest_port`, its bytes the guest's from the first one (no `CONNECT`
-/// or `OK` line; docs/vsock.md, "Forwarded TCP ports").
+/// accepted on `listener` from an allowed user becomes a connection to
+/// the guest's `guest_port`, its bytes the guest's from the first one (no
+/// `CONNECT` or `OK` line; docs/vsock.md, "Forwarded TCP ports").
 #[derive(Debug)]
 pub struct TcpForward {
-    /// The listening socket, bound by the VMM before its sandbox.
+    /// The listening socket on 127.0.0.1, bound by the VMM before its
+    /// sandbox.
     pub listener: TcpListener,
+    /// The port it is bound to (given, not asked: `getsockname` is not
+    /// among the worker's system calls).
+    pub port: u16,
     /// The guest port its connections go to.
     pub guest_port: u32,
 }
@@ -235,6 +239,7 @@ enum Warn {
     ProtocolReset,
     TooMany,
     PeerRefused,
+    TcpPeerRefused,
     AcceptExhausted,
 }
 
@@ -245,6 +250,8 @@ pub struct Muxer {
     path: PathBuf,
     listener: UnixListener,
     forwards: Vec<TcpForward>,
+    /// Who may connect to the forwarded ports (set with them).
+    tcp_peers: Option<sandbox::tcp_peer::TcpPeerCheck>,
     conns: HashMap<u32, Conn>,
     /// Forwarded TCP sockets of ended connections (see [`Lingering`]),
     /// by the id their connection had (their wait-context token).
@@ -282,6 +289,7 @@ impl Muxer {
             path,
             listener,
             forwards: Vec::new(),
+            tcp_peers: None,
             conns: HashMap::new(),
             lingering: HashMap::new(),
             keys: HashMap::new(),
@@ -297,12 +305,18 @@ impl Muxer {
     }
 
     /// Also serves `forwards`: loopback TCP ports whose connections go
-    /// to a guest port each.
-    pub fn with_tcp_forwards(mut self, forwards: Vec<TcpForward>) -> io::Result<Self> {
+    /// to a guest port each, from the users `peers` allows (the process's
+    /// allowed peer uids, as for its unix sockets).
+    pub fn with_tcp_forwards(
+        mut self,
+        forwards: Vec<TcpForward>,
+        peers: sandbox::tcp_peer::TcpPeerCheck,
+    ) -> io::Result<Self> {
         for f in &forwards {
             f.listener.set_nonblocking(true)?;
         }
         self.forwards = forwards;
+        self.tcp_peers = Some(peers);
         Ok(self)
     }
 

@@ -63,15 +63,22 @@ impl Muxer {
             let Some(forward) = self.forwards.get(index as usize) else {
                 return;
             };
-            let port = forward.guest_port;
-            let stream = match forward.listener.accept() {
-                Ok((s, _)) => {
+            let (port, server_port) = (forward.guest_port, forward.port);
+            let (stream, client) = match forward.listener.accept() {
+                Ok(accepted) => {
                     self.accept_backoff.success();
-                    s
+                    accepted
                 }
                 Err(e) if self.accept_failed(ctx, &e) => continue,
                 Err(_) => return,
             };
+            if let Err(e) = self.check_tcp_peer(server_port, client) {
+                self.warn_once(
+                    Warn::TcpPeerRefused,
+                    format_args!("TCP client of 127.0.0.1:{server_port} refused: {e}"),
+                );
+                continue;
+            }
             if !self.room_for_connection() {
                 continue;
             }
@@ -131,6 +138,24 @@ impl Muxer {
         }
         self.accept_paused_until = Some(Instant::now() + wait);
         false
+    }
+
+    /// Checks who owns the TCP client socket at `client` connected to
+    /// 127.0.0.1:`port` (see `sandbox::tcp_peer`).
+    fn check_tcp_peer(&self, port: u16, client: SocketAddr) -> Result<u32, String> {
+        let SocketAddr::V4(client) = client else {
+            return Err(format!("{client} is not an IPv4 loopback address"));
+        };
+        let Some(peers) = &self.tcp_peers else {
+            return Err("no peer check".to_string());
+        };
+        let server = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
+        peers.check(server, client).map_err(|e| match e {
+            sandbox::socket::PeerError::Io(e) => format!(
+                "cannot tell who connected from {client} ({e}; the host kernel needs the tcp_diag module)"
+            ),
+            e => e.to_string(),
+        })
     }
 
     /// Whether one more connection may open (else logged once).
