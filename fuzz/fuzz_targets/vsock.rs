@@ -2,7 +2,8 @@
 //! muxer and each connection's state machine, with real unix sockets on the
 //! host side, exactly as the worker drives them.
 //!
-//! Per run: the hybrid listening socket, two host listeners the guest can
+//! Per run: the hybrid listening socket, a forwarded TCP port on
+//! 127.0.0.1 (to guest port 1000), two host listeners the guest can
 //! connect to (`<sock>_1024`, `<sock>_1025`) and a muxer for guest cid 3.
 //! The input is a sequence of guest and host actions:
 //!
@@ -10,8 +11,9 @@
 //!   that matter: our cid, the host, live ports, every op; payload and
 //!   descriptor split chosen too) or raw descriptor batches;
 //! - RX buffers (structured or raw);
-//! - host programs connecting with a `CONNECT` line (valid or not),
-//!   writing, reading, half-closing and closing their sockets;
+//! - host programs connecting with a `CONNECT` line (valid or not), or to
+//!   the forwarded TCP port, writing, reading, half-closing and closing
+//!   their sockets (a TCP socket closed lingers in the muxer);
 //! - time passing (deadlines).
 //!
 //! After every action the target does what the worker does after a
@@ -22,9 +24,10 @@
 //!
 //! Oracles besides that:
 //! - after every step `Muxer::check_limits`: at most `MAX_CONNECTIONS`
-//!   connections and `MAX_WAITING` waiting host sockets, at most the
-//!   advertised `buf_alloc` of guest bytes buffered per connection, one
-//!   port pair per connection;
+//!   connections and `MAX_WAITING` waiting host sockets, at most
+//!   `MAX_TCP_CONNECTIONS` forwarded connections and lingering sockets, at
+//!   most the advertised `buf_alloc` of guest bytes buffered per
+//!   connection, one port pair per connection;
 //! - credit: the device never sends the guest more than its credit (a
 //!   debug assertion in `Connection::data_header`, on in fuzz builds);
 //! - bytes arrive in order, on every host-initiated connection (whose
@@ -37,6 +40,7 @@
 #![no_main]
 
 use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -45,7 +49,7 @@ use arbitrary::Arbitrary;
 use devices::virtio::vsock::muxer::{Muxer, Token};
 use devices::virtio::vsock::packet::{op, Header, TYPE_STREAM};
 use devices::virtio::vsock::{
-    CONN_BUF_ALLOC, FIRST_LOCAL_PORT, HDR_LEN, HOST_CID, QUEUE_SIZE, RXQ, TXQ,
+    TcpForward, CONN_BUF_ALLOC, FIRST_LOCAL_PORT, HDR_LEN, HOST_CID, QUEUE_SIZE, RXQ, TXQ,
 };
 use devices::virtio::WaitContext;
 use libfuzzer_sys::fuzz_target;
@@ -179,6 +183,11 @@ enum Op {
         line: Option<Vec<u8>>,
         extra: Vec<u8>,
     },
+    /// A TCP client connects to the forwarded port (guest port 1000) and
+    /// sends `extra` bytes (no line: they are the guest's).
+    TcpConnect {
+        extra: Vec<u8>,
+    },
     /// Host socket `peer` writes `len` bytes.
     HostWrite {
         peer: u8,
@@ -211,9 +220,39 @@ struct Input {
     ops: Vec<Op>,
 }
 
+/// A host program's socket: unix (the hybrid socket's, or accepted from a
+/// port listener) or a TCP client of the forwarded port.
+enum PeerStream {
+    Unix(UnixStream),
+    Tcp(TcpStream),
+}
+
+impl PeerStream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            PeerStream::Unix(s) => s.read(buf),
+            PeerStream::Tcp(s) => s.read(buf),
+        }
+    }
+
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            PeerStream::Unix(s) => s.write(buf),
+            PeerStream::Tcp(s) => s.write(buf),
+        }
+    }
+
+    fn shutdown(&self, how: std::net::Shutdown) -> std::io::Result<()> {
+        match self {
+            PeerStream::Unix(s) => s.shutdown(how),
+            PeerStream::Tcp(s) => s.shutdown(how),
+        }
+    }
+}
+
 /// A host program's socket.
 struct Peer {
-    stream: UnixStream,
+    stream: PeerStream,
     /// Host-initiated: its id (the stream it writes is `stream_byte(id, n)`)
     /// and the guest port of its `CONNECT` line.
     origin: Option<(u32, u32)>,
@@ -291,6 +330,8 @@ struct World {
     arena: Arena,
     port_listeners: Vec<UnixListener>,
     path: PathBuf,
+    /// The forwarded TCP port's address (`None` if it could not be bound).
+    tcp: Option<SocketAddr>,
     /// Host sides: guest-initiated connections (accepted from the port
     /// listeners) and host programs' connections.
     peers: Vec<Peer>,
@@ -336,7 +377,24 @@ impl World {
             .iter()
             .map(|p| bind(&PathBuf::from(format!("{}_{p}", path.display()))))
             .collect();
-        let muxer = Muxer::new(mem.clone(), GUEST_CID, path.clone(), listener).expect("muxer");
+        let mut muxer =
+            Muxer::new(mem.clone(), GUEST_CID, path.clone(), listener).expect("muxer");
+        // Port 0: the kernel picks a free one for every run.
+        let tcp_listener = TcpListener::bind("127.0.0.1:0").ok();
+        let tcp = tcp_listener.as_ref().and_then(|l| l.local_addr().ok());
+        let peers = sandbox::tcp_peer::TcpPeerCheck::new().ok();
+        if let (Some(listener), Some(addr), Some(peers)) = (tcp_listener, tcp, peers) {
+            muxer = muxer
+                .with_tcp_forwards(
+                    vec![TcpForward {
+                        listener,
+                        port: addr.port(),
+                        guest_port: 1000,
+                    }],
+                    peers,
+                )
+                .expect("forwarded port");
+        }
         let ctx = WaitContext::new().expect("wait context");
         muxer.register(&ctx).expect("listener watched");
         let (rx, rxq) = FuzzQueue::new(&mem, RXQ, QUEUE_SIZE, &input.rx_ring);
@@ -352,6 +410,7 @@ impl World {
             arena: Arena { next: DATA_BASE },
             port_listeners,
             path,
+            tcp,
             peers: Vec::new(),
             now: Instant::now(),
             raw: false,
@@ -584,7 +643,7 @@ impl World {
             while let Ok((s, _)) = l.accept() {
                 if s.set_nonblocking(true).is_ok() && self.peers.len() < 64 {
                     self.peers.push(Peer {
-                        stream: s,
+                        stream: PeerStream::Unix(s),
                         origin: None,
                         written: 0,
                         inbox: Vec::new(),
@@ -640,8 +699,25 @@ impl World {
                 // The line goes out whole (a fresh socket has room).
                 let _ = s.write(&line);
                 let mut peer = Peer {
-                    stream: s,
+                    stream: PeerStream::Unix(s),
                     origin,
+                    written: 0,
+                    inbox: Vec::new(),
+                };
+                peer.write_stream(extra.len());
+                self.peers.push(peer);
+            }
+            Op::TcpConnect { extra } => {
+                if self.peers.len() >= 64 {
+                    return;
+                }
+                let Some(Ok(s)) = self.tcp.map(TcpStream::connect) else {
+                    return;
+                };
+                let _ = s.set_nonblocking(true);
+                let mut peer = Peer {
+                    stream: PeerStream::Tcp(s),
+                    origin: None,
                     written: 0,
                     inbox: Vec::new(),
                 };
