@@ -31,6 +31,8 @@ const REQ_LEN: usize = 56;
 const MSG_LEN: usize = 72;
 /// Offset of `idiag_uid` in `struct inet_diag_msg`.
 const MSG_UID: usize = 64;
+/// Offset of `idiag_inode` in `struct inet_diag_msg`.
+const MSG_INODE: usize = 68;
 /// Offset of `idiag_sport` in `struct inet_diag_msg` (the socket id
 /// follows 4 bytes of family, state, timer and retransmits).
 const MSG_ID: usize = 4;
@@ -108,7 +110,7 @@ impl TcpPeerCheck {
                 }
                 return Err(e);
             }
-            match parse_reply(&buf[..n as usize], seq, client) {
+            match parse_reply(&buf[..n as usize], seq, client, server) {
                 Reply::Uid(uid) => return Ok(uid),
                 Reply::Error(e) => return Err(e),
                 Reply::Other => {}
@@ -197,8 +199,12 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
 }
 
 /// Reads the kernel's answer to request `seq` about the socket at
-/// `local` (its own address; the answer must name it).
-fn parse_reply(b: &[u8], seq: u32, local: SocketAddrV4) -> Reply {
+/// `local` connected to `remote`. The answer must name exactly that pair
+/// (for a pair without a socket the kernel may answer with a listener on
+/// `local`) and a socket a process still holds (a nonzero inode): a
+/// client that closed already is a time-wait or orphaned socket, whose
+/// uid reads 0 (root) for time-wait, and is refused.
+fn parse_reply(b: &[u8], seq: u32, local: SocketAddrV4, remote: SocketAddrV4) -> Reply {
     if b.len() < NLMSG_HDR || u32_at(b, 8) != seq {
         return Reply::Other;
     }
@@ -212,10 +218,19 @@ fn parse_reply(b: &[u8], seq: u32, local: SocketAddrV4) -> Reply {
         SOCK_DIAG_BY_FAMILY if body.len() >= MSG_LEN => {
             let id = &body[MSG_ID..];
             let sport = u16::from_be_bytes([id[0], id[1]]);
+            let dport = u16::from_be_bytes([id[2], id[3]]);
             let src = [id[4], id[5], id[6], id[7]];
-            if body[0] != libc::AF_INET as u8 || sport != local.port() || src != local.ip().octets()
+            let dst = [id[20], id[21], id[22], id[23]];
+            if body[0] != libc::AF_INET as u8
+                || (sport, src) != (local.port(), local.ip().octets())
+                || (dport, dst) != (remote.port(), remote.ip().octets())
             {
                 return Reply::Error(io::Error::other("sock_diag answered about another socket"));
+            }
+            if u32_at(body, MSG_INODE) == 0 {
+                return Reply::Error(io::Error::other(
+                    "the client's socket is closed already (no owner to check)",
+                ));
             }
             Reply::Uid(u32_at(body, MSG_UID))
         }
@@ -279,6 +294,20 @@ mod tests {
         );
     }
 
+    /// A client that closed before the lookup: its socket is time-wait
+    /// (uid 0 in the kernel's answer) or orphaned; never taken for root.
+    #[test]
+    fn a_client_that_closed_already_is_an_error_not_root() {
+        let Ok(check) = TcpPeerCheck::new() else {
+            return;
+        };
+        let (_l, c, server, client) = connection();
+        drop(c);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let r = check.client_uid(server, client);
+        assert!(r.is_err(), "{r:?}");
+    }
+
     #[test]
     fn a_socket_that_does_not_exist_is_an_error() {
         let Ok(check) = TcpPeerCheck::new() else {
@@ -317,15 +346,40 @@ mod tests {
         msg[body] = libc::AF_INET as u8;
         msg[body + MSG_ID..body + MSG_ID + 2].copy_from_slice(&40000u16.to_be_bytes());
         msg[body + MSG_ID + 4..body + MSG_ID + 8].copy_from_slice(&[127, 0, 0, 1]);
+        msg[body + MSG_ID + 2..body + MSG_ID + 4].copy_from_slice(&6520u16.to_be_bytes());
+        msg[body + MSG_ID + 20..body + MSG_ID + 24].copy_from_slice(&[127, 0, 0, 1]);
         msg[body + MSG_UID..body + MSG_UID + 4].copy_from_slice(&1234u32.to_ne_bytes());
-        assert!(matches!(parse_reply(&msg, 9, local), Reply::Uid(1234)));
+        msg[body + MSG_INODE..body + MSG_INODE + 4].copy_from_slice(&77u32.to_ne_bytes());
+        let server = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 6520);
+        assert!(matches!(
+            parse_reply(&msg, 9, local, server),
+            Reply::Uid(1234)
+        ));
         // Another request's answer is skipped.
-        assert!(matches!(parse_reply(&msg, 8, local), Reply::Other));
-        // An answer about another socket is an error, not its uid.
+        assert!(matches!(parse_reply(&msg, 8, local, server), Reply::Other));
+        // An answer about another socket is an error, not its uid: another
+        // local end, or another peer (a listener on the client's port).
         let other = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 40001);
-        assert!(matches!(parse_reply(&msg, 9, other), Reply::Error(_)));
+        assert!(matches!(
+            parse_reply(&msg, 9, other, server),
+            Reply::Error(_)
+        ));
+        assert!(matches!(
+            parse_reply(&msg, 9, local, other),
+            Reply::Error(_)
+        ));
         // Cut short: malformed.
-        assert!(matches!(parse_reply(&msg[..40], 9, local), Reply::Error(_)));
+        assert!(matches!(
+            parse_reply(&msg[..40], 9, local, server),
+            Reply::Error(_)
+        ));
+        // No process holds the socket (inode 0: time-wait reads uid 0).
+        msg[body + MSG_INODE..body + MSG_INODE + 4].copy_from_slice(&0u32.to_ne_bytes());
+        msg[body + MSG_UID..body + MSG_UID + 4].copy_from_slice(&0u32.to_ne_bytes());
+        assert!(matches!(
+            parse_reply(&msg, 9, local, server),
+            Reply::Error(_)
+        ));
         // The kernel's error.
         let mut err = vec![0u8; NLMSG_HDR + 4];
         let len = err.len() as u32;
@@ -333,11 +387,14 @@ mod tests {
         err[4..6].copy_from_slice(&NLMSG_ERROR.to_ne_bytes());
         err[8..12].copy_from_slice(&9u32.to_ne_bytes());
         err[NLMSG_HDR..].copy_from_slice(&(-libc::ENOENT).to_ne_bytes());
-        match parse_reply(&err, 9, local) {
+        match parse_reply(&err, 9, local, server) {
             Reply::Error(e) => assert_eq!(e.raw_os_error(), Some(libc::ENOENT)),
             r => panic!("{r:?}"),
         }
         // Too short to be anything.
-        assert!(matches!(parse_reply(&[0u8; 8], 9, local), Reply::Other));
+        assert!(matches!(
+            parse_reply(&[0u8; 8], 9, local, server),
+            Reply::Other
+        ));
     }
 }
