@@ -49,7 +49,7 @@ use arbitrary::Arbitrary;
 use devices::virtio::vsock::muxer::{Muxer, Token};
 use devices::virtio::vsock::packet::{op, Header, TYPE_STREAM};
 use devices::virtio::vsock::{
-    TcpForward, CONN_BUF_ALLOC, FIRST_LOCAL_PORT, HDR_LEN, HOST_CID, QUEUE_SIZE, RXQ, TXQ,
+    TcpForward, TcpForwards, CONN_BUF_ALLOC, FIRST_LOCAL_PORT, HDR_LEN, HOST_CID, QUEUE_SIZE, RXQ, TXQ,
 };
 use devices::virtio::WaitContext;
 use libfuzzer_sys::fuzz_target;
@@ -385,14 +385,14 @@ impl World {
         let peers = sandbox::tcp_peer::TcpPeerCheck::new().ok();
         if let (Some(listener), Some(addr), Some(peers)) = (tcp_listener, tcp, peers) {
             muxer = muxer
-                .with_tcp_forwards(
-                    vec![TcpForward {
+                .with_tcp_forwards(TcpForwards {
+                    ports: vec![TcpForward {
                         listener,
                         port: addr.port(),
                         guest_port: 1000,
                     }],
                     peers,
-                )
+                })
                 .expect("forwarded port");
         }
         let ctx = WaitContext::new().expect("wait context");

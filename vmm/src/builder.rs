@@ -162,6 +162,9 @@ pub enum BuildError {
         "cannot open the sock_diag socket that checks who connects to --vsock tcp= ports: {0}"
     )]
     VsockTcpPeers(std::io::Error),
+    /// The forwarded TCP ports' sockets cannot be duplicated for a boot.
+    #[error("cannot duplicate the sockets of the --vsock tcp= ports: {0}")]
+    VsockTcpDup(std::io::Error),
     /// A `--vsock ...,tcp=PORT:GUEST_PORT` port cannot be listened on.
     #[error("cannot listen on 127.0.0.1:{port} (--vsock ...,tcp={port}:GUEST_PORT): {source}")]
     VsockTcp {
@@ -436,8 +439,8 @@ pub fn build_vm(
     // forwarded TCP ports.
     if let (Some(vsock), Some((path, listener))) = (&devs.vsock, host.vsock()?) {
         let mut device = Vsock::with_listener(vsock.cid, path, listener);
-        if let Some((forwards, peers)) = host.vsock_tcp_forwards()? {
-            device = device.with_tcp_forwards(forwards, peers);
+        if let Some(tcp) = host.vsock_tcp_forwards()? {
+            device = device.with_tcp_forwards(tcp);
         }
         attach_virtio(&vm, &mut mmio, &mut virtio_slots, Box::new(device))?;
     }

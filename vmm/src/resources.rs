@@ -18,7 +18,7 @@ use std::sync::Arc;
 use devices::virtio::block::DiskImage;
 use devices::virtio::console::ConsoleBackend;
 use devices::virtio::net::{Tap, TapError};
-use devices::virtio::vsock::{bind_listener, TcpForward};
+use devices::virtio::vsock::{bind_listener, TcpForward, TcpForwards};
 use kvm_ioctls::Kvm;
 use sandbox::tcp_peer::TcpPeerCheck;
 
@@ -50,8 +50,7 @@ pub struct HostResources {
     vsock: Option<(PathBuf, UnixListener)>,
     /// `--vsock ...,tcp=PORT:GUEST_PORT`: the bound loopback listeners
     /// and the check of who connects to them.
-    vsock_tcp: Vec<(TcpListener, TcpForwardConfig)>,
-    vsock_tcp_peers: Option<TcpPeerCheck>,
+    vsock_tcp: Option<TcpForwards>,
     console: Option<ConsoleHost>,
     control: Option<UnixListener>,
     /// Socket files this VMM created, removed when it exits.
@@ -122,15 +121,24 @@ impl HostResources {
             }
             None => None,
         };
-        let vsock_tcp = devs
+        let ports = devs
             .vsock
             .iter()
             .flat_map(|v| &v.tcp)
-            .map(|f| Ok((bind_tcp_forward(f)?, *f)))
+            .map(|f| {
+                Ok(TcpForward {
+                    listener: bind_tcp_forward(f)?,
+                    port: f.port,
+                    guest_port: f.guest_port,
+                })
+            })
             .collect::<Result<Vec<_>, BuildError>>()?;
-        let vsock_tcp_peers = match vsock_tcp.is_empty() {
+        let vsock_tcp = match ports.is_empty() {
             true => None,
-            false => Some(TcpPeerCheck::new().map_err(BuildError::VsockTcpPeers)?),
+            false => Some(TcpForwards {
+                ports,
+                peers: TcpPeerCheck::new().map_err(BuildError::VsockTcpPeers)?,
+            }),
         };
         let console = match &devs.console {
             None => None,
@@ -163,7 +171,6 @@ impl HostResources {
             taps,
             vsock,
             vsock_tcp,
-            vsock_tcp_peers,
             console,
             control,
             sockets,
@@ -241,28 +248,12 @@ impl HostResources {
 
     /// Duplicates of the forwarded TCP ports' listeners and of their
     /// peer check, for a boot's vsock device; `None` without forwards.
-    pub fn vsock_tcp_forwards(
-        &self,
-    ) -> Result<Option<(Vec<TcpForward>, TcpPeerCheck)>, BuildError> {
-        let Some(peers) = &self.vsock_tcp_peers else {
-            return Ok(None);
-        };
-        let forwards = self
-            .vsock_tcp
-            .iter()
-            .map(|(l, f)| {
-                Ok(TcpForward {
-                    listener: l.try_clone().map_err(|source| BuildError::VsockTcp {
-                        port: f.port,
-                        source,
-                    })?,
-                    port: f.port,
-                    guest_port: f.guest_port,
-                })
-            })
-            .collect::<Result<Vec<_>, BuildError>>()?;
-        let peers = peers.try_clone().map_err(BuildError::VsockTcpPeers)?;
-        Ok(Some((forwards, peers)))
+    pub fn vsock_tcp_forwards(&self) -> Result<Option<TcpForwards>, BuildError> {
+        self.vsock_tcp
+            .as_ref()
+            .map(TcpForwards::try_clone)
+            .transpose()
+            .map_err(BuildError::VsockTcpDup)
     }
 
     /// The console's host side for a boot; `None` if there is no console.

@@ -5,7 +5,7 @@ use std::io;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
-use super::muxer::{Muxer, TcpForward};
+use super::muxer::{Muxer, TcpForwards};
 use super::worker::VsockWorker;
 use super::{EVQ, NUM_QUEUES, QUEUE_SIZE};
 use crate::virtio::{
@@ -42,8 +42,7 @@ pub struct Vsock {
     /// belongs to the caller, which keeps it across devices.
     owns_path: bool,
     /// Loopback TCP ports forwarded to guest ports, and who may use them.
-    forwards: Vec<TcpForward>,
-    tcp_peers: Option<sandbox::tcp_peer::TcpPeerCheck>,
+    tcp: Option<TcpForwards>,
     config: [u8; 8],
     lifecycle: Lifecycle<VsockWorker>,
 }
@@ -79,25 +78,19 @@ impl Vsock {
             path: path.to_path_buf(),
             listener,
             owns_path: false,
-            forwards: Vec::new(),
-            tcp_peers: None,
+            tcp: None,
             config: cid.to_le_bytes(),
             // The event queue is never used: this device sends no events.
             lifecycle: Lifecycle::default().with_optional_queues_from(EVQ),
         }
     }
 
-    /// Also serves `forwards`: each connection accepted on one of their
-    /// listeners from a user `peers` allows goes to its guest port
+    /// Also serves `tcp`: each connection accepted on one of its
+    /// listeners from a user its check allows goes to its guest port
     /// (docs/vsock.md). The caller keeps the listeners across devices as
     /// it keeps the hybrid one.
-    pub fn with_tcp_forwards(
-        mut self,
-        forwards: Vec<TcpForward>,
-        peers: sandbox::tcp_peer::TcpPeerCheck,
-    ) -> Self {
-        self.forwards = forwards;
-        self.tcp_peers = Some(peers);
+    pub fn with_tcp_forwards(mut self, tcp: TcpForwards) -> Self {
+        self.tcp = Some(tcp);
         self
     }
 
@@ -137,21 +130,10 @@ impl VirtioDevice for Vsock {
     fn activate(&mut self, ctx: ActivateContext) -> Result<(), ActivateError> {
         self.lifecycle
             .activate(ctx, |act: Activation<NUM_QUEUES>, ()| {
-                let forwards = self
-                    .forwards
-                    .iter()
-                    .map(|f| {
-                        Ok(TcpForward {
-                            listener: f.listener.try_clone()?,
-                            port: f.port,
-                            guest_port: f.guest_port,
-                        })
-                    })
-                    .collect::<io::Result<Vec<_>>>();
                 let muxer = self.listener.try_clone().and_then(|listener| {
                     let muxer = Muxer::new(act.mem.clone(), self.cid, self.path.clone(), listener)?;
-                    match &self.tcp_peers {
-                        Some(peers) => muxer.with_tcp_forwards(forwards?, peers.try_clone()?),
+                    match &self.tcp {
+                        Some(tcp) => muxer.with_tcp_forwards(tcp.try_clone()?),
                         None => Ok(muxer),
                     }
                 });
@@ -184,7 +166,8 @@ mod tests {
     };
     use crate::virtio::vsock::packet::{op, Header, SHUTDOWN_BOTH, SHUTDOWN_SEND, TYPE_STREAM};
     use crate::virtio::vsock::{
-        unix, CONN_BUF_ALLOC, EVQ, FIRST_LOCAL_PORT, HDR_LEN, MAX_TCP_CONNECTIONS, RXQ, TXQ,
+        unix, TcpForward, CONN_BUF_ALLOC, EVQ, FIRST_LOCAL_PORT, HDR_LEN, MAX_TCP_CONNECTIONS, RXQ,
+        TXQ,
     };
     use crate::virtio::GuestMemoryMmap;
 
@@ -237,14 +220,14 @@ mod tests {
         let (dir, mem, dev) = device();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let dev = dev.with_tcp_forwards(
-            vec![TcpForward {
+        let dev = dev.with_tcp_forwards(TcpForwards {
+            ports: vec![TcpForward {
                 listener,
                 port: addr.port(),
                 guest_port,
             }],
             peers,
-        );
+        });
         Some((dir, mem, dev, addr))
     }
 

@@ -21,7 +21,7 @@ pub mod unix;
 mod worker;
 
 pub use device::{bind_listener, Vsock, VsockError};
-pub use muxer::TcpForward;
+pub use muxer::{TcpForward, TcpForwards};
 
 /// Size of each queue.
 pub const QUEUE_SIZE: u16 = 256;
@@ -54,9 +54,10 @@ pub const MAX_TCP_FORWARDS: usize = 16;
 pub const MAX_TCP_CONNECTIONS: usize = 64;
 /// Most host file descriptors one vsock device holds: one socket per
 /// connection, per lingering TCP socket and per waiting host socket, and
-/// three of each listener (the VMM's, the device's, its worker's). The
-/// VMM raises `RLIMIT_NOFILE` above this.
+/// three of each listener and of the forwarded ports' `sock_diag` socket
+/// (the VMM's, the device's, its worker's). The VMM raises
+/// `RLIMIT_NOFILE` above this.
 pub const MAX_HOST_FDS: usize =
-    MAX_CONNECTIONS + MAX_TCP_CONNECTIONS + MAX_WAITING + 3 * (1 + MAX_TCP_FORWARDS);
+    MAX_CONNECTIONS + MAX_TCP_CONNECTIONS + MAX_WAITING + 3 * (2 + MAX_TCP_FORWARDS);
 /// First host port handed out for host-initiated connections.
 pub const FIRST_LOCAL_PORT: u32 = 1 << 30;

@@ -98,6 +98,38 @@ pub struct TcpForward {
     pub guest_port: u32,
 }
 
+/// A device's forwarded TCP ports and the check of who may use them.
+#[derive(Debug)]
+pub struct TcpForwards {
+    /// The ports.
+    pub ports: Vec<TcpForward>,
+    /// Who may connect: the process's allowed peer uids, as for its unix
+    /// sockets.
+    pub peers: sandbox::tcp_peer::TcpPeerCheck,
+}
+
+impl TcpForwards {
+    /// Duplicates of every descriptor (the VMM keeps the originals across
+    /// boots; each device and each of its workers takes duplicates).
+    pub fn try_clone(&self) -> io::Result<Self> {
+        let ports = self
+            .ports
+            .iter()
+            .map(|f| {
+                Ok(TcpForward {
+                    listener: f.listener.try_clone()?,
+                    port: f.port,
+                    guest_port: f.guest_port,
+                })
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        Ok(Self {
+            ports,
+            peers: self.peers.try_clone()?,
+        })
+    }
+}
+
 /// A forwarded TCP socket whose connection ended: our side is shut down
 /// (the client reads our last bytes, then end of file) and whatever the
 /// client still sends is read and dropped until it closes or the deadline
@@ -249,9 +281,8 @@ pub struct Muxer {
     guest_cid: u64,
     path: PathBuf,
     listener: UnixListener,
-    forwards: Vec<TcpForward>,
-    /// Who may connect to the forwarded ports (set with them).
-    tcp_peers: Option<sandbox::tcp_peer::TcpPeerCheck>,
+    /// Forwarded TCP ports, if any.
+    tcp: Option<TcpForwards>,
     conns: HashMap<u32, Conn>,
     /// Forwarded TCP sockets of ended connections (see [`Lingering`]),
     /// by the id their connection had (their wait-context token).
@@ -288,8 +319,7 @@ impl Muxer {
             guest_cid,
             path,
             listener,
-            forwards: Vec::new(),
-            tcp_peers: None,
+            tcp: None,
             conns: HashMap::new(),
             lingering: HashMap::new(),
             keys: HashMap::new(),
@@ -304,19 +334,13 @@ impl Muxer {
         })
     }
 
-    /// Also serves `forwards`: loopback TCP ports whose connections go
-    /// to a guest port each, from the users `peers` allows (the process's
-    /// allowed peer uids, as for its unix sockets).
-    pub fn with_tcp_forwards(
-        mut self,
-        forwards: Vec<TcpForward>,
-        peers: sandbox::tcp_peer::TcpPeerCheck,
-    ) -> io::Result<Self> {
-        for f in &forwards {
+    /// Also serves `tcp`: loopback TCP ports whose connections go to a
+    /// guest port each, from the users its check allows.
+    pub fn with_tcp_forwards(mut self, tcp: TcpForwards) -> io::Result<Self> {
+        for f in &tcp.ports {
             f.listener.set_nonblocking(true)?;
         }
-        self.forwards = forwards;
-        self.tcp_peers = Some(peers);
+        self.tcp = Some(tcp);
         Ok(self)
     }
 
@@ -333,7 +357,7 @@ impl Muxer {
     /// tokens.
     fn listeners(&self) -> Vec<(std::os::fd::RawFd, Token)> {
         let forwards = (0u32..)
-            .zip(&self.forwards)
+            .zip(self.tcp.iter().flat_map(|t| &t.ports))
             .map(|(i, f)| (f.listener.as_raw_fd(), Token::Forward(i)));
         std::iter::once((self.listener.as_raw_fd(), Token::Listener))
             .chain(forwards)

@@ -60,7 +60,7 @@ impl Muxer {
     /// the guest for its port at once.
     pub fn accept_forward(&mut self, ctx: &WaitContext<Token>, index: u32) {
         for _ in 0..ACCEPTS_PER_WAKE {
-            let Some(forward) = self.forwards.get(index as usize) else {
+            let Some(forward) = self.tcp.as_ref().and_then(|t| t.ports.get(index as usize)) else {
                 return;
             };
             let (port, server_port) = (forward.guest_port, forward.port);
@@ -72,13 +72,8 @@ impl Muxer {
                 Err(e) if self.accept_failed(ctx, &e) => continue,
                 Err(_) => return,
             };
-            if let Err(e) = self.check_tcp_peer(server_port, client) {
-                self.warn_once(
-                    Warn::TcpPeerRefused,
-                    format_args!("TCP client of 127.0.0.1:{server_port} refused: {e}"),
-                );
-                continue;
-            }
+            // The limits first: a full device closes clients without asking
+            // the kernel who they are.
             if !self.room_for_connection() {
                 continue;
             }
@@ -88,6 +83,13 @@ impl Muxer {
                     format_args!(
                         "refused TCP client: {MAX_TCP_CONNECTIONS} forwarded connections open"
                     ),
+                );
+                continue;
+            }
+            if let Err(e) = self.check_tcp_peer(server_port, client) {
+                self.warn_once(
+                    Warn::TcpPeerRefused,
+                    format_args!("TCP client of 127.0.0.1:{server_port} refused: {e}"),
                 );
                 continue;
             }
@@ -146,11 +148,11 @@ impl Muxer {
         let SocketAddr::V4(client) = client else {
             return Err(format!("{client} is not an IPv4 loopback address"));
         };
-        let Some(peers) = &self.tcp_peers else {
-            return Err("no peer check".to_string());
+        let Some(tcp) = &self.tcp else {
+            return Err("no forwarded ports".to_string());
         };
         let server = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
-        peers.check(server, client).map_err(|e| match e {
+        tcp.peers.check(server, client).map_err(|e| match e {
             sandbox::socket::PeerError::Io(e) => format!(
                 "cannot tell who connected from {client} ({e}; the host kernel needs the tcp_diag module)"
             ),
