@@ -240,6 +240,10 @@ pub struct BuiltVm {
     pub power_button: Option<PowerButton>,
     /// Whether host stdin should be fed to the serial console.
     pub serial_reads_stdin: bool,
+    /// The kernel's fill behind the guest, if it is filled that way;
+    /// dropping it waits for the fill to end
+    /// ([`crate::arch::kernel_fill`]).
+    pub kernel_fill: Option<crate::arch::kernel_fill::KernelFill>,
 }
 
 /// A non-blocking eventfd registered as interrupt line `gsi` of `vm`

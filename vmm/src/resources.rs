@@ -1,7 +1,8 @@
 //! Everything the VMM takes from the host, opened once before the sandbox
 //! is entered and kept for the life of the process: `/dev/kvm`, the
 //! kernel and initrd, disk images (locked), taps, the serial and console
-//! output files, and the control, vsock and console listening sockets.
+//! output files, the control, vsock and console listening sockets, and the
+//! `userfaultfd` that fills a kernel behind the guest.
 //!
 //! Every boot builds its VM from duplicates of these descriptors, so an
 //! in-process restart (a reboot decided by the arbiter, a virtually-off VM
@@ -22,6 +23,7 @@ use devices::virtio::vsock::{bind_listener, TcpForward, TcpForwards};
 use kvm_ioctls::Kvm;
 use sandbox::tcp_peer::TcpPeerCheck;
 
+use crate::arch::kernel_fill::UserFaults;
 use crate::builder::BuildError;
 use crate::config::{ConsoleConfig, SerialOutput, TcpForwardConfig, VmConfig};
 use crate::control::{self, ControlError};
@@ -55,6 +57,9 @@ pub struct HostResources {
     control: Option<UnixListener>,
     /// Socket files this VMM created, removed when it exits.
     sockets: Vec<PathBuf>,
+    /// Fills a kernel that runs in place behind the guest, where the host
+    /// allows it (`crate::arch::kernel_fill`).
+    user_faults: Option<UserFaults>,
 }
 
 fn open(path: &Path) -> Result<File, BuildError> {
@@ -174,7 +179,14 @@ impl HostResources {
             console,
             control,
             sockets,
+            user_faults: UserFaults::open(),
         })
+    }
+
+    /// The `userfaultfd` that fills a kernel behind the guest, if the host
+    /// allows one (`crate::arch::kernel_fill`).
+    pub fn user_faults(&self) -> Option<&UserFaults> {
+        self.user_faults.as_ref()
     }
 
     /// `/dev/kvm`.

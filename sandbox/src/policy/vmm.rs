@@ -38,6 +38,17 @@ pub const KVM_ARM_VCPU_INIT: u64 = 0x4020_AEAE;
 /// `TUNSETOFFLOAD` = `_IOW('T', 208, unsigned int)`.
 pub const TUNSETOFFLOAD: u64 = 0x4004_54D0;
 
+/// `UFFDIO_REGISTER` = `_IOWR(0xAA, 0x00, struct uffdio_register)` (32 bytes).
+pub const UFFDIO_REGISTER: u64 = 0xC020_AA00;
+/// `UFFDIO_UNREGISTER` = `_IOR(0xAA, 0x01, struct uffdio_range)` (16 bytes).
+pub const UFFDIO_UNREGISTER: u64 = 0x8010_AA01;
+/// `UFFDIO_WAKE` = `_IOR(0xAA, 0x02, struct uffdio_range)`.
+pub const UFFDIO_WAKE: u64 = 0x8010_AA02;
+/// `UFFDIO_COPY` = `_IOWR(0xAA, 0x03, struct uffdio_copy)` (40 bytes).
+pub const UFFDIO_COPY: u64 = 0xC028_AA03;
+/// `UFFDIO_MOVE` = `_IOWR(0xAA, 0x05, struct uffdio_move)` (40 bytes).
+pub const UFFDIO_MOVE: u64 = 0xC028_AA05;
+
 /// Any KVM ioctl: `request & 0xff00 == KVMIO << 8`.
 const ANY_KVM_IOCTL: Cond = masked(1, 0xFF00, KVMIO << 8, "any KVM request (type 0xAE)");
 
@@ -50,8 +61,10 @@ const MAIN: &[Rule] = &[
             &[ANY_KVM_IOCTL],
             &[eq(1, libc::TIOCGWINSZ as u64, "TIOCGWINSZ")],
             &[eq(1, libc::FIONBIO as u64, "FIONBIO")],
+            &[eq(1, UFFDIO_REGISTER, "UFFDIO_REGISTER")],
+            &[eq(1, UFFDIO_UNREGISTER, "UFFDIO_UNREGISTER")],
         ],
-        "KVM requests on /dev/kvm, the VM and its vCPUs (a restart builds a new VM on the kept /dev/kvm descriptor); terminal size for the console; non-blocking kept sockets",
+        "KVM requests on /dev/kvm, the VM and its vCPUs (a restart builds a new VM on the kept /dev/kvm descriptor); terminal size for the console; non-blocking kept sockets; the kernel's chunks registered with the kept userfaultfd (and unregistered if its fill thread cannot start)",
     ),
     allow("eventfd2", "interrupt and queue-notification eventfds of a rebuilt VM"),
     allow_if(
@@ -151,6 +164,24 @@ const RATE_LIMITED: &[Rule] = &[
 /// virtio-tee's worker: frames to and from the TEE service's socket.
 const TEE: &[Rule] = &[];
 
+/// The thread that fills a kernel behind the guest (`kernel_fill` in the
+/// VMM): the kernel file read into its staging page, the page moved into
+/// guest RAM, the waiters' fault events read from the userfaultfd.
+const KERNEL_FILL: &[Rule] = &[
+    allow("pread64", "read the kernel's bytes from its kept descriptor"),
+    allow("read", "the waiters' page-fault events on the userfaultfd"),
+    allow_if(
+        "ioctl",
+        &[
+            &[eq(1, UFFDIO_MOVE, "UFFDIO_MOVE")],
+            &[eq(1, UFFDIO_COPY, "UFFDIO_COPY")],
+            &[eq(1, UFFDIO_WAKE, "UFFDIO_WAKE")],
+            &[eq(1, UFFDIO_UNREGISTER, "UFFDIO_UNREGISTER")],
+        ],
+        "move a filled chunk into guest RAM (copy it if the move fails), wake a waiter, unregister the range when done",
+    ),
+];
+
 /// The serial port's output writer (a bounded buffer drained to stdout
 /// or a file, so that a vCPU never blocks on it).
 const SERIAL_OUT: &[Rule] = &[];
@@ -247,6 +278,12 @@ pub const POLICY: ProcessPolicy = ProcessPolicy {
             rules: &[RUNTIME, WORKER, STREAM_IO, TEE],
         },
         Class {
+            name: "kernel-fill",
+            threads: &[Threads::Named("kernel-fill")],
+            about: "fills a kernel that runs in place into guest RAM behind the guest",
+            rules: &[RUNTIME, KERNEL_FILL],
+        },
+        Class {
             name: "serial-out",
             threads: &[Threads::Named("serial-out")],
             about: "writes the serial port's buffered output",
@@ -304,5 +341,12 @@ mod tests {
         assert_eq!(KVM_ARM_VCPU_INIT, ioc(WRITE, KVMIO, 0xae, 32));
         assert_eq!(TUNSETOFFLOAD, ioc(WRITE, u64::from(b'T'), 208, 4));
         assert_eq!(TUNSETOFFLOAD, libc::TUNSETOFFLOAD as u64);
+        const READ: u64 = 2;
+        const UFFDIO: u64 = 0xAA;
+        assert_eq!(UFFDIO_REGISTER, ioc(READ | WRITE, UFFDIO, 0x00, 32));
+        assert_eq!(UFFDIO_UNREGISTER, ioc(READ, UFFDIO, 0x01, 16));
+        assert_eq!(UFFDIO_WAKE, ioc(READ, UFFDIO, 0x02, 16));
+        assert_eq!(UFFDIO_COPY, ioc(READ | WRITE, UFFDIO, 0x03, 40));
+        assert_eq!(UFFDIO_MOVE, ioc(READ | WRITE, UFFDIO, 0x05, 40));
     }
 }

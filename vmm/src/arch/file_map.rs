@@ -53,9 +53,9 @@
 //! either architecture the guest reuses its freed pages as RAM, which an
 //! `O_TRUNC` rewrite of the file would replace (above); on x86_64 the copy
 //! costs the bzImage path ~60 ms before the first entry. Hence the default,
-//! [`BootFiles::Recommended`]: only the bzImage payload mapped (why a
-//! kernel that runs in place is not copied lazily after the first entry
-//! instead: docs/notes/2026-12-06-elf-first-entry.md).
+//! [`BootFiles::Recommended`]: only the bzImage payload mapped, and a
+//! kernel that runs in place filled behind the guest where the host allows
+//! it ([`crate::arch::kernel_fill`]), else copied.
 //! `VMSTACK_BOOT_FILES=map` maps everything that can be mapped and
 //! `VMSTACK_BOOT_FILES=copy` nothing, for measurements
 //! (`cargo xtask bench boot --kernel elf-ab`, docs/benchmarks.md).
@@ -90,8 +90,9 @@ pub enum BootFileUse {
 /// Which boot files are mapped copy-on-write instead of copied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BootFiles {
-    /// The default: a compressed kernel mapped, everything else (a kernel
-    /// that runs in place, the initrd) copied.
+    /// The default: a compressed kernel mapped, a kernel that runs in place
+    /// filled behind the guest where the host allows it
+    /// ([`crate::arch::kernel_fill`]), everything else copied.
     Recommended,
     /// Everything that can be mapped is (`VMSTACK_BOOT_FILES=map`).
     MapAll,
@@ -120,6 +121,12 @@ impl BootFiles {
             }
             choice
         })
+    }
+
+    /// Whether a kernel that runs in place is filled behind the guest
+    /// (when the host allows it) instead of copied before the first entry.
+    pub fn fills_kernel(self) -> bool {
+        self == Self::Recommended
     }
 
     /// Whether a file used as `usage` is mapped (when it can be).

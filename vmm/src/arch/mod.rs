@@ -8,6 +8,7 @@
 
 pub mod aarch64;
 pub mod file_map;
+pub mod kernel_fill;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_64;
 

@@ -23,6 +23,7 @@ pub(super) struct Arm64Platform {
     /// Kept open for the VM's lifetime.
     _gic: DeviceFd,
     plan: arch::boot::BootPlan,
+    kernel_fill: Option<crate::arch::kernel_fill::KernelFill>,
     serial: Arc<Mutex<SerialDevice>>,
     power_button: PowerButton,
 }
@@ -85,12 +86,13 @@ impl Platform for Arm64Platform {
         // The boot files of an earlier boot (a restart) are unmapped with
         // its guest memory, unless a stuck worker still holds it.
         crate::arch::file_map::release_dropped_mappings();
-        let plan = arch::boot::load_kernel_and_initrd(
+        let (plan, kernel_fill) = arch::boot::load_kernel_and_initrd(
             vm.memory(),
             mem_size,
             &mut ctx.host.kernel(config)?,
             initrd.as_mut(),
             ctx.boot_files,
+            ctx.host.user_faults(),
         )?;
         crate::arch::file_map::tie_mappings_to(vm.memory());
 
@@ -114,6 +116,7 @@ impl Platform for Arm64Platform {
             vcpus,
             _gic: gic,
             plan,
+            kernel_fill,
             serial,
             power_button: power_key(gpio),
         })
@@ -173,6 +176,7 @@ impl Platform for Arm64Platform {
             acpi_pm: None,
             power_button: Some(self.power_button),
             serial_reads_stdin: false,
+            kernel_fill: self.kernel_fill,
         })
     }
 }

@@ -42,7 +42,12 @@ impl Platform for X86Platform {
         // The boot files of an earlier boot (a restart) are unmapped with
         // its guest memory, unless a stuck worker still holds it.
         crate::arch::file_map::release_dropped_mappings();
-        let kernel = arch::boot::load_kernel(mem, &mut ctx.host.kernel(config)?, ctx.boot_files)?;
+        let kernel = arch::boot::load_kernel(
+            mem,
+            &mut ctx.host.kernel(config)?,
+            ctx.boot_files,
+            ctx.host.user_faults(),
+        )?;
         let initrd = match ctx.host.initrd(config)? {
             Some(mut file) => {
                 let max = kernel
@@ -152,6 +157,7 @@ impl Platform for X86Platform {
             acpi_pm: Some(self.acpi_pm),
             power_button: Some(self.power_button),
             serial_reads_stdin: false,
+            kernel_fill: self.kernel.fill,
         })
     }
 }

@@ -222,6 +222,7 @@ mod load {
     };
     use crate::arch::aarch64::layout::RAM_START;
     use crate::arch::file_map::BootFiles;
+    use crate::arch::kernel_fill::{FileRange, KernelFill, UserFaults};
 
     fn read_err(what: &'static str) -> impl FnOnce(std::io::Error) -> BootError {
         move |source| BootError::Read { what, source }
@@ -229,14 +230,17 @@ mod load {
 
     /// Reads the `Image` header, plans the layout and puts kernel and initrd
     /// into guest memory: mapped copy-on-write ([`map_image_and_initrd`]),
-    /// copied where that is not possible.
+    /// the kernel filled behind the guest with `faults`
+    /// ([`crate::arch::kernel_fill`]), copied where neither is asked for or
+    /// possible. Returns the plan and the kernel's running fill.
     pub fn load_kernel_and_initrd(
         mem: &GuestMemoryMmap,
         mem_size: u64,
         kernel: &mut File,
         initrd: Option<&mut File>,
         files: BootFiles,
-    ) -> Result<BootPlan, BootError> {
+        faults: Option<&UserFaults>,
+    ) -> Result<(BootPlan, Option<KernelFill>), BootError> {
         let kernel_size = kernel.metadata().map_err(read_err("kernel"))?.len();
         let mut head = [0u8; IMAGE_HEADER_SIZE];
         kernel
@@ -251,7 +255,21 @@ mod load {
         let plan = plan(mem_size, header, initrd_size)?;
         let (kernel_mapped, initrd_mapped) =
             map_image_and_initrd(mem, &plan, kernel, kernel_size, initrd.as_deref(), files);
-        if !kernel_mapped {
+        let fill = match faults {
+            Some(faults) if !kernel_mapped && files.fills_kernel() => {
+                let image = FileRange {
+                    offset: 0,
+                    addr: plan.kernel,
+                    len: kernel_size,
+                };
+                // Past the file's end is the kernel's BSS: fresh RAM, zero.
+                KernelFill::start(faults, mem, kernel, &[image])
+                    .map_err(|e| tracing::debug!("Image not filled behind the guest ({e}): copied"))
+                    .ok()
+            }
+            _ => None,
+        };
+        if !kernel_mapped && fill.is_none() {
             kernel
                 .seek(SeekFrom::Start(0))
                 .map_err(read_err("kernel"))?;
@@ -264,8 +282,13 @@ mod load {
             mem.read_exact_volatile_from(GuestAddress(start), file, size as usize)
                 .map_err(|_| BootError::Write { what: "initrd" })?;
         }
-        tracing::debug!(kernel_mapped, initrd_mapped, "boot files in guest memory");
-        Ok(plan)
+        tracing::debug!(
+            kernel_mapped,
+            kernel_filled = fill.is_some(),
+            initrd_mapped,
+            "boot files in guest memory"
+        );
+        Ok((plan, fill))
     }
 }
 
@@ -422,9 +445,15 @@ mod tests {
             let mut kernel = image_file(4 * 4096);
             let mut initrd = crate::arch::file_map::tests::tempfile("arm64-loader");
             std::io::Write::write_all(&mut initrd, &[0x5a; 8192]).unwrap();
-            let p =
-                load::load_kernel_and_initrd(&mem, mem_size, &mut kernel, Some(&mut initrd), files)
-                    .unwrap();
+            let (p, _) = load::load_kernel_and_initrd(
+                &mem,
+                mem_size,
+                &mut kernel,
+                Some(&mut initrd),
+                files,
+                None,
+            )
+            .unwrap();
             kernel.write_all_at(&[0xee; 4], 8192).unwrap();
             initrd.write_all_at(&[0xee; 4], 4096).unwrap();
             let (start, _) = p.initrd.unwrap();

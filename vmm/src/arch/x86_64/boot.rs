@@ -6,10 +6,15 @@ use std::io::{Read, Seek, SeekFrom};
 use linux_loader::cmdline::Cmdline;
 use linux_loader::loader::bootparam::{boot_e820_entry, boot_params, setup_header};
 use linux_loader::loader::{BzImage, KernelLoader};
-use vm_memory::{Address, ByteValued, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
+use vm_memory::{
+    Address, ByteValued, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap,
+    GuestMemoryRegion,
+};
 
+use super::elf::SegmentLoad;
 pub use crate::arch::file_map::map_file_into_guest;
 use crate::arch::file_map::{BootFileUse, BootFiles};
+use crate::arch::kernel_fill::{KernelFill, UserFaults};
 
 use super::layout::{
     ACPI_AREA_END, ACPI_RESET_PORT, ACPI_RESET_VALUE, CMDLINE_MAX_SIZE, CMDLINE_START, EBDA_START,
@@ -87,14 +92,20 @@ pub struct LoadedKernel {
     pub entry: GuestAddress,
     /// The bzImage setup header, to be copied into the zero page.
     pub setup_header: Option<setup_header>,
+    /// An ELF kernel's fill behind the guest, while it runs
+    /// ([`crate::arch::kernel_fill`]).
+    pub fill: Option<KernelFill>,
 }
 
 /// Loads an ELF vmlinux or a bzImage into guest memory, mapping what
-/// `files` says is worth mapping ([`crate::arch::file_map`]).
-pub fn load_kernel<M: GuestMemoryBackend>(
-    mem: &M,
+/// `files` says is worth mapping ([`crate::arch::file_map`]) and filling
+/// an ELF kernel behind the guest with `faults` if `files` says so
+/// ([`crate::arch::kernel_fill`]).
+pub fn load_kernel(
+    mem: &GuestMemoryMmap,
     kernel: &mut File,
     files: BootFiles,
+    faults: Option<&UserFaults>,
 ) -> Result<LoadedKernel, BootError> {
     let mut magic = [0u8; 4];
     kernel
@@ -107,11 +118,16 @@ pub fn load_kernel<M: GuestMemoryBackend>(
         })?;
     if magic == *b"\x7fELF" {
         let low_ram_end = mem.find_region(GuestAddress(0)).map_or(0, |r| r.len());
-        let map = files.maps(BootFileUse::Kernel);
-        let (entry, _) = super::elf::load_elf(mem, kernel, HIMEM_START, low_ram_end, map)?;
+        let how = match faults {
+            Some(faults) if files.fills_kernel() => SegmentLoad::Fill(faults),
+            _ if files.maps(BootFileUse::Kernel) => SegmentLoad::Map,
+            _ => SegmentLoad::Copy,
+        };
+        let loaded = super::elf::load_elf(mem, kernel, HIMEM_START, low_ram_end, how)?;
         Ok(LoadedKernel {
-            entry,
+            entry: loaded.entry,
             setup_header: None,
+            fill: loaded.fill,
         })
     } else {
         if let Some(loaded) = map_bzimage(mem, kernel, files) {
@@ -122,6 +138,7 @@ pub fn load_kernel<M: GuestMemoryBackend>(
         Ok(LoadedKernel {
             entry: result.kernel_load.unchecked_add(BZIMAGE_64BIT_ENTRY_OFFSET),
             setup_header: result.setup_header,
+            fill: None,
         })
     }
 }
@@ -166,6 +183,7 @@ fn map_bzimage<M: GuestMemoryBackend>(
     Some(LoadedKernel {
         entry: load.unchecked_add(BZIMAGE_64BIT_ENTRY_OFFSET),
         setup_header: Some(hdr),
+        fill: None,
     })
 }
 
@@ -367,7 +385,7 @@ mod tests {
         let mut f = tempfile("boot");
         f.write_all(&[0u8; 4096]).unwrap();
         assert!(matches!(
-            load_kernel(&m, &mut f, BootFiles::Recommended),
+            load_kernel(&m, &mut f, BootFiles::Recommended, None),
             Err(BootError::KernelFormat(_))
         ));
     }
@@ -387,7 +405,7 @@ mod tests {
         let mut f = tempfile("boot");
         f.write_all(&image).unwrap();
         let m = mem(64 << 20);
-        let k = load_kernel(&m, &mut f, BootFiles::Recommended).unwrap();
+        let k = load_kernel(&m, &mut f, BootFiles::Recommended, None).unwrap();
         assert_eq!(k.entry, GuestAddress(HIMEM_START + 0x200));
         let mut payload = [0u8; 4];
         m.read_slice(&mut payload, GuestAddress(HIMEM_START))
@@ -417,7 +435,7 @@ mod tests {
     fn page_aligned_bzimage_payload_is_mapped_copy_on_write() {
         let (mut f, last) = page_aligned_bzimage();
         let m = mem(64 << 20);
-        let k = load_kernel(&m, &mut f, BootFiles::Recommended).unwrap();
+        let k = load_kernel(&m, &mut f, BootFiles::Recommended, None).unwrap();
         assert_eq!(k.entry, GuestAddress(HIMEM_START + 0x200));
         assert_eq!(k.setup_header.map(|h| h.setup_sects), Some(7));
         let mut payload = [0u8; 4];
@@ -451,7 +469,7 @@ mod tests {
     fn with_copy_all_the_bzimage_is_copied() {
         let (mut f, _) = page_aligned_bzimage();
         let m = mem(64 << 20);
-        let k = load_kernel(&m, &mut f, BootFiles::CopyAll).unwrap();
+        let k = load_kernel(&m, &mut f, BootFiles::CopyAll, None).unwrap();
         assert_eq!(k.entry, GuestAddress(HIMEM_START + 0x200));
         f.write_all_at(b"NEW!", 4096).unwrap();
         let mut payload = [0u8; 4];
@@ -509,6 +527,7 @@ mod tests {
         let kernel = LoadedKernel {
             entry: GuestAddress(HIMEM_START),
             setup_header: None,
+            fill: None,
         };
         let initrd = InitrdRegion {
             addr: GuestAddress(0x400_0000),

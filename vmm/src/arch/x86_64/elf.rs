@@ -1,7 +1,8 @@
-//! Loading an ELF `vmlinux`: every `PT_LOAD` segment whose file offset and
-//! physical address are page aligned is mapped copy-on-write from the file
-//! (see [`crate::arch::file_map`], which also says what a later change of the
-//! file does); any other segment is copied, with a log line saying so.
+//! Loading an ELF `vmlinux`: its `PT_LOAD` segments filled behind the
+//! running guest ([`crate::arch::kernel_fill`]), copied, or (those whose
+//! file offset and physical address are page aligned) mapped copy-on-write
+//! from the file ([`crate::arch::file_map`]); each module says what a
+//! later change of the file does.
 //!
 //! The parsing is a pure function ([`plan_segments`]) over the header bytes;
 //! [`load_elf`] is the I/O shell around it.
@@ -10,9 +11,10 @@ use std::fs::File;
 use std::io::{Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use crate::arch::file_map::{map_file_into_guest, PAGE_SIZE};
+use crate::arch::kernel_fill::{FileRange, KernelFill, UserFaults};
 
 /// Why an ELF kernel cannot be loaded.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -188,24 +190,46 @@ pub fn plan_segments(
 /// How a segment ended up in guest memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Placement {
+    /// Filled behind the running guest.
+    Filled,
     /// Mapped copy-on-write from the file.
     Mapped,
     /// Copied (not page aligned, or mapping failed).
     Copied,
 }
 
+/// How [`load_elf`] puts the segments into guest memory.
+#[derive(Debug, Clone, Copy)]
+pub enum SegmentLoad<'a> {
+    /// Copied before the first entry.
+    Copy,
+    /// Mapped copy-on-write where page aligned, else copied.
+    Map,
+    /// Filled behind the guest with this `userfaultfd`, else copied.
+    Fill(&'a UserFaults),
+}
+
+/// A loaded ELF kernel.
+#[derive(Debug)]
+pub struct LoadedElf {
+    /// The entry point.
+    pub entry: GuestAddress,
+    /// How each segment was placed.
+    pub placements: Vec<Placement>,
+    /// The fill still running behind the guest (with [`Placement::Filled`]).
+    pub fill: Option<KernelFill>,
+}
+
 /// Loads the ELF kernel `file` into `mem` (RAM `[ram_start, ram_end)`, one
-/// region) and returns its entry point and how each segment was placed.
-/// With `map`, page-aligned segments are mapped copy-on-write from the
-/// file; without, every segment is copied (see [`crate::arch::file_map`]
-/// for which the VMM chooses).
-pub fn load_elf<M: GuestMemoryBackend>(
-    mem: &M,
+/// region) as `how` says (see [`crate::arch::file_map`] for which the VMM
+/// chooses).
+pub fn load_elf(
+    mem: &GuestMemoryMmap,
     file: &File,
     ram_start: u64,
     ram_end: u64,
-    map: bool,
-) -> Result<(GuestAddress, Vec<Placement>), ElfError> {
+    how: SegmentLoad<'_>,
+) -> Result<LoadedElf, ElfError> {
     let read_err = |e: std::io::Error| ElfError::Read(e.to_string());
     let file_len = file.metadata().map_err(read_err)?.len();
     let mut ehdr = [0u8; EHDR_SIZE];
@@ -223,7 +247,31 @@ pub fn load_elf<M: GuestMemoryBackend>(
     let mut phdrs = vec![0u8; count * PHDR_SIZE];
     file.read_exact_at(&mut phdrs, phoff).map_err(read_err)?;
     let plan = plan_segments(&ehdr, &phdrs, file_len, ram_start, ram_end)?;
+    let entry = GuestAddress(plan.entry);
 
+    if let SegmentLoad::Fill(faults) = how {
+        let ranges: Vec<FileRange> = plan
+            .segments
+            .iter()
+            .map(|seg| FileRange {
+                offset: seg.offset,
+                addr: seg.addr,
+                len: seg.file_size,
+            })
+            .collect();
+        // Past each segment's file size is `.bss`: fresh guest RAM, zero.
+        match KernelFill::start(faults, mem, file, &ranges) {
+            Ok(fill) => {
+                return Ok(LoadedElf {
+                    entry,
+                    placements: vec![Placement::Filled; plan.segments.len()],
+                    fill: Some(fill),
+                })
+            }
+            Err(e) => tracing::debug!("ELF kernel not filled behind the guest ({e}): copied"),
+        }
+    }
+    let map = matches!(how, SegmentLoad::Map);
     let mut placements = Vec::with_capacity(plan.segments.len());
     for seg in &plan.segments {
         let addr = GuestAddress(seg.addr);
@@ -266,7 +314,11 @@ pub fn load_elf<M: GuestMemoryBackend>(
             placements.push(Placement::Copied);
         }
     }
-    Ok((GuestAddress(plan.entry), placements))
+    Ok(LoadedElf {
+        entry,
+        placements,
+        fill: None,
+    })
 }
 
 #[cfg(test)]
@@ -338,7 +390,8 @@ mod tests {
         );
         let f = file_with(&image);
         let m = mem();
-        let (entry, how) = load_elf(&m, &f, MIB, 32 << 20, true).unwrap();
+        let loaded = load_elf(&m, &f, MIB, 32 << 20, SegmentLoad::Map).unwrap();
+        let (entry, how) = (loaded.entry, loaded.placements);
         assert_eq!(entry, GuestAddress(16 * MIB));
         // The second segment's file offset is not page aligned: copied.
         assert_eq!(how, [Placement::Mapped, Placement::Copied]);
@@ -368,7 +421,8 @@ mod tests {
         );
         let f = file_with(&image);
         let m = mem();
-        let (entry, how) = load_elf(&m, &f, MIB, 32 << 20, true).unwrap();
+        let loaded = load_elf(&m, &f, MIB, 32 << 20, SegmentLoad::Map).unwrap();
+        let (entry, how) = (loaded.entry, loaded.placements);
         assert_eq!(entry, GuestAddress(16 * MIB + 0x40));
         assert_eq!(how, [Placement::Mapped, Placement::Mapped]);
         assert_eq!(byte(&m, 16 * MIB + 0x1fff), 1);
@@ -380,11 +434,38 @@ mod tests {
         let image = build_elf(16 * MIB, &[(0x1000, 16 * MIB, 0x2000, 0x3000, 7)], 0x3000);
         let f = file_with(&image);
         let m = mem();
-        let (_, how) = load_elf(&m, &f, MIB, 32 << 20, false).unwrap();
+        let how = load_elf(&m, &f, MIB, 32 << 20, SegmentLoad::Copy)
+            .unwrap()
+            .placements;
         assert_eq!(how, [Placement::Copied]);
         assert_eq!(byte(&m, 16 * MIB), 7);
         assert_eq!(byte(&m, 16 * MIB + 0x1fff), 7);
         assert_eq!(byte(&m, 16 * MIB + 0x2000), 0);
+    }
+
+    #[test]
+    fn with_a_userfaultfd_every_segment_is_filled_behind_the_guest() {
+        use crate::arch::kernel_fill::tests::{aligned_mem, user_faults};
+        let Some(faults) = user_faults() else { return };
+        // An unaligned segment is filled too: the fill reads at any offset.
+        let image = build_elf(
+            16 * MIB,
+            &[
+                (0x1000, 16 * MIB, 0x1800, 0x1800, 0xaa),
+                (0x2800, 17 * MIB, 0x800, 0x3800, 0xbb),
+            ],
+            0x3000,
+        );
+        let f = file_with(&image);
+        let m = aligned_mem(32 * MIB);
+        let loaded = load_elf(&m, &f, MIB, 32 << 20, SegmentLoad::Fill(&faults)).unwrap();
+        assert_eq!(loaded.placements, [Placement::Filled, Placement::Filled]);
+        assert_eq!(byte(&m, 16 * MIB + 0x17ff), 0xaa);
+        assert_eq!(byte(&m, 16 * MIB + 0x1800), 0);
+        assert_eq!(byte(&m, 17 * MIB + 0x7ff), 0xbb);
+        assert_eq!(byte(&m, 17 * MIB + 0x800), 0);
+        let report = loaded.fill.unwrap().finish();
+        assert_eq!((report.chunks, report.missing_bytes), (1, 0));
     }
 
     #[test]
@@ -396,7 +477,9 @@ mod tests {
         );
         let f = file_with(&image);
         let m = mem();
-        let (_, how) = load_elf(&m, &f, MIB, 32 << 20, true).unwrap();
+        let how = load_elf(&m, &f, MIB, 32 << 20, SegmentLoad::Map)
+            .unwrap()
+            .placements;
         assert_eq!(how, [Placement::Copied]);
         assert_eq!(byte(&m, 16 * MIB + 0x10), 7);
         assert_eq!(byte(&m, 16 * MIB + 0x110), 0);
@@ -408,8 +491,8 @@ mod tests {
         image.truncate(0x2000);
         let f = file_with(&image);
         assert_eq!(
-            load_elf(&mem(), &f, MIB, 32 << 20, true),
-            Err(ElfError::Segment {
+            load_elf(&mem(), &f, MIB, 32 << 20, SegmentLoad::Map).err(),
+            Some(ElfError::Segment {
                 index: 0,
                 what: "extends past the end of the file"
             })
