@@ -17,7 +17,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 use bootbench::record::{
-    self, Failure, Record, Sample, OURS, OURS_COPY, OURS_ELF, OURS_ELF_MAP, QEMU_MICROVM,
+    self, Failure, Record, Sample, OURS, OURS_COPY, OURS_ELF, OURS_ELF_COPY, OURS_ELF_MAP,
+    QEMU_MICROVM,
 };
 use bootbench::stats::{self, Summary};
 
@@ -99,9 +100,13 @@ pub enum KernelChoice {
     Elf,
     /// Both, interleaved in every round.
     Both,
-    /// The ELF twice: kernel copied (`ours-elf`, the default) and mapped
-    /// (`ours-elf-map`, `VMSTACK_BOOT_FILES=map`).
+    /// The ELF twice: as by default (`ours-elf`: filled behind the guest
+    /// where the host allows it) and mapped (`ours-elf-map`,
+    /// `VMSTACK_BOOT_FILES=map`).
     ElfAb,
+    /// The ELF twice: as by default (`ours-elf`) and copied before the
+    /// first entry (`ours-elf-copy`, `VMSTACK_BOOT_FILES=copy`).
+    ElfFillAb,
     /// The bzImage twice: as by default (payload mapped, initrd copied:
     /// `ours`) and with every boot file copied (`ours-copy`,
     /// `VMSTACK_BOOT_FILES=copy`).
@@ -116,9 +121,10 @@ impl std::str::FromStr for KernelChoice {
             "elf" => Ok(Self::Elf),
             "both" => Ok(Self::Both),
             "elf-ab" => Ok(Self::ElfAb),
+            "elf-fill-ab" => Ok(Self::ElfFillAb),
             "bzimage-ab" => Ok(Self::BzimageAb),
             other => Err(format!(
-                "--kernel {other:?}: use bzimage, elf, both, elf-ab or bzimage-ab"
+                "--kernel {other:?}: use bzimage, elf, both, elf-ab, elf-fill-ab or bzimage-ab"
             )),
         }
     }
@@ -132,6 +138,7 @@ impl KernelChoice {
             Self::Elf => "elf",
             Self::Both => "both",
             Self::ElfAb => "elf-ab",
+            Self::ElfFillAb => "elf-fill-ab",
             Self::BzimageAb => "bzimage-ab",
         }
     }
@@ -143,6 +150,7 @@ impl KernelChoice {
             Self::Elf => &[OURS_ELF],
             Self::Both => &[OURS, OURS_ELF],
             Self::ElfAb => &[OURS_ELF, OURS_ELF_MAP],
+            Self::ElfFillAb => &[OURS_ELF, OURS_ELF_COPY],
             Self::BzimageAb => &[OURS, OURS_COPY],
         }
     }
@@ -634,6 +642,10 @@ mod tests {
         assert_eq!(
             "bzimage-ab".parse::<KernelChoice>().unwrap().ours(),
             [OURS, OURS_COPY]
+        );
+        assert_eq!(
+            "elf-fill-ab".parse::<KernelChoice>().unwrap().ours(),
+            [OURS_ELF, OURS_ELF_COPY]
         );
     }
 

@@ -144,9 +144,10 @@ enum Cmd {
         arch: paths::Arch,
         /// `boot` (x86_64): which kernel our VMM boots: `bzimage`, `elf`
         /// (the same kernel as a vmlinux), `both` (the default), `elf-ab`
-        /// (the ELF with its boot files mapped and copied, to compare) or
-        /// `bzimage-ab` (the bzImage as by default and with every boot file
-        /// copied).
+        /// (the ELF as by default and with its boot files mapped, to
+        /// compare), `elf-fill-ab` (the ELF as by default, filled behind the
+        /// guest, and copied before the first entry) or `bzimage-ab` (the
+        /// bzImage as by default and with every boot file copied).
         #[arg(long, default_value = "both")]
         kernel: bench::KernelChoice,
         /// `adb`: the guest's vCPUs (default 1: the x86_64 test host has

@@ -169,6 +169,7 @@ const TEE: &[Rule] = &[];
 /// guest RAM, the waiters' fault events read from the userfaultfd.
 const KERNEL_FILL: &[Rule] = &[
     allow("pread64", "read the kernel's bytes from its kept descriptor"),
+    allow("setpriority", "lower the thread's own priority (nice 19)"),
     allow("read", "the waiters' page-fault events on the userfaultfd"),
     allow_if(
         "ioctl",

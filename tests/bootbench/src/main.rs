@@ -4,14 +4,16 @@
 //! ```text
 //! bootbench [--runs N] [--mem MIB] [--timeout SECS] [--vmm PATH] [--qemu PATH]
 //!           [--kernel PATH] [--initrd PATH] [--elf PATH] [--no-bzimage] [--elf-map]
-//!           [--bzimage-copy]
+//!           [--elf-copy] [--bzimage-copy]
 //! ```
 //!
 //! `--elf PATH`: our VMM also boots the same kernel as an ELF `vmlinux`
 //! (records named `ours-elf`); `--no-bzimage`: our VMM boots only the ELF;
 //! `--elf-map`: it also boots the ELF with `VMSTACK_BOOT_FILES=map` (kernel
 //! segments mapped copy-on-write too, not copied; records named
-//! `ours-elf-map`); `--bzimage-copy`: it also boots the bzImage with
+//! `ours-elf-map`); `--elf-copy`: it also boots the ELF with
+//! `VMSTACK_BOOT_FILES=copy` (segments copied before the first entry, not
+//! filled behind the guest; records named `ours-elf-copy`); `--bzimage-copy`: it also boots the bzImage with
 //! `VMSTACK_BOOT_FILES=copy` (payload and initrd copied, not mapped;
 //! records named `ours-copy`).
 //! QEMU always boots the bzImage (its microvm ELF/PVH path froze the test
@@ -34,7 +36,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use bootbench::record::{
-    self, Failure, Sample, OURS, OURS_COPY, OURS_ELF, OURS_ELF_MAP, QEMU_MICROVM, QEMU_VIRT,
+    self, Failure, Sample, OURS, OURS_COPY, OURS_ELF, OURS_ELF_COPY, OURS_ELF_MAP, QEMU_MICROVM,
+    QEMU_VIRT,
 };
 use bootbench::stats;
 
@@ -140,6 +143,8 @@ struct Options {
     bzimage: bool,
     /// Whether our VMM also boots the ELF with its boot files mapped.
     elf_map: bool,
+    /// Whether our VMM also boots the ELF with its boot files copied.
+    elf_copy: bool,
     /// Whether our VMM also boots the bzImage with its boot files copied.
     bzimage_copy: bool,
 }
@@ -159,6 +164,7 @@ impl Default for Options {
             elf: None,
             bzimage: true,
             elf_map: false,
+            elf_copy: false,
             bzimage_copy: false,
         }
     }
@@ -180,12 +186,13 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options> {
             "--elf" => o.elf = Some(value()?.into()),
             "--no-bzimage" => o.bzimage = false,
             "--elf-map" => o.elf_map = true,
+            "--elf-copy" => o.elf_copy = true,
             "--bzimage-copy" => o.bzimage_copy = true,
             "-h" | "--help" => {
                 println!(
                     "usage: bootbench [--runs N] [--mem MIB] [--timeout SECS] [--vmm PATH] \
                      [--qemu PATH] [--kernel PATH] [--initrd PATH] [--elf PATH] [--no-bzimage] [--elf-map] \
-                     [--bzimage-copy]"
+                     [--elf-copy] [--bzimage-copy]"
                 );
                 std::process::exit(0);
             }
@@ -197,6 +204,9 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options> {
     }
     if o.elf_map && o.elf.is_none() {
         bail!("--elf-map needs --elf PATH");
+    }
+    if o.elf_copy && o.elf.is_none() {
+        bail!("--elf-copy needs --elf PATH");
     }
     if o.bzimage_copy && !o.bzimage {
         bail!("--bzimage-copy needs the bzImage booted (drop --no-bzimage)");
@@ -260,6 +270,12 @@ fn commands(o: &Options) -> Vec<VmmCommand> {
             mapped.name = OURS_ELF_MAP;
             mapped.env = vec![("VMSTACK_BOOT_FILES".into(), "map".into())];
             cmds.push(mapped);
+        }
+        if o.elf_copy {
+            let mut copied = ours_elf(o, elf);
+            copied.name = OURS_ELF_COPY;
+            copied.env = vec![("VMSTACK_BOOT_FILES".into(), "copy".into())];
+            cmds.push(copied);
         }
     }
     cmds.push(qemu(o));
@@ -332,6 +348,7 @@ fn print_summary(samples: &[Sample]) {
         OURS_COPY,
         OURS_ELF,
         OURS_ELF_MAP,
+        OURS_ELF_COPY,
         QEMU_MICROVM,
         QEMU_VIRT,
     ] {
@@ -576,5 +593,17 @@ mod tests {
             parse_args(["--elf", "/e", "--no-bzimage", "--bzimage-copy"].map(String::from))
                 .is_err()
         );
+        let fill_ab =
+            parse_args(["--elf", "/e", "--no-bzimage", "--elf-copy"].map(String::from)).unwrap();
+        let cmds = commands(&fill_ab);
+        assert_eq!(
+            cmds.iter().map(|c| c.name).collect::<Vec<_>>(),
+            [OURS_ELF, OURS_ELF_COPY, QEMU_MICROVM]
+        );
+        assert_eq!(
+            cmds[1].display(),
+            format!("VMSTACK_BOOT_FILES=copy {}", cmds[0].display())
+        );
+        assert!(parse_args(["--elf-copy"].map(String::from)).is_err());
     }
 }

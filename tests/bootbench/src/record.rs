@@ -23,6 +23,10 @@ pub const OURS_ELF: &str = "ours-elf";
 /// Name of our VMM booting the ELF `vmlinux` with its segments mapped
 /// copy-on-write (`VMSTACK_BOOT_FILES=map`) instead of copied.
 pub const OURS_ELF_MAP: &str = "ours-elf-map";
+/// Name of our VMM booting the ELF `vmlinux` with its segments copied
+/// before the first entry (`VMSTACK_BOOT_FILES=copy`) instead of filled
+/// behind the guest.
+pub const OURS_ELF_COPY: &str = "ours-elf-copy";
 /// Name of our VMM booting the bzImage with every boot file copied
 /// (`VMSTACK_BOOT_FILES=copy`) instead of the default mappings.
 pub const OURS_COPY: &str = "ours-copy";
@@ -39,7 +43,8 @@ pub fn is_qemu(vmm: &str) -> bool {
 /// The measurements of one boot of one VMM.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Sample {
-    /// Which VMM: [`OURS`], [`OURS_ELF`], [`OURS_ELF_MAP`], [`QEMU_MICROVM`] or [`QEMU_VIRT`].
+    /// Which VMM: [`OURS`], [`OURS_COPY`], [`OURS_ELF`], [`OURS_ELF_MAP`],
+    /// [`OURS_ELF_COPY`], [`QEMU_MICROVM`] or [`QEMU_VIRT`].
     pub vmm: String,
     /// Round number, from 1.
     pub run: u32,
@@ -76,7 +81,7 @@ impl Sample {
     /// Checks that the numbers are consistent: finite, positive, first entry
     /// before `/init`, some guest memory touched, overhead = total - guest.
     pub fn validate(&self) -> Result<(), String> {
-        if ![OURS, OURS_COPY, OURS_ELF, OURS_ELF_MAP].contains(&self.vmm.as_str())
+        if ![OURS, OURS_COPY, OURS_ELF, OURS_ELF_MAP, OURS_ELF_COPY].contains(&self.vmm.as_str())
             && !is_qemu(&self.vmm)
         {
             return Err(format!("unknown vmm {:?}", self.vmm));

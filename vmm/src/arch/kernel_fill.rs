@@ -22,7 +22,10 @@
 //! with `UFFDIO_MOVE`, a page-table move (no second copy) that keeps the
 //! huge page whole and wakes the waiters. Between chunks it reads the
 //! waiters' fault events and fills their chunks first, so a waiter waits
-//! for at most the chunk in progress and its own. When every chunk is
+//! for at most the chunk in progress and its own. The thread runs at the
+//! lowest priority (nice 19): where it shares a CPU, the VM's set-up and
+//! then the guest's vCPU go first, and a vCPU that waits for a chunk
+//! leaves the CPU to it. When every chunk is
 //! filled the range is unregistered and the thread ends; the [`KernelFill`]
 //! handle joins it (the VM's teardown waits for at most the rest of the
 //! fill, bounded by the file's size).
@@ -65,6 +68,8 @@ use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRe
 
 /// Size and alignment of a chunk: one transparent huge page.
 pub const CHUNK: u64 = 2 << 20;
+/// The fill thread's nice value (the lowest priority).
+const FILL_NICE: libc::c_int = 19;
 /// Page size of the fallback copy's steps.
 const PAGE: u64 = 4096;
 
@@ -431,6 +436,15 @@ struct FillJob {
 impl FillJob {
     fn run(self) -> FillReport {
         let started = Instant::now();
+        // The lowest priority: on a busy CPU the thread finishing the VM's
+        // set-up and then the guest's vCPU go first (the fill is for the
+        // guest's sake, and a vCPU waiting for a chunk leaves the CPU to
+        // it); an idle CPU fills at full speed.
+        // SAFETY: takes no pointers; on Linux `PRIO_PROCESS` with `who` 0
+        // is the calling thread only.
+        if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, FILL_NICE) } != 0 {
+            tracing::debug!("kernel fill: setpriority: {}", io::Error::last_os_error());
+        }
         let mut report = FillReport::default();
         let mut filled = vec![false; self.chunks as usize];
         let mut next = 0usize;
