@@ -63,15 +63,16 @@ run_vmm() {
     return "$_rc"
 }
 
-# run_held_guest NAME CPUS SCENARIO: run_vmm (tag vmm) in the background,
-# booting the test guest (CPUS vCPUs, 256 MiB, guest.scenario=SCENARIO)
-# with its power requests held for an arbiter (--power-arbiter) at the
-# control socket S=/tmp/NAME.sock; sets S, and pid to the job's PID.
+# run_held_guest NAME CPUS SCENARIO [KERNEL]: run_vmm (tag vmm) in the
+# background, booting the test guest (CPUS vCPUs, 256 MiB,
+# guest.scenario=SCENARIO, KERNEL or /guest/vmlinuz) with its power
+# requests held for an arbiter (--power-arbiter) at the control socket
+# S=/tmp/NAME.sock; sets S, and pid to the job's PID.
 run_held_guest() {
     S=/tmp/$1.sock
     run_vmm vmm --cpus "$2" --mem 256 --socket "$S" --power-arbiter \
         --initrd /guest/initramfs.cpio.gz \
-        --params "console=ttyS0 guest.scenario=$3" /guest/vmlinuz &
+        --params "console=ttyS0 guest.scenario=$3" "${4:-/guest/vmlinuz}" &
     # shellcheck disable=SC2034 # for the caller
     pid=$!
 }

@@ -14,7 +14,7 @@ use vmstack_tests::scenario::SharedRun;
 use vmstack_tests::Arch;
 
 vmstack_tests::nested_tests! {
-    x86_64 => SharedRun::on(Arch::X86_64, boot::SCENARIOS),
+    x86_64 => SharedRun::on(Arch::X86_64, boot::X86_64_SCENARIOS),
     // Each inner arm64 boot takes ~30 s under nested emulation (several
     // times that on a loaded machine): 360 s per scenario.
     arm64 => SharedRun::on(Arch::Aarch64, boot::SCENARIOS);
@@ -28,4 +28,10 @@ vmstack_tests::nested_tests! {
 #[ignore = "needs the nested test host: run `cargo xtask test`"]
 fn arm64_host_runs_kvm_in_protected_mode() {
     boot::pkvm(&arm64::RUN);
+}
+
+#[test]
+#[ignore = "needs the nested test host: run `cargo xtask test`"]
+fn x86_64_elf_kernel_is_filled_behind_the_guest_on_every_boot() {
+    boot::elf_kernel_is_filled_behind_the_guest_on_every_boot(&x86_64::RUN);
 }

@@ -395,11 +395,8 @@ fn boot(runs: u32, kernel: KernelChoice) -> Result<()> {
         m.get("/kernel/version"),
         m.get("/kernel/sha256")
     );
-    let mut extra = qemu_peer_extra(&info)?;
-    if !matches!(kernel, KernelChoice::Bzimage | KernelChoice::BzimageAb) {
-        let vmlinux = images.dir.join(crate::images::GUEST_VMLINUX);
-        extra.file_from("guest/vmlinux", 0o644, &vmlinux)?;
-    }
+    // The test host's initramfs has the ELF kernel (/guest/vmlinux).
+    let extra = qemu_peer_extra(&info)?;
     let bootbench = paths::static_binary(Arch::X86_64, "bootbench");
     let versions = serde_json::json!({
         "qemu_package": format!("qemu-system-x86 {qemu_pkg}"),

@@ -507,17 +507,17 @@ pub fn build(arch: Arch, vmm: Option<&Path>) -> Result<Images> {
     let kernel_key = format!("{BUILDER_VERSION} {}", image_pkg.sha256);
     copy_if_changed(&vmlinuz, &guest_kernel, &kernel_key)?;
     copy_if_changed(&vmlinuz, &testhost_kernel, &kernel_key)?;
-    // x86_64: the same kernel as an ELF vmlinux (for `vmm run` and
-    // `cargo xtask bench boot --kernel elf`); host side only, not in the
-    // test host's initramfs.
-    if arch == Arch::X86_64 {
-        let guest_vmlinux = out.join(GUEST_VMLINUX);
-        if up_to_date(&guest_vmlinux, &kernel_key) {
+    // x86_64: the same kernel as an ELF vmlinux (for `vmm run`, the
+    // test host's `boot-elf` scenario as /guest/vmlinux and `cargo xtask
+    // bench boot --kernel elf`).
+    let guest_vmlinux = (arch == Arch::X86_64).then(|| out.join(GUEST_VMLINUX));
+    if let Some(guest_vmlinux) = &guest_vmlinux {
+        if up_to_date(guest_vmlinux, &kernel_key) {
             step!("up to date: {}", guest_vmlinux.display());
         } else {
             step!("extract {}", guest_vmlinux.display());
-            crate::vmlinux::extract_file(&vmlinuz, &guest_vmlinux)?;
-            write_stamp(&guest_vmlinux, &kernel_key)?;
+            crate::vmlinux::extract_file(&vmlinuz, guest_vmlinux)?;
+            write_stamp(guest_vmlinux, &kernel_key)?;
         }
     }
 
@@ -588,10 +588,11 @@ pub fn build(arch: Arch, vmm: Option<&Path>) -> Result<Images> {
     let th_initrd = out.join(vmstack_tests::testhost::TESTHOST_INITRD);
     let mut h = Sha256::new();
     h.update(format!(
-        "{BUILDER_VERSION} {} {} {guest_initrd_sha} tools={tools_sha} sysmgr={sysmgr_sha} trustyd={trustyd_sha} adb={adb_sha} vmm={}",
+        "{BUILDER_VERSION} {} {} {guest_initrd_sha} tools={tools_sha} sysmgr={sysmgr_sha} trustyd={trustyd_sha} adb={adb_sha} vmm={} vmlinux={}",
         busybox_pkg.sha256,
         image_pkg.sha256,
-        vmm.as_ref().map(|(_, s)| s.as_str()).unwrap_or("none")
+        vmm.as_ref().map(|(_, s)| s.as_str()).unwrap_or("none"),
+        guest_vmlinux.is_some()
     ));
     hash_tree(&mut h, &th_src)?;
     hash_tree(&mut h, &prebuilts.join("lib"))?;
@@ -608,6 +609,9 @@ pub fn build(arch: Arch, vmm: Option<&Path>) -> Result<Images> {
     build_initrd(&th_initrd, &th_key, &broot, &th_src, |a| {
         add_modules(a, &tree, &release, &th_modules, &[])?;
         a.file_from("guest/vmlinuz", 0o644, &guest_kernel)?;
+        if let Some(vmlinux) = &guest_vmlinux {
+            a.file_from("guest/vmlinux", 0o644, vmlinux)?;
+        }
         a.file_from("guest/initramfs.cpio.gz", 0o644, &guest_initrd)?;
         a.file_from("bin/vsock-test", 0o755, &tools)?;
         a.file_from("bin/vhal-test", 0o755, &tools.with_file_name("vhal-test"))?;

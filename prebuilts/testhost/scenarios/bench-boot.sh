@@ -4,7 +4,7 @@
 # extra initramfs of `cargo xtask bench boot` (bootbench, QEMU and its
 # libraries); see docs/benchmarks.md. Kernel command line: bench.runs=N,
 # bench.kernel=bzimage|elf|both|elf-ab|elf-fill-ab|bzimage-ab (elf: our VMM boots
-# /guest/vmlinux, which the extra initramfs then carries; elf-ab: the ELF as by default
+# /guest/vmlinux (in the x86_64 test host initramfs); elf-ab: the ELF as by default
 # and mapped; elf-fill-ab: the ELF as by default (filled behind the guest) and copied;
 # bzimage-ab: the bzImage as by default and with every boot file copied).
 if [ ! -x /bin/bootbench ] || [ ! -x /usr/bin/qemu-system-x86_64 ]; then
