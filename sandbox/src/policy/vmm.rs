@@ -165,12 +165,15 @@ const RATE_LIMITED: &[Rule] = &[
 const TEE: &[Rule] = &[];
 
 /// The thread that fills a kernel behind the guest (`kernel_fill` in the
-/// VMM): the kernel file read into its staging page, the page moved into
-/// guest RAM, the waiters' fault events read from the userfaultfd.
+/// VMM): it waits for the first page fault, then reads the kernel file
+/// into its staging page, moves the page into guest RAM and reads the
+/// waiters' fault events from the userfaultfd.
 const KERNEL_FILL: &[Rule] = &[
     allow("pread64", "read the kernel's bytes from its kept descriptor"),
     allow("setpriority", "lower the thread's own priority (nice 19)"),
     allow("read", "the waiters' page-fault events on the userfaultfd"),
+    allow("poll", "wait for the first page fault or the VM's end").on(Arch::X86_64),
+    allow("ppoll", "wait for the first page fault or the VM's end (aarch64, musl)"),
     allow_if(
         "ioctl",
         &[

@@ -16,7 +16,9 @@
 //! registered with a `userfaultfd` in `MISSING` mode: whoever touches a page
 //! of them first (a vCPU through KVM, a device worker, the VMM's main
 //! thread) waits until the page is there. One thread (`kernel-fill`) fills
-//! every chunk in address order: it reads the chunk's file bytes with
+//! every chunk in address order, starting when someone first waits (the
+//! vCPU's first instruction, normally; until then it takes no CPU from the
+//! VM's set-up): it reads the chunk's file bytes with
 //! `pread` into a staging huge page (zeros where the file has no bytes for
 //! the chunk) and moves that page into the chunk
 //! with `UFFDIO_MOVE`, a page-table move (no second copy) that keeps the
@@ -65,6 +67,7 @@ use sandbox::policy::vmm::{
     UFFDIO_COPY, UFFDIO_MOVE, UFFDIO_REGISTER, UFFDIO_UNREGISTER, UFFDIO_WAKE,
 };
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vmm_sys_util::eventfd::EventFd;
 
 /// Size and alignment of a chunk: one transparent huge page.
 pub const CHUNK: u64 = 2 << 20;
@@ -307,6 +310,8 @@ pub struct FillReport {
 /// end (see the module documentation).
 pub struct KernelFill {
     thread: Option<sandbox::thread::JoinHandle<FillReport>>,
+    /// Tells a fill still waiting for its first fault that the VM ends.
+    ended: EventFd,
     /// Unmapped after the thread is joined (declared after it).
     _staging: Staging,
 }
@@ -337,13 +342,16 @@ impl KernelFill {
             .map(|r| r.addr)
             .min()
             .ok_or(FillError::Empty)?;
+        let start = first - first % CHUNK;
+        // The end of the last chunk (no range may wrap around).
         let end = ranges
             .iter()
-            .map(|r| r.addr.saturating_add(r.len))
-            .max()
-            .ok_or(FillError::Empty)?;
-        let start = first - first % CHUNK;
-        let end = end.next_multiple_of(CHUNK);
+            .map(|r| r.addr.checked_add(r.len)?.checked_next_multiple_of(CHUNK))
+            .try_fold(start, |end, r| Some(end.max(r?)))
+            .ok_or(FillError::NotInOneRegion {
+                start,
+                end: u64::MAX,
+            })?;
         let outside = || FillError::NotInOneRegion { start, end };
         let region = mem.find_region(GuestAddress(start)).ok_or_else(outside)?;
         let region_start = region.start_addr().0;
@@ -358,6 +366,8 @@ impl KernelFill {
             });
         }
         let staging = Staging::new()?;
+        let ended = EventFd::new(libc::EFD_NONBLOCK).map_err(host_err("eventfd"))?;
+        let ended_for_job = ended.try_clone().map_err(host_err("eventfd dup"))?;
         let fd = faults.fd.try_clone().map_err(host_err("userfaultfd dup"))?;
         let file = file.try_clone().map_err(host_err("kernel file dup"))?;
         let span = UffdioRange {
@@ -373,6 +383,7 @@ impl KernelFill {
             .map_err(host_err("UFFDIO_REGISTER"))?;
         let job = FillJob {
             fd,
+            ended: ended_for_job,
             file,
             _mem: mem.clone(),
             guest_start: start,
@@ -384,6 +395,7 @@ impl KernelFill {
         match sandbox::thread::spawn("kernel-fill", move || job.run()) {
             Ok(thread) => Ok(Self {
                 thread: Some(thread),
+                ended,
                 _staging: staging,
             }),
             Err(e) => {
@@ -402,6 +414,11 @@ impl KernelFill {
     }
 
     fn join(&mut self) -> FillReport {
+        if self.thread.is_some() {
+            if let Err(e) = self.ended.write(1) {
+                tracing::warn!("kernel fill: eventfd write: {e}");
+            }
+        }
         match self.thread.take().map(|t| t.join()) {
             Some(Ok(report)) => report,
             Some(Err(_)) => {
@@ -422,6 +439,8 @@ impl Drop for KernelFill {
 /// The fill thread's state.
 struct FillJob {
     fd: OwnedFd,
+    /// Readable once the [`KernelFill`] is dropped.
+    ended: EventFd,
     file: File,
     /// Keeps guest memory mapped while the thread moves pages into it.
     _mem: GuestMemoryMmap,
@@ -435,7 +454,6 @@ struct FillJob {
 
 impl FillJob {
     fn run(self) -> FillReport {
-        let started = Instant::now();
         // The lowest priority: on a busy CPU the thread finishing the VM's
         // set-up and then the guest's vCPU go first (the fill is for the
         // guest's sake, and a vCPU waiting for a chunk leaves the CPU to
@@ -446,6 +464,13 @@ impl FillJob {
             tracing::debug!("kernel fill: setpriority: {}", io::Error::last_os_error());
         }
         let mut report = FillReport::default();
+        if !self.wait_for_first_fault() {
+            // The VM ended before anything touched its kernel: nothing
+            // needs the bytes.
+            self.unregister();
+            return report;
+        }
+        let started = Instant::now();
         let mut filled = vec![false; self.chunks as usize];
         let mut next = 0usize;
         loop {
@@ -471,15 +496,9 @@ impl FillJob {
             self.fill(next as u64, &mut report);
             filled[next] = true;
         }
-        let mut span = UffdioRange {
-            start: self.host_start,
-            len: self.chunks * CHUNK,
-        };
-        if let Err(e) = uffd_ioctl(self.fd.as_raw_fd(), UFFDIO_UNREGISTER, &mut span) {
-            tracing::warn!("kernel fill: UFFDIO_UNREGISTER: {e}");
-        }
+        self.unregister();
         tracing::info!(
-            "kernel filled behind the guest: {} MiB in {} ms, {} of {} chunks waited for",
+            "kernel filled behind the guest: {} MiB in {} ms from the first fault, {} of {} chunks waited for",
             (self.chunks * CHUNK) >> 20,
             started.elapsed().as_millis(),
             report.waited_for,
@@ -499,6 +518,53 @@ impl FillJob {
             );
         }
         report
+    }
+
+    /// Waits until someone touches the kernel (the vCPU's first
+    /// instruction, normally) or the VM ends (`false`): until then the
+    /// thread takes no CPU from the VM's set-up.
+    fn wait_for_first_fault(&self) -> bool {
+        let mut fds = [
+            libc::pollfd {
+                fd: self.fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: self.ended.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        loop {
+            // SAFETY: `fds` is a valid array of two pollfds for the call.
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                // Cannot wait: fill right away (correct, only earlier).
+                tracing::warn!("kernel fill: poll: {e}");
+                return true;
+            }
+            if fds[0].revents != 0 {
+                return true;
+            }
+            if fds[1].revents != 0 {
+                return false;
+            }
+        }
+    }
+
+    fn unregister(&self) {
+        let mut span = UffdioRange {
+            start: self.host_start,
+            len: self.chunks * CHUNK,
+        };
+        if let Err(e) = uffd_ioctl(self.fd.as_raw_fd(), UFFDIO_UNREGISTER, &mut span) {
+            tracing::warn!("kernel fill: UFFDIO_UNREGISTER: {e}");
+        }
     }
 
     /// The address of the next waiter's fault, if one is queued.
@@ -736,6 +802,22 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_vm_that_ends_before_touching_its_kernel_fills_nothing() {
+        let Some(faults) = user_faults() else { return };
+        let mem = aligned_mem(8 * MIB);
+        let file = file_of(&[0x66u8; 0x1000]);
+        let range = FileRange {
+            offset: 0,
+            addr: 2 * MIB,
+            len: 0x1000,
+        };
+        let fill = KernelFill::start(&faults, &mem, &file, &[range]).unwrap();
+        assert_eq!(fill.finish(), FillReport::default());
+        // Unregistered: the chunk is plain (zero) RAM, nothing waits.
+        assert_eq!(byte(&mem, 2 * MIB), 0);
+    }
+
+    #[test]
     fn a_file_shorter_than_its_ranges_leaves_zeros_and_is_reported() {
         let Some(faults) = user_faults() else { return };
         let mem = aligned_mem(8 * MIB);
@@ -784,6 +866,15 @@ pub(crate) mod tests {
         assert!(matches!(
             KernelFill::start(&faults, &mem, &file, &[]),
             Err(FillError::Empty)
+        ));
+        let wraps = FileRange {
+            offset: 0,
+            addr: u64::MAX - 0xfff,
+            len: 0x2000,
+        };
+        assert!(matches!(
+            KernelFill::start(&faults, &mem, &file, &[wraps]),
+            Err(FillError::NotInOneRegion { end: u64::MAX, .. })
         ));
         // Nothing was registered: the memory is plain RAM.
         mem.write_obj(3u8, GuestAddress(MIB)).unwrap();
