@@ -334,14 +334,13 @@ impl KernelFill {
     ) -> Result<Self, FillError> {
         let mut ranges: Vec<FileRange> = ranges.iter().copied().filter(|r| r.len > 0).collect();
         ranges.sort_by_key(|r| r.addr);
-        if ranges.windows(2).any(|w| w[0].addr + w[0].len > w[1].addr) {
+        if ranges
+            .windows(2)
+            .any(|w| w[0].addr.saturating_add(w[0].len) > w[1].addr)
+        {
             return Err(FillError::Overlap);
         }
-        let first = ranges
-            .iter()
-            .map(|r| r.addr)
-            .min()
-            .ok_or(FillError::Empty)?;
+        let first = ranges.first().ok_or(FillError::Empty)?.addr;
         let start = first - first % CHUNK;
         // The end of the last chunk (no range may wrap around).
         let end = ranges
