@@ -23,6 +23,7 @@ use devices::virtio::vsock::{bind_listener, TcpForward, TcpForwards};
 use kvm_ioctls::Kvm;
 use sandbox::tcp_peer::TcpPeerCheck;
 
+use crate::arch::file_map::BootFiles;
 use crate::arch::kernel_fill::UserFaults;
 use crate::builder::BuildError;
 use crate::config::{ConsoleConfig, SerialOutput, TcpForwardConfig, VmConfig};
@@ -82,6 +83,12 @@ impl HostResources {
     pub fn open(config: &VmConfig) -> Result<Self, OpenError> {
         let kvm = open_kvm().map_err(BuildError::from)?;
         let kernel = open(&config.kernel)?;
+        // Only a kernel that runs in place is filled behind the guest: no
+        // userfaultfd (a privileged descriptor) for any other.
+        let user_faults = (BootFiles::from_env().fills_kernel()
+            && crate::arch::kernel_fill::runs_in_place(&kernel))
+        .then(UserFaults::open)
+        .flatten();
         let initrd = config.initrd.as_deref().map(open).transpose()?;
         let serial_file = match &config.serial.output {
             SerialOutput::File(path) => {
@@ -179,7 +186,7 @@ impl HostResources {
             console,
             control,
             sockets,
-            user_faults: UserFaults::open(),
+            user_faults,
         })
     }
 

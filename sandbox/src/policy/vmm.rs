@@ -170,7 +170,15 @@ const TEE: &[Rule] = &[];
 /// waiters' fault events from the userfaultfd.
 const KERNEL_FILL: &[Rule] = &[
     allow("pread64", "read the kernel's bytes from its kept descriptor"),
-    allow("setpriority", "lower the thread's own priority (nice 19)"),
+    allow_if(
+        "setpriority",
+        &[&[
+            eq(0, libc::PRIO_PROCESS as u64, "PRIO_PROCESS"),
+            eq(1, 0, "the calling thread"),
+            eq(2, 19, "nice 19"),
+        ]],
+        "lower the thread's own priority to nice 19",
+    ),
     allow("read", "the waiters' page-fault events on the userfaultfd"),
     allow("poll", "wait for the first page fault or the VM's end").on(Arch::X86_64),
     allow("ppoll", "wait for the first page fault or the VM's end (aarch64, musl)"),

@@ -72,7 +72,10 @@ pub fn the_vmm_holds_no_capability_and_a_second_uid_cannot_connect(run: &SharedR
         .expect_eq("socket", "600 65534")
         .expect_log(
             VMM,
-            "sandbox: seccomp filters for 14 thread classes; uid 65534 gid 65534 (switched from root); no capabilities, empty bounding set; no_new_privs; landlock fully enforced",
+            &format!(
+                "sandbox: seccomp filters for {} thread classes; uid 65534 gid 65534 (switched from root); no capabilities, empty bounding set; no_new_privs; landlock fully enforced",
+                sandbox::policy::vmm::POLICY.classes.len()
+            ),
         );
     let threads = s.number("threads");
     if threads < 5 || s.number("threads_seccomp") != threads {

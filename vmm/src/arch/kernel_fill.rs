@@ -27,14 +27,20 @@
 //! for at most the chunk in progress and its own. The thread runs at the
 //! lowest priority (nice 19): where it shares a CPU, the VM's set-up and
 //! then the guest's vCPU go first, and a vCPU that waits for a chunk
-//! leaves the CPU to it. When every chunk is
-//! filled the range is unregistered and the thread ends; the [`KernelFill`]
-//! handle joins it (the VM's teardown waits for at most the rest of the
-//! fill, bounded by the file's size).
+//! leaves the CPU to it. When every chunk is filled, or when the VM has
+//! ended (the [`KernelFill`] handle is dropped: the thread stops after the
+//! chunk in progress) or a chunk cannot be put in place, the range is
+//! unregistered (anyone still touching it gets zero pages, nobody waits
+//! for a fill that no longer runs) and the thread ends; dropping the
+//! handle joins it.
 //!
 //! # When
 //! Only when every part holds, else the kernel is copied before the first
 //! entry as before (the `debug` log says why):
+//! - the kernel runs in place ([`runs_in_place`]: an ELF on x86_64, any
+//!   `Image` on arm64) and `VMSTACK_BOOT_FILES` is unset; only then is the
+//!   descriptor opened at all;
+//! - the host's page size is 4 KiB;
 //! - the host kernel has `UFFDIO_MOVE` (Linux 6.8) and lets this process
 //!   handle faults raised inside the kernel (KVM's and `copy_to_user`'s):
 //!   that takes `CAP_SYS_PTRACE` or `vm.unprivileged_userfaultfd = 1`.
@@ -184,6 +190,17 @@ impl UserFaults {
     }
 }
 
+/// Whether `kernel` is one that runs in place where it is loaded (an ELF
+/// `vmlinux` on x86_64; on arm64 every kernel, an `Image`), so that
+/// filling it behind the guest is worth a userfaultfd.
+pub fn runs_in_place(kernel: &File) -> bool {
+    if cfg!(target_arch = "aarch64") {
+        return true;
+    }
+    let mut magic = [0u8; 4];
+    kernel.read_exact_at(&mut magic, 0).is_ok() && magic == *b"\x7fELF"
+}
+
 /// File bytes that belong at a guest address: `len` bytes from `offset` of
 /// the kernel file at `addr`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -205,6 +222,10 @@ pub enum FillError {
     /// Two ranges overlap.
     #[error("the kernel's file ranges overlap")]
     Overlap,
+    /// The host's page size is not 4 KiB (the fill's page-sized steps
+    /// assume it).
+    #[error("host page size {0} is not 4 KiB")]
+    PageSize(u64),
     /// The chunks are not inside one guest RAM region.
     #[error("the kernel's chunks [{start:#x}, {end:#x}) are not inside one guest RAM region")]
     NotInOneRegion {
@@ -332,6 +353,11 @@ impl KernelFill {
         file: &File,
         ranges: &[FileRange],
     ) -> Result<Self, FillError> {
+        // SAFETY: sysconf takes no pointers.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
+        if page != PAGE {
+            return Err(FillError::PageSize(page));
+        }
         let mut ranges: Vec<FileRange> = ranges.iter().copied().filter(|r| r.len > 0).collect();
         ranges.sort_by_key(|r| r.addr);
         if ranges
@@ -453,10 +479,9 @@ struct FillJob {
 
 impl FillJob {
     fn run(self) -> FillReport {
-        // The lowest priority: on a busy CPU the thread finishing the VM's
-        // set-up and then the guest's vCPU go first (the fill is for the
-        // guest's sake, and a vCPU waiting for a chunk leaves the CPU to
-        // it); an idle CPU fills at full speed.
+        // The lowest priority: on a busy CPU the guest's vCPU goes first (the
+        // fill is for the guest's sake, and a vCPU waiting for a chunk
+        // leaves the CPU to it); an idle CPU fills at full speed.
         // SAFETY: takes no pointers; on Linux `PRIO_PROCESS` with `who` 0
         // is the calling thread only.
         if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, FILL_NICE) } != 0 {
@@ -465,24 +490,28 @@ impl FillJob {
         let mut report = FillReport::default();
         if !self.wait_for_first_fault() {
             // The VM ended before anything touched its kernel: nothing
-            // needs the bytes.
-            self.unregister();
+            // needs the bytes (the range is unregistered on drop).
             return report;
         }
         let started = Instant::now();
         let mut filled = vec![false; self.chunks as usize];
         let mut next = 0usize;
-        loop {
+        let outcome = 'fill: loop {
+            if self.vm_ended() {
+                break "the VM ended: the rest is not needed";
+            }
             while let Some(address) = self.next_fault() {
                 match self.chunk_of(address) {
                     Some(c) if !filled[c] => {
-                        self.fill(c as u64, &mut report);
+                        if !self.fill(c as u64, &mut report) {
+                            break 'fill "a chunk could not be put in place";
+                        }
                         filled[c] = true;
                         report.waited_for += 1;
                     }
-                    // Filled already (the move woke the waiter) or not
-                    // ours (an event left from an earlier boot): waking is
-                    // harmless either way.
+                    // Filled already (the move woke the waiter; a filled
+                    // chunk has every page) or not ours (an event left from
+                    // an earlier boot): waking is harmless either way.
                     _ => self.wake(address),
                 }
             }
@@ -490,14 +519,16 @@ impl FillJob {
                 next += 1;
             }
             if next == filled.len() {
-                break;
+                break "done";
             }
-            self.fill(next as u64, &mut report);
+            if !self.fill(next as u64, &mut report) {
+                break "a chunk could not be put in place";
+            }
             filled[next] = true;
-        }
-        self.unregister();
+        };
         tracing::info!(
-            "kernel filled behind the guest: {} MiB in {} ms from the first fault, {} of {} chunks waited for",
+            "kernel filled behind the guest: {} of {} MiB in {} ms from the first fault, {} of {} chunks waited for ({outcome})",
+            (report.chunks * CHUNK) >> 20,
             (self.chunks * CHUNK) >> 20,
             started.elapsed().as_millis(),
             report.waited_for,
@@ -517,6 +548,11 @@ impl FillJob {
             );
         }
         report
+    }
+
+    /// Whether the [`KernelFill`] was dropped (the VM ended).
+    fn vm_ended(&self) -> bool {
+        self.ended.read().is_ok()
     }
 
     /// Waits until someone touches the kernel (the vCPU's first
@@ -603,8 +639,9 @@ impl FillJob {
         let _ = uffd_ioctl(self.fd.as_raw_fd(), UFFDIO_WAKE, &mut range);
     }
 
-    /// Puts chunk `c` together in the staging chunk and moves it in.
-    fn fill(&self, c: u64, report: &mut FillReport) {
+    /// Puts chunk `c` together in the staging chunk and moves it in;
+    /// `false` if it could not be put in place.
+    fn fill(&self, c: u64, report: &mut FillReport) -> bool {
         let chunk_guest = self.guest_start + c * CHUNK;
         // SAFETY: the staging chunk is `CHUNK` bytes of this job's own
         // anonymous mapping, used by this thread only (see `Staging`); it is
@@ -635,10 +672,12 @@ impl FillJob {
             mode: 0,
             done: 0,
         };
-        if uffd_ioctl(self.fd.as_raw_fd(), UFFDIO_MOVE, &mut transfer).is_err() {
-            self.copy_pages(c, report);
+        let placed = uffd_ioctl(self.fd.as_raw_fd(), UFFDIO_MOVE, &mut transfer).is_ok()
+            || self.copy_pages(c, report);
+        if placed {
+            report.chunks += 1;
         }
-        report.chunks += 1;
+        placed
     }
 
     /// Reads `buf.len()` bytes from `offset`; returns how many could not be
@@ -664,12 +703,13 @@ impl FillJob {
     /// The fallback when a move fails: the staging chunk copied into the
     /// chunk's missing pages one page at a time (pages a partial move put
     /// there already are left alone), then the staging chunk's pages
-    /// released.
-    fn copy_pages(&self, c: u64, report: &mut FillReport) {
+    /// released. `false` if a page could not be copied (tried twice): the
+    /// fill then ends, and unregistering gives waiters zero pages instead
+    /// of leaving them waiting.
+    fn copy_pages(&self, c: u64, report: &mut FillReport) -> bool {
         report.copied += 1;
         let dst = self.host_start + c * CHUNK;
-        let mut at = 0;
-        while at < CHUNK {
+        let copy_page = |at: u64| {
             let mut transfer = UffdioTransfer {
                 dst: dst + at,
                 src: self.staging + at,
@@ -677,12 +717,18 @@ impl FillJob {
                 mode: 0,
                 done: 0,
             };
-            if let Err(e) = uffd_ioctl(self.fd.as_raw_fd(), UFFDIO_COPY, &mut transfer) {
-                if e.raw_os_error() != Some(libc::EEXIST) {
-                    tracing::error!("kernel fill: UFFDIO_COPY at chunk {c}: {e}");
-                }
+            match uffd_ioctl(self.fd.as_raw_fd(), UFFDIO_COPY, &mut transfer) {
+                Err(e) if e.raw_os_error() != Some(libc::EEXIST) => Err(e),
+                _ => Ok(()),
             }
-            at += PAGE;
+        };
+        let mut placed = true;
+        for at in (0..CHUNK).step_by(PAGE as usize) {
+            if let Err(e) = copy_page(at).or_else(|_| copy_page(at)) {
+                tracing::error!("kernel fill: UFFDIO_COPY at chunk {c}: {e}");
+                placed = false;
+                break;
+            }
         }
         // SAFETY: the staging chunk belongs to this job (see `Staging`);
         // MADV_DONTNEED drops its pages, which then read as zeros.
@@ -693,6 +739,16 @@ impl FillJob {
                 libc::MADV_DONTNEED,
             )
         };
+        placed
+    }
+}
+
+impl Drop for FillJob {
+    /// The range is unregistered however the thread ends (also by an
+    /// unwinding panic in a test build): nobody waits for a fill that no
+    /// longer runs.
+    fn drop(&mut self) {
+        self.unregister();
     }
 }
 

@@ -375,20 +375,23 @@ mod tests {
         m.read_obj(GuestAddress(addr)).unwrap()
     }
 
-    #[test]
-    fn page_aligned_segments_are_mapped_and_bss_reads_as_zero() {
-        // Text at 16 MiB (file 0x1000, 0x1800 bytes, the rest of its last
-        // page in the file is the next segment's 0xbb bytes), data at 17 MiB
-        // with 0x3000 bytes of .bss.
-        let image = build_elf(
+    /// Text at 16 MiB (file 0x1000, 0x1800 bytes of 0xaa; the rest of its
+    /// last page in the file is the next segment's 0xbb bytes), data at
+    /// 17 MiB (file 0x2800, not page aligned) with 0x3000 bytes of .bss.
+    fn text_and_data_elf() -> Vec<u8> {
+        build_elf(
             16 * MIB,
             &[
                 (0x1000, 16 * MIB, 0x1800, 0x1800, 0xaa),
                 (0x2800, 17 * MIB, 0x800, 0x3800, 0xbb),
             ],
             0x3000,
-        );
-        let f = file_with(&image);
+        )
+    }
+
+    #[test]
+    fn page_aligned_segments_are_mapped_and_bss_reads_as_zero() {
+        let f = file_with(&text_and_data_elf());
         let m = mem();
         let loaded = load_elf(&m, &f, MIB, 32 << 20, SegmentLoad::Map).unwrap();
         let (entry, how) = (loaded.entry, loaded.placements);
@@ -448,15 +451,7 @@ mod tests {
         use crate::arch::kernel_fill::tests::{aligned_mem, user_faults};
         let Some(faults) = user_faults() else { return };
         // An unaligned segment is filled too: the fill reads at any offset.
-        let image = build_elf(
-            16 * MIB,
-            &[
-                (0x1000, 16 * MIB, 0x1800, 0x1800, 0xaa),
-                (0x2800, 17 * MIB, 0x800, 0x3800, 0xbb),
-            ],
-            0x3000,
-        );
-        let f = file_with(&image);
+        let f = file_with(&text_and_data_elf());
         let m = aligned_mem(32 * MIB);
         let loaded = load_elf(&m, &f, MIB, 32 << 20, SegmentLoad::Fill(&faults)).unwrap();
         assert_eq!(loaded.placements, [Placement::Filled, Placement::Filled]);
