@@ -53,8 +53,8 @@
 //! filling off.
 //!
 //! # A kernel file changed after start
-//! Each chunk's bytes are read when it is filled, within the fill's first
-//! second or so, with `pread`: nothing of the file is mapped, so nothing can
+//! Each chunk's bytes are read when it is filled, while the guest boots
+//! (within seconds of the start), with `pread`: nothing of the file is mapped, so nothing can
 //! fault in the VMM. A file replaced by rename or deleted is still read
 //! through the open descriptor (the old bytes). A file rewritten in place
 //! shows its new bytes in the chunks not yet filled; a file truncated
@@ -813,6 +813,19 @@ pub(crate) mod tests {
         mem.read_obj(GuestAddress(addr)).unwrap()
     }
 
+    /// 8 MiB of guest RAM and a started fill of `len` bytes from the start
+    /// of a file holding `bytes` at guest address 2 MiB.
+    fn fill_at_2_mib(faults: &UserFaults, bytes: &[u8], len: u64) -> (GuestMemoryMmap, KernelFill) {
+        let mem = aligned_mem(8 * MIB);
+        let range = FileRange {
+            offset: 0,
+            addr: 2 * MIB,
+            len,
+        };
+        let fill = KernelFill::start(faults, &mem, &file_of(bytes), &[range]).unwrap();
+        (mem, fill)
+    }
+
     #[test]
     fn filled_chunks_hold_the_file_bytes_and_zeros_around_them() {
         let Some(faults) = user_faults() else { return };
@@ -859,14 +872,7 @@ pub(crate) mod tests {
     #[test]
     fn a_vm_that_ends_before_touching_its_kernel_fills_nothing() {
         let Some(faults) = user_faults() else { return };
-        let mem = aligned_mem(8 * MIB);
-        let file = file_of(&[0x66u8; 0x1000]);
-        let range = FileRange {
-            offset: 0,
-            addr: 2 * MIB,
-            len: 0x1000,
-        };
-        let fill = KernelFill::start(&faults, &mem, &file, &[range]).unwrap();
+        let (mem, fill) = fill_at_2_mib(&faults, &[0x66u8; 0x1000], 0x1000);
         assert_eq!(fill.finish(), FillReport::default());
         // Unregistered: the chunk is plain (zero) RAM, nothing waits.
         assert_eq!(byte(&mem, 2 * MIB), 0);
@@ -875,16 +881,9 @@ pub(crate) mod tests {
     #[test]
     fn a_file_shorter_than_its_ranges_leaves_zeros_and_is_reported() {
         let Some(faults) = user_faults() else { return };
-        let mem = aligned_mem(8 * MIB);
-        // The ranges were planned for 1 MiB of file; the file has 4 KiB
+        // The range was planned for 1 MiB of file; the file has 4 KiB
         // left (truncated after start).
-        let file = file_of(&[0x77u8; 0x1000]);
-        let range = FileRange {
-            offset: 0,
-            addr: 2 * MIB,
-            len: MIB,
-        };
-        let fill = KernelFill::start(&faults, &mem, &file, &[range]).unwrap();
+        let (mem, fill) = fill_at_2_mib(&faults, &[0x77u8; 0x1000], MIB);
         assert_eq!(byte(&mem, 2 * MIB + 0xfff), 0x77);
         assert_eq!(byte(&mem, 2 * MIB + 0x1000), 0);
         let report = fill.finish();
